@@ -1,0 +1,283 @@
+//! The command-line surface, as clap types and nothing else.
+//!
+//! DESIGN.md's command surface is a contract: names here are not renamed, only added to.
+//! Logic lives in `cmd/` (what to print) and the domain modules (what to do).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+const ABOUT: &str =
+    "Zero-downtime blue/green deploys of a Docker Compose app behind nginx on one box";
+
+const LONG_ABOUT: &str = "\
+cutover deploys a Docker Compose app to the idle of two colors (blue, green), waits until it
+answers its health check, points nginx at it, drains the old color and stops it. Secrets stay
+encrypted with age in git and are decrypted only in memory at deploy time.
+
+Typical flow:
+  cutover init myapp            scaffold cutover.yml, templates/, secrets/
+  cutover render --check        validate the config and the rendered files
+  cutover deploy --image app:v2 deploy to the idle color, health-gated
+  cutover status                which color serves, which image runs where
+  cutover rollback              health-gated deploy of the previous image
+
+Try it locally first: `cutover demo` runs a full blue/green cycle on a bundled demo app.";
+
+#[derive(Debug, Parser)]
+#[command(name = "cutover", version, about = ABOUT, long_about = LONG_ABOUT)]
+pub struct Cli {
+    /// Run as if started in DIR (the project directory holding cutover.yml)
+    #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
+    pub directory: Option<PathBuf>,
+
+    /// Config file [default: ./cutover.yml]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// age identity file used to decrypt secrets (also: CUTOVER_AGE_KEY holds the key itself)
+    #[arg(
+        long,
+        global = true,
+        env = "CUTOVER_IDENTITY",
+        value_name = "FILE",
+        hide_env_values = true
+    )]
+    pub identity: Option<PathBuf>,
+
+    /// Print only errors
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+
+    /// Print more detail (the subprocesses run, their timings)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scaffold a project: cutover.yml, templates/, secrets/, .gitignore
+    Init(InitArgs),
+    /// Write the compose and nginx files from cutover.yml and the templates
+    Render(RenderArgs),
+    /// Deploy an image to the idle color, health-gate it, switch nginx, drain the old color
+    Deploy(DeployArgs),
+    /// Health-gated deploy of the previous image (kept locally, no pull)
+    Rollback(RollbackArgs),
+    /// Show the active color, the image and health per color, and the last deploy
+    Status(JsonArgs),
+    /// Show the append-only deploy log with step timings
+    History(HistoryArgs),
+    /// Remove old app images beyond the last N that no container uses
+    Prune(PruneArgs),
+    /// Manage age-encrypted secrets files (secrets/<name>.env.age)
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
+    /// Make a fresh box ready: swap, sysctl, docker, compose, nginx, state dir
+    Bootstrap(BootstrapArgs),
+    /// Run a full local blue/green cycle on the bundled demo app, under live traffic
+    Demo(DemoArgs),
+    /// Print shell completions
+    Completions {
+        /// The shell to generate completions for
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Directory to scaffold (created if missing) [default: .]
+    pub dir: Option<PathBuf>,
+    /// Project name [default: the directory's name]
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// Write the files into DIR instead of .cutover/ (the nginx include is not installed)
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Validate the config and render in memory; write nothing
+    #[arg(long)]
+    pub check: bool,
+    /// Image to render for the idle color [default: the recorded images]
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// Image to deploy, e.g. myuser/app:2024-05-01 [default: redeploy the active image]
+    #[arg(long, value_name = "REF")]
+    pub image: Option<String>,
+    #[command(flatten)]
+    pub common: DeployCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    #[command(flatten)]
+    pub common: DeployCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployCommon {
+    /// Print the plan (colors, image, commands) and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Wait this long for another deploy's lock, e.g. 30s [default: fail at once]
+    #[arg(long, value_name = "DURATION")]
+    pub lock_wait: Option<String>,
+    /// Deploy even when the memory budget says both colors will not fit
+    #[arg(long)]
+    pub force: bool,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct JsonArgs {
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// Print JSON on stdout (one array)
+    #[arg(long)]
+    pub json: bool,
+    /// Show only the last N entries
+    #[arg(short = 'n', long, value_name = "N")]
+    pub limit: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// How many recent app images to keep
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    pub keep: usize,
+    /// List what would be removed; remove nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print JSON on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Create a new age identity (0600, never overwritten without --force); print its public key
+    Keygen {
+        /// Where to write the identity [default: the per-user default path]
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+        /// Also append the public key to secrets/recipients.txt
+        #[arg(long)]
+        add: bool,
+        /// Overwrite an existing identity file
+        #[arg(long)]
+        force: bool,
+    },
+    /// Validate a plaintext dotenv file and encrypt it to secrets/<name>.env.age
+    Encrypt {
+        /// The plaintext dotenv file
+        file: PathBuf,
+        /// Secrets file name [default: FILE's name without .env]
+        #[arg(long)]
+        name: Option<String>,
+        /// Remove the plaintext file after encrypting
+        #[arg(long)]
+        rm: bool,
+    },
+    /// Print a decrypted secrets file (or only its key names)
+    Show {
+        /// Secrets file name, e.g. prod for secrets/prod.env.age
+        name: String,
+        /// Print only the key names, never values
+        #[arg(long)]
+        keys: bool,
+        /// Print JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Edit a secrets file in $EDITOR (plaintext lives in a 0600 file on tmpfs, then removed)
+    Edit {
+        /// Secrets file name
+        name: String,
+    },
+    /// Set KEY from stdin (or a generated value); values are never taken from argv
+    Set {
+        /// Secrets file name
+        name: String,
+        /// Key to set
+        key: String,
+        /// Generate a random value of N characters instead of reading stdin
+        #[arg(long, value_name = "N")]
+        generate: Option<usize>,
+    },
+    /// Remove KEY from a secrets file
+    Unset {
+        /// Secrets file name
+        name: String,
+        /// Key to remove
+        key: String,
+    },
+    /// Re-encrypt every secrets file to the current recipients with fresh file keys (all or none)
+    Rekey,
+    /// New identity, add its recipient, rekey everything, retire the old recipient
+    RotateIdentity {
+        /// Where to write the new identity [default: the per-user default path]
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
+    /// Run a command with the decrypted variables in its environment (no shell)
+    Exec {
+        /// Secrets file names, then `--`, then the command
+        #[arg(required = true, num_args = 1..)]
+        names: Vec<String>,
+        /// The command and its arguments
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct BootstrapArgs {
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Apply every file change under DIR and list the live-system commands not run
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Swap file size (e.g. 2G), auto (AWS table: RAM <= 2 GiB -> 2 x RAM) or off
+    #[arg(long, value_name = "SIZE|auto|off")]
+    pub swap: Option<String>,
+    /// Skip package installation (docker, compose, nginx)
+    #[arg(long)]
+    pub no_install: bool,
+    /// Print equivalent #cloud-config user-data for a new EC2 instance instead
+    #[arg(long)]
+    pub cloud_init: bool,
+    /// The user who deploys (added to the docker group) [default: $SUDO_USER]
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Print a JSON report on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Keep the demo running at the end (nginx, containers) instead of cleaning up
+    #[arg(long)]
+    pub keep: bool,
+    /// Print a JSON summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,62 @@
+//! cutover: zero-downtime blue/green deploys of a Docker Compose app behind nginx.
+//!
+//! `main.rs` parses the command line and calls [`run`]; `cmd/` turns each subcommand into
+//! calls on the domain modules and owns all printing; the domain modules (config, render,
+//! secrets, compose, nginx, deploy, …) do the work and return values or errors.
+
+pub mod cli;
+mod cmd;
+pub mod process;
+pub mod report;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cli::{Cli, Command};
+use report::Verbosity;
+
+/// What every command needs to know about where it runs.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The project directory (`-C DIR`, else the config file's directory, else `.`).
+    pub dir: PathBuf,
+    /// The config file (`--config FILE`, else `<dir>/cutover.yml`).
+    pub config_path: PathBuf,
+    /// `--identity FILE` / `CUTOVER_IDENTITY`.
+    pub identity: Option<PathBuf>,
+    pub verbosity: Verbosity,
+}
+
+impl Context {
+    fn from_cli(cli: &Cli) -> anyhow::Result<Self> {
+        let cwd = std::env::current_dir()?;
+        let dir = match &cli.directory {
+            Some(d) => cwd.join(d),
+            None => cwd,
+        };
+        let config_path = match &cli.config {
+            Some(path) => dir.join(path),
+            None => dir.join("cutover.yml"),
+        };
+        // A config elsewhere makes its directory the project directory, unless -C says otherwise.
+        let dir = match (&cli.directory, &cli.config) {
+            (None, Some(_)) => config_path.parent().map(PathBuf::from).unwrap_or(dir),
+            _ => dir,
+        };
+        Ok(Context {
+            dir,
+            config_path,
+            identity: cli.identity.clone(),
+            verbosity: Verbosity::from_flags(cli.quiet, cli.verbose),
+        })
+    }
+}
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Context::from_cli(&cli)?;
+    match cli.command {
+        Command::Completions { shell } => cmd::completions(shell),
+        other => cmd::dispatch(&ctx, other),
+    }
+}
