@@ -1,0 +1,30 @@
+//! The command surface itself: help, usage errors, completions.
+
+use crate::common::cutover;
+
+#[test]
+fn help_lists_every_command_of_the_design() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cutover(dir.path()).arg("--help").assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    for name in [
+        "init", "render", "deploy", "rollback", "status", "history", "prune", "secrets",
+        "bootstrap", "demo", "completions",
+    ] {
+        assert!(text.contains(&format!("  {name}")), "--help lacks {name}:\n{text}");
+    }
+}
+
+#[test]
+fn usage_error_exits_2() {
+    let dir = tempfile::tempdir().unwrap();
+    cutover(dir.path()).arg("--no-such-flag").assert().code(2);
+}
+
+#[test]
+fn completions_for_bash_name_subcommands() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cutover(dir.path()).args(["completions", "bash"]).assert().success();
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(text.contains("deploy") && text.contains("rollback"), "{text}");
+}

@@ -1,0 +1,7 @@
+//! One integration test binary (as in casey/just): every test runs the real `cutover` binary
+//! in a temp dir. Tests that need an outside tool (docker, nginx, age) call
+//! [`common::require`]: without the tool they say so loudly and skip, and with `CI` set they
+//! fail instead.
+
+mod common;
+mod cli;
