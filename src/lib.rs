@@ -4,10 +4,16 @@
 //! calls on the domain modules and owns all printing; the domain modules (config, render,
 //! secrets, compose, nginx, deploy, …) do the work and return values or errors.
 
+pub mod atomic;
 pub mod cli;
 mod cmd;
+pub mod compose;
+pub mod config;
+pub mod nginx;
 pub mod process;
+pub mod render;
 pub mod report;
+pub mod state;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +55,12 @@ impl Context {
             identity: cli.identity.clone(),
             verbosity: Verbosity::from_flags(cli.quiet, cli.verbose),
         })
+    }
+}
+
+impl Context {
+    pub fn quiet(&self) -> bool {
+        self.verbosity == Verbosity::Quiet
     }
 }
 

@@ -1,6 +1,9 @@
 //! The command layer: one file per subcommand group. These functions call the domain modules
 //! and decide what reaches stdout (results, JSON) and stderr (progress, step lines).
 
+mod init;
+mod render;
+
 use std::process::ExitCode;
 
 use anyhow::bail;
@@ -10,11 +13,10 @@ use crate::cli::{Cli, Command};
 use crate::Context;
 
 pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
-    let _ = ctx;
     match command {
         Command::Completions { shell } => completions(shell),
-        Command::Init(_) => not_yet("init", 2),
-        Command::Render(_) => not_yet("render", 2),
+        Command::Init(args) => init::run(ctx, args),
+        Command::Render(args) => render::run(ctx, args),
         Command::Deploy(_) => not_yet("deploy", 4),
         Command::Rollback(_) => not_yet("rollback", 4),
         Command::Status(_) => not_yet("status", 4),
@@ -34,4 +36,23 @@ pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
     let mut command = Cli::command();
     clap_complete::generate(shell, &mut command, "cutover", &mut std::io::stdout());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Secret key names per service, for rendering. Values are decrypted only to learn the names
+/// and are dropped here.
+pub fn secret_keys(
+    ctx: &Context,
+    loaded: &crate::config::Loaded,
+) -> anyhow::Result<crate::render::SecretKeys> {
+    let _ = ctx;
+    let configured = !loaded.config.app.secrets.is_empty()
+        || loaded
+            .config
+            .accessories
+            .values()
+            .any(|a| !a.secrets.is_empty());
+    if configured {
+        bail!("secrets files in cutover.yml need `cutover secrets` support (issue #3)");
+    }
+    Ok(crate::render::SecretKeys::default())
 }

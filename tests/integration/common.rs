@@ -36,3 +36,35 @@ pub fn require(program: &str, why: &str) -> bool {
     eprintln!("\n*** SKIPPED: {msg} (install it with scripts/test.sh) ***\n");
     false
 }
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Copies `fixtures/configs/good/<name>.yml` into `dir/cutover.yml`, letting `edit` change
+/// the YAML first (e.g. to point nginx paths into a temp prefix).
+pub fn project_from_fixture(
+    dir: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut serde_yaml::Mapping),
+) -> PathBuf {
+    let text = std::fs::read_to_string(fixture(&format!("configs/good/{name}.yml"))).unwrap();
+    let mut value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    edit(value.as_mapping_mut().unwrap());
+    let path = dir.join("cutover.yml");
+    std::fs::write(&path, serde_yaml::to_string(&value).unwrap()).unwrap();
+    path
+}
+
+/// Sets `section.key = value` in a config mapping, creating the section.
+pub fn set_key(map: &mut serde_yaml::Mapping, section: &str, key: &str, value: serde_yaml::Value) {
+    let entry = map
+        .entry(section.into())
+        .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
+    entry.as_mapping_mut().unwrap().insert(key.into(), value);
+}

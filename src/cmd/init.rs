@@ -1,0 +1,150 @@
+//! `cutover init [DIR]`: scaffold a project that `cutover render --check` accepts as is.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+
+use crate::cli::InitArgs;
+use crate::config::Name;
+use crate::Context;
+
+const CONFIG_TEMPLATE: &str = include_str!("../../templates/cutover.yml.j2");
+
+/// Keeps plaintext dotenv files out of git: only ciphertext and recipients are tracked.
+const SECRETS_GITIGNORE: &str = "\
+# Written by `cutover init`: only encrypted files and the recipients list belong in git.
+*
+!.gitignore
+!*.env.age
+!recipients.txt
+";
+
+const TEMPLATES_README: &str = "\
+Templates placed here replace cutover's built-in template of the same name:
+
+  compose.yml.j2        the compose file for both colors and the accessories
+  nginx-site.conf.j2    the nginx server block (installed by `cutover bootstrap`)
+  service-url.inc.j2    the nginx include that points at the active color
+
+Start from the built-in ones in cutover's repository (templates/). Undefined variables are
+errors, so `cutover render --check` catches a typo before a deploy does.
+";
+
+const PROJECT_GITIGNORE_LINES: &[&str] = &[".cutover/", "*.env"];
+
+pub fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<ExitCode> {
+    let dir = match &args.dir {
+        Some(d) => ctx.dir.join(d),
+        None => ctx.dir.clone(),
+    };
+    let config_path = dir.join("cutover.yml");
+    if config_path.exists() {
+        bail!(
+            "{} already exists; cutover init never overwrites a config",
+            config_path.display()
+        );
+    }
+    let project = match &args.name {
+        Some(name) => Name::parse(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?,
+        None => project_name_for(&dir)?,
+    };
+    std::fs::create_dir_all(dir.join("secrets"))
+        .and_then(|()| std::fs::create_dir_all(dir.join("templates")))
+        .with_context(|| format!("could not create directories in {}", dir.display()))?;
+
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    let config_text = env
+        .render_str(
+            CONFIG_TEMPLATE,
+            minijinja::context! { project => project.as_str() },
+        )
+        .context("could not render the scaffold config")?;
+
+    write_new(&config_path, &config_text)?;
+    write_new(&dir.join("secrets/.gitignore"), SECRETS_GITIGNORE)?;
+    write_new(&dir.join("templates/README.md"), TEMPLATES_README)?;
+    let gitignore = dir.join(".gitignore");
+    append_missing_lines(&gitignore, PROJECT_GITIGNORE_LINES)?;
+
+    if !ctx.quiet() {
+        println!("created {}", config_path.display());
+        println!("created {}", dir.join("secrets/.gitignore").display());
+        println!("created {}", dir.join("templates/README.md").display());
+        println!("updated {}", gitignore.display());
+        println!();
+        println!("next: edit cutover.yml, then `cutover render --check`");
+        println!("      secrets: `cutover secrets keygen --add`, then `cutover secrets encrypt prod.env`");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The directory's name made into a compose project name (`My App` → `my-app`).
+fn project_name_for(dir: &Path) -> anyhow::Result<Name> {
+    // `.` and `..` have no name of their own; a directory not created yet has no canonical form.
+    let named = dir
+        .file_name()
+        .filter(|n| *n != "." && *n != "..")
+        .map(|n| n.to_string_lossy().into_owned());
+    let raw = named
+        .or_else(|| {
+            std::fs::canonicalize(dir)
+                .ok()
+                .and_then(|d| d.file_name().map(|n| n.to_string_lossy().into_owned()))
+        })
+        .unwrap_or_default();
+    let mut name: String = raw
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    name = name.trim_matches(['-', '_']).to_string();
+    name.truncate(63);
+    Name::parse(&name).map_err(|_| {
+        anyhow::anyhow!(
+            "cannot derive a project name from {}; pass --name NAME",
+            dir.display()
+        )
+    })
+}
+
+fn write_new(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .with_context(|| format!("could not create {}", path.display()))?;
+    file.write_all(text.as_bytes())
+        .with_context(|| format!("could not write {}", path.display()))
+}
+
+fn append_missing_lines(path: &Path, lines: &[&str]) -> anyhow::Result<()> {
+    let existing = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+    };
+    let mut text = existing.clone();
+    for line in lines {
+        if !existing.lines().any(|l| l.trim() == *line) {
+            if !text.is_empty() && !text.ends_with('\n') {
+                text.push('\n');
+            }
+            text.push_str(line);
+            text.push('\n');
+        }
+    }
+    if text != existing {
+        crate::atomic::write(path, text.as_bytes(), 0o644)?;
+    }
+    Ok(())
+}

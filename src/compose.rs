@@ -1,0 +1,292 @@
+//! Typed `docker compose` operations, for compose v2 (`docker compose`) and v1
+//! (`docker-compose` 1.29), detected at run time.
+//!
+//! Two pitfalls shape this module. Compose v1 exits 0 on some usage errors, so an exit code
+//! alone never proves a command we rely on worked: state is read back from the engine.
+//! Container names differ (`p_s_1` in v1, `p-s-1` in v2), so containers are found by the
+//! compose labels (`com.docker.compose.project` / `.service`) through `docker ps`, never by
+//! name, and `docker ps`/`inspect` are asked for JSON, never parsed from tables.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+use crate::process::{Cmd, ProcessError};
+
+/// Which compose implementation runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Flavor {
+    V1,
+    V2,
+}
+
+/// A detected compose tool and the project it operates on.
+#[derive(Debug, Clone)]
+pub struct Compose {
+    argv: Vec<String>,
+    pub flavor: Flavor,
+    pub version: String,
+}
+
+/// Why compose could not be found.
+#[derive(Debug, thiserror::Error)]
+pub enum DetectError {
+    #[error(
+        "neither `docker compose` (v2) nor `docker-compose` (v1) works here; install one \
+         (Debian: `apt-get install docker-compose`; or the compose plugin), or set CUTOVER_COMPOSE"
+    )]
+    Missing,
+    #[error("CUTOVER_COMPOSE=`{value}` does not run a compose tool: {reason}")]
+    BadOverride { value: String, reason: String },
+}
+
+impl Compose {
+    /// Finds the compose tool: `CUTOVER_COMPOSE` (e.g. `docker-compose` or `docker compose`)
+    /// when set, else `docker compose`, else `docker-compose`.
+    pub fn detect() -> Result<Compose, DetectError> {
+        if let Some(value) = std::env::var_os("CUTOVER_COMPOSE") {
+            let value = value.to_string_lossy().into_owned();
+            let argv: Vec<String> = value.split_whitespace().map(str::to_string).collect();
+            return probe(&argv).map_err(|reason| DetectError::BadOverride { value, reason });
+        }
+        let candidates = [
+            vec!["docker".to_string(), "compose".to_string()],
+            vec!["docker-compose".to_string()],
+        ];
+        candidates
+            .iter()
+            .find_map(|argv| probe(argv).ok())
+            .ok_or(DetectError::Missing)
+    }
+
+    /// Every compose tool that works here (v2 plugin, v1 binary), for tests that check both.
+    pub fn all_available() -> Vec<Compose> {
+        [
+            vec!["docker".to_string(), "compose".to_string()],
+            vec!["docker-compose".to_string()],
+        ]
+        .iter()
+        .filter_map(|argv| probe(argv).ok())
+        .collect()
+    }
+
+    /// The command prefix, e.g. `docker compose`.
+    pub fn program(&self) -> String {
+        self.argv.join(" ")
+    }
+
+    /// A compose command for `project` using `file`.
+    pub fn cmd(&self, project: &str, file: &Path, summary: impl Into<String>) -> Cmd {
+        Cmd::new(&self.argv[0], summary)
+            .args(&self.argv[1..])
+            .arg("-p")
+            .arg(project)
+            .arg("-f")
+            .arg(file)
+    }
+
+    /// Like [`Compose::cmd`], resolving relative paths (`./config:/config`) against the
+    /// project directory rather than the directory of the rendered file.
+    pub fn project_cmd(
+        &self,
+        project: &str,
+        file: &Path,
+        project_dir: &Path,
+        summary: impl Into<String>,
+    ) -> Cmd {
+        self.cmd(project, file, summary)
+            .arg("--project-directory")
+            .arg(project_dir)
+    }
+}
+
+fn probe(argv: &[String]) -> Result<Compose, String> {
+    let Some(program) = argv.first() else {
+        return Err("empty command".into());
+    };
+    let out = Cmd::new(program, "ask compose for its version")
+        .args(&argv[1..])
+        .args(["version", "--short"])
+        .timeout(Duration::from_secs(20))
+        .run()
+        .map_err(|e| e.to_string())?;
+    let version = out.stdout.trim().trim_start_matches('v').to_string();
+    let flavor = match version.split('.').next() {
+        Some("1") => Flavor::V1,
+        Some(major) if major.parse::<u32>().is_ok_and(|m| m >= 2) => Flavor::V2,
+        _ => {
+            return Err(format!(
+                "unrecognised version output `{}`",
+                out.stdout.trim()
+            ))
+        }
+    };
+    Ok(Compose {
+        argv: argv.to_vec(),
+        flavor,
+        version,
+    })
+}
+
+/// One compose project on disk: the tool, the project name and the rendered file.
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub compose: Compose,
+    pub name: String,
+    pub file: PathBuf,
+    /// Relative paths in the compose file are relative to this directory.
+    pub dir: PathBuf,
+}
+
+/// A container of the project, as the engine reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Container {
+    pub id: String,
+    pub service: String,
+    pub image: String,
+    /// `running`, `exited`, `created`, `restarting`, …
+    pub state: String,
+    pub exit_code: Option<i64>,
+    pub restart_count: i64,
+}
+
+impl Container {
+    pub fn running(&self) -> bool {
+        self.state == "running" || self.state == "restarting"
+    }
+}
+
+impl Project {
+    fn cmd(&self, summary: impl Into<String>) -> Cmd {
+        self.compose
+            .project_cmd(&self.name, &self.file, &self.dir, summary)
+    }
+
+    /// `up -d --no-deps SERVICE…` with secrets as process environment only. Recreates the
+    /// container when its image or config changed.
+    pub fn up(
+        &self,
+        services: &[String],
+        no_deps: bool,
+        env: &BTreeMap<String, SecretString>,
+        summary: impl Into<String>,
+    ) -> Result<(), ProcessError> {
+        let mut cmd = self.cmd(summary).args(["up", "-d"]);
+        if no_deps {
+            cmd = cmd.arg("--no-deps");
+        }
+        // Recreate even when compose thinks nothing changed: a rotated secret is invisible to
+        // compose's config hash when the value arrives through the environment.
+        cmd = cmd.arg("--force-recreate").args(services);
+        for (k, v) in env {
+            cmd = cmd.env(k, v.clone());
+        }
+        cmd.run().map(|_| ())
+    }
+
+    /// `stop -t GRACE SERVICE` then `rm -f SERVICE` (never `down SERVICE`: a usage error in
+    /// v1 that exits 0, and the whole project in early v2).
+    pub fn stop_and_remove(&self, service: &str, grace: Duration) -> Result<(), ProcessError> {
+        self.cmd(format!("stop {service}"))
+            .args(["stop", "-t", &grace.as_secs().to_string(), service])
+            .run()?;
+        self.cmd(format!("remove {service}"))
+            .args(["rm", "-f", service])
+            .run()?;
+        Ok(())
+    }
+
+    /// The project's containers, found by labels, with their engine state.
+    pub fn containers(&self) -> Result<Vec<Container>, ProcessError> {
+        containers_of(&self.name)
+    }
+
+    /// The last `lines` log lines of a service (stdout and stderr).
+    pub fn logs(&self, service: &str, lines: usize) -> String {
+        match self
+            .cmd(format!("read the logs of {service}"))
+            .args(["logs", "--no-color", "--tail", &lines.to_string(), service])
+            .timeout(Duration::from_secs(20))
+            .run_unchecked()
+        {
+            Ok(out) => format!("{}{}", out.stdout, out.stderr)
+                .trim_end()
+                .to_string(),
+            Err(e) => format!("(could not read logs: {e})"),
+        }
+    }
+}
+
+/// Containers of a compose project, found by the `com.docker.compose.project` label.
+pub fn containers_of(project: &str) -> Result<Vec<Container>, ProcessError> {
+    let ids = Cmd::new("docker", format!("list the containers of {project}"))
+        .args([
+            "ps",
+            "-a",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            &format!("label=com.docker.compose.project={project}"),
+        ])
+        .timeout(Duration::from_secs(30))
+        .run()?;
+    let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = Cmd::new("docker", format!("inspect the containers of {project}"))
+        .arg("inspect")
+        .args(&ids)
+        .timeout(Duration::from_secs(30))
+        .run_unchecked()?;
+    // A container removed between `ps` and `inspect` makes inspect exit 1 but still print
+    // the others; parse whatever JSON came back.
+    let parsed: Vec<Inspect> = serde_json::from_str(&out.stdout).unwrap_or_default();
+    let mut containers: Vec<Container> = parsed
+        .into_iter()
+        .map(|c| Container {
+            id: c.id,
+            service: c
+                .config
+                .labels
+                .get("com.docker.compose.service")
+                .cloned()
+                .unwrap_or_default(),
+            image: c.config.image,
+            state: c.state.status,
+            exit_code: Some(c.state.exit_code),
+            restart_count: c.restart_count,
+        })
+        .collect();
+    containers.sort_by(|a, b| a.service.cmp(&b.service));
+    Ok(containers)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Inspect {
+    id: String,
+    config: InspectConfig,
+    state: InspectState,
+    #[serde(default)]
+    restart_count: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectConfig {
+    image: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectState {
+    status: String,
+    exit_code: i64,
+}

@@ -1,0 +1,253 @@
+//! nginx: switching the include that points at the active color, and a throwaway nginx in a
+//! temp prefix for the demo and the tests.
+//!
+//! A switch is write-temp-and-rename (keeping the previous include beside it), `nginx -t`,
+//! reload; any failure puts the previous include back. `nginx -s reload` exits 0 even when
+//! the new config cannot be applied, so the caller must still probe through nginx that the new
+//! color answers (see `deploy`), and call [`Switch::restore`] when it does not.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+
+use crate::process::Cmd;
+
+/// The nginx commands and include path of a project.
+#[derive(Debug, Clone)]
+pub struct Nginx {
+    pub include: PathBuf,
+    pub test: Vec<String>,
+    pub reload: Vec<String>,
+}
+
+/// A switch that has been applied: the include now holds `new_text`.
+#[derive(Debug)]
+pub struct Switch {
+    include: PathBuf,
+    /// What the include held before, `None` when it did not exist.
+    previous: Option<String>,
+}
+
+impl Nginx {
+    pub fn test_config(&self) -> anyhow::Result<()> {
+        Cmd::from_argv(&self.test, "test the nginx config")
+            .timeout(Duration::from_secs(30))
+            .run()?;
+        Ok(())
+    }
+
+    pub fn reload_config(&self) -> anyhow::Result<()> {
+        Cmd::from_argv(&self.reload, "reload nginx")
+            .timeout(Duration::from_secs(30))
+            .run()?;
+        Ok(())
+    }
+
+    /// What the include holds now (None when missing).
+    pub fn current_include(&self) -> anyhow::Result<Option<String>> {
+        match std::fs::read_to_string(&self.include) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e).with_context(|| format!("could not read {}", self.include.display())),
+        }
+    }
+
+    /// Writes the include atomically, tests the config and reloads. On a failed test the
+    /// previous include is restored and nginx is not reloaded.
+    pub fn switch(&self, new_text: &str) -> anyhow::Result<Switch> {
+        let previous = self.current_include()?;
+        if let Some(prev) = &previous {
+            crate::atomic::write(&backup_path(&self.include), prev.as_bytes(), 0o644)?;
+        }
+        crate::atomic::write(&self.include, new_text.as_bytes(), 0o644)?;
+        let switch = Switch {
+            include: self.include.clone(),
+            previous,
+        };
+        if let Err(err) = self.test_config() {
+            switch.put_back()?;
+            return Err(err.context(format!(
+                "the new include {} does not pass `{}`; restored the previous one, nginx not reloaded",
+                self.include.display(),
+                self.test.join(" ")
+            )));
+        }
+        if let Err(err) = self.reload_config() {
+            switch.put_back()?;
+            let _ = self.reload_config();
+            return Err(err.context("restored the previous include"));
+        }
+        Ok(switch)
+    }
+}
+
+impl Switch {
+    fn put_back(&self) -> anyhow::Result<()> {
+        match &self.previous {
+            Some(text) => crate::atomic::write(&self.include, text.as_bytes(), 0o644),
+            None => match std::fs::remove_file(&self.include) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                Err(e) => {
+                    Err(e).with_context(|| format!("could not remove {}", self.include.display()))
+                }
+            },
+        }
+    }
+
+    /// Puts the previous include back and reloads nginx.
+    pub fn restore(self, nginx: &Nginx) -> anyhow::Result<()> {
+        self.put_back()?;
+        if self.previous.is_some() {
+            nginx.test_config()?;
+            nginx.reload_config()?;
+        }
+        Ok(())
+    }
+}
+
+/// `service-url.inc` → `service-url.inc.prev`: the include before the last switch.
+pub fn backup_path(include: &Path) -> PathBuf {
+    let mut name = include.file_name().unwrap_or_default().to_os_string();
+    name.push(".prev");
+    include.with_file_name(name)
+}
+
+/// Which port an include points at, read from its `set $service_url http://host:PORT;` line.
+pub fn include_port(text: &str) -> Option<u16> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| l.strip_prefix("set $service_url"))
+        .and_then(|rest| rest.trim().trim_end_matches(';').rsplit(':').next())
+        .and_then(|port| port.trim_end_matches('/').parse().ok())
+}
+
+/// An nginx master running from a private prefix on a loopback port, for the demo and tests.
+/// Stopped (`-s quit`, then killed) when dropped.
+#[derive(Debug)]
+pub struct LocalNginx {
+    pub prefix: PathBuf,
+    pub conf: PathBuf,
+    pub port: u16,
+    stopped: bool,
+}
+
+impl LocalNginx {
+    /// The main config: everything (pid, logs, temp paths) inside `prefix`, so no root and no
+    /// system paths are needed; `site` is included from `prefix/site.conf`.
+    pub fn write_config(prefix: &Path) -> anyhow::Result<PathBuf> {
+        let p = prefix.display();
+        for sub in ["logs", "tmp"] {
+            std::fs::create_dir_all(prefix.join(sub))
+                .with_context(|| format!("could not create {p}/{sub}"))?;
+        }
+        let conf = format!(
+            "# Written by cutover for a local nginx in {p}.\n\
+             worker_processes 1;\n\
+             pid {p}/nginx.pid;\n\
+             error_log {p}/logs/error.log warn;\n\
+             events {{ worker_connections 1024; }}\n\
+             http {{\n\
+             \x20   access_log off;\n\
+             \x20   client_body_temp_path {p}/tmp/body;\n\
+             \x20   proxy_temp_path {p}/tmp/proxy;\n\
+             \x20   fastcgi_temp_path {p}/tmp/fastcgi;\n\
+             \x20   uwsgi_temp_path {p}/tmp/uwsgi;\n\
+             \x20   scgi_temp_path {p}/tmp/scgi;\n\
+             \x20   include {p}/site.conf;\n\
+             }}\n"
+        );
+        let path = prefix.join("nginx.conf");
+        crate::atomic::write(&path, conf.as_bytes(), 0o644)?;
+        Ok(path)
+    }
+
+    /// The argv that runs nginx against this prefix, followed by `extra`.
+    pub fn argv(prefix: &Path, extra: &[&str]) -> Vec<String> {
+        let p = prefix.display().to_string();
+        let mut argv = vec![
+            "nginx".to_string(),
+            "-p".into(),
+            format!("{p}/"),
+            "-c".into(),
+            format!("{p}/nginx.conf"),
+            "-e".into(),
+            format!("{p}/logs/error.log"),
+        ];
+        argv.extend(extra.iter().map(|s| s.to_string()));
+        argv
+    }
+
+    /// Starts nginx (it daemonizes) after writing the config; `site.conf` must exist.
+    pub fn start(prefix: &Path, port: u16) -> anyhow::Result<LocalNginx> {
+        let conf = Self::write_config(prefix)?;
+        Cmd::from_argv(&Self::argv(prefix, &["-t"]), "test the local nginx config").run()?;
+        Cmd::from_argv(&Self::argv(prefix, &[]), "start the local nginx")
+            .timeout(Duration::from_secs(20))
+            .run()?;
+        Ok(LocalNginx {
+            prefix: prefix.to_owned(),
+            conf,
+            port,
+            stopped: false,
+        })
+    }
+
+    pub fn stop(&mut self) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let _ = Cmd::from_argv(
+            &Self::argv(&self.prefix, &["-s", "quit"]),
+            "stop the local nginx",
+        )
+        .timeout(Duration::from_secs(10))
+        .run();
+        // `-s quit` lets workers finish; make sure the master is gone before the prefix is.
+        let pid_file = self.prefix.join("nginx.pid");
+        for _ in 0..100 {
+            if !pid_file.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            let _ = Cmd::new("kill", "kill the local nginx")
+                .args(["-9", pid.trim()])
+                .run();
+        }
+    }
+}
+
+impl Drop for LocalNginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn include_port_reads_the_set_line() {
+        let text = "# comment\nset $service_url http://127.0.0.1:8082;\n";
+        assert_eq!(include_port(text), Some(8082));
+        assert_eq!(
+            include_port("set $service_url http://[::1]:9000;"),
+            Some(9000)
+        );
+        assert_eq!(include_port("nothing here"), None);
+    }
+
+    #[test]
+    fn backup_sits_beside_the_include() {
+        assert_eq!(
+            backup_path(Path::new("/etc/nginx/conf.d/service-url.inc")),
+            Path::new("/etc/nginx/conf.d/service-url.inc.prev")
+        );
+    }
+}

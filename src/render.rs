@@ -1,0 +1,339 @@
+//! The compose file, the nginx include and the nginx site, rendered from minijinja templates.
+//!
+//! Built-in templates live in `templates/` and are compiled into the binary; a project's own
+//! `templates/<name>` replaces the built-in of the same name. Undefined variables are errors
+//! (strict mode), so a typo in an override fails the render instead of emitting an empty
+//! string into a compose file. This module builds the template context from the config and
+//! decides nothing about deploys: callers say which image each color runs and which color
+//! nginx points at.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::config::{Color, CommandLine, Config};
+
+pub const COMPOSE: &str = "compose.yml.j2";
+pub const INCLUDE: &str = "service-url.inc.j2";
+pub const SITE: &str = "nginx-site.conf.j2";
+
+/// Every built-in template, by the name a project overrides it with.
+const BUILT_IN: &[(&str, &str)] = &[
+    (COMPOSE, include_str!("../templates/compose.yml.j2")),
+    (INCLUDE, include_str!("../templates/service-url.inc.j2")),
+    (SITE, include_str!("../templates/nginx-site.conf.j2")),
+];
+
+/// Secret key names per service group: values never pass through rendering.
+#[derive(Debug, Clone, Default)]
+pub struct SecretKeys {
+    pub app: BTreeSet<String>,
+    pub accessories: BTreeMap<String, BTreeSet<String>>,
+}
+
+/// What the caller decided: the image each color runs.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub images: BTreeMap<Color, String>,
+    pub secret_keys: SecretKeys,
+}
+
+/// The loaded template set.
+pub struct Renderer {
+    env: Environment<'static>,
+    /// Where each template came from, for error messages ("built-in" or a path).
+    origins: BTreeMap<&'static str, String>,
+}
+
+impl Renderer {
+    /// Loads the built-in templates, replaced by `<project_dir>/templates/<name>` where present.
+    pub fn new(project_dir: &Path) -> anyhow::Result<Self> {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(UndefinedBehavior::Strict);
+        env.set_keep_trailing_newline(true);
+        let mut origins = BTreeMap::new();
+        for (name, built_in) in BUILT_IN {
+            let override_path = project_dir.join("templates").join(name);
+            let (source, origin) = match std::fs::read_to_string(&override_path) {
+                Ok(text) => (text, override_path.display().to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    (built_in.to_string(), format!("built-in {name}"))
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("could not read {}", override_path.display()))
+                }
+            };
+            env.add_template_owned(*name, source)
+                .map_err(|e| template_error(&origin, e))?;
+            origins.insert(*name, origin);
+        }
+        Ok(Renderer { env, origins })
+    }
+
+    fn render(&self, name: &'static str, ctx: impl Serialize) -> anyhow::Result<String> {
+        let template = self.env.get_template(name)?;
+        template
+            .render(ctx)
+            .map_err(|e| template_error(&self.origins[name], e))
+    }
+
+    /// The compose file for both colors and the accessories.
+    pub fn compose(&self, config: &Config, plan: &Plan) -> anyhow::Result<String> {
+        let ctx = ComposeContext::new(config, plan)?;
+        self.render(COMPOSE, ctx)
+    }
+
+    /// The nginx include pointing at `color`.
+    pub fn include(&self, config: &Config, color: Color) -> anyhow::Result<String> {
+        self.render(
+            INCLUDE,
+            minijinja::context! {
+                project => config.project.as_str(),
+                color => color.as_str(),
+                port => config.colors.port(color),
+                upstream => upstream_url(config, color),
+            },
+        )
+    }
+
+    /// The nginx site (a `server` block) that includes the include.
+    pub fn site(&self, config: &Config) -> anyhow::Result<String> {
+        self.render(
+            SITE,
+            minijinja::context! {
+                project => config.project.as_str(),
+                app => config.app.name.as_str(),
+                nginx => minijinja::context! {
+                    listen => config.nginx.listen.0.as_str(),
+                    server_name => config.nginx.server_name.as_str(),
+                    include => config.nginx.include.display().to_string(),
+                },
+            },
+        )
+    }
+}
+
+/// `http://127.0.0.1:8081`: where nginx reaches a color.
+pub fn upstream_url(config: &Config, color: Color) -> String {
+    let host = match config.colors.upstream_host() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    };
+    format!("http://{host}:{}", config.colors.port(color))
+}
+
+fn template_error(origin: &str, err: minijinja::Error) -> anyhow::Error {
+    let line = err.line().map(|l| format!(":{l}")).unwrap_or_default();
+    let detail = err.detail().map(|d| format!(" ({d})")).unwrap_or_default();
+    anyhow::anyhow!("template {origin}{line}: {}{detail}", err.kind())
+}
+
+#[derive(Debug, Serialize)]
+struct EnvItem {
+    key: String,
+    value: String,
+}
+
+#[derive(Serialize)]
+struct AppView {
+    name: String,
+    port: u16,
+    memory: String,
+    restart: String,
+    stop_grace_secs: u64,
+    command: Option<serde_json::Value>,
+    volumes: Vec<String>,
+    depends_on: Vec<String>,
+    environment: Vec<EnvItem>,
+    secret_keys: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ColorView {
+    name: &'static str,
+    service: String,
+    port: u16,
+    image: String,
+    publish: String,
+}
+
+#[derive(Serialize)]
+struct AccessoryView {
+    name: String,
+    image: String,
+    memory: String,
+    restart: String,
+    command: Option<serde_json::Value>,
+    volumes: Vec<String>,
+    ports: Vec<String>,
+    environment: Vec<EnvItem>,
+    secret_keys: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct ComposeContext {
+    project: String,
+    app: AppView,
+    colors: Vec<ColorView>,
+    accessories: Vec<AccessoryView>,
+    volumes: Vec<String>,
+}
+
+impl ComposeContext {
+    fn new(config: &Config, plan: &Plan) -> anyhow::Result<Self> {
+        let app = &config.app;
+        let environment = env_items(&app.environment.0, &plan.secret_keys.app, "app")?;
+        let publish_host = match config.colors.bind {
+            IpAddr::V4(v4) => v4.to_string(),
+            IpAddr::V6(v6) => format!("[{v6}]"),
+        };
+        let colors = Color::ALL
+            .into_iter()
+            .map(|color| {
+                let port = config.colors.port(color);
+                ColorView {
+                    name: color.as_str(),
+                    service: config.service(color),
+                    port,
+                    image: plan
+                        .images
+                        .get(&color)
+                        .cloned()
+                        .unwrap_or_else(|| config.default_image()),
+                    publish: format!("{publish_host}:{port}:{}", app.port),
+                }
+            })
+            .collect();
+        let mut accessories = Vec::new();
+        for (name, acc) in &config.accessories {
+            let no_keys = BTreeSet::new();
+            let keys = plan
+                .secret_keys
+                .accessories
+                .get(name.as_str())
+                .unwrap_or(&no_keys);
+            accessories.push(AccessoryView {
+                name: name.to_string(),
+                image: acc.image.clone(),
+                memory: acc.memory.to_string(),
+                restart: acc.restart.clone(),
+                command: acc.command.as_ref().map(command_json),
+                volumes: acc.volumes.clone(),
+                ports: acc.ports.clone(),
+                environment: env_items(&acc.environment.0, keys, &format!("accessories.{name}"))?,
+                secret_keys: keys.iter().cloned().collect(),
+            });
+        }
+        let volumes = named_volumes(
+            app.volumes
+                .iter()
+                .chain(config.accessories.values().flat_map(|a| &a.volumes)),
+        );
+        Ok(ComposeContext {
+            project: config.project.to_string(),
+            app: AppView {
+                name: app.name.to_string(),
+                port: app.port.0,
+                memory: app.memory.to_string(),
+                restart: app.restart.clone(),
+                stop_grace_secs: app.stop_grace.get().as_secs().max(1),
+                command: app.command.as_ref().map(command_json),
+                volumes: app.volumes.clone(),
+                depends_on: app.depends_on.iter().map(|d| d.to_string()).collect(),
+                environment,
+                secret_keys: plan.secret_keys.app.iter().cloned().collect(),
+            },
+            colors,
+            accessories,
+            volumes,
+        })
+    }
+}
+
+/// Plain environment entries, with `$` doubled so compose does not interpolate them; a key
+/// that is also a secret is refused, since one of the two values would silently win.
+fn env_items(
+    env: &BTreeMap<String, String>,
+    secret_keys: &BTreeSet<String>,
+    owner: &str,
+) -> anyhow::Result<Vec<EnvItem>> {
+    if let Some(key) = env.keys().find(|k| secret_keys.contains(*k)) {
+        bail!(
+            "{owner}.environment.{key}: `{key}` is also a key in the secrets files; keep it in one place"
+        );
+    }
+    Ok(env
+        .iter()
+        .map(|(k, v)| EnvItem {
+            key: k.clone(),
+            value: v.replace('$', "$$"),
+        })
+        .collect())
+}
+
+fn command_json(cmd: &CommandLine) -> serde_json::Value {
+    match cmd {
+        CommandLine::Shell(s) => serde_json::Value::String(s.clone()),
+        CommandLine::Argv(v) => serde_json::json!(v),
+    }
+}
+
+/// Volume sources that are names, not host paths: `mysql-volume:/var/lib/mysql` → `mysql-volume`.
+fn named_volumes<'a>(specs: impl Iterator<Item = &'a String>) -> Vec<String> {
+    let names: BTreeSet<String> = specs
+        .filter_map(|spec| spec.split_once(':').map(|(src, _)| src))
+        .filter(|src| !src.is_empty() && !src.starts_with(['/', '.', '~', '$']))
+        .map(str::to_string)
+        .collect();
+    names.into_iter().collect()
+}
+
+/// Paths of the files `render` writes, relative to its output directory.
+pub struct OutputFiles {
+    pub compose: PathBuf,
+    pub include: PathBuf,
+    pub site: PathBuf,
+}
+
+impl OutputFiles {
+    pub fn in_dir(dir: &Path) -> Self {
+        OutputFiles {
+            compose: dir.join("compose.yml"),
+            include: dir.join("service-url.inc"),
+            site: dir.join("nginx-site.conf"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn named_volumes_skip_host_paths() {
+        let specs = [
+            "mysql-volume:/var/lib/mysql".to_string(),
+            "./data:/data".to_string(),
+            "/srv:/srv:ro".to_string(),
+            "cache:/cache".to_string(),
+            "anonymous".to_string(),
+        ];
+        assert_eq!(named_volumes(specs.iter()), ["cache", "mysql-volume"]);
+    }
+
+    #[test]
+    fn env_values_escape_dollars_and_refuse_secret_collisions() {
+        let env = BTreeMap::from([("A".to_string(), "pa$word".to_string())]);
+        let items = env_items(&env, &BTreeSet::new(), "app").unwrap();
+        assert_eq!(items[0].value, "pa$$word");
+        let secrets = BTreeSet::from(["A".to_string()]);
+        let err = env_items(&env, &secrets, "app").unwrap_err().to_string();
+        assert!(err.starts_with("app.environment.A:"), "{err}");
+        assert!(!err.contains("pa$word"), "must not print the value: {err}");
+    }
+}

@@ -1,0 +1,136 @@
+//! Bad config: one clear error naming the file, the line, the key path and what was expected,
+//! exit code 1, and nothing written.
+
+use crate::common::{cutover, fixture};
+
+/// (fixture, `file:line` prefix after the file name, key path, what the message must say)
+const BAD: &[(&str, &str, &str, &str)] = &[
+    ("unknown-key", ":6:3", "app", "unknown field `bogus`"),
+    (
+        "wrong-type",
+        ":5:9",
+        "app.port",
+        "expected a port number from 1 to 65535",
+    ),
+    ("bad-size", ":6:11", "app.memory", "invalid size `512X`"),
+    (
+        "bad-duration",
+        ":8:14",
+        "app.health.timeout",
+        "invalid duration `9x`",
+    ),
+    (
+        "equal-ports",
+        ":11",
+        "colors.green",
+        "port 8081 is also colors.blue",
+    ),
+    (
+        "port-range",
+        ":10:9",
+        "colors.blue",
+        "port 70000 is out of range",
+    ),
+    (
+        "bad-bind",
+        ":13:9",
+        "colors.bind",
+        "`localhost` is not an IP address",
+    ),
+    (
+        "accessory-collides",
+        ":14",
+        "accessories.web-blue",
+        "collides with the app's color services",
+    ),
+    (
+        "bad-depends",
+        ":7",
+        "app.depends_on",
+        "`db` is not an accessory",
+    ),
+    ("bad-name", ":1:10", "project", "invalid name `My_App`"),
+    ("bad-swap", ":14:9", "host.swap", "or `auto` or `off`"),
+    ("not-yaml", ":6:9", "", "did not find expected ','"),
+    ("missing-field", ":1:1", "", "missing field `colors`"),
+];
+
+#[test]
+fn every_bad_config_names_file_line_key_and_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, line, key, message) in BAD {
+        let path = fixture(&format!("configs/bad/{name}.yml"));
+        let out = cutover(dir.path())
+            .arg("--config")
+            .arg(&path)
+            .args(["render", "--check"])
+            .assert()
+            .code(1);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+        let located = format!("{}{line}: ", path.display());
+        assert!(
+            stderr.contains(&located),
+            "{name}: expected `{located}` in:\n{stderr}"
+        );
+        if !key.is_empty() {
+            assert!(
+                stderr.contains(&format!("{line}: {key}: ")),
+                "{name}: key `{key}` in:\n{stderr}"
+            );
+        }
+        assert!(
+            stderr.contains(message),
+            "{name}: `{message}` in:\n{stderr}"
+        );
+        assert!(
+            stderr.starts_with("error: invalid config"),
+            "{name}:\n{stderr}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn missing_secrets_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture("configs/bad/missing-secrets-file.yml");
+    let out = cutover(dir.path())
+        .arg("--config")
+        .arg(&path)
+        .args(["render", "--check"])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("app.secrets: secrets file"), "{stderr}");
+    assert!(
+        stderr.contains("secrets/nope.env.age does not exist"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn empty_and_missing_config_files_are_explained() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cutover(dir.path())
+        .arg("--config")
+        .arg(fixture("configs/bad/empty.yml"))
+        .args(["render", "--check"])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("the file is empty"), "{stderr}");
+
+    let out = cutover(dir.path())
+        .args(["render", "--check"])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("cutover.yml: no such file (run `cutover init`"),
+        "{stderr}"
+    );
+}
