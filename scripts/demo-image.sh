@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Build the demo app as a static binary and make local images `cutover-demo:<tag>` from it.
+#
+#   scripts/demo-image.sh [--selftest] [TAG...]     (default tags: v1 v2)
+#
+# The Docker engine we test on has no registry, so nothing can be pulled: each image is a
+# single-file root filesystem (/app) brought in with `docker import`, which needs no builder
+# and no base image. Each image bakes `VERSION=<tag>` so v1 and v2 answer differently.
+#
+# Idempotent: an image whose label `cutover.demo.sha256` matches the binary and whose
+# VERSION matches its tag is left alone. Image refs go to stdout, progress to stderr.
+# Honours CARGO_TARGET_DIR. `--selftest` runs each image on a loopback port, checks `/` and
+# `/health`, then `docker stop`s it and checks it exits 0 promptly (SIGTERM handling).
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+target=x86_64-unknown-linux-gnu
+repo=cutover-demo
+label=cutover.demo.sha256
+
+selftest=0
+tags=()
+for arg in "$@"; do
+    case "$arg" in
+        --selftest) selftest=1 ;;
+        -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -*) echo "demo-image.sh: unknown option $arg" >&2; exit 2 ;;
+        *)
+            if [[ ! "$arg" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]]; then
+                echo "demo-image.sh: not a valid image tag: $arg" >&2; exit 2
+            fi
+            tags+=("$arg") ;;
+    esac
+done
+[[ ${#tags[@]} -gt 0 ]] || tags=(v1 v2)
+
+log() { echo "demo-image: $*" >&2; }
+
+# --- the static binary ------------------------------------------------------------------
+# RUSTFLAGS with an explicit --target only reach target artifacts (not build scripts or
+# proc macros), and land in target/<triple>/, so host builds keep their cache.
+target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
+log "building static binary (cargo build --release --target $target)"
+# (CARGO_ENCODED_RUSTFLAGS, even empty, would override RUSTFLAGS: drop it.)
+(cd "$repo_root" && env -u CARGO_ENCODED_RUSTFLAGS \
+    RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" cargo build --quiet --release --locked \
+    -p cutover-demo-app --target "$target")
+bin="$target_dir/$target/release/cutover-demo-app"
+[[ -x "$bin" ]] || { log "no binary at $bin"; exit 1; }
+
+# Static means: no program interpreter and no dynamic section. `file` says so in words;
+# `ldd` prints "not a dynamic executable" (or "statically linked") for such a file.
+file_out=$(file -b "$bin")
+if [[ "$file_out" != *"statically linked"* && "$file_out" != *"static-pie linked"* ]]; then
+    log "binary is not static: $file_out"; exit 1
+fi
+if ldd "$bin" 2>&1 | grep -q '=>'; then
+    log "ldd lists shared libraries for $bin:"; ldd "$bin" >&2; exit 1
+fi
+sha=$(sha256sum "$bin" | cut -d' ' -f1)
+kind=$(grep -oE 'static-pie linked|statically linked' <<<"$file_out" | head -n1)
+log "static binary ok: $bin ($(du -h "$bin" | cut -f1), $kind, ldd: $(ldd "$bin" 2>&1 | xargs)); sha256 ${sha:0:12}"
+
+# --- the images -------------------------------------------------------------------------
+ctx=$(mktemp -d)
+trap 'rm -rf "$ctx"' EXIT
+install -m 0755 "$bin" "$ctx/app"
+mkdir -m 1777 "$ctx/tmp"
+tar --numeric-owner --owner=0 --group=0 --mtime=@0 --sort=name -C "$ctx" -cf "$ctx/rootfs.tar" app tmp
+
+for tag in "${tags[@]}"; do
+    ref="$repo:$tag"
+    have=$(docker image inspect -f "{{index .Config.Labels \"$label\"}} {{range .Config.Env}}{{.}} {{end}}" "$ref" 2>/dev/null || true)
+    if [[ "$have" == "$sha "* && " $have " == *" VERSION=$tag "* ]]; then
+        log "$ref is up to date"
+    else
+        docker import \
+            --change 'ENTRYPOINT ["/app"]' \
+            --change 'EXPOSE 8080' \
+            --change "ENV PORT=8080 VERSION=$tag" \
+            --change "LABEL $label=$sha" \
+            --message "cutover demo app $tag" \
+            "$ctx/rootfs.tar" "$ref" >/dev/null
+        log "made $ref ($(docker image inspect -f '{{.Size}}' "$ref") bytes)"
+    fi
+    echo "$ref"
+done
+
+# --- optional self test -----------------------------------------------------------------
+[[ $selftest -eq 1 ]] || exit 0
+
+for tag in "${tags[@]}"; do
+    ref="$repo:$tag"
+    name="cutover-demo-selftest-$$-$tag"
+    cid=$(docker run -d --name "$name" -e COLOR=selftest -p 127.0.0.1::8080 "$ref")
+    cleanup_container() { docker rm -f "$name" >/dev/null 2>&1 || true; }
+    trap 'cleanup_container; rm -rf "$ctx"' EXIT
+    port=$(docker port "$cid" 8080/tcp | head -n1 | sed 's/.*://')
+    body=""
+    for _ in $(seq 1 50); do
+        body=$(curl -fsS -m 2 "http://127.0.0.1:$port/" 2>/dev/null) && break
+        sleep 0.1
+    done
+    [[ "$body" == "version=$tag color=selftest" ]] || { log "selftest $ref: / answered '$body'"; exit 1; }
+    health=$(curl -fsS -m 2 "http://127.0.0.1:$port/health")
+    [[ "$health" == "ok color=selftest version=$tag" ]] || { log "selftest $ref: /health answered '$health'"; exit 1; }
+    start=$(date +%s%N)
+    docker stop -t 10 "$cid" >/dev/null
+    ms=$(( ($(date +%s%N) - start) / 1000000 ))
+    code=$(docker inspect -f '{{.State.ExitCode}}' "$cid")
+    cleanup_container
+    if [[ "$code" != 0 ]]; then log "selftest $ref: exit code $code after docker stop"; exit 1; fi
+    if (( ms > 5000 )); then log "selftest $ref: docker stop took ${ms}ms (SIGTERM ignored?)"; exit 1; fi
+    log "selftest $ref ok: / and /health answered on 127.0.0.1:$port, docker stop -> exit $code in ${ms}ms"
+done

@@ -1,0 +1,225 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then runs every test.
+#
+#   scripts/test.sh
+#
+# Works as root on a fresh Debian machine (CI=true, no stdin) and on a developer's box:
+#   1. apt packages the tests use (nginx, age, file, curl, docker-compose v1, cloud-init),
+#      with `apt-get update` only when something is missing;
+#   2. compose v2 from Debian trixie's `docker-compose` package, fetched WITHOUT touching the
+#      system's apt sources (a private source list, lists and cache under our cache dir),
+#      unpacked with `dpkg -x` and installed as a docker CLI plugin in a DOCKER_CONFIG this
+#      script owns, so `docker compose` is v2 for the test run only (cached: a second run
+#      does no network);
+#   3. the demo images cutover-demo:v1 and cutover-demo:v2 (scripts/demo-image.sh);
+#   4. `cargo test --workspace` (compose v2), then the e2e tests again against compose v1
+#      (CUTOVER_COMPOSE=docker-compose).
+#
+# Environment:
+#   XDG_CACHE_HOME / HOME     cache root: ${XDG_CACHE_HOME:-$HOME/.cache}/cutover-test
+#   CUTOVER_DEBIAN_MIRROR     Debian mirror for trixie (default: the one apt already uses)
+#   CUTOVER_TEST_SKIP_APT=1   do not install apt packages (report what is missing and go on)
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+
+export DEBIAN_FRONTEND=noninteractive
+cache=${XDG_CACHE_HOME:-$HOME/.cache}/cutover-test
+
+# ---- sections with timings ---------------------------------------------------------------
+t_start=$(date +%s%N)
+section_name=""
+section_start=0
+summary=()
+
+end_section() {
+    [[ -n "$section_name" ]] || return 0
+    local ms=$(( ($(date +%s%N) - section_start) / 1000000 ))
+    local took
+    took=$(printf '%d.%01ds' $((ms / 1000)) $(((ms % 1000) / 100)))
+    echo "--- $section_name: done in $took"
+    summary+=("$(printf '%-64s %8s' "$section_name" "$took")")
+    section_name=""
+}
+
+section() {
+    end_section
+    section_name=$1
+    section_start=$(date +%s%N)
+    echo
+    echo "=== $section_name"
+}
+
+cleanup_files=()
+on_exit() {
+    local rc=$?
+    [[ ${#cleanup_files[@]} -eq 0 ]] || rm -f "${cleanup_files[@]}"
+    [[ -n "${policy_rc_d_created:-}" ]] && rm -f /usr/sbin/policy-rc.d
+    if [[ $rc -ne 0 ]]; then
+        echo
+        echo "*** scripts/test.sh FAILED (exit $rc) in section: ${section_name:-setup}" >&2
+    fi
+}
+trap on_exit EXIT
+
+need_root() {
+    if [[ $(id -u) -ne 0 ]]; then
+        if command -v sudo >/dev/null 2>&1; then sudo -n "$@"; else
+            echo "need root to run: $*" >&2; return 1
+        fi
+    else
+        "$@"
+    fi
+}
+
+have() { command -v "$1" >/dev/null 2>&1 || [[ -x "/usr/sbin/$1" ]]; }
+
+# ---- 1. apt packages ---------------------------------------------------------------------
+section "apt packages"
+# command -> Debian package
+declare -A pkg_for=(
+    [nginx]=nginx
+    [age]=age
+    [file]=file
+    [curl]=curl
+    [docker-compose]=docker-compose
+    [cloud-init]=cloud-init
+)
+missing=()
+for cmd in nginx age file curl docker-compose cloud-init; do
+    have "$cmd" || missing+=("${pkg_for[$cmd]}")
+done
+have docker || missing+=(docker.io)
+if [[ ${#missing[@]} -eq 0 ]]; then
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init docker"
+elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
+    echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
+else
+    echo "installing: ${missing[*]}"
+    # Keep package installs from starting services (a system nginx on :80, cloud-init):
+    # the tests run their own nginx in temp prefixes on loopback ports.
+    if [[ ! -e /usr/sbin/policy-rc.d && $(id -u) -eq 0 ]]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 0755 /usr/sbin/policy-rc.d
+        policy_rc_d_created=1
+    fi
+    need_root apt-get update -qq </dev/null
+    # cloud-init only for `cloud-init schema` (validating our user-data): without
+    # recommends it is ~2.4 MB to download.
+    need_root apt-get install -y -qq --no-install-recommends "${missing[@]}" </dev/null
+    if [[ -n "${policy_rc_d_created:-}" ]]; then
+        rm -f /usr/sbin/policy-rc.d
+        policy_rc_d_created=""
+    fi
+fi
+export PATH="$PATH:/usr/sbin:/sbin"
+have docker || { echo "docker is not installed" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable (docker info failed)" >&2; exit 1; }
+echo "docker engine $(docker version -f '{{.Server.Version}}' 2>/dev/null), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose v1 /'), $(nginx -v 2>&1), age $(age --version)"
+
+# ---- 2. compose v2 from Debian trixie, as a docker CLI plugin ----------------------------
+section "compose v2 (Debian trixie docker-compose)"
+v2_root="$cache/compose-v2"
+export DOCKER_CONFIG="$cache/docker-config"
+
+find_v2_binary() {
+    # The trixie package ships the plugin in /usr/libexec/docker/cli-plugins/.
+    local f
+    for f in "$v2_root/usr/libexec/docker/cli-plugins/docker-compose" \
+             "$v2_root/usr/lib/docker/cli-plugins/docker-compose" \
+             "$v2_root/usr/bin/docker-compose"; do
+        [[ -f "$f" && -x "$f" ]] && { echo "$f"; return 0; }
+    done
+    find "$v2_root" -type f -name docker-compose -perm -u+x 2>/dev/null | head -n1
+}
+
+debian_mirror() {
+    # The mirror this machine's apt already uses for Debian itself (not -security).
+    if [[ -n "${CUTOVER_DEBIAN_MIRROR:-}" ]]; then echo "${CUTOVER_DEBIAN_MIRROR%/}"; return; fi
+    local uri
+    uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | sed -nE -e 's/^[[:space:]]*URIs:[[:space:]]*//p' \
+                  -e 's/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+).*/\2/p' \
+        | tr ' ' '\n' | grep -E '^https?://[^ ]+/debian/?$' | grep -v security | head -n1 || true)
+    echo "${uri:-http://deb.debian.org/debian}" | sed 's:/*$::'
+}
+
+v2_bin=$(find_v2_binary || true)
+if [[ -z "$v2_bin" ]]; then
+    mirror=$(debian_mirror)
+    echo "fetching docker-compose from trixie at $mirror (system apt sources untouched)"
+    apt_dir="$cache/apt"
+    rm -rf "$apt_dir"
+    mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/debs"
+    keyring=/usr/share/keyrings/debian-archive-keyring.gpg
+    echo "deb [signed-by=$keyring] $mirror trixie main" >"$apt_dir/sources.list"
+    apt_opts=(
+        -o "Dir::Etc::SourceList=$apt_dir/sources.list"
+        -o "Dir::Etc::SourceParts=/dev/null"
+        -o "Dir::State::Lists=$apt_dir/lists"
+        -o "Dir::Cache=$apt_dir/cache"
+        -o "Dir::Cache::pkgcache="
+        -o "Dir::Cache::srcpkgcache="
+        -o "Acquire::Languages=none"
+        -o "APT::Get::List-Cleanup=false"
+        # Our private dirs are root's; downloading as _apt would only warn about it.
+        -o "APT::Sandbox::User=root"
+    )
+    apt-get "${apt_opts[@]}" -qq --error-on=any update </dev/null
+    (cd "$apt_dir/debs" && apt-get "${apt_opts[@]}" -qq download docker-compose/trixie </dev/null)
+    deb=$(ls "$apt_dir"/debs/docker-compose_*.deb | head -n1)
+    echo "downloaded $(basename "$deb") ($(du -h "$deb" | cut -f1))"
+    rm -rf "$v2_root.tmp"
+    mkdir -p "$v2_root.tmp"
+    dpkg -x "$deb" "$v2_root.tmp"
+    rm -rf "$v2_root"
+    mv "$v2_root.tmp" "$v2_root"
+    rm -rf "$apt_dir/lists" "$apt_dir/cache"   # keep only the .deb
+    v2_bin=$(find_v2_binary)
+    [[ -n "$v2_bin" ]] || { echo "no docker-compose binary in $deb" >&2; exit 1; }
+else
+    echo "cached: $v2_bin (no network)"
+fi
+# A Go binary that needs only libc: prove it runs here before relying on it.
+"$v2_bin" version >/dev/null || { echo "$v2_bin does not run on this machine" >&2; exit 1; }
+mkdir -p "$DOCKER_CONFIG/cli-plugins"
+ln -sfn "$v2_bin" "$DOCKER_CONFIG/cli-plugins/docker-compose"
+if [[ -f "$HOME/.docker/config.json" ]]; then
+    install -m 0600 "$HOME/.docker/config.json" "$DOCKER_CONFIG/config.json"
+fi
+v2_version=$(docker compose version)
+echo "DOCKER_CONFIG=$DOCKER_CONFIG -> $v2_version"
+if ! grep -qE 'version v?2\.' <<<"$v2_version"; then
+    echo "docker compose is not v2: $v2_version" >&2
+    exit 1
+fi
+v1_version=$(docker-compose version --short 2>/dev/null || true)
+echo "docker-compose (v1) -> ${v1_version:-not installed}"
+
+# ---- 3. demo images ----------------------------------------------------------------------
+section "demo images (scripts/demo-image.sh --selftest v1 v2)"
+bash scripts/demo-image.sh --selftest v1 v2
+
+# ---- 4. tests ----------------------------------------------------------------------------
+# Both runs are tee'd so the totals can be printed as one closing line at the end.
+test_log=$(mktemp)
+cleanup_files+=("$test_log")
+
+section "cargo test --workspace (compose v2)"
+cargo test --workspace --locked 2>&1 | tee -a "$test_log"
+
+section "e2e tests against compose v1 (CUTOVER_COMPOSE=docker-compose)"
+CUTOVER_COMPOSE=docker-compose cargo test --locked --test integration e2e 2>&1 | tee -a "$test_log"
+
+end_section
+echo
+echo "=== summary"
+printf '%s\n' "${summary[@]}"
+total_ms=$(( ($(date +%s%N) - t_start) / 1000000 ))
+printf '%-64s %8s\n' "total" "$(printf '%d.%01ds' $((total_ms / 1000)) $(((total_ms % 1000) / 100)))"
+# Sum every "test result: ok. N passed; M failed; K ignored; ..." line of both runs.
+read -r passed failed ignored < <(sed -nE \
+    's/^test result: [a-zA-Z]+\. ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/p' \
+    "$test_log" | awk '{p+=$1; f+=$2; i+=$3} END {print p+0, f+0, i+0}')
+echo "tests: $passed passed, $failed failed, $ignored skipped"
