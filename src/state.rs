@@ -96,9 +96,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::new(dir.path().join(".cutover"));
         assert_eq!(sd.load().unwrap(), State::default());
-        let mut state = State::default();
-        state.active = Some(Color::Green);
-        state.images.insert(Color::Green, "app:v2".into());
+        let state = State {
+            active: Some(Color::Green),
+            images: [(Color::Green, "app:v2".to_string())].into(),
+            ..State::default()
+        };
         sd.save(&state).unwrap();
         assert_eq!(sd.load().unwrap(), state);
     }
