@@ -241,7 +241,7 @@ impl ComposeContext {
                 port: app.port.0,
                 memory: app.memory.to_string(),
                 restart: app.restart.clone(),
-                stop_grace_secs: app.stop_grace.get().as_secs().max(1),
+                stop_grace_secs: app.stop_grace.get().as_secs(),
                 command: app.command.as_ref().map(command_json),
                 volumes: app.volumes.clone(),
                 depends_on: app.depends_on.iter().map(|d| d.to_string()).collect(),

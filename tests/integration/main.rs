@@ -6,4 +6,5 @@
 mod cli;
 mod common;
 mod config;
+mod e2e;
 mod render;

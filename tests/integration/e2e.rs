@@ -1,0 +1,626 @@
+//! End-to-end deploys on the real Docker engine and a real nginx (in a temp prefix on a
+//! loopback port), with the demo app images `cutover-demo:v1` / `:v2` built by
+//! `scripts/demo-image.sh`. Every test uses its own compose project name and free ports, so
+//! tests run in parallel, and removes its containers and nginx when it ends.
+//!
+//! The compose tool is whatever `cutover` detects (`CUTOVER_COMPOSE` selects v1 or v2);
+//! `scripts/test.sh` runs these tests once per flavour.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::common::{free_port, require};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// A project in a temp dir, with its own nginx, ports and compose project name.
+pub struct Stage {
+    pub dir: tempfile::TempDir,
+    pub project: String,
+    pub blue: u16,
+    pub green: u16,
+    pub nginx_port: u16,
+    nginx: Option<cutover::nginx::LocalNginx>,
+}
+
+/// Options a test changes in the generated cutover.yml.
+pub struct Setup {
+    pub startup_delay_ms: u64,
+    pub health_timeout: &'static str,
+    pub extra_env: Vec<(&'static str, &'static str)>,
+    pub restart: &'static str,
+    pub drain: &'static str,
+    pub stop_grace: &'static str,
+    pub probe: Option<String>,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            startup_delay_ms: 1000,
+            health_timeout: "30s",
+            extra_env: Vec::new(),
+            restart: "on-failure",
+            drain: "10s",
+            stop_grace: "10s",
+            probe: None,
+        }
+    }
+}
+
+/// Docker, nginx and the demo images are required; without them the test is skipped loudly
+/// (and fails under CI).
+pub fn ready() -> bool {
+    if !require("docker", "run end-to-end deploys") || !require("nginx", "run end-to-end deploys") {
+        return false;
+    }
+    let images_ok = ["cutover-demo:v1", "cutover-demo:v2"].iter().all(|i| cutover::images::exists(i));
+    if !images_ok {
+        let msg = "demo images cutover-demo:v1/v2 are missing (run scripts/demo-image.sh)";
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg}; CI is set, so this is a failure");
+        }
+        eprintln!("\n*** SKIPPED: {msg} ***\n");
+        return false;
+    }
+    true
+}
+
+impl Stage {
+    pub fn new(setup: Setup) -> Stage {
+        let dir = tempfile::tempdir().unwrap();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let project = format!("cutover-e2e-{}-{n}", std::process::id());
+        let (blue, green, nginx_port) = (free_port(), free_port(), free_port());
+        let mut stage = Stage {
+            dir,
+            project,
+            blue,
+            green,
+            nginx_port,
+            nginx: None,
+        };
+        stage.write_config(&setup);
+        let prefix = stage.prefix();
+        // The site and an initial include must exist before nginx starts.
+        crate::common::cutover(stage.path())
+            .args(["render", "--out", "rendered"])
+            .assert()
+            .success();
+        std::fs::create_dir_all(&prefix).unwrap();
+        std::fs::copy(stage.path().join("rendered/nginx-site.conf"), prefix.join("site.conf")).unwrap();
+        std::fs::copy(stage.path().join("rendered/service-url.inc"), prefix.join("service-url.inc")).unwrap();
+        stage.nginx = Some(cutover::nginx::LocalNginx::start(&prefix, nginx_port).expect("start nginx"));
+        stage
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn prefix(&self) -> PathBuf {
+        self.path().join("nginx")
+    }
+
+    pub fn write_config(&self, setup: &Setup) {
+        let prefix = self.prefix();
+        let argv = |extra: &[&str]| {
+            let list = cutover::nginx::LocalNginx::argv(&prefix, extra);
+            format!("[{}]", list.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "))
+        };
+        let mut env = format!("    STARTUP_DELAY_MS: \"{}\"\n", setup.startup_delay_ms);
+        for (k, v) in &setup.extra_env {
+            env.push_str(&format!("    {k}: \"{v}\"\n"));
+        }
+        let probe = setup
+            .probe
+            .as_ref()
+            .map(|p| format!("  probe: {p}\n"))
+            .unwrap_or_default();
+        let text = format!(
+            "project: {project}\n\
+             app:\n\
+             \x20 name: web\n\
+             \x20 image: cutover-demo\n\
+             \x20 port: 8080\n\
+             \x20 memory: 64M\n\
+             \x20 restart: {restart}\n\
+             \x20 environment:\n{env}\
+             \x20 health: {{ path: /health, timeout: {timeout}, interval: 100ms }}\n\
+             \x20 drain: {drain}\n\
+             \x20 stop_grace: {stop_grace}\n\
+             colors: {{ blue: {blue}, green: {green} }}\n\
+             nginx:\n\
+             \x20 include: {include}\n\
+             \x20 listen: \"127.0.0.1:{nginx_port}\"\n\
+             {probe}\
+             \x20 test: {test}\n\
+             \x20 reload: {reload}\n",
+            project = self.project,
+            restart = setup.restart,
+            timeout = setup.health_timeout,
+            drain = setup.drain,
+            stop_grace = setup.stop_grace,
+            blue = self.blue,
+            green = self.green,
+            include = prefix.join("service-url.inc").display(),
+            nginx_port = self.nginx_port,
+            test = argv(&["-t"]),
+            reload = argv(&["-s", "reload"]),
+        );
+        std::fs::write(self.path().join("cutover.yml"), text).unwrap();
+    }
+
+    pub fn cutover(&self) -> assert_cmd::Command {
+        crate::common::cutover(self.path())
+    }
+
+    /// Runs `cutover deploy --image IMAGE` and returns (success, stdout, stderr).
+    pub fn deploy(&self, args: &[&str]) -> (bool, String, String) {
+        let out = self.cutover().arg("deploy").args(args).output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn deploy_ok(&self, image: &str) -> String {
+        let (ok, stdout, stderr) = self.deploy(&["--image", image]);
+        assert!(ok, "deploy {image} failed:\n{stdout}\n{stderr}");
+        stdout
+    }
+
+    pub fn include(&self) -> String {
+        std::fs::read_to_string(self.prefix().join("service-url.inc")).unwrap()
+    }
+
+    pub fn port_of(&self, color: &str) -> u16 {
+        if color == "blue" {
+            self.blue
+        } else {
+            self.green
+        }
+    }
+
+    /// Services with a running container, by compose label.
+    pub fn running_services(&self) -> Vec<String> {
+        let mut services: Vec<String> = cutover::compose::containers_of(&self.project)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.running())
+            .map(|c| c.service)
+            .collect();
+        services.sort();
+        services
+    }
+
+    /// `GET path` through nginx on a new connection: (status, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.nginx_port, path)
+    }
+
+    pub fn status_json(&self) -> serde_json::Value {
+        let out = self.cutover().args(["status", "--json"]).assert().success();
+        serde_json::from_slice(&out.get_output().stdout).unwrap()
+    }
+
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        let out = self.cutover().args(["history", "--json"]).assert().success();
+        serde_json::from_slice(&out.get_output().stdout).unwrap()
+    }
+
+    /// After a successful deploy to `color`: only that color runs, nginx points at it, it
+    /// answers through nginx with `version`, and history's last entry says so.
+    pub fn assert_serving(&self, color: &str, version: &str) {
+        assert_eq!(self.running_services(), vec![format!("web-{color}")]);
+        assert!(
+            self.include().contains(&format!("127.0.0.1:{};", self.port_of(color))),
+            "include: {}",
+            self.include()
+        );
+        let (code, body) = self.get("/").expect("nginx answers");
+        assert_eq!(code, 200);
+        assert_eq!(body.trim(), format!("version={version} color={color}"));
+        let last = self.history().pop().expect("history entry");
+        assert_eq!(last["result"], "ok");
+        assert_eq!(last["to"], color);
+    }
+}
+
+impl Drop for Stage {
+    fn drop(&mut self) {
+        if let Some(mut nginx) = self.nginx.take() {
+            nginx.stop();
+        }
+        if let Ok(containers) = cutover::compose::containers_of(&self.project) {
+            let ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+            }
+        }
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", &format!("{}_default", self.project)])
+            .output();
+    }
+}
+
+/// One HTTP/1.1 GET with `Connection: close` (a fresh connection per request).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Some((code, body))
+}
+
+/// A load client sending requests through nginx, one connection per request, until stopped.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
+}
+
+impl Load {
+    pub fn start(port: u16) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let started = Instant::now();
+            let (mut ok, mut failures) = (0, Vec::new());
+            // Bounded: stops when told, or after 5 minutes whatever happens.
+            while !flag.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(300) {
+                match http_get(port, "/") {
+                    Some((200, _)) => ok += 1,
+                    other => failures.push(format!("{:?}", other.map(|(c, b)| (c, b.chars().take(80).collect::<String>())))),
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            (ok, failures)
+        });
+        Load {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// Stops the client: (requests that got 200, descriptions of the others).
+    pub fn finish(mut self) -> (usize, Vec<String>) {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle.take().unwrap().join().unwrap()
+    }
+}
+
+#[test]
+fn e2e_full_cycle_under_load_has_zero_failed_requests() {
+    if !ready() {
+        return;
+    }
+    // No stop grace: docker kills the old color at once, so the slow requests below complete
+    // only because cutover drains the old color before stopping it.
+    let stage = Stage::new(Setup {
+        stop_grace: "0s",
+        ..Setup::default()
+    });
+    stage.deploy_ok("cutover-demo:v1");
+    stage.assert_serving("blue", "v1");
+
+    let load = Load::start(stage.nginx_port);
+    for (image, color, version) in [("cutover-demo:v2", "green", "v2"), ("cutover-demo:v1", "blue", "v1")] {
+        let child = spawn_deploy(&stage, image);
+        // Slow requests on the old color, started while the new one is being health-gated
+        // (about a second before the switch), must all complete.
+        wait_for_step(&stage, "health");
+        let port = stage.nginx_port;
+        let slow: Vec<_> = (0..3)
+            .map(|_| std::thread::spawn(move || http_get(port, "/slow?ms=2000")))
+            .collect();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.contains(&format!("to {color}")), "{stdout}");
+        for handle in slow {
+            let answer = handle.join().unwrap();
+            let (code, body) = answer.expect("slow request answered");
+            assert_eq!(code, 200, "{body}");
+            assert!(body.contains("slow ms=2000 color"), "{body}");
+        }
+        stage.assert_serving(color, version);
+    }
+    let (ok, failures) = load.finish();
+    assert!(failures.is_empty(), "{} failed of {}: {:?}", failures.len(), ok + failures.len(), &failures[..failures.len().min(5)]);
+    assert!(ok > 50, "the load client sent only {ok} requests");
+    let history = stage.history();
+    assert_eq!(history.len(), 3);
+    assert!(history.iter().all(|h| h["result"] == "ok"));
+    // Step timings are recorded for each deploy.
+    let steps: Vec<&str> = history[2]["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
+    assert_eq!(steps, ["lock", "observe", "up", "health", "switch", "probe", "drain", "stop"]);
+}
+
+#[test]
+fn e2e_health_never_passing_leaves_old_color_serving() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup::default());
+    stage.deploy_ok("cutover-demo:v1");
+    let include_before = stage.include();
+    stage.write_config(&Setup {
+        health_timeout: "3s",
+        extra_env: vec![("FAIL_HEALTH", "1")],
+        ..Setup::default()
+    });
+    let (ok, _stdout, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
+    assert!(!ok);
+    assert!(stderr.contains("health gate timed out"), "{stderr}");
+    assert!(stderr.contains("HTTP 503"), "{stderr}");
+    assert!(stderr.contains("last log lines of web-green"), "{stderr}");
+    assert!(stderr.contains("nginx still serves the previous color"), "{stderr}");
+    assert_eq!(stage.running_services(), ["web-blue"]);
+    assert_eq!(stage.include(), include_before, "nginx untouched");
+    assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    assert_eq!(stage.history().pop().unwrap()["result"], "failed");
+}
+
+#[test]
+fn e2e_container_exiting_during_the_gate_fails_fast() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup::default());
+    stage.deploy_ok("cutover-demo:v1");
+    // The demo app refuses a non-numeric delay and exits 2 at once.
+    let mut setup = Setup {
+        health_timeout: "120s",
+        restart: "\"no\"",
+        ..Setup::default()
+    };
+    setup.startup_delay_ms = 0;
+    stage.write_config(&setup);
+    let text = std::fs::read_to_string(stage.path().join("cutover.yml"))
+        .unwrap()
+        .replace("STARTUP_DELAY_MS: \"0\"", "STARTUP_DELAY_MS: \"soon\"");
+    std::fs::write(stage.path().join("cutover.yml"), text).unwrap();
+    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
+    assert!(!ok);
+    assert!(stderr.contains("the green container exited"), "{stderr}");
+    assert!(!stderr.contains("timed out"), "must fail fast, not wait out the timeout: {stderr}");
+    assert!(stderr.contains("STARTUP_DELAY_MS"), "the app's own error is shown: {stderr}");
+    assert_eq!(stage.running_services(), ["web-blue"]);
+}
+
+#[test]
+fn e2e_failing_nginx_test_restores_the_include_without_reload() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup::default());
+    stage.deploy_ok("cutover-demo:v1");
+    let include_before = stage.include();
+    std::fs::create_dir_all(stage.path().join("templates")).unwrap();
+    std::fs::write(
+        stage.path().join("templates/service-url.inc.j2"),
+        "set $service_url {{ upstream }}\n",
+    )
+    .unwrap();
+    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
+    assert!(!ok);
+    assert!(stderr.contains("failed to test the nginx config"), "{stderr}");
+    assert!(stderr.contains("restored the previous one, nginx not reloaded"), "{stderr}");
+    assert_eq!(stage.include(), include_before);
+    assert_eq!(stage.running_services(), ["web-blue"]);
+    assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
+}
+
+#[test]
+fn e2e_probe_not_seeing_the_new_color_restores_and_reloads() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup::default());
+    stage.deploy_ok("cutover-demo:v1");
+    let include_before = stage.include();
+    // A probe URL where nothing answers: the switch cannot be proven.
+    stage.write_config(&Setup {
+        probe: Some(format!("http://127.0.0.1:{}", free_port())),
+        ..Setup::default()
+    });
+    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
+    assert!(!ok);
+    assert!(stderr.contains("nginx did not serve green after the reload"), "{stderr}");
+    assert!(stderr.contains("restored the previous nginx include"), "{stderr}");
+    assert_eq!(stage.include(), include_before);
+    assert_eq!(stage.running_services(), ["web-blue"]);
+    assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
+}
+
+#[test]
+fn e2e_concurrent_deploy_fails_naming_the_holder_or_waits() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup {
+        startup_delay_ms: 3000,
+        ..Setup::default()
+    });
+    let mut first = std::process::Command::new(assert_cmd::cargo::cargo_bin("cutover"));
+    first
+        .current_dir(stage.path())
+        .args(["deploy", "--image", "cutover-demo:v1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut child = first.spawn().unwrap();
+    // Wait until the first deploy holds the lock (its holder line is written).
+    let lock = stage.path().join(".cutover/lock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&lock).map(|t| t.is_empty()).unwrap_or(true) {
+        assert!(Instant::now() < deadline, "first deploy never took the lock");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
+    assert!(!ok);
+    assert!(stderr.contains("another deploy is running: deploy cutover-demo:v1 by"), "{stderr}");
+    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2", "--lock-wait", "60s"]);
+    assert!(ok, "{stderr}");
+    assert!(child.wait().unwrap().success());
+    stage.assert_serving("green", "v2");
+}
+
+fn spawn_deploy(stage: &Stage, image: &str) -> std::process::Child {
+    std::process::Command::new(assert_cmd::cargo::cargo_bin("cutover"))
+        .current_dir(stage.path())
+        .args(["deploy", "--image", image])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the in-progress record names `step`.
+fn wait_for_step(stage: &Stage, step: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let state = std::fs::read_to_string(stage.path().join(".cutover/state.json")).unwrap_or_default();
+        if state.contains(&format!("\"step\": \"{step}\"")) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "deploy never reached {step}: {state}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn e2e_sigterm_before_the_switch_tears_the_new_color_down() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup {
+        startup_delay_ms: 1000,
+        ..Setup::default()
+    });
+    stage.deploy_ok("cutover-demo:v1");
+    let include_before = stage.include();
+    stage.write_config(&Setup {
+        startup_delay_ms: 8000,
+        ..Setup::default()
+    });
+    let child = spawn_deploy(&stage, "cutover-demo:v2");
+    wait_for_step(&stage, "health");
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("deploy interrupted"), "{stderr}");
+    assert_eq!(stage.running_services(), ["web-blue"]);
+    assert_eq!(stage.include(), include_before);
+    assert_eq!(stage.history().pop().unwrap()["result"], "interrupted");
+    assert!(stage.status_json()["problems"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn e2e_sigterm_after_the_switch_completes_the_deploy() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup {
+        drain: "20s",
+        ..Setup::default()
+    });
+    stage.deploy_ok("cutover-demo:v1");
+    // A slow request keeps the old color draining while the signal arrives.
+    let port = stage.nginx_port;
+    let slow = std::thread::spawn(move || http_get(port, "/slow?ms=6000"));
+    std::thread::sleep(Duration::from_millis(200));
+    let child = spawn_deploy(&stage, "cutover-demo:v2");
+    wait_for_step(&stage, "drain");
+    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(slow.join().unwrap().map(|(c, _)| c), Some(200));
+    stage.assert_serving("green", "v2");
+}
+
+#[test]
+fn e2e_kill_9_mid_deploy_is_explained_and_recovered() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup::default());
+    stage.deploy_ok("cutover-demo:v1");
+    stage.write_config(&Setup {
+        startup_delay_ms: 8000,
+        ..Setup::default()
+    });
+    let mut child = spawn_deploy(&stage, "cutover-demo:v2");
+    wait_for_step(&stage, "health");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = stage.status_json();
+    let problems = status["problems"].to_string();
+    assert!(problems.contains("did not finish"), "{problems}");
+    assert!(problems.contains("at step `health`"), "{problems}");
+    assert_eq!(status["active"], "blue");
+    stage.write_config(&Setup::default());
+    stage.deploy_ok("cutover-demo:v2");
+    stage.assert_serving("green", "v2");
+    assert!(stage.status_json()["problems"].as_array().unwrap().is_empty());
+}
+
+#[test]
+fn e2e_redeploy_without_image_and_rollback() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup::default());
+    stage.deploy_ok("cutover-demo:v1");
+    stage.deploy_ok("cutover-demo:v2");
+    stage.assert_serving("green", "v2");
+    // No --image: the active image moves to the other color (a config or secret change).
+    let (ok, stdout, stderr) = stage.deploy(&[]);
+    assert!(ok, "{stderr}");
+    assert!(stdout.contains("deployed cutover-demo:v2 to blue"), "{stdout}");
+    stage.assert_serving("blue", "v2");
+    let out = stage.cutover().arg("rollback").assert().success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(stdout.contains("rolled back to cutover-demo:v1"), "{stdout}");
+    stage.assert_serving("green", "v1");
+    assert_eq!(stage.history().pop().unwrap()["action"], "rollback");
+}
+
+#[test]
+fn e2e_dry_run_changes_nothing() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup::default());
+    stage.deploy_ok("cutover-demo:v1");
+    let include_before = stage.include();
+    let out = stage
+        .cutover()
+        .args(["deploy", "--image", "cutover-demo:v2", "--dry-run"])
+        .assert()
+        .success();
+    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(stdout.contains("plan: deploy cutover-demo:v2 to green"), "{stdout}");
+    assert!(stdout.contains("up -d --no-deps --force-recreate web-green"), "{stdout}");
+    assert_eq!(stage.include(), include_before);
+    assert_eq!(stage.running_services(), ["web-blue"]);
+    assert_eq!(stage.history().len(), 1);
+    // --json summary for scripts.
+    let out = stage
+        .cutover()
+        .args(["deploy", "--image", "cutover-demo:v2", "--dry-run", "--json"])
+        .assert()
+        .success();
+    let summary: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(summary["to"], "green");
+    assert_eq!(summary["dry_run"], true);
+}
