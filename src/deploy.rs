@@ -112,9 +112,9 @@ impl Observed {
         let mut out = Vec::new();
         let deployed_before = self.recorded.active.is_some() || !self.containers.is_empty();
         match self.nginx_color {
-            Some(c) if !self.running.contains(&c) && deployed_before => {
-                out.push(format!("nginx points at {c}, but no {c} container is running"))
-            }
+            Some(c) if !self.running.contains(&c) && deployed_before => out.push(format!(
+                "nginx points at {c}, but no {c} container is running"
+            )),
             None if !self.running.is_empty() => {
                 out.push("containers run, but the nginx include points at neither color".into())
             }
@@ -125,7 +125,9 @@ impl Observed {
         }
         if let (Some(rec), Some(active)) = (self.recorded.active, self.active()) {
             if rec != active {
-                out.push(format!("the record says {rec} is active, but {active} serves"));
+                out.push(format!(
+                    "the record says {rec} is active, but {active} serves"
+                ));
             }
         }
         if let Some(p) = &self.recorded.in_progress {
@@ -136,7 +138,11 @@ impl Observed {
                 p.to,
                 p.pid,
                 p.started,
-                if alive { "is running" } else { "did not finish; it stopped" },
+                if alive {
+                    "is running"
+                } else {
+                    "did not finish; it stopped"
+                },
                 p.step
             ));
         }
@@ -280,7 +286,10 @@ impl Run<'_, '_> {
                 pid: std::process::id(),
                 user: crate::state::current_user(),
                 started: crate::state::now_rfc3339(),
-                action: format!("{action} {}", req.image.as_deref().unwrap_or("(active image)")),
+                action: format!(
+                    "{action} {}",
+                    req.image.as_deref().unwrap_or("(active image)")
+                ),
             };
             let lock = self.state_dir.lock(req.lock_wait, &holder)?;
             self.done("lock", "");
@@ -295,7 +304,11 @@ impl Run<'_, '_> {
         }
         let active = observed.active();
         let first_deploy = active.is_none() || observed.running.is_empty();
-        let from = if observed.running.is_empty() { None } else { active };
+        let from = if observed.running.is_empty() {
+            None
+        } else {
+            active
+        };
         // Nothing running: the first deploy (or a recovery) goes to blue.
         let to = from.map(Color::other).unwrap_or(Color::Blue);
         let from_image = from.and_then(|c| observed.image_of(loaded, c));
@@ -311,7 +324,10 @@ impl Run<'_, '_> {
         self.done(
             "observe",
             match from {
-                Some(c) => format!("{c} serves {}; deploying to {to}", from_image.as_deref().unwrap_or("?")),
+                Some(c) => format!(
+                    "{c} serves {}; deploying to {to}",
+                    from_image.as_deref().unwrap_or("?")
+                ),
                 None => format!("first deploy: going to {to}"),
             },
         );
@@ -319,7 +335,11 @@ impl Run<'_, '_> {
         // 4. Memory budget: both colors run during the overlap.
         let need = config.app.memory.bytes()
             + if first_deploy {
-                config.accessories.values().map(|a| a.memory.bytes()).sum::<u64>()
+                config
+                    .accessories
+                    .values()
+                    .map(|a| a.memory.bytes())
+                    .sum::<u64>()
             } else {
                 0
             };
@@ -336,7 +356,8 @@ impl Run<'_, '_> {
             if !req.force {
                 bail!("{msg}; add swap (`cutover bootstrap --swap auto`) or pass --force");
             }
-            self.reporter.event(Event::Note(format!("{msg}; going on because of --force")));
+            self.reporter
+                .event(Event::Note(format!("{msg}; going on because of --force")));
         }
 
         let idle_service = config.service(to);
@@ -356,7 +377,12 @@ impl Run<'_, '_> {
         let accessories: Vec<String> = config.accessories.keys().map(|n| n.to_string()).collect();
         let accessories_down: Vec<String> = accessories
             .iter()
-            .filter(|name| !observed.containers.iter().any(|c| &c.service == *name && c.running()))
+            .filter(|name| {
+                !observed
+                    .containers
+                    .iter()
+                    .any(|c| &c.service == *name && c.running())
+            })
             .cloned()
             .collect();
 
@@ -390,7 +416,10 @@ impl Run<'_, '_> {
                 config.nginx.test.join(" "),
                 config.nginx.reload.join(" ")
             ));
-            plan.push(format!("probe {}/.cutover/active until it says {to}", config.nginx.probe_base()));
+            plan.push(format!(
+                "probe {}/.cutover/active until it says {to}",
+                config.nginx.probe_base()
+            ));
             if let Some(c) = from {
                 plan.push(format!(
                     "drain {c} (up to {}), then stop -t {} {} and rm -f it",
@@ -442,7 +471,10 @@ impl Run<'_, '_> {
             Ok(_) => ("ok", None),
             Err(e) => {
                 let interrupted = e.downcast_ref::<Failed>().is_some_and(|f| f.interrupted);
-                (if interrupted { "interrupted" } else { "failed" }, Some(format!("{e:#}")))
+                (
+                    if interrupted { "interrupted" } else { "failed" },
+                    Some(format!("{e:#}")),
+                )
             }
         };
         if result.is_ok() {
@@ -476,7 +508,9 @@ impl Run<'_, '_> {
         protected.extend(record.previous_image.clone());
         match crate::images::list(crate::images::repository(&image)) {
             Ok(list) => {
-                for old in crate::images::prune_candidates(&list, config.app.keep_images, &protected) {
+                for old in
+                    crate::images::prune_candidates(&list, config.app.keep_images, &protected)
+                {
                     match crate::images::remove(&old) {
                         Ok(()) => notes.push(format!("pruned image {}", old.reference)),
                         Err(e) => notes.push(format!("kept image {}: {e}", old.reference)),
@@ -522,12 +556,20 @@ impl Run<'_, '_> {
         crate::atomic::write(&self.project.file, s.compose_text.as_bytes(), 0o644)?;
         if !s.accessories_down.is_empty() {
             self.start("accessories", s.accessories_down.join(", "));
-            self.project
-                .up(s.accessories_down, false, &self.d.secrets, "start the accessories")?;
+            self.project.up(
+                s.accessories_down,
+                false,
+                &self.d.secrets,
+                "start the accessories",
+            )?;
             self.done("accessories", s.accessories_down.join(", "));
         }
         if self.interrupted() {
-            return Err(self.abort_before_switch(&idle_service, "interrupted before starting the new color", true));
+            return Err(self.abort_before_switch(
+                &idle_service,
+                "interrupted before starting the new color",
+                true,
+            ));
         }
         self.start("up", format!("{idle_service} ← {}", s.image));
         if let Err(e) = self.project.up(
@@ -554,7 +596,10 @@ impl Run<'_, '_> {
         let outcome = health::wait_until(
             || {
                 let answer = prober.get(&url, None);
-                (matches!(answer, Answer::Status { code, .. } if code == expected), answer)
+                (
+                    matches!(answer, Answer::Status { code, .. } if code == expected),
+                    answer,
+                )
             },
             health.interval.get(),
             health.timeout.get(),
@@ -572,8 +617,13 @@ impl Run<'_, '_> {
                 if last_check.elapsed() >= Duration::from_millis(1000) {
                     last_check = Instant::now();
                     if let Ok(containers) = project.containers() {
-                        let mine: Vec<_> = containers.iter().filter(|c| c.service == idle_service).collect();
-                        if let Some(dead) = mine.iter().find(|c| !c.running() || c.state == "restarting" || c.restart_count > 0) {
+                        let mine: Vec<_> = containers
+                            .iter()
+                            .filter(|c| c.service == idle_service)
+                            .collect();
+                        if let Some(dead) = mine.iter().find(|c| {
+                            !c.running() || c.state == "restarting" || c.restart_count > 0
+                        }) {
                             return Verdict::Abort(format!(
                                 "the {to} container exited (state {}, exit code {}, restarts {})",
                                 dead.state,
@@ -591,14 +641,20 @@ impl Run<'_, '_> {
         );
         let passed_at = Instant::now();
         match outcome {
-            Outcome::Passed { after, polls } => {
-                self.done("health", format!("{} after {} ({polls} polls)", expected, crate::report::duration(after)))
-            }
+            Outcome::Passed { after, polls } => self.done(
+                "health",
+                format!(
+                    "{} after {} ({polls} polls)",
+                    expected,
+                    crate::report::duration(after)
+                ),
+            ),
             Outcome::TimedOut { after, last } => {
                 let why = format!(
                     "health gate timed out after {}: {url} last answered {}",
                     crate::report::duration(after),
-                    last.map(|a| a.describe()).unwrap_or_else(|| "nothing".into())
+                    last.map(|a| a.describe())
+                        .unwrap_or_else(|| "nothing".into())
                 );
                 return Err(self.abort_before_switch(&idle_service, &why, false));
             }
@@ -621,7 +677,10 @@ impl Run<'_, '_> {
                 return Err(self.abort_before_switch(&idle_service, &format!("{e:#}"), false));
             }
         };
-        self.done("switch", format!("nginx → {}", crate::render::upstream_url(config, to)));
+        self.done(
+            "switch",
+            format!("nginx → {}", crate::render::upstream_url(config, to)),
+        );
         self.start("probe", config.nginx.probe_base());
         match self.probe_through_nginx(to) {
             Ok(note) => {
@@ -670,10 +729,19 @@ impl Run<'_, '_> {
             self.done("drain", format!("{remaining} connections left"));
             self.set_step("stop");
             self.start("stop", old_service.clone());
-            if let Err(e) = self.project.stop_and_remove(&old_service, config.app.stop_grace.get()) {
+            if let Err(e) = self
+                .project
+                .stop_and_remove(&old_service, config.app.stop_grace.get())
+            {
                 notes.push(format!("{e}"));
             }
-            self.done("stop", format!("{old_service} stopped, image {} kept", s.from_image.unwrap_or("?")));
+            self.done(
+                "stop",
+                format!(
+                    "{old_service} stopped, image {} kept",
+                    s.from_image.unwrap_or("?")
+                ),
+            );
         }
         Ok((Some(switch_ms), notes))
     }
@@ -693,14 +761,18 @@ impl Run<'_, '_> {
             || {
                 let marker = prober.get(&marker_url, host);
                 match &marker {
-                    Answer::Status { code: 200, body } if body.split_whitespace().next() == Some(to.as_str()) => {}
+                    Answer::Status { code: 200, body }
+                        if body.split_whitespace().next() == Some(to.as_str()) => {}
                     Answer::Status { code: 404, .. } => {
                         note = Some("the nginx include has no /.cutover/active; checked the health path only".to_string());
                     }
                     other => return (false, other.clone()),
                 }
                 let health = prober.get(&health_url, host);
-                (matches!(health, Answer::Status { code, .. } if code == expected), health)
+                (
+                    matches!(health, Answer::Status { code, .. } if code == expected),
+                    health,
+                )
             },
             Duration::from_millis(50),
             Duration::from_secs(10),
@@ -717,21 +789,44 @@ impl Run<'_, '_> {
     }
 
     /// Tears the idle color down and builds the error. nginx is not touched here.
-    fn abort_before_switch(&mut self, idle_service: &str, why: &str, interrupted: bool) -> anyhow::Error {
+    fn abort_before_switch(
+        &mut self,
+        idle_service: &str,
+        why: &str,
+        interrupted: bool,
+    ) -> anyhow::Error {
         let config = &self.d.loaded.config;
         let logs = self.project.logs(idle_service, 20);
         self.start("teardown", idle_service.to_string());
-        let teardown = self.project.stop_and_remove(idle_service, config.app.stop_grace.get());
+        let teardown = self
+            .project
+            .stop_and_remove(idle_service, config.app.stop_grace.get());
         self.done("teardown", idle_service.to_string());
-        let mut message = format!("{} failed: {why}", if interrupted { "deploy interrupted" } else { "deploy" });
+        let mut message = format!(
+            "{} failed: {why}",
+            if interrupted {
+                "deploy interrupted"
+            } else {
+                "deploy"
+            }
+        );
         match teardown {
-            Ok(()) => message.push_str(&format!("\n{idle_service} was stopped and removed; nginx still serves the previous color")),
+            Ok(()) => message.push_str(&format!(
+                "\n{idle_service} was stopped and removed; nginx still serves the previous color"
+            )),
             Err(e) => message.push_str(&format!("\ncould not remove {idle_service}: {e}")),
         }
         if !logs.trim().is_empty() && !interrupted {
-            message.push_str(&format!("\nlast log lines of {idle_service}:\n{}", indent(&logs)));
+            message.push_str(&format!(
+                "\nlast log lines of {idle_service}:\n{}",
+                indent(&logs)
+            ));
         }
-        Failed { message, interrupted }.into()
+        Failed {
+            message,
+            interrupted,
+        }
+        .into()
     }
 }
 
@@ -746,7 +841,10 @@ struct DeploySteps<'s> {
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n")
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// The URL of a color's health endpoint on this box.
@@ -756,5 +854,9 @@ pub fn health_url(loaded: &Loaded, color: Color) -> String {
         std::net::IpAddr::V4(v4) => v4.to_string(),
         std::net::IpAddr::V6(v6) => format!("[{v6}]"),
     };
-    format!("http://{host}:{}{}", config.colors.port(color), config.app.health.path)
+    format!(
+        "http://{host}:{}{}",
+        config.colors.port(color),
+        config.app.health.path
+    )
 }

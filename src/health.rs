@@ -88,9 +88,18 @@ impl<F: FnMut(Duration, Option<&Answer>) -> Verdict> Watch for F {
 /// How a wait ended.
 #[derive(Debug)]
 pub enum Outcome {
-    Passed { after: Duration, polls: u32 },
-    TimedOut { after: Duration, last: Option<Answer> },
-    Aborted { after: Duration, reason: String },
+    Passed {
+        after: Duration,
+        polls: u32,
+    },
+    TimedOut {
+        after: Duration,
+        last: Option<Answer>,
+    },
+    Aborted {
+        after: Duration,
+        reason: String,
+    },
 }
 
 /// Polls `probe` every `interval` until it returns true or `timeout` passes.
@@ -166,7 +175,10 @@ mod tests {
             Duration::from_secs(5),
             &mut |_: Duration, _: Option<&Answer>| Verdict::Continue,
         );
-        assert!(matches!(outcome, Outcome::Passed { polls: 2, .. }), "{outcome:?}");
+        assert!(
+            matches!(outcome, Outcome::Passed { polls: 2, .. }),
+            "{outcome:?}"
+        );
     }
 
     #[test]
@@ -186,7 +198,10 @@ mod tests {
             &mut |_: Duration, _: Option<&Answer>| Verdict::Continue,
         );
         match outcome {
-            Outcome::TimedOut { last: Some(Answer::NoAnswer(_)), .. } => {}
+            Outcome::TimedOut {
+                last: Some(Answer::NoAnswer(_)),
+                ..
+            } => {}
             other => panic!("{other:?}"),
         }
     }
@@ -207,6 +222,8 @@ mod tests {
                 }
             },
         );
-        assert!(matches!(outcome, Outcome::Aborted { ref reason, .. } if reason == "container exited"));
+        assert!(
+            matches!(outcome, Outcome::Aborted { ref reason, .. } if reason == "container exited")
+        );
     }
 }

@@ -57,7 +57,11 @@ pub fn list(repo: &str) -> anyhow::Result<Vec<Image>> {
         })
         .collect();
     // `CreatedAt` is "2026-11-21 23:58:00 +0000 UTC": lexical order is time order.
-    images.sort_by(|a, b| b.created.cmp(&a.created).then(b.reference.cmp(&a.reference)));
+    images.sort_by(|a, b| {
+        b.created
+            .cmp(&a.created)
+            .then(b.reference.cmp(&a.reference))
+    });
     Ok(images)
 }
 

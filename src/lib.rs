@@ -9,6 +9,7 @@ pub mod cli;
 mod cmd;
 pub mod compose;
 pub mod config;
+pub mod demo;
 pub mod deploy;
 pub mod health;
 pub mod host;

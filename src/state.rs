@@ -117,7 +117,11 @@ pub struct DeployLock {
 
 impl StateDir {
     /// Takes the exclusive deploy lock, waiting up to `wait` for another holder.
-    pub fn lock(&self, wait: std::time::Duration, holder: &Holder) -> Result<DeployLock, LockError> {
+    pub fn lock(
+        &self,
+        wait: std::time::Duration,
+        holder: &Holder,
+    ) -> Result<DeployLock, LockError> {
         use std::io::{Seek, Write};
         let path = self.lock_file();
         let io = |source| LockError::Io {
@@ -225,7 +229,9 @@ pub fn current_user() -> String {
 
 fn process_uid() -> u32 {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self").map(|m| m.uid()).unwrap_or(0)
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
 }
 
 /// Now, as RFC 3339 UTC with seconds.
@@ -260,14 +266,23 @@ mod tests {
     fn second_lock_fails_naming_the_holder_then_succeeds_after_release() {
         let dir = tempfile::tempdir().unwrap();
         let sd = StateDir::new(dir.path());
-        let first = sd.lock(std::time::Duration::ZERO, &holder("deploy app:v2")).unwrap();
+        let first = sd
+            .lock(std::time::Duration::ZERO, &holder("deploy app:v2"))
+            .unwrap();
         let err = sd
-            .lock(std::time::Duration::from_millis(150), &holder("deploy app:v3"))
+            .lock(
+                std::time::Duration::from_millis(150),
+                &holder("deploy app:v3"),
+            )
             .unwrap_err();
         assert!(matches!(err, LockError::Held { .. }));
-        assert!(err.to_string().contains("deploy app:v2 by ci (pid 42"), "{err}");
+        assert!(
+            err.to_string().contains("deploy app:v2 by ci (pid 42"),
+            "{err}"
+        );
         drop(first);
-        sd.lock(std::time::Duration::ZERO, &holder("deploy app:v3")).unwrap();
+        sd.lock(std::time::Duration::ZERO, &holder("deploy app:v3"))
+            .unwrap();
     }
 
     #[test]
@@ -283,7 +298,10 @@ mod tests {
             to: Color::Blue,
             result: "ok".into(),
             reason: None,
-            steps: vec![StepTiming { step: "up".into(), ms: 12 }],
+            steps: vec![StepTiming {
+                step: "up".into(),
+                ms: 12,
+            }],
             total_ms: 12,
         };
         sd.append_history(&entry).unwrap();

@@ -41,7 +41,7 @@ impl StepPrinter {
         }
     }
 
-    fn clear_spinner(&mut self) {
+    pub fn clear_spinner(&mut self) {
         if let Some(sp) = self.spinner.take() {
             sp.finish_and_clear();
         }
@@ -70,7 +70,11 @@ impl Reporter for StepPrinter {
                     "{step}: waiting {} of {}{}",
                     duration(elapsed),
                     duration(limit),
-                    if last.is_empty() { String::new() } else { format!(" (last: {last})") }
+                    if last.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" (last: {last})")
+                    }
                 );
                 if self.tty {
                     let sp = self.spinner.get_or_insert_with(|| {
@@ -79,7 +83,10 @@ impl Reporter for StepPrinter {
                         sp
                     });
                     sp.set_message(line);
-                } else if self.last_wait_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                } else if self
+                    .last_wait_line
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
+                {
                     // Plain logs get a line every 5 s, not one per poll.
                     self.last_wait_line = Some(Instant::now());
                     eprintln!("  … {line}");
@@ -95,10 +102,11 @@ impl Reporter for StepPrinter {
 
 /// SIGINT/SIGTERM set a flag instead of killing cutover mid-step; the deploy decides what a
 /// consistent stop is.
-fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
+pub fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, flag.clone()).context("could not install signal handlers")?;
+        signal_hook::flag::register(signal, flag.clone())
+            .context("could not install signal handlers")?;
     }
     Ok(flag)
 }
@@ -111,7 +119,9 @@ pub fn run_deploy(
 ) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
     let lock_wait = match &common.lock_wait {
-        Some(text) => Dur::parse(text).map_err(|e| anyhow::anyhow!("--lock-wait: {e}"))?.get(),
+        Some(text) => Dur::parse(text)
+            .map_err(|e| anyhow::anyhow!("--lock-wait: {e}"))?
+            .get(),
         None => Duration::ZERO,
     };
     // Decrypt before touching anything: a missing or wrong identity fails here.
@@ -139,13 +149,26 @@ pub fn run_deploy(
     if !quiet {
         eprintln!(
             "{} {} with {} {}{}",
-            if rollback { "rolling back" } else { "deploying" },
+            if rollback {
+                "rolling back"
+            } else {
+                "deploying"
+            },
             loaded.config.project,
             deployer.compose.program(),
             deployer.compose.version,
-            if common.dry_run { " (dry run: nothing changes)" } else { "" }
+            if common.dry_run {
+                " (dry run: nothing changes)"
+            } else {
+                ""
+            }
         );
-        eprintln!("  ✓ {:<12} {:>7}  {} keys", "secrets", duration(secrets_took), deployer.secrets.len());
+        eprintln!(
+            "  ✓ {:<12} {:>7}  {} keys",
+            "secrets",
+            duration(secrets_took),
+            deployer.secrets.len()
+        );
     }
     match deployer.run(&request, &mut printer) {
         Ok(summary) => {
@@ -153,7 +176,10 @@ pub fn run_deploy(
             if common.json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);
             } else if summary.dry_run {
-                println!("plan: {} {} to {}", summary.action, summary.image, summary.to);
+                println!(
+                    "plan: {} {} to {}",
+                    summary.action, summary.image, summary.to
+                );
                 for line in &summary.plan {
                     println!("  {line}");
                 }
@@ -163,13 +189,20 @@ pub fn run_deploy(
                 }
                 println!(
                     "{} {} to {} in {}{}",
-                    if rollback { "rolled back to" } else { "deployed" },
+                    if rollback {
+                        "rolled back to"
+                    } else {
+                        "deployed"
+                    },
                     summary.image,
                     summary.to,
                     duration(Duration::from_millis(summary.total_ms)),
                     summary
                         .switch_ms
-                        .map(|ms| format!(" (nginx served it {} after the health gate passed)", duration(Duration::from_millis(ms))))
+                        .map(|ms| format!(
+                            " (nginx served it {} after the health gate passed)",
+                            duration(Duration::from_millis(ms))
+                        ))
                         .unwrap_or_default()
                 );
                 let steps: Vec<String> = summary
@@ -183,7 +216,9 @@ pub fn run_deploy(
         }
         Err(err) => {
             printer.clear_spinner();
-            let interrupted = err.downcast_ref::<deploy::Failed>().is_some_and(|f| f.interrupted);
+            let interrupted = err
+                .downcast_ref::<deploy::Failed>()
+                .is_some_and(|f| f.interrupted);
             if common.json {
                 println!(
                     "{}",
@@ -232,10 +267,14 @@ pub fn run_status(ctx: &Context, args: JsonArgs) -> anyhow::Result<ExitCode> {
             let service = loaded.config.service(color);
             let container = observed.containers.iter().find(|c| c.service == service);
             let health = match container {
-                Some(c) if c.running() => match prober.get(&deploy::health_url(&loaded, color), None) {
-                    Answer::Status { code, .. } if code == loaded.config.app.health.status => "healthy".to_string(),
-                    other => format!("unhealthy ({})", other.describe()),
-                },
+                Some(c) if c.running() => {
+                    match prober.get(&deploy::health_url(&loaded, color), None) {
+                        Answer::Status { code, .. } if code == loaded.config.app.health.status => {
+                            "healthy".to_string()
+                        }
+                        other => format!("unhealthy ({})", other.describe()),
+                    }
+                }
                 Some(c) => format!("not running ({})", c.state),
                 None => "no container".to_string(),
             };
@@ -296,7 +335,9 @@ pub fn run_status(ctx: &Context, args: JsonArgs) -> anyhow::Result<ExitCode> {
             "last {}: {} {} → {} {} at {} ({})",
             last.action,
             last.image,
-            last.from.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            last.from
+                .map(|c| c.to_string())
+                .unwrap_or_else(|| "-".into()),
             last.to,
             last.result,
             last.time,
@@ -321,10 +362,17 @@ pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
-        println!("no deploys recorded in {}", StateDir::new(loaded.state_dir()).history_file().display());
+        println!(
+            "no deploys recorded in {}",
+            StateDir::new(loaded.state_dir()).history_file().display()
+        );
     }
     for e in &entries {
-        let steps: Vec<String> = e.steps.iter().map(|s| format!("{} {}ms", s.step, s.ms)).collect();
+        let steps: Vec<String> = e
+            .steps
+            .iter()
+            .map(|s| format!("{} {}ms", s.step, s.ms))
+            .collect();
         println!(
             "{}  {:<8} {:<28} {:>5} → {:<5} {:<11} {:>8}  {}",
             e.time,
@@ -370,9 +418,16 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
             serde_json::json!({ "repository": repo, "dry_run": args.dry_run, "removed": removed, "kept_with_errors": kept })
         );
     } else {
-        let verb = if args.dry_run { "would remove" } else { "removed" };
+        let verb = if args.dry_run {
+            "would remove"
+        } else {
+            "removed"
+        };
         if removed.is_empty() {
-            println!("nothing to prune in {repo} (keeping the newest {} and every image in use)", args.keep);
+            println!(
+                "nothing to prune in {repo} (keeping the newest {} and every image in use)",
+                args.keep
+            );
         }
         for r in &removed {
             println!("{verb} {r}");

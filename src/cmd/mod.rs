@@ -1,6 +1,7 @@
 //! The command layer: one file per subcommand group. These functions call the domain modules
 //! and decide what reaches stdout (results, JSON) and stderr (progress, step lines).
 
+mod demo;
 mod deploy;
 mod init;
 mod render;
@@ -25,7 +26,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Prune(args) => deploy::run_prune(ctx, args),
         Command::Secrets(_) => not_yet("secrets", 3),
         Command::Bootstrap(_) => not_yet("bootstrap", 5),
-        Command::Demo(_) => not_yet("demo", 4),
+        Command::Demo(args) => demo::run(ctx, args),
     }
 }
 
@@ -69,4 +70,11 @@ pub fn decrypt_for_deploy(
 )> {
     let keys = secret_keys(ctx, loaded)?;
     Ok((Default::default(), keys))
+}
+
+/// Writes the demo's encrypted secrets and its test-only identity into the demo project;
+/// returns the identity path, or None while cutover has no secrets support.
+fn write_demo_secrets(dir: &std::path::Path) -> anyhow::Result<Option<std::path::PathBuf>> {
+    let _ = dir;
+    Ok(None)
 }

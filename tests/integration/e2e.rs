@@ -6,12 +6,11 @@
 //! The compose tool is whatever `cutover` detects (`CUTOVER_COMPOSE` selects v1 or v2);
 //! `scripts/test.sh` runs these tests once per flavour.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
+
+use cutover::demo::{http_get, Load};
 
 use crate::common::{free_port, require};
 
@@ -58,7 +57,9 @@ pub fn ready() -> bool {
     if !require("docker", "run end-to-end deploys") || !require("nginx", "run end-to-end deploys") {
         return false;
     }
-    let images_ok = ["cutover-demo:v1", "cutover-demo:v2"].iter().all(|i| cutover::images::exists(i));
+    let images_ok = ["cutover-demo:v1", "cutover-demo:v2"]
+        .iter()
+        .all(|i| cutover::images::exists(i));
     if !images_ok {
         let msg = "demo images cutover-demo:v1/v2 are missing (run scripts/demo-image.sh)";
         if std::env::var_os("CI").is_some() {
@@ -92,9 +93,18 @@ impl Stage {
             .assert()
             .success();
         std::fs::create_dir_all(&prefix).unwrap();
-        std::fs::copy(stage.path().join("rendered/nginx-site.conf"), prefix.join("site.conf")).unwrap();
-        std::fs::copy(stage.path().join("rendered/service-url.inc"), prefix.join("service-url.inc")).unwrap();
-        stage.nginx = Some(cutover::nginx::LocalNginx::start(&prefix, nginx_port).expect("start nginx"));
+        std::fs::copy(
+            stage.path().join("rendered/nginx-site.conf"),
+            prefix.join("site.conf"),
+        )
+        .unwrap();
+        std::fs::copy(
+            stage.path().join("rendered/service-url.inc"),
+            prefix.join("service-url.inc"),
+        )
+        .unwrap();
+        stage.nginx =
+            Some(cutover::nginx::LocalNginx::start(&prefix, nginx_port).expect("start nginx"));
         stage
     }
 
@@ -110,7 +120,13 @@ impl Stage {
         let prefix = self.prefix();
         let argv = |extra: &[&str]| {
             let list = cutover::nginx::LocalNginx::argv(&prefix, extra);
-            format!("[{}]", list.iter().map(|a| format!("\"{a}\"")).collect::<Vec<_>>().join(", "))
+            format!(
+                "[{}]",
+                list.iter()
+                    .map(|a| format!("\"{a}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
         };
         let mut env = format!("    STARTUP_DELAY_MS: \"{}\"\n", setup.startup_delay_ms);
         for (k, v) in &setup.extra_env {
@@ -210,7 +226,11 @@ impl Stage {
     }
 
     pub fn history(&self) -> Vec<serde_json::Value> {
-        let out = self.cutover().args(["history", "--json"]).assert().success();
+        let out = self
+            .cutover()
+            .args(["history", "--json"])
+            .assert()
+            .success();
         serde_json::from_slice(&out.get_output().stdout).unwrap()
     }
 
@@ -219,7 +239,8 @@ impl Stage {
     pub fn assert_serving(&self, color: &str, version: &str) {
         assert_eq!(self.running_services(), vec![format!("web-{color}")]);
         assert!(
-            self.include().contains(&format!("127.0.0.1:{};", self.port_of(color))),
+            self.include()
+                .contains(&format!("127.0.0.1:{};", self.port_of(color))),
             "include: {}",
             self.include()
         );
@@ -240,61 +261,16 @@ impl Drop for Stage {
         if let Ok(containers) = cutover::compose::containers_of(&self.project) {
             let ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
             if !ids.is_empty() {
-                let _ = std::process::Command::new("docker").arg("rm").arg("-f").args(&ids).output();
+                let _ = std::process::Command::new("docker")
+                    .arg("rm")
+                    .arg("-f")
+                    .args(&ids)
+                    .output();
             }
         }
         let _ = std::process::Command::new("docker")
             .args(["network", "rm", &format!("{}_default", self.project)])
             .output();
-    }
-}
-
-/// One HTTP/1.1 GET with `Connection: close` (a fresh connection per request).
-pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(30))).ok()?;
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).ok()?;
-    let text = String::from_utf8_lossy(&raw);
-    let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-    Some((code, body))
-}
-
-/// A load client sending requests through nginx, one connection per request, until stopped.
-pub struct Load {
-    stop: Arc<AtomicBool>,
-    handle: Option<std::thread::JoinHandle<(usize, Vec<String>)>>,
-}
-
-impl Load {
-    pub fn start(port: u16) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let started = Instant::now();
-            let (mut ok, mut failures) = (0, Vec::new());
-            // Bounded: stops when told, or after 5 minutes whatever happens.
-            while !flag.load(Ordering::SeqCst) && started.elapsed() < Duration::from_secs(300) {
-                match http_get(port, "/") {
-                    Some((200, _)) => ok += 1,
-                    other => failures.push(format!("{:?}", other.map(|(c, b)| (c, b.chars().take(80).collect::<String>())))),
-                }
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            (ok, failures)
-        });
-        Load {
-            stop,
-            handle: Some(handle),
-        }
-    }
-
-    /// Stops the client: (requests that got 200, descriptions of the others).
-    pub fn finish(mut self) -> (usize, Vec<String>) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.handle.take().unwrap().join().unwrap()
     }
 }
 
@@ -312,8 +288,11 @@ fn e2e_full_cycle_under_load_has_zero_failed_requests() {
     stage.deploy_ok("cutover-demo:v1");
     stage.assert_serving("blue", "v1");
 
-    let load = Load::start(stage.nginx_port);
-    for (image, color, version) in [("cutover-demo:v2", "green", "v2"), ("cutover-demo:v1", "blue", "v1")] {
+    let load = Load::start(stage.nginx_port, Duration::from_secs(300));
+    for (image, color, version) in [
+        ("cutover-demo:v2", "green", "v2"),
+        ("cutover-demo:v1", "blue", "v1"),
+    ] {
         let child = spawn_deploy(&stage, image);
         // Slow requests on the old color, started while the new one is being health-gated
         // (about a second before the switch), must all complete.
@@ -324,7 +303,11 @@ fn e2e_full_cycle_under_load_has_zero_failed_requests() {
             .collect();
         let out = child.wait_with_output().unwrap();
         let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(stdout.contains(&format!("to {color}")), "{stdout}");
         for handle in slow {
             let answer = handle.join().unwrap();
@@ -334,15 +317,40 @@ fn e2e_full_cycle_under_load_has_zero_failed_requests() {
         }
         stage.assert_serving(color, version);
     }
-    let (ok, failures) = load.finish();
-    assert!(failures.is_empty(), "{} failed of {}: {:?}", failures.len(), ok + failures.len(), &failures[..failures.len().min(5)]);
-    assert!(ok > 50, "the load client sent only {ok} requests");
+    let tally = load.finish();
+    assert_eq!(
+        tally.failed, 0,
+        "{} failed of {}: {:?}",
+        tally.failed, tally.sent, tally.failures
+    );
+    assert!(
+        tally.ok > 50,
+        "the load client sent only {} requests",
+        tally.ok
+    );
+    // Both versions answered during the cycle: the traffic really crossed the switches.
+    assert!(
+        tally
+            .by_answer
+            .keys()
+            .any(|k| k.contains("version=v2 color=green")),
+        "{:?}",
+        tally.by_answer
+    );
     let history = stage.history();
     assert_eq!(history.len(), 3);
     assert!(history.iter().all(|h| h["result"] == "ok"));
     // Step timings are recorded for each deploy.
-    let steps: Vec<&str> = history[2]["steps"].as_array().unwrap().iter().map(|s| s["step"].as_str().unwrap()).collect();
-    assert_eq!(steps, ["lock", "observe", "up", "health", "switch", "probe", "drain", "stop"]);
+    let steps: Vec<&str> = history[2]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        ["lock", "observe", "up", "health", "switch", "probe", "drain", "stop"]
+    );
 }
 
 #[test]
@@ -363,7 +371,10 @@ fn e2e_health_never_passing_leaves_old_color_serving() {
     assert!(stderr.contains("health gate timed out"), "{stderr}");
     assert!(stderr.contains("HTTP 503"), "{stderr}");
     assert!(stderr.contains("last log lines of web-green"), "{stderr}");
-    assert!(stderr.contains("nginx still serves the previous color"), "{stderr}");
+    assert!(
+        stderr.contains("nginx still serves the previous color"),
+        "{stderr}"
+    );
     assert_eq!(stage.running_services(), ["web-blue"]);
     assert_eq!(stage.include(), include_before, "nginx untouched");
     assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
@@ -392,8 +403,14 @@ fn e2e_container_exiting_during_the_gate_fails_fast() {
     let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
     assert!(!ok);
     assert!(stderr.contains("the green container exited"), "{stderr}");
-    assert!(!stderr.contains("timed out"), "must fail fast, not wait out the timeout: {stderr}");
-    assert!(stderr.contains("STARTUP_DELAY_MS"), "the app's own error is shown: {stderr}");
+    assert!(
+        !stderr.contains("timed out"),
+        "must fail fast, not wait out the timeout: {stderr}"
+    );
+    assert!(
+        stderr.contains("STARTUP_DELAY_MS"),
+        "the app's own error is shown: {stderr}"
+    );
     assert_eq!(stage.running_services(), ["web-blue"]);
 }
 
@@ -413,8 +430,14 @@ fn e2e_failing_nginx_test_restores_the_include_without_reload() {
     .unwrap();
     let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
     assert!(!ok);
-    assert!(stderr.contains("failed to test the nginx config"), "{stderr}");
-    assert!(stderr.contains("restored the previous one, nginx not reloaded"), "{stderr}");
+    assert!(
+        stderr.contains("failed to test the nginx config"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("restored the previous one, nginx not reloaded"),
+        "{stderr}"
+    );
     assert_eq!(stage.include(), include_before);
     assert_eq!(stage.running_services(), ["web-blue"]);
     assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
@@ -435,8 +458,14 @@ fn e2e_probe_not_seeing_the_new_color_restores_and_reloads() {
     });
     let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
     assert!(!ok);
-    assert!(stderr.contains("nginx did not serve green after the reload"), "{stderr}");
-    assert!(stderr.contains("restored the previous nginx include"), "{stderr}");
+    assert!(
+        stderr.contains("nginx did not serve green after the reload"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("restored the previous nginx include"),
+        "{stderr}"
+    );
     assert_eq!(stage.include(), include_before);
     assert_eq!(stage.running_services(), ["web-blue"]);
     assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
@@ -461,13 +490,22 @@ fn e2e_concurrent_deploy_fails_naming_the_holder_or_waits() {
     // Wait until the first deploy holds the lock (its holder line is written).
     let lock = stage.path().join(".cutover/lock");
     let deadline = Instant::now() + Duration::from_secs(20);
-    while std::fs::read_to_string(&lock).map(|t| t.is_empty()).unwrap_or(true) {
-        assert!(Instant::now() < deadline, "first deploy never took the lock");
+    while std::fs::read_to_string(&lock)
+        .map(|t| t.is_empty())
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "first deploy never took the lock"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
     assert!(!ok);
-    assert!(stderr.contains("another deploy is running: deploy cutover-demo:v1 by"), "{stderr}");
+    assert!(
+        stderr.contains("another deploy is running: deploy cutover-demo:v1 by"),
+        "{stderr}"
+    );
     let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2", "--lock-wait", "60s"]);
     assert!(ok, "{stderr}");
     assert!(child.wait().unwrap().success());
@@ -488,11 +526,15 @@ fn spawn_deploy(stage: &Stage, image: &str) -> std::process::Child {
 fn wait_for_step(stage: &Stage, step: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let state = std::fs::read_to_string(stage.path().join(".cutover/state.json")).unwrap_or_default();
+        let state =
+            std::fs::read_to_string(stage.path().join(".cutover/state.json")).unwrap_or_default();
         if state.contains(&format!("\"step\": \"{step}\"")) {
             return;
         }
-        assert!(Instant::now() < deadline, "deploy never reached {step}: {state}");
+        assert!(
+            Instant::now() < deadline,
+            "deploy never reached {step}: {state}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -514,7 +556,10 @@ fn e2e_sigterm_before_the_switch_tears_the_new_color_down() {
     });
     let child = spawn_deploy(&stage, "cutover-demo:v2");
     wait_for_step(&stage, "health");
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
@@ -522,7 +567,10 @@ fn e2e_sigterm_before_the_switch_tears_the_new_color_down() {
     assert_eq!(stage.running_services(), ["web-blue"]);
     assert_eq!(stage.include(), include_before);
     assert_eq!(stage.history().pop().unwrap()["result"], "interrupted");
-    assert!(stage.status_json()["problems"].as_array().unwrap().is_empty());
+    assert!(stage.status_json()["problems"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -541,9 +589,16 @@ fn e2e_sigterm_after_the_switch_completes_the_deploy() {
     std::thread::sleep(Duration::from_millis(200));
     let child = spawn_deploy(&stage, "cutover-demo:v2");
     wait_for_step(&stage, "drain");
-    std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(slow.join().unwrap().map(|(c, _)| c), Some(200));
     stage.assert_serving("green", "v2");
 }
@@ -571,7 +626,10 @@ fn e2e_kill_9_mid_deploy_is_explained_and_recovered() {
     stage.write_config(&Setup::default());
     stage.deploy_ok("cutover-demo:v2");
     stage.assert_serving("green", "v2");
-    assert!(stage.status_json()["problems"].as_array().unwrap().is_empty());
+    assert!(stage.status_json()["problems"]
+        .as_array()
+        .unwrap()
+        .is_empty());
 }
 
 #[test]
@@ -586,11 +644,17 @@ fn e2e_redeploy_without_image_and_rollback() {
     // No --image: the active image moves to the other color (a config or secret change).
     let (ok, stdout, stderr) = stage.deploy(&[]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("deployed cutover-demo:v2 to blue"), "{stdout}");
+    assert!(
+        stdout.contains("deployed cutover-demo:v2 to blue"),
+        "{stdout}"
+    );
     stage.assert_serving("blue", "v2");
     let out = stage.cutover().arg("rollback").assert().success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
-    assert!(stdout.contains("rolled back to cutover-demo:v1"), "{stdout}");
+    assert!(
+        stdout.contains("rolled back to cutover-demo:v1"),
+        "{stdout}"
+    );
     stage.assert_serving("green", "v1");
     assert_eq!(stage.history().pop().unwrap()["action"], "rollback");
 }
@@ -609,18 +673,63 @@ fn e2e_dry_run_changes_nothing() {
         .assert()
         .success();
     let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
-    assert!(stdout.contains("plan: deploy cutover-demo:v2 to green"), "{stdout}");
-    assert!(stdout.contains("up -d --no-deps --force-recreate web-green"), "{stdout}");
+    assert!(
+        stdout.contains("plan: deploy cutover-demo:v2 to green"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("up -d --no-deps --force-recreate web-green"),
+        "{stdout}"
+    );
     assert_eq!(stage.include(), include_before);
     assert_eq!(stage.running_services(), ["web-blue"]);
     assert_eq!(stage.history().len(), 1);
     // --json summary for scripts.
     let out = stage
         .cutover()
-        .args(["deploy", "--image", "cutover-demo:v2", "--dry-run", "--json"])
+        .args([
+            "deploy",
+            "--image",
+            "cutover-demo:v2",
+            "--dry-run",
+            "--json",
+        ])
         .assert()
         .success();
     let summary: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     assert_eq!(summary["to"], "green");
     assert_eq!(summary["dry_run"], true);
+}
+
+#[test]
+fn e2e_demo_runs_a_clean_cycle_and_leaves_nothing_behind() {
+    if !ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let out = crate::common::cutover(dir.path())
+        .args(["demo", "--json"])
+        .assert()
+        .success();
+    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(report["load"]["failed"], 0, "{report}");
+    assert!(report["load"]["ok"].as_u64().unwrap() > 20, "{report}");
+    assert_eq!(report["slow_requests"], 3);
+    assert_eq!(report["slow_ok"], 3);
+    assert_eq!(report["first"]["to"], "blue");
+    assert_eq!(report["second"]["to"], "green");
+    let project = report["project"].as_str().unwrap();
+    assert!(
+        cutover::compose::containers_of(project).unwrap().is_empty(),
+        "containers left behind"
+    );
+    let port: u16 = report["nginx"]
+        .as_str()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(http_get(port, "/").is_none(), "nginx left running");
 }

@@ -1,0 +1,279 @@
+//! `cutover demo`: a full local blue/green cycle on the bundled demo app, under live traffic,
+//! with a private nginx on a loopback port. Everything it starts is removed at the end
+//! (unless `--keep`).
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::cli::DemoArgs;
+use crate::compose::Compose;
+use crate::config;
+use crate::demo::{self, Load, Tally};
+use crate::deploy::{Deployer, Event, Reporter, Request, Summary};
+use crate::nginx::LocalNginx;
+use crate::render::Renderer;
+use crate::report::duration;
+use crate::Context;
+
+/// Removes the demo's containers and nginx when the demo ends, however it ends.
+struct Cleanup {
+    project: String,
+    nginx: Option<LocalNginx>,
+    keep: bool,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        if self.keep {
+            if let Some(nginx) = self.nginx.take() {
+                // Leave it running: forget the handle so Drop does not stop it.
+                std::mem::forget(nginx);
+            }
+            return;
+        }
+        if let Some(mut nginx) = self.nginx.take() {
+            nginx.stop();
+        }
+        demo::remove_project(&self.project);
+    }
+}
+
+/// Prints steps like a deploy and fires slow requests as the health gate starts, so they
+/// are in flight on the old color when nginx switches.
+struct DemoReporter {
+    inner: super::deploy::StepPrinter,
+    nginx_port: u16,
+    slow: Vec<std::thread::JoinHandle<Option<(u16, String)>>>,
+    fire_slow: bool,
+}
+
+impl Reporter for DemoReporter {
+    fn event(&mut self, event: Event) {
+        if let (true, Event::Start { step: "health", .. }) = (self.fire_slow, &event) {
+            let port = self.nginx_port;
+            for _ in 0..3 {
+                self.slow.push(std::thread::spawn(move || {
+                    demo::http_get(port, "/slow?ms=2000")
+                }));
+            }
+        }
+        self.inner.event(event);
+    }
+}
+
+#[derive(Serialize)]
+struct DemoReport {
+    project: String,
+    nginx: String,
+    first: Summary,
+    second: Summary,
+    load: Tally,
+    slow_requests: usize,
+    slow_ok: usize,
+    secret_reached_app: Option<bool>,
+    total_ms: u64,
+}
+
+pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let say = |text: &str| {
+        if !args.json && !ctx.quiet() {
+            eprintln!("{text}");
+        }
+    };
+    demo::check_tools()?;
+    say("==> demo images (cutover-demo:v1, cutover-demo:v2)");
+    let built = demo::ensure_images(&demo::source_dir())?;
+    say(if built {
+        "    built from fixtures/demo-app"
+    } else {
+        "    already present"
+    });
+
+    let workdir = tempfile::Builder::new()
+        .prefix("cutover-demo-")
+        .tempdir()
+        .context("could not create a temp dir for the demo")?;
+    let dir = if args.keep {
+        workdir.keep()
+    } else {
+        workdir.path().to_owned()
+    };
+    let project = format!("cutover-demo-{}", std::process::id());
+    let ports = [demo::free_port()?, demo::free_port()?, demo::free_port()?];
+    let prefix = dir.join("nginx");
+    let secrets = super::write_demo_secrets(&dir)?;
+    let config_path = dir.join("cutover.yml");
+    crate::atomic::write(
+        &config_path,
+        demo::project_config(&project, ports, &prefix, secrets.is_some()).as_bytes(),
+        0o644,
+    )?;
+    let demo_ctx = Context {
+        dir: dir.clone(),
+        config_path: config_path.clone(),
+        identity: secrets.clone(),
+        verbosity: ctx.verbosity,
+    };
+    let loaded = config::load(&config_path, &dir)?;
+    let renderer = Renderer::new(&dir)?;
+
+    say(&format!(
+        "==> nginx on 127.0.0.1:{} (prefix {})",
+        ports[2],
+        prefix.display()
+    ));
+    std::fs::create_dir_all(&prefix)?;
+    crate::atomic::write(
+        &prefix.join("site.conf"),
+        renderer.site(&loaded.config)?.as_bytes(),
+        0o644,
+    )?;
+    crate::atomic::write(
+        &prefix.join("service-url.inc"),
+        renderer
+            .include(&loaded.config, config::Color::Blue)?
+            .as_bytes(),
+        0o644,
+    )?;
+    let mut cleanup = Cleanup {
+        project: project.clone(),
+        nginx: None,
+        keep: args.keep,
+    };
+    cleanup.nginx = Some(LocalNginx::start(&prefix, ports[2])?);
+
+    let (secret_values, secret_keys) = super::decrypt_for_deploy(&demo_ctx, &loaded)?;
+    let deployer = Deployer {
+        loaded: &loaded,
+        compose: Compose::detect()?,
+        renderer,
+        secrets: secret_values,
+        secret_keys,
+        interrupted: super::deploy::interrupt_flag()?,
+    };
+    let request = |image: &str| Request {
+        image: Some(image.to_string()),
+        rollback: false,
+        dry_run: false,
+        force: false,
+        lock_wait: Duration::ZERO,
+    };
+    let quiet = args.json || ctx.quiet();
+    let mut reporter = DemoReporter {
+        inner: super::deploy::StepPrinter::new(quiet),
+        nginx_port: ports[2],
+        slow: Vec::new(),
+        fire_slow: false,
+    };
+
+    say(&format!(
+        "==> deploy 1: cutover-demo:v1 (first deploy, {} {})",
+        deployer.compose.program(),
+        deployer.compose.version
+    ));
+    let first = deployer.run(&request(demo::IMAGES[0]), &mut reporter)?;
+
+    say("==> deploy 2: cutover-demo:v2 while a client sends requests through nginx (one connection each)");
+    let load = Load::start(ports[2], Duration::from_secs(300));
+    std::thread::sleep(Duration::from_millis(500));
+    reporter.fire_slow = true;
+    let second = deployer.run(&request(demo::IMAGES[1]), &mut reporter);
+    std::thread::sleep(Duration::from_millis(500));
+    let tally = load.finish();
+    let second = second?;
+    let slow: Vec<_> = reporter
+        .slow
+        .drain(..)
+        .map(|h| h.join().ok().flatten())
+        .collect();
+    let slow_ok = slow.iter().filter(|a| matches!(a, Some((200, _)))).count();
+    let secret_reached_app = secrets.as_ref().map(|_| {
+        matches!(demo::http_get(ports[2], "/env?key=DEMO_SECRET"), Some((200, body)) if !body.trim().is_empty())
+    });
+
+    let report = DemoReport {
+        project: project.clone(),
+        nginx: format!("http://127.0.0.1:{}", ports[2]),
+        slow_requests: slow.len(),
+        slow_ok,
+        secret_reached_app,
+        total_ms: started.elapsed().as_millis() as u64,
+        first,
+        second,
+        load: tally,
+    };
+    let clean = report.load.failed == 0 && report.slow_ok == report.slow_requests;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !ctx.quiet() {
+        print_report(&report, args.keep, &dir);
+    }
+    Ok(if clean {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_report(r: &DemoReport, keep: bool, dir: &std::path::Path) {
+    let ms = |m: u64| duration(Duration::from_millis(m));
+    println!();
+    println!("timeline");
+    for (name, s) in [("deploy 1", &r.first), ("deploy 2", &r.second)] {
+        let steps: Vec<String> = s
+            .steps
+            .iter()
+            .map(|t| format!("{} {}", t.step, ms(t.ms)))
+            .collect();
+        println!(
+            "  {name}: {} → {} in {}{}",
+            s.image,
+            s.to,
+            ms(s.total_ms),
+            s.switch_ms
+                .map(|m| format!(", nginx served it {} after the health gate", ms(m)))
+                .unwrap_or_default()
+        );
+        println!("    {}", steps.join(" · "));
+    }
+    println!();
+    println!("requests through nginx during deploy 2 (one connection per request)");
+    println!(
+        "  {} sent, {} ok, {} failed",
+        r.load.sent, r.load.ok, r.load.failed
+    );
+    for (answer, count) in &r.load.by_answer {
+        println!("  {count:>6} × {answer}");
+    }
+    for f in &r.load.failures {
+        println!("  failed: {f}");
+    }
+    println!(
+        "  slow requests (2 s) in flight on the old color at the switch: {}/{} completed with 200",
+        r.slow_ok, r.slow_requests
+    );
+    match r.secret_reached_app {
+        Some(true) => println!("  DEMO_SECRET from secrets/demo.env.age reached the app as an env var (value not shown)"),
+        Some(false) => println!("  DEMO_SECRET did NOT reach the app"),
+        None => {}
+    }
+    println!();
+    if keep {
+        println!(
+            "kept running: nginx {} , project {} in {}",
+            r.nginx,
+            r.project,
+            dir.display()
+        );
+        println!("clean up: docker rm -f $(docker ps -aq --filter label=com.docker.compose.project={}) and nginx -p {}/nginx/ -s quit", r.project, dir.display());
+    } else {
+        println!(
+            "cleaned up: containers, network, nginx and the temp project are gone ({} in all)",
+            ms(r.total_ms)
+        );
+    }
+}

@@ -1,0 +1,227 @@
+//! The pieces of `cutover demo`: a throwaway project around the bundled demo app, and a load
+//! client that counts what users would have seen during a deploy.
+//!
+//! The load client opens one connection per request on purpose: nginx closes idle
+//! keep-alive client connections on reload, which is nginx's own floor, not the deploy's, so
+//! zero-downtime is measured without keep-alive (DESIGN.md, pitfalls).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use serde::Serialize;
+
+use crate::process::Cmd;
+
+/// The demo images, built from `fixtures/demo-app` by `scripts/demo-image.sh`.
+pub const IMAGES: [&str; 2] = ["cutover-demo:v1", "cutover-demo:v2"];
+
+/// One HTTP/1.1 GET on a fresh connection (`Connection: close`): (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).ok()?;
+    let text = String::from_utf8_lossy(&raw);
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// What the load client saw.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Tally {
+    pub sent: usize,
+    pub ok: usize,
+    pub failed: usize,
+    /// Successful answers per `version=… color=…` body, to show the switch.
+    pub by_answer: BTreeMap<String, usize>,
+    /// The first few failures, described.
+    pub failures: Vec<String>,
+}
+
+/// A load client sending `GET /` through nginx in a loop until finished.
+pub struct Load {
+    stop: Arc<AtomicBool>,
+    handle: Option<std::thread::JoinHandle<Tally>>,
+}
+
+impl Load {
+    /// Starts sending; it stops when finished, or after `max` whatever happens.
+    pub fn start(port: u16, max: Duration) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let started = Instant::now();
+            let mut tally = Tally::default();
+            while !flag.load(Ordering::SeqCst) && started.elapsed() < max {
+                tally.sent += 1;
+                match http_get(port, "/") {
+                    Some((200, body)) => {
+                        tally.ok += 1;
+                        *tally.by_answer.entry(body.trim().to_string()).or_default() += 1;
+                    }
+                    other => {
+                        tally.failed += 1;
+                        if tally.failures.len() < 10 {
+                            tally.failures.push(match other {
+                                Some((code, body)) => {
+                                    format!(
+                                        "HTTP {code}: {}",
+                                        body.chars().take(60).collect::<String>()
+                                    )
+                                }
+                                None => "no answer (connection refused or reset)".to_string(),
+                            });
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            tally
+        });
+        Load {
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    pub fn finish(mut self) -> Tally {
+        self.stop.store(true, Ordering::SeqCst);
+        self.handle
+            .take()
+            .and_then(|h| h.join().ok())
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for Load {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Checks the tools the demo needs, with how to get each one.
+pub fn check_tools() -> anyhow::Result<()> {
+    if crate::process::which("docker").is_none() {
+        bail!("the demo needs Docker: install it (Debian/Ubuntu: `apt-get install docker.io docker-compose`) and start the engine");
+    }
+    Cmd::new("docker", "reach the Docker engine")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .timeout(Duration::from_secs(20))
+        .run()
+        .context("the demo needs a running Docker engine (start it: `systemctl start docker`)")?;
+    if crate::process::which("nginx").is_none() && !Path::new("/usr/sbin/nginx").exists() {
+        bail!("the demo needs nginx: install it (Debian/Ubuntu: `apt-get install nginx`); the demo runs its own nginx on a loopback port, the system one is not touched");
+    }
+    Ok(())
+}
+
+/// Makes sure the demo images exist: builds them with the source tree's script when this
+/// binary was built from a checkout, else explains.
+pub fn ensure_images(source_dir: &Path) -> anyhow::Result<bool> {
+    if IMAGES.iter().all(|i| crate::images::exists(i)) {
+        return Ok(false);
+    }
+    let script = source_dir.join("scripts/demo-image.sh");
+    if !script.is_file() {
+        bail!(
+            "the demo images {} are missing and this binary was not built from a cutover checkout; run scripts/demo-image.sh from one",
+            IMAGES.join(", ")
+        );
+    }
+    Cmd::new("bash", "build the demo images")
+        .arg(&script)
+        .args(["v1", "v2"])
+        .dir(source_dir)
+        .timeout(Duration::from_secs(900))
+        .run()?;
+    Ok(true)
+}
+
+/// The demo project's cutover.yml.
+pub fn project_config(project: &str, ports: [u16; 3], prefix: &Path, secrets: bool) -> String {
+    let [blue, green, nginx_port] = ports;
+    let argv = |extra: &[&str]| {
+        let list = crate::nginx::LocalNginx::argv(prefix, extra);
+        format!(
+            "[{}]",
+            list.iter()
+                .map(|a| format!("\"{a}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!(
+        "# The cutover demo: the bundled demo app, blue/green behind a private nginx.\n\
+         project: {project}\n\
+         app:\n\
+         \x20 name: web\n\
+         \x20 image: cutover-demo\n\
+         \x20 port: 8080\n\
+         \x20 memory: 64M\n\
+         \x20 environment: {{ STARTUP_DELAY_MS: \"1500\", GREETING: \"hello from the demo\" }}\n\
+         {secrets}\
+         \x20 health: {{ path: /health, timeout: 30s, interval: 100ms }}\n\
+         \x20 drain: 10s\n\
+         \x20 stop_grace: 5s\n\
+         colors: {{ blue: {blue}, green: {green} }}\n\
+         nginx:\n\
+         \x20 include: {include}\n\
+         \x20 listen: \"127.0.0.1:{nginx_port}\"\n\
+         \x20 test: {test}\n\
+         \x20 reload: {reload}\n",
+        secrets = if secrets {
+            "  secrets: [secrets/demo.env.age]\n"
+        } else {
+            ""
+        },
+        include = prefix.join("service-url.inc").display(),
+        test = argv(&["-t"]),
+        reload = argv(&["-s", "reload"]),
+    )
+}
+
+/// A loopback port that is free now.
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// Removes every container of a compose project and its default network.
+pub fn remove_project(project: &str) {
+    if let Ok(containers) = crate::compose::containers_of(project) {
+        let ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
+        if !ids.is_empty() {
+            let _ = Cmd::new("docker", "remove the demo containers")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .run();
+        }
+    }
+    let _ = Cmd::new("docker", "remove the demo network")
+        .args(["network", "rm", &format!("{project}_default")])
+        .run();
+}
+
+/// The directory this binary was built from (for scripts/demo-image.sh).
+pub fn source_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
