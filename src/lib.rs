@@ -8,6 +8,7 @@ pub mod cli;
 mod cmd;
 pub mod process;
 pub mod report;
+pub mod secrets;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -9,6 +9,8 @@ use clap::CommandFactory;
 use crate::cli::{Cli, Command};
 use crate::Context;
 
+mod secrets;
+
 pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
     let _ = ctx;
     match command {
@@ -20,7 +22,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(_) => not_yet("status", 4),
         Command::History(_) => not_yet("history", 4),
         Command::Prune(_) => not_yet("prune", 4),
-        Command::Secrets(_) => not_yet("secrets", 3),
+        Command::Secrets(command) => secrets::run(ctx, command),
         Command::Bootstrap(_) => not_yet("bootstrap", 5),
         Command::Demo(_) => not_yet("demo", 4),
     }

@@ -8,10 +8,22 @@ fn help_lists_every_command_of_the_design() {
     let out = cutover(dir.path()).arg("--help").assert().success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
     for name in [
-        "init", "render", "deploy", "rollback", "status", "history", "prune", "secrets",
-        "bootstrap", "demo", "completions",
+        "init",
+        "render",
+        "deploy",
+        "rollback",
+        "status",
+        "history",
+        "prune",
+        "secrets",
+        "bootstrap",
+        "demo",
+        "completions",
     ] {
-        assert!(text.contains(&format!("  {name}")), "--help lacks {name}:\n{text}");
+        assert!(
+            text.contains(&format!("  {name}")),
+            "--help lacks {name}:\n{text}"
+        );
     }
 }
 
@@ -24,7 +36,13 @@ fn usage_error_exits_2() {
 #[test]
 fn completions_for_bash_name_subcommands() {
     let dir = tempfile::tempdir().unwrap();
-    let out = cutover(dir.path()).args(["completions", "bash"]).assert().success();
+    let out = cutover(dir.path())
+        .args(["completions", "bash"])
+        .assert()
+        .success();
     let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
-    assert!(text.contains("deploy") && text.contains("rollback"), "{text}");
+    assert!(
+        text.contains("deploy") && text.contains("rollback"),
+        "{text}"
+    );
 }

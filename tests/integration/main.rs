@@ -3,5 +3,5 @@
 //! [`common::require`]: without the tool they say so loudly and skip, and with `CI` set they
 //! fail instead.
 
-mod common;
 mod cli;
+mod common;
