@@ -88,8 +88,9 @@ pub enum SecretsError {
     #[error("secrets file {} does not exist", .path.display())]
     SecretNotFound { path: PathBuf },
     #[error(
-        "{} is a plaintext dotenv file, not an age-encrypted one; encrypt it with \
-         `cutover secrets encrypt {}` (and keep the plaintext out of git)",
+        "{} is a plaintext dotenv file, not an age-encrypted one; encrypt it in place with \
+         `cutover secrets encrypt --force {}`, and if the plaintext was ever committed, change \
+         those values",
         .path.display(), .path.display()
     )]
     PlaintextFile { path: PathBuf },
@@ -246,11 +247,13 @@ pub fn load_env(files: &[PathBuf], identities: &Identities) -> Result<SecretEnv,
 }
 
 /// The secrets name a plaintext file gets by default: `prod.env` → `prod`, `.env.prod` →
-/// `prod`, `prod` → `prod`. A bare `.env` has none (the caller asks for `--name`).
+/// `prod`, `prod` → `prod`, and a plaintext `secrets/prod.env.age` → `prod` (so the fix for
+/// an unencrypted file in `secrets/` is to encrypt it in place). A bare `.env` has none (the caller asks for `--name`).
 pub fn default_name(file: &Path) -> Option<String> {
     let base = file.file_name()?.to_str()?;
     let name = base
         .strip_prefix(".env.")
+        .or_else(|| base.strip_suffix(".env.age"))
         .or_else(|| base.strip_suffix(".env"))
         .unwrap_or(base);
     store::validate_name(name).ok()?;

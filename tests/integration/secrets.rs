@@ -688,11 +688,19 @@ fn a_plaintext_env_where_an_encrypted_file_is_expected_is_detected() {
     ] {
         fails_with(
             p.cmd().args(args),
-            &["plaintext dotenv file", "cutover secrets encrypt"],
+            &["plaintext dotenv file", "cutover secrets encrypt --force"],
             &secret,
         );
     }
     assert_eq!(p.snapshot(), before);
+
+    // The suggested fix works: encrypt in place.
+    p.cmd()
+        .args(["secrets", "encrypt", "--force"])
+        .arg(p.secret("prod"))
+        .assert()
+        .success();
+    assert_eq!(p.show_json("prod")["DB_PASSWORD"], secret.as_str());
 }
 
 #[test]
@@ -1178,4 +1186,9 @@ fn no_plaintext_is_left_on_disk_after_edit_set_rekey_and_exec() {
     roots.extend(std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from));
     let hits = files_containing(&roots, &secret);
     assert!(hits.is_empty(), "plaintext marker found on disk: {hits:?}");
+
+    // The scan itself works: a planted copy is found.
+    let canary = p.root().join("canary");
+    fs::write(&canary, format!("x{secret}x")).unwrap();
+    assert_eq!(files_containing(&roots[..1], &secret), [canary]);
 }
