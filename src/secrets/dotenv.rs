@@ -358,6 +358,32 @@ mod tests {
     }
 
     #[test]
+    fn the_documented_example_parses_as_documented() {
+        let doc = include_str!("../../docs/secrets-dotenv.md");
+        let block = doc
+            .split("```sh\n")
+            .nth(1)
+            .unwrap()
+            .split("```")
+            .next()
+            .unwrap();
+        let v: std::collections::BTreeMap<String, String> = values(block).into_iter().collect();
+        assert_eq!(v["DB_PASSWORD"], "correct horse battery staple");
+        assert_eq!(v["API_KEY"], "abc123");
+        assert_eq!(v["EMPTY"], "");
+        assert_eq!(v["URL"], "postgres://u@db/app?sslmode=require#x");
+        assert_eq!(v["PRICE"], "$5");
+        assert_eq!(
+            v["QUOTED"],
+            "tab\there, newline\n, quote \", backslash \\, dollar $"
+        );
+        assert_eq!(v["LITERAL"], r"C:\no\escapes\here $HOME");
+        assert!(v["JWT_KEY"].starts_with("-----BEGIN PRIVATE KEY-----\nMII"));
+        assert!(v["JWT_KEY"].ends_with("\n-----END PRIVATE KEY-----"));
+        assert_eq!(v.len(), 8);
+    }
+
+    #[test]
     fn basics_comments_blank_lines_export() {
         let text = "# comment\n\n  A=1\nexport B=two\n\tC = 3 \n";
         assert_eq!(
