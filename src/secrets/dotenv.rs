@@ -110,6 +110,7 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Entry>, ParseError> {
         .map(|l| l.strip_suffix('\r').unwrap_or(l))
         .collect();
     let mut entries: Vec<Entry> = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut i = 0;
     while i < lines.len() {
         let line_no = i + 1;
@@ -157,14 +158,12 @@ pub fn parse(text: &str, file: &str) -> Result<Vec<Entry>, ParseError> {
         if value.contains('\0') {
             return Err(err(line_no, ParseErrorKind::Nul));
         }
-        if let Some(first) = entries.iter().find(|e| e.key == key) {
-            return Err(err(
-                line_no,
-                ParseErrorKind::Duplicate {
-                    first_line: first.first_line,
-                },
-            ));
+        // A map, not a scan of `entries`: a 10,000-key file would otherwise parse in
+        // quadratic time.
+        if let Some(&first_line) = seen.get(key) {
+            return Err(err(line_no, ParseErrorKind::Duplicate { first_line }));
         }
+        seen.insert(key.to_string(), line_no);
         entries.push(Entry {
             key: key.to_string(),
             value: SecretString::from(value),
