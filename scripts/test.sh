@@ -85,14 +85,15 @@ declare -A pkg_for=(
     [curl]=curl
     [docker-compose]=docker-compose
     [cloud-init]=cloud-init
+    [ssh-keygen]=openssh-client
 )
 missing=()
-for cmd in nginx age file curl docker-compose cloud-init; do
+for cmd in nginx age file curl docker-compose cloud-init ssh-keygen; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
 have docker || missing+=(docker.io)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen docker"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else

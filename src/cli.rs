@@ -194,6 +194,9 @@ pub enum SecretsCommand {
         /// Remove the plaintext file after encrypting
         #[arg(long)]
         rm: bool,
+        /// Replace an existing secrets/<name>.env.age
+        #[arg(long)]
+        force: bool,
     },
     /// Print a decrypted secrets file (or only its key names)
     Show {

@@ -18,6 +18,7 @@ pub mod nginx;
 pub mod process;
 pub mod render;
 pub mod report;
+pub mod secrets;
 pub mod state;
 
 use std::path::PathBuf;

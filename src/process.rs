@@ -191,10 +191,18 @@ impl Cmd {
     }
 
     fn expression(&self) -> duct::Expression {
-        let mut expr = duct::cmd(&self.program, &self.args)
+        let expr = duct::cmd(&self.program, &self.args)
             .stdout_capture()
             .stderr_capture()
             .unchecked();
+        let expr = self.with_env_and_dir(expr);
+        match &self.stdin {
+            Some(bytes) => expr.stdin_bytes(bytes.clone()),
+            None => expr.stdin_null(),
+        }
+    }
+
+    fn with_env_and_dir(&self, mut expr: duct::Expression) -> duct::Expression {
         if let Some(keep) = &self.env_clear_except {
             expr = expr
                 .full_env(std::env::vars_os().filter(|(k, _)| keep.iter().any(|want| want == k)));
@@ -208,10 +216,6 @@ impl Cmd {
         if let Some(dir) = &self.dir {
             expr = expr.dir(dir);
         }
-        expr = match &self.stdin {
-            Some(bytes) => expr.stdin_bytes(bytes.clone()),
-            None => expr.stdin_null(),
-        };
         expr
     }
 
@@ -242,6 +246,49 @@ impl Cmd {
                 program: self.program.to_string_lossy().into_owned(),
                 source,
             }),
+        }
+    }
+
+    /// Runs with the terminal: stdin, stdout and stderr are inherited (an editor). Returns the
+    /// exit code, `None` when a signal killed the child.
+    pub fn run_interactive(&self) -> Result<Option<i32>, ProcessError> {
+        let expr = self.with_env_and_dir(duct::cmd(&self.program, &self.args).unchecked());
+        expr.run()
+            .map(|out| out.status.code())
+            .map_err(|e| self.spawn_error(e))
+    }
+
+    /// Replaces this process with the command (exec(2)), stdio inherited, so the child's exit
+    /// status and signals are the caller's without a waiting parent. Returns only on failure.
+    pub fn exec_replace(&self) -> ProcessError {
+        use std::os::unix::process::CommandExt;
+        let mut command = std::process::Command::new(&self.program);
+        command.args(&self.args);
+        if let Some(keep) = &self.env_clear_except {
+            command.env_clear();
+            command.envs(std::env::vars_os().filter(|(k, _)| keep.iter().any(|want| want == k)));
+        }
+        command.envs(self.plain_env.iter().map(|(k, v)| (k, v)));
+        for (k, v) in &self.env {
+            command.env(k, v.expose_secret());
+        }
+        if let Some(dir) = &self.dir {
+            command.current_dir(dir);
+        }
+        self.spawn_error(command.exec())
+    }
+
+    fn spawn_error(&self, e: std::io::Error) -> ProcessError {
+        let program = self.program.to_string_lossy().into_owned();
+        let summary = self.summary.clone();
+        if e.kind() == std::io::ErrorKind::NotFound {
+            ProcessError::NotFound { summary, program }
+        } else {
+            ProcessError::Io {
+                summary,
+                program,
+                source: e,
+            }
         }
     }
 

@@ -24,6 +24,8 @@ pub struct Stage {
     pub green: u16,
     pub nginx_port: u16,
     nginx: Option<cutover::nginx::LocalNginx>,
+    /// The age identity (a 0600 copy of the test identity) when the project has secrets.
+    identity: Option<PathBuf>,
 }
 
 /// Options a test changes in the generated cutover.yml.
@@ -35,6 +37,8 @@ pub struct Setup {
     pub drain: &'static str,
     pub stop_grace: &'static str,
     pub probe: Option<String>,
+    /// Use the bundled demo secrets (secrets/demo.env.age).
+    pub secrets: bool,
 }
 
 impl Default for Setup {
@@ -47,6 +51,7 @@ impl Default for Setup {
             drain: "10s",
             stop_grace: "10s",
             probe: None,
+            secrets: false,
         }
     }
 }
@@ -84,11 +89,29 @@ impl Stage {
             green,
             nginx_port,
             nginx: None,
+            identity: None,
         };
+        if setup.secrets {
+            use std::os::unix::fs::PermissionsExt;
+            let root = crate::common::repo_root();
+            std::fs::create_dir_all(stage.path().join("secrets")).unwrap();
+            for name in ["recipients.txt", "demo.env.age"] {
+                std::fs::copy(
+                    root.join("secrets").join(name),
+                    stage.path().join("secrets").join(name),
+                )
+                .unwrap();
+            }
+            let identity = stage.path().join("identity.txt");
+            std::fs::copy(root.join("fixtures/secrets/test-identity.txt"), &identity).unwrap();
+            std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+            stage.identity = Some(identity);
+        }
         stage.write_config(&setup);
         let prefix = stage.prefix();
         // The site and an initial include must exist before nginx starts.
-        crate::common::cutover(stage.path())
+        stage
+            .cutover()
             .args(["render", "--out", "rendered"])
             .assert()
             .success();
@@ -132,6 +155,11 @@ impl Stage {
         for (k, v) in &setup.extra_env {
             env.push_str(&format!("    {k}: \"{v}\"\n"));
         }
+        let secrets = if setup.secrets {
+            "  secrets: [secrets/demo.env.age]\n"
+        } else {
+            ""
+        };
         let probe = setup
             .probe
             .as_ref()
@@ -146,6 +174,7 @@ impl Stage {
              \x20 memory: 64M\n\
              \x20 restart: {restart}\n\
              \x20 environment:\n{env}\
+             {secrets}\
              \x20 health: {{ path: /health, timeout: {timeout}, interval: 100ms }}\n\
              \x20 drain: {drain}\n\
              \x20 stop_grace: {stop_grace}\n\
@@ -172,7 +201,11 @@ impl Stage {
     }
 
     pub fn cutover(&self) -> assert_cmd::Command {
-        crate::common::cutover(self.path())
+        let mut cmd = crate::common::cutover(self.path());
+        if let Some(identity) = &self.identity {
+            cmd.env("CUTOVER_IDENTITY", identity);
+        }
+        cmd
     }
 
     /// Runs `cutover deploy --image IMAGE` and returns (success, stdout, stderr).
@@ -513,8 +546,11 @@ fn e2e_concurrent_deploy_fails_naming_the_holder_or_waits() {
 }
 
 fn spawn_deploy(stage: &Stage, image: &str) -> std::process::Child {
-    std::process::Command::new(assert_cmd::cargo::cargo_bin("cutover"))
-        .current_dir(stage.path())
+    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cutover"));
+    if let Some(identity) = &stage.identity {
+        cmd.env("CUTOVER_IDENTITY", identity);
+    }
+    cmd.current_dir(stage.path())
         .args(["deploy", "--image", image])
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -732,4 +768,85 @@ fn e2e_demo_runs_a_clean_cycle_and_leaves_nothing_behind() {
         .parse()
         .unwrap();
     assert!(http_get(port, "/").is_none(), "nginx left running");
+}
+
+#[test]
+fn e2e_secrets_reach_the_app_only_through_the_environment_and_rotate_with_a_redeploy() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup {
+        secrets: true,
+        ..Setup::default()
+    });
+    let out = stage
+        .cutover()
+        .args(["secrets", "show", "demo", "--json"])
+        .assert()
+        .success();
+    let plain: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let demo_secret = plain["DEMO_SECRET"].as_str().unwrap().to_string();
+    assert!(
+        demo_secret.len() >= 8,
+        "the fixture's value is distinctive enough to search for"
+    );
+
+    let (ok, stdout, stderr) = stage.deploy(&["--image", "cutover-demo:v1"]);
+    assert!(ok, "{stderr}");
+    assert!(
+        !stdout.contains(&demo_secret) && !stderr.contains(&demo_secret),
+        "value printed"
+    );
+    assert_eq!(
+        stage.get("/env?key=DEMO_SECRET").unwrap(),
+        (200, demo_secret.clone())
+    );
+    // The compose file names the key and never holds the value; nor does any state file.
+    let compose = std::fs::read_to_string(stage.path().join(".cutover/compose.yml")).unwrap();
+    assert!(compose.contains("DEMO_SECRET"), "{compose}");
+    for entry in std::fs::read_dir(stage.path().join(".cutover")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                !text.contains(&demo_secret),
+                "{} holds the secret value",
+                path.display()
+            );
+        }
+    }
+
+    // The rotation flow: set a new value, redeploy the active image.
+    stage
+        .cutover()
+        .args(["secrets", "set", "demo", "DB_PASSWORD"])
+        .write_stdin("rotated-e2e-value-7f3a\n")
+        .assert()
+        .success();
+    let (ok, stdout, stderr) = stage.deploy(&[]);
+    assert!(ok, "{stderr}");
+    assert!(
+        stdout.contains("deployed cutover-demo:v1 to green"),
+        "{stdout}"
+    );
+    assert_eq!(
+        stage.get("/env?key=DB_PASSWORD").unwrap(),
+        (200, "rotated-e2e-value-7f3a".to_string())
+    );
+    stage.assert_serving("green", "v1");
+
+    // No identity: deploy fails before touching anything.
+    let mut cmd = crate::common::cutover(stage.path());
+    cmd.env("HOME", stage.path())
+        .env("XDG_CONFIG_HOME", stage.path().join("nothing"));
+    let out = cmd
+        .args(["deploy", "--image", "cutover-demo:v2"])
+        .assert()
+        .code(1);
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("cannot decrypt the secrets files named in cutover.yml"),
+        "{stderr}"
+    );
+    stage.assert_serving("green", "v1");
 }

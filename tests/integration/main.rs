@@ -8,3 +8,4 @@ mod common;
 mod config;
 mod e2e;
 mod render;
+mod secrets;

@@ -1,0 +1,344 @@
+//! `cutover secrets …`: turns each subcommand into calls on `crate::secrets` and decides what
+//! is printed. Results (a public key, a decrypted file, JSON) go to stdout; progress lines go
+//! to stderr and are silenced by `-q`. Nothing here prints a secret value except `show`,
+//! whose whole point is to print it, on explicit request.
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context as _};
+use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+use crate::cli::SecretsCommand;
+use crate::process::Cmd;
+use crate::report::Verbosity;
+use crate::secrets::{self, edit, keys, store, SecretsError};
+use crate::Context;
+
+pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
+    let say = |line: &str| {
+        if ctx.verbosity != Verbosity::Quiet {
+            eprintln!("{line}");
+        }
+    };
+    match command {
+        SecretsCommand::Keygen { out, add, force } => keygen(ctx, out, add, force, &say),
+        SecretsCommand::Encrypt {
+            file,
+            name,
+            rm,
+            force,
+        } => {
+            let name = match name {
+                Some(name) => name,
+                None => secrets::default_name(&file).with_context(|| {
+                    format!(
+                        "cannot derive a secrets name from {}; pass --name NAME",
+                        file.display()
+                    )
+                })?,
+            };
+            let (dest, count) = secrets::encrypt_file(&ctx.dir, &file, &name, force)
+                .with_context(|| format!("failed to encrypt {}", file.display()))?;
+            say(&format!(
+                "encrypted {} ({count} keys) to {}",
+                file.display(),
+                rel(ctx, &dest)
+            ));
+            if rm {
+                std::fs::remove_file(&file)
+                    .with_context(|| format!("failed to remove {}", file.display()))?;
+                say(&format!("removed the plaintext {}", file.display()));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretsCommand::Show { name, keys, json } => show(ctx, &name, keys, json),
+        SecretsCommand::Edit { name } => edit(ctx, &name, &say),
+        SecretsCommand::Set {
+            name,
+            key,
+            generate,
+        } => {
+            let identities = identity(ctx)?;
+            let value = match generate {
+                Some(0) => bail!("--generate needs a length of at least 1"),
+                Some(n) => generated(n),
+                None => read_value_from_stdin(&key)?,
+            };
+            let outcome = secrets::set_key(&ctx.dir, &name, &key, &value, &identities)
+                .with_context(|| format!("failed to set {key} in secrets `{name}`"))?;
+            let what = match (outcome.created_file, outcome.replaced) {
+                (true, _) => "created",
+                (false, true) => "replaced",
+                (false, false) => "added",
+            };
+            let how = match generate {
+                Some(n) => format!(" (generated, {n} characters)"),
+                None => String::new(),
+            };
+            let verb = if outcome.created_file { "set" } else { what };
+            say(&format!(
+                "{verb} {key}{how} in {}{}",
+                rel(ctx, &outcome.path),
+                if outcome.created_file {
+                    " (new file)"
+                } else {
+                    ""
+                }
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretsCommand::Unset { name, key } => {
+            let identities = identity(ctx)?;
+            let path = secrets::unset_key(&ctx.dir, &name, &key, &identities)
+                .with_context(|| format!("failed to unset {key} in secrets `{name}`"))?;
+            say(&format!("removed {key} from {}", rel(ctx, &path)));
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretsCommand::Rekey => {
+            let identities = identity(ctx)?;
+            let files = secrets::rekey(&ctx.dir, &identities)
+                .context("failed to rekey; no secrets file was changed")?;
+            for file in &files {
+                say(&format!("rekeyed {}", rel(ctx, file)));
+            }
+            let recipients = keys::Recipients::load(&store::recipients_path(&ctx.dir))?;
+            say(&format!(
+                "{} file(s) re-encrypted to {} recipient(s) with fresh file keys",
+                files.len(),
+                recipients.lines.len()
+            ));
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretsCommand::RotateIdentity { out } => {
+            let old = identity(ctx)?;
+            let out = match out {
+                Some(out) => out,
+                None => default_identity_path()?,
+            };
+            let rotation = secrets::rotate_identity(&ctx.dir, &old, &out)
+                .context("failed to rotate the identity; nothing was changed")?;
+            say(&format!(
+                "wrote the new identity to {} (0600)",
+                rotation.identity_path.display()
+            ));
+            if let Some(backup) = &rotation.old_identity_backup {
+                say(&format!(
+                    "kept the old identity as {} (it still reads files in git history; delete \
+                     it when you no longer need them)",
+                    backup.display()
+                ));
+            }
+            for file in &rotation.files {
+                say(&format!("rekeyed {}", rel(ctx, file)));
+            }
+            for key in &rotation.retired {
+                say(&format!("retired recipient {key}"));
+            }
+            println!("{}", rotation.new_public_key);
+            Ok(ExitCode::SUCCESS)
+        }
+        SecretsCommand::Exec { names, command } => exec(ctx, &names, &command),
+    }
+}
+
+fn identity(ctx: &Context) -> anyhow::Result<secrets::Identities> {
+    Ok(secrets::resolve_identity(ctx.identity.as_deref())?)
+}
+
+fn default_identity_path() -> anyhow::Result<PathBuf> {
+    keys::default_identity_path()
+        .context("cannot find a per-user config directory (HOME is unset); pass --out PATH")
+}
+
+/// A path as the user would type it from the project directory.
+fn rel(ctx: &Context, path: &Path) -> String {
+    path.strip_prefix(&ctx.dir)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+fn keygen(
+    ctx: &Context,
+    out: Option<PathBuf>,
+    add: bool,
+    force: bool,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<ExitCode> {
+    let out = match out {
+        Some(out) => out,
+        None => default_identity_path()?,
+    };
+    let recipients_path = store::recipients_path(&ctx.dir);
+    // Validate recipients.txt before writing the key, so --add cannot fail half-way.
+    let recipients = if add {
+        let text = match std::fs::read_to_string(&recipients_path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("failed to read {}", rel(ctx, &recipients_path)))
+            }
+        };
+        Some(keys::Recipients::parse(&recipients_path, text)?)
+    } else {
+        None
+    };
+    let new = keys::NewIdentity::generate();
+    keys::write_identity_file(&out, &new.file_text, force)
+        .with_context(|| format!("failed to write the identity to {}", out.display()))?;
+    say(&format!("wrote a new identity to {} (0600)", out.display()));
+    if let Some(recipients) = recipients {
+        let text = recipients.text_with(&new.public_key, "`cutover secrets keygen --add`");
+        store::write_atomic(&recipients_path, text.as_bytes(), 0o644)
+            .with_context(|| format!("failed to update {}", rel(ctx, &recipients_path)))?;
+        say(&format!(
+            "added the public key to {}; run `cutover secrets rekey` so existing files include it",
+            rel(ctx, &recipients_path)
+        ));
+    }
+    println!("{}", new.public_key);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(ctx: &Context, name: &str, keys_only: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let identities = identity(ctx)?;
+    let path = store::secret_path(&ctx.dir, name)?;
+    let decrypted = store::decrypt_file(&path, &identities)
+        .with_context(|| format!("failed to read secrets `{name}`"))?;
+    let mut stdout = std::io::stdout().lock();
+    match (keys_only, json) {
+        (true, false) => {
+            for entry in &decrypted.entries {
+                writeln!(stdout, "{}", entry.key)?;
+            }
+        }
+        (true, true) => {
+            let keys: Vec<&str> = decrypted.entries.iter().map(|e| e.key.as_str()).collect();
+            writeln!(stdout, "{}", serde_json::to_string_pretty(&keys)?)?;
+        }
+        (false, false) => stdout.write_all(decrypted.text.expose_secret().as_bytes())?,
+        (false, true) => {
+            let map: serde_json::Map<String, serde_json::Value> = decrypted
+                .entries
+                .iter()
+                .map(|e| (e.key.clone(), e.value.expose_secret().into()))
+                .collect();
+            let text = Zeroizing::new(serde_json::to_string_pretty(&map)?);
+            writeln!(stdout, "{}", text.as_str())?;
+        }
+    }
+    stdout.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn edit(ctx: &Context, name: &str, say: &dyn Fn(&str)) -> anyhow::Result<ExitCode> {
+    let identities = identity(ctx)?;
+    let editor = edit::editor_command();
+    let report = secrets::edit_secret(&ctx.dir, name, &identities, |path| {
+        let cmd = Cmd::new(&editor[0], "run the editor")
+            .args(&editor[1..])
+            .arg(path);
+        let target = store::secret_path(&ctx.dir, name).unwrap_or_default();
+        match cmd.run_interactive() {
+            Ok(Some(0)) => Ok(()),
+            Ok(code) => Err(SecretsError::EditorStatus {
+                path: target,
+                status: code.map_or("a signal".into(), |c| format!("exit code {c}")),
+            }),
+            Err(source) => Err(SecretsError::Editor {
+                path: target,
+                source,
+            }),
+        }
+    })
+    .with_context(|| format!("failed to edit secrets `{name}`"))?;
+    if !report.on_tmpfs {
+        say(
+            "warning: no tmpfs was available, so the plaintext sat in a 0600 file under the \
+             temp directory while the editor ran (it has been removed)",
+        );
+    }
+    match report.outcome {
+        edit::Outcome::Unchanged => say(&format!(
+            "no changes; {} left as it was",
+            rel(ctx, &report.path)
+        )),
+        edit::Outcome::Changed {
+            added,
+            removed,
+            changed,
+            ..
+        } => {
+            let mut parts = Vec::new();
+            for (label, keys) in [("added", added), ("changed", changed), ("removed", removed)] {
+                if !keys.is_empty() {
+                    parts.push(format!("{label} {}", keys.join(", ")));
+                }
+            }
+            if parts.is_empty() {
+                parts.push("comments or layout only".into());
+            }
+            say(&format!(
+                "updated {}: {}",
+                rel(ctx, &report.path),
+                parts.join("; ")
+            ));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn generated(len: usize) -> SecretString {
+    use rand::distributions::{Alphanumeric, DistString};
+    SecretString::from(Alphanumeric.sample_string(&mut rand::rngs::OsRng, len))
+}
+
+/// The value comes from stdin so it never shows up in `ps`, shell history or audit logs.
+fn read_value_from_stdin(key: &str) -> anyhow::Result<SecretString> {
+    let mut stdin = std::io::stdin().lock();
+    if stdin.is_terminal() {
+        eprintln!("enter the value for {key}, then press Ctrl-D (the input is echoed)");
+    }
+    let mut bytes = Zeroizing::new(Vec::new());
+    stdin
+        .read_to_end(&mut bytes)
+        .context("failed to read the value from stdin")?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+        if bytes.last() == Some(&b'\r') {
+            bytes.pop();
+        }
+    }
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| anyhow::anyhow!("the value for {key} on stdin is not valid UTF-8"))?;
+    Ok(SecretString::from(text.to_string()))
+}
+
+fn exec(ctx: &Context, names: &[String], command: &[String]) -> anyhow::Result<ExitCode> {
+    let identities = identity(ctx)?;
+    let files = names
+        .iter()
+        .map(|name| store::secret_path(&ctx.dir, name))
+        .collect::<Result<Vec<_>, _>>()?;
+    let env = secrets::load_env(&files, &identities).context("failed to load secrets")?;
+    // The child gets the decrypted variables, not the key that decrypts everything.
+    let keep: Vec<std::ffi::OsString> = std::env::vars_os()
+        .map(|(k, _)| k)
+        .filter(|k| k != keys::AGE_KEY_ENV && k != "CUTOVER_IDENTITY")
+        .collect();
+    let Some((program, args)) = command.split_first() else {
+        bail!("no command given after `--`");
+    };
+    let mut cmd = Cmd::new(program, format!("run `{program}`"))
+        .args(args)
+        .env_clear_except(keep);
+    for (key, value) in env.iter() {
+        cmd = cmd.env(key, value.clone());
+    }
+    drop(env);
+    Err(cmd.exec_replace().into())
+}
