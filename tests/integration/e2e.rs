@@ -39,6 +39,9 @@ pub struct Setup {
     pub probe: Option<String>,
     /// Use the bundled demo secrets (secrets/demo.env.age).
     pub secrets: bool,
+    pub memory: &'static str,
+    /// Add an accessory (`cache`, the demo image) that the app depends on.
+    pub accessory: bool,
 }
 
 impl Default for Setup {
@@ -52,6 +55,8 @@ impl Default for Setup {
             stop_grace: "10s",
             probe: None,
             secrets: false,
+            memory: "64M",
+            accessory: false,
         }
     }
 }
@@ -160,6 +165,14 @@ impl Stage {
         } else {
             ""
         };
+        let (depends, accessories) = if setup.accessory {
+            (
+                "  depends_on: [cache]\n",
+                "accessories:\n  cache:\n    image: cutover-demo:v1\n    memory: 32M\n    environment: { COLOR: accessory }\n",
+            )
+        } else {
+            ("", "")
+        };
         let probe = setup
             .probe
             .as_ref()
@@ -171,14 +184,16 @@ impl Stage {
              \x20 name: web\n\
              \x20 image: cutover-demo\n\
              \x20 port: 8080\n\
-             \x20 memory: 64M\n\
+             \x20 memory: {memory}\n\
              \x20 restart: {restart}\n\
              \x20 environment:\n{env}\
              {secrets}\
+             {depends}\
              \x20 health: {{ path: /health, timeout: {timeout}, interval: 100ms }}\n\
              \x20 drain: {drain}\n\
              \x20 stop_grace: {stop_grace}\n\
              colors: {{ blue: {blue}, green: {green} }}\n\
+             {accessories}\
              nginx:\n\
              \x20 include: {include}\n\
              \x20 listen: \"127.0.0.1:{nginx_port}\"\n\
@@ -190,6 +205,7 @@ impl Stage {
             timeout = setup.health_timeout,
             drain = setup.drain,
             stop_grace = setup.stop_grace,
+            memory = setup.memory,
             blue = self.blue,
             green = self.green,
             include = prefix.join("service-url.inc").display(),
@@ -270,7 +286,12 @@ impl Stage {
     /// After a successful deploy to `color`: only that color runs, nginx points at it, it
     /// answers through nginx with `version`, and history's last entry says so.
     pub fn assert_serving(&self, color: &str, version: &str) {
-        assert_eq!(self.running_services(), vec![format!("web-{color}")]);
+        let colors: Vec<String> = self
+            .running_services()
+            .into_iter()
+            .filter(|s| s.starts_with("web-"))
+            .collect();
+        assert_eq!(colors, vec![format!("web-{color}")]);
         assert!(
             self.include()
                 .contains(&format!("127.0.0.1:{};", self.port_of(color))),
@@ -673,10 +694,35 @@ fn e2e_redeploy_without_image_and_rollback() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup::default());
-    stage.deploy_ok("cutover-demo:v1");
+    let stage = Stage::new(Setup {
+        accessory: true,
+        ..Setup::default()
+    });
+    let stdout = stage.deploy_ok("cutover-demo:v1");
+    assert!(stdout.contains("to blue"), "{stdout}");
+    // The first deploy starts the accessory (before the app); later deploys leave it alone.
+    let accessory_id = || {
+        let containers = cutover::compose::containers_of(&stage.project).unwrap();
+        let cache: Vec<_> = containers
+            .into_iter()
+            .filter(|c| c.service == "cache" && c.running())
+            .collect();
+        assert_eq!(cache.len(), 1, "one running accessory");
+        cache[0].id.clone()
+    };
+    let first_id = accessory_id();
+    let steps: Vec<String> = stage.history()[0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap().to_string())
+        .collect();
+    let pos = |name: &str| steps.iter().position(|s| s == name).unwrap();
+    assert!(pos("accessories") < pos("up"), "{steps:?}");
     stage.deploy_ok("cutover-demo:v2");
-    stage.assert_serving("green", "v2");
+    assert_eq!(accessory_id(), first_id, "the accessory was not recreated");
+    let running = stage.running_services();
+    assert_eq!(running, ["cache", "web-green"]);
     // No --image: the active image moves to the other color (a config or secret change).
     let (ok, stdout, stderr) = stage.deploy(&[]);
     assert!(ok, "{stderr}");
@@ -849,4 +895,77 @@ fn e2e_secrets_reach_the_app_only_through_the_environment_and_rotate_with_a_rede
         "{stderr}"
     );
     stage.assert_serving("green", "v1");
+}
+
+#[test]
+fn e2e_memory_budget_refuses_a_second_color_that_cannot_fit() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup {
+        memory: "4096G",
+        ..Setup::default()
+    });
+    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v1"]);
+    assert!(!ok);
+    assert!(stderr.contains("not enough memory"), "{stderr}");
+    assert!(
+        stderr.contains("it needs 4194304 MiB"),
+        "numbers in MiB: {stderr}"
+    );
+    assert!(
+        stderr.contains("MemAvailable") && stderr.contains("SwapFree"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert!(stage.running_services().is_empty(), "nothing started");
+}
+
+#[test]
+fn e2e_prune_keeps_the_newest_and_removes_the_rest() {
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup::default());
+    // A private repository (tags of the demo image), so other tests' images are never touched.
+    let repo = format!("cutover-prune-{}", stage.project);
+    let tag = |t: &str| format!("{repo}:{t}");
+    for t in ["a", "b", "c"] {
+        let ok = std::process::Command::new("docker")
+            .args(["tag", "cutover-demo:v1", &tag(t)])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let text = std::fs::read_to_string(stage.path().join("cutover.yml")).unwrap();
+    std::fs::write(
+        stage.path().join("cutover.yml"),
+        text.replace("image: cutover-demo\n", &format!("image: {repo}\n")),
+    )
+    .unwrap();
+    let out = stage
+        .cutover()
+        .args(["prune", "--keep", "1", "--dry-run", "--json"])
+        .assert()
+        .success();
+    let plan: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(
+        plan["removed"],
+        serde_json::json!([tag("b"), tag("a")]),
+        "{plan}"
+    );
+    assert!(
+        cutover::images::exists(&tag("a")),
+        "dry run removes nothing"
+    );
+    stage
+        .cutover()
+        .args(["prune", "--keep", "1"])
+        .assert()
+        .success();
+    assert!(cutover::images::exists(&tag("c")));
+    assert!(!cutover::images::exists(&tag("b")) && !cutover::images::exists(&tag("a")));
+    let _ = std::process::Command::new("docker")
+        .args(["rmi", &tag("c")])
+        .output();
 }
