@@ -205,6 +205,8 @@ pub struct Failed {
 
 struct Run<'a, 'r> {
     d: &'a Deployer<'a>,
+    /// The color that served before this deploy (None on a first deploy).
+    from: Option<Color>,
     reporter: &'r mut dyn Reporter,
     project: Project,
     nginx: Nginx,
@@ -234,6 +236,7 @@ impl<'a> Deployer<'a> {
         };
         let mut run = Run {
             d: self,
+            from: None,
             reporter,
             project: self.project(),
             nginx,
@@ -311,6 +314,7 @@ impl Run<'_, '_> {
         };
         // Nothing running: the first deploy (or a recovery) goes to blue.
         let to = from.map(Color::other).unwrap_or(Color::Blue);
+        self.from = from;
         let from_image = from.and_then(|c| observed.image_of(loaded, c));
         let image = match (&req.image, req.rollback) {
             (Some(image), _) => image.clone(),
@@ -797,6 +801,12 @@ impl Run<'_, '_> {
     ) -> anyhow::Error {
         let config = &self.d.loaded.config;
         let logs = self.project.logs(idle_service, 20);
+        // Compose prints "Attaching to …" even when there is no container to read.
+        let logs: String = logs
+            .lines()
+            .filter(|l| !l.starts_with("Attaching to"))
+            .collect::<Vec<_>>()
+            .join("\n");
         self.start("teardown", idle_service.to_string());
         let teardown = self
             .project
@@ -810,9 +820,13 @@ impl Run<'_, '_> {
                 "deploy"
             }
         );
+        let unchanged = match self.from {
+            Some(old) => format!("nginx still serves {old}"),
+            None => "nothing served before this deploy".to_string(),
+        };
         match teardown {
             Ok(()) => message.push_str(&format!(
-                "\n{idle_service} was stopped and removed; nginx still serves the previous color"
+                "\n{idle_service} was stopped and removed; {unchanged}"
             )),
             Err(e) => message.push_str(&format!("\ncould not remove {idle_service}: {e}")),
         }

@@ -298,6 +298,21 @@ impl Stage {
             "include: {}",
             self.include()
         );
+        // The memory limit from deploy.resources is applied by this compose flavour.
+        let id = cutover::compose::containers_of(&self.project)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.service == format!("web-{color}") && c.running())
+            .unwrap()
+            .id;
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.HostConfig.Memory}}", &id])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            (64u64 << 20).to_string()
+        );
         let (code, body) = self.get("/").expect("nginx answers");
         assert_eq!(code, 200);
         assert_eq!(body.trim(), format!("version={version} color={color}"));
@@ -426,7 +441,7 @@ fn e2e_health_never_passing_leaves_old_color_serving() {
     assert!(stderr.contains("HTTP 503"), "{stderr}");
     assert!(stderr.contains("last log lines of web-green"), "{stderr}");
     assert!(
-        stderr.contains("nginx still serves the previous color"),
+        stderr.contains("web-green was stopped and removed; nginx still serves blue"),
         "{stderr}"
     );
     assert_eq!(stage.running_services(), ["web-blue"]);
