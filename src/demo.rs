@@ -157,16 +157,7 @@ pub fn ensure_images(source_dir: &Path) -> anyhow::Result<bool> {
 /// The demo project's cutover.yml.
 pub fn project_config(project: &str, ports: [u16; 3], prefix: &Path, secrets: bool) -> String {
     let [blue, green, nginx_port] = ports;
-    let argv = |extra: &[&str]| {
-        let list = crate::nginx::LocalNginx::argv(prefix, extra);
-        format!(
-            "[{}]",
-            list.iter()
-                .map(|a| format!("\"{a}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
+    let argv = |extra: &[&str]| crate::nginx::LocalNginx::argv_yaml(prefix, extra);
     format!(
         "# The cutover demo: the bundled demo app, blue/green behind a private nginx.\n\
          project: {project}\n\

@@ -180,6 +180,15 @@ impl LocalNginx {
         argv
     }
 
+    /// [`LocalNginx::argv`] as a YAML flow list, for `nginx.test` / `nginx.reload` in a config.
+    pub fn argv_yaml(prefix: &Path, extra: &[&str]) -> String {
+        let words: Vec<String> = Self::argv(prefix, extra)
+            .iter()
+            .map(|a| serde_json::Value::String(a.clone()).to_string())
+            .collect();
+        format!("[{}]", words.join(", "))
+    }
+
     /// Starts nginx (it daemonizes) after writing the config; `site.conf` must exist.
     pub fn start(prefix: &Path, port: u16) -> anyhow::Result<LocalNginx> {
         let conf = Self::write_config(prefix)?;

@@ -146,16 +146,7 @@ impl Stage {
 
     pub fn write_config(&self, setup: &Setup) {
         let prefix = self.prefix();
-        let argv = |extra: &[&str]| {
-            let list = cutover::nginx::LocalNginx::argv(&prefix, extra);
-            format!(
-                "[{}]",
-                list.iter()
-                    .map(|a| format!("\"{a}\""))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        };
+        let argv = |extra: &[&str]| cutover::nginx::LocalNginx::argv_yaml(&prefix, extra);
         let mut env = format!("    STARTUP_DELAY_MS: \"{}\"\n", setup.startup_delay_ms);
         for (k, v) in &setup.extra_env {
             env.push_str(&format!("    {k}: \"{v}\"\n"));
