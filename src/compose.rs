@@ -188,14 +188,28 @@ impl Project {
         cmd.run().map(|_| ())
     }
 
-    /// `stop -t GRACE SERVICE` then `rm -f SERVICE` (never `down SERVICE`: a usage error in
-    /// v1 that exits 0, and the whole project in early v2).
+    /// Stops a service's containers with a grace period, then removes them (never
+    /// `down SERVICE`: a usage error in v1 that exits 0, and the whole project in early v2).
+    /// The containers are found by their compose labels and handled with the docker CLI, which
+    /// is what `compose stop`/`rm` do, without two compose start-ups on the deploy's path.
     pub fn stop_and_remove(&self, service: &str, grace: Duration) -> Result<(), ProcessError> {
-        self.cmd(format!("stop {service}"))
-            .args(["stop", "-t", &grace.as_secs().to_string(), service])
+        let ids: Vec<String> = containers_of(&self.name)?
+            .into_iter()
+            .filter(|c| c.service == service)
+            .map(|c| c.id)
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        Cmd::new("docker", format!("stop {service}"))
+            .args(["stop", "-t", &grace.as_secs().to_string()])
+            .args(&ids)
+            .timeout(grace + Duration::from_secs(60))
             .run()?;
-        self.cmd(format!("remove {service}"))
-            .args(["rm", "-f", service])
+        Cmd::new("docker", format!("remove {service}"))
+            .args(["rm", "-f"])
+            .args(&ids)
+            .timeout(Duration::from_secs(60))
             .run()?;
         Ok(())
     }
