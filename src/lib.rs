@@ -73,6 +73,12 @@ impl Context {
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = Context::from_cli(&cli)?;
+    if ctx.verbosity == Verbosity::Verbose {
+        process::set_trace(Box::new(|line, took, code| {
+            let status = code.map_or("killed".to_string(), |c| format!("exit {c}"));
+            eprintln!("    $ {line}  ({}, {status})", report::duration(took));
+        }));
+    }
     match cli.command {
         Command::Completions { shell } => cmd::completions(shell),
         other => cmd::dispatch(&ctx, other),

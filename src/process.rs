@@ -13,6 +13,17 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 
+/// Receives every finished subprocess (its display line, how long it took, its exit code),
+/// for `-v`. The command layer installs it; this module never prints.
+pub type Trace = Box<dyn Fn(&str, Duration, Option<i32>) + Send + Sync>;
+
+static TRACE: std::sync::OnceLock<Trace> = std::sync::OnceLock::new();
+
+/// Installs the trace hook (once per process).
+pub fn set_trace(trace: Trace) {
+    let _ = TRACE.set(trace);
+}
+
 /// Why a subprocess did not do its job. Callers branch on `NotFound` (tool missing: try the
 /// other compose flavour, say how to install) versus `Failed`.
 #[derive(Debug, thiserror::Error)]
@@ -222,10 +233,15 @@ impl Cmd {
     /// Runs to completion and returns the output whatever the exit status.
     pub fn run_unchecked(&self) -> Result<Output, ProcessError> {
         let expr = self.expression();
+        let started = std::time::Instant::now();
         let result = match self.timeout {
             None => expr.run(),
             Some(limit) => run_with_timeout(expr, limit),
         };
+        if let Some(trace) = TRACE.get() {
+            let code = result.as_ref().ok().and_then(|o| o.status.code());
+            trace(&self.display(), started.elapsed(), code);
+        }
         match result {
             Ok(out) => Ok(Output {
                 code: out.status.code(),

@@ -46,3 +46,25 @@ fn completions_for_bash_name_subcommands() {
         "{text}"
     );
 }
+
+#[test]
+fn verbose_traces_each_subprocess_with_its_exit_code() {
+    if !crate::common::require("docker", "trace docker subprocesses") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        crate::common::fixture("configs/good/minimal.yml"),
+        dir.path().join("cutover.yml"),
+    )
+    .unwrap();
+    let out = cutover(dir.path()).args(["-v", "status"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("    $ docker ps -a -q --no-trunc --filter"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("exit 0"), "{stderr}");
+    let quiet = cutover(dir.path()).arg("status").output().unwrap();
+    assert!(!String::from_utf8_lossy(&quiet.stderr).contains("    $ "));
+}
