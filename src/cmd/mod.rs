@@ -1,6 +1,7 @@
 //! The command layer: one file per subcommand group. These functions call the domain modules
 //! and decide what reaches stdout (results, JSON) and stderr (progress, step lines).
 
+mod bootstrap;
 mod deploy;
 mod init;
 mod render;
@@ -24,7 +25,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::History(args) => deploy::run_history(ctx, args),
         Command::Prune(args) => deploy::run_prune(ctx, args),
         Command::Secrets(_) => not_yet("secrets", 3),
-        Command::Bootstrap(_) => not_yet("bootstrap", 5),
+        Command::Bootstrap(args) => bootstrap::run(ctx, args),
         Command::Demo(_) => not_yet("demo", 4),
     }
 }
