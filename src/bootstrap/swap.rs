@@ -301,6 +301,7 @@ pub fn swapon_step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()>
         ));
         return Ok(());
     }
+    step.summary(format!("enable {SWAP_FILE} now"));
     step.live_command(&swapon)?;
     Ok(())
 }
