@@ -273,6 +273,12 @@ pub struct BootstrapArgs {
     /// Print a JSON report on stdout
     #[arg(long)]
     pub json: bool,
+    /// With --cloud-init: the instance type's RAM, for --swap auto [default: 1G, a t2.micro]
+    #[arg(long, value_name = "SIZE", requires = "cloud_init")]
+    pub ram: Option<String>,
+    /// With --cloud-init: the image's distribution (ubuntu, debian or amzn) [default: ubuntu]
+    #[arg(long, value_name = "ID", requires = "cloud_init")]
+    pub os: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@
 //! secrets, compose, nginx, deploy, …) do the work and return values or errors.
 
 pub mod atomic;
+pub mod bootstrap;
 pub mod cli;
 mod cmd;
 pub mod compose;

@@ -20,12 +20,15 @@ use crate::config::{Color, CommandLine, Config};
 pub const COMPOSE: &str = "compose.yml.j2";
 pub const INCLUDE: &str = "service-url.inc.j2";
 pub const SITE: &str = "nginx-site.conf.j2";
+/// `bootstrap --cloud-init` user-data (`.yml`: values are written as JSON scalars).
+pub const CLOUD_INIT: &str = "cloud-init.yml.j2";
 
 /// Every built-in template, by the name a project overrides it with.
 const BUILT_IN: &[(&str, &str)] = &[
     (COMPOSE, include_str!("../templates/compose.yml.j2")),
     (INCLUDE, include_str!("../templates/service-url.inc.j2")),
     (SITE, include_str!("../templates/nginx-site.conf.j2")),
+    (CLOUD_INIT, include_str!("../templates/cloud-init.yml.j2")),
 ];
 
 /// Secret key names per service group: values never pass through rendering.
@@ -115,6 +118,13 @@ impl Renderer {
                 },
             },
         )
+    }
+}
+
+impl Renderer {
+    /// `#cloud-config` user-data from the bootstrap module's view of the steps.
+    pub fn cloud_init(&self, view: impl Serialize) -> anyhow::Result<String> {
+        self.render(CLOUD_INIT, view)
     }
 }
 

@@ -1,6 +1,7 @@
 //! The command layer: one file per subcommand group. These functions call the domain modules
 //! and decide what reaches stdout (results, JSON) and stderr (progress, step lines).
 
+mod bootstrap;
 mod demo;
 mod deploy;
 mod init;
@@ -27,13 +28,9 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::History(args) => deploy::run_history(ctx, args),
         Command::Prune(args) => deploy::run_prune(ctx, args),
         Command::Secrets(command) => secrets::run(ctx, command),
-        Command::Bootstrap(_) => not_yet("bootstrap", 5),
+        Command::Bootstrap(args) => bootstrap::run(ctx, args),
         Command::Demo(args) => demo::run(ctx, args),
     }
-}
-
-fn not_yet(name: &str, issue: u32) -> anyhow::Result<ExitCode> {
-    bail!("`cutover {name}` is not implemented yet (tracked in issue #{issue})")
 }
 
 pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {

@@ -3,6 +3,7 @@
 //! [`common::require`]: without the tool they say so loudly and skip, and with `CI` set they
 //! fail instead.
 
+mod bootstrap;
 mod cli;
 mod common;
 mod config;

@@ -1,0 +1,442 @@
+//! `cutover bootstrap`: the steps that make a fresh box ready for deploys, and the report
+//! they produce.
+//!
+//! Every step is idempotent: it looks at the box first and changes only what differs, so a
+//! second run reports every step `ok` and a half-finished first run can simply be re-run
+//! (the seed scripts' copy-pasted `dd … >> /etc/fstab` duplicated lines on every run).
+//!
+//! Where changes land is decided in one place, [`Target`], so no step can forget a mode:
+//! - live: files under `/`, live-system commands (swapon, sysctl, systemctl, package
+//!   installs, usermod, nginx reload) run; needs root;
+//! - `--root DIR`: every file change lands under DIR (image building, tests); commands that
+//!   only touch files (`fallocate`, `dd`, `mkswap`) run, live-system ones are listed as not
+//!   run, so they can be replayed on the box;
+//! - `--dry-run`: nothing changes; every change and command is listed as what would happen.
+//!
+//! Nothing here prints: the command layer (`cmd/bootstrap.rs`) turns the [`Report`] into
+//! lines or JSON. Secret material (the box's age identity) never enters the report.
+
+pub mod cloud_init;
+pub mod identity;
+pub mod nginx_site;
+pub mod packages;
+pub mod services;
+pub mod swap;
+pub mod sysctl;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::Serialize;
+
+use crate::config::{Swap, Swappiness};
+use crate::process::Cmd;
+
+/// Everything a bootstrap run needs, decided by the command layer from flags and config.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub target: Target,
+    pub swap: Swap,
+    pub swappiness: Swappiness,
+    pub install: bool,
+    /// The deploy user (docker group member, owner of the box identity).
+    pub user: Option<String>,
+    /// The nginx files of the project; `None` without a cutover.yml.
+    pub nginx: Option<nginx_site::Files>,
+    /// Why there are no nginx files (shown as the skip reason).
+    pub no_config_reason: String,
+    /// The project's state dir and the project dir whose owner it gets; `None` without config.
+    pub state_dir: Option<(PathBuf, PathBuf)>,
+    /// Where the box's own age identity lives (live path; mapped under `--root`).
+    pub identity: PathBuf,
+}
+
+/// Where changes land: see the module docs for the three modes.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub root: Option<PathBuf>,
+    pub dry_run: bool,
+}
+
+impl Target {
+    /// The path a live-system path maps to: itself, or the same path under `--root`.
+    pub fn path(&self, live: &Path) -> PathBuf {
+        match &self.root {
+            Some(root) => root.join(live.strip_prefix("/").unwrap_or(live)),
+            None => live.to_path_buf(),
+        }
+    }
+
+    /// Whether live-system commands run (not under `--root`, not in a dry run).
+    pub fn live(&self) -> bool {
+        self.root.is_none() && !self.dry_run
+    }
+
+    /// Whether the live system's state (`/proc/swaps`, installed tools, services) is the
+    /// state that matters: true unless `--root` points elsewhere.
+    pub fn on_live_system(&self) -> bool {
+        self.root.is_none()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Already as wanted; nothing changed.
+    Ok,
+    /// Something changed (or, in a dry run, would change).
+    Changed,
+    /// Not applicable or not asked for; `reason` says why.
+    Skipped,
+    /// The step failed; the run stopped here.
+    Failed,
+}
+
+/// One step's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    pub name: &'static str,
+    pub status: Status,
+    /// One line: what the step found or did, or why it was skipped.
+    pub summary: String,
+    /// Each change made (or, in a dry run, that would be made), including commands run.
+    pub changes: Vec<String>,
+    /// Live-system commands not run because of `--root` (to replay on the box).
+    pub not_run: Vec<String>,
+    /// Things the operator should know or do by hand.
+    pub notes: Vec<String>,
+    /// The error chain when the step failed (never holds secret material).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The whole run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: &'static str,
+    pub root: Option<PathBuf>,
+    pub dry_run: bool,
+    pub steps: Vec<Step>,
+    /// The box identity's public key (an age recipient: safe to print and commit).
+    pub recipient: Option<String>,
+    pub identity_path: Option<PathBuf>,
+}
+
+impl Report {
+    pub fn failed(&self) -> Option<&Step> {
+        self.steps.iter().find(|s| s.status == Status::Failed)
+    }
+
+    pub fn changed(&self) -> bool {
+        self.steps.iter().any(|s| s.status == Status::Changed)
+    }
+
+    pub fn not_run(&self) -> impl Iterator<Item = &String> {
+        self.steps.iter().flat_map(|s| &s.not_run)
+    }
+}
+
+/// A step in progress: records changes and routes commands by mode.
+pub struct StepRun<'a> {
+    pub target: &'a Target,
+    step: Step,
+}
+
+impl<'a> StepRun<'a> {
+    fn new(target: &'a Target, name: &'static str) -> Self {
+        StepRun {
+            target,
+            step: Step {
+                name,
+                status: Status::Ok,
+                summary: String::new(),
+                changes: Vec::new(),
+                not_run: Vec::new(),
+                notes: Vec::new(),
+                error: None,
+            },
+        }
+    }
+
+    pub fn summary(&mut self, text: impl Into<String>) {
+        self.step.summary = text.into();
+    }
+
+    pub fn change(&mut self, what: impl Into<String>) {
+        self.step.changes.push(what.into());
+        self.step.status = Status::Changed;
+    }
+
+    pub fn note(&mut self, what: impl Into<String>) {
+        self.step.notes.push(what.into());
+    }
+
+    pub fn skip(&mut self, reason: impl Into<String>) {
+        self.step.status = Status::Skipped;
+        self.step.summary = reason.into();
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.target.dry_run
+    }
+
+    /// A live-system command: runs live, is listed under `--root`, is a planned change in a
+    /// dry run. Returns the output when it ran.
+    pub fn live_command(&mut self, cmd: &Cmd) -> anyhow::Result<Option<crate::process::Output>> {
+        if self.target.root.is_some() {
+            self.step.not_run.push(cmd.display());
+            return Ok(None);
+        }
+        self.change(format!("run `{}`", cmd.display()));
+        if self.target.dry_run {
+            return Ok(None);
+        }
+        Ok(Some(cmd.run()?))
+    }
+
+    /// A command that only writes files we own (mkswap on the swap file): runs unless dry.
+    pub fn file_command(&mut self, cmd: &Cmd) -> anyhow::Result<()> {
+        self.change(format!("run `{}`", cmd.display()));
+        if !self.target.dry_run {
+            cmd.run()?;
+        }
+        Ok(())
+    }
+
+    /// Writes `contents` to the live path `live` (mapped under `--root`) when it differs,
+    /// and fixes its mode; returns whether anything changed.
+    pub fn write_file(&mut self, live: &Path, contents: &[u8], mode: u32) -> anyhow::Result<bool> {
+        let path = self.target.path(live);
+        let current = match std::fs::read(&path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+        };
+        if current.as_deref() == Some(contents) {
+            return self.ensure_mode(&path, mode, false);
+        }
+        let verb = if current.is_some() {
+            "update"
+        } else {
+            "create"
+        };
+        self.change(format!("{verb} {} (mode {mode:04o})", path.display()));
+        if !self.target.dry_run {
+            crate::atomic::write(&path, contents, mode)?;
+        }
+        Ok(true)
+    }
+
+    /// Sets `path`'s permission bits to `mode` when they differ (or, with `only_looser`,
+    /// only when they grant more than `mode`); returns whether anything changed.
+    pub fn ensure_mode(
+        &mut self,
+        path: &Path,
+        mode: u32,
+        only_looser: bool,
+    ) -> anyhow::Result<bool> {
+        let meta = std::fs::metadata(path)
+            .with_context(|| format!("could not read the metadata of {}", path.display()))?;
+        let current = meta.permissions().mode() & 0o7777;
+        let wrong = if only_looser {
+            current & !mode != 0
+        } else {
+            current != mode
+        };
+        if !wrong {
+            return Ok(false);
+        }
+        self.change(format!(
+            "chmod {mode:04o} {} (was {current:04o})",
+            path.display()
+        ));
+        if !self.target.dry_run {
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+                .with_context(|| format!("could not chmod {}", path.display()))?;
+        }
+        Ok(true)
+    }
+
+    fn finish(mut self, result: anyhow::Result<()>) -> Step {
+        if let Err(err) = result {
+            self.step.status = Status::Failed;
+            self.step.error = Some(format!("{err:#}"));
+        }
+        if self.step.summary.is_empty() {
+            self.step.summary = match self.step.status {
+                Status::Ok => "already as wanted".into(),
+                Status::Changed if self.target.dry_run => "would change".into(),
+                Status::Changed => "changed".into(),
+                Status::Failed => "failed (the error follows)".into(),
+                Status::Skipped => "skipped".into(),
+            };
+        }
+        self.step
+    }
+}
+
+/// Why a run cannot start. The command layer prints it; nothing has changed yet.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "bootstrap changes system files and services and must run as root (it is running as uid {0}); \
+         rerun with sudo, or use --dry-run to see the plan or --root DIR to write the files under DIR"
+    )]
+    NotRoot(u32),
+}
+
+/// The effective uid of this process, from `/proc/self/status` (no libc binding needed).
+pub fn effective_uid() -> anyhow::Result<u32> {
+    let status = std::fs::read_to_string("/proc/self/status")
+        .context("could not read /proc/self/status to learn the effective uid")?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .and_then(|euid| euid.parse().ok())
+        .context("no effective uid in /proc/self/status")
+}
+
+/// Refuses a live run by a non-root user before anything changes.
+pub fn check_privileges(target: &Target) -> anyhow::Result<()> {
+    if target.root.is_some() || target.dry_run {
+        return Ok(());
+    }
+    let uid = effective_uid()?;
+    if uid != 0 {
+        return Err(Refused::NotRoot(uid).into());
+    }
+    Ok(())
+}
+
+/// Runs every step in order; a failed step stops the run and is the last step reported.
+pub fn run(opts: &Options) -> Report {
+    let target = &opts.target;
+    let mut report = Report {
+        mode: match (&target.root, target.dry_run) {
+            (None, false) => "live",
+            (Some(_), false) => "root",
+            (None, true) => "dry-run",
+            (Some(_), true) => "root dry-run",
+        },
+        root: target.root.clone(),
+        dry_run: target.dry_run,
+        steps: Vec::new(),
+        recipient: None,
+        identity_path: None,
+    };
+    type StepFn = fn(&Options, &mut StepRun<'_>, &mut Report) -> anyhow::Result<()>;
+    let steps: [(&'static str, StepFn); 10] = [
+        ("swap file", |o, s, _| swap::file_step(o, s)),
+        ("swapon", |o, s, _| swap::swapon_step(o, s)),
+        ("fstab", |o, s, _| swap::fstab_step(o, s)),
+        ("swappiness", |o, s, _| sysctl::step(o, s)),
+        ("packages", |o, s, _| packages::step(o, s)),
+        ("services", |o, s, _| services::services_step(o, s)),
+        ("docker group", |o, s, _| services::docker_group_step(o, s)),
+        ("nginx site", |o, s, _| nginx_site::step(o, s)),
+        ("state dir", |o, s, _| state_dir_step(o, s)),
+        ("identity", |o, s, r| {
+            let (path, recipient) = identity::step(o, s)?;
+            r.identity_path = Some(path);
+            r.recipient = recipient;
+            Ok(())
+        }),
+    ];
+    for (name, f) in steps {
+        let mut step = StepRun::new(target, name);
+        let result = f(opts, &mut step, &mut report);
+        let step = step.finish(result);
+        let failed = step.status == Status::Failed;
+        report.steps.push(step);
+        if failed {
+            break;
+        }
+    }
+    report
+}
+
+/// The project's state dir (lock, history, rendered files): created 0750 and owned by the
+/// project directory's owner, since deploys run as that user, not as root.
+fn state_dir_step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
+    let Some((live, project_dir)) = &opts.state_dir else {
+        step.skip(opts.no_config_reason.clone());
+        return Ok(());
+    };
+    let path = step.target.path(live);
+    step.summary(path.display().to_string());
+    if !path.exists() {
+        step.change(format!("create {} (mode 0750)", path.display()));
+        if step.dry_run() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&path)
+            .with_context(|| format!("could not create {}", path.display()))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o750))
+            .with_context(|| format!("could not chmod {}", path.display()))?;
+    } else {
+        // Stricter than 0750 (e.g. 0700) is fine; group-writable or world-anything is not.
+        step.ensure_mode(&path, 0o750, true)?;
+    }
+    let owner = std::fs::metadata(project_dir)
+        .with_context(|| format!("could not read the metadata of {}", project_dir.display()))?;
+    if let Ok(meta) = std::fs::metadata(&path) {
+        if (meta.uid(), meta.gid()) != (owner.uid(), owner.gid()) {
+            step.change(format!(
+                "chown {}:{} {} (the project directory's owner, who runs deploys)",
+                owner.uid(),
+                owner.gid(),
+                path.display()
+            ));
+            if !step.dry_run() {
+                std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid()))
+                    .with_context(|| format!("could not chown {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Finds a system binary that may live in an sbin directory missing from a user's PATH.
+/// Found on PATH it stays a bare name, so listed commands read as typed.
+pub fn sbin(program: &str) -> PathBuf {
+    crate::process::which(program)
+        .map(|_| PathBuf::from(program))
+        .or_else(|| {
+            ["/usr/sbin", "/sbin", "/usr/bin", "/bin"]
+                .iter()
+                .map(|d| Path::new(d).join(program))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_maps_live_paths_under_root() {
+        let t = Target {
+            root: Some("/tmp/r".into()),
+            dry_run: false,
+        };
+        assert_eq!(
+            t.path(Path::new("/etc/fstab")),
+            Path::new("/tmp/r/etc/fstab")
+        );
+        let live = Target {
+            root: None,
+            dry_run: false,
+        };
+        assert_eq!(live.path(Path::new("/etc/fstab")), Path::new("/etc/fstab"));
+    }
+
+    #[test]
+    fn effective_uid_matches_proc() {
+        let uid = effective_uid().unwrap();
+        let meta = std::fs::metadata("/proc/self").unwrap();
+        assert_eq!(uid, meta.uid());
+    }
+}

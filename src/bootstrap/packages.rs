@@ -1,0 +1,288 @@
+//! Which packages give a box docker, compose and nginx, by distribution, and installing the
+//! missing ones with apt or dnf.
+//!
+//! The distribution comes from `/etc/os-release` (`ID`, then `ID_LIKE`), the one file every
+//! current distribution has. What is missing is decided by tool, not by package name: a box
+//! with Docker's own `docker-ce` + `docker-compose-plugin` already has docker and compose,
+//! and installing `docker.io` over them would conflict. Amazon Linux 2023 packages no
+//! compose at all; the step says exactly how to add the official plugin binary instead of
+//! downloading an unverified binary itself.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::{sbin, Options, StepRun};
+use crate::process::Cmd;
+
+/// The fields of `/etc/os-release` that choose the packages.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OsRelease {
+    pub id: String,
+    pub id_like: Vec<String>,
+    pub version_id: String,
+    pub pretty_name: String,
+}
+
+impl OsRelease {
+    pub fn parse(text: &str) -> OsRelease {
+        let vars: BTreeMap<&str, String> = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim(), v.trim().trim_matches(['"', '\'']).to_string()))
+            .collect();
+        let get = |k: &str| vars.get(k).cloned().unwrap_or_default();
+        OsRelease {
+            id: get("ID"),
+            id_like: get("ID_LIKE")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+            version_id: get("VERSION_ID"),
+            pretty_name: get("PRETTY_NAME"),
+        }
+    }
+
+    /// Reads `<root>/etc/os-release` (falling back to `/usr/lib/os-release`, as the spec says).
+    pub fn read(root: &Path) -> Option<OsRelease> {
+        ["etc/os-release", "usr/lib/os-release"]
+            .iter()
+            .find_map(|rel| std::fs::read_to_string(root.join(rel)).ok())
+            .map(|t| OsRelease::parse(&t))
+    }
+
+    fn is(&self, id: &str) -> bool {
+        self.id == id || self.id_like.iter().any(|l| l == id)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Manager {
+    Apt,
+    Dnf,
+}
+
+/// The packages for each tool on one distribution.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub manager: Manager,
+    pub docker: &'static str,
+    /// `None`: the distribution packages no compose (see [`COMPOSE_BY_HAND`]).
+    pub compose: Option<&'static str>,
+    pub nginx: &'static str,
+}
+
+/// What to run on Amazon Linux 2023, which packages no docker compose: the official
+/// plugin binary from Docker's GitHub releases, where `docker compose` looks for plugins.
+pub const COMPOSE_BY_HAND: &str = "sudo mkdir -p /usr/local/lib/docker/cli-plugins && \
+sudo curl -fsSL -o /usr/local/lib/docker/cli-plugins/docker-compose \
+\"https://github.com/docker/compose/releases/latest/download/docker-compose-linux-$(uname -m)\" && \
+sudo chmod 0755 /usr/local/lib/docker/cli-plugins/docker-compose && docker compose version";
+
+/// The package plan for a distribution, or why there is none.
+pub fn plan(os: &OsRelease) -> Result<Plan, String> {
+    if os.id == "ubuntu" {
+        // Ubuntu ≥ 22.04 ships compose v2 as docker-compose-v2 (universe).
+        return Ok(Plan {
+            manager: Manager::Apt,
+            docker: "docker.io",
+            compose: Some("docker-compose-v2"),
+            nginx: "nginx",
+        });
+    }
+    if os.is("debian") || os.is("ubuntu") {
+        // Debian's docker-compose is v1 (1.29) up to bookworm and v2 from trixie; cutover
+        // supports both.
+        return Ok(Plan {
+            manager: Manager::Apt,
+            docker: "docker.io",
+            compose: Some("docker-compose"),
+            nginx: "nginx",
+        });
+    }
+    if os.id == "amzn" {
+        return Ok(Plan {
+            manager: Manager::Dnf,
+            docker: "docker",
+            compose: None,
+            nginx: "nginx",
+        });
+    }
+    if os.id == "fedora" {
+        return Ok(Plan {
+            manager: Manager::Dnf,
+            docker: "moby-engine",
+            compose: Some("docker-compose"),
+            nginx: "nginx",
+        });
+    }
+    Err(format!(
+        "no package plan for {} (ID={}): install docker, docker compose and nginx yourself, \
+         then rerun with --no-install",
+        if os.pretty_name.is_empty() {
+            "this distribution"
+        } else {
+            &os.pretty_name
+        },
+        os.id
+    ))
+}
+
+/// The install commands for `packages` (apt refreshes its lists first: a fresh EC2 image's
+/// lists are stale or empty).
+pub fn install_commands(manager: Manager, packages: &[&str]) -> Vec<Cmd> {
+    let summary = format!("install {}", packages.join(" "));
+    match manager {
+        Manager::Apt => vec![
+            Cmd::new("apt-get", "refresh the apt package lists")
+                .args(["update", "-q"])
+                .plain_env("DEBIAN_FRONTEND", "noninteractive"),
+            Cmd::new("apt-get", summary)
+                .args(["install", "-y", "-q"])
+                .args(packages)
+                .plain_env("DEBIAN_FRONTEND", "noninteractive"),
+        ],
+        Manager::Dnf => vec![Cmd::new("dnf", summary)
+            .args(["install", "-y", "-q"])
+            .args(packages)],
+    }
+}
+
+/// Which tools this box has: docker, compose (v2 plugin or v1), nginx.
+#[derive(Debug, Clone, Copy)]
+pub struct Present {
+    pub docker: bool,
+    pub compose: bool,
+    pub nginx: bool,
+}
+
+impl Present {
+    pub fn probe() -> Present {
+        let docker = crate::process::which("docker").is_some();
+        let compose = crate::process::which("docker-compose").is_some()
+            || (docker
+                && Cmd::new("docker", "check for docker compose")
+                    .args(["compose", "version"])
+                    .run()
+                    .is_ok());
+        let nginx = crate::process::which("nginx").is_some() || sbin("nginx").is_absolute();
+        Present {
+            docker,
+            compose,
+            nginx,
+        }
+    }
+}
+
+pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
+    if !opts.install {
+        step.skip("--no-install");
+        return Ok(());
+    }
+    // Under --root, the tree's own os-release when it has one (an image being built), else
+    // this box's.
+    let os = step
+        .target
+        .root
+        .as_deref()
+        .and_then(OsRelease::read)
+        .or_else(|| OsRelease::read(Path::new("/")));
+    let Some(os) = os else {
+        anyhow::bail!(
+            "no /etc/os-release: cannot tell apt from dnf; install docker, compose and nginx \
+             yourself and rerun with --no-install"
+        );
+    };
+    let plan = plan(&os).map_err(anyhow::Error::msg)?;
+    let everything: Vec<&str> = [Some(plan.docker), plan.compose, Some(plan.nginx)]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !step.target.on_live_system() {
+        for cmd in install_commands(plan.manager, &everything) {
+            step.live_command(&cmd)?;
+        }
+        if plan.compose.is_none() {
+            step.note(format!(
+                "{} packages no docker compose; then: {COMPOSE_BY_HAND}",
+                os.pretty_name
+            ));
+        }
+        step.skip(format!(
+            "live-system command (--root, {}): listed below",
+            os.pretty_name
+        ));
+        return Ok(());
+    }
+    let present = Present::probe();
+    let mut missing = Vec::new();
+    if !present.docker {
+        missing.push(plan.docker);
+    }
+    if !present.compose {
+        missing.extend(plan.compose);
+    }
+    if !present.nginx {
+        missing.push(plan.nginx);
+    }
+    step.summary(format!("docker, compose and nginx on {}", os.pretty_name));
+    if !missing.is_empty() {
+        for cmd in install_commands(plan.manager, &missing) {
+            step.live_command(&cmd)?;
+        }
+    }
+    if plan.compose.is_none() {
+        let has_compose = if step.dry_run() || missing.is_empty() {
+            present.compose
+        } else {
+            Present::probe().compose
+        };
+        if !has_compose {
+            step.note(format!(
+                "{} packages no docker compose: install the official plugin by hand: {COMPOSE_BY_HAND}",
+                os.pretty_name
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UBUNTU: &str = "PRETTY_NAME=\"Ubuntu 24.04.1 LTS\"\nNAME=\"Ubuntu\"\nVERSION_ID=\"24.04\"\nID=ubuntu\nID_LIKE=debian\n";
+    const DEBIAN: &str =
+        "PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nID=debian\n";
+    const AL2023: &str = "NAME=\"Amazon Linux\"\nVERSION=\"2023\"\nID=\"amzn\"\nID_LIKE=\"fedora\"\nVERSION_ID=\"2023\"\nPRETTY_NAME=\"Amazon Linux 2023.6.20241212\"\n";
+
+    #[test]
+    fn picks_packages_per_distribution() {
+        let ubuntu = plan(&OsRelease::parse(UBUNTU)).unwrap();
+        assert_eq!(
+            (ubuntu.manager, ubuntu.compose),
+            (Manager::Apt, Some("docker-compose-v2"))
+        );
+        let debian = plan(&OsRelease::parse(DEBIAN)).unwrap();
+        assert_eq!(debian.compose, Some("docker-compose"));
+        let al = plan(&OsRelease::parse(AL2023)).unwrap();
+        assert_eq!(
+            (al.manager, al.docker, al.compose),
+            (Manager::Dnf, "docker", None)
+        );
+        let err = plan(&OsRelease::parse("ID=arch\nPRETTY_NAME=\"Arch Linux\"\n")).unwrap_err();
+        assert!(
+            err.contains("Arch Linux") && err.contains("--no-install"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn apt_refreshes_lists_before_installing() {
+        let cmds = install_commands(Manager::Apt, &["docker.io", "nginx"]);
+        let shown: Vec<String> = cmds.iter().map(|c| c.display()).collect();
+        assert_eq!(
+            shown,
+            ["apt-get update -q", "apt-get install -y -q docker.io nginx"]
+        );
+    }
+}

@@ -1,0 +1,233 @@
+//! `cutover bootstrap`: turn flags and the (optional) cutover.yml into bootstrap options,
+//! run the steps, and print the report (lines or JSON) or the `--cloud-init` user-data.
+//!
+//! A cutover.yml is optional: a box can be bootstrapped before any project is on it. With
+//! one (in `-C DIR` / `--config FILE`, as for every command), its `host:` settings are the
+//! defaults and the project's nginx site, include and state dir are installed; without one
+//! those steps are skipped, and the report says so and how to include them.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+
+use crate::bootstrap::{self, cloud_init, identity, nginx_site, Options, Report, Status, Target};
+use crate::cli::BootstrapArgs;
+use crate::config::{self, Color, Size, Swap, Swappiness};
+use crate::render::Renderer;
+use crate::Context;
+
+pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
+    let loaded = if ctx.config_path.exists() {
+        Some(config::load(&ctx.config_path, &ctx.dir)?)
+    } else {
+        None
+    };
+    let no_config_reason = format!(
+        "no {}: run bootstrap in the project directory (or with -C DIR) to include it",
+        ctx.config_path.display()
+    );
+    let swap = match &args.swap {
+        Some(text) => Swap::parse(text).map_err(|e| anyhow::anyhow!("--swap: {e}"))?,
+        None => loaded
+            .as_ref()
+            .map(|l| l.config.host.swap)
+            .unwrap_or_default(),
+    };
+    let swappiness = loaded
+        .as_ref()
+        .map(|l| l.config.host.swappiness)
+        .unwrap_or(Swappiness(10));
+    let nginx = match &loaded {
+        Some(loaded) => Some(nginx_files(ctx, loaded)?),
+        None => None,
+    };
+    let identity_path = PathBuf::from(identity::DEFAULT_PATH);
+
+    if args.cloud_init {
+        let ram = match &args.ram {
+            Some(text) => Size::parse(text)
+                .map_err(|e| anyhow::anyhow!("--ram: {e}"))?
+                .bytes(),
+            None => 1 << 30,
+        };
+        let request = cloud_init::Request {
+            swap,
+            ram,
+            os: args.os.clone().unwrap_or_else(|| "ubuntu".into()),
+            user: args.user.clone(),
+            swappiness,
+            nginx,
+            project: loaded.as_ref().map(|l| l.config.project.to_string()),
+            identity: identity_path,
+        };
+        let view = cloud_init::view(&request)?;
+        let text = Renderer::new(&ctx.dir)?.cloud_init(&view)?;
+        config::check_yaml(&text).context(
+            "the rendered cloud-init user-data is not valid YAML (check templates/cloud-init.yml.j2)",
+        )?;
+        print!("{text}");
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let cwd = std::env::current_dir().context("could not read the current directory")?;
+    let root = args.root.as_ref().map(|r| cwd.join(r));
+    let target = Target {
+        root: root.clone(),
+        dry_run: args.dry_run,
+    };
+    bootstrap::check_privileges(&target)?;
+    if let Some(root) = &root {
+        if !root.is_dir() {
+            bail!("--root {}: no such directory", root.display());
+        }
+    }
+    let opts = Options {
+        target,
+        swap,
+        swappiness,
+        install: !args.no_install,
+        user: args.user.clone(),
+        nginx,
+        no_config_reason,
+        state_dir: loaded.as_ref().map(|l| (l.state_dir(), l.dir.clone())),
+        identity: identity_path,
+    };
+    let started = Instant::now();
+    let report = bootstrap::run(&opts);
+    let took = started.elapsed();
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !ctx.quiet() || report.failed().is_some() {
+        print!("{}", human(&report, took));
+    }
+    if let Some(failed) = report.failed() {
+        let done: Vec<&str> = report
+            .steps
+            .iter()
+            .filter(|s| s.status == Status::Changed)
+            .map(|s| s.name)
+            .collect();
+        bail!(
+            "bootstrap stopped at step `{}`: {}\n(already changed: {}; fix the cause and rerun: every step is idempotent)",
+            failed.name,
+            failed.error.as_deref().unwrap_or("failed"),
+            if done.is_empty() { "nothing".to_string() } else { done.join(", ") }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The project's nginx site and include, rendered as `cutover render` does. The include
+/// points at the active color when a deploy recorded one, else blue (the first deploy's).
+fn nginx_files(ctx: &Context, loaded: &config::Loaded) -> anyhow::Result<nginx_site::Files> {
+    let renderer = Renderer::new(&ctx.dir)?;
+    let active = crate::state::StateDir::new(loaded.state_dir())
+        .load()
+        .ok()
+        .and_then(|s| s.active)
+        .unwrap_or(Color::Blue);
+    let nginx = &loaded.config.nginx;
+    Ok(nginx_site::Files {
+        site_path: nginx.site.clone(),
+        site: renderer.site(&loaded.config)?,
+        include_path: nginx.include.clone(),
+        include: renderer.include(&loaded.config, active)?,
+        test: nginx.test.clone(),
+        reload: nginx.reload.clone(),
+        catch_all: nginx.server_name.trim() == "_",
+    })
+}
+
+fn status_label(status: Status, dry_run: bool) -> &'static str {
+    match status {
+        Status::Ok => "ok",
+        Status::Changed if dry_run => "would change",
+        Status::Changed => "changed",
+        Status::Skipped => "skipped",
+        Status::Failed => "FAILED",
+    }
+}
+
+/// The report as lines: one per step, then each change, the commands not run and the
+/// identity's public key with the command that makes the box a recipient.
+fn human(report: &Report, took: std::time::Duration) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let header = match (&report.root, report.dry_run) {
+        (None, false) => "cutover bootstrap on this box".to_string(),
+        (None, true) => {
+            "cutover bootstrap --dry-run: nothing is changed; this is the plan".to_string()
+        }
+        (Some(root), false) => format!(
+            "cutover bootstrap --root {}: files under it; live-system commands are listed, not run",
+            root.display()
+        ),
+        (Some(root), true) => format!(
+            "cutover bootstrap --root {} --dry-run: nothing is changed; this is the plan",
+            root.display()
+        ),
+    };
+    let _ = writeln!(out, "{header}");
+    let would = if report.dry_run { "would: " } else { "" };
+    for step in &report.steps {
+        let _ = writeln!(
+            out,
+            "  {:<13} {:<13} {}",
+            status_label(step.status, report.dry_run),
+            step.name,
+            step.summary
+        );
+        for change in &step.changes {
+            let _ = writeln!(out, "                  - {would}{change}");
+        }
+        for note in &step.notes {
+            let _ = writeln!(out, "                  note: {note}");
+        }
+    }
+    let not_run: Vec<&String> = report.not_run().collect();
+    if !not_run.is_empty() {
+        let _ = writeln!(
+            out,
+            "not run (live-system commands; run them as root on the box):"
+        );
+        for cmd in not_run {
+            let _ = writeln!(out, "  {cmd}");
+        }
+    }
+    if let (Some(path), Some(recipient)) = (&report.identity_path, &report.recipient) {
+        let label = hostname().unwrap_or_else(|| "this box".into());
+        let _ = writeln!(
+            out,
+            "box identity {}\n  public key: {recipient}\n  make the box a recipient (in the project, where its secrets can be decrypted), then commit:\n    {}",
+            path.display(),
+            identity::add_recipient_command(recipient, &label)
+        );
+    }
+    let count = |s: Status| report.steps.iter().filter(|x| x.status == s).count();
+    if report.failed().is_none() {
+        let _ = writeln!(
+            out,
+            "{}: {} {}, {} ok, {} skipped in {}",
+            if report.dry_run { "plan" } else { "done" },
+            count(Status::Changed),
+            if report.dry_run {
+                "to change"
+            } else {
+                "changed"
+            },
+            count(Status::Ok),
+            count(Status::Skipped),
+            crate::report::duration(took)
+        );
+    }
+    out
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string(Path::new("/proc/sys/kernel/hostname"))
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
