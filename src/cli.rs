@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 const ABOUT: &str =
     "Zero-downtime blue/green deploys of a Docker Compose app behind nginx on one box";
@@ -68,7 +68,7 @@ pub enum Command {
     /// Health-gated deploy of the previous image (kept locally, no pull)
     Rollback(RollbackArgs),
     /// Show the active color, the image and health per color, and the last deploy
-    Status(JsonArgs),
+    Status(StatusArgs),
     /// Show the append-only deploy log with step timings
     History(HistoryArgs),
     /// Remove old app images beyond the last N that no container uses
@@ -96,8 +96,21 @@ pub struct InitArgs {
     pub name: Option<String>,
 }
 
+/// Which orchestrator runs the app.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
+pub enum Engine {
+    /// Blue/green colors with docker compose behind nginx, on this box
+    #[default]
+    Compose,
+    /// One replicated service with rolling updates, via `docker stack deploy`
+    Swarm,
+}
+
 #[derive(Debug, Args)]
 pub struct RenderArgs {
+    /// compose: compose file + nginx files; swarm: the stack file (stack.yml)
+    #[arg(long, value_enum, default_value_t = Engine::Compose)]
+    pub engine: Engine,
     /// Write the files into DIR instead of .cutover/ (the nginx include is not installed)
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -111,6 +124,9 @@ pub struct RenderArgs {
 
 #[derive(Debug, Args)]
 pub struct DeployArgs {
+    /// compose: blue/green behind nginx; swarm: `docker stack deploy` and a rolling update
+    #[arg(long, value_enum, default_value_t = Engine::Compose)]
+    pub engine: Engine,
     /// Image to deploy, e.g. myuser/app:2024-05-01 [default: redeploy the active image]
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
@@ -136,6 +152,16 @@ pub struct DeployCommon {
     #[arg(long)]
     pub force: bool,
     /// Print a JSON summary on stdout
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// compose: colors and nginx; swarm: the stack's services, tasks and last update
+    #[arg(long, value_enum, default_value_t = Engine::Compose)]
+    pub engine: Engine,
+    /// Print JSON on stdout
     #[arg(long)]
     pub json: bool,
 }

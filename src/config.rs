@@ -64,6 +64,9 @@ pub struct Config {
     pub nginx: Nginx,
     #[serde(default)]
     pub host: Host,
+    /// The Docker Swarm engine (`--engine swarm`); absent, only the compose engine is set up.
+    #[serde(default)]
+    pub swarm: Option<Swarm>,
     /// Where deploy state, the lock and history live, relative to the project directory.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
@@ -122,6 +125,11 @@ pub struct Health {
     /// The HTTP status that counts as healthy.
     #[serde(default = "default_health_status")]
     pub status: u16,
+    /// The container `healthcheck.test` for the swarm engine (swarm gates rollouts on it; the
+    /// compose engine probes from the host instead) [default: `CMD-SHELL curl -fsS
+    /// http://127.0.0.1:<port><path> || exit 1`].
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
 }
 
 impl Default for Health {
@@ -132,6 +140,7 @@ impl Default for Health {
             interval: default_health_interval(),
             probe_timeout: default_probe_timeout(),
             status: default_health_status(),
+            command: None,
         }
     }
 }
@@ -182,6 +191,66 @@ pub struct Accessory {
     pub ports: Vec<String>,
     #[serde(default = "default_restart")]
     pub restart: String,
+}
+
+/// `swarm:`: how the swarm engine runs the app as one replicated service with rolling updates.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Swarm {
+    /// The port published on every node through swarm's routing mesh.
+    pub port: Port,
+    /// How many tasks (containers) of the app run.
+    #[serde(default = "default_replicas")]
+    pub replicas: Replicas,
+    /// How long a new task must stay healthy before the update counts it as a success
+    /// (`update_config.monitor`).
+    #[serde(default = "default_monitor")]
+    pub monitor: Dur,
+    /// Pause between replacing one task and the next (`update_config.delay`).
+    #[serde(default)]
+    pub update_delay: Option<Dur>,
+    /// Longest wait for a rollout to converge or roll back.
+    #[serde(default = "default_swarm_timeout")]
+    pub timeout: Dur,
+    /// `docker stack deploy --resolve-image`: `always` pins the registry digest so every node
+    /// runs the same image; `never` uses local images only (a box without a registry).
+    #[serde(default = "default_resolve_image")]
+    pub resolve_image: ResolveImage,
+}
+
+/// `swarm.replicas`, 1–100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Replicas(pub u32);
+
+impl<'de> Deserialize<'de> for Replicas {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_int(d, "a number of replicas from 1 to 100", |n| {
+            if (1..=100).contains(&n) {
+                Ok(Replicas(n as u32))
+            } else {
+                Err(format!("{n} replicas is out of range (expected 1 to 100)"))
+            }
+        })
+    }
+}
+
+/// `docker stack deploy --resolve-image` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResolveImage {
+    Always,
+    Changed,
+    Never,
+}
+
+impl ResolveImage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolveImage::Always => "always",
+            ResolveImage::Changed => "changed",
+            ResolveImage::Never => "never",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -694,6 +763,18 @@ fn default_listen() -> Listen {
 fn default_server_name() -> String {
     "_".to_string()
 }
+fn default_replicas() -> Replicas {
+    Replicas(2)
+}
+fn default_monitor() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_swarm_timeout() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn default_resolve_image() -> ResolveImage {
+    ResolveImage::Always
+}
 fn default_nginx_test() -> Vec<String> {
     vec!["nginx".into(), "-t".into()]
 }
@@ -840,6 +921,20 @@ impl Config {
                         "`{dep}` is not an accessory (expected one of: {})",
                         list_or_none(self.accessories.keys().map(|n| n.as_str()))
                     ),
+                ));
+            }
+        }
+        if let Some(command) = &self.app.health.command {
+            let kind = command.first().map(String::as_str);
+            let ok = match kind {
+                Some("NONE") => command.len() == 1,
+                Some("CMD") | Some("CMD-SHELL") => command.len() >= 2,
+                _ => false,
+            };
+            if !ok {
+                return Err(Invalid::new(
+                    "app.health.command",
+                    "expected a healthcheck test list: [CMD, prog, args…], [CMD-SHELL, \"shell command\"] or [NONE]".to_string(),
                 ));
             }
         }

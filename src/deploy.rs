@@ -496,10 +496,12 @@ impl Run<'_, '_> {
         self.state_dir.append_history(&HistoryEntry {
             time: crate::state::now_rfc3339(),
             user: crate::state::current_user(),
+            engine: "compose".to_string(),
             action: action.to_string(),
             image: image.clone(),
+            from_image: None,
             from,
-            to,
+            to: Some(to),
             result: result_word.to_string(),
             reason,
             steps: self.steps.clone(),

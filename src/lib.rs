@@ -20,7 +20,10 @@ pub mod process;
 pub mod render;
 pub mod report;
 pub mod secrets;
+pub mod stack;
 pub mod state;
+pub mod swarm;
+pub mod swarm_deploy;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -22,6 +22,7 @@ pub const INCLUDE: &str = "service-url.inc.j2";
 pub const SITE: &str = "nginx-site.conf.j2";
 /// `bootstrap --cloud-init` user-data (`.yml`: values are written as JSON scalars).
 pub const CLOUD_INIT: &str = "cloud-init.yml.j2";
+pub const STACK: &str = "stack.yml.j2";
 
 /// Every built-in template, by the name a project overrides it with.
 const BUILT_IN: &[(&str, &str)] = &[
@@ -29,6 +30,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     (INCLUDE, include_str!("../templates/service-url.inc.j2")),
     (SITE, include_str!("../templates/nginx-site.conf.j2")),
     (CLOUD_INIT, include_str!("../templates/cloud-init.yml.j2")),
+    (STACK, include_str!("../templates/stack.yml.j2")),
 ];
 
 /// Secret key names per service group: values never pass through rendering.
@@ -78,7 +80,7 @@ impl Renderer {
         Ok(Renderer { env, origins })
     }
 
-    fn render(&self, name: &'static str, ctx: impl Serialize) -> anyhow::Result<String> {
+    pub(crate) fn render(&self, name: &'static str, ctx: impl Serialize) -> anyhow::Result<String> {
         let template = self.env.get_template(name)?;
         template
             .render(ctx)
@@ -144,9 +146,9 @@ fn template_error(origin: &str, err: minijinja::Error) -> anyhow::Error {
 }
 
 #[derive(Debug, Serialize)]
-struct EnvItem {
-    key: String,
-    value: String,
+pub(crate) struct EnvItem {
+    pub key: String,
+    pub value: String,
 }
 
 #[derive(Serialize)]
@@ -267,7 +269,7 @@ impl ComposeContext {
 
 /// Plain environment entries, with `$` doubled so compose does not interpolate them; a key
 /// that is also a secret is refused, since one of the two values would silently win.
-fn env_items(
+pub(crate) fn env_items(
     env: &BTreeMap<String, String>,
     secret_keys: &BTreeSet<String>,
     owner: &str,
@@ -286,7 +288,7 @@ fn env_items(
         .collect())
 }
 
-fn command_json(cmd: &CommandLine) -> serde_json::Value {
+pub(crate) fn command_json(cmd: &CommandLine) -> serde_json::Value {
     match cmd {
         CommandLine::Shell(s) => serde_json::Value::String(s.clone()),
         CommandLine::Argv(v) => serde_json::json!(v),
@@ -294,7 +296,7 @@ fn command_json(cmd: &CommandLine) -> serde_json::Value {
 }
 
 /// Volume sources that are names, not host paths: `mysql-volume:/var/lib/mysql` → `mysql-volume`.
-fn named_volumes<'a>(specs: impl Iterator<Item = &'a String>) -> Vec<String> {
+pub(crate) fn named_volumes<'a>(specs: impl Iterator<Item = &'a String>) -> Vec<String> {
     let names: BTreeSet<String> = specs
         .filter_map(|spec| spec.split_once(':').map(|(src, _)| src))
         .filter(|src| !src.is_empty() && !src.starts_with(['/', '.', '~', '$']))
@@ -308,6 +310,8 @@ pub struct OutputFiles {
     pub compose: PathBuf,
     pub include: PathBuf,
     pub site: PathBuf,
+    /// The swarm engine's stack file.
+    pub stack: PathBuf,
 }
 
 impl OutputFiles {
@@ -316,6 +320,7 @@ impl OutputFiles {
             compose: dir.join("compose.yml"),
             include: dir.join("service-url.inc"),
             site: dir.join("nginx-site.conf"),
+            stack: dir.join("stack.yml"),
         }
     }
 }

@@ -201,16 +201,29 @@ impl StateDir {
 pub struct HistoryEntry {
     pub time: String,
     pub user: String,
+    /// `compose` (blue/green behind nginx) or `swarm` (a rolling update); entries written
+    /// before the swarm engine existed have no field and are compose deploys.
+    #[serde(default = "default_engine")]
+    pub engine: String,
     pub action: String,
     pub image: String,
+    /// The image that ran before (swarm: the service's previous image).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_image: Option<String>,
     pub from: Option<Color>,
-    pub to: Color,
+    /// The color deployed to; swarm has no colors, so its entries have none.
+    #[serde(default)]
+    pub to: Option<Color>,
     /// `ok`, `failed` or `interrupted`.
     pub result: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub steps: Vec<StepTiming>,
     pub total_ms: u64,
+}
+
+fn default_engine() -> String {
+    "compose".to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -292,10 +305,12 @@ mod tests {
         let entry = HistoryEntry {
             time: now_rfc3339(),
             user: "ci".into(),
+            engine: "compose".into(),
             action: "deploy".into(),
             image: "app:v1".into(),
+            from_image: None,
             from: None,
-            to: Color::Blue,
+            to: Some(Color::Blue),
             result: "ok".into(),
             reason: None,
             steps: vec![StepTiming {
@@ -312,6 +327,14 @@ mod tests {
             .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"time\": \"tor"))
             .unwrap();
         assert_eq!(sd.history().unwrap(), vec![entry.clone(), entry]);
+    }
+
+    #[test]
+    fn history_written_before_engines_reads_as_compose() {
+        let line = r#"{"time":"t","user":"u","action":"deploy","image":"a:1","from":null,"to":"blue","result":"ok","steps":[],"total_ms":1}"#;
+        let entry: HistoryEntry = serde_json::from_str(line).unwrap();
+        assert_eq!(entry.engine, "compose");
+        assert_eq!(entry.to, Some(Color::Blue));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::cli::{DeployCommon, HistoryArgs, JsonArgs, PruneArgs};
+use crate::cli::{DeployCommon, HistoryArgs, PruneArgs};
 use crate::compose::Compose;
 use crate::config::{self, Color, Dur};
 use crate::deploy::{self, Deployer, Event, Reporter, Request};
@@ -256,7 +256,7 @@ struct StatusReport {
     problems: Vec<String>,
 }
 
-pub fn run_status(ctx: &Context, args: JsonArgs) -> anyhow::Result<ExitCode> {
+pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
     let observed = deploy::observe(&loaded)?;
     let active = observed.active();
@@ -304,7 +304,7 @@ pub fn run_status(ctx: &Context, args: JsonArgs) -> anyhow::Result<ExitCode> {
         last_deploy: StateDir::new(loaded.state_dir()).history()?.pop(),
         problems: observed.disagreements(),
     };
-    if args.json {
+    if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -338,7 +338,7 @@ pub fn run_status(ctx: &Context, args: JsonArgs) -> anyhow::Result<ExitCode> {
             last.from
                 .map(|c| c.to_string())
                 .unwrap_or_else(|| "-".into()),
-            last.to,
+            last.to.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
             last.result,
             last.time,
             duration(Duration::from_millis(last.total_ms))
@@ -373,13 +373,22 @@ pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode>
             .iter()
             .map(|s| format!("{} {}ms", s.step, s.ms))
             .collect();
+        // Swarm has no colors: its entries show the engine where compose shows from → to.
+        let (from, to) = if e.engine == "swarm" {
+            ("swarm".to_string(), "rolling".to_string())
+        } else {
+            (
+                e.from.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                e.to.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+            )
+        };
         println!(
             "{}  {:<8} {:<28} {:>5} → {:<5} {:<11} {:>8}  {}",
             e.time,
             e.action,
             e.image,
-            e.from.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
-            e.to,
+            from,
+            to,
             e.result,
             duration(Duration::from_millis(e.total_ms)),
             steps.join(", ")

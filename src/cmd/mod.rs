@@ -6,6 +6,7 @@ mod demo;
 mod deploy;
 mod init;
 mod render;
+mod swarm;
 
 use std::process::ExitCode;
 
@@ -22,9 +23,15 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Completions { shell } => completions(shell),
         Command::Init(args) => init::run(ctx, args),
         Command::Render(args) => render::run(ctx, args),
+        Command::Deploy(args) if args.engine == crate::cli::Engine::Swarm => {
+            swarm::run_deploy(ctx, args.image, args.common)
+        }
         Command::Deploy(args) => deploy::run_deploy(ctx, args.image, false, args.common),
         Command::Rollback(args) => deploy::run_deploy(ctx, None, true, args.common),
-        Command::Status(args) => deploy::run_status(ctx, args),
+        Command::Status(args) if args.engine == crate::cli::Engine::Swarm => {
+            swarm::run_status(ctx, args.json)
+        }
+        Command::Status(args) => deploy::run_status(ctx, args.json),
         Command::History(args) => deploy::run_history(ctx, args),
         Command::Prune(args) => deploy::run_prune(ctx, args),
         Command::Secrets(command) => secrets::run(ctx, command),

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 
-use crate::cli::RenderArgs;
+use crate::cli::{Engine, RenderArgs};
 use crate::config::{self, Color};
 use crate::render::{OutputFiles, Plan, Renderer};
 use crate::state::StateDir;
@@ -13,6 +13,9 @@ use crate::Context;
 
 pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
+    if args.engine == Engine::Swarm {
+        return run_stack(ctx, &loaded, &args);
+    }
     let state = StateDir::new(loaded.state_dir()).load()?;
     let active = state.active.unwrap_or(Color::Blue);
     let mut images = state.images.clone();
@@ -73,4 +76,58 @@ impl Files {
         }
         Ok(())
     }
+}
+
+/// `render --engine swarm`: the stack file. Secret names carry a hash of each value, so the
+/// secrets are decrypted (in memory) to name them; the values are not written anywhere.
+fn run_stack(
+    ctx: &Context,
+    loaded: &config::Loaded,
+    args: &RenderArgs,
+) -> anyhow::Result<ExitCode> {
+    let (secrets, secret_keys) = super::decrypt_for_deploy(ctx, loaded)?;
+    let project = loaded.config.project.to_string();
+    // The image: --image, else what the service runs (when this engine is a swarm manager),
+    // else the config's repository.
+    let image = match &args.image {
+        Some(image) => image.clone(),
+        None => crate::swarm::service(&crate::swarm::service_name(
+            &project,
+            loaded.config.app.name.as_str(),
+        ))
+        .ok()
+        .flatten()
+        .map(|s| crate::swarm::display_image(&s.image).to_string())
+        .unwrap_or_else(|| loaded.config.default_image()),
+    };
+    let plan = crate::stack::StackPlan {
+        image,
+        secret_names: crate::swarm_deploy::secret_names(&project, &secrets),
+        secret_keys,
+    };
+    let rendered = crate::stack::render(&Renderer::new(&ctx.dir)?, &loaded.config, &plan)?;
+    config::check_yaml(&rendered.text)
+        .context("the rendered stack file is not valid YAML (check templates/stack.yml.j2)")?;
+    if !ctx.quiet() {
+        for note in &rendered.notes {
+            eprintln!("note: {note}");
+        }
+    }
+    if args.check {
+        if !ctx.quiet() {
+            println!(
+                "ok: {} is valid; the stack file renders",
+                loaded.path.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out_dir = match &args.out {
+        Some(dir) => ctx.dir.join(dir),
+        None => loaded.state_dir(),
+    };
+    let path = OutputFiles::in_dir(&out_dir).stack;
+    crate::atomic::write(&path, rendered.text.as_bytes(), 0o644)?;
+    println!("wrote {}", path.display());
+    Ok(ExitCode::SUCCESS)
 }

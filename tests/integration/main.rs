@@ -10,3 +10,4 @@ mod config;
 mod e2e;
 mod render;
 mod secrets;
+mod swarm;

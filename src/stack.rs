@@ -1,0 +1,348 @@
+//! The swarm engine's stack file: cutover.yml as one `docker stack deploy` file.
+//!
+//! The app is one replicated service (`<app.name>`) updated by swarm itself: start-first,
+//! one task at a time, gated by the container healthcheck, rolled back automatically on
+//! failure. Swarm has no blue/green colors and no nginx switch, so `colors` and `nginx` do
+//! not appear here. Only keys `docker stack deploy` honours are emitted: no `container_name`,
+//! `depends_on`, `restart` or `mem_limit` (stack deploy ignores or rejects them); memory
+//! limits and restart policies live under `deploy`.
+//!
+//! Secrets are referenced by versioned names ([`secret_name`]): the name carries a hash of
+//! the value, so rotating a value yields a new name, a changed service spec and therefore a
+//! rolling update, never an in-place edit (swarm secrets are immutable).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use anyhow::bail;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::config::{Config, Swarm};
+use crate::render::{command_json, env_items, named_volumes, EnvItem, Renderer, SecretKeys, STACK};
+
+/// What the caller decided: the image the app runs and the swarm secret name of every key.
+#[derive(Debug, Clone)]
+pub struct StackPlan {
+    pub image: String,
+    /// `KEY` → versioned swarm secret name, for every secret key of every service.
+    pub secret_names: BTreeMap<String, String>,
+    pub secret_keys: SecretKeys,
+}
+
+/// A rendered stack file, with what the render decided to leave out and why.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub text: String,
+    pub notes: Vec<String>,
+}
+
+/// `<project>_<KEY>_<first 10 hex of sha256(project, KEY, value)>`. Project and key are
+/// hashed in too, so one value under two keys gives two names that do not reveal that the
+/// values are equal. Who can list swarm secrets is a swarm manager, who can read them anyway.
+pub fn secret_name(project: &str, key: &str, value: &[u8]) -> String {
+    let mut hash = Sha256::new();
+    for part in [project.as_bytes(), b"\0", key.as_bytes(), b"\0", value] {
+        hash.update(part);
+    }
+    let digest = hash.finalize();
+    let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
+    format!("{project}_{key}_{hex}")
+}
+
+/// Swarm refuses secret names longer than 64 characters.
+pub const MAX_SECRET_NAME: usize = 64;
+
+/// The stack file for `plan`. Fails when the config has no `swarm:` section.
+pub fn render(renderer: &Renderer, config: &Config, plan: &StackPlan) -> anyhow::Result<Rendered> {
+    let Some(swarm) = &config.swarm else {
+        bail!("cutover.yml has no `swarm:` section; add at least `swarm: {{ port: 80 }}` to use --engine swarm");
+    };
+    let mut notes = Vec::new();
+    let ctx = StackContext::new(config, swarm, plan, &mut notes)?;
+    let text = renderer.render(STACK, ctx)?;
+    Ok(Rendered { text, notes })
+}
+
+#[derive(Serialize)]
+struct SecretRef {
+    name: String,
+    target: String,
+}
+
+#[derive(Serialize)]
+struct Restart {
+    condition: &'static str,
+    max_attempts: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct HealthView {
+    test: Vec<String>,
+    interval: String,
+    timeout: String,
+    retries: u32,
+    start_period: String,
+}
+
+#[derive(Serialize)]
+struct AppView {
+    name: String,
+    image: String,
+    port: u16,
+    published: u16,
+    replicas: u32,
+    memory: String,
+    command: Option<serde_json::Value>,
+    volumes: Vec<String>,
+    environment: Vec<EnvItem>,
+    secrets: Vec<SecretRef>,
+    health: HealthView,
+    stop_grace: String,
+    update_delay: String,
+    monitor: String,
+    restart: Restart,
+}
+
+#[derive(Serialize)]
+struct AccessoryView {
+    name: String,
+    image: String,
+    memory: String,
+    command: Option<serde_json::Value>,
+    volumes: Vec<String>,
+    ports: Vec<String>,
+    environment: Vec<EnvItem>,
+    secrets: Vec<SecretRef>,
+    restart: Restart,
+}
+
+#[derive(Serialize)]
+struct StackContext {
+    project: String,
+    app: AppView,
+    accessories: Vec<AccessoryView>,
+    secrets: Vec<String>,
+    volumes: Vec<String>,
+}
+
+impl StackContext {
+    fn new(
+        config: &Config,
+        swarm: &Swarm,
+        plan: &StackPlan,
+        notes: &mut Vec<String>,
+    ) -> anyhow::Result<Self> {
+        let app = &config.app;
+        let mut used = BTreeSet::new();
+        let mut refs = |keys: &BTreeSet<String>, owner: &str| -> anyhow::Result<Vec<SecretRef>> {
+            keys.iter()
+                .map(|key| {
+                    let Some(name) = plan.secret_names.get(key) else {
+                        bail!("{owner}: no swarm secret name for secret key `{key}`");
+                    };
+                    if name.len() > MAX_SECRET_NAME {
+                        bail!(
+                            "{owner}: swarm secret name `{name}` is longer than {MAX_SECRET_NAME} characters; use a shorter project name or key"
+                        );
+                    }
+                    used.insert(name.clone());
+                    Ok(SecretRef {
+                        name: name.clone(),
+                        target: key.clone(),
+                    })
+                })
+                .collect()
+        };
+        let app_secrets = refs(&plan.secret_keys.app, "app.secrets")?;
+        let mut accessories = Vec::new();
+        for (name, acc) in &config.accessories {
+            let no_keys = BTreeSet::new();
+            let keys = plan
+                .secret_keys
+                .accessories
+                .get(name.as_str())
+                .unwrap_or(&no_keys);
+            let owner = format!("accessories.{name}");
+            let mut ports = Vec::new();
+            for spec in &acc.ports {
+                if binds_host_address(spec) {
+                    // The routing mesh ignores a host address and would publish the port on
+                    // every interface of every node: a database bound to 127.0.0.1 on one box
+                    // must not become public on a cluster. Services reach it by name instead.
+                    notes.push(format!(
+                        "{owner}.ports: left out `{spec}`: swarm publishes on every node and interface, not on one address; the app reaches `{name}` by service name"
+                    ));
+                } else {
+                    ports.push(spec.clone());
+                }
+            }
+            accessories.push(AccessoryView {
+                name: name.to_string(),
+                image: acc.image.clone(),
+                memory: acc.memory.to_string(),
+                command: acc.command.as_ref().map(command_json),
+                volumes: acc.volumes.clone(),
+                ports,
+                environment: with_file_vars(
+                    env_items(&acc.environment.0, keys, &owner)?,
+                    keys,
+                    &owner,
+                )?,
+                secrets: refs(keys, &format!("{owner}.secrets"))?,
+                restart: restart_policy(&acc.restart),
+            });
+        }
+        let health = &app.health;
+        let test = health.command.clone().unwrap_or_else(|| {
+            vec![
+                "CMD-SHELL".to_string(),
+                format!(
+                    "curl -fsS http://127.0.0.1:{}{} || exit 1",
+                    app.port, health.path
+                ),
+            ]
+        });
+        Ok(StackContext {
+            project: config.project.to_string(),
+            app: AppView {
+                name: app.name.to_string(),
+                image: plan.image.clone(),
+                port: app.port.0,
+                published: swarm.port.0,
+                replicas: swarm.replicas.0,
+                memory: app.memory.to_string(),
+                command: app.command.as_ref().map(command_json),
+                volumes: app.volumes.clone(),
+                environment: with_file_vars(
+                    env_items(&app.environment.0, &plan.secret_keys.app, "app")?,
+                    &plan.secret_keys.app,
+                    "app",
+                )?,
+                secrets: app_secrets,
+                health: HealthView {
+                    test,
+                    // A healthcheck runs a process in the container every interval, for the
+                    // task's whole life: not more often than once a second.
+                    interval: go_duration(health.interval.get().max(Duration::from_secs(1))),
+                    timeout: go_duration(health.probe_timeout.get()),
+                    retries: 3,
+                    // Failures while the app boots do not count; a pass ends the period.
+                    start_period: go_duration(health.timeout.get()),
+                },
+                stop_grace: go_duration(app.stop_grace.get()),
+                update_delay: go_duration(swarm.update_delay.map(|d| d.get()).unwrap_or_default()),
+                monitor: go_duration(swarm.monitor.get()),
+                restart: restart_policy(&app.restart),
+            },
+            accessories,
+            secrets: used.into_iter().collect(),
+            volumes: named_volumes(
+                app.volumes
+                    .iter()
+                    .chain(config.accessories.values().flat_map(|a| &a.volumes)),
+            ),
+        })
+    }
+}
+
+/// Adds `<KEY>_FILE=/run/secrets/<KEY>` for every secret key: under swarm a secret is a file,
+/// and the `_FILE` convention is what official images (mysql, postgres, …) read.
+fn with_file_vars(
+    mut items: Vec<EnvItem>,
+    keys: &BTreeSet<String>,
+    owner: &str,
+) -> anyhow::Result<Vec<EnvItem>> {
+    for key in keys {
+        let var = format!("{key}_FILE");
+        if items.iter().any(|i| i.key == var) {
+            bail!("{owner}.environment.{var}: cutover sets `{var}` to the swarm secret file of `{key}`; remove it from the environment");
+        }
+        items.push(EnvItem {
+            key: var,
+            value: format!("/run/secrets/{key}"),
+        });
+    }
+    items.sort_by(|a, b| a.key.cmp(&b.key));
+    Ok(items)
+}
+
+/// compose `restart` → swarm `restart_policy` (`no` → none, `always`/`unless-stopped` → any,
+/// `on-failure[:N]` → on-failure with at most N attempts).
+fn restart_policy(restart: &str) -> Restart {
+    let (word, attempts) = match restart.split_once(':') {
+        Some((w, n)) => (w, n.trim().parse().ok()),
+        None => (restart, None),
+    };
+    let condition = match word.trim() {
+        "no" | "none" => "none",
+        "always" | "unless-stopped" | "any" => "any",
+        _ => "on-failure",
+    };
+    Restart {
+        condition,
+        max_attempts: attempts,
+    }
+}
+
+/// `127.0.0.1:3306:3306` binds a host address; `3306:3306` and `3306` do not.
+fn binds_host_address(spec: &str) -> bool {
+    let without_proto = spec.split('/').next().unwrap_or(spec);
+    without_proto.starts_with('[') || without_proto.matches(':').count() >= 2
+}
+
+/// A duration as compose files write it (Go's syntax): `1s`, `500ms`, `1m30s` is `90s`.
+pub fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_names_are_versioned_by_value() {
+        let a = secret_name("shop", "DB_PASSWORD", b"hunter2");
+        assert!(a.starts_with("shop_DB_PASSWORD_"), "{a}");
+        assert_eq!(a.len(), "shop_DB_PASSWORD_".len() + 10);
+        assert_eq!(a, secret_name("shop", "DB_PASSWORD", b"hunter2"));
+        assert_ne!(a, secret_name("shop", "DB_PASSWORD", b"hunter3"));
+        // The same value under another key is another, unrelated name.
+        let b = secret_name("shop", "API_KEY", b"hunter2");
+        assert_ne!(a[a.len() - 10..], b[b.len() - 10..]);
+    }
+
+    #[test]
+    fn restart_policies_map() {
+        let c = |r: &str| {
+            let p = restart_policy(r);
+            (p.condition, p.max_attempts)
+        };
+        assert_eq!(c("on-failure"), ("on-failure", None));
+        assert_eq!(c("on-failure:5"), ("on-failure", Some(5)));
+        assert_eq!(c("always"), ("any", None));
+        assert_eq!(c("unless-stopped"), ("any", None));
+        assert_eq!(c("no"), ("none", None));
+    }
+
+    #[test]
+    fn host_bound_ports_are_detected() {
+        assert!(binds_host_address("127.0.0.1:3306:3306"));
+        assert!(binds_host_address("[::1]:3306:3306"));
+        assert!(!binds_host_address("3306:3306"));
+        assert!(!binds_host_address("3306"));
+        assert!(!binds_host_address("53:53/udp"));
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(go_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::ZERO), "0s");
+    }
+}
