@@ -224,11 +224,6 @@ fn print_report(r: &DemoReport, keep: bool, dir: &std::path::Path) {
     println!();
     println!("timeline");
     for (name, s) in [("deploy 1", &r.first), ("deploy 2", &r.second)] {
-        let steps: Vec<String> = s
-            .steps
-            .iter()
-            .map(|t| format!("{} {}", t.step, ms(t.ms)))
-            .collect();
         println!(
             "  {name}: {} → {} in {}{}",
             s.image,
@@ -238,7 +233,7 @@ fn print_report(r: &DemoReport, keep: bool, dir: &std::path::Path) {
                 .map(|m| format!(", nginx served it {} after the health gate", ms(m)))
                 .unwrap_or_default()
         );
-        println!("    {}", steps.join(" · "));
+        println!("    {}", super::deploy::steps_line(&s.steps));
     }
     println!();
     println!("requests through nginx during deploy 2 (one connection per request)");

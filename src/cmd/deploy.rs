@@ -100,6 +100,15 @@ impl Reporter for StepPrinter {
     }
 }
 
+/// `lock 1ms · observe 84ms · up 680ms · …`: a deploy's steps with their durations.
+pub fn steps_line(steps: &[crate::state::StepTiming]) -> String {
+    steps
+        .iter()
+        .map(|s| format!("{} {}", s.step, duration(Duration::from_millis(s.ms))))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 /// SIGINT/SIGTERM set a flag instead of killing cutover mid-step; the deploy decides what a
 /// consistent stop is.
 pub fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
@@ -205,12 +214,7 @@ pub fn run_deploy(
                         ))
                         .unwrap_or_default()
                 );
-                let steps: Vec<String> = summary
-                    .steps
-                    .iter()
-                    .map(|s| format!("{} {}", s.step, duration(Duration::from_millis(s.ms))))
-                    .collect();
-                println!("  {}", steps.join(" · "));
+                println!("  {}", steps_line(&summary.steps));
             }
             Ok(ExitCode::SUCCESS)
         }

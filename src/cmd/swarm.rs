@@ -97,12 +97,7 @@ pub fn run_deploy(
                         .map(|ms| format!(" (rollout {})", duration(Duration::from_millis(ms))))
                         .unwrap_or_default()
                 );
-                let steps: Vec<String> = summary
-                    .steps
-                    .iter()
-                    .map(|s| format!("{} {}", s.step, duration(Duration::from_millis(s.ms))))
-                    .collect();
-                println!("  {}", steps.join(" · "));
+                println!("  {}", super::deploy::steps_line(&summary.steps));
             }
             Ok(ExitCode::SUCCESS)
         }
