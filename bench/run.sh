@@ -105,6 +105,8 @@ cleanup() {
         for _ in $(seq 50); do [[ -f "$PREFIX/nginx.pid" ]] || break; sleep 0.1; done
         [[ -f "$PREFIX/nginx.pid" ]] && kill -9 "$(cat "$PREFIX/nginx.pid")" 2>/dev/null
     fi
+    # BENCH_RAW_COPY=DIR keeps the raw files (load timelines, watcher and tool outputs).
+    [[ -z "${BENCH_RAW_COPY:-}" ]] || { rm -rf "$BENCH_RAW_COPY"; cp -r "$RAW" "$BENCH_RAW_COPY"; }
     rm -rf "$WORK"
     [[ $rc -eq 0 ]] || echo "bench/run.sh failed (exit $rc); containers, nginx and $WORK removed" >&2
 }
@@ -180,6 +182,8 @@ reset_stage() {
     sleep 0.5
 }
 
+ctag() { [[ $1 == docker-compose ]] && echo v1 || echo v2; }
+
 # ---- one deploy ---------------------------------------------------------------------------
 # deploy TOOL COMPOSE_CMD DELAY IMAGE_TAG TO_COLOR LABEL: runs the tool, with a watcher that
 # polls the new color's /health directly; appends a JSON line to $RAW/deploys.jsonl.
@@ -225,7 +229,7 @@ if "$tool" == "cutover":
     except Exception: pass
 with open(sys.argv[1], "a") as f: f.write(json.dumps(rec) + "\n")
 EOF
-    note "$(printf '%-8s %-15s %-6s → %-5s %6.0f ms  exit %d' "$tool" "$([[ $compose == docker-compose ]] && echo "compose v1" || echo "compose v2")" "$tag" "$to" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print (b-a)*1000}')" "$rc")"
+    note "$(printf '%-8s %-15s %-6s → %-5s %6.0f ms  exit %d' "$tool" "compose $(ctag "$compose")" "$tag" "$to" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print (b-a)*1000}')" "$rc")"
 }
 
 # ---- load -------------------------------------------------------------------------------
@@ -262,7 +266,7 @@ run_tool() {
     reset_stage
     deploy "$tool" "$compose" "$delay" v1 blue "warmup"
     for c in $(seq 1 "$cycles"); do
-        local label="$tool-${compose// /-}-$delay-$mode-$c"
+        local label="$tool-$(ctag "$compose")-$delay-$mode-$c"
         start_load "$label" "$mode"
         deploy "$tool" "$compose" "$delay" v2 green "$label"
         deploy "$tool" "$compose" "$delay" v1 blue "$label"
@@ -311,7 +315,7 @@ remove_project
 log "footprint"
 RUNS=300; [[ $QUICK == 1 ]] && RUNS=50
 size=$(stat -c %s "$BIN")
-stripped=$(file -b "$BIN" | grep -q 'not stripped' && echo false || echo true)
+stripped=$(file -b "$BIN" | grep -q 'not stripped' && echo False || echo True)
 # peak RSS of one deploy (delay 1 s, compose v2) and of render
 reset_stage
 deploy cutover "$V2_CMD" 1000 v1 blue "warmup"
@@ -371,7 +375,7 @@ import json, sys
 json.dump(dict(
     date="$STARTED_AT",
     command="bench/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')$([[ $QUICK == 0 && $CYCLES != 3 ]] && echo " --cycles $CYCLES")",
-    cycles=$CYCLES, delays_ms=[${DELAYS[*]// /,}], seed000_margin_s=$SEED000_MARGIN_S,
+    cycles=$CYCLES, delays_ms=[$(IFS=,; echo "${DELAYS[*]}")], seed000_margin_s=$SEED000_MARGIN_S,
     duration_s=$(( $(date +%s) - T_BEGIN )),
     commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src templates Cargo.toml Cargo.lock || echo '+dirty')",
     nproc=$(nproc), mem_total_kib=$(awk '/MemTotal/{print $2}' /proc/meminfo),
@@ -388,7 +392,5 @@ json.dump(dict(
 EOF
 
 mkdir -p bench/results
-# BENCH_RAW_COPY=DIR keeps the raw files (load timelines, watcher and tool outputs).
-[[ -z "${BENCH_RAW_COPY:-}" ]] || { rm -rf "$BENCH_RAW_COPY"; cp -r "$RAW" "$BENCH_RAW_COPY"; }
 python3 bench/report.py "$RAW" bench/results/latest.json >bench/results/latest.md
 cat bench/results/latest.md
