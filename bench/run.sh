@@ -1,0 +1,396 @@
+#!/usr/bin/env bash
+# The benchmark: cutover against the seed scripts (bench/seed-004.sh, bench/seed-000.sh), in
+# one run, on the same demo app, compose project and nginx. Prints the markdown table and
+# writes the raw numbers to bench/results/latest.json (and the table to latest.md).
+#
+#   bench/run.sh [--cycles N] [--quick]
+#
+#   --cycles N   blue → green → blue cycles per tool and startup delay (default 3, i.e. 6
+#                deploys); every cycle runs under its own load client through nginx
+#   --quick      1 cycle, fewer start-up/render runs (a smoke run; numbers are noisier)
+#   BENCH_RAW_COPY=DIR   keep a copy of the raw files (load timelines, tool outputs) in DIR
+#
+# Needs: docker (engine running), the demo images (built with scripts/demo-image.sh when
+# missing), nginx, python3, GNU time; hyperfine is used when present (apt-get install
+# hyperfine), else a timed loop. Compose v2 comes from DOCKER_CONFIG as set up by
+# scripts/test.sh (~/.cache/cutover-test/docker-config); without it the v2 rows fall back to
+# whatever `docker compose` is, and say so.
+#
+# Everything runs on loopback, is bounded in time (each deploy, load client and watcher has
+# a limit) and is removed on exit: containers, network, nginx, temp dir.
+set -euo pipefail
+
+repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo_root"
+export PATH="$PATH:/usr/sbin:/sbin"
+
+CYCLES=3
+QUICK=0
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        --cycles) CYCLES=$2; shift 2 ;;
+        --quick) QUICK=1; CYCLES=1; shift ;;
+        -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
+    esac
+done
+DELAYS=(1000 5000)
+# seed 000's fixed sleep: the seed uses 45 s for an app that boots in "20-30 s" (1.5x its
+# worst boot). Here the boot time is known exactly, so we give it the delay plus a 2 s
+# margin for container start and jitter: the most favourable "safe" sleep for the seed.
+SEED000_MARGIN_S=2
+# Per-deploy bound: nothing here should take a minute.
+DEPLOY_LIMIT_S=120
+
+log() { printf '\n=== %s\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+now() { date +%s.%N; }
+
+# ---- prerequisites ------------------------------------------------------------------------
+for tool in docker nginx python3 curl; do
+    command -v "$tool" >/dev/null || { echo "run.sh needs $tool" >&2; exit 1; }
+done
+[[ -x /usr/bin/time ]] || { echo "run.sh needs GNU time (apt-get install time)" >&2; exit 1; }
+docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable" >&2; exit 1; }
+
+log "build (cargo build --release --locked)"
+cargo build --release --locked --quiet
+target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
+BIN=$target_dir/release/cutover
+[[ -x "$BIN" ]] || { echo "no binary at $BIN" >&2; exit 1; }
+
+if ! docker image inspect cutover-demo:v1 cutover-demo:v2 >/dev/null 2>&1; then
+    log "demo images (scripts/demo-image.sh v1 v2)"
+    bash scripts/demo-image.sh v1 v2 >/dev/null
+fi
+
+# compose v2: the private CLI plugin scripts/test.sh installs
+v2_config=${XDG_CACHE_HOME:-$HOME/.cache}/cutover-test/docker-config
+if [[ -z "${DOCKER_CONFIG:-}" && -e "$v2_config/cli-plugins/docker-compose" ]]; then
+    export DOCKER_CONFIG=$v2_config
+fi
+V2_VERSION=$(docker compose version --short 2>/dev/null || true)
+V1_VERSION=$(docker-compose version --short 2>/dev/null || true)
+if [[ "$V2_VERSION" == 2.* || "$V2_VERSION" == v2.* ]]; then
+    V2_CMD="docker compose"
+else
+    echo "WARNING: no compose v2 (\`docker compose\`); run scripts/test.sh once to set it up. Using docker-compose v1 for every row." >&2
+    V2_CMD="docker-compose"
+    V2_VERSION="(v2 missing: v1 $V1_VERSION used)"
+fi
+
+# ---- the stage ----------------------------------------------------------------------------
+WORK=$(mktemp -d /tmp/cutover-bench.XXXXXX)
+RAW=$WORK/raw
+mkdir -p "$RAW"
+PROJECT=cutover-bench-$$
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+BLUE=$(free_port); GREEN=$(free_port); NGINX_PORT=$(free_port)
+while [[ $GREEN == "$BLUE" ]]; do GREEN=$(free_port); done
+while [[ $NGINX_PORT == "$BLUE" || $NGINX_PORT == "$GREEN" ]]; do NGINX_PORT=$(free_port); done
+PREFIX=$WORK/nginx
+CUT_DIR=$WORK/cutover       # cutover's project dir (cutover.yml, .cutover/)
+SEED_DIR=$WORK/seed         # the baselines' compose file
+mkdir -p "$PREFIX/logs" "$PREFIX/tmp" "$CUT_DIR" "$SEED_DIR"
+NGINX=(nginx -p "$PREFIX/" -c "$PREFIX/nginx.conf" -e "$PREFIX/logs/error.log")
+BG_PIDS=()
+
+cleanup() {
+    local rc=$?
+    set +e
+    for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
+    remove_project
+    if [[ -f "$PREFIX/nginx.pid" ]]; then
+        "${NGINX[@]}" -s quit 2>/dev/null
+        for _ in $(seq 50); do [[ -f "$PREFIX/nginx.pid" ]] || break; sleep 0.1; done
+        [[ -f "$PREFIX/nginx.pid" ]] && kill -9 "$(cat "$PREFIX/nginx.pid")" 2>/dev/null
+    fi
+    # BENCH_RAW_COPY=DIR keeps the raw files (load timelines, watcher and tool outputs).
+    [[ -z "${BENCH_RAW_COPY:-}" ]] || { rm -rf "$BENCH_RAW_COPY"; cp -r "$RAW" "$BENCH_RAW_COPY"; }
+    rm -rf "$WORK"
+    [[ $rc -eq 0 ]] || echo "bench/run.sh failed (exit $rc); containers, nginx and $WORK removed" >&2
+}
+remove_project() {
+    local ids
+    ids=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")
+    [[ -z "$ids" ]] || docker rm -f $ids >/dev/null 2>&1 || true
+    docker network rm "${PROJECT}_default" >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+argv_yaml() { local out="" a; for a in "$@"; do out+="\"$a\", "; done; echo "[${out%, }]"; }
+
+# write_config DELAY_MS: cutover.yml for cutover, and the baselines' compose file rendered
+# from it (the color images replaced by ${BENCH_IMAGE}, which the seed scripts set).
+write_config() {
+    local delay=$1
+    cat >"$CUT_DIR/cutover.yml" <<EOF
+project: $PROJECT
+app:
+  name: web
+  image: cutover-demo
+  port: 8080
+  memory: 64M
+  environment:
+    STARTUP_DELAY_MS: "$delay"
+  health: { path: /health, timeout: 60s, interval: 100ms }
+  drain: 10s
+  stop_grace: 10s
+colors: { blue: $BLUE, green: $GREEN }
+nginx:
+  include: $PREFIX/service-url.inc
+  listen: "127.0.0.1:$NGINX_PORT"
+  test: $(argv_yaml "${NGINX[@]}" -t)
+  reload: $(argv_yaml "${NGINX[@]}" -s reload)
+EOF
+    rm -rf "$CUT_DIR/rendered"
+    "$BIN" -q -C "$CUT_DIR" render --out rendered >/dev/null
+    sed 's|^    image: "cutover-demo.*"$|    image: "${BENCH_IMAGE}"|' \
+        "$CUT_DIR/rendered/compose.yml" >"$SEED_DIR/compose.yml"
+    grep -q 'BENCH_IMAGE' "$SEED_DIR/compose.yml" || { echo "could not template the seed compose file" >&2; exit 1; }
+}
+
+start_nginx() {
+    cat >"$PREFIX/nginx.conf" <<EOF
+worker_processes 1;
+pid $PREFIX/nginx.pid;
+error_log $PREFIX/logs/error.log warn;
+events { worker_connections 1024; }
+http {
+    access_log off;
+    client_body_temp_path $PREFIX/tmp/body;
+    proxy_temp_path $PREFIX/tmp/proxy;
+    fastcgi_temp_path $PREFIX/tmp/fastcgi;
+    uwsgi_temp_path $PREFIX/tmp/uwsgi;
+    scgi_temp_path $PREFIX/tmp/scgi;
+    include $PREFIX/site.conf;
+}
+EOF
+    cp "$CUT_DIR/rendered/nginx-site.conf" "$PREFIX/site.conf"
+    cp "$CUT_DIR/rendered/service-url.inc" "$PREFIX/service-url.inc"
+    "${NGINX[@]}" -t -q
+    "${NGINX[@]}"
+}
+
+# reset_stage: no containers, nginx pointing at blue, no cutover state.
+reset_stage() {
+    remove_project
+    rm -rf "$CUT_DIR/.cutover"
+    cp "$CUT_DIR/rendered/service-url.inc" "$PREFIX/service-url.inc"
+    "${NGINX[@]}" -s reload
+    sleep 0.5
+}
+
+ctag() { [[ $1 == docker-compose ]] && echo v1 || echo v2; }
+
+# ---- one deploy ---------------------------------------------------------------------------
+# deploy TOOL COMPOSE_CMD DELAY IMAGE_TAG TO_COLOR LABEL: runs the tool, with a watcher that
+# polls the new color's /health directly; appends a JSON line to $RAW/deploys.jsonl.
+deploy() {
+    local tool=$1 compose=$2 delay=$3 tag=$4 to=$5 label=$6
+    local port; [[ $to == blue ]] && port=$BLUE || port=$GREEN
+    local id="$label-$tool-$delay-$tag-$to-$RANDOM"
+    local watch_out=$RAW/$id.watch.json out=$RAW/$id.out err=$RAW/$id.err
+    python3 bench/load.py watch --port "$port" --expect "color=$to version=$tag" \
+        --max-s "$DEPLOY_LIMIT_S" --out "$watch_out" &
+    local watcher=$!
+    BG_PIDS+=("$watcher")
+    local t0 t1 rc=0
+    t0=$(now)
+    case $tool in
+        cutover)
+            CUTOVER_COMPOSE=$compose timeout "$DEPLOY_LIMIT_S" \
+                "$BIN" -C "$CUT_DIR" deploy --image "cutover-demo:$tag" --json >"$out" 2>"$err" || rc=$? ;;
+        seed-004|seed-000)
+            local extra=()
+            [[ $tool == seed-000 ]] && extra=($(( (delay + 999) / 1000 + SEED000_MARGIN_S )))
+            SEED_COMPOSE=$compose SEED_PROJECT=$PROJECT SEED_COMPOSE_FILE=$SEED_DIR/compose.yml \
+            SEED_APP=web SEED_BLUE_PORT=$BLUE SEED_GREEN_PORT=$GREEN \
+            SEED_INCLUDE=$PREFIX/service-url.inc SEED_NGINX_RELOAD="${NGINX[*]} -s reload" \
+                timeout "$DEPLOY_LIMIT_S" bash "bench/$tool.sh" "cutover-demo:$tag" "${extra[@]}" >"$out" 2>"$err" || rc=$? ;;
+    esac
+    t1=$(now)
+    # The watcher stops by itself once the new color is ready; give it 3 s more at most.
+    for _ in $(seq 30); do kill -0 "$watcher" 2>/dev/null || break; sleep 0.1; done
+    kill "$watcher" 2>/dev/null || true
+    wait "$watcher" 2>/dev/null || true
+    if [[ $rc -ne 0 ]]; then
+        note "$tool deploy $tag → $to FAILED (exit $rc):"; tail -n 5 "$err" | sed 's/^/      /' >&2
+    fi
+    python3 - "$RAW/deploys.jsonl" <<EOF
+import json, sys
+rec = dict(label="$label", tool="$tool", compose="$compose", delay_ms=$delay, image="cutover-demo:$tag",
+           to="$to", t_start=$t0, t_end=$t1, exit=$rc, watch=None, cutover=None)
+try: rec["watch"] = json.load(open("$watch_out"))
+except Exception: pass
+if "$tool" == "cutover":
+    try: rec["cutover"] = json.load(open("$out"))
+    except Exception: pass
+with open(sys.argv[1], "a") as f: f.write(json.dumps(rec) + "\n")
+EOF
+    note "$(printf '%-8s %-15s %-6s → %-5s %6.0f ms  exit %d' "$tool" "compose $(ctag "$compose")" "$tag" "$to" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print (b-a)*1000}')" "$rc")"
+}
+
+# ---- load -------------------------------------------------------------------------------
+LOAD_PID=""
+LOAD_LABEL=""
+start_load() { # start_load LABEL MODE(close|keepalive)
+    local args=(--port "$NGINX_PORT" --max-s 900 --out "$RAW/$1.load.json")
+    [[ $2 == keepalive ]] && args+=(--keepalive --conns 4)
+    python3 bench/load.py load "${args[@]}" &
+    LOAD_PID=$!
+    LOAD_LABEL=$1
+    BG_PIDS+=("$LOAD_PID")
+    sleep 1
+}
+stop_load() {
+    sleep 1
+    kill -TERM "$LOAD_PID" 2>/dev/null || true
+    # It writes its JSON and exits within a request timeout; never wait forever.
+    for _ in $(seq 400); do kill -0 "$LOAD_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$LOAD_PID" 2>/dev/null || true
+    wait "$LOAD_PID" 2>/dev/null || true
+    [[ -s "$RAW/$LOAD_LABEL.load.json" ]] || { echo "load client wrote no result ($LOAD_LABEL)" >&2; exit 1; }
+}
+record_cycle() { # record_cycle LABEL TOOL COMPOSE DELAY MODE
+    printf '{"label":"%s","tool":"%s","compose":"%s","delay_ms":%s,"mode":"%s","load":"%s"}\n' \
+        "$1" "$2" "$3" "$4" "$5" "$1.load.json" >>"$RAW/cycles.jsonl"
+}
+
+# run_tool TOOL COMPOSE DELAY MODE CYCLES: fresh stage, first deploy (v1 → blue, not
+# measured), then CYCLES × (v2 → green, v1 → blue), each cycle under its own load client.
+run_tool() {
+    local tool=$1 compose=$2 delay=$3 mode=$4 cycles=$5 c
+    log "$tool ($compose), STARTUP_DELAY_MS=$delay, load: $mode, $cycles cycle(s)"
+    reset_stage
+    deploy "$tool" "$compose" "$delay" v1 blue "warmup"
+    for c in $(seq 1 "$cycles"); do
+        local label="$tool-$(ctag "$compose")-$delay-$mode-$c"
+        start_load "$label" "$mode"
+        deploy "$tool" "$compose" "$delay" v2 green "$label"
+        deploy "$tool" "$compose" "$delay" v1 blue "$label"
+        stop_load
+        record_cycle "$label" "$tool" "$compose" "$delay" "$mode"
+    done
+}
+
+log "stage: project $PROJECT, colors 127.0.0.1:$BLUE/$GREEN, nginx 127.0.0.1:$NGINX_PORT, $WORK"
+write_config 1000
+start_nginx
+STARTED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+T_BEGIN=$(date +%s)
+
+# 1. deploys, one connection per request
+for delay in "${DELAYS[@]}"; do
+    write_config "$delay"
+    for tool in cutover seed-004 seed-000; do
+        run_tool "$tool" "$V2_CMD" "$delay" close "$CYCLES"
+    done
+done
+# 2. cutover on compose v1
+write_config 1000
+run_tool cutover docker-compose 1000 close "$CYCLES"
+
+# 3. keep-alive load: one cycle per tool, and nginx's own floor (reloads, no deploy)
+for tool in cutover seed-004 seed-000; do
+    run_tool "$tool" "$V2_CMD" 1000 keepalive 1
+done
+log "nginx's own floor: 10 × nginx -s reload under the same keep-alive load, no deploy"
+reset_stage
+deploy cutover "$V2_CMD" 1000 v1 blue "warmup"
+start_load floor keepalive
+reload_times=()
+for _ in $(seq 10); do
+    sleep 2
+    reload_times+=("$(now)")
+    "${NGINX[@]}" -s reload
+done
+stop_load
+printf '{"label":"floor","reloads":[%s],"load":"floor.load.json"}\n' \
+    "$(IFS=,; echo "${reload_times[*]}")" >"$RAW/floor.json"
+remove_project
+
+# ---- footprint and micro ------------------------------------------------------------------
+log "footprint"
+RUNS=300; [[ $QUICK == 1 ]] && RUNS=50
+size=$(stat -c %s "$BIN")
+stripped=$(file -b "$BIN" | grep -q 'not stripped' && echo False || echo True)
+# peak RSS of one deploy (delay 1 s, compose v2) and of render
+reset_stage
+deploy cutover "$V2_CMD" 1000 v1 blue "warmup"
+CUTOVER_COMPOSE=$V2_CMD python3 bench/peakrss.py "$RAW/rss-deploy.json" -- \
+    "$BIN" -C "$CUT_DIR" deploy --image cutover-demo:v2 --json || true
+CUTOVER_COMPOSE=docker-compose python3 bench/peakrss.py "$RAW/rss-deploy-v1.json" -- \
+    "$BIN" -C "$CUT_DIR" deploy --image cutover-demo:v1 --json || true
+python3 bench/peakrss.py "$RAW/rss-render.json" -- "$BIN" -C "$CUT_DIR" render --out rendered-rss || true
+remove_project
+
+# `cutover --version` start-up, and render of a 50-service project
+mkdir -p "$WORK/p50"
+{
+    echo "project: p50"
+    echo "app: { name: app, image: example/app, port: 8080, memory: 256M, depends_on: [acc-01, acc-02] }"
+    echo "colors: { blue: 8081, green: 8082 }"
+    echo "accessories:"
+    for i in $(seq -w 1 50); do
+        echo "  acc-$i: { image: \"example/acc-$i:1.$i\", memory: 64M, environment: { ROLE: acc-$i, LEVEL: \"$i\" }, volumes: [\"data-$i:/data\"] }"
+    done
+} >"$WORK/p50/cutover.yml"
+"$BIN" -q -C "$WORK/p50" render --out out >/dev/null
+services=$(grep -c '^  "[a-z0-9-]*":$' "$WORK/p50/out/compose.yml" || true)
+python3 bench/peakrss.py "$RAW/rss-render50.json" -- "$BIN" -C "$WORK/p50" render --out out || true
+
+if command -v hyperfine >/dev/null; then
+    hyperfine -N --style none --warmup 20 --runs "$RUNS" --export-json "$RAW/version.json" \
+        "$BIN --version" >/dev/null 2>&1
+    hyperfine -N --style none --warmup 10 --runs $((RUNS / 3)) --export-json "$RAW/render50.json" \
+        "$BIN -q -C $WORK/p50 render --out out" >/dev/null 2>&1
+    TIMER="hyperfine $(hyperfine --version | awk '{print $2}')"
+else
+    loop_json() { # loop_json OUT RUNS CMD...: mean of a timed loop, hyperfine-shaped JSON
+        local out=$1 n=$2; shift 2
+        local t0 t1; t0=$(now)
+        for _ in $(seq "$n"); do "$@" >/dev/null; done
+        t1=$(now)
+        printf '{"results":[{"mean":%s,"stddev":null,"min":null,"max":null}]}' \
+            "$(awk -v a="$t0" -v b="$t1" -v n="$n" 'BEGIN{print (b-a)/n}')" >"$out"
+    }
+    loop_json "$RAW/version.json" "$RUNS" "$BIN" --version
+    loop_json "$RAW/render50.json" $((RUNS / 3)) "$BIN" -q -C "$WORK/p50" render --out out
+    TIMER="timed loop (no hyperfine)"
+fi
+
+# secrets: decrypt + parse of a 1,000-key file against age -d (scripts/bench-secrets.sh)
+if [[ -x scripts/bench-secrets.sh || -f scripts/bench-secrets.sh ]]; then
+    log "secrets (scripts/bench-secrets.sh)"
+    bash scripts/bench-secrets.sh >"$RAW/secrets.txt" 2>&1 || echo "(bench-secrets.sh failed: exit $?)" >>"$RAW/secrets.txt"
+else
+    echo "pending merge" >"$RAW/secrets.txt"
+fi
+
+# ---- machine ------------------------------------------------------------------------------
+python3 - "$RAW/meta.json" <<EOF
+import json, sys
+json.dump(dict(
+    date="$STARTED_AT",
+    command="bench/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')$([[ $QUICK == 0 && $CYCLES != 3 ]] && echo " --cycles $CYCLES")",
+    cycles=$CYCLES, delays_ms=[$(IFS=,; echo "${DELAYS[*]}")], seed000_margin_s=$SEED000_MARGIN_S,
+    duration_s=$(( $(date +%s) - T_BEGIN )),
+    commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src templates Cargo.toml Cargo.lock || echo '+dirty')",
+    nproc=$(nproc), mem_total_kib=$(awk '/MemTotal/{print $2}' /proc/meminfo),
+    swap_total_kib=$(awk '/SwapTotal/{print $2}' /proc/meminfo),
+    cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)",
+    kernel="$(uname -r)", os="$(. /etc/os-release; echo "$PRETTY_NAME")",
+    docker="$(docker version -f '{{.Server.Version}}')",
+    compose_v2="$V2_VERSION", compose_v2_cmd="$V2_CMD", compose_v1="$V1_VERSION",
+    nginx="$(nginx -v 2>&1 | sed 's|.*/||')", python="$(python3 -V | cut -d' ' -f2)",
+    rustc="$(rustc -V | cut -d' ' -f2)", timer="$TIMER",
+    binary=dict(path="target/release/cutover", bytes=$size, stripped=$stripped),
+    p50_services=${services:-0},
+), open(sys.argv[1], "w"), indent=1)
+EOF
+
+mkdir -p bench/results
+python3 bench/report.py "$RAW" bench/results/latest.json >bench/results/latest.md
+cat bench/results/latest.md
