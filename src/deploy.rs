@@ -597,7 +597,47 @@ impl Run<'_, '_> {
         let expected = health.status;
         let project = self.project.clone();
         let interrupted = self.d.interrupted.clone();
-        let mut last_check = Instant::now() - Duration::from_secs(10);
+        // Fail fast when the container dies, instead of waiting out the timeout. The engine
+        // is asked from a background thread, so its ~100 ms round trip never delays a poll.
+        let death = Arc::new(std::sync::Mutex::new(None::<String>));
+        let gate_done = Arc::new(AtomicBool::new(false));
+        let watcher = {
+            let (death, gate_done, service) =
+                (death.clone(), gate_done.clone(), idle_service.clone());
+            std::thread::spawn(move || {
+                while !gate_done.load(Ordering::SeqCst) {
+                    if let Ok(containers) = project.containers() {
+                        let mine: Vec<_> =
+                            containers.iter().filter(|c| c.service == service).collect();
+                        let verdict = if let Some(dead) = mine.iter().find(|c| {
+                            !c.running() || c.state == "restarting" || c.restart_count > 0
+                        }) {
+                            Some(format!(
+                                "the {to} container exited (state {}, exit code {}, restarts {})",
+                                dead.state,
+                                dead.exit_code.unwrap_or_default(),
+                                dead.restart_count
+                            ))
+                        } else if mine.is_empty() {
+                            Some(format!("the {to} container is gone"))
+                        } else {
+                            None
+                        };
+                        if verdict.is_some() {
+                            *death.lock().unwrap_or_else(|e| e.into_inner()) = verdict;
+                            return;
+                        }
+                    }
+                    // Sleep in small steps so the thread ends soon after the gate does.
+                    for _ in 0..10 {
+                        if gate_done.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            })
+        };
         let reporter = &mut *self.reporter;
         let outcome = health::wait_until(
             || {
@@ -619,32 +659,14 @@ impl Run<'_, '_> {
                     limit: health.timeout.get(),
                     last: last.map(Answer::describe).unwrap_or_default(),
                 });
-                // Fail fast when the container died, instead of waiting out the timeout.
-                if last_check.elapsed() >= Duration::from_millis(1000) {
-                    last_check = Instant::now();
-                    if let Ok(containers) = project.containers() {
-                        let mine: Vec<_> = containers
-                            .iter()
-                            .filter(|c| c.service == idle_service)
-                            .collect();
-                        if let Some(dead) = mine.iter().find(|c| {
-                            !c.running() || c.state == "restarting" || c.restart_count > 0
-                        }) {
-                            return Verdict::Abort(format!(
-                                "the {to} container exited (state {}, exit code {}, restarts {})",
-                                dead.state,
-                                dead.exit_code.unwrap_or_default(),
-                                dead.restart_count
-                            ));
-                        }
-                        if mine.is_empty() {
-                            return Verdict::Abort(format!("the {to} container is gone"));
-                        }
-                    }
+                match death.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+                    Some(reason) => Verdict::Abort(reason),
+                    None => Verdict::Continue,
                 }
-                Verdict::Continue
             },
         );
+        gate_done.store(true, Ordering::SeqCst);
+        let _ = watcher.join();
         let passed_at = Instant::now();
         match outcome {
             Outcome::Passed { after, polls } => self.done(
@@ -780,7 +802,8 @@ impl Run<'_, '_> {
                     health,
                 )
             },
-            Duration::from_millis(50),
+            // The reload is asynchronous: retry quickly so the switch time is nginx's, not ours.
+            Duration::from_millis(10),
             Duration::from_secs(10),
             &mut |_: Duration, _: Option<&Answer>| Verdict::Continue,
         );
