@@ -149,7 +149,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
     let (secret_values, secret_keys) = super::decrypt_for_deploy(&demo_ctx, &loaded)?;
     let deployer = Deployer {
         loaded: &loaded,
-        compose: Compose::detect()?,
+        compose: Compose::detect_cached()?,
         renderer,
         secrets: secret_values,
         secret_keys,

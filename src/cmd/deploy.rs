@@ -137,7 +137,7 @@ pub fn run_deploy(
     let secrets_started = Instant::now();
     let (secrets, secret_keys) = super::decrypt_for_deploy(ctx, &loaded)?;
     let secrets_took = secrets_started.elapsed();
-    let compose = Compose::detect()?;
+    let compose = Compose::detect_cached()?;
     let deployer = Deployer {
         loaded: &loaded,
         compose,
