@@ -699,6 +699,8 @@ impl Run<'_, '_> {
         // an interrupt no longer stops the deploy: finishing is the consistent state.
         self.set_step("switch");
         self.start("switch", config.nginx.include.display().to_string());
+        // The workers that may still route to the old color once the reload returns.
+        let old_workers = crate::nginx::worker_pids(&config.nginx.reload);
         let switch = match self.nginx.switch(s.include_text) {
             Ok(sw) => sw,
             Err(e) => {
@@ -737,24 +739,36 @@ impl Run<'_, '_> {
             self.start("drain", format!("{old_service} on port {port}"));
             let drain_start = Instant::now();
             let limit = config.app.drain.get();
-            let mut remaining = crate::host::established_connections(port);
-            while remaining > 0 && drain_start.elapsed() < limit {
+            // Drained when no connection to the old port is open and every nginx worker that
+            // predates the reload has exited (until then it may still route to the old color).
+            let pending = || {
+                let workers = old_workers
+                    .iter()
+                    .filter(|pid| crate::nginx::process_alive(**pid))
+                    .count();
+                (crate::host::established_connections(port), workers)
+            };
+            let (mut connections, mut workers) = pending();
+            while (connections > 0 || workers > 0) && drain_start.elapsed() < limit {
                 self.reporter.event(Event::Waiting {
                     step: "drain",
                     elapsed: drain_start.elapsed(),
                     limit,
-                    last: format!("{remaining} open connections"),
+                    last: format!("{connections} open connections, {workers} old nginx workers"),
                 });
-                std::thread::sleep(Duration::from_millis(100));
-                remaining = crate::host::established_connections(port);
+                std::thread::sleep(Duration::from_millis(20));
+                (connections, workers) = pending();
             }
-            if remaining > 0 {
+            if connections > 0 || workers > 0 {
                 notes.push(format!(
-                    "{remaining} connections to {old} were still open after the drain limit ({})",
+                    "{connections} connections to {old} and {workers} old nginx workers were left after the drain limit ({})",
                     config.app.drain
                 ));
             }
-            self.done("drain", format!("{remaining} connections left"));
+            self.done(
+                "drain",
+                format!("{connections} connections, {workers} old nginx workers left"),
+            );
             self.set_step("stop");
             self.start("stop", old_service.clone());
             if let Err(e) = self

@@ -107,6 +107,66 @@ impl Switch {
     }
 }
 
+/// The worker processes of the nginx that `reload_argv` reloads, read from `/proc`.
+///
+/// Taken just before a switch, these are the workers that may still route a request to the
+/// old color after the reload: `nginx -s reload` returns before old workers act on their QUIT,
+/// so for a moment they can still accept a connection. The drain waits until they are gone.
+/// Masters are matched by the `-c`/`-p` path in `reload_argv` (their process title keeps
+/// their command line); with neither, every nginx master on the box counts. An nginx this
+/// box cannot see (in a container) yields no pids, and the drain falls back to counting
+/// connections alone.
+pub fn worker_pids(reload_argv: &[String]) -> Vec<u32> {
+    let wanted = reload_argv
+        .windows(2)
+        .find(|w| w[0] == "-c")
+        .or_else(|| reload_argv.windows(2).find(|w| w[0] == "-p"))
+        .map(|w| w[1].trim_end_matches('/').to_string());
+    let procs: Vec<(u32, u32, String)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let title = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let title = String::from_utf8_lossy(&title).replace('\0', " ");
+            let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
+            let ppid = status
+                .lines()
+                .find_map(|l| l.strip_prefix("PPid:"))?
+                .trim()
+                .parse()
+                .ok()?;
+            Some((pid, ppid, title))
+        })
+        .collect();
+    let masters: Vec<u32> = procs
+        .iter()
+        .filter(|(_, _, title)| title.starts_with("nginx: master process"))
+        .filter(|(_, _, title)| wanted.as_ref().is_none_or(|w| title.contains(w.as_str())))
+        .map(|(pid, _, _)| *pid)
+        .collect();
+    procs
+        .iter()
+        .filter(|(_, ppid, title)| {
+            masters.contains(ppid) && title.starts_with("nginx: worker process")
+        })
+        .map(|(pid, _, _)| *pid)
+        .collect()
+}
+
+/// Whether a process still runs (a zombie does not count).
+pub fn process_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            // The state follows the parenthesised command name.
+            stat.rsplit_once(") ")
+                .and_then(|(_, rest)| rest.chars().next())
+                .is_some_and(|state| state != 'Z' && state != 'X')
+        })
+        .unwrap_or(false)
+}
+
 /// `service-url.inc` → `service-url.inc.prev`: the include before the last switch.
 pub fn backup_path(include: &Path) -> PathBuf {
     let mut name = include.file_name().unwrap_or_default().to_os_string();

@@ -328,3 +328,54 @@ fn render_check_writes_nothing() {
     let entries: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
     assert_eq!(entries.len(), 1, "only cutover.yml");
 }
+
+/// The drain waits for the nginx workers that predate a reload: they are found by the
+/// config path in the reload command, and they are gone (replaced) once the reload is done.
+#[test]
+fn nginx_workers_of_this_prefix_are_found_and_replaced_by_a_reload() {
+    if !require("nginx", "run a local nginx") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("nginx");
+    std::fs::create_dir_all(&prefix).unwrap();
+    let port = free_port();
+    std::fs::write(
+        prefix.join("site.conf"),
+        format!("server {{ listen 127.0.0.1:{port}; return 200 ok; }}\n"),
+    )
+    .unwrap();
+    let mut nginx = cutover::nginx::LocalNginx::start(&prefix, port).unwrap();
+    let reload = cutover::nginx::LocalNginx::argv(&prefix, &["-s", "reload"]);
+    let before = cutover::nginx::worker_pids(&reload);
+    assert_eq!(before.len(), 1, "worker_processes 1: {before:?}");
+    assert!(before.iter().all(|p| cutover::nginx::process_alive(*p)));
+    let other = cutover::nginx::worker_pids(&[
+        "nginx".into(),
+        "-c".into(),
+        "/nonexistent/nginx.conf".into(),
+        "-s".into(),
+        "reload".into(),
+    ]);
+    assert!(
+        other.iter().all(|p| !before.contains(p)),
+        "another config's masters do not match"
+    );
+    let status = std::process::Command::new(&reload[0])
+        .args(&reload[1..])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while before.iter().any(|p| cutover::nginx::process_alive(*p)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "old worker never exited"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let after = cutover::nginx::worker_pids(&reload);
+    assert_eq!(after.len(), 1);
+    assert_ne!(after, before, "a new worker serves after the reload");
+    nginx.stop();
+}
