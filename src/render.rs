@@ -40,6 +40,14 @@ pub struct SecretKeys {
     pub accessories: BTreeMap<String, BTreeSet<String>>,
 }
 
+impl SecretKeys {
+    /// The secret key names of one accessory (none when it has no secrets files).
+    pub fn accessory(&self, name: &str) -> &BTreeSet<String> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        self.accessories.get(name).unwrap_or(&NONE)
+    }
+}
+
 /// What the caller decided: the image each color runs.
 #[derive(Debug, Clone)]
 pub struct Plan {
@@ -223,12 +231,7 @@ impl ComposeContext {
             .collect();
         let mut accessories = Vec::new();
         for (name, acc) in &config.accessories {
-            let no_keys = BTreeSet::new();
-            let keys = plan
-                .secret_keys
-                .accessories
-                .get(name.as_str())
-                .unwrap_or(&no_keys);
+            let keys = plan.secret_keys.accessory(name.as_str());
             accessories.push(AccessoryView {
                 name: name.to_string(),
                 image: acc.image.clone(),

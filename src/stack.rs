@@ -157,12 +157,7 @@ impl StackContext {
         let app_secrets = refs(&plan.secret_keys.app, "app.secrets")?;
         let mut accessories = Vec::new();
         for (name, acc) in &config.accessories {
-            let no_keys = BTreeSet::new();
-            let keys = plan
-                .secret_keys
-                .accessories
-                .get(name.as_str())
-                .unwrap_or(&no_keys);
+            let keys = plan.secret_keys.accessory(name.as_str());
             let owner = format!("accessories.{name}");
             let mut ports = Vec::new();
             for spec in &acc.ports {

@@ -220,22 +220,29 @@ pub fn run_deploy(
         }
         Err(err) => {
             printer.clear_spinner();
-            let interrupted = err
-                .downcast_ref::<deploy::Failed>()
-                .is_some_and(|f| f.interrupted);
-            if common.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "result": if interrupted { "interrupted" } else { "failed" }, "error": format!("{err:#}") })
-                );
-            }
-            if interrupted {
-                eprintln!("{}", crate::report::error_chain(&err));
-                return Ok(ExitCode::from(130));
-            }
-            Err(err)
+            failed(err, common.json, "compose")
         }
     }
+}
+
+/// The end of a failed deploy on either engine: a JSON verdict for scripts, and exit 130
+/// (after printing the error chain) when it was interrupted before its switch.
+pub fn failed(err: anyhow::Error, json: bool, engine: &str) -> anyhow::Result<ExitCode> {
+    let interrupted = err
+        .downcast_ref::<deploy::Failed>()
+        .is_some_and(|f| f.interrupted);
+    if json {
+        let result = if interrupted { "interrupted" } else { "failed" };
+        println!(
+            "{}",
+            serde_json::json!({ "engine": engine, "result": result, "error": format!("{err:#}") })
+        );
+    }
+    if interrupted {
+        eprintln!("{}", crate::report::error_chain(&err));
+        return Ok(ExitCode::from(130));
+    }
+    Err(err)
 }
 
 #[derive(Serialize)]

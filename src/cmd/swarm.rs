@@ -10,7 +10,6 @@ use serde::Serialize;
 use super::deploy::{interrupt_flag, StepPrinter};
 use crate::cli::DeployCommon;
 use crate::config::{self, Dur};
-use crate::deploy::Failed;
 use crate::render::Renderer;
 use crate::report::duration;
 use crate::state::StateDir;
@@ -103,18 +102,7 @@ pub fn run_deploy(
         }
         Err(err) => {
             printer.clear_spinner();
-            let interrupted = err.downcast_ref::<Failed>().is_some_and(|f| f.interrupted);
-            if common.json {
-                println!(
-                    "{}",
-                    serde_json::json!({ "engine": "swarm", "result": if interrupted { "interrupted" } else { "failed" }, "error": format!("{err:#}") })
-                );
-            }
-            if interrupted {
-                eprintln!("{}", crate::report::error_chain(&err));
-                return Ok(ExitCode::from(130));
-            }
-            Err(err)
+            super::deploy::failed(err, common.json, "swarm")
         }
     }
 }
