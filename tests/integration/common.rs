@@ -33,7 +33,9 @@ pub fn require(program: &str, why: &str) -> bool {
     if std::env::var_os("CI").is_some() {
         panic!("{msg} (CI is set, so this is a failure; run scripts/test.sh to install it)");
     }
-    eprintln!("\n*** SKIPPED: {msg} (install it with scripts/test.sh) ***\n");
+    loud(&format!(
+        "*** SKIPPED: {msg} (install it with scripts/test.sh) ***"
+    ));
     false
 }
 
@@ -67,4 +69,11 @@ pub fn set_key(map: &mut serde_yaml::Mapping, section: &str, key: &str, value: s
         .entry(section.into())
         .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
     entry.as_mapping_mut().unwrap().insert(key.into(), value);
+}
+
+/// Prints past the test harness's output capture, so a skip or a partial check shows in the
+/// CI log even when the test passes (`eprintln!` output of passing tests is swallowed).
+pub fn loud(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr().lock(), "\n{msg}\n");
 }

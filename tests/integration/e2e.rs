@@ -75,7 +75,7 @@ pub fn ready() -> bool {
         if std::env::var_os("CI").is_some() {
             panic!("{msg}; CI is set, so this is a failure");
         }
-        eprintln!("\n*** SKIPPED: {msg} ***\n");
+        crate::common::loud(&format!("*** SKIPPED: {msg} ***"));
         return false;
     }
     true

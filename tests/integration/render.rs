@@ -163,7 +163,7 @@ fn docker_compose_config_accepts_every_rendered_file() {
             std::env::var_os("CI").is_none(),
             "no compose tool (v1 or v2) works here and CI is set"
         );
-        eprintln!("\n*** SKIPPED: no docker compose / docker-compose found ***\n");
+        crate::common::loud("*** SKIPPED: no docker compose / docker-compose found ***");
         return;
     }
     for tool in &tools {

@@ -117,7 +117,9 @@ fn swarm_render_is_accepted_by_docker_stack_config() {
                 std::env::var_os("CI").is_none(),
                 "docker stack config unavailable: {e}"
             );
-            eprintln!("\n*** SKIPPED: this docker client has no `stack config`: {e} ***\n");
+            crate::common::loud(&format!(
+                "*** SKIPPED: this docker client has no `stack config`: {e} ***"
+            ));
             return;
         }
         Err(e) => panic!("docker stack config rejected the stack file: {e}"),
@@ -212,7 +214,7 @@ fn fail_or_skip(msg: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("{msg} (CI is set, so this is a failure)");
     }
-    eprintln!("\n*** SKIPPED: {msg} ***\n");
+    crate::common::loud(&format!("*** SKIPPED: {msg} ***"));
 }
 
 /// Docker and the demo images; not the second (compose v1) e2e run.
@@ -542,11 +544,11 @@ fn routing_mesh(port: u16) -> bool {
     }
     match kernel_without_ipvs() {
         Some(why) => {
-            eprintln!(
-                "\n*** ROUTING MESH UNAVAILABLE ON THIS MACHINE: the published port {port} does not answer because {why}.\n\
+            crate::common::loud(&format!(
+                "*** ROUTING MESH UNAVAILABLE ON THIS MACHINE: the published port {port} does not answer because {why}.\n\
                  *** Swarm's ingress load balancing is IPVS: without it no published port works. The load through\n\
-                 *** the published port is NOT measured here; every task is checked directly on docker_gwbridge. ***\n"
-            );
+                 *** the published port is NOT measured here; every task is checked directly on docker_gwbridge. ***"
+            ));
             false
         }
         None => panic!(
