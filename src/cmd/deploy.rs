@@ -100,6 +100,16 @@ impl Reporter for StepPrinter {
     }
 }
 
+/// `--lock-wait 30s` as a duration; absent means fail at once when another deploy runs.
+pub fn lock_wait(common: &DeployCommon) -> anyhow::Result<Duration> {
+    match &common.lock_wait {
+        Some(text) => Ok(Dur::parse(text)
+            .map_err(|e| anyhow::anyhow!("--lock-wait: {e}"))?
+            .get()),
+        None => Ok(Duration::ZERO),
+    }
+}
+
 /// `lock 1ms · observe 84ms · up 680ms · …`: a deploy's steps with their durations.
 pub fn steps_line(steps: &[crate::state::StepTiming]) -> String {
     steps
@@ -127,12 +137,7 @@ pub fn run_deploy(
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
-    let lock_wait = match &common.lock_wait {
-        Some(text) => Dur::parse(text)
-            .map_err(|e| anyhow::anyhow!("--lock-wait: {e}"))?
-            .get(),
-        None => Duration::ZERO,
-    };
+    let lock_wait = lock_wait(&common)?;
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
     let (secrets, secret_keys) = super::decrypt_for_deploy(ctx, &loaded)?;

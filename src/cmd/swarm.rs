@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use super::deploy::{interrupt_flag, StepPrinter};
 use crate::cli::DeployCommon;
-use crate::config::{self, Dur};
+use crate::config;
 use crate::render::Renderer;
 use crate::report::duration;
 use crate::state::StateDir;
@@ -26,12 +26,7 @@ pub fn run_deploy(
     if common.force {
         anyhow::bail!("--force applies to the compose engine's memory budget; swarm schedules tasks by their memory limits itself");
     }
-    let lock_wait = match &common.lock_wait {
-        Some(text) => Dur::parse(text)
-            .map_err(|e| anyhow::anyhow!("--lock-wait: {e}"))?
-            .get(),
-        None => Duration::ZERO,
-    };
+    let lock_wait = super::deploy::lock_wait(&common)?;
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
     let (secrets, secret_keys) = super::decrypt_for_deploy(ctx, &loaded)?;
