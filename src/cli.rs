@@ -167,13 +167,6 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct JsonArgs {
-    /// Print JSON on stdout
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
 pub struct HistoryArgs {
     /// Print JSON on stdout (one array)
     #[arg(long)]

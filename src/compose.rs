@@ -297,7 +297,8 @@ impl Project {
         containers_of(&self.name)
     }
 
-    /// The last `lines` log lines of a service (stdout and stderr).
+    /// The last `lines` log lines of a service (stdout and stderr), without compose's own
+    /// chatter.
     pub fn logs(&self, service: &str, lines: usize) -> String {
         match self
             .cmd(format!("read the logs of {service}"))
@@ -305,7 +306,12 @@ impl Project {
             .timeout(Duration::from_secs(20))
             .run_unchecked()
         {
+            // v1 prints "Attaching to …" even when there is no container to read.
             Ok(out) => format!("{}{}", out.stdout, out.stderr)
+                .lines()
+                .filter(|l| !l.starts_with("Attaching to"))
+                .collect::<Vec<_>>()
+                .join("\n")
                 .trim_end()
                 .to_string(),
             Err(e) => format!("(could not read logs: {e})"),

@@ -507,10 +507,6 @@ impl Size {
     pub fn bytes(self) -> u64 {
         self.0
     }
-
-    pub fn mib(self) -> u64 {
-        self.0 >> 20
-    }
 }
 
 /// Renders in the largest whole unit, the form compose and nginx users write.

@@ -510,8 +510,7 @@ impl Run<'_, '_> {
         let (switch_ms, mut notes) = result?;
 
         // Prune old images of the app beyond `keep_images` (never the two recorded ones).
-        let mut protected: BTreeSet<String> = record.images.values().cloned().collect();
-        protected.extend(record.previous_image.clone());
+        let protected = record.kept_images();
         match crate::images::list(crate::images::repository(&image)) {
             Ok(list) => {
                 for old in
@@ -840,12 +839,6 @@ impl Run<'_, '_> {
     ) -> anyhow::Error {
         let config = &self.d.loaded.config;
         let logs = self.project.logs(idle_service, 20);
-        // Compose prints "Attaching to …" even when there is no container to read.
-        let logs: String = logs
-            .lines()
-            .filter(|l| !l.starts_with("Attaching to"))
-            .collect::<Vec<_>>()
-            .join("\n");
         self.start("teardown", idle_service.to_string());
         let teardown = self
             .project

@@ -12,7 +12,6 @@ use std::path::Path;
 pub struct MemInfo {
     pub total: u64,
     pub available: u64,
-    pub swap_total: u64,
     pub swap_free: u64,
 }
 
@@ -39,7 +38,6 @@ impl MemInfo {
             match key {
                 "MemTotal:" => info.total = bytes,
                 "MemAvailable:" => info.available = bytes,
-                "SwapTotal:" => info.swap_total = bytes,
                 "SwapFree:" => info.swap_free = bytes,
                 _ => {}
             }

@@ -189,8 +189,6 @@ pub fn include_port(text: &str) -> Option<u16> {
 #[derive(Debug)]
 pub struct LocalNginx {
     pub prefix: PathBuf,
-    pub conf: PathBuf,
-    pub port: u16,
     stopped: bool,
 }
 
@@ -250,16 +248,14 @@ impl LocalNginx {
     }
 
     /// Starts nginx (it daemonizes) after writing the config; `site.conf` must exist.
-    pub fn start(prefix: &Path, port: u16) -> anyhow::Result<LocalNginx> {
-        let conf = Self::write_config(prefix)?;
+    pub fn start(prefix: &Path) -> anyhow::Result<LocalNginx> {
+        Self::write_config(prefix)?;
         Cmd::from_argv(&Self::argv(prefix, &["-t"]), "test the local nginx config").run()?;
         Cmd::from_argv(&Self::argv(prefix, &[]), "start the local nginx")
             .timeout(Duration::from_secs(20))
             .run()?;
         Ok(LocalNginx {
             prefix: prefix.to_owned(),
-            conf,
-            port,
             stopped: false,
         })
     }

@@ -180,18 +180,6 @@ impl Cmd {
         self
     }
 
-    pub fn summary(&self) -> &str {
-        &self.summary
-    }
-
-    pub fn program(&self) -> &OsStr {
-        &self.program
-    }
-
-    pub fn arg_list(&self) -> &[OsString] {
-        &self.args
-    }
-
     /// The command line as a shell would read it; secret env values are never included.
     pub fn display(&self) -> String {
         std::iter::once(&self.program)

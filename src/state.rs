@@ -30,6 +30,17 @@ pub struct State {
     pub in_progress: Option<InProgress>,
 }
 
+impl State {
+    /// Images pruning must keep: what each color last ran and the rollback target.
+    pub fn kept_images(&self) -> std::collections::BTreeSet<String> {
+        self.images
+            .values()
+            .cloned()
+            .chain(self.previous_image.clone())
+            .collect()
+    }
+}
+
 /// A deploy that started and has not finished.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InProgress {

@@ -144,7 +144,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
         nginx: None,
         keep: args.keep,
     };
-    cleanup.nginx = Some(LocalNginx::start(&prefix, ports[2])?);
+    cleanup.nginx = Some(LocalNginx::start(&prefix)?);
 
     let (secret_values, secret_keys) = super::decrypt_for_deploy(&demo_ctx, &loaded)?;
     let deployer = Deployer {

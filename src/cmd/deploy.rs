@@ -3,7 +3,6 @@
 //! Step lines go to stderr (a spinner while waiting on a terminal, plain lines otherwise, as
 //! in CI logs); results go to stdout, as JSON with `--json`.
 
-use std::collections::BTreeSet;
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
@@ -421,8 +420,7 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
     let observed = deploy::observe(&loaded)?;
     let repo = crate::images::repository(&loaded.config.app.image).to_string();
     let images = crate::images::list(&repo)?;
-    let mut protected: BTreeSet<String> = observed.recorded.images.values().cloned().collect();
-    protected.extend(observed.recorded.previous_image.clone());
+    let mut protected = observed.recorded.kept_images();
     protected.extend(observed.containers.iter().map(|c| c.image.clone()));
     let candidates = crate::images::prune_candidates(&images, args.keep, &protected);
     let mut removed = Vec::new();

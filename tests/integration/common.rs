@@ -41,11 +41,7 @@ pub fn require(program: &str, why: &str) -> bool {
 
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    cutover::demo::free_port().expect("a free loopback port")
 }
 
 /// Copies `fixtures/configs/good/<name>.yml` into `dir/cutover.yml`, letting `edit` change

@@ -131,8 +131,7 @@ impl Stage {
             prefix.join("service-url.inc"),
         )
         .unwrap();
-        stage.nginx =
-            Some(cutover::nginx::LocalNginx::start(&prefix, nginx_port).expect("start nginx"));
+        stage.nginx = Some(cutover::nginx::LocalNginx::start(&prefix).expect("start nginx"));
         stage
     }
 

@@ -345,7 +345,7 @@ fn nginx_workers_of_this_prefix_are_found_and_replaced_by_a_reload() {
         format!("server {{ listen 127.0.0.1:{port}; return 200 ok; }}\n"),
     )
     .unwrap();
-    let mut nginx = cutover::nginx::LocalNginx::start(&prefix, port).unwrap();
+    let mut nginx = cutover::nginx::LocalNginx::start(&prefix).unwrap();
     let reload = cutover::nginx::LocalNginx::argv(&prefix, &["-s", "reload"]);
     let before = cutover::nginx::worker_pids(&reload);
     assert_eq!(before.len(), 1, "worker_processes 1: {before:?}");
