@@ -67,7 +67,7 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         config::check_yaml(&text).context(
             "the rendered cloud-init user-data is not valid YAML (check templates/cloud-init.yml.j2)",
         )?;
-        print!("{text}");
+        out!("{text}")?;
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -98,9 +98,9 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     let report = bootstrap::run(&opts);
     let took = started.elapsed();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else if !ctx.quiet() || report.failed().is_some() {
-        print!("{}", human(&report, took));
+        out!("{}", human(&report, took))?;
     }
     if let Some(failed) = report.failed() {
         let done: Vec<&str> = report
