@@ -85,7 +85,9 @@ impl std::io::Write for Stdout {
         if stdout_gone() {
             return Ok(buf.len());
         }
-        self.0.write(buf).or_else(|e| reader_gone(e).map(|()| buf.len()))
+        self.0
+            .write(buf)
+            .or_else(|e| reader_gone(e).map(|()| buf.len()))
     }
 
     fn flush(&mut self) -> std::io::Result<()> {

@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _};
 
 use crate::bootstrap::{self, cloud_init, identity, nginx_site, Options, Report, Status, Target};
 use crate::cli::BootstrapArgs;
-use crate::config::{self, Color, Size, Swap, Swappiness};
+use crate::config::{self, Color, Swappiness};
 use crate::render::Renderer;
 use crate::Context;
 
@@ -29,7 +29,7 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         ctx.config_path.display()
     );
     let swap = match &args.swap {
-        Some(text) => Swap::parse(text).map_err(|e| anyhow::anyhow!("--swap: {e}"))?,
+        Some(swap) => *swap,
         None => loaded
             .as_ref()
             .map(|l| l.config.host.swap)
@@ -47,9 +47,7 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
 
     if args.cloud_init {
         let ram = match &args.ram {
-            Some(text) => Size::parse(text)
-                .map_err(|e| anyhow::anyhow!("--ram: {e}"))?
-                .bytes(),
+            Some(size) => size.bytes(),
             None => 1 << 30,
         };
         let request = cloud_init::Request {

@@ -239,7 +239,9 @@ fn print_report(r: &DemoReport, keep: bool, dir: &std::path::Path) -> anyhow::Re
     outln!("requests through nginx during deploy 2 (one connection per request)")?;
     outln!(
         "  {} sent, {} ok, {} failed",
-        r.load.sent, r.load.ok, r.load.failed
+        r.load.sent,
+        r.load.ok,
+        r.load.failed
     )?;
     for (answer, count) in &r.load.by_answer {
         outln!("  {count:>6} × {answer}")?;
@@ -249,7 +251,8 @@ fn print_report(r: &DemoReport, keep: bool, dir: &std::path::Path) -> anyhow::Re
     }
     outln!(
         "  slow requests (2 s) in flight on the old color at the switch: {}/{} completed with 200",
-        r.slow_ok, r.slow_requests
+        r.slow_ok,
+        r.slow_requests
     )?;
     match r.secret_reached_app {
         Some(true) => outln!("  DEMO_SECRET from secrets/demo.env.age reached the app as an env var (value not shown)")?,

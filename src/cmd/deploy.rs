@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::cli::{DeployCommon, HistoryArgs, PruneArgs};
 use crate::compose::Compose;
-use crate::config::{self, Color, Dur};
+use crate::config::{self, Color};
 use crate::deploy::{self, Deployer, Event, Reporter, Request};
 use crate::health::{Answer, Prober};
 use crate::render::Renderer;
@@ -101,12 +101,7 @@ impl Reporter for StepPrinter {
 
 /// `--lock-wait 30s` as a duration; absent means fail at once when another deploy runs.
 pub fn lock_wait(common: &DeployCommon) -> anyhow::Result<Duration> {
-    match &common.lock_wait {
-        Some(text) => Ok(Dur::parse(text)
-            .map_err(|e| anyhow::anyhow!("--lock-wait: {e}"))?
-            .get()),
-        None => Ok(Duration::ZERO),
-    }
+    Ok(common.lock_wait.unwrap_or(Duration::ZERO))
 }
 
 /// `lock 1ms · observe 84ms · up 680ms · …`: a deploy's steps with their durations.
@@ -191,7 +186,9 @@ pub fn run_deploy(
             } else if summary.dry_run {
                 outln!(
                     "plan: {} {} to {}",
-                    summary.action, summary.image, summary.to
+                    summary.action,
+                    summary.image,
+                    summary.to
                 )?;
                 for line in &summary.plan {
                     outln!("  {line}")?;

@@ -71,7 +71,8 @@ pub fn run_deploy(
             } else if summary.dry_run {
                 outln!(
                     "plan: swarm deploy {} as {}",
-                    summary.image, summary.service
+                    summary.image,
+                    summary.service
                 )?;
                 for line in &summary.plan {
                     outln!("  {line}")?;
