@@ -110,6 +110,7 @@ fn check_files_exist(loaded: &Loaded) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     const MINIMAL: &str = "project: demo\napp:\n  name: web\n  image: demo/web\n  port: 8080\n  memory: 128M\ncolors: { blue: 8081, green: 8082 }\n";
 
@@ -166,7 +167,7 @@ mod tests {
         let text = MINIMAL.replace("green: 8082", "green: 8081");
         let err = parse(&text).unwrap_err();
         assert!(
-            err.starts_with("cutover.yml:7: colors.green: port 8081"),
+            err.starts_with("cutover.yml:7:23: colors.green: port 8081"),
             "{err}"
         );
     }

@@ -22,7 +22,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, IntoDeserialize
 use serde::Deserialize;
 use serde_saphyr::{
     DuplicateKeyPolicy, Error, Location, Locations, MessageFormatter as _, Options, Spanned,
-    UserMessageFormatter,
+    UserMessageFormatter, DefaultMessageFormatter,
 };
 
 use super::schema::Config;
@@ -31,7 +31,7 @@ use super::schema::Config;
 pub(super) fn parse_config(text: &str, file: &Path) -> anyhow::Result<Config> {
     let shown = file.display().to_string();
     let index = KeyIndex::build(text)
-        .map_err(|e| anyhow!("{}", located(&shown, &e, None)))
+        .map_err(|e| anyhow!("{}", located(&shown, &e, None, None)))
         .context("the file is not valid YAML")?;
     let Some(index) = index else {
         bail!("{shown}: the file is empty (expected at least `project`, `app` and `colors`)");
@@ -44,7 +44,13 @@ pub(super) fn parse_config(text: &str, file: &Path) -> anyhow::Result<Config> {
                 e.into_inner()
             })
         })
-        .map_err(|e| anyhow!("{}", located(&shown, &e, Some(&path))))?;
+        .map_err(|e| {
+            // serde-saphyr places a missing top-level key wherever the walk stopped; the
+            // mapping that lacks it starts at its first key.
+            let root_missing = path == "." && matches!(e, Error::SerdeMissingField { .. });
+            let at = root_missing.then(|| index.first_top_level()).flatten();
+            anyhow!("{}", located(&shown, &e, Some(&path), at))
+        })?;
     config.validate().map_err(|e| match index.get(&e.key) {
         Some((at, None)) => anyhow!("{shown}:{at}: {}: {}", e.key, e.message),
         Some((at, Some(merge))) => anyhow!(
@@ -61,19 +67,19 @@ pub(super) fn parse_config(text: &str, file: &Path) -> anyhow::Result<Config> {
 pub(super) fn check(text: &str, name: &str) -> anyhow::Result<()> {
     serde_saphyr::from_str_with_options::<IgnoredAny>(text, options())
         .map(|_| ())
-        .map_err(|e| anyhow!("{}", located(&name, &e, None)))
+        .map_err(|e| anyhow!("{}", located(&name, &e, None, None)))
 }
 
 /// Limits far above any real config, far below what an alias bomb expands to.
 fn options() -> Options {
     serde_saphyr::options! {
         budget: serde_saphyr::budget! {
-            max_nodes: 100_000,
-            max_events: 200_000,
-            max_aliases: 10_000,
+            max_nodes: 20_000,
+            max_events: 50_000,
+            max_aliases: 1_000,
         },
         alias_limits: serde_saphyr::alias_limits! {
-            max_total_replayed_events: 100_000,
+            max_total_replayed_events: 10_000,
         },
         with_snippet: false,
     }
@@ -81,7 +87,12 @@ fn options() -> Options {
 
 /// `file:line:col: key.path: message`, naming the alias or `<<` site too when the value came
 /// through one.
-fn located(file: &dyn fmt::Display, err: &Error, path: Option<&str>) -> String {
+fn located(
+    file: &dyn fmt::Display,
+    err: &Error,
+    path: Option<&str>,
+    at: Option<Location>,
+) -> String {
     let (inner, through) = match err.without_snippet() {
         Error::AliasError {
             error, locations, ..
@@ -89,8 +100,8 @@ fn located(file: &dyn fmt::Display, err: &Error, path: Option<&str>) -> String {
         other => (other, None),
     };
     let mut out = file.to_string();
-    let primary = through
-        .map(|l| l.defined_location)
+    let primary = at
+        .or_else(|| through.map(|l| l.defined_location))
         .or_else(|| inner.location());
     if let Some(at) = primary.filter(|l| *l != Location::UNKNOWN) {
         out += &format!(":{}:{}", at.line(), at.column());
@@ -120,8 +131,8 @@ fn message(err: &Error) -> String {
         Error::AliasReplayLimitExceeded { .. }
         | Error::AliasExpansionLimitExceeded { .. }
         | Error::AliasReplayStackDepthExceeded { .. } => format!(
-            "refusing a document whose aliases expand this far (a \"billion laughs\" YAML bomb looks like this): {}",
-            UserMessageFormatter.format_message(err)
+            "refusing a document whose aliases expand past the limit ({}); a \"billion laughs\" YAML bomb looks like this",
+            DefaultMessageFormatter.format_message(err)
         ),
         Error::MultipleDocuments { .. } => {
             "a second YAML document (`---`) starts here; the file must hold exactly one".to_string()
@@ -162,6 +173,15 @@ impl KeyIndex {
             (Ok(Shape::Empty), None) => Ok(None),
             (Ok(Shape::Content), None) => Ok(Some(index)),
         }
+    }
+
+    /// Where the top-level mapping's first key is written.
+    fn first_top_level(&self) -> Option<Location> {
+        self.0
+            .iter()
+            .filter(|(path, _)| !path.contains('.'))
+            .map(|(_, locs)| locs.defined_location)
+            .min_by_key(|l| (l.line(), l.column()))
     }
 
     /// `line:col` of a key path, and the line of the `<<` that brought it in, if one did.
