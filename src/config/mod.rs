@@ -20,9 +20,7 @@ use anyhow::{bail, Context as _};
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
 };
-pub use schema::{
-    Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm,
-};
+pub use schema::{Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm};
 
 /// The loaded config plus where it came from, so later errors can name the file.
 #[derive(Debug, Clone)]
@@ -149,6 +147,66 @@ mod tests {
         );
         assert_eq!(Dur::parse("1m 30s").unwrap().get(), Duration::from_secs(90));
         assert!(Dur::parse("9x").is_err());
+        assert_eq!(Dur::parse("24h").unwrap().get(), Dur::MAX);
+        for too_long in [
+            "25h",
+            "100000000000s",
+            "18446744073709551615s",
+            "99999999999999999999s",
+        ] {
+            let err = Dur::parse(too_long).unwrap_err();
+            assert!(err.contains("too long (at most 24h)"), "{too_long}: {err}");
+        }
+    }
+
+    #[test]
+    fn merge_keys_follow_yaml_precedence() {
+        let text = include_str!("../../fixtures/configs/good/merge-keys.yml");
+        let c = parse(text).unwrap();
+        // In `<<: [*probe, *slow]` the first mapping wins a key both define.
+        assert_eq!(c.app.health.interval.get(), Duration::from_millis(250));
+        assert_eq!(c.app.health.timeout.get(), Duration::from_secs(45));
+        assert_eq!(c.app.health.path, "/ready");
+        assert_eq!(c.colors.blue.0, 18091);
+        // A key written next to `<<` overrides the merged one.
+        let cache = &c.accessories[&Name("cache".into())];
+        assert_eq!(cache.memory.to_string(), "48M");
+        assert_eq!(cache.restart, "unless-stopped");
+    }
+
+    #[test]
+    fn leading_bom_is_accepted_and_a_second_document_is_named() {
+        let c = parse(&format!("\u{feff}{MINIMAL}")).unwrap();
+        assert_eq!(c.project.as_str(), "demo");
+        let err = parse(&format!("{MINIMAL}---\nproject: x\n")).unwrap_err();
+        assert!(
+            err.contains("cutover.yml:9:1: a second YAML document starts here"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn memory_limits_are_bounded() {
+        for (memory, says) in [
+            ("1k", "below docker's minimum of 6M"),
+            ("2048G", "more than 1T"),
+        ] {
+            let err = parse(&MINIMAL.replace("128M", memory)).unwrap_err();
+            assert!(
+                err.contains(&format!(
+                    "cutover.yml:6:11: app.memory: memory limit `{memory}` is {says}"
+                )),
+                "{err}"
+            );
+        }
+        assert!(parse(&MINIMAL.replace("128M", "6M")).is_ok());
+    }
+
+    #[test]
+    fn rendered_yaml_check_names_the_line() {
+        assert!(check_yaml("a: 1\nb: [x]\n").is_ok());
+        let err = format!("{:#}", check_yaml("a: 1\nb: [x\n").unwrap_err());
+        assert!(err.starts_with("rendered file:"), "{err}");
     }
 
     #[test]
@@ -187,5 +245,15 @@ mod tests {
         );
         let c = parse(&text).unwrap();
         assert_eq!(c.app.environment.0["B"], "x=y");
+        // Values are kept as written, as compose keeps them.
+        let text = MINIMAL.replace(
+            "  memory: 128M\n",
+            "  memory: 128M\n  environment: { A: 1.50, B: 0x10, C: ~, D: yes }\n",
+        );
+        let env = parse(&text).unwrap().app.environment.0;
+        assert_eq!(
+            [&env["A"], &env["B"], &env["C"], &env["D"]],
+            ["1.50", "0x10", "", "yes"]
+        );
     }
 }

@@ -468,4 +468,3 @@ pub(super) fn deserialize_ip<'de, D: Deserializer<'de>>(d: D) -> Result<IpAddr, 
         })
     })
 }
-

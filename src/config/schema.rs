@@ -12,8 +12,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::scalars::{
-    deserialize_ip, deserialize_memory, deserialize_positive_dur, CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap,
-    Swappiness,
+    deserialize_ip, deserialize_memory, deserialize_positive_dur, CommandLine, Dur, Environment,
+    Listen, Name, Port, Replicas, Size, Swap, Swappiness,
 };
 
 /// The two colors of a blue/green deploy.
@@ -115,12 +115,21 @@ pub struct Health {
     #[serde(default = "default_health_path")]
     pub path: String,
     /// How long the new color may take to become healthy.
-    #[serde(default = "default_health_timeout", deserialize_with = "deserialize_positive_dur")]
+    #[serde(
+        default = "default_health_timeout",
+        deserialize_with = "deserialize_positive_dur"
+    )]
     pub timeout: Dur,
-    #[serde(default = "default_health_interval", deserialize_with = "deserialize_positive_dur")]
+    #[serde(
+        default = "default_health_interval",
+        deserialize_with = "deserialize_positive_dur"
+    )]
     pub interval: Dur,
     /// Per-request timeout of one health probe.
-    #[serde(default = "default_probe_timeout", deserialize_with = "deserialize_positive_dur")]
+    #[serde(
+        default = "default_probe_timeout",
+        deserialize_with = "deserialize_positive_dur"
+    )]
     pub probe_timeout: Dur,
     /// The HTTP status that counts as healthy.
     #[serde(default = "default_health_status")]
@@ -211,7 +220,10 @@ pub struct Swarm {
     #[serde(default)]
     pub update_delay: Option<Dur>,
     /// Longest wait for a rollout to converge or roll back.
-    #[serde(default = "default_swarm_timeout", deserialize_with = "deserialize_positive_dur")]
+    #[serde(
+        default = "default_swarm_timeout",
+        deserialize_with = "deserialize_positive_dur"
+    )]
     pub timeout: Dur,
     /// `docker stack deploy --resolve-image`: `always` pins the registry digest so every node
     /// runs the same image; `never` uses local images only (a box without a registry).

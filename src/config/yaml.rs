@@ -21,8 +21,8 @@ use anyhow::{anyhow, bail, Context as _};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, IntoDeserializer, MapAccess};
 use serde::Deserialize;
 use serde_saphyr::{
-    DuplicateKeyPolicy, Error, Location, Locations, MessageFormatter as _, Options, Spanned,
-    UserMessageFormatter, DefaultMessageFormatter,
+    DefaultMessageFormatter, DuplicateKeyPolicy, Error, Location, Locations, MessageFormatter as _,
+    Options, Spanned, UserMessageFormatter,
 };
 
 use super::schema::Config;
@@ -135,7 +135,7 @@ fn message(err: &Error) -> String {
             DefaultMessageFormatter.format_message(err)
         ),
         Error::MultipleDocuments { .. } => {
-            "a second YAML document (`---`) starts here; the file must hold exactly one".to_string()
+            "a second YAML document starts here (after a `---`); the file must hold exactly one".to_string()
         }
         Error::DuplicateMappingKey { key, .. } => match key {
             Some(key) => format!("duplicate key `{key}`"),
@@ -364,7 +364,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for SkipExtensions<D> {
         fields: &'static [&'static str],
         v: V,
     ) -> Result<V::Value, D::Error> {
-        self.0.deserialize_struct(name, fields, SkipExtensionsVisitor(v))
+        self.0
+            .deserialize_struct(name, fields, SkipExtensionsVisitor(v))
     }
 
     serde::forward_to_deserialize_any! {

@@ -108,7 +108,7 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         "two-documents",
         ":9:1",
         "",
-        "a second YAML document (`---`) starts here; the file must hold exactly one",
+        "a second YAML document starts here (after a `---`); the file must hold exactly one",
     ),
     ("yaml-bomb", ":4:9", "", "a \"billion laughs\" YAML bomb"),
 ];
