@@ -189,7 +189,7 @@ mod tests {
     fn memory_limits_are_bounded() {
         for (memory, says) in [
             ("1k", "below docker's minimum of 6M"),
-            ("2048G", "more than 1T"),
+            ("2000000G", "more than 1048576G (1 PiB)"),
         ] {
             let err = parse(&MINIMAL.replace("128M", memory)).unwrap_err();
             assert!(

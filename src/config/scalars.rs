@@ -180,7 +180,7 @@ pub struct Size(pub u64);
 impl Size {
     /// Docker's smallest container memory limit.
     pub const MIN_MEMORY: Size = Size(6 << 20);
-    pub const MAX_MEMORY: Size = Size(1 << 40);
+    pub const MAX_MEMORY: Size = Size(1 << 50);
 
     pub fn parse(text: &str) -> Result<Size, String> {
         let expected = "expected a size such as 512M, 1G or 1024k";
@@ -444,8 +444,8 @@ pub(super) fn deserialize_positive_dur<'de, D: Deserializer<'de>>(d: D) -> Resul
     })
 }
 
-/// A container memory limit: docker refuses less than 6M, and more than 1T is a typo that
-/// would overflow the memory budget's sums.
+/// A container memory limit: docker refuses less than 6M, and more than a PiB is a typo that
+/// could overflow the memory budget's sums.
 pub(super) fn deserialize_memory<'de, D: Deserializer<'de>>(d: D) -> Result<Size, D::Error> {
     parse_scalar(d, "a size such as 512M", |text| {
         let size = Size::parse(text)?;
@@ -455,7 +455,9 @@ pub(super) fn deserialize_memory<'de, D: Deserializer<'de>>(d: D) -> Result<Size
             ));
         }
         if size.0 > Size::MAX_MEMORY.0 {
-            return Err(format!("memory limit `{text}` is more than 1T"));
+            return Err(format!(
+                "memory limit `{text}` is more than 1048576G (1 PiB)"
+            ));
         }
         Ok(size)
     })
