@@ -141,6 +141,13 @@ fn message(err: &Error) -> String {
             Some(key) => format!("duplicate key `{key}`"),
             None => "duplicate key".to_string(),
         },
+        // serde-saphyr names parser events; say what the user writes instead.
+        Error::Unexpected { expected, .. } => match *expected {
+            "mapping start" => "expected a mapping of `key: value` entries".to_string(),
+            "sequence start" => "expected a list (`[a, b]` or `- a` lines)".to_string(),
+            "string scalar" | "scalar" => "expected a single value, not a list or mapping".to_string(),
+            other => format!("expected {other}"),
+        },
         other => UserMessageFormatter.format_message(other).into_owned(),
     }
 }

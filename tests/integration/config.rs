@@ -78,6 +78,12 @@ const BAD: &[(&str, &str, &str, &str)] = &[
     ("bad-swap", ":14:9", "host.swap", "or `auto` or `off`"),
     ("not-yaml", ":6:9", "", "illegal placement of ':' indicator"),
     ("missing-field", ":1:1", "", "missing field `colors`"),
+    (
+        "not-a-mapping",
+        ":1:1",
+        "",
+        "expected a mapping of `key: value` entries",
+    ),
     // The bad value sits in the anchored mapping; the message also names the `<<` line.
     (
         "merged-bad-value",
