@@ -102,20 +102,20 @@ fn e2e_full_cycle_under_load_has_zero_failed_requests() {
     }
     // No stop grace: docker kills the old color at once, so the slow requests below complete
     // only because cutover drains the old color before stopping it.
-    let stage = Project::compose(App::compose().stop_grace("0s"));
-    stage.deploy_ok("cutover-demo:v1");
-    stage.assert_serving("blue", "v1");
+    let project = Project::compose(App::compose().stop_grace("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    project.assert_serving("blue", "v1");
 
-    let load = Load::start(stage.port, Duration::from_secs(300));
+    let load = Load::start(project.port, Duration::from_secs(300));
     for (image, color, version) in [
         ("cutover-demo:v2", "green", "v2"),
         ("cutover-demo:v1", "blue", "v1"),
     ] {
-        let child = stage.spawn(["deploy", "--image", image]);
+        let child = project.spawn(["deploy", "--image", image]);
         // Slow requests on the old color, started while the new one is being health-gated
         // (about a second before the switch), must all complete.
-        stage.wait_for_step("health");
-        let port = stage.port;
+        project.wait_for_step("health");
+        let port = project.port;
         let slow: Vec<_> = (0..3)
             .map(|_| std::thread::spawn(move || http_get(port, "/slow?ms=2000")))
             .collect();
@@ -133,7 +133,7 @@ fn e2e_full_cycle_under_load_has_zero_failed_requests() {
             assert_eq!(code, 200, "{body}");
             assert!(body.contains("slow ms=2000 color"), "{body}");
         }
-        stage.assert_serving(color, version);
+        project.assert_serving(color, version);
     }
     let tally = load.finish();
     assert_eq!(
@@ -155,7 +155,7 @@ fn e2e_full_cycle_under_load_has_zero_failed_requests() {
         "{:?}",
         tally.by_answer
     );
-    let history = stage.history();
+    let history = project.history();
     assert_eq!(history.len(), 3);
     assert!(history.iter().all(|h| h["result"] == "ok"));
     // Step timings are recorded for each deploy.
@@ -176,16 +176,16 @@ fn e2e_health_never_passing_leaves_old_color_serving() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose());
-    stage.deploy_ok("cutover-demo:v1");
-    let include_before = stage.include();
-    stage.write_config(&App::compose().health_timeout("3s").env("FAIL_HEALTH", "1"));
-    let failure = stage
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let include_before = project.include();
+    project.write_config(&App::compose().health_timeout("3s").env("FAIL_HEALTH", "1"));
+    let failure = project
         .cutover(["deploy", "--image", "cutover-demo:v2"])
         .failure();
     // Whether the app's start line is still among the last 20 log lines depends on how
     // many polls fit in the timeout.
-    stage.assert_stderr_snapshot_with(
+    project.assert_stderr_snapshot_with(
         "e2e-health-never-passes",
         &failure,
         &[(r"(?m)^ +\S+ +\| listening on .*\n?", "")],
@@ -198,10 +198,10 @@ fn e2e_health_never_passing_leaves_old_color_serving() {
         stderr.contains("web-green was stopped and removed; nginx still serves blue"),
         "{stderr}"
     );
-    assert_eq!(stage.running_services(), ["web-blue"]);
-    assert_eq!(stage.include(), include_before, "nginx untouched");
-    assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
-    assert_eq!(stage.history().pop().unwrap()["result"], "failed");
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.include(), include_before, "nginx untouched");
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    assert_eq!(project.history().pop().unwrap()["result"], "failed");
 }
 
 #[test]
@@ -209,19 +209,19 @@ fn e2e_container_exiting_during_the_gate_fails_fast() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose());
-    stage.deploy_ok("cutover-demo:v1");
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
     // The demo app refuses a non-numeric delay and exits 2 at once.
-    stage.write_config(
+    project.write_config(
         &App::compose()
             .health_timeout("120s")
             .restart("no")
             .env("STARTUP_DELAY_MS", "soon"),
     );
-    let failure = stage
+    let failure = project
         .cutover(["deploy", "--image", "cutover-demo:v2"])
         .failure();
-    stage.assert_stderr_snapshot("e2e-container-exits", &failure);
+    project.assert_stderr_snapshot("e2e-container-exits", &failure);
     let stderr = &failure.stderr;
     assert!(stderr.contains("the green container exited"), "{stderr}");
     assert!(
@@ -232,7 +232,7 @@ fn e2e_container_exiting_during_the_gate_fails_fast() {
         stderr.contains("STARTUP_DELAY_MS"),
         "the app's own error is shown: {stderr}"
     );
-    assert_eq!(stage.running_services(), ["web-blue"]);
+    assert_eq!(project.running_services(), ["web-blue"]);
 }
 
 #[test]
@@ -240,19 +240,19 @@ fn e2e_failing_nginx_test_restores_the_include_without_reload() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose());
-    stage.deploy_ok("cutover-demo:v1");
-    let include_before = stage.include();
-    std::fs::create_dir_all(stage.path().join("templates")).unwrap();
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let include_before = project.include();
+    std::fs::create_dir_all(project.path().join("templates")).unwrap();
     std::fs::write(
-        stage.path().join("templates/service-url.inc.j2"),
+        project.path().join("templates/service-url.inc.j2"),
         "set $service_url {{ upstream }}\n",
     )
     .unwrap();
-    let failure = stage
+    let failure = project
         .cutover(["deploy", "--image", "cutover-demo:v2"])
         .failure();
-    stage.assert_stderr_snapshot("e2e-nginx-test-fails", &failure);
+    project.assert_stderr_snapshot("e2e-nginx-test-fails", &failure);
     let stderr = &failure.stderr;
     assert!(
         stderr.contains("failed to test the nginx config"),
@@ -262,9 +262,9 @@ fn e2e_failing_nginx_test_restores_the_include_without_reload() {
         stderr.contains("restored the previous one, nginx not reloaded"),
         "{stderr}"
     );
-    assert_eq!(stage.include(), include_before);
-    assert_eq!(stage.running_services(), ["web-blue"]);
-    assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    assert_eq!(project.include(), include_before);
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
 }
 
 #[test]
@@ -272,16 +272,16 @@ fn e2e_probe_not_seeing_the_new_color_restores_and_reloads() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose());
-    stage.deploy_ok("cutover-demo:v1");
-    let include_before = stage.include();
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let include_before = project.include();
     // A probe URL where nothing answers: the switch cannot be proven.
     let nowhere = free_port();
-    stage.write_config(&App::compose().probe(&format!("http://127.0.0.1:{nowhere}")));
-    let failure = stage
+    project.write_config(&App::compose().probe(&format!("http://127.0.0.1:{nowhere}")));
+    let failure = project
         .cutover(["deploy", "--image", "cutover-demo:v2"])
         .failure();
-    stage.assert_stderr_snapshot_with(
+    project.assert_stderr_snapshot_with(
         "e2e-probe-fails",
         &failure,
         &[(&format!(r"\b{nowhere}\b"), "[PROBE_PORT]")],
@@ -295,9 +295,9 @@ fn e2e_probe_not_seeing_the_new_color_restores_and_reloads() {
         stderr.contains("restored the previous nginx include"),
         "{stderr}"
     );
-    assert_eq!(stage.include(), include_before);
-    assert_eq!(stage.running_services(), ["web-blue"]);
-    assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    assert_eq!(project.include(), include_before);
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
 }
 
 #[test]
@@ -305,15 +305,15 @@ fn e2e_concurrent_deploy_fails_naming_the_holder_or_waits() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose().startup_delay_ms(3000));
-    let mut child = stage
+    let project = Project::compose(App::compose().startup_delay_ms(3000));
+    let mut child = project
         .command(["deploy", "--image", "cutover-demo:v1"])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
     // Wait until the first deploy holds the lock (its holder line is written).
-    let lock = stage.path().join(".cutover/lock");
+    let lock = project.path().join(".cutover/lock");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::fs::read_to_string(&lock)
         .map(|t| t.is_empty())
@@ -325,20 +325,20 @@ fn e2e_concurrent_deploy_fails_naming_the_holder_or_waits() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let failure = stage
+    let failure = project
         .cutover(["deploy", "--image", "cutover-demo:v2"])
         .failure();
-    stage.assert_stderr_snapshot("e2e-concurrent-deploy-lock-holder", &failure);
+    project.assert_stderr_snapshot("e2e-concurrent-deploy-lock-holder", &failure);
     let stderr = &failure.stderr;
     assert!(
         stderr.contains("another deploy is running: deploy cutover-demo:v1 by"),
         "{stderr}"
     );
-    stage
+    project
         .cutover(["deploy", "--image", "cutover-demo:v2", "--lock-wait", "60s"])
         .success();
     assert!(child.wait().unwrap().success());
-    stage.assert_serving("green", "v2");
+    project.assert_serving("green", "v2");
 }
 
 #[test]
@@ -346,12 +346,12 @@ fn e2e_sigterm_before_the_switch_tears_the_new_color_down() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose().startup_delay_ms(1000));
-    stage.deploy_ok("cutover-demo:v1");
-    let include_before = stage.include();
-    stage.write_config(&App::compose().startup_delay_ms(8000));
-    let child = stage.spawn(["deploy", "--image", "cutover-demo:v2"]);
-    stage.wait_for_step("health");
+    let project = Project::compose(App::compose().startup_delay_ms(1000));
+    project.deploy_ok("cutover-demo:v1");
+    let include_before = project.include();
+    project.write_config(&App::compose().startup_delay_ms(8000));
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("health");
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -360,10 +360,10 @@ fn e2e_sigterm_before_the_switch_tears_the_new_color_down() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("deploy interrupted"), "{stderr}");
-    assert_eq!(stage.running_services(), ["web-blue"]);
-    assert_eq!(stage.include(), include_before);
-    assert_eq!(stage.history().pop().unwrap()["result"], "interrupted");
-    assert!(stage.status_json()["problems"]
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.include(), include_before);
+    assert_eq!(project.history().pop().unwrap()["result"], "interrupted");
+    assert!(project.status_json()["problems"]
         .as_array()
         .unwrap()
         .is_empty());
@@ -374,14 +374,14 @@ fn e2e_sigterm_after_the_switch_completes_the_deploy() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose().drain("20s"));
-    stage.deploy_ok("cutover-demo:v1");
+    let project = Project::compose(App::compose().drain("20s"));
+    project.deploy_ok("cutover-demo:v1");
     // A slow request keeps the old color draining while the signal arrives.
-    let port = stage.port;
+    let port = project.port;
     let slow = std::thread::spawn(move || http_get(port, "/slow?ms=6000"));
     std::thread::sleep(Duration::from_millis(200));
-    let child = stage.spawn(["deploy", "--image", "cutover-demo:v2"]);
-    stage.wait_for_step("drain");
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("drain");
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -393,7 +393,7 @@ fn e2e_sigterm_after_the_switch_completes_the_deploy() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(slow.join().unwrap().map(|(c, _)| c), Some(200));
-    stage.assert_serving("green", "v2");
+    project.assert_serving("green", "v2");
 }
 
 #[test]
@@ -401,22 +401,22 @@ fn e2e_kill_9_mid_deploy_is_explained_and_recovered() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose());
-    stage.deploy_ok("cutover-demo:v1");
-    stage.write_config(&App::compose().startup_delay_ms(8000));
-    let mut child = stage.spawn(["deploy", "--image", "cutover-demo:v2"]);
-    stage.wait_for_step("health");
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    project.write_config(&App::compose().startup_delay_ms(8000));
+    let mut child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("health");
     child.kill().unwrap();
     child.wait().unwrap();
-    let status = stage.status_json();
+    let status = project.status_json();
     let problems = status["problems"].to_string();
     assert!(problems.contains("did not finish"), "{problems}");
     assert!(problems.contains("at step `health`"), "{problems}");
     assert_eq!(status["active"], "blue");
-    stage.write_config(&App::compose());
-    stage.deploy_ok("cutover-demo:v2");
-    stage.assert_serving("green", "v2");
-    assert!(stage.status_json()["problems"]
+    project.write_config(&App::compose());
+    project.deploy_ok("cutover-demo:v2");
+    project.assert_serving("green", "v2");
+    assert!(project.status_json()["problems"]
         .as_array()
         .unwrap()
         .is_empty());
@@ -427,19 +427,19 @@ fn e2e_redeploy_without_image_and_rollback() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose().accessory());
-    let stdout = stage.deploy_ok("cutover-demo:v1").stdout;
+    let project = Project::compose(App::compose().accessory());
+    let stdout = project.deploy_ok("cutover-demo:v1").stdout;
     assert!(stdout.contains("to blue"), "{stdout}");
     // One deploy recorded: there is no previous image to roll back to.
-    let failure = stage.cutover(["rollback"]).code(1);
+    let failure = project.cutover(["rollback"]).code(1);
     assert!(
         failure.stderr.contains("nothing to roll back to"),
         "{failure}"
     );
-    stage.assert_stderr_snapshot("e2e-rollback-nothing-to-roll-back", &failure);
+    project.assert_stderr_snapshot("e2e-rollback-nothing-to-roll-back", &failure);
     // The first deploy starts the accessory (before the app); later deploys leave it alone.
     let accessory_id = || {
-        let containers = cutover::compose::containers_of(&stage.name).unwrap();
+        let containers = cutover::compose::containers_of(&project.name).unwrap();
         let cache: Vec<_> = containers
             .into_iter()
             .filter(|c| c.service == "cache" && c.running())
@@ -448,7 +448,7 @@ fn e2e_redeploy_without_image_and_rollback() {
         cache[0].id.clone()
     };
     let first_id = accessory_id();
-    let steps: Vec<String> = stage.history()[0]["steps"]
+    let steps: Vec<String> = project.history()[0]["steps"]
         .as_array()
         .unwrap()
         .iter()
@@ -456,24 +456,24 @@ fn e2e_redeploy_without_image_and_rollback() {
         .collect();
     let pos = |name: &str| steps.iter().position(|s| s == name).unwrap();
     assert!(pos("accessories") < pos("up"), "{steps:?}");
-    stage.deploy_ok("cutover-demo:v2");
+    project.deploy_ok("cutover-demo:v2");
     assert_eq!(accessory_id(), first_id, "the accessory was not recreated");
-    let running = stage.running_services();
+    let running = project.running_services();
     assert_eq!(running, ["cache", "web-green"]);
     // No --image: the active image moves to the other color (a config or secret change).
-    let stdout = stage.cutover(["deploy"]).success().stdout;
+    let stdout = project.cutover(["deploy"]).success().stdout;
     assert!(
         stdout.contains("deployed cutover-demo:v2 to blue"),
         "{stdout}"
     );
-    stage.assert_serving("blue", "v2");
-    let stdout = stage.cutover(["rollback"]).success().stdout;
+    project.assert_serving("blue", "v2");
+    let stdout = project.cutover(["rollback"]).success().stdout;
     assert!(
         stdout.contains("rolled back to cutover-demo:v1"),
         "{stdout}"
     );
-    stage.assert_serving("green", "v1");
-    assert_eq!(stage.history().pop().unwrap()["action"], "rollback");
+    project.assert_serving("green", "v1");
+    assert_eq!(project.history().pop().unwrap()["action"], "rollback");
 }
 
 #[test]
@@ -481,10 +481,10 @@ fn e2e_dry_run_changes_nothing() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose());
-    stage.deploy_ok("cutover-demo:v1");
-    let include_before = stage.include();
-    let stdout = stage
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let include_before = project.include();
+    let stdout = project
         .cutover(["deploy", "--image", "cutover-demo:v2", "--dry-run"])
         .success()
         .stdout;
@@ -496,11 +496,11 @@ fn e2e_dry_run_changes_nothing() {
         stdout.contains("up -d --no-deps --force-recreate web-green"),
         "{stdout}"
     );
-    assert_eq!(stage.include(), include_before);
-    assert_eq!(stage.running_services(), ["web-blue"]);
-    assert_eq!(stage.history().len(), 1);
+    assert_eq!(project.include(), include_before);
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.history().len(), 1);
     // --json summary for scripts.
-    let summary = stage
+    let summary = project
         .cutover([
             "deploy",
             "--image",
@@ -550,26 +550,26 @@ fn e2e_secrets_reach_the_app_only_through_the_environment_and_rotate_with_a_rede
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose().secrets());
-    let demo_secret = stage.secret_value("DEMO_SECRET");
+    let project = Project::compose(App::compose().secrets());
+    let demo_secret = project.secret_value("DEMO_SECRET");
     assert!(
         demo_secret.len() >= 8,
         "the fixture's value is distinctive enough to search for"
     );
 
-    let Run { stdout, stderr, .. } = stage.deploy_ok("cutover-demo:v1");
+    let Run { stdout, stderr, .. } = project.deploy_ok("cutover-demo:v1");
     assert!(
         !stdout.contains(&demo_secret) && !stderr.contains(&demo_secret),
         "value printed"
     );
     assert_eq!(
-        stage.get("/env?key=DEMO_SECRET").unwrap(),
+        project.get("/env?key=DEMO_SECRET").unwrap(),
         (200, demo_secret.clone())
     );
     // The compose file names the key and never holds the value; nor does any state file.
-    let compose = std::fs::read_to_string(stage.path().join(".cutover/compose.yml")).unwrap();
+    let compose = std::fs::read_to_string(project.path().join(".cutover/compose.yml")).unwrap();
     assert!(compose.contains("DEMO_SECRET"), "{compose}");
-    for entry in std::fs::read_dir(stage.path().join(".cutover")).unwrap() {
+    for entry in std::fs::read_dir(project.path().join(".cutover")).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -582,34 +582,34 @@ fn e2e_secrets_reach_the_app_only_through_the_environment_and_rotate_with_a_rede
     }
 
     // The rotation flow: set a new value, redeploy the active image.
-    stage
+    project
         .cutover_with_stdin(
             ["secrets", "set", "demo", "DB_PASSWORD"],
             "rotated-e2e-value-7f3a\n",
         )
         .success();
-    let stdout = stage.cutover(["deploy"]).success().stdout;
+    let stdout = project.cutover(["deploy"]).success().stdout;
     assert!(
         stdout.contains("deployed cutover-demo:v1 to green"),
         "{stdout}"
     );
     assert_eq!(
-        stage.get("/env?key=DB_PASSWORD").unwrap(),
+        project.get("/env?key=DB_PASSWORD").unwrap(),
         (200, "rotated-e2e-value-7f3a".to_string())
     );
-    stage.assert_serving("green", "v1");
+    project.assert_serving("green", "v1");
 
     // No identity: deploy fails before touching anything.
-    let mut cmd = stage.command(["deploy", "--image", "cutover-demo:v2"]);
+    let mut cmd = project.command(["deploy", "--image", "cutover-demo:v2"]);
     cmd.env_remove("CUTOVER_IDENTITY")
-        .env("HOME", stage.path())
-        .env("XDG_CONFIG_HOME", stage.path().join("nothing"));
+        .env("HOME", project.path())
+        .env("XDG_CONFIG_HOME", project.path().join("nothing"));
     let stderr = Run::of(cmd).code(1).stderr;
     assert!(
         stderr.contains("cannot decrypt the secrets files named in cutover.yml"),
         "{stderr}"
     );
-    stage.assert_serving("green", "v1");
+    project.assert_serving("green", "v1");
 }
 
 #[test]
@@ -617,11 +617,11 @@ fn e2e_memory_budget_refuses_a_second_color_that_cannot_fit() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose().memory("4096G"));
-    let failure = stage
+    let project = Project::compose(App::compose().memory("4096G"));
+    let failure = project
         .cutover(["deploy", "--image", "cutover-demo:v1"])
         .failure();
-    stage.assert_stderr_snapshot_with(
+    project.assert_stderr_snapshot_with(
         "e2e-memory-budget-refusal",
         &failure,
         &[(
@@ -640,7 +640,7 @@ fn e2e_memory_budget_refuses_a_second_color_that_cannot_fit() {
         "{stderr}"
     );
     assert!(stderr.contains("--force"), "{stderr}");
-    assert!(stage.running_services().is_empty(), "nothing started");
+    assert!(project.running_services().is_empty(), "nothing started");
 }
 
 #[test]
@@ -648,9 +648,9 @@ fn e2e_prune_keeps_the_newest_and_removes_the_rest() {
     if !ready() {
         return;
     }
-    let stage = Project::compose(App::compose());
+    let project = Project::compose(App::compose());
     // A private repository (tags of the demo image), so other tests' images are never touched.
-    let repo = format!("cutover-prune-{}", stage.name);
+    let repo = format!("cutover-prune-{}", project.name);
     let tag = |t: &str| format!("{repo}:{t}");
     for t in ["a", "b", "c"] {
         let ok = std::process::Command::new("docker")
@@ -659,8 +659,8 @@ fn e2e_prune_keeps_the_newest_and_removes_the_rest() {
             .unwrap();
         assert!(ok.success());
     }
-    stage.write_config(&App::compose().image(&repo));
-    let plan = stage
+    project.write_config(&App::compose().image(&repo));
+    let plan = project
         .cutover(["prune", "--keep", "1", "--dry-run", "--json"])
         .success()
         .stdout_json();
@@ -673,7 +673,7 @@ fn e2e_prune_keeps_the_newest_and_removes_the_rest() {
         cutover::images::exists(&tag("a")),
         "dry run removes nothing"
     );
-    stage.cutover(["prune", "--keep", "1"]).success();
+    project.cutover(["prune", "--keep", "1"]).success();
     assert!(cutover::images::exists(&tag("c")));
     assert!(!cutover::images::exists(&tag("b")) && !cutover::images::exists(&tag("a")));
     let _ = std::process::Command::new("docker")

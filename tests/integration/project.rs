@@ -630,17 +630,6 @@ impl Run {
         Run::from_output(&cmd, output)
     }
 
-    /// A spawned run, waited for.
-    pub fn wait(child: std::process::Child) -> Run {
-        let output = child.wait_with_output().expect("wait for cutover");
-        Run {
-            command: "cutover (spawned)".into(),
-            status: output.status,
-            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
     fn from_output(cmd: &Command, output: std::process::Output) -> Run {
         let words: Vec<String> = cmd
             .get_args()

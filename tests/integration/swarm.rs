@@ -383,31 +383,31 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
     if !swarm_ready() {
         return;
     }
-    let Some(stage) = swarm_project(App::swarm()) else {
+    let Some(project) = swarm_project(App::swarm()) else {
         return;
     };
-    let stdout = stage
+    let stdout = project
         .swarm_deploy(&["--image", "cutover-demo:v1"])
         .success()
         .stdout;
     assert!(stdout.contains("deployed cutover-demo:v1"), "{stdout}");
-    let answers = stage.ask_tasks("/");
+    let answers = project.ask_tasks("/");
     assert_eq!(answers.len(), 2, "two replicas: {answers:?}");
     assert!(
         answers.iter().all(|a| a.starts_with("version=v1")),
         "{answers:?}"
     );
     // The secret reaches the app as a file, /run/secrets/<KEY>.
-    let db_password = stage.secret_value("DB_PASSWORD");
-    assert!(stage
+    let db_password = project.secret_value("DB_PASSWORD");
+    assert!(project
         .ask_tasks("/env?key=DB_PASSWORD")
         .iter()
         .all(|v| *v == db_password));
-    let mesh = routing_mesh(stage.port);
+    let mesh = routing_mesh(project.port);
 
     // Rolling update v1 → v2 under load; slow requests in flight on the old tasks.
-    let load = mesh.then(|| Load::start(stage.port, Duration::from_secs(300)));
-    let old_tasks = stage.task_addrs();
+    let load = mesh.then(|| Load::start(project.port, Duration::from_secs(300)));
+    let old_tasks = project.task_addrs();
     let slow: Vec<_> = old_tasks
         .iter()
         .map(|ip| {
@@ -416,7 +416,7 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
         })
         .collect();
     let started = Instant::now();
-    let deployed = stage.swarm_deploy(&["--image", "cutover-demo:v2", "--json"]);
+    let deployed = project.swarm_deploy(&["--image", "cutover-demo:v2", "--json"]);
     let took = started.elapsed();
     let summary = deployed.success().stdout_json();
     assert_eq!(summary["engine"], "swarm");
@@ -428,7 +428,7 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
             .expect("in-flight request on an old task answered");
         assert_eq!(code, 200, "{body}");
     }
-    let answers = stage.ask_tasks("/");
+    let answers = project.ask_tasks("/");
     assert_eq!(answers.len(), 2, "{answers:?}");
     assert!(
         answers.iter().all(|a| a.starts_with("version=v2")),
@@ -451,18 +451,18 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
     }
 
     // Rotating a secret is a new versioned swarm secret and a rolling update.
-    let before: Vec<String> = cutover::swarm::secrets_of(&stage.name)
+    let before: Vec<String> = cutover::swarm::secrets_of(&project.name)
         .unwrap()
         .into_iter()
         .map(|s| s.name)
         .collect();
-    stage
+    project
         .cutover_with_stdin(
             ["secrets", "set", "demo", "DB_PASSWORD"],
             "rotated-password-2",
         )
         .success();
-    let summary = stage.swarm_deploy(&["--json"]).success().stdout_json();
+    let summary = project.swarm_deploy(&["--json"]).success().stdout_json();
     assert_eq!(
         summary["image"], "cutover-demo:v2",
         "redeploys the running image"
@@ -470,31 +470,31 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
     let created = summary["secrets_created"].as_array().unwrap();
     assert_eq!(created.len(), 1, "{summary}");
     assert!(created[0].as_str().unwrap().contains("_DB_PASSWORD_"));
-    assert!(stage
+    assert!(project
         .ask_tasks("/env?key=DB_PASSWORD")
         .iter()
         .all(|v| v == "rotated-password-2"));
     // The old version stays while the previous spec references it (`docker service rollback`),
     // and goes with the next deploy.
     let old_db = before.iter().find(|n| n.contains("_DB_PASSWORD_")).unwrap();
-    let names = |stage: &Project| -> Vec<String> {
-        cutover::swarm::secrets_of(&stage.name)
+    let names = |project: &Project| -> Vec<String> {
+        cutover::swarm::secrets_of(&project.name)
             .unwrap()
             .into_iter()
             .map(|s| s.name)
             .collect()
     };
-    assert!(names(&stage).contains(old_db));
-    stage
+    assert!(names(&project).contains(old_db));
+    project
         .swarm_deploy(&["--image", "cutover-demo:v1", "--json"])
         .success();
     assert!(
-        !names(&stage).contains(old_db),
+        !names(&project).contains(old_db),
         "unreferenced version removed"
     );
-    assert_eq!(names(&stage).len(), 2);
+    assert_eq!(names(&project).len(), 2);
 
-    let history = stage.history();
+    let history = project.history();
     assert_eq!(history.len(), 4);
     assert!(history
         .iter()
@@ -509,7 +509,7 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
         steps,
         ["lock", "observe", "secrets", "stack", "rollout", "prune"]
     );
-    let status = stage
+    let status = project
         .cutover(["status", "--engine", "swarm", "--json"])
         .success()
         .stdout_json();
@@ -522,19 +522,19 @@ fn e2e_swarm_failing_image_is_rolled_back_automatically() {
     if !swarm_ready() {
         return;
     }
-    let Some(stage) = swarm_project(App::swarm()) else {
+    let Some(project) = swarm_project(App::swarm()) else {
         return;
     };
-    stage
+    project
         .swarm_deploy(&["--image", "cutover-demo:v1"])
         .success();
-    let mesh = routing_mesh(stage.port);
-    let load = mesh.then(|| Load::start(stage.port, Duration::from_secs(300)));
+    let mesh = routing_mesh(project.port);
+    let load = mesh.then(|| Load::start(project.port, Duration::from_secs(300)));
 
     // v2 whose health check never passes: swarm must roll back on its own.
-    stage.write_config(&App::swarm().env("FAIL_HEALTH", "1").health_timeout("3s"));
+    project.write_config(&App::swarm().env("FAIL_HEALTH", "1").health_timeout("3s"));
     let started = Instant::now();
-    let failure = stage.swarm_deploy(&["--image", "cutover-demo:v2"]);
+    let failure = project.swarm_deploy(&["--image", "cutover-demo:v2"]);
     assert!(
         !failure.ok(),
         "a failing image must fail the deploy:\n{failure}"
@@ -546,13 +546,15 @@ fn e2e_swarm_failing_image_is_rolled_back_automatically() {
         "failing v2 detected and rolled back in {}",
         cutover::report::duration(started.elapsed())
     );
-    let service = cutover::swarm::service(&stage.service()).unwrap().unwrap();
+    let service = cutover::swarm::service(&project.service())
+        .unwrap()
+        .unwrap();
     assert_eq!(
         cutover::swarm::display_image(&service.image),
         "cutover-demo:v1"
     );
     assert_eq!(service.update.unwrap().state, "rollback_completed");
-    let answers = stage.ask_tasks("/");
+    let answers = project.ask_tasks("/");
     assert_eq!(answers.len(), 2, "{answers:?}");
     assert!(
         answers.iter().all(|a| a.starts_with("version=v1")),
@@ -562,7 +564,7 @@ fn e2e_swarm_failing_image_is_rolled_back_automatically() {
         let tally = load.finish();
         assert_eq!(tally.failed, 0, "{:?}", tally.failures);
     }
-    let last = stage.history().pop().unwrap();
+    let last = project.history().pop().unwrap();
     assert_eq!(last["engine"], "swarm");
     assert_eq!(last["result"], "failed");
     assert!(last["reason"]
