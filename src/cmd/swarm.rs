@@ -1,5 +1,5 @@
 //! `deploy --engine swarm` and `status --engine swarm`: the command layer over
-//! `swarm_deploy` and `swarm`, printing as the compose engine's commands do (step lines on
+//! `engine::swarm` and `docker::swarm`, printing as the compose engine's commands do (step lines on
 //! stderr, results on stdout, JSON with `--json`).
 
 use std::process::ExitCode;
@@ -7,14 +7,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::deploy::{interrupt_flag, StepPrinter};
+use super::progress::{self, interrupt_flag, StepPrinter};
 use crate::cli::DeployCommon;
 use crate::config;
+use crate::docker::swarm;
+use crate::engine::swarm::SwarmDeployer;
+use crate::engine::Request;
 use crate::render::Renderer;
 use crate::report::duration;
-use crate::state::StateDir;
-use crate::swarm;
-use crate::swarm_deploy::{Request, SwarmDeployer};
+use crate::state::{Action, EngineKind, StateDir};
 use crate::Context;
 
 pub fn run_deploy(
@@ -26,16 +27,16 @@ pub fn run_deploy(
     if common.force {
         anyhow::bail!("--force applies to the compose engine's memory budget; swarm schedules tasks by their memory limits itself");
     }
-    let lock_wait = super::deploy::lock_wait(&common)?;
+    let lock_wait = progress::lock_wait(&common)?;
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
-    let (secrets, secret_keys) = super::decrypt_for_deploy(ctx, &loaded)?;
+    let env = crate::secrets::deploy_env(ctx.identity.as_deref(), &loaded)?;
     let secrets_took = secrets_started.elapsed();
     let deployer = SwarmDeployer {
         loaded: &loaded,
         renderer: Renderer::new(&ctx.dir)?,
-        secrets,
-        secret_keys,
+        secrets: env.values,
+        secret_keys: env.keys,
         interrupted: interrupt_flag()?,
     };
     let quiet = ctx.quiet() || common.json;
@@ -51,16 +52,13 @@ pub fn run_deploy(
                 ""
             }
         );
-        eprintln!(
-            "  ✓ {:<12} {:>7}  {} keys",
-            "decrypt",
-            duration(secrets_took),
-            deployer.secrets.len()
-        );
+        progress::decrypt_line(secrets_took, deployer.secrets.len());
     }
     let request = Request {
         image,
+        action: Action::Deploy,
         dry_run: common.dry_run,
+        force: false,
         lock_wait,
     };
     match deployer.run(&request, &mut printer) {
@@ -71,7 +69,7 @@ pub fn run_deploy(
             } else if summary.dry_run {
                 println!(
                     "plan: swarm deploy {} as {}",
-                    summary.image, summary.service
+                    summary.image, summary.detail.service
                 );
                 for line in &summary.plan {
                     println!("  {line}");
@@ -83,21 +81,22 @@ pub fn run_deploy(
                 println!(
                     "deployed {} to {} ({} replicas) in {}{}",
                     summary.image,
-                    summary.service,
-                    summary.replicas,
+                    summary.detail.service,
+                    summary.detail.replicas,
                     duration(Duration::from_millis(summary.total_ms)),
                     summary
+                        .detail
                         .rollout_ms
                         .map(|ms| format!(" (rollout {})", duration(Duration::from_millis(ms))))
                         .unwrap_or_default()
                 );
-                println!("  {}", super::deploy::steps_line(&summary.steps));
+                println!("  {}", progress::steps_line(&summary.steps));
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
             printer.clear_spinner();
-            super::deploy::failed(err, common.json, "swarm")
+            progress::failed(err, common.json, EngineKind::Swarm)
         }
     }
 }
@@ -123,7 +122,7 @@ struct TaskStatus {
 
 #[derive(Serialize)]
 struct StatusReport {
-    engine: &'static str,
+    engine: EngineKind,
     stack: String,
     services: Vec<ServiceStatus>,
     secrets: Vec<swarm::Secret>,
@@ -164,9 +163,9 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
         .history()?
         .into_iter()
         .rev()
-        .find(|e| e.engine == "swarm");
+        .find(|e| e.engine == EngineKind::Swarm);
     let report = StatusReport {
-        engine: "swarm",
+        engine: EngineKind::Swarm,
         stack: project,
         services,
         secrets: swarm::secrets_of(&loaded.config.project.to_string())?,
