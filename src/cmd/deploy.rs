@@ -5,15 +5,12 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::progress::{self, interrupt_flag, lock_wait, steps_line, StepPrinter};
 use crate::cli::{DeployCommon, HistoryArgs, PruneArgs};
-use crate::config::{self, Color};
+use crate::config;
 use crate::docker::compose::Compose;
 use crate::engine::compose::{self as engine, Deployer};
 use crate::engine::Request;
-use crate::health::{Answer, Prober};
 use crate::render::Renderer;
 use crate::report::duration;
 use crate::state::{Action, EngineKind, StateDir};
@@ -119,76 +116,9 @@ pub fn run_deploy(
     }
 }
 
-#[derive(Serialize)]
-struct ColorStatus {
-    color: Color,
-    service: String,
-    port: u16,
-    active: bool,
-    container: Option<String>,
-    image: Option<String>,
-    health: String,
-}
-
-#[derive(Serialize)]
-struct StatusReport {
-    project: String,
-    active: Option<Color>,
-    nginx_points_at: Option<Color>,
-    colors: Vec<ColorStatus>,
-    accessories: Vec<crate::docker::compose::Container>,
-    last_deploy: Option<crate::state::HistoryEntry>,
-    problems: Vec<String>,
-}
-
 pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
-    let observed = engine::observe(&loaded)?;
-    let active = observed.active();
-    let prober = Prober::new(Duration::from_secs(1));
-    let colors: Vec<ColorStatus> = Color::ALL
-        .into_iter()
-        .map(|color| {
-            let service = loaded.config.service(color);
-            let container = observed.containers.iter().find(|c| c.service == service);
-            let health = match container {
-                Some(c) if c.running() => {
-                    match prober.get(&engine::health_url(&loaded, color), None) {
-                        Answer::Status { code, .. } if code == loaded.config.app.health.status => {
-                            "healthy".to_string()
-                        }
-                        other => format!("unhealthy ({})", other.describe()),
-                    }
-                }
-                Some(c) => format!("not running ({})", c.state),
-                None => "no container".to_string(),
-            };
-            ColorStatus {
-                color,
-                port: loaded.config.colors.port(color),
-                active: active == Some(color),
-                container: container.map(|c| c.state.clone()),
-                image: observed.image_of(&loaded, color),
-                health,
-                service,
-            }
-        })
-        .collect();
-    let accessories = observed
-        .containers
-        .iter()
-        .filter(|c| loaded.config.color_of_service(&c.service).is_none())
-        .cloned()
-        .collect();
-    let report = StatusReport {
-        project: loaded.config.project.to_string(),
-        active,
-        nginx_points_at: observed.nginx_color,
-        colors,
-        accessories,
-        last_deploy: StateDir::new(loaded.state_dir()).history()?.pop(),
-        problems: observed.disagreements(),
-    };
+    let report = engine::status::status(&loaded)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);
@@ -287,29 +217,14 @@ pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode>
 
 pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
-    let observed = engine::observe(&loaded)?;
-    let repo = crate::docker::images::repository(&loaded.config.app.image).to_string();
-    let images = crate::docker::images::list(&repo)?;
-    let mut protected = observed.recorded.kept_images();
-    protected.extend(observed.containers.iter().map(|c| c.image.clone()));
-    let candidates = crate::docker::images::prune_candidates(&images, args.keep, &protected);
-    let mut removed = Vec::new();
-    let mut kept = Vec::new();
-    for image in &candidates {
-        if args.dry_run {
-            removed.push(image.reference.clone());
-            continue;
-        }
-        match crate::docker::images::remove(image) {
-            Ok(()) => removed.push(image.reference.clone()),
-            Err(e) => kept.push(format!("{}: {e}", image.reference)),
-        }
-    }
+    let report = engine::prune::prune(&loaded, args.keep, args.dry_run)?;
+    let (repo, removed, kept) = (
+        &report.repository,
+        &report.removed,
+        &report.kept_with_errors,
+    );
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({ "repository": repo, "dry_run": args.dry_run, "removed": removed, "kept_with_errors": kept })
-        );
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         let verb = if args.dry_run {
             "would remove"
@@ -322,10 +237,10 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
                 args.keep
             );
         }
-        for r in &removed {
+        for r in removed {
             println!("{verb} {r}");
         }
-        for k in &kept {
+        for k in kept {
             println!("kept {k}");
         }
     }

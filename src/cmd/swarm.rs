@@ -5,17 +5,14 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use super::progress::{self, interrupt_flag, StepPrinter};
 use crate::cli::DeployCommon;
 use crate::config;
-use crate::docker::swarm;
 use crate::engine::swarm::SwarmDeployer;
 use crate::engine::Request;
 use crate::render::Renderer;
 use crate::report::duration;
-use crate::state::{Action, EngineKind, StateDir};
+use crate::state::{Action, EngineKind};
 use crate::Context;
 
 pub fn run_deploy(
@@ -101,76 +98,9 @@ pub fn run_deploy(
     }
 }
 
-#[derive(Serialize)]
-struct ServiceStatus {
-    name: String,
-    image: String,
-    replicas: Option<u64>,
-    running: usize,
-    update: Option<swarm::UpdateStatus>,
-    tasks: Vec<TaskStatus>,
-}
-
-#[derive(Serialize)]
-struct TaskStatus {
-    slot: u64,
-    state: String,
-    desired: String,
-    image: String,
-    error: String,
-}
-
-#[derive(Serialize)]
-struct StatusReport {
-    engine: EngineKind,
-    stack: String,
-    services: Vec<ServiceStatus>,
-    secrets: Vec<swarm::Secret>,
-    last_deploy: Option<crate::state::HistoryEntry>,
-}
-
 pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
-    swarm::require_manager()?;
-    let project = loaded.config.project.to_string();
-    let mut services = Vec::new();
-    for svc in swarm::services_of(&project)? {
-        let tasks = swarm::tasks(&svc.name)?;
-        let running = tasks
-            .iter()
-            .filter(|t| t.state == "running" && t.desired == "running")
-            .count();
-        services.push(ServiceStatus {
-            name: svc.name.clone(),
-            image: swarm::display_image(&svc.image).to_string(),
-            replicas: svc.replicas,
-            running,
-            update: svc.update.clone(),
-            tasks: tasks
-                .iter()
-                .filter(|t| t.desired == "running" || t.state == "running")
-                .map(|t| TaskStatus {
-                    slot: t.slot,
-                    state: t.state.clone(),
-                    desired: t.desired.clone(),
-                    image: swarm::display_image(&t.image).to_string(),
-                    error: t.error.clone(),
-                })
-                .collect(),
-        });
-    }
-    let last_deploy = StateDir::new(loaded.state_dir())
-        .history()?
-        .into_iter()
-        .rev()
-        .find(|e| e.engine == EngineKind::Swarm);
-    let report = StatusReport {
-        engine: EngineKind::Swarm,
-        stack: project,
-        services,
-        secrets: swarm::secrets_of(&loaded.config.project.to_string())?,
-        last_deploy,
-    };
+    let report = crate::engine::swarm::status::status(&loaded)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(ExitCode::SUCCESS);

@@ -12,6 +12,8 @@ mod drain;
 mod health_gate;
 pub mod observe;
 mod plan;
+pub mod prune;
+pub mod status;
 mod switch;
 
 use std::collections::BTreeMap;

@@ -12,6 +12,7 @@
 pub mod rollout;
 pub mod secrets;
 pub mod stack;
+pub mod status;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
