@@ -502,4 +502,37 @@ mod tests {
         );
         assert_eq!(s.update.unwrap().state, "rollback_completed");
     }
+
+    #[test]
+    fn a_service_without_its_spec_is_an_error_not_an_empty_service() {
+        let Err(err) = inspect::parse::<RawService>(
+            "docker service inspect shop_web",
+            "services",
+            r#"[{"ID": "abc", "Version": {"Index": 1}}]"#,
+        ) else {
+            panic!("a service without Spec parsed");
+        };
+        let err = err.to_string();
+        assert!(err.contains("`docker service inspect shop_web`"), "{err}");
+        assert!(err.contains("missing field `Spec`"), "{err}");
+    }
+
+    #[test]
+    fn task_from_inspect_json() {
+        let v = serde_json::json!({
+            "ID": "t1",
+            "Slot": 2,
+            "DesiredState": "running",
+            "Spec": {"ContainerSpec": {"Image": "app:v2", "Env": ["A=1"]}},
+            "Status": {"State": "failed", "Err": "task: non-zero exit (1)",
+                       "ContainerStatus": {"ContainerID": "c1", "ExitCode": 1}}
+        });
+        let t = Task::from(serde_json::from_value::<RawTask>(v).unwrap());
+        assert_eq!(
+            (t.slot, t.state.as_str(), t.exit_code),
+            (2, "failed", Some(1))
+        );
+        assert_eq!(t.container.as_deref(), Some("c1"));
+        assert!(t.secrets.is_empty());
+    }
 }

@@ -4,9 +4,12 @@
 //! its health gate; nginx changes only through a tested, atomically written include; the old
 //! color stops only after nginx demonstrably serves the new one and the old one has drained.
 //! Every failure before the switch tears the new color down and leaves nginx alone; a failure
-//! of the switch restores the old include. Each step is one method of [`Run`] (the long
-//! waits live beside it: [`health_gate`], [`switch`]'s probe, [`drain`]; the `--dry-run`
-//! plan in [`plan`]); progress goes to a [`Reporter`]; this module prints nothing.
+//! of the switch restores the old include.
+//!
+//! Each step is one method of `Run`, and `Run::execute` reads as the list of steps. The long
+//! waits live beside it (`health_gate` with its container watcher, `switch`'s probe through
+//! nginx, `drain`), as do the teardown after a failure (`teardown`) and the `--dry-run` plan
+//! (`plan`). Progress goes to a [`Reporter`]; this module prints nothing.
 
 mod drain;
 mod health_gate;
@@ -15,6 +18,7 @@ mod plan;
 pub mod prune;
 pub mod status;
 mod switch;
+mod teardown;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -28,7 +32,7 @@ use serde::Serialize;
 use crate::config::{Color, Loaded};
 use crate::docker::compose::{Compose, Project};
 use crate::engine::record::{self, Attempt};
-use crate::engine::{failure, Abort, Failed, Reporter, Request, Step, StepClock};
+use crate::engine::{failure, Abort, Reporter, Request, Step, StepClock};
 use crate::host::MemInfo;
 use crate::nginx::Nginx;
 use crate::render::{Plan, Renderer, SecretKeys};
@@ -548,53 +552,4 @@ impl Run<'_, '_> {
             },
         }
     }
-
-    /// Tears the idle color down and builds the error. nginx is not touched here.
-    fn abort_before_switch(
-        &mut self,
-        idle_service: &str,
-        why: &str,
-        abort: Abort,
-    ) -> anyhow::Error {
-        let config = &self.d.loaded.config;
-        let interrupted = abort == Abort::Interrupted;
-        let logs = self.project.logs(idle_service, 20);
-        self.clock.start(Step::Teardown, idle_service.to_string());
-        let teardown = self
-            .project
-            .stop_and_remove(idle_service, config.app.stop_grace.get());
-        self.clock.done(Step::Teardown, idle_service.to_string());
-        let mut message = format!(
-            "{} failed: {why}",
-            if interrupted {
-                "deploy interrupted"
-            } else {
-                "deploy"
-            }
-        );
-        let unchanged = match self.from {
-            Some(old) => format!("nginx still serves {old}"),
-            None => "nothing served before this deploy".to_string(),
-        };
-        match teardown {
-            Ok(()) => message.push_str(&format!(
-                "\n{idle_service} was stopped and removed; {unchanged}"
-            )),
-            Err(e) => message.push_str(&format!("\ncould not remove {idle_service}: {e}")),
-        }
-        if !logs.trim().is_empty() && !interrupted {
-            message.push_str(&format!(
-                "\nlast log lines of {idle_service}:\n{}",
-                indent(&logs)
-            ));
-        }
-        Failed { message, abort }.into()
-    }
-}
-
-fn indent(text: &str) -> String {
-    text.lines()
-        .map(|l| format!("    {l}"))
-        .collect::<Vec<_>>()
-        .join("\n")
 }
