@@ -20,7 +20,9 @@ use anyhow::{bail, Context as _};
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
 };
-pub use schema::{Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm};
+pub use schema::{
+    Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm, Tls,
+};
 
 /// The loaded config plus where it came from, so later errors can name the file.
 #[derive(Debug, Clone)]

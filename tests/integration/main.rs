@@ -15,3 +15,4 @@ mod project;
 mod render;
 mod secrets;
 mod swarm;
+mod tls;
