@@ -542,3 +542,67 @@ fn an_unreachable_challenge_leaves_the_http_site_serving_and_says_why() {
     let (code, body) = project.get("/").expect("HTTP still answers");
     assert_eq!((code, body.trim()), (200, "version=v1 color=blue"));
 }
+
+/// Under `--root` nothing runs: certbot and nginx are listed as not run, the challenge dir,
+/// site, deploy hook and cron file land under the root, and a second run changes nothing.
+#[test]
+fn under_root_certbot_is_listed_and_the_files_land_under_the_root() {
+    let project = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    crate::common::project_from_fixture(project.path(), "minimal", |map| {
+        crate::common::set_key(map, "nginx", "server_name", json!(DOMAIN));
+        crate::common::set_key(
+            map,
+            "nginx",
+            "tls",
+            json!({ "domains": [DOMAIN], "email": "ops@cutover.test" }),
+        );
+    });
+    let run = |args: &[&str]| {
+        let out = crate::common::cutover(project.path())
+            .args(["tls", "issue", "--json", "--root"])
+            .arg(root.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["steps"][0].clone()
+    };
+    let first = run(&[]);
+    assert_eq!(first["status"], "changed", "{first}");
+    let not_run = first["not_run"].to_string();
+    assert!(not_run.contains("certbot certonly --webroot -w /var/www/cutover-acme --cert-name app.cutover.test -d app.cutover.test --server https://acme-v02.api.letsencrypt.org/directory"), "{not_run}");
+    assert!(
+        not_run.contains("nginx -t") && not_run.contains("nginx -s reload"),
+        "{not_run}"
+    );
+    let r = root.path();
+    assert!(r
+        .join("var/www/cutover-acme/.well-known/acme-challenge")
+        .is_dir());
+    let site = std::fs::read_to_string(r.join("etc/nginx/sites-enabled/cutover.conf")).unwrap();
+    assert!(
+        site.contains("location /.well-known/acme-challenge/") && !site.contains("ssl"),
+        "{site}"
+    );
+    let hook = r.join("etc/letsencrypt/renewal-hooks/deploy/cutover-minimal");
+    assert_eq!(
+        std::fs::read_to_string(&hook).unwrap().lines().last(),
+        Some("nginx -s reload")
+    );
+    let cron = std::fs::read_to_string(r.join("etc/cron.d/cutover-certbot-minimal")).unwrap();
+    assert!(
+        cron.contains("root certbot renew -q --config-dir /etc/letsencrypt"),
+        "{cron}"
+    );
+
+    let second = run(&[]);
+    assert_eq!(second["status"], "ok", "{second}");
+    assert_eq!(second["changes"], json!([]));
+    // Still no certificate under the root: certbot is listed again, never run.
+    assert!(second["not_run"].to_string().contains("certbot certonly"));
+}
