@@ -70,6 +70,9 @@ pub struct Config {
     /// Where deploy state, the lock and history live, relative to the project directory.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// `cutover --host`: the box to run on over SSH and where the project lives there.
+    #[serde(default, skip_serializing_if = "Remote::is_unset")]
+    pub remote: Remote,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -1115,6 +1118,37 @@ fn check_files_exist(loaded: &Loaded) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+// ---- remote: (issue #12) -------------------------------------------------------------------
+// Self-contained so it moves as one block when this file is split.
+
+/// `remote:` in cutover.yml, read on the machine that runs `cutover --host` (see
+/// `src/remote/`). The box's own copy of the project ignores it.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Remote {
+    /// `[user@]host[:port]` (or a `Host` alias from ~/.ssh/config); `--host` and
+    /// `CUTOVER_HOST` take precedence.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The project directory on the box; `~/` is the SSH user's home.
+    /// [default: `~/cutover/<project>`]
+    #[serde(default)]
+    pub dir: Option<String>,
+}
+
+impl Remote {
+    pub fn is_unset(&self) -> bool {
+        self == &Remote::default()
+    }
+
+    /// `remote.dir`, else `~/cutover/<project>`.
+    pub fn dir_or_default(&self, project: &Name) -> String {
+        self.dir
+            .clone()
+            .unwrap_or_else(|| format!("~/cutover/{}", project.as_str()))
+    }
 }
 
 #[cfg(test)]

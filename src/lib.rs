@@ -17,6 +17,7 @@ pub mod host;
 pub mod images;
 pub mod nginx;
 pub mod process;
+pub mod remote;
 pub mod render;
 pub mod report;
 pub mod secrets;
@@ -83,8 +84,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("    $ {line}  ({}, {status})", report::duration(took));
         }));
     }
-    match cli.command {
+    // `--host` / `remote.host`: the same command, run on the box over SSH (src/remote/).
+    if let Some(code) = remote::run_if_remote(&cli, &ctx)? {
+        return Ok(code);
+    }
+    if cli.on_box {
+        return remote::on_box::run(cli.age_key_stdin, || dispatch(&ctx, cli.command));
+    }
+    dispatch(&ctx, cli.command)
+}
+
+fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Completions { shell } => cmd::completions(shell),
-        other => cmd::dispatch(&ctx, other),
+        other => cmd::dispatch(ctx, other),
     }
 }

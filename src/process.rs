@@ -321,6 +321,73 @@ impl Cmd {
     }
 }
 
+/// A child started with [`Cmd::start_streaming`]: its stdout and stderr are this process's
+/// (streamed as they come), its stdin a pipe the caller writes to, and it runs in its own
+/// process group so a Ctrl-C on the terminal reaches only cutover, which decides what to
+/// forward.
+pub struct Streaming {
+    handle: duct::Handle,
+    stdin: Option<std::io::PipeWriter>,
+    summary: String,
+    program: String,
+}
+
+impl Streaming {
+    /// The child's stdin; `None` after [`Streaming::close_stdin`].
+    pub fn stdin(&mut self) -> Option<&mut std::io::PipeWriter> {
+        self.stdin.as_mut()
+    }
+
+    /// Closes the child's stdin (it reads EOF).
+    pub fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    /// The exit code once the child has exited (`Some(None)` when a signal killed it).
+    pub fn try_wait(&self) -> Result<Option<Option<i32>>, ProcessError> {
+        self.handle
+            .try_wait()
+            .map(|done| done.map(|out| out.status.code()))
+            .map_err(|source| ProcessError::Io {
+                summary: self.summary.clone(),
+                program: self.program.clone(),
+                source,
+            })
+    }
+
+    /// SIGKILLs the child.
+    pub fn kill(&self) {
+        let _ = self.handle.kill();
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.handle.pids()
+    }
+}
+
+impl Cmd {
+    /// Starts the command with stdout and stderr inherited and stdin a pipe the caller keeps
+    /// open (see [`Streaming`]).
+    pub fn start_streaming(&self) -> Result<Streaming, ProcessError> {
+        let (reader, writer) = std::io::pipe().map_err(|e| self.spawn_error(e))?;
+        let expr = self
+            .with_env_and_dir(duct::cmd(&self.program, &self.args).unchecked())
+            .stdin_file(reader)
+            .before_spawn(|command| {
+                use std::os::unix::process::CommandExt;
+                command.process_group(0);
+                Ok(())
+            });
+        let handle = expr.start().map_err(|e| self.spawn_error(e))?;
+        Ok(Streaming {
+            handle,
+            stdin: Some(writer),
+            summary: self.summary.clone(),
+            program: self.program.to_string_lossy().into_owned(),
+        })
+    }
+}
+
 fn run_with_timeout(
     expr: duct::Expression,
     limit: Duration,
