@@ -159,9 +159,15 @@ impl SshBox {
             d
         });
         let home = sh_ok(&format!("getent passwd {BOX_USER} | cut -d: -f6"));
+        // The box's own identity, if a test puts one there, is found where a real box keeps
+        // it (~/.config/cutover/identity.txt), here under XDG_CONFIG_HOME.
+        let config_home = r.join("box-config");
+        std::fs::create_dir_all(&config_home).unwrap();
+        sh_ok(&format!("chown {BOX_USER} {}", config_home.display()));
         let mut setenv = format!(
-            "XDG_DATA_HOME={} PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin DOCKER_CONFIG={}/.docker",
+            "XDG_DATA_HOME={} XDG_CONFIG_HOME={} PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin DOCKER_CONFIG={}/.docker",
             data.display(),
+            config_home.display(),
             home.trim()
         );
         if let Ok(compose) = std::env::var("CUTOVER_COMPOSE") {
@@ -797,6 +803,61 @@ fn remote_host_on_a_local_only_command_is_a_usage_error() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn remote_secrets_decrypt_with_the_box_identity_by_default() {
+    if !ssh_ready() {
+        return;
+    }
+    let ssh = SshBox::start(Auth::Accept, true, Some(shared_data()));
+    let local = tempfile::tempdir().unwrap();
+    crate::common::cutover(local.path())
+        .args(["init", "."])
+        .assert()
+        .success();
+    for name in ["recipients.txt", "demo.env.age"] {
+        std::fs::copy(
+            repo_root().join("secrets").join(name),
+            local.path().join("secrets").join(name),
+        )
+        .unwrap();
+    }
+    let remote_dir = ssh.box_dir("box").join("project");
+    let config = std::fs::read_to_string(local.path().join("cutover.yml")).unwrap();
+    let config = config.replacen(
+        "  secrets: []",
+        "  secrets: [secrets/demo.env.age]",
+        1,
+    );
+    assert!(config.contains("secrets: [secrets/demo.env.age]"), "{config}");
+    std::fs::write(
+        local.path().join("cutover.yml"),
+        format!("{config}\nremote:\n  dir: {}\n", remote_dir.display()),
+    )
+    .unwrap();
+    let check = || {
+        crate::common::cutover(local.path())
+            .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
+            .args(["--host", "box", "render", "--check"])
+            .output()
+            .unwrap()
+    };
+    // No identity here and none on the box: the box's own error.
+    let out = check();
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("box-config/cutover/identity.txt"), "{stderr}");
+    // The box's identity (0600, the box user's): decrypted there, nothing sent from here.
+    let identity = ssh.path().join("box-config/cutover/identity.txt");
+    std::fs::create_dir_all(identity.parent().unwrap()).unwrap();
+    std::fs::write(&identity, test_identity()).unwrap();
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    sh_ok(&format!("chown -R {BOX_USER} {}", ssh.path().join("box-config").display()));
+    let out = check();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert!(stdout.contains("is valid"), "{stdout}");
 }
 
 // ---- deploys through SSH -----------------------------------------------------------------
