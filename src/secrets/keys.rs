@@ -6,7 +6,8 @@
 //! when group or others may read them, as ssh does, because a deploy key left world-readable
 //! on a shared box is the plaintext `.env` problem again. Writing follows rage: 0600 with
 //! create-new semantics, so keygen never clobbers a key by accident. On a box driven by
-//! `cutover --host`, a key sent on the SSH channel's stdin comes before all of these.
+//! `cutover --host`, a key sent on the SSH channel's stdin comes before all of these, and the
+//! box identity `cutover bootstrap` makes (`/etc/cutover/identity.txt`) after them.
 //!
 //! `recipients.txt` is the same format `age -R` reads, so the file is the single source of
 //! truth for both tools.
@@ -21,6 +22,9 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use super::SecretsError;
+
+/// Where `cutover bootstrap` puts the box's own identity; the last place looked.
+pub const BOX_IDENTITY_PATH: &str = crate::bootstrap::identity::DEFAULT_PATH;
 
 /// The environment variable holding an identity's text (for CI).
 pub const AGE_KEY_ENV: &str = "CUTOVER_AGE_KEY";
@@ -228,6 +232,11 @@ pub fn resolve_identity(explicit: Option<&Path>) -> Result<Identities, SecretsEr
     }
     match default_identity_path() {
         Some(path) if path.exists() => Identities::from_file(&path),
+        // The box identity `cutover bootstrap` makes (owned by the deploy user), so a box
+        // driven by `cutover --host` decrypts with its own key without further setup.
+        _ if Path::new(BOX_IDENTITY_PATH).exists() => {
+            Identities::from_file(Path::new(BOX_IDENTITY_PATH))
+        }
         default => Err(SecretsError::NoIdentity { default }),
     }
 }
