@@ -38,10 +38,14 @@ impl Local {
     }
 
     fn file_name(&self) -> String {
-        format!("cutover-{}-{}", env!("CARGO_PKG_VERSION"), &self.sha256[..8])
+        format!(
+            "cutover-{}-{}",
+            env!("CARGO_PKG_VERSION"),
+            &self.sha256[..8]
+        )
     }
 
-    pub fn len(&self) -> usize {
+    pub fn size(&self) -> usize {
         self.bytes.len()
     }
 }
@@ -67,7 +71,10 @@ fn artifact_for(machine: &str) -> String {
         "armv7l" | "armv7" => "armv7",
         other => other,
     };
-    format!("cutover-{}-{arch}-unknown-linux-gnu", env!("CARGO_PKG_VERSION"))
+    format!(
+        "cutover-{}-{arch}-unknown-linux-gnu",
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 /// Opens the connection (the first command), checks the box's OS and architecture, and
@@ -147,7 +154,11 @@ pub fn upload(session: &mut Session, local: &Local, probe: &Probe) -> anyhow::Re
         file = q(&probe.binary),
         sha = local.sha256,
     );
-    session.exec_ok(&script, "upload cutover to the box", Some(local.bytes.clone()))?;
+    session.exec_ok(
+        &script,
+        "upload cutover to the box",
+        Some(local.bytes.clone()),
+    )?;
     Ok(())
 }
 

@@ -143,10 +143,7 @@ pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode
         None => {
             let text = loaded.config.remote.host.as_deref().unwrap_or_default();
             Target::parse(text).map_err(|e| {
-                anyhow::anyhow!(
-                    "invalid config {}: remote.host: {e}",
-                    loaded.path.display()
-                )
+                anyhow::anyhow!("invalid config {}: remote.host: {e}", loaded.path.display())
             })?
         }
     };
@@ -244,7 +241,11 @@ impl Remote {
             &format!("{} (one SSH connection)", self.target),
         );
         if probe.was_installed {
-            self.step("binary", Duration::ZERO, &format!("{} (already installed)", probe.binary));
+            self.step(
+                "binary",
+                Duration::ZERO,
+                &format!("{} (already installed)", probe.binary),
+            );
         } else {
             let t = Instant::now();
             install::upload(&mut session, &local, &probe)?;
@@ -254,7 +255,7 @@ impl Remote {
                 &format!(
                     "uploaded cutover {} ({:.1} MB, sha256 verified) to {}",
                     env!("CARGO_PKG_VERSION"),
-                    local.len() as f64 / 1e6,
+                    local.size() as f64 / 1e6,
                     probe.binary
                 ),
             );
@@ -281,14 +282,18 @@ impl Remote {
                 let stamp = release_stamp();
                 let script =
                     sync::unpack_script(&q(&root), &stamp, &self.loaded.config.state_dir, swap);
-                let out = session.exec_ok(&script, "sync the project to the box", Some(archive.tar))?;
+                let out =
+                    session.exec_ok(&script, "sync the project to the box", Some(archive.tar))?;
                 let release = out
                     .stdout
                     .lines()
                     .last()
                     .filter(|l| l.starts_with('/'))
                     .with_context(|| {
-                        format!("the box did not report the synced release dir: {:?}", out.stdout)
+                        format!(
+                            "the box did not report the synced release dir: {:?}",
+                            out.stdout
+                        )
                     })?
                     .to_string();
                 self.step(
@@ -313,7 +318,9 @@ impl Remote {
             }
         };
         let sudo = match self.reach {
-            Reach::Synced { sudo: true, .. } if session_user_is_not_root(&mut session)? => "sudo -n ",
+            Reach::Synced { sudo: true, .. } if session_user_is_not_root(&mut session)? => {
+                "sudo -n "
+            }
             _ => "",
         };
         let mut words = vec![probe.binary.clone(), "--on-box".into()];
@@ -333,11 +340,7 @@ impl Remote {
     }
 
     /// Runs the box command with its output streamed, forwarding our signals on its stdin.
-    fn stream(
-        &self,
-        session: &ssh::Session,
-        command_line: &str,
-    ) -> anyhow::Result<ExitCode> {
+    fn stream(&self, session: &ssh::Session, command_line: &str) -> anyhow::Result<ExitCode> {
         let interrupt = Arc::new(AtomicBool::new(false));
         let terminate = Arc::new(AtomicBool::new(false));
         let mut registered = Vec::new();
@@ -355,7 +358,11 @@ impl Remote {
         if let (Some(key), Some(stdin)) = (&self.identity, child.stdin()) {
             let mut framed = zeroize::Zeroizing::new(format!("key {}\n", key.len()).into_bytes());
             framed.extend_from_slice(key.as_bytes());
-            if stdin.write_all(&framed).and_then(|()| stdin.flush()).is_err() {
+            if stdin
+                .write_all(&framed)
+                .and_then(|()| stdin.flush())
+                .is_err()
+            {
                 // The box side is gone already; its exit status says why.
             }
         }
@@ -368,7 +375,9 @@ impl Remote {
                 if flag.swap(false, Ordering::SeqCst) {
                     forwarded = true;
                     if let Some(stdin) = child.stdin() {
-                        let _ = stdin.write_all(line.as_bytes()).and_then(|()| stdin.flush());
+                        let _ = stdin
+                            .write_all(line.as_bytes())
+                            .and_then(|()| stdin.flush());
                     }
                 }
             }
@@ -442,14 +451,25 @@ mod tests {
             ["deploy", "--image", "a:1", "--json"]
         );
         assert_eq!(
-            argv(&["--host=box", "-Cproj", "--config=x.yml", "status", "--identity", "k", "-v"]),
+            argv(&[
+                "--host=box",
+                "-Cproj",
+                "--config=x.yml",
+                "status",
+                "--identity",
+                "k",
+                "-v"
+            ]),
             ["status", "-v"]
         );
     }
 
     #[test]
     fn box_paths_expand_home() {
-        assert_eq!(box_path("~/cutover/app", "/home/d").unwrap(), "/home/d/cutover/app");
+        assert_eq!(
+            box_path("~/cutover/app", "/home/d").unwrap(),
+            "/home/d/cutover/app"
+        );
         assert_eq!(box_path("apps/x/", "/home/d/").unwrap(), "/home/d/apps/x");
         assert_eq!(box_path("/srv/app", "/home/d").unwrap(), "/srv/app");
         assert!(box_path("", "/home/d").is_err());

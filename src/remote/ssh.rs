@@ -191,7 +191,12 @@ impl Session {
 
     /// Runs `script` in the box user's shell (`sh -c`), output captured. The first call opens
     /// the master connection and turns the usual ways that fails into clear errors.
-    pub fn exec(&mut self, script: &str, summary: &str, stdin: Option<Vec<u8>>) -> anyhow::Result<Output> {
+    pub fn exec(
+        &mut self,
+        script: &str,
+        summary: &str,
+        stdin: Option<Vec<u8>>,
+    ) -> anyhow::Result<Output> {
         let mut cmd = self
             .ssh(summary)
             .arg("-T")
@@ -210,10 +215,17 @@ impl Session {
     }
 
     /// Like [`Session::exec`], but a non-zero exit is an error with the box's stderr.
-    pub fn exec_ok(&mut self, script: &str, summary: &str, stdin: Option<Vec<u8>>) -> anyhow::Result<Output> {
+    pub fn exec_ok(
+        &mut self,
+        script: &str,
+        summary: &str,
+        stdin: Option<Vec<u8>>,
+    ) -> anyhow::Result<Output> {
         let out = self.exec(script, summary, stdin)?;
         if !out.success() {
-            let status = out.code.map_or("killed by a signal".into(), |c| format!("exit {c}"));
+            let status = out
+                .code
+                .map_or("killed by a signal".into(), |c| format!("exit {c}"));
             let stderr = out.stderr.trim();
             bail!(
                 "failed to {summary} on {} ({status}){}",
@@ -269,8 +281,14 @@ impl Session {
                 "the host key of {} ({}:{}) has CHANGED since it was pinned in {}; refusing to \
                  connect. If the box was rebuilt, verify its new fingerprint out of band, then \
                  `ssh-keygen -R {}` and pin it again:\n  ssh-keyscan -p {} {} >> {}\n{said}",
-                self.target, r.hostname, r.port, r.known_hosts,
-                known_hosts_name(&r.hostname, r.port), r.port, r.hostname, r.known_hosts
+                self.target,
+                r.hostname,
+                r.port,
+                r.known_hosts,
+                known_hosts_name(&r.hostname, r.port),
+                r.port,
+                r.hostname,
+                r.known_hosts
             );
         }
         if stderr.contains("Host key verification failed")
@@ -282,8 +300,14 @@ impl Session {
                  trust an unknown box. Pin it with:\n  ssh-keyscan -p {} {} >> {}\nand \
                  verify the fingerprint it prints (`ssh-keygen -lf {}`) against the box's \
                  console or your cloud provider's first-boot log before deploying.\n{said}",
-                self.target, r.hostname, r.port, r.known_hosts, r.port, r.hostname,
-                r.known_hosts, r.known_hosts
+                self.target,
+                r.hostname,
+                r.port,
+                r.known_hosts,
+                r.port,
+                r.hostname,
+                r.known_hosts,
+                r.known_hosts
             );
         }
         if stderr.contains("Permission denied") {
@@ -291,7 +315,9 @@ impl Session {
                 "{} refused our SSH key for user `{}`: add your public key to \
                  ~{}/.ssh/authorized_keys on the box (or point IdentityFile / the agent at the \
                  right key in ~/.ssh/config)\n{said}",
-                self.target, r.user, r.user
+                self.target,
+                r.user,
+                r.user
             );
         }
         anyhow::anyhow!(
@@ -365,7 +391,8 @@ fn resolve(options: &[String], target: &Target) -> anyhow::Result<Resolved> {
                 .map(|(_, v)| v.trim().to_string())
         })
     };
-    let missing = |key: &str| anyhow::anyhow!("`ssh -G {}` printed no `{key}` line", target.destination());
+    let missing =
+        |key: &str| anyhow::anyhow!("`ssh -G {}` printed no `{key}` line", target.destination());
     let known_hosts = get("userknownhostsfile")
         .ok_or_else(|| missing("userknownhostsfile"))?
         .split_whitespace()
@@ -404,7 +431,15 @@ mod tests {
 
     #[test]
     fn bad_targets_say_what_is_expected() {
-        for bad in ["", "host:0", "host:99999", "-oProxyCommand=x", "a b", "u@", "host:x"] {
+        for bad in [
+            "",
+            "host:0",
+            "host:99999",
+            "-oProxyCommand=x",
+            "a b",
+            "u@",
+            "host:x",
+        ] {
             let err = Target::parse(bad).unwrap_err();
             assert!(err.contains("expected [user@]host[:port]"), "{bad}: {err}");
         }

@@ -62,14 +62,28 @@ pub fn pack(dir: &Path, config_path: &Path, marker: &str) -> anyhow::Result<Arch
     for entry in &entries {
         // Parent directories first, so every tar (GNU, busybox) creates them with our mode.
         let mut parent = String::new();
-        for part in entry.name.split('/').collect::<Vec<_>>().iter().rev().skip(1).rev() {
+        for part in entry
+            .name
+            .split('/')
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+            .skip(1)
+            .rev()
+        {
             parent.push_str(part);
             parent.push('/');
             if dirs_written.insert(parent.clone()) {
                 write_header(&mut tar, &parent, 0, 0o755, b'5')?;
             }
         }
-        write_header(&mut tar, &entry.name, entry.bytes.len() as u64, entry.mode, b'0')?;
+        write_header(
+            &mut tar,
+            &entry.name,
+            entry.bytes.len() as u64,
+            entry.mode,
+            b'0',
+        )?;
         tar.extend_from_slice(&entry.bytes);
         tar.resize(tar.len().div_ceil(512) * 512, 0);
     }
@@ -92,8 +106,8 @@ fn collect_tree(root: &Path, prefix: &str, entries: &mut Vec<Entry>) -> anyhow::
             collect_tree(&path, &name, entries)?;
         } else if meta.is_file() {
             use std::os::unix::fs::PermissionsExt;
-            let bytes =
-                std::fs::read(&path).with_context(|| format!("could not read {}", path.display()))?;
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("could not read {}", path.display()))?;
             let mode = if meta.permissions().mode() & 0o111 != 0 {
                 0o755
             } else {
@@ -291,7 +305,10 @@ mod tests {
         std::fs::write(p.join("cutover.yml"), "project: x\n").unwrap();
         std::fs::create_dir_all(p.join("secrets")).unwrap();
         std::fs::write(p.join("secrets/prod.env"), "DB_PASSWORD=hunter2\n").unwrap();
-        let err = pack(p, &p.join("cutover.yml"), "{}").err().unwrap().to_string();
+        let err = pack(p, &p.join("cutover.yml"), "{}")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("prod.env is a plaintext dotenv file"), "{err}");
         assert!(!err.contains("hunter2"));
     }

@@ -71,9 +71,11 @@ fn deploy_ready() -> bool {
     {
         return false;
     }
-    let images_ok = ["cutover-demo:v1", "cutover-demo:v2"]
-        .iter()
-        .all(|i| sh(&format!("docker image inspect {i} >/dev/null 2>&1")).status.success());
+    let images_ok = ["cutover-demo:v1", "cutover-demo:v2"].iter().all(|i| {
+        sh(&format!("docker image inspect {i} >/dev/null 2>&1"))
+            .status
+            .success()
+    });
     if !images_ok {
         let msg = "demo images cutover-demo:v1/v2 are missing (run scripts/demo-image.sh)";
         if std::env::var_os("CI").is_some() {
@@ -309,11 +311,7 @@ fn test_identity() -> String {
 
 impl Project {
     fn new(setup: Setup) -> Project {
-        let ssh = SshBox::start(
-            Auth::Accept,
-            true,
-            setup.shared_install.then(shared_data),
-        );
+        let ssh = SshBox::start(Auth::Accept, true, setup.shared_install.then(shared_data));
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let project = format!("cutover-remote-{}-{n}", std::process::id());
         let local = tempfile::tempdir().unwrap();
@@ -359,7 +357,10 @@ impl Project {
         )
         .unwrap();
         cutover::nginx::LocalNginx::write_config(&p.prefix).unwrap();
-        sh_ok(&format!("chown -R {BOX_USER} {}", p.ssh.path().join("box").display()));
+        sh_ok(&format!(
+            "chown -R {BOX_USER} {}",
+            p.ssh.path().join("box").display()
+        ));
         let argv = cutover::nginx::LocalNginx::argv(&p.prefix, &[]);
         let status = Command::new("runuser")
             .args(["-u", BOX_USER, "--"])
@@ -502,7 +503,10 @@ impl Project {
             if state.contains(&format!("\"step\": \"{step}\"")) {
                 return;
             }
-            assert!(Instant::now() < deadline, "deploy never reached {step}: {state}");
+            assert!(
+                Instant::now() < deadline,
+                "deploy never reached {step}: {state}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -528,7 +532,11 @@ impl Project {
 
     fn assert_serving(&self, color: &str, version: &str) {
         assert_eq!(self.running_colors(), vec![format!("web-{color}")]);
-        let port = if color == "blue" { self.blue } else { self.green };
+        let port = if color == "blue" {
+            self.blue
+        } else {
+            self.green
+        };
         assert!(
             self.include().contains(&format!("127.0.0.1:{port};")),
             "{}",
@@ -550,7 +558,10 @@ impl Project {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", BOX_USER, "--", "env", "-i"])
             .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
-            .arg(format!("HOME={}", sh_ok(&format!("getent passwd {BOX_USER} | cut -d: -f6")).trim()))
+            .arg(format!(
+                "HOME={}",
+                sh_ok(&format!("getent passwd {BOX_USER} | cut -d: -f6")).trim()
+            ))
             .arg(format!(
                 "DOCKER_CONFIG={}/.docker",
                 sh_ok(&format!("getent passwd {BOX_USER} | cut -d: -f6")).trim()
@@ -652,10 +663,7 @@ fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
             hits.extend(files_containing(&path, needle));
         } else if meta.is_file() {
             let bytes = std::fs::read(&path).unwrap_or_default();
-            if bytes
-                .windows(needle.len())
-                .any(|w| w == needle.as_bytes())
-            {
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
                 hits.push(path);
             }
         }
@@ -707,7 +715,11 @@ fn remote_unknown_host_key_is_refused_with_the_pin_command() {
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     let known = ssh.path().join("known_hosts");
-    let pin = format!("ssh-keyscan -p {} 127.0.0.1 >> {}", ssh.port, known.display());
+    let pin = format!(
+        "ssh-keyscan -p {} 127.0.0.1 >> {}",
+        ssh.port,
+        known.display()
+    );
     assert!(stderr.contains(&pin), "{stderr}");
     assert!(stderr.contains("verify the fingerprint"), "{stderr}");
     // Refused before authenticating: nothing accepted, nothing written to known_hosts.
@@ -721,7 +733,10 @@ fn remote_unknown_host_key_is_refused_with_the_pin_command() {
         .output()
         .unwrap();
     let (_, stderr) = texts(&out);
-    assert!(stderr.contains("nothing has been deployed to box yet"), "{stderr}");
+    assert!(
+        stderr.contains("nothing has been deployed to box yet"),
+        "{stderr}"
+    );
     assert_eq!(ssh.accepted(), 1);
 }
 
@@ -782,7 +797,10 @@ fn remote_plaintext_in_secrets_is_refused_and_never_sent() {
         .unwrap();
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("prod.env is a plaintext dotenv file"), "{stderr}");
+    assert!(
+        stderr.contains("prod.env is a plaintext dotenv file"),
+        "{stderr}"
+    );
     assert!(!stderr.contains("plaintext-value-123"), "{stderr}");
     assert!(files_containing(ssh.path(), "plaintext-value-123").is_empty());
     assert!(!remote_dir.join("releases").exists());
@@ -825,12 +843,11 @@ fn remote_secrets_decrypt_with_the_box_identity_by_default() {
     }
     let remote_dir = ssh.box_dir("box").join("project");
     let config = std::fs::read_to_string(local.path().join("cutover.yml")).unwrap();
-    let config = config.replacen(
-        "  secrets: []",
-        "  secrets: [secrets/demo.env.age]",
-        1,
+    let config = config.replacen("  secrets: []", "  secrets: [secrets/demo.env.age]", 1);
+    assert!(
+        config.contains("secrets: [secrets/demo.env.age]"),
+        "{config}"
     );
-    assert!(config.contains("secrets: [secrets/demo.env.age]"), "{config}");
     std::fs::write(
         local.path().join("cutover.yml"),
         format!("{config}\nremote:\n  dir: {}\n", remote_dir.display()),
@@ -847,13 +864,19 @@ fn remote_secrets_decrypt_with_the_box_identity_by_default() {
     let out = check();
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("box-config/cutover/identity.txt"), "{stderr}");
+    assert!(
+        stderr.contains("box-config/cutover/identity.txt"),
+        "{stderr}"
+    );
     // The box's identity (0600, the box user's): decrypted there, nothing sent from here.
     let identity = ssh.path().join("box-config/cutover/identity.txt");
     std::fs::create_dir_all(identity.parent().unwrap()).unwrap();
     std::fs::write(&identity, test_identity()).unwrap();
     std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
-    sh_ok(&format!("chown -R {BOX_USER} {}", ssh.path().join("box-config").display()));
+    sh_ok(&format!(
+        "chown -R {BOX_USER} {}",
+        ssh.path().join("box-config").display()
+    ));
     let out = check();
     let (stdout, stderr) = texts(&out);
     assert!(out.status.success(), "{stdout}{stderr}");
@@ -883,13 +906,21 @@ fn remote_deploy_installs_once_syncs_files_and_keeps_plaintext_off_the_box() {
     let summary: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
     assert_eq!(summary["to"], "blue");
     p.assert_serving("blue", "v1");
-    assert_eq!(p.ssh.installed_binaries().len(), 1, "{:?}", p.ssh.installed_binaries());
+    assert_eq!(
+        p.ssh.installed_binaries().len(),
+        1,
+        "{:?}",
+        p.ssh.installed_binaries()
+    );
     assert_eq!(p.ssh.accepted(), 1, "one TCP connection per deploy");
 
     let (_, stderr) = p.remote_ok(&["deploy", "--image", "cutover-demo:v2"]);
     assert!(stderr.contains("already installed"), "{stderr}");
     assert!(!stderr.contains("uploaded"), "{stderr}");
-    assert!(stderr.contains("deploying"), "the box's own progress lines: {stderr}");
+    assert!(
+        stderr.contains("deploying"),
+        "the box's own progress lines: {stderr}"
+    );
     p.assert_serving("green", "v2");
     assert_eq!(p.ssh.accepted(), 2, "one TCP connection per deploy");
 
@@ -929,7 +960,11 @@ fn remote_deploy_installs_once_syncs_files_and_keeps_plaintext_off_the_box() {
     // status --json over SSH is the document the box prints itself.
     let (remote_status, _) = p.remote_ok(&["status", "--json"]);
     let out = p.on_box(&["status", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let remote_status: serde_json::Value = serde_json::from_str(&remote_status).unwrap();
     let local_status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(remote_status, local_status);
@@ -949,8 +984,14 @@ fn remote_failing_deploy_exits_1_with_the_box_message() {
     let out = p.remote(&["deploy", "--image", "cutover-demo:v1"]);
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("error: deploy failed: health gate timed out"), "{stderr}");
-    assert!(p.running_colors().is_empty(), "the failed color was removed");
+    assert!(
+        stderr.contains("error: deploy failed: health gate timed out"),
+        "{stderr}"
+    );
+    assert!(
+        p.running_colors().is_empty(),
+        "the failed color was removed"
+    );
 }
 
 #[test]
@@ -970,7 +1011,9 @@ fn remote_racing_deploys_the_loser_names_the_holder() {
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("another deploy is running: deploy cutover-demo:v1 by cutover-box"),
+        stderr.contains(
+            "another deploy is running: deploy cutover-demo:v1 by cutover-box via ssh from 127.0.0.1 (pid"
+        ),
         "{stderr}"
     );
     let (code, _, stderr) = first.finish();
@@ -995,7 +1038,10 @@ fn remote_sigint_before_the_switch_tears_down_and_exits_130() {
     deploy.signal("INT");
     let (code, _, stderr) = deploy.finish();
     assert_eq!(code, Some(130), "{stderr}");
-    assert!(stderr.contains("deploy interrupted"), "the box's message: {stderr}");
+    assert!(
+        stderr.contains("deploy interrupted"),
+        "the box's message: {stderr}"
+    );
     assert_eq!(p.running_colors(), ["web-blue"]);
     assert_eq!(p.include(), include_before);
     let (history, _) = p.remote_ok(&["history", "--json"]);
@@ -1045,18 +1091,28 @@ fn remote_killing_the_local_ssh_client_mid_deploy_acts_as_sigterm() {
     sh_ok(&format!("kill -9 {ssh_pid}"));
     let (code, _, stderr) = deploy.finish();
     assert_eq!(code, Some(1), "{stderr}");
-    assert!(stderr.contains("SSH connection to box was lost"), "{stderr}");
+    assert!(
+        stderr.contains("SSH connection to box was lost"),
+        "{stderr}"
+    );
     // The box noticed (stdin EOF) and tore the new color down, as on SIGTERM; its lock is
     // free once its cutover has exited.
     let lock = p.state_dir().join("lock");
     sh_ok(&format!("flock -w 60 {} true", lock.display()));
     let (history, _) = p.remote_ok(&["history", "--json"]);
     let history: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
-    assert_eq!(history.last().unwrap()["result"], "interrupted", "{history:?}");
+    assert_eq!(
+        history.last().unwrap()["result"],
+        "interrupted",
+        "{history:?}"
+    );
     assert_eq!(p.running_colors(), ["web-blue"]);
     assert_eq!(p.include(), include_before);
     let (status, _) = p.remote_ok(&["status", "--json"]);
     let status: serde_json::Value = serde_json::from_str(&status).unwrap();
     assert_eq!(status["active"], "blue");
-    assert!(status["problems"].as_array().unwrap().is_empty(), "{status}");
+    assert!(
+        status["problems"].as_array().unwrap().is_empty(),
+        "{status}"
+    );
 }
