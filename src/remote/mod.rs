@@ -230,11 +230,32 @@ impl Remote {
     }
 
     fn run(self) -> anyhow::Result<ExitCode> {
+        // From here on a Ctrl-C or SIGTERM is ours to handle: before the box runs anything it
+        // just stops (nothing changed there: an upload or sync cut short is discarded).
+        let signals = Signals::install()?;
         let ssh_config = std::env::var_os(SSH_CONFIG_ENV).map(std::path::PathBuf::from);
         let mut session = ssh::Session::new(self.target.clone(), ssh_config)?;
+        let command_line = match self.prepare(&mut session) {
+            Ok(_) | Err(_) if signals.any() => {
+                eprintln!(
+                    "interrupted before cutover ran on {}: nothing changed there",
+                    self.target
+                );
+                return Ok(ExitCode::from(130));
+            }
+            result => result?,
+        };
+        let code = self.stream(&session, &command_line, &signals)?;
+        session.close();
+        Ok(code)
+    }
+
+    /// Connects, installs the binary if needed and syncs the project; returns the command
+    /// line that runs this invocation on the box.
+    fn prepare(&self, session: &mut ssh::Session) -> anyhow::Result<String> {
         let started = Instant::now();
         let local = install::Local::current()?;
-        let probe = install::probe(&mut session, &local)?;
+        let probe = install::probe(session, &local)?;
         self.step(
             "connect",
             started.elapsed(),
@@ -248,7 +269,7 @@ impl Remote {
             );
         } else {
             let t = Instant::now();
-            install::upload(&mut session, &local, &probe)?;
+            install::upload(session, &local, &probe)?;
             self.step(
                 "install",
                 t.elapsed(),
@@ -318,9 +339,7 @@ impl Remote {
             }
         };
         let sudo = match self.reach {
-            Reach::Synced { sudo: true, .. } if session_user_is_not_root(&mut session)? => {
-                "sudo -n "
-            }
+            Reach::Synced { sudo: true, .. } if session_user_is_not_root(session)? => "sudo -n ",
             _ => "",
         };
         let mut words = vec![probe.binary.clone(), "--on-box".into()];
@@ -330,30 +349,19 @@ impl Remote {
         words.push("-C".into());
         words.push(project_dir);
         words.extend(self.argv.iter().cloned());
-        let command_line = format!(
+        Ok(format!(
             "{guard}exec {sudo}{}",
             words.iter().map(|w| q(w)).collect::<Vec<_>>().join(" ")
-        );
-        let code = self.stream(&session, &command_line)?;
-        session.close();
-        Ok(code)
+        ))
     }
 
     /// Runs the box command with its output streamed, forwarding our signals on its stdin.
-    fn stream(&self, session: &ssh::Session, command_line: &str) -> anyhow::Result<ExitCode> {
-        let interrupt = Arc::new(AtomicBool::new(false));
-        let terminate = Arc::new(AtomicBool::new(false));
-        let mut registered = Vec::new();
-        for (signal, flag) in [
-            (signal_hook::consts::SIGINT, &interrupt),
-            (signal_hook::consts::SIGTERM, &terminate),
-            (signal_hook::consts::SIGHUP, &terminate),
-        ] {
-            registered.push(
-                signal_hook::flag::register(signal, Arc::clone(flag))
-                    .context("could not install signal handlers")?,
-            );
-        }
+    fn stream(
+        &self,
+        session: &ssh::Session,
+        command_line: &str,
+        signals: &Signals,
+    ) -> anyhow::Result<ExitCode> {
         let mut child = session.start_streaming(command_line, "run cutover on the box")?;
         if let (Some(key), Some(stdin)) = (&self.identity, child.stdin()) {
             let mut framed = zeroize::Zeroizing::new(format!("key {}\n", key.len()).into_bytes());
@@ -371,7 +379,10 @@ impl Remote {
             if let Some(code) = child.try_wait()? {
                 break code;
             }
-            for (flag, line) in [(&interrupt, "int\n"), (&terminate, "term\n")] {
+            for (flag, line) in [
+                (&signals.interrupt, "int\n"),
+                (&signals.terminate, "term\n"),
+            ] {
                 if flag.swap(false, Ordering::SeqCst) {
                     forwarded = true;
                     if let Some(stdin) = child.stdin() {
@@ -384,13 +395,52 @@ impl Remote {
             std::thread::sleep(Duration::from_millis(5));
         };
         child.close_stdin();
-        for id in registered {
-            signal_hook::low_level::unregister(id);
-        }
         match code {
             Some(255) | None if forwarded => Ok(ExitCode::from(130)),
             Some(255) | None => Err(anyhow::anyhow!(session.describe_lost())),
             Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
+        }
+    }
+}
+
+/// SIGINT, and SIGTERM/SIGHUP, caught as flags while `--host` runs, then forwarded.
+struct Signals {
+    interrupt: Arc<AtomicBool>,
+    terminate: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let terminate = Arc::new(AtomicBool::new(false));
+        let mut ids = Vec::new();
+        for (signal, flag) in [
+            (signal_hook::consts::SIGINT, &interrupt),
+            (signal_hook::consts::SIGTERM, &terminate),
+            (signal_hook::consts::SIGHUP, &terminate),
+        ] {
+            ids.push(
+                signal_hook::flag::register(signal, Arc::clone(flag))
+                    .context("could not install signal handlers")?,
+            );
+        }
+        Ok(Signals {
+            interrupt,
+            terminate,
+            ids,
+        })
+    }
+
+    fn any(&self) -> bool {
+        self.interrupt.load(Ordering::SeqCst) || self.terminate.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
         }
     }
 }
