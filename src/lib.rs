@@ -4,6 +4,12 @@
 //! calls on the domain modules and owns all printing; the domain modules (config, render,
 //! secrets, compose, nginx, deploy, …) do the work and return values or errors.
 
+#![forbid(unsafe_code)]
+
+// First, so its `outln!`/`out!` macros are in scope in every module below.
+#[macro_use]
+pub mod report;
+
 pub mod atomic;
 pub mod bootstrap;
 pub mod cli;
@@ -19,7 +25,6 @@ pub mod nginx;
 pub mod process;
 pub mod remote;
 pub mod render;
-pub mod report;
 pub mod secrets;
 pub mod stack;
 pub mod state;
@@ -77,6 +82,10 @@ impl Context {
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The box's end of `--host`: carries the session for a worker running this same argv.
+    if cli.on_box {
+        return remote::on_box::relay(cli.age_key_stdin);
+    }
     let ctx = Context::from_cli(&cli)?;
     if ctx.verbosity == Verbosity::Verbose {
         process::set_trace(Box::new(|line, took, code| {
@@ -88,8 +97,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if let Some(code) = remote::run_if_remote(&cli, &ctx)? {
         return Ok(code);
     }
-    if cli.on_box {
-        return remote::on_box::run(cli.age_key_stdin, || dispatch(&ctx, cli.command));
+    if cli.on_box_child {
+        return remote::on_box::worker(cli.age_key_stdin, || dispatch(&ctx, cli.command));
     }
     dispatch(&ctx, cli.command)
 }

@@ -105,7 +105,7 @@ fn command_name(command: &Command) -> &'static str {
 /// Runs the command on the box when `--host`, `CUTOVER_HOST` or `remote.host` asks for it;
 /// `None` means "run it here". A synced copy on the box ignores `remote.host`.
 pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode>> {
-    if cli.on_box {
+    if cli.on_box || cli.on_box_child {
         return Ok(None);
     }
     let reach = reach(&cli.command);
@@ -395,7 +395,7 @@ impl Remote {
             std::thread::sleep(Duration::from_millis(5));
         };
         child.close_stdin();
-        match code {
+        match code.code() {
             Some(255) | None if forwarded => Ok(ExitCode::from(130)),
             Some(255) | None => Err(anyhow::anyhow!(session.describe_lost())),
             Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),

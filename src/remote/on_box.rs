@@ -1,48 +1,223 @@
 //! The box's side of `cutover --host`: the same run as a local one, plus the SSH channel.
 //!
-//! stdin is the channel from the machine that started us:
-//! - with `--age-key-stdin`, first a line `key <N>` and then N bytes: the age identity, held
-//!   in memory only (never argv, environment or a file);
-//! - then control lines, `int` or `term`: the local Ctrl-C / SIGTERM, raised here as the same
-//!   signal so a deploy reacts exactly as it does locally;
-//! - EOF means the connection is gone: raised as SIGTERM (before the switch the new color is
-//!   torn down, after it the deploy completes). SIGHUP is treated the same.
+//! Two processes, so that a dropped connection can never break the run mid-switch:
 //!
-//! stdout and stderr are relayed through pipes by two threads that drop what cannot be
-//! written, so a dropped connection (EPIPE on sshd's pipes) never makes a `println!` panic in
-//! the middle of a switch.
+//! - the **relay** (`--on-box`), whose stdio is the SSH session: it starts the same argv as
+//!   the worker (`--on-box-child`) with every stdio a pipe, copies the worker's stdout and
+//!   stderr to the session (dropping what can no longer be written, so the worker never sees
+//!   a broken pipe), and turns what arrives on the session's stdin, and its own signals, into
+//!   control lines for the worker;
+//! - the **worker** (`--on-box-child`), which runs the command exactly as locally.
+//!
+//! The worker's stdin carries, with `--age-key-stdin`, first a line `key <N>` and N bytes:
+//! the age identity, held in memory only (never argv, environment or a file); then control
+//! lines `int` / `term`, raised in the worker as SIGINT / SIGTERM, so a deploy reacts as it
+//! does to a local Ctrl-C (before the switch: tear down, exit 130; after: complete). The
+//! session's stdin reaching EOF (the connection is gone) and the relay's own SIGTERM or
+//! SIGHUP become `term`.
 
+use std::ffi::OsString;
 use std::io::{BufRead, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use zeroize::Zeroizing;
 
-/// Runs `body` as the box side of a remote invocation.
-pub fn run(
+use crate::process::Cmd;
+
+/// The hidden flag the relay gives the worker instead of its own `--on-box`.
+pub const WORKER_FLAG: &str = "--on-box-child";
+
+/// What the session's stdin said.
+enum Control {
+    Interrupt,
+    Terminate,
+}
+
+/// The relay: runs this invocation as a worker and carries its stdio over the session.
+pub fn relay(age_key_stdin: bool) -> anyhow::Result<ExitCode> {
+    let mut stdin = std::io::stdin().lock();
+    let key = if age_key_stdin {
+        Some(read_key(&mut stdin)?)
+    } else {
+        None
+    };
+    drop(stdin);
+    let flags = [
+        (
+            signal_hook::consts::SIGINT,
+            Arc::new(AtomicBool::new(false)),
+        ),
+        (
+            signal_hook::consts::SIGTERM,
+            Arc::new(AtomicBool::new(false)),
+        ),
+        (
+            signal_hook::consts::SIGHUP,
+            Arc::new(AtomicBool::new(false)),
+        ),
+    ];
+    for (signal, flag) in &flags {
+        signal_hook::flag::register(*signal, Arc::clone(flag))
+            .context("could not install signal handlers")?;
+    }
+    let exe = std::env::current_exe().context("could not find the running cutover binary")?;
+    let args: Vec<OsString> = std::env::args_os()
+        .skip(1)
+        .map(|a| {
+            if a == "--on-box" {
+                WORKER_FLAG.into()
+            } else {
+                a
+            }
+        })
+        .collect();
+    let mut worker = Cmd::new(&exe, "run the cutover worker on the box")
+        .args(args)
+        .start_streaming(true)?;
+    if let (Some(key), Some(stdin)) = (&key, worker.stdin()) {
+        let mut framed = Zeroizing::new(format!("key {}\n", key.len()).into_bytes());
+        framed.extend_from_slice(key.as_bytes());
+        // A worker that died at once says why through its exit status.
+        let _ = stdin.write_all(&framed).and_then(|()| stdin.flush());
+    }
+    drop(key);
+    let copies = [
+        worker
+            .stdout
+            .take()
+            .map(|from| std::thread::spawn(move || copy_lossy(from, std::io::stdout()))),
+        worker
+            .stderr
+            .take()
+            .map(|from| std::thread::spawn(move || copy_lossy(from, std::io::stderr()))),
+    ];
+    let (tx, controls) = mpsc::channel();
+    std::thread::spawn(move || watch_session(tx));
+    let status = loop {
+        if let Some(status) = worker.try_wait()? {
+            break status;
+        }
+        let mut lines: Vec<&str> = Vec::new();
+        if let Ok(control) = controls.recv_timeout(Duration::from_millis(5)) {
+            lines.push(match control {
+                Control::Interrupt => "int\n",
+                Control::Terminate => "term\n",
+            });
+        }
+        for (signal, flag) in &flags {
+            if flag.swap(false, Ordering::SeqCst) {
+                lines.push(if *signal == signal_hook::consts::SIGINT {
+                    "int\n"
+                } else {
+                    "term\n"
+                });
+            }
+        }
+        if let Some(stdin) = worker.stdin() {
+            for line in lines {
+                let _ = stdin
+                    .write_all(line.as_bytes())
+                    .and_then(|()| stdin.flush());
+            }
+        }
+    };
+    // The copies end at the worker's EOF; bounded, should something it started keep them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for copy in copies.into_iter().flatten() {
+        while !copy.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if copy.is_finished() {
+            let _ = copy.join();
+        }
+    }
+    use std::os::unix::process::ExitStatusExt as _;
+    let code = match (status.code(), status.signal()) {
+        (Some(code), _) => code,
+        (None, Some(signal)) => 128 + signal,
+        (None, None) => 1,
+    };
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Copies until EOF; once `to` fails (the session is gone) it keeps reading and drops the
+/// rest, so the writer on the other end never blocks or sees a broken pipe.
+fn copy_lossy(mut from: impl Read, mut to: impl Write) {
+    let mut buf = [0u8; 8192];
+    let mut broken = false;
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => return,
+            Ok(n) if !broken => {
+                broken = to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err();
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+/// Reads the session's stdin: control lines, then EOF (the connection is gone).
+fn watch_session(tx: mpsc::Sender<Control>) {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let control = match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => {
+                let _ = tx.send(Control::Terminate);
+                return;
+            }
+            Ok(_) => match line.trim() {
+                "int" => Control::Interrupt,
+                "term" => Control::Terminate,
+                _ => continue,
+            },
+        };
+        if tx.send(control).is_err() {
+            return;
+        }
+    }
+}
+
+/// The worker: takes the identity from stdin if sent, turns control lines into signals, and
+/// runs `body` (the command, exactly as locally).
+pub fn worker(
     age_key_stdin: bool,
     body: impl FnOnce() -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
-    let relays = [Relay::install(1)?, Relay::install(2)?];
-    let mut stdin = std::io::stdin().lock();
     if age_key_stdin {
-        let key = read_key(&mut stdin)?;
+        let key = read_key(&mut std::io::stdin().lock())?;
         crate::secrets::keys::set_stdin_identity(key);
     }
-    drop(stdin);
-    // SAFETY: the action only calls raise(2), which is async-signal-safe.
-    let _ = unsafe {
-        signal_hook::low_level::register(signal_hook::consts::SIGHUP, || {
-            libc::raise(libc::SIGTERM);
-        })
-    };
-    std::thread::spawn(watch_channel);
-    let result = body();
-    for relay in relays {
-        relay.finish();
+    std::thread::spawn(watch_relay);
+    body()
+}
+
+fn watch_relay() {
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let (signal, last) = match stdin.lock().read_line(&mut line) {
+            Ok(0) | Err(_) => (signal_hook::consts::SIGTERM, true),
+            Ok(_) => match line.trim() {
+                "int" => (signal_hook::consts::SIGINT, false),
+                "term" => (signal_hook::consts::SIGTERM, false),
+                _ => continue,
+            },
+        };
+        // With no handler installed (status, history…) this ends the worker, as locally.
+        let _ = signal_hook::low_level::raise(signal);
+        if last {
+            return;
+        }
     }
-    result
 }
 
 fn read_key(stdin: &mut impl BufRead) -> anyhow::Result<Zeroizing<String>> {
@@ -65,99 +240,6 @@ fn read_key(stdin: &mut impl BufRead) -> anyhow::Result<Zeroizing<String>> {
     Ok(Zeroizing::new(text.to_string()))
 }
 
-fn watch_channel() {
-    let stdin = std::io::stdin();
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let signal = match stdin.lock().read_line(&mut line) {
-            Ok(0) | Err(_) => libc::SIGTERM,
-            Ok(_) => match line.trim() {
-                "int" => libc::SIGINT,
-                "term" => libc::SIGTERM,
-                _ => continue,
-            },
-        };
-        // SAFETY: raise(2) has no memory-safety preconditions.
-        unsafe {
-            libc::raise(signal);
-        }
-        if line.is_empty() {
-            return;
-        }
-    }
-}
-
-/// fd 1 or 2 replaced by a pipe whose other end a thread copies to the original descriptor.
-struct Relay {
-    fd: i32,
-    original: OwnedFd,
-    thread: std::thread::JoinHandle<()>,
-}
-
-impl Relay {
-    fn install(fd: i32) -> anyhow::Result<Relay> {
-        let dup = |fd: i32| -> anyhow::Result<OwnedFd> {
-            // SAFETY: dup(2) on a descriptor we own for the life of the process.
-            let new = unsafe { libc::dup(fd) };
-            if new < 0 {
-                bail!("dup({fd}): {}", std::io::Error::last_os_error());
-            }
-            // SAFETY: `new` is a fresh descriptor nobody else owns.
-            Ok(unsafe { OwnedFd::from_raw_fd(new) })
-        };
-        let original = dup(fd)?;
-        let out = dup(fd)?;
-        let (mut reader, writer) = std::io::pipe().context("could not create a pipe")?;
-        // SAFETY: dup2 onto our own stdout/stderr.
-        if unsafe { libc::dup2(writer.as_raw_fd(), fd) } < 0 {
-            bail!("dup2 onto fd {fd}: {}", std::io::Error::last_os_error());
-        }
-        drop(writer);
-        let thread = std::thread::spawn(move || {
-            let mut out = std::fs::File::from(out);
-            let mut buf = [0u8; 8192];
-            let mut broken = false;
-            loop {
-                match reader.read(&mut buf) {
-                    Ok(0) => return,
-                    Ok(n) => {
-                        if !broken && out.write_all(&buf[..n]).is_err() {
-                            // The connection is gone: keep draining so writers never block.
-                            broken = true;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(_) => return,
-                }
-            }
-        });
-        Ok(Relay {
-            fd,
-            original,
-            thread,
-        })
-    }
-
-    /// Puts the original descriptor back (closing the pipe) and waits for the copy to drain.
-    fn finish(self) {
-        if self.fd == 1 {
-            let _ = std::io::stdout().flush();
-        }
-        // SAFETY: dup2 of a descriptor we own onto our own stdout/stderr.
-        unsafe {
-            libc::dup2(self.original.as_raw_fd(), self.fd);
-        }
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !self.thread.is_finished() && std::time::Instant::now() < deadline {
-            std::thread::sleep(std::time::Duration::from_millis(2));
-        }
-        if self.thread.is_finished() {
-            let _ = self.thread.join();
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -175,5 +257,21 @@ mod tests {
     fn key_without_header_is_refused() {
         let mut input = std::io::Cursor::new(b"AGE-SECRET-KEY-1...\n".to_vec());
         assert!(read_key(&mut input).is_err());
+    }
+
+    #[test]
+    fn a_broken_writer_does_not_stop_the_draining() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(std::io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut input = std::io::Cursor::new(vec![7u8; 100_000]);
+        copy_lossy(&mut input, Broken);
+        assert_eq!(input.position(), 100_000);
     }
 }

@@ -248,7 +248,7 @@ impl Session {
             .arg("--")
             .arg(self.target.destination())
             .arg(command_line)
-            .start_streaming()
+            .start_streaming(false)
             .map_err(|e| self.spawn_failed(e))
     }
 
