@@ -338,9 +338,22 @@ impl Remote {
                 (current, guard)
             }
         };
-        let sudo = match self.reach {
-            Reach::Synced { sudo: true, .. } if session_user_is_not_root(session)? => "sudo -n ",
-            _ => "",
+        let (sudo, guard) = match self.reach {
+            Reach::Synced { sudo: true, .. } if session_user_is_not_root(session)? => {
+                let msg = format!(
+                    "error: `cutover {}` needs root on the box and {} has no sudo; connect as \
+                     root (--host root@{}) or install sudo with NOPASSWD for this user",
+                    self.argv.first().map_or("bootstrap", String::as_str),
+                    self.target,
+                    self.target.host
+                );
+                let guard = format!(
+                    "{guard}if ! command -v sudo >/dev/null 2>&1; then echo {} >&2; exit 1; fi; ",
+                    q(&msg)
+                );
+                ("sudo -n ", guard)
+            }
+            _ => ("", guard),
         };
         let mut words = vec![probe.binary.clone(), "--on-box".into()];
         if self.identity.is_some() {

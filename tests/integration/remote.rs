@@ -883,6 +883,38 @@ fn remote_secrets_decrypt_with_the_box_identity_by_default() {
     assert!(stdout.contains("is valid"), "{stdout}");
 }
 
+#[test]
+fn remote_bootstrap_as_a_non_root_user_goes_through_sudo_n() {
+    if !ssh_ready() {
+        return;
+    }
+    let ssh = SshBox::start(Auth::Accept, true, Some(shared_data()));
+    let local = tempfile::tempdir().unwrap();
+    crate::common::cutover(local.path())
+        .args(["init", "."])
+        .assert()
+        .success();
+    let remote_dir = ssh.box_dir("box").join("project");
+    let config = std::fs::read_to_string(local.path().join("cutover.yml")).unwrap();
+    std::fs::write(
+        local.path().join("cutover.yml"),
+        format!("{config}\nremote:\n  dir: {}\n", remote_dir.display()),
+    )
+    .unwrap();
+    let out = crate::common::cutover(local.path())
+        .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
+        .args(["--host", "box", "bootstrap", "--dry-run"])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    // This machine's box user has no sudo rights: either no sudo at all, or sudo -n refusing
+    // to ask for a password. Never a prompt, never a bootstrap as the box user.
+    let no_sudo = stderr.contains("needs root on the box and box has no sudo");
+    let refused = stderr.contains("sudo: a password is required");
+    assert!(no_sudo || refused, "{stderr}");
+}
+
 // ---- deploys through SSH -----------------------------------------------------------------
 
 #[test]
