@@ -388,9 +388,16 @@ impl Remote {
             }
         }
         let mut forwarded = false;
+        let mut last_ping = Instant::now();
         let code = loop {
             if let Some(code) = child.try_wait()? {
                 break code;
+            }
+            if last_ping.elapsed() >= on_box::HEARTBEAT {
+                last_ping = Instant::now();
+                if let Some(stdin) = child.stdin() {
+                    let _ = stdin.write_all(b"ping\n").and_then(|()| stdin.flush());
+                }
             }
             for (flag, line) in [
                 (&signals.interrupt, "int\n"),

@@ -14,7 +14,9 @@
 //! lines `int` / `term`, raised in the worker as SIGINT / SIGTERM, so a deploy reacts as it
 //! does to a local Ctrl-C (before the switch: tear down, exit 130; after: complete). The
 //! session's stdin reaching EOF (the connection is gone) and the relay's own SIGTERM or
-//! SIGHUP become `term`.
+//! SIGHUP become `term`. So does a session that goes silent: the caller sends `ping` every
+//! [`HEARTBEAT`], and a relay that hears nothing for [`SILENCE_LIMIT`] takes the connection
+//! for dropped, since sshd may not notice a vanished client (no FIN) for hours.
 
 use std::ffi::OsString;
 use std::io::{BufRead, Read, Write};
@@ -28,6 +30,12 @@ use zeroize::Zeroizing;
 
 use crate::process::Cmd;
 
+/// How often the caller's side says it is still there.
+pub const HEARTBEAT: Duration = Duration::from_secs(5);
+
+/// Silence on the session for this long counts as a dropped connection.
+pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
 /// The hidden flag the relay gives the worker instead of its own `--on-box`.
 pub const WORKER_FLAG: &str = "--on-box-child";
 
@@ -35,6 +43,8 @@ pub const WORKER_FLAG: &str = "--on-box-child";
 enum Control {
     Interrupt,
     Terminate,
+    /// `ping`: the caller is still there.
+    Alive,
 }
 
 /// The relay: runs this invocation as a worker and carries its stdio over the session.
@@ -97,16 +107,24 @@ pub fn relay(age_key_stdin: bool) -> anyhow::Result<ExitCode> {
     ];
     let (tx, controls) = mpsc::channel();
     std::thread::spawn(move || watch_session(tx));
+    let mut last_heard = Instant::now();
+    let mut silent = false;
     let status = loop {
         if let Some(status) = worker.try_wait()? {
             break status;
         }
         let mut lines: Vec<&str> = Vec::new();
         if let Ok(control) = controls.recv_timeout(Duration::from_millis(5)) {
-            lines.push(match control {
-                Control::Interrupt => "int\n",
-                Control::Terminate => "term\n",
-            });
+            last_heard = Instant::now();
+            match control {
+                Control::Interrupt => lines.push("int\n"),
+                Control::Terminate => lines.push("term\n"),
+                Control::Alive => {}
+            }
+        }
+        if !silent && last_heard.elapsed() > SILENCE_LIMIT {
+            silent = true;
+            lines.push("term\n");
         }
         for (signal, flag) in &flags {
             if flag.swap(false, Ordering::SeqCst) {
@@ -176,7 +194,7 @@ fn watch_session(tx: mpsc::Sender<Control>) {
             Ok(_) => match line.trim() {
                 "int" => Control::Interrupt,
                 "term" => Control::Terminate,
-                _ => continue,
+                _ => Control::Alive,
             },
         };
         if tx.send(control).is_err() {

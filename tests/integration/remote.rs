@@ -1148,3 +1148,38 @@ fn remote_killing_the_local_ssh_client_mid_deploy_acts_as_sigterm() {
         "{status}"
     );
 }
+
+#[test]
+fn remote_a_caller_gone_silent_counts_as_a_dropped_connection() {
+    if !deploy_ready() {
+        return;
+    }
+    let p = Project::new(Setup::default());
+    p.remote_ok(&["deploy", "--image", "cutover-demo:v1"]);
+    let include_before = p.include();
+    p.write_config(&Setup {
+        startup_delay_ms: 120_000,
+        health_timeout: "110s",
+        ..Setup::default()
+    });
+    let deploy = p.spawn(&["deploy", "--image", "cutover-demo:v2"], true);
+    p.wait_for_step("health");
+    // Stopped, our cutover sends no heartbeat while its ssh session stays up: the box must
+    // give up on us after its silence limit (30 s), well before the 110 s health timeout.
+    let stopped = Instant::now();
+    deploy.signal("STOP");
+    let lock = p.state_dir().join("lock");
+    // The box's cutover holds the lock until it has torn the new color down and exited.
+    let out = sh(&format!("flock -w 80 {} true", lock.display()));
+    let waited = stopped.elapsed();
+    deploy.signal("CONT");
+    assert!(out.status.success(), "the box never let go of the lock");
+    assert!(waited < Duration::from_secs(70), "took {waited:?}");
+    let (code, _, stderr) = deploy.finish();
+    assert_eq!(code, Some(130), "{stderr}");
+    assert_eq!(p.running_colors(), ["web-blue"]);
+    assert_eq!(p.include(), include_before);
+    let (history, _) = p.remote_ok(&["history", "--json"]);
+    let history: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    assert_eq!(history.last().unwrap()["result"], "interrupted");
+}
