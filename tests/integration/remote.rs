@@ -457,11 +457,8 @@ impl Project {
 
     /// A deploy through SSH running in the background, its stderr collected line by line.
     fn spawn(&self, args: &[&str], host_flag: bool) -> Background {
-        let mut cmd = Command::new(assert_cmd::cargo::cargo_bin("cutover"));
-        cmd.current_dir(self.path())
-            .env_remove("CUTOVER_IDENTITY")
-            .env_remove("CUTOVER_AGE_KEY")
-            .env_remove("CUTOVER_HOST")
+        let mut cmd = crate::common::cutover_command(self.path(), &crate::common::shared_home());
+        cmd.env_remove("CUTOVER_HOST")
             .env_remove("SSH_AUTH_SOCK")
             .env("CUTOVER_SSH_CONFIG", self.ssh.ssh_config())
             .stdin(Stdio::null())
