@@ -110,7 +110,11 @@ pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode
     }
     let reach = reach(&cli.command);
     if reach == Reach::LocalOnly {
-        if let Some(target) = &cli.host {
+        // Only the flag itself is a mistake: CUTOVER_HOST set for a whole CI job must not
+        // break its local `cutover secrets …` steps.
+        let flag_given = std::env::args_os()
+            .any(|a| a == "--host" || a.to_str().is_some_and(|a| a.starts_with("--host=")));
+        if let Some(target) = cli.host.as_ref().filter(|_| flag_given) {
             eprintln!(
                 "error: `cutover {}` works on this machine's files; run it without --host {target} \
                  (and without CUTOVER_HOST)",

@@ -813,6 +813,13 @@ fn remote_host_on_a_local_only_command_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("works on this machine's files"));
     assert!(!local.path().join("k.txt").exists());
+    // CUTOVER_HOST set for a whole CI job leaves local-only commands local.
+    crate::common::cutover(local.path())
+        .env("CUTOVER_HOST", "box")
+        .args(["secrets", "keygen", "--out", "k.txt"])
+        .assert()
+        .success();
+    assert!(local.path().join("k.txt").exists());
     let out = crate::common::cutover(local.path())
         .args(["--host", "-oProxyCommand=x", "status"])
         .output()
