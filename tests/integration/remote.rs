@@ -140,6 +140,16 @@ struct SshBox {
 
 impl SshBox {
     fn start(auth: Auth, pin_host_key: bool, data: Option<PathBuf>) -> SshBox {
+        Self::start_with(auth, pin_host_key, data, None)
+    }
+
+    /// `fake_machine`: what `uname -m` says on the box (a script first on its PATH).
+    fn start_with(
+        auth: Auth,
+        pin_host_key: bool,
+        data: Option<PathBuf>,
+        fake_machine: Option<&str>,
+    ) -> SshBox {
         box_user();
         let root = tempfile::tempdir().unwrap();
         let r = root.path().to_path_buf();
@@ -166,8 +176,21 @@ impl SshBox {
         let config_home = r.join("box-config");
         std::fs::create_dir_all(&config_home).unwrap();
         sh_ok(&format!("chown {BOX_USER} {}", config_home.display()));
+        let mut path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".to_string();
+        if let Some(machine) = fake_machine {
+            let bin = r.join("fake-bin");
+            std::fs::create_dir_all(&bin).unwrap();
+            std::fs::write(
+                bin.join("uname"),
+                format!("#!/bin/sh\nif [ \"$1\" = -m ]; then echo {machine}; else exec /bin/uname \"$@\"; fi\n"),
+            )
+            .unwrap();
+            std::fs::set_permissions(bin.join("uname"), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+            path = format!("{}:{path}", bin.display());
+        }
         let mut setenv = format!(
-            "XDG_DATA_HOME={} XDG_CONFIG_HOME={} PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin DOCKER_CONFIG={}/.docker",
+            "XDG_DATA_HOME={} XDG_CONFIG_HOME={} PATH={path} DOCKER_CONFIG={}/.docker",
             data.display(),
             config_home.display(),
             home.trim()
@@ -762,6 +785,43 @@ fn remote_a_box_that_refuses_the_key() {
     );
     assert!(stderr.contains("authorized_keys"), "{stderr}");
     assert!(ssh.installed_binaries().is_empty());
+}
+
+#[test]
+fn remote_a_box_of_another_architecture_names_the_artifact_to_install() {
+    if !ssh_ready() {
+        return;
+    }
+    let other = if std::env::consts::ARCH == "aarch64" {
+        "x86_64"
+    } else {
+        "aarch64"
+    };
+    let ssh = SshBox::start_with(Auth::Accept, true, None, Some(other));
+    let local = tempfile::tempdir().unwrap();
+    crate::common::cutover(local.path())
+        .args(["init", "."])
+        .assert()
+        .success();
+    let out = crate::common::cutover(local.path())
+        .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
+        .args(["--host", "box", "status"])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("box is {other} and this cutover is built for")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "install the release artifact cutover-{}-{other}-unknown-linux-gnu",
+            env!("CARGO_PKG_VERSION")
+        )),
+        "{stderr}"
+    );
+    assert!(ssh.installed_binaries().is_empty(), "nothing uploaded");
 }
 
 #[test]
