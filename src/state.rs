@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Color;
+pub use crate::engine::step::{Step, StepTiming};
 
 /// What cutover last recorded about the two colors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,8 +50,8 @@ pub struct InProgress {
     pub image: String,
     pub from: Option<Color>,
     pub to: Color,
-    /// The last step reached, e.g. "health", "switch".
-    pub step: String,
+    /// The last step reached, e.g. `health`, `switch`.
+    pub step: Step,
 }
 
 /// Where the state files live.
@@ -191,7 +192,8 @@ impl StateDir {
             .with_context(|| format!("could not append to {}", path.display()))
     }
 
-    /// Every history entry, oldest first. A torn last line (a crash mid-append) is skipped.
+    /// Every history entry, oldest first. A torn last line (a crash mid-append) is skipped;
+    /// any other line that does not parse is an error naming it.
     pub fn history(&self) -> anyhow::Result<Vec<HistoryEntry>> {
         let path = self.history_file();
         let text = match std::fs::read_to_string(&path) {
@@ -199,11 +201,28 @@ impl StateDir {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
         };
-        Ok(text
+        let lines: Vec<(usize, &str)> = text
             .lines()
-            .filter(|l| !l.trim().is_empty())
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .collect())
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty())
+            .collect();
+        let mut entries = Vec::with_capacity(lines.len());
+        for (i, (number, line)) in lines.iter().enumerate() {
+            match serde_json::from_str(line) {
+                Ok(entry) => entries.push(entry),
+                Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!(
+                            "{}:{} is not a cutover history entry",
+                            path.display(),
+                            number + 1
+                        )
+                    })
+                }
+            }
+        }
+        Ok(entries)
     }
 }
 
@@ -212,11 +231,10 @@ impl StateDir {
 pub struct HistoryEntry {
     pub time: String,
     pub user: String,
-    /// `compose` (blue/green behind nginx) or `swarm` (a rolling update); entries written
-    /// before the swarm engine existed have no field and are compose deploys.
-    #[serde(default = "default_engine")]
-    pub engine: String,
-    pub action: String,
+    /// Entries written before the swarm engine existed have no field and are compose deploys.
+    #[serde(default)]
+    pub engine: EngineKind,
+    pub action: Action,
     pub image: String,
     /// The image that ran before (swarm: the service's previous image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -225,23 +243,61 @@ pub struct HistoryEntry {
     /// The color deployed to; swarm has no colors, so its entries have none.
     #[serde(default)]
     pub to: Option<Color>,
-    /// `ok`, `failed` or `interrupted`.
-    pub result: String,
+    pub result: RunResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub steps: Vec<StepTiming>,
     pub total_ms: u64,
 }
 
-fn default_engine() -> String {
-    "compose".to_string()
+/// Implements `Display` with the serialized name, padded like a `str` (the history table).
+macro_rules! named {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepTiming {
-    pub step: String,
-    pub ms: u64,
+/// Which engine ran a deploy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Blue/green behind nginx.
+    #[default]
+    Compose,
+    /// A swarm rolling update.
+    Swarm,
 }
+named!(EngineKind { Compose => "compose", Swarm => "swarm" });
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Deploy,
+    Rollback,
+}
+named!(Action { Deploy => "deploy", Rollback => "rollback" });
+
+/// How a deploy attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    Ok,
+    Failed,
+    Interrupted,
+}
+named!(RunResult { Ok => "ok", Failed => "failed", Interrupted => "interrupted" });
 
 /// The user running cutover, for history and lock holders; over SSH (`cutover --host`, or a
 /// login) also the client's address, so a CI job losing the lock learns which machine holds it.
@@ -324,16 +380,16 @@ mod tests {
         let entry = HistoryEntry {
             time: now_rfc3339(),
             user: "ci".into(),
-            engine: "compose".into(),
-            action: "deploy".into(),
+            engine: EngineKind::Compose,
+            action: Action::Deploy,
             image: "app:v1".into(),
             from_image: None,
             from: None,
             to: Some(Color::Blue),
-            result: "ok".into(),
+            result: RunResult::Ok,
             reason: None,
             steps: vec![StepTiming {
-                step: "up".into(),
+                step: Step::Up,
                 ms: 12,
             }],
             total_ms: 12,
@@ -349,10 +405,22 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_line_before_the_last_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        std::fs::write(sd.history_file(), "{\"nope\": 1}\n\n").unwrap();
+        let err = format!("{:#}", sd.history().unwrap_err());
+        assert!(
+            err.contains("history.jsonl:1 is not a cutover history entry"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn history_written_before_engines_reads_as_compose() {
         let line = r#"{"time":"t","user":"u","action":"deploy","image":"a:1","from":null,"to":"blue","result":"ok","steps":[],"total_ms":1}"#;
         let entry: HistoryEntry = serde_json::from_str(line).unwrap();
-        assert_eq!(entry.engine, "compose");
+        assert_eq!(entry.engine, EngineKind::Compose);
         assert_eq!(entry.to, Some(Color::Blue));
     }
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::inspect::{self, DockerError};
 use crate::process::Cmd;
 
 /// One local image of the app's repository.
@@ -40,15 +41,14 @@ pub fn repository(reference: &str) -> &str {
 }
 
 /// Local images of `repo`, newest first.
-pub fn list(repo: &str) -> anyhow::Result<Vec<Image>> {
-    let out = Cmd::new("docker", format!("list the images of {repo}"))
+pub fn list(repo: &str) -> Result<Vec<Image>, DockerError> {
+    let cmd = Cmd::new("docker", format!("list the images of {repo}"))
         .args(["images", "--format", "{{json .}}", repo])
-        .timeout(Duration::from_secs(30))
-        .run()?;
-    let mut images: Vec<Image> = out
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Row>(l).ok())
+        .timeout(Duration::from_secs(30));
+    let out = cmd.run()?;
+    let rows: Vec<Row> = inspect::parse_lines(&cmd.display(), "image rows", &out.stdout)?;
+    let mut images: Vec<Image> = rows
+        .into_iter()
         .filter(|r| r.tag != "<none>")
         .map(|r| Image {
             reference: format!("{}:{}", r.repository, r.tag),
@@ -65,13 +65,25 @@ pub fn list(repo: &str) -> anyhow::Result<Vec<Image>> {
     Ok(images)
 }
 
-/// Whether an image exists locally.
-pub fn exists(reference: &str) -> bool {
-    Cmd::new("docker", format!("inspect image {reference}"))
+/// Whether an image exists locally; a Docker that cannot answer is an error, not "no".
+pub fn try_exists(reference: &str) -> Result<bool, DockerError> {
+    let cmd = Cmd::new("docker", format!("inspect image {reference}"))
         .args(["image", "inspect", "--format", "{{.Id}}", reference])
-        .timeout(Duration::from_secs(30))
-        .run()
-        .is_ok()
+        .timeout(Duration::from_secs(30));
+    let out = cmd.run_unchecked()?;
+    if out.success() {
+        return Ok(true);
+    }
+    if out.stderr.to_lowercase().contains("no such image") {
+        return Ok(false);
+    }
+    Err(cmd.failed(&out).into())
+}
+
+/// [`try_exists`] for callers that only decide whether to build: an unanswerable Docker
+/// counts as "missing", and the build that follows reports the real error.
+pub fn exists(reference: &str) -> bool {
+    try_exists(reference).unwrap_or(false)
 }
 
 /// What pruning would remove: all but the newest `keep`, never one in `protected`.
