@@ -8,6 +8,7 @@ mod cli;
 mod common;
 mod config;
 mod e2e;
+mod reliability;
 mod render;
 mod secrets;
 mod swarm;
