@@ -19,7 +19,10 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Swarm};
-use crate::render::{command_json, env_items, named_volumes, EnvItem, Renderer, SecretKeys, STACK};
+use crate::render::{
+    checked_image, command_json, env_items, literal, literals, named_volumes, EnvItem, Renderer,
+    SecretKeys, STACK,
+};
 
 /// What the caller decided: the image the app runs and the swarm secret name of every key.
 #[derive(Debug, Clone)]
@@ -169,15 +172,15 @@ impl StackContext {
                         "{owner}.ports: left out `{spec}`: swarm publishes on every node and interface, not on one address; the app reaches `{name}` by service name"
                     ));
                 } else {
-                    ports.push(spec.clone());
+                    ports.push(literal(spec));
                 }
             }
             accessories.push(AccessoryView {
                 name: name.to_string(),
-                image: acc.image.clone(),
+                image: checked_image(&acc.image, &format!("{owner}.image"))?,
                 memory: acc.memory.to_string(),
                 command: acc.command.as_ref().map(command_json),
-                volumes: acc.volumes.clone(),
+                volumes: literals(&acc.volumes),
                 ports,
                 environment: with_file_vars(
                     env_items(&acc.environment.0, keys, &owner)?,
@@ -202,13 +205,13 @@ impl StackContext {
             project: config.project.to_string(),
             app: AppView {
                 name: app.name.to_string(),
-                image: plan.image.clone(),
+                image: checked_image(&plan.image, "the image")?,
                 port: app.port.0,
                 published: swarm.port.0,
                 replicas: swarm.replicas.0,
                 memory: app.memory.to_string(),
                 command: app.command.as_ref().map(command_json),
-                volumes: app.volumes.clone(),
+                volumes: literals(&app.volumes),
                 environment: with_file_vars(
                     env_items(&app.environment.0, &plan.secret_keys.app, "app")?,
                     &plan.secret_keys.app,
@@ -216,7 +219,7 @@ impl StackContext {
                 )?,
                 secrets: app_secrets,
                 health: HealthView {
-                    test,
+                    test: literals(&test),
                     // A healthcheck runs a process in the container every interval, for the
                     // task's whole life: not more often than once a second.
                     interval: go_duration(health.interval.get().max(Duration::from_secs(1))),

@@ -12,14 +12,16 @@ use crate::common::{cutover, free_port, loud, project_from_fixture, require, set
 /// The minimal fixture with its include and listen address pointed into `prefix`, rendered
 /// to `out/`, and a local nginx started on a site that listens on `listens` (each an nginx
 /// `listen` argument) and includes the rendered include.
-fn nginx_with_marker(
-    dir: &Path,
-    listens: &[String],
-) -> (cutover::nginx::LocalNginx, PathBuf) {
+fn nginx_with_marker(dir: &Path, listens: &[String]) -> (cutover::nginx::LocalNginx, PathBuf) {
     let prefix = dir.join("nginx");
     let include = prefix.join("service-url.inc");
     project_from_fixture(dir, "minimal", |map| {
-        set_key(map, "nginx", "include", include.display().to_string().into());
+        set_key(
+            map,
+            "nginx",
+            "include",
+            include.display().to_string().into(),
+        );
     });
     cutover(dir)
         .args(["render", "--out", "out"])
@@ -27,7 +29,10 @@ fn nginx_with_marker(
         .success();
     std::fs::create_dir_all(&prefix).unwrap();
     std::fs::copy(dir.join("out/service-url.inc"), &include).unwrap();
-    let listen: String = listens.iter().map(|l| format!("    listen {l};\n")).collect();
+    let listen: String = listens
+        .iter()
+        .map(|l| format!("    listen {l};\n"))
+        .collect();
     std::fs::write(
         prefix.join("site.conf"),
         format!(
@@ -43,10 +48,22 @@ fn nginx_with_marker(
 /// `curl` with `args`, returning the HTTP status it printed (0 when nothing answered).
 fn curl_status(prefix_cmd: &[&str], args: &[&str]) -> u16 {
     let mut argv: Vec<&str> = prefix_cmd.to_vec();
-    argv.extend(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-m", "5"]);
+    argv.extend([
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-m",
+        "5",
+    ]);
     argv.extend(args);
     let out = Command::new(argv[0]).args(&argv[1..]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 /// A network namespace joined to this one by a veth pair; removed when dropped.
@@ -74,19 +91,35 @@ impl Netns {
         };
         let steps: Vec<Vec<String>> = vec![
             vec!["netns".into(), "add".into(), name.clone()],
-            ["link", "add", &host_if, "type", "veth", "peer", "name", &ns_if]
+            [
+                "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+            ]
+            .map(String::from)
+            .to_vec(),
+            ["link", "set", &ns_if, "netns", &name]
                 .map(String::from)
                 .to_vec(),
-            ["link", "set", &ns_if, "netns", &name].map(String::from).to_vec(),
             ["addr", "add", &format!("{host_addr}/30"), "dev", &host_if]
                 .map(String::from)
                 .to_vec(),
             ["link", "set", &host_if, "up"].map(String::from).to_vec(),
-            ["-n", &name, "addr", "add", &format!("{ns_addr}/30"), "dev", &ns_if]
+            [
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{ns_addr}/30"),
+                "dev",
+                &ns_if,
+            ]
+            .map(String::from)
+            .to_vec(),
+            ["-n", &name, "link", "set", &ns_if, "up"]
                 .map(String::from)
                 .to_vec(),
-            ["-n", &name, "link", "set", &ns_if, "up"].map(String::from).to_vec(),
-            ["-n", &name, "link", "set", "lo", "up"].map(String::from).to_vec(),
+            ["-n", &name, "link", "set", "lo", "up"]
+                .map(String::from)
+                .to_vec(),
         ];
         for step in steps {
             let out = Command::new("ip").args(&step).output().ok()?;
@@ -107,8 +140,12 @@ impl Drop for Netns {
     fn drop(&mut self) {
         // Deleting the namespace destroys its veth end, and with it the peer; the explicit
         // `link del` covers a namespace that was made before the veth moved in.
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
-        let _ = Command::new("ip").args(["link", "del", &self.host_if]).output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_if])
+            .output();
     }
 }
 
@@ -139,7 +176,11 @@ fn active_marker_answers_loopback_clients_only() {
     let (_nginx, _prefix) = nginx_with_marker(dir.path(), &listens);
     let marker = format!("http://127.0.0.1:{port}/.cutover/active");
 
-    assert_eq!(curl_status(&[], &[&marker]), 200, "127.0.0.1 reads the marker");
+    assert_eq!(
+        curl_status(&[], &[&marker]),
+        200,
+        "127.0.0.1 reads the marker"
+    );
     if ipv6 {
         let v6 = format!("http://[::1]:{port}/.cutover/active");
         assert_eq!(curl_status(&[], &[&v6]), 200, "::1 reads the marker");
@@ -161,6 +202,88 @@ fn active_marker_answers_loopback_clients_only() {
             "a client in another network namespace must be refused"
         );
         let root = format!("http://{}:{port}/", ns.host_addr);
-        assert_eq!(curl_status(&from_ns, &[&root]), 200, "the namespace reaches nginx");
+        assert_eq!(
+            curl_status(&from_ns, &[&root]),
+            200,
+            "the namespace reaches nginx"
+        );
     }
+}
+
+/// Every file under the state dir, with its contents (lossy UTF-8).
+fn state_files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(state_files(&path));
+        } else {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            files.push((path, text));
+        }
+    }
+    files
+}
+
+/// The demo secrets' value that must never leak.
+const DB_PASSWORD: &str = "demo-db-password-not-real";
+
+/// Issue #11: compose interpolates `$` in `--image` and `app.command` from an environment
+/// holding every decrypted secret. A `$` in an image is refused before anything runs, saying
+/// what a reference may hold; a `$` in the command reaches the container literally. The value
+/// appears in no output and no file under `.cutover/`.
+#[test]
+fn e2e_dollar_in_image_or_command_never_interpolates_a_secret() {
+    use crate::e2e::{ready, Setup, Stage};
+    if !ready() || !require("age", "decrypt the demo secrets") {
+        return;
+    }
+    let stage = Stage::new(Setup {
+        secrets: true,
+        ..Setup::default()
+    });
+    let (ok, stdout, stderr) = stage.deploy(&["--image", "cutover-demo:${DB_PASSWORD}"]);
+    assert!(!ok, "a `$` in --image must be refused:\n{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("`$` at byte 13 is not allowed in an image reference"),
+        "{stderr}"
+    );
+    assert!(
+        !format!("{stdout}{stderr}").contains(DB_PASSWORD),
+        "{stdout}\n{stderr}"
+    );
+
+    // `app.command` with `${DB_PASSWORD}`: the demo app ignores arguments after `serve`.
+    let config = stage.path().join("cutover.yml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.replacen(
+        "app:\n",
+        "app:\n  command: [serve, \"${DB_PASSWORD}\", \"$$HOME\"]\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let out = stage.deploy_ok("cutover-demo:v1");
+    assert!(!out.contains(DB_PASSWORD), "{out}");
+    let id = cutover::compose::containers_of(&stage.project)
+        .unwrap()
+        .into_iter()
+        .find(|c| c.service == "web-blue" && c.running())
+        .expect("web-blue runs")
+        .id;
+    let inspect = Command::new("docker")
+        .args(["inspect", "-f", "{{json .Config.Cmd}}", &id])
+        .output()
+        .unwrap();
+    let cmd = String::from_utf8_lossy(&inspect.stdout);
+    assert_eq!(cmd.trim(), r#"["serve","${DB_PASSWORD}","$$HOME"]"#);
+    for (path, text) in state_files(&stage.path().join(".cutover")) {
+        assert!(
+            !text.contains(DB_PASSWORD),
+            "{} holds the secret",
+            path.display()
+        );
+    }
+    let history = stage.cutover().arg("history").output().unwrap();
+    assert!(!String::from_utf8_lossy(&history.stdout).contains(DB_PASSWORD));
 }
