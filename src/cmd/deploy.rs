@@ -140,6 +140,8 @@ pub fn run_deploy(
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
     let (secrets, secret_keys) = super::decrypt_for_deploy(ctx, &loaded)?;
+    crate::secrets::check_env_sizes(secrets.iter().map(|(k, v)| (k.as_str(), v)))
+        .context("cannot deploy: the secrets reach compose as its process environment")?;
     let secrets_took = secrets_started.elapsed();
     let compose = Compose::detect_cached()?;
     let deployer = Deployer {

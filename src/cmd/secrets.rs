@@ -62,9 +62,9 @@ pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
             generate,
         } => {
             let identities = identity(ctx)?;
-            let value = match generate {
+            let (value, dropped) = match generate {
                 Some(0) => bail!("--generate needs a length of at least 1"),
-                Some(n) => generated(n),
+                Some(n) => (generated(n), None),
                 None => read_value_from_stdin(&key)?,
             };
             let outcome = secrets::set_key(&ctx.dir, &name, &key, &value, &identities)
@@ -74,9 +74,12 @@ pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
                 (false, true) => "replaced",
                 (false, false) => "added",
             };
-            let how = match generate {
-                Some(n) => format!(" (generated, {n} characters)"),
-                None => String::new(),
+            let how = match (generate, dropped) {
+                (Some(n), _) => format!(" (generated, {n} characters)"),
+                (None, Some(ending)) => format!(
+                    " (without the one trailing {ending} stdin ended with; send one more to keep a trailing newline)"
+                ),
+                (None, None) => String::new(),
             };
             let verb = if outcome.created_file { "set" } else { what };
             say(&format!(
@@ -298,7 +301,10 @@ fn generated(len: usize) -> SecretString {
 }
 
 /// The value comes from stdin so it never shows up in `ps`, shell history or audit logs.
-fn read_value_from_stdin(key: &str) -> anyhow::Result<SecretString> {
+/// Exactly one trailing newline (`\n` or `\r\n`, what `echo` and a terminal add) is dropped,
+/// and which one is returned so the caller says so: a value that must end in a newline is
+/// sent with one more.
+fn read_value_from_stdin(key: &str) -> anyhow::Result<(SecretString, Option<&'static str>)> {
     let mut stdin = std::io::stdin().lock();
     if stdin.is_terminal() {
         eprintln!("enter the value for {key}, then press Ctrl-D (the input is echoed)");
@@ -307,15 +313,18 @@ fn read_value_from_stdin(key: &str) -> anyhow::Result<SecretString> {
     stdin
         .read_to_end(&mut bytes)
         .context("failed to read the value from stdin")?;
+    let mut dropped = None;
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
+        dropped = Some("newline");
         if bytes.last() == Some(&b'\r') {
             bytes.pop();
+            dropped = Some("CRLF");
         }
     }
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| anyhow::anyhow!("the value for {key} on stdin is not valid UTF-8"))?;
-    Ok(SecretString::from(text.to_string()))
+    Ok((SecretString::from(text.to_string()), dropped))
 }
 
 fn exec(ctx: &Context, names: &[String], command: &[String]) -> anyhow::Result<ExitCode> {
@@ -325,6 +334,7 @@ fn exec(ctx: &Context, names: &[String], command: &[String]) -> anyhow::Result<E
         .map(|name| store::secret_path(&ctx.dir, name))
         .collect::<Result<Vec<_>, _>>()?;
     let env = secrets::load_env(&files, &identities).context("failed to load secrets")?;
+    secrets::check_env_sizes(env.iter()).context("cannot run the command with these secrets")?;
     // The child gets the decrypted variables, not the key that decrypts everything.
     let keep: Vec<std::ffi::OsString> = std::env::vars_os()
         .map(|(k, _)| k)

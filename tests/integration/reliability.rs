@@ -287,3 +287,205 @@ fn e2e_dollar_in_image_or_command_never_interpolates_a_secret() {
     let history = stage.cutover().arg("history").output().unwrap();
     assert!(!String::from_utf8_lossy(&history.stdout).contains(DB_PASSWORD));
 }
+
+/// A project dir with the test recipients and a 0600 copy of the test identity; returns the
+/// identity's path. `cutover` runs in `dir` with that identity.
+fn secrets_project(dir: &Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let root = crate::common::repo_root();
+    std::fs::create_dir_all(dir.join("secrets")).unwrap();
+    std::fs::copy(
+        root.join("secrets/recipients.txt"),
+        dir.join("secrets/recipients.txt"),
+    )
+    .unwrap();
+    let identity = dir.join("identity.txt");
+    std::fs::copy(root.join("fixtures/secrets/test-identity.txt"), &identity).unwrap();
+    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+    identity
+}
+
+fn with_identity(dir: &Path, identity: &Path) -> assert_cmd::Command {
+    let mut cmd = cutover(dir);
+    cmd.env("CUTOVER_IDENTITY", identity);
+    cmd
+}
+
+fn shown(dir: &Path, identity: &Path, name: &str) -> serde_json::Value {
+    let out = with_identity(dir, identity)
+        .args(["secrets", "show", name, "--json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `secrets set` drops exactly one trailing newline from stdin (what `echo` adds) and says so;
+/// a second one is kept.
+#[test]
+fn secrets_set_says_when_it_drops_the_trailing_newline() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = secrets_project(dir.path());
+    let set = |key: &str, stdin: &str| {
+        let out = with_identity(dir.path(), &identity)
+            .args(["secrets", "set", "prod", key])
+            .write_stdin(stdin)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let said = set("ECHOED", "pw\n");
+    assert!(said.contains("without the one trailing newline"), "{said}");
+    let said = set("CRLF", "pw\r\n");
+    assert!(said.contains("without the one trailing CRLF"), "{said}");
+    let said = set("KEPT", "pw\n\n");
+    assert!(said.contains("without the one trailing newline"), "{said}");
+    let said = set("EXACT", "pw");
+    assert!(!said.contains("trailing"), "{said}");
+    let values = shown(dir.path(), &identity, "prod");
+    assert_eq!(values["ECHOED"], "pw");
+    assert_eq!(values["CRLF"], "pw");
+    assert_eq!(values["KEPT"], "pw\n");
+    assert_eq!(values["EXACT"], "pw");
+}
+
+/// The longest value `KEY` can hold: `KEY=value` plus its NUL is MAX_ARG_STRLEN (128 KiB).
+fn value_of_len(len: usize) -> String {
+    "Zq9".repeat(len / 3 + 1)[..len].to_string()
+}
+
+const ENV_LIMIT: usize = 128 * 1024;
+
+/// Issue #11: a value over the kernel's limit for one environment string made the deploy fail
+/// with "could not run docker-compose". `set`, `encrypt` and `edit` refuse it naming the key
+/// and the limit, and print no value; a value exactly at the limit is accepted.
+#[test]
+fn secret_over_the_env_limit_is_refused_at_set_encrypt_and_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    let identity = secrets_project(dir.path());
+    let fits = ENV_LIMIT - "BIG=".len() - 1;
+    with_identity(dir.path(), &identity)
+        .args(["secrets", "set", "prod", "BIG"])
+        .write_stdin(value_of_len(fits))
+        .assert()
+        .success();
+    assert_eq!(
+        shown(dir.path(), &identity, "prod")["BIG"]
+            .as_str()
+            .unwrap()
+            .len(),
+        fits
+    );
+
+    let refused = |out: std::process::Output, what: &str| {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{what} must refuse");
+        assert!(
+            stderr.contains("key `BIG`")
+                && stderr.contains(&format!("{} bytes", ENV_LIMIT + 1))
+                && stderr.contains(&format!("limit of {ENV_LIMIT} bytes")),
+            "{what}: {stderr}"
+        );
+        assert!(!stderr.contains("Zq9Zq9"), "{what} printed the value");
+    };
+    refused(
+        with_identity(dir.path(), &identity)
+            .args(["secrets", "set", "prod", "BIG"])
+            .write_stdin(value_of_len(fits + 1))
+            .output()
+            .unwrap(),
+        "set",
+    );
+    assert_eq!(
+        shown(dir.path(), &identity, "prod")["BIG"]
+            .as_str()
+            .unwrap()
+            .len(),
+        fits
+    );
+
+    let plain = dir.path().join("big.env");
+    std::fs::write(&plain, format!("BIG={}\n", value_of_len(fits + 1))).unwrap();
+    refused(
+        with_identity(dir.path(), &identity)
+            .args(["secrets", "encrypt", "big.env"])
+            .output()
+            .unwrap(),
+        "encrypt",
+    );
+    assert!(!dir.path().join("secrets/big.env.age").exists());
+
+    // An "editor" that replaces the file with the too-long value.
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(
+        &editor,
+        format!("#!/bin/sh\ncp {} \"$1\"\n", plain.display()),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let before = std::fs::read(dir.path().join("secrets/prod.env.age")).unwrap();
+    refused(
+        with_identity(dir.path(), &identity)
+            .env("EDITOR", &editor)
+            .args(["secrets", "edit", "prod"])
+            .output()
+            .unwrap(),
+        "edit",
+    );
+    assert_eq!(
+        std::fs::read(dir.path().join("secrets/prod.env.age")).unwrap(),
+        before
+    );
+}
+
+/// A too-long value written with the `age` CLI behind cutover's back: the deploy says why
+/// before it runs compose, and nothing is started.
+#[test]
+fn e2e_deploy_with_a_secret_over_the_env_limit_says_why_before_compose() {
+    use crate::e2e::{ready, Setup, Stage};
+    if !ready() || !require("age", "encrypt a secrets file") {
+        return;
+    }
+    let stage = Stage::new(Setup {
+        secrets: true,
+        ..Setup::default()
+    });
+    let plain = stage.path().join("big.env");
+    std::fs::write(&plain, format!("BIG={}\n", value_of_len(ENV_LIMIT))).unwrap();
+    let out = Command::new("age")
+        .args([
+            "-a",
+            "-R",
+            "secrets/recipients.txt",
+            "-o",
+            "secrets/demo.env.age",
+            "big.env",
+        ])
+        .current_dir(stage.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, stdout, stderr) = stage.deploy(&["--image", "cutover-demo:v1"]);
+    assert!(!ok, "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("key `BIG`") && stderr.contains(&format!("limit of {ENV_LIMIT} bytes")),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("could not run"), "{stderr}");
+    assert!(!stderr.contains("Zq9Zq9"), "printed the value: {stderr}");
+    assert!(stage.running_services().is_empty(), "nothing may start");
+}
