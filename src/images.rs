@@ -171,6 +171,97 @@ pub fn remove(image: &Image) -> Result<(), crate::process::ProcessError> {
         .map(|_| ())
 }
 
+/// `app` → `app:latest`, `docker.io/library/app:v1` → `app:v1`: references as `docker images`
+/// names them, so a container's reference and a listed image compare equal.
+pub fn normalize(reference: &str) -> String {
+    let short = reference
+        .strip_prefix("docker.io/library/")
+        .or_else(|| reference.strip_prefix("docker.io/"))
+        .unwrap_or(reference);
+    if short.contains('@') || repository(short).len() < short.len() {
+        short.to_string()
+    } else {
+        format!("{short}:latest")
+    }
+}
+
+/// What the containers on this box (running or stopped, of any project) were created from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InUse {
+    /// `Config.Image` of every container, normalized ([`normalize`]).
+    pub references: BTreeSet<String>,
+    /// The image ID (`sha256:…`) of every container whose `Config.Image` is not a tag
+    /// (created from an ID or a digest), so the tag cannot protect it.
+    pub untagged_ids: BTreeSet<String>,
+}
+
+impl InUse {
+    /// Whether removing `image` would take something a container was created from.
+    pub fn holds(&self, image: &Image) -> bool {
+        self.references.contains(&normalize(&image.reference))
+            || self.untagged_ids.iter().any(|id| {
+                id.trim_start_matches("sha256:")
+                    .starts_with(image.id.trim_start_matches("sha256:"))
+            })
+    }
+}
+
+#[derive(Deserialize)]
+struct ContainerImage {
+    #[serde(rename = "Image")]
+    id: String,
+    #[serde(rename = "Config")]
+    config: ContainerConfig,
+}
+
+#[derive(Deserialize)]
+struct ContainerConfig {
+    #[serde(rename = "Image")]
+    image: String,
+}
+
+/// The images every container on the box uses (`docker ps -aq`, then `inspect`). A container
+/// removed between the two calls makes `inspect` fail, so the pair is tried twice; output
+/// that does not parse is an error naming the command, never "nothing in use".
+pub fn in_use() -> anyhow::Result<InUse> {
+    let mut last_error = None;
+    for _ in 0..2 {
+        match in_use_once() {
+            Ok(found) => return Ok(found),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    Err(last_error.expect("tried at least once"))
+}
+
+fn in_use_once() -> anyhow::Result<InUse> {
+    let ids = Cmd::new("docker", "list every container on the box")
+        .args(["ps", "-aq", "--no-trunc"])
+        .timeout(Duration::from_secs(30))
+        .run()?;
+    let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
+    let mut found = InUse::default();
+    if ids.is_empty() {
+        return Ok(found);
+    }
+    let out = Cmd::new("docker", "inspect every container on the box")
+        .args(["container", "inspect"])
+        .args(&ids)
+        .timeout(Duration::from_secs(60))
+        .run()?;
+    let containers: Vec<ContainerImage> = serde_json::from_str(&out.stdout).map_err(|e| {
+        anyhow::anyhow!("`docker container inspect` printed JSON that does not parse: {e}")
+    })?;
+    for c in containers {
+        if c.config.image.starts_with("sha256:") || c.config.image.contains('@') {
+            found.untagged_ids.insert(c.id);
+        } else {
+            found.references.insert(normalize(&c.config.image));
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,6 +303,27 @@ mod tests {
         ] {
             assert!(check_reference(bad).is_err(), "{bad:?} must be refused");
         }
+    }
+
+    #[test]
+    fn references_normalize_like_docker_images_lists_them() {
+        assert_eq!(normalize("app"), "app:latest");
+        assert_eq!(normalize("app:v1"), "app:v1");
+        assert_eq!(normalize("docker.io/library/app:v1"), "app:v1");
+        assert_eq!(normalize("docker.io/me/app"), "me/app:latest");
+        assert_eq!(normalize("registry:5000/app"), "registry:5000/app:latest");
+        let in_use = InUse {
+            references: BTreeSet::from(["app:v1".to_string()]),
+            untagged_ids: BTreeSet::from(["sha256:abcdef0123456789".to_string()]),
+        };
+        let img = |r: &str, id: &str| Image {
+            reference: r.into(),
+            id: id.into(),
+            created: String::new(),
+        };
+        assert!(in_use.holds(&img("app:v1", "111111111111")));
+        assert!(in_use.holds(&img("app:v2", "abcdef012345")));
+        assert!(!in_use.holds(&img("app:v3", "222222222222")));
     }
 
     #[test]

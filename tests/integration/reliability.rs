@@ -489,3 +489,208 @@ fn e2e_deploy_with_a_secret_over_the_env_limit_says_why_before_compose() {
     assert!(!stderr.contains("Zq9Zq9"), "printed the value: {stderr}");
     assert!(stage.running_services().is_empty(), "nothing may start");
 }
+
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Issue #11, defect 5: a torn last line in history.jsonl (a crash mid-append) is set aside,
+/// every complete entry survives, the next deploy is its own line, and `status` says so.
+/// Also: the state files are 0600, never world-readable.
+#[test]
+fn e2e_a_torn_history_tail_is_set_aside_and_the_next_deploy_is_recorded() {
+    use crate::e2e::{ready, Setup, Stage};
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup::default());
+    stage.deploy_ok("cutover-demo:v1");
+    let history = stage.path().join(".cutover/history.jsonl");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&history)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, br#"{"time":"2026"#))
+        .unwrap();
+    stage.deploy_ok("cutover-demo:v2");
+    let entries = stage.history();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0]["image"], "cutover-demo:v1");
+    assert_eq!(entries[1]["image"], "cutover-demo:v2");
+    assert_eq!(entries[1]["result"], "ok");
+    let text = stage.cutover().arg("history").output().unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.lines().last().unwrap().contains("cutover-demo:v2"),
+        "{text}"
+    );
+
+    let torn: Vec<PathBuf> = std::fs::read_dir(stage.path().join(".cutover"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("history.jsonl.torn-")
+        })
+        .collect();
+    assert_eq!(torn.len(), 1, "{torn:?}");
+    assert_eq!(
+        std::fs::read_to_string(&torn[0]).unwrap(),
+        r#"{"time":"2026"#
+    );
+    let status = stage.status_json();
+    assert_eq!(status["last_deploy"]["image"], "cutover-demo:v2");
+    let problems = status["problems"].to_string();
+    assert!(problems.contains("history.jsonl.torn-"), "{status}");
+    let out = stage.cutover().arg("status").output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("history.jsonl.torn-"),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // State files hold images, users and reasons: owner only.
+    for name in ["state.json", "history.jsonl", "compose.yml"] {
+        let path = stage.path().join(".cutover").join(name);
+        assert_eq!(mode_of(&path), 0o600, "{name}");
+    }
+}
+
+/// Issue #11: history stores the one-line reason of a failure, never the app's log lines
+/// (which the terminal shows, and which may hold anything the app prints).
+#[test]
+fn e2e_history_keeps_the_reason_but_not_the_apps_log_lines() {
+    use crate::e2e::{ready, Setup, Stage};
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup::default());
+    stage.deploy_ok("cutover-demo:v1");
+    let mut setup = Setup {
+        health_timeout: "60s",
+        restart: "\"no\"",
+        ..Setup::default()
+    };
+    setup.startup_delay_ms = 0;
+    stage.write_config(&setup);
+    let config = stage.path().join("cutover.yml");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("STARTUP_DELAY_MS: \"0\"", "STARTUP_DELAY_MS: \"soon\"");
+    std::fs::write(&config, text).unwrap();
+    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("cutover-demo-app:"),
+        "the terminal shows the logs: {stderr}"
+    );
+    let last = stage.history().pop().unwrap();
+    assert_eq!(last["result"], "failed");
+    let reason = last["reason"].as_str().expect("a reason");
+    assert!(reason.contains("the green container exited"), "{reason}");
+    assert!(!reason.contains('\n'), "one line: {reason:?}");
+    assert!(
+        !reason.contains("cutover-demo-app"),
+        "no app log lines: {reason:?}"
+    );
+    let raw = std::fs::read_to_string(stage.path().join(".cutover/history.jsonl")).unwrap();
+    assert!(!raw.contains("cutover-demo-app"), "{raw}");
+}
+
+/// `docker tag SRC DST`.
+fn tag(src: &str, dst: &str) {
+    let ok = Command::new("docker")
+        .args(["tag", src, dst])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "docker tag {src} {dst}");
+}
+
+/// Issue #11, defect 4: two projects on one box share an image repository (prod and staging).
+/// Staging's auto-prune (`keep_images: 1`) and `cutover prune --keep 1` must not remove the
+/// image prod needs for `rollback`; prod's rollback then works. `--image` from another
+/// repository than `app.image` gets a warning.
+#[test]
+fn e2e_prune_never_removes_another_projects_rollback_image() {
+    use crate::e2e::{ready, Setup, Stage};
+    if !ready() {
+        return;
+    }
+    let registry = tempfile::tempdir().unwrap();
+    let prod = Stage::new(Setup::default());
+    let staging = Stage::new(Setup::default());
+    let repo = format!("cutover-shared-{}", prod.project);
+    let (a, b, c) = (
+        format!("{repo}:a"),
+        format!("{repo}:b"),
+        format!("{repo}:c"),
+    );
+    tag("cutover-demo:v1", &a);
+    tag("cutover-demo:v2", &b);
+    tag("cutover-demo:v2", &c);
+    for (stage, keep) in [(&prod, 3), (&staging, 1)] {
+        let config = stage.path().join("cutover.yml");
+        let text = std::fs::read_to_string(&config).unwrap().replacen(
+            "  image: cutover-demo\n",
+            &format!("  image: {repo}\n  keep_images: {keep}\n"),
+            1,
+        );
+        std::fs::write(&config, text).unwrap();
+    }
+    let run = |stage: &Stage, args: &[&str]| {
+        let out = stage
+            .cutover()
+            .env("CUTOVER_REGISTRY_DIR", registry.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "cutover {args:?} failed:\n{text}");
+        text
+    };
+    run(&prod, &["deploy", "--image", &a]);
+    run(&prod, &["deploy", "--image", &b]);
+    // prod: green runs b, a is the rollback target with no container left.
+    assert!(cutover::images::exists(&a));
+    let said = run(&staging, &["deploy", "--image", &c]);
+    assert!(
+        cutover::images::exists(&a),
+        "staging's auto-prune removed prod's rollback image:\n{said}"
+    );
+    let pruned = run(&staging, &["prune", "--keep", "1", "--json"]);
+    assert!(
+        cutover::images::exists(&a),
+        "prune --keep 1 removed it:\n{pruned}"
+    );
+    assert!(cutover::images::exists(&b) && cutover::images::exists(&c));
+    run(&prod, &["rollback"]);
+    prod.assert_serving("blue", "v1");
+
+    // A deploy from another repository than app.image is allowed, with a warning.
+    let said = run(&staging, &["deploy", "--image", "cutover-demo:v1"]);
+    assert!(
+        said.contains(&format!(
+            "cutover-demo:v1 is not from app.image's repository {repo}"
+        )),
+        "{said}"
+    );
+
+    // Once prod is gone (its state dir vanishes), its images are fair game.
+    drop(prod);
+    let pruned = run(&staging, &["prune", "--keep", "1", "--json"]);
+    let pruned: serde_json::Value = serde_json::from_str(pruned.lines().next().unwrap()).unwrap();
+    assert!(pruned["removed"].to_string().contains(&a), "{pruned}");
+    for image in [a, b, c] {
+        let _ = Command::new("docker").args(["rmi", &image]).output();
+    }
+}
