@@ -296,6 +296,12 @@ impl Run<'_, '_> {
             };
             let lock = self.state_dir.lock(req.lock_wait, &holder)?;
             self.done("lock", "");
+            // Registered before anything runs, so another project's prune keeps our images.
+            if let Err(e) = crate::registry::register(&self.state_dir.dir) {
+                self.reporter.event(Event::Note(format!(
+                    "warning: {e:#}; other cutover projects on this box may prune this project's images"
+                )));
+            }
             Some(lock)
         };
 
@@ -509,20 +515,20 @@ impl Run<'_, '_> {
         })?;
         let (switch_ms, mut notes) = result?;
 
-        // Prune old images of the app beyond `keep_images` (never the two recorded ones).
-        let protected = record.kept_images();
-        match crate::images::list(crate::images::repository(&image)) {
-            Ok(list) => {
-                for old in
-                    crate::images::prune_candidates(&list, config.app.keep_images, &protected)
-                {
-                    match crate::images::remove(&old) {
-                        Ok(()) => notes.push(format!("pruned image {}", old.reference)),
-                        Err(e) => notes.push(format!("kept image {}: {e}", old.reference)),
-                    }
-                }
+        // Prune old images of app.image's repository beyond `keep_images`, never one that
+        // anything on the box still records or runs (see `prune`).
+        let repo = crate::images::repository(&config.app.image);
+        match crate::prune::prune(repo, config.app.keep_images, &record, false) {
+            Ok(pruned) => {
+                notes.extend(pruned.removed.iter().map(|r| format!("pruned image {r}")));
+                notes.extend(
+                    pruned
+                        .kept_with_errors
+                        .iter()
+                        .map(|k| format!("kept image {k}")),
+                );
             }
-            Err(e) => notes.push(format!("could not list images to prune: {e:#}")),
+            Err(e) => notes.push(format!("pruned nothing: {e:#}")),
         }
 
         Ok(Summary {
@@ -558,7 +564,11 @@ impl Run<'_, '_> {
         let mut notes = Vec::new();
 
         // 5. Bring the idle color up with the new image.
-        crate::atomic::write(&self.project.file, s.compose_text.as_bytes(), 0o644)?;
+        crate::atomic::write(
+            &self.project.file,
+            s.compose_text.as_bytes(),
+            crate::state::FILE_MODE,
+        )?;
         if !s.accessories_down.is_empty() {
             self.start("accessories", s.accessories_down.join(", "));
             self.project.up(

@@ -1,8 +1,9 @@
 //! The app's images on this box: which exist, and pruning all but the most recent few.
 //!
 //! The seeds `rmi` the old image right after a deploy, which makes rollback a rebuild. cutover
-//! keeps the last N images of the app's repository (and always the ones recorded as running
-//! or as the rollback target), and removes only images no container uses.
+//! keeps the last N images of the app's repository; what else must stay (every image any
+//! container or any cutover project on the box still needs) is decided in `prune`, from
+//! [`in_use`] and the project registry.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -150,16 +151,6 @@ pub fn exists(reference: &str) -> bool {
         .timeout(Duration::from_secs(30))
         .run()
         .is_ok()
-}
-
-/// What pruning would remove: all but the newest `keep`, never one in `protected`.
-pub fn prune_candidates(images: &[Image], keep: usize, protected: &BTreeSet<String>) -> Vec<Image> {
-    images
-        .iter()
-        .skip(keep)
-        .filter(|i| !protected.contains(&i.reference))
-        .cloned()
-        .collect()
 }
 
 /// Removes one image; an image a container still uses is refused by docker and kept.
@@ -324,27 +315,5 @@ mod tests {
         assert!(in_use.holds(&img("app:v1", "111111111111")));
         assert!(in_use.holds(&img("app:v2", "abcdef012345")));
         assert!(!in_use.holds(&img("app:v3", "222222222222")));
-    }
-
-    #[test]
-    fn prune_keeps_newest_and_protected() {
-        let img = |r: &str, c: &str| Image {
-            reference: r.into(),
-            id: r.into(),
-            created: c.into(),
-        };
-        let images = vec![
-            img("a:5", "2026-05"),
-            img("a:4", "2026-04"),
-            img("a:3", "2026-03"),
-            img("a:2", "2026-02"),
-            img("a:1", "2026-01"),
-        ];
-        let protected = BTreeSet::from(["a:1".to_string()]);
-        let gone: Vec<_> = prune_candidates(&images, 2, &protected)
-            .into_iter()
-            .map(|i| i.reference)
-            .collect();
-        assert_eq!(gone, ["a:3", "a:2"]);
     }
 }

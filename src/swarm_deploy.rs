@@ -340,7 +340,11 @@ impl Run<'_, '_> {
 
         // 5. Stack deploy: swarm starts the rolling update in the background.
         self.start();
-        crate::atomic::write(s.stack_file, s.stack_text.as_bytes(), 0o644)?;
+        crate::atomic::write(
+            s.stack_file,
+            s.stack_text.as_bytes(),
+            crate::state::FILE_MODE,
+        )?;
         let deployed_at = Instant::now();
         swarm::stack_deploy(s.stack_file, s.project, swarm_cfg.resolve_image.as_str())?;
         self.done("stack", format!("docker stack deploy {}", s.project));

@@ -137,6 +137,14 @@ pub fn run_deploy(
 ) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
     let lock_wait = lock_wait(&common)?;
+    if let Some(image) = &image {
+        let repo = crate::images::repository(&loaded.config.app.image);
+        if crate::images::repository(image) != repo {
+            eprintln!(
+                "warning: {image} is not from app.image's repository {repo}; deploying it anyway, but prune manages {repo} only (check for a typo)"
+            );
+        }
+    }
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
     let (secrets, secret_keys) = super::decrypt_for_deploy(ctx, &loaded)?;
@@ -319,7 +327,11 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
         colors,
         accessories,
         last_deploy: StateDir::new(loaded.state_dir()).history()?.pop(),
-        problems: observed.disagreements(),
+        problems: observed
+            .disagreements()
+            .into_iter()
+            .chain(torn_history_problems(&StateDir::new(loaded.state_dir())))
+            .collect(),
     };
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -365,6 +377,20 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
         println!("! {p}");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One problem line per torn history tail that was set aside (kept for inspection).
+fn torn_history_problems(state_dir: &StateDir) -> Vec<String> {
+    state_dir
+        .torn_history()
+        .into_iter()
+        .map(|path| {
+            format!(
+                "{} holds a torn last line of the history (a crash or a full disk mid-append), set aside so later entries stay readable; inspect it, then delete it",
+                path.display()
+            )
+        })
+        .collect()
 }
 
 pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode> {
@@ -419,29 +445,15 @@ pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode>
 
 pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
-    let observed = deploy::observe(&loaded)?;
+    let state_dir = StateDir::new(loaded.state_dir());
+    let recorded = state_dir.load()?;
     let repo = crate::images::repository(&loaded.config.app.image).to_string();
-    let images = crate::images::list(&repo)?;
-    let mut protected = observed.recorded.kept_images();
-    protected.extend(observed.containers.iter().map(|c| c.image.clone()));
-    let candidates = crate::images::prune_candidates(&images, args.keep, &protected);
-    let mut removed = Vec::new();
-    let mut kept = Vec::new();
-    for image in &candidates {
-        if args.dry_run {
-            removed.push(image.reference.clone());
-            continue;
-        }
-        match crate::images::remove(image) {
-            Ok(()) => removed.push(image.reference.clone()),
-            Err(e) => kept.push(format!("{}: {e}", image.reference)),
-        }
-    }
+    let pruned = crate::prune::prune(&repo, args.keep, &recorded, args.dry_run).with_context(
+        || format!("pruned nothing in {repo}: every image another project or container might need must be known first"),
+    )?;
+    let (removed, kept) = (&pruned.removed, &pruned.kept_with_errors);
     if args.json {
-        println!(
-            "{}",
-            serde_json::json!({ "repository": repo, "dry_run": args.dry_run, "removed": removed, "kept_with_errors": kept })
-        );
+        println!("{}", serde_json::to_string(&pruned)?);
     } else {
         let verb = if args.dry_run {
             "would remove"
@@ -454,10 +466,10 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
                 args.keep
             );
         }
-        for r in &removed {
+        for r in removed {
             println!("{verb} {r}");
         }
-        for k in &kept {
+        for k in kept {
             println!("kept {k}");
         }
     }

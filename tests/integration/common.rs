@@ -10,6 +10,11 @@ pub fn cutover(dir: &Path) -> assert_cmd::Command {
     cmd.current_dir(dir)
         .env_remove("CUTOVER_IDENTITY")
         .env_remove("CUTOVER_AGE_KEY")
+        // Projects register for box-wide pruning: in the tests' own registry, not the box's.
+        .env(
+            "CUTOVER_REGISTRY_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("project-registry"),
+        )
         .env("NO_COLOR", "1");
     cmd
 }

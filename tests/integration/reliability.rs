@@ -694,3 +694,53 @@ fn e2e_prune_never_removes_another_projects_rollback_image() {
         let _ = Command::new("docker").args(["rmi", &image]).output();
     }
 }
+
+/// Issue #11: a damaged state.json made every command refuse with no hint. Now the error names
+/// the file, line and column and the way out; following it (move the file aside, deploy)
+/// rebuilds the record from what is observed, with nothing lost on the serving side.
+#[test]
+fn e2e_a_damaged_state_file_is_explained_and_the_next_deploy_rebuilds_it() {
+    use crate::e2e::{ready, Setup, Stage};
+    if !ready() {
+        return;
+    }
+    let stage = Stage::new(Setup::default());
+    stage.deploy_ok("cutover-demo:v1");
+    let state = stage.path().join(".cutover/state.json");
+    std::fs::write(
+        &state,
+        "{\n  \"active\": \"blue\",\n  \"images\": {\"blue\": \n",
+    )
+    .unwrap();
+    for args in [
+        &["status"][..],
+        &["deploy", "--image", "cutover-demo:v2"],
+        &["rollback"],
+    ] {
+        let out = stage.cutover().args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} must refuse");
+        assert!(
+            stderr.contains(&format!(
+                "{}:4:1: the deploy record is damaged",
+                state.display()
+            )),
+            "{args:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("mv {} {}.bad", state.display(), state.display()))
+                && stderr.contains("rebuilds it from what it observes"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    std::fs::rename(&state, stage.path().join(".cutover/state.json.bad")).unwrap();
+    stage.deploy_ok("cutover-demo:v2");
+    stage.assert_serving("green", "v2");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(record["active"], "green");
+    assert_eq!(record["previous_image"], "cutover-demo:v1", "{record}");
+    stage.cutover().arg("rollback").assert().success();
+    stage.assert_serving("blue", "v1");
+}
