@@ -2,8 +2,15 @@
 //!
 //! DESIGN.md's command surface is a contract: names here are not renamed, only added to.
 //! Logic lives in `cmd/` (what to print) and the domain modules (what to do).
+//!
+//! Every flag that takes a duration, size or number is parsed here by a typed clap value
+//! parser, so a bad or out-of-range value is a usage error (exit 2, clap's `error:` line
+//! naming the flag) and the command layer only ever sees a value it can use.
 
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use crate::config::{Dur, Size, Swap};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -146,8 +153,8 @@ pub struct DeployCommon {
     #[arg(long)]
     pub dry_run: bool,
     /// Wait this long for another deploy's lock, e.g. 30s [default: fail at once]
-    #[arg(long, value_name = "DURATION")]
-    pub lock_wait: Option<String>,
+    #[arg(long, value_name = "DURATION", value_parser = wait_duration)]
+    pub lock_wait: Option<Duration>,
     /// Deploy even when the memory budget says both colors will not fit
     #[arg(long)]
     pub force: bool,
@@ -239,8 +246,8 @@ pub enum SecretsCommand {
         name: String,
         /// Key to set
         key: String,
-        /// Generate a random value of N characters instead of reading stdin
-        #[arg(long, value_name = "N")]
+        /// Generate a random value of N characters (1 to 65536) instead of reading stdin
+        #[arg(long, value_name = "N", value_parser = generated_length())]
         generate: Option<usize>,
     },
     /// Remove KEY from a secrets file
@@ -278,8 +285,8 @@ pub struct BootstrapArgs {
     #[arg(long, value_name = "DIR")]
     pub root: Option<PathBuf>,
     /// Swap file size (e.g. 2G), auto (AWS table: RAM <= 2 GiB -> 2 x RAM) or off
-    #[arg(long, value_name = "SIZE|auto|off")]
-    pub swap: Option<String>,
+    #[arg(long, value_name = "SIZE|auto|off", value_parser = Swap::parse)]
+    pub swap: Option<Swap>,
     /// Skip package installation (docker, compose, nginx)
     #[arg(long)]
     pub no_install: bool,
@@ -293,10 +300,15 @@ pub struct BootstrapArgs {
     #[arg(long)]
     pub json: bool,
     /// With --cloud-init: the instance type's RAM, for --swap auto [default: 1G, a t2.micro]
-    #[arg(long, value_name = "SIZE", requires = "cloud_init")]
-    pub ram: Option<String>,
-    /// With --cloud-init: the image's distribution (ubuntu, debian or amzn) [default: ubuntu]
-    #[arg(long, value_name = "ID", requires = "cloud_init")]
+    #[arg(long, value_name = "SIZE", requires = "cloud_init", value_parser = Size::parse)]
+    pub ram: Option<Size>,
+    /// With --cloud-init: the image's distribution [default: ubuntu]
+    #[arg(
+        long,
+        value_name = "ID",
+        requires = "cloud_init",
+        value_parser = ["ubuntu", "debian", "amzn", "fedora"]
+    )]
     pub os: Option<String>,
 }
 
@@ -308,4 +320,22 @@ pub struct DemoArgs {
     /// Print a JSON summary on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+/// Longest wait a flag accepts: far beyond any real wait, and far inside what `Instant` can
+/// add, so a deadline computed later never overflows.
+pub const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// A wait such as `30s` or `1m 30s`, at most [`MAX_WAIT`].
+fn wait_duration(text: &str) -> Result<Duration, String> {
+    let wait = Dur::parse(text)?.get();
+    if wait > MAX_WAIT || Instant::now().checked_add(wait).is_none() {
+        return Err(format!("duration `{text}` is too long (at most 100 years)"));
+    }
+    Ok(wait)
+}
+
+/// `--generate N`: a secret value is an environment variable, and Linux caps one at 128 KiB.
+fn generated_length() -> clap::builder::RangedU64ValueParser<usize> {
+    clap::builder::RangedU64ValueParser::new().range(1..=65536)
 }

@@ -4,6 +4,12 @@
 //! calls on the domain modules and owns all printing; the domain modules (config, render,
 //! secrets, compose, nginx, deploy, …) do the work and return values or errors.
 
+#![forbid(unsafe_code)]
+
+// First, so its `outln!`/`out!` macros are in scope in every module below.
+#[macro_use]
+pub mod report;
+
 pub mod atomic;
 pub mod bootstrap;
 pub mod cli;
@@ -21,7 +27,6 @@ pub mod process;
 pub mod prune;
 pub mod registry;
 pub mod render;
-pub mod report;
 pub mod secrets;
 pub mod stack;
 pub mod state;

@@ -5,13 +5,31 @@
 //! cargo-dist. Output is always captured; nothing a child prints reaches the terminal unless a
 //! caller shows it. Environment values given through [`Cmd::env`] never appear in
 //! [`Cmd::display`] or in errors, since they may be decrypted secrets.
+//!
+//! One secret-environment policy for every child (docker, compose, nginx, hooks, `secrets
+//! exec`): its environment is built in one place, [`Cmd::child_env`], which never passes on
+//! the variables in [`WITHHELD_FROM_CHILDREN`] (cutover's own age key and identity path).
+//! The buffers cutover owns that held a secret (the child's environment strings, stdin bytes,
+//! the raw captured output) are wiped when dropped. The copies duct and std make to spawn the
+//! child cannot be reached from safe code and are freed unwiped.
 
+use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::fmt;
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
+use zeroize::Zeroizing;
+
+/// Variables of cutover's own environment that never reach a child: `CUTOVER_AGE_KEY` is an
+/// age private key, `CUTOVER_IDENTITY` names the identity file. No child needs either, and a
+/// hook or a compromised image that dumps its environment must not learn them.
+pub const WITHHELD_FROM_CHILDREN: [&str; 2] = ["CUTOVER_AGE_KEY", "CUTOVER_IDENTITY"];
+
+/// A child's whole environment, name to value; values are wiped when dropped.
+pub type ChildEnv = BTreeMap<OsString, Zeroizing<Vec<u8>>>;
 
 /// Receives every finished subprocess (its display line, how long it took, its exit code),
 /// for `-v`. The command layer installs it; this module never prints.
@@ -92,7 +110,7 @@ pub struct Cmd {
     plain_env: Vec<(OsString, OsString)>,
     env_clear_except: Option<Vec<OsString>>,
     dir: Option<PathBuf>,
-    stdin: Option<Vec<u8>>,
+    stdin: Option<Zeroizing<Vec<u8>>>,
     timeout: Option<Duration>,
 }
 
@@ -153,8 +171,8 @@ impl Cmd {
         self
     }
 
-    /// Starts the child with only the named variables inherited from this process, so a
-    /// secret in cutover's own environment (CUTOVER_AGE_KEY) does not leak into the child.
+    /// Starts the child with only the named variables inherited from this process (still
+    /// never [`WITHHELD_FROM_CHILDREN`]), for children that must not see the deployer's shell.
     pub fn env_clear_except<I, S>(mut self, keep: I) -> Self
     where
         I: IntoIterator<Item = S>,
@@ -169,8 +187,10 @@ impl Cmd {
         self
     }
 
+    /// Feeds `bytes` to the child's stdin (then EOF). The buffer is wiped after the run: it
+    /// may be a secret (an identity, a plaintext env file).
     pub fn stdin_bytes(mut self, bytes: impl Into<Vec<u8>>) -> Self {
-        self.stdin = Some(bytes.into());
+        self.stdin = Some(Zeroizing::new(bytes.into()));
         self
     }
 
@@ -189,29 +209,42 @@ impl Cmd {
             .join(" ")
     }
 
-    fn expression(&self) -> duct::Expression {
-        let expr = duct::cmd(&self.program, &self.args)
-            .stdout_capture()
-            .stderr_capture()
-            .unchecked();
-        let expr = self.with_env_and_dir(expr);
-        match &self.stdin {
-            Some(bytes) => expr.stdin_bytes(bytes.clone()),
-            None => expr.stdin_null(),
+    /// The child's whole environment, built here and nowhere else: `inherited` (this
+    /// process's environment when running) filtered by [`Cmd::env_clear_except`], minus
+    /// [`WITHHELD_FROM_CHILDREN`], then the plain variables, then the secret ones (a later
+    /// one of the same name wins).
+    pub fn child_env(&self, inherited: impl IntoIterator<Item = (OsString, OsString)>) -> ChildEnv {
+        let mut env = ChildEnv::new();
+        for (name, value) in inherited {
+            // Wrapped first, so a withheld value is wiped too when it is dropped here.
+            let value = Zeroizing::new(value.into_vec());
+            let kept = self
+                .env_clear_except
+                .as_ref()
+                .is_none_or(|keep| keep.contains(&name));
+            let withheld = WITHHELD_FROM_CHILDREN.iter().any(|w| name == OsStr::new(w));
+            if kept && !withheld {
+                env.insert(name, value);
+            }
         }
+        for (name, value) in &self.plain_env {
+            env.insert(name.clone(), Zeroizing::new(value.as_bytes().to_vec()));
+        }
+        for (name, value) in &self.env {
+            env.insert(
+                name.clone(),
+                Zeroizing::new(value.expose_secret().as_bytes().to_vec()),
+            );
+        }
+        env
     }
 
-    fn with_env_and_dir(&self, mut expr: duct::Expression) -> duct::Expression {
-        if let Some(keep) = &self.env_clear_except {
-            expr = expr
-                .full_env(std::env::vars_os().filter(|(k, _)| keep.iter().any(|want| want == k)));
-        }
-        for (k, v) in &self.plain_env {
-            expr = expr.env(k, v);
-        }
-        for (k, v) in &self.env {
-            expr = expr.env(k, v.expose_secret());
-        }
+    /// The duct expression with its environment and directory; stdio is up to the caller.
+    fn base_expression(&self, env: &ChildEnv) -> duct::Expression {
+        let mut expr = duct::cmd(&self.program, &self.args).unchecked().full_env(
+            env.iter()
+                .map(|(k, v)| (k.as_os_str(), OsStr::from_bytes(v))),
+        );
         if let Some(dir) = &self.dir {
             expr = expr.dir(dir);
         }
@@ -220,12 +253,8 @@ impl Cmd {
 
     /// Runs to completion and returns the output whatever the exit status.
     pub fn run_unchecked(&self) -> Result<Output, ProcessError> {
-        let expr = self.expression();
         let started = std::time::Instant::now();
-        let result = match self.timeout {
-            None => expr.run(),
-            Some(limit) => run_with_timeout(expr, limit),
-        };
+        let result = self.run_captured();
         if let Some(trace) = TRACE.get() {
             let code = result.as_ref().ok().and_then(|o| o.status.code());
             trace(&self.display(), started.elapsed(), code);
@@ -233,30 +262,54 @@ impl Cmd {
         match result {
             Ok(out) => Ok(Output {
                 code: out.status.code(),
-                stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-                stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(ProcessError::NotFound {
-                summary: self.summary.clone(),
-                program: self.program.to_string_lossy().into_owned(),
+                stdout: lossy(out.stdout),
+                stderr: lossy(out.stderr),
             }),
             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(ProcessError::TimedOut {
                 summary: self.summary.clone(),
                 program: self.program.to_string_lossy().into_owned(),
                 after: crate::report::duration(self.timeout.unwrap_or_default()),
             }),
-            Err(source) => Err(ProcessError::Io {
-                summary: self.summary.clone(),
-                program: self.program.to_string_lossy().into_owned(),
-                source,
-            }),
+            Err(e) => Err(self.spawn_error(e)),
         }
+    }
+
+    /// Spawns with stdout and stderr captured, feeds stdin from our own buffer (so no unwiped
+    /// copy of it is left behind), and waits, killing the child past the timeout.
+    fn run_captured(&self) -> std::io::Result<std::process::Output> {
+        let env = self.child_env(std::env::vars_os());
+        let expr = self.base_expression(&env).stdout_capture().stderr_capture();
+        let (expr, stdin_writer) = match &self.stdin {
+            Some(_) => {
+                let (reader, writer) = std::io::pipe()?;
+                (expr.stdin_file(reader), Some(writer))
+            }
+            None => (expr.stdin_null(), None),
+        };
+        let handle = expr.start();
+        // Closes our copy of the pipe's read end: a child that exits without reading all of
+        // its stdin ends the writer below with EPIPE instead of blocking it.
+        drop(expr);
+        drop(env);
+        let handle = handle?;
+        std::thread::scope(|scope| {
+            if let (Some(mut writer), Some(bytes)) = (stdin_writer, &self.stdin) {
+                scope.spawn(move || {
+                    use std::io::Write as _;
+                    // A child that does not read its stdin is not an error of ours.
+                    let _ = writer.write_all(bytes);
+                });
+            }
+            wait_with_timeout(handle, self.timeout)
+        })
     }
 
     /// Runs with the terminal: stdin, stdout and stderr are inherited (an editor). Returns the
     /// exit code, `None` when a signal killed the child.
     pub fn run_interactive(&self) -> Result<Option<i32>, ProcessError> {
-        let expr = self.with_env_and_dir(duct::cmd(&self.program, &self.args).unchecked());
+        let env = self.child_env(std::env::vars_os());
+        let expr = self.base_expression(&env);
+        drop(env);
         expr.run()
             .map(|out| out.status.code())
             .map_err(|e| self.spawn_error(e))
@@ -266,19 +319,16 @@ impl Cmd {
     /// status and signals are the caller's without a waiting parent. Returns only on failure.
     pub fn exec_replace(&self) -> ProcessError {
         use std::os::unix::process::CommandExt;
+        let env = self.child_env(std::env::vars_os());
         let mut command = std::process::Command::new(&self.program);
-        command.args(&self.args);
-        if let Some(keep) = &self.env_clear_except {
-            command.env_clear();
-            command.envs(std::env::vars_os().filter(|(k, _)| keep.iter().any(|want| want == k)));
-        }
-        command.envs(self.plain_env.iter().map(|(k, v)| (k, v)));
-        for (k, v) in &self.env {
-            command.env(k, v.expose_secret());
-        }
+        command
+            .args(&self.args)
+            .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, OsStr::from_bytes(v))));
         if let Some(dir) = &self.dir {
             command.current_dir(dir);
         }
+        drop(env);
         self.spawn_error(command.exec())
     }
 
@@ -321,22 +371,47 @@ impl Cmd {
     }
 }
 
-fn run_with_timeout(
-    expr: duct::Expression,
-    limit: Duration,
+/// Waits for the child; past `limit` kills it and reports `TimedOut`. A limit too large for
+/// `Instant` to add is no limit.
+fn wait_with_timeout(
+    handle: duct::Handle,
+    limit: Option<Duration>,
 ) -> std::io::Result<std::process::Output> {
-    let handle = expr.start()?;
-    let deadline = std::time::Instant::now() + limit;
+    let Some(deadline) = limit.and_then(|l| std::time::Instant::now().checked_add(l)) else {
+        return handle.into_output();
+    };
     loop {
-        if let Some(out) = handle.try_wait()? {
-            return Ok(out.clone());
+        if handle.try_wait()?.is_some() {
+            return handle.into_output();
         }
         if std::time::Instant::now() >= deadline {
             let _ = handle.kill();
+            // Reaps the child; its output is dropped (wiped) unread.
+            if let Ok(out) = handle.into_output() {
+                wipe_output(out);
+            }
             return Err(std::io::ErrorKind::TimedOut.into());
         }
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// Captured output as text; a raw buffer not handed on is wiped, since a child may echo a secret it was
+/// given (`docker compose config` prints the interpolated environment).
+fn lossy(bytes: Vec<u8>) -> String {
+    match String::from_utf8(bytes) {
+        // The same buffer, handed on: nothing left behind to wipe.
+        Ok(text) => text,
+        Err(invalid) => {
+            let bytes = Zeroizing::new(invalid.into_bytes());
+            String::from_utf8_lossy(&bytes).into_owned()
+        }
+    }
+}
+
+fn wipe_output(out: std::process::Output) {
+    drop(Zeroizing::new(out.stdout));
+    drop(Zeroizing::new(out.stderr));
 }
 
 /// Quotes a word for display the way a POSIX shell would read it back.
@@ -406,6 +481,80 @@ mod tests {
             .run()
             .unwrap();
         assert_eq!(out.stdout, "unset");
+    }
+
+    #[test]
+    fn child_env_never_carries_cutover_secrets() {
+        let parent = [
+            ("PATH", "/usr/bin"),
+            ("CUTOVER_AGE_KEY", "AGE-SECRET-KEY-1PARENTKEY"),
+            ("CUTOVER_IDENTITY", "/root/.config/cutover/identity.txt"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)));
+        let names = |env: &ChildEnv| {
+            env.keys()
+                .map(|k| k.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        let plain = Cmd::new("docker", "probe").plain_env("COMPOSE_PROJECT_NAME", "app");
+        let env = plain.child_env(parent.clone());
+        assert_eq!(names(&env), ["COMPOSE_PROJECT_NAME", "HOME", "PATH"]);
+        // Even when a caller asks to keep them.
+        let kept = Cmd::new("docker", "probe")
+            .env_clear_except(["PATH", "CUTOVER_AGE_KEY", "CUTOVER_IDENTITY"])
+            .env("TOKEN", SecretString::from("s3cr3t"));
+        let env = kept.child_env(parent);
+        assert_eq!(names(&env), ["PATH", "TOKEN"]);
+        assert_eq!(env[OsStr::new("TOKEN")].as_slice(), b"s3cr3t");
+        assert!(!env
+            .values()
+            .any(|v| String::from_utf8_lossy(v).contains("PARENTKEY")));
+    }
+
+    #[test]
+    fn child_env_applies_plain_then_secret_variables() {
+        let parent = [(OsString::from("MODE"), OsString::from("parent"))];
+        let cmd = Cmd::new("sh", "probe")
+            .plain_env("MODE", "plain")
+            .plain_env("ONLY_PLAIN", "1");
+        assert_eq!(
+            cmd.child_env(parent.clone())[OsStr::new("MODE")].as_slice(),
+            b"plain"
+        );
+        let cmd = cmd.env("MODE", SecretString::from("secret"));
+        let env = cmd.child_env(parent);
+        assert_eq!(env[OsStr::new("MODE")].as_slice(), b"secret");
+        assert_eq!(env[OsStr::new("ONLY_PLAIN")].as_slice(), b"1");
+    }
+
+    #[test]
+    fn stdin_bytes_reach_the_child() {
+        let out = Cmd::new("cat", "echo stdin")
+            .stdin_bytes(b"line one\nline two".to_vec())
+            .run()
+            .unwrap();
+        assert_eq!(out.stdout, "line one\nline two");
+    }
+
+    /// A child that exits without reading a stdin larger than a pipe holds must not hang us.
+    #[test]
+    fn child_ignoring_a_large_stdin_does_not_block() {
+        let out = Cmd::new("true", "ignore stdin")
+            .stdin_bytes(vec![b'x'; 1 << 20])
+            .timeout(Duration::from_secs(20))
+            .run()
+            .unwrap();
+        assert!(out.success());
+    }
+
+    #[test]
+    fn a_timeout_too_large_for_instant_is_no_limit() {
+        let out = Cmd::new("true", "probe")
+            .timeout(Duration::MAX)
+            .run()
+            .unwrap();
+        assert!(out.success());
     }
 
     #[test]

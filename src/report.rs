@@ -4,6 +4,7 @@
 //! `caused by:` line per cause, so a failure names the action first and the root cause last.
 
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Formats an error and its causes as `error: …` / `caused by: …` lines.
 pub fn error_chain(err: &anyhow::Error) -> String {
@@ -42,4 +43,84 @@ pub fn duration(d: std::time::Duration) -> String {
     } else {
         format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
     }
+}
+
+/// Results go to stdout through [`outln!`]/[`out!`]/[`stdout`], never `println!`, which
+/// panics ("failed printing to stdout: Broken pipe") when the reader went away, as in
+/// `cutover history | head -1`. A reader going away stops the output, not the command: later
+/// writes are dropped and the command ends with the exit status its outcome earns, so a
+/// failed deploy or bootstrap still exits non-zero and a render still writes every file.
+/// Every other write error (a full disk behind `> file`) is a [`StdoutError`].
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Stdout could not be written for a reason other than its reader going away.
+#[derive(Debug, thiserror::Error)]
+#[error("could not write to stdout")]
+pub struct StdoutError(#[source] pub std::io::Error);
+
+/// True once a write found stdout's reader gone.
+pub fn stdout_gone() -> bool {
+    STDOUT_GONE.load(Ordering::Relaxed)
+}
+
+/// Stdout for results: `writeln!(report::stdout(), …)?` works as with `io::Stdout`, with
+/// the closed-reader rule above.
+pub struct Stdout(std::io::StdoutLock<'static>);
+
+/// Locks stdout for a run of writes.
+pub fn stdout() -> Stdout {
+    Stdout(std::io::stdout().lock())
+}
+
+impl Stdout {
+    /// What `write!`/`writeln!` call: the error names stdout.
+    pub fn write_fmt(&mut self, args: std::fmt::Arguments<'_>) -> Result<(), StdoutError> {
+        std::io::Write::write_fmt(self, args).map_err(StdoutError)
+    }
+}
+
+/// For writers that take `io::Write` (clap_complete); same closed-reader rule.
+impl std::io::Write for Stdout {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if stdout_gone() {
+            return Ok(buf.len());
+        }
+        self.0
+            .write(buf)
+            .or_else(|e| reader_gone(e).map(|()| buf.len()))
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if stdout_gone() {
+            return Ok(());
+        }
+        self.0.flush().or_else(reader_gone)
+    }
+}
+
+/// A closed reader is not an error: remember it and drop what follows.
+fn reader_gone(e: std::io::Error) -> std::io::Result<()> {
+    if e.kind() == std::io::ErrorKind::BrokenPipe {
+        STDOUT_GONE.store(true, Ordering::Relaxed);
+        Ok(())
+    } else {
+        Err(e)
+    }
+}
+
+/// `print!` returning `Result<(), StdoutError>`; see [`stdout`].
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::report::stdout().write_fmt(format_args!($($arg)*))
+    };
+}
+
+/// `println!` returning `Result<(), StdoutError>`; see [`stdout`].
+macro_rules! outln {
+    () => {
+        $crate::report::stdout().write_fmt(format_args!("\n"))
+    };
+    ($($arg:tt)*) => {
+        $crate::report::stdout().write_fmt(format_args!("{}\n", format_args!($($arg)*)))
+    };
 }

@@ -14,7 +14,7 @@ use anyhow::{bail, Context as _};
 
 use crate::bootstrap::{self, cloud_init, identity, nginx_site, Options, Report, Status, Target};
 use crate::cli::BootstrapArgs;
-use crate::config::{self, Color, Size, Swap, Swappiness};
+use crate::config::{self, Color, Swappiness};
 use crate::render::Renderer;
 use crate::Context;
 
@@ -29,7 +29,7 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         ctx.config_path.display()
     );
     let swap = match &args.swap {
-        Some(text) => Swap::parse(text).map_err(|e| anyhow::anyhow!("--swap: {e}"))?,
+        Some(swap) => *swap,
         None => loaded
             .as_ref()
             .map(|l| l.config.host.swap)
@@ -47,9 +47,7 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
 
     if args.cloud_init {
         let ram = match &args.ram {
-            Some(text) => Size::parse(text)
-                .map_err(|e| anyhow::anyhow!("--ram: {e}"))?
-                .bytes(),
+            Some(size) => size.bytes(),
             None => 1 << 30,
         };
         let request = cloud_init::Request {
@@ -67,7 +65,7 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         config::check_yaml(&text).context(
             "the rendered cloud-init user-data is not valid YAML (check templates/cloud-init.yml.j2)",
         )?;
-        print!("{text}");
+        out!("{text}")?;
         return Ok(ExitCode::SUCCESS);
     }
 
@@ -98,9 +96,9 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     let report = bootstrap::run(&opts);
     let took = started.elapsed();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else if !ctx.quiet() || report.failed().is_some() {
-        print!("{}", human(&report, took));
+        out!("{}", human(&report, took))?;
     }
     if let Some(failed) = report.failed() {
         let done: Vec<&str> = report

@@ -208,9 +208,9 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     let clean = report.load.failed == 0 && report.slow_ok == report.slow_requests;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else if !ctx.quiet() {
-        print_report(&report, args.keep, &dir);
+        print_report(&report, args.keep, &dir)?;
     }
     Ok(if clean {
         ExitCode::SUCCESS
@@ -219,12 +219,12 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn print_report(r: &DemoReport, keep: bool, dir: &std::path::Path) {
+fn print_report(r: &DemoReport, keep: bool, dir: &std::path::Path) -> anyhow::Result<()> {
     let ms = |m: u64| duration(Duration::from_millis(m));
-    println!();
-    println!("timeline");
+    outln!()?;
+    outln!("timeline")?;
     for (name, s) in [("deploy 1", &r.first), ("deploy 2", &r.second)] {
-        println!(
+        outln!(
             "  {name}: {} → {} in {}{}",
             s.image,
             s.to,
@@ -232,43 +232,47 @@ fn print_report(r: &DemoReport, keep: bool, dir: &std::path::Path) {
             s.switch_ms
                 .map(|m| format!(", nginx served it {} after the health gate", ms(m)))
                 .unwrap_or_default()
-        );
-        println!("    {}", super::deploy::steps_line(&s.steps));
+        )?;
+        outln!("    {}", super::deploy::steps_line(&s.steps))?;
     }
-    println!();
-    println!("requests through nginx during deploy 2 (one connection per request)");
-    println!(
+    outln!()?;
+    outln!("requests through nginx during deploy 2 (one connection per request)")?;
+    outln!(
         "  {} sent, {} ok, {} failed",
-        r.load.sent, r.load.ok, r.load.failed
-    );
+        r.load.sent,
+        r.load.ok,
+        r.load.failed
+    )?;
     for (answer, count) in &r.load.by_answer {
-        println!("  {count:>6} × {answer}");
+        outln!("  {count:>6} × {answer}")?;
     }
     for f in &r.load.failures {
-        println!("  failed: {f}");
+        outln!("  failed: {f}")?;
     }
-    println!(
+    outln!(
         "  slow requests (2 s) in flight on the old color at the switch: {}/{} completed with 200",
-        r.slow_ok, r.slow_requests
-    );
+        r.slow_ok,
+        r.slow_requests
+    )?;
     match r.secret_reached_app {
-        Some(true) => println!("  DEMO_SECRET from secrets/demo.env.age reached the app as an env var (value not shown)"),
-        Some(false) => println!("  DEMO_SECRET did NOT reach the app"),
+        Some(true) => outln!("  DEMO_SECRET from secrets/demo.env.age reached the app as an env var (value not shown)")?,
+        Some(false) => outln!("  DEMO_SECRET did NOT reach the app")?,
         None => {}
     }
-    println!();
+    outln!()?;
     if keep {
-        println!(
+        outln!(
             "kept running: nginx {} , project {} in {}",
             r.nginx,
             r.project,
             dir.display()
-        );
-        println!("clean up: docker rm -f $(docker ps -aq --filter label=com.docker.compose.project={}) and nginx -p {}/nginx/ -s quit", r.project, dir.display());
+        )?;
+        outln!("clean up: docker rm -f $(docker ps -aq --filter label=com.docker.compose.project={}) and nginx -p {}/nginx/ -s quit", r.project, dir.display())?;
     } else {
-        println!(
+        outln!(
             "cleaned up: containers, network, nginx and the temp project are gone ({} in all)",
             ms(r.total_ms)
-        );
+        )?;
     }
+    Ok(())
 }

@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::cli::{DeployCommon, HistoryArgs, PruneArgs};
 use crate::compose::Compose;
-use crate::config::{self, Color, Dur};
+use crate::config::{self, Color};
 use crate::deploy::{self, Deployer, Event, Reporter, Request};
 use crate::health::{Answer, Prober};
 use crate::render::Renderer;
@@ -101,12 +101,7 @@ impl Reporter for StepPrinter {
 
 /// `--lock-wait 30s` as a duration; absent means fail at once when another deploy runs.
 pub fn lock_wait(common: &DeployCommon) -> anyhow::Result<Duration> {
-    match &common.lock_wait {
-        Some(text) => Ok(Dur::parse(text)
-            .map_err(|e| anyhow::anyhow!("--lock-wait: {e}"))?
-            .get()),
-        None => Ok(Duration::ZERO),
-    }
+    Ok(common.lock_wait.unwrap_or(Duration::ZERO))
 }
 
 /// `lock 1ms · observe 84ms · up 680ms · …`: a deploy's steps with their durations.
@@ -197,20 +192,22 @@ pub fn run_deploy(
         Ok(summary) => {
             printer.clear_spinner();
             if common.json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                outln!("{}", serde_json::to_string_pretty(&summary)?)?;
             } else if summary.dry_run {
-                println!(
+                outln!(
                     "plan: {} {} to {}",
-                    summary.action, summary.image, summary.to
-                );
+                    summary.action,
+                    summary.image,
+                    summary.to
+                )?;
                 for line in &summary.plan {
-                    println!("  {line}");
+                    outln!("  {line}")?;
                 }
             } else if !ctx.quiet() {
                 for note in &summary.notes {
                     eprintln!("  ! {note}");
                 }
-                println!(
+                outln!(
                     "{} {} to {} in {}{}",
                     if rollback {
                         "rolled back to"
@@ -227,8 +224,8 @@ pub fn run_deploy(
                             duration(Duration::from_millis(ms))
                         ))
                         .unwrap_or_default()
-                );
-                println!("  {}", steps_line(&summary.steps));
+                )?;
+                outln!("  {}", steps_line(&summary.steps))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -247,10 +244,10 @@ pub fn failed(err: anyhow::Error, json: bool, engine: &str) -> anyhow::Result<Ex
         .is_some_and(|f| f.interrupted);
     if json {
         let result = if interrupted { "interrupted" } else { "failed" };
-        println!(
+        outln!(
             "{}",
             serde_json::json!({ "engine": engine, "result": result, "error": format!("{err:#}") })
-        );
+        )?;
     }
     if interrupted {
         eprintln!("{}", crate::report::error_chain(&err));
@@ -334,19 +331,19 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
             .collect(),
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!(
+    outln!(
         "project {}: {}",
         report.project,
         match report.active {
             Some(c) => format!("{c} is active"),
             None => "never deployed".to_string(),
         }
-    );
+    )?;
     for c in &report.colors {
-        println!(
+        outln!(
             "  {} {:<6} :{:<5} {:<12} {:<28} {}",
             if c.active { "*" } else { " " },
             c.color.as_str(),
@@ -354,13 +351,13 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
             c.container.as_deref().unwrap_or("-"),
             c.image.as_deref().unwrap_or("-"),
             c.health
-        );
+        )?;
     }
     for a in &report.accessories {
-        println!("    {:<20} {:<12} {}", a.service, a.state, a.image);
+        outln!("    {:<20} {:<12} {}", a.service, a.state, a.image)?;
     }
     if let Some(last) = &report.last_deploy {
-        println!(
+        outln!(
             "last {}: {} {} → {} {} at {} ({})",
             last.action,
             last.image,
@@ -371,10 +368,10 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
             last.result,
             last.time,
             duration(Duration::from_millis(last.total_ms))
-        );
+        )?;
     }
     for p in &report.problems {
-        println!("! {p}");
+        outln!("! {p}")?;
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -401,14 +398,14 @@ pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode>
         entries.drain(..skip);
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&entries)?);
+        outln!("{}", serde_json::to_string_pretty(&entries)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
-        println!(
+        outln!(
             "no deploys recorded in {}",
             StateDir::new(loaded.state_dir()).history_file().display()
-        );
+        )?;
     }
     for e in &entries {
         let steps: Vec<String> = e
@@ -425,7 +422,7 @@ pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode>
                 e.to.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
             )
         };
-        println!(
+        outln!(
             "{}  {:<8} {:<28} {:>5} → {:<5} {:<11} {:>8}  {}",
             e.time,
             e.action,
@@ -435,9 +432,9 @@ pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode>
             e.result,
             duration(Duration::from_millis(e.total_ms)),
             steps.join(", ")
-        );
+        )?;
         if let Some(reason) = &e.reason {
-            println!("    {}", reason.lines().next().unwrap_or_default());
+            outln!("    {}", reason.lines().next().unwrap_or_default())?;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -453,7 +450,7 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
     )?;
     let (removed, kept) = (&pruned.removed, &pruned.kept_with_errors);
     if args.json {
-        println!("{}", serde_json::to_string(&pruned)?);
+        outln!("{}", serde_json::to_string(&pruned)?)?;
     } else {
         let verb = if args.dry_run {
             "would remove"
@@ -461,16 +458,16 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
             "removed"
         };
         if removed.is_empty() {
-            println!(
+            outln!(
                 "nothing to prune in {repo} (keeping the newest {} and every image in use)",
                 args.keep
-            );
+            )?;
         }
         for r in removed {
-            println!("{verb} {r}");
+            outln!("{verb} {r}")?;
         }
         for k in kept {
-            println!("kept {k}");
+            outln!("kept {k}")?;
         }
     }
     Ok(ExitCode::SUCCESS)

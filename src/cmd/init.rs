@@ -70,13 +70,13 @@ pub fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<ExitCode> {
     append_missing_lines(&gitignore, PROJECT_GITIGNORE_LINES)?;
 
     if !ctx.quiet() {
-        println!("created {}", config_path.display());
-        println!("created {}", dir.join("secrets/.gitignore").display());
-        println!("created {}", dir.join("templates/README.md").display());
-        println!("updated {}", gitignore.display());
-        println!();
-        println!("next: edit cutover.yml, then `cutover render --check`");
-        println!("      secrets: `cutover secrets keygen --add`, then `cutover secrets encrypt prod.env`");
+        outln!("created {}", config_path.display())?;
+        outln!("created {}", dir.join("secrets/.gitignore").display())?;
+        outln!("created {}", dir.join("templates/README.md").display())?;
+        outln!("updated {}", gitignore.display())?;
+        outln!()?;
+        outln!("next: edit cutover.yml, then `cutover render --check`")?;
+        outln!("      secrets: `cutover secrets keygen --add`, then `cutover secrets encrypt prod.env`")?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -42,7 +42,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
 
 pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
     let mut command = Cli::command();
-    clap_complete::generate(shell, &mut command, "cutover", &mut std::io::stdout());
+    clap_complete::generate(shell, &mut command, "cutover", &mut crate::report::stdout());
     Ok(ExitCode::SUCCESS)
 }
 

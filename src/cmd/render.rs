@@ -42,10 +42,10 @@ pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
         .context("the rendered compose file is not valid YAML (check templates/compose.yml.j2)")?;
     if args.check {
         if !ctx.quiet() {
-            println!(
+            outln!(
                 "ok: {} is valid; compose file, nginx include ({active}) and site render",
                 loaded.path.display()
-            );
+            )?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -73,7 +73,7 @@ impl Files {
             (&paths.site, &self.site, 0o644),
         ] {
             crate::atomic::write(path, text.as_bytes(), mode)?;
-            println!("wrote {}", path.display());
+            outln!("wrote {}", path.display())?;
         }
         Ok(())
     }
@@ -116,10 +116,10 @@ fn run_stack(
     }
     if args.check {
         if !ctx.quiet() {
-            println!(
+            outln!(
                 "ok: {} is valid; the stack file renders",
                 loaded.path.display()
-            );
+            )?;
         }
         return Ok(ExitCode::SUCCESS);
     }
@@ -129,6 +129,6 @@ fn run_stack(
     };
     let path = OutputFiles::in_dir(&out_dir).stack;
     crate::atomic::write(&path, rendered.text.as_bytes(), crate::state::FILE_MODE)?;
-    println!("wrote {}", path.display());
+    outln!("wrote {}", path.display())?;
     Ok(ExitCode::SUCCESS)
 }

@@ -140,7 +140,7 @@ pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
             for key in &rotation.retired {
                 say(&format!("retired recipient {key}"));
             }
-            println!("{}", rotation.new_public_key);
+            outln!("{}", rotation.new_public_key)?;
             Ok(ExitCode::SUCCESS)
         }
         SecretsCommand::Exec { names, command } => exec(ctx, &names, &command),
@@ -203,7 +203,7 @@ fn keygen(
             rel(ctx, &recipients_path)
         ));
     }
-    println!("{}", new.public_key);
+    outln!("{}", new.public_key)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -212,7 +212,7 @@ fn show(ctx: &Context, name: &str, keys_only: bool, json: bool) -> anyhow::Resul
     let path = store::secret_path(&ctx.dir, name)?;
     let decrypted = store::decrypt_file(&path, &identities)
         .with_context(|| format!("failed to read secrets `{name}`"))?;
-    let mut stdout = std::io::stdout().lock();
+    let mut stdout = crate::report::stdout();
     match (keys_only, json) {
         (true, false) => {
             for entry in &decrypted.entries {

@@ -67,20 +67,21 @@ pub fn run_deploy(
         Ok(summary) => {
             printer.clear_spinner();
             if common.json {
-                println!("{}", serde_json::to_string_pretty(&summary)?);
+                outln!("{}", serde_json::to_string_pretty(&summary)?)?;
             } else if summary.dry_run {
-                println!(
+                outln!(
                     "plan: swarm deploy {} as {}",
-                    summary.image, summary.service
-                );
+                    summary.image,
+                    summary.service
+                )?;
                 for line in &summary.plan {
-                    println!("  {line}");
+                    outln!("  {line}")?;
                 }
             } else if !ctx.quiet() {
                 for note in &summary.notes {
                     eprintln!("  ! {note}");
                 }
-                println!(
+                outln!(
                     "deployed {} to {} ({} replicas) in {}{}",
                     summary.image,
                     summary.service,
@@ -90,8 +91,8 @@ pub fn run_deploy(
                         .rollout_ms
                         .map(|ms| format!(" (rollout {})", duration(Duration::from_millis(ms))))
                         .unwrap_or_default()
-                );
-                println!("  {}", super::deploy::steps_line(&summary.steps));
+                )?;
+                outln!("  {}", super::deploy::steps_line(&summary.steps))?;
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -173,16 +174,16 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
         last_deploy,
     };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     if report.services.is_empty() {
-        println!("stack {}: not deployed to this swarm", report.stack);
+        outln!("stack {}: not deployed to this swarm", report.stack)?;
     } else {
-        println!("stack {}:", report.stack);
+        outln!("stack {}:", report.stack)?;
     }
     for s in &report.services {
-        println!(
+        outln!(
             "  {:<28} {:<28} {}/{} running{}",
             s.name,
             s.image,
@@ -194,20 +195,20 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
                 .as_ref()
                 .map(|u| format!(", last update {}: {}", u.state, u.message))
                 .unwrap_or_default()
-        );
+        )?;
     }
     if !report.secrets.is_empty() {
         let names: Vec<&str> = report.secrets.iter().map(|s| s.name.as_str()).collect();
-        println!("  secrets: {}", names.join(", "));
+        outln!("  secrets: {}", names.join(", "))?;
     }
     if let Some(last) = &report.last_deploy {
-        println!(
+        outln!(
             "last swarm deploy: {} {} at {} ({})",
             last.image,
             last.result,
             last.time,
             duration(Duration::from_millis(last.total_ms))
-        );
+        )?;
     }
     Ok(ExitCode::SUCCESS)
 }

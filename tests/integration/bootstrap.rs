@@ -491,14 +491,14 @@ fn cloud_init_user_data_passes_cloud_init_schema_and_matches_the_snapshot() {
     assert!(text.starts_with("#cloud-config\n"));
 
     // The nginx files in write_files are exactly what `cutover render` writes.
-    let doc: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
     cutover(project.path())
         .args(["render", "--out", "out"])
         .assert()
         .success();
     let content = |path: &str| -> String {
         doc["write_files"]
-            .as_sequence()
+            .as_array()
             .unwrap()
             .iter()
             .find(|f| f["path"] == path)

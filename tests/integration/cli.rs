@@ -119,3 +119,241 @@ fn compose_detection_is_cached_until_the_choice_changes() {
         "a changed choice probes again"
     );
 }
+
+// --- stdout closed early --------------------------------------------------------------------
+
+/// A project whose history.jsonl holds `entries` deploys: enough that `cutover history`
+/// prints far more than a pipe buffer (64 KiB) holds, so the writer really meets a closed
+/// reader.
+fn project_with_long_history(entries: usize) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        crate::common::fixture("configs/good/minimal.yml"),
+        dir.path().join("cutover.yml"),
+    )
+    .unwrap();
+    let state = dir.path().join(".cutover");
+    std::fs::create_dir_all(&state).unwrap();
+    let mut lines = String::new();
+    for i in 0..entries {
+        let (from, to) = if i % 2 == 0 {
+            ("blue", "green")
+        } else {
+            ("green", "blue")
+        };
+        let entry = serde_json::json!({
+            "time": format!("2026-01-01T00:{:02}:{:02}Z", (i / 60) % 60, i % 60),
+            "user": "deployer",
+            "engine": "compose",
+            "action": "deploy",
+            "image": format!("example/web:{i}"),
+            "from": from,
+            "to": to,
+            "result": "ok",
+            "steps": [{"step": "lock", "ms": 1}, {"step": "up", "ms": 680}, {"step": "health", "ms": 1200}],
+            "total_ms": 2500,
+        });
+        lines.push_str(&entry.to_string());
+        lines.push('\n');
+    }
+    std::fs::write(state.join("history.jsonl"), lines).unwrap();
+    dir
+}
+
+/// Runs cutover with stdout a pipe that is closed after one line; returns (line, status,
+/// stderr).
+fn run_reading_one_line(dir: &std::path::Path, args: &[&str]) -> (String, i32, String) {
+    use std::io::{BufRead as _, Read as _};
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("cutover"))
+        .current_dir(dir)
+        .env_remove("CUTOVER_AGE_KEY")
+        .env_remove("CUTOVER_IDENTITY")
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    stdout.read_line(&mut first).unwrap();
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    // A signal death has no code: -1 fails every assertion below.
+    (first, status.code().unwrap_or(-1), stderr)
+}
+
+#[test]
+fn a_reader_closing_stdout_early_ends_the_command_quietly_with_0() {
+    let dir = project_with_long_history(4000);
+    let full = cutover(dir.path()).arg("history").output().unwrap();
+    assert!(full.status.success());
+    assert!(
+        full.stdout.len() > 256 * 1024,
+        "the output must exceed a pipe buffer for this test to mean anything: {} bytes",
+        full.stdout.len()
+    );
+    for args in [
+        &["history"][..],
+        &["history", "--json"],
+        &["completions", "bash"],
+    ] {
+        let (first, code, stderr) = run_reading_one_line(dir.path(), args);
+        assert!(!first.is_empty(), "{args:?} printed nothing");
+        assert_eq!(code, 0, "{args:?} exit status; stderr: {stderr}");
+        assert_eq!(stderr, "", "{args:?} wrote to stderr");
+    }
+}
+
+/// Only a closed reader is quiet: a stdout that cannot take the output is an error.
+#[test]
+fn a_stdout_that_cannot_be_written_is_an_error() {
+    let dir = project_with_long_history(10);
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("cutover"))
+        .current_dir(dir.path())
+        .arg("history")
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("error: could not write to stdout"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+// --- usage errors ---------------------------------------------------------------------------
+
+/// Runs the real binary; asserts exit 2, clap's `error:` line naming `flag`, no panic.
+fn assert_usage_error(args: &[&str], flag: &str) {
+    let stderr = usage_error_stderr(args);
+    assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(flag),
+        "{args:?} does not name {flag}: {stderr}"
+    );
+}
+
+/// Exit 2, nothing on stdout, no panic; returns stderr.
+fn usage_error_stderr(args: &[&str]) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        crate::common::fixture("configs/good/minimal.yml"),
+        dir.path().join("cutover.yml"),
+    )
+    .unwrap();
+    let out = cutover(dir.path()).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    assert!(out.stdout.is_empty(), "{args:?} printed on stdout");
+    stderr.into_owned()
+}
+
+#[test]
+fn every_bad_flag_value_is_a_usage_error_naming_the_flag() {
+    let table: &[(&[&str], &str)] = &[
+        // Durations: overflow, beyond what a deadline can hold, nonsense.
+        (
+            &["deploy", "--lock-wait", "18446744073709551615s"],
+            "--lock-wait",
+        ),
+        (&["deploy", "--lock-wait", "101years"], "--lock-wait"),
+        (&["deploy", "--lock-wait", "soon"], "--lock-wait"),
+        (&["deploy", "--lock-wait=-5s"], "--lock-wait"),
+        (
+            &[
+                "deploy",
+                "--engine",
+                "swarm",
+                "--lock-wait",
+                "18446744073709551615s",
+            ],
+            "--lock-wait",
+        ),
+        (
+            &["rollback", "--lock-wait", "99999999999999999999h"],
+            "--lock-wait",
+        ),
+        // Sizes.
+        (&["bootstrap", "--swap", "99999999999999999G"], "--swap"),
+        (&["bootstrap", "--swap", "lots"], "--swap"),
+        (&["bootstrap", "--cloud-init", "--ram", "0"], "--ram"),
+        (
+            &["bootstrap", "--cloud-init", "--ram", "99999999999999G"],
+            "--ram",
+        ),
+        (&["bootstrap", "--cloud-init", "--ram", "1T"], "--ram"),
+        (&["bootstrap", "--cloud-init", "--os", "plan9"], "--os"),
+        // Numbers.
+        (&["prune", "--keep=-1"], "--keep"),
+        (&["prune", "--keep", "18446744073709551616"], "--keep"),
+        (&["prune", "--keep", "three"], "--keep"),
+        (&["history", "-n", "99999999999999999999999"], "--limit"),
+        (&["history", "--limit=-1"], "--limit"),
+        (
+            &["secrets", "set", "prod", "KEY", "--generate", "0"],
+            "--generate",
+        ),
+        (
+            &["secrets", "set", "prod", "KEY", "--generate", "65537"],
+            "--generate",
+        ),
+        (
+            &[
+                "secrets",
+                "set",
+                "prod",
+                "KEY",
+                "--generate",
+                "99999999999999999999",
+            ],
+            "--generate",
+        ),
+        // Enums.
+        (&["deploy", "--engine", "k8s"], "--engine"),
+        (&["status", "--engine", "k8s"], "--engine"),
+        (&["render", "--engine", "k8s"], "--engine"),
+        (&["completions", "tcsh"], "<SHELL>"),
+    ];
+    for (args, flag) in table {
+        assert_usage_error(args, flag);
+    }
+}
+
+#[test]
+fn every_kind_of_usage_error_exits_2() {
+    let table: &[(&[&str], &str)] = &[
+        (&["--no-such-flag"], "--no-such-flag"),
+        (&["deploy", "--imag", "x"], "--imag"),
+        (&["no-such-command"], "no-such-command"),
+        (&["secrets", "show"], "<NAME>"),
+        (&["secrets", "set", "prod"], "<KEY>"),
+        (&["secrets", "exec", "prod"], "<COMMAND>"),
+        (&["completions"], "<SHELL>"),
+        (&["deploy", "--image"], "--image"),
+        (&["bootstrap", "--ram", "1G"], "--cloud-init"),
+        (&["-q", "-v", "status"], "--quiet"),
+    ];
+    for (args, names) in table {
+        assert_usage_error(args, names);
+    }
+    // A missing subcommand is answered with the help, on stderr, still as a usage error.
+    for args in [&[][..], &["secrets"]] {
+        let stderr = usage_error_stderr(args);
+        assert!(stderr.contains("Usage: cutover"), "{args:?}: {stderr}");
+    }
+}

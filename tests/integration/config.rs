@@ -3,9 +3,10 @@
 
 use crate::common::{cutover, fixture};
 
-/// (fixture, `file:line` prefix after the file name, key path, what the message must say)
+/// (fixture, `:line:col` after the file name, key path, what the message must say)
 const BAD: &[(&str, &str, &str, &str)] = &[
-    ("unknown-key", ":6:3", "app", "unknown field `bogus`"),
+    ("unknown-key", ":6:3", "app.bogus", "unknown field `bogus`"),
+    ("unknown-top-key", ":2:1", "bogus", "unknown field `bogus`"),
     (
         "wrong-type",
         ":5:9",
@@ -14,14 +15,38 @@ const BAD: &[(&str, &str, &str, &str)] = &[
     ),
     ("bad-size", ":6:11", "app.memory", "invalid size `512X`"),
     (
+        "memory-too-small",
+        ":6:11",
+        "app.memory",
+        "memory limit `1k` is below docker's minimum of 6M",
+    ),
+    (
         "bad-duration",
         ":8:14",
         "app.health.timeout",
         "invalid duration `9x`",
     ),
     (
+        "duration-too-long",
+        ":7:15",
+        "app.stop_grace",
+        "duration `100000000000s` is too long (at most 24h)",
+    ),
+    (
+        "duration-u64-max",
+        ":7:10",
+        "app.drain",
+        "duration `18446744073709551615s` is too long",
+    ),
+    (
+        "zero-interval",
+        ":8:15",
+        "app.health.interval",
+        "duration `0s` must be more than 0",
+    ),
+    (
         "equal-ports",
-        ":11",
+        ":11:3",
         "colors.green",
         "port 8081 is also colors.blue",
     ),
@@ -39,21 +64,76 @@ const BAD: &[(&str, &str, &str, &str)] = &[
     ),
     (
         "accessory-collides",
-        ":14",
+        ":14:3",
         "accessories.web-blue",
         "collides with the app's color services",
     ),
     (
         "bad-depends",
-        ":7",
+        ":7:3",
         "app.depends_on",
         "`db` is not an accessory",
     ),
     ("bad-name", ":1:10", "project", "invalid name `My_App`"),
     ("bad-swap", ":14:9", "host.swap", "or `auto` or `off`"),
-    ("not-yaml", ":6:9", "", "did not find expected ','"),
+    ("not-yaml", ":6:9", "", "illegal placement of ':' indicator"),
     ("missing-field", ":1:1", "", "missing field `colors`"),
+    (
+        "not-a-mapping",
+        ":1:1",
+        "",
+        "expected a mapping of `key: value` entries",
+    ),
+    // The bad value sits in the anchored mapping; the message also names the `<<` line.
+    (
+        "merged-bad-value",
+        ":2:11",
+        "accessories.db.memory",
+        "invalid size `lots` (expected a size such as 512M, 1G or 1024k) (reached through the alias or `<<` merge at line 13, column 9)",
+    ),
+    // A key next to a `<<` overrides the merged one, and is reported where it is written.
+    (
+        "merge-sibling-bad",
+        ":15:13",
+        "accessories.db.memory",
+        "memory limit `1k` is below docker's minimum of 6M",
+    ),
+    (
+        "merged-equal-ports",
+        ":3:3",
+        "colors.green",
+        "port 8081 is also colors.blue (expected two different host ports) (merged in by the `<<` at line 11)",
+    ),
+    (
+        "duplicate-key",
+        ":7:3",
+        "",
+        "duplicate key `port` (first at line 5, column 3",
+    ),
+    (
+        "two-documents",
+        ":9:1",
+        "",
+        "a second YAML document starts here (after a `---`); the file must hold exactly one",
+    ),
+    ("yaml-bomb", ":4:9", "", "a \"billion laughs\" YAML bomb"),
 ];
+
+/// Good configs that only `render --check` covers (the rendered ones are in render.rs).
+const GOOD: &[&str] = &["bom", "merge-keys"];
+
+#[test]
+fn good_configs_with_a_bom_or_merge_keys_load() {
+    let dir = tempfile::tempdir().unwrap();
+    for name in GOOD {
+        cutover(dir.path())
+            .arg("--config")
+            .arg(fixture(&format!("configs/good/{name}.yml")))
+            .args(["render", "--check"])
+            .assert()
+            .success();
+    }
+}
 
 #[test]
 fn every_bad_config_names_file_line_key_and_expectation() {

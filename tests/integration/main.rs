@@ -4,6 +4,7 @@
 //! fail instead.
 
 mod bootstrap;
+mod child_env;
 mod cli;
 mod common;
 mod config;

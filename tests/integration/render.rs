@@ -179,8 +179,8 @@ fn docker_compose_config_accepts_every_rendered_file() {
                 .arg("config")
                 .run()
                 .unwrap_or_else(|e| panic!("{} rejected {name}: {e}", tool.program()));
-            let resolved: serde_yaml::Value = serde_yaml::from_str(&result.stdout).unwrap();
-            let services = resolved["services"].as_mapping().unwrap();
+            let resolved: serde_json::Value = serde_saphyr::from_str(&result.stdout).unwrap();
+            let services = resolved["services"].as_object().unwrap();
             let app = match *name {
                 "parking" => "backend",
                 "minimal" => "web",
@@ -188,14 +188,14 @@ fn docker_compose_config_accepts_every_rendered_file() {
             };
             let blue = &resolved["services"][format!("{app}-blue").as_str()];
             let green = &resolved["services"][format!("{app}-green").as_str()];
-            let env_without_color = |svc: &serde_yaml::Value| {
-                let mut env = svc["environment"].as_mapping().unwrap().clone();
+            let env_without_color = |svc: &serde_json::Value| {
+                let mut env = svc["environment"].as_object().unwrap().clone();
                 assert!(env.remove("CUTOVER_COLOR").is_some());
                 env
             };
             assert_eq!(env_without_color(blue), env_without_color(green), "{name}");
             let limit =
-                |svc: &serde_yaml::Value| svc["deploy"]["resources"]["limits"]["memory"].clone();
+                |svc: &serde_json::Value| svc["deploy"]["resources"]["limits"]["memory"].clone();
             assert_eq!(limit(blue), limit(green), "{name}");
             for (svc_name, svc) in services {
                 assert!(

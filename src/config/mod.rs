@@ -1,0 +1,259 @@
+//! `cutover.yml` → a validated [`Config`], and the [`Loaded`] config the commands use.
+//!
+//! - [`schema`]: the sections and their defaults;
+//! - [`scalars`]: single values (sizes, durations, ports, names…) and how each parses;
+//! - [`validate`]: checks that span keys;
+//! - [`yaml`]: the YAML plumbing (serde-saphyr), where every error gets its
+//!   `file:line:col: key.path:` prefix, also through `<<` merge keys and aliases.
+//!
+//! Everything public is re-exported here, so callers only ever name `crate::config::X`.
+
+mod scalars;
+mod schema;
+mod validate;
+mod yaml;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+
+pub use scalars::{
+    CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
+};
+pub use schema::{Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm};
+
+/// The loaded config plus where it came from, so later errors can name the file.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub path: PathBuf,
+    /// The project directory: relative paths in the config are relative to it.
+    pub dir: PathBuf,
+}
+
+impl Loaded {
+    /// Absolute path of a config-relative path.
+    pub fn resolve(&self, rel: &Path) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.resolve(&self.config.state_dir)
+    }
+}
+
+impl Config {
+    /// Parses and validates config text. `file` is only used in messages.
+    pub fn from_yaml(text: &str, file: &Path) -> anyhow::Result<Config> {
+        yaml::parse_config(text, file)
+    }
+}
+
+/// Checks that text is well-formed YAML (for rendered files), with the line of the problem.
+pub fn check_yaml(text: &str) -> anyhow::Result<()> {
+    yaml::check(text, "rendered file")
+}
+
+/// Reads and validates the config file, naming it in every error.
+pub fn load(path: &Path, dir: &Path) -> anyhow::Result<Loaded> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+            "{}: no such file (run `cutover init` to create one, or pass -C DIR / --config FILE)",
+            path.display()
+        ),
+        Err(e) => {
+            return Err(e).with_context(|| format!("could not read {}", path.display()));
+        }
+    };
+    let config = Config::from_yaml(&text, path)
+        .with_context(|| format!("invalid config {}", path.display()))?;
+    let mut loaded = Loaded {
+        config,
+        path: path.to_owned(),
+        dir: dir.to_owned(),
+    };
+    // nginx needs absolute paths; relative ones in the config are relative to the project.
+    loaded.config.nginx.include = loaded.resolve(&loaded.config.nginx.include);
+    loaded.config.nginx.site = loaded.resolve(&loaded.config.nginx.site);
+    check_files_exist(&loaded)?;
+    Ok(loaded)
+}
+
+fn check_files_exist(loaded: &Loaded) -> anyhow::Result<()> {
+    let cfg = &loaded.config;
+    let app = cfg
+        .app
+        .secrets
+        .iter()
+        .map(|p| ("app.secrets".to_string(), p));
+    let acc = cfg.accessories.iter().flat_map(|(name, a)| {
+        a.secrets
+            .iter()
+            .map(move |p| (format!("accessories.{name}.secrets"), p))
+    });
+    for (key, rel) in app.chain(acc) {
+        let abs = loaded.resolve(rel);
+        if !abs.is_file() {
+            bail!(
+                "invalid config {}: {key}: secrets file {} does not exist (create it with `cutover secrets encrypt`)",
+                loaded.path.display(),
+                abs.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const MINIMAL: &str = "project: demo\napp:\n  name: web\n  image: demo/web\n  port: 8080\n  memory: 128M\ncolors: { blue: 8081, green: 8082 }\n";
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::from_yaml(text, Path::new("cutover.yml")).map_err(|e| format!("{e:#}"))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.colors.bind.to_string(), "127.0.0.1");
+        assert_eq!(c.app.health.path, "/health");
+        assert_eq!(c.app.health.timeout.get(), Duration::from_secs(90));
+        assert_eq!(c.app.memory.bytes(), 128 << 20);
+        assert_eq!(c.service(Color::Green), "web-green");
+        assert_eq!(c.nginx.test, ["nginx", "-t"]);
+        assert_eq!(c.host.swap, Swap::Auto);
+    }
+
+    #[test]
+    fn sizes_parse_and_print() {
+        assert_eq!(Size::parse("512M").unwrap().bytes(), 512 << 20);
+        assert_eq!(Size::parse("1g").unwrap().bytes(), 1 << 30);
+        assert_eq!(Size::parse("1024k").unwrap().to_string(), "1M");
+        assert_eq!(Size::parse("1536M").unwrap().to_string(), "1536M");
+        for bad in ["512X", "", "M", "-1M", "0", "1.5G"] {
+            assert!(Size::parse(bad).is_err(), "{bad} should be rejected");
+        }
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(
+            Dur::parse("500ms").unwrap().get(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(Dur::parse("1m 30s").unwrap().get(), Duration::from_secs(90));
+        assert!(Dur::parse("9x").is_err());
+        assert_eq!(Dur::parse("24h").unwrap().get(), Dur::MAX);
+        for too_long in [
+            "25h",
+            "100000000000s",
+            "18446744073709551615s",
+            "99999999999999999999s",
+        ] {
+            let err = Dur::parse(too_long).unwrap_err();
+            assert!(err.contains("too long (at most 24h)"), "{too_long}: {err}");
+        }
+    }
+
+    #[test]
+    fn merge_keys_follow_yaml_precedence() {
+        let text = include_str!("../../fixtures/configs/good/merge-keys.yml");
+        let c = parse(text).unwrap();
+        // In `<<: [*probe, *slow]` the first mapping wins a key both define.
+        assert_eq!(c.app.health.interval.get(), Duration::from_millis(250));
+        assert_eq!(c.app.health.timeout.get(), Duration::from_secs(45));
+        assert_eq!(c.app.health.path, "/ready");
+        assert_eq!(c.colors.blue.0, 18091);
+        // A key written next to `<<` overrides the merged one.
+        let cache = &c.accessories[&Name("cache".into())];
+        assert_eq!(cache.memory.to_string(), "48M");
+        assert_eq!(cache.restart, "unless-stopped");
+    }
+
+    #[test]
+    fn leading_bom_is_accepted_and_a_second_document_is_named() {
+        let c = parse(&format!("\u{feff}{MINIMAL}")).unwrap();
+        assert_eq!(c.project.as_str(), "demo");
+        let err = parse(&format!("{MINIMAL}---\nproject: x\n")).unwrap_err();
+        assert!(
+            err.contains("cutover.yml:9:1: a second YAML document starts here"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn memory_limits_are_bounded() {
+        for (memory, says) in [
+            ("1k", "below docker's minimum of 6M"),
+            ("2000000G", "more than 1048576G (1 PiB)"),
+        ] {
+            let err = parse(&MINIMAL.replace("128M", memory)).unwrap_err();
+            assert!(
+                err.contains(&format!(
+                    "cutover.yml:6:11: app.memory: memory limit `{memory}` is {says}"
+                )),
+                "{err}"
+            );
+        }
+        assert!(parse(&MINIMAL.replace("128M", "6M")).is_ok());
+    }
+
+    #[test]
+    fn rendered_yaml_check_names_the_line() {
+        assert!(check_yaml("a: 1\nb: [x]\n").is_ok());
+        let err = format!("{:#}", check_yaml("a: 1\nb: [x\n").unwrap_err());
+        assert!(err.starts_with("rendered file:"), "{err}");
+    }
+
+    #[test]
+    fn merge_keys_are_applied() {
+        let text = "x-env: &env { A: '1' }\nproject: demo\napp:\n  name: web\n  image: demo/web\n  port: 8080\n  memory: 128M\n  environment:\n    <<: *env\n    B: '2'\ncolors: { blue: 8081, green: 8082 }\n";
+        let c = parse(text).unwrap();
+        assert_eq!(c.app.environment.0["A"], "1");
+        assert_eq!(c.app.environment.0["B"], "2");
+        // Unknown keys are still refused on the merge path.
+        let err = parse(&text.replace("    B: '2'\n", "    B: '2'\n  bogus: 1\n")).unwrap_err();
+        assert!(err.contains("unknown field `bogus`"), "{err}");
+    }
+
+    #[test]
+    fn cross_key_errors_name_key_and_line() {
+        let text = MINIMAL.replace("green: 8082", "green: 8081");
+        let err = parse(&text).unwrap_err();
+        assert!(
+            err.starts_with("cutover.yml:7:23: colors.green: port 8081"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn environment_accepts_list_and_scalars() {
+        let text = MINIMAL.replace(
+            "  memory: 128M\n",
+            "  memory: 128M\n  environment: { PORT: 8080, DEBUG: true, NAME: x }\n",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.app.environment.0["PORT"], "8080");
+        assert_eq!(c.app.environment.0["DEBUG"], "true");
+        let text = MINIMAL.replace(
+            "  memory: 128M\n",
+            "  memory: 128M\n  environment: [A=1, B=x=y]\n",
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.app.environment.0["B"], "x=y");
+        // Values are kept as written, as compose keeps them.
+        let text = MINIMAL.replace(
+            "  memory: 128M\n",
+            "  memory: 128M\n  environment: { A: 1.50, B: 0x10, C: ~, D: yes }\n",
+        );
+        let env = parse(&text).unwrap().app.environment.0;
+        assert_eq!(
+            [&env["A"], &env["B"], &env["C"], &env["D"]],
+            ["1.50", "0x10", "", "yes"]
+        );
+    }
+}

@@ -1,0 +1,412 @@
+//! The shape of `cutover.yml`: one struct per section, with serde defaults.
+//!
+//! Only structure and defaults live here; what a single value may be is in
+//! [`super::scalars`], and checks that span keys are in [`super::validate`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::scalars::{
+    deserialize_ip, deserialize_memory, deserialize_positive_dur, CommandLine, Dur, Environment,
+    Listen, Name, Port, Replicas, Size, Swap, Swappiness,
+};
+
+/// The two colors of a blue/green deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    Blue,
+    Green,
+}
+
+impl Color {
+    pub const ALL: [Color; 2] = [Color::Blue, Color::Green];
+
+    pub fn other(self) -> Color {
+        match self {
+            Color::Blue => Color::Green,
+            Color::Green => Color::Blue,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Color::Blue => "blue",
+            Color::Green => "green",
+        }
+    }
+}
+
+impl fmt::Display for Color {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A validated project configuration.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The compose project name (`-p`), also the prefix of nothing else: services are named
+    /// `<app.name>-blue` / `<app.name>-green`.
+    pub project: Name,
+    pub app: App,
+    pub colors: Colors,
+    #[serde(default)]
+    pub accessories: BTreeMap<Name, Accessory>,
+    #[serde(default)]
+    pub nginx: Nginx,
+    #[serde(default)]
+    pub host: Host,
+    /// The Docker Swarm engine (`--engine swarm`); absent, only the compose engine is set up.
+    #[serde(default)]
+    pub swarm: Option<Swarm>,
+    /// Where deploy state, the lock and history live, relative to the project directory.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct App {
+    pub name: Name,
+    /// Image repository (and optionally tag); the tag is chosen at deploy time.
+    pub image: String,
+    /// The port the app listens on inside its container.
+    pub port: Port,
+    /// `deploy.resources.limits.memory` for each color.
+    #[serde(deserialize_with = "deserialize_memory")]
+    pub memory: Size,
+    /// Shared by both colors through one YAML anchor.
+    #[serde(default)]
+    pub environment: Environment,
+    /// Encrypted dotenv files whose keys reach both colors as process environment.
+    #[serde(default)]
+    pub secrets: Vec<PathBuf>,
+    #[serde(default)]
+    pub depends_on: Vec<Name>,
+    #[serde(default)]
+    pub command: Option<CommandLine>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub health: Health,
+    /// Longest wait for in-flight requests on the old color before stopping it.
+    #[serde(default = "default_drain")]
+    pub drain: Dur,
+    /// `docker compose stop -t` grace period for the old color, after the drain.
+    #[serde(default = "default_stop_grace")]
+    pub stop_grace: Dur,
+    #[serde(default = "default_restart")]
+    pub restart: String,
+    /// How many recent app images `prune` (and each deploy) keeps for rollback.
+    #[serde(default = "default_keep_images")]
+    pub keep_images: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    #[serde(default = "default_health_path")]
+    pub path: String,
+    /// How long the new color may take to become healthy.
+    #[serde(
+        default = "default_health_timeout",
+        deserialize_with = "deserialize_positive_dur"
+    )]
+    pub timeout: Dur,
+    #[serde(
+        default = "default_health_interval",
+        deserialize_with = "deserialize_positive_dur"
+    )]
+    pub interval: Dur,
+    /// Per-request timeout of one health probe.
+    #[serde(
+        default = "default_probe_timeout",
+        deserialize_with = "deserialize_positive_dur"
+    )]
+    pub probe_timeout: Dur,
+    /// The HTTP status that counts as healthy.
+    #[serde(default = "default_health_status")]
+    pub status: u16,
+    /// The container `healthcheck.test` for the swarm engine (swarm gates rollouts on it; the
+    /// compose engine probes from the host instead) [default: `CMD-SHELL curl -fsS
+    /// http://127.0.0.1:<port><path> || exit 1`].
+    #[serde(default)]
+    pub command: Option<Vec<String>>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            path: default_health_path(),
+            timeout: default_health_timeout(),
+            interval: default_health_interval(),
+            probe_timeout: default_probe_timeout(),
+            status: default_health_status(),
+            command: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Colors {
+    pub blue: Port,
+    pub green: Port,
+    /// Host address the color ports are published on; loopback keeps the app behind nginx.
+    #[serde(default = "default_bind", deserialize_with = "deserialize_ip")]
+    pub bind: IpAddr,
+}
+
+impl Colors {
+    pub fn port(&self, color: Color) -> u16 {
+        match color {
+            Color::Blue => self.blue.0,
+            Color::Green => self.green.0,
+        }
+    }
+
+    /// The address nginx and the health gate use to reach a color from the host.
+    pub fn upstream_host(&self) -> IpAddr {
+        if self.bind.is_unspecified() {
+            IpAddr::from([127, 0, 0, 1])
+        } else {
+            self.bind
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Accessory {
+    pub image: String,
+    #[serde(deserialize_with = "deserialize_memory")]
+    pub memory: Size,
+    #[serde(default)]
+    pub command: Option<CommandLine>,
+    #[serde(default)]
+    pub volumes: Vec<String>,
+    #[serde(default)]
+    pub environment: Environment,
+    #[serde(default)]
+    pub secrets: Vec<PathBuf>,
+    /// Published ports, as compose writes them (`127.0.0.1:3306:3306`).
+    #[serde(default)]
+    pub ports: Vec<String>,
+    #[serde(default = "default_restart")]
+    pub restart: String,
+}
+
+/// `swarm:`: how the swarm engine runs the app as one replicated service with rolling updates.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Swarm {
+    /// The port published on every node through swarm's routing mesh.
+    pub port: Port,
+    /// How many tasks (containers) of the app run.
+    #[serde(default = "default_replicas")]
+    pub replicas: Replicas,
+    /// How long a new task must stay healthy before the update counts it as a success
+    /// (`update_config.monitor`).
+    #[serde(default = "default_monitor")]
+    pub monitor: Dur,
+    /// Pause between replacing one task and the next (`update_config.delay`).
+    #[serde(default)]
+    pub update_delay: Option<Dur>,
+    /// Longest wait for a rollout to converge or roll back.
+    #[serde(
+        default = "default_swarm_timeout",
+        deserialize_with = "deserialize_positive_dur"
+    )]
+    pub timeout: Dur,
+    /// `docker stack deploy --resolve-image`: `always` pins the registry digest so every node
+    /// runs the same image; `never` uses local images only (a box without a registry).
+    #[serde(default = "default_resolve_image")]
+    pub resolve_image: ResolveImage,
+}
+
+/// `docker stack deploy --resolve-image` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ResolveImage {
+    Always,
+    Changed,
+    Never,
+}
+
+impl ResolveImage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResolveImage::Always => "always",
+            ResolveImage::Changed => "changed",
+            ResolveImage::Never => "never",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nginx {
+    /// The include file holding `set $service_url …;`, rewritten on every switch.
+    #[serde(default = "default_include")]
+    pub include: PathBuf,
+    /// Where `bootstrap` installs the site that includes it.
+    #[serde(default = "default_site")]
+    pub site: PathBuf,
+    /// `listen` of the site's server block: a port (`80`) or `address:port`.
+    #[serde(default = "default_listen")]
+    pub listen: Listen,
+    #[serde(default = "default_server_name")]
+    pub server_name: String,
+    /// Base URL that reaches this site through nginx, for the probe after a reload
+    /// [default: http://127.0.0.1:<listen port>].
+    #[serde(default)]
+    pub probe: Option<String>,
+    #[serde(default = "default_nginx_test")]
+    pub test: Vec<String>,
+    #[serde(default = "default_nginx_reload")]
+    pub reload: Vec<String>,
+}
+
+impl Default for Nginx {
+    fn default() -> Self {
+        Nginx {
+            include: default_include(),
+            site: default_site(),
+            listen: default_listen(),
+            server_name: default_server_name(),
+            probe: None,
+            test: default_nginx_test(),
+            reload: default_nginx_reload(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Host {
+    #[serde(default)]
+    pub swap: Swap,
+    #[serde(default = "default_swappiness")]
+    pub swappiness: Swappiness,
+}
+
+impl Default for Host {
+    fn default() -> Self {
+        Host {
+            swap: Swap::Auto,
+            swappiness: default_swappiness(),
+        }
+    }
+}
+
+impl Nginx {
+    /// Where cutover reaches the site through nginx from this box.
+    pub fn probe_base(&self) -> String {
+        if let Some(url) = &self.probe {
+            return url.trim_end_matches('/').to_string();
+        }
+        let listen = &self.listen.0;
+        match listen.parse::<std::net::SocketAddr>() {
+            Ok(addr) if addr.ip().is_unspecified() => format!("http://127.0.0.1:{}", addr.port()),
+            Ok(addr) => format!("http://{addr}"),
+            Err(_) => format!("http://127.0.0.1:{listen}"),
+        }
+    }
+
+    /// The Host header for probes, when the site answers a specific server_name.
+    pub fn probe_host(&self) -> Option<&str> {
+        let first = self.server_name.split_whitespace().next()?;
+        (first != "_" && !first.starts_with('~') && !first.contains('*')).then_some(first)
+    }
+}
+
+impl Config {
+    /// Service name of a color: `<app>-blue` / `<app>-green`.
+    pub fn service(&self, color: Color) -> String {
+        format!("{}-{}", self.app.name, color)
+    }
+
+    /// Which color a compose service name belongs to, if any.
+    pub fn color_of_service(&self, service: &str) -> Option<Color> {
+        Color::ALL.into_iter().find(|c| self.service(*c) == service)
+    }
+
+    /// The image reference used when nothing has been deployed to a color yet.
+    pub fn default_image(&self) -> String {
+        self.app.image.clone()
+    }
+}
+
+fn default_state_dir() -> PathBuf {
+    PathBuf::from(".cutover")
+}
+fn default_drain() -> Dur {
+    Dur(Duration::from_secs(30))
+}
+fn default_stop_grace() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_restart() -> String {
+    "on-failure".to_string()
+}
+fn default_keep_images() -> usize {
+    3
+}
+fn default_health_path() -> String {
+    "/health".to_string()
+}
+fn default_health_timeout() -> Dur {
+    Dur(Duration::from_secs(90))
+}
+fn default_health_interval() -> Dur {
+    Dur(Duration::from_millis(500))
+}
+fn default_probe_timeout() -> Dur {
+    Dur(Duration::from_secs(2))
+}
+fn default_health_status() -> u16 {
+    200
+}
+fn default_bind() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+fn default_include() -> PathBuf {
+    PathBuf::from("/etc/nginx/conf.d/service-url.inc")
+}
+fn default_site() -> PathBuf {
+    PathBuf::from("/etc/nginx/sites-enabled/cutover.conf")
+}
+fn default_listen() -> Listen {
+    Listen("80".to_string())
+}
+fn default_server_name() -> String {
+    "_".to_string()
+}
+fn default_replicas() -> Replicas {
+    Replicas(2)
+}
+fn default_monitor() -> Dur {
+    Dur(Duration::from_secs(10))
+}
+fn default_swarm_timeout() -> Dur {
+    Dur(Duration::from_secs(300))
+}
+fn default_resolve_image() -> ResolveImage {
+    ResolveImage::Always
+}
+fn default_nginx_test() -> Vec<String> {
+    vec!["nginx".into(), "-t".into()]
+}
+fn default_nginx_reload() -> Vec<String> {
+    vec!["nginx".into(), "-s".into(), "reload".into()]
+}
+fn default_swappiness() -> Swappiness {
+    Swappiness(10)
+}

@@ -1,0 +1,161 @@
+//! Checks that span more than one key (equal color ports, an accessory named like a color
+//! service, `depends_on` naming a missing accessory…), run after deserialization.
+//!
+//! Each failure names the key path it is about; [`super::yaml`] turns that path into the
+//! line and column where the key is written.
+
+use super::schema::{Color, Config};
+
+/// A failed cross-key check, before it learns its file and line.
+#[derive(Debug)]
+pub(super) struct Invalid {
+    pub key: String,
+    pub message: String,
+}
+
+impl Invalid {
+    fn new(key: impl Into<String>, message: String) -> Self {
+        Invalid {
+            key: key.into(),
+            message,
+        }
+    }
+}
+
+impl Config {
+    /// The first cross-key problem, if any.
+    pub(super) fn validate(&self) -> Result<(), Invalid> {
+        self.check_colors()?;
+        self.check_app()?;
+        self.check_health()?;
+        self.check_accessories()?;
+        self.check_nginx()
+    }
+
+    fn check_colors(&self) -> Result<(), Invalid> {
+        let colors = &self.colors;
+        if colors.blue == colors.green {
+            return Err(Invalid::new(
+                "colors.green",
+                format!(
+                    "port {} is also colors.blue (expected two different host ports)",
+                    colors.green
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_app(&self) -> Result<(), Invalid> {
+        if self.app.image.trim().is_empty() || self.app.image.contains(char::is_whitespace) {
+            return Err(Invalid::new(
+                "app.image",
+                format!(
+                    "`{}` is not an image reference (expected e.g. myuser/app or myuser/app:1.2)",
+                    self.app.image
+                ),
+            ));
+        }
+        for dep in &self.app.depends_on {
+            if !self.accessories.contains_key(dep) {
+                return Err(Invalid::new(
+                    "app.depends_on",
+                    format!(
+                        "`{dep}` is not an accessory (expected one of: {})",
+                        list_or_none(self.accessories.keys().map(|n| n.as_str()))
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_health(&self) -> Result<(), Invalid> {
+        let health = &self.app.health;
+        if !health.path.starts_with('/') {
+            return Err(Invalid::new(
+                "app.health.path",
+                format!("`{}` must start with `/`", health.path),
+            ));
+        }
+        if health.interval.0 > health.timeout.0 {
+            return Err(Invalid::new(
+                "app.health.interval",
+                format!(
+                    "{} is longer than app.health.timeout ({})",
+                    health.interval, health.timeout
+                ),
+            ));
+        }
+        if !(100..=599).contains(&health.status) {
+            return Err(Invalid::new(
+                "app.health.status",
+                format!(
+                    "{} is not an HTTP status (expected 100 to 599)",
+                    health.status
+                ),
+            ));
+        }
+        if let Some(command) = &health.command {
+            let ok = match command.first().map(String::as_str) {
+                Some("NONE") => command.len() == 1,
+                Some("CMD") | Some("CMD-SHELL") => command.len() >= 2,
+                _ => false,
+            };
+            if !ok {
+                return Err(Invalid::new(
+                    "app.health.command",
+                    "expected a healthcheck test list: [CMD, prog, args…], [CMD-SHELL, \"shell command\"] or [NONE]".to_string(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_accessories(&self) -> Result<(), Invalid> {
+        let color_services = [
+            self.service(Color::Blue),
+            self.service(Color::Green),
+            self.app.name.0.clone(),
+        ];
+        for name in self.accessories.keys() {
+            if color_services.contains(&name.0) {
+                return Err(Invalid::new(
+                    format!("accessories.{name}"),
+                    format!(
+                        "`{name}` collides with the app's color services ({} and {}); rename the accessory",
+                        color_services[0], color_services[1]
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn check_nginx(&self) -> Result<(), Invalid> {
+        for (argv_key, argv) in [("test", &self.nginx.test), ("reload", &self.nginx.reload)] {
+            if argv.first().is_none_or(|p| p.trim().is_empty()) {
+                return Err(Invalid::new(
+                    format!("nginx.{argv_key}"),
+                    "must be a non-empty command list, e.g. [nginx, -t]".to_string(),
+                ));
+            }
+        }
+        if self.nginx.include.as_os_str().is_empty() {
+            return Err(Invalid::new(
+                "nginx.include",
+                "must be a file path".to_string(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn list_or_none<'a>(items: impl Iterator<Item = &'a str>) -> String {
+    let items: Vec<&str> = items.collect();
+    if items.is_empty() {
+        "none are defined".to_string()
+    } else {
+        items.join(", ")
+    }
+}
