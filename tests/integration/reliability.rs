@@ -150,8 +150,9 @@ impl Drop for Netns {
 }
 
 /// Issue #11, defect 3: `return` runs in nginx's rewrite phase, before `allow`/`deny`, so the
-/// marker must be refused by a rewrite-phase check: 200 for 127.0.0.1 (and ::1), 403 for any
-/// other client — a second loopback address and a client in another network namespace.
+/// marker must be refused by a rewrite-phase check: 200 for 127.0.0.1 (and ::1) and for the
+/// box reaching its own listen address, 403 for any other client — a second loopback address
+/// and a client in another network namespace.
 #[test]
 fn active_marker_answers_loopback_clients_only() {
     if !require("nginx", "serve the rendered include") || !require("curl", "send requests") {
@@ -206,6 +207,13 @@ fn active_marker_answers_loopback_clients_only() {
             curl_status(&from_ns, &[&root]),
             200,
             "the namespace reaches nginx"
+        );
+        // The box itself, on its own non-loopback listen address (a site that listens on one
+        // address only, probed there): the client address is the server address.
+        assert_eq!(
+            curl_status(&[], &["--interface", &ns.host_addr, &url]),
+            200,
+            "the box reaching its own listen address reads the marker"
         );
     }
 }
