@@ -130,7 +130,7 @@ pub fn run_deploy(
     rollback: bool,
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = config::load(&ctx.config_path, &ctx.dir)?;
+    let loaded = super::load_config(ctx)?;
     let lock_wait = lock_wait(&common)?;
     if let Some(image) = &image {
         let repo = crate::images::repository(&loaded.config.app.image);

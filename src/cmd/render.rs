@@ -12,7 +12,7 @@ use crate::state::StateDir;
 use crate::Context;
 
 pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
-    let loaded = config::load(&ctx.config_path, &ctx.dir)?;
+    let loaded = super::load_config(ctx)?;
     if args.engine == Engine::Swarm {
         return run_stack(ctx, &loaded, &args);
     }
