@@ -491,7 +491,7 @@ fn cloud_init_user_data_passes_cloud_init_schema_and_matches_the_snapshot() {
     assert!(text.starts_with("#cloud-config\n"));
 
     // The nginx files in write_files are exactly what `cutover render` writes.
-    let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let doc = crate::common::yaml_to_json(&text);
     cutover(project.path())
         .args(["render", "--out", "out"])
         .assert()

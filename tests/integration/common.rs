@@ -1,13 +1,41 @@
-//! Shared test helpers: the binary under test, temp projects, and tool gates.
+//! Shared test helpers: the binary under test in an isolated environment, the one place
+//! tests read and write YAML, fixtures, and tool gates.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
-/// The `cutover` binary built for this test run, with a clean, predictable environment.
+/// The `cutover` binary built for this test run, as assert_cmd's command, in `dir`, with the
+/// environment of [`isolate`] and the per-run [`shared_home`].
 pub fn cutover(dir: &Path) -> assert_cmd::Command {
-    let mut cmd = assert_cmd::Command::cargo_bin("cutover").expect("cutover binary");
-    cmd.current_dir(dir)
+    assert_cmd::Command::from_std(cutover_command(dir, &shared_home()))
+}
+
+/// The `cutover` binary in `dir` with `home` as its HOME (see [`isolate`]).
+pub fn cutover_command(dir: &Path, home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    cmd.current_dir(dir);
+    isolate(&mut cmd, home);
+    cmd
+}
+
+/// Gives a run of the binary its own HOME and XDG dirs under `home`, so no test reads or
+/// writes the user's `~/.cache` (compose detection caches there) or `~/.config` (identities
+/// live there). What selects the tools passes through unchanged: PATH, CI,
+/// CUTOVER_COMPOSE and DOCKER_CONFIG; without DOCKER_CONFIG the docker CLI would look for its
+/// plugins under the fake HOME, so it is pinned to the real `~/.docker`.
+pub fn isolate(cmd: &mut Command, home: &Path) {
+    if std::env::var_os("DOCKER_CONFIG").is_none() {
+        if let Some(real_home) = std::env::var_os("HOME") {
+            cmd.env("DOCKER_CONFIG", PathBuf::from(real_home).join(".docker"));
+        }
+    }
+    cmd.env("HOME", home)
+        .env("XDG_CACHE_HOME", home.join(".cache"))
+        .env("XDG_CONFIG_HOME", home.join(".config"))
+        .env("XDG_DATA_HOME", home.join(".local/share"))
+        .env("XDG_STATE_HOME", home.join(".local/state"))
         .env_remove("CUTOVER_IDENTITY")
         .env_remove("CUTOVER_AGE_KEY")
         // Projects register for box-wide pruning: in the tests' own registry, not the box's.
@@ -16,7 +44,14 @@ pub fn cutover(dir: &Path) -> assert_cmd::Command {
             Path::new(env!("CARGO_TARGET_TMPDIR")).join("project-registry"),
         )
         .env("NO_COLOR", "1");
-    cmd
+}
+
+/// The HOME of runs that are not part of a [`crate::project::Project`] (which has its own):
+/// one per test binary build, under cargo's target tmp dir, never the user's.
+pub fn shared_home() -> PathBuf {
+    let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-home");
+    std::fs::create_dir_all(&home).expect("create the shared test HOME");
+    home
 }
 
 /// Path of the repository root (for fixtures/ and templates/).
@@ -49,27 +84,60 @@ pub fn free_port() -> u16 {
     cutover::demo::free_port().expect("a free loopback port")
 }
 
+// ---- YAML: the only place tests parse or write it ------------------------------------------
+// Tests work on serde_json values; swapping the YAML crate is a change to these two functions.
+
+/// Parses YAML text (a config, a rendered or resolved stack file, cloud-init user-data).
+pub fn yaml_to_json(text: &str) -> serde_json::Value {
+    serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("not YAML ({e}):\n{text}"))
+}
+
+/// Writes a value as YAML text (a cutover.yml).
+pub fn json_to_yaml(value: &serde_json::Value) -> String {
+    serde_saphyr::to_string(value).expect("a JSON value is YAML")
+}
+
 /// Copies `fixtures/configs/good/<name>.yml` into `dir/cutover.yml`, letting `edit` change
-/// the YAML first (e.g. to point nginx paths into a temp prefix).
+/// the config first (e.g. to point nginx paths into a temp prefix).
 pub fn project_from_fixture(
     dir: &Path,
     name: &str,
-    edit: impl FnOnce(&mut serde_yaml::Mapping),
+    edit: impl FnOnce(&mut serde_json::Map<String, serde_json::Value>),
 ) -> PathBuf {
     let text = std::fs::read_to_string(fixture(&format!("configs/good/{name}.yml"))).unwrap();
-    let mut value: serde_yaml::Value = serde_yaml::from_str(&text).unwrap();
-    edit(value.as_mapping_mut().unwrap());
+    let mut value = yaml_to_json(&text);
+    edit(value.as_object_mut().expect("a config is a mapping"));
     let path = dir.join("cutover.yml");
-    std::fs::write(&path, serde_yaml::to_string(&value).unwrap()).unwrap();
+    std::fs::write(&path, json_to_yaml(&value)).unwrap();
     path
 }
 
 /// Sets `section.key = value` in a config mapping, creating the section.
-pub fn set_key(map: &mut serde_yaml::Mapping, section: &str, key: &str, value: serde_yaml::Value) {
+pub fn set_key(
+    map: &mut serde_json::Map<String, serde_json::Value>,
+    section: &str,
+    key: &str,
+    value: serde_json::Value,
+) {
     let entry = map
-        .entry(section.into())
-        .or_insert_with(|| serde_yaml::Value::Mapping(Default::default()));
-    entry.as_mapping_mut().unwrap().insert(key.into(), value);
+        .entry(section)
+        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+    entry
+        .as_object_mut()
+        .expect("a config section is a mapping")
+        .insert(key.into(), value);
+}
+
+/// Escapes `text` for an insta filter (a regex).
+pub fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$#&-~".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Prints past the test harness's output capture, so a skip or a partial check shows in the

@@ -1,65 +1,18 @@
 //! End-to-end deploys on the real Docker engine and a real nginx (in a temp prefix on a
 //! loopback port), with the demo app images `cutover-demo:v1` / `:v2` built by
-//! `scripts/demo-image.sh`. Every test uses its own compose project name and free ports, so
-//! tests run in parallel, and removes its containers and nginx when it ends.
+//! `scripts/demo-image.sh`. Every test is a [`Project`] with its own compose project name,
+//! free ports and HOME, so tests run in parallel, and removes its containers and nginx when
+//! it ends. The stderr of each failure path is also checked whole, against a snapshot.
 //!
 //! The compose tool is whatever `cutover` detects (`CUTOVER_COMPOSE` selects v1 or v2);
 //! `scripts/test.sh` runs these tests once per flavour.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use cutover::demo::{http_get, Load};
 
 use crate::common::{free_port, require};
-
-static COUNTER: AtomicUsize = AtomicUsize::new(0);
-
-/// A project in a temp dir, with its own nginx, ports and compose project name.
-pub struct Stage {
-    pub dir: tempfile::TempDir,
-    pub project: String,
-    pub blue: u16,
-    pub green: u16,
-    pub nginx_port: u16,
-    nginx: Option<cutover::nginx::LocalNginx>,
-    /// The age identity (a 0600 copy of the test identity) when the project has secrets.
-    identity: Option<PathBuf>,
-}
-
-/// Options a test changes in the generated cutover.yml.
-pub struct Setup {
-    pub startup_delay_ms: u64,
-    pub health_timeout: &'static str,
-    pub extra_env: Vec<(&'static str, &'static str)>,
-    pub restart: &'static str,
-    pub drain: &'static str,
-    pub stop_grace: &'static str,
-    pub probe: Option<String>,
-    /// Use the bundled demo secrets (secrets/demo.env.age).
-    pub secrets: bool,
-    pub memory: &'static str,
-    /// Add an accessory (`cache`, the demo image) that the app depends on.
-    pub accessory: bool,
-}
-
-impl Default for Setup {
-    fn default() -> Self {
-        Setup {
-            startup_delay_ms: 1000,
-            health_timeout: "30s",
-            extra_env: Vec::new(),
-            restart: "on-failure",
-            drain: "10s",
-            stop_grace: "10s",
-            probe: None,
-            secrets: false,
-            memory: "64M",
-            accessory: false,
-        }
-    }
-}
+use crate::project::{App, Project, Run};
 
 /// Docker, nginx and the demo images are required; without them the test is skipped loudly
 /// (and fails under CI).
@@ -81,159 +34,8 @@ pub fn ready() -> bool {
     true
 }
 
-impl Stage {
-    pub fn new(setup: Setup) -> Stage {
-        let dir = tempfile::tempdir().unwrap();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let project = format!("cutover-e2e-{}-{n}", std::process::id());
-        let (blue, green, nginx_port) = (free_port(), free_port(), free_port());
-        let mut stage = Stage {
-            dir,
-            project,
-            blue,
-            green,
-            nginx_port,
-            nginx: None,
-            identity: None,
-        };
-        if setup.secrets {
-            use std::os::unix::fs::PermissionsExt;
-            let root = crate::common::repo_root();
-            std::fs::create_dir_all(stage.path().join("secrets")).unwrap();
-            for name in ["recipients.txt", "demo.env.age"] {
-                std::fs::copy(
-                    root.join("secrets").join(name),
-                    stage.path().join("secrets").join(name),
-                )
-                .unwrap();
-            }
-            let identity = stage.path().join("identity.txt");
-            std::fs::copy(root.join("fixtures/secrets/test-identity.txt"), &identity).unwrap();
-            std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
-            stage.identity = Some(identity);
-        }
-        stage.write_config(&setup);
-        let prefix = stage.prefix();
-        // The site and an initial include must exist before nginx starts.
-        stage
-            .cutover()
-            .args(["render", "--out", "rendered"])
-            .assert()
-            .success();
-        std::fs::create_dir_all(&prefix).unwrap();
-        std::fs::copy(
-            stage.path().join("rendered/nginx-site.conf"),
-            prefix.join("site.conf"),
-        )
-        .unwrap();
-        std::fs::copy(
-            stage.path().join("rendered/service-url.inc"),
-            prefix.join("service-url.inc"),
-        )
-        .unwrap();
-        stage.nginx = Some(cutover::nginx::LocalNginx::start(&prefix).expect("start nginx"));
-        stage
-    }
-
-    pub fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    pub fn prefix(&self) -> PathBuf {
-        self.path().join("nginx")
-    }
-
-    pub fn write_config(&self, setup: &Setup) {
-        let prefix = self.prefix();
-        let argv = |extra: &[&str]| cutover::nginx::LocalNginx::argv_yaml(&prefix, extra);
-        let mut env = format!("    STARTUP_DELAY_MS: \"{}\"\n", setup.startup_delay_ms);
-        for (k, v) in &setup.extra_env {
-            env.push_str(&format!("    {k}: \"{v}\"\n"));
-        }
-        let secrets = if setup.secrets {
-            "  secrets: [secrets/demo.env.age]\n"
-        } else {
-            ""
-        };
-        let (depends, accessories) = if setup.accessory {
-            (
-                "  depends_on: [cache]\n",
-                "accessories:\n  cache:\n    image: cutover-demo:v1\n    memory: 32M\n    environment: { COLOR: accessory }\n",
-            )
-        } else {
-            ("", "")
-        };
-        let probe = setup
-            .probe
-            .as_ref()
-            .map(|p| format!("  probe: {p}\n"))
-            .unwrap_or_default();
-        let text = format!(
-            "project: {project}\n\
-             app:\n\
-             \x20 name: web\n\
-             \x20 image: cutover-demo\n\
-             \x20 port: 8080\n\
-             \x20 memory: {memory}\n\
-             \x20 restart: {restart}\n\
-             \x20 environment:\n{env}\
-             {secrets}\
-             {depends}\
-             \x20 health: {{ path: /health, timeout: {timeout}, interval: 100ms }}\n\
-             \x20 drain: {drain}\n\
-             \x20 stop_grace: {stop_grace}\n\
-             colors: {{ blue: {blue}, green: {green} }}\n\
-             {accessories}\
-             nginx:\n\
-             \x20 include: {include}\n\
-             \x20 listen: \"127.0.0.1:{nginx_port}\"\n\
-             {probe}\
-             \x20 test: {test}\n\
-             \x20 reload: {reload}\n",
-            project = self.project,
-            restart = setup.restart,
-            timeout = setup.health_timeout,
-            drain = setup.drain,
-            stop_grace = setup.stop_grace,
-            memory = setup.memory,
-            blue = self.blue,
-            green = self.green,
-            include = prefix.join("service-url.inc").display(),
-            nginx_port = self.nginx_port,
-            test = argv(&["-t"]),
-            reload = argv(&["-s", "reload"]),
-        );
-        std::fs::write(self.path().join("cutover.yml"), text).unwrap();
-    }
-
-    pub fn cutover(&self) -> assert_cmd::Command {
-        let mut cmd = crate::common::cutover(self.path());
-        if let Some(identity) = &self.identity {
-            cmd.env("CUTOVER_IDENTITY", identity);
-        }
-        cmd
-    }
-
-    /// Runs `cutover deploy --image IMAGE` and returns (success, stdout, stderr).
-    pub fn deploy(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self.cutover().arg("deploy").args(args).output().unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    pub fn deploy_ok(&self, image: &str) -> String {
-        let (ok, stdout, stderr) = self.deploy(&["--image", image]);
-        assert!(ok, "deploy {image} failed:\n{stdout}\n{stderr}");
-        stdout
-    }
-
-    pub fn include(&self) -> String {
-        std::fs::read_to_string(self.prefix().join("service-url.inc")).unwrap()
-    }
-
+/// What the compose e2e tests ask of a project beyond the builder.
+impl Project {
     pub fn port_of(&self, color: &str) -> u16 {
         if color == "blue" {
             self.blue
@@ -244,7 +46,7 @@ impl Stage {
 
     /// Services with a running container, by compose label.
     pub fn running_services(&self) -> Vec<String> {
-        let mut services: Vec<String> = cutover::compose::containers_of(&self.project)
+        let mut services: Vec<String> = cutover::compose::containers_of(&self.name)
             .unwrap()
             .into_iter()
             .filter(|c| c.running())
@@ -252,25 +54,6 @@ impl Stage {
             .collect();
         services.sort();
         services
-    }
-
-    /// `GET path` through nginx on a new connection: (status, body).
-    pub fn get(&self, path: &str) -> Option<(u16, String)> {
-        http_get(self.nginx_port, path)
-    }
-
-    pub fn status_json(&self) -> serde_json::Value {
-        let out = self.cutover().args(["status", "--json"]).assert().success();
-        serde_json::from_slice(&out.get_output().stdout).unwrap()
-    }
-
-    pub fn history(&self) -> Vec<serde_json::Value> {
-        let out = self
-            .cutover()
-            .args(["history", "--json"])
-            .assert()
-            .success();
-        serde_json::from_slice(&out.get_output().stdout).unwrap()
     }
 
     /// After a successful deploy to `color`: only that color runs, nginx points at it, it
@@ -289,7 +72,7 @@ impl Stage {
             self.include()
         );
         // The memory limit from deploy.resources is applied by this compose flavour.
-        let id = cutover::compose::containers_of(&self.project)
+        let id = cutover::compose::containers_of(&self.name)
             .unwrap()
             .into_iter()
             .find(|c| c.service == format!("web-{color}") && c.running())
@@ -312,27 +95,6 @@ impl Stage {
     }
 }
 
-impl Drop for Stage {
-    fn drop(&mut self) {
-        if let Some(mut nginx) = self.nginx.take() {
-            nginx.stop();
-        }
-        if let Ok(containers) = cutover::compose::containers_of(&self.project) {
-            let ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
-            if !ids.is_empty() {
-                let _ = std::process::Command::new("docker")
-                    .arg("rm")
-                    .arg("-f")
-                    .args(&ids)
-                    .output();
-            }
-        }
-        let _ = std::process::Command::new("docker")
-            .args(["network", "rm", &format!("{}_default", self.project)])
-            .output();
-    }
-}
-
 #[test]
 fn e2e_full_cycle_under_load_has_zero_failed_requests() {
     if !ready() {
@@ -340,23 +102,20 @@ fn e2e_full_cycle_under_load_has_zero_failed_requests() {
     }
     // No stop grace: docker kills the old color at once, so the slow requests below complete
     // only because cutover drains the old color before stopping it.
-    let stage = Stage::new(Setup {
-        stop_grace: "0s",
-        ..Setup::default()
-    });
-    stage.deploy_ok("cutover-demo:v1");
-    stage.assert_serving("blue", "v1");
+    let project = Project::compose(App::compose().stop_grace("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    project.assert_serving("blue", "v1");
 
-    let load = Load::start(stage.nginx_port, Duration::from_secs(300));
+    let load = Load::start(project.port, Duration::from_secs(300));
     for (image, color, version) in [
         ("cutover-demo:v2", "green", "v2"),
         ("cutover-demo:v1", "blue", "v1"),
     ] {
-        let child = spawn_deploy(&stage, image);
+        let child = project.spawn(["deploy", "--image", image]);
         // Slow requests on the old color, started while the new one is being health-gated
         // (about a second before the switch), must all complete.
-        wait_for_step(&stage, "health");
-        let port = stage.nginx_port;
+        project.wait_for_step("health");
+        let port = project.port;
         let slow: Vec<_> = (0..3)
             .map(|_| std::thread::spawn(move || http_get(port, "/slow?ms=2000")))
             .collect();
@@ -374,7 +133,7 @@ fn e2e_full_cycle_under_load_has_zero_failed_requests() {
             assert_eq!(code, 200, "{body}");
             assert!(body.contains("slow ms=2000 color"), "{body}");
         }
-        stage.assert_serving(color, version);
+        project.assert_serving(color, version);
     }
     let tally = load.finish();
     assert_eq!(
@@ -396,7 +155,7 @@ fn e2e_full_cycle_under_load_has_zero_failed_requests() {
         "{:?}",
         tally.by_answer
     );
-    let history = stage.history();
+    let history = project.history();
     assert_eq!(history.len(), 3);
     assert!(history.iter().all(|h| h["result"] == "ok"));
     // Step timings are recorded for each deploy.
@@ -417,16 +176,21 @@ fn e2e_health_never_passing_leaves_old_color_serving() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup::default());
-    stage.deploy_ok("cutover-demo:v1");
-    let include_before = stage.include();
-    stage.write_config(&Setup {
-        health_timeout: "3s",
-        extra_env: vec![("FAIL_HEALTH", "1")],
-        ..Setup::default()
-    });
-    let (ok, _stdout, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
-    assert!(!ok);
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let include_before = project.include();
+    project.write_config(&App::compose().health_timeout("3s").env("FAIL_HEALTH", "1"));
+    let failure = project
+        .cutover(["deploy", "--image", "cutover-demo:v2"])
+        .failure();
+    // Whether the app's start line is still among the last 20 log lines depends on how
+    // many polls fit in the timeout.
+    project.assert_stderr_snapshot_with(
+        "e2e-health-never-passes",
+        &failure,
+        &[(r"(?m)^ +\S+ +\| listening on .*\n?", "")],
+    );
+    let stderr = &failure.stderr;
     assert!(stderr.contains("health gate timed out"), "{stderr}");
     assert!(stderr.contains("HTTP 503"), "{stderr}");
     assert!(stderr.contains("last log lines of web-green"), "{stderr}");
@@ -434,10 +198,10 @@ fn e2e_health_never_passing_leaves_old_color_serving() {
         stderr.contains("web-green was stopped and removed; nginx still serves blue"),
         "{stderr}"
     );
-    assert_eq!(stage.running_services(), ["web-blue"]);
-    assert_eq!(stage.include(), include_before, "nginx untouched");
-    assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
-    assert_eq!(stage.history().pop().unwrap()["result"], "failed");
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.include(), include_before, "nginx untouched");
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    assert_eq!(project.history().pop().unwrap()["result"], "failed");
 }
 
 #[test]
@@ -445,22 +209,20 @@ fn e2e_container_exiting_during_the_gate_fails_fast() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup::default());
-    stage.deploy_ok("cutover-demo:v1");
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
     // The demo app refuses a non-numeric delay and exits 2 at once.
-    let mut setup = Setup {
-        health_timeout: "120s",
-        restart: "\"no\"",
-        ..Setup::default()
-    };
-    setup.startup_delay_ms = 0;
-    stage.write_config(&setup);
-    let text = std::fs::read_to_string(stage.path().join("cutover.yml"))
-        .unwrap()
-        .replace("STARTUP_DELAY_MS: \"0\"", "STARTUP_DELAY_MS: \"soon\"");
-    std::fs::write(stage.path().join("cutover.yml"), text).unwrap();
-    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
-    assert!(!ok);
+    project.write_config(
+        &App::compose()
+            .health_timeout("120s")
+            .restart("no")
+            .env("STARTUP_DELAY_MS", "soon"),
+    );
+    let failure = project
+        .cutover(["deploy", "--image", "cutover-demo:v2"])
+        .failure();
+    project.assert_stderr_snapshot("e2e-container-exits", &failure);
+    let stderr = &failure.stderr;
     assert!(stderr.contains("the green container exited"), "{stderr}");
     assert!(
         !stderr.contains("timed out"),
@@ -470,7 +232,7 @@ fn e2e_container_exiting_during_the_gate_fails_fast() {
         stderr.contains("STARTUP_DELAY_MS"),
         "the app's own error is shown: {stderr}"
     );
-    assert_eq!(stage.running_services(), ["web-blue"]);
+    assert_eq!(project.running_services(), ["web-blue"]);
 }
 
 #[test]
@@ -478,17 +240,20 @@ fn e2e_failing_nginx_test_restores_the_include_without_reload() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup::default());
-    stage.deploy_ok("cutover-demo:v1");
-    let include_before = stage.include();
-    std::fs::create_dir_all(stage.path().join("templates")).unwrap();
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let include_before = project.include();
+    std::fs::create_dir_all(project.path().join("templates")).unwrap();
     std::fs::write(
-        stage.path().join("templates/service-url.inc.j2"),
+        project.path().join("templates/service-url.inc.j2"),
         "set $service_url {{ upstream }}\n",
     )
     .unwrap();
-    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
-    assert!(!ok);
+    let failure = project
+        .cutover(["deploy", "--image", "cutover-demo:v2"])
+        .failure();
+    project.assert_stderr_snapshot("e2e-nginx-test-fails", &failure);
+    let stderr = &failure.stderr;
     assert!(
         stderr.contains("failed to test the nginx config"),
         "{stderr}"
@@ -497,9 +262,9 @@ fn e2e_failing_nginx_test_restores_the_include_without_reload() {
         stderr.contains("restored the previous one, nginx not reloaded"),
         "{stderr}"
     );
-    assert_eq!(stage.include(), include_before);
-    assert_eq!(stage.running_services(), ["web-blue"]);
-    assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    assert_eq!(project.include(), include_before);
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
 }
 
 #[test]
@@ -507,16 +272,21 @@ fn e2e_probe_not_seeing_the_new_color_restores_and_reloads() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup::default());
-    stage.deploy_ok("cutover-demo:v1");
-    let include_before = stage.include();
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let include_before = project.include();
     // A probe URL where nothing answers: the switch cannot be proven.
-    stage.write_config(&Setup {
-        probe: Some(format!("http://127.0.0.1:{}", free_port())),
-        ..Setup::default()
-    });
-    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
-    assert!(!ok);
+    let nowhere = free_port();
+    project.write_config(&App::compose().probe(&format!("http://127.0.0.1:{nowhere}")));
+    let failure = project
+        .cutover(["deploy", "--image", "cutover-demo:v2"])
+        .failure();
+    project.assert_stderr_snapshot_with(
+        "e2e-probe-fails",
+        &failure,
+        &[(&format!(r"\b{nowhere}\b"), "[PROBE_PORT]")],
+    );
+    let stderr = &failure.stderr;
     assert!(
         stderr.contains("nginx did not serve green after the reload"),
         "{stderr}"
@@ -525,9 +295,9 @@ fn e2e_probe_not_seeing_the_new_color_restores_and_reloads() {
         stderr.contains("restored the previous nginx include"),
         "{stderr}"
     );
-    assert_eq!(stage.include(), include_before);
-    assert_eq!(stage.running_services(), ["web-blue"]);
-    assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    assert_eq!(project.include(), include_before);
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
 }
 
 #[test]
@@ -535,19 +305,15 @@ fn e2e_concurrent_deploy_fails_naming_the_holder_or_waits() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup {
-        startup_delay_ms: 3000,
-        ..Setup::default()
-    });
-    let mut first = std::process::Command::new(assert_cmd::cargo::cargo_bin("cutover"));
-    first
-        .current_dir(stage.path())
-        .args(["deploy", "--image", "cutover-demo:v1"])
+    let project = Project::compose(App::compose().startup_delay_ms(3000));
+    let mut child = project
+        .command(["deploy", "--image", "cutover-demo:v1"])
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null());
-    let mut child = first.spawn().unwrap();
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     // Wait until the first deploy holds the lock (its holder line is written).
-    let lock = stage.path().join(".cutover/lock");
+    let lock = project.path().join(".cutover/lock");
     let deadline = Instant::now() + Duration::from_secs(20);
     while std::fs::read_to_string(&lock)
         .map(|t| t.is_empty())
@@ -559,46 +325,20 @@ fn e2e_concurrent_deploy_fails_naming_the_holder_or_waits() {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
-    assert!(!ok);
+    let failure = project
+        .cutover(["deploy", "--image", "cutover-demo:v2"])
+        .failure();
+    project.assert_stderr_snapshot("e2e-concurrent-deploy-lock-holder", &failure);
+    let stderr = &failure.stderr;
     assert!(
         stderr.contains("another deploy is running: deploy cutover-demo:v1 by"),
         "{stderr}"
     );
-    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2", "--lock-wait", "60s"]);
-    assert!(ok, "{stderr}");
+    project
+        .cutover(["deploy", "--image", "cutover-demo:v2", "--lock-wait", "60s"])
+        .success();
     assert!(child.wait().unwrap().success());
-    stage.assert_serving("green", "v2");
-}
-
-fn spawn_deploy(stage: &Stage, image: &str) -> std::process::Child {
-    let mut cmd = std::process::Command::new(assert_cmd::cargo::cargo_bin("cutover"));
-    if let Some(identity) = &stage.identity {
-        cmd.env("CUTOVER_IDENTITY", identity);
-    }
-    cmd.current_dir(stage.path())
-        .args(["deploy", "--image", image])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap()
-}
-
-/// Waits until the in-progress record names `step`.
-fn wait_for_step(stage: &Stage, step: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let state =
-            std::fs::read_to_string(stage.path().join(".cutover/state.json")).unwrap_or_default();
-        if state.contains(&format!("\"step\": \"{step}\"")) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "deploy never reached {step}: {state}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    project.assert_serving("green", "v2");
 }
 
 #[test]
@@ -606,18 +346,12 @@ fn e2e_sigterm_before_the_switch_tears_the_new_color_down() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup {
-        startup_delay_ms: 1000,
-        ..Setup::default()
-    });
-    stage.deploy_ok("cutover-demo:v1");
-    let include_before = stage.include();
-    stage.write_config(&Setup {
-        startup_delay_ms: 8000,
-        ..Setup::default()
-    });
-    let child = spawn_deploy(&stage, "cutover-demo:v2");
-    wait_for_step(&stage, "health");
+    let project = Project::compose(App::compose().startup_delay_ms(1000));
+    project.deploy_ok("cutover-demo:v1");
+    let include_before = project.include();
+    project.write_config(&App::compose().startup_delay_ms(8000));
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("health");
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -626,10 +360,10 @@ fn e2e_sigterm_before_the_switch_tears_the_new_color_down() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(130), "{stderr}");
     assert!(stderr.contains("deploy interrupted"), "{stderr}");
-    assert_eq!(stage.running_services(), ["web-blue"]);
-    assert_eq!(stage.include(), include_before);
-    assert_eq!(stage.history().pop().unwrap()["result"], "interrupted");
-    assert!(stage.status_json()["problems"]
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.include(), include_before);
+    assert_eq!(project.history().pop().unwrap()["result"], "interrupted");
+    assert!(project.status_json()["problems"]
         .as_array()
         .unwrap()
         .is_empty());
@@ -640,17 +374,14 @@ fn e2e_sigterm_after_the_switch_completes_the_deploy() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup {
-        drain: "20s",
-        ..Setup::default()
-    });
-    stage.deploy_ok("cutover-demo:v1");
+    let project = Project::compose(App::compose().drain("20s"));
+    project.deploy_ok("cutover-demo:v1");
     // A slow request keeps the old color draining while the signal arrives.
-    let port = stage.nginx_port;
+    let port = project.port;
     let slow = std::thread::spawn(move || http_get(port, "/slow?ms=6000"));
     std::thread::sleep(Duration::from_millis(200));
-    let child = spawn_deploy(&stage, "cutover-demo:v2");
-    wait_for_step(&stage, "drain");
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("drain");
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
@@ -662,7 +393,7 @@ fn e2e_sigterm_after_the_switch_completes_the_deploy() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(slow.join().unwrap().map(|(c, _)| c), Some(200));
-    stage.assert_serving("green", "v2");
+    project.assert_serving("green", "v2");
 }
 
 #[test]
@@ -670,25 +401,22 @@ fn e2e_kill_9_mid_deploy_is_explained_and_recovered() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup::default());
-    stage.deploy_ok("cutover-demo:v1");
-    stage.write_config(&Setup {
-        startup_delay_ms: 8000,
-        ..Setup::default()
-    });
-    let mut child = spawn_deploy(&stage, "cutover-demo:v2");
-    wait_for_step(&stage, "health");
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    project.write_config(&App::compose().startup_delay_ms(8000));
+    let mut child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("health");
     child.kill().unwrap();
     child.wait().unwrap();
-    let status = stage.status_json();
+    let status = project.status_json();
     let problems = status["problems"].to_string();
     assert!(problems.contains("did not finish"), "{problems}");
     assert!(problems.contains("at step `health`"), "{problems}");
     assert_eq!(status["active"], "blue");
-    stage.write_config(&Setup::default());
-    stage.deploy_ok("cutover-demo:v2");
-    stage.assert_serving("green", "v2");
-    assert!(stage.status_json()["problems"]
+    project.write_config(&App::compose());
+    project.deploy_ok("cutover-demo:v2");
+    project.assert_serving("green", "v2");
+    assert!(project.status_json()["problems"]
         .as_array()
         .unwrap()
         .is_empty());
@@ -699,15 +427,19 @@ fn e2e_redeploy_without_image_and_rollback() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup {
-        accessory: true,
-        ..Setup::default()
-    });
-    let stdout = stage.deploy_ok("cutover-demo:v1");
+    let project = Project::compose(App::compose().accessory());
+    let stdout = project.deploy_ok("cutover-demo:v1").stdout;
     assert!(stdout.contains("to blue"), "{stdout}");
+    // One deploy recorded: there is no previous image to roll back to.
+    let failure = project.cutover(["rollback"]).code(1);
+    assert!(
+        failure.stderr.contains("nothing to roll back to"),
+        "{failure}"
+    );
+    project.assert_stderr_snapshot("e2e-rollback-nothing-to-roll-back", &failure);
     // The first deploy starts the accessory (before the app); later deploys leave it alone.
     let accessory_id = || {
-        let containers = cutover::compose::containers_of(&stage.project).unwrap();
+        let containers = cutover::compose::containers_of(&project.name).unwrap();
         let cache: Vec<_> = containers
             .into_iter()
             .filter(|c| c.service == "cache" && c.running())
@@ -716,7 +448,7 @@ fn e2e_redeploy_without_image_and_rollback() {
         cache[0].id.clone()
     };
     let first_id = accessory_id();
-    let steps: Vec<String> = stage.history()[0]["steps"]
+    let steps: Vec<String> = project.history()[0]["steps"]
         .as_array()
         .unwrap()
         .iter()
@@ -724,26 +456,24 @@ fn e2e_redeploy_without_image_and_rollback() {
         .collect();
     let pos = |name: &str| steps.iter().position(|s| s == name).unwrap();
     assert!(pos("accessories") < pos("up"), "{steps:?}");
-    stage.deploy_ok("cutover-demo:v2");
+    project.deploy_ok("cutover-demo:v2");
     assert_eq!(accessory_id(), first_id, "the accessory was not recreated");
-    let running = stage.running_services();
+    let running = project.running_services();
     assert_eq!(running, ["cache", "web-green"]);
     // No --image: the active image moves to the other color (a config or secret change).
-    let (ok, stdout, stderr) = stage.deploy(&[]);
-    assert!(ok, "{stderr}");
+    let stdout = project.cutover(["deploy"]).success().stdout;
     assert!(
         stdout.contains("deployed cutover-demo:v2 to blue"),
         "{stdout}"
     );
-    stage.assert_serving("blue", "v2");
-    let out = stage.cutover().arg("rollback").assert().success();
-    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    project.assert_serving("blue", "v2");
+    let stdout = project.cutover(["rollback"]).success().stdout;
     assert!(
         stdout.contains("rolled back to cutover-demo:v1"),
         "{stdout}"
     );
-    stage.assert_serving("green", "v1");
-    assert_eq!(stage.history().pop().unwrap()["action"], "rollback");
+    project.assert_serving("green", "v1");
+    assert_eq!(project.history().pop().unwrap()["action"], "rollback");
 }
 
 #[test]
@@ -751,15 +481,13 @@ fn e2e_dry_run_changes_nothing() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup::default());
-    stage.deploy_ok("cutover-demo:v1");
-    let include_before = stage.include();
-    let out = stage
-        .cutover()
-        .args(["deploy", "--image", "cutover-demo:v2", "--dry-run"])
-        .assert()
-        .success();
-    let stdout = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let include_before = project.include();
+    let stdout = project
+        .cutover(["deploy", "--image", "cutover-demo:v2", "--dry-run"])
+        .success()
+        .stdout;
     assert!(
         stdout.contains("plan: deploy cutover-demo:v2 to green"),
         "{stdout}"
@@ -768,22 +496,20 @@ fn e2e_dry_run_changes_nothing() {
         stdout.contains("up -d --no-deps --force-recreate web-green"),
         "{stdout}"
     );
-    assert_eq!(stage.include(), include_before);
-    assert_eq!(stage.running_services(), ["web-blue"]);
-    assert_eq!(stage.history().len(), 1);
+    assert_eq!(project.include(), include_before);
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.history().len(), 1);
     // --json summary for scripts.
-    let out = stage
-        .cutover()
-        .args([
+    let summary = project
+        .cutover([
             "deploy",
             "--image",
             "cutover-demo:v2",
             "--dry-run",
             "--json",
         ])
-        .assert()
-        .success();
-    let summary: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+        .success()
+        .stdout_json();
     assert_eq!(summary["to"], "green");
     assert_eq!(summary["dry_run"], true);
 }
@@ -793,12 +519,10 @@ fn e2e_demo_runs_a_clean_cycle_and_leaves_nothing_behind() {
     if !ready() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let out = crate::common::cutover(dir.path())
-        .args(["demo", "--json"])
-        .assert()
-        .success();
-    let report: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let report = Project::new()
+        .cutover(["demo", "--json"])
+        .success()
+        .stdout_json();
     assert_eq!(report["load"]["failed"], 0, "{report}");
     assert!(report["load"]["ok"].as_u64().unwrap() > 20, "{report}");
     assert_eq!(report["slow_requests"], 3);
@@ -826,36 +550,26 @@ fn e2e_secrets_reach_the_app_only_through_the_environment_and_rotate_with_a_rede
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup {
-        secrets: true,
-        ..Setup::default()
-    });
-    let out = stage
-        .cutover()
-        .args(["secrets", "show", "demo", "--json"])
-        .assert()
-        .success();
-    let plain: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
-    let demo_secret = plain["DEMO_SECRET"].as_str().unwrap().to_string();
+    let project = Project::compose(App::compose().secrets());
+    let demo_secret = project.secret_value("DEMO_SECRET");
     assert!(
         demo_secret.len() >= 8,
         "the fixture's value is distinctive enough to search for"
     );
 
-    let (ok, stdout, stderr) = stage.deploy(&["--image", "cutover-demo:v1"]);
-    assert!(ok, "{stderr}");
+    let Run { stdout, stderr, .. } = project.deploy_ok("cutover-demo:v1");
     assert!(
         !stdout.contains(&demo_secret) && !stderr.contains(&demo_secret),
         "value printed"
     );
     assert_eq!(
-        stage.get("/env?key=DEMO_SECRET").unwrap(),
+        project.get("/env?key=DEMO_SECRET").unwrap(),
         (200, demo_secret.clone())
     );
     // The compose file names the key and never holds the value; nor does any state file.
-    let compose = std::fs::read_to_string(stage.path().join(".cutover/compose.yml")).unwrap();
+    let compose = std::fs::read_to_string(project.path().join(".cutover/compose.yml")).unwrap();
     assert!(compose.contains("DEMO_SECRET"), "{compose}");
-    for entry in std::fs::read_dir(stage.path().join(".cutover")).unwrap() {
+    for entry in std::fs::read_dir(project.path().join(".cutover")).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
             let text = std::fs::read_to_string(&path).unwrap_or_default();
@@ -868,38 +582,34 @@ fn e2e_secrets_reach_the_app_only_through_the_environment_and_rotate_with_a_rede
     }
 
     // The rotation flow: set a new value, redeploy the active image.
-    stage
-        .cutover()
-        .args(["secrets", "set", "demo", "DB_PASSWORD"])
-        .write_stdin("rotated-e2e-value-7f3a\n")
-        .assert()
+    project
+        .cutover_with_stdin(
+            ["secrets", "set", "demo", "DB_PASSWORD"],
+            "rotated-e2e-value-7f3a\n",
+        )
         .success();
-    let (ok, stdout, stderr) = stage.deploy(&[]);
-    assert!(ok, "{stderr}");
+    let stdout = project.cutover(["deploy"]).success().stdout;
     assert!(
         stdout.contains("deployed cutover-demo:v1 to green"),
         "{stdout}"
     );
     assert_eq!(
-        stage.get("/env?key=DB_PASSWORD").unwrap(),
+        project.get("/env?key=DB_PASSWORD").unwrap(),
         (200, "rotated-e2e-value-7f3a".to_string())
     );
-    stage.assert_serving("green", "v1");
+    project.assert_serving("green", "v1");
 
     // No identity: deploy fails before touching anything.
-    let mut cmd = crate::common::cutover(stage.path());
-    cmd.env("HOME", stage.path())
-        .env("XDG_CONFIG_HOME", stage.path().join("nothing"));
-    let out = cmd
-        .args(["deploy", "--image", "cutover-demo:v2"])
-        .assert()
-        .code(1);
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let mut cmd = project.command(["deploy", "--image", "cutover-demo:v2"]);
+    cmd.env_remove("CUTOVER_IDENTITY")
+        .env("HOME", project.path())
+        .env("XDG_CONFIG_HOME", project.path().join("nothing"));
+    let stderr = Run::of(cmd).code(1).stderr;
     assert!(
         stderr.contains("cannot decrypt the secrets files named in cutover.yml"),
         "{stderr}"
     );
-    stage.assert_serving("green", "v1");
+    project.assert_serving("green", "v1");
 }
 
 #[test]
@@ -907,12 +617,19 @@ fn e2e_memory_budget_refuses_a_second_color_that_cannot_fit() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup {
-        memory: "4096G",
-        ..Setup::default()
-    });
-    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v1"]);
-    assert!(!ok);
+    let project = Project::compose(App::compose().memory("4096G"));
+    let failure = project
+        .cutover(["deploy", "--image", "cutover-demo:v1"])
+        .failure();
+    project.assert_stderr_snapshot_with(
+        "e2e-memory-budget-refusal",
+        &failure,
+        &[(
+            r"MemAvailable \d+ MiB \+ SwapFree \d+ MiB = \d+ MiB",
+            "MemAvailable [N] MiB + SwapFree [N] MiB = [N] MiB",
+        )],
+    );
+    let stderr = &failure.stderr;
     assert!(stderr.contains("not enough memory"), "{stderr}");
     assert!(
         stderr.contains("it needs 4194304 MiB"),
@@ -923,7 +640,7 @@ fn e2e_memory_budget_refuses_a_second_color_that_cannot_fit() {
         "{stderr}"
     );
     assert!(stderr.contains("--force"), "{stderr}");
-    assert!(stage.running_services().is_empty(), "nothing started");
+    assert!(project.running_services().is_empty(), "nothing started");
 }
 
 #[test]
@@ -931,9 +648,9 @@ fn e2e_prune_keeps_the_newest_and_removes_the_rest() {
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup::default());
+    let project = Project::compose(App::compose());
     // A private repository (tags of the demo image), so other tests' images are never touched.
-    let repo = format!("cutover-prune-{}", stage.project);
+    let repo = format!("cutover-prune-{}", project.name);
     let tag = |t: &str| format!("{repo}:{t}");
     for t in ["a", "b", "c"] {
         let ok = std::process::Command::new("docker")
@@ -942,18 +659,11 @@ fn e2e_prune_keeps_the_newest_and_removes_the_rest() {
             .unwrap();
         assert!(ok.success());
     }
-    let text = std::fs::read_to_string(stage.path().join("cutover.yml")).unwrap();
-    std::fs::write(
-        stage.path().join("cutover.yml"),
-        text.replace("image: cutover-demo\n", &format!("image: {repo}\n")),
-    )
-    .unwrap();
-    let out = stage
-        .cutover()
-        .args(["prune", "--keep", "1", "--dry-run", "--json"])
-        .assert()
-        .success();
-    let plan: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    project.write_config(&App::compose().image(&repo));
+    let plan = project
+        .cutover(["prune", "--keep", "1", "--dry-run", "--json"])
+        .success()
+        .stdout_json();
     assert_eq!(
         plan["removed"],
         serde_json::json!([tag("b"), tag("a")]),
@@ -963,11 +673,7 @@ fn e2e_prune_keeps_the_newest_and_removes_the_rest() {
         cutover::images::exists(&tag("a")),
         "dry run removes nothing"
     );
-    stage
-        .cutover()
-        .args(["prune", "--keep", "1"])
-        .assert()
-        .success();
+    project.cutover(["prune", "--keep", "1"]).success();
     assert!(cutover::images::exists(&tag("c")));
     assert!(!cutover::images::exists(&tag("b")) && !cutover::images::exists(&tag("a")));
     let _ = std::process::Command::new("docker")

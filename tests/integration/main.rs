@@ -1,7 +1,8 @@
 //! One integration test binary (as in casey/just): every test runs the real `cutover` binary
 //! in a temp dir. Tests that need an outside tool (docker, nginx, age) call
 //! [`common::require`]: without the tool they say so loudly and skip, and with `CI` set they
-//! fail instead.
+//! fail instead. Every run gets its own HOME and XDG dirs ([`common::isolate`]), never the
+//! user's; deploy tests build their project with [`project::Project`].
 
 mod bootstrap;
 mod child_env;
@@ -9,6 +10,7 @@ mod cli;
 mod common;
 mod config;
 mod e2e;
+mod project;
 mod reliability;
 mod render;
 mod secrets;

@@ -7,7 +7,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{cutover, free_port, loud, project_from_fixture, require, set_key};
+use crate::common::{
+    cutover, free_port, json_to_yaml, loud, project_from_fixture, require, set_key, yaml_to_json,
+};
+use crate::e2e::ready;
+use crate::project::{App, Project, Run};
 
 /// The minimal fixture with its include and listen address pointed into `prefix`, rendered
 /// to `out/`, and a local nginx started on a site that listens on `listens` (each an nginx
@@ -218,6 +222,14 @@ fn active_marker_answers_loopback_clients_only() {
     }
 }
 
+/// Rewrites the project's cutover.yml through `edit` (as JSON).
+fn edit_config(project: &Project, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = project.path().join("cutover.yml");
+    let mut config = yaml_to_json(&std::fs::read_to_string(&path).unwrap());
+    edit(&mut config);
+    std::fs::write(&path, json_to_yaml(&config)).unwrap();
+}
+
 /// Every file under the state dir, with its contents (lossy UTF-8).
 fn state_files(dir: &Path) -> Vec<(PathBuf, String)> {
     let mut files = Vec::new();
@@ -243,37 +255,33 @@ const DB_PASSWORD: &str = "demo-db-password-not-real";
 /// appears in no output and no file under `.cutover/`.
 #[test]
 fn e2e_dollar_in_image_or_command_never_interpolates_a_secret() {
-    use crate::e2e::{ready, Setup, Stage};
     if !ready() || !require("age", "decrypt the demo secrets") {
         return;
     }
-    let stage = Stage::new(Setup {
-        secrets: true,
-        ..Setup::default()
-    });
-    let (ok, stdout, stderr) = stage.deploy(&["--image", "cutover-demo:${DB_PASSWORD}"]);
-    assert!(!ok, "a `$` in --image must be refused:\n{stdout}\n{stderr}");
+    let project = Project::compose(App::compose().secrets());
+    let run = project
+        .cutover(["deploy", "--image", "cutover-demo:${DB_PASSWORD}"])
+        .failure();
     assert!(
-        stderr.contains("`$` at byte 13 is not allowed in an image reference"),
-        "{stderr}"
+        run.stderr
+            .contains("`$` at byte 13 is not allowed in an image reference"),
+        "{run}"
     );
     assert!(
-        !format!("{stdout}{stderr}").contains(DB_PASSWORD),
-        "{stdout}\n{stderr}"
+        !format!("{}{}", run.stdout, run.stderr).contains(DB_PASSWORD),
+        "{run}"
     );
 
     // `app.command` with `${DB_PASSWORD}`: the demo app ignores arguments after `serve`.
-    let config = stage.path().join("cutover.yml");
-    let text = std::fs::read_to_string(&config).unwrap();
-    let text = text.replacen(
-        "app:\n",
-        "app:\n  command: [serve, \"${DB_PASSWORD}\", \"$$HOME\"]\n",
-        1,
+    edit_config(&project, |c| {
+        c["app"]["command"] = serde_json::json!(["serve", "${DB_PASSWORD}", "$$HOME"]);
+    });
+    let run = project.deploy_ok("cutover-demo:v1");
+    assert!(
+        !format!("{}{}", run.stdout, run.stderr).contains(DB_PASSWORD),
+        "{run}"
     );
-    std::fs::write(&config, text).unwrap();
-    let out = stage.deploy_ok("cutover-demo:v1");
-    assert!(!out.contains(DB_PASSWORD), "{out}");
-    let id = cutover::compose::containers_of(&stage.project)
+    let id = cutover::compose::containers_of(&project.name)
         .unwrap()
         .into_iter()
         .find(|c| c.service == "web-blue" && c.running())
@@ -285,71 +293,35 @@ fn e2e_dollar_in_image_or_command_never_interpolates_a_secret() {
         .unwrap();
     let cmd = String::from_utf8_lossy(&inspect.stdout);
     assert_eq!(cmd.trim(), r#"["serve","${DB_PASSWORD}","$$HOME"]"#);
-    for (path, text) in state_files(&stage.path().join(".cutover")) {
+    for (path, text) in state_files(&project.path().join(".cutover")) {
         assert!(
             !text.contains(DB_PASSWORD),
             "{} holds the secret",
             path.display()
         );
     }
-    let history = stage.cutover().arg("history").output().unwrap();
-    assert!(!String::from_utf8_lossy(&history.stdout).contains(DB_PASSWORD));
+    let history = project.cutover(["history"]).success();
+    assert!(!history.stdout.contains(DB_PASSWORD), "{history}");
 }
 
-/// A project dir with the test recipients and a 0600 copy of the test identity; returns the
-/// identity's path. `cutover` runs in `dir` with that identity.
-fn secrets_project(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let root = crate::common::repo_root();
-    std::fs::create_dir_all(dir.join("secrets")).unwrap();
-    std::fs::copy(
-        root.join("secrets/recipients.txt"),
-        dir.join("secrets/recipients.txt"),
-    )
-    .unwrap();
-    let identity = dir.join("identity.txt");
-    std::fs::copy(root.join("fixtures/secrets/test-identity.txt"), &identity).unwrap();
-    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
-    identity
-}
-
-fn with_identity(dir: &Path, identity: &Path) -> assert_cmd::Command {
-    let mut cmd = cutover(dir);
-    cmd.env("CUTOVER_IDENTITY", identity);
-    cmd
-}
-
-fn shown(dir: &Path, identity: &Path, name: &str) -> serde_json::Value {
-    let out = with_identity(dir, identity)
-        .args(["secrets", "show", name, "--json"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+/// `secrets show NAME --json` of the project.
+fn shown(project: &Project, name: &str) -> serde_json::Value {
+    project
+        .cutover(["secrets", "show", name, "--json"])
+        .success()
+        .stdout_json()
 }
 
 /// `secrets set` drops exactly one trailing newline from stdin (what `echo` adds) and says so;
 /// a second one is kept.
 #[test]
 fn secrets_set_says_when_it_drops_the_trailing_newline() {
-    let dir = tempfile::tempdir().unwrap();
-    let identity = secrets_project(dir.path());
+    let project = Project::new().demo_secrets();
     let set = |key: &str, stdin: &str| {
-        let out = with_identity(dir.path(), &identity)
-            .args(["secrets", "set", "prod", key])
-            .write_stdin(stdin)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
+        project
+            .cutover_with_stdin(["secrets", "set", "prod", key], stdin)
+            .success()
+            .stderr
     };
     let said = set("ECHOED", "pw\n");
     assert!(said.contains("without the one trailing newline"), "{said}");
@@ -359,99 +331,77 @@ fn secrets_set_says_when_it_drops_the_trailing_newline() {
     assert!(said.contains("without the one trailing newline"), "{said}");
     let said = set("EXACT", "pw");
     assert!(!said.contains("trailing"), "{said}");
-    let values = shown(dir.path(), &identity, "prod");
+    let values = shown(&project, "prod");
     assert_eq!(values["ECHOED"], "pw");
     assert_eq!(values["CRLF"], "pw");
     assert_eq!(values["KEPT"], "pw\n");
     assert_eq!(values["EXACT"], "pw");
 }
 
-/// The longest value `KEY` can hold: `KEY=value` plus its NUL is MAX_ARG_STRLEN (128 KiB).
+/// A value of `len` bytes that is easy to spot in output.
 fn value_of_len(len: usize) -> String {
     "Zq9".repeat(len / 3 + 1)[..len].to_string()
 }
 
+/// MAX_ARG_STRLEN: `KEY=value` plus its NUL.
 const ENV_LIMIT: usize = 128 * 1024;
+
+/// Asserts that `run` refused a `BIG` one byte over the limit, naming the key and the limit
+/// and printing no value.
+#[track_caller]
+fn refused_over_the_limit(run: Run, what: &str) {
+    let run = run.failure();
+    assert!(
+        run.stderr.contains("key `BIG`")
+            && run.stderr.contains(&format!("{} bytes", ENV_LIMIT + 1))
+            && run.stderr.contains(&format!("limit of {ENV_LIMIT} bytes")),
+        "{what}: {run}"
+    );
+    assert!(!run.stderr.contains("Zq9Zq9"), "{what} printed the value");
+}
 
 /// Issue #11: a value over the kernel's limit for one environment string made the deploy fail
 /// with "could not run docker-compose". `set`, `encrypt` and `edit` refuse it naming the key
 /// and the limit, and print no value; a value exactly at the limit is accepted.
 #[test]
 fn secret_over_the_env_limit_is_refused_at_set_encrypt_and_edit() {
-    let dir = tempfile::tempdir().unwrap();
-    let identity = secrets_project(dir.path());
+    let project = Project::new().demo_secrets();
+    let dir = project.path();
     let fits = ENV_LIMIT - "BIG=".len() - 1;
-    with_identity(dir.path(), &identity)
-        .args(["secrets", "set", "prod", "BIG"])
-        .write_stdin(value_of_len(fits))
-        .assert()
+    let len_of_big = || shown(&project, "prod")["BIG"].as_str().unwrap().len();
+    project
+        .cutover_with_stdin(["secrets", "set", "prod", "BIG"], &value_of_len(fits))
         .success();
-    assert_eq!(
-        shown(dir.path(), &identity, "prod")["BIG"]
-            .as_str()
-            .unwrap()
-            .len(),
-        fits
-    );
-
-    let refused = |out: std::process::Output, what: &str| {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{what} must refuse");
-        assert!(
-            stderr.contains("key `BIG`")
-                && stderr.contains(&format!("{} bytes", ENV_LIMIT + 1))
-                && stderr.contains(&format!("limit of {ENV_LIMIT} bytes")),
-            "{what}: {stderr}"
-        );
-        assert!(!stderr.contains("Zq9Zq9"), "{what} printed the value");
-    };
-    refused(
-        with_identity(dir.path(), &identity)
-            .args(["secrets", "set", "prod", "BIG"])
-            .write_stdin(value_of_len(fits + 1))
-            .output()
-            .unwrap(),
+    assert_eq!(len_of_big(), fits);
+    refused_over_the_limit(
+        project.cutover_with_stdin(["secrets", "set", "prod", "BIG"], &value_of_len(fits + 1)),
         "set",
     );
-    assert_eq!(
-        shown(dir.path(), &identity, "prod")["BIG"]
-            .as_str()
-            .unwrap()
-            .len(),
-        fits
-    );
+    assert_eq!(len_of_big(), fits);
 
-    let plain = dir.path().join("big.env");
+    let plain = dir.join("big.env");
     std::fs::write(&plain, format!("BIG={}\n", value_of_len(fits + 1))).unwrap();
-    refused(
-        with_identity(dir.path(), &identity)
-            .args(["secrets", "encrypt", "big.env"])
-            .output()
-            .unwrap(),
+    refused_over_the_limit(
+        project.cutover(["secrets", "encrypt", "big.env"]),
         "encrypt",
     );
-    assert!(!dir.path().join("secrets/big.env.age").exists());
+    assert!(!dir.join("secrets/big.env.age").exists());
 
     // An "editor" that replaces the file with the too-long value.
-    let editor = dir.path().join("editor.sh");
+    use std::os::unix::fs::PermissionsExt;
+    let editor = dir.join("editor.sh");
     std::fs::write(
         &editor,
         format!("#!/bin/sh\ncp {} \"$1\"\n", plain.display()),
     )
     .unwrap();
-    use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&editor, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let before = std::fs::read(dir.path().join("secrets/prod.env.age")).unwrap();
-    refused(
-        with_identity(dir.path(), &identity)
-            .env("EDITOR", &editor)
-            .args(["secrets", "edit", "prod"])
-            .output()
-            .unwrap(),
-        "edit",
-    );
+    let before = std::fs::read(dir.join("secrets/prod.env.age")).unwrap();
+    let mut edit = project.command(["secrets", "edit", "prod"]);
+    edit.env("EDITOR", &editor);
+    refused_over_the_limit(Run::of(edit), "edit");
     assert_eq!(
-        std::fs::read(dir.path().join("secrets/prod.env.age")).unwrap(),
+        std::fs::read(dir.join("secrets/prod.env.age")).unwrap(),
         before
     );
 }
@@ -460,16 +410,15 @@ fn secret_over_the_env_limit_is_refused_at_set_encrypt_and_edit() {
 /// before it runs compose, and nothing is started.
 #[test]
 fn e2e_deploy_with_a_secret_over_the_env_limit_says_why_before_compose() {
-    use crate::e2e::{ready, Setup, Stage};
     if !ready() || !require("age", "encrypt a secrets file") {
         return;
     }
-    let stage = Stage::new(Setup {
-        secrets: true,
-        ..Setup::default()
-    });
-    let plain = stage.path().join("big.env");
-    std::fs::write(&plain, format!("BIG={}\n", value_of_len(ENV_LIMIT))).unwrap();
+    let project = Project::compose(App::compose().secrets());
+    std::fs::write(
+        project.path().join("big.env"),
+        format!("BIG={}\n", value_of_len(ENV_LIMIT)),
+    )
+    .unwrap();
     let out = Command::new("age")
         .args([
             "-a",
@@ -479,7 +428,7 @@ fn e2e_deploy_with_a_secret_over_the_env_limit_says_why_before_compose() {
             "secrets/demo.env.age",
             "big.env",
         ])
-        .current_dir(stage.path())
+        .current_dir(project.path())
         .output()
         .unwrap();
     assert!(
@@ -487,15 +436,17 @@ fn e2e_deploy_with_a_secret_over_the_env_limit_says_why_before_compose() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let (ok, stdout, stderr) = stage.deploy(&["--image", "cutover-demo:v1"]);
-    assert!(!ok, "{stdout}\n{stderr}");
+    let run = project
+        .cutover(["deploy", "--image", "cutover-demo:v1"])
+        .failure();
     assert!(
-        stderr.contains("key `BIG`") && stderr.contains(&format!("limit of {ENV_LIMIT} bytes")),
-        "{stderr}"
+        run.stderr.contains("key `BIG`")
+            && run.stderr.contains(&format!("limit of {ENV_LIMIT} bytes")),
+        "{run}"
     );
-    assert!(!stderr.contains("could not run"), "{stderr}");
-    assert!(!stderr.contains("Zq9Zq9"), "printed the value: {stderr}");
-    assert!(stage.running_services().is_empty(), "nothing may start");
+    assert!(!run.stderr.contains("could not run"), "{run}");
+    assert!(!run.stderr.contains("Zq9Zq9"), "printed the value: {run}");
+    assert!(project.running_services().is_empty(), "nothing may start");
 }
 
 fn mode_of(path: &Path) -> u32 {
@@ -512,32 +463,34 @@ fn mode_of(path: &Path) -> u32 {
 /// Also: the state files are 0600, never world-readable.
 #[test]
 fn e2e_a_torn_history_tail_is_set_aside_and_the_next_deploy_is_recorded() {
-    use crate::e2e::{ready, Setup, Stage};
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup::default());
-    stage.deploy_ok("cutover-demo:v1");
-    let history = stage.path().join(".cutover/history.jsonl");
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let history = project.path().join(".cutover/history.jsonl");
     std::fs::OpenOptions::new()
         .append(true)
         .open(&history)
         .and_then(|mut f| std::io::Write::write_all(&mut f, br#"{"time":"2026"#))
         .unwrap();
-    stage.deploy_ok("cutover-demo:v2");
-    let entries = stage.history();
+    project.deploy_ok("cutover-demo:v2");
+    let entries = project.history();
     assert_eq!(entries.len(), 2, "{entries:?}");
     assert_eq!(entries[0]["image"], "cutover-demo:v1");
     assert_eq!(entries[1]["image"], "cutover-demo:v2");
     assert_eq!(entries[1]["result"], "ok");
-    let text = stage.cutover().arg("history").output().unwrap();
-    let text = String::from_utf8_lossy(&text.stdout);
+    let text = project.cutover(["history"]).success();
     assert!(
-        text.lines().last().unwrap().contains("cutover-demo:v2"),
+        text.stdout
+            .lines()
+            .last()
+            .unwrap()
+            .contains("cutover-demo:v2"),
         "{text}"
     );
 
-    let torn: Vec<PathBuf> = std::fs::read_dir(stage.path().join(".cutover"))
+    let torn: Vec<PathBuf> = std::fs::read_dir(project.path().join(".cutover"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| {
@@ -552,20 +505,20 @@ fn e2e_a_torn_history_tail_is_set_aside_and_the_next_deploy_is_recorded() {
         std::fs::read_to_string(&torn[0]).unwrap(),
         r#"{"time":"2026"#
     );
-    let status = stage.status_json();
+    let status = project.status_json();
     assert_eq!(status["last_deploy"]["image"], "cutover-demo:v2");
-    let problems = status["problems"].to_string();
-    assert!(problems.contains("history.jsonl.torn-"), "{status}");
-    let out = stage.cutover().arg("status").output().unwrap();
     assert!(
-        String::from_utf8_lossy(&out.stdout).contains("history.jsonl.torn-"),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
+        status["problems"]
+            .to_string()
+            .contains("history.jsonl.torn-"),
+        "{status}"
     );
+    let text = project.cutover(["status"]).success();
+    assert!(text.stdout.contains("history.jsonl.torn-"), "{text}");
 
     // State files hold images, users and reasons: owner only.
-    for name in ["state.json", "history.jsonl", "compose.yml"] {
-        let path = stage.path().join(".cutover").join(name);
+    for name in ["state.json", "history.jsonl", "compose.yml", "lock"] {
+        let path = project.path().join(".cutover").join(name);
         assert_eq!(mode_of(&path), 0o600, "{name}");
     }
 }
@@ -574,31 +527,26 @@ fn e2e_a_torn_history_tail_is_set_aside_and_the_next_deploy_is_recorded() {
 /// (which the terminal shows, and which may hold anything the app prints).
 #[test]
 fn e2e_history_keeps_the_reason_but_not_the_apps_log_lines() {
-    use crate::e2e::{ready, Setup, Stage};
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup::default());
-    stage.deploy_ok("cutover-demo:v1");
-    let mut setup = Setup {
-        health_timeout: "60s",
-        restart: "\"no\"",
-        ..Setup::default()
-    };
-    setup.startup_delay_ms = 0;
-    stage.write_config(&setup);
-    let config = stage.path().join("cutover.yml");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("STARTUP_DELAY_MS: \"0\"", "STARTUP_DELAY_MS: \"soon\"");
-    std::fs::write(&config, text).unwrap();
-    let (ok, _, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
-    assert!(!ok);
-    assert!(
-        stderr.contains("cutover-demo-app:"),
-        "the terminal shows the logs: {stderr}"
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    // The demo app refuses a non-numeric delay and exits 2 at once, saying why in its log.
+    project.write_config(
+        &App::compose()
+            .health_timeout("60s")
+            .restart("no")
+            .env("STARTUP_DELAY_MS", "soon"),
     );
-    let last = stage.history().pop().unwrap();
+    let run = project
+        .cutover(["deploy", "--image", "cutover-demo:v2"])
+        .failure();
+    assert!(
+        run.stderr.contains("cutover-demo-app:"),
+        "the terminal shows the logs: {run}"
+    );
+    let last = project.history().pop().unwrap();
     assert_eq!(last["result"], "failed");
     let reason = last["reason"].as_str().expect("a reason");
     assert!(reason.contains("the green container exited"), "{reason}");
@@ -607,7 +555,7 @@ fn e2e_history_keeps_the_reason_but_not_the_apps_log_lines() {
         !reason.contains("cutover-demo-app"),
         "no app log lines: {reason:?}"
     );
-    let raw = std::fs::read_to_string(stage.path().join(".cutover/history.jsonl")).unwrap();
+    let raw = std::fs::read_to_string(project.path().join(".cutover/history.jsonl")).unwrap();
     assert!(!raw.contains("cutover-demo-app"), "{raw}");
 }
 
@@ -626,14 +574,12 @@ fn tag(src: &str, dst: &str) {
 /// repository than `app.image` gets a warning.
 #[test]
 fn e2e_prune_never_removes_another_projects_rollback_image() {
-    use crate::e2e::{ready, Setup, Stage};
     if !ready() {
         return;
     }
     let registry = tempfile::tempdir().unwrap();
-    let prod = Stage::new(Setup::default());
-    let staging = Stage::new(Setup::default());
-    let repo = format!("cutover-shared-{}", prod.project);
+    let prod = Project::compose(App::compose());
+    let repo = format!("cutover-shared-{}", prod.name);
     let (a, b, c) = (
         format!("{repo}:a"),
         format!("{repo}:b"),
@@ -642,29 +588,13 @@ fn e2e_prune_never_removes_another_projects_rollback_image() {
     tag("cutover-demo:v1", &a);
     tag("cutover-demo:v2", &b);
     tag("cutover-demo:v2", &c);
-    for (stage, keep) in [(&prod, 3), (&staging, 1)] {
-        let config = stage.path().join("cutover.yml");
-        let text = std::fs::read_to_string(&config).unwrap().replacen(
-            "  image: cutover-demo\n",
-            &format!("  image: {repo}\n  keep_images: {keep}\n"),
-            1,
-        );
-        std::fs::write(&config, text).unwrap();
-    }
-    let run = |stage: &Stage, args: &[&str]| {
-        let out = stage
-            .cutover()
-            .env("CUTOVER_REGISTRY_DIR", registry.path())
-            .args(args)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(out.status.success(), "cutover {args:?} failed:\n{text}");
-        text
+    prod.write_config(&App::compose().image(&repo));
+    let staging = Project::compose(App::compose().image(&repo));
+    edit_config(&staging, |c| c["app"]["keep_images"] = serde_json::json!(1));
+    let run = |project: &Project, args: &[&str]| {
+        let mut cmd = project.command(args);
+        cmd.env("CUTOVER_REGISTRY_DIR", registry.path());
+        Run::of(cmd).success()
     };
     run(&prod, &["deploy", "--image", &a]);
     run(&prod, &["deploy", "--image", &b]);
@@ -682,21 +612,20 @@ fn e2e_prune_never_removes_another_projects_rollback_image() {
     );
     assert!(cutover::images::exists(&b) && cutover::images::exists(&c));
     run(&prod, &["rollback"]);
-    prod.assert_serving("blue", "v1");
+    assert_eq!(prod.get("/").unwrap().1.trim(), "version=v1 color=blue");
 
     // A deploy from another repository than app.image is allowed, with a warning.
     let said = run(&staging, &["deploy", "--image", "cutover-demo:v1"]);
     assert!(
-        said.contains(&format!(
-            "cutover-demo:v1 is not from app.image's repository {repo}"
+        said.stderr.contains(&format!(
+            "warning: cutover-demo:v1 is not from app.image's repository {repo}"
         )),
         "{said}"
     );
 
     // Once prod is gone (its state dir vanishes), its images are fair game.
     drop(prod);
-    let pruned = run(&staging, &["prune", "--keep", "1", "--json"]);
-    let pruned: serde_json::Value = serde_json::from_str(pruned.lines().next().unwrap()).unwrap();
+    let pruned = run(&staging, &["prune", "--keep", "1", "--json"]).stdout_json();
     assert!(pruned["removed"].to_string().contains(&a), "{pruned}");
     for image in [a, b, c] {
         let _ = Command::new("docker").args(["rmi", &image]).output();
@@ -708,13 +637,12 @@ fn e2e_prune_never_removes_another_projects_rollback_image() {
 /// rebuilds the record from what is observed, with nothing lost on the serving side.
 #[test]
 fn e2e_a_damaged_state_file_is_explained_and_the_next_deploy_rebuilds_it() {
-    use crate::e2e::{ready, Setup, Stage};
     if !ready() {
         return;
     }
-    let stage = Stage::new(Setup::default());
-    stage.deploy_ok("cutover-demo:v1");
-    let state = stage.path().join(".cutover/state.json");
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let state = project.path().join(".cutover/state.json");
     std::fs::write(
         &state,
         "{\n  \"active\": \"blue\",\n  \"images\": {\"blue\": \n",
@@ -725,30 +653,29 @@ fn e2e_a_damaged_state_file_is_explained_and_the_next_deploy_rebuilds_it() {
         &["deploy", "--image", "cutover-demo:v2"],
         &["rollback"],
     ] {
-        let out = stage.cutover().args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{args:?} must refuse");
+        let run = project.cutover(args).failure();
         assert!(
-            stderr.contains(&format!(
+            run.stderr.contains(&format!(
                 "{}:4:1: the deploy record is damaged",
                 state.display()
             )),
-            "{args:?}: {stderr}"
+            "{run}"
         );
         assert!(
-            stderr.contains(&format!("mv {} {}.bad", state.display(), state.display()))
-                && stderr.contains("rebuilds it from what it observes"),
-            "{args:?}: {stderr}"
+            run.stderr
+                .contains(&format!("mv {} {}.bad", state.display(), state.display()))
+                && run.stderr.contains("rebuilds it from what it observes"),
+            "{run}"
         );
     }
-    assert_eq!(stage.get("/").unwrap().1.trim(), "version=v1 color=blue");
-    std::fs::rename(&state, stage.path().join(".cutover/state.json.bad")).unwrap();
-    stage.deploy_ok("cutover-demo:v2");
-    stage.assert_serving("green", "v2");
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    std::fs::rename(&state, project.path().join(".cutover/state.json.bad")).unwrap();
+    project.deploy_ok("cutover-demo:v2");
+    project.assert_serving("green", "v2");
     let record: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
     assert_eq!(record["active"], "green");
     assert_eq!(record["previous_image"], "cutover-demo:v1", "{record}");
-    stage.cutover().arg("rollback").assert().success();
-    stage.assert_serving("blue", "v1");
+    project.cutover(["rollback"]).success();
+    project.assert_serving("blue", "v1");
 }

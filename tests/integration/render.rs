@@ -179,7 +179,7 @@ fn docker_compose_config_accepts_every_rendered_file() {
                 .arg("config")
                 .run()
                 .unwrap_or_else(|e| panic!("{} rejected {name}: {e}", tool.program()));
-            let resolved: serde_json::Value = serde_saphyr::from_str(&result.stdout).unwrap();
+            let resolved = crate::common::yaml_to_json(&result.stdout);
             let services = resolved["services"].as_object().unwrap();
             let app = match *name {
                 "parking" => "backend",

@@ -13,55 +13,31 @@
 //! that is a failure.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use cutover::demo::{http_get, Load};
 
-use crate::common::{cutover, fixture, free_port, require};
+use crate::common::{require, yaml_to_json};
+use crate::project::{App, Project};
 
 // ---- render ------------------------------------------------------------------------------
 
-fn swarm_fixture_project(dir: &Path) -> PathBuf {
-    let root = crate::common::repo_root();
-    std::fs::copy(fixture("configs/good/swarm.yml"), dir.join("cutover.yml")).unwrap();
-    std::fs::create_dir_all(dir.join("secrets")).unwrap();
-    for name in ["recipients.txt", "demo.env.age"] {
-        std::fs::copy(
-            root.join("secrets").join(name),
-            dir.join("secrets").join(name),
-        )
-        .unwrap();
-    }
-    identity_in(dir)
-}
-
-fn identity_in(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let identity = dir.join("identity.txt");
-    std::fs::copy(fixture("secrets/test-identity.txt"), &identity).unwrap();
-    std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
-    identity
-}
-
 #[test]
 fn swarm_render_writes_a_stack_file_that_matches_its_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let identity = swarm_fixture_project(dir.path());
-    let out = cutover(dir.path())
-        .env("CUTOVER_IDENTITY", &identity)
-        .args(["render", "--engine", "swarm", "--out", "out"])
-        .assert()
-        .success();
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let project = Project::fixture("swarm").demo_secrets();
+    let stderr = project
+        .cutover(["render", "--engine", "swarm", "--out", "out"])
+        .success()
+        .stderr;
     // A loopback-bound accessory port would become public on every node: left out, said so.
     assert!(
         stderr.contains("left out `127.0.0.1:3306:3306`"),
         "{stderr}"
     );
-    let stack = std::fs::read_to_string(dir.path().join("out/stack.yml")).unwrap();
+    let stack = std::fs::read_to_string(project.path().join("out/stack.yml")).unwrap();
     insta::with_settings!({ prepend_module_to_snapshot => false }, {
         insta::assert_snapshot!("swarm-stack", stack);
     });
@@ -78,13 +54,13 @@ fn swarm_render_writes_a_stack_file_that_matches_its_snapshot() {
     // Secrets by versioned name, mounted under their key; values appear nowhere.
     assert!(stack.contains("target: \"DB_PASSWORD\""), "{stack}");
     assert!(stack.contains("\"DB_PASSWORD_FILE\": \"/run/secrets/DB_PASSWORD\""));
-    let values = cutover(dir.path())
-        .env("CUTOVER_IDENTITY", &identity)
-        .args(["secrets", "show", "demo", "--json"])
-        .assert()
-        .success();
-    let values: BTreeMap<String, String> =
-        serde_json::from_slice(&values.get_output().stdout).unwrap();
+    let values: BTreeMap<String, String> = serde_json::from_value(
+        project
+            .cutover(["secrets", "show", "demo", "--json"])
+            .success()
+            .stdout_json(),
+    )
+    .unwrap();
     for value in values.values() {
         assert!(!stack.contains(value.as_str()), "a secret value leaked");
     }
@@ -98,14 +74,11 @@ fn swarm_render_is_accepted_by_docker_stack_config() {
     ) {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let identity = swarm_fixture_project(dir.path());
-    cutover(dir.path())
-        .env("CUTOVER_IDENTITY", &identity)
-        .args(["render", "--engine", "swarm", "--out", "out"])
-        .assert()
+    let project = Project::fixture("swarm").demo_secrets();
+    project
+        .cutover(["render", "--engine", "swarm", "--out", "out"])
         .success();
-    let file = dir.path().join("out/stack.yml");
+    let file = project.path().join("out/stack.yml");
     let resolved = match cutover::swarm::stack_config(&file) {
         Ok(text) => text,
         Err(e)
@@ -124,7 +97,7 @@ fn swarm_render_is_accepted_by_docker_stack_config() {
         }
         Err(e) => panic!("docker stack config rejected the stack file: {e}"),
     };
-    let v: serde_yaml::Value = serde_yaml::from_str(&resolved).unwrap();
+    let v = yaml_to_json(&resolved);
     let app = &v["services"]["backend"];
     assert_eq!(app["deploy"]["replicas"].as_u64(), Some(3));
     assert_eq!(app["deploy"]["update_config"]["order"], "start-first");
@@ -132,29 +105,22 @@ fn swarm_render_is_accepted_by_docker_stack_config() {
     assert_eq!(app["deploy"]["rollback_config"]["order"], "start-first");
     assert!(!app["healthcheck"]["test"].is_null());
     assert_eq!(app["secrets"][0]["target"], "DB_PASSWORD");
-    for (name, svc) in v["services"].as_mapping().unwrap() {
+    for (name, svc) in v["services"].as_object().unwrap() {
         assert!(
             !svc["deploy"]["resources"]["limits"]["memory"].is_null(),
             "{name:?} has no memory limit"
         );
     }
     // Every external secret the services use is declared.
-    assert_eq!(v["secrets"].as_mapping().unwrap().len(), 2);
+    assert_eq!(v["secrets"].as_object().unwrap().len(), 2);
 }
 
 #[test]
 fn swarm_render_without_a_swarm_section_says_what_to_add() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(
-        fixture("configs/good/minimal.yml"),
-        dir.path().join("cutover.yml"),
-    )
-    .unwrap();
-    let out = cutover(dir.path())
-        .args(["render", "--engine", "swarm", "--check"])
-        .assert()
-        .code(1);
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    let stderr = Project::fixture("minimal")
+        .cutover(["render", "--engine", "swarm", "--check"])
+        .code(1)
+        .stderr;
     assert!(stderr.contains("no `swarm:` section"), "{stderr}");
 }
 
@@ -316,108 +282,16 @@ fn kernel_without_ipvs() -> Option<String> {
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-struct SwarmStage {
-    dir: tempfile::TempDir,
-    project: String,
-    port: u16,
-    identity: PathBuf,
-    _guard: SwarmGuard,
+/// A swarm project on the shared single-node swarm (`None` when there is none to use).
+fn swarm_project(app: App) -> Option<Project> {
+    let guard = SwarmGuard::acquire()?;
+    Some(Project::swarm(app, guard))
 }
 
-struct SwarmSetup {
-    env: Vec<(&'static str, &'static str)>,
-    health_timeout: &'static str,
-}
-
-impl Default for SwarmSetup {
-    fn default() -> Self {
-        SwarmSetup {
-            env: vec![("STARTUP_DELAY_MS", "300")],
-            health_timeout: "20s",
-        }
-    }
-}
-
-impl SwarmStage {
-    fn new() -> Option<SwarmStage> {
-        let guard = SwarmGuard::acquire()?;
-        let dir = tempfile::tempdir().unwrap();
-        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let root = crate::common::repo_root();
-        std::fs::create_dir_all(dir.path().join("secrets")).unwrap();
-        for name in ["recipients.txt", "demo.env.age"] {
-            std::fs::copy(
-                root.join("secrets").join(name),
-                dir.path().join("secrets").join(name),
-            )
-            .unwrap();
-        }
-        let identity = identity_in(dir.path());
-        let stage = SwarmStage {
-            project: format!("cutover-sw-{}-{n}", std::process::id()),
-            port: free_port(),
-            identity,
-            dir,
-            _guard: guard,
-        };
-        stage.write_config(&SwarmSetup::default());
-        Some(stage)
-    }
-
-    fn path(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn write_config(&self, setup: &SwarmSetup) {
-        let env: String = setup
-            .env
-            .iter()
-            .map(|(k, v)| format!("    {k}: \"{v}\"\n"))
-            .collect();
-        let text = format!(
-            "project: {project}\n\
-             app:\n\
-             \x20 name: web\n\
-             \x20 image: cutover-demo\n\
-             \x20 port: 8080\n\
-             \x20 memory: 64M\n\
-             \x20 environment:\n{env}\
-             \x20 secrets: [secrets/demo.env.age]\n\
-             \x20 health: {{ path: /health, timeout: {timeout}, interval: 1s, command: [CMD, /app, healthcheck] }}\n\
-             \x20 stop_grace: 10s\n\
-             colors: {{ blue: {b}, green: {g} }}\n\
-             swarm: {{ port: {port}, replicas: 2, monitor: 2s, timeout: 120s, resolve_image: never }}\n",
-            project = self.project,
-            timeout = setup.health_timeout,
-            b = free_port(),
-            g = free_port(),
-            port = self.port,
-        );
-        std::fs::write(self.path().join("cutover.yml"), text).unwrap();
-    }
-
-    fn cutover(&self) -> assert_cmd::Command {
-        let mut cmd = cutover(self.path());
-        cmd.env("CUTOVER_IDENTITY", &self.identity);
-        cmd
-    }
-
-    fn deploy(&self, args: &[&str]) -> (bool, String, String) {
-        let out = self
-            .cutover()
-            .args(["deploy", "--engine", "swarm"])
-            .args(args)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
+/// What the swarm e2e tests ask of a project beyond the builder.
+impl Project {
     fn service(&self) -> String {
-        cutover::swarm::service_name(&self.project, "web")
+        cutover::swarm::service_name(&self.name, "web")
     }
 
     /// The docker_gwbridge address of every running task: each task reached directly,
@@ -453,62 +327,9 @@ impl SwarmStage {
             .collect()
     }
 
-    fn history(&self) -> Vec<serde_json::Value> {
-        let out = self
-            .cutover()
-            .args(["history", "--json"])
-            .assert()
-            .success();
-        serde_json::from_slice(&out.get_output().stdout).unwrap()
-    }
-
-    fn secret_value(&self, key: &str) -> String {
-        let out = self
-            .cutover()
-            .args(["secrets", "show", "demo", "--json"])
-            .assert()
-            .success();
-        let map: BTreeMap<String, String> =
-            serde_json::from_slice(&out.get_output().stdout).unwrap();
-        map[key].clone()
-    }
-}
-
-impl Drop for SwarmStage {
-    fn drop(&mut self) {
-        let _ = cutover::swarm::stack_rm(&self.project);
-        // Services go at once; their external secrets can go as soon as no service uses them.
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            let secrets = cutover::swarm::secrets_of(&self.project).unwrap_or_default();
-            for s in &secrets {
-                let _ = cutover::swarm::remove_secret(&s.name);
-            }
-            let left = cutover::swarm::secrets_of(&self.project)
-                .map(|l| l.len())
-                .unwrap_or(0);
-            let services = cutover::swarm::services_of(&self.project)
-                .map(|l| l.len())
-                .unwrap_or(0);
-            if left == 0 && services == 0 {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        // The stack's network goes when its last task container is gone.
-        let net = format!("{}_default", self.project);
-        while Instant::now() < deadline {
-            let out = std::process::Command::new("docker")
-                .args(["network", "inspect", &net])
-                .output();
-            if out.map(|o| !o.status.success()).unwrap_or(true) {
-                break;
-            }
-            let _ = std::process::Command::new("docker")
-                .args(["network", "rm", &net])
-                .output();
-            std::thread::sleep(Duration::from_millis(300));
-        }
+    /// `cutover deploy --engine swarm ARGS`.
+    fn swarm_deploy(&self, args: &[&str]) -> crate::project::Run {
+        self.cutover(["deploy", "--engine", "swarm"].iter().chain(args))
     }
 }
 
@@ -562,29 +383,31 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
     if !swarm_ready() {
         return;
     }
-    let Some(stage) = SwarmStage::new() else {
+    let Some(project) = swarm_project(App::swarm()) else {
         return;
     };
-    let (ok, stdout, stderr) = stage.deploy(&["--image", "cutover-demo:v1"]);
-    assert!(ok, "first deploy failed:\n{stdout}\n{stderr}");
+    let stdout = project
+        .swarm_deploy(&["--image", "cutover-demo:v1"])
+        .success()
+        .stdout;
     assert!(stdout.contains("deployed cutover-demo:v1"), "{stdout}");
-    let answers = stage.ask_tasks("/");
+    let answers = project.ask_tasks("/");
     assert_eq!(answers.len(), 2, "two replicas: {answers:?}");
     assert!(
         answers.iter().all(|a| a.starts_with("version=v1")),
         "{answers:?}"
     );
     // The secret reaches the app as a file, /run/secrets/<KEY>.
-    let db_password = stage.secret_value("DB_PASSWORD");
-    assert!(stage
+    let db_password = project.secret_value("DB_PASSWORD");
+    assert!(project
         .ask_tasks("/env?key=DB_PASSWORD")
         .iter()
         .all(|v| *v == db_password));
-    let mesh = routing_mesh(stage.port);
+    let mesh = routing_mesh(project.port);
 
     // Rolling update v1 → v2 under load; slow requests in flight on the old tasks.
-    let load = mesh.then(|| Load::start(stage.port, Duration::from_secs(300)));
-    let old_tasks = stage.task_addrs();
+    let load = mesh.then(|| Load::start(project.port, Duration::from_secs(300)));
+    let old_tasks = project.task_addrs();
     let slow: Vec<_> = old_tasks
         .iter()
         .map(|ip| {
@@ -593,10 +416,9 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
         })
         .collect();
     let started = Instant::now();
-    let (ok, stdout, stderr) = stage.deploy(&["--image", "cutover-demo:v2", "--json"]);
+    let deployed = project.swarm_deploy(&["--image", "cutover-demo:v2", "--json"]);
     let took = started.elapsed();
-    assert!(ok, "v2 deploy failed:\n{stdout}\n{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let summary = deployed.success().stdout_json();
     assert_eq!(summary["engine"], "swarm");
     assert_eq!(summary["from_image"], "cutover-demo:v1");
     for handle in slow {
@@ -606,7 +428,7 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
             .expect("in-flight request on an old task answered");
         assert_eq!(code, 200, "{body}");
     }
-    let answers = stage.ask_tasks("/");
+    let answers = project.ask_tasks("/");
     assert_eq!(answers.len(), 2, "{answers:?}");
     assert!(
         answers.iter().all(|a| a.starts_with("version=v2")),
@@ -629,20 +451,18 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
     }
 
     // Rotating a secret is a new versioned swarm secret and a rolling update.
-    let before: Vec<String> = cutover::swarm::secrets_of(&stage.project)
+    let before: Vec<String> = cutover::swarm::secrets_of(&project.name)
         .unwrap()
         .into_iter()
         .map(|s| s.name)
         .collect();
-    stage
-        .cutover()
-        .args(["secrets", "set", "demo", "DB_PASSWORD"])
-        .write_stdin("rotated-password-2")
-        .assert()
+    project
+        .cutover_with_stdin(
+            ["secrets", "set", "demo", "DB_PASSWORD"],
+            "rotated-password-2",
+        )
         .success();
-    let (ok, stdout, stderr) = stage.deploy(&["--json"]);
-    assert!(ok, "redeploy after rotation failed:\n{stdout}\n{stderr}");
-    let summary: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let summary = project.swarm_deploy(&["--json"]).success().stdout_json();
     assert_eq!(
         summary["image"], "cutover-demo:v2",
         "redeploys the running image"
@@ -650,30 +470,31 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
     let created = summary["secrets_created"].as_array().unwrap();
     assert_eq!(created.len(), 1, "{summary}");
     assert!(created[0].as_str().unwrap().contains("_DB_PASSWORD_"));
-    assert!(stage
+    assert!(project
         .ask_tasks("/env?key=DB_PASSWORD")
         .iter()
         .all(|v| v == "rotated-password-2"));
     // The old version stays while the previous spec references it (`docker service rollback`),
     // and goes with the next deploy.
     let old_db = before.iter().find(|n| n.contains("_DB_PASSWORD_")).unwrap();
-    let names = |stage: &SwarmStage| -> Vec<String> {
-        cutover::swarm::secrets_of(&stage.project)
+    let names = |project: &Project| -> Vec<String> {
+        cutover::swarm::secrets_of(&project.name)
             .unwrap()
             .into_iter()
             .map(|s| s.name)
             .collect()
     };
-    assert!(names(&stage).contains(old_db));
-    let (ok, stdout, stderr) = stage.deploy(&["--image", "cutover-demo:v1", "--json"]);
-    assert!(ok, "{stdout}\n{stderr}");
+    assert!(names(&project).contains(old_db));
+    project
+        .swarm_deploy(&["--image", "cutover-demo:v1", "--json"])
+        .success();
     assert!(
-        !names(&stage).contains(old_db),
+        !names(&project).contains(old_db),
         "unreferenced version removed"
     );
-    assert_eq!(names(&stage).len(), 2);
+    assert_eq!(names(&project).len(), 2);
 
-    let history = stage.history();
+    let history = project.history();
     assert_eq!(history.len(), 4);
     assert!(history
         .iter()
@@ -688,12 +509,10 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
         steps,
         ["lock", "observe", "secrets", "stack", "rollout", "prune"]
     );
-    let status = stage
-        .cutover()
-        .args(["status", "--engine", "swarm", "--json"])
-        .assert()
-        .success();
-    let status: serde_json::Value = serde_json::from_slice(&status.get_output().stdout).unwrap();
+    let status = project
+        .cutover(["status", "--engine", "swarm", "--json"])
+        .success()
+        .stdout_json();
     assert_eq!(status["services"][0]["image"], "cutover-demo:v1");
     assert_eq!(status["services"][0]["running"], 2);
 }
@@ -703,38 +522,39 @@ fn e2e_swarm_failing_image_is_rolled_back_automatically() {
     if !swarm_ready() {
         return;
     }
-    let Some(stage) = SwarmStage::new() else {
+    let Some(project) = swarm_project(App::swarm()) else {
         return;
     };
-    let (ok, stdout, stderr) = stage.deploy(&["--image", "cutover-demo:v1"]);
-    assert!(ok, "first deploy failed:\n{stdout}\n{stderr}");
-    let mesh = routing_mesh(stage.port);
-    let load = mesh.then(|| Load::start(stage.port, Duration::from_secs(300)));
+    project
+        .swarm_deploy(&["--image", "cutover-demo:v1"])
+        .success();
+    let mesh = routing_mesh(project.port);
+    let load = mesh.then(|| Load::start(project.port, Duration::from_secs(300)));
 
     // v2 whose health check never passes: swarm must roll back on its own.
-    stage.write_config(&SwarmSetup {
-        env: vec![("STARTUP_DELAY_MS", "300"), ("FAIL_HEALTH", "1")],
-        health_timeout: "3s",
-    });
+    project.write_config(&App::swarm().env("FAIL_HEALTH", "1").health_timeout("3s"));
     let started = Instant::now();
-    let (ok, stdout, stderr) = stage.deploy(&["--image", "cutover-demo:v2"]);
+    let failure = project.swarm_deploy(&["--image", "cutover-demo:v2"]);
     assert!(
-        !ok,
-        "a failing image must fail the deploy:\n{stdout}\n{stderr}"
+        !failure.ok(),
+        "a failing image must fail the deploy:\n{failure}"
     );
+    let stderr = &failure.stderr;
     assert!(stderr.contains("swarm rolled the update back"), "{stderr}");
     assert!(stderr.contains("still runs cutover-demo:v1"), "{stderr}");
     eprintln!(
         "failing v2 detected and rolled back in {}",
         cutover::report::duration(started.elapsed())
     );
-    let service = cutover::swarm::service(&stage.service()).unwrap().unwrap();
+    let service = cutover::swarm::service(&project.service())
+        .unwrap()
+        .unwrap();
     assert_eq!(
         cutover::swarm::display_image(&service.image),
         "cutover-demo:v1"
     );
     assert_eq!(service.update.unwrap().state, "rollback_completed");
-    let answers = stage.ask_tasks("/");
+    let answers = project.ask_tasks("/");
     assert_eq!(answers.len(), 2, "{answers:?}");
     assert!(
         answers.iter().all(|a| a.starts_with("version=v1")),
@@ -744,7 +564,7 @@ fn e2e_swarm_failing_image_is_rolled_back_automatically() {
         let tally = load.finish();
         assert_eq!(tally.failed, 0, "{:?}", tally.failures);
     }
-    let last = stage.history().pop().unwrap();
+    let last = project.history().pop().unwrap();
     assert_eq!(last["engine"], "swarm");
     assert_eq!(last["result"], "failed");
     assert!(last["reason"]

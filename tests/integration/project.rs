@@ -1,0 +1,773 @@
+//! The test project builder (in the style of casey/just's `Test`), used by the e2e and swarm
+//! suites: a temp project dir with its own HOME, a cutover.yml written from typed options
+//! ([`App`]), free ports, a compose project name, optionally a local nginx and the demo
+//! secrets with a 0600 identity, and a runner, [`Project::cutover`], whose [`Run`] asserts
+//! the exit status and parses the output. Dropping a project removes what it started:
+//! nginx, containers and networks, or the swarm stack and its secrets.
+//!
+//! ```ignore
+//! let project = Project::compose(App::compose().stop_grace("0s"));
+//! project.cutover(["deploy", "--image", "cutover-demo:v1"]).success();
+//! let failure = project.cutover(["rollback"]).code(1);
+//! project.assert_stderr_snapshot("e2e-rollback-nothing-to-roll-back", &failure);
+//! ```
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::common::{cutover_command, fixture, free_port, json_to_yaml, regex_escape, repo_root};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Which engine the generated cutover.yml targets (and so what Drop removes).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Engine {
+    Compose,
+    Swarm,
+}
+
+/// The options of a generated cutover.yml: the demo app `web` (image `cutover-demo`).
+#[derive(Clone, Debug)]
+pub struct App {
+    pub engine: Engine,
+    pub image: String,
+    /// The app's environment, in order (`STARTUP_DELAY_MS` first).
+    pub env: Vec<(String, String)>,
+    pub memory: String,
+    pub restart: Option<String>,
+    pub health_timeout: String,
+    pub drain: Option<String>,
+    pub stop_grace: String,
+    /// `nginx.probe` (compose only).
+    pub probe: Option<String>,
+    /// The bundled demo secrets (secrets/demo.env.age) and the test identity.
+    pub secrets: bool,
+    /// An accessory `cache` (the demo image) that the app depends on.
+    pub accessory: bool,
+}
+
+impl App {
+    /// Compose blue/green behind nginx: a 1 s startup, a 30 s health gate, 10 s drain.
+    pub fn compose() -> App {
+        App {
+            engine: Engine::Compose,
+            image: "cutover-demo".into(),
+            env: vec![("STARTUP_DELAY_MS".into(), "1000".into())],
+            memory: "64M".into(),
+            restart: Some("on-failure".into()),
+            health_timeout: "30s".into(),
+            drain: Some("10s".into()),
+            stop_grace: "10s".into(),
+            probe: None,
+            secrets: false,
+            accessory: false,
+        }
+    }
+
+    /// A swarm service of two replicas with the demo secrets, gated on `/app healthcheck`.
+    pub fn swarm() -> App {
+        App {
+            engine: Engine::Swarm,
+            env: vec![("STARTUP_DELAY_MS".into(), "300".into())],
+            restart: None,
+            health_timeout: "20s".into(),
+            drain: None,
+            secrets: true,
+            ..App::compose()
+        }
+    }
+
+    /// Sets an environment variable of the app (replacing an earlier value).
+    pub fn env(mut self, key: &str, value: &str) -> App {
+        match self.env.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.into(),
+            None => self.env.push((key.into(), value.into())),
+        }
+        self
+    }
+
+    /// How long the demo app waits before it listens (`STARTUP_DELAY_MS`).
+    pub fn startup_delay_ms(self, ms: u64) -> App {
+        self.env("STARTUP_DELAY_MS", &ms.to_string())
+    }
+
+    pub fn image(mut self, image: &str) -> App {
+        self.image = image.into();
+        self
+    }
+
+    pub fn memory(mut self, memory: &str) -> App {
+        self.memory = memory.into();
+        self
+    }
+
+    pub fn restart(mut self, policy: &str) -> App {
+        self.restart = Some(policy.into());
+        self
+    }
+
+    pub fn health_timeout(mut self, timeout: &str) -> App {
+        self.health_timeout = timeout.into();
+        self
+    }
+
+    pub fn drain(mut self, drain: &str) -> App {
+        self.drain = Some(drain.into());
+        self
+    }
+
+    pub fn stop_grace(mut self, grace: &str) -> App {
+        self.stop_grace = grace.into();
+        self
+    }
+
+    pub fn probe(mut self, url: &str) -> App {
+        self.probe = Some(url.into());
+        self
+    }
+
+    pub fn secrets(mut self) -> App {
+        self.secrets = true;
+        self
+    }
+
+    pub fn accessory(mut self) -> App {
+        self.accessory = true;
+        self
+    }
+}
+
+/// A project in a temp dir: `<root>/project` (the working dir) and `<root>/home` (HOME and
+/// the XDG dirs of every run).
+pub struct Project {
+    root: tempfile::TempDir,
+    /// The compose project / swarm stack name, unique per test.
+    pub name: String,
+    pub blue: u16,
+    pub green: u16,
+    /// The local nginx's port (compose), or the published port (swarm).
+    pub port: u16,
+    engine: Option<Engine>,
+    nginx: Option<cutover::nginx::LocalNginx>,
+    identity: Option<PathBuf>,
+    /// Dropped after the project's own cleanup (e.g. the guard of a shared swarm).
+    held: Vec<Box<dyn std::any::Any>>,
+}
+
+impl Project {
+    /// An empty project dir (no cutover.yml), for commands that need none.
+    pub fn new() -> Project {
+        Project::named("cutover-t")
+    }
+
+    fn named(prefix: &str) -> Project {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("project")).unwrap();
+        std::fs::create_dir_all(root.path().join("home")).unwrap();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        Project {
+            root,
+            name: format!("{prefix}-{}-{n}", std::process::id()),
+            blue: free_port(),
+            green: free_port(),
+            port: free_port(),
+            engine: None,
+            nginx: None,
+            identity: None,
+            held: Vec::new(),
+        }
+    }
+
+    /// `fixtures/configs/good/<name>.yml` as cutover.yml; nothing started.
+    pub fn fixture(name: &str) -> Project {
+        let project = Project::named("cutover-fx");
+        std::fs::copy(
+            fixture(&format!("configs/good/{name}.yml")),
+            project.path().join("cutover.yml"),
+        )
+        .unwrap();
+        project
+    }
+
+    /// A compose project from `app`, with its own nginx (in a temp prefix on a loopback
+    /// port) serving the rendered site.
+    pub fn compose(app: App) -> Project {
+        assert_eq!(app.engine, Engine::Compose);
+        let mut project = Project::named("cutover-e2e");
+        project.engine = Some(Engine::Compose);
+        if app.secrets {
+            project = project.demo_secrets();
+        }
+        project.write_config(&app);
+        // The site and an initial include must exist before nginx starts.
+        project.cutover(["render", "--out", "rendered"]).success();
+        let prefix = project.prefix();
+        std::fs::create_dir_all(&prefix).unwrap();
+        for (rendered, installed) in [
+            ("nginx-site.conf", "site.conf"),
+            ("service-url.inc", "service-url.inc"),
+        ] {
+            std::fs::copy(
+                project.path().join("rendered").join(rendered),
+                prefix.join(installed),
+            )
+            .unwrap();
+        }
+        project.nginx = Some(cutover::nginx::LocalNginx::start(&prefix).expect("start nginx"));
+        project
+    }
+
+    /// A swarm stack from `app`, holding `guard` (the shared swarm) until it is removed.
+    pub fn swarm(app: App, guard: impl std::any::Any) -> Project {
+        assert_eq!(app.engine, Engine::Swarm);
+        let mut project = Project::named("cutover-sw");
+        project.engine = Some(Engine::Swarm);
+        project.held.push(Box::new(guard));
+        if app.secrets {
+            project = project.demo_secrets();
+        }
+        project.write_config(&app);
+        project
+    }
+
+    /// Copies the bundled demo secrets into secrets/ and a 0600 copy of the test identity
+    /// next to the project; every run gets it as CUTOVER_IDENTITY.
+    pub fn demo_secrets(mut self) -> Project {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(self.path().join("secrets")).unwrap();
+        for name in ["recipients.txt", "demo.env.age"] {
+            std::fs::copy(
+                repo_root().join("secrets").join(name),
+                self.path().join("secrets").join(name),
+            )
+            .unwrap();
+        }
+        let identity = self.root.path().join("identity.txt");
+        std::fs::copy(fixture("secrets/test-identity.txt"), &identity).unwrap();
+        std::fs::set_permissions(&identity, std::fs::Permissions::from_mode(0o600)).unwrap();
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The project dir (the working dir of every run).
+    pub fn path(&self) -> PathBuf {
+        self.root.path().join("project")
+    }
+
+    /// HOME of every run; XDG_CACHE_HOME is `home/.cache`, XDG_CONFIG_HOME `home/.config`.
+    pub fn home(&self) -> PathBuf {
+        self.root.path().join("home")
+    }
+
+    /// The local nginx's prefix (compose).
+    pub fn prefix(&self) -> PathBuf {
+        self.path().join("nginx")
+    }
+
+    pub fn identity(&self) -> Option<&Path> {
+        self.identity.as_deref()
+    }
+
+    /// (Re)writes cutover.yml from `app`.
+    pub fn write_config(&self, app: &App) {
+        use serde_json::{json, Map, Value};
+        let environment: Map<String, Value> = app
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect();
+        let mut web = json!({
+            "name": "web",
+            "image": app.image,
+            "port": 8080,
+            "memory": app.memory,
+            "environment": environment,
+            "stop_grace": app.stop_grace,
+        });
+        let mut config = json!({
+            "project": self.name,
+            "colors": { "blue": self.blue, "green": self.green },
+        });
+        if let Some(restart) = &app.restart {
+            web["restart"] = json!(restart);
+        }
+        if let Some(drain) = &app.drain {
+            web["drain"] = json!(drain);
+        }
+        if app.secrets {
+            web["secrets"] = json!(["secrets/demo.env.age"]);
+        }
+        if app.accessory {
+            web["depends_on"] = json!(["cache"]);
+            config["accessories"] = json!({
+                "cache": {
+                    "image": "cutover-demo:v1",
+                    "memory": "32M",
+                    "environment": { "COLOR": "accessory" },
+                },
+            });
+        }
+        match app.engine {
+            Engine::Compose => {
+                web["health"] = json!({ "path": "/health", "timeout": app.health_timeout, "interval": "100ms" });
+                let prefix = self.prefix();
+                let argv = |extra: &[&str]| cutover::nginx::LocalNginx::argv(&prefix, extra);
+                let mut nginx = json!({
+                    "include": prefix.join("service-url.inc"),
+                    "listen": format!("127.0.0.1:{}", self.port),
+                    "test": argv(&["-t"]),
+                    "reload": argv(&["-s", "reload"]),
+                });
+                if let Some(probe) = &app.probe {
+                    nginx["probe"] = json!(probe);
+                }
+                config["nginx"] = nginx;
+            }
+            Engine::Swarm => {
+                web["health"] = json!({
+                    "path": "/health",
+                    "timeout": app.health_timeout,
+                    "interval": "1s",
+                    "command": ["CMD", "/app", "healthcheck"],
+                });
+                config["swarm"] = json!({
+                    "port": self.port,
+                    "replicas": 2,
+                    "monitor": "2s",
+                    "timeout": "120s",
+                    "resolve_image": "never",
+                });
+            }
+        }
+        config["app"] = web;
+        std::fs::write(self.path().join("cutover.yml"), json_to_yaml(&config)).unwrap();
+    }
+
+    /// `cutover ARGS` in the project, isolated, with the identity when the project has one.
+    pub fn command<I, S>(&self, args: I) -> Command
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = cutover_command(&self.path(), &self.home());
+        if let Some(identity) = &self.identity {
+            cmd.env("CUTOVER_IDENTITY", identity);
+        }
+        cmd.args(args).stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs `cutover ARGS` to the end.
+    pub fn cutover<I, S>(&self, args: I) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        Run::of(self.command(args))
+    }
+
+    /// Runs `cutover ARGS` with `stdin` as its standard input.
+    pub fn cutover_with_stdin<I, S>(&self, args: I, stdin: &str) -> Run
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = self.command(args);
+        cmd.stdin(Stdio::piped());
+        Run::with_stdin(cmd, stdin)
+    }
+
+    /// Starts `cutover ARGS` in the background, output captured.
+    pub fn spawn<I, S>(&self, args: I) -> std::process::Child
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cutover")
+    }
+
+    /// `cutover deploy --image IMAGE`, which must succeed.
+    pub fn deploy_ok(&self, image: &str) -> Run {
+        self.cutover(["deploy", "--image", image]).success()
+    }
+
+    /// Waits until the in-progress record names `step`.
+    pub fn wait_for_step(&self, step: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let state = std::fs::read_to_string(self.path().join(".cutover/state.json"))
+                .unwrap_or_default();
+            if state.contains(&format!("\"step\": \"{step}\"")) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "deploy never reached {step}: {state}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The deploy history (`history --json`).
+    pub fn history(&self) -> Vec<serde_json::Value> {
+        serde_json::from_value(self.cutover(["history", "--json"]).success().stdout_json())
+            .expect("history is a list")
+    }
+
+    /// `status --json`.
+    pub fn status_json(&self) -> serde_json::Value {
+        self.cutover(["status", "--json"]).success().stdout_json()
+    }
+
+    /// The nginx include the deploys rewrite (compose).
+    pub fn include(&self) -> String {
+        std::fs::read_to_string(self.prefix().join("service-url.inc")).unwrap()
+    }
+
+    /// `GET path` through the project's port on a new connection: (status, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        cutover::demo::http_get(self.port, path)
+    }
+
+    /// A decrypted value of the demo secrets (`secrets show demo --json`).
+    pub fn secret_value(&self, key: &str) -> String {
+        let values = self
+            .cutover(["secrets", "show", "demo", "--json"])
+            .success()
+            .stdout_json();
+        values[key]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {key} in the demo secrets"))
+            .to_string()
+    }
+
+    /// Asserts a run's full stderr against the snapshot `name`, with what varies between
+    /// runs (temp paths, the project name, ports, durations, times, pids, ids) filtered.
+    pub fn assert_stderr_snapshot(&self, name: &str, run: &Run) {
+        self.assert_stderr_snapshot_with(name, run, &[]);
+    }
+
+    /// [`Project::assert_stderr_snapshot`] with `extra` filters (regex, replacement) first.
+    pub fn assert_stderr_snapshot_with(&self, name: &str, run: &Run, extra: &[(&str, &str)]) {
+        // Colour and line-erase codes (compose v2 prefixes its log lines with ESC[2K).
+        let mut filters: Vec<(String, String)> =
+            vec![(r"\x1b\[[0-9;]*[A-Za-z]".into(), String::new())];
+        filters.extend(
+            extra
+                .iter()
+                .map(|(re, with)| (re.to_string(), with.to_string())),
+        );
+        for path in [
+            self.root.path().to_path_buf(),
+            self.root.path().canonicalize().unwrap(),
+        ] {
+            filters.push((regex_escape(&path.display().to_string()), "[ROOT]".into()));
+        }
+        filters.push((regex_escape(&self.name), "[PROJECT]".into()));
+        for (port, label) in [
+            (self.blue, "[BLUE_PORT]"),
+            (self.green, "[GREEN_PORT]"),
+            (self.port, "[PORT]"),
+        ] {
+            filters.push((format!(r"\b{port}\b"), label.into()));
+        }
+        filters.extend(
+            [
+                // The compose flavour and its version (the suite runs on v1 and v2).
+                (
+                    r"with (?:docker compose|docker-compose) \S+",
+                    "with [COMPOSE]",
+                ),
+                // RFC 3339 times and clock times.
+                (
+                    r"\d{4}-\d\d-\d\d[T ]\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:?\d\d)?",
+                    "[TIME]",
+                ),
+                (r"\b\d\d:\d\d:\d\d\b", "[TIME]"),
+                // Durations as cutover and the demo app print them: 1.2s, 350ms, 2m3s, 80µs.
+                (r"\b\d+(\.\d+)?(ms|µs|us|s|m\d+s)\b", "[DURATION]"),
+                // Step lines align durations in a column whose padding follows their width.
+                (r"(?m)^  ✓ (\S+) +\[DURATION\] +", "  ✓ $1 [DURATION] "),
+                // Progress while waiting is printed on a clock (every 5 s), not per event.
+                (r"(?m)^  … .*\n", ""),
+                (r"\(\d+ polls?\)", "([N] polls)"),
+                (r"\bpid \d+", "pid [PID]"),
+                // The lock holder's user: $USER where set, else the uid.
+                (r" by (?:uid \d+|\S+) \(pid", " by [USER] (pid"),
+                // Container log lines: v1 names containers web-green_1, v2 web-green-1.
+                (r"(?m)^( +)(\S+?)[-_]\d+ +\| ", "$1$2 | "),
+                (r"\b\d{1,3}(\.\d{1,3}){3}:\d{5}\b", "[CLIENT]"),
+                // How many health polls the app logged before the tail depends on timing.
+                (
+                    r"(?m)^ +\S+ \| \[CLIENT\] GET /health \d{3} \[DURATION\]\n?",
+                    "",
+                ),
+                // Container ids.
+                (r"\b[0-9a-f]{12,64}\b", "[ID]"),
+            ]
+            .map(|(re, with)| (re.to_string(), with.to_string())),
+        );
+        let filters: Vec<(&str, &str)> = filters
+            .iter()
+            .map(|(re, with)| (re.as_str(), with.as_str()))
+            .collect();
+        insta::with_settings!({
+            filters => filters,
+            prepend_module_to_snapshot => false,
+            omit_expression => true,
+        }, {
+            insta::assert_snapshot!(name, &run.stderr);
+        });
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if let Some(mut nginx) = self.nginx.take() {
+            nginx.stop();
+        }
+        match self.engine {
+            Some(Engine::Compose) => remove_compose_project(&self.name),
+            Some(Engine::Swarm) => remove_swarm_stack(&self.name),
+            None => {}
+        }
+        // `held` drops after this: a shared swarm is left only once its stacks are gone.
+    }
+}
+
+/// Removes every container of a compose project and its default network.
+fn remove_compose_project(project: &str) {
+    if let Ok(containers) = cutover::compose::containers_of(project) {
+        let ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .arg("rm")
+                .arg("-f")
+                .args(&ids)
+                .output();
+        }
+    }
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("{project}_default")])
+        .output();
+}
+
+/// Removes a swarm stack, its external secrets and its network.
+fn remove_swarm_stack(project: &str) {
+    let _ = cutover::swarm::stack_rm(project);
+    // Services go at once; their external secrets can go as soon as no service uses them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let secrets = cutover::swarm::secrets_of(project).unwrap_or_default();
+        for s in &secrets {
+            let _ = cutover::swarm::remove_secret(&s.name);
+        }
+        let left = cutover::swarm::secrets_of(project)
+            .map(|l| l.len())
+            .unwrap_or(0);
+        let services = cutover::swarm::services_of(project)
+            .map(|l| l.len())
+            .unwrap_or(0);
+        if left == 0 && services == 0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The stack's network goes when its last task container is gone.
+    let net = format!("{project}_default");
+    while Instant::now() < deadline {
+        let out = Command::new("docker")
+            .args(["network", "inspect", &net])
+            .output();
+        if out.map(|o| !o.status.success()).unwrap_or(true) {
+            break;
+        }
+        let _ = Command::new("docker")
+            .args(["network", "rm", &net])
+            .output();
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// A finished run of the binary: its status and output, with assertions that print all of
+/// it when they fail.
+pub struct Run {
+    pub command: String,
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn of(mut cmd: Command) -> Run {
+        let output = cmd.output().expect("run cutover");
+        Run::from_output(&cmd, output)
+    }
+
+    pub fn with_stdin(mut cmd: Command, stdin: &str) -> Run {
+        use std::io::Write;
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn cutover");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let output = child.wait_with_output().unwrap();
+        Run::from_output(&cmd, output)
+    }
+
+    fn from_output(cmd: &Command, output: std::process::Output) -> Run {
+        let words: Vec<String> = cmd
+            .get_args()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        Run {
+            command: format!("cutover {}", words.join(" ")),
+            status: output.status,
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    pub fn ok(&self) -> bool {
+        self.status.success()
+    }
+
+    /// Asserts exit 0.
+    #[track_caller]
+    pub fn success(self) -> Run {
+        assert!(self.ok(), "expected success:\n{self}");
+        self
+    }
+
+    /// Asserts a non-zero exit.
+    #[track_caller]
+    pub fn failure(self) -> Run {
+        assert!(!self.ok(), "expected a failure:\n{self}");
+        self
+    }
+
+    /// Asserts exit `code`.
+    #[track_caller]
+    pub fn code(self, code: i32) -> Run {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "expected exit {code}:\n{self}"
+        );
+        self
+    }
+
+    /// Stdout parsed as JSON.
+    #[track_caller]
+    pub fn stdout_json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}):\n{self}"))
+    }
+}
+
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "$ {} -> {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.command, self.status, self.stdout, self.stderr
+        )
+    }
+}
+
+// ---- the builder's own promise: runs never touch the user's HOME ---------------------------
+
+/// Every file under `dir`, recursively.
+fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[test]
+fn project_runs_cache_compose_detection_under_their_own_home_not_the_callers() {
+    if !crate::common::require("docker", "detect compose (it writes the compose cache)") {
+        return;
+    }
+    let project = Project::fixture("minimal");
+    // Stands in for the user's HOME: what a run would see if isolation missed a variable.
+    let outer = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cutover"));
+    cmd.env("HOME", outer.path())
+        .env("XDG_CACHE_HOME", outer.path().join(".cache"))
+        .env("XDG_CONFIG_HOME", outer.path().join(".config"));
+    crate::common::isolate(&mut cmd, &project.home());
+    cmd.current_dir(project.path())
+        .args(["deploy", "--image", "example/web:1", "--dry-run"]);
+    Run::of(cmd).success();
+    let cache = project.home().join(".cache/cutover/compose-tool.json");
+    assert!(cache.is_file(), "no compose cache at {}", cache.display());
+    assert_eq!(files_under(outer.path()), Vec::<PathBuf>::new());
+    // The project's own runner is isolated the same way.
+    std::fs::remove_file(&cache).unwrap();
+    project
+        .cutover(["deploy", "--image", "example/web:1", "--dry-run"])
+        .success();
+    assert!(cache.is_file());
+}
+
+#[test]
+fn project_runs_keep_docker_config_path_and_ci_of_the_caller() {
+    let project = Project::fixture("minimal");
+    let cmd = project.command(["version"]);
+    let env: std::collections::HashMap<String, Option<String>> = cmd
+        .get_envs()
+        .map(|(k, v)| {
+            (
+                k.to_string_lossy().into_owned(),
+                v.map(|v| v.to_string_lossy().into_owned()),
+            )
+        })
+        .collect();
+    let home = project.home().display().to_string();
+    assert_eq!(env["HOME"].as_deref(), Some(home.as_str()));
+    for (key, sub) in [("XDG_CACHE_HOME", ".cache"), ("XDG_CONFIG_HOME", ".config")] {
+        let want = project.home().join(sub).display().to_string();
+        assert_eq!(env[key].as_deref(), Some(want.as_str()), "{key}");
+    }
+    // Not overridden, so inherited: the caller's choice of compose and CI mode.
+    for key in ["PATH", "CI", "CUTOVER_COMPOSE"] {
+        assert!(!env.contains_key(key), "{key} is overridden: {env:?}");
+    }
+    // DOCKER_CONFIG: the caller's, or the real ~/.docker (not the fake HOME's).
+    match std::env::var_os("DOCKER_CONFIG") {
+        Some(_) => assert!(!env.contains_key("DOCKER_CONFIG"), "{env:?}"),
+        None => {
+            let real = PathBuf::from(std::env::var_os("HOME").unwrap()).join(".docker");
+            assert_eq!(
+                env["DOCKER_CONFIG"].as_deref(),
+                Some(real.display().to_string().as_str())
+            );
+        }
+    }
+}
