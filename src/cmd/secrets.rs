@@ -74,12 +74,9 @@ pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
                 (false, true) => "replaced",
                 (false, false) => "added",
             };
-            let how = match (generate, dropped) {
-                (Some(n), _) => format!(" (generated, {n} characters)"),
-                (None, Some(ending)) => format!(
-                    " (without the one trailing {ending} stdin ended with; send one more to keep a trailing newline)"
-                ),
-                (None, None) => String::new(),
+            let how = match generate {
+                Some(n) => format!(" (generated, {n} characters)"),
+                None => String::new(),
             };
             let verb = if outcome.created_file { "set" } else { what };
             say(&format!(
@@ -91,6 +88,11 @@ pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
                     ""
                 }
             ));
+            if let Some(ending) = dropped {
+                say(&format!(
+                    "note: the value is stdin without the one trailing {ending} it ended with (what echo adds); send one more to keep a value that ends in a newline"
+                ));
+            }
             Ok(ExitCode::SUCCESS)
         }
         SecretsCommand::Unset { name, key } => {
