@@ -135,7 +135,7 @@ pub fn check_tools() -> anyhow::Result<()> {
 /// Makes sure the demo images exist: builds them with the source tree's script when this
 /// binary was built from a checkout, else explains.
 pub fn ensure_images(source_dir: &Path) -> anyhow::Result<bool> {
-    if IMAGES.iter().all(|i| crate::images::exists(i)) {
+    if IMAGES.iter().all(|i| crate::docker::images::exists(i)) {
         return Ok(false);
     }
     let script = source_dir.join("scripts/demo-image.sh");
@@ -197,7 +197,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Removes every container of a compose project and its default network.
 pub fn remove_project(project: &str) {
-    if let Ok(containers) = crate::compose::containers_of(project) {
+    if let Ok(containers) = crate::docker::compose::containers_of(project) {
         let ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
         if !ids.is_empty() {
             let _ = Cmd::new("docker", "remove the demo containers")
@@ -215,4 +215,23 @@ pub fn remove_project(project: &str) {
 /// The directory this binary was built from (for scripts/demo-image.sh).
 pub fn source_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Writes the demo's encrypted secrets and its test-only identity (0600) into the demo
+/// project; returns the identity path.
+pub fn write_secrets(dir: &Path) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+
+    const DEMO_SECRETS: &[u8] = include_bytes!("../secrets/demo.env.age");
+    const DEMO_IDENTITY: &str = include_str!("../fixtures/secrets/test-identity.txt");
+    crate::atomic::write(&dir.join("secrets/demo.env.age"), DEMO_SECRETS, 0o644)?;
+    let identity = dir.join("demo-identity.txt");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&identity)
+        .and_then(|mut f| f.write_all(DEMO_IDENTITY.as_bytes()))
+        .with_context(|| format!("could not write {}", identity.display()))?;
+    Ok(identity)
 }

@@ -67,27 +67,28 @@ impl Prober {
 }
 
 /// What the caller says between two polls.
-pub enum Verdict {
+pub enum Verdict<R> {
     /// Keep polling.
     Continue,
-    /// Stop now with this reason (the container died, the user pressed Ctrl-C).
-    Abort(String),
+    /// Stop now for this reason (the container died, the user pressed Ctrl-C); the caller's
+    /// own type, so it branches on a kind, not on words.
+    Abort(R),
 }
 
 /// Observes a wait: called before every poll with the time spent so far and the last answer.
-pub trait Watch {
-    fn check(&mut self, elapsed: Duration, last: Option<&Answer>) -> Verdict;
+pub trait Watch<R> {
+    fn check(&mut self, elapsed: Duration, last: Option<&Answer>) -> Verdict<R>;
 }
 
-impl<F: FnMut(Duration, Option<&Answer>) -> Verdict> Watch for F {
-    fn check(&mut self, elapsed: Duration, last: Option<&Answer>) -> Verdict {
+impl<R, F: FnMut(Duration, Option<&Answer>) -> Verdict<R>> Watch<R> for F {
+    fn check(&mut self, elapsed: Duration, last: Option<&Answer>) -> Verdict<R> {
         self(elapsed, last)
     }
 }
 
 /// How a wait ended.
 #[derive(Debug)]
-pub enum Outcome {
+pub enum Outcome<R> {
     Passed {
         after: Duration,
         polls: u32,
@@ -98,17 +99,17 @@ pub enum Outcome {
     },
     Aborted {
         after: Duration,
-        reason: String,
+        reason: R,
     },
 }
 
 /// Polls `probe` every `interval` until it returns true or `timeout` passes.
-pub fn wait_until(
+pub fn wait_until<R>(
     mut probe: impl FnMut() -> (bool, Answer),
     interval: Duration,
     timeout: Duration,
-    watch: &mut dyn Watch,
-) -> Outcome {
+    watch: &mut dyn Watch<R>,
+) -> Outcome<R> {
     let start = Instant::now();
     let mut last: Option<Answer> = None;
     let mut polls = 0;
@@ -173,7 +174,7 @@ mod tests {
             },
             Duration::from_millis(10),
             Duration::from_secs(5),
-            &mut |_: Duration, _: Option<&Answer>| Verdict::Continue,
+            &mut |_: Duration, _: Option<&Answer>| Verdict::<()>::Continue,
         );
         assert!(
             matches!(outcome, Outcome::Passed { polls: 2, .. }),
@@ -195,7 +196,7 @@ mod tests {
             || (false, prober.get(&url, None)),
             Duration::from_millis(20),
             Duration::from_millis(150),
-            &mut |_: Duration, _: Option<&Answer>| Verdict::Continue,
+            &mut |_: Duration, _: Option<&Answer>| Verdict::<()>::Continue,
         );
         match outcome {
             Outcome::TimedOut {
@@ -216,14 +217,12 @@ mod tests {
             &mut |_: Duration, _: Option<&Answer>| {
                 calls += 1;
                 if calls == 3 {
-                    Verdict::Abort("container exited".into())
+                    Verdict::Abort("container exited")
                 } else {
                     Verdict::Continue
                 }
             },
         );
-        assert!(
-            matches!(outcome, Outcome::Aborted { ref reason, .. } if reason == "container exited")
-        );
+        assert!(matches!(outcome, Outcome::Aborted { reason, .. } if reason == "container exited"));
     }
 }

@@ -6,8 +6,8 @@
 //! every append the tail is checked: a last line that is unterminated or does not parse is
 //! copied aside to `<log>.torn-<unix time>` (kept for inspection, never deleted by cutover),
 //! then cut off, so every complete entry survives and the new entry is a line of its own.
-//! Readers skip a line that does not parse, and recover an entry glued onto a fragment by an
-//! older cutover.
+//! Readers skip an unterminated last line, recover an entry glued onto a fragment by an older
+//! cutover, and fail on any other line that does not parse.
 
 use std::io::{Read as _, Seek as _, SeekFrom, Write as _};
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
@@ -133,26 +133,45 @@ pub fn torn_files(path: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// Every entry of the log, oldest first; a missing log is empty. A line that does not parse
-/// is skipped, except that an entry glued onto a torn fragment (by a cutover that appended
-/// without checking the tail) is recovered from the first `{` at which the rest parses.
+/// Every entry of the log, oldest first; a missing log is empty. An unterminated last line
+/// that does not parse (a torn tail not yet set aside) is skipped; an entry glued onto a torn
+/// fragment (by a cutover that appended without checking the tail) is recovered from the
+/// first `{` at which the rest parses; any other line that does not parse is an error naming
+/// it, so a damaged log is never read as a shorter one.
 pub fn read<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Vec<T>> {
     let text = match std::fs::read(path) {
         Ok(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
     };
-    Ok(text
+    let lines: Vec<(usize, &str)> = text
         .lines()
-        .filter(|l| !l.trim().is_empty())
-        .filter_map(|line| {
-            serde_json::from_str(line).ok().or_else(|| {
-                line.match_indices('{')
-                    .skip(1)
-                    .find_map(|(i, _)| serde_json::from_str(&line[i..]).ok())
-            })
-        })
-        .collect())
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .collect();
+    let mut entries = Vec::with_capacity(lines.len());
+    for (i, (number, line)) in lines.iter().enumerate() {
+        let parsed = serde_json::from_str(line).or_else(|e| {
+            line.match_indices('{')
+                .skip(1)
+                .find_map(|(at, _)| serde_json::from_str(&line[at..]).ok())
+                .ok_or(e)
+        });
+        match parsed {
+            Ok(entry) => entries.push(entry),
+            Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
+            Err(e) => {
+                return Err(e).with_context(|| {
+                    format!(
+                        "{}:{} is not a cutover history entry (move the file aside to start a new history)",
+                        path.display(),
+                        number + 1
+                    )
+                })
+            }
+        }
+    }
+    Ok(entries)
 }
 
 #[cfg(test)]
@@ -182,12 +201,17 @@ mod tests {
         assert_eq!(torn_files(&log), vec![aside.clone()]);
         let mode = std::fs::metadata(&aside).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        // A terminated line that does not parse counts as torn too.
+        // A terminated last line that does not parse counts as torn too (readers refuse it).
         std::fs::OpenOptions::new()
             .append(true)
             .open(&log)
             .and_then(|mut f| f.write_all(b"garbage\n"))
             .unwrap();
+        let err = format!("{:#}", read::<serde_json::Value>(&log).unwrap_err());
+        assert!(
+            err.contains("history.jsonl:3 is not a cutover history entry"),
+            "{err}"
+        );
         append(&log, r#"{"n":3}"#).unwrap().expect("set aside");
         assert_eq!(lines(&log).len(), 3);
         assert_eq!(torn_files(&log).len(), 2);

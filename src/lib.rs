@@ -1,8 +1,9 @@
 //! cutover: zero-downtime blue/green deploys of a Docker Compose app behind nginx.
 //!
 //! `main.rs` parses the command line and calls [`run`]; `cmd/` turns each subcommand into
-//! calls on the domain modules and owns all printing; the domain modules (config, render,
-//! secrets, compose, nginx, deploy, …) do the work and return values or errors.
+//! calls on the domain modules and owns all printing; the domain modules do the work and
+//! return values or errors: [`engine`] (the compose and swarm deploy engines and what they
+//! share), [`docker`] (typed Docker operations), config, render, secrets, nginx, state, …
 
 #![forbid(unsafe_code)]
 
@@ -14,24 +15,22 @@ pub mod atomic;
 pub mod bootstrap;
 pub mod cli;
 mod cmd;
-pub mod compose;
 pub mod config;
 pub mod demo;
-pub mod deploy;
+pub mod docker;
+pub mod engine;
 pub mod health;
 pub mod host;
-pub mod images;
 pub mod jsonl;
 pub mod nginx;
 pub mod process;
-pub mod prune;
 pub mod registry;
 pub mod render;
 pub mod secrets;
-pub mod stack;
 pub mod state;
-pub mod swarm;
-pub mod swarm_deploy;
+
+/// The paths these modules had before `docker/` existed, for callers outside the crate.
+pub use docker::{compose, images, swarm};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

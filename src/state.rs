@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Color;
+pub use crate::engine::step::{Step, StepTiming};
 
 /// The mode of every file in the state directory.
 pub const FILE_MODE: u32 = 0o600;
@@ -53,8 +54,8 @@ pub struct InProgress {
     pub image: String,
     pub from: Option<Color>,
     pub to: Color,
-    /// The last step reached, e.g. "health", "switch".
-    pub step: String,
+    /// The last step reached, e.g. `health`, `switch`.
+    pub step: Step,
 }
 
 /// Where the state files live.
@@ -206,11 +207,10 @@ impl StateDir {
 pub struct HistoryEntry {
     pub time: String,
     pub user: String,
-    /// `compose` (blue/green behind nginx) or `swarm` (a rolling update); entries written
-    /// before the swarm engine existed have no field and are compose deploys.
-    #[serde(default = "default_engine")]
-    pub engine: String,
-    pub action: String,
+    /// Entries written before the swarm engine existed have no field and are compose deploys.
+    #[serde(default)]
+    pub engine: EngineKind,
+    pub action: Action,
     pub image: String,
     /// The image that ran before (swarm: the service's previous image).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -219,8 +219,7 @@ pub struct HistoryEntry {
     /// The color deployed to; swarm has no colors, so its entries have none.
     #[serde(default)]
     pub to: Option<Color>,
-    /// `ok`, `failed` or `interrupted`.
-    pub result: String,
+    pub result: RunResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub steps: Vec<StepTiming>,
@@ -236,15 +235,54 @@ fn one_line_reason(reason: &str) -> String {
     }
 }
 
-fn default_engine() -> String {
-    "compose".to_string()
+/// Implements `Display` with the serialized name, padded like a `str` (the history table).
+macro_rules! named {
+    ($ty:ident { $($variant:ident => $name:literal),+ $(,)? }) => {
+        impl $ty {
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $($ty::$variant => $name),+
+                }
+            }
+        }
+
+        impl std::fmt::Display for $ty {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.pad(self.as_str())
+            }
+        }
+    };
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StepTiming {
-    pub step: String,
-    pub ms: u64,
+/// Which engine ran a deploy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// Blue/green behind nginx.
+    #[default]
+    Compose,
+    /// A swarm rolling update.
+    Swarm,
 }
+named!(EngineKind { Compose => "compose", Swarm => "swarm" });
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Deploy,
+    Rollback,
+}
+named!(Action { Deploy => "deploy", Rollback => "rollback" });
+
+/// How a deploy attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunResult {
+    Ok,
+    Failed,
+    Interrupted,
+}
+named!(RunResult { Ok => "ok", Failed => "failed", Interrupted => "interrupted" });
 
 /// The user running cutover, for history and lock holders.
 pub fn current_user() -> String {
@@ -332,16 +370,16 @@ mod tests {
         let entry = HistoryEntry {
             time: now_rfc3339(),
             user: "ci".into(),
-            engine: "compose".into(),
-            action: "deploy".into(),
+            engine: EngineKind::Compose,
+            action: Action::Deploy,
             image: "app:v1".into(),
             from_image: None,
             from: None,
             to: Some(Color::Blue),
-            result: "ok".into(),
+            result: RunResult::Ok,
             reason: None,
             steps: vec![StepTiming {
-                step: "up".into(),
+                step: Step::Up,
                 ms: 12,
             }],
             total_ms: 12,
@@ -364,13 +402,13 @@ mod tests {
         let entry = HistoryEntry {
             time: now_rfc3339(),
             user: "ci".into(),
-            engine: "compose".into(),
-            action: "deploy".into(),
+            engine: EngineKind::Compose,
+            action: Action::Deploy,
             image: "app:v1".into(),
             from_image: None,
             from: None,
             to: Some(Color::Blue),
-            result: "failed".into(),
+            result: RunResult::Failed,
             reason: Some("deploy failed: it exited\nlast log lines:\n    password=x".into()),
             steps: Vec::new(),
             total_ms: 1,
@@ -400,10 +438,22 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_line_before_the_last_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        std::fs::write(sd.history_file(), "{\"nope\": 1}\n\n").unwrap();
+        let err = format!("{:#}", sd.history().unwrap_err());
+        assert!(
+            err.contains("history.jsonl:1 is not a cutover history entry"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn history_written_before_engines_reads_as_compose() {
         let line = r#"{"time":"t","user":"u","action":"deploy","image":"a:1","from":null,"to":"blue","result":"ok","steps":[],"total_ms":1}"#;
         let entry: HistoryEntry = serde_json::from_str(line).unwrap();
-        assert_eq!(entry.engine, "compose");
+        assert_eq!(entry.engine, EngineKind::Compose);
         assert_eq!(entry.to, Some(Color::Blue));
     }
 

@@ -72,21 +72,9 @@ fn default_user(os: &str) -> &'static str {
     }
 }
 
-/// Builds the template context for `req`.
-pub fn view(req: &Request) -> anyhow::Result<View> {
-    let os = OsRelease {
-        id: req.os.clone(),
-        pretty_name: req.os.clone(),
-        ..Default::default()
-    };
-    let plan = packages::plan(&os).map_err(anyhow::Error::msg)?;
-    let user = req
-        .user
-        .clone()
-        .unwrap_or_else(|| default_user(&req.os).to_string());
-    let mut notes = Vec::new();
-
-    let swap = match req.swap {
+/// The swap file to create: `--swap SIZE`, or sized for `--ram` with `--swap auto`.
+fn swap_view(req: &Request) -> Option<SwapView> {
+    match req.swap {
         Swap::Off => None,
         Swap::Size(size) => Some(SwapView {
             filename: swap::SWAP_FILE.into(),
@@ -105,7 +93,60 @@ pub fn view(req: &Request) -> anyhow::Result<View> {
                 ),
             })
         }
+    }
+}
+
+/// The nginx site and include files, and the commands that enable them.
+fn nginx_site(
+    req: &Request,
+    files: &mut Vec<FileView>,
+    runcmd: &mut Vec<Vec<String>>,
+    notes: &mut Vec<String>,
+) {
+    match &req.nginx {
+        Some(nginx) => {
+            files.push(FileView {
+                path: nginx.site_path.display().to_string(),
+                permissions: "0644".into(),
+                content: nginx.site.clone(),
+            });
+            files.push(FileView {
+                path: nginx.include_path.display().to_string(),
+                permissions: "0644".into(),
+                content: nginx.include.clone(),
+            });
+            if nginx.catch_all {
+                runcmd.push(sh(format!(
+                    "if [ -L {DEBIAN_DEFAULT_SITE} ]; then rm {DEBIAN_DEFAULT_SITE}; fi"
+                )));
+            }
+            let quote = |argv: &[String]| {
+                argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+            };
+            runcmd.push(sh(format!("{} && {}", quote(&nginx.test), quote(&nginx.reload))));
+        }
+        None => notes.push(
+            "no cutover.yml: no nginx site; run from the project directory (or -C DIR) to include it"
+                .into(),
+        ),
+    }
+}
+
+/// Builds the template context for `req`.
+pub fn view(req: &Request) -> anyhow::Result<View> {
+    let os = OsRelease {
+        id: req.os.clone(),
+        pretty_name: req.os.clone(),
+        ..Default::default()
     };
+    let plan = packages::plan(&os).map_err(anyhow::Error::msg)?;
+    let user = req
+        .user
+        .clone()
+        .unwrap_or_else(|| default_user(&req.os).to_string());
+    let mut notes = Vec::new();
+
+    let swap = swap_view(req);
 
     let mut pkgs: Vec<String> = [Some(plan.docker), plan.compose, Some(plan.nginx)]
         .into_iter()
@@ -142,33 +183,7 @@ pub fn view(req: &Request) -> anyhow::Result<View> {
         "docker".into(),
         user.clone(),
     ]);
-    match &req.nginx {
-        Some(nginx) => {
-            files.push(FileView {
-                path: nginx.site_path.display().to_string(),
-                permissions: "0644".into(),
-                content: nginx.site.clone(),
-            });
-            files.push(FileView {
-                path: nginx.include_path.display().to_string(),
-                permissions: "0644".into(),
-                content: nginx.include.clone(),
-            });
-            if nginx.catch_all {
-                runcmd.push(sh(format!(
-                    "if [ -L {DEBIAN_DEFAULT_SITE} ]; then rm {DEBIAN_DEFAULT_SITE}; fi"
-                )));
-            }
-            let quote = |argv: &[String]| {
-                argv.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
-            };
-            runcmd.push(sh(format!("{} && {}", quote(&nginx.test), quote(&nginx.reload))));
-        }
-        None => notes.push(
-            "no cutover.yml: no nginx site; run from the project directory (or -C DIR) to include it"
-                .into(),
-        ),
-    }
+    nginx_site(req, &mut files, &mut runcmd, &mut notes);
     let identity = req.identity.display().to_string();
     if has_age {
         let dir = req

@@ -9,13 +9,15 @@ use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::cli::DemoArgs;
-use crate::compose::Compose;
 use crate::config;
 use crate::demo::{self, Load, Tally};
-use crate::deploy::{Deployer, Event, Reporter, Request, Summary};
+use crate::docker::compose::Compose;
+use crate::engine::compose::{Deployer, Summary};
+use crate::engine::{Event, Reporter, Request, Step};
 use crate::nginx::LocalNginx;
 use crate::render::Renderer;
 use crate::report::duration;
+use crate::state::Action;
 use crate::Context;
 
 /// Removes the demo's containers and nginx when the demo ends, however it ends.
@@ -44,7 +46,7 @@ impl Drop for Cleanup {
 /// Prints steps like a deploy and fires slow requests as the health gate starts, so they
 /// are in flight on the old color when nginx switches.
 struct DemoReporter {
-    inner: super::deploy::StepPrinter,
+    inner: super::progress::StepPrinter,
     nginx_port: u16,
     slow: Vec<std::thread::JoinHandle<Option<(u16, String)>>>,
     fire_slow: bool,
@@ -52,7 +54,13 @@ struct DemoReporter {
 
 impl Reporter for DemoReporter {
     fn event(&mut self, event: Event) {
-        if let (true, Event::Start { step: "health", .. }) = (self.fire_slow, &event) {
+        if let (
+            true,
+            Event::Start {
+                step: Step::Health, ..
+            },
+        ) = (self.fire_slow, &event)
+        {
             let port = self.nginx_port;
             for _ in 0..3 {
                 self.slow.push(std::thread::spawn(move || {
@@ -61,6 +69,19 @@ impl Reporter for DemoReporter {
             }
         }
         self.inner.event(event);
+    }
+}
+
+impl DemoReporter {
+    /// How many slow requests were fired, and how many got a 200.
+    fn slow_answers(&mut self) -> (usize, usize) {
+        let slow: Vec<_> = self
+            .slow
+            .drain(..)
+            .map(|h| h.join().ok().flatten())
+            .collect();
+        let ok = slow.iter().filter(|a| matches!(a, Some((200, _)))).count();
+        (slow.len(), ok)
     }
 }
 
@@ -77,56 +98,64 @@ struct DemoReport {
     total_ms: u64,
 }
 
-pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
-    let started = Instant::now();
-    let say = |text: &str| {
-        if !args.json && !ctx.quiet() {
-            eprintln!("{text}");
-        }
-    };
-    demo::check_tools()?;
-    say("==> demo images (cutover-demo:v1, cutover-demo:v2)");
-    let built = demo::ensure_images(&demo::source_dir())?;
-    say(if built {
-        "    built from fixtures/demo-app"
-    } else {
-        "    already present"
-    });
+/// The throwaway project a demo deploys: its directory, ports, nginx prefix, secrets
+/// identity and loaded config.
+struct DemoProject {
+    _workdir: Option<tempfile::TempDir>,
+    dir: std::path::PathBuf,
+    project: String,
+    ports: [u16; 3],
+    prefix: std::path::PathBuf,
+    secrets: Option<std::path::PathBuf>,
+    loaded: config::Loaded,
+    renderer: Renderer,
+}
 
-    let workdir = tempfile::Builder::new()
-        .prefix("cutover-demo-")
-        .tempdir()
-        .context("could not create a temp dir for the demo")?;
-    let dir = if args.keep {
-        workdir.keep()
-    } else {
-        workdir.path().to_owned()
-    };
-    let project = format!("cutover-demo-{}", std::process::id());
-    let ports = [demo::free_port()?, demo::free_port()?, demo::free_port()?];
-    let prefix = dir.join("nginx");
-    let secrets = super::write_demo_secrets(&dir)?;
-    let config_path = dir.join("cutover.yml");
-    crate::atomic::write(
-        &config_path,
-        demo::project_config(&project, ports, &prefix, secrets.is_some()).as_bytes(),
-        0o644,
-    )?;
-    let demo_ctx = Context {
-        dir: dir.clone(),
-        config_path: config_path.clone(),
-        identity: secrets.clone(),
-        verbosity: ctx.verbosity,
-    };
-    let loaded = config::load(&config_path, &dir)?;
-    let renderer = Renderer::new(&dir)?;
+impl DemoProject {
+    fn create(keep: bool) -> anyhow::Result<DemoProject> {
+        let workdir = tempfile::Builder::new()
+            .prefix("cutover-demo-")
+            .tempdir()
+            .context("could not create a temp dir for the demo")?;
+        // Without --keep the directory goes when the demo ends: the guard lives as long.
+        let (workdir, dir) = if keep {
+            (None, workdir.keep())
+        } else {
+            let dir = workdir.path().to_owned();
+            (Some(workdir), dir)
+        };
+        let project = format!("cutover-demo-{}", std::process::id());
+        let ports = [demo::free_port()?, demo::free_port()?, demo::free_port()?];
+        let prefix = dir.join("nginx");
+        let secrets = Some(demo::write_secrets(&dir)?);
+        let config_path = dir.join("cutover.yml");
+        crate::atomic::write(
+            &config_path,
+            demo::project_config(&project, ports, &prefix, secrets.is_some()).as_bytes(),
+            0o644,
+        )?;
+        let loaded = config::load(&config_path, &dir)?;
+        let renderer = Renderer::new(&dir)?;
+        Ok(DemoProject {
+            _workdir: workdir,
+            dir,
+            project,
+            ports,
+            prefix,
+            secrets,
+            loaded,
+            renderer,
+        })
+    }
+}
 
-    say(&format!(
-        "==> nginx on 127.0.0.1:{} (prefix {})",
-        ports[2],
-        prefix.display()
-    ));
-    std::fs::create_dir_all(&prefix)?;
+/// The demo nginx's site and the include pointing at blue.
+fn write_nginx_files(
+    prefix: &std::path::Path,
+    renderer: &Renderer,
+    loaded: &config::Loaded,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(prefix)?;
     crate::atomic::write(
         &prefix.join("site.conf"),
         renderer.site(&loaded.config)?.as_bytes(),
@@ -139,6 +168,53 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
             .as_bytes(),
         0o644,
     )?;
+    Ok(())
+}
+
+/// Whether the demo app got the demo secret (asked through nginx, on its test-only route).
+fn secret_reached_app(port: u16) -> bool {
+    matches!(demo::http_get(port, "/env?key=DEMO_SECRET"), Some((200, body)) if !body.trim().is_empty())
+}
+
+/// The demo images, built from fixtures/demo-app when missing.
+fn demo_images(say: &dyn Fn(&str)) -> anyhow::Result<()> {
+    say("==> demo images (cutover-demo:v1, cutover-demo:v2)");
+    let built = demo::ensure_images(&demo::source_dir())?;
+    say(if built {
+        "    built from fixtures/demo-app"
+    } else {
+        "    already present"
+    });
+    Ok(())
+}
+
+pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let say = |text: &str| {
+        if !args.json && !ctx.quiet() {
+            eprintln!("{text}");
+        }
+    };
+    demo::check_tools()?;
+    demo_images(&say)?;
+
+    let DemoProject {
+        _workdir,
+        dir,
+        project,
+        ports,
+        prefix,
+        secrets,
+        loaded,
+        renderer,
+    } = DemoProject::create(args.keep)?;
+    say(&format!(
+        "==> nginx on 127.0.0.1:{} (prefix {})",
+        ports[2],
+        prefix.display()
+    ));
+    write_nginx_files(&prefix, &renderer, &loaded)?;
+    // Set up before nginx starts, so a failed start still removes what the demo made.
     let mut cleanup = Cleanup {
         project: project.clone(),
         nginx: None,
@@ -146,25 +222,25 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
     };
     cleanup.nginx = Some(LocalNginx::start(&prefix)?);
 
-    let (secret_values, secret_keys) = super::decrypt_for_deploy(&demo_ctx, &loaded)?;
+    let env = crate::secrets::deploy_env(secrets.as_deref(), &loaded)?;
     let deployer = Deployer {
         loaded: &loaded,
         compose: Compose::detect_cached()?,
         renderer,
-        secrets: secret_values,
-        secret_keys,
-        interrupted: super::deploy::interrupt_flag()?,
+        secrets: env.values,
+        secret_keys: env.keys,
+        interrupted: super::progress::interrupt_flag()?,
     };
     let request = |image: &str| Request {
         image: Some(image.to_string()),
-        rollback: false,
+        action: Action::Deploy,
         dry_run: false,
         force: false,
         lock_wait: Duration::ZERO,
     };
     let quiet = args.json || ctx.quiet();
     let mut reporter = DemoReporter {
-        inner: super::deploy::StepPrinter::new(quiet),
+        inner: super::progress::StepPrinter::new(quiet),
         nginx_port: ports[2],
         slow: Vec::new(),
         fire_slow: false,
@@ -185,33 +261,26 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
     std::thread::sleep(Duration::from_millis(500));
     let tally = load.finish();
     let second = second?;
-    let slow: Vec<_> = reporter
-        .slow
-        .drain(..)
-        .map(|h| h.join().ok().flatten())
-        .collect();
-    let slow_ok = slow.iter().filter(|a| matches!(a, Some((200, _)))).count();
-    let secret_reached_app = secrets.as_ref().map(|_| {
-        matches!(demo::http_get(ports[2], "/env?key=DEMO_SECRET"), Some((200, body)) if !body.trim().is_empty())
-    });
+    let (slow_requests, slow_ok) = reporter.slow_answers();
 
     let report = DemoReport {
         project: project.clone(),
         nginx: format!("http://127.0.0.1:{}", ports[2]),
-        slow_requests: slow.len(),
+        slow_requests,
         slow_ok,
-        secret_reached_app,
+        secret_reached_app: secrets.as_ref().map(|_| secret_reached_app(ports[2])),
         total_ms: started.elapsed().as_millis() as u64,
         first,
         second,
         load: tally,
     };
-    let clean = report.load.failed == 0 && report.slow_ok == report.slow_requests;
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else if !ctx.quiet() {
         print_report(&report, args.keep, &dir)?;
     }
+    // Clean: no request failed, and every slow one in flight across the switch finished.
+    let clean = report.load.failed == 0 && report.slow_ok == report.slow_requests;
     Ok(if clean {
         ExitCode::SUCCESS
     } else {
@@ -227,13 +296,14 @@ fn print_report(r: &DemoReport, keep: bool, dir: &std::path::Path) -> anyhow::Re
         outln!(
             "  {name}: {} → {} in {}{}",
             s.image,
-            s.to,
+            s.detail.to,
             ms(s.total_ms),
-            s.switch_ms
+            s.detail
+                .switch_ms
                 .map(|m| format!(", nginx served it {} after the health gate", ms(m)))
                 .unwrap_or_default()
         )?;
-        outln!("    {}", super::deploy::steps_line(&s.steps))?;
+        outln!("    {}", super::progress::steps_line(&s.steps))?;
     }
     outln!()?;
     outln!("requests through nginx during deploy 2 (one connection per request)")?;

@@ -1,128 +1,22 @@
-//! `deploy`, `rollback`, `status`, `history`, `prune`: the command layer over `deploy`.
-//!
-//! Step lines go to stderr (a spinner while waiting on a terminal, plain lines otherwise, as
-//! in CI logs); results go to stdout, as JSON with `--json`.
+//! `deploy`, `rollback`, `status`, `history`, `prune`: the command layer over the compose
+//! engine (`engine::compose`). Step lines go to stderr (`progress`); results go to stdout, as
+//! JSON with `--json`.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use serde::Serialize;
 
+use super::progress::{self, interrupt_flag, lock_wait, steps_line, StepPrinter};
 use crate::cli::{DeployCommon, HistoryArgs, PruneArgs};
-use crate::compose::Compose;
-use crate::config::{self, Color};
-use crate::deploy::{self, Deployer, Event, Reporter, Request};
-use crate::health::{Answer, Prober};
+use crate::config;
+use crate::docker::compose::Compose;
+use crate::engine::compose::{self as engine, Deployer};
+use crate::engine::Request;
 use crate::render::Renderer;
 use crate::report::duration;
-use crate::state::StateDir;
+use crate::state::{Action, EngineKind, StateDir};
 use crate::Context;
-
-/// Prints deploy events as step lines.
-pub struct StepPrinter {
-    quiet: bool,
-    spinner: Option<indicatif::ProgressBar>,
-    tty: bool,
-    last_wait_line: Option<Instant>,
-}
-
-impl StepPrinter {
-    pub fn new(quiet: bool) -> Self {
-        StepPrinter {
-            quiet,
-            spinner: None,
-            tty: std::io::stderr().is_terminal(),
-            last_wait_line: None,
-        }
-    }
-
-    pub fn clear_spinner(&mut self) {
-        if let Some(sp) = self.spinner.take() {
-            sp.finish_and_clear();
-        }
-    }
-}
-
-impl Reporter for StepPrinter {
-    fn event(&mut self, event: Event) {
-        if self.quiet {
-            return;
-        }
-        match event {
-            Event::Start { .. } => {}
-            Event::Done { step, took, detail } => {
-                self.clear_spinner();
-                self.last_wait_line = None;
-                eprintln!("  ✓ {step:<12} {:>7}  {detail}", duration(took));
-            }
-            Event::Waiting {
-                step,
-                elapsed,
-                limit,
-                last,
-            } => {
-                let line = format!(
-                    "{step}: waiting {} of {}{}",
-                    duration(elapsed),
-                    duration(limit),
-                    if last.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" (last: {last})")
-                    }
-                );
-                if self.tty {
-                    let sp = self.spinner.get_or_insert_with(|| {
-                        let sp = indicatif::ProgressBar::new_spinner();
-                        sp.enable_steady_tick(Duration::from_millis(100));
-                        sp
-                    });
-                    sp.set_message(line);
-                } else if self
-                    .last_wait_line
-                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(5))
-                {
-                    // Plain logs get a line every 5 s, not one per poll.
-                    self.last_wait_line = Some(Instant::now());
-                    eprintln!("  … {line}");
-                }
-            }
-            Event::Note(text) => {
-                self.clear_spinner();
-                eprintln!("  ! {text}");
-            }
-        }
-    }
-}
-
-/// `--lock-wait 30s` as a duration; absent means fail at once when another deploy runs.
-pub fn lock_wait(common: &DeployCommon) -> anyhow::Result<Duration> {
-    Ok(common.lock_wait.unwrap_or(Duration::ZERO))
-}
-
-/// `lock 1ms · observe 84ms · up 680ms · …`: a deploy's steps with their durations.
-pub fn steps_line(steps: &[crate::state::StepTiming]) -> String {
-    steps
-        .iter()
-        .map(|s| format!("{} {}", s.step, duration(Duration::from_millis(s.ms))))
-        .collect::<Vec<_>>()
-        .join(" · ")
-}
-
-/// SIGINT/SIGTERM set a flag instead of killing cutover mid-step; the deploy decides what a
-/// consistent stop is.
-pub fn interrupt_flag() -> anyhow::Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, flag.clone())
-            .context("could not install signal handlers")?;
-    }
-    Ok(flag)
-}
 
 pub fn run_deploy(
     ctx: &Context,
@@ -142,8 +36,8 @@ pub fn run_deploy(
     }
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
-    let (secrets, secret_keys) = super::decrypt_for_deploy(ctx, &loaded)?;
-    crate::secrets::check_env_sizes(secrets.iter().map(|(k, v)| (k.as_str(), v)))
+    let env = crate::secrets::deploy_env(ctx.identity.as_deref(), &loaded)?;
+    crate::secrets::check_env_sizes(env.values.iter().map(|(k, v)| (k.as_str(), v)))
         .context("cannot deploy: the secrets reach compose as its process environment")?;
     let secrets_took = secrets_started.elapsed();
     let compose = Compose::detect_cached()?;
@@ -151,13 +45,17 @@ pub fn run_deploy(
         loaded: &loaded,
         compose,
         renderer: Renderer::new(&ctx.dir)?,
-        secrets,
-        secret_keys,
+        secrets: env.values,
+        secret_keys: env.keys,
         interrupted: interrupt_flag()?,
     };
     let request = Request {
         image,
-        rollback,
+        action: if rollback {
+            Action::Rollback
+        } else {
+            Action::Deploy
+        },
         dry_run: common.dry_run,
         force: common.force,
         lock_wait,
@@ -181,12 +79,7 @@ pub fn run_deploy(
                 ""
             }
         );
-        eprintln!(
-            "  ✓ {:<12} {:>7}  {} keys",
-            "secrets",
-            duration(secrets_took),
-            deployer.secrets.len()
-        );
+        progress::decrypt_line(secrets_took, deployer.secrets.len());
     }
     match deployer.run(&request, &mut printer) {
         Ok(summary) => {
@@ -198,7 +91,7 @@ pub fn run_deploy(
                     "plan: {} {} to {}",
                     summary.action,
                     summary.image,
-                    summary.to
+                    summary.detail.to
                 )?;
                 for line in &summary.plan {
                     outln!("  {line}")?;
@@ -215,9 +108,10 @@ pub fn run_deploy(
                         "deployed"
                     },
                     summary.image,
-                    summary.to,
+                    summary.detail.to,
                     duration(Duration::from_millis(summary.total_ms)),
                     summary
+                        .detail
                         .switch_ms
                         .map(|ms| format!(
                             " (nginx served it {} after the health gate passed)",
@@ -231,105 +125,14 @@ pub fn run_deploy(
         }
         Err(err) => {
             printer.clear_spinner();
-            failed(err, common.json, "compose")
+            progress::failed(err, common.json, EngineKind::Compose)
         }
     }
 }
 
-/// The end of a failed deploy on either engine: a JSON verdict for scripts, and exit 130
-/// (after printing the error chain) when it was interrupted before its switch.
-pub fn failed(err: anyhow::Error, json: bool, engine: &str) -> anyhow::Result<ExitCode> {
-    let interrupted = err
-        .downcast_ref::<deploy::Failed>()
-        .is_some_and(|f| f.interrupted);
-    if json {
-        let result = if interrupted { "interrupted" } else { "failed" };
-        outln!(
-            "{}",
-            serde_json::json!({ "engine": engine, "result": result, "error": format!("{err:#}") })
-        )?;
-    }
-    if interrupted {
-        eprintln!("{}", crate::report::error_chain(&err));
-        return Ok(ExitCode::from(130));
-    }
-    Err(err)
-}
-
-#[derive(Serialize)]
-struct ColorStatus {
-    color: Color,
-    service: String,
-    port: u16,
-    active: bool,
-    container: Option<String>,
-    image: Option<String>,
-    health: String,
-}
-
-#[derive(Serialize)]
-struct StatusReport {
-    project: String,
-    active: Option<Color>,
-    nginx_points_at: Option<Color>,
-    colors: Vec<ColorStatus>,
-    accessories: Vec<crate::compose::Container>,
-    last_deploy: Option<crate::state::HistoryEntry>,
-    problems: Vec<String>,
-}
-
 pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
-    let observed = deploy::observe(&loaded)?;
-    let active = observed.active();
-    let prober = Prober::new(Duration::from_secs(1));
-    let colors: Vec<ColorStatus> = Color::ALL
-        .into_iter()
-        .map(|color| {
-            let service = loaded.config.service(color);
-            let container = observed.containers.iter().find(|c| c.service == service);
-            let health = match container {
-                Some(c) if c.running() => {
-                    match prober.get(&deploy::health_url(&loaded, color), None) {
-                        Answer::Status { code, .. } if code == loaded.config.app.health.status => {
-                            "healthy".to_string()
-                        }
-                        other => format!("unhealthy ({})", other.describe()),
-                    }
-                }
-                Some(c) => format!("not running ({})", c.state),
-                None => "no container".to_string(),
-            };
-            ColorStatus {
-                color,
-                port: loaded.config.colors.port(color),
-                active: active == Some(color),
-                container: container.map(|c| c.state.clone()),
-                image: observed.image_of(&loaded, color),
-                health,
-                service,
-            }
-        })
-        .collect();
-    let accessories = observed
-        .containers
-        .iter()
-        .filter(|c| loaded.config.color_of_service(&c.service).is_none())
-        .cloned()
-        .collect();
-    let report = StatusReport {
-        project: loaded.config.project.to_string(),
-        active,
-        nginx_points_at: observed.nginx_color,
-        colors,
-        accessories,
-        last_deploy: StateDir::new(loaded.state_dir()).history()?.pop(),
-        problems: observed
-            .disagreements()
-            .into_iter()
-            .chain(torn_history_problems(&StateDir::new(loaded.state_dir())))
-            .collect(),
-    };
+    let report = engine::status::status(&loaded)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(ExitCode::SUCCESS);
@@ -376,20 +179,6 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One problem line per torn history tail that was set aside (kept for inspection).
-fn torn_history_problems(state_dir: &StateDir) -> Vec<String> {
-    state_dir
-        .torn_history()
-        .into_iter()
-        .map(|path| {
-            format!(
-                "{} holds a torn last line of the history (a crash or a full disk mid-append), set aside so later entries stay readable; inspect it, then delete it",
-                path.display()
-            )
-        })
-        .collect()
-}
-
 pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
     let mut entries = StateDir::new(loaded.state_dir()).history()?;
@@ -414,7 +203,7 @@ pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode>
             .map(|s| format!("{} {}ms", s.step, s.ms))
             .collect();
         // Swarm has no colors: its entries show the engine where compose shows from → to.
-        let (from, to) = if e.engine == "swarm" {
+        let (from, to) = if e.engine == EngineKind::Swarm {
             ("swarm".to_string(), "rolling".to_string())
         } else {
             (
@@ -442,15 +231,14 @@ pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode>
 
 pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
-    let state_dir = StateDir::new(loaded.state_dir());
-    let recorded = state_dir.load()?;
-    let repo = crate::images::repository(&loaded.config.app.image).to_string();
-    let pruned = crate::prune::prune(&repo, args.keep, &recorded, args.dry_run).with_context(
-        || format!("pruned nothing in {repo}: every image another project or container might need must be known first"),
-    )?;
-    let (removed, kept) = (&pruned.removed, &pruned.kept_with_errors);
+    let report = engine::prune::prune(&loaded, args.keep, args.dry_run)?;
+    let (repo, removed, kept) = (
+        &report.repository,
+        &report.removed,
+        &report.kept_with_errors,
+    );
     if args.json {
-        outln!("{}", serde_json::to_string(&pruned)?)?;
+        outln!("{}", serde_json::to_string(&report)?)?;
     } else {
         let verb = if args.dry_run {
             "would remove"

@@ -29,7 +29,7 @@ pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
     }
     let plan = Plan {
         images,
-        secret_keys: super::secret_keys(ctx, &loaded)?,
+        secret_keys: crate::secrets::secret_keys(ctx.identity.as_deref(), &loaded)?,
     };
     let renderer = Renderer::new(&ctx.dir)?;
     let files = Files {
@@ -86,27 +86,31 @@ fn run_stack(
     loaded: &config::Loaded,
     args: &RenderArgs,
 ) -> anyhow::Result<ExitCode> {
-    let (secrets, secret_keys) = super::decrypt_for_deploy(ctx, loaded)?;
+    let crate::secrets::DeployEnv {
+        values: secrets,
+        keys: secret_keys,
+    } = crate::secrets::deploy_env(ctx.identity.as_deref(), loaded)?;
     let project = loaded.config.project.to_string();
     // The image: --image, else what the service runs (when this engine is a swarm manager),
     // else the config's repository.
     let image = match &args.image {
         Some(image) => image.clone(),
-        None => crate::swarm::service(&crate::swarm::service_name(
+        None => crate::docker::swarm::service(&crate::docker::swarm::service_name(
             &project,
             loaded.config.app.name.as_str(),
         ))
         .ok()
         .flatten()
-        .map(|s| crate::swarm::display_image(&s.image).to_string())
+        .map(|s| crate::docker::swarm::display_image(&s.image).to_string())
         .unwrap_or_else(|| loaded.config.default_image()),
     };
-    let plan = crate::stack::StackPlan {
+    let plan = crate::engine::swarm::stack::StackPlan {
         image,
-        secret_names: crate::swarm_deploy::secret_names(&project, &secrets),
+        secret_names: crate::engine::swarm::secret_names(&project, &secrets),
         secret_keys,
     };
-    let rendered = crate::stack::render(&Renderer::new(&ctx.dir)?, &loaded.config, &plan)?;
+    let rendered =
+        crate::engine::swarm::stack::render(&Renderer::new(&ctx.dir)?, &loaded.config, &plan)?;
     config::check_yaml(&rendered.text)
         .context("the rendered stack file is not valid YAML (check templates/stack.yml.j2)")?;
     if !ctx.quiet() {

@@ -30,71 +30,14 @@ pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
             name,
             rm,
             force,
-        } => {
-            let name = match name {
-                Some(name) => name,
-                None => secrets::default_name(&file).with_context(|| {
-                    format!(
-                        "cannot derive a secrets name from {}; pass --name NAME",
-                        file.display()
-                    )
-                })?,
-            };
-            let (dest, count) = secrets::encrypt_file(&ctx.dir, &file, &name, force)
-                .with_context(|| format!("failed to encrypt {}", file.display()))?;
-            say(&format!(
-                "encrypted {} ({count} keys) to {}",
-                file.display(),
-                rel(ctx, &dest)
-            ));
-            if rm {
-                std::fs::remove_file(&file)
-                    .with_context(|| format!("failed to remove {}", file.display()))?;
-                say(&format!("removed the plaintext {}", file.display()));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => encrypt(ctx, &file, name, rm, force, &say),
         SecretsCommand::Show { name, keys, json } => show(ctx, &name, keys, json),
         SecretsCommand::Edit { name } => edit(ctx, &name, &say),
         SecretsCommand::Set {
             name,
             key,
             generate,
-        } => {
-            let identities = identity(ctx)?;
-            let (value, dropped) = match generate {
-                Some(0) => bail!("--generate needs a length of at least 1"),
-                Some(n) => (generated(n), None),
-                None => read_value_from_stdin(&key)?,
-            };
-            let outcome = secrets::set_key(&ctx.dir, &name, &key, &value, &identities)
-                .with_context(|| format!("failed to set {key} in secrets `{name}`"))?;
-            let what = match (outcome.created_file, outcome.replaced) {
-                (true, _) => "created",
-                (false, true) => "replaced",
-                (false, false) => "added",
-            };
-            let how = match generate {
-                Some(n) => format!(" (generated, {n} characters)"),
-                None => String::new(),
-            };
-            let verb = if outcome.created_file { "set" } else { what };
-            say(&format!(
-                "{verb} {key}{how} in {}{}",
-                rel(ctx, &outcome.path),
-                if outcome.created_file {
-                    " (new file)"
-                } else {
-                    ""
-                }
-            ));
-            if let Some(ending) = dropped {
-                say(&format!(
-                    "note: the value is stdin without the one trailing {ending} it ended with (what echo adds); send one more to keep a value that ends in a newline"
-                ));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        } => set(ctx, &name, &key, generate, &say),
         SecretsCommand::Unset { name, key } => {
             let identities = identity(ctx)?;
             let path = secrets::unset_key(&ctx.dir, &name, &key, &identities)
@@ -117,36 +60,117 @@ pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
             ));
             Ok(ExitCode::SUCCESS)
         }
-        SecretsCommand::RotateIdentity { out } => {
-            let old = identity(ctx)?;
-            let out = match out {
-                Some(out) => out,
-                None => default_identity_path()?,
-            };
-            let rotation = secrets::rotate_identity(&ctx.dir, &old, &out)
-                .context("failed to rotate the identity; nothing was changed")?;
-            say(&format!(
-                "wrote the new identity to {} (0600)",
-                rotation.identity_path.display()
-            ));
-            if let Some(backup) = &rotation.old_identity_backup {
-                say(&format!(
-                    "kept the old identity as {} (it still reads files in git history; delete \
-                     it when you no longer need them)",
-                    backup.display()
-                ));
-            }
-            for file in &rotation.files {
-                say(&format!("rekeyed {}", rel(ctx, file)));
-            }
-            for key in &rotation.retired {
-                say(&format!("retired recipient {key}"));
-            }
-            outln!("{}", rotation.new_public_key)?;
-            Ok(ExitCode::SUCCESS)
-        }
+        SecretsCommand::RotateIdentity { out } => rotate_identity(ctx, out, &say),
         SecretsCommand::Exec { names, command } => exec(ctx, &names, &command),
     }
+}
+
+fn encrypt(
+    ctx: &Context,
+    file: &std::path::Path,
+    name: Option<String>,
+    rm: bool,
+    force: bool,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<ExitCode> {
+    let name = match name {
+        Some(name) => name,
+        None => secrets::default_name(file).with_context(|| {
+            format!(
+                "cannot derive a secrets name from {}; pass --name NAME",
+                file.display()
+            )
+        })?,
+    };
+    let (dest, count) = secrets::encrypt_file(&ctx.dir, file, &name, force)
+        .with_context(|| format!("failed to encrypt {}", file.display()))?;
+    say(&format!(
+        "encrypted {} ({count} keys) to {}",
+        file.display(),
+        rel(ctx, &dest)
+    ));
+    if rm {
+        std::fs::remove_file(file)
+            .with_context(|| format!("failed to remove {}", file.display()))?;
+        say(&format!("removed the plaintext {}", file.display()));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn set(
+    ctx: &Context,
+    name: &str,
+    key: &str,
+    generate: Option<usize>,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<ExitCode> {
+    let identities = identity(ctx)?;
+    let (value, dropped) = match generate {
+        Some(0) => bail!("--generate needs a length of at least 1"),
+        Some(n) => (generated(n), None),
+        None => read_value_from_stdin(key)?,
+    };
+    let outcome = secrets::set_key(&ctx.dir, name, key, &value, &identities)
+        .with_context(|| format!("failed to set {key} in secrets `{name}`"))?;
+    let what = match (outcome.created_file, outcome.replaced) {
+        (true, _) => "created",
+        (false, true) => "replaced",
+        (false, false) => "added",
+    };
+    let how = match generate {
+        Some(n) => format!(" (generated, {n} characters)"),
+        None => String::new(),
+    };
+    let verb = if outcome.created_file { "set" } else { what };
+    say(&format!(
+        "{verb} {key}{how} in {}{}",
+        rel(ctx, &outcome.path),
+        if outcome.created_file {
+            " (new file)"
+        } else {
+            ""
+        }
+    ));
+    if let Some(ending) = dropped {
+        say(&format!(
+            "note: the value is stdin without the one trailing {ending} it ended with (what echo adds); send one more to keep a value that ends in a newline"
+        ));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `secrets rotate-identity`: the new public key on stdout, what changed on stderr.
+fn rotate_identity(
+    ctx: &Context,
+    out: Option<std::path::PathBuf>,
+    say: &dyn Fn(&str),
+) -> anyhow::Result<ExitCode> {
+    let old = identity(ctx)?;
+    let out = match out {
+        Some(out) => out,
+        None => default_identity_path()?,
+    };
+    let rotation = secrets::rotate_identity(&ctx.dir, &old, &out)
+        .context("failed to rotate the identity; nothing was changed")?;
+    say(&format!(
+        "wrote the new identity to {} (0600)",
+        rotation.identity_path.display()
+    ));
+    if let Some(backup) = &rotation.old_identity_backup {
+        say(&format!(
+            "kept the old identity as {} (it still reads files in git history; delete \
+             it when you no longer need them)",
+            backup.display()
+        ));
+    }
+    for file in &rotation.files {
+        say(&format!("rekeyed {}", rel(ctx, file)));
+    }
+    for key in &rotation.retired {
+        say(&format!("retired recipient {key}"));
+    }
+    outln!("{}", rotation.new_public_key)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn identity(ctx: &Context) -> anyhow::Result<secrets::Identities> {

@@ -1,20 +1,18 @@
 //! `deploy --engine swarm` and `status --engine swarm`: the command layer over
-//! `swarm_deploy` and `swarm`, printing as the compose engine's commands do (step lines on
+//! `engine::swarm` and `docker::swarm`, printing as the compose engine's commands do (step lines on
 //! stderr, results on stdout, JSON with `--json`).
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
-use super::deploy::{interrupt_flag, StepPrinter};
+use super::progress::{self, interrupt_flag, StepPrinter};
 use crate::cli::DeployCommon;
 use crate::config;
+use crate::engine::swarm::SwarmDeployer;
+use crate::engine::Request;
 use crate::render::Renderer;
 use crate::report::duration;
-use crate::state::StateDir;
-use crate::swarm;
-use crate::swarm_deploy::{Request, SwarmDeployer};
+use crate::state::{Action, EngineKind};
 use crate::Context;
 
 pub fn run_deploy(
@@ -26,16 +24,16 @@ pub fn run_deploy(
     if common.force {
         anyhow::bail!("--force applies to the compose engine's memory budget; swarm schedules tasks by their memory limits itself");
     }
-    let lock_wait = super::deploy::lock_wait(&common)?;
+    let lock_wait = progress::lock_wait(&common)?;
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
-    let (secrets, secret_keys) = super::decrypt_for_deploy(ctx, &loaded)?;
+    let env = crate::secrets::deploy_env(ctx.identity.as_deref(), &loaded)?;
     let secrets_took = secrets_started.elapsed();
     let deployer = SwarmDeployer {
         loaded: &loaded,
         renderer: Renderer::new(&ctx.dir)?,
-        secrets,
-        secret_keys,
+        secrets: env.values,
+        secret_keys: env.keys,
         interrupted: interrupt_flag()?,
     };
     let quiet = ctx.quiet() || common.json;
@@ -51,16 +49,13 @@ pub fn run_deploy(
                 ""
             }
         );
-        eprintln!(
-            "  ✓ {:<12} {:>7}  {} keys",
-            "decrypt",
-            duration(secrets_took),
-            deployer.secrets.len()
-        );
+        progress::decrypt_line(secrets_took, deployer.secrets.len());
     }
     let request = Request {
         image,
+        action: Action::Deploy,
         dry_run: common.dry_run,
+        force: false,
         lock_wait,
     };
     match deployer.run(&request, &mut printer) {
@@ -72,7 +67,7 @@ pub fn run_deploy(
                 outln!(
                     "plan: swarm deploy {} as {}",
                     summary.image,
-                    summary.service
+                    summary.detail.service
                 )?;
                 for line in &summary.plan {
                     outln!("  {line}")?;
@@ -84,95 +79,29 @@ pub fn run_deploy(
                 outln!(
                     "deployed {} to {} ({} replicas) in {}{}",
                     summary.image,
-                    summary.service,
-                    summary.replicas,
+                    summary.detail.service,
+                    summary.detail.replicas,
                     duration(Duration::from_millis(summary.total_ms)),
                     summary
+                        .detail
                         .rollout_ms
                         .map(|ms| format!(" (rollout {})", duration(Duration::from_millis(ms))))
                         .unwrap_or_default()
                 )?;
-                outln!("  {}", super::deploy::steps_line(&summary.steps))?;
+                outln!("  {}", progress::steps_line(&summary.steps))?;
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
             printer.clear_spinner();
-            super::deploy::failed(err, common.json, "swarm")
+            progress::failed(err, common.json, EngineKind::Swarm)
         }
     }
 }
 
-#[derive(Serialize)]
-struct ServiceStatus {
-    name: String,
-    image: String,
-    replicas: Option<u64>,
-    running: usize,
-    update: Option<swarm::UpdateStatus>,
-    tasks: Vec<TaskStatus>,
-}
-
-#[derive(Serialize)]
-struct TaskStatus {
-    slot: u64,
-    state: String,
-    desired: String,
-    image: String,
-    error: String,
-}
-
-#[derive(Serialize)]
-struct StatusReport {
-    engine: &'static str,
-    stack: String,
-    services: Vec<ServiceStatus>,
-    secrets: Vec<swarm::Secret>,
-    last_deploy: Option<crate::state::HistoryEntry>,
-}
-
 pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
-    swarm::require_manager()?;
-    let project = loaded.config.project.to_string();
-    let mut services = Vec::new();
-    for svc in swarm::services_of(&project)? {
-        let tasks = swarm::tasks(&svc.name)?;
-        let running = tasks
-            .iter()
-            .filter(|t| t.state == "running" && t.desired == "running")
-            .count();
-        services.push(ServiceStatus {
-            name: svc.name.clone(),
-            image: swarm::display_image(&svc.image).to_string(),
-            replicas: svc.replicas,
-            running,
-            update: svc.update.clone(),
-            tasks: tasks
-                .iter()
-                .filter(|t| t.desired == "running" || t.state == "running")
-                .map(|t| TaskStatus {
-                    slot: t.slot,
-                    state: t.state.clone(),
-                    desired: t.desired.clone(),
-                    image: swarm::display_image(&t.image).to_string(),
-                    error: t.error.clone(),
-                })
-                .collect(),
-        });
-    }
-    let last_deploy = StateDir::new(loaded.state_dir())
-        .history()?
-        .into_iter()
-        .rev()
-        .find(|e| e.engine == "swarm");
-    let report = StatusReport {
-        engine: "swarm",
-        stack: project,
-        services,
-        secrets: swarm::secrets_of(&loaded.config.project.to_string())?,
-        last_deploy,
-    };
+    let report = crate::engine::swarm::status::status(&loaded)?;
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
         return Ok(ExitCode::SUCCESS);

@@ -11,6 +11,7 @@
 //! `dotenv` (the hermetic dialect), `store` (encrypted files, atomic writes, rekey) and `edit`
 //! (the tmpfs workspace for `$EDITOR`). The command layer is `cmd/secrets.rs`.
 
+pub mod deploy_env;
 pub mod dotenv;
 pub mod edit;
 pub mod keys;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+pub use deploy_env::{deploy_env, secret_keys, DeployEnv};
 pub use dotenv::{ParseError, ParseErrorKind};
 pub use keys::{default_identity_path, resolve_identity, Identities, IdentitySource};
 

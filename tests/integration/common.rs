@@ -146,3 +146,13 @@ pub fn loud(msg: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr().lock(), "\n{msg}\n");
 }
+
+/// Compose projects read-hold this for their whole life; leaving the test swarm takes it for
+/// writing. `docker swarm leave --force` breaks the networks of compose projects created while
+/// the swarm was active, so the swarm suite leaves only once no compose project is up.
+pub static ENGINE_MODE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// A read hold on [`ENGINE_MODE`], kept by a compose project until it is dropped.
+pub fn compose_hold() -> std::sync::RwLockReadGuard<'static, ()> {
+    ENGINE_MODE.read().unwrap_or_else(|p| p.into_inner())
+}

@@ -10,6 +10,7 @@ mod cli;
 mod common;
 mod config;
 mod e2e;
+mod history;
 mod project;
 mod reliability;
 mod render;

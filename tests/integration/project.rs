@@ -200,6 +200,7 @@ impl Project {
         assert_eq!(app.engine, Engine::Compose);
         let mut project = Project::named("cutover-e2e");
         project.engine = Some(Engine::Compose);
+        project.held.push(Box::new(crate::common::compose_hold()));
         if app.secrets {
             project = project.demo_secrets();
         }

@@ -168,6 +168,10 @@ impl Drop for SwarmGuard {
         let mut held = SWARM.lock().unwrap_or_else(|p| p.into_inner());
         held.0 -= 1;
         if held.0 == 0 && held.1 {
+            // Wait until no compose project of this run is up: leaving breaks their networks.
+            let _no_compose = crate::common::ENGINE_MODE
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
             let _ = std::process::Command::new("docker")
                 .args(["swarm", "leave", "--force"])
                 .output();

@@ -1,4 +1,5 @@
-//! The app's images on this box: which exist, and pruning all but the most recent few.
+//! The app's images on this box: which exist, which any container uses, and checking a
+//! reference before it reaches a compose file.
 //!
 //! The seeds `rmi` the old image right after a deploy, which makes rollback a rebuild. cutover
 //! keeps the last N images of the app's repository; what else must stay (every image any
@@ -10,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use super::inspect::{self, DockerError};
 use crate::process::Cmd;
 
 /// One local image of the app's repository.
@@ -119,15 +121,14 @@ pub fn check_reference(reference: &str) -> Result<(), String> {
 }
 
 /// Local images of `repo`, newest first.
-pub fn list(repo: &str) -> anyhow::Result<Vec<Image>> {
-    let out = Cmd::new("docker", format!("list the images of {repo}"))
+pub fn list(repo: &str) -> Result<Vec<Image>, DockerError> {
+    let cmd = Cmd::new("docker", format!("list the images of {repo}"))
         .args(["images", "--format", "{{json .}}", repo])
-        .timeout(Duration::from_secs(30))
-        .run()?;
-    let mut images: Vec<Image> = out
-        .stdout
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Row>(l).ok())
+        .timeout(Duration::from_secs(30));
+    let out = cmd.run()?;
+    let rows: Vec<Row> = inspect::parse_lines(&cmd.display(), "image rows", &out.stdout)?;
+    let mut images: Vec<Image> = rows
+        .into_iter()
         .filter(|r| r.tag != "<none>")
         .map(|r| Image {
             reference: format!("{}:{}", r.repository, r.tag),
@@ -144,13 +145,25 @@ pub fn list(repo: &str) -> anyhow::Result<Vec<Image>> {
     Ok(images)
 }
 
-/// Whether an image exists locally.
-pub fn exists(reference: &str) -> bool {
-    Cmd::new("docker", format!("inspect image {reference}"))
+/// Whether an image exists locally; a Docker that cannot answer is an error, not "no".
+pub fn try_exists(reference: &str) -> Result<bool, DockerError> {
+    let cmd = Cmd::new("docker", format!("inspect image {reference}"))
         .args(["image", "inspect", "--format", "{{.Id}}", reference])
-        .timeout(Duration::from_secs(30))
-        .run()
-        .is_ok()
+        .timeout(Duration::from_secs(30));
+    let out = cmd.run_unchecked()?;
+    if out.success() {
+        return Ok(true);
+    }
+    if out.stderr.to_lowercase().contains("no such image") {
+        return Ok(false);
+    }
+    Err(cmd.failed(&out).into())
+}
+
+/// [`try_exists`] for callers that only decide whether to build: an unanswerable Docker
+/// counts as "missing", and the build that follows reports the real error.
+pub fn exists(reference: &str) -> bool {
+    try_exists(reference).unwrap_or(false)
 }
 
 /// Removes one image; an image a container still uses is refused by docker and kept.
@@ -211,38 +224,20 @@ struct ContainerConfig {
     image: String,
 }
 
-/// The images every container on the box uses (`docker ps -aq`, then `inspect`). A container
-/// removed between the two calls makes `inspect` fail, so the pair is tried twice; output
-/// that does not parse is an error naming the command, never "nothing in use".
-pub fn in_use() -> anyhow::Result<InUse> {
-    let mut last_error = None;
-    for _ in 0..2 {
-        match in_use_once() {
-            Ok(found) => return Ok(found),
-            Err(e) => last_error = Some(e),
-        }
-    }
-    Err(last_error.expect("tried at least once"))
-}
-
-fn in_use_once() -> anyhow::Result<InUse> {
-    let ids = Cmd::new("docker", "list every container on the box")
-        .args(["ps", "-aq", "--no-trunc"])
-        .timeout(Duration::from_secs(30))
-        .run()?;
-    let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
+/// The images every container on the box uses (`docker ps -aq`, then `inspect`, through
+/// [`inspect::list_and_inspect`]); output that does not parse is an error naming the command,
+/// never "nothing in use".
+pub fn in_use() -> Result<InUse, DockerError> {
+    let containers: Vec<ContainerImage> = inspect::list_and_inspect(
+        Cmd::new("docker", "list every container on the box")
+            .args(["ps", "-aq", "--no-trunc"])
+            .timeout(Duration::from_secs(30)),
+        Cmd::new("docker", "inspect every container on the box")
+            .args(["container", "inspect"])
+            .timeout(Duration::from_secs(60)),
+        "containers",
+    )?;
     let mut found = InUse::default();
-    if ids.is_empty() {
-        return Ok(found);
-    }
-    let out = Cmd::new("docker", "inspect every container on the box")
-        .args(["container", "inspect"])
-        .args(&ids)
-        .timeout(Duration::from_secs(60))
-        .run()?;
-    let containers: Vec<ContainerImage> = serde_json::from_str(&out.stdout).map_err(|e| {
-        anyhow::anyhow!("`docker container inspect` printed JSON that does not parse: {e}")
-    })?;
     for c in containers {
         if c.config.image.starts_with("sha256:") || c.config.image.contains('@') {
             found.untagged_ids.insert(c.id);

@@ -1,23 +1,32 @@
-//! Pruning app images, for `cutover prune` and the prune after every deploy: all but the
-//! newest `keep` images of one repository, and never an image someone on the box still needs.
+//! `prune`: remove the app's old images beyond the newest `keep` (after every deploy, and
+//! `cutover prune`), never an image someone on the box still needs.
 //!
 //! "Someone" is box-wide, because one repository can serve several projects (staging and prod
 //! of one app): an image is kept when any container on the box was created from it (running
 //! or stopped, any project), or when any registered cutover project ([`crate::registry`])
 //! records it as a color's image or as its rollback target. A registered project whose state
 //! cannot be read is a reason to prune nothing, not to guess: the image it needs may be the
-//! one about to go.
+//! one about to go. Only `app.image`'s repository is pruned.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::images::{self, Image, InUse};
+use crate::config::Loaded;
+use crate::docker::images::{self, Image, InUse};
 use crate::state::{State, StateDir};
 
-/// What must stay, and why it is known.
+/// What `prune` removed (or would, with `--dry-run`) and what docker refused to remove.
+#[derive(Debug, Default, Serialize)]
+pub struct PruneReport {
+    pub repository: String,
+    pub dry_run: bool,
+    pub removed: Vec<String>,
+    pub kept_with_errors: Vec<String>,
+}
+
+/// What must stay.
 #[derive(Debug, Clone, Default)]
 pub struct Protection {
     /// Images some cutover project records as current or previous (normalized references).
@@ -26,8 +35,8 @@ pub struct Protection {
 }
 
 impl Protection {
-    /// Everything on the box: this project's record (`own`, which may be newer than what
-    /// its state file says), every registered project's record, every container's image.
+    /// Everything on the box: this project's record (`own`, which may be newer than its
+    /// state file), every registered project's record, every container's image.
     pub fn on_this_box(own: &State) -> anyhow::Result<Protection> {
         let mut recorded: BTreeSet<String> = own
             .kept_images()
@@ -37,7 +46,7 @@ impl Protection {
         for dir in crate::registry::projects()? {
             let state = StateDir::new(&dir).load().with_context(|| {
                 format!(
-                    "could not read the state of the cutover project in {}, so its images are unknown",
+                    "could not read the record of the cutover project in {}, so the images it needs are unknown",
                     dir.display()
                 )
             })?;
@@ -54,17 +63,7 @@ impl Protection {
     }
 }
 
-/// What a prune did (or, on a dry run, would do).
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Pruned {
-    pub repository: String,
-    pub dry_run: bool,
-    pub removed: Vec<String>,
-    /// `reference: why docker refused`.
-    pub kept_with_errors: Vec<String>,
-}
-
-/// All but the newest `keep` images of `repository` that `protection` does not keep.
+/// All but the newest `keep` of `images` (newest first) that `protection` does not keep.
 pub fn candidates(images: &[Image], keep: usize, protection: &Protection) -> Vec<Image> {
     images
         .iter()
@@ -74,34 +73,43 @@ pub fn candidates(images: &[Image], keep: usize, protection: &Protection) -> Vec
         .collect()
 }
 
-/// Prunes `repository` down to `keep` images, protecting everything on the box.
-pub fn prune(repository: &str, keep: usize, own: &State, dry_run: bool) -> anyhow::Result<Pruned> {
+/// `cutover prune`: `app.image`'s repository down to `keep` images.
+pub fn prune(loaded: &Loaded, keep: usize, dry_run: bool) -> anyhow::Result<PruneReport> {
+    let own = StateDir::new(loaded.state_dir()).load()?;
+    let repository = images::repository(&loaded.config.app.image);
+    prune_repository(repository, keep, &own, dry_run).with_context(|| {
+        format!("pruned nothing in {repository}: what every project and container on the box needs must be known first")
+    })
+}
+
+/// Prunes `repository` down to `keep` images, protecting everything on the box; `own` is the
+/// deploying project's record.
+pub fn prune_repository(
+    repository: &str,
+    keep: usize,
+    own: &State,
+    dry_run: bool,
+) -> anyhow::Result<PruneReport> {
     let protection = Protection::on_this_box(own)?;
     let listed = images::list(repository)?;
-    let mut pruned = Pruned {
+    let mut report = PruneReport {
         repository: repository.to_string(),
         dry_run,
-        ..Pruned::default()
+        ..PruneReport::default()
     };
     for image in candidates(&listed, keep, &protection) {
         if dry_run {
-            pruned.removed.push(image.reference);
+            report.removed.push(image.reference);
             continue;
         }
         match images::remove(&image) {
-            Ok(()) => pruned.removed.push(image.reference),
-            Err(e) => pruned
+            Ok(()) => report.removed.push(image.reference),
+            Err(e) => report
                 .kept_with_errors
                 .push(format!("{}: {e}", image.reference)),
         }
     }
-    Ok(pruned)
-}
-
-/// Registers the project whose state lives in `state_dir` so other projects' prunes keep
-/// its images; called on every deploy.
-pub fn register(state_dir: &Path) -> anyhow::Result<()> {
-    crate::registry::register(state_dir).map(|_| ())
+    Ok(report)
 }
 
 #[cfg(test)]

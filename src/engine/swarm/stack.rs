@@ -7,7 +7,7 @@
 //! `depends_on`, `restart` or `mem_limit` (stack deploy ignores or rejects them); memory
 //! limits and restart policies live under `deploy`.
 //!
-//! Secrets are referenced by versioned names ([`secret_name`]): the name carries a hash of
+//! Secrets are referenced by versioned names (`super::secrets::secret_name`): the name carries a hash of
 //! the value, so rotating a value yields a new name, a changed service spec and therefore a
 //! rolling update, never an in-place edit (swarm secrets are immutable).
 
@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use anyhow::bail;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::config::{Config, Swarm};
 use crate::render::{
@@ -38,19 +37,6 @@ pub struct StackPlan {
 pub struct Rendered {
     pub text: String,
     pub notes: Vec<String>,
-}
-
-/// `<project>_<KEY>_<first 10 hex of sha256(project, KEY, value)>`. Project and key are
-/// hashed in too, so one value under two keys gives two names that do not reveal that the
-/// values are equal. Who can list swarm secrets is a swarm manager, who can read them anyway.
-pub fn secret_name(project: &str, key: &str, value: &[u8]) -> String {
-    let mut hash = Sha256::new();
-    for part in [project.as_bytes(), b"\0", key.as_bytes(), b"\0", value] {
-        hash.update(part);
-    }
-    let digest = hash.finalize();
-    let hex: String = digest.iter().take(5).map(|b| format!("{b:02x}")).collect();
-    format!("{project}_{key}_{hex}")
 }
 
 /// Swarm refuses secret names longer than 64 characters.
@@ -162,19 +148,7 @@ impl StackContext {
         for (name, acc) in &config.accessories {
             let keys = plan.secret_keys.accessory(name.as_str());
             let owner = format!("accessories.{name}");
-            let mut ports = Vec::new();
-            for spec in &acc.ports {
-                if binds_host_address(spec) {
-                    // The routing mesh ignores a host address and would publish the port on
-                    // every interface of every node: a database bound to 127.0.0.1 on one box
-                    // must not become public on a cluster. Services reach it by name instead.
-                    notes.push(format!(
-                        "{owner}.ports: left out `{spec}`: swarm publishes on every node and interface, not on one address; the app reaches `{name}` by service name"
-                    ));
-                } else {
-                    ports.push(literal(spec));
-                }
-            }
+            let ports = mesh_ports(&acc.ports, &owner, name.as_str(), notes);
             accessories.push(AccessoryView {
                 name: name.to_string(),
                 image: checked_image(&acc.image, &format!("{owner}.image"))?,
@@ -191,16 +165,6 @@ impl StackContext {
                 restart: restart_policy(&acc.restart),
             });
         }
-        let health = &app.health;
-        let test = health.command.clone().unwrap_or_else(|| {
-            vec![
-                "CMD-SHELL".to_string(),
-                format!(
-                    "curl -fsS http://127.0.0.1:{}{} || exit 1",
-                    app.port, health.path
-                ),
-            ]
-        });
         Ok(StackContext {
             project: config.project.to_string(),
             app: AppView {
@@ -218,16 +182,7 @@ impl StackContext {
                     "app",
                 )?,
                 secrets: app_secrets,
-                health: HealthView {
-                    test: literals(&test),
-                    // A healthcheck runs a process in the container every interval, for the
-                    // task's whole life: not more often than once a second.
-                    interval: go_duration(health.interval.get().max(Duration::from_secs(1))),
-                    timeout: go_duration(health.probe_timeout.get()),
-                    retries: 3,
-                    // Failures while the app boots do not count; a pass ends the period.
-                    start_period: go_duration(health.timeout.get()),
-                },
+                health: HealthView::of(app),
                 stop_grace: go_duration(app.stop_grace.get()),
                 update_delay: go_duration(swarm.update_delay.map(|d| d.get()).unwrap_or_default()),
                 monitor: go_duration(swarm.monitor.get()),
@@ -242,6 +197,49 @@ impl StackContext {
             ),
         })
     }
+}
+
+impl HealthView {
+    fn of(app: &crate::config::App) -> HealthView {
+        let health = &app.health;
+        let test = health.command.clone().unwrap_or_else(|| {
+            vec![
+                "CMD-SHELL".to_string(),
+                format!(
+                    "curl -fsS http://127.0.0.1:{}{} || exit 1",
+                    app.port, health.path
+                ),
+            ]
+        });
+        HealthView {
+            test: literals(&test),
+            // A healthcheck runs a process in the container every interval, for the task's
+            // whole life: not more often than once a second.
+            interval: go_duration(health.interval.get().max(Duration::from_secs(1))),
+            timeout: go_duration(health.probe_timeout.get()),
+            retries: 3,
+            // Failures while the app boots do not count; a pass ends the period.
+            start_period: go_duration(health.timeout.get()),
+        }
+    }
+}
+
+/// An accessory's ports as the routing mesh may publish them. The mesh ignores a host
+/// address and would publish the port on every interface of every node: a database bound to
+/// 127.0.0.1 on one box must not become public on a cluster. Services reach it by name
+/// instead, so such ports are left out, with a note.
+fn mesh_ports(specs: &[String], owner: &str, name: &str, notes: &mut Vec<String>) -> Vec<String> {
+    let mut ports = Vec::new();
+    for spec in specs {
+        if binds_host_address(spec) {
+            notes.push(format!(
+                "{owner}.ports: left out `{spec}`: swarm publishes on every node and interface, not on one address; the app reaches `{name}` by service name"
+            ));
+        } else {
+            ports.push(literal(spec));
+        }
+    }
+    ports
 }
 
 /// Adds `<KEY>_FILE=/run/secrets/<KEY>` for every secret key: under swarm a secret is a file,
@@ -302,18 +300,6 @@ pub fn go_duration(d: Duration) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn secret_names_are_versioned_by_value() {
-        let a = secret_name("shop", "DB_PASSWORD", b"hunter2");
-        assert!(a.starts_with("shop_DB_PASSWORD_"), "{a}");
-        assert_eq!(a.len(), "shop_DB_PASSWORD_".len() + 10);
-        assert_eq!(a, secret_name("shop", "DB_PASSWORD", b"hunter2"));
-        assert_ne!(a, secret_name("shop", "DB_PASSWORD", b"hunter3"));
-        // The same value under another key is another, unrelated name.
-        let b = secret_name("shop", "API_KEY", b"hunter2");
-        assert_ne!(a[a.len() - 10..], b[b.len() - 10..]);
-    }
 
     #[test]
     fn restart_policies_map() {

@@ -14,6 +14,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::inspect::{self, DockerError};
 use crate::process::{Cmd, ProcessError};
 
 /// Which compose implementation runs.
@@ -270,7 +271,7 @@ impl Project {
     /// `down SERVICE`: a usage error in v1 that exits 0, and the whole project in early v2).
     /// The containers are found by their compose labels and handled with the docker CLI, which
     /// is what `compose stop`/`rm` do, without two compose start-ups on the deploy's path.
-    pub fn stop_and_remove(&self, service: &str, grace: Duration) -> Result<(), ProcessError> {
+    pub fn stop_and_remove(&self, service: &str, grace: Duration) -> Result<(), DockerError> {
         let ids: Vec<String> = containers_of(&self.name)?
             .into_iter()
             .filter(|c| c.service == service)
@@ -293,7 +294,7 @@ impl Project {
     }
 
     /// The project's containers, found by labels, with their engine state.
-    pub fn containers(&self) -> Result<Vec<Container>, ProcessError> {
+    pub fn containers(&self) -> Result<Vec<Container>, DockerError> {
         containers_of(&self.name)
     }
 
@@ -320,8 +321,8 @@ impl Project {
 }
 
 /// Containers of a compose project, found by the `com.docker.compose.project` label.
-pub fn containers_of(project: &str) -> Result<Vec<Container>, ProcessError> {
-    let ids = Cmd::new("docker", format!("list the containers of {project}"))
+pub fn containers_of(project: &str) -> Result<Vec<Container>, DockerError> {
+    let list = Cmd::new("docker", format!("list the containers of {project}"))
         .args([
             "ps",
             "-a",
@@ -330,20 +331,11 @@ pub fn containers_of(project: &str) -> Result<Vec<Container>, ProcessError> {
             "--filter",
             &format!("label=com.docker.compose.project={project}"),
         ])
-        .timeout(Duration::from_secs(30))
-        .run()?;
-    let ids: Vec<&str> = ids.stdout.split_whitespace().collect();
-    if ids.is_empty() {
-        return Ok(Vec::new());
-    }
-    let out = Cmd::new("docker", format!("inspect the containers of {project}"))
+        .timeout(Duration::from_secs(30));
+    let inspect = Cmd::new("docker", format!("inspect the containers of {project}"))
         .arg("inspect")
-        .args(&ids)
-        .timeout(Duration::from_secs(30))
-        .run_unchecked()?;
-    // A container removed between `ps` and `inspect` makes inspect exit 1 but still print
-    // the others; parse whatever JSON came back.
-    let parsed: Vec<Inspect> = serde_json::from_str(&out.stdout).unwrap_or_default();
+        .timeout(Duration::from_secs(30));
+    let parsed: Vec<Inspect> = inspect::list_and_inspect(list, inspect, "containers")?;
     let mut containers: Vec<Container> = parsed
         .into_iter()
         .map(|c| Container {

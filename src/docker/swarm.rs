@@ -1,0 +1,538 @@
+//! Typed Docker Swarm CLI operations for the swarm engine (node, secrets, stacks, services,
+//! tasks). Prints nothing; following a rollout to a verdict is the engine's
+//! (`engine::swarm::rollout`).
+//!
+//! Everything is read through JSON (`--format '{{json .}}'`, `docker inspect`), never
+//! tables. Secret values reach `docker secret create` on stdin only: never argv (visible in
+//! `ps`), never a file.
+
+use std::collections::BTreeMap;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use super::inspect::{self, DockerError};
+use crate::process::{Cmd, ProcessError};
+
+/// Labels cutover puts on the secrets it creates, so it can find (and prune) its own.
+pub const PROJECT_LABEL: &str = "dev.cutover.project";
+pub const KEY_LABEL: &str = "dev.cutover.key";
+
+/// Variables `docker` needs to reach the engine; nothing else of cutover's environment (such
+/// as `CUTOVER_AGE_KEY`) is passed on, and `stack deploy` interpolates nothing unexpected.
+const DOCKER_ENV: &[&str] = &[
+    "PATH",
+    "HOME",
+    "DOCKER_HOST",
+    "DOCKER_CONFIG",
+    "DOCKER_CONTEXT",
+    "DOCKER_CERT_PATH",
+    "DOCKER_TLS_VERIFY",
+    "DOCKER_API_VERSION",
+];
+
+fn docker(summary: impl Into<String>) -> Cmd {
+    Cmd::new("docker", summary)
+        .env_clear_except(DOCKER_ENV)
+        .timeout(Duration::from_secs(120))
+}
+
+/// Why the swarm engine cannot run here. Callers branch on it (the tests skip or fail).
+#[derive(Debug, thiserror::Error)]
+pub enum SwarmError {
+    #[error("this Docker engine is not part of a swarm (LocalNodeState: {state}); run `docker swarm init` on this box, or point DOCKER_HOST at a swarm manager")]
+    NotInSwarm { state: String },
+    #[error("this Docker engine is a swarm worker, not a manager: stack deploys must run on a manager node")]
+    NotManager,
+}
+
+/// This engine's swarm membership.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Node {
+    /// `inactive`, `pending`, `active`, `error`, `locked`.
+    pub state: String,
+    pub manager: bool,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct SwarmInfo {
+    local_node_state: String,
+    /// Absent on a node outside any swarm.
+    #[serde(default)]
+    control_available: bool,
+}
+
+pub fn node() -> Result<Node, DockerError> {
+    let cmd = docker("ask the Docker engine for its swarm state").args([
+        "info",
+        "--format",
+        "{{json .Swarm}}",
+    ]);
+    let info: SwarmInfo = inspect::run_json(&cmd, "the swarm state")?;
+    Ok(Node {
+        state: info.local_node_state,
+        manager: info.control_available,
+    })
+}
+
+/// Fails with [`SwarmError`] unless this engine is an active swarm manager.
+pub fn require_manager() -> anyhow::Result<()> {
+    let n = node()?;
+    if n.state != "active" {
+        return Err(SwarmError::NotInSwarm { state: n.state }.into());
+    }
+    if !n.manager {
+        return Err(SwarmError::NotManager.into());
+    }
+    Ok(())
+}
+
+/// A swarm secret cutover created.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Secret {
+    pub name: String,
+    pub key: String,
+}
+
+/// The secrets cutover created for `project`. `secret ls` shows no labels; inspect gives them
+/// (and never the value: swarm never returns secret data through the API).
+pub fn secrets_of(project: &str) -> Result<Vec<Secret>, DockerError> {
+    let list = docker(format!("list the swarm secrets of {project}")).args([
+        "secret",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label={PROJECT_LABEL}={project}"),
+    ]);
+    let inspect =
+        docker(format!("inspect the swarm secrets of {project}")).args(["secret", "inspect"]);
+    let raw: Vec<RawSecret> = inspect::list_and_inspect(list, inspect, "swarm secrets")?;
+    let mut secrets: Vec<Secret> = raw
+        .into_iter()
+        .map(|s| Secret {
+            key: s.spec.labels.get(KEY_LABEL).cloned().unwrap_or_default(),
+            name: s.spec.name,
+        })
+        .collect();
+    secrets.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(secrets)
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawSecret {
+    spec: RawSecretSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawSecretSpec {
+    name: String,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+/// `docker secret create NAME -` with the value on stdin.
+pub fn create_secret(
+    project: &str,
+    key: &str,
+    name: &str,
+    value: &SecretString,
+) -> Result<(), ProcessError> {
+    docker(format!("create swarm secret {name} (for {key})"))
+        .args([
+            "secret",
+            "create",
+            "--label",
+            &format!("{PROJECT_LABEL}={project}"),
+            "--label",
+            &format!("{KEY_LABEL}={key}"),
+            name,
+            "-",
+        ])
+        .stdin_bytes(value.expose_secret().as_bytes().to_vec())
+        .run()
+        .map(|_| ())
+}
+
+pub fn remove_secret(name: &str) -> Result<(), ProcessError> {
+    docker(format!("remove swarm secret {name}"))
+        .args(["secret", "rm", name])
+        .run()
+        .map(|_| ())
+}
+
+/// `docker stack deploy -c FILE --resolve-image R PROJECT`. Returns at once: swarm rolls the
+/// update out in the background ([`wait_rollout`] follows it).
+pub fn stack_deploy(file: &Path, project: &str, resolve_image: &str) -> Result<(), ProcessError> {
+    docker(format!("deploy stack {project}"))
+        .arg("stack")
+        .arg("deploy")
+        .arg("--compose-file")
+        .arg(file)
+        .args(["--resolve-image", resolve_image, project])
+        .run()
+        .map(|_| ())
+}
+
+/// `docker stack rm PROJECT` (services, networks; not the external secrets).
+pub fn stack_rm(project: &str) -> Result<(), ProcessError> {
+    docker(format!("remove stack {project}"))
+        .args(["stack", "rm", project])
+        .run()
+        .map(|_| ())
+}
+
+/// `docker stack config -c FILE`: the client's own validation of a stack file (client ≥ 25).
+pub fn stack_config(file: &Path) -> Result<String, ProcessError> {
+    docker("validate the stack file")
+        .args(["stack", "config", "--compose-file"])
+        .arg(file)
+        .run()
+        .map(|o| o.stdout)
+}
+
+/// The service name of a stack's service: `<project>_<service>`.
+pub fn service_name(project: &str, service: &str) -> String {
+    format!("{project}_{service}")
+}
+
+/// What cutover reads of a swarm service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Service {
+    pub id: String,
+    pub name: String,
+    pub version: u64,
+    /// The image of the current spec, as swarm holds it (with `@sha256:…` when resolved).
+    pub image: String,
+    pub replicas: Option<u64>,
+    pub env: Vec<String>,
+    pub secrets: BTreeSet<String>,
+    /// Secrets of the spec before the last update (what `docker service rollback` returns to).
+    pub previous_secrets: BTreeSet<String>,
+    pub previous_image: Option<String>,
+    pub update: Option<UpdateStatus>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UpdateStatus {
+    /// `updating`, `paused`, `completed`, `rollback_started`, `rollback_paused`,
+    /// `rollback_completed`.
+    pub state: String,
+    pub message: String,
+    pub started_at: String,
+}
+
+/// The parts of `docker service inspect` cutover reads. Fields swarm may leave out default;
+/// anything else missing is a parse error, not an empty service.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawService {
+    #[serde(rename = "ID")]
+    id: String,
+    version: RawVersion,
+    spec: RawServiceSpec,
+    #[serde(default)]
+    previous_spec: Option<RawServiceSpec>,
+    #[serde(default)]
+    update_status: Option<RawUpdateStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawVersion {
+    index: u64,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawServiceSpec {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    mode: RawMode,
+    task_template: RawTaskSpec,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawMode {
+    #[serde(default)]
+    replicated: Option<RawReplicated>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawReplicated {
+    #[serde(default)]
+    replicas: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawTaskSpec {
+    #[serde(default)]
+    container_spec: RawContainerSpec,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawContainerSpec {
+    #[serde(default)]
+    image: String,
+    #[serde(default)]
+    env: Vec<String>,
+    #[serde(default)]
+    secrets: Vec<RawSecretRef>,
+}
+
+impl RawContainerSpec {
+    fn secret_names(&self) -> BTreeSet<String> {
+        self.secrets.iter().map(|s| s.secret_name.clone()).collect()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawSecretRef {
+    secret_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawUpdateStatus {
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    started_at: String,
+}
+
+impl From<RawService> for Service {
+    fn from(raw: RawService) -> Service {
+        let spec = &raw.spec.task_template.container_spec;
+        let previous = raw
+            .previous_spec
+            .as_ref()
+            .map(|p| &p.task_template.container_spec);
+        Service {
+            id: raw.id,
+            version: raw.version.index,
+            image: spec.image.clone(),
+            replicas: raw.spec.mode.replicated.as_ref().and_then(|r| r.replicas),
+            env: spec.env.clone(),
+            secrets: spec.secret_names(),
+            previous_secrets: previous.map(|p| p.secret_names()).unwrap_or_default(),
+            previous_image: previous.map(|p| p.image.clone()),
+            update: raw.update_status.and_then(|u| {
+                Some(UpdateStatus {
+                    state: u.state?,
+                    message: u.message,
+                    started_at: u.started_at,
+                })
+            }),
+            name: raw.spec.name,
+        }
+    }
+}
+
+/// The image reference without a resolved digest: `app:v2@sha256:…` → `app:v2`.
+pub fn display_image(image: &str) -> &str {
+    image.split('@').next().unwrap_or(image)
+}
+
+/// A service by name; `None` when it does not exist.
+pub fn service(name: &str) -> Result<Option<Service>, DockerError> {
+    let cmd = docker(format!("inspect service {name}")).args(["service", "inspect", name]);
+    let out = cmd.run_unchecked()?;
+    if !out.success() {
+        if out.stderr.to_lowercase().contains("no such service") {
+            return Ok(None);
+        }
+        return Err(cmd.failed(&out).into());
+    }
+    let list: Vec<RawService> = inspect::parse(&cmd.display(), "services", &out.stdout)?;
+    Ok(list.into_iter().next().map(Service::from))
+}
+
+/// Every service of a stack.
+pub fn services_of(project: &str) -> Result<Vec<Service>, DockerError> {
+    let list = docker(format!("list the services of stack {project}")).args([
+        "service",
+        "ls",
+        "-q",
+        "--filter",
+        &format!("label=com.docker.stack.namespace={project}"),
+    ]);
+    let inspect =
+        docker(format!("inspect the services of stack {project}")).args(["service", "inspect"]);
+    let raw: Vec<RawService> = inspect::list_and_inspect(list, inspect, "services")?;
+    Ok(raw.into_iter().map(Service::from).collect())
+}
+
+/// One task (a container slot) of a service.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Task {
+    pub id: String,
+    pub slot: u64,
+    /// `new`, `pending`, `assigned`, `preparing`, `starting`, `running`, `complete`,
+    /// `failed`, `shutdown`, `rejected`, `orphaned`, `remove`.
+    pub state: String,
+    pub desired: String,
+    pub image: String,
+    pub env: Vec<String>,
+    pub secrets: BTreeSet<String>,
+    pub error: String,
+    pub container: Option<String>,
+    pub exit_code: Option<i64>,
+}
+
+impl Task {
+    /// Runs the service's current spec (the parts cutover changes: image, env, secrets).
+    pub fn matches(&self, service: &Service) -> bool {
+        self.image == service.image && self.env == service.env && self.secrets == service.secrets
+    }
+}
+
+/// The tasks of a service (swarm keeps a few old ones as history). A task can vanish
+/// between the two calls; inspect still prints the others.
+pub fn tasks(service: &str) -> Result<Vec<Task>, DockerError> {
+    let list = docker(format!("list the tasks of {service}")).args([
+        "service",
+        "ps",
+        "-q",
+        "--no-trunc",
+        service,
+    ]);
+    let inspect =
+        docker(format!("inspect the tasks of {service}")).args(["inspect", "--type", "task"]);
+    let raw: Vec<RawTask> = inspect::list_and_inspect(list, inspect, "swarm tasks")?;
+    Ok(raw.into_iter().map(Task::from).collect())
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawTask {
+    #[serde(rename = "ID")]
+    id: String,
+    /// Global services' tasks have no slot.
+    #[serde(default)]
+    slot: u64,
+    #[serde(default)]
+    desired_state: String,
+    spec: RawTaskSpec,
+    status: RawTaskStatus,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawTaskStatus {
+    state: String,
+    #[serde(default)]
+    err: String,
+    #[serde(default)]
+    container_status: Option<RawContainerStatus>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawContainerStatus {
+    #[serde(rename = "ContainerID", default)]
+    container_id: Option<String>,
+    #[serde(default)]
+    exit_code: Option<i64>,
+}
+
+impl From<RawTask> for Task {
+    fn from(raw: RawTask) -> Task {
+        let spec = raw.spec.container_spec;
+        let container = raw.status.container_status;
+        Task {
+            id: raw.id,
+            slot: raw.slot,
+            state: raw.status.state,
+            desired: raw.desired_state,
+            secrets: spec.secret_names(),
+            image: spec.image,
+            env: spec.env,
+            error: raw.status.err,
+            container: container.as_ref().and_then(|c| c.container_id.clone()),
+            exit_code: container.and_then(|c| c.exit_code),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_from_inspect_json() {
+        let v = serde_json::json!({
+            "ID": "abc",
+            "Version": {"Index": 58},
+            "Spec": {
+                "Name": "shop_web",
+                "Mode": {"Replicated": {"Replicas": 2}},
+                "TaskTemplate": {"ContainerSpec": {
+                    "Image": "app:v2@sha256:00",
+                    "Env": ["A=1"],
+                    "Secrets": [{"SecretName": "shop_DB_2", "File": {"Name": "DB"}}]
+                }}
+            },
+            "PreviousSpec": {"TaskTemplate": {"ContainerSpec": {
+                "Image": "app:v1",
+                "Secrets": [{"SecretName": "shop_DB_1"}]
+            }}},
+            "UpdateStatus": {"State": "rollback_completed", "StartedAt": "t", "Message": "rollback completed"}
+        });
+        let s = Service::from(serde_json::from_value::<RawService>(v).unwrap());
+        assert_eq!(s.name, "shop_web");
+        assert_eq!(s.replicas, Some(2));
+        assert_eq!(display_image(&s.image), "app:v2");
+        assert_eq!(s.secrets, BTreeSet::from(["shop_DB_2".to_string()]));
+        assert_eq!(
+            s.previous_secrets,
+            BTreeSet::from(["shop_DB_1".to_string()])
+        );
+        assert_eq!(s.update.unwrap().state, "rollback_completed");
+    }
+
+    #[test]
+    fn a_service_without_its_spec_is_an_error_not_an_empty_service() {
+        let Err(err) = inspect::parse::<RawService>(
+            "docker service inspect shop_web",
+            "services",
+            r#"[{"ID": "abc", "Version": {"Index": 1}}]"#,
+        ) else {
+            panic!("a service without Spec parsed");
+        };
+        let err = err.to_string();
+        assert!(err.contains("`docker service inspect shop_web`"), "{err}");
+        assert!(err.contains("missing field `Spec`"), "{err}");
+    }
+
+    #[test]
+    fn task_from_inspect_json() {
+        let v = serde_json::json!({
+            "ID": "t1",
+            "Slot": 2,
+            "DesiredState": "running",
+            "Spec": {"ContainerSpec": {"Image": "app:v2", "Env": ["A=1"]}},
+            "Status": {"State": "failed", "Err": "task: non-zero exit (1)",
+                       "ContainerStatus": {"ContainerID": "c1", "ExitCode": 1}}
+        });
+        let t = Task::from(serde_json::from_value::<RawTask>(v).unwrap());
+        assert_eq!(
+            (t.slot, t.state.as_str(), t.exit_code),
+            (2, "failed", Some(1))
+        );
+        assert_eq!(t.container.as_deref(), Some("c1"));
+        assert!(t.secrets.is_empty());
+    }
+}

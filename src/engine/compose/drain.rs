@@ -1,0 +1,48 @@
+//! Step 8a, the drain: wait until nothing can still reach the old color.
+//!
+//! Drained means no connection to the old port is open and every nginx worker that predates
+//! the reload has exited: until then an old worker may still route a new request to the old
+//! color, even though the reload returned.
+
+use std::time::{Duration, Instant};
+
+use crate::engine::{Step, StepClock};
+
+/// What was still open when the drain ended.
+pub(super) struct Left {
+    pub connections: usize,
+    pub workers: usize,
+}
+
+impl Left {
+    pub fn pending(&self) -> bool {
+        self.connections > 0 || self.workers > 0
+    }
+}
+
+/// Polls every 20 ms until drained or `limit` passes.
+pub(super) fn wait(port: u16, old_workers: &[u32], limit: Duration, clock: &mut StepClock) -> Left {
+    let started = Instant::now();
+    let look = || Left {
+        connections: crate::host::established_connections(port),
+        workers: old_workers
+            .iter()
+            .filter(|pid| crate::nginx::process_alive(**pid))
+            .count(),
+    };
+    let mut left = look();
+    while left.pending() && started.elapsed() < limit {
+        clock.waiting(
+            Step::Drain,
+            started.elapsed(),
+            limit,
+            format!(
+                "{} open connections, {} old nginx workers",
+                left.connections, left.workers
+            ),
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        left = look();
+    }
+    left
+}

@@ -1,0 +1,171 @@
+//! Step 6, the health gate: poll the new color's health endpoint until it answers as
+//! configured, failing fast when its container dies or the user interrupts.
+//!
+//! The container is watched from a background thread: asking the engine takes ~100 ms, and
+//! on the polling thread that round trip would delay every poll (and the switch) by as much.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::config::{Color, Loaded};
+use crate::docker::compose::Project;
+use crate::engine::{Abort, Event, Step, StepClock};
+use crate::health::{self, Answer, Outcome, Prober, Verdict};
+
+/// Why the gate stopped early.
+enum Stop {
+    Interrupted,
+    /// The container exited, restarted or vanished; the words say which.
+    Died(String),
+}
+
+pub(super) struct Gate<'g> {
+    pub loaded: &'g Loaded,
+    pub project: &'g Project,
+    pub service: &'g str,
+    pub to: Color,
+    pub interrupted: &'g Arc<AtomicBool>,
+}
+
+impl Gate<'_> {
+    /// Waits for the gate, reporting the `health` step; the error says why it failed.
+    pub fn wait(&self, clock: &mut StepClock) -> Result<(), (Abort, String)> {
+        let health = &self.loaded.config.app.health;
+        let url = super::health_url(self.loaded, self.to);
+        clock.start(Step::Health, url.clone());
+        let prober = Prober::new(health.probe_timeout.get());
+        let expected = health.status;
+        let watcher = Watcher::spawn(self.project.clone(), self.service.to_string(), self.to);
+        let reporter = clock.reporter();
+        let outcome = health::wait_until(
+            || {
+                let answer = prober.get(&url, None);
+                (
+                    matches!(answer, Answer::Status { code, .. } if code == expected),
+                    answer,
+                )
+            },
+            health.interval.get(),
+            health.timeout.get(),
+            &mut |elapsed: Duration, last: Option<&Answer>| {
+                if self.interrupted.load(Ordering::SeqCst) {
+                    return Verdict::Abort(Stop::Interrupted);
+                }
+                reporter.event(Event::Waiting {
+                    step: Step::Health,
+                    elapsed,
+                    limit: health.timeout.get(),
+                    last: last.map(Answer::describe).unwrap_or_default(),
+                });
+                match watcher.death() {
+                    Some(reason) => Verdict::Abort(Stop::Died(reason)),
+                    None => Verdict::Continue,
+                }
+            },
+        );
+        watcher.finish();
+        match outcome {
+            Outcome::Passed { after, polls } => {
+                clock.done(
+                    Step::Health,
+                    format!(
+                        "{expected} after {} ({polls} polls)",
+                        crate::report::duration(after)
+                    ),
+                );
+                Ok(())
+            }
+            Outcome::TimedOut { after, last } => Err((
+                Abort::HealthTimedOut,
+                format!(
+                    "health gate timed out after {}: {url} last answered {}",
+                    crate::report::duration(after),
+                    last.map(|a| a.describe())
+                        .unwrap_or_else(|| "nothing".into())
+                ),
+            )),
+            Outcome::Aborted {
+                reason: Stop::Interrupted,
+                ..
+            } => Err((Abort::Interrupted, "interrupted".to_string())),
+            Outcome::Aborted {
+                reason: Stop::Died(why),
+                ..
+            } => Err((Abort::ContainerDied, why)),
+        }
+    }
+}
+
+/// The background thread that asks the engine, once a second, whether the new color's
+/// container still runs.
+struct Watcher {
+    death: Arc<Mutex<Option<String>>>,
+    done: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Watcher {
+    fn spawn(project: Project, service: String, to: Color) -> Watcher {
+        let death = Arc::new(Mutex::new(None::<String>));
+        let done = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let (death, done) = (death.clone(), done.clone());
+            std::thread::spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    // A failed look is no verdict: the next one, or the gate's timeout, decides.
+                    if let Ok(containers) = project.containers() {
+                        if let Some(verdict) = died(&containers, &service, to) {
+                            *death.lock().unwrap_or_else(|e| e.into_inner()) = Some(verdict);
+                            return;
+                        }
+                    }
+                    // Sleep in small steps so the thread ends soon after the gate does.
+                    for _ in 0..10 {
+                        if done.load(Ordering::SeqCst) {
+                            return;
+                        }
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                }
+            })
+        };
+        Watcher {
+            death,
+            done,
+            thread,
+        }
+    }
+
+    fn death(&self) -> Option<String> {
+        self.death.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn finish(self) {
+        self.done.store(true, Ordering::SeqCst);
+        let _ = self.thread.join();
+    }
+}
+
+/// Whether `service`'s container died, in words.
+fn died(
+    containers: &[crate::docker::compose::Container],
+    service: &str,
+    to: Color,
+) -> Option<String> {
+    let mine: Vec<_> = containers.iter().filter(|c| c.service == service).collect();
+    if let Some(dead) = mine
+        .iter()
+        .find(|c| !c.running() || c.state == "restarting" || c.restart_count > 0)
+    {
+        return Some(format!(
+            "the {to} container exited (state {}, exit code {}, restarts {})",
+            dead.state,
+            dead.exit_code.unwrap_or_default(),
+            dead.restart_count
+        ));
+    }
+    mine.is_empty()
+        .then(|| format!("the {to} container is gone"))
+}

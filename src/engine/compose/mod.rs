@@ -1,0 +1,569 @@
+//! The blue/green engine (DESIGN.md "Deploy", nine steps) and rollback.
+//!
+//! Order is the safety argument: nothing user-visible changes until the new color has passed
+//! its health gate; nginx changes only through a tested, atomically written include; the old
+//! color stops only after nginx demonstrably serves the new one and the old one has drained.
+//! Every failure before the switch tears the new color down and leaves nginx alone; a failure
+//! of the switch restores the old include.
+//!
+//! Each step is one method of `Run`, and `Run::execute` reads as the list of steps. The long
+//! waits live beside it (`health_gate` with its container watcher, `switch`'s probe through
+//! nginx, `drain`), as do the teardown after a failure (`teardown`) and the `--dry-run` plan
+//! (`plan`). Progress goes to a [`Reporter`]; this module prints nothing.
+
+mod drain;
+mod health_gate;
+pub mod observe;
+mod plan;
+pub mod prune;
+pub mod status;
+mod switch;
+mod teardown;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::config::{Color, Loaded};
+use crate::docker::compose::{Compose, Project};
+use crate::engine::record::{self, Attempt};
+use crate::engine::{failure, Abort, Reporter, Request, Step, StepClock};
+use crate::host::MemInfo;
+use crate::nginx::Nginx;
+use crate::render::{Plan, Renderer, SecretKeys};
+use crate::state::{Action, DeployLock, EngineKind, InProgress, StateDir};
+
+pub use observe::{health_url, observe, Observed};
+
+/// Everything a deploy needs, gathered by the command layer.
+pub struct Deployer<'a> {
+    pub loaded: &'a Loaded,
+    pub compose: Compose,
+    pub renderer: Renderer,
+    /// Every decrypted secret (app and accessories): process environment for compose only.
+    pub secrets: BTreeMap<String, SecretString>,
+    pub secret_keys: SecretKeys,
+    /// Set by SIGINT/SIGTERM.
+    pub interrupted: Arc<AtomicBool>,
+}
+
+/// The compose engine's part of a [`crate::engine::Summary`].
+#[derive(Debug, Clone, Serialize)]
+pub struct ComposeDetail {
+    pub from: Option<Color>,
+    pub to: Color,
+    /// Time from the health gate passing to nginx answering from the new color.
+    pub switch_ms: Option<u64>,
+}
+
+pub type Summary = crate::engine::Summary<ComposeDetail>;
+
+/// What the observe step decided: where the deploy goes and with which image.
+struct Target {
+    observed: Observed,
+    /// The color that served before this deploy (None on a first deploy).
+    from: Option<Color>,
+    from_image: Option<String>,
+    to: Color,
+    image: String,
+    first_deploy: bool,
+}
+
+/// What the render step produced.
+struct Rendered {
+    compose_text: String,
+    include_text: String,
+    /// Accessories not running yet: started before the new color.
+    accessories_down: Vec<String>,
+}
+
+struct Run<'a, 'r> {
+    d: &'a Deployer<'a>,
+    clock: StepClock<'r>,
+    /// The color that served before this deploy, once observed.
+    from: Option<Color>,
+    project: Project,
+    nginx: Nginx,
+    state_dir: StateDir,
+}
+
+impl<'a> Deployer<'a> {
+    fn project(&self) -> Project {
+        Project {
+            compose: self.compose.clone(),
+            name: self.loaded.config.project.to_string(),
+            file: self.loaded.state_dir().join("compose.yml"),
+            dir: self.loaded.dir.clone(),
+        }
+    }
+
+    /// Runs a deploy (or rollback) to completion, or fails having restored a consistent state.
+    pub fn run(&self, req: &Request, reporter: &mut dyn Reporter) -> anyhow::Result<Summary> {
+        let config = &self.loaded.config;
+        Run {
+            d: self,
+            clock: StepClock::new(reporter),
+            from: None,
+            project: self.project(),
+            nginx: Nginx {
+                include: config.nginx.include.clone(),
+                test: config.nginx.test.clone(),
+                reload: config.nginx.reload.clone(),
+            },
+            state_dir: StateDir::new(self.loaded.state_dir()),
+        }
+        .execute(req)
+    }
+}
+
+impl Run<'_, '_> {
+    fn interrupted(&self) -> bool {
+        self.d.interrupted.load(Ordering::SeqCst)
+    }
+
+    /// The nine steps, in order.
+    fn execute(&mut self, req: &Request) -> anyhow::Result<Summary> {
+        let _lock = self.lock(req)?;
+        let target = self.observe(req)?;
+        self.budget(req, &target)?;
+        let rendered = self.render(&target)?;
+        if req.dry_run {
+            let plan = plan::dry_run(self.d, &self.project, &target, &rendered);
+            return Ok(self.summary(req, &target, None, Vec::new(), plan));
+        }
+        self.mark_in_progress(&target)?;
+        let result = self.deploy_steps(&target, &rendered);
+        self.record(req, &target, &result)?;
+        let (switch_ms, mut notes) = result?;
+        notes.extend(self.prune_images());
+        Ok(self.summary(req, &target, Some(switch_ms), notes, Vec::new()))
+    }
+
+    /// Steps 5–8. Returns the switch time and notes; on failure the idle color is gone and
+    /// nginx points where it pointed before.
+    fn deploy_steps(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<(u64, Vec<String>)> {
+        self.up(t, r)?;
+        let passed_at = self.health(t)?;
+        let (old_workers, mut notes) = self.switch(t, r)?;
+        let switch_ms = passed_at.elapsed().as_millis() as u64;
+        if self.interrupted() {
+            notes.push("interrupt received after the switch: finishing the deploy".into());
+        }
+        if let Some(old) = t.from {
+            notes.extend(self.drain(old, &old_workers));
+            notes.extend(self.stop(old, t.from_image.as_deref()));
+        }
+        Ok((switch_ms, notes))
+    }
+
+    /// Step 1: Lock (a dry run changes nothing and takes no lock).
+    fn lock(&mut self, req: &Request) -> anyhow::Result<Option<DeployLock>> {
+        if req.dry_run {
+            return Ok(None);
+        }
+        self.clock.start(Step::Lock, "");
+        let action = format!(
+            "{} {}",
+            req.action,
+            req.image.as_deref().unwrap_or("(active image)")
+        );
+        let lock = record::lock(&self.state_dir, req.lock_wait, action)?;
+        self.clock.done(Step::Lock, "");
+        // Registered before anything runs, so other projects' prunes keep this one's images.
+        if let Err(e) = crate::registry::register(&self.state_dir.dir) {
+            self.clock.note(format!(
+                "warning: {e:#}; other cutover projects on this box may prune this project's images"
+            ));
+        }
+        Ok(Some(lock))
+    }
+
+    /// Step 2: Which color serves now, where the deploy goes, and with which image.
+    fn observe(&mut self, req: &Request) -> anyhow::Result<Target> {
+        let loaded = self.d.loaded;
+        self.clock.start(Step::Observe, "");
+        let observed = observe(loaded)?;
+        for note in observed.disagreements() {
+            self.clock.note(note);
+        }
+        let active = observed.active();
+        let first_deploy = active.is_none() || observed.running.is_empty();
+        let from = if observed.running.is_empty() {
+            None
+        } else {
+            active
+        };
+        // Nothing running: the first deploy (or a recovery) goes to blue.
+        let to = from.map(Color::other).unwrap_or(Color::Blue);
+        self.from = from;
+        let from_image = from.and_then(|c| observed.image_of(loaded, c));
+        let image = match (&req.image, req.action) {
+            (Some(image), _) => image.clone(),
+            (None, Action::Rollback) => observed.recorded.previous_image.clone().context(
+                "nothing to roll back to: no previous image is recorded (deploy at least twice first)",
+            )?,
+            (None, Action::Deploy) => from_image.clone().or_else(|| observed.recorded.images.get(&to).cloned()).context(
+                "no image is running to redeploy; pass --image REF",
+            )?,
+        };
+        self.clock.done(
+            Step::Observe,
+            match from {
+                Some(c) => format!(
+                    "{c} serves {}; deploying to {to}",
+                    from_image.as_deref().unwrap_or("?")
+                ),
+                None => format!("first deploy: going to {to}"),
+            },
+        );
+        Ok(Target {
+            observed,
+            from,
+            from_image,
+            to,
+            image,
+            first_deploy,
+        })
+    }
+
+    /// Step 3: Memory budget: both colors run during the overlap.
+    fn budget(&mut self, req: &Request, t: &Target) -> anyhow::Result<()> {
+        let config = &self.d.loaded.config;
+        let need = config.app.memory.bytes()
+            + if t.first_deploy {
+                config
+                    .accessories
+                    .values()
+                    .map(|a| a.memory.bytes())
+                    .sum::<u64>()
+            } else {
+                0
+            };
+        let mem = MemInfo::read()?;
+        if mem.headroom() >= need {
+            return Ok(());
+        }
+        let msg = format!(
+            "not enough memory for another {}: it needs {} MiB (deploy.resources.limits.memory), but MemAvailable {} MiB + SwapFree {} MiB = {} MiB",
+            if t.first_deploy { "app and its accessories" } else { "color during the overlap" },
+            need >> 20,
+            mem.available >> 20,
+            mem.swap_free >> 20,
+            mem.headroom() >> 20
+        );
+        if !req.force {
+            bail!("{msg}; add swap (`cutover bootstrap --swap auto`) or pass --force");
+        }
+        self.clock
+            .note(format!("{msg}; going on because of --force"));
+        Ok(())
+    }
+
+    /// Step 4: Render the compose file (both colors' images) and the include for the new color.
+    fn render(&mut self, t: &Target) -> anyhow::Result<Rendered> {
+        let config = &self.d.loaded.config;
+        let mut images = BTreeMap::new();
+        if let (Some(c), Some(img)) = (t.from, &t.from_image) {
+            images.insert(c, img.clone());
+        }
+        images.insert(t.to, t.image.clone());
+        let compose_text = self.d.renderer.compose(
+            config,
+            &Plan {
+                images,
+                secret_keys: self.d.secret_keys.clone(),
+            },
+        )?;
+        let include_text = self.d.renderer.include(config, t.to)?;
+        let accessories_down = config
+            .accessories
+            .keys()
+            .map(|n| n.to_string())
+            .filter(|name| {
+                !t.observed
+                    .containers
+                    .iter()
+                    .any(|c| &c.service == name && c.running())
+            })
+            .collect();
+        Ok(Rendered {
+            compose_text,
+            include_text,
+            accessories_down,
+        })
+    }
+
+    fn mark_in_progress(&mut self, t: &Target) -> anyhow::Result<()> {
+        let mut record = self.state_dir.load()?;
+        record.in_progress = Some(InProgress {
+            pid: std::process::id(),
+            started: crate::state::now_rfc3339(),
+            image: t.image.clone(),
+            from: t.from,
+            to: t.to,
+            step: Step::Up,
+        });
+        self.state_dir.save(&record)
+    }
+
+    /// Moves the in-progress record to `step`; a record that cannot be written only costs
+    /// `status` its detail, never the deploy.
+    fn set_step(&self, step: Step) {
+        if let Ok(mut record) = self.state_dir.load() {
+            if let Some(p) = record.in_progress.as_mut() {
+                p.step = step;
+                let _ = self.state_dir.save(&record);
+            }
+        }
+    }
+
+    /// Step 5: Bring the accessories that are down and the idle color up with the new image.
+    fn up(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<()> {
+        let idle_service = self.d.loaded.config.service(t.to);
+        crate::atomic::write(
+            &self.project.file,
+            r.compose_text.as_bytes(),
+            crate::state::FILE_MODE,
+        )?;
+        if !r.accessories_down.is_empty() {
+            let names = r.accessories_down.join(", ");
+            self.clock.start(Step::Accessories, names.clone());
+            self.project.up(
+                &r.accessories_down,
+                false,
+                &self.d.secrets,
+                "start the accessories",
+            )?;
+            self.clock.done(Step::Accessories, names);
+        }
+        if self.interrupted() {
+            return Err(self.abort_before_switch(
+                &idle_service,
+                "interrupted before starting the new color",
+                Abort::Interrupted,
+            ));
+        }
+        let detail = format!("{idle_service} ← {}", t.image);
+        self.clock.start(Step::Up, detail.clone());
+        if let Err(e) = self.project.up(
+            std::slice::from_ref(&idle_service),
+            true,
+            &self.d.secrets,
+            format!("start {}", t.to),
+        ) {
+            return Err(self.abort_before_switch(
+                &idle_service,
+                &e.to_string(),
+                Abort::StartFailed,
+            ));
+        }
+        self.clock.done(Step::Up, detail);
+        Ok(())
+    }
+
+    /// Step 6: Health gate: the new color answers its health check, directly. Returns when it
+    /// passed.
+    fn health(&mut self, t: &Target) -> anyhow::Result<Instant> {
+        self.set_step(Step::Health);
+        let idle_service = self.d.loaded.config.service(t.to);
+        let gate = health_gate::Gate {
+            loaded: self.d.loaded,
+            project: &self.project,
+            service: &idle_service,
+            to: t.to,
+            interrupted: &self.d.interrupted,
+        };
+        let passed = gate.wait(&mut self.clock);
+        let passed_at = Instant::now();
+        if let Err((abort, why)) = passed {
+            return Err(self.abort_before_switch(&idle_service, &why, abort));
+        }
+        if self.interrupted() {
+            return Err(self.abort_before_switch(&idle_service, "interrupted", Abort::Interrupted));
+        }
+        Ok(passed_at)
+    }
+
+    /// Step 7: Switch nginx, then prove through nginx that the new color answers. From here on an
+    /// interrupt no longer stops the deploy: finishing is the consistent state. Returns the
+    /// nginx workers that may still route to the old color, and notes.
+    fn switch(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<(Vec<u32>, Vec<String>)> {
+        let config = &self.d.loaded.config;
+        let idle_service = config.service(t.to);
+        self.set_step(Step::Switch);
+        self.clock
+            .start(Step::Switch, config.nginx.include.display().to_string());
+        let old_workers = crate::nginx::worker_pids(&config.nginx.reload);
+        let switch = match self.nginx.switch(&r.include_text) {
+            Ok(sw) => sw,
+            Err(e) => {
+                return Err(self.abort_before_switch(
+                    &idle_service,
+                    &format!("{e:#}"),
+                    Abort::SwitchFailed,
+                ));
+            }
+        };
+        self.clock.done(
+            Step::Switch,
+            format!("nginx → {}", crate::render::upstream_url(config, t.to)),
+        );
+        self.clock.start(Step::Probe, config.nginx.probe_base());
+        match switch::probe_through_nginx(config, t.to) {
+            Ok(note) => {
+                self.clock
+                    .done(Step::Probe, format!("nginx serves {}", t.to));
+                Ok((old_workers, note.into_iter().collect()))
+            }
+            Err(why) => {
+                let restored = switch.restore(&self.nginx);
+                let mut message = format!("{why}; restored the previous nginx include");
+                if let Err(e) = restored {
+                    message.push_str(&format!(" (restoring failed too: {e:#})"));
+                }
+                Err(self.abort_before_switch(&idle_service, &message, Abort::ProbeFailed))
+            }
+        }
+    }
+
+    /// Step 8a: Drain the old color.
+    fn drain(&mut self, old: Color, old_workers: &[u32]) -> Option<String> {
+        let config = &self.d.loaded.config;
+        self.set_step(Step::Drain);
+        let port = config.colors.port(old);
+        self.clock.start(
+            Step::Drain,
+            format!("{} on port {port}", config.service(old)),
+        );
+        let limit = config.app.drain.get();
+        let left = drain::wait(port, old_workers, limit, &mut self.clock);
+        self.clock.done(
+            Step::Drain,
+            format!(
+                "{} connections, {} old nginx workers left",
+                left.connections, left.workers
+            ),
+        );
+        left.pending().then(|| {
+            format!(
+                "{} connections to {old} and {} old nginx workers were left after the drain limit ({})",
+                left.connections, left.workers, config.app.drain
+            )
+        })
+    }
+
+    /// Step 8b: Stop and remove the old color (its image stays for rollback).
+    fn stop(&mut self, old: Color, old_image: Option<&str>) -> Option<String> {
+        let config = &self.d.loaded.config;
+        let old_service = config.service(old);
+        self.set_step(Step::Stop);
+        self.clock.start(Step::Stop, old_service.clone());
+        let note = self
+            .project
+            .stop_and_remove(&old_service, config.app.stop_grace.get())
+            .err()
+            .map(|e| e.to_string());
+        self.clock.done(
+            Step::Stop,
+            format!(
+                "{old_service} stopped, image {} kept",
+                old_image.unwrap_or("?")
+            ),
+        );
+        note
+    }
+
+    /// Step 9: Record what happened, whatever it was: the state (on success) and the history.
+    fn record(
+        &mut self,
+        req: &Request,
+        t: &Target,
+        result: &anyhow::Result<(u64, Vec<String>)>,
+    ) -> anyhow::Result<()> {
+        let mut state = self.state_dir.load()?;
+        state.in_progress = None;
+        if result.is_ok() {
+            if let (Some(old), Some(old_image)) = (t.from, &t.from_image) {
+                state.images.insert(old, old_image.clone());
+                if *old_image != t.image {
+                    state.previous_image = Some(old_image.clone());
+                }
+            }
+            state.active = Some(t.to);
+            state.images.insert(t.to, t.image.clone());
+        }
+        self.state_dir.save(&state)?;
+        let (result, reason) = failure::verdict(result);
+        record::append(
+            &self.state_dir,
+            Attempt {
+                engine: EngineKind::Compose,
+                action: req.action,
+                image: t.image.clone(),
+                from_image: None,
+                from: t.from,
+                to: Some(t.to),
+                result,
+                reason,
+                steps: self.clock.steps(),
+                total_ms: self.clock.total_ms(),
+            },
+        )
+    }
+
+    /// Prunes `app.image`'s repository beyond `keep_images`, never an image anything on the
+    /// box still records or runs (see [`prune`]).
+    fn prune_images(&self) -> Vec<String> {
+        let config = &self.d.loaded.config;
+        let own = match self.state_dir.load() {
+            Ok(state) => state,
+            Err(e) => return vec![format!("pruned nothing: could not read the record: {e:#}")],
+        };
+        let repository = crate::docker::images::repository(&config.app.image);
+        match prune::prune_repository(repository, config.app.keep_images, &own, false) {
+            Ok(report) => report
+                .removed
+                .iter()
+                .map(|r| format!("pruned image {r}"))
+                .chain(
+                    report
+                        .kept_with_errors
+                        .iter()
+                        .map(|k| format!("kept image {k}")),
+                )
+                .collect(),
+            Err(e) => vec![format!("pruned nothing: {e:#}")],
+        }
+    }
+
+    fn summary(
+        &self,
+        req: &Request,
+        t: &Target,
+        switch_ms: Option<u64>,
+        notes: Vec<String>,
+        plan: Vec<String>,
+    ) -> Summary {
+        Summary {
+            engine: EngineKind::Compose,
+            action: req.action,
+            image: t.image.clone(),
+            first_deploy: t.first_deploy,
+            dry_run: req.dry_run,
+            steps: self.clock.steps(),
+            total_ms: self.clock.total_ms(),
+            notes,
+            plan,
+            detail: ComposeDetail {
+                from: t.from,
+                to: t.to,
+                switch_ms,
+            },
+        }
+    }
+}

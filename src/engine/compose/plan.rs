@@ -1,0 +1,53 @@
+//! `deploy --dry-run`: the commands a compose deploy would run, in order, from what the
+//! observe and render steps decided. Nothing is written or started.
+
+use crate::docker::compose::Project;
+
+use super::{health_url, Deployer, Rendered, Target};
+
+pub(super) fn dry_run(d: &Deployer, project: &Project, t: &Target, r: &Rendered) -> Vec<String> {
+    let loaded = d.loaded;
+    let config = &loaded.config;
+    let (to, image) = (t.to, &t.image);
+    let idle_service = config.service(to);
+    let compose_file = project.file.display().to_string();
+    let program = d.compose.program();
+    let mut plan = vec![format!("write {compose_file} ({to} runs {image})")];
+    if !r.accessories_down.is_empty() {
+        plan.push(format!(
+            "{program} -p {} -f {compose_file} up -d {}",
+            config.project,
+            r.accessories_down.join(" ")
+        ));
+    }
+    plan.push(format!(
+        "{program} -p {} -f {compose_file} up -d --no-deps --force-recreate {idle_service}",
+        config.project
+    ));
+    plan.push(format!(
+        "wait for {} to answer {} (up to {})",
+        health_url(loaded, to),
+        config.app.health.status,
+        config.app.health.timeout
+    ));
+    plan.push(format!(
+        "write {} -> {}, `{}`, `{}`",
+        config.nginx.include.display(),
+        crate::render::upstream_url(config, to),
+        config.nginx.test.join(" "),
+        config.nginx.reload.join(" ")
+    ));
+    plan.push(format!(
+        "probe {}/.cutover/active until it says {to}",
+        config.nginx.probe_base()
+    ));
+    if let Some(c) = t.from {
+        plan.push(format!(
+            "drain {c} (up to {}), then stop -t {} {} and rm -f it",
+            config.app.drain,
+            config.app.stop_grace.get().as_secs(),
+            config.service(c)
+        ));
+    }
+    plan
+}

@@ -1,0 +1,102 @@
+//! `status` for the compose engine: each color's container, image and health (asked
+//! directly, not through nginx), the accessories, the last deploy, and where nginx, the
+//! containers and the record disagree.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::config::{Color, Loaded};
+use crate::docker::compose::Container;
+use crate::health::{Answer, Prober};
+use crate::state::{HistoryEntry, StateDir};
+
+use super::observe::{health_url, observe};
+
+#[derive(Serialize)]
+pub struct ColorStatus {
+    pub color: Color,
+    pub service: String,
+    pub port: u16,
+    pub active: bool,
+    pub container: Option<String>,
+    pub image: Option<String>,
+    pub health: String,
+}
+
+#[derive(Serialize)]
+pub struct StatusReport {
+    pub project: String,
+    pub active: Option<Color>,
+    pub nginx_points_at: Option<Color>,
+    pub colors: Vec<ColorStatus>,
+    pub accessories: Vec<Container>,
+    pub last_deploy: Option<HistoryEntry>,
+    pub problems: Vec<String>,
+}
+
+/// Observes the project and probes each running color once.
+pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
+    let observed = observe(loaded)?;
+    let active = observed.active();
+    let prober = Prober::new(Duration::from_secs(1));
+    let colors: Vec<ColorStatus> = Color::ALL
+        .into_iter()
+        .map(|color| {
+            let service = loaded.config.service(color);
+            let container = observed.containers.iter().find(|c| c.service == service);
+            let health = match container {
+                Some(c) if c.running() => match prober.get(&health_url(loaded, color), None) {
+                    Answer::Status { code, .. } if code == loaded.config.app.health.status => {
+                        "healthy".to_string()
+                    }
+                    other => format!("unhealthy ({})", other.describe()),
+                },
+                Some(c) => format!("not running ({})", c.state),
+                None => "no container".to_string(),
+            };
+            ColorStatus {
+                color,
+                port: loaded.config.colors.port(color),
+                active: active == Some(color),
+                container: container.map(|c| c.state.clone()),
+                image: observed.image_of(loaded, color),
+                health,
+                service,
+            }
+        })
+        .collect();
+    let accessories = observed
+        .containers
+        .iter()
+        .filter(|c| loaded.config.color_of_service(&c.service).is_none())
+        .cloned()
+        .collect();
+    Ok(StatusReport {
+        project: loaded.config.project.to_string(),
+        active,
+        nginx_points_at: observed.nginx_color,
+        colors,
+        accessories,
+        last_deploy: StateDir::new(loaded.state_dir()).history()?.pop(),
+        problems: observed
+            .disagreements()
+            .into_iter()
+            .chain(torn_history_problems(&StateDir::new(loaded.state_dir())))
+            .collect(),
+    })
+}
+
+/// One problem line per torn history tail that was set aside (kept for inspection).
+fn torn_history_problems(state_dir: &StateDir) -> Vec<String> {
+    state_dir
+        .torn_history()
+        .into_iter()
+        .map(|path| {
+            format!(
+                "{} holds a torn last line of the history (a crash or a full disk mid-append), set aside so later entries stay readable; inspect it, then delete it",
+                path.display()
+            )
+        })
+        .collect()
+}

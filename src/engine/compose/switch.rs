@@ -1,0 +1,52 @@
+//! Step 7's proof: after the include switched and nginx reloaded, poll through nginx until
+//! it serves the new color, so the old one stops only once nobody needs it.
+
+use std::time::Duration;
+
+use crate::config::{Color, Config};
+use crate::health::{self, Answer, Outcome, Prober, Verdict};
+
+/// Polls nginx until it serves `to`: its include answers `/.cutover/active` with the new
+/// color and the health path answers through nginx.
+pub(super) fn probe_through_nginx(config: &Config, to: Color) -> Result<Option<String>, String> {
+    let base = config.nginx.probe_base();
+    let host = config.nginx.probe_host();
+    let prober = Prober::new(Duration::from_secs(2));
+    let marker_url = format!("{base}/.cutover/active");
+    let health_url = format!("{base}{}", config.app.health.path);
+    let expected = config.app.health.status;
+    let mut note = None;
+    let outcome = health::wait_until(
+        || {
+            let marker = prober.get(&marker_url, host);
+            match &marker {
+                Answer::Status { code: 200, body }
+                    if body.split_whitespace().next() == Some(to.as_str()) => {}
+                Answer::Status { code: 404, .. } => {
+                    note = Some(
+                        "the nginx include has no /.cutover/active; checked the health path only"
+                            .to_string(),
+                    );
+                }
+                other => return (false, other.clone()),
+            }
+            let health = prober.get(&health_url, host);
+            (
+                matches!(health, Answer::Status { code, .. } if code == expected),
+                health,
+            )
+        },
+        // The reload is asynchronous: retry quickly so the switch time is nginx's, not ours.
+        Duration::from_millis(10),
+        Duration::from_secs(10),
+        &mut |_: Duration, _: Option<&Answer>| Verdict::<String>::Continue,
+    );
+    match outcome {
+        Outcome::Passed { .. } => Ok(note),
+        Outcome::TimedOut { last, .. } => Err(format!(
+            "nginx did not serve {to} after the reload: {marker_url} / {health_url} last answered {}",
+            last.map(|a| a.describe()).unwrap_or_else(|| "nothing".into())
+        )),
+        Outcome::Aborted { reason, .. } => Err(reason),
+    }
+}

@@ -1,0 +1,30 @@
+//! Progress events: what an engine tells the command layer while it runs, for step lines.
+
+use std::time::Duration;
+
+use super::step::Step;
+
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A step started.
+    Start { step: Step, detail: String },
+    /// A step finished.
+    Done {
+        step: Step,
+        took: Duration,
+        detail: String,
+    },
+    /// Still waiting inside a step.
+    Waiting {
+        step: Step,
+        elapsed: Duration,
+        limit: Duration,
+        last: String,
+    },
+    /// Something the user should know that is not a failure.
+    Note(String),
+}
+
+pub trait Reporter {
+    fn event(&mut self, event: Event);
+}

@@ -1,0 +1,59 @@
+//! How a deploy fails on either engine: a message saying what was rolled back, and an
+//! [`Abort`] saying why, which the command layer and the history branch on.
+
+use crate::state::RunResult;
+
+/// Why a deploy stopped before it finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Abort {
+    /// SIGINT/SIGTERM before the point of no return.
+    Interrupted,
+    /// Bringing the new color up failed (compose).
+    StartFailed,
+    /// The new color's container exited or restarted during the health gate (compose).
+    ContainerDied,
+    /// The new color never answered its health check in time (compose).
+    HealthTimedOut,
+    /// nginx's config test or reload failed; the include was not switched (compose).
+    SwitchFailed,
+    /// nginx did not serve the new color after the reload; the include was restored.
+    ProbeFailed,
+    /// Swarm rolled the update back.
+    RolledBack,
+    /// Swarm paused the update (or its rollback).
+    RolloutPaused,
+    /// A first swarm deploy whose tasks keep failing.
+    RolloutFailing,
+    /// The rollout did not converge in time.
+    RolloutTimedOut,
+}
+
+/// A deploy that failed, with what was rolled back.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failed {
+    pub message: String,
+    pub abort: Abort,
+}
+
+impl Failed {
+    /// Interrupted: the command layer exits with the interrupt status.
+    pub fn interrupted(&self) -> bool {
+        self.abort == Abort::Interrupted
+    }
+}
+
+/// Whether an error is an interrupted deploy.
+pub fn is_interrupted(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<Failed>()
+        .is_some_and(Failed::interrupted)
+}
+
+/// The history verdict of a finished run, and the reason when it failed.
+pub fn verdict<T>(result: &anyhow::Result<T>) -> (RunResult, Option<String>) {
+    match result {
+        Ok(_) => (RunResult::Ok, None),
+        Err(e) if is_interrupted(e) => (RunResult::Interrupted, Some(format!("{e:#}"))),
+        Err(e) => (RunResult::Failed, Some(format!("{e:#}"))),
+    }
+}

@@ -1,0 +1,43 @@
+//! The two deploy engines and what they share.
+//!
+//! [`compose`] is cutover's own blue/green switch behind nginx (nine steps, DESIGN.md
+//! "Deploy"); [`swarm`] hands the rolling update to docker swarm and follows it to a verdict.
+//! Both take the same [`Request`], report the same [`Event`]s (named by [`Step`]) to a
+//! [`Reporter`], time their steps with a [`StepClock`], fail with [`Failed`] (carrying an
+//! [`Abort`] saying why), and take the same lock and append to the same history
+//! ([`record`]). The engines print nothing; `cmd/` does.
+
+pub mod compose;
+pub mod event;
+pub mod failure;
+pub mod record;
+pub mod request;
+pub mod step;
+pub mod swarm;
+
+pub use event::{Event, Reporter};
+pub use failure::{Abort, Failed};
+pub use request::Request;
+pub use step::{Step, StepClock, StepTiming};
+
+use serde::Serialize;
+
+use crate::state::{Action, EngineKind};
+
+/// The outcome of a deploy (or its plan, for `--dry-run`), on either engine: the shared
+/// fields, and the engine's own (`D`) flattened beside them in `--json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary<D> {
+    pub engine: EngineKind,
+    pub action: Action,
+    pub image: String,
+    pub first_deploy: bool,
+    pub dry_run: bool,
+    pub steps: Vec<StepTiming>,
+    pub total_ms: u64,
+    pub notes: Vec<String>,
+    /// For --dry-run: the commands that would run.
+    pub plan: Vec<String>,
+    #[serde(flatten)]
+    pub detail: D,
+}

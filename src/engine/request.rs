@@ -1,0 +1,17 @@
+//! What the user asked an engine for.
+
+use std::time::Duration;
+
+use crate::state::Action;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// The image to deploy; `None` redeploys the running image (or, for a compose rollback,
+    /// the previous one).
+    pub image: Option<String>,
+    pub action: Action,
+    pub dry_run: bool,
+    /// Deploy despite the memory budget (compose only).
+    pub force: bool,
+    pub lock_wait: Duration,
+}

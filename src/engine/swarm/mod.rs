@@ -1,0 +1,389 @@
+//! `deploy --engine swarm`: the same project as one replicated swarm service, updated by
+//! swarm's own rolling update instead of cutover's blue/green switch.
+//!
+//! Swarm does what steps 5–8 of the compose engine do (start the new task, gate it on its
+//! healthcheck, stop the old one after its grace period) and rolls back by itself when a new
+//! task fails within `monitor`. cutover's part is what swarm does not do: secrets as
+//! versioned swarm secrets created from the decrypted values ([`secrets`]), the stack file
+//! ([`stack`]), following the rollout to a verdict ([`rollout`]) with the same step lines,
+//! `--json` summary and history as the compose engine, and removing secret versions nothing
+//! references any more. Prints nothing.
+
+pub mod rollout;
+pub mod secrets;
+pub mod stack;
+pub mod status;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::config::{Loaded, Swarm};
+use crate::docker::swarm;
+use crate::engine::record::{self, Attempt};
+use crate::engine::{failure, Abort, Failed, Reporter, Request, Step, StepClock};
+use crate::render::{Renderer, SecretKeys};
+use crate::state::{EngineKind, StateDir};
+use stack::StackPlan;
+
+pub use secrets::secret_names;
+
+/// Everything a swarm deploy needs, gathered by the command layer.
+pub struct SwarmDeployer<'a> {
+    pub loaded: &'a Loaded,
+    pub renderer: Renderer,
+    /// Every decrypted secret, by key: the values of the swarm secrets to create.
+    pub secrets: BTreeMap<String, SecretString>,
+    pub secret_keys: SecretKeys,
+    pub interrupted: Arc<AtomicBool>,
+}
+
+/// The swarm engine's part of a [`crate::engine::Summary`].
+#[derive(Debug, Clone, Serialize)]
+pub struct SwarmDetail {
+    pub stack: String,
+    pub service: String,
+    pub from_image: Option<String>,
+    pub replicas: u32,
+    /// From `docker stack deploy` to the rollout's verdict.
+    pub rollout_ms: Option<u64>,
+    pub secrets_created: Vec<String>,
+    pub secrets_removed: Vec<String>,
+}
+
+pub type Summary = crate::engine::Summary<SwarmDetail>;
+
+/// What the observe step found and the render decided.
+struct Target {
+    swarm: Swarm,
+    project: String,
+    service: String,
+    image: String,
+    from_image: Option<String>,
+    first_deploy: bool,
+    stack_file: PathBuf,
+    stack_text: String,
+    notes: Vec<String>,
+    /// `(key, versioned name)` of the secrets swarm does not have yet.
+    missing: Vec<(String, String)>,
+}
+
+/// What steps 4–7 produced.
+#[derive(Default)]
+struct Done {
+    rollout_ms: Option<u64>,
+    created: Vec<String>,
+    removed: Vec<String>,
+    notes: Vec<String>,
+}
+
+struct Run<'a, 'r> {
+    d: &'a SwarmDeployer<'a>,
+    clock: StepClock<'r>,
+    state_dir: StateDir,
+}
+
+impl SwarmDeployer<'_> {
+    pub fn run(&self, req: &Request, reporter: &mut dyn Reporter) -> anyhow::Result<Summary> {
+        Run {
+            d: self,
+            clock: StepClock::new(reporter),
+            state_dir: StateDir::new(self.loaded.state_dir()),
+        }
+        .execute(req)
+    }
+}
+
+impl Run<'_, '_> {
+    fn execute(&mut self, req: &Request) -> anyhow::Result<Summary> {
+        let swarm = self.swarm_config()?;
+        // 1. Lock: the same lock as the compose engine, one deploy at a time per project.
+        let _lock = self.lock(req)?;
+        // 2. Observe: a swarm manager, and what the service runs now.
+        let target = self.observe(req, swarm)?;
+        // 3. Render the stack file with versioned secret names.
+        let target = self.render(req, target)?;
+        if req.dry_run {
+            let plan = dry_run_plan(&target);
+            return Ok(self.summary(req, &target, Done::default(), plan));
+        }
+        // 4–7. Secrets, stack deploy, rollout, secret cleanup.
+        let result = self.deploy_steps(&target);
+        self.record(req, &target, &result)?;
+        let done = result?;
+        Ok(self.summary(req, &target, done, Vec::new()))
+    }
+
+    fn swarm_config(&self) -> anyhow::Result<Swarm> {
+        self.d.loaded.config.swarm.clone().context(
+            "cutover.yml has no `swarm:` section; add at least `swarm: { port: 80 }` to use --engine swarm",
+        )
+    }
+
+    fn lock(&mut self, req: &Request) -> anyhow::Result<Option<crate::state::DeployLock>> {
+        if req.dry_run {
+            return Ok(None);
+        }
+        self.clock.start(Step::Lock, "");
+        let action = format!(
+            "swarm deploy {}",
+            req.image.as_deref().unwrap_or("(running image)")
+        );
+        let lock = record::lock(&self.state_dir, req.lock_wait, action)?;
+        self.clock.done(Step::Lock, "");
+        Ok(Some(lock))
+    }
+
+    fn observe(&mut self, req: &Request, swarm_cfg: Swarm) -> anyhow::Result<Target> {
+        let config = &self.d.loaded.config;
+        let project = config.project.to_string();
+        let service = swarm::service_name(&project, config.app.name.as_str());
+        self.clock.start(Step::Observe, "");
+        swarm::require_manager()?;
+        let before = swarm::service(&service)?;
+        let from_image = before
+            .as_ref()
+            .map(|s| swarm::display_image(&s.image).to_string());
+        let image = match (&req.image, &from_image) {
+            (Some(image), _) => image.clone(),
+            (None, Some(running)) => running.clone(),
+            (None, None) => anyhow::bail!(
+                "service {service} does not exist yet, so there is no image to redeploy; pass --image REF"
+            ),
+        };
+        self.clock.done(
+            Step::Observe,
+            match &from_image {
+                Some(old) => format!("{service} runs {old}; rolling to {image}"),
+                None => format!("first deploy: creating stack {project}"),
+            },
+        );
+        Ok(Target {
+            swarm: swarm_cfg,
+            first_deploy: before.is_none(),
+            stack_file: self.d.loaded.state_dir().join("stack.yml"),
+            project,
+            service,
+            image,
+            from_image,
+            stack_text: String::new(),
+            notes: Vec::new(),
+            missing: Vec::new(),
+        })
+    }
+
+    fn render(&mut self, req: &Request, mut t: Target) -> anyhow::Result<Target> {
+        let names = secret_names(&t.project, &self.d.secrets);
+        let rendered = stack::render(
+            &self.d.renderer,
+            &self.d.loaded.config,
+            &StackPlan {
+                image: t.image.clone(),
+                secret_names: names.clone(),
+                secret_keys: self.d.secret_keys.clone(),
+            },
+        )?;
+        for note in &rendered.notes {
+            self.clock.note(note.clone());
+        }
+        // A dry run may look from a box that is no swarm manager: it plans every secret.
+        let existing: BTreeSet<String> = match secrets::existing(&t.project) {
+            Ok(names) => names,
+            Err(_) if req.dry_run => BTreeSet::new(),
+            Err(e) => return Err(e.into()),
+        };
+        t.missing = secrets::missing(&names, &existing)
+            .into_iter()
+            .map(|(k, n)| (k.clone(), n.clone()))
+            .collect();
+        t.stack_text = rendered.text;
+        t.notes = rendered.notes;
+        Ok(t)
+    }
+
+    fn deploy_steps(&mut self, t: &Target) -> anyhow::Result<Done> {
+        let created = self.create_secrets(t)?;
+        let deployed_at = self.stack_deploy(t)?;
+        let failure = self.rollout(t)?;
+        let rollout_ms = deployed_at.elapsed().as_millis() as u64;
+        let (removed, notes) = self.prune(t);
+        if let Some((abort, message)) = failure {
+            return Err(Failed { message, abort }.into());
+        }
+        Ok(Done {
+            rollout_ms: Some(rollout_ms),
+            created,
+            removed,
+            notes,
+        })
+    }
+
+    /// Step 4: Create the secret versions this deploy needs.
+    fn create_secrets(&mut self, t: &Target) -> anyhow::Result<Vec<String>> {
+        self.clock.start(Step::Secrets, "");
+        let missing: Vec<(&String, &String)> = t.missing.iter().map(|(k, n)| (k, n)).collect();
+        let created = secrets::create(&t.project, &missing, &self.d.secrets)?;
+        let total = self.d.secrets.len();
+        self.clock.done(
+            Step::Secrets,
+            format!(
+                "{} created, {} already present",
+                created.len(),
+                total - created.len()
+            ),
+        );
+        Ok(created)
+    }
+
+    /// Step 5: Stack deploy: swarm starts the rolling update in the background.
+    fn stack_deploy(&mut self, t: &Target) -> anyhow::Result<Instant> {
+        self.clock.start(Step::Stack, "");
+        crate::atomic::write(
+            &t.stack_file,
+            t.stack_text.as_bytes(),
+            crate::state::FILE_MODE,
+        )?;
+        let deployed_at = Instant::now();
+        swarm::stack_deploy(&t.stack_file, &t.project, t.swarm.resolve_image.as_str())?;
+        self.clock
+            .done(Step::Stack, format!("docker stack deploy {}", t.project));
+        Ok(deployed_at)
+    }
+
+    /// Step 6: Follow the rollout to a verdict; returns the failure, if it failed.
+    fn rollout(&mut self, t: &Target) -> anyhow::Result<Option<(Abort, String)>> {
+        self.clock.start(Step::Rollout, "");
+        let interrupted = self.d.interrupted.clone();
+        let limit = t.swarm.timeout.get();
+        let reporter = self.clock.reporter();
+        let outcome = rollout::wait_rollout(&t.service, limit, &mut |p| {
+            reporter.event(crate::engine::Event::Waiting {
+                step: Step::Rollout,
+                elapsed: p.elapsed,
+                limit,
+                last: p.describe(),
+            });
+            !interrupted.load(Ordering::SeqCst)
+        })?;
+        let Some(outcome) = outcome else {
+            return Err(Failed {
+                message: format!(
+                    "deploy interrupted while swarm rolled {} out; swarm carries on (or rolls back) without cutover: see `cutover status --engine swarm`",
+                    t.image
+                ),
+                abort: Abort::Interrupted,
+            }
+            .into());
+        };
+        let (detail, failure) = rollout::judge(&outcome, &t.service, &t.image, &t.swarm.timeout)?;
+        self.clock.done(Step::Rollout, detail);
+        Ok(failure)
+    }
+
+    /// Step 7: Remove secret versions no service references, after success and failure alike:
+    /// a rolled-back deploy leaves its new versions unused. Versions the previous spec
+    /// references stay, so `docker service rollback` keeps working.
+    fn prune(&mut self, t: &Target) -> (Vec<String>, Vec<String>) {
+        self.clock.start(Step::Prune, "");
+        let (removed, notes) = match secrets::prune(&t.project) {
+            Ok(pruned) => pruned,
+            Err(e) => (
+                Vec::new(),
+                vec![format!("could not prune old swarm secrets: {e:#}")],
+            ),
+        };
+        self.clock.done(
+            Step::Prune,
+            format!("{} unused secret versions removed", removed.len()),
+        );
+        (removed, notes)
+    }
+
+    /// Records what happened, whatever it was.
+    fn record(
+        &mut self,
+        req: &Request,
+        t: &Target,
+        result: &anyhow::Result<Done>,
+    ) -> anyhow::Result<()> {
+        let (result, reason) = failure::verdict(result);
+        record::append(
+            &self.state_dir,
+            Attempt {
+                engine: EngineKind::Swarm,
+                action: req.action,
+                image: t.image.clone(),
+                from_image: t.from_image.clone(),
+                from: None,
+                to: None,
+                result,
+                reason,
+                steps: self.clock.steps(),
+                total_ms: self.clock.total_ms(),
+            },
+        )
+    }
+
+    fn summary(&self, req: &Request, t: &Target, done: Done, plan: Vec<String>) -> Summary {
+        let mut notes = t.notes.clone();
+        notes.extend(done.notes);
+        Summary {
+            engine: EngineKind::Swarm,
+            action: req.action,
+            image: t.image.clone(),
+            first_deploy: t.first_deploy,
+            dry_run: req.dry_run,
+            steps: self.clock.steps(),
+            total_ms: self.clock.total_ms(),
+            notes,
+            plan,
+            detail: SwarmDetail {
+                stack: t.project.clone(),
+                service: t.service.clone(),
+                from_image: t.from_image.clone(),
+                replicas: t.swarm.replicas.0,
+                rollout_ms: done.rollout_ms,
+                secrets_created: done.created,
+                secrets_removed: done.removed,
+            },
+        }
+    }
+}
+
+/// `--dry-run`: the commands a deploy would run, in order.
+fn dry_run_plan(t: &Target) -> Vec<String> {
+    let mut plan = vec![format!(
+        "write {} ({}: {}, {} replicas)",
+        t.stack_file.display(),
+        t.service,
+        t.image,
+        t.swarm.replicas.0
+    )];
+    for (key, name) in &t.missing {
+        plan.push(format!(
+            "docker secret create {name} - (value of {key} on stdin)"
+        ));
+    }
+    plan.push(format!(
+        "docker stack deploy --compose-file {} --resolve-image {} {}",
+        t.stack_file.display(),
+        t.swarm.resolve_image.as_str(),
+        t.project
+    ));
+    plan.push(format!(
+        "wait for {} to converge or roll back (up to {})",
+        t.service, t.swarm.timeout
+    ));
+    plan.push(format!(
+        "remove swarm secrets labelled {}={} that no service references",
+        swarm::PROJECT_LABEL,
+        t.project
+    ));
+    plan
+}

@@ -1,0 +1,80 @@
+//! `status --engine swarm`: the stack's services with their tasks and last update, cutover's
+//! swarm secrets, and the last swarm deploy.
+
+use serde::Serialize;
+
+use crate::config::Loaded;
+use crate::docker::swarm;
+use crate::state::{EngineKind, HistoryEntry, StateDir};
+
+#[derive(Serialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub image: String,
+    pub replicas: Option<u64>,
+    pub running: usize,
+    pub update: Option<swarm::UpdateStatus>,
+    pub tasks: Vec<TaskStatus>,
+}
+
+#[derive(Serialize)]
+pub struct TaskStatus {
+    pub slot: u64,
+    pub state: String,
+    pub desired: String,
+    pub image: String,
+    pub error: String,
+}
+
+#[derive(Serialize)]
+pub struct StatusReport {
+    pub engine: EngineKind,
+    pub stack: String,
+    pub services: Vec<ServiceStatus>,
+    pub secrets: Vec<swarm::Secret>,
+    pub last_deploy: Option<HistoryEntry>,
+}
+
+/// Asks the swarm manager about the project's stack.
+pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
+    swarm::require_manager()?;
+    let project = loaded.config.project.to_string();
+    let mut services = Vec::new();
+    for svc in swarm::services_of(&project)? {
+        let tasks = swarm::tasks(&svc.name)?;
+        let running = tasks
+            .iter()
+            .filter(|t| t.state == "running" && t.desired == "running")
+            .count();
+        services.push(ServiceStatus {
+            name: svc.name.clone(),
+            image: swarm::display_image(&svc.image).to_string(),
+            replicas: svc.replicas,
+            running,
+            update: svc.update.clone(),
+            tasks: tasks
+                .iter()
+                .filter(|t| t.desired == "running" || t.state == "running")
+                .map(|t| TaskStatus {
+                    slot: t.slot,
+                    state: t.state.clone(),
+                    desired: t.desired.clone(),
+                    image: swarm::display_image(&t.image).to_string(),
+                    error: t.error.clone(),
+                })
+                .collect(),
+        });
+    }
+    let last_deploy = StateDir::new(loaded.state_dir())
+        .history()?
+        .into_iter()
+        .rev()
+        .find(|e| e.engine == EngineKind::Swarm);
+    Ok(StatusReport {
+        engine: EngineKind::Swarm,
+        stack: project,
+        services,
+        secrets: swarm::secrets_of(&loaded.config.project.to_string())?,
+        last_deploy,
+    })
+}
