@@ -77,7 +77,7 @@ ssh_port=$(free_port)
 blue=$(free_port); green=$(free_port); nginx_port=$(free_port)
 (cd "$root" && ssh-keygen -q -t ed25519 -N '' -f host_key && ssh-keygen -q -t ed25519 -N '' -f client_key)
 cp "$root/client_key.pub" "$root/authorized_keys"
-mkdir -p "$root/box/data" "$root/box/nginx/logs" "$root/box/nginx/tmp" /run/sshd
+mkdir -p "$root/box/data" "$root/box/state" "$root/box/nginx/logs" "$root/box/nginx/tmp" /run/sshd
 cat >"$root/sshd_config" <<EOF
 Port $ssh_port
 ListenAddress 127.0.0.1
@@ -90,7 +90,7 @@ AuthorizedKeysFile $root/authorized_keys
 PidFile $root/sshd.pid
 AllowUsers $BOX_USER
 LogLevel VERBOSE
-SetEnv XDG_DATA_HOME=$root/box/data PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin DOCKER_CONFIG=$box_home/.docker
+SetEnv XDG_DATA_HOME=$root/box/data XDG_STATE_HOME=$root/box/state PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin DOCKER_CONFIG=$box_home/.docker
 EOF
 echo "[127.0.0.1]:$ssh_port $(cut -d' ' -f1,2 "$root/host_key.pub")" >"$root/known_hosts"
 cat >"$root/ssh_config" <<EOF
@@ -175,7 +175,7 @@ local_deploy() { # image -> prints seconds (on the box, as the box user, no SSH)
     bin=$(box_bin)
     t0=$(now)
     timeout "$DEPLOY_LIMIT_S" runuser -u "$BOX_USER" -- env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin \
-        HOME="$box_home" DOCKER_CONFIG="$box_home/.docker" \
+        HOME="$box_home" DOCKER_CONFIG="$box_home/.docker" XDG_STATE_HOME="$root/box/state" \
         "$bin" -C "$root/box/project/current" deploy --image "$1" </dev/null >/dev/null 2>"$root/err.txt" \
         || { cat "$root/err.txt" >&2; exit 1; }
     t1=$(now)
@@ -208,7 +208,7 @@ for _ in $(seq 10); do
     status_remote+=("$(python3 -c "print(f'{$t1-$t0:.3f}')")")
     t0=$(now)
     runuser -u "$BOX_USER" -- env -i PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin HOME="$box_home" \
-        DOCKER_CONFIG="$box_home/.docker" "$(box_bin)" -C "$root/box/project/current" status --json >/dev/null 2>&1
+        DOCKER_CONFIG="$box_home/.docker" XDG_STATE_HOME="$root/box/state" "$(box_bin)" -C "$root/box/project/current" status --json >/dev/null 2>&1
     t1=$(now)
     status_local+=("$(python3 -c "print(f'{$t1-$t0:.3f}')")")
 done

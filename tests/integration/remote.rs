@@ -174,8 +174,12 @@ impl SshBox {
         // The box's own identity, if a test puts one there, is found where a real box keeps
         // it (~/.config/cutover/identity.txt), here under XDG_CONFIG_HOME.
         let config_home = r.join("box-config");
-        std::fs::create_dir_all(&config_home).unwrap();
-        sh_ok(&format!("chown {BOX_USER} {}", config_home.display()));
+        // The box's registry of projects (src/registry.rs) stays in this test's dir too.
+        let state_home = r.join("box-state");
+        for dir in [&config_home, &state_home] {
+            std::fs::create_dir_all(dir).unwrap();
+            sh_ok(&format!("chown {BOX_USER} {}", dir.display()));
+        }
         let mut path = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".to_string();
         if let Some(machine) = fake_machine {
             let bin = r.join("fake-bin");
@@ -190,9 +194,10 @@ impl SshBox {
             path = format!("{}:{path}", bin.display());
         }
         let mut setenv = format!(
-            "XDG_DATA_HOME={} XDG_CONFIG_HOME={} PATH={path} DOCKER_CONFIG={}/.docker",
+            "XDG_DATA_HOME={} XDG_CONFIG_HOME={} XDG_STATE_HOME={} PATH={path} DOCKER_CONFIG={}/.docker",
             data.display(),
             config_home.display(),
+            state_home.display(),
             home.trim()
         );
         if let Ok(compose) = std::env::var("CUTOVER_COMPOSE") {
@@ -599,6 +604,14 @@ impl Project {
         if let Ok(compose) = std::env::var("CUTOVER_COMPOSE") {
             cmd.arg(format!("CUTOVER_COMPOSE={compose}"));
         }
+        cmd.arg(format!(
+            "XDG_STATE_HOME={}",
+            self.ssh.path().join("box-state").display()
+        ))
+        .arg(format!(
+            "XDG_CONFIG_HOME={}",
+            self.ssh.path().join("box-config").display()
+        ));
         cmd.arg(self.ssh.data.join("cutover/bin").join(bin))
             .arg("-C")
             .arg(self.remote_dir.join("current"))
