@@ -69,6 +69,9 @@ pub struct Config {
     /// Where deploy state, the lock and history live, relative to the project directory.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// `cutover --host`: the box to run on over SSH and where the project lives there.
+    #[serde(default, skip_serializing_if = "super::Remote::is_unset")]
+    pub remote: super::Remote,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

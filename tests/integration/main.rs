@@ -13,6 +13,7 @@ mod e2e;
 mod history;
 mod project;
 mod reliability;
+mod remote;
 mod render;
 mod secrets;
 mod swarm;
