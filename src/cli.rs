@@ -52,6 +52,28 @@ pub struct Cli {
     )]
     pub identity: Option<PathBuf>,
 
+    /// Run the command on this box over SSH (also: remote.host in cutover.yml)
+    #[arg(
+        long,
+        global = true,
+        env = "CUTOVER_HOST",
+        value_name = "[USER@]HOST[:PORT]",
+        value_parser = crate::remote::Target::parse
+    )]
+    pub host: Option<crate::remote::Target>,
+
+    /// Set by `--host` on the box's side: stdin is the channel to the caller (remote::on_box)
+    #[arg(long, global = true, hide = true)]
+    pub on_box: bool,
+
+    /// Set by `--on-box` for the process that runs the command (remote::on_box)
+    #[arg(long, global = true, hide = true, conflicts_with = "on_box")]
+    pub on_box_child: bool,
+
+    /// With --on-box: the age identity arrives first on stdin
+    #[arg(long, global = true, hide = true)]
+    pub age_key_stdin: bool,
+
     /// Print only errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,

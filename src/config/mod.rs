@@ -3,11 +3,13 @@
 //! - [`schema`]: the sections and their defaults;
 //! - [`scalars`]: single values (sizes, durations, ports, names…) and how each parses;
 //! - [`validate`]: checks that span keys;
+//! - [`remote`]: the `remote:` section (`cutover --host`);
 //! - [`yaml`]: the YAML plumbing (serde-saphyr), where every error gets its
 //!   `file:line:col: key.path:` prefix, also through `<<` merge keys and aliases.
 //!
 //! Everything public is re-exported here, so callers only ever name `crate::config::X`.
 
+mod remote;
 mod scalars;
 mod schema;
 mod validate;
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
+pub use remote::Remote;
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
 };
@@ -31,6 +34,9 @@ pub struct Loaded {
     pub path: PathBuf,
     /// The project directory: relative paths in the config are relative to it.
     pub dir: PathBuf,
+    /// `file:line:col: key: …` for settings that work but should be said (the command layer
+    /// prints them on stderr).
+    pub warnings: Vec<String>,
 }
 
 impl Loaded {
@@ -68,12 +74,13 @@ pub fn load(path: &Path, dir: &Path) -> anyhow::Result<Loaded> {
             return Err(e).with_context(|| format!("could not read {}", path.display()));
         }
     };
-    let config = Config::from_yaml(&text, path)
+    let (config, warnings) = yaml::parse_config_with_warnings(&text, path)
         .with_context(|| format!("invalid config {}", path.display()))?;
     let mut loaded = Loaded {
         config,
         path: path.to_owned(),
         dir: dir.to_owned(),
+        warnings,
     };
     // nginx needs absolute paths; relative ones in the config are relative to the project.
     loaded.config.nginx.include = loaded.resolve(&loaded.config.nginx.include);

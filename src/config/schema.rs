@@ -69,6 +69,9 @@ pub struct Config {
     /// Where deploy state, the lock and history live, relative to the project directory.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// `cutover --host`: the box to run on over SSH and where the project lives there.
+    #[serde(default, skip_serializing_if = "super::Remote::is_unset")]
+    pub remote: super::Remote,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -383,6 +386,17 @@ impl Nginx {
             Ok(addr) => format!("http://{addr}"),
             Err(_) => format!("http://127.0.0.1:{listen}"),
         }
+    }
+
+    /// The port of `listen` (`80`, `127.0.0.1:8080`, `[::]:80`).
+    pub fn listen_port(&self) -> Option<u16> {
+        let listen = &self.listen.0;
+        listen.parse::<u16>().ok().or_else(|| {
+            listen
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.port())
+        })
     }
 
     /// The Host header for probes, when the site answers a specific server_name.

@@ -12,6 +12,8 @@ mod config;
 mod e2e;
 mod history;
 mod project;
+mod reliability;
+mod remote;
 mod render;
 mod secrets;
 mod swarm;

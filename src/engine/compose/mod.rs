@@ -140,7 +140,7 @@ impl Run<'_, '_> {
         let result = self.deploy_steps(&target, &rendered);
         self.record(req, &target, &result)?;
         let (switch_ms, mut notes) = result?;
-        notes.extend(self.prune_images(&target.image));
+        notes.extend(self.prune_images());
         Ok(self.summary(req, &target, Some(switch_ms), notes, Vec::new()))
     }
 
@@ -174,6 +174,12 @@ impl Run<'_, '_> {
         );
         let lock = record::lock(&self.state_dir, req.lock_wait, action)?;
         self.clock.done(Step::Lock, "");
+        // Registered before anything runs, so other projects' prunes keep this one's images.
+        if let Err(e) = crate::registry::register(&self.state_dir.dir) {
+            self.clock.note(format!(
+                "warning: {e:#}; other cutover projects on this box may prune this project's images"
+            ));
+        }
         Ok(Some(lock))
     }
 
@@ -319,7 +325,11 @@ impl Run<'_, '_> {
     /// Step 5: Bring the accessories that are down and the idle color up with the new image.
     fn up(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<()> {
         let idle_service = self.d.loaded.config.service(t.to);
-        crate::atomic::write(&self.project.file, r.compose_text.as_bytes(), 0o644)?;
+        crate::atomic::write(
+            &self.project.file,
+            r.compose_text.as_bytes(),
+            crate::state::FILE_MODE,
+        )?;
         if !r.accessories_down.is_empty() {
             let names = r.accessories_down.join(", ");
             self.clock.start(Step::Accessories, names.clone());
@@ -506,25 +516,29 @@ impl Run<'_, '_> {
         )
     }
 
-    /// Prunes old images of the app beyond `keep_images` (never the recorded ones).
-    fn prune_images(&self, image: &str) -> Vec<String> {
-        let keep = self.d.loaded.config.app.keep_images;
-        let protected = match self.state_dir.load() {
-            Ok(state) => state.kept_images(),
-            Err(e) => return vec![format!("could not read the record to prune images: {e:#}")],
+    /// Prunes `app.image`'s repository beyond `keep_images`, never an image anything on the
+    /// box still records or runs (see [`prune`]).
+    fn prune_images(&self) -> Vec<String> {
+        let config = &self.d.loaded.config;
+        let own = match self.state_dir.load() {
+            Ok(state) => state,
+            Err(e) => return vec![format!("pruned nothing: could not read the record: {e:#}")],
         };
-        let images = crate::docker::images::list(crate::docker::images::repository(image));
-        let list = match images {
-            Ok(list) => list,
-            Err(e) => return vec![format!("could not list images to prune: {e:#}")],
-        };
-        crate::docker::images::prune_candidates(&list, keep, &protected)
-            .into_iter()
-            .map(|old| match crate::docker::images::remove(&old) {
-                Ok(()) => format!("pruned image {}", old.reference),
-                Err(e) => format!("kept image {}: {e}", old.reference),
-            })
-            .collect()
+        let repository = crate::docker::images::repository(&config.app.image);
+        match prune::prune_repository(repository, config.app.keep_images, &own, false) {
+            Ok(report) => report
+                .removed
+                .iter()
+                .map(|r| format!("pruned image {r}"))
+                .chain(
+                    report
+                        .kept_with_errors
+                        .iter()
+                        .map(|k| format!("kept image {k}")),
+                )
+                .collect(),
+            Err(e) => vec![format!("pruned nothing: {e:#}")],
+        }
     }
 
     fn summary(
