@@ -5,7 +5,8 @@
 #
 # Works as root on a fresh Debian machine (CI=true, no stdin) and on a developer's box:
 #   1. apt packages the tests use (nginx, age, file, curl, docker-compose v1, cloud-init,
-#      openssh-server for the `--host` tests),
+#      openssh-server for the `--host` tests, certbot and pebble, the ACME test CA with
+#      its mock DNS, for the HTTPS tests),
 #      with `apt-get update` only when something is missing;
 #   2. compose v2 from Debian trixie's `docker-compose` package, fetched WITHOUT touching the
 #      system's apt sources (a private source list, lists and cache under our cache dir),
@@ -89,14 +90,17 @@ declare -A pkg_for=(
     [ssh-keygen]=openssh-client
     [ssh]=openssh-client
     [sshd]=openssh-server
+    [certbot]=certbot
+    [pebble]=pebble
+    [openssl]=openssl
 )
 missing=()
-for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd; do
+for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
 have docker || missing+=(docker.io)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else

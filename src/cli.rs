@@ -109,6 +109,9 @@ pub enum Command {
     Bootstrap(BootstrapArgs),
     /// Run a full local blue/green cycle on the bundled demo app, under live traffic
     Demo(DemoArgs),
+    /// HTTPS for the site (nginx.tls): get the certificate, serve it, install renewal
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Print shell completions
     Completions {
         /// The shell to generate completions for
@@ -332,6 +335,26 @@ pub struct BootstrapArgs {
         value_parser = ["ubuntu", "debian", "amzn", "fedora"]
     )]
     pub os: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Get (or keep) the certificate with certbot's webroot method, render the HTTPS site,
+    /// `nginx -t` and reload, and install renewal with a deploy hook that reloads nginx
+    Issue(TlsIssueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TlsIssueArgs {
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the files under DIR and list certbot and nginx as commands not run
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print a JSON report on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

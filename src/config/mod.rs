@@ -23,7 +23,9 @@ pub use remote::Remote;
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
 };
-pub use schema::{Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm};
+pub use schema::{
+    Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm, Tls,
+};
 
 /// The loaded config plus where it came from, so later errors can name the file.
 #[derive(Debug, Clone)]

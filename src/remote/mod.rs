@@ -83,6 +83,12 @@ fn reach(command: &Command) -> Reach {
             sudo: true,
             explicit_only: false,
         },
+        // Certbot and nginx on the box, as root, like bootstrap's own `tls` step.
+        Command::Tls(crate::cli::TlsCommand::Issue(a)) => Reach::Synced {
+            swap: !a.dry_run && a.root.is_none(),
+            sudo: true,
+            explicit_only: false,
+        },
     }
 }
 
@@ -99,6 +105,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Rollback(_) => "rollback",
         Command::Render(_) => "render",
         Command::Bootstrap(_) => "bootstrap",
+        Command::Tls(_) => "tls",
     }
 }
 

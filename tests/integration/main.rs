@@ -17,3 +17,4 @@ mod remote;
 mod render;
 mod secrets;
 mod swarm;
+mod tls;
