@@ -43,6 +43,8 @@ pub struct App {
     pub health_timeout: String,
     pub drain: Option<String>,
     pub stop_grace: String,
+    /// `app.settle`, the watch window after a switch (compose only; short, for speed).
+    pub settle: String,
     /// `nginx.probe` (compose only).
     pub probe: Option<String>,
     /// The bundled demo secrets (secrets/demo.env.age) and the test identity.
@@ -63,6 +65,7 @@ impl App {
             health_timeout: "30s".into(),
             drain: Some("10s".into()),
             stop_grace: "10s".into(),
+            settle: "1s".into(),
             probe: None,
             secrets: false,
             accessory: false,
@@ -123,6 +126,11 @@ impl App {
 
     pub fn stop_grace(mut self, grace: &str) -> App {
         self.stop_grace = grace.into();
+        self
+    }
+
+    pub fn settle(mut self, settle: &str) -> App {
+        self.settle = settle.into();
         self
     }
 
@@ -316,6 +324,7 @@ impl Project {
         match app.engine {
             Engine::Compose => {
                 web["health"] = json!({ "path": "/health", "timeout": app.health_timeout, "interval": "100ms" });
+                web["settle"] = json!(app.settle);
                 let prefix = self.prefix();
                 let argv = |extra: &[&str]| cutover::nginx::LocalNginx::argv(&prefix, extra);
                 let mut nginx = json!({

@@ -20,11 +20,18 @@ impl Left {
     }
 }
 
-/// Polls every 20 ms until drained or `limit` passes.
-pub(super) fn wait(port: u16, old_workers: &[u32], limit: Duration, clock: &mut StepClock) -> Left {
+/// Polls every 20 ms until drained or `limit` passes. Without a `port` (a first deploy: no old
+/// color) only the nginx workers from before the reload are waited for, so a request sent the
+/// moment the deploy returns never meets a worker that still has the old include.
+pub(super) fn wait(
+    port: Option<u16>,
+    old_workers: &[u32],
+    limit: Duration,
+    clock: &mut StepClock,
+) -> Left {
     let started = Instant::now();
     let look = || Left {
-        connections: crate::host::established_connections(port),
+        connections: port.map_or(0, crate::host::established_connections),
         workers: old_workers
             .iter()
             .filter(|pid| crate::nginx::process_alive(**pid))

@@ -39,13 +39,12 @@ impl Gate<'_> {
         let expected = health.status;
         let watcher = Watcher::spawn(self.project.clone(), self.service.to_string(), self.to);
         let reporter = clock.reporter();
+        let mut streak = Streak::new(health.healthy_checks);
         let outcome = health::wait_until(
             || {
                 let answer = prober.get(&url, None);
-                (
-                    matches!(answer, Answer::Status { code, .. } if code == expected),
-                    answer,
-                )
+                let healthy = matches!(answer, Answer::Status { code, .. } if code == expected);
+                (streak.record(healthy), answer)
             },
             health.interval.get(),
             health.timeout.get(),
@@ -65,13 +64,20 @@ impl Gate<'_> {
                 }
             },
         );
+        let death = watcher.death();
         watcher.finish();
         match outcome {
             Outcome::Passed { after, polls } => {
+                // The settle window after the switch keeps watching the container; here the
+                // watcher's verdict counts up to the last poll.
+                if let Some(why) = death {
+                    return Err((Abort::ContainerDied, why));
+                }
                 clock.done(
                     Step::Health,
                     format!(
-                        "{expected} after {} ({polls} polls)",
+                        "{expected} {} times in a row after {} ({polls} polls)",
+                        health.healthy_checks,
                         crate::report::duration(after)
                     ),
                 );
@@ -98,16 +104,37 @@ impl Gate<'_> {
     }
 }
 
+/// Consecutive healthy answers: the gate passes on the `needed`-th in a row.
+pub(super) struct Streak {
+    needed: u32,
+    run: u32,
+}
+
+impl Streak {
+    pub fn new(needed: u32) -> Streak {
+        Streak {
+            needed: needed.max(1),
+            run: 0,
+        }
+    }
+
+    /// Records one answer; true once `needed` healthy answers came in a row.
+    pub fn record(&mut self, healthy: bool) -> bool {
+        self.run = if healthy { self.run + 1 } else { 0 };
+        self.run >= self.needed
+    }
+}
+
 /// The background thread that asks the engine, once a second, whether the new color's
 /// container still runs.
-struct Watcher {
+pub(super) struct Watcher {
     death: Arc<Mutex<Option<String>>>,
     done: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
 impl Watcher {
-    fn spawn(project: Project, service: String, to: Color) -> Watcher {
+    pub fn spawn(project: Project, service: String, to: Color) -> Watcher {
         let death = Arc::new(Mutex::new(None::<String>));
         let done = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -138,11 +165,11 @@ impl Watcher {
         }
     }
 
-    fn death(&self) -> Option<String> {
+    pub fn death(&self) -> Option<String> {
         self.death.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn finish(self) {
+    pub fn finish(self) {
         self.done.store(true, Ordering::SeqCst);
         let _ = self.thread.join();
     }
@@ -168,4 +195,19 @@ fn died(
     }
     mine.is_empty()
         .then(|| format!("the {to} container is gone"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Streak;
+
+    #[test]
+    fn the_gate_needs_consecutive_healthy_answers() {
+        let mut streak = Streak::new(3);
+        let answers = [true, true, false, true, true];
+        assert!(answers.iter().all(|ok| !streak.record(*ok)));
+        assert!(streak.record(true));
+        let mut one = Streak::new(1);
+        assert!(one.record(true));
+    }
 }

@@ -16,6 +16,7 @@ mod health_gate;
 pub mod observe;
 mod plan;
 pub mod prune;
+mod settle;
 pub mod status;
 mod switch;
 mod teardown;
@@ -32,7 +33,7 @@ use serde::Serialize;
 use crate::config::{Color, Loaded};
 use crate::docker::compose::{Compose, Project};
 use crate::engine::record::{self, Attempt};
-use crate::engine::{failure, Abort, Reporter, Request, Step, StepClock};
+use crate::engine::{failure, Abort, Failed, Reporter, Request, Step, StepClock};
 use crate::host::MemInfo;
 use crate::nginx::Nginx;
 use crate::render::{Plan, Renderer, SecretKeys};
@@ -154,9 +155,13 @@ impl Run<'_, '_> {
         if self.interrupted() {
             notes.push("interrupt received after the switch: finishing the deploy".into());
         }
-        if let Some(old) = t.from {
-            notes.extend(self.drain(old, &old_workers));
-            notes.extend(self.stop(old, t.from_image.as_deref()));
+        match t.from {
+            Some(old) => {
+                self.settle(t, old)?;
+                notes.extend(self.drain(Some(old), &old_workers));
+                notes.extend(self.stop(old, t.from_image.as_deref()));
+            }
+            None => notes.extend(self.drain(None, &old_workers)),
         }
         Ok((switch_ms, notes))
     }
@@ -421,14 +426,100 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Step 8a: Drain the old color.
-    fn drain(&mut self, old: Color, old_workers: &[u32]) -> Option<String> {
+    /// Step 7b: The settle window: the new color must stay up while the old one still runs;
+    /// if it fails, nginx switches back and the new color is removed.
+    fn settle(&mut self, t: &Target, old: Color) -> anyhow::Result<()> {
+        let config = &self.d.loaded.config;
+        let window = config.app.settle.get();
+        if window.is_zero() {
+            return Ok(());
+        }
+        self.set_step(Step::Settle);
+        let service = config.service(t.to);
+        self.clock.start(
+            Step::Settle,
+            format!(
+                "{service} watched for {}, {old} kept running",
+                config.app.settle
+            ),
+        );
+        match settle::watch(self.d.loaded, &self.project, t.to, window, &mut self.clock) {
+            Ok(()) => {
+                self.clock
+                    .done(Step::Settle, format!("{service} stayed up and healthy"));
+                Ok(())
+            }
+            Err(why) => {
+                self.clock
+                    .done(Step::Settle, format!("{service} failed: {why}"));
+                Err(self.switch_back(t, old, &why))
+            }
+        }
+    }
+
+    /// After a failed settle window: nginx back to `old` (it never stopped), proven through
+    /// nginx, the workers that routed to the new color gone, then the new color removed.
+    fn switch_back(&mut self, t: &Target, old: Color, why: &str) -> anyhow::Error {
+        let config = &self.d.loaded.config;
+        let idle_service = config.service(t.to);
+        self.clock.start(Step::Switch, format!("back to {old}"));
+        let workers = crate::nginx::worker_pids(&config.nginx.reload);
+        let back = self
+            .d
+            .renderer
+            .include(config, old)
+            .and_then(|text| self.nginx.switch(&text))
+            .and_then(|_| switch::probe_through_nginx(config, old).map_err(|e| anyhow::anyhow!(e)));
+        if let Err(e) = back {
+            self.clock
+                .done(Step::Switch, format!("could not go back to {old}"));
+            return Failed {
+                message: format!(
+                    "deploy failed: {} failed in the settle window after the switch ({why}), \
+                     and switching nginx back to {old} failed too: {e:#}\n\
+                     {old} ({}) still runs; {idle_service} was left in place",
+                    t.to,
+                    t.from_image.as_deref().unwrap_or("?")
+                ),
+                abort: Abort::SettleFailed,
+            }
+            .into();
+        }
+        self.clock
+            .done(Step::Switch, format!("nginx serves {old} again"));
+        // Workers from before the switch back may still route to the new color: let them
+        // finish before it goes away.
+        let port = config.colors.port(t.to);
+        drain::wait(
+            Some(port),
+            &workers,
+            config.app.drain.get(),
+            &mut self.clock,
+        );
+        self.abort_before_switch(
+            &idle_service,
+            &format!(
+                "{} failed in the settle window after the switch: {why}\n\
+                 nginx switched back to {old} ({}), which kept running",
+                t.to,
+                t.from_image.as_deref().unwrap_or("?")
+            ),
+            Abort::SettleFailed,
+        )
+    }
+
+    /// Step 8a: Drain the old color (or, on a first deploy, wait for the nginx workers from
+    /// before the reload).
+    fn drain(&mut self, old: Option<Color>, old_workers: &[u32]) -> Option<String> {
         let config = &self.d.loaded.config;
         self.set_step(Step::Drain);
-        let port = config.colors.port(old);
+        let port = old.map(|c| config.colors.port(c));
         self.clock.start(
             Step::Drain,
-            format!("{} on port {port}", config.service(old)),
+            match (old, port) {
+                (Some(c), Some(port)) => format!("{} on port {port}", config.service(c)),
+                _ => "old nginx workers".to_string(),
+            },
         );
         let limit = config.app.drain.get();
         let left = drain::wait(port, old_workers, limit, &mut self.clock);
@@ -441,8 +532,11 @@ impl Run<'_, '_> {
         );
         left.pending().then(|| {
             format!(
-                "{} connections to {old} and {} old nginx workers were left after the drain limit ({})",
-                left.connections, left.workers, config.app.drain
+                "{} connections to {} and {} old nginx workers were left after the drain limit ({})",
+                left.connections,
+                old.map_or("the old color".to_string(), |c| c.to_string()),
+                left.workers,
+                config.app.drain
             )
         })
     }
