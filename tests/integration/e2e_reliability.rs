@@ -74,3 +74,69 @@ fn e2e_new_color_dying_after_the_switch_switches_back_to_the_old_one() {
     assert_eq!(last["result"], "failed");
     assert_eq!(project.status_json()["active"], "blue");
 }
+
+/// Writes `script` (sh) into the project and returns its path.
+fn script(project: &Project, name: &str, body: &str) -> String {
+    let path = project.path().join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+/// A shell word list of the local nginx's argv with `extra`.
+fn nginx_words(project: &Project, extra: &[&str]) -> String {
+    cutover::nginx::LocalNginx::argv(&project.prefix(), extra)
+        .iter()
+        .map(|w| format!("'{w}'"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn e2e_killed_between_include_and_reload_the_next_deploy_keeps_the_served_color() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose());
+    let flag = project.path().join("slow-nginx-test");
+    // `nginx -t` that takes 5 s while the flag exists: the window between the include write
+    // and the reload.
+    let wrapper = script(
+        &project,
+        "nginx-test.sh",
+        &format!(
+            "[ -e '{}' ] && sleep 5\nexec {}",
+            flag.display(),
+            nginx_words(&project, &["-t"])
+        ),
+    );
+    let app = App::compose().nginx_test(&[&wrapper]);
+    project.write_config(&app);
+    project.deploy_ok("cutover-demo:v1");
+    std::fs::write(&flag, "").unwrap();
+    let mut child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    wait_for_include(&project, project.green);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(&flag).unwrap();
+    // The file names green; nginx still serves blue, and status says so.
+    let status = project.status_json();
+    assert_eq!(status["nginx_serves"], "blue", "{status}");
+    assert_eq!(status["nginx_points_at"], "green", "{status}");
+    assert_eq!(status["active"], "blue", "{status}");
+    let problems = status["problems"].to_string();
+    assert!(
+        problems.contains("nginx serves blue, but the include on disk names green"),
+        "{problems}"
+    );
+    let load = Load::start(project.port, Duration::from_secs(120));
+    let run = project.deploy_ok("cutover-demo:v2");
+    let tally = load.finish();
+    assert!(
+        run.stderr.contains("restored the include for blue"),
+        "{run}"
+    );
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    project.assert_serving("green", "v2");
+}

@@ -47,6 +47,9 @@ pub struct App {
     pub settle: String,
     /// `nginx.probe` (compose only).
     pub probe: Option<String>,
+    /// `nginx.test` / `nginx.reload` instead of the local nginx's own commands (wrappers).
+    pub nginx_test: Option<Vec<String>>,
+    pub nginx_reload: Option<Vec<String>>,
     /// The bundled demo secrets (secrets/demo.env.age) and the test identity.
     pub secrets: bool,
     /// An accessory `cache` (the demo image) that the app depends on.
@@ -67,6 +70,8 @@ impl App {
             stop_grace: "10s".into(),
             settle: "1s".into(),
             probe: None,
+            nginx_test: None,
+            nginx_reload: None,
             secrets: false,
             accessory: false,
         }
@@ -131,6 +136,16 @@ impl App {
 
     pub fn settle(mut self, settle: &str) -> App {
         self.settle = settle.into();
+        self
+    }
+
+    pub fn nginx_test(mut self, argv: &[&str]) -> App {
+        self.nginx_test = Some(argv.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    pub fn nginx_reload(mut self, argv: &[&str]) -> App {
+        self.nginx_reload = Some(argv.iter().map(|s| s.to_string()).collect());
         self
     }
 
@@ -330,8 +345,8 @@ impl Project {
                 let mut nginx = json!({
                     "include": prefix.join("service-url.inc"),
                     "listen": format!("127.0.0.1:{}", self.port),
-                    "test": argv(&["-t"]),
-                    "reload": argv(&["-s", "reload"]),
+                    "test": app.nginx_test.clone().unwrap_or_else(|| argv(&["-t"])),
+                    "reload": app.nginx_reload.clone().unwrap_or_else(|| argv(&["-s", "reload"])),
                 });
                 if let Some(probe) = &app.probe {
                     nginx["probe"] = json!(probe);

@@ -16,6 +16,7 @@ mod health_gate;
 pub mod observe;
 mod plan;
 pub mod prune;
+mod reconcile;
 mod settle;
 pub mod status;
 mod switch;
@@ -33,7 +34,7 @@ use serde::Serialize;
 use crate::config::{Color, Loaded};
 use crate::docker::compose::{Compose, Project};
 use crate::engine::record::{self, Attempt};
-use crate::engine::{failure, Abort, Failed, Reporter, Request, Step, StepClock};
+use crate::engine::{failure, Abort, Reporter, Request, Step, StepClock};
 use crate::host::MemInfo;
 use crate::nginx::Nginx;
 use crate::render::{Plan, Renderer, SecretKeys};
@@ -186,10 +187,11 @@ impl Run<'_, '_> {
     fn observe(&mut self, req: &Request) -> anyhow::Result<Target> {
         let loaded = self.d.loaded;
         self.clock.start(Step::Observe, "");
-        let observed = observe(loaded)?;
+        let mut observed = observe(loaded)?;
         for note in observed.disagreements() {
             self.clock.note(note);
         }
+        self.reconcile(&mut observed, req.dry_run)?;
         let active = observed.active();
         let first_deploy = active.is_none() || observed.running.is_empty();
         let from = if observed.running.is_empty() {
@@ -424,88 +426,6 @@ impl Run<'_, '_> {
                 Err(self.abort_before_switch(&idle_service, &message, Abort::ProbeFailed))
             }
         }
-    }
-
-    /// Step 7b: The settle window: the new color must stay up while the old one still runs;
-    /// if it fails, nginx switches back and the new color is removed.
-    fn settle(&mut self, t: &Target, old: Color) -> anyhow::Result<()> {
-        let config = &self.d.loaded.config;
-        let window = config.app.settle.get();
-        if window.is_zero() {
-            return Ok(());
-        }
-        self.set_step(Step::Settle);
-        let service = config.service(t.to);
-        self.clock.start(
-            Step::Settle,
-            format!(
-                "{service} watched for {}, {old} kept running",
-                config.app.settle
-            ),
-        );
-        match settle::watch(self.d.loaded, &self.project, t.to, window, &mut self.clock) {
-            Ok(()) => {
-                self.clock
-                    .done(Step::Settle, format!("{service} stayed up and healthy"));
-                Ok(())
-            }
-            Err(why) => {
-                self.clock
-                    .done(Step::Settle, format!("{service} failed: {why}"));
-                Err(self.switch_back(t, old, &why))
-            }
-        }
-    }
-
-    /// After a failed settle window: nginx back to `old` (it never stopped), proven through
-    /// nginx, the workers that routed to the new color gone, then the new color removed.
-    fn switch_back(&mut self, t: &Target, old: Color, why: &str) -> anyhow::Error {
-        let config = &self.d.loaded.config;
-        let idle_service = config.service(t.to);
-        self.clock.start(Step::Switch, format!("back to {old}"));
-        let workers = crate::nginx::worker_pids(&config.nginx.reload);
-        let back = self
-            .d
-            .renderer
-            .include(config, old)
-            .and_then(|text| self.nginx.switch(&text))
-            .and_then(|_| switch::probe_through_nginx(config, old).map_err(|e| anyhow::anyhow!(e)));
-        if let Err(e) = back {
-            self.clock
-                .done(Step::Switch, format!("could not go back to {old}"));
-            return Failed {
-                message: format!(
-                    "deploy failed: {} failed in the settle window after the switch ({why}), \
-                     and switching nginx back to {old} failed too: {e:#}\n\
-                     {old} ({}) still runs; {idle_service} was left in place",
-                    t.to,
-                    t.from_image.as_deref().unwrap_or("?")
-                ),
-                abort: Abort::SettleFailed,
-            }
-            .into();
-        }
-        self.clock
-            .done(Step::Switch, format!("nginx serves {old} again"));
-        // Workers from before the switch back may still route to the new color: let them
-        // finish before it goes away.
-        let port = config.colors.port(t.to);
-        drain::wait(
-            Some(port),
-            &workers,
-            config.app.drain.get(),
-            &mut self.clock,
-        );
-        self.abort_before_switch(
-            &idle_service,
-            &format!(
-                "{} failed in the settle window after the switch: {why}\n\
-                 nginx switched back to {old} ({}), which kept running",
-                t.to,
-                t.from_image.as_deref().unwrap_or("?")
-            ),
-            Abort::SettleFailed,
-        )
     }
 
     /// Step 8a: Drain the old color (or, on a first deploy, wait for the nginx workers from

@@ -15,6 +15,92 @@ use crate::engine::{Step, StepClock};
 use crate::health::{Answer, Prober};
 
 use super::health_gate::Watcher;
+use super::{drain, switch, Run, Target};
+use crate::engine::{Abort, Failed};
+
+impl Run<'_, '_> {
+    /// Step 7b: The settle window: the new color must stay up while the old one still runs;
+    /// if it fails, nginx switches back and the new color is removed.
+    pub(super) fn settle(&mut self, t: &Target, old: Color) -> anyhow::Result<()> {
+        let config = &self.d.loaded.config;
+        let window = config.app.settle.get();
+        if window.is_zero() {
+            return Ok(());
+        }
+        self.set_step(Step::Settle);
+        let service = config.service(t.to);
+        self.clock.start(
+            Step::Settle,
+            format!(
+                "{service} watched for {}, {old} kept running",
+                config.app.settle
+            ),
+        );
+        match watch(self.d.loaded, &self.project, t.to, window, &mut self.clock) {
+            Ok(()) => {
+                self.clock
+                    .done(Step::Settle, format!("{service} stayed up and healthy"));
+                Ok(())
+            }
+            Err(why) => {
+                self.clock
+                    .done(Step::Settle, format!("{service} failed: {why}"));
+                Err(self.switch_back(t, old, &why))
+            }
+        }
+    }
+
+    /// After a failed settle window: nginx back to `old` (it never stopped), proven through
+    /// nginx, the workers that routed to the new color gone, then the new color removed.
+    fn switch_back(&mut self, t: &Target, old: Color, why: &str) -> anyhow::Error {
+        let config = &self.d.loaded.config;
+        let idle_service = config.service(t.to);
+        self.clock.start(Step::Switch, format!("back to {old}"));
+        let workers = crate::nginx::worker_pids(&config.nginx.reload);
+        let back = self
+            .d
+            .renderer
+            .include(config, old)
+            .and_then(|text| self.nginx.switch(&text))
+            .and_then(|_| switch::probe_through_nginx(config, old).map_err(|e| anyhow::anyhow!(e)));
+        if let Err(e) = back {
+            self.clock
+                .done(Step::Switch, format!("could not go back to {old}"));
+            return Failed {
+                message: format!(
+                    "deploy failed: {} failed in the settle window after the switch ({why}), \
+                     and switching nginx back to {old} failed too: {e:#}\n\
+                     {old} ({}) still runs; {idle_service} was left in place",
+                    t.to,
+                    t.from_image.as_deref().unwrap_or("?")
+                ),
+                abort: Abort::SettleFailed,
+            }
+            .into();
+        }
+        self.clock
+            .done(Step::Switch, format!("nginx serves {old} again"));
+        // Workers from before the switch back may still route to the new color: let them
+        // finish before it goes away.
+        let port = config.colors.port(t.to);
+        drain::wait(
+            Some(port),
+            &workers,
+            config.app.drain.get(),
+            &mut self.clock,
+        );
+        self.abort_before_switch(
+            &idle_service,
+            &format!(
+                "{} failed in the settle window after the switch: {why}\n\
+                 nginx switched back to {old} ({}), which kept running",
+                t.to,
+                t.from_image.as_deref().unwrap_or("?")
+            ),
+            Abort::SettleFailed,
+        )
+    }
+}
 
 /// Watches `to` for `window`; the error says how it failed.
 pub(super) fn watch(
