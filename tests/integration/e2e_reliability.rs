@@ -140,3 +140,92 @@ fn e2e_killed_between_include_and_reload_the_next_deploy_keeps_the_served_color(
     assert_eq!(tally.failed, 0, "{tally:?}");
     project.assert_serving("green", "v2");
 }
+
+/// A tiny tmpfs, unmounted when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    /// Mounts 64 KiB at `dir`; None (loudly, and a failure under CI) when this box cannot.
+    fn mount(dir: &std::path::Path) -> Option<Tmpfs> {
+        std::fs::create_dir_all(dir).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"])
+            .arg(dir)
+            .output()
+            .unwrap();
+        if out.status.success() {
+            return Some(Tmpfs(dir.to_owned()));
+        }
+        let msg = format!(
+            "cannot mount a tmpfs (root needed): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg}; CI is set, so this is a failure");
+        }
+        crate::common::loud(&format!("*** SKIPPED: {msg} ***"));
+        None
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+#[test]
+fn e2e_state_write_failing_after_the_switch_says_what_is_live_and_is_repaired() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose());
+    let dir = project.path().join("tiny-state");
+    let Some(_tmpfs) = Tmpfs::mount(&dir) else {
+        return;
+    };
+    let app = App::compose().state_dir(&dir);
+    project.write_config(&app);
+    project.deploy_ok("cutover-demo:v1");
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(dir.join("state.json"))
+        .unwrap_or_default()
+        .contains("\"step\": \"health\"")
+    {
+        assert!(Instant::now() < deadline, "deploy never reached health");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Fill the state dir while the new color is being health-gated.
+    let _ = std::process::Command::new("dd")
+        .args(["if=/dev/zero", "bs=4k"])
+        .arg(format!("of={}", dir.join("fill").display()))
+        .stderr(std::process::Stdio::null())
+        .status();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("live: nginx serves green with cutover-demo:v2"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("not recorded: state.json was not updated"),
+        "{stderr}"
+    );
+    assert_eq!(
+        project.get("/").map(|(c, b)| (c, b.trim().to_string())),
+        Some((200, "version=v2 color=green".to_string()))
+    );
+    std::fs::remove_file(dir.join("fill")).unwrap();
+    // The next command repairs the record from what runs: rollback finds v1.
+    let run = project.cutover(["rollback"]).success();
+    assert!(run.stderr.contains("repaired the record"), "{run}");
+    assert_eq!(
+        project.get("/").map(|(c, b)| (c, b.trim().to_string())),
+        Some((200, "version=v1 color=blue".to_string()))
+    );
+}

@@ -50,6 +50,8 @@ pub struct App {
     /// `nginx.test` / `nginx.reload` instead of the local nginx's own commands (wrappers).
     pub nginx_test: Option<Vec<String>>,
     pub nginx_reload: Option<Vec<String>>,
+    /// `state_dir` (default `.cutover`).
+    pub state_dir: Option<PathBuf>,
     /// The bundled demo secrets (secrets/demo.env.age) and the test identity.
     pub secrets: bool,
     /// An accessory `cache` (the demo image) that the app depends on.
@@ -72,6 +74,7 @@ impl App {
             probe: None,
             nginx_test: None,
             nginx_reload: None,
+            state_dir: None,
             secrets: false,
             accessory: false,
         }
@@ -146,6 +149,11 @@ impl App {
 
     pub fn nginx_reload(mut self, argv: &[&str]) -> App {
         self.nginx_reload = Some(argv.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    pub fn state_dir(mut self, dir: &Path) -> App {
+        self.state_dir = Some(dir.to_owned());
         self
     }
 
@@ -317,6 +325,9 @@ impl Project {
             "project": self.name,
             "colors": { "blue": self.blue, "green": self.green },
         });
+        if let Some(dir) = &app.state_dir {
+            config["state_dir"] = json!(dir);
+        }
         if let Some(restart) = &app.restart {
             web["restart"] = json!(restart);
         }

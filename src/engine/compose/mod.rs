@@ -140,8 +140,8 @@ impl Run<'_, '_> {
         }
         self.mark_in_progress(&target)?;
         let result = self.deploy_steps(&target, &rendered);
-        self.record(req, &target, &result)?;
-        let (switch_ms, mut notes) = result?;
+        let recorded = self.record(req, &target, &result);
+        let (switch_ms, mut notes) = record::outcome(result, recorded, || self.live(&target))?;
         notes.extend(self.prune_images(&target.image));
         Ok(self.summary(req, &target, Some(switch_ms), notes, Vec::new()))
     }
@@ -192,6 +192,7 @@ impl Run<'_, '_> {
             self.clock.note(note);
         }
         self.reconcile(&mut observed, req.dry_run)?;
+        self.repair_record(&mut observed, req.dry_run);
         let active = observed.active();
         let first_deploy = active.is_none() || observed.running.is_empty();
         let from = if observed.running.is_empty() {
@@ -489,21 +490,9 @@ impl Run<'_, '_> {
         t: &Target,
         result: &anyhow::Result<(u64, Vec<String>)>,
     ) -> anyhow::Result<()> {
-        let mut state = self.state_dir.load()?;
-        state.in_progress = None;
-        if result.is_ok() {
-            if let (Some(old), Some(old_image)) = (t.from, &t.from_image) {
-                state.images.insert(old, old_image.clone());
-                if *old_image != t.image {
-                    state.previous_image = Some(old_image.clone());
-                }
-            }
-            state.active = Some(t.to);
-            state.images.insert(t.to, t.image.clone());
-        }
-        self.state_dir.save(&state)?;
+        let saved = self.save_state(t, result.is_ok());
         let (result, reason) = failure::verdict(result);
-        record::append(
+        let appended = record::append(
             &self.state_dir,
             Attempt {
                 engine: EngineKind::Compose,
@@ -517,7 +506,40 @@ impl Run<'_, '_> {
                 steps: self.clock.steps(),
                 total_ms: self.clock.total_ms(),
             },
-        )
+        );
+        match (saved, appended) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(e), Ok(())) => Err(e.context("state.json was not updated")),
+            (Ok(()), Err(e)) => Err(e.context("this deploy's history line was not written")),
+            (Err(e), Err(h)) => Err(e.context(format!(
+                "state.json was not updated, nor this deploy's history line ({h:#})"
+            ))),
+        }
+    }
+
+    /// What serves after a successful deploy, for a message about a record that failed.
+    fn live(&self, t: &Target) -> String {
+        let mut live = format!("nginx serves {} with {}", t.to, t.image);
+        if let (Some(old), Some(img)) = (t.from, &t.from_image) {
+            live.push_str(&format!("; {old} ({img}) was stopped, its image kept"));
+        }
+        live
+    }
+
+    fn save_state(&self, t: &Target, succeeded: bool) -> anyhow::Result<()> {
+        let mut state = self.state_dir.load()?;
+        state.in_progress = None;
+        if succeeded {
+            if let (Some(old), Some(old_image)) = (t.from, &t.from_image) {
+                state.images.insert(old, old_image.clone());
+                if *old_image != t.image {
+                    state.previous_image = Some(old_image.clone());
+                }
+            }
+            state.active = Some(t.to);
+            state.images.insert(t.to, t.image.clone());
+        }
+        self.state_dir.save(&state)
     }
 
     /// Prunes old images of the app beyond `keep_images` (never the recorded ones).

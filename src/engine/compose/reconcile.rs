@@ -55,3 +55,63 @@ impl Run<'_, '_> {
         Ok(())
     }
 }
+
+impl Run<'_, '_> {
+    /// Brings `state.json` in line with what serves when a previous run could not write it
+    /// (a full disk after the switch): the served color, its running image, and the image the
+    /// record last had active as the rollback target. Only when one color runs and nginx
+    /// serves it, so a deploy in progress is never taken for a finished one. A repair that
+    /// cannot be written is only a note: the deploy records again at its end.
+    pub(super) fn repair_record(&mut self, o: &mut Observed, dry_run: bool) {
+        let Some(active) = o.active() else { return };
+        let serves = o.served.color().or(o.nginx_color) == Some(active);
+        if !serves || o.running.len() != 1 || !o.running.contains(&active) {
+            return;
+        }
+        let service = self.d.loaded.config.service(active);
+        let Some(image) = o
+            .containers
+            .iter()
+            .find(|c| c.service == service && c.running())
+            .map(|c| c.image.clone())
+        else {
+            return;
+        };
+        let rec = &o.recorded;
+        if rec.active == Some(active) && rec.images.get(&active) == Some(&image) {
+            return;
+        }
+        let mut repaired = rec.clone();
+        if let Some(old_image) = rec
+            .active
+            .filter(|old| *old != active)
+            .and_then(|old| rec.images.get(&old))
+            .filter(|old_image| **old_image != image)
+        {
+            repaired.previous_image = Some(old_image.clone());
+        }
+        repaired.active = Some(active);
+        repaired.images.insert(active, image.clone());
+        let what = format!(
+            "the record said {} is active; {active} serves {image}",
+            rec.active.map_or("nothing".to_string(), |c| c.to_string())
+        );
+        if dry_run {
+            self.clock
+                .note(format!("{what}: a deploy would repair the record first"));
+            return;
+        }
+        match self.state_dir.save(&repaired) {
+            Ok(()) => {
+                self.clock.note(format!(
+                    "{what}: repaired the record (rollback target {})",
+                    repaired.previous_image.as_deref().unwrap_or("none")
+                ));
+                o.recorded = repaired;
+            }
+            Err(e) => self
+                .clock
+                .note(format!("{what}: could not repair the record: {e:#}")),
+        }
+    }
+}
