@@ -246,15 +246,17 @@ impl Project {
     }
 
     /// `up -d --no-deps SERVICE…` with secrets as process environment only. Recreates the
-    /// container when its image or config changed.
+    /// container when its image or config changed. Killed past `timeout` (a stalled engine
+    /// must not hold the deploy and its lock forever); the error names the call and the limit.
     pub fn up(
         &self,
         services: &[String],
         no_deps: bool,
         env: &BTreeMap<String, SecretString>,
+        timeout: Duration,
         summary: impl Into<String>,
     ) -> Result<(), ProcessError> {
-        let mut cmd = self.cmd(summary).args(["up", "-d"]);
+        let mut cmd = self.cmd(summary).args(["up", "-d"]).timeout(timeout);
         if no_deps {
             cmd = cmd.arg("--no-deps");
         }

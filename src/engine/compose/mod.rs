@@ -335,6 +335,7 @@ impl Run<'_, '_> {
                 &r.accessories_down,
                 false,
                 &self.d.secrets,
+                self.up_timeout(),
                 "start the accessories",
             )?;
             self.clock.done(Step::Accessories, names);
@@ -352,6 +353,7 @@ impl Run<'_, '_> {
             std::slice::from_ref(&idle_service),
             true,
             &self.d.secrets,
+            self.up_timeout(),
             format!("start {}", t.to),
         ) {
             return Err(self.abort_before_switch(
@@ -362,6 +364,13 @@ impl Run<'_, '_> {
         }
         self.clock.done(Step::Up, detail);
         Ok(())
+    }
+
+    /// The bound of one `compose up`: creating and starting containers takes seconds, but a
+    /// missing image is pulled first; `health.timeout` + 2 min covers a pull without letting
+    /// a stalled engine hold the lock forever.
+    fn up_timeout(&self) -> std::time::Duration {
+        self.d.loaded.config.app.health.timeout.get() + std::time::Duration::from_secs(120)
     }
 
     /// Step 6: Health gate: the new color answers its health check, directly. Returns when it
