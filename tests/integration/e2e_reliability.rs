@@ -229,3 +229,38 @@ fn e2e_state_write_failing_after_the_switch_says_what_is_live_and_is_repaired() 
         Some((200, "version=v1 color=blue".to_string()))
     );
 }
+
+#[test]
+fn e2e_a_reload_wrapper_drains_only_the_workers_of_the_nginx_it_reloads() {
+    if !ready() {
+        return;
+    }
+    // Another nginx on this box, whose workers no reload of ours ever replaces.
+    let other = tempfile::tempdir().unwrap();
+    let other_prefix = other.path().join("nginx");
+    std::fs::create_dir_all(&other_prefix).unwrap();
+    let port = crate::common::free_port();
+    std::fs::write(
+        other_prefix.join("site.conf"),
+        format!("server {{ listen 127.0.0.1:{port}; return 200 ok; }}\n"),
+    )
+    .unwrap();
+    let _other_nginx = cutover::nginx::LocalNginx::start(&other_prefix).unwrap();
+    let project = Project::compose(App::compose());
+    // A reload without -c/-p, as `systemctl reload nginx` would be.
+    let wrapper = script(
+        &project,
+        "nginx-reload.sh",
+        &format!("exec {}", nginx_words(&project, &["-s", "reload"])),
+    );
+    project.write_config(&App::compose().nginx_reload(&[&wrapper]));
+    project.deploy_ok("cutover-demo:v1");
+    let run = project.deploy_ok("cutover-demo:v2");
+    let shown = format!("{run}");
+    assert!(shown.contains("0 old nginx workers left"), "{shown}");
+    assert!(
+        !shown.contains("were left after the drain limit"),
+        "{shown}"
+    );
+    project.assert_serving("green", "v2");
+}

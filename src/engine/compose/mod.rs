@@ -405,7 +405,7 @@ impl Run<'_, '_> {
         self.set_step(Step::Switch);
         self.clock
             .start(Step::Switch, config.nginx.include.display().to_string());
-        let old_workers = crate::nginx::worker_pids(&config.nginx.reload);
+        let old_workers = self.nginx.worker_pids();
         let switch = match self.nginx.switch(&r.include_text) {
             Ok(sw) => sw,
             Err(e) => {

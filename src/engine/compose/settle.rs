@@ -56,7 +56,7 @@ impl Run<'_, '_> {
         let config = &self.d.loaded.config;
         let idle_service = config.service(t.to);
         self.clock.start(Step::Switch, format!("back to {old}"));
-        let workers = crate::nginx::worker_pids(&config.nginx.reload);
+        let workers = self.nginx.worker_pids();
         let back = self
             .d
             .renderer
