@@ -1,6 +1,6 @@
 //! The command-line surface, as clap types and nothing else.
 //!
-//! DESIGN.md's command surface is a contract: names here are not renamed, only added to.
+//! The command surface is a contract (docs/ARCHITECTURE.md): names here are not renamed, only added to.
 //! Logic lives in `cmd/` (what to print) and the domain modules (what to do).
 //!
 //! Every flag that takes a duration, size or number is parsed here by a typed clap value

@@ -3,7 +3,7 @@
 //!
 //! The load client opens one connection per request on purpose: nginx closes idle
 //! keep-alive client connections on reload, which is nginx's own floor, not the deploy's, so
-//! zero-downtime is measured without keep-alive (DESIGN.md, pitfalls).
+//! zero-downtime is measured without keep-alive (docs/ARCHITECTURE.md, "Known pitfalls").
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};

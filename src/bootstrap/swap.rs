@@ -3,7 +3,7 @@
 //!
 //! A t2.micro has 1 GiB of RAM and a blue/green overlap runs two app containers at once, so
 //! swap is what keeps the OOM killer away during a deploy. The pitfalls this module exists
-//! for (DESIGN.md, "Known pitfalls"): `swapon` on an already active file exits 255, so it is
+//! for (docs/ARCHITECTURE.md, "Known pitfalls"): `swapon` on an already active file exits 255, so it is
 //! only run when the file is not in `/proc/swaps`; the kernel refuses swap files with holes,
 //! so a `fallocate` that leaves holes (or is unsupported) falls back to writing zeros with
 //! `dd`; the file is 0600 from the moment it exists, since swapped-out pages can hold

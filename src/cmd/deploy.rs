@@ -72,43 +72,7 @@ pub fn run_deploy(
     match deployer.run(&request, &mut printer) {
         Ok(summary) => {
             printer.clear_spinner();
-            if common.json {
-                outln!("{}", serde_json::to_string_pretty(&summary)?)?;
-            } else if summary.dry_run {
-                outln!(
-                    "plan: {} {} to {}",
-                    summary.action,
-                    summary.image,
-                    summary.detail.to
-                )?;
-                for line in &summary.plan {
-                    outln!("  {line}")?;
-                }
-            } else if !ctx.quiet() {
-                for note in &summary.notes {
-                    eprintln!("  ! {note}");
-                }
-                outln!(
-                    "{} {} to {} in {}{}",
-                    if rollback {
-                        "rolled back to"
-                    } else {
-                        "deployed"
-                    },
-                    summary.image,
-                    summary.detail.to,
-                    duration(Duration::from_millis(summary.total_ms)),
-                    summary
-                        .detail
-                        .switch_ms
-                        .map(|ms| format!(
-                            " (nginx served it {} after the health gate passed)",
-                            duration(Duration::from_millis(ms))
-                        ))
-                        .unwrap_or_default()
-                )?;
-                outln!("  {}", steps_line(&summary.steps))?;
-            }
+            print_summary(ctx, &common, rollback, &summary)?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -116,6 +80,53 @@ pub fn run_deploy(
             progress::failed(err, common.json, EngineKind::Compose)
         }
     }
+}
+
+/// What a finished deploy prints on stdout: its JSON, its plan, or the one-line result.
+fn print_summary(
+    ctx: &Context,
+    common: &DeployCommon,
+    rollback: bool,
+    summary: &crate::engine::compose::Summary,
+) -> anyhow::Result<()> {
+    if common.json {
+        outln!("{}", serde_json::to_string_pretty(&summary)?)?;
+    } else if summary.dry_run {
+        outln!(
+            "plan: {} {} to {}",
+            summary.action,
+            summary.image,
+            summary.detail.to
+        )?;
+        for line in &summary.plan {
+            outln!("  {line}")?;
+        }
+    } else if !ctx.quiet() {
+        for note in &summary.notes {
+            eprintln!("  ! {note}");
+        }
+        outln!(
+            "{} {} to {} in {}{}",
+            if rollback {
+                "rolled back to"
+            } else {
+                "deployed"
+            },
+            summary.image,
+            summary.detail.to,
+            duration(Duration::from_millis(summary.total_ms)),
+            summary
+                .detail
+                .switch_ms
+                .map(|ms| format!(
+                    " (nginx served it {} after the health gate passed)",
+                    duration(Duration::from_millis(ms))
+                ))
+                .unwrap_or_default()
+        )?;
+        outln!("  {}", steps_line(&summary.steps))?;
+    }
+    Ok(())
 }
 
 pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {

@@ -1,7 +1,8 @@
 //! The two deploy engines and what they share.
 //!
-//! [`compose`] is cutover's own blue/green switch behind nginx (nine steps, DESIGN.md
-//! "Deploy"); [`swarm`] hands the rolling update to docker swarm and follows it to a verdict.
+//! [`compose`] is cutover's own blue/green switch behind nginx (docs/ARCHITECTURE.md, "The
+//! deploy state machine"); [`swarm`] hands the rolling update to docker swarm and follows it
+//! to a verdict.
 //! Both take the same [`Request`], report the same [`Event`]s (named by [`Step`]) to a
 //! [`Reporter`], time their steps with a [`StepClock`], fail with [`Failed`] (carrying an
 //! [`Abort`] saying why), and take the same lock and append to the same history

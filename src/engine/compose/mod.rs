@@ -1,4 +1,4 @@
-//! The blue/green engine (DESIGN.md "Deploy", nine steps) and rollback.
+//! The blue/green engine (docs/ARCHITECTURE.md, "The deploy state machine") and rollback.
 //!
 //! Order is the safety argument: nothing user-visible changes until the new color has passed
 //! its health gate; nginx changes only through a tested, atomically written include; the old
