@@ -39,14 +39,28 @@ impl Gate<'_> {
         let expected = health.status;
         let watcher = Watcher::spawn(self.project.clone(), self.service.to_string(), self.to);
         let reporter = clock.reporter();
-        let mut streak = Streak::new(health.healthy_checks);
+        let interval = health.interval.get();
+        let confirm_every = confirmation_interval(interval);
+        let healthy =
+            |answer: &Answer| matches!(answer, Answer::Status { code, .. } if *code == expected);
         let outcome = health::wait_until(
             || {
                 let answer = prober.get(&url, None);
-                let healthy = matches!(answer, Answer::Status { code, .. } if code == expected);
-                (streak.record(healthy), answer)
+                if !healthy(&answer) {
+                    return (false, answer);
+                }
+                // Once healthy, the confirmations follow quickly (the settle window after the
+                // switch is what watches for longer); any failure starts the count again.
+                for _ in 1..health.healthy_checks {
+                    std::thread::sleep(confirm_every);
+                    let again = prober.get(&url, None);
+                    if !healthy(&again) {
+                        return (false, again);
+                    }
+                }
+                (true, answer)
             },
-            health.interval.get(),
+            interval,
             health.timeout.get(),
             &mut |elapsed: Duration, last: Option<&Answer>| {
                 if self.interrupted.load(Ordering::SeqCst) {
@@ -104,25 +118,10 @@ impl Gate<'_> {
     }
 }
 
-/// Consecutive healthy answers: the gate passes on the `needed`-th in a row.
-pub(super) struct Streak {
-    needed: u32,
-    run: u32,
-}
-
-impl Streak {
-    pub fn new(needed: u32) -> Streak {
-        Streak {
-            needed: needed.max(1),
-            run: 0,
-        }
-    }
-
-    /// Records one answer; true once `needed` healthy answers came in a row.
-    pub fn record(&mut self, healthy: bool) -> bool {
-        self.run = if healthy { self.run + 1 } else { 0 };
-        self.run >= self.needed
-    }
+/// The wait between the healthy answers that confirm the first one: a quarter of the
+/// interval, at least 20 ms (and never more than the interval).
+pub(super) fn confirmation_interval(interval: Duration) -> Duration {
+    (interval / 4).max(Duration::from_millis(20)).min(interval)
 }
 
 /// The background thread that asks the engine, once a second, whether the new color's
@@ -199,15 +198,14 @@ fn died(
 
 #[cfg(test)]
 mod tests {
-    use super::Streak;
+    use super::confirmation_interval;
+    use std::time::Duration;
 
     #[test]
-    fn the_gate_needs_consecutive_healthy_answers() {
-        let mut streak = Streak::new(3);
-        let answers = [true, true, false, true, true];
-        assert!(answers.iter().all(|ok| !streak.record(*ok)));
-        assert!(streak.record(true));
-        let mut one = Streak::new(1);
-        assert!(one.record(true));
+    fn confirmations_follow_at_a_quarter_interval() {
+        let ms = Duration::from_millis;
+        assert_eq!(confirmation_interval(ms(500)), ms(125));
+        assert_eq!(confirmation_interval(ms(40)), ms(20));
+        assert_eq!(confirmation_interval(ms(10)), ms(10));
     }
 }

@@ -160,7 +160,7 @@ impl Run<'_, '_> {
             Some(old) => {
                 self.settle(t, old)?;
                 notes.extend(self.drain(Some(old), &old_workers));
-                notes.extend(self.stop(old, t.from_image.as_deref()));
+                notes.extend(self.stop(old, t.from_image.as_deref(), &t.observed));
             }
             None => notes.extend(self.drain(None, &old_workers)),
         }
@@ -472,16 +472,25 @@ impl Run<'_, '_> {
     }
 
     /// Step 8b: Stop and remove the old color (its image stays for rollback).
-    fn stop(&mut self, old: Color, old_image: Option<&str>) -> Option<String> {
+    fn stop(&mut self, old: Color, old_image: Option<&str>, observed: &Observed) -> Option<String> {
         let config = &self.d.loaded.config;
         let old_service = config.service(old);
         self.set_step(Step::Stop);
         self.clock.start(Step::Stop, old_service.clone());
-        let note = self
-            .project
-            .stop_and_remove(&old_service, config.app.stop_grace.get())
-            .err()
-            .map(|e| e.to_string());
+        // The old color's containers as observed under the lock: no second engine lookup.
+        let ids: Vec<String> = observed
+            .containers
+            .iter()
+            .filter(|c| c.service == old_service)
+            .map(|c| c.id.clone())
+            .collect();
+        let note = crate::docker::compose::stop_and_remove_ids(
+            &old_service,
+            &ids,
+            config.app.stop_grace.get(),
+        )
+        .err()
+        .map(|e| e.to_string());
         self.clock.done(
             Step::Stop,
             format!(
