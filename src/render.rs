@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::{anyhow, bail, Context as _};
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
@@ -212,34 +212,34 @@ impl ComposeContext {
             IpAddr::V4(v4) => v4.to_string(),
             IpAddr::V6(v6) => format!("[{v6}]"),
         };
-        let colors = Color::ALL
-            .into_iter()
-            .map(|color| {
-                let port = config.colors.port(color);
-                ColorView {
-                    name: color.as_str(),
-                    service: config.service(color),
-                    port,
-                    image: plan
-                        .images
-                        .get(&color)
-                        .cloned()
-                        .unwrap_or_else(|| config.default_image()),
-                    publish: format!("{publish_host}:{port}:{}", app.port),
-                }
-            })
-            .collect();
+        let mut colors = Vec::new();
+        for color in Color::ALL {
+            let port = config.colors.port(color);
+            let image = plan
+                .images
+                .get(&color)
+                .cloned()
+                .unwrap_or_else(|| config.default_image());
+            checked_image(&image, &format!("the image of {color}"))?;
+            colors.push(ColorView {
+                name: color.as_str(),
+                service: config.service(color),
+                port,
+                image,
+                publish: format!("{publish_host}:{port}:{}", app.port),
+            });
+        }
         let mut accessories = Vec::new();
         for (name, acc) in &config.accessories {
             let keys = plan.secret_keys.accessory(name.as_str());
             accessories.push(AccessoryView {
                 name: name.to_string(),
-                image: acc.image.clone(),
+                image: checked_image(&acc.image, &format!("accessories.{name}.image"))?,
                 memory: acc.memory.to_string(),
                 restart: acc.restart.clone(),
                 command: acc.command.as_ref().map(command_json),
-                volumes: acc.volumes.clone(),
-                ports: acc.ports.clone(),
+                volumes: literals(&acc.volumes),
+                ports: literals(&acc.ports),
                 environment: env_items(&acc.environment.0, keys, &format!("accessories.{name}"))?,
                 secret_keys: keys.iter().cloned().collect(),
             });
@@ -258,7 +258,7 @@ impl ComposeContext {
                 restart: app.restart.clone(),
                 stop_grace_secs: app.stop_grace.get().as_secs(),
                 command: app.command.as_ref().map(command_json),
-                volumes: app.volumes.clone(),
+                volumes: literals(&app.volumes),
                 depends_on: app.depends_on.iter().map(|d| d.to_string()).collect(),
                 environment,
                 secret_keys: plan.secret_keys.app.iter().cloned().collect(),
@@ -286,16 +286,38 @@ pub(crate) fn env_items(
         .iter()
         .map(|(k, v)| EnvItem {
             key: k.clone(),
-            value: v.replace('$', "$$"),
+            value: literal(v),
         })
         .collect())
 }
 
+/// `app.command` / `accessories.*.command` for the compose file, `$` escaped ([`literal`]).
 pub(crate) fn command_json(cmd: &CommandLine) -> serde_json::Value {
     match cmd {
-        CommandLine::Shell(s) => serde_json::Value::String(s.clone()),
-        CommandLine::Argv(v) => serde_json::json!(v),
+        CommandLine::Shell(s) => serde_json::Value::String(literal(s)),
+        CommandLine::Argv(v) => serde_json::json!(literals(v)),
     }
+}
+
+/// A cutover.yml value as compose must read it: `$` doubled. compose (and `docker stack
+/// deploy`) interpolate `$VAR`/`${VAR}` from their own environment, which holds every
+/// decrypted secret at deploy time, so an unescaped `${DB_PASSWORD}` in a command would put
+/// the secret into the container's spec, `docker inspect` and error messages. Values in
+/// cutover.yml are literal: a `$` reaches the container as a `$` (a shell in the container
+/// still expands it there, from the container's own environment).
+pub(crate) fn literal(value: &str) -> String {
+    value.replace('$', "$$")
+}
+
+pub(crate) fn literals(values: &[String]) -> Vec<String> {
+    values.iter().map(|v| literal(v)).collect()
+}
+
+/// `image` if it is a valid image reference, else an error naming `what` and what is allowed.
+/// A reference never holds `$`, so it needs no escaping once checked.
+pub(crate) fn checked_image(image: &str, what: &str) -> anyhow::Result<String> {
+    crate::images::check_reference(image).map_err(|why| anyhow!("{what}, `{image}`: {why}"))?;
+    Ok(image.to_string())
 }
 
 /// Volume sources that are names, not host paths: `mysql-volume:/var/lib/mysql` → `mysql-volume`.
@@ -342,6 +364,17 @@ mod tests {
             "anonymous".to_string(),
         ];
         assert_eq!(named_volumes(specs.iter()), ["cache", "mysql-volume"]);
+    }
+
+    #[test]
+    fn commands_escape_dollars() {
+        let argv = CommandLine::Argv(vec!["serve".into(), "${DB_PASSWORD}".into()]);
+        assert_eq!(
+            command_json(&argv),
+            serde_json::json!(["serve", "$${DB_PASSWORD}"])
+        );
+        let shell = CommandLine::Shell("echo $HOME".into());
+        assert_eq!(command_json(&shell), serde_json::json!("echo $$HOME"));
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! State is a record, not the truth: `status` and `deploy` cross-check it against the nginx
 //! include and the running containers, so a `kill -9` between two writes is explainable.
-//! Every write is atomic.
+//! Every write is atomic, and every file is the owner's only ([`FILE_MODE`]): the record names
+//! images, users and failure reasons.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Color;
 pub use crate::engine::step::{Step, StepTiming};
+
+/// The mode of every file in the state directory.
+pub const FILE_MODE: u32 = 0o600;
 
 /// What cutover last recorded about the two colors.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +81,8 @@ impl StateDir {
         self.dir.join("lock")
     }
 
-    /// The recorded state; a missing file is the state of a project never deployed.
+    /// The recorded state; a missing file is the state of a project never deployed. A file
+    /// that does not parse is an error naming its line and column and how to recover.
     pub fn load(&self) -> anyhow::Result<State> {
         read_json(&self.state_file()).map(Option::unwrap_or_default)
     }
@@ -85,7 +90,12 @@ impl StateDir {
     pub fn save(&self, state: &State) -> anyhow::Result<()> {
         let mut bytes = serde_json::to_vec_pretty(state)?;
         bytes.push(b'\n');
-        crate::atomic::write(&self.state_file(), &bytes, 0o644)
+        crate::atomic::write(&self.state_file(), &bytes, FILE_MODE)
+    }
+
+    /// Torn history tails set aside by [`StateDir::append_history`], oldest first.
+    pub fn torn_history(&self) -> Vec<PathBuf> {
+        crate::jsonl::torn_files(&self.history_file())
     }
 }
 
@@ -135,6 +145,7 @@ impl StateDir {
         holder: &Holder,
     ) -> Result<DeployLock, LockError> {
         use std::io::{Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.lock_file();
         let io = |source| LockError::Io {
             path: path.clone(),
@@ -147,6 +158,7 @@ impl StateDir {
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(FILE_MODE)
             .open(&path)
             .map_err(io)?;
         let deadline = std::time::Instant::now() + wait;
@@ -174,55 +186,19 @@ impl StateDir {
         Ok(DeployLock { _file: file })
     }
 
-    /// Appends one entry to the history log (one JSON object per line).
-    pub fn append_history(&self, entry: &HistoryEntry) -> anyhow::Result<()> {
-        use std::io::Write;
-        let path = self.history_file();
-        std::fs::create_dir_all(&self.dir)
-            .with_context(|| format!("could not create {}", self.dir.display()))?;
-        let mut line = serde_json::to_string(entry)?;
-        line.push('\n');
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .with_context(|| format!("could not open {}", path.display()))?;
-        // One write of one line: concurrent appenders cannot interleave within it.
-        file.write_all(line.as_bytes())
-            .with_context(|| format!("could not append to {}", path.display()))
+    /// Appends one entry to the history log (one JSON object per line). A torn last line
+    /// left by a crash is set aside first ([`crate::jsonl`]); its new path is returned. The
+    /// reason is stored as its first line only: the rest of a failure message is the app's
+    /// log tail, which the terminal shows and the record must not keep.
+    pub fn append_history(&self, entry: &HistoryEntry) -> anyhow::Result<Option<PathBuf>> {
+        let mut entry = entry.clone();
+        entry.reason = entry.reason.as_deref().map(one_line_reason);
+        crate::jsonl::append(&self.history_file(), &serde_json::to_string(&entry)?)
     }
 
-    /// Every history entry, oldest first. A torn last line (a crash mid-append) is skipped;
-    /// any other line that does not parse is an error naming it.
+    /// Every history entry, oldest first. A line that does not parse (a torn tail) is skipped.
     pub fn history(&self) -> anyhow::Result<Vec<HistoryEntry>> {
-        let path = self.history_file();
-        let text = match std::fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-            Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
-        };
-        let lines: Vec<(usize, &str)> = text
-            .lines()
-            .enumerate()
-            .filter(|(_, l)| !l.trim().is_empty())
-            .collect();
-        let mut entries = Vec::with_capacity(lines.len());
-        for (i, (number, line)) in lines.iter().enumerate() {
-            match serde_json::from_str(line) {
-                Ok(entry) => entries.push(entry),
-                Err(_) if i + 1 == lines.len() && !text.ends_with('\n') => {}
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!(
-                            "{}:{} is not a cutover history entry",
-                            path.display(),
-                            number + 1
-                        )
-                    })
-                }
-            }
-        }
-        Ok(entries)
+        crate::jsonl::read(&self.history_file())
     }
 }
 
@@ -248,6 +224,15 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     pub steps: Vec<StepTiming>,
     pub total_ms: u64,
+}
+
+/// The first line of a failure message, at most 500 characters.
+fn one_line_reason(reason: &str) -> String {
+    let first = reason.lines().next().unwrap_or_default().trim_end();
+    match first.char_indices().nth(500) {
+        Some((cut, _)) => format!("{}…", &first[..cut]),
+        None => first.to_string(),
+    }
 }
 
 /// Implements `Display` with the serialized name, padded like a `str` (the history table).
@@ -321,9 +306,22 @@ pub fn now_rfc3339() -> String {
 
 fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> anyhow::Result<Option<T>> {
     match std::fs::read(path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
-            .map(Some)
-            .with_context(|| format!("{} is not valid cutover state", path.display())),
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+            let p = path.display();
+            let text = e.to_string();
+            // serde_json ends its message with " at line L column C", said here up front.
+            let what = text
+                .rsplit_once(" at line ")
+                .map_or(text.as_str(), |(w, _)| w);
+            anyhow::anyhow!(
+                "{p}:{}:{}: the deploy record is damaged ({what}). It is a record, not the truth: \
+                 move it aside (`mv {p} {p}.bad`) and run `cutover deploy`, which rebuilds it \
+                 from what it observes (the nginx include and the running containers); the \
+                 rollback target it held is lost (`cutover deploy --image REF` deploys any image)",
+                e.line(),
+                e.column().max(1)
+            )
+        }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("could not read {}", path.display())),
     }
@@ -394,6 +392,49 @@ mod tests {
             .and_then(|mut f| std::io::Write::write_all(&mut f, b"{\"time\": \"tor"))
             .unwrap();
         assert_eq!(sd.history().unwrap(), vec![entry.clone(), entry]);
+    }
+
+    #[test]
+    fn history_keeps_the_first_line_of_a_reason_and_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        let entry = HistoryEntry {
+            time: now_rfc3339(),
+            user: "ci".into(),
+            engine: EngineKind::Compose,
+            action: Action::Deploy,
+            image: "app:v1".into(),
+            from_image: None,
+            from: None,
+            to: Some(Color::Blue),
+            result: RunResult::Failed,
+            reason: Some("deploy failed: it exited\nlast log lines:\n    password=x".into()),
+            steps: Vec::new(),
+            total_ms: 1,
+        };
+        sd.append_history(&entry).unwrap();
+        let got = sd.history().unwrap();
+        assert_eq!(got[0].reason.as_deref(), Some("deploy failed: it exited"));
+        sd.save(&State::default()).unwrap();
+        for path in [sd.history_file(), sd.state_file()] {
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, FILE_MODE, "{}", path.display());
+        }
+    }
+
+    #[test]
+    fn damaged_state_names_line_column_and_the_way_out() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        std::fs::write(sd.state_file(), "{\n  \"active\": blu\n}\n").unwrap();
+        let err = sd.load().unwrap_err().to_string();
+        let want = format!(
+            "{}:2:13: the deploy record is damaged",
+            sd.state_file().display()
+        );
+        assert!(err.starts_with(&want), "{err}");
+        assert!(err.contains("rebuilds it from what it observes"), "{err}");
     }
 
     #[test]

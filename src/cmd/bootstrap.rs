@@ -20,7 +20,7 @@ use crate::Context;
 
 pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     let loaded = if ctx.config_path.exists() {
-        Some(config::load(&ctx.config_path, &ctx.dir)?)
+        Some(super::load_config(ctx)?)
     } else {
         None
     };

@@ -5,6 +5,8 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
 use super::progress::{self, interrupt_flag, lock_wait, steps_line, StepPrinter};
 use crate::cli::{DeployCommon, HistoryArgs, PruneArgs};
 use crate::config;
@@ -22,11 +24,21 @@ pub fn run_deploy(
     rollback: bool,
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
-    let loaded = config::load(&ctx.config_path, &ctx.dir)?;
+    let loaded = super::load_config(ctx)?;
     let lock_wait = lock_wait(&common)?;
+    if let Some(image) = &image {
+        let repo = crate::images::repository(&loaded.config.app.image);
+        if crate::images::repository(image) != repo {
+            eprintln!(
+                "warning: {image} is not from app.image's repository {repo}; deploying it anyway, but prune manages {repo} only (check for a typo)"
+            );
+        }
+    }
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
     let env = crate::secrets::deploy_env(ctx.identity.as_deref(), &loaded)?;
+    crate::secrets::check_env_sizes(env.values.iter().map(|(k, v)| (k.as_str(), v)))
+        .context("cannot deploy: the secrets reach compose as its process environment")?;
     let secrets_took = secrets_started.elapsed();
     let compose = Compose::detect_cached()?;
     let deployer = Deployer {

@@ -45,3 +45,13 @@ pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
     clap_complete::generate(shell, &mut command, "cutover", &mut crate::report::stdout());
     Ok(ExitCode::SUCCESS)
 }
+
+/// Loads the config and prints its warnings (`warning: file:line:col: key: …`) on stderr,
+/// for the commands that act on the colors (render, deploy, rollback, bootstrap).
+pub fn load_config(ctx: &Context) -> anyhow::Result<crate::config::Loaded> {
+    let loaded = crate::config::load(&ctx.config_path, &ctx.dir)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {warning}");
+    }
+    Ok(loaded)
+}

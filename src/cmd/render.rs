@@ -12,7 +12,7 @@ use crate::state::StateDir;
 use crate::Context;
 
 pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
-    let loaded = config::load(&ctx.config_path, &ctx.dir)?;
+    let loaded = super::load_config(ctx)?;
     if args.engine == Engine::Swarm {
         return run_stack(ctx, &loaded, &args);
     }
@@ -66,12 +66,13 @@ struct Files {
 impl Files {
     fn write(&self, dir: &Path) -> anyhow::Result<()> {
         let paths = OutputFiles::in_dir(dir);
-        for (path, text) in [
-            (&paths.compose, &self.compose),
-            (&paths.include, &self.include),
-            (&paths.site, &self.site),
+        // The compose file is the state directory's (owner only); nginx's files are for nginx.
+        for (path, text, mode) in [
+            (&paths.compose, &self.compose, crate::state::FILE_MODE),
+            (&paths.include, &self.include, 0o644),
+            (&paths.site, &self.site, 0o644),
         ] {
-            crate::atomic::write(path, text.as_bytes(), 0o644)?;
+            crate::atomic::write(path, text.as_bytes(), mode)?;
             outln!("wrote {}", path.display())?;
         }
         Ok(())
@@ -131,7 +132,7 @@ fn run_stack(
         None => loaded.state_dir(),
     };
     let path = OutputFiles::in_dir(&out_dir).stack;
-    crate::atomic::write(&path, rendered.text.as_bytes(), 0o644)?;
+    crate::atomic::write(&path, rendered.text.as_bytes(), crate::state::FILE_MODE)?;
     outln!("wrote {}", path.display())?;
     Ok(ExitCode::SUCCESS)
 }

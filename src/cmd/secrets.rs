@@ -105,9 +105,9 @@ fn set(
     say: &dyn Fn(&str),
 ) -> anyhow::Result<ExitCode> {
     let identities = identity(ctx)?;
-    let value = match generate {
+    let (value, dropped) = match generate {
         Some(0) => bail!("--generate needs a length of at least 1"),
-        Some(n) => generated(n),
+        Some(n) => (generated(n), None),
         None => read_value_from_stdin(key)?,
     };
     let outcome = secrets::set_key(&ctx.dir, name, key, &value, &identities)
@@ -131,6 +131,11 @@ fn set(
             ""
         }
     ));
+    if let Some(ending) = dropped {
+        say(&format!(
+            "note: the value is stdin without the one trailing {ending} it ended with (what echo adds); send one more to keep a value that ends in a newline"
+        ));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -322,7 +327,10 @@ fn generated(len: usize) -> SecretString {
 }
 
 /// The value comes from stdin so it never shows up in `ps`, shell history or audit logs.
-fn read_value_from_stdin(key: &str) -> anyhow::Result<SecretString> {
+/// Exactly one trailing newline (`\n` or `\r\n`, what `echo` and a terminal add) is dropped,
+/// and which one is returned so the caller says so: a value that must end in a newline is
+/// sent with one more.
+fn read_value_from_stdin(key: &str) -> anyhow::Result<(SecretString, Option<&'static str>)> {
     let mut stdin = std::io::stdin().lock();
     if stdin.is_terminal() {
         eprintln!("enter the value for {key}, then press Ctrl-D (the input is echoed)");
@@ -331,15 +339,18 @@ fn read_value_from_stdin(key: &str) -> anyhow::Result<SecretString> {
     stdin
         .read_to_end(&mut bytes)
         .context("failed to read the value from stdin")?;
+    let mut dropped = None;
     if bytes.last() == Some(&b'\n') {
         bytes.pop();
+        dropped = Some("newline");
         if bytes.last() == Some(&b'\r') {
             bytes.pop();
+            dropped = Some("CRLF");
         }
     }
     let text = std::str::from_utf8(&bytes)
         .map_err(|_| anyhow::anyhow!("the value for {key} on stdin is not valid UTF-8"))?;
-    Ok(SecretString::from(text.to_string()))
+    Ok((SecretString::from(text.to_string()), dropped))
 }
 
 fn exec(ctx: &Context, names: &[String], command: &[String]) -> anyhow::Result<ExitCode> {
@@ -349,6 +360,7 @@ fn exec(ctx: &Context, names: &[String], command: &[String]) -> anyhow::Result<E
         .map(|name| store::secret_path(&ctx.dir, name))
         .collect::<Result<Vec<_>, _>>()?;
     let env = secrets::load_env(&files, &identities).context("failed to load secrets")?;
+    secrets::check_env_sizes(env.iter()).context("cannot run the command with these secrets")?;
     // The child gets the decrypted variables, not the key that decrypts everything.
     let keep: Vec<std::ffi::OsString> = std::env::vars_os()
         .map(|(k, _)| k)

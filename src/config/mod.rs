@@ -29,6 +29,9 @@ pub struct Loaded {
     pub path: PathBuf,
     /// The project directory: relative paths in the config are relative to it.
     pub dir: PathBuf,
+    /// `file:line:col: key: …` for settings that work but should be said (the command layer
+    /// prints them on stderr).
+    pub warnings: Vec<String>,
 }
 
 impl Loaded {
@@ -66,12 +69,13 @@ pub fn load(path: &Path, dir: &Path) -> anyhow::Result<Loaded> {
             return Err(e).with_context(|| format!("could not read {}", path.display()));
         }
     };
-    let config = Config::from_yaml(&text, path)
+    let (config, warnings) = yaml::parse_config_with_warnings(&text, path)
         .with_context(|| format!("invalid config {}", path.display()))?;
     let mut loaded = Loaded {
         config,
         path: path.to_owned(),
         dir: dir.to_owned(),
+        warnings,
     };
     // nginx needs absolute paths; relative ones in the config are relative to the project.
     loaded.config.nginx.include = loaded.resolve(&loaded.config.nginx.include);

@@ -329,6 +329,17 @@ impl Nginx {
         }
     }
 
+    /// The port of `listen` (`80`, `127.0.0.1:8080`, `[::]:80`).
+    pub fn listen_port(&self) -> Option<u16> {
+        let listen = &self.listen.0;
+        listen.parse::<u16>().ok().or_else(|| {
+            listen
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|a| a.port())
+        })
+    }
+
     /// The Host header for probes, when the site answers a specific server_name.
     pub fn probe_host(&self) -> Option<&str> {
         let first = self.server_name.split_whitespace().next()?;

@@ -1,5 +1,7 @@
 //! Checks that span more than one key (equal color ports, an accessory named like a color
-//! service, `depends_on` naming a missing accessory…), run after deserialization.
+//! service, `depends_on` naming a missing accessory, a color on nginx's port…) and values
+//! written verbatim into the nginx site, run after deserialization; and [`Config::warnings`]
+//! for settings that work but defeat the design (a color published on every interface).
 //!
 //! Each failure names the key path it is about; [`super::yaml`] turns that path into the
 //! line and column where the key is written.
@@ -43,18 +45,54 @@ impl Config {
                 ),
             ));
         }
+        if let Some(listen) = self.nginx.listen_port() {
+            for color in Color::ALL {
+                if self.colors.port(color) == listen {
+                    return Err(Invalid::new(
+                        format!("colors.{color}"),
+                        format!(
+                            "port {listen} is also nginx.listen (`{}`): nginx and the {color} color cannot both bind it (expected a color port nginx does not listen on)",
+                            self.nginx.listen
+                        ),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
 
+    /// Settings that load and work, but that the user should hear about on every command.
+    pub(super) fn warnings(&self) -> Vec<Invalid> {
+        let mut warnings = Vec::new();
+        if self.colors.bind.is_unspecified() {
+            warnings.push(Invalid::new(
+                "colors.bind",
+                format!(
+                    "{} publishes both colors on every interface: the app answers on ports {} and {} around nginx (from other hosts too, unless a firewall blocks them); the default 127.0.0.1 keeps it behind nginx",
+                    self.colors.bind, self.colors.blue, self.colors.green
+                ),
+            ));
+        }
+        warnings
+    }
+
     fn check_app(&self) -> Result<(), Invalid> {
-        if self.app.image.trim().is_empty() || self.app.image.contains(char::is_whitespace) {
+        if let Err(why) = crate::images::check_reference(&self.app.image) {
             return Err(Invalid::new(
                 "app.image",
                 format!(
-                    "`{}` is not an image reference (expected e.g. myuser/app or myuser/app:1.2)",
+                    "`{}` is not an image reference such as myuser/app or myuser/app:1.2: {why}",
                     self.app.image
                 ),
             ));
+        }
+        for (name, acc) in &self.accessories {
+            if let Err(why) = crate::images::check_reference(&acc.image) {
+                return Err(Invalid::new(
+                    format!("accessories.{name}.image"),
+                    format!("`{}` is not an image reference: {why}", acc.image),
+                ));
+            }
         }
         for dep in &self.app.depends_on {
             if !self.accessories.contains_key(dep) {
@@ -153,8 +191,37 @@ impl Config {
                 "must be a file path".to_string(),
             ));
         }
+        let include = self.nginx.include.to_string_lossy();
+        for (key, value, expected) in [
+            (
+                "nginx.server_name",
+                self.nginx.server_name.as_str(),
+                "server names separated by spaces",
+            ),
+            ("nginx.include", include.as_ref(), "a file path"),
+        ] {
+            if let Some(why) = nginx_syntax_in(value) {
+                return Err(Invalid::new(
+                    key,
+                    format!(
+                        "{value:?} contains {why}: the value is written verbatim into the nginx site, so it could end the directive and add others (expected {expected})"
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
+}
+
+/// The first character that nginx's config syntax gives a meaning to (ends a directive,
+/// opens or closes a block, starts a comment or a quoted string, escapes), described.
+fn nginx_syntax_in(value: &str) -> Option<String> {
+    value.chars().find_map(|c| match c {
+        ';' | '{' | '}' | '#' | '"' | '\'' | '\\' => Some(format!("`{c}`")),
+        '\n' => Some("a newline".to_string()),
+        c if c.is_control() => Some(format!("the control character {c:?}")),
+        _ => None,
+    })
 }
 
 fn list_or_none<'a>(items: impl Iterator<Item = &'a str>) -> String {

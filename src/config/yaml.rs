@@ -29,6 +29,14 @@ use super::schema::Config;
 
 /// Parses and validates config text; `file` is only used in messages.
 pub(super) fn parse_config(text: &str, file: &Path) -> anyhow::Result<Config> {
+    parse_config_with_warnings(text, file).map(|(config, _)| config)
+}
+
+/// [`parse_config`], plus the warnings of [`Config::warnings`] as `file:line:col: key: …`.
+pub(super) fn parse_config_with_warnings(
+    text: &str,
+    file: &Path,
+) -> anyhow::Result<(Config, Vec<String>)> {
     let shown = file.display().to_string();
     let index = KeyIndex::build(text)
         .map_err(|e| anyhow!("{}", located(&shown, &e, None, None)))
@@ -51,16 +59,17 @@ pub(super) fn parse_config(text: &str, file: &Path) -> anyhow::Result<Config> {
             let at = root_missing.then(|| index.first_top_level()).flatten();
             anyhow!("{}", located(&shown, &e, Some(&path), at))
         })?;
-    config.validate().map_err(|e| match index.get(&e.key) {
-        Some((at, None)) => anyhow!("{shown}:{at}: {}: {}", e.key, e.message),
-        Some((at, Some(merge))) => anyhow!(
+    let locate = |e: &super::validate::Invalid| match index.get(&e.key) {
+        Some((at, None)) => format!("{shown}:{at}: {}: {}", e.key, e.message),
+        Some((at, Some(merge))) => format!(
             "{shown}:{at}: {}: {} (merged in by the `<<` at line {merge})",
-            e.key,
-            e.message
+            e.key, e.message
         ),
-        None => anyhow!("{shown}: {}: {}", e.key, e.message),
-    })?;
-    Ok(config)
+        None => format!("{shown}: {}: {}", e.key, e.message),
+    };
+    config.validate().map_err(|e| anyhow!("{}", locate(&e)))?;
+    let warnings = config.warnings().iter().map(locate).collect();
+    Ok((config, warnings))
 }
 
 /// Checks that text is well-formed YAML (for rendered files), with the line of the problem.

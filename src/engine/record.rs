@@ -38,20 +38,22 @@ pub struct Attempt {
 
 /// Appends one attempt to the history, stamped with now and the user.
 pub fn append(state_dir: &StateDir, a: Attempt) -> anyhow::Result<()> {
-    state_dir.append_history(&HistoryEntry {
-        time: crate::state::now_rfc3339(),
-        user: crate::state::current_user(),
-        engine: a.engine,
-        action: a.action,
-        image: a.image,
-        from_image: a.from_image,
-        from: a.from,
-        to: a.to,
-        result: a.result,
-        reason: a.reason,
-        steps: a.steps,
-        total_ms: a.total_ms,
-    })
+    state_dir
+        .append_history(&HistoryEntry {
+            time: crate::state::now_rfc3339(),
+            user: crate::state::current_user(),
+            engine: a.engine,
+            action: a.action,
+            image: a.image,
+            from_image: a.from_image,
+            from: a.from,
+            to: a.to,
+            result: a.result,
+            reason: a.reason,
+            steps: a.steps,
+            total_ms: a.total_ms,
+        })
+        .map(|_set_aside| ()) // a torn tail set aside is reported by `status`
 }
 
 /// A run's result once its record was (or was not) written. A record that fails after a

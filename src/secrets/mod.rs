@@ -150,6 +150,19 @@ pub enum SecretsError {
     AlreadyExists { path: PathBuf },
     #[error("the value for `{key}` contains a NUL byte, which no environment can hold")]
     NulInValue { key: String },
+    #[error(
+        "{}key `{key}`: `{key}=<value>` is {bytes} bytes, over Linux's limit of {limit} bytes for \
+         one environment string (MAX_ARG_STRLEN, counting `KEY=` and the final NUL); compose \
+         receives secrets as its process environment and could not be started with it. Keep large \
+         values (certificates, key files) in a file or volume and put its path here",
+        .file.as_ref().map(|f| format!("{}: ", f.display())).unwrap_or_default()
+    )]
+    TooLongForEnv {
+        file: Option<PathBuf>,
+        key: String,
+        bytes: usize,
+        limit: usize,
+    },
     #[error("interrupted while the editor was running; nothing was changed")]
     Interrupted,
     #[error("the editor failed; {} was not changed", .path.display())]
@@ -225,6 +238,41 @@ impl SecretEnv {
     }
 }
 
+/// Checks that every decrypted value fits in one environment string, before a command that
+/// receives them as its environment (compose, `secrets exec`) is started and fails with a
+/// bare E2BIG. Names the key and the limit, never the value.
+pub fn check_env_sizes<'a>(
+    vars: impl IntoIterator<Item = (&'a str, &'a SecretString)>,
+) -> Result<(), SecretsError> {
+    vars.into_iter()
+        .try_for_each(|(key, value)| check_env_size(key, value.expose_secret(), None))
+}
+
+/// The longest single environment string Linux's `execve` accepts: `MAX_ARG_STRLEN`, 32
+/// pages of 4 KiB, counting `KEY=`, the value and the terminating NUL. A longer one fails
+/// with E2BIG before the program even starts.
+pub const MAX_ENV_STRING: usize = 32 * 4096;
+
+/// Refuses a `key`/`value` pair that could not be passed as one environment string.
+pub fn check_env_size(key: &str, value: &str, file: Option<&Path>) -> Result<(), SecretsError> {
+    let bytes = key.len() + 1 + value.len() + 1;
+    if bytes > MAX_ENV_STRING {
+        return Err(SecretsError::TooLongForEnv {
+            file: file.map(Path::to_owned),
+            key: key.to_string(),
+            bytes,
+            limit: MAX_ENV_STRING,
+        });
+    }
+    Ok(())
+}
+
+fn check_entries(entries: &[dotenv::Entry], file: &Path) -> Result<(), SecretsError> {
+    entries
+        .iter()
+        .try_for_each(|e| check_env_size(&e.key, e.value.expose_secret(), Some(file)))
+}
+
 /// Decrypts and parses every file into one environment. A key defined in two files is an
 /// error rather than a silent override: with secrets, "which file won" is not something to
 /// discover in production.
@@ -277,7 +325,9 @@ pub fn encrypt_file(
         });
     }
     let label = file.display().to_string();
-    let count = dotenv::parse_bytes(&bytes, &label)?.len();
+    let entries = dotenv::parse_bytes(&bytes, &label)?;
+    check_entries(&entries, file)?;
+    let count = entries.len();
     if dest.exists() && !force {
         return Err(SecretsError::AlreadyExists { path: dest });
     }
@@ -313,6 +363,7 @@ pub fn set_key(
             key: key.to_string(),
         });
     }
+    check_env_size(key, value.expose_secret(), None)?;
     let path = store::secret_path(project, name)?;
     let recipients = keys::Recipients::load(&store::recipients_path(project))?;
     let label = path.display().to_string();
@@ -388,6 +439,7 @@ pub fn edit_secret(
         .unwrap_or_else(|| "secrets.env".into());
     let (outcome, on_tmpfs) = edit::edit_text(&original, &label, run_editor)?;
     if let edit::Outcome::Changed { text, .. } = &outcome {
+        check_entries(&dotenv::parse(text.expose_secret(), &label)?, &path)?;
         let ciphertext = store::seal(text, &label, &recipients, Some(identities), &path)?;
         store::write_atomic(&path, &ciphertext, 0o644)?;
     }

@@ -38,6 +38,11 @@ pub fn isolate(cmd: &mut Command, home: &Path) {
         .env("XDG_STATE_HOME", home.join(".local/state"))
         .env_remove("CUTOVER_IDENTITY")
         .env_remove("CUTOVER_AGE_KEY")
+        // Projects register for box-wide pruning: in the tests' own registry, not the box's.
+        .env(
+            "CUTOVER_REGISTRY_DIR",
+            Path::new(env!("CARGO_TARGET_TMPDIR")).join("project-registry"),
+        )
         .env("NO_COLOR", "1");
 }
 

@@ -117,6 +117,32 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         "a second YAML document starts here (after a `---`); the file must hold exactly one",
     ),
     ("yaml-bomb", ":4:9", "", "a \"billion laughs\" YAML bomb"),
+    // Issue #11: nginx cannot share a port with a color.
+    (
+        "listen-port-is-a-color",
+        ":9:3",
+        "colors.green",
+        "port 80 is also nginx.listen (`80`)",
+    ),
+    // Issue #11: values written verbatim into the nginx site cannot carry nginx syntax.
+    (
+        "server-name-injection",
+        ":9:3",
+        "nginx.server_name",
+        "contains `;`: the value is written verbatim into the nginx site",
+    ),
+    (
+        "server-name-comment",
+        ":9:3",
+        "nginx.server_name",
+        "contains `#`",
+    ),
+    (
+        "include-newline-injection",
+        ":9:3",
+        "nginx.include",
+        "contains a newline: the value is written verbatim into the nginx site",
+    ),
 ];
 
 /// Good configs that only `render --check` covers (the rendered ones are in render.rs).
@@ -172,6 +198,53 @@ fn every_bad_config_names_file_line_key_and_expectation() {
         0,
         "nothing written"
     );
+}
+
+/// Issue #11: `colors.bind: 0.0.0.0` (or `::`) works, but puts the app around nginx: every
+/// command that acts on the colors says so on stderr, naming the file, line and key.
+#[test]
+fn binding_the_colors_to_every_interface_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = fixture("configs/good/bind-all.yml");
+    let out = cutover(dir.path())
+        .arg("--config")
+        .arg(&path)
+        .args(["render", "--check"])
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains(&format!(
+            "warning: {}:10:3: colors.bind: 0.0.0.0 publishes both colors on every interface: the app answers on ports 8081 and 8082 around nginx",
+            path.display()
+        )),
+        "{stderr}"
+    );
+    let v6 = dir.path().join("cutover.yml");
+    std::fs::write(
+        &v6,
+        std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("bind: 0.0.0.0", "bind: \"::\""),
+    )
+    .unwrap();
+    let out = cutover(dir.path())
+        .args(["render", "--check"])
+        .assert()
+        .success();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("colors.bind: :: publishes both colors"),
+        "{stderr}"
+    );
+    // The default says nothing.
+    let out = cutover(dir.path())
+        .arg("--config")
+        .arg(fixture("configs/good/minimal.yml"))
+        .args(["render", "--check"])
+        .assert()
+        .success();
+    assert!(out.get_output().stderr.is_empty());
 }
 
 #[test]

@@ -13,6 +13,7 @@ mod e2e;
 mod e2e_reliability;
 mod history;
 mod project;
+mod reliability;
 mod render;
 mod secrets;
 mod swarm;

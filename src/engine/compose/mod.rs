@@ -142,7 +142,7 @@ impl Run<'_, '_> {
         let result = self.deploy_steps(&target, &rendered);
         let recorded = self.record(req, &target, &result);
         let (switch_ms, mut notes) = record::outcome(result, recorded, || self.live(&target))?;
-        notes.extend(self.prune_images(&target.image));
+        notes.extend(self.prune_images());
         Ok(self.summary(req, &target, Some(switch_ms), notes, Vec::new()))
     }
 
@@ -180,6 +180,12 @@ impl Run<'_, '_> {
         );
         let lock = record::lock(&self.state_dir, req.lock_wait, action)?;
         self.clock.done(Step::Lock, "");
+        // Registered before anything runs, so other projects' prunes keep this one's images.
+        if let Err(e) = crate::registry::register(&self.state_dir.dir) {
+            self.clock.note(format!(
+                "warning: {e:#}; other cutover projects on this box may prune this project's images"
+            ));
+        }
         Ok(Some(lock))
     }
 
@@ -327,7 +333,11 @@ impl Run<'_, '_> {
     /// Step 5: Bring the accessories that are down and the idle color up with the new image.
     fn up(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<()> {
         let idle_service = self.d.loaded.config.service(t.to);
-        crate::atomic::write(&self.project.file, r.compose_text.as_bytes(), 0o644)?;
+        crate::atomic::write(
+            &self.project.file,
+            r.compose_text.as_bytes(),
+            crate::state::FILE_MODE,
+        )?;
         if !r.accessories_down.is_empty() {
             let names = r.accessories_down.join(", ");
             self.clock.start(Step::Accessories, names.clone());
@@ -438,39 +448,6 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Step 8a: Drain the old color (or, on a first deploy, wait for the nginx workers from
-    /// before the reload).
-    fn drain(&mut self, old: Option<Color>, old_workers: &[u32]) -> Option<String> {
-        let config = &self.d.loaded.config;
-        self.set_step(Step::Drain);
-        let port = old.map(|c| config.colors.port(c));
-        self.clock.start(
-            Step::Drain,
-            match (old, port) {
-                (Some(c), Some(port)) => format!("{} on port {port}", config.service(c)),
-                _ => "old nginx workers".to_string(),
-            },
-        );
-        let limit = config.app.drain.get();
-        let left = drain::wait(port, old_workers, limit, &mut self.clock);
-        self.clock.done(
-            Step::Drain,
-            format!(
-                "{} connections, {} old nginx workers left",
-                left.connections, left.workers
-            ),
-        );
-        left.pending().then(|| {
-            format!(
-                "{} connections to {} and {} old nginx workers were left after the drain limit ({})",
-                left.connections,
-                old.map_or("the old color".to_string(), |c| c.to_string()),
-                left.workers,
-                config.app.drain
-            )
-        })
-    }
-
     /// Step 8b: Stop and remove the old color (its image stays for rollback).
     fn stop(&mut self, old: Color, old_image: Option<&str>, observed: &Observed) -> Option<String> {
         let config = &self.d.loaded.config;
@@ -560,25 +537,29 @@ impl Run<'_, '_> {
         self.state_dir.save(&state)
     }
 
-    /// Prunes old images of the app beyond `keep_images` (never the recorded ones).
-    fn prune_images(&self, image: &str) -> Vec<String> {
-        let keep = self.d.loaded.config.app.keep_images;
-        let protected = match self.state_dir.load() {
-            Ok(state) => state.kept_images(),
-            Err(e) => return vec![format!("could not read the record to prune images: {e:#}")],
+    /// Prunes `app.image`'s repository beyond `keep_images`, never an image anything on the
+    /// box still records or runs (see [`prune`]).
+    fn prune_images(&self) -> Vec<String> {
+        let config = &self.d.loaded.config;
+        let own = match self.state_dir.load() {
+            Ok(state) => state,
+            Err(e) => return vec![format!("pruned nothing: could not read the record: {e:#}")],
         };
-        let images = crate::docker::images::list(crate::docker::images::repository(image));
-        let list = match images {
-            Ok(list) => list,
-            Err(e) => return vec![format!("could not list images to prune: {e:#}")],
-        };
-        crate::docker::images::prune_candidates(&list, keep, &protected)
-            .into_iter()
-            .map(|old| match crate::docker::images::remove(&old) {
-                Ok(()) => format!("pruned image {}", old.reference),
-                Err(e) => format!("kept image {}: {e}", old.reference),
-            })
-            .collect()
+        let repository = crate::docker::images::repository(&config.app.image);
+        match prune::prune_repository(repository, config.app.keep_images, &own, false) {
+            Ok(report) => report
+                .removed
+                .iter()
+                .map(|r| format!("pruned image {r}"))
+                .chain(
+                    report
+                        .kept_with_errors
+                        .iter()
+                        .map(|k| format!("kept image {k}")),
+                )
+                .collect(),
+            Err(e) => vec![format!("pruned nothing: {e:#}")],
+        }
     }
 
     fn summary(

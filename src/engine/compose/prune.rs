@@ -1,15 +1,24 @@
-//! `prune`: remove the app's old images beyond the newest `keep`, never one recorded (a
-//! color's, the rollback target) or used by a container of the project.
+//! `prune`: remove the app's old images beyond the newest `keep` (after every deploy, and
+//! `cutover prune`), never an image someone on the box still needs.
+//!
+//! "Someone" is box-wide, because one repository can serve several projects (staging and prod
+//! of one app): an image is kept when any container on the box was created from it (running
+//! or stopped, any project), or when any registered cutover project ([`crate::registry`])
+//! records it as a color's image or as its rollback target. A registered project whose state
+//! cannot be read is a reason to prune nothing, not to guess: the image it needs may be the
+//! one about to go. Only `app.image`'s repository is pruned.
 
+use std::collections::BTreeSet;
+
+use anyhow::Context as _;
 use serde::Serialize;
 
 use crate::config::Loaded;
-use crate::docker::images;
-
-use super::observe::observe;
+use crate::docker::images::{self, Image, InUse};
+use crate::state::{State, StateDir};
 
 /// What `prune` removed (or would, with `--dry-run`) and what docker refused to remove.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct PruneReport {
     pub repository: String,
     pub dry_run: bool,
@@ -17,28 +26,120 @@ pub struct PruneReport {
     pub kept_with_errors: Vec<String>,
 }
 
+/// What must stay.
+#[derive(Debug, Clone, Default)]
+pub struct Protection {
+    /// Images some cutover project records as current or previous (normalized references).
+    pub recorded: BTreeSet<String>,
+    pub in_use: InUse,
+}
+
+impl Protection {
+    /// Everything on the box: this project's record (`own`, which may be newer than its
+    /// state file), every registered project's record, every container's image.
+    pub fn on_this_box(own: &State) -> anyhow::Result<Protection> {
+        let mut recorded: BTreeSet<String> = own
+            .kept_images()
+            .iter()
+            .map(|r| images::normalize(r))
+            .collect();
+        for dir in crate::registry::projects()? {
+            let state = StateDir::new(&dir).load().with_context(|| {
+                format!(
+                    "could not read the record of the cutover project in {}, so the images it needs are unknown",
+                    dir.display()
+                )
+            })?;
+            recorded.extend(state.kept_images().iter().map(|r| images::normalize(r)));
+        }
+        Ok(Protection {
+            recorded,
+            in_use: images::in_use()?,
+        })
+    }
+
+    pub fn keeps(&self, image: &Image) -> bool {
+        self.recorded.contains(&images::normalize(&image.reference)) || self.in_use.holds(image)
+    }
+}
+
+/// All but the newest `keep` of `images` (newest first) that `protection` does not keep.
+pub fn candidates(images: &[Image], keep: usize, protection: &Protection) -> Vec<Image> {
+    images
+        .iter()
+        .skip(keep)
+        .filter(|i| !protection.keeps(i))
+        .cloned()
+        .collect()
+}
+
+/// `cutover prune`: `app.image`'s repository down to `keep` images.
 pub fn prune(loaded: &Loaded, keep: usize, dry_run: bool) -> anyhow::Result<PruneReport> {
-    let observed = observe(loaded)?;
-    let repository = images::repository(&loaded.config.app.image).to_string();
-    let list = images::list(&repository)?;
-    let mut protected = observed.recorded.kept_images();
-    protected.extend(observed.containers.iter().map(|c| c.image.clone()));
-    let mut removed = Vec::new();
-    let mut kept_with_errors = Vec::new();
-    for image in images::prune_candidates(&list, keep, &protected) {
+    let own = StateDir::new(loaded.state_dir()).load()?;
+    let repository = images::repository(&loaded.config.app.image);
+    prune_repository(repository, keep, &own, dry_run).with_context(|| {
+        format!("pruned nothing in {repository}: what every project and container on the box needs must be known first")
+    })
+}
+
+/// Prunes `repository` down to `keep` images, protecting everything on the box; `own` is the
+/// deploying project's record.
+pub fn prune_repository(
+    repository: &str,
+    keep: usize,
+    own: &State,
+    dry_run: bool,
+) -> anyhow::Result<PruneReport> {
+    let protection = Protection::on_this_box(own)?;
+    let listed = images::list(repository)?;
+    let mut report = PruneReport {
+        repository: repository.to_string(),
+        dry_run,
+        ..PruneReport::default()
+    };
+    for image in candidates(&listed, keep, &protection) {
         if dry_run {
-            removed.push(image.reference.clone());
+            report.removed.push(image.reference);
             continue;
         }
         match images::remove(&image) {
-            Ok(()) => removed.push(image.reference.clone()),
-            Err(e) => kept_with_errors.push(format!("{}: {e}", image.reference)),
+            Ok(()) => report.removed.push(image.reference),
+            Err(e) => report
+                .kept_with_errors
+                .push(format!("{}: {e}", image.reference)),
         }
     }
-    Ok(PruneReport {
-        repository,
-        dry_run,
-        removed,
-        kept_with_errors,
-    })
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_skip_the_newest_and_everything_protected() {
+        let img = |r: &str, id: &str| Image {
+            reference: r.into(),
+            id: id.into(),
+            created: String::new(),
+        };
+        let images = vec![
+            img("app:4", "4444"),
+            img("app:3", "3333"),
+            img("app:2", "2222"),
+            img("app:1", "1111"),
+        ];
+        let protection = Protection {
+            recorded: BTreeSet::from(["app:1".to_string()]),
+            in_use: InUse {
+                references: BTreeSet::from(["app:3".to_string()]),
+                untagged_ids: BTreeSet::new(),
+            },
+        };
+        let gone: Vec<String> = candidates(&images, 1, &protection)
+            .into_iter()
+            .map(|i| i.reference)
+            .collect();
+        assert_eq!(gone, ["app:2"]);
+    }
 }

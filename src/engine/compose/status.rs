@@ -83,6 +83,24 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
         colors,
         accessories,
         last_deploy: StateDir::new(loaded.state_dir()).history()?.pop(),
-        problems: observed.disagreements(),
+        problems: observed
+            .disagreements()
+            .into_iter()
+            .chain(torn_history_problems(&StateDir::new(loaded.state_dir())))
+            .collect(),
     })
+}
+
+/// One problem line per torn history tail that was set aside (kept for inspection).
+fn torn_history_problems(state_dir: &StateDir) -> Vec<String> {
+    state_dir
+        .torn_history()
+        .into_iter()
+        .map(|path| {
+            format!(
+                "{} holds a torn last line of the history (a crash or a full disk mid-append), set aside so later entries stay readable; inspect it, then delete it",
+                path.display()
+            )
+        })
+        .collect()
 }

@@ -244,7 +244,11 @@ impl Run<'_, '_> {
     /// Step 5: Stack deploy: swarm starts the rolling update in the background.
     fn stack_deploy(&mut self, t: &Target) -> anyhow::Result<Instant> {
         self.clock.start(Step::Stack, "");
-        crate::atomic::write(&t.stack_file, t.stack_text.as_bytes(), 0o644)?;
+        crate::atomic::write(
+            &t.stack_file,
+            t.stack_text.as_bytes(),
+            crate::state::FILE_MODE,
+        )?;
         let deployed_at = Instant::now();
         swarm::stack_deploy(&t.stack_file, &t.project, t.swarm.resolve_image.as_str())?;
         self.clock

@@ -18,7 +18,10 @@ use anyhow::bail;
 use serde::Serialize;
 
 use crate::config::{Config, Swarm};
-use crate::render::{command_json, env_items, named_volumes, EnvItem, Renderer, SecretKeys, STACK};
+use crate::render::{
+    checked_image, command_json, env_items, literal, literals, named_volumes, EnvItem, Renderer,
+    SecretKeys, STACK,
+};
 
 /// What the caller decided: the image the app runs and the swarm secret name of every key.
 #[derive(Debug, Clone)]
@@ -148,10 +151,10 @@ impl StackContext {
             let ports = mesh_ports(&acc.ports, &owner, name.as_str(), notes);
             accessories.push(AccessoryView {
                 name: name.to_string(),
-                image: acc.image.clone(),
+                image: checked_image(&acc.image, &format!("{owner}.image"))?,
                 memory: acc.memory.to_string(),
                 command: acc.command.as_ref().map(command_json),
-                volumes: acc.volumes.clone(),
+                volumes: literals(&acc.volumes),
                 ports,
                 environment: with_file_vars(
                     env_items(&acc.environment.0, keys, &owner)?,
@@ -166,13 +169,13 @@ impl StackContext {
             project: config.project.to_string(),
             app: AppView {
                 name: app.name.to_string(),
-                image: plan.image.clone(),
+                image: checked_image(&plan.image, "the image")?,
                 port: app.port.0,
                 published: swarm.port.0,
                 replicas: swarm.replicas.0,
                 memory: app.memory.to_string(),
                 command: app.command.as_ref().map(command_json),
-                volumes: app.volumes.clone(),
+                volumes: literals(&app.volumes),
                 environment: with_file_vars(
                     env_items(&app.environment.0, &plan.secret_keys.app, "app")?,
                     &plan.secret_keys.app,
@@ -209,7 +212,7 @@ impl HealthView {
             ]
         });
         HealthView {
-            test,
+            test: literals(&test),
             // A healthcheck runs a process in the container every interval, for the task's
             // whole life: not more often than once a second.
             interval: go_duration(health.interval.get().max(Duration::from_secs(1))),
@@ -233,7 +236,7 @@ fn mesh_ports(specs: &[String], owner: &str, name: &str, notes: &mut Vec<String>
                 "{owner}.ports: left out `{spec}`: swarm publishes on every node and interface, not on one address; the app reaches `{name}` by service name"
             ));
         } else {
-            ports.push(spec.clone());
+            ports.push(literal(spec));
         }
     }
     ports
