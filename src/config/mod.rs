@@ -136,10 +136,8 @@ mod tests {
 
     #[test]
     fn settle_may_be_zero_and_healthy_checks_not() {
-        let c = parse(
-            &format!("{MINIMAL}").replace("  memory: 128M\n", "  memory: 128M\n  settle: 0s\n"),
-        )
-        .unwrap();
+        let c =
+            parse(&MINIMAL.replace("  memory: 128M\n", "  memory: 128M\n  settle: 0s\n")).unwrap();
         assert_eq!(c.app.settle.get(), Duration::ZERO);
         let err = parse(&MINIMAL.replace(
             "  memory: 128M\n",
