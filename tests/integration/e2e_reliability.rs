@@ -37,9 +37,10 @@ fn e2e_new_color_dying_after_the_switch_switches_back_to_the_old_one() {
     project.deploy_ok("cutover-demo:v1");
     let before = Load::start(project.port, Duration::from_secs(120));
     let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
-    // The new color passed its gate and nginx serves it: now it crashes (restart: on-failure
-    // brings it back, as a crash-looping app would).
-    wait_for_include(&project, project.green);
+    // The new color passed its gate and the probe proved nginx serves it: now it crashes
+    // (restart: on-failure brings it back, as a crash-looping app would).
+    project.wait_for_step("settle");
+    assert!(project.include().contains(&format!(":{};", project.green)));
     let green = container_of(&project, "web-green");
     let tally = before.finish();
     assert_eq!(tally.failed, 0, "before the crash: {tally:?}");
