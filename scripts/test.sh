@@ -4,7 +4,9 @@
 #   scripts/test.sh
 #
 # Works as root on a fresh Debian machine (CI=true, no stdin) and on a developer's box:
-#   1. apt packages the tests use (nginx, age, file, curl, docker-compose v1, cloud-init),
+#   1. apt packages the tests use (nginx, age, file, curl, docker-compose v1, cloud-init,
+#      openssh-server for the `--host` tests, certbot and pebble, the ACME test CA with
+#      its mock DNS, for the HTTPS tests),
 #      with `apt-get update` only when something is missing;
 #   2. compose v2 from Debian trixie's `docker-compose` package, fetched WITHOUT touching the
 #      system's apt sources (a private source list, lists and cache under our cache dir),
@@ -86,20 +88,25 @@ declare -A pkg_for=(
     [docker-compose]=docker-compose
     [cloud-init]=cloud-init
     [ssh-keygen]=openssh-client
+    [ssh]=openssh-client
+    [sshd]=openssh-server
+    [certbot]=certbot
+    [pebble]=pebble
+    [openssl]=openssl
 )
 missing=()
-for cmd in nginx age file curl docker-compose cloud-init ssh-keygen; do
+for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
 have docker || missing+=(docker.io)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else
     echo "installing: ${missing[*]}"
-    # Keep package installs from starting services (a system nginx on :80, cloud-init):
-    # the tests run their own nginx in temp prefixes on loopback ports.
+    # Keep package installs from starting services (a system nginx on :80, cloud-init, sshd
+    # on :22): the tests run their own nginx and sshd in temp dirs on loopback ports.
     if [[ ! -e /usr/sbin/policy-rc.d && $(id -u) -eq 0 ]]; then
         printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
         chmod 0755 /usr/sbin/policy-rc.d

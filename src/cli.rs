@@ -52,6 +52,28 @@ pub struct Cli {
     )]
     pub identity: Option<PathBuf>,
 
+    /// Run the command on this box over SSH (also: remote.host in cutover.yml)
+    #[arg(
+        long,
+        global = true,
+        env = "CUTOVER_HOST",
+        value_name = "[USER@]HOST[:PORT]",
+        value_parser = crate::remote::Target::parse
+    )]
+    pub host: Option<crate::remote::Target>,
+
+    /// Set by `--host` on the box's side: stdin is the channel to the caller (remote::on_box)
+    #[arg(long, global = true, hide = true)]
+    pub on_box: bool,
+
+    /// Set by `--on-box` for the process that runs the command (remote::on_box)
+    #[arg(long, global = true, hide = true, conflicts_with = "on_box")]
+    pub on_box_child: bool,
+
+    /// With --on-box: the age identity arrives first on stdin
+    #[arg(long, global = true, hide = true)]
+    pub age_key_stdin: bool,
+
     /// Print only errors
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -87,6 +109,9 @@ pub enum Command {
     Bootstrap(BootstrapArgs),
     /// Run a full local blue/green cycle on the bundled demo app, under live traffic
     Demo(DemoArgs),
+    /// HTTPS for the site (nginx.tls): get the certificate, serve it, install renewal
+    #[command(subcommand)]
+    Tls(TlsCommand),
     /// Print shell completions
     Completions {
         /// The shell to generate completions for
@@ -310,6 +335,26 @@ pub struct BootstrapArgs {
         value_parser = ["ubuntu", "debian", "amzn", "fedora"]
     )]
     pub os: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TlsCommand {
+    /// Get (or keep) the certificate with certbot's webroot method, render the HTTPS site,
+    /// `nginx -t` and reload, and install renewal with a deploy hook that reloads nginx
+    Issue(TlsIssueArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TlsIssueArgs {
+    /// Print the plan and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the files under DIR and list certbot and nginx as commands not run
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Print a JSON report on stdout
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

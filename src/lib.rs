@@ -25,6 +25,7 @@ pub mod jsonl;
 pub mod nginx;
 pub mod process;
 pub mod registry;
+pub mod remote;
 pub mod render;
 pub mod secrets;
 pub mod state;
@@ -83,6 +84,10 @@ impl Context {
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // The box's end of `--host`: carries the session for a worker running this same argv.
+    if cli.on_box {
+        return remote::on_box::relay(cli.age_key_stdin);
+    }
     let ctx = Context::from_cli(&cli)?;
     if ctx.verbosity == Verbosity::Verbose {
         process::set_trace(Box::new(|line, took, code| {
@@ -90,8 +95,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("    $ {line}  ({}, {status})", report::duration(took));
         }));
     }
-    match cli.command {
+    // `--host` / `remote.host`: the same command, run on the box over SSH (src/remote/).
+    if let Some(code) = remote::run_if_remote(&cli, &ctx)? {
+        return Ok(code);
+    }
+    if cli.on_box_child {
+        return remote::on_box::worker(cli.age_key_stdin, || dispatch(&ctx, cli.command));
+    }
+    dispatch(&ctx, cli.command)
+}
+
+fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
         Command::Completions { shell } => cmd::completions(shell),
-        other => cmd::dispatch(&ctx, other),
+        other => cmd::dispatch(ctx, other),
     }
 }

@@ -114,8 +114,32 @@ impl Renderer {
         )
     }
 
-    /// The nginx site (a `server` block) that includes the include.
+    /// The nginx site (a `server` block) that includes the include; with `nginx.tls`, the
+    /// HTTPS site once the certificate exists on this box.
     pub fn site(&self, config: &Config) -> anyhow::Result<String> {
+        let cert_ready = config
+            .nginx
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.fullchain().is_file() && tls.privkey().is_file());
+        self.site_with(config, cert_ready)
+    }
+
+    /// The site as it is with (`cert_ready`) or without a certificate for `nginx.tls`.
+    pub fn site_with(&self, config: &Config, cert_ready: bool) -> anyhow::Result<String> {
+        let tls = config.nginx.tls.as_ref().map(|tls| {
+            let port = tls.port().unwrap_or(443);
+            minijinja::context! {
+                ready => cert_ready,
+                listen => tls.listen.0.as_str(),
+                webroot => tls.webroot.display().to_string(),
+                fullchain => tls.fullchain().display().to_string(),
+                privkey => tls.privkey().display().to_string(),
+                hsts => tls.hsts,
+                health_path => config.app.health.path.as_str(),
+                port_suffix => if port == 443 { String::new() } else { format!(":{port}") },
+            }
+        });
         self.render(
             SITE,
             minijinja::context! {
@@ -126,6 +150,7 @@ impl Renderer {
                     server_name => config.nginx.server_name.as_str(),
                     include => config.nginx.include.display().to_string(),
                 },
+                tls => tls,
             },
         )
     }

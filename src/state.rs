@@ -284,12 +284,20 @@ pub enum RunResult {
 }
 named!(RunResult { Ok => "ok", Failed => "failed", Interrupted => "interrupted" });
 
-/// The user running cutover, for history and lock holders.
+/// The user running cutover, for history and lock holders; over SSH (`cutover --host`, or a
+/// login) also the client's address, so a CI job losing the lock learns which machine holds it.
 pub fn current_user() -> String {
-    std::env::var("SUDO_USER")
+    let user = std::env::var("SUDO_USER")
         .or_else(|_| std::env::var("USER"))
         .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| format!("uid {}", process_uid()))
+        .unwrap_or_else(|_| format!("uid {}", process_uid()));
+    let client = std::env::var("SSH_CONNECTION")
+        .ok()
+        .and_then(|c| c.split_whitespace().next().map(str::to_string));
+    match client {
+        Some(ip) => format!("{user} via ssh from {ip}"),
+        None => user,
+    }
 }
 
 fn process_uid() -> u32 {

@@ -23,6 +23,7 @@ pub mod packages;
 pub mod services;
 pub mod swap;
 pub mod sysctl;
+pub mod tls;
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -50,6 +51,8 @@ pub struct Options {
     pub state_dir: Option<(PathBuf, PathBuf)>,
     /// Where the box's own age identity lives (live path; mapped under `--root`).
     pub identity: PathBuf,
+    /// The project's HTTPS (`nginx.tls`); `None` without config or without `nginx.tls`.
+    pub tls: Option<tls::Plan>,
 }
 
 /// Where changes land: see the module docs for the three modes.
@@ -327,7 +330,7 @@ pub fn run(opts: &Options) -> Report {
         identity_path: None,
     };
     type StepFn = fn(&Options, &mut StepRun<'_>, &mut Report) -> anyhow::Result<()>;
-    let steps: [(&'static str, StepFn); 10] = [
+    let steps: [(&'static str, StepFn); 11] = [
         ("swap file", |o, s, _| swap::file_step(o, s)),
         ("swapon", |o, s, _| swap::swapon_step(o, s)),
         ("fstab", |o, s, _| swap::fstab_step(o, s)),
@@ -336,6 +339,14 @@ pub fn run(opts: &Options) -> Report {
         ("services", |o, s, _| services::services_step(o, s)),
         ("docker group", |o, s, _| services::docker_group_step(o, s)),
         ("nginx site", |o, s, _| nginx_site::step(o, s)),
+        ("tls", |o, s, _| {
+            let reason = if o.nginx.is_some() {
+                "no nginx.tls in cutover.yml"
+            } else {
+                &o.no_config_reason
+            };
+            tls::step(o.tls.as_ref(), reason, s)
+        }),
         ("state dir", |o, s, _| state_dir_step(o, s)),
         ("identity", |o, s, r| {
             let (path, recipient) = identity::step(o, s)?;
@@ -355,6 +366,17 @@ pub fn run(opts: &Options) -> Report {
         }
     }
     report
+}
+
+/// Runs one step on its own (`cutover tls issue`), as [`run`] would run it.
+pub fn run_step(
+    target: &Target,
+    name: &'static str,
+    f: impl FnOnce(&mut StepRun<'_>) -> anyhow::Result<()>,
+) -> Step {
+    let mut step = StepRun::new(target, name);
+    let result = f(&mut step);
+    step.finish(result)
 }
 
 /// The project's state dir (lock, history, rendered files): created 0750 and owned by the

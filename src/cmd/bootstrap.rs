@@ -39,8 +39,14 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         .as_ref()
         .map(|l| l.config.host.swappiness)
         .unwrap_or(Swappiness(10));
+    let cwd = std::env::current_dir().context("could not read the current directory")?;
+    let root = args.root.as_ref().map(|r| cwd.join(r));
     let nginx = match &loaded {
-        Some(loaded) => Some(nginx_files(ctx, loaded)?),
+        Some(loaded) => Some(nginx_files(ctx, loaded, root.as_deref())?),
+        None => None,
+    };
+    let tls = match &loaded {
+        Some(loaded) => super::tls::plan(ctx, loaded)?,
         None => None,
     };
     let identity_path = PathBuf::from(identity::DEFAULT_PATH);
@@ -69,8 +75,6 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let cwd = std::env::current_dir().context("could not read the current directory")?;
-    let root = args.root.as_ref().map(|r| cwd.join(r));
     let target = Target {
         root: root.clone(),
         dry_run: args.dry_run,
@@ -91,6 +95,7 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         no_config_reason,
         state_dir: loaded.as_ref().map(|l| (l.state_dir(), l.dir.clone())),
         identity: identity_path,
+        tls,
     };
     let started = Instant::now();
     let report = bootstrap::run(&opts);
@@ -119,7 +124,11 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
 
 /// The project's nginx site and include, rendered as `cutover render` does. The include
 /// points at the active color when a deploy recorded one, else blue (the first deploy's).
-fn nginx_files(ctx: &Context, loaded: &config::Loaded) -> anyhow::Result<nginx_site::Files> {
+fn nginx_files(
+    ctx: &Context,
+    loaded: &config::Loaded,
+    root: Option<&Path>,
+) -> anyhow::Result<nginx_site::Files> {
     let renderer = Renderer::new(&ctx.dir)?;
     let active = crate::state::StateDir::new(loaded.state_dir())
         .load()
@@ -129,7 +138,7 @@ fn nginx_files(ctx: &Context, loaded: &config::Loaded) -> anyhow::Result<nginx_s
     let nginx = &loaded.config.nginx;
     Ok(nginx_site::Files {
         site_path: nginx.site.clone(),
-        site: renderer.site(&loaded.config)?,
+        site: renderer.site_with(&loaded.config, super::tls::cert_ready(loaded, root))?,
         include_path: nginx.include.clone(),
         include: renderer.include(&loaded.config, active)?,
         test: nginx.test.clone(),
@@ -150,7 +159,7 @@ fn status_label(status: Status, dry_run: bool) -> &'static str {
 
 /// The report as lines: one per step, then each change, the commands not run and the
 /// identity's public key with the command that makes the box a recipient.
-fn human(report: &Report, took: std::time::Duration) -> String {
+pub(super) fn human(report: &Report, took: std::time::Duration) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let header = match (&report.root, report.dry_run) {

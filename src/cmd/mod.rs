@@ -8,6 +8,7 @@ mod init;
 mod progress;
 mod render;
 mod swarm;
+mod tls;
 
 use std::process::ExitCode;
 
@@ -37,6 +38,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Secrets(command) => secrets::run(ctx, command),
         Command::Bootstrap(args) => bootstrap::run(ctx, args),
         Command::Demo(args) => demo::run(ctx, args),
+        Command::Tls(command) => tls::run(ctx, command),
     }
 }
 

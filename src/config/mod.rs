@@ -3,11 +3,13 @@
 //! - [`schema`]: the sections and their defaults;
 //! - [`scalars`]: single values (sizes, durations, ports, names…) and how each parses;
 //! - [`validate`]: checks that span keys;
+//! - [`remote`]: the `remote:` section (`cutover --host`);
 //! - [`yaml`]: the YAML plumbing (serde-saphyr), where every error gets its
 //!   `file:line:col: key.path:` prefix, also through `<<` merge keys and aliases.
 //!
 //! Everything public is re-exported here, so callers only ever name `crate::config::X`.
 
+mod remote;
 mod scalars;
 mod schema;
 mod validate;
@@ -17,10 +19,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
+pub use remote::Remote;
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
 };
-pub use schema::{Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm};
+pub use schema::{
+    Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm, Tls,
+};
 
 /// The loaded config plus where it came from, so later errors can name the file.
 #[derive(Debug, Clone)]

@@ -69,6 +69,9 @@ pub struct Config {
     /// Where deploy state, the lock and history live, relative to the project directory.
     #[serde(default = "default_state_dir")]
     pub state_dir: PathBuf,
+    /// `cutover --host`: the box to run on over SSH and where the project lives there.
+    #[serde(default, skip_serializing_if = "super::Remote::is_unset")]
+    pub remote: super::Remote,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -281,6 +284,70 @@ pub struct Nginx {
     pub test: Vec<String>,
     #[serde(default = "default_nginx_reload")]
     pub reload: Vec<String>,
+    /// HTTPS with a certificate from an ACME server (`cutover tls issue`, bootstrap).
+    #[serde(default)]
+    pub tls: Option<Tls>,
+}
+
+/// `nginx.tls:`: a certificate from an ACME CA via certbot's webroot method, a 443 server and
+/// an HTTP → HTTPS redirect for everything but the challenge path.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// The names on the certificate; the first names it (`--cert-name`).
+    pub domains: Vec<String>,
+    /// The ACME account's contact address.
+    pub email: String,
+    /// The ACME directory URL [default: Let's Encrypt's production directory].
+    #[serde(default = "default_acme_server")]
+    pub acme_server: String,
+    /// `Strict-Transport-Security` on HTTPS answers (opt-in: it cannot be taken back quickly).
+    #[serde(default)]
+    pub hsts: bool,
+    /// `listen` of the HTTPS server block.
+    #[serde(default = "default_tls_listen")]
+    pub listen: Listen,
+    /// The directory nginx serves `/.well-known/acme-challenge/` from and certbot writes to.
+    #[serde(default = "default_webroot")]
+    pub webroot: PathBuf,
+    /// certbot's `--config-dir` (certificates, renewal config, hooks).
+    #[serde(default = "default_certbot_config_dir")]
+    pub config_dir: PathBuf,
+    /// certbot's `--work-dir`.
+    #[serde(default = "default_certbot_work_dir")]
+    pub work_dir: PathBuf,
+    /// certbot's `--logs-dir`.
+    #[serde(default = "default_certbot_logs_dir")]
+    pub logs_dir: PathBuf,
+    /// The cron file that runs `certbot renew` twice a day
+    /// [default: /etc/cron.d/cutover-certbot-<project>].
+    #[serde(default)]
+    pub renew_cron: Option<PathBuf>,
+}
+
+impl Tls {
+    /// certbot's name for the certificate lineage: the first domain.
+    pub fn cert_name(&self) -> &str {
+        self.domains.first().map(String::as_str).unwrap_or("")
+    }
+
+    /// `<config_dir>/live/<cert name>/`.
+    pub fn live_dir(&self) -> PathBuf {
+        self.config_dir.join("live").join(self.cert_name())
+    }
+
+    pub fn fullchain(&self) -> PathBuf {
+        self.live_dir().join("fullchain.pem")
+    }
+
+    pub fn privkey(&self) -> PathBuf {
+        self.live_dir().join("privkey.pem")
+    }
+
+    /// The port of [`Tls::listen`] (`443`, `127.0.0.1:8443`).
+    pub fn port(&self) -> Option<u16> {
+        self.listen.0.rsplit(':').next()?.parse().ok()
+    }
 }
 
 impl Default for Nginx {
@@ -293,6 +360,7 @@ impl Default for Nginx {
             probe: None,
             test: default_nginx_test(),
             reload: default_nginx_reload(),
+            tls: None,
         }
     }
 }
@@ -432,6 +500,24 @@ fn default_nginx_test() -> Vec<String> {
 }
 fn default_nginx_reload() -> Vec<String> {
     vec!["nginx".into(), "-s".into(), "reload".into()]
+}
+fn default_acme_server() -> String {
+    "https://acme-v02.api.letsencrypt.org/directory".to_string()
+}
+fn default_tls_listen() -> Listen {
+    Listen("443".to_string())
+}
+fn default_webroot() -> PathBuf {
+    PathBuf::from("/var/www/cutover-acme")
+}
+fn default_certbot_config_dir() -> PathBuf {
+    PathBuf::from("/etc/letsencrypt")
+}
+fn default_certbot_work_dir() -> PathBuf {
+    PathBuf::from("/var/lib/letsencrypt")
+}
+fn default_certbot_logs_dir() -> PathBuf {
+    PathBuf::from("/var/log/letsencrypt")
 }
 fn default_swappiness() -> Swappiness {
     Swappiness(10)

@@ -31,7 +31,88 @@ impl Config {
         self.check_app()?;
         self.check_health()?;
         self.check_accessories()?;
-        self.check_nginx()
+        self.check_nginx()?;
+        self.check_tls()
+    }
+
+    fn check_tls(&self) -> Result<(), Invalid> {
+        let Some(tls) = &self.nginx.tls else {
+            return Ok(());
+        };
+        if tls.domains.is_empty() {
+            return Err(Invalid::new(
+                "nginx.tls.domains",
+                "must list at least one domain name, e.g. [example.com, www.example.com]"
+                    .to_string(),
+            ));
+        }
+        for domain in &tls.domains {
+            let plain = !domain.is_empty()
+                && domain.len() <= 253
+                && !domain.starts_with(['.', '-'])
+                && domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-');
+            if !plain {
+                return Err(Invalid::new(
+                    "nginx.tls.domains",
+                    format!(
+                        "`{domain}` is not a domain name (expected letters, digits, `.` and `-`; \
+                         the webroot challenge cannot issue wildcards)"
+                    ),
+                ));
+            }
+        }
+        let email_ok = tls
+            .email
+            .split_once('@')
+            .is_some_and(|(user, host)| !user.is_empty() && host.contains('.'))
+            && !tls.email.contains(char::is_whitespace);
+        if !email_ok {
+            return Err(Invalid::new(
+                "nginx.tls.email",
+                format!(
+                    "`{}` is not an email address (the ACME account's contact)",
+                    tls.email
+                ),
+            ));
+        }
+        if !tls.acme_server.starts_with("https://") {
+            return Err(Invalid::new(
+                "nginx.tls.acme_server",
+                format!(
+                    "`{}` is not an https:// ACME directory URL",
+                    tls.acme_server
+                ),
+            ));
+        }
+        if tls.port().is_none() {
+            return Err(Invalid::new(
+                "nginx.tls.listen",
+                format!(
+                    "`{}` has no port (expected 443 or address:port)",
+                    tls.listen
+                ),
+            ));
+        }
+        for (key, path) in [
+            ("webroot", &tls.webroot),
+            ("config_dir", &tls.config_dir),
+            ("work_dir", &tls.work_dir),
+            ("logs_dir", &tls.logs_dir),
+            (
+                "renew_cron",
+                tls.renew_cron.as_ref().unwrap_or(&tls.logs_dir),
+            ),
+        ] {
+            if !path.is_absolute() {
+                return Err(Invalid::new(
+                    format!("nginx.tls.{key}"),
+                    format!("`{}` must be an absolute path", path.display()),
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_colors(&self) -> Result<(), Invalid> {

@@ -5,7 +5,9 @@
 //! writing a key file is awkward), or the per-user default file. Identity files are refused
 //! when group or others may read them, as ssh does, because a deploy key left world-readable
 //! on a shared box is the plaintext `.env` problem again. Writing follows rage: 0600 with
-//! create-new semantics, so keygen never clobbers a key by accident.
+//! create-new semantics, so keygen never clobbers a key by accident. On a box driven by
+//! `cutover --host`, a key sent on the SSH channel's stdin comes before all of these, and the
+//! box identity `cutover bootstrap` makes (`/etc/cutover/identity.txt`) after them.
 //!
 //! `recipients.txt` is the same format `age -R` reads, so the file is the single source of
 //! truth for both tools.
@@ -21,6 +23,9 @@ use zeroize::Zeroizing;
 
 use super::SecretsError;
 
+/// Where `cutover bootstrap` puts the box's own identity; the last place looked.
+pub const BOX_IDENTITY_PATH: &str = crate::bootstrap::identity::DEFAULT_PATH;
+
 /// The environment variable holding an identity's text (for CI).
 pub const AGE_KEY_ENV: &str = "CUTOVER_AGE_KEY";
 
@@ -29,6 +34,8 @@ pub const AGE_KEY_ENV: &str = "CUTOVER_AGE_KEY";
 pub enum IdentitySource {
     File(PathBuf),
     Env,
+    /// Sent by `cutover --host` on the SSH channel's stdin (see `remote::on_box`).
+    Stdin,
 }
 
 impl fmt::Display for IdentitySource {
@@ -36,6 +43,7 @@ impl fmt::Display for IdentitySource {
         match self {
             IdentitySource::File(path) => write!(f, "{}", path.display()),
             IdentitySource::Env => write!(f, "${AGE_KEY_ENV}"),
+            IdentitySource::Stdin => write!(f, "the key sent with `cutover --host` (stdin)"),
         }
     }
 }
@@ -154,7 +162,7 @@ impl Identities {
     ) -> Result<Self, SecretsError> {
         let filename = match &source {
             IdentitySource::File(p) => Some(p.display().to_string()),
-            IdentitySource::Env => None,
+            IdentitySource::Env | IdentitySource::Stdin => None,
         };
         let identity = age::ssh::Identity::from_buffer(text.as_bytes(), filename)
             .map_err(|_| invalid(None, "not a valid OpenSSH private key"))?;
@@ -194,8 +202,20 @@ pub fn default_identity_path() -> Option<PathBuf> {
     Some(base.join("cutover").join("identity.txt"))
 }
 
+/// The identity `cutover --host` sent on stdin, held in memory only; it takes precedence over
+/// every other source on the box because the caller asked for it explicitly.
+static STDIN_KEY: std::sync::OnceLock<Zeroizing<String>> = std::sync::OnceLock::new();
+
+/// Installs the identity read from stdin (once per process).
+pub fn set_stdin_identity(key: Zeroizing<String>) {
+    let _ = STDIN_KEY.set(key);
+}
+
 /// Finds the identity to decrypt with; see the module docs for the order.
 pub fn resolve_identity(explicit: Option<&Path>) -> Result<Identities, SecretsError> {
+    if let Some(key) = STDIN_KEY.get() {
+        return Identities::parse(key, IdentitySource::Stdin);
+    }
     if let Some(path) = explicit {
         return Identities::from_file(path);
     }
@@ -212,6 +232,11 @@ pub fn resolve_identity(explicit: Option<&Path>) -> Result<Identities, SecretsEr
     }
     match default_identity_path() {
         Some(path) if path.exists() => Identities::from_file(&path),
+        // The box identity `cutover bootstrap` makes (owned by the deploy user), so a box
+        // driven by `cutover --host` decrypts with its own key without further setup.
+        _ if Path::new(BOX_IDENTITY_PATH).exists() => {
+            Identities::from_file(Path::new(BOX_IDENTITY_PATH))
+        }
         default => Err(SecretsError::NoIdentity { default }),
     }
 }

@@ -496,7 +496,7 @@ pub fn rotate_identity(
     // Decide where things go before any write, so every refusal leaves the disk untouched.
     let replaces_old = match old.source() {
         IdentitySource::File(old_path) => same_file(old_path, out),
-        IdentitySource::Env => false,
+        IdentitySource::Env | IdentitySource::Stdin => false,
     };
     let backup = replaces_old.then(|| {
         let mut name = out.as_os_str().to_owned();

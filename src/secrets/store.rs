@@ -94,6 +94,19 @@ pub fn looks_like_age(bytes: &[u8]) -> bool {
     bytes.starts_with(ARMOR_BEGIN) || bytes.starts_with(BINARY_MAGIC)
 }
 
+/// True for bytes that are not age but read as a dotenv file (a `KEY=` line), telling a
+/// plaintext secrets file apart from random junk without ever printing either.
+pub fn looks_like_plaintext_dotenv(bytes: &[u8]) -> bool {
+    !looks_like_age(bytes)
+        && std::str::from_utf8(bytes).is_ok_and(|t| {
+            t.lines().map(str::trim).any(|l| {
+                l.split_once('=').is_some_and(|(k, _)| {
+                    dotenv::is_valid_key(k.trim_start_matches("export ").trim())
+                })
+            })
+        })
+}
+
 /// Reads and decrypts `path`, then parses it.
 pub fn decrypt_file(path: &Path, identities: &Identities) -> Result<Decrypted, SecretsError> {
     let bytes = fs::read(path).map_err(|e| {
@@ -115,15 +128,7 @@ pub fn decrypt_bytes(
     identities: &Identities,
 ) -> Result<Decrypted, SecretsError> {
     if !looks_like_age(bytes) {
-        // Tell a plaintext dotenv apart from random junk without ever printing either.
-        let plaintext = std::str::from_utf8(bytes).is_ok_and(|t| {
-            t.lines().map(str::trim).any(|l| {
-                l.split_once('=').is_some_and(|(k, _)| {
-                    dotenv::is_valid_key(k.trim_start_matches("export ").trim())
-                })
-            })
-        });
-        return Err(if plaintext {
+        return Err(if looks_like_plaintext_dotenv(bytes) {
             SecretsError::PlaintextFile {
                 path: path.to_owned(),
             }

@@ -14,6 +14,8 @@ mod e2e_reliability;
 mod history;
 mod project;
 mod reliability;
+mod remote;
 mod render;
 mod secrets;
 mod swarm;
+mod tls;

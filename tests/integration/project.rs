@@ -56,6 +56,8 @@ pub struct App {
     pub secrets: bool,
     /// An accessory `cache` (the demo image) that the app depends on.
     pub accessory: bool,
+    /// `nginx.tls` (compose only); with it, `nginx.site` is the local nginx's site.conf.
+    pub tls: Option<serde_json::Value>,
 }
 
 impl App {
@@ -77,6 +79,7 @@ impl App {
             state_dir: None,
             secrets: false,
             accessory: false,
+            tls: None,
         }
     }
 
@@ -159,6 +162,11 @@ impl App {
 
     pub fn probe(mut self, url: &str) -> App {
         self.probe = Some(url.into());
+        self
+    }
+
+    pub fn tls(mut self, tls: serde_json::Value) -> App {
+        self.tls = Some(tls);
         self
     }
 
@@ -361,6 +369,10 @@ impl Project {
                 });
                 if let Some(probe) = &app.probe {
                     nginx["probe"] = json!(probe);
+                }
+                if let Some(tls) = &app.tls {
+                    nginx["tls"] = tls.clone();
+                    nginx["site"] = json!(prefix.join("site.conf"));
                 }
                 config["nginx"] = nginx;
             }

@@ -23,6 +23,10 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+mod streaming;
+
+pub use streaming::Streaming;
+
 /// Variables of cutover's own environment that never reach a child: `CUTOVER_AGE_KEY` is an
 /// age private key, `CUTOVER_IDENTITY` names the identity file. No child needs either, and a
 /// hook or a compromised image that dumps its environment must not learn them.

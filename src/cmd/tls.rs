@@ -1,0 +1,99 @@
+//! `cutover tls issue`: the bootstrap step `tls` on its own (see `bootstrap/tls.rs`), with
+//! the same `--dry-run`, `--root` and report as `cutover bootstrap`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{bail, Context as _};
+
+use crate::bootstrap::{self, tls, Report, Target};
+use crate::cli::{TlsCommand, TlsIssueArgs};
+use crate::config;
+use crate::render::Renderer;
+use crate::Context;
+
+pub fn run(ctx: &Context, command: TlsCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        TlsCommand::Issue(args) => issue(ctx, args),
+    }
+}
+
+/// The TLS plan of a project: `None` when its config has no `nginx.tls`.
+pub(super) fn plan(ctx: &Context, loaded: &config::Loaded) -> anyhow::Result<Option<tls::Plan>> {
+    let Some(settings) = &loaded.config.nginx.tls else {
+        return Ok(None);
+    };
+    let renderer = Renderer::new(&ctx.dir)?;
+    let nginx = &loaded.config.nginx;
+    Ok(Some(tls::Plan {
+        project: loaded.config.project.to_string(),
+        tls: settings.clone(),
+        site_path: nginx.site.clone(),
+        site_without_cert: renderer.site_with(&loaded.config, false)?,
+        site_with_cert: renderer.site_with(&loaded.config, true)?,
+        test: nginx.test.clone(),
+        reload: nginx.reload.clone(),
+    }))
+}
+
+/// Whether the certificate of `nginx.tls` exists (under `root` when given).
+pub(super) fn cert_ready(loaded: &config::Loaded, root: Option<&Path>) -> bool {
+    let target = Target {
+        root: root.map(Path::to_path_buf),
+        dry_run: false,
+    };
+    loaded.config.nginx.tls.as_ref().is_some_and(|tls| {
+        target.path(&tls.fullchain()).is_file() && target.path(&tls.privkey()).is_file()
+    })
+}
+
+fn issue(ctx: &Context, args: TlsIssueArgs) -> anyhow::Result<ExitCode> {
+    let loaded = config::load(&ctx.config_path, &ctx.dir)?;
+    let Some(plan) = plan(ctx, &loaded)? else {
+        bail!(
+            "{}: no nginx.tls section (add nginx.tls: {{ domains: [example.com], email: you@example.com }})",
+            ctx.config_path.display()
+        );
+    };
+    let cwd = std::env::current_dir().context("could not read the current directory")?;
+    let root = args.root.as_ref().map(|r| cwd.join(r));
+    if let Some(root) = &root {
+        if !root.is_dir() {
+            bail!("--root {}: no such directory", root.display());
+        }
+    }
+    let target = Target {
+        root: root.clone(),
+        dry_run: args.dry_run,
+    };
+    bootstrap::check_privileges(&target)?;
+    let started = Instant::now();
+    let step = bootstrap::run_step(&target, "tls", |step| tls::step(Some(&plan), "", step));
+    let report = Report {
+        mode: match (&root, args.dry_run) {
+            (None, false) => "live",
+            (Some(_), false) => "root",
+            (None, true) => "dry-run",
+            (Some(_), true) => "root dry-run",
+        },
+        root,
+        dry_run: args.dry_run,
+        steps: vec![step],
+        recipient: None,
+        identity_path: None,
+    };
+    if args.json {
+        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+    } else if !ctx.quiet() || report.failed().is_some() {
+        let text = super::bootstrap::human(&report, started.elapsed());
+        out!(
+            "{}",
+            text.replacen("cutover bootstrap", "cutover tls issue", 1)
+        )?;
+    }
+    if let Some(failed) = report.failed() {
+        bail!("{}", failed.error.as_deref().unwrap_or("tls issue failed"));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,558 @@
+//! `cutover --host [user@]host[:port] COMMAND`: run a box command on a box over SSH, from a
+//! laptop or CI, with cutover installing itself there.
+//!
+//! One invocation is one SSH master connection ([`ssh`]): inspect the box and, unless this
+//! exact binary is already there, upload it ([`install`]); send the project as one tar stream
+//! into a fresh release dir ([`sync`]); then re-exec the same argv (minus `--host`, `-C`,
+//! `--config`, `--identity`) with the box's binary in that release, stdout and stderr streamed
+//! back as they come, so the `--json` document and the exit code (0/1/2/130) are the box's
+//! own. Ctrl-C, SIGTERM and a dropped connection reach the remote cutover through its stdin
+//! ([`on_box`]), where they mean what they mean locally. The box's deploy lock decides between
+//! racing CI jobs, as it does between local runs.
+//!
+//! Secrets are decrypted on the box with its own identity, unless an identity is given here
+//! (`CUTOVER_AGE_KEY`, `--identity`/`CUTOVER_IDENTITY`): then its text travels as the first
+//! bytes of the session's stdin, never in the remote command line, environment or a file.
+//!
+//! This module is the command layer for `--host`: it prints its own step lines to stderr.
+
+pub mod install;
+pub mod on_box;
+pub mod ssh;
+pub mod sync;
+
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+use crate::cli::{Cli, Command};
+use crate::report::duration;
+use crate::Context;
+
+pub use ssh::Target;
+
+/// `CUTOVER_SSH_CONFIG`: an ssh_config file for `ssh -F` (CI, tests); default: ssh's own.
+const SSH_CONFIG_ENV: &str = "CUTOVER_SSH_CONFIG";
+
+/// How a command relates to the box.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reach {
+    /// Works on local files or this machine only (init, secrets, demo, completions).
+    LocalOnly,
+    /// Reads the box's project as last synced (status, history, prune).
+    BoxState,
+    /// Needs this project on the box first; `swap` is false when the run must change nothing.
+    /// `explicit_only`: `remote.host` alone does not send it (`render` is also a local tool).
+    Synced {
+        swap: bool,
+        sudo: bool,
+        explicit_only: bool,
+    },
+}
+
+fn reach(command: &Command) -> Reach {
+    match command {
+        Command::Init(_) | Command::Secrets(_) | Command::Demo(_) | Command::Completions { .. } => {
+            Reach::LocalOnly
+        }
+        // User-data for a box that does not exist yet.
+        Command::Bootstrap(a) if a.cloud_init => Reach::LocalOnly,
+        Command::Status(_) | Command::History(_) | Command::Prune(_) => Reach::BoxState,
+        Command::Deploy(a) => Reach::Synced {
+            swap: !a.common.dry_run,
+            sudo: false,
+            explicit_only: false,
+        },
+        Command::Rollback(a) => Reach::Synced {
+            swap: !a.common.dry_run,
+            sudo: false,
+            explicit_only: false,
+        },
+        Command::Render(a) => Reach::Synced {
+            swap: !a.check && a.out.is_none(),
+            sudo: false,
+            explicit_only: true,
+        },
+        Command::Bootstrap(a) => Reach::Synced {
+            swap: !a.dry_run && a.root.is_none(),
+            sudo: true,
+            explicit_only: false,
+        },
+        // Certbot and nginx on the box, as root, like bootstrap's own `tls` step.
+        Command::Tls(crate::cli::TlsCommand::Issue(a)) => Reach::Synced {
+            swap: !a.dry_run && a.root.is_none(),
+            sudo: true,
+            explicit_only: false,
+        },
+    }
+}
+
+fn command_name(command: &Command) -> &'static str {
+    match command {
+        Command::Init(_) => "init",
+        Command::Secrets(_) => "secrets",
+        Command::Demo(_) => "demo",
+        Command::Completions { .. } => "completions",
+        Command::Status(_) => "status",
+        Command::History(_) => "history",
+        Command::Prune(_) => "prune",
+        Command::Deploy(_) => "deploy",
+        Command::Rollback(_) => "rollback",
+        Command::Render(_) => "render",
+        Command::Bootstrap(_) => "bootstrap",
+        Command::Tls(_) => "tls",
+    }
+}
+
+/// Runs the command on the box when `--host`, `CUTOVER_HOST` or `remote.host` asks for it;
+/// `None` means "run it here". A synced copy on the box ignores `remote.host`.
+pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode>> {
+    if cli.on_box || cli.on_box_child {
+        return Ok(None);
+    }
+    let reach = reach(&cli.command);
+    if reach == Reach::LocalOnly {
+        // Only the flag itself is a mistake: CUTOVER_HOST set for a whole CI job must not
+        // break its local `cutover secrets …` steps.
+        let flag_given = std::env::args_os()
+            .any(|a| a == "--host" || a.to_str().is_some_and(|a| a.starts_with("--host=")));
+        if let Some(target) = cli.host.as_ref().filter(|_| flag_given) {
+            eprintln!(
+                "error: `cutover {}` works on this machine's files; run it without --host {target} \
+                 (and without CUTOVER_HOST)",
+                command_name(&cli.command)
+            );
+            return Ok(Some(ExitCode::from(2)));
+        }
+        return Ok(None);
+    }
+    let explicit_only = matches!(
+        reach,
+        Reach::Synced {
+            explicit_only: true,
+            ..
+        }
+    );
+    let loaded = match (&cli.host, ctx.dir.join(sync::SYNC_MARKER).exists()) {
+        (None, _) if explicit_only => return Ok(None),
+        (None, true) => return Ok(None),
+        (None, false) => match crate::config::load(&ctx.config_path, &ctx.dir) {
+            // Not ours to report: the local run says what is wrong with the config.
+            Err(_) => return Ok(None),
+            Ok(loaded) if loaded.config.remote.host.is_none() => return Ok(None),
+            Ok(loaded) => loaded,
+        },
+        (Some(_), _) => crate::config::load(&ctx.config_path, &ctx.dir)?,
+    };
+    let target = match &cli.host {
+        Some(target) => target.clone(),
+        None => {
+            let text = loaded.config.remote.host.as_deref().unwrap_or_default();
+            Target::parse(text).map_err(|e| {
+                anyhow::anyhow!("invalid config {}: remote.host: {e}", loaded.path.display())
+            })?
+        }
+    };
+    let argv = box_argv(std::env::args_os().skip(1))?;
+    let identity = identity_text(ctx)?;
+    let remote = Remote {
+        target,
+        reach,
+        quiet: ctx.quiet(),
+        loaded,
+        argv,
+        identity,
+    };
+    remote.run().map(Some)
+}
+
+/// The identity to send, when one is given here; else the box uses its own.
+fn identity_text(ctx: &Context) -> anyhow::Result<Option<zeroize::Zeroizing<String>>> {
+    if let Some(path) = &ctx.identity {
+        // Same checks as a local run (exists, parses, not readable by others).
+        crate::secrets::Identities::from_file(path)?;
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        return Ok(Some(zeroize::Zeroizing::new(text)));
+    }
+    match std::env::var_os(crate::secrets::keys::AGE_KEY_ENV).filter(|v| !v.is_empty()) {
+        Some(key) => {
+            let key = key.into_string().map_err(|_| {
+                anyhow::anyhow!("{} is not valid UTF-8", crate::secrets::keys::AGE_KEY_ENV)
+            })?;
+            Ok(Some(zeroize::Zeroizing::new(key)))
+        }
+        None => Ok(None),
+    }
+}
+
+/// The argv to run on the box: ours minus the options that name local things (`--host`, `-C`,
+/// `--config`, `--identity`), which the remote side replaces with its own.
+fn box_argv(args: impl Iterator<Item = OsString>) -> anyhow::Result<Vec<String>> {
+    const WITH_VALUE: &[&str] = &["--host", "-C", "--directory", "--config", "--identity"];
+    let mut out = Vec::new();
+    let mut args = args.map(|a| {
+        a.into_string()
+            .map_err(|a| anyhow::anyhow!("argument {a:?} is not UTF-8; cannot send it to the box"))
+    });
+    let mut after_dashdash = false;
+    while let Some(arg) = args.next() {
+        let arg = arg?;
+        if after_dashdash {
+            out.push(arg);
+            continue;
+        }
+        if arg == "--" {
+            after_dashdash = true;
+            out.push(arg);
+        } else if WITH_VALUE.contains(&arg.as_str()) {
+            args.next().transpose()?;
+        } else if WITH_VALUE
+            .iter()
+            .any(|flag| flag.starts_with("--") && arg.starts_with(&format!("{flag}=")))
+            || (arg.starts_with("-C") && arg.len() > 2)
+        {
+        } else {
+            out.push(arg);
+        }
+    }
+    Ok(out)
+}
+
+struct Remote {
+    target: Target,
+    reach: Reach,
+    quiet: bool,
+    loaded: crate::config::Loaded,
+    argv: Vec<String>,
+    identity: Option<zeroize::Zeroizing<String>>,
+}
+
+impl Remote {
+    fn step(&self, step: &str, took: Duration, detail: &str) {
+        if !self.quiet {
+            eprintln!("  ✓ {step:<12} {:>7}  {detail}", duration(took));
+        }
+    }
+
+    fn run(self) -> anyhow::Result<ExitCode> {
+        // From here on a Ctrl-C or SIGTERM is ours to handle: before the box runs anything it
+        // just stops (nothing changed there: an upload or sync cut short is discarded).
+        let signals = Signals::install()?;
+        let ssh_config = std::env::var_os(SSH_CONFIG_ENV).map(std::path::PathBuf::from);
+        let mut session = ssh::Session::new(self.target.clone(), ssh_config)?;
+        let command_line = match self.prepare(&mut session) {
+            Ok(_) | Err(_) if signals.any() => {
+                eprintln!(
+                    "interrupted before cutover ran on {}: nothing changed there",
+                    self.target
+                );
+                return Ok(ExitCode::from(130));
+            }
+            result => result?,
+        };
+        let code = self.stream(&session, &command_line, &signals)?;
+        session.close();
+        Ok(code)
+    }
+
+    /// Connects, installs the binary if needed and syncs the project; returns the command
+    /// line that runs this invocation on the box.
+    fn prepare(&self, session: &mut ssh::Session) -> anyhow::Result<String> {
+        let started = Instant::now();
+        let local = install::Local::current()?;
+        let probe = install::probe(session, &local)?;
+        self.step(
+            "connect",
+            started.elapsed(),
+            &format!("{} (one SSH connection)", self.target),
+        );
+        if probe.was_installed {
+            self.step(
+                "binary",
+                Duration::ZERO,
+                &format!("{} (already installed)", probe.binary),
+            );
+        } else {
+            let t = Instant::now();
+            install::upload(session, &local, &probe)?;
+            self.step(
+                "install",
+                t.elapsed(),
+                &format!(
+                    "uploaded cutover {} ({:.1} MB, sha256 verified) to {}",
+                    env!("CARGO_PKG_VERSION"),
+                    local.size() as f64 / 1e6,
+                    probe.binary
+                ),
+            );
+        }
+        let root = box_path(
+            &self
+                .loaded
+                .config
+                .remote
+                .dir_or_default(&self.loaded.config.project),
+            &probe.home,
+        )?;
+        let q = crate::process::shell_quote;
+        let (project_dir, guard) = match self.reach {
+            Reach::Synced { swap, .. } => {
+                let t = Instant::now();
+                let marker = serde_json::json!({
+                    "from": crate::state::current_user(),
+                    "at": crate::state::now_rfc3339(),
+                    "cutover": env!("CARGO_PKG_VERSION"),
+                })
+                .to_string();
+                let archive = sync::pack(&self.loaded.dir, &self.loaded.path, &marker)?;
+                let stamp = release_stamp();
+                let script =
+                    sync::unpack_script(&q(&root), &stamp, &self.loaded.config.state_dir, swap);
+                let out =
+                    session.exec_ok(&script, "sync the project to the box", Some(archive.tar))?;
+                let release = out
+                    .stdout
+                    .lines()
+                    .last()
+                    .filter(|l| l.starts_with('/'))
+                    .with_context(|| {
+                        format!(
+                            "the box did not report the synced release dir: {:?}",
+                            out.stdout
+                        )
+                    })?
+                    .to_string();
+                self.step(
+                    "sync",
+                    t.elapsed(),
+                    &format!("{} files to {release}", archive.files),
+                );
+                (release, String::new())
+            }
+            _ => {
+                let current = format!("{root}/current");
+                let guard = format!(
+                    "if [ ! -e {c} ]; then echo {msg} >&2; exit 1; fi; ",
+                    c = q(&current),
+                    msg = q(&format!(
+                        "error: nothing has been deployed to {} yet ({current} does not exist); \
+                         run `cutover --host {} deploy` first",
+                        self.target, self.target
+                    )),
+                );
+                (current, guard)
+            }
+        };
+        let (sudo, guard) = match self.reach {
+            Reach::Synced { sudo: true, .. } if session_user_is_not_root(session)? => {
+                let msg = format!(
+                    "error: `cutover {}` needs root on the box and {} has no sudo; connect as \
+                     root (--host root@{}) or install sudo with NOPASSWD for this user",
+                    self.argv.first().map_or("bootstrap", String::as_str),
+                    self.target,
+                    self.target.host
+                );
+                let guard = format!(
+                    "{guard}if ! command -v sudo >/dev/null 2>&1; then echo {} >&2; exit 1; fi; ",
+                    q(&msg)
+                );
+                ("sudo -n ", guard)
+            }
+            _ => ("", guard),
+        };
+        let mut words = vec![probe.binary.clone(), "--on-box".into()];
+        if self.identity.is_some() {
+            words.push("--age-key-stdin".into());
+        }
+        words.push("-C".into());
+        words.push(project_dir);
+        words.extend(self.argv.iter().cloned());
+        Ok(format!(
+            "{guard}exec {sudo}{}",
+            words.iter().map(|w| q(w)).collect::<Vec<_>>().join(" ")
+        ))
+    }
+
+    /// Runs the box command with its output streamed, forwarding our signals on its stdin.
+    fn stream(
+        &self,
+        session: &ssh::Session,
+        command_line: &str,
+        signals: &Signals,
+    ) -> anyhow::Result<ExitCode> {
+        let mut child = session.start_streaming(command_line, "run cutover on the box")?;
+        if let (Some(key), Some(stdin)) = (&self.identity, child.stdin()) {
+            let mut framed = zeroize::Zeroizing::new(format!("key {}\n", key.len()).into_bytes());
+            framed.extend_from_slice(key.as_bytes());
+            if stdin
+                .write_all(&framed)
+                .and_then(|()| stdin.flush())
+                .is_err()
+            {
+                // The box side is gone already; its exit status says why.
+            }
+        }
+        let mut forwarded = false;
+        let mut last_ping = Instant::now();
+        let code = loop {
+            if let Some(code) = child.try_wait()? {
+                break code;
+            }
+            if last_ping.elapsed() >= on_box::HEARTBEAT {
+                last_ping = Instant::now();
+                if let Some(stdin) = child.stdin() {
+                    let _ = stdin.write_all(b"ping\n").and_then(|()| stdin.flush());
+                }
+            }
+            for (flag, line) in [
+                (&signals.interrupt, "int\n"),
+                (&signals.terminate, "term\n"),
+            ] {
+                if flag.swap(false, Ordering::SeqCst) {
+                    forwarded = true;
+                    if let Some(stdin) = child.stdin() {
+                        let _ = stdin
+                            .write_all(line.as_bytes())
+                            .and_then(|()| stdin.flush());
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        child.close_stdin();
+        match code.code() {
+            Some(255) | None if forwarded => Ok(ExitCode::from(130)),
+            Some(255) | None => Err(anyhow::anyhow!(session.describe_lost())),
+            Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
+        }
+    }
+}
+
+/// SIGINT, and SIGTERM/SIGHUP, caught as flags while `--host` runs, then forwarded.
+struct Signals {
+    interrupt: Arc<AtomicBool>,
+    terminate: Arc<AtomicBool>,
+    ids: Vec<signal_hook::SigId>,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        let interrupt = Arc::new(AtomicBool::new(false));
+        let terminate = Arc::new(AtomicBool::new(false));
+        let mut ids = Vec::new();
+        for (signal, flag) in [
+            (signal_hook::consts::SIGINT, &interrupt),
+            (signal_hook::consts::SIGTERM, &terminate),
+            (signal_hook::consts::SIGHUP, &terminate),
+        ] {
+            ids.push(
+                signal_hook::flag::register(signal, Arc::clone(flag))
+                    .context("could not install signal handlers")?,
+            );
+        }
+        Ok(Signals {
+            interrupt,
+            terminate,
+            ids,
+        })
+    }
+
+    fn any(&self) -> bool {
+        self.interrupt.load(Ordering::SeqCst) || self.terminate.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Signals {
+    fn drop(&mut self) {
+        for id in self.ids.drain(..) {
+            signal_hook::low_level::unregister(id);
+        }
+    }
+}
+
+/// True unless the SSH user is root (bootstrap then runs through `sudo -n`).
+fn session_user_is_not_root(session: &mut ssh::Session) -> anyhow::Result<bool> {
+    let out = session.exec_ok("id -u", "ask the box who we are (id -u)", None)?;
+    match out.stdout.trim() {
+        "0" => Ok(false),
+        uid if uid.parse::<u32>().is_ok() => Ok(true),
+        other => bail!("`id -u` on the box printed {other:?}, expected a number"),
+    }
+}
+
+/// `remote.dir` as an absolute path on the box: `~/x` and relative paths are under `home`.
+fn box_path(dir: &str, home: &str) -> anyhow::Result<String> {
+    if dir.contains(['\n', '\0']) || dir.trim().is_empty() {
+        bail!("remote.dir {dir:?} is not a usable path");
+    }
+    let home = home.trim_end_matches('/');
+    let path = if let Some(rest) = dir.strip_prefix("~/") {
+        format!("{home}/{rest}")
+    } else if dir == "~" {
+        home.to_string()
+    } else if dir.starts_with('/') {
+        dir.to_string()
+    } else {
+        format!("{home}/{dir}")
+    };
+    Ok(path.trim_end_matches('/').to_string())
+}
+
+/// Sortable, unique per invocation: `<unix seconds>.<nanos>-<pid>`.
+fn release_stamp() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{:010}.{:09}-{}",
+        now.as_secs(),
+        now.subsec_nanos(),
+        std::process::id()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn argv(words: &[&str]) -> Vec<String> {
+        box_argv(words.iter().map(OsString::from)).unwrap()
+    }
+
+    #[test]
+    fn local_options_are_not_sent() {
+        assert_eq!(
+            argv(&["--host", "box", "-C", "proj", "deploy", "--image", "a:1", "--json"]),
+            ["deploy", "--image", "a:1", "--json"]
+        );
+        assert_eq!(
+            argv(&[
+                "--host=box",
+                "-Cproj",
+                "--config=x.yml",
+                "status",
+                "--identity",
+                "k",
+                "-v"
+            ]),
+            ["status", "-v"]
+        );
+    }
+
+    #[test]
+    fn box_paths_expand_home() {
+        assert_eq!(
+            box_path("~/cutover/app", "/home/d").unwrap(),
+            "/home/d/cutover/app"
+        );
+        assert_eq!(box_path("apps/x/", "/home/d/").unwrap(), "/home/d/apps/x");
+        assert_eq!(box_path("/srv/app", "/home/d").unwrap(), "/srv/app");
+        assert!(box_path("", "/home/d").is_err());
+    }
+}

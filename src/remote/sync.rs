@@ -1,0 +1,324 @@
+//! Project sync: the files a deploy reads, sent to `remote.dir` on the box as one tar stream.
+//!
+//! Sent: the config (as `cutover.yml`), `templates/`, `secrets/*.age` and
+//! `secrets/recipients.txt`; nothing else, and never the state dir. A plaintext dotenv file
+//! anywhere in `secrets/` refuses the whole sync before anything is sent, so plaintext never
+//! leaves the machine. On the box the stream is unpacked into a fresh
+//! `releases/.incoming-<stamp>`, renamed to `releases/<stamp>` once complete, and only then is
+//! the `current` symlink swapped (`mv -T`, atomic): a half-copied project is never used. Every
+//! release links the one state dir (`<remote.dir>/.cutover`), so the lock, state and history
+//! outlive releases.
+//!
+//! The tar is written here (ustar, regular files and directories only) rather than by a local
+//! `tar`, so what is sent is exactly the list this module decides.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+
+/// Marks a synced copy on the box: there, `remote.host` in its cutover.yml is ignored (the box
+/// does not SSH to itself).
+pub const SYNC_MARKER: &str = ".cutover-synced";
+
+/// One file to send: its path in the archive and its bytes.
+struct Entry {
+    name: String,
+    bytes: Vec<u8>,
+    mode: u32,
+}
+
+/// The project as a tar archive, with what it holds (for the progress line).
+pub struct Archive {
+    pub tar: Vec<u8>,
+    pub files: usize,
+}
+
+/// Collects the files to send from `dir` (config at `config_path`) and packs them.
+pub fn pack(dir: &Path, config_path: &Path, marker: &str) -> anyhow::Result<Archive> {
+    let mut entries = Vec::new();
+    let config = std::fs::read(config_path)
+        .with_context(|| format!("could not read {}", config_path.display()))?;
+    entries.push(Entry {
+        name: "cutover.yml".into(),
+        bytes: config,
+        mode: 0o644,
+    });
+    let templates = dir.join("templates");
+    if templates.is_dir() {
+        collect_tree(&templates, "templates", &mut entries)?;
+    }
+    let secrets = dir.join("secrets");
+    if secrets.is_dir() {
+        collect_secrets(&secrets, &mut entries)?;
+    }
+    entries.push(Entry {
+        name: SYNC_MARKER.into(),
+        bytes: marker.as_bytes().to_vec(),
+        mode: 0o644,
+    });
+    let files = entries.len();
+    let mut tar = Vec::new();
+    let mut dirs_written = std::collections::BTreeSet::new();
+    for entry in &entries {
+        // Parent directories first, so every tar (GNU, busybox) creates them with our mode.
+        let mut parent = String::new();
+        for part in entry
+            .name
+            .split('/')
+            .collect::<Vec<_>>()
+            .iter()
+            .rev()
+            .skip(1)
+            .rev()
+        {
+            parent.push_str(part);
+            parent.push('/');
+            if dirs_written.insert(parent.clone()) {
+                write_header(&mut tar, &parent, 0, 0o755, b'5')?;
+            }
+        }
+        write_header(
+            &mut tar,
+            &entry.name,
+            entry.bytes.len() as u64,
+            entry.mode,
+            b'0',
+        )?;
+        tar.extend_from_slice(&entry.bytes);
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+    }
+    tar.resize(tar.len() + 1024, 0);
+    Ok(Archive { tar, files })
+}
+
+fn collect_tree(root: &Path, prefix: &str, entries: &mut Vec<Entry>) -> anyhow::Result<()> {
+    let mut children: Vec<PathBuf> = std::fs::read_dir(root)
+        .with_context(|| format!("could not list {}", root.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("could not list {}", root.display()))?;
+    children.sort();
+    for path in children {
+        let name = format!("{prefix}/{}", file_name(&path)?);
+        let meta = std::fs::metadata(&path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        if meta.is_dir() {
+            collect_tree(&path, &name, entries)?;
+        } else if meta.is_file() {
+            use std::os::unix::fs::PermissionsExt;
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("could not read {}", path.display()))?;
+            let mode = if meta.permissions().mode() & 0o111 != 0 {
+                0o755
+            } else {
+                0o644
+            };
+            entries.push(Entry { name, bytes, mode });
+        }
+    }
+    Ok(())
+}
+
+fn collect_secrets(dir: &Path, entries: &mut Vec<Entry>) -> anyhow::Result<()> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("could not list {}", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("could not list {}", dir.display()))?;
+    files.sort();
+    for path in files {
+        if !path.is_file() {
+            continue;
+        }
+        let name = file_name(&path)?;
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("could not read {}", path.display()))?;
+        if crate::secrets::store::looks_like_plaintext_dotenv(&bytes) && name != "recipients.txt" {
+            bail!(
+                "{} is a plaintext dotenv file; refusing to sync the project to the box (plaintext \
+                 never leaves this machine). Encrypt it with `cutover secrets encrypt {} --rm`, \
+                 or move it out of secrets/",
+                path.display(),
+                path.display()
+            );
+        }
+        if name.ends_with(".age") || name == "recipients.txt" {
+            entries.push(Entry {
+                name: format!("secrets/{name}"),
+                bytes,
+                mode: 0o644,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn file_name(path: &Path) -> anyhow::Result<String> {
+    path.file_name()
+        .and_then(|n| n.to_str())
+        .map(str::to_string)
+        .with_context(|| format!("{}: the file name is not UTF-8", path.display()))
+}
+
+/// One ustar header block (names up to 255 bytes through the prefix field).
+fn write_header(
+    tar: &mut Vec<u8>,
+    name: &str,
+    size: u64,
+    mode: u32,
+    kind: u8,
+) -> anyhow::Result<()> {
+    let mut h = [0u8; 512];
+    let (prefix, base) = if name.len() <= 100 {
+        ("", name)
+    } else {
+        let split = name[..name.len().min(156)]
+            .rfind('/')
+            .filter(|&i| name.len() - i - 1 <= 100 && i <= 155)
+            .with_context(|| format!("{name}: path too long to sync (over 255 bytes)"))?;
+        (&name[..split], &name[split + 1..])
+    };
+    h[..base.len()].copy_from_slice(base.as_bytes());
+    let octal = |field: &mut [u8], value: u64| {
+        let text = format!("{value:0width$o}\0", width = field.len() - 1);
+        field.copy_from_slice(text.as_bytes());
+    };
+    octal(&mut h[100..108], u64::from(mode));
+    octal(&mut h[108..116], 0);
+    octal(&mut h[116..124], 0);
+    octal(&mut h[124..136], size);
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    octal(&mut h[136..148], mtime);
+    h[156] = kind;
+    h[257..263].copy_from_slice(b"ustar\0");
+    h[263..265].copy_from_slice(b"00");
+    h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
+    h[148..156].copy_from_slice(b"        ");
+    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
+    let text = format!("{sum:06o}\0 ");
+    h[148..156].copy_from_slice(text.as_bytes());
+    tar.extend_from_slice(&h);
+    Ok(())
+}
+
+/// The shell script that unpacks the archive (on stdin) into a new release under `root` (a
+/// shell expression) and prints the release's absolute path. `state_dir` is the config's
+/// (relative ones are linked to the one under `root`); `swap_current` is false for runs that
+/// must change nothing (`--dry-run`, `render --check`).
+pub fn unpack_script(root: &str, stamp: &str, state_dir: &Path, swap_current: bool) -> String {
+    let q = crate::process::shell_quote;
+    let link_state = if state_dir.is_absolute() {
+        String::new()
+    } else {
+        let rel = q(&state_dir.display().to_string());
+        format!(
+            "mkdir -p \"$root\"/{rel} && mkdir -p \"$(dirname \"$t\"/{rel})\" && \
+             ln -s \"$root\"/{rel} \"$t\"/{rel}; "
+        )
+    };
+    let swap = if swap_current {
+        "ln -sfn \"releases/$stamp\" \"$root/.current.new\"; mv -T \"$root/.current.new\" \"$root/current\"; "
+    } else {
+        ""
+    };
+    format!(
+        "set -e; root={root}; stamp={stamp}; mkdir -p \"$root/releases\"; \
+         t=\"$root/releases/.incoming-$stamp\"; rm -rf \"$t\"; mkdir \"$t\"; \
+         trap 'rm -rf \"$t\"' EXIT; \
+         tar -x -f - -C \"$t\"; \
+         {link_state}\
+         mv \"$t\" \"$root/releases/$stamp\"; trap - EXIT; \
+         {swap}\
+         cur=$(readlink \"$root/current\" 2>/dev/null || true); \
+         ls -1 \"$root/releases\" | grep -v '^\\.' | sort | head -n -5 | while read -r old; do \
+         [ \"releases/$old\" = \"$cur\" ] || rm -rf \"$root/releases/$old\"; done; \
+         printf '%s\\n' \"$root/releases/$stamp\"",
+        stamp = q(stamp),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sends_config_templates_and_ciphertext_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("other.yml"), "project: x\n").unwrap();
+        std::fs::create_dir_all(p.join("templates/sub")).unwrap();
+        std::fs::write(p.join("templates/sub/a.j2"), "a").unwrap();
+        std::fs::create_dir_all(p.join("secrets")).unwrap();
+        std::fs::write(
+            p.join("secrets/prod.env.age"),
+            "-----BEGIN AGE ENCRYPTED FILE-----\nx\n",
+        )
+        .unwrap();
+        std::fs::write(p.join("secrets/recipients.txt"), "age1xyz\n").unwrap();
+        std::fs::write(p.join("secrets/.gitignore"), "*.env\n").unwrap();
+        std::fs::create_dir_all(p.join(".cutover")).unwrap();
+        std::fs::write(p.join(".cutover/state.json"), "{}").unwrap();
+        let archive = pack(p, &p.join("other.yml"), "{}").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        crate::process::Cmd::new("tar", "unpack")
+            .args(["-x", "-f", "-", "-C"])
+            .arg(out.path())
+            .stdin_bytes(archive.tar)
+            .run()
+            .unwrap();
+        let mut found: Vec<String> = Vec::new();
+        fn walk(root: &Path, dir: &Path, found: &mut Vec<String>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let path = e.unwrap().path();
+                if path.is_dir() {
+                    walk(root, &path, found);
+                } else {
+                    found.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+        walk(out.path(), out.path(), &mut found);
+        found.sort();
+        assert_eq!(
+            found,
+            [
+                ".cutover-synced",
+                "cutover.yml",
+                "secrets/prod.env.age",
+                "secrets/recipients.txt",
+                "templates/sub/a.j2"
+            ]
+        );
+        assert_eq!(
+            std::fs::read_to_string(out.path().join("cutover.yml")).unwrap(),
+            "project: x\n"
+        );
+    }
+
+    #[test]
+    fn plaintext_in_secrets_refuses_the_sync_without_printing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("cutover.yml"), "project: x\n").unwrap();
+        std::fs::create_dir_all(p.join("secrets")).unwrap();
+        std::fs::write(p.join("secrets/prod.env"), "DB_PASSWORD=hunter2\n").unwrap();
+        let err = pack(p, &p.join("cutover.yml"), "{}")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("prod.env is a plaintext dotenv file"), "{err}");
+        assert!(!err.contains("hunter2"));
+    }
+
+    #[test]
+    fn long_names_use_the_prefix_field() {
+        let mut tar = Vec::new();
+        let name = format!("templates/{}/{}", "d".repeat(120), "f".repeat(90));
+        write_header(&mut tar, &name, 0, 0o644, b'0').unwrap();
+        assert_eq!(tar.len(), 512);
+        assert!(write_header(&mut tar, &"x".repeat(300), 0, 0o644, b'0').is_err());
+    }
+}

@@ -1,0 +1,608 @@
+//! `cutover tls issue` end to end with no internet: Debian's `pebble` (the ACME test CA) and
+//! `pebble-challtestsrv` (its mock DNS, answering 127.0.0.1 for every name) on loopback,
+//! certbot from Debian, the http-01 challenge answered by the project's own nginx (a temp
+//! prefix on a loopback port) from the webroot, and the demo app fetched over HTTPS through
+//! nginx with curl trusting pebble's root (from its management endpoint `/roots/0`).
+//!
+//! pebble's package ships no certificate for its own HTTPS listener, so the harness makes
+//! one with openssl (a throwaway CA that certbot trusts through `REQUESTS_CA_BUNDLE`).
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::{free_port, require};
+use crate::project::{App, Project, Run};
+
+const DOMAIN: &str = "app.cutover.test";
+
+/// Every tool the ACME tests drive; without one they skip loudly (and fail under CI).
+fn ready() -> bool {
+    crate::e2e::ready()
+        && [
+            ("pebble", "run the ACME test server"),
+            ("pebble-challtestsrv", "resolve test domains for pebble"),
+            ("certbot", "get certificates"),
+            ("openssl", "make pebble's TLS certificate and read serials"),
+            ("curl", "fetch over HTTPS with pebble's root trusted"),
+        ]
+        .iter()
+        .all(|(tool, why)| require(tool, why))
+}
+
+fn run(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// pebble + its mock DNS on loopback, stopped (killed by pid) when dropped.
+struct Acme {
+    dir: tempfile::TempDir,
+    port: u16,
+    children: Vec<Child>,
+}
+
+impl Acme {
+    /// Starts pebble validating http-01 challenges against `127.0.0.1:http_port`.
+    fn start(http_port: u16) -> Acme {
+        let dir = tempfile::tempdir().unwrap();
+        let d = &dir.path().to_path_buf();
+        let openssl =
+            |args: &[&str]| run(Command::new("openssl").args(args).current_dir(d), "openssl");
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=cutover test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "key.pem",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ]);
+        std::fs::write(d.join("ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "cert.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext",
+        ]);
+        let (port, management) = (free_port(), free_port());
+        let (dns, dns_management) = (free_port(), free_port());
+        let config = json!({ "pebble": {
+            "listenAddress": format!("127.0.0.1:{port}"),
+            "managementListenAddress": format!("127.0.0.1:{management}"),
+            "certificate": d.join("cert.pem"),
+            "privateKey": d.join("key.pem"),
+            "httpPort": http_port,
+            "tlsPort": free_port(),
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        std::fs::write(d.join("pebble.json"), config.to_string()).unwrap();
+        let log = |name: &str| std::fs::File::create(d.join(name)).unwrap();
+        let mut children = vec![Command::new("pebble-challtestsrv")
+            .args([
+                "-defaultIPv4",
+                "127.0.0.1",
+                "-defaultIPv6",
+                "",
+                "-http01",
+                "",
+                "-https01",
+                "",
+                "-tlsalpn01",
+                "",
+            ])
+            .arg("-dns01")
+            .arg(format!("127.0.0.1:{dns}"))
+            .arg("-management")
+            .arg(format!("127.0.0.1:{dns_management}"))
+            .stdout(log("challtestsrv.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()];
+        children.push(
+            Command::new("pebble")
+                .arg("-config")
+                .arg(d.join("pebble.json"))
+                .arg("-dnsserver")
+                .arg(format!("127.0.0.1:{dns}"))
+                // Real challenges, answered at once; no deliberately rejected nonces.
+                .env("PEBBLE_VA_NOSLEEP", "1")
+                .env("PEBBLE_WFE_NONCEREJECT", "0")
+                .env_remove("PEBBLE_VA_ALWAYS_VALID")
+                .stdout(log("pebble.log"))
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let acme = Acme {
+            dir,
+            port,
+            children,
+        };
+        wait_for_port(dns_management, "pebble-challtestsrv");
+        wait_for_port(port, "pebble");
+        wait_for_port(management, "pebble's management endpoint");
+        // The root that signs issued certificates (a new one every pebble start).
+        let root = run(
+            Command::new("curl")
+                .args(["-sSf", "--cacert"])
+                .arg(acme.listener_ca())
+                .arg(format!("https://127.0.0.1:{management}/roots/0")),
+            "fetch pebble's root",
+        );
+        std::fs::write(acme.issuer_root(), root).unwrap();
+        acme
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.port)
+    }
+
+    /// The CA of pebble's own HTTPS listener (for certbot's `REQUESTS_CA_BUNDLE`).
+    fn listener_ca(&self) -> PathBuf {
+        self.dir.path().join("ca.pem")
+    }
+
+    /// The root issued certificates chain to (for curl's `--cacert`).
+    fn issuer_root(&self) -> PathBuf {
+        self.dir.path().join("issuer-root.pem")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Acme {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `nginx.tls` section pointing every certbot path into `dir`.
+fn tls_section(acme: &Acme, dir: &Path, https_port: u16) -> serde_json::Value {
+    json!({
+        "domains": [DOMAIN],
+        "email": "ops@cutover.test",
+        "acme_server": acme.directory(),
+        "listen": format!("127.0.0.1:{https_port}"),
+        "webroot": dir.join("webroot"),
+        "config_dir": dir.join("letsencrypt"),
+        "work_dir": dir.join("letsencrypt-work"),
+        "logs_dir": dir.join("letsencrypt-logs"),
+        "renew_cron": dir.join("cron.d/cutover-certbot"),
+    })
+}
+
+fn cutover_tls(project: &Project, acme: &Acme, args: &[&str]) -> Run {
+    let mut cmd = project.command(["tls"].iter().chain(args));
+    cmd.env("REQUESTS_CA_BUNDLE", acme.listener_ca());
+    Run::of(cmd)
+}
+
+/// `curl` through nginx's HTTPS port with only pebble's root trusted: (status, body).
+fn https_get(acme: &Acme, port: u16, path: &str) -> Result<(u16, String), String> {
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code}",
+            "--cacert",
+        ])
+        .arg(acme.issuer_root())
+        .arg("--resolve")
+        .arg(format!("{DOMAIN}:{port}:127.0.0.1"))
+        .arg(format!("https://{DOMAIN}:{port}{path}"))
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    Ok((code.parse().unwrap(), body.to_string()))
+}
+
+/// `curl` over plain HTTP: (status, Location header).
+fn http_head(port: u16, path: &str) -> (u16, String) {
+    let out = run(
+        Command::new("curl")
+            .args([
+                "-sS",
+                "--max-time",
+                "10",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code} %{redirect_url}",
+            ])
+            .args(["-H", &format!("Host: {DOMAIN}")])
+            .arg(format!("http://127.0.0.1:{port}{path}")),
+        "curl over HTTP",
+    );
+    let (code, location) = out.split_once(' ').unwrap();
+    (code.parse().unwrap(), location.to_string())
+}
+
+/// The serial of the certificate nginx presents on `port` right now.
+fn served_serial(port: u16) -> String {
+    run(
+        Command::new("sh").arg("-c").arg(format!(
+            "timeout 10 openssl s_client -connect 127.0.0.1:{port} -servername {DOMAIN} </dev/null 2>/dev/null \
+             | openssl x509 -noout -serial"
+        )),
+        "read the served certificate",
+    )
+    .trim()
+    .to_string()
+}
+
+fn step_of(run: &Run) -> serde_json::Value {
+    run.stdout_json()["steps"][0].clone()
+}
+
+#[test]
+fn issues_serves_and_renews_a_certificate_through_nginx() {
+    if !ready() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    // nginx's workers (nobody) read the webroot inside it.
+    std::fs::set_permissions(
+        certs.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut app = App::compose().stop_grace("0s");
+    let project = Project::compose(app.clone());
+    project.deploy_ok("cutover-demo:v1");
+    let acme = Acme::start(project.port);
+    let https = free_port();
+    app = app.tls(tls_section(&acme, certs.path(), https));
+    project.write_config(&app);
+
+    // A dry run plans certbot and changes nothing.
+    let site_before = std::fs::read(project.prefix().join("site.conf")).unwrap();
+    let plan = step_of(&cutover_tls(&project, &acme, &["issue", "--dry-run", "--json"]).success());
+    assert_eq!(plan["status"], "changed", "{plan}");
+    let planned = plan["changes"].to_string();
+    assert!(planned.contains("certbot certonly --webroot"), "{planned}");
+    assert_eq!(
+        std::fs::read(project.prefix().join("site.conf")).unwrap(),
+        site_before
+    );
+    assert!(!certs.path().join("webroot").exists());
+    assert!(!certs.path().join("letsencrypt").exists());
+
+    let issued = cutover_tls(&project, &acme, &["issue", "--json"]);
+    assert!(issued.ok(), "{issued}\npebble log:\n{}", acme.log());
+    assert_eq!(step_of(&issued)["status"], "changed");
+
+    // The app over HTTPS, trusted through pebble's root only; TLS 1.1 is refused.
+    let (code, body) = https_get(&acme, https, "/").expect("HTTPS through nginx");
+    assert_eq!((code, body.trim()), (200, "version=v1 color=blue"));
+    crate::common::loud("tls test: HTTPS answers");
+    let old_tls = Command::new("curl")
+        .args(["-sS", "--max-time", "5", "--tls-max", "1.1", "--cacert"])
+        .arg(acme.issuer_root())
+        .arg("--resolve")
+        .arg(format!("{DOMAIN}:{https}:127.0.0.1"))
+        .arg(format!("https://{DOMAIN}:{https}/"))
+        .output()
+        .unwrap();
+    assert!(!old_tls.status.success(), "TLS 1.1 was accepted");
+    // No HSTS unless opted in.
+    let headers = run(
+        Command::new("curl")
+            .args(["-sS", "-D", "-", "-o", "/dev/null", "--cacert"])
+            .arg(acme.issuer_root())
+            .arg("--resolve")
+            .arg(format!("{DOMAIN}:{https}:127.0.0.1"))
+            .arg(format!("https://{DOMAIN}:{https}/")),
+        "headers over HTTPS",
+    );
+    assert!(
+        !headers
+            .to_ascii_lowercase()
+            .contains("strict-transport-security"),
+        "{headers}"
+    );
+
+    // HTTP redirects to HTTPS, except the challenge path and cutover's loopback probe.
+    assert_eq!(
+        http_head(project.port, "/some/page?x=1"),
+        (301, format!("https://{DOMAIN}:{https}/some/page?x=1")),
+        "{}\n{}",
+        std::fs::read_to_string(project.prefix().join("site.conf")).unwrap(),
+        std::fs::read_to_string(project.prefix().join("logs/error.log")).unwrap(),
+    );
+    let token_dir = certs.path().join("webroot/.well-known/acme-challenge");
+    std::fs::write(token_dir.join("token-123"), "token-123.thumbprint").unwrap();
+    assert_eq!(
+        http_head(project.port, "/.well-known/acme-challenge/token-123").0,
+        200
+    );
+    assert_eq!(project.get("/.cutover/active").unwrap().0, 200);
+
+    // Renewal is installed: the deploy hook tests and reloads this nginx; cron runs renew.
+    let hook = certs.path().join(format!(
+        "letsencrypt/renewal-hooks/deploy/cutover-{}",
+        project.name
+    ));
+    let hook_text = std::fs::read_to_string(&hook).unwrap();
+    assert!(
+        hook_text.contains(" -t\n") && hook_text.contains("-s reload"),
+        "{hook_text}"
+    );
+    let cron = std::fs::read_to_string(certs.path().join("cron.d/cutover-certbot")).unwrap();
+    assert!(cron.contains("certbot renew -q --config-dir"), "{cron}");
+
+    // A second run with a valid certificate changes nothing.
+    let site = std::fs::read(project.prefix().join("site.conf")).unwrap();
+    let again = step_of(&cutover_tls(&project, &acme, &["issue", "--json"]).success());
+    assert_eq!(again["status"], "ok", "{again}");
+    assert_eq!(again["changes"], json!([]));
+    assert_eq!(
+        std::fs::read(project.prefix().join("site.conf")).unwrap(),
+        site
+    );
+
+    // Deploys keep working behind the HTTPS site (the probe goes over HTTP on loopback).
+    project.deploy_ok("cutover-demo:v2");
+    let (_, body) = https_get(&acme, https, "/").unwrap();
+    assert_eq!(body.trim(), "version=v2 color=green");
+
+    // A forced renewal under HTTPS load: nginx serves the new certificate, no request fails.
+    let before = served_serial(https);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sent, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
+        let root = acme.issuer_root();
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(120);
+            let mut errors = Vec::new();
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                sent.fetch_add(1, Ordering::SeqCst);
+                let out = Command::new("curl")
+                    .args([
+                        "-sS",
+                        "--max-time",
+                        "10",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                        "--cacert",
+                    ])
+                    .arg(&root)
+                    .arg("--resolve")
+                    .arg(format!("{DOMAIN}:{https}:127.0.0.1"))
+                    .arg(format!("https://{DOMAIN}:{https}/"))
+                    .output()
+                    .unwrap();
+                if !out.status.success() || out.stdout != b"200" {
+                    failed.fetch_add(1, Ordering::SeqCst);
+                    errors.push(String::from_utf8_lossy(&out.stderr).into_owned());
+                }
+            }
+            errors
+        })
+    };
+    let wait_for_requests = |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while sent.load(Ordering::SeqCst) < n {
+            assert!(
+                Instant::now() < deadline,
+                "the load loop sent fewer than {n} requests in 30s"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    wait_for_requests(5);
+    let le = certs.path().join("letsencrypt");
+    run(
+        Command::new("certbot")
+            .args([
+                "renew",
+                "--force-renewal",
+                "--no-random-sleep-on-renew",
+                "--non-interactive",
+            ])
+            .arg("--config-dir")
+            .arg(&le)
+            .arg("--work-dir")
+            .arg(certs.path().join("letsencrypt-work"))
+            .arg("--logs-dir")
+            .arg(certs.path().join("letsencrypt-logs"))
+            .env("REQUESTS_CA_BUNDLE", acme.listener_ca()),
+        "certbot renew --force-renewal",
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut after = served_serial(https);
+    while after == before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        after = served_serial(https);
+    }
+    wait_for_requests(sent.load(Ordering::SeqCst) + 5);
+    stop.store(true, Ordering::SeqCst);
+    let errors = load.join().unwrap();
+    assert_ne!(
+        after, before,
+        "nginx still serves the old certificate after the deploy hook"
+    );
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "failed HTTPS requests during renewal ({} sent): {errors:?}",
+        sent.load(Ordering::SeqCst)
+    );
+    crate::common::loud(&format!(
+        "tls renewal: {} HTTPS requests, 0 failed, serial {before} -> {after}",
+        sent.load(Ordering::SeqCst)
+    ));
+}
+
+#[test]
+fn an_unreachable_challenge_leaves_the_http_site_serving_and_says_why() {
+    if !ready() {
+        return;
+    }
+    let certs = tempfile::tempdir().unwrap();
+    let mut app = App::compose().stop_grace("0s");
+    let project = Project::compose(app.clone());
+    project.deploy_ok("cutover-demo:v1");
+    // pebble checks the challenge on a port nothing listens on.
+    std::fs::set_permissions(
+        certs.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let acme = Acme::start(free_port());
+    app = app.tls(tls_section(&acme, certs.path(), free_port()));
+    project.write_config(&app);
+
+    let failed = cutover_tls(&project, &acme, &["issue"]).code(1);
+    let stderr = failed.stderr.clone();
+    assert!(
+        stderr.contains(&format!(
+            "no certificate for {DOMAIN} from {}",
+            acme.directory()
+        )) && stderr.contains("the HTTP site keeps serving"),
+        "{failed}"
+    );
+    // certbot's own reason reaches the operator.
+    assert!(
+        stderr.contains("Some challenges have failed")
+            || stderr.contains("connection refused")
+            || stderr.contains("Connection refused"),
+        "{failed}"
+    );
+    let site = std::fs::read_to_string(project.prefix().join("site.conf")).unwrap();
+    assert!(!site.contains("ssl_certificate"), "{site}");
+    assert!(site.contains("/.well-known/acme-challenge/"), "{site}");
+    assert!(!certs
+        .path()
+        .join(format!("letsencrypt/live/{DOMAIN}"))
+        .exists());
+    let (code, body) = project.get("/").expect("HTTP still answers");
+    assert_eq!((code, body.trim()), (200, "version=v1 color=blue"));
+}
+
+/// Under `--root` nothing runs: certbot and nginx are listed as not run, the challenge dir,
+/// site, deploy hook and cron file land under the root, and a second run changes nothing.
+#[test]
+fn under_root_certbot_is_listed_and_the_files_land_under_the_root() {
+    let project = tempfile::tempdir().unwrap();
+    let root = tempfile::tempdir().unwrap();
+    crate::common::project_from_fixture(project.path(), "minimal", |map| {
+        crate::common::set_key(map, "nginx", "server_name", json!(DOMAIN));
+        crate::common::set_key(
+            map,
+            "nginx",
+            "tls",
+            json!({ "domains": [DOMAIN], "email": "ops@cutover.test" }),
+        );
+    });
+    let run = |args: &[&str]| {
+        let out = crate::common::cutover(project.path())
+            .args(["tls", "issue", "--json", "--root"])
+            .arg(root.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["steps"][0].clone()
+    };
+    let first = run(&[]);
+    assert_eq!(first["status"], "changed", "{first}");
+    let not_run = first["not_run"].to_string();
+    assert!(not_run.contains("certbot certonly --webroot -w /var/www/cutover-acme --cert-name app.cutover.test -d app.cutover.test --server https://acme-v02.api.letsencrypt.org/directory"), "{not_run}");
+    assert!(
+        not_run.contains("nginx -t") && not_run.contains("nginx -s reload"),
+        "{not_run}"
+    );
+    let r = root.path();
+    assert!(r
+        .join("var/www/cutover-acme/.well-known/acme-challenge")
+        .is_dir());
+    let site = std::fs::read_to_string(r.join("etc/nginx/sites-enabled/cutover.conf")).unwrap();
+    assert!(
+        site.contains("location /.well-known/acme-challenge/") && !site.contains("ssl"),
+        "{site}"
+    );
+    let hook = r.join("etc/letsencrypt/renewal-hooks/deploy/cutover-minimal");
+    assert_eq!(
+        std::fs::read_to_string(&hook).unwrap().lines().last(),
+        Some("nginx -s reload")
+    );
+    let cron = std::fs::read_to_string(r.join("etc/cron.d/cutover-certbot-minimal")).unwrap();
+    assert!(
+        cron.contains("root certbot renew -q --config-dir /etc/letsencrypt"),
+        "{cron}"
+    );
+
+    let second = run(&[]);
+    assert_eq!(second["status"], "ok", "{second}");
+    assert_eq!(second["changes"], json!([]));
+    // Still no certificate under the root: certbot is listed again, never run.
+    assert!(second["not_run"].to_string().contains("certbot certonly"));
+}
