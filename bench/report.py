@@ -5,7 +5,9 @@
 
 Per deploy (all from the outside, the same way for every tool):
   wall_ms      tool start → tool exit
-  overhead_ms  wall_ms − the app's STARTUP_DELAY_MS
+  settle_ms    cutover's settle window (app.settle, as configured; 0 for the seeds, which
+               have none): the old color kept running, out of traffic, after the switch
+  overhead_ms  wall_ms − the app's STARTUP_DELAY_MS − settle_ms
   live_ms      tool start → first `GET /` through nginx answered by the new version/color
   ready_ms     tool start → first direct `GET /health` on the new color's port answering
                200 with the new version (a 5 ms poller, independent of the tool)
@@ -23,7 +25,7 @@ import sys
 RAW, OUT = sys.argv[1], sys.argv[2]
 TOOLS = ["cutover", "seed-004", "seed-000"]
 TARGETS = {
-    "overhead_ms": 1500,
+    "overhead_ms": 1000,
     "switch_ms": 100,
     "failed_close": 0,
     "rss_kib": 15 * 1024,
@@ -65,7 +67,9 @@ for d in deploys:
     ld = loads.get(d["label"])
     tag = d["image"].split(":")[1]
     d["wall_ms"] = round((d["t_end"] - d["t_start"]) * 1000)
-    d["overhead_ms"] = d["wall_ms"] - d["delay_ms"]
+    settled = any(st["step"] == "settle" for st in (d.get("cutover") or {}).get("steps", []))
+    d["settle_ms"] = meta.get("settle_ms", 0) if settled else 0
+    d["overhead_ms"] = d["wall_ms"] - d["delay_ms"] - d["settle_ms"]
     ready = (d.get("watch") or {}).get("ready_at")
     d["ready_ms"] = round((ready - d["t_start"]) * 1000) if ready else None
     new = first_seen(ld, "version=%s color=%s" % (tag, d["to"]), d["t_start"]) if ld else None
@@ -102,6 +106,7 @@ def group(tool, compose, delay, mode="close"):
         "failed_deploys": sum(1 for d in ds if d["exit"] != 0),
         "wall_ms": stats(d["wall_ms"] for d in ds),
         "overhead_ms": stats(d["overhead_ms"] for d in ds),
+        "settle_ms": stats(d["settle_ms"] for d in ds),
         "live_ms": stats(d["live_ms"] for d in ds),
         "ready_ms": stats(d["ready_ms"] for d in ds),
         "ready_to_new_ms": stats(d["ready_to_new_ms"] for d in ds),
@@ -225,17 +230,19 @@ for delay in D:
     row("deploy wall time, app boot %s (median (min – max))" % sec, "",
         [cell("%s/v2/%d/close" % (t, delay), "wall_ms") for t in TOOLS])
     c = g("cutover/v2/%d/close" % delay)
-    row("overhead beyond the %s boot" % sec, "< 1.5 s",
+    row("settle window after the switch, boot %s (old color kept running, out of traffic)" % sec, "",
+        [cell("%s/v2/%d/close" % (t, delay), "settle_ms") for t in TOOLS])
+    row("overhead beyond the %s boot and the settle window" % sec, "≤ 1.0 s",
         [cell("%s/v2/%d/close" % (t, delay), "overhead_ms") for t in TOOLS],
-        c and c["overhead_ms"]["median"] < TARGETS["overhead_ms"])
+        c and c["overhead_ms"]["median"] <= TARGETS["overhead_ms"])
     row("deploy start → users see the new version, boot %s" % sec, "",
         [cell("%s/v2/%d/close" % (t, delay), "live_ms") for t in TOOLS])
 c1 = g("cutover/v1/1000/close")
 row("deploy wall time, boot 1 s, compose v1 (%s)" % meta["compose_v1"], "",
     [cell("cutover/v1/1000/close", "wall_ms"), "–", "–"])
-row("overhead beyond the 1 s boot, compose v1", "< 1.5 s",
+row("overhead beyond the 1 s boot and the settle window, compose v1", "≤ 1.0 s",
     [cell("cutover/v1/1000/close", "overhead_ms"), "–", "–"],
-    c1 and c1["overhead_ms"]["median"] < TARGETS["overhead_ms"])
+    c1 and c1["overhead_ms"]["median"] <= TARGETS["overhead_ms"])
 sw = [d["switch_ms"] for d in deploys if d["tool"] == "cutover" and d["switch_ms"] is not None and d["compose"] == v2]
 sws = stats(sw)
 row("health pass → nginx serves the new color (cutover's `switch_ms`, all v2 deploys)", "< 100 ms",

@@ -39,6 +39,10 @@ DELAYS=(1000 5000)
 # worst boot). Here the boot time is known exactly, so we give it the delay plus a 2 s
 # margin for container start and jitter: the most favourable "safe" sleep for the seed.
 SEED000_MARGIN_S=2
+# cutover's settle window (app.settle, its default): after the switch the old color keeps
+# running, out of traffic, while the new one is watched. It is reported apart from the
+# overhead (overhead = wall − boot − settle); the seeds have no such window.
+SETTLE_S=5
 # Per-deploy bound: nothing here should take a minute.
 DEPLOY_LIMIT_S=120
 
@@ -135,6 +139,7 @@ app:
   environment:
     STARTUP_DELAY_MS: "$delay"
   health: { path: /health, timeout: 60s, interval: 100ms }
+  settle: ${SETTLE_S}s
   drain: 10s
   stop_grace: 10s
 colors: { blue: $BLUE, green: $GREEN }
@@ -375,7 +380,7 @@ import json, sys
 json.dump(dict(
     date="$STARTED_AT",
     command="bench/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')$([[ $QUICK == 0 && $CYCLES != 3 ]] && echo " --cycles $CYCLES")",
-    cycles=$CYCLES, delays_ms=[$(IFS=,; echo "${DELAYS[*]}")], seed000_margin_s=$SEED000_MARGIN_S,
+    cycles=$CYCLES, delays_ms=[$(IFS=,; echo "${DELAYS[*]}")], seed000_margin_s=$SEED000_MARGIN_S, settle_ms=$((SETTLE_S * 1000)),
     duration_s=$(( $(date +%s) - T_BEGIN )),
     commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src templates Cargo.toml Cargo.lock || echo '+dirty')",
     nproc=$(nproc), mem_total_kib=$(awk '/MemTotal/{print $2}' /proc/meminfo),

@@ -44,6 +44,11 @@ impl Nginx {
         Ok(())
     }
 
+    /// The workers of the nginx this project reloads (see [`worker_pids_of`]).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        worker_pids_of(&self.reload, &self.test)
+    }
+
     /// What the include holds now (None when missing).
     pub fn current_include(&self) -> anyhow::Result<Option<String>> {
         match std::fs::read_to_string(&self.include) {
@@ -113,15 +118,25 @@ impl Switch {
 /// old color after the reload: `nginx -s reload` returns before old workers act on their QUIT,
 /// so for a moment they can still accept a connection. The drain waits until they are gone.
 /// Masters are matched by the `-c`/`-p` path in `reload_argv` (their process title keeps
-/// their command line); with neither, every nginx master on the box counts. An nginx this
-/// box cannot see (in a container) yields no pids, and the drain falls back to counting
-/// connections alone.
+/// their command line); with neither, by the one in `test_argv` (a wrapper or `systemctl
+/// reload nginx` reloads the nginx that `nginx -t -c …` tests); with neither there either,
+/// the masters started without `-c`/`-p` (the system nginx on its default config) in this
+/// box's pid namespace, never an nginx inside a container or one on a private prefix. An
+/// nginx this box cannot see yields no pids, and the drain counts connections alone.
 pub fn worker_pids(reload_argv: &[String]) -> Vec<u32> {
-    let wanted = reload_argv
-        .windows(2)
-        .find(|w| w[0] == "-c")
-        .or_else(|| reload_argv.windows(2).find(|w| w[0] == "-p"))
-        .map(|w| w[1].trim_end_matches('/').to_string());
+    worker_pids_of(reload_argv, &[])
+}
+
+/// [`worker_pids`] of the nginx that `reload_argv` reloads and `test_argv` tests.
+pub fn worker_pids_of(reload_argv: &[String], test_argv: &[String]) -> Vec<u32> {
+    let config_path = |argv: &[String]| {
+        argv.windows(2)
+            .find(|w| w[0] == "-c")
+            .or_else(|| argv.windows(2).find(|w| w[0] == "-p"))
+            .map(|w| w[1].trim_end_matches('/').to_string())
+    };
+    let wanted = config_path(reload_argv).or_else(|| config_path(test_argv));
+    let own_namespace = std::fs::read_link("/proc/self/ns/pid").ok();
     let procs: Vec<(u32, u32, String)> = std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -130,6 +145,14 @@ pub fn worker_pids(reload_argv: &[String]) -> Vec<u32> {
             let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
             let title = std::fs::read(entry.path().join("cmdline")).ok()?;
             let title = String::from_utf8_lossy(&title).replace('\0', " ");
+            if !title.starts_with("nginx: ") {
+                return None;
+            }
+            if own_namespace.is_some()
+                && std::fs::read_link(entry.path().join("ns/pid")).ok() != own_namespace
+            {
+                return None;
+            }
             let status = std::fs::read_to_string(entry.path().join("status")).ok()?;
             let ppid = status
                 .lines()
@@ -140,10 +163,14 @@ pub fn worker_pids(reload_argv: &[String]) -> Vec<u32> {
             Some((pid, ppid, title))
         })
         .collect();
+    let on_default_config = |title: &str| !title.split_whitespace().any(|w| w == "-c" || w == "-p");
     let masters: Vec<u32> = procs
         .iter()
         .filter(|(_, _, title)| title.starts_with("nginx: master process"))
-        .filter(|(_, _, title)| wanted.as_ref().is_none_or(|w| title.contains(w.as_str())))
+        .filter(|(_, _, title)| match &wanted {
+            Some(w) => title.contains(w.as_str()),
+            None => on_default_config(title),
+        })
         .map(|(pid, _, _)| *pid)
         .collect();
     procs

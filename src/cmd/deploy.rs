@@ -156,6 +156,16 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
             None => "never deployed".to_string(),
         }
     )?;
+    outln!(
+        "  nginx serves {}, its include names {}",
+        report
+            .nginx_serves
+            .map_or("? (no answer from its probe)".to_string(), |c| c
+                .to_string()),
+        report
+            .nginx_points_at
+            .map_or("neither color".to_string(), |c| c.to_string())
+    )?;
     for c in &report.colors {
         outln!(
             "  {} {:<6} :{:<5} {:<12} {:<28} {}",

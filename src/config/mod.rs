@@ -135,6 +135,22 @@ mod tests {
         assert_eq!(c.service(Color::Green), "web-green");
         assert_eq!(c.nginx.test, ["nginx", "-t"]);
         assert_eq!(c.host.swap, Swap::Auto);
+        assert_eq!(c.app.settle.get(), Duration::from_secs(5));
+        assert_eq!(c.app.health.healthy_checks, 3);
+    }
+
+    #[test]
+    fn settle_may_be_zero_and_healthy_checks_not() {
+        let c =
+            parse(&MINIMAL.replace("  memory: 128M\n", "  memory: 128M\n  settle: 0s\n")).unwrap();
+        assert_eq!(c.app.settle.get(), Duration::ZERO);
+        let err = parse(&MINIMAL.replace(
+            "  memory: 128M\n",
+            "  memory: 128M\n  health: { healthy_checks: 0 }\n",
+        ))
+        .unwrap_err();
+        assert!(err.contains("app.health.healthy_checks"), "{err}");
+        assert!(err.contains("at least 1"), "{err}");
     }
 
     #[test]

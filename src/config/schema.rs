@@ -99,6 +99,11 @@ pub struct App {
     pub volumes: Vec<String>,
     #[serde(default)]
     pub health: Health,
+    /// The watch window after the switch: the old color keeps running, out of traffic, while
+    /// the new one must stay up and healthy; if it fails inside the window nginx switches
+    /// back. `0s` skips the window.
+    #[serde(default = "default_settle")]
+    pub settle: Dur,
     /// Longest wait for in-flight requests on the old color before stopping it.
     #[serde(default = "default_drain")]
     pub drain: Dur,
@@ -137,6 +142,9 @@ pub struct Health {
     /// The HTTP status that counts as healthy.
     #[serde(default = "default_health_status")]
     pub status: u16,
+    /// How many healthy answers in a row (with the container still running) pass the gate.
+    #[serde(default = "default_healthy_checks")]
+    pub healthy_checks: u32,
     /// The container `healthcheck.test` for the swarm engine (swarm gates rollouts on it; the
     /// compose engine probes from the host instead) [default: `CMD-SHELL curl -fsS
     /// http://127.0.0.1:<port><path> || exit 1`].
@@ -152,6 +160,7 @@ impl Default for Health {
             interval: default_health_interval(),
             probe_timeout: default_probe_timeout(),
             status: default_health_status(),
+            healthy_checks: default_healthy_checks(),
             command: None,
         }
     }
@@ -425,6 +434,12 @@ impl Config {
 
 fn default_state_dir() -> PathBuf {
     PathBuf::from(".cutover")
+}
+fn default_settle() -> Dur {
+    Dur(Duration::from_secs(5))
+}
+fn default_healthy_checks() -> u32 {
+    3
 }
 fn default_drain() -> Dur {
     Dur(Duration::from_secs(30))

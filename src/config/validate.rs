@@ -197,6 +197,12 @@ impl Config {
                 format!("`{}` must start with `/`", health.path),
             ));
         }
+        if health.healthy_checks == 0 {
+            return Err(Invalid::new(
+                "app.health.healthy_checks",
+                "0 can never pass (expected at least 1 healthy answer in a row)".to_string(),
+            ));
+        }
         if health.interval.0 > health.timeout.0 {
             return Err(Invalid::new(
                 "app.health.interval",

@@ -246,15 +246,17 @@ impl Project {
     }
 
     /// `up -d --no-deps SERVICE…` with secrets as process environment only. Recreates the
-    /// container when its image or config changed.
+    /// container when its image or config changed. Killed past `timeout` (a stalled engine
+    /// must not hold the deploy and its lock forever); the error names the call and the limit.
     pub fn up(
         &self,
         services: &[String],
         no_deps: bool,
         env: &BTreeMap<String, SecretString>,
+        timeout: Duration,
         summary: impl Into<String>,
     ) -> Result<(), ProcessError> {
-        let mut cmd = self.cmd(summary).args(["up", "-d"]);
+        let mut cmd = self.cmd(summary).args(["up", "-d"]).timeout(timeout);
         if no_deps {
             cmd = cmd.arg("--no-deps");
         }
@@ -277,22 +279,36 @@ impl Project {
             .filter(|c| c.service == service)
             .map(|c| c.id)
             .collect();
+        stop_and_remove_ids(service, &ids, grace)
+    }
+}
+
+/// [`Project::stop_and_remove`] of containers already known by id (a deploy holding the lock
+/// observed them): saves the engine round trips of looking them up again.
+pub fn stop_and_remove_ids(
+    service: &str,
+    ids: &[String],
+    grace: Duration,
+) -> Result<(), DockerError> {
+    {
         if ids.is_empty() {
             return Ok(());
         }
         Cmd::new("docker", format!("stop {service}"))
             .args(["stop", "-t", &grace.as_secs().to_string()])
-            .args(&ids)
+            .args(ids)
             .timeout(grace + Duration::from_secs(60))
             .run()?;
         Cmd::new("docker", format!("remove {service}"))
             .args(["rm", "-f"])
-            .args(&ids)
+            .args(ids)
             .timeout(Duration::from_secs(60))
             .run()?;
         Ok(())
     }
+}
 
+impl Project {
     /// The project's containers, found by labels, with their engine state.
     pub fn containers(&self) -> Result<Vec<Container>, DockerError> {
         containers_of(&self.name)

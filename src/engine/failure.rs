@@ -18,6 +18,9 @@ pub enum Abort {
     SwitchFailed,
     /// nginx did not serve the new color after the reload; the include was restored.
     ProbeFailed,
+    /// The new color failed inside the settle window after the switch; nginx switched back
+    /// to the old color (compose).
+    SettleFailed,
     /// Swarm rolled the update back.
     RolledBack,
     /// Swarm paused the update (or its rollback).

@@ -55,3 +55,37 @@ pub fn append(state_dir: &StateDir, a: Attempt) -> anyhow::Result<()> {
         })
         .map(|_set_aside| ()) // a torn tail set aside is reported by `status`
 }
+
+/// A run's result once its record was (or was not) written. A record that fails after a
+/// successful run says what is live and what was not recorded, instead of a bare I/O error;
+/// after a failed run the failure stays the error, the record's problem only appended.
+pub fn outcome<T>(
+    result: anyhow::Result<T>,
+    recorded: anyhow::Result<()>,
+    live: impl FnOnce() -> String,
+) -> anyhow::Result<T> {
+    let problem = match recorded {
+        Ok(()) => return result,
+        Err(e) => e,
+    };
+    match result {
+        Ok(_) => Err(anyhow::anyhow!(
+            "the deploy went through, but its record could not be written\n\
+             live: {}\n\
+             not recorded: {problem:#}\n\
+             the next deploy or rollback repairs the record from what it observes",
+            live()
+        )),
+        Err(err) => match err.downcast::<super::Failed>() {
+            Ok(mut failed) => {
+                failed.message.push_str(&format!(
+                    "\n(this failure could not be recorded either: {problem:#})"
+                ));
+                Err(failed.into())
+            }
+            Err(err) => Err(anyhow::anyhow!(
+                "{err:#}\n(this failure could not be recorded either: {problem:#})"
+            )),
+        },
+    }
+}

@@ -25,6 +25,9 @@ pub enum Step {
     Health,
     Switch,
     Probe,
+    /// The watch window after the switch: the new color must stay up while the old one
+    /// still runs, out of traffic (`app.settle`).
+    Settle,
     Drain,
     Stop,
     /// Removing the new color after a failure before the switch.
@@ -48,6 +51,7 @@ impl Step {
             Step::Health => "health",
             Step::Switch => "switch",
             Step::Probe => "probe",
+            Step::Settle => "settle",
             Step::Drain => "drain",
             Step::Stop => "stop",
             Step::Teardown => "teardown",

@@ -167,7 +167,7 @@ fn e2e_full_cycle_under_load_has_zero_failed_requests() {
         .collect();
     assert_eq!(
         steps,
-        ["lock", "observe", "up", "health", "switch", "probe", "drain", "stop"]
+        ["lock", "observe", "up", "health", "switch", "probe", "settle", "drain", "stop"]
     );
 }
 

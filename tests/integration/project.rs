@@ -43,8 +43,15 @@ pub struct App {
     pub health_timeout: String,
     pub drain: Option<String>,
     pub stop_grace: String,
+    /// `app.settle`, the watch window after a switch (compose only; short, for speed).
+    pub settle: String,
     /// `nginx.probe` (compose only).
     pub probe: Option<String>,
+    /// `nginx.test` / `nginx.reload` instead of the local nginx's own commands (wrappers).
+    pub nginx_test: Option<Vec<String>>,
+    pub nginx_reload: Option<Vec<String>>,
+    /// `state_dir` (default `.cutover`).
+    pub state_dir: Option<PathBuf>,
     /// The bundled demo secrets (secrets/demo.env.age) and the test identity.
     pub secrets: bool,
     /// An accessory `cache` (the demo image) that the app depends on.
@@ -65,7 +72,11 @@ impl App {
             health_timeout: "30s".into(),
             drain: Some("10s".into()),
             stop_grace: "10s".into(),
+            settle: "1s".into(),
             probe: None,
+            nginx_test: None,
+            nginx_reload: None,
+            state_dir: None,
             secrets: false,
             accessory: false,
             tls: None,
@@ -126,6 +137,26 @@ impl App {
 
     pub fn stop_grace(mut self, grace: &str) -> App {
         self.stop_grace = grace.into();
+        self
+    }
+
+    pub fn settle(mut self, settle: &str) -> App {
+        self.settle = settle.into();
+        self
+    }
+
+    pub fn nginx_test(mut self, argv: &[&str]) -> App {
+        self.nginx_test = Some(argv.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    pub fn nginx_reload(mut self, argv: &[&str]) -> App {
+        self.nginx_reload = Some(argv.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    pub fn state_dir(mut self, dir: &Path) -> App {
+        self.state_dir = Some(dir.to_owned());
         self
     }
 
@@ -302,6 +333,9 @@ impl Project {
             "project": self.name,
             "colors": { "blue": self.blue, "green": self.green },
         });
+        if let Some(dir) = &app.state_dir {
+            config["state_dir"] = json!(dir);
+        }
         if let Some(restart) = &app.restart {
             web["restart"] = json!(restart);
         }
@@ -324,13 +358,14 @@ impl Project {
         match app.engine {
             Engine::Compose => {
                 web["health"] = json!({ "path": "/health", "timeout": app.health_timeout, "interval": "100ms" });
+                web["settle"] = json!(app.settle);
                 let prefix = self.prefix();
                 let argv = |extra: &[&str]| cutover::nginx::LocalNginx::argv(&prefix, extra);
                 let mut nginx = json!({
                     "include": prefix.join("service-url.inc"),
                     "listen": format!("127.0.0.1:{}", self.port),
-                    "test": argv(&["-t"]),
-                    "reload": argv(&["-s", "reload"]),
+                    "test": app.nginx_test.clone().unwrap_or_else(|| argv(&["-t"])),
+                    "reload": app.nginx_reload.clone().unwrap_or_else(|| argv(&["-s", "reload"])),
                 });
                 if let Some(probe) = &app.probe {
                     nginx["probe"] = json!(probe);

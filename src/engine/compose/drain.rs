@@ -6,7 +6,45 @@
 
 use std::time::{Duration, Instant};
 
+use crate::config::Color;
 use crate::engine::{Step, StepClock};
+
+use super::Run;
+
+impl Run<'_, '_> {
+    /// Step 8a: Drain the old color (or, on a first deploy, wait for the nginx workers from
+    /// before the reload).
+    pub(super) fn drain(&mut self, old: Option<Color>, old_workers: &[u32]) -> Option<String> {
+        let config = &self.d.loaded.config;
+        self.set_step(Step::Drain);
+        let port = old.map(|c| config.colors.port(c));
+        self.clock.start(
+            Step::Drain,
+            match (old, port) {
+                (Some(c), Some(port)) => format!("{} on port {port}", config.service(c)),
+                _ => "old nginx workers".to_string(),
+            },
+        );
+        let limit = config.app.drain.get();
+        let left = wait(port, old_workers, limit, &mut self.clock);
+        self.clock.done(
+            Step::Drain,
+            format!(
+                "{} connections, {} old nginx workers left",
+                left.connections, left.workers
+            ),
+        );
+        left.pending().then(|| {
+            format!(
+                "{} connections to {} and {} old nginx workers were left after the drain limit ({})",
+                left.connections,
+                old.map_or("the old color".to_string(), |c| c.to_string()),
+                left.workers,
+                config.app.drain
+            )
+        })
+    }
+}
 
 /// What was still open when the drain ended.
 pub(super) struct Left {
@@ -20,11 +58,18 @@ impl Left {
     }
 }
 
-/// Polls every 20 ms until drained or `limit` passes.
-pub(super) fn wait(port: u16, old_workers: &[u32], limit: Duration, clock: &mut StepClock) -> Left {
+/// Polls every 20 ms until drained or `limit` passes. Without a `port` (a first deploy: no old
+/// color) only the nginx workers from before the reload are waited for, so a request sent the
+/// moment the deploy returns never meets a worker that still has the old include.
+pub(super) fn wait(
+    port: Option<u16>,
+    old_workers: &[u32],
+    limit: Duration,
+    clock: &mut StepClock,
+) -> Left {
     let started = Instant::now();
     let look = || Left {
-        connections: crate::host::established_connections(port),
+        connections: port.map_or(0, crate::host::established_connections),
         workers: old_workers
             .iter()
             .filter(|pid| crate::nginx::process_alive(**pid))

@@ -39,15 +39,28 @@ impl Gate<'_> {
         let expected = health.status;
         let watcher = Watcher::spawn(self.project.clone(), self.service.to_string(), self.to);
         let reporter = clock.reporter();
+        let interval = health.interval.get();
+        let confirm_every = confirmation_interval(interval);
+        let healthy =
+            |answer: &Answer| matches!(answer, Answer::Status { code, .. } if *code == expected);
         let outcome = health::wait_until(
             || {
                 let answer = prober.get(&url, None);
-                (
-                    matches!(answer, Answer::Status { code, .. } if code == expected),
-                    answer,
-                )
+                if !healthy(&answer) {
+                    return (false, answer);
+                }
+                // Once healthy, the confirmations follow quickly (the settle window after the
+                // switch is what watches for longer); any failure starts the count again.
+                for _ in 1..health.healthy_checks {
+                    std::thread::sleep(confirm_every);
+                    let again = prober.get(&url, None);
+                    if !healthy(&again) {
+                        return (false, again);
+                    }
+                }
+                (true, answer)
             },
-            health.interval.get(),
+            interval,
             health.timeout.get(),
             &mut |elapsed: Duration, last: Option<&Answer>| {
                 if self.interrupted.load(Ordering::SeqCst) {
@@ -65,13 +78,20 @@ impl Gate<'_> {
                 }
             },
         );
+        let death = watcher.death();
         watcher.finish();
         match outcome {
             Outcome::Passed { after, polls } => {
+                // The settle window after the switch keeps watching the container; here the
+                // watcher's verdict counts up to the last poll.
+                if let Some(why) = death {
+                    return Err((Abort::ContainerDied, why));
+                }
                 clock.done(
                     Step::Health,
                     format!(
-                        "{expected} after {} ({polls} polls)",
+                        "{expected} {} times in a row after {} ({polls} polls)",
+                        health.healthy_checks,
                         crate::report::duration(after)
                     ),
                 );
@@ -98,16 +118,22 @@ impl Gate<'_> {
     }
 }
 
+/// The wait between the healthy answers that confirm the first one: a quarter of the
+/// interval, at least 20 ms (and never more than the interval).
+pub(super) fn confirmation_interval(interval: Duration) -> Duration {
+    (interval / 4).max(Duration::from_millis(20)).min(interval)
+}
+
 /// The background thread that asks the engine, once a second, whether the new color's
 /// container still runs.
-struct Watcher {
+pub(super) struct Watcher {
     death: Arc<Mutex<Option<String>>>,
     done: Arc<AtomicBool>,
     thread: JoinHandle<()>,
 }
 
 impl Watcher {
-    fn spawn(project: Project, service: String, to: Color) -> Watcher {
+    pub fn spawn(project: Project, service: String, to: Color) -> Watcher {
         let death = Arc::new(Mutex::new(None::<String>));
         let done = Arc::new(AtomicBool::new(false));
         let thread = {
@@ -138,11 +164,11 @@ impl Watcher {
         }
     }
 
-    fn death(&self) -> Option<String> {
+    pub fn death(&self) -> Option<String> {
         self.death.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    fn finish(self) {
+    pub fn finish(self) {
         self.done.store(true, Ordering::SeqCst);
         let _ = self.thread.join();
     }
@@ -168,4 +194,18 @@ fn died(
     }
     mine.is_empty()
         .then(|| format!("the {to} container is gone"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::confirmation_interval;
+    use std::time::Duration;
+
+    #[test]
+    fn confirmations_follow_at_a_quarter_interval() {
+        let ms = Duration::from_millis;
+        assert_eq!(confirmation_interval(ms(500)), ms(125));
+        assert_eq!(confirmation_interval(ms(40)), ms(20));
+        assert_eq!(confirmation_interval(ms(10)), ms(10));
+    }
 }

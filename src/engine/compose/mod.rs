@@ -16,6 +16,8 @@ mod health_gate;
 pub mod observe;
 mod plan;
 pub mod prune;
+mod reconcile;
+mod settle;
 pub mod status;
 mod switch;
 mod teardown;
@@ -138,8 +140,8 @@ impl Run<'_, '_> {
         }
         self.mark_in_progress(&target)?;
         let result = self.deploy_steps(&target, &rendered);
-        self.record(req, &target, &result)?;
-        let (switch_ms, mut notes) = result?;
+        let recorded = self.record(req, &target, &result);
+        let (switch_ms, mut notes) = record::outcome(result, recorded, || self.live(&target))?;
         notes.extend(self.prune_images());
         Ok(self.summary(req, &target, Some(switch_ms), notes, Vec::new()))
     }
@@ -154,9 +156,13 @@ impl Run<'_, '_> {
         if self.interrupted() {
             notes.push("interrupt received after the switch: finishing the deploy".into());
         }
-        if let Some(old) = t.from {
-            notes.extend(self.drain(old, &old_workers));
-            notes.extend(self.stop(old, t.from_image.as_deref()));
+        match t.from {
+            Some(old) => {
+                self.settle(t, old)?;
+                notes.extend(self.drain(Some(old), &old_workers));
+                notes.extend(self.stop(old, t.from_image.as_deref(), &t.observed));
+            }
+            None => notes.extend(self.drain(None, &old_workers)),
         }
         Ok((switch_ms, notes))
     }
@@ -187,10 +193,12 @@ impl Run<'_, '_> {
     fn observe(&mut self, req: &Request) -> anyhow::Result<Target> {
         let loaded = self.d.loaded;
         self.clock.start(Step::Observe, "");
-        let observed = observe(loaded)?;
+        let mut observed = observe(loaded)?;
         for note in observed.disagreements() {
             self.clock.note(note);
         }
+        self.reconcile(&mut observed, req.dry_run)?;
+        self.repair_record(&mut observed, req.dry_run);
         let active = observed.active();
         let first_deploy = active.is_none() || observed.running.is_empty();
         let from = if observed.running.is_empty() {
@@ -337,6 +345,7 @@ impl Run<'_, '_> {
                 &r.accessories_down,
                 false,
                 &self.d.secrets,
+                self.up_timeout(),
                 "start the accessories",
             )?;
             self.clock.done(Step::Accessories, names);
@@ -354,6 +363,7 @@ impl Run<'_, '_> {
             std::slice::from_ref(&idle_service),
             true,
             &self.d.secrets,
+            self.up_timeout(),
             format!("start {}", t.to),
         ) {
             return Err(self.abort_before_switch(
@@ -364,6 +374,13 @@ impl Run<'_, '_> {
         }
         self.clock.done(Step::Up, detail);
         Ok(())
+    }
+
+    /// The bound of one `compose up`: creating and starting containers takes seconds, but a
+    /// missing image is pulled first; `health.timeout` + 2 min covers a pull without letting
+    /// a stalled engine hold the lock forever.
+    fn up_timeout(&self) -> std::time::Duration {
+        self.d.loaded.config.app.health.timeout.get() + std::time::Duration::from_secs(120)
     }
 
     /// Step 6: Health gate: the new color answers its health check, directly. Returns when it
@@ -398,7 +415,7 @@ impl Run<'_, '_> {
         self.set_step(Step::Switch);
         self.clock
             .start(Step::Switch, config.nginx.include.display().to_string());
-        let old_workers = crate::nginx::worker_pids(&config.nginx.reload);
+        let old_workers = self.nginx.worker_pids();
         let switch = match self.nginx.switch(&r.include_text) {
             Ok(sw) => sw,
             Err(e) => {
@@ -431,43 +448,26 @@ impl Run<'_, '_> {
         }
     }
 
-    /// Step 8a: Drain the old color.
-    fn drain(&mut self, old: Color, old_workers: &[u32]) -> Option<String> {
-        let config = &self.d.loaded.config;
-        self.set_step(Step::Drain);
-        let port = config.colors.port(old);
-        self.clock.start(
-            Step::Drain,
-            format!("{} on port {port}", config.service(old)),
-        );
-        let limit = config.app.drain.get();
-        let left = drain::wait(port, old_workers, limit, &mut self.clock);
-        self.clock.done(
-            Step::Drain,
-            format!(
-                "{} connections, {} old nginx workers left",
-                left.connections, left.workers
-            ),
-        );
-        left.pending().then(|| {
-            format!(
-                "{} connections to {old} and {} old nginx workers were left after the drain limit ({})",
-                left.connections, left.workers, config.app.drain
-            )
-        })
-    }
-
     /// Step 8b: Stop and remove the old color (its image stays for rollback).
-    fn stop(&mut self, old: Color, old_image: Option<&str>) -> Option<String> {
+    fn stop(&mut self, old: Color, old_image: Option<&str>, observed: &Observed) -> Option<String> {
         let config = &self.d.loaded.config;
         let old_service = config.service(old);
         self.set_step(Step::Stop);
         self.clock.start(Step::Stop, old_service.clone());
-        let note = self
-            .project
-            .stop_and_remove(&old_service, config.app.stop_grace.get())
-            .err()
-            .map(|e| e.to_string());
+        // The old color's containers as observed under the lock: no second engine lookup.
+        let ids: Vec<String> = observed
+            .containers
+            .iter()
+            .filter(|c| c.service == old_service)
+            .map(|c| c.id.clone())
+            .collect();
+        let note = crate::docker::compose::stop_and_remove_ids(
+            &old_service,
+            &ids,
+            config.app.stop_grace.get(),
+        )
+        .err()
+        .map(|e| e.to_string());
         self.clock.done(
             Step::Stop,
             format!(
@@ -485,21 +485,9 @@ impl Run<'_, '_> {
         t: &Target,
         result: &anyhow::Result<(u64, Vec<String>)>,
     ) -> anyhow::Result<()> {
-        let mut state = self.state_dir.load()?;
-        state.in_progress = None;
-        if result.is_ok() {
-            if let (Some(old), Some(old_image)) = (t.from, &t.from_image) {
-                state.images.insert(old, old_image.clone());
-                if *old_image != t.image {
-                    state.previous_image = Some(old_image.clone());
-                }
-            }
-            state.active = Some(t.to);
-            state.images.insert(t.to, t.image.clone());
-        }
-        self.state_dir.save(&state)?;
+        let saved = self.save_state(t, result.is_ok());
         let (result, reason) = failure::verdict(result);
-        record::append(
+        let appended = record::append(
             &self.state_dir,
             Attempt {
                 engine: EngineKind::Compose,
@@ -513,7 +501,40 @@ impl Run<'_, '_> {
                 steps: self.clock.steps(),
                 total_ms: self.clock.total_ms(),
             },
-        )
+        );
+        match (saved, appended) {
+            (Ok(()), Ok(())) => Ok(()),
+            (Err(e), Ok(())) => Err(e.context("state.json was not updated")),
+            (Ok(()), Err(e)) => Err(e.context("this deploy's history line was not written")),
+            (Err(e), Err(h)) => Err(e.context(format!(
+                "state.json was not updated, nor this deploy's history line ({h:#})"
+            ))),
+        }
+    }
+
+    /// What serves after a successful deploy, for a message about a record that failed.
+    fn live(&self, t: &Target) -> String {
+        let mut live = format!("nginx serves {} with {}", t.to, t.image);
+        if let (Some(old), Some(img)) = (t.from, &t.from_image) {
+            live.push_str(&format!("; {old} ({img}) was stopped, its image kept"));
+        }
+        live
+    }
+
+    fn save_state(&self, t: &Target, succeeded: bool) -> anyhow::Result<()> {
+        let mut state = self.state_dir.load()?;
+        state.in_progress = None;
+        if succeeded {
+            if let (Some(old), Some(old_image)) = (t.from, &t.from_image) {
+                state.images.insert(old, old_image.clone());
+                if *old_image != t.image {
+                    state.previous_image = Some(old_image.clone());
+                }
+            }
+            state.active = Some(t.to);
+            state.images.insert(t.to, t.image.clone());
+        }
+        self.state_dir.save(&state)
     }
 
     /// Prunes `app.image`'s repository beyond `keep_images`, never an image anything on the

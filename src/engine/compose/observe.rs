@@ -1,19 +1,49 @@
 //! What the compose engine observes before it decides anything, and what `status` shows:
-//! the color nginx's include points at, the project's containers, and the record, with
-//! where they disagree.
+//! the color nginx SERVES (asked through the probe, `/.cutover/active`), the color the include
+//! on disk points at, the project's containers, and the record, with where they disagree.
+//!
+//! What nginx serves wins: a deploy killed between writing the include and reloading nginx
+//! leaves a file naming one color while nginx still serves the other, and trusting the file
+//! would send the next deploy onto the serving color.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use serde::Serialize;
 
 use crate::config::{Color, Loaded};
 use crate::docker::compose::{containers_of, Container};
+use crate::health::{Answer, Prober};
 use crate::nginx::{include_port, Nginx};
 use crate::state::{State, StateDir};
 
-/// What `status` and `deploy` see: nginx's include, the containers, and the record.
+/// What nginx answered to `GET <probe>/.cutover/active`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "detail")]
+pub enum Served {
+    /// It serves this color's include.
+    Color(Color),
+    /// The include it serves has no marker (or names neither color): only the file can say.
+    Unmarked(String),
+    /// nginx did not answer the probe.
+    Unreachable(String),
+}
+
+impl Served {
+    pub fn color(&self) -> Option<Color> {
+        match self {
+            Served::Color(c) => Some(*c),
+            _ => None,
+        }
+    }
+}
+
+/// What `status` and `deploy` see: what nginx serves, its include, the containers, and the
+/// record.
 #[derive(Debug, Clone, Serialize)]
 pub struct Observed {
+    /// What nginx serves, asked through the probe.
+    pub served: Served,
     /// The color the nginx include points at (None: no include, or a port of neither color).
     pub nginx_color: Option<Color>,
     pub containers: Vec<Container>,
@@ -22,9 +52,12 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// The color serving traffic: nginx's, if it runs; else the only running color; else
-    /// whatever nginx or the record says.
+    /// The color serving traffic: what nginx serves, if it runs; else the include's, if it
+    /// runs; else the only running color; else whatever nginx or the record says.
     pub fn active(&self) -> Option<Color> {
+        if let Some(c) = self.served.color().filter(|c| self.running.contains(c)) {
+            return Some(c);
+        }
         if let Some(c) = self.nginx_color.filter(|c| self.running.contains(c)) {
             return Some(c);
         }
@@ -54,6 +87,16 @@ impl Observed {
             )),
             None if !self.running.is_empty() => {
                 out.push("containers run, but the nginx include points at neither color".into())
+            }
+            _ => {}
+        }
+        match (&self.served, self.nginx_color) {
+            (Served::Color(s), Some(f)) if *s != f => out.push(format!(
+                "nginx serves {s}, but the include on disk names {f} (a switch stopped before \
+                 nginx reloaded); the next deploy puts the include back in line with nginx"
+            )),
+            (Served::Unreachable(why), _) if deployed_before && !self.running.is_empty() => {
+                out.push(format!("nginx did not answer its probe: {why}"))
             }
             _ => {}
         }
@@ -102,6 +145,7 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
             .into_iter()
             .find(|c| config.colors.port(*c) == port)
     });
+    let served = ask_nginx(config);
     let containers = containers_of(config.project.as_str())?;
     let running = containers
         .iter()
@@ -110,11 +154,28 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
         .collect();
     let recorded = StateDir::new(loaded.state_dir()).load()?;
     Ok(Observed {
+        served,
         nginx_color,
         containers,
         running,
         recorded,
     })
+}
+
+/// Asks nginx which color it serves: `/.cutover/active` answers `<color> <upstream>`.
+pub fn ask_nginx(config: &crate::config::Config) -> Served {
+    let url = format!("{}/.cutover/active", config.nginx.probe_base());
+    match Prober::new(Duration::from_secs(2)).get(&url, config.nginx.probe_host()) {
+        Answer::Status { code: 200, body } => {
+            let first = body.split_whitespace().next().unwrap_or_default();
+            match Color::ALL.into_iter().find(|c| c.as_str() == first) {
+                Some(c) => Served::Color(c),
+                None => Served::Unmarked(format!("{url} answered {:?}", body.trim())),
+            }
+        }
+        Answer::Status { code, .. } => Served::Unmarked(format!("{url} answered HTTP {code}")),
+        Answer::NoAnswer(why) => Served::Unreachable(format!("{url}: {why}")),
+    }
 }
 
 /// The URL of a color's health endpoint on this box.

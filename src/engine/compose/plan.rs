@@ -25,9 +25,10 @@ pub(super) fn dry_run(d: &Deployer, project: &Project, t: &Target, r: &Rendered)
         config.project
     ));
     plan.push(format!(
-        "wait for {} to answer {} (up to {})",
+        "wait for {} to answer {} {} times in a row (up to {})",
         health_url(loaded, to),
         config.app.health.status,
+        config.app.health.healthy_checks,
         config.app.health.timeout
     ));
     plan.push(format!(
@@ -42,6 +43,12 @@ pub(super) fn dry_run(d: &Deployer, project: &Project, t: &Target, r: &Rendered)
         config.nginx.probe_base()
     ));
     if let Some(c) = t.from {
+        if !config.app.settle.get().is_zero() {
+            plan.push(format!(
+                "watch {idle_service} for {} with {c} still running; switch back to {c} if it fails",
+                config.app.settle
+            ));
+        }
         plan.push(format!(
             "drain {c} (up to {}), then stop -t {} {} and rm -f it",
             config.app.drain,

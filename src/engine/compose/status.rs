@@ -1,6 +1,6 @@
-//! `status` for the compose engine: each color's container, image and health (asked
-//! directly, not through nginx), the accessories, the last deploy, and where nginx, the
-//! containers and the record disagree.
+//! `status` for the compose engine: which color nginx serves (asked through its probe) and
+//! which one its include names, each color's container, image and health (asked directly),
+//! the accessories, the last deploy, and where nginx, the containers and the record disagree.
 
 use std::time::Duration;
 
@@ -28,6 +28,9 @@ pub struct ColorStatus {
 pub struct StatusReport {
     pub project: String,
     pub active: Option<Color>,
+    /// The color nginx serves, asked through its probe.
+    pub nginx_serves: Option<Color>,
+    /// The color the include on disk points at.
     pub nginx_points_at: Option<Color>,
     pub colors: Vec<ColorStatus>,
     pub accessories: Vec<Container>,
@@ -75,6 +78,7 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
     Ok(StatusReport {
         project: loaded.config.project.to_string(),
         active,
+        nginx_serves: observed.served.color(),
         nginx_points_at: observed.nginx_color,
         colors,
         accessories,
