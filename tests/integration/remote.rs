@@ -737,6 +737,28 @@ fn demo_secret_values() -> Vec<String> {
     values
 }
 
+/// A project scaffolded by `cutover init` in a fresh temp dir: the laptop's side.
+fn init_local() -> tempfile::TempDir {
+    let local = tempfile::tempdir().unwrap();
+    crate::common::cutover(local.path())
+        .args(["init", "."])
+        .assert()
+        .success();
+    local
+}
+
+/// Sets `remote.dir` in the local cutover.yml to a dir under the box user's HOME; returns it.
+fn point_at_box_dir(local: &Path, ssh: &SshBox) -> PathBuf {
+    let remote_dir = ssh.box_dir("box").join("project");
+    let config = std::fs::read_to_string(local.join("cutover.yml")).unwrap();
+    std::fs::write(
+        local.join("cutover.yml"),
+        format!("{config}\nremote:\n  dir: {}\n", remote_dir.display()),
+    )
+    .unwrap();
+    remote_dir
+}
+
 // ---- tests that need no Docker ----------------------------------------------------------
 
 #[test]
@@ -745,11 +767,7 @@ fn remote_unknown_host_key_is_refused_with_the_pin_command() {
         return;
     }
     let ssh = SshBox::start(Auth::Accept, false, None);
-    let local = tempfile::tempdir().unwrap();
-    crate::common::cutover(local.path())
-        .args(["init", "."])
-        .assert()
-        .success();
+    let local = init_local();
     let out = crate::common::cutover(local.path())
         .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
         .args(["--host", "box", "status"])
@@ -789,11 +807,7 @@ fn remote_a_box_that_refuses_the_key() {
         return;
     }
     let ssh = SshBox::start(Auth::RefuseKey, true, None);
-    let local = tempfile::tempdir().unwrap();
-    crate::common::cutover(local.path())
-        .args(["init", "."])
-        .assert()
-        .success();
+    let local = init_local();
     let out = crate::common::cutover(local.path())
         .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
         .env_remove("SSH_AUTH_SOCK")
@@ -821,11 +835,7 @@ fn remote_a_box_of_another_architecture_names_the_artifact_to_install() {
         "aarch64"
     };
     let ssh = SshBox::start_with(Auth::Accept, true, None, Some(other));
-    let local = tempfile::tempdir().unwrap();
-    crate::common::cutover(local.path())
-        .args(["init", "."])
-        .assert()
-        .success();
+    let local = init_local();
     let out = crate::common::cutover(local.path())
         .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
         .args(["--host", "box", "status"])
@@ -853,18 +863,8 @@ fn remote_plaintext_in_secrets_is_refused_and_never_sent() {
         return;
     }
     let ssh = SshBox::start(Auth::Accept, true, Some(shared_data()));
-    let local = tempfile::tempdir().unwrap();
-    crate::common::cutover(local.path())
-        .args(["init", "."])
-        .assert()
-        .success();
-    let remote_dir = ssh.box_dir("box").join("project");
-    let config = std::fs::read_to_string(local.path().join("cutover.yml")).unwrap();
-    std::fs::write(
-        local.path().join("cutover.yml"),
-        format!("{config}\nremote:\n  dir: {}\n", remote_dir.display()),
-    )
-    .unwrap();
+    let local = init_local();
+    let remote_dir = point_at_box_dir(local.path(), &ssh);
     std::fs::write(
         local.path().join("secrets/prod.env"),
         "DB_PASSWORD=plaintext-value-123\n",
@@ -916,11 +916,7 @@ fn remote_secrets_decrypt_with_the_box_identity_by_default() {
         return;
     }
     let ssh = SshBox::start(Auth::Accept, true, Some(shared_data()));
-    let local = tempfile::tempdir().unwrap();
-    crate::common::cutover(local.path())
-        .args(["init", "."])
-        .assert()
-        .success();
+    let local = init_local();
     for name in ["recipients.txt", "demo.env.age"] {
         std::fs::copy(
             repo_root().join("secrets").join(name),
@@ -976,18 +972,8 @@ fn remote_bootstrap_as_a_non_root_user_goes_through_sudo_n() {
         return;
     }
     let ssh = SshBox::start(Auth::Accept, true, Some(shared_data()));
-    let local = tempfile::tempdir().unwrap();
-    crate::common::cutover(local.path())
-        .args(["init", "."])
-        .assert()
-        .success();
-    let remote_dir = ssh.box_dir("box").join("project");
-    let config = std::fs::read_to_string(local.path().join("cutover.yml")).unwrap();
-    std::fs::write(
-        local.path().join("cutover.yml"),
-        format!("{config}\nremote:\n  dir: {}\n", remote_dir.display()),
-    )
-    .unwrap();
+    let local = init_local();
+    point_at_box_dir(local.path(), &ssh);
     let out = crate::common::cutover(local.path())
         .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
         .args(["--host", "box", "bootstrap", "--dry-run"])
