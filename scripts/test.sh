@@ -142,16 +142,8 @@ find_v2_binary() {
     find "$v2_root" -type f -name docker-compose -perm -u+x 2>/dev/null | head -n1
 }
 
-debian_mirror() {
-    # The mirror this machine's apt already uses for Debian itself (not -security).
-    if [[ -n "${CUTOVER_DEBIAN_MIRROR:-}" ]]; then echo "${CUTOVER_DEBIAN_MIRROR%/}"; return; fi
-    local uri
-    uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | sed -nE -e 's/^[[:space:]]*URIs:[[:space:]]*//p' \
-                  -e 's/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+).*/\2/p' \
-        | tr ' ' '\n' | grep -E '^https?://[^ ]+/debian/?$' | grep -v security | head -n1 || true)
-    echo "${uri:-http://deb.debian.org/debian}" | sed 's:/*$::'
-}
+# shellcheck source=scripts/debian-mirror.sh
+source "$repo_root/scripts/debian-mirror.sh"
 
 v2_bin=$(find_v2_binary || true)
 if [[ -z "$v2_bin" ]]; then
