@@ -54,7 +54,9 @@ pub fn pristine_box(vm: &Vm, web: &BoxProject) {
         ("fstab", "changed"),
         ("swappiness", "changed"),
         ("packages", "changed"),
-        ("services", "changed"),
+        // Debian's docker.io and nginx packages enable and start their services when they
+        // are installed, so the step finds them as wanted.
+        ("services", "ok"),
         ("docker group", "changed"),
         ("nginx site", "changed"),
         // No nginx.tls in this project.
@@ -65,7 +67,15 @@ pub fn pristine_box(vm: &Vm, web: &BoxProject) {
     .iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))
     .collect();
-    assert_eq!(statuses(&report), expected_first, "{}", first.stderr());
+    // Checked at the end of the suite, so one surprising status does not hide what the
+    // later phases would show.
+    let got = statuses(&report);
+    if got != expected_first {
+        crate::soft_failure(format!(
+            "first bootstrap: statuses {got:?}, expected {expected_first:?}\n{}",
+            first.stderr()
+        ));
+    }
     let recipient = report["recipient"].as_str().expect("the box identity's recipient");
     assert!(recipient.starts_with("age1"), "{recipient}");
 
@@ -95,16 +105,18 @@ fn check_box(vm: &Vm) {
         "/proc/swaps:\n{swaps}"
     );
     assert_eq!(vm.ssh_ok("cat /proc/sys/vm/swappiness").trim(), "10");
+    // systemctl as a plain user talks D-Bus, which a minimal image lacks; root's uses
+    // systemd's private socket.
     for unit in ["docker", "nginx"] {
         assert_eq!(
-            vm.ssh_ok(&format!("systemctl is-enabled {unit}")).trim(),
+            vm.ssh_ok(&format!("sudo -n systemctl is-enabled {unit}")).trim(),
             "enabled",
             "{unit}"
         );
         vm.wait_for(
             &format!("{unit} active"),
             std::time::Duration::from_secs(120),
-            || vm.ssh(&format!("systemctl is-active --quiet {unit}")).status.success(),
+            || vm.ssh(&format!("sudo -n systemctl is-active --quiet {unit}")).status.success(),
         );
     }
     let groups = vm.ssh_ok("id -nG admin");

@@ -70,7 +70,7 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
         );
         return;
     }
-    let first = web.cutover_ok(&["deploy", "--ship", "--image", "cutover-demo:v1", "--json"]);
+    let first = web.cutover_ok(&["deploy", "--ship", "--image", "cutover-demo:vm-v1", "--json"]);
     let summary = first.json();
     assert_eq!(summary["to"], "blue", "{}", first.stderr());
     let body = serving(vm);
@@ -79,7 +79,7 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
     let stop = Arc::new(AtomicBool::new(false));
     let load = load_loop(vm.http_port, Arc::clone(&stop), Duration::from_secs(600));
     std::thread::sleep(Duration::from_secs(2));
-    let second = web.cutover(&["deploy", "--ship", "--image", "cutover-demo:v2", "--json"]);
+    let second = web.cutover(&["deploy", "--ship", "--image", "cutover-demo:vm-v2", "--json"]);
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
     let load = load.join().unwrap();

@@ -27,6 +27,17 @@ mod fitness;
 mod machine;
 mod project;
 
+use std::sync::Mutex;
+
+/// Failures that should not stop the later phases from running (a boot is minutes); the
+/// test fails with all of them at its end.
+static SOFT_FAILURES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+pub fn soft_failure(msg: String) {
+    common::loud(&format!("*** VM suite check failed (reported at the end): {msg}"));
+    SOFT_FAILURES.lock().unwrap().push(msg);
+}
+
 #[test]
 fn a_fresh_one_gib_box_bootstraps_deploys_and_fits() {
     let Some(vm) = machine::Vm::start() else {
@@ -36,4 +47,6 @@ fn a_fresh_one_gib_box_bootstraps_deploys_and_fits() {
     bootstrap::pristine_box(&vm, &web);
     deploy::blue_green_under_load_and_rollback(&vm, &web);
     fitness::seed_004_on_one_gib(&vm);
+    let failures = SOFT_FAILURES.lock().unwrap();
+    assert!(failures.is_empty(), "VM suite checks failed:\n{}", failures.join("\n"));
 }
