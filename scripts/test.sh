@@ -223,8 +223,6 @@ CUTOVER_COMPOSE=docker-compose cargo test --locked --test integration e2e 2>&1 |
 section "VM suite (cargo test --test vm: a fresh 1 GiB Debian box under QEMU)"
 if have qemu-system-x86_64 && have debootstrap; then
     bash scripts/vm/image.sh >/dev/null
-    # Images of their own (shipped to the box), so the suite never retags the shared v1/v2.
-    bash scripts/demo-image.sh vm-v1 vm-v2 >/dev/null
     cargo test --locked --test vm -- --nocapture 2>&1 | tee -a "$test_log"
 else
     msg="*** SKIPPED: the VM suite: qemu-system-x86_64 or debootstrap is not installed (apt: qemu-system-x86 debootstrap) ***"

@@ -19,6 +19,25 @@ pub fn ship_available(project: &BoxProject) -> bool {
     String::from_utf8_lossy(&help.stdout).contains("--ship")
 }
 
+/// The images the suite ships: the demo app (`scripts/demo-image.sh`, idempotent) under a
+/// repository of its own, so no other test's prune or retag on a shared engine touches them.
+pub fn local_images() {
+    let out = std::process::Command::new("bash")
+        .arg(crate::common::repo_root().join("scripts/demo-image.sh"))
+        .args(["vm-v1", "vm-v2"])
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .expect("run scripts/demo-image.sh");
+    assert!(out.status.success(), "scripts/demo-image.sh vm-v1 vm-v2 failed");
+    for v in ["v1", "v2"] {
+        let tag = std::process::Command::new("docker")
+            .args(["tag", &format!("cutover-demo:vm-{v}"), &format!("cutover-vmsuite:{v}")])
+            .status()
+            .expect("run docker tag");
+        assert!(tag.success(), "docker tag cutover-demo:vm-{v} cutover-vmsuite:{v}");
+    }
+}
+
 /// What a load loop saw.
 #[derive(Debug, Default)]
 pub struct Load {
@@ -70,7 +89,8 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
         );
         return;
     }
-    let first = web.cutover_ok(&["deploy", "--ship", "--image", "cutover-demo:vm-v1", "--json"]);
+    local_images();
+    let first = web.cutover_ok(&["deploy", "--ship", "--image", "cutover-vmsuite:v1", "--json"]);
     let summary = first.json();
     assert_eq!(summary["to"], "blue", "{}", first.stderr());
     let body = serving(vm);
@@ -79,7 +99,7 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
     let stop = Arc::new(AtomicBool::new(false));
     let load = load_loop(vm.http_port, Arc::clone(&stop), Duration::from_secs(600));
     std::thread::sleep(Duration::from_secs(2));
-    let second = web.cutover(&["deploy", "--ship", "--image", "cutover-demo:vm-v2", "--json"]);
+    let second = web.cutover(&["deploy", "--ship", "--image", "cutover-vmsuite:v2", "--json"]);
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
     let load = load.join().unwrap();

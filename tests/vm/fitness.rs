@@ -26,7 +26,7 @@ fn body(app_memory: &str) -> String {
     format!(
         "app:\n\
          \x20 name: api\n\
-         \x20 image: cutover-demo\n\
+         \x20 image: cutover-vmsuite\n\
          \x20 port: 8080\n\
          \x20 memory: {app_memory}\n\
          \x20 environment: {{ ALLOCATE_MB: \"{APP_MB}\" }}\n\
@@ -37,11 +37,11 @@ fn body(app_memory: &str) -> String {
          colors: {{ blue: 8091, green: 8092 }}\n\
          accessories:\n\
          \x20 db:\n\
-         \x20   image: cutover-demo:vm-v1\n\
+         \x20   image: cutover-vmsuite:v1\n\
          \x20   memory: 512M\n\
          \x20   environment: {{ ALLOCATE_MB: \"{DB_MB}\" }}\n\
          \x20 cache:\n\
-         \x20   image: cutover-demo:vm-v1\n\
+         \x20   image: cutover-vmsuite:v1\n\
          \x20   memory: 256M\n\
          \x20   environment: {{ ALLOCATE_MB: \"{CACHE_MB}\" }}\n"
     )
@@ -124,11 +124,12 @@ pub fn seed_004_on_one_gib(vm: &Vm) {
     };
     let fit = web_has_ship;
     fit.cutover_ok(&["bootstrap"]);
+    crate::deploy::local_images();
 
     // Without swap: refused before anything starts (the first deploy needs the app and both
     // accessories: 512 + 512 + 256 MiB).
     vm.ssh_ok("sudo -n swapoff -a");
-    let refused = fit.cutover(&["deploy", "--ship", "--image", "cutover-demo:vm-v1"]);
+    let refused = fit.cutover(&["deploy", "--ship", "--image", "cutover-vmsuite:v1"]);
     vm.ssh_ok("sudo -n swapon -a");
     refused_in_mib(&refused, "first deploy without swap");
     assert!(refused.stderr().contains("1280 MiB"), "{}", refused.stderr());
@@ -136,10 +137,10 @@ pub fn seed_004_on_one_gib(vm: &Vm) {
     assert_eq!(containers(vm, &fit.name), Vec::<String>::new(), "nothing started");
 
     // With swap: the first deploy, then the overlap.
-    let first = fit.cutover_ok(&["deploy", "--ship", "--image", "cutover-demo:vm-v1", "--json"]);
+    let first = fit.cutover_ok(&["deploy", "--ship", "--image", "cutover-vmsuite:v1", "--json"]);
     assert_eq!(first.json()["to"], "blue");
     let watch = MemWatch::start(vm);
-    let overlap = fit.cutover_ok(&["deploy", "--ship", "--image", "cutover-demo:vm-v2", "--json"]);
+    let overlap = fit.cutover_ok(&["deploy", "--ship", "--image", "cutover-vmsuite:v2", "--json"]);
     let (peak_used, peak_swap) = watch.stop();
     assert_eq!(overlap.json()["to"], "green");
     loud(&format!(
@@ -158,7 +159,7 @@ pub fn seed_004_on_one_gib(vm: &Vm) {
     let text = std::fs::read_to_string(fit.config_path()).unwrap();
     std::fs::write(fit.config_path(), text.replace("memory: 512M\n  environment: { ALLOCATE_MB: \"180\" }", "memory: 8G\n  environment: { ALLOCATE_MB: \"180\" }")).unwrap();
     assert!(std::fs::read_to_string(fit.config_path()).unwrap().contains("memory: 8G"));
-    let refused = fit.cutover(&["deploy", "--ship", "--image", "cutover-demo:vm-v1"]);
+    let refused = fit.cutover(&["deploy", "--ship", "--image", "cutover-vmsuite:v1"]);
     refused_in_mib(&refused, "an overlap bigger than RAM + swap");
     assert!(refused.stderr().contains("8192 MiB"), "{}", refused.stderr());
     assert_eq!(containers(vm, &fit.name), before, "nothing started or removed");

@@ -99,7 +99,7 @@ impl BoxProject {
             "vmweb",
             "app:\n\
              \x20 name: web\n\
-             \x20 image: cutover-demo\n\
+             \x20 image: cutover-vmsuite\n\
              \x20 port: 8080\n\
              \x20 memory: 64M\n\
              \x20 health: { path: /health, timeout: 120s, interval: 500ms }\n\
