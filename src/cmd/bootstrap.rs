@@ -236,7 +236,10 @@ pub(super) fn human(report: &Report, took: std::time::Duration) -> String {
 /// A step's time, shown only when it is worth reading (the package install, not a sysctl).
 fn step_took(seconds: f64) -> String {
     if seconds >= 1.0 {
-        format!(" ({})", crate::report::duration(std::time::Duration::from_secs_f64(seconds)))
+        format!(
+            " ({})",
+            crate::report::duration(std::time::Duration::from_secs_f64(seconds))
+        )
     } else {
         String::new()
     }

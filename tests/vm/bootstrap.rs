@@ -38,8 +38,15 @@ fn step_times(report: &serde_json::Value) -> String {
 
 pub fn pristine_box(vm: &Vm, web: &BoxProject) {
     // Pristine: no swap, no docker, no nginx.
-    assert_eq!(vm.ssh_ok("tail -n +2 /proc/swaps").trim(), "", "swap before bootstrap");
-    assert!(!vm.ssh("command -v docker").status.success(), "docker before bootstrap");
+    assert_eq!(
+        vm.ssh_ok("tail -n +2 /proc/swaps").trim(),
+        "",
+        "swap before bootstrap"
+    );
+    assert!(
+        !vm.ssh("command -v docker").status.success(),
+        "docker before bootstrap"
+    );
 
     let first = web.cutover_ok(&["bootstrap", "--json"]);
     let report = first.json();
@@ -76,7 +83,9 @@ pub fn pristine_box(vm: &Vm, web: &BoxProject) {
             first.stderr()
         ));
     }
-    let recipient = report["recipient"].as_str().expect("the box identity's recipient");
+    let recipient = report["recipient"]
+        .as_str()
+        .expect("the box identity's recipient");
     assert!(recipient.starts_with("age1"), "{recipient}");
 
     let second = web.cutover_ok(&["bootstrap", "--json"]);
@@ -90,7 +99,11 @@ pub fn pristine_box(vm: &Vm, web: &BoxProject) {
         let want = if name == "tls" { "skipped" } else { "ok" };
         assert_eq!(status, want, "second run, step {name}: {}", second.stderr());
     }
-    assert_eq!(report["recipient"].as_str(), Some(recipient), "the identity is kept");
+    assert_eq!(
+        report["recipient"].as_str(),
+        Some(recipient),
+        "the identity is kept"
+    );
 
     check_box(vm);
     vm.reboot();
@@ -109,14 +122,19 @@ fn check_box(vm: &Vm) {
     // systemd's private socket.
     for unit in ["docker", "nginx"] {
         assert_eq!(
-            vm.ssh_ok(&format!("sudo -n systemctl is-enabled {unit}")).trim(),
+            vm.ssh_ok(&format!("sudo -n systemctl is-enabled {unit}"))
+                .trim(),
             "enabled",
             "{unit}"
         );
         vm.wait_for(
             &format!("{unit} active"),
             std::time::Duration::from_secs(120),
-            || vm.ssh(&format!("sudo -n systemctl is-active --quiet {unit}")).status.success(),
+            || {
+                vm.ssh(&format!("sudo -n systemctl is-active --quiet {unit}"))
+                    .status
+                    .success()
+            },
         );
     }
     let groups = vm.ssh_ok("id -nG admin");
@@ -124,7 +142,11 @@ fn check_box(vm: &Vm) {
     // A fresh login has the group: docker answers without sudo.
     vm.ssh_ok("docker info --format '{{.ServerVersion}}'");
     let identity = vm.ssh_ok("sudo -n stat -c '%a %U' /etc/cutover/identity.txt");
-    assert_eq!(identity.trim(), "600 admin", "the box identity's mode and owner");
+    assert_eq!(
+        identity.trim(),
+        "600 admin",
+        "the box identity's mode and owner"
+    );
     // One age identity (counted, never printed).
     let keys = vm.ssh_ok("grep -c '^AGE-SECRET-KEY-' /etc/cutover/identity.txt");
     assert_eq!(keys.trim(), "1");
@@ -132,7 +154,16 @@ fn check_box(vm: &Vm) {
     // says 502), not Debian's welcome page.
     let url = format!("http://127.0.0.1:{}/", vm.http_port);
     let status = std::process::Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", &url])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--max-time",
+            "20",
+            &url,
+        ])
         .output()
         .expect("run curl");
     let code = String::from_utf8_lossy(&status.stdout).to_string();

@@ -28,13 +28,23 @@ pub fn local_images() {
         .stderr(std::process::Stdio::inherit())
         .output()
         .expect("run scripts/demo-image.sh");
-    assert!(out.status.success(), "scripts/demo-image.sh vm-v1 vm-v2 failed");
+    assert!(
+        out.status.success(),
+        "scripts/demo-image.sh vm-v1 vm-v2 failed"
+    );
     for v in ["v1", "v2"] {
         let tag = std::process::Command::new("docker")
-            .args(["tag", &format!("cutover-demo:vm-{v}"), &format!("cutover-vmsuite:{v}")])
+            .args([
+                "tag",
+                &format!("cutover-demo:vm-{v}"),
+                &format!("cutover-vmsuite:{v}"),
+            ])
             .status()
             .expect("run docker tag");
-        assert!(tag.success(), "docker tag cutover-demo:vm-{v} cutover-vmsuite:{v}");
+        assert!(
+            tag.success(),
+            "docker tag cutover-demo:vm-{v} cutover-vmsuite:{v}"
+        );
     }
 }
 
@@ -48,7 +58,11 @@ pub struct Load {
 }
 
 /// GETs `/` through the forwarded port 80 until `stop` (or `limit`), one at a time.
-pub fn load_loop(port: u16, stop: Arc<AtomicBool>, limit: Duration) -> std::thread::JoinHandle<Load> {
+pub fn load_loop(
+    port: u16,
+    stop: Arc<AtomicBool>,
+    limit: Duration,
+) -> std::thread::JoinHandle<Load> {
     std::thread::spawn(move || {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(20)))
@@ -68,7 +82,9 @@ pub fn load_loop(port: u16, stop: Arc<AtomicBool>, limit: Duration) -> std::thre
                         load.answers.push(first);
                     }
                 }
-                Err(e) => load.failed.push(format!("{:.1}s: {e}", start.elapsed().as_secs_f64())),
+                Err(e) => load
+                    .failed
+                    .push(format!("{:.1}s: {e}", start.elapsed().as_secs_f64())),
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -78,7 +94,8 @@ pub fn load_loop(port: u16, stop: Arc<AtomicBool>, limit: Duration) -> std::thre
 
 /// Which color and version answer through the box's nginx.
 fn serving(vm: &Vm) -> String {
-    vm.http_get("/").unwrap_or_else(|e| panic!("GET / through the box's nginx: {e}"))
+    vm.http_get("/")
+        .unwrap_or_else(|e| panic!("GET / through the box's nginx: {e}"))
 }
 
 pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
@@ -90,7 +107,13 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
         return;
     }
     local_images();
-    let first = web.cutover_ok(&["deploy", "--ship", "--image", "cutover-vmsuite:v1", "--json"]);
+    let first = web.cutover_ok(&[
+        "deploy",
+        "--ship",
+        "--image",
+        "cutover-vmsuite:v1",
+        "--json",
+    ]);
     let summary = first.json();
     assert_eq!(summary["to"], "blue", "{}", first.stderr());
     let body = serving(vm);
@@ -99,7 +122,13 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
     let stop = Arc::new(AtomicBool::new(false));
     let load = load_loop(vm.http_port, Arc::clone(&stop), Duration::from_secs(600));
     std::thread::sleep(Duration::from_secs(2));
-    let second = web.cutover(&["deploy", "--ship", "--image", "cutover-vmsuite:v2", "--json"]);
+    let second = web.cutover(&[
+        "deploy",
+        "--ship",
+        "--image",
+        "cutover-vmsuite:v2",
+        "--json",
+    ]);
     std::thread::sleep(Duration::from_secs(2));
     stop.store(true, Ordering::SeqCst);
     let load = load.join().unwrap();
@@ -117,10 +146,18 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
         load.answers
     ));
     assert_eq!(second.json()["to"], "green");
-    assert!(load.failed.is_empty(), "failed requests during the switch: {:?}", load.failed);
+    assert!(
+        load.failed.is_empty(),
+        "failed requests during the switch: {:?}",
+        load.failed
+    );
     assert!(load.ok >= 10, "the load loop barely ran: {load:?}");
     let last = load.answers.last().cloned().unwrap_or_default();
-    assert!(last.contains("green") && last.contains("v2"), "{:?}", load.answers);
+    assert!(
+        last.contains("green") && last.contains("v2"),
+        "{:?}",
+        load.answers
+    );
     assert!(
         load.answers.first().is_some_and(|a| a.contains("blue")),
         "{:?}",

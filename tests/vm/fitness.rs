@@ -79,7 +79,10 @@ impl MemWatch {
         let reader = std::thread::spawn(move || {
             let (mut used, mut swap) = (0u64, 0u64);
             for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
-                let v: Vec<u64> = line.split_whitespace().filter_map(|x| x.parse().ok()).collect();
+                let v: Vec<u64> = line
+                    .split_whitespace()
+                    .filter_map(|x| x.parse().ok())
+                    .collect();
                 if let [u, s] = v[..] {
                     used = used.max(u);
                     swap = swap.max(s);
@@ -99,16 +102,30 @@ impl MemWatch {
 
 fn no_oom(vm: &Vm, project: &str) {
     for id in containers(vm, project) {
-        let state = vm.ssh_ok(&format!("docker inspect --format '{{{{json .State}}}}' {id}"));
+        let state = vm.ssh_ok(&format!(
+            "docker inspect --format '{{{{json .State}}}}' {id}"
+        ));
         let state: serde_json::Value = serde_json::from_str(state.trim()).unwrap();
-        assert_eq!(state["OOMKilled"], false, "container {id} was OOM-killed: {state}");
+        assert_eq!(
+            state["OOMKilled"], false,
+            "container {id} was OOM-killed: {state}"
+        );
     }
     let kernel = vm.ssh_ok("sudo -n journalctl -k --no-pager -q | grep -iE 'out of memory|oom-kill|oom_reaper' || true");
-    assert!(kernel.trim().is_empty(), "the kernel log shows an OOM kill:\n{kernel}");
+    assert!(
+        kernel.trim().is_empty(),
+        "the kernel log shows an OOM kill:\n{kernel}"
+    );
 }
 
 fn refused_in_mib(run: &crate::project::Run, what: &str) {
-    assert_eq!(run.out.status.code(), Some(1), "{what}: {}\n{}", run.stdout(), run.stderr());
+    assert_eq!(
+        run.out.status.code(),
+        Some(1),
+        "{what}: {}\n{}",
+        run.stdout(),
+        run.stderr()
+    );
     let err = run.stderr();
     assert!(err.contains("not enough memory"), "{what}: {err}");
     assert!(err.contains(" MiB"), "{what}: the numbers in MiB: {err}");
@@ -132,15 +149,39 @@ pub fn seed_004_on_one_gib(vm: &Vm) {
     let refused = fit.cutover(&["deploy", "--ship", "--image", "cutover-vmsuite:v1"]);
     vm.ssh_ok("sudo -n swapon -a");
     refused_in_mib(&refused, "first deploy without swap");
-    assert!(refused.stderr().contains("1280 MiB"), "{}", refused.stderr());
-    assert!(refused.stderr().contains("SwapFree 0 MiB"), "{}", refused.stderr());
-    assert_eq!(containers(vm, &fit.name), Vec::<String>::new(), "nothing started");
+    assert!(
+        refused.stderr().contains("1280 MiB"),
+        "{}",
+        refused.stderr()
+    );
+    assert!(
+        refused.stderr().contains("SwapFree 0 MiB"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(
+        containers(vm, &fit.name),
+        Vec::<String>::new(),
+        "nothing started"
+    );
 
     // With swap: the first deploy, then the overlap.
-    let first = fit.cutover_ok(&["deploy", "--ship", "--image", "cutover-vmsuite:v1", "--json"]);
+    let first = fit.cutover_ok(&[
+        "deploy",
+        "--ship",
+        "--image",
+        "cutover-vmsuite:v1",
+        "--json",
+    ]);
     assert_eq!(first.json()["to"], "blue");
     let watch = MemWatch::start(vm);
-    let overlap = fit.cutover_ok(&["deploy", "--ship", "--image", "cutover-vmsuite:v2", "--json"]);
+    let overlap = fit.cutover_ok(&[
+        "deploy",
+        "--ship",
+        "--image",
+        "cutover-vmsuite:v2",
+        "--json",
+    ]);
     let (peak_used, peak_swap) = watch.stop();
     assert_eq!(overlap.json()["to"], "green");
     loud(&format!(
@@ -151,18 +192,41 @@ pub fn seed_004_on_one_gib(vm: &Vm) {
     ));
     no_oom(vm, &fit.name);
     let served = vm.ssh_ok("curl -fsS --max-time 20 http://127.0.0.1:8000/");
-    assert!(served.contains("green") && served.contains("v2"), "{served}");
-    assert!(peak_swap > 0, "the overlap should not fit in RAM alone (swap used 0 MiB)");
+    assert!(
+        served.contains("green") && served.contains("v2"),
+        "{served}"
+    );
+    assert!(
+        peak_swap > 0,
+        "the overlap should not fit in RAM alone (swap used 0 MiB)"
+    );
 
     // An overlap that needs more than RAM + swap: refused, nothing started, green serves.
     let before = containers(vm, &fit.name);
     let text = std::fs::read_to_string(fit.config_path()).unwrap();
-    std::fs::write(fit.config_path(), text.replace("memory: 512M\n  environment: { ALLOCATE_MB: \"180\" }", "memory: 8G\n  environment: { ALLOCATE_MB: \"180\" }")).unwrap();
-    assert!(std::fs::read_to_string(fit.config_path()).unwrap().contains("memory: 8G"));
+    std::fs::write(
+        fit.config_path(),
+        text.replace(
+            "memory: 512M\n  environment: { ALLOCATE_MB: \"180\" }",
+            "memory: 8G\n  environment: { ALLOCATE_MB: \"180\" }",
+        ),
+    )
+    .unwrap();
+    assert!(std::fs::read_to_string(fit.config_path())
+        .unwrap()
+        .contains("memory: 8G"));
     let refused = fit.cutover(&["deploy", "--ship", "--image", "cutover-vmsuite:v1"]);
     refused_in_mib(&refused, "an overlap bigger than RAM + swap");
-    assert!(refused.stderr().contains("8192 MiB"), "{}", refused.stderr());
-    assert_eq!(containers(vm, &fit.name), before, "nothing started or removed");
+    assert!(
+        refused.stderr().contains("8192 MiB"),
+        "{}",
+        refused.stderr()
+    );
+    assert_eq!(
+        containers(vm, &fit.name),
+        before,
+        "nothing started or removed"
+    );
     let served = vm.ssh_ok("curl -fsS --max-time 20 http://127.0.0.1:8000/");
     assert!(served.contains("green"), "{served}");
     no_oom(vm, &fit.name);

@@ -81,7 +81,14 @@ impl Vm {
         Command::new("ssh")
             .arg("-F")
             .arg(&self.ssh_config)
-            .args(["-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "box", "--"])
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "ConnectTimeout=10",
+                "box",
+                "--",
+            ])
             .arg(script)
             .stdin(Stdio::null())
             .output()
@@ -104,7 +111,10 @@ impl Vm {
     /// Reboots the guest and waits (bounded) for sshd.
     pub fn reboot(&self) {
         let out = vm_script("reboot", self.run_dir.path());
-        assert!(out.status.success(), "the VM did not come back after a reboot");
+        assert!(
+            out.status.success(),
+            "the VM did not come back after a reboot"
+        );
     }
 
     /// GET through the forwarded port 80 (the box's nginx), from this machine.
@@ -124,10 +134,7 @@ impl Vm {
     pub fn wait_for(&self, what: &str, limit: Duration, check: impl Fn() -> bool) {
         let start = Instant::now();
         while !check() {
-            assert!(
-                start.elapsed() < limit,
-                "{what}: not so after {limit:?}"
-            );
+            assert!(start.elapsed() < limit, "{what}: not so after {limit:?}");
             std::thread::sleep(Duration::from_millis(500));
         }
     }

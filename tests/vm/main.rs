@@ -34,7 +34,9 @@ use std::sync::Mutex;
 static SOFT_FAILURES: Mutex<Vec<String>> = Mutex::new(Vec::new());
 
 pub fn soft_failure(msg: String) {
-    common::loud(&format!("*** VM suite check failed (reported at the end): {msg}"));
+    common::loud(&format!(
+        "*** VM suite check failed (reported at the end): {msg}"
+    ));
     SOFT_FAILURES.lock().unwrap().push(msg);
 }
 
@@ -48,5 +50,9 @@ fn a_fresh_one_gib_box_bootstraps_deploys_and_fits() {
     deploy::blue_green_under_load_and_rollback(&vm, &web);
     fitness::seed_004_on_one_gib(&vm);
     let failures = SOFT_FAILURES.lock().unwrap();
-    assert!(failures.is_empty(), "VM suite checks failed:\n{}", failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "VM suite checks failed:\n{}",
+        failures.join("\n")
+    );
 }
