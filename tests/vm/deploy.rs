@@ -10,12 +10,11 @@ use crate::machine::{cannot_run, Vm};
 use crate::project::BoxProject;
 
 /// Whether this build's `deploy` can ship a local image over the SSH connection.
-pub fn ship_available(project: &BoxProject) -> bool {
+pub fn ship_available() -> bool {
     let help = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
         .args(["deploy", "--help"])
         .output()
         .expect("run cutover deploy --help");
-    let _ = project;
     String::from_utf8_lossy(&help.stdout).contains("--ship")
 }
 
@@ -99,7 +98,7 @@ fn serving(vm: &Vm) -> String {
 }
 
 pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
-    if !ship_available(web) {
+    if !ship_available() {
         cannot_run(
             "deploy --ship (send a local image over SSH) is not in this build: the box has no \
              registry, so the remote deploy phase and the small-box phase did NOT run",

@@ -132,14 +132,10 @@ fn refused_in_mib(run: &crate::project::Run, what: &str) {
 }
 
 pub fn seed_004_on_one_gib(vm: &Vm) {
-    let web_has_ship = {
-        let probe = BoxProject::new(vm, "vmfit", &body("512M"), 8000);
-        if !ship_available(&probe) {
-            return; // said loudly by the deploy phase
-        }
-        probe
-    };
-    let fit = web_has_ship;
+    if !ship_available() {
+        return; // said loudly by the deploy phase
+    }
+    let fit = BoxProject::new(vm, "vmfit", &body("512M"), 8000);
     fit.cutover_ok(&["bootstrap"]);
     crate::deploy::local_images();
 
