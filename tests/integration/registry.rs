@@ -210,6 +210,7 @@ fn registry_login_pull_and_each_failure_named_before_anything_changes() {
     let mut registry = Registry::start(&password);
     let server = registry.server();
     let repo = format!("{server}/cutover-reg-{}", std::process::id());
+    let _untag = Untag(repo.clone());
     registry.push(&password, "cutover-demo:v1", &format!("{repo}:v1"));
     registry.push(&password, "cutover-demo:v2", &format!("{repo}:v2"));
     let project = Project::compose(App::compose().image(&repo).secrets());
@@ -285,7 +286,17 @@ fn registry_login_pull_and_each_failure_named_before_anything_changes() {
         &[&good, &wrong, &missing, &down, &v2],
         &[&project.path(), &project.home()],
     );
-    let _ = sh(&format!(
-        "docker image ls -q {repo} | sort -u | xargs -r docker rmi -f >/dev/null 2>&1"
-    ));
+}
+
+/// Untags the test's registry images once the project (its containers) is gone; by tag,
+/// never by ID with -f: the pushed images share their IDs with the demo images.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = sh(&format!(
+            "docker image ls --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {} | xargs -r docker rmi >/dev/null 2>&1",
+            self.0
+        ));
+    }
 }
