@@ -133,8 +133,8 @@ impl Drop for Registry {
 }
 
 /// `secrets/registry.env.age` holding `REGISTRY_PASSWORD=<password>`, encrypted with `age`.
-fn write_secret(project: &Project, password: &str) {
-    let dir = project.path().join("secrets");
+fn write_secret(project: &Path, password: &str) {
+    let dir = project.join("secrets");
     std::fs::create_dir_all(&dir).unwrap();
     let mut child = Command::new("age")
         .arg("-a")
@@ -214,7 +214,7 @@ fn registry_login_pull_and_each_failure_named_before_anything_changes() {
     registry.push(&password, "cutover-demo:v1", &format!("{repo}:v1"));
     registry.push(&password, "cutover-demo:v2", &format!("{repo}:v2"));
     let project = Project::compose(App::compose().image(&repo).secrets());
-    write_secret(&project, &password);
+    write_secret(&project.path(), &password);
     configure(&project, &server);
 
     // Good credentials: login, pull, deploy.
@@ -238,7 +238,7 @@ fn registry_login_pull_and_each_failure_named_before_anything_changes() {
     assert!(pull_line < up_line, "{}", good.stderr);
 
     // Wrong password: fails at login, naming auth; nothing changed.
-    write_secret(&project, "not-the-password");
+    write_secret(&project.path(), "not-the-password");
     let wrong = deploy(&project, &registry, &format!("{repo}:v2")).code(1);
     assert!(
         wrong.stderr.contains("authentication failed"),
@@ -249,7 +249,7 @@ fn registry_login_pull_and_each_failure_named_before_anything_changes() {
     assert_blue_v1(&project);
 
     // A tag that is not there: names the tag.
-    write_secret(&project, &password);
+    write_secret(&project.path(), &password);
     let missing = deploy(&project, &registry, &format!("{repo}:nope")).code(1);
     assert!(
         missing.stderr.contains("no tag `nope`"),
@@ -299,4 +299,55 @@ impl Drop for Untag {
             self.0
         ));
     }
+}
+
+/// With `--host`, the login and pull run on the box, in the box user's docker credential
+/// store; the password travels inside the encrypted file only.
+#[test]
+fn registry_login_and_pull_happen_on_the_box_with_host() {
+    if !Registry::ready() || !crate::remote::deploy_ready() {
+        return;
+    }
+    let password = format!("pw-box-{}-Zq9x", std::process::id());
+    let registry = Registry::start(&password);
+    let server = registry.server();
+    let repo = format!("{server}/cutover-reg-box-{}", std::process::id());
+    let _untag = Untag(repo.clone());
+    registry.push(&password, "cutover-demo:v1", &format!("{repo}:v1"));
+    let p = crate::remote::Project::new(crate::remote::Setup::with_secrets());
+    write_secret(p.path(), &password);
+    let config = std::fs::read_to_string(p.path().join("cutover.yml")).unwrap();
+    let config = config
+        .replace("image: cutover-demo\n", &format!("image: {repo}\n"))
+        .replace(
+            "secrets: [secrets/demo.env.age]",
+            "secrets: [secrets/demo.env.age, secrets/registry.env.age]",
+        );
+    std::fs::write(
+        p.path().join("cutover.yml"),
+        format!(
+            "{config}registry:\n  server: \"{server}\"\n  username: {USER}\n  password_secret: REGISTRY_PASSWORD\n"
+        ),
+    )
+    .unwrap();
+    let out = p.remote(&["deploy", "--image", &format!("{repo}:v1")]);
+    let (stdout, stderr) = crate::remote::texts(&out);
+    // The box user's credential store is shared by the tests: log it out again.
+    let _ = sh(&format!(
+        "runuser -u {} -- env DOCKER_CONFIG=$(getent passwd {} | cut -d: -f6)/.docker docker logout {server} >/dev/null 2>&1",
+        crate::remote::BOX_USER,
+        crate::remote::BOX_USER
+    ));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("{repo}:v1 from {server}")),
+        "{stderr}"
+    );
+    p.assert_serving("blue", "v1");
+    assert!(!stdout.contains(&password) && !stderr.contains(&password));
+    let hits = files_containing(&p.ssh.path().join("box"), &password);
+    assert!(
+        hits.is_empty(),
+        "the registry password is on the box in {hits:?}"
+    );
 }
