@@ -317,6 +317,21 @@ fn ship_sends_only_missing_layers_survives_an_interrupt_and_deploys() {
     let s3 = images.layer_on(&s2, "s3", 6_000_000);
     let p = ship_project(&images);
 
+    // A dry run sends nothing.
+    let out = p
+        .local_cutover()
+        .env("DOCKER_HOST", &host)
+        .args(["--host", "box", "deploy", "--image", &s1, "--dry-run"])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("would send {s1} (dry run)")),
+        "{stderr}"
+    );
+    assert!(!images.on_box("s1"));
+
     // First ship: the box has none of s1's layers, so all of it crosses.
     let stderr = ship_deploy(&p, &host, &s1);
     let full = sent_bytes(&stderr);
