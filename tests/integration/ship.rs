@@ -290,6 +290,15 @@ fn wait_for_partial(state: &Path, child: &mut std::process::Child) {
                 .unwrap_or(false)
         });
         if partial {
+            use std::os::unix::fs::PermissionsExt;
+            for f in ship_temp_files(state) {
+                let mode = std::fs::metadata(&f).map(|m| m.permissions().mode() & 0o777);
+                assert!(
+                    matches!(mode, Ok(0o600) | Err(_)),
+                    "{} is {mode:?}",
+                    f.display()
+                );
+            }
             return;
         }
         assert!(
@@ -356,6 +365,9 @@ fn ship_sends_only_missing_layers_survives_an_interrupt_and_deploys() {
         "sent {sent} bytes for a {layer}-byte layer"
     );
     assert!(stderr.contains("1 of 2 layers"), "{stderr}");
+    // Not a terminal: plain progress lines with bytes and rate.
+    assert!(stderr.contains("ship  50%"), "{stderr}");
+    assert!(stderr.contains("/s"), "{stderr}");
     p.assert_serving("green", "s2");
 
     // Cut off mid-stream, by kill -9 of the client and by SIGTERM (forwarded: exit 130): the
