@@ -13,6 +13,7 @@ mod e2e;
 mod e2e_reliability;
 mod history;
 mod project;
+mod registry;
 mod reliability;
 mod remote;
 mod render;

@@ -344,6 +344,16 @@ impl Default for Setup {
     }
 }
 
+impl Setup {
+    /// The defaults, with the demo secrets (for other suites' boxes).
+    pub(crate) fn with_secrets() -> Setup {
+        Setup {
+            secrets: true,
+            ..Setup::default()
+        }
+    }
+}
+
 fn test_identity() -> String {
     std::fs::read_to_string(repo_root().join("fixtures/secrets/test-identity.txt")).unwrap()
 }
@@ -477,7 +487,7 @@ impl Project {
     }
 
     /// `cutover --host box …` (the identity travels when the project has secrets).
-    fn remote(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn remote(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = self.local_cutover();
         cmd.args(["--host", "box"]).args(args);
         cmd.output().unwrap()
