@@ -24,6 +24,7 @@ pub mod host;
 pub mod jsonl;
 pub mod nginx;
 pub mod process;
+pub mod maintenance;
 pub mod registry;
 pub mod remote;
 pub mod render;

@@ -8,6 +8,7 @@ mod init;
 mod progress;
 mod render;
 mod swarm;
+mod maintenance;
 mod tls;
 
 use std::process::ExitCode;
@@ -39,6 +40,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Bootstrap(args) => bootstrap::run(ctx, args),
         Command::Demo(args) => demo::run(ctx, args),
         Command::Tls(command) => tls::run(ctx, command),
+        Command::Maintenance(command) => maintenance::run(ctx, command),
     }
 }
 
