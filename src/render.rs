@@ -165,7 +165,7 @@ impl Renderer {
                 port_suffix => if port == 443 { String::new() } else { format!(":{port}") },
             }
         });
-        self.render(
+        let text = self.render(
             SITE,
             minijinja::context! {
                 project => config.project.as_str(),
@@ -177,6 +177,42 @@ impl Renderer {
                 },
                 tls => tls,
             },
+        )?;
+        if let Some(tls) = &config.nginx.tls {
+            self.check_tls_site(&text, tls, cert_ready)?;
+        }
+        Ok(text)
+    }
+
+    /// With `nginx.tls`, the site (a custom template too) must serve the ACME challenge from
+    /// the webroot and, once the certificate exists, use it: a template that ignores `tls`
+    /// would let certbot fail or leave the site on plain HTTP while saying HTTPS is on.
+    fn check_tls_site(
+        &self,
+        text: &str,
+        tls: &crate::config::Tls,
+        cert_ready: bool,
+    ) -> anyhow::Result<()> {
+        let webroot = tls.webroot.display().to_string();
+        let fullchain = tls.fullchain().display().to_string();
+        let mut missing = Vec::new();
+        if !text.contains("/.well-known/acme-challenge/") || !text.contains(&webroot) {
+            missing.push(format!(
+                "a `location /.well-known/acme-challenge/` with `root {webroot}` (tls.webroot)"
+            ));
+        }
+        if cert_ready && (!text.contains(" ssl") || !text.contains(&fullchain)) {
+            missing.push(format!(
+                "a `listen … ssl` server with `ssl_certificate {fullchain}` (tls.fullchain)"
+            ));
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "template {}: with nginx.tls the site must render {}; a custom template gets them from              the `tls` variable (tls.webroot, tls.ready, tls.listen, tls.fullchain, tls.privkey):              copy the `tls` blocks of the built-in nginx-site.conf.j2 (README.md, \"HTTPS\")",
+            self.origin(SITE),
+            missing.join(" and ")
         )
     }
 }

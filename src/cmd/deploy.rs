@@ -34,6 +34,10 @@ pub fn run_deploy(
             );
         }
     }
+    // Another project on this box with the same ports, server name or nginx files: refuse
+    // before anything changes (both named); else record this one's claims.
+    crate::claims::claim(&loaded, common.dry_run)
+        .with_context(|| format!("cannot deploy {}", loaded.config.project))?;
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
     let env = crate::secrets::deploy_env(ctx.identity.as_deref(), &loaded)?;
