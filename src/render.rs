@@ -210,7 +210,9 @@ impl Renderer {
             return Ok(());
         }
         bail!(
-            "template {}: with nginx.tls the site must render {}; a custom template gets them from              the `tls` variable (tls.webroot, tls.ready, tls.listen, tls.fullchain, tls.privkey):              copy the `tls` blocks of the built-in nginx-site.conf.j2 (README.md, \"HTTPS\")",
+            "template {}: with nginx.tls the site must render {}; a custom template gets them from \
+             the `tls` variable (tls.webroot, tls.ready, tls.listen, tls.fullchain, tls.privkey): \
+             copy the `tls` blocks of the built-in nginx-site.conf.j2 (README.md, \"HTTPS\")",
             self.origin(SITE),
             missing.join(" and ")
         )
