@@ -261,15 +261,26 @@ mod tests {
             project: project.into(),
             config: PathBuf::from(format!("/srv/{project}/cutover.yml")),
             ports: vec![
-                PortClaim { port: blue, key: "colors.blue".into(), shared: false },
-                PortClaim { port: 80, key: "nginx.listen".into(), shared: true },
+                PortClaim {
+                    port: blue,
+                    key: "colors.blue".into(),
+                    shared: false,
+                },
+                PortClaim {
+                    port: 80,
+                    key: "nginx.listen".into(),
+                    shared: true,
+                },
             ],
             names: vec![NameClaim {
                 port: 80,
                 server_name: name.into(),
                 key: "nginx.server_name".into(),
             }],
-            files: vec![FileClaim { path: include.into(), key: "nginx.include".into() }],
+            files: vec![FileClaim {
+                path: include.into(),
+                key: "nginx.include".into(),
+            }],
         }
     }
 
@@ -277,12 +288,18 @@ mod tests {
     fn collisions_name_both_projects() {
         let api = claims("api", 8081, "api.example", "/etc/nginx/api.inc");
         let admin = claims("admin", 8091, "admin.example", "/etc/nginx/admin.inc");
-        assert!(api.collisions(&admin).is_empty(), "one shared listen port is fine");
+        assert!(
+            api.collisions(&admin).is_empty(),
+            "one shared listen port is fine"
+        );
         let clash = claims("admin", 8081, "api.example", "/etc/nginx/api.inc");
         let found = api.collisions(&clash);
         assert_eq!(found.len(), 3, "{found:?}");
         for line in &found {
-            assert!(line.contains("project api") && line.contains("project admin"), "{line}");
+            assert!(
+                line.contains("project api") && line.contains("project admin"),
+                "{line}"
+            );
         }
     }
 }

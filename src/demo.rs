@@ -107,7 +107,10 @@ impl Load {
                 match http_get_as(port, &host, "/") {
                     Some(r) if r.code == 200 => {
                         tally.ok += 1;
-                        *tally.by_answer.entry(r.body.trim().to_string()).or_default() += 1;
+                        *tally
+                            .by_answer
+                            .entry(r.body.trim().to_string())
+                            .or_default() += 1;
                     }
                     Some(r) if r.code == 503 && r.header("Retry-After").is_some() => {
                         tally.held += 1;

@@ -165,7 +165,11 @@ pub fn set(
         } else {
             "maintenance off"
         };
-        Some(crate::engine::record::lock(&state_dir, lock_wait, action.into())?)
+        Some(crate::engine::record::lock(
+            &state_dir,
+            lock_wait,
+            action.into(),
+        )?)
     };
     let nginx = Nginx {
         include: config.nginx.include.clone(),
@@ -179,7 +183,11 @@ pub fn set(
         )
     })?;
     let color = include_port(&current)
-        .and_then(|port| Color::ALL.into_iter().find(|c| config.colors.port(*c) == port))
+        .and_then(|port| {
+            Color::ALL
+                .into_iter()
+                .find(|c| config.colors.port(*c) == port)
+        })
         .with_context(|| {
             format!(
                 "{} points at neither color's port ({} / {}): cannot re-render it",
@@ -188,7 +196,12 @@ pub fn set(
                 config.colors.green
             )
         })?;
-    let before = load(&state_dir.dir)?;
+    // `off` is the way out of a damaged flag: it removes it.
+    let (before, damaged) = match load(&state_dir.dir) {
+        Ok(before) => (before, false),
+        Err(_) if wanted.is_none() => (None, true),
+        Err(e) => return Err(e),
+    };
     let same = |a: &Maintenance, b: &Maintenance| {
         a.message == b.message && a.retry_after_secs == b.retry_after_secs
     };
@@ -210,7 +223,7 @@ pub fn set(
     let flag = flag_path(&state_dir.dir);
     let mut change = Change {
         on: wanted.is_some(),
-        changed: text != current || before != wanted,
+        changed: damaged || text != current || before != wanted,
         dry_run,
         color,
         include: config.nginx.include.clone(),
@@ -223,31 +236,57 @@ pub fn set(
         return Ok(change);
     }
     let started = std::time::Instant::now();
-    match &wanted {
+    write_mode(&nginx, config, color, &text, &change)?;
+    change.switch_ms = started.elapsed().as_millis() as u64;
+    Ok(change)
+}
+
+/// Writes the mode as `change` says, in the order of the module docs: on: page, include,
+/// flag; off: include, then flag and page removed.
+fn write_mode(
+    nginx: &Nginx,
+    config: &crate::config::Config,
+    color: Color,
+    text: &str,
+    change: &Change,
+) -> anyhow::Result<()> {
+    let (page, flag) = (&change.page, &change.flag);
+    match &change.maintenance {
         Some(m) => {
-            crate::atomic::write(&page, page_html(m).as_bytes(), 0o644)?;
-            let switch = apply(&nginx, config, color, &text)?;
+            let page_before = std::fs::read(page).ok();
+            crate::atomic::write(page, page_html(m).as_bytes(), 0o644)?;
+            let switch = match apply(nginx, config, color, text) {
+                Ok(switch) => switch,
+                Err(err) => {
+                    // nginx serves the previous include: put the page back as it was too.
+                    let _ = match page_before {
+                        Some(bytes) => crate::atomic::write(page, &bytes, 0o644),
+                        None => std::fs::remove_file(page).map_err(Into::into),
+                    };
+                    return Err(err);
+                }
+            };
             let json = serde_json::to_string_pretty(m)? + "\n";
-            if let Err(err) = crate::atomic::write(&flag, json.as_bytes(), 0o600) {
-                let _ = switch.restore(&nginx);
+            if let Err(err) = crate::atomic::write(flag, json.as_bytes(), 0o600) {
+                let _ = switch.restore(nginx);
                 return Err(err.context("the include is back as it was"));
             }
         }
         None => {
-            apply(&nginx, config, color, &text)?;
-            for path in [&flag, &page] {
+            apply(nginx, config, color, text)?;
+            for path in [flag, page] {
                 match std::fs::remove_file(path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
-                        return Err(e).with_context(|| format!("could not remove {}", path.display()))
+                        return Err(e)
+                            .with_context(|| format!("could not remove {}", path.display()))
                     }
                 }
             }
         }
     }
-    change.switch_ms = started.elapsed().as_millis() as u64;
-    Ok(change)
+    Ok(())
 }
 
 /// Switches the include and waits until nginx's new workers answer the probe (and the old
@@ -295,7 +334,9 @@ mod tests {
             by: "me".into(),
         };
         let page = page_html(&m);
-        assert!(page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;more&quot;"));
+        assert!(
+            page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;more&quot;")
+        );
         assert!(!page.contains("<script>"));
     }
 

@@ -244,7 +244,11 @@ pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     }
     step.summary(format!(
         "docker, compose, nginx{} on {}",
-        if wants_certbot { " and certbot (nginx.tls)" } else { "" },
+        if wants_certbot {
+            " and certbot (nginx.tls)"
+        } else {
+            ""
+        },
         os.pretty_name
     ));
     if !missing.is_empty() {

@@ -57,7 +57,11 @@ fn print(ctx: &Context, common: &MaintenanceCommon, change: &Change) -> anyhow::
         outln!("maintenance mode is already {mode}: nothing changed")?;
         return Ok(());
     }
-    let verb = if change.dry_run { "would turn" } else { "turned" };
+    let verb = if change.dry_run {
+        "would turn"
+    } else {
+        "turned"
+    };
     match &change.maintenance {
         Some(m) => {
             outln!(
@@ -67,7 +71,10 @@ fn print(ctx: &Context, common: &MaintenanceCommon, change: &Change) -> anyhow::
             )?;
             outln!("  message: {}", m.message)?;
         }
-        None => outln!("{verb} maintenance mode off: nginx serves {} again", change.color)?,
+        None => outln!(
+            "{verb} maintenance mode off: nginx serves {} again",
+            change.color
+        )?,
     }
     outln!(
         "  include {} (nginx -t, reload{}), flag {}",
@@ -75,7 +82,10 @@ fn print(ctx: &Context, common: &MaintenanceCommon, change: &Change) -> anyhow::
         if change.dry_run {
             String::new()
         } else {
-            format!(", live in {}", duration(Duration::from_millis(change.switch_ms)))
+            format!(
+                ", live in {}",
+                duration(Duration::from_millis(change.switch_ms))
+            )
         },
         change.flag.display()
     )?;

@@ -5,10 +5,10 @@ mod bootstrap;
 mod demo;
 mod deploy;
 mod init;
+mod maintenance;
 mod progress;
 mod render;
 mod swarm;
-mod maintenance;
 mod tls;
 
 use std::process::ExitCode;

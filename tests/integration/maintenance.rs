@@ -31,9 +31,18 @@ fn maintenance_holds_everyone_but_the_probe_and_survives_a_deploy_under_load() {
         .cutover(["maintenance", "on", "--dry-run", "--json"])
         .success()
         .stdout_json();
-    assert_eq!((plan["dry_run"].as_bool(), plan["changed"].as_bool()), (Some(true), Some(true)));
-    let bad = project.cutover(["maintenance", "on", "--message", " "]).code(1);
-    assert!(bad.stderr.contains("--message: the message is empty"), "{}", bad.stderr);
+    assert_eq!(
+        (plan["dry_run"].as_bool(), plan["changed"].as_bool()),
+        (Some(true), Some(true))
+    );
+    let bad = project
+        .cutover(["maintenance", "on", "--message", " "])
+        .code(1);
+    assert!(
+        bad.stderr.contains("--message: the message is empty"),
+        "{}",
+        bad.stderr
+    );
     assert_eq!(project.include(), before);
     assert!(!flag.exists() && !page.exists());
 
@@ -49,16 +58,24 @@ fn maintenance_holds_everyone_but_the_probe_and_survives_a_deploy_under_load() {
             "90s",
         ])
         .success();
-    assert!(on.stdout.contains("turned maintenance mode on"), "{}", on.stdout);
+    assert!(
+        on.stdout.contains("turned maintenance mode on"),
+        "{}",
+        on.stdout
+    );
     assert_eq!((mode(&page), mode(&flag)), (0o644, 0o600));
 
     // The public: 503, the escaped page, Retry-After.
     let held = http_get_as(project.port, "localhost", "/anything").unwrap();
     assert_eq!(held.code, 503, "{held:?}");
     assert_eq!(held.header("Retry-After"), Some("90"));
-    assert!(held.header("Content-Type").unwrap().starts_with("text/html"));
+    assert!(held
+        .header("Content-Type")
+        .unwrap()
+        .starts_with("text/html"));
     assert!(
-        held.body.contains("Upgrading &lt;db&gt; &amp; &#39;cache&#39;, back at 14:00"),
+        held.body
+            .contains("Upgrading &lt;db&gt; &amp; &#39;cache&#39;, back at 14:00"),
         "{}",
         held.body
     );
@@ -66,38 +83,84 @@ fn maintenance_holds_everyone_but_the_probe_and_survives_a_deploy_under_load() {
     let marker = http_get_as(project.port, "localhost", "/.cutover/active").unwrap();
     assert_eq!(marker.code, 200);
     assert!(marker.body.starts_with("blue "), "{}", marker.body);
-    assert_eq!(http_get_as(project.port, "localhost", "/health").unwrap().code, 200);
+    assert_eq!(
+        http_get_as(project.port, "localhost", "/health")
+            .unwrap()
+            .code,
+        200
+    );
     // The page's location is internal: asked for directly, it is not there.
-    assert_eq!(http_get_as(project.port, "localhost", cutover::maintenance::PAGE_URI).unwrap().code, 404);
+    assert_eq!(
+        http_get_as(project.port, "localhost", cutover::maintenance::PAGE_URI)
+            .unwrap()
+            .code,
+        404
+    );
 
     let status = project.cutover(["status"]).success();
-    assert!(status.stdout.contains("maintenance mode is ON"), "{}", status.stdout);
+    assert!(
+        status.stdout.contains("maintenance mode is ON"),
+        "{}",
+        status.stdout
+    );
     let json = project.status_json();
     assert_eq!(json["maintenance"]["retry_after_secs"], 90);
-    let again = project.cutover(["maintenance", "on", "--message", "Upgrading <db> & 'cache', back at 14:00", "--retry-after", "90s"]).success();
+    let again = project
+        .cutover([
+            "maintenance",
+            "on",
+            "--message",
+            "Upgrading <db> & 'cache', back at 14:00",
+            "--retry-after",
+            "90s",
+        ])
+        .success();
     assert!(again.stdout.contains("already on"), "{}", again.stdout);
 
     // A deploy during maintenance probes through nginx, switches, and keeps the 503.
     let deploy = project.deploy_ok("cutover-demo:v2");
-    assert!(deploy.stderr.contains("maintenance mode is on"), "{}", deploy.stderr);
-    assert!(deploy.stdout.contains("the deploy keeps it on"), "{}", deploy.stdout);
+    assert!(
+        deploy.stderr.contains("maintenance mode is on"),
+        "{}",
+        deploy.stderr
+    );
+    assert!(
+        deploy.stdout.contains("the deploy keeps it on"),
+        "{}",
+        deploy.stdout
+    );
     assert!(project.include().contains(cutover::maintenance::PAGE_URI));
     let marker = http_get_as(project.port, "localhost", "/.cutover/active").unwrap();
     assert!(marker.body.starts_with("green "), "{}", marker.body);
-    assert_eq!(http_get_as(project.port, "localhost", "/").unwrap().code, 503);
+    assert_eq!(
+        http_get_as(project.port, "localhost", "/").unwrap().code,
+        503
+    );
 
     let off = project.cutover(["maintenance", "off"]).success();
-    assert!(off.stdout.contains("turned maintenance mode off"), "{}", off.stdout);
+    assert!(
+        off.stdout.contains("turned maintenance mode off"),
+        "{}",
+        off.stdout
+    );
     assert!(!flag.exists() && !page.exists());
     assert!(!project.include().contains("cutover_hold"));
     std::thread::sleep(Duration::from_millis(300));
     let tally = load.finish();
     let (code, body) = project.get("/").unwrap();
     assert_eq!((code, body.trim()), (200, "version=v2 color=green"));
-    assert!(!project.cutover(["status"]).success().stdout.contains("maintenance"));
+    assert!(!project
+        .cutover(["status"])
+        .success()
+        .stdout
+        .contains("maintenance"));
 
     // Only 200s and intended 503s (with Retry-After), both on each side of the reloads.
-    assert_eq!(tally.failed, 0, "{} failed of {}: {:?}", tally.failed, tally.sent, tally.failures);
+    assert_eq!(
+        tally.failed, 0,
+        "{} failed of {}: {:?}",
+        tally.failed, tally.sent, tally.failures
+    );
     assert!(tally.held > 10 && tally.ok > 10, "{tally:?}");
 }
 
@@ -119,7 +182,8 @@ fn a_custom_include_without_the_maintenance_block_is_refused() {
     let before = project.include();
     let run = project.cutover(["maintenance", "on"]).code(1);
     assert!(
-        run.stderr.contains("renders no maintenance block") && run.stderr.contains("templates/service-url.inc.j2"),
+        run.stderr.contains("renders no maintenance block")
+            && run.stderr.contains("templates/service-url.inc.j2"),
         "{}",
         run.stderr
     );

@@ -36,14 +36,25 @@ fn files_of(dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
 }
 
 fn docker(args: &[&str]) -> String {
-    let out = std::process::Command::new("docker").args(args).output().unwrap();
-    assert!(out.status.success(), "docker {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn snapshot(project: &Project, host: &str) -> Snapshot {
     let mut files = BTreeMap::new();
-    for file in [project.include_path(), project.site_path(), project.path().join("cutover.yml")] {
+    for file in [
+        project.include_path(),
+        project.site_path(),
+        project.path().join("cutover.yml"),
+    ] {
         files.insert(file.display().to_string(), std::fs::read(&file).unwrap());
     }
     files_of(&project.path().join(".cutover"), &mut files);
@@ -66,11 +77,22 @@ fn snapshot(project: &Project, host: &str) -> Snapshot {
         .flatten()
         .filter_map(|(_, image)| image.as_str())
         .chain(state["previous_image"].as_str())
-        .map(|image| docker(&["image", "inspect", "--format", "{{.Id}}", image]).trim().to_string())
+        .map(|image| {
+            docker(&["image", "inspect", "--format", "{{.Id}}", image])
+                .trim()
+                .to_string()
+        })
         .collect();
     images.sort();
-    let answer = http_get_as(project.port, host, "/").map(|r| r.body).unwrap_or_default();
-    Snapshot { files, containers, images, answer }
+    let answer = http_get_as(project.port, host, "/")
+        .map(|r| r.body)
+        .unwrap_or_default();
+    Snapshot {
+        files,
+        containers,
+        images,
+        answer,
+    }
 }
 
 #[test]
@@ -78,9 +100,15 @@ fn two_projects_behind_one_nginx_never_touch_each_other_under_load() {
     if !ready() {
         return;
     }
-    let a = Project::compose(App::compose().stop_grace("0s").server_name("a.cutover.test"));
+    let a = Project::compose(
+        App::compose()
+            .stop_grace("0s")
+            .server_name("a.cutover.test"),
+    );
     let b = Project::compose_behind(
-        App::compose().stop_grace("0s").server_name("b.cutover.test"),
+        App::compose()
+            .stop_grace("0s")
+            .server_name("b.cutover.test"),
         &a,
     );
     assert_eq!(a.port, b.port, "one nginx, one port");
@@ -106,7 +134,14 @@ fn two_projects_behind_one_nginx_never_touch_each_other_under_load() {
         let before = snapshot(other, other_host);
         project.cutover(args).success();
         let after = snapshot(other, other_host);
-        assert_eq!(before, after, "`cutover {}` of {} changed {}", args.join(" "), project.name, other.name);
+        assert_eq!(
+            before,
+            after,
+            "`cutover {}` of {} changed {}",
+            args.join(" "),
+            project.name,
+            other.name
+        );
         if who == 0 && args[0] == "deploy" {
             // Routed by Host: a serves v2 while b still serves v1 on the same port.
             let body = |host| http_get_as(a.port, host, "/").unwrap().body;
@@ -116,7 +151,11 @@ fn two_projects_behind_one_nginx_never_touch_each_other_under_load() {
     }
     let (tally_a, tally_b) = (load_a.finish(), load_b.finish());
     for (name, tally) in [("a", &tally_a), ("b", &tally_b)] {
-        assert_eq!(tally.failed, 0, "{name}: {} failed of {}: {:?}", tally.failed, tally.sent, tally.failures);
+        assert_eq!(
+            tally.failed, 0,
+            "{name}: {} failed of {}: {:?}",
+            tally.failed, tally.sent, tally.failures
+        );
         assert!(tally.ok > 20, "{name}: {tally:?}");
         assert!(
             tally.by_answer.keys().any(|k| k.contains("version=v2")),
@@ -128,13 +167,22 @@ fn two_projects_behind_one_nginx_never_touch_each_other_under_load() {
     // A third project claiming a's blue port and a's server name is refused, both named,
     // by deploy and by bootstrap, and nothing of a's or c's changes.
     let mut c = Project::compose_behind(
-        App::compose().stop_grace("0s").server_name("a.cutover.test"),
+        App::compose()
+            .stop_grace("0s")
+            .server_name("a.cutover.test"),
         &a,
     );
     c.blue = a.blue;
-    c.write_config(&App::compose().stop_grace("0s").server_name("a.cutover.test"));
+    c.write_config(
+        &App::compose()
+            .stop_grace("0s")
+            .server_name("a.cutover.test"),
+    );
     let before = snapshot(&a, "a.cutover.test");
-    for args in [&["deploy", "--image", "cutover-demo:v2"][..], &["bootstrap", "--dry-run", "--no-install"][..]] {
+    for args in [
+        &["deploy", "--image", "cutover-demo:v2"][..],
+        &["bootstrap", "--dry-run", "--no-install"][..],
+    ] {
         let refused = c.cutover(args).code(1);
         for needle in [
             format!("project {}", a.name),
@@ -142,7 +190,11 @@ fn two_projects_behind_one_nginx_never_touch_each_other_under_load() {
             format!("port {}: colors.blue", a.blue),
             "server name a.cutover.test".to_string(),
         ] {
-            assert!(refused.stderr.contains(&needle), "{args:?}: no {needle:?} in\n{}", refused.stderr);
+            assert!(
+                refused.stderr.contains(&needle),
+                "{args:?}: no {needle:?} in\n{}",
+                refused.stderr
+            );
         }
     }
     assert_eq!(snapshot(&a, "a.cutover.test"), before);

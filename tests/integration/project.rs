@@ -279,7 +279,10 @@ impl Project {
     /// so no file is shared. Drop it before `host` (whose nginx it uses).
     pub fn compose_behind(app: App, host: &Project) -> Project {
         assert_eq!(app.engine, Engine::Compose);
-        assert!(app.server_name.is_some(), "a project behind another's nginx needs a server_name");
+        assert!(
+            app.server_name.is_some(),
+            "a project behind another's nginx needs a server_name"
+        );
         let mut project = Project::named("cutover-e2e");
         project.engine = Some(Engine::Compose);
         project.held.push(Box::new(crate::common::compose_hold()));
@@ -295,7 +298,11 @@ impl Project {
         for extra in [&["-t"][..], &["-s", "reload"][..]] {
             let argv = cutover::nginx::LocalNginx::argv(&prefix, extra);
             let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
-            assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(
+                out.status.success(),
+                "{argv:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         project
     }

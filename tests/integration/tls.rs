@@ -634,7 +634,11 @@ fn bootstrap_installs_certbot_with_nginx_tls_only() {
             .arg(root.path())
             .output()
             .unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let packages = report["steps"]
             .as_array()
@@ -651,7 +655,11 @@ fn bootstrap_installs_certbot_with_nginx_tls_only() {
             .unwrap_or_else(|| panic!("no install listed: {packages}"))
             .to_string();
         assert!(install.contains("nginx"), "{install}");
-        assert_eq!(install.split_whitespace().any(|w| w == "certbot"), tls, "tls={tls}: {install}");
+        assert_eq!(
+            install.split_whitespace().any(|w| w == "certbot"),
+            tls,
+            "tls={tls}: {install}"
+        );
     }
 }
 
@@ -684,7 +692,10 @@ fn a_custom_site_template_must_render_the_tls_pieces() {
             stderr.contains("templates/nginx-site.conf.j2") && stderr.contains(wanted),
             "{stderr}"
         );
-        assert!(std::fs::read_dir(root.path()).unwrap().next().is_none(), "something was written");
+        assert!(
+            std::fs::read_dir(root.path()).unwrap().next().is_none(),
+            "something was written"
+        );
     };
     refused("a `location /.well-known/acme-challenge/` with `root /var/www/cutover-acme`");
     // The challenge alone is not enough: once the certificate exists the site must use it.
@@ -703,5 +714,9 @@ fn a_custom_site_template_must_render_the_tls_pieces() {
     )
     .unwrap();
     let out = issue(root.path());
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
