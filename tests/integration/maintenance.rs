@@ -190,3 +190,27 @@ fn a_custom_include_without_the_maintenance_block_is_refused() {
     assert_eq!(project.include(), before);
     assert!(!project.path().join(".cutover/maintenance.json").exists());
 }
+
+/// A config nginx rejects (`nginx -t` fails) leaves everything as it was: the include, no
+/// flag, no page, and the app still served.
+#[test]
+fn a_failing_nginx_test_leaves_maintenance_off_and_the_include_as_it_was() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    project.write_config(&App::compose().nginx_test(&["false"]));
+    let before = project.include();
+    let run = project.cutover(["maintenance", "on"]).code(1);
+    assert!(
+        run.stderr.contains("could not turn maintenance mode on")
+            && run.stderr.contains("restored the previous one"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(project.include(), before);
+    assert!(!project.path().join(".cutover/maintenance.json").exists());
+    assert!(!cutover::maintenance::page_path(&project.include_path()).exists());
+    assert_eq!(project.get("/").unwrap().0, 200);
+}
