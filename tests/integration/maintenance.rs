@@ -10,6 +10,16 @@ use cutover::demo::{http_get_as, Load};
 use crate::e2e::ready;
 use crate::project::{App, Project};
 
+/// `maintenance on` with a message that needs escaping and a Retry-After of 90 s.
+const ON: [&str; 6] = [
+    "maintenance",
+    "on",
+    "--message",
+    "Upgrading <db> & 'cache', back at 14:00",
+    "--retry-after",
+    "90s",
+];
+
 fn mode(path: &std::path::Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -48,16 +58,7 @@ fn maintenance_holds_everyone_but_the_probe_and_survives_a_deploy_under_load() {
 
     let load = Load::start(project.port, Duration::from_secs(300));
     std::thread::sleep(Duration::from_millis(300));
-    let on = project
-        .cutover([
-            "maintenance",
-            "on",
-            "--message",
-            "Upgrading <db> & 'cache', back at 14:00",
-            "--retry-after",
-            "90s",
-        ])
-        .success();
+    let on = project.cutover(ON).success();
     assert!(
         on.stdout.contains("turned maintenance mode on"),
         "{}",
@@ -105,16 +106,7 @@ fn maintenance_holds_everyone_but_the_probe_and_survives_a_deploy_under_load() {
     );
     let json = project.status_json();
     assert_eq!(json["maintenance"]["retry_after_secs"], 90);
-    let again = project
-        .cutover([
-            "maintenance",
-            "on",
-            "--message",
-            "Upgrading <db> & 'cache', back at 14:00",
-            "--retry-after",
-            "90s",
-        ])
-        .success();
+    let again = project.cutover(ON).success();
     assert!(again.stdout.contains("already on"), "{}", again.stdout);
 
     // A deploy during maintenance probes through nginx, switches, and keeps the 503.
@@ -179,16 +171,31 @@ fn a_custom_include_without_the_maintenance_block_is_refused() {
         "set $service_url {{ upstream }};\n",
     )
     .unwrap();
+    refused_leaving_all_as_it_was(
+        &project,
+        &[
+            "renders no maintenance block",
+            "templates/service-url.inc.j2",
+        ],
+    );
+}
+
+/// `maintenance on` fails saying `needles`, and the include, the flag and the page are as
+/// they were (off), the app still served.
+fn refused_leaving_all_as_it_was(project: &Project, needles: &[&str]) {
     let before = project.include();
     let run = project.cutover(["maintenance", "on"]).code(1);
-    assert!(
-        run.stderr.contains("renders no maintenance block")
-            && run.stderr.contains("templates/service-url.inc.j2"),
-        "{}",
-        run.stderr
-    );
+    for needle in needles {
+        assert!(
+            run.stderr.contains(needle),
+            "no {needle:?} in {}",
+            run.stderr
+        );
+    }
     assert_eq!(project.include(), before);
     assert!(!project.path().join(".cutover/maintenance.json").exists());
+    assert!(!cutover::maintenance::page_path(&project.include_path()).exists());
+    assert_eq!(project.get("/").unwrap().0, 200);
 }
 
 /// A config nginx rejects (`nginx -t` fails) leaves everything as it was: the include, no
@@ -201,16 +208,11 @@ fn a_failing_nginx_test_leaves_maintenance_off_and_the_include_as_it_was() {
     let project = Project::compose(App::compose());
     project.deploy_ok("cutover-demo:v1");
     project.write_config(&App::compose().nginx_test(&["false"]));
-    let before = project.include();
-    let run = project.cutover(["maintenance", "on"]).code(1);
-    assert!(
-        run.stderr.contains("could not turn maintenance mode on")
-            && run.stderr.contains("restored the previous one"),
-        "{}",
-        run.stderr
+    refused_leaving_all_as_it_was(
+        &project,
+        &[
+            "could not turn maintenance mode on",
+            "restored the previous one",
+        ],
     );
-    assert_eq!(project.include(), before);
-    assert!(!project.path().join(".cutover/maintenance.json").exists());
-    assert!(!cutover::maintenance::page_path(&project.include_path()).exists());
-    assert_eq!(project.get("/").unwrap().0, 200);
 }
