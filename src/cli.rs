@@ -122,6 +122,9 @@ pub enum Command {
     /// HTTPS for the site (nginx.tls): get the certificate, serve it, install renewal
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Maintenance mode: nginx answers 503 with a page to everyone but cutover's probes
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
     /// Print shell completions
     Completions {
         /// The shell to generate completions for
@@ -369,6 +372,54 @@ pub struct TlsIssueArgs {
     /// Print a JSON report on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Serve 503 + the page + Retry-After to everyone but cutover's loopback probes
+    #[command(after_help = "\
+Examples:
+  cutover maintenance on
+  cutover maintenance on --message 'Upgrading the database, back at 14:00 UTC' --retry-after 30m
+  cutover maintenance on --dry-run
+
+The probe path (/.cutover/active) and the health path still reach the app from this box, so
+`cutover deploy` works during maintenance and keeps it on. `cutover status` shows the mode.")]
+    On(MaintenanceOnArgs),
+    /// Serve the app again
+    #[command(after_help = "Example:\n  cutover maintenance off")]
+    Off(MaintenanceOffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceOnArgs {
+    /// The text of the page (HTML-escaped; one line, at most 500 characters)
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// What the Retry-After header says, e.g. 2m or 1h (whole seconds)
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = wait_duration)]
+    pub retry_after: Duration,
+    #[command(flatten)]
+    pub common: MaintenanceCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceOffArgs {
+    #[command(flatten)]
+    pub common: MaintenanceCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceCommon {
+    /// Print what would change and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON result on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for a deploy holding the project's lock
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = wait_duration)]
+    pub lock_wait: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -5,6 +5,7 @@ mod bootstrap;
 mod demo;
 mod deploy;
 mod init;
+mod maintenance;
 mod progress;
 mod render;
 mod swarm;
@@ -47,6 +48,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Bootstrap(args) => bootstrap::run(ctx, args),
         Command::Demo(args) => demo::run(ctx, args),
         Command::Tls(command) => tls::run(ctx, command),
+        Command::Maintenance(command) => maintenance::run(ctx, command),
     }
 }
 

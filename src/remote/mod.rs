@@ -66,6 +66,8 @@ fn reach(command: &Command) -> Reach {
         // User-data for a box that does not exist yet.
         Command::Bootstrap(a) if a.cloud_init => Reach::LocalOnly,
         Command::Status(_) | Command::History(_) | Command::Prune(_) => Reach::BoxState,
+        // The box's nginx and flag; the synced config already there.
+        Command::Maintenance(_) => Reach::BoxState,
         Command::Deploy(a) => Reach::Synced {
             swap: !a.common.dry_run,
             sudo: false,
@@ -109,6 +111,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Render(_) => "render",
         Command::Bootstrap(_) => "bootstrap",
         Command::Tls(_) => "tls",
+        Command::Maintenance(_) => "maintenance",
     }
 }
 

@@ -12,6 +12,8 @@ mod config;
 mod e2e;
 mod e2e_reliability;
 mod history;
+mod maintenance;
+mod multi_app;
 mod project;
 mod registry;
 mod reliability;

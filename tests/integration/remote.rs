@@ -453,6 +453,7 @@ impl Project {
              colors: {{ blue: {blue}, green: {green} }}\n\
              nginx:\n\
              \x20 include: {include}\n\
+             \x20 site: {site}\n\
              \x20 listen: \"127.0.0.1:{nginx_port}\"\n\
              \x20 test: {test}\n\
              \x20 reload: {reload}\n\
@@ -466,6 +467,7 @@ impl Project {
             blue = self.blue,
             green = self.green,
             include = self.prefix.join("service-url.inc").display(),
+            site = self.prefix.join("site.conf").display(),
             nginx_port = self.nginx_port,
             test = argv(&["-t"]),
             reload = argv(&["-s", "reload"]),

@@ -42,6 +42,7 @@ use crate::render::{Plan, Renderer, SecretKeys};
 use crate::state::{Action, DeployLock, EngineKind, InProgress, StateDir};
 
 pub use observe::{health_url, observe, Observed};
+pub use switch::probe_through_nginx;
 
 /// Everything a deploy needs, gathered by the command layer.
 pub struct Deployer<'a> {
