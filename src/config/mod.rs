@@ -13,6 +13,7 @@ mod remote;
 mod scalars;
 mod schema;
 mod validate;
+mod worker;
 mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 pub use remote::Remote;
+pub use worker::{Worker, WorkerHealth};
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
 };

@@ -30,6 +30,8 @@ pub enum Step {
     Settle,
     Drain,
     Stop,
+    /// Moving the workers (`workers:`) to the new image, after the old color stopped.
+    Workers,
     /// Removing the new color after a failure before the switch.
     Teardown,
     // The swarm engine.
@@ -54,6 +56,7 @@ impl Step {
             Step::Settle => "settle",
             Step::Drain => "drain",
             Step::Stop => "stop",
+            Step::Workers => "workers",
             Step::Teardown => "teardown",
             Step::Secrets => "secrets",
             Step::Stack => "stack",

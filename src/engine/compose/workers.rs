@@ -1,0 +1,364 @@
+//! The `workers` step: after the web switch has settled, the old color drained and stopped,
+//! every worker (`workers:`) moves to the new image, one after the other.
+//!
+//! A worker has two compose services, `<app>-<worker>-blue` / `-green`, like the app; its
+//! color is its own (it need not follow the web color: a worker that failed to move stays
+//! where it was while the web moved on). `overlap: false` stops the old container (stop, not
+//! remove) before the new one starts, so a scheduler never runs twice; if the new one fails,
+//! it is removed and the old container is started again (same container, old image).
+//! `overlap: true` starts the new one first and stops the old one once the new one is up; if
+//! the new one fails, the old one never stopped.
+//!
+//! A worker is up when its container healthcheck says `healthy`, or, without one, when it is
+//! still running (no restart) after its `settle`. A worker failure never undoes the web switch:
+//! the deploy records it and exits 1 naming the worker.
+
+use std::time::{Duration, Instant};
+
+use crate::config::{Color, Config, Worker};
+use crate::docker::compose::{stop_and_remove_ids, Container, Project};
+use crate::engine::{Abort, Failed, Step, StepClock};
+use crate::state::{RunResult, WorkerOutcome};
+
+use super::observe::Observed;
+
+/// How often a waiting worker is looked at.
+const POLL: Duration = Duration::from_millis(250);
+
+/// What one worker's move is: from where (its running containers) to which color.
+#[derive(Debug, Clone)]
+pub(super) struct Move {
+    pub name: String,
+    pub worker: Worker,
+    pub from: Option<Color>,
+    pub from_image: Option<String>,
+    /// The running containers of the old color.
+    pub old_ids: Vec<String>,
+    pub to: Color,
+}
+
+/// Every worker's move, from the containers observed under the lock.
+pub(super) fn moves(config: &Config, observed: &Observed) -> Vec<Move> {
+    config
+        .workers
+        .iter()
+        .map(|(name, worker)| {
+            let running = |c: Color| -> Vec<&Container> {
+                let service = config.worker_service(name.as_str(), c);
+                observed
+                    .containers
+                    .iter()
+                    .filter(|k| k.service == service && k.running())
+                    .collect()
+            };
+            // Both colors running (an interrupted deploy): the recorded one is the old one.
+            let recorded = observed.recorded.workers.get(name.as_str()).map(|w| w.color);
+            let from = recorded
+                .filter(|c| !running(*c).is_empty())
+                .or_else(|| Color::ALL.into_iter().find(|c| !running(*c).is_empty()));
+            let old = from.map(running).unwrap_or_default();
+            Move {
+                name: name.to_string(),
+                worker: worker.clone(),
+                from,
+                from_image: old.first().map(|c| c.image.clone()),
+                old_ids: old.iter().map(|c| c.id.clone()).collect(),
+                to: from.map(Color::other).unwrap_or(Color::Blue),
+            }
+        })
+        .collect()
+}
+
+/// The images to render: each worker's old color keeps its image, the new one gets `image`.
+pub(super) fn images(
+    moves: &[Move],
+    image: &str,
+) -> std::collections::BTreeMap<String, std::collections::BTreeMap<Color, String>> {
+    moves
+        .iter()
+        .map(|m| {
+            let mut colors = std::collections::BTreeMap::from([(m.to, image.to_string())]);
+            if let (Some(c), Some(img)) = (m.from, &m.from_image) {
+                colors.insert(c, img.clone());
+            }
+            (m.name.clone(), colors)
+        })
+        .collect()
+}
+
+/// The extra memory the workers need on top of what runs now: a worker that does not run
+/// yet, or one with `overlap: true` (old and new run together), counts once more.
+pub(super) fn extra_memory(moves: &[Move]) -> u64 {
+    moves
+        .iter()
+        .filter(|m| m.from.is_none() || m.worker.overlap)
+        .map(|m| m.worker.memory.bytes())
+        .sum()
+}
+
+/// Moves the workers; one failing does not stop the others.
+pub(super) struct Mover<'m, 'r, 'c> {
+    pub config: &'m Config,
+    pub project: &'m Project,
+    pub secrets: &'m std::collections::BTreeMap<String, secrecy::SecretString>,
+    pub up_timeout: Duration,
+    pub clock: &'m mut StepClock<'r>,
+    pub image: &'c str,
+}
+
+impl Mover<'_, '_, '_> {
+    pub fn run(&mut self, moves: &[Move]) -> Vec<WorkerOutcome> {
+        if moves.is_empty() {
+            return Vec::new();
+        }
+        let names: Vec<&str> = moves.iter().map(|m| m.name.as_str()).collect();
+        self.clock.start(Step::Workers, names.join(", "));
+        let outcomes: Vec<WorkerOutcome> = moves.iter().map(|m| self.one(m)).collect();
+        let failed = outcomes.iter().filter(|o| o.result != RunResult::Ok).count();
+        self.clock.done(
+            Step::Workers,
+            match failed {
+                0 => format!("{} on {}", names.join(", "), self.image),
+                n => format!("{n} of {} failed", outcomes.len()),
+            },
+        );
+        outcomes
+    }
+
+    fn one(&mut self, m: &Move) -> WorkerOutcome {
+        let started = Instant::now();
+        let result = self.move_worker(m, &m.worker);
+        if let Err(why) = &result {
+            self.clock.note(format!("worker {}: {why}", m.name));
+        }
+        WorkerOutcome {
+            name: m.name.clone(),
+            from: m.from,
+            to: m.to,
+            image: self.image.to_string(),
+            result: if result.is_ok() {
+                RunResult::Ok
+            } else {
+                RunResult::Failed
+            },
+            reason: result.err(),
+            ms: started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// One worker, in the order its `overlap` asks for; the error says what was put back.
+    fn move_worker(&mut self, m: &Move, worker: &Worker) -> Result<(), String> {
+        let new_service = self.config.worker_service(&m.name, m.to);
+        let old_service = m.from.map(|c| self.config.worker_service(&m.name, c));
+        let grace = self.config.app.stop_grace.get();
+        if !worker.overlap && !m.old_ids.is_empty() {
+            crate::process::Cmd::new("docker", format!("stop the old worker {}", m.name))
+                .args(["stop", "-t", &grace.as_secs().to_string()])
+                .args(&m.old_ids)
+                .timeout(grace + Duration::from_secs(60))
+                .run()
+                .map_err(|e| e.to_string())?;
+        }
+        let came_up = self.start(&new_service, &m.name, worker);
+        match (came_up, worker.overlap) {
+            (Ok(()), _) => {
+                let old = old_service.as_deref().unwrap_or_default();
+                stop_and_remove_ids(old, &m.old_ids, grace).map_err(|e| {
+                    format!("{new_service} is up, but removing the old {old} failed: {e}")
+                })
+            }
+            (Err(why), overlap) => {
+                let logs = self.project.logs(&new_service, 5);
+                let removed = self.project.stop_and_remove(&new_service, grace);
+                let mut message = format!("{why}");
+                if !logs.is_empty() {
+                    message.push_str(&format!("; its last lines:\n{logs}"));
+                }
+                if let Err(e) = removed {
+                    message.push_str(&format!("\n(removing {new_service} failed too: {e})"));
+                }
+                match (&old_service, overlap) {
+                    (None, _) => {}
+                    (Some(old), true) => message.push_str(&format!("\n{old} kept running")),
+                    (Some(old), false) => message.push_str(&match restart(&m.old_ids, old) {
+                        Ok(()) => format!("\n{old} was started again (its old image)"),
+                        Err(e) => format!("\nstarting {old} again failed: {e}"),
+                    }),
+                }
+                Err(message)
+            }
+        }
+    }
+
+    /// `up` the new worker and wait until it counts as up.
+    fn start(&mut self, service: &str, name: &str, worker: &Worker) -> Result<(), String> {
+        self.project
+            .up(
+                &[service.to_string()],
+                true,
+                self.secrets,
+                self.up_timeout,
+                format!("start worker {name}"),
+            )
+            .map_err(|e| e.to_string())?;
+        let (limit, healthcheck) = match &worker.health {
+            Some(h) => (h.timeout.get(), true),
+            None => (worker.settle.get(), false),
+        };
+        let started = Instant::now();
+        loop {
+            let containers = self.project.containers().map_err(|e| e.to_string())?;
+            let mine: Vec<&Container> = containers.iter().filter(|c| c.service == service).collect();
+            let verdict = judge(&mine, healthcheck, started.elapsed() >= limit);
+            match verdict {
+                Judged::Up => return Ok(()),
+                Judged::Down(why) => return Err(format!("{service} {why}")),
+                Judged::Waiting(last) => {
+                    self.clock
+                        .waiting(Step::Workers, started.elapsed(), limit, format!("{service}: {last}"));
+                }
+            }
+            std::thread::sleep(POLL);
+        }
+    }
+}
+
+/// What one look at a new worker's container says.
+#[derive(Debug, PartialEq, Eq)]
+enum Judged {
+    Up,
+    Down(String),
+    Waiting(String),
+}
+
+fn judge(containers: &[&Container], healthcheck: bool, time_is_up: bool) -> Judged {
+    let Some(c) = containers.first() else {
+        return Judged::Down("has no container (removed while starting?)".into());
+    };
+    if c.restart_count > 0 {
+        return Judged::Down(format!(
+            "restarted {} time(s) (exit code {})",
+            c.restart_count,
+            c.exit_code.unwrap_or(-1)
+        ));
+    }
+    if c.state != "running" {
+        return Judged::Down(format!(
+            "is {} (exit code {})",
+            c.state,
+            c.exit_code.unwrap_or(-1)
+        ));
+    }
+    match (healthcheck, c.health.as_deref()) {
+        (true, Some("healthy")) => Judged::Up,
+        (true, Some("unhealthy")) => Judged::Down("is unhealthy (its healthcheck failed)".into()),
+        (true, _) if time_is_up => Judged::Down("did not become healthy in time".into()),
+        (true, h) => Judged::Waiting(format!("health {}", h.unwrap_or("starting"))),
+        (false, _) if time_is_up => Judged::Up,
+        (false, _) => Judged::Waiting("running".into()),
+    }
+}
+
+/// `docker start` the old worker's containers again.
+fn restart(ids: &[String], service: &str) -> Result<(), String> {
+    crate::process::Cmd::new("docker", format!("start the old worker {service} again"))
+        .arg("start")
+        .args(ids)
+        .timeout(Duration::from_secs(60))
+        .run()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+impl super::Run<'_, '_> {
+    /// Step 8c: move every worker to the new image (see the module doc).
+    pub(super) fn move_workers(&mut self, t: &super::Target, r: &super::Rendered) {
+        self.set_step(Step::Workers);
+        let up_timeout = self.up_timeout();
+        let outcomes = Mover {
+            config: &self.d.loaded.config,
+            project: &self.project,
+            secrets: &self.d.secrets,
+            up_timeout,
+            clock: &mut self.clock,
+            image: &t.image,
+        }
+        .run(&r.workers);
+        self.workers = outcomes;
+    }
+}
+
+/// Records where each worker that moved runs now; one that failed keeps its old record.
+pub(super) fn record(state: &mut crate::state::State, outcomes: &[WorkerOutcome]) {
+    for o in outcomes.iter().filter(|o| o.result == RunResult::Ok) {
+        state.workers.insert(
+            o.name.clone(),
+            crate::state::WorkerRecord {
+                color: o.to,
+                image: o.image.clone(),
+            },
+        );
+    }
+}
+
+/// The deploy's error when a worker failed: the web switch stays, the exit is 1.
+pub(super) fn failure(outcomes: &[WorkerOutcome], web: &str) -> Option<Failed> {
+    let failed: Vec<&WorkerOutcome> =
+        outcomes.iter().filter(|o| o.result != RunResult::Ok).collect();
+    if failed.is_empty() {
+        return None;
+    }
+    let names: Vec<&str> = failed.iter().map(|o| o.name.as_str()).collect();
+    let mut message = format!(
+        "worker {} failed to come up; {web} (the web switch is kept)",
+        names.join(", ")
+    );
+    for o in failed {
+        message.push_str(&format!(
+            "\n{}: {}",
+            o.name,
+            o.reason.as_deref().unwrap_or("failed")
+        ));
+    }
+    Some(Failed {
+        message,
+        abort: Abort::WorkerFailed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(state: &str, restarts: i64, health: Option<&str>) -> Container {
+        Container {
+            id: "x".into(),
+            service: "web-jobs-blue".into(),
+            image: "i".into(),
+            state: state.into(),
+            exit_code: Some(0),
+            restart_count: restarts,
+            health: health.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn a_worker_is_up_when_healthy_or_still_running_after_settle() {
+        let running = container("running", 0, None);
+        assert_eq!(judge(&[&running], false, true), Judged::Up);
+        assert!(matches!(judge(&[&running], false, false), Judged::Waiting(_)));
+        let healthy = container("running", 0, Some("healthy"));
+        assert_eq!(judge(&[&healthy], true, false), Judged::Up);
+        let starting = container("running", 0, Some("starting"));
+        assert!(matches!(judge(&[&starting], true, true), Judged::Down(_)));
+    }
+
+    #[test]
+    fn an_exited_or_restarting_worker_is_down() {
+        let exited = container("exited", 0, None);
+        assert!(matches!(judge(&[&exited], false, false), Judged::Down(_)));
+        let restarted = container("running", 1, None);
+        assert!(matches!(judge(&[&restarted], false, true), Judged::Down(_)));
+        assert!(matches!(judge(&[], false, true), Judged::Down(_)));
+    }
+}
