@@ -63,6 +63,7 @@ fn reach(command: &Command) -> Reach {
         // User-data for a box that does not exist yet.
         Command::Bootstrap(a) if a.cloud_init => Reach::LocalOnly,
         Command::Status(_) | Command::History(_) | Command::Prune(_) => Reach::BoxState,
+        Command::Logs(_) | Command::Exec(_) => Reach::BoxState,
         Command::Deploy(a) => Reach::Synced {
             swap: !a.common.dry_run,
             sudo: false,
@@ -101,6 +102,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::Status(_) => "status",
         Command::History(_) => "history",
         Command::Prune(_) => "prune",
+        Command::Logs(_) => "logs",
+        Command::Exec(_) => "exec",
         Command::Deploy(_) => "deploy",
         Command::Rollback(_) => "rollback",
         Command::Render(_) => "render",

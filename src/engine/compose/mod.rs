@@ -18,6 +18,7 @@ pub mod observe;
 mod plan;
 pub mod prune;
 mod reconcile;
+pub mod service;
 mod settle;
 pub mod status;
 mod switch;
