@@ -427,6 +427,7 @@ mod tests {
                 ms: 12,
             }],
             total_ms: 12,
+            workers: Vec::new(),
         };
         sd.append_history(&entry).unwrap();
         sd.append_history(&entry).unwrap();
@@ -456,6 +457,7 @@ mod tests {
             reason: Some("deploy failed: it exited\nlast log lines:\n    password=x".into()),
             steps: Vec::new(),
             total_ms: 1,
+            workers: Vec::new(),
         };
         sd.append_history(&entry).unwrap();
         let got = sd.history().unwrap();

@@ -19,3 +19,4 @@ mod render;
 mod secrets;
 mod swarm;
 mod tls;
+mod workers;

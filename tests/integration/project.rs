@@ -58,6 +58,8 @@ pub struct App {
     pub accessory: bool,
     /// `nginx.tls` (compose only); with it, `nginx.site` is the local nginx's site.conf.
     pub tls: Option<serde_json::Value>,
+    /// `workers:` as written (tests/integration/workers.rs).
+    pub workers: Option<serde_json::Value>,
 }
 
 impl App {
@@ -80,6 +82,7 @@ impl App {
             secrets: false,
             accessory: false,
             tls: None,
+            workers: None,
         }
     }
 
@@ -177,6 +180,11 @@ impl App {
 
     pub fn accessory(mut self) -> App {
         self.accessory = true;
+        self
+    }
+
+    pub fn workers(mut self, workers: serde_json::Value) -> App {
+        self.workers = Some(workers);
         self
     }
 }
@@ -354,6 +362,9 @@ impl Project {
                     "environment": { "COLOR": "accessory" },
                 },
             });
+        }
+        if let Some(workers) = &app.workers {
+            config["workers"] = workers.clone();
         }
         match app.engine {
             Engine::Compose => {

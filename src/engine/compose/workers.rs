@@ -141,7 +141,8 @@ impl Mover<'_, '_, '_> {
             } else {
                 RunResult::Failed
             },
-            reason: result.err(),
+            // History and the final error keep the first line; the logs were noted above.
+            reason: result.err().map(|r| r.lines().next().unwrap_or_default().to_string()),
             ms: started.elapsed().as_millis() as u64,
         }
     }
