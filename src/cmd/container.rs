@@ -33,7 +33,10 @@ pub fn run_logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<ExitCode> {
     }
     cmd = cmd.arg(&picked.container.id);
     if !ctx.quiet() {
-        eprintln!("{} ({}, {})", picked.label, picked.service, picked.container.state);
+        eprintln!(
+            "{} ({}, {})",
+            picked.label, picked.service, picked.container.state
+        );
     }
     run(&cmd, Stdin::Closed)
 }
@@ -71,7 +74,14 @@ pub fn run_exec(ctx: &Context, args: ExecArgs) -> anyhow::Result<ExitCode> {
         let code = cmd.run_interactive()?;
         return Ok(exit_code(code.unwrap_or(130)));
     }
-    run(&cmd, if on_box { Stdin::Closed } else { Stdin::Forward })
+    run(
+        &cmd,
+        if on_box {
+            Stdin::Closed
+        } else {
+            Stdin::Forward
+        },
+    )
 }
 
 /// Runs `cmd` until it exits (its exit code) or a signal stops it (130).

@@ -21,13 +21,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 pub use remote::Remote;
-pub use worker::{Worker, WorkerHealth};
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
 };
 pub use schema::{
     Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm, Tls,
 };
+pub use worker::{Worker, WorkerHealth};
 
 /// The loaded config plus where it came from, so later errors can name the file.
 #[derive(Debug, Clone)]

@@ -20,7 +20,7 @@ pub struct Worker {
     pub memory: Size,
     /// false (default): the old worker stops before the new one starts (a scheduler must
     /// never run twice); true: the new one starts first, then the old one stops.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "deserialize_overlap")]
     pub overlap: bool,
     /// A container healthcheck; the worker counts as up once it reports healthy.
     #[serde(default)]
@@ -48,6 +48,26 @@ pub struct WorkerHealth {
         deserialize_with = "deserialize_positive_dur"
     )]
     pub timeout: Dur,
+}
+
+/// `true`/`false` with a message that says so (the YAML layer's own is "invalid boolean").
+fn deserialize_overlap<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    struct V;
+    impl serde::de::Visitor<'_> for V {
+        type Value = bool;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("`true` or `false`")
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<bool, E> {
+            Ok(v)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<bool, E> {
+            Err(E::custom(format!(
+                "expected `true` (start the new worker first) or `false` (stop the old one first), got `{v}`"
+            )))
+        }
+    }
+    d.deserialize_any(V)
 }
 
 fn default_settle() -> Dur {

@@ -64,6 +64,15 @@ impl Project {
             .collect()
     }
 
+    fn running_worker_ids(&self, name: &str) -> Vec<String> {
+        cutover::compose::containers_of(&self.name)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.running() && c.service.starts_with(&format!("web-{name}-")))
+            .map(|c| c.id)
+            .collect()
+    }
+
     fn status_worker(&self, name: &str) -> Value {
         let status = self.status_json();
         status["workers"]
@@ -121,8 +130,14 @@ fn e2e_workers_follow_every_deploy_and_rollback() {
     let run = project.deploy_ok(W2);
     stop.store(true, Ordering::SeqCst);
     let (scheduler_peak, collector_peak) = sampler.join().unwrap();
-    assert_eq!(scheduler_peak, 1, "overlap: false never runs two schedulers");
-    assert_eq!(collector_peak, 2, "overlap: true starts the new collector first");
+    assert_eq!(
+        scheduler_peak, 1,
+        "overlap: false never runs two schedulers"
+    );
+    assert_eq!(
+        collector_peak, 2,
+        "overlap: true starts the new collector first"
+    );
     assert!(run.stderr.contains("workers"), "{run}");
     for name in ["scheduler", "collector"] {
         assert_eq!(
@@ -137,12 +152,21 @@ fn e2e_workers_follow_every_deploy_and_rollback() {
     let last = project.history().pop().unwrap();
     let outcomes = last["workers"].as_array().unwrap();
     assert_eq!(outcomes.len(), 2, "{last}");
-    assert!(outcomes.iter().all(|o| o["result"] == "ok" && o["image"] == W2));
-    assert!(last["steps"].as_array().unwrap().iter().any(|s| s["step"] == "workers"));
+    assert!(outcomes
+        .iter()
+        .all(|o| o["result"] == "ok" && o["image"] == W2));
+    assert!(last["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["step"] == "workers"));
 
     // The text status lists them too.
     let text = project.cutover(["status"]).success().stdout;
-    assert!(text.contains("worker scheduler") && text.contains(W2), "{text}");
+    assert!(
+        text.contains("worker scheduler") && text.contains(W2),
+        "{text}"
+    );
 
     project.cutover(["rollback"]).success();
     for name in ["scheduler", "collector"] {
@@ -244,14 +268,22 @@ fn e2e_logs_and_exec_reach_colors_accessories_and_workers() {
     assert!(none.stderr.contains("green has no container"), "{none}");
 
     // exec: the command's exit code is cutover's, its output cutover's stdout.
-    let run = project.cutover(["exec", "--", "/app", "exit", "7", "from", "exec"]).code(7);
+    let run = project
+        .cutover(["exec", "--", "/app", "exit", "7", "from", "exec"])
+        .code(7);
     assert_eq!(run.stdout.trim(), "from exec");
-    project.cutover(["exec", "--service", "scheduler", "--", "/app", "ready"]).success();
-    project.cutover(["exec", "--color", "blue", "--", "/app", "exit", "0"]).success();
+    project
+        .cutover(["exec", "--service", "scheduler", "--", "/app", "ready"])
+        .success();
+    project
+        .cutover(["exec", "--color", "blue", "--", "/app", "exit", "0"])
+        .success();
     // A piped stdin (not a terminal) goes through `docker exec -i` and does not hang it.
     let run = project.cutover_with_stdin(["exec", "--", "/app", "exit", "4"], "input\n");
     assert_eq!(run.status.code(), Some(4), "{run}");
-    let run = project.cutover(["exec", "--color", "green", "--", "/app"]).code(1);
+    let run = project
+        .cutover(["exec", "--color", "green", "--", "/app"])
+        .code(1);
     assert!(run.stderr.contains("green has no container"), "{run}");
 
     // -f follows until a signal, then exits 130.
@@ -259,8 +291,17 @@ fn e2e_logs_and_exec_reach_colors_accessories_and_workers() {
     std::thread::sleep(Duration::from_millis(1500));
     assert!(child.try_wait().unwrap().is_none(), "logs -f keeps running");
     let pid = child.id().to_string();
-    std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
     assert!(String::from_utf8_lossy(&out.stdout).contains("worker scheduler tick"));
+    let id = &project.running_worker_ids("scheduler")[0];
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &format!("docker logs --follow {id}")])
+        .status()
+        .unwrap();
+    assert!(!left.success(), "a docker logs -f outlived cutover");
 }

@@ -18,7 +18,11 @@ impl Run<'_, '_> {
     pub(super) fn budget(&mut self, req: &Request, t: &Target) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
         let accessories = if t.first_deploy {
-            config.accessories.values().map(|a| a.memory.bytes()).sum::<u64>()
+            config
+                .accessories
+                .values()
+                .map(|a| a.memory.bytes())
+                .sum::<u64>()
         } else {
             0
         };
@@ -51,7 +55,8 @@ impl Run<'_, '_> {
         if !req.force {
             bail!("{msg}; add swap (`cutover bootstrap --swap auto`) or pass --force");
         }
-        self.clock.note(format!("{msg}; going on because of --force"));
+        self.clock
+            .note(format!("{msg}; going on because of --force"));
         Ok(())
     }
 }

@@ -60,7 +60,10 @@ pub(super) fn dry_run(d: &Deployer, project: &Project, t: &Target, r: &Rendered)
         let new = config.worker_service(&m.name, m.to);
         let old = m.from.map(|c| config.worker_service(&m.name, c));
         let up = match &m.worker.health {
-            Some(h) => format!("wait up to {} for its healthcheck to say healthy", h.timeout),
+            Some(h) => format!(
+                "wait up to {} for its healthcheck to say healthy",
+                h.timeout
+            ),
             None => format!("watch it run for {}", m.worker.settle),
         };
         plan.push(match (old, m.worker.overlap) {

@@ -53,8 +53,16 @@ pub fn pick(loaded: &Loaded, pick: &Pick) -> anyhow::Result<Picked> {
     let config = &loaded.config;
     let observed = observe(loaded)?;
     let newest_of = |services: &[String]| -> Option<Container> {
-        let mine = || observed.containers.iter().filter(|c| services.contains(&c.service));
-        mine().find(|c| c.running()).or_else(|| mine().next()).cloned()
+        let mine = || {
+            observed
+                .containers
+                .iter()
+                .filter(|c| services.contains(&c.service))
+        };
+        mine()
+            .find(|c| c.running())
+            .or_else(|| mine().next())
+            .cloned()
     };
     let color = |c: Color| (c.to_string(), vec![config.service(c)]);
     let (label, services) = match pick {

@@ -52,7 +52,11 @@ pub(super) fn moves(config: &Config, observed: &Observed) -> Vec<Move> {
                     .collect()
             };
             // Both colors running (an interrupted deploy): the recorded one is the old one.
-            let recorded = observed.recorded.workers.get(name.as_str()).map(|w| w.color);
+            let recorded = observed
+                .recorded
+                .workers
+                .get(name.as_str())
+                .map(|w| w.color);
             let from = recorded
                 .filter(|c| !running(*c).is_empty())
                 .or_else(|| Color::ALL.into_iter().find(|c| !running(*c).is_empty()));
@@ -114,7 +118,10 @@ impl Mover<'_, '_, '_> {
         let names: Vec<&str> = moves.iter().map(|m| m.name.as_str()).collect();
         self.clock.start(Step::Workers, names.join(", "));
         let outcomes: Vec<WorkerOutcome> = moves.iter().map(|m| self.one(m)).collect();
-        let failed = outcomes.iter().filter(|o| o.result != RunResult::Ok).count();
+        let failed = outcomes
+            .iter()
+            .filter(|o| o.result != RunResult::Ok)
+            .count();
         self.clock.done(
             Step::Workers,
             match failed {
@@ -141,8 +148,7 @@ impl Mover<'_, '_, '_> {
             } else {
                 RunResult::Failed
             },
-            // History and the final error keep the first line; the logs were noted above.
-            reason: result.err().map(|r| r.lines().next().unwrap_or_default().to_string()),
+            reason: result.err(),
             ms: started.elapsed().as_millis() as u64,
         }
     }
@@ -169,21 +175,21 @@ impl Mover<'_, '_, '_> {
                 })
             }
             (Err(why), overlap) => {
-                let logs = self.project.logs(&new_service, 5);
-                let removed = self.project.stop_and_remove(&new_service, grace);
-                let mut message = format!("{why}");
-                if !logs.is_empty() {
-                    message.push_str(&format!("; its last lines:\n{logs}"));
+                if let Some(logs) = last_lines(self.project, &new_service) {
+                    self.clock
+                        .note(format!("{new_service}'s last lines:\n{logs}"));
                 }
+                let removed = self.project.stop_and_remove(&new_service, grace);
+                let mut message = why;
                 if let Err(e) = removed {
-                    message.push_str(&format!("\n(removing {new_service} failed too: {e})"));
+                    message.push_str(&format!(" (removing {new_service} failed too: {e})"));
                 }
                 match (&old_service, overlap) {
                     (None, _) => {}
-                    (Some(old), true) => message.push_str(&format!("\n{old} kept running")),
+                    (Some(old), true) => message.push_str(&format!("; {old} kept running")),
                     (Some(old), false) => message.push_str(&match restart(&m.old_ids, old) {
-                        Ok(()) => format!("\n{old} was started again (its old image)"),
-                        Err(e) => format!("\nstarting {old} again failed: {e}"),
+                        Ok(()) => format!("; {old} was started again (its old image)"),
+                        Err(e) => format!("; starting {old} again failed: {e}"),
                     }),
                 }
                 Err(message)
@@ -209,14 +215,19 @@ impl Mover<'_, '_, '_> {
         let started = Instant::now();
         loop {
             let containers = self.project.containers().map_err(|e| e.to_string())?;
-            let mine: Vec<&Container> = containers.iter().filter(|c| c.service == service).collect();
+            let mine: Vec<&Container> =
+                containers.iter().filter(|c| c.service == service).collect();
             let verdict = judge(&mine, healthcheck, started.elapsed() >= limit);
             match verdict {
                 Judged::Up => return Ok(()),
                 Judged::Down(why) => return Err(format!("{service} {why}")),
                 Judged::Waiting(last) => {
-                    self.clock
-                        .waiting(Step::Workers, started.elapsed(), limit, format!("{service}: {last}"));
+                    self.clock.waiting(
+                        Step::Workers,
+                        started.elapsed(),
+                        limit,
+                        format!("{service}: {last}"),
+                    );
                 }
             }
             std::thread::sleep(POLL);
@@ -238,9 +249,8 @@ fn judge(containers: &[&Container], healthcheck: bool, time_is_up: bool) -> Judg
     };
     if c.restart_count > 0 {
         return Judged::Down(format!(
-            "restarted {} time(s) (exit code {})",
-            c.restart_count,
-            c.exit_code.unwrap_or(-1)
+            "exited and was restarted by docker ({} restart(s))",
+            c.restart_count
         ));
     }
     if c.state != "running" {
@@ -258,6 +268,26 @@ fn judge(containers: &[&Container], healthcheck: bool, time_is_up: bool) -> Judg
         (false, _) if time_is_up => Judged::Up,
         (false, _) => Judged::Waiting("running".into()),
     }
+}
+
+/// The last lines a failed worker printed (`docker logs` of its container: no compose
+/// prefixes or progress codes), None when there are none or they cannot be read.
+fn last_lines(project: &Project, service: &str) -> Option<String> {
+    let containers = project.containers().ok()?;
+    let c = containers.iter().find(|c| c.service == service)?;
+    let out = crate::process::Cmd::new("docker", format!("read the logs of {service}"))
+        .args(["logs", "--tail", "5", &c.id])
+        .timeout(Duration::from_secs(20))
+        .run()
+        .ok()?;
+    let text = format!("{}{}", out.stdout, out.stderr);
+    let text = text.trim_end();
+    (!text.is_empty()).then(|| {
+        text.lines()
+            .map(|l| format!("    {l}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    })
 }
 
 /// `docker start` the old worker's containers again.
@@ -304,8 +334,10 @@ pub(super) fn record(state: &mut crate::state::State, outcomes: &[WorkerOutcome]
 
 /// The deploy's error when a worker failed: the web switch stays, the exit is 1.
 pub(super) fn failure(outcomes: &[WorkerOutcome], web: &str) -> Option<Failed> {
-    let failed: Vec<&WorkerOutcome> =
-        outcomes.iter().filter(|o| o.result != RunResult::Ok).collect();
+    let failed: Vec<&WorkerOutcome> = outcomes
+        .iter()
+        .filter(|o| o.result != RunResult::Ok)
+        .collect();
     if failed.is_empty() {
         return None;
     }
@@ -347,7 +379,10 @@ mod tests {
     fn a_worker_is_up_when_healthy_or_still_running_after_settle() {
         let running = container("running", 0, None);
         assert_eq!(judge(&[&running], false, true), Judged::Up);
-        assert!(matches!(judge(&[&running], false, false), Judged::Waiting(_)));
+        assert!(matches!(
+            judge(&[&running], false, false),
+            Judged::Waiting(_)
+        ));
         let healthy = container("running", 0, Some("healthy"));
         assert_eq!(judge(&[&healthy], true, false), Judged::Up);
         let starting = container("running", 0, Some("starting"));
