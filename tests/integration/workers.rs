@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
+use crate::common::require;
+
 use crate::project::{App, Project};
 
 const REPO: &str = "cutover-demo-workers";
@@ -19,7 +21,7 @@ const W1: &str = "cutover-demo-workers:v1";
 const W2: &str = "cutover-demo-workers:v2";
 
 pub fn ready() -> bool {
-    if !crate::e2e::ready() {
+    if !require("docker", "run end-to-end deploys") || !require("nginx", "run end-to-end deploys") {
         return false;
     }
     if [W1, W2].iter().all(|i| cutover::images::exists(i)) {

@@ -100,7 +100,9 @@ pub(super) fn extra_memory(moves: &[Move]) -> u64 {
         .sum()
 }
 
-/// Moves the workers; one failing does not stop the others.
+/// Moves the workers together: one `docker stop` of every `overlap: false` old worker, one
+/// `compose up` of every new one, one wait that judges each, then each is finished (old
+/// removed) or put back (new removed, old started again). One failing does not stop the others.
 pub(super) struct Mover<'m, 'r, 'c> {
     pub config: &'m Config,
     pub project: &'m Project,
@@ -115,9 +117,22 @@ impl Mover<'_, '_, '_> {
         if moves.is_empty() {
             return Vec::new();
         }
+        let started = Instant::now();
         let names: Vec<&str> = moves.iter().map(|m| m.name.as_str()).collect();
         self.clock.start(Step::Workers, names.join(", "));
-        let outcomes: Vec<WorkerOutcome> = moves.iter().map(|m| self.one(m)).collect();
+        let (verdicts, elapsed) = match self.stop_and_start(moves) {
+            Ok(()) => self.wait(moves),
+            Err(why) => (
+                vec![Err(why); moves.len()],
+                vec![started.elapsed(); moves.len()],
+            ),
+        };
+        let outcomes: Vec<WorkerOutcome> = moves
+            .iter()
+            .zip(verdicts)
+            .zip(elapsed)
+            .map(|((m, verdict), took)| self.finish(m, verdict, took))
+            .collect();
         let failed = outcomes
             .iter()
             .filter(|o| o.result != RunResult::Ok)
@@ -132,9 +147,104 @@ impl Mover<'_, '_, '_> {
         outcomes
     }
 
-    fn one(&mut self, m: &Move) -> WorkerOutcome {
+    /// Stops the old `overlap: false` workers, then starts every new one.
+    fn stop_and_start(&mut self, moves: &[Move]) -> Result<(), String> {
+        let grace = self.config.app.stop_grace.get();
+        let first: Vec<&String> = moves
+            .iter()
+            .filter(|m| !m.worker.overlap)
+            .flat_map(|m| &m.old_ids)
+            .collect();
+        if !first.is_empty() {
+            crate::process::Cmd::new("docker", "stop the old workers that must not overlap")
+                .args(["stop", "-t", &grace.as_secs().to_string()])
+                .args(first)
+                .timeout(grace + Duration::from_secs(60))
+                .run()
+                .map_err(|e| e.to_string())?;
+        }
+        let services: Vec<String> = moves
+            .iter()
+            .map(|m| self.config.worker_service(&m.name, m.to))
+            .collect();
+        self.project
+            .up(
+                &services,
+                true,
+                self.secrets,
+                self.up_timeout,
+                "start the new workers",
+            )
+            .map_err(|e| e.to_string())
+    }
+
+    /// Watches every new worker until each is judged; returns the verdicts and how long each
+    /// took, in the order of `moves`.
+    fn wait(&mut self, moves: &[Move]) -> (Vec<Result<(), String>>, Vec<Duration>) {
         let started = Instant::now();
-        let result = self.move_worker(m, &m.worker);
+        let mut verdicts: Vec<Option<Result<(), String>>> = vec![None; moves.len()];
+        let mut took = vec![Duration::ZERO; moves.len()];
+        let limit = |m: &Move| match &m.worker.health {
+            Some(h) => h.timeout.get(),
+            None => m.worker.settle.get(),
+        };
+        let longest = moves.iter().map(limit).max().unwrap_or_default();
+        while verdicts.iter().any(Option::is_none) {
+            let containers = match self.project.containers() {
+                Ok(c) => c,
+                Err(e) => {
+                    for v in verdicts.iter_mut().filter(|v| v.is_none()) {
+                        *v = Some(Err(e.to_string()));
+                    }
+                    break;
+                }
+            };
+            let mut last = String::new();
+            for (i, m) in moves.iter().enumerate() {
+                if verdicts[i].is_some() {
+                    continue;
+                }
+                let service = self.config.worker_service(&m.name, m.to);
+                let mine: Vec<&Container> =
+                    containers.iter().filter(|c| c.service == service).collect();
+                let time_is_up = started.elapsed() >= limit(m);
+                match judge(&mine, m.worker.health.is_some(), time_is_up) {
+                    Judged::Up => verdicts[i] = Some(Ok(())),
+                    Judged::Down(why) => verdicts[i] = Some(Err(format!("{service} {why}"))),
+                    Judged::Waiting(what) => last = format!("{service}: {what}"),
+                }
+                if verdicts[i].is_some() {
+                    took[i] = started.elapsed();
+                }
+            }
+            if verdicts.iter().any(Option::is_none) {
+                self.clock
+                    .waiting(Step::Workers, started.elapsed(), longest, last);
+                std::thread::sleep(POLL);
+            }
+        }
+        let verdicts = verdicts
+            .into_iter()
+            .map(|v| v.unwrap_or_else(|| Err("was never judged".into())))
+            .collect();
+        (verdicts, took)
+    }
+
+    /// Removes the old worker after the new one came up, or puts the old one back.
+    fn finish(&mut self, m: &Move, verdict: Result<(), String>, took: Duration) -> WorkerOutcome {
+        let started = Instant::now();
+        let new_service = self.config.worker_service(&m.name, m.to);
+        let old_service = m.from.map(|c| self.config.worker_service(&m.name, c));
+        let grace = self.config.app.stop_grace.get();
+        let result = match verdict {
+            Ok(()) => {
+                let old = old_service.as_deref().unwrap_or_default();
+                stop_and_remove_ids(old, &m.old_ids, grace).map_err(|e| {
+                    format!("{new_service} is up, but removing the old {old} failed: {e}")
+                })
+            }
+            Err(why) => Err(self.put_back(m, &new_service, old_service.as_deref(), why)),
+        };
         if let Err(why) = &result {
             self.clock.note(format!("worker {}: {why}", m.name));
         }
@@ -149,89 +259,31 @@ impl Mover<'_, '_, '_> {
                 RunResult::Failed
             },
             reason: result.err(),
-            ms: started.elapsed().as_millis() as u64,
+            ms: (took + started.elapsed()).as_millis() as u64,
         }
     }
 
-    /// One worker, in the order its `overlap` asks for; the error says what was put back.
-    fn move_worker(&mut self, m: &Move, worker: &Worker) -> Result<(), String> {
-        let new_service = self.config.worker_service(&m.name, m.to);
-        let old_service = m.from.map(|c| self.config.worker_service(&m.name, c));
-        let grace = self.config.app.stop_grace.get();
-        if !worker.overlap && !m.old_ids.is_empty() {
-            crate::process::Cmd::new("docker", format!("stop the old worker {}", m.name))
-                .args(["stop", "-t", &grace.as_secs().to_string()])
-                .args(&m.old_ids)
-                .timeout(grace + Duration::from_secs(60))
-                .run()
-                .map_err(|e| e.to_string())?;
+    /// A new worker that did not come up: its last lines, it removed, the old one running.
+    fn put_back(&mut self, m: &Move, new: &str, old: Option<&str>, why: String) -> String {
+        if let Some(logs) = last_lines(self.project, new) {
+            self.clock.note(format!("{new}'s last lines:\n{logs}"));
         }
-        let came_up = self.start(&new_service, &m.name, worker);
-        match (came_up, worker.overlap) {
-            (Ok(()), _) => {
-                let old = old_service.as_deref().unwrap_or_default();
-                stop_and_remove_ids(old, &m.old_ids, grace).map_err(|e| {
-                    format!("{new_service} is up, but removing the old {old} failed: {e}")
-                })
-            }
-            (Err(why), overlap) => {
-                if let Some(logs) = last_lines(self.project, &new_service) {
-                    self.clock
-                        .note(format!("{new_service}'s last lines:\n{logs}"));
-                }
-                let removed = self.project.stop_and_remove(&new_service, grace);
-                let mut message = why;
-                if let Err(e) = removed {
-                    message.push_str(&format!(" (removing {new_service} failed too: {e})"));
-                }
-                match (&old_service, overlap) {
-                    (None, _) => {}
-                    (Some(old), true) => message.push_str(&format!("; {old} kept running")),
-                    (Some(old), false) => message.push_str(&match restart(&m.old_ids, old) {
-                        Ok(()) => format!("; {old} was started again (its old image)"),
-                        Err(e) => format!("; starting {old} again failed: {e}"),
-                    }),
-                }
-                Err(message)
-            }
+        let mut message = why;
+        if let Err(e) = self
+            .project
+            .stop_and_remove(new, self.config.app.stop_grace.get())
+        {
+            message.push_str(&format!(" (removing {new} failed too: {e})"));
         }
-    }
-
-    /// `up` the new worker and wait until it counts as up.
-    fn start(&mut self, service: &str, name: &str, worker: &Worker) -> Result<(), String> {
-        self.project
-            .up(
-                &[service.to_string()],
-                true,
-                self.secrets,
-                self.up_timeout,
-                format!("start worker {name}"),
-            )
-            .map_err(|e| e.to_string())?;
-        let (limit, healthcheck) = match &worker.health {
-            Some(h) => (h.timeout.get(), true),
-            None => (worker.settle.get(), false),
-        };
-        let started = Instant::now();
-        loop {
-            let containers = self.project.containers().map_err(|e| e.to_string())?;
-            let mine: Vec<&Container> =
-                containers.iter().filter(|c| c.service == service).collect();
-            let verdict = judge(&mine, healthcheck, started.elapsed() >= limit);
-            match verdict {
-                Judged::Up => return Ok(()),
-                Judged::Down(why) => return Err(format!("{service} {why}")),
-                Judged::Waiting(last) => {
-                    self.clock.waiting(
-                        Step::Workers,
-                        started.elapsed(),
-                        limit,
-                        format!("{service}: {last}"),
-                    );
-                }
-            }
-            std::thread::sleep(POLL);
+        match (old, m.worker.overlap) {
+            (None, _) => {}
+            (Some(old), true) => message.push_str(&format!("; {old} kept running")),
+            (Some(old), false) => message.push_str(&match restart(&m.old_ids, old) {
+                Ok(()) => format!("; {old} was started again (its old image)"),
+                Err(e) => format!("; starting {old} again failed: {e}"),
+            }),
         }
+        message
     }
 }
 
