@@ -170,7 +170,13 @@ fn e2e_workers_follow_every_deploy_and_rollback() {
         "{text}"
     );
 
-    project.cutover(["rollback"]).success();
+    let rollback = project.cutover(["rollback", "--json"]).success();
+    let summary = rollback.stdout_json();
+    let moved = summary["workers"].as_array().expect("workers in --json");
+    assert!(
+        moved.iter().all(|w| w["image"] == W1 && w["to"] == "blue"),
+        "{summary}"
+    );
     for name in ["scheduler", "collector"] {
         assert_eq!(
             project.running_worker(name),

@@ -63,6 +63,8 @@ pub struct ComposeDetail {
     pub to: Color,
     /// Time from the health gate passing to nginx answering from the new color.
     pub switch_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<crate::state::WorkerOutcome>,
 }
 
 pub type Summary = crate::engine::Summary<ComposeDetail>;
@@ -97,7 +99,7 @@ struct Run<'a, 'r> {
     nginx: Nginx,
     state_dir: StateDir,
     /// What the workers step did (empty until it ran).
-    workers: Vec<crate::state::WorkerOutcome>,
+    worker_outcomes: Vec<crate::state::WorkerOutcome>,
 }
 
 impl<'a> Deployer<'a> {
@@ -124,7 +126,7 @@ impl<'a> Deployer<'a> {
                 reload: config.nginx.reload.clone(),
             },
             state_dir: StateDir::new(self.loaded.state_dir()),
-            workers: Vec::new(),
+            worker_outcomes: Vec::new(),
         }
         .execute(req)
     }
@@ -150,7 +152,7 @@ impl Run<'_, '_> {
         let recorded = self.record(req, &target, &result);
         let (switch_ms, mut notes) = record::outcome(result, recorded, || self.live(&target))?;
         notes.extend(self.prune_images());
-        if let Some(failed) = workers::failure(&self.workers, &self.live(&target)) {
+        if let Some(failed) = workers::failure(&self.worker_outcomes, &self.live(&target)) {
             return Err(failed.into());
         }
         Ok(self.summary(req, &target, Some(switch_ms), notes, Vec::new()))
@@ -467,7 +469,7 @@ impl Run<'_, '_> {
         result: &anyhow::Result<(u64, Vec<String>)>,
     ) -> anyhow::Result<()> {
         let saved = self.save_state(t, result.is_ok());
-        let (result, reason) = match workers::failure(&self.workers, &self.live(t)) {
+        let (result, reason) = match workers::failure(&self.worker_outcomes, &self.live(t)) {
             Some(failed) if result.is_ok() => (RunResult::Failed, Some(failed.message)),
             _ => failure::verdict(result),
         };
@@ -484,7 +486,7 @@ impl Run<'_, '_> {
                 reason,
                 steps: self.clock.steps(),
                 total_ms: self.clock.total_ms(),
-                workers: self.workers.clone(),
+                workers: self.worker_outcomes.clone(),
             },
         );
         match (saved, appended) {
@@ -518,7 +520,7 @@ impl Run<'_, '_> {
             }
             state.active = Some(t.to);
             state.images.insert(t.to, t.image.clone());
-            workers::record(&mut state, &self.workers);
+            workers::record(&mut state, &self.worker_outcomes);
         }
         self.state_dir.save(&state)
     }
@@ -570,6 +572,7 @@ impl Run<'_, '_> {
                 from: t.from,
                 to: t.to,
                 switch_ms,
+                workers: self.worker_outcomes.clone(),
             },
         }
     }

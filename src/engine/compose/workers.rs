@@ -367,7 +367,7 @@ impl super::Run<'_, '_> {
             image: &t.image,
         }
         .run(&r.workers);
-        self.workers = outcomes;
+        self.worker_outcomes = outcomes;
     }
 }
 
