@@ -127,6 +127,17 @@ fn e2e_workers_follow_every_deploy_and_rollback() {
         );
     }
 
+    let plan = project
+        .cutover(["deploy", "--dry-run", "--image", W2])
+        .success();
+    let text = format!("{}{}", plan.stdout, plan.stderr);
+    assert!(
+        text.contains(
+            "worker scheduler: stop web-scheduler-blue, up -d --no-deps web-scheduler-green"
+        ),
+        "{plan}"
+    );
+
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_peaks(&project.name, Arc::clone(&stop));
     let run = project.deploy_ok(W2);
