@@ -113,14 +113,12 @@ impl Cmd {
         stdin: Stdin,
     ) -> Result<Option<std::process::ExitStatus>, ProcessError> {
         let mut child = self.start_streaming(false)?;
-        match (stdin, child.stdin.take()) {
-            (Stdin::Forward, Some(mut to)) => {
-                // Ends with our stdin's EOF, or when the child stops reading.
-                std::thread::spawn(move || {
-                    let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to);
-                });
-            }
-            _ => {}
+        // Closed: dropping our end here is the child's EOF.
+        if let (Stdin::Forward, Some(mut to)) = (stdin, child.stdin.take()) {
+            // Ends with our stdin's EOF, or when the child stops reading.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to);
+            });
         }
         loop {
             if let Some(status) = child.try_wait()? {
