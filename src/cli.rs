@@ -31,6 +31,15 @@ Typical flow:
 
 Try it locally first: `cutover demo` runs a full blue/green cycle on a bundled demo app.";
 
+const DEPLOY_EXAMPLES: &str = "\
+Examples:
+  cutover deploy --image myuser/app:v2                      on the box itself
+  cutover --host deploy@203.0.113.7 deploy --image app:v2   from a laptop or CI, over SSH
+  cutover --host deploy@203.0.113.7 deploy --image app:v2 --ship
+                                      send the local image first (only the layers the box lacks)
+With `registry:` in cutover.yml, an image from that registry is pulled (after `docker login`)
+before anything starts.";
+
 #[derive(Debug, Parser)]
 #[command(name = "cutover", version, about = ABOUT, long_about = LONG_ABOUT)]
 pub struct Cli {
@@ -93,6 +102,7 @@ pub enum Command {
     /// Write the compose and nginx files from cutover.yml and the templates
     Render(RenderArgs),
     /// Deploy an image to the idle color, health-gate it, switch nginx, drain the old color
+    #[command(after_help = DEPLOY_EXAMPLES)]
     Deploy(DeployArgs),
     /// Health-gated deploy of the previous image (kept locally, no pull)
     Rollback(RollbackArgs),
@@ -166,6 +176,10 @@ pub struct DeployArgs {
     /// Image to deploy, e.g. myuser/app:2024-05-01 [default: redeploy the active image]
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
+    /// With --host: send the local image --image to the box over the SSH connection first,
+    /// only the layers the box lacks (no registry) [config: `ship: ssh`]
+    #[arg(long, requires = "image")]
+    pub ship: bool,
     #[command(flatten)]
     pub common: DeployCommon,
 }

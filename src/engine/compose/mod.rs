@@ -17,6 +17,7 @@ mod health_gate;
 pub mod observe;
 mod plan;
 pub mod prune;
+mod pull;
 mod reconcile;
 pub mod service;
 mod settle;
@@ -141,6 +142,7 @@ impl Run<'_, '_> {
     fn execute(&mut self, req: &Request) -> anyhow::Result<Summary> {
         let _lock = self.lock(req)?;
         let target = self.observe(req)?;
+        self.pull(req, &target)?;
         self.budget(req, &target)?;
         let rendered = self.render(&target)?;
         if req.dry_run {
