@@ -1311,6 +1311,14 @@ fn remote_logs_and_exec_run_on_the_box_without_a_tty() {
          --filter label=com.docker.compose.service=web-blue",
         p.project
     ));
-    let left = sh(&format!("pgrep -f 'docker logs --follow {}'", id.trim()));
-    assert!(!left.status.success(), "a docker logs -f outlived cutover");
+    // pgrep itself, not through `sh -c` (whose command line would match the pattern).
+    let left = Command::new("pgrep")
+        .args(["-af", &format!("docker logs --follow {}", id.trim())])
+        .output()
+        .unwrap();
+    assert!(
+        !left.status.success(),
+        "a docker logs -f outlived cutover: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
 }
