@@ -211,6 +211,8 @@ echo "docker-compose (v1) -> ${v1_version:-not installed}"
 # ---- 3. demo images ----------------------------------------------------------------------
 section "demo images (scripts/demo-image.sh --selftest v1 v2)"
 bash scripts/demo-image.sh --selftest v1 v2
+# The workers tests' own repository (tests/integration/workers.rs): other tests prune cutover-demo.
+bash scripts/demo-image.sh --repo cutover-demo-workers v1 v2
 
 # ---- 4. tests ----------------------------------------------------------------------------
 # Both runs are tee'd so the totals can be printed as one closing line at the end.

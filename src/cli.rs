@@ -112,6 +112,10 @@ pub enum Command {
     History(HistoryArgs),
     /// Remove old app images beyond the last N that no container uses
     Prune(PruneArgs),
+    /// Print a container's logs: the serving color, another color, an accessory or a worker
+    Logs(LogsArgs),
+    /// Run a command inside a running container (the serving color by default)
+    Exec(ExecArgs),
     /// Manage age-encrypted secrets files (secrets/<name>.env.age)
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -437,6 +441,63 @@ pub struct DemoArgs {
 pub const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// A wait such as `30s` or `1m 30s`, at most [`MAX_WAIT`].
+const LOGS_HELP: &str = "\
+Examples:
+  cutover logs                    the serving color's logs
+  cutover logs -f --since 10m     follow them, starting 10 minutes back (Ctrl-C ends, exit 130)
+  cutover logs green              the other color (blue, green, an accessory or a worker name)
+  cutover logs scheduler -n 50    a worker's last 50 lines
+  cutover --host deploy@box logs -f";
+
+#[derive(Debug, Args)]
+#[command(after_help = LOGS_HELP)]
+pub struct LogsArgs {
+    /// Keep printing new lines until Ctrl-C
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only lines from this long ago on, e.g. 10m, 2h
+    #[arg(long, value_name = "DURATION", value_parser = wait_duration)]
+    pub since: Option<Duration>,
+    /// Only the last N lines
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<u64>,
+    /// `blue`, `green`, an accessory or a worker [default: the serving color]
+    pub service: Option<String>,
+}
+
+const EXEC_HELP: &str = "\
+The command runs in the container with its environment (secrets included, as the container
+has them); its exit code is cutover's. A terminal is passed through (`docker exec -it`) when
+stdin and stdout are terminals; otherwise stdin is piped in and no TTY is allocated. With
+--host there is never a TTY and no stdin: the SSH session's stdin is cutover's control channel.
+
+Examples:
+  cutover exec -- /app healthcheck
+  cutover exec --color green -- sh -c 'echo $HOSTNAME'
+  cutover exec --service scheduler -- sh
+  cutover --host deploy@box exec -- ./manage.py check";
+
+#[derive(Debug, Args)]
+#[command(after_help = EXEC_HELP)]
+pub struct ExecArgs {
+    /// Run in this color's container [default: the serving color]
+    #[arg(long, value_enum, conflicts_with = "service")]
+    pub color: Option<ColorArg>,
+    /// Run in an accessory's or a worker's container instead
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    Blue,
+    Green,
+}
+
 fn wait_duration(text: &str) -> Result<Duration, String> {
     let wait = Dur::parse(text)?.get();
     if wait > MAX_WAIT || Instant::now().checked_add(wait).is_none() {

@@ -53,6 +53,9 @@ impl SecretKeys {
 pub struct Plan {
     pub images: BTreeMap<Color, String>,
     pub secret_keys: SecretKeys,
+    /// The image of each worker's color, by worker name (a color not named here runs the
+    /// app color's image).
+    pub workers: BTreeMap<String, BTreeMap<Color, String>>,
 }
 
 /// The loaded template set.
@@ -289,7 +292,72 @@ struct ComposeContext {
     app: AppView,
     colors: Vec<ColorView>,
     accessories: Vec<AccessoryView>,
+    workers: Vec<WorkerView>,
     volumes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct WorkerView {
+    name: String,
+    color: &'static str,
+    service: String,
+    image: String,
+    memory: String,
+    command: serde_json::Value,
+    health: Option<WorkerHealthView>,
+}
+
+#[derive(Serialize)]
+struct WorkerHealthView {
+    test: serde_json::Value,
+    interval_ms: u128,
+    retries: u128,
+}
+
+/// Both colors of every worker; a worker's image is its own record's, else its color's.
+fn worker_views(
+    config: &Config,
+    plan: &Plan,
+    colors: &[ColorView],
+) -> anyhow::Result<Vec<WorkerView>> {
+    let mut out = Vec::new();
+    for (name, worker) in &config.workers {
+        for (c, color) in Color::ALL.into_iter().zip(colors) {
+            let image = plan
+                .workers
+                .get(name.as_str())
+                .and_then(|m| m.get(&c))
+                .cloned()
+                .unwrap_or_else(|| color.image.clone());
+            let health = worker.health.as_ref().map(|h| {
+                let test = match command_json(&h.command) {
+                    serde_json::Value::Array(argv) => {
+                        let mut test = vec![serde_json::json!("CMD")];
+                        test.extend(argv);
+                        serde_json::Value::Array(test)
+                    }
+                    shell => serde_json::json!(["CMD-SHELL", shell]),
+                };
+                let interval = h.interval.get().as_millis().max(1);
+                WorkerHealthView {
+                    test,
+                    interval_ms: interval,
+                    // Docker must not call it unhealthy before the deploy's own timeout.
+                    retries: h.timeout.get().as_millis() / interval + 1,
+                }
+            });
+            out.push(WorkerView {
+                name: name.to_string(),
+                color: color.name,
+                service: config.worker_service(name.as_str(), c),
+                image: checked_image(&image, &format!("the image of worker {name} ({c})"))?,
+                memory: worker.memory.to_string(),
+                command: command_json(&worker.command),
+                health,
+            });
+        }
+    }
+    Ok(out)
 }
 
 impl ComposeContext {
@@ -337,7 +405,9 @@ impl ComposeContext {
                 .iter()
                 .chain(config.accessories.values().flat_map(|a| &a.volumes)),
         );
+        let workers = worker_views(config, plan, &colors)?;
         Ok(ComposeContext {
+            workers,
             project: config.project.to_string(),
             app: AppView {
                 name: app.name.to_string(),

@@ -200,6 +200,16 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     for a in &report.accessories {
         outln!("    {:<20} {:<12} {}", a.service, a.state, a.image)?;
     }
+    for w in &report.workers {
+        outln!(
+            "  worker {:<13} {:<6} {:<12} {:<28} {}",
+            w.name,
+            w.color.map_or("-", |c| c.as_str()),
+            w.state.as_deref().unwrap_or("no container"),
+            w.image.as_deref().unwrap_or("-"),
+            w.health.as_deref().unwrap_or("")
+        )?;
+    }
     if let Some(last) = &report.last_deploy {
         outln!(
             "last {}: {} {} → {} {} at {} ({})",

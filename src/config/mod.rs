@@ -14,6 +14,7 @@ mod remote;
 mod scalars;
 mod schema;
 mod validate;
+mod worker;
 mod yaml;
 
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ pub use scalars::{
 pub use schema::{
     Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm, Tls,
 };
+pub use worker::{Worker, WorkerHealth};
 
 /// The loaded config plus where it came from, so later errors can name the file.
 #[derive(Debug, Clone)]

@@ -32,6 +32,8 @@ pub enum Step {
     Settle,
     Drain,
     Stop,
+    /// Moving the workers (`workers:`) to the new image, after the old color stopped.
+    Workers,
     /// Removing the new color after a failure before the switch.
     Teardown,
     // The swarm engine.
@@ -57,6 +59,7 @@ impl Step {
             Step::Settle => "settle",
             Step::Drain => "drain",
             Step::Stop => "stop",
+            Step::Workers => "workers",
             Step::Teardown => "teardown",
             Step::Secrets => "secrets",
             Step::Stack => "stack",

@@ -68,6 +68,7 @@ fn reach(command: &Command) -> Reach {
         Command::Status(_) | Command::History(_) | Command::Prune(_) => Reach::BoxState,
         // The box's nginx and flag; the synced config already there.
         Command::Maintenance(_) => Reach::BoxState,
+        Command::Logs(_) | Command::Exec(_) => Reach::BoxState,
         Command::Deploy(a) => Reach::Synced {
             swap: !a.common.dry_run,
             sudo: false,
@@ -106,6 +107,8 @@ fn command_name(command: &Command) -> &'static str {
         Command::Status(_) => "status",
         Command::History(_) => "history",
         Command::Prune(_) => "prune",
+        Command::Logs(_) => "logs",
+        Command::Exec(_) => "exec",
         Command::Deploy(_) => "deploy",
         Command::Rollback(_) => "rollback",
         Command::Render(_) => "render",

@@ -23,3 +23,4 @@ mod secrets;
 mod ship;
 mod swarm;
 mod tls;
+mod workers;

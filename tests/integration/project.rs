@@ -60,6 +60,8 @@ pub struct App {
     pub tls: Option<serde_json::Value>,
     /// `nginx.server_name` (default: the config's `_`).
     pub server_name: Option<String>,
+    /// `workers:` as written (tests/integration/workers.rs).
+    pub workers: Option<serde_json::Value>,
 }
 
 impl App {
@@ -83,6 +85,7 @@ impl App {
             accessory: false,
             tls: None,
             server_name: None,
+            workers: None,
         }
     }
 
@@ -185,6 +188,11 @@ impl App {
 
     pub fn accessory(mut self) -> App {
         self.accessory = true;
+        self
+    }
+
+    pub fn workers(mut self, workers: serde_json::Value) -> App {
+        self.workers = Some(workers);
         self
     }
 }
@@ -418,6 +426,9 @@ impl Project {
                     "environment": { "COLOR": "accessory" },
                 },
             });
+        }
+        if let Some(workers) = &app.workers {
+            config["workers"] = workers.clone();
         }
         match app.engine {
             Engine::Compose => {
