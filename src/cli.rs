@@ -168,6 +168,9 @@ pub struct DeployArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    /// Also run the release phase (app.release) again; a rollback skips it by default
+    #[arg(long)]
+    pub release: bool,
     #[command(flatten)]
     pub common: DeployCommon,
 }

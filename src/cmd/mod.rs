@@ -27,8 +27,8 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Deploy(args) if args.engine == crate::cli::Engine::Swarm => {
             swarm::run_deploy(ctx, args.image, args.common)
         }
-        Command::Deploy(args) => deploy::run_deploy(ctx, args.image, false, args.common),
-        Command::Rollback(args) => deploy::run_deploy(ctx, None, true, args.common),
+        Command::Deploy(args) => deploy::run_deploy(ctx, args.image, None, args.common),
+        Command::Rollback(args) => deploy::run_deploy(ctx, None, Some(args.release), args.common),
         Command::Status(args) if args.engine == crate::cli::Engine::Swarm => {
             swarm::run_status(ctx, args.json)
         }

@@ -57,6 +57,7 @@ pub fn run_deploy(
         dry_run: common.dry_run,
         force: false,
         lock_wait,
+        release: false,
     };
     match deployer.run(&request, &mut printer) {
         Ok(summary) => {

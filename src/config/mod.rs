@@ -9,6 +9,7 @@
 //!
 //! Everything public is re-exported here, so callers only ever name `crate::config::X`.
 
+mod hooks;
 mod remote;
 mod scalars;
 mod schema;
@@ -19,6 +20,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
+pub use hooks::{Argv, Hook, Hooks};
 pub use remote::Remote;
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,

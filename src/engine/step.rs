@@ -21,6 +21,9 @@ pub enum Step {
     Observe,
     // The compose engine.
     Accessories,
+    /// The release phase (`app.release`): a one-off container of the new image, before the
+    /// new color starts.
+    Release,
     Up,
     Health,
     Switch,
@@ -47,6 +50,7 @@ impl Step {
             Step::Lock => "lock",
             Step::Observe => "observe",
             Step::Accessories => "accessories",
+            Step::Release => "release",
             Step::Up => "up",
             Step::Health => "health",
             Step::Switch => "switch",
@@ -155,6 +159,7 @@ mod tests {
             Step::Health,
             Step::Secrets,
             Step::Decrypt,
+            Step::Release,
         ] {
             let json = serde_json::to_string(&step).unwrap();
             assert_eq!(json, format!("\"{}\"", step.as_str()));
