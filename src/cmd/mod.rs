@@ -7,6 +7,7 @@ mod deploy;
 mod init;
 mod progress;
 mod render;
+mod run;
 mod swarm;
 mod tls;
 
@@ -39,6 +40,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Bootstrap(args) => bootstrap::run(ctx, args),
         Command::Demo(args) => demo::run(ctx, args),
         Command::Tls(command) => tls::run(ctx, command),
+        Command::Run(args) => run::run(ctx, args),
     }
 }
 

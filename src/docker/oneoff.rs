@@ -96,11 +96,16 @@ impl<'a> OneOff<'a> {
         code
     }
 
-    /// `docker rm -f` of the one-off, if it is still there (a best effort: it may be gone).
     fn remove(&self) {
-        let _ = Cmd::new("docker", format!("remove the one-off container {}", self.name))
-            .args(["rm", "-f", &self.name])
-            .timeout(Duration::from_secs(60))
-            .run_unchecked();
+        remove(&self.name);
     }
+}
+
+/// `docker rm -f` of a one-off by name, if it is still there (a best effort: it may be gone);
+/// also how an interrupted `cutover run` stops its container.
+pub fn remove(name: &str) {
+    let _ = Cmd::new("docker", format!("remove the one-off container {name}"))
+        .args(["rm", "-f", name])
+        .timeout(Duration::from_secs(60))
+        .run_unchecked();
 }

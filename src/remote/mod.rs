@@ -62,7 +62,10 @@ fn reach(command: &Command) -> Reach {
         }
         // User-data for a box that does not exist yet.
         Command::Bootstrap(a) if a.cloud_init => Reach::LocalOnly,
-        Command::Status(_) | Command::History(_) | Command::Prune(_) => Reach::BoxState,
+        // `run` uses the project as last deployed: the serving color's compose file.
+        Command::Status(_) | Command::History(_) | Command::Prune(_) | Command::Run(_) => {
+            Reach::BoxState
+        }
         Command::Deploy(a) => Reach::Synced {
             swap: !a.common.dry_run,
             sudo: false,
@@ -106,6 +109,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Render(_) => "render",
         Command::Bootstrap(_) => "bootstrap",
         Command::Tls(_) => "tls",
+        Command::Run(_) => "run",
     }
 }
 

@@ -58,6 +58,10 @@ pub struct App {
     pub accessory: bool,
     /// `nginx.tls` (compose only); with it, `nginx.site` is the local nginx's site.conf.
     pub tls: Option<serde_json::Value>,
+    /// `app.release` and `app.release_timeout`.
+    pub release: Option<(Vec<String>, String)>,
+    /// `hooks:` as written.
+    pub hooks: Option<serde_json::Value>,
 }
 
 impl App {
@@ -80,6 +84,8 @@ impl App {
             secrets: false,
             accessory: false,
             tls: None,
+            release: None,
+            hooks: None,
         }
     }
 
@@ -177,6 +183,17 @@ impl App {
 
     pub fn accessory(mut self) -> App {
         self.accessory = true;
+        self
+    }
+
+    /// `app.release: argv` with `app.release_timeout: timeout`.
+    pub fn release(mut self, argv: &[&str], timeout: &str) -> App {
+        self.release = Some((argv.iter().map(|s| s.to_string()).collect(), timeout.into()));
+        self
+    }
+
+    pub fn hooks(mut self, hooks: serde_json::Value) -> App {
+        self.hooks = Some(hooks);
         self
     }
 }
@@ -344,6 +361,13 @@ impl Project {
         }
         if app.secrets {
             web["secrets"] = json!(["secrets/demo.env.age"]);
+        }
+        if let Some((argv, timeout)) = &app.release {
+            web["release"] = json!(argv);
+            web["release_timeout"] = json!(timeout);
+        }
+        if let Some(hooks) = &app.hooks {
+            config["hooks"] = hooks.clone();
         }
         if app.accessory {
             web["depends_on"] = json!(["cache"]);
