@@ -13,8 +13,7 @@
 #      unpacked with `dpkg -x` and installed as a docker CLI plugin in a DOCKER_CONFIG this
 #      script owns, so `docker compose` is v2 for the test run only (cached: a second run
 #      does no network);
-#   3. the demo images cutover-demo:v1 and cutover-demo:v2, and :h1 for the lifecycle tests
-#      (release phase, `cutover run`: its `task` mode) (scripts/demo-image.sh);
+#   3. the demo images cutover-demo:v1 and cutover-demo:v2 (scripts/demo-image.sh);
 #   4. `cargo test --workspace` (compose v2), then the e2e tests again against compose v1
 #      (CUTOVER_COMPOSE=docker-compose).
 #
@@ -207,8 +206,11 @@ v1_version=$(docker-compose version --short 2>/dev/null || true)
 echo "docker-compose (v1) -> ${v1_version:-not installed}"
 
 # ---- 3. demo images ----------------------------------------------------------------------
-section "demo images (scripts/demo-image.sh --selftest v1 v2 h1)"
-bash scripts/demo-image.sh --selftest v1 v2 h1
+section "demo images (scripts/demo-image.sh --selftest v1 v2)"
+bash scripts/demo-image.sh --selftest v1 v2
+# The lifecycle tests' own repository (tests/integration/e2e_lifecycle.rs, the `task` mode):
+# other tests prune cutover-demo.
+bash scripts/demo-image.sh --repo cutover-demo-lifecycle v1 v2
 
 # ---- 4. tests ----------------------------------------------------------------------------
 # Both runs are tee'd so the totals can be printed as one closing line at the end.

@@ -1,7 +1,8 @@
 //! What a production app needs around a deploy (issue #14), end to end on the real Docker
 //! engine and nginx: the release phase (`app.release`), the deploy hooks, and `cutover run`.
-//! The release phase and `run` need the demo image's `task` mode: `cutover-demo:h1` / `:h2`
-//! (`scripts/demo-image.sh h1 h2`; scripts/test.sh builds them). Named `e2e_*` so the compose
+//! The release phase and `run` need the demo image's `task` mode, in their own repository
+//! (other tests' deploys prune `cutover-demo`): `cutover-demo-lifecycle:v1` / `:v2`
+//! (`scripts/demo-image.sh --repo cutover-demo-lifecycle v1 v2`; scripts/test.sh builds them). Named `e2e_*` so the compose
 //! v1 run of scripts/test.sh runs them too.
 
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -15,8 +16,8 @@ use crate::common::require;
 use crate::e2e::ready;
 use crate::project::{App, Project};
 
-const H1: &str = "cutover-demo:h1";
-const H2: &str = "cutover-demo:h2";
+const H1: &str = "cutover-demo-lifecycle:v1";
+const H2: &str = "cutover-demo-lifecycle:v2";
 
 /// [`ready`] plus the `task`-mode images.
 fn lifecycle_ready() -> bool {
@@ -26,12 +27,17 @@ fn lifecycle_ready() -> bool {
     if [H1, H2].iter().all(|i| cutover::images::exists(i)) {
         return true;
     }
-    let msg = "demo images cutover-demo:h1/h2 are missing (run scripts/demo-image.sh h1 h2)";
+    let msg = "demo images cutover-demo-lifecycle:v1/v2 are missing (run scripts/demo-image.sh --repo cutover-demo-lifecycle v1 v2)";
     if std::env::var_os("CI").is_some() {
         panic!("{msg}; CI is set, so this is a failure");
     }
     crate::common::loud(&format!("*** SKIPPED: {msg} ***"));
     false
+}
+
+/// The app of the release and `run` tests: the `task`-mode repository, with the demo secrets.
+fn lifecycle_app() -> App {
+    App::compose().image("cutover-demo-lifecycle").secrets()
 }
 
 impl Project {
@@ -112,7 +118,7 @@ fn e2e_release_runs_once_in_the_new_image_before_it_starts_and_rollback_skips_it
     if !lifecycle_ready() {
         return;
     }
-    let project = Project::compose(App::compose().secrets().release(RELEASE, "1m"));
+    let project = Project::compose(lifecycle_app().release(RELEASE, "1m"));
     let secret = project.secret_value("DEMO_SECRET");
 
     let plan = project
@@ -128,7 +134,7 @@ fn e2e_release_runs_once_in_the_new_image_before_it_starts_and_rollback_skips_it
     let stderr = &run.stderr;
     assert_eq!(stderr.matches("release | migrating").count(), 1, "{stderr}");
     // The NEW image, the app's environment, its secrets (masked in what is shown).
-    assert!(stderr.contains("release | VERSION=h1"), "{stderr}");
+    assert!(stderr.contains("release | VERSION=v1"), "{stderr}");
     assert!(stderr.contains("release | STARTUP_DELAY_MS=1000"), "{stderr}");
     assert!(stderr.contains("release | DEMO_SECRET=***"), "{stderr}");
     assert!(!stderr.contains(&secret) && !run.stdout.contains(&secret));
@@ -141,21 +147,21 @@ fn e2e_release_runs_once_in_the_new_image_before_it_starts_and_rollback_skips_it
         ["lock", "observe", "release", "up", "health", "switch", "probe", "drain"]
     );
     assert!(project.oneoff_containers().is_empty());
-    project.assert_serving("blue", "h1");
+    project.assert_serving("blue", "v1");
 
     let stderr = project.deploy_ok(H2).stderr;
-    assert!(stderr.contains("release | VERSION=h2"), "{stderr}");
-    project.assert_serving("green", "h2");
+    assert!(stderr.contains("release | VERSION=v2"), "{stderr}");
+    project.assert_serving("green", "v2");
 
     // A rollback does not re-run it, unless asked.
     let stderr = project.cutover(["rollback"]).success().stderr;
     assert!(!stderr.contains("release | "), "{stderr}");
     assert!(stderr.contains("not run (a rollback runs it only with --release)"), "{stderr}");
     assert!(!project.last_history_steps().contains(&"release".to_string()));
-    project.assert_serving("blue", "h1");
+    project.assert_serving("blue", "v1");
     let stderr = project.cutover(["rollback", "--release"]).success().stderr;
-    assert!(stderr.contains("release | VERSION=h2"), "{stderr}");
-    project.assert_serving("green", "h2");
+    assert!(stderr.contains("release | VERSION=v2"), "{stderr}");
+    project.assert_serving("green", "v2");
 }
 
 #[test]
@@ -163,7 +169,7 @@ fn e2e_release_failure_or_timeout_changes_nothing_and_removes_the_container() {
     if !lifecycle_ready() {
         return;
     }
-    let app = App::compose().secrets().release(RELEASE, "1m");
+    let app = lifecycle_app().release(RELEASE, "1m");
     let project = Project::compose(app.clone());
     let secret = project.secret_value("DEMO_SECRET");
     project.deploy_ok(H1);
@@ -182,7 +188,7 @@ fn e2e_release_failure_or_timeout_changes_nothing_and_removes_the_container() {
     assert!(stderr.contains("the new color was not started; nginx still serves blue"), "{stderr}");
     assert!(!stderr.contains(&secret), "{stderr}");
     assert_eq!(project.include(), include);
-    project.assert_still_serving("blue", "h1");
+    project.assert_still_serving("blue", "v1");
     assert!(project.oneoff_containers().is_empty());
     let history = project.history();
     let last = history.last().unwrap();
@@ -190,12 +196,12 @@ fn e2e_release_failure_or_timeout_changes_nothing_and_removes_the_container() {
     assert!(last["steps"].as_array().unwrap().iter().any(|s| s["step"] == "release"));
 
     // Its timeout: the one-off is killed and removed, nothing else changes.
-    project.write_config(&app.release(&["task", "say=slow", "sleep=60000"], "2s"));
+    project.write_config(&app.release(&["task", "say=slow", "sleep=60000"], "8s"));
     let stderr = project.cutover(["deploy", "--image", H2]).code(1).stderr;
-    assert!(stderr.contains("timed out after 2s (app.release_timeout) and was killed"), "{stderr}");
+    assert!(stderr.contains("timed out after 8s (app.release_timeout) and was killed"), "{stderr}");
     assert!(stderr.contains("    slow"), "{stderr}");
     assert_eq!(project.include(), include);
-    project.assert_still_serving("blue", "h1");
+    project.assert_still_serving("blue", "v1");
     assert!(project.oneoff_containers().is_empty(), "{:?}", project.oneoff_containers());
 }
 
@@ -359,7 +365,7 @@ fn e2e_run_uses_the_serving_image_with_env_and_secrets_and_passes_the_exit_code(
     if !lifecycle_ready() {
         return;
     }
-    let project = Project::compose(App::compose().secrets());
+    let project = Project::compose(lifecycle_app());
     let stderr = project.cutover(["run", "--", "task", "say=hi"]).code(1).stderr;
     assert!(stderr.contains("nothing is serving in project"), "{stderr}");
 
@@ -368,14 +374,14 @@ fn e2e_run_uses_the_serving_image_with_env_and_secrets_and_passes_the_exit_code(
     let run = project
         .cutover(["run", "--", "task", "print=VERSION", "print=DEMO_SECRET", "exit=4"])
         .code(4);
-    assert!(run.stdout.contains("VERSION=h1"), "{run}");
+    assert!(run.stdout.contains("VERSION=v1"), "{run}");
     assert!(run.stdout.contains(&format!("DEMO_SECRET={secret}")), "{run}");
-    assert!(run.stderr.contains("one-off container of web-blue (cutover-demo:h1), no TTY"), "{run}");
+    assert!(run.stderr.contains("one-off container of web-blue (cutover-demo-lifecycle:v1), no TTY"), "{run}");
     // stdin reaches the command when it is not a terminal (`-T`).
     let run = project
         .cutover_with_stdin(["run", "--", "task", "stdin"], "piped in\n")
         .success();
     assert_eq!(run.stdout, "piped in\n");
     assert!(project.oneoff_containers().is_empty());
-    project.assert_serving("blue", "h1");
+    project.assert_serving("blue", "v1");
 }
