@@ -328,6 +328,8 @@ struct Setup {
     /// How the project names the box: `--host box` (None) or `remote.host` in the config.
     remote_host_in_config: bool,
     shared_install: bool,
+    /// `app.image`'s repository.
+    image: &'static str,
 }
 
 impl Default for Setup {
@@ -339,6 +341,7 @@ impl Default for Setup {
             secrets: false,
             remote_host_in_config: false,
             shared_install: true,
+            image: "cutover-demo",
         }
     }
 }
@@ -430,7 +433,7 @@ impl Project {
             "project: {project}\n\
              app:\n\
              \x20 name: web\n\
-             \x20 image: cutover-demo\n\
+             \x20 image: {image}\n\
              \x20 port: 8080\n\
              \x20 memory: 64M\n\
              \x20 environment:\n\
@@ -449,6 +452,7 @@ impl Project {
              {host}\
              \x20 dir: {remote_dir}\n",
             project = self.project,
+            image = setup.image,
             delay = setup.startup_delay_ms,
             timeout = setup.health_timeout,
             drain = setup.drain,
@@ -1255,4 +1259,47 @@ fn remote_a_caller_gone_silent_counts_as_a_dropped_connection() {
     let (history, _) = p.remote_ok(&["history", "--json"]);
     let history: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
     assert_eq!(history.last().unwrap()["result"], "interrupted");
+}
+
+/// `cutover --host box run`: a one-off of the serving image on the box, with the secrets
+/// decrypted there, no TTY and no stdin (the session's stdin is the relay's control channel),
+/// and the command's exit code back here.
+#[test]
+fn remote_run_executes_on_the_box_with_the_serving_image_and_its_exit_code() {
+    if !deploy_ready() {
+        return;
+    }
+    let image = "cutover-demo-lifecycle:v1";
+    if !sh(&format!("docker image inspect {image} >/dev/null 2>&1")).status.success() {
+        let msg = "cutover-demo-lifecycle:v1 is missing (scripts/demo-image.sh --repo cutover-demo-lifecycle v1 v2)";
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg}; CI is set, so this is a failure");
+        }
+        loud(&format!("*** SKIPPED: {msg} ***"));
+        return;
+    }
+    let p = Project::new(Setup {
+        secrets: true,
+        image: "cutover-demo-lifecycle",
+        ..Setup::default()
+    });
+    let out = p.remote(&["run", "--", "task", "say=hi"]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("nothing has been deployed to box yet"), "{stderr}");
+
+    p.remote_ok(&["deploy", "--image", image]);
+    let secret = p.local_cutover().args(["secrets", "show", "demo", "--json"]).output().unwrap();
+    let secret: serde_json::Value = serde_json::from_slice(&secret.stdout).unwrap();
+    let secret = secret["DEMO_SECRET"].as_str().unwrap().to_string();
+    let out = p.remote(&["run", "--", "task", "print=VERSION", "print=DEMO_SECRET", "exit=3"]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stdout.contains("VERSION=v1"), "{stdout}");
+    assert!(stdout.contains(&format!("DEMO_SECRET={secret}")), "{stdout}");
+    assert!(stderr.contains("one-off container of web-blue (cutover-demo-lifecycle:v1), no TTY"), "{stderr}");
+    // The command reads an empty stdin, never the relay's control lines.
+    let (stdout, _) = p.remote_ok(&["run", "--", "task", "stdin", "say=done"]);
+    assert_eq!(stdout, "done\n");
+    p.assert_serving("blue", "v1");
 }
