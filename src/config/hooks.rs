@@ -111,9 +111,7 @@ impl<'de> Deserialize<'de> for Hook {
         impl<'de> de::Visitor<'de> for V {
             type Value = Hook;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str(
-                    "a command as a list, or a mapping with `command`, `env` and `timeout`",
-                )
+                f.write_str("a command as a list, or a mapping with `command`, `env` and `timeout`")
             }
             fn visit_seq<A: de::SeqAccess<'de>>(self, seq: A) -> Result<Hook, A::Error> {
                 let command = Argv::deserialize(de::value::SeqAccessDeserializer::new(seq))?;

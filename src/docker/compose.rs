@@ -355,7 +355,13 @@ pub fn containers_of(project: &str) -> Result<Vec<Container>, DockerError> {
     let mut containers: Vec<Container> = parsed
         .into_iter()
         // `compose run` containers (the release phase, `cutover run`) are never a color.
-        .filter(|c| c.config.labels.get("com.docker.compose.oneoff").map(String::as_str) != Some("True"))
+        .filter(|c| {
+            c.config
+                .labels
+                .get("com.docker.compose.oneoff")
+                .map(String::as_str)
+                != Some("True")
+        })
         .map(|c| Container {
             id: c.id,
             service: c

@@ -55,10 +55,10 @@ impl<'a> OneOff<'a> {
     /// The compose command; `tty` false adds `-T` (no pseudo-terminal: pipes, CI, the box
     /// side of `--host`).
     pub fn cmd(&self, tty: bool, summary: impl Into<String>) -> Cmd {
-        let mut cmd = self
-            .project
-            .cmd(summary)
-            .args(["run", "--rm", "--no-deps", "--name", &self.name]);
+        let mut cmd =
+            self.project
+                .cmd(summary)
+                .args(["run", "--rm", "--no-deps", "--name", &self.name]);
         if !tty {
             cmd = cmd.arg("-T");
         }

@@ -119,7 +119,11 @@ impl HookRun {
 /// Every key a hook asks for must be a decrypted secret: checked before the deploy changes
 /// anything, so a typo fails first instead of a webhook silently posting nowhere.
 pub fn check_keys(hooks: &Hooks, secrets: &BTreeMap<String, SecretString>) -> anyhow::Result<()> {
-    for kind in [HookKind::PreDeploy, HookKind::PostDeploy, HookKind::OnFailure] {
+    for kind in [
+        HookKind::PreDeploy,
+        HookKind::PostDeploy,
+        HookKind::OnFailure,
+    ] {
         let Some(hook) = kind.of(hooks) else { continue };
         for key in &hook.env {
             if !secrets.contains_key(key) {

@@ -124,7 +124,10 @@ impl Cmd {
 /// SIGKILL to the child's process group (its pid: it leads the group it was started in).
 fn kill_group(handle: &duct::Handle) {
     for pid in handle.pids() {
-        if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+        if let Some(pid) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
             let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
         }
     }
@@ -140,7 +143,9 @@ mod tests {
         let mut seen = Vec::new();
         let out = Cmd::new("sh", "print")
             .args(["-c", "echo one; echo two >&2; echo three; exit 4"])
-            .run_bounded(Duration::from_secs(20), &AtomicBool::new(false), &mut |l| seen.push(l.to_string()))
+            .run_bounded(Duration::from_secs(20), &AtomicBool::new(false), &mut |l| {
+                seen.push(l.to_string())
+            })
             .unwrap();
         assert_eq!(seen, ["one", "two", "three"]);
         assert_eq!(out.code, Some(4));
@@ -152,7 +157,11 @@ mod tests {
     fn the_bound_kills_the_whole_group() {
         let out = Cmd::new("sh", "sleep")
             .args(["-c", "echo started; sleep 30; echo never"])
-            .run_bounded(Duration::from_millis(300), &AtomicBool::new(false), &mut |_| {})
+            .run_bounded(
+                Duration::from_millis(300),
+                &AtomicBool::new(false),
+                &mut |_| {},
+            )
             .unwrap();
         assert!(out.timed_out);
         assert_eq!(out.code, None);

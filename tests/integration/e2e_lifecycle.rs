@@ -64,7 +64,10 @@ impl Project {
             .collect();
         assert_eq!(colors, vec![format!("web-{color}")]);
         let (code, body) = self.get("/").expect("nginx answers");
-        assert_eq!((code, body.trim()), (200, format!("version={version} color={color}").as_str()));
+        assert_eq!(
+            (code, body.trim()),
+            (200, format!("version={version} color={color}").as_str())
+        );
         assert_eq!(self.history().pop().unwrap()["result"], "failed");
     }
 
@@ -86,7 +89,10 @@ impl Project {
         let mut last: Option<String> = None;
         for line in text.lines() {
             match line.split_once('=') {
-                Some((k, v)) if !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') => {
+                Some((k, v))
+                    if !k.is_empty()
+                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                {
                     map.insert(k.to_string(), v.to_string());
                     last = Some(k.to_string());
                 }
@@ -135,7 +141,10 @@ fn e2e_release_runs_once_in_the_new_image_before_it_starts_and_rollback_skips_it
     assert_eq!(stderr.matches("release | migrating").count(), 1, "{stderr}");
     // The NEW image, the app's environment, its secrets (masked in what is shown).
     assert!(stderr.contains("release | VERSION=v1"), "{stderr}");
-    assert!(stderr.contains("release | STARTUP_DELAY_MS=1000"), "{stderr}");
+    assert!(
+        stderr.contains("release | STARTUP_DELAY_MS=1000"),
+        "{stderr}"
+    );
     assert!(stderr.contains("release | DEMO_SECRET=***"), "{stderr}");
     assert!(!stderr.contains(&secret) && !run.stdout.contains(&secret));
     // Before the new color starts.
@@ -156,8 +165,13 @@ fn e2e_release_runs_once_in_the_new_image_before_it_starts_and_rollback_skips_it
     // A rollback does not re-run it, unless asked.
     let stderr = project.cutover(["rollback"]).success().stderr;
     assert!(!stderr.contains("release | "), "{stderr}");
-    assert!(stderr.contains("not run (a rollback runs it only with --release)"), "{stderr}");
-    assert!(!project.last_history_steps().contains(&"release".to_string()));
+    assert!(
+        stderr.contains("not run (a rollback runs it only with --release)"),
+        "{stderr}"
+    );
+    assert!(!project
+        .last_history_steps()
+        .contains(&"release".to_string()));
     project.assert_serving("blue", "v1");
     let stderr = project.cutover(["rollback", "--release"]).success().stderr;
     assert!(stderr.contains("release | VERSION=v2"), "{stderr}");
@@ -176,16 +190,25 @@ fn e2e_release_failure_or_timeout_changes_nothing_and_removes_the_container() {
     let include = project.include();
 
     // A non-zero exit: the deploy fails, its last lines shown (the secret masked).
-    project.write_config(&app.clone().release(
-        &["task", "say=boom", "print=DEMO_SECRET", "exit=3"],
-        "1m",
-    ));
+    project.write_config(
+        &app.clone()
+            .release(&["task", "say=boom", "print=DEMO_SECRET", "exit=3"], "1m"),
+    );
     let run = project.cutover(["deploy", "--image", H2]).code(1);
     let stderr = &run.stderr;
-    assert!(stderr.contains("the release command `task say=boom print=DEMO_SECRET exit=3` exited 3"), "{stderr}");
-    assert!(stderr.contains("last output lines of the release command:"), "{stderr}");
+    assert!(
+        stderr.contains("the release command `task say=boom print=DEMO_SECRET exit=3` exited 3"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("last output lines of the release command:"),
+        "{stderr}"
+    );
     assert!(stderr.contains("    DEMO_SECRET=***"), "{stderr}");
-    assert!(stderr.contains("the new color was not started; nginx still serves blue"), "{stderr}");
+    assert!(
+        stderr.contains("the new color was not started; nginx still serves blue"),
+        "{stderr}"
+    );
     assert!(!stderr.contains(&secret), "{stderr}");
     assert_eq!(project.include(), include);
     project.assert_still_serving("blue", "v1");
@@ -193,16 +216,27 @@ fn e2e_release_failure_or_timeout_changes_nothing_and_removes_the_container() {
     let history = project.history();
     let last = history.last().unwrap();
     assert_eq!(last["result"], "failed");
-    assert!(last["steps"].as_array().unwrap().iter().any(|s| s["step"] == "release"));
+    assert!(last["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["step"] == "release"));
 
     // Its timeout: the one-off is killed and removed, nothing else changes.
     project.write_config(&app.release(&["task", "say=slow", "sleep=60000"], "8s"));
     let stderr = project.cutover(["deploy", "--image", H2]).code(1).stderr;
-    assert!(stderr.contains("timed out after 8s (app.release_timeout) and was killed"), "{stderr}");
+    assert!(
+        stderr.contains("timed out after 8s (app.release_timeout) and was killed"),
+        "{stderr}"
+    );
     assert!(stderr.contains("    slow"), "{stderr}");
     assert_eq!(project.include(), include);
     project.assert_still_serving("blue", "v1");
-    assert!(project.oneoff_containers().is_empty(), "{:?}", project.oneoff_containers());
+    assert!(
+        project.oneoff_containers().is_empty(),
+        "{:?}",
+        project.oneoff_containers()
+    );
 }
 
 /// Accepts one HTTP request on a loopback port; the receiver gets (request line, body).
@@ -211,8 +245,12 @@ fn webhook_receiver() -> (u16, mpsc::Receiver<(String, String)>) {
     let port = listener.local_addr().unwrap().port();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        let Ok((stream, _)) = listener.accept() else { return };
-        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut request_line = String::new();
         reader.read_line(&mut request_line).unwrap();
@@ -232,7 +270,8 @@ fn webhook_receiver() -> (u16, mpsc::Receiver<(String, String)>) {
         let mut body = vec![0; length];
         reader.read_exact(&mut body).unwrap();
         let mut stream = stream;
-        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok");
         let _ = tx.send((request_line, String::from_utf8_lossy(&body).into_owned()));
     });
     (port, rx)
@@ -253,12 +292,19 @@ fn e2e_post_deploy_hook_posts_a_webhook_and_hooks_get_no_secret_unless_asked() {
     })));
     let url = format!("http://127.0.0.1:{port}/hook");
     project
-        .cutover_with_stdin(["secrets", "set", "demo", "WEBHOOK_URL"], &format!("{url}\n"))
+        .cutover_with_stdin(
+            ["secrets", "set", "demo", "WEBHOOK_URL"],
+            &format!("{url}\n"),
+        )
         .success();
     let secret = project.secret_value("DEMO_SECRET");
 
-    let run = project.cutover(["deploy", "--image", "cutover-demo:v1", "--json"]).success();
-    let (request_line, body) = received.recv_timeout(Duration::from_secs(30)).expect("the webhook arrived");
+    let run = project
+        .cutover(["deploy", "--image", "cutover-demo:v1", "--json"])
+        .success();
+    let (request_line, body) = received
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the webhook arrived");
     assert!(request_line.starts_with("POST /hook "), "{request_line}");
     let payload: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(
@@ -282,12 +328,23 @@ fn e2e_post_deploy_hook_posts_a_webhook_and_hooks_get_no_secret_unless_asked() {
     assert!(post["CUTOVER_DURATION_MS"].parse::<u64>().unwrap() > 0);
     assert_eq!(post["WEBHOOK_URL"], url);
     for (name, dump) in [("pre_deploy", &pre), ("post_deploy", &post)] {
-        for key in ["CUTOVER_IDENTITY", "CUTOVER_AGE_KEY", "DEMO_SECRET", "DB_PASSWORD"] {
+        for key in [
+            "CUTOVER_IDENTITY",
+            "CUTOVER_AGE_KEY",
+            "DEMO_SECRET",
+            "DB_PASSWORD",
+        ] {
             assert!(!dump.contains_key(key), "{name} got {key}");
         }
-        assert!(!dump.values().any(|v| v.contains(&secret)), "{name} got a secret value");
+        assert!(
+            !dump.values().any(|v| v.contains(&secret)),
+            "{name} got a secret value"
+        );
     }
-    assert!(!pre.contains_key("WEBHOOK_URL"), "pre_deploy did not ask for it");
+    assert!(
+        !pre.contains_key("WEBHOOK_URL"),
+        "pre_deploy did not ask for it"
+    );
     assert!(!run.stderr.contains(&secret));
 }
 
@@ -302,24 +359,35 @@ fn e2e_on_failure_runs_on_a_failed_health_gate_and_a_failing_post_deploy_only_wa
     });
     let app = App::compose().health_timeout("2s").hooks(hooks);
     let project = Project::compose(app.clone().env("FAIL_HEALTH", "1"));
-    let stderr = project.cutover(["deploy", "--image", "cutover-demo:v1"]).code(1).stderr;
+    let stderr = project
+        .cutover(["deploy", "--image", "cutover-demo:v1"])
+        .code(1)
+        .stderr;
     assert!(stderr.contains("health gate"), "{stderr}");
     let failure = project.env_dump("failure.env");
     assert_eq!(failure["CUTOVER_RESULT"], "failed");
-    assert!(failure["CUTOVER_ERROR"].contains("health gate"), "{failure:?}");
+    assert!(
+        failure["CUTOVER_ERROR"].contains("health gate"),
+        "{failure:?}"
+    );
     assert_eq!(failure["CUTOVER_COLOR"], "blue");
     assert!(project.running_services().is_empty());
 
     // A failing post_deploy: reported, the deploy stays a success (exit 0).
     project.write_config(&app);
-    let run = project.cutover(["deploy", "--image", "cutover-demo:v1", "--json"]).success();
+    let run = project
+        .cutover(["deploy", "--image", "cutover-demo:v1", "--json"])
+        .success();
     let summary = run.stdout_json();
     assert_eq!(summary["hooks"][0]["ok"], false);
     assert_eq!(summary["hooks"][0]["exit_code"], 5);
     assert_eq!(summary["hooks"][0]["tail"], json!(["webhook down"]));
     project.assert_serving("blue", "v1");
     let stderr = project.cutover(["deploy"]).success().stderr;
-    assert!(stderr.contains("    post_deploy | webhook down"), "{stderr}");
+    assert!(
+        stderr.contains("    post_deploy | webhook down"),
+        "{stderr}"
+    );
     assert!(
         stderr.contains("! warning: post_deploy hook `sh -c echo webhook down; exit 5` exited 5"),
         "{stderr}"
@@ -337,11 +405,27 @@ fn e2e_failing_pre_deploy_hook_changes_nothing() {
     project.deploy_ok("cutover-demo:v1");
     let include = project.include();
     let state = std::fs::read_to_string(project.path().join(".cutover/state.json")).unwrap();
+    // A secret key a hook asks for that no secrets file holds: refused before anything runs.
+    project.write_config(&app.clone().hooks(json!({
+        "post_deploy": { "command": ["true"], "env": ["SLACK_WEBHOOK_URL"] },
+    })));
+    let stderr = project
+        .cutover(["deploy", "--image", "cutover-demo:v2"])
+        .code(1)
+        .stderr;
+    assert!(
+        stderr.contains("hooks.post_deploy.env asks for `SLACK_WEBHOOK_URL`, which is not a key of any secrets file"),
+        "{stderr}"
+    );
+    assert_eq!(project.include(), include);
     project.write_config(&app.hooks(json!({
         "pre_deploy": ["sh", "-c", "echo not today; exit 7"],
         "on_failure": ["sh", "-c", "env > failure.env"],
     })));
-    let stderr = project.cutover(["deploy", "--image", "cutover-demo:v2"]).code(1).stderr;
+    let stderr = project
+        .cutover(["deploy", "--image", "cutover-demo:v2"])
+        .code(1)
+        .stderr;
     assert!(stderr.contains("pre_deploy | not today"), "{stderr}");
     assert!(
         stderr.contains("deploy aborted: pre_deploy hook `sh -c echo not today; exit 7` exited 7"),
@@ -357,7 +441,10 @@ fn e2e_failing_pre_deploy_hook_changes_nothing() {
     assert_eq!(colors, ["web-blue"]);
     assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
     let failure = project.env_dump("failure.env");
-    assert!(failure["CUTOVER_ERROR"].contains("pre_deploy hook"), "{failure:?}");
+    assert!(
+        failure["CUTOVER_ERROR"].contains("pre_deploy hook"),
+        "{failure:?}"
+    );
 }
 
 #[test]
@@ -366,17 +453,34 @@ fn e2e_run_uses_the_serving_image_with_env_and_secrets_and_passes_the_exit_code(
         return;
     }
     let project = Project::compose(lifecycle_app());
-    let stderr = project.cutover(["run", "--", "task", "say=hi"]).code(1).stderr;
+    let stderr = project
+        .cutover(["run", "--", "task", "say=hi"])
+        .code(1)
+        .stderr;
     assert!(stderr.contains("nothing is serving in project"), "{stderr}");
 
     project.deploy_ok(H1);
     let secret = project.secret_value("DEMO_SECRET");
     let run = project
-        .cutover(["run", "--", "task", "print=VERSION", "print=DEMO_SECRET", "exit=4"])
+        .cutover([
+            "run",
+            "--",
+            "task",
+            "print=VERSION",
+            "print=DEMO_SECRET",
+            "exit=4",
+        ])
         .code(4);
     assert!(run.stdout.contains("VERSION=v1"), "{run}");
-    assert!(run.stdout.contains(&format!("DEMO_SECRET={secret}")), "{run}");
-    assert!(run.stderr.contains("one-off container of web-blue (cutover-demo-lifecycle:v1), no TTY"), "{run}");
+    assert!(
+        run.stdout.contains(&format!("DEMO_SECRET={secret}")),
+        "{run}"
+    );
+    assert!(
+        run.stderr
+            .contains("one-off container of web-blue (cutover-demo-lifecycle:v1), no TTY"),
+        "{run}"
+    );
     // stdin reaches the command when it is not a terminal (`-T`).
     let run = project
         .cutover_with_stdin(["run", "--", "task", "stdin"], "piped in\n")

@@ -1270,7 +1270,10 @@ fn remote_run_executes_on_the_box_with_the_serving_image_and_its_exit_code() {
         return;
     }
     let image = "cutover-demo-lifecycle:v1";
-    if !sh(&format!("docker image inspect {image} >/dev/null 2>&1")).status.success() {
+    if !sh(&format!("docker image inspect {image} >/dev/null 2>&1"))
+        .status
+        .success()
+    {
         let msg = "cutover-demo-lifecycle:v1 is missing (scripts/demo-image.sh --repo cutover-demo-lifecycle v1 v2)";
         if std::env::var_os("CI").is_some() {
             panic!("{msg}; CI is set, so this is a failure");
@@ -1286,18 +1289,38 @@ fn remote_run_executes_on_the_box_with_the_serving_image_and_its_exit_code() {
     let out = p.remote(&["run", "--", "task", "say=hi"]);
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("nothing has been deployed to box yet"), "{stderr}");
+    assert!(
+        stderr.contains("nothing has been deployed to box yet"),
+        "{stderr}"
+    );
 
     p.remote_ok(&["deploy", "--image", image]);
-    let secret = p.local_cutover().args(["secrets", "show", "demo", "--json"]).output().unwrap();
+    let secret = p
+        .local_cutover()
+        .args(["secrets", "show", "demo", "--json"])
+        .output()
+        .unwrap();
     let secret: serde_json::Value = serde_json::from_slice(&secret.stdout).unwrap();
     let secret = secret["DEMO_SECRET"].as_str().unwrap().to_string();
-    let out = p.remote(&["run", "--", "task", "print=VERSION", "print=DEMO_SECRET", "exit=3"]);
+    let out = p.remote(&[
+        "run",
+        "--",
+        "task",
+        "print=VERSION",
+        "print=DEMO_SECRET",
+        "exit=3",
+    ]);
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
     assert!(stdout.contains("VERSION=v1"), "{stdout}");
-    assert!(stdout.contains(&format!("DEMO_SECRET={secret}")), "{stdout}");
-    assert!(stderr.contains("one-off container of web-blue (cutover-demo-lifecycle:v1), no TTY"), "{stderr}");
+    assert!(
+        stdout.contains(&format!("DEMO_SECRET={secret}")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("one-off container of web-blue (cutover-demo-lifecycle:v1), no TTY"),
+        "{stderr}"
+    );
     // The command reads an empty stdin, never the relay's control lines.
     let (stdout, _) = p.remote_ok(&["run", "--", "task", "stdin", "say=done"]);
     assert_eq!(stdout, "done\n");

@@ -83,9 +83,7 @@ impl Run<'_, '_> {
                 };
                 if let Some(run) = self.run_hook(HookKind::PostDeploy, standing) {
                     if !run.ok {
-                        summary
-                            .notes
-                            .push(run.failure(&self.d.loaded.config.hooks));
+                        summary.notes.push(run.failure(&self.d.loaded.config.hooks));
                     }
                     summary.detail.hooks.push(run);
                 }

@@ -92,7 +92,11 @@ pub(super) fn dry_run(
                 "run the {name} hook `{}` (up to {}){}",
                 hook.command.0.join(" "),
                 crate::report::duration(config.hooks.timeout_of(hook)),
-                if name == "on_failure" { " if the deploy fails" } else { "" }
+                if name == "on_failure" {
+                    " if the deploy fails"
+                } else {
+                    ""
+                }
             ));
         }
     }

@@ -50,10 +50,14 @@ impl Run<'_, '_> {
         let verdict = match &ran {
             Ok(out) if out.success() => None,
             Ok(out) => Some(self.release_failure(&shown, out)),
-            Err(e) => Some((format!("could not run `{shown}`: {e}"), Abort::ReleaseFailed)),
+            Err(e) => Some((
+                format!("could not run `{shown}`: {e}"),
+                Abort::ReleaseFailed,
+            )),
         };
         let Some((why, abort)) = verdict else {
-            self.clock.done(Step::Release, format!("`{shown}` exited 0"));
+            self.clock
+                .done(Step::Release, format!("`{shown}` exited 0"));
             return Ok(());
         };
         // Timed like any step, so history records how long a failed release ran.
