@@ -1269,18 +1269,11 @@ fn remote_run_executes_on_the_box_with_the_serving_image_and_its_exit_code() {
     if !deploy_ready() {
         return;
     }
-    let image = "cutover-demo-lifecycle:v1";
-    if !sh(&format!("docker image inspect {image} >/dev/null 2>&1"))
-        .status
-        .success()
-    {
-        let msg = "cutover-demo-lifecycle:v1 is missing (scripts/demo-image.sh --repo cutover-demo-lifecycle v1 v2)";
-        if std::env::var_os("CI").is_some() {
-            panic!("{msg}; CI is set, so this is a failure");
-        }
-        loud(&format!("*** SKIPPED: {msg} ***"));
+    use crate::e2e_lifecycle::{BUILD, H1};
+    if !crate::common::require_images(&[H1], BUILD) {
         return;
     }
+    let image = H1;
     let p = Project::new(Setup {
         secrets: true,
         image: "cutover-demo-lifecycle",
