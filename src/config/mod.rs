@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context as _};
 
 pub use hooks::{Argv, Hook, Hooks};
-pub use remote::Remote;
+pub use remote::{Remote, Ship};
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
 };

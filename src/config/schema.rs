@@ -75,6 +75,9 @@ pub struct Config {
     /// Commands run around a deploy (compose engine; see `config/hooks.rs`).
     #[serde(default, skip_serializing_if = "super::Hooks::is_unset")]
     pub hooks: super::Hooks,
+    /// `ship: ssh`: `cutover --host … deploy --image REF` sends the local image over SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship: Option<super::Ship>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

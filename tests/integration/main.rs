@@ -18,5 +18,6 @@ mod reliability;
 mod remote;
 mod render;
 mod secrets;
+mod ship;
 mod swarm;
 mod tls;

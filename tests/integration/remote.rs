@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use crate::common::{free_port, loud, repo_root, require};
 
-const BOX_USER: &str = "cutover-box";
+pub(crate) const BOX_USER: &str = "cutover-box";
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn sh(script: &str) -> std::process::Output {
+pub(crate) fn sh(script: &str) -> std::process::Output {
     Command::new("sh").args(["-c", script]).output().unwrap()
 }
 
-fn sh_ok(script: &str) -> String {
+pub(crate) fn sh_ok(script: &str) -> String {
     let out = sh(script);
     assert!(
         out.status.success(),
@@ -62,7 +62,7 @@ fn ssh_ready() -> bool {
 }
 
 /// Also docker, nginx, age and the demo images (end-to-end deploys through SSH).
-fn deploy_ready() -> bool {
+pub(crate) fn deploy_ready() -> bool {
     if !ssh_ready()
         || !require("docker", "deploy through SSH")
         || !require("nginx", "run the box's nginx")
@@ -131,7 +131,7 @@ enum Auth {
 }
 
 /// One sshd for one test, its box-side dirs, and the client's ssh_config.
-struct SshBox {
+pub(crate) struct SshBox {
     root: tempfile::TempDir,
     port: u16,
     /// `XDG_DATA_HOME` on the box: where cutover installs itself.
@@ -240,7 +240,7 @@ impl SshBox {
         SshBox { root, port, data }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.root.path()
     }
 
@@ -252,7 +252,7 @@ impl SshBox {
         dir
     }
 
-    fn ssh_config(&self) -> PathBuf {
+    pub(crate) fn ssh_config(&self) -> PathBuf {
         self.path().join("ssh_config")
     }
 
@@ -287,6 +287,7 @@ impl Drop for SshBox {
 fn shared_data() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        box_user();
         // Earlier runs' installs (a debug binary is ~100 MB) go once their run has exited.
         for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -307,11 +308,11 @@ fn shared_data() -> PathBuf {
 }
 
 /// A project here, deployed through SSH to the box's dir, nginx and compose project.
-struct Project {
-    ssh: SshBox,
+pub(crate) struct Project {
+    pub(crate) ssh: SshBox,
     local: tempfile::TempDir,
     project: String,
-    remote_dir: PathBuf,
+    pub(crate) remote_dir: PathBuf,
     blue: u16,
     green: u16,
     nginx_port: u16,
@@ -320,7 +321,7 @@ struct Project {
 }
 
 #[derive(Clone)]
-struct Setup {
+pub(crate) struct Setup {
     startup_delay_ms: u64,
     health_timeout: &'static str,
     drain: &'static str,
@@ -351,7 +352,7 @@ fn test_identity() -> String {
 }
 
 impl Project {
-    fn new(setup: Setup) -> Project {
+    pub(crate) fn new(setup: Setup) -> Project {
         let ssh = SshBox::start(Auth::Accept, true, setup.shared_install.then(shared_data));
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let project = format!("cutover-remote-{}-{n}", std::process::id());
@@ -413,7 +414,7 @@ impl Project {
         p
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.local.path()
     }
 
@@ -468,7 +469,7 @@ impl Project {
     }
 
     /// `cutover` run here, without a host (local commands).
-    fn local_cutover(&self) -> assert_cmd::Command {
+    pub(crate) fn local_cutover(&self) -> assert_cmd::Command {
         let mut cmd = crate::common::cutover(self.path());
         cmd.env_remove("CUTOVER_HOST")
             .env("CUTOVER_SSH_CONFIG", self.ssh.ssh_config())
@@ -529,7 +530,7 @@ impl Project {
         }
     }
 
-    fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.remote_dir.join(".cutover")
     }
 
@@ -555,7 +556,7 @@ impl Project {
     }
 
     /// Running app colors, by compose label (read here with docker, not through cutover).
-    fn running_colors(&self) -> Vec<String> {
+    pub(crate) fn running_colors(&self) -> Vec<String> {
         let out = sh_ok(&format!(
             "docker ps --filter label=com.docker.compose.project={} --format '{{{{.Label \"com.docker.compose.service\"}}}}'",
             self.project
@@ -569,7 +570,7 @@ impl Project {
         services
     }
 
-    fn assert_serving(&self, color: &str, version: &str) {
+    pub(crate) fn assert_serving(&self, color: &str, version: &str) {
         assert_eq!(self.running_colors(), vec![format!("web-{color}")]);
         let port = if color == "blue" {
             self.blue
@@ -690,7 +691,7 @@ impl WaitOrKill for std::process::Child {
     }
 }
 
-fn texts(out: &std::process::Output) -> (String, String) {
+pub(crate) fn texts(out: &std::process::Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -698,7 +699,7 @@ fn texts(out: &std::process::Output) -> (String, String) {
 }
 
 /// Every file under `dir` whose bytes contain `needle` (followed as root; symlinks skipped).
-fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+pub(crate) fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut hits = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return hits;
