@@ -91,7 +91,7 @@ impl HookRun {
                 let limit = self.hook.of(hooks).map(|h| hooks.timeout_of(h));
                 format!(
                     "timed out after {} and was killed",
-                    crate::report::duration(limit.unwrap_or_default())
+                    crate::config::Dur(limit.unwrap_or_default())
                 )
             }
             (false, Some(code)) => format!("exited {code}"),

@@ -31,7 +31,7 @@ pub(super) fn dry_run(
         plan.push(format!(
             "run the pre_deploy hook `{}` (up to {}); abort if it fails",
             hook.command.0.join(" "),
-            crate::report::duration(config.hooks.timeout_of(hook))
+            crate::config::Dur(config.hooks.timeout_of(hook))
         ));
     }
     match (&config.app.release, req.release) {
@@ -91,7 +91,7 @@ pub(super) fn dry_run(
             plan.push(format!(
                 "run the {name} hook `{}` (up to {}){}",
                 hook.command.0.join(" "),
-                crate::report::duration(config.hooks.timeout_of(hook)),
+                crate::config::Dur(config.hooks.timeout_of(hook)),
                 if name == "on_failure" {
                     " if the deploy fails"
                 } else {
