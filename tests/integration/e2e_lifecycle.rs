@@ -221,7 +221,8 @@ fn e2e_release_failure_or_timeout_changes_nothing_and_removes_the_container() {
         stderr.contains("timed out after 8s (app.release_timeout) and was killed"),
         "{stderr}"
     );
-    assert!(stderr.contains("    slow"), "{stderr}");
+    // (Its last lines are shown too, but whether compose v1 on a loaded machine got the
+    // container as far as printing before the bound is timing: the exit-3 case checks them.)
     assert_eq!(project.include(), include);
     project.assert_still_serving("blue", "v1");
     assert!(
