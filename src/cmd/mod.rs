@@ -5,6 +5,7 @@ mod bootstrap;
 mod demo;
 mod deploy;
 mod init;
+mod maintenance;
 mod progress;
 mod render;
 mod run;
@@ -49,6 +50,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Demo(args) => demo::run(ctx, args),
         Command::Tls(command) => tls::run(ctx, command),
         Command::Run(args) => run::run(ctx, args),
+        Command::Maintenance(command) => maintenance::run(ctx, command),
     }
 }
 

@@ -78,6 +78,9 @@ pub struct Config {
     /// `ship: ssh`: `cutover --host … deploy --image REF` sends the local image over SSH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ship: Option<super::Ship>,
+    /// `registry:`: `docker login` (password from the secrets) and an explicit pull.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<super::Registry>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -7,6 +7,7 @@ pub mod compose;
 pub mod images;
 pub mod inspect;
 pub mod oneoff;
+pub mod registry;
 pub mod swarm;
 
 pub use inspect::DockerError;

@@ -19,6 +19,8 @@ pub enum Step {
     Decrypt,
     Lock,
     Observe,
+    /// `docker login` + `docker pull` from `registry:`, before anything starts.
+    Pull,
     // The compose engine.
     Accessories,
     /// The release phase (`app.release`): a one-off container of the new image, before the
@@ -49,6 +51,7 @@ impl Step {
             Step::Decrypt => "decrypt",
             Step::Lock => "lock",
             Step::Observe => "observe",
+            Step::Pull => "pull",
             Step::Accessories => "accessories",
             Step::Release => "release",
             Step::Up => "up",

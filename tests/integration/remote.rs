@@ -347,6 +347,16 @@ impl Default for Setup {
     }
 }
 
+impl Setup {
+    /// The defaults, with the demo secrets (for other suites' boxes).
+    pub(crate) fn with_secrets() -> Setup {
+        Setup {
+            secrets: true,
+            ..Setup::default()
+        }
+    }
+}
+
 fn test_identity() -> String {
     std::fs::read_to_string(repo_root().join("fixtures/secrets/test-identity.txt")).unwrap()
 }
@@ -446,6 +456,7 @@ impl Project {
              colors: {{ blue: {blue}, green: {green} }}\n\
              nginx:\n\
              \x20 include: {include}\n\
+             \x20 site: {site}\n\
              \x20 listen: \"127.0.0.1:{nginx_port}\"\n\
              \x20 test: {test}\n\
              \x20 reload: {reload}\n\
@@ -460,6 +471,7 @@ impl Project {
             blue = self.blue,
             green = self.green,
             include = self.prefix.join("service-url.inc").display(),
+            site = self.prefix.join("site.conf").display(),
             nginx_port = self.nginx_port,
             test = argv(&["-t"]),
             reload = argv(&["-s", "reload"]),
@@ -481,7 +493,7 @@ impl Project {
     }
 
     /// `cutover --host box …` (the identity travels when the project has secrets).
-    fn remote(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn remote(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = self.local_cutover();
         cmd.args(["--host", "box"]).args(args);
         cmd.output().unwrap()

@@ -18,6 +18,7 @@ mod inflight;
 pub mod observe;
 mod plan;
 pub mod prune;
+mod pull;
 mod reconcile;
 mod release;
 mod settle;
@@ -44,6 +45,7 @@ use crate::render::{Plan, Renderer, SecretKeys};
 use crate::state::{Action, EngineKind, StateDir};
 
 pub use observe::{health_url, observe, Observed};
+pub use switch::probe_through_nginx;
 
 /// Everything a deploy needs, gathered by the command layer.
 pub struct Deployer<'a> {
@@ -141,6 +143,7 @@ impl Run<'_, '_> {
     fn execute(&mut self, req: &Request) -> anyhow::Result<Summary> {
         let _lock = self.lock(req)?;
         let target = self.observe(req)?;
+        self.pull(req, &target)?;
         self.budget(req, &target)?;
         let rendered = self.render(&target)?;
         if req.dry_run {
