@@ -92,6 +92,8 @@ struct Run<'a, 'r> {
     project: Project,
     nginx: Nginx,
     state_dir: StateDir,
+    /// The prune's reading of the box, taken while the old color stops (see `stop`).
+    survey: Option<std::thread::JoinHandle<anyhow::Result<prune::Survey>>>,
 }
 
 impl<'a> Deployer<'a> {
@@ -118,6 +120,7 @@ impl<'a> Deployer<'a> {
                 reload: config.nginx.reload.clone(),
             },
             state_dir: StateDir::new(self.loaded.state_dir()),
+            survey: None,
         }
         .execute(req)
     }
@@ -454,6 +457,7 @@ impl Run<'_, '_> {
         let old_service = config.service(old);
         self.set_step(Step::Stop);
         self.clock.start(Step::Stop, old_service.clone());
+        self.survey = Some(self.start_survey());
         // The old color's containers as observed under the lock: no second engine lookup.
         let ids: Vec<String> = observed
             .containers
@@ -537,27 +541,47 @@ impl Run<'_, '_> {
         self.state_dir.save(&state)
     }
 
+    /// Reads what the prune needs from the box in a thread: `docker stop` mostly waits for
+    /// the engine, so the survey costs the deploy no wall time. It is only a reading; nothing
+    /// is removed before the record is written (`prune_images`).
+    fn start_survey(&self) -> std::thread::JoinHandle<anyhow::Result<prune::Survey>> {
+        let config = &self.d.loaded.config;
+        let repository = crate::docker::images::repository(&config.app.image).to_string();
+        let keep = config.app.keep_images;
+        let state_dir = self.state_dir.clone();
+        std::thread::spawn(move || prune::Survey::take(&repository, keep, &state_dir.load()?))
+    }
+
     /// Prunes `app.image`'s repository beyond `keep_images`, never an image anything on the
     /// box still records or runs (see [`prune`]).
-    fn prune_images(&self) -> Vec<String> {
+    fn prune_images(&mut self) -> Vec<String> {
         let config = &self.d.loaded.config;
         let own = match self.state_dir.load() {
             Ok(state) => state,
             Err(e) => return vec![format!("pruned nothing: could not read the record: {e:#}")],
         };
         let repository = crate::docker::images::repository(&config.app.image);
-        match prune::prune_repository(repository, config.app.keep_images, &own, false) {
-            Ok(report) => report
-                .removed
-                .iter()
-                .map(|r| format!("pruned image {r}"))
-                .chain(
-                    report
-                        .kept_with_errors
-                        .iter()
-                        .map(|k| format!("kept image {k}")),
-                )
-                .collect(),
+        let survey = match self.survey.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the survey of the box panicked"))),
+            None => prune::Survey::take(repository, config.app.keep_images, &own),
+        };
+        match survey {
+            Ok(survey) => {
+                let report = survey.prune(&own, false);
+                report
+                    .removed
+                    .iter()
+                    .map(|r| format!("pruned image {r}"))
+                    .chain(
+                        report
+                            .kept_with_errors
+                            .iter()
+                            .map(|k| format!("kept image {k}")),
+                    )
+                    .collect()
+            }
             Err(e) => vec![format!("pruned nothing: {e:#}")],
         }
     }

@@ -90,26 +90,68 @@ pub fn prune_repository(
     own: &State,
     dry_run: bool,
 ) -> anyhow::Result<PruneReport> {
-    let protection = Protection::on_this_box(own)?;
-    let listed = images::list(repository)?;
-    let mut report = PruneReport {
-        repository: repository.to_string(),
-        dry_run,
-        ..PruneReport::default()
-    };
-    for image in candidates(&listed, keep, &protection) {
-        if dry_run {
-            report.removed.push(image.reference);
-            continue;
-        }
-        match images::remove(&image) {
-            Ok(()) => report.removed.push(image.reference),
-            Err(e) => report
-                .kept_with_errors
-                .push(format!("{}: {e}", image.reference)),
-        }
+    Ok(Survey::take(repository, keep, own)?.prune(own, dry_run))
+}
+
+/// What a prune reads from the box before it removes anything: the repository's images and,
+/// when there are more than `keep`, what protects them. Taken apart from [`Survey::prune`] so
+/// a deploy can read the box while the old color stops, off its wall time.
+#[derive(Debug)]
+pub struct Survey {
+    repository: String,
+    keep: usize,
+    listed: Vec<Image>,
+    /// None when the repository holds at most `keep` images: nothing can be a candidate, so
+    /// the box-wide inspect and the registry are not read.
+    protection: Option<Protection>,
+}
+
+impl Survey {
+    /// Lists `repository`, then, only when it holds more than `keep` images, everything on
+    /// the box that protects them ([`Protection::on_this_box`], `own` included).
+    pub fn take(repository: &str, keep: usize, own: &State) -> anyhow::Result<Survey> {
+        let listed = images::list(repository)?;
+        let protection = if listed.len() > keep {
+            Some(Protection::on_this_box(own)?)
+        } else {
+            None
+        };
+        Ok(Survey {
+            repository: repository.to_string(),
+            keep,
+            listed,
+            protection,
+        })
     }
-    Ok(report)
+
+    /// Removes the candidates. `own` is the deploying project's record as it stands now,
+    /// added to the protection: it may be newer than the survey (the deploy recorded since).
+    pub fn prune(self, own: &State, dry_run: bool) -> PruneReport {
+        let mut report = PruneReport {
+            repository: self.repository,
+            dry_run,
+            ..PruneReport::default()
+        };
+        let Some(mut protection) = self.protection else {
+            return report;
+        };
+        protection
+            .recorded
+            .extend(own.kept_images().iter().map(|r| images::normalize(r)));
+        for image in candidates(&self.listed, self.keep, &protection) {
+            if dry_run {
+                report.removed.push(image.reference);
+                continue;
+            }
+            match images::remove(&image) {
+                Ok(()) => report.removed.push(image.reference),
+                Err(e) => report
+                    .kept_with_errors
+                    .push(format!("{}: {e}", image.reference)),
+            }
+        }
+        report
+    }
 }
 
 #[cfg(test)]
@@ -141,5 +183,27 @@ mod tests {
             .map(|i| i.reference)
             .collect();
         assert_eq!(gone, ["app:2"]);
+    }
+
+    #[test]
+    fn a_survey_prunes_nothing_without_protection_and_keeps_what_own_records_now() {
+        let img = |r: &str| Image {
+            reference: r.into(),
+            id: format!("id-{r}"),
+            created: String::new(),
+        };
+        let survey = |protection| Survey {
+            repository: "app".into(),
+            keep: 1,
+            listed: vec![img("app:3"), img("app:2"), img("app:1")],
+            protection,
+        };
+        // No protection read (the repository held at most `keep`): nothing is a candidate.
+        assert!(survey(None).prune(&State::default(), true).removed.is_empty());
+        // The record written after the survey protects its images too.
+        let mut own = State::default();
+        own.previous_image = Some("app:2".into());
+        let report = survey(Some(Protection::default())).prune(&own, true);
+        assert_eq!(report.removed, ["app:1"]);
     }
 }
