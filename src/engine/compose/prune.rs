@@ -199,7 +199,10 @@ mod tests {
             protection,
         };
         // No protection read (the repository held at most `keep`): nothing is a candidate.
-        assert!(survey(None).prune(&State::default(), true).removed.is_empty());
+        assert!(survey(None)
+            .prune(&State::default(), true)
+            .removed
+            .is_empty());
         // The record written after the survey protects its images too.
         let mut own = State::default();
         own.previous_image = Some("app:2".into());
