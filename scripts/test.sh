@@ -93,14 +93,17 @@ declare -A pkg_for=(
     [certbot]=certbot
     [pebble]=pebble
     [openssl]=openssl
+    [docker-registry]=docker-registry
+    [htpasswd]=apache2-utils
+    [unshare]=util-linux
 )
 missing=()
-for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl; do
+for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
 have docker || missing+=(docker.io)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare docker"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else

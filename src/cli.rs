@@ -31,6 +31,15 @@ Typical flow:
 
 Try it locally first: `cutover demo` runs a full blue/green cycle on a bundled demo app.";
 
+const DEPLOY_EXAMPLES: &str = "\
+Examples:
+  cutover deploy --image myuser/app:v2                      on the box itself
+  cutover --host deploy@203.0.113.7 deploy --image app:v2   from a laptop or CI, over SSH
+  cutover --host deploy@203.0.113.7 deploy --image app:v2 --ship
+                                      send the local image first (only the layers the box lacks)
+With `registry:` in cutover.yml, an image from that registry is pulled (after `docker login`)
+before anything starts.";
+
 #[derive(Debug, Parser)]
 #[command(name = "cutover", version, about = ABOUT, long_about = LONG_ABOUT)]
 pub struct Cli {
@@ -93,6 +102,7 @@ pub enum Command {
     /// Write the compose and nginx files from cutover.yml and the templates
     Render(RenderArgs),
     /// Deploy an image to the idle color, health-gate it, switch nginx, drain the old color
+    #[command(after_help = DEPLOY_EXAMPLES)]
     Deploy(DeployArgs),
     /// Health-gated deploy of the previous image (kept locally, no pull)
     Rollback(RollbackArgs),
@@ -112,6 +122,9 @@ pub enum Command {
     /// HTTPS for the site (nginx.tls): get the certificate, serve it, install renewal
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Maintenance mode: nginx answers 503 with a page to everyone but cutover's probes
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
     /// Print shell completions
     Completions {
         /// The shell to generate completions for
@@ -162,6 +175,10 @@ pub struct DeployArgs {
     /// Image to deploy, e.g. myuser/app:2024-05-01 [default: redeploy the active image]
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
+    /// With --host: send the local image --image to the box over the SSH connection first,
+    /// only the layers the box lacks (no registry) [config: `ship: ssh`]
+    #[arg(long, requires = "image")]
+    pub ship: bool,
     #[command(flatten)]
     pub common: DeployCommon,
 }
@@ -355,6 +372,54 @@ pub struct TlsIssueArgs {
     /// Print a JSON report on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Serve 503 + the page + Retry-After to everyone but cutover's loopback probes
+    #[command(after_help = "\
+Examples:
+  cutover maintenance on
+  cutover maintenance on --message 'Upgrading the database, back at 14:00 UTC' --retry-after 30m
+  cutover maintenance on --dry-run
+
+The probe path (/.cutover/active) and the health path still reach the app from this box, so
+`cutover deploy` works during maintenance and keeps it on. `cutover status` shows the mode.")]
+    On(MaintenanceOnArgs),
+    /// Serve the app again
+    #[command(after_help = "Example:\n  cutover maintenance off")]
+    Off(MaintenanceOffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceOnArgs {
+    /// The text of the page (HTML-escaped; one line, at most 500 characters)
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// What the Retry-After header says, e.g. 2m or 1h (whole seconds)
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = wait_duration)]
+    pub retry_after: Duration,
+    #[command(flatten)]
+    pub common: MaintenanceCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceOffArgs {
+    #[command(flatten)]
+    pub common: MaintenanceCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceCommon {
+    /// Print what would change and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON result on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for a deploy holding the project's lock
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = wait_duration)]
+    pub lock_wait: Duration,
 }
 
 #[derive(Debug, Args)]

@@ -9,6 +9,7 @@
 //!
 //! Everything public is re-exported here, so callers only ever name `crate::config::X`.
 
+mod registry;
 mod remote;
 mod scalars;
 mod schema;
@@ -19,7 +20,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
-pub use remote::Remote;
+pub use registry::Registry;
+pub use remote::{Remote, Ship};
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
 };

@@ -19,6 +19,8 @@ pub enum Step {
     Decrypt,
     Lock,
     Observe,
+    /// `docker login` + `docker pull` from `registry:`, before anything starts.
+    Pull,
     // The compose engine.
     Accessories,
     Up,
@@ -46,6 +48,7 @@ impl Step {
             Step::Decrypt => "decrypt",
             Step::Lock => "lock",
             Step::Observe => "observe",
+            Step::Pull => "pull",
             Step::Accessories => "accessories",
             Step::Up => "up",
             Step::Health => "health",

@@ -18,6 +18,9 @@
 
 pub mod install;
 pub mod on_box;
+pub mod ship;
+mod ship_progress;
+pub mod ship_tar;
 pub mod ssh;
 pub mod sync;
 
@@ -63,6 +66,8 @@ fn reach(command: &Command) -> Reach {
         // User-data for a box that does not exist yet.
         Command::Bootstrap(a) if a.cloud_init => Reach::LocalOnly,
         Command::Status(_) | Command::History(_) | Command::Prune(_) => Reach::BoxState,
+        // The box's nginx and flag; the synced config already there.
+        Command::Maintenance(_) => Reach::BoxState,
         Command::Deploy(a) => Reach::Synced {
             swap: !a.common.dry_run,
             sudo: false,
@@ -106,6 +111,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Render(_) => "render",
         Command::Bootstrap(_) => "bootstrap",
         Command::Tls(_) => "tls",
+        Command::Maintenance(_) => "maintenance",
     }
 }
 
@@ -160,7 +166,9 @@ pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode
     };
     let argv = box_argv(std::env::args_os().skip(1))?;
     let identity = identity_text(ctx)?;
+    let ship = ship_image(&cli.command, &loaded.config);
     let remote = Remote {
+        ship,
         target,
         reach,
         quiet: ctx.quiet(),
@@ -210,6 +218,8 @@ fn box_argv(args: impl Iterator<Item = OsString>) -> anyhow::Result<Vec<String>>
         if arg == "--" {
             after_dashdash = true;
             out.push(arg);
+        } else if arg == "--ship" {
+            // Done here, before the box runs the deploy.
         } else if WITH_VALUE.contains(&arg.as_str()) {
             args.next().transpose()?;
         } else if WITH_VALUE
@@ -224,7 +234,18 @@ fn box_argv(args: impl Iterator<Item = OsString>) -> anyhow::Result<Vec<String>>
     Ok(out)
 }
 
+/// The image `--ship` / `ship: ssh` sends before a deploy, if any.
+fn ship_image(command: &Command, config: &crate::config::Config) -> Option<String> {
+    match command {
+        Command::Deploy(a) if a.ship || config.ship == Some(crate::config::Ship::Ssh) => {
+            a.image.clone()
+        }
+        _ => None,
+    }
+}
+
 struct Remote {
+    ship: Option<String>,
     target: Target,
     reach: Reach,
     quiet: bool,
@@ -246,7 +267,7 @@ impl Remote {
         let signals = Signals::install()?;
         let ssh_config = std::env::var_os(SSH_CONFIG_ENV).map(std::path::PathBuf::from);
         let mut session = ssh::Session::new(self.target.clone(), ssh_config)?;
-        let command_line = match self.prepare(&mut session) {
+        let command_line = match self.prepare(&mut session, &signals) {
             Ok(_) | Err(_) if signals.any() => {
                 eprintln!(
                     "interrupted before cutover ran on {}: nothing changed there",
@@ -263,7 +284,7 @@ impl Remote {
 
     /// Connects, installs the binary if needed and syncs the project; returns the command
     /// line that runs this invocation on the box.
-    fn prepare(&self, session: &mut ssh::Session) -> anyhow::Result<String> {
+    fn prepare(&self, session: &mut ssh::Session, signals: &Signals) -> anyhow::Result<String> {
         let started = Instant::now();
         let local = install::Local::current()?;
         let probe = install::probe(session, &local)?;
@@ -300,6 +321,15 @@ impl Remote {
                 .dir_or_default(&self.loaded.config.project),
             &probe.home,
         )?;
+        if let Some(image) = &self.ship {
+            let t = Instant::now();
+            let dry_run = matches!(self.reach, Reach::Synced { swap: false, .. });
+            let state = &self.loaded.config.state_dir;
+            let stop = || signals.any();
+            let line =
+                ship_progress::run(session, image, &root, state, dry_run, self.quiet, &stop)?;
+            self.step("ship", t.elapsed(), &line);
+        }
         let q = crate::process::shell_quote;
         let (project_dir, guard) = match self.reach {
             Reach::Synced { swap, .. } => {

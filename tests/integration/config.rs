@@ -76,6 +76,14 @@ const BAD: &[(&str, &str, &str, &str)] = &[
     ),
     ("bad-name", ":1:10", "project", "invalid name `My_App`"),
     ("bad-swap", ":14:9", "host.swap", "or `auto` or `off`"),
+    // Issue #13: registry login and shipping.
+    (
+        "registry-bad-secret-key",
+        ":13:20",
+        "registry.password_secret",
+        "invalid secret key `registry-password` (expected the KEY of a KEY=value line",
+    ),
+    ("ship-unknown", ":10:7", "ship", "unknown variant `scp`, expected one of ssh"),
     ("not-yaml", ":6:9", "", "illegal placement of ':' indicator"),
     ("missing-field", ":1:1", "", "missing field `colors`"),
     (

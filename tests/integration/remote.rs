@@ -22,14 +22,14 @@ use std::time::{Duration, Instant};
 
 use crate::common::{free_port, loud, repo_root, require};
 
-const BOX_USER: &str = "cutover-box";
+pub(crate) const BOX_USER: &str = "cutover-box";
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn sh(script: &str) -> std::process::Output {
+pub(crate) fn sh(script: &str) -> std::process::Output {
     Command::new("sh").args(["-c", script]).output().unwrap()
 }
 
-fn sh_ok(script: &str) -> String {
+pub(crate) fn sh_ok(script: &str) -> String {
     let out = sh(script);
     assert!(
         out.status.success(),
@@ -62,7 +62,7 @@ fn ssh_ready() -> bool {
 }
 
 /// Also docker, nginx, age and the demo images (end-to-end deploys through SSH).
-fn deploy_ready() -> bool {
+pub(crate) fn deploy_ready() -> bool {
     if !ssh_ready()
         || !require("docker", "deploy through SSH")
         || !require("nginx", "run the box's nginx")
@@ -131,7 +131,7 @@ enum Auth {
 }
 
 /// One sshd for one test, its box-side dirs, and the client's ssh_config.
-struct SshBox {
+pub(crate) struct SshBox {
     root: tempfile::TempDir,
     port: u16,
     /// `XDG_DATA_HOME` on the box: where cutover installs itself.
@@ -240,7 +240,7 @@ impl SshBox {
         SshBox { root, port, data }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.root.path()
     }
 
@@ -252,7 +252,7 @@ impl SshBox {
         dir
     }
 
-    fn ssh_config(&self) -> PathBuf {
+    pub(crate) fn ssh_config(&self) -> PathBuf {
         self.path().join("ssh_config")
     }
 
@@ -287,6 +287,7 @@ impl Drop for SshBox {
 fn shared_data() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        box_user();
         // Earlier runs' installs (a debug binary is ~100 MB) go once their run has exited.
         for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -307,11 +308,11 @@ fn shared_data() -> PathBuf {
 }
 
 /// A project here, deployed through SSH to the box's dir, nginx and compose project.
-struct Project {
-    ssh: SshBox,
+pub(crate) struct Project {
+    pub(crate) ssh: SshBox,
     local: tempfile::TempDir,
     project: String,
-    remote_dir: PathBuf,
+    pub(crate) remote_dir: PathBuf,
     blue: u16,
     green: u16,
     nginx_port: u16,
@@ -320,7 +321,7 @@ struct Project {
 }
 
 #[derive(Clone)]
-struct Setup {
+pub(crate) struct Setup {
     startup_delay_ms: u64,
     health_timeout: &'static str,
     drain: &'static str,
@@ -343,12 +344,22 @@ impl Default for Setup {
     }
 }
 
+impl Setup {
+    /// The defaults, with the demo secrets (for other suites' boxes).
+    pub(crate) fn with_secrets() -> Setup {
+        Setup {
+            secrets: true,
+            ..Setup::default()
+        }
+    }
+}
+
 fn test_identity() -> String {
     std::fs::read_to_string(repo_root().join("fixtures/secrets/test-identity.txt")).unwrap()
 }
 
 impl Project {
-    fn new(setup: Setup) -> Project {
+    pub(crate) fn new(setup: Setup) -> Project {
         let ssh = SshBox::start(Auth::Accept, true, setup.shared_install.then(shared_data));
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let project = format!("cutover-remote-{}-{n}", std::process::id());
@@ -410,7 +421,7 @@ impl Project {
         p
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.local.path()
     }
 
@@ -442,6 +453,7 @@ impl Project {
              colors: {{ blue: {blue}, green: {green} }}\n\
              nginx:\n\
              \x20 include: {include}\n\
+             \x20 site: {site}\n\
              \x20 listen: \"127.0.0.1:{nginx_port}\"\n\
              \x20 test: {test}\n\
              \x20 reload: {reload}\n\
@@ -455,6 +467,7 @@ impl Project {
             blue = self.blue,
             green = self.green,
             include = self.prefix.join("service-url.inc").display(),
+            site = self.prefix.join("site.conf").display(),
             nginx_port = self.nginx_port,
             test = argv(&["-t"]),
             reload = argv(&["-s", "reload"]),
@@ -464,7 +477,7 @@ impl Project {
     }
 
     /// `cutover` run here, without a host (local commands).
-    fn local_cutover(&self) -> assert_cmd::Command {
+    pub(crate) fn local_cutover(&self) -> assert_cmd::Command {
         let mut cmd = crate::common::cutover(self.path());
         cmd.env_remove("CUTOVER_HOST")
             .env("CUTOVER_SSH_CONFIG", self.ssh.ssh_config())
@@ -476,7 +489,7 @@ impl Project {
     }
 
     /// `cutover --host box …` (the identity travels when the project has secrets).
-    fn remote(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn remote(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = self.local_cutover();
         cmd.args(["--host", "box"]).args(args);
         cmd.output().unwrap()
@@ -525,7 +538,7 @@ impl Project {
         }
     }
 
-    fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.remote_dir.join(".cutover")
     }
 
@@ -551,7 +564,7 @@ impl Project {
     }
 
     /// Running app colors, by compose label (read here with docker, not through cutover).
-    fn running_colors(&self) -> Vec<String> {
+    pub(crate) fn running_colors(&self) -> Vec<String> {
         let out = sh_ok(&format!(
             "docker ps --filter label=com.docker.compose.project={} --format '{{{{.Label \"com.docker.compose.service\"}}}}'",
             self.project
@@ -565,7 +578,7 @@ impl Project {
         services
     }
 
-    fn assert_serving(&self, color: &str, version: &str) {
+    pub(crate) fn assert_serving(&self, color: &str, version: &str) {
         assert_eq!(self.running_colors(), vec![format!("web-{color}")]);
         let port = if color == "blue" {
             self.blue
@@ -686,7 +699,7 @@ impl WaitOrKill for std::process::Child {
     }
 }
 
-fn texts(out: &std::process::Output) -> (String, String) {
+pub(crate) fn texts(out: &std::process::Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -694,7 +707,7 @@ fn texts(out: &std::process::Output) -> (String, String) {
 }
 
 /// Every file under `dir` whose bytes contain `needle` (followed as root; symlinks skipped).
-fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+pub(crate) fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut hits = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return hits;

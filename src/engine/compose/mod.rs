@@ -16,6 +16,7 @@ mod health_gate;
 pub mod observe;
 mod plan;
 pub mod prune;
+mod pull;
 mod reconcile;
 mod settle;
 pub mod status;
@@ -41,6 +42,7 @@ use crate::render::{Plan, Renderer, SecretKeys};
 use crate::state::{Action, DeployLock, EngineKind, InProgress, StateDir};
 
 pub use observe::{health_url, observe, Observed};
+pub use switch::probe_through_nginx;
 
 /// Everything a deploy needs, gathered by the command layer.
 pub struct Deployer<'a> {
@@ -135,6 +137,7 @@ impl Run<'_, '_> {
     fn execute(&mut self, req: &Request) -> anyhow::Result<Summary> {
         let _lock = self.lock(req)?;
         let target = self.observe(req)?;
+        self.pull(req, &target)?;
         self.budget(req, &target)?;
         let rendered = self.render(&target)?;
         if req.dry_run {

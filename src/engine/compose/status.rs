@@ -36,6 +36,8 @@ pub struct StatusReport {
     pub accessories: Vec<Container>,
     pub last_deploy: Option<HistoryEntry>,
     pub problems: Vec<String>,
+    /// Maintenance mode (`cutover maintenance on`), None when off.
+    pub maintenance: Option<crate::maintenance::Maintenance>,
 }
 
 /// Observes the project and probes each running color once.
@@ -88,6 +90,7 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
             .into_iter()
             .chain(torn_history_problems(&StateDir::new(loaded.state_dir())))
             .collect(),
+        maintenance: crate::maintenance::load(&loaded.state_dir())?,
     })
 }
 
