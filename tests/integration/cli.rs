@@ -167,7 +167,10 @@ fn compose_v2_runs_as_the_plugin_binary_the_docker_cli_reports() {
         "the plugin was not checked by running it directly:\n{stderr}"
     );
     // What the user sees stays `docker compose`.
-    assert_eq!(cached["compose"]["argv"], serde_json::json!(["docker", "compose"]));
+    assert_eq!(
+        cached["compose"]["argv"],
+        serde_json::json!(["docker", "compose"])
+    );
 }
 
 // --- stdout closed early --------------------------------------------------------------------

@@ -544,51 +544,6 @@ impl Run<'_, '_> {
         self.state_dir.save(&state)
     }
 
-    /// Reads what the prune needs from the box in a thread: `docker stop` mostly waits for
-    /// the engine, so the survey costs the deploy no wall time. It is only a reading; nothing
-    /// is removed before the record is written (`prune_images`).
-    fn start_survey(&self) -> std::thread::JoinHandle<anyhow::Result<prune::Survey>> {
-        let config = &self.d.loaded.config;
-        let repository = crate::docker::images::repository(&config.app.image).to_string();
-        let keep = config.app.keep_images;
-        let state_dir = self.state_dir.clone();
-        std::thread::spawn(move || prune::Survey::take(&repository, keep, &state_dir.load()?))
-    }
-
-    /// Prunes `app.image`'s repository beyond `keep_images`, never an image anything on the
-    /// box still records or runs (see [`prune`]).
-    fn prune_images(&mut self) -> Vec<String> {
-        let config = &self.d.loaded.config;
-        let own = match self.state_dir.load() {
-            Ok(state) => state,
-            Err(e) => return vec![format!("pruned nothing: could not read the record: {e:#}")],
-        };
-        let repository = crate::docker::images::repository(&config.app.image);
-        let survey = match self.survey.take() {
-            Some(thread) => thread
-                .join()
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the survey of the box panicked"))),
-            None => prune::Survey::take(repository, config.app.keep_images, &own),
-        };
-        match survey {
-            Ok(survey) => {
-                let report = survey.prune(&own, false);
-                report
-                    .removed
-                    .iter()
-                    .map(|r| format!("pruned image {r}"))
-                    .chain(
-                        report
-                            .kept_with_errors
-                            .iter()
-                            .map(|k| format!("kept image {k}")),
-                    )
-                    .collect()
-            }
-            Err(e) => vec![format!("pruned nothing: {e:#}")],
-        }
-    }
-
     fn summary(
         &self,
         req: &Request,

@@ -7,6 +7,10 @@
 //! records it as a color's image or as its rollback target. A registered project whose state
 //! cannot be read is a reason to prune nothing, not to guess: the image it needs may be the
 //! one about to go. Only `app.image`'s repository is pruned.
+//!
+//! A prune is a [`Survey`] (read the box) and then the removal. A repository holding no more
+//! than `keep` images skips the box-wide reading: nothing in it can go. A deploy takes the
+//! survey while the old color stops and removes only after its record is written.
 
 use std::collections::BTreeSet;
 
@@ -154,6 +158,54 @@ impl Survey {
     }
 }
 
+/// The deploy's prune: the survey during the stop, the removal after the record.
+impl super::Run<'_, '_> {
+    /// Reads what the prune needs from the box in a thread: `docker stop` mostly waits for
+    /// the engine, so the survey costs the deploy no wall time. It is only a reading; nothing
+    /// is removed before the record is written (`prune_images`).
+    pub(super) fn start_survey(&self) -> std::thread::JoinHandle<anyhow::Result<Survey>> {
+        let config = &self.d.loaded.config;
+        let repository = images::repository(&config.app.image).to_string();
+        let keep = config.app.keep_images;
+        let state_dir = self.state_dir.clone();
+        std::thread::spawn(move || Survey::take(&repository, keep, &state_dir.load()?))
+    }
+
+    /// Prunes `app.image`'s repository beyond `keep_images`, never an image anything on the
+    /// box still records or runs (see [`Survey`]).
+    pub(super) fn prune_images(&mut self) -> Vec<String> {
+        let config = &self.d.loaded.config;
+        let own = match self.state_dir.load() {
+            Ok(state) => state,
+            Err(e) => return vec![format!("pruned nothing: could not read the record: {e:#}")],
+        };
+        let repository = images::repository(&config.app.image);
+        let survey = match self.survey.take() {
+            Some(thread) => thread
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the survey of the box panicked"))),
+            None => Survey::take(repository, config.app.keep_images, &own),
+        };
+        match survey {
+            Ok(survey) => {
+                let report = survey.prune(&own, false);
+                report
+                    .removed
+                    .iter()
+                    .map(|r| format!("pruned image {r}"))
+                    .chain(
+                        report
+                            .kept_with_errors
+                            .iter()
+                            .map(|k| format!("kept image {k}")),
+                    )
+                    .collect()
+            }
+            Err(e) => vec![format!("pruned nothing: {e:#}")],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,8 +256,10 @@ mod tests {
             .removed
             .is_empty());
         // The record written after the survey protects its images too.
-        let mut own = State::default();
-        own.previous_image = Some("app:2".into());
+        let own = State {
+            previous_image: Some("app:2".into()),
+            ..State::default()
+        };
         let report = survey(Some(Protection::default())).prune(&own, true);
         assert_eq!(report.removed, ["app:1"]);
     }
