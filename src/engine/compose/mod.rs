@@ -109,6 +109,8 @@ struct Run<'a, 'r> {
     worker_outcomes: Vec<crate::state::WorkerOutcome>,
     /// What the hooks are told, once observed (`hooks.rs`).
     facts: Option<crate::engine::hooks::Facts>,
+    /// The prune's reading of the box, taken while the old color stops (see `stop`).
+    survey: Option<std::thread::JoinHandle<anyhow::Result<prune::Survey>>>,
 }
 
 impl<'a> Deployer<'a> {
@@ -137,6 +139,7 @@ impl<'a> Deployer<'a> {
             state_dir: StateDir::new(self.loaded.state_dir()),
             worker_outcomes: Vec::new(),
             facts: None,
+            survey: None,
         };
         let result = run.execute(req);
         run.after_hooks(req, result)
@@ -411,6 +414,7 @@ impl Run<'_, '_> {
         let old_service = config.service(old);
         self.set_step(Step::Stop);
         self.clock.start(Step::Stop, old_service.clone());
+        self.survey = Some(self.start_survey());
         // The old color's containers as observed under the lock: no second engine lookup.
         let ids: Vec<String> = observed
             .containers
@@ -497,31 +501,6 @@ impl Run<'_, '_> {
             workers::record(&mut state, &self.worker_outcomes);
         }
         self.state_dir.save(&state)
-    }
-
-    /// Prunes `app.image`'s repository beyond `keep_images`, never an image anything on the
-    /// box still records or runs (see [`prune`]).
-    fn prune_images(&self) -> Vec<String> {
-        let config = &self.d.loaded.config;
-        let own = match self.state_dir.load() {
-            Ok(state) => state,
-            Err(e) => return vec![format!("pruned nothing: could not read the record: {e:#}")],
-        };
-        let repository = crate::docker::images::repository(&config.app.image);
-        match prune::prune_repository(repository, config.app.keep_images, &own, false) {
-            Ok(report) => report
-                .removed
-                .iter()
-                .map(|r| format!("pruned image {r}"))
-                .chain(
-                    report
-                        .kept_with_errors
-                        .iter()
-                        .map(|k| format!("kept image {k}")),
-                )
-                .collect(),
-            Err(e) => vec![format!("pruned nothing: {e:#}")],
-        }
     }
 
     fn summary(
