@@ -5,7 +5,7 @@
 #
 # Writes DIR/cutover-V-TRIPLE.tar.gz (one directory cutover-V-TRIPLE/ holding `cutover`,
 # README.md and the licence line) and DIR/cutover-V-TRIPLE.tar.gz.sha256 (`sha256sum` format,
-# so `sha256sum -c` checks it). Prints the tarball's path on stdout, progress on stderr.
+# so `sha256sum -c` checks it) and DIR/install.sh (scripts/install.sh). Prints the tarball's path on stdout, progress on stderr.
 #
 #   --profile release   (default) what a release ships: LTO, stripped
 #   --profile dev       the same static binary from the dev profile, without debug info
@@ -95,5 +95,7 @@ tar --numeric-owner --owner=0 --group=0 --mtime=@0 --sort=name -C "$stage" -cf -
     | gzip -n -9 >"$tarball.tmp"
 mv "$tarball.tmp" "$tarball"
 (cd "$out" && sha256sum "$name.tar.gz" >"$name.tar.gz.sha256.tmp" && mv "$name.tar.gz.sha256.tmp" "$name.tar.gz.sha256")
+# The installer travels with the tarballs: CI fetches $CUTOVER_RELEASE_URL/vVERSION/install.sh.
+install -m 0755 "$repo_root/scripts/install.sh" "$out/install.sh"
 log "wrote $tarball ($(stat -c %s "$tarball") bytes) and $name.tar.gz.sha256"
 echo "$tarball"

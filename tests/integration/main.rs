@@ -6,6 +6,7 @@
 
 mod bootstrap;
 mod child_env;
+mod ci_scaffold;
 mod cli;
 mod common;
 mod config;
@@ -13,6 +14,7 @@ mod e2e;
 mod e2e_reliability;
 mod history;
 mod project;
+mod release;
 mod reliability;
 mod remote;
 mod render;

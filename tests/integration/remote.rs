@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{free_port, loud, repo_root, require};
 
-const BOX_USER: &str = "cutover-box";
+pub(crate) const BOX_USER: &str = "cutover-box";
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 fn sh(script: &str) -> std::process::Output {
@@ -62,7 +62,7 @@ fn ssh_ready() -> bool {
 }
 
 /// Also docker, nginx, age and the demo images (end-to-end deploys through SSH).
-fn deploy_ready() -> bool {
+pub(crate) fn deploy_ready() -> bool {
     if !ssh_ready()
         || !require("docker", "deploy through SSH")
         || !require("nginx", "run the box's nginx")
@@ -131,9 +131,9 @@ enum Auth {
 }
 
 /// One sshd for one test, its box-side dirs, and the client's ssh_config.
-struct SshBox {
+pub(crate) struct SshBox {
     root: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
     /// `XDG_DATA_HOME` on the box: where cutover installs itself.
     data: PathBuf,
 }
@@ -240,7 +240,7 @@ impl SshBox {
         SshBox { root, port, data }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.root.path()
     }
 
@@ -307,8 +307,8 @@ fn shared_data() -> PathBuf {
 }
 
 /// A project here, deployed through SSH to the box's dir, nginx and compose project.
-struct Project {
-    ssh: SshBox,
+pub(crate) struct Project {
+    pub(crate) ssh: SshBox,
     local: tempfile::TempDir,
     project: String,
     remote_dir: PathBuf,
@@ -320,7 +320,7 @@ struct Project {
 }
 
 #[derive(Clone)]
-struct Setup {
+pub(crate) struct Setup {
     startup_delay_ms: u64,
     health_timeout: &'static str,
     drain: &'static str,
@@ -348,7 +348,7 @@ fn test_identity() -> String {
 }
 
 impl Project {
-    fn new(setup: Setup) -> Project {
+    pub(crate) fn new(setup: Setup) -> Project {
         let ssh = SshBox::start(Auth::Accept, true, setup.shared_install.then(shared_data));
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
         let project = format!("cutover-remote-{}-{n}", std::process::id());
@@ -410,7 +410,7 @@ impl Project {
         p
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.local.path()
     }
 
@@ -482,7 +482,7 @@ impl Project {
         cmd.output().unwrap()
     }
 
-    fn remote_ok(&self, args: &[&str]) -> (String, String) {
+    pub(crate) fn remote_ok(&self, args: &[&str]) -> (String, String) {
         let out = self.remote(args);
         let (stdout, stderr) = texts(&out);
         assert!(
@@ -694,7 +694,7 @@ fn texts(out: &std::process::Output) -> (String, String) {
 }
 
 /// Every file under `dir` whose bytes contain `needle` (followed as root; symlinks skipped).
-fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+pub(crate) fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
     let mut hits = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else {
         return hits;

@@ -1,0 +1,312 @@
+//! `cutover init --ci github`: the generated workflow passes actionlint (with shellcheck on
+//! its `run:` scripts), and its steps, run as GitHub would run them (bash -eo pipefail, the
+//! workflow's and the step's `env:`, `RUNNER_TEMP`, `GITHUB_ENV`, `GITHUB_STEP_SUMMARY`),
+//! with the repository secrets replaced by the test box's values, build the image, set up
+//! SSH with the host key pinned, deploy it to the real-sshd box of remote.rs and write the job
+//! summary. Also: this repository's own workflows pass actionlint.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::common::{cutover, repo_root, require, yaml_to_json};
+use crate::remote::{deploy_ready, Project, Setup, BOX_USER};
+
+/// A fake commit id for `${{ github.sha }}`.
+const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
+
+fn actionlint(dir: &Path, files: &[&Path]) {
+    let out = Command::new("actionlint")
+        .arg("-no-color")
+        .args(files)
+        .current_dir(dir)
+        .output()
+        .expect("run actionlint");
+    assert!(
+        out.status.success(),
+        "actionlint rejected {files:?}:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `${{ … }}` expressions replaced the way GitHub would, from `secrets`; an expression the
+/// test does not know fails it, so a new one in the template gets a value here too.
+fn substitute(text: &str, secrets: &BTreeMap<&str, String>) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${{") {
+        out.push_str(&rest[..start]);
+        let end = rest[start..].find("}}").expect("an expression ends with }}") + start;
+        let expr = rest[start + 3..end].trim();
+        let value = match expr.strip_prefix("secrets.") {
+            Some(name) => secrets
+                .get(name)
+                .unwrap_or_else(|| panic!("the test has no value for the secret {name}"))
+                .clone(),
+            None if expr == "github.sha" => SHA.to_string(),
+            None => panic!("the test cannot evaluate the expression `{expr}`"),
+        };
+        out.push_str(&value);
+        rest = &rest[end + 2..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The workflow's runner: its `env:`, the job's scratch dirs and what earlier steps exported.
+struct Runner {
+    workflow: Value,
+    secrets: BTreeMap<&'static str, String>,
+    project: PathBuf,
+    temp: tempfile::TempDir,
+    /// Extra PATH entries first (where `install cutover` put the binary).
+    path_first: PathBuf,
+}
+
+impl Runner {
+    fn github_env(&self) -> PathBuf {
+        self.temp.path().join("github_env")
+    }
+
+    fn summary(&self) -> PathBuf {
+        self.temp.path().join("step_summary")
+    }
+
+    fn step(&self, name: &str) -> &Value {
+        self.workflow["jobs"]["deploy"]["steps"]
+            .as_array()
+            .expect("the deploy job has steps")
+            .iter()
+            .find(|s| s["name"] == name)
+            .unwrap_or_else(|| panic!("no step named {name:?}"))
+    }
+
+    /// Runs the step `name` as GitHub's `bash` shell does; returns its output.
+    fn run(&self, name: &str) -> std::process::Output {
+        let step = self.step(name);
+        let script = step["run"].as_str().expect("a run step");
+        let home = self.temp.path().join("home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut cmd = Command::new("bash");
+        crate::common::isolate(&mut cmd, &home);
+        cmd.args(["--noprofile", "--norc", "-eo", "pipefail", "-c", script])
+            .current_dir(&self.project)
+            .env_remove("SSH_AUTH_SOCK")
+            .env_remove("CUTOVER_HOST")
+            .env_remove("CUTOVER_SSH_CONFIG")
+            .env("RUNNER_TEMP", self.temp.path())
+            .env("GITHUB_ENV", self.github_env())
+            .env("GITHUB_STEP_SUMMARY", self.summary())
+            .env("GITHUB_SHA", SHA);
+        let path = std::env::var("PATH").unwrap_or_default();
+        cmd.env("PATH", format!("{}:{path}", self.path_first.display()));
+        let envs = [&self.workflow["env"], &step["env"]];
+        for env in envs.into_iter().filter_map(Value::as_object) {
+            for (key, value) in env {
+                let value = value.as_str().expect("env values are strings");
+                cmd.env(key, substitute(value, &self.secrets));
+            }
+        }
+        // What earlier steps appended to $GITHUB_ENV (KEY=VALUE lines).
+        let exported = std::fs::read_to_string(self.github_env()).unwrap_or_default();
+        for line in exported.lines() {
+            let (key, value) = line.split_once('=').expect("GITHUB_ENV lines are KEY=VALUE");
+            cmd.env(key, value);
+        }
+        cmd.output().unwrap()
+    }
+
+    fn run_ok(&self, name: &str) -> String {
+        let out = self.run(name);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert!(
+            out.status.success(),
+            "step {name:?} failed ({:?}):\n{stdout}\n{stderr}",
+            out.status
+        );
+        format!("{stdout}{stderr}")
+    }
+}
+
+/// Removes the image the workflow's build step made (after the project's containers).
+struct ImageGuard(String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn ci_github_workflow_lints_and_its_deploy_step_deploys_to_the_box() {
+    if !deploy_ready()
+        || !require("actionlint", "lint the generated workflow (scripts/test.sh installs it)")
+        || !require("shellcheck", "check the workflow's run: scripts (actionlint uses it)")
+        || !require("ssh-agent", "hold the workflow's SSH key in memory")
+        || !require("jq", "write the workflow's job summary")
+    {
+        return;
+    }
+    // The workflow builds `app.image:<sha>`: a repository of this test's own, so the box's
+    // prune never weighs the shared demo images against it.
+    let repo = format!("cutover-ci-{}", std::process::id());
+    let image = format!("{repo}:{SHA}");
+    let _image = ImageGuard(image.clone());
+    let p = Project::new(Setup::default());
+    let config = p.path().join("cutover.yml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains("  image: cutover-demo\n"), "{text}");
+    std::fs::write(
+        &config,
+        text.replace("  image: cutover-demo\n", &format!("  image: {repo}\n")),
+    )
+    .unwrap();
+
+    // --dry-run prints what a real run writes; a second run refuses to overwrite.
+    let dry = cutover(p.path())
+        .args(["init", "--ci", "github", "--dry-run"])
+        .assert()
+        .success();
+    let dry = String::from_utf8(dry.get_output().stdout.clone()).unwrap();
+    let workflow_path = p.path().join(".github/workflows/deploy.yml");
+    assert!(!workflow_path.exists(), "--dry-run wrote the workflow");
+    cutover(p.path())
+        .args(["init", "--ci", "github"])
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&workflow_path).unwrap();
+    assert_eq!(text, dry, "--dry-run prints the file it would write");
+    let again = cutover(p.path())
+        .args(["init", "--ci", "github"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&again.get_output().stderr).into_owned();
+    assert!(stderr.contains("already exists; pass --force"), "{stderr}");
+    cutover(p.path())
+        .args(["init", "--ci", "github", "--force"])
+        .assert()
+        .success();
+
+    actionlint(p.path(), &[Path::new(".github/workflows/deploy.yml")]);
+    let workflow = yaml_to_json(&text);
+    assert_eq!(workflow["concurrency"]["cancel-in-progress"], false);
+    let config_text = std::fs::read_to_string(&config).unwrap();
+    let project = yaml_to_json(&config_text)["project"].as_str().unwrap().to_string();
+    assert_eq!(
+        workflow["concurrency"]["group"],
+        format!("cutover-deploy-{project}")
+    );
+    assert!(!text.contains("ssh-keyscan "), "CI never scans host keys");
+    assert!(text.contains("StrictHostKeyChecking yes"));
+
+    let ssh = &p.ssh;
+    let secrets = BTreeMap::from([
+        ("DEPLOY_HOST", format!("{BOX_USER}@127.0.0.1:{}", ssh.port)),
+        (
+            "DEPLOY_SSH_KEY",
+            std::fs::read_to_string(ssh.path().join("client_key")).unwrap(),
+        ),
+        (
+            "DEPLOY_KNOWN_HOSTS",
+            std::fs::read_to_string(ssh.path().join("known_hosts")).unwrap(),
+        ),
+        // Unset in the repository: the box would decrypt with its own identity.
+        ("CUTOVER_AGE_KEY", String::new()),
+    ]);
+    let binary = PathBuf::from(env!("CARGO_BIN_EXE_cutover"));
+    let runner = Runner {
+        workflow,
+        secrets,
+        project: p.path().to_path_buf(),
+        temp: tempfile::tempdir().unwrap(),
+        path_first: binary.parent().unwrap().to_path_buf(),
+    };
+
+    // The build step, on this project's Dockerfile.
+    std::fs::write(
+        p.path().join("Dockerfile"),
+        "FROM cutover-demo:v1\nENV VERSION=ci\n",
+    )
+    .unwrap();
+    runner.run_ok("build the image");
+    let env = Command::new("docker")
+        .args(["image", "inspect", "-f", "{{json .Config.Env}}", &image])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&env.stdout).contains("VERSION=ci"),
+        "the build step did not build {image}"
+    );
+
+    runner.run_ok("ssh to the box (key in an agent, host key pinned)");
+    let exported = std::fs::read_to_string(runner.github_env()).unwrap();
+    assert!(exported.contains("CUTOVER_SSH_CONFIG="), "{exported}");
+    let agent_pid: u32 = exported
+        .lines()
+        .find_map(|l| l.strip_prefix("SSH_AGENT_PID="))
+        .expect("the ssh step exports the agent")
+        .parse()
+        .unwrap();
+    // The key is held by the agent only: nothing under RUNNER_TEMP holds it.
+    let key = &runner.secrets["DEPLOY_SSH_KEY"];
+    let key_line = key.lines().nth(1).expect("a key body line");
+    let holding = crate::remote::files_containing(runner.temp.path(), key_line);
+    assert!(holding.is_empty(), "the SSH key was written to {holding:?}");
+
+    // The deploy step's command line against the box, then the job summary.
+    let out = runner.run_ok("deploy");
+    let summary_json = std::fs::read_to_string(runner.temp.path().join("deploy.json")).unwrap();
+    let summary_json: Value = serde_json::from_str(&summary_json)
+        .unwrap_or_else(|e| panic!("deploy --json printed no JSON ({e}):\n{out}"));
+    assert_eq!(summary_json["image"], image.as_str(), "{summary_json}");
+    assert_eq!(summary_json["to"], "blue");
+    runner.run_ok("summary");
+    let summary = std::fs::read_to_string(runner.summary()).unwrap();
+    assert!(
+        summary.contains(&format!("### cutover deploy: `{image}` on blue")),
+        "{summary}"
+    );
+    assert!(summary.contains("| step | ms |"), "{summary}");
+    runner.run_ok("stop the ssh agent");
+    let alive = Path::new(&format!("/proc/{agent_pid}")).exists();
+    assert!(!alive, "the ssh agent {agent_pid} outlived its job");
+
+    // The box serves the image the workflow built.
+    let (status, _) = p.remote_ok(&["status", "--json"]);
+    let status: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["active"], "blue", "{status}");
+    assert!(status.to_string().contains(&image), "{status}");
+}
+
+#[test]
+fn ci_this_repository_workflows_pass_actionlint() {
+    if !require("actionlint", "lint .github/workflows (scripts/test.sh installs it)")
+        || !require("shellcheck", "check the workflows' run: scripts (actionlint uses it)")
+    {
+        return;
+    }
+    let root = repo_root();
+    let files = ["ci.yml", "release.yml"].map(|f| root.join(".github/workflows").join(f));
+    let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
+    actionlint(&root, &refs);
+}
+
+#[test]
+fn ci_init_without_a_config_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = cutover(dir.path())
+        .args(["init", "--ci", "github"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(stderr.contains("cutover.yml: no such file"), "{stderr}");
+    assert!(!dir.path().join(".github").exists());
+}
