@@ -189,6 +189,10 @@ pub struct DeployArgs {
     /// Image to deploy, e.g. myuser/app:2024-05-01 [default: redeploy the active image]
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
+    /// With --host: send the local image --image to the box over the SSH connection first,
+    /// only the layers the box lacks (no registry) [config: `ship: ssh`]
+    #[arg(long, requires = "image")]
+    pub ship: bool,
     #[command(flatten)]
     pub common: DeployCommon,
 }

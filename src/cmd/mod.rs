@@ -21,6 +21,14 @@ mod secrets;
 
 pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Deploy(args) if args.ship => {
+            // `--host` ships before the box deploys and never passes `--ship` on.
+            eprintln!(
+                "error: --ship sends a local image to a box over SSH: use it with --host \
+                 [user@]host (or remote.host); without a box the image is already here"
+            );
+            Ok(ExitCode::from(2))
+        }
         Command::Completions { shell } => completions(shell),
         Command::Init(args) => init::run(ctx, args),
         Command::Render(args) => render::run(ctx, args),

@@ -19,6 +19,14 @@ pub struct Remote {
     pub dir: Option<String>,
 }
 
+/// `ship:` — how `cutover --host` gets a deploy's image onto the box.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Ship {
+    /// `docker save` here, only the layers the box lacks, over the SSH connection.
+    Ssh,
+}
+
 impl Remote {
     pub fn is_unset(&self) -> bool {
         self == &Remote::default()

@@ -72,6 +72,9 @@ pub struct Config {
     /// `cutover --host`: the box to run on over SSH and where the project lives there.
     #[serde(default, skip_serializing_if = "super::Remote::is_unset")]
     pub remote: super::Remote,
+    /// `ship: ssh`: `cutover --host … deploy --image REF` sends the local image over SSH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ship: Option<super::Ship>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

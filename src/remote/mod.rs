@@ -18,6 +18,9 @@
 
 pub mod install;
 pub mod on_box;
+pub mod ship;
+mod ship_progress;
+pub mod ship_tar;
 pub mod ssh;
 pub mod sync;
 
@@ -160,7 +163,9 @@ pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode
     };
     let argv = box_argv(std::env::args_os().skip(1))?;
     let identity = identity_text(ctx)?;
+    let ship = ship_image(&cli.command, &loaded.config);
     let remote = Remote {
+        ship,
         target,
         reach,
         quiet: ctx.quiet(),
@@ -210,6 +215,8 @@ fn box_argv(args: impl Iterator<Item = OsString>) -> anyhow::Result<Vec<String>>
         if arg == "--" {
             after_dashdash = true;
             out.push(arg);
+        } else if arg == "--ship" {
+            // Done here, before the box runs the deploy.
         } else if WITH_VALUE.contains(&arg.as_str()) {
             args.next().transpose()?;
         } else if WITH_VALUE
@@ -224,7 +231,18 @@ fn box_argv(args: impl Iterator<Item = OsString>) -> anyhow::Result<Vec<String>>
     Ok(out)
 }
 
+/// The image `--ship` / `ship: ssh` sends before a deploy, if any.
+fn ship_image(command: &Command, config: &crate::config::Config) -> Option<String> {
+    match command {
+        Command::Deploy(a) if a.ship || config.ship == Some(crate::config::Ship::Ssh) => {
+            a.image.clone()
+        }
+        _ => None,
+    }
+}
+
 struct Remote {
+    ship: Option<String>,
     target: Target,
     reach: Reach,
     quiet: bool,
@@ -246,7 +264,7 @@ impl Remote {
         let signals = Signals::install()?;
         let ssh_config = std::env::var_os(SSH_CONFIG_ENV).map(std::path::PathBuf::from);
         let mut session = ssh::Session::new(self.target.clone(), ssh_config)?;
-        let command_line = match self.prepare(&mut session) {
+        let command_line = match self.prepare(&mut session, &signals) {
             Ok(_) | Err(_) if signals.any() => {
                 eprintln!(
                     "interrupted before cutover ran on {}: nothing changed there",
@@ -263,7 +281,7 @@ impl Remote {
 
     /// Connects, installs the binary if needed and syncs the project; returns the command
     /// line that runs this invocation on the box.
-    fn prepare(&self, session: &mut ssh::Session) -> anyhow::Result<String> {
+    fn prepare(&self, session: &mut ssh::Session, signals: &Signals) -> anyhow::Result<String> {
         let started = Instant::now();
         let local = install::Local::current()?;
         let probe = install::probe(session, &local)?;
@@ -300,6 +318,9 @@ impl Remote {
                 .dir_or_default(&self.loaded.config.project),
             &probe.home,
         )?;
+        if let Some(image) = &self.ship {
+            self.ship(session, image, &root, signals)?;
+        }
         let q = crate::process::shell_quote;
         let (project_dir, guard) = match self.reach {
             Reach::Synced { swap, .. } => {
@@ -377,6 +398,34 @@ impl Remote {
             "{guard}exec {sudo}{}",
             words.iter().map(|w| q(w)).collect::<Vec<_>>().join(" ")
         ))
+    }
+
+    /// Sends `image` to the box (`--ship`); a dry run only says it would.
+    fn ship(
+        &self,
+        session: &mut ssh::Session,
+        image: &str,
+        root: &str,
+        signals: &Signals,
+    ) -> anyhow::Result<()> {
+        if matches!(self.reach, Reach::Synced { swap: false, .. }) {
+            self.step(
+                "ship",
+                Duration::ZERO,
+                &format!("would send {image} (dry run)"),
+            );
+            return Ok(());
+        }
+        let state = &self.loaded.config.state_dir;
+        let state_dir = if state.is_absolute() {
+            state.display().to_string()
+        } else {
+            format!("{root}/{}", state.display())
+        };
+        let t = Instant::now();
+        let line = ship_progress::run(session, image, &state_dir, self.quiet, &|| signals.any())?;
+        self.step("ship", t.elapsed(), &line);
+        Ok(())
     }
 
     /// Runs the box command with its output streamed, forwarding our signals on its stdin.

@@ -252,6 +252,18 @@ impl Session {
             .map_err(|e| self.spawn_failed(e))
     }
 
+    /// Runs `script` in `sh` on the box with stdin a pipe we write to and stdout/stderr piped
+    /// back here (the image `--ship` streams).
+    pub fn start_script(&self, script: &str, summary: &str) -> anyhow::Result<Streaming> {
+        self.ssh(summary)
+            .arg("-T")
+            .arg("--")
+            .arg(self.target.destination())
+            .arg(remote_sh(script))
+            .start_streaming(true)
+            .map_err(|e| self.spawn_failed(e))
+    }
+
     /// Why a streamed run ended with ssh's own 255: the connection, or the remote side?
     pub fn describe_lost(&self) -> String {
         format!(

@@ -19,5 +19,6 @@ mod reliability;
 mod remote;
 mod render;
 mod secrets;
+mod ship;
 mod swarm;
 mod tls;

@@ -25,11 +25,11 @@ use crate::common::{free_port, loud, repo_root, require};
 pub(crate) const BOX_USER: &str = "cutover-box";
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
-fn sh(script: &str) -> std::process::Output {
+pub(crate) fn sh(script: &str) -> std::process::Output {
     Command::new("sh").args(["-c", script]).output().unwrap()
 }
 
-fn sh_ok(script: &str) -> String {
+pub(crate) fn sh_ok(script: &str) -> String {
     let out = sh(script);
     assert!(
         out.status.success(),
@@ -252,7 +252,7 @@ impl SshBox {
         dir
     }
 
-    fn ssh_config(&self) -> PathBuf {
+    pub(crate) fn ssh_config(&self) -> PathBuf {
         self.path().join("ssh_config")
     }
 
@@ -287,6 +287,7 @@ impl Drop for SshBox {
 fn shared_data() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
+        box_user();
         // Earlier runs' installs (a debug binary is ~100 MB) go once their run has exited.
         for entry in std::fs::read_dir(std::env::temp_dir()).unwrap().flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
@@ -311,7 +312,7 @@ pub(crate) struct Project {
     pub(crate) ssh: SshBox,
     local: tempfile::TempDir,
     project: String,
-    remote_dir: PathBuf,
+    pub(crate) remote_dir: PathBuf,
     blue: u16,
     green: u16,
     nginx_port: u16,
@@ -464,7 +465,7 @@ impl Project {
     }
 
     /// `cutover` run here, without a host (local commands).
-    fn local_cutover(&self) -> assert_cmd::Command {
+    pub(crate) fn local_cutover(&self) -> assert_cmd::Command {
         let mut cmd = crate::common::cutover(self.path());
         cmd.env_remove("CUTOVER_HOST")
             .env("CUTOVER_SSH_CONFIG", self.ssh.ssh_config())
@@ -525,7 +526,7 @@ impl Project {
         }
     }
 
-    fn state_dir(&self) -> PathBuf {
+    pub(crate) fn state_dir(&self) -> PathBuf {
         self.remote_dir.join(".cutover")
     }
 
@@ -551,7 +552,7 @@ impl Project {
     }
 
     /// Running app colors, by compose label (read here with docker, not through cutover).
-    fn running_colors(&self) -> Vec<String> {
+    pub(crate) fn running_colors(&self) -> Vec<String> {
         let out = sh_ok(&format!(
             "docker ps --filter label=com.docker.compose.project={} --format '{{{{.Label \"com.docker.compose.service\"}}}}'",
             self.project
@@ -565,7 +566,7 @@ impl Project {
         services
     }
 
-    fn assert_serving(&self, color: &str, version: &str) {
+    pub(crate) fn assert_serving(&self, color: &str, version: &str) {
         assert_eq!(self.running_colors(), vec![format!("web-{color}")]);
         let port = if color == "blue" {
             self.blue
@@ -686,7 +687,7 @@ impl WaitOrKill for std::process::Child {
     }
 }
 
-fn texts(out: &std::process::Output) -> (String, String) {
+pub(crate) fn texts(out: &std::process::Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
