@@ -75,3 +75,49 @@ pub fn workflow(
     };
     renderer.render(crate::render::CI_GITHUB, ctx)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn render(registry: Option<PushRegistry>) -> String {
+        let config = Config::from_yaml(
+            "project: shop\napp: { name: web, image: me/shop, port: 8080, memory: 128M }\n",
+            std::path::Path::new("cutover.yml"),
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let renderer = Renderer::new(dir.path()).unwrap();
+        let options = Options {
+            branch: "main".into(),
+            release_url: "https://example.invalid/releases/".into(),
+            registry,
+        };
+        workflow(&renderer, Provider::Github, &config, &options).unwrap()
+    }
+
+    #[test]
+    fn without_a_registry_the_image_is_shipped_over_ssh() {
+        let text = render(None);
+        assert!(text.contains(
+            "cutover --host \"$DEPLOY_HOST\" deploy --image \"$IMAGE\" --ship --lock-wait 10m --json"
+        ));
+        assert!(!text.contains("docker push"));
+        assert!(text.contains("IMAGE: \"me/shop:${{ github.sha }}\""));
+        assert!(text.contains("group: \"cutover-deploy-shop\""));
+        assert!(text.contains("CUTOVER_RELEASE_URL: \"https://example.invalid/releases\""));
+    }
+
+    #[test]
+    fn with_a_registry_ci_pushes_and_the_box_pulls() {
+        let text = render(Some(PushRegistry {
+            server: "registry.example.com".into(),
+            username: "ci".into(),
+        }));
+        assert!(text.contains("docker push \"$IMAGE\""));
+        assert!(text.contains("--password-stdin"));
+        assert!(text.contains("REGISTRY_PASSWORD: ${{ secrets.REGISTRY_PASSWORD }}"));
+        assert!(!text.contains("--ship"));
+        assert!(text.contains("REGISTRY_SERVER: \"registry.example.com\""));
+    }
+}
