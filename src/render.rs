@@ -33,7 +33,10 @@ const BUILT_IN: &[(&str, &str)] = &[
     (SITE, include_str!("../templates/nginx-site.conf.j2")),
     (CLOUD_INIT, include_str!("../templates/cloud-init.yml.j2")),
     (STACK, include_str!("../templates/stack.yml.j2")),
-    (CI_GITHUB, include_str!("../templates/ci/github-deploy.yml.j2")),
+    (
+        CI_GITHUB,
+        include_str!("../templates/ci/github-deploy.yml.j2"),
+    ),
 ];
 
 /// Secret key names per service group: values never pass through rendering.

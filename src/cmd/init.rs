@@ -199,7 +199,9 @@ fn run_ci(
     if !ctx.quiet() {
         outln!("wrote {}", path.display())?;
         outln!()?;
-        outln!("next: add the repository secrets it names at its top (DEPLOY_HOST, DEPLOY_SSH_KEY,")?;
+        outln!(
+            "next: add the repository secrets it names at its top (DEPLOY_HOST, DEPLOY_SSH_KEY,"
+        )?;
         outln!("      DEPLOY_KNOWN_HOSTS, optional CUTOVER_AGE_KEY), commit it and push")?;
     }
     Ok(ExitCode::SUCCESS)

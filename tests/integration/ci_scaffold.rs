@@ -1,9 +1,11 @@
 //! `cutover init --ci github`: the generated workflow passes actionlint (with shellcheck on
 //! its `run:` scripts), and its steps, run as GitHub would run them (bash -eo pipefail, the
 //! workflow's and the step's `env:`, `RUNNER_TEMP`, `GITHUB_ENV`, `GITHUB_STEP_SUMMARY`),
-//! with the repository secrets replaced by the test box's values, build the image, set up
-//! SSH with the host key pinned, deploy it to the real-sshd box of remote.rs and write the job
-//! summary. Also: this repository's own workflows pass actionlint.
+//! with the repository secrets replaced by the test box's values, install cutover from
+//! scripts/release.sh's tarball (served over local HTTP as the GitHub release would), build
+//! the image, set up SSH with the host key pinned, deploy it with `--ship` to the real-sshd
+//! box of remote.rs using the installed binary, and write the job summary. Also: this
+//! repository's own workflows pass actionlint.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -39,7 +41,10 @@ fn substitute(text: &str, secrets: &BTreeMap<&str, String>) -> String {
     let mut rest = text;
     while let Some(start) = rest.find("${{") {
         out.push_str(&rest[..start]);
-        let end = rest[start..].find("}}").expect("an expression ends with }}") + start;
+        let end = rest[start..]
+            .find("}}")
+            .expect("an expression ends with }}")
+            + start;
         let expr = rest[start + 3..end].trim();
         let value = match expr.strip_prefix("secrets.") {
             Some(name) => secrets
@@ -62,13 +67,17 @@ struct Runner {
     secrets: BTreeMap<&'static str, String>,
     project: PathBuf,
     temp: tempfile::TempDir,
-    /// Extra PATH entries first (where `install cutover` put the binary).
-    path_first: PathBuf,
+    /// Workflow `env:` values replaced for the test (the release server's URL).
+    overrides: BTreeMap<&'static str, String>,
 }
 
 impl Runner {
     fn github_env(&self) -> PathBuf {
         self.temp.path().join("github_env")
+    }
+
+    fn github_path(&self) -> PathBuf {
+        self.temp.path().join("github_path")
     }
 
     fn summary(&self) -> PathBuf {
@@ -99,21 +108,32 @@ impl Runner {
             .env_remove("CUTOVER_SSH_CONFIG")
             .env("RUNNER_TEMP", self.temp.path())
             .env("GITHUB_ENV", self.github_env())
+            .env("GITHUB_PATH", self.github_path())
             .env("GITHUB_STEP_SUMMARY", self.summary())
             .env("GITHUB_SHA", SHA);
-        let path = std::env::var("PATH").unwrap_or_default();
-        cmd.env("PATH", format!("{}:{path}", self.path_first.display()));
+        // What earlier steps appended to $GITHUB_PATH goes first, newest first.
+        let added = std::fs::read_to_string(self.github_path()).unwrap_or_default();
+        let mut path: Vec<&str> = added.lines().rev().collect();
+        let system = std::env::var("PATH").unwrap_or_default();
+        path.push(&system);
+        cmd.env("PATH", path.join(":"));
         let envs = [&self.workflow["env"], &step["env"]];
         for env in envs.into_iter().filter_map(Value::as_object) {
             for (key, value) in env {
                 let value = value.as_str().expect("env values are strings");
-                cmd.env(key, substitute(value, &self.secrets));
+                let value = match self.overrides.get(key.as_str()) {
+                    Some(over) => over.clone(),
+                    None => substitute(value, &self.secrets),
+                };
+                cmd.env(key, value);
             }
         }
         // What earlier steps appended to $GITHUB_ENV (KEY=VALUE lines).
         let exported = std::fs::read_to_string(self.github_env()).unwrap_or_default();
         for line in exported.lines() {
-            let (key, value) = line.split_once('=').expect("GITHUB_ENV lines are KEY=VALUE");
+            let (key, value) = line
+                .split_once('=')
+                .expect("GITHUB_ENV lines are KEY=VALUE");
             cmd.env(key, value);
         }
         cmd.output().unwrap()
@@ -156,13 +176,24 @@ impl Drop for ImageGuard {
 #[test]
 fn ci_github_workflow_lints_and_its_deploy_step_deploys_to_the_box() {
     if !deploy_ready()
-        || !require("actionlint", "lint the generated workflow (scripts/test.sh installs it)")
-        || !require("shellcheck", "check the workflow's run: scripts (actionlint uses it)")
+        || !require(
+            "actionlint",
+            "lint the generated workflow (scripts/test.sh installs it)",
+        )
+        || !require(
+            "shellcheck",
+            "check the workflow's run: scripts (actionlint uses it)",
+        )
         || !require("ssh-agent", "hold the workflow's SSH key in memory")
         || !require("jq", "write the workflow's job summary")
+        || !require("file", "check that the installed cutover is static")
+        || !require("python3", "serve the release the install step downloads")
     {
         return;
     }
+    let Some(dist) = crate::release::artifacts() else {
+        return;
+    };
     // The workflow builds `app.image:<sha>`: a repository of this test's own, so the box's
     // prune never weighs the shared demo images against it.
     let repo = format!("cutover-ci-{}", std::process::id());
@@ -207,7 +238,10 @@ fn ci_github_workflow_lints_and_its_deploy_step_deploys_to_the_box() {
     let workflow = yaml_to_json(&text);
     assert_eq!(workflow["concurrency"]["cancel-in-progress"], false);
     let config_text = std::fs::read_to_string(&config).unwrap();
-    let project = yaml_to_json(&config_text)["project"].as_str().unwrap().to_string();
+    let project = yaml_to_json(&config_text)["project"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert_eq!(
         workflow["concurrency"]["group"],
         format!("cutover-deploy-{project}")
@@ -222,7 +256,9 @@ fn ci_github_workflow_lints_and_its_deploy_step_deploys_to_the_box() {
         scripts.iter().all(|s| !s.contains("ssh-keyscan")),
         "CI never scans host keys"
     );
-    assert!(scripts.iter().any(|s| s.contains("StrictHostKeyChecking yes")));
+    assert!(scripts
+        .iter()
+        .any(|s| s.contains("StrictHostKeyChecking yes")));
 
     let ssh = &p.ssh;
     let secrets = BTreeMap::from([
@@ -238,14 +274,39 @@ fn ci_github_workflow_lints_and_its_deploy_step_deploys_to_the_box() {
         // Unset in the repository: the box would decrypt with its own identity.
         ("CUTOVER_AGE_KEY", String::new()),
     ]);
-    let binary = PathBuf::from(env!("CARGO_BIN_EXE_cutover"));
+    // The release the install step downloads: scripts/release.sh's artifacts, served here
+    // the way the GitHub release serves them (<url>/v<version>/…).
+    let srv = tempfile::tempdir().unwrap();
+    let version_dir = srv.path().join(format!("v{}", env!("CARGO_PKG_VERSION")));
+    std::fs::create_dir_all(&version_dir).unwrap();
+    for entry in std::fs::read_dir(&dist).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), version_dir.join(entry.file_name())).unwrap();
+    }
+    let server = crate::release::Server::start(srv.path());
     let runner = Runner {
         workflow,
         secrets,
         project: p.path().to_path_buf(),
         temp: tempfile::tempdir().unwrap(),
-        path_first: binary.parent().unwrap().to_path_buf(),
+        overrides: BTreeMap::from([(
+            "CUTOVER_RELEASE_URL",
+            format!("http://127.0.0.1:{}", server.port),
+        )]),
     };
+
+    runner.run_ok("install cutover");
+    let installed = runner.temp.path().join("cutover/bin/cutover");
+    let kind = String::from_utf8(
+        Command::new("file")
+            .arg("-b")
+            .arg(&installed)
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    assert!(kind.contains("static"), "the installed cutover: {kind}");
 
     // The build step, on this project's Dockerfile.
     std::fs::write(
@@ -312,9 +373,13 @@ fn ci_github_workflow_lints_and_its_deploy_step_deploys_to_the_box() {
 
 #[test]
 fn ci_this_repository_workflows_pass_actionlint() {
-    if !require("actionlint", "lint .github/workflows (scripts/test.sh installs it)")
-        || !require("shellcheck", "check the workflows' run: scripts (actionlint uses it)")
-    {
+    if !require(
+        "actionlint",
+        "lint .github/workflows (scripts/test.sh installs it)",
+    ) || !require(
+        "shellcheck",
+        "check the workflows' run: scripts (actionlint uses it)",
+    ) {
         return;
     }
     let root = repo_root();

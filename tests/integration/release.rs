@@ -25,7 +25,7 @@ fn name() -> String {
 
 /// The directory holding the tarball, its .sha256 and install.sh, or None (skipped loudly;
 /// a failure under CI).
-fn artifacts() -> Option<PathBuf> {
+pub(crate) fn artifacts() -> Option<PathBuf> {
     let dir = std::env::var_os("CUTOVER_TEST_RELEASE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/dist-test"));
@@ -78,7 +78,13 @@ fn release_static_binary_runs_in_an_image_without_libc() {
     }
     let Some(dist) = artifacts() else { return };
     let work = tempfile::tempdir().unwrap();
-    run_ok(Command::new("tar").arg("-xzf").arg(dist.join(format!("{}.tar.gz", name()))).arg("-C").arg(work.path()));
+    run_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(dist.join(format!("{}.tar.gz", name())))
+            .arg("-C")
+            .arg(work.path()),
+    );
     let bin = work.path().join(name()).join("cutover");
     let busybox = Path::new("/bin/busybox");
     for file in [bin.as_path(), busybox] {
@@ -142,22 +148,31 @@ fn release_static_binary_runs_in_an_image_without_libc() {
     ]));
     assert!(out.starts_with(&format!("cutover {VERSION}\n")), "{out}");
     for file in ["compose.yml", "nginx-site.conf", "service-url.inc"] {
-        assert!(out.lines().any(|l| l == file), "render wrote no {file}:\n{out}");
+        assert!(
+            out.lines().any(|l| l == file),
+            "render wrote no {file}:\n{out}"
+        );
     }
     assert!(out.contains("http://127.0.0.1:9001"), "{out}");
 }
 
 /// `python3 -m http.server` on a free loopback port, serving `root`; killed on drop.
-struct Server {
+pub(crate) struct Server {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Server {
-    fn start(root: &Path) -> Server {
+    pub(crate) fn start(root: &Path) -> Server {
         let port = free_port();
         let child = Command::new("python3")
-            .args(["-m", "http.server", &port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
             .arg("--directory")
             .arg(root)
             .stdout(Stdio::null())
@@ -166,7 +181,10 @@ impl Server {
             .expect("start python3 -m http.server");
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the HTTP server did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "the HTTP server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Server { child, port }
@@ -195,7 +213,10 @@ fn install(url: &str, destdir: &Path, tmp: &Path) -> std::process::Output {
 
 fn entries(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -211,7 +232,11 @@ fn release_install_sh_verifies_the_sha256_and_installs() {
     let tarball = format!("{}.tar.gz", name());
     // good/v<VERSION>/ as built; bad/v<VERSION>/ with one byte of the tarball changed.
     for (variant, corrupt) in [("good", false), ("bad", true)] {
-        let dir = work.path().join("srv").join(variant).join(format!("v{VERSION}"));
+        let dir = work
+            .path()
+            .join("srv")
+            .join(variant)
+            .join(format!("v{VERSION}"));
         std::fs::create_dir_all(&dir).unwrap();
         for file in [tarball.clone(), format!("{tarball}.sha256")] {
             std::fs::copy(dist.join(&file), dir.join(&file)).unwrap();
@@ -258,7 +283,14 @@ fn release_install_sh_verifies_the_sha256_and_installs() {
     assert!(stderr.contains("sha256 mismatch"), "{stderr}");
     assert!(stderr.contains("nothing was installed"), "{stderr}");
     assert_eq!(entries(&bin_dir), ["cutover"]);
-    assert_eq!(std::fs::read_to_string(bin_dir.join("cutover")).unwrap(), "the old one");
+    assert_eq!(
+        std::fs::read_to_string(bin_dir.join("cutover")).unwrap(),
+        "the old one"
+    );
     // Its download dir is gone too.
-    assert!(entries(&tmp).is_empty(), "install.sh left {:?}", entries(&tmp));
+    assert!(
+        entries(&tmp).is_empty(),
+        "install.sh left {:?}",
+        entries(&tmp)
+    );
 }
