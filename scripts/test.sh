@@ -234,8 +234,9 @@ else
 fi
 
 # ---- 3c. the release artifact the release tests use -----------------------------------
-# The same static link as a release (scripts/release.sh) from the dev profile: building it
-# with LTO would cost minutes more on 2 cores. cargo rebuilds only what changed.
+# A static binary from the dev profile: its crates are the ones `cargo test` builds anyway
+# (only the final link is static), so this costs one link, not a second build of every
+# dependency, nor the minutes LTO takes on 2 cores. `cargo test` relinks the binary after.
 section "release artifact (scripts/release.sh --profile dev)"
 export CUTOVER_TEST_RELEASE_DIR="${CARGO_TARGET_DIR:-$repo_root/target}/dist-test"
 bash scripts/release.sh --profile dev --out "$CUTOVER_TEST_RELEASE_DIR" >/dev/null
