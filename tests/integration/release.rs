@@ -268,7 +268,7 @@ fn release_install_sh_verifies_the_sha256_and_installs() {
         String::from_utf8_lossy(&out.stderr)
     );
     let installed = good.join("usr/local/bin/cutover");
-    let version = run_ok(&mut Command::new(&installed).arg("--version"));
+    let version = run_ok(Command::new(&installed).arg("--version"));
     assert_eq!(version.trim(), format!("cutover {VERSION}"));
     assert_eq!(entries(&good.join("usr/local/bin")), ["cutover"]);
 
