@@ -96,6 +96,9 @@ declare -A pkg_for=(
     [certbot]=certbot
     [pebble]=pebble
     [openssl]=openssl
+    [docker-registry]=docker-registry
+    [htpasswd]=apache2-utils
+    [unshare]=util-linux
     [jq]=jq
     [shellcheck]=shellcheck
     [busybox]=busybox-static
@@ -103,12 +106,12 @@ declare -A pkg_for=(
     [pip3]=python3-pip
 )
 missing=()
-for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl jq shellcheck busybox python3 pip3; do
+for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
 have docker || missing+=(docker.io)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl jq shellcheck busybox python3 pip3 docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 docker"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else
@@ -216,6 +219,8 @@ echo "docker-compose (v1) -> ${v1_version:-not installed}"
 # ---- 3. demo images ----------------------------------------------------------------------
 section "demo images (scripts/demo-image.sh --selftest v1 v2)"
 bash scripts/demo-image.sh --selftest v1 v2
+# The workers tests' own repository (tests/integration/workers.rs): other tests prune cutover-demo.
+bash scripts/demo-image.sh --repo cutover-demo-workers v1 v2
 
 # ---- 3b. actionlint (the CI scaffold tests lint workflows with it) ------------------------
 section "actionlint (PyPI)"

@@ -65,6 +65,24 @@ pub fn workflow(
     options: &Options,
 ) -> anyhow::Result<String> {
     let Provider::Github = provider;
+    if let Some(registry) = &options.registry {
+        // An image outside the server would be pushed to Docker Hub, and the box would pull
+        // it from there without the login `registry:` sets up.
+        let in_server = config
+            .app
+            .image
+            .starts_with(&format!("{}/", registry.server));
+        if !in_server && registry.server != "docker.io" {
+            anyhow::bail!(
+                "app.image `{}` is not on registry.server `{}`: CI would push it elsewhere; \
+                 name it `{}/{}`",
+                config.app.image,
+                registry.server,
+                registry.server,
+                config.app.image
+            );
+        }
+    }
     let ctx = WorkflowContext {
         project: config.project.as_str(),
         image: &config.app.image,
@@ -111,13 +129,13 @@ mod tests {
     #[test]
     fn with_a_registry_ci_pushes_and_the_box_pulls() {
         let text = render(Some(PushRegistry {
-            server: "registry.example.com".into(),
+            server: "docker.io".into(),
             username: "ci".into(),
         }));
         assert!(text.contains("docker push \"$IMAGE\""));
         assert!(text.contains("--password-stdin"));
         assert!(text.contains("REGISTRY_PASSWORD: ${{ secrets.REGISTRY_PASSWORD }}"));
         assert!(!text.contains("--ship"));
-        assert!(text.contains("REGISTRY_SERVER: \"registry.example.com\""));
+        assert!(text.contains("REGISTRY_SERVER: \"docker.io\""));
     }
 }

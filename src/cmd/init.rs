@@ -209,6 +209,12 @@ fn run_ci(
 
 /// The registry CI pushes to: the config's `registry:`, when it has one; else the image is
 /// shipped over SSH.
-fn push_registry(_config: &crate::config::Config) -> Option<crate::ci::PushRegistry> {
-    None
+fn push_registry(config: &crate::config::Config) -> Option<crate::ci::PushRegistry> {
+    config
+        .registry
+        .as_ref()
+        .map(|registry| crate::ci::PushRegistry {
+            server: registry.server.0.clone(),
+            username: registry.username.clone(),
+        })
 }

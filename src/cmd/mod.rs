@@ -2,9 +2,11 @@
 //! and decide what reaches stdout (results, JSON) and stderr (progress, step lines).
 
 mod bootstrap;
+mod container;
 mod demo;
 mod deploy;
 mod init;
+mod maintenance;
 mod progress;
 mod render;
 mod swarm;
@@ -43,10 +45,13 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(args) => deploy::run_status(ctx, args.json),
         Command::History(args) => deploy::run_history(ctx, args),
         Command::Prune(args) => deploy::run_prune(ctx, args),
+        Command::Logs(args) => container::run_logs(ctx, args),
+        Command::Exec(args) => container::run_exec(ctx, args),
         Command::Secrets(command) => secrets::run(ctx, command),
         Command::Bootstrap(args) => bootstrap::run(ctx, args),
         Command::Demo(args) => demo::run(ctx, args),
         Command::Tls(command) => tls::run(ctx, command),
+        Command::Maintenance(command) => maintenance::run(ctx, command),
     }
 }
 

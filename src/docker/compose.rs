@@ -231,6 +231,10 @@ pub struct Container {
     pub state: String,
     pub exit_code: Option<i64>,
     pub restart_count: i64,
+    /// The container healthcheck's verdict (`starting`, `healthy`, `unhealthy`); None
+    /// without a healthcheck.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<String>,
 }
 
 impl Container {
@@ -366,6 +370,7 @@ pub fn containers_of(project: &str) -> Result<Vec<Container>, DockerError> {
             state: c.state.status,
             exit_code: Some(c.state.exit_code),
             restart_count: c.restart_count,
+            health: c.state.health.map(|h| h.status),
         })
         .collect();
     containers.sort_by(|a, b| a.service.cmp(&b.service));
@@ -395,4 +400,12 @@ struct InspectConfig {
 struct InspectState {
     status: String,
     exit_code: i64,
+    #[serde(default)]
+    health: Option<InspectHealth>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectHealth {
+    status: String,
 }

@@ -6,6 +6,7 @@
 pub mod compose;
 pub mod images;
 pub mod inspect;
+pub mod registry;
 pub mod swarm;
 
 pub use inspect::DockerError;

@@ -21,6 +21,8 @@ pub enum Abort {
     /// The new color failed inside the settle window after the switch; nginx switched back
     /// to the old color (compose).
     SettleFailed,
+    /// A worker did not come up after a successful web switch; the switch is kept (compose).
+    WorkerFailed,
     /// Swarm rolled the update back.
     RolledBack,
     /// Swarm paused the update (or its rollback).

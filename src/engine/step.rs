@@ -19,6 +19,8 @@ pub enum Step {
     Decrypt,
     Lock,
     Observe,
+    /// `docker login` + `docker pull` from `registry:`, before anything starts.
+    Pull,
     // The compose engine.
     Accessories,
     Up,
@@ -30,6 +32,8 @@ pub enum Step {
     Settle,
     Drain,
     Stop,
+    /// Moving the workers (`workers:`) to the new image, after the old color stopped.
+    Workers,
     /// Removing the new color after a failure before the switch.
     Teardown,
     // The swarm engine.
@@ -46,6 +50,7 @@ impl Step {
             Step::Decrypt => "decrypt",
             Step::Lock => "lock",
             Step::Observe => "observe",
+            Step::Pull => "pull",
             Step::Accessories => "accessories",
             Step::Up => "up",
             Step::Health => "health",
@@ -54,6 +59,7 @@ impl Step {
             Step::Settle => "settle",
             Step::Drain => "drain",
             Step::Stop => "stop",
+            Step::Workers => "workers",
             Step::Teardown => "teardown",
             Step::Secrets => "secrets",
             Step::Stack => "stack",

@@ -25,7 +25,7 @@ use zeroize::Zeroizing;
 
 mod streaming;
 
-pub use streaming::Streaming;
+pub use streaming::{Stdin, Streaming};
 
 /// Variables of cutover's own environment that never reach a child: `CUTOVER_AGE_KEY` is an
 /// age private key, `CUTOVER_IDENTITY` names the identity file. No child needs either, and a

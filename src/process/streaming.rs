@@ -81,3 +81,54 @@ impl Cmd {
         })
     }
 }
+
+/// What a [`Cmd::run_until`] child reads on stdin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stdin {
+    /// EOF at once.
+    Closed,
+    /// This process's stdin, copied through (a pipe into `docker exec -i`).
+    Forward,
+}
+
+impl Streaming {
+    /// Kills the child (its process group's leader) and reaps it.
+    pub fn kill(&self) -> Result<(), ProcessError> {
+        self.handle.kill().map_err(|source| ProcessError::Io {
+            summary: self.summary.clone(),
+            program: self.program.clone(),
+            source,
+        })
+    }
+}
+
+impl Cmd {
+    /// Runs with stdout and stderr inherited (output streams as it comes) until the child
+    /// exits, or until `stop` is set (SIGINT/SIGTERM), when it is killed. Returns the exit
+    /// status, `None` when stopped. The child has its own process group, so a Ctrl-C reaches
+    /// only cutover, which decides (on the box, a forwarded signal arrives the same way).
+    pub fn run_until(
+        &self,
+        stop: &std::sync::atomic::AtomicBool,
+        stdin: Stdin,
+    ) -> Result<Option<std::process::ExitStatus>, ProcessError> {
+        let mut child = self.start_streaming(false)?;
+        // Closed: dropping our end here is the child's EOF.
+        if let (Stdin::Forward, Some(mut to)) = (stdin, child.stdin.take()) {
+            // Ends with our stdin's EOF, or when the child stops reading.
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut to);
+            });
+        }
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            if stop.load(std::sync::atomic::Ordering::SeqCst) {
+                child.kill()?;
+                return Ok(None);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}

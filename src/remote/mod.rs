@@ -66,6 +66,9 @@ fn reach(command: &Command) -> Reach {
         // User-data for a box that does not exist yet.
         Command::Bootstrap(a) if a.cloud_init => Reach::LocalOnly,
         Command::Status(_) | Command::History(_) | Command::Prune(_) => Reach::BoxState,
+        // The box's nginx and flag; the synced config already there.
+        Command::Maintenance(_) => Reach::BoxState,
+        Command::Logs(_) | Command::Exec(_) => Reach::BoxState,
         Command::Deploy(a) => Reach::Synced {
             swap: !a.common.dry_run,
             sudo: false,
@@ -104,11 +107,14 @@ fn command_name(command: &Command) -> &'static str {
         Command::Status(_) => "status",
         Command::History(_) => "history",
         Command::Prune(_) => "prune",
+        Command::Logs(_) => "logs",
+        Command::Exec(_) => "exec",
         Command::Deploy(_) => "deploy",
         Command::Rollback(_) => "rollback",
         Command::Render(_) => "render",
         Command::Bootstrap(_) => "bootstrap",
         Command::Tls(_) => "tls",
+        Command::Maintenance(_) => "maintenance",
     }
 }
 
@@ -319,7 +325,13 @@ impl Remote {
             &probe.home,
         )?;
         if let Some(image) = &self.ship {
-            self.ship(session, image, &root, signals)?;
+            let t = Instant::now();
+            let dry_run = matches!(self.reach, Reach::Synced { swap: false, .. });
+            let state = &self.loaded.config.state_dir;
+            let stop = || signals.any();
+            let line =
+                ship_progress::run(session, image, &root, state, dry_run, self.quiet, &stop)?;
+            self.step("ship", t.elapsed(), &line);
         }
         let q = crate::process::shell_quote;
         let (project_dir, guard) = match self.reach {
@@ -398,34 +410,6 @@ impl Remote {
             "{guard}exec {sudo}{}",
             words.iter().map(|w| q(w)).collect::<Vec<_>>().join(" ")
         ))
-    }
-
-    /// Sends `image` to the box (`--ship`); a dry run only says it would.
-    fn ship(
-        &self,
-        session: &mut ssh::Session,
-        image: &str,
-        root: &str,
-        signals: &Signals,
-    ) -> anyhow::Result<()> {
-        if matches!(self.reach, Reach::Synced { swap: false, .. }) {
-            self.step(
-                "ship",
-                Duration::ZERO,
-                &format!("would send {image} (dry run)"),
-            );
-            return Ok(());
-        }
-        let state = &self.loaded.config.state_dir;
-        let state_dir = if state.is_absolute() {
-            state.display().to_string()
-        } else {
-            format!("{root}/{}", state.display())
-        };
-        let t = Instant::now();
-        let line = ship_progress::run(session, image, &state_dir, self.quiet, &|| signals.any())?;
-        self.step("ship", t.elapsed(), &line);
-        Ok(())
     }
 
     /// Runs the box command with its output streamed, forwarding our signals on its stdin.

@@ -39,6 +39,15 @@ pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 /// The hidden flag the relay gives the worker instead of its own `--on-box`.
 pub const WORKER_FLAG: &str = "--on-box-child";
 
+/// Set in the box's worker: its stdin is the relay's control channel, which no child may read
+/// (`cutover exec` then passes no stdin).
+static IS_WORKER: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process is the worker running a `--host` command on the box.
+pub fn is_worker() -> bool {
+    IS_WORKER.load(Ordering::SeqCst)
+}
+
 /// What the session's stdin said.
 enum Control {
     Interrupt,
@@ -213,6 +222,7 @@ pub fn worker(
         let key = read_key(&mut std::io::stdin().lock())?;
         crate::secrets::keys::set_stdin_identity(key);
     }
+    IS_WORKER.store(true, Ordering::SeqCst);
     std::thread::spawn(watch_relay);
     body()
 }

@@ -399,3 +399,65 @@ fn ci_init_without_a_config_names_the_file() {
     assert!(stderr.contains("cutover.yml: no such file"), "{stderr}");
     assert!(!dir.path().join(".github").exists());
 }
+
+#[test]
+fn ci_with_a_registry_the_workflow_pushes_and_passes_actionlint() {
+    if !require(
+        "actionlint",
+        "lint the generated workflow (scripts/test.sh installs it)",
+    ) || !require(
+        "shellcheck",
+        "check the workflow's run: scripts (actionlint uses it)",
+    ) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = "project: shop\n\
+                  app: { name: web, image: registry.example.com:5000/shop, port: 8080, memory: 128M }\n\
+                  registry: { server: \"registry.example.com:5000\", username: ci, password_secret: REGISTRY_PASSWORD }\n";
+    std::fs::write(dir.path().join("cutover.yml"), config).unwrap();
+    cutover(dir.path())
+        .args(["init", "--ci", "github"])
+        .assert()
+        .success();
+    actionlint(dir.path(), &[Path::new(".github/workflows/deploy.yml")]);
+    let text = std::fs::read_to_string(dir.path().join(".github/workflows/deploy.yml")).unwrap();
+    let workflow = yaml_to_json(&text);
+    let steps = workflow["jobs"]["deploy"]["steps"].as_array().unwrap();
+    let push = steps
+        .iter()
+        .find(|s| s["name"] == "push the image to registry.example.com:5000")
+        .expect("a push step");
+    let script = push["run"].as_str().unwrap();
+    assert!(script.contains("--password-stdin"), "{script}");
+    assert!(script.contains("docker push \"$IMAGE\""), "{script}");
+    assert_eq!(
+        push["env"]["REGISTRY_PASSWORD"],
+        "${{ secrets.REGISTRY_PASSWORD }}"
+    );
+    let deploy = steps.iter().find(|s| s["name"] == "deploy").unwrap();
+    assert!(
+        !deploy["run"].as_str().unwrap().contains("--ship"),
+        "the box pulls from the registry"
+    );
+    assert_eq!(
+        workflow["env"]["IMAGE"],
+        "registry.example.com:5000/shop:${{ github.sha }}"
+    );
+
+    // An image that is not on the server would be pushed elsewhere: refused.
+    std::fs::write(
+        dir.path().join("cutover.yml"),
+        config.replace("registry.example.com:5000/shop", "shop"),
+    )
+    .unwrap();
+    let out = cutover(dir.path())
+        .args(["init", "--ci", "github", "--dry-run"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).into_owned();
+    assert!(
+        stderr.contains("app.image `shop` is not on registry.server `registry.example.com:5000`"),
+        "{stderr}"
+    );
+}

@@ -5,6 +5,24 @@ use crate::common::{cutover, fixture};
 
 /// (fixture, `:line:col` after the file name, key path, what the message must say)
 const BAD: &[(&str, &str, &str, &str)] = &[
+    (
+        "worker-bad-overlap",
+        ":14:14",
+        "workers.scheduler.overlap",
+        "expected `true` (start the new worker first) or `false`",
+    ),
+    (
+        "worker-collides",
+        ":15:3",
+        "workers.jobs",
+        "runs as the service `web-jobs-green`, which is also an accessory",
+    ),
+    (
+        "worker-zero-timeout",
+        ":16:16",
+        "workers.jobs.health.timeout",
+        "duration `0s` must be more than 0",
+    ),
     ("unknown-key", ":6:3", "app.bogus", "unknown field `bogus`"),
     ("unknown-top-key", ":2:1", "bogus", "unknown field `bogus`"),
     (
@@ -76,6 +94,14 @@ const BAD: &[(&str, &str, &str, &str)] = &[
     ),
     ("bad-name", ":1:10", "project", "invalid name `My_App`"),
     ("bad-swap", ":14:9", "host.swap", "or `auto` or `off`"),
+    // Issue #13: registry login and shipping.
+    (
+        "registry-bad-secret-key",
+        ":13:20",
+        "registry.password_secret",
+        "invalid secret key `registry-password` (expected the KEY of a KEY=value line",
+    ),
+    ("ship-unknown", ":10:7", "ship", "unknown variant `scp`, expected one of ssh"),
     ("not-yaml", ":6:9", "", "illegal placement of ':' indicator"),
     ("missing-field", ":1:1", "", "missing field `colors`"),
     (

@@ -11,23 +11,27 @@
 //! nginx, `drain`), as do the teardown after a failure (`teardown`) and the `--dry-run` plan
 //! (`plan`). Progress goes to a [`Reporter`]; this module prints nothing.
 
+mod budget;
 mod drain;
 mod health_gate;
 pub mod observe;
 mod plan;
 pub mod prune;
+mod pull;
 mod reconcile;
+pub mod service;
 mod settle;
 pub mod status;
 mod switch;
 mod teardown;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use secrecy::SecretString;
 use serde::Serialize;
 
@@ -35,12 +39,12 @@ use crate::config::{Color, Loaded};
 use crate::docker::compose::{Compose, Project};
 use crate::engine::record::{self, Attempt};
 use crate::engine::{failure, Abort, Reporter, Request, Step, StepClock};
-use crate::host::MemInfo;
 use crate::nginx::Nginx;
 use crate::render::{Plan, Renderer, SecretKeys};
-use crate::state::{Action, DeployLock, EngineKind, InProgress, StateDir};
+use crate::state::{Action, DeployLock, EngineKind, InProgress, RunResult, StateDir};
 
 pub use observe::{health_url, observe, Observed};
+pub use switch::probe_through_nginx;
 
 /// Everything a deploy needs, gathered by the command layer.
 pub struct Deployer<'a> {
@@ -61,6 +65,8 @@ pub struct ComposeDetail {
     pub to: Color,
     /// Time from the health gate passing to nginx answering from the new color.
     pub switch_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<crate::state::WorkerOutcome>,
 }
 
 pub type Summary = crate::engine::Summary<ComposeDetail>;
@@ -82,6 +88,8 @@ struct Rendered {
     include_text: String,
     /// Accessories not running yet: started before the new color.
     accessories_down: Vec<String>,
+    /// Each worker's move, done after the old color stopped.
+    workers: Vec<workers::Move>,
 }
 
 struct Run<'a, 'r> {
@@ -92,6 +100,8 @@ struct Run<'a, 'r> {
     project: Project,
     nginx: Nginx,
     state_dir: StateDir,
+    /// What the workers step did (empty until it ran).
+    worker_outcomes: Vec<crate::state::WorkerOutcome>,
 }
 
 impl<'a> Deployer<'a> {
@@ -118,6 +128,7 @@ impl<'a> Deployer<'a> {
                 reload: config.nginx.reload.clone(),
             },
             state_dir: StateDir::new(self.loaded.state_dir()),
+            worker_outcomes: Vec::new(),
         }
         .execute(req)
     }
@@ -132,6 +143,7 @@ impl Run<'_, '_> {
     fn execute(&mut self, req: &Request) -> anyhow::Result<Summary> {
         let _lock = self.lock(req)?;
         let target = self.observe(req)?;
+        self.pull(req, &target)?;
         self.budget(req, &target)?;
         let rendered = self.render(&target)?;
         if req.dry_run {
@@ -143,6 +155,9 @@ impl Run<'_, '_> {
         let recorded = self.record(req, &target, &result);
         let (switch_ms, mut notes) = record::outcome(result, recorded, || self.live(&target))?;
         notes.extend(self.prune_images());
+        if let Some(failed) = workers::failure(&self.worker_outcomes, &self.live(&target)) {
+            return Err(failed.into());
+        }
         Ok(self.summary(req, &target, Some(switch_ms), notes, Vec::new()))
     }
 
@@ -164,6 +179,7 @@ impl Run<'_, '_> {
             }
             None => notes.extend(self.drain(None, &old_workers)),
         }
+        self.move_workers(t, r);
         Ok((switch_ms, notes))
     }
 
@@ -239,42 +255,10 @@ impl Run<'_, '_> {
         })
     }
 
-    /// Step 3: Memory budget: both colors run during the overlap.
-    fn budget(&mut self, req: &Request, t: &Target) -> anyhow::Result<()> {
-        let config = &self.d.loaded.config;
-        let need = config.app.memory.bytes()
-            + if t.first_deploy {
-                config
-                    .accessories
-                    .values()
-                    .map(|a| a.memory.bytes())
-                    .sum::<u64>()
-            } else {
-                0
-            };
-        let mem = MemInfo::read()?;
-        if mem.headroom() >= need {
-            return Ok(());
-        }
-        let msg = format!(
-            "not enough memory for another {}: it needs {} MiB (deploy.resources.limits.memory), but MemAvailable {} MiB + SwapFree {} MiB = {} MiB",
-            if t.first_deploy { "app and its accessories" } else { "color during the overlap" },
-            need >> 20,
-            mem.available >> 20,
-            mem.swap_free >> 20,
-            mem.headroom() >> 20
-        );
-        if !req.force {
-            bail!("{msg}; add swap (`cutover bootstrap --swap auto`) or pass --force");
-        }
-        self.clock
-            .note(format!("{msg}; going on because of --force"));
-        Ok(())
-    }
-
     /// Step 4: Render the compose file (both colors' images) and the include for the new color.
     fn render(&mut self, t: &Target) -> anyhow::Result<Rendered> {
         let config = &self.d.loaded.config;
+        let moves = workers::moves(config, &t.observed);
         let mut images = BTreeMap::new();
         if let (Some(c), Some(img)) = (t.from, &t.from_image) {
             images.insert(c, img.clone());
@@ -285,6 +269,7 @@ impl Run<'_, '_> {
             &Plan {
                 images,
                 secret_keys: self.d.secret_keys.clone(),
+                workers: workers::images(&moves, &t.image),
             },
         )?;
         let include_text = self.d.renderer.include(config, t.to)?;
@@ -303,6 +288,7 @@ impl Run<'_, '_> {
             compose_text,
             include_text,
             accessories_down,
+            workers: moves,
         })
     }
 
@@ -486,7 +472,10 @@ impl Run<'_, '_> {
         result: &anyhow::Result<(u64, Vec<String>)>,
     ) -> anyhow::Result<()> {
         let saved = self.save_state(t, result.is_ok());
-        let (result, reason) = failure::verdict(result);
+        let (result, reason) = match workers::failure(&self.worker_outcomes, &self.live(t)) {
+            Some(failed) if result.is_ok() => (RunResult::Failed, Some(failed.message)),
+            _ => failure::verdict(result),
+        };
         let appended = record::append(
             &self.state_dir,
             Attempt {
@@ -500,6 +489,7 @@ impl Run<'_, '_> {
                 reason,
                 steps: self.clock.steps(),
                 total_ms: self.clock.total_ms(),
+                workers: self.worker_outcomes.clone(),
             },
         );
         match (saved, appended) {
@@ -533,6 +523,7 @@ impl Run<'_, '_> {
             }
             state.active = Some(t.to);
             state.images.insert(t.to, t.image.clone());
+            workers::record(&mut state, &self.worker_outcomes);
         }
         self.state_dir.save(&state)
     }
@@ -584,6 +575,7 @@ impl Run<'_, '_> {
                 from: t.from,
                 to: t.to,
                 switch_ms,
+                workers: self.worker_outcomes.clone(),
             },
         }
     }

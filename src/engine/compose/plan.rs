@@ -56,5 +56,27 @@ pub(super) fn dry_run(d: &Deployer, project: &Project, t: &Target, r: &Rendered)
             config.service(c)
         ));
     }
+    for m in &r.workers {
+        let new = config.worker_service(&m.name, m.to);
+        let old = m.from.map(|c| config.worker_service(&m.name, c));
+        let up = match &m.worker.health {
+            Some(h) => format!(
+                "wait up to {} for its healthcheck to say healthy",
+                h.timeout
+            ),
+            None => format!("watch it run for {}", m.worker.settle),
+        };
+        plan.push(match (old, m.worker.overlap) {
+            (None, _) => format!("worker {}: up -d --no-deps {new}, {up}", m.name),
+            (Some(old), false) => format!(
+                "worker {}: stop {old}, up -d --no-deps {new}, {up}, rm {old} (start {old} again if {new} fails)",
+                m.name
+            ),
+            (Some(old), true) => format!(
+                "worker {}: up -d --no-deps {new}, {up}, then stop and rm {old}",
+                m.name
+            ),
+        });
+    }
     plan
 }
