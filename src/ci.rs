@@ -100,7 +100,7 @@ mod tests {
 
     fn render(registry: Option<PushRegistry>) -> String {
         let config = Config::from_yaml(
-            "project: shop\napp: { name: web, image: me/shop, port: 8080, memory: 128M }\n",
+            "project: shop\napp: { name: web, image: me/shop, port: 8080, memory: 128M }\ncolors: { blue: 9001, green: 9002 }\n",
             std::path::Path::new("cutover.yml"),
         )
         .unwrap();

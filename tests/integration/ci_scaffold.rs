@@ -414,6 +414,7 @@ fn ci_with_a_registry_the_workflow_pushes_and_passes_actionlint() {
     let dir = tempfile::tempdir().unwrap();
     let config = "project: shop\n\
                   app: { name: web, image: registry.example.com:5000/shop, port: 8080, memory: 128M }\n\
+                  colors: { blue: 9001, green: 9002 }\n\
                   registry: { server: \"registry.example.com:5000\", username: ci, password_secret: REGISTRY_PASSWORD }\n";
     std::fs::write(dir.path().join("cutover.yml"), config).unwrap();
     cutover(dir.path())
@@ -426,7 +427,7 @@ fn ci_with_a_registry_the_workflow_pushes_and_passes_actionlint() {
     let steps = workflow["jobs"]["deploy"]["steps"].as_array().unwrap();
     let push = steps
         .iter()
-        .find(|s| s["name"] == "push the image to registry.example.com:5000")
+        .find(|s| s["name"] == "push the image to the registry")
         .expect("a push step");
     let script = push["run"].as_str().unwrap();
     assert!(script.contains("--password-stdin"), "{script}");
