@@ -221,6 +221,9 @@ section "demo images (scripts/demo-image.sh --selftest v1 v2)"
 bash scripts/demo-image.sh --selftest v1 v2
 # The workers tests' own repository (tests/integration/workers.rs): other tests prune cutover-demo.
 bash scripts/demo-image.sh --repo cutover-demo-workers v1 v2
+# The lifecycle tests' own repository (tests/integration/e2e_lifecycle.rs, the `task` mode):
+# other tests prune cutover-demo.
+bash scripts/demo-image.sh --repo cutover-demo-lifecycle v1 v2
 
 # ---- 3b. actionlint (the CI scaffold tests lint workflows with it) ------------------------
 section "actionlint (PyPI)"

@@ -127,6 +127,10 @@ pub enum Command {
     /// HTTPS for the site (nginx.tls): get the certificate, serve it, install renewal
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Run a command in a one-off container of the serving image, with the app's environment
+    /// and secrets (migrations by hand, consoles)
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
     /// Maintenance mode: nginx answers 503 with a page to everyone but cutover's probes
     #[command(subcommand)]
     Maintenance(MaintenanceCommand),
@@ -216,6 +220,9 @@ pub struct DeployArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    /// Also run the release phase (app.release) again; a rollback skips it by default
+    #[arg(long)]
+    pub release: bool,
     #[command(flatten)]
     pub common: DeployCommon,
 }
@@ -403,6 +410,25 @@ pub struct TlsIssueArgs {
     /// Print a JSON report on stdout
     #[arg(long)]
     pub json: bool,
+}
+
+const RUN_EXAMPLES: &str = "\
+The container is `compose run --rm --no-deps` of the serving color's service: its image, its
+environment, the decrypted secrets (process environment of compose only), its networks and
+memory limit; no ports are published. A TTY is passed through when stdin and stdout are
+terminals (`-T` otherwise); the command's exit code is cutover's.
+
+Examples:
+  cutover run -- bin/rails db:migrate
+  cutover run -- python manage.py shell        (interactive on a terminal)
+  echo 'select 1' | cutover run -- psql        (stdin piped in, no TTY)
+  cutover --host deploy@box run -- bin/migrate (no TTY and no stdin over --host)";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -59,7 +59,7 @@ pub fn run_exec(ctx: &Context, args: ExecArgs) -> anyhow::Result<ExitCode> {
         );
     }
     // On the box (`--host`) stdin is the relay's control channel: no TTY, nothing read.
-    let on_box = crate::remote::on_box::is_worker();
+    let on_box = crate::remote::on_box::stdin_is_relay();
     let tty = !on_box && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
     let mut cmd = Cmd::new("docker", format!("run a command in {}", picked.label)).arg("exec");
     cmd = match (tty, on_box) {

@@ -18,12 +18,16 @@ use crate::report::duration;
 use crate::state::{Action, EngineKind, StateDir};
 use crate::Context;
 
+/// `rollback`: `None` for a deploy; for a rollback, whether `--release` asks for the release
+/// phase.
 pub fn run_deploy(
     ctx: &Context,
     image: Option<String>,
-    rollback: bool,
+    rollback: Option<bool>,
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
+    let release = rollback.unwrap_or(true);
+    let rollback = rollback.is_some();
     let loaded = super::load_config(ctx)?;
     let lock_wait = lock_wait(&common)?;
     if let Some(image) = &image {
@@ -63,6 +67,7 @@ pub fn run_deploy(
         dry_run: common.dry_run,
         force: common.force,
         lock_wait,
+        release,
     };
     let quiet = ctx.quiet() || common.json;
     let mut printer = StepPrinter::new(quiet);

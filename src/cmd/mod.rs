@@ -9,6 +9,7 @@ mod init;
 mod maintenance;
 mod progress;
 mod render;
+mod run;
 mod swarm;
 mod tls;
 
@@ -37,8 +38,8 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Deploy(args) if args.engine == crate::cli::Engine::Swarm => {
             swarm::run_deploy(ctx, args.image, args.common)
         }
-        Command::Deploy(args) => deploy::run_deploy(ctx, args.image, false, args.common),
-        Command::Rollback(args) => deploy::run_deploy(ctx, None, true, args.common),
+        Command::Deploy(args) => deploy::run_deploy(ctx, args.image, None, args.common),
+        Command::Rollback(args) => deploy::run_deploy(ctx, None, Some(args.release), args.common),
         Command::Status(args) if args.engine == crate::cli::Engine::Swarm => {
             swarm::run_status(ctx, args.json)
         }
@@ -51,6 +52,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Bootstrap(args) => bootstrap::run(ctx, args),
         Command::Demo(args) => demo::run(ctx, args),
         Command::Tls(command) => tls::run(ctx, command),
+        Command::Run(args) => run::run(ctx, args),
         Command::Maintenance(command) => maintenance::run(ctx, command),
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! Everything public is re-exported here, so callers only ever name `crate::config::X`.
 
+mod hooks;
 mod registry;
 mod remote;
 mod scalars;
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
+pub use hooks::{Argv, Hook, Hooks};
 pub use registry::Registry;
 pub use remote::{Remote, Ship};
 pub use scalars::{

@@ -75,6 +75,9 @@ pub struct Config {
     /// `cutover --host`: the box to run on over SSH and where the project lives there.
     #[serde(default, skip_serializing_if = "super::Remote::is_unset")]
     pub remote: super::Remote,
+    /// Commands run around a deploy (compose engine; see `config/hooks.rs`).
+    #[serde(default, skip_serializing_if = "super::Hooks::is_unset")]
+    pub hooks: super::Hooks,
     /// `ship: ssh`: `cutover --host … deploy --image REF` sends the local image over SSH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ship: Option<super::Ship>,
@@ -124,6 +127,14 @@ pub struct App {
     /// How many recent app images `prune` (and each deploy) keeps for rollback.
     #[serde(default = "default_keep_images")]
     pub keep_images: usize,
+    /// Run once per deploy in a one-off container of the new image, before it starts.
+    #[serde(default)]
+    pub release: Option<super::Argv>,
+    #[serde(
+        default = "super::hooks::default_release_timeout",
+        deserialize_with = "deserialize_positive_dur"
+    )]
+    pub release_timeout: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

@@ -244,7 +244,7 @@ impl Container {
 }
 
 impl Project {
-    fn cmd(&self, summary: impl Into<String>) -> Cmd {
+    pub(super) fn cmd(&self, summary: impl Into<String>) -> Cmd {
         self.compose
             .project_cmd(&self.name, &self.file, &self.dir, summary)
     }
@@ -358,6 +358,14 @@ pub fn containers_of(project: &str) -> Result<Vec<Container>, DockerError> {
     let parsed: Vec<Inspect> = inspect::list_and_inspect(list, inspect, "containers")?;
     let mut containers: Vec<Container> = parsed
         .into_iter()
+        // `compose run` containers (the release phase, `cutover run`) are never a color.
+        .filter(|c| {
+            c.config
+                .labels
+                .get("com.docker.compose.oneoff")
+                .map(String::as_str)
+                != Some("True")
+        })
         .map(|c| Container {
             id: c.id,
             service: c

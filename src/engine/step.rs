@@ -23,6 +23,9 @@ pub enum Step {
     Pull,
     // The compose engine.
     Accessories,
+    /// The release phase (`app.release`): a one-off container of the new image, before the
+    /// new color starts.
+    Release,
     Up,
     Health,
     Switch,
@@ -52,6 +55,7 @@ impl Step {
             Step::Observe => "observe",
             Step::Pull => "pull",
             Step::Accessories => "accessories",
+            Step::Release => "release",
             Step::Up => "up",
             Step::Health => "health",
             Step::Switch => "switch",
@@ -161,6 +165,7 @@ mod tests {
             Step::Health,
             Step::Secrets,
             Step::Decrypt,
+            Step::Release,
         ] {
             let json = serde_json::to_string(&step).unwrap();
             assert_eq!(json, format!("\"{}\"", step.as_str()));

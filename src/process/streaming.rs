@@ -1,6 +1,6 @@
 //! Children that run alongside cutover with a live stdin: the remote relay's `ssh` session,
 //! whose stdin carries control lines (a forwarded signal, the age key) while its output
-//! streams back as it comes. Kept apart from the run-to-completion path in `mod.rs`, which
+//! streams back as it comes; and `cutover run`'s one-off container, attached to the terminal. Kept apart from the run-to-completion path in `mod.rs`, which
 //! captures everything and applies a timeout.
 
 use super::{Cmd, ProcessError};
@@ -130,5 +130,22 @@ impl Cmd {
             }
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
+    }
+}
+
+impl Cmd {
+    /// Runs attached to this process's stdout and stderr (a terminal or pipes), and to its
+    /// stdin unless `stdin` is false (on the box, cutover's stdin is the relay's control
+    /// channel and must not reach the child). Returns the exit code, `None` for a signal.
+    pub fn run_attached(&self, stdin: bool) -> Result<Option<i32>, ProcessError> {
+        let env = self.child_env(std::env::vars_os());
+        let mut expr = self.base_expression(&env);
+        if !stdin {
+            expr = expr.stdin_null();
+        }
+        drop(env);
+        expr.run()
+            .map(|out| out.status.code())
+            .map_err(|e| self.spawn_error(e))
     }
 }

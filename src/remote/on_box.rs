@@ -36,17 +36,17 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// Silence on the session for this long counts as a dropped connection.
 pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
+/// Set in the worker: its stdin is the relay's control channel, which no child may read.
+static STDIN_IS_RELAY: AtomicBool = AtomicBool::new(false);
+
+/// True in the box's worker (`--host`): a child must get an empty stdin, never this one
+/// (`cutover run` and `cutover exec` there run without a TTY and without the caller's stdin).
+pub fn stdin_is_relay() -> bool {
+    STDIN_IS_RELAY.load(Ordering::SeqCst)
+}
+
 /// The hidden flag the relay gives the worker instead of its own `--on-box`.
 pub const WORKER_FLAG: &str = "--on-box-child";
-
-/// Set in the box's worker: its stdin is the relay's control channel, which no child may read
-/// (`cutover exec` then passes no stdin).
-static IS_WORKER: AtomicBool = AtomicBool::new(false);
-
-/// Whether this process is the worker running a `--host` command on the box.
-pub fn is_worker() -> bool {
-    IS_WORKER.load(Ordering::SeqCst)
-}
 
 /// What the session's stdin said.
 enum Control {
@@ -222,7 +222,7 @@ pub fn worker(
         let key = read_key(&mut std::io::stdin().lock())?;
         crate::secrets::keys::set_stdin_identity(key);
     }
-    IS_WORKER.store(true, Ordering::SeqCst);
+    STDIN_IS_RELAY.store(true, Ordering::SeqCst);
     std::thread::spawn(watch_relay);
     body()
 }

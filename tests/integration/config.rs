@@ -169,6 +169,39 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         "nginx.include",
         "contains a newline: the value is written verbatim into the nginx site",
     ),
+    // Issue #14: the release phase and the hooks.
+    ("release-empty", ":7:12", "app.release", "the command is empty"),
+    ("release-not-a-list", ":7:12", "app.release", "expected a list"),
+    (
+        "release-timeout-zero",
+        ":8:20",
+        "app.release_timeout",
+        "duration `0s` must be more than 0",
+    ),
+    (
+        "hook-unknown",
+        ":11:3",
+        "hooks.after_deploy",
+        "unknown field `after_deploy`, expected one of pre_deploy, post_deploy, on_failure, timeout",
+    ),
+    (
+        "hook-bad-env-key",
+        ":13:10",
+        "hooks.post_deploy.env",
+        "invalid environment key `slack-webhook-url`",
+    ),
+    (
+        "hook-bad-timeout",
+        ":13:14",
+        "hooks.on_failure.timeout",
+        "invalid duration `9x`",
+    ),
+    (
+        "hook-missing-command",
+        ":12:5",
+        "hooks.pre_deploy.run",
+        "unknown field `run`, expected one of command, env, timeout",
+    ),
 ];
 
 /// Good configs that only `render --check` covers (the rendered ones are in render.rs).

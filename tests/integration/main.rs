@@ -11,6 +11,7 @@ mod cli;
 mod common;
 mod config;
 mod e2e;
+mod e2e_lifecycle;
 mod e2e_reliability;
 mod history;
 mod maintenance;

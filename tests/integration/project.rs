@@ -58,6 +58,10 @@ pub struct App {
     pub accessory: bool,
     /// `nginx.tls` (compose only); with it, `nginx.site` is the local nginx's site.conf.
     pub tls: Option<serde_json::Value>,
+    /// `app.release` and `app.release_timeout`.
+    pub release: Option<(Vec<String>, String)>,
+    /// `hooks:` as written.
+    pub hooks: Option<serde_json::Value>,
     /// `nginx.server_name` (default: the config's `_`).
     pub server_name: Option<String>,
     /// `workers:` as written (tests/integration/workers.rs).
@@ -84,6 +88,8 @@ impl App {
             secrets: false,
             accessory: false,
             tls: None,
+            release: None,
+            hooks: None,
             server_name: None,
             workers: None,
         }
@@ -193,6 +199,17 @@ impl App {
 
     pub fn workers(mut self, workers: serde_json::Value) -> App {
         self.workers = Some(workers);
+        self
+    }
+
+    /// `app.release: argv` with `app.release_timeout: timeout`.
+    pub fn release(mut self, argv: &[&str], timeout: &str) -> App {
+        self.release = Some((argv.iter().map(|s| s.to_string()).collect(), timeout.into()));
+        self
+    }
+
+    pub fn hooks(mut self, hooks: serde_json::Value) -> App {
+        self.hooks = Some(hooks);
         self
     }
 }
@@ -416,6 +433,13 @@ impl Project {
         }
         if app.secrets {
             web["secrets"] = json!(["secrets/demo.env.age"]);
+        }
+        if let Some((argv, timeout)) = &app.release {
+            web["release"] = json!(argv);
+            web["release_timeout"] = json!(timeout);
+        }
+        if let Some(hooks) = &app.hooks {
+            config["hooks"] = hooks.clone();
         }
         if app.accessory {
             web["depends_on"] = json!(["cache"]);

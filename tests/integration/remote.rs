@@ -329,7 +329,7 @@ pub(crate) struct Setup {
     /// How the project names the box: `--host box` (None) or `remote.host` in the config.
     remote_host_in_config: bool,
     shared_install: bool,
-    /// `app.image` (the workers tests' images live in their own repository).
+    /// `app.image`'s repository (the workers and lifecycle tests use their own).
     image: &'static str,
 }
 
@@ -1323,4 +1323,63 @@ fn remote_logs_and_exec_run_on_the_box_without_a_tty() {
         "a docker logs -f outlived cutover: {}",
         String::from_utf8_lossy(&left.stdout)
     );
+}
+
+/// `cutover --host box run`: a one-off of the serving image on the box, with the secrets
+/// decrypted there, no TTY and no stdin (the session's stdin is the relay's control channel),
+/// and the command's exit code back here.
+#[test]
+fn remote_run_executes_on_the_box_with_the_serving_image_and_its_exit_code() {
+    if !deploy_ready() {
+        return;
+    }
+    use crate::e2e_lifecycle::{BUILD, H1};
+    if !crate::common::require_images(&[H1], BUILD) {
+        return;
+    }
+    let image = H1;
+    let p = Project::new(Setup {
+        secrets: true,
+        image: "cutover-demo-lifecycle",
+        ..Setup::default()
+    });
+    let out = p.remote(&["run", "--", "task", "say=hi"]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nothing has been deployed to box yet"),
+        "{stderr}"
+    );
+
+    p.remote_ok(&["deploy", "--image", image]);
+    let secret = p
+        .local_cutover()
+        .args(["secrets", "show", "demo", "--json"])
+        .output()
+        .unwrap();
+    let secret: serde_json::Value = serde_json::from_slice(&secret.stdout).unwrap();
+    let secret = secret["DEMO_SECRET"].as_str().unwrap().to_string();
+    let out = p.remote(&[
+        "run",
+        "--",
+        "task",
+        "print=VERSION",
+        "print=DEMO_SECRET",
+        "exit=3",
+    ]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stdout.contains("VERSION=v1"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("DEMO_SECRET={secret}")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("one-off container of web-blue (cutover-demo-lifecycle:v1), no TTY"),
+        "{stderr}"
+    );
+    // The command reads an empty stdin, never the relay's control lines.
+    let (stdout, _) = p.remote_ok(&["run", "--", "task", "stdin", "say=done"]);
+    assert_eq!(stdout, "done\n");
+    p.assert_serving("blue", "v1");
 }

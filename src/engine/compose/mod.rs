@@ -14,11 +14,14 @@
 mod budget;
 mod drain;
 mod health_gate;
+mod hooks;
+mod inflight;
 pub mod observe;
 mod plan;
 pub mod prune;
 mod pull;
 mod reconcile;
+mod release;
 pub mod service;
 mod settle;
 pub mod status;
@@ -41,7 +44,7 @@ use crate::engine::record::{self, Attempt};
 use crate::engine::{failure, Abort, Reporter, Request, Step, StepClock};
 use crate::nginx::Nginx;
 use crate::render::{Plan, Renderer, SecretKeys};
-use crate::state::{Action, DeployLock, EngineKind, InProgress, RunResult, StateDir};
+use crate::state::{Action, EngineKind, RunResult, StateDir};
 
 pub use observe::{health_url, observe, Observed};
 pub use switch::probe_through_nginx;
@@ -67,6 +70,8 @@ pub struct ComposeDetail {
     pub switch_ms: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<crate::state::WorkerOutcome>,
+    /// The hooks that ran after the deploy (`post_deploy`), with their verdicts.
+    pub hooks: Vec<crate::engine::hooks::HookRun>,
 }
 
 pub type Summary = crate::engine::Summary<ComposeDetail>;
@@ -102,6 +107,8 @@ struct Run<'a, 'r> {
     state_dir: StateDir,
     /// What the workers step did (empty until it ran).
     worker_outcomes: Vec<crate::state::WorkerOutcome>,
+    /// What the hooks are told, once observed (`hooks.rs`).
+    facts: Option<crate::engine::hooks::Facts>,
 }
 
 impl<'a> Deployer<'a> {
@@ -117,7 +124,7 @@ impl<'a> Deployer<'a> {
     /// Runs a deploy (or rollback) to completion, or fails having restored a consistent state.
     pub fn run(&self, req: &Request, reporter: &mut dyn Reporter) -> anyhow::Result<Summary> {
         let config = &self.loaded.config;
-        Run {
+        let mut run = Run {
             d: self,
             clock: StepClock::new(reporter),
             from: None,
@@ -129,8 +136,10 @@ impl<'a> Deployer<'a> {
             },
             state_dir: StateDir::new(self.loaded.state_dir()),
             worker_outcomes: Vec::new(),
-        }
-        .execute(req)
+            facts: None,
+        };
+        let result = run.execute(req);
+        run.after_hooks(req, result)
     }
 }
 
@@ -147,11 +156,12 @@ impl Run<'_, '_> {
         self.budget(req, &target)?;
         let rendered = self.render(&target)?;
         if req.dry_run {
-            let plan = plan::dry_run(self.d, &self.project, &target, &rendered);
+            let plan = plan::dry_run(self.d, req, &self.project, &target, &rendered);
             return Ok(self.summary(req, &target, None, Vec::new(), plan));
         }
+        self.pre_deploy(req, &target)?;
         self.mark_in_progress(&target)?;
-        let result = self.deploy_steps(&target, &rendered);
+        let result = self.deploy_steps(req, &target, &rendered);
         let recorded = self.record(req, &target, &result);
         let (switch_ms, mut notes) = record::outcome(result, recorded, || self.live(&target))?;
         notes.extend(self.prune_images());
@@ -163,8 +173,13 @@ impl Run<'_, '_> {
 
     /// Steps 5–8. Returns the switch time and notes; on failure the idle color is gone and
     /// nginx points where it pointed before.
-    fn deploy_steps(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<(u64, Vec<String>)> {
-        self.up(t, r)?;
+    fn deploy_steps(
+        &mut self,
+        req: &Request,
+        t: &Target,
+        r: &Rendered,
+    ) -> anyhow::Result<(u64, Vec<String>)> {
+        self.up(req, t, r)?;
         let passed_at = self.health(t)?;
         let (old_workers, mut notes) = self.switch(t, r)?;
         let switch_ms = passed_at.elapsed().as_millis() as u64;
@@ -181,28 +196,6 @@ impl Run<'_, '_> {
         }
         self.move_workers(t, r);
         Ok((switch_ms, notes))
-    }
-
-    /// Step 1: Lock (a dry run changes nothing and takes no lock).
-    fn lock(&mut self, req: &Request) -> anyhow::Result<Option<DeployLock>> {
-        if req.dry_run {
-            return Ok(None);
-        }
-        self.clock.start(Step::Lock, "");
-        let action = format!(
-            "{} {}",
-            req.action,
-            req.image.as_deref().unwrap_or("(active image)")
-        );
-        let lock = record::lock(&self.state_dir, req.lock_wait, action)?;
-        self.clock.done(Step::Lock, "");
-        // Registered before anything runs, so other projects' prunes keep this one's images.
-        if let Err(e) = crate::registry::register(&self.state_dir.dir) {
-            self.clock.note(format!(
-                "warning: {e:#}; other cutover projects on this box may prune this project's images"
-            ));
-        }
-        Ok(Some(lock))
     }
 
     /// Step 2: Which color serves now, where the deploy goes, and with which image.
@@ -292,32 +285,9 @@ impl Run<'_, '_> {
         })
     }
 
-    fn mark_in_progress(&mut self, t: &Target) -> anyhow::Result<()> {
-        let mut record = self.state_dir.load()?;
-        record.in_progress = Some(InProgress {
-            pid: std::process::id(),
-            started: crate::state::now_rfc3339(),
-            image: t.image.clone(),
-            from: t.from,
-            to: t.to,
-            step: Step::Up,
-        });
-        self.state_dir.save(&record)
-    }
-
-    /// Moves the in-progress record to `step`; a record that cannot be written only costs
-    /// `status` its detail, never the deploy.
-    fn set_step(&self, step: Step) {
-        if let Ok(mut record) = self.state_dir.load() {
-            if let Some(p) = record.in_progress.as_mut() {
-                p.step = step;
-                let _ = self.state_dir.save(&record);
-            }
-        }
-    }
-
-    /// Step 5: Bring the accessories that are down and the idle color up with the new image.
-    fn up(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<()> {
+    /// Step 5: Bring the accessories that are down up, run the release phase, then the idle
+    /// color with the new image.
+    fn up(&mut self, req: &Request, t: &Target, r: &Rendered) -> anyhow::Result<()> {
         let idle_service = self.d.loaded.config.service(t.to);
         crate::atomic::write(
             &self.project.file,
@@ -336,6 +306,7 @@ impl Run<'_, '_> {
             )?;
             self.clock.done(Step::Accessories, names);
         }
+        self.release(req, t)?;
         if self.interrupted() {
             return Err(self.abort_before_switch(
                 &idle_service,
@@ -576,6 +547,7 @@ impl Run<'_, '_> {
                 to: t.to,
                 switch_ms,
                 workers: self.worker_outcomes.clone(),
+                hooks: Vec::new(),
             },
         }
     }
