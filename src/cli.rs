@@ -97,7 +97,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Scaffold a project: cutover.yml, templates/, secrets/, .gitignore
+    /// Scaffold a project: cutover.yml, templates/, secrets/, .gitignore (or a CI workflow)
+    #[command(after_help = INIT_EXAMPLES)]
     Init(InitArgs),
     /// Write the compose and nginx files from cutover.yml and the templates
     Render(RenderArgs),
@@ -140,13 +141,39 @@ pub enum Command {
     },
 }
 
+const INIT_EXAMPLES: &str = "\
+Examples:
+  cutover init myapp                   scaffold ./myapp
+  cutover init --ci github --dry-run   print the GitHub Actions deploy workflow
+  cutover init --ci github             write .github/workflows/deploy.yml (--force replaces it)";
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Directory to scaffold (created if missing) [default: .]
     pub dir: Option<PathBuf>,
     /// Project name [default: the directory's name]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ci")]
     pub name: Option<String>,
+    /// Instead: write a CI workflow for the existing cutover.yml (github:
+    /// .github/workflows/deploy.yml: build, ship or push, deploy with `cutover --host`)
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub ci: Option<CiProvider>,
+    /// With --ci: the branch whose pushes deploy
+    #[arg(long, requires = "ci", default_value = "main")]
+    pub branch: String,
+    /// With --ci: replace an existing workflow file
+    #[arg(long, requires = "ci")]
+    pub force: bool,
+    /// With --ci: print the workflow instead of writing it
+    #[arg(long, requires = "ci")]
+    pub dry_run: bool,
+}
+
+/// The CI systems `init --ci` writes a workflow for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CiProvider {
+    /// GitHub Actions
+    Github,
 }
 
 /// Which orchestrator runs the app.

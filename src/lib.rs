@@ -13,6 +13,7 @@ pub mod report;
 
 pub mod atomic;
 pub mod bootstrap;
+pub mod ci;
 pub mod claims;
 pub mod cli;
 mod cmd;

@@ -23,6 +23,8 @@ pub const SITE: &str = "nginx-site.conf.j2";
 /// `bootstrap --cloud-init` user-data (`.yml`: values are written as JSON scalars).
 pub const CLOUD_INIT: &str = "cloud-init.yml.j2";
 pub const STACK: &str = "stack.yml.j2";
+/// `init --ci github`: the deploy workflow (src/ci.rs).
+pub const CI_GITHUB: &str = "ci/github-deploy.yml.j2";
 
 /// Every built-in template, by the name a project overrides it with.
 const BUILT_IN: &[(&str, &str)] = &[
@@ -31,6 +33,10 @@ const BUILT_IN: &[(&str, &str)] = &[
     (SITE, include_str!("../templates/nginx-site.conf.j2")),
     (CLOUD_INIT, include_str!("../templates/cloud-init.yml.j2")),
     (STACK, include_str!("../templates/stack.yml.j2")),
+    (
+        CI_GITHUB,
+        include_str!("../templates/ci/github-deploy.yml.j2"),
+    ),
 ];
 
 /// Secret key names per service group: values never pass through rendering.

@@ -6,6 +6,7 @@
 
 mod bootstrap;
 mod child_env;
+mod ci_scaffold;
 mod cli;
 mod common;
 mod config;
@@ -17,6 +18,7 @@ mod maintenance;
 mod multi_app;
 mod project;
 mod registry;
+mod release;
 mod reliability;
 mod remote;
 mod render;

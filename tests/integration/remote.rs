@@ -133,7 +133,7 @@ enum Auth {
 /// One sshd for one test, its box-side dirs, and the client's ssh_config.
 pub(crate) struct SshBox {
     root: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
     /// `XDG_DATA_HOME` on the box: where cutover installs itself.
     data: PathBuf,
 }
@@ -499,7 +499,7 @@ impl Project {
         cmd.output().unwrap()
     }
 
-    fn remote_ok(&self, args: &[&str]) -> (String, String) {
+    pub(crate) fn remote_ok(&self, args: &[&str]) -> (String, String) {
         let out = self.remote(args);
         let (stdout, stderr) = texts(&out);
         assert!(
