@@ -1177,12 +1177,14 @@ fn remote_sigint_after_the_switch_completes_the_deploy() {
         return;
     }
     let p = Project::new(Setup {
-        drain: "20s",
+        drain: "60s",
         ..Setup::default()
     });
     p.remote_ok(&["deploy", "--image", "cutover-demo:v1"]);
     let port = p.nginx_port;
-    let slow = std::thread::spawn(move || cutover::demo::http_get(port, "/slow?ms=6000"));
+    // Long enough that the deploy is still draining it when the step is seen, even on a loaded
+    // machine where reaching the drain takes many seconds; the drain bound is well above it.
+    let slow = std::thread::spawn(move || cutover::demo::http_get(port, "/slow?ms=25000"));
     std::thread::sleep(Duration::from_millis(200));
     let deploy = p.spawn(&["deploy", "--image", "cutover-demo:v2"], true);
     p.wait_for_step("drain");
