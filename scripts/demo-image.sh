@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the demo app as a static binary and make local images `cutover-demo:<tag>` from it.
 #
-#   scripts/demo-image.sh [--selftest] [TAG...]     (default tags: v1 v2)
+#   scripts/demo-image.sh [--selftest] [--repo NAME] [TAG...]     (default: cutover-demo v1 v2)
 #
 # The Docker engine we test on has no registry, so nothing can be pulled: each image is a
 # single-file root filesystem (/app) brought in with `docker import`, which needs no builder
@@ -20,9 +20,15 @@ label=cutover.demo.sha256
 
 selftest=0
 tags=()
+next_is_repo=0
 for arg in "$@"; do
+    if [[ $next_is_repo -eq 1 ]]; then
+        [[ "$arg" =~ ^[a-z0-9][a-z0-9._-]{0,127}$ ]] || { echo "demo-image.sh: not a repository name: $arg" >&2; exit 2; }
+        repo=$arg; next_is_repo=0; continue
+    fi
     case "$arg" in
         --selftest) selftest=1 ;;
+        --repo) next_is_repo=1 ;;
         -h|--help) sed -n '2,13p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) echo "demo-image.sh: unknown option $arg" >&2; exit 2 ;;
         *)

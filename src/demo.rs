@@ -23,24 +23,49 @@ pub const IMAGES: [&str; 2] = ["cutover-demo:v1", "cutover-demo:v2"];
 
 /// One HTTP/1.1 GET on a fresh connection (`Connection: close`): (status, body).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_as(port, "localhost", path).map(|r| (r.code, r.body))
+}
+
+/// An answer of [`http_get_as`].
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub code: u16,
+    /// The header lines, as sent.
+    pub headers: String,
+    pub body: String,
+}
+
+impl Response {
+    /// The value of header `name` (case-insensitive), if sent.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.trim().eq_ignore_ascii_case(name).then(|| value.trim())
+        })
+    }
+}
+
+/// One GET with `Host: host` on a fresh connection (several sites behind one nginx port).
+pub fn http_get_as(port: u16, host: &str, path: &str) -> Option<Response> {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_secs(30)))
         .ok()?;
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).ok()?;
     let text = String::from_utf8_lossy(&raw);
     let code = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    Some((code, body))
+    let (headers, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    Some(Response {
+        code,
+        headers: headers.to_string(),
+        body: body.to_string(),
+    })
 }
 
 /// What the load client saw.
@@ -49,6 +74,8 @@ pub struct Tally {
     pub sent: usize,
     pub ok: usize,
     pub failed: usize,
+    /// 503s with a `Retry-After` (maintenance mode): intended, so not failures.
+    pub held: usize,
     /// Successful answers per `version=… color=…` body, to show the switch.
     pub by_answer: BTreeMap<String, usize>,
     /// The first few failures, described.
@@ -64,26 +91,39 @@ pub struct Load {
 impl Load {
     /// Starts sending; it stops when finished, or after `max` whatever happens.
     pub fn start(port: u16, max: Duration) -> Load {
+        Load::start_as(port, "localhost", max)
+    }
+
+    /// [`Load::start`] with `Host: host`.
+    pub fn start_as(port: u16, host: &str, max: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let host = host.to_string();
         let handle = std::thread::spawn(move || {
             let started = Instant::now();
             let mut tally = Tally::default();
             while !flag.load(Ordering::SeqCst) && started.elapsed() < max {
                 tally.sent += 1;
-                match http_get(port, "/") {
-                    Some((200, body)) => {
+                match http_get_as(port, &host, "/") {
+                    Some(r) if r.code == 200 => {
                         tally.ok += 1;
-                        *tally.by_answer.entry(body.trim().to_string()).or_default() += 1;
+                        *tally
+                            .by_answer
+                            .entry(r.body.trim().to_string())
+                            .or_default() += 1;
+                    }
+                    Some(r) if r.code == 503 && r.header("Retry-After").is_some() => {
+                        tally.held += 1;
                     }
                     other => {
                         tally.failed += 1;
                         if tally.failures.len() < 10 {
                             tally.failures.push(match other {
-                                Some((code, body)) => {
+                                Some(r) => {
                                     format!(
-                                        "HTTP {code}: {}",
-                                        body.chars().take(60).collect::<String>()
+                                        "HTTP {}: {}",
+                                        r.code,
+                                        r.body.chars().take(60).collect::<String>()
                                     )
                                 }
                                 None => "no answer (connection refused or reset)".to_string(),
@@ -174,6 +214,7 @@ pub fn project_config(project: &str, ports: [u16; 3], prefix: &Path, secrets: bo
          colors: {{ blue: {blue}, green: {green} }}\n\
          nginx:\n\
          \x20 include: {include}\n\
+         \x20 site: {site}\n\
          \x20 listen: \"127.0.0.1:{nginx_port}\"\n\
          \x20 test: {test}\n\
          \x20 reload: {reload}\n",
@@ -183,6 +224,8 @@ pub fn project_config(project: &str, ports: [u16; 3], prefix: &Path, secrets: bo
             ""
         },
         include = prefix.join("service-url.inc").display(),
+        // Its own site file: the box-wide claims refuse two projects with one site path.
+        site = prefix.join("site.conf").display(),
         test = argv(&["-t"]),
         reload = argv(&["-s", "reload"]),
     )

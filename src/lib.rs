@@ -13,6 +13,8 @@ pub mod report;
 
 pub mod atomic;
 pub mod bootstrap;
+pub mod ci;
+pub mod claims;
 pub mod cli;
 mod cmd;
 pub mod config;
@@ -22,6 +24,7 @@ pub mod engine;
 pub mod health;
 pub mod host;
 pub mod jsonl;
+pub mod maintenance;
 pub mod nginx;
 pub mod process;
 pub mod registry;

@@ -221,7 +221,8 @@ pub struct LocalNginx {
 
 impl LocalNginx {
     /// The main config: everything (pid, logs, temp paths) inside `prefix`, so no root and no
-    /// system paths are needed; `site` is included from `prefix/site.conf`.
+    /// system paths are needed; `site` is included from `prefix/site.conf`, and further
+    /// projects' sites from `prefix/sites/*.conf` (several apps behind one nginx).
     pub fn write_config(prefix: &Path) -> anyhow::Result<PathBuf> {
         let p = prefix.display();
         for sub in ["logs", "tmp"] {
@@ -242,6 +243,7 @@ impl LocalNginx {
              \x20   uwsgi_temp_path {p}/tmp/uwsgi;\n\
              \x20   scgi_temp_path {p}/tmp/scgi;\n\
              \x20   include {p}/site.conf;\n\
+             \x20   include {p}/sites/*.conf;\n\
              }}\n"
         );
         let path = prefix.join("nginx.conf");

@@ -23,6 +23,8 @@ pub const SITE: &str = "nginx-site.conf.j2";
 /// `bootstrap --cloud-init` user-data (`.yml`: values are written as JSON scalars).
 pub const CLOUD_INIT: &str = "cloud-init.yml.j2";
 pub const STACK: &str = "stack.yml.j2";
+/// `init --ci github`: the deploy workflow (src/ci.rs).
+pub const CI_GITHUB: &str = "ci/github-deploy.yml.j2";
 
 /// Every built-in template, by the name a project overrides it with.
 const BUILT_IN: &[(&str, &str)] = &[
@@ -31,6 +33,10 @@ const BUILT_IN: &[(&str, &str)] = &[
     (SITE, include_str!("../templates/nginx-site.conf.j2")),
     (CLOUD_INIT, include_str!("../templates/cloud-init.yml.j2")),
     (STACK, include_str!("../templates/stack.yml.j2")),
+    (
+        CI_GITHUB,
+        include_str!("../templates/ci/github-deploy.yml.j2"),
+    ),
 ];
 
 /// Secret key names per service group: values never pass through rendering.
@@ -53,6 +59,9 @@ impl SecretKeys {
 pub struct Plan {
     pub images: BTreeMap<Color, String>,
     pub secret_keys: SecretKeys,
+    /// The image of each worker's color, by worker name (a color not named here runs the
+    /// app color's image).
+    pub workers: BTreeMap<String, BTreeMap<Color, String>>,
 }
 
 /// The loaded template set.
@@ -60,6 +69,8 @@ pub struct Renderer {
     env: Environment<'static>,
     /// Where each template came from, for error messages ("built-in" or a path).
     origins: BTreeMap<&'static str, String>,
+    /// Where relative config paths (`state_dir`) resolve.
+    project_dir: PathBuf,
 }
 
 impl Renderer {
@@ -85,7 +96,11 @@ impl Renderer {
                 .map_err(|e| template_error(&origin, e))?;
             origins.insert(*name, origin);
         }
-        Ok(Renderer { env, origins })
+        Ok(Renderer {
+            env,
+            origins,
+            project_dir: project_dir.to_path_buf(),
+        })
     }
 
     pub(crate) fn render(&self, name: &'static str, ctx: impl Serialize) -> anyhow::Result<String> {
@@ -101,8 +116,21 @@ impl Renderer {
         self.render(COMPOSE, ctx)
     }
 
-    /// The nginx include pointing at `color`.
+    /// The nginx include pointing at `color`, with the maintenance block while the project's
+    /// maintenance flag is on (so every switch, a deploy's included, keeps it).
     pub fn include(&self, config: &Config, color: Color) -> anyhow::Result<String> {
+        let state_dir = self.project_dir.join(&config.state_dir);
+        let maintenance = crate::maintenance::load(&state_dir)?;
+        self.include_with(config, color, maintenance.as_ref())
+    }
+
+    /// The nginx include pointing at `color`, in or out of maintenance as asked.
+    pub fn include_with(
+        &self,
+        config: &Config,
+        color: Color,
+        maintenance: Option<&crate::maintenance::Maintenance>,
+    ) -> anyhow::Result<String> {
         self.render(
             INCLUDE,
             minijinja::context! {
@@ -110,8 +138,14 @@ impl Renderer {
                 color => color.as_str(),
                 port => config.colors.port(color),
                 upstream => upstream_url(config, color),
+                maintenance => crate::maintenance::template_view(config, maintenance),
             },
         )
+    }
+
+    /// Where a template came from: "built-in <name>" or the override's path.
+    pub fn origin<'a>(&'a self, name: &'a str) -> &'a str {
+        self.origins.get(name).map(String::as_str).unwrap_or(name)
     }
 
     /// The nginx site (a `server` block) that includes the include; with `nginx.tls`, the
@@ -140,7 +174,7 @@ impl Renderer {
                 port_suffix => if port == 443 { String::new() } else { format!(":{port}") },
             }
         });
-        self.render(
+        let text = self.render(
             SITE,
             minijinja::context! {
                 project => config.project.as_str(),
@@ -152,6 +186,44 @@ impl Renderer {
                 },
                 tls => tls,
             },
+        )?;
+        if let Some(tls) = &config.nginx.tls {
+            self.check_tls_site(&text, tls, cert_ready)?;
+        }
+        Ok(text)
+    }
+
+    /// With `nginx.tls`, the site (a custom template too) must serve the ACME challenge from
+    /// the webroot and, once the certificate exists, use it: a template that ignores `tls`
+    /// would let certbot fail or leave the site on plain HTTP while saying HTTPS is on.
+    fn check_tls_site(
+        &self,
+        text: &str,
+        tls: &crate::config::Tls,
+        cert_ready: bool,
+    ) -> anyhow::Result<()> {
+        let webroot = tls.webroot.display().to_string();
+        let fullchain = tls.fullchain().display().to_string();
+        let mut missing = Vec::new();
+        if !text.contains("/.well-known/acme-challenge/") || !text.contains(&webroot) {
+            missing.push(format!(
+                "a `location /.well-known/acme-challenge/` with `root {webroot}` (tls.webroot)"
+            ));
+        }
+        if cert_ready && (!text.contains(" ssl") || !text.contains(&fullchain)) {
+            missing.push(format!(
+                "a `listen … ssl` server with `ssl_certificate {fullchain}` (tls.fullchain)"
+            ));
+        }
+        if missing.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "template {}: with nginx.tls the site must render {}; a custom template gets them from \
+             the `tls` variable (tls.webroot, tls.ready, tls.listen, tls.fullchain, tls.privkey): \
+             copy the `tls` blocks of the built-in nginx-site.conf.j2 (README.md, \"HTTPS\")",
+            self.origin(SITE),
+            missing.join(" and ")
         )
     }
 }
@@ -226,7 +298,72 @@ struct ComposeContext {
     app: AppView,
     colors: Vec<ColorView>,
     accessories: Vec<AccessoryView>,
+    workers: Vec<WorkerView>,
     volumes: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct WorkerView {
+    name: String,
+    color: &'static str,
+    service: String,
+    image: String,
+    memory: String,
+    command: serde_json::Value,
+    health: Option<WorkerHealthView>,
+}
+
+#[derive(Serialize)]
+struct WorkerHealthView {
+    test: serde_json::Value,
+    interval_ms: u128,
+    retries: u128,
+}
+
+/// Both colors of every worker; a worker's image is its own record's, else its color's.
+fn worker_views(
+    config: &Config,
+    plan: &Plan,
+    colors: &[ColorView],
+) -> anyhow::Result<Vec<WorkerView>> {
+    let mut out = Vec::new();
+    for (name, worker) in &config.workers {
+        for (c, color) in Color::ALL.into_iter().zip(colors) {
+            let image = plan
+                .workers
+                .get(name.as_str())
+                .and_then(|m| m.get(&c))
+                .cloned()
+                .unwrap_or_else(|| color.image.clone());
+            let health = worker.health.as_ref().map(|h| {
+                let test = match command_json(&h.command) {
+                    serde_json::Value::Array(argv) => {
+                        let mut test = vec![serde_json::json!("CMD")];
+                        test.extend(argv);
+                        serde_json::Value::Array(test)
+                    }
+                    shell => serde_json::json!(["CMD-SHELL", shell]),
+                };
+                let interval = h.interval.get().as_millis().max(1);
+                WorkerHealthView {
+                    test,
+                    interval_ms: interval,
+                    // Docker must not call it unhealthy before the deploy's own timeout.
+                    retries: h.timeout.get().as_millis() / interval + 1,
+                }
+            });
+            out.push(WorkerView {
+                name: name.to_string(),
+                color: color.name,
+                service: config.worker_service(name.as_str(), c),
+                image: checked_image(&image, &format!("the image of worker {name} ({c})"))?,
+                memory: worker.memory.to_string(),
+                command: command_json(&worker.command),
+                health,
+            });
+        }
+    }
+    Ok(out)
 }
 
 impl ComposeContext {
@@ -274,7 +411,9 @@ impl ComposeContext {
                 .iter()
                 .chain(config.accessories.values().flat_map(|a| &a.volumes)),
         );
+        let workers = worker_views(config, plan, &colors)?;
         Ok(ComposeContext {
+            workers,
             project: config.project.to_string(),
             app: AppView {
                 name: app.name.to_string(),

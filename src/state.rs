@@ -33,6 +33,16 @@ pub struct State {
     /// Set while a deploy runs; left behind by a killed deploy.
     #[serde(default)]
     pub in_progress: Option<InProgress>,
+    /// Which color and image each worker last ran (`workers:`), by worker name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub workers: BTreeMap<String, WorkerRecord>,
+}
+
+/// Where one worker runs, as last recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerRecord {
+    pub color: Color,
+    pub image: String,
 }
 
 impl State {
@@ -42,6 +52,15 @@ impl State {
             .values()
             .cloned()
             .chain(self.previous_image.clone())
+            .chain(self.workers.values().map(|w| w.image.clone()))
+            .collect()
+    }
+
+    /// Each worker's recorded image, for rendering its color.
+    pub fn worker_images(&self) -> BTreeMap<String, BTreeMap<Color, String>> {
+        self.workers
+            .iter()
+            .map(|(name, w)| (name.clone(), BTreeMap::from([(w.color, w.image.clone())])))
             .collect()
     }
 }
@@ -224,6 +243,23 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     pub steps: Vec<StepTiming>,
     pub total_ms: u64,
+    /// What happened to each worker (`workers:`); absent in entries before workers existed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerOutcome>,
+}
+
+/// One worker's part of a deploy, as recorded in history and `--json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerOutcome {
+    pub name: String,
+    /// The color it ran on before (None: it did not run).
+    pub from: Option<Color>,
+    pub to: Color,
+    pub image: String,
+    pub result: RunResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub ms: u64,
 }
 
 /// The first line of a failure message, at most 500 characters.
@@ -391,6 +427,7 @@ mod tests {
                 ms: 12,
             }],
             total_ms: 12,
+            workers: Vec::new(),
         };
         sd.append_history(&entry).unwrap();
         sd.append_history(&entry).unwrap();
@@ -420,6 +457,7 @@ mod tests {
             reason: Some("deploy failed: it exited\nlast log lines:\n    password=x".into()),
             steps: Vec::new(),
             total_ms: 1,
+            workers: Vec::new(),
         };
         sd.append_history(&entry).unwrap();
         let got = sd.history().unwrap();

@@ -6,7 +6,8 @@
 //! with Docker's own `docker-ce` + `docker-compose-plugin` already has docker and compose,
 //! and installing `docker.io` over them would conflict. Amazon Linux 2023 packages no
 //! compose at all; the step says exactly how to add the official plugin binary instead of
-//! downloading an unverified binary itself.
+//! downloading an unverified binary itself. With `nginx.tls` configured, certbot (the ACME
+//! client the `tls` step runs) is one more tool, installed the same way.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -70,6 +71,9 @@ pub struct Plan {
     pub compose: Option<&'static str>,
     pub nginx: &'static str,
 }
+
+/// The package of certbot, the same name on every distribution cutover plans for.
+pub const CERTBOT: &str = "certbot";
 
 /// What to run on Amazon Linux 2023, which packages no docker compose: the official
 /// plugin binary from Docker's GitHub releases, where `docker compose` looks for plugins.
@@ -174,6 +178,11 @@ impl Present {
     }
 }
 
+/// Whether certbot is installed (on PATH or in an sbin dir).
+fn certbot_present() -> bool {
+    crate::process::which("certbot").is_some() || sbin("certbot").is_absolute()
+}
+
 pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     if !opts.install {
         step.skip("--no-install");
@@ -194,10 +203,16 @@ pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
         );
     };
     let plan = plan(&os).map_err(anyhow::Error::msg)?;
-    let everything: Vec<&str> = [Some(plan.docker), plan.compose, Some(plan.nginx)]
-        .into_iter()
-        .flatten()
-        .collect();
+    let wants_certbot = opts.tls.is_some();
+    let everything: Vec<&str> = [
+        Some(plan.docker),
+        plan.compose,
+        Some(plan.nginx),
+        wants_certbot.then_some(CERTBOT),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
     if !step.target.on_live_system() {
         for cmd in install_commands(plan.manager, &everything) {
             step.live_command(&cmd)?;
@@ -225,7 +240,18 @@ pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     if !present.nginx {
         missing.push(plan.nginx);
     }
-    step.summary(format!("docker, compose and nginx on {}", os.pretty_name));
+    if wants_certbot && !certbot_present() {
+        missing.push(CERTBOT);
+    }
+    step.summary(format!(
+        "docker, compose, nginx{} on {}",
+        if wants_certbot {
+            " and certbot (nginx.tls)"
+        } else {
+            ""
+        },
+        os.pretty_name
+    ));
     if !missing.is_empty() {
         for cmd in install_commands(plan.manager, &missing) {
             step.live_command(&cmd)?;

@@ -85,6 +85,11 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
             bail!("--root {}: no such directory", root.display());
         }
     }
+    // Another project on this box with the same ports, server name or nginx files: refuse
+    // before any step runs (a --root tree is not this box).
+    if let (Some(loaded), None) = (&loaded, &root) {
+        crate::claims::check(loaded).context("bootstrap refused")?;
+    }
     let opts = Options {
         target,
         swap,
@@ -104,6 +109,10 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else if !ctx.quiet() || report.failed().is_some() {
         out!("{}", human(&report, took))?;
+    }
+    if let (Some(loaded), None, false, None) = (&loaded, &root, args.dry_run, report.failed()) {
+        crate::claims::record(loaded)
+            .context("bootstrap finished, but could not record the project's claims on this box")?;
     }
     if let Some(failed) = report.failed() {
         let done: Vec<&str> = report

@@ -235,6 +235,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
         image: Some(image.to_string()),
         action: Action::Deploy,
         dry_run: false,
+        release: true,
         force: false,
         lock_wait: Duration::ZERO,
     };

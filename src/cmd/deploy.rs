@@ -18,12 +18,16 @@ use crate::report::duration;
 use crate::state::{Action, EngineKind, StateDir};
 use crate::Context;
 
+/// `rollback`: `None` for a deploy; for a rollback, whether `--release` asks for the release
+/// phase.
 pub fn run_deploy(
     ctx: &Context,
     image: Option<String>,
-    rollback: bool,
+    rollback: Option<bool>,
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
+    let release = rollback.unwrap_or(true);
+    let rollback = rollback.is_some();
     let loaded = super::load_config(ctx)?;
     let lock_wait = lock_wait(&common)?;
     if let Some(image) = &image {
@@ -34,6 +38,10 @@ pub fn run_deploy(
             );
         }
     }
+    // Another project on this box with the same ports, server name or nginx files: refuse
+    // before anything changes (both named); else record this one's claims.
+    crate::claims::claim(&loaded, common.dry_run)
+        .with_context(|| format!("cannot deploy {}", loaded.config.project))?;
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
     let env = crate::secrets::deploy_env(ctx.identity.as_deref(), &loaded)?;
@@ -59,6 +67,7 @@ pub fn run_deploy(
         dry_run: common.dry_run,
         force: common.force,
         lock_wait,
+        release,
     };
     let quiet = ctx.quiet() || common.json;
     let mut printer = StepPrinter::new(quiet);
@@ -81,10 +90,14 @@ pub fn run_deploy(
         );
         progress::decrypt_line(secrets_took, deployer.secrets.len());
     }
+    let maintenance = crate::maintenance::load(&loaded.state_dir())?;
+    if let (Some(m), false) = (&maintenance, quiet) {
+        eprintln!("{}", maintenance_line(m));
+    }
     match deployer.run(&request, &mut printer) {
         Ok(summary) => {
             printer.clear_spinner();
-            print_summary(ctx, &common, rollback, &summary)?;
+            print_summary(ctx, &common, rollback, &summary, maintenance.as_ref())?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -100,6 +113,7 @@ fn print_summary(
     common: &DeployCommon,
     rollback: bool,
     summary: &crate::engine::compose::Summary,
+    maintenance: Option<&crate::maintenance::Maintenance>,
 ) -> anyhow::Result<()> {
     if common.json {
         outln!("{}", serde_json::to_string_pretty(&summary)?)?;
@@ -137,8 +151,19 @@ fn print_summary(
                 .unwrap_or_default()
         )?;
         outln!("  {}", steps_line(&summary.steps))?;
+        if let Some(m) = maintenance {
+            outln!("  {}", maintenance_line(m))?;
+        }
     }
     Ok(())
+}
+
+/// What a deploy says while maintenance mode is on.
+fn maintenance_line(m: &crate::maintenance::Maintenance) -> String {
+    format!(
+        "maintenance mode is on (since {}): the deploy keeps it on, the public still gets 503 until `cutover maintenance off`",
+        m.since
+    )
 }
 
 pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
@@ -180,6 +205,16 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     for a in &report.accessories {
         outln!("    {:<20} {:<12} {}", a.service, a.state, a.image)?;
     }
+    for w in &report.workers {
+        outln!(
+            "  worker {:<13} {:<6} {:<12} {:<28} {}",
+            w.name,
+            w.color.map_or("-", |c| c.as_str()),
+            w.state.as_deref().unwrap_or("no container"),
+            w.image.as_deref().unwrap_or("-"),
+            w.health.as_deref().unwrap_or("")
+        )?;
+    }
     if let Some(last) = &report.last_deploy {
         outln!(
             "last {}: {} {} → {} {} at {} ({})",
@@ -192,6 +227,15 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
             last.result,
             last.time,
             duration(Duration::from_millis(last.total_ms))
+        )?;
+    }
+    if let Some(m) = &report.maintenance {
+        outln!(
+            "maintenance mode is ON since {} ({}): nginx answers 503 (Retry-After: {}s): {}",
+            m.since,
+            m.by,
+            m.retry_after_secs,
+            m.message
         )?;
     }
     for p in &report.problems {

@@ -1,11 +1,12 @@
-//! `cutover init [DIR]`: scaffold a project that `cutover render --check` accepts as is.
+//! `cutover init [DIR]`: scaffold a project that `cutover render --check` accepts as is;
+//! `cutover init --ci github`: write the CI workflow for an existing project (src/ci.rs).
 
 use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 
-use crate::cli::InitArgs;
+use crate::cli::{CiProvider, InitArgs};
 use crate::config::Name;
 use crate::Context;
 
@@ -38,6 +39,9 @@ pub fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<ExitCode> {
         Some(d) => ctx.dir.join(d),
         None => ctx.dir.clone(),
     };
+    if let Some(provider) = args.ci {
+        return run_ci(ctx, &dir, provider, &args);
+    }
     let config_path = dir.join("cutover.yml");
     if config_path.exists() {
         bail!(
@@ -147,4 +151,70 @@ fn append_missing_lines(path: &Path, lines: &[&str]) -> anyhow::Result<()> {
         crate::atomic::write(path, text.as_bytes(), 0o644)?;
     }
     Ok(())
+}
+
+/// `init --ci`: renders the workflow for the project in `dir` and writes (or prints) it.
+fn run_ci(
+    ctx: &Context,
+    dir: &Path,
+    provider: CiProvider,
+    args: &InitArgs,
+) -> anyhow::Result<ExitCode> {
+    let config_path = if args.dir.is_some() {
+        dir.join("cutover.yml")
+    } else {
+        ctx.config_path.clone()
+    };
+    let loaded = crate::config::load(&config_path, dir)?;
+    let provider = match provider {
+        CiProvider::Github => crate::ci::Provider::Github,
+    };
+    let options = crate::ci::Options {
+        branch: args.branch.clone(),
+        release_url: std::env::var("CUTOVER_RELEASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| crate::ci::DEFAULT_RELEASE_URL.to_string()),
+        registry: push_registry(&loaded.config),
+    };
+    let renderer = crate::render::Renderer::new(&loaded.dir)?;
+    let text = crate::ci::workflow(&renderer, provider, &loaded.config, &options)
+        .context("could not render the CI workflow")?;
+    if args.dry_run {
+        out!("{text}")?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let path = loaded.dir.join(provider.path());
+    if path.exists() && !args.force {
+        bail!(
+            "{} already exists; pass --force to replace it (or --dry-run to see the new one)",
+            path.display()
+        );
+    }
+    let parent = path.parent().expect("the workflow path has a directory");
+    std::fs::create_dir_all(parent)
+        .with_context(|| format!("could not create {}", parent.display()))?;
+    crate::atomic::write(&path, text.as_bytes(), 0o644)
+        .with_context(|| format!("could not write {}", path.display()))?;
+    if !ctx.quiet() {
+        outln!("wrote {}", path.display())?;
+        outln!()?;
+        outln!(
+            "next: add the repository secrets it names at its top (DEPLOY_HOST, DEPLOY_SSH_KEY,"
+        )?;
+        outln!("      DEPLOY_KNOWN_HOSTS, optional CUTOVER_AGE_KEY), commit it and push")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The registry CI pushes to: the config's `registry:`, when it has one; else the image is
+/// shipped over SSH.
+fn push_registry(config: &crate::config::Config) -> Option<crate::ci::PushRegistry> {
+    config
+        .registry
+        .as_ref()
+        .map(|registry| crate::ci::PushRegistry {
+            server: registry.server.0.clone(),
+            username: registry.username.clone(),
+        })
 }

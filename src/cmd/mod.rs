@@ -2,11 +2,14 @@
 //! and decide what reaches stdout (results, JSON) and stderr (progress, step lines).
 
 mod bootstrap;
+mod container;
 mod demo;
 mod deploy;
 mod init;
+mod maintenance;
 mod progress;
 mod render;
+mod run;
 mod swarm;
 mod tls;
 
@@ -35,18 +38,22 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Deploy(args) if args.engine == crate::cli::Engine::Swarm => {
             swarm::run_deploy(ctx, args.image, args.common)
         }
-        Command::Deploy(args) => deploy::run_deploy(ctx, args.image, false, args.common),
-        Command::Rollback(args) => deploy::run_deploy(ctx, None, true, args.common),
+        Command::Deploy(args) => deploy::run_deploy(ctx, args.image, None, args.common),
+        Command::Rollback(args) => deploy::run_deploy(ctx, None, Some(args.release), args.common),
         Command::Status(args) if args.engine == crate::cli::Engine::Swarm => {
             swarm::run_status(ctx, args.json)
         }
         Command::Status(args) => deploy::run_status(ctx, args.json),
         Command::History(args) => deploy::run_history(ctx, args),
         Command::Prune(args) => deploy::run_prune(ctx, args),
+        Command::Logs(args) => container::run_logs(ctx, args),
+        Command::Exec(args) => container::run_exec(ctx, args),
         Command::Secrets(command) => secrets::run(ctx, command),
         Command::Bootstrap(args) => bootstrap::run(ctx, args),
         Command::Demo(args) => demo::run(ctx, args),
         Command::Tls(command) => tls::run(ctx, command),
+        Command::Run(args) => run::run(ctx, args),
+        Command::Maintenance(command) => maintenance::run(ctx, command),
     }
 }
 

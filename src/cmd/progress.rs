@@ -91,6 +91,10 @@ impl Reporter for StepPrinter {
                 self.clear_spinner();
                 eprintln!("  ! {text}");
             }
+            Event::Output { from, line } => {
+                self.clear_spinner();
+                eprintln!("    {from} | {line}");
+            }
         }
     }
 }

@@ -30,6 +30,7 @@ pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
     let plan = Plan {
         images,
         secret_keys: crate::secrets::secret_keys(ctx.identity.as_deref(), &loaded)?,
+        workers: state.worker_images(),
     };
     let renderer = Renderer::new(&ctx.dir)?;
     let files = Files {

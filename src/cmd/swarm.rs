@@ -24,6 +24,9 @@ pub fn run_deploy(
     if common.force {
         anyhow::bail!("--force applies to the compose engine's memory budget; swarm schedules tasks by their memory limits itself");
     }
+    if loaded.config.app.release.is_some() || !loaded.config.hooks.is_unset() {
+        eprintln!("warning: app.release and hooks: are run by the compose engine only; this swarm deploy runs neither");
+    }
     let lock_wait = progress::lock_wait(&common)?;
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
@@ -57,6 +60,7 @@ pub fn run_deploy(
         dry_run: common.dry_run,
         force: false,
         lock_wait,
+        release: false,
     };
     match deployer.run(&request, &mut printer) {
         Ok(summary) => {

@@ -9,16 +9,21 @@
 //!
 //! Everything public is re-exported here, so callers only ever name `crate::config::X`.
 
+mod hooks;
+mod registry;
 mod remote;
 mod scalars;
 mod schema;
 mod validate;
+mod worker;
 mod yaml;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
+pub use hooks::{Argv, Hook, Hooks};
+pub use registry::Registry;
 pub use remote::{Remote, Ship};
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
@@ -26,6 +31,7 @@ pub use scalars::{
 pub use schema::{
     Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm, Tls,
 };
+pub use worker::{Worker, WorkerHealth};
 
 /// The loaded config plus where it came from, so later errors can name the file.
 #[derive(Debug, Clone)]

@@ -326,7 +326,7 @@ impl<'de> Deserialize<'de> for Environment {
     }
 }
 
-fn check_env_key(key: &str) -> Result<(), String> {
+pub(super) fn check_env_key(key: &str) -> Result<(), String> {
     let ok = key
         .chars()
         .next()

@@ -59,6 +59,9 @@ pub struct Config {
     pub colors: Colors,
     #[serde(default)]
     pub accessories: BTreeMap<Name, Accessory>,
+    /// Processes from the app's image beside the web app, updated after every switch.
+    #[serde(default)]
+    pub workers: BTreeMap<Name, super::Worker>,
     #[serde(default)]
     pub nginx: Nginx,
     #[serde(default)]
@@ -72,9 +75,15 @@ pub struct Config {
     /// `cutover --host`: the box to run on over SSH and where the project lives there.
     #[serde(default, skip_serializing_if = "super::Remote::is_unset")]
     pub remote: super::Remote,
+    /// Commands run around a deploy (compose engine; see `config/hooks.rs`).
+    #[serde(default, skip_serializing_if = "super::Hooks::is_unset")]
+    pub hooks: super::Hooks,
     /// `ship: ssh`: `cutover --host … deploy --image REF` sends the local image over SSH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ship: Option<super::Ship>,
+    /// `registry:`: `docker login` (password from the secrets) and an explicit pull.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<super::Registry>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -118,6 +127,14 @@ pub struct App {
     /// How many recent app images `prune` (and each deploy) keeps for rollback.
     #[serde(default = "default_keep_images")]
     pub keep_images: usize,
+    /// Run once per deploy in a one-off container of the new image, before it starts.
+    #[serde(default)]
+    pub release: Option<super::Argv>,
+    #[serde(
+        default = "super::hooks::default_release_timeout",
+        deserialize_with = "deserialize_positive_dur"
+    )]
+    pub release_timeout: Dur,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -422,6 +439,21 @@ impl Config {
     /// Service name of a color: `<app>-blue` / `<app>-green`.
     pub fn service(&self, color: Color) -> String {
         format!("{}-{}", self.app.name, color)
+    }
+
+    /// Service name of a worker's color: `<app>-<worker>-blue` / `-green`.
+    pub fn worker_service(&self, worker: &str, color: Color) -> String {
+        format!("{}-{worker}-{color}", self.app.name)
+    }
+
+    /// Which worker and color a compose service name belongs to, if any.
+    pub fn worker_of_service(&self, service: &str) -> Option<(&Name, Color)> {
+        self.workers.keys().find_map(|name| {
+            Color::ALL
+                .into_iter()
+                .find(|c| self.worker_service(name.as_str(), *c) == service)
+                .map(|c| (name, c))
+        })
     }
 
     /// Which color a compose service name belongs to, if any.

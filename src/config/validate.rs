@@ -31,6 +31,7 @@ impl Config {
         self.check_app()?;
         self.check_health()?;
         self.check_accessories()?;
+        self.check_workers()?;
         self.check_nginx()?;
         self.check_tls()
     }
@@ -252,6 +253,24 @@ impl Config {
                         color_services[0], color_services[1]
                     ),
                 ));
+            }
+        }
+        Ok(())
+    }
+
+    /// A worker's services must not be an accessory's name (compose has one namespace).
+    fn check_workers(&self) -> Result<(), Invalid> {
+        for name in self.workers.keys() {
+            for color in Color::ALL {
+                let service = self.worker_service(name.as_str(), color);
+                if self.accessories.keys().any(|a| a.0 == service) {
+                    return Err(Invalid::new(
+                        format!("workers.{name}"),
+                        format!(
+                            "worker `{name}` runs as the service `{service}`, which is also an accessory; rename one"
+                        ),
+                    ));
+                }
             }
         }
         Ok(())

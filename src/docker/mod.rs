@@ -1,11 +1,13 @@
 //! Typed Docker operations, the only place cutover runs `docker`/`docker compose` for the
 //! engines: compose detection and project operations ([`compose`]), swarm CLI operations
-//! ([`swarm`]), local images ([`images`]), and the list-then-inspect reader every one of
+//! ([`swarm`]), local images ([`images`]), one-off containers of a service ([`oneoff`]), and the list-then-inspect reader every one of
 //! them uses ([`inspect`]). Everything is read as JSON; nothing here prints.
 
 pub mod compose;
 pub mod images;
 pub mod inspect;
+pub mod oneoff;
+pub mod registry;
 pub mod swarm;
 
 pub use inspect::DockerError;

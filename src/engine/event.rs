@@ -23,6 +23,8 @@ pub enum Event {
     },
     /// Something the user should know that is not a failure.
     Note(String),
+    /// A line a hook or the release command printed, secrets masked; `from` names it.
+    Output { from: String, line: String },
 }
 
 pub trait Reporter {

@@ -8,6 +8,10 @@ use crate::state::RunResult;
 pub enum Abort {
     /// SIGINT/SIGTERM before the point of no return.
     Interrupted,
+    /// A `pre_deploy` hook failed: nothing was changed (compose).
+    HookFailed,
+    /// The release command (`app.release`) failed or timed out; the new color never started.
+    ReleaseFailed,
     /// Bringing the new color up failed (compose).
     StartFailed,
     /// The new color's container exited or restarted during the health gate (compose).
@@ -21,6 +25,8 @@ pub enum Abort {
     /// The new color failed inside the settle window after the switch; nginx switched back
     /// to the old color (compose).
     SettleFailed,
+    /// A worker did not come up after a successful web switch; the switch is kept (compose).
+    WorkerFailed,
     /// Swarm rolled the update back.
     RolledBack,
     /// Swarm paused the update (or its rollback).

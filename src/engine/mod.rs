@@ -11,6 +11,7 @@
 pub mod compose;
 pub mod event;
 pub mod failure;
+pub mod hooks;
 pub mod record;
 pub mod request;
 pub mod step;

@@ -34,6 +34,7 @@ pub struct Attempt {
     pub reason: Option<String>,
     pub steps: Vec<StepTiming>,
     pub total_ms: u64,
+    pub workers: Vec<crate::state::WorkerOutcome>,
 }
 
 /// Appends one attempt to the history, stamped with now and the user.
@@ -52,6 +53,7 @@ pub fn append(state_dir: &StateDir, a: Attempt) -> anyhow::Result<()> {
             reason: a.reason,
             steps: a.steps,
             total_ms: a.total_ms,
+            workers: a.workers,
         })
         .map(|_set_aside| ()) // a torn tail set aside is reported by `status`
 }

@@ -14,4 +14,6 @@ pub struct Request {
     /// Deploy despite the memory budget (compose only).
     pub force: bool,
     pub lock_wait: Duration,
+    /// Run the release phase (`app.release`): every deploy; a rollback only with `--release`.
+    pub release: bool,
 }

@@ -19,8 +19,13 @@ pub enum Step {
     Decrypt,
     Lock,
     Observe,
+    /// `docker login` + `docker pull` from `registry:`, before anything starts.
+    Pull,
     // The compose engine.
     Accessories,
+    /// The release phase (`app.release`): a one-off container of the new image, before the
+    /// new color starts.
+    Release,
     Up,
     Health,
     Switch,
@@ -30,6 +35,8 @@ pub enum Step {
     Settle,
     Drain,
     Stop,
+    /// Moving the workers (`workers:`) to the new image, after the old color stopped.
+    Workers,
     /// Removing the new color after a failure before the switch.
     Teardown,
     // The swarm engine.
@@ -46,7 +53,9 @@ impl Step {
             Step::Decrypt => "decrypt",
             Step::Lock => "lock",
             Step::Observe => "observe",
+            Step::Pull => "pull",
             Step::Accessories => "accessories",
+            Step::Release => "release",
             Step::Up => "up",
             Step::Health => "health",
             Step::Switch => "switch",
@@ -54,6 +63,7 @@ impl Step {
             Step::Settle => "settle",
             Step::Drain => "drain",
             Step::Stop => "stop",
+            Step::Workers => "workers",
             Step::Teardown => "teardown",
             Step::Secrets => "secrets",
             Step::Stack => "stack",
@@ -155,6 +165,7 @@ mod tests {
             Step::Health,
             Step::Secrets,
             Step::Decrypt,
+            Step::Release,
         ] {
             let json = serde_json::to_string(&step).unwrap();
             assert_eq!(json, format!("\"{}\"", step.as_str()));

@@ -23,9 +23,11 @@ use std::time::Duration;
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
+mod bounded;
 mod streaming;
 
-pub use streaming::Streaming;
+pub use bounded::{Bounded, TAIL_LINES};
+pub use streaming::{Stdin, Streaming};
 
 /// Variables of cutover's own environment that never reach a child: `CUTOVER_AGE_KEY` is an
 /// age private key, `CUTOVER_IDENTITY` names the identity file. No child needs either, and a

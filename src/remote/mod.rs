@@ -21,14 +21,14 @@ pub mod on_box;
 pub mod ship;
 mod ship_progress;
 pub mod ship_tar;
+mod signals;
 pub mod ssh;
 pub mod sync;
 
 use std::ffi::OsString;
 use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -37,6 +37,7 @@ use crate::cli::{Cli, Command};
 use crate::report::duration;
 use crate::Context;
 
+use signals::Signals;
 pub use ssh::Target;
 
 /// `CUTOVER_SSH_CONFIG`: an ssh_config file for `ssh -F` (CI, tests); default: ssh's own.
@@ -65,7 +66,13 @@ fn reach(command: &Command) -> Reach {
         }
         // User-data for a box that does not exist yet.
         Command::Bootstrap(a) if a.cloud_init => Reach::LocalOnly,
-        Command::Status(_) | Command::History(_) | Command::Prune(_) => Reach::BoxState,
+        // `run` uses the project as last deployed: the serving color's compose file.
+        Command::Status(_) | Command::History(_) | Command::Prune(_) | Command::Run(_) => {
+            Reach::BoxState
+        }
+        // The box's nginx and flag; the synced config already there.
+        Command::Maintenance(_) => Reach::BoxState,
+        Command::Logs(_) | Command::Exec(_) => Reach::BoxState,
         Command::Deploy(a) => Reach::Synced {
             swap: !a.common.dry_run,
             sudo: false,
@@ -104,11 +111,15 @@ fn command_name(command: &Command) -> &'static str {
         Command::Status(_) => "status",
         Command::History(_) => "history",
         Command::Prune(_) => "prune",
+        Command::Logs(_) => "logs",
+        Command::Exec(_) => "exec",
         Command::Deploy(_) => "deploy",
         Command::Rollback(_) => "rollback",
         Command::Render(_) => "render",
         Command::Bootstrap(_) => "bootstrap",
         Command::Tls(_) => "tls",
+        Command::Maintenance(_) => "maintenance",
+        Command::Run(_) => "run",
     }
 }
 
@@ -319,7 +330,13 @@ impl Remote {
             &probe.home,
         )?;
         if let Some(image) = &self.ship {
-            self.ship(session, image, &root, signals)?;
+            let t = Instant::now();
+            let dry_run = matches!(self.reach, Reach::Synced { swap: false, .. });
+            let state = &self.loaded.config.state_dir;
+            let stop = || signals.any();
+            let line =
+                ship_progress::run(session, image, &root, state, dry_run, self.quiet, &stop)?;
+            self.step("ship", t.elapsed(), &line);
         }
         let q = crate::process::shell_quote;
         let (project_dir, guard) = match self.reach {
@@ -400,34 +417,6 @@ impl Remote {
         ))
     }
 
-    /// Sends `image` to the box (`--ship`); a dry run only says it would.
-    fn ship(
-        &self,
-        session: &mut ssh::Session,
-        image: &str,
-        root: &str,
-        signals: &Signals,
-    ) -> anyhow::Result<()> {
-        if matches!(self.reach, Reach::Synced { swap: false, .. }) {
-            self.step(
-                "ship",
-                Duration::ZERO,
-                &format!("would send {image} (dry run)"),
-            );
-            return Ok(());
-        }
-        let state = &self.loaded.config.state_dir;
-        let state_dir = if state.is_absolute() {
-            state.display().to_string()
-        } else {
-            format!("{root}/{}", state.display())
-        };
-        let t = Instant::now();
-        let line = ship_progress::run(session, image, &state_dir, self.quiet, &|| signals.any())?;
-        self.step("ship", t.elapsed(), &line);
-        Ok(())
-    }
-
     /// Runs the box command with its output streamed, forwarding our signals on its stdin.
     fn stream(
         &self,
@@ -479,48 +468,6 @@ impl Remote {
             Some(255) | None if forwarded => Ok(ExitCode::from(130)),
             Some(255) | None => Err(anyhow::anyhow!(session.describe_lost())),
             Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
-        }
-    }
-}
-
-/// SIGINT, and SIGTERM/SIGHUP, caught as flags while `--host` runs, then forwarded.
-struct Signals {
-    interrupt: Arc<AtomicBool>,
-    terminate: Arc<AtomicBool>,
-    ids: Vec<signal_hook::SigId>,
-}
-
-impl Signals {
-    fn install() -> anyhow::Result<Signals> {
-        let interrupt = Arc::new(AtomicBool::new(false));
-        let terminate = Arc::new(AtomicBool::new(false));
-        let mut ids = Vec::new();
-        for (signal, flag) in [
-            (signal_hook::consts::SIGINT, &interrupt),
-            (signal_hook::consts::SIGTERM, &terminate),
-            (signal_hook::consts::SIGHUP, &terminate),
-        ] {
-            ids.push(
-                signal_hook::flag::register(signal, Arc::clone(flag))
-                    .context("could not install signal handlers")?,
-            );
-        }
-        Ok(Signals {
-            interrupt,
-            terminate,
-            ids,
-        })
-    }
-
-    fn any(&self) -> bool {
-        self.interrupt.load(Ordering::SeqCst) || self.terminate.load(Ordering::SeqCst)
-    }
-}
-
-impl Drop for Signals {
-    fn drop(&mut self) {
-        for id in self.ids.drain(..) {
-            signal_hook::low_level::unregister(id);
         }
     }
 }

@@ -39,6 +39,15 @@ pub const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 /// How often the relay looks for the worker's exit, control lines and signals.
 const RELAY_POLL: Duration = Duration::from_millis(20);
 
+/// Set in the worker: its stdin is the relay's control channel, which no child may read.
+static STDIN_IS_RELAY: AtomicBool = AtomicBool::new(false);
+
+/// True in the box's worker (`--host`): a child must get an empty stdin, never this one
+/// (`cutover run` and `cutover exec` there run without a TTY and without the caller's stdin).
+pub fn stdin_is_relay() -> bool {
+    STDIN_IS_RELAY.load(Ordering::SeqCst)
+}
+
 /// The hidden flag the relay gives the worker instead of its own `--on-box`.
 pub const WORKER_FLAG: &str = "--on-box-child";
 
@@ -218,6 +227,7 @@ pub fn worker(
         let key = read_key(&mut std::io::stdin().lock())?;
         crate::secrets::keys::set_stdin_identity(key);
     }
+    STDIN_IS_RELAY.store(true, Ordering::SeqCst);
     std::thread::spawn(watch_relay);
     body()
 }

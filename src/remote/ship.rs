@@ -152,11 +152,14 @@ fn box_chain_ids(session: &mut Session) -> anyhow::Result<HashSet<String>> {
 
 /// The box side: stdin into a 0600 temp file in `state_dir`, size and sha256 checked, then
 /// `docker load`, the temp file removed on every path; prints the loaded image's ID last.
+/// A client that vanished without a FIN leaves `head` waiting until sshd notices; its file
+/// stops growing, and the next ship removes any left untouched for an hour.
 fn receive_script(state_dir: &str, prepared: &Prepared) -> String {
     let q = crate::process::shell_quote;
     let size = prepared.filtered.size;
     format!(
         "set -u; umask 077; d={dir}; mkdir -p \"$d\" || exit 1; \
+         find \"$d\" -maxdepth 1 -name '.ship-*' -mmin +60 -exec rm -f {{}} + 2>/dev/null; \
          t=$(mktemp \"$d/.ship-XXXXXX\") || exit 1; \
          trap 'rm -f \"$t\"' EXIT; trap 'exit 143' HUP INT TERM PIPE; \
          head -c {size} > \"$t\"; n=$(wc -c < \"$t\" | tr -d ' '); \

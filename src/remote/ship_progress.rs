@@ -10,20 +10,31 @@ use super::ssh::Session;
 use crate::report::duration;
 
 /// The `ship` step of `cutover --host deploy`: prepares, sends with progress, and returns
-/// the summary line. `state_dir` is the box's; `stop` is the interrupt flag.
+/// the summary line (a dry run only says it would). `root` is the project dir on the box,
+/// `state_dir` the config's (relative ones are under `root`); `stop` is the interrupt flag.
 pub fn run(
     session: &mut Session,
     image: &str,
-    state_dir: &str,
+    root: &str,
+    state_dir: &std::path::Path,
+    dry_run: bool,
     quiet: bool,
     stop: &dyn Fn() -> bool,
 ) -> anyhow::Result<String> {
+    if dry_run {
+        return Ok(format!("would send {image} (dry run)"));
+    }
+    let state_dir = if state_dir.is_absolute() {
+        state_dir.display().to_string()
+    } else {
+        format!("{root}/{}", state_dir.display())
+    };
     let prepared = ship::prepare(session, image)?;
     let mut progress = ShipProgress::new(&prepared, quiet);
     let result = ship::send(
         session,
         &prepared,
-        state_dir,
+        &state_dir,
         &mut |n| progress.sent(n),
         stop,
     );

@@ -66,3 +66,39 @@ pub fn deploy_env(identity: Option<&Path>, loaded: &Loaded) -> anyhow::Result<De
     }
     Ok(DeployEnv { values, keys })
 }
+
+/// `text` with every decrypted value in it replaced by `***` (longest first, so a value that
+/// contains another is masked whole): output of the release command or a hook shown to the
+/// user must never carry a secret.
+pub fn redact(text: &str, values: &BTreeMap<String, SecretString>) -> String {
+    let mut secrets: Vec<&str> = values
+        .values()
+        .map(|v| v.expose_secret())
+        .filter(|v| !v.is_empty())
+        .collect();
+    secrets.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let mut out = text.to_string();
+    for secret in secrets {
+        if out.contains(secret) {
+            out = out.replace(secret, "***");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_masks_every_value_longest_first() {
+        let values: BTreeMap<String, SecretString> = [("A", "hunter2"), ("B", "hunter2-admin")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), SecretString::from(v)))
+            .collect();
+        assert_eq!(
+            redact("pw=hunter2-admin and hunter2, ok", &values),
+            "pw=*** and ***, ok"
+        );
+    }
+}

@@ -36,7 +36,7 @@ fn statuses(report: &serde_json::Value) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn not_run(report: &serde_json::Value) -> Vec<String> {
+pub fn not_run(report: &serde_json::Value) -> Vec<String> {
     report["steps"]
         .as_array()
         .unwrap()
@@ -48,7 +48,7 @@ fn not_run(report: &serde_json::Value) -> Vec<String> {
 
 /// Runs `cutover bootstrap --json ARGS` in `project`; returns the report, stdout+stderr text
 /// and the time it took.
-fn bootstrap(project: &Path, args: &[&str]) -> (serde_json::Value, String, Duration) {
+pub fn bootstrap(project: &Path, args: &[&str]) -> (serde_json::Value, String, Duration) {
     let started = Instant::now();
     let out = cutover(project)
         .arg("bootstrap")

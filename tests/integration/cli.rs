@@ -120,6 +120,59 @@ fn compose_detection_is_cached_until_the_choice_changes() {
     );
 }
 
+/// `docker compose` starts the docker CLI, which asks the plugin for its metadata and then
+/// execs it: two extra processes on every compose call of a deploy. The detection records the
+/// plugin binary the CLI itself reports, and from then on cutover runs it directly.
+#[test]
+fn compose_v2_runs_as_the_plugin_binary_the_docker_cli_reports() {
+    if !crate::common::require("docker", "detect compose v2") {
+        return;
+    }
+    let v2 = cutover::compose::Compose::all_available()
+        .into_iter()
+        .any(|t| t.program() == "docker compose");
+    if !v2 {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "no `docker compose` (v2) here and CI is set"
+        );
+        crate::common::loud("*** SKIPPED: no `docker compose` (v2) found ***");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        crate::common::fixture("configs/good/minimal.yml"),
+        dir.path().join("cutover.yml"),
+    )
+    .unwrap();
+    let cache = dir.path().join("cache");
+    let out = cutover(dir.path())
+        .env("XDG_CACHE_HOME", &cache)
+        .env("CUTOVER_COMPOSE", "docker compose")
+        .args(["-v", "deploy", "--image", "example/web:1", "--dry-run"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let cached: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(cache.join("cutover/compose-tool.json")).unwrap(),
+    )
+    .unwrap();
+    let path = cached["compose"]["plugin"]["path"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no plugin path cached: {cached}"));
+    assert!(std::path::Path::new(path).is_file(), "{cached}");
+    assert!(
+        stderr.contains(&format!("$ {path} version --short")),
+        "the plugin was not checked by running it directly:\n{stderr}"
+    );
+    // What the user sees stays `docker compose`.
+    assert_eq!(
+        cached["compose"]["argv"],
+        serde_json::json!(["docker", "compose"])
+    );
+}
+
 // --- stdout closed early --------------------------------------------------------------------
 
 /// A project whose history.jsonl holds `entries` deploys: enough that `cutover history`

@@ -79,6 +79,23 @@ pub fn require(program: &str, why: &str) -> bool {
     false
 }
 
+/// True when every image exists locally; else skipped loudly (a failure under `CI`), naming
+/// the command that builds them.
+pub fn require_images(images: &[&str], build: &str) -> bool {
+    if images.iter().all(|i| cutover::images::exists(i)) {
+        return true;
+    }
+    let msg = format!(
+        "demo images {} are missing (run {build})",
+        images.join(", ")
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}; CI is set, so this is a failure");
+    }
+    loud(&format!("*** SKIPPED: {msg} ***"));
+    false
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     cutover::demo::free_port().expect("a free loopback port")

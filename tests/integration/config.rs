@@ -5,6 +5,24 @@ use crate::common::{cutover, fixture};
 
 /// (fixture, `:line:col` after the file name, key path, what the message must say)
 const BAD: &[(&str, &str, &str, &str)] = &[
+    (
+        "worker-bad-overlap",
+        ":14:14",
+        "workers.scheduler.overlap",
+        "expected `true` (start the new worker first) or `false`",
+    ),
+    (
+        "worker-collides",
+        ":15:3",
+        "workers.jobs",
+        "runs as the service `web-jobs-green`, which is also an accessory",
+    ),
+    (
+        "worker-zero-timeout",
+        ":16:16",
+        "workers.jobs.health.timeout",
+        "duration `0s` must be more than 0",
+    ),
     ("unknown-key", ":6:3", "app.bogus", "unknown field `bogus`"),
     ("unknown-top-key", ":2:1", "bogus", "unknown field `bogus`"),
     (
@@ -76,6 +94,14 @@ const BAD: &[(&str, &str, &str, &str)] = &[
     ),
     ("bad-name", ":1:10", "project", "invalid name `My_App`"),
     ("bad-swap", ":14:9", "host.swap", "or `auto` or `off`"),
+    // Issue #13: registry login and shipping.
+    (
+        "registry-bad-secret-key",
+        ":13:20",
+        "registry.password_secret",
+        "invalid secret key `registry-password` (expected the KEY of a KEY=value line",
+    ),
+    ("ship-unknown", ":10:7", "ship", "unknown variant `scp`, expected one of ssh"),
     ("not-yaml", ":6:9", "", "illegal placement of ':' indicator"),
     ("missing-field", ":1:1", "", "missing field `colors`"),
     (
@@ -142,6 +168,39 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         ":9:3",
         "nginx.include",
         "contains a newline: the value is written verbatim into the nginx site",
+    ),
+    // Issue #14: the release phase and the hooks.
+    ("release-empty", ":7:12", "app.release", "the command is empty"),
+    ("release-not-a-list", ":7:12", "app.release", "expected a list"),
+    (
+        "release-timeout-zero",
+        ":8:20",
+        "app.release_timeout",
+        "duration `0s` must be more than 0",
+    ),
+    (
+        "hook-unknown",
+        ":11:3",
+        "hooks.after_deploy",
+        "unknown field `after_deploy`, expected one of pre_deploy, post_deploy, on_failure, timeout",
+    ),
+    (
+        "hook-bad-env-key",
+        ":13:10",
+        "hooks.post_deploy.env",
+        "invalid environment key `slack-webhook-url`",
+    ),
+    (
+        "hook-bad-timeout",
+        ":13:14",
+        "hooks.on_failure.timeout",
+        "invalid duration `9x`",
+    ),
+    (
+        "hook-missing-command",
+        ":12:5",
+        "hooks.pre_deploy.run",
+        "unknown field `run`, expected one of command, env, timeout",
     ),
 ];
 

@@ -6,13 +6,19 @@
 
 mod bootstrap;
 mod child_env;
+mod ci_scaffold;
 mod cli;
 mod common;
 mod config;
 mod e2e;
+mod e2e_lifecycle;
 mod e2e_reliability;
 mod history;
+mod maintenance;
+mod multi_app;
 mod project;
+mod registry;
+mod release;
 mod reliability;
 mod remote;
 mod render;
@@ -20,3 +26,4 @@ mod secrets;
 mod ship;
 mod swarm;
 mod tls;
+mod workers;

@@ -58,6 +58,14 @@ pub struct App {
     pub accessory: bool,
     /// `nginx.tls` (compose only); with it, `nginx.site` is the local nginx's site.conf.
     pub tls: Option<serde_json::Value>,
+    /// `app.release` and `app.release_timeout`.
+    pub release: Option<(Vec<String>, String)>,
+    /// `hooks:` as written.
+    pub hooks: Option<serde_json::Value>,
+    /// `nginx.server_name` (default: the config's `_`).
+    pub server_name: Option<String>,
+    /// `workers:` as written (tests/integration/workers.rs).
+    pub workers: Option<serde_json::Value>,
 }
 
 impl App {
@@ -80,6 +88,10 @@ impl App {
             secrets: false,
             accessory: false,
             tls: None,
+            release: None,
+            hooks: None,
+            server_name: None,
+            workers: None,
         }
     }
 
@@ -170,6 +182,11 @@ impl App {
         self
     }
 
+    pub fn server_name(mut self, name: &str) -> App {
+        self.server_name = Some(name.into());
+        self
+    }
+
     pub fn secrets(mut self) -> App {
         self.secrets = true;
         self
@@ -177,6 +194,22 @@ impl App {
 
     pub fn accessory(mut self) -> App {
         self.accessory = true;
+        self
+    }
+
+    pub fn workers(mut self, workers: serde_json::Value) -> App {
+        self.workers = Some(workers);
+        self
+    }
+
+    /// `app.release: argv` with `app.release_timeout: timeout`.
+    pub fn release(mut self, argv: &[&str], timeout: &str) -> App {
+        self.release = Some((argv.iter().map(|s| s.to_string()).collect(), timeout.into()));
+        self
+    }
+
+    pub fn hooks(mut self, hooks: serde_json::Value) -> App {
+        self.hooks = Some(hooks);
         self
     }
 }
@@ -193,6 +226,8 @@ pub struct Project {
     pub port: u16,
     engine: Option<Engine>,
     nginx: Option<cutover::nginx::LocalNginx>,
+    /// Behind another project's nginx ([`Project::compose_behind`]): its prefix.
+    shared_prefix: Option<PathBuf>,
     identity: Option<PathBuf>,
     /// Dropped after the project's own cleanup (e.g. the guard of a shared swarm).
     held: Vec<Box<dyn std::any::Any>>,
@@ -217,6 +252,7 @@ impl Project {
             port: free_port(),
             engine: None,
             nginx: None,
+            shared_prefix: None,
             identity: None,
             held: Vec::new(),
         }
@@ -262,6 +298,56 @@ impl Project {
         project
     }
 
+    /// A compose project from `app` behind `host`'s nginx (one nginx, one port, routed by
+    /// `app.server_name`, which must differ from the host's): its site is
+    /// `<host prefix>/sites/<name>.conf` and its include `<host prefix>/<name>-service-url.inc`,
+    /// so no file is shared. Drop it before `host` (whose nginx it uses).
+    pub fn compose_behind(app: App, host: &Project) -> Project {
+        assert_eq!(app.engine, Engine::Compose);
+        assert!(
+            app.server_name.is_some(),
+            "a project behind another's nginx needs a server_name"
+        );
+        let mut project = Project::named("cutover-e2e");
+        project.engine = Some(Engine::Compose);
+        project.held.push(Box::new(crate::common::compose_hold()));
+        project.port = host.port;
+        project.shared_prefix = Some(host.prefix());
+        project.write_config(&app);
+        project.cutover(["render", "--out", "rendered"]).success();
+        std::fs::create_dir_all(project.site_path().parent().unwrap()).unwrap();
+        let rendered = project.path().join("rendered");
+        std::fs::copy(rendered.join("nginx-site.conf"), project.site_path()).unwrap();
+        std::fs::copy(rendered.join("service-url.inc"), project.include_path()).unwrap();
+        let prefix = host.prefix();
+        for extra in [&["-t"][..], &["-s", "reload"][..]] {
+            let argv = cutover::nginx::LocalNginx::argv(&prefix, extra);
+            let out = Command::new(&argv[0]).args(&argv[1..]).output().unwrap();
+            assert!(
+                out.status.success(),
+                "{argv:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        project
+    }
+
+    /// The nginx site file this project's nginx loads.
+    pub fn site_path(&self) -> PathBuf {
+        match &self.shared_prefix {
+            Some(prefix) => prefix.join("sites").join(format!("{}.conf", self.name)),
+            None => self.prefix().join("site.conf"),
+        }
+    }
+
+    /// The nginx include the deploys rewrite.
+    pub fn include_path(&self) -> PathBuf {
+        match &self.shared_prefix {
+            Some(prefix) => prefix.join(format!("{}-service-url.inc", self.name)),
+            None => self.prefix().join("service-url.inc"),
+        }
+    }
+
     /// A swarm stack from `app`, holding `guard` (the shared swarm) until it is removed.
     pub fn swarm(app: App, guard: impl std::any::Any) -> Project {
         assert_eq!(app.engine, Engine::Swarm);
@@ -304,9 +390,12 @@ impl Project {
         self.root.path().join("home")
     }
 
-    /// The local nginx's prefix (compose).
+    /// The local nginx's prefix (compose): another project's with [`Project::compose_behind`].
     pub fn prefix(&self) -> PathBuf {
-        self.path().join("nginx")
+        match &self.shared_prefix {
+            Some(prefix) => prefix.clone(),
+            None => self.path().join("nginx"),
+        }
     }
 
     pub fn identity(&self) -> Option<&Path> {
@@ -345,6 +434,13 @@ impl Project {
         if app.secrets {
             web["secrets"] = json!(["secrets/demo.env.age"]);
         }
+        if let Some((argv, timeout)) = &app.release {
+            web["release"] = json!(argv);
+            web["release_timeout"] = json!(timeout);
+        }
+        if let Some(hooks) = &app.hooks {
+            config["hooks"] = hooks.clone();
+        }
         if app.accessory {
             web["depends_on"] = json!(["cache"]);
             config["accessories"] = json!({
@@ -355,6 +451,9 @@ impl Project {
                 },
             });
         }
+        if let Some(workers) = &app.workers {
+            config["workers"] = workers.clone();
+        }
         match app.engine {
             Engine::Compose => {
                 web["health"] = json!({ "path": "/health", "timeout": app.health_timeout, "interval": "100ms" });
@@ -362,11 +461,17 @@ impl Project {
                 let prefix = self.prefix();
                 let argv = |extra: &[&str]| cutover::nginx::LocalNginx::argv(&prefix, extra);
                 let mut nginx = json!({
-                    "include": prefix.join("service-url.inc"),
+                    "include": self.include_path(),
                     "listen": format!("127.0.0.1:{}", self.port),
                     "test": app.nginx_test.clone().unwrap_or_else(|| argv(&["-t"])),
                     "reload": app.nginx_reload.clone().unwrap_or_else(|| argv(&["-s", "reload"])),
                 });
+                if let Some(name) = &app.server_name {
+                    nginx["server_name"] = json!(name);
+                }
+                // The site this nginx loads (the default path is one per box: the box-wide
+                // claims would refuse a second project on it).
+                nginx["site"] = json!(self.site_path());
                 if let Some(probe) = &app.probe {
                     nginx["probe"] = json!(probe);
                 }
@@ -478,7 +583,7 @@ impl Project {
 
     /// The nginx include the deploys rewrite (compose).
     pub fn include(&self) -> String {
-        std::fs::read_to_string(self.prefix().join("service-url.inc")).unwrap()
+        std::fs::read_to_string(self.include_path()).unwrap()
     }
 
     /// `GET path` through the project's port on a new connection: (status, body).

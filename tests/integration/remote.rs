@@ -133,7 +133,7 @@ enum Auth {
 /// One sshd for one test, its box-side dirs, and the client's ssh_config.
 pub(crate) struct SshBox {
     root: tempfile::TempDir,
-    port: u16,
+    pub(crate) port: u16,
     /// `XDG_DATA_HOME` on the box: where cutover installs itself.
     data: PathBuf,
 }
@@ -329,6 +329,8 @@ pub(crate) struct Setup {
     /// How the project names the box: `--host box` (None) or `remote.host` in the config.
     remote_host_in_config: bool,
     shared_install: bool,
+    /// `app.image`'s repository (the workers and lifecycle tests use their own).
+    image: &'static str,
 }
 
 impl Default for Setup {
@@ -340,6 +342,17 @@ impl Default for Setup {
             secrets: false,
             remote_host_in_config: false,
             shared_install: true,
+            image: "cutover-demo",
+        }
+    }
+}
+
+impl Setup {
+    /// The defaults, with the demo secrets (for other suites' boxes).
+    pub(crate) fn with_secrets() -> Setup {
+        Setup {
+            secrets: true,
+            ..Setup::default()
         }
     }
 }
@@ -431,7 +444,7 @@ impl Project {
             "project: {project}\n\
              app:\n\
              \x20 name: web\n\
-             \x20 image: cutover-demo\n\
+             \x20 image: {image}\n\
              \x20 port: 8080\n\
              \x20 memory: 64M\n\
              \x20 environment:\n\
@@ -443,6 +456,7 @@ impl Project {
              colors: {{ blue: {blue}, green: {green} }}\n\
              nginx:\n\
              \x20 include: {include}\n\
+             \x20 site: {site}\n\
              \x20 listen: \"127.0.0.1:{nginx_port}\"\n\
              \x20 test: {test}\n\
              \x20 reload: {reload}\n\
@@ -450,12 +464,14 @@ impl Project {
              {host}\
              \x20 dir: {remote_dir}\n",
             project = self.project,
+            image = setup.image,
             delay = setup.startup_delay_ms,
             timeout = setup.health_timeout,
             drain = setup.drain,
             blue = self.blue,
             green = self.green,
             include = self.prefix.join("service-url.inc").display(),
+            site = self.prefix.join("site.conf").display(),
             nginx_port = self.nginx_port,
             test = argv(&["-t"]),
             reload = argv(&["-s", "reload"]),
@@ -477,13 +493,13 @@ impl Project {
     }
 
     /// `cutover --host box …` (the identity travels when the project has secrets).
-    fn remote(&self, args: &[&str]) -> std::process::Output {
+    pub(crate) fn remote(&self, args: &[&str]) -> std::process::Output {
         let mut cmd = self.local_cutover();
         cmd.args(["--host", "box"]).args(args);
         cmd.output().unwrap()
     }
 
-    fn remote_ok(&self, args: &[&str]) -> (String, String) {
+    pub(crate) fn remote_ok(&self, args: &[&str]) -> (String, String) {
         let out = self.remote(args);
         let (stdout, stderr) = texts(&out);
         assert!(
@@ -1161,12 +1177,14 @@ fn remote_sigint_after_the_switch_completes_the_deploy() {
         return;
     }
     let p = Project::new(Setup {
-        drain: "20s",
+        drain: "60s",
         ..Setup::default()
     });
     p.remote_ok(&["deploy", "--image", "cutover-demo:v1"]);
     let port = p.nginx_port;
-    let slow = std::thread::spawn(move || cutover::demo::http_get(port, "/slow?ms=6000"));
+    // Long enough that the deploy is still draining it when the step is seen, even on a loaded
+    // machine where reaching the drain takes many seconds; the drain bound is well above it.
+    let slow = std::thread::spawn(move || cutover::demo::http_get(port, "/slow?ms=25000"));
     std::thread::sleep(Duration::from_millis(200));
     let deploy = p.spawn(&["deploy", "--image", "cutover-demo:v2"], true);
     p.wait_for_step("drain");
@@ -1256,4 +1274,114 @@ fn remote_a_caller_gone_silent_counts_as_a_dropped_connection() {
     let (history, _) = p.remote_ok(&["history", "--json"]);
     let history: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
     assert_eq!(history.last().unwrap()["result"], "interrupted");
+}
+
+#[test]
+fn remote_logs_and_exec_run_on_the_box_without_a_tty() {
+    if !deploy_ready() || !crate::workers::ready() {
+        return;
+    }
+    let p = Project::new(Setup {
+        image: "cutover-demo-workers",
+        ..Setup::default()
+    });
+    p.remote_ok(&["deploy", "--image", "cutover-demo-workers:v1"]);
+    // The command's exit code and output come back through the relay and SSH.
+    let out = p.remote(&["exec", "--", "/app", "exit", "7", "on", "the", "box"]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(7), "{stderr}");
+    assert_eq!(stdout.trim(), "on the box");
+    let (stdout, _) = p.remote_ok(&["logs", "-n", "20"]);
+    assert!(stdout.contains("listening on"), "{stdout}");
+    let out = p.remote(&["logs", "nope"]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("expected one of: blue, green"), "{stderr}");
+    // -f follows on the box until the Ctrl-C forwarded over SSH, which ends it with 130.
+    let follow = p.spawn(&["logs", "-f"], true);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !follow.stderr_so_far().contains("blue (web-blue") {
+        assert!(Instant::now() < deadline, "{}", follow.stderr_so_far());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    follow.signal("INT");
+    let (code, stdout, stderr) = follow.finish();
+    assert_eq!(code, Some(130), "{stderr}");
+    assert!(stdout.contains("listening on"), "{stdout}");
+    // ... and the box's `docker logs --follow` went with it.
+    let id = sh_ok(&format!(
+        "docker ps -q --no-trunc --filter label=com.docker.compose.project={} \
+         --filter label=com.docker.compose.service=web-blue",
+        p.project
+    ));
+    // pgrep itself, not through `sh -c` (whose command line would match the pattern).
+    let left = Command::new("pgrep")
+        .args(["-af", &format!("docker logs --follow {}", id.trim())])
+        .output()
+        .unwrap();
+    assert!(
+        !left.status.success(),
+        "a docker logs -f outlived cutover: {}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+/// `cutover --host box run`: a one-off of the serving image on the box, with the secrets
+/// decrypted there, no TTY and no stdin (the session's stdin is the relay's control channel),
+/// and the command's exit code back here.
+#[test]
+fn remote_run_executes_on_the_box_with_the_serving_image_and_its_exit_code() {
+    if !deploy_ready() {
+        return;
+    }
+    use crate::e2e_lifecycle::{BUILD, H1};
+    if !crate::common::require_images(&[H1], BUILD) {
+        return;
+    }
+    let image = H1;
+    let p = Project::new(Setup {
+        secrets: true,
+        image: "cutover-demo-lifecycle",
+        ..Setup::default()
+    });
+    let out = p.remote(&["run", "--", "task", "say=hi"]);
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nothing has been deployed to box yet"),
+        "{stderr}"
+    );
+
+    p.remote_ok(&["deploy", "--image", image]);
+    let secret = p
+        .local_cutover()
+        .args(["secrets", "show", "demo", "--json"])
+        .output()
+        .unwrap();
+    let secret: serde_json::Value = serde_json::from_slice(&secret.stdout).unwrap();
+    let secret = secret["DEMO_SECRET"].as_str().unwrap().to_string();
+    let out = p.remote(&[
+        "run",
+        "--",
+        "task",
+        "print=VERSION",
+        "print=DEMO_SECRET",
+        "exit=3",
+    ]);
+    let (stdout, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(stdout.contains("VERSION=v1"), "{stdout}");
+    assert!(
+        stdout.contains(&format!("DEMO_SECRET={secret}")),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("one-off container of web-blue (cutover-demo-lifecycle:v1), no TTY"),
+        "{stderr}"
+    );
+    // The command reads an empty stdin, never the relay's control lines.
+    let (stdout, _) = p.remote_ok(&["run", "--", "task", "stdin", "say=done"]);
+    assert_eq!(stdout, "done\n");
+    p.assert_serving("blue", "v1");
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use crate::common::{cutover, fixture, free_port, project_from_fixture, require, set_key};
 
-const GOOD: &[&str] = &["parking", "minimal", "anchors"];
+const GOOD: &[&str] = &["parking", "minimal", "anchors", "workers"];
 
 fn render_fixture(dir: &Path, name: &str) -> std::path::PathBuf {
     std::fs::copy(

@@ -203,7 +203,8 @@ impl Images {
 impl Drop for Images {
     fn drop(&mut self) {
         let _ = sh(&format!(
-            "docker image ls -q {} | sort -u | xargs -r docker rmi -f >/dev/null 2>&1",
+            // By tag, never by ID with -f: an ID can carry other tests' tags too.
+            "docker image ls --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {} | xargs -r docker rmi >/dev/null 2>&1",
             self.repo
         ));
     }
@@ -261,6 +262,58 @@ fn ship_temp_files(state_dir: &Path) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// `--host box deploy --image IMAGE` at 1 MB/s in the background (to be cut off).
+/// Its TMPDIR is `tmp`: a client killed with -9 leaves its local archive there.
+fn slow_ship(p: &Project, host: &str, image: &str, tmp: &Path) -> std::process::Child {
+    crate::common::cutover_command(p.path(), &crate::common::shared_home())
+        .env("TMPDIR", tmp)
+        .env_remove("CUTOVER_HOST")
+        .env_remove("SSH_AUTH_SOCK")
+        .env("CUTOVER_SSH_CONFIG", p.ssh.ssh_config())
+        .env("DOCKER_HOST", host)
+        .env("CUTOVER_SHIP_BWLIMIT", "1000000")
+        .args(["--host", "box", "deploy", "--image", image])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until the box holds a partial transfer of over 500 kB.
+fn wait_for_partial(state: &Path, child: &mut std::process::Child) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let partial = ship_temp_files(state).iter().any(|f| {
+            std::fs::metadata(f)
+                .map(|m| m.len() > 500_000)
+                .unwrap_or(false)
+        });
+        if partial {
+            use std::os::unix::fs::PermissionsExt;
+            for f in ship_temp_files(state) {
+                let mode = std::fs::metadata(&f).map(|m| m.permissions().mode() & 0o777);
+                assert!(
+                    matches!(mode, Ok(0o600) | Err(_)),
+                    "{} is {mode:?}",
+                    f.display()
+                );
+            }
+            return;
+        }
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the ship ended before it could be cut off"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no partial transfer appeared in {}",
+            state.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn ship_sends_only_missing_layers_survives_an_interrupt_and_deploys() {
     if !deploy_ready() {
@@ -272,6 +325,21 @@ fn ship_sends_only_missing_layers_survives_an_interrupt_and_deploys() {
     let s2 = images.layer_on(&s1, "s2", 1_000_000);
     let s3 = images.layer_on(&s2, "s3", 6_000_000);
     let p = ship_project(&images);
+
+    // A dry run sends nothing.
+    let out = p
+        .local_cutover()
+        .env("DOCKER_HOST", &host)
+        .args(["--host", "box", "deploy", "--image", &s1, "--dry-run"])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!("would send {s1} (dry run)")),
+        "{stderr}"
+    );
+    assert!(!images.on_box("s1"));
 
     // First ship: the box has none of s1's layers, so all of it crosses.
     let stderr = ship_deploy(&p, &host, &s1);
@@ -297,54 +365,31 @@ fn ship_sends_only_missing_layers_survives_an_interrupt_and_deploys() {
         "sent {sent} bytes for a {layer}-byte layer"
     );
     assert!(stderr.contains("1 of 2 layers"), "{stderr}");
+    // Not a terminal: plain progress lines with bytes and rate.
+    assert!(stderr.contains("ship  50%"), "{stderr}");
+    assert!(stderr.contains("/s"), "{stderr}");
     p.assert_serving("green", "s2");
 
-    // Cut off mid-stream (kill -9 of the client): the box discards it, nothing loaded.
-    let mut cmd = crate::common::cutover_command(p.path(), &crate::common::shared_home());
-    let mut child = cmd
-        .env_remove("CUTOVER_HOST")
-        .env_remove("SSH_AUTH_SOCK")
-        .env("CUTOVER_SSH_CONFIG", p.ssh.ssh_config())
-        .env("DOCKER_HOST", &host)
-        .env("CUTOVER_SHIP_BWLIMIT", "1000000")
-        .args(["--host", "box", "deploy", "--image", &s3])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    // Cut off mid-stream, by kill -9 of the client and by SIGTERM (forwarded: exit 130): the
+    // box discards the partial transfer, nothing is loaded.
     let state = p.state_dir();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let partial = ship_temp_files(&state).iter().any(|f| {
-            std::fs::metadata(f)
-                .map(|m| m.len() > 500_000)
-                .unwrap_or(false)
-        });
-        if partial {
-            break;
+    for signal in ["KILL", "TERM"] {
+        let mut child = slow_ship(&p, &host, &s3, images.dir.path());
+        wait_for_partial(&state, &mut child);
+        sh_ok(&format!("kill -{signal} {}", child.id()));
+        let status = child.wait().unwrap();
+        if signal == "TERM" {
+            assert_eq!(status.code(), Some(130), "SIGTERM mid-ship");
         }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the ship ended before it could be cut off"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "no partial transfer appeared in {}",
-            state.display()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !ship_temp_files(&state).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the box kept {:?}",
-            ship_temp_files(&state)
-        );
-        std::thread::sleep(Duration::from_millis(50));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ship_temp_files(&state).is_empty() {
+            assert!(
+                Instant::now() < deadline,
+                "the box kept {:?} after SIG{signal}",
+                ship_temp_files(&state)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
     assert!(!images.on_box("s3"), "a cut-off transfer must load nothing");
     p.assert_serving("green", "s2");

@@ -606,3 +606,99 @@ fn under_root_certbot_is_listed_and_the_files_land_under_the_root() {
     // Still no certificate under the root: certbot is listed again, never run.
     assert!(second["not_run"].to_string().contains("certbot certonly"));
 }
+
+/// A project with `nginx.tls` at the given domain, in `dir` (the `minimal` fixture).
+fn tls_project(dir: &Path, tls: bool) {
+    crate::common::project_from_fixture(dir, "minimal", |map| {
+        crate::common::set_key(map, "nginx", "server_name", json!(DOMAIN));
+        if tls {
+            crate::common::set_key(
+                map,
+                "nginx",
+                "tls",
+                json!({ "domains": [DOMAIN], "email": "ops@cutover.test" }),
+            );
+        }
+    });
+}
+
+/// Bootstrap's packages step installs certbot exactly when `nginx.tls` is configured.
+#[test]
+fn bootstrap_installs_certbot_with_nginx_tls_only() {
+    for tls in [true, false] {
+        let project = tempfile::tempdir().unwrap();
+        let root = tempfile::tempdir().unwrap();
+        tls_project(project.path(), tls);
+        let r = root.path().to_str().unwrap();
+        let (report, _, _) =
+            crate::bootstrap::bootstrap(project.path(), &["--swap", "off", "--root", r]);
+        let listed = crate::bootstrap::not_run(&report);
+        let install = listed
+            .iter()
+            .find(|c| c.contains(" install ") && c.contains("nginx"))
+            .unwrap_or_else(|| panic!("no install listed: {listed:?}"));
+        assert_eq!(
+            install.split_whitespace().any(|w| w == "certbot"),
+            tls,
+            "tls={tls}: {install}"
+        );
+    }
+}
+
+/// A custom site template that ignores `tls` is refused (naming the template and what it
+/// must render) before anything is written; one with the built-in's `tls` blocks works.
+#[test]
+fn a_custom_site_template_must_render_the_tls_pieces() {
+    let project = tempfile::tempdir().unwrap();
+    tls_project(project.path(), true);
+    let templates = project.path().join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(
+        templates.join("nginx-site.conf.j2"),
+        "server {\n    listen {{ nginx.listen }};\n    include {{ nginx.include }};\n    location / { proxy_pass $service_url; }\n}\n",
+    )
+    .unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let issue = |root: &Path| {
+        crate::common::cutover(project.path())
+            .args(["tls", "issue", "--root"])
+            .arg(root)
+            .output()
+            .unwrap()
+    };
+    let refused = |wanted: &str| {
+        let out = issue(root.path());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains("templates/nginx-site.conf.j2") && stderr.contains(wanted),
+            "{stderr}"
+        );
+        assert!(
+            std::fs::read_dir(root.path()).unwrap().next().is_none(),
+            "something was written"
+        );
+    };
+    refused("a `location /.well-known/acme-challenge/` with `root /var/www/cutover-acme`");
+    // The challenge alone is not enough: once the certificate exists the site must use it.
+    std::fs::write(
+        templates.join("nginx-site.conf.j2"),
+        "server {\n    listen {{ nginx.listen }};\n    include {{ nginx.include }};\n    location /.well-known/acme-challenge/ { root {{ tls.webroot }}; }\n    location / { proxy_pass $service_url; }\n}\n",
+    )
+    .unwrap();
+    refused("a `listen … ssl` server with `ssl_certificate /etc/letsencrypt/live/app.cutover.test/fullchain.pem`");
+
+    // The built-in template as the custom one: accepted.
+    std::fs::write(
+        templates.join("nginx-site.conf.j2"),
+        std::fs::read_to_string(crate::common::repo_root().join("templates/nginx-site.conf.j2"))
+            .unwrap(),
+    )
+    .unwrap();
+    let out = issue(root.path());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

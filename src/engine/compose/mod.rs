@@ -11,23 +11,30 @@
 //! nginx, `drain`), as do the teardown after a failure (`teardown`) and the `--dry-run` plan
 //! (`plan`). Progress goes to a [`Reporter`]; this module prints nothing.
 
+mod budget;
 mod drain;
 mod health_gate;
+mod hooks;
+mod inflight;
 pub mod observe;
 mod plan;
 pub mod prune;
+mod pull;
 mod reconcile;
+mod release;
+pub mod service;
 mod settle;
 pub mod status;
 mod switch;
 mod teardown;
+mod workers;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use secrecy::SecretString;
 use serde::Serialize;
 
@@ -35,12 +42,12 @@ use crate::config::{Color, Loaded};
 use crate::docker::compose::{Compose, Project};
 use crate::engine::record::{self, Attempt};
 use crate::engine::{failure, Abort, Reporter, Request, Step, StepClock};
-use crate::host::MemInfo;
 use crate::nginx::Nginx;
 use crate::render::{Plan, Renderer, SecretKeys};
-use crate::state::{Action, DeployLock, EngineKind, InProgress, StateDir};
+use crate::state::{Action, EngineKind, RunResult, StateDir};
 
 pub use observe::{health_url, observe, Observed};
+pub use switch::probe_through_nginx;
 
 /// Everything a deploy needs, gathered by the command layer.
 pub struct Deployer<'a> {
@@ -61,6 +68,10 @@ pub struct ComposeDetail {
     pub to: Color,
     /// Time from the health gate passing to nginx answering from the new color.
     pub switch_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<crate::state::WorkerOutcome>,
+    /// The hooks that ran after the deploy (`post_deploy`), with their verdicts.
+    pub hooks: Vec<crate::engine::hooks::HookRun>,
 }
 
 pub type Summary = crate::engine::Summary<ComposeDetail>;
@@ -82,6 +93,8 @@ struct Rendered {
     include_text: String,
     /// Accessories not running yet: started before the new color.
     accessories_down: Vec<String>,
+    /// Each worker's move, done after the old color stopped.
+    workers: Vec<workers::Move>,
 }
 
 struct Run<'a, 'r> {
@@ -92,6 +105,12 @@ struct Run<'a, 'r> {
     project: Project,
     nginx: Nginx,
     state_dir: StateDir,
+    /// What the workers step did (empty until it ran).
+    worker_outcomes: Vec<crate::state::WorkerOutcome>,
+    /// What the hooks are told, once observed (`hooks.rs`).
+    facts: Option<crate::engine::hooks::Facts>,
+    /// The prune's reading of the box, taken while the old color stops (see `stop`).
+    survey: Option<std::thread::JoinHandle<anyhow::Result<prune::Survey>>>,
 }
 
 impl<'a> Deployer<'a> {
@@ -107,7 +126,7 @@ impl<'a> Deployer<'a> {
     /// Runs a deploy (or rollback) to completion, or fails having restored a consistent state.
     pub fn run(&self, req: &Request, reporter: &mut dyn Reporter) -> anyhow::Result<Summary> {
         let config = &self.loaded.config;
-        Run {
+        let mut run = Run {
             d: self,
             clock: StepClock::new(reporter),
             from: None,
@@ -118,8 +137,12 @@ impl<'a> Deployer<'a> {
                 reload: config.nginx.reload.clone(),
             },
             state_dir: StateDir::new(self.loaded.state_dir()),
-        }
-        .execute(req)
+            worker_outcomes: Vec::new(),
+            facts: None,
+            survey: None,
+        };
+        let result = run.execute(req);
+        run.after_hooks(req, result)
     }
 }
 
@@ -132,24 +155,34 @@ impl Run<'_, '_> {
     fn execute(&mut self, req: &Request) -> anyhow::Result<Summary> {
         let _lock = self.lock(req)?;
         let target = self.observe(req)?;
+        self.pull(req, &target)?;
         self.budget(req, &target)?;
         let rendered = self.render(&target)?;
         if req.dry_run {
-            let plan = plan::dry_run(self.d, &self.project, &target, &rendered);
+            let plan = plan::dry_run(self.d, req, &self.project, &target, &rendered);
             return Ok(self.summary(req, &target, None, Vec::new(), plan));
         }
+        self.pre_deploy(req, &target)?;
         self.mark_in_progress(&target)?;
-        let result = self.deploy_steps(&target, &rendered);
+        let result = self.deploy_steps(req, &target, &rendered);
         let recorded = self.record(req, &target, &result);
         let (switch_ms, mut notes) = record::outcome(result, recorded, || self.live(&target))?;
         notes.extend(self.prune_images());
+        if let Some(failed) = workers::failure(&self.worker_outcomes, &self.live(&target)) {
+            return Err(failed.into());
+        }
         Ok(self.summary(req, &target, Some(switch_ms), notes, Vec::new()))
     }
 
     /// Steps 5–8. Returns the switch time and notes; on failure the idle color is gone and
     /// nginx points where it pointed before.
-    fn deploy_steps(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<(u64, Vec<String>)> {
-        self.up(t, r)?;
+    fn deploy_steps(
+        &mut self,
+        req: &Request,
+        t: &Target,
+        r: &Rendered,
+    ) -> anyhow::Result<(u64, Vec<String>)> {
+        self.up(req, t, r)?;
         let passed_at = self.health(t)?;
         let (old_workers, mut notes) = self.switch(t, r)?;
         let switch_ms = passed_at.elapsed().as_millis() as u64;
@@ -164,29 +197,8 @@ impl Run<'_, '_> {
             }
             None => notes.extend(self.drain(None, &old_workers)),
         }
+        self.move_workers(t, r);
         Ok((switch_ms, notes))
-    }
-
-    /// Step 1: Lock (a dry run changes nothing and takes no lock).
-    fn lock(&mut self, req: &Request) -> anyhow::Result<Option<DeployLock>> {
-        if req.dry_run {
-            return Ok(None);
-        }
-        self.clock.start(Step::Lock, "");
-        let action = format!(
-            "{} {}",
-            req.action,
-            req.image.as_deref().unwrap_or("(active image)")
-        );
-        let lock = record::lock(&self.state_dir, req.lock_wait, action)?;
-        self.clock.done(Step::Lock, "");
-        // Registered before anything runs, so other projects' prunes keep this one's images.
-        if let Err(e) = crate::registry::register(&self.state_dir.dir) {
-            self.clock.note(format!(
-                "warning: {e:#}; other cutover projects on this box may prune this project's images"
-            ));
-        }
-        Ok(Some(lock))
     }
 
     /// Step 2: Which color serves now, where the deploy goes, and with which image.
@@ -239,42 +251,10 @@ impl Run<'_, '_> {
         })
     }
 
-    /// Step 3: Memory budget: both colors run during the overlap.
-    fn budget(&mut self, req: &Request, t: &Target) -> anyhow::Result<()> {
-        let config = &self.d.loaded.config;
-        let need = config.app.memory.bytes()
-            + if t.first_deploy {
-                config
-                    .accessories
-                    .values()
-                    .map(|a| a.memory.bytes())
-                    .sum::<u64>()
-            } else {
-                0
-            };
-        let mem = MemInfo::read()?;
-        if mem.headroom() >= need {
-            return Ok(());
-        }
-        let msg = format!(
-            "not enough memory for another {}: it needs {} MiB (deploy.resources.limits.memory), but MemAvailable {} MiB + SwapFree {} MiB = {} MiB",
-            if t.first_deploy { "app and its accessories" } else { "color during the overlap" },
-            need >> 20,
-            mem.available >> 20,
-            mem.swap_free >> 20,
-            mem.headroom() >> 20
-        );
-        if !req.force {
-            bail!("{msg}; add swap (`cutover bootstrap --swap auto`) or pass --force");
-        }
-        self.clock
-            .note(format!("{msg}; going on because of --force"));
-        Ok(())
-    }
-
     /// Step 4: Render the compose file (both colors' images) and the include for the new color.
     fn render(&mut self, t: &Target) -> anyhow::Result<Rendered> {
         let config = &self.d.loaded.config;
+        let moves = workers::moves(config, &t.observed);
         let mut images = BTreeMap::new();
         if let (Some(c), Some(img)) = (t.from, &t.from_image) {
             images.insert(c, img.clone());
@@ -285,6 +265,7 @@ impl Run<'_, '_> {
             &Plan {
                 images,
                 secret_keys: self.d.secret_keys.clone(),
+                workers: workers::images(&moves, &t.image),
             },
         )?;
         let include_text = self.d.renderer.include(config, t.to)?;
@@ -303,35 +284,13 @@ impl Run<'_, '_> {
             compose_text,
             include_text,
             accessories_down,
+            workers: moves,
         })
     }
 
-    fn mark_in_progress(&mut self, t: &Target) -> anyhow::Result<()> {
-        let mut record = self.state_dir.load()?;
-        record.in_progress = Some(InProgress {
-            pid: std::process::id(),
-            started: crate::state::now_rfc3339(),
-            image: t.image.clone(),
-            from: t.from,
-            to: t.to,
-            step: Step::Up,
-        });
-        self.state_dir.save(&record)
-    }
-
-    /// Moves the in-progress record to `step`; a record that cannot be written only costs
-    /// `status` its detail, never the deploy.
-    fn set_step(&self, step: Step) {
-        if let Ok(mut record) = self.state_dir.load() {
-            if let Some(p) = record.in_progress.as_mut() {
-                p.step = step;
-                let _ = self.state_dir.save(&record);
-            }
-        }
-    }
-
-    /// Step 5: Bring the accessories that are down and the idle color up with the new image.
-    fn up(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<()> {
+    /// Step 5: Bring the accessories that are down up, run the release phase, then the idle
+    /// color with the new image.
+    fn up(&mut self, req: &Request, t: &Target, r: &Rendered) -> anyhow::Result<()> {
         let idle_service = self.d.loaded.config.service(t.to);
         crate::atomic::write(
             &self.project.file,
@@ -350,6 +309,7 @@ impl Run<'_, '_> {
             )?;
             self.clock.done(Step::Accessories, names);
         }
+        self.release(req, t)?;
         if self.interrupted() {
             return Err(self.abort_before_switch(
                 &idle_service,
@@ -454,6 +414,7 @@ impl Run<'_, '_> {
         let old_service = config.service(old);
         self.set_step(Step::Stop);
         self.clock.start(Step::Stop, old_service.clone());
+        self.survey = Some(self.start_survey());
         // The old color's containers as observed under the lock: no second engine lookup.
         let ids: Vec<String> = observed
             .containers
@@ -486,7 +447,10 @@ impl Run<'_, '_> {
         result: &anyhow::Result<(u64, Vec<String>)>,
     ) -> anyhow::Result<()> {
         let saved = self.save_state(t, result.is_ok());
-        let (result, reason) = failure::verdict(result);
+        let (result, reason) = match workers::failure(&self.worker_outcomes, &self.live(t)) {
+            Some(failed) if result.is_ok() => (RunResult::Failed, Some(failed.message)),
+            _ => failure::verdict(result),
+        };
         let appended = record::append(
             &self.state_dir,
             Attempt {
@@ -500,6 +464,7 @@ impl Run<'_, '_> {
                 reason,
                 steps: self.clock.steps(),
                 total_ms: self.clock.total_ms(),
+                workers: self.worker_outcomes.clone(),
             },
         );
         match (saved, appended) {
@@ -533,33 +498,9 @@ impl Run<'_, '_> {
             }
             state.active = Some(t.to);
             state.images.insert(t.to, t.image.clone());
+            workers::record(&mut state, &self.worker_outcomes);
         }
         self.state_dir.save(&state)
-    }
-
-    /// Prunes `app.image`'s repository beyond `keep_images`, never an image anything on the
-    /// box still records or runs (see [`prune`]).
-    fn prune_images(&self) -> Vec<String> {
-        let config = &self.d.loaded.config;
-        let own = match self.state_dir.load() {
-            Ok(state) => state,
-            Err(e) => return vec![format!("pruned nothing: could not read the record: {e:#}")],
-        };
-        let repository = crate::docker::images::repository(&config.app.image);
-        match prune::prune_repository(repository, config.app.keep_images, &own, false) {
-            Ok(report) => report
-                .removed
-                .iter()
-                .map(|r| format!("pruned image {r}"))
-                .chain(
-                    report
-                        .kept_with_errors
-                        .iter()
-                        .map(|k| format!("kept image {k}")),
-                )
-                .collect(),
-            Err(e) => vec![format!("pruned nothing: {e:#}")],
-        }
     }
 
     fn summary(
@@ -584,6 +525,8 @@ impl Run<'_, '_> {
                 from: t.from,
                 to: t.to,
                 switch_ms,
+                workers: self.worker_outcomes.clone(),
+                hooks: Vec::new(),
             },
         }
     }

@@ -145,8 +145,14 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
             .into_iter()
             .find(|c| config.colors.port(*c) == port)
     });
-    let served = ask_nginx(config);
-    let containers = containers_of(config.project.as_str())?;
+    // nginx's answer and the engine's are independent: ask both at once.
+    let (served, containers) = std::thread::scope(|scope| {
+        let served = scope.spawn(|| ask_nginx(config));
+        let containers = containers_of(config.project.as_str());
+        (served.join(), containers)
+    });
+    let served = served.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let containers = containers?;
     let running = containers
         .iter()
         .filter(|c| c.running())

@@ -2,10 +2,17 @@
 //! observe and render steps decided. Nothing is written or started.
 
 use crate::docker::compose::Project;
+use crate::engine::Request;
 
 use super::{health_url, Deployer, Rendered, Target};
 
-pub(super) fn dry_run(d: &Deployer, project: &Project, t: &Target, r: &Rendered) -> Vec<String> {
+pub(super) fn dry_run(
+    d: &Deployer,
+    req: &Request,
+    project: &Project,
+    t: &Target,
+    r: &Rendered,
+) -> Vec<String> {
     let loaded = d.loaded;
     let config = &loaded.config;
     let (to, image) = (t.to, &t.image);
@@ -19,6 +26,26 @@ pub(super) fn dry_run(d: &Deployer, project: &Project, t: &Target, r: &Rendered)
             config.project,
             r.accessories_down.join(" ")
         ));
+    }
+    if let Some(hook) = &config.hooks.pre_deploy {
+        plan.push(format!(
+            "run the pre_deploy hook `{}` (up to {}); abort if it fails",
+            hook.command.0.join(" "),
+            crate::config::Dur(config.hooks.timeout_of(hook))
+        ));
+    }
+    match (&config.app.release, req.release) {
+        (Some(argv), true) => plan.push(format!(
+            "{program} -p {} -f {compose_file} run --rm --no-deps -T {idle_service} {} (release phase, up to {}; abort if it fails)",
+            config.project,
+            argv.0.join(" "),
+            config.app.release_timeout
+        )),
+        (Some(argv), false) => plan.push(format!(
+            "skip the release phase `{}` (a rollback runs it only with --release)",
+            argv.0.join(" ")
+        )),
+        (None, _) => {}
     }
     plan.push(format!(
         "{program} -p {} -f {compose_file} up -d --no-deps --force-recreate {idle_service}",
@@ -55,6 +82,45 @@ pub(super) fn dry_run(d: &Deployer, project: &Project, t: &Target, r: &Rendered)
             config.app.stop_grace.get().as_secs(),
             config.service(c)
         ));
+    }
+    for m in &r.workers {
+        let new = config.worker_service(&m.name, m.to);
+        let old = m.from.map(|c| config.worker_service(&m.name, c));
+        let up = match &m.worker.health {
+            Some(h) => format!(
+                "wait up to {} for its healthcheck to say healthy",
+                h.timeout
+            ),
+            None => format!("watch it run for {}", m.worker.settle),
+        };
+        plan.push(match (old, m.worker.overlap) {
+            (None, _) => format!("worker {}: up -d --no-deps {new}, {up}", m.name),
+            (Some(old), false) => format!(
+                "worker {}: stop {old}, up -d --no-deps {new}, {up}, rm {old} (start {old} again if {new} fails)",
+                m.name
+            ),
+            (Some(old), true) => format!(
+                "worker {}: up -d --no-deps {new}, {up}, then stop and rm {old}",
+                m.name
+            ),
+        });
+    }
+    for (name, hook) in [
+        ("post_deploy", &config.hooks.post_deploy),
+        ("on_failure", &config.hooks.on_failure),
+    ] {
+        if let Some(hook) = hook {
+            plan.push(format!(
+                "run the {name} hook `{}` (up to {}){}",
+                hook.command.0.join(" "),
+                crate::config::Dur(config.hooks.timeout_of(hook)),
+                if name == "on_failure" {
+                    " if the deploy fails"
+                } else {
+                    ""
+                }
+            ));
+        }
     }
     plan
 }

@@ -24,6 +24,21 @@ pub struct ColorStatus {
     pub health: String,
 }
 
+/// A worker as the engine runs it: its color (None: no running container) and image.
+#[derive(Serialize)]
+pub struct WorkerStatus {
+    pub name: String,
+    pub color: Option<Color>,
+    pub service: Option<String>,
+    /// `running`, `exited`, … of its container; None without one.
+    pub state: Option<String>,
+    pub image: Option<String>,
+    /// The container healthcheck's verdict, when it has one.
+    pub health: Option<String>,
+    /// How many containers of this worker run (more than one only during an overlap).
+    pub running: usize,
+}
+
 #[derive(Serialize)]
 pub struct StatusReport {
     pub project: String,
@@ -34,8 +49,12 @@ pub struct StatusReport {
     pub nginx_points_at: Option<Color>,
     pub colors: Vec<ColorStatus>,
     pub accessories: Vec<Container>,
+    /// One entry per configured worker (`workers:`).
+    pub workers: Vec<WorkerStatus>,
     pub last_deploy: Option<HistoryEntry>,
     pub problems: Vec<String>,
+    /// Maintenance mode (`cutover maintenance on`), None when off.
+    pub maintenance: Option<crate::maintenance::Maintenance>,
 }
 
 /// Observes the project and probes each running color once.
@@ -73,8 +92,10 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
         .containers
         .iter()
         .filter(|c| loaded.config.color_of_service(&c.service).is_none())
+        .filter(|c| loaded.config.worker_of_service(&c.service).is_none())
         .cloned()
         .collect();
+    let workers = workers(loaded, &observed.containers);
     Ok(StatusReport {
         project: loaded.config.project.to_string(),
         active,
@@ -82,13 +103,43 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
         nginx_points_at: observed.nginx_color,
         colors,
         accessories,
+        workers,
         last_deploy: StateDir::new(loaded.state_dir()).history()?.pop(),
         problems: observed
             .disagreements()
             .into_iter()
             .chain(torn_history_problems(&StateDir::new(loaded.state_dir())))
             .collect(),
+        maintenance: crate::maintenance::load(&loaded.state_dir())?,
     })
+}
+
+/// Each configured worker: the running container (else the last one seen) of its services.
+fn workers(loaded: &Loaded, containers: &[Container]) -> Vec<WorkerStatus> {
+    let config = &loaded.config;
+    config
+        .workers
+        .keys()
+        .map(|name| {
+            let mine: Vec<(&Container, Color)> = containers
+                .iter()
+                .filter_map(|c| match config.worker_of_service(&c.service) {
+                    Some((n, color)) if n == name => Some((c, color)),
+                    _ => None,
+                })
+                .collect();
+            let shown = mine.iter().find(|(c, _)| c.running()).or(mine.first());
+            WorkerStatus {
+                name: name.to_string(),
+                color: shown.filter(|(c, _)| c.running()).map(|(_, color)| *color),
+                service: shown.map(|(c, _)| c.service.clone()),
+                state: shown.map(|(c, _)| c.state.clone()),
+                image: shown.map(|(c, _)| c.image.clone()),
+                health: shown.and_then(|(c, _)| c.health.clone()),
+                running: mine.iter().filter(|(c, _)| c.running()).count(),
+            }
+        })
+        .collect()
 }
 
 /// One problem line per torn history tail that was set aside (kept for inspection).

@@ -8,7 +8,7 @@ use crate::health::{self, Answer, Outcome, Prober, Verdict};
 
 /// Polls nginx until it serves `to`: its include answers `/.cutover/active` with the new
 /// color and the health path answers through nginx.
-pub(super) fn probe_through_nginx(config: &Config, to: Color) -> Result<Option<String>, String> {
+pub fn probe_through_nginx(config: &Config, to: Color) -> Result<Option<String>, String> {
     let base = config.nginx.probe_base();
     let host = config.nginx.probe_host();
     let prober = Prober::new(Duration::from_secs(2));

@@ -326,6 +326,7 @@ impl Run<'_, '_> {
                 reason,
                 steps: self.clock.steps(),
                 total_ms: self.clock.total_ms(),
+                workers: Vec::new(),
             },
         )
     }

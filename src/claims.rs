@@ -1,0 +1,305 @@
+//! What a project claims on its box (host ports, the server names it answers on each nginx
+//! port, its nginx files, its compose project name), and the check that no two cutover
+//! projects on one box claim the same thing.
+//!
+//! Several projects share one nginx (one port, routed by `server_name`), so what must differ
+//! is everything a project writes or binds: two projects with one color port would start
+//! each other's traffic, one server name on one port is nginx's "conflicting server name"
+//! (the second site is silently ignored), and one include or site file, or one compose project
+//! name, would make one project's deploy rewrite or stop the other's. The check runs before
+//! a deploy or a bootstrap changes anything and names BOTH projects.
+//!
+//! Each project's claims are written to `<state_dir>/claims.json` (0644: ports and paths, no
+//! secret) when it deploys or bootstraps, and found through the box-wide registry
+//! ([`crate::registry`]). A registered project without claims (deployed by a cutover before
+//! this file existed) is not checked against; its next deploy writes them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::config::Loaded;
+
+/// One host port a project binds (or, for `nginx.listen`, shares with other sites).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PortClaim {
+    pub port: u16,
+    /// The config key, e.g. `colors.blue`.
+    pub key: String,
+    /// nginx's listen port: other projects' sites may listen on it too.
+    pub shared: bool,
+}
+
+/// One server name on one nginx port.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameClaim {
+    pub port: u16,
+    pub server_name: String,
+    pub key: String,
+}
+
+/// One file a project writes and no other may.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileClaim {
+    pub path: PathBuf,
+    pub key: String,
+}
+
+/// Everything one project claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    pub project: String,
+    /// Its cutover.yml, to name it in a refusal.
+    pub config: PathBuf,
+    pub ports: Vec<PortClaim>,
+    pub names: Vec<NameClaim>,
+    pub files: Vec<FileClaim>,
+}
+
+/// The host port of a compose `ports:` entry (`8080:80`, `127.0.0.1:6379:6379/tcp`), if any.
+fn host_port(spec: &str) -> Option<u16> {
+    let spec = spec.split('/').next()?;
+    let mut parts = spec.rsplit(':');
+    let _container = parts.next()?;
+    parts.next()?.parse().ok()
+}
+
+impl Claims {
+    pub fn of(loaded: &Loaded) -> Claims {
+        let config = &loaded.config;
+        let nginx = &config.nginx;
+        let port = |port: u16, key: &str, shared: bool| PortClaim {
+            port,
+            key: key.to_string(),
+            shared,
+        };
+        let mut ports = vec![
+            port(config.colors.blue.0, "colors.blue", false),
+            port(config.colors.green.0, "colors.green", false),
+        ];
+        for (name, acc) in &config.accessories {
+            ports.extend(acc.ports.iter().filter_map(|spec| {
+                host_port(spec).map(|p| port(p, &format!("accessories.{name}.ports"), false))
+            }));
+        }
+        let mut listens: Vec<(u16, &str)> = nginx
+            .listen_port()
+            .map(|p| (p, "nginx.listen"))
+            .into_iter()
+            .collect();
+        if let Some(tls) = &nginx.tls {
+            listens.extend(tls.port().map(|p| (p, "nginx.tls.listen")));
+        }
+        let mut names = Vec::new();
+        for (p, key) in &listens {
+            ports.push(port(*p, key, true));
+            names.extend(nginx.server_name.split_whitespace().map(|name| NameClaim {
+                port: *p,
+                server_name: name.to_string(),
+                key: format!("nginx.server_name (on {key} {p})"),
+            }));
+        }
+        let file = |path: &Path, key: &str| FileClaim {
+            path: loaded.resolve(path),
+            key: key.to_string(),
+        };
+        Claims {
+            project: config.project.to_string(),
+            config: loaded.path.clone(),
+            ports,
+            names,
+            files: vec![
+                file(&nginx.include, "nginx.include"),
+                file(&nginx.site, "nginx.site"),
+            ],
+        }
+    }
+
+    /// Every collision between `self` and `other`, in words naming both projects.
+    pub fn collisions(&self, other: &Claims) -> Vec<String> {
+        let who = |c: &Claims, key: &str| {
+            format!("{key} of project {} ({})", c.project, c.config.display())
+        };
+        let mut out = Vec::new();
+        if self.project == other.project {
+            out.push(format!(
+                "compose project name {}: project {} ({}) and project {} ({}) would share containers",
+                self.project,
+                self.project,
+                self.config.display(),
+                other.project,
+                other.config.display()
+            ));
+        }
+        for mine in &self.ports {
+            for theirs in other.ports.iter().filter(|t| t.port == mine.port) {
+                if !(mine.shared && theirs.shared) {
+                    out.push(format!(
+                        "port {}: {} and {}",
+                        mine.port,
+                        who(self, &mine.key),
+                        who(other, &theirs.key)
+                    ));
+                }
+            }
+        }
+        for mine in &self.names {
+            for theirs in other
+                .names
+                .iter()
+                .filter(|t| t.port == mine.port && t.server_name == mine.server_name)
+            {
+                out.push(format!(
+                    "server name {} on port {}: {} and {}",
+                    mine.server_name,
+                    mine.port,
+                    who(self, &mine.key),
+                    who(other, &theirs.key)
+                ));
+            }
+        }
+        for mine in &self.files {
+            for theirs in other.files.iter().filter(|t| t.path == mine.path) {
+                out.push(format!(
+                    "file {}: {} and {}",
+                    mine.path.display(),
+                    who(self, &mine.key),
+                    who(other, &theirs.key)
+                ));
+            }
+        }
+        out
+    }
+}
+
+/// `<state_dir>/claims.json`.
+pub fn path(state_dir: &Path) -> PathBuf {
+    state_dir.join("claims.json")
+}
+
+/// The claims of every other registered project on the box that recorded them.
+fn others(own_state_dir: &Path) -> anyhow::Result<Vec<Claims>> {
+    let own = own_state_dir.canonicalize().ok();
+    let mut out = Vec::new();
+    for dir in crate::registry::projects()? {
+        if own.as_deref() == Some(dir.as_path()) {
+            continue;
+        }
+        let file = path(&dir);
+        match std::fs::read_to_string(&file) {
+            Ok(text) => out.push(serde_json::from_str(&text).with_context(|| {
+                format!(
+                    "{} does not parse (expected a cutover project's claims as JSON): cannot \
+                     tell whether this project collides with it",
+                    file.display()
+                )
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("could not read {}", file.display())),
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses when this project collides with another registered project on the box.
+pub fn check(loaded: &Loaded) -> anyhow::Result<()> {
+    let mine = Claims::of(loaded);
+    let collisions: Vec<String> = others(&loaded.state_dir())?
+        .iter()
+        .flat_map(|other| mine.collisions(other))
+        .collect();
+    if collisions.is_empty() {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "project {} collides with another cutover project on this box (nothing changed):\n  {}\n\
+         give each project its own colors ports, nginx.server_name, nginx.include and nginx.site",
+        mine.project,
+        collisions.join("\n  ")
+    )
+}
+
+/// Records the project's claims in its state dir and registers it, so later projects are
+/// checked against it.
+pub fn record(loaded: &Loaded) -> anyhow::Result<()> {
+    let state_dir = loaded.state_dir();
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("could not create {}", state_dir.display()))?;
+    let file = path(&state_dir);
+    let text = serde_json::to_string_pretty(&Claims::of(loaded))? + "\n";
+    if std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str()) {
+        crate::atomic::write(&file, text.as_bytes(), 0o644)?;
+    }
+    crate::registry::register(&state_dir)?;
+    Ok(())
+}
+
+/// [`check`], then (unless `dry_run`) [`record`]: what a deploy does before anything else.
+pub fn claim(loaded: &Loaded, dry_run: bool) -> anyhow::Result<()> {
+    check(loaded)?;
+    if !dry_run {
+        record(loaded)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_ports_of_compose_port_specs() {
+        assert_eq!(host_port("8080:80"), Some(8080));
+        assert_eq!(host_port("127.0.0.1:6379:6379/tcp"), Some(6379));
+        assert_eq!(host_port("[::1]:5432:5432"), Some(5432));
+        assert_eq!(host_port("6379"), None);
+    }
+
+    fn claims(project: &str, blue: u16, name: &str, include: &str) -> Claims {
+        Claims {
+            project: project.into(),
+            config: PathBuf::from(format!("/srv/{project}/cutover.yml")),
+            ports: vec![
+                PortClaim {
+                    port: blue,
+                    key: "colors.blue".into(),
+                    shared: false,
+                },
+                PortClaim {
+                    port: 80,
+                    key: "nginx.listen".into(),
+                    shared: true,
+                },
+            ],
+            names: vec![NameClaim {
+                port: 80,
+                server_name: name.into(),
+                key: "nginx.server_name".into(),
+            }],
+            files: vec![FileClaim {
+                path: include.into(),
+                key: "nginx.include".into(),
+            }],
+        }
+    }
+
+    #[test]
+    fn collisions_name_both_projects() {
+        let api = claims("api", 8081, "api.example", "/etc/nginx/api.inc");
+        let admin = claims("admin", 8091, "admin.example", "/etc/nginx/admin.inc");
+        assert!(
+            api.collisions(&admin).is_empty(),
+            "one shared listen port is fine"
+        );
+        let clash = claims("admin", 8081, "api.example", "/etc/nginx/api.inc");
+        let found = api.collisions(&clash);
+        assert_eq!(found.len(), 3, "{found:?}");
+        for line in &found {
+            assert!(
+                line.contains("project api") && line.contains("project admin"),
+                "{line}"
+            );
+        }
+    }
+}

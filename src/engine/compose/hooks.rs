@@ -1,0 +1,126 @@
+//! Where the compose engine runs the deploy hooks (`engine/hooks.rs` runs one): `pre_deploy`
+//! once the deploy knows where it goes and before it changes anything (its failure aborts:
+//! exit 1, nothing changed); `post_deploy` after a success and `on_failure` after a failure
+//! (including a failed `pre_deploy` or release phase), whose own failure is a warning line and
+//! a `hooks[]` entry in `--json`, never a change of the deploy's result or exit code.
+//! A dry run runs no hook. Rollbacks run them too (`CUTOVER_ACTION=rollback`).
+
+use std::time::Instant;
+
+use crate::engine::hooks::{self, Facts, HookKind, HookRun, Runner, Standing};
+use crate::engine::{failure, Abort, Failed, Reporter, Request};
+
+use super::{Run, Summary, Target};
+
+impl Run<'_, '_> {
+    /// Before anything changes: checks the keys the hooks ask for, then runs `pre_deploy`.
+    pub(super) fn pre_deploy(&mut self, req: &Request, t: &Target) -> anyhow::Result<()> {
+        self.facts = Some(Facts {
+            project: self.d.loaded.config.project.to_string(),
+            action: req.action,
+            image: t.image.clone(),
+            from_image: t.from_image.clone(),
+            from: t.from,
+            color: t.to,
+            started: Instant::now(),
+        });
+        hooks::check_keys(&self.d.loaded.config.hooks, &self.d.secrets)?;
+        let standing = Standing {
+            result: "pending",
+            error: None,
+        };
+        let Some(run) = self.run_hook(HookKind::PreDeploy, standing) else {
+            return Ok(());
+        };
+        if run.ok {
+            return Ok(());
+        }
+        let config = &self.d.loaded.config;
+        Err(Failed {
+            message: format!(
+                "deploy aborted: {}\nnothing was changed",
+                run.failure(&config.hooks)
+            ),
+            abort: Abort::HookFailed,
+        }
+        .into())
+    }
+
+    fn run_hook(&mut self, kind: HookKind, standing: Standing) -> Option<HookRun> {
+        let facts = self.facts.clone()?;
+        let d = self.d;
+        let runner = Runner {
+            hooks: &d.loaded.config.hooks,
+            secrets: &d.secrets,
+            cancel: &d.interrupted,
+            dir: &d.loaded.dir,
+        };
+        let reporter: &mut dyn Reporter = self.clock.reporter();
+        let run = runner.run(kind, &facts, standing, reporter)?;
+        if !run.ok && kind != HookKind::PreDeploy {
+            let text = run.failure(&self.d.loaded.config.hooks);
+            self.clock
+                .note(format!("warning: {text} (the deploy's result stands)"));
+        }
+        Some(run)
+    }
+
+    /// After the deploy: `post_deploy` on success, `on_failure` on failure. A hook's failure
+    /// is reported, the result stays.
+    pub(super) fn after_hooks(
+        &mut self,
+        req: &Request,
+        result: anyhow::Result<Summary>,
+    ) -> anyhow::Result<Summary> {
+        if req.dry_run {
+            return result;
+        }
+        match result {
+            Ok(mut summary) => {
+                let standing = Standing {
+                    result: "ok",
+                    error: None,
+                };
+                if let Some(run) = self.run_hook(HookKind::PostDeploy, standing) {
+                    if !run.ok {
+                        summary.notes.push(run.failure(&self.d.loaded.config.hooks));
+                    }
+                    summary.detail.hooks.push(run);
+                }
+                Ok(summary)
+            }
+            Err(err) => {
+                let result = if failure::is_interrupted(&err) {
+                    "interrupted"
+                } else {
+                    "failed"
+                };
+                let message = format!("{err:#}");
+                let standing = Standing {
+                    result,
+                    error: Some(&message),
+                };
+                match self.run_hook(HookKind::OnFailure, standing) {
+                    Some(run) if !run.ok => {
+                        Err(amend(err, &run.failure(&self.d.loaded.config.hooks)))
+                    }
+                    _ => Err(err),
+                }
+            }
+        }
+    }
+}
+
+/// The deploy's error with the on_failure hook's failure said after it (the same kind, so
+/// the exit code and the history verdict stay).
+fn amend(err: anyhow::Error, text: &str) -> anyhow::Error {
+    match err.downcast::<Failed>() {
+        Ok(mut failed) => {
+            failed
+                .message
+                .push_str(&format!("\n(warning: {text}; the deploy's result stands)"));
+            failed.into()
+        }
+        Err(err) => anyhow::anyhow!("{err:#}\n(warning: {text}; the deploy's result stands)"),
+    }
+}

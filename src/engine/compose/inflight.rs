@@ -1,0 +1,57 @@
+//! Step 1 (the deploy lock, and registering the project box-wide) and the in-progress
+//! record in `state.json` that lets `status` and the next deploy explain a run that was
+//! killed: the bookkeeping around the steps, apart from the steps themselves.
+
+use crate::engine::record;
+use crate::engine::{Request, Step};
+use crate::state::{DeployLock, InProgress};
+
+use super::{Run, Target};
+
+impl Run<'_, '_> {
+    /// Step 1: Lock (a dry run changes nothing and takes no lock).
+    pub(super) fn lock(&mut self, req: &Request) -> anyhow::Result<Option<DeployLock>> {
+        if req.dry_run {
+            return Ok(None);
+        }
+        self.clock.start(Step::Lock, "");
+        let action = format!(
+            "{} {}",
+            req.action,
+            req.image.as_deref().unwrap_or("(active image)")
+        );
+        let lock = record::lock(&self.state_dir, req.lock_wait, action)?;
+        self.clock.done(Step::Lock, "");
+        // Registered before anything runs, so other projects' prunes keep this one's images.
+        if let Err(e) = crate::registry::register(&self.state_dir.dir) {
+            self.clock.note(format!(
+                "warning: {e:#}; other cutover projects on this box may prune this project's images"
+            ));
+        }
+        Ok(Some(lock))
+    }
+
+    pub(super) fn mark_in_progress(&mut self, t: &Target) -> anyhow::Result<()> {
+        let mut record = self.state_dir.load()?;
+        record.in_progress = Some(InProgress {
+            pid: std::process::id(),
+            started: crate::state::now_rfc3339(),
+            image: t.image.clone(),
+            from: t.from,
+            to: t.to,
+            step: Step::Up,
+        });
+        self.state_dir.save(&record)
+    }
+
+    /// Moves the in-progress record to `step`; a record that cannot be written only costs
+    /// `status` its detail, never the deploy.
+    pub(super) fn set_step(&self, step: Step) {
+        if let Ok(mut record) = self.state_dir.load() {
+            if let Some(p) = record.in_progress.as_mut() {
+                p.step = step;
+                let _ = self.state_dir.save(&record);
+            }
+        }
+    }
+}

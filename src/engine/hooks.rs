@@ -1,0 +1,226 @@
+//! The deploy hooks (`hooks:` in cutover.yml): user commands run where cutover runs the
+//! deploy (this machine, or the box with `--host`), never in a container.
+//!
+//! A hook is an argv list (no shell unless the user writes one), bounded by its timeout (its
+//! whole process group is killed at the bound), with its output reported line by line as
+//! [`Event::Output`] named after the hook. Its environment is cutover's own (minus
+//! `CUTOVER_AGE_KEY`/`CUTOVER_IDENTITY`, like every child: `process::Cmd::child_env`) plus
+//! the `CUTOVER_*` facts of the deploy, and of the decrypted secrets only the keys the hook
+//! names in `env`.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::bail;
+use secrecy::SecretString;
+use serde::Serialize;
+
+use crate::config::{Color, Hook, Hooks};
+use crate::engine::{Event, Reporter};
+use crate::process::Cmd;
+use crate::state::Action;
+
+/// Which hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HookKind {
+    PreDeploy,
+    PostDeploy,
+    OnFailure,
+}
+
+impl HookKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HookKind::PreDeploy => "pre_deploy",
+            HookKind::PostDeploy => "post_deploy",
+            HookKind::OnFailure => "on_failure",
+        }
+    }
+
+    fn of(self, hooks: &Hooks) -> Option<&Hook> {
+        match self {
+            HookKind::PreDeploy => hooks.pre_deploy.as_ref(),
+            HookKind::PostDeploy => hooks.post_deploy.as_ref(),
+            HookKind::OnFailure => hooks.on_failure.as_ref(),
+        }
+    }
+}
+
+/// What a deploy tells its hooks, once it knows where it goes.
+#[derive(Debug, Clone)]
+pub struct Facts {
+    pub project: String,
+    pub action: Action,
+    pub image: String,
+    pub from_image: Option<String>,
+    pub from: Option<Color>,
+    /// The color the deploy goes to.
+    pub color: Color,
+    pub started: Instant,
+}
+
+/// How the deploy stands when a hook runs: `pending` (pre_deploy), `ok`, `failed`,
+/// `interrupted`; and the error, if it failed.
+pub struct Standing<'a> {
+    pub result: &'a str,
+    pub error: Option<&'a str>,
+}
+
+/// One hook's run, as `--json` reports it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookRun {
+    pub hook: HookKind,
+    pub command: Vec<String>,
+    /// `None`: killed (its timeout) or ended by a signal.
+    pub exit_code: Option<i32>,
+    pub timed_out: bool,
+    pub ms: u64,
+    pub ok: bool,
+    /// Its last output lines when it failed (secrets masked).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tail: Vec<String>,
+}
+
+impl HookRun {
+    /// `post_deploy hook `curl …` exited 3` / `… timed out after 30s`, with its last lines.
+    pub fn failure(&self, hooks: &Hooks) -> String {
+        let how = match (self.timed_out, self.exit_code) {
+            (true, _) => {
+                let limit = self.hook.of(hooks).map(|h| hooks.timeout_of(h));
+                format!(
+                    "timed out after {} and was killed",
+                    crate::config::Dur(limit.unwrap_or_default())
+                )
+            }
+            (false, Some(code)) => format!("exited {code}"),
+            (false, None) => "was killed by a signal".to_string(),
+        };
+        let mut text = format!(
+            "{} hook `{}` {how}",
+            self.hook.as_str(),
+            self.command.join(" ")
+        );
+        if !self.tail.is_empty() {
+            text.push_str(&format!(
+                "; its last output lines:\n{}",
+                self.tail
+                    .iter()
+                    .map(|l| format!("    {l}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ));
+        }
+        text
+    }
+}
+
+/// Every key a hook asks for must be a decrypted secret: checked before the deploy changes
+/// anything, so a typo fails first instead of a webhook silently posting nowhere.
+pub fn check_keys(hooks: &Hooks, secrets: &BTreeMap<String, SecretString>) -> anyhow::Result<()> {
+    for kind in [
+        HookKind::PreDeploy,
+        HookKind::PostDeploy,
+        HookKind::OnFailure,
+    ] {
+        let Some(hook) = kind.of(hooks) else { continue };
+        for key in &hook.env {
+            if !secrets.contains_key(key) {
+                bail!(
+                    "hooks.{}.env asks for `{key}`, which is not a key of any secrets file in cutover.yml (app.secrets, accessories.*.secrets)",
+                    kind.as_str()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The things a hook runs with, besides its facts.
+pub struct Runner<'a> {
+    pub hooks: &'a Hooks,
+    pub secrets: &'a BTreeMap<String, SecretString>,
+    pub cancel: &'a AtomicBool,
+    /// Where the hook runs (the project directory).
+    pub dir: &'a std::path::Path,
+}
+
+impl Runner<'_> {
+    /// Runs `kind` if it is configured; `Err` only when it could not start at all.
+    pub fn run(
+        &self,
+        kind: HookKind,
+        facts: &Facts,
+        standing: Standing,
+        reporter: &mut dyn Reporter,
+    ) -> Option<HookRun> {
+        let hook = kind.of(self.hooks)?;
+        let started = Instant::now();
+        let cmd = self.command(kind, hook, facts, standing);
+        let from = kind.as_str().to_string();
+        let secrets = self.secrets;
+        let ran = cmd.run_bounded(self.hooks.timeout_of(hook), self.cancel, &mut |line| {
+            reporter.event(Event::Output {
+                from: from.clone(),
+                line: crate::secrets::deploy_env::redact(line, secrets),
+            })
+        });
+        let mut run = HookRun {
+            hook: kind,
+            command: hook.command.0.clone(),
+            exit_code: None,
+            timed_out: false,
+            ms: 0,
+            ok: false,
+            tail: Vec::new(),
+        };
+        match ran {
+            Ok(out) => {
+                run.exit_code = out.code;
+                run.timed_out = out.timed_out;
+                run.ok = out.success();
+                if !run.ok {
+                    run.tail = out
+                        .tail
+                        .iter()
+                        .map(|l| crate::secrets::deploy_env::redact(l, secrets))
+                        .collect();
+                }
+            }
+            Err(e) => run.tail = vec![e.to_string()],
+        }
+        run.ms = started.elapsed().as_millis() as u64;
+        Some(run)
+    }
+
+    fn command(&self, kind: HookKind, hook: &Hook, facts: &Facts, standing: Standing) -> Cmd {
+        let mut cmd = Cmd::from_argv(&hook.command.0, format!("run the {} hook", kind.as_str()))
+            .dir(self.dir)
+            .plain_env("CUTOVER_HOOK", kind.as_str())
+            .plain_env("CUTOVER_PROJECT", &facts.project)
+            .plain_env("CUTOVER_ACTION", facts.action.to_string())
+            .plain_env("CUTOVER_IMAGE", &facts.image)
+            .plain_env(
+                "CUTOVER_FROM_IMAGE",
+                facts.from_image.as_deref().unwrap_or(""),
+            )
+            .plain_env("CUTOVER_COLOR", facts.color.as_str())
+            .plain_env(
+                "CUTOVER_FROM_COLOR",
+                facts.from.map(Color::as_str).unwrap_or(""),
+            )
+            .plain_env("CUTOVER_RESULT", standing.result)
+            .plain_env(
+                "CUTOVER_DURATION_MS",
+                facts.started.elapsed().as_millis().to_string(),
+            )
+            .plain_env("CUTOVER_ERROR", standing.error.unwrap_or(""));
+        for key in &hook.env {
+            if let Some(value) = self.secrets.get(key) {
+                cmd = cmd.env(key, value.clone());
+            }
+        }
+        cmd
+    }
+}

@@ -1,0 +1,170 @@
+//! Children with a hard time bound whose output is shown as it comes: the deploy hooks and
+//! the release phase. The child runs in its own process group, and at the bound the whole
+//! group is killed: a hook written as `[sh, -c, 'curl …']` leaves a grandchild holding the
+//! output pipe, and killing only `sh` would leave the deploy waiting on that pipe.
+//!
+//! stdout and stderr share one pipe, so lines keep the order the child wrote them in.
+
+use std::io::BufRead as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::{Cmd, ProcessError};
+
+/// How many of the last output lines a [`Bounded`] keeps for an error message.
+pub const TAIL_LINES: usize = 20;
+
+/// How long to keep reading after the child exited (or was killed): a background grandchild
+/// may hold the pipe open for good.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// A finished (or killed) bounded child.
+#[derive(Debug, Clone)]
+pub struct Bounded {
+    /// The exit code; `None` when a signal ended it (a kill at the bound included).
+    pub code: Option<i32>,
+    pub timed_out: bool,
+    /// The last [`TAIL_LINES`] lines of its output.
+    pub tail: Vec<String>,
+}
+
+impl Bounded {
+    pub fn success(&self) -> bool {
+        self.code == Some(0) && !self.timed_out
+    }
+}
+
+impl Cmd {
+    /// Runs with stdin empty, passing each output line to `on_line` as it arrives; kills the
+    /// child's process group past `limit`, or once `cancel` is set (an interrupted deploy),
+    /// which reads as a timeout. Errors only when it cannot start.
+    pub fn run_bounded(
+        &self,
+        limit: Duration,
+        cancel: &AtomicBool,
+        on_line: &mut dyn FnMut(&str),
+    ) -> Result<Bounded, ProcessError> {
+        let io = |e| self.spawn_error(e);
+        let env = self.child_env(std::env::vars_os());
+        let (reader, writer) = std::io::pipe().map_err(io)?;
+        let expr = self
+            .base_expression(&env)
+            .stdin_null()
+            .stdout_file(writer.try_clone().map_err(io)?)
+            .stderr_file(writer)
+            .before_spawn(|command| {
+                use std::os::unix::process::CommandExt;
+                command.process_group(0);
+                Ok(())
+            });
+        let started = Instant::now();
+        let handle = expr.start();
+        // Our copies of the write end go, so the reader sees EOF once the child's are gone.
+        drop(expr);
+        drop(env);
+        let handle = handle.map_err(io)?;
+        let (tx, rx) = mpsc::channel::<String>();
+        std::thread::spawn(move || {
+            let mut reader = std::io::BufReader::new(reader);
+            let mut buf = Vec::new();
+            while matches!(reader.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+                let line = String::from_utf8_lossy(&buf).trim_end().to_string();
+                buf.clear();
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let deadline = started.checked_add(limit);
+        let mut tail = std::collections::VecDeque::new();
+        let mut push = |line: String, on_line: &mut dyn FnMut(&str)| {
+            on_line(&line);
+            if tail.len() == TAIL_LINES {
+                tail.pop_front();
+            }
+            tail.push_back(line);
+        };
+        let mut timed_out = false;
+        let mut exited_at = None;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(line) => push(line, on_line),
+                Err(mpsc::RecvTimeoutError::Disconnected) if exited_at.is_some() => break,
+                Err(_) => {}
+            }
+            if exited_at.is_none() {
+                if handle.try_wait().map_err(io)?.is_some() {
+                    exited_at = Some(Instant::now());
+                } else if cancel.load(Ordering::SeqCst)
+                    || deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    timed_out = true;
+                    kill_group(&handle);
+                    exited_at = Some(Instant::now());
+                }
+            }
+            if exited_at.is_some_and(|t| t.elapsed() >= DRAIN) {
+                break;
+            }
+        }
+        // Reaped here; after a kill this returns at once.
+        let status = handle.wait().map_err(io)?.status;
+        if let Some(trace) = super::TRACE.get() {
+            trace(&self.display(), started.elapsed(), status.code());
+        }
+        Ok(Bounded {
+            code: if timed_out { None } else { status.code() },
+            timed_out,
+            tail: tail.into_iter().collect(),
+        })
+    }
+}
+
+/// SIGKILL to the child's process group (its pid: it leads the group it was started in).
+fn kill_group(handle: &duct::Handle) {
+    for pid in handle.pids() {
+        if let Some(pid) = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw)
+        {
+            let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+        }
+    }
+    let _ = handle.kill();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_arrive_in_order_and_the_exit_code_is_kept() {
+        let mut seen = Vec::new();
+        let out = Cmd::new("sh", "print")
+            .args(["-c", "echo one; echo two >&2; echo three; exit 4"])
+            .run_bounded(Duration::from_secs(20), &AtomicBool::new(false), &mut |l| {
+                seen.push(l.to_string())
+            })
+            .unwrap();
+        assert_eq!(seen, ["one", "two", "three"]);
+        assert_eq!(out.code, Some(4));
+        assert!(!out.timed_out);
+    }
+
+    /// A grandchild holding the pipe is killed with the group: the call returns at the bound.
+    #[test]
+    fn the_bound_kills_the_whole_group() {
+        let out = Cmd::new("sh", "sleep")
+            .args(["-c", "echo started; sleep 30; echo never"])
+            .run_bounded(
+                Duration::from_millis(300),
+                &AtomicBool::new(false),
+                &mut |_| {},
+            )
+            .unwrap();
+        assert!(out.timed_out);
+        assert_eq!(out.code, None);
+        assert_eq!(out.tail, ["started"]);
+    }
+}

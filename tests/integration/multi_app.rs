@@ -1,0 +1,203 @@
+//! Two cutover projects behind ONE nginx on one port, routed by `nginx.server_name`: each
+//! deploy, rollback and prune of one, under load on both hosts, leaves the other's files,
+//! containers, images and ports exactly as they were; a third project that would collide
+//! (a color port, a server name) is refused with both projects named, before anything changes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
+
+use cutover::demo::{http_get_as, Load};
+
+use crate::e2e::ready;
+use crate::project::{App, Project};
+
+/// What one project owns on the box, to compare before and after the other's commands.
+#[derive(Debug, PartialEq, Eq)]
+struct Snapshot {
+    files: BTreeMap<String, Vec<u8>>,
+    /// `id state image` of every container of its compose project.
+    containers: Vec<String>,
+    /// The image ids of what it records (each color's image, its rollback target).
+    images: Vec<String>,
+    /// What its site answers for `/` (by Host).
+    answer: String,
+}
+
+fn files_of(dir: &Path, out: &mut BTreeMap<String, Vec<u8>>) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files_of(&path, out);
+        } else {
+            out.insert(path.display().to_string(), std::fs::read(&path).unwrap());
+        }
+    }
+}
+
+fn docker(args: &[&str]) -> String {
+    let out = std::process::Command::new("docker")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn snapshot(project: &Project, host: &str) -> Snapshot {
+    let mut files = BTreeMap::new();
+    for file in [
+        project.include_path(),
+        project.site_path(),
+        project.path().join("cutover.yml"),
+    ] {
+        files.insert(file.display().to_string(), std::fs::read(&file).unwrap());
+    }
+    files_of(&project.path().join(".cutover"), &mut files);
+    let containers = docker(&[
+        "ps",
+        "-a",
+        "--filter",
+        &format!("label=com.docker.compose.project={}", project.name),
+        "--format",
+        "{{.ID}} {{.State}} {{.Image}}",
+    ]);
+    let mut containers: Vec<String> = containers.lines().map(str::to_string).collect();
+    containers.sort();
+    let state: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(project.path().join(".cutover/state.json")).unwrap())
+            .unwrap();
+    let mut images: Vec<String> = state["images"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(_, image)| image.as_str())
+        .chain(state["previous_image"].as_str())
+        .map(|image| {
+            docker(&["image", "inspect", "--format", "{{.Id}}", image])
+                .trim()
+                .to_string()
+        })
+        .collect();
+    images.sort();
+    let answer = http_get_as(project.port, host, "/")
+        .map(|r| r.body)
+        .unwrap_or_default();
+    Snapshot {
+        files,
+        containers,
+        images,
+        answer,
+    }
+}
+
+#[test]
+fn two_projects_behind_one_nginx_never_touch_each_other_under_load() {
+    if !ready() {
+        return;
+    }
+    let a = Project::compose(
+        App::compose()
+            .stop_grace("0s")
+            .server_name("a.cutover.test"),
+    );
+    let b = Project::compose_behind(
+        App::compose()
+            .stop_grace("0s")
+            .server_name("b.cutover.test"),
+        &a,
+    );
+    assert_eq!(a.port, b.port, "one nginx, one port");
+    assert_ne!(a.include_path(), b.include_path());
+    assert_ne!(a.site_path(), b.site_path());
+    a.deploy_ok("cutover-demo:v1");
+    b.deploy_ok("cutover-demo:v1");
+
+    let load_a = Load::start_as(a.port, "a.cutover.test", Duration::from_secs(300));
+    let load_b = Load::start_as(b.port, "b.cutover.test", Duration::from_secs(300));
+    let hosts = [(&a, "a.cutover.test"), (&b, "b.cutover.test")];
+    let steps: [(usize, &[&str]); 6] = [
+        (0, &["deploy", "--image", "cutover-demo:v2"]),
+        (1, &["deploy", "--image", "cutover-demo:v2"]),
+        (0, &["rollback"]),
+        (1, &["rollback"]),
+        (0, &["prune"]),
+        (1, &["prune"]),
+    ];
+    for (who, args) in steps {
+        let (project, _) = hosts[who];
+        let (other, other_host) = hosts[1 - who];
+        let before = snapshot(other, other_host);
+        project.cutover(args).success();
+        let after = snapshot(other, other_host);
+        assert_eq!(
+            before,
+            after,
+            "`cutover {}` of {} changed {}",
+            args.join(" "),
+            project.name,
+            other.name
+        );
+        if who == 0 && args[0] == "deploy" {
+            // Routed by Host: a serves v2 while b still serves v1 on the same port.
+            let body = |host| http_get_as(a.port, host, "/").unwrap().body;
+            assert_eq!(body("a.cutover.test").trim(), "version=v2 color=green");
+            assert_eq!(body("b.cutover.test").trim(), "version=v1 color=blue");
+        }
+    }
+    let (tally_a, tally_b) = (load_a.finish(), load_b.finish());
+    for (name, tally) in [("a", &tally_a), ("b", &tally_b)] {
+        assert_eq!(
+            tally.failed, 0,
+            "{name}: {} failed of {}: {:?}",
+            tally.failed, tally.sent, tally.failures
+        );
+        assert!(tally.ok > 20, "{name}: {tally:?}");
+        assert!(
+            tally.by_answer.keys().any(|k| k.contains("version=v2")),
+            "{name} never served v2: {:?}",
+            tally.by_answer
+        );
+    }
+
+    // A third project claiming a's blue port and a's server name is refused, both named,
+    // by deploy and by bootstrap, and nothing of a's or c's changes.
+    let mut c = Project::compose_behind(
+        App::compose()
+            .stop_grace("0s")
+            .server_name("a.cutover.test"),
+        &a,
+    );
+    c.blue = a.blue;
+    c.write_config(
+        &App::compose()
+            .stop_grace("0s")
+            .server_name("a.cutover.test"),
+    );
+    let before = snapshot(&a, "a.cutover.test");
+    for args in [
+        &["deploy", "--image", "cutover-demo:v2"][..],
+        &["bootstrap", "--dry-run", "--no-install"][..],
+    ] {
+        let refused = c.cutover(args).code(1);
+        for needle in [
+            format!("project {}", a.name),
+            format!("project {}", c.name),
+            format!("port {}: colors.blue", a.blue),
+            "server name a.cutover.test".to_string(),
+        ] {
+            assert!(
+                refused.stderr.contains(&needle),
+                "{args:?}: no {needle:?} in\n{}",
+                refused.stderr
+            );
+        }
+    }
+    assert_eq!(snapshot(&a, "a.cutover.test"), before);
+    assert!(cutover::compose::containers_of(&c.name).unwrap().is_empty());
+    assert!(!c.path().join(".cutover/claims.json").exists());
+}

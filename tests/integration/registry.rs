@@ -1,0 +1,353 @@
+//! `registry: { server, username, password_secret }`: `docker login --password-stdin` with the
+//! password from the encrypted secrets, then a `pull` step before anything starts, against a
+//! REAL registry: Debian's `docker-registry` (the distribution registry) on a loopback port
+//! with htpasswd (bcrypt) basic auth. Docker treats 127.0.0.0/8 registries as insecure, so
+//! plain HTTP works with auth (verified on Docker 20.10): no TLS, no machine-global state.
+//!
+//! The docker credential store is a temp `DOCKER_CONFIG` per test (its `cli-plugins` linked
+//! to the real one, so compose v2 stays reachable): the tests never log the machine in.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{free_port, json_to_yaml, repo_root, require, yaml_to_json};
+use crate::project::{App, Project, Run};
+use crate::remote::{files_containing, sh, sh_ok};
+
+const USER: &str = "deployer";
+
+/// A registry on 127.0.0.1:<port>, killed on drop.
+struct Registry {
+    child: Option<std::process::Child>,
+    dir: tempfile::TempDir,
+    port: u16,
+    /// A DOCKER_CONFIG of its own (credentials), plugins linked from the real one.
+    docker_config: PathBuf,
+}
+
+impl Registry {
+    fn ready() -> bool {
+        require("docker-registry", "run a real registry for registry: tests")
+            && require("htpasswd", "write the registry's bcrypt password file")
+            && require("docker", "push and pull")
+            && require("nginx", "serve the deploys")
+            && require("age", "encrypt the registry password")
+    }
+
+    fn start(password: &str) -> Registry {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let port = free_port();
+        sh_ok(&format!(
+            "htpasswd -Bbn {USER} '{password}' > {}/htpasswd",
+            d.display()
+        ));
+        std::fs::write(
+            d.join("config.yml"),
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n\
+                 http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: cutover-test\n    path: {d}/htpasswd\n",
+                d = d.display()
+            ),
+        )
+        .unwrap();
+        let docker_config = d.join("docker-config");
+        std::fs::create_dir_all(&docker_config).unwrap();
+        let real = std::env::var_os("DOCKER_CONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".docker"));
+        if real.join("cli-plugins").exists() {
+            std::os::unix::fs::symlink(real.join("cli-plugins"), docker_config.join("cli-plugins"))
+                .unwrap();
+        }
+        let mut registry = Registry {
+            child: None,
+            dir,
+            port,
+            docker_config,
+        };
+        registry.serve();
+        registry
+    }
+
+    fn serve(&mut self) {
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(self.dir.path().join("config.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "the registry did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn server(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// `docker` with this registry's credential store.
+    fn docker(&self, script: &str) -> String {
+        let out = Command::new("sh")
+            .args(["-c", script])
+            .env("DOCKER_CONFIG", &self.docker_config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "`{script}`: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Pushes `from` as `<server>/<repo>:<tag>` and removes the local tag, so a deploy must pull.
+    fn push(&self, password: &str, from: &str, image: &str) {
+        self.docker(&format!(
+            "printf '%s' '{password}' | docker login --password-stdin -u {USER} {} >/dev/null 2>&1 && \
+             docker tag {from} {image} && docker push -q {image} >/dev/null && docker rmi {image} >/dev/null && \
+             docker logout {} >/dev/null",
+            self.server(),
+            self.server()
+        ));
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `secrets/registry.env.age` holding `REGISTRY_PASSWORD=<password>`, encrypted with `age`.
+fn write_secret(project: &Path, password: &str) {
+    let dir = project.join("secrets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new("age")
+        .arg("-a")
+        .arg("-R")
+        .arg(repo_root().join("secrets/recipients.txt"))
+        .arg("-o")
+        .arg(dir.join("registry.env.age"))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("REGISTRY_PASSWORD={password}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+fn configure(project: &Project, server: &str) {
+    let path = project.path().join("cutover.yml");
+    let mut config = yaml_to_json(&std::fs::read_to_string(&path).unwrap());
+    let secrets = config["app"]["secrets"].as_array_mut().unwrap();
+    secrets.push("secrets/registry.env.age".into());
+    config["registry"] = serde_json::json!({
+        "server": server,
+        "username": USER,
+        "password_secret": "REGISTRY_PASSWORD",
+    });
+    std::fs::write(&path, json_to_yaml(&config)).unwrap();
+}
+
+fn deploy(project: &Project, registry: &Registry, image: &str) -> Run {
+    let mut cmd = project.command(["deploy", "--image", image]);
+    cmd.env("DOCKER_CONFIG", &registry.docker_config);
+    Run::of(cmd)
+}
+
+fn app_containers(project: &Project) -> Vec<String> {
+    let out = sh_ok(&format!(
+        "docker ps -a --filter label=com.docker.compose.project={} --format '{{{{.Label \"com.docker.compose.service\"}}}}'",
+        project.name
+    ));
+    let mut names: Vec<String> = out.lines().map(str::to_string).collect();
+    names.sort();
+    names
+}
+
+fn assert_blue_v1(project: &Project) {
+    assert_eq!(app_containers(project), ["web-blue"]);
+    let (code, body) = project.get("/").expect("nginx answers");
+    assert_eq!((code, body.trim()), (200, "version=v1 color=blue"));
+}
+
+fn assert_never_shown(password: &str, runs: &[&Run], dirs: &[&Path]) {
+    for run in runs {
+        assert!(!run.stdout.contains(password) && !run.stderr.contains(password));
+        assert!(!run.command.contains(password), "in argv: {}", run.command);
+    }
+    for dir in dirs {
+        let hits = files_containing(dir, password);
+        assert!(hits.is_empty(), "the registry password is in {hits:?}");
+    }
+}
+
+#[test]
+fn registry_login_pull_and_each_failure_named_before_anything_changes() {
+    if !Registry::ready() {
+        return;
+    }
+    let password = format!("pw-{}-Zq9x", std::process::id());
+    let mut registry = Registry::start(&password);
+    let server = registry.server();
+    let repo = format!("{server}/cutover-reg-{}", std::process::id());
+    let _untag = Untag(repo.clone());
+    registry.push(&password, "cutover-demo:v1", &format!("{repo}:v1"));
+    registry.push(&password, "cutover-demo:v2", &format!("{repo}:v2"));
+    let project = Project::compose(App::compose().image(&repo).secrets());
+    write_secret(&project.path(), &password);
+    configure(&project, &server);
+
+    // Good credentials: login, pull, deploy.
+    let good = deploy(&project, &registry, &format!("{repo}:v1")).success();
+    assert!(
+        good.stderr.contains(&format!("{repo}:v1 from {server}")),
+        "{}",
+        good.stderr
+    );
+    assert_blue_v1(&project);
+    let pull_line = good
+        .stderr
+        .lines()
+        .position(|l| l.contains("✓ pull"))
+        .unwrap();
+    let up_line = good
+        .stderr
+        .lines()
+        .position(|l| l.contains("✓ up"))
+        .unwrap();
+    assert!(pull_line < up_line, "{}", good.stderr);
+
+    // Wrong password: fails at login, naming auth; nothing changed.
+    write_secret(&project.path(), "not-the-password");
+    let wrong = deploy(&project, &registry, &format!("{repo}:v2")).code(1);
+    assert!(
+        wrong.stderr.contains("authentication failed"),
+        "{}",
+        wrong.stderr
+    );
+    assert!(wrong.stderr.contains(&server), "{}", wrong.stderr);
+    assert_blue_v1(&project);
+
+    // A tag that is not there: names the tag.
+    write_secret(&project.path(), &password);
+    let missing = deploy(&project, &registry, &format!("{repo}:nope")).code(1);
+    assert!(
+        missing.stderr.contains("no tag `nope`"),
+        "{}",
+        missing.stderr
+    );
+    assert!(
+        missing.stderr.contains(&format!("{repo}:nope")),
+        "{}",
+        missing.stderr
+    );
+    assert_blue_v1(&project);
+
+    // The registry down: names the network.
+    registry.stop();
+    let down = deploy(&project, &registry, &format!("{repo}:v2")).code(1);
+    assert!(down.stderr.contains("network"), "{}", down.stderr);
+    assert!(down.stderr.contains(&server), "{}", down.stderr);
+    assert_blue_v1(&project);
+
+    // Up again: the next deploy pulls v2 and goes green.
+    registry.serve();
+    let v2 = deploy(&project, &registry, &format!("{repo}:v2")).success();
+    let (code, body) = project.get("/").expect("nginx answers");
+    assert_eq!((code, body.trim()), (200, "version=v2 color=green"));
+
+    // The password never showed: not in any output or argv, nor in the project's state and
+    // history (docker's own store holds it, base64, as `docker login` always does).
+    for run in [&good, &wrong, &missing, &down] {
+        eprintln!("{}", run.stderr);
+    }
+    assert_never_shown(
+        &password,
+        &[&good, &wrong, &missing, &down, &v2],
+        &[&project.path(), &project.home()],
+    );
+}
+
+/// Untags the test's registry images once the project (its containers) is gone; by tag,
+/// never by ID with -f: the pushed images share their IDs with the demo images.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = sh(&format!(
+            "docker image ls --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {} | xargs -r docker rmi >/dev/null 2>&1",
+            self.0
+        ));
+    }
+}
+
+/// With `--host`, the login and pull run on the box, in the box user's docker credential
+/// store; the password travels inside the encrypted file only.
+#[test]
+fn registry_login_and_pull_happen_on_the_box_with_host() {
+    if !Registry::ready() || !crate::remote::deploy_ready() {
+        return;
+    }
+    let password = format!("pw-box-{}-Zq9x", std::process::id());
+    let registry = Registry::start(&password);
+    let server = registry.server();
+    let repo = format!("{server}/cutover-reg-box-{}", std::process::id());
+    let _untag = Untag(repo.clone());
+    registry.push(&password, "cutover-demo:v1", &format!("{repo}:v1"));
+    let p = crate::remote::Project::new(crate::remote::Setup::with_secrets());
+    write_secret(p.path(), &password);
+    let config = std::fs::read_to_string(p.path().join("cutover.yml")).unwrap();
+    let config = config
+        .replace("image: cutover-demo\n", &format!("image: {repo}\n"))
+        .replace(
+            "secrets: [secrets/demo.env.age]",
+            "secrets: [secrets/demo.env.age, secrets/registry.env.age]",
+        );
+    std::fs::write(
+        p.path().join("cutover.yml"),
+        format!(
+            "{config}registry:\n  server: \"{server}\"\n  username: {USER}\n  password_secret: REGISTRY_PASSWORD\n"
+        ),
+    )
+    .unwrap();
+    let out = p.remote(&["deploy", "--image", &format!("{repo}:v1")]);
+    let (stdout, stderr) = crate::remote::texts(&out);
+    // The box user's credential store is shared by the tests: log it out again.
+    let _ = sh(&format!(
+        "runuser -u {} -- env DOCKER_CONFIG=$(getent passwd {} | cut -d: -f6)/.docker docker logout {server} >/dev/null 2>&1",
+        crate::remote::BOX_USER,
+        crate::remote::BOX_USER
+    ));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains(&format!("{repo}:v1 from {server}")),
+        "{stderr}"
+    );
+    p.assert_serving("blue", "v1");
+    assert!(!stdout.contains(&password) && !stderr.contains(&password));
+    let hits = files_containing(&p.ssh.path().join("box"), &password);
+    assert!(
+        hits.is_empty(),
+        "the registry password is on the box in {hits:?}"
+    );
+}

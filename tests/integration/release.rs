@@ -1,0 +1,296 @@
+//! The release artifact (scripts/release.sh) and its installer (scripts/install.sh).
+//!
+//! The static binary runs `cutover --version` and `cutover render` inside an image holding
+//! nothing but busybox (itself static) and the binary: no libc, no loader, no NSS modules.
+//! install.sh installs it from a local HTTP server and refuses a corrupted tarball, leaving
+//! nothing installed.
+//!
+//! The artifact is built once per test run by scripts/test.sh (`scripts/release.sh --profile
+//! dev --out target/dist-test`: the same static link as a release, without the minutes LTO
+//! costs); `CUTOVER_TEST_RELEASE_DIR` points elsewhere. Without it the tests skip loudly (and
+//! fail under CI).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{fixture, free_port, loud, repo_root, require};
+
+const VERSION: &str = env!("CARGO_PKG_VERSION");
+const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+
+fn name() -> String {
+    format!("cutover-{VERSION}-{TRIPLE}")
+}
+
+/// The directory holding the tarball, its .sha256 and install.sh, or None (skipped loudly;
+/// a failure under CI).
+pub(crate) fn artifacts() -> Option<PathBuf> {
+    let dir = std::env::var_os("CUTOVER_TEST_RELEASE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join("target/dist-test"));
+    if dir.join(format!("{}.tar.gz", name())).is_file() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "no release artifact {}.tar.gz in {}: run `scripts/release.sh --profile dev --out {}` \
+         (scripts/test.sh does)",
+        name(),
+        dir.display(),
+        dir.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg} (CI is set, so this is a failure)");
+    }
+    loud(&format!("*** SKIPPED: {msg} ***"));
+    None
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({:?}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Removes an image this test made.
+struct ImageGuard(String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn release_static_binary_runs_in_an_image_without_libc() {
+    if !require("docker", "run the binary in an image without libc")
+        || !require("file", "check that the binaries are static")
+    {
+        return;
+    }
+    let Some(dist) = artifacts() else { return };
+    let work = tempfile::tempdir().unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xzf")
+            .arg(dist.join(format!("{}.tar.gz", name())))
+            .arg("-C")
+            .arg(work.path()),
+    );
+    let bin = work.path().join(name()).join("cutover");
+    let busybox = Path::new("/bin/busybox");
+    for file in [bin.as_path(), busybox] {
+        let kind = run_ok(Command::new("file").arg("-b").arg(file));
+        assert!(
+            kind.contains("statically linked") || kind.contains("static-pie linked"),
+            "{} is not static: {kind}",
+            file.display()
+        );
+    }
+
+    // The root filesystem: busybox, the binary, a sample project. Nothing else.
+    let root = work.path().join("rootfs");
+    for dir in ["bin", "usr/local/bin", "project", "tmp"] {
+        std::fs::create_dir_all(root.join(dir)).unwrap();
+    }
+    std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    std::fs::copy(&bin, root.join("usr/local/bin/cutover")).unwrap();
+    std::fs::copy(
+        fixture("configs/good/minimal.yml"),
+        root.join("project/cutover.yml"),
+    )
+    .unwrap();
+    let rootfs = work.path().join("rootfs.tar");
+    run_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "--owner=0", "--group=0", "-cf"])
+            .arg(&rootfs)
+            .arg("-C")
+            .arg(&root)
+            .arg("."),
+    );
+    let listing = run_ok(Command::new("tar").arg("-tf").arg(&rootfs));
+    let libs: Vec<&str> = listing
+        .lines()
+        .filter(|l| l.contains("lib") || l.contains(".so"))
+        .collect();
+    assert!(libs.is_empty(), "the image would hold libraries: {libs:?}");
+
+    let image = format!("cutover-release-test:{}", std::process::id());
+    let _guard = ImageGuard(image.clone());
+    run_ok(
+        Command::new("docker")
+            .args(["import", "--change", "ENV PATH=/usr/local/bin:/bin"])
+            .arg(&rootfs)
+            .arg(&image),
+    );
+    let script = "set -e; cutover --version; cd /project; \
+                  HOME=/tmp cutover render --out /tmp/out; \
+                  ls /tmp/out; cat /tmp/out/service-url.inc";
+    let out = run_ok(Command::new("docker").args([
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        &image,
+        "/bin/sh",
+        "-c",
+        script,
+    ]));
+    assert!(out.starts_with(&format!("cutover {VERSION}\n")), "{out}");
+    for file in ["compose.yml", "nginx-site.conf", "service-url.inc"] {
+        assert!(
+            out.lines().any(|l| l == file),
+            "render wrote no {file}:\n{out}"
+        );
+    }
+    assert!(out.contains("http://127.0.0.1:9001"), "{out}");
+}
+
+/// `python3 -m http.server` on a free loopback port, serving `root`; killed on drop.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) port: u16,
+}
+
+impl Server {
+    pub(crate) fn start(root: &Path) -> Server {
+        let port = free_port();
+        let child = Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .arg("--directory")
+            .arg(root)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start python3 -m http.server");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "the HTTP server did not listen on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Server { child, port }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs scripts/install.sh VERSION against `url`, installing under `destdir`.
+fn install(url: &str, destdir: &Path, tmp: &Path) -> std::process::Output {
+    Command::new("sh")
+        .arg(repo_root().join("scripts/install.sh"))
+        .arg(VERSION)
+        .env("CUTOVER_RELEASE_URL", url)
+        .env("DESTDIR", destdir)
+        .env("TMPDIR", tmp)
+        .env_remove("PREFIX")
+        .output()
+        .unwrap()
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+#[test]
+fn release_install_sh_verifies_the_sha256_and_installs() {
+    if !require("python3", "serve the release over HTTP") || !require("curl", "download it") {
+        return;
+    }
+    let Some(dist) = artifacts() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let tarball = format!("{}.tar.gz", name());
+    // good/v<VERSION>/ as built; bad/v<VERSION>/ with one byte of the tarball changed.
+    for (variant, corrupt) in [("good", false), ("bad", true)] {
+        let dir = work
+            .path()
+            .join("srv")
+            .join(variant)
+            .join(format!("v{VERSION}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in [tarball.clone(), format!("{tarball}.sha256")] {
+            std::fs::copy(dist.join(&file), dir.join(&file)).unwrap();
+        }
+        if corrupt {
+            let path = dir.join(&tarball);
+            let mut bytes = std::fs::read(&path).unwrap();
+            let i = bytes.len() / 2;
+            bytes[i] ^= 0x01;
+            std::fs::write(&path, bytes).unwrap();
+        }
+    }
+    // The .sha256 is in `sha256sum -c` format.
+    run_ok(
+        Command::new("sha256sum")
+            .args(["-c", &format!("{tarball}.sha256")])
+            .current_dir(work.path().join(format!("srv/good/v{VERSION}"))),
+    );
+    let server = Server::start(&work.path().join("srv"));
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let tmp = work.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    let good = work.path().join("good");
+    let out = install(&format!("{base}/good"), &good, &tmp);
+    assert!(
+        out.status.success(),
+        "install.sh failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let installed = good.join("usr/local/bin/cutover");
+    let version = run_ok(Command::new(&installed).arg("--version"));
+    assert_eq!(version.trim(), format!("cutover {VERSION}"));
+    assert_eq!(entries(&good.join("usr/local/bin")), ["cutover"]);
+
+    // A corrupted tarball: refused, the binary already there untouched, nothing added.
+    let bad = work.path().join("bad");
+    let bin_dir = bad.join("usr/local/bin");
+    std::fs::create_dir_all(&bin_dir).unwrap();
+    std::fs::write(bin_dir.join("cutover"), "the old one").unwrap();
+    let out = install(&format!("{base}/bad"), &bad, &tmp);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("sha256 mismatch"), "{stderr}");
+    assert!(stderr.contains("nothing was installed"), "{stderr}");
+    assert_eq!(entries(&bin_dir), ["cutover"]);
+    assert_eq!(
+        std::fs::read_to_string(bin_dir.join("cutover")).unwrap(),
+        "the old one"
+    );
+    // Its download dir is gone too.
+    assert!(
+        entries(&tmp).is_empty(),
+        "install.sh left {:?}",
+        entries(&tmp)
+    );
+}

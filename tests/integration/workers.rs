@@ -1,0 +1,326 @@
+//! Workers (`workers:`), `cutover logs` and `cutover exec`, end to end on the real engine and
+//! nginx. The images are `cutover-demo-workers:v1` / `:v2` (`scripts/demo-image.sh --repo
+//! cutover-demo-workers v1 v2`: the demo binary, whose `worker` mode ticks and `exit N` mode
+//! exits with N), a repository of their own: other tests prune `cutover-demo`, and which tree
+//! last rebuilt the shared v1/v2 must not matter here.
+//!
+//! Tests named `e2e_*` also run on compose v1 (scripts/test.sh).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use crate::common::require;
+
+use crate::project::{App, Project};
+
+const REPO: &str = "cutover-demo-workers";
+const W1: &str = "cutover-demo-workers:v1";
+const W2: &str = "cutover-demo-workers:v2";
+
+pub fn ready() -> bool {
+    if !require("docker", "run end-to-end deploys") || !require("nginx", "run end-to-end deploys") {
+        return false;
+    }
+    if [W1, W2].iter().all(|i| cutover::images::exists(i)) {
+        return true;
+    }
+    let msg = "demo images cutover-demo-workers:v1/v2 are missing (run scripts/demo-image.sh --repo cutover-demo-workers v1 v2)";
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}; CI is set, so this is a failure");
+    }
+    crate::common::loud(&format!("*** SKIPPED: {msg} ***"));
+    false
+}
+
+/// A scheduler that must never run twice and a collector that may overlap.
+fn two_workers() -> Value {
+    json!({
+        "scheduler": { "command": ["worker", "scheduler"], "memory": "16M", "settle": "1s" },
+        "collector": {
+            "command": ["worker", "collector"],
+            "memory": "16M",
+            "overlap": true,
+            "health": { "command": ["/app", "ready"], "interval": "200ms", "timeout": "20s" },
+        },
+    })
+}
+
+fn app(workers: Value) -> App {
+    App::compose()
+        .image(REPO)
+        .startup_delay_ms(200)
+        .workers(workers)
+}
+
+impl Project {
+    /// Running containers of one worker (both colors), as (service, image).
+    fn running_worker(&self, name: &str) -> Vec<(String, String)> {
+        cutover::compose::containers_of(&self.name)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.running() && c.service.starts_with(&format!("web-{name}-")))
+            .map(|c| (c.service, c.image))
+            .collect()
+    }
+
+    fn running_worker_ids(&self, name: &str) -> Vec<String> {
+        cutover::compose::containers_of(&self.name)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.running() && c.service.starts_with(&format!("web-{name}-")))
+            .map(|c| c.id)
+            .collect()
+    }
+
+    fn status_worker(&self, name: &str) -> Value {
+        let status = self.status_json();
+        status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no worker {name} in status: {status}"))
+    }
+}
+
+/// Samples the running containers of each worker every 50 ms until stopped; returns the
+/// most of each seen at once.
+fn sample_peaks(project: &str, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(usize, usize)> {
+    let project = project.to_string();
+    std::thread::spawn(move || {
+        let (mut scheduler, mut collector) = (0, 0);
+        while !stop.load(Ordering::SeqCst) {
+            let count = |worker: &str| {
+                let out = std::process::Command::new("docker")
+                    .args(["ps", "-q", "--filter"])
+                    .arg(format!("label=com.docker.compose.project={project}"))
+                    .arg("--filter")
+                    .arg(format!("label=dev.cutover.worker={worker}"))
+                    .output()
+                    .unwrap();
+                String::from_utf8_lossy(&out.stdout).lines().count()
+            };
+            scheduler = scheduler.max(count("scheduler"));
+            collector = collector.max(count("collector"));
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        (scheduler, collector)
+    })
+}
+
+#[test]
+fn e2e_workers_follow_every_deploy_and_rollback() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(app(two_workers()));
+    project.deploy_ok(W1);
+    for name in ["scheduler", "collector"] {
+        assert_eq!(
+            project.running_worker(name),
+            vec![(format!("web-{name}-blue"), W1.to_string())],
+            "first deploy starts {name}"
+        );
+    }
+
+    let plan = project
+        .cutover(["deploy", "--dry-run", "--image", W2])
+        .success();
+    let text = format!("{}{}", plan.stdout, plan.stderr);
+    assert!(
+        text.contains(
+            "worker scheduler: stop web-scheduler-blue, up -d --no-deps web-scheduler-green"
+        ),
+        "{plan}"
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_peaks(&project.name, Arc::clone(&stop));
+    let run = project.deploy_ok(W2);
+    stop.store(true, Ordering::SeqCst);
+    let (scheduler_peak, collector_peak) = sampler.join().unwrap();
+    assert_eq!(
+        scheduler_peak, 1,
+        "overlap: false never runs two schedulers"
+    );
+    assert_eq!(
+        collector_peak, 2,
+        "overlap: true starts the new collector first"
+    );
+    assert!(run.stderr.contains("workers"), "{run}");
+    for name in ["scheduler", "collector"] {
+        assert_eq!(
+            project.running_worker(name),
+            vec![(format!("web-{name}-green"), W2.to_string())]
+        );
+        let w = project.status_worker(name);
+        assert_eq!(w["image"], W2);
+        assert_eq!(w["color"], "green");
+    }
+    assert_eq!(project.status_worker("collector")["health"], "healthy");
+    let last = project.history().pop().unwrap();
+    let outcomes = last["workers"].as_array().unwrap();
+    assert_eq!(outcomes.len(), 2, "{last}");
+    assert!(outcomes
+        .iter()
+        .all(|o| o["result"] == "ok" && o["image"] == W2));
+    assert!(last["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["step"] == "workers"));
+
+    // The text status lists them too.
+    let text = project.cutover(["status"]).success().stdout;
+    assert!(
+        text.contains("worker scheduler") && text.contains(W2),
+        "{text}"
+    );
+
+    let rollback = project.cutover(["rollback", "--json"]).success();
+    let summary = rollback.stdout_json();
+    let moved = summary["workers"].as_array().expect("workers in --json");
+    assert!(
+        moved.iter().all(|w| w["image"] == W1 && w["to"] == "blue"),
+        "{summary}"
+    );
+    for name in ["scheduler", "collector"] {
+        assert_eq!(
+            project.running_worker(name),
+            vec![(format!("web-{name}-blue"), W1.to_string())],
+            "rollback moves {name} back"
+        );
+    }
+}
+
+#[test]
+fn e2e_a_worker_that_fails_keeps_the_switch_and_restarts_the_old_one() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(app(two_workers()));
+    project.deploy_ok(W1);
+    // The next deploy's scheduler exits at once (and restarts: `restart: on-failure`).
+    let mut workers = two_workers();
+    workers["scheduler"]["command"] = json!(["exit", "3", "scheduler gave up"]);
+    project.write_config(&app(workers));
+    let run = project.cutover(["deploy", "--image", W2]).code(1);
+    assert!(
+        run.stderr.contains("worker scheduler failed to come up"),
+        "{run}"
+    );
+    assert!(run.stderr.contains("the web switch is kept"), "{run}");
+    // The web switch stays.
+    let (code, body) = project.get("/").unwrap();
+    assert_eq!((code, body.trim()), (200, "version=v2 color=green"));
+    // The old scheduler runs again, from the old image; the collector moved.
+    assert_eq!(
+        project.running_worker("scheduler"),
+        vec![("web-scheduler-blue".to_string(), W1.to_string())]
+    );
+    assert_eq!(
+        project.running_worker("collector"),
+        vec![("web-collector-green".to_string(), W2.to_string())]
+    );
+    let last = project.history().pop().unwrap();
+    assert_eq!(last["result"], "failed");
+    assert_eq!(last["to"], "green");
+    let failed: Vec<&Value> = last["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["result"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{last}");
+    assert_eq!(failed[0]["name"], "scheduler");
+    let status = project.status_json();
+    assert_eq!(status["active"], "green", "{status}");
+    assert_eq!(project.status_worker("scheduler")["image"], W1);
+
+    // The next deploy (scheduler fixed) moves the scheduler from where it still runs.
+    project.write_config(&app(two_workers()));
+    project.deploy_ok(W1);
+    assert_eq!(
+        project.running_worker("scheduler"),
+        vec![("web-scheduler-green".to_string(), W1.to_string())]
+    );
+}
+
+#[test]
+fn budget_refusal_counts_workers() {
+    if !ready() {
+        return;
+    }
+    let workers = json!({ "hog": { "command": ["worker"], "memory": "1000000G" } });
+    let project = Project::compose(app(workers));
+    let run = project.cutover(["deploy", "--image", W1]).code(1);
+    assert!(run.stderr.contains("not enough memory"), "{run}");
+    assert!(run.stderr.contains("workers 1024000000 MiB"), "{run}");
+    assert!(project.running_services().is_empty(), "nothing started");
+}
+
+#[test]
+fn e2e_logs_and_exec_reach_colors_accessories_and_workers() {
+    if !ready() {
+        return;
+    }
+    let workers = json!({ "scheduler": { "command": ["worker", "scheduler"], "memory": "16M", "settle": "1s" } });
+    let project = Project::compose(app(workers));
+    project.deploy_ok(W1);
+
+    let logs = project.cutover(["logs"]).success();
+    assert!(logs.stdout.contains("listening on"), "{logs}");
+    let logs = project.cutover(["logs", "scheduler", "-n", "1"]).success();
+    assert_eq!(logs.stdout.lines().count(), 1, "{logs}");
+    assert!(logs.stdout.contains("worker scheduler tick"), "{logs}");
+    let bad = project.cutover(["logs", "nope"]).code(1);
+    assert!(
+        bad.stderr
+            .contains("no service `nope` in this project; expected one of: blue, green, scheduler"),
+        "{bad}"
+    );
+    let none = project.cutover(["logs", "green"]).code(1);
+    assert!(none.stderr.contains("green has no container"), "{none}");
+
+    // exec: the command's exit code is cutover's, its output cutover's stdout.
+    let run = project
+        .cutover(["exec", "--", "/app", "exit", "7", "from", "exec"])
+        .code(7);
+    assert_eq!(run.stdout.trim(), "from exec");
+    project
+        .cutover(["exec", "--service", "scheduler", "--", "/app", "ready"])
+        .success();
+    project
+        .cutover(["exec", "--color", "blue", "--", "/app", "exit", "0"])
+        .success();
+    // A piped stdin (not a terminal) goes through `docker exec -i` and does not hang it.
+    let run = project.cutover_with_stdin(["exec", "--", "/app", "exit", "4"], "input\n");
+    assert_eq!(run.status.code(), Some(4), "{run}");
+    let run = project
+        .cutover(["exec", "--color", "green", "--", "/app"])
+        .code(1);
+    assert!(run.stderr.contains("green has no container"), "{run}");
+
+    // -f follows until a signal, then exits 130.
+    let mut child = project.spawn(["logs", "-f", "scheduler"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(child.try_wait().unwrap().is_none(), "logs -f keeps running");
+    let pid = child.id().to_string();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("worker scheduler tick"));
+    let id = &project.running_worker_ids("scheduler")[0];
+    let left = std::process::Command::new("pgrep")
+        .args(["-f", &format!("docker logs --follow {id}")])
+        .status()
+        .unwrap();
+    assert!(!left.success(), "a docker logs -f outlived cutover");
+}
