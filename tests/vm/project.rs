@@ -1,0 +1,159 @@
+//! A project on the laptop side (a temp dir with a cutover.yml) and `cutover --host` runs of
+//! it against the VM.
+//!
+//! nginx on the box is Debian's, run by root: the deploy user `admin` reloads it through
+//! `sudo -n` (`nginx.test` / `nginx.reload`), and the include lives in a directory `admin`
+//! owns, since a switch replaces it with write-temp-and-rename.
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use crate::common::{isolate, loud};
+use crate::machine::Vm;
+
+pub struct BoxProject {
+    local: tempfile::TempDir,
+    pub name: String,
+    host: String,
+    ssh_config: std::path::PathBuf,
+}
+
+/// One `cutover` run: what it printed and how long it took.
+pub struct Run {
+    pub out: Output,
+    pub took: Duration,
+}
+
+impl Run {
+    pub fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.out.stdout).into_owned()
+    }
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "not one JSON document ({e}):\n{}\nstderr:\n{}",
+                self.stdout(),
+                self.stderr()
+            )
+        })
+    }
+}
+
+/// The binary under test without its debug info: `--host` uploads the binary it runs, and
+/// 125 MB of debug build takes 1.5 min over the VM's emulated network; stripped it is ~22 MB.
+fn stripped_binary() -> &'static Path {
+    static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-cutover");
+        let status = std::process::Command::new("strip")
+            .arg("-o")
+            .arg(&out)
+            .arg(env!("CARGO_BIN_EXE_cutover"))
+            .status()
+            .expect("run strip (binutils)");
+        assert!(status.success(), "strip of the cutover binary failed");
+        out
+    })
+}
+
+/// The nginx keys every VM project shares (see the module docs).
+fn nginx_section(project: &str, listen: u16) -> String {
+    format!(
+        "nginx:\n\
+         \x20 include: /home/admin/nginx/{project}.inc\n\
+         \x20 site: /etc/nginx/sites-enabled/{project}.conf\n\
+         \x20 listen: {listen}\n\
+         \x20 test: [sudo, -n, nginx, -t]\n\
+         \x20 reload: [sudo, -n, nginx, -s, reload]\n"
+    )
+}
+
+impl BoxProject {
+    /// A project with `body` (app, colors, accessories…) plus the shared nginx section.
+    pub fn new(vm: &Vm, name: &str, body: &str, listen: u16) -> BoxProject {
+        let local = tempfile::tempdir().unwrap();
+        let text = format!(
+            "project: {name}\n{body}{}host: {{ swap: auto, swappiness: 10 }}\n",
+            nginx_section(name, listen)
+        );
+        std::fs::write(local.path().join("cutover.yml"), text).unwrap();
+        // The include's directory belongs to the deploy user (made before bootstrap, which
+        // creates the include there).
+        vm.ssh_ok("mkdir -p /home/admin/nginx");
+        BoxProject {
+            local,
+            name: name.to_string(),
+            host: vm.host(),
+            ssh_config: vm.ssh_config.clone(),
+        }
+    }
+
+    /// The demo app behind the box's nginx on port 80 (forwarded to the host).
+    pub fn web(vm: &Vm) -> BoxProject {
+        BoxProject::new(
+            vm,
+            "vmweb",
+            "app:\n\
+             \x20 name: web\n\
+             \x20 image: cutover-vmsuite\n\
+             \x20 port: 8080\n\
+             \x20 memory: 64M\n\
+             \x20 health: { path: /health, timeout: 120s, interval: 500ms }\n\
+             \x20 drain: 3s\n\
+             \x20 stop_grace: 10s\n\
+             colors: { blue: 8081, green: 8082 }\n",
+            80,
+        )
+    }
+
+    pub fn path(&self) -> &Path {
+        self.local.path()
+    }
+
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.path().join("cutover.yml")
+    }
+
+    /// `cutover --host admin@127.0.0.1:PORT ARGS…` from this project.
+    pub fn cutover(&self, args: &[&str]) -> Run {
+        let home = self.path().join(".home");
+        std::fs::create_dir_all(&home).unwrap();
+        let mut cmd = std::process::Command::new(stripped_binary());
+        cmd.current_dir(self.path());
+        isolate(&mut cmd, &home);
+        cmd.env("CUTOVER_SSH_CONFIG", &self.ssh_config)
+            .arg("--host")
+            .arg(&self.host)
+            .args(args)
+            .stdin(std::process::Stdio::null());
+        let started = Instant::now();
+        let out = cmd.output().expect("run cutover");
+        Run {
+            out,
+            took: started.elapsed(),
+        }
+    }
+
+    /// [`BoxProject::cutover`] that must exit 0.
+    pub fn cutover_ok(&self, args: &[&str]) -> Run {
+        let run = self.cutover(args);
+        assert!(
+            run.out.status.success(),
+            "`cutover --host … {}` failed ({}):\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            run.out.status,
+            run.stdout(),
+            run.stderr()
+        );
+        loud(&format!(
+            "vm: `cutover {}` took {:.1}s",
+            args.join(" "),
+            run.took.as_secs_f64()
+        ));
+        run
+    }
+}
