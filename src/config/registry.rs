@@ -52,12 +52,7 @@ pub struct SecretKey(pub String);
 impl TryFrom<String> for SecretKey {
     type Error = String;
     fn try_from(key: String) -> Result<Self, String> {
-        let ok = key
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if ok {
+        if super::scalars::is_env_key(&key) {
             Ok(SecretKey(key))
         } else {
             Err(format!(

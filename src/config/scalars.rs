@@ -326,13 +326,16 @@ impl<'de> Deserialize<'de> for Environment {
     }
 }
 
-pub(super) fn check_env_key(key: &str) -> Result<(), String> {
-    let ok = key
-        .chars()
+/// `KEY` of a `KEY=value` line: letters, digits and `_`, not starting with a digit.
+pub(super) fn is_env_key(key: &str) -> bool {
+    key.chars()
         .next()
         .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if ok {
+        && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+pub(super) fn check_env_key(key: &str) -> Result<(), String> {
+    if is_env_key(key) {
         Ok(())
     } else {
         Err(format!(

@@ -13,7 +13,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{cutover, repo_root, require, yaml_to_json};
+use crate::common::{cutover, repo_root, require, yaml_to_json, ImageGuard};
 use crate::remote::{deploy_ready, Project, Setup, BOX_USER};
 
 /// A fake commit id for `${{ github.sha }}`.
@@ -160,17 +160,6 @@ fn process_alive(pid: u32) -> bool {
     // `pid (comm) STATE …`: the state follows the last `)`.
     let state = stat.rsplit(')').next().unwrap_or("").trim_start();
     !stat.is_empty() && !state.starts_with('Z')
-}
-
-/// Removes the image the workflow's build step made (after the project's containers).
-struct ImageGuard(String);
-
-impl Drop for ImageGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["image", "rm", "-f", &self.0])
-            .output();
-    }
 }
 
 #[test]

@@ -173,3 +173,15 @@ pub static ENGINE_MODE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 pub fn compose_hold() -> std::sync::RwLockReadGuard<'static, ()> {
     ENGINE_MODE.read().unwrap_or_else(|p| p.into_inner())
 }
+
+/// Removes an image a test made, when dropped (declare it after the project, so the
+/// project's containers are gone first).
+pub struct ImageGuard(pub String);
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["image", "rm", "-f", &self.0])
+            .output();
+    }
+}

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{fixture, free_port, loud, repo_root, require};
+use crate::common::{fixture, free_port, loud, repo_root, require, ImageGuard};
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 const TRIPLE: &str = "x86_64-unknown-linux-gnu";
@@ -56,17 +56,6 @@ fn run_ok(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Removes an image this test made.
-struct ImageGuard(String);
-
-impl Drop for ImageGuard {
-    fn drop(&mut self) {
-        let _ = Command::new("docker")
-            .args(["image", "rm", "-f", &self.0])
-            .output();
-    }
 }
 
 #[test]
