@@ -23,28 +23,14 @@ pub fn ship_available() -> bool {
 pub fn local_images() {
     let out = std::process::Command::new("bash")
         .arg(crate::common::repo_root().join("scripts/demo-image.sh"))
-        .args(["vm-v1", "vm-v2"])
+        .args(["--repo", "cutover-vmsuite", "v1", "v2"])
         .stderr(std::process::Stdio::inherit())
         .output()
         .expect("run scripts/demo-image.sh");
     assert!(
         out.status.success(),
-        "scripts/demo-image.sh vm-v1 vm-v2 failed"
+        "scripts/demo-image.sh --repo cutover-vmsuite v1 v2 failed"
     );
-    for v in ["v1", "v2"] {
-        let tag = std::process::Command::new("docker")
-            .args([
-                "tag",
-                &format!("cutover-demo:vm-{v}"),
-                &format!("cutover-vmsuite:{v}"),
-            ])
-            .status()
-            .expect("run docker tag");
-        assert!(
-            tag.success(),
-            "docker tag cutover-demo:vm-{v} cutover-vmsuite:{v}"
-        );
-    }
 }
 
 /// What a load loop saw.
