@@ -24,9 +24,6 @@ pub fn run_deploy(
     if common.force {
         anyhow::bail!("--force applies to the compose engine's memory budget; swarm schedules tasks by their memory limits itself");
     }
-    if loaded.config.app.release.is_some() || !loaded.config.hooks.is_unset() {
-        eprintln!("warning: app.release and hooks: are run by the compose engine only; this swarm deploy runs neither");
-    }
     let lock_wait = progress::lock_wait(&common)?;
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();

@@ -43,6 +43,9 @@ pub struct Loaded {
     /// `file:line:col: key: …` for settings that work but should be said (the command layer
     /// prints them on stderr).
     pub warnings: Vec<String>,
+    /// `file:line:col: key: …` for each key set that only the compose engine carries out
+    /// (the swarm engine refuses to deploy while there is any).
+    pub compose_only: Vec<String>,
 }
 
 impl Loaded {
@@ -80,13 +83,14 @@ pub fn load(path: &Path, dir: &Path) -> anyhow::Result<Loaded> {
             return Err(e).with_context(|| format!("could not read {}", path.display()));
         }
     };
-    let (config, warnings) = yaml::parse_config_with_warnings(&text, path)
+    let parsed = yaml::parse_config_with_warnings(&text, path)
         .with_context(|| format!("invalid config {}", path.display()))?;
     let mut loaded = Loaded {
-        config,
+        config: parsed.config,
         path: path.to_owned(),
         dir: dir.to_owned(),
-        warnings,
+        warnings: parsed.warnings,
+        compose_only: parsed.compose_only,
     };
     // nginx needs absolute paths; relative ones in the config are relative to the project.
     loaded.config.nginx.include = loaded.resolve(&loaded.config.nginx.include);

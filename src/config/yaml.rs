@@ -29,14 +29,20 @@ use super::schema::Config;
 
 /// Parses and validates config text; `file` is only used in messages.
 pub(super) fn parse_config(text: &str, file: &Path) -> anyhow::Result<Config> {
-    parse_config_with_warnings(text, file).map(|(config, _)| config)
+    parse_config_with_warnings(text, file).map(|parsed| parsed.config)
 }
 
-/// [`parse_config`], plus the warnings of [`Config::warnings`] as `file:line:col: key: …`.
-pub(super) fn parse_config_with_warnings(
-    text: &str,
-    file: &Path,
-) -> anyhow::Result<(Config, Vec<String>)> {
+/// A parsed config and what is said of its keys, each as `file:line:col: key: …`.
+pub(super) struct Parsed {
+    pub config: Config,
+    /// [`Config::warnings`].
+    pub warnings: Vec<String>,
+    /// [`Config::compose_only`].
+    pub compose_only: Vec<String>,
+}
+
+/// [`parse_config`], plus the located warnings and compose-only keys.
+pub(super) fn parse_config_with_warnings(text: &str, file: &Path) -> anyhow::Result<Parsed> {
     let shown = file.display().to_string();
     let index = KeyIndex::build(text)
         .map_err(|e| anyhow!("{}", located(&shown, &e, None, None)))
@@ -69,7 +75,12 @@ pub(super) fn parse_config_with_warnings(
     };
     config.validate().map_err(|e| anyhow!("{}", locate(&e)))?;
     let warnings = config.warnings().iter().map(locate).collect();
-    Ok((config, warnings))
+    let compose_only = config.compose_only().iter().map(locate).collect();
+    Ok(Parsed {
+        config,
+        warnings,
+        compose_only,
+    })
 }
 
 /// Checks that text is well-formed YAML (for rendered files), with the line of the problem.

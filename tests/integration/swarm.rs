@@ -124,6 +124,38 @@ fn swarm_render_without_a_swarm_section_says_what_to_add() {
     assert!(stderr.contains("no `swarm:` section"), "{stderr}");
 }
 
+#[test]
+fn swarm_deploy_refuses_compose_only_keys_naming_the_first_ones_line() {
+    let project = Project::fixture("swarm").demo_secrets();
+    let config = project.path().join("cutover.yml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    let line = text.lines().count() + 2;
+    text.push_str(
+        "workers:\n  jobs: { command: [/app, worker], memory: 64M }\nhooks:\n  pre_deploy: [/bin/true]\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let args = [
+            "deploy",
+            "--engine",
+            "swarm",
+            "--image",
+            "myuser/pct-backend:v2",
+        ];
+        let run = project.cutover(args.iter().chain(extra));
+        let stderr = run.code(1).stderr;
+        assert!(
+            stderr.contains(&format!(
+                "cutover.yml:{line}:3: workers.jobs: the swarm engine does not carry this out"
+            )),
+            "{stderr}"
+        );
+        assert!(stderr.contains("(and 1 more such key)"), "{stderr}");
+    }
+    // Nothing was started: no lock, no history.
+    assert!(!project.path().join(".cutover/history.jsonl").exists());
+}
+
 // ---- e2e: a single-node swarm -----------------------------------------------------------
 
 /// How many tests hold the swarm, and whether we created it (then the last one leaves).

@@ -121,7 +121,19 @@ impl Run<'_, '_> {
     }
 
     fn swarm_config(&self) -> anyhow::Result<Swarm> {
-        self.d.loaded.config.swarm.clone().context(
+        let loaded = &self.d.loaded;
+        if let Some(first) = loaded.compose_only.first() {
+            let more = match loaded.compose_only.len() {
+                1 => String::new(),
+                n => format!(
+                    " (and {} more such key{})",
+                    n - 1,
+                    if n > 2 { "s" } else { "" }
+                ),
+            };
+            anyhow::bail!("{first}{more}");
+        }
+        loaded.config.swarm.clone().context(
             "cutover.yml has no `swarm:` section; add at least `swarm: { port: 80 }` to use --engine swarm",
         )
     }
