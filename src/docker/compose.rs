@@ -314,6 +314,9 @@ pub struct Container {
     /// without a healthcheck.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<String>,
+    /// The `dev.cutover.worker` label: which worker this container runs, if it is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
 }
 
 impl Container {
@@ -458,6 +461,7 @@ pub fn containers_of(project: &str) -> Result<Vec<Container>, DockerError> {
             exit_code: Some(c.state.exit_code),
             restart_count: c.restart_count,
             health: c.state.health.map(|h| h.status),
+            worker: c.config.labels.get("dev.cutover.worker").cloned(),
         })
         .collect();
     containers.sort_by(|a, b| a.service.cmp(&b.service));

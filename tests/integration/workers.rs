@@ -251,6 +251,61 @@ fn e2e_a_worker_that_fails_keeps_the_switch_and_restarts_the_old_one() {
 }
 
 #[test]
+fn a_worker_taken_out_of_the_config_is_removed_by_the_next_deploy() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(app(two_workers()));
+    project.deploy_ok(W1);
+    assert_eq!(project.running_worker("collector").len(), 1);
+    let mut workers = two_workers();
+    workers.as_object_mut().unwrap().remove("collector");
+    project.write_config(&app(workers));
+
+    let plan = project
+        .cutover(["deploy", "--dry-run", "--image", W2])
+        .success();
+    assert!(
+        plan.stdout
+            .contains("worker collector: no longer in cutover.yml; stop and rm its 1 container(s)"),
+        "{plan}"
+    );
+    assert_eq!(
+        project.running_worker("collector").len(),
+        1,
+        "a plan changes nothing"
+    );
+
+    let run = project.deploy_ok(W2);
+    assert!(
+        run.stderr
+            .contains("worker collector (no longer in cutover.yml): stopped and removed"),
+        "{run}"
+    );
+    let left: Vec<String> = cutover::compose::containers_of(&project.name)
+        .unwrap()
+        .into_iter()
+        .filter(|c| c.service.starts_with("web-collector-"))
+        .map(|c| format!("{} {}", c.service, c.state))
+        .collect();
+    assert!(left.is_empty(), "collector containers left: {left:?}");
+    assert_eq!(
+        project.running_worker("scheduler"),
+        vec![("web-scheduler-green".to_string(), W2.to_string())]
+    );
+    let status = project.status_json();
+    let names: Vec<&str> = status["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["name"].as_str())
+        .collect();
+    assert_eq!(names, vec!["scheduler"], "{status}");
+    let state = std::fs::read_to_string(project.path().join(".cutover/state.json")).unwrap();
+    assert!(!state.contains("collector"), "{state}");
+}
+
+#[test]
 fn budget_refusal_counts_workers() {
     if !ready() {
         return;

@@ -95,6 +95,8 @@ struct Rendered {
     accessories_down: Vec<String>,
     /// Each worker's move, done after the old color stopped.
     workers: Vec<workers::Move>,
+    /// Workers no longer in cutover.yml whose containers are still there: removed then.
+    retired: Vec<workers::Retired>,
 }
 
 struct Run<'a, 'r> {
@@ -197,7 +199,7 @@ impl Run<'_, '_> {
             }
             None => notes.extend(self.drain(None, &old_workers)),
         }
-        self.move_workers(t, r);
+        notes.extend(self.move_workers(t, r));
         Ok((switch_ms, notes))
     }
 
@@ -285,6 +287,7 @@ impl Run<'_, '_> {
             include_text,
             accessories_down,
             workers: moves,
+            retired: workers::retired(config, &t.observed),
         })
     }
 
@@ -498,7 +501,7 @@ impl Run<'_, '_> {
             }
             state.active = Some(t.to);
             state.images.insert(t.to, t.image.clone());
-            workers::record(&mut state, &self.worker_outcomes);
+            workers::record(&mut state, &self.d.loaded.config, &self.worker_outcomes);
         }
         self.state_dir.save(&state)
     }

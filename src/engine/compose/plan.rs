@@ -105,6 +105,13 @@ pub(super) fn dry_run(
             ),
         });
     }
+    for gone in &r.retired {
+        plan.push(format!(
+            "worker {}: no longer in cutover.yml; stop and rm its {} container(s)",
+            gone.name,
+            gone.ids.len()
+        ));
+    }
     for (name, hook) in [
         ("post_deploy", &config.hooks.post_deploy),
         ("on_failure", &config.hooks.on_failure),

@@ -12,6 +12,10 @@
 //! A worker is up when its container healthcheck says `healthy`, or, without one, when it is
 //! still running (no restart) after its `settle`. A worker failure never undoes the web switch:
 //! the deploy records it and exits 1 naming the worker.
+//!
+//! A worker taken out of `workers:` is *retired*: its containers (found by their
+//! `dev.cutover.worker` label, never by name) are stopped and removed in this step, after the
+//! web switch, so a deleted entry does not keep running unseen.
 
 use std::time::{Duration, Instant};
 
@@ -71,6 +75,35 @@ pub(super) fn moves(config: &Config, observed: &Observed) -> Vec<Move> {
             }
         })
         .collect()
+}
+
+/// A worker whose containers exist but that cutover.yml no longer names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Retired {
+    pub name: String,
+    /// Its containers, running or not.
+    pub ids: Vec<String>,
+}
+
+/// The retired workers among the observed containers, by their worker label.
+pub(super) fn retired(config: &Config, observed: &Observed) -> Vec<Retired> {
+    let mut retired: Vec<Retired> = Vec::new();
+    for c in &observed.containers {
+        let Some(name) = c.worker.as_deref() else {
+            continue;
+        };
+        if config.workers.keys().any(|n| n.as_str() == name) {
+            continue;
+        }
+        match retired.iter_mut().find(|r| r.name == name) {
+            Some(r) => r.ids.push(c.id.clone()),
+            None => retired.push(Retired {
+                name: name.to_string(),
+                ids: vec![c.id.clone()],
+            }),
+        }
+    }
+    retired
 }
 
 /// The images to render: each worker's old color keeps its image, the new one gets `image`.
@@ -354,8 +387,9 @@ fn restart(ids: &[String], service: &str) -> Result<(), String> {
 }
 
 impl super::Run<'_, '_> {
-    /// Step 8c: move every worker to the new image (see the module doc).
-    pub(super) fn move_workers(&mut self, t: &super::Target, r: &super::Rendered) {
+    /// Step 8c: move every worker to the new image, then remove the retired ones (see the
+    /// module doc). Returns notes for the summary.
+    pub(super) fn move_workers(&mut self, t: &super::Target, r: &super::Rendered) -> Vec<String> {
         self.set_step(Step::Workers);
         let up_timeout = self.up_timeout();
         let outcomes = Mover {
@@ -368,11 +402,26 @@ impl super::Run<'_, '_> {
         }
         .run(&r.workers);
         self.worker_outcomes = outcomes;
+        let grace = self.d.loaded.config.app.stop_grace.get();
+        r.retired
+            .iter()
+            .map(|gone| {
+                let what = format!("worker {} (no longer in cutover.yml)", gone.name);
+                match stop_and_remove_ids(&what, &gone.ids, grace) {
+                    Ok(()) => format!("{what}: stopped and removed"),
+                    Err(e) => format!("warning: could not remove {what}: {e}"),
+                }
+            })
+            .collect()
     }
 }
 
-/// Records where each worker that moved runs now; one that failed keeps its old record.
-pub(super) fn record(state: &mut crate::state::State, outcomes: &[WorkerOutcome]) {
+/// Records where each worker that moved runs now; one that failed keeps its old record, one
+/// no longer configured loses its record.
+pub(super) fn record(state: &mut crate::state::State, config: &Config, outcomes: &[WorkerOutcome]) {
+    state
+        .workers
+        .retain(|name, _| config.workers.keys().any(|n| n.as_str() == name));
     for o in outcomes.iter().filter(|o| o.result == RunResult::Ok) {
         state.workers.insert(
             o.name.clone(),
@@ -424,6 +473,7 @@ mod tests {
             exit_code: Some(0),
             restart_count: restarts,
             health: health.map(str::to_string),
+            worker: Some("jobs".into()),
         }
     }
 
