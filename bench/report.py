@@ -148,6 +148,14 @@ if os.path.exists(fpath):
              "failure_kinds": fl["failure_kinds"], "conns": fl["conns"]}
 
 
+# the engine's floor (no tool): create + start, nginx reload, stop + rm of one container
+engine_floor = None
+efl = jl(os.path.join(RAW, "engine-floor.jsonl"))
+if efl:
+    engine_floor = {k: stats(r[k] for r in efl) for k in ("create_start_ms", "reload_ms", "stop_rm_ms")}
+    engine_floor["total_ms"] = stats(r["create_start_ms"] + r["reload_ms"] + r["stop_rm_ms"] for r in efl)
+
+
 def rss(name):
     p = os.path.join(RAW, name)
     return load(p) if os.path.exists(p) else None
@@ -178,7 +186,8 @@ footprint = {
     "render50_ms": hyper("render50.json"),
 }
 
-result = {"meta": meta, "groups": groups, "keepalive_floor": floor, "footprint": footprint,
+result = {"meta": meta, "groups": groups, "keepalive_floor": floor, "engine_floor": engine_floor,
+          "footprint": footprint,
           "secrets": secrets, "deploys": deploys}
 with open(OUT, "w") as f:
     json.dump(result, f, indent=1, sort_keys=False)
@@ -237,6 +246,16 @@ for delay in D:
         c and c["overhead_ms"]["median"] <= TARGETS["overhead_ms"])
     row("deploy start → users see the new version, boot %s" % sec, "",
         [cell("%s/v2/%d/close" % (t, delay), "live_ms") for t in TOOLS])
+if engine_floor:
+    ef = engine_floor
+    row("the engine's floor, no tool: `docker create` + `start` / `nginx -s reload` / `docker stop` + `rm`, under the same load", "",
+        ["%s (%s + %s + %s)" % (spread(ef["total_ms"]), ms(ef["create_start_ms"]["median"]), ms(ef["reload_ms"]["median"]),
+                                ms(ef["stop_rm_ms"]["median"])), "–", "–"])
+    for delay in D:
+        c = g("cutover/v2/%d/close" % delay)
+        if c:
+            row("overhead beyond the engine's floor, boot %g s (what cutover adds: health gate, probe, drain, bookkeeping)" % (delay / 1000.0), "",
+                [ms(c["overhead_ms"]["median"] - ef["total_ms"]["median"]), "–", "–"])
 c1 = g("cutover/v1/1000/close")
 row("deploy wall time, boot 1 s, compose v1 (%s)" % meta["compose_v1"], "",
     [cell("cutover/v1/1000/close", "wall_ms"), "–", "–"])

@@ -316,6 +316,37 @@ printf '{"label":"floor","reloads":[%s],"load":"floor.load.json"}\n' \
     "$(IFS=,; echo "${reload_times[*]}")" >"$RAW/floor.json"
 remove_project
 
+# 4. the engine's floor: what the same container costs with no tool at all, under the same
+# one-connection-per-request load on the serving color. A deploy cannot be faster than one
+# create + start of the new color, one nginx reload and one stop + rm of the old color;
+# "overhead beyond the floor" is what the tool adds on top (health gate, probe, bookkeeping).
+FLOOR_RUNS=5; [[ $QUICK == 1 ]] && FLOOR_RUNS=2
+log "the engine's floor: $FLOOR_RUNS × (docker create + start, nginx -s reload, docker stop + rm), no tool"
+reset_stage
+deploy cutover "$V2_CMD" 1000 v1 blue "warmup"
+start_load engine-floor close
+: >"$RAW/engine-floor.jsonl"
+for i in $(seq "$FLOOR_RUNS"); do
+    name="$PROJECT-floor-$i"
+    t0=$(now)
+    docker create --name "$name" --label "com.docker.compose.project=$PROJECT" \
+        --network "${PROJECT}_default" -p "127.0.0.1:$GREEN:8080" --memory 64m \
+        -e STARTUP_DELAY_MS=0 cutover-demo:v2 >/dev/null
+    docker start "$name" >/dev/null
+    t1=$(now)
+    "${NGINX[@]}" -s reload
+    t2=$(now)
+    docker stop -t 10 "$name" >/dev/null
+    docker rm "$name" >/dev/null
+    t3=$(now)
+    awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" \
+        'BEGIN{printf "{\"create_start_ms\":%d,\"reload_ms\":%d,\"stop_rm_ms\":%d}\n", (b-a)*1000, (c-b)*1000, (d-c)*1000}' \
+        >>"$RAW/engine-floor.jsonl"
+    sleep 1
+done
+stop_load
+remove_project
+
 # ---- footprint and micro ------------------------------------------------------------------
 log "footprint"
 RUNS=300; [[ $QUICK == 1 ]] && RUNS=50
