@@ -5,11 +5,18 @@
 //! `test -x` plus a sha256 of the file on the box. An upload is `cat` into a temp file in that
 //! directory over the open connection, checked against our sha256 on the box, tried
 //! (`--version`) and renamed into place, so a cut-off upload never becomes the binary.
+//! Each upload then keeps the [`KEEP_BINARIES`] newest `cutover-*` files there and removes
+//! the rest, so a small box's disk does not fill with every version ever deployed.
 
 use anyhow::{bail, Context as _};
 use sha2::{Digest, Sha256};
 
 use super::ssh::Session;
+
+/// How many installed binaries an upload leaves on the box (the new one included): two
+/// teammates on different versions each keep theirs instead of uploading on every deploy.
+/// A deploy still running an older one is not hurt: Linux keeps a running file alive.
+pub const KEEP_BINARIES: usize = 3;
 
 /// What the box reported about itself and its cutover.
 #[derive(Debug, Clone)]
@@ -149,10 +156,13 @@ pub fn upload(session: &mut Session, local: &Local, probe: &Probe) -> anyhow::Re
          if [ \"$s\" != {sha} ]; then echo \"the upload arrived with sha256 $s, expected {sha}\" >&2; exit 3; fi; \
          chmod 0755 \"$t\"; \
          if ! v=$(\"$t\" --version 2>&1); then echo \"the uploaded binary does not run on this box: $v\" >&2; exit 4; fi; \
-         mv -f \"$t\" \"$f\"; trap - EXIT",
+         mv -f \"$t\" \"$f\"; trap - EXIT; \
+         ls -1t \"$d\" | grep '^cutover-' | tail -n +{first_old} | \
+         while read -r old; do rm -f \"$d/$old\"; done",
         dir = q(dir),
         file = q(&probe.binary),
         sha = local.sha256,
+        first_old = KEEP_BINARIES + 1,
     );
     session.exec_ok(
         &script,

@@ -1021,9 +1021,44 @@ fn remote_deploy_installs_once_syncs_files_and_keeps_plaintext_off_the_box() {
     std::fs::write(p.path().join("templates/extra.txt"), "a template\n").unwrap();
     std::fs::create_dir_all(p.path().join(".cutover")).unwrap();
     std::fs::write(p.path().join(".cutover/local-only"), "not for the box").unwrap();
+    // Earlier versions' installs, oldest first: the upload keeps the newest of them.
+    let bin = p.ssh.data.join("cutover/bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let old: Vec<String> = (1..=4)
+        .map(|i| format!("cutover-0.0.{i}-0000000{i}"))
+        .collect();
+    for (age, name) in old.iter().rev().enumerate() {
+        std::fs::write(bin.join(name), "#!/bin/sh\n").unwrap();
+        sh_ok(&format!(
+            "touch -d '{} hours ago' {}",
+            age + 1,
+            bin.join(name).display()
+        ));
+    }
+    sh_ok(&format!(
+        "chown -R {BOX_USER} {}",
+        p.ssh.data.join("cutover").display()
+    ));
 
     let (stdout, stderr) = p.remote_ok(&["deploy", "--image", "cutover-demo:v1", "--json"]);
     assert!(stderr.contains("uploaded cutover"), "{stderr}");
+    let mut kept = p.ssh.installed_binaries();
+    kept.sort();
+    assert_eq!(
+        kept.len(),
+        cutover::remote::install::KEEP_BINARIES,
+        "{kept:?}"
+    );
+    assert!(
+        kept.contains(&old[3]) && kept.contains(&old[2]),
+        "the two newest old ones stay: {kept:?}"
+    );
+    for name in &old {
+        if !kept.contains(name) {
+            continue;
+        }
+        std::fs::remove_file(bin.join(name)).unwrap();
+    }
     assert!(stderr.contains("sha256 verified"), "{stderr}");
     let summary: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON document");
     assert_eq!(summary["to"], "blue");
