@@ -15,6 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::inspect::{self, DockerError};
+pub use super::swarm_state::{NodeState, TaskState, UpdateState};
 use crate::process::{Cmd, ProcessError};
 
 /// Labels cutover puts on the secrets it creates, so it can find (and prune) its own.
@@ -52,15 +53,14 @@ pub enum SwarmError {
 /// This engine's swarm membership.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Node {
-    /// `inactive`, `pending`, `active`, `error`, `locked`.
-    pub state: String,
+    pub state: NodeState,
     pub manager: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct SwarmInfo {
-    local_node_state: String,
+    local_node_state: NodeState,
     /// Absent on a node outside any swarm.
     #[serde(default)]
     control_available: bool,
@@ -82,8 +82,11 @@ pub fn node() -> Result<Node, DockerError> {
 /// Fails with [`SwarmError`] unless this engine is an active swarm manager.
 pub fn require_manager() -> anyhow::Result<()> {
     let n = node()?;
-    if n.state != "active" {
-        return Err(SwarmError::NotInSwarm { state: n.state }.into());
+    if n.state != NodeState::Active {
+        return Err(SwarmError::NotInSwarm {
+            state: n.state.to_string(),
+        }
+        .into());
     }
     if !n.manager {
         return Err(SwarmError::NotManager.into());
@@ -220,9 +223,7 @@ pub struct Service {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpdateStatus {
-    /// `updating`, `paused`, `completed`, `rollback_started`, `rollback_paused`,
-    /// `rollback_completed`.
-    pub state: String,
+    pub state: UpdateState,
     pub message: String,
     pub started_at: String,
 }
@@ -306,7 +307,7 @@ struct RawSecretRef {
 #[serde(rename_all = "PascalCase")]
 struct RawUpdateStatus {
     #[serde(default)]
-    state: Option<String>,
+    state: Option<UpdateState>,
     #[serde(default)]
     message: String,
     #[serde(default)]
@@ -380,10 +381,8 @@ pub fn services_of(project: &str) -> Result<Vec<Service>, DockerError> {
 pub struct Task {
     pub id: String,
     pub slot: u64,
-    /// `new`, `pending`, `assigned`, `preparing`, `starting`, `running`, `complete`,
-    /// `failed`, `shutdown`, `rejected`, `orphaned`, `remove`.
-    pub state: String,
-    pub desired: String,
+    pub state: TaskState,
+    pub desired: TaskState,
     pub image: String,
     pub env: Vec<String>,
     pub secrets: BTreeSet<String>,
@@ -393,6 +392,11 @@ pub struct Task {
 }
 
 impl Task {
+    /// Running, and meant to keep running (not one swarm is shutting down).
+    pub fn serving(&self) -> bool {
+        self.state == TaskState::Running && self.desired == TaskState::Running
+    }
+
     /// Runs the service's current spec (the parts cutover changes: image, env, secrets).
     pub fn matches(&self, service: &Service) -> bool {
         self.image == service.image && self.env == service.env && self.secrets == service.secrets
@@ -455,8 +459,8 @@ impl From<RawTask> for Task {
         Task {
             id: raw.id,
             slot: raw.slot,
-            state: raw.status.state,
-            desired: raw.desired_state,
+            state: TaskState::from(raw.status.state.as_str()),
+            desired: TaskState::from(raw.desired_state.as_str()),
             secrets: spec.secret_names(),
             image: spec.image,
             env: spec.env,
@@ -500,7 +504,7 @@ mod tests {
             s.previous_secrets,
             BTreeSet::from(["shop_DB_1".to_string()])
         );
-        assert_eq!(s.update.unwrap().state, "rollback_completed");
+        assert_eq!(s.update.unwrap().state, UpdateState::RollbackCompleted);
     }
 
     #[test]

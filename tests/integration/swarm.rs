@@ -347,7 +347,7 @@ impl Project {
         cutover::swarm::tasks(&self.service())
             .unwrap()
             .into_iter()
-            .filter(|t| t.state == "running" && t.desired == "running")
+            .filter(|t| t.serving())
             .filter_map(|t| {
                 let ip = containers[t.container.as_deref()?]["IPv4Address"].as_str()?;
                 Some(ip.split('/').next()?.to_string())
@@ -589,7 +589,10 @@ fn e2e_swarm_failing_image_is_rolled_back_automatically() {
         cutover::swarm::display_image(&service.image),
         "cutover-demo:v1"
     );
-    assert_eq!(service.update.unwrap().state, "rollback_completed");
+    assert_eq!(
+        service.update.unwrap().state,
+        cutover::swarm::UpdateState::RollbackCompleted
+    );
     let answers = project.ask_tasks("/");
     assert_eq!(answers.len(), 2, "{answers:?}");
     assert!(

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::Dur;
-use crate::docker::swarm::{self, Task};
+use crate::docker::swarm::{self, Task, TaskState, UpdateState};
 use crate::engine::Abort;
 
 /// How a rollout ended.
@@ -82,18 +82,15 @@ pub fn wait_rollout(
         let wanted = service.replicas.unwrap_or(1);
         let tasks = swarm::tasks(service_name)?;
         let current: Vec<&Task> = tasks.iter().filter(|t| t.matches(&service)).collect();
-        let running = current
-            .iter()
-            .filter(|t| t.state == "running" && t.desired == "running")
-            .count() as u64;
+        let running = current.iter().filter(|t| t.serving()).count() as u64;
         let others_running = tasks
             .iter()
-            .filter(|t| !t.matches(&service) && t.state == "running")
+            .filter(|t| !t.matches(&service) && t.state == TaskState::Running)
             .count();
         let update_state = service
             .update
             .as_ref()
-            .map(|u| u.state.clone())
+            .map(|u| u.state.to_string())
             .unwrap_or_else(|| "-".to_string());
         let progress = Progress {
             elapsed: started.elapsed(),
@@ -101,23 +98,19 @@ pub fn wait_rollout(
             wanted,
             update_state: update_state.clone(),
         };
-        match service.update.as_ref().map(|u| u.state.as_str()) {
-            Some("completed") if running >= wanted => {
+        match service.update.as_ref() {
+            Some(u) if u.state == UpdateState::Completed && running >= wanted => {
                 return Ok(Some(Rollout::Converged { running }))
             }
-            Some("rollback_completed") => {
-                let u = service.update.unwrap_or_else(|| unreachable!());
-                return Ok(Some(Rollout::RolledBack { message: u.message }));
+            Some(u) if u.state == UpdateState::RollbackCompleted => {
+                return Ok(Some(Rollout::RolledBack {
+                    message: u.message.clone(),
+                }));
             }
-            Some(state @ ("paused" | "rollback_paused")) => {
-                let message = service
-                    .update
-                    .as_ref()
-                    .map(|u| u.message.clone())
-                    .unwrap_or_default();
+            Some(u) if u.state.paused() => {
                 return Ok(Some(Rollout::Paused {
-                    state: state.to_string(),
-                    message,
+                    state: u.state.to_string(),
+                    message: u.message.clone(),
                 }));
             }
             None if started.elapsed() >= settle => {
@@ -126,10 +119,7 @@ pub fn wait_rollout(
                 }
                 // No update in flight: a first deploy. Swarm retries failing tasks forever;
                 // three failures of the current spec are a verdict, not bad luck.
-                let failed: Vec<&&Task> = current
-                    .iter()
-                    .filter(|t| matches!(t.state.as_str(), "failed" | "rejected"))
-                    .collect();
+                let failed: Vec<&&Task> = current.iter().filter(|t| t.state.gave_up()).collect();
                 if failed.len() >= 3 {
                     let error = failed
                         .iter()

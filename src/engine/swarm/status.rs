@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::config::Loaded;
-use crate::docker::swarm;
+use crate::docker::swarm::{self, TaskState};
 use crate::state::{EngineKind, HistoryEntry, StateDir};
 
 #[derive(Serialize)]
@@ -42,10 +42,7 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
     let mut services = Vec::new();
     for svc in swarm::services_of(&project)? {
         let tasks = swarm::tasks(&svc.name)?;
-        let running = tasks
-            .iter()
-            .filter(|t| t.state == "running" && t.desired == "running")
-            .count();
+        let running = tasks.iter().filter(|t| t.serving()).count();
         services.push(ServiceStatus {
             name: svc.name.clone(),
             image: swarm::display_image(&svc.image).to_string(),
@@ -54,11 +51,11 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
             update: svc.update.clone(),
             tasks: tasks
                 .iter()
-                .filter(|t| t.desired == "running" || t.state == "running")
+                .filter(|t| t.desired == TaskState::Running || t.state == TaskState::Running)
                 .map(|t| TaskStatus {
                     slot: t.slot,
-                    state: t.state.clone(),
-                    desired: t.desired.clone(),
+                    state: t.state.to_string(),
+                    desired: t.desired.to_string(),
                     image: swarm::display_image(&t.image).to_string(),
                     error: t.error.clone(),
                 })
