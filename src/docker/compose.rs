@@ -7,6 +7,7 @@
 //! compose labels (`com.docker.compose.project` / `.service`) through `docker ps`, never by
 //! name, and `docker ps`/`inspect` are asked for JSON, never parsed from tables.
 
+pub use super::states::{ContainerState, HealthState};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -306,14 +307,12 @@ pub struct Container {
     pub id: String,
     pub service: String,
     pub image: String,
-    /// `running`, `exited`, `created`, `restarting`, …
-    pub state: String,
+    pub state: ContainerState,
     pub exit_code: Option<i64>,
     pub restart_count: i64,
-    /// The container healthcheck's verdict (`starting`, `healthy`, `unhealthy`); None
-    /// without a healthcheck.
+    /// The container healthcheck's verdict; None without a healthcheck.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub health: Option<String>,
+    pub health: Option<HealthState>,
     /// The `dev.cutover.worker` label: which worker this container runs, if it is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
@@ -321,7 +320,10 @@ pub struct Container {
 
 impl Container {
     pub fn running(&self) -> bool {
-        self.state == "running" || self.state == "restarting"
+        matches!(
+            self.state,
+            ContainerState::Running | ContainerState::Restarting
+        )
     }
 }
 
@@ -489,7 +491,7 @@ struct InspectConfig {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct InspectState {
-    status: String,
+    status: ContainerState,
     exit_code: i64,
     #[serde(default)]
     health: Option<InspectHealth>,
@@ -498,5 +500,5 @@ struct InspectState {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct InspectHealth {
-    status: String,
+    status: HealthState,
 }

@@ -1,6 +1,6 @@
 //! Typed Docker operations, the only place cutover runs `docker`/`docker compose` for the
 //! engines: compose detection and project operations ([`compose`]), swarm CLI operations
-//! ([`swarm`], its state words as enums in [`swarm_state`]), local images ([`images`]), one-off containers of a service ([`oneoff`]), and the list-then-inspect reader every one of
+//! ([`swarm`]), docker's state words as enums ([`states`]), local images ([`images`]), one-off containers of a service ([`oneoff`]), and the list-then-inspect reader every one of
 //! them uses ([`inspect`]). Everything is read as JSON; nothing here prints.
 
 pub mod compose;
@@ -8,7 +8,7 @@ pub mod images;
 pub mod inspect;
 pub mod oneoff;
 pub mod registry;
+pub mod states;
 pub mod swarm;
-pub mod swarm_state;
 
 pub use inspect::DockerError;

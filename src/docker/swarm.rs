@@ -15,7 +15,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use super::inspect::{self, DockerError};
-pub use super::swarm_state::{NodeState, TaskState, UpdateState};
+pub use super::states::{NodeState, TaskState, UpdateState};
 use crate::process::{Cmd, ProcessError};
 
 /// Labels cutover puts on the secrets it creates, so it can find (and prune) its own.

@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::config::{Color, Loaded};
-use crate::docker::compose::Project;
+use crate::docker::compose::{ContainerState, Project};
 use crate::engine::{Abort, Event, Step, StepClock};
 use crate::health::{self, Answer, Outcome, Prober, Verdict};
 
@@ -183,7 +183,7 @@ fn died(
     let mine: Vec<_> = containers.iter().filter(|c| c.service == service).collect();
     if let Some(dead) = mine
         .iter()
-        .find(|c| !c.running() || c.state == "restarting" || c.restart_count > 0)
+        .find(|c| !c.running() || c.state == ContainerState::Restarting || c.restart_count > 0)
     {
         return Some(format!(
             "the {to} container exited (state {}, exit code {}, restarts {})",

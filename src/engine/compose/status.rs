@@ -81,7 +81,7 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
                 color,
                 port: loaded.config.colors.port(color),
                 active: active == Some(color),
-                container: container.map(|c| c.state.clone()),
+                container: container.map(|c| c.state.to_string()),
                 image: observed.image_of(loaded, color),
                 health,
                 service,
@@ -133,9 +133,9 @@ fn workers(loaded: &Loaded, containers: &[Container]) -> Vec<WorkerStatus> {
                 name: name.to_string(),
                 color: shown.filter(|(c, _)| c.running()).map(|(_, color)| *color),
                 service: shown.map(|(c, _)| c.service.clone()),
-                state: shown.map(|(c, _)| c.state.clone()),
+                state: shown.map(|(c, _)| c.state.to_string()),
                 image: shown.map(|(c, _)| c.image.clone()),
-                health: shown.and_then(|(c, _)| c.health.clone()),
+                health: shown.and_then(|(c, _)| c.health.as_ref().map(ToString::to_string)),
                 running: mine.iter().filter(|(c, _)| c.running()).count(),
             }
         })

@@ -20,7 +20,9 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{Color, Config, Worker};
-use crate::docker::compose::{stop_and_remove_ids, Container, Project};
+use crate::docker::compose::{
+    stop_and_remove_ids, Container, ContainerState, HealthState, Project,
+};
 use crate::engine::{Abort, Failed, Step, StepClock};
 use crate::state::{RunResult, WorkerOutcome};
 
@@ -338,18 +340,23 @@ fn judge(containers: &[&Container], healthcheck: bool, time_is_up: bool) -> Judg
             c.restart_count
         ));
     }
-    if c.state != "running" {
+    if c.state != ContainerState::Running {
         return Judged::Down(format!(
             "is {} (exit code {})",
             c.state,
             c.exit_code.unwrap_or(-1)
         ));
     }
-    match (healthcheck, c.health.as_deref()) {
-        (true, Some("healthy")) => Judged::Up,
-        (true, Some("unhealthy")) => Judged::Down("is unhealthy (its healthcheck failed)".into()),
+    match (healthcheck, &c.health) {
+        (true, Some(HealthState::Healthy)) => Judged::Up,
+        (true, Some(HealthState::Unhealthy)) => {
+            Judged::Down("is unhealthy (its healthcheck failed)".into())
+        }
         (true, _) if time_is_up => Judged::Down("did not become healthy in time".into()),
-        (true, h) => Judged::Waiting(format!("health {}", h.unwrap_or("starting"))),
+        (true, h) => Judged::Waiting(format!(
+            "health {}",
+            h.as_ref().map_or("starting", HealthState::as_str)
+        )),
         (false, _) if time_is_up => Judged::Up,
         (false, _) => Judged::Waiting("running".into()),
     }
@@ -472,7 +479,7 @@ mod tests {
             state: state.into(),
             exit_code: Some(0),
             restart_count: restarts,
-            health: health.map(str::to_string),
+            health: health.map(HealthState::from),
             worker: Some("jobs".into()),
         }
     }

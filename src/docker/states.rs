@@ -1,6 +1,6 @@
-//! Swarm's state words (a task's `Status.State` and `DesiredState`, a service's
-//! `UpdateStatus.State`, the engine's `LocalNodeState`) as enums, so the rollout and `status`
-//! branch on variants, not on strings. A word this cutover does not know is kept as
+//! Docker's state words as enums: a container's `State.Status` and `State.Health.Status`, a
+//! swarm task's `Status.State` and `DesiredState`, a service's `UpdateStatus.State`, the
+//! engine's `LocalNodeState`. The engines branch on variants, never on strings. A word this cutover does not know is kept as
 //! `Other(word)`, never mistaken for a known one; each serializes back to docker's own word,
 //! so `--json` output is what docker said.
 
@@ -39,7 +39,7 @@ macro_rules! docker_words {
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
+                f.pad(self.as_str())
             }
         }
 
@@ -55,6 +55,28 @@ macro_rules! docker_words {
             }
         }
     };
+}
+
+docker_words! {
+    /// A container's state (`State.Status`).
+    ContainerState {
+        Created => "created",
+        Running => "running",
+        Restarting => "restarting",
+        Paused => "paused",
+        Removing => "removing",
+        Exited => "exited",
+        Dead => "dead",
+    }
+}
+
+docker_words! {
+    /// A container healthcheck's verdict (`State.Health.Status`).
+    HealthState {
+        Starting => "starting",
+        Healthy => "healthy",
+        Unhealthy => "unhealthy",
+    }
 }
 
 docker_words! {
