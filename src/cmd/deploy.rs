@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::progress::{self, interrupt_flag, lock_wait, steps_line, StepPrinter};
+use super::progress::{self, interrupt_flag, lock_wait, StepPrinter};
 use crate::cli::{DeployCommon, HistoryArgs, PruneArgs};
 use crate::config;
 use crate::docker::compose::Compose;
@@ -107,7 +107,7 @@ pub fn run_deploy(
     }
 }
 
-/// What a finished deploy prints on stdout: its JSON, its plan, or the one-line result.
+/// What a finished compose deploy prints on stdout (see [`progress::print_summary`]).
 fn print_summary(
     ctx: &Context,
     common: &DeployCommon,
@@ -115,47 +115,31 @@ fn print_summary(
     summary: &crate::engine::compose::Summary,
     maintenance: Option<&crate::maintenance::Maintenance>,
 ) -> anyhow::Result<()> {
-    if common.json {
-        outln!("{}", serde_json::to_string_pretty(&summary)?)?;
-    } else if summary.dry_run {
-        outln!(
-            "plan: {} {} to {}",
-            summary.action,
-            summary.image,
-            summary.detail.to
-        )?;
-        for line in &summary.plan {
-            outln!("  {line}")?;
-        }
-    } else if !ctx.quiet() {
-        for note in &summary.notes {
-            eprintln!("  ! {note}");
-        }
-        outln!(
-            "{} {} to {} in {}{}",
-            if rollback {
-                "rolled back to"
-            } else {
-                "deployed"
-            },
-            summary.image,
-            summary.detail.to,
-            duration(Duration::from_millis(summary.total_ms)),
-            summary
-                .detail
-                .switch_ms
-                .map(|ms| format!(
-                    " (nginx served it {} after the health gate passed)",
-                    duration(Duration::from_millis(ms))
-                ))
-                .unwrap_or_default()
-        )?;
-        outln!("  {}", steps_line(&summary.steps))?;
-        if let Some(m) = maintenance {
-            outln!("  {}", maintenance_line(m))?;
-        }
-    }
-    Ok(())
+    let plan_head = format!(
+        "plan: {} {} to {}",
+        summary.action, summary.image, summary.detail.to
+    );
+    let done_head = format!(
+        "{} {} to {} in {}{}",
+        if rollback {
+            "rolled back to"
+        } else {
+            "deployed"
+        },
+        summary.image,
+        summary.detail.to,
+        duration(Duration::from_millis(summary.total_ms)),
+        summary
+            .detail
+            .switch_ms
+            .map(|ms| format!(
+                " (nginx served it {} after the health gate passed)",
+                duration(Duration::from_millis(ms))
+            ))
+            .unwrap_or_default()
+    );
+    let extra: Vec<String> = maintenance.map(maintenance_line).into_iter().collect();
+    progress::print_summary(ctx, common.json, summary, &plan_head, &done_head, &extra)
 }
 
 /// What a deploy says while maintenance mode is on.

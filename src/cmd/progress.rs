@@ -105,6 +105,36 @@ pub fn lock_wait(common: &DeployCommon) -> anyhow::Result<Duration> {
 }
 
 /// `lock 1ms · observe 84ms · up 680ms · …`: a deploy's steps with their durations.
+/// What a finished deploy of either engine prints on stdout: its JSON; or, for a dry run,
+/// `plan_head` and the plan; or the notes (stderr), `done_head`, the steps line and `extra`.
+pub fn print_summary<D: serde::Serialize>(
+    ctx: &crate::Context,
+    json: bool,
+    summary: &crate::engine::Summary<D>,
+    plan_head: &str,
+    done_head: &str,
+    extra: &[String],
+) -> anyhow::Result<()> {
+    if json {
+        outln!("{}", serde_json::to_string_pretty(summary)?)?;
+    } else if summary.dry_run {
+        outln!("{plan_head}")?;
+        for line in &summary.plan {
+            outln!("  {line}")?;
+        }
+    } else if !ctx.quiet() {
+        for note in &summary.notes {
+            eprintln!("  ! {note}");
+        }
+        outln!("{done_head}")?;
+        outln!("  {}", steps_line(&summary.steps))?;
+        for line in extra {
+            outln!("  {line}")?;
+        }
+    }
+    Ok(())
+}
+
 pub fn steps_line(steps: &[StepTiming]) -> String {
     steps
         .iter()

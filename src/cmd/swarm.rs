@@ -62,35 +62,23 @@ pub fn run_deploy(
     match deployer.run(&request, &mut printer) {
         Ok(summary) => {
             printer.clear_spinner();
-            if common.json {
-                outln!("{}", serde_json::to_string_pretty(&summary)?)?;
-            } else if summary.dry_run {
-                outln!(
-                    "plan: swarm deploy {} as {}",
-                    summary.image,
-                    summary.detail.service
-                )?;
-                for line in &summary.plan {
-                    outln!("  {line}")?;
-                }
-            } else if !ctx.quiet() {
-                for note in &summary.notes {
-                    eprintln!("  ! {note}");
-                }
-                outln!(
-                    "deployed {} to {} ({} replicas) in {}{}",
-                    summary.image,
-                    summary.detail.service,
-                    summary.detail.replicas,
-                    duration(Duration::from_millis(summary.total_ms)),
-                    summary
-                        .detail
-                        .rollout_ms
-                        .map(|ms| format!(" (rollout {})", duration(Duration::from_millis(ms))))
-                        .unwrap_or_default()
-                )?;
-                outln!("  {}", progress::steps_line(&summary.steps))?;
-            }
+            let plan_head = format!(
+                "plan: swarm deploy {} as {}",
+                summary.image, summary.detail.service
+            );
+            let done_head = format!(
+                "deployed {} to {} ({} replicas) in {}{}",
+                summary.image,
+                summary.detail.service,
+                summary.detail.replicas,
+                duration(Duration::from_millis(summary.total_ms)),
+                summary
+                    .detail
+                    .rollout_ms
+                    .map(|ms| format!(" (rollout {})", duration(Duration::from_millis(ms))))
+                    .unwrap_or_default()
+            );
+            progress::print_summary(ctx, common.json, &summary, &plan_head, &done_head, &[])?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
