@@ -1,5 +1,6 @@
 //! Facts about this machine that deploys and bootstrap decide on: memory and swap from
-//! `/proc/meminfo`, and open TCP connections from `/proc/net/tcp{,6}`.
+//! `/proc/meminfo`, and open TCP connections (from the kernel's socket table through `ss`,
+//! else `/proc/net/tcp{,6}`).
 //!
 //! Connections are counted rather than asking the app: any app behind nginx has its
 //! in-flight requests as established sockets on its published host port, so draining works
@@ -52,7 +53,28 @@ impl MemInfo {
 }
 
 /// Established TCP connections whose local or remote port is `port` (both address families).
+///
+/// Asked of the kernel through `ss` (sock_diag: filtered by state and port in the kernel, ~5 ms
+/// however many sockets the box holds); where `ss` is missing or fails, read from
+/// `/proc/net/tcp{,6}`, which lists every socket, TIME_WAIT too: ~30 ms under the benchmark's
+/// 150 connections a second, paid by every drain.
 pub fn established_connections(port: u16) -> usize {
+    established_by_ss(port).unwrap_or_else(|| established_in_proc(port))
+}
+
+/// `ss -H -t -n state established '( sport = :P or dport = :P )'`: one line per socket.
+fn established_by_ss(port: u16) -> Option<usize> {
+    let filter = format!("( sport = :{port} or dport = :{port} )");
+    let out = crate::process::Cmd::new("ss", "count the established connections on a port")
+        .args(["-H", "-t", "-n", "state", "established", &filter])
+        .timeout(std::time::Duration::from_secs(5))
+        .run()
+        .ok()?;
+    Some(out.stdout.lines().filter(|l| !l.trim().is_empty()).count())
+}
+
+/// The same count from `/proc/net/tcp{,6}`.
+pub fn established_in_proc(port: u16) -> usize {
     ["/proc/net/tcp", "/proc/net/tcp6"]
         .iter()
         .filter_map(|p| std::fs::read_to_string(p).ok())
@@ -63,16 +85,16 @@ pub fn established_connections(port: u16) -> usize {
 /// Counts `/proc/net/tcp` rows in state 01 (ESTABLISHED) with `port` on either end.
 pub fn count_established(table: &str, port: u16) -> usize {
     let port_hex = format!("{port:04X}");
+    let on_port = |addr: &str| addr.rsplit(':').next() == Some(port_hex.as_str());
     table
         .lines()
         .skip(1)
         .filter(|line| {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            cols.len() > 3
-                && cols[3] == "01"
-                && [cols[1], cols[2]]
-                    .iter()
-                    .any(|addr| addr.rsplit(':').next() == Some(port_hex.as_str()))
+            let mut cols = line.split_whitespace().skip(1);
+            match (cols.next(), cols.next(), cols.next()) {
+                (Some(local), Some(remote), Some("01")) => on_port(local) || on_port(remote),
+                _ => false,
+            }
         })
         .count()
 }
@@ -102,12 +124,17 @@ mod tests {
     }
 
     #[test]
-    fn sees_a_real_loopback_connection() {
+    fn ss_and_proc_see_the_same_real_loopback_connection() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let before = established_connections(port);
+        assert_eq!(established_connections(port), 0);
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        let _server = listener.accept().unwrap();
-        assert_eq!(established_connections(port), before + 2);
+        let (_server, _) = listener.accept().unwrap();
+        // Both ends of one loopback connection are on this machine.
+        assert_eq!(established_in_proc(port), 2);
+        assert_eq!(established_connections(port), 2);
+        if crate::process::which("ss").is_some() {
+            assert_eq!(established_by_ss(port), Some(2));
+        }
     }
 }
