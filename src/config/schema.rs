@@ -446,6 +446,11 @@ impl Config {
         format!("{}-{worker}-{color}", self.app.name)
     }
 
+    /// Whether `workers:` names `worker`.
+    pub fn has_worker(&self, worker: &str) -> bool {
+        self.workers.keys().any(|n| n.as_str() == worker)
+    }
+
     /// Which worker and color a compose service name belongs to, if any.
     pub fn worker_of_service(&self, service: &str) -> Option<(&Name, Color)> {
         self.workers.keys().find_map(|name| {

@@ -73,7 +73,7 @@ pub fn pick(loaded: &Loaded, pick: &Pick) -> anyhow::Result<Picked> {
             None if config.accessories.keys().any(|a| a.as_str() == name) => {
                 (name.clone(), vec![name.clone()])
             }
-            None if config.workers.keys().any(|w| w.as_str() == name) => (
+            None if config.has_worker(name) => (
                 format!("worker {name}"),
                 Color::ALL
                     .into_iter()

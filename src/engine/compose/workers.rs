@@ -94,7 +94,7 @@ pub(super) fn retired(config: &Config, observed: &Observed) -> Vec<Retired> {
         let Some(name) = c.worker.as_deref() else {
             continue;
         };
-        if config.workers.keys().any(|n| n.as_str() == name) {
+        if config.has_worker(name) {
             continue;
         }
         match retired.iter_mut().find(|r| r.name == name) {
@@ -426,9 +426,7 @@ impl super::Run<'_, '_> {
 /// Records where each worker that moved runs now; one that failed keeps its old record, one
 /// no longer configured loses its record.
 pub(super) fn record(state: &mut crate::state::State, config: &Config, outcomes: &[WorkerOutcome]) {
-    state
-        .workers
-        .retain(|name, _| config.workers.keys().any(|n| n.as_str() == name));
+    state.workers.retain(|name, _| config.has_worker(name));
     for o in outcomes.iter().filter(|o| o.result == RunResult::Ok) {
         state.workers.insert(
             o.name.clone(),
