@@ -104,7 +104,6 @@ pub fn lock_wait(common: &DeployCommon) -> anyhow::Result<Duration> {
     Ok(common.lock_wait.unwrap_or(Duration::ZERO))
 }
 
-/// `lock 1ms · observe 84ms · up 680ms · …`: a deploy's steps with their durations.
 /// What a finished deploy of either engine prints on stdout: its JSON; or, for a dry run,
 /// `plan_head` and the plan; or the notes (stderr), `done_head`, the steps line and `extra`.
 pub fn print_summary<D: serde::Serialize>(
@@ -135,6 +134,7 @@ pub fn print_summary<D: serde::Serialize>(
     Ok(())
 }
 
+/// `lock 1ms · observe 84ms · up 680ms · …`: a deploy's steps with their durations.
 pub fn steps_line(steps: &[StepTiming]) -> String {
     steps
         .iter()

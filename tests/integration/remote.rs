@@ -1053,10 +1053,7 @@ fn remote_deploy_installs_once_syncs_files_and_keeps_plaintext_off_the_box() {
         kept.contains(&old[3]) && kept.contains(&old[2]),
         "the two newest old ones stay: {kept:?}"
     );
-    for name in &old {
-        if !kept.contains(name) {
-            continue;
-        }
+    for name in old.iter().filter(|name| kept.contains(name)) {
         std::fs::remove_file(bin.join(name)).unwrap();
     }
     assert!(stderr.contains("sha256 verified"), "{stderr}");
