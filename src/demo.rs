@@ -231,11 +231,28 @@ pub fn project_config(project: &str, ports: [u16; 3], prefix: &Path, secrets: bo
     )
 }
 
-/// A loopback port that is free now.
+/// A loopback port that is free now and that this process has not handed out before.
+///
+/// The kernel may give the same ephemeral port to two binds in a row once the first listener
+/// closes, so a caller asking for three ports (blue, green, nginx) could get one twice; the
+/// process-wide set makes the ports of one call site distinct.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let handed_out = handed_out.get_or_insert_with(HashSet::new);
+    for _ in 0..1000 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no loopback port left that this process has not already handed out")
 }
 
 /// Removes every container of a compose project and its default network.
@@ -277,4 +294,14 @@ pub fn write_secrets(dir: &Path) -> anyhow::Result<PathBuf> {
         .and_then(|mut f| f.write_all(DEMO_IDENTITY.as_bytes()))
         .with_context(|| format!("could not write {}", identity.display()))?;
     Ok(identity)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn free_ports_of_one_process_are_distinct() {
+        let ports: Vec<u16> = (0..300).map(|_| super::free_port().unwrap()).collect();
+        let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
+        assert_eq!(distinct.len(), ports.len());
+    }
 }
