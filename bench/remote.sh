@@ -44,7 +44,8 @@ log "build (cargo build --release --locked)"
 cargo build --release --locked --quiet
 BIN=${CARGO_TARGET_DIR:-$repo_root/target}/release/cutover
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# N distinct loopback ports: the sockets are held open together while they are picked.
+free_ports() { python3 -c 'import socket,sys; s=[socket.socket() for _ in range(int(sys.argv[1]))]; [x.bind(("127.0.0.1",0)) for x in s]; print(*[x.getsockname()[1] for x in s])' "$1"; }
 
 # ---- the box -------------------------------------------------------------------------------
 log "box: user $BOX_USER, sshd, nginx"
@@ -73,8 +74,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-ssh_port=$(free_port)
-blue=$(free_port); green=$(free_port); nginx_port=$(free_port)
+read -r ssh_port blue green nginx_port < <(free_ports 4)
 (cd "$root" && ssh-keygen -q -t ed25519 -N '' -f host_key && ssh-keygen -q -t ed25519 -N '' -f client_key)
 cp "$root/client_key.pub" "$root/authorized_keys"
 mkdir -p "$root/box/data" "$root/box/state" "$root/box/nginx/logs" "$root/box/nginx/tmp" /run/sshd

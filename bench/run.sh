@@ -88,10 +88,9 @@ WORK=$(mktemp -d /tmp/cutover-bench.XXXXXX)
 RAW=$WORK/raw
 mkdir -p "$RAW"
 PROJECT=cutover-bench-$$
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-BLUE=$(free_port); GREEN=$(free_port); NGINX_PORT=$(free_port)
-while [[ $GREEN == "$BLUE" ]]; do GREEN=$(free_port); done
-while [[ $NGINX_PORT == "$BLUE" || $NGINX_PORT == "$GREEN" ]]; do NGINX_PORT=$(free_port); done
+# N distinct loopback ports: the sockets are held open together while they are picked.
+free_ports() { python3 -c 'import socket,sys; s=[socket.socket() for _ in range(int(sys.argv[1]))]; [x.bind(("127.0.0.1",0)) for x in s]; print(*[x.getsockname()[1] for x in s])' "$1"; }
+read -r BLUE GREEN NGINX_PORT < <(free_ports 3)
 PREFIX=$WORK/nginx
 CUT_DIR=$WORK/cutover       # cutover's project dir (cutover.yml, .cutover/)
 SEED_DIR=$WORK/seed         # the baselines' compose file

@@ -233,10 +233,13 @@ pub fn project_config(project: &str, ports: [u16; 3], prefix: &Path, secrets: bo
 
 /// A loopback port that is free now and that this process has not handed out before.
 ///
-/// The kernel may give the same ephemeral port to two binds in a row once the first listener
-/// closes, so a caller asking for three ports (blue, green, nginx) could get one twice; the
-/// process-wide set makes the ports of one call site distinct.
+/// Drawn from 20000–29999, below Linux's ephemeral range (32768–60999) and swarm's published
+/// range (30000–32767): a port from `bind(:0)` can be handed out again by the next `bind(:0)`
+/// once the first listener closes (CI once got blue's port back for nginx), and any outgoing
+/// connection may take it as its source port before the caller binds it. The process-wide
+/// set keeps the ports of one run distinct.
 pub fn free_port() -> anyhow::Result<u16> {
+    use rand::Rng;
     use std::collections::HashSet;
     use std::sync::Mutex;
     static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
@@ -244,15 +247,16 @@ pub fn free_port() -> anyhow::Result<u16> {
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     let handed_out = handed_out.get_or_insert_with(HashSet::new);
-    for _ in 0..1000 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
-        if handed_out.insert(port) {
-            return Ok(port);
+    let mut rng = rand::thread_rng();
+    for _ in 0..2000 {
+        let port = rng.gen_range(20000..30000);
+        if handed_out.contains(&port) || std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
         }
+        handed_out.insert(port);
+        return Ok(port);
     }
-    anyhow::bail!("no loopback port left that this process has not already handed out")
+    anyhow::bail!("no free loopback port in 20000–29999 that this process has not handed out")
 }
 
 /// Removes every container of a compose project and its default network.
@@ -303,5 +307,9 @@ mod tests {
         let ports: Vec<u16> = (0..300).map(|_| super::free_port().unwrap()).collect();
         let distinct: std::collections::HashSet<u16> = ports.iter().copied().collect();
         assert_eq!(distinct.len(), ports.len());
+        assert!(
+            ports.iter().all(|p| (20000..30000).contains(p)),
+            "{ports:?}"
+        );
     }
 }
