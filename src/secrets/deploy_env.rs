@@ -24,7 +24,8 @@ pub fn secret_keys(identity: Option<&Path>, loaded: &Loaded) -> anyhow::Result<S
 }
 
 /// Decrypts every secrets file the config names. A key in both the app's and an accessory's
-/// files must carry the same value, since compose gets one environment.
+/// files must carry the same value, since compose gets one environment. The key named by
+/// `registry.password_secret` is decrypted but reaches no container.
 pub fn deploy_env(identity: Option<&Path>, loaded: &Loaded) -> anyhow::Result<DeployEnv> {
     let config = &loaded.config;
     let mut values = BTreeMap::new();
@@ -58,6 +59,15 @@ pub fn deploy_env(identity: Option<&Path>, loaded: &Loaded) -> anyhow::Result<De
             }
             values.insert(key.to_string(), value.clone());
         }
+        // The registry password is for `docker login` on the box, not for the app: no
+        // container's environment names it (values keeps it for the pull step).
+        let names: BTreeSet<String> = match &config.registry {
+            Some(registry) => names
+                .into_iter()
+                .filter(|k| *k != registry.password_secret.0)
+                .collect(),
+            None => names,
+        };
         if owner == "app" {
             keys.app = names;
         } else {

@@ -276,6 +276,22 @@ fn registry_login_pull_and_each_failure_named_before_anything_changes() {
     let (code, body) = project.get("/").expect("nginx answers");
     assert_eq!((code, body.trim()), (200, "version=v2 color=green"));
 
+    // The registry password is the box's, not the app's: the serving container's environment
+    // holds the app's other secret but not REGISTRY_PASSWORD.
+    let env = sh_ok(&format!(
+        "docker inspect --format '{{{{json .Config.Env}}}}' $(docker ps -q --filter label=com.docker.compose.project={} --filter label=com.docker.compose.service=web-green)",
+        project.name
+    ));
+    let env: Vec<String> = serde_json::from_str(env.trim()).expect("docker inspect's JSON");
+    assert!(
+        env.iter().any(|e| e.starts_with("DEMO_SECRET=")),
+        "the app's own secret is there: {env:?}"
+    );
+    assert!(
+        !env.iter().any(|e| e.starts_with("REGISTRY_PASSWORD=")),
+        "the registry password reached the app's container"
+    );
+
     // The password never showed: not in any output or argv, nor in the project's state and
     // history (docker's own store holds it, base64, as `docker login` always does).
     for run in [&good, &wrong, &missing, &down] {
