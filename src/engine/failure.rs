@@ -62,7 +62,16 @@ pub fn is_interrupted(err: &anyhow::Error) -> bool {
 pub fn verdict<T>(result: &anyhow::Result<T>) -> (RunResult, Option<String>) {
     match result {
         Ok(_) => (RunResult::Ok, None),
-        Err(e) if is_interrupted(e) => (RunResult::Interrupted, Some(format!("{e:#}"))),
-        Err(e) => (RunResult::Failed, Some(format!("{e:#}"))),
+        Err(e) => error_verdict(e),
     }
+}
+
+/// The history verdict of a run that ended in `err`: interrupted or failed, with the reason.
+pub fn error_verdict(err: &anyhow::Error) -> (RunResult, Option<String>) {
+    let result = if is_interrupted(err) {
+        RunResult::Interrupted
+    } else {
+        RunResult::Failed
+    };
+    (result, Some(format!("{err:#}")))
 }

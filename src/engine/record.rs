@@ -1,5 +1,6 @@
 //! The deploy lock and the history line, the same for both engines: one deploy at a time
-//! per project, and every attempt (ok, failed, interrupted) appended to `history.jsonl`.
+//! per project, and every attempt (ok, failed, interrupted; also one refused before anything
+//! changed) appended to `history.jsonl`.
 
 use std::time::Duration;
 
@@ -78,16 +79,22 @@ pub fn outcome<T>(
              the next deploy or rollback repairs the record from what it observes",
             live()
         )),
-        Err(err) => match err.downcast::<super::Failed>() {
-            Ok(mut failed) => {
-                failed.message.push_str(&format!(
-                    "\n(this failure could not be recorded either: {problem:#})"
-                ));
-                Err(failed.into())
-            }
-            Err(err) => Err(anyhow::anyhow!(
-                "{err:#}\n(this failure could not be recorded either: {problem:#})"
-            )),
-        },
+        Err(err) => Err(unrecorded(err, problem)),
+    }
+}
+
+/// A failure whose history line could not be written: the failure stays the error (its
+/// [`super::Failed`] kind kept), the record's problem appended.
+pub fn unrecorded(err: anyhow::Error, problem: anyhow::Error) -> anyhow::Error {
+    match err.downcast::<super::Failed>() {
+        Ok(mut failed) => {
+            failed.message.push_str(&format!(
+                "\n(this failure could not be recorded either: {problem:#})"
+            ));
+            failed.into()
+        }
+        Err(err) => {
+            anyhow::anyhow!("{err:#}\n(this failure could not be recorded either: {problem:#})")
+        }
     }
 }

@@ -641,6 +641,17 @@ fn e2e_memory_budget_refuses_a_second_color_that_cannot_fit() {
     );
     assert!(stderr.contains("--force"), "{stderr}");
     assert!(project.running_services().is_empty(), "nothing started");
+    // The refusal is in the history, with its reason.
+    let history = project.history();
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0]["result"], "failed");
+    assert!(
+        history[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not enough memory"),
+        "{history:?}"
+    );
 }
 
 #[test]

@@ -438,6 +438,26 @@ fn e2e_failing_pre_deploy_hook_changes_nothing() {
         failure["CUTOVER_ERROR"].contains("pre_deploy hook"),
         "{failure:?}"
     );
+    // Both refusals have their history lines (nothing changed, but history says why v2 is
+    // not out).
+    let history = project.history();
+    assert_eq!(history.len(), 3, "{history:?}");
+    assert!(
+        history[1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("SLACK_WEBHOOK_URL"),
+        "{history:?}"
+    );
+    let last = &history[2];
+    assert_eq!(
+        (&last["result"], &last["image"]),
+        (&json!("failed"), &json!("cutover-demo:v2"))
+    );
+    assert!(
+        last["reason"].as_str().unwrap().contains("pre_deploy hook"),
+        "{last}"
+    );
 }
 
 #[test]

@@ -247,6 +247,15 @@ fn registry_login_pull_and_each_failure_named_before_anything_changes() {
     );
     assert!(wrong.stderr.contains(&server), "{}", wrong.stderr);
     assert_blue_v1(&project);
+    let last = project.history().pop().unwrap();
+    assert_eq!(last["result"], "failed");
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap()
+            .contains("authentication failed"),
+        "{last}"
+    );
 
     // A tag that is not there: names the tag.
     write_secret(&project.path(), &password);

@@ -157,14 +157,19 @@ impl Run<'_, '_> {
     fn execute(&mut self, req: &Request) -> anyhow::Result<Summary> {
         let _lock = self.lock(req)?;
         let target = self.observe(req)?;
-        self.pull(req, &target)?;
-        self.budget(req, &target)?;
-        let rendered = self.render(&target)?;
+        let refused = |run: &mut Self, err| run.record_refusal(req, &target, err);
+        let pulled = self.pull(req, &target);
+        pulled.map_err(|e| refused(self, e))?;
+        let fits = self.budget(req, &target);
+        fits.map_err(|e| refused(self, e))?;
+        let rendered = self.render(&target);
+        let rendered = rendered.map_err(|e| refused(self, e))?;
         if req.dry_run {
             let plan = plan::dry_run(self.d, req, &self.project, &target, &rendered);
             return Ok(self.summary(req, &target, None, Vec::new(), plan));
         }
-        self.pre_deploy(req, &target)?;
+        let cleared = self.pre_deploy(req, &target);
+        cleared.map_err(|e| refused(self, e))?;
         self.mark_in_progress(&target)?;
         let result = self.deploy_steps(req, &target, &rendered);
         let recorded = self.record(req, &target, &result);
@@ -477,6 +482,36 @@ impl Run<'_, '_> {
             (Err(e), Err(h)) => Err(e.context(format!(
                 "state.json was not updated, nor this deploy's history line ({h:#})"
             ))),
+        }
+    }
+
+    /// A deploy stopped before anything changed (a failed pull, the memory budget, a render
+    /// error, a failing `pre_deploy`) still gets its history line, so `history` and `status`
+    /// say why the release a CI job asked for is not out. A dry run records nothing.
+    fn record_refusal(&mut self, req: &Request, t: &Target, err: anyhow::Error) -> anyhow::Error {
+        if req.dry_run {
+            return err;
+        }
+        let (result, reason) = failure::error_verdict(&err);
+        let appended = record::append(
+            &self.state_dir,
+            Attempt {
+                engine: EngineKind::Compose,
+                action: req.action,
+                image: t.image.clone(),
+                from_image: None,
+                from: t.from,
+                to: Some(t.to),
+                result,
+                reason,
+                steps: self.clock.steps(),
+                total_ms: self.clock.total_ms(),
+                workers: Vec::new(),
+            },
+        );
+        match appended {
+            Ok(()) => err,
+            Err(problem) => record::unrecorded(err, problem),
         }
     }
 
