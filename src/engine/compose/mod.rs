@@ -459,22 +459,7 @@ impl Run<'_, '_> {
             Some(failed) if result.is_ok() => (RunResult::Failed, Some(failed.message)),
             _ => failure::verdict(result),
         };
-        let appended = record::append(
-            &self.state_dir,
-            Attempt {
-                engine: EngineKind::Compose,
-                action: req.action,
-                image: t.image.clone(),
-                from_image: None,
-                from: t.from,
-                to: Some(t.to),
-                result,
-                reason,
-                steps: self.clock.steps(),
-                total_ms: self.clock.total_ms(),
-                workers: self.worker_outcomes.clone(),
-            },
-        );
+        let appended = self.append_history(req, t, result, reason);
         match (saved, appended) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(e), Ok(())) => Err(e.context("state.json was not updated")),
@@ -493,7 +478,21 @@ impl Run<'_, '_> {
             return err;
         }
         let (result, reason) = failure::error_verdict(&err);
-        let appended = record::append(
+        match self.append_history(req, t, result, reason) {
+            Ok(()) => err,
+            Err(problem) => record::unrecorded(err, problem),
+        }
+    }
+
+    /// This run's history line: the steps so far, the workers moved so far.
+    fn append_history(
+        &self,
+        req: &Request,
+        t: &Target,
+        result: RunResult,
+        reason: Option<String>,
+    ) -> anyhow::Result<()> {
+        record::append(
             &self.state_dir,
             Attempt {
                 engine: EngineKind::Compose,
@@ -506,13 +505,9 @@ impl Run<'_, '_> {
                 reason,
                 steps: self.clock.steps(),
                 total_ms: self.clock.total_ms(),
-                workers: Vec::new(),
+                workers: self.worker_outcomes.clone(),
             },
-        );
-        match appended {
-            Ok(()) => err,
-            Err(problem) => record::unrecorded(err, problem),
-        }
+        )
     }
 
     /// What serves after a successful deploy, for a message about a record that failed.
