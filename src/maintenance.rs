@@ -176,6 +176,7 @@ pub fn set(
         test: config.nginx.test.clone(),
         reload: config.nginx.reload.clone(),
     };
+    nginx.check_writable()?;
     let current = nginx.current_include()?.with_context(|| {
         format!(
             "{} does not exist: deploy (or `cutover bootstrap`) first, so nginx has an include to hold the 503",

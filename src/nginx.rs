@@ -49,6 +49,35 @@ impl Nginx {
         worker_pids_of(&self.reload, &self.test)
     }
 
+    /// Refuses, before a deploy changes anything, an include this user cannot switch: a
+    /// switch creates the new include (and the `.prev` copy) beside the old one and renames it,
+    /// so the directory must be writable. Checked with access(2), so a dry run writes nothing;
+    /// a directory that does not exist yet is left to the write, which creates it.
+    pub fn check_writable(&self) -> anyhow::Result<()> {
+        let dir = match self.include.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        use rustix::fs::{access, Access};
+        let Err(errno) = access(dir, Access::WRITE_OK | Access::EXEC_OK) else {
+            return Ok(());
+        };
+        anyhow::bail!(
+            "nginx.include {}: uid {} cannot create files in {} ({}), and a switch writes the \
+             new include beside the old one and renames it; deploying as a user other than root, \
+             keep the include in a directory that user owns (e.g. /home/<user>/nginx/<project>.inc, \
+             included by the site) and run nginx.test / nginx.reload through `sudo -n` \
+             (README: \"Remote\")",
+            self.include.display(),
+            rustix::process::getuid().as_raw(),
+            dir.display(),
+            std::io::Error::from(errno),
+        )
+    }
+
     /// What the include holds now (None when missing).
     pub fn current_include(&self) -> anyhow::Result<Option<String>> {
         match std::fs::read_to_string(&self.include) {

@@ -1,6 +1,7 @@
 //! The edges of issue #11 that lie outside the deploy engine's step sequence: who may read
 //! `/.cutover/active`, prune across projects, a torn history tail, state file modes, `$` in
-//! values compose would interpolate, corrupt state, and secret values at the argv/env limit.
+//! values compose would interpolate, corrupt state, secret values at the argv/env limit, and
+//! a deploy user who cannot write the include's directory.
 //! Each test runs the real binary against the real nginx / engine / age where the behaviour
 //! lives there.
 
@@ -678,4 +679,101 @@ fn e2e_a_damaged_state_file_is_explained_and_the_next_deploy_rebuilds_it() {
     assert_eq!(record["previous_image"], "cutover-demo:v1", "{record}");
     project.cutover(["rollback"]).success();
     project.assert_serving("blue", "v1");
+}
+
+/// `cutover` run as uid/gid 65534 (nobody) through `setpriv`, in `project`, with the
+/// environment [`crate::common::isolate`] gives it and `home` as its HOME.
+fn cutover_as_nobody(project: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+    let inner = crate::common::cutover_command(project, home);
+    let mut cmd = Command::new("setpriv");
+    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(inner.get_program())
+        .args(args)
+        .current_dir(project);
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    // The tests' project registry is root's; this user registers in its own.
+    cmd.env("CUTOVER_REGISTRY_DIR", home.join("project-registry"));
+    cmd.output().expect("run setpriv")
+}
+
+#[test]
+fn a_deploy_as_a_user_who_cannot_write_the_includes_directory_is_refused_before_anything() {
+    if !require("setpriv", "run cutover as another user") {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        let msg = "running cutover as another user needs root";
+        assert!(std::env::var_os("CI").is_none(), "{msg}; CI is set");
+        loud(&format!("*** SKIPPED: {msg} ***"));
+        return;
+    }
+    use std::os::unix::fs::{chown, PermissionsExt};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Root's include directory, as Debian's /etc/nginx/conf.d; the project and HOME are
+    // the deploy user's.
+    let nginx_dir = dir.path().join("conf.d");
+    std::fs::create_dir(&nginx_dir).unwrap();
+    let include = nginx_dir.join("service-url.inc");
+    std::fs::write(&include, "set $service_url http://127.0.0.1:9001;\n").unwrap();
+    let (project, home) = (dir.path().join("project"), dir.path().join("home"));
+    for d in [&project, &home] {
+        std::fs::create_dir(d).unwrap();
+        chown(d, Some(65534), Some(65534)).unwrap();
+    }
+    project_from_fixture(&project, "minimal", |map| {
+        set_key(
+            map,
+            "nginx",
+            "include",
+            include.display().to_string().into(),
+        );
+    });
+
+    for args in [
+        &["deploy", "--image", "example/web:v2"][..],
+        &["deploy", "--image", "example/web:v2", "--dry-run"],
+        &["rollback"],
+        &["maintenance", "on"],
+    ] {
+        let out = cutover_as_nobody(&project, &home, args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        for needle in [
+            format!("nginx.include {}", include.display()),
+            format!("uid 65534 cannot create files in {}", nginx_dir.display()),
+            "Permission denied".into(),
+            "sudo -n".into(),
+        ] {
+            assert!(stderr.contains(&needle), "{args:?}: {needle}: {stderr}");
+        }
+        // Refused before observe: no container was looked at, nothing written or recorded.
+        assert!(!stderr.contains("observe"), "{args:?}: {stderr}");
+    }
+    assert_eq!(
+        std::fs::read_dir(&nginx_dir).unwrap().count(),
+        1,
+        "only the include"
+    );
+    assert!(!project.join(".cutover/history.jsonl").exists());
+
+    // The deploy user owning the directory gets past the check (and on to observe, where
+    // this user, outside the docker group, cannot reach the engine).
+    chown(&nginx_dir, Some(65534), Some(65534)).unwrap();
+    let out = cutover_as_nobody(
+        &project,
+        &home,
+        &["deploy", "--image", "example/web:v2", "--dry-run"],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("cannot create files in"), "{stderr}");
+    assert!(
+        out.status.success() || stderr.contains("failed to list the containers of minimal"),
+        "{stderr}"
+    );
 }

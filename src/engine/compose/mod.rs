@@ -156,6 +156,9 @@ impl Run<'_, '_> {
     /// The nine steps, in order.
     fn execute(&mut self, req: &Request) -> anyhow::Result<Summary> {
         let _lock = self.lock(req)?;
+        // Before anything starts: an include this user cannot switch would fail the deploy
+        // only after the new color had booted and passed its health gate.
+        self.nginx.check_writable()?;
         let target = self.observe(req)?;
         let refused = |run: &mut Self, err| run.record_refusal(req, &target, err);
         let pulled = self.pull(req, &target);
