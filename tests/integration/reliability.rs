@@ -681,50 +681,95 @@ fn e2e_a_damaged_state_file_is_explained_and_the_next_deploy_rebuilds_it() {
     project.assert_serving("blue", "v1");
 }
 
-/// `cutover` run as uid/gid 65534 (nobody) through `setpriv`, in `project`, with the
-/// environment [`crate::common::isolate`] gives it and `home` as its HOME.
-fn cutover_as_nobody(project: &Path, home: &Path, args: &[&str]) -> std::process::Output {
-    let inner = crate::common::cutover_command(project, home);
-    let mut cmd = Command::new("setpriv");
-    cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
-        .arg(inner.get_program())
-        .args(args)
-        .current_dir(project);
-    for (key, value) in inner.get_envs() {
-        match value {
-            Some(value) => cmd.env(key, value),
-            None => cmd.env_remove(key),
-        };
+/// `cutover` run by a user other than root: uid/gid 65534 through `setpriv` when the tests
+/// run as root (root passes access(2) whatever a directory's mode), else this user.
+struct DeployUser {
+    uid: u32,
+    through_setpriv: bool,
+}
+
+impl DeployUser {
+    fn pick() -> Option<DeployUser> {
+        if !rustix::process::geteuid().is_root() {
+            return Some(DeployUser {
+                uid: rustix::process::getuid().as_raw(),
+                through_setpriv: false,
+            });
+        }
+        require("setpriv", "run cutover as another user").then_some(DeployUser {
+            uid: 65534,
+            through_setpriv: true,
+        })
     }
-    // The tests' project registry is root's; this user registers in its own.
-    cmd.env("CUTOVER_REGISTRY_DIR", home.join("project-registry"));
-    cmd.output().expect("run setpriv")
+
+    /// Gives `path` to this user (a no-op when it is the test's own user).
+    fn own(&self, path: &Path) {
+        if self.through_setpriv {
+            std::os::unix::fs::chown(path, Some(self.uid), Some(self.uid)).unwrap();
+        }
+    }
+
+    /// Makes `dir` a directory this user cannot create files in (`writable: false`), or can.
+    fn set_writable(&self, dir: &Path, writable: bool) {
+        use std::os::unix::fs::PermissionsExt;
+        if self.through_setpriv {
+            let owner = if writable { self.uid } else { 0 };
+            std::os::unix::fs::chown(dir, Some(owner), Some(owner)).unwrap();
+        } else {
+            let mode = if writable { 0o755 } else { 0o555 };
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+    }
+
+    fn cutover(&self, project: &Path, home: &Path, args: &[&str]) -> std::process::Output {
+        let inner = crate::common::cutover_command(project, home);
+        // A copy beside the project: the build's own path may sit under a directory (a CI
+        // runner's home) that uid 65534 cannot enter.
+        let binary = project.parent().unwrap().join("cutover");
+        if !binary.exists() {
+            std::fs::copy(inner.get_program(), &binary).expect("copy the cutover binary");
+        }
+        let mut cmd = if self.through_setpriv {
+            let mut c = Command::new("setpriv");
+            c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(&binary);
+            c
+        } else {
+            Command::new(&binary)
+        };
+        cmd.args(args).current_dir(project);
+        for (key, value) in inner.get_envs() {
+            match value {
+                Some(value) => cmd.env(key, value),
+                None => cmd.env_remove(key),
+            };
+        }
+        // The tests' project registry may be root's; this user registers in its own.
+        cmd.env("CUTOVER_REGISTRY_DIR", home.join("project-registry"));
+        cmd.output().expect("run cutover")
+    }
 }
 
 #[test]
 fn a_deploy_as_a_user_who_cannot_write_the_includes_directory_is_refused_before_anything() {
-    if !require("setpriv", "run cutover as another user") {
+    let Some(user) = DeployUser::pick() else {
         return;
-    }
-    if !rustix::process::geteuid().is_root() {
-        let msg = "running cutover as another user needs root";
-        assert!(std::env::var_os("CI").is_none(), "{msg}; CI is set");
-        loud(&format!("*** SKIPPED: {msg} ***"));
-        return;
-    }
-    use std::os::unix::fs::{chown, PermissionsExt};
-    let dir = tempfile::tempdir().unwrap();
+    };
+    use std::os::unix::fs::PermissionsExt;
+    // Under /tmp (world-traversable) whatever TMPDIR says.
+    let dir = tempfile::tempdir_in("/tmp").unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    // Root's include directory, as Debian's /etc/nginx/conf.d; the project and HOME are
-    // the deploy user's.
+    // An include directory the deploy user cannot write, as Debian's root-owned
+    // /etc/nginx/conf.d; the project and HOME are the deploy user's.
     let nginx_dir = dir.path().join("conf.d");
     std::fs::create_dir(&nginx_dir).unwrap();
     let include = nginx_dir.join("service-url.inc");
     std::fs::write(&include, "set $service_url http://127.0.0.1:9001;\n").unwrap();
+    user.set_writable(&nginx_dir, false);
     let (project, home) = (dir.path().join("project"), dir.path().join("home"));
     for d in [&project, &home] {
         std::fs::create_dir(d).unwrap();
-        chown(d, Some(65534), Some(65534)).unwrap();
+        user.own(d);
     }
     project_from_fixture(&project, "minimal", |map| {
         set_key(
@@ -741,12 +786,16 @@ fn a_deploy_as_a_user_who_cannot_write_the_includes_directory_is_refused_before_
         &["rollback"],
         &["maintenance", "on"],
     ] {
-        let out = cutover_as_nobody(&project, &home, args);
+        let out = user.cutover(&project, &home, args);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
         for needle in [
             format!("nginx.include {}", include.display()),
-            format!("uid 65534 cannot create files in {}", nginx_dir.display()),
+            format!(
+                "uid {} cannot create files in {}",
+                user.uid,
+                nginx_dir.display()
+            ),
             "Permission denied".into(),
             "sudo -n".into(),
         ] {
@@ -762,10 +811,10 @@ fn a_deploy_as_a_user_who_cannot_write_the_includes_directory_is_refused_before_
     );
     assert!(!project.join(".cutover/history.jsonl").exists());
 
-    // The deploy user owning the directory gets past the check (and on to observe, where
-    // this user, outside the docker group, cannot reach the engine).
-    chown(&nginx_dir, Some(65534), Some(65534)).unwrap();
-    let out = cutover_as_nobody(
+    // A directory the deploy user may write gets past the check (and on to observe, where
+    // a user outside the docker group cannot reach the engine).
+    user.set_writable(&nginx_dir, true);
+    let out = user.cutover(
         &project,
         &home,
         &["deploy", "--image", "example/web:v2", "--dry-run"],
