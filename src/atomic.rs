@@ -10,12 +10,18 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-/// Replaces `path` with `contents`, creating parent directories; `mode` sets the permissions.
-pub fn write(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
-    let dir = match path.parent() {
+/// The directory [`write`] creates its temp file in, and so must be able to write: `path`'s
+/// parent, or `.` for a bare file name.
+pub fn temp_dir_of(path: &Path) -> &Path {
+    match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
-    };
+    }
+}
+
+/// Replaces `path` with `contents`, creating parent directories; `mode` sets the permissions.
+pub fn write(path: &Path, contents: &[u8], mode: u32) -> anyhow::Result<()> {
+    let dir = temp_dir_of(path);
     std::fs::create_dir_all(dir).with_context(|| format!("could not create {}", dir.display()))?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".cutover-tmp")

@@ -240,13 +240,12 @@ pub fn project_config(project: &str, ports: [u16; 3], prefix: &Path, secrets: bo
 /// set keeps the ports of one run distinct.
 pub fn free_port() -> anyhow::Result<u16> {
     use rand::Rng;
-    use std::collections::HashSet;
+    use std::collections::BTreeSet;
     use std::sync::Mutex;
-    static HANDED_OUT: Mutex<Option<HashSet<u16>>> = Mutex::new(None);
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
     let mut handed_out = HANDED_OUT
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let handed_out = handed_out.get_or_insert_with(HashSet::new);
     let mut rng = rand::thread_rng();
     for _ in 0..2000 {
         let port = rng.gen_range(20000..30000);

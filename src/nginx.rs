@@ -54,10 +54,7 @@ impl Nginx {
     /// so the directory must be writable. Checked with access(2), so a dry run writes nothing;
     /// a directory that does not exist yet is left to the write, which creates it.
     pub fn check_writable(&self) -> anyhow::Result<()> {
-        let dir = match self.include.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
+        let dir = crate::atomic::temp_dir_of(&self.include);
         if !dir.is_dir() {
             return Ok(());
         }

@@ -49,7 +49,7 @@ pub fn deploy_env(identity: Option<&Path>, loaded: &Loaded) -> anyhow::Result<De
         let paths: Vec<_> = files.iter().map(|f| loaded.resolve(f)).collect();
         let env = super::load_env(&paths, &identities)
             .with_context(|| format!("cannot decrypt the secrets of {owner}"))?;
-        let names: BTreeSet<String> = env.keys().map(str::to_string).collect();
+        let mut names: BTreeSet<String> = env.keys().map(str::to_string).collect();
         for (key, value) in env.iter() {
             let clash = values
                 .get(key)
@@ -61,13 +61,9 @@ pub fn deploy_env(identity: Option<&Path>, loaded: &Loaded) -> anyhow::Result<De
         }
         // The registry password is for `docker login` on the box, not for the app: no
         // container's environment names it (values keeps it for the pull step).
-        let names: BTreeSet<String> = match &config.registry {
-            Some(registry) => names
-                .into_iter()
-                .filter(|k| *k != registry.password_secret.0)
-                .collect(),
-            None => names,
-        };
+        if let Some(registry) = &config.registry {
+            names.remove(&registry.password_secret.0);
+        }
         if owner == "app" {
             keys.app = names;
         } else {

@@ -160,19 +160,19 @@ impl Run<'_, '_> {
         // only after the new color had booted and passed its health gate.
         self.nginx.check_writable()?;
         let target = self.observe(req)?;
-        let refused = |run: &mut Self, err| run.record_refusal(req, &target, err);
-        let pulled = self.pull(req, &target);
-        pulled.map_err(|e| refused(self, e))?;
-        let fits = self.budget(req, &target);
-        fits.map_err(|e| refused(self, e))?;
-        let rendered = self.render(&target);
-        let rendered = rendered.map_err(|e| refused(self, e))?;
+        self.pull(req, &target)
+            .map_err(|e| self.record_refusal(req, &target, e))?;
+        self.budget(req, &target)
+            .map_err(|e| self.record_refusal(req, &target, e))?;
+        let rendered = self
+            .render(&target)
+            .map_err(|e| self.record_refusal(req, &target, e))?;
         if req.dry_run {
             let plan = plan::dry_run(self.d, req, &self.project, &target, &rendered);
             return Ok(self.summary(req, &target, None, Vec::new(), plan));
         }
-        let cleared = self.pre_deploy(req, &target);
-        cleared.map_err(|e| refused(self, e))?;
+        self.pre_deploy(req, &target)
+            .map_err(|e| self.record_refusal(req, &target, e))?;
         self.mark_in_progress(&target)?;
         let result = self.deploy_steps(req, &target, &rendered);
         let recorded = self.record(req, &target, &result);
