@@ -67,9 +67,9 @@ pub struct Cli {
         global = true,
         env = "CUTOVER_HOST",
         value_name = "[USER@]HOST[:PORT]",
-        value_parser = crate::remote::Target::parse
+        value_parser = crate::config::Target::parse
     )]
-    pub host: Option<crate::remote::Target>,
+    pub host: Option<crate::config::Target>,
 
     /// Set by `--host` on the box's side: stdin is the channel to the caller (remote::on_box)
     #[arg(long, global = true, hide = true)]

@@ -480,7 +480,8 @@ pub(crate) fn literals(values: &[String]) -> Vec<String> {
 /// `image` if it is a valid image reference, else an error naming `what` and what is allowed.
 /// A reference never holds `$`, so it needs no escaping once checked.
 pub(crate) fn checked_image(image: &str, what: &str) -> anyhow::Result<String> {
-    crate::images::check_reference(image).map_err(|why| anyhow!("{what}, `{image}`: {why}"))?;
+    crate::config::image_ref::check_reference(image)
+        .map_err(|why| anyhow!("{what}, `{image}`: {why}"))?;
     Ok(image.to_string())
 }
 

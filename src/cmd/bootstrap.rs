@@ -15,8 +15,8 @@ use anyhow::{bail, Context as _};
 use crate::bootstrap::{self, cloud_init, identity, nginx_site, Options, Report, Status, Target};
 use crate::cli::BootstrapArgs;
 use crate::config::{self, Color, Swappiness};
+use crate::context::Context;
 use crate::render::Renderer;
-use crate::Context;
 
 pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     let loaded = if ctx.config_path.exists() {

@@ -10,9 +10,9 @@ use std::process::ExitCode;
 
 use crate::cli::{ColorArg, ExecArgs, LogsArgs};
 use crate::config::Color;
+use crate::context::Context;
 use crate::engine::compose::service::{self, Pick};
 use crate::process::{Cmd, Stdin};
-use crate::Context;
 
 pub fn run_logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load_config(ctx)?;

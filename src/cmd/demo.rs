@@ -10,6 +10,7 @@ use serde::Serialize;
 
 use crate::cli::DemoArgs;
 use crate::config;
+use crate::context::Context;
 use crate::demo::{self, Load, Tally};
 use crate::docker::compose::Compose;
 use crate::engine::compose::{Deployer, Summary};
@@ -18,7 +19,6 @@ use crate::nginx::LocalNginx;
 use crate::render::Renderer;
 use crate::report::duration;
 use crate::state::Action;
-use crate::Context;
 
 /// Removes the demo's containers and nginx when the demo ends, however it ends.
 struct Cleanup {

@@ -10,13 +10,13 @@ use anyhow::Context as _;
 use super::progress::{self, interrupt_flag, lock_wait, StepPrinter};
 use crate::cli::{DeployCommon, HistoryArgs, PruneArgs};
 use crate::config;
+use crate::context::Context;
 use crate::docker::compose::Compose;
 use crate::engine::compose::{self as engine, Deployer};
 use crate::engine::Request;
 use crate::render::Renderer;
 use crate::report::duration;
 use crate::state::{Action, EngineKind, StateDir};
-use crate::Context;
 
 /// `rollback`: `None` for a deploy; for a rollback, whether `--release` asks for the release
 /// phase.
@@ -31,8 +31,8 @@ pub fn run_deploy(
     let loaded = super::load_config(ctx)?;
     let lock_wait = lock_wait(&common)?;
     if let Some(image) = &image {
-        let repo = crate::images::repository(&loaded.config.app.image);
-        if crate::images::repository(image) != repo {
+        let repo = crate::config::image_ref::repository(&loaded.config.app.image);
+        if crate::config::image_ref::repository(image) != repo {
             eprintln!(
                 "warning: {image} is not from app.image's repository {repo}; deploying it anyway, but prune manages {repo} only (check for a typo)"
             );

@@ -8,7 +8,7 @@ use anyhow::{bail, Context as _};
 
 use crate::cli::{CiProvider, InitArgs};
 use crate::config::Name;
-use crate::Context;
+use crate::context::Context;
 
 const CONFIG_TEMPLATE: &str = include_str!("../../templates/cutover.yml.j2");
 

@@ -6,10 +6,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 
 use crate::cli::{MaintenanceCommand, MaintenanceCommon};
+use crate::context::Context;
 use crate::maintenance::{self, Change, Maintenance};
 use crate::render::Renderer;
 use crate::report::duration;
-use crate::Context;
 
 pub fn run(ctx: &Context, command: MaintenanceCommand) -> anyhow::Result<ExitCode> {
     let loaded = super::load_config(ctx)?;

@@ -18,7 +18,7 @@ use std::process::ExitCode;
 use clap::CommandFactory;
 
 use crate::cli::{Cli, Command};
-use crate::Context;
+use crate::context::Context;
 
 mod secrets;
 

@@ -107,7 +107,7 @@ pub fn lock_wait(common: &DeployCommon) -> anyhow::Result<Duration> {
 /// What a finished deploy of either engine prints on stdout: its JSON; or, for a dry run,
 /// `plan_head` and the plan; or the notes (stderr), `done_head`, the steps line and `extra`.
 pub fn print_summary<D: serde::Serialize>(
-    ctx: &crate::Context,
+    ctx: &crate::context::Context,
     json: bool,
     summary: &crate::engine::Summary<D>,
     plan_head: &str,

@@ -7,9 +7,9 @@ use anyhow::Context as _;
 
 use crate::cli::{Engine, RenderArgs};
 use crate::config::{self, Color};
+use crate::context::Context;
 use crate::render::{OutputFiles, Plan, Renderer};
 use crate::state::StateDir;
-use crate::Context;
 
 pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load_config(ctx)?;

@@ -16,10 +16,10 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 
 use crate::cli::RunArgs;
+use crate::context::Context;
 use crate::docker::compose::{Compose, Project};
 use crate::docker::oneoff::{self, OneOff};
 use crate::engine::compose::observe;
-use crate::Context;
 
 pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
     let loaded = super::load_config(ctx)?;

@@ -12,10 +12,10 @@ use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
 use crate::cli::SecretsCommand;
+use crate::context::Context;
 use crate::process::Cmd;
 use crate::report::Verbosity;
 use crate::secrets::{self, edit, keys, store, SecretsError};
-use crate::Context;
 
 pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
     let say = |line: &str| {

@@ -8,12 +8,12 @@ use std::time::{Duration, Instant};
 use super::progress::{self, interrupt_flag, StepPrinter};
 use crate::cli::DeployCommon;
 use crate::config;
+use crate::context::Context;
 use crate::engine::swarm::SwarmDeployer;
 use crate::engine::Request;
 use crate::render::Renderer;
 use crate::report::duration;
 use crate::state::{Action, EngineKind};
-use crate::Context;
 
 pub fn run_deploy(
     ctx: &Context,

@@ -10,8 +10,8 @@ use anyhow::{bail, Context as _};
 use crate::bootstrap::{self, tls, Report, Target};
 use crate::cli::{TlsCommand, TlsIssueArgs};
 use crate::config;
+use crate::context::Context;
 use crate::render::Renderer;
-use crate::Context;
 
 pub fn run(ctx: &Context, command: TlsCommand) -> anyhow::Result<ExitCode> {
     match command {

@@ -10,6 +10,7 @@
 //! Everything public is re-exported here, so callers only ever name `crate::config::X`.
 
 mod hooks;
+pub mod image_ref;
 mod registry;
 mod remote;
 mod scalars;
@@ -24,7 +25,7 @@ use anyhow::{bail, Context as _};
 
 pub use hooks::{Argv, Hook, Hooks};
 pub use registry::Registry;
-pub use remote::{Remote, Ship};
+pub use remote::{Remote, Ship, Target};
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
 };

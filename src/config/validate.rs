@@ -192,7 +192,7 @@ impl Config {
     }
 
     fn check_app(&self) -> Result<(), Invalid> {
-        if let Err(why) = crate::images::check_reference(&self.app.image) {
+        if let Err(why) = super::image_ref::check_reference(&self.app.image) {
             return Err(Invalid::new(
                 "app.image",
                 format!(
@@ -202,7 +202,7 @@ impl Config {
             ));
         }
         for (name, acc) in &self.accessories {
-            if let Err(why) = crate::images::check_reference(&acc.image) {
+            if let Err(why) = super::image_ref::check_reference(&acc.image) {
                 return Err(Invalid::new(
                     format!("accessories.{name}.image"),
                     format!("`{}` is not an image reference: {why}", acc.image),

@@ -1,5 +1,5 @@
-//! The app's images on this box: which exist, which any container uses, and checking a
-//! reference before it reaches a compose file.
+//! The app's images on this box: which exist and which any container uses. Reading and
+//! checking a reference is string work and lives in `config/image_ref.rs`.
 //!
 //! The seeds `rmi` the old image right after a deploy, which makes rollback a rebuild. cutover
 //! keeps the last N images of the app's repository; what else must stay (every image any
@@ -12,6 +12,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::inspect::{self, DockerError};
+pub use crate::config::image_ref::{normalize, repository};
 use crate::process::Cmd;
 
 /// One local image of the app's repository.
@@ -30,94 +31,6 @@ struct Row {
     #[serde(rename = "ID")]
     id: String,
     created_at: String,
-}
-
-/// The repository part of an image reference: `myuser/app:1.2` → `myuser/app`.
-pub fn repository(reference: &str) -> &str {
-    let without_digest = reference.split('@').next().unwrap_or(reference);
-    match without_digest.rsplit_once(':') {
-        // A colon after the last slash is a tag; before it, a registry port.
-        Some((repo, tag)) if !tag.contains('/') => repo,
-        _ => without_digest,
-    }
-}
-
-/// Checks that `reference` is a docker image reference, `[host[:port]/]name[:tag][@digest]`.
-///
-/// The characters matter beyond docker's own grammar: a reference is written into the
-/// compose file, and compose interpolates `$` from an environment that holds every decrypted
-/// secret, so `app:${DB_PASSWORD}` must never get that far. The error says what is allowed.
-pub fn check_reference(reference: &str) -> Result<(), String> {
-    const GRAMMAR: &str = "expected [host[:port]/]name[:tag][@sha256:hex]: name parts of lowercase letters, digits and `.` `_` `-`, separated by `/`; a tag of letters, digits and `_` `.` `-` (at most 128)";
-    if let Some((i, c)) = reference
-        .char_indices()
-        .find(|(_, c)| !(c.is_ascii_alphanumeric() || "._-/:@".contains(*c)))
-    {
-        let shown = if c.is_control() || c.is_whitespace() {
-            format!("{:?}", c)
-        } else {
-            format!("`{c}`")
-        };
-        return Err(format!(
-            "{shown} at byte {i} is not allowed in an image reference ({GRAMMAR})"
-        ));
-    }
-    let bad = |what: &str| Err(format!("{what} ({GRAMMAR})"));
-    let (named, digest) = match reference.split_once('@') {
-        Some((n, d)) => (n, Some(d)),
-        None => (reference, None),
-    };
-    if let Some(digest) = digest {
-        let Some((algo, hex)) = digest.split_once(':') else {
-            return bad("the digest after `@` has no `algorithm:`");
-        };
-        if algo.is_empty()
-            || !algo
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-            || hex.len() < 32
-            || !hex.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return bad(
-                "the digest after `@` is not `algorithm:hex` (e.g. sha256: and 64 hex digits)",
-            );
-        }
-    }
-    let repo = repository(named);
-    if repo.len() < named.len() {
-        let tag = &named[repo.len() + 1..];
-        let first_ok = tag
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric() || b == b'_');
-        if !first_ok || tag.len() > 128 || tag.contains(['/', ':', '@']) {
-            return bad(&format!("the tag `{tag}` is not valid"));
-        }
-    }
-    if repo.is_empty() {
-        return bad("the name is empty");
-    }
-    let mut parts = repo.split('/').peekable();
-    // The first part is a registry host when it looks like one (a dot, a port, localhost).
-    let first = parts.peek().copied().unwrap_or_default();
-    if repo.contains('/') && (first.contains(['.', ':']) || first == "localhost") {
-        let (host, port) = first.split_once(':').unwrap_or((first, "0"));
-        if host.is_empty() || port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
-            return bad(&format!("the registry host `{first}` is not host[:port]"));
-        }
-        parts.next();
-    }
-    for part in parts {
-        let edges_ok = part
-            .bytes()
-            .next()
-            .zip(part.bytes().last())
-            .is_some_and(|(a, z)| a.is_ascii_alphanumeric() && z.is_ascii_alphanumeric());
-        if !edges_ok || part.bytes().any(|b| b.is_ascii_uppercase() || b == b':') {
-            return bad(&format!("the name part `{part}` is not valid"));
-        }
-    }
-    Ok(())
 }
 
 /// Local images of `repo`, newest first.
@@ -173,20 +86,6 @@ pub fn remove(image: &Image) -> Result<(), crate::process::ProcessError> {
         .timeout(Duration::from_secs(60))
         .run()
         .map(|_| ())
-}
-
-/// `app` → `app:latest`, `docker.io/library/app:v1` → `app:v1`: references as `docker images`
-/// names them, so a container's reference and a listed image compare equal.
-pub fn normalize(reference: &str) -> String {
-    let short = reference
-        .strip_prefix("docker.io/library/")
-        .or_else(|| reference.strip_prefix("docker.io/"))
-        .unwrap_or(reference);
-    if short.contains('@') || repository(short).len() < short.len() {
-        short.to_string()
-    } else {
-        format!("{short}:latest")
-    }
 }
 
 /// What the containers on this box (running or stopped, of any project) were created from.
@@ -251,45 +150,6 @@ pub fn in_use() -> Result<InUse, DockerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn repository_strips_tag_and_digest_but_not_registry_port() {
-        assert_eq!(repository("myuser/app:1.2"), "myuser/app");
-        assert_eq!(repository("registry:5000/app"), "registry:5000/app");
-        assert_eq!(repository("registry:5000/app:v1"), "registry:5000/app");
-        assert_eq!(repository("app@sha256:abc"), "app");
-        assert_eq!(repository("app"), "app");
-    }
-
-    #[test]
-    fn references_are_checked_and_dollars_refused() {
-        for ok in [
-            "app",
-            "myuser/app:1.2",
-            "registry:5000/team/app:v1",
-            "localhost/app",
-            "ghcr.io/o/app:2024-05-01_1",
-            "app@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
-            "cutover-demo:v2",
-        ] {
-            assert_eq!(check_reference(ok), Ok(()), "{ok}");
-        }
-        let err = check_reference("app:${DB_PASSWORD}").unwrap_err();
-        assert!(err.starts_with("`$` at byte 4 is not allowed"), "{err}");
-        for bad in [
-            "",
-            "App:v1",
-            "app:-v1",
-            "app name",
-            "app:v1\n",
-            "app:",
-            "/app",
-            "app@sha256:12",
-            "a//b",
-        ] {
-            assert!(check_reference(bad).is_err(), "{bad:?} must be refused");
-        }
-    }
 
     #[test]
     fn references_normalize_like_docker_images_lists_them() {

@@ -34,11 +34,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _};
 
 use crate::cli::{Cli, Command};
+use crate::config::Target;
+use crate::context::Context;
 use crate::report::duration;
-use crate::Context;
 
 use signals::Signals;
-pub use ssh::Target;
 
 /// `CUTOVER_SSH_CONFIG`: an ssh_config file for `ssh -F` (CI, tests); default: ssh's own.
 const SSH_CONFIG_ENV: &str = "CUTOVER_SSH_CONFIG";
@@ -165,12 +165,12 @@ pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode
     };
     let target = match &cli.host {
         Some(target) => target.clone(),
-        None => {
-            let text = loaded.config.remote.host.as_deref().unwrap_or_default();
-            Target::parse(text).map_err(|e| {
-                anyhow::anyhow!("invalid config {}: remote.host: {e}", loaded.path.display())
-            })?
-        }
+        None => loaded
+            .config
+            .remote
+            .host
+            .clone()
+            .context("no box named: --host, CUTOVER_HOST or remote.host")?,
     };
     let argv = box_argv(std::env::args_os().skip(1))?;
     let identity = identity_text(ctx)?;

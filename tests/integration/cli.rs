@@ -76,7 +76,7 @@ fn compose_detection_is_cached_until_the_choice_changes() {
     if !crate::common::require("docker", "detect compose") {
         return;
     }
-    let tools = cutover::compose::Compose::all_available();
+    let tools = cutover::docker::compose::Compose::all_available();
     let Some(tool) = tools.first() else {
         assert!(
             std::env::var_os("CI").is_none(),
@@ -128,7 +128,7 @@ fn compose_v2_runs_as_the_plugin_binary_the_docker_cli_reports() {
     if !crate::common::require("docker", "detect compose v2") {
         return;
     }
-    let v2 = cutover::compose::Compose::all_available()
+    let v2 = cutover::docker::compose::Compose::all_available()
         .into_iter()
         .any(|t| t.program() == "docker compose");
     if !v2 {

@@ -82,7 +82,7 @@ pub fn require(program: &str, why: &str) -> bool {
 /// True when every image exists locally; else skipped loudly (a failure under `CI`), naming
 /// the command that builds them.
 pub fn require_images(images: &[&str], build: &str) -> bool {
-    if images.iter().all(|i| cutover::images::exists(i)) {
+    if images.iter().all(|i| cutover::docker::images::exists(i)) {
         return true;
     }
     let msg = format!(

@@ -22,7 +22,7 @@ pub fn ready() -> bool {
     }
     let images_ok = ["cutover-demo:v1", "cutover-demo:v2"]
         .iter()
-        .all(|i| cutover::images::exists(i));
+        .all(|i| cutover::docker::images::exists(i));
     if !images_ok {
         let msg = "demo images cutover-demo:v1/v2 are missing (run scripts/demo-image.sh)";
         if std::env::var_os("CI").is_some() {
@@ -46,7 +46,7 @@ impl Project {
 
     /// Services with a running container, by compose label.
     pub fn running_services(&self) -> Vec<String> {
-        let mut services: Vec<String> = cutover::compose::containers_of(&self.name)
+        let mut services: Vec<String> = cutover::docker::compose::containers_of(&self.name)
             .unwrap()
             .into_iter()
             .filter(|c| c.running())
@@ -72,7 +72,7 @@ impl Project {
             self.include()
         );
         // The memory limit from deploy.resources is applied by this compose flavour.
-        let id = cutover::compose::containers_of(&self.name)
+        let id = cutover::docker::compose::containers_of(&self.name)
             .unwrap()
             .into_iter()
             .find(|c| c.service == format!("web-{color}") && c.running())
@@ -439,7 +439,7 @@ fn e2e_redeploy_without_image_and_rollback() {
     project.assert_stderr_snapshot("e2e-rollback-nothing-to-roll-back", &failure);
     // The first deploy starts the accessory (before the app); later deploys leave it alone.
     let accessory_id = || {
-        let containers = cutover::compose::containers_of(&project.name).unwrap();
+        let containers = cutover::docker::compose::containers_of(&project.name).unwrap();
         let cache: Vec<_> = containers
             .into_iter()
             .filter(|c| c.service == "cache" && c.running())
@@ -531,7 +531,9 @@ fn e2e_demo_runs_a_clean_cycle_and_leaves_nothing_behind() {
     assert_eq!(report["second"]["to"], "green");
     let project = report["project"].as_str().unwrap();
     assert!(
-        cutover::compose::containers_of(project).unwrap().is_empty(),
+        cutover::docker::compose::containers_of(project)
+            .unwrap()
+            .is_empty(),
         "containers left behind"
     );
     let port: u16 = report["nginx"]
@@ -681,12 +683,14 @@ fn e2e_prune_keeps_the_newest_and_removes_the_rest() {
         "{plan}"
     );
     assert!(
-        cutover::images::exists(&tag("a")),
+        cutover::docker::images::exists(&tag("a")),
         "dry run removes nothing"
     );
     project.cutover(["prune", "--keep", "1"]).success();
-    assert!(cutover::images::exists(&tag("c")));
-    assert!(!cutover::images::exists(&tag("b")) && !cutover::images::exists(&tag("a")));
+    assert!(cutover::docker::images::exists(&tag("c")));
+    assert!(
+        !cutover::docker::images::exists(&tag("b")) && !cutover::docker::images::exists(&tag("a"))
+    );
     let _ = std::process::Command::new("docker")
         .args(["rmi", &tag("c")])
         .output();

@@ -11,7 +11,7 @@ use crate::project::{App, Project};
 
 /// The id of `service`'s running container.
 fn container_of(project: &Project, service: &str) -> String {
-    cutover::compose::containers_of(&project.name)
+    cutover::docker::compose::containers_of(&project.name)
         .unwrap()
         .into_iter()
         .find(|c| c.service == service && c.running())

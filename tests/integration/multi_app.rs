@@ -198,6 +198,8 @@ fn two_projects_behind_one_nginx_never_touch_each_other_under_load() {
         }
     }
     assert_eq!(snapshot(&a, "a.cutover.test"), before);
-    assert!(cutover::compose::containers_of(&c.name).unwrap().is_empty());
+    assert!(cutover::docker::compose::containers_of(&c.name)
+        .unwrap()
+        .is_empty());
     assert!(!c.path().join(".cutover/claims.json").exists());
 }

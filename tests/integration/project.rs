@@ -699,7 +699,7 @@ impl Drop for Project {
 
 /// Removes every container of a compose project and its default network.
 fn remove_compose_project(project: &str) {
-    if let Ok(containers) = cutover::compose::containers_of(project) {
+    if let Ok(containers) = cutover::docker::compose::containers_of(project) {
         let ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
         if !ids.is_empty() {
             let _ = Command::new("docker")
@@ -716,18 +716,18 @@ fn remove_compose_project(project: &str) {
 
 /// Removes a swarm stack, its external secrets and its network.
 fn remove_swarm_stack(project: &str) {
-    let _ = cutover::swarm::stack_rm(project);
+    let _ = cutover::docker::swarm::stack_rm(project);
     // Services go at once; their external secrets can go as soon as no service uses them.
     let deadline = Instant::now() + Duration::from_secs(30);
     while Instant::now() < deadline {
-        let secrets = cutover::swarm::secrets_of(project).unwrap_or_default();
+        let secrets = cutover::docker::swarm::secrets_of(project).unwrap_or_default();
         for s in &secrets {
-            let _ = cutover::swarm::remove_secret(&s.name);
+            let _ = cutover::docker::swarm::remove_secret(&s.name);
         }
-        let left = cutover::swarm::secrets_of(project)
+        let left = cutover::docker::swarm::secrets_of(project)
             .map(|l| l.len())
             .unwrap_or(0);
-        let services = cutover::swarm::services_of(project)
+        let services = cutover::docker::swarm::services_of(project)
             .map(|l| l.len())
             .unwrap_or(0);
         if left == 0 && services == 0 {

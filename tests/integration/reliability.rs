@@ -282,7 +282,7 @@ fn e2e_dollar_in_image_or_command_never_interpolates_a_secret() {
         !format!("{}{}", run.stdout, run.stderr).contains(DB_PASSWORD),
         "{run}"
     );
-    let id = cutover::compose::containers_of(&project.name)
+    let id = cutover::docker::compose::containers_of(&project.name)
         .unwrap()
         .into_iter()
         .find(|c| c.service == "web-blue" && c.running())
@@ -600,18 +600,18 @@ fn e2e_prune_never_removes_another_projects_rollback_image() {
     run(&prod, &["deploy", "--image", &a]);
     run(&prod, &["deploy", "--image", &b]);
     // prod: green runs b, a is the rollback target with no container left.
-    assert!(cutover::images::exists(&a));
+    assert!(cutover::docker::images::exists(&a));
     let said = run(&staging, &["deploy", "--image", &c]);
     assert!(
-        cutover::images::exists(&a),
+        cutover::docker::images::exists(&a),
         "staging's auto-prune removed prod's rollback image:\n{said}"
     );
     let pruned = run(&staging, &["prune", "--keep", "1", "--json"]);
     assert!(
-        cutover::images::exists(&a),
+        cutover::docker::images::exists(&a),
         "prune --keep 1 removed it:\n{pruned}"
     );
-    assert!(cutover::images::exists(&b) && cutover::images::exists(&c));
+    assert!(cutover::docker::images::exists(&b) && cutover::docker::images::exists(&c));
     run(&prod, &["rollback"]);
     assert_eq!(prod.get("/").unwrap().1.trim(), "version=v1 color=blue");
 

@@ -157,7 +157,7 @@ fn docker_compose_config_accepts_every_rendered_file() {
     if !require("docker", "validate rendered compose files") {
         return;
     }
-    let tools = cutover::compose::Compose::all_available();
+    let tools = cutover::docker::compose::Compose::all_available();
     if tools.is_empty() {
         assert!(
             std::env::var_os("CI").is_none(),

@@ -79,7 +79,7 @@ fn swarm_render_is_accepted_by_docker_stack_config() {
         .cutover(["render", "--engine", "swarm", "--out", "out"])
         .success();
     let file = project.path().join("out/stack.yml");
-    let resolved = match cutover::swarm::stack_config(&file) {
+    let resolved = match cutover::docker::swarm::stack_config(&file) {
         Ok(text) => text,
         Err(e)
             if e.to_string().contains("unknown command")
@@ -167,7 +167,7 @@ impl SwarmGuard {
     fn acquire() -> Option<SwarmGuard> {
         let mut held = SWARM.lock().unwrap_or_else(|p| p.into_inner());
         if held.0 == 0 {
-            let node = cutover::swarm::node().expect("docker info");
+            let node = cutover::docker::swarm::node().expect("docker info");
             match node.state.as_str() {
                 "active" if node.manager => held.1 = false,
                 "active" => {
@@ -230,7 +230,7 @@ fn swarm_ready() -> bool {
     }
     let images_ok = cutover::demo::IMAGES
         .iter()
-        .all(|i| cutover::images::exists(i));
+        .all(|i| cutover::docker::images::exists(i));
     if !images_ok {
         fail_or_skip("demo images cutover-demo:v1/v2 are missing (run scripts/demo-image.sh)");
         return false;
@@ -327,7 +327,7 @@ fn swarm_project(app: App) -> Option<Project> {
 /// What the swarm e2e tests ask of a project beyond the builder.
 impl Project {
     fn service(&self) -> String {
-        cutover::swarm::service_name(&self.name, "web")
+        cutover::docker::swarm::service_name(&self.name, "web")
     }
 
     /// The docker_gwbridge address of every running task: each task reached directly,
@@ -344,7 +344,7 @@ impl Project {
             .output()
             .unwrap();
         let containers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-        cutover::swarm::tasks(&self.service())
+        cutover::docker::swarm::tasks(&self.service())
             .unwrap()
             .into_iter()
             .filter(|t| t.serving())
@@ -487,7 +487,7 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
     }
 
     // Rotating a secret is a new versioned swarm secret and a rolling update.
-    let before: Vec<String> = cutover::swarm::secrets_of(&project.name)
+    let before: Vec<String> = cutover::docker::swarm::secrets_of(&project.name)
         .unwrap()
         .into_iter()
         .map(|s| s.name)
@@ -514,7 +514,7 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
     // and goes with the next deploy.
     let old_db = before.iter().find(|n| n.contains("_DB_PASSWORD_")).unwrap();
     let names = |project: &Project| -> Vec<String> {
-        cutover::swarm::secrets_of(&project.name)
+        cutover::docker::swarm::secrets_of(&project.name)
             .unwrap()
             .into_iter()
             .map(|s| s.name)
@@ -582,16 +582,16 @@ fn e2e_swarm_failing_image_is_rolled_back_automatically() {
         "failing v2 detected and rolled back in {}",
         cutover::report::duration(started.elapsed())
     );
-    let service = cutover::swarm::service(&project.service())
+    let service = cutover::docker::swarm::service(&project.service())
         .unwrap()
         .unwrap();
     assert_eq!(
-        cutover::swarm::display_image(&service.image),
+        cutover::docker::swarm::display_image(&service.image),
         "cutover-demo:v1"
     );
     assert_eq!(
         service.update.unwrap().state,
-        cutover::swarm::UpdateState::RollbackCompleted
+        cutover::docker::swarm::UpdateState::RollbackCompleted
     );
     let answers = project.ask_tasks("/");
     assert_eq!(answers.len(), 2, "{answers:?}");

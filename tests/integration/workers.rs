@@ -24,7 +24,7 @@ pub fn ready() -> bool {
     if !require("docker", "run end-to-end deploys") || !require("nginx", "run end-to-end deploys") {
         return false;
     }
-    if [W1, W2].iter().all(|i| cutover::images::exists(i)) {
+    if [W1, W2].iter().all(|i| cutover::docker::images::exists(i)) {
         return true;
     }
     let msg = "demo images cutover-demo-workers:v1/v2 are missing (run scripts/demo-image.sh --repo cutover-demo-workers v1 v2)";
@@ -58,7 +58,7 @@ fn app(workers: Value) -> App {
 impl Project {
     /// Running containers of one worker (both colors), as (service, image).
     fn running_worker(&self, name: &str) -> Vec<(String, String)> {
-        cutover::compose::containers_of(&self.name)
+        cutover::docker::compose::containers_of(&self.name)
             .unwrap()
             .into_iter()
             .filter(|c| c.running() && c.service.starts_with(&format!("web-{name}-")))
@@ -67,7 +67,7 @@ impl Project {
     }
 
     fn running_worker_ids(&self, name: &str) -> Vec<String> {
-        cutover::compose::containers_of(&self.name)
+        cutover::docker::compose::containers_of(&self.name)
             .unwrap()
             .into_iter()
             .filter(|c| c.running() && c.service.starts_with(&format!("web-{name}-")))
@@ -282,7 +282,7 @@ fn a_worker_taken_out_of_the_config_is_removed_by_the_next_deploy() {
             .contains("worker collector (no longer in cutover.yml): stopped and removed"),
         "{run}"
     );
-    let left: Vec<String> = cutover::compose::containers_of(&project.name)
+    let left: Vec<String> = cutover::docker::compose::containers_of(&project.name)
         .unwrap()
         .into_iter()
         .filter(|c| c.service.starts_with("web-collector-"))
