@@ -39,20 +39,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ),
 ];
 
-/// Secret key names per service group: values never pass through rendering.
-#[derive(Debug, Clone, Default)]
-pub struct SecretKeys {
-    pub app: BTreeSet<String>,
-    pub accessories: BTreeMap<String, BTreeSet<String>>,
-}
-
-impl SecretKeys {
-    /// The secret key names of one accessory (none when it has no secrets files).
-    pub fn accessory(&self, name: &str) -> &BTreeSet<String> {
-        static NONE: BTreeSet<String> = BTreeSet::new();
-        self.accessories.get(name).unwrap_or(&NONE)
-    }
-}
+use crate::secrets::SecretKeys;
 
 /// What the caller decided: the image each color runs.
 #[derive(Debug, Clone)]
@@ -69,8 +56,6 @@ pub struct Renderer {
     env: Environment<'static>,
     /// Where each template came from, for error messages ("built-in" or a path).
     origins: BTreeMap<&'static str, String>,
-    /// Where relative config paths (`state_dir`) resolve.
-    project_dir: PathBuf,
 }
 
 impl Renderer {
@@ -96,11 +81,7 @@ impl Renderer {
                 .map_err(|e| template_error(&origin, e))?;
             origins.insert(*name, origin);
         }
-        Ok(Renderer {
-            env,
-            origins,
-            project_dir: project_dir.to_path_buf(),
-        })
+        Ok(Renderer { env, origins })
     }
 
     pub(crate) fn render(&self, name: &'static str, ctx: impl Serialize) -> anyhow::Result<String> {
@@ -116,16 +97,10 @@ impl Renderer {
         self.render(COMPOSE, ctx)
     }
 
-    /// The nginx include pointing at `color`, with the maintenance block while the project's
-    /// maintenance flag is on (so every switch, a deploy's included, keeps it).
-    pub fn include(&self, config: &Config, color: Color) -> anyhow::Result<String> {
-        let state_dir = self.project_dir.join(&config.state_dir);
-        let maintenance = crate::maintenance::load(&state_dir)?;
-        self.include_with(config, color, maintenance.as_ref())
-    }
-
-    /// The nginx include pointing at `color`, in or out of maintenance as asked.
-    pub fn include_with(
+    /// The nginx include pointing at `color`, in or out of maintenance as asked: with the
+    /// 503 block while the project's flag is on (the caller loads it, `maintenance::load`),
+    /// so every switch, a deploy's included, keeps it. Rendering reads no file.
+    pub fn include(
         &self,
         config: &Config,
         color: Color,

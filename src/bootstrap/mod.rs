@@ -62,7 +62,35 @@ pub struct Target {
     pub dry_run: bool,
 }
 
+/// Where a run's changes land, decided from `--root` and `--dry-run` once; `--json` names it
+/// (`"mode"`) with these words.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Mode {
+    /// On this box, for real.
+    #[serde(rename = "live")]
+    Live,
+    /// Files under `--root`; live-system commands are listed, not run.
+    #[serde(rename = "root")]
+    Root,
+    /// On this box, as a plan: nothing changes.
+    #[serde(rename = "dry-run")]
+    DryRun,
+    /// Under `--root`, as a plan.
+    #[serde(rename = "root dry-run")]
+    RootDryRun,
+}
+
 impl Target {
+    /// Which of the four modes this target is.
+    pub fn mode(&self) -> Mode {
+        match (&self.root, self.dry_run) {
+            (None, false) => Mode::Live,
+            (Some(_), false) => Mode::Root,
+            (None, true) => Mode::DryRun,
+            (Some(_), true) => Mode::RootDryRun,
+        }
+    }
+
     /// The path a live-system path maps to: itself, or the same path under `--root`.
     pub fn path(&self, live: &Path) -> PathBuf {
         match &self.root {
@@ -119,7 +147,7 @@ pub struct Step {
 /// The whole run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
-    pub mode: &'static str,
+    pub mode: Mode,
     pub root: Option<PathBuf>,
     pub dry_run: bool,
     pub steps: Vec<Step>,
@@ -320,12 +348,7 @@ pub fn check_privileges(target: &Target) -> anyhow::Result<()> {
 pub fn run(opts: &Options) -> Report {
     let target = &opts.target;
     let mut report = Report {
-        mode: match (&target.root, target.dry_run) {
-            (None, false) => "live",
-            (Some(_), false) => "root",
-            (None, true) => "dry-run",
-            (Some(_), true) => "root dry-run",
-        },
+        mode: target.mode(),
         root: target.root.clone(),
         dry_run: target.dry_run,
         steps: Vec::new(),

@@ -19,9 +19,10 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{sbin, StepRun};
-use crate::config::Tls;
+use super::{sbin, StepRun, Target};
+use crate::config::{Loaded, Tls};
 use crate::process::{shell_quote, Cmd, ProcessError};
+use crate::render::Renderer;
 
 /// A certificate closer than this to its expiry is renewed (certbot's own default).
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 60 * 60);
@@ -40,7 +41,32 @@ pub struct Plan {
     pub reload: Vec<String>,
 }
 
+/// Whether the certificate of `nginx.tls` exists (under `--root` when the target has one):
+/// the site is rendered with its 443 server only then.
+pub fn cert_ready(loaded: &Loaded, target: &Target) -> bool {
+    loaded.config.nginx.tls.as_ref().is_some_and(|tls| {
+        target.path(&tls.fullchain()).is_file() && target.path(&tls.privkey()).is_file()
+    })
+}
+
 impl Plan {
+    /// The TLS plan of a project: `None` when its config has no `nginx.tls`.
+    pub fn of(loaded: &Loaded, renderer: &Renderer) -> anyhow::Result<Option<Plan>> {
+        let Some(settings) = &loaded.config.nginx.tls else {
+            return Ok(None);
+        };
+        let nginx = &loaded.config.nginx;
+        Ok(Some(Plan {
+            project: loaded.config.project.to_string(),
+            tls: settings.clone(),
+            site_path: nginx.site.clone(),
+            site_without_cert: renderer.site_with(&loaded.config, false)?,
+            site_with_cert: renderer.site_with(&loaded.config, true)?,
+            test: nginx.test.clone(),
+            reload: nginx.reload.clone(),
+        }))
+    }
+
     pub fn renew_cron(&self) -> PathBuf {
         self.tls.renew_cron.clone().unwrap_or_else(|| {
             PathBuf::from(format!("/etc/cron.d/cutover-certbot-{}", self.project))

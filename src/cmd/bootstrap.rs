@@ -12,7 +12,9 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 
-use crate::bootstrap::{self, cloud_init, identity, nginx_site, Options, Report, Status, Target};
+use crate::bootstrap::{
+    self, cloud_init, identity, nginx_site, tls, Options, Report, Status, Target,
+};
 use crate::cli::BootstrapArgs;
 use crate::config::{self, Color, Swappiness};
 use crate::context::Context;
@@ -41,12 +43,17 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or(Swappiness(10));
     let cwd = std::env::current_dir().context("could not read the current directory")?;
     let root = args.root.as_ref().map(|r| cwd.join(r));
+    let target = Target {
+        root: root.clone(),
+        dry_run: args.dry_run,
+    };
+    let renderer = Renderer::new(&ctx.dir)?;
     let nginx = match &loaded {
-        Some(loaded) => Some(nginx_files(ctx, loaded, root.as_deref())?),
+        Some(loaded) => Some(nginx_files(&renderer, loaded, &target)?),
         None => None,
     };
     let tls = match &loaded {
-        Some(loaded) => super::tls::plan(ctx, loaded)?,
+        Some(loaded) => tls::Plan::of(loaded, &renderer)?,
         None => None,
     };
     let identity_path = PathBuf::from(identity::DEFAULT_PATH);
@@ -67,7 +74,7 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
             identity: identity_path,
         };
         let view = cloud_init::view(&request)?;
-        let text = Renderer::new(&ctx.dir)?.cloud_init(&view)?;
+        let text = renderer.cloud_init(&view)?;
         config::check_yaml(&text).context(
             "the rendered cloud-init user-data is not valid YAML (check templates/cloud-init.yml.j2)",
         )?;
@@ -75,10 +82,6 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let target = Target {
-        root: root.clone(),
-        dry_run: args.dry_run,
-    };
     bootstrap::check_privileges(&target)?;
     if let Some(root) = &root {
         if !root.is_dir() {
@@ -134,11 +137,10 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
 /// The project's nginx site and include, rendered as `cutover render` does. The include
 /// points at the active color when a deploy recorded one, else blue (the first deploy's).
 fn nginx_files(
-    ctx: &Context,
+    renderer: &Renderer,
     loaded: &config::Loaded,
-    root: Option<&Path>,
+    target: &Target,
 ) -> anyhow::Result<nginx_site::Files> {
-    let renderer = Renderer::new(&ctx.dir)?;
     let active = crate::state::StateDir::new(loaded.state_dir())
         .load()
         .ok()
@@ -147,9 +149,13 @@ fn nginx_files(
     let nginx = &loaded.config.nginx;
     Ok(nginx_site::Files {
         site_path: nginx.site.clone(),
-        site: renderer.site_with(&loaded.config, super::tls::cert_ready(loaded, root))?,
+        site: renderer.site_with(&loaded.config, tls::cert_ready(loaded, target))?,
         include_path: nginx.include.clone(),
-        include: renderer.include(&loaded.config, active)?,
+        include: renderer.include(
+            &loaded.config,
+            active,
+            crate::maintenance::load(&loaded.state_dir())?.as_ref(),
+        )?,
         test: nginx.test.clone(),
         reload: nginx.reload.clone(),
         catch_all: nginx.server_name.trim() == "_",

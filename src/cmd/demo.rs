@@ -164,7 +164,7 @@ fn write_nginx_files(
     crate::atomic::write(
         &prefix.join("service-url.inc"),
         renderer
-            .include(&loaded.config, config::Color::Blue)?
+            .include(&loaded.config, config::Color::Blue, None)?
             .as_bytes(),
         0o644,
     )?;

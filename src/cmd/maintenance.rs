@@ -1,4 +1,4 @@
-//! `cutover maintenance on|off`: flags and output over `maintenance.rs`.
+//! `cutover maintenance on|off`: flags and output over `engine/maintenance.rs`.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -7,7 +7,8 @@ use anyhow::Context as _;
 
 use crate::cli::{MaintenanceCommand, MaintenanceCommon};
 use crate::context::Context;
-use crate::maintenance::{self, Change, Maintenance};
+use crate::engine::maintenance::Change;
+use crate::maintenance::{self, Maintenance};
 use crate::render::Renderer;
 use crate::report::duration;
 
@@ -32,14 +33,20 @@ pub fn run(ctx: &Context, command: MaintenanceCommand) -> anyhow::Result<ExitCod
     };
     let renderer = Renderer::new(&ctx.dir)?;
     let on = wanted.is_some();
-    let change = maintenance::set(&loaded, &renderer, wanted, common.dry_run, common.lock_wait)
-        .with_context(|| {
-            format!(
-                "could not turn maintenance mode {} for {}",
-                if on { "on" } else { "off" },
-                loaded.config.project
-            )
-        })?;
+    let change = crate::engine::maintenance::set(
+        &loaded,
+        &renderer,
+        wanted,
+        common.dry_run,
+        common.lock_wait,
+    )
+    .with_context(|| {
+        format!(
+            "could not turn maintenance mode {} for {}",
+            if on { "on" } else { "off" },
+            loaded.config.project
+        )
+    })?;
     print(ctx, &common, &change)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -35,7 +35,11 @@ pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
     let renderer = Renderer::new(&ctx.dir)?;
     let files = Files {
         compose: renderer.compose(&loaded.config, &plan)?,
-        include: renderer.include(&loaded.config, active)?,
+        include: renderer.include(
+            &loaded.config,
+            active,
+            crate::maintenance::load(&loaded.state_dir())?.as_ref(),
+        )?,
         site: renderer.site(&loaded.config)?,
     };
     // A template override can produce anything; catch broken YAML before docker compose does.

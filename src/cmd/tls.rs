@@ -1,7 +1,6 @@
 //! `cutover tls issue`: the bootstrap step `tls` on its own (see `bootstrap/tls.rs`), with
 //! the same `--dry-run`, `--root` and report as `cutover bootstrap`.
 
-use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -19,38 +18,9 @@ pub fn run(ctx: &Context, command: TlsCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// The TLS plan of a project: `None` when its config has no `nginx.tls`.
-pub(super) fn plan(ctx: &Context, loaded: &config::Loaded) -> anyhow::Result<Option<tls::Plan>> {
-    let Some(settings) = &loaded.config.nginx.tls else {
-        return Ok(None);
-    };
-    let renderer = Renderer::new(&ctx.dir)?;
-    let nginx = &loaded.config.nginx;
-    Ok(Some(tls::Plan {
-        project: loaded.config.project.to_string(),
-        tls: settings.clone(),
-        site_path: nginx.site.clone(),
-        site_without_cert: renderer.site_with(&loaded.config, false)?,
-        site_with_cert: renderer.site_with(&loaded.config, true)?,
-        test: nginx.test.clone(),
-        reload: nginx.reload.clone(),
-    }))
-}
-
-/// Whether the certificate of `nginx.tls` exists (under `root` when given).
-pub(super) fn cert_ready(loaded: &config::Loaded, root: Option<&Path>) -> bool {
-    let target = Target {
-        root: root.map(Path::to_path_buf),
-        dry_run: false,
-    };
-    loaded.config.nginx.tls.as_ref().is_some_and(|tls| {
-        target.path(&tls.fullchain()).is_file() && target.path(&tls.privkey()).is_file()
-    })
-}
-
 fn issue(ctx: &Context, args: TlsIssueArgs) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
-    let Some(plan) = plan(ctx, &loaded)? else {
+    let Some(plan) = tls::Plan::of(&loaded, &Renderer::new(&ctx.dir)?)? else {
         bail!(
             "{}: no nginx.tls section (add nginx.tls: {{ domains: [example.com], email: you@example.com }})",
             ctx.config_path.display()
@@ -71,12 +41,7 @@ fn issue(ctx: &Context, args: TlsIssueArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let step = bootstrap::run_step(&target, "tls", |step| tls::step(Some(&plan), "", step));
     let report = Report {
-        mode: match (&root, args.dry_run) {
-            (None, false) => "live",
-            (Some(_), false) => "root",
-            (None, true) => "dry-run",
-            (Some(_), true) => "root dry-run",
-        },
+        mode: target.mode(),
         root,
         dry_run: args.dry_run,
         steps: vec![step],

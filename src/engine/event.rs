@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::step::Step;
+use crate::state::Step;
 
 #[derive(Debug, Clone)]
 pub enum Event {

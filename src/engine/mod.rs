@@ -12,6 +12,7 @@ pub mod compose;
 pub mod event;
 pub mod failure;
 pub mod hooks;
+pub mod maintenance;
 pub mod record;
 pub mod request;
 pub mod step;

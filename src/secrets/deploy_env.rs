@@ -1,6 +1,6 @@
 //! The secrets a deploy needs, decrypted in memory from every file cutover.yml names: the
 //! values (compose: process environment; swarm: the swarm secrets' contents) and the key
-//! names per service (for rendering).
+//! names per service ([`SecretKeys`], what rendering gets: names, never values).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -9,7 +9,38 @@ use anyhow::{bail, Context as _};
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::config::Loaded;
-use crate::render::SecretKeys;
+
+/// Secret key names per service group: values never pass through rendering.
+#[derive(Debug, Clone, Default)]
+pub struct SecretKeys {
+    pub app: BTreeSet<String>,
+    pub accessories: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl SecretKeys {
+    /// The secret key names of one accessory (none when it has no secrets files).
+    pub fn accessory(&self, name: &str) -> &BTreeSet<String> {
+        static NONE: BTreeSet<String> = BTreeSet::new();
+        self.accessories.get(name).unwrap_or(&NONE)
+    }
+}
+
+/// Whose secrets files a group is: the app's, or one accessory's. An enum, not the name:
+/// an accessory may be called `app`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Owner {
+    App,
+    Accessory(String),
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Owner::App => f.write_str("the app"),
+            Owner::Accessory(name) => write!(f, "accessory `{name}`"),
+        }
+    }
+}
 
 /// Every decrypted value by key, and which service owns which keys.
 pub struct DeployEnv {
@@ -28,27 +59,48 @@ pub fn secret_keys(identity: Option<&Path>, loaded: &Loaded) -> anyhow::Result<S
 /// `registry.password_secret` is decrypted but reaches no container.
 pub fn deploy_env(identity: Option<&Path>, loaded: &Loaded) -> anyhow::Result<DeployEnv> {
     let config = &loaded.config;
-    let mut values = BTreeMap::new();
-    let mut keys = SecretKeys::default();
-    let groups: Vec<(String, &Vec<PathBuf>)> =
-        std::iter::once(("app".to_string(), &config.app.secrets))
-            .chain(
-                config
-                    .accessories
-                    .iter()
-                    .map(|(n, a)| (n.to_string(), &a.secrets)),
-            )
-            .filter(|(_, files)| !files.is_empty())
-            .collect();
+    let groups: Vec<(Owner, &Vec<PathBuf>)> = std::iter::once((Owner::App, &config.app.secrets))
+        .chain(
+            config
+                .accessories
+                .iter()
+                .map(|(n, a)| (Owner::Accessory(n.to_string()), &a.secrets)),
+        )
+        .filter(|(_, files)| !files.is_empty())
+        .collect();
     if groups.is_empty() {
-        return Ok(DeployEnv { values, keys });
+        return Ok(DeployEnv {
+            values: BTreeMap::new(),
+            keys: SecretKeys::default(),
+        });
     }
     let identities = super::resolve_identity(identity)
         .context("cannot decrypt the secrets files named in cutover.yml")?;
+    let mut decrypted = Vec::with_capacity(groups.len());
     for (owner, files) in groups {
         let paths: Vec<_> = files.iter().map(|f| loaded.resolve(f)).collect();
         let env = super::load_env(&paths, &identities)
             .with_context(|| format!("cannot decrypt the secrets of {owner}"))?;
+        decrypted.push((owner, env));
+    }
+    let registry_key = config
+        .registry
+        .as_ref()
+        .map(|r| r.password_secret.0.as_str());
+    combine(decrypted, registry_key)
+}
+
+/// One environment from every group's values, and each group's key names. A key in two
+/// groups must carry the same value, since compose gets one environment. The registry
+/// password (`registry_key`) is for `docker login` on the box, not for the app: no
+/// container's environment names it (`values` keeps it for the pull step).
+fn combine(
+    groups: Vec<(Owner, super::SecretEnv)>,
+    registry_key: Option<&str>,
+) -> anyhow::Result<DeployEnv> {
+    let mut values = BTreeMap::new();
+    let mut keys = SecretKeys::default();
+    for (owner, env) in groups {
         let mut names: BTreeSet<String> = env.keys().map(str::to_string).collect();
         for (key, value) in env.iter() {
             let clash = values
@@ -59,15 +111,14 @@ pub fn deploy_env(identity: Option<&Path>, loaded: &Loaded) -> anyhow::Result<De
             }
             values.insert(key.to_string(), value.clone());
         }
-        // The registry password is for `docker login` on the box, not for the app: no
-        // container's environment names it (values keeps it for the pull step).
-        if let Some(registry) = &config.registry {
-            names.remove(&registry.password_secret.0);
+        if let Some(registry_key) = registry_key {
+            names.remove(registry_key);
         }
-        if owner == "app" {
-            keys.app = names;
-        } else {
-            keys.accessories.insert(owner, names);
+        match owner {
+            Owner::App => keys.app = names,
+            Owner::Accessory(name) => {
+                keys.accessories.insert(name, names);
+            }
         }
     }
     Ok(DeployEnv { values, keys })
@@ -95,6 +146,48 @@ pub fn redact(text: &str, values: &BTreeMap<String, SecretString>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> crate::secrets::SecretEnv {
+        crate::secrets::SecretEnv::from_pairs(pairs)
+    }
+
+    #[test]
+    fn an_accessory_named_app_keeps_its_keys_apart_from_the_app() {
+        let combined = combine(
+            vec![
+                (Owner::App, env(&[("APP_KEY", "a"), ("REGISTRY_PW", "r")])),
+                (Owner::Accessory("app".into()), env(&[("DB_PASSWORD", "d")])),
+            ],
+            Some("REGISTRY_PW"),
+        )
+        .unwrap();
+        assert_eq!(
+            combined.keys.app,
+            BTreeSet::from(["APP_KEY".to_string()]),
+            "the app's keys, not the accessory's, and never the registry password"
+        );
+        assert_eq!(
+            combined.keys.accessory("app"),
+            &BTreeSet::from(["DB_PASSWORD".to_string()])
+        );
+        assert_eq!(combined.values.len(), 3);
+    }
+
+    #[test]
+    fn a_key_with_two_values_is_refused_naming_the_owner_not_the_value() {
+        let err = combine(
+            vec![
+                (Owner::App, env(&[("K", "one")])),
+                (Owner::Accessory("db".into()), env(&[("K", "two")])),
+            ],
+            None,
+        )
+        .err()
+        .unwrap()
+        .to_string();
+        assert!(err.contains("`K` of accessory `db`"), "{err}");
+        assert!(!err.contains("one") && !err.contains("two"), "{err}");
+    }
 
     #[test]
     fn redact_masks_every_value_longest_first() {

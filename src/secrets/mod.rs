@@ -24,7 +24,7 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-pub use deploy_env::{deploy_env, secret_keys, DeployEnv};
+pub use deploy_env::{deploy_env, secret_keys, DeployEnv, SecretKeys};
 pub use dotenv::{ParseError, ParseErrorKind};
 pub use keys::{default_identity_path, resolve_identity, Identities, IdentitySource};
 
@@ -235,6 +235,16 @@ impl SecretEnv {
 
     pub fn is_empty(&self) -> bool {
         self.vars.is_empty()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn from_pairs(pairs: &[(&str, &str)]) -> Self {
+        SecretEnv {
+            vars: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), SecretString::from(*v)))
+                .collect(),
+        }
     }
 }
 

@@ -43,7 +43,8 @@ use crate::docker::compose::{Compose, Project};
 use crate::engine::record::{self, Attempt};
 use crate::engine::{failure, Abort, Reporter, Request, Step, StepClock};
 use crate::nginx::Nginx;
-use crate::render::{Plan, Renderer, SecretKeys};
+use crate::render::{Plan, Renderer};
+use crate::secrets::SecretKeys;
 use crate::state::{Action, EngineKind, RunResult, StateDir};
 
 pub use observe::{health_url, observe, Observed};
@@ -149,6 +150,15 @@ impl<'a> Deployer<'a> {
 }
 
 impl Run<'_, '_> {
+    /// The include for `color`, in maintenance while the project's flag is on: the flag
+    /// cannot change during a deploy, since turning it on or off takes the deploy lock.
+    fn include_text(&self, color: Color) -> anyhow::Result<String> {
+        let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
+        self.d
+            .renderer
+            .include(&self.d.loaded.config, color, maintenance.as_ref())
+    }
+
     fn interrupted(&self) -> bool {
         self.d.interrupted.load(Ordering::SeqCst)
     }
@@ -278,7 +288,7 @@ impl Run<'_, '_> {
                 workers: workers::images(&moves, &t.image),
             },
         )?;
-        let include_text = self.d.renderer.include(config, t.to)?;
+        let include_text = self.include_text(t.to)?;
         let accessories_down = config
             .accessories
             .keys()

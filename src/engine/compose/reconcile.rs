@@ -17,7 +17,6 @@ impl Run<'_, '_> {
         if o.nginx_color == Some(served) {
             return Ok(());
         }
-        let config = &self.d.loaded.config;
         let file = o
             .nginx_color
             .map_or("neither color".to_string(), |c| c.to_string());
@@ -30,7 +29,7 @@ impl Run<'_, '_> {
         }
         if o.running.contains(&served) || !file_runs {
             // nginx serves a color that runs: the file is the stale one.
-            let text = self.d.renderer.include(config, served)?;
+            let text = self.include_text(served)?;
             self.nginx.switch(&text).with_context(|| {
                 format!("could not put the nginx include back to {served}, the color nginx serves")
             })?;

@@ -58,9 +58,7 @@ impl Run<'_, '_> {
         self.clock.start(Step::Switch, format!("back to {old}"));
         let workers = self.nginx.worker_pids();
         let back = self
-            .d
-            .renderer
-            .include(config, old)
+            .include_text(old)
             .and_then(|text| self.nginx.switch(&text))
             .and_then(|_| switch::probe_through_nginx(config, old).map_err(|e| anyhow::anyhow!(e)));
         if let Err(e) = back {

@@ -28,7 +28,8 @@ use crate::config::{Loaded, Swarm};
 use crate::docker::swarm;
 use crate::engine::record::{self, Attempt};
 use crate::engine::{failure, Abort, Failed, Reporter, Request, Step, StepClock};
-use crate::render::{Renderer, SecretKeys};
+use crate::render::Renderer;
+use crate::secrets::SecretKeys;
 use crate::state::{EngineKind, StateDir};
 use stack::StackPlan;
 

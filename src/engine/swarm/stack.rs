@@ -20,8 +20,9 @@ use serde::Serialize;
 use crate::config::{Config, Swarm};
 use crate::render::{
     checked_image, command_json, env_items, literal, literals, named_volumes, EnvItem, Renderer,
-    SecretKeys, STACK,
+    STACK,
 };
+use crate::secrets::SecretKeys;
 
 /// What the caller decided: the image the app runs and the swarm secret name of every key.
 #[derive(Debug, Clone)]

@@ -13,7 +13,9 @@ use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 
 use crate::config::Color;
-pub use crate::engine::step::{Step, StepTiming};
+mod step;
+
+pub use step::{Step, StepTiming};
 
 /// The mode of every file in the state directory.
 pub const FILE_MODE: u32 = 0o600;
