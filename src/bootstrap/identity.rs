@@ -22,7 +22,7 @@ use secrecy::{ExposeSecret as _, SecretString};
 use super::{Options, StepRun};
 
 /// Where the box identity lives by default (under `--root` when given).
-pub const DEFAULT_PATH: &str = "/etc/cutover/identity.txt";
+pub const DEFAULT_PATH: &str = crate::secrets::keys::BOX_IDENTITY_PATH;
 
 /// The public key (age recipient) of the identity file at `path`.
 pub fn read_recipient(path: &Path) -> anyhow::Result<String> {

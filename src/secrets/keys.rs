@@ -24,7 +24,7 @@ use zeroize::Zeroizing;
 use super::SecretsError;
 
 /// Where `cutover bootstrap` puts the box's own identity; the last place looked.
-pub const BOX_IDENTITY_PATH: &str = crate::bootstrap::identity::DEFAULT_PATH;
+pub const BOX_IDENTITY_PATH: &str = "/etc/cutover/identity.txt";
 
 /// The environment variable holding an identity's text (for CI).
 pub const AGE_KEY_ENV: &str = "CUTOVER_AGE_KEY";
