@@ -14,6 +14,7 @@ mod e2e;
 mod e2e_lifecycle;
 mod e2e_reliability;
 mod history;
+mod layers;
 mod maintenance;
 mod multi_app;
 mod project;
