@@ -57,9 +57,13 @@ impl MemInfo {
 /// Asked of the kernel through `ss` (sock_diag: filtered by state and port in the kernel, ~5 ms
 /// however many sockets the box holds); where `ss` is missing or fails, read from
 /// `/proc/net/tcp{,6}`, which lists every socket, TIME_WAIT too: ~30 ms under the benchmark's
-/// 150 connections a second, paid by every drain.
-pub fn established_connections(port: u16) -> usize {
-    established_by_ss(port).unwrap_or_else(|| established_in_proc(port))
+/// 150 connections a second, paid by every drain. When neither can be read the count is
+/// unknown, an error: taken for 0, it would end a drain with requests still in flight.
+pub fn established_connections(port: u16) -> anyhow::Result<usize> {
+    match established_by_ss(port) {
+        Some(count) => Ok(count),
+        None => established_in_proc(port),
+    }
 }
 
 /// `ss -H -t -n state established '( sport = :P or dport = :P )'`: one line per socket.
@@ -74,12 +78,38 @@ fn established_by_ss(port: u16) -> Option<usize> {
 }
 
 /// The same count from `/proc/net/tcp{,6}`.
-pub fn established_in_proc(port: u16) -> usize {
-    ["/proc/net/tcp", "/proc/net/tcp6"]
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .map(|text| count_established(&text, port))
-        .sum()
+pub fn established_in_proc(port: u16) -> anyhow::Result<usize> {
+    established_in_tables(
+        port,
+        [Path::new("/proc/net/tcp"), Path::new("/proc/net/tcp6")],
+    )
+}
+
+/// The count from socket tables; one that is missing is skipped (a kernel without IPv6 has no
+/// `tcp6`), but at least one must be read.
+fn established_in_tables<'a>(
+    port: u16,
+    tables: impl IntoIterator<Item = &'a Path>,
+) -> anyhow::Result<usize> {
+    let mut read = 0;
+    let mut count = 0;
+    let mut errors = Vec::new();
+    for path in tables {
+        match std::fs::read_to_string(path) {
+            Ok(text) => {
+                read += 1;
+                count += count_established(&text, port);
+            }
+            Err(e) => errors.push(format!("{}: {e}", path.display())),
+        }
+    }
+    if read == 0 {
+        anyhow::bail!(
+            "cannot count the connections on port {port}: `ss` failed and no socket table could be read ({})",
+            errors.join("; ")
+        );
+    }
+    Ok(count)
 }
 
 /// Counts `/proc/net/tcp` rows in state 01 (ESTABLISHED) with `port` on either end.
@@ -124,15 +154,37 @@ mod tests {
     }
 
     #[test]
+    fn no_readable_socket_table_is_an_error_not_zero() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("tcp");
+        let err = established_in_tables(8080, [missing.as_path()]).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("cannot count the connections on port 8080"),
+            "{err}"
+        );
+        let table = dir.path().join("tcp6");
+        std::fs::write(
+            &table,
+            "  sl  local_address rem_address   st\n   1: 0100007F:1F90 0100007F:D2A0 01 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            established_in_tables(8080, [missing.as_path(), table.as_path()]).unwrap(),
+            1
+        );
+    }
+
+    #[test]
     fn ss_and_proc_see_the_same_real_loopback_connection() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        assert_eq!(established_connections(port), 0);
+        assert_eq!(established_connections(port).unwrap(), 0);
         let _client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         let (_server, _) = listener.accept().unwrap();
         // Both ends of one loopback connection are on this machine.
-        assert_eq!(established_in_proc(port), 2);
-        assert_eq!(established_connections(port), 2);
+        assert_eq!(established_in_proc(port).unwrap(), 2);
+        assert_eq!(established_connections(port).unwrap(), 2);
         if crate::process::which("ss").is_some() {
             assert_eq!(established_by_ss(port), Some(2));
         }

@@ -106,8 +106,16 @@ impl Nginx {
         }
         if let Err(err) = self.reload_config() {
             switch.put_back()?;
-            let _ = self.reload_config();
-            return Err(err.context("restored the previous include"));
+            // The reload may have half-applied: reload again so nginx runs the include on disk,
+            // and say so when even that fails (nginx's state is then unknown).
+            return Err(match self.reload_config() {
+                Ok(()) => err.context("restored the previous include and reloaded nginx"),
+                Err(again) => err.context(format!(
+                    "restored the previous include, but reloading nginx with it failed too \
+                     ({again:#}): check `{}` by hand",
+                    self.reload.join(" ")
+                )),
+            });
         }
         Ok(switch)
     }

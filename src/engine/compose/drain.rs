@@ -27,34 +27,45 @@ impl Run<'_, '_> {
         );
         let limit = config.app.drain.get();
         let left = wait(port, old_workers, limit, &mut self.clock);
+        let connections = match &left.connections {
+            Ok(n) => n.to_string(),
+            Err(_) => "an unknown number of".to_string(),
+        };
         self.clock.done(
             Step::Drain,
             format!(
-                "{} connections, {} old nginx workers left",
-                left.connections, left.workers
+                "{connections} connections, {} old nginx workers left",
+                left.workers
             ),
         );
-        left.pending().then(|| {
-            format!(
-                "{} connections to {} and {} old nginx workers were left after the drain limit ({})",
-                left.connections,
-                old.map_or("the old color".to_string(), |c| c.to_string()),
-                left.workers,
+        let old_name = old.map_or("the old color".to_string(), |c| c.to_string());
+        match &left.connections {
+            // Fail closed: a count that cannot be read is never taken for "drained"; the
+            // drain waited its whole bound instead.
+            Err(e) => Some(format!(
+                "{e:#}; waited the whole drain limit ({}) before stopping {old_name}",
                 config.app.drain
-            )
-        })
+            )),
+            Ok(_) if left.pending() => Some(format!(
+                "{connections} connections to {old_name} and {} old nginx workers were left after the drain limit ({})",
+                left.workers, config.app.drain
+            )),
+            Ok(_) => None,
+        }
     }
 }
 
 /// What was still open when the drain ended.
 pub(super) struct Left {
-    pub connections: usize,
+    /// Open connections to the old port; an error when they cannot be counted.
+    pub connections: anyhow::Result<usize>,
     pub workers: usize,
 }
 
 impl Left {
+    /// Whether anything may still reach the old color; an unknown count may.
     pub fn pending(&self) -> bool {
-        self.connections > 0 || self.workers > 0
+        !matches!(self.connections, Ok(0)) || self.workers > 0
     }
 }
 
@@ -69,7 +80,7 @@ pub(super) fn wait(
 ) -> Left {
     let started = Instant::now();
     let look = || Left {
-        connections: port.map_or(0, crate::host::established_connections),
+        connections: port.map_or(Ok(0), crate::host::established_connections),
         workers: old_workers
             .iter()
             .filter(|pid| crate::nginx::process_alive(**pid))
@@ -81,13 +92,33 @@ pub(super) fn wait(
             Step::Drain,
             started.elapsed(),
             limit,
-            format!(
-                "{} open connections, {} old nginx workers",
-                left.connections, left.workers
-            ),
+            match &left.connections {
+                Ok(n) => format!("{n} open connections, {} old nginx workers", left.workers),
+                Err(_) => format!(
+                    "connections cannot be counted, {} old nginx workers",
+                    left.workers
+                ),
+            },
         );
         std::thread::sleep(Duration::from_millis(20));
         left = look();
     }
     left
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_uncountable_port_is_never_drained() {
+        let left = |connections, workers| Left {
+            connections,
+            workers,
+        };
+        assert!(!left(Ok(0), 0).pending());
+        assert!(left(Ok(1), 0).pending());
+        assert!(left(Ok(0), 1).pending());
+        assert!(left(Err(anyhow::anyhow!("no socket table")), 0).pending());
+    }
 }
