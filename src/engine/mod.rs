@@ -41,6 +41,10 @@ pub struct Summary<D> {
     pub notes: Vec<String>,
     /// For --dry-run: the commands that would run.
     pub plan: Vec<String>,
+    /// For --dry-run: the steps the deploy will record when it succeeds, in order (the
+    /// same list it runs; the compose engine).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub plan_steps: Vec<Step>,
     #[serde(flatten)]
     pub detail: D,
 }

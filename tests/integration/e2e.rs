@@ -512,6 +512,26 @@ fn e2e_dry_run_changes_nothing() {
         .stdout_json();
     assert_eq!(summary["to"], "green");
     assert_eq!(summary["dry_run"], true);
+    assert_eq!(project.history().len(), 1);
+
+    // The plan and the deploy are one list: every step the deploy records was planned, in
+    // the planned order.
+    let names = |steps: &serde_json::Value, pick: fn(&serde_json::Value) -> &serde_json::Value| {
+        steps
+            .as_array()
+            .unwrap_or_else(|| panic!("{summary}"))
+            .iter()
+            .map(|s| pick(s).as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    let planned = names(&summary["plan_steps"], |s| s);
+    let done = project
+        .cutover(["deploy", "--image", "cutover-demo:v2", "--json"])
+        .success()
+        .stdout_json();
+    let ran = names(&done["steps"], |s| &s["step"]);
+    assert_eq!(ran, planned, "planned {summary}\nran {done}");
+    assert!(planned.contains(&"stop".to_string()), "{summary}");
 }
 
 #[test]

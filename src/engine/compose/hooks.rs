@@ -13,8 +13,9 @@ use crate::engine::{failure, Abort, Failed, Reporter, Request};
 use super::{Run, Summary, Target};
 
 impl Run<'_, '_> {
-    /// Before anything changes: checks the keys the hooks ask for, then runs `pre_deploy`.
-    pub(super) fn pre_deploy(&mut self, req: &Request, t: &Target) -> anyhow::Result<()> {
+    /// Once the deploy knows where it goes: what every hook will be told, and a check that
+    /// the secret keys the hooks ask for exist (before anything changes).
+    pub(super) fn prepare_hooks(&mut self, req: &Request, t: &Target) -> anyhow::Result<()> {
         self.facts = Some(Facts {
             project: self.d.loaded.config.project.to_string(),
             action: req.action,
@@ -24,7 +25,11 @@ impl Run<'_, '_> {
             color: t.to,
             started: Instant::now(),
         });
-        hooks::check_keys(&self.d.loaded.config.hooks, &self.d.secrets)?;
+        hooks::check_keys(&self.d.loaded.config.hooks, &self.d.secrets)
+    }
+
+    /// The `pre_deploy` hook: its failure aborts the deploy, nothing changed.
+    pub(super) fn pre_deploy(&mut self) -> anyhow::Result<()> {
         let standing = Standing {
             result: "pending",
             error: None,

@@ -6,10 +6,12 @@
 //! Every failure before the switch tears the new color down and leaves nginx alone; a failure
 //! of the switch restores the old include.
 //!
-//! Each step is one method of `Run`, and `Run::execute` reads as the list of steps. The long
-//! waits live beside it (`health_gate` with its container watcher, `switch`'s probe through
-//! nginx, `drain`), as do the teardown after a failure (`teardown`) and the `--dry-run` plan
-//! (`plan`). Progress goes to a [`Reporter`]; this module prints nothing.
+//! `Run::execute` takes the lock, observes, pulls, checks the budget and renders (the steps
+//! that decide), then walks the list of operations `ops.rs` decides: the same list
+//! `--dry-run` prints, so the plan and the deploy cannot drift. Each operation is a method of
+//! `Run` in its own file (`health_gate` with its container watcher, `switch`'s probe through
+//! nginx, `settle`, `drain`, …), as is the teardown after a failure (`teardown`). Progress
+//! goes to a [`Reporter`]; this module prints nothing.
 
 mod budget;
 mod drain;
@@ -17,7 +19,7 @@ mod health_gate;
 mod hooks;
 mod inflight;
 pub mod observe;
-mod plan;
+mod ops;
 pub mod prune;
 mod pull;
 mod reconcile;
@@ -48,6 +50,7 @@ use crate::secrets::SecretKeys;
 use crate::state::{Action, EngineKind, RunResult, StateDir};
 
 pub use observe::{health_url, observe, Observed};
+use ops::{Change, Check, Ops};
 pub use switch::probe_through_nginx;
 
 /// Everything a deploy needs, gathered by the command layer.
@@ -163,7 +166,7 @@ impl Run<'_, '_> {
         self.d.interrupted.load(Ordering::SeqCst)
     }
 
-    /// The nine steps, in order.
+    /// The deciding steps, then the operations they decided, then the record.
     fn execute(&mut self, req: &Request) -> anyhow::Result<Summary> {
         let _lock = self.lock(req)?;
         // Before anything starts: an include this user cannot switch would fail the deploy
@@ -177,14 +180,28 @@ impl Run<'_, '_> {
         let rendered = self
             .render(&target)
             .map_err(|e| self.record_refusal(req, &target, e))?;
+        let ops = Ops::decide(&self.d.loaded.config, req, target.from, &rendered);
         if req.dry_run {
-            let plan = plan::dry_run(self.d, req, &self.project, &target, &rendered);
-            return Ok(self.summary(req, &target, None, Vec::new(), plan));
+            let plan = ops::Describe {
+                d: self.d,
+                req,
+                project: &self.project,
+                t: &target,
+                r: &rendered,
+            }
+            .lines(&ops);
+            let mut summary = self.summary(req, &target, None, Vec::new(), plan);
+            summary.plan_steps = ops.steps(self.pulls(&target));
+            return Ok(summary);
         }
-        self.pre_deploy(req, &target)
+        self.prepare_hooks(req, &target)
             .map_err(|e| self.record_refusal(req, &target, e))?;
+        for check in &ops.checks {
+            self.check(check)
+                .map_err(|e| self.record_refusal(req, &target, e))?;
+        }
         self.mark_in_progress(&target)?;
-        let result = self.deploy_steps(req, &target, &rendered);
+        let result = self.changes(&target, &rendered, &ops.changes);
         let recorded = self.record(req, &target, &result);
         let (switch_ms, mut notes) = record::outcome(result, recorded, || self.live(&target))?;
         notes.extend(self.prune_images());
@@ -194,31 +211,53 @@ impl Run<'_, '_> {
         Ok(self.summary(req, &target, Some(switch_ms), notes, Vec::new()))
     }
 
-    /// Steps 5–8. Returns the switch time and notes; on failure the idle color is gone and
-    /// nginx points where it pointed before.
-    fn deploy_steps(
+    fn check(&mut self, check: &Check) -> anyhow::Result<()> {
+        match check {
+            Check::PreDeploy => self.pre_deploy(),
+        }
+    }
+
+    /// The changes, in order. Returns the switch time and notes; on a failure before the
+    /// switch the idle color is gone and nginx points where it pointed before.
+    fn changes(
         &mut self,
-        req: &Request,
         t: &Target,
         r: &Rendered,
+        changes: &[Change],
     ) -> anyhow::Result<(u64, Vec<String>)> {
-        self.up(req, t, r)?;
-        let passed_at = self.health(t)?;
-        let (old_workers, mut notes) = self.switch(t, r)?;
-        let switch_ms = passed_at.elapsed().as_millis() as u64;
-        if self.interrupted() {
-            notes.push("interrupt received after the switch: finishing the deploy".into());
-        }
-        match t.from {
-            Some(old) => {
-                self.settle(t, old)?;
-                notes.extend(self.drain(Some(old), &old_workers));
-                notes.extend(self.stop(old, t.from_image.as_deref(), &t.observed));
+        let mut passed_at = Instant::now();
+        let mut old_workers = Vec::new();
+        let mut notes = Vec::new();
+        for change in changes {
+            match change {
+                Change::WriteCompose => crate::atomic::write(
+                    &self.project.file,
+                    r.compose_text.as_bytes(),
+                    crate::state::FILE_MODE,
+                )?,
+                Change::Accessories(names) => self.accessories(names)?,
+                Change::Release { run } => self.release(*run, t)?,
+                Change::Up => self.up(t)?,
+                Change::Health => passed_at = self.health(t)?,
+                Change::Switch => {
+                    let (workers, switch_notes) = self.switch(t, r)?;
+                    old_workers = workers;
+                    notes.extend(switch_notes);
+                    if self.interrupted() {
+                        notes.push(
+                            "interrupt received after the switch: finishing the deploy".into(),
+                        );
+                    }
+                }
+                Change::Settle { old } => self.settle(t, *old)?,
+                Change::Drain { old } => notes.extend(self.drain(*old, &old_workers)),
+                Change::Stop { old } => {
+                    notes.extend(self.stop(*old, t.from_image.as_deref(), &t.observed))
+                }
+                Change::Workers => notes.extend(self.move_workers(t, r)),
             }
-            None => notes.extend(self.drain(None, &old_workers)),
         }
-        notes.extend(self.move_workers(t, r));
-        Ok((switch_ms, notes))
+        Ok((passed_at.elapsed().as_millis() as u64, notes))
     }
 
     /// Step 2: Which color serves now, where the deploy goes, and with which image.
@@ -309,28 +348,24 @@ impl Run<'_, '_> {
         })
     }
 
-    /// Step 5: Bring the accessories that are down up, run the release phase, then the idle
-    /// color with the new image.
-    fn up(&mut self, req: &Request, t: &Target, r: &Rendered) -> anyhow::Result<()> {
-        let idle_service = self.d.loaded.config.service(t.to);
-        crate::atomic::write(
-            &self.project.file,
-            r.compose_text.as_bytes(),
-            crate::state::FILE_MODE,
+    /// Starts the accessories that are not running yet.
+    fn accessories(&mut self, names: &[String]) -> anyhow::Result<()> {
+        let shown = names.join(", ");
+        self.clock.start(Step::Accessories, shown.clone());
+        self.project.up(
+            names,
+            false,
+            &self.d.secrets,
+            self.up_timeout(),
+            "start the accessories",
         )?;
-        if !r.accessories_down.is_empty() {
-            let names = r.accessories_down.join(", ");
-            self.clock.start(Step::Accessories, names.clone());
-            self.project.up(
-                &r.accessories_down,
-                false,
-                &self.d.secrets,
-                self.up_timeout(),
-                "start the accessories",
-            )?;
-            self.clock.done(Step::Accessories, names);
-        }
-        self.release(req, t)?;
+        self.clock.done(Step::Accessories, shown);
+        Ok(())
+    }
+
+    /// Starts the idle color with the new image (an interrupt before it stops the deploy).
+    fn up(&mut self, t: &Target) -> anyhow::Result<()> {
+        let idle_service = self.d.loaded.config.service(t.to);
         if self.interrupted() {
             return Err(self.abort_before_switch(
                 &idle_service,
@@ -567,6 +602,7 @@ impl Run<'_, '_> {
             total_ms: self.clock.total_ms(),
             notes,
             plan,
+            plan_steps: Vec::new(),
             detail: ComposeDetail {
                 from: t.from,
                 to: t.to,

@@ -12,6 +12,16 @@ use crate::docker::registry::{self, PULL_TIMEOUT};
 use crate::engine::{Request, Step};
 
 impl Run<'_, '_> {
+    /// Whether this deploy pulls: `registry:` is set and serves the image.
+    pub(super) fn pulls(&self, t: &Target) -> bool {
+        self.d
+            .loaded
+            .config
+            .registry
+            .as_ref()
+            .is_some_and(|reg| reg.serves(&t.image))
+    }
+
     pub(super) fn pull(&mut self, req: &Request, t: &Target) -> anyhow::Result<()> {
         let Some(reg) = &self.d.loaded.config.registry else {
             return Ok(());

@@ -9,21 +9,22 @@
 //! the error, every decrypted value masked as `***`. A rollback skips it unless `--release`.
 
 use crate::docker::oneoff::OneOff;
-use crate::engine::{Abort, Event, Failed, Request, Step};
+use crate::engine::{Abort, Event, Failed, Step};
 use crate::process::Bounded;
 use crate::secrets::deploy_env::redact;
 
 use super::{Run, Target};
 
 impl Run<'_, '_> {
-    /// Step 5a: the release command, when configured and wanted.
-    pub(super) fn release(&mut self, req: &Request, t: &Target) -> anyhow::Result<()> {
+    /// The release command, when configured; `run` is false on a rollback without
+    /// `--release`, which only says so.
+    pub(super) fn release(&mut self, run: bool, t: &Target) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
         let Some(argv) = &config.app.release else {
             return Ok(());
         };
         let shown = argv.0.join(" ");
-        if !req.release {
+        if !run {
             self.clock.note(format!(
                 "release phase `{shown}` not run (a rollback runs it only with --release)"
             ));

@@ -357,6 +357,7 @@ impl Run<'_, '_> {
             total_ms: self.clock.total_ms(),
             notes,
             plan,
+            plan_steps: Vec::new(),
             detail: SwarmDetail {
                 stack: t.project.clone(),
                 service: t.service.clone(),
