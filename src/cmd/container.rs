@@ -1,6 +1,6 @@
 //! `logs` and `exec`: the command layer over one running container of the project, picked
 //! by `engine::compose::service` (the serving color by default). Both run `docker` on the
-//! container id directly, which is the same on compose v1 and v2; the output is the
+//! container id directly (`docker/containers.rs` builds the command), which is the same on compose v1 and v2; the output is the
 //! container's, streamed as it comes, and the exit code is docker's (the command's, for
 //! `exec`). A followed log or a piped exec ends on Ctrl-C/SIGTERM (also one forwarded by
 //! `--host`) by killing the `docker` client: exit 130.
@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use crate::cli::{ColorArg, ExecArgs, LogsArgs};
 use crate::config::Color;
 use crate::context::Context;
+use crate::docker::containers::{self, ExecInput, LogsRequest};
 use crate::engine::compose::service::{self, Pick};
 use crate::process::{Cmd, Stdin};
 
@@ -21,17 +22,12 @@ pub fn run_logs(ctx: &Context, args: LogsArgs) -> anyhow::Result<ExitCode> {
         None => Pick::Serving,
     };
     let picked = service::pick(&loaded, &pick)?;
-    let mut cmd = Cmd::new("docker", format!("read the logs of {}", picked.label)).arg("logs");
-    if args.follow {
-        cmd = cmd.arg("--follow");
-    }
-    if let Some(since) = args.since {
-        cmd = cmd.args(["--since", &format!("{}s", since.as_secs().max(1))]);
-    }
-    if let Some(n) = args.tail {
-        cmd = cmd.args(["--tail", &n.to_string()]);
-    }
-    cmd = cmd.arg(&picked.container.id);
+    let request = LogsRequest {
+        follow: args.follow,
+        since: args.since,
+        tail: args.tail,
+    };
+    let cmd = containers::follow_logs_cmd(&picked.container.id, &request, &picked.label);
     if !ctx.quiet() {
         eprintln!(
             "{} ({}, {})",
@@ -61,13 +57,12 @@ pub fn run_exec(ctx: &Context, args: ExecArgs) -> anyhow::Result<ExitCode> {
     // On the box (`--host`) stdin is the relay's control channel: no TTY, nothing read.
     let on_box = crate::remote::on_box::stdin_is_relay();
     let tty = !on_box && std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
-    let mut cmd = Cmd::new("docker", format!("run a command in {}", picked.label)).arg("exec");
-    cmd = match (tty, on_box) {
-        (true, _) => cmd.arg("-it"),
-        (false, false) => cmd.arg("-i"),
-        (false, true) => cmd,
+    let input = match (tty, on_box) {
+        (true, _) => ExecInput::Terminal,
+        (false, false) => ExecInput::Piped,
+        (false, true) => ExecInput::Closed,
     };
-    cmd = cmd.arg(&picked.container.id).args(&args.command);
+    let cmd = containers::exec_cmd(&picked.container.id, input, &args.command, &picked.label);
     if tty {
         // The terminal's foreground group must hold docker, so it runs in ours; Ctrl-C is the
         // command's (docker puts the terminal in raw mode).

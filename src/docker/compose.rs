@@ -367,32 +367,7 @@ impl Project {
             .filter(|c| c.service == service)
             .map(|c| c.id)
             .collect();
-        stop_and_remove_ids(service, &ids, grace)
-    }
-}
-
-/// [`Project::stop_and_remove`] of containers already known by id (a deploy holding the lock
-/// observed them): saves the engine round trips of looking them up again.
-pub fn stop_and_remove_ids(
-    service: &str,
-    ids: &[String],
-    grace: Duration,
-) -> Result<(), DockerError> {
-    {
-        if ids.is_empty() {
-            return Ok(());
-        }
-        Cmd::new("docker", format!("stop {service}"))
-            .args(["stop", "-t", &grace.as_secs().to_string()])
-            .args(ids)
-            .timeout(grace + Duration::from_secs(60))
-            .run()?;
-        Cmd::new("docker", format!("remove {service}"))
-            .args(["rm", "-f"])
-            .args(ids)
-            .timeout(Duration::from_secs(60))
-            .run()?;
-        Ok(())
+        super::containers::stop_and_remove(service, &ids, grace)
     }
 }
 

@@ -206,6 +206,14 @@ impl Cmd {
         self
     }
 
+    /// The program and its arguments (lossy UTF-8): what tests assert and fakes match on.
+    pub fn argv(&self) -> Vec<String> {
+        std::iter::once(&self.program)
+            .chain(&self.args)
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
     /// The command line as a shell would read it; secret env values are never included.
     pub fn display(&self) -> String {
         std::iter::once(&self.program)

@@ -478,7 +478,7 @@ impl Run<'_, '_> {
             .filter(|c| c.service == old_service)
             .map(|c| c.id.clone())
             .collect();
-        let note = crate::docker::compose::stop_and_remove_ids(
+        let note = crate::docker::containers::stop_and_remove(
             &old_service,
             &ids,
             config.app.stop_grace.get(),

@@ -20,9 +20,8 @@
 use std::time::{Duration, Instant};
 
 use crate::config::{Color, Config, Worker};
-use crate::docker::compose::{
-    stop_and_remove_ids, Container, ContainerState, HealthState, Project,
-};
+use crate::docker::compose::{Container, ContainerState, HealthState, Project};
+use crate::docker::containers;
 use crate::engine::{Abort, Failed, Step, StepClock};
 use crate::state::{RunResult, WorkerOutcome};
 
@@ -191,11 +190,8 @@ impl Mover<'_, '_, '_> {
             .flat_map(|m| &m.old_ids)
             .collect();
         if !first.is_empty() {
-            crate::process::Cmd::new("docker", "stop the old workers that must not overlap")
-                .args(["stop", "-t", &grace.as_secs().to_string()])
-                .args(first)
-                .timeout(grace + Duration::from_secs(60))
-                .run()
+            let first: Vec<String> = first.into_iter().cloned().collect();
+            containers::stop(&first, grace, "the old workers that must not overlap")
                 .map_err(|e| e.to_string())?;
         }
         let services: Vec<String> = moves
@@ -274,7 +270,7 @@ impl Mover<'_, '_, '_> {
         let result = match verdict {
             Ok(()) => {
                 let old = old_service.as_deref().unwrap_or_default();
-                stop_and_remove_ids(old, &m.old_ids, grace).map_err(|e| {
+                containers::stop_and_remove(old, &m.old_ids, grace).map_err(|e| {
                     format!("{new_service} is up, but removing the old {old} failed: {e}")
                 })
             }
@@ -367,12 +363,7 @@ fn judge(containers: &[&Container], healthcheck: bool, time_is_up: bool) -> Judg
 fn last_lines(project: &Project, service: &str) -> Option<String> {
     let containers = project.containers().ok()?;
     let c = containers.iter().find(|c| c.service == service)?;
-    let out = crate::process::Cmd::new("docker", format!("read the logs of {service}"))
-        .args(["logs", "--tail", "5", &c.id])
-        .timeout(Duration::from_secs(20))
-        .run()
-        .ok()?;
-    let text = format!("{}{}", out.stdout, out.stderr);
+    let text = containers::tail_logs(&c.id, 5, service).ok()?;
     let text = text.trim_end();
     (!text.is_empty()).then(|| {
         text.lines()
@@ -384,13 +375,7 @@ fn last_lines(project: &Project, service: &str) -> Option<String> {
 
 /// `docker start` the old worker's containers again.
 fn restart(ids: &[String], service: &str) -> Result<(), String> {
-    crate::process::Cmd::new("docker", format!("start the old worker {service} again"))
-        .arg("start")
-        .args(ids)
-        .timeout(Duration::from_secs(60))
-        .run()
-        .map(|_| ())
-        .map_err(|e| e.to_string())
+    containers::start(ids, &format!("the old worker {service}")).map_err(|e| e.to_string())
 }
 
 impl super::Run<'_, '_> {
@@ -414,7 +399,7 @@ impl super::Run<'_, '_> {
             .iter()
             .map(|gone| {
                 let what = format!("worker {} (no longer in cutover.yml)", gone.name);
-                match stop_and_remove_ids(&what, &gone.ids, grace) {
+                match containers::stop_and_remove(&what, &gone.ids, grace) {
                     Ok(()) => format!("{what}: stopped and removed"),
                     Err(e) => format!("warning: could not remove {what}: {e}"),
                 }
