@@ -150,6 +150,17 @@ impl Compose {
         .collect()
     }
 
+    /// A compose "tool" that is only a name, answered by a stand-in (unit tests).
+    #[cfg(test)]
+    pub(crate) fn fake(program: &str) -> Compose {
+        Compose {
+            argv: vec![program.to_string()],
+            flavor: Flavor::V2,
+            version: "fake".into(),
+            plugin: None,
+        }
+    }
+
     /// The command prefix, e.g. `docker compose`.
     pub fn program(&self) -> String {
         self.argv.join(" ")

@@ -15,6 +15,8 @@
 
 mod budget;
 mod drain;
+#[cfg(test)]
+mod fake_box;
 mod health_gate;
 mod hooks;
 mod inflight;
@@ -26,6 +28,8 @@ mod reconcile;
 mod release;
 pub mod service;
 mod settle;
+#[cfg(test)]
+mod state_machine;
 pub mod status;
 mod switch;
 mod teardown;

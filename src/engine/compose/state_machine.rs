@@ -1,0 +1,307 @@
+//! The compose state machine walked through its branches on a [`FakeBox`] (unit tests only):
+//! for each failure, what runs, what nginx serves, what the include on disk says and what is
+//! recorded afterwards. docs/ARCHITECTURE.md's "The deploy state machine" is the spec; the
+//! real-engine tests (tests/integration/e2e*.rs) remain the proof on docker and nginx.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::fake_box::{FakeBox, Script};
+use super::{Deployer, Summary};
+use crate::config::Color;
+use crate::engine::{Abort, Event, Failed, Reporter, Request, Step};
+use crate::render::Renderer;
+use crate::secrets::SecretKeys;
+use crate::state::{Action, HistoryEntry, RunResult, State, StateDir};
+
+#[derive(Default)]
+struct Events(Vec<Event>);
+
+impl Reporter for Events {
+    fn event(&mut self, event: Event) {
+        self.0.push(event);
+    }
+}
+
+struct Run<'f> {
+    fake: &'f FakeBox,
+    interrupted: bool,
+    dry_run: bool,
+    action: Action,
+}
+
+impl<'f> Run<'f> {
+    fn deploy(fake: &'f FakeBox) -> Self {
+        Run {
+            fake,
+            interrupted: false,
+            dry_run: false,
+            action: Action::Deploy,
+        }
+    }
+
+    fn go(&self, image: Option<&str>) -> anyhow::Result<Summary> {
+        let deployer = Deployer {
+            loaded: &self.fake.loaded,
+            compose: self.fake.compose(),
+            renderer: Renderer::new(self.fake.dir.path()).unwrap(),
+            secrets: BTreeMap::new(),
+            secret_keys: SecretKeys::default(),
+            interrupted: Arc::new(AtomicBool::new(self.interrupted)),
+        };
+        let request = Request {
+            image: image.map(|i| self.fake.image(i)),
+            action: self.action,
+            dry_run: self.dry_run,
+            force: false,
+            lock_wait: Duration::ZERO,
+            release: true,
+        };
+        deployer.run(&request, &mut Events::default())
+    }
+}
+
+fn state(fake: &FakeBox) -> State {
+    StateDir::new(fake.loaded.state_dir()).load().unwrap()
+}
+
+fn history(fake: &FakeBox) -> Vec<HistoryEntry> {
+    StateDir::new(fake.loaded.state_dir()).history().unwrap()
+}
+
+fn abort_of(err: &anyhow::Error) -> Abort {
+    err.downcast_ref::<Failed>()
+        .unwrap_or_else(|| panic!("not a Failed: {err:#}"))
+        .abort
+}
+
+/// Blue serves v1: the starting point of every failure below.
+fn blue_serves_v1(app_yaml: &str, script: Script) -> FakeBox {
+    let fake = FakeBox::new(app_yaml, script);
+    let first = Run::deploy(&fake).go(Some("v1")).unwrap();
+    assert_eq!(first.detail.to, Color::Blue);
+    assert_eq!(fake.serving(), Some(Color::Blue));
+    fake
+}
+
+/// After a failed deploy to green: blue still serves v1, green is gone, the include on disk
+/// names blue, the record says blue, nothing is in progress, and the attempt is in history.
+fn assert_blue_kept(fake: &FakeBox) {
+    let v1 = fake.image("v1");
+    assert_eq!(fake.running(), [format!("web-blue {v1}")]);
+    assert_eq!(fake.serving(), Some(Color::Blue));
+    assert_eq!(fake.include_on_disk(), Some(Color::Blue));
+    let state = state(fake);
+    assert_eq!(state.active, Some(Color::Blue));
+    assert!(state.in_progress.is_none(), "{state:?}");
+    let last = history(fake).pop().unwrap();
+    assert_eq!(last.result, RunResult::Failed, "{last:?}");
+    assert_eq!(last.to, Some(Color::Green));
+}
+
+#[test]
+fn a_first_deploy_then_a_second_switches_and_stops_the_old_color() {
+    let fake = blue_serves_v1("", Script::default());
+    let summary = Run::deploy(&fake).go(Some("v2")).unwrap();
+    assert_eq!(
+        (summary.detail.from, summary.detail.to),
+        (Some(Color::Blue), Color::Green)
+    );
+    assert_eq!(fake.running(), [format!("web-green {}", fake.image("v2"))]);
+    assert_eq!(fake.serving(), Some(Color::Green));
+    let state = state(&fake);
+    assert_eq!(state.active, Some(Color::Green));
+    assert_eq!(state.previous_image, Some(fake.image("v1")));
+    assert_eq!(history(&fake).len(), 2);
+    // Exactly one reload per deploy, each after a passing `nginx -t`.
+    assert_eq!(fake.commands_with("-s reload").len(), 2);
+}
+
+#[test]
+fn the_dry_run_plans_exactly_the_steps_the_deploy_records() {
+    let fake = blue_serves_v1("  settle: 300ms\n", Script::default());
+    let plan = Run {
+        dry_run: true,
+        ..Run::deploy(&fake)
+    }
+    .go(Some("v2"))
+    .unwrap();
+    assert_eq!(
+        fake.serving(),
+        Some(Color::Blue),
+        "a dry run changes nothing"
+    );
+    assert_eq!(history(&fake).len(), 1);
+    let done = Run::deploy(&fake).go(Some("v2")).unwrap();
+    let ran: Vec<Step> = done.steps.iter().map(|s| s.step).collect();
+    assert_eq!(ran, plan.plan_steps);
+    assert!(
+        ran.contains(&Step::Settle) && ran.contains(&Step::Stop),
+        "{ran:?}"
+    );
+    assert!(!plan.plan.is_empty());
+}
+
+#[test]
+fn a_failed_up_tears_down_and_leaves_nginx_alone() {
+    let fake = blue_serves_v1("", Script::default());
+    fake.script(|s| {
+        s.up_fails.insert("web-green".into());
+    });
+    let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
+    assert_eq!(abort_of(&err), Abort::StartFailed, "{err:#}");
+    assert!(
+        format!("{err:#}").contains("nginx still serves blue"),
+        "{err:#}"
+    );
+    assert_blue_kept(&fake);
+    assert_eq!(
+        fake.commands_with("-s reload").len(),
+        1,
+        "no reload for green"
+    );
+}
+
+#[test]
+fn a_health_gate_that_never_passes_tears_down() {
+    let fake = blue_serves_v1("", Script::default());
+    fake.script(|s| {
+        s.unhealthy.insert(Color::Green);
+    });
+    let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
+    assert_eq!(abort_of(&err), Abort::HealthTimedOut, "{err:#}");
+    assert_blue_kept(&fake);
+    let last = history(&fake).pop().unwrap();
+    let steps: Vec<Step> = last.steps.iter().map(|s| s.step).collect();
+    assert!(steps.ends_with(&[Step::Up, Step::Teardown]), "{steps:?}");
+}
+
+#[test]
+fn a_container_that_exits_during_the_gate_fails_fast() {
+    let fake = blue_serves_v1("", Script::default());
+    fake.script(|s| {
+        s.dies_on_start.insert(Color::Green);
+    });
+    let started = std::time::Instant::now();
+    let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
+    assert_eq!(abort_of(&err), Abort::ContainerDied, "{err:#}");
+    // The watcher saw the death: the 2 s health timeout did not run out.
+    assert!(
+        started.elapsed() < Duration::from_millis(1900),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_blue_kept(&fake);
+}
+
+#[test]
+fn a_failing_nginx_test_restores_the_include_and_never_reloads() {
+    let fake = blue_serves_v1("", Script::default());
+    fake.script(|s| s.nginx_test_fails = true);
+    let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
+    assert_eq!(abort_of(&err), Abort::SwitchFailed, "{err:#}");
+    assert_blue_kept(&fake);
+    assert_eq!(fake.commands_with("-s reload").len(), 1);
+}
+
+#[test]
+fn a_reload_nginx_does_not_apply_fails_the_probe_and_restores_the_include() {
+    let fake = blue_serves_v1("", Script::default());
+    fake.script(|s| s.reload_ignored = true);
+    let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
+    assert_eq!(abort_of(&err), Abort::ProbeFailed, "{err:#}");
+    assert!(
+        format!("{err:#}").contains("restored the previous nginx include"),
+        "{err:#}"
+    );
+    assert_blue_kept(&fake);
+}
+
+#[test]
+fn a_new_color_that_fails_in_the_settle_window_is_switched_back_from() {
+    let fake = blue_serves_v1("  settle: 1s\n", Script::default());
+    fake.script(|s| s.sick_once_serving = Some(Color::Green));
+    let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
+    assert_eq!(abort_of(&err), Abort::SettleFailed, "{err:#}");
+    assert_blue_kept(&fake);
+    // The old color never stopped: nothing had to boot to switch back.
+    assert!(fake
+        .commands_with("docker stop")
+        .iter()
+        .all(|c| !c.contains("blue")));
+    assert_eq!(
+        fake.commands_with("-s reload").len(),
+        3,
+        "v1, green, back to blue"
+    );
+}
+
+#[test]
+fn an_interrupt_before_the_switch_tears_down_and_records_interrupted() {
+    let fake = blue_serves_v1("", Script::default());
+    let err = Run {
+        interrupted: true,
+        ..Run::deploy(&fake)
+    }
+    .go(Some("v2"))
+    .unwrap_err();
+    assert_eq!(abort_of(&err), Abort::Interrupted, "{err:#}");
+    let v1 = fake.image("v1");
+    assert_eq!(fake.running(), [format!("web-blue {v1}")]);
+    assert_eq!(fake.serving(), Some(Color::Blue));
+    let last = history(&fake).pop().unwrap();
+    assert_eq!(last.result, RunResult::Interrupted, "{last:?}");
+}
+
+#[test]
+fn a_failing_pre_deploy_hook_is_a_recorded_refusal_that_changes_nothing() {
+    let fake = FakeBox::with_sections(
+        "",
+        "hooks:\n  pre_deploy: { command: [sh, -c, \"exit 3\"] }\n",
+        Script::default(),
+    );
+    let err = Run::deploy(&fake).go(Some("v1")).unwrap_err();
+    assert_eq!(abort_of(&err), Abort::HookFailed, "{err:#}");
+    assert!(fake.running().is_empty());
+    assert!(fake.commands_with(" up ").is_empty(), "nothing was started");
+    assert_eq!(fake.serving(), None);
+    let last = history(&fake).pop().unwrap();
+    assert_eq!(last.result, RunResult::Failed);
+    assert!(state(&fake).in_progress.is_none());
+}
+
+#[test]
+fn a_rollback_goes_back_to_the_previous_image_on_the_other_color() {
+    let fake = blue_serves_v1("", Script::default());
+    Run::deploy(&fake).go(Some("v2")).unwrap();
+    let back = Run {
+        action: Action::Rollback,
+        ..Run::deploy(&fake)
+    }
+    .go(None)
+    .unwrap();
+    assert_eq!(back.detail.to, Color::Blue);
+    assert_eq!(fake.running(), [format!("web-blue {}", fake.image("v1"))]);
+    assert_eq!(fake.serving(), Some(Color::Blue));
+}
+
+#[test]
+fn the_plan_for_a_first_deploy_has_no_stop_and_waits_only_for_old_workers() {
+    let fake = FakeBox::new("", Script::default());
+    let plan = Run {
+        dry_run: true,
+        ..Run::deploy(&fake)
+    }
+    .go(Some("v1"))
+    .unwrap();
+    assert!(
+        !plan.plan_steps.contains(&Step::Stop),
+        "{:?}",
+        plan.plan_steps
+    );
+    assert!(plan.first_deploy);
+    let ops_free_of_stop = plan.plan.iter().all(|line| !line.starts_with("stop -t"));
+    assert!(ops_free_of_stop, "{:?}", plan.plan);
+}
