@@ -220,6 +220,10 @@ pub struct DeployArgs {
 
 #[derive(Debug, Args)]
 pub struct RollbackArgs {
+    /// compose: the previous image on the idle color; swarm: the image before the last
+    /// swarm deploy, as a rolling update
+    #[arg(long, value_enum, default_value_t = Engine::Compose)]
+    pub engine: Engine,
     /// Also run the release phase (app.release) again; a rollback skips it by default
     #[arg(long)]
     pub release: bool,

@@ -17,8 +17,9 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, Engine};
 use crate::context::Context;
+use crate::state::Action;
 
 mod secrets;
 
@@ -35,15 +36,22 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Completions { shell } => completions(shell),
         Command::Init(args) => init::run(ctx, args),
         Command::Render(args) => render::run(ctx, args),
-        Command::Deploy(args) if args.engine == crate::cli::Engine::Swarm => {
-            swarm::run_deploy(ctx, args.image, args.common)
-        }
-        Command::Deploy(args) => deploy::run_deploy(ctx, args.image, None, args.common),
-        Command::Rollback(args) => deploy::run_deploy(ctx, None, Some(args.release), args.common),
-        Command::Status(args) if args.engine == crate::cli::Engine::Swarm => {
-            swarm::run_status(ctx, args.json)
-        }
-        Command::Status(args) => deploy::run_status(ctx, args.json),
+        // The engine is the command's `--engine`, for every command that has one.
+        Command::Deploy(args) => match args.engine {
+            Engine::Compose => deploy::run_deploy(ctx, args.image, None, args.common),
+            Engine::Swarm => swarm::run_deploy(ctx, args.image, Action::Deploy, args.common),
+        },
+        Command::Rollback(args) => match args.engine {
+            Engine::Compose => deploy::run_deploy(ctx, None, Some(args.release), args.common),
+            Engine::Swarm if args.release => anyhow::bail!(
+                "--release: the swarm engine has no release phase (app.release is a compose-engine key)"
+            ),
+            Engine::Swarm => swarm::run_deploy(ctx, None, Action::Rollback, args.common),
+        },
+        Command::Status(args) => match args.engine {
+            Engine::Compose => deploy::run_status(ctx, args.json),
+            Engine::Swarm => swarm::run_status(ctx, args.json),
+        },
         Command::History(args) => deploy::run_history(ctx, args),
         Command::Prune(args) => deploy::run_prune(ctx, args),
         Command::Logs(args) => container::run_logs(ctx, args),

@@ -15,9 +15,12 @@ use crate::render::Renderer;
 use crate::report::duration;
 use crate::state::{Action, EngineKind};
 
+/// `deploy --engine swarm`, and `rollback --engine swarm` (`action`, with no image: the
+/// engine finds the image before the last swarm deploy).
 pub fn run_deploy(
     ctx: &Context,
     image: Option<String>,
+    action: Action,
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
@@ -40,7 +43,11 @@ pub fn run_deploy(
     let mut printer = StepPrinter::new(quiet);
     if !quiet {
         eprintln!(
-            "deploying {} to docker swarm (stack {}){}",
+            "{} {} on docker swarm (stack {}){}",
+            match action {
+                Action::Deploy => "deploying",
+                Action::Rollback => "rolling back",
+            },
             loaded.config.project,
             loaded.config.project,
             if common.dry_run {
@@ -53,7 +60,7 @@ pub fn run_deploy(
     }
     let request = Request {
         image,
-        action: Action::Deploy,
+        action,
         dry_run: common.dry_run,
         force: false,
         lock_wait,

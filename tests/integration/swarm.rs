@@ -551,6 +551,37 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
         .stdout_json();
     assert_eq!(status["services"][0]["image"], "cutover-demo:v1");
     assert_eq!(status["services"][0]["running"], 2);
+
+    // A rollback on the swarm engine is a rolling update to the image before the last
+    // deploy (v2, before the v1 above), recorded as a rollback.
+    let back = project
+        .cutover(["rollback", "--engine", "swarm", "--json"])
+        .success()
+        .stdout_json();
+    assert_eq!(back["action"], "rollback", "{back}");
+    assert_eq!(back["image"], "cutover-demo:v2", "{back}");
+    assert!(project
+        .ask_tasks("/")
+        .iter()
+        .all(|a| a.starts_with("version=v2")));
+    let last = project.history().pop().unwrap();
+    assert_eq!(
+        (&last["engine"], &last["action"]),
+        (&"swarm".into(), &"rollback".into())
+    );
+}
+
+#[test]
+fn swarm_rollback_refuses_release_which_swarm_has_not() {
+    let out = crate::common::cutover(&crate::common::shared_home())
+        .args(["rollback", "--engine", "swarm", "--release"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("the swarm engine has no release phase"),
+        "{stderr}"
+    );
 }
 
 #[test]

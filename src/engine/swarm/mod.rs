@@ -30,7 +30,7 @@ use crate::engine::record::{self, Attempt};
 use crate::engine::{failure, Abort, Failed, Reporter, Request, Step, StepClock};
 use crate::render::Renderer;
 use crate::secrets::SecretKeys;
-use crate::state::{EngineKind, StateDir};
+use crate::state::{Action, EngineKind, RunResult, StateDir};
 use stack::StackPlan;
 
 pub use secrets::secret_names;
@@ -145,12 +145,32 @@ impl Run<'_, '_> {
         }
         self.clock.start(Step::Lock, "");
         let action = format!(
-            "swarm deploy {}",
+            "swarm {} {}",
+            req.action,
             req.image.as_deref().unwrap_or("(running image)")
         );
         let lock = record::lock(&self.state_dir, req.lock_wait, action)?;
         self.clock.done(Step::Lock, "");
         Ok(Some(lock))
+    }
+
+    /// What a rollback deploys: the image the service ran before the last successful swarm
+    /// deploy of `running`, as history recorded it.
+    fn previous_image(&self, running: &str) -> anyhow::Result<String> {
+        let history = self.state_dir.history()?;
+        history
+            .iter()
+            .rev()
+            .find(|e| {
+                e.engine == EngineKind::Swarm && e.result == RunResult::Ok && e.image == running
+            })
+            .and_then(|e| e.from_image.clone())
+            .with_context(|| {
+                format!(
+                    "nothing to roll back to: no swarm deploy of {running} with an image before it is recorded in {}",
+                    self.state_dir.history_file().display()
+                )
+            })
     }
 
     fn observe(&mut self, req: &Request, swarm_cfg: Swarm) -> anyhow::Result<Target> {
@@ -163,11 +183,12 @@ impl Run<'_, '_> {
         let from_image = before
             .as_ref()
             .map(|s| swarm::display_image(&s.image).to_string());
-        let image = match (&req.image, &from_image) {
-            (Some(image), _) => image.clone(),
-            (None, Some(running)) => running.clone(),
-            (None, None) => anyhow::bail!(
-                "service {service} does not exist yet, so there is no image to redeploy; pass --image REF"
+        let image = match (&req.image, &from_image, req.action) {
+            (Some(image), _, _) => image.clone(),
+            (None, Some(running), Action::Rollback) => self.previous_image(running)?,
+            (None, Some(running), Action::Deploy) => running.clone(),
+            (None, None, _) => anyhow::bail!(
+                "service {service} does not exist yet, so there is no image to redeploy or roll back to; pass --image REF"
             ),
         };
         self.clock.done(
