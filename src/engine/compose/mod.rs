@@ -22,6 +22,7 @@ mod hooks;
 mod inflight;
 pub mod observe;
 mod ops;
+mod outcome;
 pub mod prune;
 mod pull;
 mod reconcile;
@@ -46,12 +47,12 @@ use serde::Serialize;
 
 use crate::config::{Color, Loaded};
 use crate::docker::compose::{Compose, Project};
-use crate::engine::record::{self, Attempt};
-use crate::engine::{failure, Abort, Reporter, Request, Step, StepClock};
+use crate::engine::record;
+use crate::engine::{Abort, Reporter, Request, Step, StepClock};
 use crate::nginx::Nginx;
 use crate::render::{Plan, Renderer};
 use crate::secrets::SecretKeys;
-use crate::state::{Action, EngineKind, RunResult, StateDir};
+use crate::state::{Action, EngineKind, StateDir};
 
 pub use observe::{health_url, observe, Observed};
 use ops::{Change, Check, Ops};
@@ -497,95 +498,6 @@ impl Run<'_, '_> {
             ),
         );
         note
-    }
-
-    /// Step 9: Record what happened, whatever it was: the state (on success) and the history.
-    fn record(
-        &mut self,
-        req: &Request,
-        t: &Target,
-        result: &anyhow::Result<(u64, Vec<String>)>,
-    ) -> anyhow::Result<()> {
-        let saved = self.save_state(t, result.is_ok());
-        let (result, reason) = match workers::failure(&self.worker_outcomes, &self.live(t)) {
-            Some(failed) if result.is_ok() => (RunResult::Failed, Some(failed.message)),
-            _ => failure::verdict(result),
-        };
-        let appended = self.append_history(req, t, result, reason);
-        match (saved, appended) {
-            (Ok(()), Ok(())) => Ok(()),
-            (Err(e), Ok(())) => Err(e.context("state.json was not updated")),
-            (Ok(()), Err(e)) => Err(e.context("this deploy's history line was not written")),
-            (Err(e), Err(h)) => Err(e.context(format!(
-                "state.json was not updated, nor this deploy's history line ({h:#})"
-            ))),
-        }
-    }
-
-    /// A deploy stopped before anything changed (a failed pull, the memory budget, a render
-    /// error, a failing `pre_deploy`) still gets its history line, so `history` and `status`
-    /// say why the release a CI job asked for is not out. A dry run records nothing.
-    fn record_refusal(&mut self, req: &Request, t: &Target, err: anyhow::Error) -> anyhow::Error {
-        if req.dry_run {
-            return err;
-        }
-        let (result, reason) = failure::error_verdict(&err);
-        match self.append_history(req, t, result, reason) {
-            Ok(()) => err,
-            Err(problem) => record::unrecorded(err, problem),
-        }
-    }
-
-    /// This run's history line: the steps so far, the workers moved so far.
-    fn append_history(
-        &self,
-        req: &Request,
-        t: &Target,
-        result: RunResult,
-        reason: Option<String>,
-    ) -> anyhow::Result<()> {
-        record::append(
-            &self.state_dir,
-            Attempt {
-                engine: EngineKind::Compose,
-                action: req.action,
-                image: t.image.clone(),
-                from_image: None,
-                from: t.from,
-                to: Some(t.to),
-                result,
-                reason,
-                steps: self.clock.steps(),
-                total_ms: self.clock.total_ms(),
-                workers: self.worker_outcomes.clone(),
-            },
-        )
-    }
-
-    /// What serves after a successful deploy, for a message about a record that failed.
-    fn live(&self, t: &Target) -> String {
-        let mut live = format!("nginx serves {} with {}", t.to, t.image);
-        if let (Some(old), Some(img)) = (t.from, &t.from_image) {
-            live.push_str(&format!("; {old} ({img}) was stopped, its image kept"));
-        }
-        live
-    }
-
-    fn save_state(&self, t: &Target, succeeded: bool) -> anyhow::Result<()> {
-        let mut state = self.state_dir.load()?;
-        state.in_progress = None;
-        if succeeded {
-            if let (Some(old), Some(old_image)) = (t.from, &t.from_image) {
-                state.images.insert(old, old_image.clone());
-                if *old_image != t.image {
-                    state.previous_image = Some(old_image.clone());
-                }
-            }
-            state.active = Some(t.to);
-            state.images.insert(t.to, t.image.clone());
-            workers::record(&mut state, &self.d.loaded.config, &self.worker_outcomes);
-        }
-        self.state_dir.save(&state)
     }
 
     fn summary(
