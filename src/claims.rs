@@ -9,8 +9,9 @@
 //! name, would make one project's deploy rewrite or stop the other's. The check runs before
 //! a deploy or a bootstrap changes anything and names BOTH projects.
 //!
-//! Each project's claims are written to `<state_dir>/claims.json` (0644: ports and paths, no
-//! secret) when it deploys or bootstraps, and found through the box-wide registry
+//! Each project's claims are written to `<state_dir>/claims.json` (0600 like every file in
+//! the state dir, whose 0750 would hide a looser mode from other users anyway) when it deploys
+//! or bootstraps, and found through the box-wide registry
 //! ([`crate::registry`]). A registered project without claims (deployed by a cutover before
 //! this file existed) is not checked against; its next deploy writes them.
 
@@ -229,7 +230,7 @@ pub fn record(loaded: &Loaded) -> anyhow::Result<()> {
     let file = path(&state_dir);
     let text = serde_json::to_string_pretty(&Claims::of(loaded))? + "\n";
     if std::fs::read_to_string(&file).ok().as_deref() != Some(text.as_str()) {
-        crate::atomic::write(&file, text.as_bytes(), 0o644)?;
+        crate::atomic::write(&file, text.as_bytes(), crate::state::FILE_MODE)?;
     }
     crate::registry::register(&state_dir)?;
     Ok(())

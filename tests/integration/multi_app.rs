@@ -202,4 +202,11 @@ fn two_projects_behind_one_nginx_never_touch_each_other_under_load() {
         .unwrap()
         .is_empty());
     assert!(!c.path().join(".cutover/claims.json").exists());
+    // Like every file in the state dir, the claims are the owner's only.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(a.path().join(".cutover/claims.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
 }
