@@ -13,8 +13,9 @@
 
 use serde::Serialize;
 
+use super::distro::Distro;
 use super::nginx_site::{Files, DEBIAN_DEFAULT_SITE};
-use super::packages::{self, OsRelease};
+use super::packages;
 use super::{swap, sysctl};
 use crate::config::{Size, Swap, Swappiness};
 use crate::process::shell_quote;
@@ -25,8 +26,8 @@ pub struct Request {
     pub swap: Swap,
     /// RAM of the instance type, for `--swap auto`.
     pub ram: u64,
-    /// `/etc/os-release` ID of the image: ubuntu, debian or amzn.
-    pub os: String,
+    /// The image's distribution; `None`: the default image ([`Distro::default`]).
+    pub os: Option<Distro>,
     pub user: Option<String>,
     pub swappiness: Swappiness,
     pub nginx: Option<Files>,
@@ -62,14 +63,6 @@ pub struct View {
 
 fn sh(script: String) -> Vec<String> {
     vec!["sh".into(), "-c".into(), script]
-}
-
-fn default_user(os: &str) -> &'static str {
-    match os {
-        "amzn" | "fedora" => "ec2-user",
-        "debian" => "admin",
-        _ => "ubuntu",
-    }
 }
 
 /// The swap file to create: `--swap SIZE`, or sized for `--ram` with `--swap auto`.
@@ -134,16 +127,12 @@ fn nginx_site(
 
 /// Builds the template context for `req`.
 pub fn view(req: &Request) -> anyhow::Result<View> {
-    let os = OsRelease {
-        id: req.os.clone(),
-        pretty_name: req.os.clone(),
-        ..Default::default()
-    };
-    let plan = packages::plan(&os).map_err(anyhow::Error::msg)?;
+    let os = req.os.unwrap_or_default();
+    let plan = packages::plan_for(os);
     let user = req
         .user
         .clone()
-        .unwrap_or_else(|| default_user(&req.os).to_string());
+        .unwrap_or_else(|| os.default_user().to_string());
     let mut notes = Vec::new();
 
     let swap = swap_view(req);
@@ -161,7 +150,7 @@ pub fn view(req: &Request) -> anyhow::Result<View> {
     if plan.compose.is_none() {
         notes.push(format!(
             "{} packages no docker compose; once booted: {}",
-            req.os,
+            os.id(),
             packages::COMPOSE_BY_HAND
         ));
     }
@@ -205,13 +194,13 @@ pub fn view(req: &Request) -> anyhow::Result<View> {
     } else {
         notes.push(format!(
             "{} packages no age: create the box identity with `sudo cutover bootstrap --no-install` once cutover is on the box",
-            req.os
+            os.id()
         ));
     }
     notes.push("the project's state dir is created by the first `cutover deploy`".into());
     Ok(View {
         project: req.project.clone(),
-        os: req.os.clone(),
+        os: os.id().to_string(),
         notes,
         swap,
         packages: pkgs,

@@ -17,6 +17,7 @@
 //! lines or JSON. Secret material (the box's age identity) never enters the report.
 
 pub mod cloud_init;
+pub mod distro;
 pub mod identity;
 pub mod nginx_site;
 pub mod packages;

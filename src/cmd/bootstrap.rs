@@ -12,10 +12,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 
+use crate::bootstrap::distro::Distro;
 use crate::bootstrap::{
     self, cloud_init, identity, nginx_site, tls, Options, Report, Status, Target,
 };
-use crate::cli::BootstrapArgs;
+use crate::cli::{BootstrapArgs, OsArg};
 use crate::config::{self, Color, Swappiness};
 use crate::context::Context;
 use crate::render::Renderer;
@@ -66,7 +67,7 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         let request = cloud_init::Request {
             swap,
             ram,
-            os: args.os.clone().unwrap_or_else(|| "ubuntu".into()),
+            os: args.os.map(distro),
             user: args.user.clone(),
             swappiness,
             nginx,
@@ -132,6 +133,16 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The distribution `--os` names.
+fn distro(os: OsArg) -> Distro {
+    match os {
+        OsArg::Ubuntu => Distro::Ubuntu,
+        OsArg::Debian => Distro::Debian,
+        OsArg::Amzn => Distro::Amzn,
+        OsArg::Fedora => Distro::Fedora,
+    }
 }
 
 /// The project's nginx site and include, rendered as `cutover render` does. The include
