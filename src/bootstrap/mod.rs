@@ -22,11 +22,12 @@ pub mod identity;
 pub mod nginx_site;
 pub mod packages;
 pub mod services;
+pub mod state_dir;
 pub mod swap;
 pub mod sysctl;
 pub mod tls;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
@@ -345,6 +346,33 @@ pub fn check_privileges(target: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One bootstrap step, whole: the live run and `--cloud-init` both read it from [`STEPS`].
+pub struct StepDef {
+    /// Its name in the report and in `--json` (scripts read it: never renamed).
+    pub name: &'static str,
+    /// Runs it live, under `--root` or as a dry run ([`StepRun`] routes each change by
+    /// mode); a step may add a fact to the report (the identity step: the public key).
+    pub run: fn(&Options, &mut StepRun<'_>, &mut Report) -> anyhow::Result<()>,
+    /// What it puts in the `--cloud-init` user-data, or why nothing.
+    pub cloud_init: cloud_init::Part,
+}
+
+/// Every step, in the order they run, are reported and write their part of the user-data.
+/// A new step is a file with its [`StepDef`] and a line here.
+pub const STEPS: &[StepDef] = &[
+    swap::FILE,
+    swap::SWAPON,
+    swap::FSTAB,
+    sysctl::STEP,
+    packages::STEP,
+    services::SERVICES,
+    services::DOCKER_GROUP,
+    nginx_site::STEP,
+    tls::STEP,
+    state_dir::STEP,
+    identity::STEP,
+];
+
 /// Runs every step in order; a failed step stops the run and is the last step reported.
 pub fn run(opts: &Options) -> Report {
     let target = &opts.target;
@@ -356,36 +384,10 @@ pub fn run(opts: &Options) -> Report {
         recipient: None,
         identity_path: None,
     };
-    type StepFn = fn(&Options, &mut StepRun<'_>, &mut Report) -> anyhow::Result<()>;
-    let steps: [(&'static str, StepFn); 11] = [
-        ("swap file", |o, s, _| swap::file_step(o, s)),
-        ("swapon", |o, s, _| swap::swapon_step(o, s)),
-        ("fstab", |o, s, _| swap::fstab_step(o, s)),
-        ("swappiness", |o, s, _| sysctl::step(o, s)),
-        ("packages", |o, s, _| packages::step(o, s)),
-        ("services", |o, s, _| services::services_step(o, s)),
-        ("docker group", |o, s, _| services::docker_group_step(o, s)),
-        ("nginx site", |o, s, _| nginx_site::step(o, s)),
-        ("tls", |o, s, _| {
-            let reason = if o.nginx.is_some() {
-                "no nginx.tls in cutover.yml"
-            } else {
-                &o.no_config_reason
-            };
-            tls::step(o.tls.as_ref(), reason, s)
-        }),
-        ("state dir", |o, s, _| state_dir_step(o, s)),
-        ("identity", |o, s, r| {
-            let (path, recipient) = identity::step(o, s)?;
-            r.identity_path = Some(path);
-            r.recipient = recipient;
-            Ok(())
-        }),
-    ];
-    for (name, f) in steps {
+    for def in STEPS {
         let started = std::time::Instant::now();
-        let mut step = StepRun::new(target, name);
-        let result = f(opts, &mut step, &mut report);
+        let mut step = StepRun::new(target, def.name);
+        let result = (def.run)(opts, &mut step, &mut report);
         let mut step = step.finish(result);
         step.seconds = started.elapsed().as_secs_f64();
         let failed = step.status == Status::Failed;
@@ -411,47 +413,6 @@ pub fn run_step(
     step
 }
 
-/// The project's state dir (lock, history, rendered files): created 0750 and owned by the
-/// project directory's owner, since deploys run as that user, not as root.
-fn state_dir_step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
-    let Some((live, project_dir)) = &opts.state_dir else {
-        step.skip(opts.no_config_reason.clone());
-        return Ok(());
-    };
-    let path = step.target.path(live);
-    step.summary(path.display().to_string());
-    if !path.exists() {
-        step.change(format!("create {} (mode 0750)", path.display()));
-        if step.dry_run() {
-            return Ok(());
-        }
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("could not create {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o750))
-            .with_context(|| format!("could not chmod {}", path.display()))?;
-    } else {
-        // Stricter than 0750 (e.g. 0700) is fine; group-writable or world-anything is not.
-        step.ensure_mode(&path, 0o750, true)?;
-    }
-    let owner = std::fs::metadata(project_dir)
-        .with_context(|| format!("could not read the metadata of {}", project_dir.display()))?;
-    if let Ok(meta) = std::fs::metadata(&path) {
-        if (meta.uid(), meta.gid()) != (owner.uid(), owner.gid()) {
-            step.change(format!(
-                "chown {}:{} {} (the project directory's owner, who runs deploys)",
-                owner.uid(),
-                owner.gid(),
-                path.display()
-            ));
-            if !step.dry_run() {
-                std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid()))
-                    .with_context(|| format!("could not chown {}", path.display()))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Finds a system binary that may live in an sbin directory missing from a user's PATH.
 /// Found on PATH it stays a bare name, so listed commands read as typed.
 pub fn sbin(program: &str) -> PathBuf {
@@ -468,6 +429,8 @@ pub fn sbin(program: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     #[test]

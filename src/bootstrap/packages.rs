@@ -11,9 +11,18 @@
 
 use std::path::Path;
 
+use super::cloud_init::{Instance, Part, View};
 use super::distro::{Distro, OsRelease};
-use super::{sbin, Options, StepRun};
+use super::{sbin, Options, StepDef, StepRun};
 use crate::process::Cmd;
+
+/// Step "packages"; the user-data lists the image's packages (certbot is not among them:
+/// the `tls` step has no part there).
+pub const STEP: StepDef = StepDef {
+    name: "packages",
+    run: |opts, s, _| step(opts, s),
+    cloud_init: Part::Writes(cloud_init),
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Manager {
@@ -152,6 +161,19 @@ impl Present {
 /// Whether certbot is installed (on PATH or in an sbin dir).
 fn certbot_present() -> bool {
     crate::process::which("certbot").is_some() || sbin("certbot").is_absolute()
+}
+
+fn cloud_init(instance: &Instance<'_>, view: &mut View) {
+    let plan = &instance.plan;
+    let packages = [Some(plan.docker), plan.compose, Some(plan.nginx)];
+    view.packages
+        .extend(packages.into_iter().flatten().map(str::to_string));
+    if plan.compose.is_none() {
+        view.note(format!(
+            "{} packages no docker compose; once booted: {COMPOSE_BY_HAND}",
+            instance.os.id()
+        ));
+    }
 }
 
 pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {

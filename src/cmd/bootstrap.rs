@@ -57,25 +57,27 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         Some(loaded) => tls::Plan::of(loaded, &renderer)?,
         None => None,
     };
-    let identity_path = PathBuf::from(identity::DEFAULT_PATH);
+    let opts = Options {
+        target,
+        swap,
+        swappiness,
+        install: !args.no_install,
+        user: args.user.clone(),
+        nginx,
+        no_config_reason,
+        state_dir: loaded.as_ref().map(|l| (l.state_dir(), l.dir.clone())),
+        identity: PathBuf::from(identity::DEFAULT_PATH),
+        tls,
+    };
 
     if args.cloud_init {
-        let ram = match &args.ram {
-            Some(size) => size.bytes(),
-            None => 1 << 30,
-        };
         let request = cloud_init::Request {
-            swap,
-            ram,
+            opts,
+            ram: args.ram.map(|size| size.bytes()),
             os: args.os.map(distro),
-            user: args.user.clone(),
-            swappiness,
-            nginx,
             project: loaded.as_ref().map(|l| l.config.project.to_string()),
-            identity: identity_path,
         };
-        let view = cloud_init::view(&request)?;
-        let text = renderer.cloud_init(&view)?;
+        let text = renderer.cloud_init(cloud_init::view(&request))?;
         config::check_yaml(&text).context(
             "the rendered cloud-init user-data is not valid YAML (check templates/cloud-init.yml.j2)",
         )?;
@@ -83,7 +85,7 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    bootstrap::check_privileges(&target)?;
+    bootstrap::check_privileges(&opts.target)?;
     if let Some(root) = &root {
         if !root.is_dir() {
             bail!("--root {}: no such directory", root.display());
@@ -94,18 +96,6 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     if let (Some(loaded), None) = (&loaded, &root) {
         crate::claims::check(loaded).context("bootstrap refused")?;
     }
-    let opts = Options {
-        target,
-        swap,
-        swappiness,
-        install: !args.no_install,
-        user: args.user.clone(),
-        nginx,
-        no_config_reason,
-        state_dir: loaded.as_ref().map(|l| (l.state_dir(), l.dir.clone())),
-        identity: identity_path,
-        tls,
-    };
     let started = Instant::now();
     let report = bootstrap::run(&opts);
     let took = started.elapsed();
