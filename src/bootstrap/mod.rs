@@ -33,10 +33,24 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::config::{Swap, Swappiness};
+use crate::config::{Host, Loaded, Swap, Swappiness};
 use crate::process::Cmd;
+use crate::render::Renderer;
 
-/// Everything a bootstrap run needs, decided by the command layer from flags and config.
+/// What the operator asked for on the command line; [`Options::new`] adds the rest.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub target: Target,
+    /// `--swap`; `None`: the project's `host.swap`, else its default.
+    pub swap: Option<Swap>,
+    /// Not `--no-install`.
+    pub install: bool,
+    /// `--user`.
+    pub user: Option<String>,
+}
+
+/// Everything a bootstrap run needs: what was asked, the project's settings and files, and
+/// the box's defaults where neither says.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub target: Target,
@@ -55,6 +69,52 @@ pub struct Options {
     pub identity: PathBuf,
     /// The project's HTTPS (`nginx.tls`); `None` without config or without `nginx.tls`.
     pub tls: Option<tls::Plan>,
+}
+
+impl Options {
+    /// The options of a run: `asked`, and with a cutover.yml (`project`, read from
+    /// `config_path`) its `host:` settings, nginx files, state dir and TLS plan.
+    pub fn new(
+        asked: Asked,
+        project: Option<&Loaded>,
+        config_path: &Path,
+        renderer: &Renderer,
+    ) -> anyhow::Result<Options> {
+        let host = host_settings(project);
+        let nginx = match project {
+            Some(loaded) => Some(nginx_site::Files::of(renderer, loaded, &asked.target)?),
+            None => None,
+        };
+        let tls = match project {
+            Some(loaded) => tls::Plan::of(loaded, renderer)?,
+            None => None,
+        };
+        Ok(Options {
+            swap: asked.swap.unwrap_or(host.swap),
+            swappiness: host.swappiness,
+            install: asked.install,
+            user: asked.user,
+            nginx,
+            no_config_reason: format!(
+                "no {}: run bootstrap in the project directory (or with -C DIR) to include it",
+                config_path.display()
+            ),
+            state_dir: project.map(|l| (l.state_dir(), l.dir.clone())),
+            identity: PathBuf::from(identity::DEFAULT_PATH),
+            tls,
+            target: asked.target,
+        })
+    }
+}
+
+/// The box settings of a run: the project's `host:`, else the defaults of a cutover.yml
+/// without one (`--swap auto`'s table, swappiness 10), so a box bootstrapped before its
+/// project arrives is the box that project would have made, and a rerun with it changes
+/// nothing.
+fn host_settings(project: Option<&Loaded>) -> Host {
+    project
+        .map(|loaded| loaded.config.host.clone())
+        .unwrap_or_default()
 }
 
 /// Where changes land: see the module docs for the three modes.

@@ -16,8 +16,10 @@ use std::path::{Path, PathBuf};
 use anyhow::Context as _;
 
 use super::cloud_init::{Instance, Part, View};
-use super::{Options, StepDef, StepRun};
+use super::{tls, Options, StepDef, StepRun, Target};
+use crate::config::{Color, Loaded};
 use crate::process::{shell_quote, Cmd};
+use crate::render::Renderer;
 
 /// Step "nginx site".
 pub const STEP: StepDef = StepDef {
@@ -40,6 +42,33 @@ pub struct Files {
     pub reload: Vec<String>,
     /// `server_name _`: the site means to answer every request on its port.
     pub catch_all: bool,
+}
+
+impl Files {
+    /// The project's site and include, rendered as `cutover render` does. The include
+    /// points at the active color when a deploy recorded one, else blue (the first
+    /// deploy's), and keeps the maintenance block while the project's flag is on.
+    pub fn of(renderer: &Renderer, loaded: &Loaded, target: &Target) -> anyhow::Result<Files> {
+        let active = crate::state::StateDir::new(loaded.state_dir())
+            .load()
+            .ok()
+            .and_then(|s| s.active)
+            .unwrap_or(Color::Blue);
+        let nginx = &loaded.config.nginx;
+        Ok(Files {
+            site_path: nginx.site.clone(),
+            site: renderer.site_with(&loaded.config, tls::cert_ready(loaded, target))?,
+            include_path: nginx.include.clone(),
+            include: renderer.include(
+                &loaded.config,
+                active,
+                crate::maintenance::load(&loaded.state_dir())?.as_ref(),
+            )?,
+            test: nginx.test.clone(),
+            reload: nginx.reload.clone(),
+            catch_all: nginx.server_name.trim() == "_",
+        })
+    }
 }
 
 /// The site and include files, and the commands that enable them.
