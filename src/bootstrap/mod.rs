@@ -511,6 +511,43 @@ mod tests {
     }
 
     #[test]
+    fn the_box_gets_the_projects_host_settings_else_a_cutover_yml_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("cutover.yml");
+        let renderer = Renderer::new(dir.path()).unwrap();
+        let asked = |swap| Asked {
+            target: Target {
+                root: None,
+                dry_run: true,
+            },
+            swap,
+            install: true,
+            user: None,
+        };
+        let bare = Options::new(asked(None), None, &config, &renderer).unwrap();
+        assert_eq!((bare.swap, bare.swappiness), (Swap::Auto, Swappiness(10)));
+        assert!(bare.nginx.is_none() && bare.state_dir.is_none() && bare.tls.is_none());
+
+        std::fs::write(
+            &config,
+            "project: app\napp: { name: web, image: example/web, port: 3000, memory: 128M }\n\
+             colors: { blue: 9001, green: 9002 }\nhost: { swap: 1G, swappiness: 5 }\n",
+        )
+        .unwrap();
+        let loaded = crate::config::load(&config, dir.path()).unwrap();
+        let project = Options::new(asked(None), Some(&loaded), &config, &renderer).unwrap();
+        assert_eq!(
+            (project.swap, project.swappiness),
+            (Swap::parse("1G").unwrap(), Swappiness(5))
+        );
+        assert!(project.nginx.is_some() && project.state_dir.is_some());
+        // --swap wins over host.swap; swappiness has no flag.
+        let flag = Options::new(asked(Some(Swap::Auto)), Some(&loaded), &config, &renderer);
+        let flag = flag.unwrap();
+        assert_eq!((flag.swap, flag.swappiness), (Swap::Auto, Swappiness(5)));
+    }
+
+    #[test]
     fn effective_uid_matches_proc() {
         let uid = effective_uid().unwrap();
         let meta = std::fs::metadata("/proc/self").unwrap();
