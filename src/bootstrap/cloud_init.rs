@@ -190,6 +190,10 @@ mod tests {
 
     #[test]
     fn every_step_has_a_cloud_init_part_or_a_named_reason() {
+        let mut names: Vec<&str> = STEPS.iter().map(|s| s.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), STEPS.len(), "two steps share a name");
         let opts = everything();
         let writes = |name: &str| {
             STEPS

@@ -1,6 +1,11 @@
 //! `cutover bootstrap`: the steps that make a fresh box ready for deploys, and the report
 //! they produce.
 //!
+//! The steps are one list, [`STEPS`]: each [`StepDef`], in its step's file, names the step,
+//! runs it (in every mode below) and gives its part of the `--cloud-init` user-data
+//! (`cloud_init.rs` builds the document from the same list), or the reason it has none.
+//! [`Options::new`] decides what a run uses where the flags and the config say nothing.
+//!
 //! Every step is idempotent: it looks at the box first and changes only what differs, so a
 //! second run reports every step `ok` and a half-finished first run can simply be re-run
 //! (the seed scripts' copy-pasted `dd … >> /etc/fstab` duplicated lines on every run).
