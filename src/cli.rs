@@ -387,13 +387,18 @@ pub struct BootstrapArgs {
     #[arg(long, value_name = "SIZE", requires = "cloud_init", value_parser = Size::parse)]
     pub ram: Option<Size>,
     /// With --cloud-init: the image's distribution [default: ubuntu]
-    #[arg(
-        long,
-        value_name = "ID",
-        requires = "cloud_init",
-        value_parser = ["ubuntu", "debian", "amzn", "fedora"]
-    )]
-    pub os: Option<String>,
+    #[arg(long, value_name = "ID", requires = "cloud_init", value_enum)]
+    pub os: Option<OsArg>,
+}
+
+/// `bootstrap --os`: an image's os-release ID. (No doc comments on the variants: clap would
+/// turn them into a described list and change `--help`.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OsArg {
+    Ubuntu,
+    Debian,
+    Amzn,
+    Fedora,
 }
 
 #[derive(Debug, Subcommand)]

@@ -9,7 +9,9 @@
 //! file: errors and reports carry only the path and the public key.
 //!
 //! The key is generated with the `age` crate directly, in the `age-keygen` file format, so
-//! the `age` CLI and `cutover secrets` read it alike.
+//! the `age` CLI and `cutover secrets` read it alike. The user-data has no cutover binary:
+//! it installs `age` and runs `age-keygen` with the same guarantees (0600, never
+//! overwritten), where the image packages age (apt); elsewhere it says how to do it later.
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
@@ -19,7 +21,22 @@ use std::str::FromStr as _;
 use anyhow::Context as _;
 use secrecy::{ExposeSecret as _, SecretString};
 
-use super::{Options, StepRun};
+use super::cloud_init::{Instance, Part, View};
+use super::packages::Manager;
+use super::{Options, StepDef, StepRun};
+use crate::process::shell_quote;
+
+/// Step "identity": the report carries the file's path and public key.
+pub const STEP: StepDef = StepDef {
+    name: "identity",
+    run: |opts, s, report| {
+        let (path, recipient) = step(opts, s)?;
+        report.identity_path = Some(path);
+        report.recipient = recipient;
+        Ok(())
+    },
+    cloud_init: Part::Writes(cloud_init),
+};
 
 /// Where the box identity lives by default (under `--root` when given).
 pub const DEFAULT_PATH: &str = crate::secrets::keys::BOX_IDENTITY_PATH;
@@ -97,6 +114,36 @@ pub fn add_recipient_command(recipient: &str, label: &str) -> String {
     format!(
         "printf '%s\\n' '# {label} (cutover bootstrap)' '{recipient}' >> secrets/recipients.txt && cutover secrets rekey"
     )
+}
+
+/// `age` in the packages and the `age-keygen` command, or how to make the identity later.
+fn cloud_init(instance: &Instance<'_>, view: &mut View) {
+    if instance.plan.manager != Manager::Apt {
+        view.note(format!(
+            "{} packages no age: create the box identity with `sudo cutover bootstrap --no-install` once cutover is on the box",
+            instance.os.id()
+        ));
+        return;
+    }
+    view.packages.push("age".into());
+    let identity = instance.opts.identity.display().to_string();
+    let dir = instance
+        .opts
+        .identity
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_else(|| "/".into());
+    // age-keygen -o opens with O_EXCL and mode 0600: never overwrites.
+    view.sh(format!(
+        "install -d -m 0755 {dir} && if [ ! -e {identity} ]; then (umask 077 && age-keygen -o {identity}) && chown {user}: {identity}; fi && age-keygen -y {identity}",
+        dir = shell_quote(&dir),
+        identity = shell_quote(&identity),
+        user = shell_quote(&instance.user),
+    ));
+    view.note(format!(
+        "box identity: {identity}; read its public key with `sudo age-keygen -y {identity}` and add it with: {}",
+        add_recipient_command("<that key>", "<this box>")
+    ));
 }
 
 /// Step "identity": returns the file's path and, unless a dry run will create it, its

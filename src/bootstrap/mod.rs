@@ -1,6 +1,11 @@
 //! `cutover bootstrap`: the steps that make a fresh box ready for deploys, and the report
 //! they produce.
 //!
+//! The steps are one list, [`STEPS`]: each [`StepDef`], in its step's file, names the step,
+//! runs it (in every mode below) and gives its part of the `--cloud-init` user-data
+//! (`cloud_init.rs` builds the document from the same list), or the reason it has none.
+//! [`Options::new`] decides what a run uses where the flags and the config say nothing.
+//!
 //! Every step is idempotent: it looks at the box first and changes only what differs, so a
 //! second run reports every step `ok` and a half-finished first run can simply be re-run
 //! (the seed scripts' copy-pasted `dd … >> /etc/fstab` duplicated lines on every run).
@@ -17,24 +22,40 @@
 //! lines or JSON. Secret material (the box's age identity) never enters the report.
 
 pub mod cloud_init;
+pub mod distro;
 pub mod identity;
 pub mod nginx_site;
 pub mod packages;
 pub mod services;
+pub mod state_dir;
 pub mod swap;
 pub mod sysctl;
 pub mod tls;
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use serde::Serialize;
 
-use crate::config::{Swap, Swappiness};
+use crate::config::{Host, Loaded, Swap, Swappiness};
 use crate::process::Cmd;
+use crate::render::Renderer;
 
-/// Everything a bootstrap run needs, decided by the command layer from flags and config.
+/// What the operator asked for on the command line; [`Options::new`] adds the rest.
+#[derive(Debug, Clone)]
+pub struct Asked {
+    pub target: Target,
+    /// `--swap`; `None`: the project's `host.swap`, else its default.
+    pub swap: Option<Swap>,
+    /// Not `--no-install`.
+    pub install: bool,
+    /// `--user`.
+    pub user: Option<String>,
+}
+
+/// Everything a bootstrap run needs: what was asked, the project's settings and files, and
+/// the box's defaults where neither says.
 #[derive(Debug, Clone)]
 pub struct Options {
     pub target: Target,
@@ -53,6 +74,52 @@ pub struct Options {
     pub identity: PathBuf,
     /// The project's HTTPS (`nginx.tls`); `None` without config or without `nginx.tls`.
     pub tls: Option<tls::Plan>,
+}
+
+impl Options {
+    /// The options of a run: `asked`, and with a cutover.yml (`project`, read from
+    /// `config_path`) its `host:` settings, nginx files, state dir and TLS plan.
+    pub fn new(
+        asked: Asked,
+        project: Option<&Loaded>,
+        config_path: &Path,
+        renderer: &Renderer,
+    ) -> anyhow::Result<Options> {
+        let host = host_settings(project);
+        let nginx = match project {
+            Some(loaded) => Some(nginx_site::Files::of(renderer, loaded, &asked.target)?),
+            None => None,
+        };
+        let tls = match project {
+            Some(loaded) => tls::Plan::of(loaded, renderer)?,
+            None => None,
+        };
+        Ok(Options {
+            swap: asked.swap.unwrap_or(host.swap),
+            swappiness: host.swappiness,
+            install: asked.install,
+            user: asked.user,
+            nginx,
+            no_config_reason: format!(
+                "no {}: run bootstrap in the project directory (or with -C DIR) to include it",
+                config_path.display()
+            ),
+            state_dir: project.map(|l| (l.state_dir(), l.dir.clone())),
+            identity: PathBuf::from(identity::DEFAULT_PATH),
+            tls,
+            target: asked.target,
+        })
+    }
+}
+
+/// The box settings of a run: the project's `host:`, else the defaults of a cutover.yml
+/// without one (`--swap auto`'s table, swappiness 10), so a box bootstrapped before its
+/// project arrives is the box that project would have made, and a rerun with it changes
+/// nothing.
+fn host_settings(project: Option<&Loaded>) -> Host {
+    project
+        .map(|loaded| loaded.config.host.clone())
+        .unwrap_or_default()
 }
 
 /// Where changes land: see the module docs for the three modes.
@@ -344,6 +411,33 @@ pub fn check_privileges(target: &Target) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One bootstrap step, whole: the live run and `--cloud-init` both read it from [`STEPS`].
+pub struct StepDef {
+    /// Its name in the report and in `--json` (scripts read it: never renamed).
+    pub name: &'static str,
+    /// Runs it live, under `--root` or as a dry run ([`StepRun`] routes each change by
+    /// mode); a step may add a fact to the report (the identity step: the public key).
+    pub run: fn(&Options, &mut StepRun<'_>, &mut Report) -> anyhow::Result<()>,
+    /// What it puts in the `--cloud-init` user-data, or why nothing.
+    pub cloud_init: cloud_init::Part,
+}
+
+/// Every step, in the order they run, are reported and write their part of the user-data.
+/// A new step is a file with its [`StepDef`] and a line here.
+pub const STEPS: &[StepDef] = &[
+    swap::FILE,
+    swap::SWAPON,
+    swap::FSTAB,
+    sysctl::STEP,
+    packages::STEP,
+    services::SERVICES,
+    services::DOCKER_GROUP,
+    nginx_site::STEP,
+    tls::STEP,
+    state_dir::STEP,
+    identity::STEP,
+];
+
 /// Runs every step in order; a failed step stops the run and is the last step reported.
 pub fn run(opts: &Options) -> Report {
     let target = &opts.target;
@@ -355,36 +449,10 @@ pub fn run(opts: &Options) -> Report {
         recipient: None,
         identity_path: None,
     };
-    type StepFn = fn(&Options, &mut StepRun<'_>, &mut Report) -> anyhow::Result<()>;
-    let steps: [(&'static str, StepFn); 11] = [
-        ("swap file", |o, s, _| swap::file_step(o, s)),
-        ("swapon", |o, s, _| swap::swapon_step(o, s)),
-        ("fstab", |o, s, _| swap::fstab_step(o, s)),
-        ("swappiness", |o, s, _| sysctl::step(o, s)),
-        ("packages", |o, s, _| packages::step(o, s)),
-        ("services", |o, s, _| services::services_step(o, s)),
-        ("docker group", |o, s, _| services::docker_group_step(o, s)),
-        ("nginx site", |o, s, _| nginx_site::step(o, s)),
-        ("tls", |o, s, _| {
-            let reason = if o.nginx.is_some() {
-                "no nginx.tls in cutover.yml"
-            } else {
-                &o.no_config_reason
-            };
-            tls::step(o.tls.as_ref(), reason, s)
-        }),
-        ("state dir", |o, s, _| state_dir_step(o, s)),
-        ("identity", |o, s, r| {
-            let (path, recipient) = identity::step(o, s)?;
-            r.identity_path = Some(path);
-            r.recipient = recipient;
-            Ok(())
-        }),
-    ];
-    for (name, f) in steps {
+    for def in STEPS {
         let started = std::time::Instant::now();
-        let mut step = StepRun::new(target, name);
-        let result = f(opts, &mut step, &mut report);
+        let mut step = StepRun::new(target, def.name);
+        let result = (def.run)(opts, &mut step, &mut report);
         let mut step = step.finish(result);
         step.seconds = started.elapsed().as_secs_f64();
         let failed = step.status == Status::Failed;
@@ -410,47 +478,6 @@ pub fn run_step(
     step
 }
 
-/// The project's state dir (lock, history, rendered files): created 0750 and owned by the
-/// project directory's owner, since deploys run as that user, not as root.
-fn state_dir_step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
-    let Some((live, project_dir)) = &opts.state_dir else {
-        step.skip(opts.no_config_reason.clone());
-        return Ok(());
-    };
-    let path = step.target.path(live);
-    step.summary(path.display().to_string());
-    if !path.exists() {
-        step.change(format!("create {} (mode 0750)", path.display()));
-        if step.dry_run() {
-            return Ok(());
-        }
-        std::fs::create_dir_all(&path)
-            .with_context(|| format!("could not create {}", path.display()))?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o750))
-            .with_context(|| format!("could not chmod {}", path.display()))?;
-    } else {
-        // Stricter than 0750 (e.g. 0700) is fine; group-writable or world-anything is not.
-        step.ensure_mode(&path, 0o750, true)?;
-    }
-    let owner = std::fs::metadata(project_dir)
-        .with_context(|| format!("could not read the metadata of {}", project_dir.display()))?;
-    if let Ok(meta) = std::fs::metadata(&path) {
-        if (meta.uid(), meta.gid()) != (owner.uid(), owner.gid()) {
-            step.change(format!(
-                "chown {}:{} {} (the project directory's owner, who runs deploys)",
-                owner.uid(),
-                owner.gid(),
-                path.display()
-            ));
-            if !step.dry_run() {
-                std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid()))
-                    .with_context(|| format!("could not chown {}", path.display()))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Finds a system binary that may live in an sbin directory missing from a user's PATH.
 /// Found on PATH it stays a bare name, so listed commands read as typed.
 pub fn sbin(program: &str) -> PathBuf {
@@ -467,6 +494,8 @@ pub fn sbin(program: &str) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+    use std::os::unix::fs::MetadataExt;
+
     use super::*;
 
     #[test]
@@ -484,6 +513,43 @@ mod tests {
             dry_run: false,
         };
         assert_eq!(live.path(Path::new("/etc/fstab")), Path::new("/etc/fstab"));
+    }
+
+    #[test]
+    fn the_box_gets_the_projects_host_settings_else_a_cutover_yml_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("cutover.yml");
+        let renderer = Renderer::new(dir.path()).unwrap();
+        let asked = |swap| Asked {
+            target: Target {
+                root: None,
+                dry_run: true,
+            },
+            swap,
+            install: true,
+            user: None,
+        };
+        let bare = Options::new(asked(None), None, &config, &renderer).unwrap();
+        assert_eq!((bare.swap, bare.swappiness), (Swap::Auto, Swappiness(10)));
+        assert!(bare.nginx.is_none() && bare.state_dir.is_none() && bare.tls.is_none());
+
+        std::fs::write(
+            &config,
+            "project: app\napp: { name: web, image: example/web, port: 3000, memory: 128M }\n\
+             colors: { blue: 9001, green: 9002 }\nhost: { swap: 1G, swappiness: 5 }\n",
+        )
+        .unwrap();
+        let loaded = crate::config::load(&config, dir.path()).unwrap();
+        let project = Options::new(asked(None), Some(&loaded), &config, &renderer).unwrap();
+        assert_eq!(
+            (project.swap, project.swappiness),
+            (Swap::parse("1G").unwrap(), Swappiness(5))
+        );
+        assert!(project.nginx.is_some() && project.state_dir.is_some());
+        // --swap wins over host.swap; swappiness has no flag.
+        let flag = Options::new(asked(Some(Swap::Auto)), Some(&loaded), &config, &renderer);
+        let flag = flag.unwrap();
+        assert_eq!((flag.swap, flag.swappiness), (Swap::Auto, Swappiness(5)));
     }
 
     #[test]

@@ -8,13 +8,25 @@
 //! bootstrap removes that symlink (the file stays in `sites-available/`). A site nginx does
 //! not load at all (Amazon Linux has no `sites-enabled/`) passes `nginx -t` silently, so a
 //! live run checks `nginx -T` lists the file. A failed `nginx -t` puts the old files back.
+//! The user-data writes both files, removes the default site the same way, and runs the
+//! project's own test and reload commands.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 
-use super::{Options, StepRun};
-use crate::process::Cmd;
+use super::cloud_init::{Instance, Part, View};
+use super::{tls, Options, StepDef, StepRun, Target};
+use crate::config::{Color, Loaded};
+use crate::process::{shell_quote, Cmd};
+use crate::render::Renderer;
+
+/// Step "nginx site".
+pub const STEP: StepDef = StepDef {
+    name: "nginx site",
+    run: |opts, s, _| step(opts, s),
+    cloud_init: Part::Writes(cloud_init),
+};
 
 /// Debian's stock default site, enabled by the nginx package.
 pub const DEBIAN_DEFAULT_SITE: &str = "/etc/nginx/sites-enabled/default";
@@ -30,6 +42,69 @@ pub struct Files {
     pub reload: Vec<String>,
     /// `server_name _`: the site means to answer every request on its port.
     pub catch_all: bool,
+}
+
+impl Files {
+    /// The project's site and include, rendered as `cutover render` does. The include
+    /// points at the active color when a deploy recorded one, else blue (the first
+    /// deploy's), and keeps the maintenance block while the project's flag is on.
+    pub fn of(renderer: &Renderer, loaded: &Loaded, target: &Target) -> anyhow::Result<Files> {
+        let active = crate::state::StateDir::new(loaded.state_dir())
+            .load()
+            .ok()
+            .and_then(|s| s.active)
+            .unwrap_or(Color::Blue);
+        let nginx = &loaded.config.nginx;
+        Ok(Files {
+            site_path: nginx.site.clone(),
+            site: renderer.site_with(&loaded.config, tls::cert_ready(loaded, target))?,
+            include_path: nginx.include.clone(),
+            include: renderer.include(
+                &loaded.config,
+                active,
+                crate::maintenance::load(&loaded.state_dir())?.as_ref(),
+            )?,
+            test: nginx.test.clone(),
+            reload: nginx.reload.clone(),
+            catch_all: nginx.server_name.trim() == "_",
+        })
+    }
+}
+
+/// The site and include files, and the commands that enable them.
+fn cloud_init(instance: &Instance<'_>, view: &mut View) {
+    let Some(nginx) = &instance.opts.nginx else {
+        view.note(
+            "no cutover.yml: no nginx site; run from the project directory (or -C DIR) to include it",
+        );
+        return;
+    };
+    view.file(
+        nginx.site_path.display().to_string(),
+        "0644",
+        nginx.site.clone(),
+    );
+    view.file(
+        nginx.include_path.display().to_string(),
+        "0644",
+        nginx.include.clone(),
+    );
+    if nginx.catch_all {
+        view.sh(format!(
+            "if [ -L {DEBIAN_DEFAULT_SITE} ]; then rm {DEBIAN_DEFAULT_SITE}; fi"
+        ));
+    }
+    let quote = |argv: &[String]| {
+        argv.iter()
+            .map(|a| shell_quote(a))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    view.sh(format!(
+        "{} && {}",
+        quote(&nginx.test),
+        quote(&nginx.reload)
+    ));
 }
 
 pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {

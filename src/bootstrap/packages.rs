@@ -1,60 +1,28 @@
 //! Which packages give a box docker, compose and nginx, by distribution, and installing the
 //! missing ones with apt or dnf.
 //!
-//! The distribution comes from `/etc/os-release` (`ID`, then `ID_LIKE`), the one file every
-//! current distribution has. What is missing is decided by tool, not by package name: a box
+//! The distribution comes from `/etc/os-release` (`distro.rs`: `ID`, then `ID_LIKE`); a
+//! `--cloud-init` user-data names its [`Distro`] instead. What is missing is decided by tool, not by package name: a box
 //! with Docker's own `docker-ce` + `docker-compose-plugin` already has docker and compose,
 //! and installing `docker.io` over them would conflict. Amazon Linux 2023 packages no
 //! compose at all; the step says exactly how to add the official plugin binary instead of
 //! downloading an unverified binary itself. With `nginx.tls` configured, certbot (the ACME
 //! client the `tls` step runs) is one more tool, installed the same way.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
-use super::{sbin, Options, StepRun};
+use super::cloud_init::{Instance, Part, View};
+use super::distro::{Distro, OsRelease};
+use super::{sbin, Options, StepDef, StepRun};
 use crate::process::Cmd;
 
-/// The fields of `/etc/os-release` that choose the packages.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct OsRelease {
-    pub id: String,
-    pub id_like: Vec<String>,
-    pub version_id: String,
-    pub pretty_name: String,
-}
-
-impl OsRelease {
-    pub fn parse(text: &str) -> OsRelease {
-        let vars: BTreeMap<&str, String> = text
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.trim(), v.trim().trim_matches(['"', '\'']).to_string()))
-            .collect();
-        let get = |k: &str| vars.get(k).cloned().unwrap_or_default();
-        OsRelease {
-            id: get("ID"),
-            id_like: get("ID_LIKE")
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
-            version_id: get("VERSION_ID"),
-            pretty_name: get("PRETTY_NAME"),
-        }
-    }
-
-    /// Reads `<root>/etc/os-release` (falling back to `/usr/lib/os-release`, as the spec says).
-    pub fn read(root: &Path) -> Option<OsRelease> {
-        ["etc/os-release", "usr/lib/os-release"]
-            .iter()
-            .find_map(|rel| std::fs::read_to_string(root.join(rel)).ok())
-            .map(|t| OsRelease::parse(&t))
-    }
-
-    fn is(&self, id: &str) -> bool {
-        self.id == id || self.id_like.iter().any(|l| l == id)
-    }
-}
+/// Step "packages"; the user-data lists the image's packages (certbot is not among them:
+/// the `tls` step has no part there).
+pub const STEP: StepDef = StepDef {
+    name: "packages",
+    run: |opts, s, _| step(opts, s),
+    cloud_init: Part::Writes(cloud_init),
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Manager {
@@ -82,53 +50,53 @@ sudo curl -fsSL -o /usr/local/lib/docker/cli-plugins/docker-compose \
 \"https://github.com/docker/compose/releases/latest/download/docker-compose-linux-$(uname -m)\" && \
 sudo chmod 0755 /usr/local/lib/docker/cli-plugins/docker-compose && docker compose version";
 
-/// The package plan for a distribution, or why there is none.
+/// The package plan for a box's distribution, or why there is none.
 pub fn plan(os: &OsRelease) -> Result<Plan, String> {
-    if os.id == "ubuntu" {
-        // Ubuntu ≥ 22.04 ships compose v2 as docker-compose-v2 (universe).
-        return Ok(Plan {
+    Distro::of(os).map(plan_for).ok_or_else(|| {
+        format!(
+            "no package plan for {} (ID={}): install docker, docker compose and nginx yourself, \
+             then rerun with --no-install",
+            if os.pretty_name.is_empty() {
+                "this distribution"
+            } else {
+                &os.pretty_name
+            },
+            os.id
+        )
+    })
+}
+
+/// The packages that give `distro` docker, compose and nginx.
+pub fn plan_for(distro: Distro) -> Plan {
+    match distro {
+        // Ubuntu >= 22.04 ships compose v2 as docker-compose-v2 (universe).
+        Distro::Ubuntu => Plan {
             manager: Manager::Apt,
             docker: "docker.io",
             compose: Some("docker-compose-v2"),
             nginx: "nginx",
-        });
-    }
-    if os.is("debian") || os.is("ubuntu") {
+        },
         // Debian's docker-compose is v1 (1.29) up to bookworm and v2 from trixie; cutover
         // supports both.
-        return Ok(Plan {
+        Distro::Debian => Plan {
             manager: Manager::Apt,
             docker: "docker.io",
             compose: Some("docker-compose"),
             nginx: "nginx",
-        });
-    }
-    if os.id == "amzn" {
-        return Ok(Plan {
+        },
+        Distro::Amzn => Plan {
             manager: Manager::Dnf,
             docker: "docker",
             compose: None,
             nginx: "nginx",
-        });
-    }
-    if os.id == "fedora" {
-        return Ok(Plan {
+        },
+        Distro::Fedora => Plan {
             manager: Manager::Dnf,
             docker: "moby-engine",
             compose: Some("docker-compose"),
             nginx: "nginx",
-        });
-    }
-    Err(format!(
-        "no package plan for {} (ID={}): install docker, docker compose and nginx yourself, \
-         then rerun with --no-install",
-        if os.pretty_name.is_empty() {
-            "this distribution"
-        } else {
-            &os.pretty_name
         },
-        os.id
-    ))
+    }
 }
 
 /// The install commands for `packages` (apt refreshes its lists first: a fresh EC2 image's
@@ -193,6 +161,19 @@ impl Present {
 /// Whether certbot is installed (on PATH or in an sbin dir).
 fn certbot_present() -> bool {
     crate::process::which("certbot").is_some() || sbin("certbot").is_absolute()
+}
+
+fn cloud_init(instance: &Instance<'_>, view: &mut View) {
+    let plan = &instance.plan;
+    let packages = [Some(plan.docker), plan.compose, Some(plan.nginx)];
+    view.packages
+        .extend(packages.into_iter().flatten().map(str::to_string));
+    if plan.compose.is_none() {
+        view.note(format!(
+            "{} packages no docker compose; once booted: {COMPOSE_BY_HAND}",
+            instance.os.id()
+        ));
+    }
 }
 
 pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {

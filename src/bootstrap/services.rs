@@ -3,14 +3,31 @@
 //!
 //! Both are live-system state that no file under `--root` can express portably, so under
 //! `--root` they are listed as commands to run. The deploy user comes from `--user`, else
-//! `$SUDO_USER` (whoever ran `sudo cutover bootstrap`); root itself needs no group.
+//! `$SUDO_USER` (whoever ran `sudo cutover bootstrap`); root itself needs no group. The
+//! user-data runs the same `systemctl enable --now` and `usermod` (its user: `--user`, else
+//! the image's login user).
 
 use std::path::Path;
 
-use super::{sbin, Options, StepRun};
+use super::cloud_init::{Instance, Part, View};
+use super::{sbin, Options, StepDef, StepRun};
 use crate::process::Cmd;
 
-const SERVICES: [&str; 2] = ["docker", "nginx"];
+/// Step "services".
+pub const SERVICES: StepDef = StepDef {
+    name: "services",
+    run: |opts, step, _| services_step(opts, step),
+    cloud_init: Part::Writes(cloud_init_services),
+};
+
+/// Step "docker group".
+pub const DOCKER_GROUP: StepDef = StepDef {
+    name: "docker group",
+    run: |opts, step, _| docker_group_step(opts, step),
+    cloud_init: Part::Writes(cloud_init_docker_group),
+};
+
+const UNITS: [&str; 2] = ["docker", "nginx"];
 
 fn has_systemd() -> bool {
     // The documented test for "booted with systemd" (sd_booted(3)).
@@ -28,9 +45,9 @@ fn enable_command(units: &[&str]) -> Cmd {
 
 /// Step "services": docker and nginx enabled at boot and running now.
 pub fn services_step(_opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
-    step.summary(format!("{} enabled and running", SERVICES.join(", ")));
+    step.summary(format!("{} enabled and running", UNITS.join(", ")));
     if !step.target.on_live_system() {
-        step.live_command(&enable_command(&SERVICES))?;
+        step.live_command(&enable_command(&UNITS))?;
         step.skip("live-system command (--root): listed below");
         return Ok(());
     }
@@ -39,7 +56,7 @@ pub fn services_step(_opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<
         return Ok(());
     }
     let mut todo = Vec::new();
-    for unit in SERVICES {
+    for unit in UNITS {
         let check = |verb: &str| {
             Cmd::new("systemctl", format!("check whether {unit} is {verb}"))
                 .args([verb, "--quiet", unit])
@@ -76,6 +93,16 @@ pub fn group_has_member(group_file: &str, group: &str, user: &str) -> Option<boo
                 .any(|m| m.trim() == user)
         })
     })
+}
+
+fn cloud_init_services(_: &Instance<'_>, view: &mut View) {
+    let mut argv = vec!["systemctl", "enable", "--now"];
+    argv.extend(UNITS);
+    view.run(&argv);
+}
+
+fn cloud_init_docker_group(instance: &Instance<'_>, view: &mut View) {
+    view.run(&["usermod", "-aG", "docker", &instance.user]);
 }
 
 /// Step "docker group": the deploy user may talk to the docker daemon without sudo.

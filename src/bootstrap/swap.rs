@@ -16,9 +16,37 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::{sbin, Options, StepRun};
+use super::cloud_init::{Instance, Part, SwapView, View};
+use super::{sbin, Options, StepDef, StepRun};
 use crate::config::{Size, Swap};
 use crate::process::Cmd;
+
+/// Step "swap file"; in the user-data, cloud-init's `swap:` module makes the file.
+pub const FILE: StepDef = StepDef {
+    name: "swap file",
+    run: |opts, step, _| file_step(opts, step),
+    cloud_init: Part::Writes(cloud_init_swap),
+};
+
+/// Step "swapon".
+pub const SWAPON: StepDef = StepDef {
+    name: "swapon",
+    run: |opts, step, _| swapon_step(opts, step),
+    cloud_init: Part::DoneBy {
+        step: "swap file",
+        how: "cloud-init's swap: module runs swapon on the file it makes",
+    },
+};
+
+/// Step "fstab".
+pub const FSTAB: StepDef = StepDef {
+    name: "fstab",
+    run: |opts, step, _| fstab_step(opts, step),
+    cloud_init: Part::DoneBy {
+        step: "swap file",
+        how: "cloud-init's swap: module adds the file's fstab line",
+    },
+};
 
 /// Where the swap file lives on the box (`DIR/swapfile` under `--root`).
 pub const SWAP_FILE: &str = "/swapfile";
@@ -311,6 +339,31 @@ fn wanted_size_cheap(swap: Swap) -> Result<(), String> {
         Swap::Off => Err("swap is off (--swap off / host.swap: off)".to_string()),
         _ => Ok(()),
     }
+}
+
+/// The user-data's `swap:`: `--swap SIZE`, or sized for the instance's RAM with `--swap auto`
+/// (cloud-init's own `auto` would give a t2.micro only 1 GiB).
+fn cloud_init_swap(instance: &Instance<'_>, view: &mut View) {
+    view.swap = match instance.opts.swap {
+        Swap::Off => None,
+        Swap::Size(size) => Some(SwapView {
+            filename: SWAP_FILE.into(),
+            size: size.bytes(),
+            why: format!("{size} (--swap)"),
+        }),
+        Swap::Auto => {
+            let size = auto_size(instance.ram);
+            Some(SwapView {
+                filename: SWAP_FILE.into(),
+                size,
+                why: format!(
+                    "{} for {} of RAM (AWS table; set --ram or --swap for another instance type)",
+                    Size(size),
+                    Size(instance.ram)
+                ),
+            })
+        }
+    };
 }
 
 /// Step "fstab": exactly one line for the swap file, everything else untouched.

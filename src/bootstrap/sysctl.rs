@@ -3,14 +3,23 @@
 //! The kernel default (60) swaps eagerly; on a 1 GiB box that pushes a running JVM's heap
 //! to disk while the other color starts. A low value (10 by default, `host.swappiness`)
 //! keeps swap as the overflow it is meant to be. The file makes it survive reboots; the
-//! live apply makes it true now.
+//! live apply makes it true now. The user-data writes the same file and runs the same
+//! `sysctl -p`.
 
 use std::path::Path;
 
 use anyhow::Context as _;
 
-use super::{sbin, Options, StepRun};
+use super::cloud_init::{Instance, Part, View};
+use super::{sbin, Options, StepDef, StepRun};
 use crate::process::Cmd;
+
+/// Step "swappiness".
+pub const STEP: StepDef = StepDef {
+    name: "swappiness",
+    run: |opts, s, _| step(opts, s),
+    cloud_init: Part::Writes(cloud_init),
+};
 
 pub const PATH: &str = "/etc/sysctl.d/99-cutover.conf";
 
@@ -26,6 +35,11 @@ pub fn contents(swappiness: u8) -> String {
 /// The `sysctl -p` command that applies the file.
 pub fn apply_command() -> Cmd {
     Cmd::new(sbin("sysctl"), format!("apply {PATH}")).args(["-p", PATH])
+}
+
+fn cloud_init(instance: &Instance<'_>, view: &mut View) {
+    view.file(PATH, "0644", contents(instance.opts.swappiness.0));
+    view.run(&["sysctl", "-p", PATH]);
 }
 
 pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {

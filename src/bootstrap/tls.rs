@@ -12,17 +12,39 @@
 //! Idempotent: a certificate that is valid for 30 more days and names every configured
 //! domain (`openssl x509 -checkend`, `-ext subjectAltName`) is kept, and a second run
 //! changes nothing. Under `--root` certbot and nginx are listed, not run; the files land
-//! under the root.
+//! under the root. The `--cloud-init` user-data has no part of this step: see [`STEP`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
 
-use super::{sbin, StepRun, Target};
+use super::cloud_init::Part;
+use super::{sbin, Options, StepDef, StepRun, Target};
 use crate::config::{Loaded, Tls};
 use crate::process::{shell_quote, Cmd, ProcessError};
 use crate::render::Renderer;
+
+/// Step "tls". The user-data gets no certificate (why: below); its site already serves
+/// the challenge path, so `cutover tls issue` on the booted box completes HTTPS.
+pub const STEP: StepDef = StepDef {
+    name: "tls",
+    run: |opts, s, _| bootstrap_step(opts, s),
+    cloud_init: Part::Without(
+        "the CA checks the domain, which need not point at the booting instance yet: \
+         run `cutover tls issue` on the box",
+    ),
+};
+
+/// The step in `cutover bootstrap`: skipped without a config or without `nginx.tls`.
+fn bootstrap_step(opts: &Options, s: &mut StepRun<'_>) -> anyhow::Result<()> {
+    let reason = if opts.nginx.is_some() {
+        "no nginx.tls in cutover.yml"
+    } else {
+        &opts.no_config_reason
+    };
+    step(opts.tls.as_ref(), reason, s)
+}
 
 /// A certificate closer than this to its expiry is renewed (certbot's own default).
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 60 * 60);

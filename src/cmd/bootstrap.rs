@@ -4,19 +4,20 @@
 //! A cutover.yml is optional: a box can be bootstrapped before any project is on it. With
 //! one (in `-C DIR` / `--config FILE`, as for every command), its `host:` settings are the
 //! defaults and the project's nginx site, include and state dir are installed; without one
-//! those steps are skipped, and the report says so and how to include them.
+//! those steps are skipped, and the report says so and how to include them. What a missing
+//! flag or config means for the box (swap, swappiness, the image, its user, its RAM) is
+//! decided in `bootstrap/` ([`Options::new`], `cloud_init::view`), not here.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
 
 use anyhow::{bail, Context as _};
 
-use crate::bootstrap::{
-    self, cloud_init, identity, nginx_site, tls, Options, Report, Status, Target,
-};
-use crate::cli::BootstrapArgs;
-use crate::config::{self, Color, Swappiness};
+use crate::bootstrap::distro::Distro;
+use crate::bootstrap::{self, cloud_init, identity, Asked, Options, Report, Status, Target};
+use crate::cli::{BootstrapArgs, OsArg};
+use crate::config::{self, Loaded};
 use crate::context::Context;
 use crate::render::Renderer;
 
@@ -26,94 +27,80 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let no_config_reason = format!(
-        "no {}: run bootstrap in the project directory (or with -C DIR) to include it",
-        ctx.config_path.display()
-    );
-    let swap = match &args.swap {
-        Some(swap) => *swap,
-        None => loaded
-            .as_ref()
-            .map(|l| l.config.host.swap)
-            .unwrap_or_default(),
-    };
-    let swappiness = loaded
-        .as_ref()
-        .map(|l| l.config.host.swappiness)
-        .unwrap_or(Swappiness(10));
     let cwd = std::env::current_dir().context("could not read the current directory")?;
-    let root = args.root.as_ref().map(|r| cwd.join(r));
-    let target = Target {
-        root: root.clone(),
-        dry_run: args.dry_run,
+    let asked = Asked {
+        target: Target {
+            root: args.root.as_ref().map(|r| cwd.join(r)),
+            dry_run: args.dry_run,
+        },
+        swap: args.swap,
+        install: !args.no_install,
+        user: args.user.clone(),
     };
     let renderer = Renderer::new(&ctx.dir)?;
-    let nginx = match &loaded {
-        Some(loaded) => Some(nginx_files(&renderer, loaded, &target)?),
-        None => None,
-    };
-    let tls = match &loaded {
-        Some(loaded) => tls::Plan::of(loaded, &renderer)?,
-        None => None,
-    };
-    let identity_path = PathBuf::from(identity::DEFAULT_PATH);
-
+    let opts = Options::new(asked, loaded.as_ref(), &ctx.config_path, &renderer)?;
     if args.cloud_init {
-        let ram = match &args.ram {
-            Some(size) => size.bytes(),
-            None => 1 << 30,
-        };
         let request = cloud_init::Request {
-            swap,
-            ram,
-            os: args.os.clone().unwrap_or_else(|| "ubuntu".into()),
-            user: args.user.clone(),
-            swappiness,
-            nginx,
+            opts,
+            ram: args.ram.map(|size| size.bytes()),
+            os: args.os.map(distro),
             project: loaded.as_ref().map(|l| l.config.project.to_string()),
-            identity: identity_path,
         };
-        let view = cloud_init::view(&request)?;
-        let text = renderer.cloud_init(&view)?;
-        config::check_yaml(&text).context(
-            "the rendered cloud-init user-data is not valid YAML (check templates/cloud-init.yml.j2)",
-        )?;
-        out!("{text}")?;
+        print_cloud_init(&renderer, &request)?;
         return Ok(ExitCode::SUCCESS);
     }
+    run_steps(ctx, &args, &opts, loaded.as_ref())
+}
 
-    bootstrap::check_privileges(&target)?;
-    if let Some(root) = &root {
+/// The distribution `--os` names.
+fn distro(os: OsArg) -> Distro {
+    match os {
+        OsArg::Ubuntu => Distro::Ubuntu,
+        OsArg::Debian => Distro::Debian,
+        OsArg::Amzn => Distro::Amzn,
+        OsArg::Fedora => Distro::Fedora,
+    }
+}
+
+/// `--cloud-init`: the user-data on stdout, checked to be YAML (the template is overridable).
+fn print_cloud_init(renderer: &Renderer, request: &cloud_init::Request) -> anyhow::Result<()> {
+    let text = renderer.cloud_init(cloud_init::view(request))?;
+    config::check_yaml(&text).context(
+        "the rendered cloud-init user-data is not valid YAML (check templates/cloud-init.yml.j2)",
+    )?;
+    out!("{text}")?;
+    Ok(())
+}
+
+/// Runs the steps on this box (or under `--root`), prints the report and records the
+/// project's claims after a live run that changed the box.
+fn run_steps(
+    ctx: &Context,
+    args: &BootstrapArgs,
+    opts: &Options,
+    loaded: Option<&Loaded>,
+) -> anyhow::Result<ExitCode> {
+    bootstrap::check_privileges(&opts.target)?;
+    let root = &opts.target.root;
+    if let Some(root) = root {
         if !root.is_dir() {
             bail!("--root {}: no such directory", root.display());
         }
     }
     // Another project on this box with the same ports, server name or nginx files: refuse
     // before any step runs (a --root tree is not this box).
-    if let (Some(loaded), None) = (&loaded, &root) {
+    if let (Some(loaded), None) = (loaded, root) {
         crate::claims::check(loaded).context("bootstrap refused")?;
     }
-    let opts = Options {
-        target,
-        swap,
-        swappiness,
-        install: !args.no_install,
-        user: args.user.clone(),
-        nginx,
-        no_config_reason,
-        state_dir: loaded.as_ref().map(|l| (l.state_dir(), l.dir.clone())),
-        identity: identity_path,
-        tls,
-    };
     let started = Instant::now();
-    let report = bootstrap::run(&opts);
+    let report = bootstrap::run(opts);
     let took = started.elapsed();
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
     } else if !ctx.quiet() || report.failed().is_some() {
         out!("{}", human(&report, took))?;
     }
-    if let (Some(loaded), None, false, None) = (&loaded, &root, args.dry_run, report.failed()) {
+    if let (Some(loaded), None, false, None) = (loaded, root, args.dry_run, report.failed()) {
         crate::claims::record(loaded)
             .context("bootstrap finished, but could not record the project's claims on this box")?;
     }
@@ -132,34 +119,6 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The project's nginx site and include, rendered as `cutover render` does. The include
-/// points at the active color when a deploy recorded one, else blue (the first deploy's).
-fn nginx_files(
-    renderer: &Renderer,
-    loaded: &config::Loaded,
-    target: &Target,
-) -> anyhow::Result<nginx_site::Files> {
-    let active = crate::state::StateDir::new(loaded.state_dir())
-        .load()
-        .ok()
-        .and_then(|s| s.active)
-        .unwrap_or(Color::Blue);
-    let nginx = &loaded.config.nginx;
-    Ok(nginx_site::Files {
-        site_path: nginx.site.clone(),
-        site: renderer.site_with(&loaded.config, tls::cert_ready(loaded, target))?,
-        include_path: nginx.include.clone(),
-        include: renderer.include(
-            &loaded.config,
-            active,
-            crate::maintenance::load(&loaded.state_dir())?.as_ref(),
-        )?,
-        test: nginx.test.clone(),
-        reload: nginx.reload.clone(),
-        catch_all: nginx.server_name.trim() == "_",
-    })
 }
 
 fn status_label(status: Status, dry_run: bool) -> &'static str {
