@@ -9,9 +9,13 @@
 //! release links the one state dir (`<remote.dir>/.cutover`), so the lock, state and history
 //! outlive releases.
 //!
-//! The tar is written here (ustar, regular files and directories only) rather than by a local
-//! `tar`, so what is sent is exactly the list this module decides.
+//! The archive is built here with `tar::Builder` (GNU headers, so a path of any length travels
+//! whole through a long-name entry) rather than by a local `tar`, so what is sent is exactly
+//! the list this module decides: regular files and their parent directories, every entry
+//! appended from bytes read here, owned by 0:0. A symlink is followed: a linked file travels
+//! as a regular file with its target's bytes, a linked directory as the files under it.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -19,6 +23,9 @@ use anyhow::{bail, Context as _};
 /// Marks a synced copy on the box: there, `remote.host` in its cutover.yml is ignored (the box
 /// does not SSH to itself).
 pub const SYNC_MARKER: &str = ".cutover-synced";
+
+/// The mode every directory in the archive gets.
+const DIR_MODE: u32 = 0o755;
 
 /// One file to send: its path in the archive and its bytes.
 struct Entry {
@@ -56,39 +63,60 @@ pub fn pack(dir: &Path, config_path: &Path, marker: &str) -> anyhow::Result<Arch
         bytes: marker.as_bytes().to_vec(),
         mode: 0o644,
     });
-    let files = entries.len();
-    let mut tar = Vec::new();
-    let mut dirs_written = std::collections::BTreeSet::new();
-    for entry in &entries {
+    Ok(Archive {
+        tar: write_tar(&entries)?,
+        files: entries.len(),
+    })
+}
+
+/// The tar stream of `entries`, each file preceded by its parent directories.
+fn write_tar(entries: &[Entry]) -> anyhow::Result<Vec<u8>> {
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dirs_written = BTreeSet::new();
+    for entry in entries {
         // Parent directories first, so every tar (GNU, busybox) creates them with our mode.
-        let mut parent = String::new();
-        for part in entry
-            .name
-            .split('/')
-            .collect::<Vec<_>>()
-            .iter()
-            .rev()
-            .skip(1)
-            .rev()
-        {
-            parent.push_str(part);
-            parent.push('/');
-            if dirs_written.insert(parent.clone()) {
-                write_header(&mut tar, &parent, 0, 0o755, b'5')?;
+        let parents = entry.name.match_indices('/').map(|(i, _)| &entry.name[..i]);
+        for parent in parents {
+            if dirs_written.insert(parent) {
+                append(
+                    &mut tar,
+                    parent,
+                    tar::EntryType::Directory,
+                    DIR_MODE,
+                    &[],
+                    mtime,
+                )?;
             }
         }
-        write_header(
-            &mut tar,
-            &entry.name,
-            entry.bytes.len() as u64,
-            entry.mode,
-            b'0',
-        )?;
-        tar.extend_from_slice(&entry.bytes);
-        tar.resize(tar.len().div_ceil(512) * 512, 0);
+        let kind = tar::EntryType::Regular;
+        append(&mut tar, &entry.name, kind, entry.mode, &entry.bytes, mtime)?;
     }
-    tar.resize(tar.len() + 1024, 0);
-    Ok(Archive { tar, files })
+    tar.into_inner()
+        .context("could not finish the project's tar archive")
+}
+
+/// One entry; `append_data` writes a GNU long-name entry first when `name` needs one.
+fn append(
+    tar: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    mode: u32,
+    bytes: &[u8],
+    mtime: u64,
+) -> anyhow::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(bytes.len() as u64);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(mtime);
+    tar.append_data(&mut header, name, bytes)
+        .with_context(|| format!("could not add {name} to the project's tar archive"))
 }
 
 fn collect_tree(root: &Path, prefix: &str, entries: &mut Vec<Entry>) -> anyhow::Result<()> {
@@ -158,50 +186,6 @@ fn file_name(path: &Path) -> anyhow::Result<String> {
         .and_then(|n| n.to_str())
         .map(str::to_string)
         .with_context(|| format!("{}: the file name is not UTF-8", path.display()))
-}
-
-/// One ustar header block (names up to 255 bytes through the prefix field).
-fn write_header(
-    tar: &mut Vec<u8>,
-    name: &str,
-    size: u64,
-    mode: u32,
-    kind: u8,
-) -> anyhow::Result<()> {
-    let mut h = [0u8; 512];
-    let (prefix, base) = if name.len() <= 100 {
-        ("", name)
-    } else {
-        let split = name[..name.len().min(156)]
-            .rfind('/')
-            .filter(|&i| name.len() - i - 1 <= 100 && i <= 155)
-            .with_context(|| format!("{name}: path too long to sync (over 255 bytes)"))?;
-        (&name[..split], &name[split + 1..])
-    };
-    h[..base.len()].copy_from_slice(base.as_bytes());
-    let octal = |field: &mut [u8], value: u64| {
-        let text = format!("{value:0width$o}\0", width = field.len() - 1);
-        field.copy_from_slice(text.as_bytes());
-    };
-    octal(&mut h[100..108], u64::from(mode));
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], size);
-    let mtime = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    octal(&mut h[136..148], mtime);
-    h[156] = kind;
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    let text = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(text.as_bytes());
-    tar.extend_from_slice(&h);
-    Ok(())
 }
 
 /// The shell script that unpacks the archive (on stdin) into a new release under `root` (a
@@ -313,12 +297,73 @@ mod tests {
         assert!(!err.contains("hunter2"));
     }
 
+    /// `(path, mode)` of every entry, as a tar on the box reads them.
+    fn modes(tar: &[u8]) -> Vec<(String, u32)> {
+        let mut archive = tar::Archive::new(tar);
+        let entries = archive.entries().unwrap().map(|e| {
+            let e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            (path, e.header().mode().unwrap())
+        });
+        entries.collect()
+    }
+
     #[test]
-    fn long_names_use_the_prefix_field() {
-        let mut tar = Vec::new();
-        let name = format!("templates/{}/{}", "d".repeat(120), "f".repeat(90));
-        write_header(&mut tar, &name, 0, 0o644, b'0').unwrap();
-        assert_eq!(tar.len(), 512);
-        assert!(write_header(&mut tar, &"x".repeat(300), 0, 0o644, b'0').is_err());
+    fn sends_0644_files_0755_executables_and_directories() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("cutover.yml"), "project: x\n").unwrap();
+        std::fs::create_dir_all(p.join("templates/sub")).unwrap();
+        std::fs::write(p.join("templates/sub/a.j2"), "a").unwrap();
+        std::fs::write(p.join("templates/run.sh"), "#!/bin/sh\n").unwrap();
+        let loose = std::fs::Permissions::from_mode(0o777);
+        std::fs::set_permissions(p.join("templates/run.sh"), loose).unwrap();
+        let archive = pack(p, &p.join("cutover.yml"), "{}").unwrap();
+        assert_eq!(archive.files, 4);
+        assert_eq!(
+            modes(&archive.tar),
+            [
+                ("cutover.yml".to_string(), 0o644),
+                ("templates".into(), 0o755),
+                ("templates/run.sh".into(), 0o755),
+                ("templates/sub".into(), 0o755),
+                ("templates/sub/a.j2".into(), 0o644),
+                (SYNC_MARKER.into(), 0o644),
+            ]
+        );
+    }
+
+    /// Names cut at the ustar field boundaries (100 and 155 bytes) inside a multibyte
+    /// character: the hand-built header sliced the string there and panicked.
+    #[test]
+    fn a_multibyte_character_at_a_header_field_boundary_is_sent_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("cutover.yml"), "project: x\n").unwrap();
+        std::fs::create_dir_all(p.join("templates")).unwrap();
+        // `templates/` + 145 bytes puts `é` across byte 156; + 89 across byte 100.
+        let names = [
+            format!("{}é.j2", "a".repeat(145)),
+            format!("{}é.j2", "b".repeat(89)),
+            format!("{}/{}é.j2", "d".repeat(120), "c".repeat(200)),
+        ];
+        for name in &names {
+            let path = p.join("templates").join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, name.as_bytes()).unwrap();
+        }
+        let archive = pack(p, &p.join("cutover.yml"), "{}").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        crate::process::Cmd::new("tar", "unpack")
+            .args(["-x", "-f", "-", "-C"])
+            .arg(out.path())
+            .stdin_bytes(archive.tar)
+            .run()
+            .unwrap();
+        for name in &names {
+            let sent = out.path().join("templates").join(name);
+            assert_eq!(std::fs::read_to_string(&sent).unwrap(), *name);
+        }
     }
 }
