@@ -15,7 +15,8 @@
 //! appended from bytes read here, owned by 0:0. A symlink is followed: a linked file travels
 //! as a regular file with its target's bytes, a linked directory as the files under it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -24,7 +25,11 @@ use anyhow::{bail, Context as _};
 /// does not SSH to itself).
 pub const SYNC_MARKER: &str = ".cutover-synced";
 
-/// The mode every directory in the archive gets.
+/// The loosest modes sent: files, executables (any `x` bit at the source) and directories.
+/// The mode sent is this one with the bits the source lacks taken away, so a file never
+/// arrives looser than it is here.
+const FILE_MODE: u32 = 0o644;
+const EXEC_MODE: u32 = 0o755;
 const DIR_MODE: u32 = 0o755;
 
 /// One file to send: its path in the archive and its bytes.
@@ -32,6 +37,31 @@ struct Entry {
     name: String,
     bytes: Vec<u8>,
     mode: u32,
+}
+
+/// What to send: the files, and the mode of each directory above them.
+#[derive(Default)]
+struct Contents {
+    files: Vec<Entry>,
+    dir_modes: BTreeMap<String, u32>,
+}
+
+impl Contents {
+    fn file(&mut self, name: String, bytes: Vec<u8>, mode: u32) {
+        self.files.push(Entry { name, bytes, mode });
+    }
+
+    /// Records a directory's mode; it is sent only if a file under it is.
+    fn dir(&mut self, name: &str, source: &std::fs::Metadata) {
+        // The owner keeps rwx: the box must be able to remove an old release.
+        let mode = DIR_MODE & (source.permissions().mode() | 0o700);
+        self.dir_modes.insert(name.to_string(), mode);
+    }
+}
+
+/// `policy`, with the bits `source` lacks taken away.
+fn file_mode(policy: u32, source: &std::fs::Metadata) -> u32 {
+    policy & source.permissions().mode()
 }
 
 /// The project as a tar archive, with what it holds (for the progress line).
@@ -42,54 +72,48 @@ pub struct Archive {
 
 /// Collects the files to send from `dir` (config at `config_path`) and packs them.
 pub fn pack(dir: &Path, config_path: &Path, marker: &str) -> anyhow::Result<Archive> {
-    let mut entries = Vec::new();
+    let mut contents = Contents::default();
     let config = std::fs::read(config_path)
         .with_context(|| format!("could not read {}", config_path.display()))?;
-    entries.push(Entry {
-        name: "cutover.yml".into(),
-        bytes: config,
-        mode: 0o644,
-    });
+    let mode = file_mode(FILE_MODE, &metadata(config_path)?);
+    contents.file("cutover.yml".into(), config, mode);
     let templates = dir.join("templates");
     if templates.is_dir() {
-        collect_tree(&templates, "templates", &mut entries)?;
+        collect_tree(&templates, "templates", &mut contents)?;
     }
     let secrets = dir.join("secrets");
     if secrets.is_dir() {
-        collect_secrets(&secrets, &mut entries)?;
+        collect_secrets(&secrets, &mut contents)?;
     }
-    entries.push(Entry {
-        name: SYNC_MARKER.into(),
-        bytes: marker.as_bytes().to_vec(),
-        mode: 0o644,
-    });
+    let marker = marker.as_bytes().to_vec();
+    contents.file(SYNC_MARKER.into(), marker, FILE_MODE);
     Ok(Archive {
-        tar: write_tar(&entries)?,
-        files: entries.len(),
+        tar: write_tar(&contents)?,
+        files: contents.files.len(),
     })
 }
 
-/// The tar stream of `entries`, each file preceded by its parent directories.
-fn write_tar(entries: &[Entry]) -> anyhow::Result<Vec<u8>> {
+/// Metadata, symlinks followed.
+fn metadata(path: &Path) -> anyhow::Result<std::fs::Metadata> {
+    std::fs::metadata(path).with_context(|| format!("could not read {}", path.display()))
+}
+
+/// The tar stream of `contents`, each file preceded by its parent directories.
+fn write_tar(contents: &Contents) -> anyhow::Result<Vec<u8>> {
     let mtime = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0);
     let mut tar = tar::Builder::new(Vec::new());
     let mut dirs_written = BTreeSet::new();
-    for entry in entries {
+    for entry in &contents.files {
         // Parent directories first, so every tar (GNU, busybox) creates them with our mode.
         let parents = entry.name.match_indices('/').map(|(i, _)| &entry.name[..i]);
         for parent in parents {
             if dirs_written.insert(parent) {
-                append(
-                    &mut tar,
-                    parent,
-                    tar::EntryType::Directory,
-                    DIR_MODE,
-                    &[],
-                    mtime,
-                )?;
+                let dir = tar::EntryType::Directory;
+                let mode = contents.dir_modes.get(parent).copied().unwrap_or(DIR_MODE);
+                append(&mut tar, parent, dir, mode, &[], mtime)?;
             }
         }
         let kind = tar::EntryType::Regular;
@@ -119,7 +143,8 @@ fn append(
         .with_context(|| format!("could not add {name} to the project's tar archive"))
 }
 
-fn collect_tree(root: &Path, prefix: &str, entries: &mut Vec<Entry>) -> anyhow::Result<()> {
+fn collect_tree(root: &Path, prefix: &str, contents: &mut Contents) -> anyhow::Result<()> {
+    contents.dir(prefix, &metadata(root)?);
     let mut children: Vec<PathBuf> = std::fs::read_dir(root)
         .with_context(|| format!("could not list {}", root.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -128,26 +153,25 @@ fn collect_tree(root: &Path, prefix: &str, entries: &mut Vec<Entry>) -> anyhow::
     children.sort();
     for path in children {
         let name = format!("{prefix}/{}", file_name(&path)?);
-        let meta = std::fs::metadata(&path)
-            .with_context(|| format!("could not read {}", path.display()))?;
+        let meta = metadata(&path)?;
         if meta.is_dir() {
-            collect_tree(&path, &name, entries)?;
+            collect_tree(&path, &name, contents)?;
         } else if meta.is_file() {
-            use std::os::unix::fs::PermissionsExt;
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("could not read {}", path.display()))?;
-            let mode = if meta.permissions().mode() & 0o111 != 0 {
-                0o755
+            let policy = if meta.permissions().mode() & 0o111 != 0 {
+                EXEC_MODE
             } else {
-                0o644
+                FILE_MODE
             };
-            entries.push(Entry { name, bytes, mode });
+            contents.file(name, bytes, file_mode(policy, &meta));
         }
     }
     Ok(())
 }
 
-fn collect_secrets(dir: &Path, entries: &mut Vec<Entry>) -> anyhow::Result<()> {
+fn collect_secrets(dir: &Path, contents: &mut Contents) -> anyhow::Result<()> {
+    contents.dir("secrets", &metadata(dir)?);
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("could not list {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -171,11 +195,8 @@ fn collect_secrets(dir: &Path, entries: &mut Vec<Entry>) -> anyhow::Result<()> {
             );
         }
         if name.ends_with(".age") || name == "recipients.txt" {
-            entries.push(Entry {
-                name: format!("secrets/{name}"),
-                bytes,
-                mode: 0o644,
-            });
+            let mode = file_mode(FILE_MODE, &metadata(&path)?);
+            contents.file(format!("secrets/{name}"), bytes, mode);
         }
     }
     Ok(())
@@ -329,6 +350,44 @@ mod tests {
                 ("templates/run.sh".into(), 0o755),
                 ("templates/sub".into(), 0o755),
                 ("templates/sub/a.j2".into(), 0o644),
+                (SYNC_MARKER.into(), 0o644),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_never_arrives_looser_than_it_is_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let set = |path: &str, mode: u32| {
+            let mode = std::fs::Permissions::from_mode(mode);
+            std::fs::set_permissions(p.join(path), mode).unwrap();
+        };
+        std::fs::write(p.join("cutover.yml"), "project: x\n").unwrap();
+        set("cutover.yml", 0o600);
+        std::fs::create_dir_all(p.join("templates/own")).unwrap();
+        std::fs::write(p.join("templates/own/a.j2"), "a").unwrap();
+        std::fs::write(p.join("templates/hook.sh"), "#!/bin/sh\n").unwrap();
+        set("templates/own/a.j2", 0o640);
+        set("templates/hook.sh", 0o700);
+        set("templates/own", 0o750);
+        std::fs::create_dir_all(p.join("secrets")).unwrap();
+        std::fs::write(p.join("secrets/prod.env.age"), "age").unwrap();
+        set("secrets/prod.env.age", 0o600);
+        set("secrets", 0o500);
+        let archive = pack(p, &p.join("cutover.yml"), "{}").unwrap();
+        set("secrets", 0o700);
+        assert_eq!(
+            modes(&archive.tar),
+            [
+                ("cutover.yml".to_string(), 0o600),
+                ("templates".into(), 0o755),
+                ("templates/hook.sh".into(), 0o700),
+                ("templates/own".into(), 0o750),
+                ("templates/own/a.j2".into(), 0o640),
+                // The owner keeps rwx on a directory: old releases must stay removable.
+                ("secrets".into(), 0o700),
+                ("secrets/prod.env.age".into(), 0o600),
                 (SYNC_MARKER.into(), 0o644),
             ]
         );
