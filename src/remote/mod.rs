@@ -16,6 +16,7 @@
 //!
 //! This module is the command layer for `--host`: it prints its own step lines to stderr.
 
+mod control;
 pub mod install;
 pub mod on_box;
 pub mod ship;
@@ -26,9 +27,7 @@ pub mod ssh;
 pub mod sync;
 
 use std::ffi::OsString;
-use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -38,6 +37,7 @@ use crate::config::Target;
 use crate::context::Context;
 use crate::report::duration;
 
+use control::Control;
 use signals::Signals;
 
 /// `CUTOVER_SSH_CONFIG`: an ssh_config file for `ssh -F` (CI, tests); default: ssh's own.
@@ -425,16 +425,9 @@ impl Remote {
         signals: &Signals,
     ) -> anyhow::Result<ExitCode> {
         let mut child = session.start_streaming(command_line, "run cutover on the box")?;
-        if let (Some(key), Some(stdin)) = (&self.identity, child.stdin()) {
-            let mut framed = zeroize::Zeroizing::new(format!("key {}\n", key.len()).into_bytes());
-            framed.extend_from_slice(key.as_bytes());
-            if stdin
-                .write_all(&framed)
-                .and_then(|()| stdin.flush())
-                .is_err()
-            {
-                // The box side is gone already; its exit status says why.
-            }
+        if let Some(key) = &self.identity {
+            // Should the box side be gone already, its exit status says why.
+            control::send(&mut child, &control::identity_frame(key));
         }
         let mut forwarded = false;
         let mut last_ping = Instant::now();
@@ -444,22 +437,11 @@ impl Remote {
             }
             if last_ping.elapsed() >= on_box::HEARTBEAT {
                 last_ping = Instant::now();
-                if let Some(stdin) = child.stdin() {
-                    let _ = stdin.write_all(b"ping\n").and_then(|()| stdin.flush());
-                }
+                control::send(&mut child, Control::Heartbeat.encode().as_bytes());
             }
-            for (flag, line) in [
-                (&signals.interrupt, "int\n"),
-                (&signals.terminate, "term\n"),
-            ] {
-                if flag.swap(false, Ordering::SeqCst) {
-                    forwarded = true;
-                    if let Some(stdin) = child.stdin() {
-                        let _ = stdin
-                            .write_all(line.as_bytes())
-                            .and_then(|()| stdin.flush());
-                    }
-                }
+            for signal in signals.take() {
+                forwarded = true;
+                control::send(&mut child, Control::Signal(signal).encode().as_bytes());
             }
             std::thread::sleep(Duration::from_millis(5));
         };
