@@ -3,8 +3,9 @@
 //!
 //! One invocation is one SSH master connection ([`ssh`]): inspect the box and, unless this
 //! exact binary is already there, upload it ([`install`]); send the project as one tar stream
-//! into a fresh release dir ([`sync`]); then re-exec the same argv (minus `--host`, `-C`,
-//! `--config`, `--identity`) with the box's binary in that release, stdout and stderr streamed
+//! into a fresh release dir ([`sync`]); then re-exec the same command, its argv re-emitted
+//! from the parsed command line (`argv.rs`: minus `--host`, `-C`, `--config`, `--identity`),
+//! with the box's binary in that release, stdout and stderr streamed
 //! back as they come, so the `--json` document and the exit code (0/1/2/130) are the box's
 //! own. Ctrl-C, SIGTERM and a dropped connection reach the remote cutover through its stdin
 //! ([`on_box`]), where they mean what they mean locally. The box's deploy lock decides between
@@ -16,6 +17,7 @@
 //!
 //! This module is the command layer for `--host`: it prints its own step lines to stderr.
 
+mod argv;
 mod control;
 pub mod install;
 pub mod on_box;
@@ -26,7 +28,6 @@ mod signals;
 pub mod ssh;
 pub mod sync;
 
-use std::ffi::OsString;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -172,10 +173,11 @@ pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode
             .clone()
             .context("no box named: --host, CUTOVER_HOST or remote.host")?,
     };
-    let argv = box_argv(std::env::args_os().skip(1))?;
+    let argv = argv::box_argv(cli)?;
     let identity = identity_text(ctx)?;
     let ship = ship_image(&cli.command, &loaded.config);
     let remote = Remote {
+        command: command_name(&cli.command),
         ship,
         target,
         reach,
@@ -207,41 +209,6 @@ fn identity_text(ctx: &Context) -> anyhow::Result<Option<zeroize::Zeroizing<Stri
     }
 }
 
-/// The argv to run on the box: ours minus the options that name local things (`--host`, `-C`,
-/// `--config`, `--identity`), which the remote side replaces with its own.
-fn box_argv(args: impl Iterator<Item = OsString>) -> anyhow::Result<Vec<String>> {
-    const WITH_VALUE: &[&str] = &["--host", "-C", "--directory", "--config", "--identity"];
-    let mut out = Vec::new();
-    let mut args = args.map(|a| {
-        a.into_string()
-            .map_err(|a| anyhow::anyhow!("argument {a:?} is not UTF-8; cannot send it to the box"))
-    });
-    let mut after_dashdash = false;
-    while let Some(arg) = args.next() {
-        let arg = arg?;
-        if after_dashdash {
-            out.push(arg);
-            continue;
-        }
-        if arg == "--" {
-            after_dashdash = true;
-            out.push(arg);
-        } else if arg == "--ship" {
-            // Done here, before the box runs the deploy.
-        } else if WITH_VALUE.contains(&arg.as_str()) {
-            args.next().transpose()?;
-        } else if WITH_VALUE
-            .iter()
-            .any(|flag| flag.starts_with("--") && arg.starts_with(&format!("{flag}=")))
-            || (arg.starts_with("-C") && arg.len() > 2)
-        {
-        } else {
-            out.push(arg);
-        }
-    }
-    Ok(out)
-}
-
 /// The image `--ship` / `ship: ssh` sends before a deploy, if any.
 fn ship_image(command: &Command, config: &crate::config::Config) -> Option<String> {
     match command {
@@ -253,6 +220,8 @@ fn ship_image(command: &Command, config: &crate::config::Config) -> Option<Strin
 }
 
 struct Remote {
+    /// The command's name, for messages.
+    command: &'static str,
     ship: Option<String>,
     target: Target,
     reach: Reach,
@@ -392,9 +361,7 @@ impl Remote {
                 let msg = format!(
                     "error: `cutover {}` needs root on the box and {} has no sudo; connect as \
                      root (--host root@{}) or install sudo with NOPASSWD for this user",
-                    self.argv.first().map_or("bootstrap", String::as_str),
-                    self.target,
-                    self.target.host
+                    self.command, self.target, self.target.host
                 );
                 let guard = format!(
                     "{guard}if ! command -v sudo >/dev/null 2>&1; then echo {} >&2; exit 1; fi; ",
@@ -498,30 +465,6 @@ fn release_stamp() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn argv(words: &[&str]) -> Vec<String> {
-        box_argv(words.iter().map(OsString::from)).unwrap()
-    }
-
-    #[test]
-    fn local_options_are_not_sent() {
-        assert_eq!(
-            argv(&["--host", "box", "-C", "proj", "deploy", "--image", "a:1", "--json"]),
-            ["deploy", "--image", "a:1", "--json"]
-        );
-        assert_eq!(
-            argv(&[
-                "--host=box",
-                "-Cproj",
-                "--config=x.yml",
-                "status",
-                "--identity",
-                "k",
-                "-v"
-            ]),
-            ["status", "-v"]
-        );
-    }
 
     #[test]
     fn box_paths_expand_home() {
