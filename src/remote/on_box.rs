@@ -9,7 +9,7 @@
 //!   control lines for the worker;
 //! - the **worker** (`--on-box-child`), which runs the command exactly as locally.
 //!
-//! Both stdins carry [`Control`] lines (`control.rs`). With `--age-key-stdin` the identity
+//! Both stdins carry `Control` lines (`control.rs`). With `--age-key-stdin` the identity
 //! comes first, held in memory only (never argv, environment or a file); then `int` /
 //! `term`, raised in the worker as SIGINT / SIGTERM, so a deploy reacts as it does to a local
 //! Ctrl-C (before the switch: tear down, exit 130; after: complete). The session's stdin
