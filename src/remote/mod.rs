@@ -1,14 +1,18 @@
 //! `cutover --host [user@]host[:port] COMMAND`: run a box command on a box over SSH, from a
 //! laptop or CI, with cutover installing itself there.
 //!
-//! One invocation is one SSH master connection ([`ssh`]): inspect the box and, unless this
-//! exact binary is already there, upload it ([`install`]); send the project as one tar stream
-//! into a fresh release dir ([`sync`]); then re-exec the same argv (minus `--host`, `-C`,
-//! `--config`, `--identity`) with the box's binary in that release, stdout and stderr streamed
-//! back as they come, so the `--json` document and the exit code (0/1/2/130) are the box's
-//! own. Ctrl-C, SIGTERM and a dropped connection reach the remote cutover through its stdin
-//! ([`on_box`]), where they mean what they mean locally. The box's deploy lock decides between
-//! racing CI jobs, as it does between local runs.
+//! One invocation is one SSH master connection ([`ssh`]), and `Remote::prepare` reads as
+//! its steps: inspect the box and, unless this exact binary is already there, upload it
+//! ([`install`]); with `--ship`, send the image's missing layers ([`ship`]); send the project
+//! as one tar stream into a fresh release dir ([`sync`]); then run the same command with the
+//! box's binary in that release. Its argv is re-emitted from the parsed command line
+//! (`argv.rs`: without `--host`, `-C`, `--config`, `--identity`, which name local things), and
+//! the box runs it as one shell line (`BoxLine`: its checks, then `exec [sudo -n] cutover
+//! --on-box …`, every value quoted by `process::shell_quote`). Stdout and stderr stream back
+//! as they come, so the `--json` document and the exit code (0/1/2/130) are the box's own.
+//! Ctrl-C, SIGTERM and a dropped connection reach the remote cutover as control lines on its
+//! stdin (`control.rs`, [`on_box`]), where they mean what they mean locally. The box's
+//! deploy lock decides between racing CI jobs, as it does between local runs.
 //!
 //! Secrets are decrypted on the box with its own identity, unless an identity is given here
 //! (`CUTOVER_AGE_KEY`, `--identity`/`CUTOVER_IDENTITY`): then its text travels as the first
@@ -16,6 +20,8 @@
 //!
 //! This module is the command layer for `--host`: it prints its own step lines to stderr.
 
+mod argv;
+mod control;
 pub mod install;
 pub mod on_box;
 pub mod ship;
@@ -25,10 +31,7 @@ mod signals;
 pub mod ssh;
 pub mod sync;
 
-use std::ffi::OsString;
-use std::io::Write as _;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
@@ -38,6 +41,7 @@ use crate::config::Target;
 use crate::context::Context;
 use crate::report::duration;
 
+use control::Control;
 use signals::Signals;
 
 /// `CUTOVER_SSH_CONFIG`: an ssh_config file for `ssh -F` (CI, tests); default: ssh's own.
@@ -172,10 +176,11 @@ pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode
             .clone()
             .context("no box named: --host, CUTOVER_HOST or remote.host")?,
     };
-    let argv = box_argv(std::env::args_os().skip(1))?;
+    let argv = argv::box_argv(cli)?;
     let identity = identity_text(ctx)?;
     let ship = ship_image(&cli.command, &loaded.config);
     let remote = Remote {
+        command: command_name(&cli.command),
         ship,
         target,
         reach,
@@ -207,41 +212,6 @@ fn identity_text(ctx: &Context) -> anyhow::Result<Option<zeroize::Zeroizing<Stri
     }
 }
 
-/// The argv to run on the box: ours minus the options that name local things (`--host`, `-C`,
-/// `--config`, `--identity`), which the remote side replaces with its own.
-fn box_argv(args: impl Iterator<Item = OsString>) -> anyhow::Result<Vec<String>> {
-    const WITH_VALUE: &[&str] = &["--host", "-C", "--directory", "--config", "--identity"];
-    let mut out = Vec::new();
-    let mut args = args.map(|a| {
-        a.into_string()
-            .map_err(|a| anyhow::anyhow!("argument {a:?} is not UTF-8; cannot send it to the box"))
-    });
-    let mut after_dashdash = false;
-    while let Some(arg) = args.next() {
-        let arg = arg?;
-        if after_dashdash {
-            out.push(arg);
-            continue;
-        }
-        if arg == "--" {
-            after_dashdash = true;
-            out.push(arg);
-        } else if arg == "--ship" {
-            // Done here, before the box runs the deploy.
-        } else if WITH_VALUE.contains(&arg.as_str()) {
-            args.next().transpose()?;
-        } else if WITH_VALUE
-            .iter()
-            .any(|flag| flag.starts_with("--") && arg.starts_with(&format!("{flag}=")))
-            || (arg.starts_with("-C") && arg.len() > 2)
-        {
-        } else {
-            out.push(arg);
-        }
-    }
-    Ok(out)
-}
-
 /// The image `--ship` / `ship: ssh` sends before a deploy, if any.
 fn ship_image(command: &Command, config: &crate::config::Config) -> Option<String> {
     match command {
@@ -253,6 +223,8 @@ fn ship_image(command: &Command, config: &crate::config::Config) -> Option<Strin
 }
 
 struct Remote {
+    /// The command's name, for messages.
+    command: &'static str,
     ship: Option<String>,
     target: Target,
     reach: Reach,
@@ -290,131 +262,129 @@ impl Remote {
         Ok(code)
     }
 
-    /// Connects, installs the binary if needed and syncs the project; returns the command
-    /// line that runs this invocation on the box.
+    /// Connects, installs the binary if needed, ships the image and syncs the project as this
+    /// command needs; returns the command line that runs this invocation on the box.
     fn prepare(&self, session: &mut ssh::Session, signals: &Signals) -> anyhow::Result<String> {
+        let probe = self.install(session)?;
+        let config = &self.loaded.config;
+        let root = box_path(&config.remote.dir_or_default(&config.project), &probe.home)?;
+        if let Some(image) = &self.ship {
+            self.send_image(session, signals, image, &root)?;
+        }
+        let mut line = BoxLine::default();
+        let project_dir = match self.reach {
+            Reach::Synced { swap, .. } => self.sync(session, &root, swap)?,
+            _ => {
+                let current = format!("{root}/current");
+                line.check(
+                    Check::Exists(current.clone()),
+                    self.nothing_deployed(&current),
+                );
+                current
+            }
+        };
+        if matches!(self.reach, Reach::Synced { sudo: true, .. })
+            && session_user_is_not_root(session)?
+        {
+            line.check(Check::HasSudo, self.no_sudo());
+            line.sudo = true;
+        }
+        line.words = vec![probe.binary.clone(), "--on-box".into()];
+        if self.identity.is_some() {
+            line.words.push("--age-key-stdin".into());
+        }
+        line.words.extend(["-C".into(), project_dir]);
+        line.words.extend(self.argv.iter().cloned());
+        Ok(line.render())
+    }
+
+    /// Connects (the first command opens the master connection) and uploads this binary
+    /// unless the box has it already.
+    fn install(&self, session: &mut ssh::Session) -> anyhow::Result<install::Probe> {
         let started = Instant::now();
         let local = install::Local::current()?;
         let probe = install::probe(session, &local)?;
-        self.step(
-            "connect",
-            started.elapsed(),
-            &format!("{} (one SSH connection)", self.target),
-        );
+        let connected = format!("{} (one SSH connection)", self.target);
+        self.step("connect", started.elapsed(), &connected);
         if probe.was_installed {
-            self.step(
-                "binary",
-                Duration::ZERO,
-                &format!("{} (already installed)", probe.binary),
-            );
-        } else {
-            let t = Instant::now();
-            install::upload(session, &local, &probe)?;
-            self.step(
-                "install",
-                t.elapsed(),
-                &format!(
-                    "uploaded cutover {} ({:.1} MB, sha256 verified) to {}",
-                    env!("CARGO_PKG_VERSION"),
-                    local.size() as f64 / 1e6,
-                    probe.binary
-                ),
-            );
+            let detail = format!("{} (already installed)", probe.binary);
+            self.step("binary", Duration::ZERO, &detail);
+            return Ok(probe);
         }
-        let root = box_path(
-            &self
-                .loaded
-                .config
-                .remote
-                .dir_or_default(&self.loaded.config.project),
-            &probe.home,
-        )?;
-        if let Some(image) = &self.ship {
-            let t = Instant::now();
-            let dry_run = matches!(self.reach, Reach::Synced { swap: false, .. });
-            let state = &self.loaded.config.state_dir;
-            let stop = || signals.any();
-            let line =
-                ship_progress::run(session, image, &root, state, dry_run, self.quiet, &stop)?;
-            self.step("ship", t.elapsed(), &line);
-        }
-        let q = crate::process::shell_quote;
-        let (project_dir, guard) = match self.reach {
-            Reach::Synced { swap, .. } => {
-                let t = Instant::now();
-                let marker = serde_json::json!({
-                    "from": crate::state::current_user(),
-                    "at": crate::state::now_rfc3339(),
-                    "cutover": env!("CARGO_PKG_VERSION"),
-                })
-                .to_string();
-                let archive = sync::pack(&self.loaded.dir, &self.loaded.path, &marker)?;
-                let stamp = release_stamp();
-                let script =
-                    sync::unpack_script(&q(&root), &stamp, &self.loaded.config.state_dir, swap);
-                let out =
-                    session.exec_ok(&script, "sync the project to the box", Some(archive.tar))?;
-                let release = out
-                    .stdout
-                    .lines()
-                    .last()
-                    .filter(|l| l.starts_with('/'))
-                    .with_context(|| {
-                        format!(
-                            "the box did not report the synced release dir: {:?}",
-                            out.stdout
-                        )
-                    })?
-                    .to_string();
-                self.step(
-                    "sync",
-                    t.elapsed(),
-                    &format!("{} files to {release}", archive.files),
-                );
-                (release, String::new())
-            }
-            _ => {
-                let current = format!("{root}/current");
-                let guard = format!(
-                    "if [ ! -e {c} ]; then echo {msg} >&2; exit 1; fi; ",
-                    c = q(&current),
-                    msg = q(&format!(
-                        "error: nothing has been deployed to {} yet ({current} does not exist); \
-                         run `cutover --host {} deploy` first",
-                        self.target, self.target
-                    )),
-                );
-                (current, guard)
-            }
-        };
-        let (sudo, guard) = match self.reach {
-            Reach::Synced { sudo: true, .. } if session_user_is_not_root(session)? => {
-                let msg = format!(
-                    "error: `cutover {}` needs root on the box and {} has no sudo; connect as \
-                     root (--host root@{}) or install sudo with NOPASSWD for this user",
-                    self.argv.first().map_or("bootstrap", String::as_str),
-                    self.target,
-                    self.target.host
-                );
-                let guard = format!(
-                    "{guard}if ! command -v sudo >/dev/null 2>&1; then echo {} >&2; exit 1; fi; ",
-                    q(&msg)
-                );
-                ("sudo -n ", guard)
-            }
-            _ => ("", guard),
-        };
-        let mut words = vec![probe.binary.clone(), "--on-box".into()];
-        if self.identity.is_some() {
-            words.push("--age-key-stdin".into());
-        }
-        words.push("-C".into());
-        words.push(project_dir);
-        words.extend(self.argv.iter().cloned());
-        Ok(format!(
-            "{guard}exec {sudo}{}",
-            words.iter().map(|w| q(w)).collect::<Vec<_>>().join(" ")
-        ))
+        let t = Instant::now();
+        install::upload(session, &local, &probe)?;
+        let detail = format!(
+            "uploaded cutover {} ({:.1} MB, sha256 verified) to {}",
+            env!("CARGO_PKG_VERSION"),
+            local.size() as f64 / 1e6,
+            probe.binary
+        );
+        self.step("install", t.elapsed(), &detail);
+        Ok(probe)
+    }
+
+    /// `--ship`: the image's layers the box lacks, loaded there before the deploy.
+    fn send_image(
+        &self,
+        session: &mut ssh::Session,
+        signals: &Signals,
+        image: &str,
+        root: &str,
+    ) -> anyhow::Result<()> {
+        let t = Instant::now();
+        let dry_run = matches!(self.reach, Reach::Synced { swap: false, .. });
+        let state = &self.loaded.config.state_dir;
+        let stop = || signals.any();
+        let line = ship_progress::run(session, image, root, state, dry_run, self.quiet, &stop)?;
+        self.step("ship", t.elapsed(), &line);
+        Ok(())
+    }
+
+    /// Sends the project into a new release under `root`; returns the release's path.
+    fn sync(&self, session: &mut ssh::Session, root: &str, swap: bool) -> anyhow::Result<String> {
+        let t = Instant::now();
+        let marker = serde_json::json!({
+            "from": crate::state::current_user(),
+            "at": crate::state::now_rfc3339(),
+            "cutover": env!("CARGO_PKG_VERSION"),
+        })
+        .to_string();
+        let archive = sync::pack(&self.loaded.dir, &self.loaded.path, &marker)?;
+        let root = crate::process::shell_quote(root);
+        let state_dir = &self.loaded.config.state_dir;
+        let script = sync::unpack_script(&root, &release_stamp(), state_dir, swap);
+        let out = session.exec_ok(&script, "sync the project to the box", Some(archive.tar))?;
+        let release = out
+            .stdout
+            .lines()
+            .last()
+            .filter(|l| l.starts_with('/'))
+            .with_context(|| {
+                format!(
+                    "the box did not report the synced release dir: {:?}",
+                    out.stdout
+                )
+            })?
+            .to_string();
+        let detail = format!("{} files to {release}", archive.files);
+        self.step("sync", t.elapsed(), &detail);
+        Ok(release)
+    }
+
+    fn nothing_deployed(&self, current: &str) -> String {
+        format!(
+            "error: nothing has been deployed to {} yet ({current} does not exist); run \
+             `cutover --host {} deploy` first",
+            self.target, self.target
+        )
+    }
+
+    fn no_sudo(&self) -> String {
+        format!(
+            "error: `cutover {}` needs root on the box and {} has no sudo; connect as root \
+             (--host root@{}) or install sudo with NOPASSWD for this user",
+            self.command, self.target, self.target.host
+        )
     }
 
     /// Runs the box command with its output streamed, forwarding our signals on its stdin.
@@ -425,16 +395,9 @@ impl Remote {
         signals: &Signals,
     ) -> anyhow::Result<ExitCode> {
         let mut child = session.start_streaming(command_line, "run cutover on the box")?;
-        if let (Some(key), Some(stdin)) = (&self.identity, child.stdin()) {
-            let mut framed = zeroize::Zeroizing::new(format!("key {}\n", key.len()).into_bytes());
-            framed.extend_from_slice(key.as_bytes());
-            if stdin
-                .write_all(&framed)
-                .and_then(|()| stdin.flush())
-                .is_err()
-            {
-                // The box side is gone already; its exit status says why.
-            }
+        if let Some(key) = &self.identity {
+            // Should the box side be gone already, its exit status says why.
+            control::send(&mut child, &control::identity_frame(key));
         }
         let mut forwarded = false;
         let mut last_ping = Instant::now();
@@ -444,22 +407,11 @@ impl Remote {
             }
             if last_ping.elapsed() >= on_box::HEARTBEAT {
                 last_ping = Instant::now();
-                if let Some(stdin) = child.stdin() {
-                    let _ = stdin.write_all(b"ping\n").and_then(|()| stdin.flush());
-                }
+                control::send(&mut child, Control::Heartbeat.encode().as_bytes());
             }
-            for (flag, line) in [
-                (&signals.interrupt, "int\n"),
-                (&signals.terminate, "term\n"),
-            ] {
-                if flag.swap(false, Ordering::SeqCst) {
-                    forwarded = true;
-                    if let Some(stdin) = child.stdin() {
-                        let _ = stdin
-                            .write_all(line.as_bytes())
-                            .and_then(|()| stdin.flush());
-                    }
-                }
+            for signal in signals.take() {
+                forwarded = true;
+                control::send(&mut child, Control::Signal(signal).encode().as_bytes());
             }
             std::thread::sleep(Duration::from_millis(5));
         };
@@ -469,6 +421,54 @@ impl Remote {
             Some(255) | None => Err(anyhow::anyhow!(session.describe_lost())),
             Some(code) => Ok(ExitCode::from(u8::try_from(code).unwrap_or(1))),
         }
+    }
+}
+
+/// What the box checks before it runs cutover; the values are quoted here, once.
+enum Check {
+    /// This path exists.
+    Exists(String),
+    /// `sudo` is on PATH.
+    HasSudo,
+}
+
+impl Check {
+    fn shell(&self) -> String {
+        match self {
+            Check::Exists(path) => format!("[ -e {} ]", crate::process::shell_quote(path)),
+            Check::HasSudo => "command -v sudo >/dev/null 2>&1".into(),
+        }
+    }
+}
+
+/// The one shell line that runs cutover on the box: its checks (each failing with its
+/// message, exit 1), then `exec [sudo -n] <words>`.
+#[derive(Default)]
+struct BoxLine {
+    checks: Vec<(Check, String)>,
+    sudo: bool,
+    words: Vec<String>,
+}
+
+impl BoxLine {
+    fn check(&mut self, check: Check, message: String) {
+        self.checks.push((check, message));
+    }
+
+    fn render(&self) -> String {
+        let q = crate::process::shell_quote;
+        let mut line = String::new();
+        for (check, message) in &self.checks {
+            line.push_str(&format!(
+                "if ! {}; then printf '%s\\n' {} >&2; exit 1; fi; ",
+                check.shell(),
+                q(message)
+            ));
+        }
+        line.push_str(if self.sudo { "exec sudo -n " } else { "exec " });
+        let words: Vec<String> = self.words.iter().map(|w| q(w)).collect();
+        line.push_str(&words.join(" "));
+        line
     }
 }
 
@@ -517,28 +517,44 @@ fn release_stamp() -> String {
 mod tests {
     use super::*;
 
-    fn argv(words: &[&str]) -> Vec<String> {
-        box_argv(words.iter().map(OsString::from)).unwrap()
+    /// Runs a rendered line in `sh`: (exit code, stdout, stderr).
+    fn run_line(line: &BoxLine) -> (Option<i32>, String, String) {
+        let out = crate::process::Cmd::new("sh", "run the line")
+            .args(["-c", &line.render()])
+            .run_unchecked()
+            .unwrap();
+        (out.code, out.stdout, out.stderr)
     }
 
     #[test]
-    fn local_options_are_not_sent() {
-        assert_eq!(
-            argv(&["--host", "box", "-C", "proj", "deploy", "--image", "a:1", "--json"]),
-            ["deploy", "--image", "a:1", "--json"]
-        );
-        assert_eq!(
-            argv(&[
-                "--host=box",
-                "-Cproj",
-                "--config=x.yml",
-                "status",
-                "--identity",
-                "k",
-                "-v"
-            ]),
-            ["status", "-v"]
-        );
+    fn the_box_line_quotes_every_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let odd = dir.path().join("it's $HOME `id`");
+        std::fs::create_dir(&odd).unwrap();
+        let odd = odd.display().to_string();
+        let mut line = BoxLine::default();
+        line.check(Check::Exists(odd.clone()), "unused".into());
+        line.words = [
+            "printf",
+            "%s|",
+            "-C",
+            &odd,
+            "a b",
+            "--message=-C $(id)",
+            "\\n",
+        ]
+        .map(String::from)
+        .to_vec();
+        let (code, stdout, _) = run_line(&line);
+        assert_eq!(code, Some(0));
+        assert_eq!(stdout, format!("-C|{odd}|a b|--message=-C $(id)|\\n|"));
+        // A failing check prints its message as it is, and nothing runs.
+        let message = "error: it's not there; `cutover --host a@b deploy` $(id) \\n first";
+        let gone = dir.path().join("gone 'x'").display().to_string();
+        line.check(Check::Exists(gone), message.into());
+        let (code, stdout, stderr) = run_line(&line);
+        assert_eq!((code, stdout.as_str()), (Some(1), ""));
+        assert_eq!(stderr, format!("{message}\n"));
     }
 
     #[test]

@@ -9,26 +9,31 @@
 //!   control lines for the worker;
 //! - the **worker** (`--on-box-child`), which runs the command exactly as locally.
 //!
-//! The worker's stdin carries, with `--age-key-stdin`, first a line `key <N>` and N bytes:
-//! the age identity, held in memory only (never argv, environment or a file); then control
-//! lines `int` / `term`, raised in the worker as SIGINT / SIGTERM, so a deploy reacts as it
-//! does to a local Ctrl-C (before the switch: tear down, exit 130; after: complete). The
-//! session's stdin reaching EOF (the connection is gone) and the relay's own SIGTERM or
-//! SIGHUP become `term`. So does a session that goes silent: the caller sends `ping` every
-//! [`HEARTBEAT`], and a relay that hears nothing for [`SILENCE_LIMIT`] takes the connection
-//! for dropped, since sshd may not notice a vanished client (no FIN) for hours.
+//! Both stdins carry `Control` lines (`control.rs`). With `--age-key-stdin` the identity
+//! comes first, held in memory only (never argv, environment or a file); then `int` /
+//! `term`, raised in the worker as SIGINT / SIGTERM, so a deploy reacts as it does to a local
+//! Ctrl-C (before the switch: tear down, exit 130; after: complete). The session's stdin
+//! reaching EOF (the connection is gone) and the relay's own SIGINT, SIGTERM or SIGHUP become
+//! `int` / `term` too. So does a session that goes silent: the caller sends `ping` every
+//! [`HEARTBEAT`], and a relay that hears no control line for [`SILENCE_LIMIT`] takes the
+//! connection for dropped (`term`), since sshd may not notice a vanished client (no FIN) for
+//! hours. A line that does not decode is ignored on both sides: it is neither a heartbeat nor
+//! a signal.
 
 use std::ffi::OsString;
-use std::io::{BufRead, Read, Write};
-use std::process::ExitCode;
+use std::io::{Read, Write};
+use std::process::{ExitCode, ExitStatus};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use zeroize::Zeroizing;
 
-use crate::process::Cmd;
+use super::control::{self, Control, Signal};
+use super::signals::Signals;
+use crate::process::{Cmd, Streaming};
 
 /// How often the caller's side says it is still there.
 pub const HEARTBEAT: Duration = Duration::from_secs(5);
@@ -51,46 +56,34 @@ pub fn stdin_is_relay() -> bool {
 /// The hidden flag the relay gives the worker instead of its own `--on-box`.
 pub const WORKER_FLAG: &str = "--on-box-child";
 
-/// What the session's stdin said.
-enum Control {
-    Interrupt,
-    Terminate,
-    /// `ping`: the caller is still there.
-    Alive,
-}
-
 /// The relay: runs this invocation as a worker and carries its stdio over the session.
 pub fn relay(age_key_stdin: bool) -> anyhow::Result<ExitCode> {
-    let mut stdin = std::io::stdin().lock();
     let key = if age_key_stdin {
-        Some(read_key(&mut stdin)?)
+        Some(control::read_identity(&mut std::io::stdin().lock())?)
     } else {
         None
     };
-    drop(stdin);
-    let flags = [
-        (
-            signal_hook::consts::SIGINT,
-            Arc::new(AtomicBool::new(false)),
-        ),
-        (
-            signal_hook::consts::SIGTERM,
-            Arc::new(AtomicBool::new(false)),
-        ),
-        (
-            signal_hook::consts::SIGHUP,
-            Arc::new(AtomicBool::new(false)),
-        ),
-    ];
-    for (signal, flag) in &flags {
-        signal_hook::flag::register(*signal, Arc::clone(flag))
-            .context("could not install signal handlers")?;
-    }
+    let signals = Signals::install()?;
+    let mut worker = start_worker(key)?;
+    let copies = copy_output(&mut worker);
+    let (tx, controls) = mpsc::channel();
+    std::thread::spawn(move || watch_session(tx));
+    let status = pump_controls(&mut worker, &controls, &signals)?;
+    join_bounded(copies, Duration::from_secs(5));
+    Ok(exit_code(status))
+}
+
+/// Starts this same argv as the worker, every stdio a pipe, and hands it the identity.
+fn start_worker(key: Option<Zeroizing<String>>) -> anyhow::Result<Streaming> {
     let exe = std::env::current_exe().context("could not find the running cutover binary")?;
+    // Only the first `--on-box`, which the caller put right after the binary: a later one
+    // is a word of the command itself (`run -- …`).
+    let mut swapped = false;
     let args: Vec<OsString> = std::env::args_os()
         .skip(1)
         .map(|a| {
-            if a == "--on-box" {
+            if !swapped && a == "--on-box" {
+                swapped = true;
                 WORKER_FLAG.into()
             } else {
                 a
@@ -100,14 +93,15 @@ pub fn relay(age_key_stdin: bool) -> anyhow::Result<ExitCode> {
     let mut worker = Cmd::new(&exe, "run the cutover worker on the box")
         .args(args)
         .start_streaming(true)?;
-    if let (Some(key), Some(stdin)) = (&key, worker.stdin()) {
-        let mut framed = Zeroizing::new(format!("key {}\n", key.len()).into_bytes());
-        framed.extend_from_slice(key.as_bytes());
-        // A worker that died at once says why through its exit status.
-        let _ = stdin.write_all(&framed).and_then(|()| stdin.flush());
+    if let Some(key) = key {
+        control::send(&mut worker, &control::identity_frame(&key));
     }
-    drop(key);
-    let copies = [
+    Ok(worker)
+}
+
+/// Threads copying the worker's stdout and stderr to the session's.
+fn copy_output(worker: &mut Streaming) -> [Option<JoinHandle<()>>; 2] {
+    [
         worker
             .stdout
             .take()
@@ -116,49 +110,49 @@ pub fn relay(age_key_stdin: bool) -> anyhow::Result<ExitCode> {
             .stderr
             .take()
             .map(|from| std::thread::spawn(move || copy_lossy(from, std::io::stderr()))),
-    ];
-    let (tx, controls) = mpsc::channel();
-    std::thread::spawn(move || watch_session(tx));
+    ]
+}
+
+/// Until the worker exits: passes the session's signals and the relay's own on to it, and a
+/// `term` once the session has been silent for [`SILENCE_LIMIT`].
+fn pump_controls(
+    worker: &mut Streaming,
+    controls: &mpsc::Receiver<Control>,
+    signals: &Signals,
+) -> anyhow::Result<ExitStatus> {
     let mut last_heard = Instant::now();
     let mut silent = false;
-    let status = loop {
+    loop {
         if let Some(status) = worker.try_wait()? {
-            break status;
+            return Ok(status);
         }
-        let mut lines: Vec<&str> = Vec::new();
+        let mut forward: Vec<Signal> = Vec::new();
         // 20 ms, not less: on a small box (an emulated 1 GiB VM, 2 vCPUs) a 5 ms poll kept
         // this otherwise idle relay at ~11% of a CPU for a whole bootstrap.
         if let Ok(control) = controls.recv_timeout(RELAY_POLL) {
             last_heard = Instant::now();
             match control {
-                Control::Interrupt => lines.push("int\n"),
-                Control::Terminate => lines.push("term\n"),
-                Control::Alive => {}
+                Control::Signal(signal) => forward.push(signal),
+                Control::Heartbeat => {}
+                // Read before this loop began; one now is out of place, and not a signal.
+                Control::Identity { .. } => {}
             }
         }
         if !silent && last_heard.elapsed() > SILENCE_LIMIT {
             silent = true;
-            lines.push("term\n");
+            forward.push(Signal::Terminate);
         }
-        for (signal, flag) in &flags {
-            if flag.swap(false, Ordering::SeqCst) {
-                lines.push(if *signal == signal_hook::consts::SIGINT {
-                    "int\n"
-                } else {
-                    "term\n"
-                });
-            }
+        forward.extend(signals.take());
+        for signal in forward {
+            control::send(worker, Control::Signal(signal).encode().as_bytes());
         }
-        if let Some(stdin) = worker.stdin() {
-            for line in lines {
-                let _ = stdin
-                    .write_all(line.as_bytes())
-                    .and_then(|()| stdin.flush());
-            }
-        }
-    };
-    // The copies end at the worker's EOF; bounded, should something it started keep them.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    }
+}
+
+/// Waits up to `limit` for the copies, which end at the worker's EOF; something the worker
+/// started may hold its pipes open longer.
+fn join_bounded(copies: [Option<JoinHandle<()>>; 2], limit: Duration) {
+    let deadline = Instant::now() + limit;
     for copy in copies.into_iter().flatten() {
         while !copy.is_finished() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(2));
@@ -167,13 +161,17 @@ pub fn relay(age_key_stdin: bool) -> anyhow::Result<ExitCode> {
             let _ = copy.join();
         }
     }
+}
+
+/// The worker's exit as ours: its code, or 128 + the signal that killed it.
+fn exit_code(status: ExitStatus) -> ExitCode {
     use std::os::unix::process::ExitStatusExt as _;
     let code = match (status.code(), status.signal()) {
         (Some(code), _) => code,
         (None, Some(signal)) => 128 + signal,
         (None, None) => 1,
     };
-    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+    ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
 
 /// Copies until EOF; once `to` fails (the session is gone) it keeps reading and drops the
@@ -194,25 +192,22 @@ fn copy_lossy(mut from: impl Read, mut to: impl Write) {
     }
 }
 
-/// Reads the session's stdin: control lines, then EOF (the connection is gone).
+/// Reads the session's stdin: control lines, then EOF (the connection is gone: `term`).
 fn watch_session(tx: mpsc::Sender<Control>) {
     let stdin = std::io::stdin();
-    let mut line = String::new();
     loop {
-        line.clear();
-        let control = match stdin.lock().read_line(&mut line) {
-            Ok(0) | Err(_) => {
-                let _ = tx.send(Control::Terminate);
+        match control::read(&mut stdin.lock()) {
+            Some(Ok(control)) => {
+                if tx.send(control).is_err() {
+                    return;
+                }
+            }
+            // Garbled: not the caller's heartbeat (which keeps coming), nor a signal.
+            Some(Err(_)) => {}
+            None => {
+                let _ = tx.send(Control::Signal(Signal::Terminate));
                 return;
             }
-            Ok(_) => match line.trim() {
-                "int" => Control::Interrupt,
-                "term" => Control::Terminate,
-                _ => Control::Alive,
-            },
-        };
-        if tx.send(control).is_err() {
-            return;
         }
     }
 }
@@ -224,7 +219,7 @@ pub fn worker(
     body: impl FnOnce() -> anyhow::Result<ExitCode>,
 ) -> anyhow::Result<ExitCode> {
     if age_key_stdin {
-        let key = read_key(&mut std::io::stdin().lock())?;
+        let key = control::read_identity(&mut std::io::stdin().lock())?;
         crate::secrets::keys::set_stdin_identity(key);
     }
     STDIN_IS_RELAY.store(true, Ordering::SeqCst);
@@ -232,65 +227,27 @@ pub fn worker(
     body()
 }
 
+/// Raises each signal the relay sends in this process; the relay gone counts as `term`.
 fn watch_relay() {
     let stdin = std::io::stdin();
-    let mut line = String::new();
     loop {
-        line.clear();
-        let (signal, last) = match stdin.lock().read_line(&mut line) {
-            Ok(0) | Err(_) => (signal_hook::consts::SIGTERM, true),
-            Ok(_) => match line.trim() {
-                "int" => (signal_hook::consts::SIGINT, false),
-                "term" => (signal_hook::consts::SIGTERM, false),
-                _ => continue,
-            },
+        let (signal, last) = match control::read(&mut stdin.lock()) {
+            Some(Ok(Control::Signal(signal))) => (signal, false),
+            // The relay sends neither of these, and a garbled line is no signal.
+            Some(Ok(Control::Heartbeat | Control::Identity { .. }) | Err(_)) => continue,
+            None => (Signal::Terminate, true),
         };
         // With no handler installed (status, history…) this ends the worker, as locally.
-        let _ = signal_hook::low_level::raise(signal);
+        let _ = signal_hook::low_level::raise(signal.number());
         if last {
             return;
         }
     }
 }
 
-fn read_key(stdin: &mut impl BufRead) -> anyhow::Result<Zeroizing<String>> {
-    let mut header = String::new();
-    stdin
-        .read_line(&mut header)
-        .context("could not read the age identity from stdin")?;
-    let len: usize = match header.trim_end().strip_prefix("key ") {
-        Some(n) => n.parse().context("bad `key <N>` header on stdin")?,
-        None => bail!("--age-key-stdin: expected a `key <N>` line on stdin"),
-    };
-    if len > 64 * 1024 {
-        bail!("--age-key-stdin: an identity of {len} bytes is not plausible");
-    }
-    let mut bytes = Zeroizing::new(vec![0u8; len]);
-    stdin
-        .read_exact(&mut bytes)
-        .context("stdin ended inside the age identity")?;
-    let text = std::str::from_utf8(&bytes).context("the age identity on stdin is not UTF-8")?;
-    Ok(Zeroizing::new(text.to_string()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn key_header_then_bytes() {
-        let mut input = std::io::Cursor::new(b"key 5\nAB\nCDint\n".to_vec());
-        assert_eq!(read_key(&mut input).unwrap().as_str(), "AB\nCD");
-        let mut rest = String::new();
-        input.read_line(&mut rest).unwrap();
-        assert_eq!(rest, "int\n");
-    }
-
-    #[test]
-    fn key_without_header_is_refused() {
-        let mut input = std::io::Cursor::new(b"AGE-SECRET-KEY-1...\n".to_vec());
-        assert!(read_key(&mut input).is_err());
-    }
 
     #[test]
     fn a_broken_writer_does_not_stop_the_draining() {

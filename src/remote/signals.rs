@@ -1,15 +1,18 @@
 //! The signals `cutover --host` catches while it runs: SIGINT, and SIGTERM/SIGHUP, held as
-//! flags and forwarded to the box as control lines (see `on_box.rs`), never acted on here.
+//! flags and forwarded to the box as control lines (`control.rs`), never acted on here. The
+//! box's relay (`on_box.rs`) catches the same ones and forwards them to its worker.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context as _;
 
+use super::control::Signal;
+
 /// SIGINT, and SIGTERM/SIGHUP, caught as flags while `--host` runs, then forwarded.
 pub(super) struct Signals {
-    pub(super) interrupt: Arc<AtomicBool>,
-    pub(super) terminate: Arc<AtomicBool>,
+    interrupt: Arc<AtomicBool>,
+    terminate: Arc<AtomicBool>,
     ids: Vec<signal_hook::SigId>,
 }
 
@@ -33,6 +36,18 @@ impl Signals {
             terminate,
             ids,
         })
+    }
+
+    /// The signals caught since the last call, each once, to forward.
+    pub(super) fn take(&self) -> Vec<Signal> {
+        [
+            (&self.interrupt, Signal::Interrupt),
+            (&self.terminate, Signal::Terminate),
+        ]
+        .into_iter()
+        .filter(|(flag, _)| flag.swap(false, Ordering::SeqCst))
+        .map(|(_, signal)| signal)
+        .collect()
     }
 
     pub(super) fn any(&self) -> bool {

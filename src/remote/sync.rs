@@ -9,9 +9,14 @@
 //! release links the one state dir (`<remote.dir>/.cutover`), so the lock, state and history
 //! outlive releases.
 //!
-//! The tar is written here (ustar, regular files and directories only) rather than by a local
-//! `tar`, so what is sent is exactly the list this module decides.
+//! The archive is built here with `tar::Builder` (GNU headers, so a path of any length travels
+//! whole through a long-name entry) rather than by a local `tar`, so what is sent is exactly
+//! the list this module decides: regular files and their parent directories, every entry
+//! appended from bytes read here, owned by 0:0. A symlink is followed: a linked file travels
+//! as a regular file with its target's bytes, a linked directory as the files under it.
 
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -20,11 +25,43 @@ use anyhow::{bail, Context as _};
 /// does not SSH to itself).
 pub const SYNC_MARKER: &str = ".cutover-synced";
 
+/// The loosest modes sent: files, executables (any `x` bit at the source) and directories.
+/// The mode sent is this one with the bits the source lacks taken away, so a file never
+/// arrives looser than it is here.
+const FILE_MODE: u32 = 0o644;
+const EXEC_MODE: u32 = 0o755;
+const DIR_MODE: u32 = 0o755;
+
 /// One file to send: its path in the archive and its bytes.
 struct Entry {
     name: String,
     bytes: Vec<u8>,
     mode: u32,
+}
+
+/// What to send: the files, and the mode of each directory above them.
+#[derive(Default)]
+struct Contents {
+    files: Vec<Entry>,
+    dir_modes: BTreeMap<String, u32>,
+}
+
+impl Contents {
+    fn file(&mut self, name: String, bytes: Vec<u8>, mode: u32) {
+        self.files.push(Entry { name, bytes, mode });
+    }
+
+    /// Records a directory's mode; it is sent only if a file under it is.
+    fn dir(&mut self, name: &str, source: &std::fs::Metadata) {
+        // The owner keeps rwx: the box must be able to remove an old release.
+        let mode = DIR_MODE & (source.permissions().mode() | 0o700);
+        self.dir_modes.insert(name.to_string(), mode);
+    }
+}
+
+/// `policy`, with the bits `source` lacks taken away.
+fn file_mode(policy: u32, source: &std::fs::Metadata) -> u32 {
+    policy & source.permissions().mode()
 }
 
 /// The project as a tar archive, with what it holds (for the progress line).
@@ -35,63 +72,79 @@ pub struct Archive {
 
 /// Collects the files to send from `dir` (config at `config_path`) and packs them.
 pub fn pack(dir: &Path, config_path: &Path, marker: &str) -> anyhow::Result<Archive> {
-    let mut entries = Vec::new();
+    let mut contents = Contents::default();
     let config = std::fs::read(config_path)
         .with_context(|| format!("could not read {}", config_path.display()))?;
-    entries.push(Entry {
-        name: "cutover.yml".into(),
-        bytes: config,
-        mode: 0o644,
-    });
+    let mode = file_mode(FILE_MODE, &metadata(config_path)?);
+    contents.file("cutover.yml".into(), config, mode);
     let templates = dir.join("templates");
     if templates.is_dir() {
-        collect_tree(&templates, "templates", &mut entries)?;
+        collect_tree(&templates, "templates", &mut contents)?;
     }
     let secrets = dir.join("secrets");
     if secrets.is_dir() {
-        collect_secrets(&secrets, &mut entries)?;
+        collect_secrets(&secrets, &mut contents)?;
     }
-    entries.push(Entry {
-        name: SYNC_MARKER.into(),
-        bytes: marker.as_bytes().to_vec(),
-        mode: 0o644,
-    });
-    let files = entries.len();
-    let mut tar = Vec::new();
-    let mut dirs_written = std::collections::BTreeSet::new();
-    for entry in &entries {
-        // Parent directories first, so every tar (GNU, busybox) creates them with our mode.
-        let mut parent = String::new();
-        for part in entry
-            .name
-            .split('/')
-            .collect::<Vec<_>>()
-            .iter()
-            .rev()
-            .skip(1)
-            .rev()
-        {
-            parent.push_str(part);
-            parent.push('/');
-            if dirs_written.insert(parent.clone()) {
-                write_header(&mut tar, &parent, 0, 0o755, b'5')?;
-            }
-        }
-        write_header(
-            &mut tar,
-            &entry.name,
-            entry.bytes.len() as u64,
-            entry.mode,
-            b'0',
-        )?;
-        tar.extend_from_slice(&entry.bytes);
-        tar.resize(tar.len().div_ceil(512) * 512, 0);
-    }
-    tar.resize(tar.len() + 1024, 0);
-    Ok(Archive { tar, files })
+    let marker = marker.as_bytes().to_vec();
+    contents.file(SYNC_MARKER.into(), marker, FILE_MODE);
+    Ok(Archive {
+        tar: write_tar(&contents)?,
+        files: contents.files.len(),
+    })
 }
 
-fn collect_tree(root: &Path, prefix: &str, entries: &mut Vec<Entry>) -> anyhow::Result<()> {
+/// Metadata, symlinks followed.
+fn metadata(path: &Path) -> anyhow::Result<std::fs::Metadata> {
+    std::fs::metadata(path).with_context(|| format!("could not read {}", path.display()))
+}
+
+/// The tar stream of `contents`, each file preceded by its parent directories.
+fn write_tar(contents: &Contents) -> anyhow::Result<Vec<u8>> {
+    let mtime = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut dirs_written = BTreeSet::new();
+    for entry in &contents.files {
+        // Parent directories first, so every tar (GNU, busybox) creates them with our mode.
+        let parents = entry.name.match_indices('/').map(|(i, _)| &entry.name[..i]);
+        for parent in parents {
+            if dirs_written.insert(parent) {
+                let dir = tar::EntryType::Directory;
+                let mode = contents.dir_modes.get(parent).copied().unwrap_or(DIR_MODE);
+                append(&mut tar, parent, dir, mode, &[], mtime)?;
+            }
+        }
+        let kind = tar::EntryType::Regular;
+        append(&mut tar, &entry.name, kind, entry.mode, &entry.bytes, mtime)?;
+    }
+    tar.into_inner()
+        .context("could not finish the project's tar archive")
+}
+
+/// One entry; `append_data` writes a GNU long-name entry first when `name` needs one.
+fn append(
+    tar: &mut tar::Builder<Vec<u8>>,
+    name: &str,
+    kind: tar::EntryType,
+    mode: u32,
+    bytes: &[u8],
+    mtime: u64,
+) -> anyhow::Result<()> {
+    let mut header = tar::Header::new_gnu();
+    header.set_entry_type(kind);
+    header.set_mode(mode);
+    header.set_size(bytes.len() as u64);
+    header.set_uid(0);
+    header.set_gid(0);
+    header.set_mtime(mtime);
+    tar.append_data(&mut header, name, bytes)
+        .with_context(|| format!("could not add {name} to the project's tar archive"))
+}
+
+fn collect_tree(root: &Path, prefix: &str, contents: &mut Contents) -> anyhow::Result<()> {
+    contents.dir(prefix, &metadata(root)?);
     let mut children: Vec<PathBuf> = std::fs::read_dir(root)
         .with_context(|| format!("could not list {}", root.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -100,26 +153,25 @@ fn collect_tree(root: &Path, prefix: &str, entries: &mut Vec<Entry>) -> anyhow::
     children.sort();
     for path in children {
         let name = format!("{prefix}/{}", file_name(&path)?);
-        let meta = std::fs::metadata(&path)
-            .with_context(|| format!("could not read {}", path.display()))?;
+        let meta = metadata(&path)?;
         if meta.is_dir() {
-            collect_tree(&path, &name, entries)?;
+            collect_tree(&path, &name, contents)?;
         } else if meta.is_file() {
-            use std::os::unix::fs::PermissionsExt;
             let bytes = std::fs::read(&path)
                 .with_context(|| format!("could not read {}", path.display()))?;
-            let mode = if meta.permissions().mode() & 0o111 != 0 {
-                0o755
+            let policy = if meta.permissions().mode() & 0o111 != 0 {
+                EXEC_MODE
             } else {
-                0o644
+                FILE_MODE
             };
-            entries.push(Entry { name, bytes, mode });
+            contents.file(name, bytes, file_mode(policy, &meta));
         }
     }
     Ok(())
 }
 
-fn collect_secrets(dir: &Path, entries: &mut Vec<Entry>) -> anyhow::Result<()> {
+fn collect_secrets(dir: &Path, contents: &mut Contents) -> anyhow::Result<()> {
+    contents.dir("secrets", &metadata(dir)?);
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("could not list {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -143,11 +195,8 @@ fn collect_secrets(dir: &Path, entries: &mut Vec<Entry>) -> anyhow::Result<()> {
             );
         }
         if name.ends_with(".age") || name == "recipients.txt" {
-            entries.push(Entry {
-                name: format!("secrets/{name}"),
-                bytes,
-                mode: 0o644,
-            });
+            let mode = file_mode(FILE_MODE, &metadata(&path)?);
+            contents.file(format!("secrets/{name}"), bytes, mode);
         }
     }
     Ok(())
@@ -158,50 +207,6 @@ fn file_name(path: &Path) -> anyhow::Result<String> {
         .and_then(|n| n.to_str())
         .map(str::to_string)
         .with_context(|| format!("{}: the file name is not UTF-8", path.display()))
-}
-
-/// One ustar header block (names up to 255 bytes through the prefix field).
-fn write_header(
-    tar: &mut Vec<u8>,
-    name: &str,
-    size: u64,
-    mode: u32,
-    kind: u8,
-) -> anyhow::Result<()> {
-    let mut h = [0u8; 512];
-    let (prefix, base) = if name.len() <= 100 {
-        ("", name)
-    } else {
-        let split = name[..name.len().min(156)]
-            .rfind('/')
-            .filter(|&i| name.len() - i - 1 <= 100 && i <= 155)
-            .with_context(|| format!("{name}: path too long to sync (over 255 bytes)"))?;
-        (&name[..split], &name[split + 1..])
-    };
-    h[..base.len()].copy_from_slice(base.as_bytes());
-    let octal = |field: &mut [u8], value: u64| {
-        let text = format!("{value:0width$o}\0", width = field.len() - 1);
-        field.copy_from_slice(text.as_bytes());
-    };
-    octal(&mut h[100..108], u64::from(mode));
-    octal(&mut h[108..116], 0);
-    octal(&mut h[116..124], 0);
-    octal(&mut h[124..136], size);
-    let mtime = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    octal(&mut h[136..148], mtime);
-    h[156] = kind;
-    h[257..263].copy_from_slice(b"ustar\0");
-    h[263..265].copy_from_slice(b"00");
-    h[345..345 + prefix.len()].copy_from_slice(prefix.as_bytes());
-    h[148..156].copy_from_slice(b"        ");
-    let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-    let text = format!("{sum:06o}\0 ");
-    h[148..156].copy_from_slice(text.as_bytes());
-    tar.extend_from_slice(&h);
-    Ok(())
 }
 
 /// The shell script that unpacks the archive (on stdin) into a new release under `root` (a
@@ -313,12 +318,111 @@ mod tests {
         assert!(!err.contains("hunter2"));
     }
 
+    /// `(path, mode)` of every entry, as a tar on the box reads them.
+    fn modes(tar: &[u8]) -> Vec<(String, u32)> {
+        let mut archive = tar::Archive::new(tar);
+        let entries = archive.entries().unwrap().map(|e| {
+            let e = e.unwrap();
+            let path = e.path().unwrap().display().to_string();
+            (path, e.header().mode().unwrap())
+        });
+        entries.collect()
+    }
+
     #[test]
-    fn long_names_use_the_prefix_field() {
-        let mut tar = Vec::new();
-        let name = format!("templates/{}/{}", "d".repeat(120), "f".repeat(90));
-        write_header(&mut tar, &name, 0, 0o644, b'0').unwrap();
-        assert_eq!(tar.len(), 512);
-        assert!(write_header(&mut tar, &"x".repeat(300), 0, 0o644, b'0').is_err());
+    fn sends_0644_files_0755_executables_and_directories() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("cutover.yml"), "project: x\n").unwrap();
+        std::fs::create_dir_all(p.join("templates/sub")).unwrap();
+        std::fs::write(p.join("templates/sub/a.j2"), "a").unwrap();
+        std::fs::write(p.join("templates/run.sh"), "#!/bin/sh\n").unwrap();
+        let loose = std::fs::Permissions::from_mode(0o777);
+        std::fs::set_permissions(p.join("templates/run.sh"), loose).unwrap();
+        let archive = pack(p, &p.join("cutover.yml"), "{}").unwrap();
+        assert_eq!(archive.files, 4);
+        assert_eq!(
+            modes(&archive.tar),
+            [
+                ("cutover.yml".to_string(), 0o644),
+                ("templates".into(), 0o755),
+                ("templates/run.sh".into(), 0o755),
+                ("templates/sub".into(), 0o755),
+                ("templates/sub/a.j2".into(), 0o644),
+                (SYNC_MARKER.into(), 0o644),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_file_never_arrives_looser_than_it_is_here() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        let set = |path: &str, mode: u32| {
+            let mode = std::fs::Permissions::from_mode(mode);
+            std::fs::set_permissions(p.join(path), mode).unwrap();
+        };
+        std::fs::write(p.join("cutover.yml"), "project: x\n").unwrap();
+        set("cutover.yml", 0o600);
+        std::fs::create_dir_all(p.join("templates/own")).unwrap();
+        std::fs::write(p.join("templates/own/a.j2"), "a").unwrap();
+        std::fs::write(p.join("templates/hook.sh"), "#!/bin/sh\n").unwrap();
+        set("templates/own/a.j2", 0o640);
+        set("templates/hook.sh", 0o700);
+        set("templates/own", 0o750);
+        std::fs::create_dir_all(p.join("secrets")).unwrap();
+        std::fs::write(p.join("secrets/prod.env.age"), "age").unwrap();
+        set("secrets/prod.env.age", 0o600);
+        set("secrets", 0o500);
+        let archive = pack(p, &p.join("cutover.yml"), "{}").unwrap();
+        set("secrets", 0o700);
+        assert_eq!(
+            modes(&archive.tar),
+            [
+                ("cutover.yml".to_string(), 0o600),
+                ("templates".into(), 0o755),
+                ("templates/hook.sh".into(), 0o700),
+                ("templates/own".into(), 0o750),
+                ("templates/own/a.j2".into(), 0o640),
+                // The owner keeps rwx on a directory: old releases must stay removable.
+                ("secrets".into(), 0o700),
+                ("secrets/prod.env.age".into(), 0o600),
+                (SYNC_MARKER.into(), 0o644),
+            ]
+        );
+    }
+
+    /// Names cut at the ustar field boundaries (100 and 155 bytes) inside a multibyte
+    /// character: the hand-built header sliced the string there and panicked.
+    #[test]
+    fn a_multibyte_character_at_a_header_field_boundary_is_sent_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("cutover.yml"), "project: x\n").unwrap();
+        std::fs::create_dir_all(p.join("templates")).unwrap();
+        // `templates/` + 145 bytes puts `é` across byte 156; + 89 across byte 100.
+        let names = [
+            format!("{}é.j2", "a".repeat(145)),
+            format!("{}é.j2", "b".repeat(89)),
+            format!("{}/{}é.j2", "d".repeat(120), "c".repeat(200)),
+        ];
+        for name in &names {
+            let path = p.join("templates").join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, name.as_bytes()).unwrap();
+        }
+        let archive = pack(p, &p.join("cutover.yml"), "{}").unwrap();
+        let out = tempfile::tempdir().unwrap();
+        crate::process::Cmd::new("tar", "unpack")
+            .args(["-x", "-f", "-", "-C"])
+            .arg(out.path())
+            .stdin_bytes(archive.tar)
+            .run()
+            .unwrap();
+        for name in &names {
+            let sent = out.path().join("templates").join(name);
+            assert_eq!(std::fs::read_to_string(&sent).unwrap(), *name);
+        }
     }
 }
