@@ -136,9 +136,23 @@ pub fn wait_until<R>(
                 last,
             };
         }
-        std::thread::sleep(interval.min(timeout - elapsed));
+        // Sleep in short slices, asking the watch between them: an interrupt or a dead
+        // container is answered within a slice, not after a whole interval (30 s, say).
+        let wake = Instant::now() + interval.min(timeout - elapsed);
+        while let Some(left) = wake.checked_duration_since(Instant::now()) {
+            if let Verdict::Abort(reason) = watch.check(start.elapsed(), last.as_ref()) {
+                return Outcome::Aborted {
+                    after: start.elapsed(),
+                    reason,
+                };
+            }
+            std::thread::sleep(left.min(SLICE));
+        }
     }
 }
+
+/// The longest a wait sleeps without asking whether to stop.
+pub const SLICE: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {

@@ -151,6 +151,30 @@ mod tests {
     }
 
     #[test]
+    fn confirmations_follow_at_a_quarter_interval_and_must_fit_in_the_timeout() {
+        let health = |yaml: &str| {
+            parse(&MINIMAL.replace(
+                "  memory: 128M\n",
+                &format!("  memory: 128M\n  health: {{ {yaml} }}\n"),
+            ))
+        };
+        let ms = Duration::from_millis;
+        let c = health("interval: 500ms").unwrap();
+        assert_eq!(c.app.health.confirmation_interval(), ms(125));
+        let c = health("interval: 40ms").unwrap();
+        assert_eq!(c.app.health.confirmation_interval(), ms(20));
+        let c = health("interval: 10ms").unwrap();
+        assert_eq!(c.app.health.confirmation_interval(), ms(10));
+        // 1 + 60 s / 250 ms fit in the timeout; one more cannot.
+        assert!(health("interval: 1s, timeout: 60s, healthy_checks: 241").is_ok());
+        let err = health("interval: 1s, timeout: 60s, healthy_checks: 242").unwrap_err();
+        assert!(err.contains("app.health.healthy_checks"), "{err}");
+        assert!(err.contains("expected at most 241"), "{err}");
+        let err = health("healthy_checks: 1000000000").unwrap_err();
+        assert!(err.contains("the gate could never pass"), "{err}");
+    }
+
+    #[test]
     fn settle_may_be_zero_and_healthy_checks_not() {
         let c =
             parse(&MINIMAL.replace("  memory: 128M\n", "  memory: 128M\n  settle: 0s\n")).unwrap();

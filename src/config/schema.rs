@@ -172,6 +172,15 @@ pub struct Health {
     pub command: Option<Vec<String>>,
 }
 
+impl Health {
+    /// The wait between the healthy answers that confirm the first one: a quarter of the
+    /// interval, at least 20 ms (and never more than the interval).
+    pub fn confirmation_interval(&self) -> Duration {
+        let interval = self.interval.get();
+        (interval / 4).max(Duration::from_millis(20)).min(interval)
+    }
+}
+
 impl Default for Health {
     fn default() -> Self {
         Health {

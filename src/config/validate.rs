@@ -237,6 +237,24 @@ impl Config {
                 "0 can never pass (expected at least 1 healthy answer in a row)".to_string(),
             ));
         }
+        // The confirmations after the first healthy answer must fit in the gate's timeout, or
+        // the gate could never pass (and, before this check, a huge count held the lock).
+        let confirm_every = health.confirmation_interval();
+        let most = health.timeout.0.as_nanos() / confirm_every.as_nanos().max(1) + 1;
+        if u128::from(health.healthy_checks) > most {
+            let needs = confirm_every.saturating_mul(health.healthy_checks.saturating_sub(1));
+            return Err(Invalid::new(
+                "app.health.healthy_checks",
+                format!(
+                    "{} healthy answers in a row, one every {} after the first, take at least {}, \
+                     longer than app.health.timeout ({}): the gate could never pass (expected at most {most})",
+                    health.healthy_checks,
+                    super::Dur(confirm_every),
+                    super::Dur(needs),
+                    health.timeout
+                ),
+            ));
+        }
         if health.interval.0 > health.timeout.0 {
             return Err(Invalid::new(
                 "app.health.interval",

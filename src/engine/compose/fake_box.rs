@@ -113,21 +113,26 @@ impl FakeBox {
         let yaml = format!(
             "project: {name}\n\
              app:\n  name: web\n  image: {image_repo}\n  port: 3000\n  memory: 16M\n  \
-             drain: 1s\n  stop_grace: 1s\n  {settle}\
-             health: {{ path: /up, interval: 100ms, timeout: 2s, healthy_checks: 2 }}\n{app_yaml}\
+             drain: 1s\n  stop_grace: 1s\n{settle}{health}{app_yaml}\
              colors: {{ blue: {}, green: {} }}\n\
              nginx:\n  listen: \"127.0.0.1:{nginx_port}\"\n  include: {include}\n  site: {site}\n  \
              test: [{nginx_program}, -t, -c, {conf}]\n  reload: [{nginx_program}, -c, {conf}, -s, reload]\n\
              {sections}",
             ports[&Color::Blue],
             ports[&Color::Green],
-            settle = if app_yaml.contains("settle:") { "" } else { "settle: 0s\n  " },
+            settle = if app_yaml.contains("settle:") { "" } else { "  settle: 0s\n" },
+            health = if app_yaml.contains("health:") {
+                ""
+            } else {
+                "  health: { path: /up, interval: 100ms, timeout: 2s, healthy_checks: 2 }\n"
+            },
             include = dir.path().join("app.inc").display(),
             site = dir.path().join("site.conf").display(),
         );
         let config_path = dir.path().join("cutover.yml");
         std::fs::write(&config_path, yaml).unwrap();
-        let loaded = crate::config::load(&config_path, dir.path()).unwrap();
+        let loaded =
+            crate::config::load(&config_path, dir.path()).unwrap_or_else(|e| panic!("{e:#}"));
         let world = Arc::new(Mutex::new(World {
             script,
             ..World::default()

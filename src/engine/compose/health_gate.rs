@@ -39,9 +39,17 @@ impl Gate<'_> {
         let watcher = Watcher::spawn(self.project.clone(), self.service.to_string(), self.to);
         let reporter = clock.reporter();
         let interval = health.interval.get();
-        let confirm_every = confirmation_interval(interval);
+        let confirm_every = health.confirmation_interval();
         let healthy =
             |answer: &Answer| matches!(answer, Answer::Status { code, .. } if *code == expected);
+        let deadline = std::time::Instant::now() + health.timeout.get();
+        // The confirmations stop early, as the polls do, on an interrupt, a dead container
+        // or the gate's own deadline.
+        let must_stop = || {
+            self.interrupted.load(Ordering::SeqCst)
+                || watcher.death().is_some()
+                || std::time::Instant::now() >= deadline
+        };
         let outcome = health::wait_until(
             || {
                 let answer = prober.get(&url, None);
@@ -51,7 +59,13 @@ impl Gate<'_> {
                 // Once healthy, the confirmations follow quickly (the settle window after the
                 // switch is what watches for longer); any failure starts the count again.
                 for _ in 1..health.healthy_checks {
-                    std::thread::sleep(confirm_every);
+                    let wake = std::time::Instant::now() + confirm_every;
+                    while let Some(left) = wake.checked_duration_since(std::time::Instant::now()) {
+                        if must_stop() {
+                            return (false, answer);
+                        }
+                        std::thread::sleep(left.min(health::SLICE));
+                    }
                     let again = prober.get(&url, None);
                     if !healthy(&again) {
                         return (false, again);
@@ -115,12 +129,6 @@ impl Gate<'_> {
             } => Err((Abort::ContainerDied, why)),
         }
     }
-}
-
-/// The wait between the healthy answers that confirm the first one: a quarter of the
-/// interval, at least 20 ms (and never more than the interval).
-pub(super) fn confirmation_interval(interval: Duration) -> Duration {
-    (interval / 4).max(Duration::from_millis(20)).min(interval)
 }
 
 /// The background thread that asks the engine, once a second, whether the new color's
@@ -196,18 +204,4 @@ fn died(
     }
     mine.is_empty()
         .then(|| format!("the {to} container is gone"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::confirmation_interval;
-    use std::time::Duration;
-
-    #[test]
-    fn confirmations_follow_at_a_quarter_interval() {
-        let ms = Duration::from_millis;
-        assert_eq!(confirmation_interval(ms(500)), ms(125));
-        assert_eq!(confirmation_interval(ms(40)), ms(20));
-        assert_eq!(confirmation_interval(ms(10)), ms(10));
-    }
 }

@@ -133,12 +133,18 @@ pub(super) fn watch(
             ));
         }
         clock.waiting(Step::Settle, elapsed, window, answer.describe());
-        std::thread::sleep(
-            health
+        // Sliced, so a death the watcher sees ends the window within a slice.
+        let wake = Instant::now()
+            + health
                 .interval
                 .get()
-                .min(window.saturating_sub(started.elapsed())),
-        );
+                .min(window.saturating_sub(started.elapsed()));
+        while let Some(left) = wake.checked_duration_since(Instant::now()) {
+            if watcher.death().is_some() {
+                break;
+            }
+            std::thread::sleep(left.min(crate::health::SLICE));
+        }
     };
     watcher.finish();
     result

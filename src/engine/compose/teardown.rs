@@ -21,14 +21,11 @@ impl Run<'_, '_> {
             .project
             .stop_and_remove(idle_service, config.app.stop_grace.get());
         self.clock.done(Step::Teardown, idle_service.to_string());
-        let mut message = format!(
-            "{} failed: {why}",
-            if interrupted {
-                "deploy interrupted"
-            } else {
-                "deploy"
-            }
-        );
+        let mut message = match (interrupted, why) {
+            (true, "interrupted") => "deploy interrupted".to_string(),
+            (true, _) => format!("deploy interrupted: {why}"),
+            (false, _) => format!("deploy failed: {why}"),
+        };
         let unchanged = match self.from {
             Some(old) => format!("nginx still serves {old}"),
             None => "nothing served before this deploy".to_string(),
