@@ -76,6 +76,8 @@ pub struct HookRun {
     /// `None`: killed (its timeout) or ended by a signal.
     pub exit_code: Option<i32>,
     pub timed_out: bool,
+    /// Killed because the deploy was interrupted (SIGINT/SIGTERM), not at its bound.
+    pub interrupted: bool,
     pub ms: u64,
     pub ok: bool,
     /// Its last output lines when it failed (secrets masked).
@@ -87,6 +89,7 @@ impl HookRun {
     /// `post_deploy hook `curl …` exited 3` / `… timed out after 30s`, with its last lines.
     pub fn failure(&self, hooks: &Hooks) -> String {
         let how = match (self.timed_out, self.exit_code) {
+            _ if self.interrupted => "was interrupted (SIGINT/SIGTERM) and killed".to_string(),
             (true, _) => {
                 let limit = self.hook.of(hooks).map(|h| hooks.timeout_of(h));
                 format!(
@@ -171,6 +174,7 @@ impl Runner<'_> {
             command: hook.command.0.clone(),
             exit_code: None,
             timed_out: false,
+            interrupted: false,
             ms: 0,
             ok: false,
             tail: Vec::new(),
@@ -179,6 +183,7 @@ impl Runner<'_> {
             Ok(out) => {
                 run.exit_code = out.code;
                 run.timed_out = out.timed_out;
+                run.interrupted = out.cancelled;
                 run.ok = out.success();
                 if !run.ok {
                     run.tail = out

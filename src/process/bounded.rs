@@ -24,21 +24,24 @@ const DRAIN: Duration = Duration::from_secs(1);
 pub struct Bounded {
     /// The exit code; `None` when a signal ended it (a kill at the bound included).
     pub code: Option<i32>,
+    /// Killed at its time bound.
     pub timed_out: bool,
+    /// Killed because `cancel` was set (SIGINT/SIGTERM to the deploy), not a timeout.
+    pub cancelled: bool,
     /// The last [`TAIL_LINES`] lines of its output.
     pub tail: Vec<String>,
 }
 
 impl Bounded {
     pub fn success(&self) -> bool {
-        self.code == Some(0) && !self.timed_out
+        self.code == Some(0) && !self.timed_out && !self.cancelled
     }
 }
 
 impl Cmd {
     /// Runs with stdin empty, passing each output line to `on_line` as it arrives; kills the
-    /// child's process group past `limit`, or once `cancel` is set (an interrupted deploy),
-    /// which reads as a timeout. Errors only when it cannot start.
+    /// child's process group past `limit` (`timed_out`), or once `cancel` is set (an
+    /// interrupted deploy: `cancelled`). Errors only when it cannot start.
     pub fn run_bounded(
         &self,
         limit: Duration,
@@ -86,6 +89,7 @@ impl Cmd {
             tail.push_back(line);
         };
         let mut timed_out = false;
+        let mut cancelled = false;
         let mut exited_at = None;
         loop {
             match rx.recv_timeout(Duration::from_millis(20)) {
@@ -96,9 +100,11 @@ impl Cmd {
             if exited_at.is_none() {
                 if handle.try_wait().map_err(io)?.is_some() {
                     exited_at = Some(Instant::now());
-                } else if cancel.load(Ordering::SeqCst)
-                    || deadline.is_some_and(|d| Instant::now() >= d)
-                {
+                } else if cancel.load(Ordering::SeqCst) {
+                    cancelled = true;
+                    kill_group(&handle);
+                    exited_at = Some(Instant::now());
+                } else if deadline.is_some_and(|d| Instant::now() >= d) {
                     timed_out = true;
                     kill_group(&handle);
                     exited_at = Some(Instant::now());
@@ -114,8 +120,13 @@ impl Cmd {
             trace(&self.display(), started.elapsed(), status.code());
         }
         Ok(Bounded {
-            code: if timed_out { None } else { status.code() },
+            code: if timed_out || cancelled {
+                None
+            } else {
+                status.code()
+            },
             timed_out,
+            cancelled,
             tail: tail.into_iter().collect(),
         })
     }

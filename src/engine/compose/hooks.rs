@@ -3,8 +3,12 @@
 //! exit 1, nothing changed); `post_deploy` after a success and `on_failure` after a failure
 //! (including a failed `pre_deploy` or release phase), whose own failure is a warning line and
 //! a `hooks[]` entry in `--json`, never a change of the deploy's result or exit code.
-//! A dry run runs no hook. Rollbacks run them too (`CUTOVER_ACTION=rollback`).
+//! A dry run runs no hook. Rollbacks run them too (`CUTOVER_ACTION=rollback`). An interrupt
+//! during `pre_deploy` kills it and ends the deploy as interrupted (exit 130); the hooks
+//! after the deploy are not cut short by that interrupt (`on_failure` sees
+//! `CUTOVER_RESULT=interrupted`), only by their own timeout.
 
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::engine::hooks::{self, Facts, HookKind, HookRun, Runner, Standing};
@@ -41,12 +45,17 @@ impl Run<'_, '_> {
             return Ok(());
         }
         let config = &self.d.loaded.config;
+        let (what, abort) = if run.interrupted {
+            ("deploy interrupted", Abort::Interrupted)
+        } else {
+            ("deploy aborted", Abort::HookFailed)
+        };
         Err(Failed {
             message: format!(
-                "deploy aborted: {}\nnothing was changed",
+                "{what}: {}\nnothing was changed",
                 run.failure(&config.hooks)
             ),
-            abort: Abort::HookFailed,
+            abort,
         }
         .into())
     }
@@ -54,10 +63,16 @@ impl Run<'_, '_> {
     fn run_hook(&mut self, kind: HookKind, standing: Standing) -> Option<HookRun> {
         let facts = self.facts.clone()?;
         let d = self.d;
+        // `pre_deploy` ends with the deploy on an interrupt; the hooks after the deploy run
+        // whatever it was (an interrupted deploy's `on_failure` too), bounded by their timeout.
+        let after_the_deploy = AtomicBool::new(false);
         let runner = Runner {
             hooks: &d.loaded.config.hooks,
             secrets: &d.secrets,
-            cancel: &d.interrupted,
+            cancel: match kind {
+                HookKind::PreDeploy => &d.interrupted,
+                HookKind::PostDeploy | HookKind::OnFailure => &after_the_deploy,
+            },
             dir: &d.loaded.dir,
         };
         let reporter: &mut dyn Reporter = self.clock.reporter();

@@ -77,7 +77,7 @@ impl Run<'_, '_> {
     }
 
     fn release_failure(&self, shown: &str, out: &Bounded) -> (String, Abort) {
-        let interrupted = out.timed_out && self.interrupted();
+        let interrupted = out.cancelled;
         let how = match (out.timed_out, out.code) {
             _ if interrupted => "was interrupted and killed".to_string(),
             (true, _) => format!(

@@ -324,6 +324,40 @@ fn a_failing_pre_deploy_hook_is_a_recorded_refusal_that_changes_nothing() {
 }
 
 #[test]
+fn an_interrupt_during_pre_deploy_is_an_interrupt_not_a_timeout() {
+    let fake = FakeBox::with_sections(
+        "",
+        "hooks:\n  timeout: 1m\n  pre_deploy: { command: [sleep, \"30\"] }\n  \
+         on_failure: { command: [sh, -c, 'echo \"$CUTOVER_RESULT\" > on_failure.out'] }\n",
+        Script::default(),
+    );
+    let started = std::time::Instant::now();
+    let err = Run {
+        interrupt_after: Some(Duration::from_millis(300)),
+        ..Run::deploy(&fake)
+    }
+    .go(Some("v1"))
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(abort_of(&err), Abort::Interrupted, "{err:#}");
+    let message = format!("{err:#}");
+    assert!(
+        message.contains("was interrupted (SIGINT/SIGTERM)"),
+        "{message}"
+    );
+    assert!(!message.contains("timed out"), "{message}");
+    let last = history(&fake).pop().unwrap();
+    assert_eq!(last.result, RunResult::Interrupted, "{last:?}");
+    let seen = std::fs::read_to_string(fake.dir.path().join("on_failure.out")).unwrap();
+    assert_eq!(seen.trim(), "interrupted");
+    assert!(fake.running().is_empty());
+}
+
+#[test]
 fn a_rollback_goes_back_to_the_previous_image_on_the_other_color() {
     let fake = blue_serves_v1("", Script::default());
     Run::deploy(&fake).go(Some("v2")).unwrap();
