@@ -17,7 +17,7 @@ use super::{workers, Run, Target};
 impl Run<'_, '_> {
     pub(super) fn budget(&mut self, req: &Request, t: &Target) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
-        let accessories = if t.first_deploy {
+        let accessories = if t.from.is_none() {
             config
                 .accessories
                 .values()
@@ -28,8 +28,9 @@ impl Run<'_, '_> {
         };
         let workers = workers::extra_memory(&workers::moves(config, &t.observed));
         let app = config.app.memory.bytes();
-        // A first deploy stops nothing before the workers start.
-        let need = if t.first_deploy {
+        // With nothing running (a first deploy, a recovery) nothing stops before the workers
+        // start.
+        let need = if t.from.is_none() {
             app + accessories + workers
         } else {
             app.max(workers)
@@ -38,7 +39,7 @@ impl Run<'_, '_> {
         if mem.headroom() >= need {
             return Ok(());
         }
-        let what = match (t.first_deploy, workers > 0) {
+        let what = match (t.from.is_none(), workers > 0) {
             (true, false) => "app and its accessories",
             (true, true) => "app, its accessories and workers",
             (false, false) => "color during the overlap",

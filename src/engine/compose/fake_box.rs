@@ -188,6 +188,16 @@ impl FakeBox {
         running
     }
 
+    /// A reboot after which nothing came back: every container exited (an app that exits 0
+    /// on SIGTERM under `restart: on-failure`), nginx serves what its include says.
+    pub fn reboot_with_nothing_restarted(&self) {
+        let mut world = self.world.lock().unwrap();
+        for c in &mut world.containers {
+            c.running = false;
+        }
+        world.live_include = std::fs::read_to_string(&self.loaded.config.nginx.include).ok();
+    }
+
     /// The color nginx serves now.
     pub fn serving(&self) -> Option<Color> {
         let world = self.world.lock().unwrap();

@@ -276,14 +276,18 @@ impl Run<'_, '_> {
         self.reconcile(&mut observed, req.dry_run)?;
         self.repair_record(&mut observed, req.dry_run);
         let active = observed.active();
-        let first_deploy = active.is_none() || observed.running.is_empty();
-        let from = if observed.running.is_empty() {
-            None
-        } else {
-            active
+        let nothing_runs = observed.running.is_empty();
+        // Nothing runs, yet a deploy succeeded before (a reboot, a crash): a recovery, which
+        // redeploys what served, on the color nginx points at, never a first deploy's blue
+        // with blue's older image.
+        let recovery = nothing_runs && observed.recorded.active.is_some();
+        let first_deploy = nothing_runs && !recovery;
+        let from = if nothing_runs { None } else { active };
+        let to = match (from, recovery) {
+            (Some(c), _) => c.other(),
+            (None, true) => active.unwrap_or(Color::Blue),
+            (None, false) => Color::Blue,
         };
-        // Nothing running: the first deploy (or a recovery) goes to blue.
-        let to = from.map(Color::other).unwrap_or(Color::Blue);
         self.from = from;
         let from_image = from.and_then(|c| observed.image_of(loaded, c));
         let image = match (&req.image, req.action) {
@@ -295,16 +299,22 @@ impl Run<'_, '_> {
                 "no image is running to redeploy; pass --image REF",
             )?,
         };
-        self.clock.done(
-            Step::Observe,
-            match from {
-                Some(c) => format!(
-                    "{c} serves {}; deploying to {to}",
-                    from_image.as_deref().unwrap_or("?")
-                ),
-                None => format!("first deploy: going to {to}"),
-            },
-        );
+        let found = match (from, recovery) {
+            (Some(c), _) => format!(
+                "{c} serves {}; deploying to {to}",
+                from_image.as_deref().unwrap_or("?")
+            ),
+            (None, true) => format!(
+                "recovery: nothing runs, but {to} served {} (nginx points at {}); deploying {image} to {to}",
+                observed.recorded.images.get(&to).map_or("?", String::as_str),
+                observed.nginx_color.map_or("neither color".to_string(), |c| c.to_string()),
+            ),
+            (None, false) => format!("first deploy: going to {to}"),
+        };
+        if recovery {
+            self.clock.note(found.clone());
+        }
+        self.clock.done(Step::Observe, found);
         Ok(Target {
             observed,
             from,

@@ -46,6 +46,11 @@ impl<'f> Run<'f> {
     }
 
     fn go(&self, image: Option<&str>) -> anyhow::Result<Summary> {
+        self.go_with_events(image).0
+    }
+
+    /// The run, and the notes it reported along the way.
+    fn go_with_events(&self, image: Option<&str>) -> (anyhow::Result<Summary>, Vec<String>) {
         let deployer = Deployer {
             loaded: &self.fake.loaded,
             compose: self.fake.compose(),
@@ -69,7 +74,17 @@ impl<'f> Run<'f> {
             lock_wait: Duration::ZERO,
             release: true,
         };
-        deployer.run(&request, &mut Events::default())
+        let mut events = Events::default();
+        let result = deployer.run(&request, &mut events);
+        let notes = events
+            .0
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::Note(text) => Some(text),
+                _ => None,
+            })
+            .collect();
+        (result, notes)
     }
 }
 
@@ -355,6 +370,37 @@ fn an_interrupt_during_pre_deploy_is_an_interrupt_not_a_timeout() {
     let seen = std::fs::read_to_string(fake.dir.path().join("on_failure.out")).unwrap();
     assert_eq!(seen.trim(), "interrupted");
     assert!(fake.running().is_empty());
+}
+
+#[test]
+fn a_redeploy_after_an_outage_is_a_recovery_of_what_served_not_a_downgrade() {
+    let fake = blue_serves_v1("", Script::default());
+    Run::deploy(&fake).go(Some("v2")).unwrap();
+    fake.reboot_with_nothing_restarted();
+    let (summary, notes) = Run::deploy(&fake).go_with_events(None);
+    let summary = summary.unwrap();
+    assert!(!summary.first_deploy, "a recovery is not a first deploy");
+    assert_eq!(
+        summary.image,
+        fake.image("v2"),
+        "green's v2, not blue's older v1"
+    );
+    assert_eq!(summary.detail.to, Color::Green);
+    assert!(
+        notes
+            .iter()
+            .any(|n| n.starts_with("recovery: nothing runs, but green served")),
+        "{notes:?}"
+    );
+    assert_eq!(fake.serving(), Some(Color::Green));
+    assert_eq!(fake.running(), [format!("web-green {}", fake.image("v2"))]);
+    let state = state(&fake);
+    assert_eq!(state.active, Some(Color::Green));
+    assert_eq!(
+        state.previous_image,
+        Some(fake.image("v1")),
+        "rollback still goes to v1"
+    );
 }
 
 #[test]
