@@ -36,6 +36,13 @@ pub struct Script {
     /// `nginx -s reload` exits 0 but nginx keeps serving what it served (a reload that could
     /// not be applied, as real nginx does).
     pub reload_ignored: bool,
+    /// This color's container restarts (and answers again at once) this long after a reload
+    /// makes nginx serve it: a crash under a restart policy.
+    pub restarts_once_serving: Option<(Color, Duration)>,
+    /// This color's container exits 300 ms after a reload makes nginx serve the other color.
+    pub dies_once_other_serves: Option<Color>,
+    /// Reloads from this one on (1 = the first) exit 0 but are not applied.
+    pub reloads_ignored_from: Option<usize>,
     /// This color turns unhealthy 300 ms after a reload makes nginx serve it: past the probe,
     /// inside the settle window (it dies under load).
     pub sick_once_serving: Option<Color>,
@@ -47,6 +54,7 @@ pub struct Container {
     pub service: String,
     pub image: String,
     pub running: bool,
+    pub restarts: u32,
 }
 
 #[derive(Default)]
@@ -57,6 +65,7 @@ struct World {
     script: Script,
     /// Every command the stand-in answered, as argv joined by spaces.
     commands: Vec<String>,
+    reloads: usize,
 }
 
 pub struct FakeBox {
@@ -355,6 +364,7 @@ impl Answerer {
                         service: service.clone(),
                         image: images.get(service).cloned().unwrap_or_default(),
                         running: !dies,
+                        restarts: 0,
                     });
                 }
                 exited(0, "", "")
@@ -420,7 +430,7 @@ impl Answerer {
                                 "Status": if c.running { "running" } else { "exited" },
                                 "ExitCode": if c.running { 0 } else { 1 },
                             },
-                            "RestartCount": 0,
+                            "RestartCount": c.restarts,
                         })
                     })
                     .collect();
@@ -461,13 +471,46 @@ impl Answerer {
             }
             return exited(0, "", "nginx: configuration file test is successful");
         }
-        if !world.script.reload_ignored {
+        world.reloads += 1;
+        let ignored = world.script.reload_ignored
+            || world
+                .script
+                .reloads_ignored_from
+                .is_some_and(|from| world.reloads >= from);
+        if !ignored {
             world.live_include = std::fs::read_to_string(&self.include).ok();
         }
         let serving = world
             .live_include
             .as_deref()
             .and_then(|t| served_color(t, &self.ports));
+        if let (Some((color, after)), Some(serving)) = (world.script.restarts_once_serving, serving)
+        {
+            if color == serving {
+                let world = Arc::clone(&self.world);
+                let service = format!("{}-{color}", self.app);
+                std::thread::spawn(move || {
+                    std::thread::sleep(after);
+                    let mut world = world.lock().unwrap();
+                    for c in world.containers.iter_mut().filter(|c| c.service == service) {
+                        c.restarts += 1;
+                    }
+                });
+            }
+        }
+        if let (Some(dies), Some(serving)) = (world.script.dies_once_other_serves, serving) {
+            if dies != serving {
+                let world = Arc::clone(&self.world);
+                let service = format!("{}-{dies}", self.app);
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(300));
+                    let mut world = world.lock().unwrap();
+                    for c in world.containers.iter_mut().filter(|c| c.service == service) {
+                        c.running = false;
+                    }
+                });
+            }
+        }
         if let (Some(sick), Some(serving)) = (world.script.sick_once_serving, serving) {
             if sick == serving {
                 let world = Arc::clone(&self.world);

@@ -131,11 +131,19 @@ impl Gate<'_> {
     }
 }
 
-/// The background thread that asks the engine, once a second, whether the new color's
-/// container still runs.
+/// How often the watcher asks the engine: a restart (the container is back within a second
+/// under a restart policy, answering again) must be seen when it happens, not at the end of
+/// the window.
+const LOOK_EVERY: Duration = Duration::from_millis(250);
+
+/// The background thread that asks the engine, every [`LOOK_EVERY`], whether the new color's
+/// container still runs, has restarted, or is gone.
 pub(super) struct Watcher {
     death: Arc<Mutex<Option<String>>>,
     done: Arc<AtomicBool>,
+    project: Project,
+    service: String,
+    to: Color,
 }
 
 impl Watcher {
@@ -144,6 +152,7 @@ impl Watcher {
         let done = Arc::new(AtomicBool::new(false));
         {
             let (death, done) = (death.clone(), done.clone());
+            let (project, service) = (project.clone(), service.clone());
             std::thread::spawn(move || {
                 while !done.load(Ordering::SeqCst) {
                     // A failed look is no verdict: the next one, or the gate's timeout, decides.
@@ -154,20 +163,36 @@ impl Watcher {
                         }
                     }
                     // Sleep in small steps so the thread ends soon after the gate does.
-                    for _ in 0..10 {
+                    let wake = std::time::Instant::now() + LOOK_EVERY;
+                    while let Some(left) = wake.checked_duration_since(std::time::Instant::now()) {
                         if done.load(Ordering::SeqCst) {
                             return;
                         }
-                        std::thread::sleep(Duration::from_millis(100));
+                        std::thread::sleep(left.min(Duration::from_millis(50)));
                     }
                 }
             });
         }
-        Watcher { death, done }
+        Watcher {
+            death,
+            done,
+            project,
+            service,
+            to,
+        }
     }
 
     pub fn death(&self) -> Option<String> {
         self.death.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The thread's verdict, or one more look now: what ends a window asks this, so a death
+    /// between the thread's last look and the end is not missed.
+    pub fn final_look(&self) -> Option<String> {
+        self.death().or_else(|| {
+            let containers = self.project.containers().ok()?;
+            died(&containers, &self.service, self.to)
+        })
     }
 
     /// Tells the thread to stop and returns at once. Joining it would wait for a look in

@@ -38,8 +38,10 @@ pub(super) enum Change {
     Health,
     /// The include for the new color, `nginx -t`, reload, then the probe through nginx.
     Switch,
-    /// The watch window with the old color still running (`app.settle`).
-    Settle { old: Color },
+    /// The watch window (`app.settle`): with the old color still running, to switch back to;
+    /// on a first deploy (`old: None`) with nothing to switch back to, so a failure fails the
+    /// deploy and says what it saw.
+    Settle { old: Option<Color> },
     /// The drain: the old color's connections, the nginx workers from before the reload.
     Drain { old: Option<Color> },
     /// The old color stopped and removed, its image kept.
@@ -70,10 +72,8 @@ impl Ops {
             changes.push(Change::Release { run: req.release });
         }
         changes.extend([Change::Up, Change::Health, Change::Switch]);
-        if let Some(old) = from {
-            if !config.app.settle.get().is_zero() {
-                changes.push(Change::Settle { old });
-            }
+        if !config.app.settle.get().is_zero() {
+            changes.push(Change::Settle { old: from });
         }
         changes.push(Change::Drain { old: from });
         if let Some(old) = from {
@@ -209,8 +209,12 @@ impl Describe<'_> {
                     config.nginx.probe_base()
                 ),
             ],
-            Change::Settle { old } => vec![format!(
-                "watch {idle_service} for {} with {old} still running; switch back to {old} if it fails",
+            Change::Settle { old: Some(old) } => vec![format!(
+                "watch {idle_service} for {} with {old} still running; switch back to {old} if it fails (and {old} is healthy)",
+                config.app.settle
+            )],
+            Change::Settle { old: None } => vec![format!(
+                "watch {idle_service} for {}; nothing to switch back to: fail the deploy if it does not stay up",
                 config.app.settle
             )],
             Change::Drain { old: Some(old) } => vec![format!(
@@ -327,7 +331,7 @@ mod tests {
     #[test]
     fn a_first_deploy_starts_accessories_drains_old_workers_and_stops_nothing() {
         let ops = Ops::decide(
-            &config(""),
+            &config(", settle: 0s"),
             &request(Action::Deploy, true),
             None,
             &rendered(&["db"]),
@@ -367,7 +371,9 @@ mod tests {
                 Change::Up,
                 Change::Health,
                 Change::Switch,
-                Change::Settle { old: Color::Blue },
+                Change::Settle {
+                    old: Some(Color::Blue)
+                },
                 Change::Drain {
                     old: Some(Color::Blue)
                 },
@@ -395,5 +401,17 @@ mod tests {
             .iter()
             .any(|c| matches!(c, Change::Settle { .. })));
         assert!(!ops.steps(false).contains(&Step::Release));
+    }
+
+    #[test]
+    fn a_first_deploy_is_watched_too() {
+        let ops = Ops::decide(
+            &config(", settle: 3s"),
+            &request(Action::Deploy, true),
+            None,
+            &rendered(&[]),
+        );
+        assert!(ops.changes.contains(&Change::Settle { old: None }));
+        assert!(!ops.changes.iter().any(|c| matches!(c, Change::Stop { .. })));
     }
 }

@@ -100,7 +100,21 @@ impl Run<'_, '_> {
             state.active = Some(t.to);
             state.images.insert(t.to, t.image.clone());
             workers::record(&mut state, &self.d.loaded.config, &self.worker_outcomes);
+        } else if self.include_names(t.to) {
+            // A failure that left nginx on the new color (no healthy color to switch back
+            // to, a switch back that was undone): the record says where nginx points.
+            state.active = Some(t.to);
+            state.images.insert(t.to, t.image.clone());
         }
         self.state_dir.save(&state)
+    }
+
+    /// Whether the include on disk points at `color`'s port.
+    fn include_names(&self, color: crate::config::Color) -> bool {
+        let port = self.d.loaded.config.colors.port(color);
+        matches!(
+            self.nginx.current_include(),
+            Ok(Some(text)) if crate::nginx::include_port(&text) == Some(port)
+        )
     }
 }

@@ -20,8 +20,9 @@ use crate::engine::{Abort, Failed};
 
 impl Run<'_, '_> {
     /// Step 7b: The settle window: the new color must stay up while the old one still runs;
-    /// if it fails, nginx switches back and the new color is removed.
-    pub(super) fn settle(&mut self, t: &Target, old: Color) -> anyhow::Result<()> {
+    /// if it fails, nginx switches back and the new color is removed. On a first deploy
+    /// (`old: None`) there is nothing to switch back to: a failure fails the deploy.
+    pub(super) fn settle(&mut self, t: &Target, old: Option<Color>) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
         let window = config.app.settle.get();
         if window.is_zero() {
@@ -31,10 +32,13 @@ impl Run<'_, '_> {
         let service = config.service(t.to);
         self.clock.start(
             Step::Settle,
-            format!(
-                "{service} watched for {}, {old} kept running",
-                config.app.settle
-            ),
+            match old {
+                Some(old) => format!(
+                    "{service} watched for {}, {old} kept running",
+                    config.app.settle
+                ),
+                None => format!("{service} watched for {}", config.app.settle),
+            },
         );
         match watch(self.d.loaded, &self.project, t.to, window, &mut self.clock) {
             Ok(()) => {
@@ -45,36 +49,100 @@ impl Run<'_, '_> {
             Err(why) => {
                 self.clock
                     .done(Step::Settle, format!("{service} failed: {why}"));
-                Err(self.switch_back(t, old, &why))
+                Err(match old {
+                    Some(old) => self.switch_back(t, old, &why),
+                    None => self.unsettled_first_deploy(t, &why),
+                })
             }
         }
     }
 
+    /// A first deploy whose color failed in the watch window: nothing to switch back to, so
+    /// it keeps serving what it can, and the deploy fails saying what was seen.
+    fn unsettled_first_deploy(&mut self, t: &Target, why: &str) -> anyhow::Error {
+        let service = self.d.loaded.config.service(t.to);
+        let logs = self.project.logs(&service, 20);
+        let mut message = format!(
+            "deploy failed: {service} ({}) failed in the watch window after the switch: {why}\n\
+             this was the first deploy, so there is no older color to switch back to: nginx \
+             points at {}, and {service} was left in place (see `cutover status`, `cutover logs`)",
+            t.image, t.to
+        );
+        if !logs.trim().is_empty() {
+            message.push_str(&format!("\nlast log lines of {service}:"));
+            for line in logs.lines() {
+                message.push_str(&format!("\n    {line}"));
+            }
+        }
+        Failed {
+            message,
+            abort: Abort::SettleFailed,
+        }
+        .into()
+    }
+
     /// After a failed settle window: nginx back to `old` (it never stopped), proven through
     /// nginx, the workers that routed to the new color gone, then the new color removed.
+    /// Only to an `old` that still runs and answers its health check: when neither color is
+    /// healthy, nginx stays on the new one, which may still answer some requests, and the
+    /// error says so. A switch back whose probe fails puts the new include back.
     fn switch_back(&mut self, t: &Target, old: Color, why: &str) -> anyhow::Error {
         let config = &self.d.loaded.config;
         let idle_service = config.service(t.to);
-        self.clock.start(Step::Switch, format!("back to {old}"));
-        let workers = self.nginx.worker_pids();
-        let back = self
-            .include_text(old)
-            .and_then(|text| self.nginx.switch(&text))
-            .and_then(|_| switch::probe_through_nginx(config, old).map_err(|e| anyhow::anyhow!(e)));
-        if let Err(e) = back {
-            self.clock
-                .done(Step::Switch, format!("could not go back to {old}"));
-            return Failed {
-                message: format!(
-                    "deploy failed: {} failed in the settle window after the switch ({why}), \
-                     and switching nginx back to {old} failed too: {e:#}\n\
-                     {old} ({}) still runs; {idle_service} was left in place",
-                    t.to,
-                    t.from_image.as_deref().unwrap_or("?")
-                ),
+        let old_image = t.from_image.as_deref().unwrap_or("?");
+        let failed = |message: String| -> anyhow::Error {
+            Failed {
+                message,
                 abort: Abort::SettleFailed,
             }
-            .into();
+            .into()
+        };
+        if let Err(old_why) = self.healthy_now(old) {
+            self.clock.note(format!(
+                "not switching back: {old} is not healthy either ({old_why})"
+            ));
+            return failed(format!(
+                "deploy failed: {} failed in the watch window after the switch ({why}), and \
+                 {old} ({old_image}) is not healthy either ({old_why}): no healthy color exists\n\
+                 nginx stays on {}, which may still answer some requests; neither color was \
+                 stopped (see `cutover status`)",
+                t.to, t.to
+            ));
+        }
+        self.clock.start(Step::Switch, format!("back to {old}"));
+        let workers = self.nginx.worker_pids();
+        let switched = match self
+            .include_text(old)
+            .and_then(|text| self.nginx.switch(&text))
+        {
+            Ok(switched) => switched,
+            Err(e) => {
+                self.clock
+                    .done(Step::Switch, format!("could not go back to {old}"));
+                return failed(format!(
+                    "deploy failed: {} failed in the watch window after the switch ({why}), and \
+                     switching nginx back to {old} failed too: {e:#}\n\
+                     nginx still points at {}; {old} ({old_image}) runs; {idle_service} was left in place",
+                    t.to, t.to
+                ));
+            }
+        };
+        if let Err(probe) = switch::probe_through_nginx(config, old) {
+            let restored = match switched.restore(&self.nginx) {
+                Ok(()) => format!("the include is back on {}", t.to),
+                Err(e) => format!(
+                    "putting the include back on {} failed too ({e:#}): check nginx by hand",
+                    t.to
+                ),
+            };
+            self.clock
+                .done(Step::Switch, format!("nginx did not serve {old}"));
+            return failed(format!(
+                "deploy failed: {} failed in the watch window after the switch ({why}), and \
+                 nginx did not serve {old} after switching back ({probe}); {restored}\n\
+                 {old} ({old_image}) runs; {idle_service} was left in place",
+                t.to
+            ));
         }
         self.clock
             .done(Step::Switch, format!("nginx serves {old} again"));
@@ -90,13 +158,43 @@ impl Run<'_, '_> {
         self.abort_before_switch(
             &idle_service,
             &format!(
-                "{} failed in the settle window after the switch: {why}\n\
-                 nginx switched back to {old} ({}), which kept running",
-                t.to,
-                t.from_image.as_deref().unwrap_or("?")
+                "{} failed in the watch window after the switch: {why}\n\
+                 nginx switched back to {old} ({old_image}), which kept running and answers its health check",
+                t.to
             ),
             Abort::SettleFailed,
         )
+    }
+
+    /// Whether `color` runs and answers its health check right now, in words when not.
+    fn healthy_now(&self, color: Color) -> Result<(), String> {
+        let loaded = self.d.loaded;
+        let service = loaded.config.service(color);
+        let containers = self
+            .project
+            .containers()
+            .map_err(|e| format!("docker could not say whether {service} runs: {e}"))?;
+        let mine: Vec<_> = containers.iter().filter(|c| c.service == service).collect();
+        match mine.iter().find(|c| c.running()) {
+            None => {
+                return Err(match mine.first() {
+                    Some(c) => format!(
+                        "{service} is {} (exit code {})",
+                        c.state,
+                        c.exit_code.unwrap_or_default()
+                    ),
+                    None => format!("{service} is gone"),
+                })
+            }
+            Some(_) => {}
+        }
+        let health = &loaded.config.app.health;
+        let url = super::health_url(loaded, color);
+        let answer = Prober::new(health.probe_timeout.get()).get(&url, None);
+        match answer {
+            Answer::Status { code, .. } if code == health.status => Ok(()),
+            other => Err(format!("{url} answered {}", other.describe())),
+        }
     }
 }
 
@@ -121,7 +219,10 @@ pub(super) fn watch(
         }
         let elapsed = started.elapsed();
         if elapsed >= window {
-            break Ok(());
+            break match watcher.final_look() {
+                Some(why) => Err(why),
+                None => Ok(()),
+            };
         }
         let answer = prober.get(&url, None);
         let healthy = matches!(answer, Answer::Status { code, .. } if code == health.status);
