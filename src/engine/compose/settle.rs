@@ -175,18 +175,15 @@ impl Run<'_, '_> {
             .containers()
             .map_err(|e| format!("docker could not say whether {service} runs: {e}"))?;
         let mine: Vec<_> = containers.iter().filter(|c| c.service == service).collect();
-        match mine.iter().find(|c| c.running()) {
-            None => {
-                return Err(match mine.first() {
-                    Some(c) => format!(
-                        "{service} is {} (exit code {})",
-                        c.state,
-                        c.exit_code.unwrap_or_default()
-                    ),
-                    None => format!("{service} is gone"),
-                })
-            }
-            Some(_) => {}
+        if !mine.iter().any(|c| c.running()) {
+            return Err(match mine.first() {
+                Some(c) => format!(
+                    "{service} is {} (exit code {})",
+                    c.state,
+                    c.exit_code.unwrap_or_default()
+                ),
+                None => format!("{service} is gone"),
+            });
         }
         let health = &loaded.config.app.health;
         let url = super::health_url(loaded, color);
