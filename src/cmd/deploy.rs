@@ -153,9 +153,15 @@ fn maintenance_line(m: &crate::maintenance::Maintenance) -> String {
 pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
     let report = engine::status::status(&loaded)?;
+    // A site that is down is a failure for a monitor or a script, text or JSON.
+    let code = if report.down.is_some() {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    };
     if json {
         outln!("{}", serde_json::to_string_pretty(&report)?)?;
-        return Ok(ExitCode::SUCCESS);
+        return Ok(code);
     }
     outln!(
         "project {}: {}",
@@ -225,7 +231,10 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     for p in &report.problems {
         outln!("! {p}")?;
     }
-    Ok(ExitCode::SUCCESS)
+    if let Some(down) = &report.down {
+        outln!("! {down}")?;
+    }
+    Ok(code)
 }
 
 pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode> {

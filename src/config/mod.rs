@@ -27,7 +27,7 @@ pub use hooks::{Argv, Hook, Hooks};
 pub use registry::Registry;
 pub use remote::{Remote, Ship, Target};
 pub use scalars::{
-    CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Size, Swap, Swappiness,
+    CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Restart, Size, Swap, Swappiness,
 };
 pub use schema::{
     Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm, Tls,
@@ -231,7 +231,7 @@ mod tests {
         // A key written next to `<<` overrides the merged one.
         let cache = &c.accessories[&Name("cache".into())];
         assert_eq!(cache.memory.to_string(), "48M");
-        assert_eq!(cache.restart, "unless-stopped");
+        assert_eq!(cache.restart, Restart::UnlessStopped);
     }
 
     #[test]

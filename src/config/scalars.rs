@@ -65,6 +65,73 @@ impl Serialize for Swap {
     }
 }
 
+/// A container restart policy, as compose writes it: `no`, `always`, `unless-stopped` or
+/// `on-failure[:N]`. Parsed, so a typo is refused with its line, and the swarm engine maps a
+/// known word, never a guess.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Restart {
+    No,
+    Always,
+    /// The default: brings the serving color back after a reboot or a docker restart (an app
+    /// that exits 0 on SIGTERM is not restarted by `on-failure`), but not one cutover stopped.
+    #[default]
+    UnlessStopped,
+    OnFailure {
+        max_attempts: Option<u32>,
+    },
+}
+
+impl Restart {
+    pub fn parse(text: &str) -> Result<Restart, String> {
+        let expected = "expected no, always, unless-stopped or on-failure[:N]";
+        match text.trim().split_once(':') {
+            None => match text.trim() {
+                "no" => Ok(Restart::No),
+                "always" => Ok(Restart::Always),
+                "unless-stopped" => Ok(Restart::UnlessStopped),
+                "on-failure" => Ok(Restart::OnFailure { max_attempts: None }),
+                other => Err(format!("`{other}` is not a restart policy ({expected})")),
+            },
+            Some(("on-failure", n)) => n
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n > 0)
+                .map(|n| Restart::OnFailure {
+                    max_attempts: Some(n),
+                })
+                .ok_or_else(|| format!("`{text}`: `{n}` is not a number of attempts ({expected})")),
+            Some(_) => Err(format!("`{text}` is not a restart policy ({expected})")),
+        }
+    }
+}
+
+impl fmt::Display for Restart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Restart::No => f.write_str("no"),
+            Restart::Always => f.write_str("always"),
+            Restart::UnlessStopped => f.write_str("unless-stopped"),
+            Restart::OnFailure { max_attempts: None } => f.write_str("on-failure"),
+            Restart::OnFailure {
+                max_attempts: Some(n),
+            } => write!(f, "on-failure:{n}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Restart {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        parse_scalar(d, "a restart policy", Restart::parse)
+    }
+}
+
+impl Serialize for Restart {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// `vm.swappiness`, 0–100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Swappiness(pub u8);

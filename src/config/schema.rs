@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::scalars::{
     deserialize_ip, deserialize_memory, deserialize_positive_dur, CommandLine, Dur, Environment,
-    Listen, Name, Port, Replicas, Size, Swap, Swappiness,
+    Listen, Name, Port, Replicas, Restart, Size, Swap, Swappiness,
 };
 
 /// The two colors of a blue/green deploy.
@@ -122,8 +122,8 @@ pub struct App {
     /// `docker compose stop -t` grace period for the old color, after the drain.
     #[serde(default = "default_stop_grace")]
     pub stop_grace: Dur,
-    #[serde(default = "default_restart")]
-    pub restart: String,
+    #[serde(default)]
+    pub restart: Restart,
     /// How many recent app images `prune` (and each deploy) keeps for rollback.
     #[serde(default = "default_keep_images")]
     pub keep_images: usize,
@@ -240,8 +240,8 @@ pub struct Accessory {
     /// Published ports, as compose writes them (`127.0.0.1:3306:3306`).
     #[serde(default)]
     pub ports: Vec<String>,
-    #[serde(default = "default_restart")]
-    pub restart: String,
+    #[serde(default)]
+    pub restart: Restart,
 }
 
 /// `swarm:`: how the swarm engine runs the app as one replicated service with rolling updates.
@@ -495,9 +495,6 @@ fn default_drain() -> Dur {
 }
 fn default_stop_grace() -> Dur {
     Dur(Duration::from_secs(10))
-}
-fn default_restart() -> String {
-    "on-failure".to_string()
 }
 fn default_keep_images() -> usize {
     3

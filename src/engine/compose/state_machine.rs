@@ -458,6 +458,12 @@ fn a_redeploy_after_an_outage_is_a_recovery_of_what_served_not_a_downgrade() {
     let fake = blue_serves_v1("", Script::default());
     Run::deploy(&fake).go(Some("v2")).unwrap();
     fake.reboot_with_nothing_restarted();
+    let status = super::status::status(&fake.loaded).unwrap();
+    assert!(
+        status.down.as_deref().is_some_and(|d| d.contains("nginx points at green, but no green container is running")),
+        "status must say the site is down (and exit 1): {:?}",
+        status.down
+    );
     let (summary, notes) = Run::deploy(&fake).go_with_events(None);
     let summary = summary.unwrap();
     assert!(!summary.first_deploy, "a recovery is not a first deploy");

@@ -55,6 +55,9 @@ pub struct StatusReport {
     pub problems: Vec<String>,
     /// Maintenance mode (`cutover maintenance on`), None when off.
     pub maintenance: Option<crate::maintenance::Maintenance>,
+    /// Why the site is down, when the color nginx serves (or points at) has no running
+    /// container after a deploy: `status` then exits 1, for monitors and scripts.
+    pub down: Option<String>,
 }
 
 /// Observes the project and probes each running color once.
@@ -96,6 +99,19 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
         .cloned()
         .collect();
     let workers = workers(loaded, &observed.containers);
+    let deployed_before = observed.recorded.active.is_some() || !observed.containers.is_empty();
+    let down = observed
+        .served
+        .color()
+        .or(observed.nginx_color)
+        .or(active)
+        .filter(|c| deployed_before && !observed.running.contains(c))
+        .map(|c| {
+            format!(
+                "the site is down: nginx points at {c}, but no {c} container is running \
+                 (`cutover deploy` redeploys what served)"
+            )
+        });
     Ok(StatusReport {
         project: loaded.config.project.to_string(),
         active,
@@ -111,6 +127,7 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
             .chain(torn_history_problems(&StateDir::new(loaded.state_dir())))
             .collect(),
         maintenance: crate::maintenance::load(&loaded.state_dir())?,
+        down,
     })
 }
 

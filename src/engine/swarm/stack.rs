@@ -266,19 +266,16 @@ fn with_file_vars(
 
 /// compose `restart` → swarm `restart_policy` (`no` → none, `always`/`unless-stopped` → any,
 /// `on-failure[:N]` → on-failure with at most N attempts).
-fn restart_policy(restart: &str) -> Restart {
-    let (word, attempts) = match restart.split_once(':') {
-        Some((w, n)) => (w, n.trim().parse().ok()),
-        None => (restart, None),
-    };
-    let condition = match word.trim() {
-        "no" | "none" => "none",
-        "always" | "unless-stopped" | "any" => "any",
-        _ => "on-failure",
+fn restart_policy(restart: &crate::config::Restart) -> Restart {
+    use crate::config::Restart as Policy;
+    let (condition, max_attempts) = match *restart {
+        Policy::No => ("none", None),
+        Policy::Always | Policy::UnlessStopped => ("any", None),
+        Policy::OnFailure { max_attempts } => ("on-failure", max_attempts),
     };
     Restart {
         condition,
-        max_attempts: attempts,
+        max_attempts,
     }
 }
 
@@ -305,7 +302,7 @@ mod tests {
     #[test]
     fn restart_policies_map() {
         let c = |r: &str| {
-            let p = restart_policy(r);
+            let p = restart_policy(&crate::config::Restart::parse(r).unwrap());
             (p.condition, p.max_attempts)
         };
         assert_eq!(c("on-failure"), ("on-failure", None));
@@ -313,6 +310,22 @@ mod tests {
         assert_eq!(c("always"), ("any", None));
         assert_eq!(c("unless-stopped"), ("any", None));
         assert_eq!(c("no"), ("none", None));
+        // A typo is refused at parse time, never guessed as on-failure.
+        for bad in [
+            "on-falure",
+            "any",
+            "on-failure:0",
+            "on-failure:x",
+            "always:3",
+            "",
+        ] {
+            assert!(crate::config::Restart::parse(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            crate::config::Restart::default().to_string(),
+            "unless-stopped",
+            "the default survives a reboot"
+        );
     }
 
     #[test]
