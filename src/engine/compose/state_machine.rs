@@ -488,6 +488,7 @@ fn a_redeploy_after_an_outage_is_a_recovery_of_what_served_not_a_downgrade() {
         Some(fake.image("v1")),
         "rollback still goes to v1"
     );
+    assert_eq!(super::status::status(&fake.loaded).unwrap().down, None);
 }
 
 #[test]
