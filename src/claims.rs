@@ -146,11 +146,9 @@ impl Claims {
             }
         }
         for mine in &self.names {
-            for theirs in other
-                .names
-                .iter()
-                .filter(|t| t.port == mine.port && t.server_name == mine.server_name)
-            {
+            for theirs in other.names.iter().filter(|t| {
+                t.port == mine.port && same_server_name(&t.server_name, &mine.server_name)
+            }) {
                 out.push(format!(
                     "server name {} on port {}: {} and {}",
                     mine.server_name,
@@ -177,6 +175,13 @@ impl Claims {
 /// `<state_dir>/claims.json`.
 pub fn path(state_dir: &Path) -> PathBuf {
     state_dir.join("claims.json")
+}
+
+/// Whether nginx takes two `server_name`s for the same name: it compares them without case,
+/// and a trailing dot (a fully qualified name) names the same host.
+fn same_server_name(a: &str, b: &str) -> bool {
+    a.trim_end_matches('.')
+        .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
 
 /// The claims of every other registered project on the box that recorded them.
@@ -283,6 +288,19 @@ mod tests {
                 key: "nginx.include".into(),
             }],
         }
+    }
+
+    #[test]
+    fn server_names_collide_as_nginx_compares_them() {
+        let one = claims("one", 8081, "app.example.com", "/etc/nginx/one.inc");
+        for same in ["APP.Example.COM.", "app.example.com.", "App.Example.Com"] {
+            let two = claims("two", 8091, same, "/etc/nginx/two.inc");
+            let found = one.collisions(&two);
+            assert_eq!(found.len(), 1, "{same}: {found:?}");
+            assert!(found[0].starts_with("server name"), "{found:?}");
+        }
+        let other = claims("two", 8091, "api.example.com", "/etc/nginx/two.inc");
+        assert!(one.collisions(&other).is_empty());
     }
 
     #[test]

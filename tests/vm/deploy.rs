@@ -119,13 +119,23 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
     // back by itself, and `status` says all is well (it exits 1 when the site is down).
     let rebooted = std::time::Instant::now();
     vm.reboot();
-    vm.wait_for("the app to answer after the reboot", Duration::from_secs(180), || {
-        vm.http_get("/").is_ok_and(|b| b.contains("blue") && b.contains("v1"))
-    });
+    vm.wait_for(
+        "the app to answer after the reboot",
+        Duration::from_secs(180),
+        || {
+            vm.http_get("/")
+                .is_ok_and(|b| b.contains("blue") && b.contains("v1"))
+        },
+    );
     loud(&format!(
         "vm: after a reboot the app answered again in {:.1}s",
         rebooted.elapsed().as_secs_f64()
     ));
     let status = web.cutover_ok(&["status", "--json"]);
-    assert_eq!(status.json()["down"], serde_json::Value::Null, "{}", status.stdout());
+    assert_eq!(
+        status.json()["down"],
+        serde_json::Value::Null,
+        "{}",
+        status.stdout()
+    );
 }

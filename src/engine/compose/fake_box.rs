@@ -250,7 +250,15 @@ impl FakeBox {
                 .as_deref()
                 .and_then(|t| served_color(t, &ports));
             match (path, color) {
-                ("/.cutover/active", Some(c)) => Some((200, format!("{c} fake\n"))),
+                // As the built-in include renders its marker.
+                ("/.cutover/active", Some(c)) => Some((
+                    200,
+                    format!(
+                        "{c} {} {}\n",
+                        crate::render::upstream_url(&config, c),
+                        config.project
+                    ),
+                )),
                 (_, None) => Some((404, "no include".into())),
                 (path, Some(c)) => {
                     app_answer(&world, c, &config.service(c), path, &config.app.health.path)

@@ -168,17 +168,56 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
     })
 }
 
-/// Asks nginx which color it serves: `/.cutover/active` answers `<color> <upstream>`.
+/// What `/.cutover/active` answers: `<color> <upstream> <project>`; includes rendered by
+/// older versions or custom templates may say `<color> <upstream>` or `<color>` alone.
+pub(super) struct Marker<'a> {
+    color: &'a str,
+    upstream: Option<&'a str>,
+    project: Option<&'a str>,
+}
+
+impl<'a> Marker<'a> {
+    pub fn parse(body: &'a str) -> Marker<'a> {
+        let mut words = body.split_whitespace();
+        Marker {
+            color: words.next().unwrap_or_default(),
+            upstream: words.next(),
+            project: words.next(),
+        }
+    }
+
+    /// The color this marker names, when it is this project's: the name of a color, this
+    /// project's upstream for it, this project's name. Several projects share one nginx, so a
+    /// marker that names only a color may be another project's (routed by Host).
+    pub fn ours(&self, config: &crate::config::Config) -> Result<Color, String> {
+        let color = Color::ALL
+            .into_iter()
+            .find(|c| c.as_str() == self.color)
+            .ok_or_else(|| format!("`{}` is not a color", self.color))?;
+        if let Some(project) = self.project.filter(|p| *p != config.project.as_str()) {
+            return Err(format!(
+                "it is project {project}'s marker, not {}'s",
+                config.project
+            ));
+        }
+        let expected = crate::render::upstream_url(config, color);
+        if let Some(upstream) = self.upstream.filter(|u| *u != expected) {
+            return Err(format!(
+                "its upstream {upstream} is not this project's {color} ({expected})"
+            ));
+        }
+        Ok(color)
+    }
+}
+
+/// Asks nginx which color it serves: `/.cutover/active` answers `<color> <upstream> <project>`.
 pub fn ask_nginx(config: &crate::config::Config) -> Served {
     let url = format!("{}/.cutover/active", config.nginx.probe_base());
     match Prober::new(Duration::from_secs(2)).get(&url, config.nginx.probe_host()) {
-        Answer::Status { code: 200, body } => {
-            let first = body.split_whitespace().next().unwrap_or_default();
-            match Color::ALL.into_iter().find(|c| c.as_str() == first) {
-                Some(c) => Served::Color(c),
-                None => Served::Unmarked(format!("{url} answered {:?}", body.trim())),
-            }
-        }
+        Answer::Status { code: 200, body } => match Marker::parse(&body).ours(config) {
+            Ok(c) => Served::Color(c),
+            Err(why) => Served::Unmarked(format!("{url} answered {:?}: {why}", body.trim())),
+        },
         Answer::Status { code, .. } => Served::Unmarked(format!("{url} answered HTTP {code}")),
         Answer::NoAnswer(why) => Served::Unreachable(format!("{url}: {why}")),
     }
@@ -196,4 +235,44 @@ pub fn health_url(loaded: &Loaded, color: Color) -> String {
         config.colors.port(color),
         config.app.health.path
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(project: &str, blue: u16) -> crate::config::Config {
+        let text = format!(
+            "project: {project}\napp: {{ name: web, image: example/web, port: 3000, memory: 64M }}\ncolors: {{ blue: {blue}, green: {} }}\n",
+            blue + 1
+        );
+        crate::config::Config::from_yaml(&text, std::path::Path::new("cutover.yml")).unwrap()
+    }
+
+    #[test]
+    fn a_marker_is_ours_only_with_our_project_and_upstream() {
+        let two = config("two", 9011);
+        let ours = Marker::parse("blue http://127.0.0.1:9011 two\n").ours(&two);
+        assert_eq!(ours, Ok(Color::Blue));
+        // Project one's include, served for project two's name (a Host collision): its color
+        // is `blue` too, and must not pass for project two's.
+        let theirs = Marker::parse("blue http://127.0.0.1:8081 one\n").ours(&two);
+        assert!(
+            theirs
+                .as_ref()
+                .unwrap_err()
+                .contains("project one's marker"),
+            "{theirs:?}"
+        );
+        let old_format = Marker::parse("blue http://127.0.0.1:8081\n").ours(&two);
+        assert!(old_format
+            .unwrap_err()
+            .contains("is not this project's blue"));
+        assert_eq!(
+            Marker::parse("green http://127.0.0.1:9012").ours(&two),
+            Ok(Color::Green)
+        );
+        assert_eq!(Marker::parse("green").ours(&two), Ok(Color::Green));
+        assert!(Marker::parse("purple x two").ours(&two).is_err());
+    }
 }

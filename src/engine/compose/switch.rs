@@ -21,7 +21,7 @@ pub fn probe_through_nginx(config: &Config, to: Color) -> Result<Option<String>,
             let marker = prober.get(&marker_url, host);
             match &marker {
                 Answer::Status { code: 200, body }
-                    if body.split_whitespace().next() == Some(to.as_str()) => {}
+                    if super::observe::Marker::parse(body).ours(config) == Ok(to) => {}
                 Answer::Status { code: 404, .. } => {
                     note = Some(
                         "the nginx include has no /.cutover/active; checked the health path only"
