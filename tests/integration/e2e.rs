@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use cutover::demo::{http_get, Load};
 
 use crate::common::{free_port, require};
-use crate::project::{App, Project, Run};
+use crate::harness::project::{App, Project, Run};
 
 /// Docker, nginx and the demo images are required; without them the test is skipped loudly
 /// (and fails under CI).

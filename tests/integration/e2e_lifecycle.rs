@@ -14,7 +14,7 @@ use serde_json::json;
 
 use crate::common::require;
 use crate::e2e::ready;
-use crate::project::{App, Project};
+use crate::harness::project::{App, Project};
 
 pub const H1: &str = "cutover-demo-lifecycle:v1";
 pub const H2: &str = "cutover-demo-lifecycle:v2";

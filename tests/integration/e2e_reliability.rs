@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use cutover::demo::Load;
 
 use crate::e2e::ready;
-use crate::project::{App, Project};
+use crate::harness::project::{App, Project};
 
 /// The id of `service`'s running container.
 fn container_of(project: &Project, service: &str) -> String {

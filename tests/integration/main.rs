@@ -2,22 +2,21 @@
 //! in a temp dir. Tests that need an outside tool (docker, nginx, age) call
 //! [`common::require`]: without the tool they say so loudly and skip, and with `CI` set they
 //! fail instead. Every run gets its own HOME and XDG dirs ([`common::isolate`]), never the
-//! user's; deploy tests build their project with [`project::Project`].
+//! user's; deploy tests build their project with [`harness::project::Project`].
 
 mod bootstrap;
 mod child_env;
 mod ci_scaffold;
 mod cli;
-mod common;
 mod config;
 mod e2e;
 mod e2e_lifecycle;
 mod e2e_reliability;
+mod harness;
 mod history;
 mod layers;
 mod maintenance;
 mod multi_app;
-mod project;
 mod registry;
 mod release;
 mod reliability;
@@ -28,3 +27,6 @@ mod ship;
 mod swarm;
 mod tls;
 mod workers;
+
+// `crate::common::…` names the helpers wherever tests use them (history.rs among them).
+use harness::common;

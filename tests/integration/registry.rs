@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{free_port, json_to_yaml, repo_root, require, yaml_to_json};
-use crate::project::{App, Project, Run};
+use crate::harness::project::{App, Project, Run};
 use crate::remote::{files_containing, sh, sh_ok};
 
 const USER: &str = "deployer";

@@ -12,7 +12,7 @@ use crate::common::{
     cutover, free_port, json_to_yaml, loud, project_from_fixture, require, set_key, yaml_to_json,
 };
 use crate::e2e::ready;
-use crate::project::{App, Project, Run};
+use crate::harness::project::{App, Project, Run};
 
 /// The minimal fixture with its include and listen address pointed into `prefix`, rendered
 /// to `out/`, and a local nginx started on a site that listens on `listens` (each an nginx

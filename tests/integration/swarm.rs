@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use cutover::demo::{http_get, Load};
 
 use crate::common::{require, yaml_to_json};
-use crate::project::{App, Project};
+use crate::harness::project::{App, Project};
 
 // ---- render ------------------------------------------------------------------------------
 
@@ -364,7 +364,7 @@ impl Project {
     }
 
     /// `cutover deploy --engine swarm ARGS`.
-    fn swarm_deploy(&self, args: &[&str]) -> crate::project::Run {
+    fn swarm_deploy(&self, args: &[&str]) -> crate::harness::project::Run {
         self.cutover(["deploy", "--engine", "swarm"].iter().chain(args))
     }
 }

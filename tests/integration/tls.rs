@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 
 use crate::common::{free_port, require};
-use crate::project::{App, Project, Run};
+use crate::harness::project::{App, Project, Run};
 
 const DOMAIN: &str = "app.cutover.test";
 

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 
 use crate::common::require;
 
-use crate::project::{App, Project};
+use crate::harness::project::{App, Project};
 
 const REPO: &str = "cutover-demo-workers";
 const W1: &str = "cutover-demo-workers:v1";

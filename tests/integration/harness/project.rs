@@ -20,7 +20,9 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{cutover_command, fixture, free_port, json_to_yaml, regex_escape, repo_root};
+use crate::harness::common::{
+    cutover_command, fixture, free_port, json_to_yaml, regex_escape, repo_root,
+};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -275,7 +277,9 @@ impl Project {
         assert_eq!(app.engine, Engine::Compose);
         let mut project = Project::named("cutover-e2e");
         project.engine = Some(Engine::Compose);
-        project.held.push(Box::new(crate::common::compose_hold()));
+        project
+            .held
+            .push(Box::new(crate::harness::common::compose_hold()));
         if app.secrets {
             project = project.demo_secrets();
         }
@@ -310,7 +314,9 @@ impl Project {
         );
         let mut project = Project::named("cutover-e2e");
         project.engine = Some(Engine::Compose);
-        project.held.push(Box::new(crate::common::compose_hold()));
+        project
+            .held
+            .push(Box::new(crate::harness::common::compose_hold()));
         project.port = host.port;
         project.shared_prefix = Some(host.prefix());
         project.write_config(&app);

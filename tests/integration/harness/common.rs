@@ -46,8 +46,8 @@ pub fn isolate(cmd: &mut Command, home: &Path) {
         .env("NO_COLOR", "1");
 }
 
-/// The HOME of runs that are not part of a [`crate::project::Project`] (which has its own):
-/// one per test binary build, under cargo's target tmp dir, never the user's.
+/// The HOME of runs that are not part of a [`crate::harness::project::Project`] (which has
+/// its own): one per test binary build, under cargo's target tmp dir, never the user's.
 pub fn shared_home() -> PathBuf {
     let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-home");
     std::fs::create_dir_all(&home).expect("create the shared test HOME");
