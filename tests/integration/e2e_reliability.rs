@@ -6,8 +6,7 @@ use std::time::{Duration, Instant};
 
 use cutover::demo::Load;
 
-use crate::e2e::ready;
-use crate::harness::project::{App, Project};
+use crate::harness::project::{nginx_words, ready, script, App, Project};
 
 /// The id of `service`'s running container.
 fn container_of(project: &Project, service: &str) -> String {
@@ -74,24 +73,6 @@ fn e2e_new_color_dying_after_the_switch_switches_back_to_the_old_one() {
     let last = project.history().pop().unwrap();
     assert_eq!(last["result"], "failed");
     assert_eq!(project.status_json()["active"], "blue");
-}
-
-/// Writes `script` (sh) into the project and returns its path.
-fn script(project: &Project, name: &str, body: &str) -> String {
-    let path = project.path().join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.display().to_string()
-}
-
-/// A shell word list of the local nginx's argv with `extra`.
-fn nginx_words(project: &Project, extra: &[&str]) -> String {
-    cutover::nginx::LocalNginx::argv(&project.prefix(), extra)
-        .iter()
-        .map(|w| format!("'{w}'"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[test]

@@ -18,7 +18,7 @@ mod layers;
 mod maintenance;
 mod multi_app;
 mod registry;
-mod release;
+mod release_artifact;
 mod reliability;
 mod remote;
 mod render;

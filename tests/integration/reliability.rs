@@ -8,11 +8,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use crate::common::{
-    cutover, free_port, json_to_yaml, loud, project_from_fixture, require, set_key, yaml_to_json,
-};
-use crate::e2e::ready;
-use crate::harness::project::{App, Project, Run};
+use crate::common::{cutover, free_port, loud, project_from_fixture, require, set_key};
+use crate::harness::project::{edit_config, ready, shown, App, Project, Run};
 
 /// The minimal fixture with its include and listen address pointed into `prefix`, rendered
 /// to `out/`, and a local nginx started on a site that listens on `listens` (each an nginx
@@ -223,14 +220,6 @@ fn active_marker_answers_loopback_clients_only() {
     }
 }
 
-/// Rewrites the project's cutover.yml through `edit` (as JSON).
-fn edit_config(project: &Project, edit: impl FnOnce(&mut serde_json::Value)) {
-    let path = project.path().join("cutover.yml");
-    let mut config = yaml_to_json(&std::fs::read_to_string(&path).unwrap());
-    edit(&mut config);
-    std::fs::write(&path, json_to_yaml(&config)).unwrap();
-}
-
 /// Every file under the state dir, with its contents (lossy UTF-8).
 fn state_files(dir: &Path) -> Vec<(PathBuf, String)> {
     let mut files = Vec::new();
@@ -303,14 +292,6 @@ fn e2e_dollar_in_image_or_command_never_interpolates_a_secret() {
     }
     let history = project.cutover(["history"]).success();
     assert!(!history.stdout.contains(DB_PASSWORD), "{history}");
-}
-
-/// `secrets show NAME --json` of the project.
-fn shown(project: &Project, name: &str) -> serde_json::Value {
-    project
-        .cutover(["secrets", "show", name, "--json"])
-        .success()
-        .stdout_json()
 }
 
 /// `secrets set` drops exactly one trailing newline from stdin (what `echo` adds) and says so;

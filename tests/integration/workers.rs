@@ -12,28 +12,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::require;
-
-use crate::harness::project::{App, Project};
-
-const REPO: &str = "cutover-demo-workers";
-const W1: &str = "cutover-demo-workers:v1";
-const W2: &str = "cutover-demo-workers:v2";
-
-pub fn ready() -> bool {
-    if !require("docker", "run end-to-end deploys") || !require("nginx", "run end-to-end deploys") {
-        return false;
-    }
-    if [W1, W2].iter().all(|i| cutover::docker::images::exists(i)) {
-        return true;
-    }
-    let msg = "demo images cutover-demo-workers:v1/v2 are missing (run scripts/demo-image.sh --repo cutover-demo-workers v1 v2)";
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}; CI is set, so this is a failure");
-    }
-    crate::common::loud(&format!("*** SKIPPED: {msg} ***"));
-    false
-}
+use crate::harness::project::Project;
+use crate::harness::workers_app::{app, ready, W1, W2};
 
 /// A scheduler that must never run twice and a collector that may overlap.
 fn two_workers() -> Value {
@@ -46,45 +26,6 @@ fn two_workers() -> Value {
             "health": { "command": ["/app", "ready"], "interval": "200ms", "timeout": "20s" },
         },
     })
-}
-
-fn app(workers: Value) -> App {
-    App::compose()
-        .image(REPO)
-        .startup_delay_ms(200)
-        .workers(workers)
-}
-
-impl Project {
-    /// Running containers of one worker (both colors), as (service, image).
-    fn running_worker(&self, name: &str) -> Vec<(String, String)> {
-        cutover::docker::compose::containers_of(&self.name)
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.running() && c.service.starts_with(&format!("web-{name}-")))
-            .map(|c| (c.service, c.image))
-            .collect()
-    }
-
-    fn running_worker_ids(&self, name: &str) -> Vec<String> {
-        cutover::docker::compose::containers_of(&self.name)
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.running() && c.service.starts_with(&format!("web-{name}-")))
-            .map(|c| c.id)
-            .collect()
-    }
-
-    fn status_worker(&self, name: &str) -> Value {
-        let status = self.status_json();
-        status["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no worker {name} in status: {status}"))
-    }
 }
 
 /// Samples the running containers of each worker every 50 ms until stopped; returns the
