@@ -709,6 +709,8 @@ impl Project {
         insta::with_settings!({
             filters => filters,
             prepend_module_to_snapshot => false,
+            // Beside the tests, not beside this file: tests/integration/snapshots/.
+            snapshot_path => "../snapshots",
             omit_expression => true,
         }, {
             insta::assert_snapshot!(name, &run.stderr);
