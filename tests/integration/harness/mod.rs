@@ -20,6 +20,22 @@
 //!
 //! (The load client, `cutover::demo::Load`, is the crate's own: the demo and the benchmarks
 //! use it too.)
+//!
+//! ## The compose matrix: `e2e_*`
+//!
+//! A test whose function name starts with `e2e_` is a compose-matrix test: scripts/test.sh
+//! runs it twice, with `docker compose` (v2) in the workspace pass and again with
+//! `CUTOVER_COMPOSE=docker-compose` (v1), selected by the filter `::e2e_`:
+//!
+//! ```text
+//! CUTOVER_COMPOSE=docker-compose cargo test --test integration ::e2e_
+//! ```
+//!
+//! The `::` anchors the filter at the start of a function name (every test lives in a module:
+//! `deploy::e2e_full_cycle…`), so neither a file's name nor a word inside a name selects a
+//! test: only the prefix does. Name a test `e2e_` when what it proves could differ between
+//! the compose flavours (a deploy, a rollback, a failure path on the real engine); the swarm
+//! tests so named are selected too and skip themselves there (swarm uses no compose).
 
 pub mod acme;
 pub mod artifact;
