@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use crate::harness::common::{free_port, loud, repo_root};
 
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
-pub(crate) const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+const TRIPLE: &str = "x86_64-unknown-linux-gnu";
 
 pub(crate) fn name() -> String {
     format!("cutover-{VERSION}-{TRIPLE}")

@@ -96,7 +96,7 @@ impl Registry {
     }
 
     /// `docker` with this registry's credential store.
-    pub(crate) fn docker(&self, script: &str) -> String {
+    fn docker(&self, script: &str) -> String {
         let out = Command::new("sh")
             .args(["-c", script])
             .env("DOCKER_CONFIG", &self.docker_config)

@@ -85,7 +85,7 @@ pub(crate) fn laptop_engine() -> Option<String> {
 }
 
 /// A shell command against the laptop's engine.
-pub(crate) fn laptop(host: &str, script: &str) -> std::process::Output {
+fn laptop(host: &str, script: &str) -> std::process::Output {
     Command::new("sh")
         .args(["-c", script])
         .env("DOCKER_HOST", host)
@@ -93,7 +93,7 @@ pub(crate) fn laptop(host: &str, script: &str) -> std::process::Output {
         .unwrap()
 }
 
-pub(crate) fn laptop_ok(host: &str, script: &str) -> String {
+fn laptop_ok(host: &str, script: &str) -> String {
     let out = laptop(host, script);
     assert!(
         out.status.success(),

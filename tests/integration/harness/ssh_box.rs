@@ -74,7 +74,7 @@ pub(crate) fn deploy_ready() -> bool {
 
 /// Creates the box user once per test run (idempotent across runs), with docker access and a
 /// compose v2 plugin in its own ~/.docker when this run has one.
-pub(crate) fn box_user() {
+fn box_user() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         if !sh(&format!("id {BOX_USER}")).status.success() {
@@ -669,7 +669,7 @@ impl Background {
     }
 }
 
-pub(crate) trait WaitOrKill {
+trait WaitOrKill {
     fn wait_timeout_or_kill(&mut self, limit: Duration) -> Option<i32>;
 }
 

@@ -21,7 +21,7 @@ use crate::harness::project::{App, Project};
 /// How many tests hold the swarm, and whether we created it (then the last one leaves).
 static SWARM: Mutex<(usize, bool)> = Mutex::new((0, false));
 
-pub(crate) struct SwarmGuard;
+struct SwarmGuard;
 
 impl SwarmGuard {
     pub(crate) fn acquire() -> Option<SwarmGuard> {
@@ -72,7 +72,7 @@ impl Drop for SwarmGuard {
     }
 }
 
-pub(crate) fn fail_or_skip(msg: &str) {
+fn fail_or_skip(msg: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("{msg} (CI is set, so this is a failure)");
     }
@@ -106,7 +106,7 @@ pub(crate) fn swarm_ready() -> bool {
 /// The swarm tests gate rollouts on `/app healthcheck`; an image built before that mode
 /// existed would start a second server instead and never report healthy. With nothing
 /// listening, the mode answers at once with exit 1 and a `/health:` line.
-pub(crate) fn has_healthcheck_mode(image: &str) -> Result<(), String> {
+fn has_healthcheck_mode(image: &str) -> Result<(), String> {
     let name = format!(
         "cutover-hc-probe-{}-{}",
         std::process::id(),
@@ -143,7 +143,7 @@ pub(crate) fn has_healthcheck_mode(image: &str) -> Result<(), String> {
 /// Why the routing mesh cannot work on this machine, when that is provable: swarm's ingress
 /// load balancing is IPVS, and a kernel built without it has no /proc/net/ip_vs (dockerd
 /// logs "Could not get ipvs family information from the kernel").
-pub(crate) fn kernel_without_ipvs() -> Option<String> {
+fn kernel_without_ipvs() -> Option<String> {
     if Path::new("/proc/net/ip_vs").exists() {
         return None;
     }
