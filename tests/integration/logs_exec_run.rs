@@ -10,6 +10,7 @@ use serde_json::json;
 
 use crate::harness::lifecycle_app::{lifecycle_app, lifecycle_ready, H1};
 use crate::harness::project::Project;
+// `ready` and `app` of the workers images: the logs and exec test deploys them.
 use crate::harness::workers_app::{app, ready, W1};
 
 #[test]

@@ -864,6 +864,32 @@ fn set_creates_a_missing_file_and_values_round_trip_through_quoting() {
     assert_eq!(p.show_json("fresh")["WEIRD"], value);
 }
 
+/// `secrets set` drops exactly one trailing newline from stdin (what `echo` adds) and says so;
+/// a second one is kept.
+#[test]
+fn secrets_set_says_when_it_drops_the_trailing_newline() {
+    let project = Project::new().demo_secrets();
+    let set = |key: &str, stdin: &str| {
+        project
+            .cutover_with_stdin(["secrets", "set", "prod", key], stdin)
+            .success()
+            .stderr
+    };
+    let said = set("ECHOED", "pw\n");
+    assert!(said.contains("without the one trailing newline"), "{said}");
+    let said = set("CRLF", "pw\r\n");
+    assert!(said.contains("without the one trailing CRLF"), "{said}");
+    let said = set("KEPT", "pw\n\n");
+    assert!(said.contains("without the one trailing newline"), "{said}");
+    let said = set("EXACT", "pw");
+    assert!(!said.contains("trailing"), "{said}");
+    let values = shown(&project, "prod");
+    assert_eq!(values["ECHOED"], "pw");
+    assert_eq!(values["CRLF"], "pw");
+    assert_eq!(values["KEPT"], "pw\n");
+    assert_eq!(values["EXACT"], "pw");
+}
+
 // --- edit ---------------------------------------------------------------------------------
 
 #[test]
@@ -1341,30 +1367,4 @@ fn e2e_dollar_in_image_or_command_never_interpolates_a_secret() {
     }
     let history = project.cutover(["history"]).success();
     assert!(!history.stdout.contains(DB_PASSWORD), "{history}");
-}
-
-/// `secrets set` drops exactly one trailing newline from stdin (what `echo` adds) and says so;
-/// a second one is kept.
-#[test]
-fn secrets_set_says_when_it_drops_the_trailing_newline() {
-    let project = Project::new().demo_secrets();
-    let set = |key: &str, stdin: &str| {
-        project
-            .cutover_with_stdin(["secrets", "set", "prod", key], stdin)
-            .success()
-            .stderr
-    };
-    let said = set("ECHOED", "pw\n");
-    assert!(said.contains("without the one trailing newline"), "{said}");
-    let said = set("CRLF", "pw\r\n");
-    assert!(said.contains("without the one trailing CRLF"), "{said}");
-    let said = set("KEPT", "pw\n\n");
-    assert!(said.contains("without the one trailing newline"), "{said}");
-    let said = set("EXACT", "pw");
-    assert!(!said.contains("trailing"), "{said}");
-    let values = shown(&project, "prod");
-    assert_eq!(values["ECHOED"], "pw");
-    assert_eq!(values["CRLF"], "pw");
-    assert_eq!(values["KEPT"], "pw\n");
-    assert_eq!(values["EXACT"], "pw");
 }
