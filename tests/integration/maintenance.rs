@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use cutover::demo::{http_get_as, Load};
 
-use crate::e2e::ready;
-use crate::project::{App, Project};
+use crate::harness::project::ready;
+use crate::harness::project::{App, Project};
 
 /// `maintenance on` with a message that needs escaping and a Retry-After of 90 s.
 const ON: [&str; 6] = [

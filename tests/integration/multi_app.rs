@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use cutover::demo::{http_get_as, Load};
 
-use crate::e2e::ready;
-use crate::project::{App, Project};
+use crate::harness::project::ready;
+use crate::harness::project::{App, Project};
 
 /// What one project owns on the box, to compare before and after the other's commands.
 #[derive(Debug, PartialEq, Eq)]

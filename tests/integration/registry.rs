@@ -2,135 +2,20 @@
 //! password from the encrypted secrets, then a `pull` step before anything starts, against a
 //! REAL registry: Debian's `docker-registry` (the distribution registry) on a loopback port
 //! with htpasswd (bcrypt) basic auth. Docker treats 127.0.0.0/8 registries as insecure, so
-//! plain HTTP works with auth (verified on Docker 20.10): no TLS, no machine-global state.
+//! plain HTTP works with auth (verified on Docker 20.10): no TLS, no machine-global state
+//! (the registry is harness/docker_registry.rs).
 //!
 //! The docker credential store is a temp `DOCKER_CONFIG` per test (its `cli-plugins` linked
 //! to the real one, so compose v2 stays reachable): the tests never log the machine in.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
 
-use crate::common::{free_port, json_to_yaml, repo_root, require, yaml_to_json};
-use crate::project::{App, Project, Run};
-use crate::remote::{files_containing, sh, sh_ok};
-
-const USER: &str = "deployer";
-
-/// A registry on 127.0.0.1:<port>, killed on drop.
-struct Registry {
-    child: Option<std::process::Child>,
-    dir: tempfile::TempDir,
-    port: u16,
-    /// A DOCKER_CONFIG of its own (credentials), plugins linked from the real one.
-    docker_config: PathBuf,
-}
-
-impl Registry {
-    fn ready() -> bool {
-        require("docker-registry", "run a real registry for registry: tests")
-            && require("htpasswd", "write the registry's bcrypt password file")
-            && require("docker", "push and pull")
-            && require("nginx", "serve the deploys")
-            && require("age", "encrypt the registry password")
-    }
-
-    fn start(password: &str) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let port = free_port();
-        sh_ok(&format!(
-            "htpasswd -Bbn {USER} '{password}' > {}/htpasswd",
-            d.display()
-        ));
-        std::fs::write(
-            d.join("config.yml"),
-            format!(
-                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n\
-                 http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: cutover-test\n    path: {d}/htpasswd\n",
-                d = d.display()
-            ),
-        )
-        .unwrap();
-        let docker_config = d.join("docker-config");
-        std::fs::create_dir_all(&docker_config).unwrap();
-        let real = std::env::var_os("DOCKER_CONFIG")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap()).join(".docker"));
-        if real.join("cli-plugins").exists() {
-            std::os::unix::fs::symlink(real.join("cli-plugins"), docker_config.join("cli-plugins"))
-                .unwrap();
-        }
-        let mut registry = Registry {
-            child: None,
-            dir,
-            port,
-            docker_config,
-        };
-        registry.serve();
-        registry
-    }
-
-    fn serve(&mut self) {
-        let child = Command::new("docker-registry")
-            .arg("serve")
-            .arg(self.dir.path().join("config.yml"))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "the registry did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    /// `docker` with this registry's credential store.
-    fn docker(&self, script: &str) -> String {
-        let out = Command::new("sh")
-            .args(["-c", script])
-            .env("DOCKER_CONFIG", &self.docker_config)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "`{script}`: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// Pushes `from` as `<server>/<repo>:<tag>` and removes the local tag, so a deploy must pull.
-    fn push(&self, password: &str, from: &str, image: &str) {
-        self.docker(&format!(
-            "printf '%s' '{password}' | docker login --password-stdin -u {USER} {} >/dev/null 2>&1 && \
-             docker tag {from} {image} && docker push -q {image} >/dev/null && docker rmi {image} >/dev/null && \
-             docker logout {} >/dev/null",
-            self.server(),
-            self.server()
-        ));
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use crate::harness::common::{
+    files_containing, json_to_yaml, repo_root, sh, sh_ok, texts, yaml_to_json,
+};
+use crate::harness::docker_registry::{Registry, USER};
+use crate::harness::project::{App, Project, Run};
 
 /// `secrets/registry.env.age` holding `REGISTRY_PASSWORD=<password>`, encrypted with `age`.
 fn write_secret(project: &Path, password: &str) {
@@ -330,7 +215,7 @@ impl Drop for Untag {
 /// store; the password travels inside the encrypted file only.
 #[test]
 fn registry_login_and_pull_happen_on_the_box_with_host() {
-    if !Registry::ready() || !crate::remote::deploy_ready() {
+    if !Registry::ready() || !crate::harness::ssh_box::deploy_ready() {
         return;
     }
     let password = format!("pw-box-{}-Zq9x", std::process::id());
@@ -339,7 +224,8 @@ fn registry_login_and_pull_happen_on_the_box_with_host() {
     let repo = format!("{server}/cutover-reg-box-{}", std::process::id());
     let _untag = Untag(repo.clone());
     registry.push(&password, "cutover-demo:v1", &format!("{repo}:v1"));
-    let p = crate::remote::Project::new(crate::remote::Setup::with_secrets());
+    let p =
+        crate::harness::ssh_box::RemoteProject::new(crate::harness::ssh_box::Setup::with_secrets());
     write_secret(p.path(), &password);
     let config = std::fs::read_to_string(p.path().join("cutover.yml")).unwrap();
     let config = config
@@ -356,12 +242,12 @@ fn registry_login_and_pull_happen_on_the_box_with_host() {
     )
     .unwrap();
     let out = p.remote(&["deploy", "--image", &format!("{repo}:v1")]);
-    let (stdout, stderr) = crate::remote::texts(&out);
+    let (stdout, stderr) = texts(&out);
     // The box user's credential store is shared by the tests: log it out again.
     let _ = sh(&format!(
         "runuser -u {} -- env DOCKER_CONFIG=$(getent passwd {} | cut -d: -f6)/.docker docker logout {server} >/dev/null 2>&1",
-        crate::remote::BOX_USER,
-        crate::remote::BOX_USER
+        crate::harness::ssh_box::BOX_USER,
+        crate::harness::ssh_box::BOX_USER
     ));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(

@@ -1,25 +1,32 @@
 //! `cutover secrets …` end to end: every subcommand, every bad input of issue #3, interop with
 //! the real `age` CLI both ways, hermetic parsing, and scans proving no plaintext is left on
 //! disk. Each test gets its own project dir, identity copy (git does not keep 0600) and
-//! config dir, so nothing reads the developer's real identity.
+//! config dir, so nothing reads the developer's real identity. And secrets in a deploy: they
+//! reach the app only through its environment, rotate with a redeploy, and are never
+//! interpolated by compose (`$` in an image or command). The limits on a value's size are in
+//! secret_limits.rs; what child processes get, in child_env.rs.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::process::Command as StdCommand;
 
 use crate::common::{cutover, fixture, repo_root, require};
+use crate::harness::project::{edit_config, ready, shown, App, Project, Run};
 
-/// A temp project with recipients.txt listing the test identity, and that identity copied
-/// to a 0600 file.
-struct Project {
+/// A temp project dir for the `secrets` commands: recipients.txt listing the test identity,
+/// that identity copied to a 0600 file, an empty per-user config, runs through assert_cmd.
+/// Not a [`crate::harness::project::Project`] (no cutover.yml, ports or engine): a name of
+/// its own.
+struct SecretsDir {
     tmp: tempfile::TempDir,
 }
 
-impl Project {
+impl SecretsDir {
     fn new() -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let p = Project { tmp };
+        let p = SecretsDir { tmp };
         fs::create_dir_all(p.dir().join("secrets")).unwrap();
         fs::create_dir_all(p.config_home()).unwrap();
         fs::create_dir_all(p.home()).unwrap();
@@ -220,7 +227,7 @@ fn fails_with(cmd: &mut assert_cmd::Command, expect: &[&str], secret: &str) -> S
 }
 
 /// An editor: a shell script that runs `body` with the file as $1.
-fn editor(p: &Project, body: &str) -> PathBuf {
+fn editor(p: &SecretsDir, body: &str) -> PathBuf {
     let path = p.root().join(format!("editor-{}.sh", marker("")));
     fs::write(&path, format!("#!/bin/sh\nset -e\n{body}\n")).unwrap();
     chmod(&path, 0o755);
@@ -240,7 +247,7 @@ fn test_public_key() -> String {
 
 #[test]
 fn keygen_writes_0600_create_new_and_prints_the_public_key() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let out_path = p.root().join("keys/id.txt");
     let out = p
         .bare()
@@ -276,7 +283,7 @@ fn keygen_writes_0600_create_new_and_prints_the_public_key() {
 
 #[test]
 fn keygen_defaults_to_the_per_user_path_and_add_appends_the_recipient() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let out = p
         .bare()
         .args(["secrets", "keygen", "--add"])
@@ -307,7 +314,7 @@ fn keygen_defaults_to_the_per_user_path_and_add_appends_the_recipient() {
 
 #[test]
 fn encrypt_then_show_text_keys_and_json() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let text = "# db\nDB_PASSWORD=\"pa ss\"\nexport API_KEY=abc123\n";
     p.encrypt("prod", text);
     let secret = p.secret("prod");
@@ -341,7 +348,7 @@ fn encrypt_then_show_text_keys_and_json() {
 
 #[test]
 fn encrypt_derives_names_and_refuses_to_replace_or_double_encrypt() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let plain = p.root().join(".env.staging");
     fs::write(&plain, "A=1\n").unwrap();
     p.cmd()
@@ -375,7 +382,7 @@ fn encrypt_derives_names_and_refuses_to_replace_or_double_encrypt() {
 
 #[test]
 fn the_bundled_demo_secrets_decrypt_with_the_test_identity() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     fs::copy(repo_root().join("secrets/demo.env.age"), p.secret("demo")).unwrap();
     let json = p.show_json("demo");
     assert!(
@@ -391,7 +398,7 @@ fn a_file_made_by_the_age_cli_decrypts_with_cutover() {
     if !require("age", "check interop with the age CLI") {
         return;
     }
-    let p = Project::new();
+    let p = SecretsDir::new();
     let plain = p.root().join("plain.env");
     fs::write(&plain, "FROM_AGE=yes\nSPACED=hello world\n").unwrap();
     for (name, armor) in [("armored", true), ("binary", false)] {
@@ -415,7 +422,7 @@ fn a_file_made_by_cutover_decrypts_with_the_age_cli() {
     if !require("age", "check interop with the age CLI") {
         return;
     }
-    let p = Project::new();
+    let p = SecretsDir::new();
     let text = "TO_AGE=yes\nMULTI=\"a\nb\"\n";
     p.encrypt("prod", text);
     let out = StdCommand::new("age")
@@ -438,7 +445,7 @@ fn ssh_ed25519_recipients_and_identities_work_both_ways() {
     if !require("ssh-keygen", "make an ssh-ed25519 key") || !require("age", "check ssh interop") {
         return;
     }
-    let p = Project::new();
+    let p = SecretsDir::new();
     let key = p.root().join("id_ed25519");
     let status = StdCommand::new("ssh-keygen")
         .args(["-q", "-t", "ed25519", "-N", "", "-C", "deploy@box", "-f"])
@@ -474,7 +481,7 @@ fn ssh_ed25519_recipients_and_identities_work_both_ways() {
 
 #[test]
 fn cutover_age_key_holds_the_identity_itself() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("prod", "A=1\n");
     let key = fs::read_to_string(p.identity()).unwrap();
     let key = key
@@ -492,7 +499,7 @@ fn cutover_age_key_holds_the_identity_itself() {
 
 #[test]
 fn an_identity_readable_by_others_is_refused_with_the_fix() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("prod", "A=1\n");
     chmod(&p.identity(), 0o644);
     let se = fails_with(
@@ -505,7 +512,7 @@ fn an_identity_readable_by_others_is_refused_with_the_fix() {
 
 #[test]
 fn no_identity_says_how_to_make_one() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("prod", "A=1\n");
     let before = p.snapshot();
     fails_with(
@@ -537,7 +544,7 @@ fn no_identity_says_how_to_make_one() {
 
 #[test]
 fn a_public_key_passed_as_identity_is_explained() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("prod", "A=1\n");
     let wrong = p.root().join("pub.txt");
     fs::write(&wrong, format!("{}\n", test_public_key())).unwrap();
@@ -556,7 +563,7 @@ fn a_public_key_passed_as_identity_is_explained() {
 
 #[test]
 fn wrong_identity_is_a_clear_error_and_changes_nothing() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let secret = marker("wrongid");
     p.encrypt("prod", &format!("A={secret}\n"));
     let other = p.root().join("other.txt");
@@ -584,7 +591,7 @@ fn wrong_identity_is_a_clear_error_and_changes_nothing() {
 
 #[test]
 fn truncated_and_tampered_files_are_refused() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let secret = marker("tamper");
     p.encrypt("prod", &format!("A={secret}\nB=2\n"));
     let good = fs::read_to_string(p.secret("prod")).unwrap();
@@ -620,7 +627,7 @@ fn truncated_and_tampered_files_are_refused() {
 
 #[test]
 fn empty_recipients_file_is_refused_before_writing() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("prod", "A=1\n");
     fs::write(p.recipients(), "# nobody yet\n\n").unwrap();
     let plain = p.root().join("new.env");
@@ -648,7 +655,7 @@ fn empty_recipients_file_is_refused_before_writing() {
 
 #[test]
 fn a_malformed_recipient_line_is_named() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("prod", "A=1\n");
     let good = fs::read_to_string(p.recipients()).unwrap();
     fs::write(p.recipients(), format!("{good}\nage1notakey\n")).unwrap();
@@ -677,7 +684,7 @@ fn a_malformed_recipient_line_is_named() {
 
 #[test]
 fn a_plaintext_env_where_an_encrypted_file_is_expected_is_detected() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let secret = marker("plain");
     fs::write(p.secret("prod"), format!("DB_PASSWORD={secret}\n")).unwrap();
     let before = p.snapshot();
@@ -705,7 +712,7 @@ fn a_plaintext_env_where_an_encrypted_file_is_expected_is_detected() {
 
 #[test]
 fn duplicate_keys_name_file_line_and_key_but_not_the_value() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let secret = marker("dup");
     let plain = p.root().join("dup.env");
     fs::write(&plain, format!("A=1\nTOKEN={secret}\nTOKEN={secret}\n")).unwrap();
@@ -733,7 +740,7 @@ fn duplicate_keys_name_file_line_and_key_but_not_the_value() {
 
 #[test]
 fn other_rejected_lines_never_echo_the_value() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let secret = marker("line");
     for (text, expect) in [
         (format!("{secret}\n"), "bad.env:1"),
@@ -756,7 +763,7 @@ fn other_rejected_lines_never_echo_the_value() {
 
 #[test]
 fn parsing_is_hermetic_nothing_comes_from_the_host_environment() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt(
         "prod",
         "A=$CUTOVER_HOST_LEAK\nB=\"${CUTOVER_HOST_LEAK}x\"\nC='$CUTOVER_HOST_LEAK'\nD=$A\n",
@@ -786,7 +793,7 @@ fn parsing_is_hermetic_nothing_comes_from_the_host_environment() {
 
 #[test]
 fn set_reads_stdin_generate_makes_random_values_and_unset_removes() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("prod", "# keep me\nA=1\n");
     p.cmd()
         .args(["secrets", "set", "prod", "PASS"])
@@ -838,7 +845,7 @@ fn set_reads_stdin_generate_makes_random_values_and_unset_removes() {
 
 #[test]
 fn set_never_takes_the_value_from_argv() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.cmd()
         .args(["secrets", "set", "prod", "KEY", "the-value"])
         .assert()
@@ -847,7 +854,7 @@ fn set_never_takes_the_value_from_argv() {
 
 #[test]
 fn set_creates_a_missing_file_and_values_round_trip_through_quoting() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let value = "line1\nline2 \"quoted\" \\ # not a comment\t$X";
     p.cmd()
         .args(["secrets", "set", "fresh", "WEIRD"])
@@ -857,11 +864,37 @@ fn set_creates_a_missing_file_and_values_round_trip_through_quoting() {
     assert_eq!(p.show_json("fresh")["WEIRD"], value);
 }
 
+/// `secrets set` drops exactly one trailing newline from stdin (what `echo` adds) and says so;
+/// a second one is kept.
+#[test]
+fn secrets_set_says_when_it_drops_the_trailing_newline() {
+    let project = Project::new().demo_secrets();
+    let set = |key: &str, stdin: &str| {
+        project
+            .cutover_with_stdin(["secrets", "set", "prod", key], stdin)
+            .success()
+            .stderr
+    };
+    let said = set("ECHOED", "pw\n");
+    assert!(said.contains("without the one trailing newline"), "{said}");
+    let said = set("CRLF", "pw\r\n");
+    assert!(said.contains("without the one trailing CRLF"), "{said}");
+    let said = set("KEPT", "pw\n\n");
+    assert!(said.contains("without the one trailing newline"), "{said}");
+    let said = set("EXACT", "pw");
+    assert!(!said.contains("trailing"), "{said}");
+    let values = shown(&project, "prod");
+    assert_eq!(values["ECHOED"], "pw");
+    assert_eq!(values["CRLF"], "pw");
+    assert_eq!(values["KEPT"], "pw\n");
+    assert_eq!(values["EXACT"], "pw");
+}
+
 // --- edit ---------------------------------------------------------------------------------
 
 #[test]
 fn edit_uses_a_private_file_on_tmpfs_and_re_encrypts() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("prod", "A=1\nB=2\n");
     let seen = p.root().join("seen.txt");
     let ed = editor(
@@ -901,7 +934,7 @@ fn edit_uses_a_private_file_on_tmpfs_and_re_encrypts() {
 
 #[test]
 fn edit_refuses_invalid_content_and_keeps_the_original() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let secret = marker("edit");
     p.encrypt("prod", &format!("A={secret}\n"));
     let before = p.snapshot();
@@ -941,7 +974,7 @@ fn edit_refuses_invalid_content_and_keeps_the_original() {
 
 #[test]
 fn rekey_uses_fresh_file_keys_and_adds_new_recipients() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("a", "A=1\n");
     p.encrypt("b", "B=2\n");
     let old_a = fs::read(p.secret("a")).unwrap();
@@ -975,7 +1008,7 @@ fn rekey_uses_fresh_file_keys_and_adds_new_recipients() {
 
 #[test]
 fn rekey_is_all_or_nothing() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("a", "A=1\n");
     // A file the current identity cannot read: rekey must not touch `a` either.
     let other = p.root().join("other.txt");
@@ -1002,7 +1035,7 @@ fn rekey_is_all_or_nothing() {
 
 #[test]
 fn rekey_refuses_to_lock_out_the_current_identity() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("a", "A=1\n");
     let other = p.root().join("other.txt");
     let out = p
@@ -1023,7 +1056,7 @@ fn rekey_refuses_to_lock_out_the_current_identity() {
 
 #[test]
 fn rotate_identity_retires_the_old_key() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("a", "A=1\n");
     p.encrypt("b", "B=2\n");
     let new_id = p.root().join("new-identity.txt");
@@ -1066,7 +1099,7 @@ fn rotate_identity_retires_the_old_key() {
 
 #[test]
 fn rotate_identity_in_place_keeps_the_old_key_aside() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("a", "A=1\n");
     let default = p.config_home().join("cutover/identity.txt");
     fs::create_dir_all(default.parent().unwrap()).unwrap();
@@ -1100,7 +1133,7 @@ fn rotate_identity_in_place_keeps_the_old_key_aside() {
 
 #[test]
 fn exec_runs_the_command_with_the_variables_and_its_exit_code() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     p.encrypt("a", "A=from-a\n");
     p.encrypt("b", "B=\"from b\"\n");
     let out = p
@@ -1146,7 +1179,7 @@ fn exec_runs_the_command_with_the_variables_and_its_exit_code() {
 
 #[test]
 fn no_plaintext_is_left_on_disk_after_edit_set_rekey_and_exec() {
-    let p = Project::new();
+    let p = SecretsDir::new();
     let secret = marker("disk");
     p.encrypt("prod", "A=1\n");
 
@@ -1191,4 +1224,147 @@ fn no_plaintext_is_left_on_disk_after_edit_set_rekey_and_exec() {
     let canary = p.root().join("canary");
     fs::write(&canary, format!("x{secret}x")).unwrap();
     assert_eq!(files_containing(&roots[..1], &secret), [canary]);
+}
+
+// --- secrets in a deploy ------------------------------------------------------------------
+
+#[test]
+fn e2e_secrets_reach_the_app_only_through_the_environment_and_rotate_with_a_redeploy() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().secrets());
+    let demo_secret = project.secret_value("DEMO_SECRET");
+    assert!(
+        demo_secret.len() >= 8,
+        "the fixture's value is distinctive enough to search for"
+    );
+
+    let Run { stdout, stderr, .. } = project.deploy_ok("cutover-demo:v1");
+    assert!(
+        !stdout.contains(&demo_secret) && !stderr.contains(&demo_secret),
+        "value printed"
+    );
+    assert_eq!(
+        project.get("/env?key=DEMO_SECRET").unwrap(),
+        (200, demo_secret.clone())
+    );
+    // The compose file names the key and never holds the value; nor does any state file.
+    let compose = std::fs::read_to_string(project.path().join(".cutover/compose.yml")).unwrap();
+    assert!(compose.contains("DEMO_SECRET"), "{compose}");
+    for entry in std::fs::read_dir(project.path().join(".cutover")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            assert!(
+                !text.contains(&demo_secret),
+                "{} holds the secret value",
+                path.display()
+            );
+        }
+    }
+
+    // The rotation flow: set a new value, redeploy the active image.
+    project
+        .cutover_with_stdin(
+            ["secrets", "set", "demo", "DB_PASSWORD"],
+            "rotated-e2e-value-7f3a\n",
+        )
+        .success();
+    let stdout = project.cutover(["deploy"]).success().stdout;
+    assert!(
+        stdout.contains("deployed cutover-demo:v1 to green"),
+        "{stdout}"
+    );
+    assert_eq!(
+        project.get("/env?key=DB_PASSWORD").unwrap(),
+        (200, "rotated-e2e-value-7f3a".to_string())
+    );
+    project.assert_serving("green", "v1");
+
+    // No identity: deploy fails before touching anything.
+    let mut cmd = project.command(["deploy", "--image", "cutover-demo:v2"]);
+    cmd.env_remove("CUTOVER_IDENTITY")
+        .env("HOME", project.path())
+        .env("XDG_CONFIG_HOME", project.path().join("nothing"));
+    let stderr = Run::of(cmd).code(1).stderr;
+    assert!(
+        stderr.contains("cannot decrypt the secrets files named in cutover.yml"),
+        "{stderr}"
+    );
+    project.assert_serving("green", "v1");
+}
+
+/// Every file under the state dir, with its contents (lossy UTF-8).
+fn state_files(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(state_files(&path));
+        } else {
+            let text =
+                String::from_utf8_lossy(&std::fs::read(&path).unwrap_or_default()).into_owned();
+            files.push((path, text));
+        }
+    }
+    files
+}
+
+/// The demo secrets' value that must never leak.
+const DB_PASSWORD: &str = "demo-db-password-not-real";
+
+/// Issue #11: compose interpolates `$` in `--image` and `app.command` from an environment
+/// holding every decrypted secret. A `$` in an image is refused before anything runs, saying
+/// what a reference may hold; a `$` in the command reaches the container literally. The value
+/// appears in no output and no file under `.cutover/`.
+#[test]
+fn e2e_dollar_in_image_or_command_never_interpolates_a_secret() {
+    if !ready() || !require("age", "decrypt the demo secrets") {
+        return;
+    }
+    let project = Project::compose(App::compose().secrets());
+    let run = project
+        .cutover(["deploy", "--image", "cutover-demo:${DB_PASSWORD}"])
+        .failure();
+    assert!(
+        run.stderr
+            .contains("`$` at byte 13 is not allowed in an image reference"),
+        "{run}"
+    );
+    assert!(
+        !format!("{}{}", run.stdout, run.stderr).contains(DB_PASSWORD),
+        "{run}"
+    );
+
+    // `app.command` with `${DB_PASSWORD}`: the demo app ignores arguments after `serve`.
+    edit_config(&project, |c| {
+        c["app"]["command"] = serde_json::json!(["serve", "${DB_PASSWORD}", "$$HOME"]);
+    });
+    let run = project.deploy_ok("cutover-demo:v1");
+    assert!(
+        !format!("{}{}", run.stdout, run.stderr).contains(DB_PASSWORD),
+        "{run}"
+    );
+    let id = cutover::docker::compose::containers_of(&project.name)
+        .unwrap()
+        .into_iter()
+        .find(|c| c.service == "web-blue" && c.running())
+        .expect("web-blue runs")
+        .id;
+    let inspect = Command::new("docker")
+        .args(["inspect", "-f", "{{json .Config.Cmd}}", &id])
+        .output()
+        .unwrap();
+    let cmd = String::from_utf8_lossy(&inspect.stdout);
+    assert_eq!(cmd.trim(), r#"["serve","${DB_PASSWORD}","$$HOME"]"#);
+    for (path, text) in state_files(&project.path().join(".cutover")) {
+        assert!(
+            !text.contains(DB_PASSWORD),
+            "{} holds the secret",
+            path.display()
+        );
+    }
+    let history = project.cutover(["history"]).success();
+    assert!(!history.stdout.contains(DB_PASSWORD), "{history}");
 }

@@ -1,10 +1,8 @@
-//! Workers (`workers:`), `cutover logs` and `cutover exec`, end to end on the real engine and
-//! nginx. The images are `cutover-demo-workers:v1` / `:v2` (`scripts/demo-image.sh --repo
-//! cutover-demo-workers v1 v2`: the demo binary, whose `worker` mode ticks and `exit N` mode
-//! exits with N), a repository of their own: other tests prune `cutover-demo`, and which tree
-//! last rebuilt the shared v1/v2 must not matter here.
-//!
-//! Tests named `e2e_*` also run on compose v1 (scripts/test.sh).
+//! Workers (`workers:`), end to end on the real engine and nginx: they follow every deploy and
+//! rollback (`overlap: false` never runs two), a failing one keeps the web switch and
+//! restarts the old one, one taken out of the config is removed, and the memory budget counts
+//! them. The images are harness/workers_app.rs's (`cutover-demo-workers:v1` / `:v2`); `logs`
+//! and `exec` reaching the workers are in logs_exec_run.rs.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,28 +10,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::require;
-
-use crate::project::{App, Project};
-
-const REPO: &str = "cutover-demo-workers";
-const W1: &str = "cutover-demo-workers:v1";
-const W2: &str = "cutover-demo-workers:v2";
-
-pub fn ready() -> bool {
-    if !require("docker", "run end-to-end deploys") || !require("nginx", "run end-to-end deploys") {
-        return false;
-    }
-    if [W1, W2].iter().all(|i| cutover::docker::images::exists(i)) {
-        return true;
-    }
-    let msg = "demo images cutover-demo-workers:v1/v2 are missing (run scripts/demo-image.sh --repo cutover-demo-workers v1 v2)";
-    if std::env::var_os("CI").is_some() {
-        panic!("{msg}; CI is set, so this is a failure");
-    }
-    crate::common::loud(&format!("*** SKIPPED: {msg} ***"));
-    false
-}
+use crate::harness::project::Project;
+use crate::harness::workers_app::{app, ready, W1, W2};
 
 /// A scheduler that must never run twice and a collector that may overlap.
 fn two_workers() -> Value {
@@ -46,45 +24,6 @@ fn two_workers() -> Value {
             "health": { "command": ["/app", "ready"], "interval": "200ms", "timeout": "20s" },
         },
     })
-}
-
-fn app(workers: Value) -> App {
-    App::compose()
-        .image(REPO)
-        .startup_delay_ms(200)
-        .workers(workers)
-}
-
-impl Project {
-    /// Running containers of one worker (both colors), as (service, image).
-    fn running_worker(&self, name: &str) -> Vec<(String, String)> {
-        cutover::docker::compose::containers_of(&self.name)
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.running() && c.service.starts_with(&format!("web-{name}-")))
-            .map(|c| (c.service, c.image))
-            .collect()
-    }
-
-    fn running_worker_ids(&self, name: &str) -> Vec<String> {
-        cutover::docker::compose::containers_of(&self.name)
-            .unwrap()
-            .into_iter()
-            .filter(|c| c.running() && c.service.starts_with(&format!("web-{name}-")))
-            .map(|c| c.id)
-            .collect()
-    }
-
-    fn status_worker(&self, name: &str) -> Value {
-        let status = self.status_json();
-        status["workers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|w| w["name"] == name)
-            .cloned()
-            .unwrap_or_else(|| panic!("no worker {name} in status: {status}"))
-    }
 }
 
 /// Samples the running containers of each worker every 50 ms until stopped; returns the
@@ -316,66 +255,4 @@ fn budget_refusal_counts_workers() {
     assert!(run.stderr.contains("not enough memory"), "{run}");
     assert!(run.stderr.contains("workers 1024000000 MiB"), "{run}");
     assert!(project.running_services().is_empty(), "nothing started");
-}
-
-#[test]
-fn e2e_logs_and_exec_reach_colors_accessories_and_workers() {
-    if !ready() {
-        return;
-    }
-    let workers = json!({ "scheduler": { "command": ["worker", "scheduler"], "memory": "16M", "settle": "1s" } });
-    let project = Project::compose(app(workers));
-    project.deploy_ok(W1);
-
-    let logs = project.cutover(["logs"]).success();
-    assert!(logs.stdout.contains("listening on"), "{logs}");
-    let logs = project.cutover(["logs", "scheduler", "-n", "1"]).success();
-    assert_eq!(logs.stdout.lines().count(), 1, "{logs}");
-    assert!(logs.stdout.contains("worker scheduler tick"), "{logs}");
-    let bad = project.cutover(["logs", "nope"]).code(1);
-    assert!(
-        bad.stderr
-            .contains("no service `nope` in this project; expected one of: blue, green, scheduler"),
-        "{bad}"
-    );
-    let none = project.cutover(["logs", "green"]).code(1);
-    assert!(none.stderr.contains("green has no container"), "{none}");
-
-    // exec: the command's exit code is cutover's, its output cutover's stdout.
-    let run = project
-        .cutover(["exec", "--", "/app", "exit", "7", "from", "exec"])
-        .code(7);
-    assert_eq!(run.stdout.trim(), "from exec");
-    project
-        .cutover(["exec", "--service", "scheduler", "--", "/app", "ready"])
-        .success();
-    project
-        .cutover(["exec", "--color", "blue", "--", "/app", "exit", "0"])
-        .success();
-    // A piped stdin (not a terminal) goes through `docker exec -i` and does not hang it.
-    let run = project.cutover_with_stdin(["exec", "--", "/app", "exit", "4"], "input\n");
-    assert_eq!(run.status.code(), Some(4), "{run}");
-    let run = project
-        .cutover(["exec", "--color", "green", "--", "/app"])
-        .code(1);
-    assert!(run.stderr.contains("green has no container"), "{run}");
-
-    // -f follows until a signal, then exits 130.
-    let mut child = project.spawn(["logs", "-f", "scheduler"]);
-    std::thread::sleep(Duration::from_millis(1500));
-    assert!(child.try_wait().unwrap().is_none(), "logs -f keeps running");
-    let pid = child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(out.status.code(), Some(130));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("worker scheduler tick"));
-    let id = &project.running_worker_ids("scheduler")[0];
-    let left = std::process::Command::new("pgrep")
-        .args(["-f", &format!("docker logs --follow {id}")])
-        .status()
-        .unwrap();
-    assert!(!left.success(), "a docker logs -f outlived cutover");
 }

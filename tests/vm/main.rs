@@ -18,7 +18,7 @@
 //! in its own section (`cargo test --test vm`). Without QEMU it says so loudly and passes; with
 //! `CI` set it fails instead.
 
-#[path = "../integration/common.rs"]
+#[path = "../integration/harness/common.rs"]
 mod common;
 
 mod bootstrap;

@@ -1,9 +1,14 @@
-//! The test project builder (in the style of casey/just's `Test`), used by the e2e and swarm
-//! suites: a temp project dir with its own HOME, a cutover.yml written from typed options
-//! ([`App`]), free ports, a compose project name, optionally a local nginx and the demo
-//! secrets with a 0600 identity, and a runner, [`Project::cutover`], whose [`Run`] asserts
-//! the exit status and parses the output. Dropping a project removes what it started:
+//! The one test-project builder (in the style of casey/just's `Test`), used by every suite
+//! that deploys locally: a temp project dir with its own HOME, a cutover.yml written from
+//! typed options ([`App`]), free ports, a compose project name, optionally a local nginx and
+//! the demo secrets with a 0600 identity, and a runner, [`Project::cutover`], whose [`Run`]
+//! asserts the exit status and parses the output. Dropping a project removes what it started:
 //! nginx, containers and networks, or the swarm stack and its secrets.
+//!
+//! Beyond the builder, what the tests ask of a project is here too, one `impl` block per
+//! kind (compose deploys, workers, one-offs and hooks, swarm), with [`ready`], the gate of the
+//! compose deploy tests, and the helpers more than one feature file uses. (A project deployed
+//! through SSH is another thing: harness/ssh_box.rs's `RemoteProject`.)
 //!
 //! ```ignore
 //! let project = Project::compose(App::compose().stop_grace("0s"));
@@ -20,9 +25,33 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::common::{cutover_command, fixture, free_port, json_to_yaml, regex_escape, repo_root};
+use crate::harness::common::{
+    cutover_command, fixture, free_port, json_to_yaml, regex_escape, repo_root, require,
+    yaml_to_json,
+};
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// The gate of the compose deploy tests: Docker, nginx and the demo images `cutover-demo:v1`
+/// / `:v2` (what [`App::compose`] deploys) are required; without them the test is skipped
+/// loudly (and fails under CI).
+pub fn ready() -> bool {
+    if !require("docker", "run end-to-end deploys") || !require("nginx", "run end-to-end deploys") {
+        return false;
+    }
+    let images_ok = ["cutover-demo:v1", "cutover-demo:v2"]
+        .iter()
+        .all(|i| cutover::docker::images::exists(i));
+    if !images_ok {
+        let msg = "demo images cutover-demo:v1/v2 are missing (run scripts/demo-image.sh)";
+        if std::env::var_os("CI").is_some() {
+            panic!("{msg}; CI is set, so this is a failure");
+        }
+        crate::harness::common::loud(&format!("*** SKIPPED: {msg} ***"));
+        return false;
+    }
+    true
+}
 
 /// Which engine the generated cutover.yml targets (and so what Drop removes).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -275,7 +304,9 @@ impl Project {
         assert_eq!(app.engine, Engine::Compose);
         let mut project = Project::named("cutover-e2e");
         project.engine = Some(Engine::Compose);
-        project.held.push(Box::new(crate::common::compose_hold()));
+        project
+            .held
+            .push(Box::new(crate::harness::common::compose_hold()));
         if app.secrets {
             project = project.demo_secrets();
         }
@@ -310,7 +341,9 @@ impl Project {
         );
         let mut project = Project::named("cutover-e2e");
         project.engine = Some(Engine::Compose);
-        project.held.push(Box::new(crate::common::compose_hold()));
+        project
+            .held
+            .push(Box::new(crate::harness::common::compose_hold()));
         project.port = host.port;
         project.shared_prefix = Some(host.prefix());
         project.write_config(&app);
@@ -676,11 +709,265 @@ impl Project {
         insta::with_settings!({
             filters => filters,
             prepend_module_to_snapshot => false,
+            // Beside the tests, not beside this file: tests/integration/snapshots/.
+            snapshot_path => "../snapshots",
             omit_expression => true,
         }, {
             insta::assert_snapshot!(name, &run.stderr);
         });
     }
+}
+
+// ---- what the tests ask of a project beyond the builder ----------------------------------
+
+/// The compose deploys: ports, running services, what serves.
+impl Project {
+    pub fn port_of(&self, color: &str) -> u16 {
+        if color == "blue" {
+            self.blue
+        } else {
+            self.green
+        }
+    }
+
+    /// Services with a running container, by compose label.
+    pub fn running_services(&self) -> Vec<String> {
+        let mut services: Vec<String> = cutover::docker::compose::containers_of(&self.name)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.running())
+            .map(|c| c.service)
+            .collect();
+        services.sort();
+        services
+    }
+
+    /// After a successful deploy to `color`: only that color runs, nginx points at it, it
+    /// answers through nginx with `version`, and history's last entry says so.
+    pub fn assert_serving(&self, color: &str, version: &str) {
+        let colors: Vec<String> = self
+            .running_services()
+            .into_iter()
+            .filter(|s| s.starts_with("web-"))
+            .collect();
+        assert_eq!(colors, vec![format!("web-{color}")]);
+        assert!(
+            self.include()
+                .contains(&format!("127.0.0.1:{};", self.port_of(color))),
+            "include: {}",
+            self.include()
+        );
+        // The memory limit from deploy.resources is applied by this compose flavour.
+        let id = cutover::docker::compose::containers_of(&self.name)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.service == format!("web-{color}") && c.running())
+            .unwrap()
+            .id;
+        let out = std::process::Command::new("docker")
+            .args(["inspect", "-f", "{{.HostConfig.Memory}}", &id])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            (64u64 << 20).to_string()
+        );
+        let (code, body) = self.get("/").expect("nginx answers");
+        assert_eq!(code, 200);
+        assert_eq!(body.trim(), format!("version={version} color={color}"));
+        let last = self.history().pop().expect("history entry");
+        assert_eq!(last["result"], "ok");
+        assert_eq!(last["to"], color);
+    }
+}
+
+/// Workers (tests/integration/workers.rs, logs_exec_run.rs).
+impl Project {
+    /// Running containers of one worker (both colors), as (service, image).
+    pub fn running_worker(&self, name: &str) -> Vec<(String, String)> {
+        cutover::docker::compose::containers_of(&self.name)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.running() && c.service.starts_with(&format!("web-{name}-")))
+            .map(|c| (c.service, c.image))
+            .collect()
+    }
+
+    pub fn running_worker_ids(&self, name: &str) -> Vec<String> {
+        cutover::docker::compose::containers_of(&self.name)
+            .unwrap()
+            .into_iter()
+            .filter(|c| c.running() && c.service.starts_with(&format!("web-{name}-")))
+            .map(|c| c.id)
+            .collect()
+    }
+
+    pub fn status_worker(&self, name: &str) -> serde_json::Value {
+        let status = self.status_json();
+        status["workers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|w| w["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no worker {name} in status: {status}"))
+    }
+}
+
+/// The release phase, the hooks and `cutover run`: one-offs, failed deploys, hook output.
+impl Project {
+    /// Containers of this project cutover's one-offs left behind (running or not).
+    pub fn oneoff_containers(&self) -> Vec<String> {
+        let out = std::process::Command::new("docker")
+            .args(["ps", "-a", "--format", "{{.Names}}", "--filter"])
+            .arg(format!("name={}-web-", self.name))
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|n| n.contains("-release-") || n.contains("-run-"))
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// After a deploy that failed: `color` still serves `version`, alone, through nginx.
+    pub fn assert_still_serving(&self, color: &str, version: &str) {
+        let colors: Vec<String> = self
+            .running_services()
+            .into_iter()
+            .filter(|s| s.starts_with("web-"))
+            .collect();
+        assert_eq!(colors, vec![format!("web-{color}")]);
+        let (code, body) = self.get("/").expect("nginx answers");
+        assert_eq!(
+            (code, body.trim()),
+            (200, format!("version={version} color={color}").as_str())
+        );
+        assert_eq!(self.history().pop().unwrap()["result"], "failed");
+    }
+
+    pub fn last_history_steps(&self) -> Vec<String> {
+        let history = self.history();
+        history.last().unwrap()["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["step"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// A `KEY=value` file a hook wrote with `env > FILE`, as a map.
+    pub fn env_dump(&self, file: &str) -> std::collections::BTreeMap<String, String> {
+        let text = std::fs::read_to_string(self.path().join(file))
+            .unwrap_or_else(|e| panic!("the hook wrote no {file}: {e}"));
+        let mut map = std::collections::BTreeMap::new();
+        let mut last: Option<String> = None;
+        for line in text.lines() {
+            match line.split_once('=') {
+                Some((k, v))
+                    if !k.is_empty()
+                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+                {
+                    map.insert(k.to_string(), v.to_string());
+                    last = Some(k.to_string());
+                }
+                // A multi-line value (CUTOVER_ERROR) continues on the next lines.
+                _ => {
+                    if let Some(k) = &last {
+                        let v: &mut String = map.get_mut(k).unwrap();
+                        v.push('\n');
+                        v.push_str(line);
+                    }
+                }
+            }
+        }
+        map
+    }
+}
+
+/// The swarm deploys: the service, its tasks reached directly.
+impl Project {
+    pub fn service(&self) -> String {
+        cutover::docker::swarm::service_name(&self.name, "web")
+    }
+
+    /// The docker_gwbridge address of every running task: each task reached directly,
+    /// around the routing mesh.
+    pub fn task_addrs(&self) -> Vec<String> {
+        let out = std::process::Command::new("docker")
+            .args([
+                "network",
+                "inspect",
+                "docker_gwbridge",
+                "--format",
+                "{{json .Containers}}",
+            ])
+            .output()
+            .unwrap();
+        let containers: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        cutover::docker::swarm::tasks(&self.service())
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.serving())
+            .filter_map(|t| {
+                let ip = containers[t.container.as_deref()?]["IPv4Address"].as_str()?;
+                Some(ip.split('/').next()?.to_string())
+            })
+            .collect()
+    }
+
+    /// `GET path` on every running task, directly.
+    pub fn ask_tasks(&self, path: &str) -> Vec<String> {
+        self.task_addrs()
+            .iter()
+            .map(|ip| {
+                crate::harness::swarm::direct_get(ip, path)
+                    .map(|(_, b)| b)
+                    .unwrap_or_default()
+            })
+            .collect()
+    }
+
+    /// `cutover deploy --engine swarm ARGS`.
+    pub fn swarm_deploy(&self, args: &[&str]) -> Run {
+        self.cutover(["deploy", "--engine", "swarm"].iter().chain(args))
+    }
+}
+
+// ---- helpers of more than one feature file ----------------------------------------------
+
+/// Rewrites the project's cutover.yml through `edit` (as JSON).
+pub fn edit_config(project: &Project, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = project.path().join("cutover.yml");
+    let mut config = yaml_to_json(&std::fs::read_to_string(&path).unwrap());
+    edit(&mut config);
+    std::fs::write(&path, json_to_yaml(&config)).unwrap();
+}
+
+/// `secrets show NAME --json` of the project.
+pub fn shown(project: &Project, name: &str) -> serde_json::Value {
+    project
+        .cutover(["secrets", "show", name, "--json"])
+        .success()
+        .stdout_json()
+}
+
+/// Writes `script` (sh) into the project and returns its path.
+pub fn script(project: &Project, name: &str, body: &str) -> String {
+    let path = project.path().join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path.display().to_string()
+}
+
+/// A shell word list of the local nginx's argv with `extra`.
+pub fn nginx_words(project: &Project, extra: &[&str]) -> String {
+    cutover::nginx::LocalNginx::argv(&project.prefix(), extra)
+        .iter()
+        .map(|w| format!("'{w}'"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 impl Drop for Project {

@@ -1,23 +1,16 @@
-//! Fault injection on the real engine and nginx (issue #11): a new color that dies right
-//! after the switch, a deploy killed between writing the include and reloading nginx, a
-//! state write that fails after the switch. Each test failed before its fix.
+//! What a crash or a damaged file leaves behind, and how the next command recovers (issue
+//! #11; each test failed before its fix): a deploy killed between writing the include and
+//! reloading nginx (the next deploy keeps the color nginx serves), a state write failing
+//! after the switch (what is live is said, the record repaired), a torn history tail (set
+//! aside; the state files are 0600), a damaged state.json (explained; the next deploy
+//! rebuilds it).
 
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cutover::demo::Load;
 
-use crate::e2e::ready;
-use crate::project::{App, Project};
-
-/// The id of `service`'s running container.
-fn container_of(project: &Project, service: &str) -> String {
-    cutover::docker::compose::containers_of(&project.name)
-        .unwrap()
-        .into_iter()
-        .find(|c| c.service == service && c.running())
-        .unwrap_or_else(|| panic!("no running {service}"))
-        .id
-}
+use crate::harness::project::{nginx_words, ready, script, App, Project};
 
 /// Waits (bounded) until the include on disk points at `port`.
 fn wait_for_include(project: &Project, port: u16) {
@@ -26,72 +19,6 @@ fn wait_for_include(project: &Project, port: u16) {
         assert!(Instant::now() < deadline, "include never pointed at {port}");
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-#[test]
-fn e2e_new_color_dying_after_the_switch_switches_back_to_the_old_one() {
-    if !ready() {
-        return;
-    }
-    let project = Project::compose(App::compose().settle("5s"));
-    project.deploy_ok("cutover-demo:v1");
-    let before = Load::start(project.port, Duration::from_secs(120));
-    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
-    // The new color passed its gate and the probe proved nginx serves it: now it crashes
-    // (restart: on-failure brings it back, as a crash-looping app would).
-    project.wait_for_step("settle");
-    assert!(project.include().contains(&format!(":{};", project.green)));
-    let green = container_of(&project, "web-green");
-    let tally = before.finish();
-    assert_eq!(tally.failed, 0, "before the crash: {tally:?}");
-    let killed = std::process::Command::new("docker")
-        .args(["kill", "-s", "KILL", &green])
-        .output()
-        .unwrap();
-    assert!(killed.status.success(), "{killed:?}");
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains("settle window"), "{stderr}");
-    assert!(stderr.contains("switched back to blue"), "{stderr}");
-    // Blue never stopped: it serves again at once, and green is gone.
-    let after = Load::start(project.port, Duration::from_secs(120));
-    std::thread::sleep(Duration::from_millis(1500));
-    let tally = after.finish();
-    assert_eq!(tally.failed, 0, "after the switch back: {tally:?}");
-    assert_eq!(tally.by_answer.len(), 1, "{tally:?}");
-    let colors: Vec<String> = project
-        .running_services()
-        .into_iter()
-        .filter(|s| s.starts_with("web-"))
-        .collect();
-    assert_eq!(colors, ["web-blue"]);
-    assert!(project.include().contains(&format!(":{};", project.blue)));
-    assert_eq!(
-        project.get("/").map(|(c, b)| (c, b.trim().to_string())),
-        Some((200, "version=v1 color=blue".to_string()))
-    );
-    let last = project.history().pop().unwrap();
-    assert_eq!(last["result"], "failed");
-    assert_eq!(project.status_json()["active"], "blue");
-}
-
-/// Writes `script` (sh) into the project and returns its path.
-fn script(project: &Project, name: &str, body: &str) -> String {
-    let path = project.path().join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
-    path.display().to_string()
-}
-
-/// A shell word list of the local nginx's argv with `extra`.
-fn nginx_words(project: &Project, extra: &[&str]) -> String {
-    cutover::nginx::LocalNginx::argv(&project.prefix(), extra)
-        .iter()
-        .map(|w| format!("'{w}'"))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[test]
@@ -231,37 +158,124 @@ fn e2e_state_write_failing_after_the_switch_says_what_is_live_and_is_repaired() 
     );
 }
 
+fn mode_of(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .permissions()
+        .mode()
+        & 0o777
+}
+
+/// Issue #11, defect 5: a torn last line in history.jsonl (a crash mid-append) is set aside,
+/// every complete entry survives, the next deploy is its own line, and `status` says so.
+/// Also: the state files are 0600, never world-readable.
 #[test]
-fn e2e_a_reload_wrapper_drains_only_the_workers_of_the_nginx_it_reloads() {
+fn e2e_a_torn_history_tail_is_set_aside_and_the_next_deploy_is_recorded() {
     if !ready() {
         return;
     }
-    // Another nginx on this box, whose workers no reload of ours ever replaces.
-    let other = tempfile::tempdir().unwrap();
-    let other_prefix = other.path().join("nginx");
-    std::fs::create_dir_all(&other_prefix).unwrap();
-    let port = crate::common::free_port();
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let history = project.path().join(".cutover/history.jsonl");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&history)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, br#"{"time":"2026"#))
+        .unwrap();
+    project.deploy_ok("cutover-demo:v2");
+    let entries = project.history();
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_eq!(entries[0]["image"], "cutover-demo:v1");
+    assert_eq!(entries[1]["image"], "cutover-demo:v2");
+    assert_eq!(entries[1]["result"], "ok");
+    let text = project.cutover(["history"]).success();
+    assert!(
+        text.stdout
+            .lines()
+            .last()
+            .unwrap()
+            .contains("cutover-demo:v2"),
+        "{text}"
+    );
+
+    let torn: Vec<PathBuf> = std::fs::read_dir(project.path().join(".cutover"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("history.jsonl.torn-")
+        })
+        .collect();
+    assert_eq!(torn.len(), 1, "{torn:?}");
+    assert_eq!(
+        std::fs::read_to_string(&torn[0]).unwrap(),
+        r#"{"time":"2026"#
+    );
+    let status = project.status_json();
+    assert_eq!(status["last_deploy"]["image"], "cutover-demo:v2");
+    assert!(
+        status["problems"]
+            .to_string()
+            .contains("history.jsonl.torn-"),
+        "{status}"
+    );
+    let text = project.cutover(["status"]).success();
+    assert!(text.stdout.contains("history.jsonl.torn-"), "{text}");
+
+    // State files hold images, users and reasons: owner only.
+    for name in ["state.json", "history.jsonl", "compose.yml", "lock"] {
+        let path = project.path().join(".cutover").join(name);
+        assert_eq!(mode_of(&path), 0o600, "{name}");
+    }
+}
+
+/// Issue #11: a damaged state.json made every command refuse with no hint. Now the error names
+/// the file, line and column and the way out; following it (move the file aside, deploy)
+/// rebuilds the record from what is observed, with nothing lost on the serving side.
+#[test]
+fn e2e_a_damaged_state_file_is_explained_and_the_next_deploy_rebuilds_it() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    let state = project.path().join(".cutover/state.json");
     std::fs::write(
-        other_prefix.join("site.conf"),
-        format!("server {{ listen 127.0.0.1:{port}; return 200 ok; }}\n"),
+        &state,
+        "{\n  \"active\": \"blue\",\n  \"images\": {\"blue\": \n",
     )
     .unwrap();
-    let _other_nginx = cutover::nginx::LocalNginx::start(&other_prefix).unwrap();
-    let project = Project::compose(App::compose());
-    // A reload without -c/-p, as `systemctl reload nginx` would be.
-    let wrapper = script(
-        &project,
-        "nginx-reload.sh",
-        &format!("exec {}", nginx_words(&project, &["-s", "reload"])),
-    );
-    project.write_config(&App::compose().nginx_reload(&[&wrapper]));
-    project.deploy_ok("cutover-demo:v1");
-    let run = project.deploy_ok("cutover-demo:v2");
-    let shown = format!("{run}");
-    assert!(shown.contains("0 old nginx workers left"), "{shown}");
-    assert!(
-        !shown.contains("were left after the drain limit"),
-        "{shown}"
-    );
+    for args in [
+        &["status"][..],
+        &["deploy", "--image", "cutover-demo:v2"],
+        &["rollback"],
+    ] {
+        let run = project.cutover(args).failure();
+        assert!(
+            run.stderr.contains(&format!(
+                "{}:4:1: the deploy record is damaged",
+                state.display()
+            )),
+            "{run}"
+        );
+        assert!(
+            run.stderr
+                .contains(&format!("mv {} {}.bad", state.display(), state.display()))
+                && run.stderr.contains("rebuilds it from what it observes"),
+            "{run}"
+        );
+    }
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    std::fs::rename(&state, project.path().join(".cutover/state.json.bad")).unwrap();
+    project.deploy_ok("cutover-demo:v2");
     project.assert_serving("green", "v2");
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&state).unwrap()).unwrap();
+    assert_eq!(record["active"], "green");
+    assert_eq!(record["previous_image"], "cutover-demo:v1", "{record}");
+    project.cutover(["rollback"]).success();
+    project.assert_serving("blue", "v1");
 }

@@ -46,8 +46,8 @@ pub fn isolate(cmd: &mut Command, home: &Path) {
         .env("NO_COLOR", "1");
 }
 
-/// The HOME of runs that are not part of a [`crate::project::Project`] (which has its own):
-/// one per test binary build, under cargo's target tmp dir, never the user's.
+/// The HOME of runs that are not part of a [`crate::harness::project::Project`] (which has
+/// its own): one per test binary build, under cargo's target tmp dir, never the user's.
 pub fn shared_home() -> PathBuf {
     let home = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("test-home");
     std::fs::create_dir_all(&home).expect("create the shared test HOME");
@@ -184,4 +184,49 @@ impl Drop for ImageGuard {
             .args(["image", "rm", "-f", &self.0])
             .output();
     }
+}
+
+// ---- shell and file helpers ------------------------------------------------------------
+
+pub fn sh(script: &str) -> std::process::Output {
+    Command::new("sh").args(["-c", script]).output().unwrap()
+}
+
+pub fn sh_ok(script: &str) -> String {
+    let out = sh(script);
+    assert!(
+        out.status.success(),
+        "`{script}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn texts(out: &std::process::Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every file under `dir` whose bytes contain `needle` (followed as root; symlinks skipped).
+pub fn files_containing(dir: &Path, needle: &str) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return hits;
+    };
+    for entry in entries {
+        let path = entry.unwrap().path();
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        if meta.is_dir() {
+            hits.extend(files_containing(&path, needle));
+        } else if meta.is_file() {
+            let bytes = std::fs::read(&path).unwrap_or_default();
+            if bytes.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+                hits.push(path);
+            }
+        }
+    }
+    hits
 }

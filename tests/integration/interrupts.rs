@@ -1,0 +1,132 @@
+//! A deploy interrupted or raced: a second deploy while one holds the lock (refused naming the
+//! holder, or `--lock-wait`), SIGTERM before the switch (the new color torn down, exit 130)
+//! and after it (the deploy completes), and `kill -9` mid-deploy (explained by `status`,
+//! recovered by the next deploy).
+
+use std::time::{Duration, Instant};
+
+use cutover::demo::http_get;
+
+use crate::harness::project::{ready, App, Project};
+
+#[test]
+fn e2e_concurrent_deploy_fails_naming_the_holder_or_waits() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().startup_delay_ms(3000));
+    let mut child = project
+        .command(["deploy", "--image", "cutover-demo:v1"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until the first deploy holds the lock (its holder line is written).
+    let lock = project.path().join(".cutover/lock");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&lock)
+        .map(|t| t.is_empty())
+        .unwrap_or(true)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "first deploy never took the lock"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let failure = project
+        .cutover(["deploy", "--image", "cutover-demo:v2"])
+        .failure();
+    project.assert_stderr_snapshot("e2e-concurrent-deploy-lock-holder", &failure);
+    let stderr = &failure.stderr;
+    assert!(
+        stderr.contains("another deploy is running: deploy cutover-demo:v1 by"),
+        "{stderr}"
+    );
+    project
+        .cutover(["deploy", "--image", "cutover-demo:v2", "--lock-wait", "60s"])
+        .success();
+    assert!(child.wait().unwrap().success());
+    project.assert_serving("green", "v2");
+}
+
+#[test]
+fn e2e_sigterm_before_the_switch_tears_the_new_color_down() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().startup_delay_ms(1000));
+    project.deploy_ok("cutover-demo:v1");
+    let include_before = project.include();
+    project.write_config(&App::compose().startup_delay_ms(8000));
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("health");
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("deploy interrupted"), "{stderr}");
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.include(), include_before);
+    assert_eq!(project.history().pop().unwrap()["result"], "interrupted");
+    assert!(project.status_json()["problems"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
+
+#[test]
+fn e2e_sigterm_after_the_switch_completes_the_deploy() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().drain("20s"));
+    project.deploy_ok("cutover-demo:v1");
+    // A slow request keeps the old color draining while the signal arrives.
+    let port = project.port;
+    let slow = std::thread::spawn(move || http_get(port, "/slow?ms=6000"));
+    std::thread::sleep(Duration::from_millis(200));
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("drain");
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(slow.join().unwrap().map(|(c, _)| c), Some(200));
+    project.assert_serving("green", "v2");
+}
+
+#[test]
+fn e2e_kill_9_mid_deploy_is_explained_and_recovered() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose());
+    project.deploy_ok("cutover-demo:v1");
+    project.write_config(&App::compose().startup_delay_ms(8000));
+    let mut child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("health");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = project.status_json();
+    let problems = status["problems"].to_string();
+    assert!(problems.contains("did not finish"), "{problems}");
+    assert!(problems.contains("at step `health`"), "{problems}");
+    assert_eq!(status["active"], "blue");
+    project.write_config(&App::compose());
+    project.deploy_ok("cutover-demo:v2");
+    project.assert_serving("green", "v2");
+    assert!(project.status_json()["problems"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+}
