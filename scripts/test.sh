@@ -218,9 +218,11 @@ echo "docker-compose (v1) -> ${v1_version:-not installed}"
 # ---- 3. demo images ----------------------------------------------------------------------
 section "demo images (scripts/demo-image.sh --selftest v1 v2)"
 bash scripts/demo-image.sh --selftest v1 v2
-# The workers tests' own repository (tests/integration/workers.rs): other tests prune cutover-demo.
+# The workers tests' own repository (tests/integration/harness/workers_app.rs): other tests
+# prune cutover-demo.
 bash scripts/demo-image.sh --repo cutover-demo-workers v1 v2
-# The lifecycle tests' own repository (tests/integration/e2e_lifecycle.rs, the `task` mode):
+# The hooks and release-phase tests' own repository (tests/integration/harness/lifecycle_app.rs,
+# the `task` mode):
 # other tests prune cutover-demo.
 bash scripts/demo-image.sh --repo cutover-demo-lifecycle v1 v2
 

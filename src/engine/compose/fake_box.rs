@@ -1,7 +1,7 @@
 //! Unit tests only: a box with a stand-in docker, compose and nginx behind the process seam
 //! (`process::fake`), and the apps and nginx as tiny HTTP servers on loopback, so the compose
 //! engine's state machine can be walked through its failure branches in milliseconds. The
-//! real-engine tests (tests/integration/e2e*.rs) remain the proof that deploys work; this is
+//! real-engine tests (tests/integration/deploy*.rs and friends) remain the proof that deploys work; this is
 //! the proof that every branch does what the state machine says.
 //!
 //! The stand-in keeps a small world: containers (service, image, running), the include that

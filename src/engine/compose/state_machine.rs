@@ -1,7 +1,7 @@
 //! The compose state machine walked through its branches on a [`FakeBox`] (unit tests only):
 //! for each failure, what runs, what nginx serves, what the include on disk says and what is
 //! recorded afterwards. docs/ARCHITECTURE.md's "The deploy state machine" is the spec; the
-//! real-engine tests (tests/integration/e2e*.rs) remain the proof on docker and nginx.
+//! real-engine tests (tests/integration/deploy*.rs and friends) remain the proof on docker and nginx.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicBool;
