@@ -342,26 +342,60 @@ impl Config {
                 "must be a file path".to_string(),
             ));
         }
-        let include = self.nginx.include.to_string_lossy();
-        for (key, value, expected) in [
-            (
+        if let Some(why) = nginx_syntax_in(&self.nginx.server_name) {
+            return Err(verbatim(
                 "nginx.server_name",
-                self.nginx.server_name.as_str(),
+                &self.nginx.server_name,
+                &why,
                 "server names separated by spaces",
+            ));
+        }
+        // Every other value nginx reads from the site or the include is one word: a path or
+        // a URI. A space would split it into two arguments, and nginx syntax would end the
+        // directive and add others (`/var/www; } location /x { … } #`).
+        let mut words: Vec<(&str, String, &str)> = vec![
+            (
+                "nginx.include",
+                self.nginx.include.to_string_lossy().into_owned(),
+                "a file path",
             ),
-            ("nginx.include", include.as_ref(), "a file path"),
-        ] {
-            if let Some(why) = nginx_syntax_in(value) {
-                return Err(Invalid::new(
-                    key,
-                    format!(
-                        "{value:?} contains {why}: the value is written verbatim into the nginx site, so it could end the directive and add others (expected {expected})"
-                    ),
-                ));
+            (
+                "app.health.path",
+                self.app.health.path.clone(),
+                "a URI path such as /health",
+            ),
+        ];
+        if let Some(tls) = &self.nginx.tls {
+            for (key, path) in [
+                ("nginx.tls.webroot", &tls.webroot),
+                ("nginx.tls.config_dir", &tls.config_dir),
+            ] {
+                words.push((key, path.to_string_lossy().into_owned(), "a directory path"));
+            }
+        }
+        for (key, value, expected) in &words {
+            let why = nginx_syntax_in(value).or_else(|| {
+                value
+                    .chars()
+                    .find(|c| c.is_whitespace())
+                    .map(|c| format!("the space {c:?}"))
+            });
+            if let Some(why) = why {
+                return Err(verbatim(key, value, &why, expected));
             }
         }
         Ok(())
     }
+}
+
+/// A value refused because nginx would read it as syntax.
+fn verbatim(key: &str, value: &str, why: &str, expected: &str) -> Invalid {
+    Invalid::new(
+        key,
+        format!(
+            "{value:?} contains {why}: the value is written verbatim into the nginx files, so it could end the directive and add others (expected {expected})"
+        ),
+    )
 }
 
 /// The first character that nginx's config syntax gives a meaning to (ends a directive,

@@ -5,6 +5,43 @@ use crate::common::{cutover, fixture};
 
 /// (fixture, `:line:col` after the file name, key path, what the message must say)
 const BAD: &[(&str, &str, &str, &str)] = &[
+    // Every value written verbatim into the nginx files is one word of no nginx syntax.
+    (
+        "tls-webroot-injection",
+        ":12:5",
+        "nginx.tls.webroot",
+        "contains `;`: the value is written verbatim into the nginx files",
+    ),
+    (
+        "tls-config-dir-space",
+        ":12:5",
+        "nginx.tls.config_dir",
+        "contains the space ' '",
+    ),
+    (
+        "health-path-injection",
+        ":7:13",
+        "app.health.path",
+        "contains `;`",
+    ),
+    (
+        "restart-typo",
+        ":7:12",
+        "app.restart",
+        "`on-falure` is not a restart policy (expected no, always, unless-stopped or on-failure[:N])",
+    ),
+    (
+        "healthy-checks-never-fit",
+        ":7:13",
+        "app.health.healthy_checks",
+        "the gate could never pass (expected at most 721)",
+    ),
+    (
+        "remote-host-bad",
+        ":8:17",
+        "remote.host",
+        "port `abc` is not 1-65535; expected [user@]host[:port]",
+    ),
     (
         "worker-bad-overlap",
         ":14:14",
