@@ -187,12 +187,12 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         "colors.green",
         "port 80 is also nginx.listen (`80`)",
     ),
-    // Issue #11: values written verbatim into the nginx site cannot carry nginx syntax.
+    // Issue #11: values written verbatim into the nginx files cannot carry nginx syntax.
     (
         "server-name-injection",
         ":9:3",
         "nginx.server_name",
-        "contains `;`: the value is written verbatim into the nginx site",
+        "contains `;`: the value is written verbatim into the nginx files",
     ),
     (
         "server-name-comment",
@@ -204,7 +204,7 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         "include-newline-injection",
         ":9:3",
         "nginx.include",
-        "contains a newline: the value is written verbatim into the nginx site",
+        "contains a newline: the value is written verbatim into the nginx files",
     ),
     // Issue #14: the release phase and the hooks.
     ("release-empty", ":7:12", "app.release", "the command is empty"),
