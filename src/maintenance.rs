@@ -122,6 +122,9 @@ pub fn template_view(config: &crate::config::Config, m: Option<&Maintenance>) ->
             page_uri => PAGE_URI,
             retry_after => m.retry_after_secs,
             health_path => config.app.health.path.as_str(),
+            // ACME challenges stay answerable only where the site serves them from the
+            // webroot (every server block of a TLS site); never let through to the app.
+            acme => config.nginx.tls.is_some(),
         },
     }
 }

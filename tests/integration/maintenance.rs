@@ -90,6 +90,14 @@ fn maintenance_holds_everyone_but_the_probe_and_survives_a_deploy_under_load() {
             .code,
         200
     );
+    // Without nginx.tls there is no challenge location: an ACME-looking path is held like
+    // every other, never let through to the app.
+    assert_eq!(
+        http_get_as(project.port, "localhost", "/.well-known/acme-challenge/x")
+            .unwrap()
+            .code,
+        503
+    );
     // The page's location is internal: asked for directly, it is not there.
     assert_eq!(
         http_get_as(project.port, "localhost", cutover::maintenance::PAGE_URI)

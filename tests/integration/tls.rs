@@ -215,6 +215,22 @@ fn issues_serves_and_renews_a_certificate_through_nginx() {
     let (_, body) = https_get(&acme, https, "/").unwrap();
     assert_eq!(body.trim(), "version=v2 color=green");
 
+    // Maintenance on an HTTPS site: challenges are answered from the webroot on both
+    // servers, and nothing under the challenge prefix reaches the app.
+    project.cutover(["maintenance", "on"]).success();
+    assert_eq!(https_get(&acme, https, "/").unwrap().0, 503);
+    let challenge = "/.well-known/acme-challenge/token-123";
+    let (code, body) = https_get(&acme, https, challenge).unwrap();
+    assert_eq!((code, body.trim()), (200, "token-123.thumbprint"));
+    assert_eq!(http_head(project.port, challenge).0, 200);
+    let (code, body) = https_get(&acme, https, "/.well-known/acme-challenge/no-such").unwrap();
+    assert_eq!(
+        code, 404,
+        "served by nginx from the webroot, not the app: {body}"
+    );
+    assert!(!body.contains("version="), "{body}");
+    project.cutover(["maintenance", "off"]).success();
+
     // A forced renewal under HTTPS load: nginx serves the new certificate, no request fails.
     let before = served_serial(https);
     let stop = Arc::new(AtomicBool::new(false));
