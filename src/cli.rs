@@ -79,6 +79,11 @@ pub struct Cli {
     #[arg(long, global = true, hide = true, conflicts_with = "on_box")]
     pub on_box_child: bool,
 
+    /// With --on-box: once the command succeeded, its project dir (a synced release) becomes
+    /// the box's `current` release (remote::release)
+    #[arg(long, global = true, hide = true)]
+    pub on_box_promote: bool,
+
     /// With --on-box: the age identity arrives first on stdin
     #[arg(long, global = true, hide = true)]
     pub age_key_stdin: bool,

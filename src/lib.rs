@@ -58,7 +58,16 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         return Ok(code);
     }
     if cli.on_box_child {
-        return remote::on_box::worker(cli.age_key_stdin, || dispatch(&ctx, cli.command));
+        let promote = cli.on_box_promote;
+        return remote::on_box::worker(cli.age_key_stdin, || {
+            let code = dispatch(&ctx, cli.command)?;
+            // A synced release becomes `current` only once its command has succeeded.
+            if promote && code == ExitCode::SUCCESS {
+                let state_dir = config::load(&ctx.config_path, &ctx.dir)?.state_dir();
+                remote::release::promote(&ctx.dir, &state_dir, remote::release::LOCK_WAIT)?;
+            }
+            Ok(code)
+        });
     }
     dispatch(&ctx, cli.command)
 }

@@ -35,6 +35,7 @@ pub(super) fn box_argv(cli: &Cli) -> anyhow::Result<Vec<String>> {
         host: _,
         on_box: _,
         on_box_child: _,
+        on_box_promote: _,
         age_key_stdin: _,
         quiet,
         verbose,

@@ -24,6 +24,7 @@ mod argv;
 mod control;
 pub mod install;
 pub mod on_box;
+pub mod release;
 pub mod ship;
 mod ship_progress;
 pub mod ship_tar;
@@ -54,10 +55,11 @@ enum Reach {
     LocalOnly,
     /// Reads the box's project as last synced (status, history, prune).
     BoxState,
-    /// Needs this project on the box first; `swap` is false when the run must change nothing.
+    /// Needs this project on the box first; `promote`: the release becomes `current` once the
+    /// command succeeded (false when the run must change nothing).
     /// `explicit_only`: `remote.host` alone does not send it (`render` is also a local tool).
     Synced {
-        swap: bool,
+        promote: bool,
         sudo: bool,
         explicit_only: bool,
     },
@@ -78,28 +80,30 @@ fn reach(command: &Command) -> Reach {
         Command::Maintenance(_) => Reach::BoxState,
         Command::Logs(_) | Command::Exec(_) => Reach::BoxState,
         Command::Deploy(a) => Reach::Synced {
-            swap: !a.common.dry_run,
+            promote: !a.common.dry_run,
             sudo: false,
             explicit_only: false,
         },
         Command::Rollback(a) => Reach::Synced {
-            swap: !a.common.dry_run,
+            promote: !a.common.dry_run,
             sudo: false,
             explicit_only: false,
         },
         Command::Render(a) => Reach::Synced {
-            swap: !a.check && a.out.is_none(),
+            promote: !a.check && a.out.is_none(),
             sudo: false,
             explicit_only: true,
         },
-        Command::Bootstrap(a) => Reach::Synced {
-            swap: !a.dry_run && a.root.is_none(),
+        // Run as root through sudo: they never move `current` (that would take the project's
+        // lock as root and leave its lock file to root); the next deploy does.
+        Command::Bootstrap(_) => Reach::Synced {
+            promote: false,
             sudo: true,
             explicit_only: false,
         },
         // Certbot and nginx on the box, as root, like bootstrap's own `tls` step.
-        Command::Tls(crate::cli::TlsCommand::Issue(a)) => Reach::Synced {
-            swap: !a.dry_run && a.root.is_none(),
+        Command::Tls(crate::cli::TlsCommand::Issue(_)) => Reach::Synced {
+            promote: false,
             sudo: true,
             explicit_only: false,
         },
@@ -273,7 +277,12 @@ impl Remote {
         }
         let mut line = BoxLine::default();
         let project_dir = match self.reach {
-            Reach::Synced { swap, .. } => self.sync(session, &root, swap)?,
+            Reach::Synced { promote, .. } => {
+                if promote {
+                    line.promote = true;
+                }
+                self.sync(session, &root)?
+            }
             _ => {
                 let current = format!("{root}/current");
                 line.check(
@@ -290,6 +299,9 @@ impl Remote {
             line.sudo = true;
         }
         line.words = vec![probe.binary.clone(), "--on-box".into()];
+        if line.promote {
+            line.words.push("--on-box-promote".into());
+        }
         if self.identity.is_some() {
             line.words.push("--age-key-stdin".into());
         }
@@ -332,7 +344,7 @@ impl Remote {
         root: &str,
     ) -> anyhow::Result<()> {
         let t = Instant::now();
-        let dry_run = matches!(self.reach, Reach::Synced { swap: false, .. });
+        let dry_run = matches!(self.reach, Reach::Synced { promote: false, .. });
         let state = &self.loaded.config.state_dir;
         let stop = || signals.any();
         let line = ship_progress::run(session, image, root, state, dry_run, self.quiet, &stop)?;
@@ -341,7 +353,7 @@ impl Remote {
     }
 
     /// Sends the project into a new release under `root`; returns the release's path.
-    fn sync(&self, session: &mut ssh::Session, root: &str, swap: bool) -> anyhow::Result<String> {
+    fn sync(&self, session: &mut ssh::Session, root: &str) -> anyhow::Result<String> {
         let t = Instant::now();
         let marker = serde_json::json!({
             "from": crate::state::current_user(),
@@ -352,7 +364,7 @@ impl Remote {
         let archive = sync::pack(&self.loaded.dir, &self.loaded.path, &marker)?;
         let root = crate::process::shell_quote(root);
         let state_dir = &self.loaded.config.state_dir;
-        let script = sync::unpack_script(&root, &release_stamp(), state_dir, swap);
+        let script = sync::unpack_script(&root, &release_stamp(), state_dir);
         let out = session.exec_ok(&script, "sync the project to the box", Some(archive.tar))?;
         let release = out
             .stdout
@@ -447,6 +459,8 @@ impl Check {
 struct BoxLine {
     checks: Vec<(Check, String)>,
     sudo: bool,
+    /// The release becomes `current` once the command succeeds (`--on-box-promote`).
+    promote: bool,
     words: Vec<String>,
 }
 

@@ -211,9 +211,10 @@ fn file_name(path: &Path) -> anyhow::Result<String> {
 
 /// The shell script that unpacks the archive (on stdin) into a new release under `root` (a
 /// shell expression) and prints the release's absolute path. `state_dir` is the config's
-/// (relative ones are linked to the one under `root`); `swap_current` is false for runs that
-/// must change nothing (`--dry-run`, `render --check`).
-pub fn unpack_script(root: &str, stamp: &str, state_dir: &Path, swap_current: bool) -> String {
+/// (relative ones are linked to the one under `root`). It changes nothing else: `current`
+/// moves, and old releases go, only once the command run in the release has succeeded, under
+/// the deploy lock (`remote/release.rs`).
+pub fn unpack_script(root: &str, stamp: &str, state_dir: &Path) -> String {
     let q = crate::process::shell_quote;
     let link_state = if state_dir.is_absolute() {
         String::new()
@@ -224,11 +225,6 @@ pub fn unpack_script(root: &str, stamp: &str, state_dir: &Path, swap_current: bo
              ln -s \"$root\"/{rel} \"$t\"/{rel}; "
         )
     };
-    let swap = if swap_current {
-        "ln -sfn \"releases/$stamp\" \"$root/.current.new\"; mv -T \"$root/.current.new\" \"$root/current\"; "
-    } else {
-        ""
-    };
     format!(
         "set -e; root={root}; stamp={stamp}; mkdir -p \"$root/releases\"; \
          t=\"$root/releases/.incoming-$stamp\"; rm -rf \"$t\"; mkdir \"$t\"; \
@@ -236,10 +232,6 @@ pub fn unpack_script(root: &str, stamp: &str, state_dir: &Path, swap_current: bo
          tar -x -f - -C \"$t\"; \
          {link_state}\
          mv \"$t\" \"$root/releases/$stamp\"; trap - EXIT; \
-         {swap}\
-         cur=$(readlink \"$root/current\" 2>/dev/null || true); \
-         ls -1 \"$root/releases\" | grep -v '^\\.' | sort | head -n -5 | while read -r old; do \
-         [ \"releases/$old\" = \"$cur\" ] || rm -rf \"$root/releases/$old\"; done; \
          printf '%s\\n' \"$root/releases/$stamp\"",
         stamp = q(stamp),
     )

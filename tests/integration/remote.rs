@@ -447,18 +447,41 @@ fn remote_racing_deploys_the_loser_names_the_holder() {
     // remote.host in cutover.yml: no --host needed.
     let first = p.spawn(&["deploy", "--image", "cutover-demo:v1"], false);
     p.wait_for_step("health");
-    let out = p.remote(&["deploy", "--image", "cutover-demo:v2"]);
-    let (_, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains(
-            "another deploy is running: deploy cutover-demo:v1 by cutover-box via ssh from 127.0.0.1 (pid"
-        ),
-        "{stderr}"
-    );
+    let releases = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(p.remote_dir.join("releases"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| !n.starts_with('.'))
+            .collect();
+        names.sort();
+        names
+    };
+    let in_use = releases();
+    assert_eq!(in_use.len(), 1, "{in_use:?}");
+    // Six losers while the first deploy runs: each refused by the box's lock; none moves
+    // `current` (there is none yet) or prunes the release the running deploy reads.
+    for _ in 0..6 {
+        let out = p.remote(&["deploy", "--image", "cutover-demo:v2"]);
+        let (_, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(
+                "another deploy is running: deploy cutover-demo:v1 by cutover-box via ssh from 127.0.0.1 (pid"
+            ),
+            "{stderr}"
+        );
+        assert!(!p.remote_dir.join("current").exists(), "{stderr}");
+        assert!(releases().contains(&in_use[0]), "pruned the running deploy's release");
+    }
     let (code, _, stderr) = first.finish();
     assert_eq!(code, Some(0), "{stderr}");
     p.assert_serving("blue", "v1");
+    // `current` names what was deployed; the refused releases are newer, kept for a day.
+    assert_eq!(
+        std::fs::read_link(p.remote_dir.join("current")).unwrap(),
+        std::path::Path::new("releases").join(&in_use[0])
+    );
+    assert_eq!(releases().len(), 7, "{:?}", releases());
 }
 
 #[test]
