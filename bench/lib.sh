@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# What the benchmarks share, sourced by bench/run.sh and bench/remote.sh:
+# What the benchmarks share, sourced by bench/run.sh, bench/remote.sh and bench/history.sh:
 # the repository as the working directory, log lines, the tools a script needs, the release
 # build, the demo images, free loopback ports, the demo project's cutover.yml, a private
 # nginx in a prefix, and removing a compose project's containers. Functions only set the

@@ -18,7 +18,7 @@
 #
 # Everything runs on loopback, is bounded in time (each deploy, load client and watcher has
 # a limit) and is removed on exit: containers, network, nginx, temp dir. The set-up it shares
-# with remote.sh (nginx, the project's cutover.yml, the build) is bench/lib.sh.
+# with remote.sh and history.sh (nginx, the project's cutover.yml, the build) is bench/lib.sh.
 set -euo pipefail
 # shellcheck source=bench/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
