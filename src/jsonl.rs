@@ -373,9 +373,9 @@ impl<'a> BackLines<'a> {
                 self.done = true;
                 return Ok(Some(std::mem::take(&mut self.pending)));
             }
-            // No `\n` in `pending`: a line longer than a chunk. Reading at least as much as is
-            // pending doubles it each step, so assembling a long line costs its length, not
-            // its length squared over the chunk.
+            // No `\n` in `pending`: the line being assembled starts further back. Reading at
+            // least as much as is pending doubles it each step, so a line longer than a chunk
+            // costs its length to assemble, not its length squared over the chunk.
             let want = self.chunk.max(self.pending.len());
             let size = want.min(usize::try_from(self.unread).unwrap_or(usize::MAX));
             self.unread -= size as u64;
