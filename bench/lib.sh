@@ -113,8 +113,8 @@ nginx:
 EOF
 }
 
-# remove_project PROJECT: its containers (running or not) and its network, if any.
-remove_project_named() {
+# remove_compose_project PROJECT: its containers (running or not) and its network, if any.
+remove_compose_project() {
     docker ps -aq --filter "label=com.docker.compose.project=$1" | xargs -r docker rm -f >/dev/null 2>&1 || true
     docker network rm "${1}_default" >/dev/null 2>&1 || true
 }
