@@ -12,40 +12,27 @@
 # missing, in the docker group), its own nginx in a prefix it owns. Needs root, sshd
 # (openssh-server), docker with the demo images, nginx, python3. Everything it starts is
 # removed on exit. Prints a markdown table; raw numbers go to bench/results/remote.json.
+# The set-up it shares with run.sh (nginx, the project's cutover.yml, the build) is
+# bench/lib.sh.
 set -euo pipefail
-
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$repo_root"
-export PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CYCLES=5
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --cycles) CYCLES=$2; shift 2 ;;
-        -h|--help) sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,16p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "remote.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
 BOX_USER=cutover-box
 DEPLOY_LIMIT_S=120
 
-log() { printf '\n=== %s\n' "$*" >&2; }
-now() { date +%s.%N; }
-
 [[ $(id -u) -eq 0 ]] || { echo "remote.sh needs root (box user, sshd)" >&2; exit 1; }
-for tool in docker nginx python3 ssh ssh-keygen sshd runuser; do
-    command -v "$tool" >/dev/null || { echo "remote.sh needs $tool" >&2; exit 1; }
-done
-for image in cutover-demo:v1 cutover-demo:v2; do
-    docker image inspect "$image" >/dev/null 2>&1 || bash scripts/demo-image.sh v1 v2
-done
-
-log "build (cargo build --release --locked)"
-cargo build --release --locked --quiet
-BIN=${CARGO_TARGET_DIR:-$repo_root/target}/release/cutover
-
-# N distinct loopback ports: the sockets are held open together while they are picked.
-free_ports() { python3 -c 'import socket,sys; s=[socket.socket() for _ in range(int(sys.argv[1]))]; [x.bind(("127.0.0.1",0)) for x in s]; print(*[x.getsockname()[1] for x in s])' "$1"; }
+need docker nginx python3 ssh ssh-keygen sshd runuser
+demo_images
+build_release
 
 # ---- the box -------------------------------------------------------------------------------
 log "box: user $BOX_USER, sshd, nginx"
@@ -65,10 +52,11 @@ chmod 0755 "$root"
 project="cutover-bench-remote-$$"
 sshd_pid=""
 cleanup() {
-    [[ -n "$sshd_pid" ]] && kill "$sshd_pid" 2>/dev/null || true
-    [[ -f "$root/box/nginx/nginx.pid" ]] && kill -QUIT "$(cat "$root/box/nginx/nginx.pid")" 2>/dev/null || true
-    docker ps -aq --filter "label=com.docker.compose.project=$project" | xargs -r docker rm -f >/dev/null 2>&1 || true
-    docker network rm "${project}_default" >/dev/null 2>&1 || true
+    if [[ -n "$sshd_pid" ]]; then kill "$sshd_pid" 2>/dev/null || true; fi
+    if [[ -f "$root/box/nginx/nginx.pid" ]]; then
+        kill -QUIT "$(cat "$root/box/nginx/nginx.pid")" 2>/dev/null || true
+    fi
+    remove_compose_project "$project"
     sleep 0.2
     rm -rf "$root"
 }
@@ -77,7 +65,7 @@ trap cleanup EXIT
 read -r ssh_port blue green nginx_port < <(free_ports 4)
 (cd "$root" && ssh-keygen -q -t ed25519 -N '' -f host_key && ssh-keygen -q -t ed25519 -N '' -f client_key)
 cp "$root/client_key.pub" "$root/authorized_keys"
-mkdir -p "$root/box/data" "$root/box/state" "$root/box/nginx/logs" "$root/box/nginx/tmp" /run/sshd
+mkdir -p "$root/box/data" "$root/box/state" /run/sshd
 cat >"$root/sshd_config" <<EOF
 Port $ssh_port
 ListenAddress 127.0.0.1
@@ -111,49 +99,17 @@ export CUTOVER_SSH_CONFIG=$root/ssh_config
 # ---- the project (here) ------------------------------------------------------------------
 prefix=$root/box/nginx
 mkdir -p "$root/local"
-nginx_argv() { printf '[nginx, -p, "%s/", -c, "%s/nginx.conf", -e, "%s/logs/error.log"%s]' "$prefix" "$prefix" "$prefix" "$1"; }
-cat >"$root/local/cutover.yml" <<EOF
-project: $project
-app:
-  name: web
-  image: cutover-demo
-  port: 8080
-  memory: 64M
-  environment:
-    STARTUP_DELAY_MS: "1000"
-  health: { path: /health, timeout: 30s, interval: 100ms }
-  drain: 10s
-  stop_grace: 10s
-colors: { blue: $blue, green: $green }
-nginx:
-  include: $prefix/service-url.inc
-  listen: "127.0.0.1:$nginx_port"
-  test: $(nginx_argv ', -t')
-  reload: $(nginx_argv ', -s, reload')
-remote:
-  host: box
-  dir: $root/box/project
-EOF
+{
+    demo_project_yml "$project" 1000 "$blue" "$green" "$prefix" "$nginx_port" 30s
+    printf 'remote:\n  host: box\n  dir: %s\n' "$root/box/project"
+} >"$root/local/cutover.yml"
 (cd "$root/local" && "$BIN" render --out rendered >/dev/null)
+write_nginx_conf "$prefix"
 cp "$root/local/rendered/nginx-site.conf" "$prefix/site.conf"
 cp "$root/local/rendered/service-url.inc" "$prefix/service-url.inc"
-cat >"$prefix/nginx.conf" <<EOF
-worker_processes 1;
-pid $prefix/nginx.pid;
-error_log $prefix/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $prefix/tmp/body;
-    proxy_temp_path $prefix/tmp/proxy;
-    fastcgi_temp_path $prefix/tmp/fastcgi;
-    uwsgi_temp_path $prefix/tmp/uwsgi;
-    scgi_temp_path $prefix/tmp/scgi;
-    include $prefix/site.conf;
-}
-EOF
 chown -R "$BOX_USER" "$root/box"
-runuser -u "$BOX_USER" -- /usr/sbin/nginx -p "$prefix/" -c "$prefix/nginx.conf" -e "$prefix/logs/error.log"
+nginx_in "$prefix"
+runuser -u "$BOX_USER" -- /usr/sbin/nginx "${NGINX[@]:1}"
 
 connections() { grep -c 'Connection from' "$root/sshd.log" || true; }
 
@@ -168,7 +124,8 @@ remote_deploy() { # image -> prints "seconds connections"
     echo "$(python3 -c "print(f'{$t1-$t0:.3f}')") $((after - before))"
 }
 
-box_bin() { ls "$root/box/data/cutover/bin/"cutover-* | head -n1; }
+# The binary the first remote deploy installed (one file, named by its sha256).
+box_bin() { find "$root/box/data/cutover/bin" -maxdepth 1 -name 'cutover-*' | sort | head -n1; }
 
 local_deploy() { # image -> prints seconds (on the box, as the box user, no SSH)
     local t0 t1 bin

@@ -11,18 +11,17 @@
 #   BENCH_RAW_COPY=DIR   keep a copy of the raw files (load timelines, tool outputs) in DIR
 #
 # Needs: docker (engine running), the demo images (built with scripts/demo-image.sh when
-# missing), nginx, python3, GNU time; hyperfine is used when present (apt-get install
+# missing), nginx, python3, curl, GNU time; hyperfine is used when present (apt-get install
 # hyperfine), else a timed loop. Compose v2 comes from DOCKER_CONFIG as set up by
 # scripts/test.sh (~/.cache/cutover-test/docker-config); without it the v2 rows fall back to
 # whatever `docker compose` is, and say so.
 #
 # Everything runs on loopback, is bounded in time (each deploy, load client and watcher has
-# a limit) and is removed on exit: containers, network, nginx, temp dir.
+# a limit) and is removed on exit: containers, network, nginx, temp dir. The set-up it shares
+# with remote.sh and history.sh (nginx, the project's cutover.yml, the build) is bench/lib.sh.
 set -euo pipefail
-
-repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$repo_root"
-export PATH="$PATH:/usr/sbin:/sbin"
+# shellcheck source=bench/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CYCLES=3
 QUICK=0
@@ -30,7 +29,7 @@ while [[ $# -gt 0 ]]; do
     case "$1" in
         --cycles) CYCLES=$2; shift 2 ;;
         --quick) QUICK=1; CYCLES=1; shift ;;
-        -h|--help) sed -n '2,19p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -46,27 +45,13 @@ SETTLE_S=5
 # Per-deploy bound: nothing here should take a minute.
 DEPLOY_LIMIT_S=120
 
-log() { printf '\n=== %s\n' "$*" >&2; }
-note() { printf '    %s\n' "$*" >&2; }
-now() { date +%s.%N; }
-
 # ---- prerequisites ------------------------------------------------------------------------
-for tool in docker nginx python3 curl; do
-    command -v "$tool" >/dev/null || { echo "run.sh needs $tool" >&2; exit 1; }
-done
-[[ -x /usr/bin/time ]] || { echo "run.sh needs GNU time (apt-get install time)" >&2; exit 1; }
+need docker nginx python3 curl
+need_gnu_time
 docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable" >&2; exit 1; }
 
-log "build (cargo build --release --locked)"
-cargo build --release --locked --quiet
-target_dir=${CARGO_TARGET_DIR:-$repo_root/target}
-BIN=$target_dir/release/cutover
-[[ -x "$BIN" ]] || { echo "no binary at $BIN" >&2; exit 1; }
-
-if ! docker image inspect cutover-demo:v1 cutover-demo:v2 >/dev/null 2>&1; then
-    log "demo images (scripts/demo-image.sh v1 v2)"
-    bash scripts/demo-image.sh v1 v2 >/dev/null
-fi
+build_release
+demo_images
 
 # compose v2: the private CLI plugin scripts/test.sh installs
 v2_config=${XDG_CACHE_HOME:-$HOME/.cache}/cutover-test/docker-config
@@ -88,14 +73,12 @@ WORK=$(mktemp -d /tmp/cutover-bench.XXXXXX)
 RAW=$WORK/raw
 mkdir -p "$RAW"
 PROJECT=cutover-bench-$$
-# N distinct loopback ports: the sockets are held open together while they are picked.
-free_ports() { python3 -c 'import socket,sys; s=[socket.socket() for _ in range(int(sys.argv[1]))]; [x.bind(("127.0.0.1",0)) for x in s]; print(*[x.getsockname()[1] for x in s])' "$1"; }
 read -r BLUE GREEN NGINX_PORT < <(free_ports 3)
 PREFIX=$WORK/nginx
 CUT_DIR=$WORK/cutover       # cutover's project dir (cutover.yml, .cutover/)
 SEED_DIR=$WORK/seed         # the baselines' compose file
 mkdir -p "$PREFIX/logs" "$PREFIX/tmp" "$CUT_DIR" "$SEED_DIR"
-NGINX=(nginx -p "$PREFIX/" -c "$PREFIX/nginx.conf" -e "$PREFIX/logs/error.log")
+nginx_in "$PREFIX"
 BG_PIDS=()
 
 cleanup() {
@@ -113,64 +96,27 @@ cleanup() {
     rm -rf "$WORK"
     [[ $rc -eq 0 ]] || echo "bench/run.sh failed (exit $rc); containers, nginx and $WORK removed" >&2
 }
-remove_project() {
-    local ids
-    ids=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")
-    [[ -z "$ids" ]] || docker rm -f $ids >/dev/null 2>&1 || true
-    docker network rm "${PROJECT}_default" >/dev/null 2>&1 || true
-}
+remove_project() { remove_compose_project "$PROJECT"; }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-argv_yaml() { local out="" a; for a in "$@"; do out+="\"$a\", "; done; echo "[${out%, }]"; }
 
 # write_config DELAY_MS: cutover.yml for cutover, and the baselines' compose file rendered
 # from it (the color images replaced by ${BENCH_IMAGE}, which the seed scripts set).
 write_config() {
     local delay=$1
-    cat >"$CUT_DIR/cutover.yml" <<EOF
-project: $PROJECT
-app:
-  name: web
-  image: cutover-demo
-  port: 8080
-  memory: 64M
-  environment:
-    STARTUP_DELAY_MS: "$delay"
-  health: { path: /health, timeout: 60s, interval: 100ms }
-  settle: ${SETTLE_S}s
-  drain: 10s
-  stop_grace: 10s
-colors: { blue: $BLUE, green: $GREEN }
-nginx:
-  include: $PREFIX/service-url.inc
-  listen: "127.0.0.1:$NGINX_PORT"
-  test: $(argv_yaml "${NGINX[@]}" -t)
-  reload: $(argv_yaml "${NGINX[@]}" -s reload)
-EOF
+    demo_project_yml "$PROJECT" "$delay" "$BLUE" "$GREEN" "$PREFIX" "$NGINX_PORT" 60s \
+        "settle: ${SETTLE_S}s" >"$CUT_DIR/cutover.yml"
     rm -rf "$CUT_DIR/rendered"
     "$BIN" -q -C "$CUT_DIR" render --out rendered >/dev/null
+    # ${BENCH_IMAGE} is for compose to expand (the seed scripts set it), not this shell.
+    # shellcheck disable=SC2016
     sed 's|^    image: "cutover-demo.*"$|    image: "${BENCH_IMAGE}"|' \
         "$CUT_DIR/rendered/compose.yml" >"$SEED_DIR/compose.yml"
     grep -q 'BENCH_IMAGE' "$SEED_DIR/compose.yml" || { echo "could not template the seed compose file" >&2; exit 1; }
 }
 
 start_nginx() {
-    cat >"$PREFIX/nginx.conf" <<EOF
-worker_processes 1;
-pid $PREFIX/nginx.pid;
-error_log $PREFIX/logs/error.log warn;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path $PREFIX/tmp/body;
-    proxy_temp_path $PREFIX/tmp/proxy;
-    fastcgi_temp_path $PREFIX/tmp/fastcgi;
-    uwsgi_temp_path $PREFIX/tmp/uwsgi;
-    scgi_temp_path $PREFIX/tmp/scgi;
-    include $PREFIX/site.conf;
-}
-EOF
+    write_nginx_conf "$PREFIX"
     cp "$CUT_DIR/rendered/nginx-site.conf" "$PREFIX/site.conf"
     cp "$CUT_DIR/rendered/service-url.inc" "$PREFIX/service-url.inc"
     "${NGINX[@]}" -t -q
@@ -270,7 +216,8 @@ run_tool() {
     reset_stage
     deploy "$tool" "$compose" "$delay" v1 blue "warmup"
     for c in $(seq 1 "$cycles"); do
-        local label="$tool-$(ctag "$compose")-$delay-$mode-$c"
+        local label
+        label="$tool-$(ctag "$compose")-$delay-$mode-$c"
         start_load "$label" "$mode"
         deploy "$tool" "$compose" "$delay" v2 green "$label"
         deploy "$tool" "$compose" "$delay" v1 blue "$label"

@@ -239,11 +239,11 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
 
 pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
-    let mut entries = StateDir::new(loaded.state_dir()).history()?;
-    if let Some(n) = args.limit {
-        let skip = entries.len().saturating_sub(n);
-        entries.drain(..skip);
-    }
+    // With -n only the last N lines are read (from the end of the log), not the whole history.
+    let entries = match args.limit {
+        Some(n) => StateDir::new(loaded.state_dir()).history_tail(n)?,
+        None => StateDir::new(loaded.state_dir()).history()?,
+    };
     if args.json {
         outln!("{}", serde_json::to_string_pretty(&entries)?)?;
         return Ok(ExitCode::SUCCESS);

@@ -1,5 +1,6 @@
 //! Deploy state on disk: `.cutover/state.json` (which image each color runs, which color is
-//! active, a deploy in progress) and `.cutover/history.jsonl` (append-only log).
+//! active, a deploy in progress) and `.cutover/history.jsonl` (append-only log; read whole, or
+//! from its end for the last entries, [`crate::jsonl`]).
 //!
 //! State is a record, not the truth: `status` and `deploy` cross-check it against the nginx
 //! include and the running containers, so a `kill -9` between two writes is explainable.
@@ -220,6 +221,21 @@ impl StateDir {
     /// Every history entry, oldest first. A line that does not parse (a torn tail) is skipped.
     pub fn history(&self) -> anyhow::Result<Vec<HistoryEntry>> {
         crate::jsonl::read(&self.history_file())
+    }
+
+    /// The newest `n` history entries, oldest first, read from the end of the log: the time
+    /// and memory of `history -n N` follow N, not the length of the history.
+    pub fn history_tail(&self, n: usize) -> anyhow::Result<Vec<HistoryEntry>> {
+        crate::jsonl::read_last(&self.history_file(), n)
+    }
+
+    /// The newest history entry `wanted` accepts (`status`'s last deploy), read back from the
+    /// end of the log only as far as that entry.
+    pub fn last_history(
+        &self,
+        wanted: impl FnMut(&HistoryEntry) -> bool,
+    ) -> anyhow::Result<Option<HistoryEntry>> {
+        crate::jsonl::find_last(&self.history_file(), wanted)
     }
 }
 
@@ -483,6 +499,31 @@ mod tests {
         );
         assert!(err.starts_with(&want), "{err}");
         assert!(err.contains("rebuilds it from what it observes"), "{err}");
+    }
+
+    #[test]
+    fn the_tail_of_the_history_is_the_end_of_the_whole_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let sd = StateDir::new(dir.path());
+        assert_eq!(sd.last_history(|_| true).unwrap(), None);
+        // Every format ever written, then a torn tail a crash left.
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/history/v0.1.jsonl");
+        let mut text = std::fs::read_to_string(fixture).unwrap();
+        text.push_str("{\"time\": \"2026-11-22T");
+        std::fs::write(sd.history_file(), text).unwrap();
+        let all = sd.history().unwrap();
+        assert_eq!(all.len(), 7);
+        for n in 0..=all.len() + 1 {
+            let want = &all[all.len().saturating_sub(n)..];
+            assert_eq!(sd.history_tail(n).unwrap(), want, "n {n}");
+        }
+        assert_eq!(sd.last_history(|_| true).unwrap().as_ref(), all.last());
+        let compose = sd
+            .last_history(|e| e.engine == EngineKind::Compose)
+            .unwrap()
+            .unwrap();
+        assert_eq!(compose, all[4]);
+        assert_eq!(compose.action, Action::Rollback);
     }
 
     #[test]

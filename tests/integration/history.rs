@@ -95,3 +95,45 @@ fn a_corrupt_history_line_is_an_error_naming_the_line() {
         "{stderr}"
     );
 }
+
+#[test]
+fn history_with_a_limit_reads_the_tail_past_a_torn_line() {
+    let dir = project_with_history();
+    let path = dir.path().join(".cutover/history.jsonl");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("{\"time\": \"2026-11-2");
+    std::fs::write(&path, text).unwrap();
+    let out = cutover(dir.path())
+        .args(["history", "-n", "2", "--json"])
+        .assert()
+        .success();
+    let got: Vec<serde_json::Value> = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let want = fixture_entries();
+    assert_eq!(got, want[want.len() - 2..]);
+}
+
+#[test]
+fn history_with_a_limit_reads_only_what_it_shows() {
+    let dir = project_with_history();
+    let path = dir.path().join(".cutover/history.jsonl");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.insert_str(0, "{\"time\": 1}\n");
+    std::fs::write(&path, text).unwrap();
+    // The damaged first line is not among the last 7, so it is not read…
+    let out = cutover(dir.path())
+        .args(["history", "-n", "7", "--json"])
+        .assert()
+        .success();
+    let got: Vec<serde_json::Value> = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(got.len(), 7);
+    // …but the last 8 reach it, and the error names it as the whole read does.
+    let out = cutover(dir.path())
+        .args(["history", "-n", "8"])
+        .assert()
+        .failure();
+    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("history.jsonl:1 is not a cutover history entry"),
+        "{stderr}"
+    );
+}

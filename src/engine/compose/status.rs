@@ -1,6 +1,7 @@
 //! `status` for the compose engine: which color nginx serves (asked through its probe) and
 //! which one its include names, each color's container, image and health (asked directly),
-//! the accessories, the last deploy, and where nginx, the containers and the record disagree.
+//! the accessories, the last deploy (read from the end of the history, not the whole log),
+//! and where nginx, the containers and the record disagree.
 
 use std::time::Duration;
 
@@ -120,7 +121,7 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
         colors,
         accessories,
         workers,
-        last_deploy: StateDir::new(loaded.state_dir()).history()?.pop(),
+        last_deploy: StateDir::new(loaded.state_dir()).last_history(|_| true)?,
         problems: observed
             .disagreements()
             .into_iter()

@@ -1,5 +1,6 @@
 //! `status --engine swarm`: the stack's services with their tasks and last update, cutover's
-//! swarm secrets, and the last swarm deploy.
+//! swarm secrets, and the last swarm deploy (the history read back from its end only as far
+//! as that entry).
 
 use serde::Serialize;
 
@@ -62,11 +63,8 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
                 .collect(),
         });
     }
-    let last_deploy = StateDir::new(loaded.state_dir())
-        .history()?
-        .into_iter()
-        .rev()
-        .find(|e| e.engine == EngineKind::Swarm);
+    let last_deploy =
+        StateDir::new(loaded.state_dir()).last_history(|e| e.engine == EngineKind::Swarm)?;
     Ok(StatusReport {
         engine: EngineKind::Swarm,
         stack: project,
