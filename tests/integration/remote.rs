@@ -632,7 +632,7 @@ fn remote_logs_and_exec_run_on_the_box_without_a_tty() {
     let (stdout, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(7), "{stderr}");
     assert_eq!(stdout.trim(), "on the box");
-    let (stdout, _) = p.remote_ok(&["logs", "-n", "20"]);
+    let (stdout, _) = p.remote_ok(&["logs", "-n", "200"]);
     assert!(stdout.contains("listening on"), "{stdout}");
     let out = p.remote(&["logs", "nope"]);
     let (_, stderr) = texts(&out);
