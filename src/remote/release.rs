@@ -138,7 +138,12 @@ mod tests {
         );
         assert_eq!(names(root).len(), 7, "{:?}", names(root));
         // Later, release 7 is promoted: 3–6 are older now; the newest 4 of them stay.
-        promote(&root.join("releases/0000000007.0-1"), &state, Duration::ZERO).unwrap();
+        promote(
+            &root.join("releases/0000000007.0-1"),
+            &state,
+            Duration::ZERO,
+        )
+        .unwrap();
         assert_eq!(
             names(root),
             [
@@ -155,7 +160,11 @@ mod tests {
     fn newer_releases_go_only_once_stale() {
         let dir = tempfile::tempdir().unwrap();
         let releases = dir.path().join("releases");
-        for s in ["0000000001.0-1", "0000000002.0-1", ".incoming-0000000003.0-1"] {
+        for s in [
+            "0000000001.0-1",
+            "0000000002.0-1",
+            ".incoming-0000000003.0-1",
+        ] {
             release(dir.path(), s);
         }
         let later = SystemTime::now() + STALE_AFTER + Duration::from_secs(60);
@@ -169,9 +178,16 @@ mod tests {
     fn only_a_release_dir_is_promoted() {
         let dir = tempfile::tempdir().unwrap();
         for bad in ["project", "releases/.incoming-1", "releases"] {
-            let err = promote(&dir.path().join(bad), &dir.path().join(".cutover"), Duration::ZERO)
-                .unwrap_err();
-            assert!(err.to_string().contains("is not a synced release"), "{bad}: {err}");
+            let err = promote(
+                &dir.path().join(bad),
+                &dir.path().join(".cutover"),
+                Duration::ZERO,
+            )
+            .unwrap_err();
+            assert!(
+                err.to_string().contains("is not a synced release"),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -191,7 +207,10 @@ mod tests {
         let _held = StateDir::new(&state).lock(Duration::ZERO, &holder).unwrap();
         let second = release(root, "0000000002.0-1");
         let err = promote(&second, &state, Duration::ZERO).unwrap_err();
-        assert!(format!("{err:#}").contains("was not made `current`"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("was not made `current`"),
+            "{err:#}"
+        );
         assert_eq!(
             std::fs::read_link(root.join("current")).unwrap(),
             Path::new("releases/0000000001.0-1")

@@ -50,7 +50,8 @@ fn e2e_release_runs_once_in_the_new_image_before_it_starts_and_rollback_skips_it
     assert!(release_at < up_at, "{stderr}");
     assert_eq!(
         project.last_history_steps(),
-        ["lock", "observe", "release", "up", "health", "switch", "probe", "drain"]
+        // A first deploy is watched too (`settle`), then waits for old nginx workers.
+        ["lock", "observe", "release", "up", "health", "switch", "probe", "settle", "drain"]
     );
     assert!(project.oneoff_containers().is_empty());
     project.assert_serving("blue", "v1");

@@ -471,7 +471,10 @@ fn remote_racing_deploys_the_loser_names_the_holder() {
             "{stderr}"
         );
         assert!(!p.remote_dir.join("current").exists(), "{stderr}");
-        assert!(releases().contains(&in_use[0]), "pruned the running deploy's release");
+        assert!(
+            releases().contains(&in_use[0]),
+            "pruned the running deploy's release"
+        );
     }
     let (code, _, stderr) = first.finish();
     assert_eq!(code, Some(0), "{stderr}");

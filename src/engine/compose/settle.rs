@@ -57,13 +57,13 @@ impl Run<'_, '_> {
         }
     }
 
-    /// A first deploy whose color failed in the watch window: nothing to switch back to, so
+    /// A first deploy whose color failed in the settle window: nothing to switch back to, so
     /// it keeps serving what it can, and the deploy fails saying what was seen.
     fn unsettled_first_deploy(&mut self, t: &Target, why: &str) -> anyhow::Error {
         let service = self.d.loaded.config.service(t.to);
         let logs = self.project.logs(&service, 20);
         let mut message = format!(
-            "deploy failed: {service} ({}) failed in the watch window after the switch: {why}\n\
+            "deploy failed: {service} ({}) failed in the settle window after the switch: {why}\n\
              this was the first deploy, so there is no older color to switch back to: nginx \
              points at {}, and {service} was left in place (see `cutover status`, `cutover logs`)",
             t.image, t.to
@@ -102,7 +102,7 @@ impl Run<'_, '_> {
                 "not switching back: {old} is not healthy either ({old_why})"
             ));
             return failed(format!(
-                "deploy failed: {} failed in the watch window after the switch ({why}), and \
+                "deploy failed: {} failed in the settle window after the switch ({why}), and \
                  {old} ({old_image}) is not healthy either ({old_why}): no healthy color exists\n\
                  nginx stays on {}, which may still answer some requests; neither color was \
                  stopped (see `cutover status`)",
@@ -120,7 +120,7 @@ impl Run<'_, '_> {
                 self.clock
                     .done(Step::Switch, format!("could not go back to {old}"));
                 return failed(format!(
-                    "deploy failed: {} failed in the watch window after the switch ({why}), and \
+                    "deploy failed: {} failed in the settle window after the switch ({why}), and \
                      switching nginx back to {old} failed too: {e:#}\n\
                      nginx still points at {}; {old} ({old_image}) runs; {idle_service} was left in place",
                     t.to, t.to
@@ -138,7 +138,7 @@ impl Run<'_, '_> {
             self.clock
                 .done(Step::Switch, format!("nginx did not serve {old}"));
             return failed(format!(
-                "deploy failed: {} failed in the watch window after the switch ({why}), and \
+                "deploy failed: {} failed in the settle window after the switch ({why}), and \
                  nginx did not serve {old} after switching back ({probe}); {restored}\n\
                  {old} ({old_image}) runs; {idle_service} was left in place",
                 t.to
@@ -158,7 +158,7 @@ impl Run<'_, '_> {
         self.abort_before_switch(
             &idle_service,
             &format!(
-                "{} failed in the watch window after the switch: {why}\n\
+                "{} failed in the settle window after the switch: {why}\n\
                  nginx switched back to {old} ({old_image}), which kept running and answers its health check",
                 t.to
             ),
