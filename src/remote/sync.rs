@@ -12,8 +12,12 @@
 //! The archive is built here with `tar::Builder` (GNU headers, so a path of any length travels
 //! whole through a long-name entry) rather than by a local `tar`, so what is sent is exactly
 //! the list this module decides: regular files and their parent directories, every entry
-//! appended from bytes read here, owned by 0:0. A symlink is followed: a linked file travels
-//! as a regular file with its target's bytes, a linked directory as the files under it.
+//! appended from bytes read here, owned by 0:0. Nothing outside `templates/` and `secrets/` is
+//! read for them: a symlink that resolves inside its own folder is followed (a linked file
+//! travels as a regular file with its target's bytes, a linked directory as the files under it,
+//! never into a directory it is already inside), and one that resolves elsewhere (`/etc/shadow`, a key outside the
+//! project, the project root itself with its state dir and plaintext), or nowhere, refuses the
+//! sync naming the link and its target.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt as _;
@@ -44,6 +48,11 @@ struct Entry {
 struct Contents {
     files: Vec<Entry>,
     dir_modes: BTreeMap<String, u32>,
+    /// The folder being collected (`templates/` or `secrets/`), resolved: a link must stay in it.
+    within: PathBuf,
+    /// The directories being walked (resolved), from the folder down: a link back up to one
+    /// of them would loop, and is not followed.
+    walking: BTreeSet<PathBuf>,
 }
 
 impl Contents {
@@ -52,6 +61,36 @@ impl Contents {
     }
 
     /// Records a directory's mode; it is sent only if a file under it is.
+    /// `path` itself, or the refusal of a symlink that leaves the project or leads nowhere.
+    fn inside(&self, path: &Path) -> anyhow::Result<()> {
+        let is_link = std::fs::symlink_metadata(path)
+            .with_context(|| format!("could not read {}", path.display()))?
+            .file_type()
+            .is_symlink();
+        if !is_link {
+            return Ok(());
+        }
+        let target = std::fs::read_link(path).unwrap_or_default();
+        let resolved = path.canonicalize().map_err(|e| {
+            anyhow::anyhow!(
+                "refusing to sync the project: {} is a symlink to {}, which cannot be resolved ({e})",
+                path.display(),
+                target.display()
+            )
+        })?;
+        if !resolved.starts_with(&self.within) {
+            bail!(
+                "refusing to sync the project: {} is a symlink to {} ({}), outside {}; nothing \
+                 outside it is sent to the box (copy the file in, or remove the link)",
+                path.display(),
+                target.display(),
+                resolved.display(),
+                self.within.display()
+            );
+        }
+        Ok(())
+    }
+
     fn dir(&mut self, name: &str, source: &std::fs::Metadata) {
         // The owner keeps rwx: the box must be able to remove an old release.
         let mode = DIR_MODE & (source.permissions().mode() | 0o700);
@@ -77,13 +116,26 @@ pub fn pack(dir: &Path, config_path: &Path, marker: &str) -> anyhow::Result<Arch
         .with_context(|| format!("could not read {}", config_path.display()))?;
     let mode = file_mode(FILE_MODE, &metadata(config_path)?);
     contents.file("cutover.yml".into(), config, mode);
-    let templates = dir.join("templates");
-    if templates.is_dir() {
-        collect_tree(&templates, "templates", &mut contents)?;
-    }
-    let secrets = dir.join("secrets");
-    if secrets.is_dir() {
-        collect_secrets(&secrets, &mut contents)?;
+    for (folder, collect) in [
+        (
+            "templates",
+            collect_tree as fn(&Path, &str, &mut Contents) -> anyhow::Result<()>,
+        ),
+        ("secrets", collect_secrets),
+    ] {
+        let path = dir.join(folder);
+        if !path.is_dir() {
+            continue;
+        }
+        // The folder itself must be the project's own, not a link out of it.
+        contents.within = dir
+            .canonicalize()
+            .with_context(|| format!("could not resolve {}", dir.display()))?;
+        contents.inside(&path)?;
+        contents.within = path
+            .canonicalize()
+            .with_context(|| format!("could not resolve {}", path.display()))?;
+        collect(&path, folder, &mut contents)?;
     }
     let marker = marker.as_bytes().to_vec();
     contents.file(SYNC_MARKER.into(), marker, FILE_MODE);
@@ -144,6 +196,18 @@ fn append(
 }
 
 fn collect_tree(root: &Path, prefix: &str, contents: &mut Contents) -> anyhow::Result<()> {
+    let resolved = root
+        .canonicalize()
+        .with_context(|| format!("could not resolve {}", root.display()))?;
+    if !contents.walking.insert(resolved.clone()) {
+        return Ok(());
+    }
+    let walked = walk_tree(root, prefix, contents);
+    contents.walking.remove(&resolved);
+    walked
+}
+
+fn walk_tree(root: &Path, prefix: &str, contents: &mut Contents) -> anyhow::Result<()> {
     contents.dir(prefix, &metadata(root)?);
     let mut children: Vec<PathBuf> = std::fs::read_dir(root)
         .with_context(|| format!("could not list {}", root.display()))?
@@ -153,6 +217,7 @@ fn collect_tree(root: &Path, prefix: &str, contents: &mut Contents) -> anyhow::R
     children.sort();
     for path in children {
         let name = format!("{prefix}/{}", file_name(&path)?);
+        contents.inside(&path)?;
         let meta = metadata(&path)?;
         if meta.is_dir() {
             collect_tree(&path, &name, contents)?;
@@ -170,8 +235,8 @@ fn collect_tree(root: &Path, prefix: &str, contents: &mut Contents) -> anyhow::R
     Ok(())
 }
 
-fn collect_secrets(dir: &Path, contents: &mut Contents) -> anyhow::Result<()> {
-    contents.dir("secrets", &metadata(dir)?);
+fn collect_secrets(dir: &Path, prefix: &str, contents: &mut Contents) -> anyhow::Result<()> {
+    contents.dir(prefix, &metadata(dir)?);
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("could not list {}", dir.display()))?
         .map(|e| e.map(|e| e.path()))
@@ -179,6 +244,7 @@ fn collect_secrets(dir: &Path, contents: &mut Contents) -> anyhow::Result<()> {
         .with_context(|| format!("could not list {}", dir.display()))?;
     files.sort();
     for path in files {
+        contents.inside(&path)?;
         if !path.is_file() {
             continue;
         }
@@ -416,5 +482,79 @@ mod tests {
             let sent = out.path().join("templates").join(name);
             assert_eq!(std::fs::read_to_string(&sent).unwrap(), *name);
         }
+    }
+
+    fn project_with_links(links: &[(&str, &Path)]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path();
+        std::fs::write(p.join("cutover.yml"), "project: x\n").unwrap();
+        std::fs::create_dir_all(p.join("templates/shared")).unwrap();
+        std::fs::write(p.join("templates/shared/base.j2"), "base").unwrap();
+        std::fs::create_dir_all(p.join("secrets")).unwrap();
+        for (link, target) in links {
+            std::os::unix::fs::symlink(target, p.join(link)).unwrap();
+        }
+        dir
+    }
+
+    fn refusal(dir: &Path) -> String {
+        match pack(dir, &dir.join("cutover.yml"), "{}") {
+            Ok(archive) => panic!("synced {} files", archive.files),
+            Err(err) => format!("{err:#}"),
+        }
+    }
+
+    #[test]
+    fn a_link_out_of_its_folder_is_refused_naming_link_and_target() {
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("shadow"), "root:secret-hash").unwrap();
+        std::fs::create_dir_all(outside.path().join("keys")).unwrap();
+        std::fs::write(outside.path().join("keys/id"), "PRIVATE").unwrap();
+        let shadow = outside.path().join("shadow");
+        let keys = outside.path().join("keys");
+        for (link, target) in [
+            ("templates/x.j2", shadow.as_path()),
+            ("secrets/evil.env.age", shadow.as_path()),
+            ("templates/keys", keys.as_path()),
+            // The project root holds the state dir and whatever else: never under templates/.
+            ("templates/everything", Path::new("..")),
+            ("templates/gone.j2", Path::new("/nonexistent/file")),
+        ] {
+            let dir = project_with_links(&[(link, target)]);
+            let message = refusal(dir.path());
+            assert!(
+                message.contains(&format!("{link} is a symlink to {}", target.display())),
+                "{message}"
+            );
+            assert!(
+                !message.contains("secret-hash") && !message.contains("PRIVATE"),
+                "{message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_link_inside_its_folder_is_followed_once() {
+        let dir = project_with_links(&[
+            ("templates/site.j2", Path::new("shared/base.j2")),
+            ("templates/again", Path::new("shared")),
+            ("templates/shared/loop", Path::new("..")),
+        ]);
+        let archive = pack(dir.path(), &dir.path().join("cutover.yml"), "{}").unwrap();
+        let names: Vec<String> = modes(&archive.tar).into_iter().map(|(n, _)| n).collect();
+        assert!(
+            names.contains(&"templates/site.j2".to_string()),
+            "{names:?}"
+        );
+        assert!(
+            names.contains(&"templates/shared/base.j2".to_string()),
+            "{names:?}"
+        );
+        // Under each name it is reached by; `shared/loop` leads back up: not walked again.
+        assert!(
+            names.contains(&"templates/again/base.j2".to_string()),
+            "{names:?}"
+        );
+        assert!(!names.iter().any(|n| n.contains("loop")), "{names:?}");
     }
 }

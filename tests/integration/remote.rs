@@ -190,6 +190,37 @@ fn remote_plaintext_in_secrets_is_refused_and_never_sent() {
 }
 
 #[test]
+fn remote_a_symlink_out_of_the_project_is_refused_and_its_target_never_sent() {
+    if !ssh_ready() {
+        return;
+    }
+    let ssh = SshBox::start(Auth::Accept, true, Some(shared_data()));
+    let local = init_local();
+    let remote_dir = point_at_box_dir(local.path(), &ssh);
+    let outside = tempfile::tempdir().unwrap();
+    let secret = outside.path().join("id_ed25519");
+    std::fs::write(&secret, "PRIVATE-KEY-MARKER-77\n").unwrap();
+    std::fs::create_dir_all(local.path().join("templates")).unwrap();
+    std::os::unix::fs::symlink(&secret, local.path().join("templates/key.j2")).unwrap();
+    let out = crate::common::cutover(local.path())
+        .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
+        .args(["--host", "box", "render", "--check"])
+        .output()
+        .unwrap();
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "templates/key.j2 is a symlink to {}",
+            secret.display()
+        )),
+        "{stderr}"
+    );
+    assert!(files_containing(ssh.path(), "PRIVATE-KEY-MARKER-77").is_empty());
+    assert!(!remote_dir.join("releases").exists());
+}
+
+#[test]
 fn remote_host_on_a_local_only_command_is_a_usage_error() {
     let local = tempfile::tempdir().unwrap();
     let out = crate::common::cutover(local.path())
