@@ -184,8 +184,30 @@ fn same_server_name(a: &str, b: &str) -> bool {
         .eq_ignore_ascii_case(b.trim_end_matches('.'))
 }
 
-/// The claims of every other registered project on the box that recorded them.
-fn others(own_state_dir: &Path) -> anyhow::Result<Vec<Claims>> {
+impl Claims {
+    /// Where the project lives: its config's directory, or, for a copy synced by `--host`
+    /// (`<remote.dir>/releases/<stamp>/cutover.yml`), the `remote.dir` above its releases, so
+    /// every release of one project is one home.
+    pub fn home(&self) -> PathBuf {
+        let dir = self.config.parent().unwrap_or(Path::new("/"));
+        match dir.parent() {
+            Some(releases) if releases.file_name().is_some_and(|n| n == "releases") => {
+                releases.parent().unwrap_or(releases).to_path_buf()
+            }
+            _ => dir.to_path_buf(),
+        }
+    }
+
+    /// Whether `other` is this same project, registered from another state dir (a release of
+    /// it, or its `state_dir` before a change): never a collision.
+    pub fn same_project(&self, other: &Claims) -> bool {
+        self.project == other.project && self.home() == other.home()
+    }
+}
+
+/// The claims of every other registered project on the box that recorded them, with the
+/// state dir each is registered under.
+fn others(own_state_dir: &Path) -> anyhow::Result<Vec<(PathBuf, Claims)>> {
     let own = own_state_dir.canonicalize().ok();
     let mut out = Vec::new();
     for dir in crate::registry::projects()? {
@@ -194,13 +216,16 @@ fn others(own_state_dir: &Path) -> anyhow::Result<Vec<Claims>> {
         }
         let file = path(&dir);
         match std::fs::read_to_string(&file) {
-            Ok(text) => out.push(serde_json::from_str(&text).with_context(|| {
-                format!(
-                    "{} does not parse (expected a cutover project's claims as JSON): cannot \
-                     tell whether this project collides with it",
-                    file.display()
-                )
-            })?),
+            Ok(text) => out.push((
+                dir.clone(),
+                serde_json::from_str(&text).with_context(|| {
+                    format!(
+                        "{} does not parse (expected a cutover project's claims as JSON): cannot \
+                         tell whether this project collides with it",
+                        file.display()
+                    )
+                })?,
+            )),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(e).with_context(|| format!("could not read {}", file.display())),
         }
@@ -211,18 +236,36 @@ fn others(own_state_dir: &Path) -> anyhow::Result<Vec<Claims>> {
 /// Refuses when this project collides with another registered project on the box.
 pub fn check(loaded: &Loaded) -> anyhow::Result<()> {
     let mine = Claims::of(loaded);
-    let collisions: Vec<String> = others(&loaded.state_dir())?
-        .iter()
-        .flat_map(|other| mine.collisions(other))
-        .collect();
+    let mut collisions = Vec::new();
+    let mut entries = Vec::new();
+    for (state_dir, other) in others(&loaded.state_dir())? {
+        if mine.same_project(&other) {
+            continue;
+        }
+        let found = mine.collisions(&other);
+        if !found.is_empty() {
+            if let Some(entry) = crate::registry::entry_of(&state_dir) {
+                entries.push(format!(
+                    "project {} in {}: rm {}",
+                    other.project,
+                    state_dir.display(),
+                    entry.display()
+                ));
+            }
+        }
+        collisions.extend(found);
+    }
     if collisions.is_empty() {
         return Ok(());
     }
     anyhow::bail!(
         "project {} collides with another cutover project on this box (nothing changed):\n  {}\n\
-         give each project its own colors ports, nginx.server_name, nginx.include and nginx.site",
+         give each project its own colors ports, nginx.server_name, nginx.include and nginx.site; \
+         if the other project is gone (or is this one under an old name), remove its registry \
+         entry:\n  {}",
         mine.project,
-        collisions.join("\n  ")
+        collisions.join("\n  "),
+        entries.join("\n  ")
     )
 }
 
@@ -288,6 +331,26 @@ mod tests {
                 key: "nginx.include".into(),
             }],
         }
+    }
+
+    #[test]
+    fn every_release_of_a_project_is_the_same_project() {
+        let mut a = claims("web", 8081, "a.example", "/etc/nginx/a.inc");
+        let mut b = a.clone();
+        a.config = PathBuf::from("/home/admin/cutover/web/releases/0000000001.0-1/cutover.yml");
+        b.config = PathBuf::from("/home/admin/cutover/web/releases/0000000009.0-2/cutover.yml");
+        assert_eq!(a.home(), Path::new("/home/admin/cutover/web"));
+        assert!(a.same_project(&b), "a state_dir change between releases");
+        let mut local = a.clone();
+        local.config = PathBuf::from("/srv/web/cutover.yml");
+        assert_eq!(local.home(), Path::new("/srv/web"));
+        assert!(
+            !local.same_project(&a),
+            "another copy of the project elsewhere collides"
+        );
+        let mut renamed = b.clone();
+        renamed.project = "web2".into();
+        assert!(!renamed.same_project(&a));
     }
 
     #[test]

@@ -81,6 +81,16 @@ fn entry_name(state_dir: &Path) -> String {
     digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
+/// The registry file that lists `state_dir`, in whichever registry directory holds it.
+pub fn entry_of(state_dir: &Path) -> Option<PathBuf> {
+    let canonical = state_dir.canonicalize().ok()?;
+    let name = entry_name(&canonical);
+    read_dirs()
+        .into_iter()
+        .map(|dir| dir.join(&name))
+        .find(|entry| entry.is_file())
+}
+
 /// Records `state_dir` (which must exist) in the registry; a no-op when it already is.
 pub fn register(state_dir: &Path) -> anyhow::Result<PathBuf> {
     let state_dir = state_dir

@@ -189,6 +189,9 @@ fn two_projects_behind_one_nginx_never_touch_each_other_under_load() {
             format!("project {}", c.name),
             format!("port {}: colors.blue", a.blue),
             "server name a.cutover.test".to_string(),
+            // The way out when the other project is gone: its registry entry, by path.
+            "remove its registry entry:".to_string(),
+            format!("project {} in ", a.name),
         ] {
             assert!(
                 refused.stderr.contains(&needle),

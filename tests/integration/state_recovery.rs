@@ -279,3 +279,20 @@ fn e2e_a_damaged_state_file_is_explained_and_the_next_deploy_rebuilds_it() {
     project.cutover(["rollback"]).success();
     project.assert_serving("blue", "v1");
 }
+
+/// Issue #21: a project whose `state_dir` changed is still the same project: its old state
+/// dir's claims do not refuse it (they did, naming the project against itself).
+#[test]
+fn e2e_a_project_whose_state_dir_moved_is_not_refused_against_itself() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().stop_grace("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    let moved = project.path().join("state-elsewhere");
+    project.write_config(&App::compose().stop_grace("0s").state_dir(&moved));
+    let run = project.deploy_ok("cutover-demo:v2");
+    assert!(!run.stderr.contains("collides"), "{}", run.stderr);
+    project.assert_serving("green", "v2");
+    assert!(moved.join("state.json").exists());
+}
