@@ -55,6 +55,11 @@ impl Reporter for StepPrinter {
                 self.last_wait_line = None;
                 eprintln!("  ✓ {step:<12} {:>7}  {detail}", duration(took));
             }
+            Event::Failed { step, took, detail } => {
+                self.clear_spinner();
+                self.last_wait_line = None;
+                eprintln!("  ✗ {step:<12} {:>7}  {detail}", duration(took));
+            }
             Event::Waiting {
                 step,
                 elapsed,

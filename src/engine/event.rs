@@ -14,6 +14,12 @@ pub enum Event {
         took: Duration,
         detail: String,
     },
+    /// A step ended in a failure (timed and recorded like any step).
+    Failed {
+        step: Step,
+        took: Duration,
+        detail: String,
+    },
     /// Still waiting inside a step.
     Waiting {
         step: Step,

@@ -33,16 +33,31 @@ impl<'r> StepClock<'r> {
     }
 
     pub fn done(&mut self, step: Step, detail: impl Into<String>) {
-        let took = self.step_started.elapsed();
-        self.steps.push(StepTiming {
-            step,
-            ms: took.as_millis() as u64,
-        });
+        let took = self.record(step);
         self.reporter.event(Event::Done {
             step,
             took,
             detail: detail.into(),
         });
+    }
+
+    /// Like [`StepClock::done`], for a step that failed: the line says so (no check mark).
+    pub fn failed(&mut self, step: Step, detail: impl Into<String>) {
+        let took = self.record(step);
+        self.reporter.event(Event::Failed {
+            step,
+            took,
+            detail: detail.into(),
+        });
+    }
+
+    fn record(&mut self, step: Step) -> Duration {
+        let took = self.step_started.elapsed();
+        self.steps.push(StepTiming {
+            step,
+            ms: took.as_millis() as u64,
+        });
+        took
     }
 
     pub fn waiting(&mut self, step: Step, elapsed: Duration, limit: Duration, last: String) {

@@ -124,9 +124,14 @@ fn combine(
     Ok(DeployEnv { values, keys })
 }
 
+/// Values at least this long are masked wherever they appear, inside longer words too;
+/// shorter ones only where they stand as a word of their own, so a value like `plain` or
+/// `1` does not turn every `plain` or `1` in unrelated output into `***`.
+pub const MASK_EVERYWHERE_FROM: usize = 8;
+
 /// `text` with every decrypted value in it replaced by `***` (longest first, so a value that
 /// contains another is masked whole): output of the release command or a hook shown to the
-/// user must never carry a secret.
+/// user must never carry a secret. See [`MASK_EVERYWHERE_FROM`] for short values.
 pub fn redact(text: &str, values: &BTreeMap<String, SecretString>) -> String {
     let mut secrets: Vec<&str> = values
         .values()
@@ -136,10 +141,37 @@ pub fn redact(text: &str, values: &BTreeMap<String, SecretString>) -> String {
     secrets.sort_by_key(|v| std::cmp::Reverse(v.len()));
     let mut out = text.to_string();
     for secret in secrets {
-        if out.contains(secret) {
-            out = out.replace(secret, "***");
+        if !out.contains(secret) {
+            continue;
         }
+        out = if secret.chars().count() >= MASK_EVERYWHERE_FROM {
+            out.replace(secret, "***")
+        } else {
+            mask_words(&out, secret)
+        };
     }
+    out
+}
+
+/// `text` with `word` replaced where no letter, digit or `_` touches it on either side.
+fn mask_words(text: &str, word: &str) -> String {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_';
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    let mut before: Option<char> = None;
+    while let Some(at) = rest.find(word) {
+        let prev = rest[..at].chars().next_back().or(before);
+        let next = rest[at + word.len()..].chars().next();
+        out.push_str(&rest[..at]);
+        if prev.is_some_and(is_word) || next.is_some_and(is_word) {
+            out.push_str(word);
+        } else {
+            out.push_str("***");
+        }
+        before = word.chars().next_back();
+        rest = &rest[at + word.len()..];
+    }
+    out.push_str(rest);
     out
 }
 
@@ -190,6 +222,19 @@ mod tests {
         .to_string();
         assert!(err.contains("`K` of accessory `db`"), "{err}");
         assert!(!err.contains("s3cret"), "{err}");
+    }
+
+    #[test]
+    fn short_values_are_masked_only_as_words_of_their_own() {
+        let values: BTreeMap<String, SecretString> = [("MODE", "plain"), ("N", "7")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), SecretString::from(v)))
+            .collect();
+        assert_eq!(
+            redact("mode=plain, explained plainly; 7 of 17 (v7)", &values),
+            "mode=***, explained plainly; *** of 17 (v7)"
+        );
+        assert_eq!(redact("plain", &values), "***");
     }
 
     #[test]

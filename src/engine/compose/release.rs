@@ -62,7 +62,7 @@ impl Run<'_, '_> {
             return Ok(());
         };
         // Timed like any step, so history records how long a failed release ran.
-        self.clock.done(Step::Release, "failed");
+        self.clock.failed(Step::Release, "failed");
         let unchanged = match self.from {
             Some(old) => format!("nginx still serves {old}"),
             None => "nothing served before this deploy".to_string(),

@@ -48,7 +48,7 @@ impl Run<'_, '_> {
             }
             Err(why) => {
                 self.clock
-                    .done(Step::Settle, format!("{service} failed: {why}"));
+                    .failed(Step::Settle, format!("{service} failed: {why}"));
                 Err(match old {
                     Some(old) => self.switch_back(t, old, &why),
                     None => self.unsettled_first_deploy(t, &why),
@@ -118,7 +118,7 @@ impl Run<'_, '_> {
             Ok(switched) => switched,
             Err(e) => {
                 self.clock
-                    .done(Step::Switch, format!("could not go back to {old}"));
+                    .failed(Step::Switch, format!("could not go back to {old}"));
                 return failed(format!(
                     "deploy failed: {} failed in the settle window after the switch ({why}), and \
                      switching nginx back to {old} failed too: {e:#}\n\
@@ -136,7 +136,7 @@ impl Run<'_, '_> {
                 ),
             };
             self.clock
-                .done(Step::Switch, format!("nginx did not serve {old}"));
+                .failed(Step::Switch, format!("nginx did not serve {old}"));
             return failed(format!(
                 "deploy failed: {} failed in the settle window after the switch ({why}), and \
                  nginx did not serve {old} after switching back ({probe}); {restored}\n\

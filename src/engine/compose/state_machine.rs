@@ -76,11 +76,13 @@ impl<'f> Run<'f> {
         };
         let mut events = Events::default();
         let result = deployer.run(&request, &mut events);
+        // Notes as they are, and a failed step as a note `✗ <step>` (the printer's mark).
         let notes = events
             .0
             .into_iter()
             .filter_map(|e| match e {
                 Event::Note(text) => Some(text),
+                Event::Failed { step, .. } => Some(format!("✗ {step}")),
                 _ => None,
             })
             .collect();
@@ -248,8 +250,13 @@ fn a_reload_nginx_does_not_apply_fails_the_probe_and_restores_the_include() {
 fn a_new_color_that_fails_in_the_settle_window_is_switched_back_from() {
     let fake = blue_serves_v1("  settle: 1s\n", Script::default());
     fake.script(|s| s.sick_once_serving = Some(Color::Green));
-    let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
+    let (result, notes) = Run::deploy(&fake).go_with_events(Some("v2"));
+    let err = result.unwrap_err();
     assert_eq!(abort_of(&err), Abort::SettleFailed, "{err:#}");
+    assert!(
+        notes.contains(&"✗ settle".to_string()),
+        "a failed settle has no check mark: {notes:?}"
+    );
     assert_blue_kept(&fake);
     // The old color never stopped: nothing had to boot to switch back.
     assert!(fake
