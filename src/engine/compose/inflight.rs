@@ -2,9 +2,9 @@
 //! record in `state.json` that lets `status` and the next deploy explain a run that was
 //! killed: the bookkeeping around the steps, apart from the steps themselves.
 
-use crate::engine::record;
+use crate::engine::record::{self, Attempt};
 use crate::engine::{Request, Step};
-use crate::state::{DeployLock, InProgress};
+use crate::state::{DeployLock, EngineKind, InProgress, LockError, RunResult};
 
 use super::{Run, Target};
 
@@ -20,7 +20,35 @@ impl Run<'_, '_> {
             req.action,
             req.image.as_deref().unwrap_or("(active image)")
         );
-        let lock = record::lock(&self.state_dir, req.lock_wait, action)?;
+        let lock = match record::lock(&self.state_dir, req.lock_wait, action) {
+            Ok(lock) => lock,
+            // Refused by another deploy: the attempt still gets its history line, so
+            // `history` shows why the release a CI job asked for is not out.
+            Err(held @ LockError::Held { .. }) => {
+                let err = anyhow::Error::from(held);
+                let refused = record::append(
+                    &self.state_dir,
+                    Attempt {
+                        engine: EngineKind::Compose,
+                        action: req.action,
+                        image: req.image.clone().unwrap_or_else(|| "(active image)".into()),
+                        from_image: None,
+                        from: None,
+                        to: None,
+                        result: RunResult::Failed,
+                        reason: Some(format!("refused: {err}")),
+                        steps: self.clock.steps(),
+                        total_ms: self.clock.total_ms(),
+                        workers: Vec::new(),
+                    },
+                );
+                return Err(match refused {
+                    Ok(()) => err,
+                    Err(problem) => record::unrecorded(err, problem),
+                });
+            }
+            Err(other) => return Err(other.into()),
+        };
         self.clock.done(Step::Lock, "");
         // Registered before anything runs, so other projects' prunes keep this one's images.
         if let Err(e) = crate::registry::register(&self.state_dir.dir) {

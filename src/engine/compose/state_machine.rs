@@ -499,6 +499,36 @@ fn a_redeploy_after_an_outage_is_a_recovery_of_what_served_not_a_downgrade() {
 }
 
 #[test]
+fn a_deploy_refused_by_the_lock_changes_nothing_and_is_recorded() {
+    let fake = blue_serves_v1("", Script::default());
+    let holder = crate::state::Holder {
+        pid: 1,
+        user: "ci".into(),
+        started: "now".into(),
+        action: "deploy x:v9".into(),
+    };
+    let _held = StateDir::new(fake.loaded.state_dir())
+        .lock(Duration::ZERO, &holder)
+        .unwrap();
+    let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
+    assert!(
+        format!("{err:#}").contains("another deploy is running"),
+        "{err:#}"
+    );
+    assert_eq!(fake.running(), [format!("web-blue {}", fake.image("v1"))]);
+    let last = history(&fake).pop().unwrap();
+    assert_eq!(last.result, RunResult::Failed);
+    assert_eq!(last.image, fake.image("v2"));
+    assert!(
+        last.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("refused: another deploy is running")),
+        "{last:?}"
+    );
+    assert_eq!(history(&fake).len(), 2);
+}
+
+#[test]
 fn a_rollback_goes_back_to_the_previous_image_on_the_other_color() {
     let fake = blue_serves_v1("", Script::default());
     Run::deploy(&fake).go(Some("v2")).unwrap();
