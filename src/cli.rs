@@ -388,6 +388,10 @@ pub struct BootstrapArgs {
     /// Print a JSON report on stdout
     #[arg(long)]
     pub json: bool,
+    /// Change this box without asking (a live run on a terminal asks first; a run without a
+    /// terminal, as from CI or `--host`, never asks)
+    #[arg(long, short = 'y')]
+    pub yes: bool,
     /// With --cloud-init: the instance type's RAM, for --swap auto [default: 1G, a t2.micro]
     #[arg(long, value_name = "SIZE", requires = "cloud_init", value_parser = Size::parse)]
     pub ram: Option<Size>,

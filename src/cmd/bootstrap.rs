@@ -8,6 +8,7 @@
 //! flag or config means for the box (swap, swappiness, the image, its user, its RAM) is
 //! decided in `bootstrap/` ([`Options::new`], `cloud_init::view`), not here.
 
+use std::io::IsTerminal as _;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -52,6 +53,24 @@ pub fn run(ctx: &Context, args: BootstrapArgs) -> anyhow::Result<ExitCode> {
     run_steps(ctx, &args, &opts, loaded.as_ref())
 }
 
+/// Asks on the terminal whether to change this box; only `y`/`yes` is a yes.
+fn confirmed() -> anyhow::Result<bool> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    eprint!(
+        "cutover bootstrap changes THIS machine ({}): swap, sysctl, packages, services, nginx. \
+         Continue? [y/N] ",
+        host.trim()
+    );
+    let mut answer = String::new();
+    std::io::stdin()
+        .read_line(&mut answer)
+        .context("could not read the answer from the terminal")?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
 /// The distribution `--os` names.
 fn distro(os: OsArg) -> Distro {
     match os {
@@ -80,6 +99,14 @@ fn run_steps(
     opts: &Options,
     loaded: Option<&Loaded>,
 ) -> anyhow::Result<ExitCode> {
+    // Someone at a terminal running a live bootstrap is asked first: it changes this machine
+    // (swap, sysctl, packages, services, nginx), which is the wrong one more often than not.
+    if opts.target.live() && !args.yes && std::io::stdin().is_terminal() && !confirmed()? {
+        eprintln!(
+            "nothing changed (pass --yes to skip this question, or --dry-run to see the plan)"
+        );
+        return Ok(ExitCode::FAILURE);
+    }
     bootstrap::check_privileges(&opts.target)?;
     let root = &opts.target.root;
     if let Some(root) = root {

@@ -253,10 +253,12 @@ fn emit_bootstrap(argv: &mut Argv, a: &BootstrapArgs) -> anyhow::Result<()> {
         cloud_init,
         user,
         json,
+        yes,
         ram,
         os,
     } = a;
     argv.words(&["bootstrap"]);
+    argv.flag("yes", *yes);
     argv.flag("dry-run", *dry_run);
     argv.path("root", root.as_deref())?;
     argv.opt(

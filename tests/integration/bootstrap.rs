@@ -475,6 +475,67 @@ fn a_live_run_as_non_root_is_refused_before_anything_changes() {
     );
 }
 
+/// A live bootstrap at a terminal asks first; `n` changes nothing. Run as an unprivileged user
+/// (65534 under root): were the question ever skipped, the privilege check refuses the run
+/// before any step, so this test can never bootstrap the machine it runs on.
+#[test]
+fn a_live_run_at_a_terminal_asks_first_and_no_changes_nothing() {
+    if !require("script", "give bootstrap a terminal (util-linux `script`)") {
+        return;
+    }
+    let bin = assert_cmd::cargo::cargo_bin("cutover");
+    let as_root = cutover::bootstrap::effective_uid().unwrap() == 0;
+    if as_root && !require("setpriv", "run bootstrap as an unprivileged user") {
+        return;
+    }
+    let project = tempfile::tempdir().unwrap();
+    let run = |extra: &str, answer: &str| {
+        let user = if as_root {
+            "setpriv --reuid=65534 --regid=65534 --clear-groups "
+        } else {
+            ""
+        };
+        let line = format!(
+            "{user}{} bootstrap --swap 16M --no-install {extra}",
+            bin.display()
+        );
+        let mut child = std::process::Command::new("script")
+            .args(["-qec", &line, "/dev/null"])
+            .current_dir(project.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, screen) = run("", "n\n");
+    assert_eq!(code, Some(1), "{screen}");
+    assert!(screen.contains("changes THIS machine"), "{screen}");
+    assert!(screen.contains("Continue? [y/N]"), "{screen}");
+    assert!(screen.contains("nothing changed"), "{screen}");
+    assert!(
+        !screen.contains("must run as root"),
+        "asked before anything else: {screen}"
+    );
+    // --yes skips the question (and this user then meets the privilege check).
+    let (code, screen) = run("--yes", "");
+    assert_eq!(code, Some(1), "{screen}");
+    assert!(!screen.contains("Continue?"), "{screen}");
+    assert!(screen.contains("must run as root"), "{screen}");
+}
+
 #[test]
 fn cloud_init_user_data_passes_cloud_init_schema_and_matches_the_snapshot() {
     let project = parking_project();
