@@ -287,7 +287,7 @@ pub fn unpack_script(root: &str, stamp: &str, state_dir: &Path) -> String {
     } else {
         let rel = q(&state_dir.display().to_string());
         format!(
-            "mkdir -p \"$root\"/{rel} && mkdir -p \"$(dirname \"$t\"/{rel})\" && \
+            "(umask 027 && mkdir -p \"$root\"/{rel}) && mkdir -p \"$(dirname \"$t\"/{rel})\" && \
              ln -s \"$root\"/{rel} \"$t\"/{rel}; "
         )
     };

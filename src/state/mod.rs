@@ -173,7 +173,10 @@ impl StateDir {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.dir).map_err(io)?;
+        // Created 0750, as bootstrap creates it: the record names images, users and reasons.
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o750)
+            .create(&self.dir)
+            .map_err(io)?;
         // No truncate on open: the file holds the current holder's description.
         let mut file = std::fs::OpenOptions::new()
             .read(true)

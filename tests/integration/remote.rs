@@ -410,6 +410,12 @@ fn remote_deploy_installs_once_syncs_files_and_keeps_plaintext_off_the_box() {
         std::fs::read(p.path().join("secrets/demo.env.age")).unwrap()
     );
     assert!(p.state_dir().join("state.json").exists());
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(p.state_dir())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o750, "the box's state dir, as README says");
     assert!(!p.state_dir().join("local-only").exists());
     assert!(!current.join(".cutover/local-only").exists());
 

@@ -144,6 +144,13 @@ fn a_first_deploy_then_a_second_switches_and_stops_the_old_color() {
     assert_eq!(history(&fake).len(), 2);
     // Exactly one reload per deploy, each after a passing `nginx -t`.
     assert_eq!(fake.commands_with("-s reload").len(), 2);
+    // The state dir a deploy creates is 0750, as bootstrap makes it.
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = std::fs::metadata(fake.loaded.state_dir())
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o750);
 }
 
 #[test]
