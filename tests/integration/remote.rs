@@ -160,19 +160,16 @@ fn remote_a_box_of_another_architecture_names_the_artifact_to_install() {
     assert!(ssh.installed_binaries().is_empty(), "nothing uploaded");
 }
 
-#[test]
-fn remote_plaintext_in_secrets_is_refused_and_never_sent() {
+/// A `render --check` through `--host` of a project that `arrange` spoils, which the sync must
+/// refuse: its stderr, the box (to search) and whether any release reached it.
+fn refused_sync(arrange: impl FnOnce(&Path)) -> Option<(String, SshBox, bool)> {
     if !ssh_ready() {
-        return;
+        return None;
     }
     let ssh = SshBox::start(Auth::Accept, true, Some(shared_data()));
     let local = init_local();
     let remote_dir = point_at_box_dir(local.path(), &ssh);
-    std::fs::write(
-        local.path().join("secrets/prod.env"),
-        "DB_PASSWORD=plaintext-value-123\n",
-    )
-    .unwrap();
+    arrange(local.path());
     let out = crate::common::cutover(local.path())
         .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
         .args(["--host", "box", "render", "--check"])
@@ -180,35 +177,41 @@ fn remote_plaintext_in_secrets_is_refused_and_never_sent() {
         .unwrap();
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let released = remote_dir.join("releases").exists();
+    Some((stderr, ssh, released))
+}
+
+#[test]
+fn remote_plaintext_in_secrets_is_refused_and_never_sent() {
+    let Some((stderr, ssh, released)) = refused_sync(|local| {
+        std::fs::write(
+            local.join("secrets/prod.env"),
+            "DB_PASSWORD=plaintext-value-123\n",
+        )
+        .unwrap();
+    }) else {
+        return;
+    };
     assert!(
         stderr.contains("prod.env is a plaintext dotenv file"),
         "{stderr}"
     );
     assert!(!stderr.contains("plaintext-value-123"), "{stderr}");
     assert!(files_containing(ssh.path(), "plaintext-value-123").is_empty());
-    assert!(!remote_dir.join("releases").exists());
+    assert!(!released);
 }
 
 #[test]
 fn remote_a_symlink_out_of_the_project_is_refused_and_its_target_never_sent() {
-    if !ssh_ready() {
-        return;
-    }
-    let ssh = SshBox::start(Auth::Accept, true, Some(shared_data()));
-    let local = init_local();
-    let remote_dir = point_at_box_dir(local.path(), &ssh);
     let outside = tempfile::tempdir().unwrap();
     let secret = outside.path().join("id_ed25519");
     std::fs::write(&secret, "PRIVATE-KEY-MARKER-77\n").unwrap();
-    std::fs::create_dir_all(local.path().join("templates")).unwrap();
-    std::os::unix::fs::symlink(&secret, local.path().join("templates/key.j2")).unwrap();
-    let out = crate::common::cutover(local.path())
-        .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
-        .args(["--host", "box", "render", "--check"])
-        .output()
-        .unwrap();
-    let (_, stderr) = texts(&out);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let Some((stderr, ssh, released)) = refused_sync(|local| {
+        std::fs::create_dir_all(local.join("templates")).unwrap();
+        std::os::unix::fs::symlink(&secret, local.join("templates/key.j2")).unwrap();
+    }) else {
+        return;
+    };
     assert!(
         stderr.contains(&format!(
             "templates/key.j2 is a symlink to {}",
@@ -217,7 +220,7 @@ fn remote_a_symlink_out_of_the_project_is_refused_and_its_target_never_sent() {
         "{stderr}"
     );
     assert!(files_containing(ssh.path(), "PRIVATE-KEY-MARKER-77").is_empty());
-    assert!(!remote_dir.join("releases").exists());
+    assert!(!released);
 }
 
 #[test]
