@@ -161,10 +161,7 @@ pub fn check_tools() -> anyhow::Result<()> {
     if crate::process::which("docker").is_none() {
         bail!("the demo needs Docker: install it (Debian/Ubuntu: `apt-get install docker.io docker-compose`) and start the engine");
     }
-    Cmd::new("docker", "reach the Docker engine")
-        .args(["version", "--format", "{{.Server.Version}}"])
-        .timeout(Duration::from_secs(20))
-        .run()
+    crate::docker::server_version()
         .context("the demo needs a running Docker engine (start it: `systemctl start docker`)")?;
     if crate::process::which("nginx").is_none() && !Path::new("/usr/sbin/nginx").exists() {
         bail!("the demo needs nginx: install it (Debian/Ubuntu: `apt-get install nginx`); the demo runs its own nginx on a loopback port, the system one is not touched");
@@ -260,19 +257,7 @@ pub fn free_port() -> anyhow::Result<u16> {
 
 /// Removes every container of a compose project and its default network.
 pub fn remove_project(project: &str) {
-    if let Ok(containers) = crate::docker::compose::containers_of(project) {
-        let ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
-        if !ids.is_empty() {
-            let _ = Cmd::new("docker", "remove the demo containers")
-                .arg("rm")
-                .arg("-f")
-                .args(&ids)
-                .run();
-        }
-    }
-    let _ = Cmd::new("docker", "remove the demo network")
-        .args(["network", "rm", &format!("{project}_default")])
-        .run();
+    crate::docker::compose::remove_project(project);
 }
 
 /// The directory this binary was built from (for scripts/demo-image.sh).

@@ -144,11 +144,7 @@ impl Present {
     pub fn probe() -> Present {
         let docker = crate::process::which("docker").is_some();
         let compose = crate::process::which("docker-compose").is_some()
-            || (docker
-                && Cmd::new("docker", "check for docker compose")
-                    .args(["compose", "version"])
-                    .run()
-                    .is_ok());
+            || (docker && crate::docker::compose::plugin_answers());
         let nginx = crate::process::which("nginx").is_some() || sbin("nginx").is_absolute();
         Present {
             docker,

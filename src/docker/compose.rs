@@ -382,6 +382,29 @@ impl Project {
     }
 }
 
+/// Removes every container of a compose project and its default network, as far as it can
+/// (the demo's and the tests' cleanup: nothing to report when there is nothing).
+pub fn remove_project(project: &str) {
+    if let Ok(containers) = containers_of(project) {
+        let ids: Vec<String> = containers.into_iter().map(|c| c.id).collect();
+        if !ids.is_empty() {
+            let _ =
+                super::containers::remove_cmd(&ids, &format!("the containers of {project}")).run();
+        }
+    }
+    let _ = Cmd::new("docker", format!("remove the network of {project}"))
+        .args(["network", "rm", &format!("{project}_default")])
+        .run();
+}
+
+/// Whether the docker CLI has a working compose plugin (`docker compose version`).
+pub fn plugin_answers() -> bool {
+    Cmd::new("docker", "check for docker compose")
+        .args(["compose", "version"])
+        .run()
+        .is_ok()
+}
+
 impl Project {
     /// The project's containers, found by labels, with their engine state.
     pub fn containers(&self) -> Result<Vec<Container>, DockerError> {

@@ -33,6 +33,22 @@ struct Row {
     created_at: String,
 }
 
+/// `docker save -o FILE IMAGE`: the image as a tar archive (what `--ship` filters and sends).
+pub fn save_cmd(image: &str, to: &std::path::Path) -> Cmd {
+    Cmd::new("docker", format!("save {image} (docker save)"))
+        .arg("save")
+        .arg("-o")
+        .arg(to)
+        .arg(image)
+}
+
+/// `docker image inspect -- IMAGE`: its JSON, run unchecked (a missing image is the caller's
+/// message).
+pub fn inspect_cmd(image: &str) -> Cmd {
+    Cmd::new("docker", format!("inspect the local image {image}"))
+        .args(["image", "inspect", "--", image])
+}
+
 /// Local images of `repo`, newest first.
 pub fn list(repo: &str) -> Result<Vec<Image>, DockerError> {
     let cmd = Cmd::new("docker", format!("list the images of {repo}"))
@@ -150,6 +166,20 @@ pub fn in_use() -> Result<InUse, DockerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn save_and_inspect_name_the_image_after_the_options() {
+        let out = std::path::Path::new("/tmp/x/full.tar");
+        assert_eq!(
+            save_cmd("app:v1", out).argv(),
+            ["docker", "save", "-o", "/tmp/x/full.tar", "app:v1"]
+        );
+        // `--`: an image name can never be read as an option.
+        assert_eq!(
+            inspect_cmd("-app").argv(),
+            ["docker", "image", "inspect", "--", "-app"]
+        );
+    }
 
     #[test]
     fn references_normalize_like_docker_images_lists_them() {

@@ -13,3 +13,13 @@ pub mod states;
 pub mod swarm;
 
 pub use inspect::DockerError;
+
+/// The Docker engine's version, asked of the server: an error when the engine cannot be
+/// reached (the CLI alone answers `docker --version`).
+pub fn server_version() -> Result<String, crate::process::ProcessError> {
+    crate::process::Cmd::new("docker", "reach the Docker engine")
+        .args(["version", "--format", "{{.Server.Version}}"])
+        .timeout(std::time::Duration::from_secs(20))
+        .run()
+        .map(|out| out.stdout.trim().to_string())
+}

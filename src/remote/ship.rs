@@ -24,7 +24,6 @@ use serde::Deserialize;
 
 use super::ship_tar::{self, Filtered};
 use super::ssh::Session;
-use crate::process::Cmd;
 
 /// `CUTOVER_SHIP_BWLIMIT`: bytes per second the transfer may use (a shared uplink).
 pub const BWLIMIT_ENV: &str = "CUTOVER_SHIP_BWLIMIT";
@@ -82,12 +81,7 @@ pub fn prepare(session: &mut Session, image: &str) -> anyhow::Result<Prepared> {
         .tempdir()
         .context("could not create a private temp dir for the image archive")?;
     let full = dir.path().join("full.tar");
-    Cmd::new("docker", format!("save {image} (docker save)"))
-        .arg("save")
-        .arg("-o")
-        .arg(&full)
-        .arg(image)
-        .run()?;
+    crate::docker::images::save_cmd(image, &full).run()?;
     let full_size = std::fs::metadata(&full)
         .with_context(|| format!("could not read {}", full.display()))?
         .len();
@@ -109,9 +103,7 @@ pub fn prepare(session: &mut Session, image: &str) -> anyhow::Result<Prepared> {
 }
 
 fn inspect_local(image: &str) -> anyhow::Result<Inspected> {
-    let out = Cmd::new("docker", format!("inspect the local image {image}"))
-        .args(["image", "inspect", "--", image])
-        .run_unchecked()?;
+    let out = crate::docker::images::inspect_cmd(image).run_unchecked()?;
     if !out.success() {
         bail!(
             "{image} is not an image in this machine's Docker engine (`docker image inspect` \
