@@ -186,12 +186,13 @@ fn same_server_name(a: &str, b: &str) -> bool {
 
 impl Claims {
     /// Where the project lives: its config's directory, or, for a copy synced by `--host`
-    /// (`<remote.dir>/releases/<stamp>/cutover.yml`), the `remote.dir` above its releases, so
-    /// every release of one project is one home.
+    /// (`<remote.dir>/releases/<stamp>/cutover.yml`, marked by the sync), the `remote.dir`
+    /// above its releases, so every release of one project is one home.
     pub fn home(&self) -> PathBuf {
         let dir = self.config.parent().unwrap_or(Path::new("/"));
+        let synced = dir.join(crate::config::SYNC_MARKER).exists();
         match dir.parent() {
-            Some(releases) if releases.file_name().is_some_and(|n| n == "releases") => {
+            Some(releases) if synced && releases.file_name().is_some_and(|n| n == "releases") => {
                 releases.parent().unwrap_or(releases).to_path_buf()
             }
             _ => dir.to_path_buf(),
@@ -335,11 +336,20 @@ mod tests {
 
     #[test]
     fn every_release_of_a_project_is_the_same_project() {
+        let boxdir = tempfile::tempdir().unwrap();
+        let release = |stamp: &str, synced: bool| {
+            let dir = boxdir.path().join("web/releases").join(stamp);
+            std::fs::create_dir_all(&dir).unwrap();
+            if synced {
+                std::fs::write(dir.join(crate::config::SYNC_MARKER), "{}").unwrap();
+            }
+            dir.join("cutover.yml")
+        };
         let mut a = claims("web", 8081, "a.example", "/etc/nginx/a.inc");
         let mut b = a.clone();
-        a.config = PathBuf::from("/home/admin/cutover/web/releases/0000000001.0-1/cutover.yml");
-        b.config = PathBuf::from("/home/admin/cutover/web/releases/0000000009.0-2/cutover.yml");
-        assert_eq!(a.home(), Path::new("/home/admin/cutover/web"));
+        a.config = release("0000000001.0-1", true);
+        b.config = release("0000000009.0-2", true);
+        assert_eq!(a.home(), boxdir.path().join("web"));
         assert!(a.same_project(&b), "a state_dir change between releases");
         let mut local = a.clone();
         local.config = PathBuf::from("/srv/web/cutover.yml");
@@ -351,6 +361,11 @@ mod tests {
         let mut renamed = b.clone();
         renamed.project = "web2".into();
         assert!(!renamed.same_project(&a));
+        // Two copies in folders that merely sit in a `releases/` dir are two projects.
+        let (mut staging, mut prod) = (a.clone(), a.clone());
+        staging.config = release("staging", false);
+        prod.config = release("prod", false);
+        assert!(!staging.same_project(&prod));
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub fn append(path: &Path, line: &str) -> anyhow::Result<Option<PathBuf>> {
         .mode(MODE)
         .open(path)
         .with_context(|| format!("could not open {}", path.display()))?;
+    // One appender at a time, whoever holds the deploy lock: the torn-tail repair below
+    // truncates, and a second appender (a deploy refused by that lock, recording why) must
+    // never cut off the line the first one just wrote. Released when `file` closes.
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("could not lock {}", path.display()))?;
     let meta = file
         .metadata()
         .with_context(|| format!("could not stat {}", path.display()))?;

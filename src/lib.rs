@@ -61,10 +61,19 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         let promote = cli.on_box_promote;
         return remote::on_box::worker(cli.age_key_stdin, || {
             let code = dispatch(&ctx, cli.command)?;
-            // A synced release becomes `current` only once its command has succeeded.
+            // A synced release becomes `current` only once its command has succeeded. The
+            // command's own result stands either way: a release left un-promoted is a warning.
             if promote && code == ExitCode::SUCCESS {
-                let state_dir = config::load(&ctx.config_path, &ctx.dir)?.state_dir();
-                remote::release::promote(&ctx.dir, &state_dir, remote::release::LOCK_WAIT)?;
+                let promoted = config::load(&ctx.config_path, &ctx.dir).and_then(|loaded| {
+                    let state_dir = loaded.state_dir();
+                    remote::release::promote(&ctx.dir, &state_dir, remote::release::LOCK_WAIT)
+                });
+                if let Err(e) = promoted {
+                    eprintln!(
+                        "warning: {}",
+                        report::error_chain(&e).trim_start_matches("error: ")
+                    );
+                }
             }
             Ok(code)
         });

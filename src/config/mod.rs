@@ -25,7 +25,7 @@ use anyhow::{bail, Context as _};
 
 pub use hooks::{Argv, Hook, Hooks};
 pub use registry::Registry;
-pub use remote::{Remote, Ship, Target};
+pub use remote::{Remote, Ship, Target, SYNC_MARKER};
 pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Restart, Size, Swap, Swappiness,
 };

@@ -5,6 +5,11 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Marks a copy synced to a box by `--host` (`<remote.dir>/releases/<stamp>/`): there,
+/// `remote.host` in its cutover.yml is ignored (the box does not SSH to itself), and every
+/// release is the same project (`claims.rs`).
+pub const SYNC_MARKER: &str = ".cutover-synced";
+
 use super::Name;
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, Eq)]

@@ -38,6 +38,15 @@ pub fn promote(release: &Path, state_dir: &Path, wait: Duration) -> anyhow::Resu
         .lock(wait, &holder)
         .context("the command succeeded, but its release was not made `current`")?;
     let current = root.join("current");
+    // A newer release promoted while this command waited for the lock (a deploy queued with
+    // --lock-wait that finished first) stays current: `current` never moves back in time.
+    let newer = std::fs::read_link(&current)
+        .ok()
+        .and_then(|link| link.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .is_some_and(|now| now.as_str() > stamp);
+    if newer {
+        return prune(&root.join("releases"), stamp, SystemTime::now());
+    }
     let staged = root.join(".current.new");
     let _ = std::fs::remove_file(&staged);
     std::os::unix::fs::symlink(Path::new("releases").join(stamp), &staged)
@@ -153,6 +162,22 @@ mod tests {
                 "0000000006.0-1",
                 "0000000007.0-1"
             ]
+        );
+    }
+
+    #[test]
+    fn current_never_moves_back_to_an_older_release() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let state = root.join(".cutover");
+        let older = release(root, "0000000001.0-1");
+        let newer = release(root, "0000000002.0-1");
+        promote(&newer, &state, Duration::ZERO).unwrap();
+        // The older deploy finished first but promotes last: nothing moves.
+        promote(&older, &state, Duration::ZERO).unwrap();
+        assert_eq!(
+            std::fs::read_link(root.join("current")).unwrap(),
+            Path::new("releases/0000000002.0-1")
         );
     }
 

@@ -25,9 +25,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 
-/// Marks a synced copy on the box: there, `remote.host` in its cutover.yml is ignored (the box
-/// does not SSH to itself).
-pub const SYNC_MARKER: &str = ".cutover-synced";
+pub use crate::config::SYNC_MARKER;
 
 /// The loosest modes sent: files, executables (any `x` bit at the source) and directories.
 /// The mode sent is this one with the bits the source lacks taken away, so a file never

@@ -56,35 +56,97 @@ fn code_of(text: &str) -> String {
         .join("\n")
 }
 
-/// `crate::a::b` and `use crate::{a, b::c}` → the first segments.
-fn crate_paths(code: &str) -> Vec<String> {
+/// The code with no whitespace around `::` (`crate ::x`, `crate::\n x`).
+fn joined(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut chars = code.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_whitespace() {
+            let mut run = String::from(c);
+            while chars.peek().is_some_and(|c| c.is_whitespace()) {
+                run.push(chars.next().unwrap());
+            }
+            let before_colons = chars.peek() == Some(&':');
+            let after_colons = out.ends_with("::");
+            if !before_colons && !after_colons {
+                out.push_str(&run);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The top-level names of a `{…}` group starting at `body` (after the `{`), nested groups
+/// skipped: `{config::{Color}, cmd}` → `config`, `cmd`.
+fn group_heads(body: &str) -> Vec<String> {
+    let mut heads = Vec::new();
+    let mut depth = 0;
+    let mut start = true;
+    for (i, c) in body.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' if depth == 0 => break,
+            '}' => depth -= 1,
+            ',' if depth == 0 => start = true,
+            _ if start && depth == 0 && !c.is_whitespace() => {
+                start = false;
+                heads.push(word(&body[i..]));
+            }
+            _ => {}
+        }
+    }
+    heads
+}
+
+fn word(text: &str) -> String {
+    text.chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// The top-level modules a file's code names: `crate::a`, `use crate::{a, b::c}`, and
+/// `super::…` chains that reach the crate root from a file `depth` modules down (`src/x.rs`
+/// and `src/x/mod.rs` are 1, `src/x/y.rs` is 2), above its `#[cfg(test)]` module. `Err` for a shape the rule cannot check: a
+/// renamed crate root (`use crate as …`) or a `#[path]` module.
+fn crate_paths_at(code: &str, depth: usize) -> Result<Vec<String>, String> {
+    let code = joined(code);
+    for refused in ["crate as ", "#[path"] {
+        if code.contains(refused) {
+            return Err(format!("`{refused}` hides which module is imported"));
+        }
+    }
     let mut found = Vec::new();
-    let mut rest = code;
-    while let Some(i) = rest.find("crate::") {
-        rest = &rest[i + "crate::".len()..];
-        let grouped = rest.starts_with('{');
-        let body: &str = if grouped {
-            &rest[1..rest.find('}').unwrap_or(rest.len())]
-        } else {
-            rest
+    let mut roots = vec!["crate::".to_string()];
+    roots.push("super::".repeat(depth));
+    for root in roots {
+        // Inside a file's inline `mod tests`, `super::` is the file's own module: chains of
+        // `super` are read only above it (`crate::` is read everywhere).
+        let mut rest = match root.as_str() {
+            "crate::" => code.as_str(),
+            _ => code.split("#[cfg(test)]").next().unwrap_or_default(),
         };
-        let heads: Vec<&str> = if grouped {
-            body.split(',').collect()
-        } else {
-            vec![body]
-        };
-        for head in heads {
-            let name: String = head
-                .trim_start()
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .collect();
-            if !name.is_empty() {
-                found.push(name);
+        while let Some(i) = rest.find(&root) {
+            // `super::super::x` also contains `super::x`: only the full chain counts.
+            let whole = root == "crate::" || !rest[..i].ends_with("super::");
+            rest = &rest[i + root.len()..];
+            if !whole {
+                continue;
+            }
+            match rest.strip_prefix('{') {
+                Some(body) => found.extend(group_heads(body)),
+                None => found.push(word(rest)),
             }
         }
     }
-    found
+    found.retain(|name| !name.is_empty() && name != "super");
+    Ok(found)
+}
+
+/// [`crate_paths_at`] for a file at the crate's top level.
+fn crate_paths(code: &str) -> Vec<String> {
+    crate_paths_at(code, 1).unwrap()
 }
 
 #[test]
@@ -109,11 +171,15 @@ fn every_import_runs_down_the_layer_table() {
             .get(&own)
             .unwrap_or_else(|| panic!("src/{own} has no row in the layer table"));
         let code = code_of(&std::fs::read_to_string(file).unwrap());
-        for target in crate_paths(&code) {
+        // How many modules down the file is: `src/x.rs`, `src/x/mod.rs` 1, `src/x/y.rs` 2.
+        let depth =
+            rel.components().count() - usize::from(rel.file_name().is_some_and(|n| n == "mod.rs"));
+        let paths = crate_paths_at(&code, depth)
+            .unwrap_or_else(|why| panic!("src/{}: {why}", rel.display()));
+        for target in paths {
             if target == own {
                 continue;
             }
-            // Macros exported at the crate root by `report` (`out!`, `outln!`).
             let Some(&layer) = layers.get(&target) else {
                 panic!(
                     "src/{}: `crate::{target}` is not in the layer table",
@@ -143,5 +209,29 @@ fn the_checker_sees_grouped_and_plain_paths() {
         crate_paths("use crate::{config::X, state};\nlet a = crate::render::f();"),
         ["config", "state", "render"]
     );
+    // The shapes a first version missed (found by a hostile review).
+    assert_eq!(
+        crate_paths("use crate::{config::{Color}, cmd};"),
+        ["config", "cmd"]
+    );
+    assert_eq!(crate_paths("let x = crate ::cmd::run;"), ["cmd"]);
+    assert_eq!(crate_paths("let x = crate::\n    cmd::run;"), ["cmd"]);
+    assert_eq!(
+        crate_paths("use super::cmd;"),
+        ["cmd"],
+        "super from a top-level file"
+    );
+    assert_eq!(
+        crate_paths_at("use super::super::cmd;", 2).unwrap(),
+        ["cmd"]
+    );
+    assert!(
+        crate_paths_at("use super::step::Step;", 2)
+            .unwrap()
+            .is_empty(),
+        "a sibling"
+    );
+    assert!(crate_paths_at("use crate as root; root::cmd::x();", 1).is_err());
+    assert!(crate_paths_at("#[path = \"../cmd/mod.rs\"] mod sneaky;", 1).is_err());
     assert_eq!(code_of("a // crate::x\n\"http://y\""), "a \n\"http://y\"");
 }

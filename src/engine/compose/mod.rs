@@ -118,6 +118,9 @@ struct Run<'a, 'r> {
     state_dir: StateDir,
     /// What the workers step did (empty until it ran).
     worker_outcomes: Vec<crate::state::WorkerOutcome>,
+    /// nginx was switched to the new color and proven (the point after which a failure may
+    /// leave it there: no healthy color to go back to, a switch back undone).
+    switched: bool,
     /// What the hooks are told, once observed (`hooks.rs`).
     facts: Option<crate::engine::hooks::Facts>,
     /// The prune's reading of the box, taken while the old color stops (see `stop`).
@@ -149,6 +152,7 @@ impl<'a> Deployer<'a> {
             },
             state_dir: StateDir::new(self.loaded.state_dir()),
             worker_outcomes: Vec::new(),
+            switched: false,
             facts: None,
             survey: None,
         };
@@ -231,6 +235,9 @@ impl Run<'_, '_> {
         changes: &[Change],
     ) -> anyhow::Result<(u64, Vec<String>)> {
         let mut passed_at = Instant::now();
+        // From the health gate passing to nginx answering from the new color: taken right
+        // after the probe, not after the settle window and the drain.
+        let mut switch_ms = 0;
         let mut old_workers = Vec::new();
         let mut notes = Vec::new();
         for change in changes {
@@ -246,6 +253,8 @@ impl Run<'_, '_> {
                 Change::Health => passed_at = self.health(t)?,
                 Change::Switch => {
                     let (workers, switch_notes) = self.switch(t, r)?;
+                    switch_ms = passed_at.elapsed().as_millis() as u64;
+                    self.switched = true;
                     old_workers = workers;
                     notes.extend(switch_notes);
                     if self.interrupted() {
@@ -262,7 +271,7 @@ impl Run<'_, '_> {
                 Change::Workers => notes.extend(self.move_workers(t, r)),
             }
         }
-        Ok((passed_at.elapsed().as_millis() as u64, notes))
+        Ok((switch_ms, notes))
     }
 
     /// Step 2: Which color serves now, where the deploy goes, and with which image.

@@ -1,5 +1,6 @@
-//! Step 9, the record: what happened, whatever it was. `state.json` moves on only after a
-//! success (the in-progress record is cleared either way); `history.jsonl` gets one line per
+//! Step 9, the record: what happened, whatever it was. `state.json` moves on after a success,
+//! or after a failure that left nginx on the new color once switched (the in-progress record
+//! is cleared either way); `history.jsonl` gets one line per
 //! attempt, refusals before anything changed included (a failed pull, the budget, a render
 //! error, a failing `pre_deploy`), so `history` and `status` say why a release is not out.
 
@@ -100,9 +101,11 @@ impl Run<'_, '_> {
             state.active = Some(t.to);
             state.images.insert(t.to, t.image.clone());
             workers::record(&mut state, &self.d.loaded.config, &self.worker_outcomes);
-        } else if self.include_names(t.to) {
-            // A failure that left nginx on the new color (no healthy color to switch back
-            // to, a switch back that was undone): the record says where nginx points.
+        } else if self.switched && self.include_names(t.to) {
+            // A failure after the switch that left nginx on the new color (no healthy color
+            // to switch back to, a switch back that was undone, a first deploy that did not
+            // settle): the record says where nginx points. Before the switch the include may
+            // name the new color too (bootstrap's, a recovery's), and nothing is recorded.
             state.active = Some(t.to);
             state.images.insert(t.to, t.image.clone());
         }

@@ -23,12 +23,16 @@ impl Run<'_, '_> {
     }
 
     pub(super) fn pull(&mut self, req: &Request, t: &Target) -> anyhow::Result<()> {
-        let Some(reg) = &self.d.loaded.config.registry else {
+        let Some(reg) = self
+            .d
+            .loaded
+            .config
+            .registry
+            .as_ref()
+            .filter(|_| self.pulls(t))
+        else {
             return Ok(());
         };
-        if !reg.serves(&t.image) {
-            return Ok(());
-        }
         let server = &reg.server.0;
         if req.dry_run {
             self.clock.note(format!(

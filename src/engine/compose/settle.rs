@@ -24,10 +24,8 @@ impl Run<'_, '_> {
     /// (`old: None`) there is nothing to switch back to: a failure fails the deploy.
     pub(super) fn settle(&mut self, t: &Target, old: Option<Color>) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
+        // `Ops::decide` plans no settle for a zero window.
         let window = config.app.settle.get();
-        if window.is_zero() {
-            return Ok(());
-        }
         self.set_step(Step::Settle);
         let service = config.service(t.to);
         self.clock.start(
@@ -57,15 +55,21 @@ impl Run<'_, '_> {
         }
     }
 
-    /// A first deploy whose color failed in the settle window: nothing to switch back to, so
-    /// it keeps serving what it can, and the deploy fails saying what was seen.
+    /// A color that failed in the settle window with nothing to switch back to (a first
+    /// deploy, or a recovery with nothing running): it keeps serving what it can, and the
+    /// deploy fails saying what was seen.
     fn unsettled_first_deploy(&mut self, t: &Target, why: &str) -> anyhow::Error {
         let service = self.d.loaded.config.service(t.to);
         let logs = self.project.logs(&service, 20);
+        let what = if t.first_deploy {
+            "this was the first deploy"
+        } else {
+            "nothing else was running"
+        };
         let mut message = format!(
             "deploy failed: {service} ({}) failed in the settle window after the switch: {why}\n\
-             this was the first deploy, so there is no older color to switch back to: nginx \
-             points at {}, and {service} was left in place (see `cutover status`, `cutover logs`)",
+             {what}, so there is no older color to switch back to: nginx points at {}, and \
+             {service} was left in place (see `cutover status`, `cutover logs`)",
             t.image, t.to
         );
         if !logs.trim().is_empty() {

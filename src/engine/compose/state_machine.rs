@@ -568,3 +568,47 @@ fn the_plan_for_a_first_deploy_has_no_stop_and_waits_only_for_old_workers() {
     let ops_free_of_stop = plan.plan.iter().all(|line| !line.starts_with("stop -t"));
     assert!(ops_free_of_stop, "{:?}", plan.plan);
 }
+
+/// The switch time is the health gate's pass to nginx serving the new color: not the settle
+/// window, the drain and the stop after it.
+#[test]
+fn switch_ms_ends_when_nginx_serves_the_new_color() {
+    let fake = blue_serves_v1("  settle: 1500ms\n", Script::default());
+    let summary = Run::deploy(&fake).go(Some("v2")).unwrap();
+    let ms = summary.detail.switch_ms.unwrap();
+    assert!(ms < 1000, "switch_ms {ms} includes the 1.5 s settle window");
+}
+
+/// A failure before the switch records nothing new, even where the include on disk already
+/// names the new color (a recovery's, bootstrap's).
+#[test]
+fn a_failure_before_the_switch_never_records_the_new_color_or_image() {
+    let fake = blue_serves_v1("", Script::default());
+    Run::deploy(&fake).go(Some("v2")).unwrap();
+    fake.reboot_with_nothing_restarted();
+    fake.script(|s| {
+        s.unhealthy.insert(Color::Green);
+    });
+    Run::deploy(&fake).go(Some("v3")).unwrap_err();
+    let st = state(&fake);
+    assert_eq!(
+        st.images.get(&Color::Green),
+        Some(&fake.image("v2")),
+        "{st:?}"
+    );
+
+    let fresh = FakeBox::new("", Script::default());
+    // bootstrap wrote the include, pointing at blue, and nginx loaded it.
+    let text = Renderer::new(&fresh.loaded.dir)
+        .unwrap()
+        .include(&fresh.loaded.config, Color::Blue, None)
+        .unwrap();
+    std::fs::write(&fresh.loaded.config.nginx.include, text).unwrap();
+    fresh.reboot_with_nothing_restarted();
+    fresh.script(|s| {
+        s.unhealthy.insert(Color::Blue);
+    });
+    Run::deploy(&fresh).go(Some("v1")).unwrap_err();
+    let st = state(&fresh);
+    assert_eq!(st.active, None, "{st:?}");
+}
