@@ -5,8 +5,9 @@
 //! `current`, and old releases are pruned only there, never one in use.
 //!
 //! Pruned: releases older than `current` beyond the newest [`KEEP_OLDER`], and releases newer
-//! than `current` (dry runs, refused or failed deploys) once they are a day old, when no
-//! command can still be running in them.
+//! than `current` (dry runs, refused or failed deploys); either only once a day old, when no
+//! command can still be running in them (a deploy queued with `--lock-wait` reads its release
+//! while it waits, and may be older than the one just promoted).
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -28,6 +29,15 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(60);
 /// under the deploy lock, waiting up to `wait` for it.
 pub fn promote(release: &Path, state_dir: &Path, wait: Duration) -> anyhow::Result<()> {
     let (root, stamp) = split(release)?;
+    // Only a copy the sync made: a hand-typed `--on-box-promote` elsewhere must not prune
+    // the directories beside it.
+    if !release.join(crate::config::SYNC_MARKER).is_file() {
+        anyhow::bail!(
+            "{} is not a synced release (no {}): not making it current",
+            release.display(),
+            crate::config::SYNC_MARKER
+        );
+    }
     let holder = Holder {
         pid: std::process::id(),
         user: crate::state::current_user(),
@@ -95,13 +105,15 @@ fn prune(releases: &Path, current: &str, now: SystemTime) -> anyhow::Result<()> 
                 remove(&entry.path())?;
             }
         } else {
-            older.push(name);
+            older.push((name, stale));
         }
     }
     older.sort();
     let excess = older.len().saturating_sub(KEEP_OLDER);
-    for name in &older[..excess] {
-        remove(&releases.join(name))?;
+    for (name, stale) in &older[..excess] {
+        if *stale {
+            remove(&releases.join(name))?;
+        }
     }
     Ok(())
 }
@@ -117,6 +129,7 @@ mod tests {
     fn release(root: &Path, stamp: &str) -> std::path::PathBuf {
         let dir = root.join("releases").join(stamp);
         std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(crate::config::SYNC_MARKER), "{}").unwrap();
         dir
     }
 
@@ -146,13 +159,18 @@ mod tests {
             Path::new("releases/0000000003.0-1")
         );
         assert_eq!(names(root).len(), 7, "{:?}", names(root));
-        // Later, release 7 is promoted: 3–6 are older now; the newest 4 of them stay.
+        // Later, release 7 is promoted: 3–6 are older now. All are fresh, so all stay (one
+        // may be read by a deploy waiting for the lock)...
         promote(
             &root.join("releases/0000000007.0-1"),
             &state,
             Duration::ZERO,
         )
         .unwrap();
+        assert_eq!(names(root).len(), 7, "{:?}", names(root));
+        // ...and a day later, the newest 4 of them stay.
+        let later = SystemTime::now() + STALE_AFTER + Duration::from_secs(60);
+        prune(&root.join("releases"), "0000000007.0-1", later).unwrap();
         assert_eq!(
             names(root),
             [
@@ -202,7 +220,23 @@ mod tests {
     #[test]
     fn only_a_release_dir_is_promoted() {
         let dir = tempfile::tempdir().unwrap();
-        for bad in ["project", "releases/.incoming-1", "releases"] {
+        // Beside other folders in a `releases/` that the sync did not make: nothing moves.
+        for other in [
+            "aaa-notes",
+            "bbb-blog",
+            "ccc-shop",
+            "ddd-api",
+            "eee-old",
+            "myapp",
+        ] {
+            std::fs::create_dir_all(dir.path().join("releases").join(other)).unwrap();
+        }
+        for bad in [
+            "project",
+            "releases/.incoming-1",
+            "releases",
+            "releases/myapp",
+        ] {
             let err = promote(
                 &dir.path().join(bad),
                 &dir.path().join(".cutover"),

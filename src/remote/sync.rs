@@ -34,6 +34,11 @@ const FILE_MODE: u32 = 0o644;
 const EXEC_MODE: u32 = 0o755;
 const DIR_MODE: u32 = 0o755;
 
+/// The most a sync sends: a project's config, templates and ciphertext are kilobytes; links
+/// that fan out (each level linking the next twice) would otherwise grow without bound.
+const MAX_FILES: usize = 10_000;
+const MAX_BYTES: usize = 256 << 20;
+
 /// One file to send: its path in the archive and its bytes.
 struct Entry {
     name: String,
@@ -46,6 +51,8 @@ struct Entry {
 struct Contents {
     files: Vec<Entry>,
     dir_modes: BTreeMap<String, u32>,
+    /// Bytes collected so far.
+    bytes: usize,
     /// The folder being collected (`templates/` or `secrets/`), resolved: a link must stay in it.
     within: PathBuf,
     /// The directories being walked (resolved), from the folder down: a link back up to one
@@ -54,8 +61,17 @@ struct Contents {
 }
 
 impl Contents {
-    fn file(&mut self, name: String, bytes: Vec<u8>, mode: u32) {
+    fn file(&mut self, name: String, bytes: Vec<u8>, mode: u32) -> anyhow::Result<()> {
+        self.bytes += bytes.len();
+        if self.files.len() >= MAX_FILES || self.bytes > MAX_BYTES {
+            bail!(
+                "refusing to sync the project: more than {MAX_FILES} files or {} MiB under \
+                 templates/ and secrets/ (at {name}); check for links that fan out",
+                MAX_BYTES >> 20
+            );
+        }
         self.files.push(Entry { name, bytes, mode });
+        Ok(())
     }
 
     /// Records a directory's mode; it is sent only if a file under it is.
@@ -113,7 +129,7 @@ pub fn pack(dir: &Path, config_path: &Path, marker: &str) -> anyhow::Result<Arch
     let config = std::fs::read(config_path)
         .with_context(|| format!("could not read {}", config_path.display()))?;
     let mode = file_mode(FILE_MODE, &metadata(config_path)?);
-    contents.file("cutover.yml".into(), config, mode);
+    contents.file("cutover.yml".into(), config, mode)?;
     for (folder, collect) in [
         (
             "templates",
@@ -122,21 +138,27 @@ pub fn pack(dir: &Path, config_path: &Path, marker: &str) -> anyhow::Result<Arch
         ("secrets", collect_secrets),
     ] {
         let path = dir.join(folder);
+        // The folder itself is never a link: one to the project root (or its state dir) would
+        // send everything under it, state and plaintext included, as templates.
+        let linked = std::fs::symlink_metadata(&path).is_ok_and(|m| m.file_type().is_symlink());
+        if linked {
+            bail!(
+                "refusing to sync the project: {} is a symlink to {}; {folder}/ must be a \
+                 directory of the project itself",
+                path.display(),
+                std::fs::read_link(&path).unwrap_or_default().display()
+            );
+        }
         if !path.is_dir() {
             continue;
         }
-        // The folder itself must be the project's own, not a link out of it.
-        contents.within = dir
-            .canonicalize()
-            .with_context(|| format!("could not resolve {}", dir.display()))?;
-        contents.inside(&path)?;
         contents.within = path
             .canonicalize()
             .with_context(|| format!("could not resolve {}", path.display()))?;
         collect(&path, folder, &mut contents)?;
     }
     let marker = marker.as_bytes().to_vec();
-    contents.file(SYNC_MARKER.into(), marker, FILE_MODE);
+    contents.file(SYNC_MARKER.into(), marker, FILE_MODE)?;
     Ok(Archive {
         tar: write_tar(&contents)?,
         files: contents.files.len(),
@@ -227,7 +249,7 @@ fn walk_tree(root: &Path, prefix: &str, contents: &mut Contents) -> anyhow::Resu
             } else {
                 FILE_MODE
             };
-            contents.file(name, bytes, file_mode(policy, &meta));
+            contents.file(name, bytes, file_mode(policy, &meta))?;
         }
     }
     Ok(())
@@ -258,12 +280,44 @@ fn collect_secrets(dir: &Path, prefix: &str, contents: &mut Contents) -> anyhow:
                 path.display()
             );
         }
+        // What is sent must be what its name says: ciphertext, or public keys. A plaintext
+        // file named `.age` (in any encoding), or a dotenv saved as recipients.txt, stays here.
+        if name.ends_with(".age") && !crate::secrets::store::looks_like_age(&bytes) {
+            bail!(
+                "{} is named .age but is not an age file; refusing to sync the project to the \
+                 box (only ciphertext leaves this machine)",
+                path.display()
+            );
+        }
+        if name == "recipients.txt" {
+            if let Some(n) = not_a_recipient_line(&bytes) {
+                bail!(
+                    "{}:{n} is not a recipient (expected `age1…` or `ssh-…` public keys, one a \
+                     line, and `#` comments); refusing to sync the project to the box",
+                    path.display()
+                );
+            }
+        }
         if name.ends_with(".age") || name == "recipients.txt" {
             let mode = file_mode(FILE_MODE, &metadata(&path)?);
-            contents.file(format!("secrets/{name}"), bytes, mode);
+            contents.file(format!("secrets/{name}"), bytes, mode)?;
         }
     }
     Ok(())
+}
+
+/// The first line (1-based) of a recipients file that is not a public key, a comment or blank.
+fn not_a_recipient_line(bytes: &[u8]) -> Option<usize> {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines()
+        .position(|line| {
+            let line = line.trim();
+            !(line.is_empty()
+                || line.starts_with('#')
+                || line.starts_with("age1")
+                || line.starts_with("ssh-"))
+        })
+        .map(|i| i + 1)
 }
 
 fn file_name(path: &Path) -> anyhow::Result<String> {
@@ -428,7 +482,11 @@ mod tests {
         set("templates/hook.sh", 0o700);
         set("templates/own", 0o750);
         std::fs::create_dir_all(p.join("secrets")).unwrap();
-        std::fs::write(p.join("secrets/prod.env.age"), "age").unwrap();
+        std::fs::write(
+            p.join("secrets/prod.env.age"),
+            "-----BEGIN AGE ENCRYPTED FILE-----\nx\n",
+        )
+        .unwrap();
         set("secrets/prod.env.age", 0o600);
         set("secrets", 0o500);
         let archive = pack(p, &p.join("cutover.yml"), "{}").unwrap();
@@ -489,7 +547,12 @@ mod tests {
         std::fs::create_dir_all(p.join("templates/shared")).unwrap();
         std::fs::write(p.join("templates/shared/base.j2"), "base").unwrap();
         std::fs::create_dir_all(p.join("secrets")).unwrap();
+        std::fs::create_dir_all(p.join(".cutover")).unwrap();
+        std::fs::write(p.join(".cutover/state.json"), "{}").unwrap();
         for (link, target) in links {
+            if p.join(link).is_dir() {
+                std::fs::remove_dir_all(p.join(link)).unwrap();
+            }
             std::os::unix::fs::symlink(target, p.join(link)).unwrap();
         }
         dir
@@ -516,6 +579,8 @@ mod tests {
             ("templates/keys", keys.as_path()),
             // The project root holds the state dir and whatever else: never under templates/.
             ("templates/everything", Path::new("..")),
+            ("templates", Path::new(".")),
+            ("secrets", Path::new(".cutover")),
             ("templates/gone.j2", Path::new("/nonexistent/file")),
         ] {
             let dir = project_with_links(&[(link, target)]);
@@ -528,6 +593,20 @@ mod tests {
                 !message.contains("secret-hash") && !message.contains("PRIVATE"),
                 "{message}"
             );
+        }
+    }
+
+    #[test]
+    fn only_ciphertext_and_public_keys_leave_secrets() {
+        for (name, bytes) in [
+            ("prod.env.age", &b"DB_PASSWORD=caf\xe9-secret\n"[..]),
+            ("recipients.txt", &b"age1abc\nDB_PASSWORD=s3cret\n"[..]),
+        ] {
+            let dir = project_with_links(&[]);
+            std::fs::write(dir.path().join("secrets").join(name), bytes).unwrap();
+            let message = refusal(dir.path());
+            assert!(message.contains("refusing to sync"), "{name}: {message}");
+            assert!(!message.contains("s3cret"), "{message}");
         }
     }
 
