@@ -178,10 +178,14 @@ pub fn path(state_dir: &Path) -> PathBuf {
 }
 
 /// Whether nginx takes two `server_name`s for the same name: it compares them without case,
-/// and a trailing dot (a fully qualified name) names the same host.
+/// a trailing dot (a fully qualified name) names the same host, and `.example.com` is also
+/// `example.com` itself.
 fn same_server_name(a: &str, b: &str) -> bool {
-    a.trim_end_matches('.')
-        .eq_ignore_ascii_case(b.trim_end_matches('.'))
+    let norm = |n: &str| {
+        let n = n.trim_end_matches('.');
+        n.strip_prefix('.').unwrap_or(n).to_ascii_lowercase()
+    };
+    norm(a) == norm(b)
 }
 
 impl Claims {
@@ -202,7 +206,15 @@ impl Claims {
     /// Whether `other` is this same project, registered from another state dir (a release of
     /// it, or its `state_dir` before a change): never a collision.
     pub fn same_project(&self, other: &Claims) -> bool {
-        self.project == other.project && self.home() == other.home()
+        let synced = |c: &Claims| {
+            c.config
+                .parent()
+                .is_some_and(|d| d.join(crate::config::SYNC_MARKER).exists())
+        };
+        // Two configs in one folder (prod.yml, staging.yml) are two projects; every release of
+        // a synced copy is one.
+        let same_file = self.config == other.config || (synced(self) && synced(other));
+        self.project == other.project && self.home() == other.home() && same_file
     }
 }
 
@@ -361,6 +373,12 @@ mod tests {
         let mut renamed = b.clone();
         renamed.project = "web2".into();
         assert!(!renamed.same_project(&a));
+        // Two configs in one folder are two projects.
+        let (mut prod, mut staging) = (local.clone(), local.clone());
+        prod.config = PathBuf::from("/srv/app/prod.yml");
+        staging.config = PathBuf::from("/srv/app/staging.yml");
+        assert!(!prod.same_project(&staging));
+        assert!(prod.same_project(&prod.clone()));
         // Two copies in folders that merely sit in a `releases/` dir are two projects.
         let (mut staging, mut prod) = (a.clone(), a.clone());
         staging.config = release("staging", false);
@@ -379,6 +397,8 @@ mod tests {
         }
         let other = claims("two", 8091, "api.example.com", "/etc/nginx/two.inc");
         assert!(one.collisions(&other).is_empty());
+        let dotted = claims("two", 8091, ".app.example.com", "/etc/nginx/two.inc");
+        assert_eq!(one.collisions(&dotted).len(), 1, "`.name` covers `name`");
     }
 
     #[test]

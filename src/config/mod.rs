@@ -172,6 +172,10 @@ mod tests {
         assert!(err.contains("expected at most 241"), "{err}");
         let err = health("healthy_checks: 1000000000").unwrap_err();
         assert!(err.contains("the gate could never pass"), "{err}");
+        let err = health("interval: 1ns").unwrap_err();
+        assert!(err.contains("expected at least 10ms"), "{err}");
+        let err = health("timeout: 2s, probe_timeout: 10s").unwrap_err();
+        assert!(err.contains("one probe could outlast the gate"), "{err}");
     }
 
     #[test]

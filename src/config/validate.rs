@@ -237,6 +237,23 @@ impl Config {
                 "0 can never pass (expected at least 1 healthy answer in a row)".to_string(),
             ));
         }
+        // A poll faster than this only burns the box's CPU (and a 1 ns interval left no room
+        // to ask whether to stop); one probe must fit in the gate.
+        if health.interval.0 < std::time::Duration::from_millis(10) {
+            return Err(Invalid::new(
+                "app.health.interval",
+                format!("{} is too short (expected at least 10ms)", health.interval),
+            ));
+        }
+        if health.probe_timeout.0 > health.timeout.0 {
+            return Err(Invalid::new(
+                "app.health.probe_timeout",
+                format!(
+                    "{} is longer than app.health.timeout ({}): one probe could outlast the gate",
+                    health.probe_timeout, health.timeout
+                ),
+            ));
+        }
         // The confirmations after the first healthy answer must fit in the gate's timeout, or
         // the gate could never pass (and, before this check, a huge count held the lock).
         let confirm_every = health.confirmation_interval();
@@ -365,20 +382,29 @@ impl Config {
                 "a URI path such as /health",
             ),
         ];
+        // The TLS paths also go into the renewal's cron line and deploy hook, where `%` is a
+        // newline to cron.
         if let Some(tls) = &self.nginx.tls {
+            let cron = tls.renew_cron.clone().unwrap_or_default();
             for (key, path) in [
                 ("nginx.tls.webroot", &tls.webroot),
                 ("nginx.tls.config_dir", &tls.config_dir),
+                ("nginx.tls.work_dir", &tls.work_dir),
+                ("nginx.tls.logs_dir", &tls.logs_dir),
+                ("nginx.tls.renew_cron", &cron),
             ] {
-                words.push((key, path.to_string_lossy().into_owned(), "a directory path"));
+                words.push((key, path.to_string_lossy().into_owned(), "a path"));
             }
         }
         for (key, value, expected) in &words {
             let why = nginx_syntax_in(value).or_else(|| {
                 value
                     .chars()
-                    .find(|c| c.is_whitespace())
-                    .map(|c| format!("the space {c:?}"))
+                    .find(|c| c.is_whitespace() || (*c == '%' && key.starts_with("nginx.tls.")))
+                    .map(|c| match c {
+                        '%' => "`%` (cron reads it as a newline)".to_string(),
+                        c => format!("the space {c:?}"),
+                    })
             });
             if let Some(why) = why {
                 return Err(verbatim(key, value, &why, expected));

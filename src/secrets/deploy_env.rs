@@ -133,9 +133,13 @@ pub const MASK_EVERYWHERE_FROM: usize = 8;
 /// contains another is masked whole): output of the release command or a hook shown to the
 /// user must never carry a secret. See [`MASK_EVERYWHERE_FROM`] for short values.
 pub fn redact(text: &str, values: &BTreeMap<String, SecretString>) -> String {
+    // A value of several lines (a PEM key) is masked line by line too: output is redacted
+    // one line at a time.
     let mut secrets: Vec<&str> = values
         .values()
         .map(|v| v.expose_secret())
+        .flat_map(|v| std::iter::once(v).chain(v.lines().filter(move |_| v.contains('\n'))))
+        .map(str::trim_end)
         .filter(|v| !v.is_empty())
         .collect();
     secrets.sort_by_key(|v| std::cmp::Reverse(v.len()));
@@ -235,6 +239,15 @@ mod tests {
             "mode=***, explained plainly; *** of 17 (v7)"
         );
         assert_eq!(redact("plain", &values), "***");
+    }
+
+    #[test]
+    fn a_multi_line_value_is_masked_line_by_line() {
+        let pem = "-----BEGIN KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----\n";
+        let values: BTreeMap<String, SecretString> =
+            [("KEY".to_string(), SecretString::from(pem))].into();
+        let shown: Vec<String> = pem.lines().map(|l| redact(l, &values)).collect();
+        assert!(!shown.iter().any(|l| l.contains("MIIEvQ")), "{shown:?}");
     }
 
     #[test]

@@ -13,6 +13,12 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         "contains `;`: the value is written verbatim into the nginx files",
     ),
     (
+        "tls-logs-dir-percent",
+        ":12:5",
+        "nginx.tls.logs_dir",
+        "contains `%` (cron reads it as a newline)",
+    ),
+    (
         "tls-config-dir-space",
         ":12:5",
         "nginx.tls.config_dir",

@@ -59,6 +59,9 @@ impl Gate<'_> {
                 // Once healthy, the confirmations follow quickly (the settle window after the
                 // switch is what watches for longer); any failure starts the count again.
                 for _ in 1..health.healthy_checks {
+                    if must_stop() {
+                        return (false, answer);
+                    }
                     let wake = std::time::Instant::now() + confirm_every;
                     while let Some(left) = wake.checked_duration_since(std::time::Instant::now()) {
                         if must_stop() {

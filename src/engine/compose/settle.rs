@@ -60,7 +60,8 @@ impl Run<'_, '_> {
     /// deploy fails saying what was seen.
     fn unsettled_first_deploy(&mut self, t: &Target, why: &str) -> anyhow::Error {
         let service = self.d.loaded.config.service(t.to);
-        let logs = self.project.logs(&service, 20);
+        let logs =
+            crate::secrets::deploy_env::redact(&self.project.logs(&service, 20), &self.d.secrets);
         let what = if t.first_deploy {
             "this was the first deploy"
         } else {
@@ -214,6 +215,14 @@ pub(super) fn watch(
     let watcher = Watcher::spawn(project.clone(), service, to);
     let started = Instant::now();
     let mut failures_in_a_row = 0;
+    // At most as many failed checks in a row as the window can see at the poll interval,
+    // less the first (taken at once, while the new color may still answer): with
+    // `healthy_checks` above that, a color failing every later poll would have settled.
+    let polls = window.as_nanos() / health.interval.get().as_nanos().max(1);
+    let can_see = polls.saturating_sub(1).max(1);
+    let fail_after = u32::try_from(can_see)
+        .unwrap_or(u32::MAX)
+        .min(health.healthy_checks);
     let result = loop {
         if let Some(why) = watcher.death() {
             break Err(why);
@@ -228,7 +237,7 @@ pub(super) fn watch(
         let answer = prober.get(&url, None);
         let healthy = matches!(answer, Answer::Status { code, .. } if code == health.status);
         failures_in_a_row = if healthy { 0 } else { failures_in_a_row + 1 };
-        if failures_in_a_row >= health.healthy_checks {
+        if failures_in_a_row >= fail_after {
             break Err(format!(
                 "{url} failed {failures_in_a_row} health checks in a row (last answered {})",
                 answer.describe()

@@ -612,3 +612,16 @@ fn a_failure_before_the_switch_never_records_the_new_color_or_image() {
     let st = state(&fresh);
     assert_eq!(st.active, None, "{st:?}");
 }
+
+/// A color failing every poll of the window fails it, however large `healthy_checks` is.
+#[test]
+fn a_color_failing_every_settle_poll_never_settles() {
+    let fake = blue_serves_v1(
+        "  settle: 2s\n  health: { path: /up, interval: 500ms, timeout: 8s, healthy_checks: 8 }\n",
+        Script::default(),
+    );
+    fake.script(|s| s.sick_once_serving = Some(Color::Green));
+    let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
+    assert_eq!(abort_of(&err), Abort::SettleFailed, "{err:#}");
+    assert_eq!(fake.serving(), Some(Color::Blue));
+}

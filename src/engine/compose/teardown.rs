@@ -15,7 +15,11 @@ impl Run<'_, '_> {
     ) -> anyhow::Error {
         let config = &self.d.loaded.config;
         let interrupted = abort == Abort::Interrupted;
-        let logs = self.project.logs(idle_service, 20);
+        // The app's own lines may print a secret: masked as every shown output is.
+        let logs = crate::secrets::deploy_env::redact(
+            &self.project.logs(idle_service, 20),
+            &self.d.secrets,
+        );
         self.clock.start(Step::Teardown, idle_service.to_string());
         let teardown = self
             .project
