@@ -425,3 +425,62 @@ fn a_deploy_as_a_user_who_cannot_write_the_includes_directory_is_refused_before_
         "{stderr}"
     );
 }
+
+fn docker_ok(args: &[&str]) {
+    let out = Command::new("docker").args(args).output().unwrap();
+    assert!(out.status.success(), "docker {args:?}: {out:?}");
+}
+
+/// Issue #21: when the new color fails in the settle window and the old one is not healthy
+/// either, nginx stays on the new one (it may still answer some requests) and the error says
+/// no healthy color exists; it used to switch back to the dead old color and leave it there.
+#[test]
+fn e2e_with_no_healthy_color_to_go_back_to_nginx_stays_on_the_new_one() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().settle("8s"));
+    project.deploy_ok("cutover-demo:v1");
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("settle");
+    let blue = container_of(&project, "web-blue");
+    let green = container_of(&project, "web-green");
+    // Blue goes for good (a stop: no restart policy brings it back); green crashes and is
+    // brought back by its restart policy, which the watch sees.
+    docker_ok(&["stop", "-t", "0", &blue]);
+    docker_ok(&["kill", "-s", "KILL", &green]);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no healthy color exists"), "{stderr}");
+    assert!(!stderr.contains("switched back"), "{stderr}");
+    assert!(project.include().contains(&format!(":{};", project.green)));
+    // Not torn down: green's container is still there (its restart policy may be bringing
+    // it back just now).
+    let containers = cutover::docker::compose::containers_of(&project.name).unwrap();
+    assert!(
+        containers.iter().any(|c| c.service == "web-green"),
+        "{containers:?}"
+    );
+    assert_eq!(project.history().pop().unwrap()["result"], "failed");
+}
+
+/// Issue #21: a first deploy is watched too: an app that crashes after passing its health
+/// gate fails the deploy, saying what was seen (it used to be reported deployed).
+#[test]
+fn e2e_a_first_deploy_whose_app_crashes_in_the_settle_window_fails() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().settle("8s"));
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v1"]);
+    project.wait_for_step("settle");
+    docker_ok(&["kill", "-s", "KILL", &container_of(&project, "web-blue")]);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("restarts"), "{stderr}");
+    assert!(stderr.contains("this was the first deploy"), "{stderr}");
+    assert!(stderr.contains("✗ settle"), "{stderr}");
+    assert_eq!(project.history().pop().unwrap()["result"], "failed");
+}

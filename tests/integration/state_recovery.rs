@@ -296,3 +296,34 @@ fn e2e_a_project_whose_state_dir_moved_is_not_refused_against_itself() {
     project.assert_serving("green", "v2");
     assert!(moved.join("state.json").exists());
 }
+
+/// Issue #21: after an outage that left nothing running (a reboot under a restart policy that
+/// did not bring the app back), `status` says the site is down and exits 1, and a plain
+/// `cutover deploy` redeploys what served (green's v2), not blue's older v1.
+#[test]
+fn e2e_a_redeploy_after_everything_stopped_brings_back_what_served() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().stop_grace("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    project.deploy_ok("cutover-demo:v2");
+    for id in cutover::docker::compose::containers_of(&project.name).unwrap() {
+        let out = std::process::Command::new("docker")
+            .args(["stop", "-t", "0", &id.id])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+    }
+    let down = project.cutover(["status"]).code(1);
+    assert!(down.stdout.contains("the site is down"), "{}", down.stdout);
+    let run = project.cutover(["deploy"]).success();
+    assert!(
+        run.stderr
+            .contains("recovery: nothing runs, but green served cutover-demo:v2"),
+        "{}",
+        run.stderr
+    );
+    project.assert_serving("green", "v2");
+    assert_eq!(project.status_json()["down"], serde_json::Value::Null);
+}
