@@ -240,3 +240,38 @@ fn e2e_failing_pre_deploy_hook_changes_nothing() {
         "{last}"
     );
 }
+
+/// Issue #21: SIGTERM while `pre_deploy` runs is an interrupt (exit 130, history
+/// `interrupted`, `on_failure` told `CUTOVER_RESULT=interrupted`), not a timeout.
+#[test]
+fn e2e_sigterm_during_pre_deploy_is_an_interrupt_not_a_timeout() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().hooks(json!({
+        "timeout": "1m",
+        "pre_deploy": ["sh", "-c", "echo waiting; sleep 30"],
+        "on_failure": ["sh", "-c", "echo \"$CUTOVER_RESULT\" > on_failure.result"],
+    })));
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v1"]);
+    // The hook starts within a few hundred ms (lock, observe, budget, render) and then
+    // sleeps for 30 s: the signal arrives while it runs.
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains("was interrupted (SIGINT/SIGTERM)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("timed out"), "{stderr}");
+    assert_eq!(project.history().pop().unwrap()["result"], "interrupted");
+    let seen = std::fs::read_to_string(project.path().join("on_failure.result")).unwrap();
+    assert_eq!(seen.trim(), "interrupted");
+    assert!(project.running_services().is_empty());
+}
