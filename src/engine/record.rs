@@ -23,6 +23,33 @@ pub fn lock(state_dir: &StateDir, wait: Duration, action: String) -> Result<Depl
     state_dir.lock(wait, &holder)
 }
 
+/// [`lock`], and when another deploy holds it, `refused`'s history line (result failed,
+/// reason `refused: …`) before the error: `history` then says why a CI job's release is not
+/// out. Both engines take their lock through this.
+pub fn lock_or_record_refusal(
+    state_dir: &StateDir,
+    wait: Duration,
+    action: String,
+    refused: impl FnOnce() -> Attempt,
+) -> anyhow::Result<DeployLock> {
+    match lock(state_dir, wait, action) {
+        Ok(lock) => Ok(lock),
+        Err(held @ crate::state::LockError::Held { .. }) => {
+            let err = anyhow::Error::from(held);
+            let attempt = Attempt {
+                result: crate::state::RunResult::Failed,
+                reason: Some(format!("refused: {err}")),
+                ..refused()
+            };
+            Err(match append(state_dir, attempt) {
+                Ok(()) => err,
+                Err(problem) => unrecorded(err, problem),
+            })
+        }
+        Err(other) => Err(other.into()),
+    }
+}
+
 /// What a run contributes to its history line.
 pub struct Attempt {
     pub engine: EngineKind,

@@ -4,7 +4,7 @@
 
 use crate::engine::record::{self, Attempt};
 use crate::engine::{Request, Step};
-use crate::state::{DeployLock, EngineKind, InProgress, LockError, RunResult};
+use crate::state::{DeployLock, EngineKind, InProgress, RunResult};
 
 use super::{Run, Target};
 
@@ -20,35 +20,21 @@ impl Run<'_, '_> {
             req.action,
             req.image.as_deref().unwrap_or("(active image)")
         );
-        let lock = match record::lock(&self.state_dir, req.lock_wait, action) {
-            Ok(lock) => lock,
-            // Refused by another deploy: the attempt still gets its history line, so
-            // `history` shows why the release a CI job asked for is not out.
-            Err(held @ LockError::Held { .. }) => {
-                let err = anyhow::Error::from(held);
-                let refused = record::append(
-                    &self.state_dir,
-                    Attempt {
-                        engine: EngineKind::Compose,
-                        action: req.action,
-                        image: req.image.clone().unwrap_or_else(|| "(active image)".into()),
-                        from_image: None,
-                        from: None,
-                        to: None,
-                        result: RunResult::Failed,
-                        reason: Some(format!("refused: {err}")),
-                        steps: self.clock.steps(),
-                        total_ms: self.clock.total_ms(),
-                        workers: Vec::new(),
-                    },
-                );
-                return Err(match refused {
-                    Ok(()) => err,
-                    Err(problem) => record::unrecorded(err, problem),
-                });
-            }
-            Err(other) => return Err(other.into()),
-        };
+        // Refused by another deploy: the attempt still gets its history line.
+        let lock =
+            record::lock_or_record_refusal(&self.state_dir, req.lock_wait, action, || Attempt {
+                engine: EngineKind::Compose,
+                action: req.action,
+                image: req.image.clone().unwrap_or_else(|| "(active image)".into()),
+                from_image: None,
+                from: None,
+                to: None,
+                result: RunResult::Failed,
+                reason: None,
+                steps: self.clock.steps(),
+                total_ms: self.clock.total_ms(),
+                workers: Vec::new(),
+            })?;
         self.clock.done(Step::Lock, "");
         // Registered before anything runs, so other projects' prunes keep this one's images.
         if let Err(e) = crate::registry::register(&self.state_dir.dir) {

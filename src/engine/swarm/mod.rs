@@ -149,7 +149,23 @@ impl Run<'_, '_> {
             req.action,
             req.image.as_deref().unwrap_or("(running image)")
         );
-        let lock = record::lock(&self.state_dir, req.lock_wait, action)?;
+        let lock =
+            record::lock_or_record_refusal(&self.state_dir, req.lock_wait, action, || Attempt {
+                engine: EngineKind::Swarm,
+                action: req.action,
+                image: req
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| "(running image)".into()),
+                from_image: None,
+                from: None,
+                to: None,
+                result: RunResult::Failed,
+                reason: None,
+                steps: self.clock.steps(),
+                total_ms: self.clock.total_ms(),
+                workers: Vec::new(),
+            })?;
         self.clock.done(Step::Lock, "");
         Ok(Some(lock))
     }
