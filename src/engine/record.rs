@@ -30,16 +30,28 @@ pub fn lock_or_record_refusal(
     state_dir: &StateDir,
     wait: Duration,
     action: String,
-    refused: impl FnOnce() -> Attempt,
+    refused: Refused<'_, '_>,
 ) -> anyhow::Result<DeployLock> {
     match lock(state_dir, wait, action) {
         Ok(lock) => Ok(lock),
         Err(held @ crate::state::LockError::Held { .. }) => {
             let err = anyhow::Error::from(held);
             let attempt = Attempt {
+                engine: refused.engine,
+                action: refused.request.action,
+                image: refused
+                    .request
+                    .image
+                    .clone()
+                    .unwrap_or_else(|| "(the running image)".into()),
+                from_image: None,
+                from: None,
+                to: None,
                 result: crate::state::RunResult::Failed,
                 reason: Some(format!("refused: {err}")),
-                ..refused()
+                steps: refused.clock.steps(),
+                total_ms: refused.clock.total_ms(),
+                workers: Vec::new(),
             };
             Err(match append(state_dir, attempt) {
                 Ok(()) => err,
@@ -48,6 +60,13 @@ pub fn lock_or_record_refusal(
         }
         Err(other) => Err(other.into()),
     }
+}
+
+/// Who was refused by the lock, for its history line.
+pub struct Refused<'a, 'r> {
+    pub engine: EngineKind,
+    pub request: &'a super::Request,
+    pub clock: &'a super::StepClock<'r>,
 }
 
 /// What a run contributes to its history line.

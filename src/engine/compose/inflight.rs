@@ -2,9 +2,9 @@
 //! record in `state.json` that lets `status` and the next deploy explain a run that was
 //! killed: the bookkeeping around the steps, apart from the steps themselves.
 
-use crate::engine::record::{self, Attempt};
+use crate::engine::record;
 use crate::engine::{Request, Step};
-use crate::state::{DeployLock, EngineKind, InProgress, RunResult};
+use crate::state::{DeployLock, EngineKind, InProgress};
 
 use super::{Run, Target};
 
@@ -21,20 +21,12 @@ impl Run<'_, '_> {
             req.image.as_deref().unwrap_or("(active image)")
         );
         // Refused by another deploy: the attempt still gets its history line.
-        let lock =
-            record::lock_or_record_refusal(&self.state_dir, req.lock_wait, action, || Attempt {
-                engine: EngineKind::Compose,
-                action: req.action,
-                image: req.image.clone().unwrap_or_else(|| "(active image)".into()),
-                from_image: None,
-                from: None,
-                to: None,
-                result: RunResult::Failed,
-                reason: None,
-                steps: self.clock.steps(),
-                total_ms: self.clock.total_ms(),
-                workers: Vec::new(),
-            })?;
+        let refused = record::Refused {
+            engine: EngineKind::Compose,
+            request: req,
+            clock: &self.clock,
+        };
+        let lock = record::lock_or_record_refusal(&self.state_dir, req.lock_wait, action, refused)?;
         self.clock.done(Step::Lock, "");
         // Registered before anything runs, so other projects' prunes keep this one's images.
         if let Err(e) = crate::registry::register(&self.state_dir.dir) {

@@ -149,23 +149,12 @@ impl Run<'_, '_> {
             req.action,
             req.image.as_deref().unwrap_or("(running image)")
         );
-        let lock =
-            record::lock_or_record_refusal(&self.state_dir, req.lock_wait, action, || Attempt {
-                engine: EngineKind::Swarm,
-                action: req.action,
-                image: req
-                    .image
-                    .clone()
-                    .unwrap_or_else(|| "(running image)".into()),
-                from_image: None,
-                from: None,
-                to: None,
-                result: RunResult::Failed,
-                reason: None,
-                steps: self.clock.steps(),
-                total_ms: self.clock.total_ms(),
-                workers: Vec::new(),
-            })?;
+        let refused = record::Refused {
+            engine: EngineKind::Swarm,
+            request: req,
+            clock: &self.clock,
+        };
+        let lock = record::lock_or_record_refusal(&self.state_dir, req.lock_wait, action, refused)?;
         self.clock.done(Step::Lock, "");
         Ok(Some(lock))
     }
