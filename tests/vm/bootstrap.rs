@@ -68,7 +68,8 @@ pub fn pristine_box(vm: &Vm, web: &BoxProject) {
         ("nginx site", "changed"),
         // No nginx.tls in this project.
         ("tls", "skipped"),
-        ("state dir", "changed"),
+        // `--host` synced the project first, which made the state dir 0750 already.
+        ("state dir", "ok"),
         ("identity", "changed"),
     ]
     .iter()
