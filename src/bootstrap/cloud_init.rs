@@ -16,7 +16,6 @@
 use serde::Serialize;
 
 use super::distro::Distro;
-use super::packages::{self, Plan};
 use super::Options;
 
 /// The RAM `--swap auto` is sized for without `--ram`: a t2.micro's 1 GiB, the box cutover
@@ -41,7 +40,6 @@ pub struct Instance<'a> {
     pub opts: &'a Options,
     pub ram: u64,
     pub os: Distro,
-    pub plan: Plan,
     /// The deploy user: `--user`, else the image's login user.
     pub user: String,
 }
@@ -134,7 +132,6 @@ pub fn view(req: &Request) -> View {
         opts: &req.opts,
         ram: req.ram.unwrap_or(DEFAULT_RAM),
         os,
-        plan: packages::plan_for(os),
         user: req
             .opts
             .user
@@ -205,7 +202,6 @@ mod tests {
                 opts: &opts,
                 ram: DEFAULT_RAM,
                 os,
-                plan: packages::plan_for(os),
                 user: "deploy".into(),
             };
             for step in STEPS {

@@ -118,7 +118,7 @@ pub fn add_recipient_command(recipient: &str, label: &str) -> String {
 
 /// `age` in the packages and the `age-keygen` command, or how to make the identity later.
 fn cloud_init(instance: &Instance<'_>, view: &mut View) {
-    if instance.plan.manager != Manager::Apt {
+    if super::packages::plan_for(instance.os).manager != Manager::Apt {
         view.note(format!(
             "{} packages no age: create the box identity with `sudo cutover bootstrap --no-install` once cutover is on the box",
             instance.os.id()

@@ -160,7 +160,7 @@ fn certbot_present() -> bool {
 }
 
 fn cloud_init(instance: &Instance<'_>, view: &mut View) {
-    let plan = &instance.plan;
+    let plan = plan_for(instance.os);
     let packages = [Some(plan.docker), plan.compose, Some(plan.nginx)];
     view.packages
         .extend(packages.into_iter().flatten().map(str::to_string));
