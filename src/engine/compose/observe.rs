@@ -168,6 +168,43 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
     })
 }
 
+/// How one color stands right now: its container, and one probe of its health path.
+pub enum ColorHealth<'c> {
+    Healthy,
+    /// Running, but its health path answered this.
+    Unhealthy(Answer),
+    /// Its container exists and does not run.
+    NotRunning(&'c Container),
+    NoContainer,
+}
+
+/// [`ColorHealth`] of `color` among `containers` (a running container of its service wins),
+/// probing only a color that runs. `status` shows it; a switch back goes only to a healthy one.
+pub fn color_health<'c>(
+    loaded: &Loaded,
+    containers: &'c [Container],
+    color: Color,
+    prober: &Prober,
+) -> ColorHealth<'c> {
+    let service = loaded.config.service(color);
+    let mut mine = containers
+        .iter()
+        .filter(|c| c.service == service)
+        .peekable();
+    let Some(first) = mine.peek().copied() else {
+        return ColorHealth::NoContainer;
+    };
+    if !mine.any(|c| c.running()) {
+        return ColorHealth::NotRunning(first);
+    }
+    match prober.get(&health_url(loaded, color), None) {
+        Answer::Status { code, .. } if code == loaded.config.app.health.status => {
+            ColorHealth::Healthy
+        }
+        other => ColorHealth::Unhealthy(other),
+    }
+}
+
 /// What `/.cutover/active` answers: `<color> <upstream> <project>`; includes rendered by
 /// older versions or custom templates may say `<color> <upstream>` or `<color>` alone.
 pub(super) struct Marker<'a> {

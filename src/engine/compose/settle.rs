@@ -15,6 +15,7 @@ use crate::engine::{Step, StepClock};
 use crate::health::{Answer, Prober};
 
 use super::health_gate::Watcher;
+use super::observe::{color_health, ColorHealth};
 use super::{drain, switch, Run, Target};
 use crate::engine::{Abort, Failed};
 
@@ -179,23 +180,21 @@ impl Run<'_, '_> {
             .project
             .containers()
             .map_err(|e| format!("docker could not say whether {service} runs: {e}"))?;
-        let mine: Vec<_> = containers.iter().filter(|c| c.service == service).collect();
-        if !mine.iter().any(|c| c.running()) {
-            return Err(match mine.first() {
-                Some(c) => format!(
-                    "{service} is {} (exit code {})",
-                    c.state,
-                    c.exit_code.unwrap_or_default()
-                ),
-                None => format!("{service} is gone"),
-            });
-        }
         let health = &loaded.config.app.health;
-        let url = super::health_url(loaded, color);
-        let answer = Prober::new(health.probe_timeout.get()).get(&url, None);
-        match answer {
-            Answer::Status { code, .. } if code == health.status => Ok(()),
-            other => Err(format!("{url} answered {}", other.describe())),
+        let prober = Prober::new(health.probe_timeout.get());
+        match color_health(loaded, &containers, color, &prober) {
+            ColorHealth::Healthy => Ok(()),
+            ColorHealth::Unhealthy(answer) => Err(format!(
+                "{} answered {}",
+                super::health_url(loaded, color),
+                answer.describe()
+            )),
+            ColorHealth::NotRunning(c) => Err(format!(
+                "{service} is {} (exit code {})",
+                c.state,
+                c.exit_code.unwrap_or_default()
+            )),
+            ColorHealth::NoContainer => Err(format!("{service} is gone")),
         }
     }
 }

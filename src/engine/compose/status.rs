@@ -9,10 +9,10 @@ use serde::Serialize;
 
 use crate::config::{Color, Loaded};
 use crate::docker::compose::Container;
-use crate::health::{Answer, Prober};
+use crate::health::Prober;
 use crate::state::{HistoryEntry, StateDir};
 
-use super::observe::{health_url, observe};
+use super::observe::{color_health, observe, ColorHealth};
 
 #[derive(Serialize)]
 pub struct ColorStatus {
@@ -71,15 +71,11 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
         .map(|color| {
             let service = loaded.config.service(color);
             let container = observed.containers.iter().find(|c| c.service == service);
-            let health = match container {
-                Some(c) if c.running() => match prober.get(&health_url(loaded, color), None) {
-                    Answer::Status { code, .. } if code == loaded.config.app.health.status => {
-                        "healthy".to_string()
-                    }
-                    other => format!("unhealthy ({})", other.describe()),
-                },
-                Some(c) => format!("not running ({})", c.state),
-                None => "no container".to_string(),
+            let health = match color_health(loaded, &observed.containers, color, &prober) {
+                ColorHealth::Healthy => "healthy".to_string(),
+                ColorHealth::Unhealthy(answer) => format!("unhealthy ({})", answer.describe()),
+                ColorHealth::NotRunning(c) => format!("not running ({})", c.state),
+                ColorHealth::NoContainer => "no container".to_string(),
             };
             ColorStatus {
                 color,
