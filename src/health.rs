@@ -138,17 +138,35 @@ pub fn wait_until<R>(
         }
         // Sleep in short slices, asking the watch between them: an interrupt or a dead
         // container is answered within a slice, not after a whole interval (30 s, say).
-        let wake = Instant::now() + interval.min(timeout - elapsed);
-        while let Some(left) = wake.checked_duration_since(Instant::now()) {
-            if let Verdict::Abort(reason) = watch.check(start.elapsed(), last.as_ref()) {
-                return Outcome::Aborted {
-                    after: start.elapsed(),
-                    reason,
-                };
+        let mut aborted = None;
+        sleep_unless(interval.min(timeout - elapsed), SLICE, || {
+            match watch.check(start.elapsed(), last.as_ref()) {
+                Verdict::Abort(reason) => aborted = Some(reason),
+                Verdict::Continue => {}
             }
-            std::thread::sleep(left.min(SLICE));
+            aborted.is_some()
+        });
+        if let Some(reason) = aborted {
+            return Outcome::Aborted {
+                after: start.elapsed(),
+                reason,
+            };
         }
     }
+}
+
+/// Sleeps `duration` in slices of at most `slice`, asking `stop` before each one; true when
+/// it stopped early. Every wait in cutover sleeps through this, so none outlasts a signal,
+/// a dead container or its own deadline by more than a slice.
+pub fn sleep_unless(duration: Duration, slice: Duration, mut stop: impl FnMut() -> bool) -> bool {
+    let wake = Instant::now() + duration;
+    while let Some(left) = wake.checked_duration_since(Instant::now()) {
+        if stop() {
+            return true;
+        }
+        std::thread::sleep(left.min(slice));
+    }
+    false
 }
 
 /// The longest a wait sleeps without asking whether to stop.

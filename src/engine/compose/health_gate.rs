@@ -62,12 +62,8 @@ impl Gate<'_> {
                     if must_stop() {
                         return (false, answer);
                     }
-                    let wake = std::time::Instant::now() + confirm_every;
-                    while let Some(left) = wake.checked_duration_since(std::time::Instant::now()) {
-                        if must_stop() {
-                            return (false, answer);
-                        }
-                        std::thread::sleep(left.min(health::SLICE));
+                    if health::sleep_unless(confirm_every, health::SLICE, must_stop) {
+                        return (false, answer);
                     }
                     let again = prober.get(&url, None);
                     if !healthy(&again) {
@@ -166,12 +162,11 @@ impl Watcher {
                         }
                     }
                     // Sleep in small steps so the thread ends soon after the gate does.
-                    let wake = std::time::Instant::now() + LOOK_EVERY;
-                    while let Some(left) = wake.checked_duration_since(std::time::Instant::now()) {
-                        if done.load(Ordering::SeqCst) {
-                            return;
-                        }
-                        std::thread::sleep(left.min(Duration::from_millis(50)));
+                    let slice = Duration::from_millis(50);
+                    if crate::health::sleep_unless(LOOK_EVERY, slice, || {
+                        done.load(Ordering::SeqCst)
+                    }) {
+                        return;
                     }
                 }
             });

@@ -244,17 +244,12 @@ pub(super) fn watch(
         }
         clock.waiting(Step::Settle, elapsed, window, answer.describe());
         // Sliced, so a death the watcher sees ends the window within a slice.
-        let wake = Instant::now()
-            + health
-                .interval
-                .get()
-                .min(window.saturating_sub(started.elapsed()));
-        while let Some(left) = wake.checked_duration_since(Instant::now()) {
-            if watcher.death().is_some() {
-                break;
-            }
-            std::thread::sleep(left.min(crate::health::SLICE));
-        }
+        let rest = window.saturating_sub(started.elapsed());
+        crate::health::sleep_unless(
+            health.interval.get().min(rest),
+            crate::health::SLICE,
+            || watcher.death().is_some(),
+        );
     };
     watcher.finish();
     result
