@@ -472,7 +472,9 @@ fn e2e_a_first_deploy_whose_app_crashes_in_the_settle_window_fails() {
     if !ready() {
         return;
     }
-    let project = Project::compose(App::compose().settle("8s"));
+    // Health polls 1 s apart: the restart the watcher sees (within ~0.5 s) comes before
+    // three failed polls would.
+    let project = Project::compose(App::compose().settle("8s").health_interval("1s"));
     let child = project.spawn(["deploy", "--image", "cutover-demo:v1"]);
     project.wait_for_step("settle");
     docker_ok(&["kill", "-s", "KILL", &container_of(&project, "web-blue")]);

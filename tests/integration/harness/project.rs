@@ -70,6 +70,8 @@ pub struct App {
     pub memory: String,
     pub restart: Option<String>,
     pub health_timeout: String,
+    /// `app.health.interval` (compose).
+    pub health_interval: String,
     pub drain: Option<String>,
     pub stop_grace: String,
     /// `app.settle`, the watch window after a switch (compose only; short, for speed).
@@ -107,6 +109,7 @@ impl App {
             memory: "64M".into(),
             restart: Some("on-failure".into()),
             health_timeout: "30s".into(),
+            health_interval: "100ms".into(),
             drain: Some("10s".into()),
             stop_grace: "10s".into(),
             settle: "1s".into(),
@@ -131,6 +134,7 @@ impl App {
             env: vec![("STARTUP_DELAY_MS".into(), "300".into())],
             restart: None,
             health_timeout: "20s".into(),
+            health_interval: "100ms".into(),
             drain: None,
             secrets: true,
             ..App::compose()
@@ -168,6 +172,11 @@ impl App {
 
     pub fn health_timeout(mut self, timeout: &str) -> App {
         self.health_timeout = timeout.into();
+        self
+    }
+
+    pub fn health_interval(mut self, interval: &str) -> App {
+        self.health_interval = interval.into();
         self
     }
 
@@ -489,7 +498,7 @@ impl Project {
         }
         match app.engine {
             Engine::Compose => {
-                web["health"] = json!({ "path": "/health", "timeout": app.health_timeout, "interval": "100ms" });
+                web["health"] = json!({ "path": "/health", "timeout": app.health_timeout, "interval": app.health_interval });
                 web["settle"] = json!(app.settle);
                 let prefix = self.prefix();
                 let argv = |extra: &[&str]| cutover::nginx::LocalNginx::argv(&prefix, extra);
