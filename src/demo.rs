@@ -85,6 +85,8 @@ pub struct Tally {
 /// A load client sending `GET /` through nginx in a loop until finished.
 pub struct Load {
     stop: Arc<AtomicBool>,
+    /// Successful answers so far, for a caller waiting until the load is under way.
+    ok: Arc<std::sync::atomic::AtomicUsize>,
     handle: Option<std::thread::JoinHandle<Tally>>,
 }
 
@@ -98,6 +100,8 @@ impl Load {
     pub fn start_as(port: u16, host: &str, max: Duration) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
+        let ok = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let ok_seen = ok.clone();
         let host = host.to_string();
         let handle = std::thread::spawn(move || {
             let started = Instant::now();
@@ -107,6 +111,7 @@ impl Load {
                 match http_get_as(port, &host, "/") {
                     Some(r) if r.code == 200 => {
                         tally.ok += 1;
+                        ok_seen.fetch_add(1, Ordering::SeqCst);
                         *tally
                             .by_answer
                             .entry(r.body.trim().to_string())
@@ -137,8 +142,14 @@ impl Load {
         });
         Load {
             stop,
+            ok,
             handle: Some(handle),
         }
+    }
+
+    /// Successful answers so far.
+    pub fn answered(&self) -> usize {
+        self.ok.load(Ordering::SeqCst)
     }
 
     pub fn finish(mut self) -> Tally {

@@ -235,14 +235,26 @@ pub fn backup_path(include: &Path) -> PathBuf {
     include.with_file_name(name)
 }
 
-/// Which port an include points at, read from its `set $service_url http://host:PORT;` line.
+/// Which port an include points at, read from its `set $cutover_upstream http://host:PORT;`
+/// line, or, in an include without one (an older cutover's, or one that sends traffic to the
+/// address directly), from `set $service_url http://host:PORT;`.
 pub fn include_port(text: &str) -> Option<u16> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.starts_with('#'))
-        .find_map(|l| l.strip_prefix("set $service_url"))
-        .and_then(|rest| rest.trim().trim_end_matches(';').rsplit(':').next())
-        .and_then(|port| port.trim_end_matches('/').parse().ok())
+    let set = |variable: &str| {
+        text.lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(variable))
+            .map(str::to_string)
+    };
+    set("set $cutover_upstream")
+        .or_else(|| set("set $service_url"))
+        .and_then(|rest| {
+            let url = rest.trim().trim_end_matches(';');
+            url.rsplit(':')
+                .next()
+                .map(|p| p.trim_end_matches('/').to_string())
+        })
+        .and_then(|port| port.parse().ok())
 }
 
 /// An nginx master running from a private prefix on a loopback port, for the demo and tests.
@@ -369,6 +381,18 @@ mod tests {
             Some(9000)
         );
         assert_eq!(include_port("nothing here"), None);
+    }
+
+    #[test]
+    fn include_port_reads_the_colors_address_not_the_group() {
+        let text = "set $cutover_upstream http://127.0.0.1:8082;\n\
+                    set $service_url http://cutover_app_green;\n";
+        assert_eq!(include_port(text), Some(8082));
+        // A group name alone names no port: not "nothing there", but no answer either.
+        assert_eq!(
+            include_port("set $service_url http://cutover_app_green;"),
+            None
+        );
     }
 
     #[test]

@@ -100,19 +100,29 @@ impl Renderer {
     /// The nginx include pointing at `color`, in or out of maintenance as asked: with the
     /// 503 block while the project's flag is on (the caller loads it, `maintenance::load`),
     /// so every switch, a deploy's included, keeps it. Rendering reads no file.
+    ///
+    /// With [`Route::Fallback`] nginx sends traffic to the site's upstream group for `color`,
+    /// whose backup is the other color; with [`Route::Direct`], to `color`'s address alone.
     pub fn include(
         &self,
         config: &Config,
         color: Color,
         maintenance: Option<&crate::maintenance::Maintenance>,
+        route: Route,
     ) -> anyhow::Result<String> {
+        let upstream = upstream_url(config, color);
+        let service_url = match route {
+            Route::Direct => upstream.clone(),
+            Route::Fallback => format!("http://{}", upstream_group(config, color)),
+        };
         self.render(
             INCLUDE,
             minijinja::context! {
                 project => config.project.as_str(),
                 color => color.as_str(),
                 port => config.colors.port(color),
-                upstream => upstream_url(config, color),
+                upstream => upstream,
+                service_url => service_url,
                 maintenance => crate::maintenance::template_view(config, maintenance),
             },
         )
@@ -149,11 +159,22 @@ impl Renderer {
                 port_suffix => if port == 443 { String::new() } else { format!(":{port}") },
             }
         });
+        let upstreams: Vec<_> = Color::ALL
+            .into_iter()
+            .map(|color| {
+                minijinja::context! {
+                    name => upstream_group(config, color),
+                    primary => upstream_address(config, color),
+                    backup => upstream_address(config, color.other()),
+                }
+            })
+            .collect();
         let text = self.render(
             SITE,
             minijinja::context! {
                 project => config.project.as_str(),
                 app => config.app.name.as_str(),
+                upstreams => upstreams,
                 nginx => minijinja::context! {
                     listen => config.nginx.listen.0.as_str(),
                     server_name => config.nginx.server_name.as_str(),
@@ -212,11 +233,56 @@ impl Renderer {
 
 /// `http://127.0.0.1:8081`: where nginx reaches a color.
 pub fn upstream_url(config: &Config, color: Color) -> String {
+    format!("http://{}", upstream_address(config, color))
+}
+
+/// `127.0.0.1:8081`: a color's address, as an nginx `server` line names it.
+fn upstream_address(config: &Config, color: Color) -> String {
     let host = match config.colors.upstream_host() {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),
     };
-    format!("http://{host}:{}", config.colors.port(color))
+    format!("{host}:{}", config.colors.port(color))
+}
+
+/// `cutover_myapp_green`: the site's upstream group that serves `color` with the other
+/// color as its backup (project names are `[a-z0-9_-]`, so the name is one nginx word).
+pub fn upstream_group(config: &Config, color: Color) -> String {
+    format!("cutover_{}_{}", config.project.as_str(), color.as_str())
+}
+
+/// How the include sends a project's traffic to the active color.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// To the color's address alone: a site without cutover's upstream groups (rendered
+    /// by an older cutover, or a custom template that leaves them out).
+    Direct,
+    /// To the site's upstream group for the color, the other color its `backup`: while the
+    /// old color still runs (the watch window), a request that finds the new color dead
+    /// (refused, reset before its answer) is passed to the old one instead of failing.
+    Fallback,
+}
+
+impl Route {
+    /// The route a site supports: [`Route::Fallback`] only when it declares both of the
+    /// project's upstream groups, since an include naming a group nginx does not know
+    /// fails every request. `None` (no site, or one this user cannot read): direct.
+    pub fn for_site(config: &Config, site: Option<&str>) -> Route {
+        let Some(site) = site else {
+            return Route::Direct;
+        };
+        let declares = |color: Color| {
+            let wanted = format!("upstream {} {{", upstream_group(config, color));
+            site.lines()
+                .map(str::trim)
+                .any(|line| !line.starts_with('#') && line == wanted)
+        };
+        if Color::ALL.into_iter().all(declares) {
+            Route::Fallback
+        } else {
+            Route::Direct
+        }
+    }
 }
 
 fn template_error(origin: &str, err: minijinja::Error) -> anyhow::Error {
@@ -515,6 +581,58 @@ mod tests {
         );
         let shell = CommandLine::Shell("echo $HOME".into());
         assert_eq!(command_json(&shell), serde_json::json!("echo $$HOME"));
+    }
+
+    fn demo_config() -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let text = crate::demo::project_config(
+            "shop",
+            [8081, 8082, 8080],
+            Path::new("/tmp/prefix"),
+            false,
+        );
+        std::fs::write(dir.path().join("cutover.yml"), text).unwrap();
+        crate::config::load(&dir.path().join("cutover.yml"), dir.path())
+            .unwrap()
+            .config
+    }
+
+    #[test]
+    fn the_site_declares_each_colors_group_with_the_other_as_backup() {
+        let config = demo_config();
+        let renderer = Renderer::new(Path::new("/nonexistent")).unwrap();
+        let site = renderer.site_with(&config, false).unwrap();
+        assert!(
+            site.contains(
+                "upstream cutover_shop_green {\n    server 127.0.0.1:8082 max_fails=0;\n    \
+                 server 127.0.0.1:8081 backup max_fails=0;\n}"
+            ),
+            "{site}"
+        );
+        assert_eq!(Route::for_site(&config, Some(&site)), Route::Fallback);
+        let include = renderer
+            .include(&config, Color::Green, None, Route::Fallback)
+            .unwrap();
+        assert!(include.contains("set $service_url http://cutover_shop_green;"));
+        assert!(include.contains("set $cutover_upstream http://127.0.0.1:8082;"));
+        assert_eq!(crate::nginx::include_port(&include), Some(8082));
+    }
+
+    #[test]
+    fn a_site_without_both_groups_gets_the_direct_route() {
+        let config = demo_config();
+        assert_eq!(Route::for_site(&config, None), Route::Direct);
+        let old_site = "server {\n    listen 80;\n    include /x.inc;\n}\n";
+        assert_eq!(Route::for_site(&config, Some(old_site)), Route::Direct);
+        // One group, a commented-out one, or another project's: not enough.
+        let half = "upstream cutover_shop_blue {\n}\n# upstream cutover_shop_green {\n\
+                    upstream cutover_other_green {\n}\n";
+        assert_eq!(Route::for_site(&config, Some(half)), Route::Direct);
+        let renderer = Renderer::new(Path::new("/nonexistent")).unwrap();
+        let include = renderer
+            .include(&config, Color::Blue, None, Route::Direct)
+            .unwrap();
+        assert!(include.contains("set $service_url http://127.0.0.1:8081;"));
     }
 
     #[test]

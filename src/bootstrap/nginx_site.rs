@@ -19,7 +19,7 @@ use super::cloud_init::{Instance, Part, View};
 use super::{tls, Options, StepDef, StepRun, Target};
 use crate::config::{Color, Loaded};
 use crate::process::{shell_quote, Cmd};
-use crate::render::Renderer;
+use crate::render::{Renderer, Route};
 
 /// Step "nginx site".
 pub const STEP: StepDef = StepDef {
@@ -55,14 +55,17 @@ impl Files {
             .and_then(|s| s.active)
             .unwrap_or(Color::Blue);
         let nginx = &loaded.config.nginx;
+        let site = renderer.site_with(&loaded.config, tls::cert_ready(loaded, target))?;
+        let route = Route::for_site(&loaded.config, Some(&site));
         Ok(Files {
             site_path: nginx.site.clone(),
-            site: renderer.site_with(&loaded.config, tls::cert_ready(loaded, target))?,
+            site,
             include_path: nginx.include.clone(),
             include: renderer.include(
                 &loaded.config,
                 active,
                 crate::maintenance::load(&loaded.state_dir())?.as_ref(),
+                route,
             )?,
             test: nginx.test.clone(),
             reload: nginx.reload.clone(),

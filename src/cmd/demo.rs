@@ -16,7 +16,7 @@ use crate::docker::compose::Compose;
 use crate::engine::compose::{Deployer, Summary};
 use crate::engine::{Event, Reporter, Request, Step};
 use crate::nginx::LocalNginx;
-use crate::render::Renderer;
+use crate::render::{Renderer, Route};
 use crate::report::duration;
 use crate::state::Action;
 
@@ -156,15 +156,13 @@ fn write_nginx_files(
     loaded: &config::Loaded,
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(prefix)?;
-    crate::atomic::write(
-        &prefix.join("site.conf"),
-        renderer.site(&loaded.config)?.as_bytes(),
-        0o644,
-    )?;
+    let site = renderer.site(&loaded.config)?;
+    let route = Route::for_site(&loaded.config, Some(&site));
+    crate::atomic::write(&prefix.join("site.conf"), site.as_bytes(), 0o644)?;
     crate::atomic::write(
         &prefix.join("service-url.inc"),
         renderer
-            .include(&loaded.config, config::Color::Blue, None)?
+            .include(&loaded.config, config::Color::Blue, None, route)?
             .as_bytes(),
         0o644,
     )?;

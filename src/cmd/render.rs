@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use crate::cli::{Engine, RenderArgs};
 use crate::config::{self, Color};
 use crate::context::Context;
-use crate::render::{OutputFiles, Plan, Renderer};
+use crate::render::{OutputFiles, Plan, Renderer, Route};
 use crate::state::StateDir;
 
 pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
@@ -33,14 +33,16 @@ pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
         workers: state.worker_images(),
     };
     let renderer = Renderer::new(&ctx.dir)?;
+    let site = renderer.site(&loaded.config)?;
     let files = Files {
         compose: renderer.compose(&loaded.config, &plan)?,
         include: renderer.include(
             &loaded.config,
             active,
             crate::maintenance::load(&loaded.state_dir())?.as_ref(),
+            Route::for_site(&loaded.config, Some(&site)),
         )?,
-        site: renderer.site(&loaded.config)?,
+        site,
     };
     // A template override can produce anything; catch broken YAML before docker compose does.
     config::check_yaml(&files.compose)

@@ -97,7 +97,12 @@ pub fn set(
         (Some(b), Some(w)) if same(b, &w) => Some(b.clone()),
         (_, w) => w,
     };
-    let text = renderer.include(config, color, wanted.as_ref())?;
+    let text = renderer.include(
+        config,
+        color,
+        wanted.as_ref(),
+        crate::engine::site_route(config),
+    )?;
     if wanted.is_some() && !text.contains(PAGE_URI) {
         anyhow::bail!(
             "the include template ({}) renders no maintenance block: a custom templates/{} must \

@@ -48,3 +48,12 @@ pub struct Summary<D> {
     #[serde(flatten)]
     pub detail: D,
 }
+
+/// How this box's nginx site lets an include route (`render::Route`): read from the site
+/// file as installed (`nginx.site`), since `bootstrap` installs it once and an older
+/// cutover's site declares no upstream groups. An include naming a group the site lacks
+/// would fail every request, so an unreadable site means the direct route.
+pub fn site_route(config: &crate::config::Config) -> crate::render::Route {
+    let site = std::fs::read_to_string(&config.nginx.site).ok();
+    crate::render::Route::for_site(config, site.as_deref())
+}

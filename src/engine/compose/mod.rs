@@ -166,9 +166,12 @@ impl Run<'_, '_> {
     /// cannot change during a deploy, since turning it on or off takes the deploy lock.
     fn include_text(&self, color: Color) -> anyhow::Result<String> {
         let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
-        self.d
-            .renderer
-            .include(&self.d.loaded.config, color, maintenance.as_ref())
+        self.d.renderer.include(
+            &self.d.loaded.config,
+            color,
+            maintenance.as_ref(),
+            crate::engine::site_route(&self.d.loaded.config),
+        )
     }
 
     fn interrupted(&self) -> bool {

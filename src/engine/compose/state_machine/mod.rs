@@ -498,7 +498,12 @@ fn a_failure_before_the_switch_never_records_the_new_color_or_image() {
     // bootstrap wrote the include, pointing at blue, and nginx loaded it.
     let text = Renderer::new(&fresh.loaded.dir)
         .unwrap()
-        .include(&fresh.loaded.config, Color::Blue, None)
+        .include(
+            &fresh.loaded.config,
+            Color::Blue,
+            None,
+            crate::render::Route::Direct,
+        )
         .unwrap();
     std::fs::write(&fresh.loaded.config.nginx.include, text).unwrap();
     fresh.reboot_with_nothing_restarted();
