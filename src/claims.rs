@@ -149,9 +149,19 @@ impl Claims {
             for theirs in other.names.iter().filter(|t| {
                 t.port == mine.port && same_server_name(&t.server_name, &mine.server_name)
             }) {
+                // Spelled differently, the same to nginx: show both spellings.
+                let name = if theirs.server_name == mine.server_name {
+                    mine.server_name.clone()
+                } else {
+                    format!(
+                        "{} (to nginx {}, the same as {})",
+                        mine.server_name,
+                        normal_server_name(&mine.server_name),
+                        theirs.server_name
+                    )
+                };
                 out.push(format!(
-                    "server name {} on port {}: {} and {}",
-                    mine.server_name,
+                    "server name {name} on port {}: {} and {}",
                     mine.port,
                     who(self, &mine.key),
                     who(other, &theirs.key)
@@ -181,11 +191,14 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// a trailing dot (a fully qualified name) names the same host, and `.example.com` is also
 /// `example.com` itself.
 fn same_server_name(a: &str, b: &str) -> bool {
-    let norm = |n: &str| {
-        let n = n.trim_end_matches('.');
-        n.strip_prefix('.').unwrap_or(n).to_ascii_lowercase()
-    };
-    norm(a) == norm(b)
+    normal_server_name(a) == normal_server_name(b)
+}
+
+/// A server name as nginx compares it: lowercase, no trailing dot (`.example.com` also
+/// claims `example.com`).
+fn normal_server_name(name: &str) -> String {
+    let name = name.trim_end_matches('.');
+    name.strip_prefix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 impl Claims {

@@ -213,3 +213,66 @@ fn two_projects_behind_one_nginx_never_touch_each_other_under_load() {
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+/// Issue #21, defect 5: nginx compares server names without case and without a trailing
+/// dot, so `APP.Cutover.TEST.` is `app.cutover.test`. The claims check compares them the same
+/// way; and when the check cannot see the other project (another registry), the probe after
+/// the reload still notices that nginx answers with the other project's include: the marker
+/// names the project and the address, not only the color.
+#[test]
+fn a_server_name_differing_only_in_case_and_trailing_dot_is_the_same_name() {
+    if !ready() {
+        return;
+    }
+    let a = Project::compose(
+        App::compose()
+            .stop_grace("0s")
+            .server_name("app.cutover.test"),
+    );
+    a.deploy_ok("cutover-demo:v1");
+    let c_app = App::compose()
+        .stop_grace("0s")
+        .server_name("APP.Cutover.TEST.");
+    let c = Project::compose_behind(c_app, &a);
+    let before = snapshot(&a, "app.cutover.test");
+
+    let refused = c.cutover(["deploy", "--image", "cutover-demo:v2"]).code(1);
+    for needle in [
+        format!("project {}", a.name),
+        "server name APP.Cutover.TEST. (to nginx app.cutover.test, the same as app.cutover.test)"
+            .to_string(),
+    ] {
+        assert!(
+            refused.stderr.contains(&needle),
+            "no {needle:?} in\n{}",
+            refused.stderr
+        );
+    }
+    assert!(cutover::docker::compose::containers_of(&c.name)
+        .unwrap()
+        .is_empty());
+
+    // A registry that does not list a: the claims check passes, c's color starts and passes
+    // its gate, but nginx routes c's name to a's site, whose marker names project a.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let mut cmd = c.command(["deploy", "--image", "cutover-demo:v2"]);
+    cmd.env("CUTOVER_REGISTRY_DIR", elsewhere.path());
+    let out = cmd.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nginx did not serve"),
+        "the probe must refuse a's marker: {stderr}"
+    );
+    assert!(stderr.contains(&a.name), "name what answered: {stderr}");
+    let status = c.status_json();
+    assert_eq!(status["last_deploy"]["result"], "failed", "{status:#}");
+    assert!(
+        cutover::docker::compose::containers_of(&c.name)
+            .unwrap()
+            .iter()
+            .all(|container| !container.running()),
+        "c's color is torn down"
+    );
+    assert_eq!(snapshot(&a, "app.cutover.test"), before);
+}

@@ -20,8 +20,24 @@ pub fn probe_through_nginx(config: &Config, to: Color) -> Result<Option<String>,
         || {
             let marker = prober.get(&marker_url, host);
             match &marker {
-                Answer::Status { code: 200, body }
-                    if super::observe::Marker::parse(body).ours(config) == Ok(to) => {}
+                Answer::Status { code: 200, body } => {
+                    match super::observe::Marker::parse(body).ours(config) {
+                        Ok(color) if color == to => {}
+                        Ok(color) => {
+                            return (
+                                false,
+                                Answer::NoAnswer(format!("HTTP 200 naming {color}, not {to}")),
+                            )
+                        }
+                        // Another project's include answers this project's name: say whose.
+                        Err(why) => {
+                            return (
+                                false,
+                                Answer::NoAnswer(format!("HTTP 200 {:?}: {why}", body.trim())),
+                            )
+                        }
+                    }
+                }
                 Answer::Status { code: 404, .. } => {
                     note = Some(
                         "the nginx include has no /.cutover/active; checked the health path only"
