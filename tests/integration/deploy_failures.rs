@@ -502,3 +502,40 @@ fn e2e_a_first_deploy_whose_app_crashes_in_the_settle_window_fails() {
     assert!(stderr.contains("✗ settle"), "{stderr}");
     assert_eq!(project.history().pop().unwrap()["result"], "failed");
 }
+
+/// Issue #21, defect 12: a restart inside the watch window is noticed when it happens, not
+/// when the window ends. The restart policy brings the container back within a second, and
+/// the health polls are 2 s apart (three failures to fail): what sees the death is the
+/// watcher (the container's restart count and start time, read on every poll). The window is
+/// 20 s, so a notice at its end shows.
+#[test]
+fn e2e_a_restart_in_the_watch_window_is_seen_when_it_happens() {
+    if !ready() {
+        return;
+    }
+    let app = || App::compose().health_interval("2s").health_timeout("30s");
+    // The first deploy's own window short; the one under test 20 s.
+    let project = Project::compose(app().settle("1s"));
+    project.deploy_ok("cutover-demo:v1");
+    project.write_config(&app().settle("20s"));
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("settle");
+    docker_ok(&["kill", "-s", "KILL", &container_of(&project, "web-green")]);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("restarts"), "{stderr}");
+    assert!(stderr.contains("switched back to blue"), "{stderr}");
+    let last = project.history().pop().unwrap();
+    let settle_ms = last["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == "settle")
+        .and_then(|s| s["ms"].as_u64())
+        .unwrap_or_else(|| panic!("no settle step: {last:#}"));
+    assert!(
+        settle_ms < 8_000,
+        "the restart was seen {settle_ms} ms into a 20 s window"
+    );
+}
