@@ -129,54 +129,68 @@ fn combine(
 /// `1` does not turn every `plain` or `1` in unrelated output into `***`.
 pub const MASK_EVERYWHERE_FROM: usize = 8;
 
-/// `text` with every decrypted value in it replaced by `***` (longest first, so a value that
-/// contains another is masked whole): output of the release command or a hook shown to the
-/// user must never carry a secret. See [`MASK_EVERYWHERE_FROM`] for short values.
+/// `text` with every decrypted value in it replaced by `***`: output of the release command
+/// or a hook shown to the user must never carry a secret. Every occurrence of every value is
+/// found in the original text first and overlapping or touching ones are masked as one, so a
+/// value that contains another, or two values that overlap (`…gh12` and `12345…`), leave no
+/// fragment. See [`MASK_EVERYWHERE_FROM`] for short values.
 pub fn redact(text: &str, values: &BTreeMap<String, SecretString>) -> String {
     // A value of several lines (a PEM key) is masked line by line too: output is redacted
     // one line at a time.
-    let mut secrets: Vec<&str> = values
+    let secrets = values
         .values()
         .map(|v| v.expose_secret())
         .flat_map(|v| std::iter::once(v).chain(v.lines().filter(move |_| v.contains('\n'))))
         .map(str::trim_end)
-        .filter(|v| !v.is_empty())
-        .collect();
-    secrets.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    let mut out = text.to_string();
+        .filter(|v| !v.is_empty());
+    let mut found: Vec<(usize, usize)> = Vec::new();
     for secret in secrets {
-        if !out.contains(secret) {
-            continue;
+        let everywhere = secret.chars().count() >= MASK_EVERYWHERE_FROM;
+        let mut from = 0;
+        while let Some(offset) = text[from..].find(secret) {
+            let at = from + offset;
+            let end = at + secret.len();
+            if everywhere || stands_alone(text, at, end) {
+                found.push((at, end));
+            }
+            // Overlapping occurrences too (`aaaa` in `aaaaa`): go on one character later.
+            from = at + text[at..].chars().next().map_or(1, char::len_utf8);
         }
-        out = if secret.chars().count() >= MASK_EVERYWHERE_FROM {
-            out.replace(secret, "***")
-        } else {
-            mask_words(&out, secret)
+    }
+    if found.is_empty() {
+        return text.to_string();
+    }
+    found.sort_unstable();
+    let mut out = String::with_capacity(text.len());
+    let mut shown_to = 0;
+    let mut current: Option<(usize, usize)> = None;
+    for (at, end) in found {
+        current = match current {
+            Some((start, stop)) if at <= stop => Some((start, stop.max(end))),
+            Some((start, stop)) => {
+                out.push_str(&text[shown_to..start]);
+                out.push_str("***");
+                shown_to = stop;
+                Some((at, end))
+            }
+            None => Some((at, end)),
         };
     }
+    if let Some((start, stop)) = current {
+        out.push_str(&text[shown_to..start]);
+        out.push_str("***");
+        shown_to = stop;
+    }
+    out.push_str(&text[shown_to..]);
     out
 }
 
-/// `text` with `word` replaced where no letter, digit or `_` touches it on either side.
-fn mask_words(text: &str, word: &str) -> String {
+/// Whether `text[at..end]` has no letter, digit or `_` touching it on either side.
+fn stands_alone(text: &str, at: usize, end: usize) -> bool {
     let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    let mut before: Option<char> = None;
-    while let Some(at) = rest.find(word) {
-        let prev = rest[..at].chars().next_back().or(before);
-        let next = rest[at + word.len()..].chars().next();
-        out.push_str(&rest[..at]);
-        if prev.is_some_and(is_word) || next.is_some_and(is_word) {
-            out.push_str(word);
-        } else {
-            out.push_str("***");
-        }
-        before = word.chars().next_back();
-        rest = &rest[at + word.len()..];
-    }
-    out.push_str(rest);
-    out
+    let before = text[..at].chars().next_back();
+    let after = text[end..].chars().next();
+    !before.is_some_and(is_word) && !after.is_some_and(is_word)
 }
 
 #[cfg(test)]
@@ -248,6 +262,30 @@ mod tests {
             [("KEY".to_string(), SecretString::from(pem))].into();
         let shown: Vec<String> = pem.lines().map(|l| redact(l, &values)).collect();
         assert!(!shown.iter().any(|l| l.contains("MIIEvQ")), "{shown:?}");
+    }
+
+    #[test]
+    fn overlapping_values_leave_no_fragment() {
+        let values: BTreeMap<String, SecretString> =
+            [("A", "abcdefgh12"), ("B", "12345678xy"), ("C", "aaaaaaaa")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), SecretString::from(v)))
+                .collect();
+        assert_eq!(redact("x abcdefgh12345678xy y", &values), "x *** y");
+        assert_eq!(redact("aaaaaaaaaa", &values), "***");
+        assert_eq!(redact("ünïcödé abcdefgh12", &values), "ünïcödé ***");
+    }
+
+    #[test]
+    fn short_values_are_masked_only_as_words() {
+        let values: BTreeMap<String, SecretString> = [("A", "plain")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), SecretString::from(v)))
+            .collect();
+        assert_eq!(
+            redact("plain text, plaintext, x=plain", &values),
+            "*** text, plaintext, x=***"
+        );
     }
 
     #[test]
