@@ -347,7 +347,7 @@ meta = dict(date="$STARTED_AT", command="bench/watch-death.sh --runs $RUNS", run
             binary="$BIN", nproc=$(nproc), loadavg_start=$LOAD0, loadavg_end=$(cut -d' ' -f1 /proc/loadavg),
             docker="$(docker version -f '{{.Server.Version}}')", compose="$COMPOSE_VERSION",
             nginx="$(nginx -v 2>&1 | sed 's|.*/||')")
-print(f"run: \`{meta['command']}\` at {meta['date']} ({meta['commit']}, binary {meta['binary']}), "
+print(f"run: \`{meta['command']}\` at {meta['date']} (checkout {meta['commit']}, binary {meta['binary']}), "
       f"{meta['duration_s']} s in all; {meta['nproc']} CPUs shared with other builds, load average "
       f"{meta['loadavg_start']} at the start, {meta['loadavg_end']} at the end: timings are upper bounds, the failure counts are what this measures.")
 json.dump(dict(meta=meta, summary=summary, floor=floor, runs=runs), open(out, "w"), indent=1)

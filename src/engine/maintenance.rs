@@ -191,7 +191,7 @@ fn apply(
 ) -> anyhow::Result<crate::nginx::Switch> {
     let old_workers = nginx.worker_pids();
     let switch = nginx.switch(text)?;
-    if let Err(why) = super::compose::probe_through_nginx(config, color) {
+    if let Err(why) = super::compose::probe_through_nginx(config, color, text) {
         let restored = switch.restore(nginx);
         return Err(anyhow::anyhow!(why)).context(match restored {
             Ok(()) => "the previous include is back and nginx reloaded".to_string(),

@@ -4,6 +4,14 @@
 //! output pipe, and killing only `sh` would leave the deploy waiting on that pipe.
 //!
 //! stdout and stderr share one pipe, so lines keep the order the child wrote them in.
+//!
+//! Nothing a hook starts outlives it: once the child has exited, what is left of its process
+//! group (`cmd &`) is killed, and so is a daemon that left the group (`setsid`, a double
+//! fork): each bounded child gets a random `CUTOVER_RUN_TOKEN` in its environment, which its
+//! descendants inherit, and every process still carrying it afterwards is killed. (A
+//! descendant that empties its environment escapes; so would one under any supervisor short
+//! of a cgroup.) The token is not a subreaper and a parent-pid sweep on purpose: other
+//! threads (and other tests in one test process) have children of their own.
 
 use std::io::BufRead as _;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,7 +57,12 @@ impl Cmd {
         on_line: &mut dyn FnMut(&str),
     ) -> Result<Bounded, ProcessError> {
         let io = |e| self.spawn_error(e);
-        let env = self.child_env(std::env::vars_os());
+        let token = format!("{:032x}", rand::random::<u128>());
+        let mut env = self.child_env(std::env::vars_os());
+        env.insert(
+            RUN_TOKEN.into(),
+            zeroize::Zeroizing::new(token.clone().into_bytes()),
+        );
         let (reader, writer) = std::io::pipe().map_err(io)?;
         let expr = self
             .base_expression(&env)
@@ -99,6 +112,8 @@ impl Cmd {
             }
             if exited_at.is_none() {
                 if handle.try_wait().map_err(io)?.is_some() {
+                    // Its background jobs hold the pipe: they go with it.
+                    kill_group(&handle);
                     exited_at = Some(Instant::now());
                 } else if cancel.load(Ordering::SeqCst) {
                     cancelled = true;
@@ -116,6 +131,7 @@ impl Cmd {
         }
         // Reaped here; after a kill this returns at once.
         let status = handle.wait().map_err(io)?.status;
+        kill_tagged(&token);
         if let Some(trace) = super::TRACE.get() {
             trace(&self.display(), started.elapsed(), status.code());
         }
@@ -143,6 +159,42 @@ fn kill_group(handle: &duct::Handle) {
         }
     }
     let _ = handle.kill();
+}
+
+/// The environment variable that tags a bounded child's descendants (module doc).
+pub const RUN_TOKEN: &str = "CUTOVER_RUN_TOKEN";
+
+/// SIGKILL to every process whose environment holds `CUTOVER_RUN_TOKEN=<token>`: what a
+/// bounded child left running. Again until none is left (a dying parent may still fork), at
+/// most a few rounds.
+fn kill_tagged(token: &str) {
+    use rustix::process::{kill_process, Pid, Signal};
+    let tag = format!("{RUN_TOKEN}={token}");
+    for _ in 0..5 {
+        let tagged = tagged_processes(tag.as_bytes());
+        if tagged.is_empty() {
+            return;
+        }
+        for pid in tagged.into_iter().filter_map(Pid::from_raw) {
+            let _ = kill_process(pid, Signal::KILL);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The live processes (not zombies) whose `/proc/<pid>/environ` holds `tag` as one entry.
+fn tagged_processes(tag: &[u8]) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|environ| environ.split(|b| *b == 0).any(|entry| entry == tag))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -177,5 +229,35 @@ mod tests {
         assert!(out.timed_out);
         assert_eq!(out.code, None);
         assert_eq!(out.tail, ["started"]);
+    }
+
+    fn alive(pid: i32) -> bool {
+        // A zombie is dead: only its entry is left.
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+            !stat
+                .rsplit_once(')')
+                .is_some_and(|(_, s)| s.trim_start().starts_with('Z'))
+        })
+    }
+
+    /// `cmd &` and a `setsid` daemon both die with the hook that started them.
+    #[test]
+    fn nothing_a_bounded_child_starts_outlives_it() {
+        let mut pids = Vec::new();
+        let out = Cmd::new("sh", "start two sleepers")
+            .args([
+                "-c",
+                "sleep 300 >/dev/null 2>&1 & echo $!; \
+                 setsid sh -c 'echo $$; exec sleep 300' </dev/null 2>/dev/null & sleep 0.3",
+            ])
+            .run_bounded(Duration::from_secs(20), &AtomicBool::new(false), &mut |l| {
+                pids.extend(l.trim().parse::<i32>().ok())
+            })
+            .unwrap();
+        assert_eq!(out.code, Some(0), "{out:?}");
+        assert_eq!(pids.len(), 2, "{out:?}");
+        for pid in pids {
+            assert!(!alive(pid), "pid {pid} outlived its hook");
+        }
     }
 }

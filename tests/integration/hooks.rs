@@ -275,3 +275,33 @@ fn e2e_sigterm_during_pre_deploy_is_an_interrupt_not_a_timeout() {
     assert_eq!(seen.trim(), "interrupted");
     assert!(project.running_services().is_empty());
 }
+
+/// Issue #21 (hostile run): a hook that leaves a process behind, in its process group
+/// (`cmd &`) or as a daemon in a session of its own (`setsid`), does not outlive the deploy.
+#[test]
+fn e2e_nothing_a_hook_starts_outlives_the_deploy() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().hooks(json!({
+        "timeout": "1m",
+        "post_deploy": ["sh", "-c",
+            "sleep 300 </dev/null >/dev/null 2>&1 & echo $! > left.pid; \
+             setsid sh -c 'echo $$ > daemon.pid; exec sleep 300' </dev/null >/dev/null 2>&1 & \
+             sleep 0.5"],
+    })));
+    project.deploy_ok("cutover-demo:v1");
+    for file in ["left.pid", "daemon.pid"] {
+        let pid = std::fs::read_to_string(project.path().join(file)).unwrap();
+        let pid = pid.trim();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().chars().next())
+            .unwrap_or_default();
+        assert!(
+            matches!(state, None | Some('Z')),
+            "{file}: pid {pid} outlived the deploy: {stat}"
+        );
+    }
+}

@@ -117,11 +117,12 @@ impl Run<'_, '_> {
         }
         self.clock.start(Step::Switch, format!("back to {old}"));
         let workers = self.nginx.worker_pids();
-        let switched = match self
-            .include_text(old)
-            .and_then(|text| self.nginx.switch(&text))
-        {
-            Ok(switched) => switched,
+        let switched = self.include_text(old).and_then(|text| {
+            let switched = self.nginx.switch(&text)?;
+            Ok((switched, text))
+        });
+        let (switched, old_include) = match switched {
+            Ok(pair) => pair,
             Err(e) => {
                 self.clock
                     .failed(Step::Switch, format!("could not go back to {old}"));
@@ -133,7 +134,7 @@ impl Run<'_, '_> {
                 ));
             }
         };
-        if let Err(probe) = switch::probe_through_nginx(config, old) {
+        if let Err(probe) = switch::probe_through_nginx(config, old, &old_include) {
             let restored = match switched.restore(&self.nginx) {
                 Ok(()) => format!("the include is back on {}", t.to),
                 Err(e) => format!(

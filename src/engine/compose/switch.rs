@@ -7,8 +7,15 @@ use crate::config::{Color, Config};
 use crate::health::{self, Answer, Outcome, Prober, Verdict};
 
 /// Polls nginx until it serves `to`: its include answers `/.cutover/active` with the new
-/// color and the health path answers through nginx.
-pub fn probe_through_nginx(config: &Config, to: Color) -> Result<Option<String>, String> {
+/// color and the health path answers through nginx. `include` is the text just written:
+/// when it holds the marker, nginx must answer exactly that marker (a one-word marker from
+/// some other site, or one that names another project or address, does not pass).
+pub fn probe_through_nginx(
+    config: &Config,
+    to: Color,
+    include: &str,
+) -> Result<Option<String>, String> {
+    let marker_wanted = expected_marker(include);
     let base = config.nginx.probe_base();
     let host = config.nginx.probe_host();
     let prober = Prober::new(Duration::from_secs(2));
@@ -20,6 +27,18 @@ pub fn probe_through_nginx(config: &Config, to: Color) -> Result<Option<String>,
         || {
             let marker = prober.get(&marker_url, host);
             match &marker {
+                Answer::Status { code: 200, body }
+                    if marker_wanted.as_deref().is_some_and(|e| e != body.trim()) =>
+                {
+                    return (
+                        false,
+                        Answer::NoAnswer(format!(
+                            "HTTP 200 {:?}, not the new include's {:?}",
+                            body.trim(),
+                            marker_wanted.as_deref().unwrap_or_default()
+                        )),
+                    );
+                }
                 Answer::Status { code: 200, body } => {
                     match super::observe::Marker::parse(body).ours(config) {
                         Ok(color) if color == to => {}
@@ -64,5 +83,30 @@ pub fn probe_through_nginx(config: &Config, to: Color) -> Result<Option<String>,
             last.map(|a| a.describe()).unwrap_or_else(|| "nothing".into())
         )),
         Outcome::Aborted { reason, .. } => Err(reason),
+    }
+}
+
+/// What the include's `/.cutover/active` location answers (`return 200 "…";`), trimmed;
+/// `None` for an include without it (a custom template).
+fn expected_marker(include: &str) -> Option<String> {
+    let (_, after) = include.split_once("location = /.cutover/active")?;
+    let (_, quoted) = after.split_once("return 200 \"")?;
+    let (body, _) = quoted.split_once('"')?;
+    Some(body.replace("\\n", "\n").trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_expected_marker_is_read_from_the_include() {
+        let include = "set $x y;\nlocation = /.cutover/active {\n    if ($a) { return 403; }\n    \
+                       return 200 \"green http://127.0.0.1:9 shop\\n\";\n}\n";
+        assert_eq!(
+            expected_marker(include).as_deref(),
+            Some("green http://127.0.0.1:9 shop")
+        );
+        assert_eq!(expected_marker("set $service_url http://x;"), None);
     }
 }
