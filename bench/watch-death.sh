@@ -28,9 +28,10 @@
 # lines) over the load; their times come from a wrapper around the reload command.
 #
 # Needs: docker (engine running), the demo images (built when missing), nginx, python3.
-# Compose v2 from DOCKER_CONFIG as set up by scripts/test.sh. ~25 s per run of the 4 cases
-# (~2.5 min at --runs 5); every deploy, load client and wait is bounded, and containers,
-# nginx and the temp dir are removed on exit. Set-up shared with run.sh: bench/lib.sh.
+# Compose v2 from DOCKER_CONFIG as set up by scripts/test.sh. ~70 s per run of the 4 cases
+# on the shared 2-core machine (~6 min at --runs 5); every deploy, load client and wait is
+# bounded; containers, nginx and the temp dir are removed on exit. Set-up shared with run.sh
+# and history.sh: bench/lib.sh.
 set -euo pipefail
 # shellcheck source=bench/lib.sh disable=SC1091 # followed with shellcheck -x
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -45,7 +46,7 @@ while [[ $# -gt 0 ]]; do
         --bin) BIN=$2; shift 2 ;;
         --kill-after-ms) KILL_AFTER_MS=$2; shift 2 ;;
         --no-floor) FLOOR=0; shift ;;
-        -h|--help) sed -n '2,33p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "watch-death.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
