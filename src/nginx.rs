@@ -257,6 +257,16 @@ pub fn include_port(text: &str) -> Option<u16> {
         .and_then(|port| port.parse().ok())
 }
 
+/// Whether an include sends traffic to an upstream group (`set $service_url http://cutover_…;`,
+/// the watch window's fallback) rather than to a color's address.
+pub fn include_routes_through_a_group(text: &str) -> bool {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.strip_prefix("set $service_url"))
+        .any(|rest| rest.trim_start().starts_with("http://cutover_"))
+}
+
 /// An nginx master running from a private prefix on a loopback port, for the demo and tests.
 /// Stopped (`-s quit`, then killed) when dropped.
 #[derive(Debug)]
@@ -389,6 +399,10 @@ mod tests {
                     set $service_url http://cutover_app_green;\n";
         assert_eq!(include_port(text), Some(8082));
         // A group name alone names no port: not "nothing there", but no answer either.
+        assert!(include_routes_through_a_group(text));
+        assert!(!include_routes_through_a_group(
+            "# set $service_url http://cutover_app_green;\nset $service_url http://127.0.0.1:1;"
+        ));
         assert_eq!(
             include_port("set $service_url http://cutover_app_green;"),
             None

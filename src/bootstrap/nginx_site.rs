@@ -56,7 +56,6 @@ impl Files {
             .unwrap_or(Color::Blue);
         let nginx = &loaded.config.nginx;
         let site = renderer.site_with(&loaded.config, tls::cert_ready(loaded, target))?;
-        let route = Route::for_site(&loaded.config, Some(&site));
         Ok(Files {
             site_path: nginx.site.clone(),
             site,
@@ -65,7 +64,7 @@ impl Files {
                 &loaded.config,
                 active,
                 crate::maintenance::load(&loaded.state_dir())?.as_ref(),
-                route,
+                Route::Direct,
             )?,
             test: nginx.test.clone(),
             reload: nginx.reload.clone(),

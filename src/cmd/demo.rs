@@ -157,12 +157,11 @@ fn write_nginx_files(
 ) -> anyhow::Result<()> {
     std::fs::create_dir_all(prefix)?;
     let site = renderer.site(&loaded.config)?;
-    let route = Route::for_site(&loaded.config, Some(&site));
     crate::atomic::write(&prefix.join("site.conf"), site.as_bytes(), 0o644)?;
     crate::atomic::write(
         &prefix.join("service-url.inc"),
         renderer
-            .include(&loaded.config, config::Color::Blue, None, route)?
+            .include(&loaded.config, config::Color::Blue, None, Route::Direct)?
             .as_bytes(),
         0o644,
     )?;

@@ -40,7 +40,8 @@ pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
             &loaded.config,
             active,
             crate::maintenance::load(&loaded.state_dir())?.as_ref(),
-            Route::for_site(&loaded.config, Some(&site)),
+            // What a deploy leaves between deploys; its switch opens the fallback.
+            Route::Direct,
         )?,
         site,
     };

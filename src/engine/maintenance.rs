@@ -15,7 +15,7 @@ use serde::Serialize;
 use crate::config::{Color, Loaded};
 use crate::maintenance::{flag_path, load, page_html, page_path, Maintenance, PAGE_URI};
 use crate::nginx::{include_port, Nginx};
-use crate::render::Renderer;
+use crate::render::{Renderer, Route};
 
 /// What a change did (or, in a dry run, would do).
 #[derive(Debug, Clone, Serialize)]
@@ -97,12 +97,8 @@ pub fn set(
         (Some(b), Some(w)) if same(b, &w) => Some(b.clone()),
         (_, w) => w,
     };
-    let text = renderer.include(
-        config,
-        color,
-        wanted.as_ref(),
-        crate::engine::site_route(config),
-    )?;
+    // Between deploys (it takes the deploy lock) no watch window is open: the direct route.
+    let text = renderer.include(config, color, wanted.as_ref(), Route::Direct)?;
     if wanted.is_some() && !text.contains(PAGE_URI) {
         anyhow::bail!(
             "the include template ({}) renders no maintenance block: a custom templates/{} must \

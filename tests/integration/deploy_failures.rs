@@ -539,3 +539,50 @@ fn e2e_a_restart_in_the_watch_window_is_seen_when_it_happens() {
         "the restart was seen {settle_ms} ms into a 20 s window"
     );
 }
+
+/// Issue #21 (hostile run): the old color is nginx's backup only while the watch window is
+/// open. Blue serves v1; a deploy of v2 starts green, which never passes its gate; while the
+/// gate runs, blue stops. nginx must not hand traffic to green, which nobody switched to (a
+/// 502 is right: nothing healthy serves).
+#[test]
+fn e2e_the_old_color_dying_during_the_next_gate_does_not_serve_the_ungated_new_one() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().settle("1s"));
+    project.deploy_ok("cutover-demo:v1");
+    project.write_config(
+        &App::compose()
+            .settle("1s")
+            .health_timeout("20s")
+            .env("FAIL_HEALTH", "1"),
+    );
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("health");
+    // Green listens (and fails its health check).
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    while cutover::health::Prober::new(Duration::from_secs(1))
+        .get(&format!("http://127.0.0.1:{}/", project.green), None)
+        .describe()
+        .contains("refused")
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    docker_ok(&["stop", "-t", "0", &container_of(&project, "web-blue")]);
+    let answer = project.get("/");
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !answer
+            .as_ref()
+            .is_some_and(|(code, body)| *code == 200 && body.contains("version=v2")),
+        "nginx served the green color that never passed its gate: {answer:?}\ninclude:\n{}",
+        project.include()
+    );
+}

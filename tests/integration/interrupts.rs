@@ -130,3 +130,38 @@ fn e2e_kill_9_mid_deploy_is_explained_and_recovered() {
         .unwrap()
         .is_empty());
 }
+
+/// Issue #21 (hostile run): the watch window's fallback (the old color as nginx's backup) is
+/// closed when the window ends; a deploy killed inside it leaves it open, and the next deploy
+/// closes it before it starts a color on the backup's port.
+#[test]
+fn e2e_a_fallback_left_open_by_kill_9_is_closed_by_the_next_deploy() {
+    if !ready() {
+        return;
+    }
+    let direct = |project: &Project, port: u16| {
+        project
+            .include()
+            .contains(&format!("set $service_url http://127.0.0.1:{port};"))
+    };
+    let project = Project::compose(App::compose().settle("1s"));
+    project.deploy_ok("cutover-demo:v1");
+    project.deploy_ok("cutover-demo:v2");
+    assert!(direct(&project, project.green), "{}", project.include());
+    project.write_config(&App::compose().settle("30s"));
+    let mut child = project.spawn(["deploy", "--image", "cutover-demo:v1"]);
+    project.wait_for_step("settle");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let group = format!("set $service_url http://cutover_{}_blue;", project.name);
+    assert!(project.include().contains(&group), "{}", project.include());
+    project.write_config(&App::compose().settle("1s"));
+    let run = project.cutover(["deploy", "--image", "cutover-demo:v2"]);
+    assert!(run.ok(), "{run}");
+    assert!(
+        run.stderr.contains("left the other color as nginx's backup"),
+        "{run}"
+    );
+    project.assert_serving("green", "v2");
+    assert!(direct(&project, project.green), "{}", project.include());
+}

@@ -50,7 +50,7 @@ use crate::docker::compose::{Compose, Project};
 use crate::engine::record;
 use crate::engine::{Abort, Reporter, Request, Step, StepClock};
 use crate::nginx::Nginx;
-use crate::render::{Plan, Renderer};
+use crate::render::{Plan, Renderer, Route};
 use crate::secrets::SecretKeys;
 use crate::state::{Action, EngineKind, StateDir};
 
@@ -100,6 +100,8 @@ struct Target {
 struct Rendered {
     compose_text: String,
     include_text: String,
+    /// How `include_text` routes: through the group (the watch window's fallback) or not.
+    route: Route,
     /// Accessories not running yet: started before the new color.
     accessories_down: Vec<String>,
     /// Each worker's move, done after the old color stopped.
@@ -164,14 +166,12 @@ impl<'a> Deployer<'a> {
 impl Run<'_, '_> {
     /// The include for `color`, in maintenance while the project's flag is on: the flag
     /// cannot change during a deploy, since turning it on or off takes the deploy lock.
-    fn include_text(&self, color: Color) -> anyhow::Result<String> {
+    /// `route`: [`Route::Fallback`] only for the switch that opens a watch window.
+    fn include_text(&self, color: Color, route: Route) -> anyhow::Result<String> {
         let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
-        self.d.renderer.include(
-            &self.d.loaded.config,
-            color,
-            maintenance.as_ref(),
-            crate::engine::site_route(&self.d.loaded.config),
-        )
+        self.d
+            .renderer
+            .include(&self.d.loaded.config, color, maintenance.as_ref(), route)
     }
 
     fn interrupted(&self) -> bool {
@@ -266,7 +266,7 @@ impl Run<'_, '_> {
                         );
                     }
                 }
-                Change::Settle { old } => self.settle(t, *old)?,
+                Change::Settle { old } => self.settle(t, *old, r.route)?,
                 Change::Drain { old } => notes.extend(self.drain(*old, &old_workers)),
                 Change::Stop { old } => {
                     notes.extend(self.stop(*old, t.from_image.as_deref(), &t.observed))
@@ -354,7 +354,14 @@ impl Run<'_, '_> {
                 workers: workers::images(&moves, &t.image),
             },
         )?;
-        let include_text = self.include_text(t.to)?;
+        // The old color is nginx's backup for the new one while the window is open (and only
+        // then: the settle step closes it), when the site declares the groups.
+        let route = if t.from.is_some() && !config.app.settle.get().is_zero() {
+            crate::engine::site_route(config)
+        } else {
+            Route::Direct
+        };
+        let include_text = self.include_text(t.to, route)?;
         let accessories_down = config
             .accessories
             .keys()
@@ -369,6 +376,7 @@ impl Run<'_, '_> {
         Ok(Rendered {
             compose_text,
             include_text,
+            route,
             accessories_down,
             workers: moves,
             retired: workers::retired(config, &t.observed),

@@ -46,6 +46,9 @@ pub struct Observed {
     pub served: Served,
     /// The color the nginx include points at (None: no include, or a port of neither color).
     pub nginx_color: Option<Color>,
+    /// The include routes through the site's upstream group: a watch window's fallback that
+    /// a deploy killed inside the window left open.
+    pub fallback_open: bool,
     pub containers: Vec<Container>,
     pub running: BTreeSet<Color>,
     pub recorded: State,
@@ -140,6 +143,9 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
         reload: Vec::new(),
     }
     .current_include()?;
+    let fallback_open = include
+        .as_deref()
+        .is_some_and(crate::nginx::include_routes_through_a_group);
     let nginx_color = include.as_deref().and_then(include_port).and_then(|port| {
         Color::ALL
             .into_iter()
@@ -162,6 +168,7 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
     Ok(Observed {
         served,
         nginx_color,
+        fallback_open,
         containers,
         running,
         recorded,

@@ -322,6 +322,7 @@ mod tests {
         Rendered {
             compose_text: String::new(),
             include_text: String::new(),
+            route: crate::render::Route::Direct,
             accessories_down: accessories_down.iter().map(|s| s.to_string()).collect(),
             workers: Vec::new(),
             retired: Vec::new(),

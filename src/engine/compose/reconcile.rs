@@ -15,7 +15,7 @@ impl Run<'_, '_> {
             return Ok(());
         };
         if o.nginx_color == Some(served) {
-            return Ok(());
+            return self.close_a_fallback_left_open(o, served, dry_run);
         }
         let file = o
             .nginx_color
@@ -29,7 +29,7 @@ impl Run<'_, '_> {
         }
         if o.running.contains(&served) || !file_runs {
             // nginx serves a color that runs: the file is the stale one.
-            let text = self.include_text(served)?;
+            let text = self.include_text(served, crate::render::Route::Direct)?;
             self.nginx.switch(&text).with_context(|| {
                 format!("could not put the nginx include back to {served}, the color nginx serves")
             })?;
@@ -51,6 +51,39 @@ impl Run<'_, '_> {
             ));
             o.served = Served::Color(o.nginx_color.unwrap_or(served));
         }
+        Ok(())
+    }
+}
+
+impl Run<'_, '_> {
+    /// A deploy killed inside its watch window left the include routing through the site's
+    /// upstream group, whose backup is the other color's port: closed before this deploy
+    /// starts a color there that has not passed its gate.
+    fn close_a_fallback_left_open(
+        &mut self,
+        o: &mut Observed,
+        served: crate::config::Color,
+        dry_run: bool,
+    ) -> anyhow::Result<()> {
+        if !o.fallback_open {
+            return Ok(());
+        }
+        if dry_run {
+            self.clock.note(format!(
+                "the include for {served} still has the other color as nginx's backup (a deploy \
+                 stopped in its watch window): a deploy would route nginx to {served} alone first"
+            ));
+            return Ok(());
+        }
+        let text = self.include_text(served, crate::render::Route::Direct)?;
+        self.nginx.switch(&text).with_context(|| {
+            format!("could not route nginx to {served} alone (a deploy stopped in its watch window left the other color as its backup)")
+        })?;
+        self.clock.note(format!(
+            "a deploy stopped in its watch window left the other color as nginx's backup for \
+             {served}: nginx → {served} alone"
+        ));
+        o.fallback_open = false;
         Ok(())
     }
 }

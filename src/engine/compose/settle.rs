@@ -13,6 +13,7 @@ use crate::config::{Color, Loaded};
 use crate::docker::compose::Project;
 use crate::engine::{Step, StepClock};
 use crate::health::{Answer, Prober};
+use crate::render::Route;
 
 use super::health_gate::Watcher;
 use super::observe::{color_health, ColorHealth};
@@ -23,7 +24,13 @@ impl Run<'_, '_> {
     /// Step 7b: The settle window: the new color must stay up while the old one still runs;
     /// if it fails, nginx switches back and the new color is removed. On a first deploy
     /// (`old: None`) there is nothing to switch back to: a failure fails the deploy.
-    pub(super) fn settle(&mut self, t: &Target, old: Option<Color>) -> anyhow::Result<()> {
+    /// `route`: how the switch routed; with the fallback open, a settled window closes it.
+    pub(super) fn settle(
+        &mut self,
+        t: &Target,
+        old: Option<Color>,
+        route: Route,
+    ) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
         // `Ops::decide` plans no settle for a zero window.
         let window = config.app.settle.get();
@@ -40,11 +47,14 @@ impl Run<'_, '_> {
             },
         );
         match watch(self.d.loaded, &self.project, t.to, window, &mut self.clock) {
-            Ok(()) => {
-                self.clock
-                    .done(Step::Settle, format!("{service} stayed up and healthy"));
-                Ok(())
-            }
+            Ok(()) => match (route, old) {
+                (Route::Fallback, Some(old)) => self.close_fallback(t, old),
+                _ => {
+                    self.clock
+                        .done(Step::Settle, format!("{service} stayed up and healthy"));
+                    Ok(())
+                }
+            },
             Err(why) => {
                 self.clock
                     .failed(Step::Settle, format!("{service} failed: {why}"));
@@ -54,6 +64,46 @@ impl Run<'_, '_> {
                 })
             }
         }
+    }
+
+    /// The window passed: nginx goes to the new color's address alone, so the old color, about
+    /// to drain and stop, is nobody's backup, and the next deploy's new color, while it is not
+    /// yet gated, never is. Proven through nginx like any switch; a failure to close it
+    /// fails the window (the old color still runs: nginx goes back to it).
+    fn close_fallback(&mut self, t: &Target, old: Color) -> anyhow::Result<()> {
+        let config = &self.d.loaded.config;
+        let service = config.service(t.to);
+        let closed = self.include_text(t.to, Route::Direct).and_then(|text| {
+            let switched = self.nginx.switch(&text)?;
+            Ok((switched, text))
+        });
+        let why = match closed {
+            Ok((switched, text)) => match switch::probe_through_nginx(config, t.to, &text) {
+                Ok(_) => {
+                    self.clock.done(
+                        Step::Settle,
+                        format!(
+                            "{service} stayed up and healthy; nginx → {} alone",
+                            crate::render::upstream_url(config, t.to)
+                        ),
+                    );
+                    return Ok(());
+                }
+                Err(probe) => match switched.restore(&self.nginx) {
+                    Ok(()) => format!(
+                        "nginx did not serve {} without {old} as its backup ({probe})",
+                        t.to
+                    ),
+                    Err(e) => format!(
+                        "nginx did not serve {} without {old} as its backup ({probe}), and                          putting the include back failed too ({e:#})",
+                        t.to
+                    ),
+                },
+            },
+            Err(e) => format!("could not route nginx to {} alone: {e:#}", t.to),
+        };
+        self.clock.failed(Step::Settle, format!("{service}: {why}"));
+        Err(self.switch_back(t, old, &why))
     }
 
     /// A color that failed in the settle window with nothing to switch back to (a first
@@ -117,7 +167,7 @@ impl Run<'_, '_> {
         }
         self.clock.start(Step::Switch, format!("back to {old}"));
         let workers = self.nginx.worker_pids();
-        let switched = self.include_text(old).and_then(|text| {
+        let switched = self.include_text(old, Route::Direct).and_then(|text| {
             let switched = self.nginx.switch(&text)?;
             Ok((switched, text))
         });
