@@ -191,7 +191,18 @@ pub fn path(state_dir: &Path) -> PathBuf {
 /// a trailing dot (a fully qualified name) names the same host, and `.example.com` is also
 /// `example.com` itself.
 fn same_server_name(a: &str, b: &str) -> bool {
-    normal_server_name(a) == normal_server_name(b)
+    let theirs = nginx_names(b);
+    nginx_names(a).iter().any(|name| theirs.contains(name))
+}
+
+/// The names nginx reads a server name as: `.example.com` is `example.com` and
+/// `*.example.com` both.
+fn nginx_names(name: &str) -> Vec<String> {
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    match name.strip_prefix('.') {
+        Some(rest) => vec![rest.to_string(), format!("*.{rest}")],
+        None => vec![name],
+    }
 }
 
 /// A server name as nginx compares it: lowercase, no trailing dot (`.example.com` also
@@ -412,6 +423,9 @@ mod tests {
         assert!(one.collisions(&other).is_empty());
         let dotted = claims("two", 8091, ".app.example.com", "/etc/nginx/two.inc");
         assert_eq!(one.collisions(&dotted).len(), 1, "`.name` covers `name`");
+        let wild = claims("three", 8095, "*.app.example.com", "/etc/nginx/three.inc");
+        assert_eq!(dotted.collisions(&wild).len(), 1, "`.name` covers `*.name`");
+        assert!(one.collisions(&wild).is_empty());
     }
 
     #[test]

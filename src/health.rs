@@ -46,6 +46,17 @@ impl Prober {
 
     /// GET `url`, optionally with a Host header (for a named nginx server block).
     pub fn get(&self, url: &str, host: Option<&str>) -> Answer {
+        self.get_with_headers(url, host, &[]).0
+    }
+
+    /// [`Prober::get`], and the values of the response headers `names` (in that order; each
+    /// one line, as sent).
+    pub fn get_with_headers(
+        &self,
+        url: &str,
+        host: Option<&str>,
+        names: &[&str],
+    ) -> (Answer, Vec<Option<String>>) {
         let mut request = self.agent.get(url).header("Connection", "close");
         if let Some(host) = host {
             request = request.header("Host", host);
@@ -53,15 +64,25 @@ impl Prober {
         match request.call() {
             Ok(response) => {
                 let code = response.status().as_u16();
+                let values = names
+                    .iter()
+                    .map(|name| {
+                        response
+                            .headers()
+                            .get(*name)
+                            .and_then(|v| v.to_str().ok())
+                            .map(str::to_string)
+                    })
+                    .collect();
                 let body = response
                     .into_body()
                     .with_config()
                     .limit(64 * 1024)
                     .read_to_string()
                     .unwrap_or_default();
-                Answer::Status { code, body }
+                (Answer::Status { code, body }, values)
             }
-            Err(e) => Answer::NoAnswer(e.to_string()),
+            Err(e) => (Answer::NoAnswer(e.to_string()), vec![None; names.len()]),
         }
     }
 }

@@ -123,6 +123,7 @@ impl Renderer {
                 port => config.colors.port(color),
                 upstream => upstream,
                 service_url => service_url,
+                health_path => config.app.health.path.as_str(),
                 maintenance => crate::maintenance::template_view(config, maintenance),
             },
         )
@@ -265,17 +266,38 @@ pub enum Route {
 
 impl Route {
     /// The route a site supports: [`Route::Fallback`] only when it declares both of the
-    /// project's upstream groups, since an include naming a group nginx does not know
-    /// fails every request. `None` (no site, or one this user cannot read): direct.
+    /// project's upstream groups with today's addresses (the color first, the other color
+    /// its backup): an include naming a group nginx does not know fails every request, and
+    /// a group written before `colors` changed sends traffic to the old ports. `None` (no
+    /// site, or one this user cannot read): direct.
     pub fn for_site(config: &Config, site: Option<&str>) -> Route {
         let Some(site) = site else {
             return Route::Direct;
         };
         let declares = |color: Color| {
             let wanted = format!("upstream {} {{", upstream_group(config, color));
-            site.lines()
+            let mut lines = site
+                .lines()
                 .map(str::trim)
-                .any(|line| !line.starts_with('#') && line == wanted)
+                .filter(|line| !line.starts_with('#'));
+            if !lines.any(|line| line == wanted) {
+                return false;
+            }
+            let servers: Vec<(String, bool)> = lines
+                .take_while(|line| *line != "}")
+                .filter_map(|line| {
+                    let mut words = line.trim_end_matches(';').split_whitespace();
+                    (words.next() == Some("server")).then(|| {
+                        let address = words.next().unwrap_or_default().to_string();
+                        (address, words.any(|w| w == "backup"))
+                    })
+                })
+                .collect();
+            servers
+                == [
+                    (upstream_address(config, color), false),
+                    (upstream_address(config, color.other()), true),
+                ]
         };
         if Color::ALL.into_iter().all(declares) {
             Route::Fallback
@@ -624,6 +646,13 @@ mod tests {
         assert_eq!(Route::for_site(&config, None), Route::Direct);
         let old_site = "server {\n    listen 80;\n    include /x.inc;\n}\n";
         assert_eq!(Route::for_site(&config, Some(old_site)), Route::Direct);
+        // Groups with other addresses (written before `colors` changed): direct.
+        let renderer = Renderer::new(Path::new("/nonexistent")).unwrap();
+        let stale = renderer
+            .site_with(&config, false)
+            .unwrap()
+            .replace("127.0.0.1:8082", "127.0.0.1:9999");
+        assert_eq!(Route::for_site(&config, Some(&stale)), Route::Direct);
         // One group, a commented-out one, or another project's: not enough.
         let half = "upstream cutover_shop_blue {\n}\n# upstream cutover_shop_green {\n\
                     upstream cutover_other_green {\n}\n";

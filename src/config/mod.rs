@@ -137,6 +137,27 @@ mod tests {
     }
 
     #[test]
+    fn the_probe_host_is_one_the_server_names_match() {
+        let host = |names: &str| {
+            let mut c = parse(MINIMAL).unwrap();
+            c.nginx.server_name = names.into();
+            c.nginx.probe_host()
+        };
+        assert_eq!(host("app.example.com www"), Some("app.example.com".into()));
+        assert_eq!(
+            host("*.example.com"),
+            Some("cutover-probe.example.com".into())
+        );
+        assert_eq!(
+            host("www.example.*"),
+            Some("www.example.cutover-probe".into())
+        );
+        assert_eq!(host(".example.com"), Some("example.com".into()));
+        assert_eq!(host("_ ~^x.*$ b.example"), Some("b.example".into()));
+        assert_eq!(host("_"), None);
+    }
+
+    #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).unwrap();
         assert_eq!(c.colors.bind.to_string(), "127.0.0.1");

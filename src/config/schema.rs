@@ -438,9 +438,25 @@ impl Nginx {
     }
 
     /// The Host header for probes, when the site answers a specific server_name.
-    pub fn probe_host(&self) -> Option<&str> {
-        let first = self.server_name.split_whitespace().next()?;
-        (first != "_" && !first.starts_with('~') && !first.contains('*')).then_some(first)
+    ///
+    /// A wildcard name gets a host it matches (`*.example.com`: `cutover-probe.example.com`,
+    /// `www.example.*`: `www.example.cutover-probe`, `.example.com`: `example.com`), so
+    /// beside another project on the same port the probe still reaches this site, not the
+    /// port's default server. `_` and regular expressions give none.
+    pub fn probe_host(&self) -> Option<String> {
+        self.server_name.split_whitespace().find_map(|name| {
+            if name == "_" || name.starts_with('~') {
+                None
+            } else if let Some(rest) = name.strip_prefix("*.") {
+                Some(format!("cutover-probe.{rest}"))
+            } else if let Some(rest) = name.strip_suffix(".*") {
+                Some(format!("{rest}.cutover-probe"))
+            } else if let Some(rest) = name.strip_prefix('.') {
+                Some(rest.to_string())
+            } else {
+                Some(name.to_string())
+            }
+        })
     }
 }
 

@@ -400,9 +400,16 @@ impl Config {
             let why = nginx_syntax_in(value).or_else(|| {
                 value
                     .chars()
-                    .find(|c| c.is_whitespace() || (*c == '%' && key.starts_with("nginx.tls.")))
+                    .find(|c| {
+                        c.is_whitespace()
+                            || (*c == '%' && key.starts_with("nginx.tls."))
+                            || (*c == '$' && *key == "app.health.path")
+                    })
                     .map(|c| match c {
                         '%' => "`%` (cron reads it as a newline)".to_string(),
+                        // The include rewrites the probe's request to it: nginx would read a
+                        // variable there.
+                        '$' => "`$` (nginx reads a variable)".to_string(),
                         c => format!("the space {c:?}"),
                     })
             });

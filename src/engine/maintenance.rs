@@ -187,7 +187,7 @@ fn apply(
 ) -> anyhow::Result<crate::nginx::Switch> {
     let old_workers = nginx.worker_pids();
     let switch = nginx.switch(text)?;
-    if let Err(why) = super::compose::probe_through_nginx(config, color, text) {
+    if let Err(why) = super::compose::probe_through_nginx(config, color, text, &old_workers) {
         let restored = switch.restore(nginx);
         return Err(anyhow::anyhow!(why)).context(match restored {
             Ok(()) => "the previous include is back and nginx reloaded".to_string(),

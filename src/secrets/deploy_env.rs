@@ -143,20 +143,42 @@ pub fn redact(text: &str, values: &BTreeMap<String, SecretString>) -> String {
         .flat_map(|v| std::iter::once(v).chain(v.lines().filter(move |_| v.contains('\n'))))
         .map(str::trim_end)
         .filter(|v| !v.is_empty());
-    let mut found: Vec<(usize, usize)> = Vec::new();
+    // Every occurrence, and whether its value is long enough to be masked anywhere.
+    let mut occurrences: Vec<(usize, usize, bool)> = Vec::new();
     for secret in secrets {
         let everywhere = secret.chars().count() >= MASK_EVERYWHERE_FROM;
         let mut from = 0;
         while let Some(offset) = text[from..].find(secret) {
             let at = from + offset;
-            let end = at + secret.len();
-            if everywhere || stands_alone(text, at, end) {
-                found.push((at, end));
-            }
+            occurrences.push((at, at + secret.len(), everywhere));
             // Overlapping occurrences too (`aaaa` in `aaaaa`): go on one character later.
             from = at + text[at..].chars().next().map_or(1, char::len_utf8);
         }
     }
+    // A short value is masked where it stands as a word; another secret touching or
+    // overlapping it counts as a word's edge (`a1b2c3<token>`, the value twice in a row).
+    let edge_before = |at: usize, me: usize| {
+        occurrences
+            .iter()
+            .enumerate()
+            .any(|(i, (s, e, _))| i != me && *s < at && at <= *e)
+    };
+    let edge_after = |end: usize, me: usize| {
+        occurrences
+            .iter()
+            .enumerate()
+            .any(|(i, (s, e, _))| i != me && *s <= end && end < *e)
+    };
+    let mut found: Vec<(usize, usize)> = occurrences
+        .iter()
+        .enumerate()
+        .filter(|(i, (at, end, everywhere))| {
+            *everywhere
+                || ((edge_before(*at, *i) || word_edge_before(text, *at))
+                    && (edge_after(*end, *i) || word_edge_after(text, *end)))
+        })
+        .map(|(_, (at, end, _))| (*at, *end))
+        .collect();
     if found.is_empty() {
         return text.to_string();
     }
@@ -185,12 +207,18 @@ pub fn redact(text: &str, values: &BTreeMap<String, SecretString>) -> String {
     out
 }
 
-/// Whether `text[at..end]` has no letter, digit or `_` touching it on either side.
-fn stands_alone(text: &str, at: usize, end: usize) -> bool {
-    let is_word = |c: char| c.is_alphanumeric() || c == '_';
-    let before = text[..at].chars().next_back();
-    let after = text[end..].chars().next();
-    !before.is_some_and(is_word) && !after.is_some_and(is_word)
+fn is_word(c: char) -> bool {
+    c.is_alphanumeric() || c == '_'
+}
+
+/// No letter, digit or `_` right before `at`.
+fn word_edge_before(text: &str, at: usize) -> bool {
+    !text[..at].chars().next_back().is_some_and(is_word)
+}
+
+/// No letter, digit or `_` right after `end`.
+fn word_edge_after(text: &str, end: usize) -> bool {
+    !text[end..].chars().next().is_some_and(is_word)
 }
 
 #[cfg(test)]
@@ -274,6 +302,21 @@ mod tests {
         assert_eq!(redact("x abcdefgh12345678xy y", &values), "x *** y");
         assert_eq!(redact("aaaaaaaaaa", &values), "***");
         assert_eq!(redact("ünïcödé abcdefgh12", &values), "ünïcödé ***");
+    }
+
+    #[test]
+    fn a_short_value_touching_another_secret_is_masked() {
+        let values: BTreeMap<String, SecretString> =
+            [("PIN", "a1b2c3"), ("TOKEN", "tok_0123456789abcdef")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), SecretString::from(v)))
+                .collect();
+        assert_eq!(
+            redact("auth a1b2c3tok_0123456789abcdef", &values),
+            "auth ***"
+        );
+        assert_eq!(redact("twice a1b2c3a1b2c3!", &values), "twice ***!");
+        assert_eq!(redact("inside xa1b2c3x", &values), "inside xa1b2c3x");
     }
 
     #[test]

@@ -31,6 +31,12 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         "contains `;`",
     ),
     (
+        "health-path-variable",
+        ":7:13",
+        "app.health.path",
+        "contains `$` (nginx reads a variable)",
+    ),
+    (
         "restart-typo",
         ":7:12",
         "app.restart",

@@ -586,3 +586,62 @@ fn e2e_the_old_color_dying_during_the_next_gate_does_not_serve_the_ungated_new_o
         project.include()
     );
 }
+
+/// The post-reload probe must prove that nginx's NEW config routes to a healthy app. An
+/// include whose marker is right but whose route is broken (a custom template with a typo,
+/// or the group of a site nginx never loaded) must fail the switch and be put back. The
+/// probe polls every 10 ms; one poll can get the marker from a new nginx worker and the
+/// health answer from an old worker (still accepting during the reload, old include, old
+/// color): the broken include passes and the old color is stopped.
+#[test]
+fn a_broken_route_with_the_right_marker_fails_the_probe() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().stop_grace("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    let templates = project.path().join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    std::fs::write(
+        templates.join("service-url.inc.j2"),
+        "set $cutover_upstream {{ upstream }};\nset $service_url http://127.0.0.1:9;\n\
+         location = /.cutover/active { default_type text/plain; \
+         return 200 \"{{ color }} {{ upstream }} {{ project }}\\n\"; }\n",
+    )
+    .unwrap();
+    let run = project.cutover(["deploy", "--image", "cutover-demo:v2"]);
+    let answer = project.get("/health");
+    assert!(
+        !run.ok(),
+        "deployed through a route that answers nothing; nginx now answers {answer:?}: {run}"
+    );
+    assert_eq!(answer.map(|(code, _)| code), Some(200));
+}
+
+/// A port change in `colors:` (or `colors.bind`) reaches the include on the next deploy,
+/// but the site's upstream groups keep the old addresses until someone re-renders the site:
+/// the new color's group points at a port nothing listens on, its backup (the old color,
+/// still running during the probe) answers the probe, the deploy says "deployed", the old
+/// color stops, and every request gets 502. Before the groups, the include carried the new
+/// address and a port change just worked.
+#[test]
+fn a_changed_color_port_is_served_after_the_next_deploy() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().stop_grace("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    let moved = crate::common::free_port();
+    crate::harness::project::edit_config(&project, |config| {
+        config["colors"]["green"] = serde_json::json!(moved);
+    });
+    let run = project.cutover(["deploy", "--image", "cutover-demo:v2"]);
+    let answer = project.get("/");
+    let status = project.cutover(["status"]);
+    assert!(
+        answer
+            .as_ref()
+            .is_some_and(|(code, body)| *code == 200 && body.contains("version=v")),
+        "after moving colors.green to {moved}: deploy {run}\nnginx answers {answer:?}\n{status}"
+    );
+}

@@ -6,7 +6,7 @@
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
 use std::net::TcpListener;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::json;
 
@@ -304,4 +304,51 @@ fn e2e_nothing_a_hook_starts_outlives_the_deploy() {
             "{file}: pid {pid} outlived the deploy: {stat}"
         );
     }
+}
+
+/// A post_deploy hook that SIGKILLs cutover itself (its parent) after the switch: the
+/// deploy record must not stay "in progress" forever, and the next deploy must go through.
+#[test]
+fn a_hook_that_kills_cutover_leaves_a_project_the_next_deploy_recovers() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().hooks(serde_json::json!({
+        "timeout": "1m",
+        "post_deploy": ["sh", "-c", "kill -KILL $PPID; sleep 1"],
+    })));
+    let run = project.cutover(["deploy", "--image", "cutover-demo:v1"]);
+    assert!(!run.ok(), "{run}");
+    let status = project.cutover(["status", "--json"]);
+    eprintln!("status after the kill: {status}");
+    project.write_config(&App::compose());
+    let again = project.cutover(["deploy", "--image", "cutover-demo:v2"]);
+    assert!(
+        again.ok(),
+        "the next deploy after cutover was killed by its hook: {again}"
+    );
+    project.assert_serving("green", "v2");
+    let status = project.status_json();
+    assert_eq!(status["active"], "green", "{status:#}");
+}
+
+/// A pre_deploy hook that sends SIGTERM to cutover: an interrupt, exit 130, nothing started.
+#[test]
+fn a_hook_that_sigterms_cutover_is_an_interrupt() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().hooks(serde_json::json!({
+        "timeout": "1m",
+        "pre_deploy": ["sh", "-c", "kill -TERM $PPID; sleep 20"],
+    })));
+    let started = Instant::now();
+    let run = project.cutover(["deploy", "--image", "cutover-demo:v1"]);
+    assert_eq!(run.status.code(), Some(130), "{run}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(project.running_services().is_empty());
 }

@@ -159,9 +159,52 @@ fn e2e_a_fallback_left_open_by_kill_9_is_closed_by_the_next_deploy() {
     let run = project.cutover(["deploy", "--image", "cutover-demo:v2"]);
     assert!(run.ok(), "{run}");
     assert!(
-        run.stderr.contains("left the other color as nginx's backup"),
+        run.stderr
+            .contains("left the other color as nginx's backup"),
         "{run}"
     );
     project.assert_serving("green", "v2");
     assert!(direct(&project, project.green), "{}", project.include());
+}
+
+/// SIGTERM in the watch window (up to 24 h long) is not answered until the window ends:
+/// with `settle: 30s` the deploy ran the whole window and exited 0 without a word about the
+/// interrupt. Wanted (issue #21, defect 3): every wait answers an interrupt within a second;
+/// after the switch, finish (stop watching, keep the new color, drain, stop the old) and say
+/// it was cut short.
+#[test]
+fn sigterm_in_the_watch_window_is_answered_within_seconds() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().stop_grace("0s").settle("30s"));
+    project.deploy_ok("cutover-demo:v1");
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("settle");
+    std::thread::sleep(Duration::from_millis(500));
+    let sent = Instant::now();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let out = child.wait_with_output().unwrap();
+    let took = sent.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        took < Duration::from_secs(5),
+        "SIGTERM in the watch window answered after {took:?} (exit {:?}):\n{stderr}",
+        out.status.code()
+    );
+    // The old color still ran: the interrupt undid the deploy.
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("switched back to blue"), "{stderr}");
+    assert_eq!(
+        project
+            .get("/")
+            .map(|(code, body)| (code, body.trim().to_string())),
+        Some((200, "version=v1 color=blue".to_string()))
+    );
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.history().pop().unwrap()["result"], "interrupted");
 }

@@ -276,3 +276,57 @@ fn a_server_name_differing_only_in_case_and_trailing_dot_is_the_same_name() {
     );
     assert_eq!(snapshot(&a, "app.cutover.test"), before);
 }
+
+/// nginx takes `.wild.cutover.test` as `wild.cutover.test *.wild.cutover.test`: a second
+/// project naming `*.wild.cutover.test` on the same port is "conflicting server name …,
+/// ignored" to nginx. The claims check must refuse it as it refuses `WILD.cutover.test.`.
+#[test]
+fn a_wildcard_server_name_inside_another_projects_dot_name_is_refused() {
+    if !ready() {
+        return;
+    }
+    let a = Project::compose(
+        App::compose()
+            .stop_grace("0s")
+            .server_name(".wild.cutover.test"),
+    );
+    a.deploy_ok("cutover-demo:v1");
+    let c = Project::compose_behind(
+        App::compose()
+            .stop_grace("0s")
+            .server_name("*.wild.cutover.test"),
+        &a,
+    );
+    let run = c.cutover(["deploy", "--image", "cutover-demo:v2"]);
+    assert!(
+        run.stderr.contains("collides with another cutover project"),
+        "the claims check let *.wild.cutover.test beside .wild.cutover.test: {run}"
+    );
+}
+
+/// A project whose server_name is a wildcard, beside another project on one nginx port:
+/// the probe after the reload sends no Host (probe_host is None for `*`), so it reaches the
+/// port's default server, the other project's site, and the deploy can never pass.
+#[test]
+fn a_wildcard_project_beside_another_project_can_deploy() {
+    if !ready() {
+        return;
+    }
+    let a = Project::compose(
+        App::compose()
+            .stop_grace("0s")
+            .server_name("a.cutover.test"),
+    );
+    a.deploy_ok("cutover-demo:v1");
+    let c = Project::compose_behind(
+        App::compose()
+            .stop_grace("0s")
+            .server_name("*.c.cutover.test"),
+        &a,
+    );
+    let run = c.cutover(["deploy", "--image", "cutover-demo:v2"]);
+    assert!(
+        run.ok(),
+        "a wildcard project cannot deploy beside another: {run}"
+    );
+}

@@ -1368,3 +1368,24 @@ fn e2e_dollar_in_image_or_command_never_interpolates_a_secret() {
     let history = project.cutover(["history"]).success();
     assert!(!history.stdout.contains(DB_PASSWORD), "{history}");
 }
+
+/// Redaction of hook and release output: a short value (under 8 characters) is masked only
+/// where it stands alone, so the same value glued to itself, or to a long value that is
+/// masked, is printed in full.
+#[test]
+fn a_short_secret_next_to_another_secret_is_still_masked() {
+    use cutover::secrets::deploy_env::redact;
+    let values: std::collections::BTreeMap<String, secrecy::SecretString> =
+        [("PIN", "a1b2c3"), ("TOKEN", "tok_0123456789abcdef")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), secrecy::SecretString::from(v.to_string())))
+            .collect();
+    for line in [
+        "auth a1b2c3tok_0123456789abcdef",
+        "twice a1b2c3a1b2c3",
+        "ok a1b2c3",
+    ] {
+        let shown = redact(line, &values);
+        assert!(!shown.contains("a1b2c3"), "{line:?} shown as {shown:?}");
+    }
+}

@@ -238,6 +238,7 @@ impl FakeBox {
             let health = self.loaded.config.app.health.path.clone();
             http_server(port, Arc::clone(&self.stop), move |path| {
                 app_answer(&world.lock().unwrap(), color, &service, path, &health)
+                    .map(|(code, body)| (code, body, String::new()))
             });
         }
         let world = Arc::clone(&self.world);
@@ -249,20 +250,40 @@ impl FakeBox {
                 .live_include
                 .as_deref()
                 .and_then(|t| served_color(t, &ports));
+            // As the built-in include renders its marker.
+            let marker = |c: Color| {
+                format!(
+                    "{c} {} {}",
+                    crate::render::upstream_url(&config, c),
+                    config.project
+                )
+            };
             match (path, color) {
-                // As the built-in include renders its marker.
-                ("/.cutover/active", Some(c)) => Some((
-                    200,
-                    format!(
-                        "{c} {} {}\n",
-                        crate::render::upstream_url(&config, c),
-                        config.project
-                    ),
-                )),
-                (_, None) => Some((404, "no include".into())),
+                ("/.cutover/active", Some(c)) => {
+                    Some((200, format!("{}\n", marker(c)), String::new()))
+                }
+                // The route probe: the health path, with the include's marker and the address
+                // that answered.
+                ("/.cutover/health", Some(c)) => {
+                    let health = &config.app.health.path;
+                    let (code, body) = app_answer(&world, c, &config.service(c), health, health)
+                        .unwrap_or((502, "bad gateway".into()));
+                    let upstream = crate::render::upstream_url(&config, c);
+                    let addr = upstream.trim_start_matches("http://");
+                    Some((
+                        code,
+                        body,
+                        format!(
+                            "X-Cutover-Active: {}\r\nX-Cutover-Upstream: {addr}\r\n",
+                            marker(c)
+                        ),
+                    ))
+                }
+                (_, None) => Some((404, "no include".into(), String::new())),
                 (path, Some(c)) => {
                     app_answer(&world, c, &config.service(c), path, &config.app.health.path)
                         .or(Some((502, "bad gateway".into())))
+                        .map(|(code, body)| (code, body, String::new()))
                 }
             }
         });
@@ -304,7 +325,7 @@ fn served_color(include: &str, ports: &BTreeMap<Color, u16>) -> Option<Color> {
 fn http_server(
     port: u16,
     stop: Arc<AtomicBool>,
-    answer: impl Fn(&str) -> Option<(u16, String)> + Send + 'static,
+    answer: impl Fn(&str) -> Option<(u16, String, String)> + Send + 'static,
 ) {
     let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
     listener.set_nonblocking(true).unwrap();
@@ -326,10 +347,10 @@ fn http_server(
             }
             let head = String::from_utf8_lossy(&head);
             let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-            if let Some((code, body)) = answer(&path) {
+            if let Some((code, body, headers)) = answer(&path) {
                 let _ = write!(
                     stream,
-                    "HTTP/1.1 {code} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    "HTTP/1.1 {code} X\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
                     body.len()
                 );
             }

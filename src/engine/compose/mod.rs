@@ -482,7 +482,7 @@ impl Run<'_, '_> {
             format!("nginx → {}", crate::render::upstream_url(config, t.to)),
         );
         self.clock.start(Step::Probe, config.nginx.probe_base());
-        match switch::probe_through_nginx(config, t.to, &r.include_text) {
+        match switch::probe_through_nginx(config, t.to, &r.include_text, &old_workers) {
             Ok(note) => {
                 self.clock
                     .done(Step::Probe, format!("nginx serves {}", t.to));

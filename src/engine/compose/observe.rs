@@ -257,7 +257,7 @@ impl<'a> Marker<'a> {
 /// Asks nginx which color it serves: `/.cutover/active` answers `<color> <upstream> <project>`.
 pub fn ask_nginx(config: &crate::config::Config) -> Served {
     let url = format!("{}/.cutover/active", config.nginx.probe_base());
-    match Prober::new(Duration::from_secs(2)).get(&url, config.nginx.probe_host()) {
+    match Prober::new(Duration::from_secs(2)).get(&url, config.nginx.probe_host().as_deref()) {
         Answer::Status { code: 200, body } => match Marker::parse(&body).ours(config) {
             Ok(c) => Served::Color(c),
             Err(why) => Served::Unmarked(format!("{url} answered {:?}: {why}", body.trim())),

@@ -17,6 +17,20 @@ impl Run<'_, '_> {
         if o.nginx_color == Some(served) {
             return self.close_a_fallback_left_open(o, served, dry_run);
         }
+        // A worker from before the last reload can still answer for a while (a busy box
+        // schedules it late), with the include before this one: ask again before taking the
+        // file for the stale one. Any answer naming the file's color is nginx's current
+        // config speaking.
+        if let Some(file) = o.nginx_color {
+            for _ in 0..10 {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+                if super::observe::ask_nginx(&self.d.loaded.config).color() == Some(file) {
+                    o.served = Served::Color(file);
+                    return self.close_a_fallback_left_open(o, file, dry_run);
+                }
+            }
+        }
+        let served = o.served.color().unwrap_or(served);
         let file = o
             .nginx_color
             .map_or("neither color".to_string(), |c| c.to_string());

@@ -7,6 +7,7 @@
 //! The window also serves the drain: by its end the nginx workers from before the reload have
 //! usually finished their requests and exited, so the drain that follows is near zero.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{Color, Loaded};
@@ -46,7 +47,15 @@ impl Run<'_, '_> {
                 None => format!("{service} watched for {}", config.app.settle),
             },
         );
-        match watch(self.d.loaded, &self.project, t.to, window, &mut self.clock) {
+        let interrupted = Arc::clone(&self.d.interrupted);
+        match watch(
+            self.d.loaded,
+            &self.project,
+            t.to,
+            window,
+            &mut self.clock,
+            &interrupted,
+        ) {
             Ok(()) => match (route, old) {
                 (Route::Fallback, Some(old)) => self.close_fallback(t, old),
                 _ => {
@@ -55,11 +64,28 @@ impl Run<'_, '_> {
                     Ok(())
                 }
             },
-            Err(why) => {
+            // With the old color still running, an interrupt undoes the deploy: back to it.
+            Err(Unsettled::Interrupted) if old.is_some() => {
+                let old = old.unwrap_or(t.to.other());
+                self.clock
+                    .failed(Step::Settle, "interrupted (SIGINT/SIGTERM)".to_string());
+                Err(self.switch_back(t, old, "interrupted", Abort::Interrupted))
+            }
+            // Nothing to go back to: the window ends early and the deploy finishes.
+            Err(Unsettled::Interrupted) => {
+                self.clock.done(
+                    Step::Settle,
+                    format!(
+                        "{service} watched until an interrupt (SIGINT/SIGTERM) ended the window"
+                    ),
+                );
+                Ok(())
+            }
+            Err(Unsettled::Failed(why)) => {
                 self.clock
                     .failed(Step::Settle, format!("{service} failed: {why}"));
                 Err(match old {
-                    Some(old) => self.switch_back(t, old, &why),
+                    Some(old) => self.switch_back(t, old, &why, Abort::SettleFailed),
                     None => self.unsettled_first_deploy(t, &why),
                 })
             }
@@ -73,12 +99,14 @@ impl Run<'_, '_> {
     fn close_fallback(&mut self, t: &Target, old: Color) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
         let service = config.service(t.to);
+        let workers = self.nginx.worker_pids();
         let closed = self.include_text(t.to, Route::Direct).and_then(|text| {
             let switched = self.nginx.switch(&text)?;
             Ok((switched, text))
         });
         let why = match closed {
-            Ok((switched, text)) => match switch::probe_through_nginx(config, t.to, &text) {
+            Ok((switched, text)) => match switch::probe_through_nginx(config, t.to, &text, &workers)
+            {
                 Ok(_) => {
                     self.clock.done(
                         Step::Settle,
@@ -103,7 +131,7 @@ impl Run<'_, '_> {
             Err(e) => format!("could not route nginx to {} alone: {e:#}", t.to),
         };
         self.clock.failed(Step::Settle, format!("{service}: {why}"));
-        Err(self.switch_back(t, old, &why))
+        Err(self.switch_back(t, old, &why, Abort::SettleFailed))
     }
 
     /// A color that failed in the settle window with nothing to switch back to (a first
@@ -142,17 +170,12 @@ impl Run<'_, '_> {
     /// Only to an `old` that still runs and answers its health check: when neither color is
     /// healthy, nginx stays on the new one, which may still answer some requests, and the
     /// error says so. A switch back whose probe fails puts the new include back.
-    fn switch_back(&mut self, t: &Target, old: Color, why: &str) -> anyhow::Error {
+    /// `abort`: [`Abort::Interrupted`] when an interrupt, not a failure, ended the window.
+    fn switch_back(&mut self, t: &Target, old: Color, why: &str, abort: Abort) -> anyhow::Error {
         let config = &self.d.loaded.config;
         let idle_service = config.service(t.to);
         let old_image = t.from_image.as_deref().unwrap_or("?");
-        let failed = |message: String| -> anyhow::Error {
-            Failed {
-                message,
-                abort: Abort::SettleFailed,
-            }
-            .into()
-        };
+        let failed = |message: String| -> anyhow::Error { Failed { message, abort }.into() };
         if let Err(old_why) = self.healthy_now(old) {
             self.clock.note(format!(
                 "not switching back: {old} is not healthy either ({old_why})"
@@ -184,7 +207,7 @@ impl Run<'_, '_> {
                 ));
             }
         };
-        if let Err(probe) = switch::probe_through_nginx(config, old, &old_include) {
+        if let Err(probe) = switch::probe_through_nginx(config, old, &old_include, &workers) {
             let restored = match switched.restore(&self.nginx) {
                 Ok(()) => format!("the include is back on {}", t.to),
                 Err(e) => format!(
@@ -212,14 +235,20 @@ impl Run<'_, '_> {
             config.app.drain.get(),
             &mut self.clock,
         );
+        let what = match abort {
+            Abort::Interrupted => format!("{} was being watched after the switch", t.to),
+            _ => format!(
+                "{} failed in the settle window after the switch: {why}",
+                t.to
+            ),
+        };
         self.abort_before_switch(
             &idle_service,
             &format!(
-                "{} failed in the settle window after the switch: {why}\n\
-                 nginx switched back to {old} ({old_image}), which kept running and answers its health check",
-                t.to
+                "{what}\nnginx switched back to {old} ({old_image}), which kept running and \
+                 answers its health check"
             ),
-            Abort::SettleFailed,
+            abort,
         )
     }
 
@@ -250,14 +279,25 @@ impl Run<'_, '_> {
     }
 }
 
-/// Watches `to` for `window`; the error says how it failed.
+/// How a watch window ended early.
+#[derive(Debug)]
+pub(super) enum Unsettled {
+    /// The new color died or failed its checks: why, in words.
+    Failed(String),
+    /// SIGINT/SIGTERM: the user wants out, and the old color still runs.
+    Interrupted,
+}
+
+/// Watches `to` for `window`, ending within a slice of an interrupt (`interrupted`).
 pub(super) fn watch(
     loaded: &Loaded,
     project: &Project,
     to: Color,
     window: Duration,
     clock: &mut StepClock,
-) -> Result<(), String> {
+    interrupted: &std::sync::atomic::AtomicBool,
+) -> Result<(), Unsettled> {
+    let is_interrupted = || interrupted.load(std::sync::atomic::Ordering::SeqCst);
     let health = &loaded.config.app.health;
     let service = loaded.config.service(to);
     let url = super::health_url(loaded, to);
@@ -275,12 +315,15 @@ pub(super) fn watch(
         .min(health.healthy_checks);
     let result = loop {
         if let Some(why) = watcher.death() {
-            break Err(why);
+            break Err(Unsettled::Failed(why));
+        }
+        if is_interrupted() {
+            break Err(Unsettled::Interrupted);
         }
         let elapsed = started.elapsed();
         if elapsed >= window {
             break match watcher.final_look() {
-                Some(why) => Err(why),
+                Some(why) => Err(Unsettled::Failed(why)),
                 None => Ok(()),
             };
         }
@@ -288,10 +331,10 @@ pub(super) fn watch(
         let healthy = matches!(answer, Answer::Status { code, .. } if code == health.status);
         failures_in_a_row = if healthy { 0 } else { failures_in_a_row + 1 };
         if failures_in_a_row >= fail_after {
-            break Err(format!(
+            break Err(Unsettled::Failed(format!(
                 "{url} failed {failures_in_a_row} health checks in a row (last answered {})",
                 answer.describe()
-            ));
+            )));
         }
         clock.waiting(Step::Settle, elapsed, window, answer.describe());
         // Sliced, so a death the watcher sees ends the window within a slice.
@@ -299,7 +342,7 @@ pub(super) fn watch(
         crate::health::sleep_unless(
             health.interval.get().min(rest),
             crate::health::SLICE,
-            || watcher.death().is_some(),
+            || watcher.death().is_some() || is_interrupted(),
         );
     };
     watcher.finish();

@@ -6,36 +6,125 @@ use std::time::Duration;
 use crate::config::{Color, Config};
 use crate::health::{self, Answer, Outcome, Prober, Verdict};
 
-/// Polls nginx until it serves `to`: its include answers `/.cutover/active` with the new
-/// color and the health path answers through nginx. `include` is the text just written:
-/// when it holds the marker, nginx must answer exactly that marker (a one-word marker from
-/// some other site, or one that names another project or address, does not pass).
+/// Polls nginx until it serves `to` through `include`, the text just written.
+///
+/// With the include's `/.cutover/health` (the built-in template): until one answer of the
+/// health path through it carries the include's own marker (`X-Cutover-Active`), which no
+/// worker from before the reload, nor another project's site, can send. Without it (a custom
+/// template): until `/.cutover/active` answers the include's marker (or, for an include with
+/// no marker, any of this project's) and then the health path answers through nginx, counted
+/// only once the workers from before the reload (`workers_before`) have exited, since one of
+/// them could be the one answering.
 pub fn probe_through_nginx(
     config: &Config,
     to: Color,
     include: &str,
+    workers_before: &[u32],
 ) -> Result<Option<String>, String> {
     let marker_wanted = expected_marker(include);
+    match marker_wanted {
+        Some(marker) if include.contains("location = /.cutover/health") => {
+            probe_route(config, to, &marker)
+        }
+        marker => probe_marker_then_health(config, to, marker.as_deref(), workers_before),
+    }
+}
+
+/// The headers `/.cutover/health` answers with: the include's marker, and the address nginx
+/// got the answer from (`$upstream_addr`: every address it tried, comma-separated).
+const MARKER_HEADER: &str = "X-Cutover-Active";
+const UPSTREAM_HEADER: &str = "X-Cutover-Upstream";
+
+fn probe_route(config: &Config, to: Color, marker: &str) -> Result<Option<String>, String> {
+    let url = format!("{}/.cutover/health", config.nginx.probe_base());
+    let host = config.nginx.probe_host();
+    let host = host.as_deref();
+    let prober = Prober::new(Duration::from_secs(2));
+    let expected = config.app.health.status;
+    let upstream = crate::render::upstream_url(config, to);
+    let address = upstream.trim_start_matches("http://");
+    let outcome = health::wait_until(
+        || {
+            let (answer, headers) =
+                prober.get_with_headers(&url, host, &[MARKER_HEADER, UPSTREAM_HEADER]);
+            let [from, via] = [&headers[0], &headers[1]];
+            match from {
+                // The new include answered: its route must have reached this color itself
+                // (a stale group, or a backup standing in, names other addresses).
+                Some(from) if from.trim() == marker => match via.as_deref().map(str::trim) {
+                    Some(via) if via == address => (
+                        matches!(answer, Answer::Status { code, .. } if code == expected),
+                        answer,
+                    ),
+                    via => (
+                        false,
+                        Answer::NoAnswer(format!(
+                            "{} through {}, not {to} at {address}",
+                            answer.describe(),
+                            via.filter(|v| !v.is_empty() && *v != "-")
+                                .unwrap_or("no upstream")
+                        )),
+                    ),
+                },
+                // An old worker's include, or another project's site answering this name.
+                Some(from) => (
+                    false,
+                    Answer::NoAnswer(format!(
+                        "{} from an include whose marker is {:?}, not the new include's {marker:?}",
+                        answer.describe(),
+                        from.trim()
+                    )),
+                ),
+                None => (false, answer),
+            }
+        },
+        // The reload is asynchronous: retry quickly so the switch time is nginx's, not ours.
+        Duration::from_millis(10),
+        Duration::from_secs(10),
+        &mut |_: Duration, _: Option<&Answer>| Verdict::<String>::Continue,
+    );
+    match outcome {
+        Outcome::Passed { .. } => Ok(None),
+        Outcome::TimedOut { last, .. } => Err(format!(
+            "nginx did not serve {to} after the reload: {url} last answered {}",
+            last.map(|a| a.describe())
+                .unwrap_or_else(|| "nothing".into())
+        )),
+        Outcome::Aborted { reason, .. } => Err(reason),
+    }
+}
+
+fn probe_marker_then_health(
+    config: &Config,
+    to: Color,
+    marker_wanted: Option<&str>,
+    workers_before: &[u32],
+) -> Result<Option<String>, String> {
     let base = config.nginx.probe_base();
     let host = config.nginx.probe_host();
+    let host = host.as_deref();
     let prober = Prober::new(Duration::from_secs(2));
     let marker_url = format!("{base}/.cutover/active");
     let health_url = format!("{base}{}", config.app.health.path);
     let expected = config.app.health.status;
-    let mut note = None;
+    let mut note = Some(
+        "the nginx include has no /.cutover/health (a custom template): the health path \
+         through nginx counted only once nginx's workers from before the reload had exited"
+            .to_string(),
+    );
     let outcome = health::wait_until(
         || {
             let marker = prober.get(&marker_url, host);
             match &marker {
                 Answer::Status { code: 200, body }
-                    if marker_wanted.as_deref().is_some_and(|e| e != body.trim()) =>
+                    if marker_wanted.is_some_and(|e| e != body.trim()) =>
                 {
                     return (
                         false,
                         Answer::NoAnswer(format!(
                             "HTTP 200 {:?}, not the new include's {:?}",
                             body.trim(),
-                            marker_wanted.as_deref().unwrap_or_default()
+                            marker_wanted.unwrap_or_default()
                         )),
                     );
                 }
@@ -59,11 +148,25 @@ pub fn probe_through_nginx(
                 }
                 Answer::Status { code: 404, .. } => {
                     note = Some(
-                        "the nginx include has no /.cutover/active; checked the health path only"
+                        "the nginx include has no /.cutover/active nor /.cutover/health: checked \
+                         the health path only, once nginx's workers from before the reload had \
+                         exited"
                             .to_string(),
                     );
                 }
                 other => return (false, other.clone()),
+            }
+            if let Some(pid) = workers_before
+                .iter()
+                .find(|pid| crate::nginx::process_alive(**pid))
+            {
+                return (
+                    false,
+                    Answer::NoAnswer(format!(
+                        "nginx worker {pid} from before the reload still runs: an answer of the \
+                         health path could be its"
+                    )),
+                );
             }
             let health = prober.get(&health_url, host);
             (
@@ -71,7 +174,6 @@ pub fn probe_through_nginx(
                 health,
             )
         },
-        // The reload is asynchronous: retry quickly so the switch time is nginx's, not ours.
         Duration::from_millis(10),
         Duration::from_secs(10),
         &mut |_: Duration, _: Option<&Answer>| Verdict::<String>::Continue,
