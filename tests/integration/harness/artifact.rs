@@ -95,6 +95,25 @@ impl Aarch64 {
     }
 }
 
+/// `program args…` where aarch64 ELFs run as if native: in a user namespace of its own with
+/// its own binfmt_misc instance (Linux ≥ 6.7), where qemu-aarch64-static is registered for
+/// them. This machine's binfmt_misc is never touched; the namespace and its registration end
+/// with the command. For what execs an aarch64 program itself (install.sh's try-run, the
+/// box's check of an upload).
+pub(crate) fn aarch64_binfmt(program: &Path) -> Command {
+    // The magic and mask of an aarch64 ELF executable (as qemu's own binfmt files have them).
+    const REGISTER: &str = r":qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F";
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(format!(
+            "set -e; mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; \
+             printf '%s' '{REGISTER}' >/proc/sys/fs/binfmt_misc/register; exec \"$@\""
+        ))
+        .arg("aarch64-binfmt")
+        .arg(program);
+    cmd
+}
+
 /// `python3 -m http.server` on a free loopback port, serving `root`; killed on drop.
 pub(crate) struct Server {
     child: Child,
