@@ -178,9 +178,12 @@ fn aarch64_deploy_dry_run_plans_against_this_machines_engine() {
     let project = Project::compose(App::compose());
     project.deploy_ok("cutover-demo:v1");
     let include_before = project.include();
-    let plan = ok(arm
-        .command(&project.path(), &project.home())
-        .args(["deploy", "--image", "cutover-demo:v2", "--dry-run"]));
+    let plan = ok(arm.command(&project.path(), &project.home()).args([
+        "deploy",
+        "--image",
+        "cutover-demo:v2",
+        "--dry-run",
+    ]));
     assert!(
         plan.contains("plan: deploy cutover-demo:v2 to green"),
         "{plan}"

@@ -220,7 +220,9 @@ fn uname_says(dir: &Path, machine: &str) -> std::path::PathBuf {
     let script = bin.join("uname");
     std::fs::write(
         &script,
-        format!("#!/bin/sh\nif [ \"$1\" = -m ]; then echo {machine}; else exec /bin/uname \"$@\"; fi\n"),
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -m ]; then echo {machine}; else exec /bin/uname \"$@\"; fi\n"
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -232,7 +234,10 @@ fn release_install_sh_picks_the_tarball_by_uname_m_and_refuses_other_machines() 
     if !require("python3", "serve the release over HTTP")
         || !require("curl", "download it")
         || !require("file", "read the installed binary's ELF header")
-        || !require("unshare", "run the aarch64 binary through a private binfmt_misc")
+        || !require(
+            "unshare",
+            "run the aarch64 binary through a private binfmt_misc",
+        )
     {
         return;
     }
@@ -240,7 +245,10 @@ fn release_install_sh_picks_the_tarball_by_uname_m_and_refuses_other_machines() 
     let Some(arm_dist) = artifacts_for(AARCH64) else {
         return;
     };
-    if !require("qemu-aarch64-static", "run the aarch64 binary (apt: qemu-user-static)") {
+    if !require(
+        "qemu-aarch64-static",
+        "run the aarch64 binary (apt: qemu-user-static)",
+    ) {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -266,7 +274,9 @@ fn release_install_sh_picks_the_tarball_by_uname_m_and_refuses_other_machines() 
         (Some("arm64"), AARCH64, "ARM aarch64"),
     ];
     for (machine, triple, elf) in cases {
-        let destdir = work.path().join(format!("dest-{}", machine.unwrap_or("native")));
+        let destdir = work
+            .path()
+            .join(format!("dest-{}", machine.unwrap_or("native")));
         // install.sh tries the binary before installing it: an aarch64 one runs here only
         // through qemu-user.
         let mut cmd = if triple == AARCH64 {
@@ -287,8 +297,14 @@ fn release_install_sh_picks_the_tarball_by_uname_m_and_refuses_other_machines() 
         }
         let out = cmd.output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{machine:?}: install.sh failed: {stderr}");
-        assert!(stderr.contains(&format!("{}.tar.gz", name_for(triple))), "{stderr}");
+        assert!(
+            out.status.success(),
+            "{machine:?}: install.sh failed: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{}.tar.gz", name_for(triple))),
+            "{stderr}"
+        );
         let installed = destdir.join("usr/local/bin/cutover");
         let kind = run_ok(Command::new("file").arg("-b").arg(&installed));
         assert!(kind.contains(elf), "{machine:?} got a {kind}");

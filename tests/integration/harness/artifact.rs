@@ -66,7 +66,10 @@ impl Aarch64 {
     /// The unpacked binary, or None (skipped loudly; a failure under CI) without the
     /// artifact or qemu-user.
     pub(crate) fn unpack() -> Option<Aarch64> {
-        if !require("qemu-aarch64-static", "run the aarch64 binary (apt: qemu-user-static)") {
+        if !require(
+            "qemu-aarch64-static",
+            "run the aarch64 binary (apt: qemu-user-static)",
+        ) {
             return None;
         }
         let dist = artifacts_for(AARCH64)?;
@@ -101,17 +104,50 @@ impl Aarch64 {
 /// with the command. For what execs an aarch64 program itself (install.sh's try-run, the
 /// box's check of an upload).
 pub(crate) fn aarch64_binfmt(program: &Path) -> Command {
-    // The magic and mask of an aarch64 ELF executable (as qemu's own binfmt files have them).
-    const REGISTER: &str = r":qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F";
     let mut cmd = Command::new("unshare");
     cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
-        .arg(format!(
-            "set -e; mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; \
-             printf '%s' '{REGISTER}' >/proc/sys/fs/binfmt_misc/register; exec \"$@\""
-        ))
+        .arg(format!("set -e; {REGISTER_AARCH64}; exec \"$@\""))
         .arg("aarch64-binfmt")
         .arg(program);
     cmd
+}
+
+/// Mounts a private binfmt_misc and registers qemu-aarch64-static for aarch64 ELFs (the
+/// magic and mask qemu's own binfmt files use).
+const REGISTER_AARCH64: &str = r"mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F' >/proc/sys/fs/binfmt_misc/register";
+
+/// Starts `daemon` (a shell command that forks into the background, such as sshd) in a
+/// user namespace with aarch64 binfmt as [`aarch64_binfmt`], but identity-mapped over every
+/// uid and gid, so the daemon can still become other users. The map is written from here
+/// (root in this namespace may map any range; `unshare --map-users` would need newuidmap).
+pub(crate) fn aarch64_binfmt_daemon(daemon: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("unshare")
+        .args(["--user", "--mount", "sh", "-c"])
+        .arg(format!(
+            "read -r go; set -e; {REGISTER_AARCH64}; exec {daemon}"
+        ))
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start unshare");
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let ours = ns("self");
+    let pid = child.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ns(&pid) == ours {
+        assert!(Instant::now() < deadline, "unshare made no user namespace");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for map in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{pid}/{map}"), "0 0 4294967295\n")
+            .unwrap_or_else(|e| panic!("write /proc/{pid}/{map}: {e}"));
+    }
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "`{daemon}` in the aarch64 namespace failed: {status}"
+    );
 }
 
 /// `python3 -m http.server` on a free loopback port, serving `root`; killed on drop.
