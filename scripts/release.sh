@@ -63,40 +63,19 @@ trap 'rm -f "$build_log"' EXIT
 machine=$(uname -m)
 host_triple="$machine-unknown-linux-gnu"
 
-# Cross: cargo runs inside the toolchain root, in a mount namespace of its own (its bind
-# mounts vanish with it, even when killed): the repository read-only at /src, the cross
-# target directory at /target, the host's CARGO_HOME (registry cache and its locks) at
-# /cargo-home. No C code is compiled (no crate here builds any), so the cross gcc is only
-# the linker and its static libc.
+# Cross: cargo in Debian's cross toolchain root (scripts/cross-cargo.sh).
 cross_build() { # CARGO_PROFILE EXTRA_RUSTFLAGS
-    local root=$cross_root cross_dir cargo_home
-    cross_dir="$target_dir/cross-debian"
-    cargo_home=${CARGO_HOME:-$HOME/.cargo}
-    mkdir -p "$cross_dir" "$cargo_home" "$root/src" "$root/target" "$root/cargo-home"
-    cp -L /etc/resolv.conf "$root/etc/resolv.conf"
-    # shellcheck disable=SC2016
-    unshare --mount --propagation private bash -euc '
-        root=$1; repo=$2; cross_dir=$3; cargo_home=$4; shift 4
-        mount -t proc proc "$root/proc"
-        mount --rbind /dev "$root/dev"
-        mount --bind "$repo" "$root/src"
-        mount -o remount,bind,ro "$root/src"
-        mount --bind "$cross_dir" "$root/target"
-        mount --bind "$cargo_home" "$root/cargo-home"
-        exec chroot "$root" "$@"' _ "$root" "$repo_root" "$cross_dir" "$cargo_home" \
-        env -i PATH=/usr/bin:/bin HOME=/root LC_ALL=C.UTF-8 CARGO_HOME=/cargo-home \
-            CARGO_TARGET_DIR=/target CARGO_TERM_COLOR=never \
-            CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-            RUSTFLAGS="-C target-feature=+crt-static${2:+ $2}" \
-            sh -c 'cd /src && exec cargo build --locked -p cutover --bin cutover --profile "$1" --target "$2"' \
-            _ "$1" "$target"
-    bin="$cross_dir/$target/$([[ $1 == dev ]] && echo debug || echo "$1")/cutover"
+    env -u CARGO_ENCODED_RUSTFLAGS RUSTFLAGS="-C target-feature=+crt-static${2:+ $2}" \
+        bash "$repo_root/scripts/cross-cargo.sh" build --locked -p cutover --bin cutover \
+        --profile "$1" --target "$target"
+    bin="$(bash "$repo_root/scripts/cross-cargo.sh" --target-dir)/$target/$([[ $1 == dev ]] && echo debug || echo "$1")/cutover"
 }
 
 if [[ "$target" != "$host_triple" ]]; then
     [[ "$machine" == x86_64 && "$target" == aarch64-unknown-linux-gnu ]] \
         || { echo "release.sh: no cross toolchain for $target on $machine" >&2; exit 2; }
-    cross_root=$(bash "$repo_root/scripts/cross-root.sh")
+    # The toolchain root first, its progress shown (minutes when it is not cached yet).
+    bash "$repo_root/scripts/cross-root.sh" >/dev/null
     log "building cutover $version ($profile profile, static, --target $target in Debian's cross toolchain)"
     if [[ "$profile" == release ]]; then
         cross_build release "" 2>"$build_log" || { cat "$build_log" >&2; exit 1; }

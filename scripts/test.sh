@@ -20,7 +20,8 @@
 #      --profile dev) for the release tests: x86_64, and aarch64 cross-built in Debian's own
 #      toolchain, a sid root (scripts/cross-root.sh, cached by script hash under
 #      $cache/cross-root; built in the background from step 1 on, while the steps
-#      between run), its binary run under qemu-user by the release_aarch64 tests;
+#      between run), its binary run under qemu-user by the release_aarch64 tests, and the
+#      demo image for ARM boxes (cutover-demo-arm64:v1, its selftest under qemu-user);
 #   4. `cargo test --workspace` (compose v2), then the compose matrix (the tests named `e2e_*`,
 #      tests/integration/harness/mod.rs) again against compose v1
 #      (CUTOVER_COMPOSE=docker-compose);
@@ -268,7 +269,7 @@ bash scripts/release.sh --profile dev --out "$CUTOVER_TEST_RELEASE_DIR" >/dev/nu
 # ---- 3d. the aarch64 release artifact (Debian's cross toolchain) -------------------------
 # Built in the cross root (a cold build of every crate, ~3-4 min on 2 cores; cached in
 # target/cross-debian), run under qemu-user by tests/integration/release_aarch64.rs.
-section "aarch64 release artifact (scripts/release.sh --profile dev --target aarch64-unknown-linux-gnu)"
+section "aarch64: release artifact and demo image (Debian's cross toolchain, qemu-user)"
 if [[ -n "$cross_root_pid" ]]; then
     if ! wait "$cross_root_pid"; then
         cat "$cross_root_log" >&2
@@ -278,6 +279,9 @@ if [[ -n "$cross_root_pid" ]]; then
     sed 's/^/  /' "$cross_root_log"
     bash scripts/release.sh --profile dev --target aarch64-unknown-linux-gnu \
         --out "$CUTOVER_TEST_RELEASE_DIR" >/dev/null
+    # The demo app for ARM boxes (a linux/arm64 image), its binary checked under qemu-user.
+    bash scripts/demo-image.sh --selftest --repo cutover-demo-arm64 \
+        --target aarch64-unknown-linux-gnu v1 >/dev/null
 else
     echo "*** SKIPPED: the aarch64 release artifact: building its cross root needs root and debootstrap ***"
     [[ -z "${CI:-}" ]] || { echo "CI is set, so an aarch64 build that cannot run is a failure" >&2; exit 1; }
