@@ -86,7 +86,7 @@ impl Local {
         };
         if elf_machine(&bytes) != Some(elf) {
             bail!(
-                "{} is not a {machine} Linux binary (its ELF header says otherwise): it should \
+                "{} is not an {machine} Linux binary (its ELF header says otherwise): it should \
                  be the `cutover` of {artifact}.tar.gz",
                 path.display()
             );
@@ -108,7 +108,7 @@ impl Local {
 }
 
 /// Where the laptop keeps the release binary `artifact` (`cutover-<version>-<triple>`) for
-/// boxes of another architecture: beside the box's own install directory's layout,
+/// boxes of another architecture, in the layout of the box's own install directory:
 /// `${XDG_DATA_HOME:-~/.local/share}/cutover/bin/<artifact>`.
 pub fn foreign_binary_path(artifact: &str) -> anyhow::Result<std::path::PathBuf> {
     let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {

@@ -205,7 +205,10 @@ fn remote_an_aarch64_box_gets_the_aarch64_release_binary_from_the_laptops_data_d
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains(&format!("{} is not a aarch64 Linux binary", kept.display())),
+        stderr.contains(&format!(
+            "{} is not an aarch64 Linux binary",
+            kept.display()
+        )),
         "{stderr}"
     );
     assert!(ssh.installed_binaries().is_empty(), "nothing uploaded");
