@@ -8,16 +8,21 @@
 # so `sha256sum -c` checks it) and DIR/install.sh (scripts/install.sh). Prints the tarball's path on stdout, progress on stderr.
 #
 #   --profile release   (default) what a release ships: LTO, stripped
-#   --profile dev       a static binary from the tests' own dev build (this machine's target
-#                       only): one extra link instead of a second build of every dependency
-#   --target TRIPLE     x86_64-unknown-linux-gnu (default) or aarch64-unknown-linux-gnu (needs
-#                       that rust target and a cross linker: .github/workflows/release.yml)
+#   --profile dev       a static binary from the tests' own dev build: for this machine's
+#                       target one extra link instead of a second build of every dependency;
+#                       for the cross target a dev build (no LTO), stripped
+#   --target TRIPLE     x86_64-unknown-linux-gnu (default) or aarch64-unknown-linux-gnu.
+#                       On an x86_64 machine the aarch64 build runs in Debian's own cross
+#                       toolchain (rustc, libstd-rust-dev:arm64, gcc-aarch64-linux-gnu), a
+#                       cached chroot made by scripts/cross-root.sh (needs root and debootstrap)
 #   --version V         default: the version in Cargo.toml
 #   --out DIR           default: target/dist
 #
 # Static glibc (`-C target-feature=+crt-static` on the gnu target) needs no libc at run time:
-# the binary is checked to have no program interpreter and no shared libraries. Honours
-# CARGO_TARGET_DIR.
+# the binary is checked to have no program interpreter and no shared libraries, and to be
+# an ELF of the target's architecture. Honours CARGO_TARGET_DIR (the cross build's own
+# target directory is its cross-debian/ subdirectory) and CARGO_HOME (crates come from the
+# registry as usual, through the host's CARGO_HOME bound into the chroot).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -26,7 +31,7 @@ target=x86_64-unknown-linux-gnu
 version=""
 out=""
 
-usage() { sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --profile) profile=${2:?--profile needs release or dev}; shift 2 ;;
@@ -55,7 +60,29 @@ log() { echo "release: $*" >&2; }
 start=$(date +%s)
 build_log=$(mktemp)
 trap 'rm -f "$build_log"' EXIT
-if [[ "$profile" == release ]]; then
+machine=$(uname -m)
+host_triple="$machine-unknown-linux-gnu"
+
+# Cross: cargo in Debian's cross toolchain root (scripts/cross-cargo.sh).
+cross_build() { # CARGO_PROFILE EXTRA_RUSTFLAGS
+    env -u CARGO_ENCODED_RUSTFLAGS RUSTFLAGS="-C target-feature=+crt-static${2:+ $2}" \
+        bash "$repo_root/scripts/cross-cargo.sh" build --locked -p cutover --bin cutover \
+        --profile "$1" --target "$target"
+    bin="$(bash "$repo_root/scripts/cross-cargo.sh" --target-dir)/$target/$([[ $1 == dev ]] && echo debug || echo "$1")/cutover"
+}
+
+if [[ "$target" != "$host_triple" ]]; then
+    [[ "$machine" == x86_64 && "$target" == aarch64-unknown-linux-gnu ]] \
+        || { echo "release.sh: no cross toolchain for $target on $machine" >&2; exit 2; }
+    # The toolchain root first, its progress shown (minutes when it is not cached yet).
+    bash "$repo_root/scripts/cross-root.sh" >/dev/null
+    log "building cutover $version ($profile profile, static, --target $target in Debian's cross toolchain)"
+    if [[ "$profile" == release ]]; then
+        cross_build release "" 2>"$build_log" || { cat "$build_log" >&2; exit 1; }
+    else
+        cross_build dev "-C strip=symbols" 2>"$build_log" || { cat "$build_log" >&2; exit 1; }
+    fi
+elif [[ "$profile" == release ]]; then
     # RUSTFLAGS with an explicit --target only reach target artifacts (not build scripts or
     # proc macros) and land in target/<triple>/, so the host's dev builds keep their cache.
     # (CARGO_ENCODED_RUSTFLAGS, even empty, would override RUSTFLAGS: drop it.)
@@ -70,8 +97,6 @@ else
     # The tests' build: only the final link is static (`cargo rustc` passes the flags to the
     # binary's crate alone), so every dependency is the test build's own, already compiled;
     # the cost is one more link. Debug info stripped: a 20 MB binary instead of ~100 MB.
-    [[ "$target" == "$(rustc -vV | sed -n 's/^host: //p')" ]] \
-        || { echo "release.sh: --profile dev builds for this machine's target only" >&2; exit 2; }
     log "building cutover $version (dev profile, static link of the test build's crates)"
     if ! (cd "$repo_root" && cargo rustc --locked -p cutover --bin cutover --profile dev \
             -- -C target-feature=+crt-static -C strip=symbols 2>"$build_log"); then
@@ -87,6 +112,11 @@ file_out=$(file -b "$bin")
 if [[ "$file_out" != *"statically linked"* && "$file_out" != *"static-pie linked"* ]]; then
     log "the binary is not static: $file_out"; exit 1
 fi
+case "$target" in
+    x86_64-*) elf_arch="x86-64" ;;
+    aarch64-*) elf_arch="ARM aarch64" ;;
+esac
+[[ "$file_out" == *"$elf_arch"* ]] || { log "the binary is not an $elf_arch ELF: $file_out"; exit 1; }
 
 # --- tarball and checksum -------------------------------------------------------------------
 name="cutover-$version-$target"

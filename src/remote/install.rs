@@ -7,6 +7,12 @@
 //! (`--version`) and renamed into place, so a cut-off upload never becomes the binary.
 //! Each upload then keeps the [`KEEP_BINARIES`] newest `cutover-*` files there and removes
 //! the rest, so a small box's disk does not fill with every version ever deployed.
+//!
+//! A box of another architecture (an ARM box deployed to from an x86_64 laptop) gets the
+//! release binary of its architecture and of our version, which the laptop keeps where the
+//! box keeps its own: `${XDG_DATA_HOME:-~/.local/share}/cutover/bin/cutover-<version>-<triple>`
+//! (the release tarball's binary, renamed). Its ELF header is checked here, and the box
+//! checks its `--version` before the upload becomes its binary.
 
 use anyhow::{bail, Context as _};
 use sha2::{Digest, Sha256};
@@ -29,19 +35,63 @@ pub struct Probe {
     pub home: String,
 }
 
-/// The running binary and its digest.
+/// The binary the box gets (ours, or the release binary of the box's architecture) and its
+/// digest.
 pub struct Local {
     bytes: Vec<u8>,
     sha256: String,
 }
 
 impl Local {
+    /// The running binary.
     pub fn current() -> anyhow::Result<Local> {
         let exe = std::env::current_exe().context("could not find the running cutover binary")?;
         let bytes =
             std::fs::read(&exe).with_context(|| format!("could not read {}", exe.display()))?;
+        Ok(Local::of(bytes))
+    }
+
+    fn of(bytes: Vec<u8>) -> Local {
         let sha256 = hex(&Sha256::digest(&bytes));
-        Ok(Local { bytes, sha256 })
+        Local { bytes, sha256 }
+    }
+
+    /// What a box whose `uname -m` is `machine` runs: this binary on a box of our own
+    /// architecture, else the release binary of the box's architecture and our version from
+    /// [`foreign_binary_path`]. `target` names the box in errors.
+    pub fn for_machine(machine: &str, target: &str) -> anyhow::Result<Local> {
+        if same_arch(machine) {
+            return Local::current();
+        }
+        let Some(elf) = elf_machine_of(machine) else {
+            bail!(
+                "{target} is {machine} and cutover has no release for it (there are x86_64 and \
+                 aarch64): run `cutover --host` only against x86_64 or aarch64 boxes"
+            );
+        };
+        let artifact = artifact_for(machine);
+        let path = foreign_binary_path(&artifact)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
+                "{target} is {machine} and this cutover is built for {ours}: put the {machine} \
+                 release binary of this version at {path} (the `cutover` inside {artifact}.tar.gz, \
+                 renamed), or install {artifact} on the box (into its \
+                 ~/.local/share/cutover/bin or on PATH), or run `cutover --host` from a \
+                 {machine} machine",
+                ours = local_machine(),
+                path = path.display()
+            ),
+            Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
+        };
+        if elf_machine(&bytes) != Some(elf) {
+            bail!(
+                "{} is not an {machine} Linux binary (its ELF header says otherwise): it should \
+                 be the `cutover` of {artifact}.tar.gz",
+                path.display()
+            );
+        }
+        Ok(Local::of(bytes))
     }
 
     fn file_name(&self) -> String {
@@ -55,6 +105,49 @@ impl Local {
     pub fn size(&self) -> usize {
         self.bytes.len()
     }
+}
+
+/// Where the laptop keeps the release binary `artifact` (`cutover-<version>-<triple>`) for
+/// boxes of another architecture, in the layout of the box's own install directory:
+/// `${XDG_DATA_HOME:-~/.local/share}/cutover/bin/<artifact>`.
+pub fn foreign_binary_path(artifact: &str) -> anyhow::Result<std::path::PathBuf> {
+    let base = match std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        Some(dir) => std::path::PathBuf::from(dir),
+        None => std::env::var_os("HOME")
+            .filter(|v| !v.is_empty())
+            .map(|home| std::path::PathBuf::from(home).join(".local/share"))
+            .context(
+                "cannot find where the other architecture's cutover binary is kept (HOME and \
+                 XDG_DATA_HOME are unset)",
+            )?,
+    };
+    Ok(base.join("cutover/bin").join(artifact))
+}
+
+/// True when a box whose `uname -m` is `machine` runs this very binary.
+fn same_arch(machine: &str) -> bool {
+    let ours = local_machine();
+    machine == ours
+        || (ours == "aarch64" && machine == "arm64")
+        || (ours == "x86_64" && machine == "amd64")
+}
+
+/// The ELF `e_machine` of the release binary for `machine`, when cutover has a release for it.
+fn elf_machine_of(machine: &str) -> Option<u16> {
+    match machine {
+        "x86_64" | "amd64" => Some(0x3e),
+        "aarch64" | "arm64" => Some(0xb7),
+        _ => None,
+    }
+}
+
+/// The `e_machine` of a 64-bit little-endian ELF, or None for anything else.
+fn elf_machine(bytes: &[u8]) -> Option<u16> {
+    let header = bytes.get(..20)?;
+    if &header[..4] != b"\x7fELF" || header[4] != 2 || header[5] != 1 {
+        return None;
+    }
+    Some(u16::from_le_bytes([header[18], header[19]]))
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -75,6 +168,7 @@ fn local_machine() -> &'static str {
 fn artifact_for(machine: &str) -> String {
     let arch = match machine {
         "arm64" | "aarch64" => "aarch64",
+        "amd64" | "x86_64" => "x86_64",
         "armv7l" | "armv7" => "armv7",
         other => other,
     };
@@ -84,22 +178,25 @@ fn artifact_for(machine: &str) -> String {
     )
 }
 
-/// Opens the connection (the first command), checks the box's OS and architecture, and
-/// whether our binary is installed with the right digest.
-pub fn probe(session: &mut Session, local: &Local) -> anyhow::Result<Probe> {
-    let name = local.file_name();
+/// Opens the connection (the first command), checks the box's OS and architecture, picks
+/// the binary the box runs ([`Local::for_machine`]) and whether it is installed with the
+/// right digest.
+pub fn probe(session: &mut Session) -> anyhow::Result<(Local, Probe)> {
+    // The digests of this version's binaries on the box (an upload keeps at most
+    // KEEP_BINARIES): which one is ours is known once `uname -m` has picked it.
+    let version = env!("CARGO_PKG_VERSION");
     let script = format!(
         "uname -s; uname -m; printf '%s\\n' \"$HOME\"; \
          d=\"${{XDG_DATA_HOME:-$HOME/.local/share}}/cutover/bin\"; printf '%s\\n' \"$d\"; \
-         f=\"$d/{name}\"; \
-         if [ -x \"$f\" ]; then sha256sum \"$f\" | cut -d' ' -f1; else echo missing; fi"
+         for f in \"$d\"/cutover-{version}-*; do \
+         if [ -x \"$f\" ]; then sha256sum \"$f\"; fi; done"
     );
     let out = session.exec_ok(&script, "inspect the box (uname, installed cutover)", None)?;
     let lines: Vec<&str> = out.stdout.lines().collect();
-    let [os, machine, home, dir, digest] = lines[..] else {
+    let [os, machine, home, dir, ref digests @ ..] = lines[..] else {
         bail!(
-            "could not inspect {}: expected 5 lines (uname -s, uname -m, $HOME, the binary \
-             directory, a sha256) from the box, got: {:?}",
+            "could not inspect {}: expected 4 lines (uname -s, uname -m, $HOME, the binary \
+             directory) and the installed binaries' sha256 from the box, got: {:?}",
             session.target,
             out.stdout
         );
@@ -107,42 +204,36 @@ pub fn probe(session: &mut Session, local: &Local) -> anyhow::Result<Probe> {
     if os != "Linux" || std::env::consts::OS != "linux" {
         bail!(
             "{} runs {os}, and this cutover is built for {}: cutover runs on Linux boxes and \
-             uploads itself only from a Linux machine of the same architecture; install {} on \
-             the box instead",
+             uploads itself only from a Linux machine; install {} on the box instead",
             session.target,
             std::env::consts::OS,
             artifact_for(machine)
         );
     }
-    let ours = local_machine();
-    let same_arch = machine == ours || (ours == "aarch64" && machine == "arm64");
-    if !same_arch {
-        bail!(
-            "{} is {machine} and this cutover is built for {ours}, so it cannot upload itself; \
-             install the release artifact {} on the box (into {dir}/{name} or on PATH), or run \
-             `cutover --host` from a {machine} machine",
-            session.target,
-            artifact_for(machine)
-        );
+    let local = Local::for_machine(machine, &session.target.to_string())?;
+    let binary = format!("{dir}/{}", local.file_name());
+    let mut was_installed = false;
+    for line in digests {
+        match line.split_once("  ") {
+            Some((digest, path)) if digest.len() == 64 => {
+                was_installed |= path == binary && digest == local.sha256;
+            }
+            _ => bail!(
+                "could not inspect {}: `sha256sum` of the installed binaries printed {line:?}",
+                session.target
+            ),
+        }
     }
-    let binary = format!("{dir}/{name}");
-    let was_installed = match digest {
-        "missing" => false,
-        d if d == local.sha256 => true,
-        d if d.len() == 64 && d.chars().all(|c| c.is_ascii_hexdigit()) => false,
-        other => bail!(
-            "could not inspect {}: `sha256sum {binary}` printed {other:?}",
-            session.target
-        ),
-    };
-    Ok(Probe {
+    let probe = Probe {
         binary,
         was_installed,
         home: home.to_string(),
-    })
+    };
+    Ok((local, probe))
 }
 
-/// Uploads the running binary to `probe.binary` over the open connection.
+/// Uploads the box's binary to `probe.binary` over the open connection; the box checks its
+/// sha256 and that it runs and says our version before it becomes the binary.
 pub fn upload(session: &mut Session, local: &Local, probe: &Probe) -> anyhow::Result<()> {
     let (dir, _) = probe
         .binary
@@ -156,12 +247,14 @@ pub fn upload(session: &mut Session, local: &Local, probe: &Probe) -> anyhow::Re
          if [ \"$s\" != {sha} ]; then echo \"the upload arrived with sha256 $s, expected {sha}\" >&2; exit 3; fi; \
          chmod 0755 \"$t\"; \
          if ! v=$(\"$t\" --version 2>&1); then echo \"the uploaded binary does not run on this box: $v\" >&2; exit 4; fi; \
+         if [ \"$v\" != {want} ]; then echo \"the uploaded binary says '$v', expected {want}\" >&2; exit 4; fi; \
          mv -f \"$t\" \"$f\"; trap - EXIT; \
          ls -1t \"$d\" | grep '^cutover-' | tail -n +{first_old} | \
          while read -r old; do rm -f \"$d/$old\"; done",
         dir = q(dir),
         file = q(&probe.binary),
         sha = local.sha256,
+        want = q(&format!("cutover {}", env!("CARGO_PKG_VERSION"))),
         first_old = KEEP_BINARIES + 1,
     );
     session.exec_ok(
@@ -175,6 +268,19 @@ pub fn upload(session: &mut Session, local: &Local, probe: &Probe) -> anyhow::Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn elf_headers_name_their_machine() {
+        let mut header = b"\x7fELF\x02\x01\x01".to_vec();
+        header.resize(20, 0);
+        header[18] = 0xb7;
+        assert_eq!(elf_machine(&header), Some(0xb7));
+        assert_eq!(elf_machine(&header[..10]), None);
+        assert_eq!(elf_machine(b"#!/bin/sh\necho cutover 0.1.0\n"), None);
+        assert_eq!(elf_machine_of("arm64"), elf_machine_of("aarch64"));
+        assert_eq!(elf_machine_of("riscv64"), None);
+        assert!(same_arch(local_machine()));
+    }
 
     #[test]
     fn artifacts_name_the_box_architecture() {

@@ -314,8 +314,7 @@ impl Remote {
     /// unless the box has it already.
     fn install(&self, session: &mut ssh::Session) -> anyhow::Result<install::Probe> {
         let started = Instant::now();
-        let local = install::Local::current()?;
-        let probe = install::probe(session, &local)?;
+        let (local, probe) = install::probe(session)?;
         let connected = format!("{} (one SSH connection)", self.target);
         self.step("connect", started.elapsed(), &connected);
         if probe.was_installed {

@@ -375,6 +375,30 @@ fn ci_this_repository_workflows_pass_actionlint() {
     let files = ["ci.yml", "release.yml"].map(|f| root.join(".github/workflows").join(f));
     let refs: Vec<&Path> = files.iter().map(PathBuf::as_path).collect();
     actionlint(&root, &refs);
+
+    // The release builds both arches with the script the tests build them with
+    // (scripts/test.sh: scripts/release.sh, aarch64 in the cross root).
+    let release = yaml_to_json(&std::fs::read_to_string(&files[1]).unwrap());
+    let build = &release["jobs"]["build"];
+    assert_eq!(
+        build["strategy"]["matrix"]["target"],
+        serde_json::json!(["x86_64-unknown-linux-gnu", "aarch64-unknown-linux-gnu"])
+    );
+    let runs: String = build["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["run"].as_str())
+        .collect();
+    assert!(
+        runs.contains("sudo bash scripts/release.sh --target \"$TARGET\" --out dist")
+            && runs.contains("\n  bash scripts/release.sh --target \"$TARGET\" --out dist"),
+        "{runs}"
+    );
+    assert!(
+        !runs.contains("rustup target add"),
+        "no rustup download: {runs}"
+    );
 }
 
 #[test]

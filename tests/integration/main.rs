@@ -19,7 +19,8 @@
 //!   - files and commands: `render.rs`, `config.rs`, `cli.rs`, `history.rs`, `layers.rs`
 //!     (docs/ARCHITECTURE.md's layer table against `src/`);
 //!   - the box: `bootstrap.rs`, `tls.rs`, `remote.rs` (`--host`), `ship.rs`, `registry.rs`,
-//!     `ci_scaffold.rs`, `release_artifact.rs`; the swarm engine: `swarm.rs`.
+//!     `ci_scaffold.rs`, `release_artifact.rs`, `release_aarch64.rs` (the aarch64 binary
+//!     under qemu-user); the swarm engine: `swarm.rs`.
 //!
 //! Tests named `e2e_*` are the compose matrix: scripts/test.sh runs them again against
 //! compose v1, selected by `::e2e_` (harness/mod.rs). Snapshots are in `snapshots/`.
@@ -43,6 +44,7 @@ mod multi_app;
 mod nginx;
 mod prune;
 mod registry;
+mod release_aarch64;
 mod release_artifact;
 mod release_phase;
 mod remote;

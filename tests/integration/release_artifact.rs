@@ -11,7 +11,9 @@ use std::path::Path;
 use std::process::Command;
 
 use crate::common::{fixture, repo_root, require, ImageGuard};
-use crate::harness::artifact::{artifacts, name, Server, VERSION};
+use crate::harness::artifact::{
+    aarch64_binfmt, artifacts, artifacts_for, name, name_for, Server, AARCH64, VERSION, X86_64,
+};
 
 fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
@@ -207,4 +209,124 @@ fn release_install_sh_verifies_the_sha256_and_installs() {
         "install.sh left {:?}",
         entries(&tmp)
     );
+}
+
+/// A directory whose `uname` says `machine` for `-m` (and is the real one otherwise), to put
+/// first on install.sh's PATH: the machine it reads, the one input this test varies.
+fn uname_says(dir: &Path, machine: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = dir.join(format!("uname-{machine}"));
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("uname");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = -m ]; then echo {machine}; else exec /bin/uname \"$@\"; fi\n"
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    bin
+}
+
+#[test]
+fn release_install_sh_picks_the_tarball_by_uname_m_and_refuses_other_machines() {
+    if !require("python3", "serve the release over HTTP")
+        || !require("curl", "download it")
+        || !require("file", "read the installed binary's ELF header")
+        || !require(
+            "unshare",
+            "run the aarch64 binary through a private binfmt_misc",
+        )
+    {
+        return;
+    }
+    let Some(dist) = artifacts() else { return };
+    let Some(arm_dist) = artifacts_for(AARCH64) else {
+        return;
+    };
+    if !require(
+        "qemu-aarch64-static",
+        "run the aarch64 binary (apt: qemu-user-static)",
+    ) {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let srv = work.path().join(format!("srv/v{VERSION}"));
+    std::fs::create_dir_all(&srv).unwrap();
+    for (dir, triple) in [(&dist, X86_64), (&arm_dist, AARCH64)] {
+        let tarball = format!("{}.tar.gz", name_for(triple));
+        for file in [tarball.clone(), format!("{tarball}.sha256")] {
+            std::fs::copy(dir.join(&file), srv.join(&file)).unwrap();
+        }
+    }
+    let server = Server::start(&work.path().join("srv"));
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let tmp = work.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    let path = std::env::var("PATH").unwrap();
+
+    // (what uname -m says or None for this machine's own, the tarball, what `file` says)
+    let cases = [
+        (None, X86_64, "x86-64"),
+        (Some("amd64"), X86_64, "x86-64"),
+        (Some("aarch64"), AARCH64, "ARM aarch64"),
+        (Some("arm64"), AARCH64, "ARM aarch64"),
+    ];
+    for (machine, triple, elf) in cases {
+        let destdir = work
+            .path()
+            .join(format!("dest-{}", machine.unwrap_or("native")));
+        // install.sh tries the binary before installing it: an aarch64 one runs here only
+        // through qemu-user.
+        let mut cmd = if triple == AARCH64 {
+            aarch64_binfmt(Path::new("sh"))
+        } else {
+            Command::new("sh")
+        };
+        cmd.arg(repo_root().join("scripts/install.sh"))
+            .arg(VERSION)
+            .env("CUTOVER_RELEASE_URL", &base)
+            .env("DESTDIR", &destdir)
+            .env("TMPDIR", &tmp)
+            .env_remove("PREFIX")
+            .env_remove("CUTOVER_ARCH");
+        if let Some(machine) = machine {
+            let shim = uname_says(work.path(), machine);
+            cmd.env("PATH", format!("{}:{path}", shim.display()));
+        }
+        let out = cmd.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success(),
+            "{machine:?}: install.sh failed: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("{}.tar.gz", name_for(triple))),
+            "{stderr}"
+        );
+        let installed = destdir.join("usr/local/bin/cutover");
+        let kind = run_ok(Command::new("file").arg("-b").arg(&installed));
+        assert!(kind.contains(elf), "{machine:?} got a {kind}");
+    }
+
+    // Any other machine: refused by name, nothing downloaded or installed.
+    let shim = uname_says(work.path(), "riscv64");
+    let destdir = work.path().join("dest-riscv64");
+    let out = Command::new("sh")
+        .arg(repo_root().join("scripts/install.sh"))
+        .arg(VERSION)
+        .env("CUTOVER_RELEASE_URL", &base)
+        .env("DESTDIR", &destdir)
+        .env("PATH", format!("{}:{path}", shim.display()))
+        .env_remove("CUTOVER_ARCH")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("no cutover release for riscv64 (there are x86_64 and aarch64)"),
+        "{stderr}"
+    );
+    assert!(!destdir.exists());
 }

@@ -150,14 +150,98 @@ fn remote_a_box_of_another_architecture_names_the_artifact_to_install() {
         stderr.contains(&format!("box is {other} and this cutover is built for")),
         "{stderr}"
     );
+    // Where the laptop keeps the other architecture's release binary (none here), and the
+    // artifact to put there.
+    let artifact = format!(
+        "cutover-{}-{other}-unknown-linux-gnu",
+        env!("CARGO_PKG_VERSION")
+    );
+    let home = crate::common::shared_home();
+    let kept = home.join(".local/share/cutover/bin").join(&artifact);
     assert!(
         stderr.contains(&format!(
-            "install the release artifact cutover-{}-{other}-unknown-linux-gnu",
-            env!("CARGO_PKG_VERSION")
+            "put the {other} release binary of this version at {}",
+            kept.display()
+        )),
+        "{stderr}"
+    );
+    assert!(stderr.contains(&format!("{artifact}.tar.gz")), "{stderr}");
+    assert!(ssh.installed_binaries().is_empty(), "nothing uploaded");
+}
+
+#[test]
+fn remote_an_aarch64_box_gets_the_aarch64_release_binary_from_the_laptops_data_dir() {
+    if !ssh_ready() || !crate::common::require("unshare", "give the box a private binfmt_misc") {
+        return;
+    }
+    if std::env::consts::ARCH != "x86_64" {
+        return; // the emulated box is aarch64: only an x86_64 laptop is a foreign one
+    }
+    let Some(arm) = crate::harness::artifact::Aarch64::unpack() else {
+        return;
+    };
+    let ssh = SshBox::start_aarch64(Auth::Accept, None);
+    let local = init_local();
+    let remote_dir = point_at_box_dir(local.path(), &ssh);
+    let data = tempfile::tempdir().unwrap();
+    let artifact = format!(
+        "cutover-{}-aarch64-unknown-linux-gnu",
+        env!("CARGO_PKG_VERSION")
+    );
+    let kept = data.path().join("cutover/bin").join(&artifact);
+    let run = || {
+        crate::common::cutover(local.path())
+            .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
+            .env("XDG_DATA_HOME", data.path())
+            .args(["--host", "box", "render", "--check"])
+            .output()
+            .unwrap()
+    };
+
+    // Not an aarch64 binary where the aarch64 one belongs: refused here, nothing sent.
+    std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_cutover"), &kept).unwrap();
+    let out = run();
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is not an aarch64 Linux binary",
+            kept.display()
         )),
         "{stderr}"
     );
     assert!(ssh.installed_binaries().is_empty(), "nothing uploaded");
+
+    // The aarch64 build: uploaded, checked on the box (it runs there, through qemu-user, and
+    // says our version) and run there for the command.
+    std::fs::copy(&arm.bin, &kept).unwrap();
+    let out = run();
+    let (stdout, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("uploaded cutover"), "{stderr}");
+    // The box's answer: the aarch64 binary checked the synced release there.
+    assert!(
+        stdout.contains(&format!("{}/releases/", remote_dir.display()))
+            && stdout.contains("is valid"),
+        "{stdout}"
+    );
+    let installed = ssh.installed_binaries();
+    assert_eq!(installed.len(), 1, "{installed:?}");
+    let landed = ssh.data.join("cutover/bin").join(&installed[0]);
+    assert_eq!(
+        std::fs::read(&landed).unwrap(),
+        std::fs::read(&arm.bin).unwrap(),
+        "the box holds the aarch64 build, byte for byte"
+    );
+    let kind = sh_ok(&format!("file -b {}", landed.display()));
+    assert!(kind.contains("ARM aarch64"), "{kind}");
+
+    // Next time it is there already.
+    let out = run();
+    let (_, stderr) = texts(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("already installed"), "{stderr}");
 }
 
 /// A `render --check` through `--host` of a project that `arrange` spoils, which the sync must

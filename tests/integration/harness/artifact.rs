@@ -1,38 +1,50 @@
-//! The static release artifact the release and CI tests use (scripts/release.sh's tarball,
-//! its .sha256 and install.sh), and a local HTTP server to fetch it from as from a GitHub
-//! release.
+//! The static release artifacts the release and CI tests use (scripts/release.sh's tarballs,
+//! their .sha256 and install.sh), a local HTTP server to fetch them from as from a GitHub
+//! release, and the aarch64 build run under qemu-user ([`Aarch64`]).
 //!
-//! The artifact is built once per test run by scripts/test.sh (`scripts/release.sh --profile
-//! dev --out target/dist-test`: the same static link as a release, without the minutes LTO
-//! costs); `CUTOVER_TEST_RELEASE_DIR` points elsewhere. Without it the tests skip loudly (and
-//! fail under CI).
+//! The artifacts are built once per test run by scripts/test.sh (`scripts/release.sh
+//! --profile dev --out target/dist-test`, for x86_64 and, in Debian's cross toolchain, for
+//! aarch64: the same static link as a release, without the minutes LTO costs);
+//! `CUTOVER_TEST_RELEASE_DIR` points elsewhere. Without them the tests skip loudly (and fail
+//! under CI).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::common::{free_port, loud, repo_root};
+use crate::harness::common::{free_port, isolate, loud, repo_root, require};
 
 pub(crate) const VERSION: &str = env!("CARGO_PKG_VERSION");
-const TRIPLE: &str = "x86_64-unknown-linux-gnu";
+pub(crate) const X86_64: &str = "x86_64-unknown-linux-gnu";
+pub(crate) const AARCH64: &str = "aarch64-unknown-linux-gnu";
 
+/// The x86_64 tarball's name (without .tar.gz): the machine the tests run on.
 pub(crate) fn name() -> String {
-    format!("cutover-{VERSION}-{TRIPLE}")
+    name_for(X86_64)
 }
 
-/// The directory holding the tarball, its .sha256 and install.sh, or None (skipped loudly;
-/// a failure under CI).
+pub(crate) fn name_for(triple: &str) -> String {
+    format!("cutover-{VERSION}-{triple}")
+}
+
+/// The directory holding the x86_64 tarball, its .sha256 and install.sh, or None (skipped
+/// loudly; a failure under CI).
 pub(crate) fn artifacts() -> Option<PathBuf> {
+    artifacts_for(X86_64)
+}
+
+/// The directory holding `triple`'s tarball, or None (skipped loudly; a failure under CI).
+pub(crate) fn artifacts_for(triple: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("CUTOVER_TEST_RELEASE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/dist-test"));
-    if dir.join(format!("{}.tar.gz", name())).is_file() {
+    let name = name_for(triple);
+    if dir.join(format!("{name}.tar.gz")).is_file() {
         return Some(dir);
     }
     let msg = format!(
-        "no release artifact {}.tar.gz in {}: run `scripts/release.sh --profile dev --out {}` \
-         (scripts/test.sh does)",
-        name(),
+        "no release artifact {name}.tar.gz in {}: run `scripts/release.sh --profile dev \
+         --target {triple} --out {}` (scripts/test.sh does)",
         dir.display(),
         dir.display()
     );
@@ -41,6 +53,101 @@ pub(crate) fn artifacts() -> Option<PathBuf> {
     }
     loud(&format!("*** SKIPPED: {msg} ***"));
     None
+}
+
+/// The aarch64 release binary, unpacked from its tarball, run under qemu-user
+/// (`qemu-aarch64-static`, called by name: the tests need no binfmt_misc registration).
+pub(crate) struct Aarch64 {
+    _dir: tempfile::TempDir,
+    pub(crate) bin: PathBuf,
+}
+
+impl Aarch64 {
+    /// The unpacked binary, or None (skipped loudly; a failure under CI) without the
+    /// artifact or qemu-user.
+    pub(crate) fn unpack() -> Option<Aarch64> {
+        if !require(
+            "qemu-aarch64-static",
+            "run the aarch64 binary (apt: qemu-user-static)",
+        ) {
+            return None;
+        }
+        let dist = artifacts_for(AARCH64)?;
+        let dir = tempfile::tempdir().unwrap();
+        let name = name_for(AARCH64);
+        let status = Command::new("tar")
+            .arg("-xzf")
+            .arg(dist.join(format!("{name}.tar.gz")))
+            .arg("-C")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(status.success(), "could not unpack {name}.tar.gz");
+        let bin = dir.path().join(&name).join("cutover");
+        Some(Aarch64 { _dir: dir, bin })
+    }
+
+    /// `qemu-aarch64-static <the binary>` in `dir`, isolated under `home` like the tests'
+    /// own binary ([`isolate`]). Its children (docker, nginx, age) are this machine's own:
+    /// qemu-user hands an execve of a native program to the kernel.
+    pub(crate) fn command(&self, dir: &Path, home: &Path) -> Command {
+        let mut cmd = Command::new("qemu-aarch64-static");
+        cmd.arg(&self.bin).current_dir(dir);
+        isolate(&mut cmd, home);
+        cmd
+    }
+}
+
+/// `program args…` where aarch64 ELFs run as if native: in a user namespace of its own with
+/// its own binfmt_misc instance (Linux ≥ 6.7), where qemu-aarch64-static is registered for
+/// them. This machine's binfmt_misc is never touched; the namespace and its registration end
+/// with the command. For what execs an aarch64 program itself (install.sh's try-run, the
+/// box's check of an upload).
+pub(crate) fn aarch64_binfmt(program: &Path) -> Command {
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
+        .arg(format!("set -e; {REGISTER_AARCH64}; exec \"$@\""))
+        .arg("aarch64-binfmt")
+        .arg(program);
+    cmd
+}
+
+/// Mounts a private binfmt_misc and registers qemu-aarch64-static for aarch64 ELFs (the
+/// magic and mask qemu's own binfmt files use).
+const REGISTER_AARCH64: &str = r"mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F' >/proc/sys/fs/binfmt_misc/register";
+
+/// Starts `daemon` (a shell command that forks into the background, such as sshd) in a
+/// user namespace with aarch64 binfmt as [`aarch64_binfmt`], but identity-mapped over every
+/// uid and gid, so the daemon can still become other users. The map is written from here
+/// (root in this namespace may map any range; `unshare --map-users` would need newuidmap).
+pub(crate) fn aarch64_binfmt_daemon(daemon: &str) {
+    use std::io::Write as _;
+    let mut child = Command::new("unshare")
+        .args(["--user", "--mount", "sh", "-c"])
+        .arg(format!(
+            "read -r go; set -e; {REGISTER_AARCH64}; exec {daemon}"
+        ))
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("start unshare");
+    let ns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/user")).ok();
+    let ours = ns("self");
+    let pid = child.id().to_string();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while ns(&pid) == ours {
+        assert!(Instant::now() < deadline, "unshare made no user namespace");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for map in ["uid_map", "gid_map"] {
+        std::fs::write(format!("/proc/{pid}/{map}"), "0 0 4294967295\n")
+            .unwrap_or_else(|e| panic!("write /proc/{pid}/{map}: {e}"));
+    }
+    child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "`{daemon}` in the aarch64 namespace failed: {status}"
+    );
 }
 
 /// `python3 -m http.server` on a free loopback port, serving `root`; killed on drop.

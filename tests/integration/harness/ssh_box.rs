@@ -135,6 +135,24 @@ impl SshBox {
         data: Option<PathBuf>,
         fake_machine: Option<&str>,
     ) -> SshBox {
+        Self::start_inner(auth, pin_host_key, data, fake_machine, false)
+    }
+
+    /// An aarch64 box: `uname -m` says aarch64, and its sshd (so every session) lives in a
+    /// user namespace of its own (identity-mapped, so the box user is itself) whose private
+    /// binfmt_misc runs aarch64 ELFs through qemu-user: the aarch64 release binary uploaded
+    /// there runs. This machine's binfmt_misc is not touched.
+    pub(crate) fn start_aarch64(auth: Auth, data: Option<PathBuf>) -> SshBox {
+        Self::start_inner(auth, true, data, Some("aarch64"), true)
+    }
+
+    fn start_inner(
+        auth: Auth,
+        pin_host_key: bool,
+        data: Option<PathBuf>,
+        fake_machine: Option<&str>,
+        emulate_aarch64: bool,
+    ) -> SshBox {
         box_user();
         let root = tempfile::tempdir().unwrap();
         let r = root.path().to_path_buf();
@@ -213,10 +231,15 @@ impl SshBox {
         );
         std::fs::write(r.join("ssh_config"), client).unwrap();
         std::fs::create_dir_all("/run/sshd").unwrap();
-        sh_ok(&format!(
+        let sshd = format!(
             "/usr/sbin/sshd -f {r}/sshd_config -E {r}/sshd.log",
             r = r.display()
-        ));
+        );
+        if emulate_aarch64 {
+            crate::harness::artifact::aarch64_binfmt_daemon(&sshd);
+        } else {
+            sh_ok(&sshd);
+        }
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "sshd did not listen on {port}");
