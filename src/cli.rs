@@ -159,6 +159,21 @@ pub struct InitArgs {
     /// Project name [default: the directory's name]
     #[arg(long, conflicts_with = "ci")]
     pub name: Option<String>,
+    /// The app's image repository, without a tag (`deploy --image` picks the tag)
+    /// [default: the project name, as in `docker build -t <project>:v1 .`]
+    #[arg(long, value_name = "REPO", conflicts_with = "ci")]
+    pub image: Option<String>,
+    /// The port the app listens on inside its container [default: 8080]
+    #[arg(long, value_name = "PORT", conflicts_with = "ci")]
+    pub port: Option<u16>,
+    /// The path the health gate polls, e.g. /up [default: /health]
+    #[arg(long, value_name = "PATH", conflicts_with = "ci")]
+    pub health: Option<String>,
+    /// The SSH user who deploys on the box when it is not root (a cloud image's `admin`,
+    /// `ubuntu`, `ec2-user`): the include goes in /home/USER/nginx/ and nginx is tested and
+    /// reloaded through `sudo -n`, as `bootstrap` sets up
+    #[arg(long, value_name = "USER", conflicts_with = "ci")]
+    pub user: Option<String>,
     /// Instead: write a CI workflow for the existing cutover.yml (github:
     /// .github/workflows/deploy.yml: build, ship or push, deploy with `cutover --host`)
     #[arg(long, value_enum, value_name = "PROVIDER")]

@@ -33,6 +33,15 @@ impl Verbosity {
     }
 }
 
+/// `1 key`, `0 keys`, `3 keys`: a count and its noun, plural unless the count is one.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Formats a duration for step lines: `850ms`, `1.42s`, `2m05s`.
 pub fn duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
@@ -123,4 +132,14 @@ macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::report::stdout().write_fmt(format_args!("{}\n", format_args!($($arg)*)))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_say_one_key_and_two_keys() {
+        assert_eq!(super::count(1, "key"), "1 key");
+        assert_eq!(super::count(0, "key"), "0 keys");
+        assert_eq!(super::count(2, "key"), "2 keys");
+    }
 }

@@ -185,8 +185,9 @@ pub fn failed(err: anyhow::Error, json: bool, engine: EngineKind) -> anyhow::Res
 /// before anything is touched, so a missing identity fails first).
 pub fn decrypt_line(took: Duration, keys: usize) {
     eprintln!(
-        "  ✓ {:<12} {:>7}  {keys} keys",
+        "  ✓ {:<12} {:>7}  {}",
         Step::Decrypt,
-        duration(took)
+        duration(took),
+        crate::report::count(keys, "key")
     );
 }

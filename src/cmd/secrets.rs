@@ -85,8 +85,9 @@ fn encrypt(
     let (dest, count) = secrets::encrypt_file(&ctx.dir, file, &name, force)
         .with_context(|| format!("failed to encrypt {}", file.display()))?;
     say(&format!(
-        "encrypted {} ({count} keys) to {}",
+        "encrypted {} ({}) to {}",
         file.display(),
+        crate::report::count(count, "key"),
         rel(ctx, &dest)
     ));
     if rm {

@@ -90,6 +90,22 @@ pub fn check_reference(reference: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that `reference` is a repository alone, as `app.image` must be: `deploy --image`
+/// picks the tag, and the CI workflow appends `:<commit sha>` to it (`myapp:latest` there
+/// would become `myapp:latest:<sha>`, which cannot build).
+pub fn check_repository(reference: &str) -> Result<(), String> {
+    check_reference(reference)?;
+    let named = reference.split('@').next().unwrap_or(reference);
+    let repo = repository(named);
+    if repo.len() < reference.len() {
+        return Err(format!(
+            "`{reference}` names a tag or digest; app.image is the repository alone (`{repo}`): \
+             the tag comes from `cutover deploy --image {repo}:v1` (CI: the commit sha)"
+        ));
+    }
+    Ok(())
+}
+
 /// `app` → `app:latest`, `docker.io/library/app:v1` → `app:v1`: references as `docker images`
 /// names them, so a container's reference and a listed image compare equal.
 pub fn normalize(reference: &str) -> String {
