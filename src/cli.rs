@@ -34,8 +34,8 @@ Try it locally first: `cutover demo` runs a full blue/green cycle on a bundled d
 const DEPLOY_EXAMPLES: &str = "\
 Examples:
   cutover deploy --image myuser/app:v2                      on the box itself
-  cutover --host deploy@203.0.113.7 deploy --image app:v2   from a laptop or CI, over SSH
-  cutover --host deploy@203.0.113.7 deploy --image app:v2 --ship
+  cutover --host admin@203.0.113.7 deploy --image app:v2   from a laptop or CI, over SSH
+  cutover --host admin@203.0.113.7 deploy --image app:v2 --ship
                                       send the local image first (only the layers the box lacks)
 With `registry:` in cutover.yml, an image from that registry is pulled (after `docker login`)
 before anything starts.";
@@ -455,7 +455,7 @@ Examples:
   cutover run -- bin/rails db:migrate
   cutover run -- python manage.py shell        (interactive on a terminal)
   echo 'select 1' | cutover run -- psql        (stdin piped in, no TTY)
-  cutover --host deploy@box run -- bin/migrate (no TTY and no stdin over --host)";
+  cutover --host admin@box run -- bin/migrate (no TTY and no stdin over --host)";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -533,7 +533,7 @@ Examples:
   cutover logs -f --since 10m     follow them, starting 10 minutes back (Ctrl-C ends, exit 130)
   cutover logs green              the other color (blue, green, an accessory or a worker name)
   cutover logs scheduler -n 50    a worker's last 50 lines
-  cutover --host deploy@box logs -f";
+  cutover --host admin@box logs -f";
 
 #[derive(Debug, Args)]
 #[command(after_help = LOGS_HELP)]
@@ -561,7 +561,7 @@ Examples:
   cutover exec -- /app healthcheck
   cutover exec --color green -- sh -c 'echo $HOSTNAME'
   cutover exec --service scheduler -- sh
-  cutover --host deploy@box exec -- ./manage.py check";
+  cutover --host admin@box exec -- ./manage.py check";
 
 #[derive(Debug, Args)]
 #[command(after_help = EXEC_HELP)]

@@ -63,7 +63,9 @@ pub fn sudoers(
         for word in &words {
             // Sudoers splits arguments on blanks and gives these characters meaning: such a
             // word cannot be allowed exactly, so none is allowed loosely.
-            if word.is_empty() || word.contains(|c: char| c.is_whitespace() || "\\,:=()\"'#!*?[]%".contains(c)) {
+            if word.is_empty()
+                || word.contains(|c: char| c.is_whitespace() || "\\,:=()\"'#!*?[]%".contains(c))
+            {
                 anyhow::bail!(
                     "`{}`: the word {word:?} cannot be written exactly in a sudoers rule; \
                      use plain words in nginx.test / nginx.reload",
@@ -126,8 +128,8 @@ fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
         return Ok(());
     };
     step.summary(format!("{user} switches {}", files.include_path.display()));
-    let passwd = std::fs::read_to_string(step.target.path(Path::new("/etc/passwd")))
-        .unwrap_or_default();
+    let passwd =
+        std::fs::read_to_string(step.target.path(Path::new("/etc/passwd"))).unwrap_or_default();
     let entry = passwd_entry(&passwd, &user);
     if entry.is_none() && step.target.live() {
         anyhow::bail!("there is no user {user} on this box (--user, else $SUDO_USER)");
@@ -137,9 +139,10 @@ fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     let commands = [files.test.as_slice(), files.reload.as_slice()];
     let resolve = |program: &str| {
         let found = super::sbin(program);
-        found.is_absolute().then_some(found).or_else(|| {
-            crate::process::which(program)
-        })
+        found
+            .is_absolute()
+            .then_some(found)
+            .or_else(|| crate::process::which(program))
     };
     let Some(text) = sudoers(&user, &commands, resolve)? else {
         return Ok(());
@@ -166,7 +169,10 @@ fn include_dir(
 ) -> anyhow::Result<()> {
     let path = step.target.path(dir);
     let Ok(meta) = std::fs::metadata(&path) else {
-        step.change(format!("create {} (mode 0755, owner {user})", path.display()));
+        step.change(format!(
+            "create {} (mode 0755, owner {user})",
+            path.display()
+        ));
         if step.dry_run() {
             return Ok(());
         }
@@ -181,7 +187,10 @@ fn include_dir(
         return Ok(());
     }
     if dir.starts_with(home) && home != Path::new("/") {
-        step.change(format!("chown {user} {} (it is under {user}'s home)", path.display()));
+        step.change(format!(
+            "chown {user} {} (it is under {user}'s home)",
+            path.display()
+        ));
         if step.dry_run() {
             return Ok(());
         }
@@ -240,25 +249,41 @@ fn validate(text: &str) -> anyhow::Result<()> {
 }
 
 /// The directory for the image's user, and the drop-in staged, checked, then installed.
+/// Without a config, or with root's include and commands, a note says what deploys as the
+/// image's user would need.
 fn cloud_init(instance: &Instance<'_>, view: &mut View) {
-    let Some(files) = &instance.opts.nginx else {
-        return;
-    };
     let user = &instance.user;
-    if user == "root" {
-        return;
-    }
-    let Some(dir) = files.include_path.parent().filter(|d| d.is_absolute()) else {
+    let Some(files) = &instance.opts.nginx else {
+        view.note("no cutover.yml: no include directory or sudoers rule for the deploy user");
         return;
     };
-    if dir.starts_with("/home") {
-        view.run(&["install", "-d", "-m", "0755", "-o", user, "-g", user, &dir.display().to_string()]);
+    let Some(dir) = files.include_path.parent().filter(|d| d.is_absolute()) else {
+        view.note("nginx.include is not an absolute path: no include directory made");
+        return;
+    };
+    let in_home = dir.starts_with("/home");
+    if in_home && user != "root" {
+        let dir = dir.display().to_string();
+        view.run(&["install", "-d", "-m", "0755", "-o", user, "-g", user, &dir]);
     }
     let commands = [files.test.as_slice(), files.reload.as_slice()];
     // At first boot nginx is where the image's package puts it.
     let resolve = |program: &str| Some(Path::new("/usr/sbin").join(program));
-    let Ok(Some(text)) = sudoers(user, &commands, resolve) else {
-        return;
+    let text = match sudoers(user, &commands, resolve) {
+        Ok(Some(text)) if user != "root" => text,
+        Ok(_) if in_home || user == "root" => return,
+        Ok(_) => {
+            view.note(format!(
+                "nginx.include is in {} and nginx runs without sudo: deploys must run as root; \
+                 for deploys as {user}, `cutover init --user {user}` writes the config",
+                dir.display()
+            ));
+            return;
+        }
+        Err(err) => {
+            view.note(format!("no sudoers rule for {user}: {err:#}"));
+            return;
+        }
     };
     let staged = format!("/etc/cutover/sudoers-cutover-{}", user.replace('.', "_"));
     view.file(staged.clone(), "0440", text);

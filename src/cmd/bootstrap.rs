@@ -224,7 +224,8 @@ fn human_listed(report: &Report, took: std::time::Duration, listed: bool) -> Str
             let _ = writeln!(out, "  {cmd}");
         }
     }
-    if let (Some(path), Some(recipient), true) = (&report.identity_path, &report.recipient, listed) {
+    if let (Some(path), Some(recipient), true) = (&report.identity_path, &report.recipient, listed)
+    {
         let _ = writeln!(
             out,
             "box identity {}\n  public key: {recipient} (already in secrets/recipients.txt)",

@@ -53,6 +53,8 @@ pub fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<ExitCode> {
         Some(name) => Name::parse(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?,
         None => project_name_for(&dir)?,
     };
+    // Checked before anything is created: a mistake leaves no half-made project.
+    let facts = Facts::of(&args, &project)?;
     std::fs::create_dir_all(dir.join("secrets"))
         .and_then(|()| std::fs::create_dir_all(dir.join("templates")))
         .with_context(|| format!("could not create directories in {}", dir.display()))?;
@@ -60,7 +62,6 @@ pub fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<ExitCode> {
     let mut env = minijinja::Environment::new();
     env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
     env.set_keep_trailing_newline(true);
-    let facts = Facts::of(&args, &project)?;
     let config_text = env
         .render_str(
             CONFIG_TEMPLATE,
@@ -109,7 +110,8 @@ impl Facts {
             .image
             .clone()
             .unwrap_or_else(|| project.as_str().to_string());
-        crate::config::image_ref::check_repository(&image).map_err(|why| anyhow::anyhow!("--image: {why}"))?;
+        crate::config::image_ref::check_repository(&image)
+            .map_err(|why| anyhow::anyhow!("--image: {why}"))?;
         let port = args.port.unwrap_or(8080);
         if port == 0 {
             bail!("--port 0: expected the port the app listens on in its container (1-65535)");

@@ -146,7 +146,7 @@ pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode
         if let Some(target) = cli.host.as_ref().filter(|_| flag_given) {
             eprintln!(
                 "error: `cutover {}` works on this machine's files; run it without --host {target} \
-                 (and without CUTOVER_HOST)",
+                 (it ignores CUTOVER_HOST and remote.host)",
                 command_name(&cli.command)
             );
             return Ok(Some(ExitCode::from(2)));
@@ -501,7 +501,10 @@ impl BoxLine {
 /// cannot create files in: the box's own check (`Nginx::check_writable`, access(2)) would
 /// refuse the deploy only after the image and the project had been sent. `test -w`/`-x` are
 /// access(2) too; a directory that does not exist yet is left to the box, as there.
-fn check_include_writable(session: &mut ssh::Session, include: &std::path::Path) -> anyhow::Result<()> {
+fn check_include_writable(
+    session: &mut ssh::Session,
+    include: &std::path::Path,
+) -> anyhow::Result<()> {
     let Some(dir) = include.parent().filter(|d| d.is_absolute()) else {
         return Ok(());
     };
