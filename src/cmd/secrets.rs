@@ -217,12 +217,52 @@ fn keygen(
     } else {
         None
     };
-    let new = keys::NewIdentity::generate();
-    keys::write_identity_file(&out, &new.file_text, force)
-        .with_context(|| format!("failed to write the identity to {}", out.display()))?;
-    say(&format!("wrote a new identity to {} (0600)", out.display()));
+    // A second project on the same laptop: its identity already exists, so --add makes that
+    // identity a recipient here and keeps it; only --force ever replaces a key.
+    let existing = if out.exists() {
+        Some(secrets::Identities::from_file(&out)?)
+    } else {
+        None
+    };
+    let public_key = match (&existing, add, force) {
+        (Some(identity), true, false) => {
+            let key = identity
+                .public_keys()
+                .first()
+                .cloned()
+                .with_context(|| format!("the identity file {} holds no key", out.display()))?;
+            say(&format!(
+                "kept the existing identity {} (only --force replaces it)",
+                out.display()
+            ));
+            key
+        }
+        _ => {
+            if let (Some(identity), true) = (&existing, force) {
+                say(&format!(
+                    "replacing {}: its key {} is lost, and a file encrypted only to it can \
+                     no longer be decrypted",
+                    out.display(),
+                    identity.public_keys().join(", ")
+                ));
+            }
+            let new = keys::NewIdentity::generate();
+            keys::write_identity_file(&out, &new.file_text, force)
+                .with_context(|| format!("failed to write the identity to {}", out.display()))?;
+            say(&format!("wrote a new identity to {} (0600)", out.display()));
+            new.public_key
+        }
+    };
     if let Some(recipients) = recipients {
-        let text = recipients.text_with(&new.public_key, "`cutover secrets keygen --add`");
+        if recipients.contains(&public_key) {
+            say(&format!(
+                "the public key is already in {}",
+                rel(ctx, &recipients_path)
+            ));
+            outln!("{public_key}")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let text = recipients.text_with(&public_key, "`cutover secrets keygen --add`");
         store::write_atomic(&recipients_path, text.as_bytes(), 0o644)
             .with_context(|| format!("failed to update {}", rel(ctx, &recipients_path)))?;
         say(&format!(
@@ -230,7 +270,7 @@ fn keygen(
             rel(ctx, &recipients_path)
         ));
     }
-    outln!("{}", new.public_key)?;
+    outln!("{public_key}")?;
     Ok(ExitCode::SUCCESS)
 }
 

@@ -53,8 +53,10 @@ pub enum SecretsError {
         reason: String,
     },
     #[error(
-        "identity file {} already exists; pass --force to overwrite it (the old key is lost) \
-         or --out PATH to write elsewhere",
+        "identity file {} already exists; `cutover secrets keygen --add` adds its public key \
+         to this project's recipients and keeps it, --out PATH writes a new one elsewhere, and \
+         --force replaces it (the old key is lost: files encrypted only to it cannot be \
+         decrypted again)",
         .path.display()
     )]
     IdentityExists { path: PathBuf },

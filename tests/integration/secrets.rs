@@ -310,6 +310,73 @@ fn keygen_defaults_to_the_per_user_path_and_add_appends_the_recipient() {
     assert_eq!(stdout(&out), "A\n");
 }
 
+#[test]
+fn keygen_add_in_a_second_project_adds_the_existing_key_and_only_force_replaces_it() {
+    let p = SecretsDir::new();
+    let first = p
+        .bare()
+        .args(["secrets", "keygen", "--add"])
+        .assert()
+        .success();
+    let public = stdout(&first).trim().to_string();
+    let identity = p.config_home().join("cutover/identity.txt");
+    let key_text = fs::read_to_string(&identity).unwrap();
+
+    // A second project: its recipients do not list this laptop's key yet.
+    fs::write(p.recipients(), format!("{}\n", test_public_key())).unwrap();
+    let second = p
+        .bare()
+        .args(["secrets", "keygen", "--add"])
+        .assert()
+        .success();
+    assert_eq!(
+        stdout(&second).trim(),
+        public,
+        "the existing key, not a new one"
+    );
+    assert!(
+        stderr(&second).contains("kept the existing identity"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(fs::read_to_string(&identity).unwrap(), key_text);
+    let recipients = fs::read_to_string(p.recipients()).unwrap();
+    assert_eq!(recipients.matches(&public).count(), 1, "{recipients}");
+    // Again: nothing to add, no duplicate line.
+    let again = p
+        .bare()
+        .args(["secrets", "keygen", "--add"])
+        .assert()
+        .success();
+    assert!(stderr(&again).contains("already in"), "{}", stderr(&again));
+    assert_eq!(fs::read_to_string(p.recipients()).unwrap(), recipients);
+
+    // Without --add an existing identity is refused, naming both ways on.
+    fails_with(
+        p.bare().args(["secrets", "keygen"]),
+        &[
+            "already exists",
+            "keygen --add",
+            "--force",
+            "the old key is lost",
+        ],
+        "AGE-SECRET-KEY",
+    );
+    // --force replaces it and says which key is lost.
+    let forced = p
+        .bare()
+        .args(["secrets", "keygen", "--force"])
+        .assert()
+        .success();
+    assert_ne!(stdout(&forced).trim(), public);
+    let said = stderr(&forced);
+    assert!(
+        said.contains(&format!("its key {public} is lost")),
+        "{said}"
+    );
+    assert!(!said.contains("AGE-SECRET-KEY"), "{said}");
+}
+
 // --- encrypt / show -----------------------------------------------------------------------
 
 #[test]
