@@ -341,15 +341,23 @@ pub enum SecretsCommand {
     },
     /// Edit a secrets file in $EDITOR (plaintext lives in a 0600 file on tmpfs, then removed)
     Edit {
-        /// Secrets file name
+        /// Secrets file name (`prod` or `prod.env.age`: secrets/prod.env.age)
         name: String,
+        /// Make a new secrets file when NAME has none (without it, an unknown NAME is an
+        /// error listing the existing ones: a typo never creates a file)
+        #[arg(long)]
+        create: bool,
     },
     /// Set KEY from stdin (or a generated value); values are never taken from argv
     Set {
-        /// Secrets file name
+        /// Secrets file name (`prod` or `prod.env.age`: secrets/prod.env.age)
         name: String,
         /// Key to set
         key: String,
+        /// Make a new secrets file when NAME has none (without it, an unknown NAME is an
+        /// error listing the existing ones: a typo never creates a file)
+        #[arg(long)]
+        create: bool,
         /// Generate a random value of N characters (1 to 65536) instead of reading stdin
         #[arg(long, value_name = "N", value_parser = generated_length())]
         generate: Option<usize>,

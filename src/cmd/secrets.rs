@@ -32,12 +32,13 @@ pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
             force,
         } => encrypt(ctx, &file, name, rm, force, &say),
         SecretsCommand::Show { name, keys, json } => show(ctx, &name, keys, json),
-        SecretsCommand::Edit { name } => edit(ctx, &name, &say),
+        SecretsCommand::Edit { name, create } => edit(ctx, &name, create, &say),
         SecretsCommand::Set {
             name,
             key,
+            create,
             generate,
-        } => set(ctx, &name, &key, generate, &say),
+        } => set(ctx, &name, &key, generate, create, &say),
         SecretsCommand::Unset { name, key } => {
             let identities = identity(ctx)?;
             let path = secrets::unset_key(&ctx.dir, &name, &key, &identities)
@@ -103,6 +104,7 @@ fn set(
     name: &str,
     key: &str,
     generate: Option<usize>,
+    create: bool,
     say: &dyn Fn(&str),
 ) -> anyhow::Result<ExitCode> {
     let identities = identity(ctx)?;
@@ -111,7 +113,7 @@ fn set(
         Some(n) => (generated(n), None),
         None => read_value_from_stdin(key)?,
     };
-    let outcome = secrets::set_key(&ctx.dir, name, key, &value, &identities)
+    let outcome = secrets::set_key(&ctx.dir, name, key, &value, &identities, create)
         .with_context(|| format!("failed to set {key} in secrets `{name}`"))?;
     let what = match (outcome.created_file, outcome.replaced) {
         (true, _) => "created",
@@ -305,10 +307,10 @@ fn show(ctx: &Context, name: &str, keys_only: bool, json: bool) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-fn edit(ctx: &Context, name: &str, say: &dyn Fn(&str)) -> anyhow::Result<ExitCode> {
+fn edit(ctx: &Context, name: &str, create: bool, say: &dyn Fn(&str)) -> anyhow::Result<ExitCode> {
     let identities = identity(ctx)?;
     let editor = edit::editor_command();
-    let report = secrets::edit_secret(&ctx.dir, name, &identities, |path| {
+    let report = secrets::edit_secret(&ctx.dir, name, &identities, create, |path| {
         let cmd = Cmd::new(&editor[0], "run the editor")
             .args(&editor[1..])
             .arg(path);

@@ -299,7 +299,7 @@ fn keygen_defaults_to_the_per_user_path_and_add_appends_the_recipient() {
 
     // The default identity is found without any flag or variable.
     p.bare()
-        .args(["secrets", "set", "new", "A", "--generate", "8"])
+        .args(["secrets", "set", "new", "A", "--generate", "8", "--create"])
         .assert()
         .success();
     let out = p
@@ -924,11 +924,43 @@ fn set_creates_a_missing_file_and_values_round_trip_through_quoting() {
     let p = SecretsDir::new();
     let value = "line1\nline2 \"quoted\" \\ # not a comment\t$X";
     p.cmd()
-        .args(["secrets", "set", "fresh", "WEIRD"])
+        .args(["secrets", "set", "fresh", "WEIRD", "--create"])
         .write_stdin(format!("{value}\n"))
         .assert()
         .success();
     assert_eq!(p.show_json("fresh")["WEIRD"], value);
+}
+
+#[test]
+fn a_typo_in_a_secrets_name_creates_nothing_and_lists_the_files_there_are() {
+    let p = SecretsDir::new();
+    p.encrypt("prod", "A=1\n");
+    p.encrypt("staging", "A=2\n");
+    let before = p.snapshot();
+    for args in [
+        &["secrets", "set", "prodd", "KEY"][..],
+        &["secrets", "edit", "prodd"],
+    ] {
+        let se = fails_with(
+            p.cmd().args(args).write_stdin("value-of-the-typo\n"),
+            &[
+                "there is no secrets file `prodd`",
+                "existing: prod, staging",
+                "--create",
+            ],
+            "value-of-the-typo",
+        );
+        assert!(se.contains("prodd.env.age"), "{se}");
+        assert_eq!(p.snapshot(), before, "{args:?} changed a file");
+    }
+    // The file's own name means the same file.
+    assert_eq!(p.show("prod.env.age"), "A=1\n");
+    p.cmd()
+        .args(["secrets", "set", "prod.env.age", "B"])
+        .write_stdin("2\n")
+        .assert()
+        .success();
+    assert_eq!(p.show_json("prod")["B"], "2");
 }
 
 /// `secrets set` drops exactly one trailing newline from stdin (what `echo` adds) and says so;
@@ -938,7 +970,7 @@ fn secrets_set_says_when_it_drops_the_trailing_newline() {
     let project = Project::new().demo_secrets();
     let set = |key: &str, stdin: &str| {
         project
-            .cutover_with_stdin(["secrets", "set", "prod", key], stdin)
+            .cutover_with_stdin(["secrets", "set", "prod", key, "--create"], stdin)
             .success()
             .stderr
     };
