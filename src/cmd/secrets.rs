@@ -96,7 +96,52 @@ fn encrypt(
             .with_context(|| format!("failed to remove {}", file.display()))?;
         say(&format!("removed the plaintext {}", file.display()));
     }
+    list_for_the_app(ctx, &dest, say);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A new secrets file that no service lists reaches no container: add it to `app.secrets`
+/// when the config writes that key as an inline list (as `init` does), checked by loading
+/// the result (else the old text stays); otherwise say which line to add. Best effort: the
+/// file itself is written either way, and a project without a valid config is left alone.
+fn list_for_the_app(ctx: &Context, secret: &Path, say: &dyn Fn(&str)) {
+    let Ok(loaded) = crate::config::load(&ctx.config_path, &ctx.dir) else {
+        return;
+    };
+    let Some(name) = secret.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let file = format!("secrets/{name}");
+    if !crate::config::unlisted_secrets(&loaded).contains(&file) {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(&loaded.path) else {
+        return;
+    };
+    let written = crate::config::with_app_secret(&text, &file).is_some_and(|new| {
+        let mode = std::fs::metadata(&loaded.path).map_or(0o644, |m| {
+            std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777
+        });
+        crate::atomic::write(&loaded.path, new.as_bytes(), mode).is_ok()
+            && match crate::config::load(&ctx.config_path, &ctx.dir) {
+                Ok(_) => true,
+                Err(_) => {
+                    let _ = crate::atomic::write(&loaded.path, text.as_bytes(), mode);
+                    false
+                }
+            }
+    });
+    if written {
+        say(&format!(
+            "listed {file} in app.secrets in {}: the app gets its keys at the next deploy",
+            rel(ctx, &loaded.path)
+        ));
+    } else {
+        say(&format!(
+            "note: {}",
+            crate::config::unlisted_warning(&loaded, &file)
+        ));
+    }
 }
 
 fn set(
@@ -124,6 +169,9 @@ fn set(
         Some(n) => format!(" (generated, {n} characters)"),
         None => String::new(),
     };
+    if outcome.created_file {
+        list_for_the_app(ctx, &outcome.path, say);
+    }
     let verb = if outcome.created_file { "set" } else { what };
     say(&format!(
         "{verb} {key}{how} in {}{}",
@@ -309,6 +357,7 @@ fn show(ctx: &Context, name: &str, keys_only: bool, json: bool) -> anyhow::Resul
 
 fn edit(ctx: &Context, name: &str, create: bool, say: &dyn Fn(&str)) -> anyhow::Result<ExitCode> {
     let identities = identity(ctx)?;
+    let existed = store::secret_path(&ctx.dir, name).is_ok_and(|p| p.exists());
     let editor = edit::editor_command();
     let report = secrets::edit_secret(&ctx.dir, name, &identities, create, |path| {
         let cmd = Cmd::new(&editor[0], "run the editor")
@@ -360,6 +409,9 @@ fn edit(ctx: &Context, name: &str, create: bool, say: &dyn Fn(&str)) -> anyhow::
                 parts.join("; ")
             ));
         }
+    }
+    if !existed && report.path.exists() {
+        list_for_the_app(ctx, &report.path, say);
     }
     Ok(ExitCode::SUCCESS)
 }

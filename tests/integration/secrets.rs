@@ -963,6 +963,97 @@ fn a_typo_in_a_secrets_name_creates_nothing_and_lists_the_files_there_are() {
     assert_eq!(p.show_json("prod")["B"], "2");
 }
 
+/// The scaffold's cutover.yml (`cutover init`) in the project.
+fn scaffold_config(p: &SecretsDir) {
+    let other = tempfile::tempdir().unwrap();
+    cutover(other.path())
+        .args(["init", "app"])
+        .assert()
+        .success();
+    fs::copy(
+        other.path().join("app/cutover.yml"),
+        p.dir().join("cutover.yml"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_encrypted_file_reaches_the_app_and_an_unlisted_one_is_warned_about() {
+    let p = SecretsDir::new();
+    scaffold_config(&p);
+    let plain = p.dir().join("prod.env");
+    fs::write(&plain, "DB_PASSWORD=hunter2-and-more\n").unwrap();
+    let out = p
+        .cmd()
+        .args(["secrets", "encrypt", "prod.env", "--rm"])
+        .assert()
+        .success();
+    let said = stderr(&out);
+    assert!(
+        said.contains("listed secrets/prod.env.age in app.secrets in cutover.yml"),
+        "{said}"
+    );
+    let config = fs::read_to_string(p.dir().join("cutover.yml")).unwrap();
+    assert!(
+        config.contains("  secrets: [secrets/prod.env.age]  # e.g."),
+        "{config}"
+    );
+    let check = p.cmd().args(["render", "--check"]).assert().success();
+    assert!(
+        !stderr(&check).contains("listed by no service"),
+        "{}",
+        stderr(&check)
+    );
+
+    // A file the config cannot take automatically (a block list): a note, and every command
+    // that loads the config warns, naming the line to add.
+    fs::write(
+        p.dir().join("cutover.yml"),
+        config.replace(
+            "  secrets: [secrets/prod.env.age]  # e.g.",
+            "  secrets:\n    - secrets/prod.env.age\n  # e.g.",
+        ),
+    )
+    .unwrap();
+    let out = p
+        .cmd()
+        .args(["secrets", "set", "extra", "TOKEN", "--create"])
+        .write_stdin("t0ken-value\n")
+        .assert()
+        .success();
+    let said = stderr(&out);
+    assert!(
+        said.contains("note: secrets/extra.env.age is listed by no service"),
+        "{said}"
+    );
+    for args in [&["render", "--check"][..], &["deploy", "--dry-run"]] {
+        let out = p.cmd().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.contains("warning: secrets/extra.env.age is listed by no service, so its keys reach no container")
+                && err.contains("`secrets: [secrets/extra.env.age]`"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("t0ken-value"), "{err}");
+    }
+
+    // A bare name in app.secrets names the form that works.
+    let text = fs::read_to_string(p.dir().join("cutover.yml")).unwrap();
+    fs::write(
+        p.dir().join("cutover.yml"),
+        text.replace("    - secrets/prod.env.age", "    - prod"),
+    )
+    .unwrap();
+    fails_with(
+        p.cmd().args(["render", "--check"]),
+        &[
+            "app.secrets: secrets file",
+            "list it by its path: app.secrets: [secrets/prod.env.age]",
+        ],
+        "hunter2",
+    );
+}
+
 /// `secrets set` drops exactly one trailing newline from stdin (what `echo` adds) and says so;
 /// a second one is kept.
 #[test]
