@@ -31,6 +31,13 @@ pub fn run_deploy(
     let loaded = super::load_config(ctx)?;
     let lock_wait = lock_wait(&common)?;
     if let Some(image) = &image {
+        if let Some(why) = crate::config::image_ref::indistinct_tag(image) {
+            eprintln!(
+                "warning: --image {image}: {why}; rollback and history cannot tell such \
+                 releases apart: tag each build (e.g. {}:v2 or the commit sha)",
+                crate::config::image_ref::repository(image)
+            );
+        }
         let repo = crate::config::image_ref::repository(&loaded.config.app.image);
         if crate::config::image_ref::repository(image) != repo {
             eprintln!(

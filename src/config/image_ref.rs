@@ -106,6 +106,20 @@ pub fn check_repository(reference: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Why `reference` names no particular release: no tag (docker reads it as `:latest`) or
+/// `:latest` itself; `None` for a tag or a digest, which do.
+pub fn indistinct_tag(reference: &str) -> Option<&'static str> {
+    if reference.contains('@') {
+        return None;
+    }
+    let repo = repository(reference);
+    match reference.get(repo.len() + 1..) {
+        None => Some("no tag, so docker takes `:latest`"),
+        Some("latest") => Some("`:latest` is whatever was built last"),
+        Some(_) => None,
+    }
+}
+
 /// `app` → `app:latest`, `docker.io/library/app:v1` → `app:v1`: references as `docker images`
 /// names them, so a container's reference and a listed image compare equal.
 pub fn normalize(reference: &str) -> String {
@@ -123,6 +137,24 @@ pub fn normalize(reference: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untagged_and_latest_name_no_release_and_app_image_takes_no_tag() {
+        assert!(indistinct_tag("myapp").is_some());
+        assert!(indistinct_tag("registry:5000/app").is_some());
+        assert!(indistinct_tag("myapp:latest").is_some());
+        assert_eq!(indistinct_tag("myapp:v1"), None);
+        assert_eq!(indistinct_tag("registry:5000/app:v1"), None);
+        let digest = format!("myapp@sha256:{}", "a".repeat(64));
+        assert_eq!(indistinct_tag(&digest), None);
+        assert!(check_repository("registry:5000/app").is_ok());
+        let err = check_repository("myapp:latest").unwrap_err();
+        assert!(
+            err.contains("app.image is the repository alone (`myapp`)"),
+            "{err}"
+        );
+        assert!(check_repository(&digest).is_err());
+    }
 
     #[test]
     fn repository_strips_tag_and_digest_but_not_registry_port() {
