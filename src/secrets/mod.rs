@@ -469,7 +469,7 @@ pub fn edit_secret(
     name: &str,
     identities: &Identities,
     create: bool,
-    run_editor: impl FnOnce(&Path) -> Result<(), SecretsError>,
+    run_editor: impl FnMut(&Path) -> Result<(), SecretsError>,
 ) -> Result<EditReport, SecretsError> {
     let path = existing_or_created(project, name, create)?;
     let recipients = keys::Recipients::load(&store::recipients_path(project))?;
@@ -486,9 +486,9 @@ pub fn edit_secret(
         .and_then(|n| n.to_str())
         .map(|n| n.trim_end_matches(".age").to_string())
         .unwrap_or_else(|| "secrets.env".into());
-    let (outcome, on_tmpfs) = edit::edit_text(&original, &label, run_editor)?;
+    let check = |entries: &[dotenv::Entry]| check_entries(entries, &path);
+    let (outcome, on_tmpfs) = edit::edit_text(&original, &label, run_editor, check)?;
     if let edit::Outcome::Changed { text, .. } = &outcome {
-        check_entries(&dotenv::parse(text.expose_secret(), &label)?, &path)?;
         let ciphertext = store::seal(text, &label, &recipients, Some(identities), &path)?;
         store::write_atomic(&path, &ciphertext, 0o644)?;
     }

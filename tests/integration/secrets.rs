@@ -1160,6 +1160,68 @@ fn edit_refuses_invalid_content_and_keeps_the_original() {
     assert_eq!(p.snapshot(), before);
 }
 
+#[test]
+fn a_failed_edit_reopens_the_editor_with_the_error_on_top_and_saves_the_fix() {
+    let p = SecretsDir::new();
+    let secret = marker("reopen");
+    p.encrypt("prod", &format!("A={secret}\n"));
+    let log = p.root().join("editor.log");
+    // First open: a broken line. Reopened: what it saw on top goes to the log, then the fix.
+    let ed = editor(
+        &p,
+        &format!(
+            "echo open >> {log}\n\
+             if grep -q '^# cutover: ' \"$1\"; then\n\
+               grep '^# cutover: ' \"$1\" >> {log}\n\
+               sed -i -e '/^this line is not valid$/d' \"$1\"\n\
+               echo B=2 >> \"$1\"\n\
+             else\n\
+               echo 'this line is not valid' >> \"$1\"\n\
+             fi",
+            log = log.display()
+        ),
+    );
+    let out = p
+        .cmd()
+        .env("EDITOR", &ed)
+        .args(["secrets", "edit", "prod"])
+        .assert()
+        .success();
+    assert!(stderr(&out).contains("added B"), "{}", stderr(&out));
+    let seen = fs::read_to_string(&log).unwrap();
+    assert_eq!(seen.matches("open").count(), 2, "{seen}");
+    for needle in [
+        "# cutover: this edit was not saved:",
+        "prod.env:2",
+        "expected KEY=VALUE",
+        "save without a change to give up",
+    ] {
+        assert!(seen.contains(needle), "{needle}: {seen}");
+    }
+    assert!(!seen.contains(&secret), "{seen}");
+    // The header never reaches the encrypted file.
+    assert_eq!(p.show("prod"), format!("A={secret}\nB=2\n"));
+
+    // Reopened and saved unchanged: give up with the error, nothing written.
+    let before = p.snapshot();
+    fs::remove_file(&log).unwrap();
+    let ed = editor(
+        &p,
+        &format!(
+            "echo open >> {log}\n\
+             grep -q '^# cutover: ' \"$1\" || echo 'still not valid' >> \"$1\"",
+            log = log.display()
+        ),
+    );
+    fails_with(
+        p.cmd().env("EDITOR", &ed).args(["secrets", "edit", "prod"]),
+        &["prod.env:3", "expected KEY=VALUE"],
+        &secret,
+    );
+    assert_eq!(fs::read_to_string(&log).unwrap().matches("open").count(), 2);
+    assert_eq!(p.snapshot(), before);
+}
+
 // --- rekey / rotate -----------------------------------------------------------------------
 
 #[test]
