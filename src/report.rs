@@ -62,6 +62,16 @@ pub fn duration(d: std::time::Duration) -> String {
 /// Every other write error (a full disk behind `> file`) is a [`StdoutError`].
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
 
+/// Set by the first byte a command writes to stdout: a `--json` command that fails before
+/// printing its document gets the failure document instead (`cmd/failure.rs`), and one that
+/// printed its own gets nothing more, so stdout holds exactly one document either way.
+static STDOUT_WRITTEN: AtomicBool = AtomicBool::new(false);
+
+/// Whether anything was written to stdout through [`stdout`].
+pub fn stdout_written() -> bool {
+    STDOUT_WRITTEN.load(Ordering::Relaxed)
+}
+
 /// Stdout could not be written for a reason other than its reader going away.
 #[derive(Debug, thiserror::Error)]
 #[error("could not write to stdout")]
@@ -91,6 +101,9 @@ impl Stdout {
 /// For writers that take `io::Write` (clap_complete); same closed-reader rule.
 impl std::io::Write for Stdout {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() {
+            STDOUT_WRITTEN.store(true, Ordering::Relaxed);
+        }
         if stdout_gone() {
             return Ok(buf.len());
         }

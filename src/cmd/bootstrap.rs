@@ -123,7 +123,10 @@ fn run_steps(
     let report = bootstrap::run(opts);
     let took = started.elapsed();
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+        )?;
     } else if !ctx.quiet() || report.failed().is_some() {
         let listed = recipient_listed(loaded, report.recipient.as_deref());
         out!("{}", human_listed(&report, took, listed))?;

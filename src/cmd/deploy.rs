@@ -167,7 +167,10 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     };
     if json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+        )?;
         return Ok(code);
     }
     outln!(
@@ -303,7 +306,10 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
         &report.kept_with_errors,
     );
     if args.json {
-        outln!("{}", serde_json::to_string(&report)?)?;
+        outln!(
+            "{}",
+            serde_json::to_string(&super::failure::versioned(&report))?
+        )?;
     } else {
         let verb = if args.dry_run {
             "would remove"
