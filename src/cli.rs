@@ -220,6 +220,10 @@ pub struct RenderArgs {
     /// Image to render for the idle color [default: the recorded images]
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
+    /// Instead: write cutover's built-in templates into DIR (e.g. templates/, where a file
+    /// overrides the built-in of its name); existing files are left alone
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "check", "image"])]
+    pub templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

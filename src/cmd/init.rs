@@ -28,7 +28,8 @@ Templates placed here replace cutover's built-in template of the same name:
   nginx-site.conf.j2    the nginx server block (installed by `cutover bootstrap`)
   service-url.inc.j2    the nginx include that points at the active color
 
-Start from the built-in ones in cutover's repository (templates/). Undefined variables are
+Start from the built-in ones: `cutover render --templates templates/` writes them here (a
+file already here is kept). Delete the ones you do not change. Undefined variables are
 errors, so `cutover render --check` catches a typo before a deploy does.
 ";
 

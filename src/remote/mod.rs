@@ -72,6 +72,8 @@ fn reach(command: &Command) -> Reach {
         }
         // User-data for a box that does not exist yet.
         Command::Bootstrap(a) if a.cloud_init => Reach::LocalOnly,
+        // The built-in templates, written into this project.
+        Command::Render(a) if a.templates.is_some() => Reach::LocalOnly,
         // `run` uses the project as last deployed: the serving color's compose file.
         Command::Status(_) | Command::History(_) | Command::Prune(_) | Command::Run(_) => {
             Reach::BoxState

@@ -143,6 +143,47 @@ fn init_with_the_three_facts_and_a_sudo_user_writes_a_config_that_needs_no_edit(
 }
 
 #[test]
+fn render_templates_writes_the_built_ins_to_start_an_override_and_keeps_existing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    cutover(dir.path())
+        .args(["init", "shop"])
+        .assert()
+        .success();
+    let project = dir.path().join("shop");
+    let mine = "# my own site\n";
+    std::fs::write(project.join("templates/nginx-site.conf.j2"), mine).unwrap();
+    let out = cutover(&project)
+        .args(["render", "--templates", "templates"])
+        .assert()
+        .success();
+    let said = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        said.contains("kept") && said.contains("nginx-site.conf.j2"),
+        "{said}"
+    );
+    let repo = crate::common::repo_root().join("templates");
+    for name in [
+        "compose.yml.j2",
+        "service-url.inc.j2",
+        "ci/github-deploy.yml.j2",
+    ] {
+        assert_eq!(
+            read(&project.join("templates").join(name)),
+            read(&repo.join(name)),
+            "{name}"
+        );
+    }
+    assert_eq!(read(&project.join("templates/nginx-site.conf.j2")), mine);
+    // The written copies are what a project override reads: it still renders.
+    std::fs::remove_file(project.join("templates/nginx-site.conf.j2")).unwrap();
+    cutover(&project)
+        .args(["render", "--check"])
+        .assert()
+        .success();
+    assert!(read(&project.join("templates/README.md")).contains("cutover render --templates"));
+}
+
+#[test]
 fn init_gitignore_keeps_plaintext_env_files_out_of_git() {
     if !require("git", "check what git ignores") {
         return;
