@@ -102,8 +102,17 @@ pub fn run_deploy(
         eprintln!("{}", maintenance_line(m));
     }
     match deployer.run(&request, &mut printer) {
-        Ok(summary) => {
+        Ok(mut summary) => {
             printer.clear_spinner();
+            if common.json {
+                // Decrypting happens here, before the engine: its time is a step of the
+                // document all the same (the text prints it as the first step line).
+                let decrypt = crate::state::StepTiming {
+                    step: crate::state::Step::Decrypt,
+                    ms: u64::try_from(secrets_took.as_millis()).unwrap_or(u64::MAX),
+                };
+                summary.steps.insert(0, decrypt);
+            }
             print_summary(ctx, &common, rollback, &summary, maintenance.as_ref())?;
             Ok(ExitCode::SUCCESS)
         }

@@ -215,6 +215,10 @@ fn json_documents_of_bootstrap_status_prune_and_a_planned_deploy_match_their_sch
         assert_eq!(code, Some(0), "{args:?}: {doc}");
         assert_eq!(doc["schema"], 1, "{args:?}: {doc}");
         validate(schema, &doc);
+        if args[0] == "deploy" {
+            // Decrypting is a step of the document like the others.
+            assert_eq!(doc["steps"][0]["step"], "decrypt", "{doc}");
+        }
     }
     // A schema that says too little would pass anything: a document missing a required
     // field is rejected (run the validator the other way once).
