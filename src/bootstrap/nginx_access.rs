@@ -137,14 +137,30 @@ fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     include_dir(step, &user, entry.as_ref(), dir)?;
 
     let commands = [files.test.as_slice(), files.reload.as_slice()];
+    // Not installed yet (a dry run on a fresh box, `--no-install`): where the package puts
+    // it, said in a note.
+    let missing = std::cell::RefCell::new(Vec::new());
     let resolve = |program: &str| {
         let found = super::sbin(program);
         found
             .is_absolute()
             .then_some(found)
             .or_else(|| crate::process::which(program))
+            .or_else(|| {
+                missing.borrow_mut().push(program.to_string());
+                Some(Path::new("/usr/sbin").join(program))
+            })
     };
-    let Some(text) = sudoers(&user, &commands, resolve)? else {
+    let rules = sudoers(&user, &commands, resolve)?;
+    let mut missing = missing.into_inner();
+    missing.dedup();
+    for program in missing {
+        step.note(format!(
+            "{program} is not installed yet: the sudoers rule names /usr/sbin/{program}, where \
+             its package puts it"
+        ));
+    }
+    let Some(text) = rules else {
         return Ok(());
     };
     let path = sudoers_path(&user);
