@@ -486,3 +486,62 @@ fn every_readme_section_a_message_names_exists() {
         );
     }
 }
+
+#[test]
+fn every_command_and_flag_of_the_readme_laptop_path_exists() {
+    let root = crate::common::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("## From a fresh laptop to a deployed box")
+        .nth(1)
+        .expect("the README has the laptop path");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its first sh block");
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for line in block.lines() {
+        let line = line.split(" # ").next().unwrap_or(line);
+        for command in line.split("&&").map(str::trim) {
+            let Some(rest) = command.strip_prefix("cutover ") else {
+                continue;
+            };
+            let mut words = rest.split_whitespace().peekable();
+            let mut path: Vec<&str> = Vec::new();
+            let mut flags: Vec<&str> = Vec::new();
+            while let Some(word) = words.next() {
+                if word == "--host" || word == "-C" {
+                    flags.push(word);
+                    words.next();
+                } else if word.starts_with("--") {
+                    flags.push(word);
+                } else if path.is_empty()
+                    || (path.len() == 1 && ["secrets", "tls", "maintenance"].contains(&path[0]))
+                {
+                    path.push(word);
+                }
+            }
+            let out = cutover(dir.path())
+                .args(&path)
+                .arg("--help")
+                .output()
+                .unwrap();
+            let help = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(out.status.success(), "cutover {path:?} --help: {help}");
+            for flag in flags {
+                assert!(
+                    help.contains(flag),
+                    "the README runs `{command}`, but `cutover {} --help` has no {flag}",
+                    path.join(" ")
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        checked >= 8,
+        "only {checked} cutover commands found in the laptop path"
+    );
+}
