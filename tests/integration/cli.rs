@@ -540,8 +540,9 @@ fn every_command_and_flag_of_the_readme_laptop_path_exists() {
             checked += 1;
         }
     }
+    // init, keygen, encrypt, render, bootstrap, deploy, init --ci.
     assert!(
-        checked >= 8,
+        checked >= 7,
         "only {checked} cutover commands found in the laptop path"
     );
 }
