@@ -8,7 +8,9 @@
 #      openssh-server for the `--host` tests, certbot and pebble, the ACME test CA with
 #      its mock DNS, for the HTTPS tests, jq + shellcheck for the CI workflow tests,
 #      busybox-static and python3 for the release tests, qemu-user-static for the aarch64
-#      binary, qemu-system-x86 and debootstrap for the VM suite and the cross root),
+#      binary, qemu-system-x86 and debootstrap for the VM suite and the cross root, sudo
+#      for visudo, which checks the sudoers drop-in bootstrap writes, python3-jsonschema,
+#      which validates the --json documents against docs/json/),
 #      with `apt-get update` only when something is missing;
 #   2. compose v2 from Debian trixie's `docker-compose` package, fetched WITHOUT touching the
 #      system's apt sources (a private source list, lists and cache under our cache dir),
@@ -115,15 +117,18 @@ declare -A pkg_for=(
     [qemu-system-x86_64]=qemu-system-x86
     [qemu-aarch64-static]=qemu-user-static
     [debootstrap]=debootstrap
+    [visudo]=sudo
 )
 missing=()
 for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 \
-    qemu-system-x86_64 qemu-aarch64-static debootstrap; do
+    qemu-system-x86_64 qemu-aarch64-static debootstrap visudo; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
 have docker || missing+=(docker.io)
+# The validator of the --json schemas in docs/json/ (tests/integration/json_contract.rs).
+python3 -c 'import jsonschema' >/dev/null 2>&1 || missing+=(python3-jsonschema)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 qemu-system-x86_64 qemu-aarch64-static debootstrap docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 qemu-system-x86_64 qemu-aarch64-static debootstrap visudo docker"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else

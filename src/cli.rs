@@ -34,8 +34,8 @@ Try it locally first: `cutover demo` runs a full blue/green cycle on a bundled d
 const DEPLOY_EXAMPLES: &str = "\
 Examples:
   cutover deploy --image myuser/app:v2                      on the box itself
-  cutover --host deploy@203.0.113.7 deploy --image app:v2   from a laptop or CI, over SSH
-  cutover --host deploy@203.0.113.7 deploy --image app:v2 --ship
+  cutover --host admin@203.0.113.7 deploy --image app:v2   from a laptop or CI, over SSH
+  cutover --host admin@203.0.113.7 deploy --image app:v2 --ship
                                       send the local image first (only the layers the box lacks)
 With `registry:` in cutover.yml, an image from that registry is pulled (after `docker login`)
 before anything starts.";
@@ -159,6 +159,21 @@ pub struct InitArgs {
     /// Project name [default: the directory's name]
     #[arg(long, conflicts_with = "ci")]
     pub name: Option<String>,
+    /// The app's image repository, without a tag (`deploy --image` picks the tag)
+    /// [default: the project name, as in `docker build -t <project>:v1 .`]
+    #[arg(long, value_name = "REPO", conflicts_with = "ci")]
+    pub image: Option<String>,
+    /// The port the app listens on inside its container [default: 8080]
+    #[arg(long, value_name = "PORT", conflicts_with = "ci")]
+    pub port: Option<u16>,
+    /// The path the health gate polls, e.g. /up [default: /health]
+    #[arg(long, value_name = "PATH", conflicts_with = "ci")]
+    pub health: Option<String>,
+    /// The SSH user who deploys on the box when it is not root (a cloud image's `admin`,
+    /// `ubuntu`, `ec2-user`): the include goes in /home/USER/nginx/ and nginx is tested and
+    /// reloaded through `sudo -n`, as `bootstrap` sets up
+    #[arg(long, value_name = "USER", conflicts_with = "ci")]
+    pub user: Option<String>,
     /// Instead: write a CI workflow for the existing cutover.yml (github:
     /// .github/workflows/deploy.yml: build, ship or push, deploy with `cutover --host`)
     #[arg(long, value_enum, value_name = "PROVIDER")]
@@ -205,6 +220,10 @@ pub struct RenderArgs {
     /// Image to render for the idle color [default: the recorded images]
     #[arg(long, value_name = "REF")]
     pub image: Option<String>,
+    /// Instead: write cutover's built-in templates into DIR (e.g. templates/, where a file
+    /// overrides the built-in of its name); existing files are left alone
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["out", "check", "image"])]
+    pub templates: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -326,15 +345,23 @@ pub enum SecretsCommand {
     },
     /// Edit a secrets file in $EDITOR (plaintext lives in a 0600 file on tmpfs, then removed)
     Edit {
-        /// Secrets file name
+        /// Secrets file name (`prod` or `prod.env.age`: secrets/prod.env.age)
         name: String,
+        /// Make a new secrets file when NAME has none (without it, an unknown NAME is an
+        /// error listing the existing ones: a typo never creates a file)
+        #[arg(long)]
+        create: bool,
     },
     /// Set KEY from stdin (or a generated value); values are never taken from argv
     Set {
-        /// Secrets file name
+        /// Secrets file name (`prod` or `prod.env.age`: secrets/prod.env.age)
         name: String,
         /// Key to set
         key: String,
+        /// Make a new secrets file when NAME has none (without it, an unknown NAME is an
+        /// error listing the existing ones: a typo never creates a file)
+        #[arg(long)]
+        create: bool,
         /// Generate a random value of N characters (1 to 65536) instead of reading stdin
         #[arg(long, value_name = "N", value_parser = generated_length())]
         generate: Option<usize>,
@@ -440,7 +467,7 @@ Examples:
   cutover run -- bin/rails db:migrate
   cutover run -- python manage.py shell        (interactive on a terminal)
   echo 'select 1' | cutover run -- psql        (stdin piped in, no TTY)
-  cutover --host deploy@box run -- bin/migrate (no TTY and no stdin over --host)";
+  cutover --host admin@box run -- bin/migrate (no TTY and no stdin over --host)";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -518,7 +545,7 @@ Examples:
   cutover logs -f --since 10m     follow them, starting 10 minutes back (Ctrl-C ends, exit 130)
   cutover logs green              the other color (blue, green, an accessory or a worker name)
   cutover logs scheduler -n 50    a worker's last 50 lines
-  cutover --host deploy@box logs -f";
+  cutover --host admin@box logs -f";
 
 #[derive(Debug, Args)]
 #[command(after_help = LOGS_HELP)]
@@ -546,7 +573,7 @@ Examples:
   cutover exec -- /app healthcheck
   cutover exec --color green -- sh -c 'echo $HOSTNAME'
   cutover exec --service scheduler -- sh
-  cutover --host deploy@box exec -- ./manage.py check";
+  cutover --host admin@box exec -- ./manage.py check";
 
 #[derive(Debug, Args)]
 #[command(after_help = EXEC_HELP)]

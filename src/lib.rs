@@ -42,6 +42,17 @@ use report::Verbosity;
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    // `--json` promises one document on stdout, failures included (the relay of `--host`
+    // only passes on the worker's).
+    let json = !cli.on_box && cmd::failure::wants_json(&cli.command);
+    let result = run_cli(cli);
+    if let (true, Err(err)) = (json, &result) {
+        cmd::failure::print_unless_printed(err);
+    }
+    result
+}
+
+fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
     // The box's end of `--host`: carries the session for a worker running this same argv.
     if cli.on_box {
         return remote::on_box::relay(cli.age_key_stdin);

@@ -62,17 +62,12 @@ impl Nginx {
         let Err(errno) = access(dir, Access::WRITE_OK | Access::EXEC_OK) else {
             return Ok(());
         };
-        anyhow::bail!(
-            "nginx.include {}: uid {} cannot create files in {} ({}), and a switch writes the \
-             new include beside the old one and renames it; deploying as a user other than root, \
-             keep the include in a directory that user owns (e.g. /home/<user>/nginx/<project>.inc, \
-             included by the site) and run nginx.test / nginx.reload through `sudo -n` \
-             (README: \"Remote\")",
-            self.include.display(),
+        anyhow::bail!(unwritable_include(
+            &self.include,
             rustix::process::getuid().as_raw(),
-            dir.display(),
-            std::io::Error::from(errno),
-        )
+            dir,
+            &std::io::Error::from(errno).to_string(),
+        ))
     }
 
     /// What the include holds now (None when missing).
@@ -226,6 +221,22 @@ pub fn process_alive(pid: u32) -> bool {
                 .is_some_and(|state| state != 'Z' && state != 'X')
         })
         .unwrap_or(false)
+}
+
+/// Why a deploy as uid `uid` cannot switch `include` (its directory `dir` is not writable:
+/// `reason`), and the fix. One text for the box's own check and `--host`'s check before it
+/// ships or syncs anything.
+pub fn unwritable_include(include: &Path, uid: u32, dir: &Path, reason: &str) -> String {
+    format!(
+        "nginx.include {}: uid {uid} cannot create files in {} ({reason}), and a switch writes \
+         the new include beside the old one and renames it; deploying as a user other than \
+         root, keep the include in a directory that user owns (e.g. /home/<user>/nginx/<project>.inc, \
+         included by the site: `cutover init --user <user>` writes such a config, and `cutover \
+         bootstrap` creates the directory) and run nginx.test / nginx.reload through `sudo -n` \
+         (README: \"From a laptop or CI: `--host`\")",
+        include.display(),
+        dir.display(),
+    )
 }
 
 /// `service-url.inc` → `service-url.inc.prev`: the include before the last switch.

@@ -26,8 +26,9 @@ pub const STACK: &str = "stack.yml.j2";
 /// `init --ci github`: the deploy workflow (src/ci.rs).
 pub const CI_GITHUB: &str = "ci/github-deploy.yml.j2";
 
-/// Every built-in template, by the name a project overrides it with.
-const BUILT_IN: &[(&str, &str)] = &[
+/// Every built-in template, by the name a project overrides it with (`render --templates`
+/// writes them out, the starting point of an override).
+pub const BUILT_IN: &[(&str, &str)] = &[
     (COMPOSE, include_str!("../templates/compose.yml.j2")),
     (INCLUDE, include_str!("../templates/service-url.inc.j2")),
     (SITE, include_str!("../templates/nginx-site.conf.j2")),

@@ -33,6 +33,15 @@ impl Verbosity {
     }
 }
 
+/// `1 key`, `0 keys`, `3 keys`: a count and its noun, plural unless the count is one.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// Formats a duration for step lines: `850ms`, `1.42s`, `2m05s`.
 pub fn duration(d: std::time::Duration) -> String {
     let ms = d.as_millis();
@@ -52,6 +61,16 @@ pub fn duration(d: std::time::Duration) -> String {
 /// failed deploy or bootstrap still exits non-zero and a render still writes every file.
 /// Every other write error (a full disk behind `> file`) is a [`StdoutError`].
 static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Set by the first byte a command writes to stdout: a `--json` command that fails before
+/// printing its document gets the failure document instead (`cmd/failure.rs`), and one that
+/// printed its own gets nothing more, so stdout holds exactly one document either way.
+static STDOUT_WRITTEN: AtomicBool = AtomicBool::new(false);
+
+/// Whether anything was written to stdout through [`stdout`].
+pub fn stdout_written() -> bool {
+    STDOUT_WRITTEN.load(Ordering::Relaxed)
+}
 
 /// Stdout could not be written for a reason other than its reader going away.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +101,9 @@ impl Stdout {
 /// For writers that take `io::Write` (clap_complete); same closed-reader rule.
 impl std::io::Write for Stdout {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !buf.is_empty() {
+            STDOUT_WRITTEN.store(true, Ordering::Relaxed);
+        }
         if stdout_gone() {
             return Ok(buf.len());
         }
@@ -123,4 +145,14 @@ macro_rules! outln {
     ($($arg:tt)*) => {
         $crate::report::stdout().write_fmt(format_args!("{}\n", format_args!($($arg)*)))
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_say_one_key_and_two_keys() {
+        assert_eq!(super::count(1, "key"), "1 key");
+        assert_eq!(super::count(0, "key"), "0 keys");
+        assert_eq!(super::count(2, "key"), "2 keys");
+    }
 }

@@ -24,6 +24,7 @@
 pub mod cloud_init;
 pub mod distro;
 pub mod identity;
+pub mod nginx_access;
 pub mod nginx_site;
 pub mod packages;
 pub mod services;
@@ -432,6 +433,7 @@ pub const STEPS: &[StepDef] = &[
     packages::STEP,
     services::SERVICES,
     services::DOCKER_GROUP,
+    nginx_access::STEP,
     nginx_site::STEP,
     tls::STEP,
     state_dir::STEP,

@@ -123,9 +123,13 @@ fn run_steps(
     let report = bootstrap::run(opts);
     let took = started.elapsed();
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+        )?;
     } else if !ctx.quiet() || report.failed().is_some() {
-        out!("{}", human(&report, took))?;
+        let listed = recipient_listed(loaded, report.recipient.as_deref());
+        out!("{}", human_listed(&report, took, listed))?;
     }
     if let (Some(loaded), None, false, None) = (loaded, root, args.dry_run, report.failed()) {
         crate::claims::record(loaded)
@@ -161,6 +165,24 @@ fn status_label(status: Status, dry_run: bool) -> &'static str {
 /// The report as lines: one per step, then each change, the commands not run and the
 /// identity's public key with the command that makes the box a recipient.
 pub(super) fn human(report: &Report, took: std::time::Duration) -> String {
+    human_listed(report, took, false)
+}
+
+/// Whether the project's `secrets/recipients.txt` already holds the box's key: then the
+/// command that appends it is not shown again (run twice, it would add a second line).
+fn recipient_listed(loaded: Option<&Loaded>, recipient: Option<&str>) -> bool {
+    let (Some(loaded), Some(recipient)) = (loaded, recipient) else {
+        return false;
+    };
+    let path = loaded.dir.join("secrets/recipients.txt");
+    std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| crate::secrets::keys::Recipients::parse(&path, text).ok())
+        .is_some_and(|r| r.contains(recipient))
+}
+
+/// [`human`], knowing whether the box's key is already a recipient of the project.
+fn human_listed(report: &Report, took: std::time::Duration, listed: bool) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
     let header = match (&report.root, report.dry_run) {
@@ -205,7 +227,14 @@ pub(super) fn human(report: &Report, took: std::time::Duration) -> String {
             let _ = writeln!(out, "  {cmd}");
         }
     }
-    if let (Some(path), Some(recipient)) = (&report.identity_path, &report.recipient) {
+    if let (Some(path), Some(recipient), true) = (&report.identity_path, &report.recipient, listed)
+    {
+        let _ = writeln!(
+            out,
+            "box identity {}\n  public key: {recipient} (already in secrets/recipients.txt)",
+            path.display()
+        );
+    } else if let (Some(path), Some(recipient)) = (&report.identity_path, &report.recipient) {
         let label = hostname().unwrap_or_else(|| "this box".into());
         let _ = writeln!(
             out,

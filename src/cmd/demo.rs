@@ -273,7 +273,10 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
         load: tally,
     };
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+        )?;
     } else if !ctx.quiet() {
         print_report(&report, args.keep, &dir)?;
     }

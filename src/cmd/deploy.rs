@@ -31,6 +31,13 @@ pub fn run_deploy(
     let loaded = super::load_config(ctx)?;
     let lock_wait = lock_wait(&common)?;
     if let Some(image) = &image {
+        if let Some(why) = crate::config::image_ref::indistinct_tag(image) {
+            eprintln!(
+                "warning: --image {image}: {why}; rollback and history cannot tell such \
+                 releases apart: tag each build (e.g. {}:v2 or the commit sha)",
+                crate::config::image_ref::repository(image)
+            );
+        }
         let repo = crate::config::image_ref::repository(&loaded.config.app.image);
         if crate::config::image_ref::repository(image) != repo {
             eprintln!(
@@ -95,8 +102,17 @@ pub fn run_deploy(
         eprintln!("{}", maintenance_line(m));
     }
     match deployer.run(&request, &mut printer) {
-        Ok(summary) => {
+        Ok(mut summary) => {
             printer.clear_spinner();
+            if common.json {
+                // Decrypting happens here, before the engine: its time is a step of the
+                // document all the same (the text prints it as the first step line).
+                let decrypt = crate::state::StepTiming {
+                    step: crate::state::Step::Decrypt,
+                    ms: u64::try_from(secrets_took.as_millis()).unwrap_or(u64::MAX),
+                };
+                summary.steps.insert(0, decrypt);
+            }
             print_summary(ctx, &common, rollback, &summary, maintenance.as_ref())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -160,7 +176,10 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
         ExitCode::SUCCESS
     };
     if json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+        )?;
         return Ok(code);
     }
     outln!(
@@ -296,7 +315,10 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
         &report.kept_with_errors,
     );
     if args.json {
-        outln!("{}", serde_json::to_string(&report)?)?;
+        outln!(
+            "{}",
+            serde_json::to_string(&super::failure::versioned(&report))?
+        )?;
     } else {
         let verb = if args.dry_run {
             "would remove"

@@ -28,7 +28,8 @@ Templates placed here replace cutover's built-in template of the same name:
   nginx-site.conf.j2    the nginx server block (installed by `cutover bootstrap`)
   service-url.inc.j2    the nginx include that points at the active color
 
-Start from the built-in ones in cutover's repository (templates/). Undefined variables are
+Start from the built-in ones: `cutover render --templates templates/` writes them here (a
+file already here is kept). Delete the ones you do not change. Undefined variables are
 errors, so `cutover render --check` catches a typo before a deploy does.
 ";
 
@@ -53,6 +54,8 @@ pub fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<ExitCode> {
         Some(name) => Name::parse(name).map_err(|e| anyhow::anyhow!("--name: {e}"))?,
         None => project_name_for(&dir)?,
     };
+    // Checked before anything is created: a mistake leaves no half-made project.
+    let facts = Facts::of(&args, &project)?;
     std::fs::create_dir_all(dir.join("secrets"))
         .and_then(|()| std::fs::create_dir_all(dir.join("templates")))
         .with_context(|| format!("could not create directories in {}", dir.display()))?;
@@ -63,7 +66,15 @@ pub fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<ExitCode> {
     let config_text = env
         .render_str(
             CONFIG_TEMPLATE,
-            minijinja::context! { project => project.as_str() },
+            minijinja::context! {
+                project => project.as_str(),
+                // Padded so the comments stay in one column.
+                image => format!("{:<24}", facts.image),
+                image_name => &facts.image,
+                port => format!("{:<25}", facts.port),
+                health => format!("{:<23}", facts.health),
+                user => facts.user,
+            },
         )
         .context("could not render the scaffold config")?;
 
@@ -83,6 +94,63 @@ pub fn run(ctx: &Context, args: InitArgs) -> anyhow::Result<ExitCode> {
         outln!("      secrets: `cutover secrets keygen --add`, then `cutover secrets encrypt prod.env`")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `init`'s flags say about the app, checked, with the scaffold's defaults.
+struct Facts {
+    image: String,
+    port: u16,
+    health: String,
+    /// The non-root deploy user (`--user root` is the root defaults).
+    user: Option<String>,
+}
+
+impl Facts {
+    fn of(args: &InitArgs, project: &Name) -> anyhow::Result<Facts> {
+        let image = args
+            .image
+            .clone()
+            .unwrap_or_else(|| project.as_str().to_string());
+        crate::config::image_ref::check_repository(&image)
+            .map_err(|why| anyhow::anyhow!("--image: {why}"))?;
+        let port = args.port.unwrap_or(8080);
+        if port == 0 {
+            bail!("--port 0: expected the port the app listens on in its container (1-65535)");
+        }
+        let health = args.health.clone().unwrap_or_else(|| "/health".into());
+        if !health.starts_with('/') || health.contains(|c: char| c.is_whitespace() || c == '#') {
+            bail!("--health {health:?}: expected a URL path such as /health or /up");
+        }
+        let user = match args.user.as_deref() {
+            None | Some("root") => None,
+            Some(user) => Some(check_user(user)?.to_string()),
+        };
+        Ok(Facts {
+            image,
+            port,
+            health,
+            user,
+        })
+    }
+}
+
+/// A login name as useradd accepts it (and so safe in a path and the YAML).
+fn check_user(user: &str) -> anyhow::Result<&str> {
+    let ok = user.len() <= 32
+        && user
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b == b'_')
+        && user
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+    if !ok {
+        bail!(
+            "--user {user:?}: expected a login name such as admin, ubuntu or ec2-user \
+             (lowercase letters, digits, `_`, `-`)"
+        );
+    }
+    Ok(user)
 }
 
 /// The directory's name made into a compose project name (`My App` → `my-app`).

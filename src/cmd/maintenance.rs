@@ -53,7 +53,10 @@ pub fn run(ctx: &Context, command: MaintenanceCommand) -> anyhow::Result<ExitCod
 
 fn print(ctx: &Context, common: &MaintenanceCommon, change: &Change) -> anyhow::Result<()> {
     if common.json {
-        outln!("{}", serde_json::to_string_pretty(change)?)?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&super::failure::versioned(change))?
+        )?;
         return Ok(());
     }
     if ctx.quiet() {

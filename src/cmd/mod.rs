@@ -5,6 +5,7 @@ mod bootstrap;
 mod container;
 mod demo;
 mod deploy;
+pub(crate) mod failure;
 mod init;
 mod maintenance;
 mod progress;

@@ -120,7 +120,10 @@ pub fn print_summary<D: serde::Serialize>(
     extra: &[String],
 ) -> anyhow::Result<()> {
     if json {
-        outln!("{}", serde_json::to_string_pretty(summary)?)?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&super::failure::versioned(summary))?
+        )?;
     } else if summary.dry_run {
         outln!("{plan_head}")?;
         for line in &summary.plan {
@@ -169,9 +172,18 @@ pub fn failed(err: anyhow::Error, json: bool, engine: EngineKind) -> anyhow::Res
         } else {
             RunResult::Failed
         };
+        let error = serde_json::json!({
+            "kind": super::failure::kind(&err),
+            "message": format!("{err:#}"),
+        });
         outln!(
             "{}",
-            serde_json::json!({ "engine": engine, "result": result, "error": format!("{err:#}") })
+            serde_json::json!({
+                "schema": super::failure::SCHEMA,
+                "engine": engine,
+                "result": result,
+                "error": error,
+            })
         )?;
     }
     if interrupted {
@@ -185,8 +197,9 @@ pub fn failed(err: anyhow::Error, json: bool, engine: EngineKind) -> anyhow::Res
 /// before anything is touched, so a missing identity fails first).
 pub fn decrypt_line(took: Duration, keys: usize) {
     eprintln!(
-        "  ✓ {:<12} {:>7}  {keys} keys",
+        "  ✓ {:<12} {:>7}  {}",
         Step::Decrypt,
-        duration(took)
+        duration(took),
+        crate::report::count(keys, "key")
     );
 }

@@ -12,6 +12,9 @@ use crate::render::{OutputFiles, Plan, Renderer, Route};
 use crate::state::StateDir;
 
 pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.templates {
+        return write_templates(ctx, &ctx.dir.join(dir));
+    }
     let loaded = super::load_config(ctx)?;
     if args.engine == Engine::Swarm {
         return run_stack(ctx, &loaded, &args);
@@ -62,6 +65,25 @@ pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
         None => loaded.state_dir(),
     };
     files.write(&out_dir)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `render --templates DIR`: the built-in templates as files, the start of an override (a
+/// release tarball has no copy of cutover's repository). A file already there is kept: it
+/// may be the project's own override.
+fn write_templates(ctx: &Context, dir: &Path) -> anyhow::Result<ExitCode> {
+    for (name, text) in crate::render::BUILT_IN {
+        let path = dir.join(name);
+        if path.exists() {
+            eprintln!("kept {} (already there)", path.display());
+            continue;
+        }
+        crate::atomic::write(&path, text.as_bytes(), 0o644)
+            .with_context(|| format!("could not write {}", path.display()))?;
+        if !ctx.quiet() {
+            outln!("wrote {}", path.display())?;
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

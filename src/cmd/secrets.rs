@@ -32,12 +32,13 @@ pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
             force,
         } => encrypt(ctx, &file, name, rm, force, &say),
         SecretsCommand::Show { name, keys, json } => show(ctx, &name, keys, json),
-        SecretsCommand::Edit { name } => edit(ctx, &name, &say),
+        SecretsCommand::Edit { name, create } => edit(ctx, &name, create, &say),
         SecretsCommand::Set {
             name,
             key,
+            create,
             generate,
-        } => set(ctx, &name, &key, generate, &say),
+        } => set(ctx, &name, &key, generate, create, &say),
         SecretsCommand::Unset { name, key } => {
             let identities = identity(ctx)?;
             let path = secrets::unset_key(&ctx.dir, &name, &key, &identities)
@@ -85,8 +86,9 @@ fn encrypt(
     let (dest, count) = secrets::encrypt_file(&ctx.dir, file, &name, force)
         .with_context(|| format!("failed to encrypt {}", file.display()))?;
     say(&format!(
-        "encrypted {} ({count} keys) to {}",
+        "encrypted {} ({}) to {}",
         file.display(),
+        crate::report::count(count, "key"),
         rel(ctx, &dest)
     ));
     if rm {
@@ -94,7 +96,52 @@ fn encrypt(
             .with_context(|| format!("failed to remove {}", file.display()))?;
         say(&format!("removed the plaintext {}", file.display()));
     }
+    list_for_the_app(ctx, &dest, say);
     Ok(ExitCode::SUCCESS)
+}
+
+/// A new secrets file that no service lists reaches no container: add it to `app.secrets`
+/// when the config writes that key as an inline list (as `init` does), checked by loading
+/// the result (else the old text stays); otherwise say which line to add. Best effort: the
+/// file itself is written either way, and a project without a valid config is left alone.
+fn list_for_the_app(ctx: &Context, secret: &Path, say: &dyn Fn(&str)) {
+    let Ok(loaded) = crate::config::load(&ctx.config_path, &ctx.dir) else {
+        return;
+    };
+    let Some(name) = secret.file_name().and_then(|n| n.to_str()) else {
+        return;
+    };
+    let file = format!("secrets/{name}");
+    if !crate::config::unlisted_secrets(&loaded).contains(&file) {
+        return;
+    }
+    let Ok(text) = std::fs::read_to_string(&loaded.path) else {
+        return;
+    };
+    let written = crate::config::with_app_secret(&text, &file).is_some_and(|new| {
+        let mode = std::fs::metadata(&loaded.path).map_or(0o644, |m| {
+            std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o777
+        });
+        crate::atomic::write(&loaded.path, new.as_bytes(), mode).is_ok()
+            && match crate::config::load(&ctx.config_path, &ctx.dir) {
+                Ok(_) => true,
+                Err(_) => {
+                    let _ = crate::atomic::write(&loaded.path, text.as_bytes(), mode);
+                    false
+                }
+            }
+    });
+    if written {
+        say(&format!(
+            "listed {file} in app.secrets in {}: the app gets its keys at the next deploy",
+            rel(ctx, &loaded.path)
+        ));
+    } else {
+        say(&format!(
+            "note: {}",
+            crate::config::unlisted_warning(&loaded, &file)
+        ));
+    }
 }
 
 fn set(
@@ -102,6 +149,7 @@ fn set(
     name: &str,
     key: &str,
     generate: Option<usize>,
+    create: bool,
     say: &dyn Fn(&str),
 ) -> anyhow::Result<ExitCode> {
     let identities = identity(ctx)?;
@@ -110,7 +158,7 @@ fn set(
         Some(n) => (generated(n), None),
         None => read_value_from_stdin(key)?,
     };
-    let outcome = secrets::set_key(&ctx.dir, name, key, &value, &identities)
+    let outcome = secrets::set_key(&ctx.dir, name, key, &value, &identities, create)
         .with_context(|| format!("failed to set {key} in secrets `{name}`"))?;
     let what = match (outcome.created_file, outcome.replaced) {
         (true, _) => "created",
@@ -121,6 +169,9 @@ fn set(
         Some(n) => format!(" (generated, {n} characters)"),
         None => String::new(),
     };
+    if outcome.created_file {
+        list_for_the_app(ctx, &outcome.path, say);
+    }
     let verb = if outcome.created_file { "set" } else { what };
     say(&format!(
         "{verb} {key}{how} in {}{}",
@@ -216,12 +267,52 @@ fn keygen(
     } else {
         None
     };
-    let new = keys::NewIdentity::generate();
-    keys::write_identity_file(&out, &new.file_text, force)
-        .with_context(|| format!("failed to write the identity to {}", out.display()))?;
-    say(&format!("wrote a new identity to {} (0600)", out.display()));
+    // A second project on the same laptop: its identity already exists, so --add makes that
+    // identity a recipient here and keeps it; only --force ever replaces a key.
+    let existing = if out.exists() {
+        Some(secrets::Identities::from_file(&out)?)
+    } else {
+        None
+    };
+    let public_key = match (&existing, add, force) {
+        (Some(identity), true, false) => {
+            let key = identity
+                .public_keys()
+                .first()
+                .cloned()
+                .with_context(|| format!("the identity file {} holds no key", out.display()))?;
+            say(&format!(
+                "kept the existing identity {} (only --force replaces it)",
+                out.display()
+            ));
+            key
+        }
+        _ => {
+            if let (Some(identity), true) = (&existing, force) {
+                say(&format!(
+                    "replacing {}: its key {} is lost, and a file encrypted only to it can \
+                     no longer be decrypted",
+                    out.display(),
+                    identity.public_keys().join(", ")
+                ));
+            }
+            let new = keys::NewIdentity::generate();
+            keys::write_identity_file(&out, &new.file_text, force)
+                .with_context(|| format!("failed to write the identity to {}", out.display()))?;
+            say(&format!("wrote a new identity to {} (0600)", out.display()));
+            new.public_key
+        }
+    };
     if let Some(recipients) = recipients {
-        let text = recipients.text_with(&new.public_key, "`cutover secrets keygen --add`");
+        if recipients.contains(&public_key) {
+            say(&format!(
+                "the public key is already in {}",
+                rel(ctx, &recipients_path)
+            ));
+            outln!("{public_key}")?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        let text = recipients.text_with(&public_key, "`cutover secrets keygen --add`");
         store::write_atomic(&recipients_path, text.as_bytes(), 0o644)
             .with_context(|| format!("failed to update {}", rel(ctx, &recipients_path)))?;
         say(&format!(
@@ -229,7 +320,7 @@ fn keygen(
             rel(ctx, &recipients_path)
         ));
     }
-    outln!("{}", new.public_key)?;
+    outln!("{public_key}")?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -264,10 +355,11 @@ fn show(ctx: &Context, name: &str, keys_only: bool, json: bool) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-fn edit(ctx: &Context, name: &str, say: &dyn Fn(&str)) -> anyhow::Result<ExitCode> {
+fn edit(ctx: &Context, name: &str, create: bool, say: &dyn Fn(&str)) -> anyhow::Result<ExitCode> {
     let identities = identity(ctx)?;
+    let existed = store::secret_path(&ctx.dir, name).is_ok_and(|p| p.exists());
     let editor = edit::editor_command();
-    let report = secrets::edit_secret(&ctx.dir, name, &identities, |path| {
+    let report = secrets::edit_secret(&ctx.dir, name, &identities, create, |path| {
         let cmd = Cmd::new(&editor[0], "run the editor")
             .args(&editor[1..])
             .arg(path);
@@ -317,6 +409,9 @@ fn edit(ctx: &Context, name: &str, say: &dyn Fn(&str)) -> anyhow::Result<ExitCod
                 parts.join("; ")
             ));
         }
+    }
+    if !existed && report.path.exists() {
+        list_for_the_app(ctx, &report.path, say);
     }
     Ok(ExitCode::SUCCESS)
 }

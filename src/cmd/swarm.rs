@@ -99,7 +99,10 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
     let report = crate::engine::swarm::status::status(&loaded)?;
     if json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     if report.services.is_empty() {

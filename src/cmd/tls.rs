@@ -49,7 +49,10 @@ fn issue(ctx: &Context, args: TlsIssueArgs) -> anyhow::Result<ExitCode> {
         identity_path: None,
     };
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&report)?)?;
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+        )?;
     } else if !ctx.quiet() || report.failed().is_some() {
         let text = super::bootstrap::human(&report, started.elapsed());
         out!(

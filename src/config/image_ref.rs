@@ -90,6 +90,36 @@ pub fn check_reference(reference: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks that `reference` is a repository alone, as `app.image` must be: `deploy --image`
+/// picks the tag, and the CI workflow appends `:<commit sha>` to it (`myapp:latest` there
+/// would become `myapp:latest:<sha>`, which cannot build).
+pub fn check_repository(reference: &str) -> Result<(), String> {
+    check_reference(reference)?;
+    let named = reference.split('@').next().unwrap_or(reference);
+    let repo = repository(named);
+    if repo.len() < reference.len() {
+        return Err(format!(
+            "`{reference}` names a tag or digest; app.image is the repository alone (`{repo}`): \
+             the tag comes from `cutover deploy --image {repo}:v1` (CI: the commit sha)"
+        ));
+    }
+    Ok(())
+}
+
+/// Why `reference` names no particular release: no tag (docker reads it as `:latest`) or
+/// `:latest` itself; `None` for a tag or a digest, which do.
+pub fn indistinct_tag(reference: &str) -> Option<&'static str> {
+    if reference.contains('@') {
+        return None;
+    }
+    let repo = repository(reference);
+    match reference.get(repo.len() + 1..) {
+        None => Some("no tag, so docker takes `:latest`"),
+        Some("latest") => Some("`:latest` is whatever was built last"),
+        Some(_) => None,
+    }
+}
+
 /// `app` → `app:latest`, `docker.io/library/app:v1` → `app:v1`: references as `docker images`
 /// names them, so a container's reference and a listed image compare equal.
 pub fn normalize(reference: &str) -> String {
@@ -107,6 +137,24 @@ pub fn normalize(reference: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn untagged_and_latest_name_no_release_and_app_image_takes_no_tag() {
+        assert!(indistinct_tag("myapp").is_some());
+        assert!(indistinct_tag("registry:5000/app").is_some());
+        assert!(indistinct_tag("myapp:latest").is_some());
+        assert_eq!(indistinct_tag("myapp:v1"), None);
+        assert_eq!(indistinct_tag("registry:5000/app:v1"), None);
+        let digest = format!("myapp@sha256:{}", "a".repeat(64));
+        assert_eq!(indistinct_tag(&digest), None);
+        assert!(check_repository("registry:5000/app").is_ok());
+        let err = check_repository("myapp:latest").unwrap_err();
+        assert!(
+            err.contains("app.image is the repository alone (`myapp`)"),
+            "{err}"
+        );
+        assert!(check_repository(&digest).is_err());
+    }
 
     #[test]
     fn repository_strips_tag_and_digest_but_not_registry_port() {

@@ -97,6 +97,11 @@ pub fn load(path: &Path, dir: &Path) -> anyhow::Result<Loaded> {
     loaded.config.nginx.include = loaded.resolve(&loaded.config.nginx.include);
     loaded.config.nginx.site = loaded.resolve(&loaded.config.nginx.site);
     check_files_exist(&loaded)?;
+    let unlisted: Vec<String> = unlisted_secrets(&loaded)
+        .iter()
+        .map(|file| unlisted_warning(&loaded, file))
+        .collect();
+    loaded.warnings.extend(unlisted);
     Ok(loaded)
 }
 
@@ -115,14 +120,102 @@ fn check_files_exist(loaded: &Loaded) -> anyhow::Result<()> {
     for (key, rel) in app.chain(acc) {
         let abs = loaded.resolve(rel);
         if !abs.is_file() {
+            // `[prod]` or `[prod.env.age]`: the file exists under secrets/, named short.
+            let name = rel.to_string_lossy();
+            let stem = name.strip_suffix(".env.age").unwrap_or(&name);
+            let meant = format!("secrets/{stem}.env.age");
+            let hint = if !name.contains('/') && loaded.dir.join(&meant).is_file() {
+                format!("list it by its path: {key}: [{meant}]")
+            } else {
+                "create it with `cutover secrets encrypt`".to_string()
+            };
             bail!(
-                "invalid config {}: {key}: secrets file {} does not exist (create it with `cutover secrets encrypt`)",
+                "invalid config {}: {key}: secrets file {} does not exist ({hint})",
                 loaded.path.display(),
                 abs.display()
             );
         }
     }
     Ok(())
+}
+
+/// A `secrets/*.env.age` that neither the app nor an accessory lists: its keys reach no
+/// container, which is never what encrypting it meant (the README's first steps once
+/// deployed an app without its secrets and nothing said so).
+pub fn unlisted_secrets(loaded: &Loaded) -> Vec<String> {
+    let cfg = &loaded.config;
+    let listed: Vec<PathBuf> = cfg
+        .app
+        .secrets
+        .iter()
+        .chain(cfg.accessories.values().flat_map(|a| &a.secrets))
+        .map(|p| canonical(&loaded.resolve(p)))
+        .collect();
+    let Ok(entries) = std::fs::read_dir(loaded.dir.join("secrets")) else {
+        return Vec::new();
+    };
+    let mut unlisted: Vec<String> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.to_str().is_some_and(|n| n.ends_with(".env.age")) && p.is_file())
+        .filter(|p| !listed.contains(&canonical(p)))
+        .filter_map(|p| Some(format!("secrets/{}", p.file_name()?.to_str()?)))
+        .collect();
+    unlisted.sort();
+    unlisted
+}
+
+/// Adds `file` (`secrets/prod.env.age`) to `app.secrets` in the config file's text, when
+/// that key is an inline list (`secrets: []`, as `cutover init` writes it, or `[a, b]`);
+/// comments and everything else stay byte for byte. Returns the new text, or `None` when
+/// the key is absent or written another way (the caller then names the line to add).
+pub fn with_app_secret(text: &str, file: &str) -> Option<String> {
+    let mut in_app = false;
+    let mut out = String::with_capacity(text.len() + file.len() + 2);
+    let mut done = false;
+    for line in text.split_inclusive('\n') {
+        let top_level = !line.starts_with([' ', '\t', '#', '\n', '\r']);
+        if top_level {
+            in_app = line.starts_with("app:");
+        }
+        let rest = line.strip_prefix("  secrets:").filter(|_| in_app && !done);
+        let Some(rest) = rest else {
+            out.push_str(line);
+            continue;
+        };
+        let (value, comment) = match rest.find('#') {
+            Some(i) => rest.split_at(i),
+            None => (rest, ""),
+        };
+        let list = value.trim();
+        let inner = list.strip_prefix('[')?.strip_suffix(']')?.trim();
+        let items = if inner.is_empty() {
+            file.to_string()
+        } else {
+            format!("{inner}, {file}")
+        };
+        let pad = if comment.is_empty() { "" } else { "  " };
+        let newline = if line.ends_with('\n') { "\n" } else { "" };
+        out.push_str(&format!(
+            "  secrets: [{items}]{pad}{}{newline}",
+            comment.trim_end()
+        ));
+        done = true;
+    }
+    done.then_some(out)
+}
+
+/// The warning for an unlisted secrets file (`secrets/prod.env.age`), naming the fix.
+pub fn unlisted_warning(loaded: &Loaded, file: &str) -> String {
+    format!(
+        "{file} is listed by no service, so its keys reach no container: add it to app.secrets \
+         in {} (`secrets: [{file}]`) or to an accessory's secrets",
+        loaded.path.display()
+    )
+}
+
+fn canonical(path: &Path) -> PathBuf {
+    std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
 #[cfg(test)]
@@ -155,6 +248,21 @@ mod tests {
         assert_eq!(host(".example.com"), Some("example.com".into()));
         assert_eq!(host("_ ~^x.*$ b.example"), Some("b.example".into()));
         assert_eq!(host("_"), None);
+    }
+
+    #[test]
+    fn an_encrypted_file_joins_an_inline_app_secrets_list_and_nothing_else_moves() {
+        let scaffold = "app:\n  name: web  # x\n  secrets: []                     # e.g.\naccessories:\n  db:\n    secrets: []\n";
+        let added = with_app_secret(scaffold, "secrets/prod.env.age").unwrap();
+        assert_eq!(
+            added,
+            "app:\n  name: web  # x\n  secrets: [secrets/prod.env.age]  # e.g.\naccessories:\n  db:\n    secrets: []\n"
+        );
+        let two = with_app_secret(&added, "secrets/b.env.age").unwrap();
+        assert!(two.contains("  secrets: [secrets/prod.env.age, secrets/b.env.age]  # e.g.\n"));
+        // A block list, or no app.secrets at all: left to the user, with the line named.
+        assert!(with_app_secret("app:\n  secrets:\n    - a\n", "b").is_none());
+        assert!(with_app_secret("app:\n  name: web\n", "b").is_none());
     }
 
     #[test]

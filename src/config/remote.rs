@@ -58,7 +58,7 @@ pub struct Target {
 
 impl Target {
     pub fn parse(text: &str) -> Result<Target, String> {
-        let expected = "expected [user@]host[:port], e.g. deploy@203.0.113.7:22";
+        let expected = "expected [user@]host[:port], e.g. admin@203.0.113.7:22";
         let text = text.trim();
         let (user, rest) = match text.rsplit_once('@') {
             Some((user, rest)) => (Some(user), rest),

@@ -196,10 +196,13 @@ impl Config {
             return Err(Invalid::new(
                 "app.image",
                 format!(
-                    "`{}` is not an image reference such as myuser/app or myuser/app:1.2: {why}",
+                    "`{}` is not an image repository such as myuser/app: {why}",
                     self.app.image
                 ),
             ));
+        }
+        if let Err(why) = super::image_ref::check_repository(&self.app.image) {
+            return Err(Invalid::new("app.image", why));
         }
         for (name, acc) in &self.accessories {
             if let Err(why) = super::image_ref::check_reference(&acc.image) {

@@ -142,12 +142,15 @@ fn emit_render(argv: &mut Argv, a: &RenderArgs) -> anyhow::Result<()> {
         out,
         check,
         image,
+        templates,
     } = a;
     argv.words(&["render"]);
     argv.choice("engine", Some(*engine));
     argv.path("out", out.as_deref())?;
     argv.flag("check", *check);
     argv.opt("image", image.as_ref());
+    // Never sent (`reach`: local only), named for exhaustiveness.
+    argv.path("templates", templates.as_deref())?;
     Ok(())
 }
 

@@ -72,6 +72,8 @@ fn reach(command: &Command) -> Reach {
         }
         // User-data for a box that does not exist yet.
         Command::Bootstrap(a) if a.cloud_init => Reach::LocalOnly,
+        // The built-in templates, written into this project.
+        Command::Render(a) if a.templates.is_some() => Reach::LocalOnly,
         // `run` uses the project as last deployed: the serving color's compose file.
         Command::Status(_) | Command::History(_) | Command::Prune(_) | Command::Run(_) => {
             Reach::BoxState
@@ -146,7 +148,7 @@ pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode
         if let Some(target) = cli.host.as_ref().filter(|_| flag_given) {
             eprintln!(
                 "error: `cutover {}` works on this machine's files; run it without --host {target} \
-                 (and without CUTOVER_HOST)",
+                 (it ignores CUTOVER_HOST and remote.host)",
                 command_name(&cli.command)
             );
             return Ok(Some(ExitCode::from(2)));
@@ -272,6 +274,9 @@ impl Remote {
         let probe = self.install(session)?;
         let config = &self.loaded.config;
         let root = box_path(&config.remote.dir_or_default(&config.project), &probe.home)?;
+        if self.switches_nginx() {
+            check_include_writable(session, &config.nginx.include)?;
+        }
         if let Some(image) = &self.ship {
             self.send_image(session, signals, image, &root)?;
         }
@@ -308,6 +313,13 @@ impl Remote {
         line.words.extend(["-C".into(), project_dir]);
         line.words.extend(self.argv.iter().cloned());
         Ok(line.render())
+    }
+
+    /// Whether the box command switches the include as the SSH user (a deploy or rollback),
+    /// so an include that user cannot write is refused before anything is shipped or synced.
+    fn switches_nginx(&self) -> bool {
+        matches!(self.command, "deploy" | "rollback")
+            && matches!(self.reach, Reach::Synced { sudo: false, .. })
     }
 
     /// Connects (the first command opens the master connection) and uploads this binary
@@ -486,6 +498,35 @@ impl BoxLine {
 }
 
 /// True unless the SSH user is root (bootstrap then runs through `sudo -n`).
+/// Refuses, before anything is shipped or synced, an include whose directory the SSH user
+/// cannot create files in: the box's own check (`Nginx::check_writable`, access(2)) would
+/// refuse the deploy only after the image and the project had been sent. `test -w`/`-x` are
+/// access(2) too; a directory that does not exist yet is left to the box, as there.
+fn check_include_writable(
+    session: &mut ssh::Session,
+    include: &std::path::Path,
+) -> anyhow::Result<()> {
+    let Some(dir) = include.parent().filter(|d| d.is_absolute()) else {
+        return Ok(());
+    };
+    let Some(dir_text) = dir.to_str() else {
+        return Ok(());
+    };
+    let script = format!(
+        "d={}; if [ -d \"$d\" ] && ! {{ [ -w \"$d\" ] && [ -x \"$d\" ]; }}; then echo \"unwritable $(id -u)\"; fi",
+        crate::process::shell_quote(dir_text)
+    );
+    let out = session.exec_ok(&script, "check the include's directory on the box", None)?;
+    let Some(uid) = out.stdout.trim().strip_prefix("unwritable ") else {
+        return Ok(());
+    };
+    let uid = uid.trim().parse().unwrap_or(u32::MAX);
+    bail!(
+        "{}\n(refused before anything was shipped or synced: nothing changed on the box)",
+        crate::nginx::unwritable_include(include, uid, dir, "not writable by the SSH user")
+    )
+}
+
 fn session_user_is_not_root(session: &mut ssh::Session) -> anyhow::Result<bool> {
     let out = session.exec_ok("id -u", "ask the box who we are (id -u)", None)?;
     match out.stdout.trim() {

@@ -49,6 +49,12 @@ struct Resolved {
     known_hosts: String,
 }
 
+/// The box could not be reached, or refused the connection (host key, authentication): the
+/// message says what to do. Typed so `--json` can say `"kind":"ssh"`.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SshError(pub String);
+
 /// One master connection to the box; every [`Session::exec`] is multiplexed on it.
 pub struct Session {
     pub target: Target,
@@ -128,7 +134,8 @@ impl Session {
         }
         let out = cmd.run_unchecked().map_err(|e| self.spawn_failed(e))?;
         if out.code == Some(255) {
-            return Err(self.connection_error(&out.stderr));
+            let err = self.connection_error(&out.stderr);
+            return Err(anyhow::Error::new(SshError(format!("{err:#}"))));
         }
         self.connected = true;
         Ok(out)

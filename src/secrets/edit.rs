@@ -148,40 +148,54 @@ pub fn editor_command() -> Vec<String> {
     }
 }
 
-/// Runs one edit session of `original` (file name `label`, e.g. `prod.env`, used in parse
-/// errors): write it to the workspace, run the editor, read back and validate. An editor that
-/// fails or content that does not parse is an error and the caller keeps the original.
+/// The start of the lines `edit` puts above the text when the last save did not pass: they
+/// are removed before the text is checked again, so they never reach the encrypted file.
+pub const ERROR_MARK: &str = "# cutover: ";
+
+/// How many times the editor opens for one edit: an editor script that keeps writing broken
+/// text must not loop forever.
+pub const MAX_ROUNDS: usize = 5;
+
+/// Runs an edit session of `original` (file name `label`, e.g. `prod.env`, used in parse
+/// errors): write it to the workspace, run the editor, read back and validate (`check`: the
+/// caller's checks on the parsed entries). Text that does not pass reopens the editor with the
+/// error in [`ERROR_MARK`] lines at the top, as `git commit` and `kubectl edit` do, instead of
+/// throwing the edit away; saving it unchanged gives up with that error, and so does the
+/// [`MAX_ROUNDS`]th failure. An editor that fails is an error. The caller keeps the original
+/// whenever this returns an error.
 pub fn edit_text(
     original: &SecretString,
     label: &str,
-    run_editor: impl FnOnce(&Path) -> Result<(), SecretsError>,
+    mut run_editor: impl FnMut(&Path) -> Result<(), SecretsError>,
+    check: impl Fn(&[dotenv::Entry]) -> Result<(), SecretsError>,
 ) -> Result<(Outcome, bool), SecretsError> {
     let workspace = Workspace::new()?;
     let on_tmpfs = workspace.on_tmpfs;
-    let path = workspace.write(label, original)?;
-
-    let interrupted = Arc::new(AtomicBool::new(false));
-    let ids: Vec<_> = [
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGHUP,
-    ]
-    .into_iter()
-    .filter_map(|sig| signal_hook::flag::register(sig, Arc::clone(&interrupted)).ok())
-    .collect();
-    let result = run_editor(&path);
-    for id in ids {
-        signal_hook::low_level::unregister(id);
-    }
-    result?;
-    if interrupted.load(Ordering::SeqCst) {
-        return Err(SecretsError::Interrupted);
-    }
-
-    let bytes = Zeroizing::new(fs::read(&path).map_err(|e| SecretsError::io("read", &path, e))?);
+    let mut shown = SecretString::from(original.expose_secret().to_string());
+    let mut round = 0;
+    let (text, new_entries) = loop {
+        round += 1;
+        let path = workspace.path().join(label);
+        let _ = fs::remove_file(&path);
+        let path = workspace.write(label, &shown)?;
+        run_editor_held(&mut run_editor, &path)?;
+        let bytes =
+            Zeroizing::new(fs::read(&path).map_err(|e| SecretsError::io("read", &path, e))?);
+        let saved = Zeroizing::new(String::from_utf8_lossy(&bytes).into_owned());
+        let unchanged_after_error = round > 1 && saved.as_str() == shown.expose_secret();
+        let stripped = Zeroizing::new(without_error_lines(&saved));
+        let result = dotenv::parse_bytes(stripped.as_bytes(), label)
+            .map_err(SecretsError::from)
+            .and_then(|entries| check(&entries).map(|()| entries));
+        match result {
+            Ok(entries) => break (SecretString::from(stripped.to_string()), entries),
+            Err(err) if unchanged_after_error || round >= MAX_ROUNDS => return Err(err),
+            Err(err) => {
+                shown = SecretString::from(format!("{}{}", error_lines(&err), stripped.as_str()));
+            }
+        }
+    };
     drop(workspace);
-    let new_entries = dotenv::parse_bytes(&bytes, label)?;
-    let text = SecretString::from(String::from_utf8_lossy(&bytes).into_owned());
     if text.expose_secret() == original.expose_secret() {
         return Ok((Outcome::Unchanged, on_tmpfs));
     }
@@ -218,4 +232,53 @@ pub fn edit_text(
         },
         on_tmpfs,
     ))
+}
+
+/// Runs the editor with SIGINT/SIGTERM/SIGHUP held off (the workspace must be cleaned up);
+/// a signal that arrived meanwhile is an interruption.
+fn run_editor_held(
+    run_editor: &mut impl FnMut(&Path) -> Result<(), SecretsError>,
+    path: &Path,
+) -> Result<(), SecretsError> {
+    let interrupted = Arc::new(AtomicBool::new(false));
+    let ids: Vec<_> = [
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
+    ]
+    .into_iter()
+    .filter_map(|sig| signal_hook::flag::register(sig, Arc::clone(&interrupted)).ok())
+    .collect();
+    let result = run_editor(path);
+    for id in ids {
+        signal_hook::low_level::unregister(id);
+    }
+    result?;
+    if interrupted.load(Ordering::SeqCst) {
+        return Err(SecretsError::Interrupted);
+    }
+    Ok(())
+}
+
+/// The error above the text the editor reopens with (errors name lines and keys, never a
+/// value).
+fn error_lines(err: &SecretsError) -> String {
+    let mut out = format!("{ERROR_MARK}this edit was not saved:\n");
+    for line in err.to_string().lines() {
+        out.push_str(&format!("{ERROR_MARK}  {line}\n"));
+    }
+    out.push_str(&format!(
+        "{ERROR_MARK}fix it and save to try again, or save without a change to give up;\n\
+         {ERROR_MARK}these lines are removed first (line numbers count from below them).\n"
+    ));
+    out
+}
+
+/// The text without the leading [`ERROR_MARK`] lines.
+fn without_error_lines(text: &str) -> String {
+    let mut rest = text;
+    while rest.starts_with(ERROR_MARK) {
+        rest = rest.split_once('\n').map_or("", |(_, after)| after);
+    }
+    rest.to_string()
 }

@@ -53,8 +53,10 @@ pub enum SecretsError {
         reason: String,
     },
     #[error(
-        "identity file {} already exists; pass --force to overwrite it (the old key is lost) \
-         or --out PATH to write elsewhere",
+        "identity file {} already exists; `cutover secrets keygen --add` adds its public key \
+         to this project's recipients and keeps it, --out PATH writes a new one elsewhere, and \
+         --force replaces it (the old key is lost: files encrypted only to it cannot be \
+         decrypted again)",
         .path.display()
     )]
     IdentityExists { path: PathBuf },
@@ -89,6 +91,16 @@ pub enum SecretsError {
     },
     #[error("secrets file {} does not exist", .path.display())]
     SecretNotFound { path: PathBuf },
+    #[error(
+        "there is no secrets file `{name}` ({}); existing: {}. Pass --create to make a new one",
+        .path.display(),
+        if .existing.is_empty() { "none yet".to_string() } else { .existing.join(", ") }
+    )]
+    UnknownSecret {
+        name: String,
+        path: PathBuf,
+        existing: Vec<String>,
+    },
     #[error(
         "{} is a plaintext dotenv file, not an age-encrypted one; encrypt it in place with \
          `cutover secrets encrypt --force {}`, and if the plaintext was ever committed, change \
@@ -347,6 +359,29 @@ pub fn encrypt_file(
     Ok((dest, count))
 }
 
+/// The file `name` names: an existing one, or, with `create`, a new one; else the error
+/// lists the files there are.
+fn existing_or_created(project: &Path, name: &str, create: bool) -> Result<PathBuf, SecretsError> {
+    let path = store::secret_path(project, name)?;
+    if create || path.exists() {
+        return Ok(path);
+    }
+    let existing = store::list_secret_files(project)?
+        .iter()
+        .filter_map(|p| {
+            p.file_name()?
+                .to_str()?
+                .strip_suffix(".env.age")
+                .map(String::from)
+        })
+        .collect();
+    Err(SecretsError::UnknownSecret {
+        name: name.to_string(),
+        path,
+        existing,
+    })
+}
+
 /// What `set` did.
 pub struct SetOutcome {
     pub path: PathBuf,
@@ -354,14 +389,16 @@ pub struct SetOutcome {
     pub replaced: bool,
 }
 
-/// `secrets set`: sets one key, creating the file when missing. The new ciphertext is
-/// verified to decrypt with `identities` before it replaces the old one.
+/// `secrets set`: sets one key, creating the file when missing only with `create` (a typo
+/// in the name must not make a new file). The new ciphertext is verified to decrypt with
+/// `identities` before it replaces the old one.
 pub fn set_key(
     project: &Path,
     name: &str,
     key: &str,
     value: &SecretString,
     identities: &Identities,
+    create: bool,
 ) -> Result<SetOutcome, SecretsError> {
     if !dotenv::is_valid_key(key) {
         return Err(SecretsError::InvalidKey {
@@ -374,7 +411,7 @@ pub fn set_key(
         });
     }
     check_env_size(key, value.expose_secret(), None)?;
-    let path = store::secret_path(project, name)?;
+    let path = existing_or_created(project, name, create)?;
     let recipients = keys::Recipients::load(&store::recipients_path(project))?;
     let label = path.display().to_string();
     let (old_text, created_file, replaced) = if path.exists() {
@@ -425,14 +462,16 @@ pub struct EditReport {
 }
 
 /// `secrets edit`: decrypt to the tmpfs workspace, run the editor, validate, re-encrypt.
-/// A missing file starts from a comment header and is created only if something was added.
+/// A missing file (only with `create`) starts from a comment header and is created only if
+/// something was added.
 pub fn edit_secret(
     project: &Path,
     name: &str,
     identities: &Identities,
-    run_editor: impl FnOnce(&Path) -> Result<(), SecretsError>,
+    create: bool,
+    run_editor: impl FnMut(&Path) -> Result<(), SecretsError>,
 ) -> Result<EditReport, SecretsError> {
-    let path = store::secret_path(project, name)?;
+    let path = existing_or_created(project, name, create)?;
     let recipients = keys::Recipients::load(&store::recipients_path(project))?;
     let original = if path.exists() {
         store::decrypt_file(&path, identities)?.text
@@ -447,9 +486,9 @@ pub fn edit_secret(
         .and_then(|n| n.to_str())
         .map(|n| n.trim_end_matches(".age").to_string())
         .unwrap_or_else(|| "secrets.env".into());
-    let (outcome, on_tmpfs) = edit::edit_text(&original, &label, run_editor)?;
+    let check = |entries: &[dotenv::Entry]| check_entries(entries, &path);
+    let (outcome, on_tmpfs) = edit::edit_text(&original, &label, run_editor, check)?;
     if let edit::Outcome::Changed { text, .. } = &outcome {
-        check_entries(&dotenv::parse(text.expose_secret(), &label)?, &path)?;
         let ciphertext = store::seal(text, &label, &recipients, Some(identities), &path)?;
         store::write_atomic(&path, &ciphertext, 0o644)?;
     }

@@ -45,9 +45,17 @@ pub fn validate_name(name: &str) -> Result<(), SecretsError> {
     }
 }
 
-/// `prod` → `<project>/secrets/prod.env.age`. Something that looks like a path (has a `/` or
-/// ends in `.age`) is taken as one, relative to the project.
+/// `prod` → `<project>/secrets/prod.env.age`; the file's own name, `prod.env.age`, means
+/// the same. Something that looks like a path (has a `/`, or ends in `.age` but not
+/// `.env.age`) is taken as one, relative to the project.
 pub fn secret_path(project: &Path, name: &str) -> Result<PathBuf, SecretsError> {
+    if let Some(stem) = name
+        .strip_suffix(".env.age")
+        .filter(|_| !name.contains('/'))
+    {
+        validate_name(stem)?;
+        return Ok(secrets_dir(project).join(name));
+    }
     if name.contains('/') || name.ends_with(".age") {
         return Ok(project.join(name));
     }

@@ -628,3 +628,148 @@ fn cloud_init_user_data_passes_cloud_init_schema_and_matches_the_snapshot() {
     assert!(amzn.contains("size: 1073741824"), "{amzn}");
     check(&amzn);
 }
+
+/// A project `cutover init myapp --user admin` wrote, and a root whose passwd has admin.
+fn sudo_user_project_and_root() -> (tempfile::TempDir, PathBuf, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    cutover(dir.path())
+        .args(["init", "myapp", "--user", "admin"])
+        .assert()
+        .success();
+    let project = dir.path().join("myapp");
+    let root = fresh_root();
+    std::fs::write(
+        root.path().join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/bash\nadmin:x:4242:4243::/home/admin:/bin/sh\n",
+    )
+    .unwrap();
+    (dir, project, root)
+}
+
+#[test]
+fn a_sudo_user_gets_an_include_dir_it_owns_and_a_visudo_checked_drop_in_for_exactly_nginx() {
+    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
+        return;
+    }
+    let (_dir, project, root) = sudo_user_project_and_root();
+    let r = root.path().to_str().unwrap();
+    let args = [
+        "--root",
+        r,
+        "--swap",
+        "off",
+        "--no-install",
+        "--user",
+        "admin",
+    ];
+    let (first, text, _) = bootstrap(&project, &args);
+    assert_eq!(statuses(&first)["nginx access"], "changed", "{text}");
+
+    // The include's directory is admin's; the first include is in it, where the site looks.
+    let nginx_dir = root.path().join("home/admin/nginx");
+    let meta = std::fs::metadata(&nginx_dir).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), mode(&nginx_dir)),
+        (4242, 4243, 0o755)
+    );
+    assert!(nginx_dir.join("myapp.inc").is_file(), "{text}");
+    let site = std::fs::read_to_string(root.path().join("etc/nginx/sites-enabled/myapp.conf"));
+    assert!(site
+        .unwrap()
+        .contains("include /home/admin/nginx/myapp.inc;"));
+
+    // The drop-in allows exactly the two commands, argv-exact, and sudo's parser accepts it.
+    let drop_in = root.path().join("etc/sudoers.d/cutover-admin");
+    let rules = std::fs::read_to_string(&drop_in).unwrap();
+    let nginx = cutover::bootstrap::sbin("nginx");
+    let nginx = if nginx.is_absolute() {
+        nginx
+    } else {
+        cutover::process::which("nginx").unwrap()
+    };
+    let expected = format!(
+        "admin ALL=(root) NOPASSWD: {n} -t, {n} -s reload",
+        n = nginx.display()
+    );
+    let rule_lines: Vec<&str> = rules.lines().filter(|l| !l.starts_with('#')).collect();
+    assert_eq!(rule_lines, [expected.as_str()], "{rules}");
+    assert_eq!(mode(&drop_in), 0o440);
+    let visudo = std::process::Command::new(cutover::bootstrap::sbin("visudo"))
+        .args(["-c", "-f"])
+        .arg(&drop_in)
+        .output()
+        .unwrap();
+    assert!(visudo.status.success(), "{visudo:?}");
+
+    // A rerun changes nothing.
+    let (second, text2, _) = bootstrap(&project, &args);
+    assert_eq!(statuses(&second)["nginx access"], "ok", "{text2}");
+}
+
+#[test]
+fn a_sudo_user_with_the_root_include_gets_a_note_naming_the_fix() {
+    let root = fresh_root();
+    std::fs::create_dir_all(root.path().join("etc/nginx/conf.d")).unwrap();
+    std::fs::write(
+        root.path().join("etc/passwd"),
+        "admin:x:4242:4243::/home/admin:/bin/sh\n",
+    )
+    .unwrap();
+    let project = parking_project();
+    let r = root.path().to_str().unwrap();
+    let args = [
+        "--root",
+        r,
+        "--swap",
+        "off",
+        "--no-install",
+        "--user",
+        "admin",
+    ];
+    let (report, text, _) = bootstrap(project.path(), &args);
+    let step = report["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "nginx access")
+        .unwrap();
+    let notes = step["notes"].to_string();
+    for needle in [
+        "/etc/nginx/conf.d, which admin cannot write",
+        "cutover init --user admin",
+        "include: /home/admin/nginx/<project>.inc",
+    ] {
+        assert!(notes.contains(needle), "{needle}: {text}");
+    }
+    // Root's nginx commands need no sudoers rule.
+    assert!(!root.path().join("etc/sudoers.d").exists());
+}
+
+#[test]
+fn a_rerun_does_not_ask_again_to_add_a_key_already_in_recipients() {
+    let (_dir, project, root) = sudo_user_project_and_root();
+    let r = root.path().to_str().unwrap();
+    let args = ["bootstrap", "--root", r, "--swap", "off", "--no-install"];
+    let first = cutover(&project).args(args).output().unwrap();
+    let first = String::from_utf8_lossy(&first.stdout).to_string();
+    assert!(first.contains(">> secrets/recipients.txt"), "{first}");
+    let key = first
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("public key: "))
+        .unwrap()
+        .to_string();
+    std::fs::write(
+        project.join("secrets/recipients.txt"),
+        format!("# the box\n{key}\n"),
+    )
+    .unwrap();
+    let second = cutover(&project).args(args).output().unwrap();
+    let second = String::from_utf8_lossy(&second.stdout).to_string();
+    assert!(!second.contains(">> secrets/recipients.txt"), "{second}");
+    assert!(
+        second.contains(&format!(
+            "public key: {key} (already in secrets/recipients.txt)"
+        )),
+        "{second}"
+    );
+}

@@ -410,3 +410,139 @@ fn every_kind_of_usage_error_exits_2() {
         assert!(stderr.contains("Usage: cutover"), "{args:?}: {stderr}");
     }
 }
+
+/// The README sections cutover's messages and templates point at (`README: "X"`,
+/// `README.md "X"`, `(README.md, "X")`), each with the file that names it.
+fn readme_references() -> Vec<(String, String)> {
+    fn walk(dir: &std::path::Path, found: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, found);
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let mut rest = text.as_str();
+            while let Some(i) = rest.find("README") {
+                rest = &rest[i + "README".len()..];
+                // `README: "X"`, `README.md "X"`, `README.md, "X"`: a separator, then a quote.
+                let named = rest.strip_prefix(".md").unwrap_or(rest);
+                let Some(after) = [": ", ", ", " "]
+                    .iter()
+                    .find_map(|sep| named.strip_prefix(sep))
+                else {
+                    continue;
+                };
+                let (open, close) = if after.starts_with("\\\"") {
+                    ("\\\"", "\\\"")
+                } else if after.starts_with('"') {
+                    ("\"", "\"")
+                } else {
+                    continue;
+                };
+                let quoted = &after[open.len()..];
+                if let Some(end) = quoted.find(close) {
+                    found.push((quoted[..end].to_string(), path.display().to_string()));
+                }
+            }
+        }
+    }
+    let root = crate::common::repo_root();
+    let mut found = Vec::new();
+    walk(&root.join("src"), &mut found);
+    walk(&root.join("templates"), &mut found);
+    found
+}
+
+#[test]
+fn every_readme_section_a_message_names_exists() {
+    let root = crate::common::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    // Headings outside fenced code (where `#` starts a shell or YAML comment).
+    let mut fenced = false;
+    let mut headings: Vec<&str> = Vec::new();
+    for line in readme.lines() {
+        if line.starts_with("```") {
+            fenced = !fenced;
+        } else if !fenced && line.starts_with('#') {
+            headings.push(line.trim_start_matches('#').trim());
+        }
+    }
+    let refs = readme_references();
+    // The known ones are found, so a change to the pattern cannot silently find nothing.
+    for known in [
+        "From a laptop or CI: `--host`",
+        "Config reference (`cutover.yml`)",
+        "HTTPS",
+    ] {
+        assert!(refs.iter().any(|(r, _)| r == known), "{known}: {refs:?}");
+    }
+    for (section, file) in &refs {
+        assert!(
+            headings.contains(&section.as_str()),
+            "{file} names the README section {section:?}, which does not exist; headings: {headings:?}"
+        );
+    }
+}
+
+#[test]
+fn every_command_and_flag_of_the_readme_laptop_path_exists() {
+    let root = crate::common::repo_root();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let section = readme
+        .split("## From a fresh laptop to a deployed box")
+        .nth(1)
+        .expect("the README has the laptop path");
+    let block = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("its first sh block");
+    let dir = tempfile::tempdir().unwrap();
+    let mut checked = 0;
+    for line in block.lines() {
+        let line = line.split(" # ").next().unwrap_or(line);
+        for command in line.split("&&").map(str::trim) {
+            let Some(rest) = command.strip_prefix("cutover ") else {
+                continue;
+            };
+            let mut words = rest.split_whitespace().peekable();
+            let mut path: Vec<&str> = Vec::new();
+            let mut flags: Vec<&str> = Vec::new();
+            while let Some(word) = words.next() {
+                if word == "--host" || word == "-C" {
+                    flags.push(word);
+                    words.next();
+                } else if word.starts_with("--") {
+                    flags.push(word);
+                } else if path.is_empty()
+                    || (path.len() == 1 && ["secrets", "tls", "maintenance"].contains(&path[0]))
+                {
+                    path.push(word);
+                }
+            }
+            let out = cutover(dir.path())
+                .args(&path)
+                .arg("--help")
+                .output()
+                .unwrap();
+            let help = String::from_utf8_lossy(&out.stdout).to_string();
+            assert!(out.status.success(), "cutover {path:?} --help: {help}");
+            for flag in flags {
+                assert!(
+                    help.contains(flag),
+                    "the README runs `{command}`, but `cutover {} --help` has no {flag}",
+                    path.join(" ")
+                );
+            }
+            checked += 1;
+        }
+    }
+    // init, keygen, encrypt, render, bootstrap, deploy, init --ci.
+    assert!(
+        checked >= 7,
+        "only {checked} cutover commands found in the laptop path"
+    );
+}

@@ -49,6 +49,12 @@ const BAD: &[(&str, &str, &str, &str)] = &[
         "the gate could never pass (expected at most 721)",
     ),
     (
+        "image-with-tag",
+        ":4:3",
+        "app.image",
+        "`myapp:latest` names a tag or digest; app.image is the repository alone (`myapp`): the tag comes from `cutover deploy --image myapp:v1`",
+    ),
+    (
         "remote-host-bad",
         ":8:17",
         "remote.host",
@@ -353,6 +359,34 @@ fn binding_the_colors_to_every_interface_is_a_warning() {
         .assert()
         .success();
     assert!(out.get_output().stderr.is_empty());
+}
+
+#[test]
+fn deploy_of_an_untagged_or_latest_image_warns_that_rollback_cannot_tell_it_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    for (image, why) in [
+        ("example/web", "no tag, so docker takes `:latest`"),
+        ("example/web:latest", "`:latest` is whatever was built last"),
+    ] {
+        let out = cutover(dir.path())
+            .arg("--config")
+            .arg(fixture("configs/good/minimal.yml"))
+            .args(["deploy", "--dry-run", "--image", image])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(
+            stderr.contains(&format!("warning: --image {image}: {why}; rollback and history cannot tell such releases apart")),
+            "{image}: {stderr}"
+        );
+    }
+    let out = cutover(dir.path())
+        .arg("--config")
+        .arg(fixture("configs/good/minimal.yml"))
+        .args(["deploy", "--dry-run", "--image", "example/web:v2"])
+        .output()
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("cannot tell"));
 }
 
 #[test]

@@ -16,7 +16,8 @@
 //!   - around it: `hooks.rs`, `release_phase.rs`, `workers.rs`, `logs_exec_run.rs`,
 //!     `maintenance.rs`, `nginx.rs` (the active marker, the drain's nginx workers);
 //!   - secrets: `secrets.rs`, `secret_limits.rs`, `child_env.rs` (what children never get);
-//!   - files and commands: `render.rs`, `config.rs`, `cli.rs`, `history.rs`, `layers.rs`
+//!   - files and commands: `render.rs`, `config.rs`, `cli.rs`, `history.rs`, `json_contract.rs`
+//!     (every `--json` document against docs/json/), `layers.rs`
 //!     (docs/ARCHITECTURE.md's layer table against `src/`);
 //!   - the box: `bootstrap.rs`, `tls.rs`, `remote.rs` (`--host`), `ship.rs`, `registry.rs`,
 //!     `ci_scaffold.rs`, `release_artifact.rs`, `release_aarch64.rs` (the aarch64 binary
@@ -37,6 +38,7 @@ mod harness;
 mod history;
 mod hooks;
 mod interrupts;
+mod json_contract;
 mod layers;
 mod logs_exec_run;
 mod maintenance;

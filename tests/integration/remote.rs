@@ -266,6 +266,53 @@ fn refused_sync(arrange: impl FnOnce(&Path)) -> Option<(String, SshBox, bool)> {
 }
 
 #[test]
+fn remote_deploy_to_an_include_the_ssh_user_cannot_write_is_refused_before_ship_and_sync() {
+    if !ssh_ready() {
+        return;
+    }
+    let ssh = SshBox::start(Auth::Accept, true, Some(shared_data()));
+    let local = init_local();
+    let remote_dir = point_at_box_dir(local.path(), &ssh);
+    // Root's include directory, as Debian's /etc/nginx/conf.d: the box user may read it only.
+    let nginx_dir = tempfile::tempdir_in("/tmp").unwrap();
+    std::fs::set_permissions(nginx_dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = std::fs::read_to_string(local.path().join("cutover.yml")).unwrap();
+    let config = config.replace(
+        "include: /etc/nginx/conf.d/",
+        &format!("include: {}/", nginx_dir.path().display()),
+    );
+    std::fs::write(local.path().join("cutover.yml"), config).unwrap();
+    for args in [
+        &["deploy", "--image", "myapp:v1", "--ship"][..],
+        &["rollback"],
+    ] {
+        let out = crate::common::cutover(local.path())
+            .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
+            .args(["--host", "box"])
+            .args(args)
+            .output()
+            .unwrap();
+        let (_, stderr) = texts(&out);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        for needle in [
+            format!("cannot create files in {}", nginx_dir.path().display()),
+            "refused before anything was shipped or synced".to_string(),
+            "cutover init --user <user>".to_string(),
+            "sudo -n".to_string(),
+        ] {
+            assert!(stderr.contains(&needle), "{args:?}: {needle}: {stderr}");
+        }
+        // Connected and installed, then stopped: no ship, no sync, no release on the box.
+        assert!(stderr.contains("connect"), "{stderr}");
+        assert!(
+            !stderr.contains("✓ ship") && !stderr.contains("✓ sync"),
+            "{stderr}"
+        );
+        assert!(!remote_dir.join("releases").exists(), "{args:?}");
+    }
+}
+
+#[test]
 fn remote_plaintext_in_secrets_is_refused_and_never_sent() {
     let Some((stderr, ssh, released)) = refused_sync(|local| {
         std::fs::write(

@@ -56,6 +56,134 @@ fn init_scaffolds_a_project_that_renders_straight_away() {
 }
 
 #[test]
+fn init_with_the_three_facts_and_a_sudo_user_writes_a_config_that_needs_no_edit() {
+    let dir = tempfile::tempdir().unwrap();
+    cutover(dir.path())
+        .args([
+            "init",
+            "myapp",
+            "--image",
+            "ghcr.io/me/myapp",
+            "--port",
+            "3000",
+        ])
+        .args(["--health", "/up", "--user", "admin"])
+        .assert()
+        .success();
+    let project = dir.path().join("myapp");
+    let config = read(&project.join("cutover.yml"));
+    for line in [
+        "  image: ghcr.io/me/myapp         # required",
+        "  port: 3000                      # required",
+        "    path: /up                     # polled",
+        "  include: /home/admin/nginx/myapp.inc",
+        "  test: [sudo, -n, nginx, -t]",
+        "  reload: [sudo, -n, nginx, -s, reload]",
+    ] {
+        assert!(
+            config.lines().any(|l| l.starts_with(line)),
+            "{line}\n{config}"
+        );
+    }
+    cutover(&project)
+        .args(["render", "--check"])
+        .assert()
+        .success();
+    // The include the rendered site loads is the one in admin's directory.
+    cutover(&project)
+        .args(["render", "--out", "out"])
+        .assert()
+        .success();
+    let site = read(&project.join("out/nginx-site.conf"));
+    assert!(
+        site.contains("include /home/admin/nginx/myapp.inc;"),
+        "{site}"
+    );
+
+    // Without flags: app.image is the project's name, so `docker build -t myapp:v1` matches;
+    // root's nginx commands and include.
+    cutover(dir.path())
+        .args(["init", "plain"])
+        .assert()
+        .success();
+    let plain = read(&dir.path().join("plain/cutover.yml"));
+    assert!(plain.contains("  image: plain "), "{plain}");
+    assert!(plain.contains("  test: [nginx, -t]"), "{plain}");
+    assert!(
+        plain.contains("/etc/nginx/conf.d/plain-service-url.inc"),
+        "{plain}"
+    );
+    // `--user root` is the root defaults.
+    cutover(dir.path())
+        .args(["init", "asroot", "--user", "root"])
+        .assert()
+        .success();
+    assert!(read(&dir.path().join("asroot/cutover.yml")).contains("  test: [nginx, -t]"));
+
+    // Mistakes name the flag and the expected form, and write nothing.
+    for (args, needle) in [
+        (
+            &["init", "t1", "--image", "myapp:latest"][..],
+            "app.image is the repository alone (`myapp`)",
+        ),
+        (
+            &["init", "t2", "--user", "Bad User"],
+            "--user \"Bad User\": expected a login name",
+        ),
+        (
+            &["init", "t3", "--health", "up"],
+            "--health \"up\": expected a URL path",
+        ),
+    ] {
+        let out = cutover(dir.path()).args(args).assert().code(1);
+        let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!dir.path().join(args[1]).exists(), "{args:?}");
+    }
+}
+
+#[test]
+fn render_templates_writes_the_built_ins_to_start_an_override_and_keeps_existing_files() {
+    let dir = tempfile::tempdir().unwrap();
+    cutover(dir.path())
+        .args(["init", "shop"])
+        .assert()
+        .success();
+    let project = dir.path().join("shop");
+    let mine = "# my own site\n";
+    std::fs::write(project.join("templates/nginx-site.conf.j2"), mine).unwrap();
+    let out = cutover(&project)
+        .args(["render", "--templates", "templates"])
+        .assert()
+        .success();
+    let said = String::from_utf8_lossy(&out.get_output().stderr).to_string();
+    assert!(
+        said.contains("kept") && said.contains("nginx-site.conf.j2"),
+        "{said}"
+    );
+    let repo = crate::common::repo_root().join("templates");
+    for name in [
+        "compose.yml.j2",
+        "service-url.inc.j2",
+        "ci/github-deploy.yml.j2",
+    ] {
+        assert_eq!(
+            read(&project.join("templates").join(name)),
+            read(&repo.join(name)),
+            "{name}"
+        );
+    }
+    assert_eq!(read(&project.join("templates/nginx-site.conf.j2")), mine);
+    // The written copies are what a project override reads: it still renders.
+    std::fs::remove_file(project.join("templates/nginx-site.conf.j2")).unwrap();
+    cutover(&project)
+        .args(["render", "--check"])
+        .assert()
+        .success();
+    assert!(read(&project.join("templates/README.md")).contains("cutover render --templates"));
+}
+
+#[test]
 fn init_gitignore_keeps_plaintext_env_files_out_of_git() {
     if !require("git", "check what git ignores") {
         return;

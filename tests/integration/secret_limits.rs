@@ -40,7 +40,10 @@ fn secret_over_the_env_limit_is_refused_at_set_encrypt_and_edit() {
     let fits = ENV_LIMIT - "BIG=".len() - 1;
     let len_of_big = || shown(&project, "prod")["BIG"].as_str().unwrap().len();
     project
-        .cutover_with_stdin(["secrets", "set", "prod", "BIG"], &value_of_len(fits))
+        .cutover_with_stdin(
+            ["secrets", "set", "prod", "BIG", "--create"],
+            &value_of_len(fits),
+        )
         .success();
     assert_eq!(len_of_big(), fits);
     refused_over_the_limit(

@@ -299,7 +299,7 @@ fn keygen_defaults_to_the_per_user_path_and_add_appends_the_recipient() {
 
     // The default identity is found without any flag or variable.
     p.bare()
-        .args(["secrets", "set", "new", "A", "--generate", "8"])
+        .args(["secrets", "set", "new", "A", "--generate", "8", "--create"])
         .assert()
         .success();
     let out = p
@@ -308,6 +308,73 @@ fn keygen_defaults_to_the_per_user_path_and_add_appends_the_recipient() {
         .assert()
         .success();
     assert_eq!(stdout(&out), "A\n");
+}
+
+#[test]
+fn keygen_add_in_a_second_project_adds_the_existing_key_and_only_force_replaces_it() {
+    let p = SecretsDir::new();
+    let first = p
+        .bare()
+        .args(["secrets", "keygen", "--add"])
+        .assert()
+        .success();
+    let public = stdout(&first).trim().to_string();
+    let identity = p.config_home().join("cutover/identity.txt");
+    let key_text = fs::read_to_string(&identity).unwrap();
+
+    // A second project: its recipients do not list this laptop's key yet.
+    fs::write(p.recipients(), format!("{}\n", test_public_key())).unwrap();
+    let second = p
+        .bare()
+        .args(["secrets", "keygen", "--add"])
+        .assert()
+        .success();
+    assert_eq!(
+        stdout(&second).trim(),
+        public,
+        "the existing key, not a new one"
+    );
+    assert!(
+        stderr(&second).contains("kept the existing identity"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(fs::read_to_string(&identity).unwrap(), key_text);
+    let recipients = fs::read_to_string(p.recipients()).unwrap();
+    assert_eq!(recipients.matches(&public).count(), 1, "{recipients}");
+    // Again: nothing to add, no duplicate line.
+    let again = p
+        .bare()
+        .args(["secrets", "keygen", "--add"])
+        .assert()
+        .success();
+    assert!(stderr(&again).contains("already in"), "{}", stderr(&again));
+    assert_eq!(fs::read_to_string(p.recipients()).unwrap(), recipients);
+
+    // Without --add an existing identity is refused, naming both ways on.
+    fails_with(
+        p.bare().args(["secrets", "keygen"]),
+        &[
+            "already exists",
+            "keygen --add",
+            "--force",
+            "the old key is lost",
+        ],
+        "AGE-SECRET-KEY",
+    );
+    // --force replaces it and says which key is lost.
+    let forced = p
+        .bare()
+        .args(["secrets", "keygen", "--force"])
+        .assert()
+        .success();
+    assert_ne!(stdout(&forced).trim(), public);
+    let said = stderr(&forced);
+    assert!(
+        said.contains(&format!("its key {public} is lost")),
+        "{said}"
+    );
+    assert!(!said.contains("AGE-SECRET-KEY"), "{said}");
 }
 
 // --- encrypt / show -----------------------------------------------------------------------
@@ -857,11 +924,134 @@ fn set_creates_a_missing_file_and_values_round_trip_through_quoting() {
     let p = SecretsDir::new();
     let value = "line1\nline2 \"quoted\" \\ # not a comment\t$X";
     p.cmd()
-        .args(["secrets", "set", "fresh", "WEIRD"])
+        .args(["secrets", "set", "fresh", "WEIRD", "--create"])
         .write_stdin(format!("{value}\n"))
         .assert()
         .success();
     assert_eq!(p.show_json("fresh")["WEIRD"], value);
+}
+
+#[test]
+fn a_typo_in_a_secrets_name_creates_nothing_and_lists_the_files_there_are() {
+    let p = SecretsDir::new();
+    p.encrypt("prod", "A=1\n");
+    p.encrypt("staging", "A=2\n");
+    let before = p.snapshot();
+    for args in [
+        &["secrets", "set", "prodd", "KEY"][..],
+        &["secrets", "edit", "prodd"],
+    ] {
+        let se = fails_with(
+            p.cmd().args(args).write_stdin("value-of-the-typo\n"),
+            &[
+                "there is no secrets file `prodd`",
+                "existing: prod, staging",
+                "--create",
+            ],
+            "value-of-the-typo",
+        );
+        assert!(se.contains("prodd.env.age"), "{se}");
+        assert_eq!(p.snapshot(), before, "{args:?} changed a file");
+    }
+    // The file's own name means the same file.
+    assert_eq!(p.show("prod.env.age"), "A=1\n");
+    p.cmd()
+        .args(["secrets", "set", "prod.env.age", "B"])
+        .write_stdin("2\n")
+        .assert()
+        .success();
+    assert_eq!(p.show_json("prod")["B"], "2");
+}
+
+/// The scaffold's cutover.yml (`cutover init`) in the project.
+fn scaffold_config(p: &SecretsDir) {
+    let other = tempfile::tempdir().unwrap();
+    cutover(other.path())
+        .args(["init", "app"])
+        .assert()
+        .success();
+    fs::copy(
+        other.path().join("app/cutover.yml"),
+        p.dir().join("cutover.yml"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_encrypted_file_reaches_the_app_and_an_unlisted_one_is_warned_about() {
+    let p = SecretsDir::new();
+    scaffold_config(&p);
+    let plain = p.dir().join("prod.env");
+    fs::write(&plain, "DB_PASSWORD=hunter2-and-more\n").unwrap();
+    let out = p
+        .cmd()
+        .args(["secrets", "encrypt", "prod.env", "--rm"])
+        .assert()
+        .success();
+    let said = stderr(&out);
+    assert!(
+        said.contains("listed secrets/prod.env.age in app.secrets in cutover.yml"),
+        "{said}"
+    );
+    let config = fs::read_to_string(p.dir().join("cutover.yml")).unwrap();
+    assert!(
+        config.contains("  secrets: [secrets/prod.env.age]  # e.g."),
+        "{config}"
+    );
+    let check = p.cmd().args(["render", "--check"]).assert().success();
+    assert!(
+        !stderr(&check).contains("listed by no service"),
+        "{}",
+        stderr(&check)
+    );
+
+    // A file the config cannot take automatically (a block list): a note, and every command
+    // that loads the config warns, naming the line to add.
+    fs::write(
+        p.dir().join("cutover.yml"),
+        config.replace(
+            "  secrets: [secrets/prod.env.age]  # e.g.",
+            "  secrets:\n    - secrets/prod.env.age\n  # e.g.",
+        ),
+    )
+    .unwrap();
+    let out = p
+        .cmd()
+        .args(["secrets", "set", "extra", "TOKEN", "--create"])
+        .write_stdin("t0ken-value\n")
+        .assert()
+        .success();
+    let said = stderr(&out);
+    assert!(
+        said.contains("note: secrets/extra.env.age is listed by no service"),
+        "{said}"
+    );
+    for args in [&["render", "--check"][..], &["deploy", "--dry-run"]] {
+        let out = p.cmd().args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert!(
+            err.contains("warning: secrets/extra.env.age is listed by no service, so its keys reach no container")
+                && err.contains("`secrets: [secrets/extra.env.age]`"),
+            "{args:?}: {err}"
+        );
+        assert!(!err.contains("t0ken-value"), "{err}");
+    }
+
+    // A bare name in app.secrets names the form that works.
+    let text = fs::read_to_string(p.dir().join("cutover.yml")).unwrap();
+    fs::write(
+        p.dir().join("cutover.yml"),
+        text.replace("    - secrets/prod.env.age", "    - prod"),
+    )
+    .unwrap();
+    fails_with(
+        p.cmd().args(["render", "--check"]),
+        &[
+            "app.secrets: secrets file",
+            "list it by its path: app.secrets: [secrets/prod.env.age]",
+        ],
+        "hunter2",
+    );
 }
 
 /// `secrets set` drops exactly one trailing newline from stdin (what `echo` adds) and says so;
@@ -871,7 +1061,7 @@ fn secrets_set_says_when_it_drops_the_trailing_newline() {
     let project = Project::new().demo_secrets();
     let set = |key: &str, stdin: &str| {
         project
-            .cutover_with_stdin(["secrets", "set", "prod", key], stdin)
+            .cutover_with_stdin(["secrets", "set", "prod", key, "--create"], stdin)
             .success()
             .stderr
     };
@@ -967,6 +1157,68 @@ fn edit_refuses_invalid_content_and_keeps_the_original() {
         .assert()
         .success();
     assert!(stderr(&out).contains("no changes"));
+    assert_eq!(p.snapshot(), before);
+}
+
+#[test]
+fn a_failed_edit_reopens_the_editor_with_the_error_on_top_and_saves_the_fix() {
+    let p = SecretsDir::new();
+    let secret = marker("reopen");
+    p.encrypt("prod", &format!("A={secret}\n"));
+    let log = p.root().join("editor.log");
+    // First open: a broken line. Reopened: what it saw on top goes to the log, then the fix.
+    let ed = editor(
+        &p,
+        &format!(
+            "echo open >> {log}\n\
+             if grep -q '^# cutover: ' \"$1\"; then\n\
+               grep '^# cutover: ' \"$1\" >> {log}\n\
+               sed -i -e '/^this line is not valid$/d' \"$1\"\n\
+               echo B=2 >> \"$1\"\n\
+             else\n\
+               echo 'this line is not valid' >> \"$1\"\n\
+             fi",
+            log = log.display()
+        ),
+    );
+    let out = p
+        .cmd()
+        .env("EDITOR", &ed)
+        .args(["secrets", "edit", "prod"])
+        .assert()
+        .success();
+    assert!(stderr(&out).contains("added B"), "{}", stderr(&out));
+    let seen = fs::read_to_string(&log).unwrap();
+    assert_eq!(seen.matches("open").count(), 2, "{seen}");
+    for needle in [
+        "# cutover: this edit was not saved:",
+        "prod.env:2",
+        "expected KEY=VALUE",
+        "save without a change to give up",
+    ] {
+        assert!(seen.contains(needle), "{needle}: {seen}");
+    }
+    assert!(!seen.contains(&secret), "{seen}");
+    // The header never reaches the encrypted file.
+    assert_eq!(p.show("prod"), format!("A={secret}\nB=2\n"));
+
+    // Reopened and saved unchanged: give up with the error, nothing written.
+    let before = p.snapshot();
+    fs::remove_file(&log).unwrap();
+    let ed = editor(
+        &p,
+        &format!(
+            "echo open >> {log}\n\
+             grep -q '^# cutover: ' \"$1\" || echo 'still not valid' >> \"$1\"",
+            log = log.display()
+        ),
+    );
+    fails_with(
+        p.cmd().env("EDITOR", &ed).args(["secrets", "edit", "prod"]),
+        &["prod.env:3", "expected KEY=VALUE"],
+        &secret,
+    );
+    assert_eq!(fs::read_to_string(&log).unwrap().matches("open").count(), 2);
     assert_eq!(p.snapshot(), before);
 }
 

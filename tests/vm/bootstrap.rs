@@ -65,6 +65,8 @@ pub fn pristine_box(vm: &Vm, web: &BoxProject) {
         // are installed, so the step finds them as wanted.
         ("services", "ok"),
         ("docker group", "changed"),
+        // /home/admin/nginx for admin, and /etc/sudoers.d/cutover-admin (visudo-checked).
+        ("nginx access", "changed"),
         ("nginx site", "changed"),
         // No nginx.tls in this project.
         ("tls", "skipped"),
@@ -113,6 +115,21 @@ pub fn pristine_box(vm: &Vm, web: &BoxProject) {
 
 /// What bootstrap promised, read from the box itself (also after a reboot).
 fn check_box(vm: &Vm) {
+    // The include's directory is admin's, and sudo allows admin exactly nginx's two commands
+    // (admin also has the image's blanket sudo, so `sudo -l` lists both: the rule's text is
+    // what is checked).
+    let owner = vm.ssh_ok("stat -c '%U %a' /home/admin/nginx");
+    assert_eq!(owner.trim(), "admin 755", "the include's directory");
+    let rule = vm.ssh_ok("sudo -n cat /etc/sudoers.d/cutover-admin");
+    assert!(
+        rule.lines().any(
+            |l| l == "admin ALL=(root) NOPASSWD: /usr/sbin/nginx -t, /usr/sbin/nginx -s reload"
+        ),
+        "{rule}"
+    );
+    let mode = vm.ssh_ok("sudo -n stat -c '%a %U' /etc/sudoers.d/cutover-admin");
+    assert_eq!(mode.trim(), "440 root");
+    vm.ssh_ok("sudo -n visudo -c -q");
     let swaps = vm.ssh_ok("cat /proc/swaps");
     assert!(
         swaps.lines().any(|l| l.starts_with("/swapfile ")),

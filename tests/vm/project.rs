@@ -3,7 +3,8 @@
 //!
 //! nginx on the box is Debian's, run by root: the deploy user `admin` reloads it through
 //! `sudo -n` (`nginx.test` / `nginx.reload`), and the include lives in a directory `admin`
-//! owns, since a switch replaces it with write-temp-and-rename.
+//! owns, since a switch replaces it with write-temp-and-rename: the config `cutover init
+//! --user admin` writes, and bootstrap makes the directory and the sudoers rule.
 
 use std::path::Path;
 use std::process::Output;
@@ -81,9 +82,8 @@ impl BoxProject {
             nginx_section(name, listen)
         );
         std::fs::write(local.path().join("cutover.yml"), text).unwrap();
-        // The include's directory belongs to the deploy user (made before bootstrap, which
-        // creates the include there).
-        vm.ssh_ok("mkdir -p /home/admin/nginx");
+        // No hand-made include directory: bootstrap's `nginx access` step creates it for
+        // admin (the SSH user, `$SUDO_USER` under `sudo -n`), with the sudoers drop-in.
         BoxProject {
             local,
             name: name.to_string(),

@@ -1,0 +1,149 @@
+//! The `--json` contract's failure half: a command that promised one JSON document on
+//! stdout and fails before printing it prints this one instead,
+//! `{"schema":1,"result":"failed","error":{"kind":…,"message":…}}`, so a script (the CI
+//! job summary) reads why instead of finding nothing. `kind` is what a script branches on;
+//! `message` is the error chain a person reads (it never holds a secret value: no error
+//! does). docs/json/failure.schema.json describes it; the tests validate real failures.
+
+use serde::Serialize;
+
+use crate::cli::{Command, MaintenanceCommand, SecretsCommand, TlsCommand};
+
+/// The version of every `--json` document's shape; a change that breaks a reader bumps it.
+pub const SCHEMA: u32 = 1;
+
+/// Whether `command` was asked for `--json`.
+pub fn wants_json(command: &Command) -> bool {
+    match command {
+        Command::Deploy(a) => a.common.json,
+        Command::Rollback(a) => a.common.json,
+        Command::Status(a) => a.json,
+        Command::History(a) => a.json,
+        Command::Prune(a) => a.json,
+        Command::Bootstrap(a) => a.json,
+        Command::Demo(a) => a.json,
+        Command::Tls(TlsCommand::Issue(a)) => a.json,
+        Command::Maintenance(MaintenanceCommand::On(a)) => a.common.json,
+        Command::Maintenance(MaintenanceCommand::Off(a)) => a.common.json,
+        Command::Secrets(SecretsCommand::Show { json, .. }) => *json,
+        _ => false,
+    }
+}
+
+/// A command's own document with the [`SCHEMA`] version beside its fields.
+#[derive(Serialize)]
+pub struct Versioned<'a, T: Serialize> {
+    schema: u32,
+    #[serde(flatten)]
+    document: &'a T,
+}
+
+/// `document` (a struct: its fields) with `"schema"` added.
+pub fn versioned<T: Serialize>(document: &T) -> Versioned<'_, T> {
+    Versioned {
+        schema: SCHEMA,
+        document,
+    }
+}
+
+/// What went wrong, for a script to branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// cutover.yml is missing or invalid.
+    Config,
+    /// No identity, or one that cannot decrypt the secrets.
+    Identity,
+    /// Another secrets problem (a file, a key, recipients).
+    Secrets,
+    /// The deploy lock is held by another deploy.
+    Lock,
+    /// The box could not be reached over SSH, or refused us.
+    Ssh,
+    /// A deploy (or rollback) that started and failed; what was undone is in the message.
+    Deploy,
+    /// Anything else.
+    Other,
+}
+
+/// Sorts `err` by the typed errors in its chain (and the config loader's context).
+pub fn kind(err: &anyhow::Error) -> Kind {
+    use crate::secrets::SecretsError as S;
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<S>() {
+            return match e {
+                S::NoIdentity { .. }
+                | S::IdentityNotFound { .. }
+                | S::IdentityPermissions { .. }
+                | S::InvalidIdentity { .. }
+                | S::WrongIdentity { .. } => Kind::Identity,
+                _ => Kind::Secrets,
+            };
+        }
+        if cause.downcast_ref::<crate::state::LockError>().is_some() {
+            return Kind::Lock;
+        }
+        if cause
+            .downcast_ref::<crate::remote::ssh::SshError>()
+            .is_some()
+        {
+            return Kind::Ssh;
+        }
+        if cause
+            .downcast_ref::<crate::engine::failure::Failed>()
+            .is_some()
+        {
+            return Kind::Deploy;
+        }
+    }
+    let text = format!("{err:#}");
+    if text.starts_with("invalid config ") || text.contains(": no such file (run `cutover init`") {
+        return Kind::Config;
+    }
+    Kind::Other
+}
+
+/// The failure document for `err`.
+pub fn document(err: &anyhow::Error) -> serde_json::Value {
+    serde_json::json!({
+        "schema": SCHEMA,
+        "result": "failed",
+        "error": { "kind": kind(err), "message": format!("{err:#}") },
+    })
+}
+
+/// Prints the failure document, unless the command already printed its own.
+pub fn print_unless_printed(err: &anyhow::Error) {
+    if crate::report::stdout_written() {
+        return;
+    }
+    let _ = outln!("{}", document(err));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_come_from_the_typed_errors_in_the_chain() {
+        let lock = anyhow::Error::new(crate::state::LockError::Held {
+            holder: "ci".into(),
+            path: "/x/lock".into(),
+        })
+        .context("cannot deploy");
+        assert_eq!(kind(&lock), Kind::Lock);
+        let ssh = anyhow::Error::new(crate::remote::ssh::SshError("refused".into()));
+        assert_eq!(kind(&ssh), Kind::Ssh);
+        let missing =
+            anyhow::Error::new(crate::secrets::SecretsError::NoIdentity { default: None });
+        assert_eq!(kind(&missing), Kind::Identity);
+        assert_eq!(kind(&anyhow::anyhow!("something else")), Kind::Other);
+        let doc = document(&lock);
+        assert_eq!(doc["schema"], SCHEMA);
+        assert_eq!(doc["error"]["kind"], "lock");
+        assert!(doc["error"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("cannot deploy: another deploy is running: ci"));
+    }
+}
