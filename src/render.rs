@@ -49,6 +49,9 @@ pub struct Plan {
     /// The image of each worker's color, by worker name (a color not named here runs the
     /// app color's image).
     pub workers: BTreeMap<String, BTreeMap<Color, String>>,
+    /// `app.secrets_delivery: files`: the project's directory of secret files on the box
+    /// (`secrets::files`), each service's files in `<dir>/<service>/`; `None` in env mode.
+    pub secrets_dir: Option<std::path::PathBuf>,
 }
 
 /// The loaded template set.
@@ -275,6 +278,9 @@ struct ComposeContext {
     accessories: Vec<AccessoryView>,
     workers: Vec<WorkerView>,
     volumes: Vec<String>,
+    /// Files mode: the project's secrets directory (a checked, plain absolute path).
+    secrets_dir: Option<String>,
+    mount_dir: &'static str,
 }
 
 #[derive(Serialize)]
@@ -387,7 +393,27 @@ impl ComposeContext {
                 .chain(config.accessories.values().flat_map(|a| &a.volumes)),
         );
         let workers = worker_views(config, plan, &colors)?;
+        let secrets_dir = match &plan.secrets_dir {
+            None => None,
+            Some(dir) => Some(
+                dir.to_str()
+                    .with_context(|| format!("{}: not UTF-8", dir.display()))?
+                    .to_string(),
+            ),
+        };
+        if secrets_dir.is_some() {
+            file_keys_free(&app.environment.0, &plan.secret_keys.app, "app")?;
+            for (name, acc) in &config.accessories {
+                file_keys_free(
+                    &acc.environment.0,
+                    plan.secret_keys.accessory(name.as_str()),
+                    &format!("accessories.{name}"),
+                )?;
+            }
+        }
         Ok(ComposeContext {
+            secrets_dir,
+            mount_dir: crate::secrets::files::MOUNT_DIR,
             workers,
             project: config.project.to_string(),
             app: AppView {
@@ -407,6 +433,25 @@ impl ComposeContext {
             volumes,
         })
     }
+}
+
+/// Files mode sets `<KEY>_FILE` for every secret key: a plain entry of that name would
+/// silently lose to it (or win over it), so it is refused.
+fn file_keys_free(
+    env: &BTreeMap<String, String>,
+    secret_keys: &BTreeSet<String>,
+    owner: &str,
+) -> anyhow::Result<()> {
+    if let Some(key) = secret_keys
+        .iter()
+        .map(|k| format!("{k}_FILE"))
+        .find(|k| env.contains_key(k))
+    {
+        bail!(
+            "{owner}.environment.{key}: with app.secrets_delivery: files cutover sets `{key}` to the secret's file; remove it from environment"
+        );
+    }
+    Ok(())
 }
 
 /// Plain environment entries, with `$` doubled so compose does not interpolate them; a key
