@@ -573,3 +573,54 @@ mod tests {
         assert!(!err.contains("pa$word"), "must not print the value: {err}");
     }
 }
+
+#[cfg(test)]
+mod secret_files_tests {
+    use super::*;
+
+    #[test]
+    fn files_mode_mounts_each_services_own_files_and_names_no_value() {
+        let yaml = "project: p\ncolors: {blue: 8001, green: 8002}\napp:\n  name: web\n  image: demo\n  port: 8080\n  memory: 64M\n  secrets: [s.env.age]\n  secrets_delivery: files\nworkers:\n  jobs:\n    command: [worker]\n    memory: 32M\naccessories:\n  db:\n    image: db\n    memory: 64M\n    secrets: [db.env.age]\n";
+        let config = Config::from_yaml(yaml, Path::new("cutover.yml")).unwrap();
+        let plan = Plan {
+            images: BTreeMap::new(),
+            secret_keys: SecretKeys {
+                app: BTreeSet::from(["API_KEY".to_string()]),
+                accessories: BTreeMap::from([(
+                    "db".to_string(),
+                    BTreeSet::from(["DB_PASSWORD".to_string()]),
+                )]),
+            },
+            workers: BTreeMap::new(),
+            secrets_dir: Some(PathBuf::from("/run/cutover/secrets/p")),
+        };
+        let text = Renderer::new(Path::new("/nonexistent"))
+            .unwrap()
+            .compose(&config, &plan)
+            .unwrap();
+        crate::config::check_yaml(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+        let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let services = &doc["services"];
+        assert_eq!(
+            services["web-blue"]["environment"]["API_KEY_FILE"], "/run/secrets/API_KEY",
+            "{text}"
+        );
+        assert!(
+            services["web-blue"]["environment"].get("API_KEY").is_none(),
+            "{text}"
+        );
+        assert_eq!(
+            services["web-jobs-green"]["volumes"][0]["source"],
+            "/run/cutover/secrets/p/web-jobs-green/API_KEY"
+        );
+        assert_eq!(services["web-blue"]["volumes"][0]["read_only"], true);
+        assert_eq!(
+            services["db"]["volumes"][0]["source"],
+            "/run/cutover/secrets/p/db/DB_PASSWORD"
+        );
+        assert_eq!(
+            services["db"]["environment"]["DB_PASSWORD_FILE"],
+            "/run/secrets/DB_PASSWORD"
+        );
+    }
+}

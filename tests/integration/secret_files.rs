@@ -1,0 +1,173 @@
+//! `app.secrets_delivery: files` on the real engine: the values reach the app, its workers and
+//! the hooks as files on a tmpfs (`/run/secrets/<KEY>`, `<KEY>_FILE`), one directory per
+//! service, and never Docker's own state (`config.v2.json`), `docker inspect` or the compose
+//! file; a rotation reaches only the new color, and a stopped color's files are gone.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::harness::project::Project;
+use crate::harness::workers_app::{self, W1};
+
+/// The `config.v2.json` of every container of `project` (Docker's state on disk), and the
+/// JSON `docker inspect` prints for them: the texts a leak would be in.
+fn docker_state_of(project: &Project) -> Vec<(String, String)> {
+    let containers = cutover::docker::compose::containers_of(&project.name).unwrap();
+    assert!(!containers.is_empty(), "the project runs containers");
+    let mut texts = Vec::new();
+    for c in containers {
+        let inspect = Command::new("docker")
+            .args(["inspect", &c.id])
+            .output()
+            .unwrap();
+        assert!(inspect.status.success());
+        texts.push((
+            format!("docker inspect {}", c.service),
+            String::from_utf8_lossy(&inspect.stdout).into_owned(),
+        ));
+        let full: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
+        let id = full[0]["Id"].as_str().unwrap().to_string();
+        let config = PathBuf::from("/var/lib/docker/containers")
+            .join(&id)
+            .join("config.v2.json");
+        texts.push((
+            config.display().to_string(),
+            fs::read_to_string(&config)
+                .unwrap_or_else(|e| panic!("cannot read {}: {e}", config.display())),
+        ));
+    }
+    texts
+}
+
+fn hits<'a>(texts: &'a [(String, String)], needle: &str) -> Vec<&'a str> {
+    texts
+        .iter()
+        .filter(|(_, text)| text.contains(needle))
+        .map(|(what, _)| what.as_str())
+        .collect()
+}
+
+fn mode(path: &Path) -> u32 {
+    fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color() {
+    if !workers_app::ready() || !Path::new("/var/lib/docker/containers").is_dir() {
+        return;
+    }
+    let app = workers_app::app(json!({ "jobs": { "command": ["worker"], "memory": "32M" } }))
+        .secrets()
+        .secrets_delivery("files")
+        .hooks(json!({
+            "post_deploy": {
+                "command": ["sh", "-c", "env > post.env; sha256sum < \"$DEMO_SECRET_FILE\" > post.sha; ls \"$(dirname \"$DEMO_SECRET_FILE\")\" > post.ls"],
+                "env": ["DEMO_SECRET"],
+            },
+        }));
+    let project = Project::compose(app);
+    let demo_secret = project.secret_value("DEMO_SECRET");
+    let db_password = project.secret_value("DB_PASSWORD");
+    let run = project.deploy_ok(W1);
+    assert!(!run.stdout.contains(&demo_secret) && !run.stderr.contains(&demo_secret));
+
+    // The app reads its secret from /run/secrets (the demo's `/env` falls back to that file).
+    assert_eq!(
+        project.get("/env?key=DEMO_SECRET").unwrap(),
+        (200, demo_secret.clone())
+    );
+    // Each service its own 0700 directory of 0444 files, on the tmpfs root.
+    let dir = project.secrets_root().join(&project.name);
+    let blue = dir.join("web-blue");
+    assert_eq!(
+        fs::read_to_string(blue.join("DEMO_SECRET")).unwrap(),
+        demo_secret
+    );
+    assert_eq!(
+        (mode(&dir), mode(&blue), mode(&blue.join("DB_PASSWORD"))),
+        (0o700, 0o700, 0o444)
+    );
+    assert!(
+        dir.join("web-jobs-blue").join("DEMO_SECRET").is_file(),
+        "the worker's own files"
+    );
+
+    // Nothing secret in Docker's state, `docker inspect` or the compose file; the search
+    // itself finds what is there (the `_FILE` names, the read-only mount).
+    let mut texts = docker_state_of(&project);
+    let compose = project.path().join(".cutover/compose.yml");
+    texts.push((
+        compose.display().to_string(),
+        fs::read_to_string(&compose).unwrap(),
+    ));
+    for marker in [&demo_secret, &db_password] {
+        assert_eq!(hits(&texts, marker), Vec::<&str>::new(), "a plaintext copy");
+    }
+    assert_eq!(
+        hits(&texts, "DEMO_SECRET_FILE=/run/secrets/DEMO_SECRET").len(),
+        4,
+        "docker inspect and config.v2.json of the web color and the worker: {:?}",
+        texts.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    assert!(
+        texts
+            .iter()
+            .any(|(_, t)| t.contains("\"Destination\":\"/run/secrets/DB_PASSWORD\"")),
+        "the file is a mount"
+    );
+
+    // The hook got the key it asked for as a file, not a value, in a directory removed after.
+    let env = project.env_dump("post.env");
+    assert!(
+        !env.contains_key("DEMO_SECRET"),
+        "a value in the hook's env"
+    );
+    let file = PathBuf::from(&env["DEMO_SECRET_FILE"]);
+    let sha = fs::read_to_string(project.path().join("post.sha")).unwrap();
+    assert_eq!(
+        sha.split_whitespace().next().unwrap(),
+        format!("{:x}", Sha256::digest(demo_secret.as_bytes()))
+    );
+    assert_eq!(
+        fs::read_to_string(project.path().join("post.ls")).unwrap(),
+        "DEMO_SECRET\n",
+        "only the key it asked for"
+    );
+    assert!(!file.exists(), "the hook's files outlive it");
+
+    // Rotation: the new value reaches the new color only; the old color's files go with it.
+    let rotated = format!("rotated-files-{}", std::process::id());
+    project
+        .cutover_with_stdin(
+            ["secrets", "set", "demo", "DB_PASSWORD"],
+            &format!("{rotated}\n"),
+        )
+        .success();
+    project.cutover(["deploy"]).success();
+    assert_eq!(
+        project.get("/env?key=DB_PASSWORD").unwrap(),
+        (200, rotated.clone())
+    );
+    let green = dir.join("web-green");
+    assert_eq!(
+        fs::read_to_string(green.join("DB_PASSWORD")).unwrap(),
+        rotated
+    );
+    assert!(!blue.exists(), "the stopped color's files are removed");
+    assert!(
+        !dir.join("web-jobs-blue").exists(),
+        "the old worker's files"
+    );
+    assert!(dir.join("web-jobs-green").join("DB_PASSWORD").is_file());
+    let texts = docker_state_of(&project);
+    assert_eq!(
+        hits(&texts, &rotated),
+        Vec::<&str>::new(),
+        "a plaintext copy"
+    );
+}
