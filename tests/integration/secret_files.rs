@@ -64,6 +64,10 @@ fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color()
     let app = workers_app::app(json!({ "jobs": { "command": ["worker"], "memory": "32M" } }))
         .secrets()
         .secrets_delivery("files")
+        .release(
+            &["task", "print=DB_PASSWORD", "print=DB_PASSWORD_FILE"],
+            "60s",
+        )
         .hooks(json!({
             "post_deploy": {
                 "command": ["sh", "-c", "env > post.env; sha256sum < \"$DEMO_SECRET_FILE\" > post.sha; ls \"$(dirname \"$DEMO_SECRET_FILE\")\" > post.ls"],
@@ -75,6 +79,16 @@ fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color()
     let db_password = project.secret_value("DB_PASSWORD");
     let run = project.deploy_ok(W1);
     assert!(!run.stdout.contains(&demo_secret) && !run.stderr.contains(&demo_secret));
+    // The release phase's one-off container: the file, not the value, in its environment
+    // (compose refuses to start it when a mount's source is missing).
+    assert!(
+        run.stderr.contains("DB_PASSWORD=\n")
+            && run
+                .stderr
+                .contains("DB_PASSWORD_FILE=/run/secrets/DB_PASSWORD"),
+        "{}",
+        run.stderr
+    );
 
     // The app reads its secret from /run/secrets (the demo's `/env` falls back to that file).
     assert_eq!(
@@ -139,6 +153,17 @@ fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color()
         "only the key it asked for"
     );
     assert!(!file.exists(), "the hook's files outlive it");
+
+    // `cutover run`: a one-off of the serving color, with its files.
+    let out = project
+        .cutover(["run", "--", "task", "print=DEMO_SECRET_FILE"])
+        .success();
+    assert!(
+        out.stdout
+            .contains("DEMO_SECRET_FILE=/run/secrets/DEMO_SECRET"),
+        "{}",
+        out.stdout
+    );
 
     // Rotation: the new value reaches the new color only; the old color's files go with it.
     let rotated = format!("rotated-files-{}", std::process::id());
