@@ -3,8 +3,7 @@
 //! Docker's state on disk), the compose file or `docker inspect`.
 //!
 //! Layout: `<root>/<project>/<service>/<KEY>`, where `<root>` is [`ROOT_ENV`] when set (tests,
-//! a box that wants another tmpfs), else `/run/cutover/secrets` as root, else
-//! `$XDG_RUNTIME_DIR/cutover/secrets`. Each service (a web color, a worker color, an
+//! a box that wants another tmpfs), else `/run/cutover/secrets` (see [`root`]). Each service (a web color, a worker color, an
 //! accessory) has its own directory, so a rotation reaches only the color being started and a
 //! rollback finds the old value where it was; the directory goes when its service stops.
 //!
@@ -39,20 +38,28 @@ pub const MOUNT_DIR: &str = "/run/secrets";
 const TMPFS_MAGIC: u64 = 0x0102_1994;
 const RAMFS_MAGIC: u64 = 0x8584_58f6;
 
-/// The root of every project's secret directories for this process.
+/// The root of every project's secret directories for this process: [`ROOT_ENV`], else
+/// [`SYSTEM_ROOT`]. Not root, that directory must exist and be this user's: `bootstrap`
+/// makes it for the deploy user at every boot (a tmpfiles.d line). `$XDG_RUNTIME_DIR` is
+/// no place for them: logind removes it when the user's last session ends, and Docker
+/// needs a mount's source again whenever it restarts a container.
 pub fn root() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os(ROOT_ENV).filter(|d| !d.is_empty()) {
         return checked_root(PathBuf::from(dir));
     }
-    if rustix::process::geteuid().is_root() {
-        return Ok(PathBuf::from(SYSTEM_ROOT));
+    let root = PathBuf::from(SYSTEM_ROOT);
+    if !rustix::process::geteuid().is_root()
+        && rustix::fs::access(
+            &root,
+            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
+        )
+        .is_err()
+    {
+        bail!(
+            "app.secrets_delivery is `files`, but {SYSTEM_ROOT} is missing or not writable by this user: run `cutover bootstrap` on the box (it makes that directory for the deploy user, on the /run tmpfs, at every boot) or set {ROOT_ENV} to a directory on a tmpfs"
+        );
     }
-    match std::env::var_os("XDG_RUNTIME_DIR").filter(|d| !d.is_empty()) {
-        Some(dir) => checked_root(PathBuf::from(dir).join("cutover/secrets")),
-        None => bail!(
-            "app.secrets_delivery is `files`, but there is no memory-backed directory for them: not root (so not {SYSTEM_ROOT}) and XDG_RUNTIME_DIR is unset; set {ROOT_ENV} to a directory on a tmpfs"
-        ),
-    }
+    Ok(root)
 }
 
 /// The root must be absolute and plain: it is written into the compose file as a bind

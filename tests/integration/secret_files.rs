@@ -195,4 +195,50 @@ fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color()
         Vec::<&str>::new(),
         "a plaintext copy"
     );
+
+    // A reboot empties the tmpfs: a container Docker restarts then does not start with empty
+    // secrets (a mount whose source is missing is an error, not an empty directory)…
+    let web = cutover::docker::compose::containers_of(&project.name)
+        .unwrap()
+        .into_iter()
+        .find(|c| c.service == "web-green")
+        .unwrap();
+    fs::remove_dir_all(project.secrets_root()).unwrap();
+    let restart = |what: &str| {
+        Command::new("docker")
+            .args(["restart", "-t", "1", what])
+            .output()
+            .unwrap()
+    };
+    let refused = restart(&web.id);
+    assert!(
+        !refused.status.success(),
+        "a container started without its secret files"
+    );
+    assert!(
+        !green.exists(),
+        "docker made the missing source: {}",
+        green.display()
+    );
+    // …and `secrets restore` (what the boot unit runs) writes the serving color's and the
+    // workers' files again from the encrypted store, after which it starts.
+    let out = project.cutover(["secrets", "restore", "--json"]).success();
+    let json = out.stdout_json();
+    assert_eq!(json["projects"][0]["services"][0][0], "web-green", "{json}");
+    assert!(!out.stdout.contains(&rotated) && !out.stderr.contains(&rotated));
+    assert_eq!(
+        fs::read_to_string(green.join("DB_PASSWORD")).unwrap(),
+        rotated
+    );
+    assert!(dir.join("web-jobs-green").join("DEMO_SECRET").is_file());
+    assert!(!blue.exists(), "only what Docker brings back");
+    assert!(restart(&web.id).status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while project.get("/env?key=DB_PASSWORD") != Some((200, rotated.clone())) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the restarted app never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
 }

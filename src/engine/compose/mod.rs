@@ -27,7 +27,7 @@ pub mod prune;
 mod pull;
 mod reconcile;
 mod release;
-mod secret_files;
+pub mod secret_files;
 pub mod service;
 mod settle;
 #[cfg(test)]

@@ -48,3 +48,67 @@ impl Run<'_, '_> {
         dirs.remove(service).err().map(|e| format!("{e:#}"))
     }
 }
+
+/// What [`restore`] wrote (or, on a dry run, would write) for one project.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Restored {
+    pub project: String,
+    /// The services whose files were written, each with the key names (never values).
+    pub services: Vec<(String, Vec<String>)>,
+    /// Why nothing was written (env mode, nothing deployed yet).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// Writes the files of every service of `loaded` that Docker brings back by itself (the
+/// serving color, each worker's recorded color, the accessories) from the encrypted store,
+/// decrypted in memory with `identity`: what the boot unit runs before Docker starts, since
+/// a reboot empties the tmpfs. A service not running needs none: the next deploy writes its.
+pub fn restore(
+    identity: Option<&std::path::Path>,
+    loaded: &crate::config::Loaded,
+    dry_run: bool,
+) -> anyhow::Result<Restored> {
+    let config = &loaded.config;
+    let mut restored = Restored {
+        project: config.project.to_string(),
+        services: Vec::new(),
+        skipped: None,
+    };
+    let Some(dirs) = crate::secrets::files::for_project(config)? else {
+        restored.skipped = Some("app.secrets_delivery is env: nothing on tmpfs".into());
+        return Ok(restored);
+    };
+    let state = crate::state::StateDir::new(loaded.state_dir()).load()?;
+    let Some(active) = state.active else {
+        restored.skipped = Some("nothing deployed yet".into());
+        return Ok(restored);
+    };
+    let env = crate::secrets::deploy_env(identity, loaded)?;
+    let mut services: Vec<(String, Option<String>)> = vec![(config.service(active), None)];
+    for (name, record) in &state.workers {
+        if config.has_worker(name) {
+            services.push((config.worker_service(name, record.color), None));
+        }
+    }
+    for name in config.accessories.keys() {
+        services.push((name.to_string(), Some(name.to_string())));
+    }
+    for (service, accessory) in services {
+        let keys = match &accessory {
+            Some(name) => env.keys.accessory(name),
+            None => &env.keys.app,
+        };
+        if !dry_run {
+            let values = keys
+                .iter()
+                .filter_map(|k| env.values.get(k).map(|v| (k.as_str(), v)));
+            dirs.write(&service, values)
+                .map_err(|e| e.context(format!("cannot write the secret files of {service}")))?;
+        }
+        restored
+            .services
+            .push((service, keys.iter().cloned().collect()));
+    }
+    Ok(restored)
+}
