@@ -265,7 +265,7 @@ impl Runner<'_> {
                 let written = files.write(dir, asked)?;
                 for key in hook.env.iter().filter(|k| self.secrets.contains_key(*k)) {
                     cmd = cmd.plain_env(
-                        &format!("{key}_FILE"),
+                        format!("{key}_FILE"),
                         written.join(key).display().to_string(),
                     );
                 }

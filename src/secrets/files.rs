@@ -39,27 +39,16 @@ const TMPFS_MAGIC: u64 = 0x0102_1994;
 const RAMFS_MAGIC: u64 = 0x8584_58f6;
 
 /// The root of every project's secret directories for this process: [`ROOT_ENV`], else
-/// [`SYSTEM_ROOT`]. Not root, that directory must exist and be this user's: `bootstrap`
-/// makes it for the deploy user at every boot (a tmpfiles.d line). `$XDG_RUNTIME_DIR` is
+/// [`SYSTEM_ROOT`]. Not root, that directory must exist and be this user's when files are
+/// written (`render` only names it): `bootstrap` makes it for the deploy user at every boot
+/// (a tmpfiles.d line). `$XDG_RUNTIME_DIR` is
 /// no place for them: logind removes it when the user's last session ends, and Docker
 /// needs a mount's source again whenever it restarts a container.
 pub fn root() -> anyhow::Result<PathBuf> {
     if let Some(dir) = std::env::var_os(ROOT_ENV).filter(|d| !d.is_empty()) {
         return checked_root(PathBuf::from(dir));
     }
-    let root = PathBuf::from(SYSTEM_ROOT);
-    if !rustix::process::geteuid().is_root()
-        && rustix::fs::access(
-            &root,
-            rustix::fs::Access::WRITE_OK | rustix::fs::Access::EXEC_OK,
-        )
-        .is_err()
-    {
-        bail!(
-            "app.secrets_delivery is `files`, but {SYSTEM_ROOT} is missing or not writable by this user: run `cutover bootstrap` on the box (it makes that directory for the deploy user, on the /run tmpfs, at every boot) or set {ROOT_ENV} to a directory on a tmpfs"
-        );
-    }
-    Ok(root)
+    Ok(PathBuf::from(SYSTEM_ROOT))
 }
 
 /// The root must be absolute and plain: it is written into the compose file as a bind
@@ -117,7 +106,12 @@ impl ProjectDirs {
             .dir
             .parent()
             .context("the secrets directory has no parent")?;
-        private_dir_all(root)?;
+        private_dir_all(root).with_context(|| {
+            format!(
+                "app.secrets_delivery is `files`: {} must be a directory this user can write, on a tmpfs; `cutover bootstrap` on the box makes {SYSTEM_ROOT} for the deploy user at every boot, or set {ROOT_ENV}",
+                root.display()
+            )
+        })?;
         require_memory_backed(root)?;
         private_dir_all(&self.dir)?;
         let target = self.service(service);
