@@ -44,6 +44,17 @@ fn docker_state_of(project: &Project) -> Vec<(String, String)> {
     texts
 }
 
+/// Every container's `config.v2.json` on this engine (small files: bounded), one-off and
+/// stopped containers included.
+fn every_config_v2() -> Vec<(String, String)> {
+    fs::read_dir("/var/lib/docker/containers")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path().join("config.v2.json"))
+        .filter_map(|p| Some((p.display().to_string(), fs::read_to_string(&p).ok()?)))
+        .collect()
+}
+
 fn hits<'a>(texts: &'a [(String, String)], needle: &str) -> Vec<&'a str> {
     texts
         .iter()
@@ -75,6 +86,19 @@ fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color()
             },
         }));
     let project = Project::compose(app);
+    // The fixture's values are in every env-mode test container on this engine: a marker of
+    // this run's own is what the search of every container's state looks for.
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let marker = format!("MARKfiles{}x{nanos}", std::process::id());
+    project
+        .cutover_with_stdin(
+            ["secrets", "set", "demo", "FILES_MARKER"],
+            &format!("{marker}\n"),
+        )
+        .success();
     let demo_secret = project.secret_value("DEMO_SECRET");
     let db_password = project.secret_value("DB_PASSWORD");
     let run = project.deploy_ok(W1);
@@ -119,9 +143,16 @@ fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color()
         compose.display().to_string(),
         fs::read_to_string(&compose).unwrap(),
     ));
-    for marker in [&demo_secret, &db_password] {
-        assert_eq!(hits(&texts, marker), Vec::<&str>::new(), "a plaintext copy");
+    for value in [&demo_secret, &db_password, &marker] {
+        assert_eq!(hits(&texts, value), Vec::<&str>::new(), "a plaintext copy");
     }
+    let everything = every_config_v2();
+    assert_eq!(
+        hits(&everything, &marker),
+        Vec::<&str>::new(),
+        "a plaintext copy"
+    );
+    assert!(!hits(&everything, "DEMO_SECRET_FILE=/run/secrets/DEMO_SECRET").is_empty());
     assert_eq!(
         hits(&texts, "DEMO_SECRET_FILE=/run/secrets/DEMO_SECRET").len(),
         4,
@@ -166,7 +197,7 @@ fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color()
     );
 
     // Rotation: the new value reaches the new color only; the old color's files go with it.
-    let rotated = format!("rotated-files-{}", std::process::id());
+    let rotated = format!("rotated-files-{}x{nanos}", std::process::id());
     project
         .cutover_with_stdin(
             ["secrets", "set", "demo", "DB_PASSWORD"],
@@ -189,7 +220,8 @@ fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color()
         "the old worker's files"
     );
     assert!(dir.join("web-jobs-green").join("DB_PASSWORD").is_file());
-    let texts = docker_state_of(&project);
+    let mut texts = docker_state_of(&project);
+    texts.extend(every_config_v2());
     assert_eq!(
         hits(&texts, &rotated),
         Vec::<&str>::new(),
@@ -241,4 +273,13 @@ fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color()
         );
         std::thread::sleep(std::time::Duration::from_millis(200));
     }
+
+    // The control: the same project in env mode puts the marker into Docker's state on disk,
+    // where the search above finds it.
+    crate::harness::project::edit_config(&project, |c| c["app"]["secrets_delivery"] = json!("env"));
+    project.cutover(["deploy"]).success();
+    assert!(
+        !hits(&every_config_v2(), &marker).is_empty(),
+        "env mode should leave the marker in config.v2.json (the search is blind)"
+    );
 }
