@@ -381,6 +381,19 @@ pub enum SecretsCommand {
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
     },
+    /// Write the secret files of `app.secrets_delivery: files` again (on tmpfs, from the
+    /// encrypted store): what the boot unit `bootstrap` installs runs before Docker starts
+    Restore {
+        /// Every project registered on this box (the boot unit), not only this directory's
+        #[arg(long)]
+        all: bool,
+        /// Say which services' files would be written; write nothing
+        #[arg(long)]
+        dry_run: bool,
+        /// Print JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
     /// Run a command with the decrypted variables in its environment (no shell)
     Exec {
         /// Secrets file names, then `--`, then the command

@@ -50,6 +50,9 @@ pub struct Plan {
     /// The image of each worker's color, by worker name (a color not named here runs the
     /// app color's image).
     pub workers: BTreeMap<String, BTreeMap<Color, String>>,
+    /// `app.secrets_delivery: files`: the project's directory of secret files on the box
+    /// (`secrets::files`), each service's files in `<dir>/<service>/`; `None` in env mode.
+    pub secrets_dir: Option<std::path::PathBuf>,
 }
 
 /// The loaded template set.
@@ -364,6 +367,9 @@ struct ComposeContext {
     accessories: Vec<AccessoryView>,
     workers: Vec<WorkerView>,
     volumes: Vec<String>,
+    /// Files mode: the project's secrets directory (a checked, plain absolute path).
+    secrets_dir: Option<String>,
+    mount_dir: &'static str,
 }
 
 #[derive(Serialize)]
@@ -476,7 +482,27 @@ impl ComposeContext {
                 .chain(config.accessories.values().flat_map(|a| &a.volumes)),
         );
         let workers = worker_views(config, plan, &colors)?;
+        let secrets_dir = match &plan.secrets_dir {
+            None => None,
+            Some(dir) => Some(
+                dir.to_str()
+                    .with_context(|| format!("{}: not UTF-8", dir.display()))?
+                    .to_string(),
+            ),
+        };
+        if secrets_dir.is_some() {
+            file_keys_free(&app.environment.0, &plan.secret_keys.app, "app")?;
+            for (name, acc) in &config.accessories {
+                file_keys_free(
+                    &acc.environment.0,
+                    plan.secret_keys.accessory(name.as_str()),
+                    &format!("accessories.{name}"),
+                )?;
+            }
+        }
         Ok(ComposeContext {
+            secrets_dir,
+            mount_dir: crate::secrets::files::MOUNT_DIR,
             workers,
             project: config.project.to_string(),
             app: AppView {
@@ -496,6 +522,25 @@ impl ComposeContext {
             volumes,
         })
     }
+}
+
+/// Files mode sets `<KEY>_FILE` for every secret key: a plain entry of that name would
+/// silently lose to it (or win over it), so it is refused.
+fn file_keys_free(
+    env: &BTreeMap<String, String>,
+    secret_keys: &BTreeSet<String>,
+    owner: &str,
+) -> anyhow::Result<()> {
+    if let Some(key) = secret_keys
+        .iter()
+        .map(|k| format!("{k}_FILE"))
+        .find(|k| env.contains_key(k))
+    {
+        bail!(
+            "{owner}.environment.{key}: with app.secrets_delivery: files cutover sets `{key}` to the secret's file; remove it from environment"
+        );
+    }
+    Ok(())
 }
 
 /// Plain environment entries, with `$` doubled so compose does not interpolate them; a key
@@ -674,5 +719,56 @@ mod tests {
         let err = env_items(&env, &secrets, "app").unwrap_err().to_string();
         assert!(err.starts_with("app.environment.A:"), "{err}");
         assert!(!err.contains("pa$word"), "must not print the value: {err}");
+    }
+}
+
+#[cfg(test)]
+mod secret_files_tests {
+    use super::*;
+
+    #[test]
+    fn files_mode_mounts_each_services_own_files_and_names_no_value() {
+        let yaml = "project: p\ncolors: {blue: 8001, green: 8002}\napp:\n  name: web\n  image: demo\n  port: 8080\n  memory: 64M\n  secrets: [s.env.age]\n  secrets_delivery: files\nworkers:\n  jobs:\n    command: [worker]\n    memory: 32M\naccessories:\n  db:\n    image: db\n    memory: 64M\n    secrets: [db.env.age]\n";
+        let config = Config::from_yaml(yaml, Path::new("cutover.yml")).unwrap();
+        let plan = Plan {
+            images: BTreeMap::new(),
+            secret_keys: SecretKeys {
+                app: BTreeSet::from(["API_KEY".to_string()]),
+                accessories: BTreeMap::from([(
+                    "db".to_string(),
+                    BTreeSet::from(["DB_PASSWORD".to_string()]),
+                )]),
+            },
+            workers: BTreeMap::new(),
+            secrets_dir: Some(PathBuf::from("/run/cutover/secrets/p")),
+        };
+        let text = Renderer::new(Path::new("/nonexistent"))
+            .unwrap()
+            .compose(&config, &plan)
+            .unwrap();
+        crate::config::check_yaml(&text).unwrap_or_else(|e| panic!("{e:#}\n{text}"));
+        let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+        let services = &doc["services"];
+        assert_eq!(
+            services["web-blue"]["environment"]["API_KEY_FILE"], "/run/secrets/API_KEY",
+            "{text}"
+        );
+        assert!(
+            services["web-blue"]["environment"].get("API_KEY").is_none(),
+            "{text}"
+        );
+        assert_eq!(
+            services["web-jobs-green"]["volumes"][0]["source"],
+            "/run/cutover/secrets/p/web-jobs-green/API_KEY"
+        );
+        assert_eq!(services["web-blue"]["volumes"][0]["read_only"], true);
+        assert_eq!(
+            services["db"]["volumes"][0]["source"],
+            "/run/cutover/secrets/p/db/DB_PASSWORD"
+        );
+        assert_eq!(
+            services["db"]["environment"]["DB_PASSWORD_FILE"],
+            "/run/secrets/DB_PASSWORD"
+        );
     }
 }

@@ -21,6 +21,7 @@
 //! Nothing here prints: the command layer (`cmd/bootstrap.rs`) turns the [`Report`] into
 //! lines or JSON. Secret material (the box's age identity) never enters the report.
 
+pub mod boot_secrets;
 pub mod cloud_init;
 pub mod distro;
 pub mod identity;
@@ -438,6 +439,7 @@ pub const STEPS: &[StepDef] = &[
     tls::STEP,
     state_dir::STEP,
     identity::STEP,
+    boot_secrets::STEP,
 ];
 
 /// Runs every step in order; a failed step stops the run and is the last step reported.

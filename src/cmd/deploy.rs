@@ -52,8 +52,12 @@ pub fn run_deploy(
     // Decrypt before touching anything: a missing or wrong identity fails here.
     let secrets_started = Instant::now();
     let env = crate::secrets::deploy_env(ctx.identity.as_deref(), &loaded)?;
-    crate::secrets::check_env_sizes(env.values.iter().map(|(k, v)| (k.as_str(), v)))
-        .context("cannot deploy: the secrets reach compose as its process environment")?;
+    let secret_files = crate::secrets::files::for_project(&loaded.config)
+        .context("cannot deploy: app.secrets_delivery is `files`")?;
+    if secret_files.is_none() {
+        crate::secrets::check_env_sizes(env.values.iter().map(|(k, v)| (k.as_str(), v)))
+            .context("cannot deploy: the secrets reach compose as its process environment")?;
+    }
     let secrets_took = secrets_started.elapsed();
     let compose = Compose::detect_cached()?;
     let deployer = Deployer {
@@ -62,6 +66,7 @@ pub fn run_deploy(
         renderer: Renderer::new(&ctx.dir)?,
         secrets: env.values,
         secret_keys: env.keys,
+        secret_files,
         interrupted: interrupt_flag()?,
     };
     let request = Request {

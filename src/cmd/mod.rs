@@ -23,6 +23,7 @@ use crate::context::Context;
 use crate::state::Action;
 
 mod secrets;
+mod secrets_restore;
 
 pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
     match command {

@@ -34,6 +34,7 @@ pub fn run(ctx: &Context, args: RenderArgs) -> anyhow::Result<ExitCode> {
         images,
         secret_keys: crate::secrets::secret_keys(ctx.identity.as_deref(), &loaded)?,
         workers: state.worker_images(),
+        secrets_dir: crate::secrets::files::for_project(&loaded.config)?.map(|d| d.dir),
     };
     let renderer = Renderer::new(&ctx.dir)?;
     let site = renderer.site(&loaded.config)?;

@@ -39,9 +39,29 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
             file.display()
         );
     }
-    let env = crate::secrets::deploy_env(ctx.identity.as_deref(), &loaded)?;
-    crate::secrets::check_env_sizes(env.values.iter().map(|(k, v)| (k.as_str(), v)))
-        .context("cannot run: the secrets reach compose as its process environment")?;
+    // Files mode: the one-off container mounts the serving color's own files, written by the
+    // deploy that started it (or the boot unit); compose needs no value, so none is decrypted.
+    let values = match crate::secrets::files::for_project(config)
+        .context("cannot run: app.secrets_delivery is `files`")?
+    {
+        Some(dirs) => {
+            let dir = dirs.service(&config.service(color));
+            if !config_has_no_secrets(&loaded) && !dir.is_dir() {
+                bail!(
+                    "the secret files of {} are missing ({} is not there, though {color} runs): after a reboot, `cutover secrets restore` (the boot unit `bootstrap` installs runs it) writes them again",
+                    config.service(color),
+                    dir.display()
+                );
+            }
+            Default::default()
+        }
+        None => {
+            let env = crate::secrets::deploy_env(ctx.identity.as_deref(), &loaded)?;
+            crate::secrets::check_env_sizes(env.values.iter().map(|(k, v)| (k.as_str(), v)))
+                .context("cannot run: the secrets reach compose as its process environment")?;
+            env.values
+        }
+    };
     let project = Project {
         compose: Compose::detect_cached()?,
         name: config.project.to_string(),
@@ -59,7 +79,7 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
             if tty { "" } else { ", no TTY" }
         );
     }
-    let oneoff = OneOff::new(&project, service, "run", &args.command, &env.values);
+    let oneoff = OneOff::new(&project, service, "run", &args.command, &values);
     let interrupted = super::progress::interrupt_flag()?;
     // Cutover stays up through a Ctrl-C/SIGTERM and removes the container, which ends compose.
     let watcher = {
@@ -80,4 +100,9 @@ pub fn run(ctx: &Context, args: RunArgs) -> anyhow::Result<ExitCode> {
         Some(code) => ExitCode::from(u8::try_from(code & 0xff).unwrap_or(1)),
         None => ExitCode::from(1),
     })
+}
+
+/// A project whose app names no secrets files mounts nothing.
+fn config_has_no_secrets(loaded: &crate::config::Loaded) -> bool {
+    loaded.config.app.secrets.is_empty()
 }

@@ -63,6 +63,9 @@ pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
         }
         SecretsCommand::RotateIdentity { out } => rotate_identity(ctx, out, &say),
         SecretsCommand::Exec { names, command } => exec(ctx, &names, &command),
+        SecretsCommand::Restore { all, dry_run, json } => {
+            super::secrets_restore::run(ctx, all, dry_run, json)
+        }
     }
 }
 

@@ -103,6 +103,9 @@ pub struct App {
     /// Encrypted dotenv files whose keys reach both colors as process environment.
     #[serde(default)]
     pub secrets: Vec<PathBuf>,
+    /// How decrypted secrets reach the containers (the app's, its workers', the accessories').
+    #[serde(default)]
+    pub secrets_delivery: SecretsDelivery,
     #[serde(default)]
     pub depends_on: Vec<Name>,
     #[serde(default)]
@@ -270,6 +273,19 @@ pub struct Swarm {
     /// runs the same image; `never` uses local images only (a box without a registry).
     #[serde(default = "default_resolve_image")]
     pub resolve_image: ResolveImage,
+}
+
+/// `app.secrets_delivery`: how the compose engine hands decrypted secrets to containers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SecretsDelivery {
+    /// As container environment variables: simple, but Docker keeps a container's
+    /// environment in its state on disk (`config.v2.json`).
+    #[default]
+    Env,
+    /// As read-only files at `/run/secrets/<KEY>` (and `<KEY>_FILE` naming them), from a
+    /// tmpfs on the box (`secrets/files.rs`): no value in Docker's state or the compose file.
+    Files,
 }
 
 /// `docker stack deploy --resolve-image` values.

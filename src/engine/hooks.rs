@@ -147,6 +147,9 @@ pub struct Runner<'a> {
     pub cancel: &'a AtomicBool,
     /// Where the hook runs (the project directory).
     pub dir: &'a std::path::Path,
+    /// `app.secrets_delivery: files`: the keys a hook asks for reach it as `<KEY>_FILE`, a
+    /// file on the tmpfs in its own directory for the time it runs, never as a value.
+    pub files: Option<&'a crate::secrets::files::ProjectDirs>,
 }
 
 impl Runner<'_> {
@@ -160,7 +163,23 @@ impl Runner<'_> {
     ) -> Option<HookRun> {
         let hook = kind.of(self.hooks)?;
         let started = Instant::now();
-        let cmd = self.command(kind, hook, facts, standing);
+        let files_dir = format!(".hook-{}", kind.as_str());
+        let cmd =
+            match self.with_secrets(self.command(kind, hook, facts, standing), hook, &files_dir) {
+                Ok(cmd) => cmd,
+                Err(e) => {
+                    return Some(HookRun {
+                        hook: kind,
+                        command: hook.command.0.clone(),
+                        exit_code: None,
+                        timed_out: false,
+                        interrupted: false,
+                        ms: started.elapsed().as_millis() as u64,
+                        ok: false,
+                        tail: vec![format!("{e:#}")],
+                    })
+                }
+            };
         let from = kind.as_str().to_string();
         let secrets = self.secrets;
         let ran = cmd.run_bounded(self.hooks.timeout_of(hook), self.cancel, &mut |line| {
@@ -195,12 +214,17 @@ impl Runner<'_> {
             }
             Err(e) => run.tail = vec![e.to_string()],
         }
+        if let Some(files) = self.files {
+            if let Err(e) = files.remove(&files_dir) {
+                run.tail.push(format!("{e:#}"));
+            }
+        }
         run.ms = started.elapsed().as_millis() as u64;
         Some(run)
     }
 
     fn command(&self, kind: HookKind, hook: &Hook, facts: &Facts, standing: Standing) -> Cmd {
-        let mut cmd = Cmd::from_argv(&hook.command.0, format!("run the {} hook", kind.as_str()))
+        let cmd = Cmd::from_argv(&hook.command.0, format!("run the {} hook", kind.as_str()))
             .dir(self.dir)
             .plain_env("CUTOVER_HOOK", kind.as_str())
             .plain_env("CUTOVER_PROJECT", &facts.project)
@@ -221,11 +245,32 @@ impl Runner<'_> {
                 facts.started.elapsed().as_millis().to_string(),
             )
             .plain_env("CUTOVER_ERROR", standing.error.unwrap_or(""));
-        for key in &hook.env {
-            if let Some(value) = self.secrets.get(key) {
-                cmd = cmd.env(key, value.clone());
+        cmd
+    }
+
+    /// The keys the hook asks for: as values in its environment, or (files mode) written to
+    /// `dir` under the project's secrets directory with `<KEY>_FILE` naming each.
+    fn with_secrets(&self, mut cmd: Cmd, hook: &Hook, dir: &str) -> anyhow::Result<Cmd> {
+        let asked = hook
+            .env
+            .iter()
+            .filter_map(|k| self.secrets.get(k).map(|v| (k.as_str(), v)));
+        match self.files {
+            None => {
+                for (key, value) in asked {
+                    cmd = cmd.env(key, value.clone());
+                }
+            }
+            Some(files) => {
+                let written = files.write(dir, asked)?;
+                for key in hook.env.iter().filter(|k| self.secrets.contains_key(*k)) {
+                    cmd = cmd.plain_env(
+                        format!("{key}_FILE"),
+                        written.join(key).display().to_string(),
+                    );
+                }
             }
         }
-        cmd
+        Ok(cmd)
     }
 }

@@ -14,6 +14,7 @@
 pub mod deploy_env;
 pub mod dotenv;
 pub mod edit;
+pub mod files;
 pub mod keys;
 pub mod store;
 

@@ -155,6 +155,38 @@ fn root_run_twice_sets_up_swap_once_and_changes_nothing_the_second_time() {
         "no package install listed: {listed:?}"
     );
 
+    // The boot unit of files delivery: before docker, as the deploy user, from a binary
+    // that stays; its tmpfs directory made at every boot; enabling it listed.
+    let unit = std::fs::read_to_string(
+        root.path()
+            .join("etc/systemd/system/cutover-secrets.service"),
+    )
+    .unwrap();
+    for want in [
+        "Before=docker.service",
+        "WantedBy=multi-user.target docker.service",
+        "Type=oneshot",
+        "ExecStart=/usr/local/lib/cutover/cutover --identity /etc/cutover/identity.txt secrets restore --all",
+    ] {
+        assert!(unit.contains(want), "{want} not in:\n{unit}");
+    }
+    let tmpfiles =
+        std::fs::read_to_string(root.path().join("etc/tmpfiles.d/cutover.conf")).unwrap();
+    assert!(
+        tmpfiles.contains("d /run/cutover/secrets 0700 "),
+        "{tmpfiles}"
+    );
+    assert_eq!(
+        mode(&root.path().join("usr/local/lib/cutover/cutover")),
+        0o755
+    );
+    assert!(
+        listed
+            .iter()
+            .any(|c| c == "systemctl enable cutover-secrets.service"),
+        "{listed:?}"
+    );
+
     // The swap file: 16 MiB, 0600, fully allocated, with mkswap's signature.
     let swapfile = root.path().join("swapfile");
     let meta = std::fs::metadata(&swapfile).unwrap();

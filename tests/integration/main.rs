@@ -52,6 +52,7 @@ mod release_phase;
 mod remote;
 mod render;
 mod rollback;
+mod secret_files;
 mod secret_limits;
 mod secrets;
 mod ship;

@@ -73,6 +73,7 @@ pub fn pristine_box(vm: &Vm, web: &BoxProject) {
         // `--host` synced the project first, which made the state dir 0750 already.
         ("state dir", "ok"),
         ("identity", "changed"),
+        ("secrets at boot", "changed"),
     ]
     .iter()
     .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -11,7 +11,10 @@
 //!    `ok`), then a reboot: swap, swappiness, services, docker group, site, identity;
 //! 2. [`deploy`]: first deploy, blue → green under load through the box's nginx, rollback,
 //!    with images shipped over SSH (`deploy --ship`);
-//! 3. [`fitness`]: seed 004's shape (512M app twice during the overlap + a database-like and
+//! 3. [`secrets`]: the web project in `app.secrets_delivery: files`; the app answers with a
+//!    hash of its secret after the deploy, a docker restart and a reboot (the boot unit), and
+//!    no plaintext copy is on the box's disks or in its journal;
+//! 4. [`fitness`]: seed 004's shape (512M app twice during the overlap + a database-like and
 //!    a cache-like accessory) on 1 GiB: no OOM kill with swap, refusals in MiB without.
 //!
 //! Not part of `cargo test --workspace` (`test = false` in Cargo.toml): scripts/test.sh runs it
@@ -26,6 +29,7 @@ mod deploy;
 mod fitness;
 mod machine;
 mod project;
+mod secrets;
 
 use std::sync::Mutex;
 
@@ -48,6 +52,7 @@ fn a_fresh_one_gib_box_bootstraps_deploys_and_fits() {
     let web = project::BoxProject::web(&vm);
     bootstrap::pristine_box(&vm, &web);
     deploy::blue_green_under_load_and_rollback(&vm, &web);
+    secrets::files_mode_survives_docker_restart_and_reboot(&vm, &web);
     fitness::seed_004_on_one_gib(&vm);
     let failures = SOFT_FAILURES.lock().unwrap();
     assert!(

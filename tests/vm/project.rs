@@ -120,14 +120,31 @@ impl BoxProject {
 
     /// `cutover --host admin@127.0.0.1:PORT ARGS…` from this project.
     pub fn cutover(&self, args: &[&str]) -> Run {
+        let mut with_host = vec!["--host", &self.host];
+        with_host.extend_from_slice(args);
+        self.cutover_here(&with_host)
+    }
+
+    /// `cutover ARGS` on this machine (no `--host`): `secrets …` works on local files.
+    pub fn local_ok(&self, args: &[&str]) -> Run {
+        let run = self.cutover_here(args);
+        assert!(
+            run.out.status.success(),
+            "`cutover {}` failed ({}):\n{}",
+            args.join(" "),
+            run.out.status,
+            run.stderr()
+        );
+        run
+    }
+
+    fn cutover_here(&self, args: &[&str]) -> Run {
         let home = self.path().join(".home");
         std::fs::create_dir_all(&home).unwrap();
         let mut cmd = std::process::Command::new(stripped_binary());
         cmd.current_dir(self.path());
         isolate(&mut cmd, &home);
         cmd.env("CUTOVER_SSH_CONFIG", &self.ssh_config)
-            .arg("--host")
-            .arg(&self.host)
             .args(args)
             .stdin(std::process::Stdio::null());
         let started = Instant::now();

@@ -74,6 +74,7 @@ impl Run<'_, '_> {
                 HookKind::PostDeploy | HookKind::OnFailure => &after_the_deploy,
             },
             dir: &d.loaded.dir,
+            files: d.secret_files.as_ref(),
         };
         let reporter: &mut dyn Reporter = self.clock.reporter();
         let run = runner.run(kind, &facts, standing, reporter)?;

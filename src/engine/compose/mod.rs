@@ -27,6 +27,7 @@ pub mod prune;
 mod pull;
 mod reconcile;
 mod release;
+pub mod secret_files;
 pub mod service;
 mod settle;
 #[cfg(test)]
@@ -66,6 +67,8 @@ pub struct Deployer<'a> {
     /// Every decrypted secret (app and accessories): process environment for compose only.
     pub secrets: BTreeMap<String, SecretString>,
     pub secret_keys: SecretKeys,
+    /// `app.secrets_delivery: files`: where each service's secret files go (None: env mode).
+    pub secret_files: Option<crate::secrets::files::ProjectDirs>,
     /// Set by SIGINT/SIGTERM.
     pub interrupted: Arc<AtomicBool>,
 }
@@ -245,11 +248,14 @@ impl Run<'_, '_> {
         let mut notes = Vec::new();
         for change in changes {
             match change {
-                Change::WriteCompose => crate::atomic::write(
-                    &self.project.file,
-                    r.compose_text.as_bytes(),
-                    crate::state::FILE_MODE,
-                )?,
+                Change::WriteCompose => {
+                    crate::atomic::write(
+                        &self.project.file,
+                        r.compose_text.as_bytes(),
+                        crate::state::FILE_MODE,
+                    )?;
+                    self.write_deploy_secret_files(t, r)?;
+                }
                 Change::Accessories(names) => self.accessories(names)?,
                 Change::Release { run } => self.release(*run, t)?,
                 Change::Up => self.up(t)?,
@@ -352,6 +358,7 @@ impl Run<'_, '_> {
                 images,
                 secret_keys: self.d.secret_keys.clone(),
                 workers: workers::images(&moves, &t.image),
+                secrets_dir: self.d.secret_files.as_ref().map(|d| d.dir.clone()),
             },
         )?;
         // The old color is nginx's backup for the new one while the window is open (and only
@@ -390,7 +397,7 @@ impl Run<'_, '_> {
         self.project.up(
             names,
             false,
-            &self.d.secrets,
+            secret_files::compose_env(self.d),
             self.up_timeout(),
             "start the accessories",
         )?;
@@ -413,7 +420,7 @@ impl Run<'_, '_> {
         if let Err(e) = self.project.up(
             std::slice::from_ref(&idle_service),
             true,
-            &self.d.secrets,
+            secret_files::compose_env(self.d),
             self.up_timeout(),
             format!("start {}", t.to),
         ) {
@@ -519,7 +526,8 @@ impl Run<'_, '_> {
             config.app.stop_grace.get(),
         )
         .err()
-        .map(|e| e.to_string());
+        .map(|e| e.to_string())
+        .or_else(|| self.remove_secret_files(&old_service));
         self.clock.done(
             Step::Stop,
             format!(
@@ -528,6 +536,23 @@ impl Run<'_, '_> {
             ),
         );
         note
+    }
+
+    /// Files mode: the files of everything this deploy starts (the new color, the accessories
+    /// not running, each worker's new color), before the first of them starts.
+    fn write_deploy_secret_files(&self, t: &Target, r: &Rendered) -> anyhow::Result<()> {
+        if self.d.secret_files.is_none() {
+            return Ok(());
+        }
+        self.write_secret_files(&self.d.loaded.config.service(t.to), None)?;
+        for name in &r.accessories_down {
+            self.write_secret_files(name, Some(name))?;
+        }
+        for m in &r.workers {
+            let service = self.d.loaded.config.worker_service(&m.name, m.to);
+            self.write_secret_files(&service, None)?;
+        }
+        Ok(())
     }
 
     fn summary(

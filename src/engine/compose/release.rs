@@ -34,7 +34,13 @@ impl Run<'_, '_> {
         let service = config.service(t.to);
         let detail = format!("{service} ({}): {shown}", t.image);
         self.clock.start(Step::Release, detail);
-        let oneoff = OneOff::new(&self.project, service, "release", &argv.0, &self.d.secrets);
+        let oneoff = OneOff::new(
+            &self.project,
+            service,
+            "release",
+            &argv.0,
+            super::secret_files::compose_env(self.d),
+        );
         let secrets = &self.d.secrets;
         let reporter = self.clock.reporter();
         let ran = oneoff.run_bounded(
@@ -63,6 +69,10 @@ impl Run<'_, '_> {
         };
         // Timed like any step, so history records how long a failed release ran.
         self.clock.failed(Step::Release, "failed");
+        // The new color never starts: its secret files (files mode) go too.
+        if let Some(note) = self.remove_secret_files(&config.service(t.to)) {
+            self.clock.note(note);
+        }
         let unchanged = match self.from {
             Some(old) => format!("nginx still serves {old}"),
             None => "nothing served before this deploy".to_string(),

@@ -24,6 +24,10 @@ impl Run<'_, '_> {
         let teardown = self
             .project
             .stop_and_remove(idle_service, config.app.stop_grace.get());
+        let files_note = match &teardown {
+            Ok(()) => self.remove_secret_files(idle_service),
+            Err(_) => None,
+        };
         self.clock.done(Step::Teardown, idle_service.to_string());
         let mut message = match (interrupted, why) {
             (true, "interrupted") => "deploy interrupted".to_string(),
@@ -39,6 +43,9 @@ impl Run<'_, '_> {
                 "\n{idle_service} was stopped and removed; {unchanged}"
             )),
             Err(e) => message.push_str(&format!("\ncould not remove {idle_service}: {e}")),
+        }
+        if let Some(note) = files_note {
+            message.push_str(&format!("\n{note}"));
         }
         if !logs.trim().is_empty() && !interrupted {
             message.push_str(&format!(

@@ -387,24 +387,38 @@ impl super::Run<'_, '_> {
         let outcomes = Mover {
             config: &self.d.loaded.config,
             project: &self.project,
-            secrets: &self.d.secrets,
+            secrets: super::secret_files::compose_env(self.d),
             up_timeout,
             clock: &mut self.clock,
             image: &t.image,
         }
         .run(&r.workers);
-        self.worker_outcomes = outcomes;
-        let grace = self.d.loaded.config.app.stop_grace.get();
-        r.retired
+        let config = &self.d.loaded.config;
+        // Files mode: the secret files of whichever color of each worker no longer runs.
+        let mut notes: Vec<String> = outcomes
             .iter()
-            .map(|gone| {
-                let what = format!("worker {} (no longer in cutover.yml)", gone.name);
-                match containers::stop_and_remove(&what, &gone.ids, grace) {
-                    Ok(()) => format!("{what}: stopped and removed"),
-                    Err(e) => format!("warning: could not remove {what}: {e}"),
-                }
+            .filter_map(|o| match o.result {
+                RunResult::Ok => o.from.map(|c| config.worker_service(&o.name, c)),
+                _ => Some(config.worker_service(&o.name, o.to)),
             })
-            .collect()
+            .filter_map(|service| self.remove_secret_files(&service))
+            .collect();
+        self.worker_outcomes = outcomes;
+        let grace = config.app.stop_grace.get();
+        for gone in &r.retired {
+            let what = format!("worker {} (no longer in cutover.yml)", gone.name);
+            match containers::stop_and_remove(&what, &gone.ids, grace) {
+                Ok(()) => {
+                    notes.push(format!("{what}: stopped and removed"));
+                    for c in Color::ALL {
+                        let service = config.worker_service(&gone.name, c);
+                        notes.extend(self.remove_secret_files(&service));
+                    }
+                }
+                Err(e) => notes.push(format!("warning: could not remove {what}: {e}")),
+            }
+        }
+        notes
     }
 }
 

@@ -97,6 +97,8 @@ pub struct App {
     pub server_name: Option<String>,
     /// `workers:` as written (tests/integration/workers.rs).
     pub workers: Option<serde_json::Value>,
+    /// `app.secrets_delivery` (`env` when unset).
+    pub secrets_delivery: Option<String>,
 }
 
 impl App {
@@ -124,6 +126,7 @@ impl App {
             hooks: None,
             server_name: None,
             workers: None,
+            secrets_delivery: None,
         }
     }
 
@@ -243,6 +246,12 @@ impl App {
     /// `app.release: argv` with `app.release_timeout: timeout`.
     pub fn release(mut self, argv: &[&str], timeout: &str) -> App {
         self.release = Some((argv.iter().map(|s| s.to_string()).collect(), timeout.into()));
+        self
+    }
+
+    /// `app.secrets_delivery: env|files`.
+    pub fn secrets_delivery(mut self, mode: &str) -> App {
+        self.secrets_delivery = Some(mode.into());
         self
     }
 
@@ -476,6 +485,9 @@ impl Project {
         if app.secrets {
             web["secrets"] = json!(["secrets/demo.env.age"]);
         }
+        if let Some(mode) = &app.secrets_delivery {
+            web["secrets_delivery"] = json!(mode);
+        }
         if let Some((argv, timeout)) = &app.release {
             web["release"] = json!(argv);
             web["release_timeout"] = json!(timeout);
@@ -543,6 +555,12 @@ impl Project {
         std::fs::write(self.path().join("cutover.yml"), json_to_yaml(&config)).unwrap();
     }
 
+    /// Where `app.secrets_delivery: files` writes this project's secret files: its own
+    /// directory on /dev/shm (a tmpfs here, unlike /run), removed with the project.
+    pub fn secrets_root(&self) -> PathBuf {
+        PathBuf::from("/dev/shm/cutover-test-secrets").join(&self.name)
+    }
+
     /// `cutover ARGS` in the project, isolated, with the identity when the project has one.
     pub fn command<I, S>(&self, args: I) -> Command
     where
@@ -550,6 +568,7 @@ impl Project {
         S: AsRef<OsStr>,
     {
         let mut cmd = cutover_command(&self.path(), &self.home());
+        cmd.env("CUTOVER_SECRETS_RUN_DIR", self.secrets_root());
         if let Some(identity) = &self.identity {
             cmd.env("CUTOVER_IDENTITY", identity);
         }
@@ -989,6 +1008,7 @@ impl Drop for Project {
             Some(Engine::Swarm) => remove_swarm_stack(&self.name),
             None => {}
         }
+        let _ = std::fs::remove_dir_all(self.secrets_root());
         // `held` drops after this: a shared swarm is left only once its stacks are gone.
     }
 }

@@ -1,0 +1,117 @@
+//! Step "secrets at boot": after a reboot the tmpfs holding `app.secrets_delivery: files`
+//! values is empty, so a boot unit writes them again, from the encrypted store with the box's
+//! identity, before Docker restarts the containers.
+//!
+//! What it installs:
+//! - `/etc/tmpfiles.d/cutover.conf`: `/run/cutover/secrets` (0700, the deploy user's), made
+//!   at every boot on the /run tmpfs, so deploys need no root to write their files there;
+//! - `/usr/local/lib/cutover/cutover`: a copy of this binary (root's, 0755): `--host`
+//!   installs versioned binaries in the user's home and prunes old ones, so the unit needs a
+//!   path that stays;
+//! - `cutover-secrets.service`: a oneshot, as the deploy user, ordered `Before=docker.service`
+//!   and wanted by it, running `cutover --identity <box identity> secrets restore --all`.
+//!
+//! If the unit fails (a key that no longer decrypts, a damaged file), its error is in the
+//! journal (`journalctl -u cutover-secrets`; project and key names only, never a value) and
+//! Docker still starts: the containers of other projects are not hostage to it. The
+//! containers whose files are missing do not start, because cutover mounts each file with the
+//! long syntax, and Docker refuses a bind mount whose source is missing instead of creating
+//! an empty directory there. So nothing starts with empty secrets, and fixing the cause and
+//! running `systemctl restart cutover-secrets` then `cutover deploy` brings them back.
+
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use super::cloud_init::Part;
+use super::{Options, StepDef, StepRun};
+use crate::process::Cmd;
+
+/// Step "secrets at boot".
+pub const STEP: StepDef = StepDef {
+    name: "secrets at boot",
+    run: |opts, s, _| step(opts, s),
+    cloud_init: Part::Without(
+        "the boot unit runs the cutover binary, which is not on the box at first boot: \
+         `cutover bootstrap` run on the box (or with --host) installs it",
+    ),
+};
+
+pub const UNIT: &str = "cutover-secrets.service";
+pub const UNIT_PATH: &str = "/etc/systemd/system/cutover-secrets.service";
+pub const TMPFILES_PATH: &str = "/etc/tmpfiles.d/cutover.conf";
+pub const BINARY_PATH: &str = "/usr/local/lib/cutover/cutover";
+
+/// The tmpfiles.d lines: `/run/cutover/secrets` owned by `user`.
+pub fn tmpfiles(user: &str) -> String {
+    format!(
+        "# Written by `cutover bootstrap`: where app.secrets_delivery: files keeps decrypted\n\
+         # values, on the /run tmpfs (never a disk), made again at every boot.\n\
+         d /run/cutover 0755 root root -\n\
+         d {} 0700 {user} {user} -\n",
+        crate::secrets::files::SYSTEM_ROOT
+    )
+}
+
+/// The unit's text.
+pub fn unit(user: &str, identity: &Path) -> String {
+    format!(
+        "# Written by `cutover bootstrap`. See README, \"Where secret values live\".\n\
+         [Unit]\n\
+         Description=cutover: secret files on tmpfs for the containers Docker restarts\n\
+         After=systemd-tmpfiles-setup.service local-fs.target\n\
+         Before=docker.service\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         RemainAfterExit=yes\n\
+         User={user}\n\
+         ExecStart={BINARY_PATH} --identity {} secrets restore --all\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target docker.service\n",
+        identity.display()
+    )
+}
+
+pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
+    let user = super::services::deploy_user(opts.user.as_deref()).unwrap_or("root".into());
+    step.summary(format!("{UNIT} (as {user}) before docker.service"));
+    let identity = opts
+        .identity
+        .to_str()
+        .context("the identity path is not UTF-8")?;
+    if identity.contains(char::is_whitespace) {
+        anyhow::bail!(
+            "the box identity path {identity} has whitespace: a unit's ExecStart would split it"
+        );
+    }
+    let exe = std::env::current_exe().context("could not find the running cutover binary")?;
+    let bytes = std::fs::read(&exe).with_context(|| format!("could not read {}", exe.display()))?;
+    let mut changed = step.write_file(Path::new(BINARY_PATH), &bytes, 0o755)?;
+    changed |= step.write_file(Path::new(TMPFILES_PATH), tmpfiles(&user).as_bytes(), 0o644)?;
+    changed |= step.write_file(
+        Path::new(UNIT_PATH),
+        unit(&user, &opts.identity).as_bytes(),
+        0o644,
+    )?;
+    let systemd = Path::new("/run/systemd/system").is_dir();
+    if step.target.on_live_system() && !systemd {
+        step.skip("this box does not run systemd: run `cutover secrets restore --all` before docker starts");
+        return Ok(());
+    }
+    let enabled = step.target.on_live_system()
+        && Cmd::new("systemctl", "is the unit enabled")
+            .args(["is-enabled", "--quiet", UNIT])
+            .run()
+            .is_ok();
+    if changed || !enabled || !Path::new(crate::secrets::files::SYSTEM_ROOT).is_dir() {
+        step.live_command(
+            &Cmd::new("systemd-tmpfiles", "create /run/cutover/secrets")
+                .args(["--create", TMPFILES_PATH]),
+        )?;
+        step.live_command(&Cmd::new("systemctl", "reload the units").arg("daemon-reload"))?;
+        step.live_command(&Cmd::new("systemctl", format!("enable {UNIT}")).args(["enable", UNIT]))?;
+    }
+    Ok(())
+}

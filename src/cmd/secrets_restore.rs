@@ -1,0 +1,101 @@
+//! `cutover secrets restore [--all]`: the secret files of `app.secrets_delivery: files`
+//! written again on tmpfs from the encrypted store (`engine::compose::secret_files::restore`).
+//! The boot unit `bootstrap` installs runs it with `--all` before Docker starts, so the
+//! containers Docker brings back find their files. Lines name projects, services and key
+//! names, never a value: they end up in the journal.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::context::Context;
+use crate::engine::compose::secret_files::{restore, Restored};
+
+pub fn run(ctx: &Context, all: bool, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let configs: Vec<PathBuf> = if all {
+        registered_configs()?
+    } else {
+        vec![ctx.config_path.clone()]
+    };
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for config in configs {
+        let dir = config
+            .parent()
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("."));
+        let done = crate::config::load(&config, &dir)
+            .and_then(|loaded| restore(ctx.identity.as_deref(), &loaded, dry_run))
+            .with_context(|| format!("cannot restore the secret files of {}", config.display()));
+        match done {
+            Ok(restored) => {
+                if !json && !ctx.quiet() {
+                    eprintln!("{}", line(&restored, dry_run));
+                }
+                results.push(serde_json::to_value(&restored)?);
+            }
+            Err(e) => {
+                // One project's failure must not keep the others' files from being written.
+                failed += 1;
+                eprintln!("error: {e:#}");
+                results.push(serde_json::json!({
+                    "config": config, "error": format!("{e:#}"),
+                }));
+            }
+        }
+    }
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&serde_json::json!({
+                "dry_run": dry_run, "projects": results,
+            }))?
+        );
+    }
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn line(r: &Restored, dry_run: bool) -> String {
+    if let Some(why) = &r.skipped {
+        return format!("{}: skipped ({why})", r.project);
+    }
+    let services: Vec<String> = r
+        .services
+        .iter()
+        .map(|(s, keys)| format!("{s} ({} keys)", keys.len()))
+        .collect();
+    format!(
+        "{}: {} {}",
+        r.project,
+        if dry_run { "would write" } else { "wrote" },
+        services.join(", ")
+    )
+}
+
+/// The cutover.yml of every project registered on this box (its claims name it).
+fn registered_configs() -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for state_dir in crate::registry::projects()? {
+        let file = crate::claims::path(&state_dir);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("could not read {}", file.display())),
+        };
+        let claims: crate::claims::Claims = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{} does not parse (expected a project's claims as JSON)",
+                file.display()
+            )
+        })?;
+        if !out.contains(&claims.config) {
+            out.push(claims.config);
+        }
+    }
+    Ok(out)
+}
