@@ -122,6 +122,30 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         )?;
     }
+    if report.nodes.len() > 1 || report.nodes.iter().any(|n| n.state != "ready") {
+        outln!("nodes:")?;
+        for n in &report.nodes {
+            let tasks: Vec<String> = report
+                .services
+                .iter()
+                .flat_map(|s| s.tasks.iter().map(move |t| (s, t)))
+                .filter(|(_, t)| t.node == n.hostname && t.state == "running")
+                .map(|(s, _)| s.name.clone())
+                .collect();
+            outln!(
+                "  {:<24} {:<16} {:<6} {}{}",
+                n.hostname,
+                n.addr,
+                n.state,
+                if n.manager { "manager" } else { "worker" },
+                if tasks.is_empty() {
+                    String::new()
+                } else {
+                    format!(", runs {}", tasks.join(", "))
+                }
+            )?;
+        }
+    }
     if !report.secrets.is_empty() {
         let names: Vec<&str> = report.secrets.iter().map(|s| s.name.as_str()).collect();
         outln!("  secrets: {}", names.join(", "))?;

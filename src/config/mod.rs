@@ -30,7 +30,7 @@ pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Restart, Size, Swap, Swappiness,
 };
 pub use schema::{
-    Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Swarm, Tls,
+    Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Routing, Swarm, Tls,
 };
 pub use worker::{Worker, WorkerHealth};
 
