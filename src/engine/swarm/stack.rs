@@ -85,13 +85,11 @@ struct Instance {
     name: String,
     image: String,
     published: u16,
-    port_mode: &'static str,
-    /// One task on every schedulable node: under host routing each node's color port must
-    /// answer, and a node that joins gets its task without a deploy.
+    /// Host routing: one task on every schedulable node (each node's color port must
+    /// answer, and a node that joins gets its task without a deploy), the port published in
+    /// host mode, and updates stop-first (a host port is bound by one task per node; the
+    /// mesh lets a new task start before the old one stops).
     global: bool,
-    /// A host-mode port can be bound by one task per node, so a color is replaced
-    /// stop-first; the mesh lets the new task start before the old one stops.
-    order: &'static str,
 }
 
 #[derive(Serialize)]
@@ -225,9 +223,7 @@ fn instances(config: &Config, swarm: &Swarm, plan: &StackPlan) -> anyhow::Result
             name: app.to_string(),
             image: checked_image(&plan.image, "the image")?,
             published: swarm.port.0,
-            port_mode: "ingress",
             global: false,
-            order: "start-first",
         }]),
         Routing::Host => plan
             .colors
@@ -237,9 +233,7 @@ fn instances(config: &Config, swarm: &Swarm, plan: &StackPlan) -> anyhow::Result
                     name: color_service(app, *color),
                     image: checked_image(image, &format!("the {color} image"))?,
                     published: config.colors.port(*color),
-                    port_mode: "host",
                     global: true,
-                    order: "stop-first",
                 })
             })
             .collect(),
