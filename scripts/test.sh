@@ -8,7 +8,8 @@
 #      openssh-server for the `--host` tests, certbot and pebble, the ACME test CA with
 #      its mock DNS, for the HTTPS tests, jq + shellcheck for the CI workflow tests,
 #      busybox-static and python3 for the release tests, qemu-system-x86 and debootstrap
-#      for the VM suite),
+#      for the VM suite, iproute2 and util-linux (ip, nsenter) for the three-node swarm of
+#      scripts/cluster.sh),
 #      with `apt-get update` only when something is missing;
 #   2. compose v2 from Debian trixie's `docker-compose` package, fetched WITHOUT touching the
 #      system's apt sources (a private source list, lists and cache under our cache dir),
@@ -103,6 +104,8 @@ declare -A pkg_for=(
     [docker-registry]=docker-registry
     [htpasswd]=apache2-utils
     [unshare]=util-linux
+    [nsenter]=util-linux
+    [ip]=iproute2
     [jq]=jq
     [shellcheck]=shellcheck
     [busybox]=busybox-static
@@ -112,13 +115,13 @@ declare -A pkg_for=(
     [debootstrap]=debootstrap
 )
 missing=()
-for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 \
+for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare nsenter ip jq shellcheck busybox python3 pip3 \
     qemu-system-x86_64 debootstrap; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
 have docker || missing+=(docker.io)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 qemu-system-x86_64 debootstrap docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare nsenter ip jq shellcheck busybox python3 pip3 qemu-system-x86_64 debootstrap docker"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else
