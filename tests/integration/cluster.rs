@@ -83,7 +83,7 @@ fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoi
         return;
     }
     let suite = Instant::now();
-    let cluster = Cluster::up();
+    let cluster = Cluster::up(3);
     let app = App {
         settle: "6s".into(),
         drain: Some("5s".into()),
@@ -234,5 +234,34 @@ fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoi
         took_switch,
         took_two,
         suite.elapsed()
+    );
+}
+
+/// The same deploys on a one-node cluster, for BENCHMARKS.md's 3 nodes against 1.
+#[test]
+fn cluster_one_node_blue_green_under_load_for_comparison() {
+    if !swarm_ready() || !cluster_ready() {
+        return;
+    }
+    let cluster = Cluster::up(1);
+    let app = App {
+        settle: "6s".into(),
+        drain: Some("5s".into()),
+        ..App::swarm()
+    };
+    let project = Project::cluster(app, &cluster);
+    let (_, took_first) = deploy(&project, "cutover-demo:v1");
+    let load = Load::start(project.port, Duration::from_secs(120));
+    let (_, took_switch) = deploy(&project, "cutover-demo:v2");
+    let (_, took_back) = deploy(&project, "cutover-demo:v1");
+    let tally = load.finish();
+    assert_eq!(
+        upstream(&project),
+        ("blue".to_string(), cluster.addrs.clone())
+    );
+    assert_eq!(tally.failed, 0, "{:?}", tally.failures);
+    eprintln!(
+        "1-node cluster, routing: host: first deploy {:.1?}, blue→green {:.1?}, green→blue {:.1?}; {} requests, 0 failed",
+        took_first, took_switch, took_back, tally.sent
     );
 }

@@ -64,32 +64,39 @@ fn script_ok(args: &[&str]) -> String {
 }
 
 impl Cluster {
-    /// Three nodes, the demo images loaded on each.
-    pub(crate) fn up() -> Cluster {
-        // A short path: dockerd's sockets live under it (108-byte limit).
-        let dir = PathBuf::from(format!("/tmp/cutover-cl-{}", std::process::id()));
+    /// `nodes` nodes (node 1 the manager), the demo images loaded on each.
+    pub(crate) fn up(nodes: usize) -> Cluster {
+        // One `up` at a time in this process: two could pick the same free id.
+        static UP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = UP.lock().unwrap_or_else(|p| p.into_inner());
         // An id (the node subnet 10.213.<id>.0/24) no other cluster on this machine uses.
         let id = (1..=250)
             .map(|i| (std::process::id() as usize + i) % 250 + 1)
             .find(|i| !Path::new(&format!("/run/netns/cutover-c{i}-sw")).exists())
             .expect("a free cluster id");
+        // A short path: dockerd's sockets live under it (108-byte limit).
+        let dir = PathBuf::from(format!("/tmp/cutover-cl-{}-{id}", std::process::id()));
         let started = Instant::now();
         script_ok(&[
             "up",
             &dir.display().to_string(),
             "--id",
             &id.to_string(),
+            "--nodes",
+            &nodes.to_string(),
             "--owner",
             &std::process::id().to_string(),
         ]);
         let cluster = Cluster {
             manager: format!("unix://{}/n1/docker.sock", dir.display()),
-            addrs: (1..=3).map(|n| format!("10.213.{id}.{}", 10 + n)).collect(),
+            addrs: (1..=nodes)
+                .map(|n| format!("10.213.{id}.{}", 10 + n))
+                .collect(),
             dir,
         };
         cluster.load(&cutover::demo::IMAGES);
         eprintln!(
-            "cluster up (3 nodes, demo images loaded) in {:.1?}",
+            "cluster up ({nodes} nodes, demo images loaded) in {:.1?}",
             started.elapsed()
         );
         cluster
