@@ -252,7 +252,8 @@ fn cluster_one_node_blue_green_under_load_for_comparison() {
     let project = Project::cluster(app, &cluster);
     let (_, took_first) = deploy(&project, "cutover-demo:v1");
     let load = Load::start(project.port, Duration::from_secs(120));
-    let (_, took_switch) = deploy(&project, "cutover-demo:v2");
+    let (summary, took_switch) = deploy(&project, "cutover-demo:v2");
+    eprintln!("blue→green steps on 1 node: {}", summary["steps"]);
     let (_, took_back) = deploy(&project, "cutover-demo:v1");
     let tally = load.finish();
     assert_eq!(
