@@ -266,3 +266,38 @@ fn cluster_one_node_blue_green_under_load_for_comparison() {
         took_first, took_switch, took_back, tally.sent
     );
 }
+
+/// Under `routing: host` the stack holds one global service per color, on its color port in
+/// host mode, replaced stop-first; no mesh port.
+#[test]
+fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
+    let project = Project::fixture("swarm").demo_secrets();
+    crate::harness::project::edit_config(&project, |c| {
+        c["swarm"]["routing"] = serde_json::json!("host");
+    });
+    project
+        .cutover(["render", "--engine", "swarm", "--out", "out"])
+        .success();
+    let stack = std::fs::read_to_string(project.path().join("out/stack.yml")).unwrap();
+    let v = crate::common::yaml_to_json(&stack);
+    let config = crate::common::yaml_to_json(
+        &std::fs::read_to_string(project.path().join("cutover.yml")).unwrap(),
+    );
+    let app = config["app"]["name"].as_str().unwrap();
+    let blue = &v["services"][format!("{app}-blue")];
+    assert_eq!(blue["deploy"]["mode"], "global", "{stack}");
+    assert_eq!(blue["deploy"]["update_config"]["order"], "stop-first");
+    assert_eq!(blue["ports"][0]["mode"], "host");
+    assert_eq!(blue["ports"][0]["published"], config["colors"]["blue"]);
+    assert!(v["services"][app].is_null(), "no mesh service: {stack}");
+
+    // A routing that does not exist is refused, naming the key.
+    crate::harness::project::edit_config(&project, |c| {
+        c["swarm"]["routing"] = serde_json::json!("mesh");
+    });
+    let stderr = project
+        .cutover(["render", "--engine", "swarm", "--check"])
+        .code(1)
+        .stderr;
+    assert!(stderr.contains("routing"), "{stderr}");
+}

@@ -475,3 +475,70 @@ impl Run<'_, '_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(upstream: &Path) -> Config {
+        let text = format!(
+            "project: shop\napp: {{ name: web, image: example/web, port: 3000, memory: 128M }}\n\
+             colors: {{ blue: 9001, green: 9002 }}\n\
+             swarm: {{ port: 80, routing: host, upstream: {} }}\n",
+            upstream.display()
+        );
+        Config::from_yaml(&text, Path::new("cutover.yml")).unwrap()
+    }
+
+    fn node(n: u8, state: &str) -> ClusterNode {
+        ClusterNode {
+            id: format!("id{n}"),
+            hostname: format!("node{n}"),
+            addr: format!("10.0.0.{n}"),
+            state: state.into(),
+            availability: "active".into(),
+            manager: n == 1,
+        }
+    }
+
+    #[test]
+    fn the_upstream_lists_every_node_on_the_color_port_and_names_the_active_color() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("up.conf");
+        let config = config(&file);
+        assert_eq!(upstream_file(&config), file);
+        assert_eq!(routed_color(&config).unwrap(), None, "no file yet");
+        let renderer = Renderer::new(dir.path()).unwrap();
+        let text = render_upstream(
+            &renderer,
+            &config,
+            Color::Green,
+            "example/web:v2",
+            &[node(1, "ready"), node(2, "ready")],
+        )
+        .unwrap();
+        assert!(text.contains("upstream cutover_shop_swarm {"), "{text}");
+        assert!(
+            text.contains("server 10.0.0.1:9002 max_fails=1 fail_timeout=5s; # node1"),
+            "{text}"
+        );
+        assert!(text.contains("server 10.0.0.2:9002"), "{text}");
+        std::fs::write(&file, &text).unwrap();
+        assert_eq!(routed_color(&config).unwrap(), Some(Color::Green));
+
+        let include = render_include(&renderer, &config).unwrap();
+        assert!(include.contains("set $service_url http://cutover_shop_swarm;"));
+        assert!(include.contains("proxy_next_upstream error timeout"));
+    }
+
+    #[test]
+    fn only_ready_active_nodes_get_tasks() {
+        assert!(node(1, "ready").schedulable());
+        assert!(!node(1, "down").schedulable());
+        let drained = ClusterNode {
+            availability: "drain".into(),
+            ..node(2, "ready")
+        };
+        assert!(!drained.schedulable());
+    }
+}

@@ -76,6 +76,8 @@ struct Target {
     missing: Vec<(String, String)>,
     /// `routing: host`: the active color and the one this deploy starts.
     colors: Option<host::Colors>,
+    /// `routing: host`: the front nginx's upstream file.
+    upstream: PathBuf,
 }
 
 /// What steps 4–7 produced.
@@ -221,6 +223,7 @@ impl Run<'_, '_> {
             swarm: swarm_cfg,
             first_deploy: from_image.is_none(),
             colors,
+            upstream: host::upstream_file(config),
             stack_file: self.d.loaded.state_dir().join("stack.yml"),
             project,
             service,
@@ -444,10 +447,38 @@ fn dry_run_plan(t: &Target) -> Vec<String> {
         t.swarm.resolve_image.as_str(),
         t.project
     ));
-    plan.push(format!(
-        "wait for {} to converge or roll back (up to {})",
-        t.service, t.swarm.timeout
-    ));
+    match &t.colors {
+        Some(c) => {
+            let new = format!("{}-{}", t.service, c.new);
+            plan.push(format!(
+                "wait until every schedulable node runs a healthy task of {new} (up to {})",
+                t.swarm.timeout
+            ));
+            plan.push(format!(
+                "GET the health path of {} on every node's port (the gate)",
+                c.new
+            ));
+            plan.push(format!(
+                "write the upstream of {} over the nodes to {}, nginx -t, reload (the switch)",
+                c.new,
+                t.upstream.display()
+            ));
+            plan.push(
+                "watch the new color for app.settle, switching back on a wrong answer; drain"
+                    .to_string(),
+            );
+            if let Some((old, _)) = &c.active {
+                plan.push(format!(
+                    "scale {old} to 0: docker stack deploy --prune without {}-{old}",
+                    t.service
+                ));
+            }
+        }
+        None => plan.push(format!(
+            "wait for {} to converge or roll back (up to {})",
+            t.service, t.swarm.timeout
+        )),
+    }
     plan.push(format!(
         "remove swarm secrets labelled {}={} that no service references",
         swarm::PROJECT_LABEL,
