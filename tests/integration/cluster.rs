@@ -255,10 +255,17 @@ fn cluster_one_node_blue_green_under_load_for_comparison() {
     let (summary, took_switch) = deploy(&project, "cutover-demo:v2");
     eprintln!("blue→green steps on 1 node: {}", summary["steps"]);
     let (_, took_back) = deploy(&project, "cutover-demo:v1");
+    assert_eq!(upstream(&project).0, "blue");
+    // Rollback: the image before the current one (v2), into the idle color, the same steps.
+    let rolled = project
+        .cutover(["rollback", "--engine", "swarm", "--json"])
+        .success()
+        .stdout_json();
+    assert_eq!(rolled["image"], "cutover-demo:v2", "{rolled}");
     let tally = load.finish();
     assert_eq!(
         upstream(&project),
-        ("blue".to_string(), cluster.addrs.clone())
+        ("green".to_string(), cluster.addrs.clone())
     );
     assert_eq!(tally.failed, 0, "{:?}", tally.failures);
     eprintln!(
