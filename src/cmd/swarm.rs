@@ -132,17 +132,21 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
                 .filter(|(_, t)| t.node == n.hostname && t.state == "running")
                 .map(|(s, _)| s.name.clone())
                 .collect();
+            let runs = if n.state != "ready" {
+                // The manager still lists a lost node's last tasks; they serve nothing.
+                " (lost: its tasks are not counted)".to_string()
+            } else if tasks.is_empty() {
+                String::new()
+            } else {
+                format!(", runs {}", tasks.join(", "))
+            };
             outln!(
                 "  {:<24} {:<16} {:<6} {}{}",
                 n.hostname,
                 n.addr,
                 n.state,
                 if n.manager { "manager" } else { "worker" },
-                if tasks.is_empty() {
-                    String::new()
-                } else {
-                    format!(", runs {}", tasks.join(", "))
-                }
+                runs
             )?;
         }
     }

@@ -23,6 +23,10 @@ pub struct TaskStatus {
     pub slot: u64,
     /// The hostname of the node the task runs on (its ID when the node is gone).
     pub node: String,
+    /// Whether that node is `ready`: the manager keeps reporting a lost node's tasks as
+    /// running until it gives up on them, so a task on a node that is not ready is not
+    /// counted as running.
+    pub node_ready: bool,
     pub state: String,
     pub desired: String,
     pub image: String,
@@ -52,10 +56,14 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
             .map(|n| n.hostname.clone())
             .unwrap_or_else(|| id.to_string())
     };
+    let ready = |id: &str| nodes.iter().any(|n| n.id == id && n.state == "ready");
     let mut services = Vec::new();
     for svc in swarm::services_of(&project)? {
         let tasks = swarm::tasks(&svc.name)?;
-        let running = tasks.iter().filter(|t| t.serving()).count();
+        let running = tasks
+            .iter()
+            .filter(|t| t.serving() && ready(&t.node))
+            .count();
         services.push(ServiceStatus {
             name: svc.name.clone(),
             image: swarm::display_image(&svc.image).to_string(),
@@ -68,6 +76,7 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
                 .map(|t| TaskStatus {
                     slot: t.slot,
                     node: hostname(&t.node),
+                    node_ready: ready(&t.node),
                     state: t.state.to_string(),
                     desired: t.desired.to_string(),
                     image: swarm::display_image(&t.image).to_string(),
