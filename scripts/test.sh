@@ -10,7 +10,8 @@
 #      busybox-static and python3 for the release tests, qemu-user-static for the aarch64
 #      binary, qemu-system-x86 and debootstrap for the VM suite and the cross root, sudo
 #      for visudo, which checks the sudoers drop-in bootstrap writes, python3-jsonschema,
-#      which validates the --json documents against docs/json/),
+#      which validates the --json documents against docs/json/, iproute2 and util-linux
+#      (ip, nsenter) for the three-node swarm of scripts/cluster.sh),
 #      with `apt-get update` only when something is missing;
 #   2. compose v2 from Debian trixie's `docker-compose` package, fetched WITHOUT touching the
 #      system's apt sources (a private source list, lists and cache under our cache dir),
@@ -109,6 +110,8 @@ declare -A pkg_for=(
     [docker-registry]=docker-registry
     [htpasswd]=apache2-utils
     [unshare]=util-linux
+    [nsenter]=util-linux
+    [ip]=iproute2
     [jq]=jq
     [shellcheck]=shellcheck
     [busybox]=busybox-static
@@ -120,7 +123,7 @@ declare -A pkg_for=(
     [visudo]=sudo
 )
 missing=()
-for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 \
+for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare nsenter ip jq shellcheck busybox python3 pip3 \
     qemu-system-x86_64 qemu-aarch64-static debootstrap visudo; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
@@ -128,7 +131,7 @@ have docker || missing+=(docker.io)
 # The validator of the --json schemas in docs/json/ (tests/integration/json_contract.rs).
 python3 -c 'import jsonschema' >/dev/null 2>&1 || missing+=(python3-jsonschema)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare jq shellcheck busybox python3 pip3 qemu-system-x86_64 qemu-aarch64-static debootstrap visudo docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare nsenter ip jq shellcheck busybox python3 pip3 qemu-system-x86_64 qemu-aarch64-static debootstrap visudo docker"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else

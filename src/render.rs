@@ -23,6 +23,9 @@ pub const SITE: &str = "nginx-site.conf.j2";
 /// `bootstrap --cloud-init` user-data (`.yml`: values are written as JSON scalars).
 pub const CLOUD_INIT: &str = "cloud-init.yml.j2";
 pub const STACK: &str = "stack.yml.j2";
+/// The swarm engine's front nginx under `swarm.routing: host` (src/engine/swarm/front.rs).
+pub const SWARM_UPSTREAM: &str = "swarm-upstream.conf.j2";
+pub const SWARM_INCLUDE: &str = "swarm-service-url.inc.j2";
 /// `init --ci github`: the deploy workflow (src/ci.rs).
 pub const CI_GITHUB: &str = "ci/github-deploy.yml.j2";
 
@@ -34,6 +37,14 @@ pub const BUILT_IN: &[(&str, &str)] = &[
     (SITE, include_str!("../templates/nginx-site.conf.j2")),
     (CLOUD_INIT, include_str!("../templates/cloud-init.yml.j2")),
     (STACK, include_str!("../templates/stack.yml.j2")),
+    (
+        SWARM_UPSTREAM,
+        include_str!("../templates/swarm-upstream.conf.j2"),
+    ),
+    (
+        SWARM_INCLUDE,
+        include_str!("../templates/swarm-service-url.inc.j2"),
+    ),
     (
         CI_GITHUB,
         include_str!("../templates/ci/github-deploy.yml.j2"),

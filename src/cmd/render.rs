@@ -136,6 +136,8 @@ fn run_stack(
         .unwrap_or_else(|| loaded.config.default_image()),
     };
     let plan = crate::engine::swarm::stack::StackPlan {
+        // Under `routing: host` the render shows the first color, blue.
+        colors: vec![(crate::config::Color::Blue, image.clone())],
         image,
         secret_names: crate::engine::swarm::secret_names(&project, &secrets),
         secret_keys,

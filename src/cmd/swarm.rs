@@ -125,6 +125,34 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
                 .unwrap_or_default()
         )?;
     }
+    if report.nodes.len() > 1 || report.nodes.iter().any(|n| n.state != "ready") {
+        outln!("nodes:")?;
+        for n in &report.nodes {
+            let tasks: Vec<String> = report
+                .services
+                .iter()
+                .flat_map(|s| s.tasks.iter().map(move |t| (s, t)))
+                .filter(|(_, t)| t.node == n.hostname && t.state == "running")
+                .map(|(s, _)| s.name.clone())
+                .collect();
+            let runs = if n.state != "ready" {
+                // The manager still lists a lost node's last tasks; they serve nothing.
+                " (lost: its tasks are not counted)".to_string()
+            } else if tasks.is_empty() {
+                String::new()
+            } else {
+                format!(", runs {}", tasks.join(", "))
+            };
+            outln!(
+                "  {:<24} {:<16} {:<6} {}{}",
+                n.hostname,
+                n.addr,
+                n.state,
+                if n.manager { "manager" } else { "worker" },
+                runs
+            )?;
+        }
+    }
     if !report.secrets.is_empty() {
         let names: Vec<&str> = report.secrets.iter().map(|s| s.name.as_str()).collect();
         outln!("  secrets: {}", names.join(", "))?;

@@ -30,8 +30,8 @@ pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Restart, Size, Swap, Swappiness,
 };
 pub use schema::{
-    Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, SecretsDelivery,
-    Swarm, Tls,
+    Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Routing,
+    SecretsDelivery, Swarm, Tls,
 };
 pub use worker::{Worker, WorkerHealth};
 

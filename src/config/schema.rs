@@ -273,6 +273,26 @@ pub struct Swarm {
     /// runs the same image; `never` uses local images only (a box without a registry).
     #[serde(default = "default_resolve_image")]
     pub resolve_image: ResolveImage,
+    /// How traffic reaches the tasks: `ingress` (swarm's routing mesh on `port`, needs IPVS
+    /// in every node's kernel) or `host` (blue and green as two global services on the color
+    /// ports of every node, a front nginx upstream over the nodes' addresses, cutover's own
+    /// gate, switch, watch window and drain).
+    #[serde(default)]
+    pub routing: Routing,
+    /// `routing: host`: the http-level nginx file holding the `upstream` of the active color
+    /// over every node, rewritten on every switch
+    /// [default: /etc/nginx/conf.d/cutover-<project>-swarm.conf].
+    #[serde(default)]
+    pub upstream: Option<PathBuf>,
+}
+
+/// `swarm.routing` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routing {
+    #[default]
+    Ingress,
+    Host,
 }
 
 /// `app.secrets_delivery`: how the compose engine hands decrypted secrets to containers.

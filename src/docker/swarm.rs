@@ -182,6 +182,23 @@ pub fn stack_deploy(file: &Path, project: &str, resolve_image: &str) -> Result<(
         .map(|_| ())
 }
 
+/// [`stack_deploy`] with `--prune`: services no longer in the file are removed.
+pub fn stack_deploy_prune(
+    file: &Path,
+    project: &str,
+    resolve_image: &str,
+) -> Result<(), ProcessError> {
+    docker(format!("deploy stack {project} (pruning)"))
+        .arg("stack")
+        .arg("deploy")
+        .arg("--prune")
+        .arg("--compose-file")
+        .arg(file)
+        .args(["--resolve-image", resolve_image, project])
+        .run()
+        .map(|_| ())
+}
+
 /// `docker stack rm PROJECT` (services, networks; not the external secrets).
 pub fn stack_rm(project: &str) -> Result<(), ProcessError> {
     docker(format!("remove stack {project}"))
@@ -389,6 +406,8 @@ pub struct Task {
     pub error: String,
     pub container: Option<String>,
     pub exit_code: Option<i64>,
+    /// The swarm node the task was scheduled on (empty while unassigned).
+    pub node: String,
 }
 
 impl Task {
@@ -429,6 +448,8 @@ struct RawTask {
     slot: u64,
     #[serde(default)]
     desired_state: String,
+    #[serde(rename = "NodeID", default)]
+    node_id: String,
     spec: RawTaskSpec,
     status: RawTaskStatus,
 }
@@ -467,8 +488,88 @@ impl From<RawTask> for Task {
             error: raw.status.err,
             container: container.as_ref().and_then(|c| c.container_id.clone()),
             exit_code: container.and_then(|c| c.exit_code),
+            node: raw.node_id,
         }
     }
+}
+
+/// One node of the swarm, as `docker node inspect` reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClusterNode {
+    pub id: String,
+    pub hostname: String,
+    /// The address the node reached the manager from (`Status.Addr`): where its host-mode
+    /// ports are published.
+    pub addr: String,
+    /// `ready`, `down`, `unknown`, `disconnected`.
+    pub state: String,
+    /// `active`, `pause`, `drain`.
+    pub availability: String,
+    pub manager: bool,
+}
+
+impl ClusterNode {
+    /// Up and accepting tasks: a global service runs one task here.
+    pub fn schedulable(&self) -> bool {
+        self.state == "ready" && self.availability == "active"
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawNode {
+    #[serde(rename = "ID")]
+    id: String,
+    spec: RawNodeSpec,
+    description: RawNodeDescription,
+    status: RawNodeStatus,
+    #[serde(default)]
+    manager_status: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawNodeSpec {
+    #[serde(default)]
+    availability: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawNodeDescription {
+    #[serde(default)]
+    hostname: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawNodeStatus {
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    addr: String,
+}
+
+impl From<RawNode> for ClusterNode {
+    fn from(raw: RawNode) -> ClusterNode {
+        ClusterNode {
+            id: raw.id,
+            hostname: raw.description.hostname,
+            addr: raw.status.addr,
+            state: raw.status.state,
+            availability: raw.spec.availability,
+            manager: raw.manager_status.is_some(),
+        }
+    }
+}
+
+/// Every node of the swarm (asked of a manager), by `docker node inspect`, never by parsing
+/// `docker node ls`'s table.
+pub fn nodes() -> Result<Vec<ClusterNode>, DockerError> {
+    let list = docker("list the swarm's nodes").args(["node", "ls", "-q"]);
+    let inspect = docker("inspect the swarm's nodes").args(["node", "inspect"]);
+    let raw: Vec<RawNode> = inspect::list_and_inspect(list, inspect, "swarm nodes")?;
+    Ok(raw.into_iter().map(ClusterNode::from).collect())
 }
 
 #[cfg(test)]

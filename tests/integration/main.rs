@@ -30,6 +30,7 @@ mod bootstrap;
 mod child_env;
 mod ci_scaffold;
 mod cli;
+mod cluster;
 mod config;
 mod demo;
 mod deploy;

@@ -9,6 +9,7 @@
 //! `--json` summary and history as the compose engine, and removing secret versions nothing
 //! references any more. Prints nothing.
 
+pub mod host;
 pub mod rollout;
 pub mod secrets;
 pub mod stack;
@@ -24,7 +25,7 @@ use anyhow::Context as _;
 use secrecy::SecretString;
 use serde::Serialize;
 
-use crate::config::{Loaded, Swarm};
+use crate::config::{Loaded, Routing, Swarm};
 use crate::docker::swarm;
 use crate::engine::record::{self, Attempt};
 use crate::engine::{failure, Abort, Failed, Reporter, Request, Step, StepClock};
@@ -73,6 +74,10 @@ struct Target {
     notes: Vec<String>,
     /// `(key, versioned name)` of the secrets swarm does not have yet.
     missing: Vec<(String, String)>,
+    /// `routing: host`: the active color and the one this deploy starts.
+    colors: Option<host::Colors>,
+    /// `routing: host`: the front nginx's upstream file.
+    upstream: PathBuf,
 }
 
 /// What steps 4–7 produced.
@@ -184,10 +189,14 @@ impl Run<'_, '_> {
         let service = swarm::service_name(&project, config.app.name.as_str());
         self.clock.start(Step::Observe, "");
         swarm::require_manager()?;
-        let before = swarm::service(&service)?;
-        let from_image = before
-            .as_ref()
-            .map(|s| swarm::display_image(&s.image).to_string());
+        let colors = match swarm_cfg.routing {
+            Routing::Host => Some(host::observe(config, &project)?),
+            Routing::Ingress => None,
+        };
+        let from_image = match &colors {
+            Some(c) => c.active.as_ref().map(|(_, image)| image.clone()),
+            None => swarm::service(&service)?.map(|s| swarm::display_image(&s.image).to_string()),
+        };
         let image = match (&req.image, &from_image, req.action) {
             (Some(image), _, _) => image.clone(),
             (None, Some(running), Action::Rollback) => self.previous_image(running)?,
@@ -198,14 +207,23 @@ impl Run<'_, '_> {
         };
         self.clock.done(
             Step::Observe,
-            match &from_image {
-                Some(old) => format!("{service} runs {old}; rolling to {image}"),
-                None => format!("first deploy: creating stack {project}"),
+            match (&from_image, &colors) {
+                (Some(old), Some(c)) => {
+                    format!(
+                        "{} runs {old}; starting {} with {image}",
+                        c.new.other(),
+                        c.new
+                    )
+                }
+                (Some(old), None) => format!("{service} runs {old}; rolling to {image}"),
+                (None, _) => format!("first deploy: creating stack {project}"),
             },
         );
         Ok(Target {
             swarm: swarm_cfg,
-            first_deploy: before.is_none(),
+            first_deploy: from_image.is_none(),
+            colors,
+            upstream: host::upstream_file(config),
             stack_file: self.d.loaded.state_dir().join("stack.yml"),
             project,
             service,
@@ -226,6 +244,15 @@ impl Run<'_, '_> {
                 image: t.image.clone(),
                 secret_names: names.clone(),
                 secret_keys: self.d.secret_keys.clone(),
+                colors: match &t.colors {
+                    Some(c) => c
+                        .active
+                        .iter()
+                        .cloned()
+                        .chain([(c.new, t.image.clone())])
+                        .collect(),
+                    None => Vec::new(),
+                },
             },
         )?;
         for note in &rendered.notes {
@@ -247,6 +274,9 @@ impl Run<'_, '_> {
     }
 
     fn deploy_steps(&mut self, t: &Target) -> anyhow::Result<Done> {
+        if let Some(colors) = &t.colors {
+            return self.host_steps(t, colors);
+        }
         let created = self.create_secrets(t)?;
         let deployed_at = self.stack_deploy(t)?;
         let failure = self.rollout(t)?;
@@ -417,10 +447,38 @@ fn dry_run_plan(t: &Target) -> Vec<String> {
         t.swarm.resolve_image.as_str(),
         t.project
     ));
-    plan.push(format!(
-        "wait for {} to converge or roll back (up to {})",
-        t.service, t.swarm.timeout
-    ));
+    match &t.colors {
+        Some(c) => {
+            let new = format!("{}-{}", t.service, c.new);
+            plan.push(format!(
+                "wait until every schedulable node runs a healthy task of {new} (up to {})",
+                t.swarm.timeout
+            ));
+            plan.push(format!(
+                "GET the health path of {} on every node's port (the gate)",
+                c.new
+            ));
+            plan.push(format!(
+                "write the upstream of {} over the nodes to {}, nginx -t, reload (the switch)",
+                c.new,
+                t.upstream.display()
+            ));
+            plan.push(
+                "watch the new color for app.settle, switching back on a wrong answer; drain"
+                    .to_string(),
+            );
+            if let Some((old, _)) = &c.active {
+                plan.push(format!(
+                    "scale {old} to 0: docker stack deploy --prune without {}-{old}",
+                    t.service
+                ));
+            }
+        }
+        None => plan.push(format!(
+            "wait for {} to converge or roll back (up to {})",
+            t.service, t.swarm.timeout
+        )),
+    }
     plan.push(format!(
         "remove swarm secrets labelled {}={} that no service references",
         swarm::PROJECT_LABEL,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use anyhow::bail;
 use serde::Serialize;
 
-use crate::config::{Config, Swarm};
+use crate::config::{Color, Config, Routing, Swarm};
 use crate::render::{
     checked_image, command_json, env_items, literal, literals, named_volumes, EnvItem, Renderer,
     STACK,
@@ -31,6 +31,10 @@ pub struct StackPlan {
     /// `KEY` → versioned swarm secret name, for every secret key of every service.
     pub secret_names: BTreeMap<String, String>,
     pub secret_keys: SecretKeys,
+    /// `routing: host`: the colors to run, each with its image (the app becomes
+    /// `<app>-blue` / `<app>-green`, global, on the color ports in host mode). Empty under
+    /// `routing: ingress`: one service, `<app>`, running `image` through the mesh.
+    pub colors: Vec<(Color, String)>,
 }
 
 /// A rendered stack file, with what the render decided to leave out and why.
@@ -75,12 +79,24 @@ struct HealthView {
     start_period: String,
 }
 
+/// One swarm service of the app: the single one under the mesh, or one per color.
+#[derive(Serialize)]
+struct Instance {
+    name: String,
+    image: String,
+    published: u16,
+    /// Host routing: one task on every schedulable node (each node's color port must
+    /// answer, and a node that joins gets its task without a deploy), the port published in
+    /// host mode, and updates stop-first (a host port is bound by one task per node; the
+    /// mesh lets a new task start before the old one stops).
+    global: bool,
+}
+
 #[derive(Serialize)]
 struct AppView {
     name: String,
-    image: String,
+    instances: Vec<Instance>,
     port: u16,
-    published: u16,
     replicas: u32,
     memory: String,
     command: Option<serde_json::Value>,
@@ -170,9 +186,8 @@ impl StackContext {
             project: config.project.to_string(),
             app: AppView {
                 name: app.name.to_string(),
-                image: checked_image(&plan.image, "the image")?,
+                instances: instances(config, swarm, plan)?,
                 port: app.port.0,
-                published: swarm.port.0,
                 replicas: swarm.replicas.0,
                 memory: app.memory.to_string(),
                 command: app.command.as_ref().map(command_json),
@@ -198,6 +213,36 @@ impl StackContext {
             ),
         })
     }
+}
+
+/// The app's swarm services: one through the mesh, or one per color in `plan.colors`.
+fn instances(config: &Config, swarm: &Swarm, plan: &StackPlan) -> anyhow::Result<Vec<Instance>> {
+    let app = config.app.name.as_str();
+    match swarm.routing {
+        Routing::Ingress => Ok(vec![Instance {
+            name: app.to_string(),
+            image: checked_image(&plan.image, "the image")?,
+            published: swarm.port.0,
+            global: false,
+        }]),
+        Routing::Host => plan
+            .colors
+            .iter()
+            .map(|(color, image)| {
+                Ok(Instance {
+                    name: color_service(app, *color),
+                    image: checked_image(image, &format!("the {color} image"))?,
+                    published: config.colors.port(*color),
+                    global: true,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// The stack service of a color under host routing: `<app>-blue` / `<app>-green`.
+pub fn color_service(app: &str, color: Color) -> String {
+    format!("{app}-{color}")
 }
 
 impl HealthView {

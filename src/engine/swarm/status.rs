@@ -21,6 +21,12 @@ pub struct ServiceStatus {
 #[derive(Serialize)]
 pub struct TaskStatus {
     pub slot: u64,
+    /// The hostname of the node the task runs on (its ID when the node is gone).
+    pub node: String,
+    /// Whether that node is `ready`: the manager keeps reporting a lost node's tasks as
+    /// running until it gives up on them, so a task on a node that is not ready is not
+    /// counted as running.
+    pub node_ready: bool,
     pub state: String,
     pub desired: String,
     pub image: String,
@@ -31,6 +37,8 @@ pub struct TaskStatus {
 pub struct StatusReport {
     pub engine: EngineKind,
     pub stack: String,
+    /// Every node of the swarm: a lost one shows `state: down`.
+    pub nodes: Vec<swarm::ClusterNode>,
     pub services: Vec<ServiceStatus>,
     pub secrets: Vec<swarm::Secret>,
     pub last_deploy: Option<HistoryEntry>,
@@ -40,10 +48,22 @@ pub struct StatusReport {
 pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
     swarm::require_manager()?;
     let project = loaded.config.project.to_string();
+    let nodes = swarm::nodes()?;
+    let hostname = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.id == id)
+            .map(|n| n.hostname.clone())
+            .unwrap_or_else(|| id.to_string())
+    };
+    let ready = |id: &str| nodes.iter().any(|n| n.id == id && n.state == "ready");
     let mut services = Vec::new();
     for svc in swarm::services_of(&project)? {
         let tasks = swarm::tasks(&svc.name)?;
-        let running = tasks.iter().filter(|t| t.serving()).count();
+        let running = tasks
+            .iter()
+            .filter(|t| t.serving() && ready(&t.node))
+            .count();
         services.push(ServiceStatus {
             name: svc.name.clone(),
             image: swarm::display_image(&svc.image).to_string(),
@@ -55,6 +75,8 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
                 .filter(|t| t.desired == TaskState::Running || t.state == TaskState::Running)
                 .map(|t| TaskStatus {
                     slot: t.slot,
+                    node: hostname(&t.node),
+                    node_ready: ready(&t.node),
                     state: t.state.to_string(),
                     desired: t.desired.to_string(),
                     image: swarm::display_image(&t.image).to_string(),
@@ -68,6 +90,7 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
     Ok(StatusReport {
         engine: EngineKind::Swarm,
         stack: project,
+        nodes,
         services,
         secrets: swarm::secrets_of(&loaded.config.project.to_string())?,
         last_deploy,

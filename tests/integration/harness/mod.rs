@@ -16,6 +16,7 @@
 //! - [`docker_registry`]: Debian's `docker-registry` with htpasswd on loopback.
 //! - [`acme`]: pebble (the ACME test CA) and its mock DNS on loopback.
 //! - [`swarm`]: the single-node swarm the swarm tests share.
+//! - [`cluster`]: a real three-node swarm (scripts/cluster.sh), one netns per node.
 //! - [`artifact`]: the static release tarball scripts/release.sh built, and a local HTTP server.
 //!
 //! (The load client, `cutover::demo::Load`, is the crate's own: the demo and the benchmarks
@@ -39,6 +40,7 @@
 
 pub mod acme;
 pub mod artifact;
+pub mod cluster;
 pub mod common;
 pub mod docker_registry;
 pub mod laptop;

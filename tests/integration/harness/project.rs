@@ -278,6 +278,8 @@ pub struct Project {
     identity: Option<PathBuf>,
     /// Dropped after the project's own cleanup (e.g. the guard of a shared swarm).
     held: Vec<Box<dyn std::any::Any>>,
+    /// `DOCKER_HOST` of every run (a cluster's manager, harness/cluster.rs).
+    docker_host: Option<String>,
 }
 
 impl Project {
@@ -302,6 +304,7 @@ impl Project {
             shared_prefix: None,
             identity: None,
             held: Vec::new(),
+            docker_host: None,
         }
     }
 
@@ -409,6 +412,52 @@ impl Project {
             project = project.demo_secrets();
         }
         project.write_config(&app);
+        project
+    }
+
+    /// A swarm project on `cluster` with `swarm.routing: host`: blue and green as global
+    /// services on the color ports of every node, behind its own nginx on the host (the
+    /// compose site, whose include the deploys rewrite, plus the upstream file in
+    /// `sites/`). Its stack goes with the cluster.
+    pub fn cluster(app: App, cluster: &crate::harness::cluster::Cluster) -> Project {
+        assert_eq!(app.engine, Engine::Swarm);
+        let mut project = Project::named("cutover-cl");
+        project.docker_host = Some(cluster.manager.clone());
+        if app.secrets {
+            project = project.demo_secrets();
+        }
+        project.write_config(&app);
+        let prefix = project.prefix();
+        let argv = |extra: &[&str]| cutover::nginx::LocalNginx::argv(&prefix, extra);
+        let (include, site, port) = (project.include_path(), project.site_path(), project.port);
+        let upstream = prefix.join("sites").join("upstream.conf");
+        edit_config(&project, |c| {
+            c["swarm"]["routing"] = serde_json::json!("host");
+            c["swarm"]["upstream"] = serde_json::json!(upstream);
+            c["app"]["settle"] = serde_json::json!(app.settle);
+            c["app"]["drain"] = serde_json::json!(app.drain.clone().unwrap_or("5s".into()));
+            c["nginx"] = serde_json::json!({
+                "include": include,
+                "site": site,
+                "listen": format!("127.0.0.1:{port}"),
+                "test": argv(&["-t"]),
+                "reload": argv(&["-s", "reload"]),
+            });
+        });
+        project.cutover(["render", "--out", "rendered"]).success();
+        std::fs::create_dir_all(prefix.join("sites")).unwrap();
+        std::fs::copy(
+            project.path().join("rendered/nginx-site.conf"),
+            project.site_path(),
+        )
+        .unwrap();
+        // Until the first deploy switches it, the include routes nowhere useful.
+        std::fs::write(
+            project.include_path(),
+            "set $service_url http://127.0.0.1:9;\n",
+        )
+        .unwrap();
+        project.nginx = Some(cutover::nginx::LocalNginx::start(&prefix).expect("start nginx"));
         project
     }
 
@@ -571,6 +620,9 @@ impl Project {
         cmd.env("CUTOVER_SECRETS_RUN_DIR", self.secrets_root());
         if let Some(identity) = &self.identity {
             cmd.env("CUTOVER_IDENTITY", identity);
+        }
+        if let Some(host) = &self.docker_host {
+            cmd.env("DOCKER_HOST", host);
         }
         cmd.args(args).stdin(Stdio::null());
         cmd

@@ -1,0 +1,319 @@
+//! The swarm engine on a real three-node cluster (scripts/cluster.sh, harness/cluster.rs),
+//! with `swarm.routing: host`: no routing mesh (this kernel has no IPVS), blue and green as
+//! global services on every node's color port, the project's nginx on the host as the front,
+//! proxying to node:port. One test walks the whole story on one cluster, so the cluster is
+//! brought up once: deploys under load, a worker dying in steady state and inside the watch
+//! window, deploys on the two nodes left, the node rejoining, and the swarm secrets never on
+//! any node's disk.
+
+use std::time::{Duration, Instant};
+
+use cutover::demo::{http_get, Load};
+
+use crate::harness::cluster::{cluster_ready, Cluster};
+use crate::harness::project::{App, Project};
+use crate::harness::swarm::swarm_ready;
+
+/// The upstream file's active color and node addresses.
+fn upstream(project: &Project) -> (String, Vec<String>) {
+    let text =
+        std::fs::read_to_string(project.prefix().join("sites/upstream.conf")).unwrap_or_default();
+    let color = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# cutover-swarm-active: "))
+        .unwrap_or("")
+        .to_string();
+    let servers = text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("server "))
+        .filter_map(|l| l.split(':').next())
+        .map(str::to_string)
+        .collect();
+    (color, servers)
+}
+
+fn deploy(project: &Project, image: &str) -> (serde_json::Value, Duration) {
+    let started = Instant::now();
+    let summary = project
+        .cutover(["deploy", "--engine", "swarm", "--image", image, "--json"])
+        .success()
+        .stdout_json();
+    (summary, started.elapsed())
+}
+
+fn status(project: &Project) -> serde_json::Value {
+    project
+        .cutover(["status", "--engine", "swarm", "--json"])
+        .success()
+        .stdout_json()
+}
+
+/// (hostname, state) of every node, and the hostnames running a task of `service`.
+fn nodes_and_tasks(
+    status: &serde_json::Value,
+    service: &str,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let nodes = status["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["hostname"].as_str().unwrap().to_string(),
+                n["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let mut tasks: Vec<String> = status["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["name"] == service)
+        .flat_map(|s| s["tasks"].as_array().unwrap().clone())
+        .filter(|t| t["state"] == "running" && t["node_ready"] == true)
+        .map(|t| t["node"].as_str().unwrap().to_string())
+        .collect();
+    tasks.sort();
+    (nodes, tasks)
+}
+
+#[test]
+fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoins() {
+    if !swarm_ready() || !cluster_ready() {
+        return;
+    }
+    let suite = Instant::now();
+    let cluster = Cluster::up(3);
+    let app = App {
+        settle: "6s".into(),
+        drain: Some("5s".into()),
+        ..App::swarm()
+    };
+    let project = Project::cluster(app, &cluster);
+    let blue = format!("{}_web-blue", project.name);
+    let green = format!("{}_web-green", project.name);
+
+    // First deploy: blue on all three nodes, nginx routes to them.
+    let (summary, took_first) = deploy(&project, "cutover-demo:v1");
+    assert_eq!(summary["first_deploy"], true, "{summary}");
+    assert_eq!(
+        upstream(&project),
+        ("blue".to_string(), cluster.addrs.clone())
+    );
+    let (_, tasks) = nodes_and_tasks(&status(&project), &blue);
+    assert_eq!(tasks.len(), 3, "a blue task on every node: {tasks:?}");
+    let answer = http_get(project.port, "/").expect("nginx answers");
+    assert!(answer.1.starts_with("version=v1"), "{answer:?}");
+
+    // The secret is a file in the task, on tmpfs, and on no node's disk.
+    let db_password = project.secret_value("DB_PASSWORD");
+    for n in 1..=3 {
+        let mounts = cluster.secret_mounts(n);
+        assert!(
+            !mounts.is_empty() && mounts.iter().all(|t| t == "tmpfs"),
+            "node {n}: {mounts:?}"
+        );
+        assert_eq!(
+            cluster.grep_data_root(n, &db_password),
+            Vec::<String>::new(),
+            "node {n}"
+        );
+    }
+
+    // Blue → green under load, one connection per request.
+    let load = Load::start(project.port, Duration::from_secs(240));
+    let (summary, took_switch) = deploy(&project, "cutover-demo:v2");
+    assert_eq!(summary["from_image"], "cutover-demo:v1", "{summary}");
+    assert_eq!(upstream(&project).0, "green");
+    let services = status(&project);
+    assert!(
+        services["services"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["name"] != blue),
+        "blue scaled to 0 (removed): {services}"
+    );
+
+    // A worker dies in steady state: nginx skips it; status shows it lost.
+    cluster.kill(3);
+    let lost_at = Instant::now();
+    let deadline = lost_at + Duration::from_secs(60);
+    let lost = loop {
+        let st = status(&project);
+        let (nodes, tasks) = nodes_and_tasks(&st, &green);
+        if nodes.iter().any(|(_, state)| state == "down") {
+            break (nodes, tasks);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the manager never saw node 3 go: {st}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    assert_eq!(
+        lost.1.len(),
+        2,
+        "green runs on the two nodes left: {lost:?}"
+    );
+    eprintln!(
+        "node 3 seen down after {:.1?}: nodes {:?}, green runs on {:?}",
+        lost_at.elapsed(),
+        lost.0,
+        lost.1
+    );
+    let human = project
+        .cutover(["status", "--engine", "swarm"])
+        .success()
+        .stdout;
+    assert!(
+        human.contains("(lost: its tasks are not counted)"),
+        "{human}"
+    );
+    eprintln!("status with node 3 lost:\n{human}");
+
+    // The next deploy succeeds on the two nodes left (green → blue).
+    let (_, took_two) = deploy(&project, "cutover-demo:v1");
+    let (color, servers) = upstream(&project);
+    assert_eq!(color, "blue");
+    assert_eq!(
+        servers,
+        cluster.addrs[..2].to_vec(),
+        "two nodes in the upstream"
+    );
+
+    // The node rejoins; its dockerd restarted, the secret is still on no disk of it.
+    cluster.revive(3);
+    cluster.wait_ready(3, Duration::from_secs(60));
+    for n in 1..=3 {
+        assert_eq!(
+            cluster.grep_data_root(n, &db_password),
+            Vec::<String>::new(),
+            "node {n}"
+        );
+    }
+
+    // A worker dies inside the watch window of the next deploy (blue → green): the deploy
+    // still succeeds on the nodes left, traffic keeps flowing.
+    let deployer = {
+        let mut cmd = project.command([
+            "deploy",
+            "--engine",
+            "swarm",
+            "--image",
+            "cutover-demo:v2",
+            "--json",
+        ]);
+        cmd.stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while upstream(&project).0 != "green" {
+        assert!(
+            Instant::now() < deadline,
+            "the deploy never switched to green"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        upstream(&project).1.len(),
+        3,
+        "the rejoined node is used again"
+    );
+    cluster.kill(2);
+    let out = deployer.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "deploy with a node dying in its watch window: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let tally = load.finish();
+    eprintln!(
+        "through the front nginx: {} sent, {} ok, {} failed {:?} {:?}",
+        tally.sent, tally.ok, tally.failed, tally.by_answer, tally.failures
+    );
+    assert_eq!(tally.failed, 0, "{:?}", tally.failures);
+    assert!(tally.by_answer.keys().any(|k| k.starts_with("version=v1")));
+    assert!(tally.by_answer.keys().any(|k| k.starts_with("version=v2")));
+    eprintln!(
+        "3-node cluster, routing: host: first deploy {:.1?}, blue→green {:.1?}, on 2 nodes {:.1?}; suite {:.1?}",
+        took_first,
+        took_switch,
+        took_two,
+        suite.elapsed()
+    );
+}
+
+/// The same deploys on a one-node cluster, for BENCHMARKS.md's 3 nodes against 1.
+#[test]
+fn cluster_one_node_blue_green_under_load_for_comparison() {
+    if !swarm_ready() || !cluster_ready() {
+        return;
+    }
+    let cluster = Cluster::up(1);
+    let app = App {
+        settle: "6s".into(),
+        drain: Some("5s".into()),
+        ..App::swarm()
+    };
+    let project = Project::cluster(app, &cluster);
+    let (_, took_first) = deploy(&project, "cutover-demo:v1");
+    let load = Load::start(project.port, Duration::from_secs(120));
+    let (summary, took_switch) = deploy(&project, "cutover-demo:v2");
+    eprintln!("blue→green steps on 1 node: {}", summary["steps"]);
+    let (_, took_back) = deploy(&project, "cutover-demo:v1");
+    assert_eq!(upstream(&project).0, "blue");
+    // Rollback: the image before the current one (v2), into the idle color, the same steps.
+    let rolled = project
+        .cutover(["rollback", "--engine", "swarm", "--json"])
+        .success()
+        .stdout_json();
+    assert_eq!(rolled["image"], "cutover-demo:v2", "{rolled}");
+    let tally = load.finish();
+    assert_eq!(
+        upstream(&project),
+        ("green".to_string(), cluster.addrs.clone())
+    );
+    assert_eq!(tally.failed, 0, "{:?}", tally.failures);
+    eprintln!(
+        "1-node cluster, routing: host: first deploy {:.1?}, blue→green {:.1?}, green→blue {:.1?}; {} requests, 0 failed",
+        took_first, took_switch, took_back, tally.sent
+    );
+}
+
+/// Under `routing: host` the stack holds one global service per color, on its color port in
+/// host mode, replaced stop-first; no mesh port.
+#[test]
+fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
+    let project = Project::fixture("swarm").demo_secrets();
+    crate::harness::project::edit_config(&project, |c| {
+        c["swarm"]["routing"] = serde_json::json!("host");
+    });
+    project
+        .cutover(["render", "--engine", "swarm", "--out", "out"])
+        .success();
+    let stack = std::fs::read_to_string(project.path().join("out/stack.yml")).unwrap();
+    let v = crate::common::yaml_to_json(&stack);
+    let config = crate::common::yaml_to_json(
+        &std::fs::read_to_string(project.path().join("cutover.yml")).unwrap(),
+    );
+    let app = config["app"]["name"].as_str().unwrap();
+    let blue = &v["services"][format!("{app}-blue")];
+    assert_eq!(blue["deploy"]["mode"], "global", "{stack}");
+    assert_eq!(blue["deploy"]["update_config"]["order"], "stop-first");
+    assert_eq!(blue["ports"][0]["mode"], "host");
+    assert_eq!(blue["ports"][0]["published"], config["colors"]["blue"]);
+    assert!(v["services"][app].is_null(), "no mesh service: {stack}");
+
+    // A routing that does not exist is refused, naming the key.
+    crate::harness::project::edit_config(&project, |c| {
+        c["swarm"]["routing"] = serde_json::json!("mesh");
+    });
+    let stderr = project
+        .cutover(["render", "--engine", "swarm", "--check"])
+        .code(1)
+        .stderr;
+    assert!(stderr.contains("routing"), "{stderr}");
+}
