@@ -277,6 +277,14 @@ fn a_server_name_differing_only_in_case_and_trailing_dot_is_the_same_name() {
     assert_eq!(snapshot(&a, "app.cutover.test"), before);
 }
 
+/// Project `a` named `a_names`, deployed, and project `c` named `c_names` behind a's nginx.
+fn a_deployed_and_c_behind_it(a_names: &str, c_names: &str) -> (Project, Project) {
+    let a = Project::compose(App::compose().stop_grace("0s").server_name(a_names));
+    a.deploy_ok("cutover-demo:v1");
+    let c = Project::compose_behind(App::compose().stop_grace("0s").server_name(c_names), &a);
+    (a, c)
+}
+
 /// nginx takes `.wild.cutover.test` as `wild.cutover.test *.wild.cutover.test`: a second
 /// project naming `*.wild.cutover.test` on the same port is "conflicting server name …,
 /// ignored" to nginx. The claims check must refuse it as it refuses `WILD.cutover.test.`.
@@ -285,18 +293,7 @@ fn a_wildcard_server_name_inside_another_projects_dot_name_is_refused() {
     if !ready() {
         return;
     }
-    let a = Project::compose(
-        App::compose()
-            .stop_grace("0s")
-            .server_name(".wild.cutover.test"),
-    );
-    a.deploy_ok("cutover-demo:v1");
-    let c = Project::compose_behind(
-        App::compose()
-            .stop_grace("0s")
-            .server_name("*.wild.cutover.test"),
-        &a,
-    );
+    let (_a, c) = a_deployed_and_c_behind_it(".wild.cutover.test", "*.wild.cutover.test");
     let run = c.cutover(["deploy", "--image", "cutover-demo:v2"]);
     assert!(
         run.stderr.contains("collides with another cutover project"),
@@ -305,25 +302,14 @@ fn a_wildcard_server_name_inside_another_projects_dot_name_is_refused() {
 }
 
 /// A project whose server_name is a wildcard, beside another project on one nginx port:
-/// the probe after the reload sends no Host (probe_host is None for `*`), so it reaches the
-/// port's default server, the other project's site, and the deploy can never pass.
+/// its probe must carry a Host the wildcard matches (`cutover-probe.c.cutover.test`), or it
+/// reaches the port's default server, the other project's site, and can never pass.
 #[test]
 fn a_wildcard_project_beside_another_project_can_deploy() {
     if !ready() {
         return;
     }
-    let a = Project::compose(
-        App::compose()
-            .stop_grace("0s")
-            .server_name("a.cutover.test"),
-    );
-    a.deploy_ok("cutover-demo:v1");
-    let c = Project::compose_behind(
-        App::compose()
-            .stop_grace("0s")
-            .server_name("*.c.cutover.test"),
-        &a,
-    );
+    let (_a, c) = a_deployed_and_c_behind_it("a.cutover.test", "*.c.cutover.test");
     let run = c.cutover(["deploy", "--image", "cutover-demo:v2"]);
     assert!(
         run.ok(),

@@ -30,6 +30,17 @@ pub fn probe_through_nginx(
     }
 }
 
+/// Polls `probe` until it passes, for at most 10 s. The reload is asynchronous: retry
+/// quickly so the switch time is nginx's, not ours.
+fn poll_nginx(probe: impl FnMut() -> (bool, Answer)) -> Outcome<String> {
+    health::wait_until(
+        probe,
+        Duration::from_millis(10),
+        Duration::from_secs(10),
+        &mut |_: Duration, _: Option<&Answer>| Verdict::<String>::Continue,
+    )
+}
+
 /// The headers `/.cutover/health` answers with: the include's marker, and the address nginx
 /// got the answer from (`$upstream_addr`: every address it tried, comma-separated).
 const MARKER_HEADER: &str = "X-Cutover-Active";
@@ -43,46 +54,40 @@ fn probe_route(config: &Config, to: Color, marker: &str) -> Result<Option<String
     let expected = config.app.health.status;
     let upstream = crate::render::upstream_url(config, to);
     let address = upstream.trim_start_matches("http://");
-    let outcome = health::wait_until(
-        || {
-            let (answer, headers) =
-                prober.get_with_headers(&url, host, &[MARKER_HEADER, UPSTREAM_HEADER]);
-            let [from, via] = [&headers[0], &headers[1]];
-            match from {
-                // The new include answered: its route must have reached this color itself
-                // (a stale group, or a backup standing in, names other addresses).
-                Some(from) if from.trim() == marker => match via.as_deref().map(str::trim) {
-                    Some(via) if via == address => (
-                        matches!(answer, Answer::Status { code, .. } if code == expected),
-                        answer,
-                    ),
-                    via => (
-                        false,
-                        Answer::NoAnswer(format!(
-                            "{} through {}, not {to} at {address}",
-                            answer.describe(),
-                            via.filter(|v| !v.is_empty() && *v != "-")
-                                .unwrap_or("no upstream")
-                        )),
-                    ),
-                },
-                // An old worker's include, or another project's site answering this name.
-                Some(from) => (
+    let outcome = poll_nginx(|| {
+        let (answer, headers) =
+            prober.get_with_headers(&url, host, &[MARKER_HEADER, UPSTREAM_HEADER]);
+        let [from, via] = [&headers[0], &headers[1]];
+        match from {
+            // The new include answered: its route must have reached this color itself
+            // (a stale group, or a backup standing in, names other addresses).
+            Some(from) if from.trim() == marker => match via.as_deref().map(str::trim) {
+                Some(via) if via == address => (
+                    matches!(answer, Answer::Status { code, .. } if code == expected),
+                    answer,
+                ),
+                via => (
                     false,
                     Answer::NoAnswer(format!(
-                        "{} from an include whose marker is {:?}, not the new include's {marker:?}",
+                        "{} through {}, not {to} at {address}",
                         answer.describe(),
-                        from.trim()
+                        via.filter(|v| !v.is_empty() && *v != "-")
+                            .unwrap_or("no upstream")
                     )),
                 ),
-                None => (false, answer),
-            }
-        },
-        // The reload is asynchronous: retry quickly so the switch time is nginx's, not ours.
-        Duration::from_millis(10),
-        Duration::from_secs(10),
-        &mut |_: Duration, _: Option<&Answer>| Verdict::<String>::Continue,
-    );
+            },
+            // An old worker's include, or another project's site answering this name.
+            Some(from) => (
+                false,
+                Answer::NoAnswer(format!(
+                    "{} from an include whose marker is {:?}, not the new include's {marker:?}",
+                    answer.describe(),
+                    from.trim()
+                )),
+            ),
+            None => (false, answer),
+        }
+    });
     match outcome {
         Outcome::Passed { .. } => Ok(None),
         Outcome::TimedOut { last, .. } => Err(format!(
@@ -112,72 +117,67 @@ fn probe_marker_then_health(
          through nginx counted only once nginx's workers from before the reload had exited"
             .to_string(),
     );
-    let outcome = health::wait_until(
-        || {
-            let marker = prober.get(&marker_url, host);
-            match &marker {
-                Answer::Status { code: 200, body }
-                    if marker_wanted.is_some_and(|e| e != body.trim()) =>
-                {
-                    return (
-                        false,
-                        Answer::NoAnswer(format!(
-                            "HTTP 200 {:?}, not the new include's {:?}",
-                            body.trim(),
-                            marker_wanted.unwrap_or_default()
-                        )),
-                    );
-                }
-                Answer::Status { code: 200, body } => {
-                    match super::observe::Marker::parse(body).ours(config) {
-                        Ok(color) if color == to => {}
-                        Ok(color) => {
-                            return (
-                                false,
-                                Answer::NoAnswer(format!("HTTP 200 naming {color}, not {to}")),
-                            )
-                        }
-                        // Another project's include answers this project's name: say whose.
-                        Err(why) => {
-                            return (
-                                false,
-                                Answer::NoAnswer(format!("HTTP 200 {:?}: {why}", body.trim())),
-                            )
-                        }
-                    }
-                }
-                Answer::Status { code: 404, .. } => {
-                    note = Some(
-                        "the nginx include has no /.cutover/active nor /.cutover/health: checked \
-                         the health path only, once nginx's workers from before the reload had \
-                         exited"
-                            .to_string(),
-                    );
-                }
-                other => return (false, other.clone()),
-            }
-            if let Some(pid) = workers_before
-                .iter()
-                .find(|pid| crate::nginx::process_alive(**pid))
+    let outcome = poll_nginx(|| {
+        let marker = prober.get(&marker_url, host);
+        match &marker {
+            Answer::Status { code: 200, body }
+                if marker_wanted.is_some_and(|e| e != body.trim()) =>
             {
                 return (
                     false,
                     Answer::NoAnswer(format!(
-                        "nginx worker {pid} from before the reload still runs: an answer of the \
-                         health path could be its"
+                        "HTTP 200 {:?}, not the new include's {:?}",
+                        body.trim(),
+                        marker_wanted.unwrap_or_default()
                     )),
                 );
             }
-            let health = prober.get(&health_url, host);
-            (
-                matches!(health, Answer::Status { code, .. } if code == expected),
-                health,
-            )
-        },
-        Duration::from_millis(10),
-        Duration::from_secs(10),
-        &mut |_: Duration, _: Option<&Answer>| Verdict::<String>::Continue,
-    );
+            Answer::Status { code: 200, body } => {
+                match super::observe::Marker::parse(body).ours(config) {
+                    Ok(color) if color == to => {}
+                    Ok(color) => {
+                        return (
+                            false,
+                            Answer::NoAnswer(format!("HTTP 200 naming {color}, not {to}")),
+                        )
+                    }
+                    // Another project's include answers this project's name: say whose.
+                    Err(why) => {
+                        return (
+                            false,
+                            Answer::NoAnswer(format!("HTTP 200 {:?}: {why}", body.trim())),
+                        )
+                    }
+                }
+            }
+            Answer::Status { code: 404, .. } => {
+                note = Some(
+                    "the nginx include has no /.cutover/active nor /.cutover/health: checked \
+                         the health path only, once nginx's workers from before the reload had \
+                         exited"
+                        .to_string(),
+                );
+            }
+            other => return (false, other.clone()),
+        }
+        if let Some(pid) = workers_before
+            .iter()
+            .find(|pid| crate::nginx::process_alive(**pid))
+        {
+            return (
+                false,
+                Answer::NoAnswer(format!(
+                    "nginx worker {pid} from before the reload still runs: an answer of the \
+                         health path could be its"
+                )),
+            );
+        }
+        let health = prober.get(&health_url, host);
+        (
+            matches!(health, Answer::Status { code, .. } if code == expected),
+            health,
+        )
+    });
     match outcome {
         Outcome::Passed { .. } => Ok(note),
         Outcome::TimedOut { last, .. } => Err(format!(
