@@ -663,17 +663,10 @@ mod tests {
     }
 
     fn demo_config() -> Config {
-        let dir = tempfile::tempdir().unwrap();
-        let text = crate::demo::project_config(
-            "shop",
-            [8081, 8082, 8080],
-            Path::new("/tmp/prefix"),
-            false,
-        );
-        std::fs::write(dir.path().join("cutover.yml"), text).unwrap();
-        crate::config::load(&dir.path().join("cutover.yml"), dir.path())
-            .unwrap()
-            .config
+        let text =
+            "project: shop\napp: { name: web, image: example/web, port: 3000, memory: 64M }\n\
+                    colors: { blue: 8081, green: 8082 }\n";
+        Config::from_yaml(text, Path::new("cutover.yml")).unwrap()
     }
 
     #[test]

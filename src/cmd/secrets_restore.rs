@@ -13,13 +13,20 @@ use crate::context::Context;
 use crate::engine::compose::secret_files::{restore, Restored};
 
 pub fn run(ctx: &Context, all: bool, dry_run: bool, json: bool) -> anyhow::Result<ExitCode> {
+    let mut results = Vec::new();
+    let mut failed = 0;
     let configs: Vec<PathBuf> = if all {
-        registered_configs()?
+        let (configs, unreadable) = registered_configs()?;
+        // A damaged entry is that project's failure, not every project's.
+        for (file, why) in unreadable {
+            failed += 1;
+            eprintln!("error: {why}");
+            results.push(serde_json::json!({ "claims": file, "error": why }));
+        }
+        configs
     } else {
         vec![ctx.config_path.clone()]
     };
-    let mut results = Vec::new();
-    let mut failed = 0;
     for config in configs {
         let dir = config
             .parent()
@@ -78,24 +85,38 @@ fn line(r: &Restored, dry_run: bool) -> String {
 }
 
 /// The cutover.yml of every project registered on this box (its claims name it).
-fn registered_configs() -> anyhow::Result<Vec<PathBuf>> {
+/// A claims file that could not be read or parsed, and why.
+type Unreadable = (PathBuf, String);
+
+/// With the claims files that could not be read or parsed: those projects fail, the others
+/// are restored.
+fn registered_configs() -> anyhow::Result<(Vec<PathBuf>, Vec<Unreadable>)> {
     let mut out = Vec::new();
+    let mut unreadable = Vec::new();
     for state_dir in crate::registry::projects()? {
         let file = crate::claims::path(&state_dir);
         let text = match std::fs::read_to_string(&file) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(e).with_context(|| format!("could not read {}", file.display())),
+            Err(e) => {
+                unreadable.push((
+                    file.clone(),
+                    format!("could not read {}: {e}", file.display()),
+                ));
+                continue;
+            }
         };
-        let claims: crate::claims::Claims = serde_json::from_str(&text).with_context(|| {
-            format!(
-                "{} does not parse (expected a project's claims as JSON)",
-                file.display()
-            )
-        })?;
-        if !out.contains(&claims.config) {
-            out.push(claims.config);
+        match serde_json::from_str::<crate::claims::Claims>(&text) {
+            Ok(claims) if !out.contains(&claims.config) => out.push(claims.config),
+            Ok(_) => {}
+            Err(e) => unreadable.push((
+                file.clone(),
+                format!(
+                    "{} does not parse (expected a project's claims as JSON): {e}",
+                    file.display()
+                ),
+            )),
         }
     }
-    Ok(out)
+    Ok((out, unreadable))
 }

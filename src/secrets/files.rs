@@ -17,6 +17,13 @@
 //!
 //! Before anything is written, the root's filesystem must be a tmpfs or ramfs (statfs magic):
 //! a root on a disk is refused, since the point is that no block device ever holds a value.
+//! The check comes first: a refused root is never created or changed. An existing root is
+//! never chmodded (a shared tmpfs such as `/dev/shm` keeps its 1777); it must belong to this
+//! user or root and, if others may write to it, carry the sticky bit. The project's directory
+//! is cutover's own: never a symlink, owned by this user, 0700, and checked again for its
+//! filesystem (a disk mounted there is refused too). A write that fails, or one a kill
+//! stopped, leaves no plaintext: the half-written set is removed, and so is any set an earlier
+//! run left half-written.
 
 use std::fs;
 use std::io::Write as _;
@@ -106,22 +113,28 @@ impl ProjectDirs {
             .dir
             .parent()
             .context("the secrets directory has no parent")?;
-        private_dir_all(root).with_context(|| {
+        usable_root(root).with_context(|| {
             format!(
                 "app.secrets_delivery is `files`: {} must be a directory this user can write, on a tmpfs; `cutover bootstrap` on the box makes {SYSTEM_ROOT} for the deploy user at every boot, or set {ROOT_ENV}",
                 root.display()
             )
         })?;
-        require_memory_backed(root)?;
-        private_dir_all(&self.dir)?;
+        own_private_dir(&self.dir)?;
+        require_memory_backed(&self.dir)?;
+        remove_half_written(&self.dir, service)?;
         let target = self.service(service);
         let fresh = self
             .dir
             .join(format!(".{service}.new-{}", std::process::id()));
         remove(&fresh)?;
         private_dir(&fresh)?;
-        for (key, value) in values {
-            write_file(&fresh.join(key), value)?;
+        let written = values
+            .into_iter()
+            .try_for_each(|(key, value)| write_file(&fresh.join(key), value));
+        if let Err(e) = written {
+            // No plaintext left behind by a write that failed (a full tmpfs).
+            let _ = remove(&fresh);
+            return Err(e);
         }
         let old = self
             .dir
@@ -157,12 +170,80 @@ pub fn require_memory_backed(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn private_dir_all(dir: &Path) -> anyhow::Result<()> {
-    if !dir.is_dir() {
-        fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+/// The root, checked before anything is created or changed: on a tmpfs (a root that does
+/// not exist yet is made, 0700, only where its nearest existing ancestor is on one), owned
+/// by this user or root, sticky if others may write to it. An existing root keeps its mode.
+fn usable_root(root: &Path) -> anyhow::Result<()> {
+    if !root.exists() {
+        let ancestor = root
+            .ancestors()
+            .find(|a| a.exists())
+            .unwrap_or(Path::new("/"));
+        require_memory_backed(ancestor)?;
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(root)
+            .with_context(|| format!("cannot create {}", root.display()))?;
+    }
+    require_memory_backed(root)?;
+    let meta = fs::metadata(root).with_context(|| format!("cannot stat {}", root.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    use std::os::unix::fs::MetadataExt as _;
+    if meta.uid() != me && meta.uid() != 0 {
+        bail!(
+            "{} belongs to uid {}, not to this user (uid {me}) or root: another user could swap the secret files",
+            root.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 && meta.mode() & 0o1000 == 0 {
+        bail!(
+            "{} is writable by other users without the sticky bit (mode {:o}): another user could swap the secret files",
+            root.display(),
+            meta.mode() & 0o7777
+        );
+    }
+    Ok(())
+}
+
+/// The project's directory: made 0700 if missing; if present, a real directory (never a
+/// symlink) owned by this user, then made 0700.
+fn own_private_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return private_dir(dir);
+        }
+        Err(e) => return Err(e).with_context(|| format!("cannot stat {}", dir.display())),
+        Ok(meta) if !meta.file_type().is_dir() => bail!(
+            "{} is not a directory (a symlink or a file): refusing to write secret files through it",
+            dir.display()
+        ),
+        Ok(meta) if meta.uid() != rustix::process::geteuid().as_raw() => bail!(
+            "{} belongs to uid {}, not to this user: refusing to write secret files into it",
+            dir.display(),
+            meta.uid()
+        ),
+        Ok(_) => {}
     }
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .with_context(|| format!("cannot make {} private (0700)", dir.display()))
+}
+
+/// Removes the half-written sets of `service` an earlier run left (`.<service>.new-<pid>`,
+/// `.<service>.old-<pid>`: a kill between write and rename).
+fn remove_half_written(dir: &Path, service: &str) -> anyhow::Result<()> {
+    let (new, old) = (format!(".{service}.new-"), format!(".{service}.old-"));
+    let entries = fs::read_dir(dir).with_context(|| format!("cannot list {}", dir.display()))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(&new) || name.starts_with(&old) {
+            remove(&entry.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn private_dir(dir: &Path) -> anyhow::Result<()> {

@@ -54,6 +54,7 @@ mod remote;
 mod render;
 mod rollback;
 mod secret_files;
+mod secret_files_attacks;
 mod secret_limits;
 mod secrets;
 mod ship;

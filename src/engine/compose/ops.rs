@@ -198,20 +198,35 @@ impl Describe<'_> {
             )],
             Change::Switch => vec![
                 format!(
-                    "write {} -> {}, `{}`, `{}`",
+                    "write {} -> {}{}, `{}`, `{}`",
                     config.nginx.include.display(),
                     crate::render::upstream_url(config, to),
+                    match self.r.route {
+                        crate::render::Route::Fallback => format!(
+                            " (through the group {}: {} is its backup while the window is open)",
+                            crate::render::upstream_group(config, to),
+                            to.other()
+                        ),
+                        crate::render::Route::Direct => String::new(),
+                    },
                     config.nginx.test.join(" "),
                     config.nginx.reload.join(" ")
                 ),
                 format!(
-                    "probe {}/.cutover/active until it says {to}",
+                    "probe {}/.cutover/health until the new include answers it through {to}",
                     config.nginx.probe_base()
                 ),
             ],
             Change::Settle { old: Some(old) } => vec![format!(
-                "watch {idle_service} for {} with {old} still running; switch back to {old} if it fails (and {old} is healthy)",
-                config.app.settle
+                "watch {idle_service} for {} with {old} still running; switch back to {old} if it fails (and {old} is healthy){}",
+                config.app.settle,
+                match self.r.route {
+                    crate::render::Route::Fallback => format!(
+                        "; then nginx -> {} alone (one more reload)",
+                        crate::render::upstream_url(config, to)
+                    ),
+                    crate::render::Route::Direct => String::new(),
+                }
             )],
             Change::Settle { old: None } => vec![format!(
                 "watch {idle_service} for {}; nothing to switch back to: fail the deploy if it does not stay up",
