@@ -33,7 +33,19 @@ mirror=$(debian_mirror)
 suite=sid
 
 mkdir -p "$base"
-find "$base" -mindepth 1 -maxdepth 1 ! -name "$key" -exec rm -rf {} + 2>/dev/null || true
+# One build at a time per cache (worktrees and CI share it): the second waits, then finds
+# the root ready. While the lock is held no other build runs, so a `build.*` left here is a
+# killed run's; a root of another script hash is swept only once it is a day old, since
+# another checkout may be compiling in it right now.
+exec 9>"$base/.lock"
+flock 9
+if [[ -f "$dir/ready" ]]; then
+    echo "$dir/root"
+    exit 0
+fi
+find "$base" -mindepth 1 -maxdepth 1 -name 'build.*' -exec rm -rf {} + 2>/dev/null || true
+find "$base" -mindepth 1 -maxdepth 1 ! -name "$key" ! -name '.lock' ! -name 'build.*' -mtime +0 \
+    -exec rm -rf {} + 2>/dev/null || true
 work=$(mktemp -d "$base/build.XXXXXX")
 root="$work/root"
 cleanup() { umount "$root/proc" 2>/dev/null || true; rm -rf "$work"; }
@@ -43,7 +55,8 @@ start=$(date +%s)
 echo "cross root: debootstrap $suite minbase from $mirror" >&2
 # minbase alone: debootstrap's own resolver cannot configure rustc's dependency tree (it
 # fails in the second stage); apt inside the root can.
-debootstrap --variant=minbase "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \
+# ca-certificates: apt inside the root must reach an https mirror too.
+debootstrap --variant=minbase --include=ca-certificates "$suite" "$root" "$mirror" >"$work/debootstrap.log" 2>&1 \
     || { tail -n 30 "$work/debootstrap.log" "$root/debootstrap/debootstrap.log" >&2 2>/dev/null; exit 1; }
 echo "cross root: debootstrap done in $(( $(date +%s) - start ))s" >&2
 

@@ -76,14 +76,15 @@ impl Local {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
                 "{target} is {machine} and this cutover is built for {ours}: put the {machine} \
                  release binary of this version at {path} (the `cutover` inside {artifact}.tar.gz, \
-                 renamed), or install {artifact} on the box (into its \
-                 ~/.local/share/cutover/bin or on PATH), or run `cutover --host` from a \
-                 {machine} machine",
+                 renamed), or run `cutover --host` from an {machine} machine",
                 ours = local_machine(),
                 path = path.display()
             ),
             Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
         };
+        // It runs on the box as the deploy user (as root with sudo): only its owner may
+        // have been able to change it.
+        refuse_a_binary_others_could_change(&path)?;
         if elf_machine(&bytes) != Some(elf) {
             bail!(
                 "{} is not an {machine} Linux binary (its ELF header says otherwise): it should \
@@ -105,6 +106,28 @@ impl Local {
     pub fn size(&self) -> usize {
         self.bytes.len()
     }
+}
+
+/// The kept binary (and its directory) must belong to this user or root and be writable by
+/// nobody else: the ELF and `--version` checks tell what it is, not who put it there.
+fn refuse_a_binary_others_could_change(path: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let me = rustix::process::geteuid().as_raw();
+    for place in [Some(path), path.parent()].into_iter().flatten() {
+        let meta = std::fs::metadata(place)
+            .with_context(|| format!("could not read {}", place.display()))?;
+        if (meta.uid() != me && meta.uid() != 0) || meta.mode() & 0o022 != 0 {
+            bail!(
+                "{} is uid {}'s with mode {:o}: another user could have replaced the binary \
+                 uploaded to the box; it must be yours (or root's) and writable by nobody else \
+                 (chmod go-w)",
+                place.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Where the laptop keeps the release binary `artifact` (`cutover-<version>-<triple>`) for
@@ -240,14 +263,20 @@ pub fn upload(session: &mut Session, local: &Local, probe: &Probe) -> anyhow::Re
         .rsplit_once('/')
         .context("the box's binary path has no directory")?;
     let q = crate::process::shell_quote;
+    // The temp file goes on every way out: an EXIT trap, and the signals a dropped
+    // connection brings (dash runs no EXIT trap when SIGPIPE kills it on writing to a closed
+    // stderr), and each failure removes it before it reports. One that a kill -9 left is
+    // swept by a later upload once it is an hour old (a younger one may be another upload's).
     let script = format!(
-        "set -e; d={dir}; f={file}; mkdir -p \"$d\"; t=$(mktemp \"$d/.upload.XXXXXX\"); \
-         trap 'rm -f \"$t\"' EXIT; cat > \"$t\"; \
+        "set -e; d={dir}; f={file}; mkdir -p \"$d\"; \
+         find \"$d\" -maxdepth 1 -name '.upload.*' -mmin +60 -exec rm -f {{}} + 2>/dev/null || true; \
+         t=$(mktemp \"$d/.upload.XXXXXX\"); \
+         trap 'rm -f \"$t\"' EXIT; trap 'rm -f \"$t\"; exit 1' HUP INT PIPE TERM; cat > \"$t\"; \
          s=$(sha256sum \"$t\" | cut -d' ' -f1); \
-         if [ \"$s\" != {sha} ]; then echo \"the upload arrived with sha256 $s, expected {sha}\" >&2; exit 3; fi; \
+         if [ \"$s\" != {sha} ]; then rm -f \"$t\"; echo \"the upload arrived with sha256 $s, expected {sha}\" >&2; exit 3; fi; \
          chmod 0755 \"$t\"; \
-         if ! v=$(\"$t\" --version 2>&1); then echo \"the uploaded binary does not run on this box: $v\" >&2; exit 4; fi; \
-         if [ \"$v\" != {want} ]; then echo \"the uploaded binary says '$v', expected {want}\" >&2; exit 4; fi; \
+         if ! v=$(\"$t\" --version 2>&1); then rm -f \"$t\"; echo \"the uploaded binary does not run on this box: $v\" >&2; exit 4; fi; \
+         if [ \"$v\" != {want} ]; then rm -f \"$t\"; echo \"the uploaded binary says '$v', expected {want}\" >&2; exit 4; fi; \
          mv -f \"$t\" \"$f\"; trap - EXIT; \
          ls -1t \"$d\" | grep '^cutover-' | tail -n +{first_old} | \
          while read -r old; do rm -f \"$d/$old\"; done",

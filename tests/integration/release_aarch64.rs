@@ -196,3 +196,90 @@ fn aarch64_deploy_dry_run_plans_against_this_machines_engine() {
     assert_eq!(project.running_services(), ["web-blue"]);
     assert_eq!(project.history().len(), 1);
 }
+
+/// Hostile run on #25 (fails today): two cold `scripts/cross-root.sh` at once, as two
+/// engineers' `scripts/test.sh` on one machine share `~/.cache/cutover-test`. The second
+/// one's stale-root sweep (`find $base ! -name $key -exec rm -rf`) also takes the first
+/// one's `build.XXXXXX` work directory, mid-debootstrap; the first then fails with no
+/// message (its debootstrap.log went with the directory). debootstrap is a stub here (it
+/// only stands in for the minutes a real one takes, and reports whether its target
+/// survived); the script under test is the real one, in a throwaway XDG_CACHE_HOME.
+#[test]
+fn cross_root_a_second_cold_build_does_not_delete_the_first_ones_work() {
+    if !nix_is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cross-root.sh needs root (chroot); CI runs as root"
+        );
+        eprintln!("*** SKIPPED: cross-root.sh needs root (chroot) ***");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let stub_dir = work.path().join("stub");
+    std::fs::create_dir_all(&stub_dir).unwrap();
+    let report = work.path().join("report");
+    std::fs::write(
+        stub_dir.join("debootstrap"),
+        format!(
+            // The target is debootstrap's next-to-last argument (`… SUITE TARGET MIRROR`).
+            "#!/bin/sh\nn=$(($# - 1)); eval t=\\${{$n}}\nmkdir -p \"$t\"\nsleep 3\nif [ -d \"$t\" ]; then r=intact; else r=vanished; fi\n\
+             echo \"$$ $r\" >>{}\nexit 1\n",
+            report.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        stub_dir.join("debootstrap"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        stub_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let run = || {
+        Command::new("bash")
+            .arg(repo_root().join("scripts/cross-root.sh"))
+            .env("PATH", &path)
+            .env("XDG_CACHE_HOME", work.path().join("cache"))
+            .env("CUTOVER_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let first = run();
+    // The first one is in its (stub) debootstrap once the stub has made its target.
+    let base = work.path().join("cache/cutover-test/cross-root");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !std::fs::read_dir(&base)
+        .map(|d| d.flatten().any(|e| e.path().join("root").is_dir()))
+        .unwrap_or(false)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run never started"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let second = run();
+    let first = first.wait_with_output().unwrap();
+    let _ = second.wait_with_output().unwrap();
+    let report = std::fs::read_to_string(&report).unwrap_or_default();
+    assert!(
+        !report.contains("vanished"),
+        "the second cold run deleted the first one's root mid-debootstrap ({report:?}); the \
+         first said:\n{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false)
+}

@@ -486,6 +486,13 @@ fn remote_deploy_installs_once_syncs_files_and_keeps_plaintext_off_the_box() {
             bin.join(name).display()
         ));
     }
+    // An upload a kill -9 cut off an hour ago, and one that may be in flight right now.
+    std::fs::write(bin.join(".upload.stale1"), "half a binary").unwrap();
+    sh_ok(&format!(
+        "touch -d '2 hours ago' {}",
+        bin.join(".upload.stale1").display()
+    ));
+    std::fs::write(bin.join(".upload.recent"), "half a binary").unwrap();
     sh_ok(&format!(
         "chown -R {BOX_USER} {}",
         p.ssh.data.join("cutover").display()
@@ -493,6 +500,12 @@ fn remote_deploy_installs_once_syncs_files_and_keeps_plaintext_off_the_box() {
 
     let (stdout, stderr) = p.remote_ok(&["deploy", "--image", "cutover-demo:v1", "--json"]);
     assert!(stderr.contains("uploaded cutover"), "{stderr}");
+    assert!(!bin.join(".upload.stale1").exists(), "a stale upload stays");
+    assert!(
+        bin.join(".upload.recent").exists(),
+        "a recent upload was swept"
+    );
+    std::fs::remove_file(bin.join(".upload.recent")).unwrap();
     let mut kept = p.ssh.installed_binaries();
     kept.sort();
     assert_eq!(
@@ -899,4 +912,72 @@ fn remote_run_executes_on_the_box_with_the_serving_image_and_its_exit_code() {
     let (stdout, _) = p.remote_ok(&["run", "--", "task", "stdin", "say=done"]);
     assert_eq!(stdout, "done\n");
     p.assert_serving("blue", "v1");
+}
+
+/// Hostile run on #25: an aarch64 box, and a laptop whose kept aarch64 binary is `prepare`d
+/// (from the real aarch64 build) before `cutover --host box render --check`: its output,
+/// and what the box's binary directory holds afterwards (temp files included).
+fn foreign_upload_of(
+    prepare: impl FnOnce(&Path, &Path),
+) -> Option<(std::process::Output, Vec<String>)> {
+    if !ssh_ready() || !crate::common::require("unshare", "give the box a private binfmt_misc") {
+        return None;
+    }
+    if std::env::consts::ARCH != "x86_64" {
+        return None;
+    }
+    let arm = crate::harness::artifact::Aarch64::unpack()?;
+    let ssh = SshBox::start_aarch64(Auth::Accept, None);
+    let local = init_local();
+    point_at_box_dir(local.path(), &ssh);
+    let data = tempfile::tempdir().unwrap();
+    let kept = data.path().join("cutover/bin").join(format!(
+        "cutover-{}-aarch64-unknown-linux-gnu",
+        env!("CARGO_PKG_VERSION")
+    ));
+    std::fs::create_dir_all(kept.parent().unwrap()).unwrap();
+    prepare(&arm.bin, &kept);
+    let out = crate::common::cutover(local.path())
+        .env("CUTOVER_SSH_CONFIG", ssh.ssh_config())
+        .env("XDG_DATA_HOME", data.path())
+        .args(["--host", "box", "render", "--check"])
+        .output()
+        .unwrap();
+    Some((out, ssh.installed_binaries()))
+}
+
+#[test]
+fn remote_a_truncated_aarch64_binary_is_refused_by_the_box_and_leaves_nothing() {
+    // The ELF header is intact (the laptop's check passes): the box's `--version` must catch it.
+    let Some((out, installed)) = foreign_upload_of(|arm, kept| {
+        let bytes = std::fs::read(arm).unwrap();
+        std::fs::write(kept, &bytes[..bytes.len() / 3]).unwrap();
+    }) else {
+        return;
+    };
+    let (_, stderr) = texts(&out);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("does not run on this box"), "{stderr}");
+    assert!(installed.is_empty(), "left on the box: {installed:?}");
+}
+
+#[test]
+fn remote_a_world_writable_aarch64_binary_is_not_uploaded() {
+    // Hostile run on #25 (fails today): any local user may replace a 0666 file with an aarch64
+    // ELF that prints `cutover <version>`; the ELF and --version checks do not notice, and the
+    // box then runs it as the deploy user. ssh refuses a group/world-writable config for the
+    // same reason; the laptop should refuse (naming the file and its mode) before uploading.
+    let Some((out, installed)) = foreign_upload_of(|arm, kept| {
+        std::fs::copy(arm, kept).unwrap();
+        std::fs::set_permissions(kept, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }) else {
+        return;
+    };
+    let (_, stderr) = texts(&out);
+    assert!(
+        installed.is_empty(),
+        "uploaded a world-writable binary ({installed:?}):\n{stderr}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("writable"), "{stderr}");
 }
