@@ -53,6 +53,13 @@ pub fn tmpfiles(user: &str) -> String {
     )
 }
 
+/// `text` as systemd reads it back verbatim: in `User=` and `ExecStart=` systemd expands
+/// `%` specifiers (`%h`, `%u`, …), so an identity at `/srv/50%keys/box.txt` would otherwise
+/// name another file; `%%` is a literal `%`.
+fn escape_specifiers(text: &str) -> String {
+    text.replace('%', "%%")
+}
+
 /// The unit's text.
 pub fn unit(user: &str, identity: &Path) -> String {
     format!(
@@ -70,7 +77,8 @@ pub fn unit(user: &str, identity: &Path) -> String {
          \n\
          [Install]\n\
          WantedBy=multi-user.target docker.service\n",
-        identity.display()
+        escape_specifiers(&identity.display().to_string()),
+        user = escape_specifiers(user),
     )
 }
 
@@ -114,4 +122,22 @@ pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
         step.live_command(&Cmd::new("systemctl", format!("enable {UNIT}")).args(["enable", UNIT]))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// systemd expands `%` in ExecStart: the unit must name the identity file as it is.
+    #[test]
+    fn an_identity_path_with_percent_is_escaped_for_systemd() {
+        let text = unit("deploy", Path::new("/srv/50%h/box.txt"));
+        let exec = text.lines().find(|l| l.starts_with("ExecStart=")).unwrap();
+        assert_eq!(
+            exec,
+            format!("ExecStart={BINARY_PATH} --identity /srv/50%%h/box.txt secrets restore --all")
+        );
+        assert!(text.contains("User=deploy\n"));
+        assert!(!unit("deploy", Path::new("/srv/plain/box.txt")).contains('%'));
+    }
 }
