@@ -66,6 +66,7 @@ pub fn run_deploy(
         renderer: Renderer::new(&ctx.dir)?,
         secrets: env.values,
         secret_keys: env.keys,
+        secret_sources: env.sources,
         secret_files,
         interrupted: interrupt_flag()?,
     };
