@@ -1,6 +1,7 @@
 //! Step "secrets at boot": after a reboot the tmpfs holding `app.secrets_delivery: files`
-//! values is empty, so a boot unit writes them again, from the encrypted store with the box's
-//! identity, before Docker restarts the containers.
+//! values is empty, so a boot unit writes them again, from the ciphertext each service was
+//! deployed from (`secrets::deployed`) with the box's identity, before Docker restarts the
+//! containers.
 //!
 //! What it installs:
 //! - `/etc/tmpfiles.d/cutover.conf`: `/run/cutover/secrets` (0700, the deploy user's), made
