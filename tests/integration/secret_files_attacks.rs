@@ -409,4 +409,10 @@ fn e2e_a_reboot_restore_does_not_apply_an_undeployed_rotation() {
         "h24-never-deployed"
     );
     assert!(!file("blue").exists());
+
+    // A color deployed by a cutover that kept no copy: restored from the store, and named.
+    fs::remove_file(kept.join("web-green.json")).unwrap();
+    let out = project.cutover(["secrets", "restore", "--json"]).success();
+    let json = out.stdout_json();
+    assert_eq!(json["projects"][0]["from_store"][0], "web-green", "{json}");
 }
