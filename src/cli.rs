@@ -382,7 +382,8 @@ pub enum SecretsCommand {
         out: Option<PathBuf>,
     },
     /// Write the secret files of `app.secrets_delivery: files` again (on tmpfs, from the
-    /// encrypted store): what the boot unit `bootstrap` installs runs before Docker starts
+    /// ciphertext each running service was deployed from, so a `secrets set` not yet deployed
+    /// stays out): what the boot unit `bootstrap` installs runs before Docker starts
     Restore {
         /// Every project registered on this box (the boot unit), not only this directory's
         #[arg(long)]

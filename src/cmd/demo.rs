@@ -226,6 +226,7 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
         renderer,
         secrets: env.values,
         secret_keys: env.keys,
+        secret_sources: env.sources,
         secret_files: crate::secrets::files::for_project(&loaded.config)?,
         interrupted: super::progress::interrupt_flag()?,
     };

@@ -58,6 +58,9 @@ pub fn run_deploy(
         crate::secrets::check_env_sizes(env.values.iter().map(|(k, v)| (k.as_str(), v)))
             .context("cannot deploy: the secrets reach compose as its process environment")?;
     }
+    if secret_files.is_some() && !common.dry_run {
+        refresh_boot_binary();
+    }
     let secrets_took = secrets_started.elapsed();
     let compose = Compose::detect_cached()?;
     let deployer = Deployer {
@@ -66,6 +69,7 @@ pub fn run_deploy(
         renderer: Renderer::new(&ctx.dir)?,
         secrets: env.values,
         secret_keys: env.keys,
+        secret_sources: env.sources,
         secret_files,
         interrupted: interrupt_flag()?,
     };
@@ -344,4 +348,24 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Files mode on a bootstrapped box: the boot unit's copy of cutover made current, so after
+/// an upgrade a reboot's `secrets restore` parses what this cutover deploys. A failure is a
+/// warning: this deploy does not need the copy, the next reboot does.
+fn refresh_boot_binary() {
+    use crate::bootstrap::boot_secrets::{refresh_binary, BinaryRefresh, BINARY_PATH};
+    let Ok(running) = std::env::current_exe() else {
+        return;
+    };
+    match refresh_binary(std::path::Path::new(BINARY_PATH), &running) {
+        BinaryRefresh::NoCopy | BinaryRefresh::Current => {}
+        BinaryRefresh::Refreshed => {
+            eprintln!("note: {BINARY_PATH} (the secrets boot unit's cutover) is now this version")
+        }
+        BinaryRefresh::Failed(why) => eprintln!(
+            "warning: {BINARY_PATH}, the cutover the secrets boot unit runs after a reboot, is \
+             another version and could not be replaced ({why}); run `cutover bootstrap` on the box"
+        ),
+    }
 }

@@ -120,6 +120,7 @@ fn run_stack(
     let crate::secrets::DeployEnv {
         values: secrets,
         keys: secret_keys,
+        ..
     } = crate::secrets::deploy_env(ctx.identity.as_deref(), loaded)?;
     let project = loaded.config.project.to_string();
     // The image: --image, else what the service runs (when this engine is a swarm manager),

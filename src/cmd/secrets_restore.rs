@@ -1,5 +1,6 @@
 //! `cutover secrets restore [--all]`: the secret files of `app.secrets_delivery: files`
-//! written again on tmpfs from the encrypted store (`engine::compose::secret_files::restore`).
+//! written again on tmpfs from the ciphertext each service was deployed from
+//! (`engine::compose::secret_files::restore`).
 //! The boot unit `bootstrap` installs runs it with `--all` before Docker starts, so the
 //! containers Docker brings back find their files. Lines name projects, services and key
 //! names, never a value: they end up in the journal.
@@ -76,8 +77,17 @@ fn line(r: &Restored, dry_run: bool) -> String {
         .iter()
         .map(|(s, keys)| format!("{s} ({} keys)", keys.len()))
         .collect();
+    let from_store = if r.from_store.is_empty() {
+        String::new()
+    } else {
+        // Deployed by a cutover that kept no ciphertext: today's store, maybe never deployed.
+        format!(
+            "; from the store as it is now, not as deployed (deploy again to fix): {}",
+            r.from_store.join(", ")
+        )
+    };
     format!(
-        "{}: {} {}",
+        "{}: {} {}{from_store}",
         r.project,
         if dry_run { "would write" } else { "wrote" },
         services.join(", ")

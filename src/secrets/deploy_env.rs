@@ -42,10 +42,31 @@ impl std::fmt::Display for Owner {
     }
 }
 
-/// Every decrypted value by key, and which service owns which keys.
+/// The ciphertext a deploy decrypted, file by file as read (the path as cutover.yml resolves
+/// it, and the bytes): what files mode keeps per started service (`secrets::deployed`), so a
+/// reboot restores the values that deploy started, not whatever the store holds by then.
+pub type Ciphertext = Vec<(PathBuf, Vec<u8>)>;
+
+/// The ciphertext of every group, as this deploy read it.
+#[derive(Debug, Clone, Default)]
+pub struct SecretSources {
+    pub app: Ciphertext,
+    pub accessories: BTreeMap<String, Ciphertext>,
+}
+
+impl SecretSources {
+    /// The files of one accessory (none when it has no secrets files).
+    pub fn accessory(&self, name: &str) -> &[(PathBuf, Vec<u8>)] {
+        self.accessories.get(name).map_or(&[], Vec::as_slice)
+    }
+}
+
+/// Every decrypted value by key, which service owns which keys, and the ciphertext they came
+/// from.
 pub struct DeployEnv {
     pub values: BTreeMap<String, SecretString>,
     pub keys: SecretKeys,
+    pub sources: SecretSources,
 }
 
 /// Secret key names per service, for rendering. Values are decrypted only to learn the names
@@ -72,22 +93,48 @@ pub fn deploy_env(identity: Option<&Path>, loaded: &Loaded) -> anyhow::Result<De
         return Ok(DeployEnv {
             values: BTreeMap::new(),
             keys: SecretKeys::default(),
+            sources: SecretSources::default(),
         });
     }
     let identities = super::resolve_identity(identity)
         .context("cannot decrypt the secrets files named in cutover.yml")?;
     let mut decrypted = Vec::with_capacity(groups.len());
+    let mut sources = SecretSources::default();
     for (owner, files) in groups {
-        let paths: Vec<_> = files.iter().map(|f| loaded.resolve(f)).collect();
-        let env = super::load_env(&paths, &identities)
+        // Read once, decrypt those bytes, keep those bytes: what is kept for a reboot is
+        // exactly what this deploy started, even if `secrets set` runs meanwhile.
+        let read: Ciphertext = files
+            .iter()
+            .map(|f| {
+                let path = loaded.resolve(f);
+                super::store::read_file(&path).map(|bytes| (path, bytes))
+            })
+            .collect::<Result<_, _>>()
             .with_context(|| format!("cannot decrypt the secrets of {owner}"))?;
+        let env = super::load_env_bytes(&read, &identities)
+            .with_context(|| format!("cannot decrypt the secrets of {owner}"))?;
+        match &owner {
+            Owner::App => sources.app = read,
+            Owner::Accessory(name) => {
+                sources.accessories.insert(name.clone(), read);
+            }
+        }
         decrypted.push((owner, env));
     }
-    let registry_key = config
+    let registry_key = registry_key(loaded);
+    let mut env = combine(decrypted, registry_key)?;
+    env.sources = sources;
+    Ok(env)
+}
+
+/// The key `registry.password_secret` names: decrypted for `docker login`, given to no
+/// service.
+pub fn registry_key(loaded: &Loaded) -> Option<&str> {
+    loaded
+        .config
         .registry
         .as_ref()
-        .map(|r| r.password_secret.0.as_str());
-    combine(decrypted, registry_key)
+        .map(|r| r.password_secret.0.as_str())
 }
 
 /// One environment from every group's values, and each group's key names. A key in two
@@ -121,7 +168,11 @@ fn combine(
             }
         }
     }
-    Ok(DeployEnv { values, keys })
+    Ok(DeployEnv {
+        values,
+        keys,
+        sources: SecretSources::default(),
+    })
 }
 
 /// Values at least this long are masked wherever they appear, inside longer words too;

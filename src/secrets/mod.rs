@@ -12,6 +12,7 @@
 //! (the tmpfs workspace for `$EDITOR`). The command layer is `cmd/secrets.rs`.
 
 pub mod deploy_env;
+pub mod deployed;
 pub mod dotenv;
 pub mod edit;
 pub mod files;
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use secrecy::{ExposeSecret, SecretString};
 use zeroize::Zeroizing;
 
-pub use deploy_env::{deploy_env, secret_keys, DeployEnv, SecretKeys};
+pub use deploy_env::{deploy_env, secret_keys, DeployEnv, SecretKeys, SecretSources};
 pub use dotenv::{ParseError, ParseErrorKind};
 pub use keys::{default_identity_path, resolve_identity, Identities, IdentitySource};
 
@@ -300,10 +301,22 @@ fn check_entries(entries: &[dotenv::Entry], file: &Path) -> Result<(), SecretsEr
 /// error rather than a silent override: with secrets, "which file won" is not something to
 /// discover in production.
 pub fn load_env(files: &[PathBuf], identities: &Identities) -> Result<SecretEnv, SecretsError> {
+    let read = files
+        .iter()
+        .map(|p| store::read_file(p).map(|bytes| (p.clone(), bytes)))
+        .collect::<Result<Vec<_>, _>>()?;
+    load_env_bytes(&read, identities)
+}
+
+/// [`load_env`] on files already read: each path (named in errors) with its ciphertext.
+pub fn load_env_bytes(
+    files: &[(PathBuf, Vec<u8>)],
+    identities: &Identities,
+) -> Result<SecretEnv, SecretsError> {
     let mut vars: BTreeMap<String, SecretString> = BTreeMap::new();
     let mut origin: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for path in files {
-        let decrypted = store::decrypt_file(path, identities)?;
+    for (path, bytes) in files {
+        let decrypted = store::decrypt_bytes(bytes, path, identities)?;
         for entry in decrypted.entries {
             if let Some(first) = origin.get(&entry.key) {
                 return Err(SecretsError::DuplicateAcrossFiles {

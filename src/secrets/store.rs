@@ -117,7 +117,12 @@ pub fn looks_like_plaintext_dotenv(bytes: &[u8]) -> bool {
 
 /// Reads and decrypts `path`, then parses it.
 pub fn decrypt_file(path: &Path, identities: &Identities) -> Result<Decrypted, SecretsError> {
-    let bytes = fs::read(path).map_err(|e| {
+    decrypt_bytes(&read_file(path)?, path, identities)
+}
+
+/// A secrets file's bytes (ciphertext), a missing file named as such.
+pub fn read_file(path: &Path) -> Result<Vec<u8>, SecretsError> {
+    fs::read(path).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             SecretsError::SecretNotFound {
                 path: path.to_owned(),
@@ -125,8 +130,7 @@ pub fn decrypt_file(path: &Path, identities: &Identities) -> Result<Decrypted, S
         } else {
             SecretsError::io("read", path, e)
         }
-    })?;
-    decrypt_bytes(&bytes, path, identities)
+    })
 }
 
 /// Decrypts and parses a secrets file's bytes; `path` only names it in errors.

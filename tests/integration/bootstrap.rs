@@ -705,6 +705,12 @@ fn a_sudo_user_gets_an_include_dir_it_owns_and_a_visudo_checked_drop_in_for_exac
         (4242, 4243, 0o755)
     );
     assert!(nginx_dir.join("myapp.inc").is_file(), "{text}");
+    // The boot unit's cutover (and its directory) are admin's: deploys as admin refresh it
+    // after an upgrade (the unit runs it as admin anyway).
+    for p in ["usr/local/lib/cutover", "usr/local/lib/cutover/cutover"] {
+        let meta = std::fs::metadata(root.path().join(p)).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (4242, 4243), "{p}: {text}");
+    }
     let site = std::fs::read_to_string(root.path().join("etc/nginx/sites-enabled/myapp.conf"));
     assert!(site
         .unwrap()

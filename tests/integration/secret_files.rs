@@ -253,7 +253,7 @@ fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color()
         green.display()
     );
     // …and `secrets restore` (what the boot unit runs) writes the serving color's and the
-    // workers' files again from the encrypted store, after which it starts.
+    // workers' files again from the ciphertext they were deployed from, after which it starts.
     let out = project.cutover(["secrets", "restore", "--json"]).success();
     let json = out.stdout_json();
     assert_eq!(json["projects"][0]["services"][0][0], "web-green", "{json}");

@@ -328,3 +328,91 @@ fn a_refused_disk_root_is_left_untouched() {
     let mode = fs::metadata(disk.path()).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode, 0o755, "the refused root was made {mode:o}");
 }
+
+/// A reboot runs `secrets restore`: it must write the values each color was deployed (and
+/// health-checked) with, not a `secrets set` no deploy ever started, as in env mode, where the
+/// restarted container keeps its environment. (Before the fix, restore read today's store.)
+/// The next deploy carries the rotation to the new color only, and the stopped color's kept
+/// ciphertext goes with it; nothing kept on disk holds a value.
+#[test]
+fn e2e_a_reboot_restore_does_not_apply_an_undeployed_rotation() {
+    use crate::harness::project::{ready, App, Project};
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().secrets().secrets_delivery("files"));
+    project.deploy_ok("cutover-demo:v1");
+    let deployed = project.secret_value("DB_PASSWORD");
+    let file = |color: &str| {
+        project
+            .secrets_root()
+            .join(&project.name)
+            .join(format!("web-{color}"))
+            .join("DB_PASSWORD")
+    };
+    assert_eq!(fs::read_to_string(file("blue")).unwrap(), deployed);
+    let kept = project.path().join(".cutover/deployed-secrets");
+    let kept_blue = kept.join("web-blue.json");
+    assert_eq!(fs::metadata(&kept_blue).unwrap().mode() & 0o777, 0o600);
+
+    // `restore` with an identity that is not there: a clear refusal, nothing written.
+    fs::remove_dir_all(project.secrets_root().join(&project.name)).unwrap();
+    let out = project
+        .command(["secrets", "restore"])
+        .env("CUTOVER_IDENTITY", "/nonexistent/h24-identity.txt")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "restore without its identity succeeded"
+    );
+    assert!(
+        stderr.contains("h24-identity.txt"),
+        "names the identity: {stderr}"
+    );
+    assert!(!stderr.contains(&deployed) && !file("blue").exists());
+
+    project
+        .cutover_with_stdin(
+            ["secrets", "set", "demo", "DB_PASSWORD"],
+            "h24-never-deployed\n",
+        )
+        .success();
+    project.cutover(["secrets", "restore"]).success();
+    assert_eq!(
+        fs::read_to_string(file("blue")).unwrap(),
+        deployed,
+        "after a reboot the serving color runs a value no deploy ever started"
+    );
+    let plaintext = [
+        files_containing(&kept, &deployed),
+        files_containing(&kept, "h24-never-deployed"),
+    ]
+    .concat();
+    assert!(plaintext.is_empty(), "a value on disk: {plaintext:?}");
+
+    // Deployed, the rotation reaches green; blue is stopped and its copy goes.
+    project.deploy_ok("cutover-demo:v1");
+    assert_eq!(
+        fs::read_to_string(file("green")).unwrap(),
+        "h24-never-deployed"
+    );
+    assert!(
+        !kept_blue.exists(),
+        "the stopped color's copy is still kept"
+    );
+    fs::remove_dir_all(project.secrets_root().join(&project.name)).unwrap();
+    project.cutover(["secrets", "restore"]).success();
+    assert_eq!(
+        fs::read_to_string(file("green")).unwrap(),
+        "h24-never-deployed"
+    );
+    assert!(!file("blue").exists());
+
+    // A color deployed by a cutover that kept no copy: restored from the store, and named.
+    fs::remove_file(kept.join("web-green.json")).unwrap();
+    let out = project.cutover(["secrets", "restore", "--json"]).success();
+    let json = out.stdout_json();
+    assert_eq!(json["projects"][0]["from_store"][0], "web-green", "{json}");
+}

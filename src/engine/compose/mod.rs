@@ -67,6 +67,8 @@ pub struct Deployer<'a> {
     /// Every decrypted secret (app and accessories): process environment for compose only.
     pub secrets: BTreeMap<String, SecretString>,
     pub secret_keys: SecretKeys,
+    /// The ciphertext `secrets` came from: kept per service in files mode, for a reboot.
+    pub secret_sources: crate::secrets::SecretSources,
     /// `app.secrets_delivery: files`: where each service's secret files go (None: env mode).
     pub secret_files: Option<crate::secrets::files::ProjectDirs>,
     /// Set by SIGINT/SIGTERM.

@@ -59,6 +59,7 @@ impl<'f> Run<'f> {
             renderer: Renderer::new(self.fake.dir.path()).unwrap(),
             secrets: BTreeMap::new(),
             secret_keys: SecretKeys::default(),
+            secret_sources: Default::default(),
             secret_files: None,
             interrupted: Arc::new(AtomicBool::new(self.interrupted)),
         };
