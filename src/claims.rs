@@ -156,7 +156,7 @@ impl Claims {
                     format!(
                         "{} (to nginx {}, the same as {})",
                         mine.server_name,
-                        normal_server_name(&mine.server_name),
+                        nginx_names(&mine.server_name)[0],
                         theirs.server_name
                     )
                 };
@@ -195,21 +195,14 @@ fn same_server_name(a: &str, b: &str) -> bool {
     nginx_names(a).iter().any(|name| theirs.contains(name))
 }
 
-/// The names nginx reads a server name as: `.example.com` is `example.com` and
-/// `*.example.com` both.
+/// The names nginx reads a server name as: lowercase, no trailing dot; `.example.com` is
+/// `example.com` (first, the name as nginx compares it) and `*.example.com` both.
 fn nginx_names(name: &str) -> Vec<String> {
     let name = name.trim_end_matches('.').to_ascii_lowercase();
     match name.strip_prefix('.') {
         Some(rest) => vec![rest.to_string(), format!("*.{rest}")],
         None => vec![name],
     }
-}
-
-/// A server name as nginx compares it: lowercase, no trailing dot (`.example.com` also
-/// claims `example.com`).
-fn normal_server_name(name: &str) -> String {
-    let name = name.trim_end_matches('.');
-    name.strip_prefix('.').unwrap_or(name).to_ascii_lowercase()
 }
 
 impl Claims {

@@ -252,8 +252,9 @@ pub fn upstream_url(config: &Config, color: Color) -> String {
     format!("http://{}", upstream_address(config, color))
 }
 
-/// `127.0.0.1:8081`: a color's address, as an nginx `server` line names it.
-fn upstream_address(config: &Config, color: Color) -> String {
+/// `127.0.0.1:8081`: a color's address, as an nginx `server` line (and `$upstream_addr`)
+/// names it.
+pub fn upstream_address(config: &Config, color: Color) -> String {
     let host = match config.colors.upstream_host() {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => format!("[{v6}]"),

@@ -268,8 +268,7 @@ impl FakeBox {
                     let health = &config.app.health.path;
                     let (code, body) = app_answer(&world, c, &config.service(c), health, health)
                         .unwrap_or((502, "bad gateway".into()));
-                    let upstream = crate::render::upstream_url(&config, c);
-                    let addr = upstream.trim_start_matches("http://");
+                    let addr = crate::render::upstream_address(&config, c);
                     Some((
                         code,
                         body,

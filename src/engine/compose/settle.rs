@@ -100,10 +100,7 @@ impl Run<'_, '_> {
         let config = &self.d.loaded.config;
         let service = config.service(t.to);
         let workers = self.nginx.worker_pids();
-        let closed = self.include_text(t.to, Route::Direct).and_then(|text| {
-            let switched = self.nginx.switch(&text)?;
-            Ok((switched, text))
-        });
+        let closed = self.switch_to(t.to);
         let why = match closed {
             Ok((switched, text)) => match switch::probe_through_nginx(config, t.to, &text, &workers)
             {
@@ -190,10 +187,7 @@ impl Run<'_, '_> {
         }
         self.clock.start(Step::Switch, format!("back to {old}"));
         let workers = self.nginx.worker_pids();
-        let switched = self.include_text(old, Route::Direct).and_then(|text| {
-            let switched = self.nginx.switch(&text)?;
-            Ok((switched, text))
-        });
+        let switched = self.switch_to(old);
         let (switched, old_include) = match switched {
             Ok(pair) => pair,
             Err(e) => {
@@ -250,6 +244,13 @@ impl Run<'_, '_> {
             ),
             abort,
         )
+    }
+
+    /// nginx to `color`'s address alone (written, tested, reloaded), with the include's text
+    /// for the probe that proves it.
+    fn switch_to(&self, color: Color) -> anyhow::Result<(crate::nginx::Switch, String)> {
+        let text = self.include_text(color, Route::Direct)?;
+        Ok((self.nginx.switch(&text)?, text))
     }
 
     /// Whether `color` runs and answers its health check right now, in words when not.

@@ -52,8 +52,8 @@ fn probe_route(config: &Config, to: Color, marker: &str) -> Result<Option<String
     let host = host.as_deref();
     let prober = Prober::new(Duration::from_secs(2));
     let expected = config.app.health.status;
-    let upstream = crate::render::upstream_url(config, to);
-    let address = upstream.trim_start_matches("http://");
+    let address = crate::render::upstream_address(config, to);
+    let address = address.as_str();
     let outcome = poll_nginx(|| {
         let (answer, headers) =
             prober.get_with_headers(&url, host, &[MARKER_HEADER, UPSTREAM_HEADER]);
