@@ -228,6 +228,8 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
         secret_keys: env.keys,
         secret_sources: env.sources,
         secret_files: crate::secrets::files::for_project(&loaded.config)?,
+        identity: secrets.clone(),
+        rollback_values: Default::default(),
         interrupted: super::progress::interrupt_flag()?,
     };
     let request = |image: &str| Request {

@@ -71,6 +71,8 @@ pub fn run_deploy(
         secret_keys: env.keys,
         secret_sources: env.sources,
         secret_files,
+        identity: ctx.identity.clone(),
+        rollback_values: Default::default(),
         interrupted: interrupt_flag()?,
     };
     let request = Request {

@@ -4,12 +4,18 @@
 //! `.cutover/deployed-secrets/<service>.json` (0600, replaced atomically). After a reboot,
 //! `secrets restore` decrypts these copies, not the store as it is by then: a `secrets set`
 //! never deployed (never health-checked) must not reach the serving color, as in env mode,
-//! where Docker keeps the environment a container was started with. The copy goes when the
-//! service is stopped.
+//! where Docker keeps the environment a container was started with.
+//!
+//! When a deploy stops the old web color, its copy is not dropped but moved to
+//! `deployed-secrets/stopped/<service>.json`, where it stays until that color is stopped again:
+//! `rollback` brings the color back with the values it was deployed with, decrypted from that
+//! copy in memory, not with whatever the store holds by then. (Env mode keeps the web colors'
+//! copies too, for the same rollback.) The copy of any other service goes when it stops.
 //!
 //! Only ciphertext is on this disk, the same bytes `secrets/` already holds in git; nothing
 //! here ever holds a decrypted value.
 
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
@@ -19,6 +25,9 @@ use super::deploy_env::Ciphertext;
 
 /// The directory under the state directory.
 pub const DIR: &str = "deployed-secrets";
+
+/// The directory under [`DIR`] of the stopped web colors' copies.
+pub const STOPPED: &str = "stopped";
 
 /// One service's kept ciphertext, as JSON (hex, since age files may be binary).
 #[derive(Serialize, Deserialize)]
@@ -38,8 +47,35 @@ pub fn path(state_dir: &Path, service: &str) -> PathBuf {
     state_dir.join(DIR).join(format!("{service}.json"))
 }
 
+/// Where the ciphertext of a stopped `service` is kept for a rollback.
+pub fn stopped_path(state_dir: &Path, service: &str) -> PathBuf {
+    state_dir
+        .join(DIR)
+        .join(STOPPED)
+        .join(format!("{service}.json"))
+}
+
+/// The kept copies' directories are cutover's own: a symlink (or a file) in their place is
+/// refused, so nothing is written through it to wherever it points, nor read from there.
+fn own_dirs(state_dir: &Path) -> anyhow::Result<()> {
+    let dir = state_dir.join(DIR);
+    for dir in [dir.clone(), dir.join(STOPPED)] {
+        match std::fs::symlink_metadata(&dir) {
+            Ok(meta) if !meta.file_type().is_dir() => bail!(
+                "{} is not a directory (a symlink or a file): refusing to keep or read deployed ciphertext through it; remove it (the next deploy makes it again)",
+                dir.display()
+            ),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("cannot stat {}", dir.display())),
+        }
+    }
+    Ok(())
+}
+
 /// Keeps the ciphertext `service` was just given its values from.
 pub fn save(state_dir: &Path, service: &str, files: &Ciphertext) -> anyhow::Result<()> {
+    own_dirs(state_dir)?;
     let kept = Kept {
         files: files
             .iter()
@@ -57,8 +93,19 @@ pub fn save(state_dir: &Path, service: &str, files: &Ciphertext) -> anyhow::Resu
 /// The ciphertext `service` was deployed from; `None` when nothing was kept (deployed by a
 /// cutover that did not keep it yet).
 pub fn load(state_dir: &Path, service: &str) -> anyhow::Result<Option<Ciphertext>> {
-    let file = path(state_dir, service);
-    let text = match std::fs::read(&file) {
+    own_dirs(state_dir)?;
+    load_file(&path(state_dir, service), service)
+}
+
+/// The ciphertext the stopped `service` was last deployed with (see [`retire`]); `None` when
+/// none was kept.
+pub fn load_stopped(state_dir: &Path, service: &str) -> anyhow::Result<Option<Ciphertext>> {
+    own_dirs(state_dir)?;
+    load_file(&stopped_path(state_dir, service), service)
+}
+
+fn load_file(file: &Path, service: &str) -> anyhow::Result<Option<Ciphertext>> {
+    let text = match std::fs::read(file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e).with_context(|| format!("could not read {}", file.display())),
@@ -85,8 +132,32 @@ pub fn load(state_dir: &Path, service: &str) -> anyhow::Result<Option<Ciphertext
 
 /// Forgets what `service` was deployed from (it is stopped); nothing kept is fine.
 pub fn remove(state_dir: &Path, service: &str) -> anyhow::Result<()> {
-    let file = path(state_dir, service);
-    match std::fs::remove_file(&file) {
+    own_dirs(state_dir)?;
+    remove_file(&path(state_dir, service))
+}
+
+/// The web color `service` is being stopped: its copy moves to `stopped/` (one rename),
+/// replacing what an earlier stop kept there, for a rollback to bring it back with these
+/// values. Nothing kept (deployed by a cutover that kept none) removes the earlier stop's
+/// copy: it holds older values than the ones this color ran.
+pub fn retire(state_dir: &Path, service: &str) -> anyhow::Result<()> {
+    own_dirs(state_dir)?;
+    let (from, to) = (path(state_dir, service), stopped_path(state_dir, service));
+    if !from.exists() {
+        return remove_file(&to);
+    }
+    let dir = crate::atomic::temp_dir_of(&to);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("could not create {}", dir.display()))?;
+    std::fs::rename(&from, &to)
+        .with_context(|| format!("could not move {} to {}", from.display(), to.display()))
+}
+
+fn remove_file(file: &Path) -> anyhow::Result<()> {
+    match std::fs::remove_file(file) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("could not remove {}", file.display()))
         }
@@ -134,6 +205,49 @@ mod tests {
         remove(dir.path(), "web-blue").unwrap();
         remove(dir.path(), "web-blue").unwrap();
         assert!(load(dir.path(), "web-blue").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_stopped_color_keeps_its_copy_until_it_stops_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = vec![(PathBuf::from("s.age"), b"a".to_vec())];
+        let b = vec![(PathBuf::from("s.age"), b"b".to_vec())];
+        save(dir.path(), "web-blue", &a).unwrap();
+        retire(dir.path(), "web-blue").unwrap();
+        assert!(load(dir.path(), "web-blue").unwrap().is_none());
+        assert_eq!(load_stopped(dir.path(), "web-blue").unwrap().unwrap(), a);
+        // Started again (a rollback) and stopped again: the newer copy replaces it.
+        save(dir.path(), "web-blue", &b).unwrap();
+        assert_eq!(load_stopped(dir.path(), "web-blue").unwrap().unwrap(), a);
+        retire(dir.path(), "web-blue").unwrap();
+        assert_eq!(load_stopped(dir.path(), "web-blue").unwrap().unwrap(), b);
+        let mode = std::fs::metadata(stopped_path(dir.path(), "web-blue"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // Stopped with nothing kept: the older copy must not stand in for what it ran.
+        retire(dir.path(), "web-blue").unwrap();
+        assert!(load_stopped(dir.path(), "web-blue").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_symlink_in_place_of_the_kept_copies_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join(DIR)).unwrap();
+        let files = vec![(PathBuf::from("s.age"), b"x".to_vec())];
+        let err = format!("{:#}", save(dir.path(), "web-blue", &files).unwrap_err());
+        assert!(err.contains("not a directory"), "{err}");
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+        assert!(load_stopped(dir.path(), "web-blue").is_err());
+        assert!(retire(dir.path(), "web-blue").is_err());
+        std::fs::remove_file(dir.path().join(DIR)).unwrap();
+        std::fs::create_dir(dir.path().join(DIR)).unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), dir.path().join(DIR).join(STOPPED)).unwrap();
+        assert!(save(dir.path(), "web-blue", &files).is_err());
+        assert!(retire(dir.path(), "web-blue").is_err());
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
     }
 
     #[test]

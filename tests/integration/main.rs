@@ -56,6 +56,7 @@ mod rollback;
 mod secret_files;
 mod secret_files_attacks;
 mod secret_limits;
+mod secret_rollback;
 mod secrets;
 mod ship;
 mod state_recovery;

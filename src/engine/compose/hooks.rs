@@ -29,7 +29,7 @@ impl Run<'_, '_> {
             color: t.to,
             started: Instant::now(),
         });
-        hooks::check_keys(&self.d.loaded.config.hooks, &self.d.secrets)
+        hooks::check_keys(&self.d.loaded.config.hooks, self.d.values())
     }
 
     /// The `pre_deploy` hook: its failure aborts the deploy, nothing changed.
@@ -68,7 +68,7 @@ impl Run<'_, '_> {
         let after_the_deploy = AtomicBool::new(false);
         let runner = Runner {
             hooks: &d.loaded.config.hooks,
-            secrets: &d.secrets,
+            secrets: d.values(),
             cancel: match kind {
                 HookKind::PreDeploy => &d.interrupted,
                 HookKind::PostDeploy | HookKind::OnFailure => &after_the_deploy,

@@ -71,6 +71,12 @@ pub struct Deployer<'a> {
     pub secret_sources: crate::secrets::SecretSources,
     /// `app.secrets_delivery: files`: where each service's secret files go (None: env mode).
     pub secret_files: Option<crate::secrets::files::ProjectDirs>,
+    /// The identity `--identity` names: a rollback decrypts the ciphertext kept for the
+    /// color it brings back with it (`secret_files::Given`).
+    pub identity: Option<std::path::PathBuf>,
+    /// A rollback's values, once it knows its color: what that color was deployed with
+    /// (read through [`Deployer::values`] and its siblings, never `secrets` directly).
+    pub rollback_values: std::sync::OnceLock<secret_files::Given>,
     /// Set by SIGINT/SIGTERM.
     pub interrupted: Arc<AtomicBool>,
 }
@@ -86,6 +92,9 @@ pub struct ComposeDetail {
     pub workers: Vec<crate::state::WorkerOutcome>,
     /// The hooks that ran after the deploy (`post_deploy`), with their verdicts.
     pub hooks: Vec<crate::engine::hooks::HookRun>,
+    /// A rollback: where the values of the color it brought back came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secrets_from: Option<secret_files::SecretsFrom>,
 }
 
 pub type Summary = crate::engine::Summary<ComposeDetail>;
@@ -190,6 +199,10 @@ impl Run<'_, '_> {
         // only after the new color had booted and passed its health gate.
         self.nginx.check_writable()?;
         let target = self.observe(req)?;
+        if req.action == Action::Rollback {
+            self.rollback_values(&target)
+                .map_err(|e| self.record_refusal(req, &target, e))?;
+        }
         self.pull(req, &target)
             .map_err(|e| self.record_refusal(req, &target, e))?;
         self.budget(req, &target)
@@ -358,7 +371,7 @@ impl Run<'_, '_> {
             config,
             &Plan {
                 images,
-                secret_keys: self.d.secret_keys.clone(),
+                secret_keys: self.d.keys().clone(),
                 workers: workers::images(&moves, &t.image),
                 secrets_dir: self.d.secret_files.as_ref().map(|d| d.dir.clone()),
             },
@@ -515,6 +528,9 @@ impl Run<'_, '_> {
         self.set_step(Step::Stop);
         self.clock.start(Step::Stop, old_service.clone());
         self.survey = Some(self.start_survey());
+        // Its ciphertext is kept for a rollback before it stops: a kill in between leaves
+        // the copy where a rollback reads it, never an older one there.
+        let retired = self.retire_secret_files(&old_service);
         // The old color's containers as observed under the lock: no second engine lookup.
         let ids: Vec<String> = observed
             .containers
@@ -529,7 +545,8 @@ impl Run<'_, '_> {
         )
         .err()
         .map(|e| e.to_string())
-        .or_else(|| self.remove_secret_files(&old_service));
+        .or(retired)
+        .or_else(|| self.remove_files_only(&old_service));
         self.clock.done(
             Step::Stop,
             format!(
@@ -541,10 +558,16 @@ impl Run<'_, '_> {
     }
 
     /// Files mode: the files of everything this deploy starts (the new color, the accessories
-    /// not running, each worker's new color), before the first of them starts.
+    /// not running, each worker's new color), before the first of them starts. Env mode: only
+    /// the new color's ciphertext, kept for a rollback to it once it has stopped.
     fn write_deploy_secret_files(&self, t: &Target, r: &Rendered) -> anyhow::Result<()> {
         if self.d.secret_files.is_none() {
-            return Ok(());
+            let service = self.d.loaded.config.service(t.to);
+            return crate::secrets::deployed::save(
+                &self.d.loaded.state_dir(),
+                &service,
+                &self.d.sources().app,
+            );
         }
         self.write_secret_files(&self.d.loaded.config.service(t.to), None)?;
         for name in &r.accessories_down {
@@ -582,6 +605,7 @@ impl Run<'_, '_> {
                 switch_ms,
                 workers: self.worker_outcomes.clone(),
                 hooks: Vec::new(),
+                secrets_from: self.d.rollback_values.get().map(|g| g.from.clone()),
             },
         }
     }

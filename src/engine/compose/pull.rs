@@ -43,7 +43,7 @@ impl Run<'_, '_> {
         }
         let password = self
             .d
-            .secrets
+            .values()
             .get(&reg.password_secret.0)
             .with_context(|| {
                 format!(

@@ -41,7 +41,7 @@ impl Run<'_, '_> {
             &argv.0,
             super::secret_files::compose_env(self.d),
         );
-        let secrets = &self.d.secrets;
+        let secrets = self.d.values();
         let reporter = self.clock.reporter();
         let ran = oneoff.run_bounded(
             config.app.release_timeout.get(),
@@ -101,7 +101,7 @@ impl Run<'_, '_> {
         if !out.tail.is_empty() {
             why.push_str("\nlast output lines of the release command:");
             for line in &out.tail {
-                why.push_str(&format!("\n    {}", redact(line, &self.d.secrets)));
+                why.push_str(&format!("\n    {}", redact(line, self.d.values())));
             }
         }
         let abort = if interrupted {

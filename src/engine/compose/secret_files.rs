@@ -1,22 +1,91 @@
 //! `app.secrets_delivery: files` in the deploy: each service's files written on the tmpfs
 //! (`secrets::files`) before it starts, and removed once it is stopped. A rotation therefore
 //! reaches only the color (and worker colors) this deploy starts; the old color keeps its
-//! files until the deploy stops it, so a rollback finds its values where they were.
+//! files until the deploy stops it.
+//!
+//! A rollback, in either delivery, gives the color it brings back the values that color was
+//! deployed with: the ciphertext kept when it stopped (`secrets::deployed::retire`),
+//! decrypted in memory, not the store as it is now ([`Given`]). With nothing kept for it
+//! (stopped by a cutover that kept none), the store's values, and the rollback says so. A
+//! kept copy that cannot be decrypted refuses the rollback, naming the file: giving the old
+//! code today's values silently is what this exists to prevent.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use secrecy::SecretString;
 
-use super::Run;
+use super::{Deployer, Run, Target};
+use crate::secrets::{SecretKeys, SecretSources};
 
 /// What compose's process environment gets: every value in env mode, nothing in files mode
 /// (the compose file then names no variable to interpolate).
-pub(super) fn compose_env<'m>(d: &'m super::Deployer<'_>) -> &'m BTreeMap<String, SecretString> {
+pub(super) fn compose_env<'m>(d: &'m Deployer<'_>) -> &'m BTreeMap<String, SecretString> {
     static NONE: BTreeMap<String, SecretString> = BTreeMap::new();
     match d.secret_files {
         Some(_) => &NONE,
-        None => &d.secrets,
+        None => d.values(),
+    }
+}
+
+/// A rollback's values: the store's, with the app's replaced by those the color it brings
+/// back was deployed with.
+#[derive(Debug)]
+pub struct Given {
+    values: BTreeMap<String, SecretString>,
+    keys: SecretKeys,
+    sources: SecretSources,
+    pub(super) from: SecretsFrom,
+}
+
+/// Where a rollback's values came from (`--json`: `secrets_from`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "from", rename_all = "snake_case")]
+pub enum SecretsFrom {
+    /// The ciphertext `service` was last deployed with, kept when it stopped.
+    Kept { service: String, file: PathBuf },
+    /// The store as it is now: nothing was kept for `service` (`why`).
+    Store { service: String, why: String },
+}
+
+impl std::fmt::Display for SecretsFrom {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SecretsFrom::Kept { service, file } => write!(
+                f,
+                "secrets: {service} gets the values it was deployed with (decrypted from {})",
+                file.display()
+            ),
+            SecretsFrom::Store { service, why } => write!(
+                f,
+                "secrets: {service} gets the store's values as they are now ({why})"
+            ),
+        }
+    }
+}
+
+impl Deployer<'_> {
+    /// Every value this run gives its services and hooks: a rollback's [`Given`] once set,
+    /// else the store's.
+    pub(super) fn values(&self) -> &BTreeMap<String, SecretString> {
+        self.rollback_values
+            .get()
+            .map_or(&self.secrets, |g| &g.values)
+    }
+
+    /// The key names per service, as [`Deployer::values`].
+    pub(super) fn keys(&self) -> &SecretKeys {
+        self.rollback_values
+            .get()
+            .map_or(&self.secret_keys, |g| &g.keys)
+    }
+
+    /// The ciphertext the values came from, as [`Deployer::values`].
+    pub(super) fn sources(&self) -> &SecretSources {
+        self.rollback_values
+            .get()
+            .map_or(&self.secret_sources, |g| &g.sources)
     }
 }
 
@@ -32,33 +101,113 @@ impl Run<'_, '_> {
         };
         let (keys, sources) = match accessory {
             Some(name) => (
-                self.d.secret_keys.accessory(name),
-                self.d.secret_sources.accessory(name),
+                self.d.keys().accessory(name),
+                self.d.sources().accessory(name),
             ),
-            None => (
-                &self.d.secret_keys.app,
-                self.d.secret_sources.app.as_slice(),
-            ),
+            None => (&self.d.keys().app, self.d.sources().app.as_slice()),
         };
         // The copy first: a service whose files are written has its ciphertext kept, so a
         // reboot never falls back to the store for it.
         crate::secrets::deployed::save(&self.d.loaded.state_dir(), service, &sources.to_vec())?;
         let values = keys
             .iter()
-            .filter_map(|k| self.d.secrets.get(k).map(|v| (k.as_str(), v)));
+            .filter_map(|k| self.d.values().get(k).map(|v| (k.as_str(), v)));
         dirs.write(service, values)
             .map(|_| ())
             .map_err(|e| e.context(format!("cannot write the secret files of {service}")))
     }
 
-    /// Removes the files of a service that no longer runs; a failure is a note, since the
-    /// service is already stopped.
+    /// Removes the files of a service that no longer runs, and its kept ciphertext; a
+    /// failure is a note, since the service is already stopped.
     pub(super) fn remove_secret_files(&self, service: &str) -> Option<String> {
+        self.remove_files_only(service).or_else(|| {
+            crate::secrets::deployed::remove(&self.d.loaded.state_dir(), service)
+                .err()
+                .map(|e| format!("{e:#}"))
+        })
+    }
+
+    /// Removes the tmpfs files of a service that no longer runs (files mode), a note on
+    /// failure.
+    pub(super) fn remove_files_only(&self, service: &str) -> Option<String> {
         let dirs = self.d.secret_files.as_ref()?;
-        dirs.remove(service)
-            .and_then(|()| crate::secrets::deployed::remove(&self.d.loaded.state_dir(), service))
+        dirs.remove(service).err().map(|e| format!("{e:#}"))
+    }
+
+    /// The old web color is stopping: its kept ciphertext moves aside for a rollback to it
+    /// (both deliveries); a failure is a note (that rollback then uses the store, and says
+    /// so).
+    pub(super) fn retire_secret_files(&self, service: &str) -> Option<String> {
+        crate::secrets::deployed::retire(&self.d.loaded.state_dir(), service)
             .err()
-            .map(|e| format!("{e:#}"))
+            .map(|e| format!("warning: {e:#}; a rollback to it gets the store's values"))
+    }
+
+    /// A rollback: decides its values ([`Given`]) for the color it brings back, under the
+    /// lock, before anything starts.
+    pub(super) fn rollback_values(&mut self, t: &Target) -> anyhow::Result<()> {
+        let loaded = self.d.loaded;
+        let service = loaded.config.service(t.to);
+        let state_dir = loaded.state_dir();
+        let file = crate::secrets::deployed::stopped_path(&state_dir, &service);
+        let refused = |e: anyhow::Error| {
+            e.context(format!(
+                "rollback refused: {} holds the ciphertext {service} was last deployed with, and it cannot be used; remove it to roll back with the store's values as they are now (every `secrets set` since included)",
+                file.display()
+            ))
+        };
+        let kept = crate::secrets::deployed::load_stopped(&state_dir, &service).map_err(refused)?;
+        let given = match kept {
+            Some(kept) => {
+                let env = if kept.is_empty() {
+                    crate::secrets::SecretEnv::default()
+                } else {
+                    let ids = crate::secrets::resolve_identity(self.d.identity.as_deref())
+                        .map_err(|e| refused(e.into()))?;
+                    crate::secrets::load_env_bytes(&kept, &ids).map_err(|e| refused(e.into()))?
+                };
+                let registry = crate::secrets::deploy_env::registry_key(loaded);
+                let mut values = self.d.secrets.clone();
+                let mut keys = self.d.secret_keys.clone();
+                keys.app.clear();
+                // The registry password stays today's: it logs in, it reaches no container.
+                for (key, value) in env.iter().filter(|(k, _)| Some(*k) != registry) {
+                    values.insert(key.to_string(), value.clone());
+                    keys.app.insert(key.to_string());
+                }
+                let mut sources = self.d.secret_sources.clone();
+                sources.app = kept;
+                Given {
+                    values,
+                    keys,
+                    sources,
+                    from: SecretsFrom::Kept {
+                        service: service.clone(),
+                        file,
+                    },
+                }
+            }
+            None => Given {
+                values: self.d.secrets.clone(),
+                keys: self.d.secret_keys.clone(),
+                sources: self.d.secret_sources.clone(),
+                from: SecretsFrom::Store {
+                    service: service.clone(),
+                    why: format!(
+                        "no ciphertext was kept when it stopped: {} does not exist",
+                        file.display()
+                    ),
+                },
+            },
+        };
+        // A project without secrets has nothing to say (`--json` says it all the same).
+        if !given.keys.app.is_empty() {
+            self.clock.note(given.from.to_string());
+        }
+        self.d
+            .rollback_values
+            .set(given)
+            .map_err(|_| anyhow::anyhow!("a rollback decided its values twice"))
     }
 }
 

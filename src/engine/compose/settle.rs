@@ -137,7 +137,7 @@ impl Run<'_, '_> {
     fn unsettled_first_deploy(&mut self, t: &Target, why: &str) -> anyhow::Error {
         let service = self.d.loaded.config.service(t.to);
         let logs =
-            crate::secrets::deploy_env::redact(&self.project.logs(&service, 20), &self.d.secrets);
+            crate::secrets::deploy_env::redact(&self.project.logs(&service, 20), self.d.values());
         let what = if t.first_deploy {
             "this was the first deploy"
         } else {

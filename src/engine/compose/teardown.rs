@@ -18,7 +18,7 @@ impl Run<'_, '_> {
         // The app's own lines may print a secret: masked as every shown output is.
         let logs = crate::secrets::deploy_env::redact(
             &self.project.logs(idle_service, 20),
-            &self.d.secrets,
+            self.d.values(),
         );
         self.clock.start(Step::Teardown, idle_service.to_string());
         let teardown = self

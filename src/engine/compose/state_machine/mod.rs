@@ -61,6 +61,8 @@ impl<'f> Run<'f> {
             secret_keys: SecretKeys::default(),
             secret_sources: Default::default(),
             secret_files: None,
+            identity: None,
+            rollback_values: Default::default(),
             interrupted: Arc::new(AtomicBool::new(self.interrupted)),
         };
         if let Some(after) = self.interrupt_after {

@@ -1,0 +1,216 @@
+//! Rotation and rollback on the real engine (issue #24, item 5): after `secrets set` and a
+//! deploy, the new color answers with the new value while the old one, still running, answers
+//! with its own; `rollback` brings the old color back with the value it was deployed with
+//! (the ciphertext kept when it stopped), not the store's; `secrets restore` then writes what
+//! runs. The app answers with a hash of its secret (`/secret-hash`), so no value crosses the
+//! wire. Then what a hostile user would do to the kept copy: damage it, encrypt it to a key
+//! the box does not hold, remove it.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use crate::harness::project::{edit_config, ready, App, Project};
+
+/// FNV-1a 64, as the demo's `/secret-hash` computes it.
+fn fnv1a(value: &str) -> String {
+    let h = value.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    format!("{h:016x}\n")
+}
+
+/// What the color on `port` answers, directly (not through nginx).
+fn hash_on(port: u16) -> Option<String> {
+    match cutover::demo::http_get(port, "/secret-hash?key=DB_PASSWORD") {
+        Some((200, body)) => Some(body),
+        _ => None,
+    }
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "kill {sig}");
+}
+
+/// A kept copy of the right shape whose ciphertext is for a key this box does not hold.
+fn foreign_copy(project: &Project, path: &Path) {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = tmp.path().join("other.txt");
+    let out = Command::new("age-keygen")
+        .args(["-o", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let public = String::from_utf8_lossy(&out.stderr)
+        .trim()
+        .trim_start_matches("Public key: ")
+        .to_string();
+    let mut age = Command::new("age")
+        .args(["-r", &public])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    age.stdin
+        .take()
+        .unwrap()
+        .write_all(b"DB_PASSWORD=h24-foreign\n")
+        .unwrap();
+    let out = age.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let hex: String = out.stdout.iter().map(|b| format!("{b:02x}")).collect();
+    let file = project.path().join("secrets/demo.env.age");
+    let json = serde_json::json!({ "files": [{ "path": file, "age_hex": hex }] });
+    fs::write(path, json.to_string()).unwrap();
+}
+
+#[test]
+fn e2e_rollback_brings_back_the_values_the_color_was_deployed_with() {
+    if !ready() {
+        return;
+    }
+    // The delay keeps the new color in its health gate long enough to catch the deploy there.
+    let project = Project::compose(
+        App::compose()
+            .secrets()
+            .secrets_delivery("files")
+            .startup_delay_ms(1500),
+    );
+    project.deploy_ok("cutover-demo:v1");
+    let a = project.secret_value("DB_PASSWORD");
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&a))
+    );
+    let b = format!("h24-rotated-{}", std::process::id());
+    project
+        .cutover_with_stdin(["secrets", "set", "demo", "DB_PASSWORD"], &format!("{b}\n"))
+        .success();
+
+    // The overlap: the deploy is held (SIGSTOP) inside green's health gate, where blue must
+    // still run; green answers with b, blue with a.
+    let mut deploy = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("health");
+    signal(&deploy, "-STOP");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let green = loop {
+        if let Some(hash) = hash_on(project.port_of("green")) {
+            break hash;
+        }
+        assert!(std::time::Instant::now() < deadline, "green never answered");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let blue = hash_on(project.port_of("blue"));
+    signal(&deploy, "-CONT");
+    let status = deploy.wait().unwrap();
+    assert_eq!(green, fnv1a(&b), "the new color has the rotated value");
+    assert_eq!(blue, Some(fnv1a(&a)), "the old color kept its value");
+    assert!(status.success(), "the deploy failed");
+    project.assert_serving("green", "v2");
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&b))
+    );
+    let kept = project.path().join(".cutover/deployed-secrets");
+    assert!(kept.join("stopped/web-blue.json").is_file());
+    assert!(!project
+        .secrets_root()
+        .join(&project.name)
+        .join("web-blue")
+        .exists());
+
+    // A rollback killed (-9) while blue is in its health gate reads nothing it would lose:
+    // the next one finds the same kept copy.
+    let mut killed = project.spawn(["rollback"]);
+    project.wait_for_step("health");
+    signal(&killed, "-KILL");
+    killed.wait().unwrap();
+
+    // Rollback: blue comes back with a, from the kept ciphertext, and says so.
+    let out = project.cutover(["rollback", "--json"]).success();
+    let json = out.stdout_json();
+    assert_eq!(json["secrets_from"]["from"], "kept", "{json}");
+    assert_eq!(json["secrets_from"]["service"], "web-blue", "{json}");
+    assert!(!out.stdout.contains(&a) && !out.stderr.contains(&a));
+    project.assert_serving("blue", "v1");
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&a)),
+        "the rolled-back color got today's store value"
+    );
+
+    // A reboot restores what runs: a.
+    fs::remove_dir_all(project.secrets_root().join(&project.name)).unwrap();
+    project.cutover(["secrets", "restore"]).success();
+    let file = project
+        .secrets_root()
+        .join(&project.name)
+        .join("web-blue/DB_PASSWORD");
+    assert_eq!(fs::read_to_string(&file).unwrap(), a);
+
+    // Env mode does the same: green gets c, the rollback gives blue a again.
+    edit_config(&project, |c| {
+        c["app"]["secrets_delivery"] = serde_json::json!("env")
+    });
+    let c = format!("h24-env-{}", std::process::id());
+    project
+        .cutover_with_stdin(["secrets", "set", "demo", "DB_PASSWORD"], &format!("{c}\n"))
+        .success();
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&c))
+    );
+    let out = project.cutover(["rollback"]).success();
+    assert!(
+        out.stderr
+            .contains("web-blue gets the values it was deployed with"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&a)),
+        "env mode: the rolled-back color got today's store value"
+    );
+
+    // Hostile: green's kept copy damaged, then encrypted to a key this box does not hold.
+    // Either refuses the rollback, naming the file and the way out; blue keeps serving.
+    let green_copy = kept.join("stopped/web-green.json");
+    assert!(green_copy.is_file());
+    for damage in ["damaged", "foreign"] {
+        match damage {
+            "damaged" => fs::write(&green_copy, "{\"files\": [").unwrap(),
+            _ => foreign_copy(&project, &green_copy),
+        }
+        let out = project.cutover(["rollback"]).failure();
+        assert!(
+            out.stderr.contains("web-green.json") && out.stderr.contains("remove it"),
+            "{damage}: {}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains(&a) && !out.stderr.contains(&c));
+        project.assert_still_serving("blue", "v1");
+    }
+    // Removed: the rollback uses the store (c) and says so.
+    fs::remove_file(&green_copy).unwrap();
+    let out = project.cutover(["rollback", "--json"]).success();
+    let json = out.stdout_json();
+    assert_eq!(json["secrets_from"]["from"], "store", "{json}");
+    assert!(
+        json["secrets_from"]["why"]
+            .as_str()
+            .unwrap()
+            .contains("web-green.json"),
+        "{json}"
+    );
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&c))
+    );
+}
