@@ -50,6 +50,18 @@ pub const UNIT_PATH: &str = "/etc/systemd/system/cutover-secrets.service";
 pub const TMPFILES_PATH: &str = "/etc/tmpfiles.d/cutover.conf";
 pub const BINARY_PATH: &str = "/usr/local/lib/cutover/cutover";
 
+/// Overrides where a deploy looks for the boot unit's copy of cutover to keep it current
+/// (a box bootstrapped under `--root`; the tests, which must not touch the host's).
+pub const BINARY_ENV: &str = "CUTOVER_BOOT_BINARY";
+
+/// The boot unit's copy a deploy keeps current: [`BINARY_ENV`] when set, else
+/// [`BINARY_PATH`].
+pub fn binary_copy() -> std::path::PathBuf {
+    std::env::var_os(BINARY_ENV)
+        .filter(|p| !p.is_empty())
+        .map_or_else(|| BINARY_PATH.into(), std::path::PathBuf::from)
+}
+
 /// The tmpfiles.d lines: `/run/cutover/secrets` owned by `user`.
 pub fn tmpfiles(user: &str) -> String {
     format!(

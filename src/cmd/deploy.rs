@@ -356,18 +356,21 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
 /// an upgrade a reboot's `secrets restore` parses what this cutover deploys. A failure is a
 /// warning: this deploy does not need the copy, the next reboot does.
 fn refresh_boot_binary() {
-    use crate::bootstrap::boot_secrets::{refresh_binary, BinaryRefresh, BINARY_PATH};
+    use crate::bootstrap::boot_secrets::{binary_copy, refresh_binary, BinaryRefresh};
     let Ok(running) = std::env::current_exe() else {
         return;
     };
-    match refresh_binary(std::path::Path::new(BINARY_PATH), &running) {
+    let copy = binary_copy();
+    match refresh_binary(&copy, &running) {
         BinaryRefresh::NoCopy | BinaryRefresh::Current => {}
-        BinaryRefresh::Refreshed => {
-            eprintln!("note: {BINARY_PATH} (the secrets boot unit's cutover) is now this version")
-        }
+        BinaryRefresh::Refreshed => eprintln!(
+            "note: {} (the secrets boot unit's cutover) is now this version",
+            copy.display()
+        ),
         BinaryRefresh::Failed(why) => eprintln!(
-            "warning: {BINARY_PATH}, the cutover the secrets boot unit runs after a reboot, is \
-             another version and could not be replaced ({why}); run `cutover bootstrap` on the box"
+            "warning: {}, the cutover the secrets boot unit runs after a reboot, is \
+             another version and could not be replaced ({why}); run `cutover bootstrap` on the box",
+            copy.display()
         ),
     }
 }

@@ -416,3 +416,40 @@ fn e2e_a_reboot_restore_does_not_apply_an_undeployed_rotation() {
     let json = out.stdout_json();
     assert_eq!(json["projects"][0]["from_store"][0], "web-green", "{json}");
 }
+
+/// After `cutover` is upgraded on the box, the boot unit must restore with the version that
+/// deployed (an older one may not read what it keeps): a files-mode deploy replaces the boot
+/// unit's copy when it differs, atomically, 0755, and says so; a current copy is left alone
+/// and unmentioned. Here the copy is the project's own (`CUTOVER_BOOT_BINARY`), not the host's.
+#[test]
+fn e2e_a_files_mode_deploy_keeps_the_boot_units_cutover_current() {
+    use crate::harness::project::{ready, App, Project};
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().secrets().secrets_delivery("files"));
+    let copy = project.boot_binary();
+    fs::write(&copy, b"an older cutover").unwrap();
+    fs::set_permissions(&copy, fs::Permissions::from_mode(0o700)).unwrap();
+    let run = project.deploy_ok("cutover-demo:v1");
+    let this = fs::read(env!("CARGO_BIN_EXE_cutover")).unwrap();
+    assert!(
+        fs::read(&copy).unwrap() == this,
+        "the copy was not replaced"
+    );
+    assert_eq!(fs::metadata(&copy).unwrap().mode() & 0o777, 0o755);
+    assert!(
+        run.stderr
+            .contains("(the secrets boot unit's cutover) is now this version"),
+        "{}",
+        run.stderr
+    );
+    let leftovers: Vec<_> = fs::read_dir(copy.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".cutover-tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let again = project.deploy_ok("cutover-demo:v1");
+    assert!(!again.stderr.contains("boot unit"), "{}", again.stderr);
+}

@@ -610,6 +610,11 @@ impl Project {
         PathBuf::from("/dev/shm/cutover-test-secrets").join(&self.name)
     }
 
+    /// Where this project's deploys look for the boot unit's copy of cutover.
+    pub fn boot_binary(&self) -> PathBuf {
+        self.home().join("boot-unit-cutover")
+    }
+
     /// `cutover ARGS` in the project, isolated, with the identity when the project has one.
     pub fn command<I, S>(&self, args: I) -> Command
     where
@@ -618,6 +623,9 @@ impl Project {
     {
         let mut cmd = cutover_command(&self.path(), &self.home());
         cmd.env("CUTOVER_SECRETS_RUN_DIR", self.secrets_root());
+        // The boot unit's copy a files-mode deploy keeps current: the project's own (none
+        // unless a test makes it), never the host's.
+        cmd.env("CUTOVER_BOOT_BINARY", self.boot_binary());
         if let Some(identity) = &self.identity {
             cmd.env("CUTOVER_IDENTITY", identity);
         }
