@@ -32,7 +32,18 @@ pub const STOPPED: &str = "stopped";
 /// One service's kept ciphertext, as JSON (hex, since age files may be binary).
 #[derive(Serialize, Deserialize)]
 struct Kept {
+    /// The image the service was started with: a rollback takes a stopped color's copy only
+    /// for the image it deploys (absent in copies kept before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    image: Option<String>,
     files: Vec<KeptFile>,
+}
+
+/// A stopped web color's copy: the image it ran and the ciphertext it was deployed with.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Stopped {
+    pub image: Option<String>,
+    pub files: Ciphertext,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -73,10 +84,16 @@ fn own_dirs(state_dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Keeps the ciphertext `service` was just given its values from.
-pub fn save(state_dir: &Path, service: &str, files: &Ciphertext) -> anyhow::Result<()> {
+/// Keeps the ciphertext `service` was just given its values from, started with `image`.
+pub fn save(
+    state_dir: &Path,
+    service: &str,
+    image: Option<&str>,
+    files: &Ciphertext,
+) -> anyhow::Result<()> {
     own_dirs(state_dir)?;
     let kept = Kept {
+        image: image.map(str::to_string),
         files: files
             .iter()
             .map(|(path, bytes)| KeptFile {
@@ -94,17 +111,17 @@ pub fn save(state_dir: &Path, service: &str, files: &Ciphertext) -> anyhow::Resu
 /// cutover that did not keep it yet).
 pub fn load(state_dir: &Path, service: &str) -> anyhow::Result<Option<Ciphertext>> {
     own_dirs(state_dir)?;
-    load_file(&path(state_dir, service), service)
+    Ok(load_file(&path(state_dir, service), service)?.map(|s| s.files))
 }
 
 /// The ciphertext the stopped `service` was last deployed with (see [`retire`]); `None` when
 /// none was kept.
-pub fn load_stopped(state_dir: &Path, service: &str) -> anyhow::Result<Option<Ciphertext>> {
+pub fn load_stopped(state_dir: &Path, service: &str) -> anyhow::Result<Option<Stopped>> {
     own_dirs(state_dir)?;
     load_file(&stopped_path(state_dir, service), service)
 }
 
-fn load_file(file: &Path, service: &str) -> anyhow::Result<Option<Ciphertext>> {
+fn load_file(file: &Path, service: &str) -> anyhow::Result<Option<Stopped>> {
     let text = match std::fs::read(file) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -116,6 +133,7 @@ fn load_file(file: &Path, service: &str) -> anyhow::Result<Option<Ciphertext>> {
             file.display()
         )
     })?;
+    let image = kept.image;
     kept.files
         .into_iter()
         .map(|f| match unhex(&f.age_hex) {
@@ -127,7 +145,7 @@ fn load_file(file: &Path, service: &str) -> anyhow::Result<Option<Ciphertext>> {
             ),
         })
         .collect::<anyhow::Result<_>>()
-        .map(Some)
+        .map(|files| Some(Stopped { image, files }))
 }
 
 /// Forgets what `service` was deployed from (it is stopped); nothing kept is fine.
@@ -195,7 +213,7 @@ mod tests {
             ),
         ];
         assert!(load(dir.path(), "web-blue").unwrap().is_none());
-        save(dir.path(), "web-blue", &files).unwrap();
+        save(dir.path(), "web-blue", None, &files).unwrap();
         assert_eq!(load(dir.path(), "web-blue").unwrap().unwrap(), files);
         let mode = std::fs::metadata(path(dir.path(), "web-blue"))
             .unwrap()
@@ -212,15 +230,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let a = vec![(PathBuf::from("s.age"), b"a".to_vec())];
         let b = vec![(PathBuf::from("s.age"), b"b".to_vec())];
-        save(dir.path(), "web-blue", &a).unwrap();
+        save(dir.path(), "web-blue", Some("app:1"), &a).unwrap();
         retire(dir.path(), "web-blue").unwrap();
         assert!(load(dir.path(), "web-blue").unwrap().is_none());
-        assert_eq!(load_stopped(dir.path(), "web-blue").unwrap().unwrap(), a);
+        assert_eq!(
+            load_stopped(dir.path(), "web-blue").unwrap().unwrap(),
+            Stopped {
+                image: Some("app:1".into()),
+                files: a.clone()
+            }
+        );
         // Started again (a rollback) and stopped again: the newer copy replaces it.
-        save(dir.path(), "web-blue", &b).unwrap();
-        assert_eq!(load_stopped(dir.path(), "web-blue").unwrap().unwrap(), a);
+        save(dir.path(), "web-blue", Some("app:2"), &b).unwrap();
+        assert_eq!(
+            load_stopped(dir.path(), "web-blue").unwrap().unwrap(),
+            Stopped {
+                image: Some("app:1".into()),
+                files: a.clone()
+            }
+        );
         retire(dir.path(), "web-blue").unwrap();
-        assert_eq!(load_stopped(dir.path(), "web-blue").unwrap().unwrap(), b);
+        assert_eq!(
+            load_stopped(dir.path(), "web-blue").unwrap().unwrap(),
+            Stopped {
+                image: Some("app:2".into()),
+                files: b
+            }
+        );
         let mode = std::fs::metadata(stopped_path(dir.path(), "web-blue"))
             .unwrap()
             .permissions()
@@ -237,7 +273,10 @@ mod tests {
         let elsewhere = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(elsewhere.path(), dir.path().join(DIR)).unwrap();
         let files = vec![(PathBuf::from("s.age"), b"x".to_vec())];
-        let err = format!("{:#}", save(dir.path(), "web-blue", &files).unwrap_err());
+        let err = format!(
+            "{:#}",
+            save(dir.path(), "web-blue", None, &files).unwrap_err()
+        );
         assert!(err.contains("not a directory"), "{err}");
         assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
         assert!(load_stopped(dir.path(), "web-blue").is_err());
@@ -245,7 +284,7 @@ mod tests {
         std::fs::remove_file(dir.path().join(DIR)).unwrap();
         std::fs::create_dir(dir.path().join(DIR)).unwrap();
         std::os::unix::fs::symlink(elsewhere.path(), dir.path().join(DIR).join(STOPPED)).unwrap();
-        assert!(save(dir.path(), "web-blue", &files).is_err());
+        assert!(save(dir.path(), "web-blue", None, &files).is_err());
         assert!(retire(dir.path(), "web-blue").is_err());
         assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
     }

@@ -169,7 +169,7 @@ fn e2e_rollback_brings_back_the_values_the_color_was_deployed_with() {
     let out = project.cutover(["rollback"]).success();
     assert!(
         out.stderr
-            .contains("web-blue gets the values it was deployed with"),
+            .contains("the values web-blue was deployed with, kept when it stopped"),
         "{}",
         out.stderr
     );
@@ -212,5 +212,54 @@ fn e2e_rollback_brings_back_the_values_the_color_was_deployed_with() {
     assert_eq!(
         project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
         (200, fnv1a(&c))
+    );
+
+    // A kept copy of another image is not taken: blue's says v0 now, the rollback deploys v1.
+    let blue_copy = kept.join("stopped/web-blue.json");
+    let mut copy: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(&blue_copy).unwrap()).unwrap();
+    assert_eq!(copy["image"], "cutover-demo:v1", "{copy}");
+    copy["image"] = serde_json::json!("cutover-demo:v0");
+    fs::write(&blue_copy, copy.to_string()).unwrap();
+    let out = project.cutover(["rollback", "--json"]).success();
+    let json = out.stdout_json();
+    assert_eq!(json["secrets_from"]["from"], "store", "{json}");
+    let why = json["secrets_from"]["why"].as_str().unwrap();
+    assert!(why.contains("is for cutover-demo:v0"), "{json}");
+    project.assert_serving("blue", "v1");
+
+    // Nothing runs (a crash, a `docker rm`): the rollback recovers onto the recorded color
+    // (blue) with the previous image (v2), whose values were kept when green stopped (c),
+    // not blue's copy nor the store (d).
+    let d = format!("h24-store-{}", std::process::id());
+    project
+        .cutover_with_stdin(["secrets", "set", "demo", "DB_PASSWORD"], &format!("{d}\n"))
+        .success();
+    let ids = Command::new("docker")
+        .args(["ps", "-aq", "--filter"])
+        .arg(format!("label=com.docker.compose.project={}", project.name))
+        .output()
+        .unwrap();
+    let ids: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    assert!(!ids.is_empty());
+    assert!(Command::new("docker")
+        .args(["rm", "-f"])
+        .args(&ids)
+        .output()
+        .unwrap()
+        .status
+        .success());
+    let out = project.cutover(["rollback", "--json"]).success();
+    let json = out.stdout_json();
+    assert_eq!(json["to"], "blue", "{json}");
+    assert_eq!(json["secrets_from"]["from"], "kept", "{json}");
+    assert_eq!(json["secrets_from"]["service"], "web-green", "{json}");
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&c)),
+        "the recovered rollback did not get the values its image ran with"
     );
 }

@@ -566,16 +566,17 @@ impl Run<'_, '_> {
             return crate::secrets::deployed::save(
                 &self.d.loaded.state_dir(),
                 &service,
+                Some(&t.image),
                 &self.d.sources().app,
             );
         }
-        self.write_secret_files(&self.d.loaded.config.service(t.to), None)?;
+        self.write_secret_files(&self.d.loaded.config.service(t.to), None, Some(&t.image))?;
         for name in &r.accessories_down {
-            self.write_secret_files(name, Some(name))?;
+            self.write_secret_files(name, Some(name), None)?;
         }
         for m in &r.workers {
             let service = self.d.loaded.config.worker_service(&m.name, m.to);
-            self.write_secret_files(&service, None)?;
+            self.write_secret_files(&service, None, Some(&t.image))?;
         }
         Ok(())
     }

@@ -43,9 +43,9 @@ pub struct Given {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(tag = "from", rename_all = "snake_case")]
 pub enum SecretsFrom {
-    /// The ciphertext `service` was last deployed with, kept when it stopped.
+    /// The ciphertext `service` (the color the last deploy stopped) was deployed with.
     Kept { service: String, file: PathBuf },
-    /// The store as it is now: nothing was kept for `service` (`why`).
+    /// The store as it is now: nothing usable was kept for `service` (`why`).
     Store { service: String, why: String },
 }
 
@@ -54,13 +54,12 @@ impl std::fmt::Display for SecretsFrom {
         match self {
             SecretsFrom::Kept { service, file } => write!(
                 f,
-                "secrets: {service} gets the values it was deployed with (decrypted from {})",
+                "secrets: the values {service} was deployed with, kept when it stopped (decrypted from {})",
                 file.display()
             ),
-            SecretsFrom::Store { service, why } => write!(
-                f,
-                "secrets: {service} gets the store's values as they are now ({why})"
-            ),
+            SecretsFrom::Store { service: _, why } => {
+                write!(f, "secrets: the store's values as they are now ({why})")
+            }
         }
     }
 }
@@ -90,11 +89,13 @@ impl Deployer<'_> {
 }
 
 impl Run<'_, '_> {
-    /// Writes the files of `service`, which gets the app's keys or, for an accessory, its own.
+    /// Writes the files of `service`, which gets the app's keys or, for an accessory, its own;
+    /// `image`: what it starts (kept with the ciphertext, for a rollback to match).
     pub(super) fn write_secret_files(
         &self,
         service: &str,
         accessory: Option<&str>,
+        image: Option<&str>,
     ) -> anyhow::Result<()> {
         let Some(dirs) = &self.d.secret_files else {
             return Ok(());
@@ -108,7 +109,12 @@ impl Run<'_, '_> {
         };
         // The copy first: a service whose files are written has its ciphertext kept, so a
         // reboot never falls back to the store for it.
-        crate::secrets::deployed::save(&self.d.loaded.state_dir(), service, &sources.to_vec())?;
+        crate::secrets::deployed::save(
+            &self.d.loaded.state_dir(),
+            service,
+            image,
+            &sources.to_vec(),
+        )?;
         let values = keys
             .iter()
             .filter_map(|k| self.d.values().get(k).map(|v| (k.as_str(), v)));
@@ -143,11 +149,17 @@ impl Run<'_, '_> {
             .map(|e| format!("warning: {e:#}; a rollback to it gets the store's values"))
     }
 
-    /// A rollback: decides its values ([`Given`]) for the color it brings back, under the
-    /// lock, before anything starts.
+    /// A rollback: decides its values ([`Given`]) for the image it brings back, under the
+    /// lock, before anything starts. They are kept with the color the last deploy stopped:
+    /// the one it starts, or, when nothing runs (a recovery onto the recorded color), the
+    /// other one. A copy kept for another image is not taken (the store, named).
     pub(super) fn rollback_values(&mut self, t: &Target) -> anyhow::Result<()> {
         let loaded = self.d.loaded;
-        let service = loaded.config.service(t.to);
+        let stopped = match t.from {
+            Some(_) => t.to,
+            None => t.to.other(),
+        };
+        let service = loaded.config.service(stopped);
         let state_dir = loaded.state_dir();
         let file = crate::secrets::deployed::stopped_path(&state_dir, &service);
         let refused = |e: anyhow::Error| {
@@ -157,8 +169,14 @@ impl Run<'_, '_> {
             ))
         };
         let kept = crate::secrets::deployed::load_stopped(&state_dir, &service).map_err(refused)?;
+        let other_image = kept
+            .as_ref()
+            .and_then(|k| k.image.as_ref())
+            .filter(|image| **image != t.image)
+            .cloned();
         let given = match kept {
-            Some(kept) => {
+            Some(kept) if other_image.is_none() => {
+                let kept = kept.files;
                 let env = if kept.is_empty() {
                     crate::secrets::SecretEnv::default()
                 } else {
@@ -187,16 +205,23 @@ impl Run<'_, '_> {
                     },
                 }
             }
-            None => Given {
+            _ => Given {
                 values: self.d.secrets.clone(),
                 keys: self.d.secret_keys.clone(),
                 sources: self.d.secret_sources.clone(),
                 from: SecretsFrom::Store {
                     service: service.clone(),
-                    why: format!(
-                        "no ciphertext was kept when it stopped: {} does not exist",
-                        file.display()
-                    ),
+                    why: match other_image {
+                        Some(image) => format!(
+                            "the ciphertext kept when it stopped ({}) is for {image}, not {}",
+                            file.display(),
+                            t.image
+                        ),
+                        None => format!(
+                            "no ciphertext was kept when it stopped: {} does not exist",
+                            file.display()
+                        ),
+                    },
                 },
             },
         };
