@@ -263,3 +263,53 @@ fn e2e_rollback_brings_back_the_values_the_color_was_deployed_with() {
         "the recovered rollback did not get the values its image ran with"
     );
 }
+
+/// Two rollbacks at once: the lock orders them, and each decides its values under it, for
+/// the color it brings back. The first gives blue its first value; the second, seeing blue
+/// serve, takes green back with b (kept when the first stopped it), not the store's.
+#[test]
+fn e2e_two_rollbacks_racing_each_give_their_color_its_own_values() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().secrets().secrets_delivery("files"));
+    project.deploy_ok("cutover-demo:v1");
+    let b = format!("h24-race-{}", std::process::id());
+    project
+        .cutover_with_stdin(["secrets", "set", "demo", "DB_PASSWORD"], &format!("{b}\n"))
+        .success();
+    project.deploy_ok("cutover-demo:v2");
+    project
+        .cutover_with_stdin(
+            ["secrets", "set", "demo", "DB_PASSWORD"],
+            "h24-race-store\n",
+        )
+        .success();
+    let racers: Vec<_> = (0..2)
+        .map(|_| project.spawn(["rollback", "--json", "--lock-wait", "120s"]))
+        .collect();
+    let mut kept = Vec::new();
+    for racer in racers {
+        let out = racer.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["secrets_from"]["from"], "kept", "{json}");
+        kept.push(
+            json["secrets_from"]["service"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        );
+    }
+    kept.sort();
+    assert_eq!(kept, ["web-blue", "web-green"]);
+    project.assert_serving("green", "v2");
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&b))
+    );
+}
