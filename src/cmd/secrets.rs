@@ -48,16 +48,18 @@ pub fn run(ctx: &Context, command: SecretsCommand) -> anyhow::Result<ExitCode> {
         }
         SecretsCommand::Rekey => {
             let identities = identity(ctx)?;
-            let files = secrets::rekey(&ctx.dir, &identities)
+            let (kept, _lock) = kept_copies(ctx, "secrets rekey")?;
+            let rekeyed = secrets::rekey(&ctx.dir, &identities, &kept)
                 .context("failed to rekey; no secrets file was changed")?;
-            for file in &files {
+            for file in rekeyed.files.iter().chain(&rekeyed.kept) {
                 say(&format!("rekeyed {}", rel(ctx, file)));
             }
             let recipients = keys::Recipients::load(&store::recipients_path(&ctx.dir))?;
             say(&format!(
-                "{} file(s) re-encrypted to {} recipient(s) with fresh file keys",
-                files.len(),
-                recipients.lines.len()
+                "{} file(s) re-encrypted to {} recipient(s) with fresh file keys{}",
+                rekeyed.files.len(),
+                recipients.lines.len(),
+                kept_note(rekeyed.kept.len())
             ));
             Ok(ExitCode::SUCCESS)
         }
@@ -204,7 +206,8 @@ fn rotate_identity(
         Some(out) => out,
         None => default_identity_path()?,
     };
-    let rotation = secrets::rotate_identity(&ctx.dir, &old, &out)
+    let (kept, _lock) = kept_copies(ctx, "secrets rotate-identity")?;
+    let rotation = secrets::rotate_identity(&ctx.dir, &old, &out, &kept)
         .context("failed to rotate the identity; nothing was changed")?;
     say(&format!(
         "wrote the new identity to {} (0600)",
@@ -217,7 +220,7 @@ fn rotate_identity(
             backup.display()
         ));
     }
-    for file in &rotation.files {
+    for file in rotation.files.iter().chain(&rotation.kept) {
         say(&format!("rekeyed {}", rel(ctx, file)));
     }
     for key in &rotation.retired {
@@ -225,6 +228,44 @@ fn rotate_identity(
     }
     outln!("{}", rotation.new_public_key)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The deployed ciphertext (`secrets::deployed`) a rekey re-encrypts with the store, and the
+/// deploy lock held while it does: a deploy or rollback meanwhile moves and rewrites those
+/// copies, and one rewritten under a rekey would be lost or left to the old key. No config
+/// and no `.cutover/`: nothing deployed here. A config that does not load is an error, since
+/// it says where the copies are.
+fn kept_copies(
+    ctx: &Context,
+    action: &str,
+) -> anyhow::Result<(Vec<PathBuf>, Option<crate::state::DeployLock>)> {
+    let state_dir = if ctx.config_path.exists() {
+        crate::config::load(&ctx.config_path, &ctx.dir)
+            .context("cannot tell where the deployed ciphertext is kept, which is re-encrypted with the secrets files; nothing was changed")?
+            .state_dir()
+    } else {
+        ctx.dir.join(".cutover")
+    };
+    if !state_dir.join(secrets::deployed::DIR).exists() {
+        return Ok((Vec::new(), None));
+    }
+    let lock = crate::engine::record::lock(
+        &crate::state::StateDir::new(&state_dir),
+        std::time::Duration::ZERO,
+        action.to_string(),
+    )
+    .context("the deployed ciphertext is re-encrypted under the deploy lock; run this again once the deploy is done. Nothing was changed")?;
+    let kept = secrets::deployed::all(&state_dir).context("nothing was changed")?;
+    Ok((kept, Some(lock)))
+}
+
+/// The tail of rekey's summary: how many kept copies went with the files.
+fn kept_note(count: usize) -> String {
+    match count {
+        0 => String::new(),
+        1 => ", and 1 kept copy of the ciphertext a service was deployed with".into(),
+        n => format!(", and {n} kept copies of the ciphertext services were deployed with"),
+    }
 }
 
 fn identity(ctx: &Context) -> anyhow::Result<secrets::Identities> {

@@ -174,6 +174,86 @@ pub fn retire(state_dir: &Path, service: &str) -> anyhow::Result<()> {
         .with_context(|| format!("could not move {} to {}", from.display(), to.display()))
 }
 
+/// Every kept copy under `state_dir` (each running service's and each stopped web color's),
+/// for `secrets rekey` and `rotate-identity`, which re-encrypt them with the store: left
+/// encrypted to a retired key, a rollback would be refused and a reboot's `restore` would
+/// fail until the next deploy. Anything else than a file there (a symlink) is refused.
+pub fn all(state_dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    own_dirs(state_dir)?;
+    let mut found = Vec::new();
+    for dir in [state_dir.join(DIR), state_dir.join(DIR).join(STOPPED)] {
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("cannot list {}", dir.display())),
+        };
+        for entry in entries {
+            let entry = entry.with_context(|| format!("cannot list {}", dir.display()))?;
+            let file = entry.path();
+            // A temp file a crash left (`.cutover-tmp-…`) is not a copy.
+            if file.extension().is_none_or(|e| e != "json")
+                || entry.file_name().to_string_lossy().starts_with('.')
+            {
+                continue;
+            }
+            let kind = entry
+                .file_type()
+                .with_context(|| format!("cannot stat {}", file.display()))?;
+            if kind.is_dir() {
+                continue;
+            }
+            if !kind.is_file() {
+                bail!(
+                    "{} is not a file (a symlink?): refusing to re-encrypt a kept copy through it; remove it (a rollback to that color then uses the store's values)",
+                    file.display()
+                );
+            }
+            found.push(file);
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The kept copy `file` re-encrypted to `recipients` and staged beside it (0600), not yet
+/// renamed over it: each ciphertext is decrypted in memory with `decrypt_with`, sealed again
+/// and checked with `verify_with`; the image and the names stay. Nothing plaintext is written.
+pub fn rekey(
+    file: &Path,
+    decrypt_with: &super::Identities,
+    recipients: &super::keys::Recipients,
+    verify_with: &super::Identities,
+) -> anyhow::Result<super::store::Staged> {
+    let service = file
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let kept = load_file(file, &service)?
+        .with_context(|| format!("{} disappeared while it was re-encrypted", file.display()))?;
+    let way_out = || {
+        format!(
+            "cannot re-encrypt {}, the ciphertext {service} was deployed with; remove it to go on (a rollback to that color, or a reboot's restore, then uses the store's values as they are now)",
+            file.display()
+        )
+    };
+    let mut files = Vec::with_capacity(kept.files.len());
+    for (path, bytes) in &kept.files {
+        let plain = super::store::decrypt_bytes(bytes, path, decrypt_with).with_context(way_out)?;
+        let label = path.display().to_string();
+        let sealed = super::store::seal(&plain.text, &label, recipients, Some(verify_with), path)
+            .with_context(way_out)?;
+        files.push(KeptFile {
+            path: path.clone(),
+            age_hex: hex(&sealed),
+        });
+    }
+    let json = serde_json::to_vec(&Kept {
+        image: kept.image,
+        files,
+    })?;
+    Ok(super::store::stage(file, &json, 0o600)?)
+}
+
 fn remove_file(file: &Path) -> anyhow::Result<()> {
     match std::fs::remove_file(file) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
@@ -287,6 +367,31 @@ mod tests {
         assert!(save(dir.path(), "web-blue", None, &files).is_err());
         assert!(retire(dir.path(), "web-blue").is_err());
         assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn all_lists_every_kept_copy_and_refuses_a_symlink_among_them() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(all(dir.path()).unwrap().is_empty());
+        let files = vec![(PathBuf::from("s.age"), b"x".to_vec())];
+        save(dir.path(), "web-blue", None, &files).unwrap();
+        retire(dir.path(), "web-blue").unwrap();
+        save(dir.path(), "web-green", None, &files).unwrap();
+        // A temp file a crash left is no copy.
+        std::fs::write(dir.path().join(DIR).join(".cutover-tmp-x.json"), "").unwrap();
+        assert_eq!(
+            all(dir.path()).unwrap(),
+            [
+                stopped_path(dir.path(), "web-blue"),
+                path(dir.path(), "web-green")
+            ]
+        );
+        std::os::unix::fs::symlink("/etc/hostname", path(dir.path(), "db")).unwrap();
+        let err = format!("{:#}", all(dir.path()).unwrap_err());
+        assert!(
+            err.contains("db.json") && err.contains("not a file"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -513,11 +513,30 @@ pub fn edit_secret(
     })
 }
 
-/// `secrets rekey`: every file re-encrypted to the current recipients, all or none. The
-/// current identity must still be able to decrypt the results (no self-lockout).
-pub fn rekey(project: &Path, identities: &Identities) -> Result<Vec<PathBuf>, SecretsError> {
+/// What `secrets rekey` re-encrypted.
+pub struct Rekeyed {
+    pub files: Vec<PathBuf>,
+    /// The ciphertext kept for the services and stopped colors (`deployed::all`).
+    pub kept: Vec<PathBuf>,
+}
+
+/// `secrets rekey`: every file re-encrypted to the current recipients, and with them every
+/// copy in `kept` (the deployed ciphertext, `deployed::all`), all or none. The current
+/// identity must still be able to decrypt the results (no self-lockout).
+pub fn rekey(project: &Path, identities: &Identities, kept: &[PathBuf]) -> anyhow::Result<Rekeyed> {
     let recipients = keys::Recipients::load(&store::recipients_path(project))?;
     let staged = store::rekey_all(project, identities, &recipients, identities)?;
+    let staged_kept = kept
+        .iter()
+        .map(|file| deployed::rekey(file, identities, &recipients, identities))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Rekeyed {
+        files: commit_all(staged)?,
+        kept: commit_all(staged_kept)?,
+    })
+}
+
+fn commit_all(staged: Vec<store::Staged>) -> Result<Vec<PathBuf>, SecretsError> {
     staged.into_iter().map(store::Staged::commit).collect()
 }
 
@@ -529,18 +548,21 @@ pub struct Rotation {
     /// Where the old identity file was moved when the new one replaced it in place.
     pub old_identity_backup: Option<PathBuf>,
     pub files: Vec<PathBuf>,
+    /// The deployed ciphertext re-encrypted with them (`deployed::all`).
+    pub kept: Vec<PathBuf>,
 }
 
 /// `secrets rotate-identity`: a new identity replaces `old` in recipients.txt and every file
 /// is re-encrypted to the new recipient set, verified with the new identity, before anything
 /// is written. When `out` is the old identity's own file, the old one is kept as
 /// `<out>.old` (it is still needed to read files in git history) and the new one takes its
-/// place.
+/// place. The copies in `kept` (the deployed ciphertext) are re-encrypted with the files.
 pub fn rotate_identity(
     project: &Path,
     old: &Identities,
     out: &Path,
-) -> Result<Rotation, SecretsError> {
+    kept: &[PathBuf],
+) -> anyhow::Result<Rotation> {
     let recipients_path = store::recipients_path(project);
     let current = keys::Recipients::load(&recipients_path)?;
     let retired: Vec<String> = old
@@ -553,7 +575,8 @@ pub fn rotate_identity(
         return Err(SecretsError::OldIdentityNotRecipient {
             source_name: old.source().to_string(),
             recipients: recipients_path,
-        });
+        }
+        .into());
     }
 
     // Decide where things go before any write, so every refusal leaves the disk untouched.
@@ -570,29 +593,34 @@ pub fn rotate_identity(
         if backup.exists() {
             return Err(SecretsError::AlreadyExists {
                 path: backup.clone(),
-            });
+            }
+            .into());
         }
     } else if out.exists() {
         return Err(SecretsError::IdentityExists {
             path: out.to_owned(),
-        });
+        }
+        .into());
     }
 
     let new = keys::NewIdentity::generate();
     let without = keys::Recipients::parse(&recipients_path, current.text_without(&retired))?;
     let next_text = without.text_with(&new.public_key, "`cutover secrets rotate-identity`");
     let next = keys::Recipients::parse(&recipients_path, next_text.clone())?;
-    let staged = store::rekey_all(project, old, &next, &new.identities(out))?;
+    let verify = new.identities(out);
+    let staged = store::rekey_all(project, old, &next, &verify)?;
+    let staged_kept = kept
+        .iter()
+        .map(|file| deployed::rekey(file, old, &next, &verify))
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     // Writes, ordered so that a crash at any point leaves a key that can read every file.
     if let Some(backup) = &backup {
         fs::hard_link(out, backup).map_err(|e| SecretsError::io("back up", out, e))?;
     }
     keys::write_identity_file(out, &new.file_text, replaces_old)?;
-    let files = staged
-        .into_iter()
-        .map(store::Staged::commit)
-        .collect::<Result<Vec<_>, _>>()?;
+    let files = commit_all(staged)?;
+    let kept = commit_all(staged_kept)?;
     store::write_atomic(&recipients_path, next_text.as_bytes(), 0o644)?;
     Ok(Rotation {
         new_public_key: new.public_key,
@@ -600,6 +628,7 @@ pub fn rotate_identity(
         identity_path: out.to_owned(),
         old_identity_backup: backup,
         files,
+        kept,
     })
 }
 

@@ -313,3 +313,129 @@ fn e2e_two_rollbacks_racing_each_give_their_color_its_own_values() {
         (200, fnv1a(&b))
     );
 }
+
+/// Every kept copy under `dir` and its bytes, temp files included (a rekey must leave none).
+fn kept_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut found = Vec::new();
+    for sub in [dir.to_path_buf(), dir.join("stopped")] {
+        for e in fs::read_dir(&sub).unwrap().flatten() {
+            if e.file_type().unwrap().is_file() {
+                found.push((e.path().display().to_string(), fs::read(e.path()).unwrap()));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// `secrets rotate-identity` (and `rekey`) on the box re-encrypt the kept copies with the
+/// store: left to the retired key, the rollback is refused and a reboot's restore fails until
+/// the next deploy. A copy the identity cannot read stops the rotation before anything is
+/// written, naming it; nothing plaintext is left in `.cutover/`, and no temp file.
+#[test]
+fn e2e_rotating_the_identity_re_encrypts_the_kept_copies() {
+    use std::os::unix::fs::MetadataExt as _;
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().secrets().secrets_delivery("files"));
+    project.deploy_ok("cutover-demo:v1");
+    let a = project.secret_value("DB_PASSWORD");
+    let b = format!("h24-rekey-{}", std::process::id());
+    project
+        .cutover_with_stdin(["secrets", "set", "demo", "DB_PASSWORD"], &format!("{b}\n"))
+        .success();
+    project.deploy_ok("cutover-demo:v2");
+    let kept = project.path().join(".cutover/deployed-secrets");
+    let identity = project.identity().unwrap().to_path_buf();
+
+    // A copy this identity cannot read: the rotation is refused, naming it; nothing changes.
+    let planted = kept.join("stopped/web-green.json");
+    foreign_copy(&project, &planted);
+    let before = (
+        kept_files(&kept),
+        fs::read(project.path().join("secrets/demo.env.age")).unwrap(),
+        fs::read(&identity).unwrap(),
+    );
+    let out = project
+        .cutover([
+            "secrets",
+            "rotate-identity",
+            "--out",
+            identity.to_str().unwrap(),
+        ])
+        .failure();
+    assert!(
+        out.stderr.contains("web-green.json") && out.stderr.contains("remove it"),
+        "{}",
+        out.stderr
+    );
+    let after = (
+        kept_files(&kept),
+        fs::read(project.path().join("secrets/demo.env.age")).unwrap(),
+        fs::read(&identity).unwrap(),
+    );
+    assert!(before == after, "a refused rotation changed a file");
+    fs::remove_file(&planted).unwrap();
+
+    let old = kept_files(&kept);
+    let out = project
+        .cutover([
+            "secrets",
+            "rotate-identity",
+            "--out",
+            identity.to_str().unwrap(),
+        ])
+        .success();
+    assert!(
+        out.stderr.contains("stopped/web-blue.json"),
+        "{}",
+        out.stderr
+    );
+    let new = kept_files(&kept);
+    assert_eq!(
+        new.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        old.iter().map(|(p, _)| p).collect::<Vec<_>>(),
+        "a copy added or left behind (a temp file?)"
+    );
+    for ((path, was), (_, now)) in old.iter().zip(&new) {
+        assert_ne!(was, now, "{path} was not re-encrypted");
+        assert_eq!(fs::metadata(path).unwrap().mode() & 0o777, 0o600, "{path}");
+        let text = String::from_utf8_lossy(now);
+        assert!(
+            !text.contains(&a) && !text.contains(&b),
+            "{path}: plaintext"
+        );
+    }
+    let copy: serde_json::Value =
+        serde_json::from_slice(&fs::read(kept.join("stopped/web-blue.json")).unwrap()).unwrap();
+    assert_eq!(copy["image"], "cutover-demo:v1", "{copy}");
+
+    // With the new identity (the old one is now identity.txt.old): the rollback still brings
+    // blue back with a, and a reboot's restore writes what runs.
+    let out = project.cutover(["rollback", "--json"]).success();
+    assert_eq!(out.stdout_json()["secrets_from"]["from"], "kept");
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&a))
+    );
+    // `rekey`: fresh file keys for the copies too (green's, stopped now, included).
+    let old = kept_files(&kept);
+    project.cutover(["secrets", "rekey"]).success();
+    for ((path, was), (_, now)) in old.iter().zip(&kept_files(&kept)) {
+        assert_ne!(was, now, "{path} was not re-encrypted by rekey");
+    }
+    fs::remove_dir_all(project.secrets_root().join(&project.name)).unwrap();
+    project.cutover(["secrets", "restore"]).success();
+    let file = project
+        .secrets_root()
+        .join(&project.name)
+        .join("web-blue/DB_PASSWORD");
+    assert_eq!(fs::read_to_string(&file).unwrap(), a);
+    let out = project.cutover(["rollback", "--json"]).success();
+    assert_eq!(out.stdout_json()["secrets_from"]["from"], "kept");
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&b))
+    );
+}
