@@ -439,3 +439,45 @@ fn e2e_rotating_the_identity_re_encrypts_the_kept_copies() {
         (200, fnv1a(&b))
     );
 }
+
+/// A deploy killed (-9) after its switch (here in the settle window), then a reboot: nginx
+/// serves the new color, but the record still names the old one, the last deploy having
+/// never finished. The boot unit's restore must write the files of every color that may
+/// come back, the new one first of all: Docker refuses to start a container whose secrets
+/// mount is missing, and nginx points at it.
+#[test]
+fn e2e_a_reboot_after_a_deploy_killed_past_its_switch_restores_the_serving_color() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().secrets().secrets_delivery("files"));
+    project.deploy_ok("cutover-demo:v1");
+    let a = project.secret_value("DB_PASSWORD");
+    let b = format!("h24-killed-{}", std::process::id());
+    project
+        .cutover_with_stdin(["secrets", "set", "demo", "DB_PASSWORD"], &format!("{b}\n"))
+        .success();
+    let mut deploy = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("settle");
+    signal(&deploy, "-KILL");
+    deploy.wait().unwrap();
+    assert!(project
+        .include()
+        .contains(&project.port_of("green").to_string()));
+
+    // The reboot: the tmpfs is empty, the boot unit restores.
+    let dir = project.secrets_root().join(&project.name);
+    fs::remove_dir_all(&dir).unwrap();
+    let out = project.cutover(["secrets", "restore", "--json"]).success();
+    assert!(!out.stdout.contains(&a) && !out.stderr.contains(&b));
+    assert_eq!(
+        fs::read_to_string(dir.join("web-green/DB_PASSWORD")).ok(),
+        Some(b.clone()),
+        "the color nginx serves gets no secrets after the reboot: {}",
+        out.stdout
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("web-blue/DB_PASSWORD")).unwrap(),
+        a
+    );
+}

@@ -17,6 +17,7 @@ use anyhow::Context as _;
 use secrecy::SecretString;
 
 use super::{Deployer, Run, Target};
+use crate::config::Color;
 use crate::secrets::{SecretKeys, SecretSources};
 
 /// What compose's process environment gets: every value in env mode, nothing in files mode
@@ -252,7 +253,8 @@ pub struct Restored {
 }
 
 /// Writes the files of every service of `loaded` that Docker brings back by itself (the
-/// serving color, each worker's recorded color, the accessories) from the ciphertext each was
+/// serving color, each worker's recorded color, the accessories, any other color whose copy is
+/// kept as running) from the ciphertext each was
 /// deployed from (`secrets::deployed`), decrypted in memory with `identity`: what the boot
 /// unit runs before Docker starts, since a reboot empties the tmpfs. A service deployed
 /// before that copy was kept falls back to the store (and is named in `from_store`). A
@@ -274,16 +276,36 @@ pub fn restore(
         return Ok(restored);
     };
     let state = crate::state::StateDir::new(loaded.state_dir()).load()?;
-    let Some(active) = state.active else {
+    let state_dir = loaded.state_dir();
+    // What the record names (the serving color, each worker's color, the accessories), and
+    // every other color whose ciphertext is kept as running: a deploy killed after starting
+    // its new color (past its switch, even: nginx serving it, the record not yet saying so)
+    // leaves it to come back at boot, and Docker does not start it without its files.
+    let mut services: Vec<(String, Option<String>)> = Vec::new();
+    let mut running: Vec<String> = Vec::new();
+    for color in [Color::Blue, Color::Green] {
+        match state.active == Some(color) {
+            true => services.push((config.service(color), None)),
+            false => running.push(config.service(color)),
+        }
+    }
+    for name in config.workers.keys() {
+        for color in [Color::Blue, Color::Green] {
+            let service = config.worker_service(name.as_str(), color);
+            match state.workers.get(name.as_str()).map(|r| r.color) == Some(color) {
+                true => services.push((service, None)),
+                false => running.push(service),
+            }
+        }
+    }
+    for service in running {
+        if crate::secrets::deployed::load(&state_dir, &service)?.is_some() {
+            services.push((service, None));
+        }
+    }
+    if state.active.is_none() && services.is_empty() {
         restored.skipped = Some("nothing deployed yet".into());
         return Ok(restored);
-    };
-    let state_dir = loaded.state_dir();
-    let mut services: Vec<(String, Option<String>)> = vec![(config.service(active), None)];
-    for (name, record) in &state.workers {
-        if config.has_worker(name) {
-            services.push((config.worker_service(name, record.color), None));
-        }
     }
     for name in config.accessories.keys() {
         services.push((name.to_string(), Some(name.to_string())));
