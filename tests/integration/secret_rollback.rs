@@ -481,3 +481,54 @@ fn e2e_a_reboot_after_a_deploy_killed_past_its_switch_restores_the_serving_color
         a
     );
 }
+
+/// A deploy killed (-9) in its stop step, after the old color's copy moved aside, then a
+/// reboot: the old color is still the recorded one and may come back; it must get the values
+/// it ran with (its copy, now in `stopped/`), never the store's undeployed ones.
+#[test]
+fn e2e_a_deploy_killed_in_its_stop_step_leaves_the_old_colors_values_usable() {
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().secrets().secrets_delivery("files"));
+    project.deploy_ok("cutover-demo:v1");
+    let a = project.secret_value("DB_PASSWORD");
+    let b = format!("h24-stopkill-{}", std::process::id());
+    project
+        .cutover_with_stdin(["secrets", "set", "demo", "DB_PASSWORD"], &format!("{b}\n"))
+        .success();
+    let kept = project.path().join(".cutover/deployed-secrets");
+    let mut deploy = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("stop");
+    signal(&deploy, "-STOP");
+    // The copy moves first thing in the step: a stop that lands before it proves nothing.
+    let moved = kept.join("stopped/web-blue.json").is_file();
+    signal(&deploy, "-KILL");
+    deploy.wait().unwrap();
+    if !moved {
+        eprintln!("the deploy was stopped before it moved blue's copy: nothing to check");
+        return;
+    }
+    let undeployed = format!("h24-undeployed-{}", std::process::id());
+    project
+        .cutover_with_stdin(
+            ["secrets", "set", "demo", "DB_PASSWORD"],
+            &format!("{undeployed}\n"),
+        )
+        .success();
+
+    let dir = project.secrets_root().join(&project.name);
+    fs::remove_dir_all(&dir).unwrap();
+    let out = project.cutover(["secrets", "restore", "--json"]).success();
+    let json = out.stdout_json();
+    assert_eq!(
+        fs::read_to_string(dir.join("web-blue/DB_PASSWORD")).unwrap(),
+        a,
+        "the old color would come back with a value it never ran: {json}"
+    );
+    assert_eq!(
+        fs::read_to_string(dir.join("web-green/DB_PASSWORD")).unwrap(),
+        b
+    );
+    assert!(json["projects"][0].get("from_store").is_none(), "{json}");
+}

@@ -252,6 +252,28 @@ pub struct Restored {
     pub skipped: Option<String>,
 }
 
+/// The ciphertext `service` runs with: its copy kept as running or, for the recorded web
+/// color, the copy moved to `stopped/` for the image it is recorded with. That is a deploy
+/// killed in its stop step, between moving the copy aside and the stop: the color may still
+/// run and come back at boot, with the values it ran, not the store's.
+fn kept_copy(
+    state_dir: &std::path::Path,
+    state: &crate::state::State,
+    config: &crate::config::Config,
+    service: &str,
+) -> anyhow::Result<Option<crate::secrets::deploy_env::Ciphertext>> {
+    use crate::secrets::deployed;
+    if let Some(kept) = deployed::load(state_dir, service)? {
+        return Ok(Some(kept));
+    }
+    let Some(active) = state.active.filter(|c| config.service(*c) == service) else {
+        return Ok(None);
+    };
+    Ok(deployed::load_stopped(state_dir, service)?
+        .filter(|s| s.image.is_some() && s.image.as_ref() == state.images.get(&active))
+        .map(|s| s.files))
+}
+
 /// Writes the files of every service of `loaded` that Docker brings back by itself (the
 /// serving color, each worker's recorded color, the accessories, any other color whose copy is
 /// kept as running) from the ciphertext each was
@@ -313,7 +335,7 @@ pub fn restore(
     let identities = std::cell::OnceCell::new();
     let mut store = None;
     for (service, accessory) in services {
-        let (keys, values) = match crate::secrets::deployed::load(&state_dir, &service)? {
+        let (keys, values) = match kept_copy(&state_dir, &state, config, &service)? {
             Some(kept) => {
                 let ids = match identities.get() {
                     Some(ids) => ids,
