@@ -1285,6 +1285,48 @@ fn rekey_is_all_or_nothing() {
     assert_eq!(p.snapshot(), before);
 }
 
+/// A deploy holds the project's lock: `rekey`, which rewrites the deployed ciphertext kept
+/// in `.cutover/` as well, is refused while it runs (a copy rewritten meanwhile would be
+/// lost or left to the old key), nothing changed; once the lock is free it runs.
+#[test]
+fn rekey_is_refused_while_a_deploy_holds_the_lock() {
+    let p = SecretsDir::new();
+    p.encrypt("a", "A=1\n");
+    let state = p.dir().join(".cutover");
+    fs::create_dir_all(state.join("deployed-secrets")).unwrap();
+    let lock = state.join("lock");
+    // -o: the lock is flock's own, not its child's, so killing flock frees it.
+    let mut holder = std::process::Command::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::process::Command::new("flock")
+        .arg("-n")
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(std::time::Instant::now() < deadline, "flock never held");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let before = p.snapshot();
+    let refused = p.cmd().args(["secrets", "rekey"]).assert().code(1);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let err = stderr(&refused);
+    assert!(
+        err.contains("deploy lock") && err.contains("Nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(p.snapshot(), before);
+    p.cmd().args(["secrets", "rekey"]).assert().success();
+}
+
 #[test]
 fn rekey_refuses_to_lock_out_the_current_identity() {
     let p = SecretsDir::new();
