@@ -532,3 +532,78 @@ fn e2e_a_deploy_killed_in_its_stop_step_leaves_the_old_colors_values_usable() {
     );
     assert!(json["projects"][0].get("from_store").is_none(), "{json}");
 }
+
+/// Every regular file under `dir` (symlinks not followed) whose bytes contain `needle`.
+fn files_with(dir: &Path, needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+        let kind = e.file_type().unwrap();
+        if kind.is_dir() {
+            found.extend(files_with(&e.path(), needle));
+        } else if kind.is_file()
+            && String::from_utf8_lossy(&fs::read(e.path()).unwrap_or_default()).contains(needle)
+        {
+            found.push(e.path().display().to_string());
+        }
+    }
+    found
+}
+
+/// Values a shell or a dotenv parser would mangle (quotes, `$(…)`, backticks, a newline, a
+/// backslash) go through a rotation and a rollback in both deliveries byte for byte, run
+/// nothing, and land on no persistent disk (the project, its `.cutover/`).
+#[test]
+fn e2e_a_rollback_gives_back_values_with_shell_and_dotenv_metacharacters() {
+    if !ready() {
+        return;
+    }
+    let pwned = std::env::temp_dir().join(format!("h24-pwned-{}", std::process::id()));
+    let weird = |tag: &str| {
+        format!(
+            "h24{tag}'\"$(touch {p})`touch {p}`;|&\\n\\\\ ${{HOME}} line2\nend",
+            p = pwned.display()
+        )
+    };
+    let project = Project::compose(App::compose().secrets().secrets_delivery("files"));
+    let (a, b) = (weird("mA"), weird("mB"));
+    // Two trailing newlines: `set` drops one (what echo adds).
+    project
+        .cutover_with_stdin(["secrets", "set", "demo", "DB_PASSWORD"], &format!("{a}\n"))
+        .success();
+    project.deploy_ok("cutover-demo:v1");
+    project
+        .cutover_with_stdin(["secrets", "set", "demo", "DB_PASSWORD"], &format!("{b}\n"))
+        .success();
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&b))
+    );
+    let out = project.cutover(["rollback"]).success();
+    assert!(!out.stderr.contains("h24mA") && !out.stdout.contains("h24mA"));
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&a)),
+        "files mode"
+    );
+    edit_config(&project, |c| {
+        c["app"]["secrets_delivery"] = serde_json::json!("env")
+    });
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&b))
+    );
+    let out = project.cutover(["rollback"]).success();
+    assert!(!out.stderr.contains("h24mA") && !out.stdout.contains("h24mA"));
+    assert_eq!(
+        project.get("/secret-hash?key=DB_PASSWORD").unwrap(),
+        (200, fnv1a(&a)),
+        "env mode"
+    );
+    assert!(!pwned.exists(), "a value was run by a shell");
+    for marker in ["h24mA", "h24mB"] {
+        let found = files_with(&project.path(), marker);
+        assert!(found.is_empty(), "plaintext on disk: {found:?}");
+    }
+}
