@@ -34,7 +34,13 @@ pub fn run(ctx: &Context, all: bool, dry_run: bool, json: bool) -> anyhow::Resul
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from("."));
         let done = crate::config::load(&config, &dir)
-            .and_then(|loaded| restore(ctx.identity.as_deref(), &loaded, dry_run))
+            .and_then(|loaded| {
+                // Nothing deployed (no state directory): nothing to lock, nor to make.
+                let _lock = (!dry_run && loaded.state_dir().is_dir())
+                    .then(|| lock(&loaded))
+                    .transpose()?;
+                restore(ctx.identity.as_deref(), &loaded, dry_run)
+            })
             .with_context(|| format!("cannot restore the secret files of {}", config.display()));
         match done {
             Ok(restored) => {
@@ -66,6 +72,18 @@ pub fn run(ctx: &Context, all: bool, dry_run: bool, json: bool) -> anyhow::Resul
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// The project's deploy lock, not waited for: a deploy running meanwhile moves, writes and
+/// removes the files and copies a restore reads, and a restore racing it would write again
+/// the files of a color it had just stopped. (At boot no deploy runs.)
+fn lock(loaded: &crate::config::Loaded) -> anyhow::Result<crate::state::DeployLock> {
+    crate::engine::record::lock(
+        &crate::state::StateDir::new(loaded.state_dir()),
+        std::time::Duration::ZERO,
+        "secrets restore".into(),
+    )
+    .context("the secret files are restored under the deploy lock; run this again once the deploy is done")
 }
 
 fn line(r: &Restored, dry_run: bool) -> String {

@@ -12,6 +12,9 @@
 //! copy in memory, not with whatever the store holds by then. (Env mode keeps the web colors'
 //! copies too, for the same rollback.) The copy of any other service goes when it stops.
 //!
+//! `secrets rekey` and `rotate-identity` re-encrypt every copy here with the store ([`all`],
+//! [`rekey`]): one left to a retired key would refuse the rollback and fail the boot restore.
+//!
 //! Only ciphertext is on this disk, the same bytes `secrets/` already holds in git; nothing
 //! here ever holds a decrypted value.
 

@@ -453,3 +453,47 @@ fn e2e_a_files_mode_deploy_keeps_the_boot_units_cutover_current() {
     let again = project.deploy_ok("cutover-demo:v1");
     assert!(!again.stderr.contains("boot unit"), "{}", again.stderr);
 }
+
+/// `secrets restore` run by hand while a deploy holds the project's lock: the deploy moves,
+/// writes and removes the files and copies restore reads, and a restore racing it writes
+/// again the files of a color the deploy has just stopped (plaintext of nothing running, left
+/// on the tmpfs). Expected: refused, naming the lock, nothing written; then it runs.
+#[test]
+fn e2e_restore_is_refused_while_a_deploy_holds_the_lock() {
+    use crate::harness::project::{ready, App, Project};
+    if !ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().secrets().secrets_delivery("files"));
+    project.deploy_ok("cutover-demo:v1");
+    let dir = project.secrets_root().join(&project.name);
+    fs::remove_dir_all(&dir).unwrap();
+    let lock = project.path().join(".cutover/lock");
+    // -o: the lock is flock's own, not its child's, so killing flock frees it.
+    let mut holder = Command::new("flock")
+        .arg("-o")
+        .arg(&lock)
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while Command::new("flock")
+        .arg("-n")
+        .arg(&lock)
+        .arg("true")
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(std::time::Instant::now() < deadline, "flock never held");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let refused = project.cutover(["secrets", "restore"]);
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let refused = refused.failure();
+    assert!(refused.stderr.contains("deploy lock"), "{}", refused.stderr);
+    assert!(!dir.exists(), "written while a deploy held the lock");
+    project.cutover(["secrets", "restore"]).success();
+    assert!(dir.join("web-blue/DB_PASSWORD").is_file());
+}
