@@ -26,6 +26,9 @@ pub fn run_deploy(
     rollback: Option<bool>,
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
+    // First: a SIGINT/SIGTERM while the config loads or the secrets decrypt must become a
+    // recorded interrupt (exit 130), not a kill by the default action.
+    let interrupted = interrupt_flag()?;
     let release = rollback.unwrap_or(true);
     let rollback = rollback.is_some();
     let loaded = super::load_config(ctx)?;
@@ -71,7 +74,7 @@ pub fn run_deploy(
         secret_keys: env.keys,
         secret_sources: env.sources,
         secret_files,
-        interrupted: interrupt_flag()?,
+        interrupted,
     };
     let request = Request {
         image,

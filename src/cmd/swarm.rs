@@ -23,6 +23,8 @@ pub fn run_deploy(
     action: Action,
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
+    // First: a signal while the config loads or the secrets decrypt is a recorded interrupt.
+    let interrupted = interrupt_flag()?;
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
     if common.force {
         anyhow::bail!("--force applies to the compose engine's memory budget; swarm schedules tasks by their memory limits itself");
@@ -37,7 +39,7 @@ pub fn run_deploy(
         renderer: Renderer::new(&ctx.dir)?,
         secrets: env.values,
         secret_keys: env.keys,
-        interrupted: interrupt_flag()?,
+        interrupted,
     };
     let quiet = ctx.quiet() || common.json;
     let mut printer = StepPrinter::new(quiet);

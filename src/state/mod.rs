@@ -140,11 +140,16 @@ impl std::fmt::Display for Holder {
     }
 }
 
-/// Why the deploy lock could not be taken. Callers branch on `Held` (exit with the holder).
+/// Why the deploy lock could not be taken. Callers branch on `Held` (exit with the holder)
+/// and `Interrupted` (exit as an interrupted deploy).
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("another deploy is running: {holder} (lock {path}); wait for it or pass --lock-wait")]
     Held { holder: String, path: PathBuf },
+    #[error(
+        "interrupted (SIGINT/SIGTERM) while waiting for the deploy lock {path}: nothing changed"
+    )]
+    Interrupted { path: PathBuf },
     #[error("could not use the lock file {path}")]
     Io {
         path: PathBuf,
@@ -165,6 +170,17 @@ impl StateDir {
         &self,
         wait: std::time::Duration,
         holder: &Holder,
+    ) -> Result<DeployLock, LockError> {
+        self.lock_unless(wait, holder, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`StateDir::lock`], giving up with [`LockError::Interrupted`] as soon as `interrupted`
+    /// is set: a SIGINT while `--lock-wait 10m` waits must not wait the ten minutes.
+    pub fn lock_unless(
+        &self,
+        wait: std::time::Duration,
+        holder: &Holder,
+        interrupted: &std::sync::atomic::AtomicBool,
     ) -> Result<DeployLock, LockError> {
         use std::io::{Seek, Write};
         use std::os::unix::fs::OpenOptionsExt;
@@ -191,6 +207,9 @@ impl StateDir {
             match file.try_lock() {
                 Ok(()) => break,
                 Err(std::fs::TryLockError::WouldBlock) => {
+                    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Err(LockError::Interrupted { path });
+                    }
                     if std::time::Instant::now() >= deadline {
                         let text = std::fs::read_to_string(&path).unwrap_or_default();
                         let holder = serde_json::from_str::<Holder>(&text)

@@ -158,6 +158,7 @@ impl Run<'_, '_> {
             engine: EngineKind::Swarm,
             request: req,
             clock: &self.clock,
+            interrupted: &self.d.interrupted,
         };
         let lock = record::lock_or_record_refusal(&self.state_dir, req.lock_wait, action, refused)?;
         self.clock.done(Step::Lock, "");

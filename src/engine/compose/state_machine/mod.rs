@@ -34,6 +34,7 @@ struct Run<'f> {
     interrupt_after: Option<Duration>,
     dry_run: bool,
     action: Action,
+    lock_wait: Duration,
 }
 
 impl<'f> Run<'f> {
@@ -44,6 +45,7 @@ impl<'f> Run<'f> {
             interrupt_after: None,
             dry_run: false,
             action: Action::Deploy,
+            lock_wait: Duration::ZERO,
         }
     }
 
@@ -75,7 +77,7 @@ impl<'f> Run<'f> {
             action: self.action,
             dry_run: self.dry_run,
             force: false,
-            lock_wait: Duration::ZERO,
+            lock_wait: self.lock_wait,
             release: true,
         };
         let mut events = Events::default();
@@ -364,6 +366,70 @@ fn an_interrupt_during_pre_deploy_is_an_interrupt_not_a_timeout() {
     let seen = std::fs::read_to_string(fake.dir.path().join("on_failure.out")).unwrap();
     assert_eq!(seen.trim(), "interrupted");
     assert!(fake.running().is_empty());
+}
+
+/// A signal that arrived before the first change (while the config loaded, the lock was
+/// taken or the box observed) stops the deploy before its pre_deploy hook runs.
+#[test]
+fn an_interrupt_before_the_first_change_runs_no_hook_and_starts_nothing() {
+    let fake = FakeBox::with_sections(
+        "",
+        "hooks:\n  timeout: 1m\n  pre_deploy: { command: [touch, pre_deploy.ran] }\n",
+        Script::default(),
+    );
+    let err = Run {
+        interrupted: true,
+        ..Run::deploy(&fake)
+    }
+    .go(Some("v1"))
+    .unwrap_err();
+    assert_eq!(abort_of(&err), Abort::Interrupted, "{err:#}");
+    assert!(
+        format!("{err:#}").contains("before anything changed"),
+        "{err:#}"
+    );
+    assert!(!fake.dir.path().join("pre_deploy.ran").exists());
+    assert!(fake.running().is_empty());
+    let last = history(&fake).pop().unwrap();
+    assert_eq!(last.result, RunResult::Interrupted, "{last:?}");
+}
+
+/// `--lock-wait 1m` behind another deploy answers a SIGINT at once instead of waiting the
+/// minute: an interrupted deploy that changed nothing, recorded as such.
+#[test]
+fn an_interrupt_while_waiting_for_the_lock_ends_the_wait() {
+    let fake = blue_serves_v1("", Script::default());
+    let holder = crate::state::Holder {
+        pid: 1,
+        user: "ci".into(),
+        started: "now".into(),
+        action: "deploy x:v9".into(),
+    };
+    let _held = StateDir::new(fake.loaded.state_dir())
+        .lock(Duration::ZERO, &holder)
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = Run {
+        interrupt_after: Some(Duration::from_millis(300)),
+        lock_wait: Duration::from_secs(60),
+        ..Run::deploy(&fake)
+    }
+    .go(Some("v2"))
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the wait went on for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(abort_of(&err), Abort::Interrupted, "{err:#}");
+    assert!(
+        format!("{err:#}").contains("waiting for the deploy lock"),
+        "{err:#}"
+    );
+    assert_eq!(fake.running(), [format!("web-blue {}", fake.image("v1"))]);
+    let last = history(&fake).pop().unwrap();
+    assert_eq!(last.result, RunResult::Interrupted, "{last:?}");
+    assert_eq!(last.image, fake.image("v2"));
 }
 
 #[test]
