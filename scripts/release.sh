@@ -20,8 +20,8 @@
 #
 # Static glibc (`-C target-feature=+crt-static` on the gnu target) needs no libc at run time:
 # the binary is checked to have no program interpreter and no shared libraries, and to be
-# an ELF of the target's architecture. Honours CARGO_TARGET_DIR (the cross build's own
-# target directory is its cross-debian/ subdirectory) and CARGO_HOME (crates come from the
+# an ELF of the target's architecture. Honours CARGO_TARGET_DIR (not for the cross build,
+# whose target directory is cached beside its root: scripts/cross-cargo.sh) and CARGO_HOME (crates come from the
 # registry as usual, through the host's CARGO_HOME bound into the chroot).
 set -euo pipefail
 
@@ -58,17 +58,20 @@ log() { echo "release: $*" >&2; }
 
 # --- the static binary ----------------------------------------------------------------------
 start=$(date +%s)
-build_log=$(mktemp)
-trap 'rm -f "$build_log"' EXIT
+scratch=$(mktemp -d)
+build_log="$scratch/build.log"
+trap 'rm -rf "$scratch"' EXIT
 machine=$(uname -m)
 host_triple="$machine-unknown-linux-gnu"
 
-# Cross: cargo in Debian's cross toolchain root (scripts/cross-cargo.sh).
+# Cross: cargo in Debian's cross toolchain root (scripts/cross-cargo.sh), the binary copied
+# out under the shared target directory's lock.
 cross_build() { # CARGO_PROFILE EXTRA_RUSTFLAGS
+    bin="$scratch/cutover"
     env -u CARGO_ENCODED_RUSTFLAGS RUSTFLAGS="-C target-feature=+crt-static${2:+ $2}" \
-        bash "$repo_root/scripts/cross-cargo.sh" build --locked -p cutover --bin cutover \
-        --profile "$1" --target "$target"
-    bin="$(bash "$repo_root/scripts/cross-cargo.sh" --target-dir)/$target/$([[ $1 == dev ]] && echo debug || echo "$1")/cutover"
+        bash "$repo_root/scripts/cross-cargo.sh" \
+        --copy "$target/$([[ $1 == dev ]] && echo debug || echo "$1")/cutover" "$bin" \
+        build --locked -p cutover --bin cutover --profile "$1" --target "$target"
 }
 
 # What built it, for BUILD-INFO and the log: the cross root's exact package versions, or this
@@ -126,7 +129,7 @@ esac
 # --- tarball and checksum -------------------------------------------------------------------
 name="cutover-$version-$target"
 stage=$(mktemp -d)
-trap 'rm -f "$build_log"; rm -rf "$stage"' EXIT
+trap 'rm -rf "$scratch" "$stage"' EXIT
 mkdir "$stage/$name"
 install -m 0755 "$bin" "$stage/$name/cutover"
 install -m 0644 "$repo_root/README.md" "$stage/$name/README.md"
