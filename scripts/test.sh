@@ -275,8 +275,9 @@ export CUTOVER_TEST_RELEASE_DIR="${CARGO_TARGET_DIR:-$repo_root/target}/dist-tes
 bash scripts/release.sh --profile dev --out "$CUTOVER_TEST_RELEASE_DIR" >/dev/null
 
 # ---- 3d. the aarch64 release artifact (Debian's cross toolchain) -------------------------
-# Built in the cross root (a cold build of every crate, ~3-4 min on 2 cores; cached in
-# target/cross-debian), run under qemu-user by tests/integration/release_aarch64.rs.
+# Built in the cross root (a cold build of every crate, ~3-4 min on a quiet 2-core machine;
+# the target directory is cached beside the root, so a clean clone rebuilds only cutover and
+# the demo app), run under qemu-user by tests/integration/release_aarch64.rs.
 section "aarch64: release artifact and demo image (Debian's cross toolchain, qemu-user)"
 if [[ -n "$cross_root_pid" ]]; then
     if ! wait "$cross_root_pid"; then
