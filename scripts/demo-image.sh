@@ -15,7 +15,7 @@
 # `--target aarch64-unknown-linux-gnu` on an x86_64 machine builds in Debian's cross
 # toolchain (scripts/cross-cargo.sh) and imports a linux/arm64 image (for an ARM box, where
 # `cutover demo` runs it); its selftest runs the image's /app under qemu-user
-# (qemu-aarch64-static) on a loopback port and checks `/` and `/health` the same way.
+# (qemu-aarch64, or qemu-aarch64-static) on a loopback port and checks `/` and `/health` the same way.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -164,14 +164,15 @@ done
 # A foreign-arch image does not run on this engine: its /app, taken out of the image, runs
 # under qemu-user instead, with the environment the image bakes.
 if [[ "$target" != "$host_target" ]]; then
-    command -v qemu-aarch64-static >/dev/null || { log "selftest: qemu-aarch64-static is not installed (apt: qemu-user-static)"; exit 1; }
+    qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static) \
+        || { log "selftest: qemu-aarch64 is not installed (apt: qemu-user)"; exit 1; }
     for tag in "${tags[@]}"; do
         ref="$repo:$tag"
         cid=$(docker create --platform "$platform" "$ref")
         docker cp "$cid:/app" "$ctx/app-$tag" >/dev/null
         docker rm "$cid" >/dev/null
         port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-        env -i PORT="$port" VERSION="$tag" COLOR=selftest qemu-aarch64-static "$ctx/app-$tag" >"$ctx/app-$tag.log" 2>&1 &
+        env -i PORT="$port" VERSION="$tag" COLOR=selftest "$qemu" "$ctx/app-$tag" >"$ctx/app-$tag.log" 2>&1 &
         app_pid=$!
         trap 'kill "$app_pid" 2>/dev/null || true; rm -rf "$ctx" "${bin_dir:-}"' EXIT
         body=""
