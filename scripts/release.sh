@@ -4,8 +4,8 @@
 #   scripts/release.sh [--profile release|dev] [--target TRIPLE] [--version V] [--out DIR]
 #
 # Writes DIR/cutover-V-TRIPLE.tar.gz (one directory cutover-V-TRIPLE/ holding `cutover`,
-# README.md and BUILD-INFO: version, target, profile and the exact toolchain, also logged) and DIR/cutover-V-TRIPLE.tar.gz.sha256 (`sha256sum` format,
-# so `sha256sum -c` checks it) and DIR/install.sh (scripts/install.sh). Prints the tarball's path on stdout, progress on stderr.
+# README.md and BUILD-INFO: version, target, profile and the exact toolchain, also logged)
+# and DIR/cutover-V-TRIPLE.tar.gz.sha256 (`sha256sum` format, so `sha256sum -c` checks it) and DIR/install.sh (scripts/install.sh). Prints the tarball's path on stdout, progress on stderr.
 #
 #   --profile release   (default) what a release ships: LTO, stripped
 #   --profile dev       a static binary from the tests' own dev build: for this machine's
@@ -21,8 +21,9 @@
 # Static glibc (`-C target-feature=+crt-static` on the gnu target) needs no libc at run time:
 # the binary is checked to have no program interpreter and no shared libraries, and to be
 # an ELF of the target's architecture. Honours CARGO_TARGET_DIR (not for the cross build,
-# whose target directory is cached beside its root: scripts/cross-cargo.sh) and CARGO_HOME (crates come from the
-# registry as usual, through the host's CARGO_HOME bound into the chroot).
+# whose target directory is cached beside its root: scripts/cross-cargo.sh) and CARGO_HOME
+# (crates come from the registry as usual, through the host's CARGO_HOME bound into the
+# chroot).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +32,7 @@ target=x86_64-unknown-linux-gnu
 version=""
 out=""
 
-usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --profile) profile=${2:?--profile needs release or dev}; shift 2 ;;
