@@ -691,6 +691,18 @@ fn the_readme_walk_reads_commands_as_a_shell_does() {
         let err = lex(text, 1).expect_err(text);
         assert!(err.contains(says), "{text}: {err}");
     }
+    // A word a shell would expand is refused: the walk would run it unexpanded.
+    for line in [
+        "cutover deploy --image $IMAGE",
+        "cutover --identity ~/id.txt status",
+        "cutover secrets encrypt *.env",
+    ] {
+        let err = step(&lex(line, 3).unwrap()[0]).unwrap_err();
+        assert!(
+            err.contains("README line 3") && err.contains("expanded"),
+            "{err}"
+        );
+    }
     // A step the walk does not know names its line.
     let err = step(&lex("rm -rf /", 7).unwrap()[0]).unwrap_err();
     assert!(err.contains("README line 7: `rm -rf /`"), "{err}");

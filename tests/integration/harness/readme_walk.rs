@@ -238,6 +238,17 @@ pub fn step(cmd: &Command) -> Result<Step, String> {
             argv.join(" ")
         ))
     };
+    // The walk runs the words as they are: what a shell would expand first is refused.
+    if let Some(word) = argv[1..]
+        .iter()
+        .find(|w| w.contains('$') || w.starts_with('~') || w.contains(['*', '?']))
+    {
+        return Err(format!(
+            "README line {}: `{word}` would be expanded by a shell (a variable, `~` or a glob), \
+             which the walk does not do: write the value",
+            cmd.line
+        ));
+    }
     Ok(match argv[..] {
         ["cutover", ..] => Step::Cutover(cmd.argv[1..].to_vec()),
         ["cd", dir] => Step::Cd(dir.to_string()),
