@@ -188,6 +188,7 @@ fn every_json_command_that_fails_prints_one_failure_document_that_says_why() {
             Some(&"status") => ("status.schema.json", 1),
             Some(&"bootstrap") => ("bootstrap.schema.json", 1),
             Some(&"prune") => ("prune.schema.json", 1),
+            Some(&"maintenance") => ("maintenance.schema.json", 1),
             _ => ("failure.schema.json", 1),
         };
         assert_eq!(doc["schema"], version, "{args:?}: {doc}");
