@@ -53,7 +53,7 @@ pub fn wants_json(command: &Command) -> Option<Document> {
         Command::Maintenance(MaintenanceCommand::On(a)) => (a.common.json, Document::Maintenance),
         Command::Maintenance(MaintenanceCommand::Off(a)) => (a.common.json, Document::Maintenance),
         Command::Secrets(SecretsCommand::Show { json, .. }) => (*json, Document::SecretsShow),
-        _ => (false, Document::Deploy),
+        _ => return None,
     };
     json.then_some(doc)
 }
