@@ -114,18 +114,16 @@ pub fn run_deploy(
         eprintln!("{}", maintenance_line(m));
     }
     match deployer.run(&request, &mut printer) {
-        Ok(mut summary) => {
+        Ok(summary) => {
             printer.clear_spinner();
-            if common.json {
-                // Decrypting happens here, before the engine: its time is a step of the
-                // document all the same (the text prints it as the first step line).
-                let decrypt = crate::state::StepTiming {
-                    step: crate::state::Step::Decrypt,
-                    ms: u64::try_from(secrets_took.as_millis()).unwrap_or(u64::MAX),
-                };
-                summary.steps.insert(0, decrypt);
-            }
-            print_summary(ctx, &common, rollback, &summary, maintenance.as_ref())?;
+            print_summary(
+                ctx,
+                &common,
+                rollback,
+                summary,
+                secrets_took,
+                maintenance.as_ref(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -140,7 +138,8 @@ fn print_summary(
     ctx: &Context,
     common: &DeployCommon,
     rollback: bool,
-    summary: &crate::engine::compose::Summary,
+    summary: crate::engine::compose::Summary,
+    decrypted: Duration,
     maintenance: Option<&crate::maintenance::Maintenance>,
 ) -> anyhow::Result<()> {
     let plan_head = format!(
@@ -167,7 +166,15 @@ fn print_summary(
             .unwrap_or_default()
     );
     let extra: Vec<String> = maintenance.map(maintenance_line).into_iter().collect();
-    progress::print_summary(ctx, common.json, summary, &plan_head, &done_head, &extra)
+    progress::print_summary(
+        ctx,
+        common.json,
+        summary,
+        decrypted,
+        &plan_head,
+        &done_head,
+        &extra,
+    )
 }
 
 /// What a deploy says while maintenance mode is on.
@@ -190,7 +197,10 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::Status,
+                &report
+            ))?
         )?;
         return Ok(code);
     }
@@ -204,10 +214,11 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     )?;
     outln!(
         "  nginx serves {}, its include names {}",
-        report
-            .nginx_serves
-            .map_or("? (no answer from its probe)".to_string(), |c| c
-                .to_string()),
+        match (report.nginx_serves, &report.nginx_serves_reason) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(why)) => format!("? ({why})"),
+            (None, None) => "?".to_string(),
+        },
         report
             .nginx_points_at
             .map_or("neither color".to_string(), |c| c.to_string())
@@ -276,7 +287,19 @@ pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode>
         None => StateDir::new(loaded.state_dir()).history()?,
     };
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&entries)?)?;
+        // An object, not a bare array: it carries its version like every document.
+        #[derive(serde::Serialize)]
+        struct History<'a> {
+            entries: &'a [crate::state::HistoryEntry],
+        }
+        let doc = History { entries: &entries };
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::History,
+                &doc
+            ))?
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
@@ -329,7 +352,10 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         outln!(
             "{}",
-            serde_json::to_string(&super::failure::versioned(&report))?
+            serde_json::to_string(&super::failure::versioned(
+                super::failure::Document::Prune,
+                &report
+            ))?
         )?;
     } else {
         let verb = if args.dry_run {

@@ -87,7 +87,15 @@ pub fn run_deploy(
                     .map(|ms| format!(" (rollout {})", duration(Duration::from_millis(ms))))
                     .unwrap_or_default()
             );
-            progress::print_summary(ctx, common.json, &summary, &plan_head, &done_head, &[])?;
+            progress::print_summary(
+                ctx,
+                common.json,
+                summary,
+                secrets_took,
+                &plan_head,
+                &done_head,
+                &[],
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -103,7 +111,10 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::Status,
+                &report
+            ))?
         )?;
         return Ok(ExitCode::SUCCESS);
     }

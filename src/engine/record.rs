@@ -71,6 +71,7 @@ pub fn lock_or_record_refusal(
         reason: Some(result.1),
         steps: refused.clock.steps(),
         total_ms: refused.clock.total_ms(),
+        switch_ms: None,
         workers: Vec::new(),
     };
     Err(match append(state_dir, attempt) {
@@ -100,6 +101,8 @@ pub struct Attempt {
     pub reason: Option<String>,
     pub steps: Vec<StepTiming>,
     pub total_ms: u64,
+    /// The compose engine's switch time, when the deploy succeeded.
+    pub switch_ms: Option<u64>,
     pub workers: Vec<crate::state::WorkerOutcome>,
 }
 
@@ -119,6 +122,7 @@ pub fn append(state_dir: &StateDir, a: Attempt) -> anyhow::Result<()> {
             reason: a.reason,
             steps: a.steps,
             total_ms: a.total_ms,
+            switch_ms: a.switch_ms,
             workers: a.workers,
         })
         .map(|_set_aside| ()) // a torn tail set aside is reported by `status`

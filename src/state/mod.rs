@@ -283,6 +283,10 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     pub steps: Vec<StepTiming>,
     pub total_ms: u64,
+    /// A compose deploy that switched: from its health gate passing to nginx answering from
+    /// the new color, as `deploy --json` says; absent otherwise and in older entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_ms: Option<u64>,
     /// What happened to each worker (`workers:`); absent in entries before workers existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<WorkerOutcome>,
@@ -302,8 +306,9 @@ pub struct WorkerOutcome {
     pub ms: u64,
 }
 
-/// The first line of a failure message, at most 500 characters.
-fn one_line_reason(reason: &str) -> String {
+/// The first line of a failure message, at most 500 characters: history's `reason`, and a
+/// failed deploy document's.
+pub fn one_line_reason(reason: &str) -> String {
     let first = reason.lines().next().unwrap_or_default().trim_end();
     match first.char_indices().nth(500) {
         Some((cut, _)) => format!("{}…", &first[..cut]),
@@ -467,6 +472,7 @@ mod tests {
                 ms: 12,
             }],
             total_ms: 12,
+            switch_ms: None,
             workers: Vec::new(),
         };
         sd.append_history(&entry).unwrap();
@@ -497,6 +503,7 @@ mod tests {
             reason: Some("deploy failed: it exited\nlast log lines:\n    password=x".into()),
             steps: Vec::new(),
             total_ms: 1,
+            switch_ms: None,
             workers: Vec::new(),
         };
         sd.append_history(&entry).unwrap();

@@ -572,7 +572,7 @@ impl Run<'_, '_> {
         t: &Target,
         switch_ms: Option<u64>,
         notes: Vec<String>,
-        plan: Vec<String>,
+        plan: Vec<crate::engine::PlanItem>,
     ) -> Summary {
         Summary {
             engine: EngineKind::Compose,

@@ -530,7 +530,10 @@ fn the_plan_for_a_first_deploy_has_no_stop_and_waits_only_for_old_workers() {
         plan.plan_steps
     );
     assert!(plan.first_deploy);
-    let ops_free_of_stop = plan.plan.iter().all(|line| !line.starts_with("stop -t"));
+    let ops_free_of_stop = plan
+        .plan
+        .iter()
+        .all(|line| !line.detail.starts_with("stop -t"));
     assert!(ops_free_of_stop, "{:?}", plan.plan);
 }
 
