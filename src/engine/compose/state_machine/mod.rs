@@ -104,6 +104,19 @@ fn history(fake: &FakeBox) -> Vec<HistoryEntry> {
     StateDir::new(fake.loaded.state_dir()).history().unwrap()
 }
 
+/// The project's deploy lock, held by another (pretend) deploy until dropped.
+fn hold_the_lock(fake: &FakeBox) -> crate::state::DeployLock {
+    let holder = crate::state::Holder {
+        pid: 1,
+        user: "ci".into(),
+        started: "now".into(),
+        action: "deploy x:v9".into(),
+    };
+    StateDir::new(fake.loaded.state_dir())
+        .lock(Duration::ZERO, &holder)
+        .unwrap()
+}
+
 fn abort_of(err: &anyhow::Error) -> Abort {
     err.downcast_ref::<Failed>()
         .unwrap_or_else(|| panic!("not a Failed: {err:#}"))
@@ -399,15 +412,7 @@ fn an_interrupt_before_the_first_change_runs_no_hook_and_starts_nothing() {
 #[test]
 fn an_interrupt_while_waiting_for_the_lock_ends_the_wait() {
     let fake = blue_serves_v1("", Script::default());
-    let holder = crate::state::Holder {
-        pid: 1,
-        user: "ci".into(),
-        started: "now".into(),
-        action: "deploy x:v9".into(),
-    };
-    let _held = StateDir::new(fake.loaded.state_dir())
-        .lock(Duration::ZERO, &holder)
-        .unwrap();
+    let _held = hold_the_lock(&fake);
     let started = std::time::Instant::now();
     let err = Run {
         interrupt_after: Some(Duration::from_millis(300)),
@@ -473,15 +478,7 @@ fn a_redeploy_after_an_outage_is_a_recovery_of_what_served_not_a_downgrade() {
 #[test]
 fn a_deploy_refused_by_the_lock_changes_nothing_and_is_recorded() {
     let fake = blue_serves_v1("", Script::default());
-    let holder = crate::state::Holder {
-        pid: 1,
-        user: "ci".into(),
-        started: "now".into(),
-        action: "deploy x:v9".into(),
-    };
-    let _held = StateDir::new(fake.loaded.state_dir())
-        .lock(Duration::ZERO, &holder)
-        .unwrap();
+    let _held = hold_the_lock(&fake);
     let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
     assert!(
         format!("{err:#}").contains("another deploy is running"),
