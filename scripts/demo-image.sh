@@ -15,7 +15,7 @@
 # `--target aarch64-unknown-linux-gnu` on an x86_64 machine builds in Debian's cross
 # toolchain (scripts/cross-cargo.sh) and imports a linux/arm64 image (for an ARM box, where
 # `cutover demo` runs it); its selftest runs the image's /app under qemu-user
-# (qemu-aarch64-static) on a loopback port and checks `/` and `/health` the same way.
+# (qemu-aarch64, or qemu-aarch64-static) on a loopback port and checks `/` and `/health` the same way.
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -72,10 +72,13 @@ else
     [[ "$host_target" == x86_64-unknown-linux-gnu && "$target" == aarch64-unknown-linux-gnu ]] \
         || { log "no cross toolchain for $target on $(uname -m)"; exit 2; }
     log "building static binary (--target $target in Debian's cross toolchain)"
+    # Copied out under the shared cross target directory's lock (scripts/cross-cargo.sh).
+    bin_dir=$(mktemp -d)
+    trap 'rm -rf "$bin_dir"' EXIT
+    bin="$bin_dir/cutover-demo-app"
     env -u CARGO_ENCODED_RUSTFLAGS RUSTFLAGS="-C target-feature=+crt-static" \
-        bash "$repo_root/scripts/cross-cargo.sh" build --quiet --release --locked \
-        -p cutover-demo-app --target "$target" >&2
-    bin="$(bash "$repo_root/scripts/cross-cargo.sh" --target-dir)/$target/release/cutover-demo-app"
+        bash "$repo_root/scripts/cross-cargo.sh" --copy "$target/release/cutover-demo-app" "$bin" \
+        build --quiet --release --locked -p cutover-demo-app --target "$target" >&2
 fi
 [[ -x "$bin" ]] || { log "no binary at $bin"; exit 1; }
 
@@ -99,7 +102,7 @@ log "static binary ok: $bin ($(du -h "$bin" | cut -f1), $kind, ldd: $(ldd "$bin"
 
 # --- the images -------------------------------------------------------------------------
 ctx=$(mktemp -d)
-trap 'rm -rf "$ctx"' EXIT
+trap 'rm -rf "$ctx" "${bin_dir:-}"' EXIT
 install -m 0755 "$bin" "$ctx/app"
 mkdir -m 1777 "$ctx/tmp"
 tar --numeric-owner --owner=0 --group=0 --mtime=@0 --sort=name -C "$ctx" -cf "$ctx/rootfs.tar" app tmp
@@ -161,16 +164,17 @@ done
 # A foreign-arch image does not run on this engine: its /app, taken out of the image, runs
 # under qemu-user instead, with the environment the image bakes.
 if [[ "$target" != "$host_target" ]]; then
-    command -v qemu-aarch64-static >/dev/null || { log "selftest: qemu-aarch64-static is not installed (apt: qemu-user-static)"; exit 1; }
+    qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static) \
+        || { log "selftest: qemu-aarch64 is not installed (apt: qemu-user)"; exit 1; }
     for tag in "${tags[@]}"; do
         ref="$repo:$tag"
         cid=$(docker create --platform "$platform" "$ref")
         docker cp "$cid:/app" "$ctx/app-$tag" >/dev/null
         docker rm "$cid" >/dev/null
         port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-        env -i PORT="$port" VERSION="$tag" COLOR=selftest qemu-aarch64-static "$ctx/app-$tag" >"$ctx/app-$tag.log" 2>&1 &
+        env -i PORT="$port" VERSION="$tag" COLOR=selftest "$qemu" "$ctx/app-$tag" >"$ctx/app-$tag.log" 2>&1 &
         app_pid=$!
-        trap 'kill "$app_pid" 2>/dev/null || true; rm -rf "$ctx"' EXIT
+        trap 'kill "$app_pid" 2>/dev/null || true; rm -rf "$ctx" "${bin_dir:-}"' EXIT
         body=""
         for _ in $(seq 1 100); do
             body=$(curl -fsS -m 2 "http://127.0.0.1:$port/" 2>/dev/null) && break
@@ -192,7 +196,7 @@ for tag in "${tags[@]}"; do
     name="cutover-demo-selftest-$$-$tag"
     cid=$(docker run -d --name "$name" -e COLOR=selftest -p 127.0.0.1::8080 "$ref")
     cleanup_container() { docker rm -f "$name" >/dev/null 2>&1 || true; }
-    trap 'cleanup_container; rm -rf "$ctx"' EXIT
+    trap 'cleanup_container; rm -rf "$ctx" "${bin_dir:-}"' EXIT
     port=$(docker port "$cid" 8080/tcp | head -n1 | sed 's/.*://')
     body=""
     for _ in $(seq 1 50); do

@@ -1,51 +1,39 @@
 #!/bin/sh
 # Install a cutover release: download its tarball and sha256, verify, install the binary.
 #
-#   sh install.sh VERSION            e.g. sh install.sh 0.1.0   (a leading v is accepted)
+#   sh install.sh VERSION                          e.g. sh install.sh 0.1.0 (a leading v is accepted)
+#   curl -fsSL URL/install.sh | sh -s VERSION      the same, the script read from stdin
 #
-# Picks the tarball for this machine (x86_64 or aarch64 Linux), checks it against its
-# .sha256 and refuses on a mismatch, leaving nothing installed; then installs `cutover`
-# into $DESTDIR$PREFIX/bin atomically (a temp file renamed over the old binary).
+# Picks the tarball for this machine by `uname -m` (x86_64/amd64 or aarch64/arm64 Linux;
+# anything else is refused by name), checks it against its .sha256 (which must name that
+# tarball) and refuses on a mismatch, leaving nothing installed; takes only the regular file
+# cutover-VERSION-TRIPLE/cutover from it, runs its --version, then installs it into
+# $DESTDIR$PREFIX/bin atomically (a temp file renamed over the old binary).
 #
 # Environment:
 #   CUTOVER_RELEASE_URL  base URL: $CUTOVER_RELEASE_URL/vVERSION/cutover-VERSION-TRIPLE.tar.gz
 #                        (default: the project's GitHub releases)
 #   PREFIX               default /usr/local (so /usr/local/bin/cutover)
 #   DESTDIR              prepended to PREFIX (staging, tests)
-#   CUTOVER_ARCH         override `uname -m` (x86_64, aarch64/arm64)
 # Needs: sh, curl or wget, tar, gzip, sha256sum (or shasum), mktemp.
 set -eu
 
-default_url=https://github.com/cutover-dev/cutover/releases/download
+# Everything is in functions called on the last line: piped into `sh`, the whole script is
+# read before any of it runs, so a download cut short runs nothing, and nothing it starts can
+# read the rest of the script from stdin.
+
+usage() {
+    echo "usage: sh install.sh VERSION   (or: curl -fsSL URL/install.sh | sh -s VERSION)" >&2
+    echo "  e.g. sh install.sh 0.1.0; CUTOVER_RELEASE_URL, PREFIX and DESTDIR in the environment" >&2
+}
 
 die() { echo "install.sh: $*" >&2; exit 1; }
 
-[ $# -eq 1 ] || { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
-version=${1#v}
-case "$version" in
-    ''|*[!0-9A-Za-z.+-]*) die "not a version: '$1' (expected e.g. 0.1.0)" ;;
-esac
-
-[ "$(uname -s)" = Linux ] || die "cutover releases are Linux binaries; this is $(uname -s)"
-arch=${CUTOVER_ARCH:-$(uname -m)}
-case "$arch" in
-    x86_64|amd64) triple=x86_64-unknown-linux-gnu ;;
-    aarch64|arm64) triple=aarch64-unknown-linux-gnu ;;
-    *) die "no cutover release for $arch (there are x86_64 and aarch64)" ;;
-esac
-
-base=${CUTOVER_RELEASE_URL:-$default_url}
-base=${base%/}
-name="cutover-$version-$triple"
-url="$base/v$version/$name.tar.gz"
-prefix=${PREFIX:-/usr/local}
-bindir="${DESTDIR:-}$prefix/bin"
-
 fetch() { # URL FILE
     if command -v curl >/dev/null 2>&1; then
-        curl -fsSL --retry 3 -o "$2" "$1"
+        curl -fsSL --retry 3 -o "$2" "$1" </dev/null
     elif command -v wget >/dev/null 2>&1; then
-        wget -q -O "$2" "$1"
+        wget -q -O "$2" "$1" </dev/null
     else
         die "need curl or wget to download $1"
     fi
@@ -61,32 +49,85 @@ sha256_of() {
     fi
 }
 
-work=$(mktemp -d)
-trap 'rm -rf "$work"; rm -f "$bindir/.cutover.tmp.$$"' EXIT
-trap 'exit 130' INT TERM
+# The sha256 a `sha256sum` line gives for FILE_NAME: one line, `HASH  NAME` or `HASH *NAME`
+# (surrounding blanks, a CR and upper-case hex tolerated). A line naming another file is
+# refused: that hash says nothing about this tarball.
+expected_sha256() { # SHA256_FILE FILE_NAME URL
+    file=$1 want=$2 from=$3
+    lines=$(tr -d '\r' <"$file" | grep -c '[^[:space:]]' || true)
+    [ "$lines" = 1 ] || die "$from holds $lines lines, expected one: '<sha256>  $want'"
+    # Split on blanks (globbing off: the line is the server's text).
+    set -f
+    # shellcheck disable=SC2046
+    set -- $(tr -d '\r' <"$file" | grep '[^[:space:]]')
+    set +f
+    [ $# -eq 2 ] || die "$from is not '<sha256>  $want'"
+    hash=$(printf '%s' "$1" | tr 'A-F' 'a-f')
+    case "$hash" in
+        *[!0-9a-f]*|'') die "$from does not hold a sha256: '$1'" ;;
+    esac
+    [ ${#hash} -eq 64 ] || die "$from does not hold a sha256: '$1'"
+    [ "${2#\*}" = "$want" ] || die "$from is the sha256 of '${2#\*}', not of $want; nothing was installed"
+    echo "$hash"
+}
 
-echo "install.sh: downloading $url" >&2
-fetch "$url" "$work/$name.tar.gz" || die "could not download $url"
-fetch "$url.sha256" "$work/$name.tar.gz.sha256" || die "could not download $url.sha256"
+main() {
+    [ $# -eq 1 ] || { usage; exit 2; }
+    version=${1#v}
+    case "$version" in
+        ''|*[!0-9A-Za-z.+-]*) die "not a version: '$1' (expected e.g. 0.1.0)" ;;
+    esac
 
-expected=$(cut -d' ' -f1 <"$work/$name.tar.gz.sha256")
-case "$expected" in
-    *[!0-9a-f]*|'') die "$url.sha256 does not hold a sha256" ;;
-esac
-[ ${#expected} -eq 64 ] || die "$url.sha256 does not hold a sha256"
-actual=$(sha256_of "$work/$name.tar.gz")
-if [ "$actual" != "$expected" ]; then
-    die "sha256 mismatch for $name.tar.gz: expected $expected, got $actual; nothing was installed"
-fi
+    [ "$(uname -s)" = Linux ] || die "cutover releases are Linux binaries; this is $(uname -s)"
+    arch=$(uname -m)
+    case "$arch" in
+        x86_64|amd64) triple=x86_64-unknown-linux-gnu ;;
+        aarch64|arm64) triple=aarch64-unknown-linux-gnu ;;
+        armv6l|armv7l|armv8l|armhf|arm)
+            die "no cutover release for $arch (there are x86_64 and aarch64): a 32-bit ARM system; a Raspberry Pi 3/4/5 or an ARM server with a 64-bit OS reports aarch64" ;;
+        *) die "no cutover release for $arch (there are x86_64 and aarch64)" ;;
+    esac
 
-tar -xzf "$work/$name.tar.gz" -C "$work"
-[ -f "$work/$name/cutover" ] || die "$name.tar.gz holds no $name/cutover"
-# Prove it runs on this machine before it replaces anything.
-got=$("$work/$name/cutover" --version) || die "the downloaded cutover does not run on this machine"
-[ "$got" = "cutover $version" ] || die "the downloaded binary says '$got', expected 'cutover $version'"
+    base=${CUTOVER_RELEASE_URL:-https://github.com/cutover-dev/cutover/releases/download}
+    base=${base%/}
+    name="cutover-$version-$triple"
+    url="$base/v$version/$name.tar.gz"
+    prefix=${PREFIX:-/usr/local}
+    bindir="${DESTDIR:-}$prefix/bin"
 
-mkdir -p "$bindir"
-cp "$work/$name/cutover" "$bindir/.cutover.tmp.$$"
-chmod 0755 "$bindir/.cutover.tmp.$$"
-mv -f "$bindir/.cutover.tmp.$$" "$bindir/cutover"
-echo "install.sh: installed $bindir/cutover ($got, $triple, sha256 $actual)" >&2
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"; rm -f "$bindir/.cutover.tmp.$$"' EXIT
+    trap 'exit 130' INT TERM
+
+    echo "install.sh: downloading $url" >&2
+    fetch "$url" "$work/$name.tar.gz" || die "could not download $url"
+    fetch "$url.sha256" "$work/$name.tar.gz.sha256" || die "could not download $url.sha256"
+
+    expected=$(expected_sha256 "$work/$name.tar.gz.sha256" "$name.tar.gz" "$url.sha256") || exit 1
+    actual=$(sha256_of "$work/$name.tar.gz")
+    if [ "$actual" != "$expected" ]; then
+        die "sha256 mismatch for $name.tar.gz: expected $expected, got $actual; nothing was installed"
+    fi
+
+    # Only the binary's member, as a plain file: a symlink or device there would make the
+    # copy below install something else (or read something else), so it is refused.
+    mkdir "$work/x"
+    tar -xzf "$work/$name.tar.gz" -C "$work/x" --no-same-owner "$name/cutover" </dev/null 2>"$work/tar.err" \
+        || die "$name.tar.gz holds no $name/cutover ($(head -n1 "$work/tar.err"))"
+    bin="$work/x/$name/cutover"
+    if [ -L "$bin" ] || [ ! -f "$bin" ]; then
+        die "$name.tar.gz: $name/cutover is not a regular file; nothing was installed"
+    fi
+    # Prove it runs on this machine before it replaces anything.
+    chmod 0755 "$bin"
+    got=$("$bin" --version </dev/null) || die "the downloaded cutover does not run on this machine"
+    [ "$got" = "cutover $version" ] || die "the downloaded binary says '$got', expected 'cutover $version'"
+
+    mkdir -p "$bindir"
+    cp "$bin" "$bindir/.cutover.tmp.$$"
+    chmod 0755 "$bindir/.cutover.tmp.$$"
+    mv -f "$bindir/.cutover.tmp.$$" "$bindir/cutover"
+    echo "install.sh: installed $bindir/cutover ($got, $triple, sha256 $actual)" >&2
+}
+
+main "$@"

@@ -4,8 +4,8 @@
 #   scripts/release.sh [--profile release|dev] [--target TRIPLE] [--version V] [--out DIR]
 #
 # Writes DIR/cutover-V-TRIPLE.tar.gz (one directory cutover-V-TRIPLE/ holding `cutover`,
-# README.md and the licence line) and DIR/cutover-V-TRIPLE.tar.gz.sha256 (`sha256sum` format,
-# so `sha256sum -c` checks it) and DIR/install.sh (scripts/install.sh). Prints the tarball's path on stdout, progress on stderr.
+# README.md and BUILD-INFO: version, target, profile and the exact toolchain, also logged)
+# and DIR/cutover-V-TRIPLE.tar.gz.sha256 (`sha256sum` format, so `sha256sum -c` checks it) and DIR/install.sh (scripts/install.sh). Prints the tarball's path on stdout, progress on stderr.
 #
 #   --profile release   (default) what a release ships: LTO, stripped
 #   --profile dev       a static binary from the tests' own dev build: for this machine's
@@ -20,9 +20,10 @@
 #
 # Static glibc (`-C target-feature=+crt-static` on the gnu target) needs no libc at run time:
 # the binary is checked to have no program interpreter and no shared libraries, and to be
-# an ELF of the target's architecture. Honours CARGO_TARGET_DIR (the cross build's own
-# target directory is its cross-debian/ subdirectory) and CARGO_HOME (crates come from the
-# registry as usual, through the host's CARGO_HOME bound into the chroot).
+# an ELF of the target's architecture. Honours CARGO_TARGET_DIR (not for the cross build,
+# whose target directory is cached beside its root: scripts/cross-cargo.sh) and CARGO_HOME
+# (crates come from the registry as usual, through the host's CARGO_HOME bound into the
+# chroot).
 set -euo pipefail
 
 repo_root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +32,7 @@ target=x86_64-unknown-linux-gnu
 version=""
 out=""
 
-usage() { sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,26p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --profile) profile=${2:?--profile needs release or dev}; shift 2 ;;
@@ -58,24 +59,30 @@ log() { echo "release: $*" >&2; }
 
 # --- the static binary ----------------------------------------------------------------------
 start=$(date +%s)
-build_log=$(mktemp)
-trap 'rm -f "$build_log"' EXIT
+scratch=$(mktemp -d)
+build_log="$scratch/build.log"
+trap 'rm -rf "$scratch"' EXIT
 machine=$(uname -m)
 host_triple="$machine-unknown-linux-gnu"
 
-# Cross: cargo in Debian's cross toolchain root (scripts/cross-cargo.sh).
+# Cross: cargo in Debian's cross toolchain root (scripts/cross-cargo.sh), the binary copied
+# out under the shared target directory's lock.
 cross_build() { # CARGO_PROFILE EXTRA_RUSTFLAGS
+    bin="$scratch/cutover"
     env -u CARGO_ENCODED_RUSTFLAGS RUSTFLAGS="-C target-feature=+crt-static${2:+ $2}" \
-        bash "$repo_root/scripts/cross-cargo.sh" build --locked -p cutover --bin cutover \
-        --profile "$1" --target "$target"
-    bin="$(bash "$repo_root/scripts/cross-cargo.sh" --target-dir)/$target/$([[ $1 == dev ]] && echo debug || echo "$1")/cutover"
+        bash "$repo_root/scripts/cross-cargo.sh" \
+        --copy "$target/$([[ $1 == dev ]] && echo debug || echo "$1")/cutover" "$bin" \
+        build --locked -p cutover --bin cutover --profile "$1" --target "$target"
 }
 
+# What built it, for BUILD-INFO and the log: the cross root's exact package versions, or this
+# machine's rustc.
 if [[ "$target" != "$host_triple" ]]; then
     [[ "$machine" == x86_64 && "$target" == aarch64-unknown-linux-gnu ]] \
         || { echo "release.sh: no cross toolchain for $target on $machine" >&2; exit 2; }
-    # The toolchain root first, its progress shown (minutes when it is not cached yet).
-    bash "$repo_root/scripts/cross-root.sh" >/dev/null
+    # The toolchain root first, its progress and versions shown (minutes when not cached).
+    cross_root=$(bash "$repo_root/scripts/cross-root.sh")
+    toolchain=$(cat "$(dirname "$cross_root")/versions")
     log "building cutover $version ($profile profile, static, --target $target in Debian's cross toolchain)"
     if [[ "$profile" == release ]]; then
         cross_build release "" 2>"$build_log" || { cat "$build_log" >&2; exit 1; }
@@ -83,6 +90,7 @@ if [[ "$target" != "$host_triple" ]]; then
         cross_build dev "-C strip=symbols" 2>"$build_log" || { cat "$build_log" >&2; exit 1; }
     fi
 elif [[ "$profile" == release ]]; then
+    toolchain="rustc -V: $(cd "$repo_root" && rustc -V)"
     # RUSTFLAGS with an explicit --target only reach target artifacts (not build scripts or
     # proc macros) and land in target/<triple>/, so the host's dev builds keep their cache.
     # (CARGO_ENCODED_RUSTFLAGS, even empty, would override RUSTFLAGS: drop it.)
@@ -97,6 +105,7 @@ else
     # The tests' build: only the final link is static (`cargo rustc` passes the flags to the
     # binary's crate alone), so every dependency is the test build's own, already compiled;
     # the cost is one more link. Debug info stripped: a 20 MB binary instead of ~100 MB.
+    toolchain="rustc -V: $(cd "$repo_root" && rustc -V)"
     log "building cutover $version (dev profile, static link of the test build's crates)"
     if ! (cd "$repo_root" && cargo rustc --locked -p cutover --bin cutover --profile dev \
             -- -C target-feature=+crt-static -C strip=symbols 2>"$build_log"); then
@@ -121,10 +130,12 @@ esac
 # --- tarball and checksum -------------------------------------------------------------------
 name="cutover-$version-$target"
 stage=$(mktemp -d)
-trap 'rm -f "$build_log"; rm -rf "$stage"' EXIT
+trap 'rm -rf "$scratch" "$stage"' EXIT
 mkdir "$stage/$name"
 install -m 0755 "$bin" "$stage/$name/cutover"
 install -m 0644 "$repo_root/README.md" "$stage/$name/README.md"
+printf 'cutover %s\ntarget %s\nprofile %s\n%s\n' "$version" "$target" "$profile" "$toolchain" >"$stage/$name/BUILD-INFO"
+log "toolchain: $(grep '^rustc -V: ' <<<"$toolchain" | cut -d' ' -f3-)"
 mkdir -p "$out"
 tarball="$out/$name.tar.gz"
 # Reproducible: fixed owner, mtime and order.

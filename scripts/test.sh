@@ -7,7 +7,7 @@
 #   1. apt packages the tests use (nginx, age, file, curl, docker-compose v1, cloud-init,
 #      openssh-server for the `--host` tests, certbot and pebble, the ACME test CA with
 #      its mock DNS, for the HTTPS tests, jq + shellcheck for the CI workflow tests,
-#      busybox-static and python3 for the release tests, qemu-user-static for the aarch64
+#      busybox-static and python3 for the release tests, qemu-user for the aarch64
 #      binary, qemu-system-x86 and debootstrap for the VM suite and the cross root, sudo
 #      for visudo, which checks the sudoers drop-in bootstrap writes, python3-jsonschema,
 #      which validates the --json documents against docs/json/, iproute2 and util-linux
@@ -118,20 +118,24 @@ declare -A pkg_for=(
     [python3]=python3
     [pip3]=python3-pip
     [qemu-system-x86_64]=qemu-system-x86
-    [qemu-aarch64-static]=qemu-user-static
     [debootstrap]=debootstrap
     [visudo]=sudo
 )
 missing=()
 for cmd in nginx age file curl docker-compose cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare nsenter ip jq shellcheck busybox python3 pip3 \
-    qemu-system-x86_64 qemu-aarch64-static debootstrap visudo; do
+    qemu-system-x86_64 debootstrap visudo; do
     have "$cmd" || missing+=("${pkg_for[$cmd]}")
 done
 have docker || missing+=(docker.io)
+# qemu-user's aarch64 emulator for the aarch64 binary: Debian's qemu-user, installed without its
+# recommended qemu-user-binfmt, registers nothing host-wide (qemu-user-static would, for every
+# foreign ELF, on a systemd machine); the tests call it by name or register it in a private
+# binfmt_misc. A machine that already has qemu-user-static keeps using it.
+have qemu-aarch64 || have qemu-aarch64-static || missing+=(qemu-user)
 # The validator of the --json schemas in docs/json/ (tests/integration/json_contract.rs).
 python3 -c 'import jsonschema' >/dev/null 2>&1 || missing+=(python3-jsonschema)
 if [[ ${#missing[@]} -eq 0 ]]; then
-    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare nsenter ip jq shellcheck busybox python3 pip3 qemu-system-x86_64 qemu-aarch64-static debootstrap visudo docker"
+    echo "all present: nginx age file curl docker-compose(v1) cloud-init ssh-keygen ssh sshd certbot pebble openssl docker-registry htpasswd unshare nsenter ip jq shellcheck busybox python3 pip3 qemu-system-x86_64 debootstrap visudo docker qemu-aarch64"
 elif [[ "${CUTOVER_TEST_SKIP_APT:-}" == 1 ]]; then
     echo "missing (not installing, CUTOVER_TEST_SKIP_APT=1): ${missing[*]}"
 else
@@ -275,8 +279,9 @@ export CUTOVER_TEST_RELEASE_DIR="${CARGO_TARGET_DIR:-$repo_root/target}/dist-tes
 bash scripts/release.sh --profile dev --out "$CUTOVER_TEST_RELEASE_DIR" >/dev/null
 
 # ---- 3d. the aarch64 release artifact (Debian's cross toolchain) -------------------------
-# Built in the cross root (a cold build of every crate, ~3-4 min on 2 cores; cached in
-# target/cross-debian), run under qemu-user by tests/integration/release_aarch64.rs.
+# Built in the cross root (a cold build of every crate, ~3-4 min on a quiet 2-core machine;
+# the target directory is cached beside the root, so a clean clone rebuilds only cutover and
+# the demo app), run under qemu-user by tests/integration/release_aarch64.rs.
 section "aarch64: release artifact and demo image (Debian's cross toolchain, qemu-user)"
 if [[ -n "$cross_root_pid" ]]; then
     if ! wait "$cross_root_pid"; then

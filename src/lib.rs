@@ -44,10 +44,10 @@ use report::Verbosity;
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // `--json` promises one document on stdout, failures included (the relay of `--host`
     // only passes on the worker's).
-    let json = !cli.on_box && cmd::failure::wants_json(&cli.command);
+    let json = cmd::failure::wants_json(&cli.command).filter(|_| !cli.on_box);
     let result = run_cli(cli);
-    if let (true, Err(err)) = (json, &result) {
-        cmd::failure::print_unless_printed(err);
+    if let (Some(doc), Err(err)) = (json, &result) {
+        cmd::failure::print_unless_printed(doc, err);
     }
     result
 }

@@ -97,7 +97,9 @@ impl Distro {
     /// identity.
     pub fn default_user(self) -> &'static str {
         match self {
-            Distro::Amzn | Distro::Fedora => "ec2-user",
+            Distro::Amzn => "ec2-user",
+            // Fedora Cloud's images (on EC2 too) log in as `fedora`, not `ec2-user`.
+            Distro::Fedora => "fedora",
             Distro::Debian => "admin",
             Distro::Ubuntu => "ubuntu",
         }
@@ -129,5 +131,12 @@ mod tests {
         // cli.rs: "--os … [default: ubuntu]".
         assert_eq!(Distro::default().id(), "ubuntu");
         assert_eq!(Distro::default().default_user(), "ubuntu");
+    }
+
+    #[test]
+    fn each_cloud_image_logs_in_as_its_own_user() {
+        assert_eq!(Distro::Debian.default_user(), "admin");
+        assert_eq!(Distro::Amzn.default_user(), "ec2-user");
+        assert_eq!(Distro::Fedora.default_user(), "fedora");
     }
 }

@@ -125,7 +125,10 @@ fn run_steps(
     if args.json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::Bootstrap,
+                &report
+            ))?
         )?;
     } else if !ctx.quiet() || report.failed().is_some() {
         let listed = recipient_listed(loaded, report.recipient.as_deref());

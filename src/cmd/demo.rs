@@ -279,7 +279,10 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::Demo,
+                &report
+            ))?
         )?;
     } else if !ctx.quiet() {
         print_report(&report, args.keep, &dir)?;

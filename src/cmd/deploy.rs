@@ -26,6 +26,9 @@ pub fn run_deploy(
     rollback: Option<bool>,
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
+    // First: a SIGINT/SIGTERM while the config loads or the secrets decrypt must become a
+    // recorded interrupt (exit 130), not a kill by the default action.
+    let interrupted = interrupt_flag()?;
     let release = rollback.unwrap_or(true);
     let rollback = rollback.is_some();
     let loaded = super::load_config(ctx)?;
@@ -73,7 +76,7 @@ pub fn run_deploy(
         secret_files,
         identity: ctx.identity.clone(),
         rollback_values: Default::default(),
-        interrupted: interrupt_flag()?,
+        interrupted,
     };
     let request = Request {
         image,
@@ -113,18 +116,16 @@ pub fn run_deploy(
         eprintln!("{}", maintenance_line(m));
     }
     match deployer.run(&request, &mut printer) {
-        Ok(mut summary) => {
+        Ok(summary) => {
             printer.clear_spinner();
-            if common.json {
-                // Decrypting happens here, before the engine: its time is a step of the
-                // document all the same (the text prints it as the first step line).
-                let decrypt = crate::state::StepTiming {
-                    step: crate::state::Step::Decrypt,
-                    ms: u64::try_from(secrets_took.as_millis()).unwrap_or(u64::MAX),
-                };
-                summary.steps.insert(0, decrypt);
-            }
-            print_summary(ctx, &common, rollback, &summary, maintenance.as_ref())?;
+            print_summary(
+                ctx,
+                &common,
+                rollback,
+                summary,
+                secrets_took,
+                maintenance.as_ref(),
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -139,7 +140,8 @@ fn print_summary(
     ctx: &Context,
     common: &DeployCommon,
     rollback: bool,
-    summary: &crate::engine::compose::Summary,
+    summary: crate::engine::compose::Summary,
+    decrypted: Duration,
     maintenance: Option<&crate::maintenance::Maintenance>,
 ) -> anyhow::Result<()> {
     let plan_head = format!(
@@ -166,7 +168,15 @@ fn print_summary(
             .unwrap_or_default()
     );
     let extra: Vec<String> = maintenance.map(maintenance_line).into_iter().collect();
-    progress::print_summary(ctx, common.json, summary, &plan_head, &done_head, &extra)
+    progress::print_summary(
+        ctx,
+        common.json,
+        summary,
+        decrypted,
+        &plan_head,
+        &done_head,
+        &extra,
+    )
 }
 
 /// What a deploy says while maintenance mode is on.
@@ -189,7 +199,10 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::Status,
+                &report
+            ))?
         )?;
         return Ok(code);
     }
@@ -203,10 +216,11 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     )?;
     outln!(
         "  nginx serves {}, its include names {}",
-        report
-            .nginx_serves
-            .map_or("? (no answer from its probe)".to_string(), |c| c
-                .to_string()),
+        match (report.nginx_serves, &report.nginx_serves_reason) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(why)) => format!("? ({why})"),
+            (None, None) => "?".to_string(),
+        },
         report
             .nginx_points_at
             .map_or("neither color".to_string(), |c| c.to_string())
@@ -275,7 +289,19 @@ pub fn run_history(ctx: &Context, args: HistoryArgs) -> anyhow::Result<ExitCode>
         None => StateDir::new(loaded.state_dir()).history()?,
     };
     if args.json {
-        outln!("{}", serde_json::to_string_pretty(&entries)?)?;
+        // An object, not a bare array: it carries its version like every document.
+        #[derive(serde::Serialize)]
+        struct History<'a> {
+            entries: &'a [crate::state::HistoryEntry],
+        }
+        let doc = History { entries: &entries };
+        outln!(
+            "{}",
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::History,
+                &doc
+            ))?
+        )?;
         return Ok(ExitCode::SUCCESS);
     }
     if entries.is_empty() {
@@ -328,7 +354,10 @@ pub fn run_prune(ctx: &Context, args: PruneArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         outln!(
             "{}",
-            serde_json::to_string(&super::failure::versioned(&report))?
+            serde_json::to_string(&super::failure::versioned(
+                super::failure::Document::Prune,
+                &report
+            ))?
         )?;
     } else {
         let verb = if args.dry_run {

@@ -1,6 +1,7 @@
 //! The `--json` contract's failure half: a command that promised one JSON document on
 //! stdout and fails before printing it prints this one instead,
-//! `{"schema":1,"result":"failed","error":{"kind":…,"message":…}}`, so a script (the CI
+//! `{"schema":N,"result":"failed","error":{"kind":…,"message":…}}` (N: the command's
+//! document's version, [`Document::version`]), so a script (the CI
 //! job summary) reads why instead of finding nothing. `kind` is what a script branches on;
 //! `message` is the error chain a person reads (it never holds a secret value: no error
 //! does). docs/json/failure.schema.json describes it; the tests validate real failures.
@@ -9,28 +10,55 @@ use serde::Serialize;
 
 use crate::cli::{Command, MaintenanceCommand, SecretsCommand, TlsCommand};
 
-/// The version of every `--json` document's shape; a change that breaks a reader bumps it.
-pub const SCHEMA: u32 = 1;
+/// The `--json` documents, each with its own shape and version (`schema`): a change that
+/// breaks a reader of one bumps that one's version only, and its failure document carries the
+/// same version, so a script checks one number per command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Document {
+    /// `deploy` and `rollback` (docs/json/deploy.schema.json).
+    Deploy,
+    Status,
+    History,
+    Prune,
+    Bootstrap,
+    Demo,
+    Tls,
+    Maintenance,
+    SecretsShow,
+}
 
-/// Whether `command` was asked for `--json`.
-pub fn wants_json(command: &Command) -> bool {
-    match command {
-        Command::Deploy(a) => a.common.json,
-        Command::Rollback(a) => a.common.json,
-        Command::Status(a) => a.json,
-        Command::History(a) => a.json,
-        Command::Prune(a) => a.json,
-        Command::Bootstrap(a) => a.json,
-        Command::Demo(a) => a.json,
-        Command::Tls(TlsCommand::Issue(a)) => a.json,
-        Command::Maintenance(MaintenanceCommand::On(a)) => a.common.json,
-        Command::Maintenance(MaintenanceCommand::Off(a)) => a.common.json,
-        Command::Secrets(SecretsCommand::Show { json, .. }) => *json,
-        _ => false,
+impl Document {
+    /// This document's `schema`. Deploy 2: `plan` holds objects (`step`, `detail`), not lines;
+    /// `result` and `time` on success, `reason` on failure, as in history. History 2: an
+    /// object (`schema`, `entries`), not a bare array, with `switch_ms` in its entries.
+    pub fn version(self) -> u32 {
+        match self {
+            Document::Deploy | Document::History => 2,
+            _ => 1,
+        }
     }
 }
 
-/// A command's own document with the [`SCHEMA`] version beside its fields.
+/// Which document `command` was asked for with `--json`, if it was.
+pub fn wants_json(command: &Command) -> Option<Document> {
+    let (json, doc) = match command {
+        Command::Deploy(a) => (a.common.json, Document::Deploy),
+        Command::Rollback(a) => (a.common.json, Document::Deploy),
+        Command::Status(a) => (a.json, Document::Status),
+        Command::History(a) => (a.json, Document::History),
+        Command::Prune(a) => (a.json, Document::Prune),
+        Command::Bootstrap(a) => (a.json, Document::Bootstrap),
+        Command::Demo(a) => (a.json, Document::Demo),
+        Command::Tls(TlsCommand::Issue(a)) => (a.json, Document::Tls),
+        Command::Maintenance(MaintenanceCommand::On(a)) => (a.common.json, Document::Maintenance),
+        Command::Maintenance(MaintenanceCommand::Off(a)) => (a.common.json, Document::Maintenance),
+        Command::Secrets(SecretsCommand::Show { json, .. }) => (*json, Document::SecretsShow),
+        _ => return None,
+    };
+    json.then_some(doc)
+}
+
+/// A command's own document with its version (`schema`) beside its fields.
 #[derive(Serialize)]
 pub struct Versioned<'a, T: Serialize> {
     schema: u32,
@@ -39,9 +67,9 @@ pub struct Versioned<'a, T: Serialize> {
 }
 
 /// `document` (a struct: its fields) with `"schema"` added.
-pub fn versioned<T: Serialize>(document: &T) -> Versioned<'_, T> {
+pub fn versioned<T: Serialize>(kind: Document, document: &T) -> Versioned<'_, T> {
     Versioned {
-        schema: SCHEMA,
+        schema: kind.version(),
         document,
     }
 }
@@ -103,21 +131,21 @@ pub fn kind(err: &anyhow::Error) -> Kind {
     Kind::Other
 }
 
-/// The failure document for `err`.
-pub fn document(err: &anyhow::Error) -> serde_json::Value {
+/// The failure document for `err`, in `doc`'s version.
+pub fn document(doc: Document, err: &anyhow::Error) -> serde_json::Value {
     serde_json::json!({
-        "schema": SCHEMA,
+        "schema": doc.version(),
         "result": "failed",
         "error": { "kind": kind(err), "message": format!("{err:#}") },
     })
 }
 
 /// Prints the failure document, unless the command already printed its own.
-pub fn print_unless_printed(err: &anyhow::Error) {
+pub fn print_unless_printed(doc: Document, err: &anyhow::Error) {
     if crate::report::stdout_written() {
         return;
     }
-    let _ = outln!("{}", document(err));
+    let _ = outln!("{}", document(doc, err));
 }
 
 #[cfg(test)]
@@ -138,8 +166,9 @@ mod tests {
             anyhow::Error::new(crate::secrets::SecretsError::NoIdentity { default: None });
         assert_eq!(kind(&missing), Kind::Identity);
         assert_eq!(kind(&anyhow::anyhow!("something else")), Kind::Other);
-        let doc = document(&lock);
-        assert_eq!(doc["schema"], SCHEMA);
+        let doc = document(Document::Deploy, &lock);
+        assert_eq!(doc["schema"], 2);
+        assert_eq!(document(Document::Status, &lock)["schema"], 1);
         assert_eq!(doc["error"]["kind"], "lock");
         assert!(doc["error"]["message"]
             .as_str()

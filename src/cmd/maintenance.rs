@@ -55,7 +55,10 @@ fn print(ctx: &Context, common: &MaintenanceCommon, change: &Change) -> anyhow::
     if common.json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&super::failure::versioned(change))?
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::Maintenance,
+                change
+            ))?
         )?;
         return Ok(());
     }

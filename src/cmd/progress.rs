@@ -111,23 +111,53 @@ pub fn lock_wait(common: &DeployCommon) -> anyhow::Result<Duration> {
 
 /// What a finished deploy of either engine prints on stdout: its JSON; or, for a dry run,
 /// `plan_head` and the plan; or the notes (stderr), `done_head`, the steps line and `extra`.
+/// Decrypting (`decrypted`: its time) happens here in `cmd/`, before the engine: in the
+/// document it is a step like the others, the first of `steps` (and of `plan_steps`, which
+/// name the steps a deploy's document will list), as the text prints it as the first line.
 pub fn print_summary<D: serde::Serialize>(
     ctx: &crate::context::Context,
     json: bool,
-    summary: &crate::engine::Summary<D>,
+    mut summary: crate::engine::Summary<D>,
+    decrypted: Duration,
     plan_head: &str,
     done_head: &str,
     extra: &[String],
 ) -> anyhow::Result<()> {
     if json {
+        summary.steps.insert(
+            0,
+            StepTiming {
+                step: Step::Decrypt,
+                ms: u64::try_from(decrypted.as_millis()).unwrap_or(u64::MAX),
+            },
+        );
+        if !summary.plan_steps.is_empty() {
+            summary.plan_steps.insert(0, Step::Decrypt);
+        }
+        /// The fields a history entry has too: the run's verdict and when it ended.
+        #[derive(serde::Serialize)]
+        struct Finished<'a, D: serde::Serialize> {
+            result: RunResult,
+            time: String,
+            #[serde(flatten)]
+            summary: &'a crate::engine::Summary<D>,
+        }
+        let doc = Finished {
+            result: RunResult::Ok,
+            time: crate::state::now_rfc3339(),
+            summary: &summary,
+        };
         outln!(
             "{}",
-            serde_json::to_string_pretty(&super::failure::versioned(summary))?
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::Deploy,
+                &doc
+            ))?
         )?;
     } else if summary.dry_run {
         outln!("{plan_head}")?;
-        for line in &summary.plan {
-            outln!("  {line}")?;
+        for item in &summary.plan {
+            outln!("  {}", item.detail)?;
         }
     } else if !ctx.quiet() {
         for note in &summary.notes {
@@ -179,9 +209,12 @@ pub fn failed(err: anyhow::Error, json: bool, engine: EngineKind) -> anyhow::Res
         outln!(
             "{}",
             serde_json::json!({
-                "schema": super::failure::SCHEMA,
+                "schema": super::failure::Document::Deploy.version(),
                 "engine": engine,
                 "result": result,
+                // The line history records for this run, under the same name.
+                "reason": crate::state::one_line_reason(&format!("{err:#}")),
+                "time": crate::state::now_rfc3339(),
                 "error": error,
             })
         )?;

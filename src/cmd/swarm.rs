@@ -23,6 +23,8 @@ pub fn run_deploy(
     action: Action,
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
+    // First: a signal while the config loads or the secrets decrypt is a recorded interrupt.
+    let interrupted = interrupt_flag()?;
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
     if common.force {
         anyhow::bail!("--force applies to the compose engine's memory budget; swarm schedules tasks by their memory limits itself");
@@ -37,7 +39,7 @@ pub fn run_deploy(
         renderer: Renderer::new(&ctx.dir)?,
         secrets: env.values,
         secret_keys: env.keys,
-        interrupted: interrupt_flag()?,
+        interrupted,
     };
     let quiet = ctx.quiet() || common.json;
     let mut printer = StepPrinter::new(quiet);
@@ -85,7 +87,15 @@ pub fn run_deploy(
                     .map(|ms| format!(" (rollout {})", duration(Duration::from_millis(ms))))
                     .unwrap_or_default()
             );
-            progress::print_summary(ctx, common.json, &summary, &plan_head, &done_head, &[])?;
+            progress::print_summary(
+                ctx,
+                common.json,
+                summary,
+                secrets_took,
+                &plan_head,
+                &done_head,
+                &[],
+            )?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -101,7 +111,10 @@ pub fn run_status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::Status,
+                &report
+            ))?
         )?;
         return Ok(ExitCode::SUCCESS);
     }

@@ -51,7 +51,10 @@ fn issue(ctx: &Context, args: TlsIssueArgs) -> anyhow::Result<ExitCode> {
     if args.json {
         outln!(
             "{}",
-            serde_json::to_string_pretty(&super::failure::versioned(&report))?
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::Tls,
+                &report
+            ))?
         )?;
     } else if !ctx.quiet() || report.failed().is_some() {
         let text = super::bootstrap::human(&report, started.elapsed());

@@ -266,6 +266,22 @@ mod tests {
         assert!(with_app_secret("app:\n  name: web\n", "b").is_none());
     }
 
+    /// YAML 1.1 words a user writes unquoted, as the scaffold's comments show them.
+    #[test]
+    fn unquoted_off_and_no_mean_what_they_say() {
+        for word in ["off", "no", "'off'", "false"] {
+            let c = parse(&format!("{MINIMAL}host:\n  swap: {word}\n")).unwrap();
+            assert_eq!(c.host.swap, Swap::Off, "swap: {word}");
+        }
+        let c = parse(&MINIMAL.replace("memory: 128M\n", "memory: 128M\n  restart: no\n")).unwrap();
+        assert_eq!(c.app.restart, Restart::No);
+        let err = parse(&format!("{MINIMAL}host:\n  swap: on\n")).unwrap_err();
+        assert!(
+            err.contains("host.swap") && err.contains("`auto` or `off`"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn minimal_config_gets_defaults() {
         let c = parse(MINIMAL).unwrap();

@@ -41,7 +41,8 @@ impl Swap {
     pub fn parse(text: &str) -> Result<Swap, String> {
         match text.trim() {
             "auto" => Ok(Swap::Auto),
-            "off" | "none" | "0" => Ok(Swap::Off),
+            // `false`: an unquoted `off` or `no`, which YAML reads as a boolean.
+            "off" | "none" | "0" | "false" => Ok(Swap::Off),
             other => Size::parse(other)
                 .map(Swap::Size)
                 .map_err(|e| format!("{e}, or `auto` or `off`")),
@@ -86,7 +87,8 @@ impl Restart {
         let expected = "expected no, always, unless-stopped or on-failure[:N]";
         match text.trim().split_once(':') {
             None => match text.trim() {
-                "no" => Ok(Restart::No),
+                // `false`: an unquoted `no`, which YAML reads as a boolean.
+                "no" | "false" => Ok(Restart::No),
                 "always" => Ok(Restart::Always),
                 "unless-stopped" => Ok(Restart::UnlessStopped),
                 "on-failure" => Ok(Restart::OnFailure { max_attempts: None }),
@@ -449,6 +451,11 @@ where
         }
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<T, E> {
             (self.parse)(&v.to_string()).map_err(E::custom)
+        }
+        // YAML 1.1 reads an unquoted `off`/`no` as false: the parser sees `false` and decides
+        // (`host.swap: off`, `restart: no`), or refuses it with its own message.
+        fn visit_bool<E: de::Error>(self, v: bool) -> Result<T, E> {
+            (self.parse)(if v { "true" } else { "false" }).map_err(E::custom)
         }
     }
     d.deserialize_any(V { expecting, parse })

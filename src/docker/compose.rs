@@ -421,7 +421,7 @@ impl Project {
             .run_unchecked()
         {
             // v1 prints "Attaching to …" even when there is no container to read.
-            Ok(out) => format!("{}{}", out.stdout, out.stderr)
+            Ok(out) => super::printable_log(&format!("{}{}", out.stdout, out.stderr))
                 .lines()
                 .filter(|l| !l.starts_with("Attaching to"))
                 .collect::<Vec<_>>()

@@ -105,10 +105,14 @@ pub fn start(ids: &[String], what: &str) -> Result<(), ProcessError> {
     start_cmd(ids, what).run().map(|_| ())
 }
 
-/// The last `lines` lines a container printed, stdout and stderr together.
+/// The last `lines` lines a container printed, stdout and stderr together, printable
+/// ([`super::printable_log`]).
 pub fn tail_logs(id: &str, lines: usize, what: &str) -> Result<String, ProcessError> {
     let out = logs_cmd(id, lines, what).run()?;
-    Ok(format!("{}{}", out.stdout, out.stderr))
+    Ok(super::printable_log(&format!(
+        "{}{}",
+        out.stdout, out.stderr
+    )))
 }
 
 #[cfg(test)]

@@ -14,6 +14,16 @@ pub mod swarm;
 
 pub use inspect::DockerError;
 
+/// An app's log lines as cutover may print them inside its own messages: terminal escapes
+/// (compose v2 clears lines with `ESC[2K` even with `--no-color`; an app can write any) and
+/// other control characters removed, newlines and tabs kept.
+pub fn printable_log(raw: &str) -> String {
+    console::strip_ansi_codes(raw)
+        .chars()
+        .filter(|c| !c.is_control() || *c == '\n' || *c == '\t')
+        .collect()
+}
+
 /// The Docker engine's version, asked of the server: an error when the engine cannot be
 /// reached (the CLI alone answers `docker --version`).
 pub fn server_version() -> Result<String, crate::process::ProcessError> {
@@ -22,4 +32,19 @@ pub fn server_version() -> Result<String, crate::process::ProcessError> {
         .timeout(std::time::Duration::from_secs(20))
         .run()
         .map(|out| out.stdout.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log_lines_lose_terminal_escapes_and_control_characters() {
+        let raw = "\x1b[2Kweb-green-1  | listening\r\n\x1b[31merror\x1b[0m: \x07boom\tend\n";
+        assert_eq!(
+            super::printable_log(raw),
+            "web-green-1  | listening\nerror: boom\tend\n"
+        );
+        // A sequence the parser does not know loses its ESC and BEL: inert text remains.
+        let osc = super::printable_log("a\x1b]0;title\x07b");
+        assert!(!osc.chars().any(char::is_control), "{osc:?}");
+    }
 }

@@ -39,14 +39,32 @@ pub struct Summary<D> {
     pub steps: Vec<StepTiming>,
     pub total_ms: u64,
     pub notes: Vec<String>,
-    /// For --dry-run: the commands that would run.
-    pub plan: Vec<String>,
+    /// For --dry-run: what would run, in order.
+    pub plan: Vec<PlanItem>,
     /// For --dry-run: the steps the deploy will record when it succeeds, in order (the
     /// same list it runs; the compose engine).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub plan_steps: Vec<Step>,
     #[serde(flatten)]
     pub detail: D,
+}
+
+/// One operation of a `--dry-run` plan: the step it is recorded as (None: an operation that
+/// is no step of its own, such as writing the compose file, a hook or the record) and what
+/// it does, for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PlanItem {
+    pub step: Option<Step>,
+    pub detail: String,
+}
+
+impl PlanItem {
+    pub fn new(step: impl Into<Option<Step>>, detail: String) -> PlanItem {
+        PlanItem {
+            step: step.into(),
+            detail,
+        }
+    }
 }
 
 /// How this box's nginx site lets an include route (`render::Route`): read from the site

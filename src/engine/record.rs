@@ -32,41 +32,61 @@ pub fn lock_or_record_refusal(
     action: String,
     refused: Refused<'_, '_>,
 ) -> anyhow::Result<DeployLock> {
-    match lock(state_dir, wait, action) {
-        Ok(lock) => Ok(lock),
-        Err(held @ crate::state::LockError::Held { .. }) => {
+    let holder = Holder {
+        pid: std::process::id(),
+        user: crate::state::current_user(),
+        started: crate::state::now_rfc3339(),
+        action,
+    };
+    let (err, result) = match state_dir.lock_unless(wait, &holder, refused.interrupted) {
+        Ok(lock) => return Ok(lock),
+        Err(held @ LockError::Held { .. }) => {
             let err = anyhow::Error::from(held);
-            let attempt = Attempt {
-                engine: refused.engine,
-                action: refused.request.action,
-                image: refused
-                    .request
-                    .image
-                    .clone()
-                    .unwrap_or_else(|| "(the running image)".into()),
-                from_image: None,
-                from: None,
-                to: None,
-                result: crate::state::RunResult::Failed,
-                reason: Some(format!("refused: {err}")),
-                steps: refused.clock.steps(),
-                total_ms: refused.clock.total_ms(),
-                workers: Vec::new(),
-            };
-            Err(match append(state_dir, attempt) {
-                Ok(()) => err,
-                Err(problem) => unrecorded(err, problem),
-            })
+            let reason = format!("refused: {err}");
+            (err, (RunResult::Failed, reason))
         }
-        Err(other) => Err(other.into()),
-    }
+        // A signal while waiting: an interrupted deploy (exit 130) that changed nothing.
+        Err(LockError::Interrupted { path }) => {
+            let err = anyhow::Error::from(super::failure::Failed {
+                message: LockError::Interrupted { path }.to_string(),
+                abort: super::failure::Abort::Interrupted,
+            });
+            let reason = format!("{err}");
+            (err, (RunResult::Interrupted, reason))
+        }
+        Err(other) => return Err(other.into()),
+    };
+    let attempt = Attempt {
+        engine: refused.engine,
+        action: refused.request.action,
+        image: refused
+            .request
+            .image
+            .clone()
+            .unwrap_or_else(|| "(the running image)".into()),
+        from_image: None,
+        from: None,
+        to: None,
+        result: result.0,
+        reason: Some(result.1),
+        steps: refused.clock.steps(),
+        total_ms: refused.clock.total_ms(),
+        switch_ms: None,
+        workers: Vec::new(),
+    };
+    Err(match append(state_dir, attempt) {
+        Ok(()) => err,
+        Err(problem) => unrecorded(err, problem),
+    })
 }
 
-/// Who was refused by the lock, for its history line.
+/// Who was refused by the lock (or interrupted while waiting for it), for its history line.
 pub struct Refused<'a, 'r> {
     pub engine: EngineKind,
     pub request: &'a super::Request,
     pub clock: &'a super::StepClock<'r>,
+    /// The deploy's interrupt flag: set while waiting, the wait ends as an interrupt.
+    pub interrupted: &'a std::sync::atomic::AtomicBool,
 }
 
 /// What a run contributes to its history line.
@@ -81,6 +101,8 @@ pub struct Attempt {
     pub reason: Option<String>,
     pub steps: Vec<StepTiming>,
     pub total_ms: u64,
+    /// The compose engine's switch time, when the deploy succeeded.
+    pub switch_ms: Option<u64>,
     pub workers: Vec<crate::state::WorkerOutcome>,
 }
 
@@ -100,6 +122,7 @@ pub fn append(state_dir: &StateDir, a: Attempt) -> anyhow::Result<()> {
             reason: a.reason,
             steps: a.steps,
             total_ms: a.total_ms,
+            switch_ms: a.switch_ms,
             workers: a.workers,
         })
         .map(|_set_aside| ()) // a torn tail set aside is reported by `status`

@@ -143,7 +143,9 @@ pub fn run_if_remote(cli: &Cli, ctx: &Context) -> anyhow::Result<Option<ExitCode
     if reach == Reach::LocalOnly {
         // Only the flag itself is a mistake: CUTOVER_HOST set for a whole CI job must not
         // break its local `cutover secrets …` steps.
+        // Up to `--`: what follows is another program's arguments, not ours.
         let flag_given = std::env::args_os()
+            .take_while(|a| a != "--")
             .any(|a| a == "--host" || a.to_str().is_some_and(|a| a.starts_with("--host=")));
         if let Some(target) = cli.host.as_ref().filter(|_| flag_given) {
             eprintln!(

@@ -140,11 +140,16 @@ impl std::fmt::Display for Holder {
     }
 }
 
-/// Why the deploy lock could not be taken. Callers branch on `Held` (exit with the holder).
+/// Why the deploy lock could not be taken. Callers branch on `Held` (exit with the holder)
+/// and `Interrupted` (exit as an interrupted deploy).
 #[derive(Debug, thiserror::Error)]
 pub enum LockError {
     #[error("another deploy is running: {holder} (lock {path}); wait for it or pass --lock-wait")]
     Held { holder: String, path: PathBuf },
+    #[error(
+        "interrupted (SIGINT/SIGTERM) while waiting for the deploy lock {path}: nothing changed"
+    )]
+    Interrupted { path: PathBuf },
     #[error("could not use the lock file {path}")]
     Io {
         path: PathBuf,
@@ -165,6 +170,17 @@ impl StateDir {
         &self,
         wait: std::time::Duration,
         holder: &Holder,
+    ) -> Result<DeployLock, LockError> {
+        self.lock_unless(wait, holder, &std::sync::atomic::AtomicBool::new(false))
+    }
+
+    /// [`StateDir::lock`], giving up with [`LockError::Interrupted`] as soon as `interrupted`
+    /// is set: a SIGINT while `--lock-wait 10m` waits must not wait the ten minutes.
+    pub fn lock_unless(
+        &self,
+        wait: std::time::Duration,
+        holder: &Holder,
+        interrupted: &std::sync::atomic::AtomicBool,
     ) -> Result<DeployLock, LockError> {
         use std::io::{Seek, Write};
         use std::os::unix::fs::OpenOptionsExt;
@@ -191,6 +207,9 @@ impl StateDir {
             match file.try_lock() {
                 Ok(()) => break,
                 Err(std::fs::TryLockError::WouldBlock) => {
+                    if interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+                        return Err(LockError::Interrupted { path });
+                    }
                     if std::time::Instant::now() >= deadline {
                         let text = std::fs::read_to_string(&path).unwrap_or_default();
                         let holder = serde_json::from_str::<Holder>(&text)
@@ -264,6 +283,10 @@ pub struct HistoryEntry {
     pub reason: Option<String>,
     pub steps: Vec<StepTiming>,
     pub total_ms: u64,
+    /// A compose deploy that switched: from its health gate passing to nginx answering from
+    /// the new color, as `deploy --json` says; absent otherwise and in older entries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub switch_ms: Option<u64>,
     /// What happened to each worker (`workers:`); absent in entries before workers existed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub workers: Vec<WorkerOutcome>,
@@ -283,8 +306,9 @@ pub struct WorkerOutcome {
     pub ms: u64,
 }
 
-/// The first line of a failure message, at most 500 characters.
-fn one_line_reason(reason: &str) -> String {
+/// The first line of a failure message, at most 500 characters: history's `reason`, and a
+/// failed deploy document's.
+pub fn one_line_reason(reason: &str) -> String {
     let first = reason.lines().next().unwrap_or_default().trim_end();
     match first.char_indices().nth(500) {
         Some((cut, _)) => format!("{}…", &first[..cut]),
@@ -448,6 +472,7 @@ mod tests {
                 ms: 12,
             }],
             total_ms: 12,
+            switch_ms: None,
             workers: Vec::new(),
         };
         sd.append_history(&entry).unwrap();
@@ -478,6 +503,7 @@ mod tests {
             reason: Some("deploy failed: it exited\nlast log lines:\n    password=x".into()),
             steps: Vec::new(),
             total_ms: 1,
+            switch_ms: None,
             workers: Vec::new(),
         };
         sd.append_history(&entry).unwrap();

@@ -487,62 +487,248 @@ fn every_readme_section_a_message_names_exists() {
     }
 }
 
-#[test]
-fn every_command_and_flag_of_the_readme_laptop_path_exists() {
-    let root = crate::common::repo_root();
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let section = readme
-        .split("## From a fresh laptop to a deployed box")
-        .nth(1)
-        .expect("the README has the laptop path");
-    let block = section
-        .split("```sh\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("its first sh block");
+/// The `--help` of `cutover PATH…`, asked once per command path.
+fn help_of(path: &[String]) -> String {
+    static SEEN: std::sync::Mutex<Vec<(Vec<String>, String)>> = std::sync::Mutex::new(Vec::new());
+    if let Some((_, help)) = SEEN.lock().unwrap().iter().find(|(p, _)| p == path) {
+        return help.clone();
+    }
     let dir = tempfile::tempdir().unwrap();
-    let mut checked = 0;
-    for line in block.lines() {
-        let line = line.split(" # ").next().unwrap_or(line);
-        for command in line.split("&&").map(str::trim) {
-            let Some(rest) = command.strip_prefix("cutover ") else {
-                continue;
+    let out = cutover(dir.path())
+        .args(path)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout).into_owned();
+    SEEN.lock().unwrap().push((path.to_vec(), help.clone()));
+    help
+}
+
+/// Whether `help` shows `flag` as a word of its own (`--ship` is not found in `--shipping`).
+fn shows_flag(help: &str, flag: &str) -> bool {
+    let word = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+    help.match_indices(flag).any(|(at, _)| {
+        let before = help[..at].chars().next_back();
+        let after = help[at + flag.len()..].chars().next();
+        !before.is_some_and(word) && !after.is_some_and(word)
+    })
+}
+
+/// Checks one `cutover ARGS…` line of the README: clap parses it as the binary would (an
+/// unknown subcommand or flag, a missing value, a bad value, a stray positional all fail),
+/// and each subcommand and flag it uses is shown by the `--help` of the command it belongs
+/// to (so a hidden flag, or one only a sibling command has, fails too). Returns the command
+/// path (`["secrets", "keygen"]`).
+fn check_readme_command(args: &[String]) -> Result<Vec<String>, String> {
+    use clap::CommandFactory as _;
+    use clap::Parser as _;
+    let shown = args.join(" ");
+    cutover::cli::Cli::try_parse_from(
+        std::iter::once("cutover".to_string()).chain(args.iter().cloned()),
+    )
+    .map_err(|e| format!("`cutover {shown}` does not parse: {}", e.render()))?;
+    // Walk clap's tree for the command path and the flags, each flag with the command path
+    // it was given under (a global flag before the subcommand is checked in the top help).
+    let root = cutover::cli::Cli::command();
+    let mut chain = vec![root];
+    let mut path: Vec<String> = Vec::new();
+    let mut flags: Vec<(String, Vec<String>)> = Vec::new();
+    let mut words = args.iter();
+    while let Some(word) = words.next() {
+        let current = chain.last().unwrap().clone();
+        if let Some(flag) = word.strip_prefix('-').filter(|f| !f.is_empty()) {
+            let (name, inline_value) = match flag.split_once('=') {
+                Some((n, _)) => (n, true),
+                None => (flag, false),
             };
-            let mut words = rest.split_whitespace().peekable();
-            let mut path: Vec<&str> = Vec::new();
-            let mut flags: Vec<&str> = Vec::new();
-            while let Some(word) = words.next() {
-                if word == "--host" || word == "-C" {
-                    flags.push(word);
-                    words.next();
-                } else if word.starts_with("--") {
-                    flags.push(word);
-                } else if path.is_empty()
-                    || (path.len() == 1 && ["secrets", "tls", "maintenance"].contains(&path[0]))
-                {
-                    path.push(word);
-                }
+            let arg = chain.iter().rev().find_map(|c| {
+                c.get_arguments()
+                    .find(|a| match name.strip_prefix('-') {
+                        Some(long) => a.get_long() == Some(long),
+                        None => name.len() == 1 && a.get_short() == name.chars().next(),
+                    })
+                    .cloned()
+            });
+            let arg = arg.ok_or_else(|| format!("`cutover {shown}`: no {word} in clap's tree"))?;
+            if arg.get_action().takes_values() && !inline_value {
+                words.next();
             }
-            let out = cutover(dir.path())
-                .args(&path)
-                .arg("--help")
-                .output()
-                .unwrap();
-            let help = String::from_utf8_lossy(&out.stdout).to_string();
-            assert!(out.status.success(), "cutover {path:?} --help: {help}");
-            for flag in flags {
-                assert!(
-                    help.contains(flag),
-                    "the README runs `{command}`, but `cutover {} --help` has no {flag}",
-                    path.join(" ")
-                );
-            }
-            checked += 1;
+            flags.push((format!("-{name}"), path.clone()));
+        } else if let Some(sub) = current.find_subcommand(word) {
+            path.push(sub.get_name().to_string());
+            chain.push(sub.clone());
         }
     }
-    // init, keygen, encrypt, render, bootstrap, deploy, init --ci.
+    // Each subcommand is listed by its parent's help, each flag by its command's.
+    for depth in 0..path.len() {
+        let help = help_of(&path[..depth]);
+        if !shows_flag(&help, &path[depth]) {
+            return Err(format!(
+                "`cutover {shown}`: `cutover {} --help` does not list {}",
+                path[..depth].join(" "),
+                path[depth]
+            ));
+        }
+    }
+    for (flag, under) in flags {
+        if !shows_flag(&help_of(&under), &flag) {
+            return Err(format!(
+                "`cutover {shown}`: `cutover {} --help` has no {flag}",
+                under.join(" ")
+            ));
+        }
+    }
+    Ok(path)
+}
+
+#[test]
+fn every_command_and_flag_of_the_readme_laptop_path_exists() {
+    let readme = std::fs::read_to_string(crate::common::repo_root().join("README.md")).unwrap();
+    let steps = crate::harness::readme_walk::steps(&readme).unwrap_or_else(|e| panic!("{e}"));
+    let mut paths = Vec::new();
+    for (cmd, step) in &steps {
+        if let crate::harness::readme_walk::Step::Cutover(args) = step {
+            let path = check_readme_command(args)
+                .unwrap_or_else(|e| panic!("README line {}: {e}", cmd.line));
+            paths.push((path.join(" "), args.clone()));
+        }
+    }
+    // The path a newcomer walks, in this order (each may repeat): a README edit that drops
+    // one fails here rather than leaving the VM suite's walk shorter.
+    let want = [
+        "init",
+        "secrets keygen",
+        "secrets encrypt",
+        "render",
+        "bootstrap",
+        "deploy",
+        "init",
+    ];
+    let got: Vec<&str> = paths.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(got, want, "the README's walk: {paths:?}");
     assert!(
-        checked >= 7,
-        "only {checked} cutover commands found in the laptop path"
+        paths
+            .iter()
+            .any(|(p, a)| p == "deploy" && a.iter().any(|w| w == "--ship")),
+        "the walk's deploy ships its image: {paths:?}"
     );
+}
+
+#[test]
+fn the_readme_command_check_fails_on_what_a_typo_makes() {
+    let ok = |line: &str| {
+        let cmd = &crate::harness::readme_walk::lex(line, 1).unwrap()[0];
+        check_readme_command(&cmd.argv[1..])
+    };
+    assert_eq!(
+        ok("cutover --host admin@h deploy --image a:v1 --ship").unwrap(),
+        ["deploy"]
+    );
+    assert_eq!(
+        ok("cutover secrets keygen --add").unwrap(),
+        ["secrets", "keygen"]
+    );
+    assert_eq!(
+        ok("cutover -C 'my app' render --check").unwrap(),
+        ["render"]
+    );
+    for (line, says) in [
+        // A typo'd flag, a flag of a sibling command, a typo'd subcommand.
+        ("cutover deploy --image a:v1 --shipp", "--shipp"),
+        ("cutover render --ship", "--ship"),
+        ("cutover secrets keygn --add", "keygn"),
+        ("cutover deplyo --image a:v1", "deplyo"),
+        // A flag without its value, a value clap refuses, a stray word.
+        ("cutover deploy --image", "--image"),
+        ("cutover init myapp --port http", "--port"),
+        ("cutover render --check extra", "extra"),
+        // Parsed, but not in any --help: the README must not teach a hidden flag.
+        ("cutover --on-box status", "--on-box"),
+    ] {
+        let err = ok(line).expect_err(line);
+        assert!(err.contains(says), "{line}: {err}");
+    }
+    assert!(shows_flag("  --ship  send", "--ship"));
+    assert!(!shows_flag("  --shipping  send", "--ship"));
+    assert!(!shows_flag("  --no-ship", "--ship"));
+}
+
+#[test]
+fn the_readme_walk_reads_commands_as_a_shell_does() {
+    use crate::harness::readme_walk::{commands, lex, step, Step};
+    let argv = |text: &str| -> Vec<Vec<String>> {
+        lex(text, 1)
+            .unwrap_or_else(|e| panic!("{text}: {e}"))
+            .into_iter()
+            .map(|c| c.argv)
+            .collect()
+    };
+    // A continuation line, a comment (with an apostrophe), `&&`, quotes with spaces.
+    assert_eq!(
+        argv("cutover deploy \\\n  --image 'my app:v1' # it's shipped\n# a comment line\ncd \"a b\" && cutover status"),
+        [
+            vec!["cutover", "deploy", "--image", "my app:v1"],
+            vec!["cd", "a b"],
+            vec!["cutover", "status"],
+        ]
+    );
+    assert_eq!(argv("echo a#b"), [vec!["echo", "a#b"]], "# inside a word");
+    assert_eq!(argv("x \"a\\\"b\" ''"), [vec!["x", "a\"b", ""]]);
+    // The line each command starts on, past a continuation.
+    let cmds = lex("a \\\n b\nc", 10).unwrap();
+    assert_eq!((cmds[0].line, cmds[1].line), (10, 12));
+    // What the walk cannot run as a person would is refused, naming the line.
+    for (text, says) in [
+        ("a\nb | c", "line 2: the walk cannot run a pipe"),
+        ("a > f", "redirection"),
+        ("a $(b)", "command substitution"),
+        ("a \"`b`\"", "command substitution"),
+        ("a &", "background"),
+        ("a 'b", "line 1: a `'` is never closed"),
+        ("a \\", "ends the block"),
+        ("&& a", "no command before it"),
+    ] {
+        let err = lex(text, 1).expect_err(text);
+        assert!(err.contains(says), "{text}: {err}");
+    }
+    // A word a shell would expand is refused: the walk would run it unexpanded.
+    for line in [
+        "cutover deploy --image $IMAGE",
+        "cutover --identity ~/id.txt status",
+        "cutover secrets encrypt *.env",
+    ] {
+        let err = step(&lex(line, 3).unwrap()[0]).unwrap_err();
+        assert!(
+            err.contains("README line 3") && err.contains("expanded"),
+            "{err}"
+        );
+    }
+    // A step the walk does not know names its line.
+    let err = step(&lex("rm -rf /", 7).unwrap()[0]).unwrap_err();
+    assert!(err.contains("README line 7: `rm -rf /`"), "{err}");
+    assert_eq!(
+        step(&lex("docker build -t x:v1 .", 1).unwrap()[0]),
+        Ok(Step::Build("x:v1".into()))
+    );
+    // The markers: missing, doubled, a non-sh block, an unclosed block.
+    let walk = |body: &str| {
+        commands(&format!(
+            "x\n<!-- walk: laptop-to-box -->\n{body}<!-- /walk -->\n"
+        ))
+    };
+    assert_eq!(walk("```sh\ncutover status\n```\n").unwrap()[0].line, 4);
+    assert!(commands("no markers")
+        .unwrap_err()
+        .contains("no `<!-- walk"));
+    assert!(walk("```yaml\na: b\n```\n")
+        .unwrap_err()
+        .contains("```yaml"));
+    assert!(walk("```sh\ncutover status\n")
+        .unwrap_err()
+        .contains("not closed"));
+    assert!(walk("prose only\n").unwrap_err().contains("no ```sh block"));
+    let twice = "<!-- walk: laptop-to-box -->\n```sh\na\n```\n<!-- /walk -->\n";
+    assert!(commands(&format!("{twice}{twice}"))
+        .unwrap_err()
+        .contains("2 times"));
 }

@@ -145,10 +145,37 @@ fn e2e_dry_run_changes_nothing() {
         .cutover(["deploy", "--image", "cutover-demo:v2", "--json"])
         .success()
         .stdout_json();
-    // `decrypt` is the command's, before the engine's plan (a dry run decrypts too).
-    let mut ran = names(&done["steps"], |s| &s["step"]);
+    // `decrypt` (the command's, before the engine) is the first of both.
+    let ran = names(&done["steps"], |s| &s["step"]);
     assert_eq!(ran.first().map(String::as_str), Some("decrypt"), "{done}");
-    ran.remove(0);
     assert_eq!(ran, planned, "planned {summary}\nran {done}");
     assert!(planned.contains(&"stop".to_string()), "{summary}");
+    // The plan's operations name the steps they are recorded as, in the same order.
+    let operations: Vec<String> = summary["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|item| item["step"].as_str().map(str::to_string))
+        .collect();
+    let mut recorded = planned.clone();
+    recorded.retain(|s| !["decrypt", "lock", "observe"].contains(&s.as_str()));
+    assert_eq!(operations, recorded, "{summary}");
+    // The three documents name the same things alike: this deploy's history entry and
+    // status's last deploy carry its time, result, steps, total and switch time.
+    let entry = project.history().pop().unwrap();
+    let last = project.status_json()["last_deploy"].clone();
+    assert_eq!(entry, last);
+    for key in ["result", "image", "from", "to", "switch_ms"] {
+        assert_eq!(
+            entry[key], done[key],
+            "{key}: history {entry}\ndeploy {done}"
+        );
+    }
+    assert!(
+        done["switch_ms"].is_u64() && done["time"].is_string(),
+        "{done}"
+    );
+    crate::json_contract::validate("deploy.schema.json", &summary);
+    crate::json_contract::validate("deploy.schema.json", &done);
+    crate::json_contract::validate("status.schema.json", &project.status_json());
 }

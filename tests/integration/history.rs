@@ -1,5 +1,5 @@
 //! `history.jsonl` written by earlier versions still reads, and `cutover history` (text and
-//! `--json`) shows it as those versions did. The fixture holds today's format as of the typed
+//! `--json`'s entries) shows it as those versions did. The fixture holds today's format as of the typed
 //! history: an entry from before the swarm engine (no `engine`), compose deploys that failed
 //! and were interrupted (with reasons), a rollback, and swarm entries (ok and failed).
 
@@ -27,6 +27,13 @@ fn fixture_entries() -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The entries of a `history --json` document (schema 2: an object, not a bare array).
+fn entries(stdout: &[u8]) -> Vec<serde_json::Value> {
+    let doc: serde_json::Value = serde_json::from_slice(stdout).unwrap();
+    assert_eq!(doc["schema"], 2, "{doc}");
+    serde_json::from_value(doc["entries"].clone()).unwrap()
+}
+
 #[test]
 fn history_json_of_old_entries_is_unchanged() {
     let dir = project_with_history();
@@ -34,7 +41,7 @@ fn history_json_of_old_entries_is_unchanged() {
         .args(["history", "--json"])
         .assert()
         .success();
-    let got: Vec<serde_json::Value> = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let got = entries(&out.get_output().stdout);
     let mut want = fixture_entries();
     // An entry from before the swarm engine reads as a compose deploy, as it always did.
     want[0]["engine"] = "compose".into();
@@ -107,7 +114,7 @@ fn history_with_a_limit_reads_the_tail_past_a_torn_line() {
         .args(["history", "-n", "2", "--json"])
         .assert()
         .success();
-    let got: Vec<serde_json::Value> = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let got = entries(&out.get_output().stdout);
     let want = fixture_entries();
     assert_eq!(got, want[want.len() - 2..]);
 }
@@ -124,7 +131,7 @@ fn history_with_a_limit_reads_only_what_it_shows() {
         .args(["history", "-n", "7", "--json"])
         .assert()
         .success();
-    let got: Vec<serde_json::Value> = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let got = entries(&out.get_output().stdout);
     assert_eq!(got.len(), 7);
     // …but the last 8 reach it, and the error names it as the whole read does.
     let out = cutover(dir.path())

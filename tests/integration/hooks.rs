@@ -250,13 +250,21 @@ fn e2e_sigterm_during_pre_deploy_is_an_interrupt_not_a_timeout() {
     }
     let project = Project::compose(App::compose().hooks(json!({
         "timeout": "1m",
-        "pre_deploy": ["sh", "-c", "echo waiting; sleep 30"],
+        "pre_deploy": ["sh", "-c", "echo waiting; touch pre_deploy.started; sleep 30"],
         "on_failure": ["sh", "-c", "echo \"$CUTOVER_RESULT\" > on_failure.result"],
     })));
     let child = project.spawn(["deploy", "--image", "cutover-demo:v1"]);
-    // The hook starts within a few hundred ms (lock, observe, budget, render) and then
-    // sleeps for 30 s: the signal arrives while it runs.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The signal must arrive while the hook runs: wait for the hook to say it started (on a
+    // loaded machine lock, observe, budget and render can take seconds), then send it.
+    let started = project.path().join("pre_deploy.started");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !started.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pre_deploy hook never started"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let killed = std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()

@@ -59,7 +59,8 @@ fn e2e_sigterm_before_the_switch_tears_the_new_color_down() {
     project.deploy_ok("cutover-demo:v1");
     let include_before = project.include();
     project.write_config(&App::compose().startup_delay_ms(8000));
-    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    // With --json, as a CI job runs it: killed mid-way, it still prints its one document.
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2", "--json"]);
     project.wait_for_step("health");
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -71,7 +72,16 @@ fn e2e_sigterm_before_the_switch_tears_the_new_color_down() {
     assert!(stderr.contains("deploy interrupted"), "{stderr}");
     assert_eq!(project.running_services(), ["web-blue"]);
     assert_eq!(project.include(), include_before);
-    assert_eq!(project.history().pop().unwrap()["result"], "interrupted");
+    let entry = project.history().pop().unwrap();
+    assert_eq!(entry["result"], "interrupted");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not one JSON document ({e}): {:?}", out.stdout));
+    assert_eq!(doc["result"], "interrupted", "{doc}");
+    assert_eq!(
+        doc["reason"], entry["reason"],
+        "history {entry}\ndeploy {doc}"
+    );
+    crate::json_contract::validate("deploy.schema.json", &doc);
     assert!(project.status_json()["problems"]
         .as_array()
         .unwrap()
@@ -89,7 +99,7 @@ fn e2e_sigterm_after_the_switch_completes_the_deploy() {
     let port = project.port;
     let slow = std::thread::spawn(move || http_get(port, "/slow?ms=6000"));
     std::thread::sleep(Duration::from_millis(200));
-    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2", "--json"]);
     project.wait_for_step("drain");
     std::process::Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -101,6 +111,10 @@ fn e2e_sigterm_after_the_switch_completes_the_deploy() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Its one document is the finished deploy's.
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["result"], "ok", "{doc}");
+    crate::json_contract::validate("deploy.schema.json", &doc);
     assert_eq!(slow.join().unwrap().map(|(c, _)| c), Some(200));
     project.assert_serving("green", "v2");
 }

@@ -9,8 +9,19 @@ use std::process::Command;
 use crate::common::{cutover, fixture, repo_root, require};
 
 /// Validates `doc` against docs/json/`schema`, with the other schemas there resolvable by
-/// their relative `$ref`s.
-fn validate(schema: &str, doc: &serde_json::Value) {
+/// their relative `$ref`s. Without the validator (python3-jsonschema) it checks nothing,
+/// said loudly (and fails under `CI`, see [`validator_ready`]).
+pub fn validate(schema: &str, doc: &serde_json::Value) {
+    if !validator_ready() {
+        return;
+    }
+    if let Err(why) = check(schema, doc) {
+        panic!("{schema} rejects the document:\n{why}\n{doc:#}");
+    }
+}
+
+/// [`validate`]'s verdict: the validator's complaints when `schema` rejects `doc`.
+fn check(schema: &str, doc: &serde_json::Value) -> Result<(), String> {
     const SCRIPT: &str = r#"
 import json, sys, pathlib, warnings
 warnings.simplefilter("ignore")
@@ -46,11 +57,11 @@ sys.exit(1 if errors else 0)
         .write_all(doc.to_string().as_bytes())
         .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{schema} rejects the document:\n{}\n{doc:#}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
 /// The gate: python3 with the jsonschema module (scripts/test.sh installs it).
@@ -115,6 +126,11 @@ fn every_json_command_that_fails_prints_one_failure_document_that_says_why() {
         ),
         (vec!["status", "--json"], "config", "no such file"),
         (vec!["history", "--json"], "config", "no such file"),
+        (
+            vec!["--config", bad, "history", "--json", "-n", "3"],
+            "config",
+            "app.image",
+        ),
         (vec!["prune", "--json"], "config", "no such file"),
         (
             vec!["--config", bad, "bootstrap", "--json", "--dry-run"],
@@ -161,16 +177,21 @@ fn every_json_command_that_fails_prints_one_failure_document_that_says_why() {
             "{args:?}: {doc}"
         );
         validate("failure.schema.json", &doc);
-        let schema = match args
+        // The failure document carries its command's document version, which that
+        // document's schema pins.
+        let (schema, version) = match args
             .iter()
             .find(|a| !a.starts_with('-') && !a.contains('/'))
         {
-            Some(&"deploy") | Some(&"rollback") => "deploy.schema.json",
-            Some(&"status") => "status.schema.json",
-            Some(&"bootstrap") => "bootstrap.schema.json",
-            Some(&"prune") => "prune.schema.json",
-            _ => "failure.schema.json",
+            Some(&"deploy") | Some(&"rollback") => ("deploy.schema.json", 2),
+            Some(&"history") => ("history.schema.json", 2),
+            Some(&"status") => ("status.schema.json", 1),
+            Some(&"bootstrap") => ("bootstrap.schema.json", 1),
+            Some(&"prune") => ("prune.schema.json", 1),
+            Some(&"maintenance") => ("maintenance.schema.json", 1),
+            _ => ("failure.schema.json", 1),
         };
+        assert_eq!(doc["schema"], version, "{args:?}: {doc}");
         validate(schema, &doc);
     }
 }
@@ -203,30 +224,150 @@ fn json_documents_of_bootstrap_status_prune_and_a_planned_deploy_match_their_sch
     assert_eq!(code, Some(0), "{boot}");
     assert_eq!(boot["schema"], 1);
     validate("bootstrap.schema.json", &boot);
-    for (args, schema) in [
-        (&["status", "--json"][..], "status.schema.json"),
-        (&["prune", "--dry-run", "--json"], "prune.schema.json"),
+    for (args, schema, version) in [
+        (&["status", "--json"][..], "status.schema.json", 1),
+        (&["prune", "--dry-run", "--json"], "prune.schema.json", 1),
+        (&["history", "--json"], "history.schema.json", 2),
         (
             &["deploy", "--dry-run", "--image", "jsonapp:v1", "--json"],
             "deploy.schema.json",
+            2,
         ),
     ] {
         let (doc, code) = one_document(&project, args);
         assert_eq!(code, Some(0), "{args:?}: {doc}");
-        assert_eq!(doc["schema"], 1, "{args:?}: {doc}");
+        assert_eq!(doc["schema"], version, "{args:?}: {doc}");
         validate(schema, &doc);
-        if args[0] == "deploy" {
-            // Decrypting is a step of the document like the others.
-            assert_eq!(doc["steps"][0]["step"], "decrypt", "{doc}");
+        match args[0] {
+            "deploy" => {
+                // Decrypting is a step of the document like the others, and the plan's
+                // first step; each operation of the plan is an object naming its step.
+                assert_eq!(doc["steps"][0]["step"], "decrypt", "{doc}");
+                assert_eq!(doc["plan_steps"][0], "decrypt", "{doc}");
+                assert_eq!(doc["result"], "ok", "{doc}");
+                let plan = doc["plan"].as_array().unwrap();
+                assert!(
+                    plan.iter()
+                        .any(|p| p["step"] == "up"
+                            && p["detail"].as_str().unwrap().contains("up -d")),
+                    "{doc}"
+                );
+            }
+            // No probe answers here (no nginx on :80 for this project): the reason the
+            // text shows is in the document too.
+            "status" => {
+                assert_eq!(doc["nginx_serves"], serde_json::Value::Null, "{doc}");
+                let why = doc["nginx_serves_reason"].as_str().unwrap_or_default();
+                assert!(why.starts_with("no answer from its probe: "), "{doc}");
+                let text = cutover(&project).arg("status").output().unwrap();
+                let text = String::from_utf8_lossy(&text.stdout);
+                assert!(text.contains(&format!("nginx serves ? ({why})")), "{text}");
+            }
+            _ => {}
         }
     }
-    // A schema that says too little would pass anything: a document missing a required
-    // field is rejected (run the validator the other way once).
-    let (mut doc, _) = one_document(&project, &["status", "--json"]);
-    doc.as_object_mut().unwrap().remove("colors");
-    let rejected = std::panic::catch_unwind(|| validate("status.schema.json", &doc));
+    // Real entries of every kind (the history fixture: compose and swarm, ok, failed,
+    // interrupted, a rollback, workers) validate as history's and as status's last deploy.
+    std::fs::create_dir_all(project.join(".cutover")).unwrap();
+    std::fs::copy(
+        fixture("history/v0.1.jsonl"),
+        project.join(".cutover/history.jsonl"),
+    )
+    .unwrap();
+    let (history, _) = one_document(&project, &["history", "--json"]);
     assert!(
-        rejected.is_err(),
-        "status.schema.json accepts a document without colors"
+        history["entries"].as_array().unwrap().len() >= 5,
+        "{history}"
     );
+    validate("history.schema.json", &history);
+    let (status, _) = one_document(&project, &["status", "--json"]);
+    assert!(status["last_deploy"].is_object(), "{status}");
+    validate("status.schema.json", &status);
+    // A schema that says too little would pass anything: each rejects a document that a
+    // careless change would print (run the validator the other way).
+    let (status, _) = one_document(&project, &["status", "--json"]);
+    let (plan, _) = one_document(
+        &project,
+        &["deploy", "--dry-run", "--image", "jsonapp:v1", "--json"],
+    );
+    let edited = |doc: &serde_json::Value, edit: &dyn Fn(&mut serde_json::Value)| {
+        let mut doc = doc.clone();
+        edit(&mut doc);
+        doc
+    };
+    let rejected: Vec<(&str, &str, serde_json::Value)> = vec![
+        (
+            "status.schema.json",
+            "status without colors",
+            edited(&status, &|d| {
+                d.as_object_mut().unwrap().remove("colors");
+            }),
+        ),
+        (
+            "status.schema.json",
+            "status with a field no schema names",
+            edited(&status, &|d| d["nginx_reason"] = "typo".into()),
+        ),
+        (
+            "status.schema.json",
+            "a last deploy with a step of no known name",
+            edited(&status, &|d| {
+                d["last_deploy"]["steps"][0]["step"] = "upp".into();
+            }),
+        ),
+        (
+            "deploy.schema.json",
+            "a plan of free-text lines (schema 1's shape)",
+            edited(&plan, &|d| {
+                d["plan"] = serde_json::json!(["write compose.yml"])
+            }),
+        ),
+        (
+            "deploy.schema.json",
+            "a deploy document claiming schema 1",
+            edited(&plan, &|d| d["schema"] = 1.into()),
+        ),
+        (
+            "deploy.schema.json",
+            "a compose summary without its colors",
+            edited(&plan, &|d| {
+                d.as_object_mut().unwrap().remove("to");
+            }),
+        ),
+        (
+            "deploy.schema.json",
+            "a summary with an error beside it",
+            edited(&plan, &|d| {
+                d["error"] = serde_json::json!({"kind": "other", "message": "x"})
+            }),
+        ),
+        (
+            "deploy.schema.json",
+            "a deploy's failure document in history's version 1",
+            serde_json::json!({"schema": 1, "result": "failed", "error": {"kind": "config", "message": "x"}}),
+        ),
+        (
+            "history.schema.json",
+            "history as a bare array (before schema 2)",
+            history["entries"].clone(),
+        ),
+        (
+            "history.schema.json",
+            "an entry without its result",
+            edited(&history, &|d| {
+                d["entries"][0].as_object_mut().unwrap().remove("result");
+            }),
+        ),
+        (
+            "failure.schema.json",
+            "a failure with an unknown kind",
+            serde_json::json!({"schema": 1, "result": "failed", "error": {"kind": "oops", "message": "x"}}),
+        ),
+    ];
+    for (schema, what, doc) in rejected {
+        assert!(
+            check(schema, &doc).is_err(),
+            "{schema} accepts {what}:\n{doc:#}"
+        );
+    }
 }

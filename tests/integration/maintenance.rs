@@ -45,6 +45,7 @@ fn maintenance_holds_everyone_but_the_probe_and_survives_a_deploy_under_load() {
         (plan["dry_run"].as_bool(), plan["changed"].as_bool()),
         (Some(true), Some(true))
     );
+    crate::json_contract::validate("maintenance.schema.json", &plan);
     let bad = project
         .cutover(["maintenance", "on", "--message", " "])
         .code(1);

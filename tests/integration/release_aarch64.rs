@@ -48,6 +48,26 @@ fn aarch64_binary_is_a_static_arm_elf_that_scaffolds_and_checks_a_project() {
     let version = ok(arm.command(work.path(), &home).arg("--version"));
     assert_eq!(version, format!("cutover {VERSION}\n"));
 
+    // BUILD-INFO names the toolchain exactly: Debian's rustc and the arm64 std at one version.
+    let info = std::fs::read_to_string(arm.bin.with_file_name("BUILD-INFO")).unwrap();
+    let version_of = |package: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(package)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {package} in BUILD-INFO:\n{info}"))
+    };
+    assert_eq!(
+        version_of("rustc:amd64"),
+        version_of("libstd-rust-dev:arm64"),
+        "{info}"
+    );
+    assert!(
+        info.starts_with(&format!(
+            "cutover {VERSION}\ntarget aarch64-unknown-linux-gnu\n"
+        )),
+        "{info}"
+    );
+    assert!(info.contains("\nrustc -V: rustc 1."), "{info}");
+
     // The project `cutover init` scaffolds (the README's first step), checked by the same
     // binary: templates, YAML and minijinja all run on ARM.
     ok(arm.command(work.path(), &home).args(["init", "shop"]));
@@ -274,6 +294,93 @@ fn cross_root_a_second_cold_build_does_not_delete_the_first_ones_work() {
          first said:\n{}",
         String::from_utf8_lossy(&first.stderr)
     );
+}
+
+/// Hostile run on #25: a cache directory someone else owns, or may write to. cross-root.sh
+/// runs the root's rustc as root (chroot, /dev bound in): whoever can write there could swap
+/// it. Refused before anything is built or run, naming the directory; debootstrap is a stub
+/// that records being called (it must not be).
+#[test]
+fn cross_root_refuses_a_cache_dir_another_user_owns_or_may_write() {
+    use std::os::unix::fs::chown;
+    if !nix_is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cross-root.sh needs root (chroot); CI runs as root"
+        );
+        eprintln!("*** SKIPPED: cross-root.sh needs root (chroot) ***");
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let stub_dir = work.path().join("stub");
+    std::fs::create_dir_all(&stub_dir).unwrap();
+    let called = work.path().join("called");
+    std::fs::write(
+        stub_dir.join("debootstrap"),
+        format!("#!/bin/sh\ntouch {}\nexit 1\n", called.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(
+        stub_dir.join("debootstrap"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let path = format!(
+        "{}:{}",
+        stub_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let cache = work.path().join("cache");
+    let base = cache.join("cutover-test/cross-root");
+    std::fs::create_dir_all(&base).unwrap();
+    let run = || {
+        Command::new("bash")
+            .arg(repo_root().join("scripts/cross-root.sh"))
+            .env("PATH", &path)
+            .env("XDG_CACHE_HOME", &cache)
+            .env("CUTOVER_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    // Owned by nobody (65534).
+    chown(&base, Some(65534), Some(65534)).unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is owned by uid 65534, not root",
+            base.display()
+        )),
+        "{stderr}"
+    );
+
+    // Root's, but its parent is writable by everyone (not sticky): the directory could be
+    // renamed away and replaced.
+    chown(&base, Some(0), Some(0)).unwrap();
+    let parent = cache.join("cutover-test");
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is writable by group or others (mode 777)",
+            parent.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !called.exists(),
+        "debootstrap ran from a cache it should refuse"
+    );
+
+    // Put right, the same cache is used (here: the stub debootstrap is reached).
+    std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let out = run();
+    assert!(called.exists(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn nix_is_root() -> bool {

@@ -2,8 +2,9 @@
 //!
 //! The static binary runs `cutover --version` and `cutover render` inside an image holding
 //! nothing but busybox (itself static) and the binary: no libc, no loader, no NSS modules.
-//! install.sh installs it from a local HTTP server and refuses a corrupted tarball, leaving
-//! nothing installed.
+//! install.sh installs it from a local HTTP server (also read from stdin, as `curl … | sh -s`)
+//! and refuses, leaving nothing installed, a corrupted or truncated tarball, a .sha256 naming
+//! another file, a tarball whose `cutover` is a symlink, and a machine with no release.
 //!
 //! The artifact and the HTTP server are harness/artifact.rs's.
 
@@ -12,7 +13,8 @@ use std::process::Command;
 
 use crate::common::{fixture, repo_root, require, ImageGuard};
 use crate::harness::artifact::{
-    aarch64_binfmt, artifacts, artifacts_for, name, name_for, Server, AARCH64, VERSION, X86_64,
+    aarch64_binfmt, artifacts, artifacts_for, name, name_for, qemu_aarch64, Server, AARCH64,
+    VERSION, X86_64,
 };
 
 fn run_ok(cmd: &mut Command) -> String {
@@ -188,6 +190,37 @@ fn release_install_sh_verifies_the_sha256_and_installs() {
     assert_eq!(version.trim(), format!("cutover {VERSION}"));
     assert_eq!(entries(&good.join("usr/local/bin")), ["cutover"]);
 
+    // `curl -fsSL …/install.sh | sh -s VERSION`: the script is sh's stdin.
+    let piped = work.path().join("piped");
+    let script = std::fs::File::open(repo_root().join("scripts/install.sh")).unwrap();
+    let out = Command::new("sh")
+        .args(["-s", VERSION])
+        .stdin(script)
+        .env("CUTOVER_RELEASE_URL", format!("{base}/good"))
+        .env("DESTDIR", &piped)
+        .env("TMPDIR", &tmp)
+        .env_remove("PREFIX")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "install.sh from stdin failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(entries(&piped.join("usr/local/bin")), ["cutover"]);
+    // And with no version: the usage, not a shell error about $0.
+    let out = Command::new("sh")
+        .arg("-s")
+        .stdin(std::fs::File::open(repo_root().join("scripts/install.sh")).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).starts_with("usage: sh install.sh VERSION"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A corrupted tarball: refused, the binary already there untouched, nothing added.
     let bad = work.path().join("bad");
     let bin_dir = bad.join("usr/local/bin");
@@ -245,10 +278,7 @@ fn release_install_sh_picks_the_tarball_by_uname_m_and_refuses_other_machines() 
     let Some(arm_dist) = artifacts_for(AARCH64) else {
         return;
     };
-    if !require(
-        "qemu-aarch64-static",
-        "run the aarch64 binary (apt: qemu-user-static)",
-    ) {
+    if qemu_aarch64().is_none() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -289,8 +319,7 @@ fn release_install_sh_picks_the_tarball_by_uname_m_and_refuses_other_machines() 
             .env("CUTOVER_RELEASE_URL", &base)
             .env("DESTDIR", &destdir)
             .env("TMPDIR", &tmp)
-            .env_remove("PREFIX")
-            .env_remove("CUTOVER_ARCH");
+            .env_remove("PREFIX");
         if let Some(machine) = machine {
             let shim = uname_says(work.path(), machine);
             cmd.env("PATH", format!("{}:{path}", shim.display()));
@@ -310,23 +339,124 @@ fn release_install_sh_picks_the_tarball_by_uname_m_and_refuses_other_machines() 
         assert!(kind.contains(elf), "{machine:?} got a {kind}");
     }
 
-    // Any other machine: refused by name, nothing downloaded or installed.
-    let shim = uname_says(work.path(), "riscv64");
-    let destdir = work.path().join("dest-riscv64");
-    let out = Command::new("sh")
-        .arg(repo_root().join("scripts/install.sh"))
-        .arg(VERSION)
-        .env("CUTOVER_RELEASE_URL", &base)
-        .env("DESTDIR", &destdir)
-        .env("PATH", format!("{}:{path}", shim.display()))
-        .env_remove("CUTOVER_ARCH")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    assert!(
-        stderr.contains("no cutover release for riscv64 (there are x86_64 and aarch64)"),
-        "{stderr}"
+    // Any other machine: refused by name, nothing downloaded or installed; a 32-bit ARM one
+    // is told what a 64-bit OS would report.
+    for (machine, why) in [
+        (
+            "riscv64",
+            "no cutover release for riscv64 (there are x86_64 and aarch64)",
+        ),
+        (
+            "armv7l",
+            "no cutover release for armv7l (there are x86_64 and aarch64): a 32-bit ARM system",
+        ),
+    ] {
+        let shim = uname_says(work.path(), machine);
+        let destdir = work.path().join(format!("dest-{machine}"));
+        let out = Command::new("sh")
+            .arg(repo_root().join("scripts/install.sh"))
+            .arg(VERSION)
+            .env("CUTOVER_RELEASE_URL", &base)
+            .env("DESTDIR", &destdir)
+            .env("PATH", format!("{}:{path}", shim.display()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(why), "{stderr}");
+        assert!(!stderr.contains("downloading"), "{stderr}");
+        assert!(!destdir.exists());
+    }
+}
+
+/// Hostile run on #25: what a broken or hostile server can send install.sh. Each case is
+/// served from its own directory; `installs` says whether install.sh must accept it.
+#[test]
+fn release_install_sh_refuses_a_sha256_of_another_file_a_truncated_download_and_a_symlink() {
+    if !require("python3", "serve the release over HTTP") || !require("curl", "download it") {
+        return;
+    }
+    let Some(dist) = artifacts() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let tarball = format!("{}.tar.gz", name());
+    let good = std::fs::read(dist.join(&tarball)).unwrap();
+    let hash = sha256_hex(&good);
+
+    // A tarball whose cutover is a symlink to a binary outside it (here this machine's sh):
+    // what a plain `cp` would install in cutover's place.
+    let stage = work.path().join("stage");
+    std::fs::create_dir_all(stage.join(name())).unwrap();
+    std::os::unix::fs::symlink("/bin/sh", stage.join(name()).join("cutover")).unwrap();
+    let link_tar = work.path().join("link.tar.gz");
+    run_ok(
+        Command::new("tar")
+            .arg("-czf")
+            .arg(&link_tar)
+            .arg("-C")
+            .arg(&stage)
+            .arg(name()),
     );
-    assert!(!destdir.exists());
+    let link = std::fs::read(&link_tar).unwrap();
+
+    let upper = format!("  {}  *{tarball}\r\n", hash.to_uppercase());
+    let other = format!("{hash}  cutover-{VERSION}-riscv64.tar.gz\n");
+    let two = format!("{hash}  {tarball}\n{hash}  {tarball}\n");
+    let link_sum = format!("{}  {tarball}\n", sha256_hex(&link));
+    let sum = format!("{hash}  {tarball}\n");
+    let truncated = &good[..good.len() / 2];
+    // (case, tarball bytes, .sha256 text, installs, what stderr says)
+    let cases: [(&str, &[u8], &str, bool, &str); 5] = [
+        ("upper", &good, &upper, true, "installed"),
+        ("other", &good, &other, false, "is the sha256 of 'cutover-"),
+        ("two", &good, &two, false, "holds 2 lines, expected one"),
+        ("truncated", truncated, &sum, false, "sha256 mismatch"),
+        (
+            "link",
+            &link,
+            &link_sum,
+            false,
+            "/cutover is not a regular file",
+        ),
+    ];
+    for (case, bytes, sha, _, _) in &cases {
+        let dir = work.path().join(format!("srv/{case}/v{VERSION}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(&tarball), bytes).unwrap();
+        std::fs::write(dir.join(format!("{tarball}.sha256")), sha).unwrap();
+    }
+    let server = Server::start(&work.path().join("srv"));
+    let tmp = work.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+    for (case, _, _, installs, says) in cases {
+        let dest = work.path().join(format!("dest-{case}"));
+        let out = install(
+            &format!("http://127.0.0.1:{}/{case}", server.port),
+            &dest,
+            &tmp,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{case}: {stderr}");
+        let bin_dir = dest.join("usr/local/bin");
+        if installs {
+            assert!(out.status.success(), "{case}: {stderr}");
+            let version = run_ok(Command::new(bin_dir.join("cutover")).arg("--version"));
+            assert_eq!(version.trim(), format!("cutover {VERSION}"), "{case}");
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{case}: {stderr}");
+            assert!(
+                entries(&bin_dir).is_empty(),
+                "{case} installed {:?}",
+                entries(&bin_dir)
+            );
+        }
+        assert!(entries(&tmp).is_empty(), "{case} left {:?}", entries(&tmp));
+    }
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }

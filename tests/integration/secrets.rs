@@ -854,6 +854,16 @@ fn parsing_is_hermetic_nothing_comes_from_the_host_environment() {
         .assert()
         .success();
     assert_eq!(stdout(&out), "${CUTOVER_HOST_LEAK}x\n");
+
+    // `--host` after `--` is the command's own argument, not cutover's flag: a CI job with
+    // CUTOVER_HOST set runs it locally, unrefused.
+    let out = p
+        .cmd()
+        .env("CUTOVER_HOST", "box")
+        .args(["secrets", "exec", "prod", "--", "echo", "--host", "x"])
+        .assert()
+        .success();
+    assert_eq!(stdout(&out), "--host x\n");
 }
 
 // --- set / unset --------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-//! Phase 1: `cutover --host admin@VM bootstrap` on the pristine box, through `sudo -n`.
+//! Phase 2: what `cutover --host admin@VM bootstrap` (run by the walk, through `sudo -n`, on
+//! the pristine box) made: a second run changes nothing, and the box has it after a reboot.
 
 use crate::common::loud;
 use crate::machine::Vm;
@@ -36,8 +37,8 @@ fn step_times(report: &serde_json::Value) -> String {
         .join("\n")
 }
 
-pub fn pristine_box(vm: &Vm, web: &BoxProject) {
-    // Pristine: no swap, no docker, no nginx.
+/// The box before the walk: no swap, no docker.
+pub fn assert_pristine(vm: &Vm) {
     assert_eq!(
         vm.ssh_ok("tail -n +2 /proc/swaps").trim(),
         "",
@@ -47,51 +48,11 @@ pub fn pristine_box(vm: &Vm, web: &BoxProject) {
         !vm.ssh("command -v docker").status.success(),
         "docker before bootstrap"
     );
+}
 
-    let first = web.cutover_ok(&["bootstrap", "--json"]);
-    let report = first.json();
-    loud(&format!(
-        "vm: bootstrap on the pristine box, per step (total {:.1}s):\n{}",
-        first.took.as_secs_f64(),
-        step_times(&report)
-    ));
-    let expected_first: Vec<(String, String)> = [
-        ("swap file", "changed"),
-        ("swapon", "changed"),
-        ("fstab", "changed"),
-        ("swappiness", "changed"),
-        ("packages", "changed"),
-        // Debian's docker.io and nginx packages enable and start their services when they
-        // are installed, so the step finds them as wanted.
-        ("services", "ok"),
-        ("docker group", "changed"),
-        // /home/admin/nginx for admin, and /etc/sudoers.d/cutover-admin (visudo-checked).
-        ("nginx access", "changed"),
-        ("nginx site", "changed"),
-        // No nginx.tls in this project.
-        ("tls", "skipped"),
-        // `--host` synced the project first, which made the state dir 0750 already.
-        ("state dir", "ok"),
-        ("identity", "changed"),
-        ("secrets at boot", "changed"),
-    ]
-    .iter()
-    .map(|(a, b)| (a.to_string(), b.to_string()))
-    .collect();
-    // Checked at the end of the suite, so one surprising status does not hide what the
-    // later phases would show.
-    let got = statuses(&report);
-    if got != expected_first {
-        crate::soft_failure(format!(
-            "first bootstrap: statuses {got:?}, expected {expected_first:?}\n{}",
-            first.stderr()
-        ));
-    }
-    let recipient = report["recipient"]
-        .as_str()
-        .expect("the box identity's recipient");
-    assert!(recipient.starts_with("age1"), "{recipient}");
-
+/// After the walk's bootstrap (the README's, as text) and first deploy: bootstrap again
+/// changes nothing and keeps the identity, and what it made is on the box, also after a reboot.
+pub fn after_the_walk(vm: &Vm, web: &BoxProject) {
     let second = web.cutover_ok(&["bootstrap", "--json"]);
     let report = second.json();
     loud(&format!(
@@ -103,19 +64,25 @@ pub fn pristine_box(vm: &Vm, web: &BoxProject) {
         let want = if name == "tls" { "skipped" } else { "ok" };
         assert_eq!(status, want, "second run, step {name}: {}", second.stderr());
     }
+    let recipient = report["recipient"]
+        .as_str()
+        .expect("the box identity's recipient");
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    // The walk ran the command the first run printed: the key is listed once.
+    let listed = std::fs::read_to_string(web.path().join("secrets/recipients.txt")).unwrap();
     assert_eq!(
-        report["recipient"].as_str(),
-        Some(recipient),
-        "the identity is kept"
+        listed.lines().filter(|l| l.trim() == recipient).count(),
+        1,
+        "the box's key in recipients.txt:\n{listed}"
     );
 
-    check_box(vm);
+    check_box(vm, &web.name);
     vm.reboot();
-    check_box(vm);
+    check_box(vm, &web.name);
 }
 
 /// What bootstrap promised, read from the box itself (also after a reboot).
-fn check_box(vm: &Vm) {
+fn check_box(vm: &Vm, project: &str) {
     // The include's directory is admin's, and sudo allows admin exactly nginx's two commands
     // (admin also has the image's blanket sudo, so `sudo -l` lists both: the rule's text is
     // what is checked).
@@ -169,8 +136,8 @@ fn check_box(vm: &Vm) {
     // One age identity (counted, never printed).
     let keys = vm.ssh_ok("grep -c '^AGE-SECRET-KEY-' /etc/cutover/identity.txt");
     assert_eq!(keys.trim(), "1");
-    // The site answers on port 80 from outside the box: our site (no app yet, so the proxy
-    // says 502), not Debian's welcome page.
+    // The site answers on port 80 from outside the box: our site (the app, or 502 while it
+    // is not up yet after a reboot), not Debian's welcome page.
     let url = format!("http://127.0.0.1:{}/", vm.http_port);
     let status = std::process::Command::new("curl")
         .args([
@@ -186,7 +153,9 @@ fn check_box(vm: &Vm) {
         .output()
         .expect("run curl");
     let code = String::from_utf8_lossy(&status.stdout).to_string();
-    let site = vm.ssh_ok("sudo -n nginx -T 2>/dev/null | grep -c 'vmweb.inc' || true");
+    let site = vm.ssh_ok(&format!(
+        "sudo -n nginx -T 2>/dev/null | grep -c '{project}.inc' || true"
+    ));
     assert!(site.trim() != "0", "nginx -T does not load the site");
     assert!(
         code == "502" || code == "200",

@@ -1,5 +1,6 @@
-//! Phase 2: deploys with the image shipped over SSH (the box has no registry): the first
-//! deploy, blue → green under load through the box's nginx from this machine, rollback.
+//! Phase 3: deploys with the image shipped over SSH (the box has no registry): after the
+//! walk's first deploy, blue → green under load through the box's nginx from this machine,
+//! rollback, a reboot.
 
 use std::time::Duration;
 
@@ -47,18 +48,16 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
         );
         return;
     }
-    local_images();
-    let first = web.cutover_ok(&[
-        "deploy",
-        "--ship",
-        "--image",
-        "cutover-vmsuite:v1",
-        "--json",
-    ]);
-    let summary = first.json();
-    assert_eq!(summary["to"], "blue", "{}", first.stderr());
-    let body = serving(vm);
-    assert!(body.contains("blue") && body.contains("v1"), "{body}");
+    // The walk's first deploy (blue, v1) serves; after the bootstrap phase's reboot it comes
+    // back by itself.
+    vm.wait_for(
+        "the walk's deploy (blue, v1) to answer",
+        Duration::from_secs(180),
+        || {
+            vm.http_get("/")
+                .is_ok_and(|b| b.contains("blue") && b.contains("v1"))
+        },
+    );
 
     // The suite's one load client: a fresh connection per request, as every e2e test
     // uses. A pooled keep-alive client would count the HTTP/1.1 idle-close race (nginx's

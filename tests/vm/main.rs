@@ -7,14 +7,17 @@
 //! .debs are already in the image's apt cache: apt fetches nothing big). The phases share the
 //! one box, in order, because each needs what the one before made:
 //!
-//! 1. [`bootstrap`]: `cutover --host admin@VM bootstrap` on the pristine box, again (all
-//!    `ok`), then a reboot: swap, swappiness, services, docker group, site, identity;
-//! 2. [`deploy`]: first deploy, blue → green under load through the box's nginx, rollback,
-//!    with images shipped over SSH (`deploy --ship`);
-//! 3. [`secrets`]: the web project in `app.secrets_delivery: files`; the app answers with a
+//! 1. [`walk`]: the README's laptop-to-box path as written (`init` … `secrets encrypt`,
+//!    `bootstrap` and the command it prints, the first `deploy --ship`, `init --ci github`)
+//!    on the pristine box; the app answers a hash of the secret the walk gave it;
+//! 2. [`bootstrap`]: bootstrap again (all `ok`), then a reboot: swap, swappiness, services,
+//!    docker group, the include's directory and sudoers rule, site, identity;
+//! 3. [`deploy`]: blue → green under load through the box's nginx, rollback, a reboot, with
+//!    images shipped over SSH (`deploy --ship`);
+//! 4. [`secrets`]: the walk's project in `app.secrets_delivery: files`; the app answers with a
 //!    hash of its secret after the deploy, a docker restart and a reboot (the boot unit), and
 //!    no plaintext copy is on the box's disks or in its journal;
-//! 4. [`fitness`]: seed 004's shape (512M app twice during the overlap + a database-like and
+//! 5. [`fitness`]: seed 004's shape (512M app twice during the overlap + a database-like and
 //!    a cache-like accessory) on 1 GiB: no OOM kill with swap, refusals in MiB without.
 //!
 //! Not part of `cargo test --workspace` (`test = false` in Cargo.toml): scripts/test.sh runs it
@@ -23,6 +26,8 @@
 
 #[path = "../integration/harness/common.rs"]
 mod common;
+#[path = "../integration/harness/readme_walk.rs"]
+mod readme_walk;
 
 mod bootstrap;
 mod deploy;
@@ -30,6 +35,7 @@ mod fitness;
 mod machine;
 mod project;
 mod secrets;
+mod walk;
 
 use std::sync::Mutex;
 
@@ -49,8 +55,8 @@ fn a_fresh_one_gib_box_bootstraps_deploys_and_fits() {
     let Some(vm) = machine::Vm::start() else {
         return;
     };
-    let web = project::BoxProject::web(&vm);
-    bootstrap::pristine_box(&vm, &web);
+    let web = walk::readme_path(&vm);
+    bootstrap::after_the_walk(&vm, &web);
     deploy::blue_green_under_load_and_rollback(&vm, &web);
     secrets::files_mode_survives_docker_restart_and_reboot(&vm, &web);
     fitness::seed_004_on_one_gib(&vm);

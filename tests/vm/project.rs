@@ -14,7 +14,10 @@ use crate::common::{isolate, loud};
 use crate::machine::Vm;
 
 pub struct BoxProject {
+    /// The laptop side: HOME (`.home`, the laptop's age identity) and the project's folder.
     local: tempfile::TempDir,
+    /// The project's folder: `local` itself, or the one `cutover init NAME` made in it.
+    dir: std::path::PathBuf,
     pub name: String,
     host: String,
     ssh_config: std::path::PathBuf,
@@ -46,7 +49,7 @@ impl Run {
 
 /// The binary under test without its debug info: `--host` uploads the binary it runs, and
 /// 125 MB of debug build takes 1.5 min over the VM's emulated network; stripped it is ~22 MB.
-fn stripped_binary() -> &'static Path {
+pub fn stripped_binary() -> &'static Path {
     static PATH: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
         let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("vm-cutover");
@@ -85,6 +88,7 @@ impl BoxProject {
         // No hand-made include directory: bootstrap's `nginx access` step creates it for
         // admin (the SSH user, `$SUDO_USER` under `sudo -n`), with the sudoers drop-in.
         BoxProject {
+            dir: local.path().to_path_buf(),
             local,
             name: name.to_string(),
             host: vm.host(),
@@ -92,26 +96,33 @@ impl BoxProject {
         }
     }
 
-    /// The demo app behind the box's nginx on port 80 (forwarded to the host).
-    pub fn web(vm: &Vm) -> BoxProject {
-        BoxProject::new(
-            vm,
-            "vmweb",
-            "app:\n\
-             \x20 name: web\n\
-             \x20 image: cutover-vmsuite\n\
-             \x20 port: 8080\n\
-             \x20 memory: 64M\n\
-             \x20 health: { path: /health, timeout: 120s, interval: 500ms }\n\
-             \x20 drain: 3s\n\
-             \x20 stop_grace: 10s\n\
-             colors: { blue: 8081, green: 8082 }\n",
-            80,
-        )
+    /// A project made by commands run in an empty folder (the README's walk): its folder is
+    /// `dir` below the laptop side, once a command made it.
+    pub fn empty(vm: &Vm, name: &str) -> BoxProject {
+        let local = tempfile::tempdir().unwrap();
+        BoxProject {
+            dir: local.path().to_path_buf(),
+            local,
+            name: name.to_string(),
+            host: vm.host(),
+            ssh_config: vm.ssh_config.clone(),
+        }
+    }
+
+    /// `cd DIR` (relative to the project's folder).
+    pub fn cd(&mut self, dir: &str) {
+        let to = self.dir.join(dir);
+        assert!(to.is_dir(), "cd {dir}: {} is not a directory", to.display());
+        self.dir = to;
+    }
+
+    /// The laptop's HOME (its age identity is under it).
+    pub fn home(&self) -> std::path::PathBuf {
+        self.local.path().join(".home")
     }
 
     pub fn path(&self) -> &Path {
-        self.local.path()
+        &self.dir
     }
 
     pub fn config_path(&self) -> std::path::PathBuf {
@@ -138,8 +149,8 @@ impl BoxProject {
         run
     }
 
-    fn cutover_here(&self, args: &[&str]) -> Run {
-        let home = self.path().join(".home");
+    pub fn cutover_here(&self, args: &[&str]) -> Run {
+        let home = self.home();
         std::fs::create_dir_all(&home).unwrap();
         let mut cmd = std::process::Command::new(stripped_binary());
         cmd.current_dir(self.path());

@@ -1,5 +1,5 @@
-//! Phase 3: `app.secrets_delivery: files` on the box. The web project gets a secret (encrypted
-//! to this machine's key and the box's own identity), is deployed in files mode, then Docker
+//! Phase 4: `app.secrets_delivery: files` on the box. The walk's project gets a second secret
+//! (encrypted to this machine's key and the box's own identity), is deployed in files mode, then Docker
 //! is restarted and the box rebooted: each time the app answers with a hash of the secret it
 //! read from `/run/secrets`, and no file under /var/lib/docker, /etc, /root, /home, /var/log
 //! or /tmp, nor the journal, holds the value.
@@ -9,14 +9,7 @@ use std::time::Duration;
 use crate::common::loud;
 use crate::machine::Vm;
 use crate::project::BoxProject;
-
-/// FNV-1a 64, as the demo's `/secret-hash` computes it.
-fn fnv1a(bytes: &[u8]) -> String {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    format!("{h:016x}\n")
-}
+use crate::walk::fnv1a;
 
 /// Files and journal lines on the box holding `marker`. The pattern on the command line is
 /// `MARK[E]R…`, a regex that matches the marker without containing it: sudo logs its command
@@ -44,10 +37,6 @@ fn assert_no_copies(vm: &Vm, marker: &str, when: &str) {
 }
 
 pub fn files_mode_survives_docker_restart_and_reboot(vm: &Vm, web: &BoxProject) {
-    let recipient = web.cutover_ok(&["bootstrap", "--json"]).json()["recipient"]
-        .as_str()
-        .expect("the box's recipient")
-        .to_string();
     let marker = format!(
         "MARKvmfiles{}x{}",
         std::process::id(),
@@ -56,24 +45,18 @@ pub fn files_mode_survives_docker_restart_and_reboot(vm: &Vm, web: &BoxProject) 
             .unwrap()
             .as_nanos()
     );
-    // This machine's key (the deploy decrypts with it, sent over the session) and the box's
-    // (the boot unit decrypts with it).
-    let keygen = web.local_ok(&["secrets", "keygen"]);
-    let mine = keygen.stdout().trim().to_string();
-    std::fs::create_dir_all(web.path().join("secrets")).unwrap();
-    std::fs::write(
-        web.path().join("secrets/recipients.txt"),
-        format!("# this machine\n{mine}\n# the box\n{recipient}\n"),
-    )
-    .unwrap();
+    // The walk made this machine's key and the box's the project's recipients (keygen --add,
+    // then the command bootstrap printed): a new file is encrypted to both.
     let plain = web.path().join("app.env");
     std::fs::write(&plain, format!("APP_SECRET={marker}\n")).unwrap();
     web.local_ok(&["secrets", "encrypt", "--rm", "app.env"]);
+    // `encrypt` listed the file beside the walk's in the scaffold's inline app.secrets.
     let config = std::fs::read_to_string(web.config_path()).unwrap();
-    let config = config.replace(
-        "  stop_grace: 10s\n",
-        "  stop_grace: 10s\n  secrets: [secrets/app.env.age]\n  secrets_delivery: files\n",
+    assert!(
+        config.contains("secrets/app.env.age"),
+        "encrypt did not list the file:\n{config}"
     );
+    let config = config.replace("secrets_delivery: env ", "secrets_delivery: files ");
     assert!(config.contains("secrets_delivery: files"), "{config}");
     std::fs::write(web.config_path(), config).unwrap();
 
@@ -109,7 +92,7 @@ pub fn files_mode_survives_docker_restart_and_reboot(vm: &Vm, web: &BoxProject) 
     ));
     let unit = vm.ssh_ok("sudo -n journalctl --no-pager -o cat -b -u cutover-secrets");
     assert!(
-        unit.contains("vmweb: wrote web-"),
+        unit.contains(&format!("{}: wrote app-", web.name)),
         "the boot unit's lines:\n{unit}"
     );
     assert_no_copies(vm, &marker, "after a reboot");

@@ -25,6 +25,7 @@ impl Run<'_, '_> {
             engine: EngineKind::Compose,
             request: req,
             clock: &self.clock,
+            interrupted: &self.d.interrupted,
         };
         let lock = record::lock_or_record_refusal(&self.state_dir, req.lock_wait, action, refused)?;
         self.clock.done(Step::Lock, "");

@@ -224,6 +224,15 @@ impl Run<'_, '_> {
             summary.plan_steps = ops.steps(self.pulls(&target));
             return Ok(summary);
         }
+        // A signal that came while the lock, observe or render ran: stop before the first
+        // thing that changes the box (the pre_deploy hook included).
+        if self.interrupted() {
+            let stop = crate::engine::failure::Failed {
+                message: "interrupted (SIGINT/SIGTERM) before anything changed".into(),
+                abort: Abort::Interrupted,
+            };
+            return Err(self.record_refusal(req, &target, stop.into()));
+        }
         self.prepare_hooks(req, &target)
             .map_err(|e| self.record_refusal(req, &target, e))?;
         for check in &ops.checks {
@@ -587,7 +596,7 @@ impl Run<'_, '_> {
         t: &Target,
         switch_ms: Option<u64>,
         notes: Vec<String>,
-        plan: Vec<String>,
+        plan: Vec<crate::engine::PlanItem>,
     ) -> Summary {
         Summary {
             engine: EngineKind::Compose,

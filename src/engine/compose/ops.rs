@@ -11,7 +11,7 @@
 
 use crate::config::{Color, Config, Dur};
 use crate::docker::compose::Project;
-use crate::engine::{Request, Step};
+use crate::engine::{PlanItem, Request, Step};
 
 use super::{health_url, Deployer, Rendered, Target};
 
@@ -129,12 +129,25 @@ pub(super) struct Describe<'a> {
 impl Describe<'_> {
     /// The `--dry-run` plan: every operation's lines, then what follows every run (the record,
     /// the hooks after it).
-    pub fn lines(&self, ops: &Ops) -> Vec<String> {
-        let mut lines: Vec<String> = ops.checks.iter().map(|c| self.check(c)).collect();
+    pub fn lines(&self, ops: &Ops) -> Vec<PlanItem> {
+        let mut lines: Vec<PlanItem> = ops
+            .checks
+            .iter()
+            .map(|c| PlanItem::new(None, self.check(c)))
+            .collect();
         for change in &ops.changes {
-            lines.extend(self.change(change));
+            let steps = change.steps();
+            let described = self.change(change);
+            // Each line is its step's (`Switch`: the switch, then the probe); lines past the
+            // steps (the workers, one per worker) belong to the last one.
+            lines.extend(
+                described
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, line)| PlanItem::new(steps.get(i).or(steps.last()).copied(), line)),
+            );
         }
-        lines.extend(self.after());
+        lines.extend(self.after().into_iter().map(|l| PlanItem::new(None, l)));
         lines
     }
 

@@ -19,11 +19,12 @@ impl Run<'_, '_> {
         result: &anyhow::Result<(u64, Vec<String>)>,
     ) -> anyhow::Result<()> {
         let saved = self.save_state(t, result.is_ok());
+        let switch_ms = result.as_ref().ok().map(|(ms, _)| *ms);
         let (result, reason) = match workers::failure(&self.worker_outcomes, &self.live(t)) {
             Some(failed) if result.is_ok() => (RunResult::Failed, Some(failed.message)),
             _ => failure::verdict(result),
         };
-        let appended = self.append_history(req, t, result, reason);
+        let appended = self.append_history(req, t, result, reason, switch_ms);
         match (saved, appended) {
             (Ok(()), Ok(())) => Ok(()),
             (Err(e), Ok(())) => Err(e.context("state.json was not updated")),
@@ -47,7 +48,7 @@ impl Run<'_, '_> {
             return err;
         }
         let (result, reason) = failure::error_verdict(&err);
-        match self.append_history(req, t, result, reason) {
+        match self.append_history(req, t, result, reason, None) {
             Ok(()) => err,
             Err(problem) => record::unrecorded(err, problem),
         }
@@ -60,6 +61,7 @@ impl Run<'_, '_> {
         t: &Target,
         result: RunResult,
         reason: Option<String>,
+        switch_ms: Option<u64>,
     ) -> anyhow::Result<()> {
         record::append(
             &self.state_dir,
@@ -74,6 +76,7 @@ impl Run<'_, '_> {
                 reason,
                 steps: self.clock.steps(),
                 total_ms: self.clock.total_ms(),
+                switch_ms,
                 workers: self.worker_outcomes.clone(),
             },
         )

@@ -12,7 +12,7 @@ use crate::docker::compose::Container;
 use crate::health::Prober;
 use crate::state::{HistoryEntry, StateDir};
 
-use super::observe::{color_health, observe, ColorHealth};
+use super::observe::{color_health, observe, ColorHealth, Served};
 
 #[derive(Serialize)]
 pub struct ColorStatus {
@@ -46,6 +46,9 @@ pub struct StatusReport {
     pub active: Option<Color>,
     /// The color nginx serves, asked through its probe.
     pub nginx_serves: Option<Color>,
+    /// Why `nginx_serves` is null (no answer from its probe, or an answer naming neither
+    /// color), as the text says it; null when it names a color.
+    pub nginx_serves_reason: Option<String>,
     /// The color the include on disk points at.
     pub nginx_points_at: Option<Color>,
     pub colors: Vec<ColorStatus>,
@@ -113,6 +116,7 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
         project: loaded.config.project.to_string(),
         active,
         nginx_serves: observed.served.color(),
+        nginx_serves_reason: served_reason(&observed.served),
         nginx_points_at: observed.nginx_color,
         colors,
         accessories,
@@ -126,6 +130,15 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
         maintenance: crate::maintenance::load(&loaded.state_dir())?,
         down,
     })
+}
+
+/// Why the probe named no color, for the text and `--json` alike.
+fn served_reason(served: &Served) -> Option<String> {
+    match served {
+        Served::Color(_) => None,
+        Served::Unreachable(why) => Some(format!("no answer from its probe: {why}")),
+        Served::Unmarked(why) => Some(format!("its probe's answer names neither color: {why}")),
+    }
 }
 
 /// Each configured worker: the running container (else the last one seen) of its services.

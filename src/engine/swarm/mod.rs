@@ -28,7 +28,7 @@ use serde::Serialize;
 use crate::config::{Loaded, Routing, Swarm};
 use crate::docker::swarm;
 use crate::engine::record::{self, Attempt};
-use crate::engine::{failure, Abort, Failed, Reporter, Request, Step, StepClock};
+use crate::engine::{failure, Abort, Failed, PlanItem, Reporter, Request, Step, StepClock};
 use crate::render::Renderer;
 use crate::secrets::SecretKeys;
 use crate::state::{Action, EngineKind, RunResult, StateDir};
@@ -158,6 +158,7 @@ impl Run<'_, '_> {
             engine: EngineKind::Swarm,
             request: req,
             clock: &self.clock,
+            interrupted: &self.d.interrupted,
         };
         let lock = record::lock_or_record_refusal(&self.state_dir, req.lock_wait, action, refused)?;
         self.clock.done(Step::Lock, "");
@@ -395,12 +396,13 @@ impl Run<'_, '_> {
                 reason,
                 steps: self.clock.steps(),
                 total_ms: self.clock.total_ms(),
+                switch_ms: None,
                 workers: Vec::new(),
             },
         )
     }
 
-    fn summary(&self, req: &Request, t: &Target, done: Done, plan: Vec<String>) -> Summary {
+    fn summary(&self, req: &Request, t: &Target, done: Done, plan: Vec<PlanItem>) -> Summary {
         let mut notes = t.notes.clone();
         notes.extend(done.notes);
         Summary {
@@ -427,62 +429,88 @@ impl Run<'_, '_> {
     }
 }
 
-/// `--dry-run`: the commands a deploy would run, in order.
-fn dry_run_plan(t: &Target) -> Vec<String> {
-    let mut plan = vec![format!(
-        "write {} ({}: {}, {} replicas)",
-        t.stack_file.display(),
-        t.service,
-        t.image,
-        t.swarm.replicas.0
+/// `--dry-run`: the commands a deploy would run, in order, each with the step it is.
+fn dry_run_plan(t: &Target) -> Vec<PlanItem> {
+    let mut plan = vec![PlanItem::new(
+        None,
+        format!(
+            "write {} ({}: {}, {} replicas)",
+            t.stack_file.display(),
+            t.service,
+            t.image,
+            t.swarm.replicas.0
+        ),
     )];
     for (key, name) in &t.missing {
-        plan.push(format!(
-            "docker secret create {name} - (value of {key} on stdin)"
+        plan.push(PlanItem::new(
+            Step::Secrets,
+            format!("docker secret create {name} - (value of {key} on stdin)"),
         ));
     }
-    plan.push(format!(
-        "docker stack deploy --compose-file {} --resolve-image {} {}",
-        t.stack_file.display(),
-        t.swarm.resolve_image.as_str(),
-        t.project
+    plan.push(PlanItem::new(
+        Step::Stack,
+        format!(
+            "docker stack deploy --compose-file {} --resolve-image {} {}",
+            t.stack_file.display(),
+            t.swarm.resolve_image.as_str(),
+            t.project
+        ),
     ));
     match &t.colors {
         Some(c) => {
             let new = format!("{}-{}", t.service, c.new);
-            plan.push(format!(
-                "wait until every schedulable node runs a healthy task of {new} (up to {})",
-                t.swarm.timeout
+            plan.push(PlanItem::new(
+                Step::Rollout,
+                format!(
+                    "wait until every schedulable node runs a healthy task of {new} (up to {})",
+                    t.swarm.timeout
+                ),
             ));
-            plan.push(format!(
-                "GET the health path of {} on every node's port (the gate)",
-                c.new
+            plan.push(PlanItem::new(
+                Step::Health,
+                format!(
+                    "GET the health path of {} on every node's port (the gate)",
+                    c.new
+                ),
             ));
-            plan.push(format!(
-                "write the upstream of {} over the nodes to {}, nginx -t, reload (the switch)",
-                c.new,
-                t.upstream.display()
+            plan.push(PlanItem::new(
+                Step::Switch,
+                format!(
+                    "write the upstream of {} over the nodes to {}, nginx -t, reload (the switch)",
+                    c.new,
+                    t.upstream.display()
+                ),
             ));
-            plan.push(
+            plan.push(PlanItem::new(
+                Step::Settle,
                 "watch the new color for app.settle, switching back on a wrong answer; drain"
                     .to_string(),
-            );
+            ));
             if let Some((old, _)) = &c.active {
-                plan.push(format!(
-                    "scale {old} to 0: docker stack deploy --prune without {}-{old}",
-                    t.service
+                plan.push(PlanItem::new(
+                    Step::Stop,
+                    format!(
+                        "scale {old} to 0: docker stack deploy --prune without {}-{old}",
+                        t.service
+                    ),
                 ));
             }
         }
-        None => plan.push(format!(
-            "wait for {} to converge or roll back (up to {})",
-            t.service, t.swarm.timeout
+        None => plan.push(PlanItem::new(
+            Step::Rollout,
+            format!(
+                "wait for {} to converge or roll back (up to {})",
+                t.service, t.swarm.timeout
+            ),
         )),
     }
-    plan.push(format!(
-        "remove swarm secrets labelled {}={} that no service references",
-        swarm::PROJECT_LABEL,
-        t.project
+    plan.push(PlanItem::new(
+        Step::Prune,
+        format!(
+            "remove swarm secrets labelled {}={} that no service references",
+            swarm::PROJECT_LABEL,
+            t.project
+        ),
     ));
     plan
 }

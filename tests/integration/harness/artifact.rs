@@ -55,10 +55,26 @@ pub(crate) fn artifacts_for(triple: &str) -> Option<PathBuf> {
     None
 }
 
+/// qemu-user's aarch64 emulator: `qemu-aarch64` (Debian's `qemu-user`, which scripts/test.sh
+/// installs without its recommended `qemu-user-binfmt`, so nothing is registered host-wide) or
+/// else `qemu-aarch64-static` (`qemu-user-static`, which registers itself for every aarch64
+/// ELF on a systemd machine). The tests never need a host registration. None: skipped loudly
+/// (a failure under CI).
+pub(crate) fn qemu_aarch64() -> Option<PathBuf> {
+    ["qemu-aarch64", "qemu-aarch64-static"]
+        .into_iter()
+        .find_map(cutover::process::which)
+        .or_else(|| {
+            require("qemu-aarch64", "run the aarch64 binary (apt: qemu-user)");
+            None
+        })
+}
+
 /// The aarch64 release binary, unpacked from its tarball, run under qemu-user
-/// (`qemu-aarch64-static`, called by name: the tests need no binfmt_misc registration).
+/// ([`qemu_aarch64`], called by name: the tests need no binfmt_misc registration).
 pub(crate) struct Aarch64 {
     _dir: tempfile::TempDir,
+    qemu: PathBuf,
     pub(crate) bin: PathBuf,
 }
 
@@ -66,12 +82,7 @@ impl Aarch64 {
     /// The unpacked binary, or None (skipped loudly; a failure under CI) without the
     /// artifact or qemu-user.
     pub(crate) fn unpack() -> Option<Aarch64> {
-        if !require(
-            "qemu-aarch64-static",
-            "run the aarch64 binary (apt: qemu-user-static)",
-        ) {
-            return None;
-        }
+        let qemu = qemu_aarch64()?;
         let dist = artifacts_for(AARCH64)?;
         let dir = tempfile::tempdir().unwrap();
         let name = name_for(AARCH64);
@@ -84,14 +95,18 @@ impl Aarch64 {
             .unwrap();
         assert!(status.success(), "could not unpack {name}.tar.gz");
         let bin = dir.path().join(&name).join("cutover");
-        Some(Aarch64 { _dir: dir, bin })
+        Some(Aarch64 {
+            _dir: dir,
+            qemu,
+            bin,
+        })
     }
 
-    /// `qemu-aarch64-static <the binary>` in `dir`, isolated under `home` like the tests'
+    /// `qemu-aarch64 <the binary>` in `dir`, isolated under `home` like the tests'
     /// own binary ([`isolate`]). Its children (docker, nginx, age) are this machine's own:
     /// qemu-user hands an execve of a native program to the kernel.
     pub(crate) fn command(&self, dir: &Path, home: &Path) -> Command {
-        let mut cmd = Command::new("qemu-aarch64-static");
+        let mut cmd = Command::new(&self.qemu);
         cmd.arg(&self.bin).current_dir(dir);
         isolate(&mut cmd, home);
         cmd
@@ -99,22 +114,29 @@ impl Aarch64 {
 }
 
 /// `program args…` where aarch64 ELFs run as if native: in a user namespace of its own with
-/// its own binfmt_misc instance (Linux ≥ 6.7), where qemu-aarch64-static is registered for
+/// its own binfmt_misc instance (Linux ≥ 6.7), where [`qemu_aarch64`] is registered for
 /// them. This machine's binfmt_misc is never touched; the namespace and its registration end
 /// with the command. For what execs an aarch64 program itself (install.sh's try-run, the
 /// box's check of an upload).
 pub(crate) fn aarch64_binfmt(program: &Path) -> Command {
     let mut cmd = Command::new("unshare");
     cmd.args(["--user", "--map-root-user", "--mount", "sh", "-c"])
-        .arg(format!("set -e; {REGISTER_AARCH64}; exec \"$@\""))
+        .arg(format!("set -e; {}; exec \"$@\"", register_aarch64()))
         .arg("aarch64-binfmt")
         .arg(program);
     cmd
 }
 
-/// Mounts a private binfmt_misc and registers qemu-aarch64-static for aarch64 ELFs (the
-/// magic and mask qemu's own binfmt files use).
-const REGISTER_AARCH64: &str = r"mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:/usr/bin/qemu-aarch64-static:F' >/proc/sys/fs/binfmt_misc/register";
+/// Mounts a private binfmt_misc and registers [`qemu_aarch64`] for aarch64 ELFs (the magic
+/// and mask qemu's own binfmt files use; `F`: the emulator is opened now, so it need not be
+/// reachable from where the program runs). Callers gate on [`qemu_aarch64`] first.
+fn register_aarch64() -> String {
+    let qemu = qemu_aarch64().expect("qemu-aarch64 is gated on before a binfmt registration");
+    format!(
+        r"mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; printf '%s' ':qemu-aarch64:M::\x7fELF\x02\x01\x01\x00\x00\x00\x00\x00\x00\x00\x00\x00\x02\x00\xb7\x00:\xff\xff\xff\xff\xff\xff\xff\x00\xff\xff\xff\xff\xff\xff\xff\xff\xfe\xff\xff\xff:{}:F' >/proc/sys/fs/binfmt_misc/register",
+        qemu.display()
+    )
+}
 
 /// Starts `daemon` (a shell command that forks into the background, such as sshd) in a
 /// user namespace with aarch64 binfmt as [`aarch64_binfmt`], but identity-mapped over every
@@ -125,7 +147,8 @@ pub(crate) fn aarch64_binfmt_daemon(daemon: &str) {
     let mut child = Command::new("unshare")
         .args(["--user", "--mount", "sh", "-c"])
         .arg(format!(
-            "read -r go; set -e; {REGISTER_AARCH64}; exec {daemon}"
+            "read -r go; set -e; {}; exec {daemon}",
+            register_aarch64()
         ))
         .stdin(Stdio::piped())
         .spawn()

@@ -18,6 +18,8 @@
 //! - [`swarm`]: the single-node swarm the swarm tests share.
 //! - [`cluster`]: a real three-node swarm (scripts/cluster.sh), one netns per node.
 //! - [`artifact`]: the static release tarball scripts/release.sh built, and a local HTTP server.
+//! - [`readme_walk`]: the README's laptop-to-box path as commands (its `walk` markers), for
+//!   the `--help` check here and the VM suite's walk of it.
 //!
 //! (The load client, `cutover::demo::Load`, is the crate's own: the demo and the benchmarks
 //! use it too.)
@@ -46,6 +48,7 @@ pub mod docker_registry;
 pub mod laptop;
 pub mod lifecycle_app;
 pub mod project;
+pub mod readme_walk;
 pub mod ssh_box;
 pub mod swarm;
 pub mod workers_app;

@@ -691,10 +691,11 @@ impl Project {
         }
     }
 
-    /// The deploy history (`history --json`).
+    /// The deploy history (`history --json`'s entries).
     pub fn history(&self) -> Vec<serde_json::Value> {
-        serde_json::from_value(self.cutover(["history", "--json"]).success().stdout_json())
-            .expect("history is a list")
+        let doc = self.cutover(["history", "--json"]).success().stdout_json();
+        serde_json::from_value(doc["entries"].clone())
+            .unwrap_or_else(|e| panic!("history --json has no entries list ({e}): {doc}"))
     }
 
     /// `status --json`.

@@ -34,6 +34,7 @@ struct Run<'f> {
     interrupt_after: Option<Duration>,
     dry_run: bool,
     action: Action,
+    lock_wait: Duration,
 }
 
 impl<'f> Run<'f> {
@@ -44,6 +45,7 @@ impl<'f> Run<'f> {
             interrupt_after: None,
             dry_run: false,
             action: Action::Deploy,
+            lock_wait: Duration::ZERO,
         }
     }
 
@@ -77,7 +79,7 @@ impl<'f> Run<'f> {
             action: self.action,
             dry_run: self.dry_run,
             force: false,
-            lock_wait: Duration::ZERO,
+            lock_wait: self.lock_wait,
             release: true,
         };
         let mut events = Events::default();
@@ -102,6 +104,19 @@ fn state(fake: &FakeBox) -> State {
 
 fn history(fake: &FakeBox) -> Vec<HistoryEntry> {
     StateDir::new(fake.loaded.state_dir()).history().unwrap()
+}
+
+/// The project's deploy lock, held by another (pretend) deploy until dropped.
+fn hold_the_lock(fake: &FakeBox) -> crate::state::DeployLock {
+    let holder = crate::state::Holder {
+        pid: 1,
+        user: "ci".into(),
+        started: "now".into(),
+        action: "deploy x:v9".into(),
+    };
+    StateDir::new(fake.loaded.state_dir())
+        .lock(Duration::ZERO, &holder)
+        .unwrap()
 }
 
 fn abort_of(err: &anyhow::Error) -> Abort {
@@ -368,6 +383,62 @@ fn an_interrupt_during_pre_deploy_is_an_interrupt_not_a_timeout() {
     assert!(fake.running().is_empty());
 }
 
+/// A signal that arrived before the first change (while the config loaded, the lock was
+/// taken or the box observed) stops the deploy before its pre_deploy hook runs.
+#[test]
+fn an_interrupt_before_the_first_change_runs_no_hook_and_starts_nothing() {
+    let fake = FakeBox::with_sections(
+        "",
+        "hooks:\n  timeout: 1m\n  pre_deploy: { command: [touch, pre_deploy.ran] }\n",
+        Script::default(),
+    );
+    let err = Run {
+        interrupted: true,
+        ..Run::deploy(&fake)
+    }
+    .go(Some("v1"))
+    .unwrap_err();
+    assert_eq!(abort_of(&err), Abort::Interrupted, "{err:#}");
+    assert!(
+        format!("{err:#}").contains("before anything changed"),
+        "{err:#}"
+    );
+    assert!(!fake.dir.path().join("pre_deploy.ran").exists());
+    assert!(fake.running().is_empty());
+    let last = history(&fake).pop().unwrap();
+    assert_eq!(last.result, RunResult::Interrupted, "{last:?}");
+}
+
+/// `--lock-wait 1m` behind another deploy answers a SIGINT at once instead of waiting the
+/// minute: an interrupted deploy that changed nothing, recorded as such.
+#[test]
+fn an_interrupt_while_waiting_for_the_lock_ends_the_wait() {
+    let fake = blue_serves_v1("", Script::default());
+    let _held = hold_the_lock(&fake);
+    let started = std::time::Instant::now();
+    let err = Run {
+        interrupt_after: Some(Duration::from_millis(300)),
+        lock_wait: Duration::from_secs(60),
+        ..Run::deploy(&fake)
+    }
+    .go(Some("v2"))
+    .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the wait went on for {:?}",
+        started.elapsed()
+    );
+    assert_eq!(abort_of(&err), Abort::Interrupted, "{err:#}");
+    assert!(
+        format!("{err:#}").contains("waiting for the deploy lock"),
+        "{err:#}"
+    );
+    assert_eq!(fake.running(), [format!("web-blue {}", fake.image("v1"))]);
+    let last = history(&fake).pop().unwrap();
+    assert_eq!(last.result, RunResult::Interrupted, "{last:?}");
+    assert_eq!(last.image, fake.image("v2"));
+}
+
 #[test]
 fn a_redeploy_after_an_outage_is_a_recovery_of_what_served_not_a_downgrade() {
     let fake = blue_serves_v1("", Script::default());
@@ -409,15 +480,7 @@ fn a_redeploy_after_an_outage_is_a_recovery_of_what_served_not_a_downgrade() {
 #[test]
 fn a_deploy_refused_by_the_lock_changes_nothing_and_is_recorded() {
     let fake = blue_serves_v1("", Script::default());
-    let holder = crate::state::Holder {
-        pid: 1,
-        user: "ci".into(),
-        started: "now".into(),
-        action: "deploy x:v9".into(),
-    };
-    let _held = StateDir::new(fake.loaded.state_dir())
-        .lock(Duration::ZERO, &holder)
-        .unwrap();
+    let _held = hold_the_lock(&fake);
     let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
     assert!(
         format!("{err:#}").contains("another deploy is running"),
@@ -466,7 +529,10 @@ fn the_plan_for_a_first_deploy_has_no_stop_and_waits_only_for_old_workers() {
         plan.plan_steps
     );
     assert!(plan.first_deploy);
-    let ops_free_of_stop = plan.plan.iter().all(|line| !line.starts_with("stop -t"));
+    let ops_free_of_stop = plan
+        .plan
+        .iter()
+        .all(|line| !line.detail.starts_with("stop -t"));
     assert!(ops_free_of_stop, "{:?}", plan.plan);
 }
 
