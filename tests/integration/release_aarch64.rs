@@ -381,6 +381,30 @@ fn cross_root_refuses_a_cache_dir_another_user_owns_or_may_write() {
     std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = run();
     assert!(called.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Hostile run #2: the cache directory a symlink to a root-owned directory whose parent
+    // is another user's (who can rename it away and put their own in its place). The walk
+    // up the symlink's own path saw only root's directories and accepted it.
+    std::fs::remove_file(&called).unwrap();
+    let theirs = work.path().join("theirs");
+    std::fs::create_dir_all(theirs.join("cross-root")).unwrap();
+    chown(&theirs, Some(65534), Some(65534)).unwrap();
+    std::fs::remove_dir_all(&base).unwrap();
+    std::os::unix::fs::symlink(theirs.join("cross-root"), &base).unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is owned by uid 65534, not root",
+            theirs.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !called.exists(),
+        "debootstrap ran from a cache it should refuse"
+    );
 }
 
 fn nix_is_root() -> bool {
