@@ -114,9 +114,11 @@ in_root() { chroot "$root" env DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
 in_root dpkg --add-architecture arm64
 in_root apt-get update -qq </dev/null
 
-# Every version of PACKAGE the sources carry (apt-cache show's Version fields), newest first.
+# Every version of PACKAGE the sources carry (apt-cache show's Version fields), newest first;
+# none when the archive has no such package (apt-cache then fails: the error below names
+# what was seen, where pipefail would have ended the script with no message).
 versions_of() {
-    in_root apt-cache show "$1" 2>/dev/null </dev/null | sed -n 's/^Version: //p' | sort -u | sort_versions
+    { in_root apt-cache show "$1" 2>/dev/null </dev/null || true; } | sed -n 's/^Version: //p' | sort -u | sort_versions
 }
 sort_versions() { # newest first, by dpkg's own ordering
     local vs=() v i j t

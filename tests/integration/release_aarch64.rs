@@ -414,3 +414,126 @@ fn nix_is_root() -> bool {
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false)
 }
+
+/// Hostile run #2 on #25: which rustc cross-root.sh pins, from a fake archive. debootstrap,
+/// mount and chroot are stubs (the chroot one answers `apt-cache show` from the lists below,
+/// compares versions with this machine's `dpkg`, and records then fails `apt-get install`);
+/// the selection is the real script's. A libstd-rust-dev:arm64 the archive lacks entirely
+/// ended the script with no message (apt-cache's failure under pipefail).
+#[test]
+fn cross_root_pins_the_newest_rustc_both_arches_carry_from_a_fake_archive() {
+    if !nix_is_root() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "cross-root.sh needs root (chroot); CI runs as root"
+        );
+        eprintln!("*** SKIPPED: cross-root.sh needs root (chroot) ***");
+        return;
+    }
+    if !require("dpkg", "compare Debian versions") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let stub = work.path().join("stub");
+    std::fs::create_dir_all(&stub).unwrap();
+    let write = |name: &str, text: String| {
+        std::fs::write(stub.join(name), text).unwrap();
+        std::fs::set_permissions(stub.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write(
+        "debootstrap",
+        "#!/bin/sh\nn=$(($# - 1)); eval t=\\${$n}\nmkdir -p \"$t/etc/apt/apt.conf.d\" \"$t/proc\"\n"
+            .into(),
+    );
+    write("mount", "#!/bin/sh\nexit 0\n".into());
+    write("umount", "#!/bin/sh\nexit 0\n".into());
+    // `chroot ROOT env VAR=… COMMAND…`; the archive is $ARCHIVE/{rustc,std}, one version a line.
+    write(
+        "chroot",
+        "#!/bin/sh\nshift; [ \"$1\" = env ] && shift\n\
+         while case \"$1\" in *=*) true;; *) false;; esac; do shift; done\n\
+         case \"$1 $2\" in\n\
+         'dpkg --add-architecture'|'apt-get update') exit 0 ;;\n\
+         'dpkg --compare-versions') shift; exec /usr/bin/dpkg \"$@\" ;;\n\
+         'apt-cache show')\n\
+           case \"$3\" in rustc:amd64) f=rustc ;; libstd-rust-dev:arm64) f=std ;; *) exit 100 ;; esac\n\
+           [ -f \"$ARCHIVE/$f\" ] || { echo 'E: No packages found' >&2; exit 100; }\n\
+           while read -r v; do printf 'Package: %s\\nVersion: %s\\n\\n' \"$f\" \"$v\"; done <\"$ARCHIVE/$f\"; exit 0 ;;\n\
+         'apt-get install') echo \"$*\" >\"$ARCHIVE/installed\"; exit 1 ;;\n\
+         esac\necho \"chroot stub: unexpected $*\" >&2; exit 1\n"
+            .into(),
+    );
+    let path = format!(
+        "{}:{}",
+        stub.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // (case, rustc:amd64 versions, libstd-rust-dev:arm64 versions or None for no such
+    // package, the version pinned or None, what stderr says)
+    let cases: [(&str, &[&str], Option<&[&str]>, Option<&str>, &str); 5] = [
+        (
+            "arm64 lags",
+            &["1.98.0+dfsg1-1", "1.97.1+dfsg1-1"],
+            Some(&["1.97.1+dfsg1-1"]),
+            Some("1.97.1+dfsg1-1"),
+            "rustc 1.98.0+dfsg1-1 has no libstd-rust-dev:arm64 of its version yet; using 1.97.1+dfsg1-1",
+        ),
+        (
+            "dpkg order",
+            &["1.99.0+dfsg1-1", "1.100.0+dfsg1-1"],
+            Some(&["1.100.0+dfsg1-1", "1.99.0+dfsg1-1"]),
+            Some("1.100.0+dfsg1-1"),
+            "apt could not install rustc, cargo and libstd-rust-dev:arm64 1.100.0+dfsg1-1",
+        ),
+        (
+            "no pair",
+            &["1.98.0+dfsg1-1"],
+            Some(&["1.97.1+dfsg1-1"]),
+            None,
+            "no rustc version that sid and testing carry for both amd64 and arm64 (rustc (amd64): \
+             1.98.0+dfsg1-1 ; libstd-rust-dev (arm64): 1.97.1+dfsg1-1 )",
+        ),
+        (
+            "no arm64 std at all",
+            &["1.98.0+dfsg1-1"],
+            None,
+            None,
+            "no rustc version that sid and testing carry for both amd64 and arm64",
+        ),
+        (
+            "below rust-version",
+            &["1.85.0+dfsg1-1"],
+            Some(&["1.85.0+dfsg1-1"]),
+            None,
+            "Debian's rustc 1.85.0+dfsg1-1 is older than Cargo.toml's rust-version",
+        ),
+    ];
+    for (i, (case, rustc, std_, pinned, says)) in cases.into_iter().enumerate() {
+        let archive = work.path().join(format!("archive-{i}"));
+        std::fs::create_dir_all(&archive).unwrap();
+        std::fs::write(archive.join("rustc"), rustc.join("\n") + "\n").unwrap();
+        if let Some(std_) = std_ {
+            std::fs::write(archive.join("std"), std_.join("\n") + "\n").unwrap();
+        }
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/cross-root.sh"))
+            .env("PATH", &path)
+            .env("ARCHIVE", &archive)
+            .env("XDG_CACHE_HOME", work.path().join(format!("cache-{i}")))
+            .env("CUTOVER_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {stderr}");
+        assert!(stderr.contains(says), "{case}: {stderr}");
+        let installed = std::fs::read_to_string(archive.join("installed")).unwrap_or_default();
+        match pinned {
+            Some(v) => assert!(
+                installed.contains(&format!(" rustc={v} cargo={v} libstd-rust-dev:arm64={v} ")),
+                "{case}: {installed:?}"
+            ),
+            None => assert!(installed.is_empty(), "{case}: installed {installed:?}"),
+        }
+    }
+}
