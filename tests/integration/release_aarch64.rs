@@ -470,7 +470,14 @@ fn cross_root_pins_the_newest_rustc_both_arches_carry_from_a_fake_archive() {
     );
     // (case, rustc:amd64 versions, libstd-rust-dev:arm64 versions or None for no such
     // package, the version pinned or None, what stderr says)
-    let cases: [(&str, &[&str], Option<&[&str]>, Option<&str>, &str); 5] = [
+    type Case = (
+        &'static str,
+        &'static [&'static str],
+        Option<&'static [&'static str]>,
+        Option<&'static str>,
+        &'static str,
+    );
+    let cases: [Case; 5] = [
         (
             "arm64 lags",
             &["1.98.0+dfsg1-1", "1.97.1+dfsg1-1"],
