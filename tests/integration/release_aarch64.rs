@@ -226,12 +226,7 @@ fn aarch64_deploy_dry_run_plans_against_this_machines_engine() {
 /// survived); the script under test is the real one, in a throwaway XDG_CACHE_HOME.
 #[test]
 fn cross_root_a_second_cold_build_does_not_delete_the_first_ones_work() {
-    if !nix_is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "cross-root.sh needs root (chroot); CI runs as root"
-        );
-        eprintln!("*** SKIPPED: cross-root.sh needs root (chroot) ***");
+    if !root_or_skip("cross-root.sh needs root (chroot)") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -303,12 +298,7 @@ fn cross_root_a_second_cold_build_does_not_delete_the_first_ones_work() {
 #[test]
 fn cross_root_refuses_a_cache_dir_another_user_owns_or_may_write() {
     use std::os::unix::fs::chown;
-    if !nix_is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "cross-root.sh needs root (chroot); CI runs as root"
-        );
-        eprintln!("*** SKIPPED: cross-root.sh needs root (chroot) ***");
+    if !root_or_skip("cross-root.sh needs root (chroot)") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -407,6 +397,16 @@ fn cross_root_refuses_a_cache_dir_another_user_owns_or_may_write() {
     );
 }
 
+/// True as root; else skips loudly (a failure under CI, which runs as root).
+fn root_or_skip(what: &str) -> bool {
+    if nix_is_root() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{what}; CI runs as root");
+    eprintln!("*** SKIPPED: {what} ***");
+    false
+}
+
 fn nix_is_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -422,12 +422,7 @@ fn nix_is_root() -> bool {
 /// ended the script with no message (apt-cache's failure under pipefail).
 #[test]
 fn cross_root_pins_the_newest_rustc_both_arches_carry_from_a_fake_archive() {
-    if !nix_is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "cross-root.sh needs root (chroot); CI runs as root"
-        );
-        eprintln!("*** SKIPPED: cross-root.sh needs root (chroot) ***");
+    if !root_or_skip("cross-root.sh needs root (chroot)") {
         return;
     }
     if !require("dpkg", "compare Debian versions") {
@@ -543,4 +538,68 @@ fn cross_root_pins_the_newest_rustc_both_arches_carry_from_a_fake_archive() {
             None => assert!(installed.is_empty(), "{case}: installed {installed:?}"),
         }
     }
+}
+
+/// Hostile run #2 on #25: a cold cross-root.sh of another script sweeps other roots by
+/// their directory's age (a day). A root another checkout builds in every day kept the mtime
+/// of the day it was made, so it was swept (mid-build, even) once a day old. cross-cargo.sh
+/// now marks the root in use. The root here is a fake one marked ready, and `chroot` a stub
+/// (cargo is not run); the mounts are made in cross-cargo.sh's private namespace.
+#[test]
+fn cross_cargo_marks_its_root_in_use_for_the_stale_root_sweep() {
+    use sha2::Digest as _;
+    if !root_or_skip("cross-cargo.sh needs root (chroot)") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let mut scripts = std::fs::read(repo_root().join("scripts/cross-root.sh")).unwrap();
+    scripts.extend(std::fs::read(repo_root().join("scripts/debian-mirror.sh")).unwrap());
+    let key: String = sha2::Sha256::digest(&scripts)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..16]
+        .to_string();
+    let dir = work.path().join("cache/cutover-test/cross-root").join(&key);
+    // As a warm cache: its target directory already there (making it would touch the root's
+    // directory).
+    for sub in ["root/etc", "root/proc", "root/dev", "target"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(dir.join("versions"), "rustc:amd64 1.97.1+dfsg1-1\n").unwrap();
+    std::fs::write(dir.join("ready"), "").unwrap();
+    let stub = work.path().join("stub");
+    std::fs::create_dir_all(&stub).unwrap();
+    std::fs::write(stub.join("chroot"), "#!/bin/sh\nexit 0\n").unwrap();
+    std::fs::set_permissions(stub.join("chroot"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Made two days ago.
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
+    std::fs::File::open(&dir)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+
+    ok(Command::new("bash")
+        .arg(repo_root().join("scripts/cross-cargo.sh"))
+        .arg("--version")
+        .env(
+            "PATH",
+            format!(
+                "{}:{}",
+                stub.display(),
+                std::env::var("PATH").unwrap_or_default()
+            ),
+        )
+        .env("XDG_CACHE_HOME", work.path().join("cache"))
+        .env("CARGO_HOME", work.path().join("cargo-home")));
+    let age = std::fs::metadata(&dir)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .elapsed()
+        .unwrap_or_default();
+    assert!(
+        age < std::time::Duration::from_secs(3600),
+        "the root in use still looks {}s old to the sweep",
+        age.as_secs()
+    );
 }
