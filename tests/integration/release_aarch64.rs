@@ -547,30 +547,11 @@ fn cross_root_pins_the_newest_rustc_both_arches_carry_from_a_fake_archive() {
 /// (cargo is not run); the mounts are made in cross-cargo.sh's private namespace.
 #[test]
 fn cross_cargo_marks_its_root_in_use_for_the_stale_root_sweep() {
-    use sha2::Digest as _;
     if !root_or_skip("cross-cargo.sh needs root (chroot)") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let mut scripts = std::fs::read(repo_root().join("scripts/cross-root.sh")).unwrap();
-    scripts.extend(std::fs::read(repo_root().join("scripts/debian-mirror.sh")).unwrap());
-    let key: String = sha2::Sha256::digest(&scripts)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<String>()[..16]
-        .to_string();
-    let dir = work.path().join("cache/cutover-test/cross-root").join(&key);
-    // As a warm cache: its target directory already there (making it would touch the root's
-    // directory).
-    for sub in ["root/etc", "root/proc", "root/dev", "target"] {
-        std::fs::create_dir_all(dir.join(sub)).unwrap();
-    }
-    std::fs::write(dir.join("versions"), "rustc:amd64 1.97.1+dfsg1-1\n").unwrap();
-    std::fs::write(dir.join("ready"), "").unwrap();
-    let stub = work.path().join("stub");
-    std::fs::create_dir_all(&stub).unwrap();
-    std::fs::write(stub.join("chroot"), "#!/bin/sh\nexit 0\n").unwrap();
-    std::fs::set_permissions(stub.join("chroot"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (dir, path) = fake_ready_root(work.path(), "#!/bin/sh\nexit 0\n");
     // Made two days ago.
     let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
     std::fs::File::open(&dir)
@@ -581,14 +562,7 @@ fn cross_cargo_marks_its_root_in_use_for_the_stale_root_sweep() {
     ok(Command::new("bash")
         .arg(repo_root().join("scripts/cross-cargo.sh"))
         .arg("--version")
-        .env(
-            "PATH",
-            format!(
-                "{}:{}",
-                stub.display(),
-                std::env::var("PATH").unwrap_or_default()
-            ),
-        )
+        .env("PATH", &path)
         .env("XDG_CACHE_HOME", work.path().join("cache"))
         .env("CARGO_HOME", work.path().join("cargo-home")));
     let age = std::fs::metadata(&dir)
@@ -602,4 +576,93 @@ fn cross_cargo_marks_its_root_in_use_for_the_stale_root_sweep() {
         "the root in use still looks {}s old to the sweep",
         age.as_secs()
     );
+}
+
+/// A cross root under `work`/cache, marked ready for this checkout's cross-root.sh, with
+/// `versions` naming rustc and the arm64 std 1.97.1+dfsg1-1 and no toolchain in it; and a PATH
+/// whose `chroot` is the script `chroot_stub`. Returns the root's cache directory and PATH.
+fn fake_ready_root(work: &Path, chroot_stub: &str) -> (std::path::PathBuf, String) {
+    use sha2::Digest as _;
+    let mut scripts = std::fs::read(repo_root().join("scripts/cross-root.sh")).unwrap();
+    scripts.extend(std::fs::read(repo_root().join("scripts/debian-mirror.sh")).unwrap());
+    let key: String = sha2::Sha256::digest(&scripts)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..16]
+        .to_string();
+    let dir = work.join("cache/cutover-test/cross-root").join(&key);
+    // As a warm cache: its target directory already there (making it would touch the root's
+    // directory).
+    for sub in ["root/etc", "root/proc", "root/dev", "target"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.join("versions"),
+        "libstd-rust-dev:arm64 1.97.1+dfsg1-1\nrustc:amd64 1.97.1+dfsg1-1\nrustc -V: rustc 1.97.1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("ready"), "").unwrap();
+    let stub = work.join("stub");
+    std::fs::create_dir_all(&stub).unwrap();
+    std::fs::write(stub.join("chroot"), chroot_stub).unwrap();
+    std::fs::set_permissions(stub.join("chroot"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        stub.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (dir, path)
+}
+
+/// Hostile run #2 on #25: the root changed after it was built (apt-get run in it by hand,
+/// here a rustc 1.98 that dpkg reports) while its versions file still says 1.97.1: release.sh
+/// wrote the file into BUILD-INFO as the toolchain that built the binary. Refused, naming
+/// what dpkg says, before anything is built.
+#[test]
+fn release_refuses_a_cross_root_whose_packages_its_versions_file_does_not_name() {
+    if !root_or_skip("release.sh --target aarch64 needs root (chroot)") {
+        return;
+    }
+    if std::env::consts::ARCH != "x86_64" {
+        return; // the cross build is x86_64 -> aarch64
+    }
+    let work = tempfile::tempdir().unwrap();
+    let built = work.path().join("cargo-ran");
+    let (dir, path) = fake_ready_root(
+        work.path(),
+        &format!(
+            "#!/bin/sh\nif [ \"$2\" = dpkg-query ]; then\n\
+             printf 'libstd-rust-dev:arm64 1.97.1+dfsg1-1\\nrustc:amd64 1.98.0+dfsg1-1\\n'; exit 0; fi\n\
+             touch {}\nexit 0\n",
+            built.display()
+        ),
+    );
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/release.sh"))
+        .args([
+            "--profile",
+            "dev",
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "--out",
+        ])
+        .arg(work.path().join("dist"))
+        .env("PATH", &path)
+        .env("XDG_CACHE_HOME", work.path().join("cache"))
+        .env("CARGO_HOME", work.path().join("cargo-home"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the cross root holds rustc:amd64 1.98.0+dfsg1-1, which its versions file does not \
+             name (changed since it was built): remove {}",
+            dir.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!built.exists(), "cargo ran in a root that was refused");
+    assert!(!work.path().join("dist").exists());
 }
