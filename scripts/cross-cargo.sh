@@ -32,6 +32,9 @@ if [[ "${1:-}" == --copy ]]; then
     copy_from=${2:?--copy needs PATH DEST}; copy_to=${3:?--copy needs PATH DEST}; shift 3
 fi
 root=$(bash "$repo_root/scripts/cross-root.sh")
+# In use: a cold cross-root.sh of another script sweeps roots by this directory's age (a
+# day), so one that another checkout builds in every day must not look a day old.
+touch "$(dirname "$root")"
 cross_dir="$(dirname "$root")/target"
 cargo_home=${CARGO_HOME:-$HOME/.cargo}
 mkdir -p "$cross_dir" "$cargo_home" "$root/src" "$root/target" "$root/cargo-home"

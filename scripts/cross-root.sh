@@ -30,19 +30,23 @@ dir="$base/$key"
 
 # The root runs as root (chroot, with /dev bound in): whoever can write into the cache can
 # replace its rustc and so run anything as root here. Every directory from the root up must
-# be root's and not writable by group or others (a sticky one, like /tmp, is fine).
+# be root's and not writable by group or others (a sticky one, like /tmp, is fine). Both the
+# path as given and the one its symlinks resolve to are walked: a symlinked cache directory's
+# real parents are where someone else could swap it.
 check_owner() { # PATH
-    local d=$1 uid mode
-    while :; do
-        if [[ -e "$d" ]]; then
-            read -r uid mode < <(stat -L -c '%u %a' "$d")
-            [[ "$uid" == 0 ]] || { echo "cross-root.sh: $d is owned by uid $uid, not root: refusing to run a toolchain as root from it (remove it, or set XDG_CACHE_HOME)" >&2; exit 1; }
-            if (( 8#$mode & 8#022 )) && ! (( 8#$mode & 8#1000 )); then
-                echo "cross-root.sh: $d is writable by group or others (mode $mode): refusing to run a toolchain as root from it" >&2; exit 1
+    local d uid mode
+    for d in "$1" "$(realpath -m -- "$1")"; do
+        while :; do
+            if [[ -e "$d" ]]; then
+                read -r uid mode < <(stat -L -c '%u %a' "$d")
+                [[ "$uid" == 0 ]] || { echo "cross-root.sh: $d is owned by uid $uid, not root: refusing to run a toolchain as root from it (remove it, or set XDG_CACHE_HOME)" >&2; exit 1; }
+                if (( 8#$mode & 8#022 )) && ! (( 8#$mode & 8#1000 )); then
+                    echo "cross-root.sh: $d is writable by group or others (mode $mode): refusing to run a toolchain as root from it" >&2; exit 1
+                fi
             fi
-        fi
-        [[ "$d" == / ]] && return 0
-        d=$(dirname "$d")
+            [[ "$d" == / ]] && break
+            d=$(dirname "$d")
+        done
     done
 }
 
@@ -110,9 +114,11 @@ in_root() { chroot "$root" env DEBIAN_FRONTEND=noninteractive LC_ALL=C "$@"; }
 in_root dpkg --add-architecture arm64
 in_root apt-get update -qq </dev/null
 
-# Every version of PACKAGE the sources carry (apt-cache show's Version fields), newest first.
+# Every version of PACKAGE the sources carry (apt-cache show's Version fields), newest first;
+# none when the archive has no such package (apt-cache then fails: the error below names
+# what was seen, where pipefail would have ended the script with no message).
 versions_of() {
-    in_root apt-cache show "$1" 2>/dev/null </dev/null | sed -n 's/^Version: //p' | sort -u | sort_versions
+    { in_root apt-cache show "$1" 2>/dev/null </dev/null || true; } | sed -n 's/^Version: //p' | sort -u | sort_versions
 }
 sort_versions() { # newest first, by dpkg's own ordering
     local vs=() v i j t

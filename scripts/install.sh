@@ -7,8 +7,9 @@
 # Picks the tarball for this machine by `uname -m` (x86_64/amd64 or aarch64/arm64 Linux;
 # anything else is refused by name), checks it against its .sha256 (which must name that
 # tarball) and refuses on a mismatch, leaving nothing installed; takes only the regular file
-# cutover-VERSION-TRIPLE/cutover from it, runs its --version, then installs it into
-# $DESTDIR$PREFIX/bin atomically (a temp file renamed over the old binary).
+# cutover-VERSION-TRIPLE/cutover from it, copies it to a temp file in $DESTDIR$PREFIX/bin,
+# runs its --version there (not in TMPDIR, which may be mounted noexec), then renames it over
+# the old binary (atomic). A directory where the binary goes is refused, not installed into.
 #
 # Environment:
 #   CUTOVER_RELEASE_URL  base URL: $CUTOVER_RELEASE_URL/vVERSION/cutover-VERSION-TRIPLE.tar.gz
@@ -75,12 +76,13 @@ main() {
     [ $# -eq 1 ] || { usage; exit 2; }
     version=${1#v}
     case "$version" in
-        ''|*[!0-9A-Za-z.+-]*) die "not a version: '$1' (expected e.g. 0.1.0)" ;;
+        ''|[!0-9A-Za-z]*|*[!0-9A-Za-z.+-]*) die "not a version: '$1' (expected e.g. 0.1.0)" ;;
     esac
 
     [ "$(uname -s)" = Linux ] || die "cutover releases are Linux binaries; this is $(uname -s)"
     arch=$(uname -m)
     case "$arch" in
+        '') die "uname -m printed nothing: cannot tell which release this machine needs (there are x86_64 and aarch64)" ;;
         x86_64|amd64) triple=x86_64-unknown-linux-gnu ;;
         aarch64|arm64) triple=aarch64-unknown-linux-gnu ;;
         armv6l|armv7l|armv8l|armhf|arm)
@@ -96,7 +98,8 @@ main() {
     bindir="${DESTDIR:-}$prefix/bin"
 
     work=$(mktemp -d)
-    trap 'rm -rf "$work"; rm -f "$bindir/.cutover.tmp.$$"' EXIT
+    tmp=""
+    trap 'rm -rf "$work"; [ -z "$tmp" ] || rm -f "$tmp"' EXIT
     trap 'exit 130' INT TERM
 
     echo "install.sh: downloading $url" >&2
@@ -118,15 +121,24 @@ main() {
     if [ -L "$bin" ] || [ ! -f "$bin" ]; then
         die "$name.tar.gz: $name/cutover is not a regular file; nothing was installed"
     fi
+    mkdir -p "$bindir" 2>/dev/null || true
+    if [ ! -d "$bindir" ] || [ ! -w "$bindir" ]; then
+        die "cannot write to $bindir: run it as root (sudo sh install.sh $version) or set PREFIX (e.g. PREFIX=\$HOME/.local); nothing was installed"
+    fi
+    # mv onto a directory (or a symlink to one) would move the binary into it and report
+    # success with nothing installed.
+    [ ! -d "$bindir/cutover" ] || die "$bindir/cutover is a directory, not a binary: nothing was installed (remove it first)"
+    # The temp file is mktemp's (never a name someone could have planted a symlink at), in
+    # the binary's own directory: it is tried there, so a noexec TMPDIR does not matter, and
+    # the rename below is atomic.
+    tmp=$(mktemp "$bindir/.cutover.XXXXXX") || die "cannot create a temp file in $bindir"
+    cp "$bin" "$tmp"
+    chmod 0755 "$tmp"
     # Prove it runs on this machine before it replaces anything.
-    chmod 0755 "$bin"
-    got=$("$bin" --version </dev/null) || die "the downloaded cutover does not run on this machine"
-    [ "$got" = "cutover $version" ] || die "the downloaded binary says '$got', expected 'cutover $version'"
-
-    mkdir -p "$bindir"
-    cp "$bin" "$bindir/.cutover.tmp.$$"
-    chmod 0755 "$bindir/.cutover.tmp.$$"
-    mv -f "$bindir/.cutover.tmp.$$" "$bindir/cutover"
+    got=$("$tmp" --version </dev/null) || die "the downloaded cutover does not run on this machine ($bindir may be mounted noexec); nothing was installed"
+    [ "$got" = "cutover $version" ] || die "the downloaded binary says '$got', expected 'cutover $version'; nothing was installed"
+    mv -f "$tmp" "$bindir/cutover"
+    tmp=""
     echo "install.sh: installed $bindir/cutover ($got, $triple, sha256 $actual)" >&2
 }
 

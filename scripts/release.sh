@@ -83,6 +83,19 @@ if [[ "$target" != "$host_triple" ]]; then
     # The toolchain root first, its progress and versions shown (minutes when not cached).
     cross_root=$(bash "$repo_root/scripts/cross-root.sh")
     toolchain=$(cat "$(dirname "$cross_root")/versions")
+    # The versions file is written once, when the root is built: the root's rustc and arm64
+    # std as dpkg has them now must be the ones it names, or BUILD-INFO would not say what
+    # compiled this binary (an apt-get run in the root by hand, an edited file).
+    # shellcheck disable=SC2016
+    now=$(chroot "$cross_root" dpkg-query -W -f '${Package}:${Architecture} ${Version}\n' \
+        rustc libstd-rust-dev:arm64 2>&1) \
+        || { log "could not read the cross root's packages ($cross_root): $now"; exit 1; }
+    while read -r line; do
+        grep -qxF -- "$line" <<<"$toolchain" || {
+            log "the cross root holds $line, which its versions file does not name (changed since it was built): remove $(dirname "$cross_root") to rebuild it"
+            exit 1
+        }
+    done <<<"$now"
     log "building cutover $version ($profile profile, static, --target $target in Debian's cross toolchain)"
     if [[ "$profile" == release ]]; then
         cross_build release "" 2>"$build_log" || { cat "$build_log" >&2; exit 1; }

@@ -40,6 +40,9 @@ pub struct Probe {
 pub struct Local {
     bytes: Vec<u8>,
     sha256: String,
+    /// The kept other-arch binary it was read from (None: the running binary), named when
+    /// the box refuses it.
+    kept: Option<std::path::PathBuf>,
 }
 
 impl Local {
@@ -48,12 +51,16 @@ impl Local {
         let exe = std::env::current_exe().context("could not find the running cutover binary")?;
         let bytes =
             std::fs::read(&exe).with_context(|| format!("could not read {}", exe.display()))?;
-        Ok(Local::of(bytes))
+        Ok(Local::of(bytes, None))
     }
 
-    fn of(bytes: Vec<u8>) -> Local {
+    fn of(bytes: Vec<u8>, kept: Option<std::path::PathBuf>) -> Local {
         let sha256 = hex(&Sha256::digest(&bytes));
-        Local { bytes, sha256 }
+        Local {
+            bytes,
+            sha256,
+            kept,
+        }
     }
 
     /// What a box whose `uname -m` is `machine` runs: this binary on a box of our own
@@ -71,8 +78,8 @@ impl Local {
         };
         let artifact = artifact_for(machine);
         let path = foreign_binary_path(&artifact)?;
-        let bytes = match std::fs::read(&path) {
-            Ok(bytes) => bytes,
+        let file = match open_kept(&path) {
+            Ok(file) => file,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
                 "{target} is {machine} and this cutover is built for {ours}: put the {machine} \
                  release binary of this version at {path} (the `cutover` inside {artifact}.tar.gz, \
@@ -83,8 +90,12 @@ impl Local {
             Err(e) => return Err(e).with_context(|| format!("could not read {}", path.display())),
         };
         // It runs on the box as the deploy user (as root with sudo): only its owner may
-        // have been able to change it.
-        refuse_a_binary_others_could_change(&path)?;
+        // have been able to change it. Checked on the open file, then read from it: what
+        // is checked is what is sent.
+        refuse_a_binary_others_could_change(&path, &file)?;
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut bytes)
+            .with_context(|| format!("could not read {}", path.display()))?;
         if elf_machine(&bytes) != Some(elf) {
             bail!(
                 "{} is not an {machine} Linux binary (its ELF header says otherwise): it should \
@@ -92,7 +103,7 @@ impl Local {
                 path.display()
             );
         }
-        Ok(Local::of(bytes))
+        Ok(Local::of(bytes, Some(path)))
     }
 
     fn file_name(&self) -> String {
@@ -108,14 +119,43 @@ impl Local {
     }
 }
 
-/// The kept binary (and its directory) must belong to this user or root and be writable by
-/// nobody else: the ELF and `--version` checks tell what it is, not who put it there.
-fn refuse_a_binary_others_could_change(path: &std::path::Path) -> anyhow::Result<()> {
+/// Opens the kept binary without waiting on a FIFO's writer (a regular file reads the same).
+fn open_kept(path: &std::path::Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+}
+
+/// The kept binary (open as `file`), its directory and, when `path` is a symlink, the
+/// directory it leads to must belong to this user or root and be writable by nobody else: the
+/// ELF and `--version` checks tell what it is, not who put it there. Only a regular file (a
+/// FIFO or a device would be read from forever).
+fn refuse_a_binary_others_could_change(
+    path: &std::path::Path,
+    file: &std::fs::File,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
     let me = rustix::process::geteuid().as_raw();
-    for place in [Some(path), path.parent()].into_iter().flatten() {
-        let meta = std::fs::metadata(place)
-            .with_context(|| format!("could not read {}", place.display()))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("could not read {}", path.display()))?;
+    if !meta.is_file() {
+        bail!(
+            "{} is not a regular file: it should be the `cutover` of the release tarball",
+            path.display()
+        );
+    }
+    let real = std::fs::canonicalize(path)
+        .with_context(|| format!("could not resolve {}", path.display()))?;
+    let mut places = vec![(path.to_path_buf(), meta)];
+    for dir in [path.parent(), real.parent()].into_iter().flatten() {
+        let meta =
+            std::fs::metadata(dir).with_context(|| format!("could not read {}", dir.display()))?;
+        places.push((dir.to_path_buf(), meta));
+    }
+    for (place, meta) in places {
         if (meta.uid() != me && meta.uid() != 0) || meta.mode() & 0o022 != 0 {
             bail!(
                 "{} is uid {}'s with mode {:o}: another user could have replaced the binary \
@@ -286,12 +326,21 @@ pub fn upload(session: &mut Session, local: &Local, probe: &Probe) -> anyhow::Re
         want = q(&format!("cutover {}", env!("CARGO_PKG_VERSION"))),
         first_old = KEEP_BINARIES + 1,
     );
-    session.exec_ok(
+    let sent = session.exec_ok(
         &script,
         "upload cutover to the box",
         Some(local.bytes.clone()),
-    )?;
-    Ok(())
+    );
+    match (&local.kept, sent) {
+        (_, Ok(_)) => Ok(()),
+        // The box refused the kept other-arch binary: the file to replace is on this machine.
+        (Some(kept), Err(e)) => Err(e.context(format!(
+            "the box refused {}: replace it with the `cutover` of this version's release \
+             tarball for the box's architecture",
+            kept.display()
+        ))),
+        (None, Err(e)) => Err(e),
+    }
 }
 
 #[cfg(test)]
@@ -309,6 +358,48 @@ mod tests {
         assert_eq!(elf_machine_of("arm64"), elf_machine_of("aarch64"));
         assert_eq!(elf_machine_of("riscv64"), None);
         assert!(same_arch(local_machine()));
+    }
+
+    /// Hostile run #2 on #25: the kept binary a symlink into a directory anyone may write
+    /// (checked before: the symlink's own directory only), or a FIFO (read forever).
+    #[test]
+    fn a_kept_binary_behind_a_symlink_into_a_shared_directory_is_refused() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let work = tempfile::tempdir().unwrap();
+        let bin = work.path().join("bin");
+        let shared = work.path().join("shared");
+        std::fs::create_dir_all(&bin).unwrap();
+        std::fs::create_dir_all(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::write(shared.join("cutover"), b"\x7fELF").unwrap();
+        std::fs::set_permissions(
+            shared.join("cutover"),
+            std::fs::Permissions::from_mode(0o755),
+        )
+        .unwrap();
+        let kept = bin.join("cutover-x");
+        std::os::unix::fs::symlink(shared.join("cutover"), &kept).unwrap();
+        let file = std::fs::File::open(&kept).unwrap();
+        let err = refuse_a_binary_others_could_change(&kept, &file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with(&format!("{} is uid ", shared.display())) && err.contains("mode 777"),
+            "{err}"
+        );
+
+        // Made private, the same symlink is accepted.
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o755)).unwrap();
+        refuse_a_binary_others_could_change(&kept, &file).unwrap();
+
+        let fifo = bin.join("cutover-fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        assert!(made.unwrap().success());
+        let file = open_kept(&fifo).unwrap();
+        let err = refuse_a_binary_others_could_change(&fifo, &file)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("is not a regular file"), "{err}");
     }
 
     #[test]

@@ -226,12 +226,7 @@ fn aarch64_deploy_dry_run_plans_against_this_machines_engine() {
 /// survived); the script under test is the real one, in a throwaway XDG_CACHE_HOME.
 #[test]
 fn cross_root_a_second_cold_build_does_not_delete_the_first_ones_work() {
-    if !nix_is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "cross-root.sh needs root (chroot); CI runs as root"
-        );
-        eprintln!("*** SKIPPED: cross-root.sh needs root (chroot) ***");
+    if !root_or_skip("cross-root.sh needs root (chroot)") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -303,12 +298,7 @@ fn cross_root_a_second_cold_build_does_not_delete_the_first_ones_work() {
 #[test]
 fn cross_root_refuses_a_cache_dir_another_user_owns_or_may_write() {
     use std::os::unix::fs::chown;
-    if !nix_is_root() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "cross-root.sh needs root (chroot); CI runs as root"
-        );
-        eprintln!("*** SKIPPED: cross-root.sh needs root (chroot) ***");
+    if !root_or_skip("cross-root.sh needs root (chroot)") {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -381,6 +371,40 @@ fn cross_root_refuses_a_cache_dir_another_user_owns_or_may_write() {
     std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
     let out = run();
     assert!(called.exists(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Hostile run #2: the cache directory a symlink to a root-owned directory whose parent
+    // is another user's (who can rename it away and put their own in its place). The walk
+    // up the symlink's own path saw only root's directories and accepted it.
+    std::fs::remove_file(&called).unwrap();
+    let theirs = work.path().join("theirs");
+    std::fs::create_dir_all(theirs.join("cross-root")).unwrap();
+    chown(&theirs, Some(65534), Some(65534)).unwrap();
+    std::fs::remove_dir_all(&base).unwrap();
+    std::os::unix::fs::symlink(theirs.join("cross-root"), &base).unwrap();
+    let out = run();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} is owned by uid 65534, not root",
+            theirs.display()
+        )),
+        "{stderr}"
+    );
+    assert!(
+        !called.exists(),
+        "debootstrap ran from a cache it should refuse"
+    );
+}
+
+/// True as root; else skips loudly (a failure under CI, which runs as root).
+fn root_or_skip(what: &str) -> bool {
+    if nix_is_root() {
+        return true;
+    }
+    assert!(std::env::var_os("CI").is_none(), "{what}; CI runs as root");
+    eprintln!("*** SKIPPED: {what} ***");
+    false
 }
 
 fn nix_is_root() -> bool {
@@ -389,4 +413,256 @@ fn nix_is_root() -> bool {
         .output()
         .map(|o| o.stdout == b"0\n")
         .unwrap_or(false)
+}
+
+/// Hostile run #2 on #25: which rustc cross-root.sh pins, from a fake archive. debootstrap,
+/// mount and chroot are stubs (the chroot one answers `apt-cache show` from the lists below,
+/// compares versions with this machine's `dpkg`, and records then fails `apt-get install`);
+/// the selection is the real script's. A libstd-rust-dev:arm64 the archive lacks entirely
+/// ended the script with no message (apt-cache's failure under pipefail).
+#[test]
+fn cross_root_pins_the_newest_rustc_both_arches_carry_from_a_fake_archive() {
+    if !root_or_skip("cross-root.sh needs root (chroot)") {
+        return;
+    }
+    if !require("dpkg", "compare Debian versions") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let stub = work.path().join("stub");
+    std::fs::create_dir_all(&stub).unwrap();
+    let write = |name: &str, text: String| {
+        std::fs::write(stub.join(name), text).unwrap();
+        std::fs::set_permissions(stub.join(name), std::fs::Permissions::from_mode(0o755)).unwrap();
+    };
+    write(
+        "debootstrap",
+        "#!/bin/sh\nn=$(($# - 1)); eval t=\\${$n}\nmkdir -p \"$t/etc/apt/apt.conf.d\" \"$t/proc\"\n"
+            .into(),
+    );
+    write("mount", "#!/bin/sh\nexit 0\n".into());
+    write("umount", "#!/bin/sh\nexit 0\n".into());
+    // `chroot ROOT env VAR=… COMMAND…`; the archive is $ARCHIVE/{rustc,std}, one version a line.
+    write(
+        "chroot",
+        "#!/bin/sh\nshift; [ \"$1\" = env ] && shift\n\
+         while case \"$1\" in *=*) true;; *) false;; esac; do shift; done\n\
+         case \"$1 $2\" in\n\
+         'dpkg --add-architecture'|'apt-get update') exit 0 ;;\n\
+         'dpkg --compare-versions') shift; exec /usr/bin/dpkg \"$@\" ;;\n\
+         'apt-cache show')\n\
+           case \"$3\" in rustc:amd64) f=rustc ;; libstd-rust-dev:arm64) f=std ;; *) exit 100 ;; esac\n\
+           [ -f \"$ARCHIVE/$f\" ] || { echo 'E: No packages found' >&2; exit 100; }\n\
+           while read -r v; do printf 'Package: %s\\nVersion: %s\\n\\n' \"$f\" \"$v\"; done <\"$ARCHIVE/$f\"; exit 0 ;;\n\
+         'apt-get install') echo \"$*\" >\"$ARCHIVE/installed\"; exit 1 ;;\n\
+         esac\necho \"chroot stub: unexpected $*\" >&2; exit 1\n"
+            .into(),
+    );
+    let path = format!(
+        "{}:{}",
+        stub.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    // (case, rustc:amd64 versions, libstd-rust-dev:arm64 versions or None for no such
+    // package, the version pinned or None, what stderr says)
+    type Case = (
+        &'static str,
+        &'static [&'static str],
+        Option<&'static [&'static str]>,
+        Option<&'static str>,
+        &'static str,
+    );
+    let cases: [Case; 5] = [
+        (
+            "arm64 lags",
+            &["1.98.0+dfsg1-1", "1.97.1+dfsg1-1"],
+            Some(&["1.97.1+dfsg1-1"]),
+            Some("1.97.1+dfsg1-1"),
+            "rustc 1.98.0+dfsg1-1 has no libstd-rust-dev:arm64 of its version yet; using 1.97.1+dfsg1-1",
+        ),
+        (
+            "dpkg order",
+            &["1.99.0+dfsg1-1", "1.100.0+dfsg1-1"],
+            Some(&["1.100.0+dfsg1-1", "1.99.0+dfsg1-1"]),
+            Some("1.100.0+dfsg1-1"),
+            "apt could not install rustc, cargo and libstd-rust-dev:arm64 1.100.0+dfsg1-1",
+        ),
+        (
+            "no pair",
+            &["1.98.0+dfsg1-1"],
+            Some(&["1.97.1+dfsg1-1"]),
+            None,
+            "no rustc version that sid and testing carry for both amd64 and arm64 (rustc (amd64): \
+             1.98.0+dfsg1-1 ; libstd-rust-dev (arm64): 1.97.1+dfsg1-1 )",
+        ),
+        (
+            "no arm64 std at all",
+            &["1.98.0+dfsg1-1"],
+            None,
+            None,
+            "no rustc version that sid and testing carry for both amd64 and arm64",
+        ),
+        (
+            "below rust-version",
+            &["1.85.0+dfsg1-1"],
+            Some(&["1.85.0+dfsg1-1"]),
+            None,
+            "Debian's rustc 1.85.0+dfsg1-1 is older than Cargo.toml's rust-version",
+        ),
+    ];
+    for (i, (case, rustc, std_, pinned, says)) in cases.into_iter().enumerate() {
+        let archive = work.path().join(format!("archive-{i}"));
+        std::fs::create_dir_all(&archive).unwrap();
+        std::fs::write(archive.join("rustc"), rustc.join("\n") + "\n").unwrap();
+        if let Some(std_) = std_ {
+            std::fs::write(archive.join("std"), std_.join("\n") + "\n").unwrap();
+        }
+        let out = Command::new("bash")
+            .arg(repo_root().join("scripts/cross-root.sh"))
+            .env("PATH", &path)
+            .env("ARCHIVE", &archive)
+            .env("XDG_CACHE_HOME", work.path().join(format!("cache-{i}")))
+            .env("CUTOVER_DEBIAN_MIRROR", "http://127.0.0.1:9/debian")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{case}: {stderr}");
+        assert!(stderr.contains(says), "{case}: {stderr}");
+        let installed = std::fs::read_to_string(archive.join("installed")).unwrap_or_default();
+        match pinned {
+            Some(v) => assert!(
+                installed.contains(&format!(" rustc={v} cargo={v} libstd-rust-dev:arm64={v} ")),
+                "{case}: {installed:?}"
+            ),
+            None => assert!(installed.is_empty(), "{case}: installed {installed:?}"),
+        }
+    }
+}
+
+/// Hostile run #2 on #25: a cold cross-root.sh of another script sweeps other roots by
+/// their directory's age (a day). A root another checkout builds in every day kept the mtime
+/// of the day it was made, so it was swept (mid-build, even) once a day old. cross-cargo.sh
+/// now marks the root in use. The root here is a fake one marked ready, and `chroot` a stub
+/// (cargo is not run); the mounts are made in cross-cargo.sh's private namespace.
+#[test]
+fn cross_cargo_marks_its_root_in_use_for_the_stale_root_sweep() {
+    if !root_or_skip("cross-cargo.sh needs root (chroot)") {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let (dir, path) = fake_ready_root(work.path(), "#!/bin/sh\nexit 0\n");
+    // Made two days ago.
+    let two_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(2 * 86400);
+    std::fs::File::open(&dir)
+        .unwrap()
+        .set_modified(two_days_ago)
+        .unwrap();
+
+    ok(Command::new("bash")
+        .arg(repo_root().join("scripts/cross-cargo.sh"))
+        .arg("--version")
+        .env("PATH", &path)
+        .env("XDG_CACHE_HOME", work.path().join("cache"))
+        .env("CARGO_HOME", work.path().join("cargo-home")));
+    let age = std::fs::metadata(&dir)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .elapsed()
+        .unwrap_or_default();
+    assert!(
+        age < std::time::Duration::from_secs(3600),
+        "the root in use still looks {}s old to the sweep",
+        age.as_secs()
+    );
+}
+
+/// A cross root under `work`/cache, marked ready for this checkout's cross-root.sh, with
+/// `versions` naming rustc and the arm64 std 1.97.1+dfsg1-1 and no toolchain in it; and a PATH
+/// whose `chroot` is the script `chroot_stub`. Returns the root's cache directory and PATH.
+fn fake_ready_root(work: &Path, chroot_stub: &str) -> (std::path::PathBuf, String) {
+    use sha2::Digest as _;
+    let mut scripts = std::fs::read(repo_root().join("scripts/cross-root.sh")).unwrap();
+    scripts.extend(std::fs::read(repo_root().join("scripts/debian-mirror.sh")).unwrap());
+    let key: String = sha2::Sha256::digest(&scripts)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()[..16]
+        .to_string();
+    let dir = work.join("cache/cutover-test/cross-root").join(&key);
+    // As a warm cache: its target directory already there (making it would touch the root's
+    // directory).
+    for sub in ["root/etc", "root/proc", "root/dev", "target"] {
+        std::fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+    std::fs::write(
+        dir.join("versions"),
+        "libstd-rust-dev:arm64 1.97.1+dfsg1-1\nrustc:amd64 1.97.1+dfsg1-1\nrustc -V: rustc 1.97.1\n",
+    )
+    .unwrap();
+    std::fs::write(dir.join("ready"), "").unwrap();
+    let stub = work.join("stub");
+    std::fs::create_dir_all(&stub).unwrap();
+    std::fs::write(stub.join("chroot"), chroot_stub).unwrap();
+    std::fs::set_permissions(stub.join("chroot"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!(
+        "{}:{}",
+        stub.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    (dir, path)
+}
+
+/// Hostile run #2 on #25: the root changed after it was built (apt-get run in it by hand,
+/// here a rustc 1.98 that dpkg reports) while its versions file still says 1.97.1: release.sh
+/// wrote the file into BUILD-INFO as the toolchain that built the binary. Refused, naming
+/// what dpkg says, before anything is built.
+#[test]
+fn release_refuses_a_cross_root_whose_packages_its_versions_file_does_not_name() {
+    if !root_or_skip("release.sh --target aarch64 needs root (chroot)") {
+        return;
+    }
+    if std::env::consts::ARCH != "x86_64" {
+        return; // the cross build is x86_64 -> aarch64
+    }
+    let work = tempfile::tempdir().unwrap();
+    let built = work.path().join("cargo-ran");
+    let (dir, path) = fake_ready_root(
+        work.path(),
+        &format!(
+            "#!/bin/sh\nif [ \"$2\" = dpkg-query ]; then\n\
+             printf 'libstd-rust-dev:arm64 1.97.1+dfsg1-1\\nrustc:amd64 1.98.0+dfsg1-1\\n'; exit 0; fi\n\
+             touch {}\nexit 0\n",
+            built.display()
+        ),
+    );
+    let out = Command::new("bash")
+        .arg(repo_root().join("scripts/release.sh"))
+        .args([
+            "--profile",
+            "dev",
+            "--target",
+            "aarch64-unknown-linux-gnu",
+            "--out",
+        ])
+        .arg(work.path().join("dist"))
+        .env("PATH", &path)
+        .env("XDG_CACHE_HOME", work.path().join("cache"))
+        .env("CARGO_HOME", work.path().join("cargo-home"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "the cross root holds rustc:amd64 1.98.0+dfsg1-1, which its versions file does not \
+             name (changed since it was built): remove {}",
+            dir.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!built.exists(), "cargo ran in a root that was refused");
+    assert!(!work.path().join("dist").exists());
 }

@@ -4,7 +4,8 @@
 //! nothing but busybox (itself static) and the binary: no libc, no loader, no NSS modules.
 //! install.sh installs it from a local HTTP server (also read from stdin, as `curl … | sh -s`)
 //! and refuses, leaving nothing installed, a corrupted or truncated tarball, a .sha256 naming
-//! another file, a tarball whose `cutover` is a symlink, and a machine with no release.
+//! another file, a tarball whose `cutover` is a symlink, a machine with no release, and a
+//! directory where the binary goes; a noexec TMPDIR does not stop it.
 //!
 //! The artifact and the HTTP server are harness/artifact.rs's.
 
@@ -459,4 +460,144 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect()
+}
+
+/// Hostile run #2 on #25: where the binary lands. A directory (or a symlink to one) at
+/// `bin/cutover` took the binary inside it (`mv` onto a directory) and install.sh said
+/// "installed"; a TMPDIR mounted noexec (a common hardening) failed the `--version` try with
+/// "does not run on this machine"; a read-only bin directory got cp's bare error; `..` and
+/// `-rf` passed for versions and an empty `uname -m` was named as ''. The noexec and
+/// read-only mounts are made in a private mount namespace (`unshare`, as root).
+#[test]
+fn release_install_sh_refuses_a_directory_for_the_binary_and_tries_it_outside_a_noexec_tmp() {
+    if !require("python3", "serve the release over HTTP")
+        || !require("curl", "download it")
+        || !require("unshare", "mount a noexec TMPDIR privately")
+    {
+        return;
+    }
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout == b"0\n")
+        .unwrap_or(false);
+    if !is_root {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "the private mounts need root; CI runs as root"
+        );
+        eprintln!("*** SKIPPED: the private mounts need root ***");
+        return;
+    }
+    let Some(dist) = artifacts() else { return };
+    let work = tempfile::tempdir().unwrap();
+    let srv = work.path().join(format!("srv/v{VERSION}"));
+    std::fs::create_dir_all(&srv).unwrap();
+    let tarball = format!("{}.tar.gz", name());
+    for file in [tarball.clone(), format!("{tarball}.sha256")] {
+        std::fs::copy(dist.join(&file), srv.join(&file)).unwrap();
+    }
+    let server = Server::start(&work.path().join("srv"));
+    let base = format!("http://127.0.0.1:{}", server.port);
+    let tmp = work.path().join("tmp");
+    std::fs::create_dir_all(&tmp).unwrap();
+
+    // A directory, and a symlink to one, where the binary goes: refused, left as they were.
+    let dir_case = work.path().join("dest-dir");
+    let bin_dir = dir_case.join("usr/local/bin");
+    std::fs::create_dir_all(bin_dir.join("cutover")).unwrap();
+    let link_case = work.path().join("dest-link");
+    std::fs::create_dir_all(link_case.join("usr/local/bin")).unwrap();
+    std::fs::create_dir_all(link_case.join("elsewhere")).unwrap();
+    std::os::unix::fs::symlink(
+        link_case.join("elsewhere"),
+        link_case.join("usr/local/bin/cutover"),
+    )
+    .unwrap();
+    for dest in [&dir_case, &link_case] {
+        let out = install(&base, dest, &tmp);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{}: {stderr}", dest.display());
+        assert!(
+            stderr.contains("/usr/local/bin/cutover is a directory, not a binary"),
+            "{stderr}"
+        );
+        assert_eq!(entries(&dest.join("usr/local/bin")), ["cutover"]);
+        assert!(entries(&dest.join("usr/local/bin/cutover")).is_empty());
+        assert!(entries(&tmp).is_empty(), "left {:?}", entries(&tmp));
+    }
+
+    // A noexec TMPDIR: installed (the binary is tried in the bin directory), and a
+    // read-only bin directory: refused by name.
+    let noexec = work.path().join("noexec");
+    let ro = work.path().join("dest-ro");
+    std::fs::create_dir_all(&noexec).unwrap();
+    std::fs::create_dir_all(ro.join("usr/local/bin")).unwrap();
+    let script = repo_root().join("scripts/install.sh");
+    let in_namespace = |setup: String, destdir: &Path| {
+        Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg(format!("{setup} && exec sh \"$0\" {VERSION}",))
+            .arg(&script)
+            .env("CUTOVER_RELEASE_URL", &base)
+            .env("DESTDIR", destdir)
+            .env("TMPDIR", &noexec)
+            .env_remove("PREFIX")
+            .output()
+            .unwrap()
+    };
+    let installed = work.path().join("dest-noexec");
+    let out = in_namespace(
+        format!("mount -t tmpfs -o noexec tmpfs '{}'", noexec.display()),
+        &installed,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "noexec TMPDIR: {stderr}");
+    let version = run_ok(Command::new(installed.join("usr/local/bin/cutover")).arg("--version"));
+    assert_eq!(version.trim(), format!("cutover {VERSION}"));
+    assert_eq!(entries(&installed.join("usr/local/bin")), ["cutover"]);
+
+    let ro_bin = ro.join("usr/local/bin");
+    let out = in_namespace(
+        format!(
+            "mount --bind -o ro '{}' '{}'",
+            ro_bin.display(),
+            ro_bin.display()
+        ),
+        &ro,
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot write to {}", ro_bin.display())),
+        "{stderr}"
+    );
+
+    // Versions that are not one, and a machine that names no architecture: refused by
+    // name before anything is downloaded.
+    for version in ["..", "-rf", ".1"] {
+        let out = Command::new("sh")
+            .arg(&script)
+            .arg(version)
+            .env("CUTOVER_RELEASE_URL", &base)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{version}: {stderr}");
+        assert!(stderr.contains("not a version"), "{version}: {stderr}");
+    }
+    let shim = uname_says(work.path(), "''");
+    let out = Command::new("sh")
+        .arg(&script)
+        .arg(VERSION)
+        .env("CUTOVER_RELEASE_URL", &base)
+        .env(
+            "PATH",
+            format!("{}:{}", shim.display(), std::env::var("PATH").unwrap()),
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("uname -m printed nothing"), "{stderr}");
 }

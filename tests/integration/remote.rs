@@ -958,6 +958,15 @@ fn remote_a_truncated_aarch64_binary_is_refused_by_the_box_and_leaves_nothing() 
     let (_, stderr) = texts(&out);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("does not run on this box"), "{stderr}");
+    // Hostile run #2: the laptop's file to replace is named.
+    assert!(
+        stderr.contains("the box refused /")
+            && stderr.contains(&format!(
+                "/cutover/bin/cutover-{}-aarch64-unknown-linux-gnu: replace it",
+                env!("CARGO_PKG_VERSION")
+            )),
+        "{stderr}"
+    );
     assert!(installed.is_empty(), "left on the box: {installed:?}");
 }
 
