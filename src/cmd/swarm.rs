@@ -25,7 +25,7 @@ pub fn run_deploy(
 ) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
     if common.force {
-        anyhow::bail!("--force applies to the compose engine's memory budget; swarm schedules tasks by their memory limits itself");
+        anyhow::bail!("--force applies to the compose engine's memory budget; the swarm engine's budget (each node must hold two tasks of app.memory) has no override: lower app.memory or add memory to the node");
     }
     let lock_wait = progress::lock_wait(&common)?;
     // Decrypt before touching anything: a missing or wrong identity fails here.

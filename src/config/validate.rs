@@ -158,37 +158,36 @@ impl Config {
         warnings
     }
 
-    /// The keys set in this config that only the compose engine carries out. The swarm
-    /// engine refuses to deploy while any is set: running without them would skip a worker,
-    /// a hook or the release phase without a word.
+    /// The keys set in this config that only the compose engine carries out, each with why.
+    /// The swarm engine refuses to deploy while any is set: running without them would skip
+    /// a worker or the release phase without a word. Hooks and `registry:` work under both.
     pub(super) fn compose_only(&self) -> Vec<Invalid> {
-        let why = "the swarm engine does not carry this out (workers, hooks, the release phase \
-                   and registry login are compose-engine features); remove it to deploy with \
-                   --engine swarm, or deploy with the compose engine";
-        let mut keys: Vec<String> = self
+        let mut keys: Vec<Invalid> = self
             .workers
             .keys()
-            .map(|name| format!("workers.{name}"))
+            .map(|name| {
+                Invalid::new(
+                    format!("workers.{name}"),
+                    "the swarm engine does not carry this out yet: a worker would be a \
+                     replicated service of the new image, updated after the switch, which has \
+                     no test on the cluster yet; remove it to deploy with --engine swarm, or \
+                     deploy with the compose engine"
+                        .to_string(),
+                )
+            })
             .collect();
-        let hooks = &self.hooks;
-        for (key, hook) in [
-            ("hooks.pre_deploy", &hooks.pre_deploy),
-            ("hooks.post_deploy", &hooks.post_deploy),
-            ("hooks.on_failure", &hooks.on_failure),
-        ] {
-            if hook.is_some() {
-                keys.push(key.to_string());
-            }
-        }
         if self.app.release.is_some() {
-            keys.push("app.release".to_string());
+            keys.push(Invalid::new(
+                "app.release",
+                "the swarm engine does not carry this out yet: the release phase would be a \
+                 one-off `replicated-job` service of the new image, waited for and removed, \
+                 which has no test on the cluster yet; remove it to deploy with --engine swarm \
+                 (run the release step from a pre_deploy hook instead), or deploy with the \
+                 compose engine"
+                    .to_string(),
+            ));
         }
-        if self.registry.is_some() {
-            keys.push("registry".to_string());
-        }
-        keys.into_iter()
-            .map(|key| Invalid::new(key, why.to_string()))
-            .collect()
+        keys
     }
 
     fn check_app(&self) -> Result<(), Invalid> {

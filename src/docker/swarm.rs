@@ -169,32 +169,35 @@ pub fn remove_secret(name: &str) -> Result<(), ProcessError> {
         .map(|_| ())
 }
 
-/// `docker stack deploy -c FILE --resolve-image R PROJECT`. Returns at once: swarm rolls the
-/// update out in the background ([`wait_rollout`] follows it).
-pub fn stack_deploy(file: &Path, project: &str, resolve_image: &str) -> Result<(), ProcessError> {
-    docker(format!("deploy stack {project}"))
-        .arg("stack")
-        .arg("deploy")
-        .arg("--compose-file")
-        .arg(file)
-        .args(["--resolve-image", resolve_image, project])
-        .run()
-        .map(|_| ())
+/// How a `docker stack deploy` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct StackDeploy<'a> {
+    pub resolve_image: &'a str,
+    /// `--prune`: services no longer in the file are removed.
+    pub prune: bool,
+    /// `--with-registry-auth`: the client's credentials for the image's registry (from a
+    /// `docker login`) go to the swarm, which hands them to the nodes that pull it.
+    pub registry_auth: bool,
 }
 
-/// [`stack_deploy`] with `--prune`: services no longer in the file are removed.
-pub fn stack_deploy_prune(
-    file: &Path,
-    project: &str,
-    resolve_image: &str,
-) -> Result<(), ProcessError> {
-    docker(format!("deploy stack {project} (pruning)"))
-        .arg("stack")
-        .arg("deploy")
-        .arg("--prune")
-        .arg("--compose-file")
+/// `docker stack deploy -c FILE --resolve-image R PROJECT`. Returns at once: swarm rolls the
+/// update out in the background ([`wait_rollout`] follows it).
+pub fn stack_deploy(file: &Path, project: &str, how: StackDeploy) -> Result<(), ProcessError> {
+    let mut cmd = docker(format!(
+        "deploy stack {project}{}",
+        if how.prune { " (pruning)" } else { "" }
+    ))
+    .arg("stack")
+    .arg("deploy");
+    if how.prune {
+        cmd = cmd.arg("--prune");
+    }
+    if how.registry_auth {
+        cmd = cmd.arg("--with-registry-auth");
+    }
+    cmd.arg("--compose-file")
         .arg(file)
-        .args(["--resolve-image", resolve_image, project])
+        .args(["--resolve-image", how.resolve_image, project])
         .run()
         .map(|_| ())
 }
@@ -506,6 +509,10 @@ pub struct ClusterNode {
     /// `active`, `pause`, `drain`.
     pub availability: String,
     pub manager: bool,
+    /// The node's memory in all (`Description.Resources.MemoryBytes`); `None` when the
+    /// engine did not report it. Docker reports no free memory.
+    #[serde(skip)]
+    pub memory: Option<u64>,
 }
 
 impl ClusterNode {
@@ -539,6 +546,15 @@ struct RawNodeSpec {
 struct RawNodeDescription {
     #[serde(default)]
     hostname: String,
+    #[serde(default)]
+    resources: Option<RawNodeResources>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawNodeResources {
+    #[serde(default)]
+    memory_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -559,6 +575,11 @@ impl From<RawNode> for ClusterNode {
             state: raw.status.state,
             availability: raw.spec.availability,
             manager: raw.manager_status.is_some(),
+            memory: raw
+                .description
+                .resources
+                .and_then(|r| r.memory_bytes)
+                .filter(|m| *m > 0),
         }
     }
 }

@@ -14,6 +14,7 @@
 //! per node anyway, global runs exactly that one task on every schedulable node, a node that
 //! joins (or rejoins) gets its task without a deploy, and a lost node leaves no task pending.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -197,6 +198,17 @@ fn serving_nodes(
     Ok((serving, errors))
 }
 
+/// The task of the service's current spec serving on each node, by node id.
+fn serving_tasks(service: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let svc = swarm::service(service)?
+        .with_context(|| format!("service {service} disappeared during the deploy"))?;
+    Ok(swarm::tasks(service)?
+        .into_iter()
+        .filter(|t| t.matches(&svc) && t.serving())
+        .map(|t| (t.node, t.id))
+        .collect())
+}
+
 impl Run<'_, '_> {
     /// Steps 5–10 under host routing; `colors` from [`observe`].
     pub(super) fn host_steps(
@@ -205,6 +217,7 @@ impl Run<'_, '_> {
         colors: &Colors,
     ) -> anyhow::Result<super::Done> {
         let config = &self.d.loaded.config;
+        self.login(t)?;
         let created = self.create_secrets(t)?;
         let deployed_at = self.stack_deploy(t)?;
         let service = swarm::service_name(
@@ -239,7 +252,7 @@ impl Run<'_, '_> {
                 if nodes.len() == 1 { "" } else { "s" }
             ),
         );
-        if let Err(e) = self.watch(colors.new, &nodes) {
+        if let Err(e) = self.watch(colors.new, &service, &nodes) {
             if colors.active.is_some() {
                 switch.restore(&upstream).context("switching back failed")?;
             }
@@ -352,9 +365,12 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    /// The watch window: the new color must keep answering on the nodes that are still up;
-    /// a node that leaves the swarm is the front nginx's to skip, not the new color's fault.
-    fn watch(&mut self, color: Color, nodes: &[ClusterNode]) -> anyhow::Result<()> {
+    /// The watch window: the new color must keep answering on the nodes that are still up,
+    /// and the task that passed the gate on each of them must still be the one running (a
+    /// task that crashed is seen in swarm's task states even when swarm restarted it between
+    /// two looks); a node that leaves the swarm is the front nginx's to skip, not the new
+    /// color's fault.
+    fn watch(&mut self, color: Color, service: &str, nodes: &[ClusterNode]) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
         let window = config.app.settle.get();
         if window.is_zero() {
@@ -363,6 +379,7 @@ impl Run<'_, '_> {
         self.clock.start(Step::Settle, "");
         let prober = Prober::new(config.app.health.probe_timeout.get());
         let started = Instant::now();
+        let gated = serving_tasks(service)?;
         let mut lost = 0;
         while started.elapsed() < window {
             let up: Vec<String> = swarm::nodes()?
@@ -384,6 +401,16 @@ impl Run<'_, '_> {
                 .filter(|(_, a)| matches!(a, Answer::Status { .. }) && !healthy(config, a))
                 .map(|(h, a)| format!("{h}: {}", a.describe()))
                 .collect();
+            let running = serving_tasks(service)?;
+            failing.extend(
+                watched
+                    .iter()
+                    .filter(|n| running.get(&n.id) != gated.get(&n.id))
+                    .map(|n| match running.get(&n.id) {
+                        Some(_) => format!("{}: its task died and swarm replaced it", n.hostname),
+                        None => format!("{}: its task no longer runs", n.hostname),
+                    }),
+            );
             let answering = answers
                 .iter()
                 .filter(|(_, a)| matches!(a, Answer::Status { .. }))
@@ -467,7 +494,15 @@ impl Run<'_, '_> {
             rendered.text.as_bytes(),
             crate::state::FILE_MODE,
         )?;
-        swarm::stack_deploy_prune(&t.stack_file, &t.project, t.swarm.resolve_image.as_str())?;
+        swarm::stack_deploy(
+            &t.stack_file,
+            &t.project,
+            swarm::StackDeploy {
+                resolve_image: t.swarm.resolve_image.as_str(),
+                prune: true,
+                registry_auth: t.registry_auth,
+            },
+        )?;
         self.clock.done(
             Step::Stop,
             format!("{old} scaled to 0 (removed from the stack)"),
@@ -498,6 +533,7 @@ mod tests {
             state: state.into(),
             availability: "active".into(),
             manager: n == 1,
+            memory: None,
         }
     }
 

@@ -9,6 +9,8 @@
 //! `--json` summary and history as the compose engine, and removing secret versions nothing
 //! references any more. Prints nothing.
 
+mod budget;
+mod hooks;
 pub mod host;
 pub mod rollout;
 pub mod secrets;
@@ -57,6 +59,8 @@ pub struct SwarmDetail {
     pub rollout_ms: Option<u64>,
     pub secrets_created: Vec<String>,
     pub secrets_removed: Vec<String>,
+    /// The hooks that ran after the deploy (`post_deploy`), as the compose engine reports them.
+    pub hooks: Vec<crate::engine::hooks::HookRun>,
 }
 
 pub type Summary = crate::engine::Summary<SwarmDetail>;
@@ -78,6 +82,8 @@ struct Target {
     colors: Option<host::Colors>,
     /// `routing: host`: the front nginx's upstream file.
     upstream: PathBuf,
+    /// `registry:` serves the image: log in on the manager, deploy `--with-registry-auth`.
+    registry_auth: bool,
 }
 
 /// What steps 4–7 produced.
@@ -93,6 +99,8 @@ struct Run<'a, 'r> {
     d: &'a SwarmDeployer<'a>,
     clock: StepClock<'r>,
     state_dir: StateDir,
+    /// What the hooks are told, once the deploy knows where it goes.
+    facts: Option<crate::engine::hooks::Facts>,
 }
 
 impl SwarmDeployer<'_> {
@@ -101,6 +109,7 @@ impl SwarmDeployer<'_> {
             d: self,
             clock: StepClock::new(reporter),
             state_dir: StateDir::new(self.loaded.state_dir()),
+            facts: None,
         }
         .execute(req)
     }
@@ -119,11 +128,15 @@ impl Run<'_, '_> {
             let plan = dry_run_plan(&target);
             return Ok(self.summary(req, &target, Done::default(), plan));
         }
-        // 4–7. Secrets, stack deploy, rollout, secret cleanup.
-        let result = self.deploy_steps(&target);
+        // The hooks' keys and `pre_deploy`, then 4–7: secrets, stack deploy, rollout, secret
+        // cleanup; then `post_deploy` or `on_failure`, after the record.
+        let result = self
+            .prepare_hooks(req, &target)
+            .and_then(|()| self.pre_deploy())
+            .and_then(|()| self.deploy_steps(&target));
         self.record(req, &target, &result)?;
-        let done = result?;
-        Ok(self.summary(req, &target, done, Vec::new()))
+        let result = result.map(|done| self.summary(req, &target, done, Vec::new()));
+        self.after_hooks(result)
     }
 
     fn swarm_config(&self) -> anyhow::Result<Swarm> {
@@ -197,6 +210,16 @@ impl Run<'_, '_> {
             Some(c) => c.active.as_ref().map(|(_, image)| image.clone()),
             None => swarm::service(&service)?.map(|s| swarm::display_image(&s.image).to_string()),
         };
+        // Per node: the old task and the new one side by side (one on a first deploy).
+        let tasks = if from_image.is_some() { 2 } else { 1 };
+        let short = budget::short_nodes(&swarm::nodes()?, config.app.memory.bytes(), tasks);
+        if !short.is_empty() {
+            anyhow::bail!(
+                "the memory budget: {} cannot hold this deploy's tasks ({}); lower app.memory or add memory to the node; nothing was changed",
+                if short.len() == 1 { "a node" } else { "nodes" },
+                short.join("; ")
+            );
+        }
         let image = match (&req.image, &from_image, req.action) {
             (Some(image), _, _) => image.clone(),
             (None, Some(running), Action::Rollback) => self.previous_image(running)?,
@@ -224,6 +247,10 @@ impl Run<'_, '_> {
             first_deploy: from_image.is_none(),
             colors,
             upstream: host::upstream_file(config),
+            registry_auth: config
+                .registry
+                .as_ref()
+                .is_some_and(|reg| reg.serves(&image)),
             stack_file: self.d.loaded.state_dir().join("stack.yml"),
             project,
             service,
@@ -277,6 +304,7 @@ impl Run<'_, '_> {
         if let Some(colors) = &t.colors {
             return self.host_steps(t, colors);
         }
+        self.login(t)?;
         let created = self.create_secrets(t)?;
         let deployed_at = self.stack_deploy(t)?;
         let failure = self.rollout(t)?;
@@ -291,6 +319,44 @@ impl Run<'_, '_> {
             removed,
             notes,
         })
+    }
+
+    /// `registry:` serves the image: `docker login` (the password on stdin) through the
+    /// manager, whose engine checks it against the registry, so a bad credential fails here
+    /// before anything changed; the stack deploy then passes the login on to the nodes.
+    fn login(&mut self, t: &Target) -> anyhow::Result<()> {
+        let Some(reg) = self
+            .d
+            .loaded
+            .config
+            .registry
+            .as_ref()
+            .filter(|_| t.registry_auth)
+        else {
+            return Ok(());
+        };
+        let password = self
+            .d
+            .secrets
+            .get(&reg.password_secret.0)
+            .with_context(|| {
+                format!(
+                    "registry.password_secret: `{}` is not a key of the decrypted secrets files \
+                     (app.secrets / accessories); add it to one with `cutover secrets edit`",
+                    reg.password_secret.0
+                )
+            })?;
+        self.clock
+            .start(Step::Pull, format!("log in to {}", reg.server.0));
+        crate::docker::registry::login(reg, password, &t.image)?;
+        self.clock.done(
+            Step::Pull,
+            format!(
+                "logged in to {} as {}; nodes pull {} with that login",
+                reg.server.0, reg.username, t.image
+            ),
+        );
+        Ok(())
     }
 
     /// Step 4: Create the secret versions this deploy needs.
@@ -319,7 +385,15 @@ impl Run<'_, '_> {
             crate::state::FILE_MODE,
         )?;
         let deployed_at = Instant::now();
-        swarm::stack_deploy(&t.stack_file, &t.project, t.swarm.resolve_image.as_str())?;
+        swarm::stack_deploy(
+            &t.stack_file,
+            &t.project,
+            swarm::StackDeploy {
+                resolve_image: t.swarm.resolve_image.as_str(),
+                prune: false,
+                registry_auth: t.registry_auth,
+            },
+        )?;
         self.clock
             .done(Step::Stack, format!("docker stack deploy {}", t.project));
         Ok(deployed_at)
@@ -422,6 +496,7 @@ impl Run<'_, '_> {
                 rollout_ms: done.rollout_ms,
                 secrets_created: done.created,
                 secrets_removed: done.removed,
+                hooks: Vec::new(),
             },
         }
     }
@@ -441,8 +516,16 @@ fn dry_run_plan(t: &Target) -> Vec<String> {
             "docker secret create {name} - (value of {key} on stdin)"
         ));
     }
+    if t.registry_auth {
+        plan.push("docker login --password-stdin (registry.password_secret on stdin), through the manager".to_string());
+    }
     plan.push(format!(
-        "docker stack deploy --compose-file {} --resolve-image {} {}",
+        "docker stack deploy{} --compose-file {} --resolve-image {} {}",
+        if t.registry_auth {
+            " --with-registry-auth"
+        } else {
+            ""
+        },
         t.stack_file.display(),
         t.swarm.resolve_image.as_str(),
         t.project
