@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use cutover::demo::{http_get, Load};
 
 use crate::harness::cluster::{cluster_ready, Cluster};
+use crate::harness::common::files_containing;
 use crate::harness::docker_registry::{configure, write_secret, Registry, USER};
 use crate::harness::project::{edit_config, App, Project, Run};
 use crate::harness::swarm::swarm_ready;
@@ -138,20 +139,40 @@ fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoi
         "cutover-demo:v1",
         &v1,
     );
-    write_secret(&project.path(), password);
     configure(&project, &registry.server());
+    let deploy_v1 = || {
+        let mut cmd = project.command(["deploy", "--engine", "swarm", "--image", &v1, "--json"]);
+        cmd.env("DOCKER_CONFIG", &registry.docker_config);
+        Run::of(cmd)
+    };
+    // A wrong password is refused by the registry at the login, before any secret, service
+    // or nginx file changes.
+    write_secret(&project.path(), "not-the-password");
+    let refused = deploy_v1().code(1);
+    assert!(
+        refused.stdout.contains(&registry.server()),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        cluster.docker(&["service", "ls", "-q"]).trim().is_empty(),
+        "no service started"
+    );
+    assert_eq!(upstream(&project).0, "");
+    write_secret(&project.path(), password);
 
     // First deploy: blue on all three nodes, nginx routes to them.
     let started = Instant::now();
-    let first = {
-        let mut cmd = project.command(["deploy", "--engine", "swarm", "--image", &v1, "--json"]);
-        cmd.env("DOCKER_CONFIG", &registry.docker_config);
-        Run::of(cmd).success()
-    };
+    let first = deploy_v1().success();
     let took_first = started.elapsed();
     assert!(
         !first.stdout.contains(password) && !first.stderr.contains(password),
         "the registry password was shown"
+    );
+    assert_eq!(
+        files_containing(&project.path().join(".cutover"), password),
+        Vec::<std::path::PathBuf>::new(),
+        "the registry password in cutover's files"
     );
     let summary = first.stdout_json();
     assert_eq!(summary["first_deploy"], true, "{summary}");
