@@ -74,6 +74,15 @@ fn wait_for_switch(
     deployer
 }
 
+/// Whether `status` lists the swarm service `name`.
+fn has_service(project: &Project, name: &str) -> bool {
+    status(project)["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == name)
+}
+
 fn status(project: &Project) -> serde_json::Value {
     project
         .cutover(["status", "--engine", "swarm", "--json"])
@@ -208,15 +217,7 @@ fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoi
     let (summary, took_switch) = deploy(&project, "cutover-demo:v2");
     assert_eq!(summary["from_image"], v1.as_str(), "{summary}");
     assert_eq!(upstream(&project).0, "green");
-    let services = status(&project);
-    assert!(
-        services["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["name"] != blue),
-        "blue scaled to 0 (removed): {services}"
-    );
+    assert!(!has_service(&project, &blue), "blue scaled to 0 (removed)");
 
     // A worker dies in steady state: nginx skips it; status shows it lost.
     cluster.kill(3);
@@ -319,6 +320,10 @@ fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoi
     assert_eq!(out.status.code(), Some(1), "{said}");
     assert!(said.contains("its task"), "{said}");
     assert_eq!(upstream(&project).0, "green", "switched back: {said}");
+    assert!(
+        !has_service(&project, &blue),
+        "the failed blue scaled to 0 (removed), as compose removes its new color"
+    );
 
     let crash = load.finish();
     eprintln!(

@@ -7,8 +7,9 @@
 //! `proxy_next_upstream`, so a node that dies is skipped without a deploy. Then the compose
 //! engine's steps: wait for the new color's tasks, gate every task through its node's port,
 //! switch the upstream (test + reload), watch the new color for `app.settle` and switch back
-//! on failure, wait for the old nginx workers to drain, and scale the old color to 0 (drop it
-//! from the stack, `--prune`).
+//! on failure (a wrong answer, or a gated task that died), wait for the old nginx workers to
+//! drain, and scale the old color to 0 (drop it from the stack, `--prune`). A failure after
+//! the stack deploy drops the new color the same way, unless nginx still routes to it.
 //!
 //! `mode: global` rather than replicas with placement: a host port can be bound by one task
 //! per node anyway, global runs exactly that one task on every schedulable node, a node that
@@ -216,10 +217,44 @@ impl Run<'_, '_> {
         t: &super::Target,
         colors: &Colors,
     ) -> anyhow::Result<super::Done> {
-        let config = &self.d.loaded.config;
         self.login(t)?;
         let created = self.create_secrets(t)?;
         let deployed_at = self.stack_deploy(t)?;
+        let (rollout_ms, workers_before) = match self.move_to_new(t, colors, deployed_at) {
+            Ok(moved) => moved,
+            Err(e) => {
+                self.teardown(t, colors);
+                return Err(e);
+            }
+        };
+        self.drain(&workers_before);
+        if let Some((old, _)) = &colors.active {
+            let kept = (colors.new, t.image.clone());
+            self.keep_only(t, kept, Step::Stop)?;
+            self.clock.done(
+                Step::Stop,
+                format!("{old} scaled to 0 (removed from the stack)"),
+            );
+        }
+        let (removed, notes) = self.prune(t);
+        Ok(super::Done {
+            rollout_ms: Some(rollout_ms),
+            created,
+            removed,
+            notes,
+        })
+    }
+
+    /// From the stack deploy to a settled switch: the new color's tasks, the gate, the
+    /// switch and the watch window (switching back on failure). Returns the rollout's time
+    /// and the nginx workers from before the switch.
+    fn move_to_new(
+        &mut self,
+        t: &super::Target,
+        colors: &Colors,
+        deployed_at: Instant,
+    ) -> anyhow::Result<(u64, Vec<u32>)> {
+        let config = &self.d.loaded.config;
         let service = swarm::service_name(
             &t.project,
             &color_service(config.app.name.as_str(), colors.new),
@@ -258,15 +293,34 @@ impl Run<'_, '_> {
             }
             return Err(e);
         }
-        self.drain(&workers_before);
-        self.scale_old_to_zero(t, colors)?;
-        let (removed, notes) = self.prune(t);
-        Ok(super::Done {
-            rollout_ms: Some(rollout_ms),
-            created,
-            removed,
-            notes,
-        })
+        Ok((rollout_ms, workers_before))
+    }
+
+    /// After a failure: the new color goes to 0 (dropped from the stack), as the compose
+    /// engine removes its new color, unless nginx still routes to it (a first deploy, or a
+    /// switch back that failed: the upstream file's marker says so). Best effort: a failure
+    /// here is a note beside the deploy's own failure.
+    fn teardown(&mut self, t: &super::Target, colors: &Colors) {
+        let Some((old, old_image)) = &colors.active else {
+            return;
+        };
+        match routed_color(&self.d.loaded.config) {
+            Ok(Some(routed)) if routed == *old => {}
+            _ => return,
+        }
+        match self.keep_only(t, (*old, old_image.clone()), Step::Teardown) {
+            Ok(()) => self.clock.done(
+                Step::Teardown,
+                format!("{} scaled to 0 (removed from the stack)", colors.new),
+            ),
+            Err(e) => {
+                self.clock.failed(Step::Teardown, "failed");
+                self.clock.note(format!(
+                    "could not remove {} after the failure: {e:#}",
+                    colors.new
+                ));
+            }
+        }
     }
 
     /// Waits until every schedulable node runs a healthy task of the new color's spec (swarm
@@ -473,12 +527,15 @@ impl Run<'_, '_> {
         );
     }
 
-    /// The old color to 0: the stack file without it, deployed with `--prune`.
-    fn scale_old_to_zero(&mut self, t: &super::Target, colors: &Colors) -> anyhow::Result<()> {
-        let Some((old, _)) = &colors.active else {
-            return Ok(());
-        };
-        self.clock.start(Step::Stop, "");
+    /// One color left in the stack (`keep`, with its image): the stack file without the
+    /// other, deployed with `--prune`. Starts `step`; the caller ends it.
+    fn keep_only(
+        &mut self,
+        t: &super::Target,
+        keep: (Color, String),
+        step: Step,
+    ) -> anyhow::Result<()> {
+        self.clock.start(step, "");
         let rendered = super::stack::render(
             &self.d.renderer,
             &self.d.loaded.config,
@@ -486,7 +543,7 @@ impl Run<'_, '_> {
                 image: t.image.clone(),
                 secret_names: super::secret_names(&t.project, &self.d.secrets),
                 secret_keys: self.d.secret_keys.clone(),
-                colors: vec![(colors.new, t.image.clone())],
+                colors: vec![keep],
             },
         )?;
         crate::atomic::write(
@@ -503,10 +560,6 @@ impl Run<'_, '_> {
                 registry_auth: t.registry_auth,
             },
         )?;
-        self.clock.done(
-            Step::Stop,
-            format!("{old} scaled to 0 (removed from the stack)"),
-        );
         Ok(())
     }
 }
