@@ -160,10 +160,9 @@ impl Config {
 
     /// The keys set in this config that only the compose engine carries out, each with why.
     /// The swarm engine refuses to deploy while any is set: running without them would skip
-    /// a worker or the release phase without a word. Hooks and `registry:` work under both.
+    /// a worker without a word. Hooks, `registry:` and `app.release` work under both.
     pub(super) fn compose_only(&self) -> Vec<Invalid> {
-        let mut keys: Vec<Invalid> = self
-            .workers
+        self.workers
             .keys()
             .map(|name| {
                 Invalid::new(
@@ -175,19 +174,7 @@ impl Config {
                         .to_string(),
                 )
             })
-            .collect();
-        if self.app.release.is_some() {
-            keys.push(Invalid::new(
-                "app.release",
-                "the swarm engine does not carry this out yet: the release phase would be a \
-                 one-off `replicated-job` service of the new image, waited for and removed, \
-                 which has no test on the cluster yet; remove it to deploy with --engine swarm \
-                 (run the release step from a pre_deploy hook instead), or deploy with the \
-                 compose engine"
-                    .to_string(),
-            ));
-        }
-        keys
+            .collect()
     }
 
     fn check_app(&self) -> Result<(), Invalid> {

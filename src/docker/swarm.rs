@@ -219,6 +219,118 @@ pub fn stack_config(file: &Path) -> Result<String, ProcessError> {
         .map(|o| o.stdout)
 }
 
+/// A one-off `replicated-job` service: the release phase of the swarm engine.
+#[derive(Debug, Clone)]
+pub struct Job<'a> {
+    pub name: &'a str,
+    pub project: &'a str,
+    pub image: &'a str,
+    /// The command, one argument each: no shell is involved unless the user runs one.
+    pub argv: &'a [String],
+    /// Plain `KEY=VALUE` entries (never a secret value: secrets are files).
+    pub env: Vec<String>,
+    /// `(versioned secret name, target file name under /run/secrets)`.
+    pub secrets: Vec<(String, String)>,
+    /// The stack's overlay network, when it exists.
+    pub network: Option<String>,
+    pub memory: String,
+    pub registry_auth: bool,
+    pub resolve_image: bool,
+}
+
+impl Job<'_> {
+    /// The `docker service create` arguments: one task, never restarted (its exit code is
+    /// the verdict), detached (cutover follows the task itself).
+    pub fn argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "service",
+            "create",
+            "--detach",
+            "--mode",
+            "replicated-job",
+            "--replicas",
+            "1",
+            "--restart-condition",
+            "none",
+            "--name",
+            self.name,
+            "--label",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.push(format!("{PROJECT_LABEL}={}", self.project));
+        a.extend(["--limit-memory".to_string(), self.memory.clone()]);
+        if let Some(net) = &self.network {
+            a.extend(["--network".to_string(), net.clone()]);
+        }
+        for e in &self.env {
+            a.extend(["--env".to_string(), e.clone()]);
+        }
+        for (source, target) in &self.secrets {
+            a.extend([
+                "--secret".to_string(),
+                format!("source={source},target={target}"),
+            ]);
+        }
+        if self.registry_auth {
+            a.push("--with-registry-auth".to_string());
+        }
+        if !self.resolve_image {
+            a.push("--no-resolve-image".to_string());
+        }
+        a.push(self.image.to_string());
+        a.extend(self.argv.iter().cloned());
+        a
+    }
+}
+
+/// Creates the job's service; swarm schedules its one task in the background.
+pub fn create_job(job: &Job) -> Result<(), ProcessError> {
+    docker(format!("create the one-off job {}", job.name))
+        .args(job.argv())
+        .run()
+        .map(|_| ())
+}
+
+/// `docker service rm NAME`; a service that is already gone is fine.
+pub fn remove_service(name: &str) -> Result<(), ProcessError> {
+    let cmd = docker(format!("remove service {name}")).args(["service", "rm", name]);
+    let out = cmd.run_unchecked()?;
+    if out.success() || out.stderr.to_lowercase().contains("not found") {
+        return Ok(());
+    }
+    Err(cmd.failed(&out))
+}
+
+/// The last `lines` log lines of a service's tasks, stdout and stderr interleaved as the
+/// nodes sent them (`--raw`: no task prefix).
+pub fn service_logs(name: &str, lines: usize) -> Result<Vec<String>, ProcessError> {
+    let out = docker(format!("read the logs of {name}"))
+        .args(["service", "logs", "--raw", "--no-trunc", "--tail"])
+        .arg(lines.to_string())
+        .arg(name)
+        .run()?;
+    Ok(format!("{}{}", out.stdout, out.stderr)
+        .lines()
+        .map(str::to_string)
+        .collect())
+}
+
+/// Whether a network of that name exists (the stack's overlay network, before a first deploy).
+pub fn network_exists(name: &str) -> Result<bool, ProcessError> {
+    let cmd = docker(format!("inspect network {name}"))
+        .args(["network", "inspect", "--format", "{{.Id}}", name]);
+    let out = cmd.run_unchecked()?;
+    if out.success() {
+        return Ok(true);
+    }
+    if out.stderr.to_lowercase().contains("not found") {
+        return Ok(false);
+    }
+    Err(cmd.failed(&out))
+}
+
 /// The service name of a stack's service: `<project>_<service>`.
 pub fn service_name(project: &str, service: &str) -> String {
     format!("{project}_{service}")

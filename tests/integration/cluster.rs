@@ -443,6 +443,23 @@ fn cluster_one_node_blue_green_under_load_for_comparison() {
         refused.stderr
     );
     assert_eq!(upstream(&project).0, "green");
+    let history = project
+        .cutover(["history", "--json"])
+        .success()
+        .stdout_json();
+    let last = &history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["engine"].as_str(), last["result"].as_str()),
+        (Some("swarm"), Some("failed")),
+        "the refusal has its history line: {last}"
+    );
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the memory budget"),
+        "{last}"
+    );
     edit_config(&project, |c| c["app"]["memory"] = serde_json::json!("64M"));
     let (_, took_back) = deploy(&project, "cutover-demo:v1");
     assert_eq!(upstream(&project).0, "blue");
@@ -458,10 +475,147 @@ fn cluster_one_node_blue_green_under_load_for_comparison() {
         ("green".to_string(), cluster.addrs.clone())
     );
     assert_eq!(tally.failed, 0, "{:?}", tally.failures);
+    release_phase_as_a_swarm_job(&project, &cluster.manager);
     eprintln!(
         "1-node cluster, routing: host: first deploy {:.1?}, blue→green {:.1?}, green→blue {:.1?}; {} requests, 0 failed",
         took_first, took_switch, took_back, tally.sent
     );
+}
+
+/// `app.release` as a one-off `replicated-job` of the new image, before the new color is
+/// deployed; green is live when this starts.
+fn release_phase_as_a_swarm_job(project: &Project, manager: &str) {
+    let release_job = || {
+        let out = std::process::Command::new("docker")
+            .env("DOCKER_HOST", manager)
+            .args(["service", "ls", "-q", "--filter"])
+            .arg(format!("name={}_release", project.name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker service ls");
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    };
+    // Shell metacharacters are one argument to the command, never a shell's.
+    edit_config(project, |c| {
+        c["app"]["release"] = serde_json::json!([
+            "task",
+            "say=migrated; rm -rf / | $(whoami) > x",
+            "print=DEMO_SECRET_FILE",
+            "print=STARTUP_DELAY_MS"
+        ]);
+        c["app"]["release_timeout"] = serde_json::json!("60s");
+    });
+    let plan = project
+        .cutover([
+            "deploy",
+            "--engine",
+            "swarm",
+            "--image",
+            "cutover-demo:v1",
+            "--dry-run",
+        ])
+        .success()
+        .stdout;
+    assert!(plan.contains("--mode replicated-job"), "{plan}");
+    let run = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v1"])
+        .success();
+    let err = &run.stderr;
+    assert!(
+        err.contains("release | migrated; rm -rf / | $(whoami) > x"),
+        "{err}"
+    );
+    // The app's environment and its secrets as swarm secret files.
+    assert!(
+        err.contains("release | DEMO_SECRET_FILE=/run/secrets/DEMO_SECRET"),
+        "{err}"
+    );
+    assert!(err.contains("release | STARTUP_DELAY_MS=300"), "{err}");
+    let release_at = err.find("✓ release").expect("a release step line");
+    let stack_at = err.find("✓ stack").expect("a stack step line");
+    assert!(release_at < stack_at, "{err}");
+    assert_eq!(upstream(project).0, "blue");
+    assert!(!release_job(), "the job is removed after");
+    // A release that fails: the deploy stops with nothing switched, the job removed, the
+    // failure recorded.
+    edit_config(project, |c| {
+        c["app"]["release"] = serde_json::json!(["task", "say=no migration today", "exit=3"]);
+    });
+    let failed = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2"])
+        .code(1);
+    assert!(failed.stderr.contains("exited 3"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("    no migration today"),
+        "its last lines: {}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("nothing was switched"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(upstream(project).0, "blue");
+    let (_, tasks) = nodes_and_tasks(&status(project), &format!("{}_web-green", project.name));
+    assert!(tasks.is_empty(), "no green started: {tasks:?}");
+    assert!(!release_job());
+    // A release that never exits is bounded by app.release_timeout, and removed.
+    edit_config(project, |c| {
+        c["app"]["release"] = serde_json::json!(["task", "sleep=600000"]);
+        c["app"]["release_timeout"] = serde_json::json!("4s");
+    });
+    let hung = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2"])
+        .code(1);
+    assert!(
+        hung.stderr
+            .contains("timed out after 4s (app.release_timeout)"),
+        "{}",
+        hung.stderr
+    );
+    assert!(!release_job());
+    // An image no node has: the job's task is rejected, the deploy stops.
+    let missing = project
+        .cutover([
+            "deploy",
+            "--engine",
+            "swarm",
+            "--image",
+            "cutover-demo:absent",
+        ])
+        .code(1);
+    assert!(
+        missing.stderr.contains("the release command"),
+        "{}",
+        missing.stderr
+    );
+    assert!(!release_job());
+    assert_eq!(upstream(project).0, "blue");
+    let history = project
+        .cutover(["history", "--json"])
+        .success()
+        .stdout_json();
+    let results: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .take(3)
+        .map(|e| e["result"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(results, ["failed", "failed", "failed"]);
+    // A rollback does not run it again unless --release.
+    let rolled = project.cutover(["rollback", "--engine", "swarm"]).success();
+    assert!(
+        rolled
+            .stderr
+            .contains("not run (a rollback runs it only with --release)"),
+        "{}",
+        rolled.stderr
+    );
+    edit_config(project, |c| {
+        c["app"].as_object_mut().unwrap().remove("release");
+    });
 }
 
 /// Under `routing: host` the stack holds one global service per color, on its color port in

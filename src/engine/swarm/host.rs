@@ -219,6 +219,7 @@ impl Run<'_, '_> {
     ) -> anyhow::Result<super::Done> {
         self.login(t)?;
         let created = self.create_secrets(t)?;
+        self.release(t)?;
         let deployed_at = self.stack_deploy(t)?;
         let (rollout_ms, workers_before) = match self.move_to_new(t, colors, deployed_at) {
             Ok(moved) => moved,
@@ -544,6 +545,7 @@ impl Run<'_, '_> {
                 secret_names: super::secret_names(&t.project, &self.d.secrets),
                 secret_keys: self.d.secret_keys.clone(),
                 colors: vec![keep],
+                accessories_only: false,
             },
         )?;
         crate::atomic::write(

@@ -12,6 +12,7 @@
 mod budget;
 mod hooks;
 pub mod host;
+mod release;
 pub mod rollout;
 pub mod secrets;
 pub mod stack;
@@ -84,6 +85,10 @@ struct Target {
     upstream: PathBuf,
     /// `registry:` serves the image: log in on the manager, deploy `--with-registry-auth`.
     registry_auth: bool,
+    /// Run `app.release`: every deploy; a rollback only with `--release`.
+    run_release: bool,
+    /// `app.release`, as shown.
+    release: Option<String>,
 }
 
 /// What steps 4–7 produced.
@@ -210,16 +215,6 @@ impl Run<'_, '_> {
             Some(c) => c.active.as_ref().map(|(_, image)| image.clone()),
             None => swarm::service(&service)?.map(|s| swarm::display_image(&s.image).to_string()),
         };
-        // Per node: the old task and the new one side by side (one on a first deploy).
-        let tasks = if from_image.is_some() { 2 } else { 1 };
-        let short = budget::short_nodes(&swarm::nodes()?, config.app.memory.bytes(), tasks);
-        if !short.is_empty() {
-            anyhow::bail!(
-                "the memory budget: {} cannot hold this deploy's tasks ({}); lower app.memory or add memory to the node; nothing was changed",
-                if short.len() == 1 { "a node" } else { "nodes" },
-                short.join("; ")
-            );
-        }
         let image = match (&req.image, &from_image, req.action) {
             (Some(image), _, _) => image.clone(),
             (None, Some(running), Action::Rollback) => self.previous_image(running)?,
@@ -228,6 +223,17 @@ impl Run<'_, '_> {
                 "service {service} does not exist yet, so there is no image to redeploy or roll back to; pass --image REF"
             ),
         };
+        // Per node: the old task and the new one side by side (one on a first deploy).
+        let tasks = if from_image.is_some() { 2 } else { 1 };
+        let short = budget::short_nodes(&swarm::nodes()?, config.app.memory.bytes(), tasks);
+        if !short.is_empty() {
+            let err = anyhow::anyhow!(
+                "the memory budget: {} cannot hold this deploy's tasks ({}); lower app.memory or add memory to the node; nothing was changed",
+                if short.len() == 1 { "a node" } else { "nodes" },
+                short.join("; ")
+            );
+            return Err(self.record_refusal(req, &image, from_image.clone(), err));
+        }
         self.clock.done(
             Step::Observe,
             match (&from_image, &colors) {
@@ -251,6 +257,8 @@ impl Run<'_, '_> {
                 .registry
                 .as_ref()
                 .is_some_and(|reg| reg.serves(&image)),
+            run_release: req.action == Action::Deploy || req.release,
+            release: config.app.release.as_ref().map(|a| a.0.join(" ")),
             stack_file: self.d.loaded.state_dir().join("stack.yml"),
             project,
             service,
@@ -280,6 +288,7 @@ impl Run<'_, '_> {
                         .collect(),
                     None => Vec::new(),
                 },
+                accessories_only: false,
             },
         )?;
         for note in &rendered.notes {
@@ -306,6 +315,7 @@ impl Run<'_, '_> {
         }
         self.login(t)?;
         let created = self.create_secrets(t)?;
+        self.release(t)?;
         let deployed_at = self.stack_deploy(t)?;
         let failure = self.rollout(t)?;
         let rollout_ms = deployed_at.elapsed().as_millis() as u64;
@@ -474,6 +484,38 @@ impl Run<'_, '_> {
         )
     }
 
+    /// A refusal before anything changed (the memory budget) gets its history line, as
+    /// every other refusal does; a dry run records nothing.
+    fn record_refusal(
+        &self,
+        req: &Request,
+        image: &str,
+        from_image: Option<String>,
+        err: anyhow::Error,
+    ) -> anyhow::Error {
+        if req.dry_run {
+            return err;
+        }
+        let (result, reason) = failure::error_verdict(&err);
+        let attempt = Attempt {
+            engine: EngineKind::Swarm,
+            action: req.action,
+            image: image.to_string(),
+            from_image,
+            from: None,
+            to: None,
+            result,
+            reason,
+            steps: self.clock.steps(),
+            total_ms: self.clock.total_ms(),
+            workers: Vec::new(),
+        };
+        match record::append(&self.state_dir, attempt) {
+            Ok(()) => err,
+            Err(problem) => record::unrecorded(err, problem),
+        }
+    }
+
     fn summary(&self, req: &Request, t: &Target, done: Done, plan: Vec<String>) -> Summary {
         let mut notes = t.notes.clone();
         notes.extend(done.notes);
@@ -518,6 +560,14 @@ fn dry_run_plan(t: &Target) -> Vec<String> {
     }
     if t.registry_auth {
         plan.push("docker login --password-stdin (registry.password_secret on stdin), through the manager".to_string());
+    }
+    if t.run_release {
+        if let Some(argv) = &t.release {
+            plan.push(format!(
+                "docker service create --mode replicated-job {}_release {} {argv} (the release phase, on the stack's network with the app's secrets, up to app.release_timeout; removed after; the deploy stops if it fails)",
+                t.project, t.image
+            ));
+        }
     }
     plan.push(format!(
         "docker stack deploy{} --compose-file {} --resolve-image {} {}",
