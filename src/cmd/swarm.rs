@@ -16,11 +16,12 @@ use crate::report::duration;
 use crate::state::{Action, EngineKind};
 
 /// `deploy --engine swarm`, and `rollback --engine swarm` (`action`, with no image: the
-/// engine finds the image before the last swarm deploy).
+/// engine finds the image before the last swarm deploy; `release`: `rollback --release`).
 pub fn run_deploy(
     ctx: &Context,
     image: Option<String>,
     action: Action,
+    release: bool,
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
@@ -64,7 +65,7 @@ pub fn run_deploy(
         dry_run: common.dry_run,
         force: false,
         lock_wait,
-        release: false,
+        release,
     };
     match deployer.run(&request, &mut printer) {
         Ok(summary) => {

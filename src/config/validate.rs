@@ -160,17 +160,20 @@ impl Config {
 
     /// The keys set in this config that only the compose engine carries out, each with why.
     /// The swarm engine refuses to deploy while any is set: running without them would skip
-    /// a worker without a word. Hooks, `registry:` and `app.release` work under both.
+    /// a worker without a word, and it cannot keep a worker's promises (see the reason).
+    /// Hooks, `registry:` and `app.release` work under both.
     pub(super) fn compose_only(&self) -> Vec<Invalid> {
         self.workers
             .keys()
             .map(|name| {
                 Invalid::new(
                     format!("workers.{name}"),
-                    "the swarm engine does not carry this out yet: a worker would be a \
-                     replicated service of the new image, updated after the switch, which has \
-                     no test on the cluster yet; remove it to deploy with --engine swarm, or \
-                     deploy with the compose engine"
+                    "the swarm engine refuses workers: a worker's `overlap: false` promises \
+                     one copy at a time (a scheduler never runs twice), which a swarm cannot \
+                     keep (a node cut off from the managers keeps running its task while swarm \
+                     starts a replacement elsewhere), and a worker that fails to move cannot \
+                     stay on its old container as it does under compose; remove it to deploy \
+                     with --engine swarm, or deploy with the compose engine"
                         .to_string(),
                 )
             })

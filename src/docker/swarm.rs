@@ -710,6 +710,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_release_job_runs_once_never_restarted_with_its_command_as_separate_arguments() {
+        let argv = vec!["task".to_string(), "say=a; b | $(c)".to_string()];
+        let job = Job {
+            name: "shop_release",
+            project: "shop",
+            image: "example/web:v2",
+            argv: &argv,
+            env: vec![
+                "MODE=prod".into(),
+                "DB_PASSWORD_FILE=/run/secrets/DB_PASSWORD".into(),
+            ],
+            secrets: vec![("shop_DB_PASSWORD_abc".into(), "DB_PASSWORD".into())],
+            network: Some("shop_default".into()),
+            memory: "128M".into(),
+            registry_auth: true,
+            resolve_image: false,
+        };
+        let got = job.argv();
+        let joined = got.join(" ");
+        for part in [
+            "service create --detach --mode replicated-job --replicas 1 --restart-condition none --name shop_release",
+            "--label dev.cutover.project=shop --limit-memory 128M --network shop_default",
+            "--env MODE=prod --env DB_PASSWORD_FILE=/run/secrets/DB_PASSWORD",
+            "--secret source=shop_DB_PASSWORD_abc,target=DB_PASSWORD",
+            "--with-registry-auth --no-resolve-image",
+        ] {
+            assert!(joined.contains(part), "{part}: {joined}");
+        }
+        // The image, then the command, each argument whole: no shell reads it.
+        assert_eq!(
+            &got[got.len() - 3..],
+            ["example/web:v2", "task", "say=a; b | $(c)"]
+        );
+    }
+
+    #[test]
     fn service_from_inspect_json() {
         let v = serde_json::json!({
             "ID": "abc",

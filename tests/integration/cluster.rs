@@ -574,6 +574,24 @@ fn release_phase_as_a_swarm_job(project: &Project, manager: &str) {
         hung.stderr
     );
     assert!(!release_job());
+    // SIGTERM while the job runs: an interrupt (exit 130), the job removed.
+    edit_config(project, |c| {
+        c["app"]["release_timeout"] = serde_json::json!("60s");
+    });
+    let child = project.spawn(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2"]);
+    let started = Instant::now();
+    while !release_job() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no release job within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = crate::harness::common::sigterm_and_wait(child);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(!release_job(), "{stderr}");
+    assert_eq!(upstream(project).0, "blue");
     // An image no node has: the job's task is rejected, the deploy stops.
     let missing = project
         .cutover([
@@ -600,19 +618,30 @@ fn release_phase_as_a_swarm_job(project: &Project, manager: &str) {
         .unwrap()
         .iter()
         .rev()
-        .take(3)
+        .take(4)
         .map(|e| e["result"].as_str().unwrap_or(""))
         .collect();
-    assert_eq!(results, ["failed", "failed", "failed"]);
-    // A rollback does not run it again unless --release.
-    let rolled = project.cutover(["rollback", "--engine", "swarm"]).success();
-    assert!(
-        rolled
-            .stderr
-            .contains("not run (a rollback runs it only with --release)"),
-        "{}",
-        rolled.stderr
-    );
+    assert_eq!(results, ["failed", "interrupted", "failed", "failed"]);
+    let release_ms = history.as_array().unwrap().iter().rev().find_map(|e| {
+        (e["result"] == "ok")
+            .then(|| {
+                e["steps"]
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["step"] == "release")
+            })
+            .flatten()
+            .map(|s| s["ms"].clone())
+    });
+    eprintln!("the release job that succeeded took {release_ms:?} ms");
+    // A rollback does not run it again unless --release (its plan says which).
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["rollback", "--engine", "swarm", "--dry-run"];
+        args.extend(extra);
+        project.cutover(args).success().stdout
+    };
+    assert!(!plan(&[]).contains("replicated-job"), "{}", plan(&[]));
+    assert!(plan(&["--release"]).contains("replicated-job"));
     edit_config(project, |c| {
         c["app"].as_object_mut().unwrap().remove("release");
     });

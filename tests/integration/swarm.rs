@@ -141,7 +141,7 @@ fn swarm_deploy_refuses_compose_only_keys_naming_the_first_ones_line() {
         let stderr = run.code(1).stderr;
         assert!(
             stderr.contains(&format!(
-                "cutover.yml:{line}:3: workers.jobs: the swarm engine does not carry this out yet: a worker would be"
+                "cutover.yml:{line}:3: workers.jobs: the swarm engine refuses workers: a worker's `overlap: false` promises"
             )),
             "{stderr}"
         );
@@ -308,19 +308,6 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
     assert_eq!(
         (&last["engine"], &last["action"]),
         (&"swarm".into(), &"rollback".into())
-    );
-}
-
-#[test]
-fn swarm_rollback_refuses_release_which_swarm_has_not() {
-    let out = crate::common::cutover(&crate::common::shared_home())
-        .args(["rollback", "--engine", "swarm", "--release"])
-        .assert()
-        .failure();
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-    assert!(
-        stderr.contains("the swarm engine has no release phase"),
-        "{stderr}"
     );
 }
 
