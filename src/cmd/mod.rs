@@ -41,14 +41,13 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         // The engine is the command's `--engine`, for every command that has one.
         Command::Deploy(args) => match args.engine {
             Engine::Compose => deploy::run_deploy(ctx, args.image, None, args.common),
-            Engine::Swarm => swarm::run_deploy(ctx, args.image, Action::Deploy, args.common),
+            Engine::Swarm => swarm::run_deploy(ctx, args.image, Action::Deploy, false, args.common),
         },
         Command::Rollback(args) => match args.engine {
             Engine::Compose => deploy::run_deploy(ctx, None, Some(args.release), args.common),
-            Engine::Swarm if args.release => anyhow::bail!(
-                "--release: the swarm engine has no release phase (app.release is a compose-engine key)"
-            ),
-            Engine::Swarm => swarm::run_deploy(ctx, None, Action::Rollback, args.common),
+            Engine::Swarm => {
+                swarm::run_deploy(ctx, None, Action::Rollback, args.release, args.common)
+            }
         },
         Command::Status(args) => match args.engine {
             Engine::Compose => deploy::run_status(ctx, args.json),

@@ -142,6 +142,7 @@ fn run_stack(
         image,
         secret_names: crate::engine::swarm::secret_names(&project, &secrets),
         secret_keys,
+        accessories_only: false,
     };
     let rendered =
         crate::engine::swarm::stack::render(&Renderer::new(&ctx.dir)?, &loaded.config, &plan)?;

@@ -16,18 +16,19 @@ use crate::report::duration;
 use crate::state::{Action, EngineKind};
 
 /// `deploy --engine swarm`, and `rollback --engine swarm` (`action`, with no image: the
-/// engine finds the image before the last swarm deploy).
+/// engine finds the image before the last swarm deploy; `release`: `rollback --release`).
 pub fn run_deploy(
     ctx: &Context,
     image: Option<String>,
     action: Action,
+    release: bool,
     common: DeployCommon,
 ) -> anyhow::Result<ExitCode> {
     // First: a signal while the config loads or the secrets decrypt is a recorded interrupt.
     let interrupted = interrupt_flag()?;
     let loaded = config::load(&ctx.config_path, &ctx.dir)?;
     if common.force {
-        anyhow::bail!("--force applies to the compose engine's memory budget; swarm schedules tasks by their memory limits itself");
+        anyhow::bail!("--force applies to the compose engine's memory budget; the swarm engine's budget (each node must hold two tasks of app.memory) has no override: lower app.memory or add memory to the node");
     }
     let lock_wait = progress::lock_wait(&common)?;
     // Decrypt before touching anything: a missing or wrong identity fails here.
@@ -66,7 +67,7 @@ pub fn run_deploy(
         dry_run: common.dry_run,
         force: false,
         lock_wait,
-        release: false,
+        release,
     };
     match deployer.run(&request, &mut printer) {
         Ok(summary) => {

@@ -158,36 +158,25 @@ impl Config {
         warnings
     }
 
-    /// The keys set in this config that only the compose engine carries out. The swarm
-    /// engine refuses to deploy while any is set: running without them would skip a worker,
-    /// a hook or the release phase without a word.
+    /// The keys set in this config that only the compose engine carries out, each with why.
+    /// The swarm engine refuses to deploy while any is set: running without them would skip
+    /// a worker without a word, and it cannot keep a worker's promises (see the reason).
+    /// Hooks, `registry:` and `app.release` work under both.
     pub(super) fn compose_only(&self) -> Vec<Invalid> {
-        let why = "the swarm engine does not carry this out (workers, hooks, the release phase \
-                   and registry login are compose-engine features); remove it to deploy with \
-                   --engine swarm, or deploy with the compose engine";
-        let mut keys: Vec<String> = self
-            .workers
+        self.workers
             .keys()
-            .map(|name| format!("workers.{name}"))
-            .collect();
-        let hooks = &self.hooks;
-        for (key, hook) in [
-            ("hooks.pre_deploy", &hooks.pre_deploy),
-            ("hooks.post_deploy", &hooks.post_deploy),
-            ("hooks.on_failure", &hooks.on_failure),
-        ] {
-            if hook.is_some() {
-                keys.push(key.to_string());
-            }
-        }
-        if self.app.release.is_some() {
-            keys.push("app.release".to_string());
-        }
-        if self.registry.is_some() {
-            keys.push("registry".to_string());
-        }
-        keys.into_iter()
-            .map(|key| Invalid::new(key, why.to_string()))
+            .map(|name| {
+                Invalid::new(
+                    format!("workers.{name}"),
+                    "the swarm engine refuses workers: a worker's `overlap: false` promises \
+                     one copy at a time (a scheduler never runs twice), which a swarm cannot \
+                     keep (a node cut off from the managers keeps running its task while swarm \
+                     starts a replacement elsewhere), and a worker that fails to move cannot \
+                     stay on its old container as it does under compose; remove it to deploy \
+                     with --engine swarm, or deploy with the compose engine"
+                        .to_string(),
+                )
+            })
             .collect()
     }
 

@@ -169,32 +169,35 @@ pub fn remove_secret(name: &str) -> Result<(), ProcessError> {
         .map(|_| ())
 }
 
-/// `docker stack deploy -c FILE --resolve-image R PROJECT`. Returns at once: swarm rolls the
-/// update out in the background ([`wait_rollout`] follows it).
-pub fn stack_deploy(file: &Path, project: &str, resolve_image: &str) -> Result<(), ProcessError> {
-    docker(format!("deploy stack {project}"))
-        .arg("stack")
-        .arg("deploy")
-        .arg("--compose-file")
-        .arg(file)
-        .args(["--resolve-image", resolve_image, project])
-        .run()
-        .map(|_| ())
+/// How a `docker stack deploy` runs.
+#[derive(Debug, Clone, Copy)]
+pub struct StackDeploy<'a> {
+    pub resolve_image: &'a str,
+    /// `--prune`: services no longer in the file are removed.
+    pub prune: bool,
+    /// `--with-registry-auth`: the client's credentials for the image's registry (from a
+    /// `docker login`) go to the swarm, which hands them to the nodes that pull it.
+    pub registry_auth: bool,
 }
 
-/// [`stack_deploy`] with `--prune`: services no longer in the file are removed.
-pub fn stack_deploy_prune(
-    file: &Path,
-    project: &str,
-    resolve_image: &str,
-) -> Result<(), ProcessError> {
-    docker(format!("deploy stack {project} (pruning)"))
-        .arg("stack")
-        .arg("deploy")
-        .arg("--prune")
-        .arg("--compose-file")
+/// `docker stack deploy -c FILE --resolve-image R PROJECT`. Returns at once: swarm rolls the
+/// update out in the background ([`wait_rollout`] follows it).
+pub fn stack_deploy(file: &Path, project: &str, how: StackDeploy) -> Result<(), ProcessError> {
+    let mut cmd = docker(format!(
+        "deploy stack {project}{}",
+        if how.prune { " (pruning)" } else { "" }
+    ))
+    .arg("stack")
+    .arg("deploy");
+    if how.prune {
+        cmd = cmd.arg("--prune");
+    }
+    if how.registry_auth {
+        cmd = cmd.arg("--with-registry-auth");
+    }
+    cmd.arg("--compose-file")
         .arg(file)
-        .args(["--resolve-image", resolve_image, project])
+        .args(["--resolve-image", how.resolve_image, project])
         .run()
         .map(|_| ())
 }
@@ -214,6 +217,120 @@ pub fn stack_config(file: &Path) -> Result<String, ProcessError> {
         .arg(file)
         .run()
         .map(|o| o.stdout)
+}
+
+/// A one-off `replicated-job` service: the release phase of the swarm engine.
+#[derive(Debug, Clone)]
+pub struct Job<'a> {
+    pub name: &'a str,
+    pub project: &'a str,
+    pub image: &'a str,
+    /// The command, one argument each: no shell is involved unless the user runs one.
+    pub argv: &'a [String],
+    /// Plain `KEY=VALUE` entries (never a secret value: secrets are files).
+    pub env: Vec<String>,
+    /// `(versioned secret name, target file name under /run/secrets)`.
+    pub secrets: Vec<(String, String)>,
+    /// The stack's overlay network, when it exists.
+    pub network: Option<String>,
+    pub memory: String,
+    pub registry_auth: bool,
+    pub resolve_image: bool,
+}
+
+impl Job<'_> {
+    /// The `docker service create` arguments: one task, never restarted (its exit code is
+    /// the verdict), detached (cutover follows the task itself).
+    pub fn argv(&self) -> Vec<String> {
+        let mut a: Vec<String> = [
+            "service",
+            "create",
+            "--detach",
+            "--mode",
+            "replicated-job",
+            "--replicas",
+            "1",
+            "--restart-condition",
+            "none",
+            "--name",
+            self.name,
+            "--label",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.push(format!("{PROJECT_LABEL}={}", self.project));
+        a.extend(["--limit-memory".to_string(), self.memory.clone()]);
+        if let Some(net) = &self.network {
+            a.extend(["--network".to_string(), net.clone()]);
+        }
+        for e in &self.env {
+            a.extend(["--env".to_string(), e.clone()]);
+        }
+        for (source, target) in &self.secrets {
+            a.extend([
+                "--secret".to_string(),
+                format!("source={source},target={target}"),
+            ]);
+        }
+        if self.registry_auth {
+            a.push("--with-registry-auth".to_string());
+        }
+        if !self.resolve_image {
+            a.push("--no-resolve-image".to_string());
+        }
+        a.push(self.image.to_string());
+        a.extend(self.argv.iter().cloned());
+        a
+    }
+}
+
+/// Creates the job's service; swarm schedules its one task in the background.
+pub fn create_job(job: &Job) -> Result<(), ProcessError> {
+    docker(format!("create the one-off job {}", job.name))
+        .args(job.argv())
+        .run()
+        .map(|_| ())
+}
+
+/// `docker service rm NAME`; a service that is already gone is fine.
+pub fn remove_service(name: &str) -> Result<(), ProcessError> {
+    let cmd = docker(format!("remove service {name}")).args(["service", "rm", name]);
+    let out = cmd.run_unchecked()?;
+    if out.success() || out.stderr.to_lowercase().contains("not found") {
+        return Ok(());
+    }
+    Err(cmd.failed(&out))
+}
+
+/// The last `lines` log lines of a service's tasks, stdout and stderr interleaved as the
+/// nodes sent them (`--raw`: no task prefix).
+pub fn service_logs(name: &str, lines: usize) -> Result<Vec<String>, ProcessError> {
+    let out = docker(format!("read the logs of {name}"))
+        .args(["service", "logs", "--raw", "--no-trunc", "--tail"])
+        .arg(lines.to_string())
+        .arg(name)
+        .run()?;
+    Ok(
+        super::printable_log(&format!("{}{}", out.stdout, out.stderr))
+            .lines()
+            .map(str::to_string)
+            .collect(),
+    )
+}
+
+/// Whether a network of that name exists (the stack's overlay network, before a first deploy).
+pub fn network_exists(name: &str) -> Result<bool, ProcessError> {
+    let cmd = docker(format!("inspect network {name}"))
+        .args(["network", "inspect", "--format", "{{.Id}}", name]);
+    let out = cmd.run_unchecked()?;
+    if out.success() {
+        return Ok(true);
+    }
+    if out.stderr.to_lowercase().contains("not found") {
+        return Ok(false);
+    }
+    Err(cmd.failed(&out))
 }
 
 /// The service name of a stack's service: `<project>_<service>`.
@@ -506,6 +623,10 @@ pub struct ClusterNode {
     /// `active`, `pause`, `drain`.
     pub availability: String,
     pub manager: bool,
+    /// The node's memory in all (`Description.Resources.MemoryBytes`); `None` when the
+    /// engine did not report it. Docker reports no free memory.
+    #[serde(skip)]
+    pub memory: Option<u64>,
 }
 
 impl ClusterNode {
@@ -539,6 +660,15 @@ struct RawNodeSpec {
 struct RawNodeDescription {
     #[serde(default)]
     hostname: String,
+    #[serde(default)]
+    resources: Option<RawNodeResources>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawNodeResources {
+    #[serde(default)]
+    memory_bytes: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -559,6 +689,11 @@ impl From<RawNode> for ClusterNode {
             state: raw.status.state,
             availability: raw.spec.availability,
             manager: raw.manager_status.is_some(),
+            memory: raw
+                .description
+                .resources
+                .and_then(|r| r.memory_bytes)
+                .filter(|m| *m > 0),
         }
     }
 }
@@ -575,6 +710,42 @@ pub fn nodes() -> Result<Vec<ClusterNode>, DockerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_release_job_runs_once_never_restarted_with_its_command_as_separate_arguments() {
+        let argv = vec!["task".to_string(), "say=a; b | $(c)".to_string()];
+        let job = Job {
+            name: "shop_release",
+            project: "shop",
+            image: "example/web:v2",
+            argv: &argv,
+            env: vec![
+                "MODE=prod".into(),
+                "DB_PASSWORD_FILE=/run/secrets/DB_PASSWORD".into(),
+            ],
+            secrets: vec![("shop_DB_PASSWORD_abc".into(), "DB_PASSWORD".into())],
+            network: Some("shop_default".into()),
+            memory: "128M".into(),
+            registry_auth: true,
+            resolve_image: false,
+        };
+        let got = job.argv();
+        let joined = got.join(" ");
+        for part in [
+            "service create --detach --mode replicated-job --replicas 1 --restart-condition none --name shop_release",
+            "--label dev.cutover.project=shop --limit-memory 128M --network shop_default",
+            "--env MODE=prod --env DB_PASSWORD_FILE=/run/secrets/DB_PASSWORD",
+            "--secret source=shop_DB_PASSWORD_abc,target=DB_PASSWORD",
+            "--with-registry-auth --no-resolve-image",
+        ] {
+            assert!(joined.contains(part), "{part}: {joined}");
+        }
+        // The image, then the command, each argument whole: no shell reads it.
+        assert_eq!(
+            &got[got.len() - 3..],
+            ["example/web:v2", "task", "say=a; b | $(c)"]
+        );
+    }
 
     #[test]
     fn service_from_inspect_json() {

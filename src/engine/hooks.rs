@@ -56,8 +56,9 @@ pub struct Facts {
     pub image: String,
     pub from_image: Option<String>,
     pub from: Option<Color>,
-    /// The color the deploy goes to.
-    pub color: Color,
+    /// The color the deploy goes to; `None` under swarm's `routing: ingress`, which has no
+    /// colors (`CUTOVER_COLOR` is then empty).
+    pub color: Option<Color>,
     pub started: Instant,
 }
 
@@ -138,6 +139,20 @@ pub fn check_keys(hooks: &Hooks, secrets: &BTreeMap<String, SecretString>) -> an
         }
     }
     Ok(())
+}
+
+/// The deploy's error with the on_failure hook's failure said after it (the same kind, so
+/// the exit code and the history verdict stay).
+pub fn amend(err: anyhow::Error, text: &str) -> anyhow::Error {
+    match err.downcast::<crate::engine::Failed>() {
+        Ok(mut failed) => {
+            failed
+                .message
+                .push_str(&format!("\n(warning: {text}; the deploy's result stands)"));
+            failed.into()
+        }
+        Err(err) => anyhow::anyhow!("{err:#}\n(warning: {text}; the deploy's result stands)"),
+    }
 }
 
 /// The things a hook runs with, besides its facts.
@@ -234,7 +249,10 @@ impl Runner<'_> {
                 "CUTOVER_FROM_IMAGE",
                 facts.from_image.as_deref().unwrap_or(""),
             )
-            .plain_env("CUTOVER_COLOR", facts.color.as_str())
+            .plain_env(
+                "CUTOVER_COLOR",
+                facts.color.map(Color::as_str).unwrap_or(""),
+            )
             .plain_env(
                 "CUTOVER_FROM_COLOR",
                 facts.from.map(Color::as_str).unwrap_or(""),

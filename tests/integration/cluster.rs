@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use cutover::demo::{http_get, Load};
 
 use crate::harness::cluster::{cluster_ready, Cluster};
-use crate::harness::project::{App, Project};
+use crate::harness::common::files_containing;
+use crate::harness::docker_registry::{configure, write_secret, Registry, USER};
+use crate::harness::project::{edit_config, App, Project, Run};
 use crate::harness::swarm::swarm_ready;
 
 /// The upstream file's active color and node addresses.
@@ -39,6 +41,46 @@ fn deploy(project: &Project, image: &str) -> (serde_json::Value, Duration) {
         .success()
         .stdout_json();
     (summary, started.elapsed())
+}
+
+/// A deploy left running, its output captured.
+fn spawn_deploy(project: &Project, image: &str) -> std::process::Child {
+    let mut cmd = project.command(["deploy", "--engine", "swarm", "--image", image, "--json"]);
+    cmd.stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    cmd.spawn().unwrap()
+}
+
+/// Waits (bounded) until the spawned deploy switched the upstream to `color`; a deploy that
+/// ends or hangs first fails the test with what it said.
+fn wait_for_switch(
+    project: &Project,
+    mut deployer: std::process::Child,
+    color: &str,
+) -> std::process::Child {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while upstream(project).0 != color {
+        if Instant::now() >= deadline || deployer.try_wait().unwrap().is_some() {
+            let _ = deployer.kill();
+            let out = deployer.wait_with_output().unwrap();
+            panic!(
+                "the deploy never switched to {color}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    deployer
+}
+
+/// Whether `status` lists the swarm service `name`.
+fn has_service(project: &Project, name: &str) -> bool {
+    status(project)["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|s| s["name"] == name)
 }
 
 fn status(project: &Project) -> serde_json::Value {
@@ -79,7 +121,7 @@ fn nodes_and_tasks(
 
 #[test]
 fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoins() {
-    if !swarm_ready() || !cluster_ready() {
+    if !swarm_ready() || !cluster_ready() || !Registry::ready() {
         return;
     }
     let suite = Instant::now();
@@ -93,9 +135,59 @@ fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoi
     let blue = format!("{}_web-blue", project.name);
     let green = format!("{}_web-green", project.name);
 
+    // The first image comes from a registry with auth on the host's bridge address, which no
+    // node has pulled from: `registry:` logs the manager in (the password, shell
+    // metacharacters and all, on stdin) and the stack deploy passes the login to the nodes.
+    let password = "pa$$ w0rd;|&\"`id`$(id)";
+    let registry = Registry::start_on(password, &cluster.host_addr());
+    let v1 = format!("{}/cutover-demo:v1", registry.server());
+    cluster.push(
+        &registry.docker_config,
+        USER,
+        password,
+        "cutover-demo:v1",
+        &v1,
+    );
+    configure(&project, &registry.server());
+    let deploy_v1 = || {
+        let mut cmd = project.command(["deploy", "--engine", "swarm", "--image", &v1, "--json"]);
+        cmd.env("DOCKER_CONFIG", &registry.docker_config);
+        Run::of(cmd)
+    };
+    // A wrong password is refused by the registry at the login, before any secret, service
+    // or nginx file changes.
+    write_secret(&project.path(), "not-the-password");
+    let refused = deploy_v1().code(1);
+    assert!(
+        refused.stdout.contains(&registry.server()),
+        "{}",
+        refused.stdout
+    );
+    assert!(
+        cluster.docker(&["service", "ls", "-q"]).trim().is_empty(),
+        "no service started"
+    );
+    assert_eq!(upstream(&project).0, "");
+    write_secret(&project.path(), password);
+
     // First deploy: blue on all three nodes, nginx routes to them.
-    let (summary, took_first) = deploy(&project, "cutover-demo:v1");
+    let started = Instant::now();
+    let first = deploy_v1().success();
+    let took_first = started.elapsed();
+    assert!(
+        !first.stdout.contains(password) && !first.stderr.contains(password),
+        "the registry password was shown"
+    );
+    assert_eq!(
+        files_containing(&project.path().join(".cutover"), password),
+        Vec::<std::path::PathBuf>::new(),
+        "the registry password in cutover's files"
+    );
+    let summary = first.stdout_json();
     assert_eq!(summary["first_deploy"], true, "{summary}");
+    for n in 1..=3 {
+        cluster.node_docker(n, &["image", "inspect", "--format", "{{.Id}}", &v1]);
+    }
     assert_eq!(
         upstream(&project),
         ("blue".to_string(), cluster.addrs.clone())
@@ -123,17 +215,9 @@ fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoi
     // Blue → green under load, one connection per request.
     let load = Load::start(project.port, Duration::from_secs(240));
     let (summary, took_switch) = deploy(&project, "cutover-demo:v2");
-    assert_eq!(summary["from_image"], "cutover-demo:v1", "{summary}");
+    assert_eq!(summary["from_image"], v1.as_str(), "{summary}");
     assert_eq!(upstream(&project).0, "green");
-    let services = status(&project);
-    assert!(
-        services["services"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|s| s["name"] != blue),
-        "blue scaled to 0 (removed): {services}"
-    );
+    assert!(!has_service(&project, &blue), "blue scaled to 0 (removed)");
 
     // A worker dies in steady state: nginx skips it; status shows it lost.
     cluster.kill(3);
@@ -195,27 +279,8 @@ fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoi
 
     // A worker dies inside the watch window of the next deploy (blue → green): the deploy
     // still succeeds on the nodes left, traffic keeps flowing.
-    let deployer = {
-        let mut cmd = project.command([
-            "deploy",
-            "--engine",
-            "swarm",
-            "--image",
-            "cutover-demo:v2",
-            "--json",
-        ]);
-        cmd.stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        cmd.spawn().unwrap()
-    };
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while upstream(&project).0 != "green" {
-        assert!(
-            Instant::now() < deadline,
-            "the deploy never switched to green"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let deployer = spawn_deploy(&project, "cutover-demo:v2");
+    let deployer = wait_for_switch(&project, deployer, "green");
     assert_eq!(
         upstream(&project).1.len(),
         3,
@@ -237,6 +302,37 @@ fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoi
     assert_eq!(tally.failed, 0, "{:?}", tally.failures);
     assert!(tally.by_answer.keys().any(|k| k.starts_with("version=v1")));
     assert!(tally.by_answer.keys().any(|k| k.starts_with("version=v2")));
+    // A task of the new color crashes on one node inside the watch window (the node stays
+    // up, and nginx passes its requests on): the window sees it in swarm's task states and
+    // switches back to green. The load client sends one request at a time, so at most one is
+    // in flight on the killed container: that one may fail (issue #22: "beyond requests in
+    // flight on that node"), no other.
+    let load = Load::start(project.port, Duration::from_secs(120));
+    let deployer = spawn_deploy(&project, "cutover-demo:v1");
+    let deployer = wait_for_switch(&project, deployer, "blue");
+    cluster.kill_task(3, &blue);
+    let out = deployer.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("its task"), "{said}");
+    assert_eq!(upstream(&project).0, "green", "switched back: {said}");
+    assert!(
+        !has_service(&project, &blue),
+        "the failed blue scaled to 0 (removed), as compose removes its new color"
+    );
+
+    let crash = load.finish();
+    eprintln!(
+        "a task crashing in the window: {} sent, {} failed {:?}",
+        crash.sent, crash.failed, crash.failures
+    );
+    assert!(crash.failed <= 1, "{:?}", crash.failures);
+    assert!(crash.by_answer.keys().any(|k| k.starts_with("version=v2")));
+
     eprintln!(
         "3-node cluster, routing: host: first deploy {:.1?}, blue→green {:.1?}, on 2 nodes {:.1?}; suite {:.1?}",
         took_first,
@@ -260,9 +356,111 @@ fn cluster_one_node_blue_green_under_load_for_comparison() {
     };
     let project = Project::cluster(app, &cluster);
     let (_, took_first) = deploy(&project, "cutover-demo:v1");
+    // Hooks run on this machine, in the project directory, with the compose engine's
+    // CUTOVER_* environment (the colors of routing: host).
+    let dump = |name: &str| {
+        serde_json::json!([
+            "sh",
+            "-c",
+            format!("env | grep ^CUTOVER_ | sort > {name}.env")
+        ])
+    };
+    edit_config(&project, |c| {
+        c["hooks"] = serde_json::json!({
+            "pre_deploy": dump("pre"),
+            "post_deploy": dump("post"),
+            "on_failure": dump("failure"),
+        });
+    });
+    let hook_env = |name: &str| {
+        std::fs::read_to_string(project.path().join(format!("{name}.env"))).unwrap_or_default()
+    };
     let load = Load::start(project.port, Duration::from_secs(120));
     let (summary, took_switch) = deploy(&project, "cutover-demo:v2");
     eprintln!("blue→green steps on 1 node: {}", summary["steps"]);
+    for line in [
+        "CUTOVER_HOOK=pre_deploy",
+        "CUTOVER_ACTION=deploy",
+        "CUTOVER_IMAGE=cutover-demo:v2",
+        "CUTOVER_FROM_IMAGE=cutover-demo:v1",
+        "CUTOVER_COLOR=green",
+        "CUTOVER_FROM_COLOR=blue",
+        "CUTOVER_RESULT=pending",
+    ] {
+        assert!(
+            hook_env("pre").contains(line),
+            "{line}: {}",
+            hook_env("pre")
+        );
+    }
+    assert!(
+        hook_env("post").contains("CUTOVER_RESULT=ok"),
+        "{}",
+        hook_env("post")
+    );
+    assert_eq!(summary["hooks"][0]["hook"], "post_deploy", "{summary}");
+    // A failing pre_deploy stops the deploy before anything changes: nginx stays on green,
+    // no blue service is started, on_failure is told.
+    edit_config(&project, |c| {
+        c["hooks"]["pre_deploy"] = serde_json::json!(["sh", "-c", "echo no deploys today; exit 3"]);
+    });
+    let refused = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v1"])
+        .code(1);
+    assert!(
+        refused.stderr.contains("no deploys today"),
+        "{}",
+        refused.stderr
+    );
+    assert!(
+        refused.stderr.contains("nothing was changed"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(upstream(&project).0, "green");
+    let (_, tasks) = nodes_and_tasks(&status(&project), &format!("{}_web-blue", project.name));
+    assert!(tasks.is_empty(), "no blue started: {tasks:?}");
+    assert!(
+        hook_env("failure").contains("CUTOVER_RESULT=failed"),
+        "{}",
+        hook_env("failure")
+    );
+    edit_config(&project, |c| {
+        c.as_object_mut().unwrap().remove("hooks");
+    });
+    // An app.memory no node can hold (two tasks of it side by side) is refused before
+    // anything changes, naming the node and the numbers.
+    edit_config(&project, |c| c["app"]["memory"] = serde_json::json!("900G"));
+    let refused = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v1"])
+        .code(1);
+    assert!(
+        refused.stderr.contains("the memory budget")
+            && refused
+                .stderr
+                .contains("MiB of memory in all, 2 task(s) of app.memory 921600 MiB"),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(upstream(&project).0, "green");
+    let history = project
+        .cutover(["history", "--json"])
+        .success()
+        .stdout_json();
+    let last = &history.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (last["engine"].as_str(), last["result"].as_str()),
+        (Some("swarm"), Some("failed")),
+        "the refusal has its history line: {last}"
+    );
+    assert!(
+        last["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("the memory budget"),
+        "{last}"
+    );
+    edit_config(&project, |c| c["app"]["memory"] = serde_json::json!("64M"));
     let (_, took_back) = deploy(&project, "cutover-demo:v1");
     assert_eq!(upstream(&project).0, "blue");
     // Rollback: the image before the current one (v2), into the idle color, the same steps.
@@ -277,10 +475,176 @@ fn cluster_one_node_blue_green_under_load_for_comparison() {
         ("green".to_string(), cluster.addrs.clone())
     );
     assert_eq!(tally.failed, 0, "{:?}", tally.failures);
+    release_phase_as_a_swarm_job(&project, &cluster.manager);
     eprintln!(
         "1-node cluster, routing: host: first deploy {:.1?}, blue→green {:.1?}, green→blue {:.1?}; {} requests, 0 failed",
         took_first, took_switch, took_back, tally.sent
     );
+}
+
+/// `app.release` as a one-off `replicated-job` of the new image, before the new color is
+/// deployed; green is live when this starts.
+fn release_phase_as_a_swarm_job(project: &Project, manager: &str) {
+    let release_job = || {
+        let out = std::process::Command::new("docker")
+            .env("DOCKER_HOST", manager)
+            .args(["service", "ls", "-q", "--filter"])
+            .arg(format!("name={}_release", project.name))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "docker service ls");
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    };
+    // Shell metacharacters are one argument to the command, never a shell's.
+    edit_config(project, |c| {
+        c["app"]["release"] = serde_json::json!([
+            "task",
+            "say=migrated; rm -rf / | $(whoami) > x",
+            "print=DEMO_SECRET_FILE",
+            "print=STARTUP_DELAY_MS"
+        ]);
+        c["app"]["release_timeout"] = serde_json::json!("60s");
+    });
+    let plan = project
+        .cutover([
+            "deploy",
+            "--engine",
+            "swarm",
+            "--image",
+            "cutover-demo:v1",
+            "--dry-run",
+        ])
+        .success()
+        .stdout;
+    assert!(plan.contains("--mode replicated-job"), "{plan}");
+    let run = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v1"])
+        .success();
+    let err = &run.stderr;
+    assert!(
+        err.contains("release | migrated; rm -rf / | $(whoami) > x"),
+        "{err}"
+    );
+    // The app's environment and its secrets as swarm secret files.
+    assert!(
+        err.contains("release | DEMO_SECRET_FILE=/run/secrets/DEMO_SECRET"),
+        "{err}"
+    );
+    assert!(err.contains("release | STARTUP_DELAY_MS=300"), "{err}");
+    let release_at = err.find("✓ release").expect("a release step line");
+    let stack_at = err.find("✓ stack").expect("a stack step line");
+    assert!(release_at < stack_at, "{err}");
+    assert_eq!(upstream(project).0, "blue");
+    assert!(!release_job(), "the job is removed after");
+    // A release that fails: the deploy stops with nothing switched, the job removed, the
+    // failure recorded.
+    edit_config(project, |c| {
+        c["app"]["release"] = serde_json::json!(["task", "say=no migration today", "exit=3"]);
+    });
+    let failed = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2"])
+        .code(1);
+    assert!(failed.stderr.contains("exited 3"), "{}", failed.stderr);
+    assert!(
+        failed.stderr.contains("    no migration today"),
+        "its last lines: {}",
+        failed.stderr
+    );
+    assert!(
+        failed.stderr.contains("nothing was switched"),
+        "{}",
+        failed.stderr
+    );
+    assert_eq!(upstream(project).0, "blue");
+    let (_, tasks) = nodes_and_tasks(&status(project), &format!("{}_web-green", project.name));
+    assert!(tasks.is_empty(), "no green started: {tasks:?}");
+    assert!(!release_job());
+    // A release that never exits is bounded by app.release_timeout, and removed.
+    edit_config(project, |c| {
+        c["app"]["release"] = serde_json::json!(["task", "sleep=600000"]);
+        c["app"]["release_timeout"] = serde_json::json!("4s");
+    });
+    let hung = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2"])
+        .code(1);
+    assert!(
+        hung.stderr
+            .contains("timed out after 4s (app.release_timeout)"),
+        "{}",
+        hung.stderr
+    );
+    assert!(!release_job());
+    // SIGTERM while the job runs: an interrupt (exit 130), the job removed.
+    edit_config(project, |c| {
+        c["app"]["release_timeout"] = serde_json::json!("60s");
+    });
+    let child = project.spawn(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2"]);
+    let started = Instant::now();
+    while !release_job() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "no release job within 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = crate::harness::common::sigterm_and_wait(child);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(!release_job(), "{stderr}");
+    assert_eq!(upstream(project).0, "blue");
+    // An image no node has: the job's task is rejected, the deploy stops.
+    let missing = project
+        .cutover([
+            "deploy",
+            "--engine",
+            "swarm",
+            "--image",
+            "cutover-demo:absent",
+        ])
+        .code(1);
+    assert!(
+        missing.stderr.contains("the release command"),
+        "{}",
+        missing.stderr
+    );
+    assert!(!release_job());
+    assert_eq!(upstream(project).0, "blue");
+    let history = project
+        .cutover(["history", "--json"])
+        .success()
+        .stdout_json();
+    let results: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .take(4)
+        .map(|e| e["result"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(results, ["failed", "interrupted", "failed", "failed"]);
+    let release_ms = history.as_array().unwrap().iter().rev().find_map(|e| {
+        (e["result"] == "ok")
+            .then(|| {
+                e["steps"]
+                    .as_array()?
+                    .iter()
+                    .find(|s| s["step"] == "release")
+            })
+            .flatten()
+            .map(|s| s["ms"].clone())
+    });
+    eprintln!("the release job that succeeded took {release_ms:?} ms");
+    // A rollback does not run it again unless --release (its plan says which).
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["rollback", "--engine", "swarm", "--dry-run"];
+        args.extend(extra);
+        project.cutover(args).success().stdout
+    };
+    assert!(!plan(&[]).contains("replicated-job"), "{}", plan(&[]));
+    assert!(plan(&["--release"]).contains("replicated-job"));
+    edit_config(project, |c| {
+        c["app"].as_object_mut().unwrap().remove("release");
+    });
 }
 
 /// Under `routing: host` the stack holds one global service per color, on its color port in

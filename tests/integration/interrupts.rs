@@ -197,12 +197,7 @@ fn sigterm_in_the_watch_window_is_answered_within_seconds() {
     project.wait_for_step("settle");
     std::thread::sleep(Duration::from_millis(500));
     let sent = Instant::now();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let out = child.wait_with_output().unwrap();
+    let out = crate::harness::common::sigterm_and_wait(child);
     let took = sent.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

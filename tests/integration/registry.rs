@@ -9,49 +9,10 @@
 //! to the real one, so compose v2 stays reachable): the tests never log the machine in.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 
-use crate::harness::common::{
-    files_containing, json_to_yaml, repo_root, sh, sh_ok, texts, yaml_to_json,
-};
-use crate::harness::docker_registry::{Registry, USER};
+use crate::harness::common::{files_containing, sh, sh_ok, texts};
+use crate::harness::docker_registry::{configure, write_secret, Registry, USER};
 use crate::harness::project::{App, Project, Run};
-
-/// `secrets/registry.env.age` holding `REGISTRY_PASSWORD=<password>`, encrypted with `age`.
-fn write_secret(project: &Path, password: &str) {
-    let dir = project.join("secrets");
-    std::fs::create_dir_all(&dir).unwrap();
-    let mut child = Command::new("age")
-        .arg("-a")
-        .arg("-R")
-        .arg(repo_root().join("secrets/recipients.txt"))
-        .arg("-o")
-        .arg(dir.join("registry.env.age"))
-        .stdin(Stdio::piped())
-        .spawn()
-        .unwrap();
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(format!("REGISTRY_PASSWORD={password}\n").as_bytes())
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-}
-
-fn configure(project: &Project, server: &str) {
-    let path = project.path().join("cutover.yml");
-    let mut config = yaml_to_json(&std::fs::read_to_string(&path).unwrap());
-    let secrets = config["app"]["secrets"].as_array_mut().unwrap();
-    secrets.push("secrets/registry.env.age".into());
-    config["registry"] = serde_json::json!({
-        "server": server,
-        "username": USER,
-        "password_secret": "REGISTRY_PASSWORD",
-    });
-    std::fs::write(&path, json_to_yaml(&config)).unwrap();
-}
 
 fn deploy(project: &Project, registry: &Registry, image: &str) -> Run {
     let mut cmd = project.command(["deploy", "--image", image]);

@@ -123,7 +123,10 @@ fn swarm_deploy_refuses_compose_only_keys_naming_the_first_ones_line() {
     let mut text = std::fs::read_to_string(&config).unwrap();
     let line = text.lines().count() + 2;
     text.push_str(
-        "workers:\n  jobs: { command: [/app, worker], memory: 64M }\nhooks:\n  pre_deploy: [/bin/true]\n",
+        "workers:\n  jobs: { command: [/app, worker], memory: 64M }\n  \
+         mail: { command: [/app, worker], memory: 64M }\n\
+         registry: { server: registry.example.com, username: u, password_secret: DB_PASSWORD }\n\
+         hooks:\n  pre_deploy: [/bin/true]\n",
     );
     std::fs::write(&config, text).unwrap();
     for extra in [&[][..], &["--dry-run"][..]] {
@@ -138,10 +141,11 @@ fn swarm_deploy_refuses_compose_only_keys_naming_the_first_ones_line() {
         let stderr = run.code(1).stderr;
         assert!(
             stderr.contains(&format!(
-                "cutover.yml:{line}:3: workers.jobs: the swarm engine does not carry this out"
+                "cutover.yml:{line}:3: workers.jobs: the swarm engine refuses workers: a worker's `overlap: false` promises"
             )),
             "{stderr}"
         );
+        // The other worker; hooks and the registry work under swarm.
         assert!(stderr.contains("(and 1 more such key)"), "{stderr}");
     }
     // Nothing was started: no lock, no history.
@@ -304,19 +308,6 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
     assert_eq!(
         (&last["engine"], &last["action"]),
         (&"swarm".into(), &"rollback".into())
-    );
-}
-
-#[test]
-fn swarm_rollback_refuses_release_which_swarm_has_not() {
-    let out = crate::common::cutover(&crate::common::shared_home())
-        .args(["rollback", "--engine", "swarm", "--release"])
-        .assert()
-        .failure();
-    let stderr = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-    assert!(
-        stderr.contains("the swarm engine has no release phase"),
-        "{stderr}"
     );
 }
 

@@ -26,7 +26,7 @@ impl Run<'_, '_> {
             image: t.image.clone(),
             from_image: t.from_image.clone(),
             from: t.from,
-            color: t.to,
+            color: Some(t.to),
             started: Instant::now(),
         });
         hooks::check_keys(&self.d.loaded.config.hooks, self.d.values())
@@ -123,25 +123,11 @@ impl Run<'_, '_> {
                 };
                 match self.run_hook(HookKind::OnFailure, standing) {
                     Some(run) if !run.ok => {
-                        Err(amend(err, &run.failure(&self.d.loaded.config.hooks)))
+                        Err(hooks::amend(err, &run.failure(&self.d.loaded.config.hooks)))
                     }
                     _ => Err(err),
                 }
             }
         }
-    }
-}
-
-/// The deploy's error with the on_failure hook's failure said after it (the same kind, so
-/// the exit code and the history verdict stay).
-fn amend(err: anyhow::Error, text: &str) -> anyhow::Error {
-    match err.downcast::<Failed>() {
-        Ok(mut failed) => {
-            failed
-                .message
-                .push_str(&format!("\n(warning: {text}; the deploy's result stands)"));
-            failed.into()
-        }
-        Err(err) => anyhow::anyhow!("{err:#}\n(warning: {text}; the deploy's result stands)"),
     }
 }

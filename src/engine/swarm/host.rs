@@ -7,13 +7,15 @@
 //! `proxy_next_upstream`, so a node that dies is skipped without a deploy. Then the compose
 //! engine's steps: wait for the new color's tasks, gate every task through its node's port,
 //! switch the upstream (test + reload), watch the new color for `app.settle` and switch back
-//! on failure, wait for the old nginx workers to drain, and scale the old color to 0 (drop it
-//! from the stack, `--prune`).
+//! on failure (a wrong answer, or a gated task that died), wait for the old nginx workers to
+//! drain, and scale the old color to 0 (drop it from the stack, `--prune`). A failure after
+//! the stack deploy drops the new color the same way, unless nginx still routes to it.
 //!
 //! `mode: global` rather than replicas with placement: a host port can be bound by one task
 //! per node anyway, global runs exactly that one task on every schedulable node, a node that
 //! joins (or rejoins) gets its task without a deploy, and a lost node leaves no task pending.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -197,6 +199,17 @@ fn serving_nodes(
     Ok((serving, errors))
 }
 
+/// The task of the service's current spec serving on each node, by node id.
+fn serving_tasks(service: &str) -> anyhow::Result<BTreeMap<String, String>> {
+    let svc = swarm::service(service)?
+        .with_context(|| format!("service {service} disappeared during the deploy"))?;
+    Ok(swarm::tasks(service)?
+        .into_iter()
+        .filter(|t| t.matches(&svc) && t.serving())
+        .map(|t| (t.node, t.id))
+        .collect())
+}
+
 impl Run<'_, '_> {
     /// Steps 5–10 under host routing; `colors` from [`observe`].
     pub(super) fn host_steps(
@@ -204,9 +217,45 @@ impl Run<'_, '_> {
         t: &super::Target,
         colors: &Colors,
     ) -> anyhow::Result<super::Done> {
-        let config = &self.d.loaded.config;
+        self.login(t)?;
         let created = self.create_secrets(t)?;
+        self.release(t)?;
         let deployed_at = self.stack_deploy(t)?;
+        let (rollout_ms, workers_before) = match self.move_to_new(t, colors, deployed_at) {
+            Ok(moved) => moved,
+            Err(e) => {
+                self.teardown(t, colors);
+                return Err(e);
+            }
+        };
+        self.drain(&workers_before);
+        if let Some((old, _)) = &colors.active {
+            let kept = (colors.new, t.image.clone());
+            self.keep_only(t, kept, Step::Stop)?;
+            self.clock.done(
+                Step::Stop,
+                format!("{old} scaled to 0 (removed from the stack)"),
+            );
+        }
+        let (removed, notes) = self.prune(t);
+        Ok(super::Done {
+            rollout_ms: Some(rollout_ms),
+            created,
+            removed,
+            notes,
+        })
+    }
+
+    /// From the stack deploy to a settled switch: the new color's tasks, the gate, the
+    /// switch and the watch window (switching back on failure). Returns the rollout's time
+    /// and the nginx workers from before the switch.
+    fn move_to_new(
+        &mut self,
+        t: &super::Target,
+        colors: &Colors,
+        deployed_at: Instant,
+    ) -> anyhow::Result<(u64, Vec<u32>)> {
+        let config = &self.d.loaded.config;
         let service = swarm::service_name(
             &t.project,
             &color_service(config.app.name.as_str(), colors.new),
@@ -239,21 +288,40 @@ impl Run<'_, '_> {
                 if nodes.len() == 1 { "" } else { "s" }
             ),
         );
-        if let Err(e) = self.watch(colors.new, &nodes) {
+        if let Err(e) = self.watch(colors.new, &service, &nodes) {
             if colors.active.is_some() {
                 switch.restore(&upstream).context("switching back failed")?;
             }
             return Err(e);
         }
-        self.drain(&workers_before);
-        self.scale_old_to_zero(t, colors)?;
-        let (removed, notes) = self.prune(t);
-        Ok(super::Done {
-            rollout_ms: Some(rollout_ms),
-            created,
-            removed,
-            notes,
-        })
+        Ok((rollout_ms, workers_before))
+    }
+
+    /// After a failure: the new color goes to 0 (dropped from the stack), as the compose
+    /// engine removes its new color, unless nginx still routes to it (a first deploy, or a
+    /// switch back that failed: the upstream file's marker says so). Best effort: a failure
+    /// here is a note beside the deploy's own failure.
+    fn teardown(&mut self, t: &super::Target, colors: &Colors) {
+        let Some((old, old_image)) = &colors.active else {
+            return;
+        };
+        match routed_color(&self.d.loaded.config) {
+            Ok(Some(routed)) if routed == *old => {}
+            _ => return,
+        }
+        match self.keep_only(t, (*old, old_image.clone()), Step::Teardown) {
+            Ok(()) => self.clock.done(
+                Step::Teardown,
+                format!("{} scaled to 0 (removed from the stack)", colors.new),
+            ),
+            Err(e) => {
+                self.clock.failed(Step::Teardown, "failed");
+                self.clock.note(format!(
+                    "could not remove {} after the failure: {e:#}",
+                    colors.new
+                ));
+            }
+        }
     }
 
     /// Waits until every schedulable node runs a healthy task of the new color's spec (swarm
@@ -352,9 +420,12 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    /// The watch window: the new color must keep answering on the nodes that are still up;
-    /// a node that leaves the swarm is the front nginx's to skip, not the new color's fault.
-    fn watch(&mut self, color: Color, nodes: &[ClusterNode]) -> anyhow::Result<()> {
+    /// The watch window: the new color must keep answering on the nodes that are still up,
+    /// and the task that passed the gate on each of them must still be the one running (a
+    /// task that crashed is seen in swarm's task states even when swarm restarted it between
+    /// two looks); a node that leaves the swarm is the front nginx's to skip, not the new
+    /// color's fault.
+    fn watch(&mut self, color: Color, service: &str, nodes: &[ClusterNode]) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
         let window = config.app.settle.get();
         if window.is_zero() {
@@ -363,6 +434,7 @@ impl Run<'_, '_> {
         self.clock.start(Step::Settle, "");
         let prober = Prober::new(config.app.health.probe_timeout.get());
         let started = Instant::now();
+        let gated = serving_tasks(service)?;
         let mut lost = 0;
         while started.elapsed() < window {
             let up: Vec<String> = swarm::nodes()?
@@ -384,6 +456,16 @@ impl Run<'_, '_> {
                 .filter(|(_, a)| matches!(a, Answer::Status { .. }) && !healthy(config, a))
                 .map(|(h, a)| format!("{h}: {}", a.describe()))
                 .collect();
+            let running = serving_tasks(service)?;
+            failing.extend(
+                watched
+                    .iter()
+                    .filter(|n| running.get(&n.id) != gated.get(&n.id))
+                    .map(|n| match running.get(&n.id) {
+                        Some(_) => format!("{}: its task died and swarm replaced it", n.hostname),
+                        None => format!("{}: its task no longer runs", n.hostname),
+                    }),
+            );
             let answering = answers
                 .iter()
                 .filter(|(_, a)| matches!(a, Answer::Status { .. }))
@@ -446,12 +528,15 @@ impl Run<'_, '_> {
         );
     }
 
-    /// The old color to 0: the stack file without it, deployed with `--prune`.
-    fn scale_old_to_zero(&mut self, t: &super::Target, colors: &Colors) -> anyhow::Result<()> {
-        let Some((old, _)) = &colors.active else {
-            return Ok(());
-        };
-        self.clock.start(Step::Stop, "");
+    /// One color left in the stack (`keep`, with its image): the stack file without the
+    /// other, deployed with `--prune`. Starts `step`; the caller ends it.
+    fn keep_only(
+        &mut self,
+        t: &super::Target,
+        keep: (Color, String),
+        step: Step,
+    ) -> anyhow::Result<()> {
+        self.clock.start(step, "");
         let rendered = super::stack::render(
             &self.d.renderer,
             &self.d.loaded.config,
@@ -459,7 +544,8 @@ impl Run<'_, '_> {
                 image: t.image.clone(),
                 secret_names: super::secret_names(&t.project, &self.d.secrets),
                 secret_keys: self.d.secret_keys.clone(),
-                colors: vec![(colors.new, t.image.clone())],
+                colors: vec![keep],
+                accessories_only: false,
             },
         )?;
         crate::atomic::write(
@@ -467,11 +553,15 @@ impl Run<'_, '_> {
             rendered.text.as_bytes(),
             crate::state::FILE_MODE,
         )?;
-        swarm::stack_deploy_prune(&t.stack_file, &t.project, t.swarm.resolve_image.as_str())?;
-        self.clock.done(
-            Step::Stop,
-            format!("{old} scaled to 0 (removed from the stack)"),
-        );
+        swarm::stack_deploy(
+            &t.stack_file,
+            &t.project,
+            swarm::StackDeploy {
+                resolve_image: t.swarm.resolve_image.as_str(),
+                prune: true,
+                registry_auth: t.registry_auth,
+            },
+        )?;
         Ok(())
     }
 }
@@ -498,6 +588,7 @@ mod tests {
             state: state.into(),
             availability: "active".into(),
             manager: n == 1,
+            memory: None,
         }
     }
 

@@ -9,7 +9,10 @@
 //! `--json` summary and history as the compose engine, and removing secret versions nothing
 //! references any more. Prints nothing.
 
+mod budget;
+mod hooks;
 pub mod host;
+mod release;
 pub mod rollout;
 pub mod secrets;
 pub mod stack;
@@ -57,6 +60,8 @@ pub struct SwarmDetail {
     pub rollout_ms: Option<u64>,
     pub secrets_created: Vec<String>,
     pub secrets_removed: Vec<String>,
+    /// The hooks that ran after the deploy (`post_deploy`), as the compose engine reports them.
+    pub hooks: Vec<crate::engine::hooks::HookRun>,
 }
 
 pub type Summary = crate::engine::Summary<SwarmDetail>;
@@ -78,6 +83,12 @@ struct Target {
     colors: Option<host::Colors>,
     /// `routing: host`: the front nginx's upstream file.
     upstream: PathBuf,
+    /// `registry:` serves the image: log in on the manager, deploy `--with-registry-auth`.
+    registry_auth: bool,
+    /// Run `app.release`: every deploy; a rollback only with `--release`.
+    run_release: bool,
+    /// `app.release`, as shown.
+    release: Option<String>,
 }
 
 /// What steps 4–7 produced.
@@ -93,6 +104,8 @@ struct Run<'a, 'r> {
     d: &'a SwarmDeployer<'a>,
     clock: StepClock<'r>,
     state_dir: StateDir,
+    /// What the hooks are told, once the deploy knows where it goes.
+    facts: Option<crate::engine::hooks::Facts>,
 }
 
 impl SwarmDeployer<'_> {
@@ -101,6 +114,7 @@ impl SwarmDeployer<'_> {
             d: self,
             clock: StepClock::new(reporter),
             state_dir: StateDir::new(self.loaded.state_dir()),
+            facts: None,
         }
         .execute(req)
     }
@@ -119,11 +133,15 @@ impl Run<'_, '_> {
             let plan = dry_run_plan(&target);
             return Ok(self.summary(req, &target, Done::default(), plan));
         }
-        // 4–7. Secrets, stack deploy, rollout, secret cleanup.
-        let result = self.deploy_steps(&target);
+        // The hooks' keys and `pre_deploy`, then 4–7: secrets, stack deploy, rollout, secret
+        // cleanup; then `post_deploy` or `on_failure`, after the record.
+        let result = self
+            .prepare_hooks(req, &target)
+            .and_then(|()| self.pre_deploy())
+            .and_then(|()| self.deploy_steps(&target));
         self.record(req, &target, &result)?;
-        let done = result?;
-        Ok(self.summary(req, &target, done, Vec::new()))
+        let result = result.map(|done| self.summary(req, &target, done, Vec::new()));
+        self.after_hooks(result)
     }
 
     fn swarm_config(&self) -> anyhow::Result<Swarm> {
@@ -206,6 +224,17 @@ impl Run<'_, '_> {
                 "service {service} does not exist yet, so there is no image to redeploy or roll back to; pass --image REF"
             ),
         };
+        // Per node: the old task and the new one side by side (one on a first deploy).
+        let tasks = if from_image.is_some() { 2 } else { 1 };
+        let short = budget::short_nodes(&swarm::nodes()?, config.app.memory.bytes(), tasks);
+        if !short.is_empty() {
+            let err = anyhow::anyhow!(
+                "the memory budget: {} cannot hold this deploy's tasks ({}); lower app.memory or add memory to the node; nothing was changed",
+                if short.len() == 1 { "a node" } else { "nodes" },
+                short.join("; ")
+            );
+            return Err(self.record_refusal(req, &image, from_image.clone(), err));
+        }
         self.clock.done(
             Step::Observe,
             match (&from_image, &colors) {
@@ -225,6 +254,12 @@ impl Run<'_, '_> {
             first_deploy: from_image.is_none(),
             colors,
             upstream: host::upstream_file(config),
+            registry_auth: config
+                .registry
+                .as_ref()
+                .is_some_and(|reg| reg.serves(&image)),
+            run_release: req.action == Action::Deploy || req.release,
+            release: config.app.release.as_ref().map(|a| a.0.join(" ")),
             stack_file: self.d.loaded.state_dir().join("stack.yml"),
             project,
             service,
@@ -254,6 +289,7 @@ impl Run<'_, '_> {
                         .collect(),
                     None => Vec::new(),
                 },
+                accessories_only: false,
             },
         )?;
         for note in &rendered.notes {
@@ -278,7 +314,9 @@ impl Run<'_, '_> {
         if let Some(colors) = &t.colors {
             return self.host_steps(t, colors);
         }
+        self.login(t)?;
         let created = self.create_secrets(t)?;
+        self.release(t)?;
         let deployed_at = self.stack_deploy(t)?;
         let failure = self.rollout(t)?;
         let rollout_ms = deployed_at.elapsed().as_millis() as u64;
@@ -292,6 +330,44 @@ impl Run<'_, '_> {
             removed,
             notes,
         })
+    }
+
+    /// `registry:` serves the image: `docker login` (the password on stdin) through the
+    /// manager, whose engine checks it against the registry, so a bad credential fails here
+    /// before anything changed; the stack deploy then passes the login on to the nodes.
+    fn login(&mut self, t: &Target) -> anyhow::Result<()> {
+        let Some(reg) = self
+            .d
+            .loaded
+            .config
+            .registry
+            .as_ref()
+            .filter(|_| t.registry_auth)
+        else {
+            return Ok(());
+        };
+        let password = self
+            .d
+            .secrets
+            .get(&reg.password_secret.0)
+            .with_context(|| {
+                format!(
+                    "registry.password_secret: `{}` is not a key of the decrypted secrets files \
+                     (app.secrets / accessories); add it to one with `cutover secrets edit`",
+                    reg.password_secret.0
+                )
+            })?;
+        self.clock
+            .start(Step::Pull, format!("log in to {}", reg.server.0));
+        crate::docker::registry::login(reg, password, &t.image)?;
+        self.clock.done(
+            Step::Pull,
+            format!(
+                "logged in to {} as {}; nodes pull {} with that login",
+                reg.server.0, reg.username, t.image
+            ),
+        );
+        Ok(())
     }
 
     /// Step 4: Create the secret versions this deploy needs.
@@ -320,7 +396,15 @@ impl Run<'_, '_> {
             crate::state::FILE_MODE,
         )?;
         let deployed_at = Instant::now();
-        swarm::stack_deploy(&t.stack_file, &t.project, t.swarm.resolve_image.as_str())?;
+        swarm::stack_deploy(
+            &t.stack_file,
+            &t.project,
+            swarm::StackDeploy {
+                resolve_image: t.swarm.resolve_image.as_str(),
+                prune: false,
+                registry_auth: t.registry_auth,
+            },
+        )?;
         self.clock
             .done(Step::Stack, format!("docker stack deploy {}", t.project));
         Ok(deployed_at)
@@ -402,6 +486,39 @@ impl Run<'_, '_> {
         )
     }
 
+    /// A refusal before anything changed (the memory budget) gets its history line, as
+    /// every other refusal does; a dry run records nothing.
+    fn record_refusal(
+        &self,
+        req: &Request,
+        image: &str,
+        from_image: Option<String>,
+        err: anyhow::Error,
+    ) -> anyhow::Error {
+        if req.dry_run {
+            return err;
+        }
+        let (result, reason) = failure::error_verdict(&err);
+        let attempt = Attempt {
+            engine: EngineKind::Swarm,
+            action: req.action,
+            image: image.to_string(),
+            from_image,
+            from: None,
+            to: None,
+            result,
+            reason,
+            steps: self.clock.steps(),
+            total_ms: self.clock.total_ms(),
+            switch_ms: None,
+            workers: Vec::new(),
+        };
+        match record::append(&self.state_dir, attempt) {
+            Ok(()) => err,
+            Err(problem) => record::unrecorded(err, problem),
+        }
+    }
+
     fn summary(&self, req: &Request, t: &Target, done: Done, plan: Vec<PlanItem>) -> Summary {
         let mut notes = t.notes.clone();
         notes.extend(done.notes);
@@ -424,6 +541,7 @@ impl Run<'_, '_> {
                 rollout_ms: done.rollout_ms,
                 secrets_created: done.created,
                 secrets_removed: done.removed,
+                hooks: Vec::new(),
             },
         }
     }
@@ -447,10 +565,32 @@ fn dry_run_plan(t: &Target) -> Vec<PlanItem> {
             format!("docker secret create {name} - (value of {key} on stdin)"),
         ));
     }
+    if t.registry_auth {
+        plan.push(PlanItem::new(
+            Step::Pull,
+            "docker login --password-stdin (registry.password_secret on stdin), through the manager".to_string(),
+        ));
+    }
+    if t.run_release {
+        if let Some(argv) = &t.release {
+            plan.push(PlanItem::new(
+                Step::Release,
+                format!(
+                    "docker service create --mode replicated-job {}_release {} {argv} (the release phase, on the stack's network with the app's secrets, up to app.release_timeout; removed after; the deploy stops if it fails)",
+                    t.project, t.image
+                ),
+            ));
+        }
+    }
     plan.push(PlanItem::new(
         Step::Stack,
         format!(
-            "docker stack deploy --compose-file {} --resolve-image {} {}",
+            "docker stack deploy{} --compose-file {} --resolve-image {} {}",
+            if t.registry_auth {
+                " --with-registry-auth"
+            } else {
+                ""
+            },
             t.stack_file.display(),
             t.swarm.resolve_image.as_str(),
             t.project

@@ -35,6 +35,9 @@ pub struct StackPlan {
     /// `<app>-blue` / `<app>-green`, global, on the color ports in host mode). Empty under
     /// `routing: ingress`: one service, `<app>`, running `image` through the mesh.
     pub colors: Vec<(Color, String)>,
+    /// The stack without the app: its network, secrets and accessories, deployed before a
+    /// first deploy's release job needs them.
+    pub accessories_only: bool,
 }
 
 /// A rendered stack file, with what the render decided to leave out and why.
@@ -218,6 +221,9 @@ impl StackContext {
 /// The app's swarm services: one through the mesh, or one per color in `plan.colors`.
 fn instances(config: &Config, swarm: &Swarm, plan: &StackPlan) -> anyhow::Result<Vec<Instance>> {
     let app = config.app.name.as_str();
+    if plan.accessories_only {
+        return Ok(Vec::new());
+    }
     match swarm.routing {
         Routing::Ingress => Ok(vec![Instance {
             name: app.to_string(),

@@ -133,6 +133,87 @@ impl Cluster {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// `docker ARGS` against node `n`'s own engine.
+    pub(crate) fn node_docker(&self, n: usize, args: &[&str]) -> String {
+        let out = Command::new("docker")
+            .args(args)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}/n{n}/docker.sock", self.dir.display()),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "docker {args:?} on node {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// The host's address on the cluster bridge: every node reaches it, and trusts a
+    /// registry there as insecure (scripts/cluster.sh's `--insecure-registry`).
+    pub(crate) fn host_addr(&self) -> String {
+        let (net, _) = self.addrs[0].rsplit_once('.').unwrap();
+        format!("{net}.1")
+    }
+
+    /// Pushes `from` (loaded on node 1) as `image` through node 1's engine, logged in with
+    /// `docker_config`'s store (the password on stdin), then removes the tag: no node has
+    /// `image` until it pulls it.
+    pub(crate) fn push(
+        &self,
+        docker_config: &Path,
+        user: &str,
+        password: &str,
+        from: &str,
+        image: &str,
+    ) {
+        let server = image.split('/').next().unwrap();
+        let run = |args: &[&str], stdin: Option<&str>| {
+            let mut cmd = Command::new("docker");
+            cmd.args(args)
+                .env("DOCKER_HOST", &self.manager)
+                .env("DOCKER_CONFIG", docker_config)
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            {
+                use std::io::Write;
+                let mut input = child.stdin.take().unwrap();
+                input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+            }
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "docker {args:?} on node 1: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(
+            &["login", "--password-stdin", "-u", user, server],
+            Some(password),
+        );
+        run(&["tag", from, image], None);
+        run(&["push", "-q", image], None);
+        run(&["rmi", image], None);
+        run(&["logout", server], None);
+    }
+
+    /// Kills node `n`'s container of swarm service `service` (the node itself stays up).
+    pub(crate) fn kill_task(&self, n: usize, service: &str) {
+        let filter = format!("label=com.docker.swarm.service.name={service}");
+        let ids = self.node_docker(n, &["ps", "-q", "--filter", &filter]);
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "one container of {service} on node {n}: {ids:?}"
+        );
+        self.node_docker(n, &["kill", ids[0]]);
+    }
+
     /// Polls until `count` nodes are `ready` (bounded).
     pub(crate) fn wait_ready(&self, count: usize, limit: Duration) {
         let deadline = Instant::now() + limit;

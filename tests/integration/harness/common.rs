@@ -188,6 +188,16 @@ impl Drop for ImageGuard {
 
 // ---- shell and file helpers ------------------------------------------------------------
 
+/// SIGTERM to a spawned cutover (what `kill` or systemd sends), then its output.
+pub fn sigterm_and_wait(child: std::process::Child) -> std::process::Output {
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success(), "kill -TERM {}", child.id());
+    child.wait_with_output().unwrap()
+}
+
 pub fn sh(script: &str) -> std::process::Output {
     Command::new("sh").args(["-c", script]).output().unwrap()
 }

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::harness::common::{free_port, require, sh_ok};
+use std::path::Path;
+
+use crate::harness::common::{free_port, json_to_yaml, repo_root, require, sh_ok, yaml_to_json};
+use crate::harness::project::Project;
 
 pub(crate) const USER: &str = "deployer";
 
@@ -17,6 +20,7 @@ pub(crate) const USER: &str = "deployer";
 pub(crate) struct Registry {
     pub(crate) child: Option<std::process::Child>,
     pub(crate) dir: tempfile::TempDir,
+    pub(crate) addr: String,
     pub(crate) port: u16,
     /// A DOCKER_CONFIG of its own (credentials), plugins linked from the real one.
     pub(crate) docker_config: PathBuf,
@@ -32,6 +36,12 @@ impl Registry {
     }
 
     pub(crate) fn start(password: &str) -> Registry {
+        Registry::start_on(password, "127.0.0.1")
+    }
+
+    /// A registry listening on `addr` (a cluster's bridge address, which its nodes trust as
+    /// insecure: scripts/cluster.sh's `--insecure-registry`).
+    pub(crate) fn start_on(password: &str, addr: &str) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
         let port = free_port();
@@ -43,7 +53,7 @@ impl Registry {
             d.join("config.yml"),
             format!(
                 "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {d}/data\n\
-                 http:\n  addr: 127.0.0.1:{port}\nauth:\n  htpasswd:\n    realm: cutover-test\n    path: {d}/htpasswd\n",
+                 http:\n  addr: {addr}:{port}\nauth:\n  htpasswd:\n    realm: cutover-test\n    path: {d}/htpasswd\n",
                 d = d.display()
             ),
         )
@@ -60,6 +70,7 @@ impl Registry {
         let mut registry = Registry {
             child: None,
             dir,
+            addr: addr.to_string(),
             port,
             docker_config,
         };
@@ -78,7 +89,7 @@ impl Registry {
             .unwrap();
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+        while std::net::TcpStream::connect((self.addr.as_str(), self.port)).is_err() {
             assert!(Instant::now() < deadline, "the registry did not listen");
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -92,7 +103,7 @@ impl Registry {
     }
 
     pub(crate) fn server(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.addr, self.port)
     }
 
     /// `docker` with this registry's credential store.
@@ -126,4 +137,40 @@ impl Drop for Registry {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `secrets/registry.env.age` holding `REGISTRY_PASSWORD=<password>`, encrypted with `age`.
+pub(crate) fn write_secret(project: &Path, password: &str) {
+    let dir = project.join("secrets");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = Command::new("age")
+        .arg("-a")
+        .arg("-R")
+        .arg(repo_root().join("secrets/recipients.txt"))
+        .arg("-o")
+        .arg(dir.join("registry.env.age"))
+        .stdin(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("REGISTRY_PASSWORD={password}\n").as_bytes())
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+pub(crate) fn configure(project: &Project, server: &str) {
+    let path = project.path().join("cutover.yml");
+    let mut config = yaml_to_json(&std::fs::read_to_string(&path).unwrap());
+    let secrets = config["app"]["secrets"].as_array_mut().unwrap();
+    secrets.push("secrets/registry.env.age".into());
+    config["registry"] = serde_json::json!({
+        "server": server,
+        "username": USER,
+        "password_secret": "REGISTRY_PASSWORD",
+    });
+    std::fs::write(&path, json_to_yaml(&config)).unwrap();
 }
