@@ -32,10 +32,20 @@ for f in d.glob("*.schema.json"):
     s = json.loads(f.read_text())
     store[s["$id"]] = s
 schema = json.loads((d / sys.argv[2]).read_text())
-resolver = jsonschema.RefResolver(schema["$id"], schema, store=store)
 doc = json.loads(sys.stdin.read())
 jsonschema.Draft202012Validator.check_schema(schema)
-errors = list(jsonschema.Draft202012Validator(schema, resolver=resolver).iter_errors(doc))
+try:
+    # jsonschema >= 4.18 resolves through a registry (its RefResolver is not consulted by
+    # every keyword: unevaluatedProperties across a $ref to another file would fetch the URL).
+    from referencing import Registry, Resource
+    registry = Registry().with_resources(
+        (uri, Resource.from_contents(s)) for uri, s in store.items())
+    validator = jsonschema.Draft202012Validator(schema, registry=registry)
+except ImportError:
+    # Older ones (Debian bookworm's 4.10) only have the resolver.
+    resolver = jsonschema.RefResolver(schema["$id"], schema, store=store)
+    validator = jsonschema.Draft202012Validator(schema, resolver=resolver)
+errors = list(validator.iter_errors(doc))
 for e in errors:
     print(f"{list(e.absolute_path)}: {e.message}", file=sys.stderr)
 sys.exit(1 if errors else 0)
@@ -84,7 +94,14 @@ fn validator_ready() -> bool {
 /// Runs `cutover ARGS` in `dir`: stdout must be exactly one JSON document; returns it and
 /// the exit code.
 fn one_document(dir: &Path, args: &[&str]) -> (serde_json::Value, Option<i32>) {
-    let out = cutover(dir).args(args).output().unwrap();
+    let mut cmd = cutover(dir);
+    cmd.args(args);
+    document_of(cmd, args)
+}
+
+/// [`one_document`] of a command built by the caller (its environment changed).
+fn document_of(mut cmd: assert_cmd::Command, args: &[&str]) -> (serde_json::Value, Option<i32>) {
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut docs = serde_json::Deserializer::from_str(&stdout).into_iter::<serde_json::Value>();
     let doc = docs
@@ -166,9 +183,34 @@ fn every_json_command_that_fails_prints_one_failure_document_that_says_why() {
             "ssh",
             "could not connect",
         ),
+        (
+            vec!["secrets", "restore", "--json"],
+            "config",
+            "no such file",
+        ),
+        (
+            vec!["--config", bad, "secrets", "restore", "--dry-run", "--json"],
+            "config",
+            "app.image",
+        ),
+        (
+            vec!["--config", bad, "tls", "issue", "--dry-run", "--json"],
+            "config",
+            "app.image",
+        ),
+        (
+            vec!["--config", good, "status", "--engine", "swarm", "--json"],
+            "other",
+            "swarm",
+        ),
+        // The cheapest real failure of the demo: no Docker engine to talk to.
+        (vec!["demo", "--json"], "other", "Docker engine"),
     ];
     for (args, kind, needle) in cases {
-        let (doc, code) = one_document(empty.path(), &args);
+        let mut cmd = cutover(empty.path());
+        cmd.args(&args)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+        let (doc, code) = document_of(cmd, &args);
         assert_eq!(code, Some(1), "{args:?}");
         assert_eq!(doc["result"], "failed", "{args:?}: {doc}");
         assert_eq!(doc["error"]["kind"], kind, "{args:?}: {doc}");
@@ -179,17 +221,24 @@ fn every_json_command_that_fails_prints_one_failure_document_that_says_why() {
         validate("failure.schema.json", &doc);
         // The failure document carries its command's document version, which that
         // document's schema pins.
-        let (schema, version) = match args
+        let words: Vec<&str> = args
             .iter()
-            .find(|a| !a.starts_with('-') && !a.contains('/'))
-        {
-            Some(&"deploy") | Some(&"rollback") => ("deploy.schema.json", 2),
-            Some(&"history") => ("history.schema.json", 2),
-            Some(&"status") => ("status.schema.json", 1),
-            Some(&"bootstrap") => ("bootstrap.schema.json", 1),
-            Some(&"prune") => ("prune.schema.json", 1),
-            Some(&"maintenance") => ("maintenance.schema.json", 1),
-            _ => ("failure.schema.json", 1),
+            .copied()
+            .filter(|a| !a.starts_with('-') && !a.contains('/') && !a.contains('@'))
+            .collect();
+        let (schema, version) = match words[..] {
+            ["deploy", ..] | ["rollback", ..] => ("deploy.schema.json", 2),
+            ["history", ..] => ("history.schema.json", 2),
+            ["status", ..] if args.contains(&"swarm") => ("status-swarm.schema.json", 1),
+            ["status", ..] => ("status.schema.json", 1),
+            ["bootstrap", ..] => ("bootstrap.schema.json", 1),
+            ["prune", ..] => ("prune.schema.json", 1),
+            ["maintenance", ..] => ("maintenance.schema.json", 1),
+            ["tls", ..] => ("tls.schema.json", 1),
+            ["demo", ..] => ("demo.schema.json", 1),
+            ["secrets", "show", ..] => ("secrets-show.schema.json", 2),
+            ["secrets", "restore", ..] => ("secrets-restore.schema.json", 1),
+            _ => panic!("{args:?}: which document?"),
         };
         assert_eq!(doc["schema"], version, "{args:?}: {doc}");
         validate(schema, &doc);
@@ -369,5 +418,66 @@ fn json_documents_of_bootstrap_status_prune_and_a_planned_deploy_match_their_sch
             check(schema, &doc).is_err(),
             "{schema} accepts {what}:\n{doc:#}"
         );
+    }
+
+    // Secrets: show (values, and keys only) and restore (this project delivers by env, so
+    // it is skipped, saying why), for real.
+    let id = dir.path().join("id.txt");
+    let id = id.to_str().unwrap();
+    cutover(&project)
+        .args(["secrets", "keygen", "--add", "--out", id])
+        .assert()
+        .success();
+    std::fs::write(
+        project.join("prod.env"),
+        "DB_PASSWORD=\"a \\\"quoted\\\" one\"\nAPI_KEY=k\n",
+    )
+    .unwrap();
+    cutover(&project)
+        .args(["secrets", "encrypt", "prod.env", "--rm"])
+        .assert()
+        .success();
+    let (shown, code) = one_document(
+        &project,
+        &["--identity", id, "secrets", "show", "prod", "--json"],
+    );
+    assert_eq!(code, Some(0), "{shown}");
+    assert_eq!(shown["schema"], 2, "{shown}");
+    assert_eq!(shown["file"], "secrets/prod.env.age", "{shown}");
+    assert_eq!(
+        shown["values"]["DB_PASSWORD"], "a \"quoted\" one",
+        "{shown}"
+    );
+    validate("secrets-show.schema.json", &shown);
+    let (keys, _) = one_document(
+        &project,
+        &[
+            "--identity",
+            id,
+            "secrets",
+            "show",
+            "prod.env.age",
+            "--keys",
+            "--json",
+        ],
+    );
+    assert_eq!(keys["keys"], serde_json::json!(["DB_PASSWORD", "API_KEY"]));
+    validate("secrets-show.schema.json", &keys);
+    for args in [
+        &["--identity", id, "secrets", "restore", "--json"][..],
+        &[
+            "--identity",
+            id,
+            "secrets",
+            "restore",
+            "--dry-run",
+            "--json",
+        ],
+    ] {
+        let (restored, code) = one_document(&project, args);
+        assert_eq!(code, Some(0), "{args:?}: {restored}");
+        assert_eq!(restored["schema"], 1, "{restored}");
+        assert!(restored["projects"][0]["skipped"].is_string(), "{restored}");
+        validate("secrets-restore.schema.json", &restored);
     }
 }

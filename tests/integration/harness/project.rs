@@ -711,7 +711,7 @@ impl Project {
             .cutover(["secrets", "show", "demo", "--json"])
             .success()
             .stdout_json();
-        values[key]
+        values["values"][key]
             .as_str()
             .unwrap_or_else(|| panic!("no {key} in the demo secrets"))
             .to_string()
@@ -1025,12 +1025,13 @@ pub fn edit_config(project: &Project, edit: impl FnOnce(&mut serde_json::Value))
     std::fs::write(&path, json_to_yaml(&config)).unwrap();
 }
 
-/// `secrets show NAME --json` of the project.
+/// The values of `secrets show NAME --json` of the project.
 pub fn shown(project: &Project, name: &str) -> serde_json::Value {
     project
         .cutover(["secrets", "show", name, "--json"])
         .success()
-        .stdout_json()
+        .stdout_json()["values"]
+        .clone()
 }
 
 /// Writes `script` (sh) into the project and returns its path.
