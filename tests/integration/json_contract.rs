@@ -245,6 +245,29 @@ fn every_json_command_that_fails_prints_one_failure_document_that_says_why() {
     }
 }
 
+/// Hostile: an error naming a path with quotes, a backslash, a newline and a tab is still
+/// one valid document, the message holding them as they are (JSON escapes them).
+#[test]
+fn a_failure_message_with_quotes_and_newlines_is_one_valid_document() {
+    if !validator_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join("we\"ird\\\nna\tme").join("cutover.yml");
+    let odd_str = odd.to_str().unwrap();
+    for args in [
+        &["--config", odd_str, "deploy", "--json"][..],
+        &["--config", odd_str, "status", "--json"],
+    ] {
+        let (doc, code) = one_document(dir.path(), args);
+        assert_eq!(code, Some(1), "{doc}");
+        assert_eq!(doc["error"]["kind"], "config", "{doc}");
+        let message = doc["error"]["message"].as_str().unwrap();
+        assert!(message.contains(odd_str), "{message:?}");
+        validate("failure.schema.json", &doc);
+    }
+}
+
 #[test]
 fn json_documents_of_bootstrap_status_prune_and_a_planned_deploy_match_their_schemas() {
     if !validator_ready() || !require("docker", "read the box for status, prune and deploy") {
@@ -480,4 +503,102 @@ fn json_documents_of_bootstrap_status_prune_and_a_planned_deploy_match_their_sch
         assert!(restored["projects"][0]["skipped"].is_string(), "{restored}");
         validate("secrets-restore.schema.json", &restored);
     }
+
+    // Hostile: a config warning (a secrets file no service lists) goes to stderr, never
+    // into the document: the commands that print it (and those that do not) still print
+    // exactly one valid document on stdout (maintenance fails here, having no include: its
+    // failure document counts the same).
+    std::fs::copy(
+        project.join("secrets/prod.env.age"),
+        project.join("secrets/stray.env.age"),
+    )
+    .unwrap();
+    let plan = [
+        "--identity",
+        id,
+        "deploy",
+        "--dry-run",
+        "--image",
+        "jsonapp:v1",
+        "--json",
+    ];
+    for (args, schema, warns) in [
+        (&plan[..], "deploy.schema.json", true),
+        (
+            &["maintenance", "on", "--dry-run", "--json"],
+            "maintenance.schema.json",
+            true,
+        ),
+        (&["status", "--json"], "status.schema.json", false),
+        (&["history", "--json"], "history.schema.json", false),
+        (
+            &["prune", "--dry-run", "--json"],
+            "prune.schema.json",
+            false,
+        ),
+        (
+            &["--identity", id, "secrets", "restore", "--json"],
+            "secrets-restore.schema.json",
+            false,
+        ),
+    ] {
+        let out = cutover(&project).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.contains("warning: secrets/stray.env.age"),
+            warns,
+            "{args:?}: {stderr}"
+        );
+        let (doc, _) = one_document(&project, args);
+        assert!(!doc.to_string().contains("stray"), "{args:?}: {doc}");
+        validate(schema, &doc);
+    }
+}
+
+/// Every object a schema describes is closed (`additionalProperties` or
+/// `unevaluatedProperties`: an unknown or misspelled field fails) and names what it requires:
+/// a nested object without them would silently accept anything a careless change prints.
+/// Only deploy's `run`, closed by each schema that refers to it, is open on purpose.
+#[test]
+fn every_object_in_every_schema_is_closed_and_names_its_required_fields() {
+    fn walk(file: &str, at: &str, v: &serde_json::Value, bad: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let object = map.get("type") == Some(&serde_json::json!("object"));
+                let open_on_purpose = file == "deploy.schema.json" && at == "/$defs/run";
+                if object && !open_on_purpose {
+                    if !map.contains_key("additionalProperties")
+                        && !map.contains_key("unevaluatedProperties")
+                    {
+                        bad.push(format!("{file}#{at}: an object that accepts any field"));
+                    }
+                    if map.contains_key("properties") && !map.contains_key("required") {
+                        bad.push(format!("{file}#{at}: properties without `required`"));
+                    }
+                }
+                for (k, child) in map {
+                    walk(file, &format!("{at}/{k}"), child, bad);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(file, &format!("{at}/{i}"), child, bad);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut bad = Vec::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(repo_root().join("docs/json")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        files += 1;
+        walk(&name, "", &schema, &mut bad);
+    }
+    assert!(files >= 12, "docs/json/ holds {files} schemas");
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

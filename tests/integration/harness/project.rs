@@ -690,9 +690,11 @@ impl Project {
             .unwrap_or_else(|e| panic!("history --json has no entries list ({e}): {doc}"))
     }
 
-    /// `status --json`.
+    /// `status --json`, valid against docs/json/status.schema.json (every test's status).
     pub fn status_json(&self) -> serde_json::Value {
-        self.cutover(["status", "--json"]).success().stdout_json()
+        let status = self.cutover(["status", "--json"]).success().stdout_json();
+        crate::json_contract::validate("status.schema.json", &status);
+        status
     }
 
     /// The nginx include the deploys rewrite (compose).
