@@ -280,7 +280,7 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
         .collect();
     assert_eq!(
         steps,
-        ["lock", "observe", "secrets", "stack", "rollout", "prune"]
+        ["decrypt", "lock", "observe", "secrets", "stack", "rollout", "prune"]
     );
     let status = project
         .cutover(["status", "--engine", "swarm", "--json"])

@@ -77,6 +77,7 @@ impl<'f> Run<'f> {
             force: false,
             lock_wait: Duration::ZERO,
             release: true,
+            decrypted: Duration::ZERO,
         };
         let mut events = Events::default();
         let result = deployer.run(&request, &mut events);
