@@ -239,6 +239,8 @@ pub fn run(ctx: &Context, args: DemoArgs) -> anyhow::Result<ExitCode> {
         release: true,
         force: false,
         lock_wait: Duration::ZERO,
+        // The demo decrypts its secrets once, before both deploys.
+        decrypted: Duration::ZERO,
     };
     let quiet = args.json || ctx.quiet();
     let mut reporter = DemoReporter {

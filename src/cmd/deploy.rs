@@ -89,6 +89,7 @@ pub fn run_deploy(
         force: common.force,
         lock_wait,
         release,
+        decrypted: secrets_took,
     };
     let quiet = ctx.quiet() || common.json;
     let mut printer = StepPrinter::new(quiet);
@@ -118,14 +119,7 @@ pub fn run_deploy(
     match deployer.run(&request, &mut printer) {
         Ok(summary) => {
             printer.clear_spinner();
-            print_summary(
-                ctx,
-                &common,
-                rollback,
-                summary,
-                secrets_took,
-                maintenance.as_ref(),
-            )?;
+            print_summary(ctx, &common, rollback, summary, maintenance.as_ref())?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {
@@ -141,7 +135,6 @@ fn print_summary(
     common: &DeployCommon,
     rollback: bool,
     summary: crate::engine::compose::Summary,
-    decrypted: Duration,
     maintenance: Option<&crate::maintenance::Maintenance>,
 ) -> anyhow::Result<()> {
     let plan_head = format!(
@@ -168,15 +161,7 @@ fn print_summary(
             .unwrap_or_default()
     );
     let extra: Vec<String> = maintenance.map(maintenance_line).into_iter().collect();
-    progress::print_summary(
-        ctx,
-        common.json,
-        summary,
-        decrypted,
-        &plan_head,
-        &done_head,
-        &extra,
-    )
+    progress::print_summary(ctx, common.json, summary, &plan_head, &done_head, &extra)
 }
 
 /// What a deploy says while maintenance mode is on.

@@ -24,16 +24,21 @@ pub enum Document {
     Demo,
     Tls,
     Maintenance,
+    /// `secrets show` (docs/json/secrets-show.schema.json).
     SecretsShow,
+    /// `secrets restore` (docs/json/secrets-restore.schema.json).
+    SecretsRestore,
 }
 
 impl Document {
     /// This document's `schema`. Deploy 2: `plan` holds objects (`step`, `detail`), not lines;
     /// `result` and `time` on success, `reason` on failure, as in history. History 2: an
     /// object (`schema`, `entries`), not a bare array, with `switch_ms` in its entries.
+    /// Secrets show 2: an object (`schema`, `file`, then `values` or, with `--keys`, `keys`),
+    /// not a bare map or array.
     pub fn version(self) -> u32 {
         match self {
-            Document::Deploy | Document::History => 2,
+            Document::Deploy | Document::History | Document::SecretsShow => 2,
             _ => 1,
         }
     }
@@ -53,6 +58,7 @@ pub fn wants_json(command: &Command) -> Option<Document> {
         Command::Maintenance(MaintenanceCommand::On(a)) => (a.common.json, Document::Maintenance),
         Command::Maintenance(MaintenanceCommand::Off(a)) => (a.common.json, Document::Maintenance),
         Command::Secrets(SecretsCommand::Show { json, .. }) => (*json, Document::SecretsShow),
+        Command::Secrets(SecretsCommand::Restore { json, .. }) => (*json, Document::SecretsRestore),
         _ => return None,
     };
     json.then_some(doc)
@@ -124,8 +130,10 @@ pub fn kind(err: &anyhow::Error) -> Kind {
             return Kind::Deploy;
         }
     }
-    let text = format!("{err:#}");
-    if text.starts_with("invalid config ") || text.contains(": no such file (run `cutover init`") {
+    // Typed, not the message's text: a caller's context in front (`cannot restore the secret
+    // files of …: invalid config …`) once made a config error `other`. (A context value is
+    // not a link of `chain()`; anyhow's own downcast looks through every context layer.)
+    if err.downcast_ref::<crate::config::ConfigError>().is_some() {
         return Kind::Config;
     }
     Kind::Other
@@ -166,6 +174,13 @@ mod tests {
             anyhow::Error::new(crate::secrets::SecretsError::NoIdentity { default: None });
         assert_eq!(kind(&missing), Kind::Identity);
         assert_eq!(kind(&anyhow::anyhow!("something else")), Kind::Other);
+        // A config error is `config` under a caller's context too, and text that merely
+        // reads like one is not.
+        let config = anyhow::anyhow!("app.image: bad")
+            .context(crate::config::ConfigError::Invalid("cutover.yml".into()))
+            .context("cannot restore the secret files of cutover.yml");
+        assert_eq!(kind(&config), Kind::Config);
+        assert_eq!(kind(&anyhow::anyhow!("invalid config x: y")), Kind::Other);
         let doc = document(Document::Deploy, &lock);
         assert_eq!(doc["schema"], 2);
         assert_eq!(document(Document::Status, &lock)["schema"], 1);

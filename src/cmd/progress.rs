@@ -111,29 +111,18 @@ pub fn lock_wait(common: &DeployCommon) -> anyhow::Result<Duration> {
 
 /// What a finished deploy of either engine prints on stdout: its JSON; or, for a dry run,
 /// `plan_head` and the plan; or the notes (stderr), `done_head`, the steps line and `extra`.
-/// Decrypting (`decrypted`: its time) happens here in `cmd/`, before the engine: in the
-/// document it is a step like the others, the first of `steps` (and of `plan_steps`, which
-/// name the steps a deploy's document will list), as the text prints it as the first line.
+/// Decrypting happens in `cmd/`, before the engine, which records its time (`Request::
+/// decrypted`) as the first of `steps`, in history too; it is the first of `plan_steps` (the
+/// steps a deploy's document will list), as the text prints it as the first line.
 pub fn print_summary<D: serde::Serialize>(
     ctx: &crate::context::Context,
     json: bool,
-    mut summary: crate::engine::Summary<D>,
-    decrypted: Duration,
+    summary: crate::engine::Summary<D>,
     plan_head: &str,
     done_head: &str,
     extra: &[String],
 ) -> anyhow::Result<()> {
     if json {
-        summary.steps.insert(
-            0,
-            StepTiming {
-                step: Step::Decrypt,
-                ms: u64::try_from(decrypted.as_millis()).unwrap_or(u64::MAX),
-            },
-        );
-        if !summary.plan_steps.is_empty() {
-            summary.plan_steps.insert(0, Step::Decrypt);
-        }
         /// The fields a history entry has too: the run's verdict and when it ended.
         #[derive(serde::Serialize)]
         struct Finished<'a, D: serde::Serialize> {

@@ -382,7 +382,8 @@ fn show(ctx: &Context, name: &str, keys_only: bool, json: bool) -> anyhow::Resul
         }
         (true, true) => {
             let keys: Vec<&str> = decrypted.entries.iter().map(|e| e.key.as_str()).collect();
-            writeln!(stdout, "{}", serde_json::to_string_pretty(&keys)?)?;
+            let doc = serde_json::json!({ "file": rel(ctx, &path), "keys": keys });
+            writeln!(stdout, "{}", show_document(&doc)?)?;
         }
         (false, false) => stdout.write_all(decrypted.text.expose_secret().as_bytes())?,
         (false, true) => {
@@ -391,12 +392,20 @@ fn show(ctx: &Context, name: &str, keys_only: bool, json: bool) -> anyhow::Resul
                 .iter()
                 .map(|e| (e.key.clone(), e.value.expose_secret().into()))
                 .collect();
-            let text = Zeroizing::new(serde_json::to_string_pretty(&map)?);
+            let doc = serde_json::json!({ "file": rel(ctx, &path), "values": map });
+            let text = Zeroizing::new(show_document(&doc)?);
             writeln!(stdout, "{}", text.as_str())?;
         }
     }
     stdout.flush()?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `secrets show --json`'s document (docs/json/secrets-show.schema.json): `doc`'s fields with
+/// its version.
+fn show_document(doc: &serde_json::Value) -> anyhow::Result<String> {
+    let doc = super::failure::versioned(super::failure::Document::SecretsShow, doc);
+    Ok(serde_json::to_string_pretty(&doc)?)
 }
 
 fn edit(ctx: &Context, name: &str, create: bool, say: &dyn Fn(&str)) -> anyhow::Result<ExitCode> {

@@ -42,6 +42,9 @@ pub fn run(ctx: &Context, all: bool, dry_run: bool, json: bool) -> anyhow::Resul
                 restore(ctx.identity.as_deref(), &loaded, dry_run)
             })
             .with_context(|| format!("cannot restore the secret files of {}", config.display()));
+        // This directory's project alone: its failure is the command's, so `--json` prints
+        // the failure document (its kind: config, identity…) rather than a list of one error.
+        let done = if all { done } else { Ok(done?) };
         match done {
             Ok(restored) => {
                 if !json && !ctx.quiet() {
@@ -60,12 +63,13 @@ pub fn run(ctx: &Context, all: bool, dry_run: bool, json: bool) -> anyhow::Resul
         }
     }
     if json {
-        println!(
+        outln!(
             "{}",
-            serde_json::to_string_pretty(&serde_json::json!({
-                "dry_run": dry_run, "projects": results,
-            }))?
-        );
+            serde_json::to_string_pretty(&super::failure::versioned(
+                super::failure::Document::SecretsRestore,
+                &serde_json::json!({ "dry_run": dry_run, "projects": results }),
+            ))?
+        )?;
     }
     Ok(if failed == 0 {
         ExitCode::SUCCESS

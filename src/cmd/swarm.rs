@@ -68,6 +68,7 @@ pub fn run_deploy(
         force: false,
         lock_wait,
         release,
+        decrypted: secrets_took,
     };
     match deployer.run(&request, &mut printer) {
         Ok(summary) => {
@@ -88,15 +89,7 @@ pub fn run_deploy(
                     .map(|ms| format!(" (rollout {})", duration(Duration::from_millis(ms))))
                     .unwrap_or_default()
             );
-            progress::print_summary(
-                ctx,
-                common.json,
-                summary,
-                secrets_took,
-                &plan_head,
-                &done_head,
-                &[],
-            )?;
+            progress::print_summary(ctx, common.json, summary, &plan_head, &done_head, &[])?;
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => {

@@ -21,7 +21,7 @@ mod yaml;
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 
 pub use hooks::{Argv, Hook, Hooks};
 pub use registry::Registry;
@@ -73,20 +73,30 @@ pub fn check_yaml(text: &str) -> anyhow::Result<()> {
     yaml::check(text, "rendered file")
 }
 
+/// Why the config file cannot be used, in the chain of [`load`]'s error: `--json`'s failure
+/// document branches on it (kind `config`), whatever context a caller adds in front.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: no such file (run `cutover init` to create one, or pass -C DIR / --config FILE)", .0.display())]
+    Missing(PathBuf),
+    /// The cause (file:line:col, the key, the fix) is the next error of the chain.
+    #[error("invalid config {}", .0.display())]
+    Invalid(PathBuf),
+}
+
 /// Reads and validates the config file, naming it in every error.
 pub fn load(path: &Path, dir: &Path) -> anyhow::Result<Loaded> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
-            "{}: no such file (run `cutover init` to create one, or pass -C DIR / --config FILE)",
-            path.display()
-        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(ConfigError::Missing(path.to_owned()).into())
+        }
         Err(e) => {
             return Err(e).with_context(|| format!("could not read {}", path.display()));
         }
     };
     let parsed = yaml::parse_config_with_warnings(&text, path)
-        .with_context(|| format!("invalid config {}", path.display()))?;
+        .context(ConfigError::Invalid(path.to_owned()))?;
     let mut loaded = Loaded {
         config: parsed.config,
         path: path.to_owned(),
@@ -130,11 +140,11 @@ fn check_files_exist(loaded: &Loaded) -> anyhow::Result<()> {
             } else {
                 "create it with `cutover secrets encrypt`".to_string()
             };
-            bail!(
-                "invalid config {}: {key}: secrets file {} does not exist ({hint})",
-                loaded.path.display(),
+            return Err(anyhow::anyhow!(
+                "{key}: secrets file {} does not exist ({hint})",
                 abs.display()
-            );
+            ))
+            .context(ConfigError::Invalid(loaded.path.clone()));
         }
     }
     Ok(())

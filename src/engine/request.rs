@@ -16,4 +16,8 @@ pub struct Request {
     pub lock_wait: Duration,
     /// Run the release phase (`app.release`): every deploy; a rollback only with `--release`.
     pub release: bool,
+    /// How long decrypting the secrets took, in `cmd/` before the engine (a missing identity
+    /// fails before anything is touched): the run's first step, `decrypt`, in its history
+    /// entry and its document alike.
+    pub decrypted: Duration,
 }

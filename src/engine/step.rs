@@ -51,6 +51,14 @@ impl<'r> StepClock<'r> {
         });
     }
 
+    /// A step that ran before the engine (decrypting, in `cmd/`), recorded as it took.
+    pub fn ran_before(&mut self, step: Step, took: Duration) {
+        self.steps.push(StepTiming {
+            step,
+            ms: u64::try_from(took.as_millis()).unwrap_or(u64::MAX),
+        });
+    }
+
     fn record(&mut self, step: Step) -> Duration {
         let took = self.step_started.elapsed();
         self.steps.push(StepTiming {

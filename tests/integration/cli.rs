@@ -593,25 +593,148 @@ fn every_command_and_flag_of_the_readme_laptop_path_exists() {
             paths.push((path.join(" "), args.clone()));
         }
     }
-    // The path a newcomer walks, in this order (each may repeat): a README edit that drops
-    // one fails here rather than leaving the VM suite's walk shorter.
+    walk_shape(&steps, &paths).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// The path a newcomer walks, in this order, every step (not only cutover's): a README edit
+/// that moves one out of the walk's markers (the build, the edit of the secrets, the `cd`) or
+/// drops what makes it the box's (`--host`) fails here, rather than leaving the VM suite's
+/// walk shorter or pointed at the laptop. `paths`: each cutover step's subcommand path.
+fn walk_shape(
+    steps: &[(
+        crate::harness::readme_walk::Command,
+        crate::harness::readme_walk::Step,
+    )],
+    paths: &[(String, Vec<String>)],
+) -> Result<(), String> {
+    use crate::harness::readme_walk::Step;
+    let mut cutover = paths.iter();
+    let kinds: Vec<String> = steps
+        .iter()
+        .map(|(_, step)| match step {
+            Step::Install => "install".to_string(),
+            Step::Cd(_) => "cd".to_string(),
+            Step::Edit(_) => "edit".to_string(),
+            Step::Build(_) => "build".to_string(),
+            Step::Cutover(_) => cutover.next().map(|(p, _)| p.clone()).unwrap_or_default(),
+        })
+        .collect();
     let want = [
+        "install",
+        "install",
         "init",
+        "cd",
         "secrets keygen",
+        "edit",
         "secrets encrypt",
         "render",
         "bootstrap",
+        "build",
         "deploy",
         "init",
     ];
-    let got: Vec<&str> = paths.iter().map(|(p, _)| p.as_str()).collect();
-    assert_eq!(got, want, "the README's walk: {paths:?}");
-    assert!(
-        paths
+    if kinds != want {
+        return Err(format!(
+            "the README's walk is {kinds:?}, not the path {want:?}"
+        ));
+    }
+    let args = |path: &str| -> &Vec<String> { &paths.iter().find(|(p, _)| p == path).unwrap().1 };
+    for on_box in ["bootstrap", "deploy"] {
+        if !args(on_box).iter().any(|w| w == "--host") {
+            return Err(format!(
+                "the walk's {on_box} has no --host: it would run on the laptop"
+            ));
+        }
+    }
+    let deploy = args("deploy");
+    if !deploy.iter().any(|w| w == "--ship") {
+        return Err(format!(
+            "the walk's deploy does not ship its image: {deploy:?}"
+        ));
+    }
+    let built = steps.iter().find_map(|(_, s)| match s {
+        Step::Build(tag) => Some(tag),
+        _ => None,
+    });
+    let image = deploy.iter().skip_while(|w| *w != "--image").nth(1);
+    if built != image {
+        return Err(format!("the walk builds {built:?} but deploys {image:?}"));
+    }
+    let edited = steps.iter().find_map(|(_, s)| match s {
+        Step::Edit(file) => Some(file),
+        _ => None,
+    });
+    if edited.is_none() || !args("secrets encrypt").contains(edited.unwrap()) {
+        return Err(format!(
+            "the walk writes {edited:?} but encrypts {:?}",
+            args("secrets encrypt")
+        ));
+    }
+    Ok(())
+}
+
+/// Hostile README edits the walk's shape refuses: each still parses, and each would leave
+/// the VM suite walking less than the README's path (or walking it on the laptop).
+#[test]
+fn a_readme_edit_that_moves_a_step_out_of_the_walk_is_refused() {
+    use crate::harness::readme_walk::{steps, Step, END};
+    let readme = std::fs::read_to_string(crate::common::repo_root().join("README.md")).unwrap();
+    let shape = |readme: &str| -> Result<(), String> {
+        let steps = steps(readme)?;
+        let paths: Vec<(String, Vec<String>)> = steps
             .iter()
-            .any(|(p, a)| p == "deploy" && a.iter().any(|w| w == "--ship")),
-        "the walk's deploy ships its image: {paths:?}"
-    );
+            .filter_map(|(_, s)| match s {
+                Step::Cutover(args) => {
+                    Some((check_readme_command(args).unwrap().join(" "), args.clone()))
+                }
+                _ => None,
+            })
+            .collect();
+        walk_shape(&steps, &paths)
+    };
+    shape(&readme).unwrap_or_else(|e| panic!("the README itself: {e}"));
+    let line_of = |needle: &str| {
+        readme
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("no README line with {needle}"))
+            .to_string()
+    };
+    // A line moved from the walk to just after its end marker, as an edit might.
+    let moved_out = |needle: &str| {
+        let line = line_of(needle);
+        readme.replacen(&format!("{line}\n"), "", 1).replacen(
+            END,
+            &format!("{END}\n```sh\n{line}\n```"),
+            1,
+        )
+    };
+    let edits = [
+        ("the build moved out", moved_out("docker build -t")),
+        ("the cd moved out", {
+            let line = line_of("cutover init myapp");
+            readme.replacen(&line, line.split(" && cd").next().unwrap(), 1)
+        }),
+        (
+            "the edit moved out",
+            readme.replacen("$EDITOR prod.env && ", "", 1),
+        ),
+        ("bootstrap without --host", {
+            let line = line_of("bootstrap  #");
+            readme.replacen(&line, &line.replacen("--host admin@203.0.113.7 ", "", 1), 1)
+        }),
+        (
+            "deploy of another tag",
+            readme.replacen("deploy --image myapp:v1", "deploy --image myapp:v2", 1),
+        ),
+    ];
+    for (what, edited) in edits {
+        assert_ne!(edited, readme, "{what}: the edit changed nothing");
+        assert!(
+            shape(&edited).is_err(),
+            "{what}: the walk's shape accepts it"
+        );
+    }
 }
 
 #[test]

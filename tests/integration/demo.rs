@@ -14,6 +14,7 @@ fn e2e_demo_runs_a_clean_cycle_and_leaves_nothing_behind() {
         .cutover(["demo", "--json"])
         .success()
         .stdout_json();
+    crate::json_contract::validate("demo.schema.json", &report);
     assert_eq!(report["load"]["failed"], 0, "{report}");
     assert!(report["load"]["ok"].as_u64().unwrap() > 20, "{report}");
     assert_eq!(report["slow_requests"], 3);

@@ -88,7 +88,10 @@ fn e2e_full_cycle_under_load_has_zero_failed_requests() {
         .collect();
     assert_eq!(
         steps,
-        ["lock", "observe", "up", "health", "switch", "probe", "settle", "drain", "stop"]
+        [
+            "decrypt", "lock", "observe", "up", "health", "switch", "probe", "settle", "drain",
+            "stop"
+        ]
     );
 }
 
@@ -165,6 +168,8 @@ fn e2e_dry_run_changes_nothing() {
     let entry = project.history().pop().unwrap();
     let last = project.status_json()["last_deploy"].clone();
     assert_eq!(entry, last);
+    // History's steps are the deploy's, decrypt first (what cmd/ ran before the engine).
+    assert_eq!(names(&entry["steps"], |s| &s["step"]), ran, "{entry}");
     for key in ["result", "image", "from", "to", "switch_ms"] {
         assert_eq!(
             entry[key], done[key],

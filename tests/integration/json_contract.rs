@@ -32,10 +32,20 @@ for f in d.glob("*.schema.json"):
     s = json.loads(f.read_text())
     store[s["$id"]] = s
 schema = json.loads((d / sys.argv[2]).read_text())
-resolver = jsonschema.RefResolver(schema["$id"], schema, store=store)
 doc = json.loads(sys.stdin.read())
 jsonschema.Draft202012Validator.check_schema(schema)
-errors = list(jsonschema.Draft202012Validator(schema, resolver=resolver).iter_errors(doc))
+try:
+    # jsonschema >= 4.18 resolves through a registry (its RefResolver is not consulted by
+    # every keyword: unevaluatedProperties across a $ref to another file would fetch the URL).
+    from referencing import Registry, Resource
+    registry = Registry().with_resources(
+        (uri, Resource.from_contents(s)) for uri, s in store.items())
+    validator = jsonschema.Draft202012Validator(schema, registry=registry)
+except ImportError:
+    # Older ones (Debian bookworm's 4.10) only have the resolver.
+    resolver = jsonschema.RefResolver(schema["$id"], schema, store=store)
+    validator = jsonschema.Draft202012Validator(schema, resolver=resolver)
+errors = list(validator.iter_errors(doc))
 for e in errors:
     print(f"{list(e.absolute_path)}: {e.message}", file=sys.stderr)
 sys.exit(1 if errors else 0)
@@ -84,7 +94,14 @@ fn validator_ready() -> bool {
 /// Runs `cutover ARGS` in `dir`: stdout must be exactly one JSON document; returns it and
 /// the exit code.
 fn one_document(dir: &Path, args: &[&str]) -> (serde_json::Value, Option<i32>) {
-    let out = cutover(dir).args(args).output().unwrap();
+    let mut cmd = cutover(dir);
+    cmd.args(args);
+    document_of(cmd, args)
+}
+
+/// [`one_document`] of a command built by the caller (its environment changed).
+fn document_of(mut cmd: assert_cmd::Command, args: &[&str]) -> (serde_json::Value, Option<i32>) {
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut docs = serde_json::Deserializer::from_str(&stdout).into_iter::<serde_json::Value>();
     let doc = docs
@@ -166,9 +183,34 @@ fn every_json_command_that_fails_prints_one_failure_document_that_says_why() {
             "ssh",
             "could not connect",
         ),
+        (
+            vec!["secrets", "restore", "--json"],
+            "config",
+            "no such file",
+        ),
+        (
+            vec!["--config", bad, "secrets", "restore", "--dry-run", "--json"],
+            "config",
+            "app.image",
+        ),
+        (
+            vec!["--config", bad, "tls", "issue", "--dry-run", "--json"],
+            "config",
+            "app.image",
+        ),
+        (
+            vec!["--config", good, "status", "--engine", "swarm", "--json"],
+            "other",
+            "swarm",
+        ),
+        // The cheapest real failure of the demo: no Docker engine to talk to.
+        (vec!["demo", "--json"], "other", "Docker engine"),
     ];
     for (args, kind, needle) in cases {
-        let (doc, code) = one_document(empty.path(), &args);
+        let mut cmd = cutover(empty.path());
+        cmd.args(&args)
+            .env("DOCKER_HOST", "unix:///nonexistent/docker.sock");
+        let (doc, code) = document_of(cmd, &args);
         assert_eq!(code, Some(1), "{args:?}");
         assert_eq!(doc["result"], "failed", "{args:?}: {doc}");
         assert_eq!(doc["error"]["kind"], kind, "{args:?}: {doc}");
@@ -179,20 +221,50 @@ fn every_json_command_that_fails_prints_one_failure_document_that_says_why() {
         validate("failure.schema.json", &doc);
         // The failure document carries its command's document version, which that
         // document's schema pins.
-        let (schema, version) = match args
+        let words: Vec<&str> = args
             .iter()
-            .find(|a| !a.starts_with('-') && !a.contains('/'))
-        {
-            Some(&"deploy") | Some(&"rollback") => ("deploy.schema.json", 2),
-            Some(&"history") => ("history.schema.json", 2),
-            Some(&"status") => ("status.schema.json", 1),
-            Some(&"bootstrap") => ("bootstrap.schema.json", 1),
-            Some(&"prune") => ("prune.schema.json", 1),
-            Some(&"maintenance") => ("maintenance.schema.json", 1),
-            _ => ("failure.schema.json", 1),
+            .copied()
+            .filter(|a| !a.starts_with('-') && !a.contains('/') && !a.contains('@'))
+            .collect();
+        let (schema, version) = match words[..] {
+            ["deploy", ..] | ["rollback", ..] => ("deploy.schema.json", 2),
+            ["history", ..] => ("history.schema.json", 2),
+            ["status", ..] if args.contains(&"swarm") => ("status-swarm.schema.json", 1),
+            ["status", ..] => ("status.schema.json", 1),
+            ["bootstrap", ..] => ("bootstrap.schema.json", 1),
+            ["prune", ..] => ("prune.schema.json", 1),
+            ["maintenance", ..] => ("maintenance.schema.json", 1),
+            ["tls", ..] => ("tls.schema.json", 1),
+            ["demo", ..] => ("demo.schema.json", 1),
+            ["secrets", "show", ..] => ("secrets-show.schema.json", 2),
+            ["secrets", "restore", ..] => ("secrets-restore.schema.json", 1),
+            _ => panic!("{args:?}: which document?"),
         };
         assert_eq!(doc["schema"], version, "{args:?}: {doc}");
         validate(schema, &doc);
+    }
+}
+
+/// Hostile: an error naming a path with quotes, a backslash, a newline and a tab is still
+/// one valid document, the message holding them as they are (JSON escapes them).
+#[test]
+fn a_failure_message_with_quotes_and_newlines_is_one_valid_document() {
+    if !validator_ready() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join("we\"ird\\\nna\tme").join("cutover.yml");
+    let odd_str = odd.to_str().unwrap();
+    for args in [
+        &["--config", odd_str, "deploy", "--json"][..],
+        &["--config", odd_str, "status", "--json"],
+    ] {
+        let (doc, code) = one_document(dir.path(), args);
+        assert_eq!(code, Some(1), "{doc}");
+        assert_eq!(doc["error"]["kind"], "config", "{doc}");
+        let message = doc["error"]["message"].as_str().unwrap();
+        assert!(message.contains(odd_str), "{message:?}");
+        validate("failure.schema.json", &doc);
     }
 }
 
@@ -370,4 +442,163 @@ fn json_documents_of_bootstrap_status_prune_and_a_planned_deploy_match_their_sch
             "{schema} accepts {what}:\n{doc:#}"
         );
     }
+
+    // Secrets: show (values, and keys only) and restore (this project delivers by env, so
+    // it is skipped, saying why), for real.
+    let id = dir.path().join("id.txt");
+    let id = id.to_str().unwrap();
+    cutover(&project)
+        .args(["secrets", "keygen", "--add", "--out", id])
+        .assert()
+        .success();
+    std::fs::write(
+        project.join("prod.env"),
+        "DB_PASSWORD=\"a \\\"quoted\\\" one\"\nAPI_KEY=k\n",
+    )
+    .unwrap();
+    cutover(&project)
+        .args(["secrets", "encrypt", "prod.env", "--rm"])
+        .assert()
+        .success();
+    let (shown, code) = one_document(
+        &project,
+        &["--identity", id, "secrets", "show", "prod", "--json"],
+    );
+    assert_eq!(code, Some(0), "{shown}");
+    assert_eq!(shown["schema"], 2, "{shown}");
+    assert_eq!(shown["file"], "secrets/prod.env.age", "{shown}");
+    assert_eq!(
+        shown["values"]["DB_PASSWORD"], "a \"quoted\" one",
+        "{shown}"
+    );
+    validate("secrets-show.schema.json", &shown);
+    let (keys, _) = one_document(
+        &project,
+        &[
+            "--identity",
+            id,
+            "secrets",
+            "show",
+            "prod.env.age",
+            "--keys",
+            "--json",
+        ],
+    );
+    assert_eq!(keys["keys"], serde_json::json!(["DB_PASSWORD", "API_KEY"]));
+    validate("secrets-show.schema.json", &keys);
+    for args in [
+        &["--identity", id, "secrets", "restore", "--json"][..],
+        &[
+            "--identity",
+            id,
+            "secrets",
+            "restore",
+            "--dry-run",
+            "--json",
+        ],
+    ] {
+        let (restored, code) = one_document(&project, args);
+        assert_eq!(code, Some(0), "{args:?}: {restored}");
+        assert_eq!(restored["schema"], 1, "{restored}");
+        assert!(restored["projects"][0]["skipped"].is_string(), "{restored}");
+        validate("secrets-restore.schema.json", &restored);
+    }
+
+    // Hostile: a config warning (a secrets file no service lists) goes to stderr, never
+    // into the document: the commands that print it (and those that do not) still print
+    // exactly one valid document on stdout (maintenance fails here, having no include: its
+    // failure document counts the same).
+    std::fs::copy(
+        project.join("secrets/prod.env.age"),
+        project.join("secrets/stray.env.age"),
+    )
+    .unwrap();
+    let plan = [
+        "--identity",
+        id,
+        "deploy",
+        "--dry-run",
+        "--image",
+        "jsonapp:v1",
+        "--json",
+    ];
+    for (args, schema, warns) in [
+        (&plan[..], "deploy.schema.json", true),
+        (
+            &["maintenance", "on", "--dry-run", "--json"],
+            "maintenance.schema.json",
+            true,
+        ),
+        (&["status", "--json"], "status.schema.json", false),
+        (&["history", "--json"], "history.schema.json", false),
+        (
+            &["prune", "--dry-run", "--json"],
+            "prune.schema.json",
+            false,
+        ),
+        (
+            &["--identity", id, "secrets", "restore", "--json"],
+            "secrets-restore.schema.json",
+            false,
+        ),
+    ] {
+        let out = cutover(&project).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            stderr.contains("warning: secrets/stray.env.age"),
+            warns,
+            "{args:?}: {stderr}"
+        );
+        let (doc, _) = one_document(&project, args);
+        assert!(!doc.to_string().contains("stray"), "{args:?}: {doc}");
+        validate(schema, &doc);
+    }
+}
+
+/// Every object a schema describes is closed (`additionalProperties` or
+/// `unevaluatedProperties`: an unknown or misspelled field fails) and names what it requires:
+/// a nested object without them would silently accept anything a careless change prints.
+/// Only deploy's `run`, closed by each schema that refers to it, is open on purpose.
+#[test]
+fn every_object_in_every_schema_is_closed_and_names_its_required_fields() {
+    fn walk(file: &str, at: &str, v: &serde_json::Value, bad: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                let object = map.get("type") == Some(&serde_json::json!("object"));
+                let open_on_purpose = file == "deploy.schema.json" && at == "/$defs/run";
+                if object && !open_on_purpose {
+                    if !map.contains_key("additionalProperties")
+                        && !map.contains_key("unevaluatedProperties")
+                    {
+                        bad.push(format!("{file}#{at}: an object that accepts any field"));
+                    }
+                    if map.contains_key("properties") && !map.contains_key("required") {
+                        bad.push(format!("{file}#{at}: properties without `required`"));
+                    }
+                }
+                for (k, child) in map {
+                    walk(file, &format!("{at}/{k}"), child, bad);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, child) in items.iter().enumerate() {
+                    walk(file, &format!("{at}/{i}"), child, bad);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut bad = Vec::new();
+    let mut files = 0;
+    for entry in std::fs::read_dir(repo_root().join("docs/json")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        let schema: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+        files += 1;
+        walk(&name, "", &schema, &mut bad);
+    }
+    assert!(files >= 12, "docs/json/ holds {files} schemas");
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
 }

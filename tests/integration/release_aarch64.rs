@@ -109,6 +109,7 @@ fn aarch64_secrets_round_trip_with_the_age_cli_both_ways() {
         .arg(&plain));
     let shown: serde_json::Value =
         serde_json::from_str(&ok(cmd().args(["secrets", "show", "fromage", "--json"]))).unwrap();
+    let shown = &shown["values"];
     assert_eq!(shown["FROM_AGE"], "yes", "{shown}");
     assert_eq!(shown["SPACED"], "hello world", "{shown}");
 

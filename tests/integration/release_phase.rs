@@ -51,7 +51,10 @@ fn e2e_release_runs_once_in_the_new_image_before_it_starts_and_rollback_skips_it
     assert_eq!(
         project.last_history_steps(),
         // A first deploy is watched too (`settle`), then waits for old nginx workers.
-        ["lock", "observe", "release", "up", "health", "switch", "probe", "settle", "drain"]
+        [
+            "decrypt", "lock", "observe", "release", "up", "health", "switch", "probe", "settle",
+            "drain"
+        ]
     );
     assert!(project.oneoff_containers().is_empty());
     project.assert_serving("blue", "v1");

@@ -888,7 +888,10 @@ fn remote_run_executes_on_the_box_with_the_serving_image_and_its_exit_code() {
         .output()
         .unwrap();
     let secret: serde_json::Value = serde_json::from_slice(&secret.stdout).unwrap();
-    let secret = secret["DEMO_SECRET"].as_str().unwrap().to_string();
+    let secret = secret["values"]["DEMO_SECRET"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let out = p.remote(&[
         "run",
         "--",

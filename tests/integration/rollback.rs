@@ -30,6 +30,14 @@ fn e2e_redeploy_without_image_and_rollback() {
         cache[0].id.clone()
     };
     let first_id = accessory_id();
+    // status --json describes the accessory's container (status.schema.json's accessories).
+    let status = project.status_json();
+    assert_eq!(status["accessories"][0]["service"], "cache", "{status}");
+    assert_eq!(
+        status["accessories"][0]["id"],
+        first_id.as_str(),
+        "{status}"
+    );
     let steps: Vec<String> = project.history()[0]["steps"]
         .as_array()
         .unwrap()

@@ -256,6 +256,7 @@ fn e2e_files_delivery_keeps_secrets_out_of_dockers_state_and_rotates_per_color()
     // workers' files again from the ciphertext they were deployed from, after which it starts.
     let out = project.cutover(["secrets", "restore", "--json"]).success();
     let json = out.stdout_json();
+    crate::json_contract::validate("secrets-restore.schema.json", &json);
     assert_eq!(json["projects"][0]["services"][0][0], "web-green", "{json}");
     assert!(!out.stdout.contains(&rotated) && !out.stderr.contains(&rotated));
     assert_eq!(

@@ -414,6 +414,7 @@ fn e2e_a_reboot_restore_does_not_apply_an_undeployed_rotation() {
     fs::remove_file(kept.join("web-green.json")).unwrap();
     let out = project.cutover(["secrets", "restore", "--json"]).success();
     let json = out.stdout_json();
+    crate::json_contract::validate("secrets-restore.schema.json", &json);
     assert_eq!(json["projects"][0]["from_store"][0], "web-green", "{json}");
 }
 

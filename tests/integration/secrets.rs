@@ -113,7 +113,9 @@ impl SecretsDir {
             .args(["secrets", "show", name, "--json"])
             .assert()
             .success();
-        serde_json::from_str(&stdout(&out)).unwrap()
+        let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(doc["schema"], 2, "{doc}");
+        doc["values"].clone()
     }
 
     /// Every regular file under the project, the config dir and the identity, with its bytes,
@@ -409,8 +411,11 @@ fn encrypt_then_show_text_keys_and_json() {
         .args(["secrets", "show", "prod", "--keys", "--json"])
         .assert()
         .success();
-    let keys: Vec<String> = serde_json::from_str(&stdout(&out)).unwrap();
-    assert_eq!(keys, ["DB_PASSWORD", "API_KEY"]);
+    let doc: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!(
+        doc,
+        serde_json::json!({"schema": 2, "file": "secrets/prod.env.age", "keys": ["DB_PASSWORD", "API_KEY"]})
+    );
 }
 
 #[test]
@@ -842,6 +847,7 @@ fn parsing_is_hermetic_nothing_comes_from_the_host_environment() {
         .assert()
         .success();
     let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    let json = &json["values"];
     assert_eq!(json["A"], "$CUTOVER_HOST_LEAK");
     assert_eq!(json["B"], "${CUTOVER_HOST_LEAK}x");
     assert_eq!(json["C"], "$CUTOVER_HOST_LEAK");

@@ -50,7 +50,8 @@ fn swarm_render_writes_a_stack_file_that_matches_its_snapshot() {
         project
             .cutover(["secrets", "show", "demo", "--json"])
             .success()
-            .stdout_json(),
+            .stdout_json()["values"]
+            .clone(),
     )
     .unwrap();
     for value in values.values() {
@@ -239,6 +240,7 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
         )
         .success();
     let summary = project.swarm_deploy(&["--json"]).success().stdout_json();
+    crate::json_contract::validate("deploy.schema.json", &summary);
     assert_eq!(
         summary["image"], "cutover-demo:v2",
         "redeploys the running image"
@@ -283,12 +285,15 @@ fn e2e_swarm_rolling_update_under_load_then_secret_rotation() {
         .collect();
     assert_eq!(
         steps,
-        ["lock", "observe", "secrets", "stack", "rollout", "prune"]
+        ["decrypt", "lock", "observe", "secrets", "stack", "rollout", "prune"]
     );
     let status = project
         .cutover(["status", "--engine", "swarm", "--json"])
         .success()
         .stdout_json();
+    crate::json_contract::validate("status-swarm.schema.json", &status);
+    crate::json_contract::validate("status.schema.json", &status);
+    assert!(status["last_deploy"].is_object(), "{status}");
     assert_eq!(status["services"][0]["image"], "cutover-demo:v1");
     assert_eq!(status["services"][0]["running"], 2);
 

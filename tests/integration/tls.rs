@@ -101,7 +101,9 @@ fn served_serial(port: u16) -> String {
 }
 
 fn step_of(run: &Run) -> serde_json::Value {
-    run.stdout_json()["steps"][0].clone()
+    let report = run.stdout_json();
+    crate::json_contract::validate("tls.schema.json", &report);
+    report["steps"][0].clone()
 }
 
 #[test]
@@ -395,7 +397,9 @@ fn under_root_certbot_is_listed_and_the_files_land_under_the_root() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["steps"][0].clone()
+        let report = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap();
+        crate::json_contract::validate("tls.schema.json", &report);
+        report["steps"][0].clone()
     };
     let first = run(&[]);
     assert_eq!(first["status"], "changed", "{first}");

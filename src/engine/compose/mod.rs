@@ -172,6 +172,7 @@ impl<'a> Deployer<'a> {
             facts: None,
             survey: None,
         };
+        run.clock.ran_before(Step::Decrypt, req.decrypted);
         let result = run.execute(req);
         run.after_hooks(req, result)
     }
@@ -221,7 +222,10 @@ impl Run<'_, '_> {
             }
             .lines(&ops);
             let mut summary = self.summary(req, &target, None, Vec::new(), plan);
-            summary.plan_steps = ops.steps(self.pulls(&target));
+            // Decrypt (recorded before the engine ran, `Request::decrypted`), then the plan's.
+            summary.plan_steps = std::iter::once(Step::Decrypt)
+                .chain(ops.steps(self.pulls(&target)))
+                .collect();
             return Ok(summary);
         }
         // A signal that came while the lock, observe or render ran: stop before the first

@@ -343,6 +343,7 @@ mod tests {
             force: false,
             lock_wait: std::time::Duration::ZERO,
             release,
+            decrypted: std::time::Duration::ZERO,
         }
     }
 

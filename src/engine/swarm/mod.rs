@@ -110,13 +110,14 @@ struct Run<'a, 'r> {
 
 impl SwarmDeployer<'_> {
     pub fn run(&self, req: &Request, reporter: &mut dyn Reporter) -> anyhow::Result<Summary> {
-        Run {
+        let mut run = Run {
             d: self,
             clock: StepClock::new(reporter),
             state_dir: StateDir::new(self.loaded.state_dir()),
             facts: None,
-        }
-        .execute(req)
+        };
+        run.clock.ran_before(Step::Decrypt, req.decrypted);
+        run.execute(req)
     }
 }
 

@@ -698,9 +698,11 @@ impl Project {
             .unwrap_or_else(|e| panic!("history --json has no entries list ({e}): {doc}"))
     }
 
-    /// `status --json`.
+    /// `status --json`, valid against docs/json/status.schema.json (every test's status).
     pub fn status_json(&self) -> serde_json::Value {
-        self.cutover(["status", "--json"]).success().stdout_json()
+        let status = self.cutover(["status", "--json"]).success().stdout_json();
+        crate::json_contract::validate("status.schema.json", &status);
+        status
     }
 
     /// The nginx include the deploys rewrite (compose).
@@ -719,7 +721,7 @@ impl Project {
             .cutover(["secrets", "show", "demo", "--json"])
             .success()
             .stdout_json();
-        values[key]
+        values["values"][key]
             .as_str()
             .unwrap_or_else(|| panic!("no {key} in the demo secrets"))
             .to_string()
@@ -1033,12 +1035,13 @@ pub fn edit_config(project: &Project, edit: impl FnOnce(&mut serde_json::Value))
     std::fs::write(&path, json_to_yaml(&config)).unwrap();
 }
 
-/// `secrets show NAME --json` of the project.
+/// The values of `secrets show NAME --json` of the project.
 pub fn shown(project: &Project, name: &str) -> serde_json::Value {
     project
         .cutover(["secrets", "show", name, "--json"])
         .success()
-        .stdout_json()
+        .stdout_json()["values"]
+        .clone()
 }
 
 /// Writes `script` (sh) into the project and returns its path.

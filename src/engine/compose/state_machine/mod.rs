@@ -81,6 +81,7 @@ impl<'f> Run<'f> {
             force: false,
             lock_wait: self.lock_wait,
             release: true,
+            decrypted: Duration::ZERO,
         };
         let mut events = Events::default();
         let result = deployer.run(&request, &mut events);
