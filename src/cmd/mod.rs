@@ -73,7 +73,8 @@ pub fn completions(shell: clap_complete::Shell) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads the config and prints its warnings (`warning: file:line:col: key: …`) on stderr,
-/// for the commands that act on the colors (render, deploy, rollback, bootstrap).
+/// for the commands that act on the colors (render, deploy, rollback, bootstrap, maintenance,
+/// logs, exec, run); README names the same list.
 pub fn load_config(ctx: &Context) -> anyhow::Result<crate::config::Loaded> {
     let loaded = crate::config::load(&ctx.config_path, &ctx.dir)?;
     for warning in &loaded.warnings {
