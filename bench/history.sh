@@ -103,7 +103,13 @@ import json, re, sys
 label, n, cmd, t0, t1, time_file, out_file = sys.argv[1:]
 rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", open(time_file).read()).group(1))
 out = json.load(open(out_file))
-last = out["last_deploy"] if isinstance(out, dict) else out[-1]
+# status: last_deploy; history 2: {schema, entries}; history 1 (an older binary): a bare list.
+if isinstance(out, list):
+    last = out[-1]
+elif "entries" in out:
+    last = out["entries"][-1]
+else:
+    last = out["last_deploy"]
 print(json.dumps(dict(label=label, entries=int(n), cmd=cmd, wall_s=float(t1) - float(t0),
                       maxrss_kib=rss, last_image=last["image"])))
 PY

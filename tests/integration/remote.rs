@@ -694,8 +694,7 @@ fn remote_sigint_before_the_switch_tears_down_and_exits_130() {
     );
     assert_eq!(p.running_colors(), ["web-blue"]);
     assert_eq!(p.include(), include_before);
-    let (history, _) = p.remote_ok(&["history", "--json"]);
-    let history: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    let history = remote_history(&p);
     assert_eq!(history.last().unwrap()["result"], "interrupted");
 }
 
@@ -751,8 +750,7 @@ fn remote_killing_the_local_ssh_client_mid_deploy_acts_as_sigterm() {
     // free once its cutover has exited.
     let lock = p.state_dir().join("lock");
     sh_ok(&format!("flock -w 60 {} true", lock.display()));
-    let (history, _) = p.remote_ok(&["history", "--json"]);
-    let history: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    let history = remote_history(&p);
     assert_eq!(
         history.last().unwrap()["result"],
         "interrupted",
@@ -799,8 +797,7 @@ fn remote_a_caller_gone_silent_counts_as_a_dropped_connection() {
     assert_eq!(code, Some(130), "{stderr}");
     assert_eq!(p.running_colors(), ["web-blue"]);
     assert_eq!(p.include(), include_before);
-    let (history, _) = p.remote_ok(&["history", "--json"]);
-    let history: Vec<serde_json::Value> = serde_json::from_str(&history).unwrap();
+    let history = remote_history(&p);
     assert_eq!(history.last().unwrap()["result"], "interrupted");
 }
 
@@ -992,4 +989,12 @@ fn remote_a_world_writable_aarch64_binary_is_not_uploaded() {
     );
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("writable"), "{stderr}");
+}
+
+/// The entries of the box's `history --json` (schema 2: `{schema, entries}`).
+fn remote_history(p: &RemoteProject) -> Vec<serde_json::Value> {
+    let (text, _) = p.remote_ok(&["history", "--json"]);
+    let doc: serde_json::Value = serde_json::from_str(&text).unwrap();
+    serde_json::from_value(doc["entries"].clone())
+        .unwrap_or_else(|e| panic!("history --json has no entries list ({e}): {doc}"))
 }
