@@ -225,9 +225,14 @@ impl Run<'_, '_> {
                 "service {service} does not exist yet, so there is no image to redeploy or roll back to; pass --image REF"
             ),
         };
-        // Per node: the old task and the new one side by side (one on a first deploy).
-        let tasks = if from_image.is_some() { 2 } else { 1 };
-        let short = budget::short_nodes(&swarm::nodes()?, config.app.memory.bytes(), tasks);
+        let nodes = swarm::nodes()?;
+        let tasks = budget::tasks_per_node(
+            swarm_cfg.routing,
+            swarm_cfg.replicas.0,
+            &nodes,
+            from_image.is_none(),
+        );
+        let short = budget::short_nodes(&nodes, config.app.memory.bytes(), tasks);
         if !short.is_empty() {
             let err = anyhow::anyhow!(
                 "the memory budget: {} cannot hold this deploy's tasks ({}); lower app.memory or add memory to the node; nothing was changed",
