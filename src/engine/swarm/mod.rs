@@ -158,9 +158,13 @@ impl Run<'_, '_> {
             };
             anyhow::bail!("{first}{more}");
         }
-        loaded.config.swarm.clone().context(
+        let swarm = loaded.config.swarm.clone().context(
             "cutover.yml has no `swarm:` section; add at least `swarm: { port: 80 }` to use --engine swarm",
-        )
+        )?;
+        if let Some(why) = release::name_taken(&loaded.config, swarm.routing) {
+            anyhow::bail!("{why}");
+        }
+        Ok(swarm)
     }
 
     fn lock(&mut self, req: &Request) -> anyhow::Result<Option<crate::state::DeployLock>> {
@@ -323,6 +327,7 @@ impl Run<'_, '_> {
         self.login(t)?;
         let created = self.create_secrets(t)?;
         self.release(t)?;
+        self.stop_if_interrupted("the stack deploy")?;
         let deployed_at = self.stack_deploy(t)?;
         let failure = self.rollout(t)?;
         let rollout_ms = deployed_at.elapsed().as_millis() as u64;
@@ -391,6 +396,22 @@ impl Run<'_, '_> {
             ),
         );
         Ok(created)
+    }
+
+    /// An interrupt (SIGINT/SIGTERM) that came while an earlier step ran stops the deploy
+    /// before `next` changes anything: swarm would otherwise roll (or the front nginx switch)
+    /// on without cutover watching.
+    fn stop_if_interrupted(&self, next: &str) -> anyhow::Result<()> {
+        if !self.d.interrupted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(Failed {
+            message: format!(
+                "deploy interrupted (SIGINT/SIGTERM) before {next}; nothing was switched"
+            ),
+            abort: Abort::Interrupted,
+        }
+        .into())
     }
 
     /// Step 5: Stack deploy: swarm starts the rolling update in the background.
