@@ -446,7 +446,8 @@ fn cluster_one_node_blue_green_under_load_for_comparison() {
     let history = project
         .cutover(["history", "--json"])
         .success()
-        .stdout_json();
+        .stdout_json()["entries"]
+        .clone();
     let last = &history.as_array().unwrap().last().unwrap().clone();
     assert_eq!(
         (last["engine"].as_str(), last["result"].as_str()),
@@ -476,6 +477,7 @@ fn cluster_one_node_blue_green_under_load_for_comparison() {
     );
     assert_eq!(tally.failed, 0, "{:?}", tally.failures);
     release_phase_as_a_swarm_job(&project, &cluster.manager);
+    interrupts_in_the_gate_and_the_window(&project);
     eprintln!(
         "1-node cluster, routing: host: first deploy {:.1?}, blue→green {:.1?}, green→blue {:.1?}; {} requests, 0 failed",
         took_first, took_switch, took_back, tally.sent
@@ -612,7 +614,8 @@ fn release_phase_as_a_swarm_job(project: &Project, manager: &str) {
     let history = project
         .cutover(["history", "--json"])
         .success()
-        .stdout_json();
+        .stdout_json()["entries"]
+        .clone();
     let results: Vec<&str> = history
         .as_array()
         .unwrap()
@@ -645,6 +648,74 @@ fn release_phase_as_a_swarm_job(project: &Project, manager: &str) {
     edit_config(project, |c| {
         c["app"].as_object_mut().unwrap().remove("release");
     });
+}
+
+/// SIGTERM after the stack deploy: during the gate nothing is switched, during the watch
+/// window nginx goes back to the old color; both drop the new color and end as interrupts
+/// (exit 130), recorded.
+fn interrupts_in_the_gate_and_the_window(project: &Project) {
+    use std::io::BufRead as _;
+    let (old, _) = upstream(project);
+    let new = if old == "blue" { "green" } else { "blue" };
+    let new_service = format!("{}_web-{new}", project.name);
+    // The app answers 200, so a gate that wants 299 waits its whole (long) timeout: only the
+    // interrupt ends it early.
+    let mut health = serde_json::Value::Null;
+    edit_config(project, |c| {
+        health = c["app"]["health"].clone();
+        c["app"]["health"]["status"] = serde_json::json!(299);
+        c["app"]["health"]["timeout"] = serde_json::json!("300s");
+    });
+    let mut child = project.spawn(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2"]);
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        // The gate starts right after the rollout step ends.
+        if line.contains("✓ rollout") {
+            break;
+        }
+    }
+    assert!(seen.contains("✓ rollout"), "{seen}");
+    let out = crate::harness::common::sigterm_and_wait(child);
+    let stderr: String = seen + &lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(
+        stderr.contains(&format!("while {new} was gated")),
+        "{stderr}"
+    );
+    assert_eq!(upstream(project).0, old, "{stderr}");
+    assert!(!has_service(project, &new_service), "{stderr}");
+    // In the watch window: switched back.
+    edit_config(project, |c| {
+        c["app"]["health"] = health.clone();
+        c["app"]["settle"] = serde_json::json!("300s");
+    });
+    let child = project.spawn(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2"]);
+    let child = wait_for_switch(project, child, new);
+    let out = crate::harness::common::sigterm_and_wait(child);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("in the watch window"), "{stderr}");
+    assert_eq!(upstream(project).0, old, "{stderr}");
+    assert!(!has_service(project, &new_service), "{stderr}");
+    let history = project
+        .cutover(["history", "--json"])
+        .success()
+        .stdout_json()["entries"]
+        .clone();
+    let results: Vec<&str> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .take(2)
+        .map(|e| e["result"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(results, ["interrupted", "interrupted"]);
+    edit_config(project, |c| c["app"]["settle"] = serde_json::json!("6s"));
 }
 
 /// Under `routing: host` the stack holds one global service per color, on its color port in

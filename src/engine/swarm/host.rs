@@ -220,6 +220,7 @@ impl Run<'_, '_> {
         self.login(t)?;
         let created = self.create_secrets(t)?;
         self.release(t)?;
+        self.stop_if_interrupted("the stack deploy")?;
         let deployed_at = self.stack_deploy(t)?;
         let (rollout_ms, workers_before) = match self.move_to_new(t, colors, deployed_at) {
             Ok(moved) => moved,
@@ -263,6 +264,9 @@ impl Run<'_, '_> {
         let nodes = self.wait_tasks(t, &service)?;
         let rollout_ms = deployed_at.elapsed().as_millis() as u64;
         self.gate(colors.new, &nodes)?;
+        // From the switch on an interrupt no longer stops the deploy before it: the watch
+        // window switches back instead.
+        self.stop_if_interrupted("the switch")?;
         let upstream = nginx_for(config, &upstream_file(config));
         let workers_before = upstream.worker_pids();
         self.clock.start(Step::Switch, "");
@@ -288,7 +292,7 @@ impl Run<'_, '_> {
                 if nodes.len() == 1 { "" } else { "s" }
             ),
         );
-        if let Err(e) = self.watch(colors.new, &service, &nodes) {
+        if let Err(e) = self.watch(colors.new, &service, &nodes, colors.active.is_some()) {
             if colors.active.is_some() {
                 switch.restore(&upstream).context("switching back failed")?;
             }
@@ -390,6 +394,17 @@ impl Run<'_, '_> {
         let deadline = Instant::now() + config.app.health.timeout.get();
         for node in nodes {
             loop {
+                if self.d.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+                    self.clock
+                        .failed(Step::Health, "interrupted (SIGINT/SIGTERM)");
+                    return Err(Failed {
+                        message: format!(
+                            "deploy interrupted (SIGINT/SIGTERM) while {color} was gated; nothing was switched"
+                        ),
+                        abort: Abort::Interrupted,
+                    }
+                    .into());
+                }
                 let answer = probe(&prober, config, node, color);
                 if healthy(config, &answer) {
                     break;
@@ -424,8 +439,15 @@ impl Run<'_, '_> {
     /// and the task that passed the gate on each of them must still be the one running (a
     /// task that crashed is seen in swarm's task states even when swarm restarted it between
     /// two looks); a node that leaves the swarm is the front nginx's to skip, not the new
-    /// color's fault.
-    fn watch(&mut self, color: Color, service: &str, nodes: &[ClusterNode]) -> anyhow::Result<()> {
+    /// color's fault. An interrupt ends the window: a failure (the caller switches back) when
+    /// there is an old color to go back to, else the deploy finishes, as under compose.
+    fn watch(
+        &mut self,
+        color: Color,
+        service: &str,
+        nodes: &[ClusterNode],
+        old_running: bool,
+    ) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
         let window = config.app.settle.get();
         if window.is_zero() {
@@ -437,6 +459,26 @@ impl Run<'_, '_> {
         let gated = serving_tasks(service)?;
         let mut lost = 0;
         while started.elapsed() < window {
+            if self.d.interrupted.load(std::sync::atomic::Ordering::SeqCst) {
+                if !old_running {
+                    self.clock.done(
+                        Step::Settle,
+                        format!(
+                            "{color} watched until an interrupt (SIGINT/SIGTERM) ended the window"
+                        ),
+                    );
+                    return Ok(());
+                }
+                self.clock
+                    .failed(Step::Settle, "interrupted (SIGINT/SIGTERM)");
+                return Err(Failed {
+                    message: format!(
+                        "deploy interrupted (SIGINT/SIGTERM) in the watch window of {color}; switched back"
+                    ),
+                    abort: Abort::Interrupted,
+                }
+                .into());
+            }
             let up: Vec<String> = swarm::nodes()?
                 .into_iter()
                 .filter(|n| n.state == "ready")

@@ -158,9 +158,13 @@ impl Run<'_, '_> {
             };
             anyhow::bail!("{first}{more}");
         }
-        loaded.config.swarm.clone().context(
+        let swarm = loaded.config.swarm.clone().context(
             "cutover.yml has no `swarm:` section; add at least `swarm: { port: 80 }` to use --engine swarm",
-        )
+        )?;
+        if let Some(why) = release::name_taken(&loaded.config, swarm.routing) {
+            anyhow::bail!("{why}");
+        }
+        Ok(swarm)
     }
 
     fn lock(&mut self, req: &Request) -> anyhow::Result<Option<crate::state::DeployLock>> {
@@ -225,9 +229,14 @@ impl Run<'_, '_> {
                 "service {service} does not exist yet, so there is no image to redeploy or roll back to; pass --image REF"
             ),
         };
-        // Per node: the old task and the new one side by side (one on a first deploy).
-        let tasks = if from_image.is_some() { 2 } else { 1 };
-        let short = budget::short_nodes(&swarm::nodes()?, config.app.memory.bytes(), tasks);
+        let nodes = swarm::nodes()?;
+        let tasks = budget::tasks_per_node(
+            swarm_cfg.routing,
+            swarm_cfg.replicas.0,
+            &nodes,
+            from_image.is_none(),
+        );
+        let short = budget::short_nodes(&nodes, config.app.memory.bytes(), tasks);
         if !short.is_empty() {
             let err = anyhow::anyhow!(
                 "the memory budget: {} cannot hold this deploy's tasks ({}); lower app.memory or add memory to the node; nothing was changed",
@@ -318,6 +327,7 @@ impl Run<'_, '_> {
         self.login(t)?;
         let created = self.create_secrets(t)?;
         self.release(t)?;
+        self.stop_if_interrupted("the stack deploy")?;
         let deployed_at = self.stack_deploy(t)?;
         let failure = self.rollout(t)?;
         let rollout_ms = deployed_at.elapsed().as_millis() as u64;
@@ -386,6 +396,22 @@ impl Run<'_, '_> {
             ),
         );
         Ok(created)
+    }
+
+    /// An interrupt (SIGINT/SIGTERM) that came while an earlier step ran stops the deploy
+    /// before `next` changes anything: swarm would otherwise roll (or the front nginx switch)
+    /// on without cutover watching.
+    fn stop_if_interrupted(&self, next: &str) -> anyhow::Result<()> {
+        if !self.d.interrupted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        Err(Failed {
+            message: format!(
+                "deploy interrupted (SIGINT/SIGTERM) before {next}; nothing was switched"
+            ),
+            abort: Abort::Interrupted,
+        }
+        .into())
     }
 
     /// Step 5: Stack deploy: swarm starts the rolling update in the background.

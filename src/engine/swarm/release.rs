@@ -18,6 +18,7 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::config::{Config, Routing};
 use crate::docker::swarm::{self, Job, TaskState};
 use crate::engine::{Abort, Event, Failed, Step};
 use crate::secrets::deploy_env::redact;
@@ -50,6 +51,7 @@ impl Run<'_, '_> {
             ));
             return Ok(());
         }
+        self.stop_if_interrupted("the release job")?;
         if t.first_deploy && !config.accessories.is_empty() {
             self.accessories_first(t)?;
         }
@@ -213,7 +215,8 @@ impl Run<'_, '_> {
         for acc in self.d.loaded.config.accessories.keys() {
             let service = swarm::service_name(&t.project, acc.as_str());
             while !swarm::tasks(&service)?.iter().any(|t| t.serving()) {
-                if started.elapsed() >= limit || self.d.interrupted.load(Ordering::SeqCst) {
+                self.stop_if_interrupted("the release job")?;
+                if started.elapsed() >= limit {
                     return Err(Failed {
                         message: format!(
                             "accessory {service} was not running after {:.0?}, before the release phase; nothing was switched",
@@ -242,10 +245,59 @@ impl Run<'_, '_> {
     }
 }
 
+/// The job's service, `<project>_release`, when it is also one of the stack's services (an
+/// accessory named `release`, or the app under `routing: ingress`): removing a leftover job
+/// by that name would remove that service. Said for an error, naming the key.
+pub(super) fn name_taken(config: &Config, routing: Routing) -> Option<String> {
+    config.app.release.as_ref()?;
+    let key = if config.accessories.keys().any(|a| a.as_str() == "release") {
+        "accessories.release"
+    } else if routing == Routing::Ingress && config.app.name.as_str() == "release" {
+        "app.name"
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{key}: the service {project}_release is also the name of app.release's one-off job under the swarm engine; rename it",
+        project = config.project
+    ))
+}
+
 /// A task state after which a job's task will not run again.
 fn ended(state: &TaskState) -> bool {
     matches!(
         state,
         TaskState::Shutdown | TaskState::Remove | TaskState::Orphaned
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn config(app: &str, accessory: &str) -> Config {
+        let text = format!(
+            "project: shop\napp: {{ name: {app}, image: example/web, port: 3000, memory: 128M, release: [migrate] }}\n\
+             accessories: {{ {accessory}: {{ image: redis:7, memory: 64M }} }}\n\
+             colors: {{ blue: 9001, green: 9002 }}\n\
+             swarm: {{ port: 80 }}\n"
+        );
+        Config::from_yaml(&text, Path::new("cutover.yml")).unwrap()
+    }
+
+    #[test]
+    fn the_job_name_may_not_be_a_service_of_the_stack() {
+        let taken = name_taken(&config("web", "release"), Routing::Host).unwrap();
+        assert!(
+            taken.starts_with("accessories.release: the service shop_release is also"),
+            "{taken}"
+        );
+        let taken = name_taken(&config("release", "cache"), Routing::Ingress).unwrap();
+        assert!(taken.starts_with("app.name: "), "{taken}");
+        // Under host routing the app runs as release-blue / release-green.
+        assert_eq!(name_taken(&config("release", "cache"), Routing::Host), None);
+        assert_eq!(name_taken(&config("web", "cache"), Routing::Ingress), None);
+    }
 }
