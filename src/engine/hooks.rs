@@ -141,6 +141,47 @@ pub fn check_keys(hooks: &Hooks, secrets: &BTreeMap<String, SecretString>) -> an
     Ok(())
 }
 
+/// After a deploy on either engine: `post_deploy` on success (its run added to the summary
+/// through `hooks_of`, a failure as a note), `on_failure` on failure (told `failed` or
+/// `interrupted`, its failure said after the deploy's error). The deploy's result stands.
+pub fn after_deploy<D>(
+    result: anyhow::Result<crate::engine::Summary<D>>,
+    hooks: &Hooks,
+    mut run_hook: impl FnMut(HookKind, Standing<'_>) -> Option<HookRun>,
+    hooks_of: fn(&mut D) -> &mut Vec<HookRun>,
+) -> anyhow::Result<crate::engine::Summary<D>> {
+    match result {
+        Ok(mut summary) => {
+            let standing = Standing {
+                result: "ok",
+                error: None,
+            };
+            if let Some(run) = run_hook(HookKind::PostDeploy, standing) {
+                if !run.ok {
+                    summary.notes.push(run.failure(hooks));
+                }
+                hooks_of(&mut summary.detail).push(run);
+            }
+            Ok(summary)
+        }
+        Err(err) => {
+            let message = format!("{err:#}");
+            let standing = Standing {
+                result: if crate::engine::failure::is_interrupted(&err) {
+                    "interrupted"
+                } else {
+                    "failed"
+                },
+                error: Some(&message),
+            };
+            match run_hook(HookKind::OnFailure, standing) {
+                Some(run) if !run.ok => Err(amend(err, &run.failure(hooks))),
+                _ => Err(err),
+            }
+        }
+    }
+}
+
 /// The deploy's error with the on_failure hook's failure said after it (the same kind, so
 /// the exit code and the history verdict stay).
 pub fn amend(err: anyhow::Error, text: &str) -> anyhow::Error {

@@ -12,7 +12,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::engine::hooks::{self, Facts, HookKind, HookRun, Runner, Standing};
-use crate::engine::{failure, Abort, Failed, Reporter, Request};
+use crate::engine::{Abort, Failed, Reporter, Request};
 
 use super::{Run, Summary, Target};
 
@@ -86,8 +86,8 @@ impl Run<'_, '_> {
         Some(run)
     }
 
-    /// After the deploy: `post_deploy` on success, `on_failure` on failure. A hook's failure
-    /// is reported, the result stays.
+    /// After the deploy: `post_deploy` on success, `on_failure` on failure
+    /// ([`hooks::after_deploy`]); nothing for a dry run.
     pub(super) fn after_hooks(
         &mut self,
         req: &Request,
@@ -96,38 +96,12 @@ impl Run<'_, '_> {
         if req.dry_run {
             return result;
         }
-        match result {
-            Ok(mut summary) => {
-                let standing = Standing {
-                    result: "ok",
-                    error: None,
-                };
-                if let Some(run) = self.run_hook(HookKind::PostDeploy, standing) {
-                    if !run.ok {
-                        summary.notes.push(run.failure(&self.d.loaded.config.hooks));
-                    }
-                    summary.detail.hooks.push(run);
-                }
-                Ok(summary)
-            }
-            Err(err) => {
-                let result = if failure::is_interrupted(&err) {
-                    "interrupted"
-                } else {
-                    "failed"
-                };
-                let message = format!("{err:#}");
-                let standing = Standing {
-                    result,
-                    error: Some(&message),
-                };
-                match self.run_hook(HookKind::OnFailure, standing) {
-                    Some(run) if !run.ok => {
-                        Err(hooks::amend(err, &run.failure(&self.d.loaded.config.hooks)))
-                    }
-                    _ => Err(err),
-                }
-            }
-        }
+        let d = self.d;
+        hooks::after_deploy(
+            result,
+            &d.loaded.config.hooks,
+            |kind, standing| self.run_hook(kind, standing),
+            |detail| &mut detail.hooks,
+        )
     }
 }

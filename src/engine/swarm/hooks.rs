@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use crate::engine::hooks::{self, Facts, HookKind, HookRun, Runner, Standing};
-use crate::engine::{failure, Abort, Failed, Request};
+use crate::engine::{Abort, Failed, Request};
 
 use super::{Run, Summary, Target};
 
@@ -83,43 +83,17 @@ impl Run<'_, '_> {
         Some(run)
     }
 
-    /// `post_deploy` on success, `on_failure` on failure; a hook's failure is reported, the
-    /// result stays.
+    /// `post_deploy` on success, `on_failure` on failure ([`hooks::after_deploy`]).
     pub(super) fn after_hooks(
         &mut self,
         result: anyhow::Result<Summary>,
     ) -> anyhow::Result<Summary> {
-        match result {
-            Ok(mut summary) => {
-                let standing = Standing {
-                    result: "ok",
-                    error: None,
-                };
-                if let Some(run) = self.run_hook(HookKind::PostDeploy, standing) {
-                    if !run.ok {
-                        summary.notes.push(run.failure(&self.d.loaded.config.hooks));
-                    }
-                    summary.detail.hooks.push(run);
-                }
-                Ok(summary)
-            }
-            Err(err) => {
-                let message = format!("{err:#}");
-                let standing = Standing {
-                    result: if failure::is_interrupted(&err) {
-                        "interrupted"
-                    } else {
-                        "failed"
-                    },
-                    error: Some(&message),
-                };
-                match self.run_hook(HookKind::OnFailure, standing) {
-                    Some(run) if !run.ok => {
-                        Err(hooks::amend(err, &run.failure(&self.d.loaded.config.hooks)))
-                    }
-                    _ => Err(err),
-                }
-            }
-        }
+        let d = self.d;
+        hooks::after_deploy(
+            result,
+            &d.loaded.config.hooks,
+            |kind, standing| self.run_hook(kind, standing),
+            |detail| &mut detail.hooks,
+        )
     }
 }
