@@ -579,32 +579,7 @@ impl Run<'_, '_> {
         step: Step,
     ) -> anyhow::Result<()> {
         self.clock.start(step, "");
-        let rendered = super::stack::render(
-            &self.d.renderer,
-            &self.d.loaded.config,
-            &super::stack::StackPlan {
-                image: t.image.clone(),
-                secret_names: super::secret_names(&t.project, &self.d.secrets),
-                secret_keys: self.d.secret_keys.clone(),
-                colors: vec![keep],
-                accessories_only: false,
-            },
-        )?;
-        crate::atomic::write(
-            &t.stack_file,
-            rendered.text.as_bytes(),
-            crate::state::FILE_MODE,
-        )?;
-        swarm::stack_deploy(
-            &t.stack_file,
-            &t.project,
-            swarm::StackDeploy {
-                resolve_image: t.swarm.resolve_image.as_str(),
-                prune: true,
-                registry_auth: t.registry_auth,
-            },
-        )?;
-        Ok(())
+        self.deploy_partial_stack(t, vec![keep], false, true)
     }
 }
 

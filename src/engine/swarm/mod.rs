@@ -414,6 +414,45 @@ impl Run<'_, '_> {
         .into())
     }
 
+    /// A stack of only part of the app, rendered, written over the stack file and deployed:
+    /// `colors` (with their images; none for the accessories alone) and, with `prune`, every
+    /// service it no longer names removed. The release phase's accessories-first deploy and
+    /// the host routing's "one color left" both are one.
+    fn deploy_partial_stack(
+        &self,
+        t: &Target,
+        colors: Vec<(crate::config::Color, String)>,
+        accessories_only: bool,
+        prune: bool,
+    ) -> anyhow::Result<()> {
+        let rendered = stack::render(
+            &self.d.renderer,
+            &self.d.loaded.config,
+            &StackPlan {
+                image: t.image.clone(),
+                secret_names: secret_names(&t.project, &self.d.secrets),
+                secret_keys: self.d.secret_keys.clone(),
+                colors,
+                accessories_only,
+            },
+        )?;
+        crate::atomic::write(
+            &t.stack_file,
+            rendered.text.as_bytes(),
+            crate::state::FILE_MODE,
+        )?;
+        swarm::stack_deploy(
+            &t.stack_file,
+            &t.project,
+            swarm::StackDeploy {
+                resolve_image: t.swarm.resolve_image.as_str(),
+                prune,
+                registry_auth: t.registry_auth,
+            },
+        )?;
+        Ok(())
+    }
+
     /// Step 5: Stack deploy: swarm starts the rolling update in the background.
     fn stack_deploy(&mut self, t: &Target) -> anyhow::Result<Instant> {
         self.clock.start(Step::Stack, "");

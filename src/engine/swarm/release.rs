@@ -185,31 +185,7 @@ impl Run<'_, '_> {
     /// each accessory running, before the release job needs them.
     fn accessories_first(&mut self, t: &Target) -> anyhow::Result<()> {
         self.clock.start(Step::Accessories, "");
-        let rendered = super::stack::render(
-            &self.d.renderer,
-            &self.d.loaded.config,
-            &super::stack::StackPlan {
-                image: t.image.clone(),
-                secret_names: super::secret_names(&t.project, &self.d.secrets),
-                secret_keys: self.d.secret_keys.clone(),
-                colors: Vec::new(),
-                accessories_only: true,
-            },
-        )?;
-        crate::atomic::write(
-            &t.stack_file,
-            rendered.text.as_bytes(),
-            crate::state::FILE_MODE,
-        )?;
-        swarm::stack_deploy(
-            &t.stack_file,
-            &t.project,
-            swarm::StackDeploy {
-                resolve_image: t.swarm.resolve_image.as_str(),
-                prune: false,
-                registry_auth: t.registry_auth,
-            },
-        )?;
+        self.deploy_partial_stack(t, Vec::new(), true, false)?;
         let limit = self.d.loaded.config.app.release_timeout.get();
         let started = Instant::now();
         for acc in self.d.loaded.config.accessories.keys() {
