@@ -30,6 +30,7 @@ pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Restart, Size, Swap, Swappiness,
 };
 pub use schema::{
+    SwitchMode,
     Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Routing,
     SecretsDelivery, Swarm, Tls,
 };

@@ -127,6 +127,33 @@ impl Config {
                 ),
             ));
         }
+        if let Some([primary, backup]) = self.nginx.switch_ports {
+            let taken = [
+                (self.colors.blue.0, "colors.blue"),
+                (self.colors.green.0, "colors.green"),
+                (self.nginx.listen_port().unwrap_or(0), "nginx.listen"),
+            ];
+            for port in [primary, backup] {
+                if let Some((_, key)) = taken.iter().find(|(p, _)| *p == port.0) {
+                    return Err(Invalid::new(
+                        "nginx.switch_ports",
+                        format!("port {port} is also {key} (expected two ports of their own)"),
+                    ));
+                }
+            }
+            if primary == backup {
+                return Err(Invalid::new(
+                    "nginx.switch_ports",
+                    format!("both ports are {primary} (expected two different ports: [primary, backup])"),
+                ));
+            }
+        } else if self.nginx.switch == super::schema::SwitchMode::Nft {
+            return Err(Invalid::new(
+                "nginx.switch",
+                "`nft` needs nginx.switch_ports: [primary, backup] (two free loopback ports)"
+                    .to_string(),
+            ));
+        }
         if let Some(listen) = self.nginx.listen_port() {
             for color in Color::ALL {
                 if self.colors.port(color) == listen {
