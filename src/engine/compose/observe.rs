@@ -146,11 +146,19 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
     let fallback_open = include
         .as_deref()
         .is_some_and(crate::nginx::include_routes_through_a_group);
-    let nginx_color = include.as_deref().and_then(include_port).and_then(|port| {
-        Color::ALL
-            .into_iter()
-            .find(|c| config.colors.port(*c) == port)
-    });
+    let port = include.as_deref().and_then(include_port);
+    let switch_primary = config.nginx.switch_ports.map(|[p, _]| p.0);
+    // In nft mode the include names the switch's port: the rule says which color that is
+    // (the rule wins over the record; a rule that cannot be read is an error, not "none").
+    let nginx_color = if port.is_some() && port == switch_primary {
+        rule_color(config).map_err(|why| anyhow::anyhow!("observe the nft switch: {why}"))?
+    } else {
+        port.and_then(|port| {
+            Color::ALL
+                .into_iter()
+                .find(|c| config.colors.port(*c) == port)
+        })
+    };
     // nginx's answer and the engine's are independent: ask both at once.
     let (served, containers) = std::thread::scope(|scope| {
         let served = scope.spawn(|| ask_nginx(config));
@@ -234,6 +242,9 @@ impl<'a> Marker<'a> {
     /// project's upstream for it, this project's name. Several projects share one nginx, so a
     /// marker that names only a color may be another project's (routed by Host).
     pub fn ours(&self, config: &crate::config::Config) -> Result<Color, String> {
+        if self.color == "nft" {
+            return self.ours_nft(config);
+        }
         let color = Color::ALL
             .into_iter()
             .find(|c| c.as_str() == self.color)
@@ -251,6 +262,48 @@ impl<'a> Marker<'a> {
             ));
         }
         Ok(color)
+    }
+}
+
+impl Marker<'_> {
+    /// The nft include's marker (`nft <primary url> <project>`): which color it serves is
+    /// the kernel's rule, read back now.
+    fn ours_nft(&self, config: &crate::config::Config) -> Result<Color, String> {
+        if let Some(project) = self.project.filter(|p| *p != config.project.as_str()) {
+            return Err(format!(
+                "it is project {project}'s marker, not {}'s",
+                config.project
+            ));
+        }
+        let expected = crate::render::switch_addresses(config).map(|[p, _]| format!("http://{p}"));
+        if self.upstream != expected.as_deref() {
+            return Err(format!(
+                "it routes through the nft switch at {}, not this project's ({})",
+                self.upstream.unwrap_or("?"),
+                expected.as_deref().unwrap_or("no nginx.switch_ports")
+            ));
+        }
+        rule_color(config)?.ok_or_else(|| {
+            format!(
+                "nginx routes through the nft switch, but table ip {} does not exist",
+                crate::nft::table(config.project.as_str())
+            )
+        })
+    }
+}
+
+/// The color the project's nft rule leads its primary port to (None: no table); a rule
+/// that cannot be read, or leads to neither color, in words.
+fn rule_color(config: &crate::config::Config) -> Result<Option<Color>, String> {
+    match super::nft_switch::read(config) {
+        Ok(None) => Ok(None),
+        Ok(Some(m)) => super::nft_switch::color_of(config, &m).map(Some).ok_or_else(|| {
+            format!(
+                "the nft rule maps port {} to port {}, neither color's",
+                m.primary, m.primary_to
+            )
+        }),
+        Err(e) => Err(format!("{e:#}")),
     }
 }
 

@@ -1,0 +1,194 @@
+//! `nginx.switch`: which way this deploy switches colors, and the nft way itself.
+//!
+//! In nft mode nginx's upstream never changes: the site's switch group names two stable
+//! loopback ports and the kernel maps them (`crate::nft`). A switch, the watch window's
+//! close and a switch back are each one rule rewrite, no reload: nginx's workers and their
+//! keep-alive client connections stay. The include (the switch group, the `nft` marker) is
+//! written, and nginx reloaded, only when the mode is first set up or the include's text
+//! changes; `auto` falls back to the include + reload where nft cannot work, and says why,
+//! once per deploy.
+
+use serde::Serialize;
+
+use crate::config::{Color, Config, SwitchMode};
+use crate::nft::Mapping;
+
+use super::Run;
+
+/// The way this deploy switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Used {
+    /// The include + `nginx -s reload`.
+    Reload,
+    /// The nftables rule; nginx is not reloaded.
+    Nft,
+}
+
+/// Decides the way: `Ok((used, why reload))`, the reason only when `auto` fell back;
+/// `Err` when `nginx.switch: nft` cannot work here (a refusal naming why).
+pub(super) fn decide(config: &Config) -> anyhow::Result<(Used, Option<String>)> {
+    let mode = config.nginx.switch;
+    if mode == SwitchMode::Reload {
+        return Ok((Used::Reload, None));
+    }
+    match why_not_nft(config) {
+        None => Ok((Used::Nft, None)),
+        Some(why) if mode == SwitchMode::Auto => Ok((
+            Used::Reload,
+            Some(format!(
+                "nginx.switch: auto: switching with the include + nginx reload, since {why}"
+            )),
+        )),
+        Some(why) => anyhow::bail!("nginx.switch: nft cannot work on this box: {why}"),
+    }
+}
+
+/// Why nft mode cannot work here, or None.
+fn why_not_nft(config: &Config) -> Option<String> {
+    if config.nginx.switch_ports.is_none() {
+        return Some("nginx.switch_ports is not set".into());
+    }
+    if config.colors.upstream_host() != std::net::IpAddr::from([127, 0, 0, 1]) {
+        return Some(format!(
+            "the colors are published on {}, not 127.0.0.1 (the rule maps loopback only)",
+            config.colors.upstream_host()
+        ));
+    }
+    if let Err(e) = crate::nft::available() {
+        return Some(e.to_string());
+    }
+    let site = &config.nginx.site;
+    match std::fs::read_to_string(site) {
+        Ok(text) if crate::render::site_declares_switch(config, &text) => None,
+        Ok(_) => Some(format!(
+            "the site {} does not declare the upstream {} with nginx.switch_ports (run `cutover \
+             bootstrap` to install the site again)",
+            site.display(),
+            crate::render::switch_group(config)
+        )),
+        Err(e) => Some(format!("the site {} cannot be read: {e}", site.display())),
+    }
+}
+
+/// The mapping that routes new connections to `to`, with `backup` behind it.
+pub(super) fn mapping(config: &Config, to: Color, backup: Color) -> Option<Mapping> {
+    let [primary, backup_port] = config.nginx.switch_ports?;
+    Some(Mapping {
+        primary: primary.0,
+        primary_to: config.colors.port(to),
+        backup: backup_port.0,
+        backup_to: config.colors.port(backup),
+    })
+}
+
+/// The color a mapping's primary port leads to (None: a port of neither color).
+pub fn color_of(config: &Config, mapping: &Mapping) -> Option<Color> {
+    Color::ALL
+        .into_iter()
+        .find(|c| config.colors.port(*c) == mapping.primary_to)
+}
+
+/// Reads the project's rule back (None: no switch ports, or no table).
+pub fn read(config: &Config) -> anyhow::Result<Option<Mapping>> {
+    let Some([primary, backup]) = config.nginx.switch_ports else {
+        return Ok(None);
+    };
+    crate::nft::read(config.project.as_str(), primary.0, backup.0)
+}
+
+/// What undoes one nft switch: the rule before it (None: no table), and the include write of
+/// a set-up (None: the include was already the nft one).
+pub(super) struct Undo {
+    previous: Option<Mapping>,
+    include: Option<crate::nginx::Switch>,
+}
+
+impl Run<'_, '_> {
+    /// Routes new connections to `to` (`backup` behind it): the rule, then, when the include
+    /// on disk is not the nft one yet, the include + reload (the mode's set-up). Returns the
+    /// include's text for the probe, whether nginx was reloaded, and the undo.
+    pub(super) fn nft_route(
+        &self,
+        to: Color,
+        backup: Color,
+    ) -> anyhow::Result<(String, bool, Undo)> {
+        let config = &self.d.loaded.config;
+        let project = config.project.as_str();
+        let wanted = mapping(config, to, backup)
+            .ok_or_else(|| anyhow::anyhow!("nginx.switch: nft needs nginx.switch_ports"))?;
+        let previous = read(config)?;
+        crate::nft::switch(project, &wanted, &self.d.loaded.state_dir())?;
+        let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
+        let text = self.d.renderer.include_nft(config, maintenance.as_ref())?;
+        let mut undo = Undo {
+            previous,
+            include: None,
+        };
+        if self.nginx.current_include()?.as_deref() != Some(text.as_str()) {
+            match self.nginx.switch(&text) {
+                Ok(sw) => undo.include = Some(sw),
+                Err(e) => {
+                    let restored = self.nft_undo(undo);
+                    return Err(match restored {
+                        Ok(()) => e,
+                        Err(again) => e.context(format!("putting the rule back failed too: {again:#}")),
+                    });
+                }
+            }
+        }
+        // The kernel has it: read it back, so a rule that did not take is never proven by a
+        // probe that a backup answered.
+        match read(config)? {
+            Some(m) if m == wanted => {}
+            other => anyhow::bail!(
+                "the nft rule read back is {other:?}, not the {wanted:?} just written"
+            ),
+        }
+        let reloaded = undo.include.is_some();
+        Ok((text, reloaded, undo))
+    }
+
+    /// Puts the rule (and the include, if this switch set it up) back.
+    pub(super) fn nft_undo(&self, undo: Undo) -> anyhow::Result<()> {
+        let config = &self.d.loaded.config;
+        let project = config.project.as_str();
+        let state_dir = self.d.loaded.state_dir();
+        match undo.previous {
+            Some(m) => crate::nft::switch(project, &m, &state_dir)?,
+            None => crate::nft::remove(project, &state_dir)?,
+        }
+        if let Some(sw) = undo.include {
+            sw.restore(&self.nginx)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "project: p\napp: {{ name: web, image: example/web, port: 3000, memory: 64M }}\ncolors: {{ blue: 9011, green: 9012 }}\n{extra}"
+        );
+        Config::from_yaml(&text, std::path::Path::new("cutover.yml")).unwrap()
+    }
+
+    #[test]
+    fn reload_is_the_default_and_auto_without_ports_falls_back_saying_why() {
+        assert_eq!(decide(&config("")).unwrap(), (Used::Reload, None));
+        let (used, why) = decide(&config("nginx: { switch: auto }\n")).unwrap();
+        assert_eq!(used, Used::Reload);
+        assert!(why.unwrap().contains("nginx.switch_ports is not set"));
+    }
+
+    #[test]
+    fn the_mapping_leads_the_stable_ports_to_the_colors() {
+        let c = config("nginx: { switch_ports: [9100, 9101] }\n");
+        let m = mapping(&c, Color::Green, Color::Blue).unwrap();
+        assert_eq!((m.primary, m.primary_to, m.backup, m.backup_to), (9100, 9012, 9101, 9011));
+        assert_eq!(color_of(&c, &m), Some(Color::Green));
+    }
+}
