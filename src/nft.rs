@@ -20,9 +20,10 @@
 //! changed rule, which is what lets the old color drain.
 //!
 //! Read back as JSON (`nft -j list table`), never human output; JSON that does not parse is
-//! an error naming the command (fail closed). Every ruleset applied is also saved in the
-//! project's state dir (`switch.nft`, atomic, 0600) so the boot unit can restore it before
-//! nginx serves (`restore`).
+//! an error naming the command (fail closed). Every ruleset applied is also saved, atomic and
+//! 0600, as `<project>.nft` in one box-wide directory ([`saved_dir`]: `/var/lib/cutover/switch`)
+//! so the boot unit (`bootstrap/boot_switch.rs`) restores them all with `nft -f` before nginx
+//! serves, with no cutover binary and no project dir needed at boot.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -32,8 +33,23 @@ use serde::Deserialize;
 
 use crate::process::Cmd;
 
-/// The file in a project's state dir holding its last applied ruleset.
-pub const SAVED: &str = "switch.nft";
+/// Where every project's last applied ruleset is saved, for the boot restore.
+pub const SAVED_DIR: &str = "/var/lib/cutover/switch";
+
+/// Overrides [`SAVED_DIR`] (tests, a box bootstrapped under `--root`).
+pub const SAVED_DIR_ENV: &str = "CUTOVER_SWITCH_DIR";
+
+/// [`SAVED_DIR_ENV`] when set, else [`SAVED_DIR`].
+pub fn saved_dir() -> PathBuf {
+    std::env::var_os(SAVED_DIR_ENV)
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| SAVED_DIR.into(), PathBuf::from)
+}
+
+/// The saved ruleset of `project` in `dir`.
+pub fn saved(dir: &Path, project: &str) -> PathBuf {
+    dir.join(format!("{project}.nft"))
+}
 
 /// How long one `nft` run may take: it is a netlink transaction, milliseconds.
 const NFT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -118,7 +134,7 @@ pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
 
 /// Replaces `project`'s table with `mapping`, then saves the ruleset for the boot restore.
 /// The kernel first: a saved file never names a mapping that was not applied.
-pub fn switch(project: &str, mapping: &Mapping, state_dir: &Path) -> anyhow::Result<()> {
+pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()> {
     let text = ruleset(project, mapping);
     apply(
         &text,
@@ -127,20 +143,23 @@ pub fn switch(project: &str, mapping: &Mapping, state_dir: &Path) -> anyhow::Res
             mapping.primary, mapping.primary_to
         ),
     )?;
-    let saved = state_dir.join(SAVED);
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("create {} for the nft switch's boot restore", dir.display()))?;
+    let saved = saved(dir, project);
     crate::atomic::write(&saved, text.as_bytes(), 0o600)
         .with_context(|| format!("save the nft switch ruleset to {}", saved.display()))
 }
 
 /// Deletes `project`'s table and its saved ruleset (project removal, tests' teardown).
-pub fn remove(project: &str, state_dir: &Path) -> anyhow::Result<()> {
+pub fn remove(project: &str, dir: &Path) -> anyhow::Result<()> {
     apply(
         &removal(project),
         &format!("delete project {project}'s nft switch table"),
     )?;
-    match std::fs::remove_file(state_dir.join(SAVED)) {
+    let saved = saved(dir, project);
+    match std::fs::remove_file(&saved) {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("remove {}", state_dir.join(SAVED).display()))
+            Err(e).with_context(|| format!("remove {}", saved.display()))
         }
         _ => Ok(()),
     }
@@ -154,15 +173,6 @@ pub fn restore(saved: &Path) -> anyhow::Result<()> {
         &text,
         &format!("restore the nft switch saved in {}", saved.display()),
     )
-}
-
-/// The saved rulesets of every registered project, in `state_dirs` (`<dir>/switch.nft`).
-pub fn saved_in(state_dirs: &[PathBuf]) -> Vec<PathBuf> {
-    state_dirs
-        .iter()
-        .map(|d| d.join(SAVED))
-        .filter(|p| p.is_file())
-        .collect()
 }
 
 /// Reads `project`'s mapping back from the kernel: `None` when it has no table; a table

@@ -118,7 +118,7 @@ impl Run<'_, '_> {
         let wanted = mapping(config, to, backup)
             .ok_or_else(|| anyhow::anyhow!("nginx.switch: nft needs nginx.switch_ports"))?;
         let previous = read(config)?;
-        crate::nft::switch(project, &wanted, &self.d.loaded.state_dir())?;
+        crate::nft::switch(project, &wanted, &crate::nft::saved_dir())?;
         let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
         let text = self.d.renderer.include_nft(config, maintenance.as_ref())?;
         let mut undo = Undo {
@@ -153,10 +153,10 @@ impl Run<'_, '_> {
     pub(super) fn nft_undo(&self, undo: Undo) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
         let project = config.project.as_str();
-        let state_dir = self.d.loaded.state_dir();
+        let dir = crate::nft::saved_dir();
         match undo.previous {
-            Some(m) => crate::nft::switch(project, &m, &state_dir)?,
-            None => crate::nft::remove(project, &state_dir)?,
+            Some(m) => crate::nft::switch(project, &m, &dir)?,
+            None => crate::nft::remove(project, &dir)?,
         }
         if let Some(sw) = undo.include {
             sw.restore(&self.nginx)?;

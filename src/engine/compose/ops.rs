@@ -377,7 +377,7 @@ mod tests {
             compose_text: String::new(),
             include_text: String::new(),
             route: crate::render::Route::Direct,
-            switch: super::nft_switch::Used::Reload,
+            switch: crate::engine::compose::nft_switch::Used::Reload,
             accessories_down: accessories_down.iter().map(|s| s.to_string()).collect(),
             workers: Vec::new(),
             retired: Vec::new(),

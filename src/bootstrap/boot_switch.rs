@@ -1,0 +1,122 @@
+//! Step "nft switch at boot": `nginx.switch: nft` keeps which color serves in the kernel's
+//! rules, which a reboot empties. nginx's upstream names the switch's stable ports, so until
+//! the rules are back every request would reach nothing: a oneshot unit restores every
+//! project's saved ruleset (`crate::nft::saved_dir`, one `<project>.nft` each, written by
+//! every switch) with `nft -f`, ordered `Before=nginx.service` and after `nftables.service`
+//! (whose `flush ruleset` would delete them again).
+//!
+//! What it installs:
+//! - `/usr/local/lib/cutover/restore-switch`: a POSIX sh script: `nft -f` of each saved file,
+//!   every file tried, exit 1 if any failed (its error in the journal, `journalctl -u
+//!   cutover-switch`); stock parts only, no cutover binary at boot, so the user-data writes
+//!   the same script and unit at first boot;
+//! - `cutover-switch.service`, as root (changing rules needs CAP_NET_ADMIN), wanted by
+//!   nginx.service and multi-user.target.
+//!
+//! A failed restore does not hold nginx back: the site of a project in reload mode (no
+//! saved file) serves; a project in nft mode then answers 502 until `systemctl restart
+//! cutover-switch` or its next deploy, which writes the rule again.
+
+use std::path::Path;
+
+use super::cloud_init::{Instance, Part, View};
+use super::{Options, StepDef, StepRun};
+use crate::process::Cmd;
+
+/// Step "nft switch at boot".
+pub const STEP: StepDef = StepDef {
+    name: "nft switch at boot",
+    run: |opts, s, _| step(opts, s),
+    cloud_init: Part::Writes(cloud_init),
+};
+
+pub const UNIT: &str = "cutover-switch.service";
+pub const UNIT_PATH: &str = "/etc/systemd/system/cutover-switch.service";
+pub const SCRIPT_PATH: &str = "/usr/local/lib/cutover/restore-switch";
+
+/// The restore script: `$1` overrides the directory of saved rulesets (tests).
+pub fn script() -> String {
+    format!(
+        "#!/bin/sh\n\
+         # Written by `cutover bootstrap`: restores each project's nft switch (nginx.switch: nft)\n\
+         # from the ruleset its last switch saved, before nginx serves. Each file replaces only\n\
+         # its own project's table, atomically.\n\
+         dir=\"${{1:-{}}}\"\n\
+         rc=0\n\
+         for f in \"$dir\"/*.nft; do\n\
+         \t[ -e \"$f\" ] || continue\n\
+         \tif ! nft -f \"$f\"; then\n\
+         \t\techo \"cutover: could not restore the nft switch saved in $f\" >&2\n\
+         \t\trc=1\n\
+         \tfi\n\
+         done\n\
+         exit $rc\n",
+        crate::nft::SAVED_DIR
+    )
+}
+
+/// The unit's text.
+pub fn unit() -> String {
+    format!(
+        "# Written by `cutover bootstrap`. See README, \"Switching without a reload\".\n\
+         [Unit]\n\
+         Description=cutover: restore the nft switch rules before nginx serves\n\
+         After=nftables.service local-fs.target\n\
+         Before=nginx.service\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         RemainAfterExit=yes\n\
+         Environment=PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
+         ExecStart={SCRIPT_PATH}\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target nginx.service\n"
+    )
+}
+
+fn cloud_init(_: &Instance<'_>, view: &mut View) {
+    view.file(SCRIPT_PATH, "0755", script());
+    view.file(UNIT_PATH, "0644", unit());
+    view.run(&["systemctl", "daemon-reload"]);
+    view.run(&["systemctl", "enable", UNIT]);
+}
+
+pub fn step(_opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
+    step.summary(format!("{UNIT} (as root) before nginx.service"));
+    let mut changed = step.write_file(Path::new(SCRIPT_PATH), script().as_bytes(), 0o755)?;
+    changed |= step.write_file(Path::new(UNIT_PATH), unit().as_bytes(), 0o644)?;
+    if step.target.on_live_system() && !Path::new("/run/systemd/system").is_dir() {
+        step.skip(format!(
+            "this box does not run systemd: run {SCRIPT_PATH} before nginx starts"
+        ));
+        return Ok(());
+    }
+    let enabled = step.target.on_live_system()
+        && Cmd::new("systemctl", "is the unit enabled")
+            .args(["is-enabled", "--quiet", UNIT])
+            .run()
+            .is_ok();
+    if changed || !enabled {
+        step.live_command(&Cmd::new("systemctl", "reload the units").arg("daemon-reload"))?;
+        step.live_command(&Cmd::new("systemctl", format!("enable {UNIT}")).args(["enable", UNIT]))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unit_restores_before_nginx_and_after_nftables_flushes() {
+        let text = unit();
+        assert!(text.contains("\nBefore=nginx.service\n"), "{text}");
+        assert!(text.contains("After=nftables.service"), "{text}");
+        assert!(text.contains(&format!("ExecStart={SCRIPT_PATH}\n")), "{text}");
+        assert!(text.contains("WantedBy=multi-user.target nginx.service"), "{text}");
+        // systemd expands `%` and `$` in ExecStart: the unit has neither, the script does.
+        assert!(!text.contains('%') && !text.contains('$'), "{text}");
+        assert!(script().contains(&format!("dir=\"${{1:-{}}}\"", crate::nft::SAVED_DIR)));
+    }
+}
