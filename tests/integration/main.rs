@@ -60,6 +60,7 @@ mod secret_rollback;
 mod secrets;
 mod ship;
 mod state_recovery;
+mod switch_nft;
 mod swarm;
 mod tls;
 mod workers;

@@ -52,6 +52,10 @@ pub struct Observed {
     pub containers: Vec<Container>,
     pub running: BTreeSet<Color>,
     pub recorded: State,
+    /// nft mode: the project's rule as read, when it leads nowhere a color is (a table
+    /// missing, or changed by hand), in words.
+    #[serde(skip)]
+    pub switch_problem: Option<String>,
 }
 
 impl Observed {
@@ -103,6 +107,9 @@ impl Observed {
             }
             _ => {}
         }
+        if let Some(problem) = &self.switch_problem {
+            out.push(problem.clone());
+        }
         if self.running.len() == 2 {
             out.push("both colors are running (a deploy is in progress or was interrupted)".into());
         }
@@ -150,8 +157,31 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
     let switch_primary = config.nginx.switch_ports.map(|[p, _]| p.0);
     // In nft mode the include names the switch's port: the rule says which color that is
     // (the rule wins over the record; a rule that cannot be read is an error, not "none").
+    let mut switch_problem = None;
     let nginx_color = if port.is_some() && port == switch_primary {
-        rule_color(config).map_err(|why| anyhow::anyhow!("observe the nft switch: {why}"))?
+        // A rule that cannot be read is an error (fail closed); one that leads to neither
+        // color is a disagreement the next deploy repairs by writing the rule.
+        match super::nft_switch::read(config)? {
+            Some(m) => {
+                let color = super::nft_switch::color_of(config, &m);
+                if color.is_none() {
+                    switch_problem = Some(format!(
+                        "the nft rule maps port {} to port {}, neither color's (changed by \
+                         hand?): the next deploy writes it again",
+                        m.primary, m.primary_to
+                    ));
+                }
+                color
+            }
+            None => {
+                switch_problem = Some(format!(
+                    "the include routes through the nft switch, but table ip {} does not \
+                     exist (a reboot without the boot unit?): the next deploy writes it again",
+                    crate::nft::table(config.project.as_str())
+                ));
+                None
+            }
+        }
     } else {
         port.and_then(|port| {
             Color::ALL
@@ -180,6 +210,7 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
         containers,
         running,
         recorded,
+        switch_problem,
     })
 }
 

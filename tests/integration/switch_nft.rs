@@ -1,0 +1,393 @@
+//! `nginx.switch: nft` (issue #26): colors switch by an nftables DNAT of two stable loopback
+//! ports, never by an nginx reload. On the real engine, nginx and nft: 20 deploys, a rollback
+//! and a forced switch back keep nginx's master and worker PIDs under a keep-alive load with
+//! no failed request; `status` reads the color from the rule and reports a rule tampered
+//! with; without `nft` the deploy falls back (and says so once) or, with `nft`, refuses. In a
+//! fresh netns: the DNAT beside Docker-like iptables (nft and legacy) and ufw-like rules, two
+//! projects side by side, and the boot restore from the saved rulesets.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::{loud, require, sh_ok};
+use crate::harness::keepalive::KeepAlive;
+use crate::harness::netns::Netns;
+use crate::harness::project::{ready, App, Project};
+
+fn nft_ready() -> bool {
+    ready() && require("nft", "the nft switch (nginx.switch: nft) tests")
+}
+
+/// The nginx master of the project's prefix and its workers (the master's children).
+fn nginx_pids(project: &Project) -> (u32, Vec<u32>) {
+    let master: u32 = std::fs::read_to_string(project.prefix().join("nginx.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut workers: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid …: the comm may hold spaces, so split after its `)`.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(master)
+        })
+        .collect();
+    workers.sort();
+    assert!(!workers.is_empty(), "nginx {master} has no workers");
+    (master, workers)
+}
+
+/// The project's rule, read back from the kernel.
+fn rule(project: &Project) -> cutover::nft::Mapping {
+    let [p, b] = project.switch_ports;
+    cutover::nft::read(&project.name, p, b)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no nft table for {}", project.name))
+}
+
+fn deploy_json(project: &Project, args: &[&str]) -> serde_json::Value {
+    let out = project.command(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    crate::json_contract::validate("deploy.schema.json", &doc);
+    doc
+}
+
+#[test]
+fn e2e_twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
+    if !nft_ready() {
+        return;
+    }
+    let app = || App::compose().switch("nft").settle("1s").drain("5s");
+    let project = Project::compose(app());
+    // The first deploy sets the mode up: the include naming the switch group, one reload.
+    let first = deploy_json(&project, &["deploy", "--image", "cutover-demo:v1", "--json"]);
+    assert_eq!(first["switch"], "nft", "{first:#}");
+    let include = project.include();
+    assert!(
+        include.contains(&format!("set $service_url http://cutover_{}_switch;", project.name)),
+        "{include}"
+    );
+    assert_eq!(rule(&project).primary_to, project.blue);
+    let pids = nginx_pids(&project);
+    let load = KeepAlive::start(project.port, 4, Duration::from_secs(900));
+    while load.answered() < 40 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut colors = Vec::new();
+    for i in 0..20 {
+        let image = if i % 2 == 0 { "cutover-demo:v2" } else { "cutover-demo:v1" };
+        let doc = deploy_json(&project, &["deploy", "--image", image, "--json"]);
+        assert_eq!(doc["switch"], "nft", "deploy {i}: {doc:#}");
+        assert_eq!(nginx_pids(&project), pids, "deploy {i} changed nginx's processes");
+        let to = doc["to"].as_str().unwrap().to_string();
+        let port = if to == "blue" { project.blue } else { project.green };
+        let m = rule(&project);
+        // Settled: both ports lead to the new color (the old one is stopped).
+        assert_eq!((m.primary_to, m.backup_to), (port, port), "deploy {i}");
+        colors.push(to);
+    }
+    assert_eq!(colors.iter().filter(|c| *c == "green").count(), 10, "{colors:?}");
+    // A rollback: the same rule rewrite.
+    let back = deploy_json(&project, &["rollback", "--json"]);
+    assert_eq!(back["switch"], "nft");
+    assert_eq!(nginx_pids(&project), pids, "the rollback changed nginx's processes");
+    // A forced switch back: the new color dies in the watch window.
+    project.write_config(&app().settle("8s"));
+    let before = rule(&project).primary_to;
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("settle");
+    let m = rule(&project);
+    assert_ne!(m.primary_to, before, "the window opened on the new color");
+    assert_eq!(m.backup_to, before, "the old color is the backup in the window");
+    let new_service = if m.primary_to == project.blue { "web-blue" } else { "web-green" };
+    let id = sh_ok(&format!(
+        "docker ps -q --filter label=com.docker.compose.project={} --filter label=com.docker.compose.service={new_service}",
+        project.name
+    ));
+    let killed = std::process::Command::new("docker")
+        .args(["kill", "-s", "KILL", id.trim()])
+        .output()
+        .unwrap();
+    assert!(killed.status.success(), "{killed:?}");
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("switched back to"), "{stderr}");
+    assert_eq!(rule(&project).primary_to, before, "the rule is back on the old color");
+    assert_eq!(nginx_pids(&project), pids, "the switch back changed nginx's processes");
+    // The include was never rewritten after the set-up.
+    assert_eq!(project.include(), include);
+    std::thread::sleep(Duration::from_millis(500));
+    let tally = load.finish();
+    eprintln!("keep-alive load over 20 deploys, a rollback and a switch back: {tally:?}");
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert!(tally.ok > 200, "{tally:?}");
+    // 4 clients, reconnecting only at nginx's keepalive_requests (1000).
+    assert!(tally.connections <= 4 + tally.ok / 1000 + 4, "{tally:?}");
+}
+
+#[test]
+fn e2e_status_reads_the_color_from_the_rule_and_reports_a_rule_changed_by_hand() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    project.deploy_ok("cutover-demo:v2");
+    let status = project.status_json();
+    assert_eq!(status["active"], "green", "{status:#}");
+    assert_eq!(status["nginx_serves"], "green", "{status:#}");
+    assert_eq!(status["nginx_points_at"], "green", "{status:#}");
+    assert_eq!(status["problems"], serde_json::json!([]), "{status:#}");
+    // By hand: the primary port to blue, which is stopped. The rule wins over the record.
+    let [p, b] = project.switch_ports;
+    let tampered = cutover::nft::Mapping {
+        primary: p,
+        primary_to: project.blue,
+        backup: b,
+        backup_to: project.blue,
+    };
+    cutover::nft::apply(&cutover::nft::ruleset(&project.name, &tampered), "tamper").unwrap();
+    let status = project.status_json();
+    assert_eq!(status["nginx_points_at"], "blue", "{status:#}");
+    let problems = status["problems"].to_string();
+    assert!(
+        problems.contains("nginx points at blue, but no blue container is running"),
+        "{status:#}"
+    );
+    // A rule that leads to neither color is said as such.
+    let elsewhere = cutover::nft::Mapping {
+        primary_to: 1,
+        ..tampered
+    };
+    cutover::nft::apply(&cutover::nft::ruleset(&project.name, &elsewhere), "tamper").unwrap();
+    let out = project.command(["status"]).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("neither color's"), "{text}");
+    // The next deploy rewrites it.
+    project.deploy_ok("cutover-demo:v1");
+    assert!([project.blue, project.green].contains(&rule(&project).primary_to));
+}
+
+/// A PATH with everything this box has but `nft` (a box without nftables).
+fn path_without_nft(dir: &Path) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for entry in std::fs::read_dir("/usr/sbin").unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "nft" {
+            let _ = std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name()));
+        }
+    }
+    format!("{}:/usr/local/bin:/usr/bin", bin.display())
+}
+
+#[test]
+fn e2e_without_nft_auto_falls_back_to_reload_saying_so_once_and_nft_refuses() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("auto").settle("0s"));
+    let tmp = tempfile::tempdir().unwrap();
+    let path = path_without_nft(tmp.path());
+    let run = |args: &[&str]| {
+        project
+            .command(args)
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["deploy", "--image", "cutover-demo:v1", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    crate::json_contract::validate("deploy.schema.json", &doc);
+    assert_eq!(doc["switch"], "reload", "{doc:#}");
+    let said = "nginx.switch: auto: switching with the include + nginx reload, since `nft` is not on PATH";
+    let out = run(&["deploy", "--image", "cutover-demo:v2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
+    // The include names the color: today's reload mode.
+    assert!(project.include().contains(&format!(":{};", project.green)));
+    assert!(cutover::nft::read(&project.name, 1, 2).unwrap().is_none());
+    // `nft` asked for, where it cannot work: a refusal naming why, nothing changed.
+    project.write_config(&App::compose().switch("nft").settle("0s"));
+    let out = run(&["deploy", "--image", "cutover-demo:v1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nginx.switch: nft cannot work on this box: `nft` is not on PATH"),
+        "{stderr}"
+    );
+    project.assert_serving("green", "v2");
+}
+
+/// Docker's nat rules as Docker writes them (userland-proxy on: loopback excluded; and a
+/// `userland-proxy: false`-style DNAT of a color port), a ufw-like filter chain with a
+/// default-deny for another port, in the given iptables flavour.
+fn docker_and_ufw_like_rules(iptables: &str) {
+    for rule in [
+        "-t nat -N DOCKER",
+        "-t nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
+        "-t nat -A DOCKER -d 172.17.0.2/32 -p tcp --dport 80 -j RETURN",
+        "-t nat -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE",
+        "-N ufw-user-output",
+        "-A OUTPUT -j ufw-user-output",
+        "-A ufw-user-output -p tcp --dport 9 -j REJECT",
+        "-A ufw-user-output -o lo -j ACCEPT",
+    ] {
+        sh_ok(&format!("{iptables} {rule}"));
+    }
+}
+
+/// Accepts one connection on 127.0.0.1:`port` and answers `name`.
+fn listener(port: u16, name: &'static str) -> std::thread::JoinHandle<()> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for stream in l.incoming().take(64) {
+            use std::io::Write;
+            let Ok(mut s) = stream else { return };
+            let _ = s.write_all(name.as_bytes());
+        }
+    })
+}
+
+fn who_answers(port: u16) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn the_dnat_on_loopback_works_beside_docker_and_ufw_rules_and_two_projects() {
+    if !require("nft", "the nft switch tests") || !require("ip", "the netns tests") {
+        return;
+    }
+    let legacy = cutover::process::which("iptables-legacy").is_some();
+    if !legacy {
+        loud("iptables-legacy is not installed: Docker's legacy-backend rules are not tried");
+    }
+    let ns = Netns::new("s26-coexist");
+    let saved = tempfile::tempdir().unwrap();
+    let saved = saved.path().to_path_buf();
+    ns.run(move || {
+        docker_and_ufw_like_rules("iptables-nft");
+        if legacy {
+            docker_and_ufw_like_rules("iptables-legacy");
+        }
+        // Two projects: their colors and their switch ports.
+        let (a_blue, a_green, b_blue, b_green) = (18081, 18082, 18091, 18092);
+        let _l = [
+            listener(a_blue, "a-blue"),
+            listener(a_green, "a-green"),
+            listener(b_blue, "b-blue"),
+            listener(b_green, "b-green"),
+        ];
+        let map = |primary, to, backup, backup_to| cutover::nft::Mapping {
+            primary,
+            primary_to: to,
+            backup,
+            backup_to,
+        };
+        cutover::nft::switch("a", &map(18000, a_blue, 18001, a_blue), &saved).unwrap();
+        cutover::nft::switch("b-x", &map(18010, b_green, 18011, b_blue), &saved).unwrap();
+        assert_eq!(who_answers(18000), "a-blue");
+        assert_eq!(who_answers(18010), "b-green");
+        assert_eq!(who_answers(18011), "b-blue");
+        // A switch of one project: the other is untouched.
+        cutover::nft::switch("a", &map(18000, a_green, 18001, a_blue), &saved).unwrap();
+        assert_eq!(who_answers(18000), "a-green");
+        assert_eq!(who_answers(18001), "a-blue");
+        assert_eq!(who_answers(18010), "b-green");
+        assert_eq!(
+            cutover::nft::read("b-x", 18010, 18011).unwrap(),
+            Some(map(18010, b_green, 18011, b_blue))
+        );
+        // The color ports themselves are reached as before (our rule only names our ports).
+        assert_eq!(who_answers(a_blue), "a-blue");
+        // Docker's and ufw's rules are still there, ours beside them.
+        let tables = sh_ok("nft list tables");
+        assert!(tables.contains("table ip cutover_a\n"), "{tables}");
+        assert!(sh_ok("iptables-nft -t nat -S OUTPUT").contains("-j DOCKER"));
+        // Removing one project's table leaves the other's.
+        cutover::nft::remove("a", &saved).unwrap();
+        assert_eq!(cutover::nft::read("a", 18000, 18001).unwrap(), None);
+        assert!(!cutover::nft::saved(&saved, "a").exists());
+        assert_eq!(who_answers(18010), "b-green");
+        // Existing connections keep their mapping across a switch.
+        let held = std::net::TcpStream::connect(("127.0.0.1", 18010)).unwrap();
+        cutover::nft::switch("b-x", &map(18010, b_blue, 18011, b_blue), &saved).unwrap();
+        assert_eq!(who_answers(18010), "b-blue");
+        assert_eq!(
+            held.peer_addr().unwrap().port(),
+            18010,
+            "the held connection still names the stable port"
+        );
+        let mut held = held;
+        let mut first = String::new();
+        use std::io::Read;
+        held.read_to_string(&mut first).unwrap();
+        assert_eq!(first, "b-green", "an established connection kept its color");
+    });
+}
+
+#[test]
+fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
+    if !require("nft", "the nft switch tests") || !require("ip", "the netns tests") {
+        return;
+    }
+    let ns = Netns::new("s26-boot");
+    let dir = tempfile::tempdir().unwrap();
+    let (saved, script) = (dir.path().join("switch"), dir.path().join("restore-switch"));
+    std::fs::write(&script, cutover::bootstrap::boot_switch::script()).unwrap();
+    ns.run(move || {
+        let m = cutover::nft::Mapping {
+            primary: 19000,
+            primary_to: 19002,
+            backup: 19001,
+            backup_to: 19003,
+        };
+        cutover::nft::switch("one", &m, &saved).unwrap();
+        cutover::nft::switch("two", &cutover::nft::Mapping { primary: 19010, ..m }, &saved)
+            .unwrap();
+        // A reboot: the kernel's rules are gone, the saved files stay.
+        sh_ok("nft flush ruleset");
+        assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), None);
+        sh_ok(&format!("sh {} {}", script.display(), saved.display()));
+        assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), Some(m));
+        assert!(cutover::nft::read("two", 19010, 19001).unwrap().is_some());
+        // Run again (a restart of the unit): the same tables, replaced, not doubled.
+        sh_ok(&format!("sh {} {}", script.display(), saved.display()));
+        let listing = sh_ok("nft list tables");
+        assert_eq!(listing.matches("cutover_one").count(), 1, "{listing}");
+        // A damaged file fails the script, and the others are still restored.
+        std::fs::write(cutover::nft::saved(&saved, "bad"), "table ip {").unwrap();
+        sh_ok("nft flush ruleset");
+        let out = std::process::Command::new("sh")
+            .arg(&script)
+            .arg(&saved)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("could not restore the nft switch saved in"));
+        assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), Some(m));
+    });
+}
