@@ -158,8 +158,13 @@ fn e2e_status_reads_the_color_from_the_rule_and_reports_a_rule_changed_by_hand()
         backup_to: project.blue,
     };
     cutover::nft::apply(&cutover::nft::ruleset(&project.name, &tampered), "tamper").unwrap();
-    let status = project.status_json();
+    // The site is down now (the rule leads to a stopped color): status says so, exit 1.
+    let out = project.command(["status", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    crate::json_contract::validate("status.schema.json", &status);
     assert_eq!(status["nginx_points_at"], "blue", "{status:#}");
+    assert_eq!(status["nginx_serves"], "blue", "{status:#}");
     let problems = status["problems"].to_string();
     assert!(
         problems.contains("nginx points at blue, but no blue container is running"),
