@@ -44,11 +44,11 @@ pub fn script() -> String {
          dir=\"${{1:-{}}}\"\n\
          rc=0\n\
          for f in \"$dir\"/*.nft; do\n\
-         \t[ -e \"$f\" ] || continue\n\
-         \tif ! nft -f \"$f\"; then\n\
-         \t\techo \"cutover: could not restore the nft switch saved in $f\" >&2\n\
-         \t\trc=1\n\
-         \tfi\n\
+         \x20\x20[ -e \"$f\" ] || continue\n\
+         \x20\x20if ! nft -f \"$f\"; then\n\
+         \x20\x20\x20\x20echo \"cutover: could not restore the nft switch saved in $f\" >&2\n\
+         \x20\x20\x20\x20rc=1\n\
+         \x20\x20fi\n\
          done\n\
          exit $rc\n",
         crate::nft::SAVED_DIR
