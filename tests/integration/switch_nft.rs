@@ -396,3 +396,57 @@ fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
         assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), Some(m));
     });
 }
+
+#[test]
+fn e2e_dry_run_maintenance_and_a_move_back_to_reload_in_nft_mode() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    // The dry run describes the rule, not a reload.
+    let out = project
+        .command(["deploy", "--image", "cutover-demo:v2", "--dry-run"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("nft -f - (table ip cutover_{})", project.name)),
+        "{text}"
+    );
+    assert!(text.contains("nginx is not reloaded"), "{text}");
+    assert_eq!(rule(&project).primary_to, project.blue, "a dry run changed the rule");
+    // Maintenance mode: the nft include with the 503 block, the rule untouched.
+    project.cutover(["maintenance", "on"]).success();
+    let (code, _) = project.get("/").unwrap();
+    assert_eq!(code, 503);
+    assert!(project.include().contains(&format!("http://cutover_{}_switch;", project.name)));
+    project.cutover(["maintenance", "off"]).success();
+    assert_eq!(project.get("/").unwrap().0, 200);
+    assert_eq!(rule(&project).primary_to, project.blue);
+    // A deploy killed in its watch window left the backup port on the other color: led
+    // back to the active one before the new color starts.
+    let [p, b] = project.switch_ports;
+    let open = cutover::nft::Mapping {
+        primary: p,
+        primary_to: project.blue,
+        backup: b,
+        backup_to: project.green,
+    };
+    cutover::nft::apply(&cutover::nft::ruleset(&project.name, &open), "leave the window open")
+        .unwrap();
+    let run = project.deploy_ok("cutover-demo:v2");
+    assert!(
+        run.stderr.contains("the nft rule leads both ports to blue now"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(rule(&project).primary_to, project.green);
+    // Back to reload: the include names the color again and the table is gone.
+    project.write_config(&App::compose().switch("reload").settle("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    assert_eq!(cutover::nft::read(&project.name, p, b).unwrap(), None);
+    assert!(!cutover::nft::saved(&project.switch_saved_dir(), &project.name).exists());
+    project.assert_serving("blue", "v1");
+}

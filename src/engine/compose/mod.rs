@@ -334,6 +334,9 @@ impl Run<'_, '_> {
             self.clock.note(note);
         }
         self.reconcile(&mut observed, req.dry_run)?;
+        if self.switch_used == nft_switch::Used::Nft {
+            self.close_a_rule_left_open(req.dry_run)?;
+        }
         self.repair_record(&mut observed, req.dry_run);
         let active = observed.active();
         let nothing_runs = observed.running.is_empty();
@@ -550,7 +553,8 @@ impl Run<'_, '_> {
             Ok(note) => {
                 self.clock
                     .done(Step::Probe, format!("nginx serves {}", t.to));
-                Ok((old_workers, note.into_iter().collect()))
+                let left = self.remove_a_table_left_behind();
+                Ok((old_workers, note.into_iter().chain(left).collect()))
             }
             Err(why) => {
                 let restored = switch.restore(&self.nginx);

@@ -149,6 +149,61 @@ impl Run<'_, '_> {
         Ok((text, reloaded, undo))
     }
 
+    /// A deploy killed inside its watch window left the rule's backup port on the old color:
+    /// led back to the active one before this deploy starts a color there that has not
+    /// passed its gate (invariant 15, as `reconcile` does for the include's groups).
+    pub(super) fn close_a_rule_left_open(&mut self, dry_run: bool) -> anyhow::Result<()> {
+        let config = &self.d.loaded.config;
+        let Some(m) = read(config)? else {
+            return Ok(());
+        };
+        let Some(active) = color_of(config, &m) else {
+            return Ok(());
+        };
+        if m.backup_to == m.primary_to {
+            return Ok(());
+        }
+        if dry_run {
+            self.clock.note(format!(
+                "the nft rule still has port {} as nginx's backup for {active} (a deploy stopped \
+                 in its watch window): a deploy would lead it to {active} first",
+                m.backup_to
+            ));
+            return Ok(());
+        }
+        let closed = Mapping {
+            backup_to: m.primary_to,
+            ..m
+        };
+        crate::nft::switch(config.project.as_str(), &closed, &crate::nft::saved_dir())?;
+        self.clock.note(format!(
+            "a deploy stopped in its watch window left port {} as nginx's backup for {active}: \
+             the nft rule leads both ports to {active} now",
+            m.backup_to
+        ));
+        Ok(())
+    }
+
+    /// After a switch in reload mode: a table an earlier nft mode left (its saved ruleset
+    /// says so) is deleted, so no stale rule stays in the box's netns.
+    pub(super) fn remove_a_table_left_behind(&self) -> Option<String> {
+        let project = self.d.loaded.config.project.as_str();
+        let dir = crate::nft::saved_dir();
+        if !crate::nft::saved(&dir, project).exists() {
+            return None;
+        }
+        match crate::nft::remove(project, &dir) {
+            Ok(()) => Some(format!(
+                "removed table ip {} (nginx.switch is no longer nft)",
+                crate::nft::table(project)
+            )),
+            Err(e) => Some(format!(
+                "could not remove table ip {} left by nginx.switch: nft: {e:#}",
+                crate::nft::table(project)
+            )),
+        }
+    }
+
     /// Puts the rule (and the include, if this switch set it up) back.
     pub(super) fn nft_undo(&self, undo: Undo) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
