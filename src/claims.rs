@@ -382,7 +382,11 @@ mod tests {
         two.ports.push(switch(9500));
         let found = one.collisions(&two);
         assert_eq!(found.len(), 1, "{found:?}");
-        assert!(found[0].contains("port 9500") && found[0].contains("nginx.switch_ports (primary) of project two"), "{found:?}");
+        assert!(
+            found[0].contains("port 9500")
+                && found[0].contains("nginx.switch_ports (primary) of project two"),
+            "{found:?}"
+        );
         two.ports.pop();
         two.ports.push(switch(9502));
         assert!(one.collisions(&two).is_empty());

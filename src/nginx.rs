@@ -279,7 +279,8 @@ pub fn include_routes_through_a_group(text: &str) -> bool {
         // A color's group (`cutover_<project>_<color>`), not the nft switch's group, which
         // is always routed through.
         .any(|url| {
-            url.starts_with("http://cutover_") && (url.ends_with("_blue") || url.ends_with("_green"))
+            url.starts_with("http://cutover_")
+                && (url.ends_with("_blue") || url.ends_with("_green"))
         })
 }
 

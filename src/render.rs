@@ -152,8 +152,8 @@ impl Renderer {
         config: &Config,
         maintenance: Option<&crate::maintenance::Maintenance>,
     ) -> anyhow::Result<String> {
-        let [primary, _] = switch_addresses(config)
-            .context("nginx.switch: nft needs nginx.switch_ports")?;
+        let [primary, _] =
+            switch_addresses(config).context("nginx.switch: nft needs nginx.switch_ports")?;
         self.render(
             INCLUDE,
             minijinja::context! {

@@ -113,8 +113,14 @@ mod tests {
         let text = unit();
         assert!(text.contains("\nBefore=nginx.service\n"), "{text}");
         assert!(text.contains("After=nftables.service"), "{text}");
-        assert!(text.contains(&format!("ExecStart={SCRIPT_PATH}\n")), "{text}");
-        assert!(text.contains("WantedBy=multi-user.target nginx.service"), "{text}");
+        assert!(
+            text.contains(&format!("ExecStart={SCRIPT_PATH}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("WantedBy=multi-user.target nginx.service"),
+            "{text}"
+        );
         // systemd expands `%` and `$` in ExecStart: the unit has neither, the script does.
         assert!(!text.contains('%') && !text.contains('$'), "{text}");
         assert!(script().contains(&format!("dir=\"${{1:-{}}}\"", crate::nft::SAVED_DIR)));

@@ -30,9 +30,8 @@ pub use scalars::{
     CommandLine, Dur, Environment, Listen, Name, Port, Replicas, Restart, Size, Swap, Swappiness,
 };
 pub use schema::{
-    SwitchMode,
     Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Routing,
-    SecretsDelivery, Swarm, Tls,
+    SecretsDelivery, Swarm, SwitchMode, Tls,
 };
 pub use worker::{Worker, WorkerHealth};
 

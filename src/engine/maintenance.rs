@@ -79,11 +79,13 @@ pub fn set(
         None
     };
     let color = include_port(&current)
-        .and_then(|port| rule.filter(|_| nft).or_else(|| {
-            Color::ALL
-                .into_iter()
-                .find(|c| config.colors.port(*c) == port)
-        }))
+        .and_then(|port| {
+            rule.filter(|_| nft).or_else(|| {
+                Color::ALL
+                    .into_iter()
+                    .find(|c| config.colors.port(*c) == port)
+            })
+        })
         .with_context(|| {
             format!(
                 "{} points at neither color's port ({} / {}): cannot re-render it",

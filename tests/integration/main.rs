@@ -60,8 +60,8 @@ mod secret_rollback;
 mod secrets;
 mod ship;
 mod state_recovery;
-mod switch_nft;
 mod swarm;
+mod switch_nft;
 mod tls;
 mod workers;
 

@@ -70,11 +70,17 @@ fn e2e_twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
     let app = || App::compose().switch("nft").settle("1s").drain("5s");
     let project = Project::compose(app());
     // The first deploy sets the mode up: the include naming the switch group, one reload.
-    let first = deploy_json(&project, &["deploy", "--image", "cutover-demo:v1", "--json"]);
+    let first = deploy_json(
+        &project,
+        &["deploy", "--image", "cutover-demo:v1", "--json"],
+    );
     assert_eq!(first["switch"], "nft", "{first:#}");
     let include = project.include();
     assert!(
-        include.contains(&format!("set $service_url http://cutover_{}_switch;", project.name)),
+        include.contains(&format!(
+            "set $service_url http://cutover_{}_switch;",
+            project.name
+        )),
         "{include}"
     );
     assert_eq!(rule(&project).primary_to, project.blue);
@@ -85,22 +91,42 @@ fn e2e_twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
     }
     let mut colors = Vec::new();
     for i in 0..20 {
-        let image = if i % 2 == 0 { "cutover-demo:v2" } else { "cutover-demo:v1" };
+        let image = if i % 2 == 0 {
+            "cutover-demo:v2"
+        } else {
+            "cutover-demo:v1"
+        };
         let doc = deploy_json(&project, &["deploy", "--image", image, "--json"]);
         assert_eq!(doc["switch"], "nft", "deploy {i}: {doc:#}");
-        assert_eq!(nginx_pids(&project), pids, "deploy {i} changed nginx's processes");
+        assert_eq!(
+            nginx_pids(&project),
+            pids,
+            "deploy {i} changed nginx's processes"
+        );
         let to = doc["to"].as_str().unwrap().to_string();
-        let port = if to == "blue" { project.blue } else { project.green };
+        let port = if to == "blue" {
+            project.blue
+        } else {
+            project.green
+        };
         let m = rule(&project);
         // Settled: both ports lead to the new color (the old one is stopped).
         assert_eq!((m.primary_to, m.backup_to), (port, port), "deploy {i}");
         colors.push(to);
     }
-    assert_eq!(colors.iter().filter(|c| *c == "green").count(), 10, "{colors:?}");
+    assert_eq!(
+        colors.iter().filter(|c| *c == "green").count(),
+        10,
+        "{colors:?}"
+    );
     // A rollback: the same rule rewrite.
     let back = deploy_json(&project, &["rollback", "--json"]);
     assert_eq!(back["switch"], "nft");
-    assert_eq!(nginx_pids(&project), pids, "the rollback changed nginx's processes");
+    assert_eq!(
+        nginx_pids(&project),
+        pids,
+        "the rollback changed nginx's processes"
+    );
     // A forced switch back: the new color dies in the watch window.
     project.write_config(&app().settle("8s"));
     let before = rule(&project).primary_to;
@@ -108,8 +134,15 @@ fn e2e_twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
     project.wait_for_step("settle");
     let m = rule(&project);
     assert_ne!(m.primary_to, before, "the window opened on the new color");
-    assert_eq!(m.backup_to, before, "the old color is the backup in the window");
-    let new_service = if m.primary_to == project.blue { "web-blue" } else { "web-green" };
+    assert_eq!(
+        m.backup_to, before,
+        "the old color is the backup in the window"
+    );
+    let new_service = if m.primary_to == project.blue {
+        "web-blue"
+    } else {
+        "web-green"
+    };
     let id = sh_ok(&format!(
         "docker ps -q --filter label=com.docker.compose.project={} --filter label=com.docker.compose.service={new_service}",
         project.name
@@ -123,8 +156,16 @@ fn e2e_twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("switched back to"), "{stderr}");
-    assert_eq!(rule(&project).primary_to, before, "the rule is back on the old color");
-    assert_eq!(nginx_pids(&project), pids, "the switch back changed nginx's processes");
+    assert_eq!(
+        rule(&project).primary_to,
+        before,
+        "the rule is back on the old color"
+    );
+    assert_eq!(
+        nginx_pids(&project),
+        pids,
+        "the switch back changed nginx's processes"
+    );
     // The include was never rewritten after the set-up.
     assert_eq!(project.include(), include);
     std::thread::sleep(Duration::from_millis(500));
@@ -209,20 +250,15 @@ fn e2e_without_nft_auto_falls_back_to_reload_saying_so_once_and_nft_refuses() {
     let project = Project::compose(App::compose().switch("auto").settle("0s"));
     let tmp = tempfile::tempdir().unwrap();
     let path = path_without_nft(tmp.path());
-    let run = |args: &[&str]| {
-        project
-            .command(args)
-            .env("PATH", &path)
-            .output()
-            .unwrap()
-    };
+    let run = |args: &[&str]| project.command(args).env("PATH", &path).output().unwrap();
     let out = run(&["deploy", "--image", "cutover-demo:v1", "--json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     crate::json_contract::validate("deploy.schema.json", &doc);
     assert_eq!(doc["switch"], "reload", "{doc:#}");
-    let said = "nginx.switch: auto: switching with the include + nginx reload, since `nft` is not on PATH";
+    let said =
+        "nginx.switch: auto: switching with the include + nginx reload, since `nft` is not on PATH";
     let out = run(&["deploy", "--image", "cutover-demo:v2"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
@@ -371,8 +407,15 @@ fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
             backup_to: 19003,
         };
         cutover::nft::switch("one", &m, &saved).unwrap();
-        cutover::nft::switch("two", &cutover::nft::Mapping { primary: 19010, ..m }, &saved)
-            .unwrap();
+        cutover::nft::switch(
+            "two",
+            &cutover::nft::Mapping {
+                primary: 19010,
+                ..m
+            },
+            &saved,
+        )
+        .unwrap();
         // A reboot: the kernel's rules are gone, the saved files stay.
         sh_ok("nft flush ruleset");
         assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), None);
@@ -392,7 +435,8 @@ fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{out:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("could not restore the nft switch saved in"));
+        assert!(String::from_utf8_lossy(&out.stderr)
+            .contains("could not restore the nft switch saved in"));
         assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), Some(m));
     });
 }
@@ -409,19 +453,26 @@ fn e2e_dry_run_maintenance_and_a_move_back_to_reload_in_nft_mode() {
         .command(["deploy", "--image", "cutover-demo:v2", "--dry-run"])
         .output()
         .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains(&format!("nft -f - (table ip cutover_{})", project.name)),
         "{text}"
     );
     assert!(text.contains("nginx is not reloaded"), "{text}");
-    assert_eq!(rule(&project).primary_to, project.blue, "a dry run changed the rule");
+    assert_eq!(
+        rule(&project).primary_to,
+        project.blue,
+        "a dry run changed the rule"
+    );
     // Maintenance mode: the nft include with the 503 block, the rule untouched.
     project.cutover(["maintenance", "on"]).success();
     let (code, _) = project.get("/").unwrap();
     assert_eq!(code, 503);
-    assert!(project.include().contains(&format!("http://cutover_{}_switch;", project.name)));
+    assert!(project
+        .include()
+        .contains(&format!("http://cutover_{}_switch;", project.name)));
     project.cutover(["maintenance", "off"]).success();
     assert_eq!(project.get("/").unwrap().0, 200);
     assert_eq!(rule(&project).primary_to, project.blue);
@@ -434,11 +485,15 @@ fn e2e_dry_run_maintenance_and_a_move_back_to_reload_in_nft_mode() {
         backup: b,
         backup_to: project.green,
     };
-    cutover::nft::apply(&cutover::nft::ruleset(&project.name, &open), "leave the window open")
-        .unwrap();
+    cutover::nft::apply(
+        &cutover::nft::ruleset(&project.name, &open),
+        "leave the window open",
+    )
+    .unwrap();
     let run = project.deploy_ok("cutover-demo:v2");
     assert!(
-        run.stderr.contains("the nft rule leads both ports to blue now"),
+        run.stderr
+            .contains("the nft rule leads both ports to blue now"),
         "{}",
         run.stderr
     );

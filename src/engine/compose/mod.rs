@@ -413,7 +413,11 @@ impl Run<'_, '_> {
             nft_switch::Used::Nft => {
                 let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
                 let text = self.d.renderer.include_nft(config, maintenance.as_ref())?;
-                let route = if window { Route::Fallback } else { Route::Direct };
+                let route = if window {
+                    Route::Fallback
+                } else {
+                    Route::Direct
+                };
                 (route, text)
             }
             nft_switch::Used::Reload => {
@@ -576,7 +580,8 @@ impl Run<'_, '_> {
         let idle_service = config.service(t.to);
         self.set_step(Step::Switch);
         let table = crate::nft::table(config.project.as_str());
-        self.clock.start(Step::Switch, format!("nft table ip {table}"));
+        self.clock
+            .start(Step::Switch, format!("nft table ip {table}"));
         let backup = match (r.route, t.from) {
             (Route::Fallback, Some(old)) => old,
             _ => t.to,

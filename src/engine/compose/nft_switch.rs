@@ -132,7 +132,9 @@ impl Run<'_, '_> {
                     let restored = self.nft_undo(undo);
                     return Err(match restored {
                         Ok(()) => e,
-                        Err(again) => e.context(format!("putting the rule back failed too: {again:#}")),
+                        Err(again) => {
+                            e.context(format!("putting the rule back failed too: {again:#}"))
+                        }
                     });
                 }
             }
@@ -243,7 +245,10 @@ mod tests {
     fn the_mapping_leads_the_stable_ports_to_the_colors() {
         let c = config("nginx: { switch_ports: [9100, 9101] }\n");
         let m = mapping(&c, Color::Green, Color::Blue).unwrap();
-        assert_eq!((m.primary, m.primary_to, m.backup, m.backup_to), (9100, 9012, 9101, 9011));
+        assert_eq!(
+            (m.primary, m.primary_to, m.backup, m.backup_to),
+            (9100, 9012, 9101, 9011)
+        );
         assert_eq!(color_of(&c, &m), Some(Color::Green));
     }
 }

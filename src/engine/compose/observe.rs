@@ -328,12 +328,14 @@ impl Marker<'_> {
 fn rule_color(config: &crate::config::Config) -> Result<Option<Color>, String> {
     match super::nft_switch::read(config) {
         Ok(None) => Ok(None),
-        Ok(Some(m)) => super::nft_switch::color_of(config, &m).map(Some).ok_or_else(|| {
-            format!(
-                "the nft rule maps port {} to port {}, neither color's",
-                m.primary, m.primary_to
-            )
-        }),
+        Ok(Some(m)) => super::nft_switch::color_of(config, &m)
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "the nft rule maps port {} to port {}, neither color's",
+                    m.primary, m.primary_to
+                )
+            }),
         Err(e) => Err(format!("{e:#}")),
     }
 }

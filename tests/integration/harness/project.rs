@@ -1095,7 +1095,8 @@ impl Drop for Project {
                 remove_compose_project(&self.name);
                 // nft mode's table lives in the host's netns: no leftovers.
                 if cutover::process::which("nft").is_some() {
-                    let _ = cutover::nft::apply(&cutover::nft::removal(&self.name), "test teardown");
+                    let _ =
+                        cutover::nft::apply(&cutover::nft::removal(&self.name), "test teardown");
                 }
             }
             Some(Engine::Swarm) => remove_swarm_stack(&self.name),
