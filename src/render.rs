@@ -322,23 +322,29 @@ pub fn site_declares_switch(config: &Config, site: &str) -> bool {
     let Some([primary, backup]) = switch_addresses(config) else {
         return false;
     };
-    let wanted = format!("upstream {} {{", switch_group(config));
+    group_lines(site, &switch_group(config)).is_some_and(|lines| {
+        lines
+            == [
+                format!("server {primary} max_fails=0"),
+                format!("server {backup} backup max_fails=0"),
+            ]
+    })
+}
+
+/// The lines of a site's `upstream <name> { … }` block, trimmed, without their `;`
+/// (comments skipped); None when the site does not declare it.
+fn group_lines(site: &str, name: &str) -> Option<Vec<String>> {
+    let wanted = format!("upstream {name} {{");
     let mut lines = site
         .lines()
         .map(str::trim)
         .filter(|line| !line.starts_with('#'));
-    if !lines.any(|line| line == wanted) {
-        return false;
-    }
-    let servers: Vec<String> = lines
-        .take_while(|line| *line != "}")
-        .map(|line| line.trim_end_matches(';').to_string())
-        .collect();
-    servers
-        == [
-            format!("server {primary} max_fails=0"),
-            format!("server {backup} backup max_fails=0"),
-        ]
+    lines.any(|line| line == wanted).then(|| {
+        lines
+            .take_while(|line| *line != "}")
+            .map(|line| line.trim_end_matches(';').to_string())
+            .collect()
+    })
 }
 
 /// How the include sends a project's traffic to the active color.
@@ -364,18 +370,13 @@ impl Route {
             return Route::Direct;
         };
         let declares = |color: Color| {
-            let wanted = format!("upstream {} {{", upstream_group(config, color));
-            let mut lines = site
-                .lines()
-                .map(str::trim)
-                .filter(|line| !line.starts_with('#'));
-            if !lines.any(|line| line == wanted) {
+            let Some(lines) = group_lines(site, &upstream_group(config, color)) else {
                 return false;
-            }
+            };
             let servers: Vec<(String, bool)> = lines
-                .take_while(|line| *line != "}")
+                .iter()
                 .filter_map(|line| {
-                    let mut words = line.trim_end_matches(';').split_whitespace();
+                    let mut words = line.split_whitespace();
                     (words.next() == Some("server")).then(|| {
                         let address = words.next().unwrap_or_default().to_string();
                         (address, words.any(|w| w == "backup"))

@@ -21,7 +21,6 @@ use std::path::Path;
 
 use super::cloud_init::{Instance, Part, View};
 use super::{Options, StepDef, StepRun};
-use crate::process::Cmd;
 
 /// Step "nft switch at boot".
 pub const STEP: StepDef = StepDef {
@@ -92,14 +91,8 @@ pub fn step(_opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
         ));
         return Ok(());
     }
-    let enabled = step.target.on_live_system()
-        && Cmd::new("systemctl", "is the unit enabled")
-            .args(["is-enabled", "--quiet", UNIT])
-            .run()
-            .is_ok();
-    if changed || !enabled {
-        step.live_command(&Cmd::new("systemctl", "reload the units").arg("daemon-reload"))?;
-        step.live_command(&Cmd::new("systemctl", format!("enable {UNIT}")).args(["enable", UNIT]))?;
+    if changed || !super::boot_secrets::unit_enabled(step, UNIT) {
+        super::boot_secrets::enable_unit(step, UNIT)?;
     }
     Ok(())
 }

@@ -143,15 +143,7 @@ fn e2e_twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
     } else {
         "web-green"
     };
-    let id = sh_ok(&format!(
-        "docker ps -q --filter label=com.docker.compose.project={} --filter label=com.docker.compose.service={new_service}",
-        project.name
-    ));
-    let killed = std::process::Command::new("docker")
-        .args(["kill", "-s", "KILL", id.trim()])
-        .output()
-        .unwrap();
-    assert!(killed.status.success(), "{killed:?}");
+    project.kill(new_service);
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

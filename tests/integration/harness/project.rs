@@ -626,6 +626,26 @@ impl Project {
         PathBuf::from("/dev/shm/cutover-test-secrets").join(&self.name)
     }
 
+    /// The id of `service`'s running container.
+    pub fn running_container(&self, service: &str) -> String {
+        cutover::docker::compose::containers_of(&self.name)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.service == service && c.running())
+            .unwrap_or_else(|| panic!("no running {service}"))
+            .id
+    }
+
+    /// `docker kill -s KILL` of `service`'s running container (a color dying).
+    pub fn kill(&self, service: &str) {
+        let id = self.running_container(service);
+        let killed = Command::new("docker")
+            .args(["kill", "-s", "KILL", &id])
+            .output()
+            .unwrap();
+        assert!(killed.status.success(), "{killed:?}");
+    }
+
     /// Where this project's nft switch saves its ruleset (`CUTOVER_SWITCH_DIR`).
     pub fn switch_saved_dir(&self) -> PathBuf {
         self.home().join("switch")
