@@ -271,6 +271,18 @@ mod tests {
     const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "cutover_p1", "handle": 2}}, {"chain": {"family": "ip", "table": "cutover_p1", "name": "output", "handle": 1, "type": "nat", "hook": "output", "prio": -101, "policy": "accept"}}, {"rule": {"family": "ip", "table": "cutover_p1", "chain": "output", "handle": 2, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "127.0.0.1"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 18000}}, {"dnat": {"addr": "127.0.0.1", "port": 18081}}]}}]}"#;
 
     #[test]
+    fn a_listener_on_loopback_is_seen_and_a_free_port_is_not() {
+        if crate::process::which("ss").is_none() {
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(color_listens(port).unwrap());
+        drop(listener);
+        assert!(!color_listens(port).unwrap());
+    }
+
+    #[test]
     fn a_listing_gives_each_rules_port_and_target() {
         assert_eq!(parse(LISTING).unwrap(), vec![(18000, 18081)]);
         assert!(parse("table ip cutover_p1 {").is_err());

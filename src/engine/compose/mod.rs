@@ -529,8 +529,12 @@ impl Run<'_, '_> {
     /// interrupt no longer stops the deploy: finishing is the consistent state. Returns the
     /// nginx workers that may still route to the old color, and notes.
     fn switch(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<(Vec<u32>, Vec<String>)> {
+        let mut include_text = std::borrow::Cow::Borrowed(r.include_text.as_str());
         if self.switch_used == nft_switch::Used::Nft {
-            return self.switch_nft(t, r);
+            match self.nft_reaches(t.to, r.route == Route::Fallback) {
+                Ok(()) => return self.switch_nft(t, r),
+                Err(text) => include_text = std::borrow::Cow::Owned(text?),
+            }
         }
         let config = &self.d.loaded.config;
         let idle_service = config.service(t.to);
@@ -538,7 +542,7 @@ impl Run<'_, '_> {
         self.clock
             .start(Step::Switch, config.nginx.include.display().to_string());
         let old_workers = self.nginx.worker_pids();
-        let switch = match self.nginx.switch(&r.include_text) {
+        let switch = match self.nginx.switch(&include_text) {
             Ok(sw) => sw,
             Err(e) => {
                 return Err(self.abort_before_switch(
@@ -553,7 +557,7 @@ impl Run<'_, '_> {
             format!("nginx → {}", crate::render::upstream_url(config, t.to)),
         );
         self.clock.start(Step::Probe, config.nginx.probe_base());
-        match switch::probe_through_nginx(config, t.to, &r.include_text, &old_workers) {
+        match switch::probe_through_nginx(config, t.to, &include_text, &old_workers) {
             Ok(note) => {
                 self.clock
                     .done(Step::Probe, format!("nginx serves {}", t.to));

@@ -206,6 +206,47 @@ impl Run<'_, '_> {
         }
     }
 
+    /// Whether the rule can reach `to`: something listens on 127.0.0.1:<its port> (Docker's
+    /// userland proxy; with `userland-proxy: false` nothing does, and Docker's own DNAT, which
+    /// would carry it, is skipped for a connection the rule mapped). `Ok`: switch by nft.
+    /// `window`: a watch window follows. `Err(Ok(include))`: `auto` falls back here, noting why (this deploy switches by
+    /// reload from now on: the include for it); `Err(Err)`: `nft` refuses, before any change.
+    /// A listener count that cannot be read is no reason to refuse: the probe proves the
+    /// route either way.
+    pub(super) fn nft_reaches(
+        &mut self,
+        to: Color,
+        window: bool,
+    ) -> Result<(), anyhow::Result<String>> {
+        let config = &self.d.loaded.config;
+        let port = config.colors.port(to);
+        if !matches!(crate::nft::color_listens(port), Ok(false)) {
+            return Ok(());
+        }
+        let why = format!(
+            "nothing listens on 127.0.0.1:{port}, {to}'s port (Docker's userland-proxy: false?), \
+             so the nft rule cannot reach it"
+        );
+        if config.nginx.switch == SwitchMode::Nft {
+            let idle = config.service(to);
+            return Err(Err(self.abort_before_switch(
+                &idle,
+                &format!("nginx.switch: nft cannot work on this box: {why}"),
+                crate::engine::Abort::SwitchFailed,
+            )));
+        }
+        self.clock.note(format!(
+            "nginx.switch: auto: switching with the include + nginx reload, since {why}"
+        ));
+        self.switch_used = Used::Reload;
+        let route = if window {
+            crate::engine::site_route(config)
+        } else {
+            crate::render::Route::Direct
+        };
+        Err(self.include_text(to, route))
+    }
+
     /// Puts the rule (and the include, if this switch set it up) back.
     pub(super) fn nft_undo(&self, undo: Undo) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
