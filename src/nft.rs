@@ -136,6 +136,9 @@ pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
 /// The kernel first: a saved file never names a mapping that was not applied.
 pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()> {
     let text = ruleset(project, mapping);
+    // Where it will be saved is checked before the kernel changes: a rule applied but not
+    // saved would be undone by the next boot's restore.
+    let saved = save_path(dir, project)?;
     apply(
         &text,
         &format!(
@@ -143,11 +146,57 @@ pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()
             mapping.primary, mapping.primary_to
         ),
     )?;
-    std::fs::create_dir_all(dir)
-        .with_context(|| format!("create {} for the nft switch's boot restore", dir.display()))?;
-    let saved = saved(dir, project);
     crate::atomic::write(&saved, text.as_bytes(), 0o600)
         .with_context(|| format!("save the nft switch ruleset to {}", saved.display()))
+}
+
+/// Where `project`'s ruleset is saved, after checking that the directory is one only this
+/// user (or root) can write: the boot unit runs `nft -f` as root on every file there, so a
+/// directory another user could write would let them plant rules. Made 0700 when missing;
+/// a directory at the file's own path is refused (the save would fail after the kernel
+/// changed).
+pub fn save_path(dir: &Path, project: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| {
+                format!("create {} for the nft switch's boot restore", dir.display())
+            })?;
+    }
+    let meta = std::fs::metadata(dir).with_context(|| format!("stat {}", dir.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "{} (where the nft switch saves its rules for the boot restore) is not a directory",
+            dir.display()
+        );
+    }
+    if meta.uid() != me && meta.uid() != 0 {
+        anyhow::bail!(
+            "{} belongs to uid {}, not to this user (uid {me}) or root: the boot unit runs              `nft -f` as root on the rules saved there, so refusing to save them into it",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "{} is writable by other users (mode {:o}): the boot unit runs `nft -f` as root on              every file there, so anyone could plant rules; `chmod 700 {}`",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.display()
+        );
+    }
+    let saved = saved(dir, project);
+    match std::fs::symlink_metadata(&saved) {
+        Ok(m) if m.is_dir() => anyhow::bail!(
+            "{} is a directory, not the saved nft switch ruleset: remove it",
+            saved.display()
+        ),
+        _ => Ok(saved),
+    }
 }
 
 /// Deletes `project`'s table and its saved ruleset (project removal, tests' teardown).
@@ -280,6 +329,22 @@ mod tests {
         assert!(color_listens(port).unwrap());
         drop(listener);
         assert!(!color_listens(port).unwrap());
+    }
+
+    #[test]
+    fn the_saved_rules_go_only_where_no_other_user_can_write() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/switch");
+        assert_eq!(save_path(&dir, "p").unwrap(), dir.join("p.nft"));
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "created {mode:o}");
+        std::fs::create_dir(dir.join("q.nft")).unwrap();
+        let e = save_path(&dir, "q").unwrap_err().to_string();
+        assert!(e.contains("q.nft is a directory"), "{e}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = save_path(&dir, "p").unwrap_err().to_string();
+        assert!(e.contains("is writable by other users (mode 777)"), "{e}");
     }
 
     #[test]

@@ -40,10 +40,23 @@ pub fn script() -> String {
          # Written by `cutover bootstrap`: restores each project's nft switch (nginx.switch: nft)\n\
          # from the ruleset its last switch saved, before nginx serves. Each file replaces only\n\
          # its own project's table, atomically.\n\
+         # It runs as root: only files that only root can write are trusted (a file another\n\
+         # user planted, or a symlink, is skipped and fails the unit).\n\
          dir=\"${{1:-{}}}\"\n\
+         trusted() {{ [ -O \"$1\" ] && [ -z \"$(find -H \"$1\" -maxdepth 0 -perm /022)\" ]; }}\n\
+         if [ ! -d \"$dir\" ]; then exit 0; fi\n\
+         if ! trusted \"$dir\"; then\n\
+         \x20\x20echo \"cutover: $dir is not a directory only root can write: restoring nothing from it\" >&2\n\
+         \x20\x20exit 1\n\
+         fi\n\
          rc=0\n\
          for f in \"$dir\"/*.nft; do\n\
-         \x20\x20[ -e \"$f\" ] || continue\n\
+         \x20\x20[ -e \"$f\" ] || [ -L \"$f\" ] || continue\n\
+         \x20\x20if [ -L \"$f\" ] || [ ! -f \"$f\" ] || ! trusted \"$f\"; then\n\
+         \x20\x20\x20\x20echo \"cutover: skipped $f: not a regular file only root can write\" >&2\n\
+         \x20\x20\x20\x20rc=1\n\
+         \x20\x20\x20\x20continue\n\
+         \x20\x20fi\n\
          \x20\x20if ! nft -f \"$f\"; then\n\
          \x20\x20\x20\x20echo \"cutover: could not restore the nft switch saved in $f\" >&2\n\
          \x20\x20\x20\x20rc=1\n\

@@ -501,3 +501,86 @@ fn e2e_dry_run_maintenance_and_a_move_back_to_reload_in_nft_mode() {
     assert!(!cutover::nft::saved(&project.switch_saved_dir(), &project.name).exists());
     project.assert_serving("blue", "v1");
 }
+
+/// The boot script runs `nft -f` as root: a ruleset another user could have planted (a file
+/// not root's, one writable by others, a symlink, or any file in a directory others can
+/// write) is never applied, and the unit fails saying which.
+#[test]
+fn the_boot_script_applies_nothing_another_user_could_have_planted() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !require("nft", "the nft switch tests") || !require("ip", "the netns tests") {
+        return;
+    }
+    let ns = Netns::new("s26-plant");
+    let dir = tempfile::tempdir().unwrap();
+    let (saved, script) = (dir.path().join("switch"), dir.path().join("restore-switch"));
+    std::fs::write(&script, cutover::bootstrap::boot_switch::script()).unwrap();
+    ns.run(move || {
+        let m = cutover::nft::Mapping {
+            primary: 19000,
+            primary_to: 19002,
+            backup: 19001,
+            backup_to: 19003,
+        };
+        cutover::nft::switch("one", &m, &saved).unwrap();
+        let planted = |name: &str| {
+            let text = cutover::nft::ruleset(name, &m);
+            let path = cutover::nft::saved(&saved, name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let world = planted("world");
+        std::fs::set_permissions(&world, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let nobody = planted("nobody");
+        sh_ok(&format!("chown 65534 {}", nobody.display()));
+        let elsewhere = dir_of(&saved).join("elsewhere.nft");
+        std::fs::write(&elsewhere, cutover::nft::ruleset("link", &m)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, cutover::nft::saved(&saved, "link")).unwrap();
+        sh_ok("nft flush ruleset");
+        let run = || {
+            std::process::Command::new("sh")
+                .arg(&script)
+                .arg(&saved)
+                .output()
+                .unwrap()
+        };
+        let out = run();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        for name in ["world", "nobody", "link"] {
+            assert!(
+                stderr.contains(&format!(
+                    "skipped {}",
+                    cutover::nft::saved(&saved, name).display()
+                )),
+                "{stderr}"
+            );
+            assert_eq!(
+                cutover::nft::read(name, 19000, 19001).unwrap(),
+                None,
+                "{name}"
+            );
+        }
+        assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), Some(m));
+        // A directory others can write: nothing from it, not even root's own file.
+        std::fs::set_permissions(&saved, std::fs::Permissions::from_mode(0o777)).unwrap();
+        sh_ok("nft flush ruleset");
+        let out = run();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is not a directory only root can write"),
+            "{out:?}"
+        );
+        assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), None);
+        // And cutover refuses to save into it.
+        let e = cutover::nft::switch("one", &m, &saved).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("is writable by other users"),
+            "{e:#}"
+        );
+    });
+}
+
+fn dir_of(path: &Path) -> &Path {
+    path.parent().unwrap()
+}
