@@ -584,3 +584,37 @@ fn the_boot_script_applies_nothing_another_user_could_have_planted() {
 fn dir_of(path: &Path) -> &Path {
     path.parent().unwrap()
 }
+
+/// A saved ruleset that cannot be written (a directory at its path) fails the switch before
+/// the kernel changes: the rule stays on the serving color, which keeps serving, and the
+/// error names the path.
+#[test]
+fn e2e_a_switch_whose_ruleset_cannot_be_saved_leaves_the_rule_on_the_serving_color() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    let saved = cutover::nft::saved(&project.switch_saved_dir(), &project.name);
+    std::fs::remove_file(&saved).unwrap();
+    std::fs::create_dir(&saved).unwrap();
+    let out = project
+        .command(["deploy", "--image", "cutover-demo:v2"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{} is a directory", saved.display())),
+        "{stderr}"
+    );
+    assert_eq!(rule(&project).primary_to, project.blue);
+    project.assert_still_serving("blue", "v1");
+    let status = project.status_json();
+    assert_eq!(status["nginx_serves"], "blue", "{status:#}");
+    // Once the path is free again, the next deploy switches.
+    std::fs::remove_dir(&saved).unwrap();
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
+    assert!(saved.is_file());
+}

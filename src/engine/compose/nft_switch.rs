@@ -118,7 +118,18 @@ impl Run<'_, '_> {
         let wanted = mapping(config, to, backup)
             .ok_or_else(|| anyhow::anyhow!("nginx.switch: nft needs nginx.switch_ports"))?;
         let previous = read(config)?;
-        crate::nft::switch(project, &wanted, &crate::nft::saved_dir())?;
+        if let Err(e) = crate::nft::switch(project, &wanted, &crate::nft::saved_dir()) {
+            // The kernel may have taken the rule before the save failed: put it back, or the
+            // color this deploy is about to stop would keep the traffic.
+            let back = self.nft_undo(Undo {
+                previous,
+                include: None,
+            });
+            return Err(match back {
+                Ok(()) => e,
+                Err(again) => e.context(format!("putting the rule back failed too: {again:#}")),
+            });
+        }
         let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
         let text = self.d.renderer.include_nft(config, maintenance.as_ref())?;
         let mut undo = Undo {
