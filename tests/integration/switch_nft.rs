@@ -618,3 +618,40 @@ fn e2e_a_switch_whose_ruleset_cannot_be_saved_leaves_the_rule_on_the_serving_col
     assert_eq!(rule(&project).primary_to, project.green);
     assert!(saved.is_file());
 }
+
+/// A switch port something already listens on (a database, ssh): the rule would hand that
+/// service's local clients to the app. `nft` refuses, naming the key and the port; `auto`
+/// falls back to reload; the service keeps its clients either way.
+#[test]
+fn e2e_a_switch_port_something_listens_on_is_never_taken() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("0s"));
+    let [primary, _] = project.switch_ports;
+    let _db = listener(primary, "db");
+    let out = project
+        .command(["deploy", "--image", "cutover-demo:v1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "nginx.switch: nft cannot work on this box: something listens on port {primary}, \
+             the primary of nginx.switch_ports"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(cutover::nft::read(&project.name, primary, 1).unwrap(), None);
+    assert_eq!(who_answers(primary), "db");
+    project.write_config(&App::compose().switch("auto").settle("0s"));
+    let doc = deploy_json(
+        &project,
+        &["deploy", "--image", "cutover-demo:v1", "--json"],
+    );
+    assert_eq!(doc["switch"], "reload", "{doc:#}");
+    assert_eq!(cutover::nft::read(&project.name, primary, 1).unwrap(), None);
+    assert_eq!(who_answers(primary), "db");
+    project.assert_serving("blue", "v1");
+}

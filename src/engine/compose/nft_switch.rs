@@ -58,6 +58,15 @@ fn why_not_nft(config: &Config) -> Option<String> {
     if let Err(e) = crate::nft::available() {
         return Some(e.to_string());
     }
+    // The rule sends every connection this box makes to 127.0.0.1:<switch port> to a color:
+    // a service listening there (a database, ssh) would lose its local clients to the app.
+    for (port, which) in config.nginx.switch_ports?.iter().zip(["primary", "backup"]) {
+        if matches!(crate::nft::color_listens(port.0), Ok(true)) {
+            return Some(format!(
+                "something listens on port {port}, the {which} of nginx.switch_ports: the rule                  would send this box's own connections to 127.0.0.1:{port} to the app instead                  (expected two ports nothing listens on)"
+            ));
+        }
+    }
     let site = &config.nginx.site;
     match std::fs::read_to_string(site) {
         Ok(text) if crate::render::site_declares_switch(config, &text) => None,
