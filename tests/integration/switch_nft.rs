@@ -655,3 +655,30 @@ fn e2e_a_switch_port_something_listens_on_is_never_taken() {
     assert_eq!(who_answers(primary), "db");
     project.assert_serving("blue", "v1");
 }
+
+/// nft removed after an nft deploy: the rule still routes and only it knows the serving
+/// color. `status` and the next deploy (even under `auto`) fail closed, saying why and what
+/// to do; the site keeps serving; with nft back the deploy goes on.
+#[test]
+fn e2e_nft_gone_after_an_nft_deploy_fails_closed_saying_what_to_do() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("auto").settle("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = path_without_nft(tmp.path());
+    let run = |args: &[&str]| project.command(args).env("PATH", &path).output().unwrap();
+    let said = "without `nft` it cannot be read; cutover does not guess it from its record: \
+                install nftables again to deploy";
+    for args in [&["status"][..], &["deploy", "--image", "cutover-demo:v2"]] {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+        assert!(stderr.contains("`nft` was not found on PATH"), "{stderr}");
+    }
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
+}

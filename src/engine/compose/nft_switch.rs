@@ -103,7 +103,20 @@ pub fn read(config: &Config) -> anyhow::Result<Option<Mapping>> {
     let Some([primary, backup]) = config.nginx.switch_ports else {
         return Ok(None);
     };
-    crate::nft::read(config.project.as_str(), primary.0, backup.0)
+    crate::nft::read(config.project.as_str(), primary.0, backup.0).map_err(|e| {
+        if crate::process::which("nft").is_some() {
+            return e;
+        }
+        // nft gone after an nft deploy: the rule still routes, and only it knows which color
+        // serves; guessing from the record could stop the serving color.
+        e.context(format!(
+            "nginx.switch_ports: which color serves is the kernel's rule (table ip {}), and \
+             without `nft` it cannot be read; cutover does not guess it from its record: \
+             install nftables again to deploy (then `nginx.switch: reload` moves the site back \
+             to the include + reload for good)",
+            crate::nft::table(config.project.as_str())
+        ))
+    })
 }
 
 /// What undoes one nft switch: the rule before it (None: no table), and the include write of
