@@ -682,3 +682,64 @@ fn e2e_nft_gone_after_an_nft_deploy_fails_closed_saying_what_to_do() {
     project.deploy_ok("cutover-demo:v2");
     assert_eq!(rule(&project).primary_to, project.green);
 }
+
+/// A deploy killed once the rule leads to the new color (before its record): `status` says
+/// what is true and the next deploy recovers. The table deleted by hand (or by `nft flush
+/// ruleset`, an nftables.service restart): nginx reaches nothing, so `status` says the site
+/// is down (exit 1); the next deploy writes the rule again.
+#[test]
+fn e2e_a_deploy_killed_after_the_rule_and_a_table_deleted_by_hand_are_told_and_recovered() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    let [p, b] = project.switch_ports;
+    let mut child = project
+        .command(["deploy", "--image", "cutover-demo:v2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while cutover::nft::read(&project.name, p, b)
+        .unwrap()
+        .map(|m| m.primary_to)
+        != Some(project.green)
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the deploy ended first"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = project.status_json();
+    assert_eq!(status["nginx_serves"], "green", "{status:#}");
+    assert_eq!(status["nginx_points_at"], "green", "{status:#}");
+    assert!(
+        status["problems"].to_string().contains("green serves"),
+        "{status:#}"
+    );
+    project.deploy_ok("cutover-demo:v1");
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    sh_ok(&format!("nft delete table ip cutover_{}", project.name));
+    let out = project.command(["status", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    crate::json_contract::validate("status.schema.json", &status);
+    assert!(
+        status["down"]
+            .as_str()
+            .is_some_and(|d| d.contains("the site is down")
+                && d.contains(&format!("table ip cutover_{} does not exist", project.name))),
+        "{status:#}"
+    );
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
+    assert!(project
+        .command(["status"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+}

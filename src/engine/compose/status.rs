@@ -111,6 +111,15 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
                 "the site is down: nginx points at {c}, but no {c} container is running \
                  (`cutover deploy` redeploys what served)"
             )
+        })
+        .or_else(|| {
+            // nft mode: nginx always connects to the switch's port; a rule that is gone (or
+            // leads to neither color) leaves it nothing to reach.
+            observed
+                .switch_problem
+                .as_ref()
+                .filter(|_| deployed_before)
+                .map(|problem| format!("the site is down: {problem}"))
         });
     Ok(StatusReport {
         project: loaded.config.project.to_string(),
