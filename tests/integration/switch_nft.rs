@@ -743,3 +743,29 @@ fn e2e_a_deploy_killed_after_the_rule_and_a_table_deleted_by_hand_are_told_and_r
         .status
         .success());
 }
+
+/// The drain counts what the rule's established mappings still carry to the old color: a
+/// connection opened through the switch's primary port before the switch (as nginx's are)
+/// keeps its mapping to blue, and the drain waits its whole bound for it before stopping blue.
+#[test]
+fn e2e_the_drain_waits_for_a_connection_the_rule_mapped_to_the_old_color() {
+    if !nft_ready() {
+        return;
+    }
+    let app = || App::compose().switch("nft").settle("0s").drain("2s");
+    let project = Project::compose(app());
+    project.deploy_ok("cutover-demo:v1");
+    let [primary, _] = project.switch_ports;
+    let held = std::net::TcpStream::connect(("127.0.0.1", primary)).unwrap();
+    let run = project.deploy_ok("cutover-demo:v2");
+    assert!(
+        run.stderr.contains(
+            "1 connections to blue and 0 old nginx workers were left after \
+             the drain limit (2s)"
+        ),
+        "{}",
+        run.stderr
+    );
+    drop(held);
+    assert_eq!(rule(&project).primary_to, project.green);
+}
