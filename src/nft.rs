@@ -252,12 +252,20 @@ pub fn read(project: &str, primary: u16, backup: u16) -> anyhow::Result<Option<M
             backup,
             backup_to,
         })),
-        _ => anyhow::bail!(
+        _ => Err(Unmapped(format!(
             "table ip {t} does not map ports {primary} and {backup} (found {ports:?}): it was \
              changed by hand; the next deploy rewrites it"
-        ),
+        ))
+        .into()),
     }
 }
+
+/// A project's table that exists but no longer maps both switch ports (edited by hand): a
+/// disagreement `status` reports and the next deploy repairs, unlike a table that cannot be
+/// read at all (callers branch on it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unmapped(pub String);
 
 #[derive(Deserialize)]
 struct Listing {

@@ -769,3 +769,38 @@ fn e2e_the_drain_waits_for_a_connection_the_rule_mapped_to_the_old_color() {
     drop(held);
     assert_eq!(rule(&project).primary_to, project.green);
 }
+
+/// The table edited by hand so it maps only one port: `status` reports it (the site still
+/// answers through the primary port: not down) and the next deploy rewrites it, rather than
+/// both stopping at "changed by hand; the next deploy rewrites it".
+#[test]
+fn e2e_a_table_edited_by_hand_is_reported_and_the_next_deploy_rewrites_it() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    let [p, b] = project.switch_ports;
+    let t = format!("cutover_{}", project.name);
+    let edited = format!(
+        "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n chain output {{\n  type nat \
+         hook output priority -101; policy accept;\n  ip daddr 127.0.0.1 tcp dport {p} dnat to \
+         127.0.0.1:{}\n }}\n}}\n",
+        project.blue
+    );
+    cutover::nft::apply(&edited, "edit by hand").unwrap();
+    let out = project.command(["status", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status["problems"]
+            .to_string()
+            .contains(&format!("table ip {t} does not map ports {p} and {b}")),
+        "{status:#}"
+    );
+    assert_eq!(status["down"], serde_json::Value::Null, "{status:#}");
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
+    assert_eq!(rule(&project).backup_to, project.green);
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v2 color=green");
+}

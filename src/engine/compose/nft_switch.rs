@@ -119,6 +119,18 @@ pub fn read(config: &Config) -> anyhow::Result<Option<Mapping>> {
     })
 }
 
+/// [`read`], with a table changed by hand so that it no longer maps both ports given as
+/// `Err(that, in words)`: a disagreement to report and repair, not a reason to stop.
+pub fn read_or_unmapped(config: &Config) -> anyhow::Result<Result<Option<Mapping>, String>> {
+    match read(config) {
+        Ok(m) => Ok(Ok(m)),
+        Err(e) => match e.downcast_ref::<crate::nft::Unmapped>() {
+            Some(unmapped) => Ok(Err(unmapped.to_string())),
+            None => Err(e),
+        },
+    }
+}
+
 /// What undoes one nft switch: the rule before it (None: no table), and the include write of
 /// a set-up (None: the include was already the nft one).
 pub(super) struct Undo {
@@ -139,7 +151,8 @@ impl Run<'_, '_> {
         let project = config.project.as_str();
         let wanted = mapping(config, to, backup)
             .ok_or_else(|| anyhow::anyhow!("nginx.switch: nft needs nginx.switch_ports"))?;
-        let previous = read(config)?;
+        // A table edited by hand has no rule worth putting back: undoing deletes it.
+        let previous = read_or_unmapped(config)?.unwrap_or(None);
         if let Err(e) = crate::nft::switch(project, &wanted, &crate::nft::saved_dir()) {
             // The kernel may have taken the rule before the save failed: put it back, or the
             // color this deploy is about to stop would keep the traffic.
@@ -189,7 +202,7 @@ impl Run<'_, '_> {
     /// passed its gate (invariant 15, as `reconcile` does for the include's groups).
     pub(super) fn close_a_rule_left_open(&mut self, dry_run: bool) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
-        let Some(m) = read(config)? else {
+        let Ok(Some(m)) = read_or_unmapped(config)? else {
             return Ok(());
         };
         let Some(active) = color_of(config, &m) else {

@@ -53,9 +53,27 @@ pub struct Observed {
     pub running: BTreeSet<Color>,
     pub recorded: State,
     /// nft mode: the project's rule as read, when it leads nowhere a color is (a table
-    /// missing, or changed by hand), in words.
+    /// missing, or changed by hand).
     #[serde(skip)]
-    pub switch_problem: Option<String>,
+    pub switch_problem: Option<SwitchProblem>,
+}
+
+/// What is wrong with a project's nft rule, in words.
+#[derive(Debug, Clone)]
+pub enum SwitchProblem {
+    /// nginx's primary port reaches no color (the table is gone, or it leads to neither
+    /// color's port): the site is down.
+    Unreachable(String),
+    /// The table no longer maps both ports (edited by hand): the next deploy rewrites it.
+    Edited(String),
+}
+
+impl SwitchProblem {
+    pub fn text(&self) -> &str {
+        match self {
+            SwitchProblem::Unreachable(t) | SwitchProblem::Edited(t) => t,
+        }
+    }
 }
 
 impl Observed {
@@ -108,7 +126,7 @@ impl Observed {
             _ => {}
         }
         if let Some(problem) = &self.switch_problem {
-            out.push(problem.clone());
+            out.push(problem.text().to_string());
         }
         if self.running.len() == 2 {
             out.push("both colors are running (a deploy is in progress or was interrupted)".into());
@@ -161,24 +179,28 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
     let nginx_color = if port.is_some() && port == switch_primary {
         // A rule that cannot be read is an error (fail closed); one that leads to neither
         // color is a disagreement the next deploy repairs by writing the rule.
-        match super::nft_switch::read(config)? {
-            Some(m) => {
+        match super::nft_switch::read_or_unmapped(config)? {
+            Err(unmapped) => {
+                switch_problem = Some(SwitchProblem::Edited(unmapped));
+                None
+            }
+            Ok(Some(m)) => {
                 let color = super::nft_switch::color_of(config, &m);
                 if color.is_none() {
-                    switch_problem = Some(format!(
+                    switch_problem = Some(SwitchProblem::Unreachable(format!(
                         "the nft rule maps port {} to port {}, neither color's (changed by \
                          hand?): the next deploy writes it again",
                         m.primary, m.primary_to
-                    ));
+                    )));
                 }
                 color
             }
-            None => {
-                switch_problem = Some(format!(
+            Ok(None) => {
+                switch_problem = Some(SwitchProblem::Unreachable(format!(
                     "the include routes through the nft switch, but table ip {} does not \
                      exist (a reboot without the boot unit?): the next deploy writes it again",
                     crate::nft::table(config.project.as_str())
-                ));
+                )));
                 None
             }
         }

@@ -115,11 +115,12 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
         .or_else(|| {
             // nft mode: nginx always connects to the switch's port; a rule that is gone (or
             // leads to neither color) leaves it nothing to reach.
-            observed
-                .switch_problem
-                .as_ref()
-                .filter(|_| deployed_before)
-                .map(|problem| format!("the site is down: {problem}"))
+            match &observed.switch_problem {
+                Some(super::observe::SwitchProblem::Unreachable(why)) if deployed_before => {
+                    Some(format!("the site is down: {why}"))
+                }
+                _ => None,
+            }
         });
     Ok(StatusReport {
         project: loaded.config.project.to_string(),
