@@ -386,12 +386,16 @@ fn the_dnat_on_loopback_works_beside_docker_and_ufw_rules_and_two_projects() {
     });
 }
 
-#[test]
-fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
+/// In a fresh netns: the boot script written to a temp dir, project `one`'s mapping `m`
+/// switched (so saved in `saved`); then `f(saved, script, m)`.
+fn boot_script_in_netns(
+    name: &'static str,
+    f: impl FnOnce(&Path, &Path, cutover::nft::Mapping) + Send + 'static,
+) {
     if !require("nft", "the nft switch tests") || !require("ip", "the netns tests") {
         return;
     }
-    let ns = Netns::new("s26-boot");
+    let ns = Netns::new(name);
     let dir = tempfile::tempdir().unwrap();
     let (saved, script) = (dir.path().join("switch"), dir.path().join("restore-switch"));
     std::fs::write(&script, cutover::bootstrap::boot_switch::script()).unwrap();
@@ -403,6 +407,13 @@ fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
             backup_to: 19003,
         };
         cutover::nft::switch("one", &m, &saved).unwrap();
+        f(&saved, &script, m);
+    });
+}
+
+#[test]
+fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
+    boot_script_in_netns("s26-boot", |saved, script, m| {
         cutover::nft::switch(
             "two",
             &cutover::nft::Mapping {
@@ -508,21 +519,7 @@ fn e2e_dry_run_maintenance_and_a_move_back_to_reload_in_nft_mode() {
 #[test]
 fn the_boot_script_applies_nothing_another_user_could_have_planted() {
     use std::os::unix::fs::PermissionsExt as _;
-    if !require("nft", "the nft switch tests") || !require("ip", "the netns tests") {
-        return;
-    }
-    let ns = Netns::new("s26-plant");
-    let dir = tempfile::tempdir().unwrap();
-    let (saved, script) = (dir.path().join("switch"), dir.path().join("restore-switch"));
-    std::fs::write(&script, cutover::bootstrap::boot_switch::script()).unwrap();
-    ns.run(move || {
-        let m = cutover::nft::Mapping {
-            primary: 19000,
-            primary_to: 19002,
-            backup: 19001,
-            backup_to: 19003,
-        };
-        cutover::nft::switch("one", &m, &saved).unwrap();
+    boot_script_in_netns("s26-plant", |saved, script, m| {
         let planted = |name: &str| {
             let text = cutover::nft::ruleset(name, &m);
             let path = cutover::nft::saved(&saved, name);
@@ -533,7 +530,7 @@ fn the_boot_script_applies_nothing_another_user_could_have_planted() {
         std::fs::set_permissions(&world, std::fs::Permissions::from_mode(0o666)).unwrap();
         let nobody = planted("nobody");
         sh_ok(&format!("chown 65534 {}", nobody.display()));
-        let elsewhere = dir_of(&saved).join("elsewhere.nft");
+        let elsewhere = saved.parent().unwrap().join("elsewhere.nft");
         std::fs::write(&elsewhere, cutover::nft::ruleset("link", &m)).unwrap();
         std::os::unix::fs::symlink(&elsewhere, cutover::nft::saved(&saved, "link")).unwrap();
         sh_ok("nft flush ruleset");
@@ -581,10 +578,6 @@ fn the_boot_script_applies_nothing_another_user_could_have_planted() {
     });
 }
 
-fn dir_of(path: &Path) -> &Path {
-    path.parent().unwrap()
-}
-
 /// A saved ruleset that cannot be written (a directory at its path) fails the switch before
 /// the kernel changes: the rule stays on the serving color, which keeps serving, and the
 /// error names the path.
@@ -598,12 +591,10 @@ fn e2e_a_switch_whose_ruleset_cannot_be_saved_leaves_the_rule_on_the_serving_col
     let saved = cutover::nft::saved(&project.switch_saved_dir(), &project.name);
     std::fs::remove_file(&saved).unwrap();
     std::fs::create_dir(&saved).unwrap();
-    let out = project
-        .command(["deploy", "--image", "cutover-demo:v2"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = project
+        .cutover(["deploy", "--image", "cutover-demo:v2"])
+        .code(1)
+        .stderr;
     assert!(
         stderr.contains(&format!("{} is a directory", saved.display())),
         "{stderr}"
@@ -630,12 +621,10 @@ fn e2e_a_switch_port_something_listens_on_is_never_taken() {
     let project = Project::compose(App::compose().switch("nft").settle("0s"));
     let [primary, _] = project.switch_ports;
     let _db = listener(primary, "db");
-    let out = project
-        .command(["deploy", "--image", "cutover-demo:v1"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let stderr = project
+        .cutover(["deploy", "--image", "cutover-demo:v1"])
+        .code(1)
+        .stderr;
     assert!(
         stderr.contains(&format!(
             "nginx.switch: nft cannot work on this box: something listens on port {primary}, \
@@ -803,4 +792,43 @@ fn e2e_a_table_edited_by_hand_is_reported_and_the_next_deploy_rewrites_it() {
     assert_eq!(rule(&project).primary_to, project.green);
     assert_eq!(rule(&project).backup_to, project.green);
     assert_eq!(project.get("/").unwrap().1.trim(), "version=v2 color=green");
+}
+
+/// SIGTERM in nft mode's watch window (the rule's backup port still on the old color): the
+/// deploy switches back by the rule, both ports to blue, no reload, exit 130; status and the
+/// next deploy agree.
+#[test]
+fn e2e_sigterm_in_the_nft_watch_window_switches_back_by_the_rule() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").stop_grace("0s").settle("30s"));
+    project.deploy_ok("cutover-demo:v1");
+    let pids = nginx_pids(&project);
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("settle");
+    let open = rule(&project);
+    assert_eq!(
+        (open.primary_to, open.backup_to),
+        (project.green, project.blue),
+        "the window's rule"
+    );
+    let out = crate::harness::common::sigterm_and_wait(child);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("switched back to blue"), "{stderr}");
+    let back = rule(&project);
+    assert_eq!(
+        (back.primary_to, back.backup_to),
+        (project.blue, project.blue)
+    );
+    assert_eq!(nginx_pids(&project), pids, "nginx was reloaded");
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    assert_eq!(project.running_services(), ["web-blue"]);
+    let status = project.status_json();
+    assert_eq!(status["nginx_serves"], "blue", "{status:#}");
+    assert_eq!(status["problems"], serde_json::json!([]), "{status:#}");
+    project.write_config(&App::compose().switch("nft").settle("0s"));
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
 }
