@@ -11,7 +11,8 @@
 //!   cutover-switch`); stock parts only, no cutover binary at boot, so the user-data writes
 //!   the same script and unit at first boot;
 //! - `cutover-switch.service`, as root (changing rules needs CAP_NET_ADMIN), wanted by
-//!   nginx.service and multi-user.target.
+//!   nginx.service and multi-user.target, and restarted or reloaded with nftables.service
+//!   (`PartOf`, `ReloadPropagatedFrom`), whose `flush ruleset` would delete the tables.
 //!
 //! A failed restore does not hold nginx back: the site of a project in reload mode (no
 //! saved file) serves; a project in nft mode then answers 502 until `systemctl restart
@@ -75,12 +76,16 @@ pub fn unit() -> String {
          Description=cutover: restore the nft switch rules before nginx serves\n\
          After=nftables.service local-fs.target\n\
          Before=nginx.service\n\
+         # nftables.service's restart or reload runs `flush ruleset`: restore again after it.\n\
+         PartOf=nftables.service\n\
+         ReloadPropagatedFrom=nftables.service\n\
          \n\
          [Service]\n\
          Type=oneshot\n\
          RemainAfterExit=yes\n\
          Environment=PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
          ExecStart={SCRIPT_PATH}\n\
+         ExecReload={SCRIPT_PATH}\n\
          \n\
          [Install]\n\
          WantedBy=multi-user.target nginx.service\n"
@@ -121,6 +126,15 @@ mod tests {
         assert!(text.contains("After=nftables.service"), "{text}");
         assert!(
             text.contains(&format!("ExecStart={SCRIPT_PATH}\n")),
+            "{text}"
+        );
+        // A restart or reload of nftables.service (its `flush ruleset`) restores them again.
+        assert!(
+            text.contains("\nPartOf=nftables.service\nReloadPropagatedFrom=nftables.service\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("ExecReload={SCRIPT_PATH}\n")),
             "{text}"
         );
         assert!(
