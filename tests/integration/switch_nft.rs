@@ -18,6 +18,17 @@ fn nft_ready() -> bool {
     ready() && require("nft", "the nft switch (nginx.switch: nft) tests")
 }
 
+/// A project in nft mode (no watch window) with v1 deployed to blue; None where the nft
+/// tests cannot run (said loudly by `nft_ready`).
+fn deployed_in_nft_mode() -> Option<Project> {
+    if !nft_ready() {
+        return None;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    Some(project)
+}
+
 /// The nginx master of the project's prefix and its workers (the master's children).
 fn nginx_pids(project: &Project) -> (u32, Vec<u32>) {
     let master: u32 = std::fs::read_to_string(project.prefix().join("nginx.pid"))
@@ -175,11 +186,9 @@ fn e2e_twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
 
 #[test]
 fn e2e_status_reads_the_color_from_the_rule_and_reports_a_rule_changed_by_hand() {
-    if !nft_ready() {
+    let Some(project) = deployed_in_nft_mode() else {
         return;
-    }
-    let project = Project::compose(App::compose().switch("nft").settle("0s"));
-    project.deploy_ok("cutover-demo:v1");
+    };
     project.deploy_ok("cutover-demo:v2");
     let status = project.status_json();
     assert_eq!(status["active"], "green", "{status:#}");
@@ -420,7 +429,7 @@ fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
                 primary: 19010,
                 ..m
             },
-            &saved,
+            saved,
         )
         .unwrap();
         // A reboot: the kernel's rules are gone, the saved files stay.
@@ -434,11 +443,11 @@ fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
         let listing = sh_ok("nft list tables");
         assert_eq!(listing.matches("cutover_one").count(), 1, "{listing}");
         // A damaged file fails the script, and the others are still restored.
-        std::fs::write(cutover::nft::saved(&saved, "bad"), "table ip {").unwrap();
+        std::fs::write(cutover::nft::saved(saved, "bad"), "table ip {").unwrap();
         sh_ok("nft flush ruleset");
         let out = std::process::Command::new("sh")
-            .arg(&script)
-            .arg(&saved)
+            .arg(script)
+            .arg(saved)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -450,11 +459,9 @@ fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
 
 #[test]
 fn e2e_dry_run_maintenance_and_a_move_back_to_reload_in_nft_mode() {
-    if !nft_ready() {
+    let Some(project) = deployed_in_nft_mode() else {
         return;
-    }
-    let project = Project::compose(App::compose().switch("nft").settle("0s"));
-    project.deploy_ok("cutover-demo:v1");
+    };
     // The dry run describes the rule, not a reload.
     let out = project
         .command(["deploy", "--image", "cutover-demo:v2", "--dry-run"])
@@ -522,7 +529,7 @@ fn the_boot_script_applies_nothing_another_user_could_have_planted() {
     boot_script_in_netns("s26-plant", |saved, script, m| {
         let planted = |name: &str| {
             let text = cutover::nft::ruleset(name, &m);
-            let path = cutover::nft::saved(&saved, name);
+            let path = cutover::nft::saved(saved, name);
             std::fs::write(&path, text).unwrap();
             path
         };
@@ -532,12 +539,12 @@ fn the_boot_script_applies_nothing_another_user_could_have_planted() {
         sh_ok(&format!("chown 65534 {}", nobody.display()));
         let elsewhere = saved.parent().unwrap().join("elsewhere.nft");
         std::fs::write(&elsewhere, cutover::nft::ruleset("link", &m)).unwrap();
-        std::os::unix::fs::symlink(&elsewhere, cutover::nft::saved(&saved, "link")).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, cutover::nft::saved(saved, "link")).unwrap();
         sh_ok("nft flush ruleset");
         let run = || {
             std::process::Command::new("sh")
-                .arg(&script)
-                .arg(&saved)
+                .arg(script)
+                .arg(saved)
                 .output()
                 .unwrap()
         };
@@ -548,7 +555,7 @@ fn the_boot_script_applies_nothing_another_user_could_have_planted() {
             assert!(
                 stderr.contains(&format!(
                     "skipped {}",
-                    cutover::nft::saved(&saved, name).display()
+                    cutover::nft::saved(saved, name).display()
                 )),
                 "{stderr}"
             );
@@ -560,7 +567,7 @@ fn the_boot_script_applies_nothing_another_user_could_have_planted() {
         }
         assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), Some(m));
         // A directory others can write: nothing from it, not even root's own file.
-        std::fs::set_permissions(&saved, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::fs::set_permissions(saved, std::fs::Permissions::from_mode(0o777)).unwrap();
         sh_ok("nft flush ruleset");
         let out = run();
         assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -570,7 +577,7 @@ fn the_boot_script_applies_nothing_another_user_could_have_planted() {
         );
         assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), None);
         // And cutover refuses to save into it.
-        let e = cutover::nft::switch("one", &m, &saved).unwrap_err();
+        let e = cutover::nft::switch("one", &m, saved).unwrap_err();
         assert!(
             format!("{e:#}").contains("is writable by other users"),
             "{e:#}"
@@ -583,11 +590,9 @@ fn the_boot_script_applies_nothing_another_user_could_have_planted() {
 /// error names the path.
 #[test]
 fn e2e_a_switch_whose_ruleset_cannot_be_saved_leaves_the_rule_on_the_serving_color() {
-    if !nft_ready() {
+    let Some(project) = deployed_in_nft_mode() else {
         return;
-    }
-    let project = Project::compose(App::compose().switch("nft").settle("0s"));
-    project.deploy_ok("cutover-demo:v1");
+    };
     let saved = cutover::nft::saved(&project.switch_saved_dir(), &project.name);
     std::fs::remove_file(&saved).unwrap();
     std::fs::create_dir(&saved).unwrap();
@@ -678,11 +683,9 @@ fn e2e_nft_gone_after_an_nft_deploy_fails_closed_saying_what_to_do() {
 /// is down (exit 1); the next deploy writes the rule again.
 #[test]
 fn e2e_a_deploy_killed_after_the_rule_and_a_table_deleted_by_hand_are_told_and_recovered() {
-    if !nft_ready() {
+    let Some(project) = deployed_in_nft_mode() else {
         return;
-    }
-    let project = Project::compose(App::compose().switch("nft").settle("0s"));
-    project.deploy_ok("cutover-demo:v1");
+    };
     let [p, b] = project.switch_ports;
     let mut child = project
         .command(["deploy", "--image", "cutover-demo:v2"])
@@ -764,11 +767,9 @@ fn e2e_the_drain_waits_for_a_connection_the_rule_mapped_to_the_old_color() {
 /// both stopping at "changed by hand; the next deploy rewrites it".
 #[test]
 fn e2e_a_table_edited_by_hand_is_reported_and_the_next_deploy_rewrites_it() {
-    if !nft_ready() {
+    let Some(project) = deployed_in_nft_mode() else {
         return;
-    }
-    let project = Project::compose(App::compose().switch("nft").settle("0s"));
-    project.deploy_ok("cutover-demo:v1");
+    };
     let [p, b] = project.switch_ports;
     let t = format!("cutover_{}", project.name);
     let edited = format!(
