@@ -833,3 +833,37 @@ fn e2e_sigterm_in_the_nft_watch_window_switches_back_by_the_rule() {
     project.deploy_ok("cutover-demo:v2");
     assert_eq!(rule(&project).primary_to, project.green);
 }
+
+/// Two projects deploying at once write their own tables (and saved rulesets) at the same
+/// time: each ends with its own rule, saved, and neither touched the other's.
+#[test]
+fn e2e_two_projects_deploying_at_once_each_keep_their_own_rule() {
+    let (Some(one), Some(two)) = (deployed_in_nft_mode(), deployed_in_nft_mode()) else {
+        return;
+    };
+    let children: Vec<_> = [&one, &two]
+        .iter()
+        .map(|p| p.spawn(["deploy", "--image", "cutover-demo:v2"]))
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for p in [&one, &two] {
+        let m = rule(p);
+        assert_eq!(
+            (m.primary_to, m.backup_to),
+            (p.green, p.green),
+            "{}",
+            p.name
+        );
+        let saved = cutover::nft::saved(&p.switch_saved_dir(), &p.name);
+        let text = std::fs::read_to_string(&saved).unwrap();
+        assert_eq!(text, cutover::nft::ruleset(&p.name, &m));
+        assert_eq!(p.get("/").unwrap().1.trim(), "version=v2 color=green");
+    }
+}
