@@ -79,6 +79,12 @@ impl Claims {
             port(config.colors.blue.0, "colors.blue", false),
             port(config.colors.green.0, "colors.green", false),
         ];
+        // nft mode's stable ports: another project's table mapping the same port would take
+        // this project's traffic.
+        if let Some([primary, backup]) = nginx.switch_ports {
+            ports.push(port(primary.0, "nginx.switch_ports (primary)", false));
+            ports.push(port(backup.0, "nginx.switch_ports (backup)", false));
+        }
         for (name, acc) in &config.accessories {
             ports.extend(acc.ports.iter().filter_map(|spec| {
                 host_port(spec).map(|p| port(p, &format!("accessories.{name}.ports"), false))
@@ -361,6 +367,29 @@ mod tests {
                 key: "nginx.include".into(),
             }],
         }
+    }
+
+    #[test]
+    fn two_projects_cannot_share_a_switch_port() {
+        let switch = |port| PortClaim {
+            port,
+            key: "nginx.switch_ports (primary)".into(),
+            shared: false,
+        };
+        let mut one = claims("one", 8081, "one.example", "/etc/one.inc");
+        let mut two = claims("two", 9081, "two.example", "/etc/two.inc");
+        one.ports.push(switch(9500));
+        two.ports.push(switch(9500));
+        let found = one.collisions(&two);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("port 9500")
+                && found[0].contains("nginx.switch_ports (primary) of project two"),
+            "{found:?}"
+        );
+        two.ports.pop();
+        two.ports.push(switch(9502));
+        assert!(one.collisions(&two).is_empty());
     }
 
     #[test]

@@ -26,6 +26,7 @@ pub mod health;
 pub mod host;
 pub mod jsonl;
 pub mod maintenance;
+pub mod nft;
 pub mod nginx;
 pub mod process;
 pub mod registry;

@@ -275,7 +275,13 @@ pub fn include_routes_through_a_group(text: &str) -> bool {
         .map(str::trim)
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| l.strip_prefix("set $service_url"))
-        .any(|rest| rest.trim_start().starts_with("http://cutover_"))
+        .map(|rest| rest.trim().trim_end_matches(';').trim_end())
+        // A color's group (`cutover_<project>_<color>`), not the nft switch's group, which
+        // is always routed through.
+        .any(|url| {
+            url.starts_with("http://cutover_")
+                && (url.ends_with("_blue") || url.ends_with("_green"))
+        })
 }
 
 /// An nginx master running from a private prefix on a loopback port, for the demo and tests.

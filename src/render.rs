@@ -144,6 +144,29 @@ impl Renderer {
         )
     }
 
+    /// The include of `nginx.switch: nft`: traffic always goes to the site's switch group
+    /// ([`switch_group`]), the marker names the mode (`nft <primary url> <project>`), not a
+    /// color: which color answers is the kernel's rule, read back by `nft::read`.
+    pub fn include_nft(
+        &self,
+        config: &Config,
+        maintenance: Option<&crate::maintenance::Maintenance>,
+    ) -> anyhow::Result<String> {
+        let [primary, _] =
+            switch_addresses(config).context("nginx.switch: nft needs nginx.switch_ports")?;
+        self.render(
+            INCLUDE,
+            minijinja::context! {
+                project => config.project.as_str(),
+                color => "nft",
+                upstream => format!("http://{primary}"),
+                service_url => format!("http://{}", switch_group(config)),
+                health_path => config.app.health.path.as_str(),
+                maintenance => crate::maintenance::template_view(config, maintenance),
+            },
+        )
+    }
+
     /// Where a template came from: "built-in <name>" or the override's path.
     pub fn origin<'a>(&'a self, name: &'a str) -> &'a str {
         self.origins.get(name).map(String::as_str).unwrap_or(name)
@@ -185,12 +208,21 @@ impl Renderer {
                 }
             })
             .collect();
+        let switch = switch_addresses(config).map(|[primary, backup]| {
+            minijinja::context! {
+                name => switch_group(config),
+                table => crate::nft::table(config.project.as_str()),
+                primary => primary,
+                backup => backup,
+            }
+        });
         let text = self.render(
             SITE,
             minijinja::context! {
                 project => config.project.as_str(),
                 app => config.app.name.as_str(),
                 upstreams => upstreams,
+                switch => switch,
                 nginx => minijinja::context! {
                     listen => config.nginx.listen.0.as_str(),
                     server_name => config.nginx.server_name.as_str(),
@@ -268,6 +300,53 @@ pub fn upstream_group(config: &Config, color: Color) -> String {
     format!("cutover_{}_{}", config.project.as_str(), color.as_str())
 }
 
+/// `cutover_myapp_switch`: the site's group of `nginx.switch: nft` (the two stable ports).
+pub fn switch_group(config: &Config) -> String {
+    format!("cutover_{}_switch", config.project.as_str())
+}
+
+/// `["127.0.0.1:9100", "127.0.0.1:9101"]`: the switch ports' addresses (primary, backup), as
+/// nginx names them; None without `nginx.switch_ports`. Always IPv4 loopback: the nft table
+/// maps `ip daddr 127.0.0.1`.
+pub fn switch_addresses(config: &Config) -> Option<[String; 2]> {
+    let [primary, backup] = config.nginx.switch_ports?;
+    Some([
+        format!("127.0.0.1:{}", primary.0),
+        format!("127.0.0.1:{}", backup.0),
+    ])
+}
+
+/// Whether a site declares the switch group with today's ports, so an include naming it
+/// passes `nginx -t` and reaches them.
+pub fn site_declares_switch(config: &Config, site: &str) -> bool {
+    let Some([primary, backup]) = switch_addresses(config) else {
+        return false;
+    };
+    group_lines(site, &switch_group(config)).is_some_and(|lines| {
+        lines
+            == [
+                format!("server {primary} max_fails=0"),
+                format!("server {backup} backup max_fails=0"),
+            ]
+    })
+}
+
+/// The lines of a site's `upstream <name> { … }` block, trimmed, without their `;`
+/// (comments skipped); None when the site does not declare it.
+fn group_lines(site: &str, name: &str) -> Option<Vec<String>> {
+    let wanted = format!("upstream {name} {{");
+    let mut lines = site
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.starts_with('#'));
+    lines.any(|line| line == wanted).then(|| {
+        lines
+            .take_while(|line| *line != "}")
+            .map(|line| line.trim_end_matches(';').to_string())
+            .collect()
+    })
+}
+
 /// How the include sends a project's traffic to the active color.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
@@ -291,18 +370,13 @@ impl Route {
             return Route::Direct;
         };
         let declares = |color: Color| {
-            let wanted = format!("upstream {} {{", upstream_group(config, color));
-            let mut lines = site
-                .lines()
-                .map(str::trim)
-                .filter(|line| !line.starts_with('#'));
-            if !lines.any(|line| line == wanted) {
+            let Some(lines) = group_lines(site, &upstream_group(config, color)) else {
                 return false;
-            }
+            };
             let servers: Vec<(String, bool)> = lines
-                .take_while(|line| *line != "}")
+                .iter()
                 .filter_map(|line| {
-                    let mut words = line.trim_end_matches(';').split_whitespace();
+                    let mut words = line.split_whitespace();
                     (words.next() == Some("server")).then(|| {
                         let address = words.next().unwrap_or_default().to_string();
                         (address, words.any(|w| w == "backup"))

@@ -194,19 +194,32 @@ pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
         step.skip("this box does not run systemd: run `cutover secrets restore --all` before docker starts");
         return Ok(());
     }
-    let enabled = step.target.on_live_system()
-        && Cmd::new("systemctl", "is the unit enabled")
-            .args(["is-enabled", "--quiet", UNIT])
-            .run()
-            .is_ok();
-    if changed || !enabled || !Path::new(crate::secrets::files::SYSTEM_ROOT).is_dir() {
+    if changed
+        || !unit_enabled(step, UNIT)
+        || !Path::new(crate::secrets::files::SYSTEM_ROOT).is_dir()
+    {
         step.live_command(
             &Cmd::new("systemd-tmpfiles", "create /run/cutover/secrets")
                 .args(["--create", TMPFILES_PATH]),
         )?;
-        step.live_command(&Cmd::new("systemctl", "reload the units").arg("daemon-reload"))?;
-        step.live_command(&Cmd::new("systemctl", format!("enable {UNIT}")).args(["enable", UNIT]))?;
+        enable_unit(step, UNIT)?;
     }
+    Ok(())
+}
+
+/// Whether `unit` is enabled on the live system (never, under `--root` or a dry run).
+pub fn unit_enabled(step: &StepRun<'_>, unit: &str) -> bool {
+    step.target.on_live_system()
+        && Cmd::new("systemctl", "is the unit enabled")
+            .args(["is-enabled", "--quiet", unit])
+            .run()
+            .is_ok()
+}
+
+/// `systemctl daemon-reload` and `enable unit`, as the step's live commands.
+pub fn enable_unit(step: &mut StepRun<'_>, unit: &str) -> anyhow::Result<()> {
+    step.live_command(&Cmd::new("systemctl", "reload the units").arg("daemon-reload"))?;
+    step.live_command(&Cmd::new("systemctl", format!("enable {unit}")).args(["enable", unit]))?;
     Ok(())
 }
 

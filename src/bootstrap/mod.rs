@@ -22,6 +22,7 @@
 //! lines or JSON. Secret material (the box's age identity) never enters the report.
 
 pub mod boot_secrets;
+pub mod boot_switch;
 pub mod cloud_init;
 pub mod distro;
 pub mod identity;
@@ -440,6 +441,7 @@ pub const STEPS: &[StepDef] = &[
     state_dir::STEP,
     identity::STEP,
     boot_secrets::STEP,
+    boot_switch::STEP,
 ];
 
 /// Runs every step in order; a failed step stops the run and is the last step reported.

@@ -31,7 +31,7 @@ pub use scalars::{
 };
 pub use schema::{
     Accessory, App, Color, Colors, Config, Health, Host, Nginx, ResolveImage, Routing,
-    SecretsDelivery, Swarm, Tls,
+    SecretsDelivery, Swarm, SwitchMode, Tls,
 };
 pub use worker::{Worker, WorkerHealth};
 

@@ -352,6 +352,28 @@ pub struct Nginx {
     /// HTTPS with a certificate from an ACME server (`cutover tls issue`, bootstrap).
     #[serde(default)]
     pub tls: Option<Tls>,
+    /// How a deploy switches colors: `reload` (the include + `nginx -s reload`), `nft` (an
+    /// nftables DNAT from `switch_ports`, no reload), `auto` (nft where it can work).
+    #[serde(default)]
+    pub switch: SwitchMode,
+    /// The two stable loopback ports nginx's upstream group names in nft mode: `[primary,
+    /// backup]`; the kernel maps them to the colors.
+    #[serde(default)]
+    pub switch_ports: Option<[Port; 2]>,
+}
+
+/// `nginx.switch:`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SwitchMode {
+    /// nft when `nginx.switch_ports` is set, `nft` runs and may change rules, and the color
+    /// ports have a listener; else reload, said once.
+    Auto,
+    /// nftables DNAT; refused where it cannot work.
+    Nft,
+    /// The include + reload (every deploy reloads nginx).
+    #[default]
+    Reload,
 }
 
 /// `nginx.tls:`: a certificate from an ACME CA via certbot's webroot method, a 443 server and
@@ -426,6 +448,8 @@ impl Default for Nginx {
             test: default_nginx_test(),
             reload: default_nginx_reload(),
             tls: None,
+            switch: SwitchMode::default(),
+            switch_ports: None,
         }
     }
 }

@@ -127,6 +127,37 @@ impl Config {
                 ),
             ));
         }
+        if let Some([primary, backup]) = self.nginx.switch_ports {
+            let taken = [
+                (self.colors.blue.0, "colors.blue"),
+                (self.colors.green.0, "colors.green"),
+                (self.nginx.listen_port().unwrap_or(0), "nginx.listen"),
+                (
+                    self.nginx.tls.as_ref().and_then(|t| t.port()).unwrap_or(0),
+                    "nginx.tls.listen",
+                ),
+            ];
+            for port in [primary, backup] {
+                if let Some((_, key)) = taken.iter().find(|(p, _)| *p == port.0) {
+                    return Err(Invalid::new(
+                        "nginx.switch_ports",
+                        format!("port {port} is also {key} (expected two ports of their own)"),
+                    ));
+                }
+            }
+            if primary == backup {
+                return Err(Invalid::new(
+                    "nginx.switch_ports",
+                    format!("both ports are {primary} (expected two different ports: [primary, backup])"),
+                ));
+            }
+        } else if self.nginx.switch == super::schema::SwitchMode::Nft {
+            return Err(Invalid::new(
+                "nginx.switch",
+                "`nft` needs nginx.switch_ports: [primary, backup] (two free loopback ports)"
+                    .to_string(),
+            ));
+        }
         if let Some(listen) = self.nginx.listen_port() {
             for color in Color::ALL {
                 if self.colors.port(color) == listen {
@@ -440,5 +471,50 @@ fn list_or_none<'a>(items: impl Iterator<Item = &'a str>) -> String {
         "none are defined".to_string()
     } else {
         items.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn error(nginx: &str) -> String {
+        let text = format!(
+            "project: p\napp: {{ name: web, image: example/web, port: 3000, memory: 64M }}\n\
+             colors: {{ blue: 9011, green: 9012 }}\nnginx: {nginx}\n"
+        );
+        format!(
+            "{:#}",
+            Config::from_yaml(&text, std::path::Path::new("cutover.yml")).unwrap_err()
+        )
+    }
+
+    #[test]
+    fn switch_ports_of_their_own_in_range_or_a_refusal_naming_the_key() {
+        for (nginx, said) in [
+            (
+                "{ switch_ports: [9011, 9100] }",
+                "port 9011 is also colors.blue",
+            ),
+            (
+                "{ listen: 9100, switch_ports: [9101, 9100] }",
+                "port 9100 is also nginx.listen",
+            ),
+            (
+                "{ switch_ports: [9100, 443], tls: { domains: [a.example], email: a@a.example } }",
+                "port 443 is also nginx.tls.listen",
+            ),
+            ("{ switch_ports: [9100, 9100] }", "both ports are 9100"),
+            ("{ switch: nft }", "`nft` needs nginx.switch_ports"),
+            ("{ switch_ports: [0, 9100] }", "port 0 is out of range"),
+            (
+                "{ switch_ports: [9100, 65536] }",
+                "port 65536 is out of range",
+            ),
+            ("{ switch_ports: [9100] }", "switch_ports"),
+        ] {
+            let e = error(nginx);
+            assert!(e.contains(said), "{nginx}: {e}");
+        }
     }
 }

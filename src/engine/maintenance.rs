@@ -69,11 +69,22 @@ pub fn set(
             config.nginx.include.display()
         )
     })?;
+    // nft mode: the include names the switch's port, and the rule the color.
+    let nft = include_port(&current).is_some()
+        && include_port(&current) == config.nginx.switch_ports.map(|[p, _]| p.0);
+    let rule = if nft {
+        super::compose::nft_switch::read(config)?
+            .and_then(|m| super::compose::nft_switch::color_of(config, &m))
+    } else {
+        None
+    };
     let color = include_port(&current)
         .and_then(|port| {
-            Color::ALL
-                .into_iter()
-                .find(|c| config.colors.port(*c) == port)
+            rule.filter(|_| nft).or_else(|| {
+                Color::ALL
+                    .into_iter()
+                    .find(|c| config.colors.port(*c) == port)
+            })
         })
         .with_context(|| {
             format!(
@@ -98,7 +109,11 @@ pub fn set(
         (_, w) => w,
     };
     // Between deploys (it takes the deploy lock) no watch window is open: the direct route.
-    let text = renderer.include(config, color, wanted.as_ref(), Route::Direct)?;
+    let text = if nft {
+        renderer.include_nft(config, wanted.as_ref())?
+    } else {
+        renderer.include(config, color, wanted.as_ref(), Route::Direct)?
+    };
     if wanted.is_some() && !text.contains(PAGE_URI) {
         anyhow::bail!(
             "the include template ({}) renders no maintenance block: a custom templates/{} must \

@@ -187,6 +187,35 @@ fn root_run_twice_sets_up_swap_once_and_changes_nothing_the_second_time() {
         "{listed:?}"
     );
 
+    // The nft switch's boot restore (issue #26): root's oneshot, before nginx serves, after
+    // nftables.service's flush; its script restores every saved ruleset; enabling listed.
+    let unit = std::fs::read_to_string(
+        root.path()
+            .join("etc/systemd/system/cutover-switch.service"),
+    )
+    .unwrap();
+    for want in [
+        "\nBefore=nginx.service\n",
+        "After=nftables.service",
+        "WantedBy=multi-user.target nginx.service",
+        "Type=oneshot",
+        "ExecStart=/usr/local/lib/cutover/restore-switch\n",
+    ] {
+        assert!(unit.contains(want), "{want} not in:\n{unit}");
+    }
+    assert!(!unit.contains("User="), "{unit}");
+    let script = root.path().join("usr/local/lib/cutover/restore-switch");
+    assert_eq!(mode(&script), 0o755);
+    assert!(std::fs::read_to_string(&script)
+        .unwrap()
+        .contains("nft -f \"$f\""));
+    assert!(
+        listed
+            .iter()
+            .any(|c| c == "systemctl enable cutover-switch.service"),
+        "{listed:?}"
+    );
+
     // The swap file: 16 MiB, 0600, fully allocated, with mkswap's signature.
     let swapfile = root.path().join("swapfile");
     let meta = std::fs::metadata(&swapfile).unwrap();

@@ -146,12 +146,7 @@ fn e2e_probe_not_seeing_the_new_color_restores_and_reloads() {
 
 /// The id of `service`'s running container.
 fn container_of(project: &Project, service: &str) -> String {
-    cutover::docker::compose::containers_of(&project.name)
-        .unwrap()
-        .into_iter()
-        .find(|c| c.service == service && c.running())
-        .unwrap_or_else(|| panic!("no running {service}"))
-        .id
+    project.running_container(service)
 }
 
 #[test]
@@ -179,12 +174,7 @@ fn e2e_new_color_dying_after_the_switch_switches_back_to_the_old_one() {
     while load.answered() < 50 {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let green = container_of(&project, "web-green");
-    let killed = std::process::Command::new("docker")
-        .args(["kill", "-s", "KILL", &green])
-        .output()
-        .unwrap();
-    assert!(killed.status.success(), "{killed:?}");
+    project.kill("web-green");
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");

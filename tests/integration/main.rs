@@ -61,6 +61,7 @@ mod secrets;
 mod ship;
 mod state_recovery;
 mod swarm;
+mod switch_nft;
 mod tls;
 mod workers;
 

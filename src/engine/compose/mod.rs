@@ -20,6 +20,7 @@ mod fake_box;
 mod health_gate;
 mod hooks;
 mod inflight;
+pub mod nft_switch;
 pub mod observe;
 mod ops;
 mod outcome;
@@ -95,6 +96,8 @@ pub struct ComposeDetail {
     /// A rollback: where the values of the color it brought back came from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub secrets_from: Option<secret_files::SecretsFrom>,
+    /// How the switch was made (`nginx.switch`): `nft` (no nginx reload) or `reload`.
+    pub switch: nft_switch::Used,
 }
 
 pub type Summary = crate::engine::Summary<ComposeDetail>;
@@ -115,7 +118,10 @@ struct Rendered {
     compose_text: String,
     include_text: String,
     /// How `include_text` routes: through the group (the watch window's fallback) or not.
+    /// In nft mode: `Fallback` while a watch window keeps the old color as the rule's backup.
     route: Route,
+    /// How this deploy switches (`nginx.switch`, decided under the lock).
+    switch: nft_switch::Used,
     /// Accessories not running yet: started before the new color.
     accessories_down: Vec<String>,
     /// Each worker's move, done after the old color stopped.
@@ -141,6 +147,8 @@ struct Run<'a, 'r> {
     facts: Option<crate::engine::hooks::Facts>,
     /// The prune's reading of the box, taken while the old color stops (see `stop`).
     survey: Option<std::thread::JoinHandle<anyhow::Result<prune::Survey>>>,
+    /// How this deploy switches colors (`nginx.switch`), decided under the lock.
+    switch_used: nft_switch::Used,
 }
 
 impl<'a> Deployer<'a> {
@@ -171,6 +179,7 @@ impl<'a> Deployer<'a> {
             switched: false,
             facts: None,
             survey: None,
+            switch_used: nft_switch::Used::Reload,
         };
         run.clock.ran_before(Step::Decrypt, req.decrypted);
         let result = run.execute(req);
@@ -199,6 +208,11 @@ impl Run<'_, '_> {
         // Before anything starts: an include this user cannot switch would fail the deploy
         // only after the new color had booted and passed its health gate.
         self.nginx.check_writable()?;
+        let (used, fell_back) = nft_switch::decide(&self.d.loaded.config)?;
+        self.switch_used = used;
+        if let Some(why) = fell_back {
+            self.clock.note(why);
+        }
         let target = self.observe(req)?;
         if req.action == Action::Rollback {
             self.rollback_values(&target)
@@ -320,6 +334,9 @@ impl Run<'_, '_> {
             self.clock.note(note);
         }
         self.reconcile(&mut observed, req.dry_run)?;
+        if self.switch_used == nft_switch::Used::Nft {
+            self.close_a_rule_left_open(req.dry_run)?;
+        }
         self.repair_record(&mut observed, req.dry_run);
         let active = observed.active();
         let nothing_runs = observed.running.is_empty();
@@ -391,12 +408,27 @@ impl Run<'_, '_> {
         )?;
         // The old color is nginx's backup for the new one while the window is open (and only
         // then: the settle step closes it), when the site declares the groups.
-        let route = if t.from.is_some() && !config.app.settle.get().is_zero() {
-            crate::engine::site_route(config)
-        } else {
-            Route::Direct
+        let window = t.from.is_some() && !config.app.settle.get().is_zero();
+        let (route, include_text) = match self.switch_used {
+            nft_switch::Used::Nft => {
+                let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
+                let text = self.d.renderer.include_nft(config, maintenance.as_ref())?;
+                let route = if window {
+                    Route::Fallback
+                } else {
+                    Route::Direct
+                };
+                (route, text)
+            }
+            nft_switch::Used::Reload => {
+                let route = if window {
+                    crate::engine::site_route(config)
+                } else {
+                    Route::Direct
+                };
+                (route, self.include_text(t.to, route)?)
+            }
         };
-        let include_text = self.include_text(t.to, route)?;
         let accessories_down = config
             .accessories
             .keys()
@@ -412,6 +444,7 @@ impl Run<'_, '_> {
             compose_text,
             include_text,
             route,
+            switch: self.switch_used,
             accessories_down,
             workers: moves,
             retired: workers::retired(config, &t.observed),
@@ -496,13 +529,20 @@ impl Run<'_, '_> {
     /// interrupt no longer stops the deploy: finishing is the consistent state. Returns the
     /// nginx workers that may still route to the old color, and notes.
     fn switch(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<(Vec<u32>, Vec<String>)> {
+        let mut include_text = std::borrow::Cow::Borrowed(r.include_text.as_str());
+        if self.switch_used == nft_switch::Used::Nft {
+            match self.nft_reaches(t.to, r.route == Route::Fallback) {
+                Ok(()) => return self.switch_nft(t, r),
+                Err(text) => include_text = std::borrow::Cow::Owned(text?),
+            }
+        }
         let config = &self.d.loaded.config;
         let idle_service = config.service(t.to);
         self.set_step(Step::Switch);
         self.clock
             .start(Step::Switch, config.nginx.include.display().to_string());
         let old_workers = self.nginx.worker_pids();
-        let switch = match self.nginx.switch(&r.include_text) {
+        let switch = match self.nginx.switch(&include_text) {
             Ok(sw) => sw,
             Err(e) => {
                 return Err(self.abort_before_switch(
@@ -517,17 +557,75 @@ impl Run<'_, '_> {
             format!("nginx → {}", crate::render::upstream_url(config, t.to)),
         );
         self.clock.start(Step::Probe, config.nginx.probe_base());
-        match switch::probe_through_nginx(config, t.to, &r.include_text, &old_workers) {
+        match switch::probe_through_nginx(config, t.to, &include_text, &old_workers) {
             Ok(note) => {
                 self.clock
                     .done(Step::Probe, format!("nginx serves {}", t.to));
-                Ok((old_workers, note.into_iter().collect()))
+                let left = self.remove_a_table_left_behind();
+                Ok((old_workers, note.into_iter().chain(left).collect()))
             }
             Err(why) => {
                 let restored = switch.restore(&self.nginx);
                 let mut message = format!("{why}; restored the previous nginx include");
                 if let Err(e) = restored {
                     message.push_str(&format!(" (restoring failed too: {e:#})"));
+                }
+                Err(self.abort_before_switch(&idle_service, &message, Abort::ProbeFailed))
+            }
+        }
+    }
+
+    /// Step 7 in nft mode: the rule (primary → the new color; backup → the old one while
+    /// a watch window is open), no reload unless the mode is being set up; the same probe
+    /// through nginx. Returns the nginx workers from before a set-up reload (none without
+    /// one: no worker can hold an old route, only connections can).
+    fn switch_nft(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<(Vec<u32>, Vec<String>)> {
+        let config = &self.d.loaded.config;
+        let idle_service = config.service(t.to);
+        self.set_step(Step::Switch);
+        let table = crate::nft::table(config.project.as_str());
+        self.clock
+            .start(Step::Switch, format!("nft table ip {table}"));
+        let backup = match (r.route, t.from) {
+            (Route::Fallback, Some(old)) => old,
+            _ => t.to,
+        };
+        let workers = self.nginx.worker_pids();
+        let (text, reloaded, undo) = match self.nft_route(t.to, backup) {
+            Ok(done) => done,
+            Err(e) => {
+                return Err(self.abort_before_switch(
+                    &idle_service,
+                    &format!("{e:#}"),
+                    Abort::SwitchFailed,
+                ));
+            }
+        };
+        let old_workers = if reloaded { workers } else { Vec::new() };
+        self.clock.done(
+            Step::Switch,
+            format!(
+                "{} → {}{}",
+                crate::render::switch_group(config),
+                crate::render::upstream_url(config, t.to),
+                if reloaded {
+                    " (nft mode set up: include written, nginx reloaded once)"
+                } else {
+                    " (nft rule, nginx not reloaded)"
+                }
+            ),
+        );
+        self.clock.start(Step::Probe, config.nginx.probe_base());
+        match switch::probe_through_nginx(config, t.to, &text, &old_workers) {
+            Ok(note) => {
+                self.clock
+                    .done(Step::Probe, format!("nginx serves {}", t.to));
+                Ok((old_workers, note.into_iter().collect()))
+            }
+            Err(why) => {
+                let mut message = format!("{why}; put the previous nft rule back");
+                if let Err(e) = self.nft_undo(undo) {
+                    message.push_str(&format!(" (that failed too: {e:#})"));
                 }
                 Err(self.abort_before_switch(&idle_service, &message, Abort::ProbeFailed))
             }
@@ -620,6 +718,7 @@ impl Run<'_, '_> {
                 workers: self.worker_outcomes.clone(),
                 hooks: Vec::new(),
                 secrets_from: self.d.rollback_values.get().map(|g| g.from.clone()),
+                switch: self.switch_used,
             },
         }
     }

@@ -52,6 +52,28 @@ pub struct Observed {
     pub containers: Vec<Container>,
     pub running: BTreeSet<Color>,
     pub recorded: State,
+    /// nft mode: the project's rule as read, when it leads nowhere a color is (a table
+    /// missing, or changed by hand).
+    #[serde(skip)]
+    pub switch_problem: Option<SwitchProblem>,
+}
+
+/// What is wrong with a project's nft rule, in words.
+#[derive(Debug, Clone)]
+pub enum SwitchProblem {
+    /// nginx's primary port reaches no color (the table is gone, or it leads to neither
+    /// color's port): the site is down.
+    Unreachable(String),
+    /// The table no longer maps both ports (edited by hand): the next deploy rewrites it.
+    Edited(String),
+}
+
+impl SwitchProblem {
+    pub fn text(&self) -> &str {
+        match self {
+            SwitchProblem::Unreachable(t) | SwitchProblem::Edited(t) => t,
+        }
+    }
 }
 
 impl Observed {
@@ -103,6 +125,9 @@ impl Observed {
             }
             _ => {}
         }
+        if let Some(problem) = &self.switch_problem {
+            out.push(problem.text().to_string());
+        }
         if self.running.len() == 2 {
             out.push("both colors are running (a deploy is in progress or was interrupted)".into());
         }
@@ -146,11 +171,46 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
     let fallback_open = include
         .as_deref()
         .is_some_and(crate::nginx::include_routes_through_a_group);
-    let nginx_color = include.as_deref().and_then(include_port).and_then(|port| {
-        Color::ALL
-            .into_iter()
-            .find(|c| config.colors.port(*c) == port)
-    });
+    let port = include.as_deref().and_then(include_port);
+    let switch_primary = config.nginx.switch_ports.map(|[p, _]| p.0);
+    // In nft mode the include names the switch's port: the rule says which color that is
+    // (the rule wins over the record; a rule that cannot be read is an error, not "none").
+    let mut switch_problem = None;
+    let nginx_color = if port.is_some() && port == switch_primary {
+        // A rule that cannot be read is an error (fail closed); one that leads to neither
+        // color is a disagreement the next deploy repairs by writing the rule.
+        match super::nft_switch::read_or_unmapped(config)? {
+            Err(unmapped) => {
+                switch_problem = Some(SwitchProblem::Edited(unmapped));
+                None
+            }
+            Ok(Some(m)) => {
+                let color = super::nft_switch::color_of(config, &m);
+                if color.is_none() {
+                    switch_problem = Some(SwitchProblem::Unreachable(format!(
+                        "the nft rule maps port {} to port {}, neither color's (changed by \
+                         hand?): the next deploy writes it again",
+                        m.primary, m.primary_to
+                    )));
+                }
+                color
+            }
+            Ok(None) => {
+                switch_problem = Some(SwitchProblem::Unreachable(format!(
+                    "the include routes through the nft switch, but table ip {} does not \
+                     exist (a reboot without the boot unit?): the next deploy writes it again",
+                    crate::nft::table(config.project.as_str())
+                )));
+                None
+            }
+        }
+    } else {
+        port.and_then(|port| {
+            Color::ALL
+                .into_iter()
+                .find(|c| config.colors.port(*c) == port)
+        })
+    };
     // nginx's answer and the engine's are independent: ask both at once.
     let (served, containers) = std::thread::scope(|scope| {
         let served = scope.spawn(|| ask_nginx(config));
@@ -172,6 +232,7 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
         containers,
         running,
         recorded,
+        switch_problem,
     })
 }
 
@@ -234,6 +295,9 @@ impl<'a> Marker<'a> {
     /// project's upstream for it, this project's name. Several projects share one nginx, so a
     /// marker that names only a color may be another project's (routed by Host).
     pub fn ours(&self, config: &crate::config::Config) -> Result<Color, String> {
+        if self.color == "nft" {
+            return self.ours_nft(config);
+        }
         let color = Color::ALL
             .into_iter()
             .find(|c| c.as_str() == self.color)
@@ -251,6 +315,50 @@ impl<'a> Marker<'a> {
             ));
         }
         Ok(color)
+    }
+}
+
+impl Marker<'_> {
+    /// The nft include's marker (`nft <primary url> <project>`): which color it serves is
+    /// the kernel's rule, read back now.
+    fn ours_nft(&self, config: &crate::config::Config) -> Result<Color, String> {
+        if let Some(project) = self.project.filter(|p| *p != config.project.as_str()) {
+            return Err(format!(
+                "it is project {project}'s marker, not {}'s",
+                config.project
+            ));
+        }
+        let expected = crate::render::switch_addresses(config).map(|[p, _]| format!("http://{p}"));
+        if self.upstream != expected.as_deref() {
+            return Err(format!(
+                "it routes through the nft switch at {}, not this project's ({})",
+                self.upstream.unwrap_or("?"),
+                expected.as_deref().unwrap_or("no nginx.switch_ports")
+            ));
+        }
+        rule_color(config)?.ok_or_else(|| {
+            format!(
+                "nginx routes through the nft switch, but table ip {} does not exist",
+                crate::nft::table(config.project.as_str())
+            )
+        })
+    }
+}
+
+/// The color the project's nft rule leads its primary port to (None: no table); a rule
+/// that cannot be read, or leads to neither color, in words.
+fn rule_color(config: &crate::config::Config) -> Result<Option<Color>, String> {
+    match super::nft_switch::read(config) {
+        Ok(None) => Ok(None),
+        Ok(Some(m)) => super::nft_switch::color_of(config, &m)
+            .map(Some)
+            .ok_or_else(|| {
+                format!(
+                    "the nft rule maps port {} to port {}, neither color's",
+                    m.primary, m.primary_to
+                )
+            }),
+        Err(e) => Err(format!("{e:#}")),
     }
 }
 

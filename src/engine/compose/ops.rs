@@ -209,6 +209,27 @@ impl Describe<'_> {
                 config.app.health.healthy_checks,
                 config.app.health.timeout
             )],
+            Change::Switch if self.r.switch == super::nft_switch::Used::Nft => vec![
+                format!(
+                    "nft -f - (table ip {}): {} -> {}{}; nginx is not reloaded (unless {} is not the nft include yet: written once, `{}`, `{}`)",
+                    crate::nft::table(config.project.as_str()),
+                    crate::render::switch_group(config),
+                    crate::render::upstream_url(config, to),
+                    match self.r.route {
+                        crate::render::Route::Fallback => {
+                            format!(" ({} is the backup while the window is open)", to.other())
+                        }
+                        crate::render::Route::Direct => String::new(),
+                    },
+                    config.nginx.include.display(),
+                    config.nginx.test.join(" "),
+                    config.nginx.reload.join(" ")
+                ),
+                format!(
+                    "probe {}/.cutover/health until it answers through the switch's primary port",
+                    config.nginx.probe_base()
+                ),
+            ],
             Change::Switch => vec![
                 format!(
                     "write {} -> {}{}, `{}`, `{}`",
@@ -233,12 +254,16 @@ impl Describe<'_> {
             Change::Settle { old: Some(old) } => vec![format!(
                 "watch {idle_service} for {} with {old} still running; switch back to {old} if it fails (and {old} is healthy){}",
                 config.app.settle,
-                match self.r.route {
-                    crate::render::Route::Fallback => format!(
+                match (self.r.route, self.r.switch) {
+                    (crate::render::Route::Fallback, super::nft_switch::Used::Nft) => format!(
+                        "; then the rule's backup -> {} too (nft, no reload)",
+                        crate::render::upstream_url(config, to)
+                    ),
+                    (crate::render::Route::Fallback, _) => format!(
                         "; then nginx -> {} alone (one more reload)",
                         crate::render::upstream_url(config, to)
                     ),
-                    crate::render::Route::Direct => String::new(),
+                    (crate::render::Route::Direct, _) => String::new(),
                 }
             )],
             Change::Settle { old: None } => vec![format!(
@@ -352,6 +377,7 @@ mod tests {
             compose_text: String::new(),
             include_text: String::new(),
             route: crate::render::Route::Direct,
+            switch: crate::engine::compose::nft_switch::Used::Reload,
             accessories_down: accessories_down.iter().map(|s| s.to_string()).collect(),
             workers: Vec::new(),
             retired: Vec::new(),

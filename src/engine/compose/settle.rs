@@ -99,7 +99,7 @@ impl Run<'_, '_> {
     fn close_fallback(&mut self, t: &Target, old: Color) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
         let service = config.service(t.to);
-        let workers = self.nginx.worker_pids();
+        let workers = self.workers_before_switch();
         let closed = self.switch_to(t.to);
         let why = match closed {
             Ok((switched, text)) => match switch::probe_through_nginx(config, t.to, &text, &workers)
@@ -114,7 +114,7 @@ impl Run<'_, '_> {
                     );
                     return Ok(());
                 }
-                Err(probe) => match switched.restore(&self.nginx) {
+                Err(probe) => match self.undo(switched) {
                     Ok(()) => format!(
                         "nginx did not serve {} without {old} as its backup ({probe})",
                         t.to
@@ -186,7 +186,7 @@ impl Run<'_, '_> {
             ));
         }
         self.clock.start(Step::Switch, format!("back to {old}"));
-        let workers = self.nginx.worker_pids();
+        let workers = self.workers_before_switch();
         let switched = self.switch_to(old);
         let (switched, old_include) = match switched {
             Ok(pair) => pair,
@@ -202,7 +202,7 @@ impl Run<'_, '_> {
             }
         };
         if let Err(probe) = switch::probe_through_nginx(config, old, &old_include, &workers) {
-            let restored = match switched.restore(&self.nginx) {
+            let restored = match self.undo(switched) {
                 Ok(()) => format!("the include is back on {}", t.to),
                 Err(e) => format!(
                     "putting the include back on {} failed too ({e:#}): check nginx by hand",
@@ -246,11 +246,32 @@ impl Run<'_, '_> {
         )
     }
 
-    /// nginx to `color`'s address alone (written, tested, reloaded), with the include's text
-    /// for the probe that proves it.
-    fn switch_to(&self, color: Color) -> anyhow::Result<(crate::nginx::Switch, String)> {
+    /// nginx to `color`'s address alone (written, tested, reloaded; in nft mode the rule's
+    /// both ports to `color`, no reload), with the include's text for the probe that proves
+    /// it.
+    fn switch_to(&self, color: Color) -> anyhow::Result<(Undo, String)> {
+        if self.switch_used == super::nft_switch::Used::Nft {
+            let (text, _reloaded, undo) = self.nft_route(color, color)?;
+            return Ok((Undo::Nft(undo), text));
+        }
         let text = self.include_text(color, Route::Direct)?;
-        Ok((self.nginx.switch(&text)?, text))
+        Ok((Undo::Include(self.nginx.switch(&text)?), text))
+    }
+
+    /// The nginx workers that may still route by the include before a switch: none in nft
+    /// mode, where a switch reloads nothing (only connections can hold the old color).
+    fn workers_before_switch(&self) -> Vec<u32> {
+        match self.switch_used {
+            super::nft_switch::Used::Nft => Vec::new(),
+            super::nft_switch::Used::Reload => self.nginx.worker_pids(),
+        }
+    }
+
+    fn undo(&self, undo: Undo) -> anyhow::Result<()> {
+        match undo {
+            Undo::Include(sw) => sw.restore(&self.nginx),
+            Undo::Nft(undo) => self.nft_undo(undo),
+        }
     }
 
     /// Whether `color` runs and answers its health check right now, in words when not.
@@ -278,6 +299,12 @@ impl Run<'_, '_> {
             ColorHealth::NoContainer => Err(format!("{service} is gone")),
         }
     }
+}
+
+/// What puts a settle-window switch back.
+pub(super) enum Undo {
+    Include(crate::nginx::Switch),
+    Nft(super::nft_switch::Undo),
 }
 
 /// How a watch window ended early.

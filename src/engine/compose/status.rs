@@ -111,6 +111,16 @@ pub fn status(loaded: &Loaded) -> anyhow::Result<StatusReport> {
                 "the site is down: nginx points at {c}, but no {c} container is running \
                  (`cutover deploy` redeploys what served)"
             )
+        })
+        .or_else(|| {
+            // nft mode: nginx always connects to the switch's port; a rule that is gone (or
+            // leads to neither color) leaves it nothing to reach.
+            match &observed.switch_problem {
+                Some(super::observe::SwitchProblem::Unreachable(why)) if deployed_before => {
+                    Some(format!("the site is down: {why}"))
+                }
+                _ => None,
+            }
         });
     Ok(StatusReport {
         project: loaded.config.project.to_string(),

@@ -52,7 +52,12 @@ fn probe_route(config: &Config, to: Color, marker: &str) -> Result<Option<String
     let host = host.as_deref();
     let prober = Prober::new(Duration::from_secs(2));
     let expected = config.app.health.status;
-    let address = crate::render::upstream_address(config, to);
+    // The nft include's route names the switch's primary port: nginx sees the address before
+    // the kernel's DNAT, and the rule, read back by the switch, says which color it leads to.
+    let address = match crate::render::switch_addresses(config) {
+        Some([primary, _]) if marker.starts_with("nft ") => primary,
+        _ => crate::render::upstream_address(config, to),
+    };
     let address = address.as_str();
     let outcome = poll_nginx(|| {
         let (answer, headers) =

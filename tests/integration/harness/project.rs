@@ -99,6 +99,8 @@ pub struct App {
     pub workers: Option<serde_json::Value>,
     /// `app.secrets_delivery` (`env` when unset).
     pub secrets_delivery: Option<String>,
+    /// `nginx.switch` (with the project's `nginx.switch_ports`); unset: the default.
+    pub switch: Option<String>,
 }
 
 impl App {
@@ -127,6 +129,7 @@ impl App {
             server_name: None,
             workers: None,
             secrets_delivery: None,
+            switch: None,
         }
     }
 
@@ -250,6 +253,12 @@ impl App {
     }
 
     /// `app.secrets_delivery: env|files`.
+    /// `nginx.switch: mode`, with the project's two `nginx.switch_ports`.
+    pub fn switch(mut self, mode: &str) -> App {
+        self.switch = Some(mode.into());
+        self
+    }
+
     pub fn secrets_delivery(mut self, mode: &str) -> App {
         self.secrets_delivery = Some(mode.into());
         self
@@ -271,6 +280,8 @@ pub struct Project {
     pub green: u16,
     /// The local nginx's port (compose), or the published port (swarm).
     pub port: u16,
+    /// `nginx.switch_ports` when the app sets `nginx.switch`.
+    pub switch_ports: [u16; 2],
     engine: Option<Engine>,
     nginx: Option<cutover::nginx::LocalNginx>,
     /// Behind another project's nginx ([`Project::compose_behind`]): its prefix.
@@ -299,6 +310,7 @@ impl Project {
             blue: free_port(),
             green: free_port(),
             port: free_port(),
+            switch_ports: [free_port(), free_port()],
             engine: None,
             nginx: None,
             shared_prefix: None,
@@ -578,6 +590,10 @@ impl Project {
                 if let Some(probe) = &app.probe {
                     nginx["probe"] = json!(probe);
                 }
+                if let Some(mode) = &app.switch {
+                    nginx["switch"] = json!(mode);
+                    nginx["switch_ports"] = json!(self.switch_ports);
+                }
                 if let Some(tls) = &app.tls {
                     nginx["tls"] = tls.clone();
                     nginx["site"] = json!(prefix.join("site.conf"));
@@ -610,6 +626,31 @@ impl Project {
         PathBuf::from("/dev/shm/cutover-test-secrets").join(&self.name)
     }
 
+    /// The id of `service`'s running container.
+    pub fn running_container(&self, service: &str) -> String {
+        cutover::docker::compose::containers_of(&self.name)
+            .unwrap()
+            .into_iter()
+            .find(|c| c.service == service && c.running())
+            .unwrap_or_else(|| panic!("no running {service}"))
+            .id
+    }
+
+    /// `docker kill -s KILL` of `service`'s running container (a color dying).
+    pub fn kill(&self, service: &str) {
+        let id = self.running_container(service);
+        let killed = Command::new("docker")
+            .args(["kill", "-s", "KILL", &id])
+            .output()
+            .unwrap();
+        assert!(killed.status.success(), "{killed:?}");
+    }
+
+    /// Where this project's nft switch saves its ruleset (`CUTOVER_SWITCH_DIR`).
+    pub fn switch_saved_dir(&self) -> PathBuf {
+        self.home().join("switch")
+    }
+
     /// Where this project's deploys look for the boot unit's copy of cutover.
     pub fn boot_binary(&self) -> PathBuf {
         self.home().join("boot-unit-cutover")
@@ -626,6 +667,8 @@ impl Project {
         // The boot unit's copy a files-mode deploy keeps current: the project's own (none
         // unless a test makes it), never the host's.
         cmd.env("CUTOVER_BOOT_BINARY", self.boot_binary());
+        // The nft switch's saved rulesets: the project's own, never the host's.
+        cmd.env(cutover::nft::SAVED_DIR_ENV, self.switch_saved_dir());
         if let Some(identity) = &self.identity {
             cmd.env("CUTOVER_IDENTITY", identity);
         }
@@ -1068,7 +1111,14 @@ impl Drop for Project {
             nginx.stop();
         }
         match self.engine {
-            Some(Engine::Compose) => remove_compose_project(&self.name),
+            Some(Engine::Compose) => {
+                remove_compose_project(&self.name);
+                // nft mode's table lives in the host's netns: no leftovers.
+                if cutover::process::which("nft").is_some() {
+                    let _ =
+                        cutover::nft::apply(&cutover::nft::removal(&self.name), "test teardown");
+                }
+            }
             Some(Engine::Swarm) => remove_swarm_stack(&self.name),
             None => {}
         }

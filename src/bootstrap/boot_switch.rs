@@ -1,0 +1,148 @@
+//! Step "nft switch at boot": `nginx.switch: nft` keeps which color serves in the kernel's
+//! rules, which a reboot empties. nginx's upstream names the switch's stable ports, so until
+//! the rules are back every request would reach nothing: a oneshot unit restores every
+//! project's saved ruleset (`crate::nft::saved_dir`, one `<project>.nft` each, written by
+//! every switch) with `nft -f`, ordered `Before=nginx.service` and after `nftables.service`
+//! (whose `flush ruleset` would delete them again).
+//!
+//! What it installs:
+//! - `/usr/local/lib/cutover/restore-switch`: a POSIX sh script: `nft -f` of each saved file,
+//!   every file tried, exit 1 if any failed (its error in the journal, `journalctl -u
+//!   cutover-switch`); stock parts only, no cutover binary at boot, so the user-data writes
+//!   the same script and unit at first boot;
+//! - `cutover-switch.service`, as root (changing rules needs CAP_NET_ADMIN), wanted by
+//!   nginx.service and multi-user.target, and restarted or reloaded with nftables.service
+//!   (`PartOf`, `ReloadPropagatedFrom`), whose `flush ruleset` would delete the tables.
+//!
+//! A failed restore does not hold nginx back: the site of a project in reload mode (no
+//! saved file) serves; a project in nft mode then answers 502 until `systemctl restart
+//! cutover-switch` or its next deploy, which writes the rule again.
+
+use std::path::Path;
+
+use super::cloud_init::{Instance, Part, View};
+use super::{Options, StepDef, StepRun};
+
+/// Step "nft switch at boot".
+pub const STEP: StepDef = StepDef {
+    name: "nft switch at boot",
+    run: |opts, s, _| step(opts, s),
+    cloud_init: Part::Writes(cloud_init),
+};
+
+pub const UNIT: &str = "cutover-switch.service";
+pub const UNIT_PATH: &str = "/etc/systemd/system/cutover-switch.service";
+pub const SCRIPT_PATH: &str = "/usr/local/lib/cutover/restore-switch";
+
+/// The restore script: `$1` overrides the directory of saved rulesets (tests).
+pub fn script() -> String {
+    format!(
+        "#!/bin/sh\n\
+         # Written by `cutover bootstrap`: restores each project's nft switch (nginx.switch: nft)\n\
+         # from the ruleset its last switch saved, before nginx serves. Each file replaces only\n\
+         # its own project's table, atomically.\n\
+         # It runs as root: only files that only root can write are trusted (a file another\n\
+         # user planted, or a symlink, is skipped and fails the unit).\n\
+         dir=\"${{1:-{}}}\"\n\
+         trusted() {{ [ -O \"$1\" ] && [ -z \"$(find -H \"$1\" -maxdepth 0 -perm /022)\" ]; }}\n\
+         if [ ! -d \"$dir\" ]; then exit 0; fi\n\
+         if ! trusted \"$dir\"; then\n\
+         \x20\x20echo \"cutover: $dir is not a directory only root can write: restoring nothing from it\" >&2\n\
+         \x20\x20exit 1\n\
+         fi\n\
+         rc=0\n\
+         for f in \"$dir\"/*.nft; do\n\
+         \x20\x20[ -e \"$f\" ] || [ -L \"$f\" ] || continue\n\
+         \x20\x20if [ -L \"$f\" ] || [ ! -f \"$f\" ] || ! trusted \"$f\"; then\n\
+         \x20\x20\x20\x20echo \"cutover: skipped $f: not a regular file only root can write\" >&2\n\
+         \x20\x20\x20\x20rc=1\n\
+         \x20\x20\x20\x20continue\n\
+         \x20\x20fi\n\
+         \x20\x20if ! nft -f \"$f\"; then\n\
+         \x20\x20\x20\x20echo \"cutover: could not restore the nft switch saved in $f\" >&2\n\
+         \x20\x20\x20\x20rc=1\n\
+         \x20\x20fi\n\
+         done\n\
+         exit $rc\n",
+        crate::nft::SAVED_DIR
+    )
+}
+
+/// The unit's text.
+pub fn unit() -> String {
+    format!(
+        "# Written by `cutover bootstrap`. See README, \"Switching without a reload\".\n\
+         [Unit]\n\
+         Description=cutover: restore the nft switch rules before nginx serves\n\
+         After=nftables.service local-fs.target\n\
+         Before=nginx.service\n\
+         # nftables.service's restart or reload runs `flush ruleset`: restore again after it.\n\
+         PartOf=nftables.service\n\
+         ReloadPropagatedFrom=nftables.service\n\
+         \n\
+         [Service]\n\
+         Type=oneshot\n\
+         RemainAfterExit=yes\n\
+         Environment=PATH=/usr/sbin:/usr/bin:/sbin:/bin\n\
+         ExecStart={SCRIPT_PATH}\n\
+         ExecReload={SCRIPT_PATH}\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target nginx.service\n"
+    )
+}
+
+fn cloud_init(_: &Instance<'_>, view: &mut View) {
+    view.file(SCRIPT_PATH, "0755", script());
+    view.file(UNIT_PATH, "0644", unit());
+    view.run(&["systemctl", "daemon-reload"]);
+    view.run(&["systemctl", "enable", UNIT]);
+}
+
+pub fn step(_opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
+    step.summary(format!("{UNIT} (as root) before nginx.service"));
+    let mut changed = step.write_file(Path::new(SCRIPT_PATH), script().as_bytes(), 0o755)?;
+    changed |= step.write_file(Path::new(UNIT_PATH), unit().as_bytes(), 0o644)?;
+    if step.target.on_live_system() && !Path::new("/run/systemd/system").is_dir() {
+        step.skip(format!(
+            "this box does not run systemd: run {SCRIPT_PATH} before nginx starts"
+        ));
+        return Ok(());
+    }
+    if changed || !super::boot_secrets::unit_enabled(step, UNIT) {
+        super::boot_secrets::enable_unit(step, UNIT)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unit_restores_before_nginx_and_after_nftables_flushes() {
+        let text = unit();
+        assert!(text.contains("\nBefore=nginx.service\n"), "{text}");
+        assert!(text.contains("After=nftables.service"), "{text}");
+        assert!(
+            text.contains(&format!("ExecStart={SCRIPT_PATH}\n")),
+            "{text}"
+        );
+        // A restart or reload of nftables.service (its `flush ruleset`) restores them again.
+        assert!(
+            text.contains("\nPartOf=nftables.service\nReloadPropagatedFrom=nftables.service\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("ExecReload={SCRIPT_PATH}\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains("WantedBy=multi-user.target nginx.service"),
+            "{text}"
+        );
+        // systemd expands `%` and `$` in ExecStart: the unit has neither, the script does.
+        assert!(!text.contains('%') && !text.contains('$'), "{text}");
+        assert!(script().contains(&format!("dir=\"${{1:-{}}}\"", crate::nft::SAVED_DIR)));
+    }
+}

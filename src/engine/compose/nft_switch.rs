@@ -1,0 +1,341 @@
+//! `nginx.switch`: which way this deploy switches colors, and the nft way itself.
+//!
+//! In nft mode nginx's upstream never changes: the site's switch group names two stable
+//! loopback ports and the kernel maps them (`crate::nft`). A switch, the watch window's
+//! close and a switch back are each one rule rewrite, no reload: nginx's workers and their
+//! keep-alive client connections stay. The include (the switch group, the `nft` marker) is
+//! written, and nginx reloaded, only when the mode is first set up or the include's text
+//! changes; `auto` falls back to the include + reload where nft cannot work, and says why,
+//! once per deploy.
+
+use serde::Serialize;
+
+use crate::config::{Color, Config, SwitchMode};
+use crate::nft::Mapping;
+
+use super::Run;
+
+/// The way this deploy switches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Used {
+    /// The include + `nginx -s reload`.
+    Reload,
+    /// The nftables rule; nginx is not reloaded.
+    Nft,
+}
+
+/// Decides the way: `Ok((used, why reload))`, the reason only when `auto` fell back;
+/// `Err` when `nginx.switch: nft` cannot work here (a refusal naming why).
+pub(super) fn decide(config: &Config) -> anyhow::Result<(Used, Option<String>)> {
+    let mode = config.nginx.switch;
+    if mode == SwitchMode::Reload {
+        return Ok((Used::Reload, None));
+    }
+    match why_not_nft(config) {
+        None => Ok((Used::Nft, None)),
+        Some(why) if mode == SwitchMode::Auto => Ok((
+            Used::Reload,
+            Some(format!(
+                "nginx.switch: auto: switching with the include + nginx reload, since {why}"
+            )),
+        )),
+        Some(why) => anyhow::bail!("nginx.switch: nft cannot work on this box: {why}"),
+    }
+}
+
+/// Why nft mode cannot work here, or None.
+fn why_not_nft(config: &Config) -> Option<String> {
+    if config.nginx.switch_ports.is_none() {
+        return Some("nginx.switch_ports is not set".into());
+    }
+    if config.colors.upstream_host() != std::net::IpAddr::from([127, 0, 0, 1]) {
+        return Some(format!(
+            "the colors are published on {}, not 127.0.0.1 (the rule maps loopback only)",
+            config.colors.upstream_host()
+        ));
+    }
+    if let Err(e) = crate::nft::available() {
+        return Some(e.to_string());
+    }
+    // The rule sends every connection this box makes to 127.0.0.1:<switch port> to a color:
+    // a service listening there (a database, ssh) would lose its local clients to the app.
+    for (port, which) in config.nginx.switch_ports?.iter().zip(["primary", "backup"]) {
+        if matches!(crate::nft::color_listens(port.0), Ok(true)) {
+            return Some(format!(
+                "something listens on port {port}, the {which} of nginx.switch_ports: the rule                  would send this box's own connections to 127.0.0.1:{port} to the app instead                  (expected two ports nothing listens on)"
+            ));
+        }
+    }
+    let site = &config.nginx.site;
+    match std::fs::read_to_string(site) {
+        Ok(text) if crate::render::site_declares_switch(config, &text) => None,
+        Ok(_) => Some(format!(
+            "the site {} does not declare the upstream {} with nginx.switch_ports (run `cutover \
+             bootstrap` to install the site again)",
+            site.display(),
+            crate::render::switch_group(config)
+        )),
+        Err(e) => Some(format!("the site {} cannot be read: {e}", site.display())),
+    }
+}
+
+/// The mapping that routes new connections to `to`, with `backup` behind it.
+pub(super) fn mapping(config: &Config, to: Color, backup: Color) -> Option<Mapping> {
+    let [primary, backup_port] = config.nginx.switch_ports?;
+    Some(Mapping {
+        primary: primary.0,
+        primary_to: config.colors.port(to),
+        backup: backup_port.0,
+        backup_to: config.colors.port(backup),
+    })
+}
+
+/// The color a mapping's primary port leads to (None: a port of neither color).
+pub fn color_of(config: &Config, mapping: &Mapping) -> Option<Color> {
+    Color::ALL
+        .into_iter()
+        .find(|c| config.colors.port(*c) == mapping.primary_to)
+}
+
+/// Reads the project's rule back (None: no switch ports, or no table).
+pub fn read(config: &Config) -> anyhow::Result<Option<Mapping>> {
+    let Some([primary, backup]) = config.nginx.switch_ports else {
+        return Ok(None);
+    };
+    crate::nft::read(config.project.as_str(), primary.0, backup.0).map_err(|e| {
+        if crate::process::which("nft").is_some() {
+            return e;
+        }
+        // nft gone after an nft deploy: the rule still routes, and only it knows which color
+        // serves; guessing from the record could stop the serving color.
+        e.context(format!(
+            "nginx.switch_ports: which color serves is the kernel's rule (table ip {}), and \
+             without `nft` it cannot be read; cutover does not guess it from its record: \
+             install nftables again to deploy (then `nginx.switch: reload` moves the site back \
+             to the include + reload for good)",
+            crate::nft::table(config.project.as_str())
+        ))
+    })
+}
+
+/// [`read`], with a table changed by hand so that it no longer maps both ports given as
+/// `Err(that, in words)`: a disagreement to report and repair, not a reason to stop.
+pub fn read_or_unmapped(config: &Config) -> anyhow::Result<Result<Option<Mapping>, String>> {
+    match read(config) {
+        Ok(m) => Ok(Ok(m)),
+        Err(e) => match e.downcast_ref::<crate::nft::Unmapped>() {
+            Some(unmapped) => Ok(Err(unmapped.to_string())),
+            None => Err(e),
+        },
+    }
+}
+
+/// What undoes one nft switch: the rule before it (None: no table), and the include write of
+/// a set-up (None: the include was already the nft one).
+pub(super) struct Undo {
+    previous: Option<Mapping>,
+    include: Option<crate::nginx::Switch>,
+}
+
+impl Run<'_, '_> {
+    /// Routes new connections to `to` (`backup` behind it): the rule, then, when the include
+    /// on disk is not the nft one yet, the include + reload (the mode's set-up). Returns the
+    /// include's text for the probe, whether nginx was reloaded, and the undo.
+    pub(super) fn nft_route(
+        &self,
+        to: Color,
+        backup: Color,
+    ) -> anyhow::Result<(String, bool, Undo)> {
+        let config = &self.d.loaded.config;
+        let project = config.project.as_str();
+        let wanted = mapping(config, to, backup)
+            .ok_or_else(|| anyhow::anyhow!("nginx.switch: nft needs nginx.switch_ports"))?;
+        // A table edited by hand has no rule worth putting back: undoing deletes it.
+        let previous = read_or_unmapped(config)?.unwrap_or(None);
+        if let Err(e) = crate::nft::switch(project, &wanted, &crate::nft::saved_dir()) {
+            // The kernel may have taken the rule before the save failed: put it back, or the
+            // color this deploy is about to stop would keep the traffic.
+            let back = self.nft_undo(Undo {
+                previous,
+                include: None,
+            });
+            return Err(match back {
+                Ok(()) => e,
+                Err(again) => e.context(format!("putting the rule back failed too: {again:#}")),
+            });
+        }
+        let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
+        let text = self.d.renderer.include_nft(config, maintenance.as_ref())?;
+        let mut undo = Undo {
+            previous,
+            include: None,
+        };
+        if self.nginx.current_include()?.as_deref() != Some(text.as_str()) {
+            match self.nginx.switch(&text) {
+                Ok(sw) => undo.include = Some(sw),
+                Err(e) => {
+                    let restored = self.nft_undo(undo);
+                    return Err(match restored {
+                        Ok(()) => e,
+                        Err(again) => {
+                            e.context(format!("putting the rule back failed too: {again:#}"))
+                        }
+                    });
+                }
+            }
+        }
+        // The kernel has it: read it back, so a rule that did not take is never proven by a
+        // probe that a backup answered.
+        match read(config)? {
+            Some(m) if m == wanted => {}
+            other => anyhow::bail!(
+                "the nft rule read back is {other:?}, not the {wanted:?} just written"
+            ),
+        }
+        let reloaded = undo.include.is_some();
+        Ok((text, reloaded, undo))
+    }
+
+    /// A deploy killed inside its watch window left the rule's backup port on the old color:
+    /// led back to the active one before this deploy starts a color there that has not
+    /// passed its gate (invariant 15, as `reconcile` does for the include's groups).
+    pub(super) fn close_a_rule_left_open(&mut self, dry_run: bool) -> anyhow::Result<()> {
+        let config = &self.d.loaded.config;
+        let Ok(Some(m)) = read_or_unmapped(config)? else {
+            return Ok(());
+        };
+        let Some(active) = color_of(config, &m) else {
+            return Ok(());
+        };
+        if m.backup_to == m.primary_to {
+            return Ok(());
+        }
+        if dry_run {
+            self.clock.note(format!(
+                "the nft rule still has port {} as nginx's backup for {active} (a deploy stopped \
+                 in its watch window): a deploy would lead it to {active} first",
+                m.backup_to
+            ));
+            return Ok(());
+        }
+        let closed = Mapping {
+            backup_to: m.primary_to,
+            ..m
+        };
+        crate::nft::switch(config.project.as_str(), &closed, &crate::nft::saved_dir())?;
+        self.clock.note(format!(
+            "a deploy stopped in its watch window left port {} as nginx's backup for {active}: \
+             the nft rule leads both ports to {active} now",
+            m.backup_to
+        ));
+        Ok(())
+    }
+
+    /// After a switch in reload mode: a table an earlier nft mode left (its saved ruleset
+    /// says so) is deleted, so no stale rule stays in the box's netns.
+    pub(super) fn remove_a_table_left_behind(&self) -> Option<String> {
+        let project = self.d.loaded.config.project.as_str();
+        let dir = crate::nft::saved_dir();
+        if !crate::nft::saved(&dir, project).exists() {
+            return None;
+        }
+        match crate::nft::remove(project, &dir) {
+            Ok(()) => Some(format!(
+                "removed table ip {} (nginx.switch is no longer nft)",
+                crate::nft::table(project)
+            )),
+            Err(e) => Some(format!(
+                "could not remove table ip {} left by nginx.switch: nft: {e:#}",
+                crate::nft::table(project)
+            )),
+        }
+    }
+
+    /// Whether the rule can reach `to`: something listens on 127.0.0.1:<its port> (Docker's
+    /// userland proxy; with `userland-proxy: false` nothing does, and Docker's own DNAT, which
+    /// would carry it, is skipped for a connection the rule mapped). `Ok`: switch by nft.
+    /// `window`: a watch window follows. `Err(Ok(include))`: `auto` falls back here, noting why (this deploy switches by
+    /// reload from now on: the include for it); `Err(Err)`: `nft` refuses, before any change.
+    /// A listener count that cannot be read is no reason to refuse: the probe proves the
+    /// route either way.
+    pub(super) fn nft_reaches(
+        &mut self,
+        to: Color,
+        window: bool,
+    ) -> Result<(), anyhow::Result<String>> {
+        let config = &self.d.loaded.config;
+        let port = config.colors.port(to);
+        if !matches!(crate::nft::color_listens(port), Ok(false)) {
+            return Ok(());
+        }
+        let why = format!(
+            "nothing listens on 127.0.0.1:{port}, {to}'s port (Docker's userland-proxy: false?), \
+             so the nft rule cannot reach it"
+        );
+        if config.nginx.switch == SwitchMode::Nft {
+            let idle = config.service(to);
+            return Err(Err(self.abort_before_switch(
+                &idle,
+                &format!("nginx.switch: nft cannot work on this box: {why}"),
+                crate::engine::Abort::SwitchFailed,
+            )));
+        }
+        self.clock.note(format!(
+            "nginx.switch: auto: switching with the include + nginx reload, since {why}"
+        ));
+        self.switch_used = Used::Reload;
+        let route = if window {
+            crate::engine::site_route(config)
+        } else {
+            crate::render::Route::Direct
+        };
+        Err(self.include_text(to, route))
+    }
+
+    /// Puts the rule (and the include, if this switch set it up) back.
+    pub(super) fn nft_undo(&self, undo: Undo) -> anyhow::Result<()> {
+        let config = &self.d.loaded.config;
+        let project = config.project.as_str();
+        let dir = crate::nft::saved_dir();
+        match undo.previous {
+            Some(m) => crate::nft::switch(project, &m, &dir)?,
+            None => crate::nft::remove(project, &dir)?,
+        }
+        if let Some(sw) = undo.include {
+            sw.restore(&self.nginx)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(extra: &str) -> Config {
+        let text = format!(
+            "project: p\napp: {{ name: web, image: example/web, port: 3000, memory: 64M }}\ncolors: {{ blue: 9011, green: 9012 }}\n{extra}"
+        );
+        Config::from_yaml(&text, std::path::Path::new("cutover.yml")).unwrap()
+    }
+
+    #[test]
+    fn reload_is_the_default_and_auto_without_ports_falls_back_saying_why() {
+        assert_eq!(decide(&config("")).unwrap(), (Used::Reload, None));
+        let (used, why) = decide(&config("nginx: { switch: auto }\n")).unwrap();
+        assert_eq!(used, Used::Reload);
+        assert!(why.unwrap().contains("nginx.switch_ports is not set"));
+    }
+
+    #[test]
+    fn the_mapping_leads_the_stable_ports_to_the_colors() {
+        let c = config("nginx: { switch_ports: [9100, 9101] }\n");
+        let m = mapping(&c, Color::Green, Color::Blue).unwrap();
+        assert_eq!(
+            (m.primary, m.primary_to, m.backup, m.backup_to),
+            (9100, 9012, 9101, 9011)
+        );
+        assert_eq!(color_of(&c, &m), Some(Color::Green));
+    }
+}

@@ -1,0 +1,384 @@
+//! The kernel half of the nft switch (`nginx.switch: nft`): one nftables table per project
+//! that DNATs the project's two stable loopback ports (`nginx.switch_ports`) to its colors'
+//! ports, so a switch changes where nginx's NEW upstream connections land without a reload.
+//!
+//! Why a table per project (`ip cutover_<project>`), not one shared table with a chain each:
+//! a switch replaces the whole table in one `nft -f -` transaction (`add table`, `delete
+//! table`, the new table: atomic, all or nothing), and that replacement, or a project's
+//! removal, can never touch another project's rules: there is nothing shared to flush.
+//!
+//! Why priority `-101` (one before `dstnat`, -100, where Docker's iptables-nft and
+//! iptables-legacy `nat OUTPUT` chains sit): the kernel applies the FIRST destination NAT a
+//! connection meets on a hook and skips later NAT chains for it. Ours runs first and only
+//! matches our stable ports, which no Docker rule names, so Docker's rules still see (and
+//! leave alone: `! -d 127.0.0.0/8`) every other connection. With Docker's
+//! `userland-proxy: false` nothing listens on 127.0.0.1:<color port> (Docker's own DNAT does
+//! that job, and it is skipped for a connection we already mapped): the switch would reach
+//! nothing, so the nft mode is refused on such a box (`color_listens`).
+//!
+//! Established connections keep their conntrack mapping: only new connections follow a
+//! changed rule, which is what lets the old color drain.
+//!
+//! Read back as JSON (`nft -j list table`), never human output; JSON that does not parse is
+//! an error naming the command (fail closed). Every ruleset applied is also saved, atomic and
+//! 0600, as `<project>.nft` in one box-wide directory ([`saved_dir`]: `/var/lib/cutover/switch`)
+//! so the boot unit (`bootstrap/boot_switch.rs`) restores them all with `nft -f` before nginx
+//! serves, with no cutover binary and no project dir needed at boot.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+
+use crate::process::Cmd;
+
+/// Where every project's last applied ruleset is saved, for the boot restore.
+pub const SAVED_DIR: &str = "/var/lib/cutover/switch";
+
+/// Overrides [`SAVED_DIR`] (tests, a box bootstrapped under `--root`).
+pub const SAVED_DIR_ENV: &str = "CUTOVER_SWITCH_DIR";
+
+/// [`SAVED_DIR_ENV`] when set, else [`SAVED_DIR`].
+pub fn saved_dir() -> PathBuf {
+    std::env::var_os(SAVED_DIR_ENV)
+        .filter(|d| !d.is_empty())
+        .map_or_else(|| SAVED_DIR.into(), PathBuf::from)
+}
+
+/// The saved ruleset of `project` in `dir`.
+pub fn saved(dir: &Path, project: &str) -> PathBuf {
+    dir.join(format!("{project}.nft"))
+}
+
+/// How long one `nft` run may take: it is a netlink transaction, milliseconds.
+const NFT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A project's mapping: where each stable port leads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mapping {
+    /// nginx's primary server: DNAT to the active color.
+    pub primary: u16,
+    pub primary_to: u16,
+    /// nginx's `backup` server: the previous color during the watch window, else the active
+    /// one again.
+    pub backup: u16,
+    pub backup_to: u16,
+}
+
+/// The table name of a project: project names are `[a-z0-9_-]`, all nft identifier
+/// characters (nft refuses quoted table names), behind a letter.
+pub fn table(project: &str) -> String {
+    format!("cutover_{project}")
+}
+
+/// The ruleset that replaces `project`'s table atomically with `mapping` (the text `nft -f`
+/// reads, and what is saved for the boot restore).
+pub fn ruleset(project: &str, mapping: &Mapping) -> String {
+    let t = table(project);
+    format!(
+        "# cutover: project {project}'s nginx switch (nginx.switch: nft); written on every switch.\n\
+         add table ip {t}\n\
+         delete table ip {t}\n\
+         table ip {t} {{\n\
+         \tchain output {{\n\
+         \t\ttype nat hook output priority -101; policy accept;\n\
+         \t\tip daddr 127.0.0.1 tcp dport {} dnat to 127.0.0.1:{}\n\
+         \t\tip daddr 127.0.0.1 tcp dport {} dnat to 127.0.0.1:{}\n\
+         \t}}\n\
+         }}\n",
+        mapping.primary, mapping.primary_to, mapping.backup, mapping.backup_to
+    )
+}
+
+/// The ruleset that deletes `project`'s table (and nothing else), whether or not it exists.
+pub fn removal(project: &str) -> String {
+    let t = table(project);
+    format!("add table ip {t}\ndelete table ip {t}\n")
+}
+
+/// Why the nft switch cannot be used here.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unavailable {
+    #[error("`nft` is not on PATH (install nftables)")]
+    NoNft,
+    #[error("`nft` cannot change rules here (no CAP_NET_ADMIN?): {0}")]
+    NoPermission(String),
+}
+
+/// Whether this process can change nftables rules: `nft` on PATH and a check-only run of a
+/// harmless transaction (`nft -c`: parsed and validated by the kernel, never committed),
+/// which needs the same capability a real change does.
+pub fn available() -> Result<(), Unavailable> {
+    let nft = crate::process::which("nft").ok_or(Unavailable::NoNft)?;
+    let out = Cmd::new(nft, "check that nftables rules can be changed")
+        .args(["-c", "-f", "-"])
+        .stdin_bytes(removal("probe").into_bytes())
+        .timeout(NFT_TIMEOUT)
+        .run();
+    match out {
+        Ok(_) => Ok(()),
+        Err(e) => Err(Unavailable::NoPermission(e.to_string())),
+    }
+}
+
+/// Applies `text` as one transaction (`nft -f -`).
+pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
+    Cmd::new("nft", what)
+        .args(["-f", "-"])
+        .stdin_bytes(text.as_bytes().to_vec())
+        .timeout(NFT_TIMEOUT)
+        .run()?;
+    Ok(())
+}
+
+/// Replaces `project`'s table with `mapping`, then saves the ruleset for the boot restore.
+/// The kernel first: a saved file never names a mapping that was not applied.
+pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()> {
+    let text = ruleset(project, mapping);
+    // Where it will be saved is checked before the kernel changes: a rule applied but not
+    // saved would be undone by the next boot's restore.
+    let saved = save_path(dir, project)?;
+    apply(
+        &text,
+        &format!(
+            "map port {} to {} (project {project}'s nft switch)",
+            mapping.primary, mapping.primary_to
+        ),
+    )?;
+    crate::atomic::write(&saved, text.as_bytes(), 0o600)
+        .with_context(|| format!("save the nft switch ruleset to {}", saved.display()))
+}
+
+/// Where `project`'s ruleset is saved, after checking that the directory is one only this
+/// user (or root) can write: the boot unit runs `nft -f` as root on every file there, so a
+/// directory another user could write would let them plant rules. Made 0700 when missing;
+/// a directory at the file's own path is refused (the save would fail after the kernel
+/// changed).
+pub fn save_path(dir: &Path, project: &str) -> anyhow::Result<PathBuf> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| {
+                format!("create {} for the nft switch's boot restore", dir.display())
+            })?;
+    }
+    let meta = std::fs::metadata(dir).with_context(|| format!("stat {}", dir.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if !meta.is_dir() {
+        anyhow::bail!(
+            "{} (where the nft switch saves its rules for the boot restore) is not a directory",
+            dir.display()
+        );
+    }
+    if meta.uid() != me && meta.uid() != 0 {
+        anyhow::bail!(
+            "{} belongs to uid {}, not to this user (uid {me}) or root: the boot unit runs              `nft -f` as root on the rules saved there, so refusing to save them into it",
+            dir.display(),
+            meta.uid()
+        );
+    }
+    if meta.mode() & 0o022 != 0 {
+        anyhow::bail!(
+            "{} is writable by other users (mode {:o}): the boot unit runs `nft -f` as root on              every file there, so anyone could plant rules; `chmod 700 {}`",
+            dir.display(),
+            meta.mode() & 0o7777,
+            dir.display()
+        );
+    }
+    let saved = saved(dir, project);
+    match std::fs::symlink_metadata(&saved) {
+        Ok(m) if m.is_dir() => anyhow::bail!(
+            "{} is a directory, not the saved nft switch ruleset: remove it",
+            saved.display()
+        ),
+        _ => Ok(saved),
+    }
+}
+
+/// Deletes `project`'s table and its saved ruleset (project removal, tests' teardown).
+pub fn remove(project: &str, dir: &Path) -> anyhow::Result<()> {
+    apply(
+        &removal(project),
+        &format!("delete project {project}'s nft switch table"),
+    )?;
+    let saved = saved(dir, project);
+    match std::fs::remove_file(&saved) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("remove {}", saved.display()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Re-applies a saved ruleset (the boot unit, before nginx serves).
+pub fn restore(saved: &Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(saved)
+        .with_context(|| format!("read the saved nft switch {}", saved.display()))?;
+    apply(
+        &text,
+        &format!("restore the nft switch saved in {}", saved.display()),
+    )
+}
+
+/// Reads `project`'s mapping back from the kernel: `None` when it has no table; a table
+/// that does not hold our two rules is an error (someone edited it: fail closed).
+pub fn read(project: &str, primary: u16, backup: u16) -> anyhow::Result<Option<Mapping>> {
+    let t = table(project);
+    let cmd = Cmd::new("nft", format!("read project {project}'s nft switch"))
+        .args(["-j", "list", "table", "ip", &t])
+        .timeout(NFT_TIMEOUT);
+    let out = cmd.run_unchecked()?;
+    if !out.success() {
+        if out.stderr.contains("No such file or directory") {
+            return Ok(None);
+        }
+        return Err(cmd.failed(&out).into());
+    }
+    let ports = parse(&out.stdout).with_context(|| {
+        format!(
+            "`{}` printed JSON that is not an nftables listing",
+            cmd.display()
+        )
+    })?;
+    let to = |port: u16| ports.iter().find(|(p, _)| *p == port).map(|(_, to)| *to);
+    match (to(primary), to(backup)) {
+        (Some(primary_to), Some(backup_to)) => Ok(Some(Mapping {
+            primary,
+            primary_to,
+            backup,
+            backup_to,
+        })),
+        _ => Err(Unmapped(format!(
+            "table ip {t} does not map ports {primary} and {backup} (found {ports:?}): it was \
+             changed by hand; the next deploy rewrites it"
+        ))
+        .into()),
+    }
+}
+
+/// A project's table that exists but no longer maps both switch ports (edited by hand): a
+/// disagreement `status` reports and the next deploy repairs, unlike a table that cannot be
+/// read at all (callers branch on it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unmapped(pub String);
+
+#[derive(Deserialize)]
+struct Listing {
+    nftables: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RuleItem {
+    rule: Rule,
+}
+
+#[derive(Deserialize)]
+struct Rule {
+    expr: Vec<serde_json::Value>,
+}
+
+/// `(dport, dnat port)` of every rule of a listing that has both (other rules ignored).
+fn parse(json: &str) -> anyhow::Result<Vec<(u16, u16)>> {
+    let listing: Listing = serde_json::from_str(json)?;
+    let mut out = Vec::new();
+    for item in listing.nftables {
+        let Ok(RuleItem { rule }) = serde_json::from_value::<RuleItem>(item) else {
+            continue;
+        };
+        let dport = rule.expr.iter().find_map(|e| {
+            let m = e.get("match")?;
+            (m.pointer("/left/payload/field")?.as_str()? == "dport")
+                .then(|| m.get("right")?.as_u64())?
+        });
+        let to = rule
+            .expr
+            .iter()
+            .find_map(|e| e.pointer("/dnat/port")?.as_u64());
+        if let (Some(dport), Some(to)) = (dport, to) {
+            out.push((
+                u16::try_from(dport).context("a port above 65535")?,
+                u16::try_from(to).context("a port above 65535")?,
+            ));
+        }
+    }
+    Ok(out)
+}
+
+/// Whether something listens on 127.0.0.1:`port` (`ss -l`): a color published by Docker's
+/// userland proxy does; with `userland-proxy: false` nothing does and a DNAT to it reaches
+/// nothing.
+pub fn color_listens(port: u16) -> anyhow::Result<bool> {
+    let filter = format!("( sport = :{port} )");
+    let out = Cmd::new("ss", format!("look for a listener on port {port}"))
+        .args(["-H", "-t", "-n", "-l", &filter])
+        .timeout(NFT_TIMEOUT)
+        .run()?;
+    Ok(out.stdout.lines().any(|l| !l.trim().is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "cutover_p1", "handle": 2}}, {"chain": {"family": "ip", "table": "cutover_p1", "name": "output", "handle": 1, "type": "nat", "hook": "output", "prio": -101, "policy": "accept"}}, {"rule": {"family": "ip", "table": "cutover_p1", "chain": "output", "handle": 2, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "127.0.0.1"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 18000}}, {"dnat": {"addr": "127.0.0.1", "port": 18081}}]}}]}"#;
+
+    #[test]
+    fn a_listener_on_loopback_is_seen_and_a_free_port_is_not() {
+        if crate::process::which("ss").is_none() {
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(color_listens(port).unwrap());
+        drop(listener);
+        assert!(!color_listens(port).unwrap());
+    }
+
+    #[test]
+    fn the_saved_rules_go_only_where_no_other_user_can_write() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("a/switch");
+        assert_eq!(save_path(&dir, "p").unwrap(), dir.join("p.nft"));
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "created {mode:o}");
+        std::fs::create_dir(dir.join("q.nft")).unwrap();
+        let e = save_path(&dir, "q").unwrap_err().to_string();
+        assert!(e.contains("q.nft is a directory"), "{e}");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let e = save_path(&dir, "p").unwrap_err().to_string();
+        assert!(e.contains("is writable by other users (mode 777)"), "{e}");
+    }
+
+    #[test]
+    fn a_listing_gives_each_rules_port_and_target() {
+        assert_eq!(parse(LISTING).unwrap(), vec![(18000, 18081)]);
+        assert!(parse("table ip cutover_p1 {").is_err());
+        assert!(parse(r#"{"other": []}"#).is_err());
+    }
+
+    #[test]
+    fn the_ruleset_replaces_only_its_own_table_in_one_transaction() {
+        let m = Mapping {
+            primary: 9100,
+            primary_to: 8082,
+            backup: 9101,
+            backup_to: 8081,
+        };
+        let text = ruleset("my-app", &m);
+        assert!(text.starts_with("# cutover: project my-app"), "{text}");
+        assert!(text.contains("add table ip cutover_my-app\ndelete table ip cutover_my-app\ntable ip cutover_my-app {"));
+        assert!(text.contains("tcp dport 9100 dnat to 127.0.0.1:8082"));
+        assert!(text.contains("tcp dport 9101 dnat to 127.0.0.1:8081"));
+        assert!(text.contains("priority -101"));
+        assert_eq!(
+            removal("my-app"),
+            "add table ip cutover_my-app\ndelete table ip cutover_my-app\n"
+        );
+    }
+}

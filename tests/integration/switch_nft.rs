@@ -1,0 +1,869 @@
+//! `nginx.switch: nft` (issue #26): colors switch by an nftables DNAT of two stable loopback
+//! ports, never by an nginx reload. On the real engine, nginx and nft: 20 deploys, a rollback
+//! and a forced switch back keep nginx's master and worker PIDs under a keep-alive load with
+//! no failed request; `status` reads the color from the rule and reports a rule tampered
+//! with; without `nft` the deploy falls back (and says so once) or, with `nft`, refuses. In a
+//! fresh netns: the DNAT beside Docker-like iptables (nft and legacy) and ufw-like rules, two
+//! projects side by side, and the boot restore from the saved rulesets.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::common::{loud, require, sh_ok};
+use crate::harness::keepalive::KeepAlive;
+use crate::harness::netns::Netns;
+use crate::harness::project::{ready, App, Project};
+
+fn nft_ready() -> bool {
+    ready() && require("nft", "the nft switch (nginx.switch: nft) tests")
+}
+
+/// A project in nft mode (no watch window) with v1 deployed to blue; None where the nft
+/// tests cannot run (said loudly by `nft_ready`).
+fn deployed_in_nft_mode() -> Option<Project> {
+    if !nft_ready() {
+        return None;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    Some(project)
+}
+
+/// The nginx master of the project's prefix and its workers (the master's children).
+fn nginx_pids(project: &Project) -> (u32, Vec<u32>) {
+    let master: u32 = std::fs::read_to_string(project.prefix().join("nginx.pid"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let mut workers: Vec<u32> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            // pid (comm) state ppid …: the comm may hold spaces, so split after its `)`.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+                == Some(master)
+        })
+        .collect();
+    workers.sort();
+    assert!(!workers.is_empty(), "nginx {master} has no workers");
+    (master, workers)
+}
+
+/// The project's rule, read back from the kernel.
+fn rule(project: &Project) -> cutover::nft::Mapping {
+    let [p, b] = project.switch_ports;
+    cutover::nft::read(&project.name, p, b)
+        .unwrap()
+        .unwrap_or_else(|| panic!("no nft table for {}", project.name))
+}
+
+fn deploy_json(project: &Project, args: &[&str]) -> serde_json::Value {
+    let out = project.command(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    crate::json_contract::validate("deploy.schema.json", &doc);
+    doc
+}
+
+#[test]
+fn e2e_twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
+    if !nft_ready() {
+        return;
+    }
+    let app = || App::compose().switch("nft").settle("1s").drain("5s");
+    let project = Project::compose(app());
+    // The first deploy sets the mode up: the include naming the switch group, one reload.
+    let first = deploy_json(
+        &project,
+        &["deploy", "--image", "cutover-demo:v1", "--json"],
+    );
+    assert_eq!(first["switch"], "nft", "{first:#}");
+    let include = project.include();
+    assert!(
+        include.contains(&format!(
+            "set $service_url http://cutover_{}_switch;",
+            project.name
+        )),
+        "{include}"
+    );
+    assert_eq!(rule(&project).primary_to, project.blue);
+    let pids = nginx_pids(&project);
+    let load = KeepAlive::start(project.port, 4, Duration::from_secs(900));
+    while load.answered() < 40 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut colors = Vec::new();
+    let mut switch_ms = Vec::new();
+    for i in 0..20 {
+        let image = if i % 2 == 0 {
+            "cutover-demo:v2"
+        } else {
+            "cutover-demo:v1"
+        };
+        let doc = deploy_json(&project, &["deploy", "--image", image, "--json"]);
+        assert_eq!(doc["switch"], "nft", "deploy {i}: {doc:#}");
+        assert_eq!(
+            nginx_pids(&project),
+            pids,
+            "deploy {i} changed nginx's processes"
+        );
+        let to = doc["to"].as_str().unwrap().to_string();
+        let port = if to == "blue" {
+            project.blue
+        } else {
+            project.green
+        };
+        let m = rule(&project);
+        // Settled: both ports lead to the new color (the old one is stopped).
+        assert_eq!((m.primary_to, m.backup_to), (port, port), "deploy {i}");
+        colors.push(to);
+        switch_ms.push(doc["switch_ms"].as_u64().unwrap());
+    }
+    // Said, never asserted (timings belong to bench/): health pass → nginx answering.
+    eprintln!("switch_ms of the 20 nft deploys: {switch_ms:?}");
+    assert_eq!(
+        colors.iter().filter(|c| *c == "green").count(),
+        10,
+        "{colors:?}"
+    );
+    // A rollback: the same rule rewrite.
+    let back = deploy_json(&project, &["rollback", "--json"]);
+    assert_eq!(back["switch"], "nft");
+    assert_eq!(
+        nginx_pids(&project),
+        pids,
+        "the rollback changed nginx's processes"
+    );
+    // A forced switch back: the new color dies in the watch window.
+    project.write_config(&app().settle("8s"));
+    let before = rule(&project).primary_to;
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("settle");
+    let m = rule(&project);
+    assert_ne!(m.primary_to, before, "the window opened on the new color");
+    assert_eq!(
+        m.backup_to, before,
+        "the old color is the backup in the window"
+    );
+    let new_service = if m.primary_to == project.blue {
+        "web-blue"
+    } else {
+        "web-green"
+    };
+    project.kill(new_service);
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("switched back to"), "{stderr}");
+    assert_eq!(
+        rule(&project).primary_to,
+        before,
+        "the rule is back on the old color"
+    );
+    assert_eq!(
+        nginx_pids(&project),
+        pids,
+        "the switch back changed nginx's processes"
+    );
+    // The include was never rewritten after the set-up.
+    assert_eq!(project.include(), include);
+    std::thread::sleep(Duration::from_millis(500));
+    let tally = load.finish();
+    eprintln!("keep-alive load over 20 deploys, a rollback and a switch back: {tally:?}");
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert!(tally.ok > 200, "{tally:?}");
+    // 4 clients, reconnecting only at nginx's keepalive_requests (1000).
+    assert!(tally.connections <= 4 + tally.ok / 1000 + 4, "{tally:?}");
+}
+
+#[test]
+fn e2e_status_reads_the_color_from_the_rule_and_reports_a_rule_changed_by_hand() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    project.deploy_ok("cutover-demo:v2");
+    let status = project.status_json();
+    assert_eq!(status["active"], "green", "{status:#}");
+    assert_eq!(status["nginx_serves"], "green", "{status:#}");
+    assert_eq!(status["nginx_points_at"], "green", "{status:#}");
+    assert_eq!(status["problems"], serde_json::json!([]), "{status:#}");
+    // By hand: the primary port to blue, which is stopped. The rule wins over the record.
+    let [p, b] = project.switch_ports;
+    let tampered = cutover::nft::Mapping {
+        primary: p,
+        primary_to: project.blue,
+        backup: b,
+        backup_to: project.blue,
+    };
+    cutover::nft::apply(&cutover::nft::ruleset(&project.name, &tampered), "tamper").unwrap();
+    // The site is down now (the rule leads to a stopped color): status says so, exit 1.
+    let out = project.command(["status", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    crate::json_contract::validate("status.schema.json", &status);
+    assert_eq!(status["nginx_points_at"], "blue", "{status:#}");
+    assert_eq!(status["nginx_serves"], "blue", "{status:#}");
+    let problems = status["problems"].to_string();
+    assert!(
+        problems.contains("nginx points at blue, but no blue container is running"),
+        "{status:#}"
+    );
+    // A rule that leads to neither color is said as such.
+    let elsewhere = cutover::nft::Mapping {
+        primary_to: 1,
+        ..tampered
+    };
+    cutover::nft::apply(&cutover::nft::ruleset(&project.name, &elsewhere), "tamper").unwrap();
+    let out = project.command(["status"]).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("neither color's"), "{text}");
+    // The next deploy rewrites it.
+    project.deploy_ok("cutover-demo:v1");
+    assert!([project.blue, project.green].contains(&rule(&project).primary_to));
+}
+
+/// A PATH with everything this box has but `nft` (a box without nftables).
+fn path_without_nft(dir: &Path) -> String {
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    for entry in std::fs::read_dir("/usr/sbin").unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_name() != "nft" {
+            let _ = std::os::unix::fs::symlink(entry.path(), bin.join(entry.file_name()));
+        }
+    }
+    format!("{}:/usr/local/bin:/usr/bin", bin.display())
+}
+
+#[test]
+fn e2e_without_nft_auto_falls_back_to_reload_saying_so_once_and_nft_refuses() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("auto").settle("0s"));
+    let tmp = tempfile::tempdir().unwrap();
+    let path = path_without_nft(tmp.path());
+    let run = |args: &[&str]| project.command(args).env("PATH", &path).output().unwrap();
+    let out = run(&["deploy", "--image", "cutover-demo:v1", "--json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    crate::json_contract::validate("deploy.schema.json", &doc);
+    assert_eq!(doc["switch"], "reload", "{doc:#}");
+    let said =
+        "nginx.switch: auto: switching with the include + nginx reload, since `nft` is not on PATH";
+    let out = run(&["deploy", "--image", "cutover-demo:v2"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
+    // The include names the color: today's reload mode.
+    assert!(project.include().contains(&format!(":{};", project.green)));
+    assert!(cutover::nft::read(&project.name, 1, 2).unwrap().is_none());
+    // `nft` asked for, where it cannot work: a refusal naming why, nothing changed.
+    project.write_config(&App::compose().switch("nft").settle("0s"));
+    let out = run(&["deploy", "--image", "cutover-demo:v1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("nginx.switch: nft cannot work on this box: `nft` is not on PATH"),
+        "{stderr}"
+    );
+    project.assert_serving("green", "v2");
+}
+
+/// Docker's nat rules as Docker writes them (userland-proxy on: loopback excluded; and a
+/// `userland-proxy: false`-style DNAT of a color port), a ufw-like filter chain with a
+/// default-deny for another port, in the given iptables flavour.
+fn docker_and_ufw_like_rules(iptables: &str) {
+    for rule in [
+        "-t nat -N DOCKER",
+        "-t nat -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER",
+        "-t nat -A DOCKER -d 172.17.0.2/32 -p tcp --dport 80 -j RETURN",
+        "-t nat -A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE",
+        "-N ufw-user-output",
+        "-A OUTPUT -j ufw-user-output",
+        "-A ufw-user-output -p tcp --dport 9 -j REJECT",
+        "-A ufw-user-output -o lo -j ACCEPT",
+    ] {
+        sh_ok(&format!("{iptables} {rule}"));
+    }
+}
+
+/// Accepts one connection on 127.0.0.1:`port` and answers `name`.
+fn listener(port: u16, name: &'static str) -> std::thread::JoinHandle<()> {
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for stream in l.incoming().take(64) {
+            use std::io::Write;
+            let Ok(mut s) = stream else { return };
+            let _ = s.write_all(name.as_bytes());
+        }
+    })
+}
+
+fn who_answers(port: u16) -> String {
+    use std::io::Read;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connect 127.0.0.1:{port}: {e}"));
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn the_dnat_on_loopback_works_beside_docker_and_ufw_rules_and_two_projects() {
+    if !require("nft", "the nft switch tests") || !require("ip", "the netns tests") {
+        return;
+    }
+    let legacy = cutover::process::which("iptables-legacy").is_some();
+    if !legacy {
+        loud("iptables-legacy is not installed: Docker's legacy-backend rules are not tried");
+    }
+    let ns = Netns::new("s26-coexist");
+    let saved = tempfile::tempdir().unwrap();
+    let saved = saved.path().to_path_buf();
+    ns.run(move || {
+        docker_and_ufw_like_rules("iptables-nft");
+        if legacy {
+            docker_and_ufw_like_rules("iptables-legacy");
+        }
+        // Two projects: their colors and their switch ports.
+        let (a_blue, a_green, b_blue, b_green) = (18081, 18082, 18091, 18092);
+        let _l = [
+            listener(a_blue, "a-blue"),
+            listener(a_green, "a-green"),
+            listener(b_blue, "b-blue"),
+            listener(b_green, "b-green"),
+        ];
+        let map = |primary, to, backup, backup_to| cutover::nft::Mapping {
+            primary,
+            primary_to: to,
+            backup,
+            backup_to,
+        };
+        cutover::nft::switch("a", &map(18000, a_blue, 18001, a_blue), &saved).unwrap();
+        cutover::nft::switch("b-x", &map(18010, b_green, 18011, b_blue), &saved).unwrap();
+        assert_eq!(who_answers(18000), "a-blue");
+        assert_eq!(who_answers(18010), "b-green");
+        assert_eq!(who_answers(18011), "b-blue");
+        // A switch of one project: the other is untouched.
+        cutover::nft::switch("a", &map(18000, a_green, 18001, a_blue), &saved).unwrap();
+        assert_eq!(who_answers(18000), "a-green");
+        assert_eq!(who_answers(18001), "a-blue");
+        assert_eq!(who_answers(18010), "b-green");
+        assert_eq!(
+            cutover::nft::read("b-x", 18010, 18011).unwrap(),
+            Some(map(18010, b_green, 18011, b_blue))
+        );
+        // The color ports themselves are reached as before (our rule only names our ports).
+        assert_eq!(who_answers(a_blue), "a-blue");
+        // Docker's and ufw's rules are still there, ours beside them.
+        let tables = sh_ok("nft list tables");
+        assert!(tables.contains("table ip cutover_a\n"), "{tables}");
+        assert!(sh_ok("iptables-nft -t nat -S OUTPUT").contains("-j DOCKER"));
+        // Removing one project's table leaves the other's.
+        cutover::nft::remove("a", &saved).unwrap();
+        assert_eq!(cutover::nft::read("a", 18000, 18001).unwrap(), None);
+        assert!(!cutover::nft::saved(&saved, "a").exists());
+        assert_eq!(who_answers(18010), "b-green");
+        // Existing connections keep their mapping across a switch.
+        let held = std::net::TcpStream::connect(("127.0.0.1", 18010)).unwrap();
+        cutover::nft::switch("b-x", &map(18010, b_blue, 18011, b_blue), &saved).unwrap();
+        assert_eq!(who_answers(18010), "b-blue");
+        assert_eq!(
+            held.peer_addr().unwrap().port(),
+            18010,
+            "the held connection still names the stable port"
+        );
+        let mut held = held;
+        let mut first = String::new();
+        use std::io::Read;
+        held.read_to_string(&mut first).unwrap();
+        assert_eq!(first, "b-green", "an established connection kept its color");
+    });
+}
+
+/// In a fresh netns: the boot script written to a temp dir, project `one`'s mapping `m`
+/// switched (so saved in `saved`); then `f(saved, script, m)`.
+fn boot_script_in_netns(
+    name: &'static str,
+    f: impl FnOnce(&Path, &Path, cutover::nft::Mapping) + Send + 'static,
+) {
+    if !require("nft", "the nft switch tests") || !require("ip", "the netns tests") {
+        return;
+    }
+    let ns = Netns::new(name);
+    let dir = tempfile::tempdir().unwrap();
+    let (saved, script) = (dir.path().join("switch"), dir.path().join("restore-switch"));
+    std::fs::write(&script, cutover::bootstrap::boot_switch::script()).unwrap();
+    ns.run(move || {
+        let m = cutover::nft::Mapping {
+            primary: 19000,
+            primary_to: 19002,
+            backup: 19001,
+            backup_to: 19003,
+        };
+        cutover::nft::switch("one", &m, &saved).unwrap();
+        f(&saved, &script, m);
+    });
+}
+
+#[test]
+fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
+    boot_script_in_netns("s26-boot", |saved, script, m| {
+        cutover::nft::switch(
+            "two",
+            &cutover::nft::Mapping {
+                primary: 19010,
+                ..m
+            },
+            saved,
+        )
+        .unwrap();
+        // A reboot: the kernel's rules are gone, the saved files stay.
+        sh_ok("nft flush ruleset");
+        assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), None);
+        sh_ok(&format!("sh {} {}", script.display(), saved.display()));
+        assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), Some(m));
+        assert!(cutover::nft::read("two", 19010, 19001).unwrap().is_some());
+        // Run again (a restart of the unit): the same tables, replaced, not doubled.
+        sh_ok(&format!("sh {} {}", script.display(), saved.display()));
+        let listing = sh_ok("nft list tables");
+        assert_eq!(listing.matches("cutover_one").count(), 1, "{listing}");
+        // A damaged file fails the script, and the others are still restored.
+        std::fs::write(cutover::nft::saved(saved, "bad"), "table ip {").unwrap();
+        sh_ok("nft flush ruleset");
+        let out = std::process::Command::new("sh")
+            .arg(script)
+            .arg(saved)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(String::from_utf8_lossy(&out.stderr)
+            .contains("could not restore the nft switch saved in"));
+        assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), Some(m));
+    });
+}
+
+#[test]
+fn e2e_dry_run_maintenance_and_a_move_back_to_reload_in_nft_mode() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    // The dry run describes the rule, not a reload.
+    let out = project
+        .command(["deploy", "--image", "cutover-demo:v2", "--dry-run"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!("nft -f - (table ip cutover_{})", project.name)),
+        "{text}"
+    );
+    assert!(text.contains("nginx is not reloaded"), "{text}");
+    assert_eq!(
+        rule(&project).primary_to,
+        project.blue,
+        "a dry run changed the rule"
+    );
+    // Maintenance mode: the nft include with the 503 block, the rule untouched.
+    project.cutover(["maintenance", "on"]).success();
+    let (code, _) = project.get("/").unwrap();
+    assert_eq!(code, 503);
+    assert!(project
+        .include()
+        .contains(&format!("http://cutover_{}_switch;", project.name)));
+    project.cutover(["maintenance", "off"]).success();
+    assert_eq!(project.get("/").unwrap().0, 200);
+    assert_eq!(rule(&project).primary_to, project.blue);
+    // A deploy killed in its watch window left the backup port on the other color: led
+    // back to the active one before the new color starts.
+    let [p, b] = project.switch_ports;
+    let open = cutover::nft::Mapping {
+        primary: p,
+        primary_to: project.blue,
+        backup: b,
+        backup_to: project.green,
+    };
+    cutover::nft::apply(
+        &cutover::nft::ruleset(&project.name, &open),
+        "leave the window open",
+    )
+    .unwrap();
+    let run = project.deploy_ok("cutover-demo:v2");
+    assert!(
+        run.stderr
+            .contains("the nft rule leads both ports to blue now"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(rule(&project).primary_to, project.green);
+    // Back to reload: the include names the color again and the table is gone.
+    project.write_config(&App::compose().switch("reload").settle("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    assert_eq!(cutover::nft::read(&project.name, p, b).unwrap(), None);
+    assert!(!cutover::nft::saved(&project.switch_saved_dir(), &project.name).exists());
+    project.assert_serving("blue", "v1");
+}
+
+/// The boot script runs `nft -f` as root: a ruleset another user could have planted (a file
+/// not root's, one writable by others, a symlink, or any file in a directory others can
+/// write) is never applied, and the unit fails saying which.
+#[test]
+fn the_boot_script_applies_nothing_another_user_could_have_planted() {
+    use std::os::unix::fs::PermissionsExt as _;
+    boot_script_in_netns("s26-plant", |saved, script, m| {
+        let planted = |name: &str| {
+            let text = cutover::nft::ruleset(name, &m);
+            let path = cutover::nft::saved(saved, name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        let world = planted("world");
+        std::fs::set_permissions(&world, std::fs::Permissions::from_mode(0o666)).unwrap();
+        let nobody = planted("nobody");
+        sh_ok(&format!("chown 65534 {}", nobody.display()));
+        let elsewhere = saved.parent().unwrap().join("elsewhere.nft");
+        std::fs::write(&elsewhere, cutover::nft::ruleset("link", &m)).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, cutover::nft::saved(saved, "link")).unwrap();
+        sh_ok("nft flush ruleset");
+        let run = || {
+            std::process::Command::new("sh")
+                .arg(script)
+                .arg(saved)
+                .output()
+                .unwrap()
+        };
+        let out = run();
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        for name in ["world", "nobody", "link"] {
+            assert!(
+                stderr.contains(&format!(
+                    "skipped {}",
+                    cutover::nft::saved(saved, name).display()
+                )),
+                "{stderr}"
+            );
+            assert_eq!(
+                cutover::nft::read(name, 19000, 19001).unwrap(),
+                None,
+                "{name}"
+            );
+        }
+        assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), Some(m));
+        // A directory others can write: nothing from it, not even root's own file.
+        std::fs::set_permissions(saved, std::fs::Permissions::from_mode(0o777)).unwrap();
+        sh_ok("nft flush ruleset");
+        let out = run();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("is not a directory only root can write"),
+            "{out:?}"
+        );
+        assert_eq!(cutover::nft::read("one", 19000, 19001).unwrap(), None);
+        // And cutover refuses to save into it.
+        let e = cutover::nft::switch("one", &m, saved).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("is writable by other users"),
+            "{e:#}"
+        );
+    });
+}
+
+/// A saved ruleset that cannot be written (a directory at its path) fails the switch before
+/// the kernel changes: the rule stays on the serving color, which keeps serving, and the
+/// error names the path.
+#[test]
+fn e2e_a_switch_whose_ruleset_cannot_be_saved_leaves_the_rule_on_the_serving_color() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    let saved = cutover::nft::saved(&project.switch_saved_dir(), &project.name);
+    std::fs::remove_file(&saved).unwrap();
+    std::fs::create_dir(&saved).unwrap();
+    let stderr = project
+        .cutover(["deploy", "--image", "cutover-demo:v2"])
+        .code(1)
+        .stderr;
+    assert!(
+        stderr.contains(&format!("{} is a directory", saved.display())),
+        "{stderr}"
+    );
+    assert_eq!(rule(&project).primary_to, project.blue);
+    project.assert_still_serving("blue", "v1");
+    let status = project.status_json();
+    assert_eq!(status["nginx_serves"], "blue", "{status:#}");
+    // Once the path is free again, the next deploy switches.
+    std::fs::remove_dir(&saved).unwrap();
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
+    assert!(saved.is_file());
+}
+
+/// A switch port something already listens on (a database, ssh): the rule would hand that
+/// service's local clients to the app. `nft` refuses, naming the key and the port; `auto`
+/// falls back to reload; the service keeps its clients either way.
+#[test]
+fn e2e_a_switch_port_something_listens_on_is_never_taken() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("0s"));
+    let [primary, _] = project.switch_ports;
+    let _db = listener(primary, "db");
+    let stderr = project
+        .cutover(["deploy", "--image", "cutover-demo:v1"])
+        .code(1)
+        .stderr;
+    assert!(
+        stderr.contains(&format!(
+            "nginx.switch: nft cannot work on this box: something listens on port {primary}, \
+             the primary of nginx.switch_ports"
+        )),
+        "{stderr}"
+    );
+    assert_eq!(cutover::nft::read(&project.name, primary, 1).unwrap(), None);
+    assert_eq!(who_answers(primary), "db");
+    project.write_config(&App::compose().switch("auto").settle("0s"));
+    let doc = deploy_json(
+        &project,
+        &["deploy", "--image", "cutover-demo:v1", "--json"],
+    );
+    assert_eq!(doc["switch"], "reload", "{doc:#}");
+    assert_eq!(cutover::nft::read(&project.name, primary, 1).unwrap(), None);
+    assert_eq!(who_answers(primary), "db");
+    project.assert_serving("blue", "v1");
+}
+
+/// nft removed after an nft deploy: the rule still routes and only it knows the serving
+/// color. `status` and the next deploy (even under `auto`) fail closed, saying why and what
+/// to do; the site keeps serving; with nft back the deploy goes on.
+#[test]
+fn e2e_nft_gone_after_an_nft_deploy_fails_closed_saying_what_to_do() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("auto").settle("0s"));
+    project.deploy_ok("cutover-demo:v1");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = path_without_nft(tmp.path());
+    let run = |args: &[&str]| project.command(args).env("PATH", &path).output().unwrap();
+    let said = "without `nft` it cannot be read; cutover does not guess it from its record: \
+                install nftables again to deploy";
+    for args in [&["status"][..], &["deploy", "--image", "cutover-demo:v2"]] {
+        let out = run(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(said), "{args:?}: {stderr}");
+        assert!(stderr.contains("`nft` was not found on PATH"), "{stderr}");
+    }
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
+}
+
+/// A deploy killed once the rule leads to the new color (before its record): `status` says
+/// what is true and the next deploy recovers. The table deleted by hand (or by `nft flush
+/// ruleset`, an nftables.service restart): nginx reaches nothing, so `status` says the site
+/// is down (exit 1); the next deploy writes the rule again.
+#[test]
+fn e2e_a_deploy_killed_after_the_rule_and_a_table_deleted_by_hand_are_told_and_recovered() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    let [p, b] = project.switch_ports;
+    let mut child = project
+        .command(["deploy", "--image", "cutover-demo:v2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    while cutover::nft::read(&project.name, p, b)
+        .unwrap()
+        .map(|m| m.primary_to)
+        != Some(project.green)
+    {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the deploy ended first"
+        );
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let status = project.status_json();
+    assert_eq!(status["nginx_serves"], "green", "{status:#}");
+    assert_eq!(status["nginx_points_at"], "green", "{status:#}");
+    assert!(
+        status["problems"].to_string().contains("green serves"),
+        "{status:#}"
+    );
+    project.deploy_ok("cutover-demo:v1");
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    sh_ok(&format!("nft delete table ip cutover_{}", project.name));
+    let out = project.command(["status", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    crate::json_contract::validate("status.schema.json", &status);
+    assert!(
+        status["down"]
+            .as_str()
+            .is_some_and(|d| d.contains("the site is down")
+                && d.contains(&format!("table ip cutover_{} does not exist", project.name))),
+        "{status:#}"
+    );
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
+    assert!(project
+        .command(["status"])
+        .output()
+        .unwrap()
+        .status
+        .success());
+}
+
+/// The drain counts what the rule's established mappings still carry to the old color: a
+/// connection opened through the switch's primary port before the switch (as nginx's are)
+/// keeps its mapping to blue, and the drain waits its whole bound for it before stopping blue.
+#[test]
+fn e2e_the_drain_waits_for_a_connection_the_rule_mapped_to_the_old_color() {
+    if !nft_ready() {
+        return;
+    }
+    let app = || App::compose().switch("nft").settle("0s").drain("2s");
+    let project = Project::compose(app());
+    project.deploy_ok("cutover-demo:v1");
+    let [primary, _] = project.switch_ports;
+    let held = std::net::TcpStream::connect(("127.0.0.1", primary)).unwrap();
+    let run = project.deploy_ok("cutover-demo:v2");
+    assert!(
+        run.stderr.contains(
+            "1 connections to blue and 0 old nginx workers were left after \
+             the drain limit (2s)"
+        ),
+        "{}",
+        run.stderr
+    );
+    drop(held);
+    assert_eq!(rule(&project).primary_to, project.green);
+}
+
+/// The table edited by hand so it maps only one port: `status` reports it (the site still
+/// answers through the primary port: not down) and the next deploy rewrites it, rather than
+/// both stopping at "changed by hand; the next deploy rewrites it".
+#[test]
+fn e2e_a_table_edited_by_hand_is_reported_and_the_next_deploy_rewrites_it() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    let [p, b] = project.switch_ports;
+    let t = format!("cutover_{}", project.name);
+    let edited = format!(
+        "add table ip {t}\ndelete table ip {t}\ntable ip {t} {{\n chain output {{\n  type nat \
+         hook output priority -101; policy accept;\n  ip daddr 127.0.0.1 tcp dport {p} dnat to \
+         127.0.0.1:{}\n }}\n}}\n",
+        project.blue
+    );
+    cutover::nft::apply(&edited, "edit by hand").unwrap();
+    let out = project.command(["status", "--json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        status["problems"]
+            .to_string()
+            .contains(&format!("table ip {t} does not map ports {p} and {b}")),
+        "{status:#}"
+    );
+    assert_eq!(status["down"], serde_json::Value::Null, "{status:#}");
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
+    assert_eq!(rule(&project).backup_to, project.green);
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v2 color=green");
+}
+
+/// SIGTERM in nft mode's watch window (the rule's backup port still on the old color): the
+/// deploy switches back by the rule, both ports to blue, no reload, exit 130; status and the
+/// next deploy agree.
+#[test]
+fn e2e_sigterm_in_the_nft_watch_window_switches_back_by_the_rule() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").stop_grace("0s").settle("30s"));
+    project.deploy_ok("cutover-demo:v1");
+    let pids = nginx_pids(&project);
+    let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+    project.wait_for_step("settle");
+    let open = rule(&project);
+    assert_eq!(
+        (open.primary_to, open.backup_to),
+        (project.green, project.blue),
+        "the window's rule"
+    );
+    let out = crate::harness::common::sigterm_and_wait(child);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    assert!(stderr.contains("switched back to blue"), "{stderr}");
+    let back = rule(&project);
+    assert_eq!(
+        (back.primary_to, back.backup_to),
+        (project.blue, project.blue)
+    );
+    assert_eq!(nginx_pids(&project), pids, "nginx was reloaded");
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    assert_eq!(project.running_services(), ["web-blue"]);
+    let status = project.status_json();
+    assert_eq!(status["nginx_serves"], "blue", "{status:#}");
+    assert_eq!(status["problems"], serde_json::json!([]), "{status:#}");
+    project.write_config(&App::compose().switch("nft").settle("0s"));
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
+}
+
+/// Two projects deploying at once write their own tables (and saved rulesets) at the same
+/// time: each ends with its own rule, saved, and neither touched the other's.
+#[test]
+fn e2e_two_projects_deploying_at_once_each_keep_their_own_rule() {
+    let (Some(one), Some(two)) = (deployed_in_nft_mode(), deployed_in_nft_mode()) else {
+        return;
+    };
+    let children: Vec<_> = [&one, &two]
+        .iter()
+        .map(|p| p.spawn(["deploy", "--image", "cutover-demo:v2"]))
+        .collect();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for p in [&one, &two] {
+        let m = rule(p);
+        assert_eq!(
+            (m.primary_to, m.backup_to),
+            (p.green, p.green),
+            "{}",
+            p.name
+        );
+        let saved = cutover::nft::saved(&p.switch_saved_dir(), &p.name);
+        let text = std::fs::read_to_string(&saved).unwrap();
+        assert_eq!(text, cutover::nft::ruleset(&p.name, &m));
+        assert_eq!(p.get("/").unwrap().1.trim(), "version=v2 color=green");
+    }
+}
