@@ -248,7 +248,7 @@ fn client(
         && i < options.max_requests
     {
         i += 1;
-        let post = options.post_every > 0 && i % options.post_every == 0;
+        let post = options.post_every > 0 && i.is_multiple_of(options.post_every);
         let body = format!("post {i} from client {n}");
         let at_ms = started.elapsed().as_millis() as u64;
         if conn.is_none() {
@@ -300,8 +300,8 @@ fn client(
             .and_then(|()| read_answer(&mut c.stream, &mut c.buf));
         match result {
             Err(e) => {
+                let detail = format!("{e} (after {} answers on this connection)", c.answers);
                 conn = None;
-                let detail = format!("{e} (after {} answers on this connection)", i - 1);
                 fail(&mut tally, at_ms, FailKind::of_io(&e), post, reused, detail);
             }
             Ok(answer) => {
