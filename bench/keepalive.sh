@@ -61,6 +61,9 @@ read -r BLUE GREEN NGINX_PORT SWITCH_A SWITCH_B < <(free_ports 5)
 PREFIX=$WORK/nginx
 CUT_DIR=$WORK/cutover
 mkdir -p "$RAW" "$PREFIX" "$CUT_DIR/templates"
+# The box-wide project registry and the nft switch's saved rulesets (the boot restore's): the
+# run's own, never the box's.
+export CUTOVER_REGISTRY_DIR=$WORK/registry CUTOVER_SWITCH_DIR=$WORK/switch
 nginx_in "$PREFIX"
 LOAD_PID=""
 
