@@ -89,7 +89,9 @@ trap 'exit 130' INT TERM
 demo_project_yml "$PROJECT" 1000 "$BLUE" "$GREEN" "$PREFIX" "$NGINX_PORT" 60s "settle: 5s" \
     >"$CUT_DIR/cutover.yml"
 if [[ $SWITCH == nft ]]; then
-    printf '  switch: nft\n  switch_ports: [%s, %s]\n' "$SWITCH_A" "$SWITCH_B" >>"$CUT_DIR/cutover.yml"
+    # nft mode reads the site nginx loads (its upstream addresses).
+    printf '  site: %s\n  switch: nft\n  switch_ports: [%s, %s]\n' "$PREFIX/site.conf" "$SWITCH_A" "$SWITCH_B" \
+        >>"$CUT_DIR/cutover.yml"
 fi
 # The built-in site plus the WebSocket lines (the same override as tests/integration/switch_clients.rs).
 python3 - templates/nginx-site.conf.j2 "$CUT_DIR/templates/nginx-site.conf.j2" <<'PY'
