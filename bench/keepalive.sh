@@ -4,7 +4,7 @@
 # before each deploy, through nginx, while cutover deploys blue <-> green; and nginx's floor:
 # bare `nginx -s reload`s under the same load, no deploy. The clients are cutover's own
 # (src/demo/keepalive.rs, src/demo/websocket.rs) run by examples/switch-load.rs. Prints a
-# markdown table and writes bench/results/keepalive.{json,md}.
+# markdown table and writes bench/results/keepalive-<switch>.{json,md}.
 #
 #   bench/keepalive.sh [--deploys N] [--reloads N] [--clients N] [--sockets N] [--switch MODE]
 #
@@ -219,6 +219,6 @@ for r in runs:
         f"{secs(r['ws_end'])} | {secs(r['wall'])} |")
 table = "\n".join(lines)
 print(table)
-json.dump(runs, open("bench/results/keepalive.json", "w"), indent=1)
-open("bench/results/keepalive.md", "w").write(table + f"\n\ncommit {commit}\n")
+json.dump(runs, open(f"bench/results/keepalive-{switch}.json", "w"), indent=1)
+open(f"bench/results/keepalive-{switch}.md", "w").write(table + f"\n\ncommit {commit}\n")
 PY
