@@ -10,8 +10,8 @@
 #
 # Idempotent: an image whose label `cutover.demo.sha256` matches the binary and whose
 # VERSION matches its tag is left alone. Image refs go to stdout, progress to stderr.
-# Honours CARGO_TARGET_DIR. `--selftest` runs each image on a loopback port, checks `/` and
-# `/health`, then `docker stop`s it and checks it exits 0 promptly (SIGTERM handling).
+# Honours CARGO_TARGET_DIR. `--selftest` runs each image on a loopback port, checks `/`, `/health`,
+# `POST /echo` and the `/ws` handshake, then `docker stop`s it: exit 0 promptly (SIGTERM handling).
 # `--target aarch64-unknown-linux-gnu` on an x86_64 machine builds in Debian's cross
 # toolchain (scripts/cross-cargo.sh) and imports a linux/arm64 image (for an ARM box, where
 # `cutover demo` runs it); its selftest runs the image's /app under qemu-user
@@ -161,6 +161,18 @@ done
 # --- optional self test -----------------------------------------------------------------
 [[ $selftest -eq 1 ]] || exit 0
 
+# echo_and_ws_ok PORT LABEL: POST /echo answers its body, and GET /ws upgrades with RFC
+# 6455's accept value for its example key (the handshake only: curl stops after 1 s).
+echo_and_ws_ok() {
+    local echo ws
+    echo=$(curl -fsS -m 2 --data-binary 'post on a kept connection' "http://127.0.0.1:$1/echo")
+    [[ "$echo" == "post on a kept connection" ]] || { log "selftest $2: POST /echo answered '$echo'"; return 1; }
+    ws=$(curl -sS -i -m 1 -H 'Connection: Upgrade' -H 'Upgrade: websocket' -H 'Sec-WebSocket-Version: 13' \
+        -H 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==' "http://127.0.0.1:$1/ws" 2>/dev/null || true)
+    [[ "$ws" == "HTTP/1.1 101 "* && "$ws" == *"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo="* ]] \
+        || { log "selftest $2: GET /ws answered '${ws%%$'\r'*}'"; return 1; }
+}
+
 # A foreign-arch image does not run on this engine: its /app, taken out of the image, runs
 # under qemu-user instead, with the environment the image bakes.
 if [[ "$target" != "$host_target" ]]; then
@@ -183,10 +195,11 @@ if [[ "$target" != "$host_target" ]]; then
         [[ "$body" == "version=$tag color=selftest" ]] || { log "selftest $ref (qemu-user): / answered '$body'"; cat "$ctx/app-$tag.log" >&2; exit 1; }
         health=$(curl -fsS -m 2 "http://127.0.0.1:$port/health")
         [[ "$health" == "ok color=selftest version=$tag" ]] || { log "selftest $ref (qemu-user): /health answered '$health'"; exit 1; }
+        echo_and_ws_ok "$port" "$ref (qemu-user)" || exit 1
         kill -TERM "$app_pid"
         code=0; wait "$app_pid" || code=$?
         [[ $code -eq 0 ]] || { log "selftest $ref (qemu-user): exit code $code after SIGTERM"; exit 1; }
-        log "selftest $ref ok ($platform under qemu-user): / and /health answered on 127.0.0.1:$port, SIGTERM -> exit 0"
+        log "selftest $ref ok ($platform under qemu-user): /, /health, /echo and /ws answered on 127.0.0.1:$port, SIGTERM -> exit 0"
     done
     exit 0
 fi
@@ -206,6 +219,7 @@ for tag in "${tags[@]}"; do
     [[ "$body" == "version=$tag color=selftest" ]] || { log "selftest $ref: / answered '$body'"; exit 1; }
     health=$(curl -fsS -m 2 "http://127.0.0.1:$port/health")
     [[ "$health" == "ok color=selftest version=$tag" ]] || { log "selftest $ref: /health answered '$health'"; exit 1; }
+    echo_and_ws_ok "$port" "$ref" || exit 1
     start=$(date +%s%N)
     docker stop -t 10 "$cid" >/dev/null
     ms=$(( ($(date +%s%N) - start) / 1000000 ))
@@ -213,5 +227,5 @@ for tag in "${tags[@]}"; do
     cleanup_container
     if [[ "$code" != 0 ]]; then log "selftest $ref: exit code $code after docker stop"; exit 1; fi
     if (( ms > 5000 )); then log "selftest $ref: docker stop took ${ms}ms (SIGTERM ignored?)"; exit 1; fi
-    log "selftest $ref ok: / and /health answered on 127.0.0.1:$port, docker stop -> exit $code in ${ms}ms"
+    log "selftest $ref ok: /, /health, /echo and /ws answered on 127.0.0.1:$port, docker stop -> exit $code in ${ms}ms"
 done

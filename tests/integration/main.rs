@@ -12,7 +12,8 @@
 //!   - a deploy: `deploy.rs` (the happy path, the dry run), `deploy_failures.rs` (health
 //!     gate, container exit, `nginx -t`, probe, switch-back, refusals), `interrupts.rs`
 //!     (lock, SIGTERM, `kill -9`), `state_recovery.rs` (crashes, torn or damaged files),
-//!     `rollback.rs`, `prune.rs`, `multi_app.rs` (two projects, one nginx), `demo.rs`;
+//!     `rollback.rs`, `prune.rs`, `multi_app.rs` (two projects, one nginx), `demo.rs`,
+//!     `switch_clients.rs` (keep-alive clients and WebSockets through a switch);
 //!   - around it: `hooks.rs`, `release_phase.rs`, `workers.rs`, `logs_exec_run.rs`,
 //!     `maintenance.rs`, `nginx.rs` (the active marker, the drain's nginx workers);
 //!   - secrets: `secrets.rs`, `secret_limits.rs`, `child_env.rs` (what children never get);
@@ -61,6 +62,7 @@ mod secrets;
 mod ship;
 mod state_recovery;
 mod swarm;
+mod switch_clients;
 mod switch_nft;
 mod tls;
 mod workers;

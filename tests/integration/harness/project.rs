@@ -334,6 +334,12 @@ impl Project {
     /// A compose project from `app`, with its own nginx (in a temp prefix on a loopback
     /// port) serving the rendered site.
     pub fn compose(app: App) -> Project {
+        Project::compose_with_templates(app, &[])
+    }
+
+    /// [`Project::compose`] with the project's own `templates/<name>` files (overrides of the
+    /// built-in templates), written before the first render.
+    pub fn compose_with_templates(app: App, templates: &[(&str, &str)]) -> Project {
         assert_eq!(app.engine, Engine::Compose);
         let mut project = Project::named("cutover-e2e");
         project.engine = Some(Engine::Compose);
@@ -344,6 +350,13 @@ impl Project {
             project = project.demo_secrets();
         }
         project.write_config(&app);
+        if !templates.is_empty() {
+            let dir = project.path().join("templates");
+            std::fs::create_dir_all(&dir).unwrap();
+            for (name, text) in templates {
+                std::fs::write(dir.join(name), text).unwrap();
+            }
+        }
         // The site and an initial include must exist before nginx starts.
         project.cutover(["render", "--out", "rendered"]).success();
         let prefix = project.prefix();

@@ -4,6 +4,12 @@
 //! The load client opens one connection per request on purpose: nginx closes idle
 //! keep-alive client connections on reload, which is nginx's own floor, not the deploy's, so
 //! zero-downtime is measured without keep-alive (docs/ARCHITECTURE.md, "Known pitfalls").
+//! What a switch costs clients that do reuse connections is measured by the other two
+//! clients, shared by the tests and bench/: `keepalive.rs` (keep-alive HTTP/1.1 clients, GETs
+//! and POSTs, failures by kind) and `websocket.rs` (WebSockets and how each one ended).
+
+pub mod keepalive;
+pub mod websocket;
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -281,8 +287,8 @@ pub fn source_dir() -> PathBuf {
 pub fn write_secrets(dir: &Path) -> anyhow::Result<PathBuf> {
     use std::os::unix::fs::OpenOptionsExt as _;
 
-    const DEMO_SECRETS: &[u8] = include_bytes!("../secrets/demo.env.age");
-    const DEMO_IDENTITY: &str = include_str!("../fixtures/secrets/test-identity.txt");
+    const DEMO_SECRETS: &[u8] = include_bytes!("../../secrets/demo.env.age");
+    const DEMO_IDENTITY: &str = include_str!("../../fixtures/secrets/test-identity.txt");
     crate::atomic::write(&dir.join("secrets/demo.env.age"), DEMO_SECRETS, 0o644)?;
     let identity = dir.join("demo-identity.txt");
     std::fs::OpenOptions::new()
