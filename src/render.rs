@@ -223,6 +223,7 @@ impl Renderer {
                 app => config.app.name.as_str(),
                 upstreams => upstreams,
                 switch => switch,
+                connection_variable => connection_variable(config),
                 nginx => minijinja::context! {
                     listen => config.nginx.listen.0.as_str(),
                     server_name => config.nginx.server_name.as_str(),
@@ -298,6 +299,25 @@ pub fn upstream_address(config: &Config, color: Color) -> String {
 /// color as its backup (project names are `[a-z0-9_-]`, so the name is one nginx word).
 pub fn upstream_group(config: &Config, color: Color) -> String {
     format!("cutover_{}_{}", config.project.as_str(), color.as_str())
+}
+
+/// `cutover_myapp_connection`: the variable the site's `map` sets to the `Connection` header a
+/// proxied request sends (`upgrade` with an `Upgrade` header, so a WebSocket passes; `close`
+/// without). A map's variable is global to nginx's `http` block, so each project has its own
+/// (a box often defines the common `$connection_upgrade` already: a second definition would
+/// fail `nginx -t`). Variable names take no `-`: `-` is written `_d` and `_` is `_u`, so
+/// `my-app` and `my_app` never share one.
+pub fn connection_variable(config: &Config) -> String {
+    let mut name = String::from("cutover_");
+    for c in config.project.as_str().chars() {
+        match c {
+            '-' => name.push_str("_d"),
+            '_' => name.push_str("_u"),
+            c => name.push(c),
+        }
+    }
+    name.push_str("_connection");
+    name
 }
 
 /// `cutover_myapp_switch`: the site's group of `nginx.switch: nft` (the two stable ports).
@@ -763,6 +783,33 @@ mod tests {
         assert!(include.contains("set $service_url http://cutover_shop_green;"));
         assert!(include.contains("set $cutover_upstream http://127.0.0.1:8082;"));
         assert_eq!(crate::nginx::include_port(&include), Some(8082));
+    }
+
+    #[test]
+    fn the_site_passes_websockets_on_with_a_connection_map_of_the_projects_own() {
+        let config = demo_config();
+        let renderer = Renderer::new(Path::new("/nonexistent")).unwrap();
+        let site = renderer.site_with(&config, false).unwrap();
+        assert!(
+            site.contains(
+                "map $http_upgrade $cutover_shop_connection {\n    default upgrade;\n    '' close;\n}"
+            ),
+            "{site}"
+        );
+        assert!(site.contains(
+            "        proxy_http_version 1.1;\n        proxy_set_header Upgrade $http_upgrade;\n        \
+             proxy_set_header Connection $cutover_shop_connection;\n"
+        ));
+        // Variable names take no `-`; `my-app` and `my_app` keep distinct ones.
+        let named = |project: &str| {
+            let text = format!(
+                "project: {project}\napp: {{ name: web, image: example/web, port: 3000, memory: 64M }}\n\
+                 colors: {{ blue: 8081, green: 8082 }}\n"
+            );
+            connection_variable(&Config::from_yaml(&text, Path::new("cutover.yml")).unwrap())
+        };
+        assert_eq!(named("my-app"), "cutover_my_dapp_connection");
+        assert_eq!(named("my_app"), "cutover_my_uapp_connection");
     }
 
     #[test]

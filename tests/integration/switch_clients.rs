@@ -14,9 +14,8 @@
 //! reaches its drain, whose bound they hold to the end) and, when the old color stops,
 //! ends with a close frame 1001 (going away) and a FIN, never a reset.
 //!
-//! The site is the built-in one plus what a WebSocket needs through nginx (HTTP/1.1 to the
-//! app, `Upgrade` and `Connection` passed on), as the project's own template override:
-//! [`websocket_site`].
+//! The site is the built-in one, which passes WebSockets on (HTTP/1.1 to the app, `Upgrade`
+//! and the project's own `Connection` map).
 
 use std::time::{Duration, Instant};
 
@@ -36,21 +35,6 @@ enum Switch {
     Reload,
     /// An nftables DNAT from two stable loopback ports to the active color.
     Nft,
-}
-
-/// The built-in site template with the three lines a WebSocket needs through nginx in each
-/// proxied location, and the `map` that sends `Connection: upgrade` only with an `Upgrade`.
-fn websocket_site() -> String {
-    const SITE: &str = include_str!("../../templates/nginx-site.conf.j2");
-    let anchor = "        proxy_set_header X-Forwarded-Proto $scheme;\n";
-    assert!(SITE.contains(anchor), "the site template changed: {SITE}");
-    let upgrade = "        proxy_http_version 1.1;\n\
-                   \x20       proxy_set_header Upgrade $http_upgrade;\n\
-                   \x20       proxy_set_header Connection $connection_upgrade;\n";
-    format!(
-        "map $http_upgrade $connection_upgrade {{\n    default upgrade;\n    '' close;\n}}\n\n{}",
-        SITE.replace(anchor, &format!("{anchor}{upgrade}"))
-    )
 }
 
 /// What the run saw.
@@ -74,8 +58,7 @@ fn deploys_under_load(switch: Switch, deploys: usize) -> Option<Measured> {
     }
     .drain("3s")
     .settle("1s");
-    let project =
-        Project::compose_with_templates(app, &[("nginx-site.conf.j2", &websocket_site())]);
+    let project = Project::compose(app);
     project.deploy_ok("cutover-demo:v1");
 
     let load = KeepAlive::start(keepalive::Options::new(
