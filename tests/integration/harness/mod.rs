@@ -17,7 +17,6 @@
 //! - [`acme`]: pebble (the ACME test CA) and its mock DNS on loopback.
 //! - [`swarm`]: the single-node swarm the swarm tests share.
 //! - [`cluster`]: a real three-node swarm (scripts/cluster.sh), one netns per node.
-//! - [`keepalive`]: a keep-alive load through nginx (persistent connections, reused).
 //! - [`netns`]: a fresh network namespace, and running code inside it.
 //! - [`artifact`]: the static release tarball scripts/release.sh built, and a local HTTP server.
 //! - [`readme_walk`]: the README's laptop-to-box path as commands (its `walk` markers), for
@@ -47,7 +46,6 @@ pub mod artifact;
 pub mod cluster;
 pub mod common;
 pub mod docker_registry;
-pub mod keepalive;
 pub mod laptop;
 pub mod lifecycle_app;
 pub mod netns;
