@@ -718,6 +718,161 @@ fn interrupts_in_the_gate_and_the_window(project: &Project) {
     edit_config(project, |c| c["app"]["settle"] = serde_json::json!("6s"));
 }
 
+/// Workers (`overlap: true`) are services of the stack on a real two-node cluster: created
+/// after the web's first deploy, moved start-first after each switch (the summary names each
+/// worker's rollout), and a worker whose new task exits is rolled back by swarm (its old task
+/// never stopped) while the web's move stands, the deploy failing with the worker's name.
+#[test]
+fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
+    if !swarm_ready() || !cluster_ready() {
+        return;
+    }
+    let cluster = Cluster::up(2);
+    let app = App {
+        settle: "2s".into(),
+        drain: Some("1s".into()),
+        ..App::swarm()
+    };
+    let project = Project::cluster(app, &cluster);
+    edit_config(&project, |c| {
+        c["workers"] = serde_json::json!({
+            "ticker": {
+                "command": ["worker", "ticker"], "memory": "32M", "overlap": true, "settle": "2s"
+            },
+            "checked": {
+                "command": ["worker", "checked"], "memory": "32M", "overlap": true,
+                "health": { "command": ["/app", "ready"], "interval": "1s", "timeout": "20s" }
+            }
+        });
+    });
+    let service = |w: &str| format!("{}_web-{w}", project.name);
+    let image_of = |w: &str| {
+        cluster
+            .docker(&[
+                "service",
+                "inspect",
+                "--format",
+                "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                &service(w),
+            ])
+            .trim()
+            .split('@')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let running_tasks = |w: &str| -> Vec<String> {
+        cluster
+            .docker(&[
+                "service",
+                "ps",
+                "-q",
+                "--filter",
+                "desired-state=running",
+                &service(w),
+            ])
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    let rollouts = |summary: &serde_json::Value| -> Vec<(String, serde_json::Value, String)> {
+        summary["workers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no workers in {summary}"))
+            .iter()
+            .map(|w| {
+                (
+                    w["name"].as_str().unwrap().to_string(),
+                    w["from_image"].clone(),
+                    w["image"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    };
+
+    // First deploy: the web, then both workers created on its image.
+    let (summary, _) = deploy(&project, "cutover-demo:v1");
+    assert_eq!(
+        rollouts(&summary),
+        vec![
+            ("checked".into(), serde_json::Value::Null, "cutover-demo:v1".into()),
+            ("ticker".into(), serde_json::Value::Null, "cutover-demo:v1".into()),
+        ],
+        "{summary}"
+    );
+    for w in ["ticker", "checked"] {
+        assert_eq!(image_of(w), "cutover-demo:v1");
+        assert_eq!(running_tasks(w).len(), 1, "one {w} task");
+    }
+
+    // Blue → green: the workers move after the switch, one task each again.
+    let (summary, _) = deploy(&project, "cutover-demo:v2");
+    assert_eq!(upstream(&project).0, "green");
+    assert_eq!(
+        rollouts(&summary),
+        vec![
+            ("checked".into(), "cutover-demo:v1".into(), "cutover-demo:v2".into()),
+            ("ticker".into(), "cutover-demo:v1".into(), "cutover-demo:v2".into()),
+        ],
+        "{summary}"
+    );
+    let steps: Vec<&str> = summary["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["step"].as_str())
+        .collect();
+    let at = |name: &str| steps.iter().position(|s| *s == name);
+    assert!(
+        at("switch") < at("workers") && at("workers").is_some(),
+        "the workers move after the switch: {steps:?}"
+    );
+    for w in ["ticker", "checked"] {
+        assert_eq!(image_of(w), "cutover-demo:v2");
+        assert_eq!(running_tasks(w).len(), 1, "one {w} task");
+    }
+    let ticker_task = running_tasks("ticker");
+
+    // The ticker's new task exits at once: swarm rolls it back (the old task, never
+    // stopped, keeps running v2), the web's move to blue stands, the deploy fails naming it.
+    edit_config(&project, |c| {
+        c["workers"]["ticker"]["command"] = serde_json::json!(["exit", "3", "ticker gave up"]);
+    });
+    let failed = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v1"])
+        .code(1);
+    let said = format!("{}{}", failed.stdout, failed.stderr);
+    assert!(said.contains("worker ticker:"), "{said}");
+    assert!(said.contains("rolled the update back"), "{said}");
+    assert!(said.contains("moved to it: checked"), "{said}");
+    assert_eq!(upstream(&project).0, "blue", "the web moved: {said}");
+    assert_eq!(image_of("ticker"), "cutover-demo:v2", "rolled back");
+    assert_eq!(
+        running_tasks("ticker"),
+        ticker_task,
+        "the old ticker task never stopped"
+    );
+    assert_eq!(image_of("checked"), "cutover-demo:v1");
+    let history = project.history();
+    let last = history.last().unwrap();
+    assert_eq!(last["result"], "failed", "{last}");
+    assert!(
+        last["reason"].as_str().unwrap().contains("worker ticker"),
+        "{last}"
+    );
+
+    // A worker taken out of `workers:` is removed by the next deploy (`--prune`).
+    edit_config(&project, |c| {
+        c["workers"]
+            .as_object_mut()
+            .unwrap()
+            .remove("ticker");
+    });
+    let (summary, _) = deploy(&project, "cutover-demo:v2");
+    assert_eq!(rollouts(&summary).len(), 1, "{summary}");
+    assert!(!has_service(&project, &service("ticker")), "the ticker retired");
+}
+
 /// Under `routing: host` the stack holds one global service per color, on its color port in
 /// host mode, replaced stop-first; no mesh port.
 #[test]

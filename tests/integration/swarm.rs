@@ -125,7 +125,8 @@ fn swarm_deploy_refuses_compose_only_keys_naming_the_first_ones_line() {
     let line = text.lines().count() + 2;
     text.push_str(
         "workers:\n  jobs: { command: [/app, worker], memory: 64M }\n  \
-         mail: { command: [/app, worker], memory: 64M }\n\
+         mail: { command: [/app, worker], memory: 64M, overlap: false }\n  \
+         feed: { command: [/app, worker], memory: 64M, overlap: true }\n\
          registry: { server: registry.example.com, username: u, password_secret: DB_PASSWORD }\n\
          hooks:\n  pre_deploy: [/bin/true]\n",
     );
@@ -142,12 +143,17 @@ fn swarm_deploy_refuses_compose_only_keys_naming_the_first_ones_line() {
         let stderr = run.code(1).stderr;
         assert!(
             stderr.contains(&format!(
-                "cutover.yml:{line}:3: workers.jobs: the swarm engine refuses workers: a worker's `overlap: false` promises"
+                "cutover.yml:{line}:3: workers.jobs: the swarm engine refuses a worker with `overlap: false` (the default): it promises one copy at a time"
             )),
             "{stderr}"
         );
-        // The other worker; hooks and the registry work under swarm.
+        // The other `overlap: false` worker; `overlap: true` workers, hooks and the
+        // registry work under swarm.
         assert!(stderr.contains("(and 1 more such key)"), "{stderr}");
+        assert!(
+            stderr.contains("swarmkit's old-task timeout") && !stderr.contains("workers.feed"),
+            "{stderr}"
+        );
     }
     // Nothing was started: no lock, no history.
     assert!(!project.path().join(".cutover/history.jsonl").exists());

@@ -7,6 +7,13 @@
 //! `depends_on`, `restart` or `mem_limit` (stack deploy ignores or rejects them); memory
 //! limits and restart policies live under `deploy`.
 //!
+//! Each worker (`workers:`, `overlap: true` only: see `Config::compose_only`) is one more
+//! replicated service, `<app>-<worker>`, one task of the app's image with the app's
+//! environment and secrets and no port, updated start-first: the new task starts, is judged
+//! by its healthcheck (`workers.NAME.health`) or by staying up through `monitor` (its
+//! `settle`), and only then does the old one stop; one that fails is rolled back by swarm, so
+//! the old worker never stopped, as under compose.
+//!
 //! Secrets are referenced by versioned names (`super::secrets::secret_name`): the name carries a hash of
 //! the value, so rotating a value yields a new name, a changed service spec and therefore a
 //! rolling update, never an in-place edit (swarm secrets are immutable).
@@ -38,6 +45,10 @@ pub struct StackPlan {
     /// The stack without the app: its network, secrets and accessories, deployed before a
     /// first deploy's release job needs them.
     pub accessories_only: bool,
+    /// The workers to put in the stack, each with its image (`workers:` key → image). A
+    /// worker left out is left as it runs (a stack deploy without `--prune` does not touch a
+    /// service its file does not name).
+    pub workers: BTreeMap<String, String>,
 }
 
 /// A rendered stack file, with what the render decided to leave out and why.
@@ -75,7 +86,7 @@ struct Restart {
 
 #[derive(Serialize)]
 struct HealthView {
-    test: Vec<String>,
+    test: serde_json::Value,
     interval: String,
     timeout: String,
     retries: u32,
@@ -113,6 +124,23 @@ struct AppView {
     restart: Restart,
 }
 
+/// One worker's service.
+#[derive(Serialize)]
+struct WorkerView {
+    service: String,
+    name: String,
+    image: String,
+    command: serde_json::Value,
+    memory: String,
+    /// `workers.NAME.health` as a swarm healthcheck; `None`: no healthcheck (one the image
+    /// declares is switched off, so it cannot judge the worker instead of `settle`).
+    health: Option<HealthView>,
+    /// How long swarm watches a new task for a failure before the update counts as done:
+    /// `settle` without a healthcheck (the worker must keep running that long), else
+    /// `swarm.monitor`.
+    monitor: String,
+}
+
 #[derive(Serialize)]
 struct AccessoryView {
     name: String,
@@ -130,6 +158,7 @@ struct AccessoryView {
 struct StackContext {
     project: String,
     app: AppView,
+    workers: Vec<WorkerView>,
     accessories: Vec<AccessoryView>,
     secrets: Vec<String>,
     volumes: Vec<String>,
@@ -207,6 +236,7 @@ impl StackContext {
                 monitor: go_duration(swarm.monitor.get()),
                 restart: restart_policy(&app.restart),
             },
+            workers: worker_views(config, swarm, plan)?,
             accessories,
             secrets: used.into_iter().collect(),
             volumes: named_volumes(
@@ -246,6 +276,77 @@ fn instances(config: &Config, swarm: &Swarm, plan: &StackPlan) -> anyhow::Result
     }
 }
 
+/// The workers `plan` names, as services.
+fn worker_views(config: &Config, swarm: &Swarm, plan: &StackPlan) -> anyhow::Result<Vec<WorkerView>> {
+    let mut views = Vec::new();
+    for (name, worker) in &config.workers {
+        let Some(image) = plan.workers.get(name.as_str()).filter(|_| !plan.accessories_only)
+        else {
+            continue;
+        };
+        let health = worker.health.as_ref().map(|h| {
+            let interval = h.interval.get().max(Duration::from_secs(1));
+            HealthView {
+                test: crate::render::health_test(&h.command),
+                interval: go_duration(interval),
+                timeout: go_duration(interval),
+                retries: 3,
+                // Failures while it boots do not count, up to the deploy's own wait.
+                start_period: go_duration(h.timeout.get()),
+            }
+        });
+        let monitor = match &health {
+            Some(_) => swarm.monitor.get(),
+            None => worker.settle.get(),
+        };
+        views.push(WorkerView {
+            service: worker_service(config.app.name.as_str(), name.as_str()),
+            name: name.to_string(),
+            image: checked_image(image, &format!("the image of worker {name}"))?,
+            command: command_json(&worker.command),
+            memory: worker.memory.to_string(),
+            health,
+            monitor: go_duration(monitor),
+        });
+    }
+    Ok(views)
+}
+
+/// Every worker of `config` on `image`: the [`StackPlan::workers`] of a deploy that moves them.
+pub fn workers_on(config: &Config, image: &str) -> BTreeMap<String, String> {
+    config
+        .workers
+        .keys()
+        .map(|name| (name.to_string(), image.to_string()))
+        .collect()
+}
+
+/// The stack service of a worker: `<app>-<worker>` (one service; it has no colors).
+pub fn worker_service(app: &str, worker: &str) -> String {
+    format!("{app}-{worker}")
+}
+
+/// A worker whose service would be another service of the stack (a color's under host
+/// routing, an accessory), said for an error naming the key; `None` when none clashes.
+pub fn worker_name_clash(config: &Config, routing: Routing) -> Option<String> {
+    let app = config.app.name.as_str();
+    for name in config.workers.keys() {
+        let service = worker_service(app, name.as_str());
+        let colors = Color::ALL.map(|c| color_service(app, c));
+        let clash = if config.accessories.keys().any(|a| a.as_str() == service) {
+            "an accessory"
+        } else if routing == Routing::Host && colors.contains(&service) {
+            "the app's color service under `routing: host`"
+        } else {
+            continue;
+        };
+        return Some(format!(
+            "workers.{name}: under the swarm engine worker `{name}` runs as the service `{service}`, which is also {clash}; rename one"
+        ));
+    }
+    None
+}
+
 /// The stack service of a color under host routing: `<app>-blue` / `<app>-green`.
 pub fn color_service(app: &str, color: Color) -> String {
     format!("{app}-{color}")
@@ -264,7 +365,7 @@ impl HealthView {
             ]
         });
         HealthView {
-            test: literals(&test),
+            test: serde_json::json!(literals(&test)),
             // A healthcheck runs a process in the container every interval, for the task's
             // whole life: not more often than once a second.
             interval: go_duration(health.interval.get().max(Duration::from_secs(1))),
