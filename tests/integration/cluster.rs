@@ -438,7 +438,7 @@ fn cluster_one_node_blue_green_under_load_for_comparison() {
         refused.stderr.contains("the memory budget")
             && refused
                 .stderr
-                .contains("MiB of memory in all, 2 task(s) of app.memory 921600 MiB"),
+                .contains("MiB held by other services' tasks), 2 task(s) of app.memory 921600 MiB"),
         "{}",
         refused.stderr
     );
@@ -734,7 +734,10 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
         ..App::swarm()
     };
     let project = Project::cluster(app, &cluster);
+    let started = Instant::now();
     edit_config(&project, |c| {
+        // How long swarm watches a worker with a healthcheck after its update.
+        c["swarm"]["monitor"] = serde_json::json!("2s");
         c["workers"] = serde_json::json!({
             "ticker": {
                 "command": ["worker", "ticker"], "memory": "32M", "overlap": true, "settle": "2s"
@@ -791,7 +794,8 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
     };
 
     // First deploy: the web, then both workers created on its image.
-    let (summary, _) = deploy(&project, "cutover-demo:v1");
+    let (summary, took) = deploy(&project, "cutover-demo:v1");
+    eprintln!("first deploy with workers {took:.1?}: {}", summary["steps"]);
     assert_eq!(
         rollouts(&summary),
         vec![
@@ -806,7 +810,8 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
     }
 
     // Blue → green: the workers move after the switch, one task each again.
-    let (summary, _) = deploy(&project, "cutover-demo:v2");
+    let (summary, took) = deploy(&project, "cutover-demo:v2");
+    eprintln!("blue→green with workers {took:.1?}: {}", summary["steps"]);
     assert_eq!(upstream(&project).0, "green");
     assert_eq!(
         rollouts(&summary),
@@ -842,6 +847,7 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
         .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v1"])
         .code(1);
     let said = format!("{}{}", failed.stdout, failed.stderr);
+    eprintln!("a failing worker, after {:.1?} in all:\n{said}", started.elapsed());
     assert!(said.contains("worker ticker:"), "{said}");
     assert!(said.contains("rolled the update back"), "{said}");
     assert!(said.contains("moved to it: checked"), "{said}");
@@ -871,6 +877,59 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
     let (summary, _) = deploy(&project, "cutover-demo:v2");
     assert_eq!(rollouts(&summary).len(), 1, "{summary}");
     assert!(!has_service(&project, &service("ticker")), "the ticker retired");
+
+    // The memory budget counts what other services' tasks hold on each node: with a service
+    // outside the stack limited to 60% of a node's memory on every node, an app.memory of
+    // 30% (two tasks side by side: 60%) fits each node's total but not what is free.
+    let total: u64 = cluster
+        .docker(&[
+            "node",
+            "inspect",
+            "self",
+            "--format",
+            "{{json .Description.Resources.MemoryBytes}}",
+        ])
+        .trim()
+        .parse()
+        .unwrap();
+    let hog = format!("{}-hog", project.name);
+    cluster.docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--name",
+        &hog,
+        "--mode",
+        "global",
+        "--limit-memory",
+        &format!("{}b", total / 10 * 6),
+        "cutover-demo:v1",
+    ]);
+    let memory = format!("{}M", (total / 10 * 3) >> 20);
+    edit_config(&project, |c| c["app"]["memory"] = serde_json::json!(memory));
+    let refused = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v1"])
+        .code(1);
+    assert!(
+        refused.stderr.contains("the memory budget: nodes cannot hold")
+            && refused.stderr.contains(&format!(
+                "MiB held by other services' tasks), 2 task(s) of app.memory {}",
+                memory.trim_end_matches('M')
+            )),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(upstream(&project).0, "green", "nothing changed");
+    let last = project.history().last().cloned().unwrap();
+    assert!(
+        last["result"] == "failed" && last["reason"].as_str().unwrap().contains("memory budget"),
+        "{last}"
+    );
+    // Without the other service the same app.memory fits.
+    cluster.docker(&["service", "rm", &hog]);
+    let (summary, _) = deploy(&project, "cutover-demo:v1");
+    assert_eq!(summary["image"], "cutover-demo:v1");
+    eprintln!("workers on 2 nodes: {:.1?} in all", started.elapsed());
 }
 
 /// Under `routing: host` the stack holds one global service per color, on its color port in
@@ -896,6 +955,70 @@ fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
     assert_eq!(blue["ports"][0]["mode"], "host");
     assert_eq!(blue["ports"][0]["published"], config["colors"]["blue"]);
     assert!(v["services"][app].is_null(), "no mesh service: {stack}");
+
+    // An `overlap: true` worker is a start-first service of one task, judged by its
+    // healthcheck or by staying up through its settle (swarm's monitor); the image's own
+    // healthcheck is off without `health`.
+    crate::harness::project::edit_config(&project, |c| {
+        c["workers"] = serde_json::json!({
+            "mail": { "command": ["worker", "mail"], "memory": "32M", "overlap": true, "settle": "3s" },
+            "feed": {
+                "command": ["worker"], "memory": "48M", "overlap": true,
+                "health": { "command": ["/app", "ready"], "interval": "2s", "timeout": "40s" }
+            }
+        });
+    });
+    project
+        .cutover(["render", "--engine", "swarm", "--out", "out"])
+        .success();
+    let stack = std::fs::read_to_string(project.path().join("out/stack.yml")).unwrap();
+    let v = crate::common::yaml_to_json(&stack);
+    let mail = &v["services"][format!("{app}-mail")];
+    assert_eq!(mail["command"], serde_json::json!(["worker", "mail"]), "{stack}");
+    assert_eq!(mail["deploy"]["replicas"], 1);
+    assert_eq!(mail["deploy"]["update_config"]["order"], "start-first");
+    assert_eq!(mail["deploy"]["update_config"]["failure_action"], "rollback");
+    assert_eq!(mail["deploy"]["update_config"]["monitor"], "3s");
+    assert_eq!(mail["deploy"]["resources"]["limits"]["memory"], "32M");
+    assert_eq!(mail["healthcheck"]["disable"], true);
+    assert!(mail["ports"].is_null(), "no port: {stack}");
+    assert_eq!(mail["environment"]["CUTOVER_WORKER"], "mail");
+    assert_eq!(mail["secrets"], v["services"][format!("{app}-blue")]["secrets"]);
+    let feed = &v["services"][format!("{app}-feed")];
+    assert_eq!(
+        feed["healthcheck"]["test"],
+        serde_json::json!(["CMD", "/app", "ready"]),
+        "{stack}"
+    );
+    assert_eq!(feed["healthcheck"]["start_period"], "40s");
+    assert_eq!(feed["deploy"]["update_config"]["monitor"], config["swarm"]["monitor"].as_str().map_or("10s", |m| m));
+    // `overlap: false` is refused under swarm, naming why.
+    crate::harness::project::edit_config(&project, |c| {
+        c["workers"]["mail"]["overlap"] = serde_json::json!(false);
+    });
+    let stderr = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2", "--dry-run"])
+        .code(1)
+        .stderr;
+    assert!(
+        stderr.contains("workers.mail: the swarm engine refuses a worker with `overlap: false`")
+            && stderr.contains("one minute"),
+        "{stderr}"
+    );
+    // A worker whose service would be a color's is refused, naming the key.
+    crate::harness::project::edit_config(&project, |c| {
+        c["workers"] = serde_json::json!({
+            "blue": { "command": ["worker"], "memory": "32M", "overlap": true }
+        });
+    });
+    let stderr = project
+        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2", "--dry-run"])
+        .code(1)
+        .stderr;
+    assert!(
+        stderr.contains("workers.blue: under the swarm engine worker `blue` runs as the service"),
+        "{stderr}"
+    );
 
     // A routing that does not exist is refused, naming the key.
     crate::harness::project::edit_config(&project, |c| {

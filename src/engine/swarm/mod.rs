@@ -253,11 +253,22 @@ impl Run<'_, '_> {
             &nodes,
             from_image.is_none(),
         );
-        let short = budget::short_nodes(&nodes, config.app.memory.bytes(), tasks);
+        let own: BTreeSet<String> = swarm::services_of(&project)?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        let node_ids: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n.schedulable())
+            .map(|n| n.id.as_str())
+            .collect();
+        let held = budget::held_by_others(&swarm::tasks_on(&node_ids)?, &own);
+        let short = budget::short_nodes(&nodes, config.app.memory.bytes(), tasks, &held);
         if !short.is_empty() {
             let err = anyhow::anyhow!(
-                "the memory budget: {} cannot hold this deploy's tasks ({}); lower app.memory or add memory to the node; nothing was changed",
+                "the memory budget: {} cannot hold this deploy's tasks in {} free memory ({}); lower app.memory, free memory on the node or add a node; nothing was changed",
                 if short.len() == 1 { "a node" } else { "nodes" },
+                if short.len() == 1 { "its" } else { "their" },
                 short.join("; ")
             );
             return Err(self.record_refusal(req, &image, from_image.clone(), err));
