@@ -799,8 +799,16 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
     assert_eq!(
         rollouts(&summary),
         vec![
-            ("checked".into(), serde_json::Value::Null, "cutover-demo:v1".into()),
-            ("ticker".into(), serde_json::Value::Null, "cutover-demo:v1".into()),
+            (
+                "checked".into(),
+                serde_json::Value::Null,
+                "cutover-demo:v1".into()
+            ),
+            (
+                "ticker".into(),
+                serde_json::Value::Null,
+                "cutover-demo:v1".into()
+            ),
         ],
         "{summary}"
     );
@@ -816,8 +824,16 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
     assert_eq!(
         rollouts(&summary),
         vec![
-            ("checked".into(), "cutover-demo:v1".into(), "cutover-demo:v2".into()),
-            ("ticker".into(), "cutover-demo:v1".into(), "cutover-demo:v2".into()),
+            (
+                "checked".into(),
+                "cutover-demo:v1".into(),
+                "cutover-demo:v2".into()
+            ),
+            (
+                "ticker".into(),
+                "cutover-demo:v1".into(),
+                "cutover-demo:v2".into()
+            ),
         ],
         "{summary}"
     );
@@ -847,7 +863,10 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
         .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v1"])
         .code(1);
     let said = format!("{}{}", failed.stdout, failed.stderr);
-    eprintln!("a failing worker, after {:.1?} in all:\n{said}", started.elapsed());
+    eprintln!(
+        "a failing worker, after {:.1?} in all:\n{said}",
+        started.elapsed()
+    );
     assert!(said.contains("worker ticker:"), "{said}");
     assert!(said.contains("rolled the update back"), "{said}");
     assert!(said.contains("moved to it: checked"), "{said}");
@@ -867,16 +886,10 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
         "{last}"
     );
 
-    // A worker taken out of `workers:` is removed by the next deploy (`--prune`).
+    // A worker taken out of `workers:` is removed by the next deploy (`--prune`), below.
     edit_config(&project, |c| {
-        c["workers"]
-            .as_object_mut()
-            .unwrap()
-            .remove("ticker");
+        c["workers"].as_object_mut().unwrap().remove("ticker");
     });
-    let (summary, _) = deploy(&project, "cutover-demo:v2");
-    assert_eq!(rollouts(&summary).len(), 1, "{summary}");
-    assert!(!has_service(&project, &service("ticker")), "the ticker retired");
 
     // The memory budget counts what other services' tasks hold on each node: with a service
     // outside the stack limited to 60% of a node's memory on every node, an app.memory of
@@ -905,13 +918,35 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
         &format!("{}b", total / 10 * 6),
         "cutover-demo:v1",
     ]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster
+        .docker(&[
+            "service",
+            "ps",
+            "-q",
+            "--filter",
+            "desired-state=running",
+            &hog,
+        ])
+        .split_whitespace()
+        .count()
+        < 2
+    {
+        assert!(
+            Instant::now() < deadline,
+            "swarm never placed {hog} on both nodes"
+        );
+        std::thread::sleep(Duration::from_millis(250));
+    }
     let memory = format!("{}M", (total / 10 * 3) >> 20);
     edit_config(&project, |c| c["app"]["memory"] = serde_json::json!(memory));
     let refused = project
         .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v1"])
         .code(1);
     assert!(
-        refused.stderr.contains("the memory budget: nodes cannot hold")
+        refused
+            .stderr
+            .contains("the memory budget: nodes cannot hold")
             && refused.stderr.contains(&format!(
                 "MiB held by other services' tasks), 2 task(s) of app.memory {}",
                 memory.trim_end_matches('M')
@@ -927,8 +962,13 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
     );
     // Without the other service the same app.memory fits.
     cluster.docker(&["service", "rm", &hog]);
-    let (summary, _) = deploy(&project, "cutover-demo:v1");
-    assert_eq!(summary["image"], "cutover-demo:v1");
+    let (summary, _) = deploy(&project, "cutover-demo:v2");
+    assert_eq!(upstream(&project).0, "green");
+    assert_eq!(rollouts(&summary).len(), 1, "{summary}");
+    assert!(
+        !has_service(&project, &service("ticker")),
+        "the ticker retired"
+    );
     eprintln!("workers on 2 nodes: {:.1?} in all", started.elapsed());
 }
 
@@ -974,16 +1014,26 @@ fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
     let stack = std::fs::read_to_string(project.path().join("out/stack.yml")).unwrap();
     let v = crate::common::yaml_to_json(&stack);
     let mail = &v["services"][format!("{app}-mail")];
-    assert_eq!(mail["command"], serde_json::json!(["worker", "mail"]), "{stack}");
+    assert_eq!(
+        mail["command"],
+        serde_json::json!(["worker", "mail"]),
+        "{stack}"
+    );
     assert_eq!(mail["deploy"]["replicas"], 1);
     assert_eq!(mail["deploy"]["update_config"]["order"], "start-first");
-    assert_eq!(mail["deploy"]["update_config"]["failure_action"], "rollback");
+    assert_eq!(
+        mail["deploy"]["update_config"]["failure_action"],
+        "rollback"
+    );
     assert_eq!(mail["deploy"]["update_config"]["monitor"], "3s");
     assert_eq!(mail["deploy"]["resources"]["limits"]["memory"], "32M");
     assert_eq!(mail["healthcheck"]["disable"], true);
     assert!(mail["ports"].is_null(), "no port: {stack}");
     assert_eq!(mail["environment"]["CUTOVER_WORKER"], "mail");
-    assert_eq!(mail["secrets"], v["services"][format!("{app}-blue")]["secrets"]);
+    assert_eq!(
+        mail["secrets"],
+        v["services"][format!("{app}-blue")]["secrets"]
+    );
     let feed = &v["services"][format!("{app}-feed")];
     assert_eq!(
         feed["healthcheck"]["test"],
@@ -991,13 +1041,23 @@ fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
         "{stack}"
     );
     assert_eq!(feed["healthcheck"]["start_period"], "40s");
-    assert_eq!(feed["deploy"]["update_config"]["monitor"], config["swarm"]["monitor"].as_str().map_or("10s", |m| m));
+    assert_eq!(
+        feed["deploy"]["update_config"]["monitor"],
+        config["swarm"]["monitor"].as_str().map_or("10s", |m| m)
+    );
     // `overlap: false` is refused under swarm, naming why.
     crate::harness::project::edit_config(&project, |c| {
         c["workers"]["mail"]["overlap"] = serde_json::json!(false);
     });
     let stderr = project
-        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2", "--dry-run"])
+        .cutover([
+            "deploy",
+            "--engine",
+            "swarm",
+            "--image",
+            "cutover-demo:v2",
+            "--dry-run",
+        ])
         .code(1)
         .stderr;
     assert!(
@@ -1012,7 +1072,14 @@ fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
         });
     });
     let stderr = project
-        .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v2", "--dry-run"])
+        .cutover([
+            "deploy",
+            "--engine",
+            "swarm",
+            "--image",
+            "cutover-demo:v2",
+            "--dry-run",
+        ])
         .code(1)
         .stderr;
     assert!(

@@ -141,7 +141,10 @@ mod tests {
         // 4 replicas of 600 MiB on one 2 GiB node: 4 running + 1 starting = 3000 MiB.
         let tasks = tasks_per_node(Routing::Ingress, 4, &one, false);
         assert_eq!(tasks, 5);
-        assert_eq!(short_nodes(&one, 600 << 20, tasks, &BTreeMap::new()).len(), 1);
+        assert_eq!(
+            short_nodes(&one, 600 << 20, tasks, &BTreeMap::new()).len(),
+            1
+        );
         let three = [
             node("a", Some(gib), "ready"),
             node("b", Some(gib), "ready"),
@@ -190,7 +193,13 @@ mod tests {
             vec!["a: 2560 MiB free (4096 MiB in all, 1536 MiB held by other services' tasks), 2 task(s) of app.memory 1536 MiB need 3072 MiB".to_string()]
         );
         // More held than the node has is 0 free, not an overflow.
-        let full = held_by_others(&[task("a", "other", Some(u64::MAX)), task("a", "x", Some(gib))], &own);
+        let full = held_by_others(
+            &[
+                task("a", "other", Some(u64::MAX)),
+                task("a", "x", Some(gib)),
+            ],
+            &own,
+        );
         assert_eq!(full.get("a"), Some(&u64::MAX));
         assert_eq!(short_nodes(&nodes[..1], 1, 1, &full).len(), 1);
     }

@@ -221,7 +221,16 @@ impl Run<'_, '_> {
         let created = self.create_secrets(t)?;
         self.release(t)?;
         self.stop_if_interrupted("the stack deploy")?;
-        let deployed_at = self.stack_deploy(t)?;
+        // A stack deploy that fails part-way may have created (or updated) the new color's
+        // service before another service failed (the CLI deploys them one by one, in no set
+        // order): it goes as after a failed gate.
+        let deployed_at = match self.stack_deploy(t) {
+            Ok(at) => at,
+            Err(e) => {
+                self.teardown(t, colors);
+                return Err(e);
+            }
+        };
         let (rollout_ms, workers_before) = match self.move_to_new(t, colors, deployed_at) {
             Ok(moved) => moved,
             Err(e) => {

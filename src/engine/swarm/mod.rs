@@ -22,10 +22,10 @@ mod hooks;
 pub mod host;
 mod release;
 pub mod rollout;
-mod workers;
 pub mod secrets;
 pub mod stack;
 pub mod status;
+mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;

@@ -277,10 +277,17 @@ fn instances(config: &Config, swarm: &Swarm, plan: &StackPlan) -> anyhow::Result
 }
 
 /// The workers `plan` names, as services.
-fn worker_views(config: &Config, swarm: &Swarm, plan: &StackPlan) -> anyhow::Result<Vec<WorkerView>> {
+fn worker_views(
+    config: &Config,
+    swarm: &Swarm,
+    plan: &StackPlan,
+) -> anyhow::Result<Vec<WorkerView>> {
     let mut views = Vec::new();
     for (name, worker) in &config.workers {
-        let Some(image) = plan.workers.get(name.as_str()).filter(|_| !plan.accessories_only)
+        let Some(image) = plan
+            .workers
+            .get(name.as_str())
+            .filter(|_| !plan.accessories_only)
         else {
             continue;
         };

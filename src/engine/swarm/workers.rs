@@ -53,8 +53,8 @@ pub(super) fn observe(config: &Config, project: &str) -> anyhow::Result<Vec<Work
                 project,
                 &stack::worker_service(config.app.name.as_str(), name.as_str()),
             );
-            let from_image = swarm::service(&service)?
-                .map(|s| swarm::display_image(&s.image).to_string());
+            let from_image =
+                swarm::service(&service)?.map(|s| swarm::display_image(&s.image).to_string());
             Ok(WorkerTarget {
                 name: name.to_string(),
                 service,
