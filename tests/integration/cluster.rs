@@ -954,7 +954,7 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
         "{}",
         refused.stderr
     );
-    assert_eq!(upstream(&project).0, "green", "nothing changed");
+    assert_eq!(upstream(&project).0, "blue", "nothing changed");
     let last = project.history().last().cloned().unwrap();
     assert!(
         last["result"] == "failed" && last["reason"].as_str().unwrap().contains("memory budget"),
