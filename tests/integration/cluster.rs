@@ -720,8 +720,9 @@ fn interrupts_in_the_gate_and_the_window(project: &Project) {
 
 /// Workers (`overlap: true`) are services of the stack on a real two-node cluster: created
 /// after the web's first deploy, moved start-first after each switch (the summary names each
-/// worker's rollout), and a worker whose new task exits is rolled back by swarm (its old task
-/// never stopped) while the web's move stands, the deploy failing with the worker's name.
+/// worker's rollout), and a worker whose new task exits is rolled back by swarm (with a
+/// healthcheck its old task never stopped) while the web's move stands, the deploy failing
+/// with the worker's name.
 #[test]
 fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
     if !swarm_ready() || !cluster_ready() {
@@ -852,12 +853,13 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
         assert_eq!(image_of(w), "cutover-demo:v2");
         assert_eq!(running_tasks(w).len(), 1, "one {w} task");
     }
-    let ticker_task = running_tasks("ticker");
+    let checked_task = running_tasks("checked");
 
-    // The ticker's new task exits at once: swarm rolls it back (the old task, never
-    // stopped, keeps running v2), the web's move to blue stands, the deploy fails naming it.
+    // The checked worker's new task exits at once, never healthy: swarm rolls it back (the
+    // old task, never stopped, keeps running v2), the web's move to blue stands, the deploy
+    // fails naming it.
     edit_config(&project, |c| {
-        c["workers"]["ticker"]["command"] = serde_json::json!(["exit", "3", "ticker gave up"]);
+        c["workers"]["checked"]["command"] = serde_json::json!(["exit", "3", "checked gave up"]);
     });
     let failed = project
         .cutover(["deploy", "--engine", "swarm", "--image", "cutover-demo:v1"])
@@ -867,28 +869,28 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
         "a failing worker, after {:.1?} in all:\n{said}",
         started.elapsed()
     );
-    assert!(said.contains("worker ticker:"), "{said}");
+    assert!(said.contains("worker checked:"), "{said}");
     assert!(said.contains("rolled the update back"), "{said}");
-    assert!(said.contains("moved to it: checked"), "{said}");
+    assert!(said.contains("moved to it: ticker"), "{said}");
     assert_eq!(upstream(&project).0, "blue", "the web moved: {said}");
-    assert_eq!(image_of("ticker"), "cutover-demo:v2", "rolled back");
+    assert_eq!(image_of("checked"), "cutover-demo:v2", "rolled back");
     assert_eq!(
-        running_tasks("ticker"),
-        ticker_task,
-        "the old ticker task never stopped"
+        running_tasks("checked"),
+        checked_task,
+        "the old checked task never stopped"
     );
-    assert_eq!(image_of("checked"), "cutover-demo:v1");
+    assert_eq!(image_of("ticker"), "cutover-demo:v1");
     let history = project.history();
     let last = history.last().unwrap();
     assert_eq!(last["result"], "failed", "{last}");
     assert!(
-        last["reason"].as_str().unwrap().contains("worker ticker"),
+        last["reason"].as_str().unwrap().contains("worker checked"),
         "{last}"
     );
 
     // A worker taken out of `workers:` is removed by the next deploy (`--prune`), below.
     edit_config(&project, |c| {
-        c["workers"].as_object_mut().unwrap().remove("ticker");
+        c["workers"].as_object_mut().unwrap().remove("checked");
     });
 
     // The memory budget counts what other services' tasks hold on each node: with a service
@@ -966,8 +968,8 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
     assert_eq!(upstream(&project).0, "green");
     assert_eq!(rollouts(&summary).len(), 1, "{summary}");
     assert!(
-        !has_service(&project, &service("ticker")),
-        "the ticker retired"
+        !has_service(&project, &service("checked")),
+        "checked retired"
     );
     eprintln!("workers on 2 nodes: {:.1?} in all", started.elapsed());
 }

@@ -9,10 +9,13 @@
 //!
 //! Each worker (`workers:`, `overlap: true` only: see `Config::compose_only`) is one more
 //! replicated service, `<app>-<worker>`, one task of the app's image with the app's
-//! environment and secrets and no port, updated start-first: the new task starts, is judged
-//! by its healthcheck (`workers.NAME.health`) or by staying up through `monitor` (its
-//! `settle`), and only then does the old one stop; one that fails is rolled back by swarm, so
-//! the old worker never stopped, as under compose.
+//! environment and secrets and no port, updated start-first and rolled back by swarm when
+//! the new task fails within `monitor`. With a healthcheck (`workers.NAME.health`) swarm
+//! counts the new task up only once healthy, so the old one stops only then and a new one
+//! that fails never stopped it, as under compose. Without one swarm counts the new task up
+//! as soon as its process runs and stops the old one then; `monitor` is its `settle`, and a
+//! new task that fails within it is rolled back by starting a task of the old spec again
+//! (the same image, a new container): a moment with no copy, which compose avoids.
 //!
 //! Secrets are referenced by versioned names (`super::secrets::secret_name`): the name carries a hash of
 //! the value, so rotating a value yields a new name, a changed service spec and therefore a

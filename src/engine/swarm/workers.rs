@@ -2,9 +2,10 @@
 //! (`workers:`, `overlap: true`) moves to the new image as its own swarm service,
 //! `<app>-<worker>` ([`super::stack`]), and each one's rollout is followed to a verdict.
 //!
-//! Swarm does the move (start-first: the new task starts and the old one stops only once the
-//! new one is up; a new task that fails within `monitor` is rolled back, so the old worker
-//! never stopped), as under compose. cutover follows each worker with the same
+//! Swarm does the move (start-first: the new task starts and the old one stops once swarm
+//! counts the new one up; a new task that fails within `monitor` is rolled back): with a
+//! healthcheck the old worker never stopped, as under compose; without one swarm stopped it
+//! when the new process started and starts the old spec again (see [`super::stack`]). cutover follows each worker with the same
 //! [`super::rollout`] as the app, and judges a worker created by this deploy (no update, so
 //! no `monitor`) itself: without a healthcheck it must stay up through its `settle`. A worker
 //! failure never undoes the web's move: the deploy fails naming each worker and what it did.
