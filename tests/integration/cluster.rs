@@ -75,6 +75,18 @@ fn wait_for_switch(
 }
 
 /// Whether `status` lists the swarm service `name`.
+/// A cluster of `nodes` and the demo app's project on it (`app.settle`, `app.drain`).
+fn cluster_project(nodes: usize, settle: &str, drain: &str) -> (Cluster, Project) {
+    let cluster = Cluster::up(nodes);
+    let app = App {
+        settle: settle.into(),
+        drain: Some(drain.into()),
+        ..App::swarm()
+    };
+    let project = Project::cluster(app, &cluster);
+    (cluster, project)
+}
+
 fn has_service(project: &Project, name: &str) -> bool {
     status(project)["services"]
         .as_array()
@@ -125,13 +137,7 @@ fn cluster_host_routing_survives_a_dying_worker_and_uses_it_again_after_it_rejoi
         return;
     }
     let suite = Instant::now();
-    let cluster = Cluster::up(3);
-    let app = App {
-        settle: "6s".into(),
-        drain: Some("5s".into()),
-        ..App::swarm()
-    };
-    let project = Project::cluster(app, &cluster);
+    let (cluster, project) = cluster_project(3, "6s", "5s");
     let blue = format!("{}_web-blue", project.name);
     let green = format!("{}_web-green", project.name);
 
@@ -348,13 +354,7 @@ fn cluster_one_node_blue_green_under_load_for_comparison() {
     if !swarm_ready() || !cluster_ready() {
         return;
     }
-    let cluster = Cluster::up(1);
-    let app = App {
-        settle: "6s".into(),
-        drain: Some("5s".into()),
-        ..App::swarm()
-    };
-    let project = Project::cluster(app, &cluster);
+    let (cluster, project) = cluster_project(1, "6s", "5s");
     let (_, took_first) = deploy(&project, "cutover-demo:v1");
     // Hooks run on this machine, in the project directory, with the compose engine's
     // CUTOVER_* environment (the colors of routing: host).
@@ -728,13 +728,7 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
     if !swarm_ready() || !cluster_ready() {
         return;
     }
-    let cluster = Cluster::up(2);
-    let app = App {
-        settle: "2s".into(),
-        drain: Some("1s".into()),
-        ..App::swarm()
-    };
-    let project = Project::cluster(app, &cluster);
+    let (cluster, project) = cluster_project(2, "2s", "1s");
     let started = Instant::now();
     edit_config(&project, |c| {
         // How long swarm watches a worker with a healthcheck after its update.
