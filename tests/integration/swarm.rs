@@ -380,3 +380,53 @@ fn e2e_swarm_failing_image_is_rolled_back_automatically() {
         .unwrap()
         .contains("rolled the update back"));
 }
+
+/// Under `routing: ingress` an `overlap: true` worker is a service of the stack, created after
+/// the app's first rollout and moved after each later one converged (a second stack deploy);
+/// the summary names each worker's rollout.
+#[test]
+fn e2e_swarm_ingress_workers_move_after_the_rollout() {
+    if !swarm_ready() {
+        return;
+    }
+    let Some(project) = swarm_project(App::swarm()) else {
+        return;
+    };
+    crate::harness::project::edit_config(&project, |c| {
+        c["swarm"]["monitor"] = serde_json::json!("1s");
+        c["workers"] = serde_json::json!({
+            "ticker": { "command": ["worker", "ticker"], "memory": "16M", "overlap": true, "settle": "1s" }
+        });
+    });
+    let worker = format!("{}-ticker", project.service());
+    let image = || {
+        cutover::docker::swarm::service(&worker)
+            .unwrap()
+            .map(|s| cutover::docker::swarm::display_image(&s.image).to_string())
+    };
+    let mut from = serde_json::Value::Null;
+    for v in ["cutover-demo:v1", "cutover-demo:v2"] {
+        let summary = project
+            .swarm_deploy(&["--image", v, "--json"])
+            .success()
+            .stdout_json();
+        let rollout = &summary["workers"][0];
+        assert_eq!(rollout["name"], "ticker", "{summary}");
+        assert_eq!(rollout["service"], worker.as_str(), "{summary}");
+        assert_eq!(rollout["from_image"], from, "{summary}");
+        assert_eq!(rollout["image"], v, "{summary}");
+        let steps: Vec<&str> = summary["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["step"].as_str())
+            .collect();
+        let at = |name: &str| steps.iter().position(|s| *s == name);
+        assert!(
+            at("rollout").is_some() && at("rollout") < at("workers"),
+            "the worker moves after the app's rollout: {steps:?}"
+        );
+        assert_eq!(image().as_deref(), Some(v));
+        from = serde_json::json!(v);
+    }
+}
