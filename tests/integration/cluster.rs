@@ -845,16 +845,11 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
         ],
         "{summary}"
     );
-    let steps: Vec<&str> = summary["steps"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["step"].as_str())
-        .collect();
-    let at = |name: &str| steps.iter().position(|s| *s == name);
+    let at = |name: &str| crate::common::step_at(&summary, name);
     assert!(
-        at("switch") < at("workers") && at("workers").is_some(),
-        "the workers move after the switch: {steps:?}"
+        at("switch").is_some() && at("switch") < at("workers"),
+        "the workers move after the switch: {}",
+        summary["steps"]
     );
     for w in ["ticker", "checked", "gone"] {
         assert_eq!(image_of(w), "cutover-demo:v2");

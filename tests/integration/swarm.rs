@@ -415,16 +415,11 @@ fn e2e_swarm_ingress_workers_move_after_the_rollout() {
         assert_eq!(rollout["service"], worker.as_str(), "{summary}");
         assert_eq!(rollout["from_image"], from, "{summary}");
         assert_eq!(rollout["image"], v, "{summary}");
-        let steps: Vec<&str> = summary["steps"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|s| s["step"].as_str())
-            .collect();
-        let at = |name: &str| steps.iter().position(|s| *s == name);
+        let at = |name: &str| crate::common::step_at(&summary, name);
         assert!(
             at("rollout").is_some() && at("rollout") < at("workers"),
-            "the worker moves after the app's rollout: {steps:?}"
+            "the worker moves after the app's rollout: {}",
+            summary["steps"]
         );
         assert_eq!(image().as_deref(), Some(v));
         from = serde_json::json!(v);
