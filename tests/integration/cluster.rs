@@ -762,7 +762,8 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
             .unwrap()
             .to_string()
     };
-    let running_tasks = |w: &str| -> Vec<String> {
+    // The tasks swarm means to run of a service (by its full name).
+    let tasks_of = |name: &str| -> Vec<String> {
         cluster
             .docker(&[
                 "service",
@@ -770,12 +771,13 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
                 "-q",
                 "--filter",
                 "desired-state=running",
-                &service(w),
+                name,
             ])
             .split_whitespace()
             .map(str::to_string)
             .collect()
     };
+    let running_tasks = |w: &str| tasks_of(&service(w));
     let rollouts = |summary: &serde_json::Value| -> Vec<(String, serde_json::Value, String)> {
         summary["workers"]
             .as_array()
@@ -921,19 +923,7 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
         "cutover-demo:v1",
     ]);
     let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster
-        .docker(&[
-            "service",
-            "ps",
-            "-q",
-            "--filter",
-            "desired-state=running",
-            &hog,
-        ])
-        .split_whitespace()
-        .count()
-        < 2
-    {
+    while tasks_of(&hog).len() < 2 {
         assert!(
             Instant::now() < deadline,
             "swarm never placed {hog} on both nodes"
@@ -1041,21 +1031,24 @@ fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
         feed["deploy"]["update_config"]["monitor"],
         config["swarm"]["monitor"].as_str().map_or("10s", |m| m)
     );
+    let refused_plan = || {
+        project
+            .cutover([
+                "deploy",
+                "--engine",
+                "swarm",
+                "--image",
+                "cutover-demo:v2",
+                "--dry-run",
+            ])
+            .code(1)
+            .stderr
+    };
     // `overlap: false` is refused under swarm, naming why.
     crate::harness::project::edit_config(&project, |c| {
         c["workers"]["mail"]["overlap"] = serde_json::json!(false);
     });
-    let stderr = project
-        .cutover([
-            "deploy",
-            "--engine",
-            "swarm",
-            "--image",
-            "cutover-demo:v2",
-            "--dry-run",
-        ])
-        .code(1)
-        .stderr;
+    let stderr = refused_plan();
     assert!(
         stderr.contains("workers.mail: the swarm engine refuses a worker with `overlap: false`")
             && stderr.contains("one minute"),
@@ -1067,17 +1060,7 @@ fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
             "blue": { "command": ["worker"], "memory": "32M", "overlap": true }
         });
     });
-    let stderr = project
-        .cutover([
-            "deploy",
-            "--engine",
-            "swarm",
-            "--image",
-            "cutover-demo:v2",
-            "--dry-run",
-        ])
-        .code(1)
-        .stderr;
+    let stderr = refused_plan();
     assert!(
         stderr.contains("workers.blue: under the swarm engine worker `blue` runs as the service"),
         "{stderr}"
