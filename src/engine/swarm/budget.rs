@@ -19,14 +19,69 @@
 //! reservation) — the same bookkeeping swarm's own scheduler does with reservations, with
 //! limits counted too, since a limit is what a task may take. This project's own tasks are
 //! left out because [`tasks_per_node`] already counts them (the old color or the running
-//! replicas). What it cannot see: tasks that set neither (counted as 0) and containers
+//! replicas) and [`workers_need`] counts the workers'; its accessories are not left out (they
+//! stay up through the deploy, holding their memory like any other service).
+//!
+//! **Workers.** A worker is one replica with no placement, so swarm may put it on any
+//! node: every node is budgeted for every worker, twice for one that runs and moves (a
+//! start-first update runs the old task and the new one side by side), once for one this
+//! deploy creates. That is the worst case (all workers on one node), which a one-node swarm
+//! is. What it cannot see: tasks that set neither (counted as 0) and containers
 //! started on a node outside swarm. A node whose memory is not reported fails the check (fail
 //! closed), naming the node.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::config::Routing;
+use crate::config::{Config, Routing};
 use crate::docker::swarm::{ClusterNode, NodeTask};
+
+use super::workers::WorkerTarget;
+
+/// What one node must hold at once during a deploy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    /// `app.memory`, in bytes.
+    pub memory: u64,
+    /// App tasks at once ([`tasks_per_node`]).
+    pub tasks: u64,
+    /// The workers' tasks, in bytes ([`workers_need`]).
+    pub workers: u64,
+}
+
+impl Need {
+    fn bytes(&self) -> u64 {
+        self.memory
+            .saturating_mul(self.tasks)
+            .saturating_add(self.workers)
+    }
+}
+
+/// The memory the workers' tasks may take on one node during this deploy: each worker's
+/// memory twice when it runs already (its start-first move), once when this deploy creates
+/// it.
+pub(super) fn workers_need(config: &Config, running: &[WorkerTarget]) -> u64 {
+    worker_bytes(
+        config
+            .workers
+            .iter()
+            .map(|(name, worker)| (name.as_str(), worker.memory.bytes())),
+        running,
+    )
+}
+
+fn worker_bytes<'a>(
+    workers: impl Iterator<Item = (&'a str, u64)>,
+    running: &[WorkerTarget],
+) -> u64 {
+    workers
+        .map(|(name, memory)| {
+            let runs = running
+                .iter()
+                .any(|w| w.name == name && w.from_image.is_some());
+            memory.saturating_mul(if runs { 2 } else { 1 })
+        })
+        .fold(0u64, u64::saturating_add)
+}
 
 /// How many app tasks the fullest schedulable node holds at once during this deploy:
 /// `routing: host` runs one task per color on every node (a global service each); `ingress`
@@ -54,16 +109,23 @@ pub fn held_by_others(tasks: &[NodeTask], own: &BTreeSet<String>) -> BTreeMap<St
     held
 }
 
-/// The nodes that cannot hold `tasks` tasks of `memory` bytes each in their free memory (the
-/// total less `held`, what other services' tasks hold there), said for an error; empty when
-/// every schedulable node can.
+/// The nodes that cannot hold `need` in their free memory (the total less `held`, what other
+/// services' tasks hold there), said for an error; empty when every schedulable node can.
 pub fn short_nodes(
     nodes: &[ClusterNode],
-    memory: u64,
-    tasks: u64,
+    need: &Need,
     held: &BTreeMap<String, u64>,
 ) -> Vec<String> {
-    let need = memory.saturating_mul(tasks);
+    let Need {
+        memory,
+        tasks,
+        workers,
+    } = *need;
+    let need = need.bytes();
+    let with_workers = match workers {
+        0 => String::new(),
+        w => format!(" and the workers' tasks {} MiB", w >> 20),
+    };
     nodes
         .iter()
         .filter(|n| n.schedulable())
@@ -78,7 +140,7 @@ pub fn short_nodes(
             let free = total.saturating_sub(others);
             (free < need).then(|| {
                 format!(
-                    "{}: {} MiB free ({} MiB in all, {} MiB held by other services' tasks), {tasks} task(s) of app.memory {} MiB need {} MiB",
+                    "{}: {} MiB free ({} MiB in all, {} MiB held by other services' tasks), {tasks} task(s) of app.memory {} MiB{with_workers} need {} MiB",
                     n.hostname,
                     free >> 20,
                     total >> 20,
@@ -94,6 +156,14 @@ pub fn short_nodes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn need(memory: u64, tasks: u64) -> Need {
+        Need {
+            memory,
+            tasks,
+            workers: 0,
+        }
+    }
 
     fn node(name: &str, memory: Option<u64>, state: &str) -> ClusterNode {
         ClusterNode {
@@ -117,7 +187,7 @@ mod tests {
             node("gone", Some(1), "down"),
         ];
         let none = BTreeMap::new();
-        let short = short_nodes(&nodes, 600 << 20, 2, &none);
+        let short = short_nodes(&nodes, &need(600 << 20, 2), &none);
         assert_eq!(short.len(), 2, "{short:?}");
         assert!(
             short[0].starts_with(
@@ -129,9 +199,9 @@ mod tests {
             short[1].starts_with("silent: docker node inspect reports no memory"),
             "{short:?}"
         );
-        assert!(short_nodes(&nodes[..1], 600 << 20, 2, &none).is_empty());
+        assert!(short_nodes(&nodes[..1], &need(600 << 20, 2), &none).is_empty());
         // An absurd limit does not overflow into a pass.
-        assert_eq!(short_nodes(&nodes[..1], u64::MAX, 2, &none).len(), 1);
+        assert_eq!(short_nodes(&nodes[..1], &need(u64::MAX, 2), &none).len(), 1);
     }
 
     #[test]
@@ -142,7 +212,7 @@ mod tests {
         let tasks = tasks_per_node(Routing::Ingress, 4, &one, false);
         assert_eq!(tasks, 5);
         assert_eq!(
-            short_nodes(&one, 600 << 20, tasks, &BTreeMap::new()).len(),
+            short_nodes(&one, &need(600 << 20, tasks), &BTreeMap::new()).len(),
             1
         );
         let three = [
@@ -185,9 +255,9 @@ mod tests {
             node("b", Some(4 * gib), "ready"),
         ];
         // 2 tasks of 1 GiB: both nodes' totals hold them; a's free 2.5 GiB does too.
-        assert!(short_nodes(&nodes, gib, 2, &held).is_empty());
+        assert!(short_nodes(&nodes, &need(gib, 2), &held).is_empty());
         // 2 tasks of 1.5 GiB (3 GiB): a has 2.5 GiB free of 4, b 3.75 GiB.
-        let short = short_nodes(&nodes, 3 * gib / 2, 2, &held);
+        let short = short_nodes(&nodes, &need(3 * gib / 2, 2), &held);
         assert_eq!(
             short,
             vec!["a: 2560 MiB free (4096 MiB in all, 1536 MiB held by other services' tasks), 2 task(s) of app.memory 1536 MiB need 3072 MiB".to_string()]
@@ -201,6 +271,41 @@ mod tests {
             &own,
         );
         assert_eq!(full.get("a"), Some(&u64::MAX));
-        assert_eq!(short_nodes(&nodes[..1], 1, 1, &full).len(), 1);
+        assert_eq!(short_nodes(&nodes[..1], &need(1, 1), &full).len(), 1);
+    }
+
+    #[test]
+    fn every_node_holds_each_worker_twice_when_it_moves_and_once_when_it_is_created() {
+        let mib: u64 = 1 << 20;
+        let gib: u64 = 1 << 30;
+        let running = |name: &str, image: Option<&str>| WorkerTarget {
+            name: name.into(),
+            service: format!("p_web-{name}"),
+            from_image: image.map(str::to_string),
+        };
+        let targets = [running("mover", Some("app:v1")), running("fresh", None)];
+        let workers = [
+            ("mover", 100 * mib),
+            ("fresh", 50 * mib),
+            ("huge", u64::MAX),
+        ];
+        assert_eq!(
+            worker_bytes(workers[..2].iter().copied(), &targets),
+            250 * mib
+        );
+        // An absurd worker memory saturates into a refusal, not an overflow into a pass.
+        assert_eq!(worker_bytes(workers.iter().copied(), &targets), u64::MAX);
+        let nodes = [node("a", Some(gib), "ready")];
+        // 2 app tasks of 400 MiB fit 1 GiB; with the workers' 250 MiB they do not.
+        assert!(short_nodes(&nodes, &need(400 * mib, 2), &BTreeMap::new()).is_empty());
+        let with = Need {
+            memory: 400 * mib,
+            tasks: 2,
+            workers: 250 * mib,
+        };
+        assert_eq!(
+            short_nodes(&nodes, &with, &BTreeMap::new()),
+            vec!["a: 1024 MiB free (1024 MiB in all, 0 MiB held by other services' tasks), 2 task(s) of app.memory 400 MiB and the workers' tasks 250 MiB need 1050 MiB".to_string()]
+        );
     }
 }

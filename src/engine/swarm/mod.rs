@@ -253,8 +253,16 @@ impl Run<'_, '_> {
             &nodes,
             from_image.is_none(),
         );
+        // The app's and the workers' services are counted by `need`; the stack's accessories
+        // stay up through the deploy, so what they hold is held like another service's.
+        let accessories: BTreeSet<String> = config
+            .accessories
+            .keys()
+            .map(|a| swarm::service_name(&project, a.as_str()))
+            .collect();
         let own: BTreeSet<String> = swarm::services_of(&project)?
             .into_iter()
+            .filter(|s| !accessories.contains(&s.name))
             .map(|s| s.id)
             .collect();
         let node_ids: Vec<&str> = nodes
@@ -263,7 +271,13 @@ impl Run<'_, '_> {
             .map(|n| n.id.as_str())
             .collect();
         let held = budget::held_by_others(&swarm::tasks_on(&node_ids)?, &own);
-        let short = budget::short_nodes(&nodes, config.app.memory.bytes(), tasks, &held);
+        let workers = workers::observe(config, &project)?;
+        let need = budget::Need {
+            memory: config.app.memory.bytes(),
+            tasks,
+            workers: budget::workers_need(config, &workers),
+        };
+        let short = budget::short_nodes(&nodes, &need, &held);
         if !short.is_empty() {
             let err = anyhow::anyhow!(
                 "the memory budget: {} cannot hold this deploy's tasks in {} free memory ({}); lower app.memory, free memory on the node or add a node; nothing was changed",
@@ -298,7 +312,7 @@ impl Run<'_, '_> {
                 .is_some_and(|reg| reg.serves(&image)),
             run_release: req.action == Action::Deploy || req.release,
             release: config.app.release.as_ref().map(|a| a.0.join(" ")),
-            workers: workers::observe(config, &project)?,
+            workers,
             stack_file: self.d.loaded.state_dir().join("stack.yml"),
             project,
             service,
