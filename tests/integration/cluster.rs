@@ -1125,6 +1125,52 @@ fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
         stderr.contains("workers.blue: under the swarm engine worker `blue` runs as the service"),
         "{stderr}"
     );
+    // A worker whose swarm service name swarm would refuse (longer than 63 characters with
+    // the stack's prefix, or ending in `-`) is refused before anything changes, naming the
+    // key: the daemon would refuse it only in the workers' stack deploy, after the web moved.
+    let project_name = config["project"].as_str().unwrap().to_string();
+    let long = "w".repeat(63 - project_name.len() - app.len() - 1);
+    crate::harness::project::edit_config(&project, |c| {
+        c["workers"] = serde_json::json!({
+            long.clone(): { "command": ["worker"], "memory": "32M", "overlap": true }
+        });
+    });
+    let stderr = refused_plan();
+    let full = format!("{project_name}_{app}-{long}");
+    assert!(
+        stderr.contains(&format!(
+            "workers.{long}: under the swarm engine this runs as the service `{full}`"
+        )) && stderr.contains("is 64 characters; swarm allows 63"),
+        "{stderr}"
+    );
+    crate::harness::project::edit_config(&project, |c| {
+        c["workers"] = serde_json::json!({
+            "mail-": { "command": ["worker"], "memory": "32M", "overlap": true }
+        });
+    });
+    let stderr = refused_plan();
+    assert!(
+        stderr.contains("workers.mail-: under the swarm engine this runs as the service")
+            && stderr.contains("does not end in a letter or digit"),
+        "{stderr}"
+    );
+    // One character shorter is a valid name: it renders, and the plan is not refused for it.
+    let fits = &long[1..];
+    crate::harness::project::edit_config(&project, |c| {
+        c["workers"] = serde_json::json!({
+            fits: { "command": ["worker"], "memory": "32M", "overlap": true }
+        });
+    });
+    project
+        .cutover(["render", "--engine", "swarm", "--out", "out"])
+        .success();
+    let stack = std::fs::read_to_string(project.path().join("out/stack.yml")).unwrap();
+    assert!(
+        !crate::common::yaml_to_json(&stack)["services"][format!("{app}-{fits}")].is_null(),
+        "{stack}"
+    );
+    let stderr = refused_plan();
+    assert!(!stderr.contains("swarm allows 63"), "{stderr}");
 
     // A routing that does not exist is refused, naming the key.
     crate::harness::project::edit_config(&project, |c| {

@@ -181,6 +181,9 @@ impl Run<'_, '_> {
         if let Some(why) = stack::worker_name_clash(&loaded.config, swarm.routing) {
             anyhow::bail!("{why}");
         }
+        if let Some(why) = stack::invalid_service_name(&loaded.config, swarm.routing) {
+            anyhow::bail!("{why}");
+        }
         Ok(swarm)
     }
 

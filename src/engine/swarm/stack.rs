@@ -357,6 +357,47 @@ pub fn worker_name_clash(config: &Config, routing: Routing) -> Option<String> {
     None
 }
 
+/// A stack service whose swarm name (`<project>_<service>`) swarm would refuse at create
+/// time, said for an error naming the key; `None` when every name is valid. swarmkit takes a
+/// service name as a DNS label: at most 63 characters, ending in a letter or digit
+/// (`manager/controlapi/common.go`, `validateAnnotations`). Found by the daemon instead, a
+/// worker's bad name would fail the workers' stack deploy after the web had moved.
+pub fn invalid_service_name(config: &Config, routing: Routing) -> Option<String> {
+    let app = config.app.name.as_str();
+    let mut services: Vec<(String, String)> = match routing {
+        Routing::Host => Color::ALL
+            .iter()
+            .map(|c| ("app.name".to_string(), color_service(app, *c)))
+            .collect(),
+        Routing::Ingress => vec![("app.name".to_string(), app.to_string())],
+    };
+    for name in config.workers.keys() {
+        services.push((
+            format!("workers.{name}"),
+            worker_service(app, name.as_str()),
+        ));
+    }
+    for name in config.accessories.keys() {
+        services.push((format!("accessories.{name}"), name.to_string()));
+    }
+    if config.app.release.is_some() {
+        services.push(("app.release".to_string(), "release".to_string()));
+    }
+    services.into_iter().find_map(|(key, service)| {
+        let full = crate::docker::swarm::service_name(config.project.as_str(), &service);
+        let why = if full.len() > 63 {
+            format!("is {} characters; swarm allows 63", full.len())
+        } else if !full.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+            "does not end in a letter or digit, as swarm requires".to_string()
+        } else {
+            return None;
+        };
+        Some(format!(
+            "{key}: under the swarm engine this runs as the service `{full}` (`<project>_<service>`), which {why}; shorten or rename it (or the project)"
+        ))
+    })
+}
+
 /// The stack service of a color under host routing: `<app>-blue` / `<app>-green`.
 pub fn color_service(app: &str, color: Color) -> String {
     format!("{app}-{color}")
