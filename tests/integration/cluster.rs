@@ -1015,6 +1015,69 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
     // It fits each node's total: the refusal is the other service's.
     assert!(2 * ((total / 10 * 3) >> 20) <= total >> 20);
     cluster.docker(&["service", "rm", &hog]);
+
+    // SIGTERM while a worker this deploy creates is in its settle: the deploy stops as
+    // interrupted (exit 130, its history line), never as a pass for a worker not seen to stay
+    // up; the next deploy moves it. (checked leaves `workers:`, so ticker on its own image
+    // and the new worker are all this deploy's workers step follows.)
+    edit_config(&project, |c| {
+        c["app"]["memory"] = serde_json::json!("64M");
+        c["workers"].as_object_mut().unwrap().remove("checked");
+        c["workers"]["zz-late"] = serde_json::json!({
+            "command": ["worker", "late"], "memory": "16M", "overlap": true, "settle": "300s"
+        });
+    });
+    let child = spawn_deploy(&project, "cutover-demo:v1");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut child = child;
+    loop {
+        let states = cluster.docker(&[
+            "service",
+            "ps",
+            "--filter",
+            "desired-state=running",
+            "--format",
+            "{{.CurrentState}}",
+            &format!("{}_web-zz-late", project.name),
+        ]);
+        if states.lines().any(|s| s.starts_with("Running")) {
+            break;
+        }
+        if Instant::now() >= deadline || child.try_wait().unwrap().is_some() {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "zz-late never ran: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    let out = crate::harness::common::sigterm_and_wait(child);
+    let said = String::from_utf8_lossy(&out.stderr);
+    eprintln!("SIGTERM in a created worker's settle:\n{said}");
+    assert_eq!(out.status.code(), Some(130), "{said}");
+    assert!(
+        said.contains("worker zz-late was in its settle of 300s")
+            || said.contains("while swarm moved worker zz-late"),
+        "{said}"
+    );
+    assert_eq!(
+        project.history().last().unwrap()["result"],
+        "interrupted",
+        "{said}"
+    );
+    edit_config(&project, |c| {
+        c["workers"]["zz-late"]["settle"] = serde_json::json!("1s");
+    });
+    let (summary, _) = deploy(&project, "cutover-demo:v2");
+    assert!(
+        rollouts(&summary)
+            .iter()
+            .any(|(name, _, image)| name == "zz-late" && image == "cutover-demo:v2"),
+        "{summary}"
+    );
+    assert_eq!(image_of("zz-late"), "cutover-demo:v2");
     eprintln!("workers on 2 nodes: {:.1?} in all", started.elapsed());
 }
 

@@ -216,8 +216,17 @@ impl Run<'_, '_> {
                     ),
                 }));
             }
+            // An interrupt ends the watch, never as a pass: the worker was not seen through
+            // its settle, so the deploy stops as interrupted, saying so.
             if self.d.interrupted.load(Ordering::SeqCst) {
-                break;
+                return Err(Failed {
+                    message: format!(
+                        "deploy interrupted while worker {} was in its settle of {} (created on the new image, not yet seen to stay up); the web moved: see `cutover status --engine swarm`",
+                        w.name, worker.settle
+                    ),
+                    abort: Abort::Interrupted,
+                }
+                .into());
             }
             std::thread::sleep(Duration::from_millis(250));
         }
