@@ -954,6 +954,29 @@ fn cluster_workers_are_start_first_services_and_a_failing_one_is_named() {
         last["reason"].as_str().unwrap().contains("worker checked"),
         "{last}"
     );
+    // `status` says the same: the worker still runs its old image, swarm's update of it
+    // rolled back, and the last deploy failed naming it.
+    let st = status(&project);
+    let checked = st["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == service("checked"))
+        .unwrap_or_else(|| panic!("no checked service in {st}"));
+    assert_eq!(checked["image"], "cutover-demo:v2", "{checked}");
+    assert!(
+        checked["update"]["state"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("rollback")),
+        "{checked}"
+    );
+    assert_eq!(st["last_deploy"]["result"], "failed", "{st}");
+    assert!(
+        st["last_deploy"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("worker checked")),
+        "{st}"
+    );
 
     // The memory budget counts what other services' tasks hold on each node: with a service
     // outside the stack limited to 60% of a node's memory on every node, an app.memory of
