@@ -1200,12 +1200,16 @@ fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
             && stderr.contains("one minute"),
         "{stderr}"
     );
-    // A worker whose service would be a color's is refused, naming the key.
-    crate::harness::project::edit_config(&project, |c| {
-        c["workers"] = serde_json::json!({
-            "blue": { "command": ["worker"], "memory": "32M", "overlap": true }
+    // `workers:` with one worker of that name.
+    let only_worker = |name: &str| {
+        crate::harness::project::edit_config(&project, |c| {
+            c["workers"] = serde_json::json!({
+                name: { "command": ["worker"], "memory": "32M", "overlap": true }
+            });
         });
-    });
+    };
+    // A worker whose service would be a color's is refused, naming the key.
+    only_worker("blue");
     let stderr = refused_plan();
     assert!(
         stderr.contains("workers.blue: under the swarm engine worker `blue` runs as the service"),
@@ -1216,11 +1220,7 @@ fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
     // key: the daemon would refuse it only in the workers' stack deploy, after the web moved.
     let project_name = config["project"].as_str().unwrap().to_string();
     let long = "w".repeat(63 - project_name.len() - app.len() - 1);
-    crate::harness::project::edit_config(&project, |c| {
-        c["workers"] = serde_json::json!({
-            long.clone(): { "command": ["worker"], "memory": "32M", "overlap": true }
-        });
-    });
+    only_worker(&long);
     let stderr = refused_plan();
     let full = format!("{project_name}_{app}-{long}");
     assert!(
@@ -1229,11 +1229,7 @@ fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
         )) && stderr.contains("is 64 characters; swarm allows 63"),
         "{stderr}"
     );
-    crate::harness::project::edit_config(&project, |c| {
-        c["workers"] = serde_json::json!({
-            "mail-": { "command": ["worker"], "memory": "32M", "overlap": true }
-        });
-    });
+    only_worker("mail-");
     let stderr = refused_plan();
     assert!(
         stderr.contains("workers.mail-: under the swarm engine this runs as the service")
@@ -1242,11 +1238,7 @@ fn swarm_render_with_host_routing_writes_a_global_service_per_color() {
     );
     // One character shorter is a valid name: it renders, and the plan is not refused for it.
     let fits = &long[1..];
-    crate::harness::project::edit_config(&project, |c| {
-        c["workers"] = serde_json::json!({
-            fits: { "command": ["worker"], "memory": "32M", "overlap": true }
-        });
-    });
+    only_worker(fits);
     project
         .cutover(["render", "--engine", "swarm", "--out", "out"])
         .success();
