@@ -99,6 +99,19 @@ pub fn tasks_per_node(routing: Routing, replicas: u32, nodes: &[ClusterNode], fi
     }
 }
 
+/// The ids of the stack's services whose tasks [`Need`] counts (the app's colors, its
+/// workers, a leftover release job): every one of `services` (id, name) but the
+/// `accessories` (full service names), which stay up through a deploy and are held memory.
+pub(super) fn counted_by_need<'a>(
+    services: impl Iterator<Item = (&'a str, &'a str)>,
+    accessories: &BTreeSet<String>,
+) -> BTreeSet<String> {
+    services
+        .filter(|(_, name)| !accessories.contains(*name))
+        .map(|(id, _)| id.to_string())
+        .collect()
+}
+
 /// What the tasks of services other than `own` (ids) hold on each node (id), in bytes.
 pub fn held_by_others(tasks: &[NodeTask], own: &BTreeSet<String>) -> BTreeMap<String, u64> {
     let mut held: BTreeMap<String, u64> = BTreeMap::new();
@@ -307,5 +320,30 @@ mod tests {
             short_nodes(&nodes, &with, &BTreeMap::new()),
             vec!["a: 1024 MiB free (1024 MiB in all, 0 MiB held by other services' tasks), 2 task(s) of app.memory 400 MiB and the workers' tasks 250 MiB need 1050 MiB".to_string()]
         );
+    }
+
+    #[test]
+    fn the_stacks_accessories_hold_memory_its_app_and_workers_are_counted_by_need() {
+        let accessories: BTreeSet<String> = ["shop_db".to_string()].into();
+        let stack = [
+            ("id-blue", "shop_web-blue"),
+            ("id-mail", "shop_web-mail"),
+            ("id-db", "shop_db"),
+        ];
+        let own = counted_by_need(stack.iter().copied(), &accessories);
+        assert_eq!(own, ["id-blue".to_string(), "id-mail".to_string()].into());
+        let tasks = [
+            NodeTask {
+                node: "a".into(),
+                service: "id-db".into(),
+                memory: Some(512 << 20),
+            },
+            NodeTask {
+                node: "a".into(),
+                service: "id-blue".into(),
+                memory: Some(256 << 20),
+            },
+        ];
+        assert_eq!(held_by_others(&tasks, &own).get("a"), Some(&(512 << 20)));
     }
 }

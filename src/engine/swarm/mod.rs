@@ -263,11 +263,11 @@ impl Run<'_, '_> {
             .keys()
             .map(|a| swarm::service_name(&project, a.as_str()))
             .collect();
-        let own: BTreeSet<String> = swarm::services_of(&project)?
-            .into_iter()
-            .filter(|s| !accessories.contains(&s.name))
-            .map(|s| s.id)
-            .collect();
+        let services = swarm::services_of(&project)?;
+        let own = budget::counted_by_need(
+            services.iter().map(|s| (s.id.as_str(), s.name.as_str())),
+            &accessories,
+        );
         let node_ids: Vec<&str> = nodes
             .iter()
             .filter(|n| n.schedulable())
