@@ -28,6 +28,13 @@
 #   - dockerd is started with `nsenter --net` (only the network namespace), not `ip netns
 #     exec`, which also unshares the mount namespace and would hide the tmpfs dockerd mounts
 #     for swarm secrets from the container runtime).
+#   - Every dockerd runs with HTTPS_PROXY/HTTP_PROXY at a closed port of its own loopback and
+#     NO_PROXY for the cluster's subnet: swarm tries to pull a task's image (a tag, not a
+#     digest) before every task start, and here that pull cannot succeed (no route out); the
+#     nodes share the host's /etc/resolv.conf, whose nameserver they cannot reach, so each
+#     attempt waited ~20 s for DNS timeouts before swarm used the node's loaded copy. Through
+#     the refused proxy it fails at once, as a node with a route out finds the image at once;
+#     the registry on the host's bridge address (10.213.N.1) is reached directly.
 #   - Each dockerd starts a containerd of its own (under its exec root): a node's containers
 #     are that node's alone, and dying with the node is theirs to do (`kill`).
 #   - `--bridge=none` (no docker0 per node; swarm makes docker_gwbridge itself), vfs storage
@@ -92,7 +99,9 @@ start_dockerd() {
     # Only the network namespace: see the header.
     # A UTS namespace too, so each node has its own hostname in `docker node ls`.
     # shellcheck disable=SC2016 # $0 and $@ are expanded by that inner sh
-    nsenter --net="/run/netns/$(ns_of "$n")" -- unshare --uts -- sh -c \
+    HTTPS_PROXY=http://127.0.0.1:9 HTTP_PROXY=http://127.0.0.1:9 \
+        NO_PROXY="10.213.${CLUSTER_ID}.0/24,127.0.0.1,localhost" \
+        nsenter --net="/run/netns/$(ns_of "$n")" -- unshare --uts -- sh -c \
         'hostname "$0" && exec "$@"' "$(ns_of "$n")" /usr/sbin/dockerd \
         --config-file "$d/daemon.json" \
         --data-root "$d/root" --exec-root "$d/exec" --pidfile "$d/dockerd.pid" \

@@ -512,14 +512,7 @@ fn worker_views(
                 .cloned()
                 .unwrap_or_else(|| color.image.clone());
             let health = worker.health.as_ref().map(|h| {
-                let test = match command_json(&h.command) {
-                    serde_json::Value::Array(argv) => {
-                        let mut test = vec![serde_json::json!("CMD")];
-                        test.extend(argv);
-                        serde_json::Value::Array(test)
-                    }
-                    shell => serde_json::json!(["CMD-SHELL", shell]),
-                };
+                let test = health_test(&h.command);
                 let interval = h.interval.get().as_millis().max(1);
                 WorkerHealthView {
                     test,
@@ -671,6 +664,19 @@ pub(crate) fn env_items(
 }
 
 /// `app.command` / `accessories.*.command` for the compose file, `$` escaped ([`literal`]).
+/// A healthcheck's `test` from a command line: a list is exec'd (`CMD`), a string goes to
+/// the shell (`CMD-SHELL`). Compose files and stack files write it alike.
+pub(crate) fn health_test(cmd: &CommandLine) -> serde_json::Value {
+    match command_json(cmd) {
+        serde_json::Value::Array(argv) => {
+            let mut test = vec![serde_json::json!("CMD")];
+            test.extend(argv);
+            serde_json::Value::Array(test)
+        }
+        shell => serde_json::json!(["CMD-SHELL", shell]),
+    }
+}
+
 pub(crate) fn command_json(cmd: &CommandLine) -> serde_json::Value {
     match cmd {
         CommandLine::Shell(s) => serde_json::Value::String(literal(s)),

@@ -139,6 +139,7 @@ fn run_stack(
     let plan = crate::engine::swarm::stack::StackPlan {
         // Under `routing: host` the render shows the first color, blue.
         colors: vec![(crate::config::Color::Blue, image.clone())],
+        workers: crate::engine::swarm::stack::workers_on(&loaded.config, &image),
         image,
         secret_names: crate::engine::swarm::secret_names(&project, &secrets),
         secret_keys,

@@ -191,20 +191,24 @@ impl Config {
 
     /// The keys set in this config that only the compose engine carries out, each with why.
     /// The swarm engine refuses to deploy while any is set: running without them would skip
-    /// a worker without a word, and it cannot keep a worker's promises (see the reason).
-    /// Hooks, `registry:` and `app.release` work under both.
+    /// a worker without a word, and it cannot keep that worker's promise (see the reason).
+    /// Hooks, `registry:`, `app.release` and `overlap: true` workers work under both.
     pub(super) fn compose_only(&self) -> Vec<Invalid> {
         self.workers
-            .keys()
-            .map(|name| {
+            .iter()
+            .filter(|(_, worker)| !worker.overlap)
+            .map(|(name, _)| {
                 Invalid::new(
                     format!("workers.{name}"),
-                    "the swarm engine refuses workers: a worker's `overlap: false` promises \
-                     one copy at a time (a scheduler never runs twice), which a swarm cannot \
-                     keep (a node cut off from the managers keeps running its task while swarm \
-                     starts a replacement elsewhere), and a worker that fails to move cannot \
-                     stay on its old container as it does under compose; remove it to deploy \
-                     with --engine swarm, or deploy with the compose engine"
+                    "the swarm engine refuses a worker with `overlap: false` (the default): it promises one \
+                     copy at a time (a scheduler never runs twice), and swarm's nearest \
+                     (`update_config.order: stop-first`, `parallelism: 1`) does not keep it: \
+                     swarm waits at most one minute for the old task to stop before it starts \
+                     the new one anyway (swarmkit's old-task timeout), and a node cut off from \
+                     the managers keeps running its task while swarm starts a replacement \
+                     elsewhere; set `overlap: true` if two copies for a moment are harmless \
+                     (it then runs as a start-first swarm service), or deploy with the compose \
+                     engine"
                         .to_string(),
                 )
             })

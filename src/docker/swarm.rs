@@ -610,6 +610,86 @@ impl From<RawTask> for Task {
     }
 }
 
+/// A task meant to run on a node, and the memory its spec holds there (the larger of its
+/// limit and its reservation; `None` when it sets neither).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeTask {
+    pub node: String,
+    pub service: String,
+    pub memory: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawNodeTask {
+    #[serde(rename = "NodeID", default)]
+    node_id: String,
+    #[serde(rename = "ServiceID", default)]
+    service_id: String,
+    spec: RawNodeTaskSpec,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawNodeTaskSpec {
+    #[serde(default)]
+    resources: Option<RawResources>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawResources {
+    #[serde(default)]
+    limits: Option<RawMemory>,
+    #[serde(default)]
+    reservations: Option<RawMemory>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawMemory {
+    #[serde(default)]
+    memory_bytes: Option<u64>,
+}
+
+/// Every task swarm means to run (desired state `running`) on `nodes` (ids), with the
+/// memory its spec holds: `docker node ps -q` and `docker inspect --type task`, JSON.
+pub fn tasks_on(nodes: &[&str]) -> Result<Vec<NodeTask>, DockerError> {
+    if nodes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let list = docker("list the tasks on the swarm's nodes")
+        .args([
+            "node",
+            "ps",
+            "-q",
+            "--no-trunc",
+            "--filter",
+            "desired-state=running",
+        ])
+        .args(nodes);
+    let inspect =
+        docker("inspect the tasks on the swarm's nodes").args(["inspect", "--type", "task"]);
+    let raw: Vec<RawNodeTask> = inspect::list_and_inspect(list, inspect, "swarm tasks")?;
+    Ok(raw
+        .into_iter()
+        .map(|t| {
+            let res = t.spec.resources.unwrap_or_default();
+            let memory = [res.limits, res.reservations]
+                .into_iter()
+                .flatten()
+                .filter_map(|m| m.memory_bytes)
+                .filter(|m| *m > 0)
+                .max();
+            NodeTask {
+                node: t.node_id,
+                service: t.service_id,
+                memory,
+            }
+        })
+        .collect())
+}
+
 /// One node of the swarm, as `docker node inspect` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterNode {

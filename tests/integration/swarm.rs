@@ -125,7 +125,8 @@ fn swarm_deploy_refuses_compose_only_keys_naming_the_first_ones_line() {
     let line = text.lines().count() + 2;
     text.push_str(
         "workers:\n  jobs: { command: [/app, worker], memory: 64M }\n  \
-         mail: { command: [/app, worker], memory: 64M }\n\
+         mail: { command: [/app, worker], memory: 64M, overlap: false }\n  \
+         feed: { command: [/app, worker], memory: 64M, overlap: true }\n\
          registry: { server: registry.example.com, username: u, password_secret: DB_PASSWORD }\n\
          hooks:\n  pre_deploy: [/bin/true]\n",
     );
@@ -142,12 +143,17 @@ fn swarm_deploy_refuses_compose_only_keys_naming_the_first_ones_line() {
         let stderr = run.code(1).stderr;
         assert!(
             stderr.contains(&format!(
-                "cutover.yml:{line}:3: workers.jobs: the swarm engine refuses workers: a worker's `overlap: false` promises"
+                "cutover.yml:{line}:3: workers.jobs: the swarm engine refuses a worker with `overlap: false` (the default): it promises one copy at a time"
             )),
             "{stderr}"
         );
-        // The other worker; hooks and the registry work under swarm.
+        // The other `overlap: false` worker; `overlap: true` workers, hooks and the
+        // registry work under swarm.
         assert!(stderr.contains("(and 1 more such key)"), "{stderr}");
+        assert!(
+            stderr.contains("swarmkit's old-task timeout") && !stderr.contains("workers.feed"),
+            "{stderr}"
+        );
     }
     // Nothing was started: no lock, no history.
     assert!(!project.path().join(".cutover/history.jsonl").exists());
@@ -373,4 +379,49 @@ fn e2e_swarm_failing_image_is_rolled_back_automatically() {
         .as_str()
         .unwrap()
         .contains("rolled the update back"));
+}
+
+/// Under `routing: ingress` an `overlap: true` worker is a service of the stack, created after
+/// the app's first rollout and moved after each later one converged (a second stack deploy);
+/// the summary names each worker's rollout.
+#[test]
+fn e2e_swarm_ingress_workers_move_after_the_rollout() {
+    if !swarm_ready() {
+        return;
+    }
+    let Some(project) = swarm_project(App::swarm()) else {
+        return;
+    };
+    crate::harness::project::edit_config(&project, |c| {
+        c["swarm"]["monitor"] = serde_json::json!("1s");
+        c["workers"] = serde_json::json!({
+            "ticker": { "command": ["worker", "ticker"], "memory": "16M", "overlap": true, "settle": "1s" }
+        });
+    });
+    let worker = format!("{}-ticker", project.service());
+    let image = || {
+        cutover::docker::swarm::service(&worker)
+            .unwrap()
+            .map(|s| cutover::docker::swarm::display_image(&s.image).to_string())
+    };
+    let mut from = serde_json::Value::Null;
+    for v in ["cutover-demo:v1", "cutover-demo:v2"] {
+        let summary = project
+            .swarm_deploy(&["--image", v, "--json"])
+            .success()
+            .stdout_json();
+        let rollout = &summary["workers"][0];
+        assert_eq!(rollout["name"], "ticker", "{summary}");
+        assert_eq!(rollout["service"], worker.as_str(), "{summary}");
+        assert_eq!(rollout["from_image"], from, "{summary}");
+        assert_eq!(rollout["image"], v, "{summary}");
+        let at = |name: &str| crate::common::step_at(&summary, name);
+        assert!(
+            at("rollout").is_some() && at("rollout") < at("workers"),
+            "the worker moves after the app's rollout: {}",
+            summary["steps"]
+        );
+        assert_eq!(image().as_deref(), Some(v));
+        from = serde_json::json!(v);
+    }
 }

@@ -221,7 +221,16 @@ impl Run<'_, '_> {
         let created = self.create_secrets(t)?;
         self.release(t)?;
         self.stop_if_interrupted("the stack deploy")?;
-        let deployed_at = self.stack_deploy(t)?;
+        // A stack deploy that fails part-way may have created (or updated) the new color's
+        // service before another service failed (the CLI deploys them one by one, in no set
+        // order): it goes as after a failed gate.
+        let deployed_at = match self.stack_deploy(t) {
+            Ok(at) => at,
+            Err(e) => {
+                self.teardown(t, colors);
+                return Err(e);
+            }
+        };
         let (rollout_ms, workers_before) = match self.move_to_new(t, colors, deployed_at) {
             Ok(moved) => moved,
             Err(e) => {
@@ -230,20 +239,29 @@ impl Run<'_, '_> {
             }
         };
         self.drain(&workers_before);
-        if let Some((old, _)) = &colors.active {
-            let kept = (colors.new, t.image.clone());
-            self.keep_only(t, kept, Step::Stop)?;
-            self.clock.done(
-                Step::Stop,
-                format!("{old} scaled to 0 (removed from the stack)"),
-            );
-        }
+        let kept = (colors.new, t.image.clone());
+        // The stop step's stack deploy moves the workers too (they follow the web); a first
+        // deploy has no stop step, so the workers step deploys them.
+        let workers_moved = match &colors.active {
+            Some((old, _)) => {
+                let workers = super::stack::workers_on(&self.d.loaded.config, &t.image);
+                self.keep_only(t, kept.clone(), Step::Stop, workers)?;
+                self.clock.done(
+                    Step::Stop,
+                    format!("{old} scaled to 0 (removed from the stack)"),
+                );
+                true
+            }
+            None => false,
+        };
+        let workers = self.move_workers(t, (!workers_moved).then(|| vec![kept]));
         let (removed, notes) = self.prune(t);
         Ok(super::Done {
             rollout_ms: Some(rollout_ms),
             created,
             removed,
             notes,
+            workers: workers?,
         })
     }
 
@@ -313,7 +331,9 @@ impl Run<'_, '_> {
             Ok(Some(routed)) if routed == *old => {}
             _ => return,
         }
-        match self.keep_only(t, (*old, old_image.clone()), Step::Teardown) {
+        // The workers stay as they run (this deploy did not move them yet).
+        let workers = super::workers::as_they_run(t);
+        match self.keep_only(t, (*old, old_image.clone()), Step::Teardown, workers) {
             Ok(()) => self.clock.done(
                 Step::Teardown,
                 format!("{} scaled to 0 (removed from the stack)", colors.new),
@@ -570,16 +590,18 @@ impl Run<'_, '_> {
         );
     }
 
-    /// One color left in the stack (`keep`, with its image): the stack file without the
-    /// other, deployed with `--prune`. Starts `step`; the caller ends it.
+    /// One color left in the stack (`keep`, with its image) and `workers` (with theirs): the
+    /// stack file without the other color, deployed with `--prune`. Starts `step`; the caller
+    /// ends it.
     fn keep_only(
         &mut self,
         t: &super::Target,
         keep: (Color, String),
         step: Step,
+        workers: BTreeMap<String, String>,
     ) -> anyhow::Result<()> {
         self.clock.start(step, "");
-        self.deploy_partial_stack(t, vec![keep], false, true)
+        self.deploy_partial_stack(t, vec![keep], false, true, workers)
     }
 }
 

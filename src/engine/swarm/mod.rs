@@ -8,6 +8,14 @@
 //! ([`stack`]), following the rollout to a verdict ([`rollout`]) with the same step lines,
 //! `--json` summary and history as the compose engine, and removing secret versions nothing
 //! references any more. Prints nothing.
+//!
+//! Workers (`workers:`, `overlap: true`; `overlap: false` is refused, see
+//! `Config::compose_only`) are services of the stack ([`stack`]) and move as under compose:
+//! after the web. The web's stack deploy leaves them out (a stack deploy without `--prune`
+//! does not touch a service its file does not name), and once the web has moved (the rollout
+//! converged; under host routing the switch settled) the whole stack is deployed again with
+//! every worker on the new image, `--prune` (a worker taken out of `workers:` is removed),
+//! and each worker's rollout is followed to its own verdict ([`workers`]).
 
 mod budget;
 mod hooks;
@@ -17,6 +25,7 @@ pub mod rollout;
 pub mod secrets;
 pub mod stack;
 pub mod status;
+mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -62,6 +71,8 @@ pub struct SwarmDetail {
     pub secrets_removed: Vec<String>,
     /// The hooks that ran after the deploy (`post_deploy`), as the compose engine reports them.
     pub hooks: Vec<crate::engine::hooks::HookRun>,
+    /// Each worker's rollout, in `workers:` order.
+    pub workers: Vec<workers::WorkerRollout>,
 }
 
 pub type Summary = crate::engine::Summary<SwarmDetail>;
@@ -89,6 +100,8 @@ struct Target {
     run_release: bool,
     /// `app.release`, as shown.
     release: Option<String>,
+    /// Each worker's service and the image it runs now (`None`: it does not run yet).
+    workers: Vec<workers::WorkerTarget>,
 }
 
 /// What steps 4–7 produced.
@@ -98,6 +111,7 @@ struct Done {
     created: Vec<String>,
     removed: Vec<String>,
     notes: Vec<String>,
+    workers: Vec<workers::WorkerRollout>,
 }
 
 struct Run<'a, 'r> {
@@ -162,6 +176,12 @@ impl Run<'_, '_> {
             "cutover.yml has no `swarm:` section; add at least `swarm: { port: 80 }` to use --engine swarm",
         )?;
         if let Some(why) = release::name_taken(&loaded.config, swarm.routing) {
+            anyhow::bail!("{why}");
+        }
+        if let Some(why) = stack::worker_name_clash(&loaded.config, swarm.routing) {
+            anyhow::bail!("{why}");
+        }
+        if let Some(why) = stack::invalid_service_name(&loaded.config, swarm.routing) {
             anyhow::bail!("{why}");
         }
         Ok(swarm)
@@ -236,11 +256,36 @@ impl Run<'_, '_> {
             &nodes,
             from_image.is_none(),
         );
-        let short = budget::short_nodes(&nodes, config.app.memory.bytes(), tasks);
+        // The app's and the workers' services are counted by `need`; the stack's accessories
+        // stay up through the deploy, so what they hold is held like another service's.
+        let accessories: BTreeSet<String> = config
+            .accessories
+            .keys()
+            .map(|a| swarm::service_name(&project, a.as_str()))
+            .collect();
+        let services = swarm::services_of(&project)?;
+        let own = budget::counted_by_need(
+            services.iter().map(|s| (s.id.as_str(), s.name.as_str())),
+            &accessories,
+        );
+        let node_ids: Vec<&str> = nodes
+            .iter()
+            .filter(|n| n.schedulable())
+            .map(|n| n.id.as_str())
+            .collect();
+        let held = budget::held_by_others(&swarm::tasks_on(&node_ids)?, &own);
+        let workers = workers::observe(config, &project)?;
+        let need = budget::Need {
+            memory: config.app.memory.bytes(),
+            tasks,
+            workers: budget::workers_need(config, &workers),
+        };
+        let short = budget::short_nodes(&nodes, &need, &held);
         if !short.is_empty() {
             let err = anyhow::anyhow!(
-                "the memory budget: {} cannot hold this deploy's tasks ({}); lower app.memory or add memory to the node; nothing was changed",
+                "the memory budget: {} cannot hold this deploy's tasks in {} free memory ({}); lower app.memory, free memory on the node or add a node; nothing was changed",
                 if short.len() == 1 { "a node" } else { "nodes" },
+                if short.len() == 1 { "its" } else { "their" },
                 short.join("; ")
             );
             return Err(self.record_refusal(req, &image, from_image.clone(), err));
@@ -270,6 +315,7 @@ impl Run<'_, '_> {
                 .is_some_and(|reg| reg.serves(&image)),
             run_release: req.action == Action::Deploy || req.release,
             release: config.app.release.as_ref().map(|a| a.0.join(" ")),
+            workers,
             stack_file: self.d.loaded.state_dir().join("stack.yml"),
             project,
             service,
@@ -300,6 +346,8 @@ impl Run<'_, '_> {
                     None => Vec::new(),
                 },
                 accessories_only: false,
+                // The workers move after the web: this deploy leaves them as they run.
+                workers: BTreeMap::new(),
             },
         )?;
         for note in &rendered.notes {
@@ -331,6 +379,12 @@ impl Run<'_, '_> {
         let deployed_at = self.stack_deploy(t)?;
         let failure = self.rollout(t)?;
         let rollout_ms = deployed_at.elapsed().as_millis() as u64;
+        // The web moved: now the workers (under ingress the app's service is in the stack
+        // file as it runs now, so this deploy changes only them).
+        let workers = match failure {
+            None => self.move_workers(t, Some(Vec::new())),
+            Some(_) => Ok(Vec::new()),
+        };
         let (removed, notes) = self.prune(t);
         if let Some((abort, message)) = failure {
             return Err(Failed { message, abort }.into());
@@ -340,6 +394,7 @@ impl Run<'_, '_> {
             created,
             removed,
             notes,
+            workers: workers?,
         })
     }
 
@@ -415,15 +470,17 @@ impl Run<'_, '_> {
     }
 
     /// A stack of only part of the app, rendered, written over the stack file and deployed:
-    /// `colors` (with their images; none for the accessories alone) and, with `prune`, every
-    /// service it no longer names removed. The release phase's accessories-first deploy and
-    /// the host routing's "one color left" both are one.
+    /// `colors` (with their images; none for the accessories alone), `workers` (with theirs)
+    /// and, with `prune`, every service it no longer names removed. The release phase's
+    /// accessories-first deploy, the host routing's "one color left" and the workers' move
+    /// all are one.
     fn deploy_partial_stack(
         &self,
         t: &Target,
         colors: Vec<(crate::config::Color, String)>,
         accessories_only: bool,
         prune: bool,
+        workers: BTreeMap<String, String>,
     ) -> anyhow::Result<()> {
         let rendered = stack::render(
             &self.d.renderer,
@@ -434,6 +491,7 @@ impl Run<'_, '_> {
                 secret_keys: self.d.secret_keys.clone(),
                 colors,
                 accessories_only,
+                workers,
             },
         )?;
         crate::atomic::write(
@@ -608,6 +666,7 @@ impl Run<'_, '_> {
                 secrets_created: done.created,
                 secrets_removed: done.removed,
                 hooks: Vec::new(),
+                workers: done.workers,
             },
         }
     }
@@ -709,6 +768,17 @@ fn dry_run_plan(t: &Target) -> Vec<PlanItem> {
                 t.service, t.swarm.timeout
             ),
         )),
+    }
+    if !t.workers.is_empty() {
+        let names: Vec<&str> = t.workers.iter().map(|w| w.name.as_str()).collect();
+        plan.push(PlanItem::new(
+            Step::Workers,
+            format!(
+                "after the web: docker stack deploy --prune with the workers ({}) on {} (start-first, rolled back by swarm if a new one fails), following each to a verdict",
+                names.join(", "),
+                t.image
+            ),
+        ));
     }
     plan.push(PlanItem::new(
         Step::Prune,

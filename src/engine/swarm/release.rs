@@ -185,7 +185,7 @@ impl Run<'_, '_> {
     /// each accessory running, before the release job needs them.
     fn accessories_first(&mut self, t: &Target) -> anyhow::Result<()> {
         self.clock.start(Step::Accessories, "");
-        self.deploy_partial_stack(t, Vec::new(), true, false)?;
+        self.deploy_partial_stack(t, Vec::new(), true, false, Default::default())?;
         let limit = self.d.loaded.config.app.release_timeout.get();
         let started = Instant::now();
         for acc in self.d.loaded.config.accessories.keys() {

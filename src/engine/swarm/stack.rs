@@ -7,6 +7,16 @@
 //! `depends_on`, `restart` or `mem_limit` (stack deploy ignores or rejects them); memory
 //! limits and restart policies live under `deploy`.
 //!
+//! Each worker (`workers:`, `overlap: true` only: see `Config::compose_only`) is one more
+//! replicated service, `<app>-<worker>`, one task of the app's image with the app's
+//! environment and secrets and no port, updated start-first and rolled back by swarm when
+//! the new task fails within `monitor`. With a healthcheck (`workers.NAME.health`) swarm
+//! counts the new task up only once healthy, so the old one stops only then and a new one
+//! that fails never stopped it, as under compose. Without one swarm counts the new task up
+//! as soon as its process runs and stops the old one then; `monitor` is its `settle`, and a
+//! new task that fails within it is rolled back by starting a task of the old spec again
+//! (the same image, a new container): a moment with no copy, which compose avoids.
+//!
 //! Secrets are referenced by versioned names (`super::secrets::secret_name`): the name carries a hash of
 //! the value, so rotating a value yields a new name, a changed service spec and therefore a
 //! rolling update, never an in-place edit (swarm secrets are immutable).
@@ -38,6 +48,10 @@ pub struct StackPlan {
     /// The stack without the app: its network, secrets and accessories, deployed before a
     /// first deploy's release job needs them.
     pub accessories_only: bool,
+    /// The workers to put in the stack, each with its image (`workers:` key → image). A
+    /// worker left out is left as it runs (a stack deploy without `--prune` does not touch a
+    /// service its file does not name).
+    pub workers: BTreeMap<String, String>,
 }
 
 /// A rendered stack file, with what the render decided to leave out and why.
@@ -75,7 +89,7 @@ struct Restart {
 
 #[derive(Serialize)]
 struct HealthView {
-    test: Vec<String>,
+    test: serde_json::Value,
     interval: String,
     timeout: String,
     retries: u32,
@@ -113,6 +127,23 @@ struct AppView {
     restart: Restart,
 }
 
+/// One worker's service.
+#[derive(Serialize)]
+struct WorkerView {
+    service: String,
+    name: String,
+    image: String,
+    command: serde_json::Value,
+    memory: String,
+    /// `workers.NAME.health` as a swarm healthcheck; `None`: no healthcheck (one the image
+    /// declares is switched off, so it cannot judge the worker instead of `settle`).
+    health: Option<HealthView>,
+    /// How long swarm watches a new task for a failure before the update counts as done:
+    /// `settle` without a healthcheck (the worker must keep running that long), else
+    /// `swarm.monitor`.
+    monitor: String,
+}
+
 #[derive(Serialize)]
 struct AccessoryView {
     name: String,
@@ -130,6 +161,7 @@ struct AccessoryView {
 struct StackContext {
     project: String,
     app: AppView,
+    workers: Vec<WorkerView>,
     accessories: Vec<AccessoryView>,
     secrets: Vec<String>,
     volumes: Vec<String>,
@@ -207,6 +239,7 @@ impl StackContext {
                 monitor: go_duration(swarm.monitor.get()),
                 restart: restart_policy(&app.restart),
             },
+            workers: worker_views(config, swarm, plan)?,
             accessories,
             secrets: used.into_iter().collect(),
             volumes: named_volumes(
@@ -246,6 +279,125 @@ fn instances(config: &Config, swarm: &Swarm, plan: &StackPlan) -> anyhow::Result
     }
 }
 
+/// The workers `plan` names, as services.
+fn worker_views(
+    config: &Config,
+    swarm: &Swarm,
+    plan: &StackPlan,
+) -> anyhow::Result<Vec<WorkerView>> {
+    let mut views = Vec::new();
+    for (name, worker) in &config.workers {
+        let Some(image) = plan
+            .workers
+            .get(name.as_str())
+            .filter(|_| !plan.accessories_only)
+        else {
+            continue;
+        };
+        let health = worker.health.as_ref().map(|h| {
+            let interval = h.interval.get().max(Duration::from_secs(1));
+            HealthView {
+                test: crate::render::health_test(&h.command),
+                interval: go_duration(interval),
+                timeout: go_duration(interval),
+                retries: 3,
+                // Failures while it boots do not count, up to the deploy's own wait.
+                start_period: go_duration(h.timeout.get()),
+            }
+        });
+        let monitor = match &health {
+            Some(_) => swarm.monitor.get(),
+            None => worker.settle.get(),
+        };
+        views.push(WorkerView {
+            service: worker_service(config.app.name.as_str(), name.as_str()),
+            name: name.to_string(),
+            image: checked_image(image, &format!("the image of worker {name}"))?,
+            command: command_json(&worker.command),
+            memory: worker.memory.to_string(),
+            health,
+            monitor: go_duration(monitor),
+        });
+    }
+    Ok(views)
+}
+
+/// Every worker of `config` on `image`: the [`StackPlan::workers`] of a deploy that moves them.
+pub fn workers_on(config: &Config, image: &str) -> BTreeMap<String, String> {
+    config
+        .workers
+        .keys()
+        .map(|name| (name.to_string(), image.to_string()))
+        .collect()
+}
+
+/// The stack service of a worker: `<app>-<worker>` (one service; it has no colors).
+pub fn worker_service(app: &str, worker: &str) -> String {
+    format!("{app}-{worker}")
+}
+
+/// A worker whose service would be another service of the stack (a color's under host
+/// routing, an accessory), said for an error naming the key; `None` when none clashes.
+pub fn worker_name_clash(config: &Config, routing: Routing) -> Option<String> {
+    let app = config.app.name.as_str();
+    for name in config.workers.keys() {
+        let service = worker_service(app, name.as_str());
+        let colors = Color::ALL.map(|c| color_service(app, c));
+        let clash = if config.accessories.keys().any(|a| a.as_str() == service) {
+            "an accessory"
+        } else if routing == Routing::Host && colors.contains(&service) {
+            "the app's color service under `routing: host`"
+        } else {
+            continue;
+        };
+        return Some(format!(
+            "workers.{name}: under the swarm engine worker `{name}` runs as the service `{service}`, which is also {clash}; rename one"
+        ));
+    }
+    None
+}
+
+/// A stack service whose swarm name (`<project>_<service>`) swarm would refuse at create
+/// time, said for an error naming the key; `None` when every name is valid. swarmkit takes a
+/// service name as a DNS label: at most 63 characters, ending in a letter or digit
+/// (`manager/controlapi/common.go`, `validateAnnotations`). Found by the daemon instead, a
+/// worker's bad name would fail the workers' stack deploy after the web had moved.
+pub fn invalid_service_name(config: &Config, routing: Routing) -> Option<String> {
+    let app = config.app.name.as_str();
+    let mut services: Vec<(String, String)> = match routing {
+        Routing::Host => Color::ALL
+            .iter()
+            .map(|c| ("app.name".to_string(), color_service(app, *c)))
+            .collect(),
+        Routing::Ingress => vec![("app.name".to_string(), app.to_string())],
+    };
+    for name in config.workers.keys() {
+        services.push((
+            format!("workers.{name}"),
+            worker_service(app, name.as_str()),
+        ));
+    }
+    for name in config.accessories.keys() {
+        services.push((format!("accessories.{name}"), name.to_string()));
+    }
+    if config.app.release.is_some() {
+        services.push(("app.release".to_string(), "release".to_string()));
+    }
+    services.into_iter().find_map(|(key, service)| {
+        let full = crate::docker::swarm::service_name(config.project.as_str(), &service);
+        let why = if full.len() > 63 {
+            format!("is {} characters; swarm allows 63", full.len())
+        } else if !full.ends_with(|c: char| c.is_ascii_alphanumeric()) {
+            "does not end in a letter or digit, as swarm requires".to_string()
+        } else {
+            return None;
+        };
+        Some(format!(
+            "{key}: under the swarm engine this runs as the service `{full}` (`<project>_<service>`), which {why}; shorten or rename it (or the project)"
+        ))
+    })
+}
+
 /// The stack service of a color under host routing: `<app>-blue` / `<app>-green`.
 pub fn color_service(app: &str, color: Color) -> String {
     format!("{app}-{color}")
@@ -264,7 +416,7 @@ impl HealthView {
             ]
         });
         HealthView {
-            test: literals(&test),
+            test: serde_json::json!(literals(&test)),
             // A healthcheck runs a process in the container every interval, for the task's
             // whole life: not more often than once a second.
             interval: go_duration(health.interval.get().max(Duration::from_secs(1))),

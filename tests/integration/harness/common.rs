@@ -104,6 +104,15 @@ pub fn free_port() -> u16 {
 // ---- YAML: the only place tests parse or write it ------------------------------------------
 // Tests work on serde_json values; swapping the YAML crate is a change to these two functions.
 
+/// Where `step` comes in a deploy document's (or history entry's) `steps`, by name; `None`
+/// when it did not run.
+pub fn step_at(doc: &serde_json::Value, step: &str) -> Option<usize> {
+    doc["steps"]
+        .as_array()?
+        .iter()
+        .position(|s| s["step"].as_str() == Some(step))
+}
+
 /// Parses YAML text (a config, a rendered or resolved stack file, cloud-init user-data).
 pub fn yaml_to_json(text: &str) -> serde_json::Value {
     serde_saphyr::from_str(text).unwrap_or_else(|e| panic!("not YAML ({e}):\n{text}"))
