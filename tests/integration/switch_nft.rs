@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{loud, require, sh_ok};
-use cutover::demo::keepalive::{self, KeepAlive};
 use crate::harness::netns::Netns;
 use crate::harness::project::{ready, App, Project};
+use cutover::demo::keepalive::{self, KeepAlive};
 
 fn nft_ready() -> bool {
     ready() && require("nft", "the nft switch (nginx.switch: nft) tests")
@@ -73,8 +73,10 @@ fn deploy_json(project: &Project, args: &[&str]) -> serde_json::Value {
     doc
 }
 
+// Not in the compose matrix (`e2e_*`): the rule, not compose, switches here, and the other
+// nft tests run again under compose v1; twenty deploys once is what the suite's time allows.
 #[test]
-fn e2e_twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
+fn twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
     if !nft_ready() {
         return;
     }
@@ -146,6 +148,25 @@ fn e2e_twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
         pids,
         "the rollback changed nginx's processes"
     );
+    // POSTs too up to here; a POST in flight on a color killed mid-request is lost whatever
+    // the switch (nginx passes no non-idempotent request on to the backup:
+    // proxy_next_upstream), so the kill below runs under GETs, which the backup takes.
+    let tally = load.finish();
+    eprintln!("keep-alive load over 20 deploys and a rollback: {tally:?}");
+    assert_eq!(tally.failed, 0, "{tally:?}");
+    assert!(tally.posts_answered > 100, "{tally:?}");
+    // 4 clients, reconnecting only at nginx's keepalive_requests (1000).
+    assert!(
+        tally.connections <= 4 + tally.answered / 1000 + 4,
+        "{tally:?}"
+    );
+    let load = KeepAlive::start(keepalive::Options {
+        post_every: 0,
+        ..keepalive::Options::new(project.port, 4, Duration::from_secs(300))
+    });
+    while load.answered() < 40 {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     // A forced switch back: the new color dies in the watch window.
     project.write_config(&app().settle("8s"));
     let before = rule(&project).primary_to;
@@ -181,14 +202,9 @@ fn e2e_twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
     assert_eq!(project.include(), include);
     std::thread::sleep(Duration::from_millis(500));
     let tally = load.finish();
-    eprintln!("keep-alive load over 20 deploys, a rollback and a switch back: {tally:?}");
+    eprintln!("keep-alive GETs through the new color's death and the switch back: {tally:?}");
     assert_eq!(tally.failed, 0, "{tally:?}");
-    assert!(tally.answered > 200, "{tally:?}");
-    // 4 clients, reconnecting only at nginx's keepalive_requests (1000).
-    assert!(
-        tally.connections <= 4 + tally.answered / 1000 + 4,
-        "{tally:?}"
-    );
+    assert!(tally.answered > 40, "{tally:?}");
 }
 
 #[test]
