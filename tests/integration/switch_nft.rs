@@ -10,9 +10,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::common::{loud, require, sh_ok};
-use cutover::demo::keepalive::{self, KeepAlive};
 use crate::harness::netns::Netns;
 use crate::harness::project::{ready, App, Project};
+use cutover::demo::keepalive::{self, KeepAlive};
 
 fn nft_ready() -> bool {
     ready() && require("nft", "the nft switch (nginx.switch: nft) tests")
