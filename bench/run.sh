@@ -198,7 +198,7 @@ rec = dict(label="$label", tool="$tool", compose="$compose", delay_ms=$delay, im
            to="$to", t_start=$t0, t_end=$t1, exit=$rc, watch=None, cutover=None)
 try: rec["watch"] = json.load(open("$watch_out"))
 except Exception: pass
-if "$tool" == "cutover":
+if "$tool".startswith("cutover"):
     try: rec["cutover"] = json.load(open("$out"))
     except Exception: pass
 with open(sys.argv[1], "a") as f: f.write(json.dumps(rec) + "\n")
