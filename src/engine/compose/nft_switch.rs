@@ -280,7 +280,8 @@ impl Run<'_, '_> {
     /// `window`: a watch window follows. `Err(Ok(include))`: `auto` falls back here, noting why (this deploy switches by
     /// reload from now on: the include for it); `Err(Err)`: `nft` refuses, before any change.
     /// A listener count that cannot be read is no reason to refuse: the probe proves the
-    /// route either way.
+    /// route either way. Asked once the new color started, before its health gate (the
+    /// proxy listens from the container's start), so the switch itself runs no `ss`.
     pub(super) fn nft_reaches(
         &mut self,
         to: Color,
