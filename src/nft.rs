@@ -133,37 +133,21 @@ pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
 }
 
 /// Replaces `project`'s table with `mapping`, then saves the ruleset for the boot restore.
-/// The kernel first: a saved file never names a mapping that was not applied. Returns the
-/// mapping the kernel committed, from its echo of the transaction (`nft -e -j -f -`): the
-/// same proof a listing after the write gives (the rules as the kernel holds them, not as
-/// sent), without a second `nft` process on the switch's path.
-pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<Mapping> {
+/// The kernel first: a saved file never names a mapping that was not applied.
+pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()> {
     let text = ruleset(project, mapping);
     // Where it will be saved is checked before the kernel changes: a rule applied but not
     // saved would be undone by the next boot's restore.
     let saved = save_path(dir, project)?;
-    let cmd = Cmd::new(
-        "nft",
-        format!(
+    apply(
+        &text,
+        &format!(
             "map port {} to {} (project {project}'s nft switch)",
             mapping.primary, mapping.primary_to
         ),
-    )
-    .args(["-e", "-j", "-f", "-"])
-    .stdin_bytes(text.as_bytes().to_vec())
-    .timeout(NFT_TIMEOUT);
-    let out = cmd.run()?;
-    let committed = parse_echo(&out.stdout)
-        .with_context(|| {
-            format!(
-                "`{}` echoed JSON that is not an nftables transaction",
-                cmd.display()
-            )
-        })
-        .and_then(|ports| mapping_of(&table(project), &ports, mapping.primary, mapping.backup))?;
+    )?;
     crate::atomic::write(&saved, text.as_bytes(), 0o600)
-        .with_context(|| format!("save the nft switch ruleset to {}", saved.display()))?;
-    Ok(committed)
+        .with_context(|| format!("save the nft switch ruleset to {}", saved.display()))
 }
 
 /// Where `project`'s ruleset is saved, after checking that the directory is one only this
@@ -260,20 +244,14 @@ pub fn read(project: &str, primary: u16, backup: u16) -> anyhow::Result<Option<M
             cmd.display()
         )
     })?;
-    mapping_of(&t, &ports, primary, backup).map(Some)
-}
-
-/// The mapping of `primary` and `backup` among a table's `(dport, dnat port)` pairs; a table
-/// without both is [`Unmapped`].
-fn mapping_of(t: &str, ports: &[(u16, u16)], primary: u16, backup: u16) -> anyhow::Result<Mapping> {
     let to = |port: u16| ports.iter().find(|(p, _)| *p == port).map(|(_, to)| *to);
     match (to(primary), to(backup)) {
-        (Some(primary_to), Some(backup_to)) => Ok(Mapping {
+        (Some(primary_to), Some(backup_to)) => Ok(Some(Mapping {
             primary,
             primary_to,
             backup,
             backup_to,
-        }),
+        })),
         _ => Err(Unmapped(format!(
             "table ip {t} does not map ports {primary} and {backup} (found {ports:?}): it was \
              changed by hand; the next deploy rewrites it"
@@ -307,26 +285,8 @@ struct Rule {
 /// `(dport, dnat port)` of every rule of a listing that has both (other rules ignored).
 fn parse(json: &str) -> anyhow::Result<Vec<(u16, u16)>> {
     let listing: Listing = serde_json::from_str(json)?;
-    rule_ports(listing.nftables)
-}
-
-/// [`parse`] for the echo of a transaction (`nft -e -j -f`): each object the kernel
-/// committed is wrapped in its command (`{"add": {"rule": …}}`).
-fn parse_echo(json: &str) -> anyhow::Result<Vec<(u16, u16)>> {
-    let listing: Listing = serde_json::from_str(json)?;
-    rule_ports(
-        listing
-            .nftables
-            .into_iter()
-            .filter_map(|mut item| item.get_mut("add").map(serde_json::Value::take)),
-    )
-}
-
-fn rule_ports(
-    items: impl IntoIterator<Item = serde_json::Value>,
-) -> anyhow::Result<Vec<(u16, u16)>> {
     let mut out = Vec::new();
-    for item in items {
+    for item in listing.nftables {
         let Ok(RuleItem { rule }) = serde_json::from_value::<RuleItem>(item) else {
             continue;
         };
@@ -393,16 +353,6 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
         let e = save_path(&dir, "p").unwrap_err().to_string();
         assert!(e.contains("is writable by other users (mode 777)"), "{e}");
-    }
-
-    #[test]
-    fn the_echo_of_a_switch_gives_the_committed_rules() {
-        let echo = r#"{"nftables": [{"add": {"table": {"family": "ip", "name": "cutover_p1", "handle": 1203}}}, {"add": {"chain": {"family": "ip", "table": "cutover_p1", "name": "output", "handle": 1, "type": "nat", "hook": "output", "prio": -101, "policy": "accept"}}}, {"add": {"rule": {"family": "ip", "table": "cutover_p1", "chain": "output", "handle": 2, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "127.0.0.1"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 18000}}, {"dnat": {"addr": "127.0.0.1", "port": 18081}}]}}}]}"#;
-        assert_eq!(parse_echo(echo).unwrap(), vec![(18000, 18081)]);
-        // Only one of the two ports committed: not a mapping, an error.
-        let ports = parse_echo(echo).unwrap();
-        assert!(mapping_of("cutover_p1", &ports, 18000, 18001).is_err());
-        assert!(parse_echo("not json").is_err());
     }
 
     #[test]

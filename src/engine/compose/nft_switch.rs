@@ -159,18 +159,8 @@ impl Run<'_, '_> {
             Some(known) => known,
             None => read_or_unmapped(config)?.unwrap_or(None),
         };
-        let written = crate::nft::switch(project, &wanted, &crate::nft::saved_dir()).and_then(
-            // The kernel's echo of the transaction proves the rule took, so a rule that did
-            // not is never proven by a probe that a backup answered.
-            |committed| match committed == wanted {
-                true => Ok(()),
-                false => Err(anyhow::anyhow!(
-                    "the nft rule committed is {committed:?}, not the {wanted:?} written"
-                )),
-            },
-        );
         self.rule.set(None);
-        if let Err(e) = written {
+        if let Err(e) = crate::nft::switch(project, &wanted, &crate::nft::saved_dir()) {
             // The kernel may have taken the rule before the save failed: put it back, or the
             // color this deploy is about to stop would keep the traffic.
             let back = self.nft_undo(Undo {
@@ -206,6 +196,15 @@ impl Run<'_, '_> {
                     });
                 }
             }
+        }
+        // The kernel has it: read it back, so a rule that did not take is never proven by a
+        // probe that a backup answered. (`nft -e -j -f -`'s echo would prove it in the same
+        // process, but nft 1.0.6 echoes nothing in JSON when the ruleset comes on a pipe.)
+        match read(config)? {
+            Some(m) if m == wanted => {}
+            other => anyhow::bail!(
+                "the nft rule read back is {other:?}, not the {wanted:?} just written"
+            ),
         }
         if undo.include.is_none() {
             workers = None;
@@ -243,9 +242,8 @@ impl Run<'_, '_> {
             ..m
         };
         self.rule.set(None);
-        let committed =
-            crate::nft::switch(config.project.as_str(), &closed, &crate::nft::saved_dir())?;
-        self.rule.set(Some(Some(committed)));
+        crate::nft::switch(config.project.as_str(), &closed, &crate::nft::saved_dir())?;
+        self.rule.set(Some(Some(closed)));
         self.clock.note(format!(
             "a deploy stopped in its watch window left port {} as nginx's backup for {active}: \
              the nft rule leads both ports to {active} now",
@@ -323,9 +321,7 @@ impl Run<'_, '_> {
         let dir = crate::nft::saved_dir();
         self.rule.set(None);
         match undo.previous {
-            Some(m) => {
-                crate::nft::switch(project, &m, &dir)?;
-            }
+            Some(m) => crate::nft::switch(project, &m, &dir)?,
             None => crate::nft::remove(project, &dir)?,
         }
         self.rule.set(Some(undo.previous));
