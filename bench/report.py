@@ -156,6 +156,73 @@ if efl:
     engine_floor["total_ms"] = stats(r["create_start_ms"] + r["reload_ms"] + r["stop_rm_ms"] for r in efl)
 
 
+if meta.get("switch_compare"):
+    # bench/run.sh --switch-compare: cutover alone, nginx.switch reload vs nft, and the
+    # engine's floor, all from one run.
+    GOAL_BEYOND_FLOOR, GOAL_READY_TO_NEW = 150, 20
+    groups = {"%s/%d" % (t, d): group(t, v2, d) for d in meta["delays_ms"] for t in ("cutover", "cutover-nft")}
+    json.dump({"meta": meta, "groups": groups, "engine_floor": engine_floor, "deploys": deploys},
+              open(OUT, "w"), indent=1)
+
+    def rng(st, fmt="%d ms"):
+        return "–" if not st else (fmt % st["median"]) + " (%d–%d)" % (st["min"], st["max"])
+
+    ef = engine_floor["total_ms"]["median"] if engine_floor else None
+    out = ["| measure | goal | switch: reload | switch: nft |", "| --- | --- | --- | --- |"]
+    if engine_floor:
+        e = engine_floor
+        out.append("| the engine's floor, no tool: `docker create` + `start` / `nginx -s reload` / `docker stop` + `rm` (%d runs) | | %s (%d + %d + %d) | (same) |" % (
+            e["total_ms"]["n"], rng(e["total_ms"]), e["create_start_ms"]["median"], e["reload_ms"]["median"], e["stop_rm_ms"]["median"]))
+    for d in meta["delays_ms"]:
+        gr, gn = groups["cutover/%d" % d], groups["cutover-nft/%d" % d]
+        out.append("| deploys, boot %g s (ok of run) | | %s | %s |" % (d / 1000.0, *[
+            "%d of %d" % (g["deploys"] - g["failed_deploys"], g["deploys"]) if g else "–" for g in (gr, gn)]))
+        out.append("| overhead beyond the boot and the settle window, boot %g s | | %s | %s |" % (
+            d / 1000.0, rng(gr and gr["overhead_ms"]), rng(gn and gn["overhead_ms"])))
+        if ef is not None:
+            cells = []
+            for g in (gr, gn):
+                v = g and g["overhead_ms"] and g["overhead_ms"]["median"] - ef
+                cells.append("–" if v is None else "%d ms %s" % (v, "(met)" if v <= GOAL_BEYOND_FLOOR else "(not met)"))
+            out.append("| **overhead beyond the engine's floor, boot %g s** | ≤ %d ms | %s | %s |" % (d / 1000.0, GOAL_BEYOND_FLOOR, *cells))
+    for key, what in (("switch_ms", "cutover's `switch_ms` (its health pass → its probe through nginx sees the new color)"),
+                      ("ready_to_new_ms", "**health pass → first response from the new color through nginx, from outside** (a 5 ms poller on the color; the load client through nginx)")):
+        cells = []
+        for t in ("cutover", "cutover-nft"):
+            st = stats(dd[key] for dd in deploys if dd["tool"] == t)
+            c = rng(st)
+            if key == "ready_to_new_ms" and st:
+                c += " (met)" if st["median"] <= GOAL_READY_TO_NEW else " (not met)"
+            cells.append(c)
+        out.append("| %s, all deploys | %s | %s | %s |" % (what, "≤ %d ms" % GOAL_READY_TO_NEW if key == "ready_to_new_ms" else "", *cells))
+    fails = ["%s: %d of %d" % (t, sum(g["failed"] for g in groups.values() if g and g["tool"] == t),
+                               sum(g["requests"] for g in groups.values() if g and g["tool"] == t)) for t in ("cutover", "cutover-nft")]
+    out.append("| failed requests (one connection per request) | 0 | %s | %s |" % tuple(f.split(": ")[1] for f in fails))
+    out.append("")
+    out.append("steps (median ms, all boot times):")
+    out.append("")
+    names = []
+    for d in deploys:
+        for k in d["steps"]:
+            if k not in names:
+                names.append(k)
+    out.append("| switch | " + " | ".join(names) + " |")
+    out.append("| --- |" + " --- |" * len(names))
+    for t, lab in (("cutover", "reload"), ("cutover-nft", "nft")):
+        meds = []
+        for k in names:
+            st = stats(dd["steps"].get(k) for dd in deploys if dd["tool"] == t)
+            meds.append("%d" % st["median"] if st else "–")
+        out.append("| %s | " % lab + " | ".join(meds) + " |")
+    out.append("")
+    m = meta
+    out.append("run: `%s` at %s (commit %s, release build), %d cycle(s) (2 deploys each) per way and boot time, %d s in all; load average (1/5/15 min) %s at the start, %s at the end; %d CPUs, %.1f GiB RAM; Docker %s, compose %s, nginx %s." % (
+        m["command"], m["date"], m["commit"], m["cycles"], m["duration_s"], m["load_avg_start"], m["load_avg_end"],
+        m["nproc"], m["mem_total_kib"] / 1048576.0, m["docker"], m["compose_v2"], m["nginx"]))
+    print("\n".join(out))
+    sys.exit(0)
+
+
 def rss(name):
     p = os.path.join(RAW, name)
     return load(p) if os.path.exists(p) else None

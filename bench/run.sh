@@ -4,10 +4,16 @@
 # writes the raw numbers to bench/results/latest.json (and the table to latest.md).
 #
 #   bench/run.sh [--cycles N] [--quick]
+#   bench/run.sh --switch-compare [--cycles N]
 #
 #   --cycles N   blue → green → blue cycles per tool and startup delay (default 3, i.e. 6
 #                deploys); every cycle runs under its own load client through nginx
 #   --quick      1 cycle, fewer start-up/render runs (a smoke run; numbers are noisier)
+#   --switch-compare  only cutover, with nginx.switch: reload and nginx.switch: nft (needs
+#                root and nft), at both boot times, and the engine's floor, in one run: the
+#                overhead beyond the floor and the switch latency of both ways side by side
+#                (no seeds, no compose v1, no keep-alive, no footprint; writes
+#                bench/results/switch-compare.{json,md})
 #   BENCH_RAW_COPY=DIR   keep a copy of the raw files (load timelines, tool outputs) in DIR
 #
 # Needs: docker (engine running), the demo images (built with scripts/demo-image.sh when
@@ -25,11 +31,13 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CYCLES=3
 QUICK=0
+COMPARE=0
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --cycles) CYCLES=$2; shift 2 ;;
         --quick) QUICK=1; CYCLES=1; shift ;;
-        -h|--help) sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --switch-compare) COMPARE=1; shift ;;
+        -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -50,6 +58,8 @@ need docker nginx python3 curl
 need_gnu_time
 docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable" >&2; exit 1; }
 
+# The commit of the binary measured: taken at the build, not at the end of the run.
+COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src templates Cargo.toml Cargo.lock || echo '+dirty')"
 build_release
 demo_images
 
@@ -73,7 +83,11 @@ WORK=$(mktemp -d /tmp/cutover-bench.XXXXXX)
 RAW=$WORK/raw
 mkdir -p "$RAW"
 PROJECT=cutover-bench-$$
-read -r BLUE GREEN NGINX_PORT < <(free_ports 3)
+read -r BLUE GREEN NGINX_PORT SWITCH_A SWITCH_B < <(free_ports 5)
+# nginx.switch of the cutover deploys: reload (today's include + reload) or nft.
+SWITCH=reload
+# The box-wide project registry and the nft switch's saved rulesets: the run's own.
+export CUTOVER_REGISTRY_DIR=$WORK/registry CUTOVER_SWITCH_DIR=$WORK/switch
 PREFIX=$WORK/nginx
 CUT_DIR=$WORK/cutover       # cutover's project dir (cutover.yml, .cutover/)
 SEED_DIR=$WORK/seed         # the baselines' compose file
@@ -86,6 +100,8 @@ cleanup() {
     set +e
     for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     remove_project
+    # The nft switch's table (src/nft.rs names it cutover_<project>).
+    [[ $COMPARE == 1 ]] && nft delete table ip "cutover_$PROJECT" 2>/dev/null
     if [[ -f "$PREFIX/nginx.pid" ]]; then
         "${NGINX[@]}" -s quit 2>/dev/null
         for _ in $(seq 50); do [[ -f "$PREFIX/nginx.pid" ]] || break; sleep 0.1; done
@@ -106,6 +122,11 @@ write_config() {
     local delay=$1
     demo_project_yml "$PROJECT" "$delay" "$BLUE" "$GREEN" "$PREFIX" "$NGINX_PORT" 60s \
         "settle: ${SETTLE_S}s" >"$CUT_DIR/cutover.yml"
+    if [[ $SWITCH == nft ]]; then
+        # nft mode reads the site nginx loads (its upstream addresses).
+        printf '  site: %s\n  switch: nft\n  switch_ports: [%s, %s]\n' "$PREFIX/site.conf" "$SWITCH_A" "$SWITCH_B" \
+            >>"$CUT_DIR/cutover.yml"
+    fi
     rm -rf "$CUT_DIR/rendered"
     "$BIN" -q -C "$CUT_DIR" render --out rendered >/dev/null
     # ${BENCH_IMAGE} is for compose to expand (the seed scripts set it), not this shell.
@@ -123,10 +144,13 @@ start_nginx() {
     "${NGINX[@]}"
 }
 
-# reset_stage: no containers, nginx pointing at blue, no cutover state.
+# reset_stage: no containers, nginx pointing at blue (the rendered site of this SWITCH), no
+# cutover state, no nft rule.
 reset_stage() {
     remove_project
-    rm -rf "$CUT_DIR/.cutover"
+    rm -rf "$CUT_DIR/.cutover" "$WORK/registry" "$WORK/switch"
+    nft delete table ip "cutover_$PROJECT" 2>/dev/null || true
+    cp "$CUT_DIR/rendered/nginx-site.conf" "$PREFIX/site.conf"
     cp "$CUT_DIR/rendered/service-url.inc" "$PREFIX/service-url.inc"
     "${NGINX[@]}" -s reload
     sleep 0.5
@@ -149,7 +173,7 @@ deploy() {
     local t0 t1 rc=0
     t0=$(now)
     case $tool in
-        cutover)
+        cutover|cutover-nft)
             CUTOVER_COMPOSE=$compose timeout "$DEPLOY_LIMIT_S" \
                 "$BIN" -C "$CUT_DIR" deploy --image "cutover-demo:$tag" --json >"$out" 2>"$err" || rc=$? ;;
         seed-004|seed-000)
@@ -174,7 +198,7 @@ rec = dict(label="$label", tool="$tool", compose="$compose", delay_ms=$delay, im
            to="$to", t_start=$t0, t_end=$t1, exit=$rc, watch=None, cutover=None)
 try: rec["watch"] = json.load(open("$watch_out"))
 except Exception: pass
-if "$tool" == "cutover":
+if "$tool".startswith("cutover"):
     try: rec["cutover"] = json.load(open("$out"))
     except Exception: pass
 with open(sys.argv[1], "a") as f: f.write(json.dumps(rec) + "\n")
@@ -230,8 +254,22 @@ log "stage: project $PROJECT, colors 127.0.0.1:$BLUE/$GREEN, nginx 127.0.0.1:$NG
 write_config 1000
 start_nginx
 STARTED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T_BEGIN=$(date +%s)
 
+if [[ $COMPARE == 1 ]]; then
+    # cutover alone, both ways of switching, one connection per request; the two ways
+    # alternate per boot time so a change in the machine's load hits both alike.
+    for delay in "${DELAYS[@]}"; do
+        for SWITCH in reload nft; do
+            write_config "$delay"
+            tool=cutover; [[ $SWITCH == nft ]] && tool=cutover-nft
+            run_tool "$tool" "$V2_CMD" "$delay" close "$CYCLES"
+        done
+    done
+    SWITCH=reload
+    write_config 1000
+else
 # 1. deploys, one connection per request
 for delay in "${DELAYS[@]}"; do
     write_config "$delay"
@@ -261,6 +299,7 @@ stop_load
 printf '{"label":"floor","reloads":[%s],"load":"floor.load.json"}\n' \
     "$(IFS=,; echo "${reload_times[*]}")" >"$RAW/floor.json"
 remove_project
+fi
 
 # 4. the engine's floor: what the same container costs with no tool at all, under the same
 # one-connection-per-request load on the serving color. A deploy cannot be faster than one
@@ -294,10 +333,10 @@ stop_load
 remove_project
 
 # ---- footprint and micro ------------------------------------------------------------------
+TIMER="-"
+if [[ $COMPARE == 0 ]]; then
 log "footprint"
 RUNS=300; [[ $QUICK == 1 ]] && RUNS=50
-size=$(stat -c %s "$BIN")
-stripped=$(file -b "$BIN" | grep -q 'not stripped' && echo False || echo True)
 # peak RSS of one deploy (delay 1 s, compose v2) and of render
 reset_stage
 deploy cutover "$V2_CMD" 1000 v1 blue "warmup"
@@ -351,15 +390,19 @@ else
     echo "pending merge" >"$RAW/secrets.txt"
 fi
 
+fi
+size=$(stat -c %s "$BIN")
+stripped=$(file -b "$BIN" | grep -q 'not stripped' && echo False || echo True)
+
 # ---- machine ------------------------------------------------------------------------------
 python3 - "$RAW/meta.json" <<EOF
 import json, sys
 json.dump(dict(
     date="$STARTED_AT",
-    command="bench/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')$([[ $QUICK == 0 && $CYCLES != 3 ]] && echo " --cycles $CYCLES")",
+    command="bench/run.sh$([[ $QUICK == 1 ]] && echo ' --quick')$([[ $COMPARE == 1 ]] && echo ' --switch-compare')$([[ $QUICK == 0 && $CYCLES != 3 ]] && echo " --cycles $CYCLES")",
     cycles=$CYCLES, delays_ms=[$(IFS=,; echo "${DELAYS[*]}")], seed000_margin_s=$SEED000_MARGIN_S, settle_ms=$((SETTLE_S * 1000)),
     duration_s=$(( $(date +%s) - T_BEGIN )),
-    commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src templates Cargo.toml Cargo.lock || echo '+dirty')",
+    commit="$COMMIT",
     nproc=$(nproc), mem_total_kib=$(awk '/MemTotal/{print $2}' /proc/meminfo),
     swap_total_kib=$(awk '/SwapTotal/{print $2}' /proc/meminfo),
     cpu="$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)",
@@ -369,10 +412,12 @@ json.dump(dict(
     nginx="$(nginx -v 2>&1 | sed 's|.*/||')", python="$(python3 -V | cut -d' ' -f2)",
     rustc="$(rustc -V | cut -d' ' -f2)", timer="$TIMER",
     binary=dict(path="target/release/cutover", bytes=$size, stripped=$stripped),
-    p50_services=${services:-0},
+    p50_services=${services:-0}, switch_compare=$([[ $COMPARE == 1 ]] && echo True || echo False),
+    load_avg_start="$LOAD_START", load_avg_end="$(cut -d' ' -f1-3 /proc/loadavg)",
 ), open(sys.argv[1], "w"), indent=1)
 EOF
 
 mkdir -p bench/results
-python3 bench/report.py "$RAW" bench/results/latest.json >bench/results/latest.md
-cat bench/results/latest.md
+out=latest; [[ $COMPARE == 1 ]] && out=switch-compare
+python3 bench/report.py "$RAW" "bench/results/$out.json" >"bench/results/$out.md"
+cat "bench/results/$out.md"

@@ -149,6 +149,13 @@ struct Run<'a, 'r> {
     survey: Option<std::thread::JoinHandle<anyhow::Result<prune::Survey>>>,
     /// How this deploy switches colors (`nginx.switch`), decided under the lock.
     switch_used: nft_switch::Used,
+    /// The project's nft rule as this run last read or wrote it (`Some(None)`: no table;
+    /// `None`: not known, read it before a write), so a switch does not list it again.
+    rule: std::cell::Cell<Option<Option<crate::nft::Mapping>>>,
+    /// nft mode: whether the rule reaches the new color, asked before its health gate
+    /// (`Some(None)`: it does; `Some(Some(include))`: `auto` fell back to the include + reload,
+    /// this include; `None`: not asked yet).
+    reach: Option<Option<String>>,
 }
 
 impl<'a> Deployer<'a> {
@@ -180,6 +187,8 @@ impl<'a> Deployer<'a> {
             facts: None,
             survey: None,
             switch_used: nft_switch::Used::Reload,
+            rule: std::cell::Cell::new(None),
+            reach: None,
         };
         run.clock.ran_before(Step::Decrypt, req.decrypted);
         let result = run.execute(req);
@@ -301,7 +310,18 @@ impl Run<'_, '_> {
                 Change::Accessories(names) => self.accessories(names)?,
                 Change::Release { run } => self.release(*run, t)?,
                 Change::Up => self.up(t)?,
-                Change::Health => passed_at = self.health(t)?,
+                Change::Health => {
+                    // Whether the rule can reach the new color is known once it started
+                    // (Docker's proxy listens from its start): asked now, off the path from
+                    // the health pass to the switch.
+                    if self.switch_used == nft_switch::Used::Nft {
+                        match self.nft_reaches(t.to, r.route == Route::Fallback) {
+                            Ok(()) => self.reach = Some(None),
+                            Err(text) => self.reach = Some(Some(text?)),
+                        }
+                    }
+                    passed_at = self.health(t)?;
+                }
                 Change::Switch => {
                     let (workers, switch_notes) = self.switch(t, r)?;
                     switch_ms = passed_at.elapsed().as_millis() as u64;
@@ -530,11 +550,16 @@ impl Run<'_, '_> {
     /// nginx workers that may still route to the old color, and notes.
     fn switch(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<(Vec<u32>, Vec<String>)> {
         let mut include_text = std::borrow::Cow::Borrowed(r.include_text.as_str());
-        if self.switch_used == nft_switch::Used::Nft {
-            match self.nft_reaches(t.to, r.route == Route::Fallback) {
-                Ok(()) => return self.switch_nft(t, r),
-                Err(text) => include_text = std::borrow::Cow::Owned(text?),
+        match self.reach.take() {
+            Some(Some(text)) => include_text = std::borrow::Cow::Owned(text),
+            Some(None) => return self.switch_nft(t, r),
+            None if self.switch_used == nft_switch::Used::Nft => {
+                match self.nft_reaches(t.to, r.route == Route::Fallback) {
+                    Ok(()) => return self.switch_nft(t, r),
+                    Err(text) => include_text = std::borrow::Cow::Owned(text?),
+                }
             }
+            None => {}
         }
         let config = &self.d.loaded.config;
         let idle_service = config.service(t.to);
@@ -590,8 +615,7 @@ impl Run<'_, '_> {
             (Route::Fallback, Some(old)) => old,
             _ => t.to,
         };
-        let workers = self.nginx.worker_pids();
-        let (text, reloaded, undo) = match self.nft_route(t.to, backup) {
+        let (text, workers, undo) = match self.nft_route(t.to, backup) {
             Ok(done) => done,
             Err(e) => {
                 return Err(self.abort_before_switch(
@@ -601,7 +625,8 @@ impl Run<'_, '_> {
                 ));
             }
         };
-        let old_workers = if reloaded { workers } else { Vec::new() };
+        let reloaded = workers.is_some();
+        let old_workers = workers.unwrap_or_default();
         self.clock.done(
             Step::Switch,
             format!(

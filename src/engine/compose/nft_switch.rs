@@ -141,18 +141,25 @@ pub(super) struct Undo {
 impl Run<'_, '_> {
     /// Routes new connections to `to` (`backup` behind it): the rule, then, when the include
     /// on disk is not the nft one yet, the include + reload (the mode's set-up). Returns the
-    /// include's text for the probe, whether nginx was reloaded, and the undo.
+    /// include's text for the probe, the nginx workers from just before a reload (`None`:
+    /// nginx was not reloaded), and the undo.
     pub(super) fn nft_route(
         &self,
         to: Color,
         backup: Color,
-    ) -> anyhow::Result<(String, bool, Undo)> {
+    ) -> anyhow::Result<(String, Option<Vec<u32>>, Undo)> {
         let config = &self.d.loaded.config;
         let project = config.project.as_str();
         let wanted = mapping(config, to, backup)
             .ok_or_else(|| anyhow::anyhow!("nginx.switch: nft needs nginx.switch_ports"))?;
-        // A table edited by hand has no rule worth putting back: undoing deletes it.
-        let previous = read_or_unmapped(config)?.unwrap_or(None);
+        // The rule as this run last read or wrote it (under the deploy lock nothing else of
+        // cutover's writes it), else read now. A table edited by hand has no rule worth
+        // putting back: undoing deletes it.
+        let previous = match self.rule.get() {
+            Some(known) => known,
+            None => read_or_unmapped(config)?.unwrap_or(None),
+        };
+        self.rule.set(None);
         if let Err(e) = crate::nft::switch(project, &wanted, &crate::nft::saved_dir()) {
             // The kernel may have taken the rule before the save failed: put it back, or the
             // color this deploy is about to stop would keep the traffic.
@@ -165,13 +172,18 @@ impl Run<'_, '_> {
                 Err(again) => e.context(format!("putting the rule back failed too: {again:#}")),
             });
         }
+        self.rule.set(Some(Some(wanted)));
         let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
         let text = self.d.renderer.include_nft(config, maintenance.as_ref())?;
         let mut undo = Undo {
             previous,
             include: None,
         };
+        let mut workers = None;
         if self.nginx.current_include()?.as_deref() != Some(text.as_str()) {
+            // Only a reload leaves old workers that may still route by the include: taken
+            // just before it, and only then.
+            workers = Some(self.nginx.worker_pids());
             match self.nginx.switch(&text) {
                 Ok(sw) => undo.include = Some(sw),
                 Err(e) => {
@@ -186,15 +198,18 @@ impl Run<'_, '_> {
             }
         }
         // The kernel has it: read it back, so a rule that did not take is never proven by a
-        // probe that a backup answered.
+        // probe that a backup answered. (`nft -e -j -f -`'s echo would prove it in the same
+        // process, but nft 1.0.6 echoes nothing in JSON when the ruleset comes on a pipe.)
         match read(config)? {
             Some(m) if m == wanted => {}
             other => anyhow::bail!(
                 "the nft rule read back is {other:?}, not the {wanted:?} just written"
             ),
         }
-        let reloaded = undo.include.is_some();
-        Ok((text, reloaded, undo))
+        if undo.include.is_none() {
+            workers = None;
+        }
+        Ok((text, workers, undo))
     }
 
     /// A deploy killed inside its watch window left the rule's backup port on the old color:
@@ -202,7 +217,10 @@ impl Run<'_, '_> {
     /// passed its gate (invariant 15, as `reconcile` does for the include's groups).
     pub(super) fn close_a_rule_left_open(&mut self, dry_run: bool) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
-        let Ok(Some(m)) = read_or_unmapped(config)? else {
+        let read = read_or_unmapped(config)?;
+        // What the switch puts back if it fails: known from here on (None: read it again).
+        self.rule.set(read.as_ref().ok().copied());
+        let Ok(Some(m)) = read else {
             return Ok(());
         };
         let Some(active) = color_of(config, &m) else {
@@ -223,7 +241,9 @@ impl Run<'_, '_> {
             backup_to: m.primary_to,
             ..m
         };
+        self.rule.set(None);
         crate::nft::switch(config.project.as_str(), &closed, &crate::nft::saved_dir())?;
+        self.rule.set(Some(Some(closed)));
         self.clock.note(format!(
             "a deploy stopped in its watch window left port {} as nginx's backup for {active}: \
              the nft rule leads both ports to {active} now",
@@ -258,7 +278,8 @@ impl Run<'_, '_> {
     /// `window`: a watch window follows. `Err(Ok(include))`: `auto` falls back here, noting why (this deploy switches by
     /// reload from now on: the include for it); `Err(Err)`: `nft` refuses, before any change.
     /// A listener count that cannot be read is no reason to refuse: the probe proves the
-    /// route either way.
+    /// route either way. Asked once the new color started, before its health gate (the
+    /// proxy listens from the container's start), so the switch itself runs no `ss`.
     pub(super) fn nft_reaches(
         &mut self,
         to: Color,
@@ -298,10 +319,12 @@ impl Run<'_, '_> {
         let config = &self.d.loaded.config;
         let project = config.project.as_str();
         let dir = crate::nft::saved_dir();
+        self.rule.set(None);
         match undo.previous {
             Some(m) => crate::nft::switch(project, &m, &dir)?,
             None => crate::nft::remove(project, &dir)?,
         }
+        self.rule.set(Some(undo.previous));
         if let Some(sw) = undo.include {
             sw.restore(&self.nginx)?;
         }
