@@ -182,6 +182,7 @@ mod tests {
             state_dir: Some(("/srv/app/.cutover".into(), "/srv/app".into())),
             identity: "/etc/cutover/identity.txt".into(),
             tls: None,
+            nft: true,
         }
     }
 
@@ -231,6 +232,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn nftables_is_a_package_only_when_the_project_may_switch_by_nft() {
+        let packages = |nft: bool| {
+            let opts = Options {
+                nft,
+                ..everything()
+            };
+            let instance = Instance {
+                opts: &opts,
+                ram: DEFAULT_RAM,
+                os: Distro::Debian,
+                user: "deploy".into(),
+            };
+            let step = STEPS.iter().find(|s| s.name == "packages").unwrap();
+            let Part::Writes(write) = step.cloud_init else {
+                panic!("the packages step writes its part");
+            };
+            let mut view = View::new(None, Distro::Debian);
+            write(&instance, &mut view);
+            view.packages
+        };
+        assert!(packages(true).iter().any(|p| p == "nftables"));
+        assert!(!packages(false).iter().any(|p| p == "nftables"));
     }
 
     #[test]

@@ -77,6 +77,9 @@ pub struct Options {
     pub identity: PathBuf,
     /// The project's HTTPS (`nginx.tls`); `None` without config or without `nginx.tls`.
     pub tls: Option<tls::Plan>,
+    /// The project may switch by nftables (`nginx.switch: nft`, or `auto` with
+    /// `nginx.switch_ports`): the packages step installs `nft`.
+    pub nft: bool,
 }
 
 impl Options {
@@ -110,8 +113,19 @@ impl Options {
             state_dir: project.map(|l| (l.state_dir(), l.dir.clone())),
             identity: PathBuf::from(identity::DEFAULT_PATH),
             tls,
+            nft: project.is_some_and(|loaded| wants_nft(&loaded.config)),
             target: asked.target,
         })
+    }
+}
+
+/// Whether the project may switch colors by nftables, so the box needs `nft`.
+fn wants_nft(config: &crate::config::Config) -> bool {
+    use crate::config::SwitchMode;
+    match config.nginx.switch {
+        SwitchMode::Nft => true,
+        SwitchMode::Auto => config.nginx.switch_ports.is_some(),
+        SwitchMode::Reload => false,
     }
 }
 
@@ -503,6 +517,25 @@ mod tests {
     use std::os::unix::fs::MetadataExt;
 
     use super::*;
+
+    #[test]
+    fn nft_is_wanted_by_nft_and_by_auto_with_switch_ports_only() {
+        let config = |nginx: &str| {
+            let text = format!(
+                "project: shop\napp: {{ name: web, image: example/web, port: 3000, memory: 64M }}\n\
+                 colors: {{ blue: 8081, green: 8082 }}\nnginx: {nginx}\n"
+            );
+            crate::config::Config::from_yaml(&text, Path::new("cutover.yml")).unwrap()
+        };
+        let ports = "switch_ports: [9101, 9102]";
+        assert!(wants_nft(&config(&format!("{{ switch: nft, {ports} }}"))));
+        assert!(wants_nft(&config(&format!("{{ switch: auto, {ports} }}"))));
+        assert!(!wants_nft(&config("{ switch: auto }")));
+        assert!(!wants_nft(&config(&format!(
+            "{{ switch: reload, {ports} }}"
+        ))));
+        assert!(!wants_nft(&config("{}")));
+    }
 
     #[test]
     fn target_maps_live_paths_under_root() {

@@ -7,7 +7,9 @@
 //! and installing `docker.io` over them would conflict. Amazon Linux 2023 packages no
 //! compose at all; the step says exactly how to add the official plugin binary instead of
 //! downloading an unverified binary itself. With `nginx.tls` configured, certbot (the ACME
-//! client the `tls` step runs) is one more tool, installed the same way.
+//! client the `tls` step runs) is one more tool, installed the same way; so is `nft` when the
+//! project may switch by nftables (`nginx.switch: nft`, or `auto` with `switch_ports`):
+//! minimal images lack it.
 
 use std::path::Path;
 
@@ -42,6 +44,9 @@ pub struct Plan {
 
 /// The package of certbot, the same name on every distribution cutover plans for.
 pub const CERTBOT: &str = "certbot";
+
+/// The package of `nft`, the same name on every distribution cutover plans for.
+pub const NFTABLES: &str = "nftables";
 
 /// What to run on Amazon Linux 2023, which packages no docker compose: the official
 /// plugin binary from Docker's GitHub releases, where `docker compose` looks for plugins.
@@ -154,6 +159,11 @@ impl Present {
     }
 }
 
+/// Whether `nft` is installed (on PATH or in an sbin dir: a sudo user's PATH often lacks it).
+fn nft_present() -> bool {
+    sbin("nft").is_absolute() || crate::process::which("nft").is_some()
+}
+
 /// Whether certbot is installed (on PATH or in an sbin dir).
 fn certbot_present() -> bool {
     crate::process::which("certbot").is_some() || sbin("certbot").is_absolute()
@@ -161,7 +171,12 @@ fn certbot_present() -> bool {
 
 fn cloud_init(instance: &Instance<'_>, view: &mut View) {
     let plan = plan_for(instance.os);
-    let packages = [Some(plan.docker), plan.compose, Some(plan.nginx)];
+    let packages = [
+        Some(plan.docker),
+        plan.compose,
+        Some(plan.nginx),
+        instance.opts.nft.then_some(NFTABLES),
+    ];
     view.packages
         .extend(packages.into_iter().flatten().map(str::to_string));
     if plan.compose.is_none() {
@@ -198,6 +213,7 @@ pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
         plan.compose,
         Some(plan.nginx),
         wants_certbot.then_some(CERTBOT),
+        opts.nft.then_some(NFTABLES),
     ]
     .into_iter()
     .flatten()
@@ -232,13 +248,17 @@ pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     if wants_certbot && !certbot_present() {
         missing.push(CERTBOT);
     }
+    if opts.nft && !nft_present() {
+        missing.push(NFTABLES);
+    }
     step.summary(format!(
-        "docker, compose, nginx{} on {}",
+        "docker, compose, nginx{}{} on {}",
         if wants_certbot {
-            " and certbot (nginx.tls)"
+            ", certbot (nginx.tls)"
         } else {
             ""
         },
+        if opts.nft { ", nft (nginx.switch)" } else { "" },
         os.pretty_name
     ));
     if !missing.is_empty() {
