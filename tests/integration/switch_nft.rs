@@ -890,3 +890,37 @@ fn e2e_two_projects_deploying_at_once_each_keep_their_own_rule() {
         assert_eq!(p.get("/").unwrap().1.trim(), "version=v2 color=green");
     }
 }
+
+/// A switch that fails after the kernel took the new rule (here the include cannot be read
+/// when the switch looks whether nginx needs the set-up): the rule goes back to blue before
+/// green is removed, so the site is never routed to a stopped color.
+#[test]
+fn e2e_a_switch_failing_after_the_rule_was_written_puts_the_rule_back() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    let include = project.include_path();
+    let text = project.include();
+    let child = project
+        .command(["deploy", "--image", "cutover-demo:v2"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Inside green's 1 s startup: the include becomes unreadable before the switch reads it.
+    project.wait_for_step("health");
+    std::fs::remove_file(&include).unwrap();
+    std::fs::create_dir(&include).unwrap();
+    let out = child.wait_with_output().unwrap();
+    std::fs::remove_dir(&include).unwrap();
+    std::fs::write(&include, &text).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("could not read {}", include.display())),
+        "{stderr}"
+    );
+    let m = rule(&project);
+    assert_eq!((m.primary_to, m.backup_to), (project.blue, project.blue));
+    project.assert_still_serving("blue", "v1");
+}

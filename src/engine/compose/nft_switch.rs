@@ -153,8 +153,9 @@ impl Run<'_, '_> {
         let wanted = mapping(config, to, backup)
             .ok_or_else(|| anyhow::anyhow!("nginx.switch: nft needs nginx.switch_ports"))?;
         // The rule as this run last read or wrote it (under the deploy lock nothing else of
-        // cutover's writes it), else read now. A table edited by hand has no rule worth
-        // putting back: undoing deletes it.
+        // cutover's writes it), else read now. A table edited by hand before observe has no
+        // rule worth putting back: undoing deletes it. One changed or flushed by hand since
+        // (the kernel is not locked) gets observe's rule back: the color still serving.
         let previous = match self.rule.get() {
             Some(known) => known,
             None => read_or_unmapped(config)?.unwrap_or(None),
@@ -173,43 +174,51 @@ impl Run<'_, '_> {
             });
         }
         self.rule.set(Some(Some(wanted)));
-        let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
-        let text = self.d.renderer.include_nft(config, maintenance.as_ref())?;
         let mut undo = Undo {
             previous,
             include: None,
         };
+        // Every failure from here on puts the rule back: the caller's abort removes the new
+        // color, and a rule left leading to it would send the site to a stopped container.
+        match self.nft_route_finish(&wanted, &mut undo) {
+            Ok((text, workers)) => Ok((text, workers, undo)),
+            Err(e) => {
+                let back = self.nft_undo(undo);
+                Err(match back {
+                    Ok(()) => e,
+                    Err(again) => e.context(format!("putting the rule back failed too: {again:#}")),
+                })
+            }
+        }
+    }
+
+    /// [`Self::nft_route`] once the kernel has `wanted`: the include (and a set-up reload,
+    /// recorded in `undo`) when it is not the nft one yet, then the rule read back.
+    fn nft_route_finish(
+        &self,
+        wanted: &Mapping,
+        undo: &mut Undo,
+    ) -> anyhow::Result<(String, Option<Vec<u32>>)> {
+        let config = &self.d.loaded.config;
+        let maintenance = crate::maintenance::load(&self.d.loaded.state_dir())?;
+        let text = self.d.renderer.include_nft(config, maintenance.as_ref())?;
         let mut workers = None;
         if self.nginx.current_include()?.as_deref() != Some(text.as_str()) {
             // Only a reload leaves old workers that may still route by the include: taken
             // just before it, and only then.
             workers = Some(self.nginx.worker_pids());
-            match self.nginx.switch(&text) {
-                Ok(sw) => undo.include = Some(sw),
-                Err(e) => {
-                    let restored = self.nft_undo(undo);
-                    return Err(match restored {
-                        Ok(()) => e,
-                        Err(again) => {
-                            e.context(format!("putting the rule back failed too: {again:#}"))
-                        }
-                    });
-                }
-            }
+            undo.include = Some(self.nginx.switch(&text)?);
         }
         // The kernel has it: read it back, so a rule that did not take is never proven by a
         // probe that a backup answered. (`nft -e -j -f -`'s echo would prove it in the same
         // process, but nft 1.0.6 echoes nothing in JSON when the ruleset comes on a pipe.)
         match read(config)? {
-            Some(m) if m == wanted => {}
+            Some(m) if m == *wanted => {}
             other => anyhow::bail!(
                 "the nft rule read back is {other:?}, not the {wanted:?} just written"
             ),
         }
-        if undo.include.is_none() {
-            workers = None;
-        }
-        Ok((text, workers, undo))
+        Ok((text, workers))
     }
 
     /// A deploy killed inside its watch window left the rule's backup port on the old color:
