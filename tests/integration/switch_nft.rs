@@ -924,3 +924,32 @@ fn e2e_a_switch_failing_after_the_rule_was_written_puts_the_rule_back() {
     assert_eq!((m.primary_to, m.backup_to), (project.blue, project.blue));
     project.assert_still_serving("blue", "v1");
 }
+
+/// A new color that crashes on start (a bad setting) in `nginx.switch: nft`: the listener
+/// check runs right after `up`, when Docker may already have torn the dead container's proxy
+/// down. That is the container dying, not a box without a userland proxy: the deploy fails
+/// as the health gate says (the container exited), never "nft cannot work on this box", and
+/// the rule stays on blue. Three tries, since the proxy's teardown races the check (under
+/// compose v1, the `::e2e_` matrix, whose `up` returns later, the proxy is gone every time).
+#[test]
+fn e2e_a_new_color_that_crashes_on_start_is_reported_as_dead_not_as_a_box_without_nft() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    let crashing = App::compose()
+        .switch("nft")
+        .settle("0s")
+        .restart("no")
+        .env("ALLOCATE_MB", "not-a-number");
+    project.write_config(&crashing);
+    for _ in 0..3 {
+        let stderr = project
+            .cutover(["deploy", "--image", "cutover-demo:v2"])
+            .code(1)
+            .stderr;
+        assert!(!stderr.contains("nft cannot work on this box"), "{stderr}");
+        assert!(stderr.contains("the green container exited"), "{stderr}");
+        assert_eq!(rule(&project).primary_to, project.blue);
+        project.assert_still_serving("blue", "v1");
+    }
+}

@@ -152,10 +152,9 @@ struct Run<'a, 'r> {
     /// The project's nft rule as this run last read or wrote it (`Some(None)`: no table;
     /// `None`: not known, read it before a write), so a switch does not list it again.
     rule: std::cell::Cell<Option<Option<crate::nft::Mapping>>>,
-    /// nft mode: whether the rule reaches the new color, asked before its health gate
-    /// (`Some(None)`: it does; `Some(Some(include))`: `auto` fell back to the include + reload,
-    /// this include; `None`: not asked yet).
-    reach: Option<Option<String>>,
+    /// nft mode: a listener was seen on the new color's port before its health gate, so the
+    /// switch need not ask again (false: not asked, or none seen: asked after the gate).
+    listens: bool,
 }
 
 impl<'a> Deployer<'a> {
@@ -188,7 +187,7 @@ impl<'a> Deployer<'a> {
             survey: None,
             switch_used: nft_switch::Used::Reload,
             rule: std::cell::Cell::new(None),
-            reach: None,
+            listens: false,
         };
         run.clock.ran_before(Step::Decrypt, req.decrypted);
         let result = run.execute(req);
@@ -311,14 +310,12 @@ impl Run<'_, '_> {
                 Change::Release { run } => self.release(*run, t)?,
                 Change::Up => self.up(t)?,
                 Change::Health => {
-                    // Whether the rule can reach the new color is known once it started
-                    // (Docker's proxy listens from its start): asked now, off the path from
-                    // the health pass to the switch.
-                    if self.switch_used == nft_switch::Used::Nft {
-                        match self.nft_reaches(t.to, r.route == Route::Fallback) {
-                            Ok(()) => self.reach = Some(None),
-                            Err(text) => self.reach = Some(Some(text?)),
-                        }
+                    // Docker's proxy listens from the container's start: a listener seen now
+                    // is taken, off the path from the health pass to the switch. None seen is
+                    // asked again once the gate passed: a container that died at its start
+                    // has no proxy either, and then the gate says why, not "no nft here".
+                    if self.switch_used == nft_switch::Used::Nft && self.nft_listens(t.to) {
+                        self.listens = true;
                     }
                     passed_at = self.health(t)?;
                 }
@@ -550,16 +547,14 @@ impl Run<'_, '_> {
     /// nginx workers that may still route to the old color, and notes.
     fn switch(&mut self, t: &Target, r: &Rendered) -> anyhow::Result<(Vec<u32>, Vec<String>)> {
         let mut include_text = std::borrow::Cow::Borrowed(r.include_text.as_str());
-        match self.reach.take() {
-            Some(Some(text)) => include_text = std::borrow::Cow::Owned(text),
-            Some(None) => return self.switch_nft(t, r),
-            None if self.switch_used == nft_switch::Used::Nft => {
-                match self.nft_reaches(t.to, r.route == Route::Fallback) {
-                    Ok(()) => return self.switch_nft(t, r),
-                    Err(text) => include_text = std::borrow::Cow::Owned(text?),
-                }
+        if self.switch_used == nft_switch::Used::Nft {
+            if std::mem::take(&mut self.listens) {
+                return self.switch_nft(t, r);
             }
-            None => {}
+            match self.nft_reaches(t.to, r.route == Route::Fallback) {
+                Ok(()) => return self.switch_nft(t, r),
+                Err(text) => include_text = std::borrow::Cow::Owned(text?),
+            }
         }
         let config = &self.d.loaded.config;
         let idle_service = config.service(t.to);

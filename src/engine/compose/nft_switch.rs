@@ -286,19 +286,17 @@ impl Run<'_, '_> {
     /// would carry it, is skipped for a connection the rule mapped). `Ok`: switch by nft.
     /// `window`: a watch window follows. `Err(Ok(include))`: `auto` falls back here, noting why (this deploy switches by
     /// reload from now on: the include for it); `Err(Err)`: `nft` refuses, before any change.
-    /// A listener count that cannot be read is no reason to refuse: the probe proves the
-    /// route either way. Asked once the new color started, before its health gate (the
-    /// proxy listens from the container's start), so the switch itself runs no `ss`.
+    /// Asked after the health gate unless [`Self::nft_listens`] already said yes before it.
     pub(super) fn nft_reaches(
         &mut self,
         to: Color,
         window: bool,
     ) -> Result<(), anyhow::Result<String>> {
-        let config = &self.d.loaded.config;
-        let port = config.colors.port(to);
-        if !matches!(crate::nft::color_listens(port), Ok(false)) {
+        if self.nft_listens(to) {
             return Ok(());
         }
+        let config = &self.d.loaded.config;
+        let port = config.colors.port(to);
         let why = format!(
             "nothing listens on 127.0.0.1:{port}, {to}'s port (Docker's userland-proxy: false?), \
              so the nft rule cannot reach it"
@@ -321,6 +319,13 @@ impl Run<'_, '_> {
             crate::render::Route::Direct
         };
         Err(self.include_text(to, route))
+    }
+
+    /// Whether something listens on `to`'s port. A listener count that cannot be read is
+    /// no reason to refuse: the probe proves the route either way.
+    pub(super) fn nft_listens(&self, to: Color) -> bool {
+        let port = self.d.loaded.config.colors.port(to);
+        !matches!(crate::nft::color_listens(port), Ok(false))
     }
 
     /// Puts the rule (and the include, if this switch set it up) back.
