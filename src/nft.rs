@@ -176,14 +176,16 @@ pub fn save_path(dir: &Path, project: &str) -> anyhow::Result<PathBuf> {
     }
     if meta.uid() != me && meta.uid() != 0 {
         anyhow::bail!(
-            "{} belongs to uid {}, not to this user (uid {me}) or root: the boot unit runs              `nft -f` as root on the rules saved there, so refusing to save them into it",
+            "{} belongs to uid {}, not to this user (uid {me}) or root: the boot unit runs \
+             `nft -f` as root on the rules saved there, so refusing to save them into it",
             dir.display(),
             meta.uid()
         );
     }
     if meta.mode() & 0o022 != 0 {
         anyhow::bail!(
-            "{} is writable by other users (mode {:o}): the boot unit runs `nft -f` as root on              every file there, so anyone could plant rules; `chmod 700 {}`",
+            "{} is writable by other users (mode {:o}): the boot unit runs `nft -f` as root on \
+             every file there, so anyone could plant rules; `chmod 700 {}`",
             dir.display(),
             meta.mode() & 0o7777,
             dir.display()

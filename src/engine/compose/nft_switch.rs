@@ -63,7 +63,9 @@ fn why_not_nft(config: &Config) -> Option<String> {
     for (port, which) in config.nginx.switch_ports?.iter().zip(["primary", "backup"]) {
         if matches!(crate::nft::color_listens(port.0), Ok(true)) {
             return Some(format!(
-                "something listens on port {port}, the {which} of nginx.switch_ports: the rule                  would send this box's own connections to 127.0.0.1:{port} to the app instead                  (expected two ports nothing listens on)"
+                "something listens on port {port}, the {which} of nginx.switch_ports: the rule \
+                 would send this box's own connections to 127.0.0.1:{port} to the app instead \
+                 (expected two ports nothing listens on)"
             ));
         }
     }

@@ -102,29 +102,31 @@ impl Run<'_, '_> {
         let workers = self.workers_before_switch();
         let closed = self.switch_to(t.to);
         let why = match closed {
-            Ok((switched, text)) => match switch::probe_through_nginx(config, t.to, &text, &workers)
-            {
-                Ok(_) => {
-                    self.clock.done(
-                        Step::Settle,
-                        format!(
-                            "{service} stayed up and healthy; nginx → {} alone",
-                            crate::render::upstream_url(config, t.to)
+            Ok((switched, text)) => {
+                match switch::probe_through_nginx(config, t.to, &text, &workers) {
+                    Ok(_) => {
+                        self.clock.done(
+                            Step::Settle,
+                            format!(
+                                "{service} stayed up and healthy; nginx → {} alone",
+                                crate::render::upstream_url(config, t.to)
+                            ),
+                        );
+                        return Ok(());
+                    }
+                    Err(probe) => match self.undo(switched) {
+                        Ok(()) => format!(
+                            "nginx did not serve {} without {old} as its backup ({probe})",
+                            t.to
                         ),
-                    );
-                    return Ok(());
+                        Err(e) => format!(
+                            "nginx did not serve {} without {old} as its backup ({probe}), and \
+                         putting the include back failed too ({e:#})",
+                            t.to
+                        ),
+                    },
                 }
-                Err(probe) => match self.undo(switched) {
-                    Ok(()) => format!(
-                        "nginx did not serve {} without {old} as its backup ({probe})",
-                        t.to
-                    ),
-                    Err(e) => format!(
-                        "nginx did not serve {} without {old} as its backup ({probe}), and                          putting the include back failed too ({e:#})",
-                        t.to
-                    ),
-                },
-            },
+            }
             Err(e) => format!("could not route nginx to {} alone: {e:#}", t.to),
         };
         self.clock.failed(Step::Settle, format!("{service}: {why}"));
