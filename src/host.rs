@@ -7,6 +7,7 @@
 //! without an app-specific endpoint.
 
 use std::path::Path;
+use std::time::Duration;
 
 /// The `/proc/meminfo` figures cutover uses, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -69,12 +70,35 @@ pub fn established_connections(port: u16) -> anyhow::Result<usize> {
 /// `ss -H -t -n state established '( sport = :P or dport = :P )'`: one line per socket.
 fn established_by_ss(port: u16) -> Option<usize> {
     let filter = format!("( sport = :{port} or dport = :{port} )");
-    let out = crate::process::Cmd::new("ss", "count the established connections on a port")
-        .args(["-H", "-t", "-n", "state", "established", &filter])
-        .timeout(std::time::Duration::from_secs(5))
-        .run()
-        .ok()?;
-    Some(out.stdout.lines().filter(|l| !l.trim().is_empty()).count())
+    ss_sockets(
+        &["state", "established", &filter],
+        "count the established connections on a port".into(),
+        Duration::from_secs(5),
+    )
+    .ok()
+}
+
+/// Whether something listens on `port`, on any address (`ss -l`): a color published by
+/// Docker's userland proxy does; with `userland-proxy: false` nothing does, and a DNAT to it
+/// (the nft switch) would reach nothing. An error when `ss` cannot answer.
+pub fn listening(port: u16) -> anyhow::Result<bool> {
+    let filter = format!("( sport = :{port} )");
+    let count = ss_sockets(
+        &["-l", &filter],
+        format!("look for a listener on port {port}"),
+        Duration::from_secs(10),
+    )?;
+    Ok(count > 0)
+}
+
+/// `ss -H -t -n ARGS`: the TCP sockets it lists, one line each (no header).
+fn ss_sockets(args: &[&str], summary: String, timeout: Duration) -> anyhow::Result<usize> {
+    let out = crate::process::Cmd::new("ss", summary)
+        .args(["-H", "-t", "-n"])
+        .args(args.iter().copied())
+        .timeout(timeout)
+        .run()?;
+    Ok(out.stdout.lines().filter(|l| !l.trim().is_empty()).count())
 }
 
 /// The same count from `/proc/net/tcp{,6}`.
@@ -132,6 +156,18 @@ pub fn count_established(table: &str, port: u16) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_listener_on_loopback_is_seen_and_a_free_port_is_not() {
+        if crate::process::which("ss").is_none() {
+            return;
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        assert!(listening(port).unwrap());
+        drop(listener);
+        assert!(!listening(port).unwrap());
+    }
 
     #[test]
     fn meminfo_parses_kib_into_bytes() {

@@ -14,7 +14,7 @@
 //! leave alone: `! -d 127.0.0.0/8`) every other connection. With Docker's
 //! `userland-proxy: false` nothing listens on 127.0.0.1:<color port> (Docker's own DNAT does
 //! that job, and it is skipped for a connection we already mapped): the switch would reach
-//! nothing, so the nft mode is refused on such a box (`color_listens`).
+//! nothing, so the nft mode is refused on such a box (`host::listening`).
 //!
 //! Established connections keep their conntrack mapping: only new connections follow a
 //! changed rule, which is what lets the old color drain.
@@ -311,35 +311,11 @@ fn parse(json: &str) -> anyhow::Result<Vec<(u16, u16)>> {
     Ok(out)
 }
 
-/// Whether something listens on 127.0.0.1:`port` (`ss -l`): a color published by Docker's
-/// userland proxy does; with `userland-proxy: false` nothing does and a DNAT to it reaches
-/// nothing.
-pub fn color_listens(port: u16) -> anyhow::Result<bool> {
-    let filter = format!("( sport = :{port} )");
-    let out = Cmd::new("ss", format!("look for a listener on port {port}"))
-        .args(["-H", "-t", "-n", "-l", &filter])
-        .timeout(NFT_TIMEOUT)
-        .run()?;
-    Ok(out.stdout.lines().any(|l| !l.trim().is_empty()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "cutover_p1", "handle": 2}}, {"chain": {"family": "ip", "table": "cutover_p1", "name": "output", "handle": 1, "type": "nat", "hook": "output", "prio": -101, "policy": "accept"}}, {"rule": {"family": "ip", "table": "cutover_p1", "chain": "output", "handle": 2, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "127.0.0.1"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 18000}}, {"dnat": {"addr": "127.0.0.1", "port": 18081}}]}}]}"#;
-
-    #[test]
-    fn a_listener_on_loopback_is_seen_and_a_free_port_is_not() {
-        if crate::process::which("ss").is_none() {
-            return;
-        }
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        assert!(color_listens(port).unwrap());
-        drop(listener);
-        assert!(!color_listens(port).unwrap());
-    }
 
     #[test]
     fn the_saved_rules_go_only_where_no_other_user_can_write() {

@@ -61,7 +61,7 @@ fn why_not_nft(config: &Config) -> Option<String> {
     // The rule sends every connection this box makes to 127.0.0.1:<switch port> to a color:
     // a service listening there (a database, ssh) would lose its local clients to the app.
     for (port, which) in config.nginx.switch_ports?.iter().zip(["primary", "backup"]) {
-        if matches!(crate::nft::color_listens(port.0), Ok(true)) {
+        if matches!(crate::host::listening(port.0), Ok(true)) {
             return Some(format!(
                 "something listens on port {port}, the {which} of nginx.switch_ports: the rule \
                  would send this box's own connections to 127.0.0.1:{port} to the app instead \
@@ -327,7 +327,7 @@ impl Run<'_, '_> {
     /// no reason to refuse: the probe proves the route either way.
     pub(super) fn nft_listens(&self, to: Color) -> bool {
         let port = self.d.loaded.config.colors.port(to);
-        !matches!(crate::nft::color_listens(port), Ok(false))
+        !matches!(crate::host::listening(port), Ok(false))
     }
 
     /// Puts the rule (and the include, if this switch set it up) back.
