@@ -84,9 +84,7 @@ pub enum FailKind {
 impl FailKind {
     fn of_io(e: &io::Error) -> FailKind {
         match e.kind() {
-            io::ErrorKind::ConnectionReset
-            | io::ErrorKind::BrokenPipe
-            | io::ErrorKind::ConnectionAborted => FailKind::Reset,
+            kind if super::is_reset(kind) => FailKind::Reset,
             io::ErrorKind::UnexpectedEof => FailKind::ClosedWithoutAnswer,
             io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => FailKind::Timeout,
             io::ErrorKind::ConnectionRefused => FailKind::Refused,

@@ -27,6 +27,13 @@ use crate::process::Cmd;
 /// The demo images, built from `fixtures/demo-app` by `scripts/demo-image.sh`.
 pub const IMAGES: [&str; 2] = ["cutover-demo:v1", "cutover-demo:v2"];
 
+/// What the keep-alive and WebSocket clients count as a reset: the peer's RST (ECONNRESET,
+/// ECONNABORTED) or a write after it (EPIPE). One definition, so both tables count alike.
+pub(crate) fn is_reset(kind: std::io::ErrorKind) -> bool {
+    use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+    matches!(kind, ConnectionReset | BrokenPipe | ConnectionAborted)
+}
+
 /// One HTTP/1.1 GET on a fresh connection (`Connection: close`): (status, body).
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     http_get_as(port, "localhost", path).map(|r| (r.code, r.body))

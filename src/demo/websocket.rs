@@ -312,9 +312,7 @@ fn socket(
 
 fn io_end(e: &io::Error) -> End {
     match e.kind() {
-        io::ErrorKind::ConnectionReset
-        | io::ErrorKind::BrokenPipe
-        | io::ErrorKind::ConnectionAborted => End::Reset,
+        kind if super::is_reset(kind) => End::Reset,
         _ => End::Broken {
             error: e.to_string(),
         },
