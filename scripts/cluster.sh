@@ -110,8 +110,28 @@ start_dockerd() {
         --default-address-pool base=10.215.0.0/16,size=24 \
         --insecure-registry "10.213.${CLUSTER_ID}.0/24" \
         >>"$d/dockerd.log" 2>&1 </dev/null &
-    echo $! >"$d/dockerd.spawned"
-    wait_for "dockerd on node $n (log: $d/dockerd.log)" node_docker "$n" info
+    local pid=$!
+    echo "$pid" >"$d/dockerd.spawned"
+    wait_for_dockerd "$n" "$pid" "${2:-$timeout_s}"
+}
+
+# Polls node N's engine until it answers. Fails at once, with the log's tail, when its dockerd
+# has exited; and with the log's tail when the bound passes, so a CI failure is readable.
+wait_for_dockerd() {
+    local n=$1 pid=$2 bound=$3 log="$dir/n$1/dockerd.log"
+    local deadline=$((SECONDS + bound))
+    # `timeout`: /info takes the swarm component's lock, which a rejoin may hold.
+    until DOCKER_HOST=$(sock_of "$n") timeout 10 docker info >/dev/null 2>&1; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            die "dockerd on node $n exited before it answered; the end of $log:
+$(tail -n 30 "$log" 2>/dev/null)"
+        fi
+        if ((SECONDS >= deadline)); then
+            die "timed out after ${bound}s waiting for dockerd on node $n; the end of $log:
+$(tail -n 30 "$log" 2>/dev/null)"
+        fi
+        sleep 0.2
+    done
 }
 
 node_ready() {
@@ -271,7 +291,10 @@ revive_node() {
     local n=$1
     load_env
     ip -n "$(sw_ns)" link set "cvc${CLUSTER_ID}n${n}" up
-    start_dockerd "$n"
+    # A node that was in a swarm serves its API only once its swarm component has rejoined or
+    # dockerd's own 20 s wait for it (swarmConnectTimeout) has passed, after it restored its
+    # dead task containers: on a loaded 2-core CI machine that once took over 60 s.
+    start_dockerd "$n" $((timeout_s * 3))
     echo "node $n ($(ip_of "$n")) back"
 }
 

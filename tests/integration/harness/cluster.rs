@@ -115,7 +115,9 @@ impl Cluster {
 
     /// Node `n` comes back (link up, dockerd started: it rejoins with its old identity).
     pub(crate) fn revive(&self, n: usize) {
+        let started = Instant::now();
         script_ok(&["revive", self.dir.to_str().unwrap(), &n.to_string()]);
+        eprintln!("node {n} answered again after {:.1?}", started.elapsed());
     }
 
     /// `docker ARGS` against the manager.
