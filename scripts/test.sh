@@ -22,14 +22,17 @@
 #      (PyPI) for the workflow tests, and the static release tarballs (scripts/release.sh
 #      --profile dev) for the release tests: x86_64, and aarch64 cross-built in Debian's own
 #      toolchain, a sid root (scripts/cross-root.sh, cached by script hash under
-#      $cache/cross-root; built in the background from step 1 on, while the steps
-#      between run), its binary run under qemu-user by the release_aarch64 tests, and the
-#      demo image for ARM boxes (cutover-demo-arm64:v1, its selftest under qemu-user);
+#      $cache/cross-root), its binary run under qemu-user by the release_aarch64 tests, and
+#      the demo image for ARM boxes (cutover-demo-arm64:v1, its selftest under qemu-user).
+#      The aarch64 ones are built in the background from step 1 on, at the lowest priority,
+#      while the steps after it and the tests run (the tests that need the tarball wait for
+#      it); step 4b waits for the rest;
 #   4. `cargo test --workspace` (compose v2), then the compose matrix (the tests named `e2e_*`,
 #      tests/integration/harness/mod.rs) again against compose v1
 #      (CUTOVER_COMPOSE=docker-compose);
 #   5. the VM suite (`cargo test --test vm`): a fresh 1 GiB Debian box under QEMU (qemu-system-x86,
-#      debootstrap), its image cached under $cache/vm (scripts/vm/image.sh).
+#      debootstrap), its image cached under $cache/vm (scripts/vm/image.sh; built in the
+#      background from step 1 on, like the aarch64 artifacts).
 #
 # Environment:
 #   XDG_CACHE_HOME / HOME     cache root: ${XDG_CACHE_HOME:-$HOME/.cache}/cutover-test
@@ -68,9 +71,15 @@ section() {
 }
 
 cleanup_files=()
+# Background jobs (the aarch64 artifacts, the VM image), each in its own process group
+# (setsid): one still running when this script exits (a failure elsewhere) is stopped.
+bg_pids=()
 on_exit() {
-    local rc=$?
-    [[ ${#cleanup_files[@]} -eq 0 ]] || rm -f "${cleanup_files[@]}"
+    local rc=$? pid
+    for pid in "${bg_pids[@]}"; do
+        kill -0 "$pid" 2>/dev/null && kill -- "-$pid" 2>/dev/null
+    done
+    [[ ${#cleanup_files[@]} -eq 0 ]] || rm -rf "${cleanup_files[@]}"
     [[ -n "${policy_rc_d_created:-}" ]] && rm -f /usr/sbin/policy-rc.d
     if [[ $rc -ne 0 ]]; then
         echo
@@ -161,14 +170,89 @@ have docker || { echo "docker is not installed" >&2; exit 1; }
 docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable (docker info failed)" >&2; exit 1; }
 echo "docker engine $(docker version -f '{{.Server.Version}}' 2>/dev/null), $(docker-compose version --short 2>/dev/null | sed 's/^/docker-compose v1 /'), $(nginx -v 2>&1), age $(age --version)"
 
-# The aarch64 cross root (scripts/cross-root.sh): cold, it is minutes of downloads and dpkg
-# (little CPU), so it is built in the background while the next steps run; step 3d waits.
-cross_root_log="$cache/cross-root.log"
-cross_root_pid=""
+# ---- background jobs ---------------------------------------------------------------------
+# Two builds the tests need run in the background from here on, at the lowest CPU and I/O
+# priority (nice 19, ionice idle): they take the CPU the steps below leave idle, above all
+# the test runs, which mostly wait on docker. Cold, each is minutes (a fresh machine: the
+# downloads and dpkg of two debootstraps, a cross build of every crate); in line they came
+# before the tests and the VM suite, one after the other.
+#   - the aarch64 artifacts (waited for in step 4b): the cross root (scripts/cross-root.sh), the aarch64
+#     release tarball, then the ARM demo image. The tests that need the tarball wait for it
+#     (CUTOVER_TEST_AARCH64_STATUS, tests/integration/harness/artifact.rs);
+#   - the VM image (scripts/vm/image.sh, cached): the VM suite (step 5) waits for it.
+export CUTOVER_TEST_RELEASE_DIR="${CARGO_TARGET_DIR:-$repo_root/target}/dist-test"
+bg_dir=$(mktemp -d)
+cleanup_files+=("$bg_dir")
+# Runs FUNCTION (exported below) as a background job in its own process group at the lowest
+# priority, its output in LOG; its pid is `$!` after.
+start_bg() { # LOG FUNCTION
+    local prio=(nice -n 19)
+    command -v ionice >/dev/null 2>&1 && prio+=(ionice -c 3 -t)
+    setsid "${prio[@]}" bash -c "$2" >"$1" 2>&1 </dev/null &
+    bg_pids+=("$!")
+}
+# Waits for a background job; on failure prints its log and says what failed.
+wait_bg() { # PID LOG WHAT
+    if ! wait "$1"; then
+        cat "$2" >&2
+        echo "$3 failed in the background (its log: $2)" >&2
+        return 1
+    fi
+}
+
+aarch64_name="cutover-$(sed -nE 's/^version = "([^"]+)"$/\1/p' Cargo.toml | head -n1)-aarch64-unknown-linux-gnu"
+# The tarball is built in a directory of its own and renamed into the release directory (same
+# filesystem) once whole: tests reading that directory meanwhile (a copy of every file in
+# it) never see a half-written file, nor one going away. Last run's is removed now, before
+# any test runs, so the only one a test can find is this run's.
+aarch64_stage="${CUTOVER_TEST_RELEASE_DIR}.aarch64"
+rm -f "$CUTOVER_TEST_RELEASE_DIR/$aarch64_name.tar.gz" "$CUTOVER_TEST_RELEASE_DIR/$aarch64_name.tar.gz.sha256"
+export CUTOVER_TEST_AARCH64_STATUS="$bg_dir/aarch64.status"
+export CUTOVER_TEST_AARCH64_LOG="$cache/aarch64.log"
+# (Each in a bash of its own: `set -e` holds there, not in a `... || rc=$?` list.)
+aarch64_artifact() {
+    set -euo pipefail
+    bash scripts/cross-root.sh
+    rm -rf "$aarch64_stage"
+    bash scripts/release.sh --profile dev --target aarch64-unknown-linux-gnu \
+        --out "$aarch64_stage" >/dev/null
+    mkdir -p "$CUTOVER_TEST_RELEASE_DIR"
+    mv "$aarch64_stage/$aarch64_name.tar.gz" "$CUTOVER_TEST_RELEASE_DIR/"
+    mv "$aarch64_stage/$aarch64_name.tar.gz.sha256" "$CUTOVER_TEST_RELEASE_DIR/"
+    rm -rf "$aarch64_stage"
+}
+aarch64_job() {
+    local rc=0
+    bash -c aarch64_artifact || rc=$?
+    echo "$rc" >"$CUTOVER_TEST_AARCH64_STATUS.tmp"
+    mv "$CUTOVER_TEST_AARCH64_STATUS.tmp" "$CUTOVER_TEST_AARCH64_STATUS"
+    [[ $rc -eq 0 ]] || return "$rc"
+    # The demo app for ARM boxes (a linux/arm64 image), its binary checked under qemu-user.
+    bash scripts/demo-image.sh --selftest --repo cutover-demo-arm64 \
+        --target aarch64-unknown-linux-gnu v1 >/dev/null
+}
+vm_image_job() {
+    bash scripts/vm/image.sh
+}
+export -f aarch64_artifact aarch64_job vm_image_job
+export aarch64_stage aarch64_name
+
+aarch64_pid=""
+vm_image_pid=""
+mkdir -p "$cache"
 if [[ $(id -u) -eq 0 ]] && have debootstrap; then
-    mkdir -p "$cache"
-    bash scripts/cross-root.sh >"$cross_root_log" 2>&1 </dev/null &
-    cross_root_pid=$!
+    start_bg "$CUTOVER_TEST_AARCH64_LOG" aarch64_job
+    aarch64_pid=$!
+    # So a test waiting for the status file knows when no one is left to write it.
+    export CUTOVER_TEST_AARCH64_PID=$aarch64_pid
+else
+    # Nothing is building: the tests find the directory as it is (and skip loudly without it).
+    unset CUTOVER_TEST_AARCH64_STATUS
+fi
+vm_image_log="$cache/vm-image.log"
+if have qemu-system-x86_64 && have debootstrap && [[ $(id -u) -eq 0 ]]; then
+    start_bg "$vm_image_log" vm_image_job
+    vm_image_pid=$!
 fi
 
 # ---- 2. compose v2 from Debian trixie, as a docker CLI plugin ----------------------------
@@ -275,30 +359,7 @@ fi
 # (only the final link is static), so this costs one link, not a second build of every
 # dependency, nor the minutes LTO takes on 2 cores. `cargo test` relinks the binary after.
 section "release artifact (scripts/release.sh --profile dev)"
-export CUTOVER_TEST_RELEASE_DIR="${CARGO_TARGET_DIR:-$repo_root/target}/dist-test"
 bash scripts/release.sh --profile dev --out "$CUTOVER_TEST_RELEASE_DIR" >/dev/null
-
-# ---- 3d. the aarch64 release artifact (Debian's cross toolchain) -------------------------
-# Built in the cross root (a cold build of every crate, ~3-4 min on a quiet 2-core machine;
-# the target directory is cached beside the root, so a clean clone rebuilds only cutover and
-# the demo app), run under qemu-user by tests/integration/release_aarch64.rs.
-section "aarch64: release artifact and demo image (Debian's cross toolchain, qemu-user)"
-if [[ -n "$cross_root_pid" ]]; then
-    if ! wait "$cross_root_pid"; then
-        cat "$cross_root_log" >&2
-        echo "the aarch64 cross root did not build (scripts/cross-root.sh)" >&2
-        exit 1
-    fi
-    sed 's/^/  /' "$cross_root_log"
-    bash scripts/release.sh --profile dev --target aarch64-unknown-linux-gnu \
-        --out "$CUTOVER_TEST_RELEASE_DIR" >/dev/null
-    # The demo app for ARM boxes (a linux/arm64 image), its binary checked under qemu-user.
-    bash scripts/demo-image.sh --selftest --repo cutover-demo-arm64 \
-        --target aarch64-unknown-linux-gnu v1 >/dev/null
-else
-    echo "*** SKIPPED: the aarch64 release artifact: building its cross root needs root and debootstrap ***"
-    [[ -z "${CI:-}" ]] || { echo "CI is set, so an aarch64 build that cannot run is a failure" >&2; exit 1; }
-fi
 
 # ---- 4. tests ----------------------------------------------------------------------------
 # Both runs are tee'd so the totals can be printed as one closing line at the end.
@@ -307,6 +368,19 @@ cleanup_files+=("$test_log")
 
 section "cargo test --workspace (compose v2)"
 cargo test --workspace --locked 2>&1 | tee -a "$test_log"
+
+# ---- 4b. the aarch64 artifacts (built in the background since step 1) ---------------------
+# Built in the cross root (a cold build of every crate: minutes; the target directory is
+# cached beside the root, so a clean clone rebuilds only cutover and the demo app); the
+# release_aarch64 tests ran its binary under qemu-user in the pass above, waiting for it.
+section "aarch64: release artifact and demo image (background since step 1; Debian's cross toolchain)"
+if [[ -n "$aarch64_pid" ]]; then
+    wait_bg "$aarch64_pid" "$CUTOVER_TEST_AARCH64_LOG" "the aarch64 cross root, artifact or demo image (scripts/cross-root.sh, release.sh, demo-image.sh)"
+    sed 's/^/  /' "$CUTOVER_TEST_AARCH64_LOG"
+else
+    echo "*** SKIPPED: the aarch64 release artifact: building its cross root needs root and debootstrap ***"
+    [[ -z "${CI:-}" ]] || { echo "CI is set, so an aarch64 build that cannot run is a failure" >&2; exit 1; }
+fi
 
 # The compose matrix (tests/integration/harness/mod.rs): the tests whose function name starts
 # with `e2e_`; the filter's `::` anchors it at the start of a function name.
@@ -318,6 +392,10 @@ CUTOVER_COMPOSE=docker-compose cargo test --locked --test integration ::e2e_ 2>&
 # once and cached (scripts/vm/image.sh); the suite boots a fresh copy of it.
 section "VM suite (cargo test --test vm: a fresh 1 GiB Debian box under QEMU)"
 if have qemu-system-x86_64 && have debootstrap; then
+    if [[ -n "$vm_image_pid" ]]; then
+        wait_bg "$vm_image_pid" "$vm_image_log" "the VM image (scripts/vm/image.sh)"
+        sed 's/^/  /' "$vm_image_log"
+    fi
     bash scripts/vm/image.sh >/dev/null
     cargo test --locked --test vm -- --nocapture 2>&1 | tee -a "$test_log"
 else

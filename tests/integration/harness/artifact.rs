@@ -6,7 +6,9 @@
 //! --profile dev --out target/dist-test`, for x86_64 and, in Debian's cross toolchain, for
 //! aarch64: the same static link as a release, without the minutes LTO costs);
 //! `CUTOVER_TEST_RELEASE_DIR` points elsewhere. Without them the tests skip loudly (and fail
-//! under CI).
+//! under CI). scripts/test.sh builds the aarch64 one in the background while the tests run
+//! (it takes minutes of CPU the waiting tests leave idle) and names a status file in
+//! `CUTOVER_TEST_AARCH64_STATUS`: a test that needs it waits for that file ([`artifacts_for`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,7 +36,11 @@ pub(crate) fn artifacts() -> Option<PathBuf> {
 }
 
 /// The directory holding `triple`'s tarball, or None (skipped loudly; a failure under CI).
+/// For aarch64, first waits for scripts/test.sh's background build when one is running.
 pub(crate) fn artifacts_for(triple: &str) -> Option<PathBuf> {
+    if triple == AARCH64 {
+        wait_for_background_build();
+    }
     let dir = std::env::var_os("CUTOVER_TEST_RELEASE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/dist-test"));
@@ -53,6 +59,74 @@ pub(crate) fn artifacts_for(triple: &str) -> Option<PathBuf> {
     }
     loud(&format!("*** SKIPPED: {msg} ***"));
     None
+}
+
+/// How long a test waits for the background aarch64 build: a cold one (every crate, in the
+/// cross root, at the lowest CPU priority beside the tests) is minutes; this bound only
+/// keeps a wedged build from hanging the suite.
+const BACKGROUND_BUILD_BOUND: Duration = Duration::from_secs(40 * 60);
+
+/// Waits until `CUTOVER_TEST_AARCH64_STATUS` (set by scripts/test.sh, which builds the
+/// aarch64 artifact in the background) exists, then fails the test unless it says `0`, with
+/// the build's log. Unset: nothing is building, the directory is as it is.
+fn wait_for_background_build() {
+    static DONE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+    let Some(status) = std::env::var_os("CUTOVER_TEST_AARCH64_STATUS").map(PathBuf::from) else {
+        return;
+    };
+    // One test waits and says so; the others wait on the lock.
+    let mut done = DONE.lock().unwrap_or_else(|e| e.into_inner());
+    if !*done && !status.exists() {
+        loud(&format!(
+            "waiting for scripts/test.sh's background aarch64 build ({} appears when it ends)",
+            status.display()
+        ));
+        let start = Instant::now();
+        // The job's pid (scripts/test.sh): gone without a status, nothing will write one.
+        let job = std::env::var("CUTOVER_TEST_AARCH64_PID").ok();
+        while !status.exists() {
+            if let Some(pid) = &job {
+                assert!(
+                    Path::new("/proc").join(pid).exists() || status.exists(),
+                    "the background aarch64 build (pid {pid}) ended without writing {}",
+                    status.display()
+                );
+            }
+            assert!(
+                start.elapsed() < BACKGROUND_BUILD_BOUND,
+                "the background aarch64 build did not end within {:?} ({} never appeared)",
+                BACKGROUND_BUILD_BOUND,
+                status.display()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        loud(&format!(
+            "the background aarch64 build ended after {:.0?} of waiting",
+            start.elapsed()
+        ));
+    }
+    *done = true;
+    let code = std::fs::read_to_string(&status)
+        .unwrap_or_else(|e| panic!("read {}: {e}", status.display()));
+    if code.trim() != "0" {
+        let log = std::env::var_os("CUTOVER_TEST_AARCH64_LOG").map(PathBuf::from);
+        let text = log
+            .as_ref()
+            .and_then(|l| std::fs::read_to_string(l).ok())
+            .unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        panic!(
+            "the background aarch64 build failed (exit status {:?} in {}); the end of its log \
+             ({}):\n{}",
+            code.trim(),
+            status.display(),
+            log.as_deref()
+                .map(Path::display)
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            lines[lines.len().saturating_sub(40)..].join("\n")
+        );
+    }
 }
 
 /// qemu-user's aarch64 emulator: `qemu-aarch64` (Debian's `qemu-user`, which scripts/test.sh

@@ -179,8 +179,19 @@ pub fn loud(msg: &str) {
 pub static ENGINE_MODE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
 /// A read hold on [`ENGINE_MODE`], kept by a compose project until it is dropped.
-pub fn compose_hold() -> std::sync::RwLockReadGuard<'static, ()> {
-    ENGINE_MODE.read().unwrap_or_else(|p| p.into_inner())
+pub fn compose_hold() -> ComposeHold {
+    ComposeHold(Some(ENGINE_MODE.read().unwrap_or_else(|p| p.into_inner())))
+}
+
+/// [`compose_hold`]'s hold: once released, the swarm the swarm tests left pending is left if
+/// this was the last compose project up ([`crate::harness::swarm::leave_if_idle`]).
+pub struct ComposeHold(Option<std::sync::RwLockReadGuard<'static, ()>>);
+
+impl Drop for ComposeHold {
+    fn drop(&mut self) {
+        self.0.take();
+        crate::harness::swarm::leave_if_idle();
+    }
 }
 
 /// Removes an image a test made, when dropped (declare it after the project, so the

@@ -15,10 +15,12 @@
 //! - [`laptop`]: the `--ship` tests' second `dockerd` (its own netns), and images built on it.
 //! - [`docker_registry`]: Debian's `docker-registry` with htpasswd on loopback.
 //! - [`acme`]: pebble (the ACME test CA) and its mock DNS on loopback.
-//! - [`swarm`]: the single-node swarm the swarm tests share.
+//! - [`swarm`]: the single-node swarm the swarm tests share (left by the last of them, or,
+//!   when compose projects are up then, by the last of those).
 //! - [`cluster`]: a real three-node swarm (scripts/cluster.sh), one netns per node.
 //! - [`netns`]: a fresh network namespace, and running code inside it.
-//! - [`artifact`]: the static release tarball scripts/release.sh built, and a local HTTP server.
+//! - [`artifact`]: the static release tarball scripts/release.sh built (the aarch64 one waited
+//!   for while scripts/test.sh builds it in the background), and a local HTTP server.
 //! - [`readme_walk`]: the README's laptop-to-box path as commands (its `walk` markers), for
 //!   the `--help` check here and the VM suite's walk of it.
 //!

@@ -1,7 +1,11 @@
 //! The tests' single-node swarm (`docker swarm init --advertise-addr 127.0.0.1`), shared by
 //! the swarm e2e tests: one already there is reused and never left; otherwise the first test
-//! to need one creates it and the last to finish leaves it ([`SwarmGuard`], so a panic leaves
-//! too), once no compose project of this run is up ([`crate::harness::common::ENGINE_MODE`]).
+//! to need one creates it and it is left once no swarm test holds it and no compose project
+//! of this run is up ([`crate::harness::common::ENGINE_MODE`]): by the last swarm test to
+//! finish ([`SwarmGuard`], so a panic leaves too) when no compose project is up then, else by
+//! the last of those compose projects to go ([`leave_if_idle`]). The swarm test's thread does
+//! not wait for them: with two test threads it would sit idle for the rest of whatever
+//! compose test runs beside it (minutes, for the switch_clients ones that follow).
 //!
 //! The routing mesh (the published port) needs IPVS in the kernel. Where the kernel has none
 //! (proved from /proc/net/ip_vs and /proc/config.gz), [`routing_mesh`] says so loudly and the
@@ -18,7 +22,8 @@ use cutover::demo::http_get;
 use crate::harness::common::require;
 use crate::harness::project::{App, Project};
 
-/// How many tests hold the swarm, and whether we created it (then the last one leaves).
+/// How many tests hold the swarm, and whether we created it (and so must leave it: while
+/// none holds it, that leave is pending until no compose project is up).
 static SWARM: Mutex<(usize, bool)> = Mutex::new((0, false));
 
 struct SwarmGuard;
@@ -26,7 +31,8 @@ struct SwarmGuard;
 impl SwarmGuard {
     pub(crate) fn acquire() -> Option<SwarmGuard> {
         let mut held = SWARM.lock().unwrap_or_else(|p| p.into_inner());
-        if held.0 == 0 {
+        // A swarm we created and have not left yet (its leave pending) is ours to keep using.
+        if held.0 == 0 && !held.1 {
             let node = cutover::docker::swarm::node().expect("docker info");
             match node.state.as_str() {
                 "active" if node.manager => held.1 = false,
@@ -59,17 +65,33 @@ impl Drop for SwarmGuard {
     fn drop(&mut self) {
         let mut held = SWARM.lock().unwrap_or_else(|p| p.into_inner());
         held.0 -= 1;
-        if held.0 == 0 && held.1 {
-            // Wait until no compose project of this run is up: leaving breaks their networks.
-            let _no_compose = crate::harness::common::ENGINE_MODE
-                .write()
-                .unwrap_or_else(|p| p.into_inner());
-            let _ = std::process::Command::new("docker")
-                .args(["swarm", "leave", "--force"])
-                .output();
-            held.1 = false;
-        }
+        leave_now_or_later(&mut held);
     }
+}
+
+/// Leaves the swarm if we created it, no swarm test holds it and no compose project of this
+/// run is up (leaving breaks the networks of compose projects created while the swarm was
+/// active); otherwise the leave stays pending. Called when a compose project lets go of
+/// [`crate::harness::common::ENGINE_MODE`], so the last one up does the pending leave.
+pub(crate) fn leave_if_idle() {
+    let mut held = SWARM.lock().unwrap_or_else(|p| p.into_inner());
+    leave_now_or_later(&mut held);
+}
+
+fn leave_now_or_later(held: &mut (usize, bool)) {
+    if held.0 != 0 || !held.1 {
+        return;
+    }
+    // Not waiting for the lock: a compose project that is up will call back when it goes.
+    let _no_compose = match crate::harness::common::ENGINE_MODE.try_write() {
+        Ok(guard) => guard,
+        Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => return,
+    };
+    let _ = std::process::Command::new("docker")
+        .args(["swarm", "leave", "--force"])
+        .output();
+    held.1 = false;
 }
 
 fn fail_or_skip(msg: &str) {
