@@ -139,6 +139,9 @@ pub enum Command {
     /// Maintenance mode: nginx answers 503 with a page to everyone but cutover's probes
     #[command(subcommand)]
     Maintenance(MaintenanceCommand),
+    /// The nft switch's root side for a deploy user who is not root (run through `sudo -n`)
+    #[command(name = "switch-rule", hide = true, long_about = SWITCH_RULE_ABOUT)]
+    SwitchRule(SwitchRuleArgs),
     /// Print shell completions
     Completions {
         /// The shell to generate completions for
@@ -621,4 +624,49 @@ fn wait_duration(text: &str) -> Result<Duration, String> {
 /// `--generate N`: a secret value is an environment variable, and Linux caps one at 128 KiB.
 fn generated_length() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..=65536)
+}
+
+const SWITCH_RULE_ABOUT: &str = "\
+The nft switch's root side (nginx.switch: nft), for a deploy user who is not root: changing
+nftables rules needs CAP_NET_ADMIN, so deploys run this through `sudo -n`, and
+`cutover bootstrap` (as root) allows exactly this project's argv in
+/etc/sudoers.d/cutover-switch-<project>, for the root-owned copy
+/usr/local/lib/cutover/cutover. Not for people: deploy, rollback and status call it.
+
+It trusts only the project name and the colors: the ports come from the grant bootstrap wrote
+(/var/lib/cutover/switch/<project>.grant, root-only). It prints one JSON document: the
+project, its grant, the rule in the kernel afterwards (null: no table).";
+
+#[derive(Debug, Args)]
+pub struct SwitchRuleArgs {
+    #[command(subcommand)]
+    pub action: SwitchRuleAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwitchRuleAction {
+    /// Print the project's rule as the kernel has it
+    Read {
+        /// The project (its name in cutover.yml)
+        project: String,
+    },
+    /// Lead the primary port to PRIMARY's port and the backup port to BACKUP's, save it
+    Set {
+        /// The project (its name in cutover.yml)
+        project: String,
+        primary: RuleColor,
+        backup: RuleColor,
+    },
+    /// Delete the project's table and its saved ruleset
+    Remove {
+        /// The project (its name in cutover.yml)
+        project: String,
+    },
+}
+
+/// A color, as `switch-rule set` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuleColor {
+    Blue,
+    Green,
 }

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::process::Cmd;
 
@@ -55,7 +55,7 @@ pub fn saved(dir: &Path, project: &str) -> PathBuf {
 const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A project's mapping: where each stable port leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mapping {
     /// nginx's primary server: DNAT to the active color.
     pub primary: u16,

@@ -14,11 +14,27 @@
 //!   nginx.service and multi-user.target, and restarted or reloaded with nftables.service
 //!   (`PartOf`, `ReloadPropagatedFrom`), whose `flush ruleset` would delete the tables.
 //!
+//! With a project in nft mode (`nginx.switch: nft`, or `auto` with `nginx.switch_ports`) it
+//! also sets up the narrow root path (`crate::switch_rule`), since deploys then change the
+//! rule and a deploy user who is not root cannot:
+//! - the project's grant, `/var/lib/cutover/switch/<project>.grant` (0600, root, in the
+//!   0700 directory): the ports its rule may map, from cutover.yml; the only ports the root
+//!   side will ever map for that name;
+//! - for a deploy user who is not root (`--user`, else `$SUDO_USER`): a root-owned copy of
+//!   this binary at `/usr/local/lib/cutover/cutover` (0755; the one `--host` uploads belongs
+//!   to the deploy user, who could replace it) and `/etc/sudoers.d/cutover-switch-<project>`
+//!   (0440, checked by `visudo -c -f` first) allowing that user exactly the project's
+//!   `switch-rule` argv. Re-run bootstrap after upgrading cutover to refresh the copy.
+//!
+//! The user-data has no cutover binary to copy: the first `cutover bootstrap` does this.
+//!
 //! A failed restore does not hold nginx back: the site of a project in reload mode (no
 //! saved file) serves; a project in nft mode then answers 502 until `systemctl restart
 //! cutover-switch` or its next deploy, which writes the rule again.
 
 use std::path::Path;
+
+use anyhow::Context as _;
 
 use super::cloud_init::{Instance, Part, View};
 use super::{Options, StepDef, StepRun};
@@ -99,8 +115,9 @@ fn cloud_init(_: &Instance<'_>, view: &mut View) {
     view.run(&["systemctl", "enable", UNIT]);
 }
 
-pub fn step(_opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
+pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     step.summary(format!("{UNIT} (as root) before nginx.service"));
+    root_path(opts, step)?;
     let mut changed = step.write_file(Path::new(SCRIPT_PATH), script().as_bytes(), 0o755)?;
     changed |= step.write_file(Path::new(UNIT_PATH), unit().as_bytes(), 0o644)?;
     if step.target.on_live_system() && !Path::new("/run/systemd/system").is_dir() {
@@ -112,6 +129,50 @@ pub fn step(_opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     if changed || !super::boot_secrets::unit_enabled(step, UNIT) {
         super::boot_secrets::enable_unit(step, UNIT)?;
     }
+    Ok(())
+}
+
+/// The grant of the project, and for a deploy user who is not root the helper and the
+/// sudoers rule (see the module docs).
+fn root_path(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
+    use crate::switch_rule as sr;
+    let Some((project, grant)) = &opts.switch_grant else {
+        return Ok(());
+    };
+    grant
+        .check()
+        .map_err(|e| anyhow::anyhow!("nginx.switch_ports and colors of project {project}: {e}"))?;
+    let dir = Path::new(crate::nft::SAVED_DIR);
+    let mapped = step.target.path(dir);
+    if !mapped.is_dir() {
+        step.change(format!("create {} (mode 0700)", mapped.display()));
+        if !step.dry_run() {
+            std::fs::create_dir_all(&mapped)
+                .with_context(|| format!("could not create {}", mapped.display()))?;
+        }
+    }
+    if mapped.is_dir() {
+        step.ensure_mode(&mapped, 0o700, false)?;
+    }
+    step.write_file(
+        &sr::grant_path(dir, project),
+        sr::grant_text(grant).as_bytes(),
+        0o600,
+    )?;
+    let Some(user) = super::services::deploy_user(opts.user.as_deref()) else {
+        return Ok(());
+    };
+    let exe = std::env::current_exe().context("find this cutover binary to install")?;
+    let bytes = std::fs::read(&exe).with_context(|| format!("could not read {}", exe.display()))?;
+    step.write_file(Path::new(sr::HELPER), &bytes, 0o755)?;
+    let text = sr::sudoers(&user, project, Path::new(sr::HELPER));
+    let path = sr::sudoers_path(project);
+    if std::fs::read(step.target.path(&path)).ok().as_deref() != Some(text.as_bytes()) {
+        super::nginx_access::validate(&text).with_context(|| {
+            format!("the sudoers drop-in for {user}'s nft switch did not pass `visudo -c`; nothing was written")
+        })?;
+    }
+    step.write_file(&path, text.as_bytes(), 0o440)?;
     Ok(())
 }
 
