@@ -631,7 +631,7 @@ The nft switch's root side (nginx.switch: nft), for a deploy user who is not roo
 nftables rules needs CAP_NET_ADMIN, so deploys run this through `sudo -n`, and
 `cutover bootstrap` (as root) allows exactly this project's argv in
 /etc/sudoers.d/cutover-switch-<project>, for the root-owned copy
-/usr/local/lib/cutover/cutover. Not for people: deploy, rollback and status call it.
+/usr/local/lib/cutover-root/cutover. Not for people: deploy, rollback and status call it.
 
 It trusts only the project name and the colors: the ports come from the grant bootstrap wrote
 (/var/lib/cutover/switch/<project>.grant, root-only). It prints one JSON document: the

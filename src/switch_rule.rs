@@ -1,7 +1,7 @@
 //! The nft switch's narrow root path, for a deploy user who is not root (a cloud image's
 //! `admin` on the README's `--host` path): changing nftables rules needs CAP_NET_ADMIN, so
 //! such a user changes exactly one thing as root, their project's rule, through
-//! `sudo -n /usr/local/lib/cutover/cutover switch-rule …`, which bootstrap allows.
+//! `sudo -n /usr/local/lib/cutover-root/cutover switch-rule …`, which bootstrap allows.
 //!
 //! Both sides live here:
 //! - the root side ([`serve`], `cutover switch-rule`): trusts nothing of its caller but a
@@ -37,9 +37,10 @@ use crate::config::{Color, Config};
 use crate::nft::Mapping;
 use crate::process::Cmd;
 
-/// Where bootstrap installs the root-owned copy of cutover that sudo runs: never a binary
-/// the deploy user can write (the one `--host` uploads is theirs).
-pub const HELPER: &str = "/usr/local/lib/cutover/cutover";
+/// Where bootstrap installs the root-owned copy of cutover that sudo runs, in root's own
+/// directory: never a binary the deploy user can replace (the one `--host` uploads and the
+/// boot unit's `/usr/local/lib/cutover/cutover` are theirs).
+pub const HELPER: &str = "/usr/local/lib/cutover-root/cutover";
 
 /// Overrides [`HELPER`] on the caller's side (tests); sudo still decides what may run.
 pub const HELPER_ENV: &str = "CUTOVER_SWITCH_HELPER";
@@ -349,7 +350,9 @@ mod tests {
             let want = format!("{HELPER} {}", argv("web", a).join(" "));
             assert!(cmds.contains(&want.as_str()), "{want} not in {rule}");
         }
-        assert!(cmds.contains(&"/usr/local/lib/cutover/cutover switch-rule set web green blue"));
+        assert!(
+            cmds.contains(&"/usr/local/lib/cutover-root/cutover switch-rule set web green blue")
+        );
     }
 
     #[test]

@@ -6,7 +6,8 @@
 //! (whose `flush ruleset` would delete them again).
 //!
 //! What it installs:
-//! - `/usr/local/lib/cutover/restore-switch`: a POSIX sh script: `nft -f` of each saved file,
+//! - `/usr/local/lib/cutover-root/restore-switch` (in a directory bootstrap keeps root's
+//!   0755: the deploy user owns `/usr/local/lib/cutover`): a POSIX sh script: `nft -f` of each saved file,
 //!   every file tried, exit 1 if any failed (its error in the journal, `journalctl -u
 //!   cutover-switch`); stock parts only, no cutover binary at boot, so the user-data writes
 //!   the same script and unit at first boot;
@@ -21,8 +22,9 @@
 //!   0700 directory): the ports its rule may map, from cutover.yml; the only ports the root
 //!   side will ever map for that name;
 //! - for a deploy user who is not root (`--user`, else `$SUDO_USER`): a root-owned copy of
-//!   this binary at `/usr/local/lib/cutover/cutover` (0755; the one `--host` uploads belongs
-//!   to the deploy user, who could replace it) and `/etc/sudoers.d/cutover-switch-<project>`
+//!   this binary at `/usr/local/lib/cutover-root/cutover` (0755; neither the one `--host`
+//!   uploads nor the boot unit's `/usr/local/lib/cutover/cutover`: both are the deploy
+//!   user's, who could replace them) and `/etc/sudoers.d/cutover-switch-<project>`
 //!   (0440, checked by `visudo -c -f` first) allowing that user exactly the project's
 //!   `switch-rule` argv. Re-run bootstrap after upgrading cutover to refresh the copy.
 //!
@@ -48,7 +50,10 @@ pub const STEP: StepDef = StepDef {
 
 pub const UNIT: &str = "cutover-switch.service";
 pub const UNIT_PATH: &str = "/etc/systemd/system/cutover-switch.service";
-pub const SCRIPT_PATH: &str = "/usr/local/lib/cutover/restore-switch";
+/// Root's own directory for what runs as root: never `/usr/local/lib/cutover`, which
+/// "secrets at boot" gives to the deploy user (who could then replace what root runs).
+pub const ROOT_DIR: &str = "/usr/local/lib/cutover-root";
+pub const SCRIPT_PATH: &str = "/usr/local/lib/cutover-root/restore-switch";
 
 /// The restore script: `$1` overrides the directory of saved rulesets (tests).
 pub fn script() -> String {
@@ -117,6 +122,7 @@ fn cloud_init(_: &Instance<'_>, view: &mut View) {
 
 pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     step.summary(format!("{UNIT} (as root) before nginx.service"));
+    root_dir(step)?;
     root_path(opts, step)?;
     let mut changed = step.write_file(Path::new(SCRIPT_PATH), script().as_bytes(), 0o755)?;
     changed |= step.write_file(Path::new(UNIT_PATH), unit().as_bytes(), 0o644)?;
@@ -128,6 +134,37 @@ pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     }
     if changed || !super::boot_secrets::unit_enabled(step, UNIT) {
         super::boot_secrets::enable_unit(step, UNIT)?;
+    }
+    Ok(())
+}
+
+/// [`ROOT_DIR`], root's and 0755: what root runs from it only root can replace.
+fn root_dir(step: &mut StepRun<'_>) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = step.target.path(Path::new(ROOT_DIR));
+    match std::fs::symlink_metadata(&dir) {
+        Err(_) => {
+            step.change(format!("create {} (mode 0755, root's)", dir.display()));
+            if !step.dry_run() {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("could not create {}", dir.display()))?;
+            }
+        }
+        Ok(meta) if !meta.is_dir() => anyhow::bail!(
+            "{} is not a directory (a symlink?): remove it, bootstrap makes it root's",
+            dir.display()
+        ),
+        Ok(meta) if meta.uid() != 0 || meta.gid() != 0 => {
+            step.change(format!("chown root:root {}", dir.display()));
+            if !step.dry_run() {
+                std::os::unix::fs::chown(&dir, Some(0), Some(0))
+                    .with_context(|| format!("could not chown {} to root", dir.display()))?;
+            }
+        }
+        Ok(_) => {}
+    }
+    if dir.is_dir() {
+        step.ensure_mode(&dir, 0o755, false)?;
     }
     Ok(())
 }

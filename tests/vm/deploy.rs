@@ -1,6 +1,8 @@
 //! Phase 3: deploys with the image shipped over SSH (the box has no registry): after the
-//! walk's first deploy, blue → green under load through the box's nginx from this machine,
-//! rollback, a reboot.
+//! walk's first deploy (include + reload), the project moves to `nginx.switch: nft`
+//! (`crate::nft`), then blue → green under load through the box's nginx from this machine
+//! (the nft mode's set-up: the include's one reload), a rollback under load with nginx's
+//! PIDs unchanged (the rule alone switches), a reboot (the boot unit's restore).
 
 use std::time::Duration;
 
@@ -64,6 +66,7 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
     // old workers close idle keep-alive connections on reload; a request written onto one
     // just then is never read, and clients retry it, RFC 9112 §9.3.1) as a dropped request,
     // which under QEMU's slow user-mode networking happens about once a run.
+    crate::nft::switch_to_nft(vm, web);
     let load = Load::start(vm.http_port, Duration::from_secs(600));
     std::thread::sleep(Duration::from_secs(2));
     let second = web.cutover(&[
@@ -89,6 +92,7 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
         tally.by_answer
     ));
     assert_eq!(second.json()["to"], "green");
+    assert_eq!(second.json()["switch"], "nft", "{}", second.stdout());
     assert_eq!(
         tally.failed, 0,
         "failed requests during the switch: {:?}",
@@ -109,8 +113,33 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
     let body = serving(vm);
     assert!(body.contains("green") && body.contains("v2"), "{body}");
 
+    // The rollback under load: the rule alone switches, nginx keeps its master and workers.
+    let pids = crate::nft::nginx_pids(vm);
+    let load = Load::start(vm.http_port, Duration::from_secs(600));
+    std::thread::sleep(Duration::from_secs(2));
     let back = web.cutover_ok(&["rollback", "--json"]);
+    std::thread::sleep(Duration::from_secs(2));
+    let tally = load.finish();
+    loud(&format!(
+        "vm: rollback in nft mode took {:.1}s under load: {} requests ok, {} failed, answers {:?}",
+        back.took.as_secs_f64(),
+        tally.ok,
+        tally.failed,
+        tally.by_answer
+    ));
     assert_eq!(back.json()["to"], "blue", "{}", back.stderr());
+    assert_eq!(back.json()["switch"], "nft", "{}", back.stdout());
+    assert_eq!(
+        tally.failed, 0,
+        "failed requests during the nft rollback: {:?}",
+        tally.failures
+    );
+    assert!(tally.ok >= 10, "the load loop barely ran: {tally:?}");
+    assert_eq!(
+        crate::nft::nginx_pids(vm),
+        pids,
+        "nginx's PIDs changed across an nft rollback"
+    );
     let body = serving(vm);
     assert!(body.contains("blue") && body.contains("v1"), "{body}");
 
@@ -130,6 +159,7 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
         "vm: after a reboot the app answered again in {:.1}s",
         rebooted.elapsed().as_secs_f64()
     ));
+    crate::nft::after_reboot(vm, web);
     let status = web.cutover_ok(&["status", "--json"]);
     assert_eq!(
         status.json()["down"],
