@@ -14,7 +14,7 @@
 //!    docker group, the include's directory and sudoers rule, site, identity;
 //! 3. [`deploy`]: the project moves to `nginx.switch: nft` ([`nft`]: bootstrap sets up the
 //!    narrow root path for `admin`), then blue → green under load through the box's nginx,
-//!    a rollback under load with nginx's PIDs unchanged, a reboot (the boot unit restores
+//!    a rollback with nginx's PIDs unchanged, a reboot (the boot unit restores
 //!    the rule before nginx starts), with images shipped over SSH (`deploy --ship`);
 //! 4. [`secrets`]: the walk's project in `app.secrets_delivery: files`; the app answers with a
 //!    hash of its secret after the deploy, a docker restart and a reboot (the boot unit), and
