@@ -954,7 +954,7 @@ fn e2e_a_new_color_that_crashes_on_start_is_reported_as_dead_not_as_a_box_withou
     }
 }
 
-/// A throwaway system user (no home, no shell) and a sudoers drop-in allowing it exactly
+/// A throwaway system user (no home, no shell; `userdel`ed on drop) and a sudoers drop-in allowing it exactly
 /// `project`'s `switch-rule` argv, as bootstrap writes it for the deploy user, for this
 /// build's binary. One test-only line more: `env_keep` of `CUTOVER_SWITCH_DIR`, so the root
 /// side uses the project's own switch directory (in production sudo's `env_reset` drops it
@@ -1029,6 +1029,10 @@ impl DeployUser {
 impl Drop for DeployUser {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.dropin);
+        let _ = std::process::Command::new("userdel")
+            .arg(self.name)
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
