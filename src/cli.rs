@@ -635,7 +635,8 @@ nftables rules needs CAP_NET_ADMIN, so deploys run this through `sudo -n`, and
 
 It trusts only the project name and the colors: the ports come from the grant bootstrap wrote
 (/var/lib/cutover/switch/<project>.grant, root-only). It prints one JSON document: the
-project, its grant, the rule in the kernel afterwards (null: no table).";
+project, its grant, the rule in the kernel afterwards (null: no table). The global options
+(-C, --config, --host, ...) are ignored: it reads no cutover.yml and acts on this machine only.";
 
 #[derive(Debug, Args)]
 pub struct SwitchRuleArgs {
