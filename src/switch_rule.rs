@@ -206,11 +206,31 @@ pub fn serve(project: &str, action: Action) -> anyhow::Result<Reply> {
              {HELPER} {SUBCOMMAND} …`, as `cutover bootstrap` allows the deploy user"
         );
     }
+    // sudo keeps the caller's PATH where sudoers sets no `secure_path` (not every distro's
+    // default does): the `nft` this runs as root must be root's, never one the caller put first.
+    std::env::set_var("PATH", ROOT_PATH);
     let name =
         crate::config::Name::parse(project).map_err(|e| anyhow::anyhow!("project name: {e}"))?;
     let project = name.as_str();
     let dir = crate::nft::saved_dir();
-    let grant = read_grant(&dir, project)?;
+    let (grant_file, grant) = open_grant(&dir, project)?;
+    // One root side per project at a time (two deploys, or a caller's undo started while the
+    // call it gave up on still runs): the kernel's rule and the saved file are then written in
+    // the same order, never crossed so that the boot restores a color the kernel left.
+    rustix::fs::flock(&grant_file, rustix::fs::FlockOperation::LockExclusive)
+        .with_context(|| format!("lock {}", grant_path(&dir, project).display()))?;
+    // A caller that gives up (its timeout kills sudo, which relays SIGTERM or SIGHUP) must
+    // not stop this between the kernel's change and its save: the signals are noted and
+    // ignored; this ends on its own within one `nft` timeout.
+    let deferred = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(signal, deferred.clone())
+            .context("defer the signals that would stop a switch half done")?;
+    }
     let [primary, backup] = grant.switch_ports;
     let (mapping, unmapped) = match action {
         Action::Read => match crate::nft::read(project, primary, backup) {
@@ -238,8 +258,17 @@ pub fn serve(project: &str, action: Action) -> anyhow::Result<Reply> {
     })
 }
 
+/// The PATH the root side runs `nft` with: root's directories only (not `/usr/local`, which
+/// some distros let the `staff` group write).
+pub const ROOT_PATH: &str = "/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The grant of `project`, trusted only when only root could have written it.
 pub fn read_grant(dir: &Path, project: &str) -> anyhow::Result<Grant> {
+    open_grant(dir, project).map(|(_, grant)| grant)
+}
+
+/// [`read_grant`], with the open grant file (the root side locks it).
+fn open_grant(dir: &Path, project: &str) -> anyhow::Result<(std::fs::File, Grant)> {
     use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
     let trusted = |meta: &std::fs::Metadata| meta.uid() == 0 && meta.mode() & 0o022 == 0;
     let dmeta = std::fs::symlink_metadata(dir).with_context(|| {
@@ -298,7 +327,7 @@ pub fn read_grant(dir: &Path, project: &str) -> anyhow::Result<Grant> {
     grant
         .check()
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    Ok(grant)
+    Ok((file, grant))
 }
 
 /// How long the root side may take: a sudo, a process start, one nft transaction.

@@ -958,7 +958,9 @@ fn e2e_a_new_color_that_crashes_on_start_is_reported_as_dead_not_as_a_box_withou
 /// `project`'s `switch-rule` argv, as bootstrap writes it for the deploy user, for this
 /// build's binary. One test-only line more: `env_keep` of `CUTOVER_SWITCH_DIR`, so the root
 /// side uses the project's own switch directory (in production sudo's `env_reset` drops it
-/// and the root side uses /var/lib/cutover/switch). The drop-in goes on drop.
+/// and the root side uses /var/lib/cutover/switch), and of `PATH` without `secure_path`
+/// (a distro whose sudoers sets none: the caller's PATH reaches the root side). The
+/// drop-in goes on drop.
 struct DeployUser {
     name: &'static str,
     dropin: std::path::PathBuf,
@@ -988,7 +990,7 @@ impl DeployUser {
         ));
         let bin = Path::new(env!("CARGO_BIN_EXE_cutover"));
         let text = format!(
-            "Defaults:{name} env_keep += \"CUTOVER_SWITCH_DIR\"\n{}",
+            "Defaults:{name} env_keep += \"CUTOVER_SWITCH_DIR PATH\", !secure_path\n{}",
             cutover::switch_rule::sudoers(name, project, bin)
         );
         let dropin = std::path::PathBuf::from(format!(
@@ -1008,12 +1010,25 @@ impl DeployUser {
 
     /// `cutover ARGS` as this user, `sudo -n` first when `sudo` is set.
     fn run(&self, project: &Project, sudo: bool, args: &[&str]) -> std::process::Output {
+        self.run_with_path(project, sudo, args, "/usr/sbin:/usr/bin:/sbin:/bin")
+    }
+
+    /// [`DeployUser::run`] with the caller's `PATH`.
+    fn run_with_path(
+        &self,
+        project: &Project,
+        sudo: bool,
+        args: &[&str],
+        path: &str,
+    ) -> std::process::Output {
         let mut cmd = std::process::Command::new("runuser");
-        cmd.args(["-u", self.name, "--", "env"]).arg(format!(
-            "{}={}",
-            cutover::nft::SAVED_DIR_ENV,
-            project.switch_saved_dir().display()
-        ));
+        cmd.args(["-u", self.name, "--", "env"])
+            .arg(format!(
+                "{}={}",
+                cutover::nft::SAVED_DIR_ENV,
+                project.switch_saved_dir().display()
+            ))
+            .arg(format!("PATH={path}"));
         if sudo {
             cmd.args(["sudo", "-n"]);
         }
@@ -1126,6 +1141,23 @@ fn a_deploy_user_who_is_not_root_switches_through_sudo_and_nothing_else() {
         pids,
         "nginx was reloaded or restarted"
     );
+
+    // The caller's PATH (kept by a sudoers without `secure_path`) names an `nft` of its own:
+    // the root side runs root's, never that one.
+    let fake = tempfile::tempdir().unwrap();
+    let planted = fake.path().join("ran-as-root");
+    std::fs::write(
+        fake.path().join("nft"),
+        format!("#!/bin/sh\ntouch {}\n", planted.display()),
+    )
+    .unwrap();
+    sh_ok(&format!("chmod 0755 {0} {0}/nft", fake.path().display()));
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.path().display());
+    let set = reply(&user.run_with_path(&project, true, &["set", name, "green", "blue"], &path));
+    assert_eq!(set.mapping, Some(to_green));
+    assert!(!planted.exists(), "the caller's nft ran as root");
+    assert_eq!(rule(&project), to_green, "the kernel's rule did not change");
+    reply(&user.run(&project, true, &["set", name, "blue", "blue"]));
 
     // sudo's rule is exact: another project's name, an extra flag.
     let other = format!("{name}x");
