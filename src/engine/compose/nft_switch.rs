@@ -101,7 +101,9 @@ fn why_no_kernel_access(config: &Config) -> Option<String> {
         .filter(|u| !u.is_empty())
         .unwrap_or_else(|| format!("uid {}", rustix::process::geteuid().as_raw()));
     let fix = format!(
-        "run `cutover bootstrap` for this project as root (`sudo cutover bootstrap`, or          `cutover --host USER@BOX bootstrap`): it installs nftables, the grant of this project's          ports and the sudoers rule that lets {user} change this project's rule and nothing else"
+        "run `cutover bootstrap` for this project as root (`sudo cutover bootstrap`, or \
+         `cutover --host USER@BOX bootstrap`): it installs nftables, the grant of this project's \
+         ports and the sudoers rule that lets {user} change this project's rule and nothing else"
     );
     match crate::switch_rule::via_sudo(project, crate::switch_rule::Action::Read) {
         Ok(reply) => {
@@ -109,13 +111,23 @@ fn why_no_kernel_access(config: &Config) -> Option<String> {
             if wanted == Some(reply.grant) {
                 return None;
             }
+            let words = |g: &crate::switch_rule::Grant| {
+                format!(
+                    "switch ports {} and {} (blue {}, green {})",
+                    g.switch_ports[0], g.switch_ports[1], g.blue, g.green
+                )
+            };
             Some(format!(
-                "this box's grant for project {project} maps ports {:?} (blue {}, green {}),                  not cutover.yml's {:?}: {fix}",
-                reply.grant.switch_ports, reply.grant.blue, reply.grant.green, wanted
+                "this box's grant for project {project} maps {}, not cutover.yml's {}: {fix}",
+                words(&reply.grant),
+                wanted
+                    .as_ref()
+                    .map_or("(no nginx.switch_ports)".into(), words)
             ))
         }
         Err(e) => Some(format!(
-            "this deploy runs as {user}, not root, and changes the rule through `sudo -n {} {}              …`, which failed ({e:#}): {fix}",
+            "this deploy runs as {user}, not root, and changes the rule through `sudo -n {} {} \
+             …`, which failed ({e:#}): {fix}",
             crate::switch_rule::helper().display(),
             crate::switch_rule::SUBCOMMAND
         )),
@@ -142,7 +154,8 @@ fn kernel_switch(config: &Config, m: &Mapping) -> anyhow::Result<()> {
     let reply = crate::switch_rule::via_sudo(project, action)?;
     if reply.mapping != Some(*m) {
         anyhow::bail!(
-            "the root side mapped {:?}, not the {m:?} cutover.yml gives: run `cutover              bootstrap` as root again so this box's grant follows cutover.yml",
+            "the root side mapped {:?}, not the {m:?} cutover.yml gives: run `cutover \
+             bootstrap` as root again so this box's grant follows cutover.yml",
             reply.mapping
         );
     }
@@ -206,7 +219,8 @@ fn read_via_sudo(config: &Config, ports: [u16; 2]) -> anyhow::Result<Option<Mapp
     let reply = crate::switch_rule::via_sudo(project, crate::switch_rule::Action::Read)?;
     if reply.grant.switch_ports != ports {
         anyhow::bail!(
-            "this box's grant for project {project} names the switch ports {:?}, not              cutover.yml's {ports:?}: run `cutover bootstrap` as root again",
+            "this box's grant for project {project} names the switch ports {:?}, not \
+             cutover.yml's {ports:?}: run `cutover bootstrap` as root again",
             reply.grant.switch_ports
         );
     }
