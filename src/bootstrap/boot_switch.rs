@@ -141,30 +141,90 @@ pub fn step(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
 /// [`ROOT_DIR`], root's and 0755: what root runs from it only root can replace.
 fn root_dir(step: &mut StepRun<'_>) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt as _;
-    let dir = step.target.path(Path::new(ROOT_DIR));
+    root_only_dir(step, Path::new(ROOT_DIR), 0o755)?;
+    // A file another user owns (left in the directory by an earlier bootstrap that took the
+    // directory over) or a hard link would survive a write of the same bytes: replace it.
+    for file in [SCRIPT_PATH, crate::switch_rule::HELPER] {
+        let path = step.target.path(Path::new(file));
+        if let Ok(meta) = std::fs::symlink_metadata(&path) {
+            if !step.dry_run() && (meta.uid() != 0 || meta.nlink() != 1 || !meta.is_file()) {
+                step.change(format!(
+                    "remove {} (uid {}, {} links: not root's own)",
+                    path.display(),
+                    meta.uid(),
+                    meta.nlink()
+                ));
+                std::fs::remove_file(&path)
+                    .with_context(|| format!("could not remove {}", path.display()))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `live` (mapped into the target) as a directory only root can change: each existing
+/// ancestor root's and writable by no one else (a sticky one aside: `/tmp` under `--root`),
+/// else someone could rename the directory away and put their own in its place; the
+/// directory itself created with `mode` (whatever the umask), or, when it exists, a real
+/// directory root created: one someone else made (before this bootstrap, in a parent they
+/// could write then) may hold what they left, so it is refused, not taken over.
+fn root_only_dir(step: &mut StepRun<'_>, live: &Path, mode: u32) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt as _, MetadataExt as _};
+    let dir = step.target.path(live);
+    for ancestor in dir.ancestors().skip(1) {
+        let Ok(meta) = std::fs::metadata(ancestor) else {
+            continue;
+        };
+        let sticky = meta.mode() & 0o1000 != 0;
+        if meta.uid() != 0 || (meta.mode() & 0o022 != 0 && !sticky) {
+            anyhow::bail!(
+                "{} (a parent of {}) is uid {}'s, mode {:o}: expected root's and writable by \
+                 root only, or another user could replace what root runs or reads from {}; \
+                 `chown root: {0}` and `chmod go-w {0}`, then run bootstrap again",
+                ancestor.display(),
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o7777,
+                dir.display(),
+            );
+        }
+    }
     match std::fs::symlink_metadata(&dir) {
         Err(_) => {
-            step.change(format!("create {} (mode 0755, root's)", dir.display()));
+            step.change(format!(
+                "create {} (mode {mode:04o}, root's)",
+                dir.display()
+            ));
             if !step.dry_run() {
-                std::fs::create_dir_all(&dir)
+                if let Some(parent) = dir.parent() {
+                    std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o755)
+                        .create(parent)
+                        .with_context(|| format!("could not create {}", parent.display()))?;
+                }
+                std::fs::DirBuilder::new()
+                    .mode(0o700)
+                    .create(&dir)
                     .with_context(|| format!("could not create {}", dir.display()))?;
             }
         }
         Ok(meta) if !meta.is_dir() => anyhow::bail!(
-            "{} is not a directory (a symlink?): remove it, bootstrap makes it root's",
+            "{} is not a directory (a symlink?): expected a directory only root can write; \
+             remove it and run bootstrap again",
             dir.display()
         ),
-        Ok(meta) if meta.uid() != 0 || meta.gid() != 0 => {
-            step.change(format!("chown root:root {}", dir.display()));
-            if !step.dry_run() {
-                std::os::unix::fs::chown(&dir, Some(0), Some(0))
-                    .with_context(|| format!("could not chown {} to root", dir.display()))?;
-            }
-        }
+        Ok(meta) if meta.uid() != 0 => anyhow::bail!(
+            "{} belongs to uid {}, not root: someone else created it, so what it holds cannot \
+             be trusted to run or be read as root; remove it (`rm -r {0}`) and run bootstrap \
+             again",
+            dir.display(),
+            meta.uid()
+        ),
         Ok(_) => {}
     }
     if dir.is_dir() {
-        step.ensure_mode(&dir, 0o755, false)?;
+        step.ensure_mode(&dir, mode, false)?;
     }
     Ok(())
 }
@@ -180,17 +240,7 @@ fn root_path(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
         .check()
         .map_err(|e| anyhow::anyhow!("nginx.switch_ports and colors of project {project}: {e}"))?;
     let dir = Path::new(crate::nft::SAVED_DIR);
-    let mapped = step.target.path(dir);
-    if !mapped.is_dir() {
-        step.change(format!("create {} (mode 0700)", mapped.display()));
-        if !step.dry_run() {
-            std::fs::create_dir_all(&mapped)
-                .with_context(|| format!("could not create {}", mapped.display()))?;
-        }
-    }
-    if mapped.is_dir() {
-        step.ensure_mode(&mapped, 0o700, false)?;
-    }
+    root_only_dir(step, dir, 0o700)?;
     step.write_file(
         &sr::grant_path(dir, project),
         sr::grant_text(grant).as_bytes(),

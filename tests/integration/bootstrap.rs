@@ -927,3 +927,87 @@ fn a_sudo_user_in_nft_mode_gets_the_grant_a_root_owned_copy_and_an_exact_drop_in
     let (second, text2, _) = bootstrap(&project, &args);
     assert_eq!(statuses(&second)["nft switch at boot"], "ok", "{text2}");
 }
+
+// A deploy user who could write /usr/local/lib once (Debian's old `staff` group) made
+// /usr/local/lib/cutover-root first and left in it a byte-identical copy of cutover they own
+// (to rewrite it later, in place, and have sudo run it as root): bootstrap refuses the
+// directory rather than take it over. A file of another user in root's directory (from an
+// earlier bootstrap that chowned such a directory) is replaced, not kept for its bytes; a
+// parent another user can write is refused.
+#[test]
+fn a_root_directory_someone_else_made_or_could_replace_is_refused_not_taken_over() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
+        return;
+    }
+    let (_dir, project, root) = sudo_user_project_and_root();
+    let config = std::fs::read_to_string(project.join("cutover.yml")).unwrap();
+    let config = config.replacen(
+        "\nnginx:\n",
+        "\nnginx:\n  switch: nft\n  switch_ports: [9180, 9181]\n",
+        1,
+    );
+    std::fs::write(project.join("cutover.yml"), config).unwrap();
+    let r = root.path().to_str().unwrap();
+    let args = [
+        "--root",
+        r,
+        "--swap",
+        "off",
+        "--no-install",
+        "--user",
+        "admin",
+    ];
+    let root_dir = root.path().join("usr/local/lib/cutover-root");
+    let copy = root_dir.join("cutover");
+    std::fs::create_dir_all(&root_dir).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_cutover"), &copy).unwrap();
+    std::os::unix::fs::chown(&root_dir, Some(4242), Some(4243)).unwrap();
+    std::os::unix::fs::chown(&copy, Some(4242), Some(4243)).unwrap();
+    let refused = || {
+        let out = cutover(&project)
+            .arg("bootstrap")
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let report = json(&out);
+        assert_eq!(
+            statuses(&report)["nft switch at boot"],
+            "failed",
+            "{report}"
+        );
+        format!("{report}{}", String::from_utf8_lossy(&out.stderr))
+    };
+    let text = refused();
+    assert!(
+        text.contains(&format!(
+            "{} belongs to uid 4242, not root: someone else created it",
+            root_dir.display()
+        )),
+        "{text}"
+    );
+    assert_eq!(std::fs::metadata(&root_dir).unwrap().uid(), 4242);
+    assert!(!root
+        .path()
+        .join("etc/sudoers.d/cutover-switch-myapp")
+        .exists());
+
+    // An earlier bootstrap took the directory over: the user's file in it is replaced.
+    std::os::unix::fs::chown(&root_dir, Some(0), Some(0)).unwrap();
+    let (second, text, _) = bootstrap(&project, &args);
+    assert_eq!(statuses(&second)["nft switch at boot"], "changed", "{text}");
+    let meta = std::fs::metadata(&copy).unwrap();
+    assert_eq!((meta.uid(), meta.nlink()), (0, 1), "{text}");
+
+    // A parent the deploy user's group can write.
+    let lib = root.path().join("usr/local/lib");
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let text = refused();
+    assert!(
+        text.contains(&format!("{} (a parent of", lib.display()))
+            && text.contains("expected root's and writable by root only"),
+        "{text}"
+    );
+}
