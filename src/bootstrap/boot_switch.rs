@@ -241,6 +241,7 @@ fn root_path(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("nginx.switch_ports and colors of project {project}: {e}"))?;
     let dir = Path::new(crate::nft::SAVED_DIR);
     root_only_dir(step, dir, 0o700)?;
+    no_port_of_another_grant(&step.target.path(dir), project, grant)?;
     step.write_file(
         &sr::grant_path(dir, project),
         sr::grant_text(grant).as_bytes(),
@@ -249,6 +250,7 @@ fn root_path(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     let Some(user) = super::services::deploy_user(opts.user.as_deref()) else {
         return Ok(());
     };
+    sudoers_user_name(&user)?;
     let exe = std::env::current_exe().context("find this cutover binary to install")?;
     let bytes = std::fs::read(&exe).with_context(|| format!("could not read {}", exe.display()))?;
     step.write_file(Path::new(sr::HELPER), &bytes, 0o755)?;
@@ -263,9 +265,126 @@ fn root_path(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Refuses a grant sharing a port with another project's: the root side maps a grant's ports
+/// for whoever may run that project's rule, so two rules would DNAT the same port (which one
+/// the kernel applies first is not defined) and one project's deploys would steer, or take,
+/// the other's traffic. A grant left by a renamed project is named, to remove.
+fn no_port_of_another_grant(
+    dir: &Path,
+    project: &str,
+    grant: &crate::switch_rule::Grant,
+) -> anyhow::Result<()> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(());
+    };
+    let ports =
+        |g: &crate::switch_rule::Grant| [g.switch_ports[0], g.switch_ports[1], g.blue, g.green];
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let Some(other) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".grant"))
+        else {
+            continue;
+        };
+        if other == project {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("could not read {}", path.display()))?;
+        let theirs: crate::switch_rule::Grant = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: not a switch grant (remove it if project {other} is gone)",
+                path.display()
+            )
+        })?;
+        if let Some(p) = ports(grant)
+            .into_iter()
+            .find(|p| ports(&theirs).contains(p))
+        {
+            anyhow::bail!(
+                "port {p} of project {project}'s nginx.switch_ports and colors is also in \
+                 project {other}'s grant ({}): two projects' nft rules would map the same port; \
+                 give {project} other ports or, if project {other} is gone, delete its rule, \
+                 grant and sudoers drop-in: `{} switch-rule remove {other}`, then `rm {} \
+                 /etc/sudoers.d/cutover-switch-{other}`",
+                path.display(),
+                crate::switch_rule::HELPER,
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A user name sudoers reads as that one user: `ALL`, `%group`, `#uid`, `+netgroup`, or a
+/// space or `,` would make the drop-in grant the rule to others (visudo accepts them all).
+fn sudoers_user_name(user: &str) -> anyhow::Result<()> {
+    let ok = user != "ALL"
+        && user
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric() || c == '_')
+        && user
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !ok {
+        anyhow::bail!(
+            "deploy user {user:?} (--user, else $SUDO_USER): expected a user name of letters, \
+             digits, `_`, `-` and `.` (not ALL), which sudoers reads as exactly that user"
+        );
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_deploy_user_name_sudoers_would_read_as_others_is_refused() {
+        for ok in ["admin", "ec2-user", "ubuntu", "a.b", "_svc"] {
+            assert!(sudoers_user_name(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ALL", "%sudo", "#0", "+ops", "a b", "a,b", "a\nALL", "", "-x", "é",
+        ] {
+            let e = sudoers_user_name(bad).unwrap_err().to_string();
+            assert!(e.contains("expected a user name of letters"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn a_grant_sharing_a_port_with_another_projects_is_refused_naming_it() {
+        use crate::switch_rule::{grant_path, grant_text, Grant};
+        let tmp = tempfile::tempdir().unwrap();
+        let mine = Grant {
+            switch_ports: [9100, 9101],
+            blue: 9011,
+            green: 9012,
+        };
+        let theirs = Grant {
+            switch_ports: [9200, 9201],
+            blue: 9021,
+            green: 9022,
+        };
+        std::fs::write(grant_path(tmp.path(), "web"), grant_text(&mine)).unwrap();
+        std::fs::write(grant_path(tmp.path(), "shop"), grant_text(&theirs)).unwrap();
+        assert!(no_port_of_another_grant(tmp.path(), "web", &mine).is_ok());
+        let clash = Grant {
+            green: 9200,
+            ..mine
+        };
+        let e = no_port_of_another_grant(tmp.path(), "web", &clash)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("port 9200 of project web's") && e.contains("project shop's grant"),
+            "{e}"
+        );
+        assert!(e.contains("switch-rule remove shop"), "{e}");
+    }
 
     #[test]
     fn the_unit_restores_before_nginx_and_after_nftables_flushes() {
