@@ -636,7 +636,17 @@ nftables rules needs CAP_NET_ADMIN, so deploys run this through `sudo -n`, and
 It trusts only the project name and the colors: the ports come from the grant bootstrap wrote
 (/var/lib/cutover/switch/<project>.grant, root-only). It prints one JSON document: the
 project, its grant, the rule in the kernel afterwards (null: no table). The global options
-(-C, --config, --host, ...) are ignored: it reads no cutover.yml and acts on this machine only.";
+(-C, --config, --host, ...) are ignored: it reads no cutover.yml and acts on this machine only.
+A project without a grant, a grant another user could have written or that names ports
+below 1024 or twice, is refused (exit 1, the file and what was expected on stderr).
+
+Examples (as the deploy user):
+  sudo -n /usr/local/lib/cutover-root/cutover switch-rule read web
+  sudo -n /usr/local/lib/cutover-root/cutover switch-rule set web green blue
+
+Retiring a project (as root): `switch-rule remove <project>` first (it needs the grant), then
+delete its grant and /etc/sudoers.d/cutover-switch-<project>. After cutover.yml's ports change,
+run `cutover bootstrap` again: it rewrites the grant.";
 
 #[derive(Debug, Args)]
 pub struct SwitchRuleArgs {
@@ -655,7 +665,10 @@ pub enum SwitchRuleAction {
     Set {
         /// The project (its name in cutover.yml)
         project: String,
+        /// The color nginx's primary switch port leads to (the one serving)
         primary: RuleColor,
+        /// The color nginx's backup switch port leads to (the previous one in the watch
+        /// window, else PRIMARY again)
         backup: RuleColor,
     },
     /// Delete the project's table and its saved ruleset

@@ -1216,3 +1216,35 @@ fn a_deploy_user_who_is_not_root_switches_through_sudo_and_nothing_else() {
     assert!(!tables.contains(&format!("cutover_{other}")), "{tables}");
     assert_eq!(nginx_pids(&project), pids);
 }
+
+// `cutover switch-rule --help` is read by whoever finds the sudoers rule: it says what the
+// command trusts, how a deploy calls it, what each color argument means and how a project's
+// root path is retired.
+#[test]
+fn switch_rule_help_teaches_the_call_the_trust_and_the_retirement() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let help = run(&["switch-rule", "--help"]);
+    for want in [
+        "sudo -n /usr/local/lib/cutover-root/cutover switch-rule set web green blue",
+        "/var/lib/cutover/switch/<project>.grant",
+        "/etc/sudoers.d/cutover-switch-<project>",
+        "is refused (exit 1",
+        "Retiring a project",
+        "run `cutover bootstrap` again",
+    ] {
+        assert!(help.contains(want), "{want:?} not in:\n{help}");
+    }
+    let set = run(&["switch-rule", "set", "--help"]);
+    assert!(
+        set.contains("<PRIMARY>  The color nginx's primary"),
+        "{set}"
+    );
+    assert!(set.contains("<BACKUP>   The color nginx's backup"), "{set}");
+}
