@@ -241,6 +241,22 @@ pub fn serve(project: &str, action: Action) -> anyhow::Result<Reply> {
             },
         },
         Action::Set { primary, backup } => {
+            // The engine checks this too, but the caller may be the deploy user at a shell:
+            // a switch port something listens on (a database a root-bootstrapped grant
+            // happens to name) would hand this box's own clients of it to the app.
+            for port in grant.switch_ports {
+                let taken = crate::host::listening(port)
+                    .context("check that nothing listens on the grant's switch ports")?;
+                if taken {
+                    anyhow::bail!(
+                        "something listens on port {port}, a switch port of {}: the rule would \
+                         send this box's own connections to 127.0.0.1:{port} to project \
+                         {project}'s app instead; refusing (expected switch ports nothing \
+                         listens on: change nginx.switch_ports and run `cutover bootstrap` again)",
+                        grant_path(&dir, project).display()
+                    );
+                }
+            }
             let m = grant.mapping(primary, backup);
             crate::nft::switch(project, &m, &dir)?;
             (Some(m), None)

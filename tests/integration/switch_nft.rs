@@ -1204,6 +1204,26 @@ fn a_deploy_user_who_is_not_root_switches_through_sudo_and_nothing_else() {
         "a symlink is refused",
     );
     std::fs::remove_file(cutover::switch_rule::grant_path(&dir, &other)).unwrap();
+    // A grant naming a port something listens on (a local database): the root side itself
+    // refuses to take it, whoever calls.
+    let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db_port = db.local_addr().unwrap().port();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free_port = free.local_addr().unwrap().port();
+    drop(free);
+    let taken = cutover::switch_rule::Grant {
+        switch_ports: [db_port, free_port],
+        ..grant
+    };
+    let other_grant = cutover::switch_rule::grant_path(&dir, &other);
+    std::fs::write(&other_grant, cutover::switch_rule::grant_text(&taken)).unwrap();
+    sh_ok(&format!("chmod 0600 {}", other_grant.display()));
+    refused(
+        &as_root(&["set", &other, "green", "blue"]),
+        &format!("something listens on port {db_port}, a switch port of"),
+    );
+    std::fs::remove_file(&other_grant).unwrap();
+    drop(db);
     let absurd = cutover::switch_rule::Grant { green: 22, ..grant };
     std::fs::write(&grant_file, cutover::switch_rule::grant_text(&absurd)).unwrap();
     refused(
