@@ -256,6 +256,15 @@ fn root_path(opts: &Options, step: &mut StepRun<'_>) -> anyhow::Result<()> {
     step.write_file(Path::new(sr::HELPER), &bytes, 0o755)?;
     let text = sr::sudoers(&user, project, Path::new(sr::HELPER));
     let path = sr::sudoers_path(project);
+    if path == super::nginx_access::sudoers_path(&user) {
+        // Each run would overwrite the other's rules (deploys would lose nginx's reload).
+        anyhow::bail!(
+            "{} would hold both {user}'s nginx rules and project {project}'s switch rules (the \
+             user name {user} reads as `switch-` and a project name): deploy as another user \
+             or rename the project",
+            path.display()
+        );
+    }
     if std::fs::read(step.target.path(&path)).ok().as_deref() != Some(text.as_bytes()) {
         super::nginx_access::validate(&text).with_context(|| {
             format!("the sudoers drop-in for {user}'s nft switch did not pass `visudo -c`; nothing was written")

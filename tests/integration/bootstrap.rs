@@ -1011,3 +1011,46 @@ fn a_root_directory_someone_else_made_or_could_replace_is_refused_not_taken_over
         "{text}"
     );
 }
+
+// A deploy user named `switch-<project>` would have its nginx drop-in at the project's switch
+// drop-in's path: each run would overwrite the other's rules, so bootstrap refuses, naming it.
+#[test]
+fn a_user_whose_nginx_drop_in_is_the_projects_switch_drop_in_is_refused() {
+    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
+        return;
+    }
+    let (_dir, project, root) = sudo_user_project_and_root();
+    let config = std::fs::read_to_string(project.join("cutover.yml")).unwrap();
+    let config = config.replacen(
+        "\nnginx:\n",
+        "\nnginx:\n  switch: nft\n  switch_ports: [9180, 9181]\n",
+        1,
+    );
+    std::fs::write(project.join("cutover.yml"), config).unwrap();
+    let r = root.path().to_str().unwrap();
+    let out = cutover(&project)
+        .args([
+            "bootstrap",
+            "--json",
+            "--root",
+            r,
+            "--swap",
+            "off",
+            "--no-install",
+        ])
+        .args(["--user", "switch-myapp"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&out);
+    assert_eq!(
+        statuses(&report)["nft switch at boot"],
+        "failed",
+        "{report}"
+    );
+    let text = format!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("cutover-switch-myapp would hold both switch-myapp's nginx rules"),
+        "{text}"
+    );
+}
