@@ -209,6 +209,18 @@ pub fn serve(project: &str, action: Action) -> anyhow::Result<Reply> {
     // sudo keeps the caller's PATH where sudoers sets no `secure_path` (not every distro's
     // default does): the `nft` this runs as root must be root's, never one the caller put first.
     std::env::set_var("PATH", ROOT_PATH);
+    // A caller that gives up (its timeout kills sudo, which relays SIGTERM or SIGHUP) must
+    // not stop this between the kernel's change and its save: the signals are noted and
+    // ignored; this ends on its own (after the lock: within the other root side's `nft` timeout).
+    let deferred = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    for signal in [
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGHUP,
+    ] {
+        signal_hook::flag::register(signal, deferred.clone())
+            .context("defer the signals that would stop a switch half done")?;
+    }
     let name =
         crate::config::Name::parse(project).map_err(|e| anyhow::anyhow!("project name: {e}"))?;
     let project = name.as_str();
@@ -219,18 +231,6 @@ pub fn serve(project: &str, action: Action) -> anyhow::Result<Reply> {
     // the same order, never crossed so that the boot restores a color the kernel left.
     rustix::fs::flock(&grant_file, rustix::fs::FlockOperation::LockExclusive)
         .with_context(|| format!("lock {}", grant_path(&dir, project).display()))?;
-    // A caller that gives up (its timeout kills sudo, which relays SIGTERM or SIGHUP) must
-    // not stop this between the kernel's change and its save: the signals are noted and
-    // ignored; this ends on its own within one `nft` timeout.
-    let deferred = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    for signal in [
-        signal_hook::consts::SIGTERM,
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGHUP,
-    ] {
-        signal_hook::flag::register(signal, deferred.clone())
-            .context("defer the signals that would stop a switch half done")?;
-    }
     let [primary, backup] = grant.switch_ports;
     let (mapping, unmapped) = match action {
         Action::Read => match crate::nft::read(project, primary, backup) {

@@ -1204,6 +1204,51 @@ fn a_deploy_user_who_is_not_root_switches_through_sudo_and_nothing_else() {
         "a symlink is refused",
     );
     std::fs::remove_file(cutover::switch_rule::grant_path(&dir, &other)).unwrap();
+    // Root sides of one project take turns on the grant's lock, and a SIGTERM (sudo relays
+    // it when the caller gives up) does not stop one between the kernel's rule and its save:
+    // while this test holds the lock, a `set` waits; SIGTERMed there, it still finishes, and
+    // the kernel and the saved file agree.
+    {
+        let held = std::fs::File::open(&grant_file).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["switch-rule", "set", name, "green", "blue"])
+            .env(cutover::nft::SAVED_DIR_ENV, &dir)
+            .current_dir("/")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let waiting = |pid: u32| {
+            std::fs::read_to_string("/proc/locks")
+                .unwrap()
+                .lines()
+                .any(|l| l.contains("->") && l.split_whitespace().any(|w| w == pid.to_string()))
+        };
+        let mut polls = 0;
+        while !waiting(pid) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "switch-rule did not wait for the held lock: {:?}",
+                child.wait_with_output()
+            );
+            polls += 1;
+            assert!(polls < 3000, "switch-rule never waited on the grant's lock");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sh_ok(&format!("kill -TERM {pid}"));
+        drop(held);
+        let out = child.wait_with_output().unwrap();
+        let set = reply(&out);
+        assert_eq!(set.mapping, Some(to_green));
+        assert_eq!(rule(&project), to_green);
+        assert!(std::fs::read_to_string(&saved).unwrap().contains(&format!(
+            "dport {} dnat to 127.0.0.1:{}",
+            grant.switch_ports[0], project.green
+        )));
+        reply(&user.run(&project, true, &["set", name, "blue", "blue"]));
+    }
     // A grant naming a port something listens on (a local database): the root side itself
     // refuses to take it, whoever calls.
     let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
