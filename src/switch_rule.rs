@@ -12,7 +12,11 @@
 //!   must be a regular file owned by root and writable by no one else, in a directory with
 //!   the same checks, and hold four distinct unprivileged ports. A name without a grant
 //!   (another project's, one never bootstrapped) is refused. The ruleset is rendered here
-//!   (`crate::nft::ruleset`), applied in one `nft -f -` and saved for the boot unit.
+//!   (`crate::nft::ruleset`), applied in one `nft -f -` and saved for the boot unit. It runs
+//!   `nft` and `ss` with root's own PATH (sudo passes the caller's where sudoers has no
+//!   `secure_path`), takes turns with other root sides of the project on the grant's flock
+//!   and defers SIGTERM/SIGINT/SIGHUP, so the kernel's rule and the saved one never cross;
+//!   `set` refuses a switch port something listens on.
 //! - the caller side ([`via_sudo`]): the same argv bootstrap wrote into the sudoers rule
 //!   ([`argv`] is the one source of both), its JSON [`Reply`] parsed or refused.
 //!

@@ -28,6 +28,12 @@
 //!   (0440, checked by `visudo -c -f` first) allowing that user exactly the project's
 //!   `switch-rule` argv. Re-run bootstrap after upgrading cutover to refresh the copy.
 //!
+//! Root's directories (`cutover-root`, the switch directory) are refused, never taken over,
+//! when another user made them or could replace them (a parent not root's or writable by
+//! others): what root runs or trusts from them would then be theirs. A grant sharing a port
+//! with another project's grant, and a deploy user name sudoers would read as others (`ALL`,
+//! `%group`), are refused too.
+//!
 //! The user-data has no cutover binary to copy: the first `cutover bootstrap` does this.
 //!
 //! A failed restore does not hold nginx back: the site of a project in reload mode (no
@@ -147,15 +153,17 @@ fn root_dir(step: &mut StepRun<'_>) -> anyhow::Result<()> {
     for file in [SCRIPT_PATH, crate::switch_rule::HELPER] {
         let path = step.target.path(Path::new(file));
         if let Ok(meta) = std::fs::symlink_metadata(&path) {
-            if !step.dry_run() && (meta.uid() != 0 || meta.nlink() != 1 || !meta.is_file()) {
+            if meta.uid() != 0 || meta.nlink() != 1 || !meta.is_file() {
                 step.change(format!(
                     "remove {} (uid {}, {} links: not root's own)",
                     path.display(),
                     meta.uid(),
                     meta.nlink()
                 ));
-                std::fs::remove_file(&path)
-                    .with_context(|| format!("could not remove {}", path.display()))?;
+                if !step.dry_run() {
+                    std::fs::remove_file(&path)
+                        .with_context(|| format!("could not remove {}", path.display()))?;
+                }
             }
         }
     }
