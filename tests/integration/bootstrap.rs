@@ -994,6 +994,22 @@ fn a_root_directory_someone_else_made_or_could_replace_is_refused_not_taken_over
         .join("etc/sudoers.d/cutover-switch-myapp")
         .exists());
 
+    // A symlink in its place (to a directory root owns) is refused as well.
+    let aside = root.path().join("usr/local/lib/elsewhere");
+    std::fs::rename(&root_dir, &aside).unwrap();
+    std::os::unix::fs::chown(&aside, Some(0), Some(0)).unwrap();
+    std::os::unix::fs::symlink(&aside, &root_dir).unwrap();
+    let text = refused();
+    assert!(
+        text.contains(&format!(
+            "{} is not a directory (a symlink?)",
+            root_dir.display()
+        )),
+        "{text}"
+    );
+    std::fs::remove_file(&root_dir).unwrap();
+    std::fs::rename(&aside, &root_dir).unwrap();
+
     // An earlier bootstrap took the directory over: the user's file in it is replaced.
     std::os::unix::fs::chown(&root_dir, Some(0), Some(0)).unwrap();
     let (second, text, _) = bootstrap(&project, &args);
