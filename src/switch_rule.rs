@@ -225,6 +225,22 @@ pub fn serve(project: &str, action: Action) -> anyhow::Result<Reply> {
         signal_hook::flag::register(signal, deferred.clone())
             .context("defer the signals that would stop a switch half done")?;
     }
+    // sudo, whose death (the caller's timeout SIGKILLs it; this root process outlives it)
+    // reparents this one: see `gave_up`.
+    let parent = rustix::process::getppid();
+    let gave_up = || {
+        if deferred.load(std::sync::atomic::Ordering::SeqCst)
+            || rustix::process::getppid() != parent
+        {
+            // A caller that gave up goes on as if nothing changed (it undoes, or reports):
+            // a change made now, after its undo perhaps, would contradict it.
+            anyhow::bail!(
+                "the caller gave up (sudo ended, or relayed a signal) before project {project}'s \
+                 rule was changed: nothing done"
+            );
+        }
+        Ok(())
+    };
     let name =
         crate::config::Name::parse(project).map_err(|e| anyhow::anyhow!("project name: {e}"))?;
     let project = name.as_str();
@@ -262,10 +278,12 @@ pub fn serve(project: &str, action: Action) -> anyhow::Result<Reply> {
                 }
             }
             let m = grant.mapping(primary, backup);
+            gave_up()?;
             crate::nft::switch(project, &m, &dir)?;
             (Some(m), None)
         }
         Action::Remove => {
+            gave_up()?;
             crate::nft::remove(project, &dir)?;
             (None, None)
         }

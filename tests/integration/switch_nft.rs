@@ -1205,9 +1205,10 @@ fn a_deploy_user_who_is_not_root_switches_through_sudo_and_nothing_else() {
     );
     std::fs::remove_file(cutover::switch_rule::grant_path(&dir, &other)).unwrap();
     // Root sides of one project take turns on the grant's lock, and a SIGTERM (sudo relays
-    // it when the caller gives up) does not stop one between the kernel's rule and its save:
-    // while this test holds the lock, a `set` waits; SIGTERMed there, it still finishes, and
-    // the kernel and the saved file agree.
+    // it when the caller gives up) neither kills one nor lets it change the rule afterwards
+    // (the caller's undo may already have run): while this test holds the lock, a `set`
+    // waits; SIGTERMed there, it ends saying nothing was done, and the kernel and the saved
+    // file still agree on blue.
     {
         let held = std::fs::File::open(&grant_file).unwrap();
         rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
@@ -1240,14 +1241,16 @@ fn a_deploy_user_who_is_not_root_switches_through_sudo_and_nothing_else() {
         sh_ok(&format!("kill -TERM {pid}"));
         drop(held);
         let out = child.wait_with_output().unwrap();
-        let set = reply(&out);
-        assert_eq!(set.mapping, Some(to_green));
-        assert_eq!(rule(&project), to_green);
+        refused(&out, "the caller gave up");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("nothing done"),
+            "{out:?}"
+        );
+        assert_eq!(rule(&project).primary_to, project.blue);
         assert!(std::fs::read_to_string(&saved).unwrap().contains(&format!(
             "dport {} dnat to 127.0.0.1:{}",
-            grant.switch_ports[0], project.green
+            grant.switch_ports[0], project.blue
         )));
-        reply(&user.run(&project, true, &["set", name, "blue", "blue"]));
     }
     // A grant naming a port something listens on (a local database): the root side itself
     // refuses to take it, whoever calls.
