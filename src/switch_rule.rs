@@ -16,7 +16,8 @@
 //!   `nft` and `ss` with root's own PATH (sudo passes the caller's where sudoers has no
 //!   `secure_path`), takes turns with other root sides of the project on the grant's flock
 //!   and defers SIGTERM/SIGINT/SIGHUP, so the kernel's rule and the saved one never cross;
-//!   `set` refuses a switch port something listens on.
+//!   a caller that gave up before the change (a relayed signal, sudo gone) gets nothing
+//!   changed; `set` refuses a switch port something listens on.
 //! - the caller side ([`via_sudo`]): the same argv bootstrap wrote into the sudoers rule
 //!   ([`argv`] is the one source of both), its JSON [`Reply`] parsed or refused.
 //!
