@@ -139,6 +139,9 @@ pub enum Command {
     /// Maintenance mode: nginx answers 503 with a page to everyone but cutover's probes
     #[command(subcommand)]
     Maintenance(MaintenanceCommand),
+    /// The nft switch's root side for a deploy user who is not root (run through `sudo -n`)
+    #[command(name = "switch-rule", hide = true, long_about = SWITCH_RULE_ABOUT)]
+    SwitchRule(SwitchRuleArgs),
     /// Print shell completions
     Completions {
         /// The shell to generate completions for
@@ -621,4 +624,63 @@ fn wait_duration(text: &str) -> Result<Duration, String> {
 /// `--generate N`: a secret value is an environment variable, and Linux caps one at 128 KiB.
 fn generated_length() -> clap::builder::RangedU64ValueParser<usize> {
     clap::builder::RangedU64ValueParser::new().range(1..=65536)
+}
+
+const SWITCH_RULE_ABOUT: &str = "\
+The nft switch's root side (nginx.switch: nft), for a deploy user who is not root: changing
+nftables rules needs CAP_NET_ADMIN, so deploys run this through `sudo -n`, and
+`cutover bootstrap` (as root) allows exactly this project's argv in
+/etc/sudoers.d/cutover-switch-<project>, for the root-owned copy
+/usr/local/lib/cutover-root/cutover. Not for people: deploy, rollback and status call it.
+
+It trusts only the project name and the colors: the ports come from the grant bootstrap wrote
+(/var/lib/cutover/switch/<project>.grant, root-only). It prints one JSON document: the
+project, its grant, the rule in the kernel afterwards (null: no table). The global options
+(-C, --config, --host, ...) are ignored: it reads no cutover.yml and acts on this machine only.
+A project without a grant, a grant another user could have written or that names ports
+below 1024 or twice, is refused (exit 1, the file and what was expected on stderr).
+
+Examples (as the deploy user):
+  sudo -n /usr/local/lib/cutover-root/cutover switch-rule read web
+  sudo -n /usr/local/lib/cutover-root/cutover switch-rule set web green blue
+
+Retiring a project (as root): `switch-rule remove <project>` first (it needs the grant), then
+delete its grant and /etc/sudoers.d/cutover-switch-<project>. After cutover.yml's ports change,
+run `cutover bootstrap` again: it rewrites the grant.";
+
+#[derive(Debug, Args)]
+pub struct SwitchRuleArgs {
+    #[command(subcommand)]
+    pub action: SwitchRuleAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SwitchRuleAction {
+    /// Print the project's rule as the kernel has it
+    Read {
+        /// The project (its name in cutover.yml)
+        project: String,
+    },
+    /// Lead the primary port to PRIMARY's port and the backup port to BACKUP's, save it
+    Set {
+        /// The project (its name in cutover.yml)
+        project: String,
+        /// The color nginx's primary switch port leads to (the one serving)
+        primary: RuleColor,
+        /// The color nginx's backup switch port leads to (the previous one in the watch
+        /// window, else PRIMARY again)
+        backup: RuleColor,
+    },
+    /// Delete the project's table and its saved ruleset
+    Remove {
+        /// The project (its name in cutover.yml)
+        project: String,
+    },
+}
+
+/// A color, as `switch-rule set` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RuleColor {
+    Blue,
+    Green,
 }

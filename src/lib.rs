@@ -34,6 +34,7 @@ pub mod remote;
 pub mod render;
 pub mod secrets;
 pub mod state;
+pub mod switch_rule;
 
 use std::process::ExitCode;
 
@@ -57,6 +58,11 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
     // The box's end of `--host`: carries the session for a worker running this same argv.
     if cli.on_box {
         return remote::on_box::relay(cli.age_key_stdin);
+    }
+    // The nft switch's root side: before the context, so no cutover.yml, `--host` or
+    // `remote.host` of the working directory takes part (sudo's rule admits no flag).
+    if let cli::Command::SwitchRule(args) = cli.command {
+        return cmd::switch_rule::run(args);
     }
     let ctx = Context::from_cli(&cli)?;
     if ctx.verbosity == Verbosity::Verbose {

@@ -29,7 +29,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::process::Cmd;
 
@@ -55,7 +55,7 @@ pub fn saved(dir: &Path, project: &str) -> PathBuf {
 const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A project's mapping: where each stable port leads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mapping {
     /// nginx's primary server: DNAT to the active color.
     pub primary: u16,
@@ -147,7 +147,17 @@ pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()
         ),
     )?;
     crate::atomic::write(&saved, text.as_bytes(), 0o600)
-        .with_context(|| format!("save the nft switch ruleset to {}", saved.display()))
+        .with_context(|| format!("save the nft switch ruleset to {}", saved.display()))?;
+    sync_dir(dir)
+}
+
+/// Makes a save's rename (or a removal) durable before the caller goes on: a deploy stops the
+/// old color right after the switch, and a power loss that undid the rename would have the
+/// boot restore lead traffic back to that stopped color.
+fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("sync {} (the saved nft switch rulesets)", dir.display()))
 }
 
 /// Where `project`'s ruleset is saved, after checking that the directory is one only this
@@ -212,7 +222,8 @@ pub fn remove(project: &str, dir: &Path) -> anyhow::Result<()> {
         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
             Err(e).with_context(|| format!("remove {}", saved.display()))
         }
-        _ => Ok(()),
+        Err(_) => Ok(()),
+        Ok(()) => sync_dir(dir),
     }
 }
 

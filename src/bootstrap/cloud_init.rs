@@ -183,6 +183,7 @@ mod tests {
             identity: "/etc/cutover/identity.txt".into(),
             tls: None,
             nft: true,
+            switch_grant: None,
         }
     }
 

@@ -80,6 +80,9 @@ pub struct Options {
     /// The project may switch by nftables (`nginx.switch: nft`, or `auto` with
     /// `nginx.switch_ports`): the packages step installs `nft`.
     pub nft: bool,
+    /// With `nft`: the project's name and the ports its rule may map, which the "nft switch
+    /// at boot" step writes as the root side's grant (`crate::switch_rule`).
+    pub switch_grant: Option<(String, crate::switch_rule::Grant)>,
 }
 
 impl Options {
@@ -114,6 +117,12 @@ impl Options {
             identity: PathBuf::from(identity::DEFAULT_PATH),
             tls,
             nft: project.is_some_and(|loaded| wants_nft(&loaded.config)),
+            switch_grant: project
+                .filter(|loaded| wants_nft(&loaded.config))
+                .and_then(|loaded| {
+                    let grant = crate::switch_rule::Grant::of(&loaded.config)?;
+                    Some((loaded.config.project.as_str().to_string(), grant))
+                }),
             target: asked.target,
         })
     }

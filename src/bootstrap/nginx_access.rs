@@ -246,7 +246,7 @@ fn chown(
 }
 
 /// `visudo -c -f` on the text, in a private temp file: sudo's own parser decides.
-fn validate(text: &str) -> anyhow::Result<()> {
+pub(super) fn validate(text: &str) -> anyhow::Result<()> {
     let file = tempfile::Builder::new()
         .prefix("cutover-sudoers")
         .tempfile()

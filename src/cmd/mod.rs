@@ -12,6 +12,7 @@ mod progress;
 mod render;
 mod run;
 mod swarm;
+pub(crate) mod switch_rule;
 mod tls;
 
 use std::process::ExitCode;
@@ -63,6 +64,7 @@ pub fn dispatch(ctx: &Context, command: Command) -> anyhow::Result<ExitCode> {
         Command::Tls(command) => tls::run(ctx, command),
         Command::Run(args) => run::run(ctx, args),
         Command::Maintenance(command) => maintenance::run(ctx, command),
+        Command::SwitchRule(args) => switch_rule::run(args),
     }
 }
 

@@ -129,7 +129,11 @@ fn emit_command(argv: &mut Argv, command: &Command) -> anyhow::Result<()> {
             argv.words(&["maintenance", "off"]);
             emit_maintenance_common(argv, common);
         }
-        Command::Init(_) | Command::Secrets(_) | Command::Demo(_) | Command::Completions { .. } => {
+        Command::Init(_)
+        | Command::Secrets(_)
+        | Command::Demo(_)
+        | Command::Completions { .. }
+        | Command::SwitchRule(_) => {
             bail!("this command works on this machine's files; it is never sent to a box")
         }
     }

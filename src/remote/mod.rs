@@ -67,9 +67,12 @@ enum Reach {
 
 fn reach(command: &Command) -> Reach {
     match command {
-        Command::Init(_) | Command::Secrets(_) | Command::Demo(_) | Command::Completions { .. } => {
-            Reach::LocalOnly
-        }
+        Command::Init(_)
+        | Command::Secrets(_)
+        | Command::Demo(_)
+        | Command::Completions { .. }
+        // The nft switch's root side acts on the machine it runs on (sudo's, never `--host`).
+        | Command::SwitchRule(_) => Reach::LocalOnly,
         // User-data for a box that does not exist yet.
         Command::Bootstrap(a) if a.cloud_init => Reach::LocalOnly,
         // The built-in templates, written into this project.
@@ -130,6 +133,7 @@ fn command_name(command: &Command) -> &'static str {
         Command::Tls(_) => "tls",
         Command::Maintenance(_) => "maintenance",
         Command::Run(_) => "run",
+        Command::SwitchRule(_) => "switch-rule",
     }
 }
 

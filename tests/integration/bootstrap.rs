@@ -199,12 +199,14 @@ fn root_run_twice_sets_up_swap_once_and_changes_nothing_the_second_time() {
         "After=nftables.service",
         "WantedBy=multi-user.target nginx.service",
         "Type=oneshot",
-        "ExecStart=/usr/local/lib/cutover/restore-switch\n",
+        "ExecStart=/usr/local/lib/cutover-root/restore-switch\n",
     ] {
         assert!(unit.contains(want), "{want} not in:\n{unit}");
     }
     assert!(!unit.contains("User="), "{unit}");
-    let script = root.path().join("usr/local/lib/cutover/restore-switch");
+    let script = root
+        .path()
+        .join("usr/local/lib/cutover-root/restore-switch");
     assert_eq!(mode(&script), 0o755);
     assert!(std::fs::read_to_string(&script)
         .unwrap()
@@ -838,5 +840,233 @@ fn a_rerun_does_not_ask_again_to_add_a_key_already_in_recipients() {
             "public key: {key} (already in secrets/recipients.txt)"
         )),
         "{second}"
+    );
+}
+
+// issue #26 item 5: nft mode on a box whose deploy user is not root. Bootstrap gives the
+// user exactly its project's rule: the grant (root's, 0600), a root-owned copy of cutover in
+// root's own directory, and a visudo-checked drop-in for exactly the project's argv.
+#[test]
+fn a_sudo_user_in_nft_mode_gets_the_grant_a_root_owned_copy_and_an_exact_drop_in() {
+    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
+        return;
+    }
+    let (_dir, project, root) = sudo_user_project_and_root();
+    let config = std::fs::read_to_string(project.join("cutover.yml")).unwrap();
+    let config = config.replacen(
+        "\nnginx:\n",
+        "\nnginx:\n  switch: nft\n  switch_ports: [9180, 9181]\n",
+        1,
+    );
+    std::fs::write(project.join("cutover.yml"), config).unwrap();
+    let r = root.path().to_str().unwrap();
+    let args = [
+        "--root",
+        r,
+        "--swap",
+        "off",
+        "--no-install",
+        "--user",
+        "admin",
+    ];
+    let (first, text, _) = bootstrap(&project, &args);
+    assert_eq!(statuses(&first)["nft switch at boot"], "changed", "{text}");
+
+    let switch_dir = root.path().join("var/lib/cutover/switch");
+    assert_eq!(mode(&switch_dir), 0o700, "{text}");
+    let grant_file = switch_dir.join("myapp.grant");
+    assert_eq!(mode(&grant_file), 0o600);
+    let grant: cutover::switch_rule::Grant =
+        serde_json::from_str(&std::fs::read_to_string(&grant_file).unwrap()).unwrap();
+    assert_eq!(
+        grant,
+        cutover::switch_rule::Grant {
+            switch_ports: [9180, 9181],
+            blue: 8081,
+            green: 8082
+        }
+    );
+    // Root's directory and copy, never the deploy user's (theirs is the boot unit's).
+    let root_dir = root.path().join("usr/local/lib/cutover-root");
+    let copy = root_dir.join("cutover");
+    for p in [&root_dir, &copy, &switch_dir, &grant_file] {
+        let meta = std::fs::metadata(p).unwrap();
+        assert_eq!((meta.uid(), meta.gid()), (0, 0), "{}: {text}", p.display());
+    }
+    assert_eq!(mode(&root_dir), 0o755);
+    assert_eq!(mode(&copy), 0o755);
+    assert_eq!(
+        std::fs::read(&copy).unwrap(),
+        std::fs::read(env!("CARGO_BIN_EXE_cutover")).unwrap()
+    );
+    let restore = root_dir.join("restore-switch");
+    assert!(restore.is_file(), "{text}");
+
+    let drop_in = root.path().join("etc/sudoers.d/cutover-switch-myapp");
+    assert_eq!(mode(&drop_in), 0o440);
+    let rules = std::fs::read_to_string(&drop_in).unwrap();
+    let rule_lines: Vec<&str> = rules.lines().filter(|l| !l.starts_with('#')).collect();
+    let h = "/usr/local/lib/cutover-root/cutover switch-rule";
+    assert_eq!(
+        rule_lines,
+        [format!(
+            "admin ALL=(root) NOPASSWD: {h} read myapp, {h} remove myapp, \
+             {h} set myapp blue blue, {h} set myapp blue green, {h} set myapp green blue, \
+             {h} set myapp green green"
+        )],
+        "{rules}"
+    );
+    let visudo = std::process::Command::new(cutover::bootstrap::sbin("visudo"))
+        .args(["-c", "-f"])
+        .arg(&drop_in)
+        .output()
+        .unwrap();
+    assert!(visudo.status.success(), "{visudo:?}");
+
+    // A rerun changes nothing.
+    let (second, text2, _) = bootstrap(&project, &args);
+    assert_eq!(statuses(&second)["nft switch at boot"], "ok", "{text2}");
+}
+
+// A deploy user who could write /usr/local/lib once (Debian's old `staff` group) made
+// /usr/local/lib/cutover-root first and left in it a byte-identical copy of cutover they own
+// (to rewrite it later, in place, and have sudo run it as root): bootstrap refuses the
+// directory rather than take it over. A file of another user in root's directory (from an
+// earlier bootstrap that chowned such a directory) is replaced, not kept for its bytes; a
+// parent another user can write is refused.
+#[test]
+fn a_root_directory_someone_else_made_or_could_replace_is_refused_not_taken_over() {
+    use std::os::unix::fs::PermissionsExt as _;
+    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
+        return;
+    }
+    let (_dir, project, root) = sudo_user_project_and_root();
+    let config = std::fs::read_to_string(project.join("cutover.yml")).unwrap();
+    let config = config.replacen(
+        "\nnginx:\n",
+        "\nnginx:\n  switch: nft\n  switch_ports: [9180, 9181]\n",
+        1,
+    );
+    std::fs::write(project.join("cutover.yml"), config).unwrap();
+    let r = root.path().to_str().unwrap();
+    let args = [
+        "--root",
+        r,
+        "--swap",
+        "off",
+        "--no-install",
+        "--user",
+        "admin",
+    ];
+    let root_dir = root.path().join("usr/local/lib/cutover-root");
+    let copy = root_dir.join("cutover");
+    std::fs::create_dir_all(&root_dir).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_cutover"), &copy).unwrap();
+    std::os::unix::fs::chown(&root_dir, Some(4242), Some(4243)).unwrap();
+    std::os::unix::fs::chown(&copy, Some(4242), Some(4243)).unwrap();
+    let refused = || {
+        let out = cutover(&project)
+            .arg("bootstrap")
+            .arg("--json")
+            .args(args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1));
+        let report = json(&out);
+        assert_eq!(
+            statuses(&report)["nft switch at boot"],
+            "failed",
+            "{report}"
+        );
+        format!("{report}{}", String::from_utf8_lossy(&out.stderr))
+    };
+    let text = refused();
+    assert!(
+        text.contains(&format!(
+            "{} belongs to uid 4242, not root: someone else created it",
+            root_dir.display()
+        )),
+        "{text}"
+    );
+    assert_eq!(std::fs::metadata(&root_dir).unwrap().uid(), 4242);
+    assert!(!root
+        .path()
+        .join("etc/sudoers.d/cutover-switch-myapp")
+        .exists());
+
+    // A symlink in its place (to a directory root owns) is refused as well.
+    let aside = root.path().join("usr/local/lib/elsewhere");
+    std::fs::rename(&root_dir, &aside).unwrap();
+    std::os::unix::fs::chown(&aside, Some(0), Some(0)).unwrap();
+    std::os::unix::fs::symlink(&aside, &root_dir).unwrap();
+    let text = refused();
+    assert!(
+        text.contains(&format!(
+            "{} is not a directory (a symlink?)",
+            root_dir.display()
+        )),
+        "{text}"
+    );
+    std::fs::remove_file(&root_dir).unwrap();
+    std::fs::rename(&aside, &root_dir).unwrap();
+
+    // An earlier bootstrap took the directory over: the user's file in it is replaced.
+    std::os::unix::fs::chown(&root_dir, Some(0), Some(0)).unwrap();
+    let (second, text, _) = bootstrap(&project, &args);
+    assert_eq!(statuses(&second)["nft switch at boot"], "changed", "{text}");
+    let meta = std::fs::metadata(&copy).unwrap();
+    assert_eq!((meta.uid(), meta.nlink()), (0, 1), "{text}");
+
+    // A parent the deploy user's group can write.
+    let lib = root.path().join("usr/local/lib");
+    std::fs::set_permissions(&lib, std::fs::Permissions::from_mode(0o775)).unwrap();
+    let text = refused();
+    assert!(
+        text.contains(&format!("{} (a parent of", lib.display()))
+            && text.contains("expected root's and writable by root only"),
+        "{text}"
+    );
+}
+
+// A deploy user named `switch-<project>` would have its nginx drop-in at the project's switch
+// drop-in's path: each run would overwrite the other's rules, so bootstrap refuses, naming it.
+#[test]
+fn a_user_whose_nginx_drop_in_is_the_projects_switch_drop_in_is_refused() {
+    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
+        return;
+    }
+    let (_dir, project, root) = sudo_user_project_and_root();
+    let config = std::fs::read_to_string(project.join("cutover.yml")).unwrap();
+    let config = config.replacen(
+        "\nnginx:\n",
+        "\nnginx:\n  switch: nft\n  switch_ports: [9180, 9181]\n",
+        1,
+    );
+    std::fs::write(project.join("cutover.yml"), config).unwrap();
+    let r = root.path().to_str().unwrap();
+    let out = cutover(&project)
+        .args([
+            "bootstrap",
+            "--json",
+            "--root",
+            r,
+            "--swap",
+            "off",
+            "--no-install",
+        ])
+        .args(["--user", "switch-myapp"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&out);
+    assert_eq!(
+        statuses(&report)["nft switch at boot"],
+        "failed",
+        "{report}"
+    );
+    let text = format!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("cutover-switch-myapp would hold both switch-myapp's nginx rules"),
+        "{text}"
     );
 }

@@ -953,3 +953,366 @@ fn e2e_a_new_color_that_crashes_on_start_is_reported_as_dead_not_as_a_box_withou
         project.assert_still_serving("blue", "v1");
     }
 }
+
+/// A throwaway system user (no home, no shell; `userdel`ed on drop) and a sudoers drop-in allowing it exactly
+/// `project`'s `switch-rule` argv, as bootstrap writes it for the deploy user, for this
+/// build's binary. One test-only line more: `env_keep` of `CUTOVER_SWITCH_DIR`, so the root
+/// side uses the project's own switch directory (in production sudo's `env_reset` drops it
+/// and the root side uses /var/lib/cutover/switch), and of `PATH` without `secure_path`
+/// (a distro whose sudoers sets none: the caller's PATH reaches the root side). The
+/// drop-in goes on drop.
+struct DeployUser {
+    name: &'static str,
+    dropin: std::path::PathBuf,
+}
+
+impl DeployUser {
+    fn new(project: &str) -> Option<DeployUser> {
+        if !require(
+            "sudo",
+            "the nft switch's root path for a deploy user who is not root",
+        ) || !require(
+            "runuser",
+            "the nft switch's root path (runs the binary as another user)",
+        ) || !require(
+            "useradd",
+            "the nft switch's root path (makes a throwaway user)",
+        ) || !require(
+            "visudo",
+            "the nft switch's root path (checks the sudoers drop-in)",
+        ) {
+            return None;
+        }
+        let name = "cutover-swtest";
+        sh_ok(&format!(
+            "id -u {name} >/dev/null 2>&1 || useradd --system --no-create-home \
+             --shell /usr/sbin/nologin {name} || id -u {name}"
+        ));
+        let bin = Path::new(env!("CARGO_BIN_EXE_cutover"));
+        let text = format!(
+            "Defaults:{name} env_keep += \"CUTOVER_SWITCH_DIR PATH\", !secure_path\n{}",
+            cutover::switch_rule::sudoers(name, project, bin)
+        );
+        let dropin = std::path::PathBuf::from(format!(
+            "/etc/sudoers.d/cutover-test-{}",
+            project.replace('.', "_")
+        ));
+        let staged = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(staged.path(), &text).unwrap();
+        sh_ok(&format!("visudo -c -q -f {}", staged.path().display()));
+        sh_ok(&format!(
+            "install -m 0440 -o root -g root {} {}",
+            staged.path().display(),
+            dropin.display()
+        ));
+        Some(DeployUser { name, dropin })
+    }
+
+    /// `cutover ARGS` as this user, `sudo -n` first when `sudo` is set.
+    fn run(&self, project: &Project, sudo: bool, args: &[&str]) -> std::process::Output {
+        self.run_with_path(project, sudo, args, "/usr/sbin:/usr/bin:/sbin:/bin")
+    }
+
+    /// [`DeployUser::run`] with the caller's `PATH`.
+    fn run_with_path(
+        &self,
+        project: &Project,
+        sudo: bool,
+        args: &[&str],
+        path: &str,
+    ) -> std::process::Output {
+        let mut cmd = std::process::Command::new("runuser");
+        cmd.args(["-u", self.name, "--", "env"])
+            .arg(format!(
+                "{}={}",
+                cutover::nft::SAVED_DIR_ENV,
+                project.switch_saved_dir().display()
+            ))
+            .arg(format!("PATH={path}"));
+        if sudo {
+            cmd.args(["sudo", "-n"]);
+        }
+        cmd.arg(env!("CARGO_BIN_EXE_cutover"))
+            .arg("switch-rule")
+            .args(args)
+            .current_dir("/")
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for DeployUser {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.dropin);
+        let _ = std::process::Command::new("userdel")
+            .arg(self.name)
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+/// Answers every request on 127.0.0.1:`port` with `body` (a color that is not a container).
+fn http_listener(port: u16, body: &'static str) {
+    let l = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    std::thread::spawn(move || {
+        for stream in l.incoming() {
+            use std::io::{Read, Write};
+            let Ok(mut s) = stream else { return };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+}
+
+fn reply(out: &std::process::Output) -> cutover::switch_rule::Reply {
+    assert!(
+        out.status.success(),
+        "switch-rule failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    })
+}
+
+fn refused(out: &std::process::Output, says: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "not refused: {stderr}");
+    assert!(stderr.contains(says), "expected {says:?} in: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+// The README's box deploys as a user who is not root: the rule changes through `sudo -n
+// cutover switch-rule`, with the ports of the root-owned grant only.
+#[test]
+fn a_deploy_user_who_is_not_root_switches_through_sudo_and_nothing_else() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    let Some(user) = DeployUser::new(&project.name) else {
+        return;
+    };
+    let name = project.name.as_str();
+    let dir = project.switch_saved_dir();
+    // The grant bootstrap writes as root from cutover.yml.
+    let grant = cutover::switch_rule::Grant {
+        switch_ports: project.switch_ports,
+        blue: project.blue,
+        green: project.green,
+    };
+    let grant_file = cutover::switch_rule::grant_path(&dir, name);
+    std::fs::write(&grant_file, cutover::switch_rule::grant_text(&grant)).unwrap();
+    sh_ok(&format!("chmod 0600 {}", grant_file.display()));
+    // Green is idle: a listener stands in for it.
+    http_listener(project.green, "green-listener");
+    let pids = nginx_pids(&project);
+    let (_, before) = project.get("/").unwrap();
+    assert!(before.contains("blue"), "{before}");
+
+    let set = reply(&user.run(&project, true, &["set", name, "green", "blue"]));
+    let to_green = grant.mapping(cutover::config::Color::Green, cutover::config::Color::Blue);
+    assert_eq!(set.mapping, Some(to_green));
+    assert_eq!(rule(&project), to_green);
+    assert_eq!(project.get("/").unwrap().1, "green-listener");
+    let read = reply(&user.run(&project, true, &["read", name]));
+    assert_eq!(read.mapping, Some(to_green));
+    assert_eq!(read.grant, grant);
+    let saved = cutover::nft::saved(&dir, name);
+    let mode = sh_ok(&format!("stat -c '%a %u' {}", saved.display()));
+    assert_eq!(mode.trim(), "600 0", "{}", saved.display());
+    assert!(std::fs::read_to_string(&saved).unwrap().contains(&format!(
+        "dport {} dnat to 127.0.0.1:{}",
+        grant.switch_ports[0], project.green
+    )));
+    reply(&user.run(&project, true, &["set", name, "blue", "blue"]));
+    let (_, back) = project.get("/").unwrap();
+    assert!(back.contains("blue"), "{back}");
+    assert_eq!(
+        nginx_pids(&project),
+        pids,
+        "nginx was reloaded or restarted"
+    );
+
+    // The caller's PATH (kept by a sudoers without `secure_path`) names an `nft` of its own:
+    // the root side runs root's, never that one.
+    let fake = tempfile::tempdir().unwrap();
+    let planted = fake.path().join("ran-as-root");
+    std::fs::write(
+        fake.path().join("nft"),
+        format!("#!/bin/sh\ntouch {}\n", planted.display()),
+    )
+    .unwrap();
+    sh_ok(&format!("chmod 0755 {0} {0}/nft", fake.path().display()));
+    let path = format!("{}:/usr/sbin:/usr/bin:/sbin:/bin", fake.path().display());
+    let set = reply(&user.run_with_path(&project, true, &["set", name, "green", "blue"], &path));
+    assert_eq!(set.mapping, Some(to_green));
+    assert!(!planted.exists(), "the caller's nft ran as root");
+    assert_eq!(rule(&project), to_green, "the kernel's rule did not change");
+    reply(&user.run(&project, true, &["set", name, "blue", "blue"]));
+
+    // sudo's rule is exact: another project's name, an extra flag.
+    let other = format!("{name}x");
+    refused(&user.run(&project, true, &["read", &other]), "sudo");
+    refused(
+        &user.run(
+            &project,
+            true,
+            &["set", name, "green", "blue", "-C", "/tmp"],
+        ),
+        "sudo",
+    );
+    // Without sudo the user cannot change the kernel's rules, and is told how it is meant.
+    refused(
+        &user.run(&project, false, &["set", name, "green", "blue"]),
+        "runs as root",
+    );
+    // The root side's own wall (as root, its own checks only): a name without a grant, a
+    // name that is no project name, a color that is not one, a grant that is a symlink or
+    // that names absurd ports.
+    let as_root = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .arg("switch-rule")
+            .args(args)
+            .env(cutover::nft::SAVED_DIR_ENV, &dir)
+            .current_dir("/")
+            .output()
+            .unwrap()
+    };
+    refused(
+        &as_root(&["set", &other, "green", "blue"]),
+        "has no switch grant",
+    );
+    refused(
+        &as_root(&["set", "x; flush ruleset", "green", "blue"]),
+        "project name: invalid name",
+    );
+    let bad_color = as_root(&["set", name, "purple", "blue"]);
+    assert_eq!(bad_color.status.code(), Some(2), "{bad_color:?}");
+    std::os::unix::fs::symlink(&grant_file, cutover::switch_rule::grant_path(&dir, &other))
+        .unwrap();
+    refused(
+        &as_root(&["set", &other, "green", "blue"]),
+        "a symlink is refused",
+    );
+    std::fs::remove_file(cutover::switch_rule::grant_path(&dir, &other)).unwrap();
+    // Root sides of one project take turns on the grant's lock, and a SIGTERM (sudo relays
+    // it when the caller gives up) neither kills one nor lets it change the rule afterwards
+    // (the caller's undo may already have run): while this test holds the lock, a `set`
+    // waits; SIGTERMed there, it ends saying nothing was done, and the kernel and the saved
+    // file still agree on blue.
+    {
+        let held = std::fs::File::open(&grant_file).unwrap();
+        rustix::fs::flock(&held, rustix::fs::FlockOperation::LockExclusive).unwrap();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(["switch-rule", "set", name, "green", "blue"])
+            .env(cutover::nft::SAVED_DIR_ENV, &dir)
+            .current_dir("/")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let pid = child.id();
+        let waiting = |pid: u32| {
+            std::fs::read_to_string("/proc/locks")
+                .unwrap()
+                .lines()
+                .any(|l| l.contains("->") && l.split_whitespace().any(|w| w == pid.to_string()))
+        };
+        let mut polls = 0;
+        while !waiting(pid) {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "switch-rule did not wait for the held lock: {:?}",
+                child.wait_with_output()
+            );
+            polls += 1;
+            assert!(polls < 3000, "switch-rule never waited on the grant's lock");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        sh_ok(&format!("kill -TERM {pid}"));
+        drop(held);
+        let out = child.wait_with_output().unwrap();
+        refused(&out, "the caller gave up");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("nothing done"),
+            "{out:?}"
+        );
+        assert_eq!(rule(&project).primary_to, project.blue);
+        assert!(std::fs::read_to_string(&saved).unwrap().contains(&format!(
+            "dport {} dnat to 127.0.0.1:{}",
+            grant.switch_ports[0], project.blue
+        )));
+    }
+    // A grant naming a port something listens on (a local database): the root side itself
+    // refuses to take it, whoever calls.
+    let db = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let db_port = db.local_addr().unwrap().port();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let free_port = free.local_addr().unwrap().port();
+    drop(free);
+    let taken = cutover::switch_rule::Grant {
+        switch_ports: [db_port, free_port],
+        ..grant
+    };
+    let other_grant = cutover::switch_rule::grant_path(&dir, &other);
+    std::fs::write(&other_grant, cutover::switch_rule::grant_text(&taken)).unwrap();
+    sh_ok(&format!("chmod 0600 {}", other_grant.display()));
+    refused(
+        &as_root(&["set", &other, "green", "blue"]),
+        &format!("something listens on port {db_port}, a switch port of"),
+    );
+    std::fs::remove_file(&other_grant).unwrap();
+    drop(db);
+    let absurd = cutover::switch_rule::Grant { green: 22, ..grant };
+    std::fs::write(&grant_file, cutover::switch_rule::grant_text(&absurd)).unwrap();
+    refused(
+        &user.run(&project, true, &["set", name, "green", "blue"]),
+        "port 22 is below 1024",
+    );
+    // Nothing refused touched the kernel: the rule still leads to blue, no other table.
+    assert_eq!(rule(&project).primary_to, project.blue);
+    let tables = sh_ok("nft list tables");
+    assert!(!tables.contains(&format!("cutover_{other}")), "{tables}");
+    assert_eq!(nginx_pids(&project), pids);
+}
+
+// `cutover switch-rule --help` is read by whoever finds the sudoers rule: it says what the
+// command trusts, how a deploy calls it, what each color argument means and how a project's
+// root path is retired.
+#[test]
+fn switch_rule_help_teaches_the_call_the_trust_and_the_retirement() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cutover"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let help = run(&["switch-rule", "--help"]);
+    for want in [
+        "sudo -n /usr/local/lib/cutover-root/cutover switch-rule set web green blue",
+        "/var/lib/cutover/switch/<project>.grant",
+        "/etc/sudoers.d/cutover-switch-<project>",
+        "is refused (exit 1",
+        "Retiring a project",
+        "run `cutover bootstrap` again",
+    ] {
+        assert!(help.contains(want), "{want:?} not in:\n{help}");
+    }
+    let set = run(&["switch-rule", "set", "--help"]);
+    assert!(
+        set.contains("<PRIMARY>  The color nginx's primary"),
+        "{set}"
+    );
+    assert!(set.contains("<BACKUP>   The color nginx's backup"), "{set}");
+}

@@ -1,6 +1,8 @@
 //! Phase 3: deploys with the image shipped over SSH (the box has no registry): after the
-//! walk's first deploy, blue → green under load through the box's nginx from this machine,
-//! rollback, a reboot.
+//! walk's first deploy (include + reload), the project moves to `nginx.switch: nft`
+//! (`crate::nft`), then blue → green under load through the box's nginx from this machine
+//! (the nft mode's set-up: the include's one reload), a rollback with nginx's PIDs
+//! unchanged (the rule alone switches), a reboot (the boot unit's restore).
 
 use std::time::Duration;
 
@@ -64,6 +66,7 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
     // old workers close idle keep-alive connections on reload; a request written onto one
     // just then is never read, and clients retry it, RFC 9112 §9.3.1) as a dropped request,
     // which under QEMU's slow user-mode networking happens about once a run.
+    crate::nft::switch_to_nft(vm, web);
     let load = Load::start(vm.http_port, Duration::from_secs(600));
     std::thread::sleep(Duration::from_secs(2));
     let second = web.cutover(&[
@@ -89,6 +92,7 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
         tally.by_answer
     ));
     assert_eq!(second.json()["to"], "green");
+    assert_eq!(second.json()["switch"], "nft", "{}", second.stdout());
     assert_eq!(
         tally.failed, 0,
         "failed requests during the switch: {:?}",
@@ -109,8 +113,23 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
     let body = serving(vm);
     assert!(body.contains("green") && body.contains("v2"), "{body}");
 
+    // The rollback: the rule alone switches, nginx keeps its master and workers. (Not under
+    // a second load: the one above leaves ~40 new connections a second in conntrack's
+    // TIME_WAIT for two minutes, and a second load at once fills the 1 GiB box's conntrack
+    // table, `nf_conntrack: table full, dropping packet`, in either switch mode.)
+    let pids = crate::nft::nginx_pids(vm);
     let back = web.cutover_ok(&["rollback", "--json"]);
     assert_eq!(back.json()["to"], "blue", "{}", back.stderr());
+    assert_eq!(back.json()["switch"], "nft", "{}", back.stdout());
+    assert_eq!(
+        crate::nft::nginx_pids(vm),
+        pids,
+        "nginx's PIDs changed across an nft rollback"
+    );
+    loud(&format!(
+        "vm: rollback in nft mode took {:.1}s, nginx's PIDs unchanged ({pids})",
+        back.took.as_secs_f64()
+    ));
     let body = serving(vm);
     assert!(body.contains("blue") && body.contains("v1"), "{body}");
 
@@ -130,6 +149,7 @@ pub fn blue_green_under_load_and_rollback(vm: &Vm, web: &BoxProject) {
         "vm: after a reboot the app answered again in {:.1}s",
         rebooted.elapsed().as_secs_f64()
     ));
+    crate::nft::after_reboot(vm, web);
     let status = web.cutover_ok(&["status", "--json"]);
     assert_eq!(
         status.json()["down"],

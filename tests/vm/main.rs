@@ -12,8 +12,10 @@
 //!    on the pristine box; the app answers a hash of the secret the walk gave it;
 //! 2. [`bootstrap`]: bootstrap again (all `ok`), then a reboot: swap, swappiness, services,
 //!    docker group, the include's directory and sudoers rule, site, identity;
-//! 3. [`deploy`]: blue → green under load through the box's nginx, rollback, a reboot, with
-//!    images shipped over SSH (`deploy --ship`);
+//! 3. [`deploy`]: the project moves to `nginx.switch: nft` ([`nft`]: bootstrap sets up the
+//!    narrow root path for `admin`), then blue → green under load through the box's nginx,
+//!    a rollback with nginx's PIDs unchanged, a reboot (the boot unit restores
+//!    the rule before nginx starts), with images shipped over SSH (`deploy --ship`);
 //! 4. [`secrets`]: the walk's project in `app.secrets_delivery: files`; the app answers with a
 //!    hash of its secret after the deploy, a docker restart and a reboot (the boot unit), and
 //!    no plaintext copy is on the box's disks or in its journal;
@@ -33,6 +35,7 @@ mod bootstrap;
 mod deploy;
 mod fitness;
 mod machine;
+mod nft;
 mod project;
 mod secrets;
 mod walk;

@@ -55,8 +55,8 @@ fn why_not_nft(config: &Config) -> Option<String> {
             config.colors.upstream_host()
         ));
     }
-    if let Err(e) = crate::nft::available() {
-        return Some(e.to_string());
+    if let Some(why) = why_no_kernel_access(config) {
+        return Some(why);
     }
     // The rule sends every connection this box makes to 127.0.0.1:<switch port> to a color:
     // a service listening there (a database, ssh) would lose its local clients to the app.
@@ -82,6 +82,95 @@ fn why_not_nft(config: &Config) -> Option<String> {
     }
 }
 
+/// Whether this process changes the rule itself (root) or through the narrow root path
+/// (`crate::switch_rule`: `sudo -n` of bootstrap's root-owned helper).
+fn as_root() -> bool {
+    rustix::process::geteuid().is_root()
+}
+
+/// Why this process cannot change the project's rule, or None. As root: `nft` and
+/// CAP_NET_ADMIN. Otherwise one `switch-rule read` through `sudo -n` (the probe: sudo's rule,
+/// the helper, the grant and `nft` in one run), and a grant that maps cutover.yml's ports.
+fn why_no_kernel_access(config: &Config) -> Option<String> {
+    if as_root() {
+        return crate::nft::available().err().map(|e| e.to_string());
+    }
+    let project = config.project.as_str();
+    let user = std::env::var("USER")
+        .ok()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| format!("uid {}", rustix::process::geteuid().as_raw()));
+    let fix = format!(
+        "run `cutover bootstrap` for this project as root (`sudo cutover bootstrap`, or \
+         `cutover --host USER@BOX bootstrap`): it installs nftables, the grant of this project's \
+         ports and the sudoers rule that lets {user} change this project's rule and nothing else"
+    );
+    match crate::switch_rule::via_sudo(project, crate::switch_rule::Action::Read) {
+        Ok(reply) => {
+            let wanted = crate::switch_rule::Grant::of(config);
+            if wanted == Some(reply.grant) {
+                return None;
+            }
+            let words = |g: &crate::switch_rule::Grant| {
+                format!(
+                    "switch ports {} and {} (blue {}, green {})",
+                    g.switch_ports[0], g.switch_ports[1], g.blue, g.green
+                )
+            };
+            Some(format!(
+                "this box's grant for project {project} maps {}, not cutover.yml's {}: {fix}",
+                words(&reply.grant),
+                wanted
+                    .as_ref()
+                    .map_or("(no nginx.switch_ports)".into(), words)
+            ))
+        }
+        Err(e) => Some(format!(
+            "this deploy runs as {user}, not root, and changes the rule through `sudo -n {} {} \
+             …`, which failed ({e:#}): {fix}",
+            crate::switch_rule::helper().display(),
+            crate::switch_rule::SUBCOMMAND
+        )),
+    }
+}
+
+/// Leads the project's stable ports as `m` says: `nft` as root, else the root path with the
+/// colors `m` names (its ports are the grant's, checked against cutover.yml by the probe).
+fn kernel_switch(config: &Config, m: &Mapping) -> anyhow::Result<()> {
+    let project = config.project.as_str();
+    if as_root() {
+        return crate::nft::switch(project, m, &crate::nft::saved_dir());
+    }
+    let color = |port: u16| {
+        Color::ALL
+            .into_iter()
+            .find(|c| config.colors.port(*c) == port)
+            .ok_or_else(|| anyhow::anyhow!("port {port} is neither color's port"))
+    };
+    let action = crate::switch_rule::Action::Set {
+        primary: color(m.primary_to)?,
+        backup: color(m.backup_to)?,
+    };
+    let reply = crate::switch_rule::via_sudo(project, action)?;
+    if reply.mapping != Some(*m) {
+        anyhow::bail!(
+            "the root side mapped {:?}, not the {m:?} cutover.yml gives: run `cutover \
+             bootstrap` as root again so this box's grant follows cutover.yml",
+            reply.mapping
+        );
+    }
+    Ok(())
+}
+
+/// Deletes the project's table and saved ruleset, as root or through the root path.
+fn kernel_remove(config: &Config) -> anyhow::Result<()> {
+    let project = config.project.as_str();
+    if as_root() {
+        return crate::nft::remove(project, &crate::nft::saved_dir());
+    }
+    crate::switch_rule::via_sudo(project, crate::switch_rule::Action::Remove).map(|_| ())
+}
+
 /// The mapping that routes new connections to `to`, with `backup` behind it.
 pub(super) fn mapping(config: &Config, to: Color, backup: Color) -> Option<Mapping> {
     let [primary, backup_port] = config.nginx.switch_ports?;
@@ -105,6 +194,9 @@ pub fn read(config: &Config) -> anyhow::Result<Option<Mapping>> {
     let Some([primary, backup]) = config.nginx.switch_ports else {
         return Ok(None);
     };
+    if !as_root() {
+        return read_via_sudo(config, [primary.0, backup.0]);
+    }
     crate::nft::read(config.project.as_str(), primary.0, backup.0).map_err(|e| {
         if crate::process::which("nft").is_some() {
             return e;
@@ -119,6 +211,23 @@ pub fn read(config: &Config) -> anyhow::Result<Option<Mapping>> {
             crate::nft::table(config.project.as_str())
         ))
     })
+}
+
+/// [`read`] for a deploy user who is not root: the root side reads the kernel's rule.
+fn read_via_sudo(config: &Config, ports: [u16; 2]) -> anyhow::Result<Option<Mapping>> {
+    let project = config.project.as_str();
+    let reply = crate::switch_rule::via_sudo(project, crate::switch_rule::Action::Read)?;
+    if reply.grant.switch_ports != ports {
+        anyhow::bail!(
+            "this box's grant for project {project} names the switch ports {:?}, not \
+             cutover.yml's {ports:?}: run `cutover bootstrap` as root again",
+            reply.grant.switch_ports
+        );
+    }
+    match reply.unmapped {
+        Some(why) => Err(crate::nft::Unmapped(why).into()),
+        None => Ok(reply.mapping),
+    }
 }
 
 /// [`read`], with a table changed by hand so that it no longer maps both ports given as
@@ -151,7 +260,6 @@ impl Run<'_, '_> {
         backup: Color,
     ) -> anyhow::Result<(String, Option<Vec<u32>>, Undo)> {
         let config = &self.d.loaded.config;
-        let project = config.project.as_str();
         let wanted = mapping(config, to, backup)
             .ok_or_else(|| anyhow::anyhow!("nginx.switch: nft needs nginx.switch_ports"))?;
         // The rule as this run last read or wrote it (under the deploy lock nothing else of
@@ -163,7 +271,7 @@ impl Run<'_, '_> {
             None => read_or_unmapped(config)?.unwrap_or(None),
         };
         self.rule.set(None);
-        if let Err(e) = crate::nft::switch(project, &wanted, &crate::nft::saved_dir()) {
+        if let Err(e) = kernel_switch(config, &wanted) {
             // The kernel may have taken the rule before the save failed: put it back, or the
             // color this deploy is about to stop would keep the traffic.
             let back = self.nft_undo(Undo {
@@ -253,7 +361,7 @@ impl Run<'_, '_> {
             ..m
         };
         self.rule.set(None);
-        crate::nft::switch(config.project.as_str(), &closed, &crate::nft::saved_dir())?;
+        kernel_switch(config, &closed)?;
         self.rule.set(Some(Some(closed)));
         self.clock.note(format!(
             "a deploy stopped in its watch window left port {} as nginx's backup for {active}: \
@@ -333,12 +441,10 @@ impl Run<'_, '_> {
     /// Puts the rule (and the include, if this switch set it up) back.
     pub(super) fn nft_undo(&self, undo: Undo) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
-        let project = config.project.as_str();
-        let dir = crate::nft::saved_dir();
         self.rule.set(None);
         match undo.previous {
-            Some(m) => crate::nft::switch(project, &m, &dir)?,
-            None => crate::nft::remove(project, &dir)?,
+            Some(m) => kernel_switch(config, &m)?,
+            None => kernel_remove(config)?,
         }
         self.rule.set(Some(undo.previous));
         if let Some(sw) = undo.include {
