@@ -126,8 +126,19 @@ pub enum Outcome<R> {
 
 /// Polls `probe` every `interval` until it returns true or `timeout` passes.
 pub fn wait_until<R>(
-    mut probe: impl FnMut() -> (bool, Answer),
+    probe: impl FnMut() -> (bool, Answer),
     interval: Duration,
+    timeout: Duration,
+    watch: &mut dyn Watch<R>,
+) -> Outcome<R> {
+    wait_paced(probe, &|_: &Answer| interval, timeout, watch)
+}
+
+/// [`wait_until`], with the wait before the next poll chosen from the last answer: the health
+/// gate polls at once again where a poll costs the app nothing (see [`gate_pace`]).
+pub fn wait_paced<R>(
+    mut probe: impl FnMut() -> (bool, Answer),
+    pace: &dyn Fn(&Answer) -> Duration,
     timeout: Duration,
     watch: &mut dyn Watch<R>,
 ) -> Outcome<R> {
@@ -149,6 +160,7 @@ pub fn wait_until<R>(
                 polls,
             };
         }
+        let interval = pace(&answer);
         last = Some(answer);
         let elapsed = start.elapsed();
         if elapsed >= timeout {
@@ -173,6 +185,19 @@ pub fn wait_until<R>(
                 reason,
             };
         }
+    }
+}
+
+/// How long the health gate waits before its next poll, given the last answer: `interval`
+/// after an HTTP answer (the app is up and serving: `interval` is what the user allows its
+/// health path), `fast` after no answer at all (refused, reset, closed by Docker's proxy:
+/// nothing listens in the container yet, so a poll costs the app nothing; a probe that timed
+/// out has waited its own timeout already), so the gate sees the port start answering within
+/// `fast` of it, not within a whole `interval`.
+pub fn gate_pace(answer: &Answer, interval: Duration, fast: Duration) -> Duration {
+    match answer {
+        Answer::Status { .. } => interval,
+        Answer::NoAnswer(_) => fast.min(interval),
     }
 }
 
@@ -258,6 +283,44 @@ mod tests {
             } => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn the_gate_polls_fast_only_while_nothing_answers() {
+        let (interval, fast) = (Duration::from_millis(500), Duration::from_millis(5));
+        let refused = Answer::NoAnswer("connection refused".into());
+        let warming = Answer::Status {
+            code: 503,
+            body: String::new(),
+        };
+        assert_eq!(gate_pace(&refused, interval, fast), fast);
+        assert_eq!(gate_pace(&warming, interval, fast), interval);
+        // Never slower than the interval the user set.
+        assert_eq!(
+            gate_pace(&refused, Duration::from_millis(2), fast),
+            Duration::from_millis(2)
+        );
+    }
+
+    #[test]
+    fn the_pace_follows_the_last_answer() {
+        // Three refusals then a pass: paced at 1 ms, it is done long before one 10 s interval.
+        let mut polls = 0;
+        let started = Instant::now();
+        let outcome = wait_paced(
+            || {
+                polls += 1;
+                (polls == 4, Answer::NoAnswer("refused".into()))
+            },
+            &|a: &Answer| gate_pace(a, Duration::from_secs(10), Duration::from_millis(1)),
+            Duration::from_secs(60),
+            &mut |_: Duration, _: Option<&Answer>| Verdict::<()>::Continue,
+        );
+        assert!(
+            matches!(outcome, Outcome::Passed { polls: 4, .. }),
+            "{outcome:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]
