@@ -15,6 +15,8 @@
 #                (no seeds, no compose v1, no keep-alive, no footprint; writes
 #                bench/results/switch-compare.{json,md})
 #   BENCH_RAW_COPY=DIR   keep a copy of the raw files (load timelines, tool outputs) in DIR
+#   BENCH_BIN=PATH       measure that cutover binary, not a fresh build (BENCH_COMMIT=NAME: its
+#                        commit in the results): a before/after pair of runs
 #
 # Needs: docker (engine running), the demo images (built with scripts/demo-image.sh when
 # missing), nginx, python3, curl, GNU time; hyperfine is used when present (apt-get install
@@ -37,7 +39,7 @@ while [[ $# -gt 0 ]]; do
         --cycles) CYCLES=$2; shift 2 ;;
         --quick) QUICK=1; CYCLES=1; shift ;;
         --switch-compare) COMPARE=1; shift ;;
-        -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,29p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -59,7 +61,7 @@ need_gnu_time
 docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable" >&2; exit 1; }
 
 # The commit of the binary measured: taken at the build, not at the end of the run.
-COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src templates Cargo.toml Cargo.lock || echo '+dirty')"
+COMMIT=${BENCH_COMMIT:-"$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src templates Cargo.toml Cargo.lock || echo '+dirty')"}
 build_release
 demo_images
 
