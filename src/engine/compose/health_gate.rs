@@ -76,7 +76,9 @@ impl Gate<'_> {
                 }
                 (true, answer)
             },
-            &|answer: &Answer| health::gate_pace(answer, interval, FAST_POLL),
+            &|answer: &Answer, waited: Duration| {
+                health::gate_pace(answer, interval, waited, FAST_POLLS)
+            },
             health.timeout.get(),
             &mut |elapsed: Duration, last: Option<&Answer>| {
                 if self.interrupted.load(Ordering::SeqCst) {
@@ -137,12 +139,18 @@ impl Gate<'_> {
     }
 }
 
-/// The wait before the next poll while the new color gives no answer at all (refused, or
-/// closed by Docker's proxy: nothing listens in the container yet). Such a poll costs the app
-/// nothing and Docker's proxy a connection attempt, so the gate polls this often until the
-/// app answers, and at the configured `interval` once it answers anything but healthy: the
-/// gate notices the port start answering within 5 ms, not within a whole interval.
-const FAST_POLL: Duration = Duration::from_millis(5);
+/// The gate's pace while the new color gives no answer at all (refused, or closed by Docker's
+/// proxy: nothing listens in the container yet): every 5 ms for the first second, so the gate
+/// sees a quick app's port start answering within 5 ms, not within a whole `interval`; then
+/// backing off to one poll per 50 ms. Each poll is a connection through Docker's userland
+/// proxy and a conntrack entry that lingers for minutes; on a 1 GiB box (where the conntrack
+/// table has filled under load) a 30 s boot costs ~800 polls, not 6000 (see
+/// `health::gate_pace`). Once the app answers anything, the configured `interval`.
+const FAST_POLLS: health::FastPolls = health::FastPolls {
+    every: Duration::from_millis(5),
+    for_first: Duration::from_secs(1),
+    at_most: Duration::from_millis(50),
+};
 
 /// The spacing of the confirmations after the first healthy answer. They prove the answer was
 /// not a one-off: the app answers again, on new connections, with the container still
