@@ -209,7 +209,7 @@ pub struct FastPolls {
 /// the first `fast.for_first`, so an app that boots in about a second is seen within a few ms
 /// of answering; then a tenth of the time waited beyond that, up to `fast.at_most`. Each poll
 /// is a TCP connection through Docker's userland proxy and a conntrack entry that lingers for
-/// minutes: a slow boot (30 s, say) costs a few hundred polls, not one every few ms (6000).
+/// minutes: with the gate's 25 ms cap a slow boot (30 s, say) costs ~1400 polls, not 6000.
 /// Never longer than `interval`.
 pub fn gate_pace(
     answer: &Answer,
@@ -315,7 +315,7 @@ mod tests {
     const FAST: FastPolls = FastPolls {
         every: Duration::from_millis(5),
         for_first: Duration::from_secs(1),
-        at_most: Duration::from_millis(50),
+        at_most: Duration::from_millis(25),
     };
 
     #[test]
@@ -330,14 +330,14 @@ mod tests {
         assert_eq!(gate_pace(&refused, interval, ms(0), FAST), ms(5));
         assert_eq!(gate_pace(&refused, interval, ms(1000), FAST), ms(5));
         assert_eq!(gate_pace(&refused, interval, ms(1200), FAST), ms(20));
-        assert_eq!(gate_pace(&refused, interval, ms(1500), FAST), ms(50));
-        assert_eq!(gate_pace(&refused, interval, ms(60_000), FAST), ms(50));
+        assert_eq!(gate_pace(&refused, interval, ms(1250), FAST), ms(25));
+        assert_eq!(gate_pace(&refused, interval, ms(60_000), FAST), ms(25));
         // An answer of any kind: the configured interval, at once.
         assert_eq!(gate_pace(&warming, interval, ms(0), FAST), interval);
         assert_eq!(gate_pace(&warming, interval, ms(60_000), FAST), interval);
         // Never slower than the interval the user set.
         assert_eq!(gate_pace(&refused, ms(2), ms(0), FAST), ms(2));
-        assert_eq!(gate_pace(&refused, ms(30), ms(60_000), FAST), ms(30));
+        assert_eq!(gate_pace(&refused, ms(10), ms(60_000), FAST), ms(10));
     }
 
     /// The polls the pace allows while nothing answers for `boot`, probes taking no time.
@@ -355,12 +355,13 @@ mod tests {
     fn a_slow_boot_costs_a_bounded_number_of_polls() {
         // The first second: every 5 ms.
         assert_eq!(polls_until(Duration::from_secs(1)), 200);
-        // Beyond it, the back-off: at most ~20 a second (one per 50 ms) plus the ramp.
+        // Beyond it, the back-off: 40 a second (one per 25 ms) once the ramp (~30 polls) is
+        // done.
         let thirty = polls_until(Duration::from_secs(30));
-        assert!(thirty > 200 + 20 * 28, "{thirty}");
-        assert!(thirty < 200 + 20 * 29 + 40, "{thirty}");
+        assert!(thirty > 200 + 40 * 28, "{thirty}");
+        assert!(thirty < 200 + 40 * 29 + 40, "{thirty}");
         // Not the 6000 a fixed 5 ms pace would make.
-        assert!(thirty < 6000 / 5, "{thirty}");
+        assert!(thirty < 6000 / 4, "{thirty}");
     }
 
     #[test]

@@ -142,14 +142,15 @@ impl Gate<'_> {
 /// The gate's pace while the new color gives no answer at all (refused, or closed by Docker's
 /// proxy: nothing listens in the container yet): every 5 ms for the first second, so the gate
 /// sees a quick app's port start answering within 5 ms, not within a whole `interval`; then
-/// backing off to one poll per 50 ms. Each poll is a connection through Docker's userland
-/// proxy and a conntrack entry that lingers for minutes; on a 1 GiB box (where the conntrack
-/// table has filled under load) a 30 s boot costs ~800 polls, not 6000 (see
-/// `health::gate_pace`). Once the app answers anything, the configured `interval`.
+/// backing off to one poll per 25 ms (a slow boot is seen within 25 ms of answering). Each
+/// poll is a connection through Docker's userland proxy and a conntrack entry that lingers
+/// for minutes; on a 1 GiB box (where the conntrack table has filled under load) a 30 s boot
+/// costs ~1400 polls, not 6000 (see `health::gate_pace`). Once the app answers anything, the
+/// configured `interval`.
 const FAST_POLLS: health::FastPolls = health::FastPolls {
     every: Duration::from_millis(5),
     for_first: Duration::from_secs(1),
-    at_most: Duration::from_millis(50),
+    at_most: Duration::from_millis(25),
 };
 
 /// The spacing of the confirmations after the first healthy answer. They prove the answer was
