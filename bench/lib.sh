@@ -27,8 +27,16 @@ need_gnu_time() {
     [[ -x /usr/bin/time ]] || { echo "${0##*/} needs GNU time (apt-get install time)" >&2; exit 1; }
 }
 
-# build_release: the release binary the benchmarks measure, in BIN.
+# build_release: the release binary the benchmarks measure, in BIN. BENCH_BIN=PATH measures
+# that binary instead (an earlier commit's build, for a before/after pair of runs), and
+# BENCH_COMMIT names its commit in the results.
 build_release() {
+    if [[ -n "${BENCH_BIN:-}" ]]; then
+        BIN=$BENCH_BIN
+        log "binary: $BIN (BENCH_BIN, not built)"
+        [[ -x "$BIN" ]] || { echo "no binary at $BIN" >&2; exit 1; }
+        return
+    fi
     log "build (cargo build --release --locked)"
     cargo build --release --locked --quiet
     BIN=${CARGO_TARGET_DIR:-$repo_root/target}/release/cutover

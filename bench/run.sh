@@ -14,7 +14,14 @@
 #                overhead beyond the floor and the switch latency of both ways side by side
 #                (no seeds, no compose v1, no keep-alive, no footprint; writes
 #                bench/results/switch-compare.{json,md})
+#   --ab "NAME=BIN NAME=BIN…"  an A/B of cutover binaries close together in time: reload
+#                mode, one load client, the binaries taking turns (one v2 → green, v1 → blue
+#                pair each per cycle, --cycles N, default 3), so a change in the machine's
+#                load hits all alike; boot time BENCH_AB_DELAY_MS (default 1000). Writes
+#                bench/results/ab.{jsonl,md} (per-step medians per binary, load per cycle)
 #   BENCH_RAW_COPY=DIR   keep a copy of the raw files (load timelines, tool outputs) in DIR
+#   BENCH_BIN=PATH       measure that cutover binary, not a fresh build (BENCH_COMMIT=NAME: its
+#                        commit in the results): a before/after pair of runs
 #
 # Needs: docker (engine running), the demo images (built with scripts/demo-image.sh when
 # missing), nginx, python3, curl, GNU time; hyperfine is used when present (apt-get install
@@ -32,12 +39,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 CYCLES=3
 QUICK=0
 COMPARE=0
+AB=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --cycles) CYCLES=$2; shift 2 ;;
         --quick) QUICK=1; CYCLES=1; shift ;;
         --switch-compare) COMPARE=1; shift ;;
-        -h|--help) sed -n '2,27p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --ab) AB=$2; shift 2 ;;
+        -h|--help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -59,7 +68,7 @@ need_gnu_time
 docker info >/dev/null 2>&1 || { echo "the Docker engine is not reachable" >&2; exit 1; }
 
 # The commit of the binary measured: taken at the build, not at the end of the run.
-COMMIT="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src templates Cargo.toml Cargo.lock || echo '+dirty')"
+COMMIT=${BENCH_COMMIT:-"$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src templates Cargo.toml Cargo.lock || echo '+dirty')"}
 build_release
 demo_images
 
@@ -256,6 +265,77 @@ start_nginx
 STARTED_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 T_BEGIN=$(date +%s)
+
+if [[ -n $AB ]]; then
+    # The A/B: the binaries take turns, one deploy pair each per cycle, under one load client.
+    declare -A AB_BIN
+    AB_NAMES=()
+    for pair in $AB; do
+        AB_NAMES+=("${pair%%=*}"); AB_BIN[${pair%%=*}]=${pair#*=}
+        [[ -x ${pair#*=} ]] || { echo "--ab: no binary at ${pair#*=}" >&2; exit 2; }
+    done
+    delay=${BENCH_AB_DELAY_MS:-1000}
+    write_config "$delay"
+    reset_stage
+    deploy cutover "$V2_CMD" "$delay" v1 blue "warmup"
+    start_load ab close
+    : >"$RAW/ab-loads.txt"
+    for c in $(seq 1 "$CYCLES"); do
+        for name in "${AB_NAMES[@]}"; do
+            BIN=${AB_BIN[$name]}
+            deploy cutover "$V2_CMD" "$delay" v2 green "$name-$c"
+            deploy cutover "$V2_CMD" "$delay" v1 blue "$name-$c"
+            printf '%s %s\n' "$name-$c" "$(cut -d' ' -f1-3 /proc/loadavg)" >>"$RAW/ab-loads.txt"
+        done
+    done
+    stop_load
+    mkdir -p bench/results
+    cp "$RAW/deploys.jsonl" bench/results/ab.jsonl
+    python3 - "$RAW" "$delay" "$STARTED_AT" "$AB" >bench/results/ab.md <<'PY'
+import json, statistics, sys
+raw, delay, started, ab = sys.argv[1:]
+load = json.load(open(f"{raw}/ab.load.json"))
+
+
+def first_seen(answer, after):
+    # As bench/report.py: the load client's first answer from the new color after the start.
+    seen = [t for thread in load["transitions"] for t, a in thread if t >= after and a == answer]
+    return min(seen) if seen else None
+
+
+runs = {}
+for line in open(f"{raw}/deploys.jsonl"):
+    d = json.loads(line)
+    if d["label"] == "warmup" or d["exit"] != 0:
+        continue
+    steps = {s["step"]: s["ms"] for s in (d.get("cutover") or {}).get("steps", [])}
+    steps["wall − settle"] = round((d["t_end"] - d["t_start"]) * 1000 - steps.get("settle", 0))
+    ready = (d.get("watch") or {}).get("ready_at")
+    new = first_seen("version=%s color=%s" % (d["image"].split(":")[1], d["to"]), d["t_start"])
+    if ready and new:
+        steps["ready → first response"] = round((new - ready) * 1000)
+    runs.setdefault(d["label"].rsplit("-", 1)[0], []).append(steps)
+names = list(runs)
+keys = [k for k in ["wall − settle", "ready → first response", "up", "health", "observe", "switch", "probe", "settle", "drain", "stop"]
+        if any(k in s for r in runs.values() for s in r)]
+print(f"A/B ({started}, boot {delay} ms, reload mode): {ab}\n")
+print("| step (median (min–max) ms) | " + " | ".join(f"{n} ({len(runs[n])})" for n in names) + " |")
+print("| --- |" + " --- |" * len(names))
+for k in keys:
+    cells = []
+    for n in names:
+        v = [s[k] for s in runs[n] if k in s]
+        cells.append(f"{statistics.median(v):.0f} ({min(v)}–{max(v)})" if v else "–")
+    print(f"| {k} | " + " | ".join(cells) + " |")
+print(f"\nfailed requests of the load client: {load['failed']} of {load['sent']}. ready → first response: the new color's first")
+print("answer to the load client through nginx, less the moment a 5 ms poller on it saw it ready.")
+print("\nload average (1/5/15 min) after each binary's pair:\n")
+for line in open(f"{raw}/ab-loads.txt"):
+    print("    " + line.rstrip())
+PY
+    cat bench/results/ab.md
+    exit 0
+fi
 
 if [[ $COMPARE == 1 ]]; then
     # cutover alone, both ways of switching, one connection per request; the two ways

@@ -126,8 +126,20 @@ pub enum Outcome<R> {
 
 /// Polls `probe` every `interval` until it returns true or `timeout` passes.
 pub fn wait_until<R>(
-    mut probe: impl FnMut() -> (bool, Answer),
+    probe: impl FnMut() -> (bool, Answer),
     interval: Duration,
+    timeout: Duration,
+    watch: &mut dyn Watch<R>,
+) -> Outcome<R> {
+    wait_paced(probe, &|_: &Answer, _: Duration| interval, timeout, watch)
+}
+
+/// [`wait_until`], with the wait before the next poll chosen from the last answer and the time
+/// waited so far: the health gate polls sooner where a poll costs the app nothing (see
+/// [`gate_pace`]).
+pub fn wait_paced<R>(
+    mut probe: impl FnMut() -> (bool, Answer),
+    pace: &dyn Fn(&Answer, Duration) -> Duration,
     timeout: Duration,
     watch: &mut dyn Watch<R>,
 ) -> Outcome<R> {
@@ -149,8 +161,9 @@ pub fn wait_until<R>(
                 polls,
             };
         }
-        last = Some(answer);
         let elapsed = start.elapsed();
+        let interval = pace(&answer, elapsed);
+        last = Some(answer);
         if elapsed >= timeout {
             return Outcome::TimedOut {
                 after: elapsed,
@@ -172,6 +185,45 @@ pub fn wait_until<R>(
                 after: start.elapsed(),
                 reason,
             };
+        }
+    }
+}
+
+/// How the health gate paces its polls while the new color gives no answer at all (see
+/// [`gate_pace`]).
+#[derive(Debug, Clone, Copy)]
+pub struct FastPolls {
+    /// The wait between polls at first.
+    pub every: Duration,
+    /// How long the gate polls `every` apart before it backs off.
+    pub for_first: Duration,
+    /// The longest wait the back-off reaches.
+    pub at_most: Duration,
+}
+
+/// How long the health gate waits before its next poll, given the last answer and the time
+/// it has waited so far. After an HTTP answer, `interval` (the app is up and serving:
+/// `interval` is what the user allows its health path). After no answer at all (refused,
+/// reset, closed by Docker's proxy: nothing listens in the container yet, so a poll costs the
+/// app nothing; a probe that timed out has waited its own timeout already): `fast.every` for
+/// the first `fast.for_first`, so an app that boots in about a second is seen within a few ms
+/// of answering; then a tenth of the time waited beyond that, up to `fast.at_most`. Each poll
+/// is a TCP connection through Docker's userland proxy and a conntrack entry that lingers for
+/// minutes: with the gate's 25 ms cap a slow boot (30 s, say) costs ~1400 polls, not 6000.
+/// Never longer than `interval`.
+pub fn gate_pace(
+    answer: &Answer,
+    interval: Duration,
+    waited: Duration,
+    fast: FastPolls,
+) -> Duration {
+    match answer {
+        Answer::Status { .. } => interval,
+        Answer::NoAnswer(_) => {
+            let backed_off = waited.saturating_sub(fast.for_first) / 10;
+            backed_off
+                .clamp(fast.every, fast.at_most.max(fast.every))
+                .min(interval)
         }
     }
 }
@@ -258,6 +310,83 @@ mod tests {
             } => {}
             other => panic!("{other:?}"),
         }
+    }
+
+    const FAST: FastPolls = FastPolls {
+        every: Duration::from_millis(5),
+        for_first: Duration::from_secs(1),
+        at_most: Duration::from_millis(25),
+    };
+
+    #[test]
+    fn the_gate_polls_fast_only_while_nothing_answers_and_backs_off_after_a_second() {
+        let interval = Duration::from_millis(500);
+        let ms = Duration::from_millis;
+        let refused = Answer::NoAnswer("connection refused".into());
+        let warming = Answer::Status {
+            code: 503,
+            body: String::new(),
+        };
+        assert_eq!(gate_pace(&refused, interval, ms(0), FAST), ms(5));
+        assert_eq!(gate_pace(&refused, interval, ms(1000), FAST), ms(5));
+        assert_eq!(gate_pace(&refused, interval, ms(1200), FAST), ms(20));
+        assert_eq!(gate_pace(&refused, interval, ms(1250), FAST), ms(25));
+        assert_eq!(gate_pace(&refused, interval, ms(60_000), FAST), ms(25));
+        // An answer of any kind: the configured interval, at once.
+        assert_eq!(gate_pace(&warming, interval, ms(0), FAST), interval);
+        assert_eq!(gate_pace(&warming, interval, ms(60_000), FAST), interval);
+        // Never slower than the interval the user set.
+        assert_eq!(gate_pace(&refused, ms(2), ms(0), FAST), ms(2));
+        assert_eq!(gate_pace(&refused, ms(10), ms(60_000), FAST), ms(10));
+    }
+
+    /// The polls the pace allows while nothing answers for `boot`, probes taking no time.
+    fn polls_until(boot: Duration) -> u32 {
+        let refused = Answer::NoAnswer("connection refused".into());
+        let (mut waited, mut polls) = (Duration::ZERO, 0);
+        while waited < boot {
+            polls += 1;
+            waited += gate_pace(&refused, Duration::from_secs(1), waited, FAST);
+        }
+        polls
+    }
+
+    #[test]
+    fn a_slow_boot_costs_a_bounded_number_of_polls() {
+        // The first second: every 5 ms.
+        assert_eq!(polls_until(Duration::from_secs(1)), 200);
+        // Beyond it, the back-off: 40 a second (one per 25 ms) once the ramp (~30 polls) is
+        // done.
+        let thirty = polls_until(Duration::from_secs(30));
+        assert!(thirty > 200 + 40 * 28, "{thirty}");
+        assert!(thirty < 200 + 40 * 29 + 40, "{thirty}");
+        // Not the 6000 a fixed 5 ms pace would make.
+        assert!(thirty < 6000 / 4, "{thirty}");
+    }
+
+    #[test]
+    fn the_pace_follows_the_last_answer() {
+        // Three refusals then a pass: paced at 1 ms, it is done long before one 10 s interval.
+        let mut polls = 0;
+        let started = Instant::now();
+        let fast = FastPolls {
+            every: Duration::from_millis(1),
+            ..FAST
+        };
+        let outcome = wait_paced(
+            || {
+                polls += 1;
+                (polls == 4, Answer::NoAnswer("refused".into()))
+            },
+            &|a: &Answer, waited: Duration| gate_pace(a, Duration::from_secs(10), waited, fast),
+            Duration::from_secs(60),
+            &mut |_: Duration, _: Option<&Answer>| Verdict::<()>::Continue,
+        );
+        assert!(
+            matches!(outcome, Outcome::Passed { polls: 4, .. }),
+            "{outcome:?}"
+        );
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 
     #[test]

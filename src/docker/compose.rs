@@ -435,6 +435,23 @@ impl Project {
 
 /// Containers of a compose project, found by the `com.docker.compose.project` label.
 pub fn containers_of(project: &str) -> Result<Vec<Container>, DockerError> {
+    let label = format!("com.docker.compose.project={project}");
+    // Through the engine's socket where the CLI would use it: one process-free exchange per
+    // container instead of `docker ps` + `docker inspect` (~40 ms). An engine that cannot be
+    // reached there is asked through the CLI, whose error says why.
+    let parsed = match super::engine_api::Api::local()
+        .map(|api| api.inspect_labelled::<Inspect>(&label, "containers"))
+    {
+        Some(Err(super::engine_api::ApiError::Unreachable { .. })) | None => {
+            containers_by_cli(project)?
+        }
+        Some(answer) => answer?,
+    };
+    Ok(from_inspect(parsed))
+}
+
+/// `docker ps -a -q --filter label=…` + `docker inspect`.
+fn containers_by_cli(project: &str) -> Result<Vec<Inspect>, DockerError> {
     let list = Cmd::new("docker", format!("list the containers of {project}"))
         .args([
             "ps",
@@ -448,7 +465,10 @@ pub fn containers_of(project: &str) -> Result<Vec<Container>, DockerError> {
     let inspect = Cmd::new("docker", format!("inspect the containers of {project}"))
         .arg("inspect")
         .timeout(Duration::from_secs(30));
-    let parsed: Vec<Inspect> = inspect::list_and_inspect(list, inspect, "containers")?;
+    inspect::list_and_inspect(list, inspect, "containers")
+}
+
+fn from_inspect(parsed: Vec<Inspect>) -> Vec<Container> {
     let mut containers: Vec<Container> = parsed
         .into_iter()
         // `compose run` containers (the release phase, `cutover run`) are never a color.
@@ -476,7 +496,7 @@ pub fn containers_of(project: &str) -> Result<Vec<Container>, DockerError> {
         })
         .collect();
     containers.sort_by(|a, b| a.service.cmp(&b.service));
-    Ok(containers)
+    containers
 }
 
 #[derive(Deserialize)]

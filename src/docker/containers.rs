@@ -87,6 +87,30 @@ pub fn stop_and_remove(what: &str, ids: &[String], grace: Duration) -> Result<()
     if ids.is_empty() {
         return Ok(());
     }
+    // Through the engine's socket: no `docker` processes on the deploy's path. Each
+    // container stops on its own thread, as `docker stop` stops them all at once. An engine
+    // that cannot be reached there is asked through the CLI, whose error says why.
+    if let Some(api) = super::engine_api::Api::local() {
+        let results: Vec<_> = std::thread::scope(|scope| {
+            let stops: Vec<_> = ids
+                .iter()
+                .map(|id| scope.spawn(move || api.stop_and_remove(id, grace)))
+                .collect();
+            stops
+                .into_iter()
+                .map(|s| s.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect()
+        });
+        let unreachable = results
+            .iter()
+            .any(|r| matches!(r, Err(super::engine_api::ApiError::Unreachable { .. })));
+        if !unreachable {
+            return results
+                .into_iter()
+                .collect::<Result<(), _>>()
+                .map_err(Into::into);
+        }
+    }
     stop_cmd(ids, grace, what).run()?;
     remove_cmd(ids, what).run()?;
     Ok(())

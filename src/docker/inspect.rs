@@ -15,6 +15,9 @@ use crate::process::{Cmd, ProcessError};
 pub enum DockerError {
     #[error(transparent)]
     Process(#[from] ProcessError),
+    /// The engine's API socket answered with an error or with what does not parse.
+    #[error(transparent)]
+    Api(#[from] super::engine_api::ApiError),
     #[error("`{command}` printed output cutover cannot read as {what}: {source}")]
     Unparsable {
         command: String,

@@ -1,10 +1,12 @@
 //! Typed Docker operations, the only place cutover runs `docker`/`docker compose` for the
 //! engines: compose detection and project operations ([`compose`]), plain commands on containers by id ([`containers`]), swarm CLI operations
 //! ([`swarm`]), docker's state words as enums ([`states`]), local images ([`images`]), one-off containers of a service ([`oneoff`]), and the list-then-inspect reader every one of
-//! them uses ([`inspect`]). Everything is read as JSON; nothing here prints.
+//! them uses ([`inspect`]); a project's containers and the old color's stop go through the
+//! engine's API socket where the CLI would use that socket ([`engine_api`]). Everything is read as JSON; nothing here prints.
 
 pub mod compose;
 pub mod containers;
+pub mod engine_api;
 pub mod images;
 pub mod inspect;
 pub mod oneoff;

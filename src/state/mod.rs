@@ -115,6 +115,17 @@ impl StateDir {
         crate::atomic::write(&self.state_file(), &bytes, FILE_MODE)
     }
 
+    /// Moves the in-progress record (if there is one) to `step`: what `status` tells of a
+    /// run that was killed there.
+    pub fn mark_step(&self, step: Step) -> anyhow::Result<()> {
+        let mut record = self.load()?;
+        match record.in_progress.as_mut() {
+            Some(p) => p.step = step,
+            None => return Ok(()),
+        }
+        self.save(&record)
+    }
+
     /// Torn history tails set aside by [`StateDir::append_history`], oldest first.
     pub fn torn_history(&self) -> Vec<PathBuf> {
         crate::jsonl::torn_files(&self.history_file())

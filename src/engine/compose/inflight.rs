@@ -54,11 +54,6 @@ impl Run<'_, '_> {
     /// Moves the in-progress record to `step`; a record that cannot be written only costs
     /// `status` its detail, never the deploy.
     pub(super) fn set_step(&self, step: Step) {
-        if let Ok(mut record) = self.state_dir.load() {
-            if let Some(p) = record.in_progress.as_mut() {
-                p.step = step;
-                let _ = self.state_dir.save(&record);
-            }
-        }
+        let _ = self.state_dir.mark_step(step);
     }
 }

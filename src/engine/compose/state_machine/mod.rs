@@ -293,44 +293,40 @@ fn an_interrupt_before_the_switch_tears_down_and_records_interrupted() {
 }
 
 /// Every wait answers an interrupt within a second, however long its interval: the polls of
-/// an app that never turns healthy, and the confirmations of one that does.
+/// an app that answers, never healthy. (The confirmations of one that does are at most 5 ms
+/// apart, whatever the interval: `health_gate::CONFIRM_EVERY`.)
 #[test]
 fn an_interrupt_during_long_health_intervals_is_answered_at_once() {
-    // A 30 s poll interval; an 8 s interval, so 2 s between confirmations (blue's own
-    // deploy pays one of them).
-    for (unhealthy, interval, checks) in [(true, "30s", 1), (false, "8s", 2)] {
-        let fake = blue_serves_v1(
-            &format!("  health: {{ path: /up, interval: {interval}, timeout: 60s, healthy_checks: {checks} }}\n"),
-            Script::default(),
-        );
-        if unhealthy {
-            fake.script(|s| {
-                s.unhealthy.insert(Color::Green);
-            });
-        }
-        let started = std::time::Instant::now();
-        let err = Run {
-            interrupt_after: Some(Duration::from_millis(300)),
-            ..Run::deploy(&fake)
-        }
-        .go(Some("v2"))
-        .unwrap_err();
-        assert_eq!(abort_of(&err), Abort::Interrupted, "{err:#}");
-        assert!(
-            started.elapsed() < Duration::from_secs(1),
-            "unhealthy {unhealthy}: answered after {:?}",
-            started.elapsed()
-        );
-        assert_eq!(fake.serving(), Some(Color::Blue));
-        assert_eq!(fake.running(), [format!("web-blue {}", fake.image("v1"))]);
-        let last = history(&fake).pop().unwrap();
-        assert_eq!(last.result, RunResult::Interrupted);
-        assert_eq!(
-            last.reason.as_deref(),
-            Some("deploy interrupted"),
-            "{last:?}"
-        );
+    // A 30 s poll interval, and green answers 503.
+    let fake = blue_serves_v1(
+        "  health: { path: /up, interval: 30s, timeout: 60s, healthy_checks: 1 }\n",
+        Script::default(),
+    );
+    fake.script(|s| {
+        s.unhealthy.insert(Color::Green);
+    });
+    let started = std::time::Instant::now();
+    let err = Run {
+        interrupt_after: Some(Duration::from_millis(300)),
+        ..Run::deploy(&fake)
     }
+    .go(Some("v2"))
+    .unwrap_err();
+    assert_eq!(abort_of(&err), Abort::Interrupted, "{err:#}");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "answered after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(fake.serving(), Some(Color::Blue));
+    assert_eq!(fake.running(), [format!("web-blue {}", fake.image("v1"))]);
+    let last = history(&fake).pop().unwrap();
+    assert_eq!(last.result, RunResult::Interrupted);
+    assert_eq!(
+        last.reason.as_deref(),
+        Some("deploy interrupted"),
+        "{last:?}"
+    );
 }
 
 #[test]
