@@ -84,13 +84,27 @@ pub fn exec_cmd(id: &str, input: ExecInput, command: &[String], what: &str) -> C
 
 /// Stops the containers with a grace period, then removes them; nothing to do for no ids.
 pub fn stop_and_remove(what: &str, ids: &[String], grace: Duration) -> Result<(), DockerError> {
+    stop_and_remove_through(super::engine_api::Api::local(), what, ids, grace)
+}
+
+/// [`stop_and_remove`] through `api` when there is one, the CLI for the containers it could
+/// not reach.
+fn stop_and_remove_through(
+    api: Option<&super::engine_api::Api>,
+    what: &str,
+    ids: &[String],
+    grace: Duration,
+) -> Result<(), DockerError> {
     if ids.is_empty() {
         return Ok(());
     }
     // Through the engine's socket: no `docker` processes on the deploy's path. Each
-    // container stops on its own thread, as `docker stop` stops them all at once. An engine
-    // that cannot be reached there is asked through the CLI, whose error says why.
-    if let Some(api) = super::engine_api::Api::local() {
+    // container stops on its own thread, as `docker stop` stops them all at once. The
+    // containers the socket could not be asked about go to the CLI, whose error says why;
+    // only those: `docker stop` of one already removed here would fail on "No such
+    // container" before its `rm` removed the others.
+    let (mut left, mut failed) = (ids.to_vec(), None);
+    if let Some(api) = api {
         let results: Vec<_> = std::thread::scope(|scope| {
             let stops: Vec<_> = ids
                 .iter()
@@ -101,19 +115,25 @@ pub fn stop_and_remove(what: &str, ids: &[String], grace: Duration) -> Result<()
                 .map(|s| s.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
                 .collect()
         });
-        let unreachable = results
-            .iter()
-            .any(|r| matches!(r, Err(super::engine_api::ApiError::Unreachable { .. })));
-        if !unreachable {
-            return results
-                .into_iter()
-                .collect::<Result<(), _>>()
-                .map_err(Into::into);
+        left.clear();
+        for (id, result) in ids.iter().zip(results) {
+            match result {
+                Ok(()) => {}
+                Err(super::engine_api::ApiError::Unreachable { .. }) => left.push(id.clone()),
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
+            }
         }
     }
-    stop_cmd(ids, grace, what).run()?;
-    remove_cmd(ids, what).run()?;
-    Ok(())
+    if !left.is_empty() {
+        stop_cmd(&left, grace, what).run()?;
+        remove_cmd(&left, what).run()?;
+    }
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }
 
 /// Stops the containers, keeping them (to be started again or removed later).
@@ -142,6 +162,7 @@ pub fn tail_logs(id: &str, lines: usize, what: &str) -> Result<String, ProcessEr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn ids() -> Vec<String> {
         vec!["abc".into(), "def".into()]
@@ -192,6 +213,76 @@ mod tests {
         assert_eq!(
             exec_cmd("abc", ExecInput::Closed, &command, "web").argv()[..3],
             ["docker", "exec", "abc"]
+        );
+    }
+
+    /// Answers the `docker` commands naming `claim`, recording them.
+    struct Cli {
+        claim: &'static str,
+        seen: std::sync::Mutex<Vec<Vec<String>>>,
+    }
+
+    impl crate::process::fake::Fake for Cli {
+        fn answer(
+            &self,
+            argv: &[String],
+            _cmd: &Cmd,
+        ) -> Option<Result<crate::process::Output, ProcessError>> {
+            if argv[0] != "docker" || !argv.iter().any(|a| a == self.claim) {
+                return None;
+            }
+            self.seen.lock().unwrap().push(argv.to_vec());
+            Some(Ok(crate::process::fake::exited(0, "", "")))
+        }
+    }
+
+    #[test]
+    fn only_the_containers_the_socket_could_not_reach_go_to_the_cli() {
+        use std::io::{BufRead as _, Write as _};
+        // A stand-in engine that stops and removes `stopok1` and drops the connection of
+        // any request about the other container (an engine restarting, a stop timed out).
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("docker.sock");
+        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let stream = stream.unwrap();
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut header = String::new();
+                            if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                                break;
+                            }
+                        }
+                        if !line.contains("stopok1") {
+                            return;
+                        }
+                        let _ = write!(writer, "HTTP/1.1 204 No Content\r\n\r\n");
+                    }
+                });
+            }
+        });
+        let cli = Arc::new(Cli {
+            claim: "stopcli2",
+            seen: Default::default(),
+        });
+        let _installed = crate::process::fake::install(cli.clone());
+        let api = super::super::engine_api::Api::at(&socket);
+        let ids = vec!["stopok1".to_string(), "stopcli2".to_string()];
+        stop_and_remove_through(Some(&api), "web-blue", &ids, Duration::from_secs(3)).unwrap();
+        assert_eq!(
+            *cli.seen.lock().unwrap(),
+            vec![
+                vec!["docker", "stop", "-t", "3", "stopcli2"],
+                vec!["docker", "rm", "-f", "stopcli2"],
+            ]
         );
     }
 
