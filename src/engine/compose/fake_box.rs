@@ -46,6 +46,8 @@ pub struct Script {
     /// This color turns unhealthy 300 ms after a reload makes nginx serve it: past the probe,
     /// inside the settle window (it dies under load).
     pub sick_once_serving: Option<Color>,
+    /// `compose up` leaves the project's state.json unreadable (a disk gone bad).
+    pub up_breaks_the_state_file: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +89,7 @@ struct Answerer {
     nginx_program: String,
     include: PathBuf,
     compose_file: PathBuf,
+    state_file: PathBuf,
     app: String,
     ports: BTreeMap<Color, u16>,
     world: Arc<Mutex<World>>,
@@ -153,6 +156,7 @@ impl FakeBox {
             nginx_program: nginx_program.clone(),
             include: loaded.config.nginx.include.clone(),
             compose_file: loaded.state_dir().join("compose.yml"),
+            state_file: loaded.state_dir().join("state.json"),
             app: "web".into(),
             ports: ports.clone(),
             world: Arc::clone(&world),
@@ -378,6 +382,9 @@ impl Answerer {
                         "",
                         format!("Error response from daemon: {s} failed (scripted)"),
                     );
+                }
+                if world.script.up_breaks_the_state_file {
+                    std::fs::write(&self.state_file, "{ not json").unwrap();
                 }
                 let images = self.images_in_compose_file();
                 for service in services {

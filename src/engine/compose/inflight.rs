@@ -52,8 +52,21 @@ impl Run<'_, '_> {
     }
 
     /// Moves the in-progress record to `step`; a record that cannot be written only costs
-    /// `status` its detail, never the deploy.
-    pub(super) fn set_step(&self, step: Step) {
-        let _ = self.state_dir.mark_step(step);
+    /// `status` its detail, never the deploy (a warning says so).
+    pub(super) fn set_step(&mut self, step: Step) {
+        let marked = self.state_dir.mark_step(step);
+        self.step_marked(step, marked);
+    }
+
+    /// The warning for a step the in-progress record could not be moved to (a full disk, a
+    /// read-only state directory): `status` would tell of a killed run an earlier step.
+    pub(super) fn step_marked(&mut self, step: Step, marked: anyhow::Result<()>) {
+        if let Err(e) = marked {
+            self.clock.note(format!(
+                "warning: could not record step `{step}` in {}: {e:#}; a run killed now \
+                 would be told of at an earlier step",
+                self.state_dir.state_file().display()
+            ));
+        }
     }
 }

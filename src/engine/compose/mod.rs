@@ -195,6 +195,9 @@ impl<'a> Deployer<'a> {
     }
 }
 
+/// A step being written into the in-progress record on a thread of its own.
+struct Marking(Step, std::thread::JoinHandle<anyhow::Result<()>>);
+
 impl Run<'_, '_> {
     /// The include for `color`, in maintenance while the project's flag is on: the flag
     /// cannot change during a deploy, since turning it on or off takes the deploy lock.
@@ -211,12 +214,18 @@ impl Run<'_, '_> {
     /// `status` tells of a killed run (what serves is read from nginx and the rule, never
     /// from it), and its fsync'd write (0.3 to 20 ms on a VM's disk) need not sit between
     /// the health pass and the switch, nor before the old color's stop.
-    fn mark_alongside(&self, step: Step) -> std::thread::JoinHandle<()> {
+    fn mark_alongside(&self, step: Step) -> Marking {
         let state_dir = self.state_dir.clone();
-        std::thread::spawn(move || {
-            // As `set_step`: a record that cannot be written costs `status` its detail only.
-            let _ = state_dir.mark_step(step);
-        })
+        Marking(step, std::thread::spawn(move || state_dir.mark_step(step)))
+    }
+
+    /// Waits for [`Run::mark_alongside`]'s thread; as `set_step`, a record that cannot be
+    /// written costs `status` its detail only, and a warning says so.
+    fn marked(&mut self, Marking(step, thread): Marking) {
+        let marked = thread
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the thread writing it panicked")));
+        self.step_marked(step, marked);
     }
 
     fn interrupted(&self) -> bool {
@@ -576,7 +585,7 @@ impl Run<'_, '_> {
             .start(Step::Switch, config.nginx.include.display().to_string());
         let old_workers = self.nginx.worker_pids();
         let switched = self.nginx.switch(&include_text);
-        let _ = marked.join();
+        self.marked(marked);
         let switch = match switched {
             Ok(sw) => sw,
             Err(e) => {
@@ -626,7 +635,7 @@ impl Run<'_, '_> {
             _ => t.to,
         };
         let routed = self.nft_route(t.to, backup);
-        let _ = marked.join();
+        self.marked(marked);
         let (text, workers, undo) = match routed {
             Ok(done) => done,
             Err(e) => {
@@ -695,7 +704,7 @@ impl Run<'_, '_> {
         .map(|e| e.to_string())
         .or(retired)
         .or_else(|| self.remove_files_only(&old_service));
-        let _ = marked.join();
+        self.marked(marked);
         self.clock.done(
             Step::Stop,
             format!(

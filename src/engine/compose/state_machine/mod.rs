@@ -176,6 +176,24 @@ fn a_first_deploy_then_a_second_switches_and_stops_the_old_color() {
 }
 
 #[test]
+fn a_step_the_record_cannot_take_is_a_warning_not_lost() {
+    // The switch's and the stop's steps are written on threads beside them: their errors
+    // come back as warnings as the other steps' do.
+    let fake = blue_serves_v1("", Script::default());
+    fake.script(|s| s.up_breaks_the_state_file = true);
+    let (_, notes) = Run::deploy(&fake).go_with_events(Some("v2"));
+    for step in ["health", "switch", "stop"] {
+        let warned = format!("could not record step `{step}`");
+        assert!(
+            notes.iter().any(|n| n.contains(&warned)),
+            "{step}: {notes:?}"
+        );
+    }
+    // The new color serves all the same: the record is `status`'s detail only.
+    assert_eq!(fake.serving(), Some(Color::Green));
+}
+
+#[test]
 fn the_dry_run_plans_exactly_the_steps_the_deploy_records() {
     let fake = blue_serves_v1("  settle: 300ms\n", Script::default());
     let plan = Run {
