@@ -46,6 +46,9 @@ pub struct Script {
     /// This color turns unhealthy 300 ms after a reload makes nginx serve it: past the probe,
     /// inside the settle window (it dies under load).
     pub sick_once_serving: Option<Color>,
+    /// This color's container is counted as restarted (still answering) from its second
+    /// healthy answer on: a restart between two of the health gate's looks at the engine.
+    pub restarts_during_gate: Option<Color>,
     /// `compose up` leaves the project's state.json unreadable (a disk gone bad).
     pub up_breaks_the_state_file: bool,
 }
@@ -68,6 +71,8 @@ struct World {
     /// Every command the stand-in answered, as argv joined by spaces.
     commands: Vec<String>,
     reloads: usize,
+    /// Health answers each color's app gave.
+    health_answers: BTreeMap<Color, u32>,
 }
 
 pub struct FakeBox {
@@ -241,8 +246,18 @@ impl FakeBox {
             let service = self.loaded.config.service(color);
             let health = self.loaded.config.app.health.path.clone();
             http_server(port, Arc::clone(&self.stop), move |path| {
-                app_answer(&world.lock().unwrap(), color, &service, path, &health)
-                    .map(|(code, body)| (code, body, String::new()))
+                let mut world = world.lock().unwrap();
+                let answer = app_answer(&world, color, &service, path, &health);
+                if answer.is_some() && path == health {
+                    let n = world.health_answers.entry(color).or_default();
+                    *n += 1;
+                    if *n >= 2 && world.script.restarts_during_gate == Some(color) {
+                        for c in world.containers.iter_mut().filter(|c| c.service == service) {
+                            c.restarts = c.restarts.max(1);
+                        }
+                    }
+                }
+                answer.map(|(code, body)| (code, body, String::new()))
             });
         }
         let world = Arc::clone(&self.world);

@@ -99,12 +99,18 @@ impl Gate<'_> {
                 }
             },
         );
-        let death = watcher.death();
+        // A pass asks the engine once more: the watcher looks every LOOK_EVERY, and the
+        // confirmations take ~10 ms, so its last look can be from before a restart (a crash
+        // under a restart policy, back and answering) that the answers cannot tell of; with
+        // `settle: 0s` nothing after the gate would see it. One list + inspect on the
+        // engine's socket: a few ms.
+        let death = match outcome {
+            Outcome::Passed { .. } => watcher.final_look(),
+            _ => watcher.death(),
+        };
         watcher.finish();
         match outcome {
             Outcome::Passed { after, polls } => {
-                // The settle window after the switch keeps watching the container; here the
-                // watcher's verdict counts up to the last poll.
                 if let Some(why) = death {
                     return Err((Abort::ContainerDied, why));
                 }
