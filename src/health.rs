@@ -210,15 +210,19 @@ pub struct FastPolls {
 /// of answering; then a tenth of the time waited beyond that, up to `fast.at_most`. Each poll
 /// is a TCP connection through Docker's userland proxy and a conntrack entry that lingers for
 /// minutes: with the gate's 25 ms cap a slow boot (30 s, say) costs ~1400 polls, not 6000.
-/// Never longer than `interval`.
+/// Never longer than `interval`. `answered`: the app gave an HTTP answer before; then it is
+/// up, and a refused or reset connection may be the app itself under strain (or flapping), so
+/// `interval` as well: the fast polls are only for an app that never answered yet.
 pub fn gate_pace(
     answer: &Answer,
+    answered: bool,
     interval: Duration,
     waited: Duration,
     fast: FastPolls,
 ) -> Duration {
     match answer {
         Answer::Status { .. } => interval,
+        Answer::NoAnswer(_) if answered => interval,
         Answer::NoAnswer(_) => {
             let backed_off = waited.saturating_sub(fast.for_first) / 10;
             backed_off
@@ -327,17 +331,30 @@ mod tests {
             code: 503,
             body: String::new(),
         };
-        assert_eq!(gate_pace(&refused, interval, ms(0), FAST), ms(5));
-        assert_eq!(gate_pace(&refused, interval, ms(1000), FAST), ms(5));
-        assert_eq!(gate_pace(&refused, interval, ms(1200), FAST), ms(20));
-        assert_eq!(gate_pace(&refused, interval, ms(1250), FAST), ms(25));
-        assert_eq!(gate_pace(&refused, interval, ms(60_000), FAST), ms(25));
+        assert_eq!(gate_pace(&refused, false, interval, ms(0), FAST), ms(5));
+        assert_eq!(gate_pace(&refused, false, interval, ms(1000), FAST), ms(5));
+        assert_eq!(gate_pace(&refused, false, interval, ms(1200), FAST), ms(20));
+        assert_eq!(gate_pace(&refused, false, interval, ms(1250), FAST), ms(25));
+        assert_eq!(
+            gate_pace(&refused, false, interval, ms(60_000), FAST),
+            ms(25)
+        );
         // An answer of any kind: the configured interval, at once.
-        assert_eq!(gate_pace(&warming, interval, ms(0), FAST), interval);
-        assert_eq!(gate_pace(&warming, interval, ms(60_000), FAST), interval);
+        assert_eq!(gate_pace(&warming, false, interval, ms(0), FAST), interval);
+        assert_eq!(
+            gate_pace(&warming, false, interval, ms(60_000), FAST),
+            interval
+        );
         // Never slower than the interval the user set.
-        assert_eq!(gate_pace(&refused, ms(2), ms(0), FAST), ms(2));
-        assert_eq!(gate_pace(&refused, ms(10), ms(60_000), FAST), ms(10));
+        assert_eq!(gate_pace(&refused, false, ms(2), ms(0), FAST), ms(2));
+        assert_eq!(gate_pace(&refused, false, ms(10), ms(60_000), FAST), ms(10));
+        // An app that answered once and then refuses or resets (flapping, under strain, its
+        // server restarting): the configured interval still, not 200 polls a second.
+        assert_eq!(gate_pace(&refused, true, interval, ms(0), FAST), interval);
+        assert_eq!(
+            gate_pace(&refused, true, interval, ms(60_000), FAST),
+            interval
+        );
     }
 
     /// The polls the pace allows while nothing answers for `boot`, probes taking no time.
@@ -346,7 +363,7 @@ mod tests {
         let (mut waited, mut polls) = (Duration::ZERO, 0);
         while waited < boot {
             polls += 1;
-            waited += gate_pace(&refused, Duration::from_secs(1), waited, FAST);
+            waited += gate_pace(&refused, false, Duration::from_secs(1), waited, FAST);
         }
         polls
     }
@@ -378,7 +395,9 @@ mod tests {
                 polls += 1;
                 (polls == 4, Answer::NoAnswer("refused".into()))
             },
-            &|a: &Answer, waited: Duration| gate_pace(a, Duration::from_secs(10), waited, fast),
+            &|a: &Answer, waited: Duration| {
+                gate_pace(a, false, Duration::from_secs(10), waited, fast)
+            },
             Duration::from_secs(60),
             &mut |_: Duration, _: Option<&Answer>| Verdict::<()>::Continue,
         );

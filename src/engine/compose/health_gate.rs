@@ -54,6 +54,8 @@ impl Gate<'_> {
                 || watcher.death().is_some()
                 || std::time::Instant::now() >= deadline
         };
+        // Whether the app gave an HTTP answer yet: the fast polls end with it.
+        let answered = std::cell::Cell::new(false);
         let outcome = health::wait_paced(
             || {
                 let answer = prober.get(&url, None);
@@ -77,7 +79,8 @@ impl Gate<'_> {
                 (true, answer)
             },
             &|answer: &Answer, waited: Duration| {
-                health::gate_pace(answer, interval, waited, FAST_POLLS)
+                answered.set(answered.get() || matches!(answer, Answer::Status { .. }));
+                health::gate_pace(answer, answered.get(), interval, waited, FAST_POLLS)
             },
             health.timeout.get(),
             &mut |elapsed: Duration, last: Option<&Answer>| {
@@ -152,7 +155,7 @@ impl Gate<'_> {
 /// poll is a connection through Docker's userland proxy and a conntrack entry that lingers
 /// for minutes; on a 1 GiB box (where the conntrack table has filled under load) a 30 s boot
 /// costs ~1400 polls, not 6000 (see `health::gate_pace`). Once the app answers anything, the
-/// configured `interval`.
+/// configured `interval`, also if it then stops answering.
 const FAST_POLLS: health::FastPolls = health::FastPolls {
     every: Duration::from_millis(5),
     for_first: Duration::from_secs(1),
