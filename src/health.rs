@@ -35,6 +35,9 @@ pub struct Prober {
 impl Prober {
     pub fn new(per_request: Duration) -> Self {
         let config = ureq::Agent::config_builder()
+            // Never the environment's `http_proxy`: ureq reads it by default, and a probe of
+            // 127.0.0.1 through a proxy tests the proxy (or never passes).
+            .proxy(None)
             .timeout_global(Some(per_request))
             .http_status_as_error(false)
             .max_redirects(0)
@@ -288,6 +291,34 @@ mod tests {
         assert!(
             matches!(outcome, Outcome::Passed { polls: 2, .. }),
             "{outcome:?}"
+        );
+    }
+
+    #[test]
+    fn probes_go_to_the_address_never_to_the_environments_proxy() {
+        // A "proxy" that answers 200 to whatever it gets: a probe through it would pass.
+        let proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let proxy_port = proxy.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for stream in proxy.incoming() {
+                let mut stream = stream.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = stream.read(&mut buf);
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            }
+        });
+        let app = serve(vec!["HTTP/1.1 503 X\r\nContent-Length: 0\r\n\r\n"]);
+        // Only probers read these variables in this process (ureq, here and engine_api).
+        let url = format!("http://127.0.0.1:{proxy_port}");
+        std::env::set_var("http_proxy", &url);
+        std::env::set_var("ALL_PROXY", &url);
+        let answer = Prober::new(Duration::from_secs(2))
+            .get(&format!("http://127.0.0.1:{app}/health"), None);
+        std::env::remove_var("http_proxy");
+        std::env::remove_var("ALL_PROXY");
+        assert!(
+            matches!(answer, Answer::Status { code: 503, .. }),
+            "{answer:?}"
         );
     }
 

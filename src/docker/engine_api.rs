@@ -106,6 +106,9 @@ impl Api {
     pub fn at(socket: impl Into<PathBuf>) -> Api {
         let socket = socket.into();
         let config = ureq::Agent::config_builder()
+            // The connector dials the socket whatever a proxy says; none, so no proxy's
+            // credentials from the environment go into the engine's request headers.
+            .proxy(None)
             .timeout_global(Some(Duration::from_secs(30)))
             .http_status_as_error(false)
             .max_redirects(0)
