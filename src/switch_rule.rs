@@ -6,18 +6,18 @@
 //! Both sides live here:
 //! - the root side ([`serve`], `cutover switch-rule`): trusts nothing of its caller but a
 //!   project name (validated as a config name: `[a-z0-9_-]`, ≤ 63, so the table name
-//!   `cutover_<name>` cannot carry nft syntax) and two colors (a clap enum). The ports it
-//!   may map come from the project's grant, `<switch dir>/<project>.grant`, which only
-//!   bootstrap (as root) writes from cutover.yml: opened without following a symlink, it
-//!   must be a regular file owned by root and writable by no one else, in a directory with
-//!   the same checks, and hold four distinct unprivileged ports. A name without a grant
-//!   (another project's, one never bootstrapped) is refused. The ruleset is rendered here
-//!   (`crate::nft::ruleset`), applied (and proven by its echo) in one `nft -e -j -f` and saved for the boot unit. It runs
-//!   `nft` and `ss` with root's own PATH (sudo passes the caller's where sudoers has no
-//!   `secure_path`), takes turns with other root sides of the project on the grant's flock
-//!   and defers SIGTERM/SIGINT/SIGHUP, so the kernel's rule and the saved one never cross;
-//!   a caller that gave up before the change (a relayed signal, sudo gone) gets nothing
-//!   changed; `set` refuses a switch port something listens on.
+//!   `cutover_<name>` cannot carry nft syntax) and two colors (a clap enum). The ports it may
+//!   map come from the project's grant, `<switch dir>/<project>.grant`, which only bootstrap
+//!   (as root) writes from cutover.yml: opened without following a symlink, it must be a
+//!   regular file owned by root and writable by no one else, in a directory with the same
+//!   checks, and hold four distinct unprivileged ports. A name without a grant (another
+//!   project's, one never bootstrapped) is refused. The ruleset is rendered here
+//!   (`crate::nft::ruleset`), applied and proven by its echo in one `nft -e -j -f` and saved
+//!   for the boot unit. It runs `nft` and `ss` with root's own PATH (sudo passes the caller's
+//!   where sudoers has no `secure_path`), takes turns with other root sides of the project on
+//!   the grant's flock and defers SIGTERM/SIGINT/SIGHUP, so the kernel's rule and the saved
+//!   one never cross; a caller that gave up before the change (a relayed signal, sudo gone)
+//!   gets nothing changed; `set` refuses a switch port something listens on.
 //! - the caller side ([`via_sudo`]): the same argv bootstrap wrote into the sudoers rule
 //!   ([`argv`] is the one source of both), its JSON [`Reply`] parsed or refused.
 //!

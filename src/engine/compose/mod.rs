@@ -152,8 +152,8 @@ struct Run<'a, 'r> {
     /// The project's nft rule as this run last read or wrote it (`Some(None)`: no table;
     /// `None`: not known, read it before a write), so a switch does not list it again.
     rule: std::cell::Cell<Option<Option<crate::nft::Mapping>>>,
-    /// The rule as `nft_switch::decide` read it while checking that nft works here, taken by
-    /// observe's first look at it (one `nft` process fewer).
+    /// The rule as `nft_switch::decide` read it while checking that nft works here, used by
+    /// observe and the check for a rule left open (two `nft` processes fewer).
     first_read: nft_switch::FirstRead,
     /// nft mode: a listener was seen on the new color's port before its health gate, so the
     /// switch need not ask again (false: not asked, or none seen: asked after the gate).
@@ -364,7 +364,7 @@ impl Run<'_, '_> {
     fn observe(&mut self, req: &Request) -> anyhow::Result<Target> {
         let loaded = self.d.loaded;
         self.clock.start(Step::Observe, "");
-        let mut observed = observe(loaded)?;
+        let mut observed = observe::observe_with(loaded, self.first_read.clone())?;
         for note in observed.disagreements() {
             self.clock.note(note);
         }

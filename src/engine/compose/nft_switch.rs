@@ -25,12 +25,13 @@ pub enum Used {
     Nft,
 }
 
-/// The rule as the check that nft works here read it ([`read`]'s answer), so observe need
-/// not list it again: `None` when the check did not read it.
-pub(super) type FirstRead = Option<anyhow::Result<Option<Mapping>>>;
+/// The rule as the check that nft works here read it ([`read_or_unmapped`]'s answer), so
+/// observe need not list it again: `None` when the check did not read it.
+pub(super) type FirstRead = Option<Result<Option<Mapping>, String>>;
 
 /// Decides the way: `Ok((used, why reload, the rule read))`, the reason only when `auto`
-/// fell back; `Err` when `nginx.switch: nft` cannot work here (a refusal naming why).
+/// fell back; `Err` when `nginx.switch: nft` cannot work here (a refusal naming why), or
+/// the rule it read cannot be read (fail closed, as observe would).
 pub(super) fn decide(config: &Config) -> anyhow::Result<(Used, Option<String>, FirstRead)> {
     let mode = config.nginx.switch;
     if mode == SwitchMode::Reload {
@@ -38,7 +39,7 @@ pub(super) fn decide(config: &Config) -> anyhow::Result<(Used, Option<String>, F
     }
     let mut first = None;
     match why_not_nft(config, &mut first) {
-        None => Ok((Used::Nft, None, first)),
+        None => Ok((Used::Nft, None, first.map(unmapped_apart).transpose()?)),
         Some(why) if mode == SwitchMode::Auto => Ok((
             Used::Reload,
             Some(format!(
@@ -50,8 +51,11 @@ pub(super) fn decide(config: &Config) -> anyhow::Result<(Used, Option<String>, F
     }
 }
 
+/// A [`read`]'s answer, when the check that nft works here made one.
+type Checked = Option<anyhow::Result<Option<Mapping>>>;
+
 /// Why nft mode cannot work here, or None; `first`: the rule, when the check read it.
-fn why_not_nft(config: &Config, first: &mut FirstRead) -> Option<String> {
+fn why_not_nft(config: &Config, first: &mut Checked) -> Option<String> {
     if config.nginx.switch_ports.is_none() {
         return Some("nginx.switch_ports is not set".into());
     }
@@ -105,7 +109,7 @@ fn as_root() -> bool {
 /// whose answer goes to `first`. Otherwise one `switch-rule read` through `sudo -n` (the
 /// probe: sudo's rule, the helper, the grant and `nft` in one run), and a grant that maps
 /// cutover.yml's ports; its rule goes to `first` too.
-fn why_no_kernel_access(config: &Config, first: &mut FirstRead) -> Option<String> {
+fn why_no_kernel_access(config: &Config, first: &mut Checked) -> Option<String> {
     if as_root() {
         let [primary, backup] = config.nginx.switch_ports?.map(|p| p.0);
         return match crate::nft::read_if_available(config.project.as_str(), primary, backup) {
@@ -374,7 +378,7 @@ impl Run<'_, '_> {
         let config = &self.d.loaded.config;
         // The rule as `decide` read it under this deploy's lock, moments ago, else read now.
         let read = match self.first_read.take() {
-            Some(read) => unmapped_apart(read)?,
+            Some(read) => read,
             None => read_or_unmapped(config)?,
         };
         // What the switch puts back if it fails: known from here on (None: read it again).
