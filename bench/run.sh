@@ -18,7 +18,8 @@
 #                mode, one load client, the binaries taking turns (one v2 → green, v1 → blue
 #                pair each per cycle, --cycles N, default 3), so a change in the machine's
 #                load hits all alike; boot time BENCH_AB_DELAY_MS (default 1000). Writes
-#                bench/results/ab.{jsonl,md} (per-step medians per binary, load per cycle)
+#                bench/results/ab.{jsonl,md} (per-step medians per binary, load per cycle);
+#                BENCH_AB_SWITCH=nft: nginx.switch: nft (needs root and nft)
 #   BENCH_RAW_COPY=DIR   keep a copy of the raw files (load timelines, tool outputs) in DIR
 #   BENCH_BIN=PATH       measure that cutover binary, not a fresh build (BENCH_COMMIT=NAME: its
 #                        commit in the results): a before/after pair of runs
@@ -46,7 +47,7 @@ while [[ $# -gt 0 ]]; do
         --quick) QUICK=1; CYCLES=1; shift ;;
         --switch-compare) COMPARE=1; shift ;;
         --ab) AB=$2; shift 2 ;;
-        -h|--help) sed -n '2,34p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -93,8 +94,10 @@ RAW=$WORK/raw
 mkdir -p "$RAW"
 PROJECT=cutover-bench-$$
 read -r BLUE GREEN NGINX_PORT SWITCH_A SWITCH_B < <(free_ports 5)
-# nginx.switch of the cutover deploys: reload (today's include + reload) or nft.
+# nginx.switch of the cutover deploys: reload (today's include + reload) or nft (--ab takes
+# BENCH_AB_SWITCH=nft).
 SWITCH=reload
+[[ -n $AB ]] && SWITCH=${BENCH_AB_SWITCH:-reload}
 # The box-wide project registry and the nft switch's saved rulesets: the run's own.
 export CUTOVER_REGISTRY_DIR=$WORK/registry CUTOVER_SWITCH_DIR=$WORK/switch
 PREFIX=$WORK/nginx
@@ -110,7 +113,7 @@ cleanup() {
     for pid in "${BG_PIDS[@]}"; do kill "$pid" 2>/dev/null; done
     remove_project
     # The nft switch's table (src/nft.rs names it cutover_<project>).
-    [[ $COMPARE == 1 ]] && nft delete table ip "cutover_$PROJECT" 2>/dev/null
+    [[ $COMPARE == 1 || $SWITCH == nft ]] && nft delete table ip "cutover_$PROJECT" 2>/dev/null
     if [[ -f "$PREFIX/nginx.pid" ]]; then
         "${NGINX[@]}" -s quit 2>/dev/null
         for _ in $(seq 50); do [[ -f "$PREFIX/nginx.pid" ]] || break; sleep 0.1; done
@@ -291,9 +294,9 @@ if [[ -n $AB ]]; then
     stop_load
     mkdir -p bench/results
     cp "$RAW/deploys.jsonl" bench/results/ab.jsonl
-    python3 - "$RAW" "$delay" "$STARTED_AT" "$AB" >bench/results/ab.md <<'PY'
+    python3 - "$RAW" "$delay" "$STARTED_AT" "$AB" "$SWITCH" >bench/results/ab.md <<'PY'
 import json, statistics, sys
-raw, delay, started, ab = sys.argv[1:]
+raw, delay, started, ab, switch = sys.argv[1:]
 load = json.load(open(f"{raw}/ab.load.json"))
 
 
@@ -318,7 +321,7 @@ for line in open(f"{raw}/deploys.jsonl"):
 names = list(runs)
 keys = [k for k in ["wall − settle", "ready → first response", "up", "health", "observe", "switch", "probe", "settle", "drain", "stop"]
         if any(k in s for r in runs.values() for s in r)]
-print(f"A/B ({started}, boot {delay} ms, reload mode): {ab}\n")
+print(f"A/B ({started}, boot {delay} ms, {switch} mode): {ab}\n")
 print("| step (median (min–max) ms) | " + " | ".join(f"{n} ({len(runs[n])})" for n in names) + " |")
 print("| --- |" + " --- |" * len(names))
 for k in keys:

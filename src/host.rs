@@ -91,6 +91,31 @@ pub fn listening(port: u16) -> anyhow::Result<bool> {
     Ok(count > 0)
 }
 
+/// The first of `ports` something listens on, or None: one `ss -l` for them all (the
+/// common answer, none, in one process); only when one does is each asked alone, to name it.
+pub fn listening_on_any(ports: &[u16]) -> anyhow::Result<Option<u16>> {
+    let filter = ports
+        .iter()
+        .map(|p| format!("sport = :{p}"))
+        .collect::<Vec<_>>()
+        .join(" or ");
+    let count = ss_sockets(
+        &["-l", &format!("( {filter} )")],
+        format!("look for a listener on ports {ports:?}"),
+        Duration::from_secs(10),
+    )?;
+    if count == 0 {
+        return Ok(None);
+    }
+    for port in ports {
+        if listening(*port)? {
+            return Ok(Some(*port));
+        }
+    }
+    // Gone between the two looks: a listener was there, so say so rather than "none".
+    Ok(ports.first().copied())
+}
+
 /// `ss -H -t -n ARGS`: the TCP sockets it lists, one line each (no header).
 fn ss_sockets(args: &[&str], summary: String, timeout: Duration) -> anyhow::Result<usize> {
     let out = crate::process::Cmd::new("ss", summary)
@@ -165,7 +190,12 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert!(listening(port).unwrap());
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let free_port = free.local_addr().unwrap().port();
+        drop(free);
+        assert_eq!(listening_on_any(&[free_port, port]).unwrap(), Some(port));
         drop(listener);
+        assert_eq!(listening_on_any(&[free_port, port]).unwrap(), None);
         assert!(!listening(port).unwrap());
     }
 

@@ -3,7 +3,7 @@
 //! ports, so a switch changes where nginx's NEW upstream connections land without a reload.
 //!
 //! Why a table per project (`ip cutover_<project>`), not one shared table with a chain each:
-//! a switch replaces the whole table in one `nft -f -` transaction (`add table`, `delete
+//! a switch replaces the whole table in one `nft -f` transaction (`add table`, `delete
 //! table`, the new table: atomic, all or nothing), and that replacement, or a project's
 //! removal, can never touch another project's rules: there is nothing shared to flush.
 //!
@@ -132,21 +132,67 @@ pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Replaces `project`'s table with `mapping`, then saves the ruleset for the boot restore.
-/// The kernel first: a saved file never names a mapping that was not applied.
+/// Replaces `project`'s table with `mapping`, proves it, then saves the ruleset for the boot
+/// restore. The kernel first: a saved file never names a mapping that was not applied.
+///
+/// One `nft -e -j -f <file>`: the ruleset goes to the save's temp file (0600, beside the
+/// saved one, a name the boot unit's `*.nft` skips), nft applies it from there and echoes
+/// what the kernel committed as JSON, which must hold `mapping` (the proof a listing
+/// would give, in the same process); then the temp file is renamed into place. A file, not
+/// a pipe: with `-j`, nft 1.0.6 reads a piped ruleset as JSON first and, that failing,
+/// applies nothing and exits 0. An nft that echoes nothing gets the listing instead.
 pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    use std::os::unix::fs::PermissionsExt as _;
     let text = ruleset(project, mapping);
     // Where it will be saved is checked before the kernel changes: a rule applied but not
     // saved would be undone by the next boot's restore.
     let saved = save_path(dir, project)?;
-    apply(
-        &text,
-        &format!(
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".cutover-tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("create a temp file in {}", dir.display()))?;
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(0o600))
+        .and_then(|()| tmp.write_all(text.as_bytes()))
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| {
+            format!(
+                "write the nft switch ruleset to a temp file in {}",
+                dir.display()
+            )
+        })?;
+    let cmd = Cmd::new(
+        "nft",
+        format!(
             "map port {} to {} (project {project}'s nft switch)",
             mapping.primary, mapping.primary_to
         ),
-    )?;
-    crate::atomic::write(&saved, text.as_bytes(), 0o600)
+    )
+    .args(["-e", "-j", "-f"])
+    .arg(tmp.path())
+    .timeout(NFT_TIMEOUT);
+    let out = cmd.run()?;
+    let t = table(project);
+    let got = if out.stdout.trim().is_empty() {
+        read(project, mapping.primary, mapping.backup)?
+    } else {
+        let ports = parse(&out.stdout).with_context(|| {
+            format!(
+                "`{}` echoed JSON that is not an nftables listing",
+                cmd.display()
+            )
+        })?;
+        mapping_of(&t, &ports, mapping.primary, mapping.backup)?
+    };
+    if got != Some(*mapping) {
+        anyhow::bail!(
+            "`{}`: the kernel holds {got:?}, not the {mapping:?} just written",
+            cmd.display()
+        );
+    }
+    tmp.persist(&saved)
+        .map_err(|e| e.error)
         .with_context(|| format!("save the nft switch ruleset to {}", saved.display()))?;
     sync_dir(dir)
 }
@@ -240,14 +286,40 @@ pub fn restore(saved: &Path) -> anyhow::Result<()> {
 /// Reads `project`'s mapping back from the kernel: `None` when it has no table; a table
 /// that does not hold our two rules is an error (someone edited it: fail closed).
 pub fn read(project: &str, primary: u16, backup: u16) -> anyhow::Result<Option<Mapping>> {
+    list(project, primary, backup, "nft".into())?
+}
+
+/// [`available`] and [`read`] in one process (a deploy's observe): the listing needs the
+/// capability a change needs (nfnetlink refuses every request, a read too, without
+/// CAP_NET_ADMIN), so a listing that succeeds, or fails only because the table is missing,
+/// says nft is usable here. `Err`: not usable, why; `Ok`: what [`read`] returns.
+pub fn read_if_available(
+    project: &str,
+    primary: u16,
+    backup: u16,
+) -> Result<anyhow::Result<Option<Mapping>>, Unavailable> {
+    let nft = crate::process::which("nft").ok_or(Unavailable::NoNft)?;
+    list(project, primary, backup, nft).map_err(|e| Unavailable::NoPermission(format!("{e:#}")))
+}
+
+/// `nft -j list table ip <project's table>`: `Err` when nft failed for another reason than
+/// a missing table (or did not start), else the listing's mapping (or why it is none).
+fn list(
+    project: &str,
+    primary: u16,
+    backup: u16,
+    nft: PathBuf,
+) -> anyhow::Result<anyhow::Result<Option<Mapping>>> {
     let t = table(project);
-    let cmd = Cmd::new("nft", format!("read project {project}'s nft switch"))
+    let cmd = Cmd::new(nft, format!("read project {project}'s nft switch"))
         .args(["-j", "list", "table", "ip", &t])
         .timeout(NFT_TIMEOUT);
     let out = cmd.run_unchecked()?;
     if !out.success() {
+        // ENOENT from the kernel's table lookup: the only failure that means "no table"
+        // (no capability is EPERM, a missing nf_tables another errno).
         if out.stderr.contains("No such file or directory") {
-            return Ok(None);
+            return Ok(Ok(None));
         }
         return Err(cmd.failed(&out).into());
     }
@@ -256,7 +328,18 @@ pub fn read(project: &str, primary: u16, backup: u16) -> anyhow::Result<Option<M
             "`{}` printed JSON that is not an nftables listing",
             cmd.display()
         )
-    })?;
+    });
+    Ok(ports.and_then(|ports| mapping_of(&t, &ports, primary, backup)))
+}
+
+/// The mapping of table `t` whose rules lead `ports` (`(dport, dnat port)`) (fail closed:
+/// a table without both rules is an error).
+fn mapping_of(
+    t: &str,
+    ports: &[(u16, u16)],
+    primary: u16,
+    backup: u16,
+) -> anyhow::Result<Option<Mapping>> {
     let to = |port: u16| ports.iter().find(|(p, _)| *p == port).map(|(_, to)| *to);
     match (to(primary), to(backup)) {
         (Some(primary_to), Some(backup_to)) => Ok(Some(Mapping {
@@ -300,6 +383,11 @@ fn parse(json: &str) -> anyhow::Result<Vec<(u16, u16)>> {
     let listing: Listing = serde_json::from_str(json)?;
     let mut out = Vec::new();
     for item in listing.nftables {
+        // An echo (`nft -e -j`) wraps each object in the command that made it.
+        let item = match item.get("add") {
+            Some(added) => added.clone(),
+            None => item,
+        };
         let Ok(RuleItem { rule }) = serde_json::from_value::<RuleItem>(item) else {
             continue;
         };
@@ -328,6 +416,9 @@ mod tests {
 
     const LISTING: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}, {"table": {"family": "ip", "name": "cutover_p1", "handle": 2}}, {"chain": {"family": "ip", "table": "cutover_p1", "name": "output", "handle": 1, "type": "nat", "hook": "output", "prio": -101, "policy": "accept"}}, {"rule": {"family": "ip", "table": "cutover_p1", "chain": "output", "handle": 2, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "127.0.0.1"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 18000}}, {"dnat": {"addr": "127.0.0.1", "port": 18081}}]}}]}"#;
 
+    /// `nft -e -j -f FILE`'s echo of a ruleset (nft 1.0.6), cut to one rule.
+    const ECHO: &str = r#"{"nftables": [{"add": {"table": {"family": "ip", "name": "cutover_p1", "handle": 1331}}}, {"add": {"chain": {"family": "ip", "table": "cutover_p1", "name": "output", "handle": 1, "type": "nat", "hook": "output", "prio": -101, "policy": "accept"}}}, {"add": {"rule": {"family": "ip", "table": "cutover_p1", "chain": "output", "handle": 2, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "ip", "field": "daddr"}}, "right": "127.0.0.1"}}, {"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": 18000}}, {"dnat": {"addr": "127.0.0.1", "port": 18081}}]}}}]}"#;
+
     #[test]
     fn the_saved_rules_go_only_where_no_other_user_can_write() {
         use std::os::unix::fs::PermissionsExt as _;
@@ -347,6 +438,7 @@ mod tests {
     #[test]
     fn a_listing_gives_each_rules_port_and_target() {
         assert_eq!(parse(LISTING).unwrap(), vec![(18000, 18081)]);
+        assert_eq!(parse(ECHO).unwrap(), vec![(18000, 18081)]);
         assert!(parse("table ip cutover_p1 {").is_err());
         assert!(parse(r#"{"other": []}"#).is_err());
     }

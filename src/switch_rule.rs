@@ -6,18 +6,18 @@
 //! Both sides live here:
 //! - the root side ([`serve`], `cutover switch-rule`): trusts nothing of its caller but a
 //!   project name (validated as a config name: `[a-z0-9_-]`, ≤ 63, so the table name
-//!   `cutover_<name>` cannot carry nft syntax) and two colors (a clap enum). The ports it
-//!   may map come from the project's grant, `<switch dir>/<project>.grant`, which only
-//!   bootstrap (as root) writes from cutover.yml: opened without following a symlink, it
-//!   must be a regular file owned by root and writable by no one else, in a directory with
-//!   the same checks, and hold four distinct unprivileged ports. A name without a grant
-//!   (another project's, one never bootstrapped) is refused. The ruleset is rendered here
-//!   (`crate::nft::ruleset`), applied in one `nft -f -` and saved for the boot unit. It runs
-//!   `nft` and `ss` with root's own PATH (sudo passes the caller's where sudoers has no
-//!   `secure_path`), takes turns with other root sides of the project on the grant's flock
-//!   and defers SIGTERM/SIGINT/SIGHUP, so the kernel's rule and the saved one never cross;
-//!   a caller that gave up before the change (a relayed signal, sudo gone) gets nothing
-//!   changed; `set` refuses a switch port something listens on.
+//!   `cutover_<name>` cannot carry nft syntax) and two colors (a clap enum). The ports it may
+//!   map come from the project's grant, `<switch dir>/<project>.grant`, which only bootstrap
+//!   (as root) writes from cutover.yml: opened without following a symlink, it must be a
+//!   regular file owned by root and writable by no one else, in a directory with the same
+//!   checks, and hold four distinct unprivileged ports. A name without a grant (another
+//!   project's, one never bootstrapped) is refused. The ruleset is rendered here
+//!   (`crate::nft::ruleset`), applied and proven by its echo in one `nft -e -j -f` and saved
+//!   for the boot unit. It runs `nft` and `ss` with root's own PATH (sudo passes the caller's
+//!   where sudoers has no `secure_path`), takes turns with other root sides of the project on
+//!   the grant's flock and defers SIGTERM/SIGINT/SIGHUP, so the kernel's rule and the saved
+//!   one never cross; a caller that gave up before the change (a relayed signal, sudo gone)
+//!   gets nothing changed; `set` refuses a switch port something listens on.
 //! - the caller side ([`via_sudo`]): the same argv bootstrap wrote into the sudoers rule
 //!   ([`argv`] is the one source of both), its JSON [`Reply`] parsed or refused.
 //!
@@ -265,18 +265,16 @@ pub fn serve(project: &str, action: Action) -> anyhow::Result<Reply> {
             // The engine checks this too, but the caller may be the deploy user at a shell:
             // a switch port something listens on (a database a root-bootstrapped grant
             // happens to name) would hand this box's own clients of it to the app.
-            for port in grant.switch_ports {
-                let taken = crate::host::listening(port)
-                    .context("check that nothing listens on the grant's switch ports")?;
-                if taken {
-                    anyhow::bail!(
-                        "something listens on port {port}, a switch port of {}: the rule would \
-                         send this box's own connections to 127.0.0.1:{port} to project \
-                         {project}'s app instead; refusing (expected switch ports nothing \
-                         listens on: change nginx.switch_ports and run `cutover bootstrap` again)",
-                        grant_path(&dir, project).display()
-                    );
-                }
+            let taken = crate::host::listening_on_any(&grant.switch_ports)
+                .context("check that nothing listens on the grant's switch ports")?;
+            if let Some(port) = taken {
+                anyhow::bail!(
+                    "something listens on port {port}, a switch port of {}: the rule would \
+                     send this box's own connections to 127.0.0.1:{port} to project \
+                     {project}'s app instead; refusing (expected switch ports nothing \
+                     listens on: change nginx.switch_ports and run `cutover bootstrap` again)",
+                    grant_path(&dir, project).display()
+                );
             }
             let m = grant.mapping(primary, backup);
             gave_up()?;

@@ -152,6 +152,9 @@ struct Run<'a, 'r> {
     /// The project's nft rule as this run last read or wrote it (`Some(None)`: no table;
     /// `None`: not known, read it before a write), so a switch does not list it again.
     rule: std::cell::Cell<Option<Option<crate::nft::Mapping>>>,
+    /// The rule as `nft_switch::decide` read it while checking that nft works here, used by
+    /// observe and the check for a rule left open (two `nft` processes fewer).
+    first_read: nft_switch::FirstRead,
     /// nft mode: a listener was seen on the new color's port before its health gate, so the
     /// switch need not ask again (false: not asked, or none seen: asked after the gate).
     listens: bool,
@@ -187,6 +190,7 @@ impl<'a> Deployer<'a> {
             survey: None,
             switch_used: nft_switch::Used::Reload,
             rule: std::cell::Cell::new(None),
+            first_read: None,
             listens: false,
         };
         run.clock.ran_before(Step::Decrypt, req.decrypted);
@@ -238,8 +242,9 @@ impl Run<'_, '_> {
         // Before anything starts: an include this user cannot switch would fail the deploy
         // only after the new color had booted and passed its health gate.
         self.nginx.check_writable()?;
-        let (used, fell_back) = nft_switch::decide(&self.d.loaded.config)?;
+        let (used, fell_back, first_read) = nft_switch::decide(&self.d.loaded.config)?;
         self.switch_used = used;
+        self.first_read = first_read;
         if let Some(why) = fell_back {
             self.clock.note(why);
         }
@@ -368,7 +373,7 @@ impl Run<'_, '_> {
     fn observe(&mut self, req: &Request) -> anyhow::Result<Target> {
         let loaded = self.d.loaded;
         self.clock.start(Step::Observe, "");
-        let mut observed = observe(loaded)?;
+        let mut observed = observe::observe_with(loaded, self.first_read.clone())?;
         for note in observed.disagreements() {
             self.clock.note(note);
         }

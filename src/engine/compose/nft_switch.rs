@@ -25,27 +25,37 @@ pub enum Used {
     Nft,
 }
 
-/// Decides the way: `Ok((used, why reload))`, the reason only when `auto` fell back;
-/// `Err` when `nginx.switch: nft` cannot work here (a refusal naming why).
-pub(super) fn decide(config: &Config) -> anyhow::Result<(Used, Option<String>)> {
+/// The rule as the check that nft works here read it ([`read_or_unmapped`]'s answer), so
+/// observe need not list it again: `None` when the check did not read it.
+pub(super) type FirstRead = Option<Result<Option<Mapping>, String>>;
+
+/// Decides the way: `Ok((used, why reload, the rule read))`, the reason only when `auto`
+/// fell back; `Err` when `nginx.switch: nft` cannot work here (a refusal naming why), or
+/// the rule it read cannot be read (fail closed, as observe would).
+pub(super) fn decide(config: &Config) -> anyhow::Result<(Used, Option<String>, FirstRead)> {
     let mode = config.nginx.switch;
     if mode == SwitchMode::Reload {
-        return Ok((Used::Reload, None));
+        return Ok((Used::Reload, None, None));
     }
-    match why_not_nft(config) {
-        None => Ok((Used::Nft, None)),
+    let mut first = None;
+    match why_not_nft(config, &mut first) {
+        None => Ok((Used::Nft, None, first.map(unmapped_apart).transpose()?)),
         Some(why) if mode == SwitchMode::Auto => Ok((
             Used::Reload,
             Some(format!(
                 "nginx.switch: auto: switching with the include + nginx reload, since {why}"
             )),
+            None,
         )),
         Some(why) => anyhow::bail!("nginx.switch: nft cannot work on this box: {why}"),
     }
 }
 
-/// Why nft mode cannot work here, or None.
-fn why_not_nft(config: &Config) -> Option<String> {
+/// A [`read`]'s answer, when the check that nft works here made one.
+type Checked = Option<anyhow::Result<Option<Mapping>>>;
+
+/// Why nft mode cannot work here, or None; `first`: the rule, when the check read it.
+fn why_not_nft(config: &Config, first: &mut Checked) -> Option<String> {
     if config.nginx.switch_ports.is_none() {
         return Some("nginx.switch_ports is not set".into());
     }
@@ -55,19 +65,25 @@ fn why_not_nft(config: &Config) -> Option<String> {
             config.colors.upstream_host()
         ));
     }
-    if let Some(why) = why_no_kernel_access(config) {
+    if let Some(why) = why_no_kernel_access(config, first) {
         return Some(why);
     }
     // The rule sends every connection this box makes to 127.0.0.1:<switch port> to a color:
     // a service listening there (a database, ssh) would lose its local clients to the app.
-    for (port, which) in config.nginx.switch_ports?.iter().zip(["primary", "backup"]) {
-        if matches!(crate::host::listening(port.0), Ok(true)) {
-            return Some(format!(
-                "something listens on port {port}, the {which} of nginx.switch_ports: the rule \
-                 would send this box's own connections to 127.0.0.1:{port} to the app instead \
-                 (expected two ports nothing listens on)"
-            ));
-        }
+    // Asked on every deploy (one `ss` for both ports), not only at the set-up: a service
+    // started on a switch port since the last deploy is as much at risk.
+    let ports = config.nginx.switch_ports?.map(|p| p.0);
+    if let Ok(Some(port)) = crate::host::listening_on_any(&ports) {
+        let which = if port == ports[0] {
+            "primary"
+        } else {
+            "backup"
+        };
+        return Some(format!(
+            "something listens on port {port}, the {which} of nginx.switch_ports: the rule \
+             would send this box's own connections to 127.0.0.1:{port} to the app instead \
+             (expected two ports nothing listens on)"
+        ));
     }
     let site = &config.nginx.site;
     match std::fs::read_to_string(site) {
@@ -89,11 +105,20 @@ fn as_root() -> bool {
 }
 
 /// Why this process cannot change the project's rule, or None. As root: `nft` and
-/// CAP_NET_ADMIN. Otherwise one `switch-rule read` through `sudo -n` (the probe: sudo's rule,
-/// the helper, the grant and `nft` in one run), and a grant that maps cutover.yml's ports.
-fn why_no_kernel_access(config: &Config) -> Option<String> {
+/// CAP_NET_ADMIN, proven by listing the project's table (`crate::nft::read_if_available`),
+/// whose answer goes to `first`. Otherwise one `switch-rule read` through `sudo -n` (the
+/// probe: sudo's rule, the helper, the grant and `nft` in one run), and a grant that maps
+/// cutover.yml's ports; its rule goes to `first` too.
+fn why_no_kernel_access(config: &Config, first: &mut Checked) -> Option<String> {
     if as_root() {
-        return crate::nft::available().err().map(|e| e.to_string());
+        let [primary, backup] = config.nginx.switch_ports?.map(|p| p.0);
+        return match crate::nft::read_if_available(config.project.as_str(), primary, backup) {
+            Ok(read) => {
+                *first = Some(read);
+                None
+            }
+            Err(e) => Some(e.to_string()),
+        };
     }
     let project = config.project.as_str();
     let user = std::env::var("USER")
@@ -109,6 +134,10 @@ fn why_no_kernel_access(config: &Config) -> Option<String> {
         Ok(reply) => {
             let wanted = crate::switch_rule::Grant::of(config);
             if wanted == Some(reply.grant) {
+                *first = Some(match reply.unmapped {
+                    Some(why) => Err(crate::nft::Unmapped(why).into()),
+                    None => Ok(reply.mapping),
+                });
                 return None;
             }
             let words = |g: &crate::switch_rule::Grant| {
@@ -233,7 +262,14 @@ fn read_via_sudo(config: &Config, ports: [u16; 2]) -> anyhow::Result<Option<Mapp
 /// [`read`], with a table changed by hand so that it no longer maps both ports given as
 /// `Err(that, in words)`: a disagreement to report and repair, not a reason to stop.
 pub fn read_or_unmapped(config: &Config) -> anyhow::Result<Result<Option<Mapping>, String>> {
-    match read(config) {
+    unmapped_apart(read(config))
+}
+
+/// A [`read`]'s answer with a table changed by hand taken apart from a failed read.
+fn unmapped_apart(
+    read: anyhow::Result<Option<Mapping>>,
+) -> anyhow::Result<Result<Option<Mapping>, String>> {
+    match read {
         Ok(m) => Ok(Ok(m)),
         Err(e) => match e.downcast_ref::<crate::nft::Unmapped>() {
             Some(unmapped) => Ok(Err(unmapped.to_string())),
@@ -319,9 +355,13 @@ impl Run<'_, '_> {
             workers = Some(self.nginx.worker_pids());
             undo.include = Some(self.nginx.switch(&text)?);
         }
-        // The kernel has it: read it back, so a rule that did not take is never proven by a
-        // probe that a backup answered. (`nft -e -j -f -`'s echo would prove it in the same
-        // process, but nft 1.0.6 echoes nothing in JSON when the ruleset comes on a pipe.)
+        // The kernel has it: proven, so a rule that did not take is never proven by a probe
+        // that a backup answered. As root `crate::nft::switch` proved it already (the echo of
+        // its `nft -e -j -f`); through sudo it is read back, since the root side may be an
+        // older helper whose reply only repeats the mapping asked for.
+        if as_root() {
+            return Ok((text, workers));
+        }
         match read(config)? {
             Some(m) if m == *wanted => {}
             other => anyhow::bail!(
@@ -336,7 +376,11 @@ impl Run<'_, '_> {
     /// passed its gate (invariant 15, as `reconcile` does for the include's groups).
     pub(super) fn close_a_rule_left_open(&mut self, dry_run: bool) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
-        let read = read_or_unmapped(config)?;
+        // The rule as `decide` read it under this deploy's lock, moments ago, else read now.
+        let read = match self.first_read.take() {
+            Some(read) => read,
+            None => read_or_unmapped(config)?,
+        };
         // What the switch puts back if it fails: known from here on (None: read it again).
         self.rule.set(read.as_ref().ok().copied());
         let Ok(Some(m)) = read else {
@@ -467,8 +511,9 @@ mod tests {
 
     #[test]
     fn reload_is_the_default_and_auto_without_ports_falls_back_saying_why() {
-        assert_eq!(decide(&config("")).unwrap(), (Used::Reload, None));
-        let (used, why) = decide(&config("nginx: { switch: auto }\n")).unwrap();
+        let (used, why, first) = decide(&config("")).unwrap();
+        assert_eq!((used, why, first.is_none()), (Used::Reload, None, true));
+        let (used, why, _) = decide(&config("nginx: { switch: auto }\n")).unwrap();
         assert_eq!(used, Used::Reload);
         assert!(why.unwrap().contains("nginx.switch_ports is not set"));
     }

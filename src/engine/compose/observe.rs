@@ -160,6 +160,15 @@ impl Observed {
 
 /// Reads nginx's include and the engine's containers for a project.
 pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
+    observe_with(loaded, None)
+}
+
+/// [`observe`], with the nft rule when it was read moments ago under the deploy's lock
+/// (`nft_switch::decide`, which listed it to learn that nft works here): not listed again.
+pub fn observe_with(
+    loaded: &Loaded,
+    rule: super::nft_switch::FirstRead,
+) -> anyhow::Result<Observed> {
     let config = &loaded.config;
     // No include yet is a project never switched; an unreadable one is an error.
     let include = Nginx {
@@ -179,7 +188,11 @@ pub fn observe(loaded: &Loaded) -> anyhow::Result<Observed> {
     let nginx_color = if port.is_some() && port == switch_primary {
         // A rule that cannot be read is an error (fail closed); one that leads to neither
         // color is a disagreement the next deploy repairs by writing the rule.
-        match super::nft_switch::read_or_unmapped(config)? {
+        let read = match rule {
+            Some(read) => read,
+            None => super::nft_switch::read_or_unmapped(config)?,
+        };
+        match read {
             Err(unmapped) => {
                 switch_problem = Some(SwitchProblem::Edited(unmapped));
                 None
