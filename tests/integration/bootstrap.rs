@@ -692,6 +692,16 @@ fn cloud_init_user_data_passes_cloud_init_schema_and_matches_the_snapshot() {
     check(&amzn);
 }
 
+/// `visudo -c -f` accepts the drop-in bootstrap wrote.
+fn assert_visudo_accepts(drop_in: &Path) {
+    let visudo = std::process::Command::new(cutover::bootstrap::sbin("visudo"))
+        .args(["-c", "-f"])
+        .arg(drop_in)
+        .output()
+        .unwrap();
+    assert!(visudo.status.success(), "{visudo:?}");
+}
+
 /// A project `cutover init myapp --user admin` wrote, and a root whose passwd has admin.
 fn sudo_user_project_and_root() -> (tempfile::TempDir, PathBuf, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -709,14 +719,21 @@ fn sudo_user_project_and_root() -> (tempfile::TempDir, PathBuf, tempfile::TempDi
     (dir, project, root)
 }
 
-#[test]
-fn a_sudo_user_gets_an_include_dir_it_owns_and_a_visudo_checked_drop_in_for_exactly_nginx() {
-    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
-        return;
-    }
-    let (_dir, project, root) = sudo_user_project_and_root();
+/// `nginx.switch: nft` with switch ports 9180 and 9181 in the project's cutover.yml.
+fn switch_by_nft(project: &Path) {
+    let config = std::fs::read_to_string(project.join("cutover.yml")).unwrap();
+    let config = config.replacen(
+        "\nnginx:\n",
+        "\nnginx:\n  switch: nft\n  switch_ports: [9180, 9181]\n",
+        1,
+    );
+    std::fs::write(project.join("cutover.yml"), config).unwrap();
+}
+
+/// Bootstrap's arguments for `root` with the deploy user admin: no swap, no packages.
+fn admin_args(root: &tempfile::TempDir) -> Vec<String> {
     let r = root.path().to_str().unwrap();
-    let args = [
+    [
         "--root",
         r,
         "--swap",
@@ -724,7 +741,19 @@ fn a_sudo_user_gets_an_include_dir_it_owns_and_a_visudo_checked_drop_in_for_exac
         "--no-install",
         "--user",
         "admin",
-    ];
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+#[test]
+fn a_sudo_user_gets_an_include_dir_it_owns_and_a_visudo_checked_drop_in_for_exactly_nginx() {
+    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
+        return;
+    }
+    let (_dir, project, root) = sudo_user_project_and_root();
+    let args = admin_args(&root);
+    let args = args.iter().map(String::as_str).collect::<Vec<_>>();
     let (first, text, _) = bootstrap(&project, &args);
     assert_eq!(statuses(&first)["nginx access"], "changed", "{text}");
 
@@ -763,12 +792,7 @@ fn a_sudo_user_gets_an_include_dir_it_owns_and_a_visudo_checked_drop_in_for_exac
     let rule_lines: Vec<&str> = rules.lines().filter(|l| !l.starts_with('#')).collect();
     assert_eq!(rule_lines, [expected.as_str()], "{rules}");
     assert_eq!(mode(&drop_in), 0o440);
-    let visudo = std::process::Command::new(cutover::bootstrap::sbin("visudo"))
-        .args(["-c", "-f"])
-        .arg(&drop_in)
-        .output()
-        .unwrap();
-    assert!(visudo.status.success(), "{visudo:?}");
+    assert_visudo_accepts(&drop_in);
 
     // A rerun changes nothing.
     let (second, text2, _) = bootstrap(&project, &args);
@@ -785,16 +809,8 @@ fn a_sudo_user_with_the_root_include_gets_a_note_naming_the_fix() {
     )
     .unwrap();
     let project = parking_project();
-    let r = root.path().to_str().unwrap();
-    let args = [
-        "--root",
-        r,
-        "--swap",
-        "off",
-        "--no-install",
-        "--user",
-        "admin",
-    ];
+    let args = admin_args(&root);
+    let args = args.iter().map(String::as_str).collect::<Vec<_>>();
     let (report, text, _) = bootstrap(project.path(), &args);
     let step = report["steps"]
         .as_array()
@@ -852,23 +868,9 @@ fn a_sudo_user_in_nft_mode_gets_the_grant_a_root_owned_copy_and_an_exact_drop_in
         return;
     }
     let (_dir, project, root) = sudo_user_project_and_root();
-    let config = std::fs::read_to_string(project.join("cutover.yml")).unwrap();
-    let config = config.replacen(
-        "\nnginx:\n",
-        "\nnginx:\n  switch: nft\n  switch_ports: [9180, 9181]\n",
-        1,
-    );
-    std::fs::write(project.join("cutover.yml"), config).unwrap();
-    let r = root.path().to_str().unwrap();
-    let args = [
-        "--root",
-        r,
-        "--swap",
-        "off",
-        "--no-install",
-        "--user",
-        "admin",
-    ];
+    switch_by_nft(&project);
+    let args = admin_args(&root);
+    let args = args.iter().map(String::as_str).collect::<Vec<_>>();
     let (first, text, _) = bootstrap(&project, &args);
     assert_eq!(statuses(&first)["nft switch at boot"], "changed", "{text}");
 
@@ -916,12 +918,7 @@ fn a_sudo_user_in_nft_mode_gets_the_grant_a_root_owned_copy_and_an_exact_drop_in
         )],
         "{rules}"
     );
-    let visudo = std::process::Command::new(cutover::bootstrap::sbin("visudo"))
-        .args(["-c", "-f"])
-        .arg(&drop_in)
-        .output()
-        .unwrap();
-    assert!(visudo.status.success(), "{visudo:?}");
+    assert_visudo_accepts(&drop_in);
 
     // A rerun changes nothing.
     let (second, text2, _) = bootstrap(&project, &args);
@@ -941,23 +938,9 @@ fn a_root_directory_someone_else_made_or_could_replace_is_refused_not_taken_over
         return;
     }
     let (_dir, project, root) = sudo_user_project_and_root();
-    let config = std::fs::read_to_string(project.join("cutover.yml")).unwrap();
-    let config = config.replacen(
-        "\nnginx:\n",
-        "\nnginx:\n  switch: nft\n  switch_ports: [9180, 9181]\n",
-        1,
-    );
-    std::fs::write(project.join("cutover.yml"), config).unwrap();
-    let r = root.path().to_str().unwrap();
-    let args = [
-        "--root",
-        r,
-        "--swap",
-        "off",
-        "--no-install",
-        "--user",
-        "admin",
-    ];
+    switch_by_nft(&project);
+    let args = admin_args(&root);
+    let args = args.iter().map(String::as_str).collect::<Vec<_>>();
     let root_dir = root.path().join("usr/local/lib/cutover-root");
     let copy = root_dir.join("cutover");
     std::fs::create_dir_all(&root_dir).unwrap();
@@ -968,7 +951,7 @@ fn a_root_directory_someone_else_made_or_could_replace_is_refused_not_taken_over
         let out = cutover(&project)
             .arg("bootstrap")
             .arg("--json")
-            .args(args)
+            .args(&args)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(1));
@@ -1036,13 +1019,7 @@ fn a_user_whose_nginx_drop_in_is_the_projects_switch_drop_in_is_refused() {
         return;
     }
     let (_dir, project, root) = sudo_user_project_and_root();
-    let config = std::fs::read_to_string(project.join("cutover.yml")).unwrap();
-    let config = config.replacen(
-        "\nnginx:\n",
-        "\nnginx:\n  switch: nft\n  switch_ports: [9180, 9181]\n",
-        1,
-    );
-    std::fs::write(project.join("cutover.yml"), config).unwrap();
+    switch_by_nft(&project);
     let r = root.path().to_str().unwrap();
     let out = cutover(&project)
         .args([
