@@ -719,6 +719,36 @@ fn sudo_user_project_and_root() -> (tempfile::TempDir, PathBuf, tempfile::TempDi
     (dir, project, root)
 }
 
+/// [`sudo_user_project_and_root`] in nft mode ([`switch_by_nft`]); None (said loudly, or a
+/// failure under CI) without visudo to check the drop-ins.
+fn sudo_user_nft_project() -> Option<(tempfile::TempDir, PathBuf, tempfile::TempDir)> {
+    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
+        return None;
+    }
+    let (dir, project, root) = sudo_user_project_and_root();
+    switch_by_nft(&project);
+    Some((dir, project, root))
+}
+
+/// `bootstrap --json ARGS` exits 1 with its step "nft switch at boot" failed; its report
+/// and stderr, for what they name.
+fn refused_at_the_nft_step(project: &Path, args: &[&str]) -> String {
+    let out = cutover(project)
+        .arg("bootstrap")
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let report = json(&out);
+    assert_eq!(
+        statuses(&report)["nft switch at boot"],
+        "failed",
+        "{report}"
+    );
+    format!("{report}{}", String::from_utf8_lossy(&out.stderr))
+}
+
 /// `nginx.switch: nft` with switch ports 9180 and 9181 in the project's cutover.yml.
 fn switch_by_nft(project: &Path) {
     let config = std::fs::read_to_string(project.join("cutover.yml")).unwrap();
@@ -864,11 +894,9 @@ fn a_rerun_does_not_ask_again_to_add_a_key_already_in_recipients() {
 // root's own directory, and a visudo-checked drop-in for exactly the project's argv.
 #[test]
 fn a_sudo_user_in_nft_mode_gets_the_grant_a_root_owned_copy_and_an_exact_drop_in() {
-    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
+    let Some((_dir, project, root)) = sudo_user_nft_project() else {
         return;
-    }
-    let (_dir, project, root) = sudo_user_project_and_root();
-    switch_by_nft(&project);
+    };
     let args = admin_args(&root);
     let args = args.iter().map(String::as_str).collect::<Vec<_>>();
     let (first, text, _) = bootstrap(&project, &args);
@@ -934,11 +962,9 @@ fn a_sudo_user_in_nft_mode_gets_the_grant_a_root_owned_copy_and_an_exact_drop_in
 #[test]
 fn a_root_directory_someone_else_made_or_could_replace_is_refused_not_taken_over() {
     use std::os::unix::fs::PermissionsExt as _;
-    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
+    let Some((_dir, project, root)) = sudo_user_nft_project() else {
         return;
-    }
-    let (_dir, project, root) = sudo_user_project_and_root();
-    switch_by_nft(&project);
+    };
     let args = admin_args(&root);
     let args = args.iter().map(String::as_str).collect::<Vec<_>>();
     let root_dir = root.path().join("usr/local/lib/cutover-root");
@@ -947,22 +973,7 @@ fn a_root_directory_someone_else_made_or_could_replace_is_refused_not_taken_over
     std::fs::copy(env!("CARGO_BIN_EXE_cutover"), &copy).unwrap();
     std::os::unix::fs::chown(&root_dir, Some(4242), Some(4243)).unwrap();
     std::os::unix::fs::chown(&copy, Some(4242), Some(4243)).unwrap();
-    let refused = || {
-        let out = cutover(&project)
-            .arg("bootstrap")
-            .arg("--json")
-            .args(&args)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(1));
-        let report = json(&out);
-        assert_eq!(
-            statuses(&report)["nft switch at boot"],
-            "failed",
-            "{report}"
-        );
-        format!("{report}{}", String::from_utf8_lossy(&out.stderr))
-    };
+    let refused = || refused_at_the_nft_step(&project, &args);
     let text = refused();
     assert!(
         text.contains(&format!(
@@ -1015,33 +1026,13 @@ fn a_root_directory_someone_else_made_or_could_replace_is_refused_not_taken_over
 // drop-in's path: each run would overwrite the other's rules, so bootstrap refuses, naming it.
 #[test]
 fn a_user_whose_nginx_drop_in_is_the_projects_switch_drop_in_is_refused() {
-    if !require("visudo", "check the sudoers drop-in bootstrap writes") {
+    let Some((_dir, project, root)) = sudo_user_nft_project() else {
         return;
-    }
-    let (_dir, project, root) = sudo_user_project_and_root();
-    switch_by_nft(&project);
-    let r = root.path().to_str().unwrap();
-    let out = cutover(&project)
-        .args([
-            "bootstrap",
-            "--json",
-            "--root",
-            r,
-            "--swap",
-            "off",
-            "--no-install",
-        ])
-        .args(["--user", "switch-myapp"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let report = json(&out);
-    assert_eq!(
-        statuses(&report)["nft switch at boot"],
-        "failed",
-        "{report}"
-    );
-    let text = format!("{report}{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let mut args = admin_args(&root);
+    *args.last_mut().unwrap() = "switch-myapp".into();
+    let args = args.iter().map(String::as_str).collect::<Vec<_>>();
+    let text = refused_at_the_nft_step(&project, &args);
     assert!(
         text.contains("cutover-switch-myapp would hold both switch-myapp's nginx rules"),
         "{text}"
