@@ -54,6 +54,14 @@ pub fn saved(dir: &Path, project: &str) -> PathBuf {
 /// How long one `nft` run may take: it is a netlink transaction, milliseconds.
 const NFT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Every `nft` run: `LC_ALL=C`, since the one error text read (the kernel's ENOENT, "No
+/// such file or directory") comes through strerror and a locale would translate it.
+fn nft(program: impl AsRef<std::ffi::OsStr>, summary: impl Into<String>) -> Cmd {
+    Cmd::new(program, summary)
+        .plain_env("LC_ALL", "C")
+        .timeout(NFT_TIMEOUT)
+}
+
 /// A project's mapping: where each stable port leads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Mapping {
@@ -104,30 +112,42 @@ pub enum Unavailable {
     NoNft,
     #[error("`nft` cannot change rules here (no CAP_NET_ADMIN?): {0}")]
     NoPermission(String),
+    /// Any other failure of the listing (nf_tables missing, a broken nft): its own words.
+    #[error("{0}")]
+    Failed(String),
+}
+
+impl Unavailable {
+    /// A failed check as what it is: EPERM is the missing capability, anything else is said
+    /// as the command's own failure.
+    fn of(what: String) -> Unavailable {
+        if what.contains("Operation not permitted") {
+            Unavailable::NoPermission(what)
+        } else {
+            Unavailable::Failed(what)
+        }
+    }
 }
 
 /// Whether this process can change nftables rules: `nft` on PATH and a check-only run of a
 /// harmless transaction (`nft -c`: parsed and validated by the kernel, never committed),
 /// which needs the same capability a real change does.
 pub fn available() -> Result<(), Unavailable> {
-    let nft = crate::process::which("nft").ok_or(Unavailable::NoNft)?;
-    let out = Cmd::new(nft, "check that nftables rules can be changed")
+    let program = crate::process::which("nft").ok_or(Unavailable::NoNft)?;
+    let cmd = nft(program, "check that nftables rules can be changed")
         .args(["-c", "-f", "-"])
-        .stdin_bytes(removal("probe").into_bytes())
-        .timeout(NFT_TIMEOUT)
-        .run();
-    match out {
+        .stdin_bytes(removal("probe").into_bytes());
+    match cmd.run() {
         Ok(_) => Ok(()),
-        Err(e) => Err(Unavailable::NoPermission(e.to_string())),
+        Err(e) => Err(Unavailable::of(format!("`{}`: {e}", cmd.display()))),
     }
 }
 
 /// Applies `text` as one transaction (`nft -f -`).
 pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
-    Cmd::new("nft", what)
+    nft("nft", what)
         .args(["-f", "-"])
         .stdin_bytes(text.as_bytes().to_vec())
-        .timeout(NFT_TIMEOUT)
         .run()?;
     Ok(())
 }
@@ -137,10 +157,12 @@ pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
 ///
 /// One `nft -e -j -f <file>`: the ruleset goes to the save's temp file (0600, beside the
 /// saved one, a name the boot unit's `*.nft` skips), nft applies it from there and echoes
-/// what the kernel committed as JSON, which must hold `mapping` (the proof a listing
-/// would give, in the same process); then the temp file is renamed into place. A file, not
-/// a pipe: with `-j`, nft 1.0.6 reads a piped ruleset as JSON first and, that failing,
-/// applies nothing and exits 0. An nft that echoes nothing gets the listing instead.
+/// what the kernel committed as JSON: when it holds exactly `mapping` and nothing of another
+/// table, that is the proof a listing would give, in the same process ([`echo_proves`]);
+/// else (an nft that echoes nothing, only the last object, or something that does not parse)
+/// the table is listed and judged from that. Then the temp file is renamed into place. A
+/// file, not a pipe: with `-j`, nft 1.0.6 reads a piped ruleset as JSON first and, that
+/// failing, applies nothing and exits 0.
 pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt as _;
@@ -162,7 +184,8 @@ pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()
                 dir.display()
             )
         })?;
-    let cmd = Cmd::new(
+    let t = table(project);
+    let cmd = nft(
         "nft",
         format!(
             "map port {} to {} (project {project}'s nft switch)",
@@ -170,26 +193,32 @@ pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()
         ),
     )
     .args(["-e", "-j", "-f"])
-    .arg(tmp.path())
-    .timeout(NFT_TIMEOUT);
-    let out = cmd.run()?;
-    let t = table(project);
-    let got = if out.stdout.trim().is_empty() {
-        read(project, mapping.primary, mapping.backup)?
-    } else {
-        let ports = parse(&out.stdout).with_context(|| {
-            format!(
-                "`{}` echoed JSON that is not an nftables listing",
-                cmd.display()
-            )
+    .arg(tmp.path());
+    // The temp file is gone once this returns: an error names the table and where its
+    // ruleset is saved, not the temp name nft's messages use.
+    let tmp_name = tmp.path().display().to_string();
+    let out = cmd.run().map_err(|e| {
+        anyhow::anyhow!(
+            "{}",
+            e.to_string()
+                .replace(&tmp_name, &format!("<the ruleset of table ip {t}>"))
+        )
+        .context(format!(
+            "apply table ip {t} (the ruleset to be saved as {})",
+            saved.display()
+        ))
+    })?;
+    if !echo_proves(&out.stdout, &t, mapping) {
+        let got = read(project, mapping.primary, mapping.backup).with_context(|| {
+            format!("read back table ip {t} after applying it (its echo was no proof)")
         })?;
-        mapping_of(&t, &ports, mapping.primary, mapping.backup)?
-    };
-    if got != Some(*mapping) {
-        anyhow::bail!(
-            "`{}`: the kernel holds {got:?}, not the {mapping:?} just written",
-            cmd.display()
-        );
+        if got != Some(*mapping) {
+            anyhow::bail!(
+                "applied table ip {t} (to be saved as {}), but the kernel holds {got:?}, \
+                 not the {mapping:?} just written",
+                saved.display()
+            );
+        }
     }
     tmp.persist(&saved)
         .map_err(|e| e.error)
@@ -298,8 +327,15 @@ pub fn read_if_available(
     primary: u16,
     backup: u16,
 ) -> Result<anyhow::Result<Option<Mapping>>, Unavailable> {
-    let nft = crate::process::which("nft").ok_or(Unavailable::NoNft)?;
-    list(project, primary, backup, nft).map_err(|e| Unavailable::NoPermission(format!("{e:#}")))
+    let program = crate::process::which("nft").ok_or(Unavailable::NoNft)?;
+    match list(project, primary, backup, program) {
+        Err(e) => Err(Unavailable::of(format!("{e:#}"))),
+        // "No table" is also what an older nft prints when its cache could not dump the
+        // ruleset at all (no CAP_NET_ADMIN, no nf_tables): confirm with the check-only probe,
+        // which needs the capability a change needs. A listing of our table proves access.
+        Ok(Ok(None)) => available().map(|()| Ok(None)),
+        Ok(read) => Ok(read),
+    }
 }
 
 /// `nft -j list table ip <project's table>`: `Err` when nft failed for another reason than
@@ -308,12 +344,11 @@ fn list(
     project: &str,
     primary: u16,
     backup: u16,
-    nft: PathBuf,
+    program: PathBuf,
 ) -> anyhow::Result<anyhow::Result<Option<Mapping>>> {
     let t = table(project);
-    let cmd = Cmd::new(nft, format!("read project {project}'s nft switch"))
-        .args(["-j", "list", "table", "ip", &t])
-        .timeout(NFT_TIMEOUT);
+    let cmd = nft(program, format!("read project {project}'s nft switch"))
+        .args(["-j", "list", "table", "ip", &t]);
     let out = cmd.run_unchecked()?;
     if !out.success() {
         // ENOENT from the kernel's table lookup: the only failure that means "no table"
@@ -321,9 +356,11 @@ fn list(
         if out.stderr.contains("No such file or directory") {
             return Ok(Ok(None));
         }
-        return Err(cmd.failed(&out).into());
+        return Err(
+            anyhow::Error::new(cmd.failed(&out)).context(format!("`{}` failed", cmd.display()))
+        );
     }
-    let ports = parse(&out.stdout).with_context(|| {
+    let ports = parse(&out.stdout, &t).with_context(|| {
         format!(
             "`{}` printed JSON that is not an nftables listing",
             cmd.display()
@@ -378,8 +415,26 @@ struct Rule {
     expr: Vec<serde_json::Value>,
 }
 
-/// `(dport, dnat port)` of every rule of a listing that has both (other rules ignored).
-fn parse(json: &str) -> anyhow::Result<Vec<(u16, u16)>> {
+/// Whether an apply's echo (`nft -e -j`) alone proves that table `t` now holds exactly
+/// `mapping`: it parses, names nothing but `ip t`, and maps both ports as asked. Anything
+/// else (empty, not JSON, one object of several, another table) proves nothing either way:
+/// the caller lists the table and judges from that.
+fn echo_proves(stdout: &str, t: &str, mapping: &Mapping) -> bool {
+    if stdout.trim().is_empty() {
+        return false;
+    }
+    match parse(stdout, t) {
+        Ok(ports) => {
+            mapping_of(t, &ports, mapping.primary, mapping.backup).ok() == Some(Some(*mapping))
+        }
+        Err(_) => false,
+    }
+}
+
+/// `(dport, dnat port)` of every rule of table `ip t` in a listing or an echo that has both
+/// (other rules of `t` ignored). An object of another table or family is an error: a
+/// listing of our table never holds one, and an echo that does is not ours alone.
+fn parse(json: &str, t: &str) -> anyhow::Result<Vec<(u16, u16)>> {
     let listing: Listing = serde_json::from_str(json)?;
     let mut out = Vec::new();
     for item in listing.nftables {
@@ -388,6 +443,20 @@ fn parse(json: &str) -> anyhow::Result<Vec<(u16, u16)>> {
             Some(added) => added.clone(),
             None => item,
         };
+        if let Some(obj) = item.as_object() {
+            for (kind, body) in obj {
+                if kind == "metainfo" {
+                    continue;
+                }
+                let family = body.get("family").and_then(|f| f.as_str());
+                let table = body
+                    .get(if kind == "table" { "name" } else { "table" })
+                    .and_then(|n| n.as_str());
+                if family != Some("ip") || table != Some(t) {
+                    anyhow::bail!("it holds a {kind} of another table than ip {t}: {body}");
+                }
+            }
+        }
         let Ok(RuleItem { rule }) = serde_json::from_value::<RuleItem>(item) else {
             continue;
         };
@@ -437,10 +506,78 @@ mod tests {
 
     #[test]
     fn a_listing_gives_each_rules_port_and_target() {
-        assert_eq!(parse(LISTING).unwrap(), vec![(18000, 18081)]);
-        assert_eq!(parse(ECHO).unwrap(), vec![(18000, 18081)]);
-        assert!(parse("table ip cutover_p1 {").is_err());
-        assert!(parse(r#"{"other": []}"#).is_err());
+        assert_eq!(parse(LISTING, "cutover_p1").unwrap(), vec![(18000, 18081)]);
+        assert_eq!(parse(ECHO, "cutover_p1").unwrap(), vec![(18000, 18081)]);
+        assert!(parse("table ip cutover_p1 {", "cutover_p1").is_err());
+        assert!(parse(r#"{"other": []}"#, "cutover_p1").is_err());
+        // Another project's table, or ours in another family, is never read as ours.
+        assert!(parse(LISTING, "cutover_p2").is_err());
+        assert!(parse(
+            &ECHO.replace(r#""family": "ip""#, r#""family": "ip6""#),
+            "cutover_p1"
+        )
+        .is_err());
+    }
+
+    /// An echo shaped as nft 1.0.6 prints it for `ruleset("p1", MAPPING)`.
+    fn full_echo(rules: &[(u16, u16)]) -> String {
+        let mut items = vec![
+            r#"{"add": {"table": {"family": "ip", "name": "cutover_p1", "handle": 1}}}"#.to_string(),
+            r#"{"add": {"chain": {"family": "ip", "table": "cutover_p1", "name": "output", "handle": 1, "type": "nat", "hook": "output", "prio": -101, "policy": "accept"}}}"#.to_string(),
+        ];
+        for (i, (dport, to)) in rules.iter().enumerate() {
+            items.push(format!(
+                r#"{{"add": {{"rule": {{"family": "ip", "table": "cutover_p1", "chain": "output", "handle": {}, "expr": [{{"match": {{"op": "==", "left": {{"payload": {{"protocol": "ip", "field": "daddr"}}}}, "right": "127.0.0.1"}}}}, {{"match": {{"op": "==", "left": {{"payload": {{"protocol": "tcp", "field": "dport"}}}}, "right": {dport}}}}}, {{"dnat": {{"addr": "127.0.0.1", "port": {to}}}}}]}}}}}}"#,
+                i + 2
+            ));
+        }
+        format!(r#"{{"nftables": [{}]}}"#, items.join(", "))
+    }
+
+    const MAPPING: Mapping = Mapping {
+        primary: 18000,
+        primary_to: 18081,
+        backup: 18001,
+        backup_to: 18082,
+    };
+
+    #[test]
+    fn only_a_whole_echo_of_our_table_with_the_asked_mapping_proves_the_switch() {
+        let t = "cutover_p1";
+        let whole = full_echo(&[(18000, 18081), (18001, 18082)]);
+        assert!(echo_proves(&whole, t, &MAPPING));
+        // Everything else is no proof: the switch lists the table and judges from that.
+        // nft 0.9.7 echoes only the last object: one rule.
+        assert!(!echo_proves(&full_echo(&[(18001, 18082)]), t, &MAPPING));
+        assert!(!echo_proves(ECHO, t, &MAPPING));
+        assert!(!echo_proves("", t, &MAPPING));
+        assert!(!echo_proves(" \n", t, &MAPPING));
+        assert!(!echo_proves("add table ip cutover_p1\n", t, &MAPPING));
+        assert!(!echo_proves(r#"{"nftables": [{"add""#, t, &MAPPING));
+        // Another project's table beside ours: the echo is not ours alone.
+        let other = whole.replace(
+            r#"{"add": {"table": {"family": "ip", "name": "cutover_p1", "handle": 1}}}"#,
+            r#"{"add": {"table": {"family": "ip", "name": "cutover_p1", "handle": 1}}}, {"add": {"table": {"family": "ip", "name": "cutover_p2", "handle": 9}}}"#,
+        );
+        assert_ne!(other, whole);
+        assert!(!echo_proves(&other, t, &MAPPING));
+        assert!(!echo_proves(&whole, "cutover_p2", &MAPPING));
+        // A whole echo of another mapping proves nothing either: the listing decides.
+        let swapped = full_echo(&[(18000, 18082), (18001, 18081)]);
+        assert!(!echo_proves(&swapped, t, &MAPPING));
+    }
+
+    #[test]
+    fn a_listing_failure_is_called_a_missing_capability_only_when_it_is_eperm() {
+        assert!(matches!(
+            Unavailable::of("Error: Could not process rule: Operation not permitted".into()),
+            Unavailable::NoPermission(_)
+        ));
+        let other = Unavailable::of(
+            "`nft -j list table ip cutover_p` failed: Protocol not supported".into(),
+        );
+        assert!(matches!(other, Unavailable::Failed(_)));
+        assert!(!other.to_string().contains("CAP_NET_ADMIN"), "{other}");
     }
 
     #[test]

@@ -306,6 +306,113 @@ fn e2e_without_nft_auto_falls_back_to_reload_saying_so_once_and_nft_refuses() {
     project.assert_serving("green", "v2");
 }
 
+/// `cmd` run by `setpriv` without CAP_NET_ADMIN in its bounding set: root in a container, or
+/// a unit with a restricted `CapabilityBoundingSet`, where nfnetlink refuses every request.
+fn without_net_admin(cmd: &std::process::Command) -> std::process::Command {
+    let mut out = std::process::Command::new("setpriv");
+    out.args(["--bounding-set=-net_admin", "--inh-caps=-net_admin", "--"])
+        .arg(cmd.get_program())
+        .args(cmd.get_args())
+        .stdin(std::process::Stdio::null());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(value) => out.env(key, value),
+            None => out.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        out.current_dir(dir);
+    }
+    out
+}
+
+/// A PATH whose `nft` answers every `list` as an older nft does when its cache cannot dump
+/// the ruleset (no capability, no nf_tables): "No such file or directory", the words of a
+/// missing table; anything else goes to the real nft.
+fn path_with_an_nft_that_says_enoent(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let real = cutover::process::which("nft").unwrap();
+    let bin = dir.join("old-nft");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("nft");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = list ] && {{ echo 'Error: No such file or \
+             directory' >&2; exit 1; }}; done\nexec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// Root without CAP_NET_ADMIN: nft cannot change a rule, whatever its listing says (nft
+/// 1.0.6 says EPERM; an older one "No such file or directory", as if the table were only
+/// missing, which the check-only probe then disproves). `auto` falls back to reload naming
+/// why, `nft` refuses, and no table is written.
+#[test]
+fn e2e_root_without_cap_net_admin_is_told_nft_is_unusable_even_when_the_listing_says_enoent() {
+    if !nft_ready() || !require("setpriv", "run cutover without CAP_NET_ADMIN") {
+        return;
+    }
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("0s"));
+    let [primary, backup] = project.switch_ports;
+    let tmp = tempfile::tempdir().unwrap();
+    let old_nft = path_with_an_nft_that_says_enoent(tmp.path());
+    for (path, image) in [
+        (None, "cutover-demo:v1"),
+        (Some(&old_nft), "cutover-demo:v2"),
+    ] {
+        let run = |args: &[&str]| {
+            let mut cmd = project.command(args);
+            if let Some(path) = path {
+                cmd.env("PATH", path);
+            }
+            without_net_admin(&cmd).output().unwrap()
+        };
+        project.write_config(&App::compose().switch("nft").settle("0s"));
+        let out = run(&["deploy", "--image", image]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{path:?}: {stderr}");
+        assert!(
+            stderr.contains(
+                "nginx.switch: nft cannot work on this box: `nft` cannot change rules here"
+            ),
+            "{path:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains("Operation not permitted"),
+            "{path:?}: {stderr}"
+        );
+        assert_eq!(
+            cutover::nft::read(&project.name, primary, backup).unwrap(),
+            None
+        );
+        project.write_config(&App::compose().switch("auto").settle("0s"));
+        let out = run(&["deploy", "--image", image]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{path:?}: {stderr}");
+        assert!(
+            stderr.contains("nginx.switch: auto: switching with the include + nginx reload, since `nft` cannot change rules here"),
+            "{path:?}: {stderr}"
+        );
+        assert_eq!(
+            cutover::nft::read(&project.name, primary, backup).unwrap(),
+            None
+        );
+    }
+    project.assert_serving("green", "v2");
+}
+
 /// Docker's nat rules as Docker writes them (userland-proxy on: loopback excluded; and a
 /// `userland-proxy: false`-style DNAT of a color port), a ufw-like filter chain with a
 /// default-deny for another port, in the given iptables flavour.
