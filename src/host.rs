@@ -91,9 +91,38 @@ pub fn listening(port: u16) -> anyhow::Result<bool> {
     Ok(count > 0)
 }
 
-/// The first of `ports` something listens on, or None: one `ss -l` for them all (the
-/// common answer, none, in one process); only when one does is each asked alone, to name it.
-pub fn listening_on_any(ports: &[u16]) -> anyhow::Result<Option<u16>> {
+/// Who listens on a set of ports, as [`listening_on_any`] found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listener {
+    Nobody,
+    On(u16),
+    /// The look at them all counted a listener, the look at each could not name it (it
+    /// went in between, or `ss` failed): still a listener, never "nobody".
+    OneOf(Vec<u16>),
+}
+
+impl Listener {
+    /// `port 9100` or `one of ports 9100, 9101`; None for [`Listener::Nobody`].
+    pub fn which(&self) -> Option<String> {
+        match self {
+            Listener::Nobody => None,
+            Listener::On(port) => Some(format!("port {port}")),
+            Listener::OneOf(ports) => Some(format!(
+                "one of ports {}",
+                ports
+                    .iter()
+                    .map(u16::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        }
+    }
+}
+
+/// Who listens on `ports`: one `ss -l` for them all (the common answer, nobody, in one
+/// process); only when it counts one is each asked alone, to name it. An error only when
+/// that first look fails.
+pub fn listening_on_any(ports: &[u16]) -> anyhow::Result<Listener> {
     let filter = ports
         .iter()
         .map(|p| format!("sport = :{p}"))
@@ -104,16 +133,27 @@ pub fn listening_on_any(ports: &[u16]) -> anyhow::Result<Option<u16>> {
         format!("look for a listener on ports {ports:?}"),
         Duration::from_secs(10),
     )?;
+    Ok(name_listener(ports, count, listening))
+}
+
+/// The decision of [`listening_on_any`] once `count` listeners were seen on `ports`:
+/// `listens` names the port; where it fails or finds none, a listener was still seen.
+fn name_listener(
+    ports: &[u16],
+    count: usize,
+    mut listens: impl FnMut(u16) -> anyhow::Result<bool>,
+) -> Listener {
     if count == 0 {
-        return Ok(None);
+        return Listener::Nobody;
     }
-    for port in ports {
-        if listening(*port)? {
-            return Ok(Some(*port));
+    for &port in ports {
+        match listens(port) {
+            Ok(true) => return Listener::On(port),
+            Ok(false) => {}
+            Err(_) => break,
         }
     }
-    // Gone between the two looks: a listener was there, so say so rather than "none".
-    Ok(ports.first().copied())
+    Listener::OneOf(ports.to_vec())
 }
 
 /// `ss -H -t -n ARGS`: the TCP sockets it lists, one line each (no header).
@@ -183,6 +223,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_listener_counted_is_never_reported_as_nobody_when_it_cannot_be_named() {
+        let ports = [9100, 9101];
+        let never = |_: u16| -> anyhow::Result<bool> { panic!("asked with a count of 0") };
+        assert_eq!(name_listener(&ports, 0, never), Listener::Nobody);
+        assert_eq!(
+            name_listener(&ports, 1, |p| Ok(p == 9101)),
+            Listener::On(9101)
+        );
+        // Gone between the two looks, or `ss` failing on the second: a listener still.
+        let gone = name_listener(&ports, 1, |_| Ok(false));
+        assert_eq!(gone, Listener::OneOf(vec![9100, 9101]));
+        assert_eq!(gone.which().unwrap(), "one of ports 9100, 9101");
+        let failed = name_listener(&ports, 2, |_| anyhow::bail!("ss: broken"));
+        assert_eq!(failed, Listener::OneOf(vec![9100, 9101]));
+        assert_eq!(Listener::On(9100).which().unwrap(), "port 9100");
+        assert_eq!(Listener::Nobody.which(), None);
+    }
+
+    #[test]
     fn a_listener_on_loopback_is_seen_and_a_free_port_is_not() {
         if crate::process::which("ss").is_none() {
             return;
@@ -193,9 +252,15 @@ mod tests {
         let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let free_port = free.local_addr().unwrap().port();
         drop(free);
-        assert_eq!(listening_on_any(&[free_port, port]).unwrap(), Some(port));
+        assert_eq!(
+            listening_on_any(&[free_port, port]).unwrap(),
+            Listener::On(port)
+        );
         drop(listener);
-        assert_eq!(listening_on_any(&[free_port, port]).unwrap(), None);
+        assert_eq!(
+            listening_on_any(&[free_port, port]).unwrap(),
+            Listener::Nobody
+        );
         assert!(!listening(port).unwrap());
     }
 

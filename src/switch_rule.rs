@@ -267,10 +267,10 @@ pub fn serve(project: &str, action: Action) -> anyhow::Result<Reply> {
             // happens to name) would hand this box's own clients of it to the app.
             let taken = crate::host::listening_on_any(&grant.switch_ports)
                 .context("check that nothing listens on the grant's switch ports")?;
-            if let Some(port) = taken {
+            if let Some(which) = taken.which() {
                 anyhow::bail!(
-                    "something listens on port {port}, a switch port of {}: the rule would \
-                     send this box's own connections to 127.0.0.1:{port} to project \
+                    "something listens on {which}, a switch port of {}: the rule would \
+                     send this box's own connections to it on 127.0.0.1 to project \
                      {project}'s app instead; refusing (expected switch ports nothing \
                      listens on: change nginx.switch_ports and run `cutover bootstrap` again)",
                     grant_path(&dir, project).display()

@@ -73,17 +73,8 @@ fn why_not_nft(config: &Config, first: &mut Checked) -> Option<String> {
     // Asked on every deploy (one `ss` for both ports), not only at the set-up: a service
     // started on a switch port since the last deploy is as much at risk.
     let ports = config.nginx.switch_ports?.map(|p| p.0);
-    if let Ok(Some(port)) = crate::host::listening_on_any(&ports) {
-        let which = if port == ports[0] {
-            "primary"
-        } else {
-            "backup"
-        };
-        return Some(format!(
-            "something listens on port {port}, the {which} of nginx.switch_ports: the rule \
-             would send this box's own connections to 127.0.0.1:{port} to the app instead \
-             (expected two ports nothing listens on)"
-        ));
+    if let Some(why) = why_taken(&ports, crate::host::listening_on_any(&ports)) {
+        return Some(why);
     }
     let site = &config.nginx.site;
     match std::fs::read_to_string(site) {
@@ -95,6 +86,38 @@ fn why_not_nft(config: &Config, first: &mut Checked) -> Option<String> {
             crate::render::switch_group(config)
         )),
         Err(e) => Some(format!("the site {} cannot be read: {e}", site.display())),
+    }
+}
+
+/// Why the switch `ports` cannot be taken, from what `ss` said of them: a listener, or no
+/// answer at all (a listener cannot be ruled out: fail closed).
+fn why_taken(ports: &[u16; 2], seen: anyhow::Result<crate::host::Listener>) -> Option<String> {
+    use crate::host::Listener;
+    match seen {
+        Ok(Listener::Nobody) => None,
+        Ok(Listener::On(port)) => {
+            let which = if port == ports[0] {
+                "primary"
+            } else {
+                "backup"
+            };
+            Some(format!(
+                "something listens on port {port}, the {which} of nginx.switch_ports: the rule \
+                 would send this box's own connections to 127.0.0.1:{port} to the app instead \
+                 (expected two ports nothing listens on)"
+            ))
+        }
+        Ok(listener @ Listener::OneOf(_)) => Some(format!(
+            "something listens on {} of nginx.switch_ports: the rule would send this box's \
+             own connections to it on 127.0.0.1 to the app instead (expected two ports \
+             nothing listens on)",
+            listener.which().unwrap_or_default()
+        )),
+        Err(e) => Some(format!(
+            "whether something listens on nginx.switch_ports {} and {} cannot be told ({e:#}): \
+             the rule would take this box's own connections to such a listener",
+            ports[0], ports[1]
+        )),
     }
 }
 
@@ -501,6 +524,25 @@ impl Run<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_switch_port_ss_cannot_answer_for_is_a_reason_not_to_take_it() {
+        use crate::host::Listener;
+        let ports = [9100, 9101];
+        assert_eq!(why_taken(&ports, Ok(Listener::Nobody)), None);
+        let on = why_taken(&ports, Ok(Listener::On(9101))).unwrap();
+        assert!(
+            on.contains("port 9101, the backup of nginx.switch_ports"),
+            "{on}"
+        );
+        let one_of = why_taken(&ports, Ok(Listener::OneOf(ports.to_vec()))).unwrap();
+        assert!(one_of.contains("one of ports 9100, 9101"), "{one_of}");
+        let failed = why_taken(&ports, Err(anyhow::anyhow!("`ss` timed out"))).unwrap();
+        assert!(
+            failed.contains("cannot be told (`ss` timed out)"),
+            "{failed}"
+        );
+    }
 
     fn config(extra: &str) -> Config {
         let text = format!(
