@@ -51,6 +51,18 @@ while [[ $# -gt 0 ]]; do
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
+# BENCH_AB_SWITCH, checked before anything starts: a typo must not bench the wrong mode,
+# and nft mode needs root and nft (else every deploy would refuse, late and for each row).
+case "${BENCH_AB_SWITCH:-reload}" in
+    reload) ;;
+    nft)
+        if [[ -n ${AB:-} ]]; then
+            [[ $(id -u) == 0 ]] || { echo "run.sh: BENCH_AB_SWITCH=nft needs root (the nft switch changes nftables rules)" >&2; exit 2; }
+            command -v nft >/dev/null || { echo "run.sh: BENCH_AB_SWITCH=nft needs \`nft\` on PATH (install nftables)" >&2; exit 2; }
+        fi
+        ;;
+    *) echo "run.sh: BENCH_AB_SWITCH=${BENCH_AB_SWITCH}: expected reload or nft" >&2; exit 2 ;;
+esac
 DELAYS=(1000 5000)
 # seed 000's fixed sleep: the seed uses 45 s for an app that boots in "20-30 s" (1.5x its
 # worst boot). Here the boot time is known exactly, so we give it the delay plus a 2 s
