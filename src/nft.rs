@@ -318,10 +318,12 @@ pub fn read(project: &str, primary: u16, backup: u16) -> anyhow::Result<Option<M
     list(project, primary, backup, "nft".into())?
 }
 
-/// [`available`] and [`read`] in one process (a deploy's observe): the listing needs the
-/// capability a change needs (nfnetlink refuses every request, a read too, without
-/// CAP_NET_ADMIN), so a listing that succeeds, or fails only because the table is missing,
-/// says nft is usable here. `Err`: not usable, why; `Ok`: what [`read`] returns.
+/// [`available`] and [`read`], in one process when the table exists (a deploy's observe):
+/// the listing needs the capability a change needs (nfnetlink refuses every request, a read
+/// too, without CAP_NET_ADMIN), so a listing of our table says nft is usable here. A
+/// listing that says "no table" proves nothing (an older nft says so when it could not read
+/// at all): the [`available`] probe decides. `Err`: not usable, why; `Ok`: what [`read`]
+/// returns.
 pub fn read_if_available(
     project: &str,
     primary: u16,
