@@ -66,9 +66,8 @@ fn run_cli(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let ctx = Context::from_cli(&cli)?;
     if ctx.verbosity == Verbosity::Verbose {
-        process::set_trace(Box::new(|line, took, code| {
-            let status = code.map_or("killed".to_string(), |c| format!("exit {c}"));
-            eprintln!("    $ {line}  ({}, {status})", report::duration(took));
+        process::set_trace(Box::new(|line, took, outcome| {
+            eprintln!("    $ {line}  ({}, {outcome})", report::duration(took));
         }));
     }
     // `--host` / `remote.host`: the same command, run on the box over SSH (src/remote/).

@@ -145,6 +145,11 @@ impl Api {
     ) -> Result<(u16, String), ApiError> {
         // The host is a placeholder: the connector always dials the socket.
         let url = format!("http://docker{path}");
+        let started = std::time::Instant::now();
+        let traced = |outcome: &str| {
+            let line = format!("{method} {path}  [Docker engine API at {}]", self.socket());
+            crate::process::trace(&line, started.elapsed(), outcome);
+        };
         let sent = match method {
             "POST" => (self.agent.post(&url).config())
                 .timeout_global(Some(timeout))
@@ -159,14 +164,21 @@ impl Api {
                 .build()
                 .call(),
         };
-        let mut response = sent.map_err(|e| self.unreachable(e.to_string()))?;
+        let mut response = sent.map_err(|e| {
+            traced("unreachable");
+            self.unreachable(e.to_string())
+        })?;
         let code = response.status().as_u16();
         let body = response
             .body_mut()
             .with_config()
             .limit(16 * 1024 * 1024)
             .read_to_string()
-            .map_err(|e| self.unreachable(e.to_string()))?;
+            .map_err(|e| {
+                traced(&format!("HTTP {code}, body unreadable"));
+                self.unreachable(e.to_string())
+            })?;
+        traced(&format!("HTTP {code}"));
         Ok((code, body))
     }
 

@@ -132,9 +132,11 @@ impl Cmd {
         // Reaped here; after a kill this returns at once.
         let status = handle.wait().map_err(io)?.status;
         kill_tagged(&token);
-        if let Some(trace) = super::TRACE.get() {
-            trace(&self.display(), started.elapsed(), status.code());
-        }
+        super::trace(
+            &self.display(),
+            started.elapsed(),
+            &super::exit_outcome(status.code()),
+        );
         Ok(Bounded {
             code: if timed_out || cancelled {
                 None

@@ -39,15 +39,29 @@ pub const WITHHELD_FROM_CHILDREN: [&str; 2] = ["CUTOVER_AGE_KEY", "CUTOVER_IDENT
 /// A child's whole environment, name to value; values are wiped when dropped.
 pub type ChildEnv = BTreeMap<OsString, Zeroizing<Vec<u8>>>;
 
-/// Receives every finished subprocess (its display line, how long it took, its exit code),
-/// for `-v`. The command layer installs it; this module never prints.
-pub type Trace = Box<dyn Fn(&str, Duration, Option<i32>) + Send + Sync>;
+/// Receives every finished subprocess, and every request cutover makes of the Docker engine's
+/// socket in place of one (`docker::engine_api`): its display line, how long it took and how
+/// it ended ("exit 0", "killed", "HTTP 200"), for `-v`. The command layer installs it; this
+/// module never prints.
+pub type Trace = Box<dyn Fn(&str, Duration, &str) + Send + Sync>;
 
 static TRACE: std::sync::OnceLock<Trace> = std::sync::OnceLock::new();
 
 /// Installs the trace hook (once per process).
 pub fn set_trace(trace: Trace) {
     let _ = TRACE.set(trace);
+}
+
+/// Hands one finished exchange to the trace hook, when `-v` installed one.
+pub fn trace(line: &str, took: Duration, outcome: &str) {
+    if let Some(trace) = TRACE.get() {
+        trace(line, took, outcome);
+    }
+}
+
+/// How a subprocess ended, as the trace says it.
+fn exit_outcome(code: Option<i32>) -> String {
+    code.map_or("killed".to_string(), |c| format!("exit {c}"))
 }
 
 /// Why a subprocess did not do its job. Callers branch on `NotFound` (tool missing: try the
@@ -275,10 +289,8 @@ impl Cmd {
         }
         let started = std::time::Instant::now();
         let result = self.run_captured();
-        if let Some(trace) = TRACE.get() {
-            let code = result.as_ref().ok().and_then(|o| o.status.code());
-            trace(&self.display(), started.elapsed(), code);
-        }
+        let code = result.as_ref().ok().and_then(|o| o.status.code());
+        trace(&self.display(), started.elapsed(), &exit_outcome(code));
         match result {
             Ok(out) => Ok(Output {
                 code: out.status.code(),

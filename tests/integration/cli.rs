@@ -58,13 +58,36 @@ fn verbose_traces_each_subprocess_with_its_exit_code() {
         dir.path().join("cutover.yml"),
     )
     .unwrap();
+    // `status` asks the engine's socket where the CLI would reach it (docker::engine_api):
+    // each request is traced like a subprocess, with its HTTP status.
     let out = cutover(dir.path()).args(["-v", "status"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
+    let local = cutover::docker::engine_api::local_socket().is_some();
+    if local {
+        assert!(
+            stderr.contains("    $ GET /containers/json?all=1&filters=")
+                && stderr.contains("[Docker engine API at ")
+                && stderr.contains(", HTTP 200)"),
+            "{stderr}"
+        );
+    } else {
+        assert!(
+            stderr.contains("    $ docker ps -a -q --no-trunc --filter"),
+            "{stderr}"
+        );
+    }
+    // A dry-run deploy runs docker processes (the compose probe): each with its exit code.
+    let out = cutover(dir.path())
+        .args(["-v", "deploy", "--dry-run"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("    $ docker ps -a -q --no-trunc --filter"),
+        stderr.lines().any(|l| l.starts_with("    $ ")
+            && l.contains("version --short")
+            && l.ends_with(", exit 0)")),
         "{stderr}"
     );
-    assert!(stderr.contains("exit 0"), "{stderr}");
     let quiet = cutover(dir.path()).arg("status").output().unwrap();
     assert!(!String::from_utf8_lossy(&quiet.stderr).contains("    $ "));
 }
