@@ -183,14 +183,21 @@ pub fn compose_hold() -> ComposeHold {
     ComposeHold(Some(ENGINE_MODE.read().unwrap_or_else(|p| p.into_inner())))
 }
 
+/// What a compose project runs once it lets go of [`ENGINE_MODE`]: the integration harness's
+/// swarm sets it (`harness/swarm.rs`, `leave_if_idle`: a swarm leave left pending); the VM
+/// suite, which shares this file and has no swarm, never does.
+pub static ON_COMPOSE_RELEASE: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
 /// [`compose_hold`]'s hold: once released, the swarm the swarm tests left pending is left if
-/// this was the last compose project up ([`crate::harness::swarm::leave_if_idle`]).
+/// this was the last compose project up ([`ON_COMPOSE_RELEASE`]).
 pub struct ComposeHold(Option<std::sync::RwLockReadGuard<'static, ()>>);
 
 impl Drop for ComposeHold {
     fn drop(&mut self) {
         self.0.take();
-        crate::harness::swarm::leave_if_idle();
+        if let Some(hook) = ON_COMPOSE_RELEASE.get() {
+            hook();
+        }
     }
 }
 

@@ -79,6 +79,8 @@ pub(crate) fn leave_if_idle() {
 }
 
 fn leave_now_or_later(held: &mut (usize, bool)) {
+    // Set before the try below: a compose project that holds the lock now calls back.
+    let _ = crate::harness::common::ON_COMPOSE_RELEASE.set(leave_if_idle);
     if held.0 != 0 || !held.1 {
         return;
     }
