@@ -92,7 +92,8 @@ pub struct Cli {
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 
-    /// Print more detail (the subprocesses run, their timings)
+    /// Print more detail (each subprocess run and each Docker engine API request, with its
+    /// time and how it ended)
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
 
