@@ -238,36 +238,10 @@ mod tests {
 
     #[test]
     fn only_the_containers_the_socket_could_not_reach_go_to_the_cli() {
-        use std::io::{BufRead as _, Write as _};
         // A stand-in engine that stops and removes `stopok1` and drops the connection of
         // any request about the other container (an engine restarting, a stop timed out).
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("docker.sock");
-        let listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let stream = stream.unwrap();
-                std::thread::spawn(move || {
-                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-                    let mut writer = stream;
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        loop {
-                            let mut header = String::new();
-                            if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                                break;
-                            }
-                        }
-                        if !line.contains("stopok1") {
-                            return;
-                        }
-                        let _ = write!(writer, "HTTP/1.1 204 No Content\r\n\r\n");
-                    }
-                });
-            }
+        let (_dir, socket, _) = super::super::engine_api::stand_in::engine(|_, path| {
+            path.contains("stopok1").then(|| (204, String::new()))
         });
         let cli = Arc::new(Cli {
             claim: "stopcli2",

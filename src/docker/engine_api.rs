@@ -389,11 +389,73 @@ fn timed_out(e: std::io::Error, timeout: &NextTimeout) -> ureq::Error {
     }
 }
 
+/// What the unit tests here and in `containers.rs` stand on.
+#[cfg(test)]
+pub(crate) mod stand_in {
+    use std::io::{BufRead as _, Write as _};
+    use std::os::unix::net::UnixListener;
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    /// A stand-in engine on a unix socket: answers each request (every connection kept
+    /// alive, on a thread of its own, as the engine does: a client may open a second while
+    /// its first waits in its pool) from `reply(method, path)`, recording the request lines;
+    /// a `None` reply drops the connection unanswered (an engine restarting, a stop timed out).
+    pub(crate) fn engine(
+        reply: impl Fn(&str, &str) -> Option<(u16, String)> + Send + Sync + 'static,
+    ) -> (
+        tempfile::TempDir,
+        PathBuf,
+        Arc<std::sync::Mutex<Vec<String>>>,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let reply = Arc::new(reply);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let stream = stream.unwrap();
+                let (log, reply) = (log.clone(), reply.clone());
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    let mut writer = stream;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        // The headers, up to the blank line (no request here has a body).
+                        loop {
+                            let mut header = String::new();
+                            if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
+                                break;
+                            }
+                        }
+                        let mut parts = line.split_whitespace();
+                        let (method, path) = (parts.next().unwrap(), parts.next().unwrap());
+                        log.lock().unwrap().push(format!("{method} {path}"));
+                        let Some((code, body)) = reply(method, path) else {
+                            return;
+                        };
+                        let _ = write!(
+                            writer,
+                            "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        );
+                    }
+                });
+            }
+        });
+        (dir, path, seen)
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::stand_in::engine;
     use super::*;
-    use std::io::BufRead as _;
-    use std::os::unix::net::UnixListener;
 
     #[test]
     fn the_socket_is_the_clis_own_or_none() {
@@ -412,52 +474,6 @@ mod tests {
         assert_eq!(socket_for(None, Some("default"), Some("rootless")), default);
     }
 
-    /// A stand-in engine on a unix socket: answers each request (one connection, kept
-    /// alive) from `reply(method, path)`, recording the request lines.
-    fn engine(
-        reply: impl Fn(&str, &str) -> (u16, String) + Send + 'static,
-    ) -> (
-        tempfile::TempDir,
-        PathBuf,
-        Arc<std::sync::Mutex<Vec<String>>>,
-    ) {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("docker.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let stream = stream.unwrap();
-                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-                let mut writer = stream;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        break;
-                    }
-                    // The headers, up to the blank line (no request here has a body).
-                    loop {
-                        let mut header = String::new();
-                        if reader.read_line(&mut header).unwrap_or(0) == 0 || header == "\r\n" {
-                            break;
-                        }
-                    }
-                    let mut parts = line.split_whitespace();
-                    let (method, path) = (parts.next().unwrap(), parts.next().unwrap());
-                    log.lock().unwrap().push(format!("{method} {path}"));
-                    let (code, body) = reply(method, path);
-                    let _ = write!(
-                        writer,
-                        "HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-                        body.len()
-                    );
-                }
-            }
-        });
-        (dir, path, seen)
-    }
-
     #[derive(Debug, serde::Deserialize, PartialEq)]
     struct Thing {
         #[serde(rename = "Id")]
@@ -466,17 +482,19 @@ mod tests {
 
     #[test]
     fn lists_by_label_then_inspects_each_leaving_out_one_removed_meanwhile() {
-        let (_dir, socket, seen) = engine(|_, path| match path {
-            p if p.starts_with("/containers/json?") => {
-                (200, r#"[{"Id":"aaa"},{"Id":"gone"},{"Id":"bbb"}]"#.into())
-            }
-            "/containers/gone/json" => (404, r#"{"message":"No such container: gone"}"#.into()),
-            p => {
-                let id = p
-                    .trim_start_matches("/containers/")
-                    .trim_end_matches("/json");
-                (200, format!(r#"{{"Id":"{id}","Other":1}}"#))
-            }
+        let (_dir, socket, seen) = engine(|_, path| {
+            Some(match path {
+                p if p.starts_with("/containers/json?") => {
+                    (200, r#"[{"Id":"aaa"},{"Id":"gone"},{"Id":"bbb"}]"#.into())
+                }
+                "/containers/gone/json" => (404, r#"{"message":"No such container: gone"}"#.into()),
+                p => {
+                    let id = p
+                        .trim_start_matches("/containers/")
+                        .trim_end_matches("/json");
+                    (200, format!(r#"{{"Id":"{id}","Other":1}}"#))
+                }
+            })
         });
         let api = Api::at(&socket);
         let found: Vec<Thing> = api
@@ -499,9 +517,11 @@ mod tests {
 
     #[test]
     fn garbage_and_errors_are_errors_naming_the_request_never_an_empty_list() {
-        let (_dir, socket, _) = engine(|_, path| match path {
-            p if p.starts_with("/containers/json?") => (200, "[{not json".into()),
-            _ => (500, r#"{"message":"engine on fire"}"#.into()),
+        let (_dir, socket, _) = engine(|_, path| {
+            Some(match path {
+                p if p.starts_with("/containers/json?") => (200, "[{not json".into()),
+                _ => (500, r#"{"message":"engine on fire"}"#.into()),
+            })
         });
         let api = Api::at(&socket);
         let err = api
@@ -526,9 +546,11 @@ mod tests {
 
     #[test]
     fn stop_then_remove_and_a_container_already_gone_is_removed() {
-        let (_dir, socket, seen) = engine(|method, _| match method {
-            "POST" => (304, String::new()),
-            _ => (404, r#"{"message":"No such container"}"#.into()),
+        let (_dir, socket, seen) = engine(|method, _| {
+            Some(match method {
+                "POST" => (304, String::new()),
+                _ => (404, r#"{"message":"No such container"}"#.into()),
+            })
         });
         Api::at(&socket)
             .stop_and_remove("abc", Duration::from_secs(7))
