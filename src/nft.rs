@@ -177,7 +177,6 @@ pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(0o600))
         .and_then(|()| tmp.write_all(text.as_bytes()))
-        .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| {
             format!(
                 "write the nft switch ruleset to a temp file in {}",
@@ -220,8 +219,12 @@ pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()
             );
         }
     }
-    tmp.persist(&saved)
-        .map_err(|e| e.error)
+    // Made durable only now, before its rename: nft read it from the page cache, and an
+    // fsync before the kernel's change would sit between the health pass and the switch.
+    tmp.as_file()
+        .sync_all()
+        .map_err(anyhow::Error::from)
+        .and_then(|()| tmp.persist(&saved).map_err(|e| e.error.into()))
         .with_context(|| format!("save the nft switch ruleset to {}", saved.display()))?;
     sync_dir(dir)
 }
