@@ -185,6 +185,8 @@ pub fn observe_with(
     // In nft mode the include names the switch's port: the rule says which color that is
     // (the rule wins over the record; a rule that cannot be read is an error, not "none").
     let mut switch_problem = None;
+    // The rule's color, for nginx's nft marker below: the kernel is asked once per observe.
+    let mut rule_known = None;
     let nginx_color = if port.is_some() && port == switch_primary {
         // A rule that cannot be read is an error (fail closed); one that leads to neither
         // color is a disagreement the next deploy repairs by writing the rule.
@@ -192,6 +194,7 @@ pub fn observe_with(
             Some(read) => read,
             None => super::nft_switch::read_or_unmapped(config)?,
         };
+        rule_known = Some(rule_color_of(config, &read));
         match read {
             Err(unmapped) => {
                 switch_problem = Some(SwitchProblem::Edited(unmapped));
@@ -226,7 +229,7 @@ pub fn observe_with(
     };
     // nginx's answer and the engine's are independent: ask both at once.
     let (served, containers) = std::thread::scope(|scope| {
-        let served = scope.spawn(|| ask_nginx(config));
+        let served = scope.spawn(|| ask_nginx_knowing(config, rule_known));
         let containers = containers_of(config.project.as_str());
         (served.join(), containers)
     });
@@ -308,8 +311,18 @@ impl<'a> Marker<'a> {
     /// project's upstream for it, this project's name. Several projects share one nginx, so a
     /// marker that names only a color may be another project's (routed by Host).
     pub fn ours(&self, config: &crate::config::Config) -> Result<Color, String> {
+        self.ours_knowing(config, None)
+    }
+
+    /// [`Self::ours`], with the color the project's nft rule leads to when it was read moments
+    /// ago ([`rule_color_of`]): an nft marker is then not read back from the kernel again.
+    pub fn ours_knowing(
+        &self,
+        config: &crate::config::Config,
+        rule: Option<Result<Option<Color>, String>>,
+    ) -> Result<Color, String> {
         if self.color == "nft" {
-            return self.ours_nft(config);
+            return self.ours_nft(config, rule);
         }
         let color = Color::ALL
             .into_iter()
@@ -333,8 +346,12 @@ impl<'a> Marker<'a> {
 
 impl Marker<'_> {
     /// The nft include's marker (`nft <primary url> <project>`): which color it serves is
-    /// the kernel's rule, read back now.
-    fn ours_nft(&self, config: &crate::config::Config) -> Result<Color, String> {
+    /// the kernel's rule: `rule` as read moments ago, else read back now.
+    fn ours_nft(
+        &self,
+        config: &crate::config::Config,
+        rule: Option<Result<Option<Color>, String>>,
+    ) -> Result<Color, String> {
         if let Some(project) = self.project.filter(|p| *p != config.project.as_str()) {
             return Err(format!(
                 "it is project {project}'s marker, not {}'s",
@@ -349,7 +366,7 @@ impl Marker<'_> {
                 expected.as_deref().unwrap_or("no nginx.switch_ports")
             ));
         }
-        rule_color(config)?.ok_or_else(|| {
+        rule.unwrap_or_else(|| rule_color(config))?.ok_or_else(|| {
             format!(
                 "nginx routes through the nft switch, but table ip {} does not exist",
                 crate::nft::table(config.project.as_str())
@@ -361,9 +378,20 @@ impl Marker<'_> {
 /// The color the project's nft rule leads its primary port to (None: no table); a rule
 /// that cannot be read, or leads to neither color, in words.
 fn rule_color(config: &crate::config::Config) -> Result<Option<Color>, String> {
-    match super::nft_switch::read(config) {
+    match super::nft_switch::read_or_unmapped(config) {
+        Ok(read) => rule_color_of(config, &read),
+        Err(e) => Err(format!("{e:#}")),
+    }
+}
+
+/// [`rule_color`] of a rule already read ([`super::nft_switch::read_or_unmapped`]'s answer).
+fn rule_color_of(
+    config: &crate::config::Config,
+    read: &Result<Option<crate::nft::Mapping>, String>,
+) -> Result<Option<Color>, String> {
+    match read {
         Ok(None) => Ok(None),
-        Ok(Some(m)) => super::nft_switch::color_of(config, &m)
+        Ok(Some(m)) => super::nft_switch::color_of(config, m)
             .map(Some)
             .ok_or_else(|| {
                 format!(
@@ -371,15 +399,24 @@ fn rule_color(config: &crate::config::Config) -> Result<Option<Color>, String> {
                     m.primary, m.primary_to
                 )
             }),
-        Err(e) => Err(format!("{e:#}")),
+        Err(unmapped) => Err(unmapped.clone()),
     }
 }
 
 /// Asks nginx which color it serves: `/.cutover/active` answers `<color> <upstream> <project>`.
 pub fn ask_nginx(config: &crate::config::Config) -> Served {
+    ask_nginx_knowing(config, None)
+}
+
+/// [`ask_nginx`], with the color of the project's nft rule when it was read moments ago (an
+/// nft marker's color is the rule's: not read from the kernel a second time).
+fn ask_nginx_knowing(
+    config: &crate::config::Config,
+    rule: Option<Result<Option<Color>, String>>,
+) -> Served {
     let url = format!("{}/.cutover/active", config.nginx.probe_base());
     match Prober::new(Duration::from_secs(2)).get(&url, config.nginx.probe_host().as_deref()) {
-        Answer::Status { code: 200, body } => match Marker::parse(&body).ours(config) {
+        Answer::Status { code: 200, body } => match Marker::parse(&body).ours_knowing(config, rule) {
             Ok(c) => Served::Color(c),
             Err(why) => Served::Unmarked(format!("{url} answered {:?}: {why}", body.trim())),
         },
