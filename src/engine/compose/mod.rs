@@ -338,13 +338,18 @@ impl Run<'_, '_> {
                 Change::Up => self.up(t)?,
                 Change::Health => {
                     // Docker's proxy listens from the container's start: a listener seen now
-                    // is taken, off the path from the health pass to the switch. None seen is
-                    // asked again once the gate passed: a container that died at its start
-                    // has no proxy either, and then the gate says why, not "no nft here".
-                    if self.switch_used == nft_switch::Used::Nft && self.nft_listens(t.to) {
-                        self.listens = true;
-                    }
+                    // (an `ss` on a thread beside the gate) is taken, off the path from the
+                    // health pass to the switch. None seen is asked again once the gate
+                    // passed: a container that died at its start has no proxy either, and
+                    // then the gate says why, not "no nft here".
+                    let listening = (self.switch_used == nft_switch::Used::Nft).then(|| {
+                        let port = self.d.loaded.config.colors.port(t.to);
+                        std::thread::spawn(move || crate::host::listening(port))
+                    });
                     passed_at = self.health(t)?;
+                    if let Some(thread) = listening {
+                        self.listens = nft_switch::listens(thread.join().ok());
+                    }
                 }
                 Change::Switch => {
                     let (workers, switch_notes) = self.switch(t, r)?;

@@ -65,15 +65,22 @@ fn why_not_nft(config: &Config, first: &mut Checked) -> Option<String> {
             config.colors.upstream_host()
         ));
     }
-    if let Some(why) = why_no_kernel_access(config, first) {
-        return Some(why);
-    }
     // The rule sends every connection this box makes to 127.0.0.1:<switch port> to a color:
     // a service listening there (a database, ssh) would lose its local clients to the app.
     // Asked on every deploy (one `ss` for both ports), not only at the set-up: a service
-    // started on a switch port since the last deploy is as much at risk.
+    // started on a switch port since the last deploy is as much at risk. `ss` and the
+    // kernel access check are independent processes: they run at once.
     let ports = config.nginx.switch_ports?.map(|p| p.0);
-    if let Some(why) = why_taken(&ports, crate::host::listening_on_any(&ports)) {
+    let (access, listeners) = std::thread::scope(|scope| {
+        let listeners = scope.spawn(|| crate::host::listening_on_any(&ports));
+        let access = why_no_kernel_access(config, first);
+        (access, listeners.join())
+    });
+    if let Some(why) = access {
+        return Some(why);
+    }
+    let listeners = listeners.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    if let Some(why) = why_taken(&ports, listeners) {
         return Some(why);
     }
     let site = &config.nginx.site;
@@ -301,6 +308,12 @@ fn unmapped_apart(
     }
 }
 
+/// Whether `ss` said something listens on a color's port: only a sure "nobody" is a no (a
+/// look that failed, or never answered, is left to the probe, which proves the route).
+pub(super) fn listens(seen: Option<anyhow::Result<bool>>) -> bool {
+    !matches!(seen, Some(Ok(false)))
+}
+
 /// What undoes one nft switch: the rule before it (None: no table), and the include write of
 /// a set-up (None: the include was already the nft one).
 pub(super) struct Undo {
@@ -502,7 +515,7 @@ impl Run<'_, '_> {
     /// no reason to refuse: the probe proves the route either way.
     pub(super) fn nft_listens(&self, to: Color) -> bool {
         let port = self.d.loaded.config.colors.port(to);
-        !matches!(crate::host::listening(port), Ok(false))
+        listens(Some(crate::host::listening(port)))
     }
 
     /// Puts the rule (and the include, if this switch set it up) back.
