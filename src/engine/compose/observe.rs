@@ -416,7 +416,8 @@ fn ask_nginx_knowing(
 ) -> Served {
     let url = format!("{}/.cutover/active", config.nginx.probe_base());
     match Prober::new(Duration::from_secs(2)).get(&url, config.nginx.probe_host().as_deref()) {
-        Answer::Status { code: 200, body } => match Marker::parse(&body).ours_knowing(config, rule) {
+        Answer::Status { code: 200, body } => match Marker::parse(&body).ours_knowing(config, rule)
+        {
             Ok(c) => Served::Color(c),
             Err(why) => Served::Unmarked(format!("{url} answered {:?}: {why}", body.trim())),
         },
