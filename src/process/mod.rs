@@ -403,8 +403,12 @@ impl Cmd {
     }
 }
 
-/// Waits for the child; past `limit` kills it and reports `TimedOut`. A limit too large for
-/// `Instant` to add is no limit.
+/// Waits for the child and for its output pipes to close; past `limit` kills it and reports
+/// `TimedOut`. A limit too large for `Instant` to add is no limit.
+///
+/// The pipes are bounded too: a grandchild the child left behind (`cmd &` in a script, a
+/// daemon) can hold them open long after the child exited, and duct's output is complete
+/// only at their EOF.
 fn wait_with_timeout(
     handle: duct::Handle,
     limit: Option<Duration>,
@@ -412,19 +416,42 @@ fn wait_with_timeout(
     let Some(deadline) = limit.and_then(|l| std::time::Instant::now().checked_add(l)) else {
         return handle.into_output();
     };
-    if exited_by(&handle, deadline)? {
+    if finished_by(&handle, deadline)? {
         return handle.into_output();
     }
     let _ = handle.kill();
-    // Reaps the child; its output is dropped (wiped) unread.
-    if let Ok(out) = handle.into_output() {
-        wipe_output(out);
+    // Reaps the child; its output is dropped (wiped) unread. A grandchild may still hold the
+    // pipes (duct kills only the child): after a moment for the kill to land, that wait is
+    // left to a thread of its own, or it would be as unbounded as the one just given up.
+    // Polled, not a pidfd: the child may be reaped already, and its PID another process's.
+    let grace = std::time::Instant::now() + Duration::from_secs(1);
+    if exited_by_polling(&handle, grace).unwrap_or(false) {
+        if let Ok(out) = handle.into_output() {
+            wipe_output(out);
+        }
+    } else {
+        std::thread::spawn(move || {
+            if let Ok(out) = handle.into_output() {
+                wipe_output(out);
+            }
+        });
     }
     Err(std::io::ErrorKind::TimedOut.into())
 }
 
-/// Whether the child exited by `deadline` (it is not reaped here). A pidfd (Linux 5.3+)
-/// wakes this thread the moment the child exits: the poll every 20 ms that came before made a
+/// Whether the child exited and its output pipes closed by `deadline`.
+fn finished_by(handle: &duct::Handle, deadline: std::time::Instant) -> std::io::Result<bool> {
+    if !exited_by(handle, deadline)? {
+        return Ok(false);
+    }
+    // The child is reaped: duct's `wait_deadline` then only waits on the threads reading
+    // its pipes (a condvar), never on the child (a SIGCHLD handler).
+    Ok(handle.wait_deadline(deadline)?.is_some())
+}
+
+/// Whether the child exited by `deadline`; when it did, it is reaped (its output pipes may
+/// still be open). A pidfd (Linux 5.3+) wakes this thread the moment the child exits: the
+/// poll every 20 ms that came before made a
 /// 3 ms `nft` or `ss` cost 20 ms, on the path from the health pass to the switch. Not duct's
 /// own `wait_deadline`: that installs a SIGCHLD handler, and every child's exit would then
 /// interrupt other threads' socket reads that have a timeout (the health probes, the engine
@@ -450,7 +477,12 @@ fn exited_by(handle: &duct::Handle, deadline: std::time::Instant) -> std::io::Re
             let mut fds = [PollFd::new(&pidfd, PollFlags::IN)];
             match rustix::event::poll(&mut fds, Some(&timeout)) {
                 Ok(0) => return Ok(handle.try_wait()?.is_some()),
-                Ok(_) => return Ok(true),
+                Ok(_) => {
+                    // Reaps it: the pidfd is readable only once the child is a zombie. Its
+                    // output threads may still be reading (then `None`): not waited for here.
+                    let _ = handle.try_wait()?;
+                    return Ok(true);
+                }
                 Err(rustix::io::Errno::INTR) => continue,
                 Err(_) => break,
             }
@@ -649,6 +681,112 @@ mod tests {
             assert!(!wait(&slow, Instant::now() + Duration::from_millis(50)).unwrap());
             slow.kill().unwrap();
         }
+    }
+
+    /// The child exits at once and leaves a grandchild holding its stdout until `hold` (a
+    /// FIFO) is opened for writing: the child's bound is still the wait's bound.
+    #[test]
+    fn a_grandchild_holding_the_output_pipe_does_not_outlast_the_bound() {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let hold = dir.path().join("hold");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &hold,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        // Lets the grandchild go (it waits for a writer to open the FIFO); false: none waits.
+        let release = |hold: &Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                .open(hold)
+                .is_ok()
+        };
+        let released = AtomicBool::new(false);
+        let result = std::thread::scope(|scope| {
+            let (done, wait) = std::sync::mpsc::channel::<()>();
+            // Only so that a wait that does not hold its bound ends this test instead of
+            // hanging it: it lets the grandchild go late.
+            scope.spawn(|| {
+                let wait = wait;
+                if wait.recv_timeout(Duration::from_secs(20)).is_err() {
+                    released.store(true, Ordering::SeqCst);
+                    while !release(&hold) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            });
+            let result = Cmd::new("sh", "leave a grandchild")
+                .args(["-c", r#"read x < "$0" & echo started"#])
+                .arg(&hold)
+                .timeout(Duration::from_millis(300))
+                .run_unchecked();
+            let _ = done.send(());
+            result
+        });
+        assert!(
+            !released.load(Ordering::SeqCst),
+            "the wait outlasted its bound until the grandchild let go: {result:?}"
+        );
+        assert!(
+            matches!(result, Err(ProcessError::TimedOut { .. })),
+            "{result:?}"
+        );
+        assert!(release(&hold), "the grandchild no longer waits on the FIFO");
+    }
+
+    /// The bounded wait never installs a SIGCHLD handler (duct's own `wait_deadline` on a
+    /// running child would: other threads' timed socket reads would then fail with EINTR).
+    #[test]
+    fn a_bounded_wait_never_catches_sigchld() {
+        for script in ["exit 0", "sleep 5", "kill -9 $$", "sleep 5 & exit 0"] {
+            let _ = Cmd::new("sh", "run a script")
+                .args(["-c", script])
+                .timeout(Duration::from_millis(200))
+                .run_unchecked();
+        }
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let caught = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigCgt:"))
+            .map(|mask| u64::from_str_radix(mask.trim(), 16).unwrap())
+            .unwrap();
+        let sigchld = rustix::process::Signal::CHILD.as_raw();
+        assert_eq!(
+            caught & (1 << (sigchld - 1)),
+            0,
+            "SIGCHLD is caught: {status}"
+        );
+    }
+
+    #[test]
+    fn a_child_killed_by_a_signal_is_reported_killed_not_timed_out() {
+        let out = Cmd::new("sh", "kill itself")
+            .args(["-c", "echo before; kill -9 $$"])
+            .timeout(Duration::from_secs(30))
+            .run_unchecked()
+            .unwrap();
+        assert_eq!(out.code, None);
+        assert_eq!(out.stdout, "before\n");
+    }
+
+    #[test]
+    fn a_zero_bound_or_a_huge_one_still_ends_the_wait() {
+        let err = Cmd::new("sleep", "sleep")
+            .arg("5")
+            .timeout(Duration::ZERO)
+            .run_unchecked()
+            .unwrap_err();
+        assert!(matches!(err, ProcessError::TimedOut { .. }), "{err}");
+        let out = Cmd::new("echo", "echo")
+            .arg("hi")
+            .timeout(Duration::from_secs(1 << 62))
+            .run()
+            .unwrap();
+        assert_eq!(out.stdout, "hi\n");
     }
 
     #[test]
