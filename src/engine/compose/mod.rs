@@ -342,13 +342,13 @@ impl Run<'_, '_> {
                     // health pass to the switch. None seen is asked again once the gate
                     // passed: a container that died at its start has no proxy either, and
                     // then the gate says why, not "no nft here".
-                    let listening = (self.switch_used == nft_switch::Used::Nft).then(|| {
-                        let port = self.d.loaded.config.colors.port(t.to);
-                        std::thread::spawn(move || crate::host::listening(port))
-                    });
-                    passed_at = self.health(t)?;
-                    if let Some(thread) = listening {
-                        self.listens = nft_switch::listens(thread.join().ok());
+                    let port = (self.switch_used == nft_switch::Used::Nft)
+                        .then(|| self.d.loaded.config.colors.port(t.to));
+                    let look = port.map(|port| move || crate::host::listening(port));
+                    let (gate, seen) = nft_switch::beside(look, || self.health(t));
+                    passed_at = gate?;
+                    if let Some(seen) = seen {
+                        self.listens = nft_switch::listens(seen);
                     }
                 }
                 Change::Switch => {

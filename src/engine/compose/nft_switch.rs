@@ -314,6 +314,21 @@ pub(super) fn listens(seen: Option<anyhow::Result<bool>>) -> bool {
     !matches!(seen, Some(Ok(false)))
 }
 
+/// Runs `work` with `look` on a thread beside it: both answers, the look's `None` when it
+/// panicked. The look is waited for whatever `work` returns (a gate that failed or was
+/// interrupted): none of its subprocesses outlives the step, and `-v` traces them before the
+/// step's outcome is told, not after or never.
+pub(super) fn beside<T, U: Send>(
+    look: Option<impl FnOnce() -> U + Send>,
+    work: impl FnOnce() -> T,
+) -> (T, Option<Option<U>>) {
+    std::thread::scope(|scope| {
+        let look = look.map(|look| scope.spawn(look));
+        let done = work();
+        (done, look.map(|look| look.join().ok()))
+    })
+}
+
 /// What undoes one nft switch: the rule before it (None: no table), and the include write of
 /// a set-up (None: the include was already the nft one).
 pub(super) struct Undo {
@@ -537,6 +552,37 @@ impl Run<'_, '_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The listener look beside a health gate that fails at once: it has ended when the step
+    /// returns. It waits for word that the step returned (a detached look gets it and says so);
+    /// the 2 s bound only keeps a look that is waited for from waiting forever.
+    #[test]
+    fn the_look_beside_a_failing_gate_ends_before_the_step_does() {
+        let (returned, heard) = std::sync::mpsc::channel::<()>();
+        let (told, answer) = std::sync::mpsc::channel::<bool>();
+        let look = move || {
+            let outlived = heard
+                .recv_timeout(std::time::Duration::from_secs(2))
+                .is_ok();
+            told.send(outlived).unwrap();
+            anyhow::Ok(true)
+        };
+        let (gate, seen) = beside(Some(look), || -> anyhow::Result<()> {
+            anyhow::bail!("the gate failed")
+        });
+        let _ = returned.send(());
+        assert!(gate.is_err());
+        assert!(
+            !answer.recv().unwrap(),
+            "the look was still running when the step returned"
+        );
+        assert!(matches!(seen, Some(Some(Ok(true)))));
+        // A look that panicked is no answer: left to the probe.
+        let (_, seen) = beside(Some(|| -> anyhow::Result<bool> { panic!("ss") }), || ());
+        assert!(listens(seen.unwrap()));
+        let (done, seen) = beside(None::<fn() -> ()>, || 7);
+        assert_eq!((done, seen), (7, None));
+    }
 
     #[test]
     fn a_switch_port_ss_cannot_answer_for_is_a_reason_not_to_take_it() {
