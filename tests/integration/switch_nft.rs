@@ -925,6 +925,41 @@ fn e2e_a_table_edited_by_hand_is_reported_and_the_next_deploy_rewrites_it() {
     assert_eq!(project.get("/").unwrap().1.trim(), "version=v2 color=green");
 }
 
+/// `-v` lists every process of an nft deploy with how it ended, those run on a thread beside
+/// another step too: the switch ports' `ss` beside the rule's listing, the new color's `ss`
+/// beside the health gate, and the `nft` that switches.
+#[test]
+fn e2e_verbose_traces_the_processes_run_beside_other_steps() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    let run = project
+        .cutover(["-v", "deploy", "--image", "cutover-demo:v2"])
+        .success();
+    let traced = |needle: &str| {
+        run.stderr
+            .lines()
+            .filter(|l| l.starts_with("    $ ") && l.contains(needle) && l.ends_with(", exit 0)"))
+            .count()
+    };
+    let [p, b] = project.switch_ports;
+    assert_eq!(
+        traced(&format!(
+            "ss -H -t -n -l '( sport = :{p} or sport = :{b} )'"
+        )),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        traced(&format!("ss -H -t -n -l '( sport = :{} )'", project.green)),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(traced("nft -e -j -f "), 1, "{}", run.stderr);
+}
+
 /// SIGTERM in nft mode's watch window (the rule's backup port still on the old color): the
 /// deploy switches back by the rule, both ports to blue, no reload, exit 130; status and the
 /// next deploy agree.
