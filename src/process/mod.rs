@@ -324,16 +324,18 @@ impl Cmd {
         drop(expr);
         drop(env);
         let handle = handle?;
-        std::thread::scope(|scope| {
-            if let (Some(mut writer), Some(bytes)) = (stdin_writer, &self.stdin) {
-                scope.spawn(move || {
-                    use std::io::Write as _;
-                    // A child that does not read its stdin is not an error of ours.
-                    let _ = writer.write_all(bytes);
-                });
-            }
-            wait_with_timeout(handle, self.timeout)
-        })
+        if let (Some(mut writer), Some(bytes)) = (stdin_writer, &self.stdin) {
+            // Not waited for: it ends as soon as the child is gone (EPIPE), unless a
+            // grandchild keeps the pipe open unread, and then the bound must not wait on it.
+            // Its copy of the bytes is wiped when it ends.
+            let bytes = bytes.clone();
+            std::thread::spawn(move || {
+                use std::io::Write as _;
+                // A child that does not read its stdin is not an error of ours.
+                let _ = writer.write_all(&bytes);
+            });
+        }
+        wait_with_timeout(handle, self.timeout)
     }
 
     /// Runs with the terminal: stdin, stdout and stderr are inherited (an editor). Returns the
@@ -722,6 +724,61 @@ mod tests {
             let result = Cmd::new("sh", "leave a grandchild")
                 .args(["-c", r#"read x < "$0" & echo started"#])
                 .arg(&hold)
+                .timeout(Duration::from_millis(300))
+                .run_unchecked();
+            let _ = done.send(());
+            result
+        });
+        assert!(
+            !released.load(Ordering::SeqCst),
+            "the wait outlasted its bound until the grandchild let go: {result:?}"
+        );
+        assert!(
+            matches!(result, Err(ProcessError::TimedOut { .. })),
+            "{result:?}"
+        );
+        assert!(release(&hold), "the grandchild no longer waits on the FIFO");
+    }
+
+    /// As above, the grandchild holding the stdin pipe too, unread, with more bytes for it
+    /// than a pipe holds: the writer of those bytes does not outlast the bound either.
+    #[test]
+    fn a_grandchild_holding_an_unread_stdin_does_not_outlast_the_bound() {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let hold = dir.path().join("hold");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &hold,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let release = |hold: &Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+                .open(hold)
+                .is_ok()
+        };
+        let released = AtomicBool::new(false);
+        let result = std::thread::scope(|scope| {
+            let (done, wait) = std::sync::mpsc::channel::<()>();
+            scope.spawn(|| {
+                let wait = wait;
+                if wait.recv_timeout(Duration::from_secs(20)).is_err() {
+                    released.store(true, Ordering::SeqCst);
+                    while !release(&hold) {
+                        std::thread::sleep(Duration::from_millis(10));
+                    }
+                }
+            });
+            // fd 3: the stdin pipe, kept by the background job (whose own stdin is
+            // /dev/null) and never read.
+            let result = Cmd::new("sh", "leave a grandchild")
+                .args(["-c", r#"exec 3<&0; read x < "$0" & exit 0"#])
+                .arg(&hold)
+                .stdin_bytes(vec![b'x'; 1 << 20])
                 .timeout(Duration::from_millis(300))
                 .run_unchecked();
             let _ = done.send(());
