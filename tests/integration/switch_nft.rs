@@ -960,6 +960,40 @@ fn e2e_verbose_traces_the_processes_run_beside_other_steps() {
     assert_eq!(traced("nft -e -j -f "), 1, "{}", run.stderr);
 }
 
+/// A health gate that never passes in nft mode: the new color's `ss` (run beside the gate)
+/// is waited for and traced, the rule never moves, and the new color is gone.
+#[test]
+fn e2e_a_failed_gate_in_nft_mode_leaves_the_rule_and_traces_its_listener_look() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    let before = rule(&project);
+    project.write_config(
+        &App::compose()
+            .switch("nft")
+            .settle("0s")
+            .health_timeout("3s")
+            .env("FAIL_HEALTH", "1"),
+    );
+    let failure = project
+        .cutover(["-v", "deploy", "--image", "cutover-demo:v2"])
+        .failure();
+    let stderr = &failure.stderr;
+    assert!(stderr.contains("health gate timed out"), "{stderr}");
+    let look = format!("ss -H -t -n -l '( sport = :{} )'", project.green);
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("    $ ") && l.contains(&look))
+            .count(),
+        1,
+        "{stderr}"
+    );
+    assert_eq!(rule(&project), before);
+    assert_eq!(project.running_services(), ["web-blue"]);
+    project.assert_still_serving("blue", "v1");
+}
+
 /// SIGTERM in nft mode's watch window (the rule's backup port still on the old color): the
 /// deploy switches back by the rule, both ports to blue, no reload, exit 130; status and the
 /// next deploy agree.
