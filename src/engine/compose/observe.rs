@@ -478,4 +478,54 @@ mod tests {
         assert_eq!(Marker::parse("green").ours(&two), Ok(Color::Green));
         assert!(Marker::parse("purple x two").ours(&two).is_err());
     }
+
+    /// nginx's nft marker with the rule read moments ago: the verdicts a read of the kernel
+    /// gave (the rule's color; no table; a table edited by hand; a port of neither color),
+    /// and a reload-mode marker or another project's is judged as before, whatever the rule.
+    #[test]
+    fn an_nft_marker_takes_the_rule_read_moments_ago_with_the_verdicts_of_a_fresh_read() {
+        let text =
+            "project: two\napp: { name: web, image: example/web, port: 3000, memory: 64M }\n\
+                    colors: { blue: 9011, green: 9012 }\n\
+                    nginx: { switch: nft, switch_ports: [9100, 9101] }\n";
+        let two =
+            crate::config::Config::from_yaml(text, std::path::Path::new("cutover.yml")).unwrap();
+        let nft = Marker::parse("nft http://127.0.0.1:9100 two\n");
+        let mapping = |to: u16| crate::nft::Mapping {
+            primary: 9100,
+            primary_to: to,
+            backup: 9101,
+            backup_to: to,
+        };
+        let rule = |read| Some(rule_color_of(&two, &read));
+        assert_eq!(
+            nft.ours_knowing(&two, rule(Ok(Some(mapping(9012))))),
+            Ok(Color::Green)
+        );
+        let gone = nft.ours_knowing(&two, rule(Ok(None))).unwrap_err();
+        assert!(gone.contains("does not exist"), "{gone}");
+        let edited = nft
+            .ours_knowing(&two, rule(Err("does not map ports 9100 and 9101".into())))
+            .unwrap_err();
+        assert!(edited.contains("does not map ports"), "{edited}");
+        let elsewhere = nft
+            .ours_knowing(&two, rule(Ok(Some(mapping(1)))))
+            .unwrap_err();
+        assert!(elsewhere.contains("neither color's"), "{elsewhere}");
+        // The include names the switch port, nginx still serves the reload-mode marker.
+        assert_eq!(
+            Marker::parse("blue http://127.0.0.1:9011 two")
+                .ours_knowing(&two, rule(Ok(Some(mapping(9012))))),
+            Ok(Color::Blue)
+        );
+        // Another project's nft marker, or another switch port, is never ours.
+        for other in [
+            "nft http://127.0.0.1:9100 one",
+            "nft http://127.0.0.1:9200 two",
+        ] {
+            assert!(Marker::parse(other)
+                .ours_knowing(&two, rule(Ok(Some(mapping(9012)))))
+                .is_err());
+        }
+    }
 }
