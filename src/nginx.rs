@@ -356,10 +356,27 @@ impl LocalNginx {
         Cmd::from_argv(&Self::argv(prefix, &[]), "start the local nginx")
             .timeout(Duration::from_secs(20))
             .run()?;
-        Ok(LocalNginx {
+        // Stopped on drop, should its workers never come.
+        let nginx = LocalNginx {
             prefix: prefix.to_owned(),
             stopped: false,
-        })
+        };
+        // The process run above exits once nginx has daemonized: the master writes its pid
+        // file and starts its workers after that. Waited for, so that a caller looking for
+        // them right away (the drain's list of workers) finds them; a wait that woke every
+        // 20 ms hid this, one that wakes at the exit does not.
+        let reload = Self::argv(prefix, &["-s", "reload"]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while worker_pids(&reload).is_empty() {
+            if std::time::Instant::now() >= deadline {
+                anyhow::bail!(
+                    "nginx on {} started, but no worker of it ran within 10 s",
+                    prefix.display()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(nginx)
     }
 
     pub fn stop(&mut self) {
