@@ -99,6 +99,21 @@ pub fn ruleset(project: &str, mapping: &Mapping) -> String {
     )
 }
 
+/// The rules that lead `mapping`'s ports first: inserted at the head of the project's chain,
+/// where the first rule that matches a connection is the one that maps it. An add-only
+/// transaction: the kernel commits it in ~2 ms, where one that deletes a rule or a table (the
+/// [`ruleset`] replacement) waits 8–20 ms for the readers of the old rules to be done
+/// (measured on Linux 6.18). Fails when the table or its chain is missing.
+pub fn lead(project: &str, mapping: &Mapping) -> String {
+    let t = table(project);
+    // Each goes to the head: the backup's first, so the primary's ends up in front of it.
+    format!(
+        "insert rule ip {t} output ip daddr 127.0.0.1 tcp dport {} dnat to 127.0.0.1:{}; \
+         insert rule ip {t} output ip daddr 127.0.0.1 tcp dport {} dnat to 127.0.0.1:{}",
+        mapping.backup, mapping.backup_to, mapping.primary, mapping.primary_to
+    )
+}
+
 /// The ruleset that deletes `project`'s table (and nothing else), whether or not it exists.
 pub fn removal(project: &str) -> String {
     let t = table(project);
@@ -155,8 +170,11 @@ pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
 /// Replaces `project`'s table with `mapping`, proves it, then saves the ruleset for the boot
 /// restore. The kernel first: a saved file never names a mapping that was not applied.
 ///
-/// One `nft -e -j -f <file>`: the ruleset goes to the save's temp file (0600, beside the
-/// saved one, a name the boot unit's `*.nft` skips), nft applies it from there and echoes
+/// One `nft -e -j -f <file>` ([`switch_leading`]: after [`lead`]'s rules, so that new
+/// connections take the new mapping before this replacement commits, and the replacement
+/// leaves the table without the rules they led past): the ruleset goes to the save's temp
+/// file (0600, beside the saved one, a name the boot unit's `*.nft` skips), nft applies it
+/// from there and echoes
 /// what the kernel committed as JSON: when it holds exactly `mapping` and nothing of another
 /// table, that is the proof a listing would give, in the same process ([`echo_proves`]);
 /// else (an nft that echoes nothing, only the last object, or something that does not parse)
@@ -164,6 +182,17 @@ pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
 /// file, not a pipe: with `-j`, nft 1.0.6 reads a piped ruleset as JSON first and, that
 /// failing, applies nothing and exits 0.
 pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()> {
+    replace(project, mapping, dir, false)
+}
+
+/// [`switch`], with [`lead`]'s rules first: for a switch that moves the primary port to
+/// another color, where the time to the new color's first connection counts (the health
+/// pass → first response), not for one that only closes the backup.
+pub fn switch_leading(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()> {
+    replace(project, mapping, dir, true)
+}
+
+fn replace(project: &str, mapping: &Mapping, dir: &Path, leading: bool) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt as _;
     let text = ruleset(project, mapping);
@@ -184,6 +213,19 @@ pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()
             )
         })?;
     let t = table(project);
+    if leading {
+        // New connections go to the new mapping from here on, before the replacement below
+        // commits, ~10 ms later. Where it fails (no table or chain) the replacement alone
+        // does it; where it took and the replacement fails, the caller puts the previous
+        // mapping back. Both rules in one argument (`;` between them: one transaction), not
+        // on stdin: a pipe and its writer thread cost more than the kernel's 2 ms.
+        let _ = nft(
+            "nft",
+            format!("lead project {project}'s switch ports first"),
+        )
+        .arg(lead(project, mapping))
+        .run();
+    }
     let cmd = nft(
         "nft",
         format!(
@@ -583,6 +625,21 @@ mod tests {
         );
         assert!(matches!(other, Unavailable::Failed(_)));
         assert!(!other.to_string().contains("CAP_NET_ADMIN"), "{other}");
+    }
+
+    #[test]
+    fn the_lead_puts_the_primary_then_the_backup_in_front_of_the_chain() {
+        let m = Mapping {
+            primary: 9100,
+            primary_to: 9012,
+            backup: 9101,
+            backup_to: 9011,
+        };
+        assert_eq!(
+            lead("p1", &m),
+            "insert rule ip cutover_p1 output ip daddr 127.0.0.1 tcp dport 9101 dnat to 127.0.0.1:9011; \
+             insert rule ip cutover_p1 output ip daddr 127.0.0.1 tcp dport 9100 dnat to 127.0.0.1:9012"
+        );
     }
 
     #[test]

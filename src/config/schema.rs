@@ -178,7 +178,7 @@ pub struct Health {
 impl Health {
     /// The longest wait between the healthy answers that confirm the first one: a quarter of
     /// the interval, at least 20 ms (and never more than the interval). An upper bound: the
-    /// compose engine's gate confirms faster (5 ms apart, `health_gate::CONFIRM_EVERY`); config
+    /// compose engine's gate confirms faster (2 ms apart, `health_gate::CONFIRM_EVERY`); config
     /// validation uses this bound to check the confirmations fit in `timeout`.
     pub fn confirmation_interval(&self) -> Duration {
         let interval = self.interval.get();

@@ -133,6 +133,9 @@ fn twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
         colors.push(to);
         switch_ms.push(doc["switch_ms"].as_u64().unwrap());
     }
+    // The rules each switch led with first are gone: the table holds its two rules.
+    let listing = sh_ok(&format!("nft -j list table ip cutover_{}", project.name));
+    assert_eq!(listing.matches("\"dnat\"").count(), 2, "{listing}");
     // Said, never asserted (timings belong to bench/): health pass → nginx answering.
     eprintln!("switch_ms of the 20 nft deploys: {switch_ms:?}");
     assert_eq!(

@@ -195,10 +195,14 @@ fn why_no_kernel_access(config: &Config, first: &mut Checked) -> Option<String> 
 
 /// Leads the project's stable ports as `m` says: `nft` as root, else the root path with the
 /// colors `m` names (its ports are the grant's, checked against cutover.yml by the probe).
-fn kernel_switch(config: &Config, m: &Mapping) -> anyhow::Result<()> {
+fn kernel_switch(config: &Config, m: &Mapping, leading: bool) -> anyhow::Result<()> {
     let project = config.project.as_str();
     if as_root() {
-        return crate::nft::switch(project, m, &crate::nft::saved_dir());
+        let dir = crate::nft::saved_dir();
+        return match leading {
+            true => crate::nft::switch_leading(project, m, &dir),
+            false => crate::nft::switch(project, m, &dir),
+        };
     }
     let color = |port: u16| {
         Color::ALL
@@ -358,7 +362,10 @@ impl Run<'_, '_> {
             None => read_or_unmapped(config)?.unwrap_or(None),
         };
         self.rule.set(None);
-        if let Err(e) = kernel_switch(config, &wanted) {
+        // The primary port moving to another color (a deploy's switch, a switch back) is the
+        // time to the new color's first connection: led first (`crate::nft::lead`).
+        let leading = previous.is_some_and(|p| p.primary_to != wanted.primary_to);
+        if let Err(e) = kernel_switch(config, &wanted, leading) {
             // The kernel may have taken the rule before the save failed: put it back, or the
             // color this deploy is about to stop would keep the traffic.
             let back = self.nft_undo(Undo {
@@ -456,7 +463,7 @@ impl Run<'_, '_> {
             ..m
         };
         self.rule.set(None);
-        kernel_switch(config, &closed)?;
+        kernel_switch(config, &closed, false)?;
         self.rule.set(Some(Some(closed)));
         self.clock.note(format!(
             "a deploy stopped in its watch window left port {} as nginx's backup for {active}: \
@@ -538,7 +545,7 @@ impl Run<'_, '_> {
         let config = &self.d.loaded.config;
         self.rule.set(None);
         match undo.previous {
-            Some(m) => kernel_switch(config, &m)?,
+            Some(m) => kernel_switch(config, &m, false)?,
             None => kernel_remove(config)?,
         }
         self.rule.set(Some(undo.previous));

@@ -323,7 +323,7 @@ fn an_interrupt_before_the_switch_tears_down_and_records_interrupted() {
 }
 
 /// Every wait answers an interrupt within a second, however long its interval: the polls of
-/// an app that answers, never healthy. (The confirmations of one that does are at most 5 ms
+/// an app that answers, never healthy. (The confirmations of one that does are at most 2 ms
 /// apart, whatever the interval: `health_gate::CONFIRM_EVERY`.)
 #[test]
 fn an_interrupt_during_long_health_intervals_is_answered_at_once() {
