@@ -10,7 +10,8 @@
 #                deploys); every cycle runs under its own load client through nginx
 #   --quick      1 cycle, fewer start-up/render runs (a smoke run; numbers are noisier)
 #   --switch-compare  only cutover, with nginx.switch: reload and nginx.switch: nft (needs
-#                root and nft), at both boot times, and the engine's floor, in one run: the
+#                root and nft), at both boot times, and the engine's floor (3 runs right
+#                after each boot time's deploys: the box drifts over a run), in one run: the
 #                overhead beyond the floor and the switch latency of both ways side by side
 #                (no seeds, no compose v1, no keep-alive, no footprint; writes
 #                bench/results/switch-compare.{json,md})
@@ -47,7 +48,7 @@ while [[ $# -gt 0 ]]; do
         --quick) QUICK=1; CYCLES=1; shift ;;
         --switch-compare) COMPARE=1; shift ;;
         --ab) AB=$2; shift 2 ;;
-        -h|--help) sed -n '2,35p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,36p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -352,6 +353,37 @@ PY
     exit 0
 fi
 
+# engine_floor RUNS TAG: RUNS × the engine's floor (section 4 below says what it is), each a
+# line tagged TAG in engine-floor.jsonl: `all` for the run, or the boot time whose deploys
+# it was measured right after (--switch-compare).
+engine_floor() {
+    local runs=$1 tag=$2 i name t0 t1 t2 t3
+    log "the engine's floor ($tag): $runs × (docker create + start, nginx -s reload, docker stop + rm), no tool"
+    reset_stage
+    deploy cutover "$V2_CMD" 1000 v1 blue "warmup"
+    start_load "engine-floor-$tag" close
+    for i in $(seq "$runs"); do
+        name="$PROJECT-floor-$tag-$i"
+        t0=$(now)
+        docker create --name "$name" --label "com.docker.compose.project=$PROJECT" \
+            --network "${PROJECT}_default" -p "127.0.0.1:$GREEN:8080" --memory 64m \
+            -e STARTUP_DELAY_MS=0 cutover-demo:v2 >/dev/null
+        docker start "$name" >/dev/null
+        t1=$(now)
+        "${NGINX[@]}" -s reload
+        t2=$(now)
+        docker stop -t 10 "$name" >/dev/null
+        docker rm "$name" >/dev/null
+        t3=$(now)
+        awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v tag="$tag" \
+            'BEGIN{printf "{\"tag\":\"%s\",\"create_start_ms\":%d,\"reload_ms\":%d,\"stop_rm_ms\":%d}\n", tag, (b-a)*1000, (c-b)*1000, (d-c)*1000}' \
+            >>"$RAW/engine-floor.jsonl"
+        sleep 1
+    done
+    stop_load
+    remove_project
+}
+
 if [[ $COMPARE == 1 ]]; then
     # cutover alone, both ways of switching, one connection per request; the two ways
     # alternate per boot time so a change in the machine's load hits both alike.
@@ -361,9 +393,11 @@ if [[ $COMPARE == 1 ]]; then
             tool=cutover; [[ $SWITCH == nft ]] && tool=cutover-nft
             run_tool "$tool" "$V2_CMD" "$delay" close "$CYCLES"
         done
+        # This boot time's floor, right after its deploys: the same state of the box.
+        SWITCH=reload
+        write_config 1000
+        engine_floor 3 "$delay"
     done
-    SWITCH=reload
-    write_config 1000
 else
 # 1. deploys, one connection per request
 for delay in "${DELAYS[@]}"; do
@@ -400,32 +434,12 @@ fi
 # one-connection-per-request load on the serving color. A deploy cannot be faster than one
 # create + start of the new color, one nginx reload and one stop + rm of the old color;
 # "overhead beyond the floor" is what the tool adds on top (health gate, probe, bookkeeping).
-FLOOR_RUNS=5; [[ $QUICK == 1 ]] && FLOOR_RUNS=2
-log "the engine's floor: $FLOOR_RUNS × (docker create + start, nginx -s reload, docker stop + rm), no tool"
-reset_stage
-deploy cutover "$V2_CMD" 1000 v1 blue "warmup"
-start_load engine-floor close
-: >"$RAW/engine-floor.jsonl"
-for i in $(seq "$FLOOR_RUNS"); do
-    name="$PROJECT-floor-$i"
-    t0=$(now)
-    docker create --name "$name" --label "com.docker.compose.project=$PROJECT" \
-        --network "${PROJECT}_default" -p "127.0.0.1:$GREEN:8080" --memory 64m \
-        -e STARTUP_DELAY_MS=0 cutover-demo:v2 >/dev/null
-    docker start "$name" >/dev/null
-    t1=$(now)
-    "${NGINX[@]}" -s reload
-    t2=$(now)
-    docker stop -t 10 "$name" >/dev/null
-    docker rm "$name" >/dev/null
-    t3=$(now)
-    awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" \
-        'BEGIN{printf "{\"create_start_ms\":%d,\"reload_ms\":%d,\"stop_rm_ms\":%d}\n", (b-a)*1000, (c-b)*1000, (d-c)*1000}' \
-        >>"$RAW/engine-floor.jsonl"
-    sleep 1
-done
-stop_load
-remove_project
+# --switch-compare measured its floor right after each boot time's deploys (above), since
+# the box drifts over a run; here, once at the end.
+if [[ $COMPARE == 0 ]]; then
+    FLOOR_RUNS=5; [[ $QUICK == 1 ]] && FLOOR_RUNS=2
+    engine_floor "$FLOOR_RUNS" all
+fi
 
 # ---- footprint and micro ------------------------------------------------------------------
 TIMER="-"
