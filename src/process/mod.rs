@@ -685,10 +685,11 @@ mod tests {
         }
     }
 
-    /// The child exits at once and leaves a grandchild holding its stdout until `hold` (a
-    /// FIFO) is opened for writing: the child's bound is still the wait's bound.
-    #[test]
-    fn a_grandchild_holding_the_output_pipe_does_not_outlast_the_bound() {
+    /// Runs `sh -c script hold` with a 300 ms bound, where `hold` is a FIFO a grandchild the
+    /// script leaves waits on, and asserts that the run timed out within its bound, not when
+    /// the grandchild let go (which this lets happen only after 20 s, so that a wait that
+    /// does not hold its bound ends the test instead of hanging it).
+    fn assert_the_bound_holds_with_a_grandchild_left(script: &str, stdin: Option<Vec<u8>>) {
         use std::os::unix::fs::OpenOptionsExt as _;
         use std::sync::atomic::{AtomicBool, Ordering};
         let dir = tempfile::tempdir().unwrap();
@@ -710,8 +711,6 @@ mod tests {
         let released = AtomicBool::new(false);
         let result = std::thread::scope(|scope| {
             let (done, wait) = std::sync::mpsc::channel::<()>();
-            // Only so that a wait that does not hold its bound ends this test instead of
-            // hanging it: it lets the grandchild go late.
             scope.spawn(|| {
                 let wait = wait;
                 if wait.recv_timeout(Duration::from_secs(20)).is_err() {
@@ -721,11 +720,14 @@ mod tests {
                     }
                 }
             });
-            let result = Cmd::new("sh", "leave a grandchild")
-                .args(["-c", r#"read x < "$0" & echo started"#])
+            let mut cmd = Cmd::new("sh", "leave a grandchild")
+                .args(["-c", script])
                 .arg(&hold)
-                .timeout(Duration::from_millis(300))
-                .run_unchecked();
+                .timeout(Duration::from_millis(300));
+            if let Some(bytes) = stdin {
+                cmd = cmd.stdin_bytes(bytes);
+            }
+            let result = cmd.run_unchecked();
             let _ = done.send(());
             result
         });
@@ -740,59 +742,22 @@ mod tests {
         assert!(release(&hold), "the grandchild no longer waits on the FIFO");
     }
 
-    /// As above, the grandchild holding the stdin pipe too, unread, with more bytes for it
-    /// than a pipe holds: the writer of those bytes does not outlast the bound either.
+    /// The child exits at once and leaves a grandchild holding its stdout: the child's
+    /// bound is still the wait's bound.
+    #[test]
+    fn a_grandchild_holding_the_output_pipe_does_not_outlast_the_bound() {
+        assert_the_bound_holds_with_a_grandchild_left(r#"read x < "$0" & echo started"#, None);
+    }
+
+    /// As above, the grandchild holding the stdin pipe too (fd 3; the background job's own
+    /// stdin is /dev/null), unread, with more bytes for it than a pipe holds: the writer of
+    /// those bytes does not outlast the bound either.
     #[test]
     fn a_grandchild_holding_an_unread_stdin_does_not_outlast_the_bound() {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        use std::sync::atomic::{AtomicBool, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let hold = dir.path().join("hold");
-        rustix::fs::mkfifoat(
-            rustix::fs::CWD,
-            &hold,
-            rustix::fs::Mode::from_raw_mode(0o600),
-        )
-        .unwrap();
-        let release = |hold: &Path| {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
-                .open(hold)
-                .is_ok()
-        };
-        let released = AtomicBool::new(false);
-        let result = std::thread::scope(|scope| {
-            let (done, wait) = std::sync::mpsc::channel::<()>();
-            scope.spawn(|| {
-                let wait = wait;
-                if wait.recv_timeout(Duration::from_secs(20)).is_err() {
-                    released.store(true, Ordering::SeqCst);
-                    while !release(&hold) {
-                        std::thread::sleep(Duration::from_millis(10));
-                    }
-                }
-            });
-            // fd 3: the stdin pipe, kept by the background job (whose own stdin is
-            // /dev/null) and never read.
-            let result = Cmd::new("sh", "leave a grandchild")
-                .args(["-c", r#"exec 3<&0; read x < "$0" & exit 0"#])
-                .arg(&hold)
-                .stdin_bytes(vec![b'x'; 1 << 20])
-                .timeout(Duration::from_millis(300))
-                .run_unchecked();
-            let _ = done.send(());
-            result
-        });
-        assert!(
-            !released.load(Ordering::SeqCst),
-            "the wait outlasted its bound until the grandchild let go: {result:?}"
+        assert_the_bound_holds_with_a_grandchild_left(
+            r#"exec 3<&0; read x < "$0" & exit 0"#,
+            Some(vec![b'x'; 1 << 20]),
         );
-        assert!(
-            matches!(result, Err(ProcessError::TimedOut { .. })),
-            "{result:?}"
-        );
-        assert!(release(&hold), "the grandchild no longer waits on the FIFO");
     }
 
     /// The bounded wait never installs a SIGCHLD handler (duct's own `wait_deadline` on a
