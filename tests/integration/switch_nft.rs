@@ -847,6 +847,10 @@ fn e2e_a_deploy_killed_after_the_rule_and_a_table_deleted_by_hand_are_told_and_r
     );
     project.deploy_ok("cutover-demo:v1");
     assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    // The kill may have come between the lead and the table's replacement: the rules it
+    // led with are gone once the next deploy has switched.
+    let listing = sh_ok(&format!("nft -j list table ip cutover_{}", project.name));
+    assert_eq!(listing.matches("\"dnat\"").count(), 2, "{listing}");
     sh_ok(&format!("nft delete table ip cutover_{}", project.name));
     let out = project.command(["status", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
