@@ -114,6 +114,18 @@ pub fn lead(project: &str, mapping: &Mapping) -> String {
     )
 }
 
+/// Runs [`lead`]'s rules for `mapping`: both in one argument (`;` between them: one
+/// transaction), not on stdin: a pipe and its writer thread cost more than the kernel's 2 ms.
+pub fn run_lead(project: &str, mapping: &Mapping) -> anyhow::Result<()> {
+    nft(
+        "nft",
+        format!("lead project {project}'s switch ports first"),
+    )
+    .arg(lead(project, mapping))
+    .run()?;
+    Ok(())
+}
+
 /// The ruleset that deletes `project`'s table (and nothing else), whether or not it exists.
 pub fn removal(project: &str) -> String {
     let t = table(project);
@@ -217,14 +229,8 @@ fn replace(project: &str, mapping: &Mapping, dir: &Path, leading: bool) -> anyho
         // New connections go to the new mapping from here on, before the replacement below
         // commits, ~10 ms later. Where it fails (no table or chain) the replacement alone
         // does it; where it took and the replacement fails, the caller puts the previous
-        // mapping back. Both rules in one argument (`;` between them: one transaction), not
-        // on stdin: a pipe and its writer thread cost more than the kernel's 2 ms.
-        let _ = nft(
-            "nft",
-            format!("lead project {project}'s switch ports first"),
-        )
-        .arg(lead(project, mapping))
-        .run();
+        // mapping back (by a replacement, else by leading with it in turn).
+        let _ = run_lead(project, mapping);
     }
     let cmd = nft(
         "nft",

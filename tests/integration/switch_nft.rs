@@ -847,6 +847,10 @@ fn e2e_a_deploy_killed_after_the_rule_and_a_table_deleted_by_hand_are_told_and_r
     );
     project.deploy_ok("cutover-demo:v1");
     assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    // The kill may have come between the lead and the table's replacement: the rules it
+    // led with are gone once the next deploy has switched.
+    let listing = sh_ok(&format!("nft -j list table ip cutover_{}", project.name));
+    assert_eq!(listing.matches("\"dnat\"").count(), 2, "{listing}");
     sh_ok(&format!("nft delete table ip cutover_{}", project.name));
     let out = project.command(["status", "--json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
@@ -1102,6 +1106,64 @@ fn e2e_a_switch_failing_after_the_rule_was_written_puts_the_rule_back() {
     let m = rule(&project);
     assert_eq!((m.primary_to, m.backup_to), (project.blue, project.blue));
     project.assert_still_serving("blue", "v1");
+}
+
+/// A PATH whose `nft` refuses every table replacement (`nft -e -j -f FILE`: a switch and its
+/// undo) as the kernel refuses a transaction it cannot allocate; anything else (the lead's
+/// `insert rule`s, listings, the check-only probe) goes to the real nft.
+fn path_with_an_nft_that_cannot_replace(dir: &Path) -> String {
+    use std::os::unix::fs::PermissionsExt as _;
+    let real = cutover::process::which("nft").unwrap();
+    let bin = dir.join("nft-no-replace");
+    std::fs::create_dir_all(&bin).unwrap();
+    let script = bin.join("nft");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n[ \"$1\" = -e ] && {{ echo 'Error: Could not process rule: Cannot \
+             allocate memory' >&2; exit 1; }}\nexec {} \"$@\"\n",
+            real.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A switch whose lead took (the new rules inserted at the chain's head) but whose table
+/// replacement failed, and the undo's replacement too: the lead's rules must not keep
+/// routing to green, which the failed deploy removes. Blue keeps serving, and the next
+/// deploy leaves the table with its two rules.
+#[test]
+fn e2e_a_lead_whose_replacement_and_undo_fail_leaves_the_rule_on_the_serving_color() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let path = path_with_an_nft_that_cannot_replace(tmp.path());
+    let out = project
+        .command(["deploy", "--image", "cutover-demo:v2"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Cannot allocate memory"), "{stderr}");
+    let m = rule(&project);
+    assert_eq!(
+        (m.primary_to, m.backup_to),
+        (project.blue, project.blue),
+        "{stderr}"
+    );
+    project.assert_still_serving("blue", "v1");
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
+    let listing = sh_ok(&format!("nft -j list table ip cutover_{}", project.name));
+    assert_eq!(listing.matches("\"dnat\"").count(), 2, "{listing}");
 }
 
 /// A new color that crashes on start (a bad setting) in `nginx.switch: nft`: the listener

@@ -364,7 +364,8 @@ impl Run<'_, '_> {
         self.rule.set(None);
         // The primary port moving to another color (a deploy's switch, a switch back) is the
         // time to the new color's first connection: led first (`crate::nft::lead`).
-        let leading = previous.is_some_and(|p| p.primary_to != wanted.primary_to);
+        // (Only as root: the root path through sudo replaces the table alone.)
+        let leading = as_root() && previous.is_some_and(|p| p.primary_to != wanted.primary_to);
         if let Err(e) = kernel_switch(config, &wanted, leading) {
             // The kernel may have taken the rule before the save failed: put it back, or the
             // color this deploy is about to stop would keep the traffic.
@@ -372,9 +373,28 @@ impl Run<'_, '_> {
                 previous,
                 include: None,
             });
-            return Err(match back {
-                Ok(()) => e,
-                Err(again) => e.context(format!("putting the rule back failed too: {again:#}")),
+            return Err(match (back, previous) {
+                (Ok(()), _) => e,
+                // The lead's rules route to `wanted` until a replacement deletes them, and
+                // neither replacement took: the previous rules go in front of them the same
+                // add-only way, so the color the caller's abort removes keeps no traffic.
+                (Err(again), Some(p)) if leading => {
+                    match crate::nft::run_lead(config.project.as_str(), &p) {
+                        Ok(()) => e.context(format!(
+                            "putting the table back failed too ({again:#}): the previous rules \
+                             were inserted in front of the new ones instead (port {} leads to \
+                             port {} again; the next deploy rewrites the table)",
+                            p.primary, p.primary_to
+                        )),
+                        Err(third) => e.context(format!(
+                            "putting the rule back failed too: {again:#}; and leading with the \
+                             previous rules: {third:#}"
+                        )),
+                    }
+                }
+                (Err(again), _) => {
+                    e.context(format!("putting the rule back failed too: {again:#}"))
+                }
             });
         }
         self.rule.set(Some(Some(wanted)));
