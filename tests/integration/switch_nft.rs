@@ -329,22 +329,17 @@ fn without_net_admin(cmd: &std::process::Command) -> std::process::Command {
     out
 }
 
-/// A PATH whose `nft` answers every `list` as an older nft does when its cache cannot dump
-/// the ruleset (no capability, no nf_tables): "No such file or directory", the words of a
-/// missing table; anything else goes to the real nft.
-fn path_with_an_nft_that_says_enoent(dir: &Path) -> String {
+/// A PATH whose `nft` (a script in `dir/<name>`) runs the shell line `guard` first, which
+/// may answer for it, and otherwise hands every run to the real nft.
+fn path_with_an_nft(dir: &Path, name: &str, guard: &str) -> String {
     use std::os::unix::fs::PermissionsExt as _;
     let real = cutover::process::which("nft").unwrap();
-    let bin = dir.join("old-nft");
+    let bin = dir.join(name);
     std::fs::create_dir_all(&bin).unwrap();
     let script = bin.join("nft");
     std::fs::write(
         &script,
-        format!(
-            "#!/bin/sh\nfor a in \"$@\"; do [ \"$a\" = list ] && {{ echo 'Error: No such file or \
-             directory' >&2; exit 1; }}; done\nexec {} \"$@\"\n",
-            real.display()
-        ),
+        format!("#!/bin/sh\n{guard}\nexec {} \"$@\"\n", real.display()),
     )
     .unwrap();
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
@@ -352,6 +347,18 @@ fn path_with_an_nft_that_says_enoent(dir: &Path) -> String {
         "{}:{}",
         bin.display(),
         std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// A PATH whose `nft` answers every `list` as an older nft does when its cache cannot dump
+/// the ruleset (no capability, no nf_tables): "No such file or directory", the words of a
+/// missing table; anything else goes to the real nft.
+fn path_with_an_nft_that_says_enoent(dir: &Path) -> String {
+    path_with_an_nft(
+        dir,
+        "old-nft",
+        "for a in \"$@\"; do [ \"$a\" = list ] && { echo 'Error: No such file or directory' \
+         >&2; exit 1; }; done",
     )
 }
 
@@ -1112,25 +1119,11 @@ fn e2e_a_switch_failing_after_the_rule_was_written_puts_the_rule_back() {
 /// undo) as the kernel refuses a transaction it cannot allocate; anything else (the lead's
 /// `insert rule`s, listings, the check-only probe) goes to the real nft.
 fn path_with_an_nft_that_cannot_replace(dir: &Path) -> String {
-    use std::os::unix::fs::PermissionsExt as _;
-    let real = cutover::process::which("nft").unwrap();
-    let bin = dir.join("nft-no-replace");
-    std::fs::create_dir_all(&bin).unwrap();
-    let script = bin.join("nft");
-    std::fs::write(
-        &script,
-        format!(
-            "#!/bin/sh\n[ \"$1\" = -e ] && {{ echo 'Error: Could not process rule: Cannot \
-             allocate memory' >&2; exit 1; }}\nexec {} \"$@\"\n",
-            real.display()
-        ),
-    )
-    .unwrap();
-    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
-    format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
+    path_with_an_nft(
+        dir,
+        "nft-no-replace",
+        "[ \"$1\" = -e ] && { echo 'Error: Could not process rule: Cannot allocate memory' \
+         >&2; exit 1; }",
     )
 }
 
