@@ -186,9 +186,9 @@ pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
 /// connections take the new mapping before this replacement commits, and the replacement
 /// leaves the table without the rules they led past): the ruleset goes to the save's temp
 /// file (0600, beside the saved one, a name the boot unit's `*.nft` skips), nft applies it
-/// from there and echoes
-/// what the kernel committed as JSON: when it holds exactly `mapping` and nothing of another
-/// table, that is the proof a listing would give, in the same process ([`echo_proves`]);
+/// from there and echoes what the kernel committed as JSON: when it holds exactly `mapping`
+/// and nothing of another table, that is the proof a listing would give, in the same process
+/// ([`echo_proves`]);
 /// else (an nft that echoes nothing, only the last object, or something that does not parse)
 /// the table is listed and judged from that. Then the temp file is renamed into place. A
 /// file, not a pipe: with `-j`, nft 1.0.6 reads a piped ruleset as JSON first and, that

@@ -453,8 +453,8 @@ fn finished_by(handle: &duct::Handle, deadline: std::time::Instant) -> std::io::
 
 /// Whether the child exited by `deadline`; when it did, it is reaped (its output pipes may
 /// still be open). A pidfd (Linux 5.3+) wakes this thread the moment the child exits: the
-/// poll every 20 ms that came before made a
-/// 3 ms `nft` or `ss` cost 20 ms, on the path from the health pass to the switch. Not duct's
+/// poll every 20 ms that came before made a 3 ms `nft` or `ss` cost 20 ms, on the path from
+/// the health pass to the switch. Not duct's
 /// own `wait_deadline`: that installs a SIGCHLD handler, and every child's exit would then
 /// interrupt other threads' socket reads that have a timeout (the health probes, the engine
 /// API) with EINTR. Where no pidfd can be had (an older kernel, a seccomp filter), `try_wait`
@@ -493,7 +493,8 @@ fn exited_by(handle: &duct::Handle, deadline: std::time::Instant) -> std::io::Re
     exited_by_polling(handle, deadline)
 }
 
-/// [`exited_by`] without a pidfd.
+/// [`exited_by`] without a pidfd, by duct's `try_wait`: true only once the child exited
+/// and its output pipes closed too (a grandchild holding them keeps it false).
 fn exited_by_polling(handle: &duct::Handle, deadline: std::time::Instant) -> std::io::Result<bool> {
     let started = std::time::Instant::now();
     loop {
