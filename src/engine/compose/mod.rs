@@ -348,7 +348,7 @@ impl Run<'_, '_> {
                     let (gate, seen) = nft_switch::beside(look, || self.health(t));
                     passed_at = gate?;
                     if let Some(seen) = seen {
-                        self.listens = nft_switch::listens(seen);
+                        self.listens = nft_switch::listens(seen.ok());
                     }
                 }
                 Change::Switch => {

@@ -71,15 +71,17 @@ fn why_not_nft(config: &Config, first: &mut Checked) -> Option<String> {
     // started on a switch port since the last deploy is as much at risk. `ss` and the
     // kernel access check are independent processes: they run at once.
     let ports = config.nginx.switch_ports?.map(|p| p.0);
-    let (access, listeners) = std::thread::scope(|scope| {
-        let listeners = scope.spawn(|| crate::host::listening_on_any(&ports));
-        let access = why_no_kernel_access(config, first);
-        (access, listeners.join())
+    let (access, listeners) = beside(Some(|| crate::host::listening_on_any(&ports)), || {
+        why_no_kernel_access(config, first)
     });
     if let Some(why) = access {
         return Some(why);
     }
-    let listeners = listeners.unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+    let listeners = match listeners {
+        Some(Ok(listeners)) => listeners,
+        Some(Err(panic)) => std::panic::resume_unwind(panic),
+        None => unreachable!("the look at the switch ports was given"),
+    };
     if let Some(why) = why_taken(&ports, listeners) {
         return Some(why);
     }
@@ -318,18 +320,19 @@ pub(super) fn listens(seen: Option<anyhow::Result<bool>>) -> bool {
     !matches!(seen, Some(Ok(false)))
 }
 
-/// Runs `work` with `look` on a thread beside it: both answers, the look's `None` when it
-/// panicked. The look is waited for whatever `work` returns (a gate that failed or was
-/// interrupted): none of its subprocesses outlives the step, and `-v` traces them before the
-/// step's outcome is told, not after or never.
+/// Runs `work` with `look` on a thread beside it: both answers, the look's an `Err` when it
+/// panicked (the panic, for the caller to resume or to take as no answer). The look is
+/// waited for whatever `work` returns (a gate that failed or was interrupted): none of its
+/// subprocesses outlives the step, and `-v` traces them before the step's outcome is told,
+/// not after or never.
 pub(super) fn beside<T, U: Send>(
     look: Option<impl FnOnce() -> U + Send>,
     work: impl FnOnce() -> T,
-) -> (T, Option<Option<U>>) {
+) -> (T, Option<std::thread::Result<U>>) {
     std::thread::scope(|scope| {
         let look = look.map(|look| scope.spawn(look));
         let done = work();
-        (done, look.map(|look| look.join().ok()))
+        (done, look.map(|look| look.join()))
     })
 }
 
@@ -603,12 +606,12 @@ mod tests {
             !answer.recv().unwrap(),
             "the look was still running when the step returned"
         );
-        assert!(matches!(seen, Some(Some(Ok(true)))));
+        assert!(matches!(seen, Some(Ok(Ok(true)))));
         // A look that panicked is no answer: left to the probe.
         let (_, seen) = beside(Some(|| -> anyhow::Result<bool> { panic!("ss") }), || ());
-        assert!(listens(seen.unwrap()));
+        assert!(listens(seen.unwrap().ok()));
         let (done, seen) = beside(None::<fn() -> ()>, || 7);
-        assert_eq!((done, seen), (7, None));
+        assert_eq!((done, seen.is_none()), (7, true));
     }
 
     #[test]
