@@ -1,13 +1,14 @@
 //! Facts about this machine that deploys and bootstrap decide on: memory and swap from
-//! `/proc/meminfo`, and open TCP connections (from the kernel's socket table through `ss`,
-//! else `/proc/net/tcp{,6}`).
+//! `/proc/meminfo`, and TCP listeners and connections (from the kernel's socket table over
+//! sock_diag, `crate::sock_diag`, else `/proc/net/tcp{,6}`).
 //!
 //! Connections are counted rather than asking the app: any app behind nginx has its
 //! in-flight requests as established sockets on its published host port, so draining works
 //! without an app-specific endpoint.
 
 use std::path::Path;
-use std::time::Duration;
+
+use crate::sock_diag::State as Socket;
 
 /// The `/proc/meminfo` figures cutover uses, in bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -55,40 +56,21 @@ impl MemInfo {
 
 /// Established TCP connections whose local or remote port is `port` (both address families).
 ///
-/// Asked of the kernel through `ss` (sock_diag: filtered by state and port in the kernel, ~5 ms
-/// however many sockets the box holds); where `ss` is missing or fails, read from
-/// `/proc/net/tcp{,6}`, which lists every socket, TIME_WAIT too: ~30 ms under the benchmark's
-/// 150 connections a second, paid by every drain. When neither can be read the count is
-/// unknown, an error: taken for 0, it would end a drain with requests still in flight.
+/// Asked of the kernel over sock_diag ([`crate::sock_diag`]: filtered by state in the kernel,
+/// ~1 ms however many sockets in TIME_WAIT the box holds); where that fails (a kernel without
+/// `inet_diag`, a seccomp filter), read from `/proc/net/tcp{,6}`, which lists every socket,
+/// TIME_WAIT too: ~30 ms under the benchmark's 150 connections a second, paid by every drain.
+/// When neither can be read the count is unknown, an error: taken for 0, it would end a drain
+/// with requests still in flight.
 pub fn established_connections(port: u16) -> anyhow::Result<usize> {
-    match established_by_ss(port) {
-        Some(count) => Ok(count),
-        None => established_in_proc(port),
-    }
+    sockets(Socket::Established, &[port])
 }
 
-/// `ss -H -t -n state established '( sport = :P or dport = :P )'`: one line per socket.
-fn established_by_ss(port: u16) -> Option<usize> {
-    let filter = format!("( sport = :{port} or dport = :{port} )");
-    ss_sockets(
-        &["state", "established", &filter],
-        "count the established connections on a port".into(),
-        Duration::from_secs(5),
-    )
-    .ok()
-}
-
-/// Whether something listens on `port`, on any address (`ss -l`): a color published by
-/// Docker's userland proxy does; with `userland-proxy: false` nothing does, and a DNAT to it
-/// (the nft switch) would reach nothing. An error when `ss` cannot answer.
+/// Whether something listens on `port`, on any address: a color published by Docker's
+/// userland proxy does; with `userland-proxy: false` nothing does, and a DNAT to it (the nft
+/// switch) would reach nothing. An error when neither sock_diag nor `/proc` can answer.
 pub fn listening(port: u16) -> anyhow::Result<bool> {
-    let filter = format!("( sport = :{port} )");
-    let count = ss_sockets(
-        &["-l", &filter],
-        format!("look for a listener on port {port}"),
-        Duration::from_secs(10),
-    )?;
-    Ok(count > 0)
+    Ok(sockets(Socket::Listening, &[port])? > 0)
 }
 
 /// Who listens on a set of ports, as [`listening_on_any`] found it.
@@ -97,7 +79,7 @@ pub enum Listener {
     Nobody,
     On(u16),
     /// The look at them all counted a listener, the look at each could not name it (it
-    /// went in between, or `ss` failed): still a listener, never "nobody".
+    /// went in between, or the look failed): still a listener, never "nobody".
     OneOf(Vec<u16>),
 }
 
@@ -119,20 +101,10 @@ impl Listener {
     }
 }
 
-/// Who listens on `ports`: one `ss -l` for them all (the common answer, nobody, in one
-/// process); only when it counts one is each asked alone, to name it. An error only when
-/// that first look fails.
+/// Who listens on `ports`: one look for them all (the common answer, nobody); only when it
+/// counts one is each asked alone, to name it. An error only when that first look fails.
 pub fn listening_on_any(ports: &[u16]) -> anyhow::Result<Listener> {
-    let filter = ports
-        .iter()
-        .map(|p| format!("sport = :{p}"))
-        .collect::<Vec<_>>()
-        .join(" or ");
-    let count = ss_sockets(
-        &["-l", &format!("( {filter} )")],
-        format!("look for a listener on ports {ports:?}"),
-        Duration::from_secs(10),
-    )?;
+    let count = sockets(Socket::Listening, ports)?;
     Ok(name_listener(ports, count, listening))
 }
 
@@ -156,28 +128,33 @@ fn name_listener(
     Listener::OneOf(ports.to_vec())
 }
 
-/// `ss -H -t -n ARGS`: the TCP sockets it lists, one line each (no header).
-fn ss_sockets(args: &[&str], summary: String, timeout: Duration) -> anyhow::Result<usize> {
-    let out = crate::process::Cmd::new("ss", summary)
-        .args(["-H", "-t", "-n"])
-        .args(args.iter().copied())
-        .timeout(timeout)
-        .run()?;
-    Ok(out.stdout.lines().filter(|l| !l.trim().is_empty()).count())
+/// The TCP sockets in `state` on `ports`: sock_diag, else the `/proc` tables; both failing
+/// is one error saying why each did.
+fn sockets(state: Socket, ports: &[u16]) -> anyhow::Result<usize> {
+    crate::sock_diag::count(state, ports).or_else(|diag| {
+        in_tables(
+            state,
+            ports,
+            [Path::new("/proc/net/tcp"), Path::new("/proc/net/tcp6")],
+        )
+        .map_err(|proc| proc.context(format!("{diag:#}")))
+    })
 }
 
 /// The same count from `/proc/net/tcp{,6}`.
 pub fn established_in_proc(port: u16) -> anyhow::Result<usize> {
-    established_in_tables(
-        port,
+    in_tables(
+        Socket::Established,
+        &[port],
         [Path::new("/proc/net/tcp"), Path::new("/proc/net/tcp6")],
     )
 }
 
 /// The count from socket tables; one that is missing is skipped (a kernel without IPv6 has no
 /// `tcp6`), but at least one must be read.
-fn established_in_tables<'a>(
-    port: u16,
+fn in_tables<'a>(
+    state: Socket,
+    ports: &[u16],
     tables: impl IntoIterator<Item = &'a Path>,
 ) -> anyhow::Result<usize> {
     let mut read = 0;
@@ -187,31 +164,39 @@ fn established_in_tables<'a>(
         match std::fs::read_to_string(path) {
             Ok(text) => {
                 read += 1;
-                count += count_established(&text, port);
+                count += count_in_table(&text, state, ports);
             }
             Err(e) => errors.push(format!("{}: {e}", path.display())),
         }
     }
     if read == 0 {
         anyhow::bail!(
-            "cannot count the connections on port {port}: `ss` failed and no socket table could be read ({})",
+            "cannot count the TCP sockets on port(s) {ports:?}: no socket table could be read ({})",
             errors.join("; ")
         );
     }
     Ok(count)
 }
 
-/// Counts `/proc/net/tcp` rows in state 01 (ESTABLISHED) with `port` on either end.
-pub fn count_established(table: &str, port: u16) -> usize {
-    let port_hex = format!("{port:04X}");
-    let on_port = |addr: &str| addr.rsplit(':').next() == Some(port_hex.as_str());
+/// Counts `/proc/net/tcp` rows in `state` (01 ESTABLISHED, by either end's port; 0A LISTEN,
+/// by the local port) on any of `ports`.
+pub fn count_in_table(table: &str, state: Socket, ports: &[u16]) -> usize {
+    let on_port = |addr: &str| {
+        addr.rsplit(':')
+            .next()
+            .and_then(|hex| u16::from_str_radix(hex, 16).ok())
+            .is_some_and(|p| ports.contains(&p))
+    };
     table
         .lines()
         .skip(1)
         .filter(|line| {
             let mut cols = line.split_whitespace().skip(1);
-            match (cols.next(), cols.next(), cols.next()) {
-                (Some(local), Some(remote), Some("01")) => on_port(local) || on_port(remote),
+            match (state, cols.next(), cols.next(), cols.next()) {
+                (Socket::Established, Some(local), Some(remote), Some("01")) => {
+                    on_port(local) || on_port(remote)
+                }
+                (Socket::Listening, Some(local), Some(_), Some("0A")) => on_port(local),
                 _ => false,
             }
         })
@@ -243,9 +228,6 @@ mod tests {
 
     #[test]
     fn a_listener_on_loopback_is_seen_and_a_free_port_is_not() {
-        if crate::process::which("ss").is_none() {
-            return;
-        }
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert!(listening(port).unwrap());
@@ -273,25 +255,31 @@ mod tests {
     }
 
     #[test]
-    fn counts_only_established_rows_on_the_port() {
+    fn counts_only_the_rows_in_the_state_on_the_ports() {
         let table = "  sl  local_address rem_address   st\n\
            0: 0100007F:1F91 00000000:0000 0A 0\n\
            1: 0100007F:1F91 0100007F:D2A0 01 0\n\
            2: 0100007F:D2A0 0100007F:1F91 01 0\n\
            3: 0100007F:1F92 0100007F:D2A1 01 0\n\
-           4: 0100007F:1F91 0100007F:D2A2 06 0\n";
-        assert_eq!(count_established(table, 8081), 2);
-        assert_eq!(count_established(table, 8082), 1);
+           4: 0100007F:1F91 0100007F:D2A2 06 0\n\
+           5: 00000000:D2A1 00000000:0000 0A 0\n";
+        assert_eq!(count_in_table(table, Socket::Established, &[8081]), 2);
+        assert_eq!(count_in_table(table, Socket::Established, &[8082]), 1);
+        assert_eq!(count_in_table(table, Socket::Established, &[8081, 8082]), 3);
+        assert_eq!(count_in_table(table, Socket::Listening, &[8081]), 1);
+        // A listener by its local port only: 0xD2A1 is a remote port in row 3.
+        assert_eq!(count_in_table(table, Socket::Listening, &[0xD2A1]), 1);
+        assert_eq!(count_in_table(table, Socket::Listening, &[8082]), 0);
     }
 
     #[test]
     fn no_readable_socket_table_is_an_error_not_zero() {
         let dir = tempfile::tempdir().unwrap();
         let missing = dir.path().join("tcp");
-        let err = established_in_tables(8080, [missing.as_path()]).unwrap_err();
+        let err = in_tables(Socket::Established, &[8080], [missing.as_path()]).unwrap_err();
         assert!(
             err.to_string()
-                .contains("cannot count the connections on port 8080"),
+                .contains("cannot count the TCP sockets on port(s) [8080]"),
             "{err}"
         );
         let table = dir.path().join("tcp6");
@@ -301,13 +289,18 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            established_in_tables(8080, [missing.as_path(), table.as_path()]).unwrap(),
+            in_tables(
+                Socket::Established,
+                &[8080],
+                [missing.as_path(), table.as_path()]
+            )
+            .unwrap(),
             1
         );
     }
 
     #[test]
-    fn ss_and_proc_see_the_same_real_loopback_connection() {
+    fn sock_diag_and_proc_see_the_same_real_loopback_connection() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         assert_eq!(established_connections(port).unwrap(), 0);
@@ -316,8 +309,9 @@ mod tests {
         // Both ends of one loopback connection are on this machine.
         assert_eq!(established_in_proc(port).unwrap(), 2);
         assert_eq!(established_connections(port).unwrap(), 2);
-        if crate::process::which("ss").is_some() {
-            assert_eq!(established_by_ss(port), Some(2));
-        }
+        assert_eq!(
+            crate::sock_diag::count(Socket::Established, &[port]).unwrap(),
+            2
+        );
     }
 }

@@ -33,6 +33,7 @@ pub mod registry;
 pub mod remote;
 pub mod render;
 pub mod secrets;
+pub mod sock_diag;
 pub mod state;
 pub mod switch_rule;
 

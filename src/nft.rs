@@ -114,16 +114,46 @@ pub fn lead(project: &str, mapping: &Mapping) -> String {
     )
 }
 
-/// Runs [`lead`]'s rules for `mapping`: both in one argument (`;` between them: one
-/// transaction), not on stdin: a pipe and its writer thread cost more than the kernel's 2 ms.
-pub fn run_lead(project: &str, mapping: &Mapping) -> anyhow::Result<()> {
+/// Runs [`lead`]'s rules for `mapping` (one transaction): fed to `primed` when there is one
+/// ([`prime_lead`]), else in one argument of a new `nft` (not on stdin: a pipe and its writer
+/// thread cost more than the kernel's 2 ms).
+pub fn run_lead(project: &str, mapping: &Mapping, primed: Option<Primed>) -> anyhow::Result<()> {
+    let rules = lead(project, mapping);
+    match primed {
+        Some(primed) => primed.feed(format!("{rules}\n").as_bytes()).map(drop),
+        None => nft(
+            "nft",
+            format!("lead project {project}'s switch ports first"),
+        )
+        .arg(rules)
+        .run()
+        .map(drop),
+    }?;
+    Ok(())
+}
+
+/// An `nft -f -` started ahead of a lead (when the health gate starts), waiting for its rules
+/// on stdin: at the pass, [`run_lead`] then costs the kernel's transaction, not an `nft`
+/// start as well. None when it cannot start (no `nft`): the lead starts its own. Dropped
+/// unfed, it reads an empty ruleset and changes nothing.
+pub struct Primed(Box<crate::process::Primed>);
+
+impl Primed {
+    fn feed(self, rules: &[u8]) -> Result<crate::process::Output, crate::process::ProcessError> {
+        (*self.0).feed(rules)
+    }
+}
+
+/// Starts a [`Primed`] lead for `project`.
+pub fn prime_lead(project: &str) -> Option<Primed> {
     nft(
         "nft",
         format!("lead project {project}'s switch ports first"),
     )
-    .arg(lead(project, mapping))
-    .run()?;
-    Ok(())
+    .args(["-f", "-"])
+    .prime()
+    .ok()
+    .map(|primed| Primed(Box::new(primed)))
 }
 
 /// The ruleset that deletes `project`'s table (and nothing else), whether or not it exists.
@@ -182,7 +212,7 @@ pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
 /// Replaces `project`'s table with `mapping`, proves it, then saves the ruleset for the boot
 /// restore. The kernel first: a saved file never names a mapping that was not applied.
 ///
-/// One `nft -e -j -f <file>` ([`switch_leading`]: after [`lead`]'s rules, so that new
+/// One `nft -e -j -f <file>` ([`switch_with`] [`Lead::First`]: after [`lead`]'s rules, so that new
 /// connections take the new mapping before this replacement commits, and the replacement
 /// leaves the table without the rules they led past): the ruleset goes to the save's temp
 /// file (0600, beside the saved one, a name the boot unit's `*.nft` skips), nft applies it
@@ -194,17 +224,21 @@ pub fn apply(text: &str, what: &str) -> anyhow::Result<()> {
 /// file, not a pipe: with `-j`, nft 1.0.6 reads a piped ruleset as JSON first and, that
 /// failing, applies nothing and exits 0.
 pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()> {
-    replace(project, mapping, dir, false)
+    switch_with(project, mapping, dir, Lead::No)
 }
 
-/// [`switch`], with [`lead`]'s rules first: for a switch that moves the primary port to
-/// another color, where the time to the new color's first connection counts (the health
-/// pass → first response), not for one that only closes the backup.
-pub fn switch_leading(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()> {
-    replace(project, mapping, dir, true)
+/// Whether a switch leads first ([`lead`]'s rules, then the replacement).
+pub enum Lead {
+    /// The replacement alone: a switch that only closes the backup.
+    No,
+    /// Lead first, with the `nft` primed ahead if there is one, else a new one: a switch that
+    /// moves the primary port to another color, where the time to the new color's first
+    /// connection counts (the health pass → first response).
+    First(Option<Primed>),
 }
 
-fn replace(project: &str, mapping: &Mapping, dir: &Path, leading: bool) -> anyhow::Result<()> {
+/// [`switch`], leading first as `lead` says.
+pub fn switch_with(project: &str, mapping: &Mapping, dir: &Path, lead: Lead) -> anyhow::Result<()> {
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt as _;
     let text = ruleset(project, mapping);
@@ -225,12 +259,12 @@ fn replace(project: &str, mapping: &Mapping, dir: &Path, leading: bool) -> anyho
             )
         })?;
     let t = table(project);
-    if leading {
+    if let Lead::First(primed) = lead {
         // New connections go to the new mapping from here on, before the replacement below
         // commits, ~10 ms later. Where it fails (no table or chain) the replacement alone
         // does it; where it took and the replacement fails, the caller puts the previous
         // mapping back (by a replacement, else by leading with it in turn).
-        let _ = run_lead(project, mapping);
+        let _ = run_lead(project, mapping, primed);
     }
     let cmd = nft(
         "nft",

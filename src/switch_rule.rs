@@ -13,7 +13,7 @@
 //!   checks, and hold four distinct unprivileged ports. A name without a grant (another
 //!   project's, one never bootstrapped) is refused. The ruleset is rendered here
 //!   (`crate::nft::ruleset`), applied and proven by its echo in one `nft -e -j -f` and saved
-//!   for the boot unit. It runs `nft` and `ss` with root's own PATH (sudo passes the caller's
+//!   for the boot unit. It runs `nft` with root's own PATH (sudo passes the caller's
 //!   where sudoers has no `secure_path`), takes turns with other root sides of the project on
 //!   the grant's flock and defers SIGTERM/SIGINT/SIGHUP, so the kernel's rule and the saved
 //!   one never cross; a caller that gave up before the change (a relayed signal, sudo gone)

@@ -26,9 +26,11 @@ use zeroize::Zeroizing;
 mod bounded;
 #[cfg(test)]
 pub(crate) mod fake;
+mod primed;
 mod streaming;
 
 pub use bounded::{Bounded, TAIL_LINES};
+pub use primed::Primed;
 pub use streaming::{Stdin, Streaming};
 
 /// Variables of cutover's own environment that never reach a child: `CUTOVER_AGE_KEY` is an
@@ -289,8 +291,19 @@ impl Cmd {
         }
         let started = std::time::Instant::now();
         let result = self.run_captured();
+        self.finished(&self.display(), started.elapsed(), result)
+    }
+
+    /// A captured run's result, traced as `line` and told as ours: the output as text, a kill
+    /// at the bound as `TimedOut`, anything else as the spawn's error.
+    fn finished(
+        &self,
+        line: &str,
+        took: Duration,
+        result: std::io::Result<std::process::Output>,
+    ) -> Result<Output, ProcessError> {
         let code = result.as_ref().ok().and_then(|o| o.status.code());
-        trace(&self.display(), started.elapsed(), &exit_outcome(code));
+        trace(line, took, &exit_outcome(code));
         match result {
             Ok(out) => Ok(Output {
                 code: out.status.code(),
@@ -453,7 +466,7 @@ fn finished_by(handle: &duct::Handle, deadline: std::time::Instant) -> std::io::
 
 /// Whether the child exited by `deadline`; when it did, it is reaped (its output pipes may
 /// still be open). A pidfd (Linux 5.3+) wakes this thread the moment the child exits: the
-/// poll every 20 ms that came before made a 3 ms `nft` or `ss` cost 20 ms, on the path from
+/// poll every 20 ms that came before made a 3 ms `nft` cost 20 ms, on the path from
 /// the health pass to the switch. Not duct's
 /// own `wait_deadline`: that installs a SIGCHLD handler, and every child's exit would then
 /// interrupt other threads' socket reads that have a timeout (the health probes, the engine

@@ -939,9 +939,10 @@ fn e2e_a_table_edited_by_hand_is_reported_and_the_next_deploy_rewrites_it() {
     assert_eq!(project.get("/").unwrap().1.trim(), "version=v2 color=green");
 }
 
-/// `-v` lists every process of an nft deploy with how it ended, those run on a thread beside
-/// another step too: the switch ports' `ss` beside the rule's listing, the new color's `ss`
-/// beside the health gate, and the `nft` that switches.
+/// `-v` lists every process of an nft deploy with how it ended, and the socket looks cutover
+/// makes itself, those run on a thread beside another step too: the switch ports' look beside
+/// the rule's listing, the new color's look beside the health gate, and the `nft` that
+/// switches.
 #[test]
 fn e2e_verbose_traces_the_processes_run_beside_other_steps() {
     let Some(project) = deployed_in_nft_mode() else {
@@ -956,25 +957,39 @@ fn e2e_verbose_traces_the_processes_run_beside_other_steps() {
             .filter(|l| l.starts_with("    $ ") && l.contains(needle) && l.ends_with(", exit 0)"))
             .count()
     };
+    let looked = |needle: &str, sockets: usize| {
+        run.stderr
+            .lines()
+            .filter(|l| {
+                l.starts_with("    $ ")
+                    && l.contains(needle)
+                    && l.ends_with(&format!(", {sockets} socket(s))"))
+            })
+            .count()
+    };
     let [p, b] = project.switch_ports;
+    let sockets = "sock_diag: TCP sockets";
     assert_eq!(
-        traced(&format!(
-            "ss -H -t -n -l '( sport = :{p} or sport = :{b} )'"
-        )),
+        looked(&format!("{sockets} listening on port(s) [{p}, {b}]"), 0),
         1,
         "{}",
         run.stderr
     );
-    assert_eq!(
-        traced(&format!("ss -H -t -n -l '( sport = :{} )'", project.green)),
-        1,
-        "{}",
+    // Docker's proxy listens on the new color's port, on IPv4 and perhaps IPv6.
+    let green = format!("{sockets} listening on port(s) [{}]", project.green);
+    assert_eq!(looked(&green, 1) + looked(&green, 2), 1, "{}", run.stderr);
+    assert!(
+        !run.stderr.lines().any(|l| l.starts_with("    $ ss ")),
+        "no `ss` process: {}",
         run.stderr
     );
     assert_eq!(traced("nft -e -j -f "), 1, "{}", run.stderr);
+    // The lead went to the `nft` started as the gate began: fed its rules, not started anew.
+    assert_eq!(traced("nft -f -  [primed; fed "), 1, "{}", run.stderr);
+    assert_eq!(traced("nft 'insert rule "), 0, "{}", run.stderr);
 }
 
-/// A health gate that never passes in nft mode: the new color's `ss` (run beside the gate)
+/// A health gate that never passes in nft mode: the new color's socket look (beside the gate)
 /// is waited for and traced, the rule never moves, and the new color is gone.
 #[test]
 fn e2e_a_failed_gate_in_nft_mode_leaves_the_rule_and_traces_its_listener_look() {
@@ -994,7 +1009,10 @@ fn e2e_a_failed_gate_in_nft_mode_leaves_the_rule_and_traces_its_listener_look() 
         .failure();
     let stderr = &failure.stderr;
     assert!(stderr.contains("health gate timed out"), "{stderr}");
-    let look = format!("ss -H -t -n -l '( sport = :{} )'", project.green);
+    let look = format!(
+        "sock_diag: TCP sockets listening on port(s) [{}]",
+        project.green
+    );
     assert_eq!(
         stderr
             .lines()
@@ -1003,7 +1021,11 @@ fn e2e_a_failed_gate_in_nft_mode_leaves_the_rule_and_traces_its_listener_look() 
         1,
         "{stderr}"
     );
+    // The `nft` primed for the lead was never fed: it read nothing and changed nothing.
+    assert!(!stderr.contains("[primed"), "{stderr}");
     assert_eq!(rule(&project), before);
+    let listing = sh_ok(&format!("nft -j list table ip cutover_{}", project.name));
+    assert_eq!(listing.matches("\"dnat\"").count(), 2, "{listing}");
     assert_eq!(project.running_services(), ["web-blue"]);
     project.assert_still_serving("blue", "v1");
 }

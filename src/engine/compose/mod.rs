@@ -152,6 +152,9 @@ struct Run<'a, 'r> {
     /// The project's nft rule as this run last read or wrote it (`Some(None)`: no table;
     /// `None`: not known, read it before a write), so a switch does not list it again.
     rule: std::cell::Cell<Option<Option<crate::nft::Mapping>>>,
+    /// nft mode: an `nft` started as the health gate starts, for the switch's lead
+    /// (`Run::prime_lead`); taken by the switch, or dropped unfed.
+    primed: std::cell::Cell<Option<crate::nft::Primed>>,
     /// The rule as `nft_switch::decide` read it while checking that nft works here, used by
     /// observe and the check for a rule left open (two `nft` processes fewer).
     first_read: nft_switch::FirstRead,
@@ -190,6 +193,7 @@ impl<'a> Deployer<'a> {
             survey: None,
             switch_used: nft_switch::Used::Reload,
             rule: std::cell::Cell::new(None),
+            primed: std::cell::Cell::new(None),
             first_read: None,
             listens: false,
         };
@@ -338,13 +342,14 @@ impl Run<'_, '_> {
                 Change::Up => self.up(t)?,
                 Change::Health => {
                     // Docker's proxy listens from the container's start: a listener seen now
-                    // (an `ss` on a thread beside the gate) is taken, off the path from the
+                    // (a sock_diag look on a thread beside the gate) is taken, off the path from the
                     // health pass to the switch. None seen is asked again once the gate
                     // passed: a container that died at its start has no proxy either, and
                     // then the gate says why, not "no nft here".
                     let port = (self.switch_used == nft_switch::Used::Nft)
                         .then(|| self.d.loaded.config.colors.port(t.to));
                     let look = port.map(|port| move || crate::host::listening(port));
+                    self.prime_lead(t.to);
                     let (gate, seen) = nft_switch::beside(look, || self.health(t));
                     passed_at = gate?;
                     if let Some(seen) = seen {

@@ -67,9 +67,9 @@ fn why_not_nft(config: &Config, first: &mut Checked) -> Option<String> {
     }
     // The rule sends every connection this box makes to 127.0.0.1:<switch port> to a color:
     // a service listening there (a database, ssh) would lose its local clients to the app.
-    // Asked on every deploy (one `ss` for both ports), not only at the set-up: a service
-    // started on a switch port since the last deploy is as much at risk. `ss` and the
-    // kernel access check are independent processes: they run at once.
+    // Asked on every deploy (one sock_diag look for both ports), not only at the set-up: a
+    // service started on a switch port since the last deploy is as much at risk. The look
+    // and the kernel access check are independent: they run at once.
     let ports = config.nginx.switch_ports?.map(|p| p.0);
     let (access, listeners) = beside(Some(|| crate::host::listening_on_any(&ports)), || {
         why_no_kernel_access(config, first)
@@ -98,7 +98,7 @@ fn why_not_nft(config: &Config, first: &mut Checked) -> Option<String> {
     }
 }
 
-/// Why the switch `ports` cannot be taken, from what `ss` said of them: a listener, or no
+/// Why the switch `ports` cannot be taken, from what the look said of them: a listener, or no
 /// answer at all (a listener cannot be ruled out: fail closed).
 fn why_taken(ports: &[u16; 2], seen: anyhow::Result<crate::host::Listener>) -> Option<String> {
     use crate::host::Listener;
@@ -197,14 +197,10 @@ fn why_no_kernel_access(config: &Config, first: &mut Checked) -> Option<String> 
 
 /// Leads the project's stable ports as `m` says: `nft` as root, else the root path with the
 /// colors `m` names (its ports are the grant's, checked against cutover.yml by the probe).
-fn kernel_switch(config: &Config, m: &Mapping, leading: bool) -> anyhow::Result<()> {
+fn kernel_switch(config: &Config, m: &Mapping, lead: crate::nft::Lead) -> anyhow::Result<()> {
     let project = config.project.as_str();
     if as_root() {
-        let dir = crate::nft::saved_dir();
-        return match leading {
-            true => crate::nft::switch_leading(project, m, &dir),
-            false => crate::nft::switch(project, m, &dir),
-        };
+        return crate::nft::switch_with(project, m, &crate::nft::saved_dir(), lead);
     }
     let color = |port: u16| {
         Color::ALL
@@ -314,7 +310,7 @@ fn unmapped_apart(
     }
 }
 
-/// Whether `ss` said something listens on a color's port: only a sure "nobody" is a no (a
+/// Whether the look said something listens on a color's port: only a sure "nobody" is a no (a
 /// look that failed, or never answered, is left to the probe, which proves the route).
 pub(super) fn listens(seen: Option<anyhow::Result<bool>>) -> bool {
     !matches!(seen, Some(Ok(false)))
@@ -344,6 +340,24 @@ pub(super) struct Undo {
 }
 
 impl Run<'_, '_> {
+    /// nft mode, as root, with the rule leading elsewhere (or not known): starts the `nft`
+    /// the switch to `to` will lead with, so the gate's pass is followed by the kernel's
+    /// transaction, not an `nft` start as well (`crate::nft::prime_lead`).
+    pub(super) fn prime_lead(&self, to: Color) {
+        let config = &self.d.loaded.config;
+        if self.switch_used != Used::Nft || !as_root() {
+            return;
+        }
+        let port = config.colors.port(to);
+        if let Some(Some(m)) = self.rule.get() {
+            if m.primary_to == port {
+                return;
+            }
+        }
+        self.primed
+            .set(crate::nft::prime_lead(config.project.as_str()));
+    }
+
     /// Routes new connections to `to` (`backup` behind it): the rule, then, when the include
     /// on disk is not the nft one yet, the include + reload (the mode's set-up). Returns the
     /// include's text for the probe, the nginx workers from just before a reload (`None`:
@@ -368,8 +382,15 @@ impl Run<'_, '_> {
         // The primary port moving to another color (a deploy's switch, a switch back) is the
         // time to the new color's first connection: led first (`crate::nft::lead`).
         // (Only as root: the root path through sudo replaces the table alone.)
+        // An `nft` primed for it before the gate (`Run::prime_lead`) is taken either way:
+        // one not used reads an empty ruleset and ends.
+        let primed = self.primed.take();
         let leading = as_root() && previous.is_some_and(|p| p.primary_to != wanted.primary_to);
-        if let Err(e) = kernel_switch(config, &wanted, leading) {
+        let lead = match leading {
+            true => crate::nft::Lead::First(primed),
+            false => crate::nft::Lead::No,
+        };
+        if let Err(e) = kernel_switch(config, &wanted, lead) {
             // The kernel may have taken the rule before the save failed: put it back, or the
             // color this deploy is about to stop would keep the traffic.
             let back = self.nft_undo(Undo {
@@ -382,7 +403,7 @@ impl Run<'_, '_> {
                 // neither replacement took: the previous rules go in front of them the same
                 // add-only way, so the color the caller's abort removes keeps no traffic.
                 (Err(again), Some(p)) if leading => {
-                    match crate::nft::run_lead(config.project.as_str(), &p) {
+                    match crate::nft::run_lead(config.project.as_str(), &p, None) {
                         Ok(()) => e.context(format!(
                             "putting the table back failed too ({again:#}): the previous rules \
                              were inserted in front of the new ones instead (port {} leads to \
@@ -486,7 +507,7 @@ impl Run<'_, '_> {
             ..m
         };
         self.rule.set(None);
-        kernel_switch(config, &closed, false)?;
+        kernel_switch(config, &closed, crate::nft::Lead::No)?;
         self.rule.set(Some(Some(closed)));
         self.clock.note(format!(
             "a deploy stopped in its watch window left port {} as nginx's backup for {active}: \
@@ -568,7 +589,7 @@ impl Run<'_, '_> {
         let config = &self.d.loaded.config;
         self.rule.set(None);
         match undo.previous {
-            Some(m) => kernel_switch(config, &m, false)?,
+            Some(m) => kernel_switch(config, &m, crate::nft::Lead::No)?,
             None => kernel_remove(config)?,
         }
         self.rule.set(Some(undo.previous));
