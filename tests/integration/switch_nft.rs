@@ -984,8 +984,23 @@ fn e2e_verbose_traces_the_processes_run_beside_other_steps() {
         run.stderr
     );
     assert_eq!(traced("nft -e -j -f "), 1, "{}", run.stderr);
-    // The lead went to the `nft` started as the gate began: fed its rules, not started anew.
-    assert_eq!(traced("nft -f -  [primed; fed "), 1, "{}", run.stderr);
+    // The lead went to the `nft` started as the gate began: fed its rules, not started anew,
+    // and the trace line shows them (the primary's port to green's).
+    let lead = format!(
+        "nft -f - <<< 'insert rule ip cutover_{} output ",
+        project.name
+    );
+    assert_eq!(traced(&lead), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.lines().any(|l| l.contains(&lead)
+            && l.contains(&format!(
+                "tcp dport {p} dnat to 127.0.0.1:{}'  [primed]",
+                project.green
+            ))),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("never fed"), "{}", run.stderr);
     assert_eq!(traced("nft 'insert rule "), 0, "{}", run.stderr);
 }
 
@@ -1021,8 +1036,18 @@ fn e2e_a_failed_gate_in_nft_mode_leaves_the_rule_and_traces_its_listener_look() 
         1,
         "{stderr}"
     );
-    // The `nft` primed for the lead was never fed: it read nothing and changed nothing.
-    assert!(!stderr.contains("[primed"), "{stderr}");
+    // The `nft` primed for the lead was never fed (and `-v` says so): it read nothing and
+    // changed nothing.
+    assert!(!stderr.contains("  [primed]"), "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("    $ nft -f -  [primed; never fed]  (")
+                && l.ends_with(", stdin closed empty)"))
+            .count(),
+        1,
+        "{stderr}"
+    );
     assert_eq!(rule(&project), before);
     let listing = sh_ok(&format!("nft -j list table ip cutover_{}", project.name));
     assert_eq!(listing.matches("\"dnat\"").count(), 2, "{listing}");
