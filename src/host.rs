@@ -56,8 +56,8 @@ impl MemInfo {
 
 /// Established TCP connections whose local or remote port is `port` (both address families).
 ///
-/// Asked of the kernel over sock_diag ([`crate::sock_diag`]: filtered by state in the kernel,
-/// ~1 ms however many sockets in TIME_WAIT the box holds); where that fails (a kernel without
+/// Asked of the kernel over sock_diag ([`crate::sock_diag`]: filtered by state and port in
+/// the kernel, ~1 ms however many sockets in TIME_WAIT the box holds); where that fails (a kernel without
 /// `inet_diag`, a seccomp filter), read from `/proc/net/tcp{,6}`, which lists every socket,
 /// TIME_WAIT too: ~30 ms under the benchmark's 150 connections a second, paid by every drain.
 /// When neither can be read the count is unknown, an error: taken for 0, it would end a drain

@@ -120,7 +120,7 @@ pub fn lead(project: &str, mapping: &Mapping) -> String {
 pub fn run_lead(project: &str, mapping: &Mapping, primed: Option<Primed>) -> anyhow::Result<()> {
     let rules = lead(project, mapping);
     match primed {
-        Some(primed) => primed.feed(format!("{rules}\n").as_bytes()).map(drop),
+        Some(primed) => primed.feed(&format!("{rules}\n")).map(drop),
         None => nft(
             "nft",
             format!("lead project {project}'s switch ports first"),
@@ -139,8 +139,10 @@ pub fn run_lead(project: &str, mapping: &Mapping, primed: Option<Primed>) -> any
 pub struct Primed(Box<crate::process::Primed>);
 
 impl Primed {
-    fn feed(self, rules: &[u8]) -> Result<crate::process::Output, crate::process::ProcessError> {
-        (*self.0).feed(rules)
+    /// Rules are no secret: the trace line shows them, as it shows an `nft` given them as
+    /// its argument.
+    fn feed(self, rules: &str) -> Result<crate::process::Output, crate::process::ProcessError> {
+        (*self.0).feed_plain(rules)
     }
 }
 

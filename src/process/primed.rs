@@ -18,6 +18,8 @@ pub struct Primed {
     cmd: Cmd,
     /// `None` once fed or dropped.
     running: Option<(duct::Handle, std::io::PipeWriter)>,
+    /// When it was started: a child dropped unfed is traced with the time it waited.
+    primed_at: Instant,
 }
 
 /// Input up to this size is written on the caller's thread: an empty pipe holds at least a
@@ -36,6 +38,7 @@ impl Cmd {
             .stdout_capture()
             .stderr_capture()
             .stdin_file(reader);
+        let primed_at = Instant::now();
         let handle = expr.start();
         // Our copy of the read end goes: a child gone early ends a feed with EPIPE.
         drop(expr);
@@ -44,6 +47,7 @@ impl Cmd {
         Ok(Primed {
             cmd: self.clone(),
             running: Some((handle, writer)),
+            primed_at,
         })
     }
 }
@@ -51,8 +55,20 @@ impl Cmd {
 impl Primed {
     /// Writes `input` as the child's whole stdin, closes it, and waits as [`Cmd::run`] does:
     /// a non-zero exit is an error with the summary and stderr; past the timeout (from now) the
-    /// child is killed. The trace line says it was primed; its time is from the feed.
-    pub fn feed(mut self, input: &[u8]) -> Result<Output, ProcessError> {
+    /// child is killed. The trace line says it was primed and how many bytes it was fed (the
+    /// input may be a secret); its time is from the feed.
+    pub fn feed(self, input: &[u8]) -> Result<Output, ProcessError> {
+        self.feed_shown(input, None)
+    }
+
+    /// [`Primed::feed`] for input that is no secret, which the trace line then shows (`<<<
+    /// 'text'`): `-v` says what the child was given, as it does for a child given the same
+    /// text as an argument (the lead's rules, before they went to a primed `nft -f -`).
+    pub fn feed_plain(self, input: &str) -> Result<Output, ProcessError> {
+        self.feed_shown(input.as_bytes(), Some(input))
+    }
+
+    fn feed_shown(mut self, input: &[u8], shown: Option<&str>) -> Result<Output, ProcessError> {
         #[cfg(test)]
         if let Some(answer) = super::fake::answer(&self.cmd.clone().stdin_bytes(input)) {
             return answer;
@@ -72,11 +88,7 @@ impl Primed {
             });
         }
         let result = super::wait_with_timeout(handle, self.cmd.timeout);
-        let line = format!(
-            "{}  [primed; fed {} bytes]",
-            self.cmd.display(),
-            input.len()
-        );
+        let line = fed_line(&self.cmd, input.len(), shown);
         let out = self.cmd.finished(&line, started.elapsed(), result)?;
         if out.success() {
             Ok(out)
@@ -86,12 +98,30 @@ impl Primed {
     }
 }
 
+/// The trace line of a fed child: its command line, and its input where it may be shown.
+fn fed_line(cmd: &Cmd, bytes: usize, shown: Option<&str>) -> String {
+    match shown {
+        Some(text) => format!(
+            "{} <<< {}  [primed]",
+            cmd.display(),
+            super::shell_quote(text.trim_end_matches('\n'))
+        ),
+        None => format!("{}  [primed; fed {bytes} bytes]", cmd.display()),
+    }
+}
+
 impl Drop for Primed {
     /// Never fed: its stdin closes empty, and it is reaped on a thread of its own (bounded
-    /// as a run would be), so dropping one never waits.
+    /// as a run would be), so dropping one never waits. Traced now, so `-v` lists it too
+    /// (how it then ends is not waited for).
     fn drop(&mut self) {
         if let Some((handle, writer)) = self.running.take() {
             drop(writer);
+            super::trace(
+                &format!("{}  [primed; never fed]", self.cmd.display()),
+                self.primed_at.elapsed(),
+                "stdin closed empty",
+            );
             let limit = self.cmd.timeout;
             std::thread::spawn(move || {
                 if let Ok(out) = super::wait_with_timeout(handle, limit) {
@@ -183,6 +213,23 @@ mod tests {
             std::thread::sleep(Duration::from_millis(10));
         }
         assert_eq!(std::fs::read_to_string(&seen).unwrap(), "");
+    }
+
+    #[test]
+    fn a_plain_feed_shows_its_input_in_the_trace_line_and_a_secret_one_only_its_size() {
+        let cmd = Cmd::new("nft", "lead").args(["-f", "-"]);
+        assert_eq!(
+            fed_line(&cmd, 38, Some("insert rule ip t output dnat to :8081\n")),
+            "nft -f - <<< 'insert rule ip t output dnat to :8081'  [primed]"
+        );
+        assert_eq!(fed_line(&cmd, 38, None), "nft -f -  [primed; fed 38 bytes]");
+        let out = Cmd::new("cat", "echo the input")
+            .timeout(Duration::from_secs(10))
+            .prime()
+            .unwrap()
+            .feed_plain("shown\n")
+            .unwrap();
+        assert_eq!(out.stdout, "shown\n");
     }
 
     #[test]

@@ -984,8 +984,23 @@ fn e2e_verbose_traces_the_processes_run_beside_other_steps() {
         run.stderr
     );
     assert_eq!(traced("nft -e -j -f "), 1, "{}", run.stderr);
-    // The lead went to the `nft` started as the gate began: fed its rules, not started anew.
-    assert_eq!(traced("nft -f -  [primed; fed "), 1, "{}", run.stderr);
+    // The lead went to the `nft` started as the gate began: fed its rules, not started anew,
+    // and the trace line shows them (the primary's port to green's).
+    let lead = format!(
+        "nft -f - <<< 'insert rule ip cutover_{} output ",
+        project.name
+    );
+    assert_eq!(traced(&lead), 1, "{}", run.stderr);
+    assert!(
+        run.stderr.lines().any(|l| l.contains(&lead)
+            && l.contains(&format!(
+                "tcp dport {p} dnat to 127.0.0.1:{}'  [primed]",
+                project.green
+            ))),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("never fed"), "{}", run.stderr);
     assert_eq!(traced("nft 'insert rule "), 0, "{}", run.stderr);
 }
 
@@ -1021,13 +1036,137 @@ fn e2e_a_failed_gate_in_nft_mode_leaves_the_rule_and_traces_its_listener_look() 
         1,
         "{stderr}"
     );
-    // The `nft` primed for the lead was never fed: it read nothing and changed nothing.
-    assert!(!stderr.contains("[primed"), "{stderr}");
+    // The `nft` primed for the lead was never fed (and `-v` says so): it read nothing and
+    // changed nothing.
+    assert!(!stderr.contains("  [primed]"), "{stderr}");
+    assert_eq!(
+        stderr
+            .lines()
+            .filter(|l| l.starts_with("    $ nft -f -  [primed; never fed]  (")
+                && l.ends_with(", stdin closed empty)"))
+            .count(),
+        1,
+        "{stderr}"
+    );
     assert_eq!(rule(&project), before);
     let listing = sh_ok(&format!("nft -j list table ip cutover_{}", project.name));
     assert_eq!(listing.matches("\"dnat\"").count(), 2, "{listing}");
     assert_eq!(project.running_services(), ["web-blue"]);
     project.assert_still_serving("blue", "v1");
+}
+
+/// The `nft -f -` a deploy primed for its lead (a child of `cutover`, cmdline `nft -f -`),
+/// waited for up to 60 s.
+fn primed_nft_of(cutover: u32) -> u32 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let found = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .find(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let parent = stat
+                    .rsplit_once(')')
+                    .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+                parent == Some(cutover)
+                    && std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default()
+                        == b"nft\0-f\0-\0"
+            });
+        if let Some(pid) = found {
+            return pid;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no primed nft under cutover {cutover}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What `pid`'s descriptors above stderr point at.
+fn descriptors_above_stderr(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let fd: u32 = e.file_name().to_str()?.parse().ok()?;
+            (fd > 2).then(|| std::fs::read_link(e.path()).ok())?
+        })
+        .map(|target| target.display().to_string())
+        .collect()
+}
+
+/// Whether `pid` is gone (or a zombie no one reaped: it exited), within 5 s.
+fn exits(pid: u32) -> bool {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next().map(str::to_owned));
+        if state.is_none() || state.as_deref() == Some("Z") {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A deploy killed (SIGKILL) or stopped (SIGTERM) in its health gate, with the lead's `nft -f
+/// -` primed and waiting: that nft holds none of cutover's own descriptors (the deploy lock, its
+/// pipes) but its stdio, so cutover's end is its stdin's end: it reads an empty ruleset, applies
+/// nothing and exits, and the next deploy takes the lock and switches.
+#[test]
+fn e2e_a_deploy_ended_with_its_lead_primed_leaves_no_nft_and_the_rule_as_it_was() {
+    let Some(project) = deployed_in_nft_mode() else {
+        return;
+    };
+    let before = rule(&project);
+    project.write_config(
+        &App::compose()
+            .switch("nft")
+            .settle("0s")
+            .health_timeout("60s")
+            .env("FAIL_HEALTH", "1"),
+    );
+    // What this test process hands every child: the rest must be cutover's, and none is.
+    let ours: Vec<String> = descriptors_above_stderr(std::process::id());
+    for signal in ["KILL", "TERM"] {
+        let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
+        let nft = primed_nft_of(child.id());
+        // nft's own (its netlink socket) are not cutover's.
+        let held = descriptors_above_stderr(nft);
+        let cutovers = descriptors_above_stderr(child.id());
+        assert!(
+            held.iter()
+                .all(|d| ours.contains(d) || !cutovers.contains(d)),
+            "the primed nft holds {held:?}, cutover {cutovers:?} (this test's: {ours:?})"
+        );
+        assert!(
+            cutovers.iter().any(|d| d.ends_with("/.cutover/lock")),
+            "cutover holds no deploy lock? {cutovers:?}"
+        );
+        sh_ok(&format!("kill -{signal} {}", child.id()));
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if signal == "TERM" {
+            assert_eq!(out.status.code(), Some(130), "{stderr}");
+        }
+        assert!(
+            exits(nft),
+            "SIG{signal}: the primed nft {nft} is still running"
+        );
+        assert_eq!(rule(&project), before, "SIG{signal}");
+        let listing = sh_ok(&format!("nft -j list table ip cutover_{}", project.name));
+        assert_eq!(
+            listing.matches("\"dnat\"").count(),
+            2,
+            "SIG{signal}: {listing}"
+        );
+    }
+    project.write_config(&App::compose().switch("nft").settle("0s"));
+    project.deploy_ok("cutover-demo:v2");
+    assert_eq!(rule(&project).primary_to, project.green);
 }
 
 /// SIGTERM in nft mode's watch window (the rule's backup port still on the old color): the
