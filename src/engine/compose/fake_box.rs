@@ -46,8 +46,10 @@ pub struct Script {
     /// This color turns unhealthy 300 ms after a reload makes nginx serve it: past the probe,
     /// inside the settle window (it dies under load).
     pub sick_once_serving: Option<Color>,
-    /// This color's container is counted as restarted (still answering) from its second
-    /// healthy answer on: a restart between two of the health gate's looks at the engine.
+    /// This color's container is counted as restarted (still answering) from its first
+    /// healthy answer on: a restart after the gate's watcher last looked at the engine, back
+    /// and answering before the gate's answers began (none can fall between two of them:
+    /// see `health_gate::beside_confirmations`).
     pub restarts_during_gate: Option<Color>,
     /// `compose up` leaves the project's state.json unreadable (a disk gone bad).
     pub up_breaks_the_state_file: bool,
@@ -251,7 +253,7 @@ impl FakeBox {
                 if answer.is_some() && path == health {
                     let n = world.health_answers.entry(color).or_default();
                     *n += 1;
-                    if *n >= 2 && world.script.restarts_during_gate == Some(color) {
+                    if world.script.restarts_during_gate == Some(color) {
                         for c in world.containers.iter_mut().filter(|c| c.service == service) {
                             c.restarts = c.restarts.max(1);
                         }

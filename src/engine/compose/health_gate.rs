@@ -56,6 +56,8 @@ impl Gate<'_> {
         };
         // Whether the app gave an HTTP answer yet: the fast polls end with it.
         let answered = std::cell::Cell::new(false);
+        // The engine's look taken beside the confirmations that passed (`beside_confirmations`).
+        let looked: std::cell::Cell<Option<Option<String>>> = std::cell::Cell::new(None);
         let outcome = health::wait_paced(
             || {
                 let answer = prober.get(&url, None);
@@ -64,19 +66,30 @@ impl Gate<'_> {
                 }
                 // Once healthy, the confirmations follow quickly (the settle window after the
                 // switch is what watches for longer); any failure starts the count again.
-                for _ in 1..health.healthy_checks {
-                    if must_stop() {
-                        return (false, answer);
+                // Err(None): stopped early; Err(Some(..)): a confirmation's unhealthy answer.
+                let confirm = || {
+                    for _ in 1..health.healthy_checks {
+                        if must_stop() {
+                            return Err(None);
+                        }
+                        if health::sleep_unless(confirm_every, health::SLICE, must_stop) {
+                            return Err(None);
+                        }
+                        let again = prober.get(&url, None);
+                        if !healthy(&again) {
+                            return Err(Some(again));
+                        }
                     }
-                    if health::sleep_unless(confirm_every, health::SLICE, must_stop) {
-                        return (false, answer);
+                    Ok(())
+                };
+                let (confirmed, look) = beside_confirmations(&watcher, confirm);
+                match confirmed {
+                    Ok(()) => {
+                        looked.set(look);
+                        (true, answer)
                     }
-                    let again = prober.get(&url, None);
-                    if !healthy(&again) {
-                        return (false, again);
-                    }
+                    Err(again) => (false, again.unwrap_or(answer)),
                 }
-                (true, answer)
             },
             &|answer: &Answer, waited: Duration| {
                 answered.set(answered.get() || matches!(answer, Answer::Status { .. }));
@@ -102,13 +115,13 @@ impl Gate<'_> {
                 }
             },
         );
-        // A pass asks the engine once more: the watcher looks every LOOK_EVERY, and the
-        // confirmations take ~5 ms, so its last look can be from before a restart (a crash
-        // under a restart policy, back and answering) that the answers cannot tell of; with
-        // `settle: 0s` nothing after the gate would see it. One list + inspect on the
-        // engine's socket: a few ms.
+        // A pass asks the engine once more: the watcher looks every LOOK_EVERY, so its last
+        // look can be from before a restart (a crash under a restart policy, back and
+        // answering) that the answers cannot tell of; with `settle: 0s` nothing after the
+        // gate would see it. One list + inspects on the engine's socket, 2–5 ms, asked beside
+        // the confirmations (`beside_confirmations`), so not on the path to the switch.
         let death = match outcome {
-            Outcome::Passed { .. } => watcher.final_look(),
+            Outcome::Passed { .. } => looked.take().unwrap_or_else(|| watcher.final_look()),
             _ => watcher.death(),
         };
         watcher.finish();
@@ -146,6 +159,28 @@ impl Gate<'_> {
             } => Err((Abort::ContainerDied, why)),
         }
     }
+}
+
+/// Runs the confirmations with the watcher's final look on a thread beside them, started at
+/// the first healthy answer: the confirmations' answer and the look's verdict (`None`: the
+/// look panicked, to be asked again after).
+///
+/// A look begun at the first healthy answer sees every restart that a look after the last
+/// confirmation would: the restart count never goes down, so one restart before the look is
+/// counted; and one after it means the app's process died between two answers, a few ms apart
+/// (CONFIRM_EVERY and a probe). A probe in flight or started while it is dead fails (the count
+/// starts again, and so does the look); only a restart that is over and answering again
+/// inside one 2 ms pause could pass unseen, and the engine waits at least 100 ms before a
+/// restart (its restart policy's first back-off), before the app's own start.
+fn beside_confirmations<T>(
+    watcher: &Watcher,
+    confirm: impl FnOnce() -> T,
+) -> (T, Option<Option<String>>) {
+    std::thread::scope(|scope| {
+        let look = scope.spawn(|| watcher.final_look());
+        let confirmed = confirm();
+        (confirmed, look.join().ok())
+    })
 }
 
 /// The gate's pace while the new color gives no answer at all (refused, or closed by Docker's

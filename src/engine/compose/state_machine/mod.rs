@@ -272,8 +272,9 @@ fn a_container_that_exits_during_the_gate_fails_fast() {
 
 #[test]
 fn a_restart_the_watcher_has_not_seen_yet_fails_the_gate_when_it_passes() {
-    // The confirmations take ~10 ms, the watcher looks every 250 ms: the pass asks the engine
-    // once more, and with no settle window (the stand-in's default) nothing else would.
+    // The watcher looks every 250 ms: the pass asks the engine once more (from the first
+    // healthy answer on, beside the confirmations), and with no settle window (the
+    // stand-in's default) nothing else would.
     let fake = blue_serves_v1("", Script::default());
     fake.script(|s| s.restarts_during_gate = Some(Color::Green));
     let err = Run::deploy(&fake).go(Some("v2")).unwrap_err();
