@@ -1004,6 +1004,15 @@ fn e2e_verbose_traces_the_processes_run_beside_other_steps() {
     assert_eq!(traced("nft 'insert rule "), 0, "{}", run.stderr);
 }
 
+/// nft mode with an app whose health check never passes, the gate bounded by `timeout`.
+fn never_healthy_in_nft_mode(timeout: &str) -> App {
+    App::compose()
+        .switch("nft")
+        .settle("0s")
+        .health_timeout(timeout)
+        .env("FAIL_HEALTH", "1")
+}
+
 /// A health gate that never passes in nft mode: the new color's socket look (beside the gate)
 /// is waited for and traced, the rule never moves, and the new color is gone.
 #[test]
@@ -1012,13 +1021,7 @@ fn e2e_a_failed_gate_in_nft_mode_leaves_the_rule_and_traces_its_listener_look() 
         return;
     };
     let before = rule(&project);
-    project.write_config(
-        &App::compose()
-            .switch("nft")
-            .settle("0s")
-            .health_timeout("3s")
-            .env("FAIL_HEALTH", "1"),
-    );
+    project.write_config(&never_healthy_in_nft_mode("3s"));
     let failure = project
         .cutover(["-v", "deploy", "--image", "cutover-demo:v2"])
         .failure();
@@ -1122,13 +1125,7 @@ fn e2e_a_deploy_ended_with_its_lead_primed_leaves_no_nft_and_the_rule_as_it_was(
         return;
     };
     let before = rule(&project);
-    project.write_config(
-        &App::compose()
-            .switch("nft")
-            .settle("0s")
-            .health_timeout("60s")
-            .env("FAIL_HEALTH", "1"),
-    );
+    project.write_config(&never_healthy_in_nft_mode("60s"));
     // What this test process hands every child: the rest must be cutover's, and none is.
     let ours: Vec<String> = descriptors_above_stderr(std::process::id());
     for signal in ["KILL", "TERM"] {
