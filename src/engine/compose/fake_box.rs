@@ -49,7 +49,7 @@ pub struct Script {
     /// This color's container is counted as restarted (still answering) from its first
     /// healthy answer on: a restart after the gate's watcher last looked at the engine, back
     /// and answering before the gate's answers began (none can fall between two of them:
-    /// see `health_gate::beside_confirmations`).
+    /// see `health_gate::Watcher::look_beside`).
     pub restarts_during_gate: Option<Color>,
     /// `compose up` leaves the project's state.json unreadable (a disk gone bad).
     pub up_breaks_the_state_file: bool,

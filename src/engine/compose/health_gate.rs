@@ -1,8 +1,9 @@
 //! Step 6, the health gate: poll the new color's health endpoint until it answers as
 //! configured, failing fast when its container dies or the user interrupts.
 //!
-//! The container is watched from a background thread: asking the engine takes ~100 ms, and
-//! on the polling thread that round trip would delay every poll (and the switch) by as much.
+//! The container is watched from a background thread: asking the engine takes a few ms on its
+//! socket and up to ~100 ms through the CLI, and on the polling thread that round trip would
+//! delay every poll (and the switch) by as much.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,8 +57,8 @@ impl Gate<'_> {
         };
         // Whether the app gave an HTTP answer yet: the fast polls end with it.
         let answered = std::cell::Cell::new(false);
-        // The engine's look taken beside the confirmations that passed (`beside_confirmations`).
-        let looked: std::cell::Cell<Option<Option<String>>> = std::cell::Cell::new(None);
+        // The engine's look begun beside the confirmations that passed (`Watcher::look_beside`).
+        let looked: std::cell::Cell<Option<Look>> = std::cell::Cell::new(None);
         let outcome = health::wait_paced(
             || {
                 let answer = prober.get(&url, None);
@@ -82,10 +83,12 @@ impl Gate<'_> {
                     }
                     Ok(())
                 };
-                let (confirmed, look) = beside_confirmations(&watcher, confirm);
-                match confirmed {
+                // Begun at the first healthy answer, read only on a pass: confirmations that
+                // stop (an interrupt, the deadline, an unhealthy answer) never wait for it.
+                let look = watcher.look_beside();
+                match confirm() {
                     Ok(()) => {
-                        looked.set(look);
+                        looked.set(Some(look));
                         (true, answer)
                     }
                     Err(again) => (false, again.unwrap_or(answer)),
@@ -118,10 +121,13 @@ impl Gate<'_> {
         // A pass asks the engine once more: the watcher looks every LOOK_EVERY, so its last
         // look can be from before a restart (a crash under a restart policy, back and
         // answering) that the answers cannot tell of; with `settle: 0s` nothing after the
-        // gate would see it. One list + inspects on the engine's socket, 2–5 ms, asked beside
-        // the confirmations (`beside_confirmations`), so not on the path to the switch.
+        // gate would see it. One list + inspects on the engine's socket, 2–5 ms, begun beside
+        // the confirmations (`Watcher::look_beside`), so not on the path to the switch; and
+        // the watcher's own verdict as it is now, which it may have reached since.
         let death = match outcome {
-            Outcome::Passed { .. } => looked.take().unwrap_or_else(|| watcher.final_look()),
+            Outcome::Passed { .. } => {
+                pass_verdict(watcher.death(), looked.take(), || watcher.final_look())
+            }
             _ => watcher.death(),
         };
         watcher.finish();
@@ -161,25 +167,20 @@ impl Gate<'_> {
     }
 }
 
-/// Runs the confirmations with the watcher's final look on a thread beside them, started at
-/// the first healthy answer: the confirmations' answer and the look's verdict (`None`: the
-/// look panicked, to be asked again after).
-///
-/// A look begun at the first healthy answer sees every restart that a look after the last
-/// confirmation would: the restart count never goes down, so one restart before the look is
-/// counted; and one after it means the app's process died between two answers, a few ms apart
-/// (CONFIRM_EVERY and a probe). A probe in flight or started while it is dead fails (the count
-/// starts again, and so does the look); only a restart that is over and answering again
-/// inside one 2 ms pause could pass unseen, and the engine waits at least 100 ms before a
-/// restart (its restart policy's first back-off), before the app's own start.
-fn beside_confirmations<T>(
-    watcher: &Watcher,
-    confirm: impl FnOnce() -> T,
-) -> (T, Option<Option<String>>) {
-    std::thread::scope(|scope| {
-        let look = scope.spawn(|| watcher.final_look());
-        let confirmed = confirm();
-        (confirmed, look.join().ok())
+/// A look at the engine begun on a thread of its own ([`Watcher::look_beside`]): its verdict
+/// arrives here; dropped unread, the thread ends by itself.
+type Look = std::sync::mpsc::Receiver<Option<String>>;
+
+/// The verdict on a pass: the watcher's own, as it is now (it may have seen a death since the
+/// look began); else the look's (the thread gone without one: asked again, here).
+fn pass_verdict(
+    watcher_now: Option<String>,
+    look: Option<Look>,
+    look_again: impl FnOnce() -> Option<String>,
+) -> Option<String> {
+    watcher_now.or_else(|| match look.map(|l| l.recv()) {
+        Some(Ok(verdict)) => verdict,
+        Some(Err(_)) | None => look_again(),
     })
 }
 
@@ -268,6 +269,29 @@ impl Watcher {
         })
     }
 
+    /// One look at the engine, begun now on a thread of its own, for a pass to read
+    /// ([`pass_verdict`]). Begun at the first healthy answer, it sees every restart a look
+    /// after the last confirmation would: the count a restart leaves is there from the
+    /// restart on, and a restart after the look began means the app's process died between
+    /// two answers a few ms apart (CONFIRM_EVERY and a probe): a probe in flight or started
+    /// while it is dead fails (the count starts again, and so does the look), and the engine
+    /// waits at least 100 ms (its restart policy's first back-off), then the app's own start,
+    /// before anything answers again. (A `docker restart` by hand sets the count back to 0;
+    /// the watcher's own verdict, read again at the pass, is what sees that one.)
+    pub fn look_beside(&self) -> Look {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (project, service, to) = (self.project.clone(), self.service.clone(), self.to);
+        std::thread::spawn(move || {
+            // A failed look is no verdict, as in `final_look`.
+            let verdict = project
+                .containers()
+                .ok()
+                .and_then(|containers| died(&containers, &service, to));
+            let _ = tx.send(verdict);
+        });
+        rx
+    }
+
     /// Tells the thread to stop and returns at once. Joining it would wait for a look in
     /// flight (a `docker ps` + `inspect`, read-only) or a sleep step: up to ~100 ms added to
     /// the gate and to the settle window, for nothing; the thread ends by itself.
@@ -302,4 +326,42 @@ fn died(
     }
     mine.is_empty()
         .then(|| format!("the {to} container is gone"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn look(verdict: Option<&str>) -> Look {
+        let (tx, rx) = std::sync::mpsc::channel();
+        tx.send(verdict.map(String::from)).unwrap();
+        rx
+    }
+
+    #[test]
+    fn a_pass_takes_the_watchers_verdict_now_over_a_clean_look() {
+        let again = || panic!("asked again with a look in hand");
+        let died = Some("the green container exited".to_string());
+        assert_eq!(pass_verdict(died.clone(), Some(look(None)), again), died);
+        assert_eq!(
+            pass_verdict(None, Some(look(Some("restarts 1"))), again).as_deref(),
+            Some("restarts 1")
+        );
+        assert_eq!(pass_verdict(None, Some(look(None)), again), None);
+    }
+
+    #[test]
+    fn a_look_whose_thread_ended_without_a_verdict_is_asked_again() {
+        let (tx, gone) = std::sync::mpsc::channel::<Option<String>>();
+        drop(tx);
+        let again = || Some("the green container is gone".to_string());
+        assert_eq!(
+            pass_verdict(None, Some(gone), again).as_deref(),
+            Some("the green container is gone")
+        );
+        assert_eq!(
+            pass_verdict(None, None, again).as_deref(),
+            Some("the green container is gone")
+        );
+    }
 }
