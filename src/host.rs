@@ -131,7 +131,22 @@ fn name_listener(
 /// The TCP sockets in `state` on `ports`: sock_diag, else the `/proc` tables; both failing
 /// is one error saying why each did.
 fn sockets(state: Socket, ports: &[u16]) -> anyhow::Result<usize> {
-    crate::sock_diag::count(state, ports).or_else(|diag| {
+    // Traced for `-v` like a subprocess: it stands in for one (`ss`).
+    let started = std::time::Instant::now();
+    let counted = crate::sock_diag::count(state, ports);
+    let outcome = match &counted {
+        Ok(n) => format!("{n} socket(s)"),
+        Err(e) => format!("failed: {e:#}"),
+    };
+    crate::process::trace(
+        &format!(
+            "sock_diag: TCP sockets {} on port(s) {ports:?}",
+            state.words()
+        ),
+        started.elapsed(),
+        &outcome,
+    );
+    counted.or_else(|diag| {
         in_tables(
             state,
             ports,

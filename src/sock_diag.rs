@@ -45,25 +45,28 @@ const REPLY_ROOM: usize = 64 * 1024;
 
 /// The TCP sockets (IPv4 and IPv6) in `state` on any of `ports`: for [`State::Listening`]
 /// the local port, for [`State::Established`] either end's (both ends of a loopback
-/// connection are on this box, and each counts). Traced for `-v` like a subprocess.
+/// connection are on this box, and each counts). `crate::host` traces it for `-v`.
 pub fn count(state: State, ports: &[u16]) -> anyhow::Result<usize> {
-    let started = Instant::now();
-    let deadline = started + REPLY_WITHIN;
-    let what = match state {
-        State::Listening => "listening",
-        State::Established => "established",
-    };
-    let line = format!("sock_diag: TCP sockets {what} on port(s) {ports:?}");
+    let deadline = Instant::now() + REPLY_WITHIN;
     let counted = [AF_INET, AF_INET6].into_iter().try_fold(0, |sum, family| {
         Ok::<_, anyhow::Error>(sum + dump(family, state, ports, deadline)?)
     });
-    let outcome = match &counted {
-        Ok(n) => format!("{n} socket(s)"),
-        Err(e) => format!("failed: {e:#}"),
-    };
-    crate::process::trace(&line, started.elapsed(), &outcome);
-    counted
-        .with_context(|| format!("ask the kernel for the TCP sockets {what} on port(s) {ports:?}"))
+    counted.with_context(|| {
+        format!(
+            "ask the kernel for the TCP sockets {} on port(s) {ports:?}",
+            state.words()
+        )
+    })
+}
+
+impl State {
+    /// `listening` or `established`, as the looks are told.
+    pub fn words(self) -> &'static str {
+        match self {
+            State::Listening => "listening",
+            State::Established => "established",
+        }
+    }
 }
 
 /// One family's dump, counted; asked again while the kernel marks it interrupted.
