@@ -395,7 +395,11 @@ impl Cmd {
 
     /// Runs to completion; a non-zero exit is an error carrying the summary and stderr.
     pub fn run(&self) -> Result<Output, ProcessError> {
-        let out = self.run_unchecked()?;
+        self.checked(self.run_unchecked()?)
+    }
+
+    /// A finished run judged by its exit: a non-zero one is the error [`Cmd::failed`] gives.
+    fn checked(&self, out: Output) -> Result<Output, ProcessError> {
         if out.success() {
             Ok(out)
         } else {

@@ -90,11 +90,7 @@ impl Primed {
         let result = super::wait_with_timeout(handle, self.cmd.timeout);
         let line = fed_line(&self.cmd, input.len(), shown);
         let out = self.cmd.finished(&line, started.elapsed(), result)?;
-        if out.success() {
-            Ok(out)
-        } else {
-            Err(self.cmd.failed(&out))
-        }
+        self.cmd.checked(out)
     }
 }
 
