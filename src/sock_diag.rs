@@ -69,6 +69,83 @@ impl State {
     }
 }
 
+/// Looks asked inside another network namespace: a container's, named by one of its processes
+/// (`/proc/PID/ns/net`). setns(2) moves only the calling thread, so a thread of its own enters
+/// the namespace and asks there (every dump's socket is opened by it, so in it), and the rest
+/// of cutover stays in the host's. Entering needs CAP_SYS_ADMIN over the namespace (root):
+/// [`InNetns::of_process`] fails without it, and the caller goes without these looks. Dropped,
+/// the thread ends.
+pub struct InNetns {
+    asks: std::sync::mpsc::Sender<Ask>,
+}
+
+/// A look for the thread in the namespace, and where its count goes.
+type Ask = (
+    State,
+    Vec<u16>,
+    std::sync::mpsc::Sender<anyhow::Result<usize>>,
+);
+
+impl InNetns {
+    /// Enters the network namespace of process `pid`. An error when it cannot be opened or
+    /// entered (the process is gone, no privilege), or when it is this process's own: a look
+    /// there is one [`count`] gives already, and a caller asking of a container's namespace
+    /// would be told of the host's sockets.
+    pub fn of_process(pid: u32) -> anyhow::Result<InNetns> {
+        Self::at(&format!("/proc/{pid}/ns/net"))
+    }
+
+    /// [`InNetns::of_process`], given the namespace's link (`/proc/…/ns/net`).
+    fn at(path: &str) -> anyhow::Result<InNetns> {
+        use std::os::fd::AsFd as _;
+        use std::os::unix::fs::MetadataExt as _;
+        let namespace = std::fs::File::open(path).with_context(|| format!("open {path}"))?;
+        let ours = std::fs::metadata("/proc/self/ns/net").context("read /proc/self/ns/net")?;
+        let theirs = namespace
+            .metadata()
+            .with_context(|| format!("read {path}"))?;
+        if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
+            anyhow::bail!("{path} is this process's own network namespace");
+        }
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (asks, asked) = std::sync::mpsc::channel::<Ask>();
+        std::thread::Builder::new()
+            .name("sock_diag-netns".into())
+            .spawn(move || {
+                let entered = rustix::thread::move_into_link_name_space(
+                    namespace.as_fd(),
+                    Some(rustix::thread::LinkNameSpaceType::Network),
+                );
+                drop(namespace);
+                let inside = entered.is_ok();
+                let _ = entered_tx.send(entered);
+                if inside {
+                    for (state, ports, answer) in asked {
+                        let _ = answer.send(count(state, &ports));
+                    }
+                }
+            })
+            .context("start a thread for the looks in another network namespace")?;
+        match entered_rx.recv() {
+            Ok(Ok(())) => Ok(InNetns { asks }),
+            Ok(Err(e)) => {
+                Err(std::io::Error::from(e)).with_context(|| format!("enter the namespace {path}"))
+            }
+            Err(_) => anyhow::bail!("the thread entering {path} ended without a word"),
+        }
+    }
+
+    /// [`count`], asked inside the namespace.
+    pub fn count(&self, state: State, ports: &[u16]) -> anyhow::Result<usize> {
+        let gone = || anyhow::anyhow!("the thread asking in the other network namespace ended");
+        let (answer, answered) = std::sync::mpsc::channel();
+        self.asks
+            .send((state, ports.to_vec(), answer))
+            .map_err(|_| gone())?;
+        answered.recv().map_err(|_| gone())?
+    }
+}
+
 /// One family's dump, counted; asked again while the kernel marks it interrupted.
 fn dump(family: u8, state: State, ports: &[u16], deadline: Instant) -> anyhow::Result<usize> {
     for _ in 0..DUMP_TRIES {
@@ -291,8 +368,72 @@ impl Tally {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    /// Whether a test that needs root can run; under CI (whose runs are root) it must.
+    pub(crate) fn root_or_say_so(test: &str) -> bool {
+        if rustix::process::geteuid().is_root() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test} needs root, and CI is set"
+        );
+        eprintln!("*** {test} NOT RUN: it needs root (entering a network namespace)");
+        false
+    }
+
+    #[test]
+    fn a_look_in_another_network_namespace_counts_its_sockets_not_the_hosts() {
+        if !root_or_say_so("a_look_in_another_network_namespace…") {
+            return;
+        }
+        // A process in a network namespace of its own, listening there (on any address: its
+        // loopback is down) until its stdin closes, then waiting for its stdin's second line.
+        use std::io::{BufRead as _, Write as _};
+        let script = "import socket,sys\n\
+s=socket.socket(); s.bind(('0.0.0.0',0)); s.listen()\n\
+print(s.getsockname()[1], flush=True)\n\
+sys.stdin.readline(); s.close(); print('closed', flush=True); sys.stdin.readline()\n";
+        let mut inside = std::process::Command::new("unshare")
+            .args(["--net", "--", "python3", "-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux) and python3, which scripts/test.sh installs");
+        let mut said = std::io::BufReader::new(inside.stdout.take().unwrap()).lines();
+        let port: u16 = said.next().unwrap().unwrap().trim().parse().unwrap();
+        let look = InNetns::of_process(inside.id()).unwrap();
+        assert_eq!(look.count(State::Listening, &[port]).unwrap(), 1);
+        assert_eq!(look.count(State::Listening, &[port ^ 1]).unwrap(), 0);
+        // The host's own table is another: what it counts on that port is not the namespace's.
+        let host_before = count(State::Listening, &[port]).unwrap();
+        let mut stdin = inside.stdin.take().unwrap();
+        writeln!(stdin).unwrap();
+        assert_eq!(said.next().unwrap().unwrap(), "closed");
+        assert_eq!(look.count(State::Listening, &[port]).unwrap(), 0);
+        assert_eq!(count(State::Listening, &[port]).unwrap(), host_before);
+        drop(stdin);
+        inside.wait().unwrap();
+        // The namespace gone with its last process, the thread still answers (an empty table)
+        // or errs: never a listener.
+        assert_ne!(look.count(State::Listening, &[port]).ok(), Some(1));
+    }
+
+    #[test]
+    fn this_processs_own_namespace_is_not_entered_as_another() {
+        let e = InNetns::of_process(std::process::id())
+            .err()
+            .expect("our own namespace was taken for another")
+            .to_string();
+        assert!(e.contains("this process's own network namespace"), "{e}");
+        let e = InNetns::of_process(u32::MAX)
+            .err()
+            .expect("a process that does not exist")
+            .to_string();
+        assert!(e.contains(&format!("/proc/{}/ns/net", u32::MAX)), "{e}");
+    }
 
     #[test]
     fn a_listener_and_both_ends_of_a_connection_are_counted_on_their_ports_only() {

@@ -327,6 +327,10 @@ pub struct Container {
     /// The `dev.cutover.worker` label: which worker this container runs, if it is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub worker: Option<String>,
+    /// Its main process on this host, while it runs (the engine's `State.Pid`): the way into
+    /// its network namespace (the health gate's look at its listeners).
+    #[serde(skip)]
+    pub pid: Option<u32>,
 }
 
 impl Container {
@@ -493,6 +497,7 @@ fn from_inspect(parsed: Vec<Inspect>) -> Vec<Container> {
             restart_count: c.restart_count,
             health: c.state.health.map(|h| h.status),
             worker: c.config.labels.get("dev.cutover.worker").cloned(),
+            pid: u32::try_from(c.state.pid).ok().filter(|&pid| pid > 0),
         })
         .collect();
     containers.sort_by(|a, b| a.service.cmp(&b.service));
@@ -522,6 +527,9 @@ struct InspectConfig {
 struct InspectState {
     status: ContainerState,
     exit_code: i64,
+    /// 0 when it does not run.
+    #[serde(default)]
+    pid: i64,
     #[serde(default)]
     health: Option<InspectHealth>,
 }

@@ -211,7 +211,7 @@ fn twenty_deploys_a_rollback_and_a_switch_back_never_reload_nginx() {
 }
 
 #[test]
-fn e2e_status_reads_the_color_from_the_rule_and_reports_a_rule_changed_by_hand() {
+fn status_reads_the_color_from_the_rule_and_reports_a_rule_changed_by_hand() {
     let Some(project) = deployed_in_nft_mode() else {
         return;
     };
@@ -274,7 +274,7 @@ fn path_without_nft(dir: &Path) -> String {
 }
 
 #[test]
-fn e2e_without_nft_auto_falls_back_to_reload_saying_so_once_and_nft_refuses() {
+fn without_nft_auto_falls_back_to_reload_saying_so_once_and_nft_refuses() {
     if !nft_ready() {
         return;
     }
@@ -367,7 +367,7 @@ fn path_with_an_nft_that_says_enoent(dir: &Path) -> String {
 /// missing, which the check-only probe then disproves). `auto` falls back to reload naming
 /// why, `nft` refuses, and no table is written.
 #[test]
-fn e2e_root_without_cap_net_admin_is_told_nft_is_unusable_even_when_the_listing_says_enoent() {
+fn root_without_cap_net_admin_is_told_nft_is_unusable_even_when_the_listing_says_enoent() {
     if !nft_ready() || !require("setpriv", "run cutover without CAP_NET_ADMIN") {
         return;
     }
@@ -598,7 +598,7 @@ fn the_boot_script_restores_every_saved_table_after_they_are_gone() {
 }
 
 #[test]
-fn e2e_dry_run_maintenance_and_a_move_back_to_reload_in_nft_mode() {
+fn dry_run_maintenance_and_a_move_back_to_reload_in_nft_mode() {
     let Some(project) = deployed_in_nft_mode() else {
         return;
     };
@@ -729,7 +729,7 @@ fn the_boot_script_applies_nothing_another_user_could_have_planted() {
 /// the kernel changes: the rule stays on the serving color, which keeps serving, and the
 /// error names the path.
 #[test]
-fn e2e_a_switch_whose_ruleset_cannot_be_saved_leaves_the_rule_on_the_serving_color() {
+fn a_switch_whose_ruleset_cannot_be_saved_leaves_the_rule_on_the_serving_color() {
     let Some(project) = deployed_in_nft_mode() else {
         return;
     };
@@ -759,7 +759,7 @@ fn e2e_a_switch_whose_ruleset_cannot_be_saved_leaves_the_rule_on_the_serving_col
 /// service's local clients to the app. `nft` refuses, naming the key and the port; `auto`
 /// falls back to reload; the service keeps its clients either way.
 #[test]
-fn e2e_a_switch_port_something_listens_on_is_never_taken() {
+fn a_switch_port_something_listens_on_is_never_taken() {
     if !nft_ready() {
         return;
     }
@@ -794,7 +794,7 @@ fn e2e_a_switch_port_something_listens_on_is_never_taken() {
 /// color. `status` and the next deploy (even under `auto`) fail closed, saying why and what
 /// to do; the site keeps serving; with nft back the deploy goes on.
 #[test]
-fn e2e_nft_gone_after_an_nft_deploy_fails_closed_saying_what_to_do() {
+fn nft_gone_after_an_nft_deploy_fails_closed_saying_what_to_do() {
     if !nft_ready() {
         return;
     }
@@ -910,7 +910,7 @@ fn e2e_the_drain_waits_for_a_connection_the_rule_mapped_to_the_old_color() {
 /// answers through the primary port: not down) and the next deploy rewrites it, rather than
 /// both stopping at "changed by hand; the next deploy rewrites it".
 #[test]
-fn e2e_a_table_edited_by_hand_is_reported_and_the_next_deploy_rewrites_it() {
+fn a_table_edited_by_hand_is_reported_and_the_next_deploy_rewrites_it() {
     let Some(project) = deployed_in_nft_mode() else {
         return;
     };
@@ -944,7 +944,7 @@ fn e2e_a_table_edited_by_hand_is_reported_and_the_next_deploy_rewrites_it() {
 /// the rule's listing, the new color's look beside the health gate, and the `nft` that
 /// switches.
 #[test]
-fn e2e_verbose_traces_the_processes_run_beside_other_steps() {
+fn verbose_traces_the_processes_run_beside_other_steps() {
     let Some(project) = deployed_in_nft_mode() else {
         return;
     };
@@ -1002,6 +1002,44 @@ fn e2e_verbose_traces_the_processes_run_beside_other_steps() {
     );
     assert!(!run.stderr.contains("never fed"), "{}", run.stderr);
     assert_eq!(traced("nft 'insert rule "), 0, "{}", run.stderr);
+    // While the app boots (1 s), the gate looks at its listeners inside the container rather
+    // than connecting: it enters the namespace once, ends its looks once (traced once: on the
+    // app's listener, or, rarely, on a poll made anyway in the ms after the app listened), and
+    // polls over HTTP only a few times (before the engine gave the container's process, one
+    // every 250 ms anyway, then the pass), where 5 ms polls would be ~200.
+    let lines = |starts: &str, ends: &str| {
+        run.stderr
+            .lines()
+            .filter(|l| l.starts_with(starts) && l.ends_with(ends))
+            .count()
+    };
+    let entered = lines(
+        "    $ sock_diag: enter the network namespace of pid ",
+        ", entered)",
+    );
+    assert_eq!(entered, 1, "{}", run.stderr);
+    let ended = run
+        .stderr
+        .lines()
+        .filter(|l| {
+            l.starts_with("    $ sock_diag: ")
+                && l.contains(" look(s) for a listener on port 8080 in the container  (")
+                && (l.ends_with(" socket(s) listening: the gate polls)")
+                    || l.ends_with(" while no listener was seen: the gate polls)"))
+        })
+        .count();
+    assert_eq!(ended, 1, "{}", run.stderr);
+    let output = format!("{}{}", run.stdout, run.stderr);
+    let polls: u32 = output
+        .lines()
+        .find_map(|l| {
+            let l = l.trim_end();
+            let head = l.strip_suffix(" polls)")?;
+            l.contains("health").then_some(())?;
+            head.rsplit('(').next()?.parse().ok()
+        })
+        .unwrap_or_else(|| panic!("no health step with its polls: {output}"));
+    assert!((1..=30).contains(&polls), "{polls} polls: {output}");
 }
 
 /// nft mode with an app whose health check never passes, the gate bounded by `timeout`.
@@ -1016,7 +1054,7 @@ fn never_healthy_in_nft_mode(timeout: &str) -> App {
 /// A health gate that never passes in nft mode: the new color's socket look (beside the gate)
 /// is waited for and traced, the rule never moves, and the new color is gone.
 #[test]
-fn e2e_a_failed_gate_in_nft_mode_leaves_the_rule_and_traces_its_listener_look() {
+fn a_failed_gate_in_nft_mode_leaves_the_rule_and_traces_its_listener_look() {
     let Some(project) = deployed_in_nft_mode() else {
         return;
     };
@@ -1120,7 +1158,7 @@ fn exits(pid: u32) -> bool {
 /// pipes) but its stdio, so cutover's end is its stdin's end: it reads an empty ruleset, applies
 /// nothing and exits, and the next deploy takes the lock and switches.
 #[test]
-fn e2e_a_deploy_ended_with_its_lead_primed_leaves_no_nft_and_the_rule_as_it_was() {
+fn a_deploy_ended_with_its_lead_primed_leaves_no_nft_and_the_rule_as_it_was() {
     let Some(project) = deployed_in_nft_mode() else {
         return;
     };
@@ -1170,7 +1208,7 @@ fn e2e_a_deploy_ended_with_its_lead_primed_leaves_no_nft_and_the_rule_as_it_was(
 /// deploy switches back by the rule, both ports to blue, no reload, exit 130; status and the
 /// next deploy agree.
 #[test]
-fn e2e_sigterm_in_the_nft_watch_window_switches_back_by_the_rule() {
+fn sigterm_in_the_nft_watch_window_switches_back_by_the_rule() {
     if !nft_ready() {
         return;
     }
@@ -1208,7 +1246,7 @@ fn e2e_sigterm_in_the_nft_watch_window_switches_back_by_the_rule() {
 /// Two projects deploying at once write their own tables (and saved rulesets) at the same
 /// time: each ends with its own rule, saved, and neither touched the other's.
 #[test]
-fn e2e_two_projects_deploying_at_once_each_keep_their_own_rule() {
+fn two_projects_deploying_at_once_each_keep_their_own_rule() {
     let (Some(one), Some(two)) = (deployed_in_nft_mode(), deployed_in_nft_mode()) else {
         return;
     };
@@ -1243,7 +1281,7 @@ fn e2e_two_projects_deploying_at_once_each_keep_their_own_rule() {
 /// when the switch looks whether nginx needs the set-up): the rule goes back to blue before
 /// green is removed, so the site is never routed to a stopped color.
 #[test]
-fn e2e_a_switch_failing_after_the_rule_was_written_puts_the_rule_back() {
+fn a_switch_failing_after_the_rule_was_written_puts_the_rule_back() {
     let Some(project) = deployed_in_nft_mode() else {
         return;
     };
@@ -1290,7 +1328,7 @@ fn path_with_an_nft_that_cannot_replace(dir: &Path) -> String {
 /// routing to green, which the failed deploy removes. Blue keeps serving, and the next
 /// deploy leaves the table with its two rules.
 #[test]
-fn e2e_a_lead_whose_replacement_and_undo_fail_leaves_the_rule_on_the_serving_color() {
+fn a_lead_whose_replacement_and_undo_fail_leaves_the_rule_on_the_serving_color() {
     let Some(project) = deployed_in_nft_mode() else {
         return;
     };

@@ -57,11 +57,26 @@ impl Gate<'_> {
         };
         // Whether the app gave an HTTP answer yet: the fast polls end with it.
         let answered = std::cell::Cell::new(false);
+        // Until something listens in the container, the gate looks at its listeners rather
+        // than connecting (see ListenerLook); `looks`: the rounds that were such a look, not
+        // a poll; `last_poll`: the last HTTP poll's answer, for the words of the wait.
+        let listener = std::cell::RefCell::new(ListenerLook::new(self.loaded.config.app.port.0));
+        let looks = std::cell::Cell::new(0u32);
+        let last_poll: std::cell::RefCell<Option<Answer>> = std::cell::RefCell::new(None);
         // The engine's look begun beside the confirmations that passed (`Watcher::look_beside`).
         let looked: std::cell::Cell<Option<Look>> = std::cell::Cell::new(None);
         let outcome = health::wait_paced(
             || {
+                let nothing_listens = listener
+                    .borrow_mut()
+                    .nothing_yet(watcher.running().as_ref(), last_poll.borrow().as_ref());
+                if let Some(words) = nothing_listens {
+                    looks.set(looks.get() + 1);
+                    return (false, Answer::NoAnswer(words));
+                }
                 let answer = prober.get(&url, None);
+                listener.borrow_mut().heard(&answer);
+                *last_poll.borrow_mut() = Some(answer.clone());
                 if !healthy(&answer) {
                     return (false, answer);
                 }
@@ -96,6 +111,9 @@ impl Gate<'_> {
             },
             &|answer: &Answer, waited: Duration| {
                 answered.set(answered.get() || matches!(answer, Answer::Status { .. }));
+                if let Some(pace) = listener.borrow().pace(waited) {
+                    return pace.min(interval);
+                }
                 health::gate_pace(answer, answered.get(), interval, waited, FAST_POLLS)
             },
             health.timeout.get(),
@@ -133,6 +151,8 @@ impl Gate<'_> {
         watcher.finish();
         match outcome {
             Outcome::Passed { after, polls } => {
+                // The looks at the listeners are not polls of the app.
+                let polls = polls - looks.get();
                 if let Some(why) = death {
                     return Err((Abort::ContainerDied, why));
                 }
@@ -198,6 +218,196 @@ const FAST_POLLS: health::FastPolls = health::FastPolls {
     at_most: Duration::from_millis(25),
 };
 
+/// The gate's pace while it looks at the new color's listeners ([`ListenerLook`]): a look
+/// is two sock_diag dumps in the container's network namespace (~0.1 ms, no connection, no
+/// conntrack entry), so the gate sees the app's port open within ~2 ms of its `listen` for
+/// the first second; then, like the polls, a tenth of the time waited beyond it, up to
+/// [`LISTENER_LOOK_AT_MOST`] (a slow boot is not paid for with 500 looks a second).
+const LISTENER_LOOK_EVERY: Duration = Duration::from_millis(2);
+const LISTENER_LOOK_AT_MOST: Duration = Duration::from_millis(10);
+
+/// While the listener look says nothing listens, an HTTP poll is made anyway this often: the
+/// look only ever holds a poll back, and were it ever wrong (a namespace this cannot know of,
+/// a template publishing another port) the gate would still pass, this much later; and an
+/// HTTP answer to such a poll ends the looks.
+const POLL_ANYWAY_EVERY: Duration = Duration::from_millis(250);
+
+/// The new color's container as the watcher last saw it running, alone for its service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Running {
+    pub id: String,
+    pub pid: u32,
+}
+
+/// Whether anything listens on the app's port inside the new color's container, looked at in
+/// its network namespace ([`crate::sock_diag::InNetns`]) while the app boots. An HTTP poll
+/// before that is a connection through Docker's proxy (or its DNAT) that can only fail, and
+/// a conntrack entry that lingers for minutes; the look costs neither, so it can run every
+/// [`LISTENER_LOOK_EVERY`] where polls back off to 25 ms. It never passes the gate: it only
+/// tells the gate to look again rather than connect. Wherever it cannot be had (not root, no
+/// process from the engine yet, a process not in the container's cgroup, the namespace the
+/// host's, a look that fails) the gate polls as before; and it ends, the gate polling, when
+/// the container's process changes or an HTTP poll is answered.
+struct ListenerLook {
+    port: u16,
+    state: Listening,
+    /// When the last HTTP poll went out (or the gate began).
+    polled: std::time::Instant,
+    began: std::time::Instant,
+}
+
+enum Listening {
+    /// No look yet: the watcher has not given the container's process.
+    Unknown,
+    Looking {
+        inside: crate::sock_diag::InNetns,
+        entered: Running,
+        looks: u32,
+    },
+    /// Something listened (the gate polls from now on), or the look cannot be had.
+    Done,
+}
+
+impl ListenerLook {
+    fn new(port: u16) -> ListenerLook {
+        let now = std::time::Instant::now();
+        ListenerLook {
+            port,
+            state: Listening::Unknown,
+            polled: now,
+            began: now,
+        }
+    }
+
+    /// Words for the wait ("nothing listens …", after the last HTTP poll's answer) when
+    /// nothing listens in the container yet; None when the gate should poll.
+    fn nothing_yet(
+        &mut self,
+        running: Option<&Running>,
+        last_poll: Option<&Answer>,
+    ) -> Option<String> {
+        match (&self.state, running) {
+            (Listening::Unknown, Some(running)) => self.enter(running),
+            // Another process (a restart, a container replaced): the namespace entered is
+            // not the one the probe reaches.
+            (Listening::Looking { entered, .. }, Some(now)) if entered != now => {
+                self.end(&format!(
+                    "the container's process changed ({} → {})",
+                    entered.pid, now.pid
+                ))
+            }
+            _ => {}
+        }
+        let Listening::Looking { inside, looks, .. } = &mut self.state else {
+            return None;
+        };
+        if self.polled.elapsed() >= POLL_ANYWAY_EVERY {
+            self.polled = std::time::Instant::now();
+            return None;
+        }
+        *looks += 1;
+        match inside.count(crate::sock_diag::State::Listening, &[self.port]) {
+            Ok(0) => {
+                let nothing = format!("nothing listens on port {} in the container yet", self.port);
+                Some(match last_poll {
+                    Some(answer) => format!("{}; {nothing}", answer.describe()),
+                    None => nothing,
+                })
+            }
+            Ok(n) => {
+                self.end(&format!("{n} socket(s) listening: the gate polls"));
+                None
+            }
+            Err(e) => {
+                self.end(&format!("a look failed, the gate polls instead: {e:#}"));
+                None
+            }
+        }
+    }
+
+    /// An HTTP poll's answer: one that came while no listener was seen ends the looks (they
+    /// cannot be seeing what the probe reaches).
+    fn heard(&mut self, answer: &Answer) {
+        if matches!(answer, Answer::Status { .. })
+            && matches!(self.state, Listening::Looking { .. })
+        {
+            self.end(&format!(
+                "{} while no listener was seen: the gate polls",
+                answer.describe()
+            ));
+        }
+    }
+
+    /// The wait before the next look while looking, `waited` into the gate; None otherwise.
+    fn pace(&self, waited: Duration) -> Option<Duration> {
+        matches!(self.state, Listening::Looking { .. }).then(|| {
+            (waited.saturating_sub(Duration::from_secs(1)) / 10)
+                .clamp(LISTENER_LOOK_EVERY, LISTENER_LOOK_AT_MOST)
+        })
+    }
+
+    fn enter(&mut self, running: &Running) {
+        let started = std::time::Instant::now();
+        let entered = in_the_container(running)
+            .and_then(|()| crate::sock_diag::InNetns::of_process(running.pid));
+        crate::process::trace(
+            &format!(
+                "sock_diag: enter the network namespace of pid {} (container {})",
+                running.pid,
+                running.id.get(..12).unwrap_or(&running.id)
+            ),
+            started.elapsed(),
+            &match &entered {
+                Ok(_) => "entered".to_string(),
+                Err(e) => format!("failed, the gate polls instead: {e:#}"),
+            },
+        );
+        self.state = match entered {
+            Ok(inside) => Listening::Looking {
+                inside,
+                entered: running.clone(),
+                looks: 0,
+            },
+            Err(_) => Listening::Done,
+        };
+    }
+
+    /// Ends the looks, traced once for `-v` (one line per look would drown it).
+    fn end(&mut self, why: &str) {
+        if let Listening::Looking { looks, .. } =
+            std::mem::replace(&mut self.state, Listening::Done)
+        {
+            crate::process::trace(
+                &format!(
+                    "sock_diag: {looks} look(s) for a listener on port {} in the container",
+                    self.port
+                ),
+                self.began.elapsed(),
+                why,
+            );
+        }
+    }
+}
+
+impl Drop for ListenerLook {
+    fn drop(&mut self) {
+        self.end("the gate ended first");
+    }
+}
+
+/// Whether process `pid` is the container's: its cgroup names the container (Docker's
+/// `docker-<id>.scope` or `/docker/<id>`), so a PID the engine gave that was reused since, or
+/// that means another process in this PID namespace (cutover in a container), is not entered.
+fn in_the_container(running: &Running) -> anyhow::Result<()> {
+    let path = format!("/proc/{}/cgroup", running.pid);
+    let cgroup =
+        anyhow::Context::with_context(std::fs::read_to_string(&path), || format!("read {path}"))?;
+    if running.id.len() < 12 || !cgroup.contains(&running.id) {
+        anyhow::bail!("{path} does not name container {}", running.id);
+    }
+    Ok(())
+}
+
 /// The spacing of the confirmations after the first healthy answer. They prove the answer was
 /// not a one-off: the app answers again, on new connections, with the container still
 /// running (any failure starts the count again). How the app holds up over time is what the
@@ -215,6 +425,9 @@ const LOOK_EVERY: Duration = Duration::from_millis(250);
 /// container still runs, has restarted, or is gone.
 pub(super) struct Watcher {
     death: Arc<Mutex<Option<String>>>,
+    /// The new color's container, from the thread's last look (one container, running): the
+    /// way into its network namespace ([`ListenerLook`]).
+    running: Arc<Mutex<Option<Running>>>,
     done: Arc<AtomicBool>,
     project: Project,
     service: String,
@@ -224,9 +437,10 @@ pub(super) struct Watcher {
 impl Watcher {
     pub fn spawn(project: Project, service: String, to: Color) -> Watcher {
         let death = Arc::new(Mutex::new(None::<String>));
+        let running = Arc::new(Mutex::new(None::<Running>));
         let done = Arc::new(AtomicBool::new(false));
         {
-            let (death, done) = (death.clone(), done.clone());
+            let (death, done, running) = (death.clone(), done.clone(), running.clone());
             let (project, service) = (project.clone(), service.clone());
             std::thread::spawn(move || {
                 while !done.load(Ordering::SeqCst) {
@@ -236,6 +450,8 @@ impl Watcher {
                             *death.lock().unwrap_or_else(|e| e.into_inner()) = Some(verdict);
                             return;
                         }
+                        *running.lock().unwrap_or_else(|e| e.into_inner()) =
+                            running_alone(&containers, &service);
                     }
                     // Sleep in small steps so the thread ends soon after the gate does.
                     let slice = Duration::from_millis(50);
@@ -249,6 +465,7 @@ impl Watcher {
         }
         Watcher {
             death,
+            running,
             done,
             project,
             service,
@@ -258,6 +475,14 @@ impl Watcher {
 
     pub fn death(&self) -> Option<String> {
         self.death.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// The new color's container, as the last look found it running alone.
+    pub fn running(&self) -> Option<Running> {
+        self.running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// The thread's verdict, or one more look now: what ends a window asks this, so a death
@@ -306,6 +531,25 @@ impl Drop for Watcher {
     }
 }
 
+/// `service`'s container with its main process when exactly one runs (several: which one
+/// the probe reaches is not known here).
+fn running_alone(
+    containers: &[crate::docker::compose::Container],
+    service: &str,
+) -> Option<Running> {
+    match containers
+        .iter()
+        .filter(|c| c.service == service)
+        .collect::<Vec<_>>()[..]
+    {
+        [one] if one.running() => one.pid.map(|pid| Running {
+            id: one.id.clone(),
+            pid,
+        }),
+        _ => None,
+    }
+}
+
 /// Whether `service`'s container died, in words.
 fn died(
     containers: &[crate::docker::compose::Container],
@@ -336,6 +580,138 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         tx.send(verdict.map(String::from)).unwrap();
         rx
+    }
+
+    /// A process in a network namespace of its own that listens on 8080 there when told,
+    /// as the container it stands in for: its id is what its cgroup file names.
+    struct Inside {
+        app: std::process::Child,
+        said: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+        running: Running,
+    }
+
+    impl Inside {
+        fn start() -> Inside {
+            use std::io::BufRead as _;
+            let script = "import socket,sys\n\
+print('inside', flush=True)\n\
+sys.stdin.readline(); s=socket.socket(); s.bind(('0.0.0.0',8080)); s.listen()\n\
+print('listening', flush=True); sys.stdin.readline()\n";
+            let mut app = std::process::Command::new("unshare")
+                .args(["--net", "--", "python3", "-c", script])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("unshare (util-linux) and python3, which scripts/test.sh installs");
+            let mut said = std::io::BufReader::new(app.stdout.take().unwrap()).lines();
+            assert_eq!(said.next().unwrap().unwrap(), "inside");
+            let pid = app.id();
+            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+            let id = cgroup.trim().to_string();
+            Inside {
+                app,
+                said,
+                running: Running { id, pid },
+            }
+        }
+
+        fn listen(&mut self) {
+            use std::io::Write as _;
+            writeln!(self.app.stdin.as_mut().unwrap()).unwrap();
+            assert_eq!(self.said.next().unwrap().unwrap(), "listening");
+        }
+    }
+
+    impl Drop for Inside {
+        fn drop(&mut self) {
+            drop(self.app.stdin.take());
+            let _ = self.app.wait();
+        }
+    }
+
+    #[test]
+    fn the_listener_look_is_not_had_without_a_process_or_for_one_outside_the_container() {
+        assert_eq!(ListenerLook::new(8080).nothing_yet(None, None), None);
+        // This process: its cgroup does not name the container.
+        let mut look = ListenerLook::new(8080);
+        let stranger = Running {
+            id: "0123456789abcdef0123".into(),
+            pid: std::process::id(),
+        };
+        let e = in_the_container(&stranger).unwrap_err().to_string();
+        assert!(
+            e.contains("does not name container 0123456789abcdef0123"),
+            "{e}"
+        );
+        assert_eq!(look.nothing_yet(Some(&stranger), None), None);
+        assert!(matches!(look.state, Listening::Done));
+        // Named by its cgroup, but in this process's own namespace.
+        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        let own = Running {
+            id: cgroup.trim().to_string(),
+            pid: std::process::id(),
+        };
+        let mut look = ListenerLook::new(8080);
+        assert_eq!(look.nothing_yet(Some(&own), None), None);
+        assert!(matches!(look.state, Listening::Done));
+    }
+
+    #[test]
+    fn the_listener_look_holds_polls_back_only_while_nothing_listens_in_the_namespace() {
+        if !crate::sock_diag::tests::root_or_say_so("the_listener_look_holds_polls_back…") {
+            return;
+        }
+        let mut inside = Inside::start();
+        let running = inside.running.clone();
+        let mut look = ListenerLook::new(8080);
+        assert_eq!(
+            look.nothing_yet(Some(&running), None).as_deref(),
+            Some("nothing listens on port 8080 in the container yet")
+        );
+        assert_eq!(look.pace(Duration::ZERO), Some(LISTENER_LOOK_EVERY));
+        assert_eq!(
+            look.pace(Duration::from_secs(60)),
+            Some(LISTENER_LOOK_AT_MOST)
+        );
+        // Now and then a poll anyway; its answer is in the words after.
+        look.polled -= POLL_ANYWAY_EVERY;
+        assert_eq!(look.nothing_yet(Some(&running), None), None);
+        let refused = Answer::NoAnswer("connection refused".into());
+        look.heard(&refused);
+        assert_eq!(
+            look.nothing_yet(Some(&running), Some(&refused)).as_deref(),
+            Some("connection refused; nothing listens on port 8080 in the container yet")
+        );
+        inside.listen();
+        assert_eq!(look.nothing_yet(Some(&running), None), None);
+        assert!(matches!(look.state, Listening::Done));
+        assert_eq!(look.pace(Duration::ZERO), None);
+    }
+
+    #[test]
+    fn the_listener_look_ends_when_the_process_changes_or_a_poll_is_answered() {
+        if !crate::sock_diag::tests::root_or_say_so("the_listener_look_ends_when…") {
+            return;
+        }
+        let inside = Inside::start();
+        let running = inside.running.clone();
+        let mut look = ListenerLook::new(8080);
+        assert!(look.nothing_yet(Some(&running), None).is_some());
+        let restarted = Running {
+            pid: running.pid + 1,
+            ..running.clone()
+        };
+        assert_eq!(look.nothing_yet(Some(&restarted), None), None);
+        assert!(matches!(look.state, Listening::Done));
+
+        let mut look = ListenerLook::new(8080);
+        assert!(look.nothing_yet(Some(&running), None).is_some());
+        look.heard(&Answer::Status {
+            code: 200,
+            body: String::new(),
+        });
+        assert!(matches!(look.state, Listening::Done));
+        assert_eq!(look.nothing_yet(Some(&running), None), None);
     }
 
     #[test]

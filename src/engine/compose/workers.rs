@@ -478,6 +478,7 @@ mod tests {
             restart_count: restarts,
             health: health.map(HealthState::from),
             worker: Some("jobs".into()),
+            pid: None,
         }
     }
 
