@@ -245,7 +245,7 @@ fn e2e_history_keeps_the_reason_but_not_the_apps_log_lines() {
 }
 
 #[test]
-fn e2e_memory_budget_refuses_a_second_color_that_cannot_fit() {
+fn memory_budget_refuses_a_second_color_that_cannot_fit() {
     if !ready() {
         return;
     }

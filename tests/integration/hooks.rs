@@ -244,7 +244,7 @@ fn e2e_failing_pre_deploy_hook_changes_nothing() {
 /// Issue #21: SIGTERM while `pre_deploy` runs is an interrupt (exit 130, history
 /// `interrupted`, `on_failure` told `CUTOVER_RESULT=interrupted`), not a timeout.
 #[test]
-fn e2e_sigterm_during_pre_deploy_is_an_interrupt_not_a_timeout() {
+fn sigterm_during_pre_deploy_is_an_interrupt_not_a_timeout() {
     if !ready() {
         return;
     }
@@ -282,7 +282,7 @@ fn e2e_sigterm_during_pre_deploy_is_an_interrupt_not_a_timeout() {
 /// Issue #21 (hostile run): a hook that leaves a process behind, in its process group
 /// (`cmd &`) or as a daemon in a session of its own (`setsid`), does not outlive the deploy.
 #[test]
-fn e2e_nothing_a_hook_starts_outlives_the_deploy() {
+fn nothing_a_hook_starts_outlives_the_deploy() {
     if !ready() {
         return;
     }

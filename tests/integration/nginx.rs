@@ -219,7 +219,7 @@ fn active_marker_answers_loopback_clients_only() {
 }
 
 #[test]
-fn e2e_a_reload_wrapper_drains_only_the_workers_of_the_nginx_it_reloads() {
+fn a_reload_wrapper_drains_only_the_workers_of_the_nginx_it_reloads() {
     if !ready() {
         return;
     }

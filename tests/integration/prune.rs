@@ -7,7 +7,7 @@ use std::process::Command;
 use crate::harness::project::{edit_config, ready, App, Project, Run};
 
 #[test]
-fn e2e_prune_keeps_the_newest_and_removes_the_rest() {
+fn prune_keeps_the_newest_and_removes_the_rest() {
     if !ready() {
         return;
     }
@@ -60,7 +60,7 @@ fn tag(src: &str, dst: &str) {
 /// image prod needs for `rollback`; prod's rollback then works. `--image` from another
 /// repository than `app.image` gets a warning.
 #[test]
-fn e2e_prune_never_removes_another_projects_rollback_image() {
+fn prune_never_removes_another_projects_rollback_image() {
     if !ready() {
         return;
     }

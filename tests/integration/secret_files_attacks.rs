@@ -193,7 +193,7 @@ fn e2e_no_process_on_the_host_holds_a_files_mode_value_in_argv_or_env() {
 /// parse stops it before any project is restored, so after a reboot no container of any
 /// files-mode project starts.
 #[test]
-fn e2e_restore_all_survives_one_damaged_project() {
+fn restore_all_survives_one_damaged_project() {
     use crate::harness::project::{ready, App, Project};
     if !ready() {
         return;
@@ -335,7 +335,7 @@ fn a_refused_disk_root_is_left_untouched() {
 /// The next deploy carries the rotation to the new color only, and the stopped color's kept
 /// ciphertext goes with it; nothing kept on disk holds a value.
 #[test]
-fn e2e_a_reboot_restore_does_not_apply_an_undeployed_rotation() {
+fn a_reboot_restore_does_not_apply_an_undeployed_rotation() {
     use crate::harness::project::{ready, App, Project};
     if !ready() {
         return;
@@ -423,7 +423,7 @@ fn e2e_a_reboot_restore_does_not_apply_an_undeployed_rotation() {
 /// unit's copy when it differs, atomically, 0755, and says so; a current copy is left alone
 /// and unmentioned. Here the copy is the project's own (`CUTOVER_BOOT_BINARY`), not the host's.
 #[test]
-fn e2e_a_files_mode_deploy_keeps_the_boot_units_cutover_current() {
+fn a_files_mode_deploy_keeps_the_boot_units_cutover_current() {
     use crate::harness::project::{ready, App, Project};
     if !ready() {
         return;
@@ -460,7 +460,7 @@ fn e2e_a_files_mode_deploy_keeps_the_boot_units_cutover_current() {
 /// again the files of a color the deploy has just stopped (plaintext of nothing running, left
 /// on the tmpfs). Expected: refused, naming the lock, nothing written; then it runs.
 #[test]
-fn e2e_restore_is_refused_while_a_deploy_holds_the_lock() {
+fn restore_is_refused_while_a_deploy_holds_the_lock() {
     use crate::harness::project::{ready, App, Project};
     if !ready() {
         return;

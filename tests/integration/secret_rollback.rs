@@ -333,7 +333,7 @@ fn kept_files(dir: &Path) -> Vec<(String, Vec<u8>)> {
 /// the next deploy. A copy the identity cannot read stops the rotation before anything is
 /// written, naming it; nothing plaintext is left in `.cutover/`, and no temp file.
 #[test]
-fn e2e_rotating_the_identity_re_encrypts_the_kept_copies() {
+fn rotating_the_identity_re_encrypts_the_kept_copies() {
     use std::os::unix::fs::MetadataExt as _;
     if !ready() {
         return;
@@ -446,7 +446,7 @@ fn e2e_rotating_the_identity_re_encrypts_the_kept_copies() {
 /// come back, the new one first of all: Docker refuses to start a container whose secrets
 /// mount is missing, and nginx points at it.
 #[test]
-fn e2e_a_reboot_after_a_deploy_killed_past_its_switch_restores_the_serving_color() {
+fn a_reboot_after_a_deploy_killed_past_its_switch_restores_the_serving_color() {
     if !ready() {
         return;
     }
@@ -486,7 +486,7 @@ fn e2e_a_reboot_after_a_deploy_killed_past_its_switch_restores_the_serving_color
 /// reboot: the old color is still the recorded one and may come back; it must get the values
 /// it ran with (its copy, now in `stopped/`), never the store's undeployed ones.
 #[test]
-fn e2e_a_deploy_killed_in_its_stop_step_leaves_the_old_colors_values_usable() {
+fn a_deploy_killed_in_its_stop_step_leaves_the_old_colors_values_usable() {
     if !ready() {
         return;
     }

@@ -106,7 +106,7 @@ impl Drop for Tmpfs {
 }
 
 #[test]
-fn e2e_state_write_failing_after_the_switch_says_what_is_live_and_is_repaired() {
+fn state_write_failing_after_the_switch_says_what_is_live_and_is_repaired() {
     if !ready() {
         return;
     }
@@ -171,7 +171,7 @@ fn mode_of(path: &Path) -> u32 {
 /// every complete entry survives, the next deploy is its own line, and `status` says so.
 /// Also: the state files are 0600, never world-readable.
 #[test]
-fn e2e_a_torn_history_tail_is_set_aside_and_the_next_deploy_is_recorded() {
+fn a_torn_history_tail_is_set_aside_and_the_next_deploy_is_recorded() {
     if !ready() {
         return;
     }
@@ -236,7 +236,7 @@ fn e2e_a_torn_history_tail_is_set_aside_and_the_next_deploy_is_recorded() {
 /// the file, line and column and the way out; following it (move the file aside, deploy)
 /// rebuilds the record from what is observed, with nothing lost on the serving side.
 #[test]
-fn e2e_a_damaged_state_file_is_explained_and_the_next_deploy_rebuilds_it() {
+fn a_damaged_state_file_is_explained_and_the_next_deploy_rebuilds_it() {
     if !ready() {
         return;
     }
@@ -283,7 +283,7 @@ fn e2e_a_damaged_state_file_is_explained_and_the_next_deploy_rebuilds_it() {
 /// Issue #21: a project whose `state_dir` changed is still the same project: its old state
 /// dir's claims do not refuse it (they did, naming the project against itself).
 #[test]
-fn e2e_a_project_whose_state_dir_moved_is_not_refused_against_itself() {
+fn a_project_whose_state_dir_moved_is_not_refused_against_itself() {
     if !ready() {
         return;
     }
