@@ -371,6 +371,23 @@ impl Tally {
 pub(crate) mod tests {
     use super::*;
 
+    /// What a [`python_in_a_netns_of_its_own`] says, line by line.
+    pub(crate) type Said = std::io::Lines<std::io::BufReader<std::process::ChildStdout>>;
+
+    /// `script` run by python3 in a network namespace of its own (`unshare --net`), its stdin
+    /// and stdout piped: a stand-in for a container's process.
+    pub(crate) fn python_in_a_netns_of_its_own(script: &str) -> (std::process::Child, Said) {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new("unshare")
+            .args(["--net", "--", "python3", "-c", script])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("unshare (util-linux) and python3, which scripts/test.sh installs");
+        let said = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        (child, said)
+    }
+
     /// Whether a test that needs root can run; under CI (whose runs are root) it must.
     pub(crate) fn root_or_say_so(test: &str) -> bool {
         if rustix::process::geteuid().is_root() {
@@ -391,18 +408,12 @@ pub(crate) mod tests {
         }
         // A process in a network namespace of its own, listening there (on any address: its
         // loopback is down) until its stdin closes, then waiting for its stdin's second line.
-        use std::io::{BufRead as _, Write as _};
+        use std::io::Write as _;
         let script = "import socket,sys\n\
 s=socket.socket(); s.bind(('0.0.0.0',0)); s.listen()\n\
 print(s.getsockname()[1], flush=True)\n\
 sys.stdin.readline(); s.close(); print('closed', flush=True); sys.stdin.readline()\n";
-        let mut inside = std::process::Command::new("unshare")
-            .args(["--net", "--", "python3", "-c", script])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .expect("unshare (util-linux) and python3, which scripts/test.sh installs");
-        let mut said = std::io::BufReader::new(inside.stdout.take().unwrap()).lines();
+        let (mut inside, mut said) = python_in_a_netns_of_its_own(script);
         let port: u16 = said.next().unwrap().unwrap().trim().parse().unwrap();
         let look = InNetns::of_process(inside.id()).unwrap();
         assert_eq!(look.count(State::Listening, &[port]).unwrap(), 1);

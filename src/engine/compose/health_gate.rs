@@ -586,24 +586,17 @@ mod tests {
     /// as the container it stands in for: its id is what its cgroup file names.
     struct Inside {
         app: std::process::Child,
-        said: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+        said: crate::sock_diag::tests::Said,
         running: Running,
     }
 
     impl Inside {
         fn start() -> Inside {
-            use std::io::BufRead as _;
             let script = "import socket,sys\n\
 print('inside', flush=True)\n\
 sys.stdin.readline(); s=socket.socket(); s.bind(('0.0.0.0',8080)); s.listen()\n\
 print('listening', flush=True); sys.stdin.readline()\n";
-            let mut app = std::process::Command::new("unshare")
-                .args(["--net", "--", "python3", "-c", script])
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .expect("unshare (util-linux) and python3, which scripts/test.sh installs");
-            let mut said = std::io::BufReader::new(app.stdout.take().unwrap()).lines();
+            let (app, mut said) = crate::sock_diag::tests::python_in_a_netns_of_its_own(script);
             assert_eq!(said.next().unwrap().unwrap(), "inside");
             let pid = app.id();
             let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
