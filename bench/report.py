@@ -169,15 +169,15 @@ if meta.get("switch_compare"):
 
     out = ["| measure | goal | switch: reload | switch: nft |", "| --- | --- | --- | --- |"]
     for d in meta["delays_ms"]:
-        # The floor measured right after this boot time's deploys (tag = the boot time);
-        # a run from before floors were tagged has one, for all.
+        # The floor measured after each nft cycle and right after this boot time's deploys
+        # (tag = the boot time); a run from before floors were tagged has one, for all.
         rows = [r for r in efl if r.get("tag") == str(d)] or [r for r in efl if r.get("tag", "all") == "all"]
         ef = None
         if rows:
             e = {k: stats(r[k] for r in rows) for k in ("create_start_ms", "reload_ms", "stop_rm_ms")}
             e["total_ms"] = stats(r["create_start_ms"] + r["reload_ms"] + r["stop_rm_ms"] for r in rows)
             ef = e["total_ms"]["median"]
-            out.append("| the engine's floor right after the boot %g s deploys, no tool: `docker create` + `start` / `nginx -s reload` / `docker stop` + `rm` (%d runs) | | %s (%d + %d + %d) | (same) |" % (
+            out.append("| the engine's floor between the nft cycles and right after the boot %g s deploys, no tool: `docker create` + `start` / `nginx -s reload` / `docker stop` + `rm` (%d runs) | | %s (%d + %d + %d) | (same) |" % (
                 d / 1000.0, e["total_ms"]["n"], rng(e["total_ms"]), e["create_start_ms"]["median"], e["reload_ms"]["median"], e["stop_rm_ms"]["median"]))
         gr, gn = groups["cutover/%d" % d], groups["cutover-nft/%d" % d]
         out.append("| deploys, boot %g s (ok of run) | | %s | %s |" % (d / 1000.0, *[

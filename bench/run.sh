@@ -272,6 +272,15 @@ run_tool() {
         deploy "$tool" "$compose" "$delay" v1 blue "$label"
         stop_load
         record_cycle "$label" "$tool" "$compose" "$delay" "$mode"
+        # --switch-compare: a floor sample after each nft cycle, on the same stage (blue
+        # serving, green free) under a load client of its own, so the floor the overhead is
+        # taken from is measured across the same minutes as the deploys (the box's floor
+        # drifts by hundreds of ms over a run).
+        if [[ $COMPARE == 1 && $tool == cutover-nft ]]; then
+            start_load "engine-floor-$delay-$c" close
+            floor_once "$delay" "between-$c"
+            stop_load
+        fi
     done
 }
 
@@ -357,31 +366,38 @@ fi
 # line tagged TAG in engine-floor.jsonl: `all` for the run, or the boot time whose deploys
 # it was measured right after (--switch-compare).
 engine_floor() {
-    local runs=$1 tag=$2 i name t0 t1 t2 t3
+    local runs=$1 tag=$2 i
     log "the engine's floor ($tag): $runs × (docker create + start, nginx -s reload, docker stop + rm), no tool"
     reset_stage
     deploy cutover "$V2_CMD" 1000 v1 blue "warmup"
     start_load "engine-floor-$tag" close
     for i in $(seq "$runs"); do
-        name="$PROJECT-floor-$tag-$i"
-        t0=$(now)
-        docker create --name "$name" --label "com.docker.compose.project=$PROJECT" \
-            --network "${PROJECT}_default" -p "127.0.0.1:$GREEN:8080" --memory 64m \
-            -e STARTUP_DELAY_MS=0 cutover-demo:v2 >/dev/null
-        docker start "$name" >/dev/null
-        t1=$(now)
-        "${NGINX[@]}" -s reload
-        t2=$(now)
-        docker stop -t 10 "$name" >/dev/null
-        docker rm "$name" >/dev/null
-        t3=$(now)
-        awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v tag="$tag" \
-            'BEGIN{printf "{\"tag\":\"%s\",\"create_start_ms\":%d,\"reload_ms\":%d,\"stop_rm_ms\":%d}\n", tag, (b-a)*1000, (c-b)*1000, (d-c)*1000}' \
-            >>"$RAW/engine-floor.jsonl"
+        floor_once "$tag" "$i"
         sleep 1
     done
     stop_load
     remove_project
+}
+
+# floor_once TAG I: one sample of the engine's floor (engine_floor says what it is) on the
+# green port of the project deployed now, under the load client running now; a line tagged
+# TAG in engine-floor.jsonl.
+floor_once() {
+    local tag=$1 name="$PROJECT-floor-$1-$2" t0 t1 t2 t3
+    t0=$(now)
+    docker create --name "$name" --label "com.docker.compose.project=$PROJECT" \
+        --network "${PROJECT}_default" -p "127.0.0.1:$GREEN:8080" --memory 64m \
+        -e STARTUP_DELAY_MS=0 cutover-demo:v2 >/dev/null
+    docker start "$name" >/dev/null
+    t1=$(now)
+    "${NGINX[@]}" -s reload
+    t2=$(now)
+    docker stop -t 10 "$name" >/dev/null
+    docker rm "$name" >/dev/null
+    t3=$(now)
+    awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" -v tag="$tag" \
+        'BEGIN{printf "{\"tag\":\"%s\",\"create_start_ms\":%d,\"reload_ms\":%d,\"stop_rm_ms\":%d}\n", tag, (b-a)*1000, (c-b)*1000, (d-c)*1000}' \
+        >>"$RAW/engine-floor.jsonl"
 }
 
 if [[ $COMPARE == 1 ]]; then
