@@ -539,3 +539,33 @@ struct InspectState {
 struct InspectHealth {
     status: HealthState,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_running_containers_process_is_read_and_a_stopped_ones_zero_is_none() {
+        let inspect = |status: &str, pid: i64| {
+            format!(
+                r#"{{"Id":"c-{status}","Config":{{"Image":"i","Labels":{{"com.docker.compose.service":"web-{status}"}}}},"State":{{"Status":"{status}","ExitCode":0,"Pid":{pid}}},"RestartCount":0}}"#
+            )
+        };
+        let parsed: Vec<Inspect> = serde_json::from_str(&format!(
+            "[{},{}]",
+            inspect("running", 4242),
+            inspect("exited", 0)
+        ))
+        .unwrap();
+        let containers = from_inspect(parsed);
+        let pid_of = |service: &str| {
+            containers
+                .iter()
+                .find(|c| c.service == service)
+                .unwrap()
+                .pid
+        };
+        assert_eq!(pid_of("web-running"), Some(4242));
+        assert_eq!(pid_of("web-exited"), None);
+    }
+}

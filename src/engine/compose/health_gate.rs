@@ -624,6 +624,38 @@ print('listening', flush=True); sys.stdin.readline()\n";
     }
 
     #[test]
+    fn only_a_service_with_one_running_container_gives_its_process() {
+        let container =
+            |id: &str, state: &str, pid: Option<u32>| crate::docker::compose::Container {
+                id: id.into(),
+                service: "web-green".into(),
+                image: "i".into(),
+                state: state.into(),
+                exit_code: Some(0),
+                restart_count: 0,
+                health: None,
+                worker: None,
+                pid,
+            };
+        let one = [container("a", "running", Some(7))];
+        assert_eq!(
+            running_alone(&one, "web-green"),
+            Some(Running {
+                id: "a".into(),
+                pid: 7
+            })
+        );
+        assert_eq!(running_alone(&one, "web-blue"), None);
+        let two = [
+            container("a", "running", Some(7)),
+            container("b", "running", Some(8)),
+        ];
+        assert_eq!(running_alone(&two, "web-green"), None);
+        let stopped = [container("a", "exited", None)];
+        assert_eq!(running_alone(&stopped, "web-green"), None);
+    }
+
+    #[test]
     fn the_listener_look_is_not_had_without_a_process_or_for_one_outside_the_container() {
         assert_eq!(ListenerLook::new(8080).nothing_yet(None, None), None);
         // This process: its cgroup does not name the container.
