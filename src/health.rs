@@ -204,6 +204,14 @@ pub struct FastPolls {
     pub at_most: Duration,
 }
 
+impl FastPolls {
+    /// The wait before the next poll, `waited` into the gate: `every` for the first
+    /// `for_first`, then a tenth of the time waited beyond it, up to `at_most`.
+    pub fn after(&self, waited: Duration) -> Duration {
+        (waited.saturating_sub(self.for_first) / 10).clamp(self.every, self.at_most.max(self.every))
+    }
+}
+
 /// How long the health gate waits before its next poll, given the last answer and the time
 /// it has waited so far. After an HTTP answer, `interval` (the app is up and serving:
 /// `interval` is what the user allows its health path). After no answer at all (refused,
@@ -226,12 +234,7 @@ pub fn gate_pace(
     match answer {
         Answer::Status { .. } => interval,
         Answer::NoAnswer(_) if answered => interval,
-        Answer::NoAnswer(_) => {
-            let backed_off = waited.saturating_sub(fast.for_first) / 10;
-            backed_off
-                .clamp(fast.every, fast.at_most.max(fast.every))
-                .min(interval)
-        }
+        Answer::NoAnswer(_) => fast.after(waited).min(interval),
     }
 }
 

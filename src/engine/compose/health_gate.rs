@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use crate::config::{Color, Loaded};
 use crate::docker::compose::{ContainerState, Project};
 use crate::engine::{Abort, Event, Step, StepClock};
@@ -58,25 +60,20 @@ impl Gate<'_> {
         // Whether the app gave an HTTP answer yet: the fast polls end with it.
         let answered = std::cell::Cell::new(false);
         // Until something listens in the container, the gate looks at its listeners rather
-        // than connecting (see ListenerLook); `looks`: the rounds that were such a look, not
-        // a poll; `last_poll`: the last HTTP poll's answer, for the words of the wait.
+        // than connecting (see ListenerLook).
         let listener = std::cell::RefCell::new(ListenerLook::new(self.loaded.config.app.port.0));
-        let looks = std::cell::Cell::new(0u32);
-        let last_poll: std::cell::RefCell<Option<Answer>> = std::cell::RefCell::new(None);
         // The engine's look begun beside the confirmations that passed (`Watcher::look_beside`).
         let looked: std::cell::Cell<Option<Look>> = std::cell::Cell::new(None);
         let outcome = health::wait_paced(
             || {
                 let nothing_listens = listener
                     .borrow_mut()
-                    .nothing_yet(watcher.running().as_ref(), last_poll.borrow().as_ref());
+                    .nothing_yet(watcher.running().as_ref());
                 if let Some(words) = nothing_listens {
-                    looks.set(looks.get() + 1);
                     return (false, Answer::NoAnswer(words));
                 }
                 let answer = prober.get(&url, None);
                 listener.borrow_mut().heard(&answer);
-                *last_poll.borrow_mut() = Some(answer.clone());
                 if !healthy(&answer) {
                     return (false, answer);
                 }
@@ -152,7 +149,7 @@ impl Gate<'_> {
         match outcome {
             Outcome::Passed { after, polls } => {
                 // The looks at the listeners are not polls of the app.
-                let polls = polls - looks.get();
+                let polls = polls - listener.borrow().held_back;
                 if let Some(why) = death {
                     return Err((Abort::ContainerDied, why));
                 }
@@ -221,11 +218,14 @@ const FAST_POLLS: health::FastPolls = health::FastPolls {
 /// The gate's pace while it looks at the new color's listeners ([`ListenerLook`]): a look
 /// is two sock_diag dumps in the container's network namespace (0.16 ms, 0.13 ms of CPU in a
 /// release build on the benchmark box; no connection, no conntrack entry), so the gate sees
-/// the app's port open within ~2 ms of its `listen` for the first second; then, like the
-/// polls, a tenth of the time waited beyond it, up to [`LISTENER_LOOK_AT_MOST`]: a slow boot
-/// costs ~3% of a core while it lasts, not 7%.
-const LISTENER_LOOK_EVERY: Duration = Duration::from_millis(2);
-const LISTENER_LOOK_AT_MOST: Duration = Duration::from_millis(5);
+/// the app's port open within ~2 ms of its `listen` for the first second; then, backing off
+/// as the polls do, one per 5 ms at most: a slow boot costs ~3% of a core while it lasts,
+/// not 7%.
+const LISTENER_LOOKS: health::FastPolls = health::FastPolls {
+    every: Duration::from_millis(2),
+    for_first: Duration::from_secs(1),
+    at_most: Duration::from_millis(5),
+};
 
 /// While the listener look says nothing listens, an HTTP poll is made anyway this often: the
 /// look only ever holds a poll back, and were it ever wrong (a namespace this cannot know of,
@@ -244,7 +244,7 @@ pub(super) struct Running {
 /// its network namespace ([`crate::sock_diag::InNetns`]) while the app boots. An HTTP poll
 /// before that is a connection through Docker's proxy (or its DNAT) that can only fail, and
 /// a conntrack entry that lingers for minutes; the look costs neither, so it can run every
-/// [`LISTENER_LOOK_EVERY`] where polls back off to 25 ms. It never passes the gate: it only
+/// 2 ms ([`LISTENER_LOOKS`]) where polls back off to 25 ms. It never passes the gate: it only
 /// tells the gate to look again rather than connect. Wherever it cannot be had (not root, no
 /// process from the engine yet, a process not in the container's cgroup, the namespace the
 /// host's, a look that fails) the gate polls as before; and it ends, the gate polling, when
@@ -254,6 +254,10 @@ struct ListenerLook {
     state: Listening,
     /// When the last HTTP poll went out (or the gate began).
     polled: std::time::Instant,
+    /// The last HTTP poll's answer, in words, for the words of the wait.
+    last_poll: Option<String>,
+    /// The gate's rounds that were a look, not a poll.
+    held_back: u32,
     began: std::time::Instant,
 }
 
@@ -276,17 +280,15 @@ impl ListenerLook {
             port,
             state: Listening::Unknown,
             polled: now,
+            last_poll: None,
+            held_back: 0,
             began: now,
         }
     }
 
     /// Words for the wait ("nothing listens …", after the last HTTP poll's answer) when
     /// nothing listens in the container yet; None when the gate should poll.
-    fn nothing_yet(
-        &mut self,
-        running: Option<&Running>,
-        last_poll: Option<&Answer>,
-    ) -> Option<String> {
+    fn nothing_yet(&mut self, running: Option<&Running>) -> Option<String> {
         match (&self.state, running) {
             (Listening::Unknown, Some(running)) => self.enter(running),
             // Another process (a restart, a container replaced): the namespace entered is
@@ -309,9 +311,10 @@ impl ListenerLook {
         *looks += 1;
         match inside.count(crate::sock_diag::State::Listening, &[self.port]) {
             Ok(0) => {
+                self.held_back += 1;
                 let nothing = format!("nothing listens on port {} in the container yet", self.port);
-                Some(match last_poll {
-                    Some(answer) => format!("{}; {nothing}", answer.describe()),
+                Some(match &self.last_poll {
+                    Some(answer) => format!("{answer}; {nothing}"),
                     None => nothing,
                 })
             }
@@ -326,9 +329,10 @@ impl ListenerLook {
         }
     }
 
-    /// An HTTP poll's answer: one that came while no listener was seen ends the looks (they
-    /// cannot be seeing what the probe reaches).
+    /// An HTTP poll's answer, kept for the words of the wait: one that came while no
+    /// listener was seen ends the looks (they cannot be seeing what the probe reaches).
     fn heard(&mut self, answer: &Answer) {
+        self.last_poll = Some(answer.describe());
         if matches!(answer, Answer::Status { .. })
             && matches!(self.state, Listening::Looking { .. })
         {
@@ -341,10 +345,7 @@ impl ListenerLook {
 
     /// The wait before the next look while looking, `waited` into the gate; None otherwise.
     fn pace(&self, waited: Duration) -> Option<Duration> {
-        matches!(self.state, Listening::Looking { .. }).then(|| {
-            (waited.saturating_sub(Duration::from_secs(1)) / 10)
-                .clamp(LISTENER_LOOK_EVERY, LISTENER_LOOK_AT_MOST)
-        })
+        matches!(self.state, Listening::Looking { .. }).then(|| LISTENER_LOOKS.after(waited))
     }
 
     fn enter(&mut self, running: &Running) {
@@ -401,8 +402,7 @@ impl Drop for ListenerLook {
 /// that means another process in this PID namespace (cutover in a container), is not entered.
 fn in_the_container(running: &Running) -> anyhow::Result<()> {
     let path = format!("/proc/{}/cgroup", running.pid);
-    let cgroup =
-        anyhow::Context::with_context(std::fs::read_to_string(&path), || format!("read {path}"))?;
+    let cgroup = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
     if running.id.len() < 12 || !cgroup.contains(&running.id) {
         anyhow::bail!("{path} does not name container {}", running.id);
     }
@@ -657,7 +657,7 @@ print('listening', flush=True); sys.stdin.readline()\n";
 
     #[test]
     fn the_listener_look_is_not_had_without_a_process_or_for_one_outside_the_container() {
-        assert_eq!(ListenerLook::new(8080).nothing_yet(None, None), None);
+        assert_eq!(ListenerLook::new(8080).nothing_yet(None), None);
         // This process: its cgroup does not name the container.
         let mut look = ListenerLook::new(8080);
         let stranger = Running {
@@ -669,7 +669,7 @@ print('listening', flush=True); sys.stdin.readline()\n";
             e.contains("does not name container 0123456789abcdef0123"),
             "{e}"
         );
-        assert_eq!(look.nothing_yet(Some(&stranger), None), None);
+        assert_eq!(look.nothing_yet(Some(&stranger)), None);
         assert!(matches!(look.state, Listening::Done));
         // Named by its cgroup, but in this process's own namespace.
         let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
@@ -678,7 +678,7 @@ print('listening', flush=True); sys.stdin.readline()\n";
             pid: std::process::id(),
         };
         let mut look = ListenerLook::new(8080);
-        assert_eq!(look.nothing_yet(Some(&own), None), None);
+        assert_eq!(look.nothing_yet(Some(&own)), None);
         assert!(matches!(look.state, Listening::Done));
     }
 
@@ -691,25 +691,24 @@ print('listening', flush=True); sys.stdin.readline()\n";
         let running = inside.running.clone();
         let mut look = ListenerLook::new(8080);
         assert_eq!(
-            look.nothing_yet(Some(&running), None).as_deref(),
+            look.nothing_yet(Some(&running)).as_deref(),
             Some("nothing listens on port 8080 in the container yet")
         );
-        assert_eq!(look.pace(Duration::ZERO), Some(LISTENER_LOOK_EVERY));
+        assert_eq!(look.pace(Duration::ZERO), Some(Duration::from_millis(2)));
         assert_eq!(
             look.pace(Duration::from_secs(60)),
-            Some(LISTENER_LOOK_AT_MOST)
+            Some(Duration::from_millis(5))
         );
         // Now and then a poll anyway; its answer is in the words after.
         look.polled -= POLL_ANYWAY_EVERY;
-        assert_eq!(look.nothing_yet(Some(&running), None), None);
-        let refused = Answer::NoAnswer("connection refused".into());
-        look.heard(&refused);
+        assert_eq!(look.nothing_yet(Some(&running)), None);
+        look.heard(&Answer::NoAnswer("connection refused".into()));
         assert_eq!(
-            look.nothing_yet(Some(&running), Some(&refused)).as_deref(),
+            look.nothing_yet(Some(&running)).as_deref(),
             Some("connection refused; nothing listens on port 8080 in the container yet")
         );
         inside.listen();
-        assert_eq!(look.nothing_yet(Some(&running), None), None);
+        assert_eq!(look.nothing_yet(Some(&running)), None);
         assert!(matches!(look.state, Listening::Done));
         assert_eq!(look.pace(Duration::ZERO), None);
     }
@@ -722,22 +721,22 @@ print('listening', flush=True); sys.stdin.readline()\n";
         let inside = Inside::start();
         let running = inside.running.clone();
         let mut look = ListenerLook::new(8080);
-        assert!(look.nothing_yet(Some(&running), None).is_some());
+        assert!(look.nothing_yet(Some(&running)).is_some());
         let restarted = Running {
             pid: running.pid + 1,
             ..running.clone()
         };
-        assert_eq!(look.nothing_yet(Some(&restarted), None), None);
+        assert_eq!(look.nothing_yet(Some(&restarted)), None);
         assert!(matches!(look.state, Listening::Done));
 
         let mut look = ListenerLook::new(8080);
-        assert!(look.nothing_yet(Some(&running), None).is_some());
+        assert!(look.nothing_yet(Some(&running)).is_some());
         look.heard(&Answer::Status {
             code: 200,
             body: String::new(),
         });
         assert!(matches!(look.state, Listening::Done));
-        assert_eq!(look.nothing_yet(Some(&running), None), None);
+        assert_eq!(look.nothing_yet(Some(&running)), None);
     }
 
     #[test]
