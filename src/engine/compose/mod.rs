@@ -20,6 +20,7 @@ mod fake_box;
 mod health_gate;
 mod hooks;
 mod inflight;
+mod listener_look;
 pub mod nft_switch;
 pub mod observe;
 mod ops;
