@@ -87,26 +87,54 @@ type Ask = (
 );
 
 impl InNetns {
-    /// Enters the network namespace of process `pid`. An error when it cannot be opened or
-    /// entered (the process is gone, no privilege), or when it is this process's own: a look
-    /// there is one [`count`] gives already, and a caller asking of a container's namespace
-    /// would be told of the host's sockets.
-    pub fn of_process(pid: u32) -> anyhow::Result<InNetns> {
-        Self::at(&format!("/proc/{pid}/ns/net"))
-    }
-
-    /// [`InNetns::of_process`], given the namespace's link (`/proc/…/ns/net`).
-    fn at(path: &str) -> anyhow::Result<InNetns> {
-        use std::os::fd::AsFd as _;
+    /// Enters the network namespace of process `pid`, once `vet` has accepted the process's
+    /// cgroup file (`/proc/PID/cgroup`, its text). Both are opened through one `/proc/PID`
+    /// directory descriptor, the namespace first: a descriptor that keeps naming that one
+    /// process, whose lookups fail once it has exited, so a PID reused in between is never
+    /// the one entered after another was vetted. An error when it cannot be opened or entered
+    /// (the process is gone, no privilege), when `vet` refuses, or when the namespace is this
+    /// process's own: a look there is one [`count`] gives already, and a caller asking of a
+    /// container's namespace would be told of the host's sockets.
+    pub fn of_process(
+        pid: u32,
+        vet: impl FnOnce(&str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<InNetns> {
+        use std::io::Read as _;
         use std::os::unix::fs::MetadataExt as _;
-        let namespace = std::fs::File::open(path).with_context(|| format!("open {path}"))?;
-        let ours = std::fs::metadata("/proc/self/ns/net").context("read /proc/self/ns/net")?;
+        let dir = format!("/proc/{pid}");
+        let process = std::fs::File::open(&dir).with_context(|| format!("open {dir}"))?;
+        let open_in = |name: &str| -> anyhow::Result<std::fs::File> {
+            let fd = rustix::fs::openat(
+                &process,
+                name,
+                rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::CLOEXEC,
+                rustix::fs::Mode::empty(),
+            )
+            .map_err(std::io::Error::from)
+            .with_context(|| format!("open {dir}/{name}"))?;
+            Ok(std::fs::File::from(fd))
+        };
+        let namespace = open_in("ns/net")?;
+        let mut cgroup = String::new();
+        open_in("cgroup")?
+            .read_to_string(&mut cgroup)
+            .with_context(|| format!("read {dir}/cgroup"))?;
+        vet(&cgroup)?;
+        let path = format!("{dir}/ns/net");
+        let ours = std::fs::metadata("/proc/thread-self/ns/net")
+            .context("read /proc/thread-self/ns/net")?;
         let theirs = namespace
             .metadata()
             .with_context(|| format!("read {path}"))?;
         if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
             anyhow::bail!("{path} is this process's own network namespace");
         }
+        Self::enter(namespace, &path)
+    }
+
+    /// A thread of its own moved into `namespace` (named `path` in errors), serving looks.
+    fn enter(namespace: std::fs::File, path: &str) -> anyhow::Result<InNetns> {
+        use std::os::fd::AsFd as _;
         let (entered_tx, entered_rx) = std::sync::mpsc::channel();
         let (asks, asked) = std::sync::mpsc::channel::<Ask>();
         std::thread::Builder::new()
@@ -415,7 +443,7 @@ print(s.getsockname()[1], flush=True)\n\
 sys.stdin.readline(); s.close(); print('closed', flush=True); sys.stdin.readline()\n";
         let (mut inside, mut said) = python_in_a_netns_of_its_own(script);
         let port: u16 = said.next().unwrap().unwrap().trim().parse().unwrap();
-        let look = InNetns::of_process(inside.id()).unwrap();
+        let look = InNetns::of_process(inside.id(), |_| Ok(())).unwrap();
         assert_eq!(look.count(State::Listening, &[port]).unwrap(), 1);
         assert_eq!(look.count(State::Listening, &[port ^ 1]).unwrap(), 0);
         // The host's own table is another: what it counts on that port is not the namespace's.
@@ -434,16 +462,16 @@ sys.stdin.readline(); s.close(); print('closed', flush=True); sys.stdin.readline
 
     #[test]
     fn this_processs_own_namespace_is_not_entered_as_another() {
-        let e = InNetns::of_process(std::process::id())
+        let e = InNetns::of_process(std::process::id(), |_| Ok(()))
             .err()
             .expect("our own namespace was taken for another")
             .to_string();
         assert!(e.contains("this process's own network namespace"), "{e}");
-        let e = InNetns::of_process(u32::MAX)
+        let e = InNetns::of_process(u32::MAX, |_| Ok(()))
             .err()
             .expect("a process that does not exist")
             .to_string();
-        assert!(e.contains(&format!("/proc/{}/ns/net", u32::MAX)), "{e}");
+        assert!(e.contains(&format!("/proc/{}", u32::MAX)), "{e}");
     }
 
     #[test]

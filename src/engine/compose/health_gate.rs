@@ -61,7 +61,8 @@ impl Gate<'_> {
         let answered = std::cell::Cell::new(false);
         // Until something listens in the container, the gate looks at its listeners rather
         // than connecting (see ListenerLook).
-        let listener = std::cell::RefCell::new(ListenerLook::new(self.loaded.config.app.port.0));
+        let listener =
+            std::cell::RefCell::new(ListenerLook::new(self.loaded.config.app.port.0, deadline));
         // The engine's look begun beside the confirmations that passed (`Watcher::look_beside`).
         let looked: std::cell::Cell<Option<Look>> = std::cell::Cell::new(None);
         let outcome = health::wait_paced(

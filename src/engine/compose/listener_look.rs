@@ -5,8 +5,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use crate::health::{self, Answer};
 
 /// The gate's pace while it looks at the new color's listeners ([`ListenerLook`]): a look
@@ -23,8 +21,10 @@ const LISTENER_LOOKS: health::FastPolls = health::FastPolls {
 
 /// While the listener look says nothing listens, an HTTP poll is made anyway this often: the
 /// look only ever holds a poll back, and were it ever wrong (a namespace this cannot know of,
-/// a template publishing another port) the gate would still pass, this much later; and an
-/// HTTP answer to such a poll ends the looks.
+/// a runtime whose sockets are not the kernel's, a template publishing another port) the gate
+/// would still pass, this much later; and an HTTP answer to such a poll ends the looks. For
+/// the same reason the looks end this long before the gate's deadline: its last moments are
+/// polled, so a wrong look cannot turn a late pass into a timeout.
 const POLL_ANYWAY_EVERY: Duration = Duration::from_millis(250);
 
 /// The new color's container as the watcher last saw it running, alone for its service.
@@ -46,13 +46,17 @@ pub(super) struct Running {
 pub(super) struct ListenerLook {
     port: u16,
     state: Listening,
-    /// When the last HTTP poll went out (or the gate began).
+    /// When the last HTTP poll was answered (or the gate began).
     polled: std::time::Instant,
+    /// The gate's deadline: the looks end [`POLL_ANYWAY_EVERY`] before it.
+    deadline: std::time::Instant,
     /// The last HTTP poll's answer, in words, for the words of the wait.
     last_poll: Option<String>,
     /// The gate's rounds that were a look, not a poll.
     pub held_back: u32,
-    began: std::time::Instant,
+    /// Whether a process is the container's, by its cgroup file ([`in_the_container`]; a
+    /// stand-in's for the tests).
+    vet: fn(&str, &Running) -> anyhow::Result<()>,
 }
 
 enum Listening {
@@ -62,21 +66,23 @@ enum Listening {
         inside: crate::sock_diag::InNetns,
         entered: Running,
         looks: u32,
+        since: std::time::Instant,
     },
     /// Something listened (the gate polls from now on), or the look cannot be had.
     Done,
 }
 
 impl ListenerLook {
-    pub fn new(port: u16) -> ListenerLook {
+    pub fn new(port: u16, deadline: std::time::Instant) -> ListenerLook {
         let now = std::time::Instant::now();
         ListenerLook {
             port,
             state: Listening::Unknown,
             polled: now,
+            deadline,
             last_poll: None,
             held_back: 0,
-            began: now,
+            vet: in_the_container,
         }
     }
 
@@ -89,17 +95,31 @@ impl ListenerLook {
             // not the one the probe reaches.
             (Listening::Looking { entered, .. }, Some(now)) if entered != now => {
                 self.end(&format!(
-                    "the container's process changed ({} → {})",
-                    entered.pid, now.pid
+                    "the container's process changed (pid {} of {} → pid {} of {})",
+                    entered.pid,
+                    short(&entered.id),
+                    now.pid,
+                    short(&now.id)
                 ))
             }
+            // Gone, or more than one container for the service: which one the probe reaches
+            // is not known.
+            (Listening::Looking { .. }, None) => {
+                self.end("the watcher no longer names one running container")
+            }
             _ => {}
+        }
+        if self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now())
+            <= POLL_ANYWAY_EVERY
+        {
+            self.end("the gate's deadline is near: its last moments are polled");
         }
         let Listening::Looking { inside, looks, .. } = &mut self.state else {
             return None;
         };
         if self.polled.elapsed() >= POLL_ANYWAY_EVERY {
-            self.polled = std::time::Instant::now();
             return None;
         }
         *looks += 1;
@@ -126,6 +146,7 @@ impl ListenerLook {
     /// An HTTP poll's answer, kept for the words of the wait: one that came while no
     /// listener was seen ends the looks (they cannot be seeing what the probe reaches).
     pub fn heard(&mut self, answer: &Answer) {
+        self.polled = std::time::Instant::now();
         self.last_poll = Some(answer.describe());
         if matches!(answer, Answer::Status { .. })
             && matches!(self.state, Listening::Looking { .. })
@@ -144,13 +165,14 @@ impl ListenerLook {
 
     fn enter(&mut self, running: &Running) {
         let started = std::time::Instant::now();
-        let entered = in_the_container(running)
-            .and_then(|()| crate::sock_diag::InNetns::of_process(running.pid));
+        let vet = self.vet;
+        let entered =
+            crate::sock_diag::InNetns::of_process(running.pid, |cgroup| vet(cgroup, running));
         crate::process::trace(
             &format!(
                 "sock_diag: enter the network namespace of pid {} (container {})",
                 running.pid,
-                running.id.get(..12).unwrap_or(&running.id)
+                short(&running.id)
             ),
             started.elapsed(),
             &match &entered {
@@ -163,6 +185,7 @@ impl ListenerLook {
                 inside,
                 entered: running.clone(),
                 looks: 0,
+                since: std::time::Instant::now(),
             },
             Err(_) => Listening::Done,
         };
@@ -170,7 +193,7 @@ impl ListenerLook {
 
     /// Ends the looks, traced once for `-v` (one line per look would drown it).
     fn end(&mut self, why: &str) {
-        if let Listening::Looking { looks, .. } =
+        if let Listening::Looking { looks, since, .. } =
             std::mem::replace(&mut self.state, Listening::Done)
         {
             crate::process::trace(
@@ -178,7 +201,7 @@ impl ListenerLook {
                     "sock_diag: {looks} look(s) for a listener on port {} in the container",
                     self.port
                 ),
-                self.began.elapsed(),
+                since.elapsed(),
                 why,
             );
         }
@@ -191,16 +214,34 @@ impl Drop for ListenerLook {
     }
 }
 
-/// Whether process `pid` is the container's: its cgroup names the container (Docker's
-/// `docker-<id>.scope` or `/docker/<id>`), so a PID the engine gave that was reused since, or
-/// that means another process in this PID namespace (cutover in a container), is not entered.
-fn in_the_container(running: &Running) -> anyhow::Result<()> {
-    let path = format!("/proc/{}/cgroup", running.pid);
-    let cgroup = std::fs::read_to_string(&path).with_context(|| format!("read {path}"))?;
-    if running.id.len() < 12 || !cgroup.contains(&running.id) {
-        anyhow::bail!("{path} does not name container {}", running.id);
+/// Whether the process whose cgroup file reads `cgroup` is the container's: a cgroup of it
+/// ends in the container's id (Docker's `/docker/<id>` or `…/docker-<id>.scope`), so a PID the
+/// engine gave that was reused since, or that means another process in this PID namespace
+/// (cutover in a container), is not entered; nor one in a cgroup that merely has the id
+/// inside its name (anyone with a delegated cgroup could make one).
+fn in_the_container(cgroup: &str, running: &Running) -> anyhow::Result<()> {
+    let id = running.id.as_str();
+    let names_it = |line: &str| {
+        let last = line.rsplit('/').next().unwrap_or_default();
+        last == id
+            || last
+                .strip_prefix("docker-")
+                .and_then(|l| l.strip_suffix(".scope"))
+                == Some(id)
+    };
+    if id.len() < 12 || !cgroup.lines().any(names_it) {
+        anyhow::bail!(
+            "/proc/{}/cgroup does not name container {}",
+            running.pid,
+            running.id
+        );
     }
     Ok(())
+}
+
+/// A container id as `docker ps` shows it.
+fn short(id: &str) -> &str {
+    id.get(..12).unwrap_or(id)
 }
 
 #[cfg(test)]
@@ -224,12 +265,13 @@ print('listening', flush=True); sys.stdin.readline()\n";
             let (app, mut said) = crate::sock_diag::tests::python_in_a_netns_of_its_own(script);
             assert_eq!(said.next().unwrap().unwrap(), "inside");
             let pid = app.id();
-            let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-            let id = cgroup.trim().to_string();
             Inside {
                 app,
                 said,
-                running: Running { id, pid },
+                running: Running {
+                    id: "0123456789abcdef-inside".into(),
+                    pid,
+                },
             }
         }
 
@@ -247,31 +289,76 @@ print('listening', flush=True); sys.stdin.readline()\n";
         }
     }
 
+    /// A gate far from its deadline.
+    fn look() -> ListenerLook {
+        ListenerLook::new(8080, std::time::Instant::now() + Duration::from_secs(60))
+    }
+
+    /// [`look`], taking [`Inside`]'s stand-in process for the container.
+    fn look_inside() -> ListenerLook {
+        let mut look = look();
+        look.vet = |_, running| match running.id.ends_with("-inside") {
+            true => Ok(()),
+            false => anyhow::bail!("not the stand-in"),
+        };
+        look
+    }
+
     #[test]
     fn the_listener_look_is_not_had_without_a_process_or_for_one_outside_the_container() {
-        assert_eq!(ListenerLook::new(8080).nothing_yet(None), None);
+        assert_eq!(look().nothing_yet(None), None);
         // This process: its cgroup does not name the container.
-        let mut look = ListenerLook::new(8080);
+        let mut stranger_look = look();
         let stranger = Running {
             id: "0123456789abcdef0123".into(),
             pid: std::process::id(),
         };
-        let e = in_the_container(&stranger).unwrap_err().to_string();
-        assert!(
-            e.contains("does not name container 0123456789abcdef0123"),
-            "{e}"
-        );
-        assert_eq!(look.nothing_yet(Some(&stranger)), None);
-        assert!(matches!(look.state, Listening::Done));
-        // Named by its cgroup, but in this process's own namespace.
-        let cgroup = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+        assert_eq!(stranger_look.nothing_yet(Some(&stranger)), None);
+        assert!(matches!(stranger_look.state, Listening::Done));
+        // Taken for the container, but in this process's own namespace.
         let own = Running {
-            id: cgroup.trim().to_string(),
+            id: "0123456789abcdef-inside".into(),
             pid: std::process::id(),
         };
-        let mut look = ListenerLook::new(8080);
-        assert_eq!(look.nothing_yet(Some(&own)), None);
-        assert!(matches!(look.state, Listening::Done));
+        let mut own_look = look_inside();
+        assert_eq!(own_look.nothing_yet(Some(&own)), None);
+        assert!(matches!(own_look.state, Listening::Done));
+    }
+
+    #[test]
+    fn a_process_is_the_containers_only_when_a_cgroup_of_it_ends_in_the_containers_id() {
+        let id = "4f2c0e9a1b3d5f7e9a1b3d5f7e9a1b3d5f7e9a1b3d5f7e9a1b3d5f7e9a1b3d5f";
+        let running = Running {
+            id: id.into(),
+            pid: 42,
+        };
+        for named in [
+            format!("0::/system.slice/docker-{id}.scope\n"),
+            format!("12:pids:/docker/{id}\n0::/docker/{id}\n"),
+            format!("4:memory:/\n1:cpu:/docker/{id}\n"),
+        ] {
+            assert!(in_the_container(&named, &running).is_ok(), "{named}");
+        }
+        for not_named in [
+            "0::/\n".to_string(),
+            format!("0::/user.slice/x{id}y\n"),
+            format!("0::/user.slice/docker-{id}.scope/child\n"),
+            format!("0::/docker/{id}/nested\n"),
+            format!("0::/docker-{id}\n"),
+        ] {
+            let e = in_the_container(&not_named, &running)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains(&format!("/proc/42/cgroup does not name container {id}")),
+                "{not_named}: {e}"
+            );
+        }
+        let short = Running {
+            id: "4f2c0e".into(),
+            pid: 42,
+        };
+        assert!(in_the_container("0::/docker/4f2c0e\n", &short).is_err());
     }
 
     #[test]
@@ -281,7 +368,7 @@ print('listening', flush=True); sys.stdin.readline()\n";
         }
         let mut inside = Inside::start();
         let running = inside.running.clone();
-        let mut look = ListenerLook::new(8080);
+        let mut look = look_inside();
         assert_eq!(
             look.nothing_yet(Some(&running)).as_deref(),
             Some("nothing listens on port 8080 in the container yet")
@@ -312,7 +399,7 @@ print('listening', flush=True); sys.stdin.readline()\n";
         }
         let inside = Inside::start();
         let running = inside.running.clone();
-        let mut look = ListenerLook::new(8080);
+        let mut look = look_inside();
         assert!(look.nothing_yet(Some(&running)).is_some());
         let restarted = Running {
             pid: running.pid + 1,
@@ -321,7 +408,7 @@ print('listening', flush=True); sys.stdin.readline()\n";
         assert_eq!(look.nothing_yet(Some(&restarted)), None);
         assert!(matches!(look.state, Listening::Done));
 
-        let mut look = ListenerLook::new(8080);
+        let mut look = look_inside();
         assert!(look.nothing_yet(Some(&running)).is_some());
         look.heard(&Answer::Status {
             code: 200,
@@ -329,5 +416,33 @@ print('listening', flush=True); sys.stdin.readline()\n";
         });
         assert!(matches!(look.state, Listening::Done));
         assert_eq!(look.nothing_yet(Some(&running)), None);
+
+        // The watcher naming no single container (gone, or scaled to two).
+        let mut look = look_inside();
+        assert!(look.nothing_yet(Some(&running)).is_some());
+        assert_eq!(look.nothing_yet(None), None);
+        assert!(matches!(look.state, Listening::Done));
+    }
+
+    #[test]
+    fn the_gates_last_moments_are_polled_not_looked_at() {
+        if !crate::sock_diag::tests::root_or_say_so("the_gates_last_moments_are_polled…") {
+            return;
+        }
+        let inside = Inside::start();
+        let running = inside.running.clone();
+        let mut look = look_inside();
+        assert!(look.nothing_yet(Some(&running)).is_some());
+        // Nothing listens in the stand-in; still, within POLL_ANYWAY_EVERY of the deadline
+        // every round is a poll, and the looks are over.
+        look.deadline = std::time::Instant::now() + POLL_ANYWAY_EVERY / 2;
+        assert_eq!(look.nothing_yet(Some(&running)), None);
+        assert!(matches!(look.state, Listening::Done));
+        assert_eq!(look.pace(Duration::ZERO), None);
+        // A gate whose timeout is shorter than that never looks at all.
+        let mut short = look_inside();
+        short.deadline = std::time::Instant::now() + POLL_ANYWAY_EVERY;
+        assert_eq!(short.nothing_yet(Some(&running)), None);
+        assert!(matches!(short.state, Listening::Done));
     }
 }
