@@ -366,6 +366,12 @@ bash scripts/release.sh --profile dev --out "$CUTOVER_TEST_RELEASE_DIR" >/dev/nu
 test_log=$(mktemp)
 cleanup_files+=("$test_log")
 
+# Test threads: 4, not libtest's default of one per core. The integration tests mostly wait
+# (a container's boot, a health gate, a drain window, a settle window): over the integration
+# binary at 2 threads this 2-core box was 44% busy (/proc/stat; 2026-12-07, BENCHMARKS.md
+# "The whole suite's wall time"). RUST_TEST_THREADS set by the caller wins.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
+
 section "cargo test --workspace (compose v2)"
 cargo test --workspace --locked 2>&1 | tee -a "$test_log"
 
