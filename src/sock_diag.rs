@@ -47,9 +47,28 @@ const REPLY_ROOM: usize = 64 * 1024;
 /// the local port, for [`State::Established`] either end's (both ends of a loopback
 /// connection are on this box, and each counts). `crate::host` traces it for `-v`.
 pub fn count(state: State, ports: &[u16]) -> anyhow::Result<usize> {
+    count_through(None, &mut vec![0; REPLY_ROOM], state, ports)
+}
+
+/// [`count`], each dump asked of `socket` when given (every dump on it read to its end, or
+/// the caller uses it no more), else of a socket of its own; replies read into `buf`.
+fn count_through(
+    socket: Option<&Socket>,
+    buf: &mut [u8],
+    state: State,
+    ports: &[u16],
+) -> anyhow::Result<usize> {
     let deadline = Instant::now() + REPLY_WITHIN;
     let counted = [AF_INET, AF_INET6].into_iter().try_fold(0, |sum, family| {
-        Ok::<_, anyhow::Error>(sum + dump(family, state, ports, deadline)?)
+        let fresh;
+        let socket = match socket {
+            Some(socket) => socket,
+            None => {
+                fresh = open()?;
+                &fresh
+            }
+        };
+        Ok::<_, anyhow::Error>(sum + dump(socket, buf, family, state, ports, deadline)?)
     });
     counted.with_context(|| {
         format!(
@@ -70,21 +89,18 @@ impl State {
 }
 
 /// Looks asked inside another network namespace: a container's, named by one of its processes
-/// (`/proc/PID/ns/net`). setns(2) moves only the calling thread, so a thread of its own enters
-/// the namespace and asks there (every dump's socket is opened by it, so in it), and the rest
-/// of cutover stays in the host's. Entering needs CAP_SYS_ADMIN over the namespace (root):
-/// [`InNetns::of_process`] fails without it, and the caller goes without these looks. Dropped,
-/// the thread ends.
+/// (`/proc/PID/ns/net`). A netlink socket answers for the namespace it was opened in, and
+/// setns(2) moves only the calling thread: so a short-lived thread of its own enters the
+/// namespace, opens the one socket every look asks through, hands it back and ends; the rest
+/// of cutover stays in the host's. A look is then two dumps on that socket into one buffer
+/// (no thread to wake, no socket to open). Entering needs CAP_SYS_ADMIN over the namespace
+/// (root): [`InNetns::of_process`] fails without it, and the caller goes without these looks.
+/// A look that fails leaves the socket unread to an unknown point: every look after it fails.
 pub struct InNetns {
-    asks: std::sync::mpsc::Sender<Ask>,
+    socket: Socket,
+    buf: Vec<u8>,
+    spent: bool,
 }
-
-/// A look for the thread in the namespace, and where its count goes.
-type Ask = (
-    State,
-    Vec<u16>,
-    std::sync::mpsc::Sender<anyhow::Result<usize>>,
-);
 
 impl InNetns {
     /// Enters the network namespace of process `pid`, once `vet` has accepted the process's
@@ -132,52 +148,55 @@ impl InNetns {
         Self::enter(namespace, &path)
     }
 
-    /// A thread of its own moved into `namespace` (named `path` in errors), serving looks.
+    /// The socket of the looks, opened by a thread of its own moved into `namespace` (named
+    /// `path` in errors); the thread ends with it handed back.
     fn enter(namespace: std::fs::File, path: &str) -> anyhow::Result<InNetns> {
         use std::os::fd::AsFd as _;
-        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
-        let (asks, asked) = std::sync::mpsc::channel::<Ask>();
-        std::thread::Builder::new()
-            .name("sock_diag-netns".into())
-            .spawn(move || {
-                let entered = rustix::thread::move_into_link_name_space(
-                    namespace.as_fd(),
-                    Some(rustix::thread::LinkNameSpaceType::Network),
-                );
-                drop(namespace);
-                let inside = entered.is_ok();
-                let _ = entered_tx.send(entered);
-                if inside {
-                    for (state, ports, answer) in asked {
-                        let _ = answer.send(count(state, &ports));
-                    }
-                }
-            })
-            .context("start a thread for the looks in another network namespace")?;
-        match entered_rx.recv() {
-            Ok(Ok(())) => Ok(InNetns { asks }),
-            Ok(Err(e)) => {
-                Err(std::io::Error::from(e)).with_context(|| format!("enter the namespace {path}"))
-            }
-            Err(_) => anyhow::bail!("the thread entering {path} ended without a word"),
-        }
+        let opened = std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .name("sock_diag-netns".into())
+                .spawn_scoped(scope, || {
+                    rustix::thread::move_into_link_name_space(
+                        namespace.as_fd(),
+                        Some(rustix::thread::LinkNameSpaceType::Network),
+                    )
+                    .map_err(std::io::Error::from)
+                    .with_context(|| format!("enter the namespace {path}"))?;
+                    open()
+                })
+                .context("start a thread to enter another network namespace")?
+                .join()
+                .map_err(|_| anyhow::anyhow!("the thread entering {path} panicked"))?
+        })?;
+        Ok(InNetns {
+            socket: opened,
+            buf: vec![0; REPLY_ROOM],
+            spent: false,
+        })
     }
 
     /// [`count`], asked inside the namespace.
-    pub fn count(&self, state: State, ports: &[u16]) -> anyhow::Result<usize> {
-        let gone = || anyhow::anyhow!("the thread asking in the other network namespace ended");
-        let (answer, answered) = std::sync::mpsc::channel();
-        self.asks
-            .send((state, ports.to_vec(), answer))
-            .map_err(|_| gone())?;
-        answered.recv().map_err(|_| gone())?
+    pub fn count(&mut self, state: State, ports: &[u16]) -> anyhow::Result<usize> {
+        if self.spent {
+            anyhow::bail!("an earlier look in this network namespace failed");
+        }
+        let counted = count_through(Some(&self.socket), &mut self.buf, state, ports);
+        self.spent = counted.is_err();
+        counted
     }
 }
 
 /// One family's dump, counted; asked again while the kernel marks it interrupted.
-fn dump(family: u8, state: State, ports: &[u16], deadline: Instant) -> anyhow::Result<usize> {
+fn dump(
+    socket: &Socket,
+    buf: &mut [u8],
+    family: u8,
+    state: State,
+    ports: &[u16],
+    deadline: Instant,
+) -> anyhow::Result<usize> {
     for _ in 0..DUMP_TRIES {
-        let tally = dump_once(family, state, ports, deadline)?;
+        let tally = dump_once(socket, buf, family, state, ports, deadline)?;
         if !tally.interrupted {
             return Ok(tally.count);
         }
@@ -200,9 +219,16 @@ fn open() -> anyhow::Result<Socket> {
     Ok(socket)
 }
 
-/// One dump, asked of a socket of its own (a fresh one: only this dump's replies reach it).
-fn dump_once(family: u8, state: State, ports: &[u16], deadline: Instant) -> anyhow::Result<Tally> {
-    let socket = open()?;
+/// One dump, asked of `socket` (one whose earlier dumps were each read to their end: only
+/// this dump's replies reach it), read into `buf`.
+fn dump_once(
+    socket: &Socket,
+    buf: &mut [u8],
+    family: u8,
+    state: State,
+    ports: &[u16],
+    deadline: Instant,
+) -> anyhow::Result<Tally> {
     let mut header = NetlinkHeader::default();
     header.flags = NLM_F_REQUEST | NLM_F_DUMP;
     let mut request = NetlinkMessage::new(
@@ -238,9 +264,8 @@ fn dump_once(family: u8, state: State, ports: &[u16], deadline: Instant) -> anyh
         }
     };
     let mut tally = Tally::default();
-    let mut buf = vec![0; REPLY_ROOM];
     loop {
-        let size = receive(&socket, &mut buf, deadline)?;
+        let size = receive(socket, buf, deadline)?;
         if tally.take(&buf[..size], on_port)? {
             return Ok(tally);
         }
@@ -443,7 +468,7 @@ print(s.getsockname()[1], flush=True)\n\
 sys.stdin.readline(); s.close(); print('closed', flush=True); sys.stdin.readline()\n";
         let (mut inside, mut said) = python_in_a_netns_of_its_own(script);
         let port: u16 = said.next().unwrap().unwrap().trim().parse().unwrap();
-        let look = InNetns::of_process(inside.id(), |_| Ok(())).unwrap();
+        let mut look = InNetns::of_process(inside.id(), |_| Ok(())).unwrap();
         assert_eq!(look.count(State::Listening, &[port]).unwrap(), 1);
         assert_eq!(look.count(State::Listening, &[port ^ 1]).unwrap(), 0);
         // The host's own table is another: what it counts on that port is not the namespace's.
@@ -665,7 +690,9 @@ sys.stdin.readline(); s.close(); print('closed', flush=True); sys.stdin.readline
         held.push((client, ours.accept().unwrap().0));
         let deadline = Instant::now() + REPLY_WITHIN;
         let sent = |family, state, ports: &[u16]| {
-            let tally = dump_once(family, state, ports, deadline).unwrap();
+            let mut buf = vec![0; REPLY_ROOM];
+            let tally =
+                dump_once(&open().unwrap(), &mut buf, family, state, ports, deadline).unwrap();
             assert_eq!(tally.sent, tally.count, "{family} {state:?} {ports:?}");
             tally.count
         };

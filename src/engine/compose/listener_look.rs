@@ -7,16 +7,18 @@ use std::time::Duration;
 
 use crate::health::{self, Answer};
 
-/// The gate's pace while it looks at the new color's listeners ([`ListenerLook`]): a look
-/// is two sock_diag dumps in the container's network namespace (0.16 ms, 0.13 ms of CPU in a
-/// release build on the benchmark box; no connection, no conntrack entry), so the gate sees
-/// the app's port open within ~2 ms of its `listen` for the first second; then, backing off
-/// as the polls do, one per 5 ms at most: a slow boot costs ~3% of a core while it lasts,
-/// not 7%.
+/// The gate's pace while it looks at the new color's listeners ([`ListenerLook`]): one look
+/// per 2 ms for the whole boot. A look is two sock_diag dumps on one socket opened in the
+/// container's network namespace (0.022 ms, as much CPU, in a release build on the benchmark
+/// box: `examples/look-cost.rs`; no connection, no conntrack entry), so a boot of any length
+/// costs ~1% of a core while it lasts, and the gate sees the app's port open within ~2 ms of
+/// its `listen`. (When each look opened its sockets on a thread of its own it cost 0.07–0.13
+/// ms, and the looks backed off to 5 ms after the first second: the 5 s boot's pass came ~4 ms
+/// later than the 1 s boot's.)
 const LISTENER_LOOKS: health::FastPolls = health::FastPolls {
     every: Duration::from_millis(2),
     for_first: Duration::from_secs(1),
-    at_most: Duration::from_millis(5),
+    at_most: Duration::from_millis(2),
 };
 
 /// While the listener look says nothing listens, an HTTP poll is made anyway this often: the
@@ -376,7 +378,7 @@ print('listening', flush=True); sys.stdin.readline()\n";
         assert_eq!(look.pace(Duration::ZERO), Some(Duration::from_millis(2)));
         assert_eq!(
             look.pace(Duration::from_secs(60)),
-            Some(Duration::from_millis(5))
+            Some(Duration::from_millis(2))
         );
         // Now and then a poll anyway; its answer is in the words after.
         look.polled -= POLL_ANYWAY_EVERY;
