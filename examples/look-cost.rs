@@ -1,7 +1,9 @@
 //! What one of the health gate's listener looks costs (`sock_diag::InNetns::count`, as
 //! `engine/compose/listener_look.rs` asks it): a process in a network namespace of its own
-//! listens on 8080 there, and 5,000 looks for a listener on another port (the answer the gate
-//! gets while the app boots) are timed, wall and CPU. Needs root (unshare, setns) and python3.
+//! listens on 8080 there, and 20,000 looks for a listener on another port (the answer the gate
+//! gets while the app boots) are timed back to back, wall and CPU (the CPU from
+//! `/proc/self/stat`'s 10 ms ticks: ~0.5 s of them, so within ~2%). A gate's round also pays a
+//! timer's wake-up, not counted here. Needs root (unshare, setns) and python3.
 //!
 //!   cargo run --release --example look-cost [-- LOOKS]
 
@@ -12,7 +14,7 @@ use cutover::sock_diag::{InNetns, State};
 fn main() -> anyhow::Result<()> {
     let looks: u32 = match std::env::args().nth(1) {
         Some(n) => n.parse()?,
-        None => 5_000,
+        None => 20_000,
     };
     let mut inside = std::process::Command::new("unshare")
         .args(["--net", "python3", "-c"])

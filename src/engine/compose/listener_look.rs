@@ -11,12 +11,13 @@ use crate::health::{self, Answer};
 /// per 2 ms for the whole boot. A look is two sock_diag dumps on one socket opened in the
 /// container's network namespace (0.022 ms, as much CPU, in a release build on the benchmark
 /// box: `examples/look-cost.rs`; no connection, no conntrack entry), so a boot of any length
-/// costs ~1% of a core while it lasts, and the gate sees the app's port open within ~2 ms of
+/// costs ~1% of a core while it lasts (more with the wake-up of each round), and the gate sees the app's port open within ~2 ms of
 /// its `listen`. (When each look opened its sockets on a thread of its own it cost 0.07–0.13
 /// ms, and the looks backed off to 5 ms after the first second: the 5 s boot's pass came ~4 ms
 /// later than the 1 s boot's.)
 const LISTENER_LOOKS: health::FastPolls = health::FastPolls {
     every: Duration::from_millis(2),
+    // No back-off (`at_most` is `every`): this only says when it would begin.
     for_first: Duration::from_secs(1),
     at_most: Duration::from_millis(2),
 };
