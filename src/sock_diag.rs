@@ -47,35 +47,19 @@ const REPLY_ROOM: usize = 64 * 1024;
 /// the local port, for [`State::Established`] either end's (both ends of a loopback
 /// connection are on this box, and each counts). `crate::host` traces it for `-v`.
 pub fn count(state: State, ports: &[u16]) -> anyhow::Result<usize> {
-    count_through(None, &mut vec![0; REPLY_ROOM], state, ports)
+    let socket = open().with_context(|| state.asked_on(ports))?;
+    Look::new(&socket, &mut vec![0; REPLY_ROOM], state, ports).count()
 }
 
-/// [`count`], each dump asked of `socket` when given (every dump on it read to its end, or
-/// the caller uses it no more), else of a socket of its own; replies read into `buf`.
-fn count_through(
-    socket: Option<&Socket>,
-    buf: &mut [u8],
+/// One look: both families' dumps, asked through `socket` one after the other (each read to
+/// its end before the next is asked, so only its own replies reach the socket), read into
+/// `buf`, all within [`REPLY_WITHIN`].
+struct Look<'a> {
+    socket: &'a Socket,
+    buf: &'a mut [u8],
     state: State,
-    ports: &[u16],
-) -> anyhow::Result<usize> {
-    let deadline = Instant::now() + REPLY_WITHIN;
-    let counted = [AF_INET, AF_INET6].into_iter().try_fold(0, |sum, family| {
-        let fresh;
-        let socket = match socket {
-            Some(socket) => socket,
-            None => {
-                fresh = open()?;
-                &fresh
-            }
-        };
-        Ok::<_, anyhow::Error>(sum + dump(socket, buf, family, state, ports, deadline)?)
-    });
-    counted.with_context(|| {
-        format!(
-            "ask the kernel for the TCP sockets {} on port(s) {ports:?}",
-            state.words()
-        )
-    })
+    ports: &'a [u16],
+    deadline: Instant,
 }
 
 impl State {
@@ -85,6 +69,14 @@ impl State {
             State::Listening => "listening",
             State::Established => "established",
         }
+    }
+
+    /// The look, in words, for its errors.
+    fn asked_on(self, ports: &[u16]) -> String {
+        format!(
+            "ask the kernel for the TCP sockets {} on port(s) {ports:?}",
+            self.words()
+        )
     }
 }
 
@@ -182,31 +174,90 @@ impl InNetns {
         }
         // Spent until the look has read its dumps to their ends (a panic in between too).
         self.spent = true;
-        let counted = count_through(Some(&self.socket), &mut self.buf, state, ports);
+        let counted = Look::new(&self.socket, &mut self.buf, state, ports).count();
         self.spent = counted.is_err();
         counted
     }
 }
 
-/// One family's dump, counted; asked again while the kernel marks it interrupted.
-fn dump(
-    socket: &Socket,
-    buf: &mut [u8],
-    family: u8,
-    state: State,
-    ports: &[u16],
-    deadline: Instant,
-) -> anyhow::Result<usize> {
-    for _ in 0..DUMP_TRIES {
-        let tally = dump_once(socket, buf, family, state, ports, deadline)?;
-        if !tally.interrupted {
-            return Ok(tally.count);
+impl<'a> Look<'a> {
+    fn new(socket: &'a Socket, buf: &'a mut [u8], state: State, ports: &'a [u16]) -> Look<'a> {
+        Look {
+            socket,
+            buf,
+            state,
+            ports,
+            deadline: Instant::now() + REPLY_WITHIN,
         }
     }
-    anyhow::bail!(
-        "the kernel's sock_diag dump was interrupted by changes to the socket table \
-         {DUMP_TRIES} times in a row (NLM_F_DUMP_INTR)"
-    )
+
+    /// The sockets both families' dumps counted.
+    fn count(mut self) -> anyhow::Result<usize> {
+        let counted = [AF_INET, AF_INET6].into_iter().try_fold(0, |sum, family| {
+            Ok::<_, anyhow::Error>(sum + self.dump(family)?)
+        });
+        counted.with_context(|| self.state.asked_on(self.ports))
+    }
+
+    /// One family's dump, counted; asked again while the kernel marks it interrupted.
+    fn dump(&mut self, family: u8) -> anyhow::Result<usize> {
+        for _ in 0..DUMP_TRIES {
+            let tally = self.dump_once(family)?;
+            if !tally.interrupted {
+                return Ok(tally.count);
+            }
+        }
+        anyhow::bail!(
+            "the kernel's sock_diag dump was interrupted by changes to the socket table \
+             {DUMP_TRIES} times in a row (NLM_F_DUMP_INTR)"
+        )
+    }
+
+    /// One dump, asked and read to its end.
+    fn dump_once(&mut self, family: u8) -> anyhow::Result<Tally> {
+        let (state, ports) = (self.state, self.ports);
+        let mut header = NetlinkHeader::default();
+        header.flags = NLM_F_REQUEST | NLM_F_DUMP;
+        let mut request = NetlinkMessage::new(
+            header,
+            SockDiagMessage::InetRequest(InetRequest {
+                family,
+                protocol: IPPROTO_TCP,
+                extensions: ExtensionFlags::empty(),
+                states: match state {
+                    State::Listening => StateFlags::LISTEN,
+                    State::Established => StateFlags::ESTABLISHED,
+                },
+                socket_id: match family {
+                    AF_INET6 => SocketId::new_v6(),
+                    _ => SocketId::new_v4(),
+                },
+            })
+            .into(),
+        );
+        request.finalize();
+        let mut bytes = vec![0; request.buffer_len()];
+        request.serialize(&mut bytes);
+        bytes.extend(port_filter(state, ports));
+        let length = u32::try_from(bytes.len()).context("a sock_diag request over 4 GiB")?;
+        bytes[..4].copy_from_slice(&length.to_ne_bytes());
+        self.socket
+            .send(&bytes, 0)
+            .context("send the sock_diag dump request")?;
+        let on_port = |id: &SocketId| match state {
+            State::Listening => ports.contains(&id.source_port),
+            State::Established => {
+                ports.contains(&id.source_port) || ports.contains(&id.destination_port)
+            }
+        };
+        let mut tally = Tally::default();
+        loop {
+            let size = receive(self.socket, self.buf, self.deadline)?;
+            if tally.take(&self.buf[..size], on_port)? {
+                return Ok(tally);
+            }
+        }
+    }
 }
 
 /// A NETLINK_SOCK_DIAG socket connected to the kernel.
@@ -219,59 +270,6 @@ fn open() -> anyhow::Result<Socket> {
         .connect(&SocketAddr::new(0, 0))
         .context("connect the NETLINK_SOCK_DIAG socket to the kernel")?;
     Ok(socket)
-}
-
-/// One dump, asked of `socket` (one whose earlier dumps were each read to their end: only
-/// this dump's replies reach it), read into `buf`.
-fn dump_once(
-    socket: &Socket,
-    buf: &mut [u8],
-    family: u8,
-    state: State,
-    ports: &[u16],
-    deadline: Instant,
-) -> anyhow::Result<Tally> {
-    let mut header = NetlinkHeader::default();
-    header.flags = NLM_F_REQUEST | NLM_F_DUMP;
-    let mut request = NetlinkMessage::new(
-        header,
-        SockDiagMessage::InetRequest(InetRequest {
-            family,
-            protocol: IPPROTO_TCP,
-            extensions: ExtensionFlags::empty(),
-            states: match state {
-                State::Listening => StateFlags::LISTEN,
-                State::Established => StateFlags::ESTABLISHED,
-            },
-            socket_id: match family {
-                AF_INET6 => SocketId::new_v6(),
-                _ => SocketId::new_v4(),
-            },
-        })
-        .into(),
-    );
-    request.finalize();
-    let mut bytes = vec![0; request.buffer_len()];
-    request.serialize(&mut bytes);
-    bytes.extend(port_filter(state, ports));
-    let length = u32::try_from(bytes.len()).context("a sock_diag request over 4 GiB")?;
-    bytes[..4].copy_from_slice(&length.to_ne_bytes());
-    socket
-        .send(&bytes, 0)
-        .context("send the sock_diag dump request")?;
-    let on_port = |id: &SocketId| match state {
-        State::Listening => ports.contains(&id.source_port),
-        State::Established => {
-            ports.contains(&id.source_port) || ports.contains(&id.destination_port)
-        }
-    };
-    let mut tally = Tally::default();
-    loop {
-        let size = receive(socket, buf, deadline)?;
-        if tally.take(&buf[..size], on_port)? {
-            return Ok(tally);
-        }
-    }
 }
 
 /// The request's `INET_DIAG_REQ_BYTECODE`: the kernel sends only the sockets on `ports` (the
@@ -497,7 +495,7 @@ sys.stdin.readline(); s.close(); print('closed', flush=True); sys.stdin.readline
             .err()
             .expect("a process that does not exist")
             .to_string();
-        assert!(e.contains(&format!("/proc/{}", u32::MAX)), "{e}");
+        assert!(e.contains(&format!("open /proc/{}", u32::MAX)), "{e}");
     }
 
     #[test]
@@ -689,11 +687,11 @@ sys.stdin.readline(); s.close(); print('closed', flush=True); sys.stdin.readline
         }
         let client = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
         held.push((client, ours.accept().unwrap().0));
-        let deadline = Instant::now() + REPLY_WITHIN;
         let sent = |family, state, ports: &[u16]| {
-            let mut buf = vec![0; REPLY_ROOM];
-            let tally =
-                dump_once(&open().unwrap(), &mut buf, family, state, ports, deadline).unwrap();
+            let (socket, mut buf) = (open().unwrap(), vec![0; REPLY_ROOM]);
+            let tally = Look::new(&socket, &mut buf, state, ports)
+                .dump_once(family)
+                .unwrap();
             assert_eq!(tally.sent, tally.count, "{family} {state:?} {ports:?}");
             tally.count
         };
