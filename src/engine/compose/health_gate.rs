@@ -109,7 +109,7 @@ impl Gate<'_> {
             },
             &|answer: &Answer, waited: Duration| {
                 answered.set(answered.get() || matches!(answer, Answer::Status { .. }));
-                if let Some(pace) = listener.borrow().pace(waited) {
+                if let Some(pace) = listener.borrow().pace() {
                     return pace.min(interval);
                 }
                 health::gate_pace(answer, answered.get(), interval, waited, FAST_POLLS)

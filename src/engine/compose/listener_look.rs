@@ -5,22 +5,17 @@
 
 use std::time::Duration;
 
-use crate::health::{self, Answer};
+use crate::health::Answer;
 
-/// The gate's pace while it looks at the new color's listeners ([`ListenerLook`]): one look
-/// per 2 ms for the whole boot. A look is two sock_diag dumps on one socket opened in the
-/// container's network namespace (0.022 ms, as much CPU, in a release build on the benchmark
-/// box: `examples/look-cost.rs`; no connection, no conntrack entry), so a boot of any length
-/// costs ~1% of a core while it lasts (more with the wake-up of each round), and the gate sees the app's port open within ~2 ms of
-/// its `listen`. (When each look opened its sockets on a thread of its own it cost 0.07–0.13
-/// ms, and the looks backed off to 5 ms after the first second: the 5 s boot's pass came ~4 ms
-/// later than the 1 s boot's.)
-const LISTENER_LOOKS: health::FastPolls = health::FastPolls {
-    every: Duration::from_millis(2),
-    // No back-off (`at_most` is `every`): this only says when it would begin.
-    for_first: Duration::from_secs(1),
-    at_most: Duration::from_millis(2),
-};
+/// The gate's pace while it looks at the new color's listeners ([`ListenerLook`]), for the
+/// whole boot. A look is two sock_diag dumps on one socket opened in the container's network
+/// namespace (0.022 ms, as much CPU, in a release build on the benchmark box:
+/// `examples/look-cost.rs`; no connection, no conntrack entry), so a boot of any length costs
+/// ~1% of a core while it lasts (more with the wake-up of each round), and the gate sees the
+/// app's port open within ~2 ms of its `listen`. (When each look opened its sockets on a thread
+/// of its own it cost 0.07–0.13 ms, and the looks backed off to 5 ms after the first second:
+/// the 5 s boot's pass came ~4 ms later than the 1 s boot's.)
+const LOOK_EVERY: Duration = Duration::from_millis(2);
 
 /// While the listener look says nothing listens, an HTTP poll is made anyway this often: the
 /// look only ever holds a poll back, and were it ever wrong (a namespace this cannot know of,
@@ -41,7 +36,7 @@ pub(super) struct Running {
 /// its network namespace ([`crate::sock_diag::InNetns`]) while the app boots. An HTTP poll
 /// before that is a connection through Docker's proxy (or its DNAT) that can only fail, and
 /// a conntrack entry that lingers for minutes; the look costs neither, so it can run every
-/// 2 ms ([`LISTENER_LOOKS`]) where polls back off to 25 ms. It never passes the gate: it only
+/// 2 ms ([`LOOK_EVERY`]) where polls back off to 25 ms. It never passes the gate: it only
 /// tells the gate to look again rather than connect. Wherever it cannot be had (not root, no
 /// process from the engine yet, a process not in the container's cgroup, the namespace the
 /// host's, a look that fails) the gate polls as before; and it ends, the gate polling, when
@@ -161,9 +156,9 @@ impl ListenerLook {
         }
     }
 
-    /// The wait before the next look while looking, `waited` into the gate; None otherwise.
-    pub fn pace(&self, waited: Duration) -> Option<Duration> {
-        matches!(self.state, Listening::Looking { .. }).then(|| LISTENER_LOOKS.after(waited))
+    /// The wait before the next look while looking; None otherwise.
+    pub fn pace(&self) -> Option<Duration> {
+        matches!(self.state, Listening::Looking { .. }).then_some(LOOK_EVERY)
     }
 
     fn enter(&mut self, running: &Running) {
@@ -376,11 +371,7 @@ print('listening', flush=True); sys.stdin.readline()\n";
             look.nothing_yet(Some(&running)).as_deref(),
             Some("nothing listens on port 8080 in the container yet")
         );
-        assert_eq!(look.pace(Duration::ZERO), Some(Duration::from_millis(2)));
-        assert_eq!(
-            look.pace(Duration::from_secs(60)),
-            Some(Duration::from_millis(2))
-        );
+        assert_eq!(look.pace(), Some(Duration::from_millis(2)));
         // Now and then a poll anyway; its answer is in the words after.
         look.polled -= POLL_ANYWAY_EVERY;
         assert_eq!(look.nothing_yet(Some(&running)), None);
@@ -392,7 +383,7 @@ print('listening', flush=True); sys.stdin.readline()\n";
         inside.listen();
         assert_eq!(look.nothing_yet(Some(&running)), None);
         assert!(matches!(look.state, Listening::Done));
-        assert_eq!(look.pace(Duration::ZERO), None);
+        assert_eq!(look.pace(), None);
     }
 
     #[test]
@@ -441,7 +432,7 @@ print('listening', flush=True); sys.stdin.readline()\n";
         look.deadline = std::time::Instant::now() + POLL_ANYWAY_EVERY / 2;
         assert_eq!(look.nothing_yet(Some(&running)), None);
         assert!(matches!(look.state, Listening::Done));
-        assert_eq!(look.pace(Duration::ZERO), None);
+        assert_eq!(look.pace(), None);
         // A gate whose timeout is shorter than that never looks at all.
         let mut short = look_inside();
         short.deadline = std::time::Instant::now() + POLL_ANYWAY_EVERY;
