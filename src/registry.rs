@@ -119,41 +119,76 @@ pub fn projects() -> anyhow::Result<Vec<PathBuf>> {
     let own = write_dir().ok();
     let mut found = BTreeSet::new();
     for dir in read_dirs() {
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
+        let forget = own.as_deref() == Some(dir.as_path());
+        found.extend(projects_in(&dir, forget)?);
+    }
+    Ok(found.into_iter().collect())
+}
+
+/// The existing state directories registered in `dir`; `forget`: remove the entries of
+/// projects deleted since (only in this user's own registry).
+fn projects_in(dir: &Path, forget: bool) -> anyhow::Result<Vec<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("could not list the project registry {}", dir.display()))
+        }
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry
+            .with_context(|| format!("could not list the project registry {}", dir.display()))?;
+        let path = entry.path();
+        if entry.file_name().to_string_lossy().starts_with('.') {
+            continue; // an atomic write's temp file
+        }
+        let text = match std::fs::read(&path) {
+            Ok(text) => text,
+            // Gone since the listing: another run forgot a deleted project (below) at the
+            // same moment. Nothing to keep for it.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => {
                 return Err(e).with_context(|| {
-                    format!("could not list the project registry {}", dir.display())
+                    format!("could not read the registry entry {}", path.display())
                 })
             }
         };
-        for entry in entries {
-            let entry = entry.with_context(|| {
-                format!("could not list the project registry {}", dir.display())
-            })?;
-            let path = entry.path();
-            if entry.file_name().to_string_lossy().starts_with('.') {
-                continue; // an atomic write's temp file
-            }
-            let text = std::fs::read(&path)
-                .with_context(|| format!("could not read the registry entry {}", path.display()))?;
-            let text = String::from_utf8_lossy(&text);
-            let state_dir = PathBuf::from(text.trim_end_matches('\n'));
-            if state_dir.is_dir() {
-                found.insert(state_dir);
-            } else if own.as_deref() == Some(dir.as_path()) {
-                // The project was deleted: forget it (best effort, it is only a cache entry).
-                let _ = std::fs::remove_file(&path);
-            }
+        let text = String::from_utf8_lossy(&text);
+        let state_dir = PathBuf::from(text.trim_end_matches('\n'));
+        if state_dir.is_dir() {
+            found.push(state_dir);
+        } else if forget {
+            // The project was deleted: forget it (best effort, it is only a cache entry).
+            let _ = std::fs::remove_file(&path);
         }
     }
-    Ok(found.into_iter().collect())
+    Ok(found)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An entry removed between the listing and its read (another run forgetting a deleted
+    /// project at the same moment; here, a link to nothing) is skipped, not an error that
+    /// fails the deploy; one that cannot be read for another reason still is.
+    #[test]
+    fn an_entry_gone_before_it_is_read_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = tempfile::tempdir().unwrap();
+        let kept = state.path().to_path_buf();
+        std::fs::write(dir.path().join("aaaa"), format!("{}\n", kept.display())).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("bbbb")).unwrap();
+        assert_eq!(projects_in(dir.path(), false).unwrap(), [kept.clone()]);
+        std::fs::create_dir(dir.path().join("cccc")).unwrap();
+        let e = projects_in(dir.path(), false).unwrap_err();
+        assert!(
+            format!("{e:#}").contains("could not read the registry entry"),
+            "{e:#}"
+        );
+    }
 
     #[test]
     fn entry_names_are_stable_and_distinct() {
