@@ -22,6 +22,8 @@
 #                bench/results/ab.{jsonl,md} (per-step medians per binary, load per cycle);
 #                BENCH_AB_SWITCH=nft: nginx.switch: nft (needs root and nft)
 #   BENCH_RAW_COPY=DIR   keep a copy of the raw files (load timelines, tool outputs) in DIR
+#   BENCH_DEPLOY_FLAGS="-v"  global flags for every cutover deploy (e.g. -v: each deploy's trace,
+#                        with its subprocesses' times, in its .err, kept by BENCH_RAW_COPY)
 #   BENCH_BIN=PATH       measure that cutover binary, not a fresh build (BENCH_COMMIT=NAME: its
 #                        commit in the results): a before/after pair of runs
 #
@@ -200,7 +202,7 @@ deploy() {
     case $tool in
         cutover|cutover-nft)
             CUTOVER_COMPOSE=$compose timeout "$DEPLOY_LIMIT_S" \
-                "$BIN" -C "$CUT_DIR" deploy --image "cutover-demo:$tag" --json >"$out" 2>"$err" || rc=$? ;;
+                "$BIN" ${BENCH_DEPLOY_FLAGS:-} -C "$CUT_DIR" deploy --image "cutover-demo:$tag" --json >"$out" 2>"$err" || rc=$? ;;
         seed-004|seed-000)
             local extra=()
             [[ $tool == seed-000 ]] && extra=($(( (delay + 999) / 1000 + SEED000_MARGIN_S )))

@@ -1217,7 +1217,7 @@ fn sigterm_in_the_nft_watch_window_switches_back_by_the_rule() {
     let pids = nginx_pids(&project);
     let child = project.spawn(["deploy", "--image", "cutover-demo:v2"]);
     project.wait_for_step("settle");
-    let open = rule(&project);
+    let open = rule_once_replaced(&project);
     assert_eq!(
         (open.primary_to, open.backup_to),
         (project.green, project.blue),
@@ -1353,6 +1353,183 @@ fn a_lead_whose_replacement_and_undo_fail_leaves_the_rule_on_the_serving_color()
     assert_eq!(rule(&project).primary_to, project.green);
     let listing = sh_ok(&format!("nft -j list table ip cutover_{}", project.name));
     assert_eq!(listing.matches("\"dnat\"").count(), 2, "{listing}");
+}
+
+/// A PATH whose `nft` refuses the `nth` table replacement it is given (`nft -e -j -f FILE`),
+/// counting in `dir`, and hands everything else to the real nft.
+fn path_with_an_nft_that_cannot_replace_the(dir: &Path, nth: u32) -> String {
+    let count = dir.join("replacements");
+    path_with_an_nft(
+        dir,
+        "nft-no-nth-replace",
+        &format!(
+            "if [ \"$1\" = -e ]; then n=$(( $(cat {c} 2>/dev/null || echo 0) + 1 )); \
+             echo $n >{c}; [ $n = {nth} ] && {{ echo 'Error: Could not process rule: Cannot \
+             allocate memory' >&2; exit 1; }}; fi",
+            c = count.display()
+        ),
+    )
+}
+
+/// The table's dnat rules, as the kernel lists them.
+fn dnat_rules(project: &Project) -> usize {
+    sh_ok(&format!("nft -j list table ip cutover_{}", project.name))
+        .matches("\"dnat\"")
+        .count()
+}
+
+/// The project's rule once a replacement running beside a step has ended (it lists four
+/// rules, the led two in front, for the milliseconds it runs).
+fn rule_once_replaced(project: &Project) -> cutover::nft::Mapping {
+    let [p, b] = project.switch_ports;
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match cutover::nft::read(&project.name, p, b) {
+            Ok(Some(m)) => return m,
+            other if std::time::Instant::now() > deadline => {
+                panic!("the rule of {} never read back: {other:?}", project.name)
+            }
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+}
+
+/// nft mode with a watch window: the switch and the window's close each lead with an `nft`
+/// primed ahead (fed, never started then), and each replaces the table beside the wait that
+/// follows (the window; the drain and stop). The deploy ends with the table's two rules on
+/// green and the same ruleset saved for the boot restore.
+#[test]
+fn a_watch_window_leads_both_routes_and_replaces_the_table_beside_the_waits() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("1s"));
+    project.deploy_ok("cutover-demo:v1");
+    let run = project
+        .cutover(["-v", "deploy", "--image", "cutover-demo:v2"])
+        .success();
+    let traced = |needle: &str| {
+        run.stderr
+            .lines()
+            .filter(|l| l.starts_with("    $ ") && l.contains(needle) && l.ends_with(", exit 0)"))
+            .count()
+    };
+    let [p, b] = project.switch_ports;
+    let lead = |primary: u16, backup: u16| {
+        format!(
+            "nft -f - <<< 'insert rule ip cutover_{name} output ip daddr 127.0.0.1 tcp dport {b} \
+             dnat to 127.0.0.1:{backup}; insert rule ip cutover_{name} output ip daddr 127.0.0.1 \
+             tcp dport {p} dnat to 127.0.0.1:{primary}'  [primed]",
+            name = project.name
+        )
+    };
+    assert_eq!(
+        traced(&lead(project.green, project.blue)),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(
+        traced(&lead(project.green, project.green)),
+        1,
+        "{}",
+        run.stderr
+    );
+    assert_eq!(traced("nft -e -j -f "), 2, "{}", run.stderr);
+    assert_eq!(traced("nft 'insert rule "), 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("never fed"), "{}", run.stderr);
+    let m = rule(&project);
+    assert_eq!((m.primary_to, m.backup_to), (project.green, project.green));
+    assert_eq!(dnat_rules(&project), 2);
+    let saved = cutover::nft::saved(&project.switch_saved_dir(), &project.name);
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        cutover::nft::ruleset(&project.name, &m)
+    );
+    assert_eq!(project.running_services(), ["web-green"]);
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v2 color=green");
+}
+
+/// The switch's table replacement, running beside the watch window, fails (the lead took):
+/// the window fails with it while blue still runs, and the deploy switches back to blue by
+/// the rule. Nothing is left on green.
+#[test]
+fn a_replacement_failing_beside_the_window_switches_back() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("1s"));
+    project.deploy_ok("cutover-demo:v1");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = path_with_an_nft_that_cannot_replace_the(tmp.path(), 1);
+    let out = project
+        .command(["deploy", "--image", "cutover-demo:v2"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the nft rule's table could not be replaced after the switch"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("Cannot allocate memory"), "{stderr}");
+    assert!(stderr.contains("switched back to blue"), "{stderr}");
+    let m = rule(&project);
+    assert_eq!((m.primary_to, m.backup_to), (project.blue, project.blue));
+    assert_eq!(dnat_rules(&project), 2);
+    project.assert_still_serving("blue", "v1");
+    assert_eq!(project.running_services(), ["web-blue"]);
+}
+
+/// The window's close led both ports to green, then its table replacement (beside the drain
+/// and the stop) failed: blue is gone by then, and the led rules route both ports to green,
+/// so the deploy succeeds, saying what is left; the next deploy replaces the table.
+#[test]
+fn a_replacement_failing_beside_the_stop_is_a_note_and_the_next_deploy_replaces_the_table() {
+    if !nft_ready() {
+        return;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("1s"));
+    project.deploy_ok("cutover-demo:v1");
+    let tmp = tempfile::tempdir().unwrap();
+    let path = path_with_an_nft_that_cannot_replace_the(tmp.path(), 2);
+    let out = project
+        .command(["deploy", "--image", "cutover-demo:v2"])
+        .env("PATH", &path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let said = format!("{stdout}{stderr}");
+    assert!(
+        said.contains(&format!(
+            "the nft rule leads both switch ports to green (the watch window's close led them \
+             there), but replacing table ip cutover_{} after it failed",
+            project.name
+        )),
+        "{said}"
+    );
+    assert!(said.contains("Cannot allocate memory"), "{said}");
+    assert_eq!(project.running_services(), ["web-green"]);
+    let [p, b] = project.switch_ports;
+    for port in [p, b] {
+        let answer = cutover::demo::http_get(port, "/");
+        assert!(
+            answer
+                .as_ref()
+                .is_some_and(|(_, body)| body.contains("color=green")),
+            "port {port}: {answer:?}"
+        );
+    }
+    assert_eq!(dnat_rules(&project), 4);
+    project.deploy_ok("cutover-demo:v1");
+    let m = rule(&project);
+    assert_eq!((m.primary_to, m.backup_to), (project.blue, project.blue));
+    assert_eq!(dnat_rules(&project), 2);
+    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
 }
 
 /// A new color that crashes on start (a bad setting) in `nginx.switch: nft`: the listener

@@ -29,6 +29,7 @@ pub mod prune;
 mod pull;
 mod reconcile;
 mod release;
+mod rule_replacement;
 pub mod secret_files;
 pub mod service;
 mod settle;
@@ -156,6 +157,9 @@ struct Run<'a, 'r> {
     /// nft mode: an `nft` started as the health gate starts, for the switch's lead
     /// (`Run::prime_lead`); taken by the switch, or dropped unfed.
     primed: std::cell::Cell<Option<crate::nft::Primed>>,
+    /// nft mode: the table's replacement running beside the watch window or the stop
+    /// (`rule_replacement.rs`), until `Run::replaced` waits for it.
+    replacing: std::cell::Cell<Option<rule_replacement::Replacing>>,
     /// The rule as `nft_switch::decide` read it while checking that nft works here, used by
     /// observe and the check for a rule left open (two `nft` processes fewer).
     first_read: nft_switch::FirstRead,
@@ -195,12 +199,22 @@ impl<'a> Deployer<'a> {
             switch_used: nft_switch::Used::Reload,
             rule: std::cell::Cell::new(None),
             primed: std::cell::Cell::new(None),
+            replacing: std::cell::Cell::new(None),
             first_read: None,
             listens: false,
         };
         run.clock.ran_before(Step::Decrypt, req.decrypted);
         let result = run.execute(req);
         run.after_hooks(req, result)
+    }
+}
+
+/// The color nginx's backup server leads to right after the switch: the old one while a watch
+/// window is open (`Route::Fallback`), else the new one itself.
+fn backup_of(t: &Target, r: &Rendered) -> Color {
+    match (r.route, t.from) {
+        (Route::Fallback, Some(old)) => old,
+        _ => t.to,
     }
 }
 
@@ -350,7 +364,7 @@ impl Run<'_, '_> {
                     let port = (self.switch_used == nft_switch::Used::Nft)
                         .then(|| self.d.loaded.config.colors.port(t.to));
                     let look = port.map(|port| move || crate::host::listening(port));
-                    self.prime_lead(t.to);
+                    self.prime_lead(t.to, backup_of(t, r));
                     let (gate, seen) = nft_switch::beside(look, || self.health(t));
                     passed_at = gate?;
                     if let Some(seen) = seen {
@@ -377,6 +391,8 @@ impl Run<'_, '_> {
                 Change::Workers => notes.extend(self.move_workers(t, r)),
             }
         }
+        // The window's close replaced the table beside the drain and the stop.
+        notes.extend(self.close_replaced(t.to, t.from));
         Ok((switch_ms, notes))
     }
 
@@ -646,11 +662,10 @@ impl Run<'_, '_> {
         let table = crate::nft::table(config.project.as_str());
         self.clock
             .start(Step::Switch, format!("nft table ip {table}"));
-        let backup = match (r.route, t.from) {
-            (Route::Fallback, Some(old)) => old,
-            _ => t.to,
-        };
-        let routed = self.nft_route(t.to, backup);
+        let backup = backup_of(t, r);
+        // Into a watch window, the old color its backup: the table's replacement runs beside
+        // the window and is waited for at its end (`rule_replacement.rs`).
+        let routed = self.nft_route(t.to, backup, backup != t.to);
         self.marked(marked);
         let (text, workers, undo) = match routed {
             Ok(done) => done,

@@ -341,18 +341,20 @@ pub(super) struct Undo {
 
 impl Run<'_, '_> {
     /// nft mode, as root, with the rule leading elsewhere (or not known): starts the `nft`
-    /// the switch to `to` will lead with, so the gate's pass is followed by the kernel's
+    /// the next route to `to` (`backup` behind it) will lead with, so the moment it is
+    /// wanted (the gate's pass, the watch window's end) is followed by the kernel's
     /// transaction, not an `nft` start as well (`crate::nft::prime_lead`).
-    pub(super) fn prime_lead(&self, to: Color) {
+    pub(super) fn prime_lead(&self, to: Color, backup: Color) {
         let config = &self.d.loaded.config;
         if self.switch_used != Used::Nft || !as_root() {
             return;
         }
-        let port = config.colors.port(to);
-        if let Some(Some(m)) = self.rule.get() {
-            if m.primary_to == port {
-                return;
-            }
+        if self
+            .rule
+            .get()
+            .is_some_and(|m| m == mapping(config, to, backup))
+        {
+            return;
         }
         self.primed
             .set(crate::nft::prime_lead(config.project.as_str()));
@@ -361,11 +363,14 @@ impl Run<'_, '_> {
     /// Routes new connections to `to` (`backup` behind it): the rule, then, when the include
     /// on disk is not the nft one yet, the include + reload (the mode's set-up). Returns the
     /// include's text for the probe, the nginx workers from just before a reload (`None`:
-    /// nginx was not reloaded), and the undo.
+    /// nginx was not reloaded), and the undo. `beside`: a wait follows whose end waits for
+    /// the table's replacement (`Run::replaced`), so a lead's replacement may run beside it
+    /// (`rule_replacement.rs`).
     pub(super) fn nft_route(
         &self,
         to: Color,
         backup: Color,
+        beside: bool,
     ) -> anyhow::Result<(String, Option<Vec<u32>>, Undo)> {
         let config = &self.d.loaded.config;
         let wanted = mapping(config, to, backup)
@@ -374,23 +379,28 @@ impl Run<'_, '_> {
         // cutover's writes it), else read now. A table edited by hand before observe has no
         // rule worth putting back: undoing deletes it. One changed or flushed by hand since
         // (the kernel is not locked) gets observe's rule back: the color still serving.
+        // A replacement still running beside is waited for first; one that failed is
+        // superseded by this one (and leaves the rule not known: read again below).
+        let _superseded = self.replaced();
         let previous = match self.rule.get() {
             Some(known) => known,
             None => read_or_unmapped(config)?.unwrap_or(None),
         };
         self.rule.set(None);
-        // The primary port moving to another color (a deploy's switch, a switch back) is the
-        // time to the new color's first connection: led first (`crate::nft::lead`).
+        // Any change of a known rule is led first (`crate::nft::lead`): the primary port
+        // moving to another color (a deploy's switch, a switch back) is the time to the new
+        // color's first connection, and the window's close is the end of its step.
         // (Only as root: the root path through sudo replaces the table alone.)
-        // An `nft` primed for it before the gate (`Run::prime_lead`) is taken either way:
-        // one not used reads an empty ruleset and ends.
+        // An `nft` primed for it (`Run::prime_lead`) is taken either way: one not used
+        // reads an empty ruleset and ends.
         let primed = self.primed.take();
-        let leading = as_root() && previous.is_some_and(|p| p.primary_to != wanted.primary_to);
-        let lead = match leading {
-            true => crate::nft::Lead::First(primed),
-            false => crate::nft::Lead::No,
+        let leading = as_root() && previous.is_some_and(|p| p != wanted);
+        let switched = match (leading, beside) {
+            (true, true) => self.lead_then_replace_beside(&wanted, primed),
+            (true, false) => kernel_switch(config, &wanted, crate::nft::Lead::First(primed)),
+            (false, _) => kernel_switch(config, &wanted, crate::nft::Lead::No),
         };
-        if let Err(e) = kernel_switch(config, &wanted, lead) {
+        if let Err(e) = switched {
             // The kernel may have taken the rule before the save failed: put it back, or the
             // color this deploy is about to stop would keep the traffic.
             let back = self.nft_undo(Undo {
@@ -587,6 +597,8 @@ impl Run<'_, '_> {
     /// Puts the rule (and the include, if this switch set it up) back.
     pub(super) fn nft_undo(&self, undo: Undo) -> anyhow::Result<()> {
         let config = &self.d.loaded.config;
+        // After a replacement begun beside, never before it ends: this one must be the last.
+        let _superseded = self.replaced();
         self.rule.set(None);
         match undo.previous {
             Some(m) => kernel_switch(config, &m, crate::nft::Lead::No)?,

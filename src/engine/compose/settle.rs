@@ -48,14 +48,35 @@ impl Run<'_, '_> {
             },
         );
         let interrupted = Arc::clone(&self.d.interrupted);
-        match watch(
+        // The window's end routes again: to the new color alone, or back to the old one.
+        if route == Route::Fallback && old.is_some() {
+            self.prime_lead(t.to, t.to);
+        }
+        let watched = watch(
             self.d.loaded,
             &self.project,
             t.to,
             window,
             &mut self.clock,
             &interrupted,
-        ) {
+        );
+        // The switch's table replacement ran beside the window (`rule_replacement.rs`): its
+        // failure fails the window while the old color still runs. After a window that
+        // failed anyway, the switch back replaces the table itself.
+        let watched = match (watched, self.replaced()) {
+            (Ok(()), Err(e)) => Err(Unsettled::Failed(format!(
+                "the nft rule's table could not be replaced after the switch ({e:#})"
+            ))),
+            (watched, Err(e)) => {
+                self.clock.note(format!(
+                    "the nft rule's table could not be replaced after the switch either \
+                     ({e:#})"
+                ));
+                watched
+            }
+            (watched, Ok(())) => watched,
+        };
+        match watched {
             Ok(()) => match (route, old) {
                 (Route::Fallback, Some(old)) => self.close_fallback(t, old),
                 _ => {
@@ -100,7 +121,9 @@ impl Run<'_, '_> {
         let config = &self.d.loaded.config;
         let service = config.service(t.to);
         let workers = self.workers_before_switch();
-        let closed = self.switch_to(t.to);
+        // The table's replacement runs beside the probe, the drain and the stop, and is
+        // waited for once the old color stopped (`rule_replacement.rs`).
+        let closed = self.switch_to(t.to, true);
         let why = match closed {
             Ok((switched, text)) => {
                 match switch::probe_through_nginx(config, t.to, &text, &workers) {
@@ -189,7 +212,7 @@ impl Run<'_, '_> {
         }
         self.clock.start(Step::Switch, format!("back to {old}"));
         let workers = self.workers_before_switch();
-        let switched = self.switch_to(old);
+        let switched = self.switch_to(old, false);
         let (switched, old_include) = match switched {
             Ok(pair) => pair,
             Err(e) => {
@@ -250,10 +273,11 @@ impl Run<'_, '_> {
 
     /// nginx to `color`'s address alone (written, tested, reloaded; in nft mode the rule's
     /// both ports to `color`, no reload), with the include's text for the probe that proves
-    /// it.
-    fn switch_to(&self, color: Color) -> anyhow::Result<(Undo, String)> {
+    /// it. `beside`: in nft mode, the table's replacement may run beside what follows
+    /// (`Run::nft_route`).
+    fn switch_to(&self, color: Color, beside: bool) -> anyhow::Result<(Undo, String)> {
         if self.switch_used == super::nft_switch::Used::Nft {
-            let (text, _reloaded, undo) = self.nft_route(color, color)?;
+            let (text, _reloaded, undo) = self.nft_route(color, color, beside)?;
             return Ok((Undo::Nft(undo), text));
         }
         let text = self.include_text(color, Route::Direct)?;
