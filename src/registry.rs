@@ -181,7 +181,7 @@ mod tests {
         let kept = state.path().to_path_buf();
         std::fs::write(dir.path().join("aaaa"), format!("{}\n", kept.display())).unwrap();
         std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("bbbb")).unwrap();
-        assert_eq!(projects_in(dir.path(), false).unwrap(), [kept.clone()]);
+        assert_eq!(projects_in(dir.path(), false).unwrap(), [kept]);
         std::fs::create_dir(dir.path().join("cccc")).unwrap();
         let e = projects_in(dir.path(), false).unwrap_err();
         assert!(
