@@ -132,9 +132,9 @@ pub fn run_lead(project: &str, mapping: &Mapping, primed: Option<Primed>) -> any
     Ok(())
 }
 
-/// An `nft -f -` started ahead of a lead (when the health gate starts), waiting for its rules
-/// on stdin: at the pass, [`run_lead`] then costs the kernel's transaction, not an `nft`
-/// start as well. None when it cannot start (no `nft`): the lead starts its own. Dropped
+/// An `nft -f -` started ahead of a lead (when the health gate starts, and when the watch
+/// window starts), waiting for its rules on stdin: at the pass (the window's end),
+/// [`run_lead`] then costs the kernel's transaction, not an `nft` start as well. None when it cannot start (no `nft`): the lead starts its own. Dropped
 /// unfed, it reads an empty ruleset and changes nothing.
 pub struct Primed(Box<crate::process::Primed>);
 
@@ -231,11 +231,12 @@ pub fn switch(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<()
 
 /// Whether a switch leads first ([`lead`]'s rules, then the replacement).
 pub enum Lead {
-    /// The replacement alone: a switch that only closes the backup.
+    /// The replacement alone: a rule not known before (nothing to lead past), the root path
+    /// through sudo, an undo, a rule left open closed before the deploy starts.
     No,
-    /// Lead first, with the `nft` primed ahead if there is one, else a new one: a switch that
-    /// moves the primary port to another color, where the time to the new color's first
-    /// connection counts (the health pass → first response).
+    /// Lead first, with the `nft` primed ahead if there is one, else a new one: a change of a
+    /// known rule on a deploy's path, where the kernel's routing is what counts (the health
+    /// pass → first response; the window's end → the drain).
     First(Option<Primed>),
 }
 
