@@ -242,11 +242,35 @@ pub enum Lead {
 
 /// [`switch`], leading first as `lead` says.
 pub fn switch_with(project: &str, mapping: &Mapping, dir: &Path, lead: Lead) -> anyhow::Result<()> {
+    // Where it will be saved, and its temp file written, before the kernel changes: a rule
+    // applied but not saved would be undone by the next boot's restore.
+    let prepared = prepare(project, mapping, dir)?;
+    if let Lead::First(primed) = lead {
+        // New connections go to the new mapping from here on, before the replacement below
+        // commits, ~10 ms later. Where it fails (no table or chain) the replacement alone
+        // does it; where it took and the replacement fails, the caller puts the previous
+        // mapping back (by a replacement, else by leading with it in turn).
+        let _ = run_lead(project, mapping, primed);
+    }
+    prepared.apply()
+}
+
+/// A table replacement whose ruleset is written to its temp file (0600, beside the saved
+/// one), its save path checked: all a full or read-only disk can fail, done before any
+/// change of the kernel's. [`Prepared::apply`] replaces the table, proves it and saves it.
+pub struct Prepared {
+    project: String,
+    mapping: Mapping,
+    dir: PathBuf,
+    saved: PathBuf,
+    tmp: tempfile::NamedTempFile,
+}
+
+/// Prepares [`switch`] of `project` to `mapping`, to be saved in `dir`.
+pub fn prepare(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<Prepared> {
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt as _;
     let text = ruleset(project, mapping);
-    // Where it will be saved is checked before the kernel changes: a rule applied but not
-    // saved would be undone by the next boot's restore.
     let saved = save_path(dir, project)?;
     let mut tmp = tempfile::Builder::new()
         .prefix(".cutover-tmp")
@@ -261,57 +285,71 @@ pub fn switch_with(project: &str, mapping: &Mapping, dir: &Path, lead: Lead) -> 
                 dir.display()
             )
         })?;
-    let t = table(project);
-    if let Lead::First(primed) = lead {
-        // New connections go to the new mapping from here on, before the replacement below
-        // commits, ~10 ms later. Where it fails (no table or chain) the replacement alone
-        // does it; where it took and the replacement fails, the caller puts the previous
-        // mapping back (by a replacement, else by leading with it in turn).
-        let _ = run_lead(project, mapping, primed);
-    }
-    let cmd = nft(
-        "nft",
-        format!(
-            "map port {} to {} (project {project}'s nft switch)",
-            mapping.primary, mapping.primary_to
-        ),
-    )
-    .args(["-e", "-j", "-f"])
-    .arg(tmp.path());
-    // The temp file is gone once this returns: an error names the table and where its
-    // ruleset is saved, not the temp name nft's messages use.
-    let tmp_name = tmp.path().display().to_string();
-    let out = cmd.run().map_err(|e| {
-        anyhow::anyhow!(
-            "{}",
-            e.to_string()
-                .replace(&tmp_name, &format!("<the ruleset of table ip {t}>"))
+    Ok(Prepared {
+        project: project.to_string(),
+        mapping: *mapping,
+        dir: dir.to_path_buf(),
+        saved,
+        tmp,
+    })
+}
+
+impl Prepared {
+    /// Applies the prepared ruleset, proves it, and saves it ([`switch`] says how).
+    pub fn apply(self) -> anyhow::Result<()> {
+        let Prepared {
+            project,
+            mapping,
+            dir,
+            saved,
+            tmp,
+        } = self;
+        let (project, mapping, dir) = (project.as_str(), &mapping, dir.as_path());
+        let t = table(project);
+        let cmd = nft(
+            "nft",
+            format!(
+                "map port {} to {} (project {project}'s nft switch)",
+                mapping.primary, mapping.primary_to
+            ),
         )
-        .context(format!(
-            "apply table ip {t} (the ruleset to be saved as {})",
-            saved.display()
-        ))
-    })?;
-    if !echo_proves(&out.stdout, &t, mapping) {
-        let got = read(project, mapping.primary, mapping.backup).with_context(|| {
-            format!("read back table ip {t} after applying it (its echo was no proof)")
-        })?;
-        if got != Some(*mapping) {
-            anyhow::bail!(
-                "applied table ip {t} (to be saved as {}), but the kernel holds {got:?}, \
-                 not the {mapping:?} just written",
+        .args(["-e", "-j", "-f"])
+        .arg(tmp.path());
+        // The temp file is gone once this returns: an error names the table and where its
+        // ruleset is saved, not the temp name nft's messages use.
+        let tmp_name = tmp.path().display().to_string();
+        let out = cmd.run().map_err(|e| {
+            anyhow::anyhow!(
+                "{}",
+                e.to_string()
+                    .replace(&tmp_name, &format!("<the ruleset of table ip {t}>"))
+            )
+            .context(format!(
+                "apply table ip {t} (the ruleset to be saved as {})",
                 saved.display()
-            );
+            ))
+        })?;
+        if !echo_proves(&out.stdout, &t, mapping) {
+            let got = read(project, mapping.primary, mapping.backup).with_context(|| {
+                format!("read back table ip {t} after applying it (its echo was no proof)")
+            })?;
+            if got != Some(*mapping) {
+                anyhow::bail!(
+                    "applied table ip {t} (to be saved as {}), but the kernel holds {got:?}, \
+                     not the {mapping:?} just written",
+                    saved.display()
+                );
+            }
         }
+        // Made durable only now, before its rename: nft read it from the page cache, and an
+        // fsync before the kernel's change would sit between the health pass and the switch.
+        tmp.as_file()
+            .sync_all()
+            .map_err(anyhow::Error::from)
+            .and_then(|()| tmp.persist(&saved).map_err(|e| e.error.into()))
+            .with_context(|| format!("save the nft switch ruleset to {}", saved.display()))?;
+        sync_dir(dir)
     }
-    // Made durable only now, before its rename: nft read it from the page cache, and an
-    // fsync before the kernel's change would sit between the health pass and the switch.
-    tmp.as_file()
-        .sync_all()
-        .map_err(anyhow::Error::from)
-        .and_then(|()| tmp.persist(&saved).map_err(|e| e.error.into()))
-        .with_context(|| format!("save the nft switch ruleset to {}", saved.display()))?;
-    sync_dir(dir)
 }
 
 /// Makes a save's rename (or a removal) durable before the caller goes on: a deploy stops the

@@ -146,9 +146,14 @@ fn projects_in(dir: &Path, forget: bool) -> anyhow::Result<Vec<PathBuf>> {
         }
         let text = match std::fs::read(&path) {
             Ok(text) => text,
-            // Gone since the listing: another run forgot a deleted project (below) at the
-            // same moment. Nothing to keep for it.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            // Gone since the listing (another run forgot a deleted project, below, at the
+            // same moment), or a link to nothing: nothing to keep for it, nor to remember.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                if forget {
+                    let _ = std::fs::remove_file(&path);
+                }
+                continue;
+            }
             Err(e) => {
                 return Err(e).with_context(|| {
                     format!("could not read the registry entry {}", path.display())
@@ -181,7 +186,11 @@ mod tests {
         let kept = state.path().to_path_buf();
         std::fs::write(dir.path().join("aaaa"), format!("{}\n", kept.display())).unwrap();
         std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("bbbb")).unwrap();
-        assert_eq!(projects_in(dir.path(), false).unwrap(), [kept]);
+        assert_eq!(projects_in(dir.path(), false).unwrap(), std::slice::from_ref(&kept));
+        assert!(dir.path().join("bbbb").symlink_metadata().is_ok());
+        // In this user's own registry, the link to nothing is forgotten.
+        assert_eq!(projects_in(dir.path(), true).unwrap(), [kept]);
+        assert!(dir.path().join("bbbb").symlink_metadata().is_err());
         std::fs::create_dir(dir.path().join("cccc")).unwrap();
         let e = projects_in(dir.path(), false).unwrap_err();
         assert!(

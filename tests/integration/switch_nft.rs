@@ -1355,20 +1355,38 @@ fn a_lead_whose_replacement_and_undo_fail_leaves_the_rule_on_the_serving_color()
     assert_eq!(listing.matches("\"dnat\"").count(), 2, "{listing}");
 }
 
-/// A PATH whose `nft` refuses the `nth` table replacement it is given (`nft -e -j -f FILE`),
-/// counting in `dir`, and hands everything else to the real nft.
-fn path_with_an_nft_that_cannot_replace_the(dir: &Path, nth: u32) -> String {
+/// A PATH whose `nft` refuses the table replacements (`nft -e -j -f FILE`) numbered in
+/// `refused` (counting from 1, in `dir`), and hands everything else to the real nft.
+fn path_with_an_nft_that_refuses_replacements(dir: &Path, refused: &[u32]) -> String {
     let count = dir.join("replacements");
+    let cases: Vec<String> = refused.iter().map(u32::to_string).collect();
     path_with_an_nft(
         dir,
-        "nft-no-nth-replace",
+        "nft-refusing-replacements",
         &format!(
             "if [ \"$1\" = -e ]; then n=$(( $(cat {c} 2>/dev/null || echo 0) + 1 )); \
-             echo $n >{c}; [ $n = {nth} ] && {{ echo 'Error: Could not process rule: Cannot \
-             allocate memory' >&2; exit 1; }}; fi",
-            c = count.display()
+             echo $n >{c}; case $n in {cases}) echo 'Error: Could not process rule: Cannot \
+             allocate memory' >&2; exit 1;; esac; fi",
+            c = count.display(),
+            cases = cases.join("|")
         ),
     )
+}
+
+/// The project's saved ruleset (the boot restore's) is the one of `primary`, `backup`.
+fn assert_saved(project: &Project, primary: u16, backup: u16) {
+    let [p, b] = project.switch_ports;
+    let saved = cutover::nft::saved(&project.switch_saved_dir(), &project.name);
+    let m = cutover::nft::Mapping {
+        primary: p,
+        primary_to: primary,
+        backup: b,
+        backup_to: backup,
+    };
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        cutover::nft::ruleset(&project.name, &m)
+    );
 }
 
 /// The table's dnat rules, as the kernel lists them.
@@ -1378,20 +1396,20 @@ fn dnat_rules(project: &Project) -> usize {
         .count()
 }
 
-/// The project's rule once a replacement running beside a step has ended (it lists four
-/// rules, the led two in front, for the milliseconds it runs).
+/// The project's rule once a replacement running beside a step has ended: until then the
+/// table holds four rules, the led two in front (which `nft::read` takes, as the kernel
+/// does: the first rule for a port is the one applied).
 fn rule_once_replaced(project: &Project) -> cutover::nft::Mapping {
-    let [p, b] = project.switch_ports;
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    loop {
-        match cutover::nft::read(&project.name, p, b) {
-            Ok(Some(m)) => return m,
-            other if std::time::Instant::now() > deadline => {
-                panic!("the rule of {} never read back: {other:?}", project.name)
-            }
-            _ => std::thread::sleep(Duration::from_millis(10)),
-        }
+    while dnat_rules(project) != 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "table ip cutover_{} never got back to two rules",
+            project.name
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
+    rule(project)
 }
 
 /// nft mode with a watch window: the switch and the window's close each lead with an `nft`
@@ -1441,45 +1459,66 @@ fn a_watch_window_leads_both_routes_and_replaces_the_table_beside_the_waits() {
     let m = rule(&project);
     assert_eq!((m.primary_to, m.backup_to), (project.green, project.green));
     assert_eq!(dnat_rules(&project), 2);
-    let saved = cutover::nft::saved(&project.switch_saved_dir(), &project.name);
-    assert_eq!(
-        std::fs::read_to_string(&saved).unwrap(),
-        cutover::nft::ruleset(&project.name, &m)
-    );
+    assert_saved(&project, project.green, project.green);
     assert_eq!(project.running_services(), ["web-green"]);
     assert_eq!(project.get("/").unwrap().1.trim(), "version=v2 color=green");
 }
 
-/// The switch's table replacement, running beside the watch window, fails (the lead took):
-/// the window fails with it while blue still runs, and the deploy switches back to blue by
-/// the rule. Nothing is left on green.
+/// The switch's table replacement, running beside the watch window, fails (the lead took).
+/// Once, it is tried again at the window's end and the deploy goes on, saying so; failing
+/// again, it fails the window while the old color still runs, and the deploy switches back
+/// by the rule. Either way the table ends with two rules, saved as the kernel has them.
 #[test]
-fn a_replacement_failing_beside_the_window_switches_back() {
+fn a_replacement_failing_beside_the_window_is_tried_again_then_switches_back() {
     if !nft_ready() {
         return;
     }
     let project = Project::compose(App::compose().switch("nft").settle("1s"));
     project.deploy_ok("cutover-demo:v1");
-    let tmp = tempfile::tempdir().unwrap();
-    let path = path_with_an_nft_that_cannot_replace_the(tmp.path(), 1);
-    let out = project
-        .command(["deploy", "--image", "cutover-demo:v2"])
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    let deploy = |image: &str, refused: &[u32]| {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = path_with_an_nft_that_refuses_replacements(tmp.path(), refused);
+        project
+            .command(["deploy", "--image", image])
+            .env("PATH", &path)
+            .output()
+            .unwrap()
+    };
+    let out = deploy("cutover-demo:v2", &[1]);
+    let (stdout, stderr) = crate::common::texts(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        format!("{stdout}{stderr}").contains(
+            "replacing the nft rule's table beside the watch window failed (apply table ip"
+        ),
+        "{stdout}{stderr}"
+    );
+    assert!(
+        stderr.contains("it was replaced at the window's end"),
+        "{stderr}"
+    );
+    let m = rule(&project);
+    assert_eq!((m.primary_to, m.backup_to), (project.green, project.green));
+    assert_eq!(dnat_rules(&project), 2);
+    assert_saved(&project, project.green, project.green);
+    assert_eq!(project.running_services(), ["web-green"]);
+
+    let out = deploy("cutover-demo:v1", &[1, 2]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
         stderr.contains("the nft rule's table could not be replaced after the switch"),
         "{stderr}"
     );
+    assert!(stderr.contains("and again at the window's end"), "{stderr}");
     assert!(stderr.contains("Cannot allocate memory"), "{stderr}");
-    assert!(stderr.contains("switched back to blue"), "{stderr}");
+    assert!(stderr.contains("switched back to green"), "{stderr}");
     let m = rule(&project);
-    assert_eq!((m.primary_to, m.backup_to), (project.blue, project.blue));
+    assert_eq!((m.primary_to, m.backup_to), (project.green, project.green));
     assert_eq!(dnat_rules(&project), 2);
-    project.assert_still_serving("blue", "v1");
-    assert_eq!(project.running_services(), ["web-blue"]);
+    assert_saved(&project, project.green, project.green);
+    assert_eq!(project.running_services(), ["web-green"]);
+    assert_eq!(project.get("/").unwrap().1.trim(), "version=v2 color=green");
 }
 
 /// The window's close led both ports to green, then its table replacement (beside the drain
@@ -1493,7 +1532,7 @@ fn a_replacement_failing_beside_the_stop_is_a_note_and_the_next_deploy_replaces_
     let project = Project::compose(App::compose().switch("nft").settle("1s"));
     project.deploy_ok("cutover-demo:v1");
     let tmp = tempfile::tempdir().unwrap();
-    let path = path_with_an_nft_that_cannot_replace_the(tmp.path(), 2);
+    let path = path_with_an_nft_that_refuses_replacements(tmp.path(), &[2]);
     let out = project
         .command(["deploy", "--image", "cutover-demo:v2"])
         .env("PATH", &path)
@@ -1505,10 +1544,16 @@ fn a_replacement_failing_beside_the_stop_is_a_note_and_the_next_deploy_replaces_
     let said = format!("{stdout}{stderr}");
     assert!(
         said.contains(&format!(
-            "the nft rule leads both switch ports to green (the watch window's close led them \
-             there), but replacing table ip cutover_{} after it failed",
+            "replacing table ip cutover_{} after the watch window's close failed (apply table",
             project.name
         )),
+        "{said}"
+    );
+    assert!(
+        said.contains(
+            "the kernel leads both switch ports to green (read back), as the window's close led \
+             them"
+        ),
         "{said}"
     );
     assert!(said.contains("Cannot allocate memory"), "{said}");
@@ -1524,10 +1569,13 @@ fn a_replacement_failing_beside_the_stop_is_a_note_and_the_next_deploy_replaces_
         );
     }
     assert_eq!(dnat_rules(&project), 4);
+    // The switch's replacement was saved; the close's was not.
+    assert_saved(&project, project.green, project.blue);
     project.deploy_ok("cutover-demo:v1");
     let m = rule(&project);
     assert_eq!((m.primary_to, m.backup_to), (project.blue, project.blue));
     assert_eq!(dnat_rules(&project), 2);
+    assert_saved(&project, project.blue, project.blue);
     assert_eq!(project.running_services(), ["web-blue"]);
     assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
 }

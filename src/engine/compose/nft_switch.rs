@@ -469,8 +469,10 @@ impl Run<'_, '_> {
         }
         // The kernel has it: proven, so a rule that did not take is never proven by a probe
         // that a backup answered. As root `crate::nft::switch` proved it already (the echo of
-        // its `nft -e -j -f`); through sudo it is read back, since the root side may be an
-        // older helper whose reply only repeats the mapping asked for.
+        // its `nft -e -j -f`), or, with the replacement beside (`rule_replacement.rs`), will
+        // have by the time anything depends on it: until then the lead's committed
+        // transaction and the probe stand for it. Through sudo it is read back, since the
+        // root side may be an older helper whose reply only repeats the mapping asked for.
         if as_root() {
             return Ok((text, workers));
         }

@@ -9,23 +9,28 @@
 //! its outcome decides something:
 //!
 //! - the switch into a watch window: beside the window, waited for at its end, when the old
-//!   color still runs; a failed replacement fails the window, which switches back;
+//!   color still runs; a failed replacement is tried once more there, and failing again it
+//!   fails the window, which switches back;
 //! - the window's close: beside the probe, the drain and the stop, waited for before the
 //!   record. A failure there cannot undo a stop, and needs no undo: the led rules route both
 //!   ports to the new color, and the old rules they lead past go to the old color only as
 //!   nginx's backup. It is a note, naming what is left (the saved ruleset may still name the
 //!   old color as the backup), and the next deploy replaces the table.
 //!
-//! Nothing else writes or reads the rule while a replacement is pending: every write
+//! Nothing else of this run writes the rule while a replacement is pending: every write
 //! (`nft_route`, `nft_undo`) waits for it first. A replacement still running when the run
-//! ends is waited for when it drops, so no `nft` of this deploy outlives it.
+//! ends is waited for when it drops, so no `nft` of this deploy outlives it. Another process
+//! that reads the rule meanwhile (`cutover status`) reads the led rules: the first rule for a
+//! port is the one the kernel applies, and the one `crate::nft::read` takes. The ruleset is
+//! written to its temp file before the lead, so a full or read-only disk fails the route
+//! before the kernel changes, as it did when the replacement came first.
 
-use std::path::PathBuf;
 use std::thread::JoinHandle;
 
 use crate::config::Color;
 use crate::nft::Mapping;
 
+use super::nft_switch::{mapping, read};
 use super::Run;
 
 /// A table replacement running on a thread of its own; waited for by [`Replacing::wait`],
@@ -36,14 +41,11 @@ pub(super) struct Replacing {
 }
 
 impl Replacing {
-    /// Starts `crate::nft::switch` of `project` to `mapping`, saving into `dir`.
-    fn start(project: &str, mapping: Mapping, dir: PathBuf) -> Replacing {
-        let owned = project.to_string();
+    /// Starts applying `prepared` (of `project`) on a thread.
+    fn start(project: &str, prepared: crate::nft::Prepared) -> Replacing {
         Replacing {
             table: crate::nft::table(project),
-            thread: Some(std::thread::spawn(move || {
-                crate::nft::switch(&owned, &mapping, &dir)
-            })),
+            thread: Some(std::thread::spawn(move || prepared.apply())),
         }
     }
 
@@ -69,24 +71,48 @@ impl Drop for Replacing {
 }
 
 impl Run<'_, '_> {
-    /// Leads the rule to `wanted` now (with `primed`, the `nft` started ahead, if any), after
-    /// checking where its ruleset will be saved, then replaces the table beside what follows
-    /// ([`Run::replaced`] waits for it). A lead that fails (no table, no chain) is followed
-    /// by the replacement here and now, as a switch without a lead would be.
+    /// Leads the rule to `wanted` now (with `primed`, the `nft` started ahead, if any), once
+    /// its ruleset is written where it will be saved from (a full or read-only disk fails the
+    /// route before the kernel changes, as a switch without a lead would), then replaces the
+    /// table beside what follows ([`Run::replaced`] waits for it). A lead that fails (no
+    /// table, no chain) is followed by the replacement here and now.
     pub(super) fn lead_then_replace_beside(
         &self,
         wanted: &Mapping,
         primed: Option<crate::nft::Primed>,
     ) -> anyhow::Result<()> {
         let project = self.d.loaded.config.project.as_str();
-        let dir = crate::nft::saved_dir();
-        crate::nft::save_path(&dir, project)?;
+        let prepared = crate::nft::prepare(project, wanted, &crate::nft::saved_dir())?;
         if crate::nft::run_lead(project, wanted, primed).is_err() {
-            return crate::nft::switch(project, wanted, &dir);
+            return prepared.apply();
         }
         self.replacing
-            .set(Some(Replacing::start(project, *wanted, dir)));
+            .set(Some(Replacing::start(project, prepared)));
         Ok(())
+    }
+
+    /// The switch's replacement, waited for at the watch window's end; one that failed is
+    /// tried once more, here, while the old color still runs (a disk that filled for a
+    /// moment, an `nft` killed): `wanted` is what the switch led to. A note says it was.
+    pub(super) fn replaced_or_again(&mut self, wanted: Option<Mapping>) -> anyhow::Result<()> {
+        let Err(first) = self.replaced() else {
+            return Ok(());
+        };
+        let Some(wanted) = wanted else {
+            return Err(first);
+        };
+        let project = self.d.loaded.config.project.as_str();
+        match crate::nft::switch(project, &wanted, &crate::nft::saved_dir()) {
+            Ok(()) => {
+                self.rule.set(Some(Some(wanted)));
+                self.clock.note(format!(
+                    "replacing the nft rule's table beside the watch window failed ({first:#}); \
+                     it was replaced at the window's end"
+                ));
+                Ok(())
+            }
+            Err(again) => Err(first.context(format!("and again at the window's end: {again:#}"))),
+        }
     }
 
     /// Waits for a replacement begun beside ([`Run::lead_then_replace_beside`]); none
@@ -99,11 +125,19 @@ impl Run<'_, '_> {
     }
 
     /// After the old color stopped: the close's replacement waited for, a note when it
-    /// failed (see the module doc: the led rules route `to` on both ports).
+    /// failed, with the rule read back (see the module doc: the led rules route `to` on both
+    /// ports, whatever the replacement left).
     pub(super) fn close_replaced(&self, to: Color, old: Option<Color>) -> Option<String> {
         let e = self.replaced().err()?;
         let config = &self.d.loaded.config;
         let table = crate::nft::table(config.project.as_str());
+        let read = match read(config) {
+            Ok(Some(m)) if Some(m) == mapping(config, to, to) => format!(
+                "the kernel leads both switch ports to {to} (read back), as the window's close led them"
+            ),
+            Ok(m) => format!("the kernel's rule reads back as {m:?}"),
+            Err(e) => format!("reading the rule back failed too ({e:#})"),
+        };
         let backup = old.map_or(String::new(), |old| {
             format!(
                 " may still lead nginx's backup to port {} ({old}), and",
@@ -111,10 +145,9 @@ impl Run<'_, '_> {
             )
         });
         Some(format!(
-            "the nft rule leads both switch ports to {to} (the watch window's close led them \
-             there), but replacing table ip {table} after it failed ({e:#}): the ruleset saved \
-             for the boot restore{backup} the table holds the close's rules in front of the \
-             older ones; the next deploy replaces it"
+            "replacing table ip {table} after the watch window's close failed ({e:#}): {read}; \
+             the ruleset saved for the boot restore{backup} the table may hold the close's rules \
+             in front of older ones; the next deploy replaces both"
         ))
     }
 }

@@ -60,10 +60,16 @@ impl Run<'_, '_> {
             &mut self.clock,
             &interrupted,
         );
-        // The switch's table replacement ran beside the window (`rule_replacement.rs`): its
-        // failure fails the window while the old color still runs. After a window that
-        // failed anyway, the switch back replaces the table itself.
-        let watched = match (watched, self.replaced()) {
+        // The switch's table replacement ran beside the window (`rule_replacement.rs`): one
+        // that failed is tried again here, and failing again it fails the window while the
+        // old color still runs. After a window that failed anyway, the switch back replaces
+        // the table itself.
+        let led = old.and_then(|old| super::nft_switch::mapping(&self.d.loaded.config, t.to, old));
+        let replaced = match watched {
+            Ok(()) => self.replaced_or_again(led),
+            Err(_) => self.replaced(),
+        };
+        let watched = match (watched, replaced) {
             (Ok(()), Err(e)) => Err(Unsettled::Failed(format!(
                 "the nft rule's table could not be replaced after the switch ({e:#})"
             ))),
