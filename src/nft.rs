@@ -240,7 +240,8 @@ pub enum Lead {
     First(Option<Primed>),
 }
 
-/// [`switch`], leading first as `lead` says.
+/// [`switch`], leading first as `lead` says. A failure before any change of the kernel's (the
+/// save path, the temp file) is an [`Unapplied`].
 pub fn switch_with(project: &str, mapping: &Mapping, dir: &Path, lead: Lead) -> anyhow::Result<()> {
     // Where it will be saved, and its temp file written, before the kernel changes: a rule
     // applied but not saved would be undone by the next boot's restore.
@@ -266,25 +267,43 @@ pub struct Prepared {
     tmp: tempfile::NamedTempFile,
 }
 
-/// Prepares [`switch`] of `project` to `mapping`, to be saved in `dir`.
+/// A switch that failed before it changed anything in the kernel (its ruleset could not be
+/// written where it is saved from): there is nothing to put back (callers branch on it).
+#[derive(Debug)]
+pub struct Unapplied(pub anyhow::Error);
+
+impl std::fmt::Display for Unapplied {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Unapplied {}
+
+/// Prepares [`switch`] of `project` to `mapping`, to be saved in `dir`; its failure is an
+/// [`Unapplied`].
 pub fn prepare(project: &str, mapping: &Mapping, dir: &Path) -> anyhow::Result<Prepared> {
     use std::io::Write as _;
     use std::os::unix::fs::PermissionsExt as _;
     let text = ruleset(project, mapping);
-    let saved = save_path(dir, project)?;
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".cutover-tmp")
-        .tempfile_in(dir)
-        .with_context(|| format!("create a temp file in {}", dir.display()))?;
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(0o600))
-        .and_then(|()| tmp.write_all(text.as_bytes()))
-        .with_context(|| {
-            format!(
-                "write the nft switch ruleset to a temp file in {}",
-                dir.display()
-            )
-        })?;
+    let written = || -> anyhow::Result<(PathBuf, tempfile::NamedTempFile)> {
+        let saved = save_path(dir, project)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".cutover-tmp")
+            .tempfile_in(dir)
+            .with_context(|| format!("create a temp file in {}", dir.display()))?;
+        tmp.as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| tmp.write_all(text.as_bytes()))
+            .with_context(|| {
+                format!(
+                    "write the nft switch ruleset to a temp file in {}",
+                    dir.display()
+                )
+            })?;
+        Ok((saved, tmp))
+    };
+    let (saved, tmp) = written().map_err(|e| anyhow::Error::new(Unapplied(e)))?;
     Ok(Prepared {
         project: project.to_string(),
         mapping: *mapping,

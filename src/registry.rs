@@ -147,9 +147,12 @@ fn projects_in(dir: &Path, forget: bool) -> anyhow::Result<Vec<PathBuf>> {
         let text = match std::fs::read(&path) {
             Ok(text) => text,
             // Gone since the listing (another run forgot a deleted project, below, at the
-            // same moment), or a link to nothing: nothing to keep for it, nor to remember.
+            // same moment), or a link to nothing: nothing to keep for it. A link (`register`
+            // never writes one) is forgotten; a name gone is not touched again, since the
+            // project may have registered anew under it since.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                if forget {
+                let link = path.symlink_metadata().is_ok_and(|m| m.is_symlink());
+                if forget && link {
                     let _ = std::fs::remove_file(&path);
                 }
                 continue;
@@ -186,7 +189,10 @@ mod tests {
         let kept = state.path().to_path_buf();
         std::fs::write(dir.path().join("aaaa"), format!("{}\n", kept.display())).unwrap();
         std::os::unix::fs::symlink(dir.path().join("gone"), dir.path().join("bbbb")).unwrap();
-        assert_eq!(projects_in(dir.path(), false).unwrap(), std::slice::from_ref(&kept));
+        assert_eq!(
+            projects_in(dir.path(), false).unwrap(),
+            std::slice::from_ref(&kept)
+        );
         assert!(dir.path().join("bbbb").symlink_metadata().is_ok());
         // In this user's own registry, the link to nothing is forgotten.
         assert_eq!(projects_in(dir.path(), true).unwrap(), [kept]);

@@ -726,33 +726,41 @@ fn the_boot_script_applies_nothing_another_user_could_have_planted() {
 }
 
 /// A saved ruleset that cannot be written (a directory at its path) fails the switch before
-/// the kernel changes: the rule stays on the serving color, which keeps serving, and the
-/// error names the path.
+/// the kernel changes, with no watch window (the lead then the replacement) and into one (the
+/// replacement beside the window): the rule stays on the serving color, with its two rules
+/// and no copy led in front of them, blue keeps serving, and the error names the path.
 #[test]
 fn a_switch_whose_ruleset_cannot_be_saved_leaves_the_rule_on_the_serving_color() {
-    let Some(project) = deployed_in_nft_mode() else {
+    if !nft_ready() {
         return;
-    };
-    let saved = cutover::nft::saved(&project.switch_saved_dir(), &project.name);
-    std::fs::remove_file(&saved).unwrap();
-    std::fs::create_dir(&saved).unwrap();
-    let stderr = project
-        .cutover(["deploy", "--image", "cutover-demo:v2"])
-        .code(1)
-        .stderr;
-    assert!(
-        stderr.contains(&format!("{} is a directory", saved.display())),
-        "{stderr}"
-    );
-    assert_eq!(rule(&project).primary_to, project.blue);
-    project.assert_still_serving("blue", "v1");
-    let status = project.status_json();
-    assert_eq!(status["nginx_serves"], "blue", "{status:#}");
-    // Once the path is free again, the next deploy switches.
-    std::fs::remove_dir(&saved).unwrap();
-    project.deploy_ok("cutover-demo:v2");
-    assert_eq!(rule(&project).primary_to, project.green);
-    assert!(saved.is_file());
+    }
+    for settle in ["0s", "1s"] {
+        let project = Project::compose(App::compose().switch("nft").settle(settle));
+        project.deploy_ok("cutover-demo:v1");
+        let saved = cutover::nft::saved(&project.switch_saved_dir(), &project.name);
+        std::fs::remove_file(&saved).unwrap();
+        std::fs::create_dir(&saved).unwrap();
+        let stderr = project
+            .cutover(["deploy", "--image", "cutover-demo:v2"])
+            .code(1)
+            .stderr;
+        assert!(
+            stderr.contains(&format!("{} is a directory", saved.display())),
+            "settle {settle}: {stderr}"
+        );
+        assert!(!stderr.contains("inserted in front"), "{stderr}");
+        let m = rule(&project);
+        assert_eq!((m.primary_to, m.backup_to), (project.blue, project.blue));
+        assert_eq!(dnat_rules(&project), 2, "settle {settle}");
+        project.assert_still_serving("blue", "v1");
+        let status = project.status_json();
+        assert_eq!(status["nginx_serves"], "blue", "{status:#}");
+        // Once the path is free again, the next deploy switches.
+        std::fs::remove_dir(&saved).unwrap();
+        project.deploy_ok("cutover-demo:v2");
+        assert_eq!(rule(&project).primary_to, project.green);
+        assert!(saved.is_file());
+    }
 }
 
 /// A switch port something already listens on (a database, ssh): the rule would hand that

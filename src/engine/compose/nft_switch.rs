@@ -401,6 +401,11 @@ impl Run<'_, '_> {
             (false, _) => kernel_switch(config, &wanted, crate::nft::Lead::No),
         };
         if let Err(e) = switched {
+            // Nothing reached the kernel (the ruleset could not even be written): nothing to
+            // put back, and leading with the previous rules would only add a copy of them.
+            if e.downcast_ref::<crate::nft::Unapplied>().is_some() {
+                return Err(e);
+            }
             // The kernel may have taken the rule before the save failed: put it back, or the
             // color this deploy is about to stop would keep the traffic.
             let back = self.nft_undo(Undo {

@@ -37,27 +37,46 @@ use super::Run;
 /// or when dropped.
 pub(super) struct Replacing {
     table: String,
+    /// What it replaces the table with: what the lead before it routed to.
+    mapping: Mapping,
     thread: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
+/// How a replacement on its thread failed.
+enum Failure {
+    /// It returned this error: worth one more try where the old color still runs.
+    Failed(anyhow::Error),
+    /// It panicked: the same code again would too.
+    Panicked,
+}
+
+impl Failure {
+    fn into_error(self, table: &str) -> anyhow::Error {
+        match self {
+            Failure::Failed(e) => e,
+            Failure::Panicked => {
+                anyhow::anyhow!("the replacement of table ip {table} panicked")
+            }
+        }
+    }
+}
+
 impl Replacing {
-    /// Starts applying `prepared` (of `project`) on a thread.
-    fn start(project: &str, prepared: crate::nft::Prepared) -> Replacing {
+    /// Starts applying `prepared` (of `project`, to `mapping`) on a thread.
+    fn start(project: &str, mapping: Mapping, prepared: crate::nft::Prepared) -> Replacing {
         Replacing {
             table: crate::nft::table(project),
+            mapping,
             thread: Some(std::thread::spawn(move || prepared.apply())),
         }
     }
 
-    /// Its outcome: the replacement's error, or its panic in words.
-    fn wait(mut self) -> anyhow::Result<()> {
+    /// Its outcome.
+    fn wait(mut self) -> Result<(), Failure> {
         match self.thread.take().map(JoinHandle::join) {
             None | Some(Ok(Ok(()))) => Ok(()),
-            Some(Ok(Err(e))) => Err(e),
-            Some(Err(_)) => Err(anyhow::anyhow!(
-                "the replacement of table ip {} panicked",
-                self.table
-            )),
+            Some(Ok(Err(e))) => Err(Failure::Failed(e)),
+            Some(Err(_)) => Err(Failure::Panicked),
         }
     }
 }
@@ -87,19 +106,39 @@ impl Run<'_, '_> {
             return prepared.apply();
         }
         self.replacing
-            .set(Some(Replacing::start(project, prepared)));
+            .set(Some(Replacing::start(project, *wanted, prepared)));
         Ok(())
     }
 
-    /// The switch's replacement, waited for at the watch window's end; one that failed is
-    /// tried once more, here, while the old color still runs (a disk that filled for a
-    /// moment, an `nft` killed): `wanted` is what the switch led to. A note says it was.
-    pub(super) fn replaced_or_again(&mut self, wanted: Option<Mapping>) -> anyhow::Result<()> {
-        let Err(first) = self.replaced() else {
+    /// Waits for a replacement begun beside ([`Run::lead_then_replace_beside`]); none
+    /// pending is `Ok`. A failed one leaves the rule not known (the next write reads it).
+    pub(super) fn replaced(&self) -> anyhow::Result<()> {
+        let Some(replacing) = self.replacing.take() else {
             return Ok(());
         };
-        let Some(wanted) = wanted else {
-            return Err(first);
+        let table = replacing.table.clone();
+        replacing.wait().map_err(|failure| {
+            self.rule.set(None);
+            failure.into_error(&table)
+        })
+    }
+
+    /// The switch's replacement, waited for at the watch window's end; one that failed (not
+    /// one that panicked) is tried once more, here, while the old color still runs (a disk
+    /// that filled for a moment, an `nft` killed), to the mapping the switch led to. A note
+    /// says it was.
+    pub(super) fn replaced_or_again(&mut self) -> anyhow::Result<()> {
+        let Some(replacing) = self.replacing.take() else {
+            return Ok(());
+        };
+        let (table, wanted) = (replacing.table.clone(), replacing.mapping);
+        let first = match replacing.wait() {
+            Ok(()) => return Ok(()),
+            Err(Failure::Failed(e)) => e,
+            Err(panicked) => {
+                self.rule.set(None);
+                return Err(panicked.into_error(&table));
+            }
         };
         let project = self.d.loaded.config.project.as_str();
         match crate::nft::switch(project, &wanted, &crate::nft::saved_dir()) {
@@ -111,17 +150,13 @@ impl Run<'_, '_> {
                 ));
                 Ok(())
             }
-            Err(again) => Err(first.context(format!("and again at the window's end: {again:#}"))),
+            Err(again) => {
+                self.rule.set(None);
+                Err(anyhow::anyhow!(
+                    "{first:#}; and again at the window's end: {again:#}"
+                ))
+            }
         }
-    }
-
-    /// Waits for a replacement begun beside ([`Run::lead_then_replace_beside`]); none
-    /// pending is `Ok`. A failed one leaves the rule not known (the next write reads it).
-    pub(super) fn replaced(&self) -> anyhow::Result<()> {
-        let Some(replacing) = self.replacing.take() else {
-            return Ok(());
-        };
-        replacing.wait().inspect_err(|_| self.rule.set(None))
     }
 
     /// After the old color stopped: the close's replacement waited for, a note when it
@@ -135,7 +170,11 @@ impl Run<'_, '_> {
             Ok(Some(m)) if Some(m) == mapping(config, to, to) => format!(
                 "the kernel leads both switch ports to {to} (read back), as the window's close led them"
             ),
-            Ok(m) => format!("the kernel's rule reads back as {m:?}"),
+            Ok(Some(m)) => format!(
+                "the kernel leads port {} to port {} and port {} to port {} (read back)",
+                m.primary, m.primary_to, m.backup, m.backup_to
+            ),
+            Ok(None) => format!("table ip {table} is gone (read back)"),
             Err(e) => format!("reading the rule back failed too ({e:#})"),
         };
         let backup = old.map_or(String::new(), |old| {
@@ -159,23 +198,31 @@ mod tests {
     fn replacing(work: impl FnOnce() -> anyhow::Result<()> + Send + 'static) -> Replacing {
         Replacing {
             table: "cutover_p".into(),
+            mapping: Mapping {
+                primary: 9100,
+                primary_to: 9012,
+                backup: 9101,
+                backup_to: 9011,
+            },
             thread: Some(std::thread::spawn(work)),
         }
     }
 
+    /// A failure is told apart from a panic: only the first is worth a second try.
     #[test]
     fn a_replacement_is_waited_for_with_its_outcome_and_its_panic_in_words() {
         assert!(replacing(|| Ok(())).wait().is_ok());
-        let failed = replacing(|| anyhow::bail!("nft: Cannot allocate memory"));
-        assert_eq!(
-            failed.wait().unwrap_err().to_string(),
-            "nft: Cannot allocate memory"
-        );
-        let panicked = replacing(|| panic!("boom")).wait().unwrap_err();
-        assert_eq!(
-            panicked.to_string(),
-            "the replacement of table ip cutover_p panicked"
-        );
+        match replacing(|| anyhow::bail!("nft: Cannot allocate memory")).wait() {
+            Err(Failure::Failed(e)) => assert_eq!(e.to_string(), "nft: Cannot allocate memory"),
+            _ => panic!("a failure is Failed"),
+        }
+        match replacing(|| panic!("boom")).wait() {
+            Err(panicked @ Failure::Panicked) => assert_eq!(
+                panicked.into_error("cutover_p").to_string(),
+                "the replacement of table ip cutover_p panicked"
+            ),
+            _ => panic!("a panic is Panicked"),
+        }
     }
 
     /// Dropped unwaited (a run that ended early), it is waited for all the same: no `nft`

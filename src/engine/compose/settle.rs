@@ -64,9 +64,8 @@ impl Run<'_, '_> {
         // that failed is tried again here, and failing again it fails the window while the
         // old color still runs. After a window that failed anyway, the switch back replaces
         // the table itself.
-        let led = old.and_then(|old| super::nft_switch::mapping(&self.d.loaded.config, t.to, old));
         let replaced = match watched {
-            Ok(()) => self.replaced_or_again(led),
+            Ok(()) => self.replaced_or_again(),
             Err(_) => self.replaced(),
         };
         let watched = match (watched, replaced) {
