@@ -947,6 +947,15 @@ fn a_table_edited_by_hand_is_reported_and_the_next_deploy_rewrites_it() {
     assert_eq!(project.get("/").unwrap().1.trim(), "version=v2 color=green");
 }
 
+/// How many processes the `-v` trace in `stderr` shows ending with exit 0 whose line holds
+/// `needle`.
+fn traced_ok(stderr: &str, needle: &str) -> usize {
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("    $ ") && l.contains(needle) && l.ends_with(", exit 0)"))
+        .count()
+}
+
 /// `-v` lists every process of an nft deploy with how it ended, and the socket looks cutover
 /// makes itself, those run on a thread beside another step too: the switch ports' look beside
 /// the rule's listing, the new color's look beside the health gate, and the `nft` that
@@ -959,12 +968,7 @@ fn verbose_traces_the_processes_run_beside_other_steps() {
     let run = project
         .cutover(["-v", "deploy", "--image", "cutover-demo:v2"])
         .success();
-    let traced = |needle: &str| {
-        run.stderr
-            .lines()
-            .filter(|l| l.starts_with("    $ ") && l.contains(needle) && l.ends_with(", exit 0)"))
-            .count()
-    };
+    let traced = |needle: &str| traced_ok(&run.stderr, needle);
     let looked = |needle: &str, sockets: usize| {
         run.stderr
             .lines()
@@ -1404,6 +1408,21 @@ fn dnat_rules(project: &Project) -> usize {
         .count()
 }
 
+/// After an nft deploy to `color`: only it runs, answering with `version` through nginx, and
+/// the rule leads both ports to it with its two rules, saved as the kernel has them.
+fn assert_nft_serving(project: &Project, color: &str, version: &str) {
+    let port = project.port_of(color);
+    let m = rule(project);
+    assert_eq!((m.primary_to, m.backup_to), (port, port));
+    assert_eq!(dnat_rules(project), 2);
+    assert_saved(project, port, port);
+    assert_eq!(project.running_services(), [format!("web-{color}")]);
+    assert_eq!(
+        project.get("/").unwrap().1.trim(),
+        format!("version={version} color={color}")
+    );
+}
+
 /// The project's rule once a replacement running beside a step has ended: until then the
 /// table holds four rules, the led two in front (which `nft::read` takes, as the kernel
 /// does: the first rule for a port is the one applied).
@@ -1420,26 +1439,42 @@ fn rule_once_replaced(project: &Project) -> cutover::nft::Mapping {
     rule(project)
 }
 
+/// A project in nft mode with a 1 s watch window and v1 deployed to blue; None where the nft
+/// tests cannot run (said loudly by `nft_ready`).
+fn deployed_with_a_window() -> Option<Project> {
+    if !nft_ready() {
+        return None;
+    }
+    let project = Project::compose(App::compose().switch("nft").settle("1s"));
+    project.deploy_ok("cutover-demo:v1");
+    Some(project)
+}
+
+/// `cutover deploy --image IMAGE` with an `nft` that refuses the replacements numbered in
+/// `refused` ([`path_with_an_nft_that_refuses_replacements`]).
+fn deploy_refusing(project: &Project, image: &str, refused: &[u32]) -> std::process::Output {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = path_with_an_nft_that_refuses_replacements(tmp.path(), refused);
+    project
+        .command(["deploy", "--image", image])
+        .env("PATH", &path)
+        .output()
+        .unwrap()
+}
+
 /// nft mode with a watch window: the switch and the window's close each lead with an `nft`
 /// primed ahead (fed, never started then), and each replaces the table beside the wait that
 /// follows (the window; the drain and stop). The deploy ends with the table's two rules on
 /// green and the same ruleset saved for the boot restore.
 #[test]
 fn a_watch_window_leads_both_routes_and_replaces_the_table_beside_the_waits() {
-    if !nft_ready() {
+    let Some(project) = deployed_with_a_window() else {
         return;
-    }
-    let project = Project::compose(App::compose().switch("nft").settle("1s"));
-    project.deploy_ok("cutover-demo:v1");
+    };
     let run = project
         .cutover(["-v", "deploy", "--image", "cutover-demo:v2"])
         .success();
-    let traced = |needle: &str| {
-        run.stderr
-            .lines()
-            .filter(|l| l.starts_with("    $ ") && l.contains(needle) && l.ends_with(", exit 0)"))
-            .count()
-    };
+    let traced = |needle: &str| traced_ok(&run.stderr, needle);
     let [p, b] = project.switch_ports;
     let lead = |primary: u16, backup: u16| {
         format!(
@@ -1464,12 +1499,7 @@ fn a_watch_window_leads_both_routes_and_replaces_the_table_beside_the_waits() {
     assert_eq!(traced("nft -e -j -f "), 2, "{}", run.stderr);
     assert_eq!(traced("nft 'insert rule "), 0, "{}", run.stderr);
     assert!(!run.stderr.contains("never fed"), "{}", run.stderr);
-    let m = rule(&project);
-    assert_eq!((m.primary_to, m.backup_to), (project.green, project.green));
-    assert_eq!(dnat_rules(&project), 2);
-    assert_saved(&project, project.green, project.green);
-    assert_eq!(project.running_services(), ["web-green"]);
-    assert_eq!(project.get("/").unwrap().1.trim(), "version=v2 color=green");
+    assert_nft_serving(&project, "green", "v2");
 }
 
 /// The switch's table replacement, running beside the watch window, fails (the lead took).
@@ -1478,21 +1508,10 @@ fn a_watch_window_leads_both_routes_and_replaces_the_table_beside_the_waits() {
 /// by the rule. Either way the table ends with two rules, saved as the kernel has them.
 #[test]
 fn a_replacement_failing_beside_the_window_is_tried_again_then_switches_back() {
-    if !nft_ready() {
+    let Some(project) = deployed_with_a_window() else {
         return;
-    }
-    let project = Project::compose(App::compose().switch("nft").settle("1s"));
-    project.deploy_ok("cutover-demo:v1");
-    let deploy = |image: &str, refused: &[u32]| {
-        let tmp = tempfile::tempdir().unwrap();
-        let path = path_with_an_nft_that_refuses_replacements(tmp.path(), refused);
-        project
-            .command(["deploy", "--image", image])
-            .env("PATH", &path)
-            .output()
-            .unwrap()
     };
-    let out = deploy("cutover-demo:v2", &[1]);
+    let out = deploy_refusing(&project, "cutover-demo:v2", &[1]);
     let (stdout, stderr) = crate::common::texts(&out);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     assert!(
@@ -1505,13 +1524,9 @@ fn a_replacement_failing_beside_the_window_is_tried_again_then_switches_back() {
         stderr.contains("it was replaced at the window's end"),
         "{stderr}"
     );
-    let m = rule(&project);
-    assert_eq!((m.primary_to, m.backup_to), (project.green, project.green));
-    assert_eq!(dnat_rules(&project), 2);
-    assert_saved(&project, project.green, project.green);
-    assert_eq!(project.running_services(), ["web-green"]);
+    assert_nft_serving(&project, "green", "v2");
 
-    let out = deploy("cutover-demo:v1", &[1, 2]);
+    let out = deploy_refusing(&project, "cutover-demo:v1", &[1, 2]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -1521,12 +1536,7 @@ fn a_replacement_failing_beside_the_window_is_tried_again_then_switches_back() {
     assert!(stderr.contains("and again at the window's end"), "{stderr}");
     assert!(stderr.contains("Cannot allocate memory"), "{stderr}");
     assert!(stderr.contains("switched back to green"), "{stderr}");
-    let m = rule(&project);
-    assert_eq!((m.primary_to, m.backup_to), (project.green, project.green));
-    assert_eq!(dnat_rules(&project), 2);
-    assert_saved(&project, project.green, project.green);
-    assert_eq!(project.running_services(), ["web-green"]);
-    assert_eq!(project.get("/").unwrap().1.trim(), "version=v2 color=green");
+    assert_nft_serving(&project, "green", "v2");
 }
 
 /// The window's close led both ports to green, then its table replacement (beside the drain
@@ -1534,18 +1544,10 @@ fn a_replacement_failing_beside_the_window_is_tried_again_then_switches_back() {
 /// so the deploy succeeds, saying what is left; the next deploy replaces the table.
 #[test]
 fn a_replacement_failing_beside_the_stop_is_a_note_and_the_next_deploy_replaces_the_table() {
-    if !nft_ready() {
+    let Some(project) = deployed_with_a_window() else {
         return;
-    }
-    let project = Project::compose(App::compose().switch("nft").settle("1s"));
-    project.deploy_ok("cutover-demo:v1");
-    let tmp = tempfile::tempdir().unwrap();
-    let path = path_with_an_nft_that_refuses_replacements(tmp.path(), &[2]);
-    let out = project
-        .command(["deploy", "--image", "cutover-demo:v2"])
-        .env("PATH", &path)
-        .output()
-        .unwrap();
+    };
+    let out = deploy_refusing(&project, "cutover-demo:v2", &[2]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
@@ -1580,12 +1582,7 @@ fn a_replacement_failing_beside_the_stop_is_a_note_and_the_next_deploy_replaces_
     // The switch's replacement was saved; the close's was not.
     assert_saved(&project, project.green, project.blue);
     project.deploy_ok("cutover-demo:v1");
-    let m = rule(&project);
-    assert_eq!((m.primary_to, m.backup_to), (project.blue, project.blue));
-    assert_eq!(dnat_rules(&project), 2);
-    assert_saved(&project, project.blue, project.blue);
-    assert_eq!(project.running_services(), ["web-blue"]);
-    assert_eq!(project.get("/").unwrap().1.trim(), "version=v1 color=blue");
+    assert_nft_serving(&project, "blue", "v1");
 }
 
 /// A new color that crashes on start (a bad setting) in `nginx.switch: nft`: the listener
