@@ -134,8 +134,9 @@ pub fn run_lead(project: &str, mapping: &Mapping, primed: Option<Primed>) -> any
 
 /// An `nft -f -` started ahead of a lead (when the health gate starts, and when the watch
 /// window starts), waiting for its rules on stdin: at the pass (the window's end),
-/// [`run_lead`] then costs the kernel's transaction, not an `nft` start as well. None when it cannot start (no `nft`): the lead starts its own. Dropped
-/// unfed, it reads an empty ruleset and changes nothing.
+/// [`run_lead`] then costs the kernel's transaction, not an `nft` start as well. None when it
+/// cannot start (no `nft`): the lead starts its own. Dropped unfed, it reads an empty ruleset
+/// and changes nothing.
 pub struct Primed(Box<crate::process::Primed>);
 
 impl Primed {

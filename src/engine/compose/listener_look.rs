@@ -255,6 +255,11 @@ mod tests {
     }
 
     impl Inside {
+        /// [`Inside::start`] for `test` where it can run (root); None, said loudly, where not.
+        fn if_root(test: &str) -> Option<Inside> {
+            crate::sock_diag::tests::root_or_say_so(test).then(Inside::start)
+        }
+
         fn start() -> Inside {
             let script = "import socket,sys\n\
 print('inside', flush=True)\n\
@@ -290,6 +295,13 @@ print('listening', flush=True); sys.stdin.readline()\n";
     /// A gate far from its deadline.
     fn look() -> ListenerLook {
         ListenerLook::new(8080, std::time::Instant::now() + Duration::from_secs(60))
+    }
+
+    /// [`look_inside`] that has entered `running`'s namespace and seen nothing listen yet.
+    fn looking_at(running: &Running) -> ListenerLook {
+        let mut look = look_inside();
+        assert!(look.nothing_yet(Some(running)).is_some());
+        look
     }
 
     /// [`look`], taking [`Inside`]'s stand-in process for the container.
@@ -361,10 +373,9 @@ print('listening', flush=True); sys.stdin.readline()\n";
 
     #[test]
     fn the_listener_look_holds_polls_back_only_while_nothing_listens_in_the_namespace() {
-        if !crate::sock_diag::tests::root_or_say_so("the_listener_look_holds_polls_back…") {
+        let Some(mut inside) = Inside::if_root("the_listener_look_holds_polls_back…") else {
             return;
-        }
-        let mut inside = Inside::start();
+        };
         let running = inside.running.clone();
         let mut look = look_inside();
         assert_eq!(
@@ -388,13 +399,11 @@ print('listening', flush=True); sys.stdin.readline()\n";
 
     #[test]
     fn the_listener_look_ends_when_the_process_changes_or_a_poll_is_answered() {
-        if !crate::sock_diag::tests::root_or_say_so("the_listener_look_ends_when…") {
+        let Some(inside) = Inside::if_root("the_listener_look_ends_when…") else {
             return;
-        }
-        let inside = Inside::start();
+        };
         let running = inside.running.clone();
-        let mut look = look_inside();
-        assert!(look.nothing_yet(Some(&running)).is_some());
+        let mut look = looking_at(&running);
         let restarted = Running {
             pid: running.pid + 1,
             ..running.clone()
@@ -402,8 +411,7 @@ print('listening', flush=True); sys.stdin.readline()\n";
         assert_eq!(look.nothing_yet(Some(&restarted)), None);
         assert!(matches!(look.state, Listening::Done));
 
-        let mut look = look_inside();
-        assert!(look.nothing_yet(Some(&running)).is_some());
+        let mut look = looking_at(&running);
         look.heard(&Answer::Status {
             code: 200,
             body: String::new(),
@@ -412,21 +420,18 @@ print('listening', flush=True); sys.stdin.readline()\n";
         assert_eq!(look.nothing_yet(Some(&running)), None);
 
         // The watcher naming no single container (gone, or scaled to two).
-        let mut look = look_inside();
-        assert!(look.nothing_yet(Some(&running)).is_some());
+        let mut look = looking_at(&running);
         assert_eq!(look.nothing_yet(None), None);
         assert!(matches!(look.state, Listening::Done));
     }
 
     #[test]
     fn the_gates_last_moments_are_polled_not_looked_at() {
-        if !crate::sock_diag::tests::root_or_say_so("the_gates_last_moments_are_polled…") {
+        let Some(inside) = Inside::if_root("the_gates_last_moments_are_polled…") else {
             return;
-        }
-        let inside = Inside::start();
+        };
         let running = inside.running.clone();
-        let mut look = look_inside();
-        assert!(look.nothing_yet(Some(&running)).is_some());
+        let mut look = looking_at(&running);
         // Nothing listens in the stand-in; still, within POLL_ANYWAY_EVERY of the deadline
         // every round is a poll, and the looks are over.
         look.deadline = std::time::Instant::now() + POLL_ANYWAY_EVERY / 2;
